@@ -1,0 +1,8 @@
+"""simlm: synthetic worlds with an exact optimal language model, and the theory of pretrained LMs
+checked against them."""
+
+from simlm import errors
+from simlm.worlds import HMM, World
+
+__version__ = "0.1.0"
+__all__ = ["errors", "HMM", "World", "__version__"]

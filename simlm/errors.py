@@ -1,0 +1,43 @@
+"""The typed errors of simlm.
+
+Every error a user can trigger with bad input is a subclass of :class:`SimlmError`, itself a
+:class:`ValueError`, so ``except ValueError`` keeps working.  Messages name the argument and the
+problem (``"transition row 3 sums to 0.97, expected 1 within 1e-06"``).  They are raised on the host,
+before anything is traced or compiled.
+"""
+
+from __future__ import annotations
+
+
+class SimlmError(ValueError):
+    """Base class of every error simlm raises for bad input."""
+
+
+class DistributionError(SimlmError):
+    """A probability vector or stochastic matrix is not one: negative, NaN/inf, or rows not summing to 1."""
+
+
+class ShapeError(SimlmError):
+    """Arrays whose shapes do not fit together (e.g. emission rows ≠ number of hidden states)."""
+
+
+class TokenError(SimlmError):
+    """Token sequences that are not integer arrays of shape (T,) or (n, T) with ids in [0, V) and T ≥ 1."""
+
+
+class ZeroProbabilityError(SimlmError):
+    """A sequence has probability zero under the world, so conditionals given it are undefined."""
+
+
+class ConfigError(SimlmError):
+    """An invalid seed, size, family, option or configuration value."""
+
+
+__all__ = [
+    "SimlmError",
+    "DistributionError",
+    "ShapeError",
+    "TokenError",
+    "ZeroProbabilityError",
+    "ConfigError",
+]

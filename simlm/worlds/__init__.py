@@ -1,0 +1,6 @@
+"""Generative worlds whose optimal language model is known exactly."""
+
+from simlm.worlds.base import World, WorldBase
+from simlm.worlds.hmm import HMM
+
+__all__ = ["World", "WorldBase", "HMM"]

@@ -1,0 +1,109 @@
+"""Random HMM parameter families: ``HMM.random(seed, n_states, n_symbols, family=..., **options)``.
+
+Each family is a function ``(rng, K, V, **options) → (initial (K,), transition (K, K), emission (K, V))``
+in float64 numpy; construction-time randomness comes from a numpy Generator seeded by an integer.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from simlm.errors import ConfigError
+from simlm.worlds.base import check_positive, check_positive_int
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def dirichlet(rng, K, V, *, initial_concentration=1.0, transition_concentration=1.0,
+              emission_concentration=1.0):
+    """π ~ Dir(a_π·1), each row of A ~ Dir(a_A·1), each row of B ~ Dir(a_B·1).  Small
+    concentrations give sparse, near-deterministic rows; 1 is uniform on the simplex."""
+    a_pi = check_positive("initial_concentration", initial_concentration)
+    a_A = check_positive("transition_concentration", transition_concentration)
+    a_B = check_positive("emission_concentration", emission_concentration)
+    return (rng.dirichlet(np.full(K, a_pi)), rng.dirichlet(np.full(K, a_A), size=K),
+            rng.dirichlet(np.full(V, a_B), size=K))
+
+
+def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emission_temp=0.01,
+                        n_permutations=None):
+    """The family of Wei, Xie & Ma (NeurIPS 2021) experiments.
+
+    π = softmax((U − ½)/start_temp), U ~ Unif(0,1)^K;
+    A = Σ_p w_p P_p, w = softmax((U − ½)/transition_temp) over ``n_permutations`` (default K) random
+    permutation matrices P_p — a convex combination of permutations, so A is doubly stochastic;
+    B[k] = softmax((U_k − ½)/emission_temp), U_k ~ Unif(0,1)^V.
+    Low temperatures make A close to one permutation and B close to one-hot rows."""
+    t_pi = check_positive("start_temp", start_temp)
+    t_A = check_positive("transition_temp", transition_temp)
+    t_B = check_positive("emission_temp", emission_temp)
+    P = K if n_permutations is None else check_positive_int("n_permutations", n_permutations)
+    initial = _softmax((rng.uniform(size=K) - 0.5) / t_pi)
+    w = _softmax((rng.uniform(size=P) - 0.5) / t_A)
+    perms = np.stack([np.eye(K)[rng.permutation(K)] for _ in range(P)])
+    transition = np.einsum("p,pij->ij", w, perms)
+    emission = _softmax((rng.uniform(size=(K, V)) - 0.5) / t_B)
+    return initial, transition, emission
+
+
+def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_temp=0.1,
+         emission_noise=0.0):
+    """A GINC-style world (Xie, Raghunathan, Liang & Ma, 2022): a concept c is drawn once per sequence
+    and a hidden state (entity e, property q) follows the concept's chain
+    A_c = kron(E_c, Q_c), E_c sticky (stay with prob ``entity_stay``, else move uniformly), Q_c a
+    permutation mixture at ``property_temp``.  Every concept shares one deterministic emission table
+    token = table[e, q] (distinct tokens where V allows), optionally smoothed by ``emission_noise``.
+
+    State index = (c·n_entities + e)·n_properties + q; K = n_concepts·n_entities·n_properties.
+    ``n_entities`` defaults to the largest divisor of K/n_concepts not above √(K/n_concepts)."""
+    C = check_positive_int("n_concepts", n_concepts)
+    if K % C:
+        raise ConfigError(f"n_states: {K} is not divisible by n_concepts={C}")
+    per = K // C
+    if n_entities is None:
+        n_entities = max(d for d in range(1, int(np.sqrt(per)) + 1) if per % d == 0)
+    E = check_positive_int("n_entities", n_entities)
+    if per % E:
+        raise ConfigError(f"n_states: {K} is not n_concepts·n_entities·n_properties for n_concepts={C}, n_entities={E}")
+    Qn = per // E
+    if not 0 <= entity_stay <= 1:
+        raise ConfigError(f"entity_stay: expected a probability in [0, 1], got {entity_stay!r}")
+    if not 0 <= emission_noise < 1:
+        raise ConfigError(f"emission_noise: expected a number in [0, 1), got {emission_noise!r}")
+    table = (rng.permutation(max(V, E * Qn))[: E * Qn] % V).reshape(E, Qn)
+    blocks = []
+    for _ in range(C):
+        ent = entity_stay * np.eye(E) + (1 - entity_stay) * np.full((E, E), 1.0 / E)
+        _, prop, _ = permutation_mixture(rng, Qn, 1, transition_temp=property_temp)
+        blocks.append(np.kron(ent, prop))
+    transition = np.zeros((K, K))
+    for c, blk in enumerate(blocks):
+        transition[c * per:(c + 1) * per, c * per:(c + 1) * per] = blk
+    one_hot = np.eye(V)[table.reshape(-1)]  # (E·Q, V)
+    emission_block = (1 - emission_noise) * one_hot + emission_noise / V
+    emission = np.tile(emission_block, (C, 1))
+    initial = np.full(K, 1.0 / K)
+    return initial, transition, emission
+
+
+FAMILIES = {"dirichlet": dirichlet, "permutation-mixture": permutation_mixture, "ginc": ginc}
+
+
+def random_parameters(seed_rng, n_states, n_symbols, family, options):
+    """Dispatch to a family, turning unknown families and options into :class:`ConfigError`."""
+    if family not in FAMILIES:
+        raise ConfigError(f"family: unknown HMM family {family!r}; choose one of {sorted(FAMILIES)}")
+    fn = FAMILIES[family]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("rng", "K", "V")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not an option of family {family!r}; its options are {allowed}")
+    K = check_positive_int("n_states", n_states)
+    V = check_positive_int("n_symbols", n_symbols)
+    return fn(seed_rng, K, V, **options)

@@ -1,0 +1,210 @@
+"""The hidden Markov model world: exact optimal causal and masked LMs by forward–backward.
+
+A thin class over :mod:`simlm.worlds.hmm_core`: it validates parameters once at construction, validates
+tokens on the host, and calls jit-compiled, sequence-batched core functions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.worlds import hmm_core as core
+from simlm.worlds.base import WorldBase, as_key, as_rng, check_positive_int, check_stochastic, check_tokens
+from simlm.worlds.families import random_parameters
+
+
+def _batched(fn):
+    """jit(vmap(fn)) over sequences for a core function fn(initial, transition, emission, tokens)."""
+    return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))
+
+
+token_logprobs = _batched(core.token_logprobs)
+log_likelihood = _batched(core.log_likelihood)
+next_token_probs = _batched(core.next_token_probs)
+smoothed_posterior = _batched(core.smoothed_posterior)
+masked_state_posterior = _batched(core.masked_state_posterior)
+masked_token_probs = _batched(core.masked_token_probs)
+prepended_state_posterior = _batched(core.prepended_state_posterior)
+prepended_mask_probs = _batched(core.prepended_mask_probs)
+
+
+@jax.jit
+def _filtered(initial, transition, emission, tokens):
+    fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
+    return fw.filtered, fw.token_logprobs
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def sample_tokens(initial, transition, emission, key, n_sequences: int, length: int):
+    """Jitted batched sampling from raw parameters: returns ``(tokens, states)``, each (n, T) int32."""
+    cums = [core.cumulative_rows(a) for a in (initial, transition, emission)]
+    return core.sample(*cums, key, n_sequences, length)
+
+
+@jax.tree_util.register_pytree_node_class
+class HMM(WorldBase):
+    """A hidden Markov model with K hidden states and V symbols.
+
+    ``initial[k] = P(h_1 = k)``, ``transition[i, j] = P(h_{t+1} = j | h_t = i)``,
+    ``emission[k, v] = P(x_t = v | h_t = k)``.  Rows must be probability vectors (within ``atol``);
+    they are stored in ``dtype`` (float32 by default), exactly as given.
+    """
+
+    def __init__(self, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
+        pi = check_stochastic("initial", initial, atol=atol)
+        A = check_stochastic("transition", transition, atol=atol)
+        B = check_stochastic("emission", emission, atol=atol)
+        if pi.ndim != 1:
+            raise ShapeError(f"initial: expected shape (K,), got {pi.shape}")
+        K = pi.shape[0]
+        if A.shape != (K, K):
+            raise ShapeError(f"transition: expected shape ({K}, {K}) to match initial's {K} states, got {A.shape}")
+        if B.ndim != 2 or B.shape[0] != K:
+            raise ShapeError(f"emission: expected shape ({K}, V) to match initial's {K} states, got {B.shape}")
+        self._set(*(jnp.asarray(a, dtype) for a in (pi, A, B)))
+
+    def _set(self, initial, transition, emission):
+        self.initial, self.transition, self.emission = initial, transition, emission
+
+    # pytree: arrays are the leaves; unflattening skips validation (the leaves may be tracers)
+    def tree_flatten(self):
+        return (self.initial, self.transition, self.emission), None
+
+    @classmethod
+    def tree_unflatten(cls, _, leaves):
+        obj = object.__new__(cls)
+        obj._set(*leaves)
+        return obj
+
+    def __repr__(self):
+        return f"HMM(n_states={self.n_states}, n_symbols={self.n_symbols}, fingerprint={self.fingerprint()})"
+
+    @property
+    def n_states(self) -> int:
+        return self.initial.shape[0]
+
+    @property
+    def n_symbols(self) -> int:
+        return self.emission.shape[1]
+
+    def _param_arrays(self):
+        return self.initial, self.transition, self.emission
+
+    @property
+    def _params(self):
+        return self.initial, self.transition, self.emission
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def random(cls, seed: int, n_states: int, n_symbols: int, *, family: str = "dirichlet", **options) -> "HMM":
+        """A random HMM from a named family (see :mod:`simlm.worlds.families`):
+
+        - ``"dirichlet"`` — rows from symmetric Dirichlets (``*_concentration`` options);
+        - ``"permutation-mixture"`` — Wei, Xie & Ma's family (``start_temp=10``,
+          ``transition_temp=0.01``, ``emission_temp=0.01``);
+        - ``"ginc"`` — (concept, entity, property) states, ``kron(entity_T, property_T)`` per concept,
+          a deterministic emission table shared by concepts (``n_concepts``, ``n_entities``, …).
+        """
+        rng = as_rng(seed)
+        return cls(*random_parameters(rng, n_states, n_symbols, family, options))
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
+        """``(n, T)`` int32 tokens (and ``(n, T)`` states) by inverse-CDF sampling, one uniform per draw.
+        The same key or seed gives bit-identical output."""
+        key = as_key(key)
+        n = check_positive_int("n_sequences", n_sequences)
+        T = check_positive_int("length", length)
+        tokens, states = sample_tokens(*self._params, key, n, T)
+        return (tokens, states) if return_states else tokens
+
+    # ---- exact inference (WorldBase internals) --------------------------------------------------
+    def _token_logprobs(self, toks):
+        return token_logprobs(*self._params, toks)
+
+    def _log_likelihood(self, toks):
+        return log_likelihood(*self._params, toks)
+
+    def _next_token_logprobs(self, toks):
+        probs, steps = next_token_probs(*self._params, toks)
+        return jnp.log(probs), steps
+
+    def _masked_token_probs(self, toks, positions):
+        probs, steps = masked_token_probs(*self._params, toks)
+        return probs[:, positions], steps
+
+    def _prepended_mask_probs(self, toks):
+        return prepended_mask_probs(*self._params, toks)
+
+    def next_token_probs(self, tokens) -> jax.Array:
+        """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
+        return self._checked(next_token_probs, tokens)
+
+    def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
+        """p(h_t | x_1:T) (``smoothed=True``, forward–backward) or p(h_t | x_≤t) (filtering), (n, T, K)."""
+        return self._checked(smoothed_posterior if smoothed else _filtered, tokens)
+
+    def masked_state_posterior(self, tokens) -> jax.Array:
+        """p(h_t | x_-t): the state law at t when x_t is masked, (n, T, K)."""
+        return self._checked(masked_state_posterior, tokens)
+
+    def prepended_state_posterior(self, tokens) -> jax.Array:
+        """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
+        return self._checked(prepended_state_posterior, tokens)
+
+    def _checked(self, fn, tokens):
+        toks, single = check_tokens(tokens, self.n_symbols)
+        out, steps = fn(*self._params, jnp.asarray(toks))
+        self._require_possible(toks, steps)
+        return out[0] if single else out
+
+    def stationary_distribution(self) -> np.ndarray:
+        """A stationary law μ = μA (the left eigenvector for eigenvalue 1, float64; for a reducible
+        chain, one of several)."""
+        A = np.asarray(self.transition, np.float64)
+        w, v = np.linalg.eig(A.T)
+        mu = np.abs(np.real(v[:, np.argmin(np.abs(w - 1))]))
+        return mu / mu.sum()
+
+    # ---- interoperability -----------------------------------------------------------------------
+    @classmethod
+    def from_hmmlearn(cls, model) -> "HMM":
+        """From a fitted ``hmmlearn.hmm.CategoricalHMM`` (``startprob_``, ``transmat_``, ``emissionprob_``)."""
+        try:
+            return cls(model.startprob_, model.transmat_, model.emissionprob_)
+        except AttributeError as err:
+            raise ConfigError(f"model: expected a fitted hmmlearn CategoricalHMM ({err})") from None
+
+    def to_hmmlearn(self):
+        """An ``hmmlearn.hmm.CategoricalHMM`` with these parameters (hmmlearn must be installed)."""
+        from hmmlearn.hmm import CategoricalHMM
+
+        m = CategoricalHMM(n_components=self.n_states, n_features=self.n_symbols, init_params="", params="")
+        m.startprob_ = np.asarray(self.initial, np.float64)
+        m.transmat_ = np.asarray(self.transition, np.float64)
+        m.emissionprob_ = np.asarray(self.emission, np.float64)
+        return m
+
+    def to_dynamax(self):
+        """``(model, params)`` for ``dynamax.hidden_markov_model.CategoricalHMM`` (emission_dim = 1)."""
+        from dynamax.hidden_markov_model import CategoricalHMM
+
+        model = CategoricalHMM(self.n_states, 1, self.n_symbols)
+        params, _ = model.initialize(
+            initial_probs=self.initial, transition_matrix=self.transition,
+            emission_probs=self.emission[:, None, :],
+        )
+        return model, params
+
+    @classmethod
+    def from_dynamax(cls, params) -> "HMM":
+        """From dynamax CategoricalHMM parameters (emission_dim must be 1)."""
+        B = np.asarray(params.emissions.probs)
+        if B.ndim != 3 or B.shape[1] != 1:
+            raise ShapeError(f"params: expected emission probs of shape (K, 1, V), got {B.shape}")
+        return cls(params.initial.probs, params.transitions.transition_matrix, B[:, 0, :])

@@ -1,0 +1,199 @@
+"""Exact HMM inference as pure functions on arrays (the core under :class:`simlm.worlds.HMM`).
+
+Model: h_1 ~ π, h_{t+1} | h_t ~ A[h_t], x_t | h_t ~ B[h_t]; K states, V symbols.  Every function takes
+one sequence ``tokens (T,)`` and is ``jax.jit``/``jax.vmap``-able; the classes vmap over sequences.
+
+Block-diagonal transitions.  ``transition`` may be a ``(k, k)`` block shared by ``G = K / k`` blocks or a
+``(G, k, k)`` stack: the state index is ``g·k + i`` and the chain never leaves its block g.  A dense HMM
+is the case k = K.  This is how worlds with a variable fixed per sequence (a memory, a concept) reuse this
+core at cost G·k² per step instead of (G·k)².
+
+Numerics: the *scaled* forward recursion (Rabiner 1989, §V.A) —
+
+    α̃_t = p_t ∘ B[:, x_t],   c_t = Σ_k α̃_t(k) = p(x_t | x_<t),   α_t = α̃_t / c_t,   p_{t+1} = α_t A,
+
+with p_1 = π, so log p(x_1:T) = Σ_t log c_t.  Each step costs one (K)·(K×K) product; the α_t are
+normalised, so nothing underflows however long the sequence, and the Σ log c_t is a pairwise (tree)
+sum, whose float32 rounding error grows like log T rather than T.  The backward messages
+β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
+posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
+unchanged, so no NaN ever appears.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Forward(NamedTuple):
+    """Output of :func:`forward` for one sequence of length T over K states."""
+
+    predicted: jax.Array  # (T, K)  p(h_t | x_<t)
+    filtered: jax.Array  # (T, K)  p(h_t | x_≤t)
+    token_logprobs: jax.Array  # (T,)  log p(x_t | x_<t) = log c_t
+
+
+# ---- block-diagonal transition operator -------------------------------------------------------
+
+def _blocks(v: jax.Array, transition: jax.Array) -> jax.Array:
+    k = transition.shape[-1]
+    return v.reshape(v.shape[:-1] + (v.shape[-1] // k, k))
+
+
+def predict(alpha: jax.Array, transition: jax.Array) -> jax.Array:
+    """p_{t+1} = α_t A for a dense or block-diagonal A; ``alpha (..., K)``."""
+    a = _blocks(alpha, transition)
+    out = a @ transition if transition.ndim == 2 else jnp.einsum("...gi,gij->...gj", a, transition)
+    return out.reshape(alpha.shape)
+
+
+def retrodict(beta: jax.Array, transition: jax.Array) -> jax.Array:
+    """A β (the backward step) for a dense or block-diagonal A; ``beta (..., K)``."""
+    b = _blocks(beta, transition)
+    out = b @ transition.T if transition.ndim == 2 else jnp.einsum("gij,...gj->...gi", transition, b)
+    return out.reshape(beta.shape)
+
+
+def _normalise(v: jax.Array) -> jax.Array:
+    s = v.sum(-1, keepdims=True)
+    return jnp.where(s > 0, v / jnp.where(s > 0, s, 1.0), v)
+
+
+def tree_sum(x: jax.Array) -> jax.Array:
+    """Σ over the last axis by pairwise halving (error O(log T · eps) instead of O(T · eps))."""
+    n = x.shape[-1]
+    size = 1 << max(n - 1, 0).bit_length()
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - n)])
+    while x.shape[-1] > 1:
+        x = x[..., 0::2] + x[..., 1::2]
+    return x[..., 0]
+
+
+# ---- inference ----------------------------------------------------------------------------------
+
+def forward(initial, transition, emission, tokens) -> Forward:
+    """Scaled forward pass: predicted and filtered state laws and log p(x_t | x_<t) at each t.
+
+    Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
+    """
+    liks = emission.T[tokens]  # (T, K): B[:, x_t]
+
+    def step(pred, lik):
+        joint = pred * lik
+        c = joint.sum()
+        filt = jnp.where(c > 0, joint / jnp.where(c > 0, c, 1.0), pred)
+        return predict(filt, transition), (pred, filt, jnp.log(c))
+
+    _, (pred, filt, logc) = jax.lax.scan(step, initial, liks)
+    return Forward(pred, filt, logc)
+
+
+def token_logprobs(initial, transition, emission, tokens) -> jax.Array:
+    """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
+    liks = emission.T[tokens]
+
+    def step(pred, lik):
+        joint = pred * lik
+        c = joint.sum()
+        filt = jnp.where(c > 0, joint / jnp.where(c > 0, c, 1.0), pred)
+        return predict(filt, transition), jnp.log(c)
+
+    return jax.lax.scan(step, initial, liks)[1]
+
+
+def log_likelihood(initial, transition, emission, tokens) -> jax.Array:
+    """log p(x_1:T) = Σ_t log c_t (pairwise sum); −inf when the sequence is impossible."""
+    return tree_sum(token_logprobs(initial, transition, emission, tokens))
+
+
+def backward(transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
+    position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
+    liks = emission.T[tokens]
+    K = emission.shape[0]
+
+    def step(beta, lik):
+        return _normalise(retrodict(lik * beta, transition)), beta
+
+    beta_prepended, betas = jax.lax.scan(step, jnp.full((K,), 1.0 / K, emission.dtype), liks, reverse=True)
+    return betas, beta_prepended
+
+
+def next_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
+    log-probs (T,)."""
+    fw = forward(initial, transition, emission, tokens)
+    return fw.predicted @ emission, fw.token_logprobs
+
+
+def smoothed_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
+    fw = forward(initial, transition, emission, tokens)
+    betas, _ = backward(transition, emission, tokens)
+    return _normalise(fw.filtered * betas), fw.token_logprobs
+
+
+def masked_state_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
+    fw = forward(initial, transition, emission, tokens)
+    betas, _ = backward(transition, emission, tokens)
+    return _normalise(fw.predicted * betas), fw.token_logprobs
+
+
+def masked_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """The optimal masked LM at every position: p(x_t = · | x_-t) = p(h_t | x_-t) B, shape (T, V).
+
+    Setting x_t's emission likelihood to 1 leaves p(h_t | x_<t) from the forward pass and β_t from the
+    backward pass, neither of which reads x_t, so one forward–backward gives every position at once."""
+    post, logc = masked_state_posterior(initial, transition, emission, tokens)
+    return post @ emission, logc
+
+
+def prepended_state_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """p(h_0 | x_1:T) ∝ π ∘ β_0 for a masked position 0 prepended before x_1 (h_0 ~ π, h_1 ~ π A).
+
+    This is the masked position of Wei, Xie & Ma: sample x_0:T, mask x_0, read the law at position 0."""
+    _, beta0 = backward(transition, emission, tokens)
+    logc = token_logprobs(predict(initial, transition), transition, emission, tokens)
+    return _normalise(initial * beta0), logc
+
+
+def prepended_mask_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+    """Law of the prepended masked token: p(x_0 = · | x_1:T) = p(h_0 | x_1:T) B, shape (V,)."""
+    post, logc = prepended_state_posterior(initial, transition, emission, tokens)
+    return post @ emission, logc
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+def cumulative_rows(probs: jax.Array) -> jax.Array:
+    """Row-wise CDFs for inverse-CDF sampling, with the last entry guarded to 2 so that a uniform in
+    [0, 1) always lands in a row even when rounding leaves the CDF's end just below 1."""
+    cum = jnp.cumsum(probs, axis=-1)
+    return cum.at[..., -1].set(2.0)
+
+
+def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
+    """Index j with cum[j-1] ≤ u < cum[j] for each row (zero-probability entries are never chosen)."""
+    return jnp.sum(cum_rows <= u[..., None], axis=-1, dtype=jnp.int32)
+
+
+def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, length: int):
+    """Draw ``(n, T)`` tokens and states with one uniform per draw.
+
+    ``cum_start (K,)``, ``cum_transition (K, K)``, ``cum_emission (K, V)`` come from
+    :func:`cumulative_rows`.  The chain starts from a virtual state K whose transition row is π."""
+    K = cum_transition.shape[0]
+    cum_trans_ext = jnp.concatenate([cum_transition, cum_start[None]], axis=0)
+    u = jax.random.uniform(key, (length, 2, n_sequences), dtype=cum_transition.dtype)
+
+    def step(h_prev, u_t):
+        h = inverse_cdf(cum_trans_ext[h_prev], u_t[0])
+        x = inverse_cdf(cum_emission[h], u_t[1])
+        return h, (x, h)
+
+    _, (tokens, states) = jax.lax.scan(step, jnp.full((n_sequences,), K, jnp.int32), u)
+    return tokens.T, states.T

@@ -1,0 +1,79 @@
+"""Reference computations by enumeration over every hidden path, in float64 numpy (tests only).
+
+For an HMM with K states and a sequence of length T there are K^T paths; the tests keep K, T ≤ 6.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def params(hmm):
+    return (np.asarray(hmm.initial, np.float64), np.asarray(hmm.transition, np.float64),
+            np.asarray(hmm.emission, np.float64))
+
+
+def path_joint(pi, A, B, x):
+    """Array over all K^T hidden paths h of p(x, h), shape (K,)*T."""
+    K, T = len(pi), len(x)
+    out = np.zeros((K,) * T)
+    for h in itertools.product(range(K), repeat=T):
+        p = pi[h[0]] * B[h[0], x[0]]
+        for t in range(1, T):
+            p *= A[h[t - 1], h[t]] * B[h[t], x[t]]
+        out[h] = p
+    return out
+
+
+def sequence_prob(pi, A, B, x):
+    return path_joint(pi, A, B, x).sum() if len(x) else 1.0
+
+
+def next_token_law(pi, A, B, x):
+    """(T, V): row t = p(x_t = · | x_<t) = p(x_<t, v) / p(x_<t)."""
+    V = B.shape[1]
+    rows = []
+    for t in range(len(x)):
+        joint = np.array([sequence_prob(pi, A, B, list(x[:t]) + [v]) for v in range(V)])
+        rows.append(joint / joint.sum())
+    return np.array(rows)
+
+
+def masked_law(pi, A, B, x, i):
+    """(V,): p(x_i = · | x_-i) by substituting every symbol at position i."""
+    V = B.shape[1]
+    joint = np.array([sequence_prob(pi, A, B, list(x[:i]) + [v] + list(x[i + 1:])) for v in range(V)])
+    return joint / joint.sum()
+
+
+def prepended_masked_law(pi, A, B, x):
+    """(V,): p(x_0 = · | x_1:T) for the sequence (x_0, x_1, …, x_T) with x_0 masked."""
+    V = B.shape[1]
+    joint = np.array([sequence_prob(pi, A, B, [v] + list(x)) for v in range(V)])
+    return joint / joint.sum()
+
+
+def prepended_state_law(pi, A, B, x):
+    """(K,): p(h_0 | x_1:T) for the same prepended sequence."""
+    K = len(pi)
+    # Σ over x_0 of p(h_0, x_0, x_1:T) = π(h_0) Σ_h1 A[h_0, h_1] p(x_1:T | h_1)
+    post = np.zeros(K)
+    for h0 in range(K):
+        start = np.zeros(K)
+        start[h0] = 1.0
+        post[h0] = pi[h0] * sequence_prob(start @ A, A, B, x)
+    return post / post.sum()
+
+
+def smoothed_states(pi, A, B, x):
+    """(T, K): p(h_t | x_1:T)."""
+    J = path_joint(pi, A, B, x)
+    T = len(x)
+    return np.array([J.sum(axis=tuple(a for a in range(T) if a != t)) for t in range(T)]) / J.sum()
+
+
+def filtered_states(pi, A, B, x):
+    """(T, K): p(h_t | x_≤t)."""
+    return np.array([smoothed_states(pi, A, B, x[: t + 1])[t] for t in range(len(x))])

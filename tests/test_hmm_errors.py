@@ -1,0 +1,78 @@
+"""Bad input raises a typed error naming the argument, before any jit compile."""
+
+import numpy as np
+import pytest
+
+from simlm import HMM
+from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError, TokenError, ZeroProbabilityError
+
+PI = [0.5, 0.5]
+A = [[0.9, 0.1], [0.2, 0.8]]
+B = [[0.7, 0.3, 0.0], [0.1, 0.1, 0.8]]
+
+
+@pytest.mark.parametrize("args, error, words", [
+    ((PI, [[0.9, 0.07], [0.2, 0.8]], B), DistributionError, "transition row 0 sums to 0.97, expected 1"),
+    (([0.6, 0.6], A, B), DistributionError, "initial sums to 1.2"),
+    ((PI, A, [[1.2, -0.2, 0.0], [0.1, 0.1, 0.8]]), DistributionError, "emission: entry (0, 1) is -0.2"),
+    ((PI, [[np.nan, 1.0], [0.2, 0.8]], B), DistributionError, "transition: entry (0, 0) is nan"),
+    ((PI, [[np.inf, 1.0], [0.2, 0.8]], B), DistributionError, "finite"),
+    (([1.0], A, B), ShapeError, "transition: expected shape (1, 1)"),
+    ((PI, A, [[1.0, 0.0]]), ShapeError, "emission: expected shape (2, V)"),
+    ((PI, A, np.zeros((2, 0))), ShapeError, "emission: last axis is empty"),
+])
+def test_invalid_parameters_raise_typed_errors(args, error, words):
+    with pytest.raises(error) as info:
+        HMM(*args)
+    assert words in str(info.value)
+    assert isinstance(info.value, (SimlmError, ValueError))
+
+
+@pytest.mark.parametrize("tokens, words", [
+    ([0, 3, 1], "token id 3 at sequence 0, position 1 is outside [0, 3)"),
+    ([[0, -1]], "token id -1"),
+    (np.zeros((2, 0), np.int32), "empty"),
+    (np.zeros((0, 3), np.int32), "no sequences"),
+    ([0.5, 1.0], "integer token ids"),
+    (np.zeros((1, 2, 3), np.int32), "shape (T,) or (n, T)"),
+    ([True, False], "integer token ids"),
+])
+def test_invalid_tokens_raise_token_error(tokens, words):
+    hmm = HMM(PI, A, B)
+    for method in (hmm.log_likelihood, hmm.next_token_probs, hmm.masked_token_probs, hmm.state_posterior):
+        with pytest.raises(TokenError, match="tokens") as info:
+            method(tokens)
+        assert words in str(info.value)
+
+
+def test_zero_probability_sequence_gives_minus_inf_and_a_clear_error_for_conditionals():
+    hmm = HMM([1.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    x = np.array([[0, 1, 0], [0, 2, 1]])
+    ll = np.asarray(hmm.log_likelihood(x))
+    assert np.isfinite(ll[0]) and ll[1] == -np.inf and not np.isnan(ll).any()
+    steps = np.asarray(hmm.token_logprobs(x))
+    assert not np.isnan(steps).any() and steps[1, 1] == -np.inf
+    for method in (hmm.next_token_probs, hmm.masked_token_probs, hmm.state_posterior, hmm.prepended_mask_probs):
+        with pytest.raises(ZeroProbabilityError, match="sequence 1 has probability zero.*token 2 at position 1"):
+            method(x)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda h: h.sample(-1, 2, 3), ConfigError, "seed must be a non-negative integer"),
+    (lambda h: h.sample(True, 2, 3), ConfigError, "key"),
+    (lambda h: h.sample("seed", 2, 3), ConfigError, "key"),
+    (lambda h: h.sample(0, 0, 3), ConfigError, "n_sequences: expected an integer ≥ 1, got 0"),
+    (lambda h: h.sample(0, 2, 2.5), ConfigError, "length"),
+    (lambda h: h.entropy_rate(0, n_sequences=1), ConfigError, "n_sequences"),
+    (lambda h: h.masked_token_probs([0, 1], positions=[2]), TokenError, "positions: 2 is outside [0, 2)"),
+    (lambda h: HMM.random(-3, 2, 2), ConfigError, "seed"),
+    (lambda h: HMM.random(0, 0, 2), ConfigError, "n_states"),
+    (lambda h: HMM.random(0, 2, 2, family="gaussian"), ConfigError, "family: unknown HMM family 'gaussian'"),
+    (lambda h: HMM.random(0, 2, 2, family="dirichlet", temperature=1), ConfigError, "temperature: not an option"),
+    (lambda h: HMM.random(0, 2, 2, family="dirichlet", emission_concentration=0), ConfigError, "emission_concentration"),
+    (lambda h: HMM.random(0, 5, 2, family="ginc", n_concepts=2), ConfigError, "not divisible"),
+])
+def test_invalid_options_raise_typed_errors(call, error, words):
+    with pytest.raises(error) as info:
+        call(HMM(PI, A, B))
+    assert words in str(info.value)
