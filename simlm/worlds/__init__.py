@@ -2,5 +2,6 @@
 
 from simlm.worlds.base import World, WorldBase
 from simlm.worlds.hmm import HMM
+from simlm.worlds.loglinear import LogLinearWorld
 
-__all__ = ["World", "WorldBase", "HMM"]
+__all__ = ["World", "WorldBase", "HMM", "LogLinearWorld"]

@@ -63,9 +63,9 @@ class WorldBase:
     """Shared behaviour for worlds.
 
     Subclasses define ``n_symbols``, ``sample``, ``_param_arrays`` and these jit-friendly internals on
-    validated int32 ``(n, T)`` tokens, each returning its answer together with the per-step log-probs
-    log p*(x_t | x_<t), shape ``(n, T)``, from the same pass (used to detect impossible sequences
-    without a second pass):
+    validated int32 ``(n, T)`` tokens.  The last three return their answer together with the per-step
+    log-probs log p*(x_t | x_<t), shape ``(n, T)``, from the same pass (used to detect impossible
+    sequences without a second pass):
 
     - ``_token_logprobs(toks)`` → (n, T)
     - ``_log_likelihood(toks)`` → (n,)
@@ -77,18 +77,18 @@ class WorldBase:
     # ---- derived exact quantities -------------------------------------------------------------
     def log_likelihood(self, tokens) -> jax.Array:
         toks, single = check_tokens(tokens, self.n_symbols)
-        out = self._log_likelihood(jnp.asarray(toks))
+        out = self._log_likelihood(jax.device_put(toks))
         return out[0] if single else out
 
     def token_logprobs(self, tokens) -> jax.Array:
         """log p*(x_t | x_<t) of each observed token, shape ``(n, T)`` (−inf where impossible)."""
         toks, single = check_tokens(tokens, self.n_symbols)
-        out = self._token_logprobs(jnp.asarray(toks))
+        out = self._token_logprobs(jax.device_put(toks))
         return out[0] if single else out
 
     def next_token_logprobs(self, tokens) -> jax.Array:
         toks, single = check_tokens(tokens, self.n_symbols)
-        out, steps = self._next_token_logprobs(jnp.asarray(toks))
+        out, steps = self._next_token_logprobs(jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
 
@@ -98,13 +98,13 @@ class WorldBase:
     def masked_token_probs(self, tokens, positions=None) -> jax.Array:
         toks, single = check_tokens(tokens, self.n_symbols)
         pos = check_positions(positions, toks.shape[1])
-        out, steps = self._masked_token_probs(jnp.asarray(toks), jnp.asarray(pos))
+        out, steps = self._masked_token_probs(jax.device_put(toks), jax.device_put(pos))
         self._require_possible(toks, steps)
         return out[0] if single else out
 
     def prepended_mask_probs(self, tokens) -> jax.Array:
         toks, single = check_tokens(tokens, self.n_symbols)
-        out, steps = self._prepended_mask_probs(jnp.asarray(toks))
+        out, steps = self._prepended_mask_probs(jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
 
@@ -112,7 +112,7 @@ class WorldBase:
         """Mean −log p*(x_t | x_<t) over all positions of ``tokens`` (nats/token) and its standard error
         over sequences."""
         toks, _ = check_tokens(tokens, self.n_symbols)
-        per_seq = -np.asarray(self._log_likelihood(jnp.asarray(toks)), dtype=np.float64) / toks.shape[1]
+        per_seq = -np.asarray(self._log_likelihood(jax.device_put(toks)), dtype=np.float64) / toks.shape[1]
         return mean_and_sem(per_seq)
 
     def entropy_rate(self, key, n_sequences: int = 64, length: int = 1024) -> tuple[float, float]:

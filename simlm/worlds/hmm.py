@@ -159,7 +159,7 @@ class HMM(WorldBase):
 
     def _checked(self, fn, tokens):
         toks, single = check_tokens(tokens, self.n_symbols)
-        out, steps = fn(*self._params, jnp.asarray(toks))
+        out, steps = fn(*self._params, jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
 

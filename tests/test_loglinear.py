@@ -1,0 +1,277 @@
+"""LogLinearWorld: p*(w | x) = softmax(V*ᵀ f*(x)) exactly, checked against brute-force enumeration."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.worlds.loglinear import LogLinearWorld
+
+# ---- strategies (to move to simlm/strategies.py) ---------------------------------------------------
+
+
+@st.composite
+def loglinear_worlds(draw, max_states: int = 4, max_symbols: int = 4, max_dim: int = 3, scale: float = 2.0):
+    """Tiny LogLinearWorlds: S ≤ max_states, V ≤ max_symbols, d ≤ max_dim, parameters in [−scale, scale]."""
+    S = draw(st.integers(1, max_states))
+    V = draw(st.integers(1, max_symbols))
+    d = draw(st.integers(1, max_dim))
+    floats = st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
+    Z = draw(hnp.arrays(np.float64, (S, d), elements=floats))
+    W = draw(hnp.arrays(np.float64, (d, V), elements=floats))
+    next_state = draw(hnp.arrays(np.int64, (S, V), elements=st.integers(0, S - 1)))
+    return LogLinearWorld(Z, W, next_state, draw(st.integers(0, S - 1)))
+
+
+@st.composite
+def worlds_and_tokens(draw, max_length: int = 5, n_sequences: int = 2):
+    world = draw(loglinear_worlds())
+    T = draw(st.integers(1, max_length))
+    toks = draw(hnp.arrays(np.int32, (n_sequences, T), elements=st.integers(0, world.n_symbols - 1)))
+    return world, toks
+
+
+FAST = settings(max_examples=8, deadline=None)  # each example compiles its shapes (~0.2 s)
+
+# ---- brute force, plain Python in float64 ------------------------------------------------------------
+
+
+def _log_table(world) -> np.ndarray:
+    logits = np.asarray(world.representations, np.float64) @ np.asarray(world.word_embeddings, np.float64)
+    top = logits.max(1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+
+
+def _brute_loglik(world, seq) -> float:
+    """Follow the automaton from the start state, adding log p*(x_t | h_t)."""
+    table, nxt, h, total = _log_table(world), np.asarray(world.next_state), world.start_state, 0.0
+    for x in seq:
+        total += table[h, x]
+        h = nxt[h, x]
+    return total
+
+
+def _normalised(scores) -> np.ndarray:
+    p = np.exp(np.asarray(scores) - max(scores))
+    return p / p.sum()
+
+
+# ---- 1. the exact conditional is the log-linear law ----------------------------------------------------
+
+
+@FAST
+@given(worlds_and_tokens())
+def test_next_token_probs_equal_softmax_of_true_representation(case):
+    world, toks = case
+    f = np.asarray(world.true_representation(toks), np.float64)  # (n, T, d)
+    logits = f @ np.asarray(world.word_embeddings, np.float64)
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    got = np.exp(np.asarray(world.next_token_logprobs(toks), np.float64))  # = next_token_probs
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# ---- 2. brute force ---------------------------------------------------------------------------------
+
+
+@FAST
+@given(worlds_and_tokens())
+def test_log_likelihood_equals_automaton_walk(case):
+    world, toks = case
+    expected = [_brute_loglik(world, seq) for seq in toks.tolist()]
+    np.testing.assert_allclose(np.asarray(world.log_likelihood(toks)), expected, rtol=1e-5, atol=1e-5)
+
+
+@FAST
+@given(worlds_and_tokens())
+def test_masked_token_probs_equal_enumeration_of_substitutions(case):
+    world, toks = case
+    got = np.asarray(world.masked_token_probs(toks))  # (n, T, V)
+    for n, seq in enumerate(toks.tolist()):
+        for i in range(len(seq)):
+            scores = [_brute_loglik(world, seq[:i] + [w] + seq[i + 1:]) for w in range(world.n_symbols)]
+            np.testing.assert_allclose(got[n, i], _normalised(scores), atol=1e-5)
+
+
+@FAST
+@given(worlds_and_tokens())
+def test_prepended_mask_probs_equal_enumeration_of_first_token(case):
+    world, toks = case
+    got = np.asarray(world.prepended_mask_probs(toks))  # (n, V)
+    for n, seq in enumerate(toks.tolist()):
+        scores = [_brute_loglik(world, [w] + seq) for w in range(world.n_symbols)]
+        np.testing.assert_allclose(got[n], _normalised(scores), atol=1e-5)
+
+
+# ---- 3. normalisation --------------------------------------------------------------------------------
+
+
+@FAST
+@given(loglinear_worlds(), st.integers(1, 5))
+def test_probabilities_of_all_sequences_sum_to_one(world, T):
+    T = min(T, int(np.log(1024) / np.log(max(world.n_symbols, 2))))  # at most 1024 sequences
+    seqs = np.array(list(itertools.product(range(world.n_symbols), repeat=T)), dtype=np.int32)
+    total = np.exp(np.asarray(world.log_likelihood(seqs), np.float64)).sum()
+    assert abs(total - 1.0) < 1e-5
+
+
+# ---- 4. sampling ---------------------------------------------------------------------------------------
+
+
+def test_sampled_frequencies_match_exact_laws_of_first_two_tokens():
+    world = LogLinearWorld.random(3, n_states=3, n_symbols=4, dim=2)
+    N = 20000
+    toks = np.asarray(world.sample(0, N, 2))
+    P, nxt, s = np.asarray(world.state_probs(), np.float64), np.asarray(world.next_state), world.start_state
+    p1 = P[s]
+    p12 = p1[:, None] * P[nxt[s]]  # p(x1 = a, x2 = b) = p*(a | start) p*(b | next_state[start, a])
+    f1 = np.bincount(toks[:, 0], minlength=4) / N
+    f12 = np.bincount(toks[:, 0] * 4 + toks[:, 1], minlength=16).reshape(4, 4) / N
+    # Binomial frequencies: |f̂ − p| < 4 standard errors sqrt(p(1−p)/N) + 1e-3 (float32 CDF slack).
+    for f, p in ((f1, p1), (f12, p12)):
+        assert np.all(np.abs(f - p) < 4 * np.sqrt(p * (1 - p) / N) + 1e-3)
+
+
+def test_sampling_is_reproducible_per_seed_and_differs_across_seeds():
+    world = LogLinearWorld.random(0)
+    a, b = np.asarray(world.sample(7, 64, 12)), np.asarray(world.sample(7, 64, 12))
+    assert a.dtype == np.int32 and a.shape == (64, 12) and np.array_equal(a, b)
+    assert np.array_equal(a, np.asarray(world.sample(jax.random.PRNGKey(7), 64, 12)))
+    assert not np.array_equal(a, np.asarray(world.sample(8, 64, 12)))
+
+
+def test_sampled_states_are_the_automaton_states_of_the_tokens():
+    world = LogLinearWorld.random(1, n_states=5, n_symbols=6, dim=3)
+    toks, states = world.sample(2, 16, 9, return_states=True)
+    assert np.array_equal(np.asarray(states), np.asarray(world.states(toks)))
+    assert np.all(np.asarray(states)[:, 0] == world.start_state)
+
+
+# ---- 5. random constructors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("geometry", ["anchor", "unstructured"])
+@pytest.mark.parametrize("representation", ["constant-norm", "layernorm", "free"])
+def test_random_builds_a_valid_world(geometry, representation):
+    world = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2)
+    assert (world.n_states, world.n_symbols, world.dim) == (8, 32, 16)
+    assert world.representations.shape == (8, 16) and world.word_embeddings.shape == (16, 32)
+    np.testing.assert_allclose(np.asarray(world.state_probs()).sum(1), 1.0, atol=1e-5)
+    nxt = np.asarray(world.next_state)
+    assert nxt.shape == (8, 32) and nxt.min() >= 0 and nxt.max() < 8
+    same = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2)
+    assert same.fingerprint() == world.fingerprint() != LogLinearWorld.random(1).fingerprint()
+
+
+def test_constant_norm_representations_have_equal_norms():
+    world = LogLinearWorld.random(0, representation="constant-norm", mean_norm=1.0, radius=3.0)
+    norms = np.linalg.norm(np.asarray(world.representations, np.float64), axis=1)
+    np.testing.assert_allclose(norms, np.sqrt(1.0 + 9.0), atol=1e-5)
+
+
+def test_layernorm_representations_are_standardised_before_gain():
+    gain = np.linspace(0.5, 2.0, 16)
+    world = LogLinearWorld.random(0, representation="layernorm", gain=gain)
+    s = (np.asarray(world.representations, np.float64) - np.asarray(world.mean_representation())) / gain
+    np.testing.assert_allclose(s.mean(1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(s.var(1), 1.0, atol=1e-4)
+
+
+def test_carriers_are_rare_in_every_context_and_bulk_words_are_not():
+    world = LogLinearWorld.random(0, n_carriers=4)  # carrier_gap = 8 nats
+    P, V = np.asarray(world.state_probs()), world.n_symbols
+    assert world.carrier_ids.tolist() == [28, 29, 30, 31]
+    assert np.all(P[:, world.carrier_ids].max(0) < 1e-2 / V)
+    assert np.all(np.delete(P, world.carrier_ids, axis=1).max(0) > 1e-1 / V)
+
+
+def test_anchor_vector_is_the_mean_of_bulk_embeddings():
+    world = LogLinearWorld.random(0, n_symbols=512, geometry="anchor", anchor_norm=2.0, sigma=1.5, n_carriers=2)
+    v0 = np.asarray(world.anchor_vector(), np.float64)
+    assert abs(np.linalg.norm(v0) - 2.0) < 1e-5
+    bulk = np.delete(np.asarray(world.word_embeddings, np.float64), world.carrier_ids, axis=1)
+    # the mean of N draws σ n_w, n_w ~ N(0, I/d), has norm ≈ σ/√N
+    assert np.linalg.norm(bulk.mean(1) - v0) < 4 * 1.5 / np.sqrt(510)
+
+
+def test_anchor_linearises_log_partition_when_norms_are_constant():
+    def residual_ratio(representation):
+        w = LogLinearWorld.random(0, 16, 512, 16, representation=representation)
+        logits = np.asarray(w.emission_logits(), np.float64)
+        top = logits.max(1)
+        log_z = top + np.log(np.exp(logits - top[:, None]).sum(1))
+        resid = log_z - np.asarray(w.representations, np.float64) @ np.asarray(w.anchor_vector(), np.float64)
+        return resid.std() / log_z.std()
+
+    assert residual_ratio("constant-norm") < 0.1 < 0.2 < residual_ratio("free")
+
+
+# ---- pytree and single sequences --------------------------------------------------------------------
+
+
+def test_world_is_a_pytree_that_round_trips_and_passes_through_jit():
+    world = LogLinearWorld.random(0, n_carriers=1)
+    leaves, treedef = jax.tree_util.tree_flatten(world)
+    again = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert again.fingerprint() == world.fingerprint() and again.carrier_ids.tolist() == [31]
+    probs = jax.jit(lambda w: w.state_probs())(world)
+    np.testing.assert_allclose(np.asarray(probs), np.asarray(world.state_probs()), atol=1e-6)
+
+
+def test_single_sequence_is_answered_without_batch_axis():
+    world = LogLinearWorld.random(0, 4, 5, 3)
+    seq = np.array([0, 4, 2])
+    assert world.log_likelihood(seq).shape == ()
+    assert world.masked_token_probs(seq, positions=[1]).shape == (1, 5)
+    assert world.prepended_mask_probs(seq).shape == (5,)
+    assert world.true_representation(seq).shape == (3, 3) and world.states(seq).shape == (3,)
+
+
+# ---- 6. typed errors naming the argument -----------------------------------------------------------
+
+Z, W, NXT = np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 4), dtype=int)
+ANCHORLESS = LogLinearWorld(Z, W, NXT)
+
+BAD_INPUTS = {
+    "non-finite representations": (lambda: LogLinearWorld(np.full((2, 3), np.nan), W, NXT), ConfigError, "representations"),
+    "Z and V* disagree on d": (lambda: LogLinearWorld(Z, np.zeros((2, 4)), NXT), ShapeError, "word_embeddings"),
+    "next_state wrong shape": (lambda: LogLinearWorld(Z, W, np.zeros((2, 3), int)), ShapeError, "next_state"),
+    "next_state out of range": (lambda: LogLinearWorld(Z, W, NXT + 2), ConfigError, "next_state"),
+    "next_state not integer": (lambda: LogLinearWorld(Z, W, NXT + 0.5), ConfigError, "next_state"),
+    "start out of range": (lambda: LogLinearWorld(Z, W, NXT, 2), ConfigError, "start_state"),
+    "anchor wrong shape": (lambda: LogLinearWorld(Z, W, NXT, anchor=np.zeros(2)), ShapeError, "anchor"),
+    "token out of range": (lambda: ANCHORLESS.log_likelihood([[0, 4]]), TokenError, "tokens"),
+    "empty sequences": (lambda: ANCHORLESS.next_token_probs(np.zeros((2, 0), int)), TokenError, "tokens"),
+    "fractional float tokens": (lambda: ANCHORLESS.masked_token_probs([0.5, 1.0]), TokenError, "tokens"),
+    "negative seed": (lambda: ANCHORLESS.sample(-1, 2, 3), ConfigError, "key"),
+    "bool seed": (lambda: ANCHORLESS.sample(True, 2, 3), ConfigError, "key"),
+    "bool seed for random": (lambda: LogLinearWorld.random(False), ConfigError, "seed"),
+    "negative seed for random": (lambda: LogLinearWorld.random(-3), ConfigError, "seed"),
+    "zero sequences": (lambda: ANCHORLESS.sample(0, 0, 3), ConfigError, "n_sequences"),
+    "zero length": (lambda: ANCHORLESS.sample(0, 2, 0), ConfigError, "length"),
+    "zero states": (lambda: LogLinearWorld.random(0, n_states=0), ConfigError, "n_states"),
+    "float vocabulary size": (lambda: LogLinearWorld.random(0, n_symbols=3.0), ConfigError, "n_symbols"),
+    "unknown geometry": (lambda: LogLinearWorld.random(0, geometry="cone"), ConfigError, "geometry"),
+    "unknown representation": (lambda: LogLinearWorld.random(0, representation="rms"), ConfigError, "representation"),
+    "negative radius": (lambda: LogLinearWorld.random(0, radius=-1.0), ConfigError, "radius"),
+    "carriers without a mean": (lambda: LogLinearWorld.random(0, n_carriers=2, mean_norm=0.0), ConfigError, "mean_norm"),
+    "no bulk words": (lambda: LogLinearWorld.random(0, n_symbols=4, n_carriers=4), ConfigError, "n_carriers"),
+    "gain without layernorm": (lambda: LogLinearWorld.random(0, gain=1.0), ConfigError, "gain"),
+    "anchor of an anchorless world": (lambda: ANCHORLESS.anchor_vector(), ConfigError, "anchor"),
+    "anchor of an unstructured world": (lambda: LogLinearWorld.random(0, geometry="unstructured").anchor_vector(),
+                                        ConfigError, "anchor"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_raises_typed_error_naming_the_argument(case):
+    thunk, error, name = BAD_INPUTS[case]
+    with pytest.raises(error, match=name):
+        thunk()
