@@ -1,0 +1,408 @@
+"""A small GPT/BERT-style transformer in Flax NNX, and its wrapping as a language model.
+
+The network (nanoGPT's, with pre-LayerNorm blocks)::
+
+    h⁰ = E[x] (+ P[0:T'])                                  token (+ learned positional) embeddings
+    hˡ = hˡ⁻¹ + Attn(LN(hˡ⁻¹));  hˡ = hˡ + MLP(LN(hˡ))       l = 1..L, causal or bidirectional attention
+    f  = LN(hᴸ)                                            the features f(s) ∈ R^d the output layer reads
+    logits = Φᵀ f,  Φ ∈ R^{d×V}, no bias                   so p(· | s) = softmax(Φᵀ f(s)) exactly
+
+Vocabulary.  Inputs are the world's V symbols ``0..V-1`` followed by special ids: ``mask_id = V``,
+``pad_id = V+1`` (also the beginning-of-sequence token, ``bos_id``) and prompt slots ``V+2 … V+1+S``,
+so the input vocabulary has ``V + 2 + S`` ids.  Outputs are laws over the V world symbols only.
+
+Language-model conventions (pure functions below, wrapped by :class:`TransformerLM`), for world tokens
+x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V) output:
+
+- causal, :func:`next_token_logprobs`: the input is the shifted ``(BOS, x_0, …, x_{T-2})`` and output row
+  t is log p(x_t | x_<t) — row 0 is the law of the first token, given BOS alone.
+- masked, :func:`masked_token_logprobs`: for each requested position i the input is x with x_i replaced
+  by MASK (one forward pass per position, batched); row i is log p(x_i | x_-i) read at position i.
+- masked, :func:`prepended_mask_logprobs`: the input is ``(MASK, x_0, …, x_{T-1})``; the law read at
+  position 0 is that of a token prepended before x_0, given all of x.
+
+Lengths: ``max_len`` is the longest world sequence the model reads; the model has ``max_len + 1``
+positions so that one prepended token (MASK, or a prompt slot) always fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.worlds.base import check_positions, check_positive_int, check_tokens
+
+_POSITIONS = ("learned", "rotary")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Plain-value configuration, validated on construction (``ConfigError`` naming the field).
+
+    ``d_ff=None`` means ``4 · d_model`` and is resolved here, so ``config.d_ff`` is always an int."""
+
+    n_symbols: int
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int | None = None
+    max_len: int = 128
+    causal: bool = True
+    positions: str = "learned"
+    tie_embeddings: bool = False
+    n_prompt_slots: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        def fix(name, value):  # frozen: store the normalised (plain int) value
+            object.__setattr__(self, name, value)
+
+        for name in ("n_symbols", "d_model", "n_layers", "n_heads", "max_len"):
+            fix(name, check_positive_int(name, getattr(self, name)))
+        fix("d_ff", 4 * self.d_model if self.d_ff is None else check_positive_int("d_ff", self.d_ff))
+        fix("n_prompt_slots", check_positive_int("n_prompt_slots", self.n_prompt_slots, minimum=0))
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model: {self.d_model} is not divisible by n_heads = {self.n_heads}")
+        if self.positions not in _POSITIONS:
+            raise ConfigError(f"positions: expected one of {_POSITIONS}, got {self.positions!r}")
+        if self.positions == "rotary" and self.head_dim % 2:
+            raise ConfigError(f"n_heads: rotary positions need an even head size d_model / n_heads, "
+                              f"got {self.d_model} / {self.n_heads} = {self.head_dim}")
+        if self.max_len < self.n_prompt_slots + 1:
+            raise ConfigError(f"max_len: {self.max_len} is too small to hold the {self.n_prompt_slots} "
+                              "prompt slots and at least one token")
+        for name in ("causal", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
+
+    # ---- derived sizes and special ids ------------------------------------------------------------
+    @property
+    def mask_id(self) -> int:
+        return self.n_symbols
+
+    @property
+    def pad_id(self) -> int:
+        return self.n_symbols + 1
+
+    @property
+    def bos_id(self) -> int:
+        """The beginning-of-sequence token of the causal shift; it is ``pad_id``."""
+        return self.pad_id
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        return tuple(range(self.n_symbols + 2, self.n_symbols + 2 + self.n_prompt_slots))
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the input vocabulary V + 2 + n_prompt_slots."""
+        return self.n_symbols + 2 + self.n_prompt_slots
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_positions(self) -> int:
+        """Longest input the network reads, prefix and prepended token included: max_len + 1."""
+        return self.max_len + 1
+
+    def n_params(self) -> int:
+        """The exact number of trainable scalars of :class:`Transformer` under this config."""
+        d, f = self.d_model, self.d_ff
+        block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d)
+        return (self.vocab_size * d + (self.n_positions * d if self.positions == "learned" else 0)
+                + self.n_layers * block + 2 * d + (0 if self.tie_embeddings else d * self.n_symbols))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransformerConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a dict of TransformerConfig fields, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"config: unknown TransformerConfig field(s) {unknown}; known: {sorted(known)}")
+        if "n_symbols" not in d:
+            raise ConfigError("n_symbols: missing from the TransformerConfig dict")
+        return cls(**d)
+
+
+# ---- the network -----------------------------------------------------------------------------------
+
+def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotary position embedding (Su et al. 2021, "rotate half" form) of x ``(n, T, H, dh)``.
+
+    Coordinate pairs (j, j + dh/2) at position t are rotated by the angle t · 10000^(−2j/dh), so
+    ⟨R_s q, R_t k⟩ depends on positions only through s − t."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions.astype(jnp.float32)[:, None] * freqs  # (T, dh/2)
+    cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]  # (T, 1, dh/2), broadcast over heads
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention: softmax(q kᵀ / √dh + mask) v per head, heads concatenated and mixed."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        c, dt = config, jnp.dtype(config.dtype)
+        self.config = c
+        self.qkv = nnx.Linear(c.d_model, 3 * c.d_model, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.out = nnx.Linear(c.d_model, c.d_model, dtype=dt, kernel_init=_residual_init(c), rngs=rngs)
+
+    def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """x ``(n, T, d)``, positions ``(T,)`` → ``(n, T, d)``."""
+        n, T, d = x.shape
+        q, k, v = jnp.split(self.qkv(x).reshape(n, T, 3 * self.config.n_heads, self.config.head_dim), 3, axis=2)
+        if self.config.positions == "rotary":
+            q, k = rotary(q, positions), rotary(k, positions)
+        scores = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) / math.sqrt(self.config.head_dim)
+        if self.config.causal:  # query t attends to keys s ≤ t only
+            scores = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), scores, -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (n, H, T, T), softmax in float32
+        return self.out(jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, T, d))
+
+
+class Block(nnx.Module):
+    """Pre-LayerNorm transformer block: h + Attn(LN(h)), then h + MLP(LN(h)) with a GELU MLP."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        c, dt = config, jnp.dtype(config.dtype)
+        self.norm1 = nnx.LayerNorm(c.d_model, dtype=dt, rngs=rngs)
+        self.attn = SelfAttention(c, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(c.d_model, dtype=dt, rngs=rngs)
+        self.up = nnx.Linear(c.d_model, c.d_ff, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.down = nnx.Linear(c.d_ff, c.d_model, dtype=dt, kernel_init=_residual_init(c), rngs=rngs)
+
+    def __call__(self, h: jax.Array, positions: jax.Array) -> jax.Array:
+        h = h + self.attn(self.norm1(h), positions)
+        return h + self.down(jax.nn.gelu(self.up(self.norm2(h)), approximate=False))
+
+
+class Transformer(nnx.Module):
+    """The network: token ids (and optional continuous prefix embeddings) → logits over the V symbols."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, TransformerConfig):
+            raise ConfigError(f"config: expected a TransformerConfig, got {type(config).__name__}")
+        c, dt = config, jnp.dtype(config.dtype)
+        self.config = c
+        self.token_embed = nnx.Embed(c.vocab_size, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+        if c.positions == "learned":
+            self.position_embed = nnx.Embed(c.n_positions, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+        self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+        self.final_norm = nnx.LayerNorm(c.d_model, dtype=dt, rngs=rngs)
+        if not c.tie_embeddings:
+            self.output = nnx.Linear(c.d_model, c.n_symbols, use_bias=False, dtype=dt,
+                                     kernel_init=_init(), rngs=rngs)
+
+    @property
+    def unembedding(self) -> jax.Array:
+        """Φ ``(d, V)``; when tied, the first V rows of the token embedding, transposed."""
+        if self.config.tie_embeddings:
+            return self.token_embed.embedding[...][: self.config.n_symbols].T
+        return self.output.kernel[...]
+
+    def __call__(self, tokens: jax.Array, *, prefix: jax.Array | None = None, return_hidden: bool = False):
+        """Logits ``(n, T, V)`` = f ``(n, T, d)`` @ Φ ``(d, V)``, in float32.
+
+        tokens: int ``(n, T)`` input ids in [0, vocab_size).  prefix: optional continuous embeddings
+        ``(k, d)`` or ``(n, k, d)`` placed before the token embeddings (prompt tuning); they take
+        positions 0..k-1 and get no logits.  With ``return_hidden=True`` also returns the L + 1 hidden
+        states ``(n, k + T, d)``: the embedding output, then each block's output (prefix included)."""
+        f, hidden = self._run(tokens, prefix)
+        logits = jnp.einsum("ntd,dv->ntv", f, self.unembedding.astype(f.dtype)).astype(jnp.float32)
+        return (logits, hidden) if return_hidden else logits
+
+    def features(self, tokens: jax.Array, *, prefix: jax.Array | None = None) -> jax.Array:
+        """f(s): the final-LayerNorm output at the token positions, ``(n, T, d)``."""
+        return self._run(tokens, prefix)[0]
+
+    def _run(self, tokens, prefix):
+        c = self.config
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise TokenError(f"tokens: expected integer ids of shape (n, T), got {tokens.dtype} {tokens.shape}")
+        x = self.token_embed(tokens)  # (n, T, d)
+        k = 0
+        if prefix is not None:
+            prefix = jnp.asarray(prefix, dtype=x.dtype)
+            if prefix.ndim == 2:
+                prefix = jnp.broadcast_to(prefix, (x.shape[0], *prefix.shape))
+            if prefix.ndim != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != c.d_model:
+                raise ShapeError(f"prefix: expected shape (k, {c.d_model}) or ({x.shape[0]}, k, {c.d_model}), "
+                                 f"got {prefix.shape}")
+            k = prefix.shape[1]
+            x = jnp.concatenate([prefix, x], axis=1)
+        if x.shape[1] > c.n_positions:
+            raise TokenError(f"tokens: input length {x.shape[1]} (prefix {k} + tokens {tokens.shape[1]}) exceeds "
+                             f"the model's max_len + 1 = {c.n_positions} positions")
+        positions = jnp.arange(x.shape[1])
+        if c.positions == "learned":
+            x = x + self.position_embed(positions)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, positions)
+            hidden.append(x)
+        return self.final_norm(x)[:, k:], hidden
+
+
+def _init(std: float = 0.02):
+    return nnx.initializers.normal(stddev=std)
+
+
+def _residual_init(c: TransformerConfig):
+    # GPT-2: projections into the residual stream scaled by 1/√(2L) so its variance stays O(1) with depth.
+    return _init(0.02 / math.sqrt(2 * c.n_layers))
+
+
+def init_transformer(config: TransformerConfig, seed: int) -> Transformer:
+    """A freshly initialised :class:`Transformer`; equal seeds give equal parameters."""
+    return Transformer(config, rngs=nnx.Rngs(check_positive_int("seed", seed, minimum=0)))
+
+
+# ---- language-model conventions as pure functions (jit/grad friendly; no host-side checks) ---------
+
+def causal_inputs(tokens: jax.Array, config: TransformerConfig) -> jax.Array:
+    """``(BOS, x_0, …, x_{T-2})`` ``(n, T)``: the input whose output row t predicts x_t."""
+    bos = jnp.full((tokens.shape[0], 1), config.bos_id, dtype=tokens.dtype)
+    return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
+
+
+def next_token_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
+    """log p(x_t = · | x_<t) ``(n, T, V)``; row 0 is the law of the first token."""
+    return jax.nn.log_softmax(model(causal_inputs(tokens, model.config)), axis=-1)
+
+
+def masked_token_logprobs(model: Transformer, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+    """log p(x_i = · | x_-i) ``(n, P, V)``: one forward per position i, with x_i replaced by MASK."""
+    (n, T), P = tokens.shape, positions.shape[0]
+    inputs = jnp.broadcast_to(tokens[:, None, :], (n, P, T)).at[:, jnp.arange(P), positions].set(model.config.mask_id)
+    logits = model(inputs.reshape(n * P, T)).reshape(n, P, T, -1)[:, jnp.arange(P), positions]
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def prepended_mask_inputs(tokens: jax.Array, config: TransformerConfig) -> jax.Array:
+    """``(MASK, x_0, …, x_{T-1})`` ``(n, T + 1)``."""
+    mask = jnp.full((tokens.shape[0], 1), config.mask_id, dtype=tokens.dtype)
+    return jnp.concatenate([mask, tokens], axis=1)
+
+
+def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
+    """Law of a MASK prepended before x_0, given all of x: ``(n, V)``."""
+    return jax.nn.log_softmax(model(prepended_mask_inputs(tokens, model.config))[:, 0], axis=-1)
+
+
+# ---- the LanguageModel wrapper ----------------------------------------------------------------------
+
+class TransformerLM:
+    """A :class:`Transformer` as a language model: a ``LanguageModel`` when causal, a
+    ``MaskedLanguageModel`` when not, and a ``SoftmaxLanguageModel`` (features f, unembedding Φ).
+
+    It holds a snapshot ``(graphdef, state) = nnx.split(model)`` taken at construction — wrap the model
+    again after training it — and answers through ``jax.jit`` over pure functions of the state.  Inputs
+    are validated on the host first: tokens ``(n, T)`` (or ``(T,)``, answered without the batch axis)
+    with ids in [0, V) and T ≤ max_len.  Features and hidden states are those of the input the model's
+    own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x unchanged when masked."""
+
+    def __init__(self, model: Transformer):
+        if not isinstance(model, Transformer):
+            raise ConfigError(f"model: expected a Transformer, got {type(model).__name__}")
+        self.graphdef, self.state = nnx.split(model)
+        self._config = model.config
+        self._unembedding = model.unembedding
+        graphdef = self.graphdef
+
+        def pure(fn):  # jax.jit over a plain function of the state: no nnx.jit overhead per call
+            return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
+
+        inputs = (lambda m, x: causal_inputs(x, m.config)) if model.config.causal else (lambda m, x: x)
+        self._next = pure(next_token_logprobs)
+        self._masked = pure(masked_token_logprobs)
+        self._prepended = pure(prepended_mask_logprobs)
+        self._features = pure(lambda m, x: m.features(inputs(m, x)))
+        self._prepended_features = pure(lambda m, x: m.features(prepended_mask_inputs(x, m.config))[:, 0])
+        self._hidden = pure(lambda m, x: m(inputs(m, x), return_hidden=True)[1])
+
+    def __repr__(self):
+        return f"TransformerLM({self._config})"
+
+    @property
+    def config(self) -> TransformerConfig:
+        return self._config
+
+    @property
+    def n_symbols(self) -> int:
+        return self._config.n_symbols
+
+    @property
+    def model(self) -> Transformer:
+        """A Transformer module rebuilt from the snapshot."""
+        return nnx.merge(self.graphdef, self.state)
+
+    @property
+    def unembedding(self) -> jax.Array:
+        """Φ ``(d, V)``."""
+        return self._unembedding
+
+    def next_token_logprobs(self, tokens) -> jax.Array:
+        """Causal models: row t is log p(x_t = · | x_<t), ``(n, T, V)``; row 0 the first token's law."""
+        toks, single = self._check(tokens, "next_token_logprobs", causal=True)
+        return _unbatch(self._next(self.state, toks), single)
+
+    def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
+        """Masked models: log p(x_i = · | x_-i) at ``positions`` (default all), ``(n, P, V)``."""
+        toks, single = self._check(tokens, "masked_token_logprobs", causal=False)
+        pos = jnp.asarray(check_positions(positions, toks.shape[1]))
+        return _unbatch(self._masked(self.state, toks, pos), single)
+
+    def prepended_mask_logprobs(self, tokens) -> jax.Array:
+        """Masked models: the law of a MASK prepended before x_0, ``(n, V)``."""
+        toks, single = self._check(tokens, "prepended_mask_logprobs", causal=False)
+        return _unbatch(self._prepended(self.state, toks), single)
+
+    def features(self, tokens) -> jax.Array:
+        """f(s) ``(n, T, d)`` with log_softmax(f @ Φ) = next_token_logprobs (causal models)."""
+        toks, single = self._check(tokens, "features")
+        return _unbatch(self._features(self.state, toks), single)
+
+    def prepended_mask_features(self, tokens) -> jax.Array:
+        """Masked models: f at the prepended MASK ``(n, d)``; log_softmax(f @ Φ) = prepended_mask_logprobs."""
+        toks, single = self._check(tokens, "prepended_mask_features", causal=False)
+        return _unbatch(self._prepended_features(self.state, toks), single)
+
+    def hidden_states(self, tokens) -> list[jax.Array]:
+        """The L + 1 residual-stream states ``(n, T, d)``: embeddings, then each block's output."""
+        toks, single = self._check(tokens, "hidden_states")
+        return [_unbatch(h, single) for h in self._hidden(self.state, toks)]
+
+    def _check(self, tokens, method: str, causal: bool | None = None):
+        c = self._config
+        if causal is not None and causal != c.causal:
+            have, use = (("causal", "next_token_logprobs") if c.causal
+                         else ("bidirectional (causal=False)", "masked_token_logprobs / prepended_mask_logprobs"))
+            raise ConfigError(f"{method}: this TransformerLM wraps a {have} model; use {use}")
+        if isinstance(tokens, jax.core.Tracer):
+            raise TokenError("tokens: TransformerLM validates its input on the host and cannot be traced; inside "
+                             "jax transformations call the pure functions of simlm.models.transformer instead")
+        toks, single = check_tokens(tokens, c.n_symbols)
+        if toks.shape[1] > c.max_len:
+            raise TokenError(f"tokens: length {toks.shape[1]} exceeds max_len = {c.max_len} of this model")
+        return jnp.asarray(toks), single
+
+
+def _unbatch(x, single: bool):
+    return x[0] if single else x

@@ -1,0 +1,226 @@
+"""Specification of simlm.models.transformer: the network, its config, and its wrapping as an LM."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
+from simlm.models.transformer import TransformerConfig, TransformerLM, causal_inputs, init_transformer
+
+V, T, N = 5, 6, 3
+TINY = dict(n_symbols=V, d_model=16, n_layers=2, n_heads=2, max_len=8)
+
+
+def n_params(model) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.fixture(scope="module")
+def causal():
+    return init_transformer(TransformerConfig(**TINY), seed=0)
+
+
+@pytest.fixture(scope="module")
+def causal_lm(causal):
+    return TransformerLM(causal)
+
+
+@pytest.fixture(scope="module")
+def masked_lm():
+    return TransformerLM(init_transformer(TransformerConfig(**TINY, causal=False, positions="rotary"), seed=1))
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return np.random.default_rng(0).integers(0, V, (N, T)).astype(np.int32)
+
+
+# ---- shapes -----------------------------------------------------------------------------------------
+
+def test_output_shapes(causal_lm, masked_lm, tokens):
+    assert causal_lm.next_token_logprobs(tokens).shape == (N, T, V)
+    assert causal_lm.next_token_logprobs(tokens[0]).shape == (T, V)  # a single (T,) sequence
+    assert causal_lm.features(tokens).shape == (N, T, 16)
+    assert causal_lm.unembedding.shape == (16, V)
+    assert masked_lm.masked_token_logprobs(tokens).shape == (N, T, V)
+    assert masked_lm.masked_token_logprobs(tokens, positions=[2, 3]).shape == (N, 2, V)
+    assert masked_lm.prepended_mask_logprobs(tokens).shape == (N, V)
+    assert masked_lm.prepended_mask_features(tokens).shape == (N, 16)
+
+
+def test_wrappers_satisfy_their_protocols(causal_lm, masked_lm):
+    assert isinstance(causal_lm, LanguageModel) and isinstance(causal_lm, SoftmaxLanguageModel)
+    assert isinstance(masked_lm, MaskedLanguageModel)
+
+
+def test_hidden_states_are_embeddings_plus_one_per_block(causal_lm, tokens):
+    hidden = causal_lm.hidden_states(tokens)
+    assert len(hidden) == TINY["n_layers"] + 1
+    assert all(h.shape == (N, T, 16) for h in hidden)
+
+
+# ---- the laws ---------------------------------------------------------------------------------------
+
+@settings(max_examples=15, deadline=None)
+@given(j=st.integers(0, T - 1), shift=st.integers(1, V - 1))
+def test_causal_model_does_not_see_the_future(causal_lm, tokens, j, shift):
+    changed = tokens.copy()
+    changed[:, j] = (changed[:, j] + shift) % V
+    before, after = causal_lm.next_token_logprobs(tokens), causal_lm.next_token_logprobs(changed)
+    np.testing.assert_array_equal(before[:, : j + 1], after[:, : j + 1])  # row t reads only x_<t
+    if j < T - 1:
+        assert np.abs(before[:, j + 1:] - after[:, j + 1:]).max() > 1e-6
+
+
+def test_causal_row_zero_is_the_law_of_the_first_token(causal_lm, tokens):
+    other = np.random.default_rng(1).integers(0, V, (N, T))
+    np.testing.assert_allclose(causal_lm.next_token_logprobs(tokens)[:, 0],
+                               causal_lm.next_token_logprobs(other)[:, 0], atol=1e-6)
+
+
+def test_prepended_mask_law_depends_on_later_tokens(masked_lm, tokens):
+    changed = tokens.copy()
+    changed[:, -1] = (changed[:, -1] + 1) % V
+    assert np.abs(masked_lm.prepended_mask_logprobs(tokens) - masked_lm.prepended_mask_logprobs(changed)).max() > 1e-6
+
+
+def test_masked_law_at_i_does_not_read_x_i(masked_lm, tokens):
+    changed = tokens.copy()
+    changed[:, 2] = (changed[:, 2] + 1) % V
+    before, after = (masked_lm.masked_token_logprobs(x, positions=[2, 3]) for x in (tokens, changed))
+    np.testing.assert_allclose(before[:, 0], after[:, 0], atol=1e-6)
+    assert np.abs(before[:, 1] - after[:, 1]).max() > 1e-6  # but x_2 is context for x_3
+
+
+def test_log_probs_normalise(causal_lm, masked_lm, tokens):
+    for lp in (causal_lm.next_token_logprobs(tokens), masked_lm.masked_token_logprobs(tokens),
+               masked_lm.prepended_mask_logprobs(tokens)):
+        np.testing.assert_allclose(jax.nn.logsumexp(lp, axis=-1), 0.0, atol=1e-5)
+
+
+def test_logits_are_features_times_unembedding(causal, causal_lm, masked_lm, tokens):
+    product, logits = jax.jit(lambda x: (causal.features(x) @ causal.unembedding, causal(x)))(tokens)
+    np.testing.assert_allclose(product, logits, atol=1e-5)
+    np.testing.assert_allclose(jax.nn.log_softmax(causal_lm.features(tokens) @ causal_lm.unembedding),
+                               causal_lm.next_token_logprobs(tokens), atol=1e-5)
+    np.testing.assert_allclose(jax.nn.log_softmax(masked_lm.prepended_mask_features(tokens) @ masked_lm.unembedding),
+                               masked_lm.prepended_mask_logprobs(tokens), atol=1e-5)
+
+
+# ---- architecture options ---------------------------------------------------------------------------
+
+def test_n_params_counts_the_parameters_exactly(causal):
+    assert n_params(causal) == causal.config.n_params()
+
+
+def test_tied_embeddings_share_parameters(causal):
+    tied = init_transformer(TransformerConfig(**TINY, tie_embeddings=True), seed=0)
+    assert n_params(causal) - n_params(tied) == 16 * V == causal.config.n_params() - tied.config.n_params()
+    np.testing.assert_array_equal(tied.unembedding, tied.token_embed.embedding[...][:V].T)
+    tied.token_embed.embedding[...] = tied.token_embed.embedding[...] + 1.0
+    np.testing.assert_array_equal(tied.unembedding, tied.token_embed.embedding[...][:V].T)
+
+
+def test_learned_and_rotary_positions_both_run_and_see_order(causal_lm, tokens):
+    rotary_lm = TransformerLM(init_transformer(TransformerConfig(**TINY, positions="rotary"), seed=2))
+    swapped = tokens[:, [1, 0, 2, 3, 4, 5]]  # the same context multiset at the last row, in another order
+    assert (tokens[:, 0] != tokens[:, 1]).any()
+    for lm in (causal_lm, rotary_lm):
+        lp = lm.next_token_logprobs(tokens)
+        assert lp.shape == (N, T, V) and np.all(np.isfinite(lp))
+        assert np.abs(lp[:, -1] - lm.next_token_logprobs(swapped)[:, -1]).max() > 1e-6
+
+
+def test_prefix_changes_outputs_and_gets_no_logits(causal, tokens):
+    prefix = jax.random.normal(jax.random.PRNGKey(0), (3, 16))
+
+    @jax.jit
+    def run(x, prefix):
+        logits, hidden = causal(x, prefix=prefix, return_hidden=True)
+        per_sequence = causal(x, prefix=jnp.broadcast_to(prefix, (N, 3, 16)))
+        return logits, hidden[-1], per_sequence, causal(x)
+
+    logits, last_hidden, per_sequence, without = run(tokens, prefix)
+    assert logits.shape == (N, T, V) and last_hidden.shape == (N, 3 + T, 16)
+    assert np.abs(logits - without).max() > 1e-6
+    np.testing.assert_allclose(per_sequence, logits, atol=1e-6)
+    with pytest.raises(ShapeError, match="prefix"):
+        jax.eval_shape(lambda x: causal(x, prefix=jnp.zeros((3, 15))), tokens)
+
+
+def test_same_seed_gives_identical_parameters():
+    config = TransformerConfig(**TINY)
+    a, b, c = (nnx.state(init_transformer(config, s), nnx.Param) for s in (7, 7, 8))
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+
+
+def test_jitted_split_merge_forward_equals_module_call(causal, causal_lm, tokens):
+    shifted = causal_inputs(jnp.asarray(tokens), causal.config)  # (BOS, x_1 .. x_{T-1})
+    np.testing.assert_allclose(causal_lm.next_token_logprobs(tokens),
+                               jax.nn.log_softmax(causal(shifted)), atol=1e-6)
+
+
+# ---- configuration ----------------------------------------------------------------------------------
+
+def test_config_round_trips_through_json():
+    config = TransformerConfig(**TINY, positions="rotary", n_prompt_slots=2)
+    assert TransformerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.d_ff == 64 and config.vocab_size == V + 4
+    assert (config.mask_id, config.pad_id, config.prompt_ids) == (V, V + 1, (V + 2, V + 3))
+
+
+@pytest.mark.parametrize("field, change", [
+    ("d_model", dict(d_model=10, n_heads=4)),
+    ("positions", dict(positions="sinusoidal")),
+    ("max_len", dict(max_len=2, n_prompt_slots=2)),
+    ("n_heads", dict(d_model=12, n_heads=4, positions="rotary")),  # odd head size cannot rotate
+    ("causal", dict(causal="yes")),
+    ("dtype", dict(dtype="int8")),
+])
+def test_invalid_config_raises_config_error_naming_the_field(field, change):
+    with pytest.raises(ConfigError, match=field):
+        TransformerConfig(**{**TINY, **change})
+
+
+@given(field=st.sampled_from(["n_symbols", "d_model", "n_layers", "n_heads", "d_ff", "max_len"]),
+       value=st.integers(-3, 0))
+def test_non_positive_sizes_raise_config_error(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TransformerConfig(**{**TINY, field: value})
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ConfigError, match="d_modle"):
+        TransformerConfig.from_dict({**TINY, "d_modle": 8})
+
+
+# ---- invalid input ----------------------------------------------------------------------------------
+
+def test_bad_tokens_raise_token_error_before_any_compile(monkeypatch):
+    lm = TransformerLM(init_transformer(TransformerConfig(**TINY, causal=False), seed=3))
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced before validating")
+
+    monkeypatch.setattr(nnx, "merge", no_trace)  # the jitted functions merge at trace time
+    too_long = np.zeros((2, 9), dtype=np.int32)
+    for call in (lm.masked_token_logprobs, lm.prepended_mask_logprobs, lm.features):
+        with pytest.raises(TokenError, match="length 9 exceeds max_len = 8"):
+            call(too_long)
+    with pytest.raises(TokenError, match="outside"):
+        lm.prepended_mask_logprobs(np.array([[0, V]]))  # the MASK id is no world symbol
+
+
+def test_methods_of_the_other_kind_raise(causal_lm, masked_lm, tokens):
+    with pytest.raises(ConfigError, match="next_token_logprobs: .* bidirectional"):
+        masked_lm.next_token_logprobs(tokens)
+    with pytest.raises(ConfigError, match="masked_token_logprobs: .* causal"):
+        causal_lm.masked_token_logprobs(tokens)
