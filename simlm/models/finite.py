@@ -1,0 +1,334 @@
+"""Softmax language models over a finite, enumerable set of contexts — the object of Saunshi, Malladi &
+Arora, "A Mathematical Exploration of Why Language Models Help Solve Downstream Tasks" (ICLR 2021).
+
+Contexts s = 1..S, one free feature vector θ_s ∈ R^d per context and word embeddings Φ ∈ R^{d×V}
+(column φ_w for word w):
+
+    p_θ(w | s) = softmax(Φᵀθ_s)_w = exp(⟨θ_s, φ_w⟩) / Z_θ(s),   log Z_θ(s) = logsumexp_w ⟨θ_s, φ_w⟩,
+    ∇_θ log Z_θ(s) = Σ_w p_θ(w|s) φ_w = Φ p_θ(s)          (the conditional mean feature).
+
+Cross-entropy fit (:func:`fit_cross_entropy`): for each s minimise the convex
+ℓ_s(θ) = KL(p*_s ‖ softmax(Φᵀθ)) = log Z_θ(s) − ⟨θ, Φp*_s⟩ + const.  Its gradient is Φp_θ(s) − Φp*_s,
+so the optimum *matches moments*: Φ p_θ*(s) = Φ p*_s.  The weighted objective Σ_s w_s ℓ_s separates over
+contexts, so the weights do not move the minimiser; they weight ε = Σ_s w_s KL(p*_s ‖ p_θ(s)).
+:func:`best_achievable_epsilon` is the ε of that optimum — the part of ε no model with this Φ can remove.
+
+Quad objective (Saunshi et al., §5): ℓ_quad(f, s) = E_{w~p*_s}[−⟨f, φ_w⟩ + ½‖Φᵀf‖²]
+= −⟨f, Φp*_s⟩ + ½‖Φᵀf‖² = ½‖Φᵀf − p*_s‖² − ½‖p*_s‖².  It is minimised by any f* with
+ΦΦᵀ f* = Φ p*_s, i.e. f*(s) = (ΦΦᵀ)⁻¹Φp*_s when Φ has full row rank (the minimum-norm solution
+(Φᵀ)⁺p*_s otherwise), and exactly ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f − f*)‖².
+
+:func:`enumerate_contexts` turns a small world into such a finite problem by brute force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.train.epsilon import kl_per_sequence
+from simlm.worlds.base import check_positive, check_positive_int, check_stochastic
+
+#: largest number of contexts Σ_{t ≤ L} V^t that :func:`enumerate_contexts` builds by default.
+MAX_CONTEXTS = 100_000
+
+
+# ---- validation ------------------------------------------------------------------------------------
+
+def _check_matrix(name: str, value, shape_hint: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ShapeError(f"{name}: expected a non-empty matrix of shape {shape_hint}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(f"{name}: has non-finite entries")
+    return arr
+
+
+def _check_problem(p_star, phi) -> tuple[np.ndarray, np.ndarray]:
+    phi = _check_matrix("phi", phi, "(d, V)")
+    P = check_stochastic("p_star", p_star, atol=1e-5)
+    if P.ndim != 2:
+        raise ShapeError(f"p_star: expected shape (S, V), got {P.shape}")
+    if P.shape[1] != phi.shape[1]:
+        raise ShapeError(f"p_star: has V = {P.shape[1]} words but phi has {phi.shape[1]} columns (d, V)")
+    return P, phi
+
+
+def _check_weights(weights, S: int) -> np.ndarray:
+    """Context weights as a probability vector (S,); None means uniform."""
+    if weights is None:
+        return np.full(S, 1.0 / S)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (S,):
+        raise ShapeError(f"weights: expected shape ({S},) (one per context), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ConfigError("weights: expected finite non-negative weights with a positive sum")
+    return w / w.sum()
+
+
+# ---- the model -------------------------------------------------------------------------------------
+
+def log_partition(theta, phi) -> jax.Array:
+    """log Z_θ(s) = logsumexp_w ⟨θ_s, φ_w⟩: ``theta (S, d)``, ``phi (d, V)`` → ``(S,)``."""
+    return jax.nn.logsumexp(jnp.asarray(theta) @ jnp.asarray(phi), axis=-1)
+
+
+def context_kl(p_star, logprobs) -> jax.Array:
+    """KL(p*_s ‖ p_s) per context, ``(S, V)``, ``(S, V)`` → ``(S,)`` nats (0·log 0 = 0)."""
+    logp = jnp.log(jnp.asarray(p_star))
+    return kl_per_sequence(logp[:, None, :], jnp.asarray(logprobs)[:, None, :])
+
+
+class SoftmaxContextLM:
+    """p_θ(·|s) = softmax(Φᵀθ_s) for contexts s = 0..S−1: ``theta (S, d)``, ``phi (d, V)`` (float32).
+
+    ``grad_norm`` (max over contexts of ‖Φ(p_θ(s) − p*_s)‖₂), ``n_steps`` and ``converged`` are set by
+    :func:`fit_cross_entropy` and None otherwise."""
+
+    def __init__(self, theta, phi, *, grad_norm=None, n_steps=None, converged=None):
+        phi = _check_matrix("phi", phi, "(d, V)")
+        theta = _check_matrix("theta", theta, "(S, d)")
+        if theta.shape[1] != phi.shape[0]:
+            raise ShapeError(f"theta: has d = {theta.shape[1]} but phi has d = {phi.shape[0]} rows (d, V)")
+        self.theta, self.phi = jnp.asarray(theta, jnp.float32), jnp.asarray(phi, jnp.float32)
+        self.grad_norm, self.n_steps, self.converged = grad_norm, n_steps, converged
+
+    def __repr__(self):
+        S, d = self.theta.shape
+        return f"SoftmaxContextLM(n_contexts={S}, dim={d}, n_symbols={self.n_symbols}, grad_norm={self.grad_norm})"
+
+    @property
+    def n_contexts(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def n_symbols(self) -> int:
+        return self.phi.shape[1]
+
+    @property
+    def unembedding(self) -> jax.Array:
+        """Φ, ``(d, V)``."""
+        return self.phi
+
+    def features(self) -> jax.Array:
+        """f(s) = θ_s, ``(S, d)``."""
+        return self.theta
+
+    def logprobs(self) -> jax.Array:
+        """log p_θ(·|s) = log_softmax(Φᵀθ_s), ``(S, V)``."""
+        return jax.nn.log_softmax(self.theta @ self.phi, axis=-1)
+
+    def probs(self) -> jax.Array:
+        """p_θ(·|s), ``(S, V)``."""
+        return jnp.exp(self.logprobs())
+
+    def conditional_mean_features(self) -> jax.Array:
+        """Φ p_θ(s) = Σ_w p_θ(w|s) φ_w = ∇_θ log Z_θ(s), ``(S, d)``."""
+        return self.probs() @ self.phi.T
+
+    def epsilon(self, p_star, weights=None) -> float:
+        """ε = Σ_s w_s KL(p*_s ‖ p_θ(s)) (weights normalised to sum 1; uniform by default), nats."""
+        P = check_stochastic("p_star", p_star, atol=1e-5)
+        if P.shape != (self.n_contexts, self.n_symbols):
+            raise ShapeError(f"p_star: expected shape {(self.n_contexts, self.n_symbols)}, got {P.shape}")
+        w = _check_weights(weights, self.n_contexts)
+        kl = np.asarray(context_kl(jnp.asarray(P, jnp.float32), self.logprobs()), np.float64)
+        return float(np.sum(np.where(w > 0, w * kl, 0.0)))
+
+
+# ---- cross-entropy fit by Newton's method ----------------------------------------------------------
+
+@jax.jit
+def _newton(theta0, phi, P, steps, tol):
+    b = P @ phi.T  # Φ p*_s, (S, d)
+    ts = 2.0 ** -jnp.arange(40, dtype=theta0.dtype)  # backtracking step sizes
+    rcond = 1e3 * jnp.finfo(theta0.dtype).eps
+
+    def objective(theta):  # ℓ_s(θ) up to a constant, (S,)
+        return log_partition(theta, phi) - jnp.sum(theta * b, -1)
+
+    def gradient(theta):
+        return jax.nn.softmax(theta @ phi, -1) @ phi.T - b
+
+    def step(carry):
+        theta, _, k = carry
+        q = jax.nn.softmax(theta @ phi, -1)
+        m = q @ phi.T
+        g = m - b
+        # Hessian Cov_{p_θ}(φ_w); solved by its pseudo-inverse since Φᵀθ is invariant along any u
+        # with Φᵀu ∝ 1, and the optimum may lie at infinity (zeros in p*)
+        H = jnp.einsum("sv,dv,ev->sde", q, phi, phi) - m[:, :, None] * m[:, None, :]
+        lam, U = jnp.linalg.eigh(H)
+        inv = jnp.where(lam > rcond * lam[:, -1:], 1.0 / jnp.where(lam > 0, lam, 1.0), 0.0)
+        delta = jnp.einsum("sde,se,sfe,sf->sd", U, inv, U, g)
+        # Armijo backtracking per context; where float32 cannot see a decrease, the best candidate
+        f0 = objective(theta)
+        cand = theta[None] - ts[:, None, None] * delta[None]
+        fc = jax.vmap(objective)(cand)
+        ok = fc <= f0 - 1e-4 * ts[:, None] * jnp.sum(g * delta, -1)
+        t = jnp.where(ok.any(0), ts[jnp.argmax(ok, 0)],
+                      jnp.where(fc.min(0) < f0, ts[jnp.argmin(fc, 0)], 0.0))
+        theta = theta - t[:, None] * delta
+        return theta, jnp.linalg.norm(gradient(theta), axis=-1).max(), k + 1
+
+    def going(carry):
+        _, gnorm, k = carry
+        return (gnorm > tol) & (k < steps)
+
+    init = (theta0, jnp.linalg.norm(gradient(theta0), axis=-1).max(), 0)
+    return jax.lax.while_loop(going, step, init)
+
+
+def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float = 1e-8) -> SoftmaxContextLM:
+    """θ* minimising Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) for ``p_star (S, V)``, ``phi (d, V)``, by damped
+    Newton steps per context (pseudo-inverse Hessian, Armijo backtracking) from θ = 0, in float64,
+    until max_s ‖Φ(p_θ(s) − p*_s)‖₂ ≤ ``tol`` or ``steps`` iterations.  The weights only validate here
+    (the objective separates over contexts, so they do not move θ*).  The returned model carries that
+    ``grad_norm``, ``n_steps`` and ``converged``; it stores θ in float32, which adds a rounding error of
+    about 1e-7·‖θ‖·‖Φ‖² to its moments."""
+    P, phi = _check_problem(p_star, phi)
+    _check_weights(weights, P.shape[0])
+    steps = check_positive_int("steps", steps)
+    tol = check_positive("tol", tol)
+    # a scoped float64 solve: float32 cannot resolve the objective's decrease near the optimum
+    with jax.enable_x64(True):
+        theta0 = jnp.zeros((P.shape[0], phi.shape[0]), jnp.float64)
+        theta, gnorm, k = _newton(theta0, jnp.asarray(phi), jnp.asarray(P), steps, tol)
+        theta, gnorm, k = np.asarray(theta), float(gnorm), int(k)
+    return SoftmaxContextLM(theta, phi, grad_norm=gnorm, n_steps=k, converged=gnorm <= tol)
+
+
+def best_achievable_epsilon(p_star, phi, weights=None, **fit_options) -> float:
+    """min_θ Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) (weights normalised; uniform by default), nats: the ε of
+    :func:`fit_cross_entropy`'s optimum, the floor any softmax LM with this Φ has."""
+    return fit_cross_entropy(p_star, phi, weights=weights, **fit_options).epsilon(p_star, weights)
+
+
+# ---- the Quad objective ---------------------------------------------------------------------------
+
+def quad_minimiser(p_star, phi) -> jax.Array:
+    """f*(s) = (ΦΦᵀ)⁻¹Φp*_s, ``(S, d)`` — the minimum-norm (Φᵀ)⁺p*_s when ΦΦᵀ is singular."""
+    P, phi = _check_problem(p_star, phi)
+    return jnp.asarray(P @ np.linalg.pinv(phi), jnp.float32)
+
+
+def quad_loss(f, p_star, phi) -> jax.Array:
+    """ℓ_quad(f, s) = −⟨f_s, Φp*_s⟩ + ½‖Φᵀf_s‖² per context: ``f (S, d)`` → ``(S,)`` (pure jnp)."""
+    f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
+    return -jnp.sum(f * (P @ phi.T), -1) + 0.5 * jnp.sum((f @ phi) ** 2, -1)
+
+
+def quad_excess(f, p_star, phi) -> jax.Array:
+    """ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f_s − f*_s)‖² per context, ``(S,)``."""
+    diff = jnp.asarray(f) - quad_minimiser(p_star, phi)
+    return 0.5 * jnp.sum((diff @ jnp.asarray(phi, diff.dtype)) ** 2, -1)
+
+
+def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array:
+    """Minimise Σ_s ℓ_quad(f_s, s) by gradient descent (``optax.sgd``) from ``init`` (default 0):
+    ∇ = ΦΦᵀf_s − Φp*_s per context, so with the default lr = 1/λ_max(ΦΦᵀ) the error contracts by
+    1 − λ_min/λ_max per step.  Returns f ``(S, d)``."""
+    P, phi = _check_problem(p_star, phi)
+    steps = check_positive_int("steps", steps)
+    lr = 1.0 / np.linalg.eigvalsh(phi @ phi.T)[-1] if lr is None else check_positive("lr", lr)
+    f0 = np.zeros((P.shape[0], phi.shape[0])) if init is None else np.asarray(init, np.float64)
+    if f0.shape != (P.shape[0], phi.shape[0]):
+        raise ShapeError(f"init: expected shape {(P.shape[0], phi.shape[0])}, got {f0.shape}")
+    P, phi_j, f0 = (jnp.asarray(a, jnp.float32) for a in (P, phi, f0))
+    opt = optax.sgd(lr)
+    loss = jax.grad(lambda f: quad_loss(f, P, phi_j).sum())
+
+    def body(_, carry):
+        f, state = carry
+        updates, state = opt.update(loss(f), state)
+        return optax.apply_updates(f, updates), state
+
+    return jax.jit(lambda f: jax.lax.fori_loop(0, steps, body, (f, opt.init(f)))[0])(f0)
+
+
+# ---- contexts of a small world ----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ContextSet:
+    """Every prefix s of length 0..L of a world with p(s) > 0, in order of length then lexicographic.
+
+    ``prefixes`` tuple of S tuples of token ids; ``lengths (S,)``; ``prefix_probs (S,)`` = p(s) = P(x_1:|s|
+    = s); ``weights (S,)`` = p_L(s) = p(s)/(L + 1), a length uniform on 0..L then a prefix of that
+    length, which sums to 1; ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays."""
+
+    prefixes: tuple
+    lengths: np.ndarray
+    prefix_probs: np.ndarray
+    weights: np.ndarray
+    next_token_probs: np.ndarray
+    max_length: int
+
+    def index(self, prefix) -> int:
+        """Row of ``prefix`` (a sequence of token ids) in the arrays above."""
+        try:
+            return self._rows[tuple(int(x) for x in prefix)]
+        except KeyError:
+            raise ConfigError(f"prefix: {tuple(prefix)} is not a context here (too long, or p(prefix) = 0)") from None
+
+    @functools.cached_property
+    def _rows(self) -> dict:
+        return {p: i for i, p in enumerate(self.prefixes)}
+
+
+def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEXTS) -> ContextSet:
+    """All prefixes of length ≤ ``max_length`` (the empty one included) with their exact probabilities
+    and next-token laws, by brute force from ``world.log_likelihood`` alone:
+
+        p*(w | s) = p(s ⊕ w) / p(s),   p(∅) = 1,
+
+    scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised to remove
+    float32 rounding.  Prefixes with p(s) = 0 are dropped (their law is undefined).  Raises
+    :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
+    L = check_positive_int("max_length", max_length, minimum=0)
+    cap = check_positive_int("max_contexts", max_contexts)
+    V = int(world.n_symbols)
+    total = sum(V**t for t in range(L + 1))
+    if total > cap:
+        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t = {total} contexts, over the limit "
+                          f"max_contexts = {cap}; lower max_length or raise max_contexts")
+    logp = [np.zeros(1)]  # log p(s) for every s of length t, lexicographic
+    for t in range(1, L + 2):
+        seqs = np.stack(np.unravel_index(np.arange(V**t), (V,) * t), axis=-1).astype(np.int32)
+        logp.append(np.asarray(world.log_likelihood(seqs), np.float64))
+    keep, laws = [], []
+    for t in range(L + 1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            law = np.exp(logp[t + 1].reshape(V**t, V) - logp[t][:, None])
+        ok = np.isfinite(logp[t])
+        keep.append(ok)
+        laws.append(law[ok] / law[ok].sum(-1, keepdims=True))
+    prefixes, lengths = [], []
+    for t in range(L + 1):
+        rows = np.flatnonzero(keep[t])
+        grid = np.stack(np.unravel_index(rows, (V,) * t), axis=-1) if t else np.zeros((rows.size, 0), int)
+        prefixes.extend(tuple(int(x) for x in r) for r in grid)
+        lengths.extend([t] * rows.size)
+    probs = np.exp(np.concatenate([lp[k] for lp, k in zip(logp[: L + 1], keep)]))
+    return ContextSet(tuple(prefixes), np.asarray(lengths), probs, probs / (L + 1), np.concatenate(laws), L)
+
+
+__all__ = [
+    "SoftmaxContextLM",
+    "ContextSet",
+    "log_partition",
+    "context_kl",
+    "fit_cross_entropy",
+    "best_achievable_epsilon",
+    "quad_minimiser",
+    "quad_loss",
+    "quad_excess",
+    "quad_fit",
+    "enumerate_contexts",
+    "MAX_CONTEXTS",
+]

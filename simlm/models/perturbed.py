@@ -1,0 +1,219 @@
+"""Analytic ε-optimal language models: the world's exact LM, perturbed to a prescribed exact ε.
+
+Each *kind* is a one-parameter family of causal LMs p_s built from the world's next-token law
+p* = p*(·|x_<t), with p_0 = p* and ε(s) = mean KL(p* ‖ p_s) increasing in s ≥ 0.  :func:`perturbed_lm`
+solves ε(s) = eps on an evaluation set by bracketing then bisection on s, evaluating ε(s) exactly (over
+the vocabulary, :func:`simlm.train.epsilon.kl_per_sequence`) from p* computed once.
+
+Kinds (every one but ``uniform-mixture`` is an exponential tilt p_s ∝ p*·exp(s·h) by a direction h(x_<t)
+∈ R^V; then KL(p* ‖ p_s) = log E_{p*}[e^{s h}] − s E_{p*}[h] is convex in s with its minimum 0 at s = 0,
+so ε(s) increases for s ≥ 0 at every position):
+
+- ``"logit-noise"`` — h = W p* / ‖p*‖₂ with W ∈ R^{V×V} i.i.d. N(0, 1) fixed by ``seed``: for each
+  context h is a N(0, I)-distributed noise field, and a deterministic function of the context (through
+  p*), so the model is a genuine LM.
+- ``"temperature"`` — log p_s = log_softmax(log p* / τ), a tilt by h = log p*.  Hotter (default):
+  τ = 1 + s, ε saturates at KL(p* ‖ uniform on supp p*) as s → ∞.  Colder (``colder=True``):
+  τ = 1 / (1 + s), ε → ∞.
+- ``"uniform-mixture"`` — p_s = (1 − s) p* + s·u, u uniform over V, s ∈ [0, 1]; ε is convex in s (KL
+  is convex in its second argument) and reaches at most ε(1) = mean KL(p* ‖ u) = log V − H.
+- ``"rare-words"`` — h_v = g_v·1[p*_v < threshold], g ~ N(0, I_V) fixed by ``seed``: p_s is exactly p*
+  up to renormalisation except on the words the world makes rare in this context.  The default
+  threshold is the 10th percentile of the nonzero p*(w|x_<t) over all (position, word) pairs of the
+  evaluation set (just above it, so that tenth is strictly below), fixed from then on; a fixed
+  threshold like 1/(10V) often catches no word at all in a dense world.  Needs rare words on the
+  evaluation set.
+- ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
+  task direction.
+
+The returned :class:`PerturbedLM` applies the same perturbation, with the solved s, to the world's laws
+for ANY tokens; its masked laws apply it to p*(x_i|x_−i) — their masked ε is not calibrated to eps.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.train.epsilon import exact_epsilon, kl_per_sequence
+from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens
+
+KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
+
+#: relative accuracy of the solved ε (|ε(s)/eps − 1|); the promise to callers is 1e-3.
+RTOL = 1e-4
+#: the largest s tried by the unbounded families before declaring eps unreachable.
+S_MAX = 1e4
+
+
+# ---- the families, as pure functions of (log p*, s, params) --------------------------------------
+
+@partial(jax.jit, static_argnames=("kind",))
+def perturb_logprobs(kind: str, logp, s, params) -> jax.Array:
+    """log p_s from log p* ``(..., V)`` for one family (``params`` as built by :func:`perturbed_lm`)."""
+    logp = jnp.asarray(logp)
+    s = jnp.asarray(s, logp.dtype)
+    if kind == "uniform-mixture":
+        V = logp.shape[-1]
+        return jnp.logaddexp(jnp.log1p(-s) + logp, jnp.log(s) - math.log(V))
+    if kind == "temperature":
+        tau = jnp.where(params["colder"], 1.0 / (1.0 + s), 1.0 + s)
+        return jax.nn.log_softmax(logp / tau, axis=-1)
+    if kind == "logit-noise":
+        p = jnp.exp(logp)
+        h = (p @ params["W"].T) / jnp.linalg.norm(p, axis=-1, keepdims=True)
+    elif kind == "rare-words":
+        h = jnp.where(logp < jnp.log(params["threshold"]), params["g"], 0.0)
+    elif kind == "task-adversarial":
+        h = jnp.broadcast_to(params["v"], logp.shape)
+    else:
+        raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    # the where keeps log p* = −inf entries at −inf (a tilt never creates mass off the support)
+    return jax.nn.log_softmax(jnp.where(jnp.isfinite(logp), logp + s * h, -jnp.inf), axis=-1)
+
+
+@partial(jax.jit, static_argnames=("kind",))
+def _epsilon_of_scale(kind, logp, s, params):
+    return kl_per_sequence(logp, perturb_logprobs(kind, logp, s, params)).mean()
+
+
+class PerturbedLM:
+    """The world's exact LM perturbed by one of the families above with scale s (= ``scale``).
+
+    Attributes: ``world``, ``kind``, ``scale``, ``params`` (the fixed perturbation), ``target_eps``,
+    ``achieved_eps`` ± ``achieved_eps_se`` (exact ε on ``eval_tokens``, nats/token)."""
+
+    def __init__(self, world, kind, scale, params, *, target_eps=float("nan"), achieved_eps=float("nan"),
+                 achieved_eps_se=float("nan"), eval_tokens=None):
+        self.world, self.kind, self.scale, self.params = world, kind, float(scale), params
+        self.target_eps, self.achieved_eps, self.achieved_eps_se = target_eps, achieved_eps, achieved_eps_se
+        self.eval_tokens = eval_tokens
+
+    def __repr__(self):
+        return (f"PerturbedLM(kind={self.kind!r}, scale={self.scale:.6g}, target_eps={self.target_eps:.6g}, "
+                f"achieved_eps={self.achieved_eps:.6g}, world={self.world!r})")
+
+    @property
+    def n_symbols(self) -> int:
+        return self.world.n_symbols
+
+    def _perturb(self, logp) -> jax.Array:
+        return perturb_logprobs(self.kind, logp, self.scale, self.params)
+
+    def next_token_logprobs(self, tokens) -> jax.Array:
+        """log p_s(x_t = · | x_<t), ``(n, T, V)`` (``(T, V)`` for a single sequence)."""
+        return self._perturb(jnp.asarray(self.world.next_token_logprobs(tokens)))
+
+    def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
+        """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)``; its masked ε is NOT calibrated."""
+        return self._perturb(jnp.log(jnp.asarray(self.world.masked_token_probs(tokens, positions))))
+
+    def prepended_mask_logprobs(self, tokens) -> jax.Array:
+        """The same perturbation of the prepended-mask law, ``(n, V)``."""
+        return self._perturb(jnp.log(jnp.asarray(self.world.prepended_mask_probs(tokens))))
+
+
+# ---- construction --------------------------------------------------------------------------------
+
+def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
+    if kind not in KINDS:
+        raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if direction is not None and kind != "task-adversarial":
+        raise ConfigError(f"direction: only used by kind 'task-adversarial', not {kind!r}")
+    if threshold is not None and kind != "rare-words":
+        raise ConfigError(f"threshold: only used by kind 'rare-words', not {kind!r}")
+    if colder and kind != "temperature":
+        raise ConfigError(f"colder: only used by kind 'temperature', not {kind!r}")
+    if kind == "logit-noise":
+        return {"W": jnp.asarray(rng.standard_normal((V, V)), jnp.float32)}
+    if kind == "temperature":
+        return {"colder": jnp.asarray(bool(colder))}
+    if kind == "rare-words":
+        if threshold is not None and check_positive("threshold", threshold) > 1:
+            raise ConfigError(f"threshold: expected a probability in (0, 1], got {threshold!r}")
+        return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": threshold}
+    if kind == "task-adversarial":
+        if direction is None:
+            raise ConfigError("direction: kind 'task-adversarial' needs a direction v ∈ R^V, got None")
+        v = np.asarray(direction, dtype=np.float64)
+        if v.shape != (V,):
+            raise ShapeError(f"direction: expected shape ({V},) (the world's vocabulary), got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ConfigError("direction: has non-finite entries")
+        return {"v": jnp.asarray(v, jnp.float32)}
+    return {}
+
+
+def _rare_threshold(logp, threshold) -> jax.Array:
+    p = np.asarray(jnp.exp(logp), np.float32)
+    if threshold is None:
+        threshold = np.nextafter(np.quantile(p[p > 0], 0.1).astype(np.float32), np.float32(1))
+    if not np.any((p > 0) & (p < threshold)):
+        raise ConfigError(f"threshold: no word has 0 < p* < {float(threshold):.4g} anywhere on the evaluation "
+                          "set, so kind 'rare-words' cannot move ε from 0; raise the threshold")
+    return jnp.float32(threshold)
+
+
+def _solve_scale(eps_of, eps: float, kind: str) -> float:
+    """s ≥ 0 with |ε(s)/eps − 1| < RTOL for an increasing ε(·): bracket, then bisect."""
+    if kind == "uniform-mixture":
+        lo, hi = 0.0, 1.0
+        top = eps_of(hi)
+        if top < eps:
+            raise ConfigError(f"eps: {eps:g} is not reachable by kind 'uniform-mixture' on this evaluation set; "
+                              f"the maximum reachable ε is {top:.6g} (at s = 1, the uniform law)")
+    else:
+        lo, hi = 0.0, 1e-2
+        while (val := eps_of(hi)) < eps:
+            if hi >= S_MAX:
+                raise ConfigError(f"eps: {eps:g} is not reachable by kind {kind!r} on this evaluation set; "
+                                  f"the maximum reachable ε is about {val:.6g} (at s = {hi:g})"
+                                  + ("; colder=True is unbounded" if kind == "temperature" else ""))
+            lo, hi = hi, hi * 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        val = eps_of(mid)
+        if abs(val / eps - 1) < RTOL:
+            return mid
+        lo, hi = (mid, hi) if val < eps else (lo, mid)
+        if hi - lo <= 1e-7 * hi:  # float32 cannot resolve s any further
+            break
+    raise ConfigError(f"eps: could not solve ε(s) = {eps:g} for kind {kind!r} to relative accuracy {RTOL:g} "
+                      f"(ε({mid:.6g}) = {val:.6g}); ε jumps here, try a different eps or evaluation set")
+
+
+def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=None, threshold=None,
+                 colder: bool = False, n_eval: int = 64, eval_length: int = 64) -> PerturbedLM:
+    """An LM whose exact ε against ``world`` equals ``eps`` (nats/token) within 1e-3 relative
+    (solved to 1e-4) on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of
+    ``eval_length`` tokens sampled from the world with ``seed``.  ``seed`` also fixes the noise of
+    ``logit-noise`` and ``rare-words``.  ``kind`` is one of :data:`KINDS` (see the module docstring);
+    ``direction`` (V,) is for ``task-adversarial``, ``threshold`` for ``rare-words`` (default: the 10th
+    percentile of p* on the evaluation set), ``colder`` for ``temperature``.  ε(s) is evaluated in
+    float32, so an eps below ~1e-6 nats/token may not be resolvable.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
+    unknown, or eps exceeds what the family reaches on the evaluation set (the message gives the
+    maximum)."""
+    eps = check_positive("eps", eps)
+    rng = as_rng(seed)
+    V = int(world.n_symbols)
+    params = _family_params(kind, V, rng, direction, threshold, colder)
+    if tokens is None:
+        toks = world.sample(int(seed), check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length))
+    else:
+        toks, _ = check_tokens(tokens, V)
+    logp = jnp.asarray(world.next_token_logprobs(toks))
+    if kind == "rare-words":
+        params["threshold"] = _rare_threshold(logp, params["threshold"])
+    scale = _solve_scale(lambda s: float(_epsilon_of_scale(kind, logp, s, params)), eps, kind)
+    lm = PerturbedLM(world, kind, scale, params, target_eps=eps, eval_tokens=np.asarray(toks))
+    # measured through the public path, so achieved_eps is exactly what callers will measure
+    lm.achieved_eps, lm.achieved_eps_se = exact_epsilon(world, lm, toks)
+    return lm
+
+
+__all__ = ["KINDS", "PerturbedLM", "perturb_logprobs", "perturbed_lm"]

@@ -1,0 +1,203 @@
+"""Exact ε: the KL/TV primitives, ε of the exact world, and agreement with sampled cross-entropies."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.base import WorldLM
+from simlm.train.epsilon import (
+    divergence_report,
+    exact_epsilon,
+    exact_masked_epsilon,
+    kl_per_sequence,
+    tv_per_sequence,
+)
+from simlm.worlds import HMM
+
+V = 5
+
+
+@pytest.fixture(scope="module")
+def world():
+    return HMM.random(0, 3, V)
+
+
+@pytest.fixture(scope="module")
+def tokens(world):
+    return world.sample(1, 256, 12)  # large enough for the sampled-data comparison
+
+
+class MixtureLM:
+    """(1 − λ) p* + λ·uniform, a causal LM strictly worse than the world."""
+
+    def __init__(self, world, lam=0.3):
+        self.world, self.lam = world, lam
+
+    @property
+    def n_symbols(self):
+        return self.world.n_symbols
+
+    def next_token_logprobs(self, tokens):
+        p = self.world.next_token_probs(tokens)
+        return jnp.log((1 - self.lam) * p + self.lam / self.n_symbols)
+
+
+def _log(p):
+    with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log(np.asarray(p, np.float32)))
+
+
+# fixed shapes (3 positions × 4 words), so the eager jnp ops compile once
+probability_rows = st.tuples(
+    st.lists(st.lists(st.sampled_from([0.0, 0.05, 0.3, 1.0]), min_size=4, max_size=4), min_size=3, max_size=3)
+    .filter(lambda rows: all(sum(r) > 0 for r in rows)),
+    st.lists(st.lists(st.floats(0.01, 1.0), min_size=4, max_size=4), min_size=3, max_size=3),
+)
+
+
+def _normalise(rows):
+    a = np.asarray(rows, np.float64)
+    return a / a.sum(-1, keepdims=True)
+
+
+# ---- the primitives ----------------------------------------------------------------------------
+
+def test_kl_treats_zero_reference_probability_as_zero_contribution():
+    ref = _log([[[0.5, 0.5, 0.0]]])
+    model = _log([[[0.25, 0.25, 0.5]]])
+    assert float(kl_per_sequence(ref, model)[0]) == pytest.approx(math.log(2), rel=1e-6)
+    # both zero at the same word: −inf − (−inf) must not produce NaN
+    assert float(kl_per_sequence(ref, ref)[0]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_is_infinite_when_model_gives_zero_where_reference_is_positive():
+    ref = _log([[[0.5, 0.5, 0.0]]])
+    model = _log([[[1.0, 0.0, 0.0]]])
+    assert float(kl_per_sequence(ref, model)[0]) == math.inf
+
+
+@given(probability_rows)
+def test_kl_and_tv_match_their_definitions(rows):
+    p, q = _normalise(rows[0]), _normalise(rows[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0).sum(-1).mean()
+    tv = 0.5 * np.abs(p - q).sum(-1).mean()
+    got_kl = float(kl_per_sequence(_log(p)[None], _log(q)[None])[0])
+    got_tv = float(tv_per_sequence(_log(p)[None], _log(q)[None])[0])
+    assert got_kl == pytest.approx(max(kl, 0.0), abs=1e-5)
+    assert got_tv == pytest.approx(tv, abs=1e-5)
+    assert 0.0 <= got_tv <= 1.0 + 1e-6
+
+
+def test_tv_is_one_for_disjoint_supports():
+    assert float(tv_per_sequence(_log([[[1.0, 0.0]]]), _log([[[0.0, 1.0]]]))[0]) == pytest.approx(1.0)
+
+
+def test_mask_averages_over_valid_positions_only():
+    ref = _log([[[0.5, 0.5], [0.5, 0.5], [1.0, 0.0]]])
+    model = _log([[[0.5, 0.5], [0.9, 0.1], [0.0, 1.0]]])  # last position has KL = +inf
+    mask = jnp.array([[True, True, False]])
+    expected = 0.5 * (0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
+    assert float(kl_per_sequence(ref, model, mask)[0]) == pytest.approx(expected, rel=1e-5)
+    assert math.isnan(float(kl_per_sequence(ref, model, jnp.zeros((1, 3), bool))[0]))
+
+
+def test_kl_is_jittable_with_finite_gradients_at_reference_zeros():
+    ref = _log([[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]])
+    logits = jnp.zeros((1, 2, 3))
+
+    @jax.jit
+    def loss(z):
+        return kl_per_sequence(ref, jax.nn.log_softmax(z, -1)).sum()
+
+    g = jax.grad(loss)(logits)
+    assert np.all(np.isfinite(np.asarray(g)))
+    # ∂KL/∂z = (q − p)/T per position
+    q = np.full(3, 1 / 3)
+    np.testing.assert_allclose(np.asarray(g)[0, 0], (q - [0.5, 0.5, 0.0]) / 2, atol=1e-6)
+
+
+# ---- exact ε of language models --------------------------------------------------------------------
+
+def test_exact_world_has_zero_epsilon(world, tokens):
+    eps, se = exact_epsilon(world, WorldLM(world), tokens)
+    assert abs(eps) <= 1e-6 and abs(se) <= 1e-6
+
+
+def test_exact_world_has_zero_masked_epsilon(world, tokens):
+    eps, _ = exact_masked_epsilon(world, WorldLM(world), tokens)
+    assert abs(eps) <= 1e-6
+    eps, _ = exact_masked_epsilon(world, WorldLM(world), tokens, positions=[0, 5])
+    assert abs(eps) <= 1e-6
+
+
+def test_epsilon_is_the_mean_of_per_sequence_kl(world, tokens):
+    lm = MixtureLM(world)
+    ref, model = world.next_token_logprobs(tokens), lm.next_token_logprobs(tokens)
+    per_seq = np.asarray(kl_per_sequence(ref, model), np.float64)
+    eps, se = exact_epsilon(world, lm, tokens)
+    assert eps == pytest.approx(per_seq.mean(), rel=1e-6)
+    assert se == pytest.approx(per_seq.std(ddof=1) / math.sqrt(len(per_seq)), rel=1e-5)
+    assert eps > 0
+
+
+def test_epsilon_equals_excess_cross_entropy_on_sampled_data(world, tokens):
+    report = divergence_report(world, MixtureLM(world), tokens)
+    se = math.hypot(report.excess_cross_entropy_se, report.epsilon_se)
+    assert abs(report.excess_cross_entropy - report.epsilon) <= 4 * se
+    assert report.model_cross_entropy - report.optimal_cross_entropy == pytest.approx(report.excess_cross_entropy)
+
+
+def test_divergence_report_counts_and_optimal_cross_entropy(world, tokens):
+    report = divergence_report(world, MixtureLM(world), tokens)
+    assert (report.n_sequences, report.n_positions, report.masked) == (256, 256 * 12, False)
+    assert report.optimal_cross_entropy == pytest.approx(world.cross_entropy(tokens)[0], rel=1e-5)
+    assert 0 < report.tv < 1
+
+
+def test_masked_divergence_report_of_exact_world(world, tokens):
+    report = divergence_report(world, WorldLM(world), tokens, masked=True, positions=[1, 2, 3])
+    assert report.n_positions == 256 * 3 and report.masked
+    assert abs(report.epsilon) <= 1e-6 and abs(report.tv) <= 1e-6
+    assert report.model_cross_entropy == pytest.approx(report.optimal_cross_entropy, abs=1e-6)
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+def test_vocabulary_mismatch_raises_shape_error(world, tokens):
+    with pytest.raises(ShapeError, match="n_symbols"):
+        exact_epsilon(world, WorldLM(HMM.random(0, 3, V + 1)), tokens)
+
+
+def test_bad_tokens_raise_token_error(world):
+    with pytest.raises(TokenError, match="tokens"):
+        exact_epsilon(world, WorldLM(world), [[0, V]])
+    with pytest.raises(TokenError, match="tokens"):
+        exact_masked_epsilon(world, WorldLM(world), np.zeros((2, 0), int))
+
+
+def test_lm_without_masked_laws_raises_config_error(world, tokens):
+    with pytest.raises(ConfigError, match="lm"):
+        exact_masked_epsilon(world, MixtureLM(world), tokens)
+
+
+def test_lm_returning_wrong_shape_raises_shape_error(world, tokens):
+    class Broken(MixtureLM):
+        def next_token_logprobs(self, tokens):
+            return super().next_token_logprobs(tokens)[:, :-1]
+
+    with pytest.raises(ShapeError, match="lm"):
+        exact_epsilon(world, Broken(world), tokens)
+
+
+def test_positions_without_masked_raise_config_error(world, tokens):
+    with pytest.raises(ConfigError, match="positions"):
+        divergence_report(world, WorldLM(world), tokens, positions=[0])

@@ -1,0 +1,206 @@
+"""Softmax LMs over finite contexts: the Quad identities, cross-entropy moment matching, enumeration."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.models.finite import (
+    SoftmaxContextLM,
+    best_achievable_epsilon,
+    context_kl,
+    enumerate_contexts,
+    fit_cross_entropy,
+    log_partition,
+    quad_excess,
+    quad_fit,
+    quad_loss,
+    quad_minimiser,
+)
+from simlm.worlds import HMM
+
+S, D, V = 5, 3, 8  # fixed shapes, so each jitted function compiles once
+
+
+def problem(seed: int, zeros: bool = False):
+    """A random (p*, Φ): p* (S, V) rows on the simplex (some exact zeros if asked), Φ (D, V) Gaussian."""
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(V, 0.5), size=S)
+    if zeros:
+        P[0, :3] = 0.0
+        P /= P.sum(-1, keepdims=True)
+    return P, rng.standard_normal((D, V))
+
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return HMM.random(0, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def contexts(world):
+    return enumerate_contexts(world, 3)
+
+
+# ---- Quad ------------------------------------------------------------------------------------------
+
+@given(seeds)
+def test_quad_minimiser_satisfies_the_first_order_condition(seed):
+    P, phi = problem(seed)
+    f = np.asarray(quad_minimiser(P, phi), np.float64)
+    np.testing.assert_allclose(f @ phi @ phi.T, P @ phi.T, atol=1e-5)  # ΦΦᵀf* = Φp*
+
+
+@given(seeds, seeds)
+def test_quad_excess_is_the_loss_gap(seed, f_seed):
+    P, phi = problem(seed)
+    f = jnp.asarray(np.random.default_rng(f_seed).standard_normal((S, D)), jnp.float32)
+    gap = quad_loss(f, P, phi) - quad_loss(quad_minimiser(P, phi), P, phi)
+    np.testing.assert_allclose(gap, quad_excess(f, P, phi), rtol=1e-4, atol=1e-4)
+    assert np.all(np.asarray(quad_excess(f, P, phi)) >= 0)
+
+
+def test_quad_loss_is_the_expected_per_word_loss():
+    P, phi = problem(1)
+    f = np.random.default_rng(2).standard_normal((S, D))
+    # E_{w ~ p*_s}[−⟨f, φ_w⟩ + ½‖Φᵀf‖²]
+    per_word = -(f @ phi) + 0.5 * np.sum((f @ phi) ** 2, -1, keepdims=True)
+    np.testing.assert_allclose(quad_loss(f, P, phi), np.sum(P * per_word, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_quad_fit_converges_to_the_minimiser():
+    P, phi = problem(3)
+    np.testing.assert_allclose(quad_fit(P, phi, steps=3000), quad_minimiser(P, phi), atol=1e-4)
+
+
+# ---- cross-entropy fit ------------------------------------------------------------------------------
+
+@given(seeds)
+def test_grad_log_partition_is_the_conditional_mean_feature(seed):
+    rng = np.random.default_rng(seed)
+    theta, phi = rng.standard_normal((S, D)), rng.standard_normal((D, V))
+    grad = jax.grad(lambda t: log_partition(t, phi).sum())(jnp.asarray(theta, jnp.float32))
+    lm = SoftmaxContextLM(theta, phi)
+    np.testing.assert_allclose(grad, lm.conditional_mean_features(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_cross_entropy_optimum_matches_moments(zeros):
+    P, phi = problem(4, zeros)
+    lm = fit_cross_entropy(P, phi)
+    assert lm.converged and lm.grad_norm <= 1e-8
+    np.testing.assert_allclose(lm.conditional_mean_features(), P @ phi.T, atol=1e-4)  # Φp_θ* = Φp*
+
+
+def test_best_achievable_epsilon_is_a_minimum():
+    P, phi = problem(5)
+    w = np.random.default_rng(0).dirichlet(np.ones(S))
+    best = best_achievable_epsilon(P, phi, w)
+    assert best > 0  # d = 3 < V − 1: the softmax family cannot represent p*
+    rng = np.random.default_rng(1)
+    optimum = fit_cross_entropy(P, phi).theta
+    for _ in range(5):
+        assert SoftmaxContextLM(optimum + 0.1 * rng.standard_normal((S, D)), phi).epsilon(P, w) > best
+
+
+def test_best_achievable_epsilon_is_zero_for_a_rich_enough_phi():
+    P = problem(6)[0]
+    phi = np.random.default_rng(6).standard_normal((V - 1, V))  # Φᵀθ + constants span R^V
+    assert best_achievable_epsilon(P, phi) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_epsilon_is_the_weighted_context_kl():
+    P, phi = problem(7)
+    lm = SoftmaxContextLM(np.random.default_rng(7).standard_normal((S, D)), phi)
+    w = np.arange(1.0, S + 1)
+    kl = np.sum(P * (np.log(P) - np.asarray(lm.logprobs(), np.float64)), -1)
+    assert lm.epsilon(P, w) == pytest.approx(np.sum(w * kl) / w.sum(), rel=1e-4)
+    np.testing.assert_allclose(context_kl(P, lm.logprobs()), kl, rtol=1e-4)
+
+
+def test_model_accessors_have_the_documented_shapes():
+    P, phi = problem(8)
+    lm = SoftmaxContextLM(np.zeros((S, D)), phi)
+    assert lm.features().shape == (S, D) and lm.unembedding.shape == (D, V)
+    np.testing.assert_allclose(lm.probs(), 1.0 / V, rtol=1e-6)
+    np.testing.assert_allclose(jnp.exp(lm.logprobs()), lm.probs(), rtol=1e-6)
+
+
+# ---- enumeration ------------------------------------------------------------------------------------
+
+def test_enumeration_counts_every_prefix(contexts):
+    assert len(contexts.prefixes) == 1 + 3 + 9 + 27
+    assert contexts.prefixes[0] == () and contexts.lengths.max() == 3
+    assert contexts.weights.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_next_token_laws_are_distributions(contexts):
+    np.testing.assert_allclose(contexts.next_token_probs.sum(-1), 1.0, atol=1e-12)
+    assert np.all(contexts.next_token_probs >= 0)
+
+
+def test_prefix_probabilities_are_consistent(contexts):
+    for s in contexts.prefixes:
+        if len(s) == 3:
+            continue
+        i = contexts.index(s)
+        children = np.array([contexts.prefix_probs[contexts.index(s + (w,))] for w in range(3)])
+        assert children.sum() == pytest.approx(contexts.prefix_probs[i], rel=1e-5)  # Σ_w p(s, w) = p(s)
+        np.testing.assert_allclose(contexts.prefix_probs[i] * contexts.next_token_probs[i], children, rtol=1e-5)
+
+
+def test_next_token_laws_match_the_world(world, contexts):
+    seqs = np.array([[0, 1, 2, 0], [2, 2, 1, 1]])
+    laws = np.asarray(world.next_token_probs(seqs))
+    for seq, law in zip(seqs, laws):
+        for t in range(4):
+            np.testing.assert_allclose(contexts.next_token_probs[contexts.index(seq[:t])], law[t], atol=1e-5)
+
+
+def test_fit_on_enumerated_contexts(contexts):
+    phi = np.random.default_rng(0).standard_normal((1, 3))
+    lm = fit_cross_entropy(contexts.next_token_probs, phi, weights=contexts.weights)
+    assert lm.converged
+    assert lm.epsilon(contexts.next_token_probs, contexts.weights) >= 0
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+def test_too_many_contexts_raise_config_error(world):
+    with pytest.raises(ConfigError, match="max_length"):
+        enumerate_contexts(world, 4, max_contexts=100)
+    with pytest.raises(ConfigError, match="max_length"):
+        enumerate_contexts(world, -1)
+
+
+def test_unknown_prefix_raises_config_error(contexts):
+    with pytest.raises(ConfigError, match="prefix"):
+        contexts.index((0, 0, 0, 0))
+
+
+def test_bad_problems_raise_typed_errors():
+    P, phi = problem(9)
+    with pytest.raises(DistributionError, match="p_star"):
+        fit_cross_entropy(P * 2, phi)
+    with pytest.raises(ShapeError, match="phi"):
+        quad_minimiser(P, phi[:, :-1])
+    with pytest.raises(ConfigError, match="phi"):
+        quad_fit(P, np.full_like(phi, np.nan))
+    with pytest.raises(ShapeError, match="weights"):
+        best_achievable_epsilon(P, phi, np.ones(S + 1))
+    with pytest.raises(ConfigError, match="weights"):
+        fit_cross_entropy(P, phi, weights=-np.ones(S))
+    with pytest.raises(ConfigError, match="steps"):
+        fit_cross_entropy(P, phi, steps=0)
+    with pytest.raises(ShapeError, match="theta"):
+        SoftmaxContextLM(np.zeros((S, D + 1)), phi)
+    with pytest.raises(ShapeError, match="init"):
+        quad_fit(P, phi, init=np.zeros((S, D + 1)))

@@ -1,0 +1,191 @@
+"""Analytic ε-optimal models: each family reaches the requested exact ε and behaves as documented."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.models.perturbed import KINDS, PerturbedLM, perturb_logprobs, perturbed_lm
+from simlm.train.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon
+from simlm.worlds import HMM
+
+K, V = 3, 6
+N_EVAL, T_EVAL = 16, 16  # one shape for every evaluation set, so the world compiles once
+
+
+def sparse_world(seed: int) -> HMM:
+    # sparse emissions: low-entropy laws, so bounded families (uniform-mixture, hotter temperature)
+    # reach ε = 0.1, and rare words exist
+    return HMM.random(seed, K, V, emission_concentration=0.2)
+
+
+DIRECTION = np.random.default_rng(123).standard_normal(V)
+
+
+def make(world, eps, kind, seed=0, **kw):
+    if kind == "task-adversarial":
+        kw.setdefault("direction", DIRECTION)
+    return perturbed_lm(world, eps, kind, seed, n_eval=N_EVAL, eval_length=T_EVAL, **kw)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return sparse_world(0)
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.1])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_reaches_the_requested_epsilon(world, kind, eps):
+    lm = make(world, eps, kind)
+    measured, _ = exact_epsilon(world, lm, lm.eval_tokens)
+    assert measured == pytest.approx(eps, rel=1e-3)
+    assert lm.achieved_eps == pytest.approx(measured, rel=1e-6)
+    assert (lm.kind, lm.target_eps) == (kind, eps) and lm.scale > 0
+
+
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(KINDS), eps=st.sampled_from([0.01, 0.1]))
+def test_calibration_holds_over_random_worlds(seed, kind, eps):
+    world = sparse_world(seed)
+    try:
+        lm = make(world, eps, kind, seed)
+    except ConfigError as err:  # a bounded family may top out below eps: then it must say so, truthfully
+        top = float(re.search(r"maximum reachable ε is (?:about )?([0-9.e+-]+)", str(err)).group(1))
+        assert top < eps
+        return
+    assert exact_epsilon(world, lm, lm.eval_tokens)[0] == pytest.approx(eps, rel=1e-3)
+
+
+def test_given_tokens_are_the_evaluation_set(world):
+    tokens = world.sample(99, N_EVAL, T_EVAL)
+    lm = make(world, 0.05, "logit-noise", tokens=tokens)
+    np.testing.assert_array_equal(lm.eval_tokens, tokens)
+    assert exact_epsilon(world, lm, tokens)[0] == pytest.approx(0.05, rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_zero_scale_is_the_exact_world(world, kind):
+    lm = make(world, 0.01, kind)
+    logp = world.next_token_logprobs(lm.eval_tokens)
+    np.testing.assert_allclose(perturb_logprobs(kind, logp, 0.0, lm.params), logp, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_is_a_normalised_lm_on_any_tokens(world, kind):
+    lm = make(world, 0.05, kind)
+    other = world.sample(5, N_EVAL, T_EVAL)
+    logq = lm.next_token_logprobs(other)
+    assert logq.shape == (N_EVAL, T_EVAL, V)
+    np.testing.assert_allclose(jax.nn.logsumexp(logq, -1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(lm.next_token_logprobs(other[0]), logq[0], atol=1e-6)
+
+
+def test_epsilon_equals_excess_cross_entropy_of_the_perturbed_model(world):
+    lm = make(world, 0.1, "logit-noise")
+    report = divergence_report(world, lm, world.sample(11, N_EVAL, T_EVAL))
+    assert abs(report.excess_cross_entropy - report.epsilon) <= 4 * report.excess_cross_entropy_se
+
+
+def test_larger_eps_needs_larger_scale(world):
+    assert make(world, 0.1, "logit-noise").scale > make(world, 0.01, "logit-noise").scale
+
+
+def test_same_seed_gives_the_same_model(world):
+    a, b = make(world, 0.05, "rare-words", seed=4), make(world, 0.05, "rare-words", seed=4)
+    assert a.scale == b.scale
+    np.testing.assert_array_equal(a.next_token_logprobs(a.eval_tokens), b.next_token_logprobs(a.eval_tokens))
+
+
+def test_rare_words_leave_common_words_in_proportion(world):
+    lm = make(world, 0.05, "rare-words")
+    p = np.asarray(world.next_token_probs(lm.eval_tokens))
+    q = np.exp(np.asarray(lm.next_token_logprobs(lm.eval_tokens)))
+    common = p >= float(lm.params["threshold"])
+    ratio = np.where(common, q / p, np.nan)
+    spread = np.nanmax(ratio, -1) - np.nanmin(ratio, -1)  # q ∝ p on the common words of each context
+    assert np.nanmax(spread) < 1e-4
+
+
+def test_task_adversarial_moves_mass_along_the_direction(world):
+    lm = make(world, 0.05, "task-adversarial")
+    p = np.asarray(world.next_token_probs(lm.eval_tokens))
+    q = np.exp(np.asarray(lm.next_token_logprobs(lm.eval_tokens)))
+    assert np.all(q @ DIRECTION >= p @ DIRECTION - 1e-5)
+
+
+def test_colder_temperature_reaches_epsilon(world):
+    lm = make(world, 0.1, "temperature", colder=True)
+    assert exact_epsilon(world, lm, lm.eval_tokens)[0] == pytest.approx(0.1, rel=1e-3)
+    p = np.asarray(world.next_token_probs(lm.eval_tokens))
+    q = np.exp(np.asarray(lm.next_token_logprobs(lm.eval_tokens)))
+    assert np.mean(q.max(-1) >= p.max(-1) - 1e-6) == 1.0  # colder sharpens
+
+
+def test_masked_laws_are_perturbed_and_normalised(world):
+    lm = make(world, 0.05, "uniform-mixture")
+    logq = lm.masked_token_logprobs(lm.eval_tokens, positions=[0, 3])
+    assert logq.shape == (N_EVAL, 2, V)
+    np.testing.assert_allclose(jax.nn.logsumexp(logq, -1), 0.0, atol=1e-5)
+    assert exact_masked_epsilon(world, lm, lm.eval_tokens, positions=[0, 3])[0] > 0
+    assert lm.prepended_mask_logprobs(lm.eval_tokens).shape == (N_EVAL, V)
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eps", [0.0, -0.1, float("nan"), float("inf"), "big"])
+def test_eps_must_be_positive_and_finite(world, eps):
+    with pytest.raises(ConfigError, match="eps"):
+        make(world, eps, "temperature")
+
+
+def test_unknown_kind_lists_the_kinds(world):
+    with pytest.raises(ConfigError, match="kind.*logit-noise.*task-adversarial"):
+        make(world, 0.1, "gaussian")
+
+
+@pytest.mark.parametrize("kind", ["uniform-mixture", "temperature"])
+def test_unreachable_eps_states_the_maximum(world, kind):
+    with pytest.raises(ConfigError, match="maximum reachable ε"):
+        make(world, 100.0, kind)
+
+
+def test_task_adversarial_needs_a_direction_of_the_right_shape(world):
+    with pytest.raises(ConfigError, match="direction"):
+        perturbed_lm(world, 0.1, "task-adversarial", 0, n_eval=N_EVAL, eval_length=T_EVAL)
+    with pytest.raises(ShapeError, match="direction"):
+        make(world, 0.1, "task-adversarial", direction=np.ones(V + 1))
+    with pytest.raises(ConfigError, match="direction"):
+        make(world, 0.1, "task-adversarial", direction=np.full(V, np.nan))
+
+
+def test_options_of_other_kinds_are_refused(world):
+    with pytest.raises(ConfigError, match="direction"):
+        make(world, 0.1, "logit-noise", direction=DIRECTION)
+    with pytest.raises(ConfigError, match="threshold"):
+        make(world, 0.1, "temperature", threshold=0.01)
+
+
+def test_rare_words_threshold_below_every_probability_is_refused(world):
+    with pytest.raises(ConfigError, match="threshold"):
+        make(world, 0.1, "rare-words", threshold=1e-30)
+
+
+def test_bad_seed_and_sizes(world):
+    with pytest.raises(ConfigError, match="seed"):
+        perturbed_lm(world, 0.1, "temperature", -1)
+    with pytest.raises(ConfigError, match="n_eval"):
+        perturbed_lm(world, 0.1, "temperature", 0, n_eval=0)
+
+
+def test_perturbed_lm_is_a_language_model(world):
+    from simlm.models.base import LanguageModel, MaskedLanguageModel
+
+    lm = make(world, 0.01, "logit-noise")
+    assert isinstance(lm, PerturbedLM)
+    assert isinstance(lm, LanguageModel) and isinstance(lm, MaskedLanguageModel)
+    assert lm.n_symbols == V
