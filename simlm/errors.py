@@ -33,7 +33,12 @@ class ConfigError(SimlmError):
     """An invalid seed, size, family, option or configuration value."""
 
 
+class TrainingDivergedError(SimlmError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
 __all__ = [
+    "TrainingDivergedError",
     "SimlmError",
     "DistributionError",
     "ShapeError",

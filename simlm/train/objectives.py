@@ -1,0 +1,74 @@
+"""Training objectives as pure functions of a model and a batch (jit/grad friendly).
+
+Each objective takes ``(model, tokens (n, T), key)`` and returns the mean loss per counted position
+(nats/token for the likelihood objectives).  Padding never occurs in simlm's fixed-length streams, but
+``mask (n, T)`` (True = position counts) is honoured where given.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from simlm.models.transformer import causal_inputs, next_token_logprobs
+
+
+def _masked_mean(values, mask):
+    if mask is None:
+        return values.mean()
+    mask = mask.astype(values.dtype)
+    return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def cross_entropy(model, tokens, key=None, mask=None):
+    """Causal LM loss −(1/nT) Σ log p_θ(x_t | x_<t)."""
+    logp = next_token_logprobs(model, tokens)
+    observed = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+    return _masked_mean(-observed, mask)
+
+
+def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8, 0.1, 0.1)):
+    """Masked-LM loss (BERT): each position is chosen with probability ``mask_rate``; a chosen input is
+    replaced by MASK, by a uniformly random symbol, or kept, with probabilities ``corruption``; the loss
+    is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
+    c = model.config
+    k_choose, k_how, k_rand = jax.random.split(key, 3)
+    chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
+    if mask is not None:
+        chosen = chosen & mask
+    how = jax.random.choice(k_how, 3, tokens.shape, p=jnp.asarray(corruption))
+    random_tokens = jax.random.randint(k_rand, tokens.shape, 0, c.n_symbols, dtype=tokens.dtype)
+    inputs = jnp.where(chosen & (how == 0), c.mask_id, tokens)
+    inputs = jnp.where(chosen & (how == 1), random_tokens, inputs)
+    logp = jax.nn.log_softmax(model(inputs), axis=-1)
+    observed = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+    return _masked_mean(-observed, chosen)
+
+
+def quad(model, tokens, key=None, mask=None):
+    """The Quad objective of Saunshi, Malladi & Arora (2021), per position:
+
+        ℓ_quad(f, s, w) = −⟨f(s), φ_w⟩ + ½‖Φᵀ f(s)‖²,
+
+    with w the observed next token.  In expectation over w ~ p*(·|s) it is −⟨f, Φ p*_s⟩ + ½‖Φᵀf‖²,
+    minimised by f*(s) = (ΦΦᵀ)⁻¹Φ p*_s with excess ½‖Φᵀ(f − f*)‖² (see :mod:`simlm.models.finite`)."""
+    f = model.features(causal_inputs(tokens, model.config))  # (n, T, d)
+    phi = model.unembedding  # (d, V)
+    scores = f @ phi  # (n, T, V) = Φᵀ f
+    observed = jnp.take_along_axis(scores, tokens[..., None], axis=-1)[..., 0]
+    return _masked_mean(-observed + 0.5 * (scores**2).sum(-1), mask)
+
+
+def quad_excess(model, tokens, ref_probs):
+    """Exact Quad excess per sequence ``(n,)``: mean_t ½‖Φᵀf − p*‖² − ½‖(P_Φ − I) p*‖², where P_Φ is the
+    projection onto the row space of Φ (so the excess is ½‖Φᵀ(f − f*)‖², and 0 at the Quad optimum)."""
+    f = model.features(causal_inputs(tokens, model.config))
+    phi = model.unembedding
+    scores = f @ phi
+    proj = phi.T @ jnp.linalg.pinv(phi @ phi.T) @ phi  # (V, V) projection onto span of Φ's rows
+    residual = ref_probs @ proj - ref_probs
+    excess = 0.5 * ((scores - ref_probs) ** 2).sum(-1) - 0.5 * (residual**2).sum(-1)
+    return jnp.maximum(excess, 0.0).mean(-1)
+
+
+OBJECTIVES = {"cross-entropy": cross_entropy, "masked-lm": masked_lm, "quad": quad}

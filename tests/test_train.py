@@ -1,0 +1,144 @@
+"""The trainer: ε falls, the ladder checkpoints reload, resume and ensembles are exact, bad configs fail early."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from simlm import HMM
+from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
+from simlm.models.transformer import TransformerConfig
+from simlm.train import TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
+
+WORLD = HMM.random(0, 3, 5, family="dirichlet", transition_concentration=0.3, emission_concentration=0.3)
+MODEL = TransformerConfig(n_symbols=5, d_model=16, n_layers=1, n_heads=2, max_len=12)
+CONFIG = TrainConfig(targets=(0.3, 0.1, 1e-6), batch_size=8, seq_len=12, max_steps=40, eval_every=10,
+                     learning_rate=1e-2, warmup_steps=5, eval_sequences=16, checkpoint_every=15)
+
+
+def eval_tokens(config):
+    return np.asarray(WORLD.sample(config.eval_seed, config.eval_sequences, config.seq_len))
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(WORLD, MODEL, CONFIG, tmp_path_factory.mktemp("run"), progress=False)
+
+
+def test_epsilon_decreases_during_training(run):
+    eps = [m["epsilon"] for m in metrics(run.run_dir)]
+    assert eps[-1] < 0.5 * eps[0]
+    assert run.best_epsilon[0] == min(eps)
+
+
+def test_ladder_checkpoints_hold_their_metadata_and_reload_to_the_recorded_epsilon(run):
+    reached = [r for r in run.records if r.reached]
+    assert reached, run.records
+    for r in reached:
+        assert r.epsilon <= r.target and r.overshoot <= 1
+        meta = json.loads((r.path and open(f"{r.path}/metadata.json").read()))
+        for key in ("target", "epsilon", "epsilon_se", "step", "tokens_seen", "wall_time", "train_config",
+                    "model_config", "world_fingerprint", "overshoot"):
+            assert key in meta
+        assert meta["world_fingerprint"] == WORLD.fingerprint()
+        lm = load_lm(r.path)
+        eps, _ = exact_epsilon(WORLD, lm, eval_tokens(CONFIG))
+        assert eps == pytest.approx(r.epsilon, rel=1e-5)
+        assert run.lm(r.target).metadata["step"] == r.step
+
+
+def test_final_model_is_the_trained_one(run):
+    eps, _ = exact_epsilon(WORLD, run.final_lms[0], eval_tokens(CONFIG))
+    assert eps == pytest.approx([m["epsilon"] for m in metrics(run.run_dir)][-1], rel=1e-5)
+
+
+def test_unreached_targets_are_reported(run):
+    assert all(not r.reached for r in run.records if (r.seed, r.target) in run.not_reached)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        run.lm(1e-9)
+
+
+def test_resume_equals_an_uninterrupted_run(run, tmp_path):
+    first = train(WORLD, MODEL, CONFIG, tmp_path, progress=False, until_step=23)
+    assert first.final_step == 23
+    resumed = train(WORLD, MODEL, CONFIG, tmp_path, progress=False)
+    assert resumed.final_step == run.final_step
+    x = eval_tokens(CONFIG)
+    np.testing.assert_array_equal(resumed.final_lms[0].next_token_logprobs(x), run.final_lms[0].next_token_logprobs(x))
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("wall_time", "tokens_per_s")} for m in ms]
+    assert strip(metrics(tmp_path)) == strip(metrics(run.run_dir))
+
+
+def test_an_ensemble_equals_separate_runs(tmp_path):
+    config = TrainConfig(**{**CONFIG.to_dict(), "seeds": (3, 4), "max_steps": 12})
+    both = train(WORLD, MODEL, config, tmp_path / "both", progress=False)
+    x = eval_tokens(config)
+    for i, seed in enumerate((3, 4)):
+        alone = train(WORLD, MODEL, TrainConfig(**{**config.to_dict(), "seeds": (seed,)}), tmp_path / f"s{seed}",
+                      progress=False)
+        np.testing.assert_allclose(both.final_lms[i].next_token_logprobs(x), alone.final_lms[0].next_token_logprobs(x),
+                                   atol=1e-4)
+
+
+def test_masked_lm_objective_lowers_the_masked_epsilon(tmp_path):
+    model = TransformerConfig(**{**MODEL.to_dict(), "causal": False})
+    config = TrainConfig(**{**CONFIG.to_dict(), "objective": "masked-lm", "mask_rate": 0.3, "max_steps": 30})
+    result = train(WORLD, model, config, tmp_path, progress=False)
+    eps = [m["epsilon"] for m in metrics(tmp_path)]
+    assert eps[-1] < eps[0]
+    final, _ = exact_masked_epsilon(WORLD, result.final_lms[0], eval_tokens(config))
+    assert final < eps[0]
+
+
+def test_quad_objective_lowers_the_quad_excess(tmp_path):
+    config = TrainConfig(**{**CONFIG.to_dict(), "objective": "quad", "targets": (1e-4,), "max_steps": 30})
+    train(WORLD, MODEL, config, tmp_path, progress=False)
+    eps = [m["epsilon"] for m in metrics(tmp_path)]
+    assert eps[-1] < 0.7 * eps[0]
+
+
+def test_finite_corpus_regime_trains(tmp_path):
+    config = TrainConfig(**{**CONFIG.to_dict(), "data": "corpus", "corpus_sequences": 32, "max_steps": 20})
+    train(WORLD, MODEL, config, tmp_path, progress=False)
+    eps = [m["epsilon"] for m in metrics(tmp_path)]
+    assert eps[-1] < eps[0]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = TrainConfig(**{**CONFIG.to_dict(), "learning_rate": 1e30, "warmup_steps": 0, "grad_clip": 0.0,
+                            "weight_decay": 0.0, "targets": (1e-9,)})
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
+        train(WORLD, MODEL, config, tmp_path, progress=False)
+    assert (tmp_path / "last" / "metadata.json").exists()
+
+
+def test_a_run_directory_of_another_run_is_refused(run):
+    with pytest.raises(ConfigError, match="holds a different run"):
+        train(WORLD, MODEL, TrainConfig(**{**CONFIG.to_dict(), "learning_rate": 5e-3}), run.run_dir, progress=False)
+
+
+@pytest.mark.parametrize("change, error, words", [
+    ({"targets": (0.1, -1.0)}, ConfigError, "targets"),
+    ({"targets": ()}, ConfigError, "targets"),
+    ({"objective": "mse"}, ConfigError, "objective: unknown objective 'mse'"),
+    ({"seq_len": 13}, ConfigError, "seq_len: 13 is longer than the model's max_len = 12"),
+    ({"objective": "masked-lm"}, ConfigError, "causal=False"),
+    ({"seeds": (1, 1)}, ConfigError, "seeds"),
+    ({"batch_size": 0}, ConfigError, "batch_size"),
+    ({"learning_rate": float("nan")}, ConfigError, "learning_rate"),
+    ({"corruption": (0.5, 0.5, 0.5)}, ConfigError, "corruption"),
+])
+def test_invalid_configs_raise_before_any_compile(monkeypatch, change, error, words):
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        train(WORLD, MODEL, TrainConfig(**{**CONFIG.to_dict(), **change}), progress=False)
+
+
+def test_model_vocabulary_must_match_the_world():
+    with pytest.raises(ShapeError, match="n_symbols"):
+        train(WORLD, TransformerConfig(**{**MODEL.to_dict(), "n_symbols": 6}), CONFIG, progress=False)
