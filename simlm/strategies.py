@@ -17,6 +17,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from simlm.worlds.hmm import HMM
+from simlm.worlds.loglinear import LogLinearWorld
 
 
 @st.composite
@@ -53,6 +54,23 @@ def hmms(draw, *, min_states: int = 1, max_states: int = 4, min_symbols: int = 1
 
 
 @st.composite
+def loglinear_worlds(draw, *, max_states: int = 4, max_symbols: int = 4, max_dim: int = 3, scale: float = 2.0):
+    """A :class:`~simlm.worlds.LogLinearWorld` with S ≤ max_states automaton states, V ≤ max_symbols
+    words, d ≤ max_dim, representations and embeddings with entries in [−scale, scale], a random
+    automaton table and start state."""
+    from hypothesis.extra import numpy as hnp
+
+    S = draw(st.integers(1, max_states))
+    V = draw(st.integers(1, max_symbols))
+    d = draw(st.integers(1, max_dim))
+    floats = st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
+    Z = draw(hnp.arrays(np.float64, (S, d), elements=floats))
+    W = draw(hnp.arrays(np.float64, (d, V), elements=floats))
+    next_state = draw(hnp.arrays(np.int64, (S, V), elements=st.integers(0, S - 1)))
+    return LogLinearWorld(Z, W, next_state, draw(st.integers(0, S - 1)))
+
+
+@st.composite
 def token_sequences(draw, world, *, min_length: int = 1, max_length: int = 6, n_sequences: int = 2,
                     possible: bool = True, after_first: bool = False):
     """An int32 ``(n, T)`` array of tokens for ``world``, T ∈ [min_length, max_length].
@@ -76,4 +94,5 @@ def worlds_with_tokens(world_strategy, **token_options):
     return world_strategy.flatmap(lambda w: token_sequences(w, **token_options).map(lambda x: (w, x)))
 
 
-__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "token_sequences", "worlds_with_tokens"]
+__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "loglinear_worlds", "token_sequences",
+           "worlds_with_tokens"]

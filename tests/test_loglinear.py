@@ -12,22 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.strategies import loglinear_worlds
 from simlm.worlds.loglinear import LogLinearWorld
 
-# ---- strategies (to move to simlm/strategies.py) ---------------------------------------------------
-
-
-@st.composite
-def loglinear_worlds(draw, max_states: int = 4, max_symbols: int = 4, max_dim: int = 3, scale: float = 2.0):
-    """Tiny LogLinearWorlds: S ≤ max_states, V ≤ max_symbols, d ≤ max_dim, parameters in [−scale, scale]."""
-    S = draw(st.integers(1, max_states))
-    V = draw(st.integers(1, max_symbols))
-    d = draw(st.integers(1, max_dim))
-    floats = st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
-    Z = draw(hnp.arrays(np.float64, (S, d), elements=floats))
-    W = draw(hnp.arrays(np.float64, (d, V), elements=floats))
-    next_state = draw(hnp.arrays(np.int64, (S, V), elements=st.integers(0, S - 1)))
-    return LogLinearWorld(Z, W, next_state, draw(st.integers(0, S - 1)))
+# ---- strategies (the worlds come from simlm.strategies) ----------------------------------------------
 
 
 @st.composite
