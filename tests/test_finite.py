@@ -204,3 +204,22 @@ def test_bad_problems_raise_typed_errors():
         SoftmaxContextLM(np.zeros((S, D + 1)), phi)
     with pytest.raises(ShapeError, match="init"):
         quad_fit(P, phi, init=np.zeros((S, D + 1)))
+
+
+def test_learning_phi_jointly_fits_any_law_when_dim_equals_vocabulary():
+    from simlm.models.finite import fit_cross_entropy_joint
+
+    P = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
+    lm = fit_cross_entropy_joint(P, dim=4, steps=3000)
+    assert lm.epsilon(P) < 1e-3
+
+
+def test_a_learned_phi_beats_a_random_fixed_phi_of_the_same_dimension():
+    from simlm.models.finite import best_achievable_epsilon, fit_cross_entropy_joint
+
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(5) * 0.5, size=8)
+    phi = rng.normal(size=(2, 5))
+    joint = fit_cross_entropy_joint(P, dim=2, steps=3000).epsilon(P)
+    assert joint <= best_achievable_epsilon(P, phi) + 1e-4
+    assert joint > 1e-3  # a 2-dimensional softmax cannot fit 8 generic laws over 5 words

@@ -210,6 +210,39 @@ def best_achievable_epsilon(p_star, phi, weights=None, **fit_options) -> float:
     return fit_cross_entropy(p_star, phi, weights=weights, **fit_options).epsilon(p_star, weights)
 
 
+def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000, lr: float = 0.05,
+                            seed: int = 0) -> SoftmaxContextLM:
+    """Learn Φ too: (θ, Φ) minimising Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) with ``dim`` features, by Adam
+    (``optax.adam(lr)``) from a small random start fixed by ``seed``.  Non-convex (a low-rank
+    factorisation of the log-probabilities); its ε upper-bounds the best ε of any d-dimensional softmax
+    LM and is at most :func:`best_achievable_epsilon` for any fixed Φ it improves on.  Weights are
+    normalised (uniform by default)."""
+    P = np.asarray(check_stochastic("p_star", p_star, atol=1e-5))
+    if P.ndim != 2:
+        raise ShapeError(f"p_star: expected shape (S, V), got {P.shape}")
+    S, V = P.shape
+    d = check_positive_int("dim", dim)
+    steps = check_positive_int("steps", steps)
+    lr = check_positive("lr", lr)
+    w = jnp.asarray(_check_weights(weights, S), jnp.float32)
+    k_theta, k_phi = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
+    params = {"theta": 0.1 * jax.random.normal(k_theta, (S, d)), "phi": 0.1 * jax.random.normal(k_phi, (d, V))}
+    logP = jnp.log(jnp.asarray(P, jnp.float32))
+    opt = optax.adam(lr)
+
+    def loss(p):
+        logq = jax.nn.log_softmax(p["theta"] @ p["phi"], axis=-1)
+        return jnp.sum(w * kl_per_sequence(logP[:, None, :], logq[:, None, :]))
+
+    def body(_, carry):
+        p, state = carry
+        updates, state = opt.update(jax.grad(loss)(p), state)
+        return optax.apply_updates(p, updates), state
+
+    params = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, opt.init(p)))[0])(params)
+    return SoftmaxContextLM(params["theta"], params["phi"], n_steps=steps)
+
+
 # ---- the Quad objective ---------------------------------------------------------------------------
 
 def quad_minimiser(p_star, phi) -> jax.Array:
