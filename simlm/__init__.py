@@ -2,7 +2,7 @@
 checked against them."""
 
 from simlm import errors
-from simlm.worlds import HMM, LogLinearWorld, World
+from simlm.worlds import HMM, LogLinearWorld, MemoryHMM, World
 
 __version__ = "0.1.0"
-__all__ = ["errors", "HMM", "LogLinearWorld", "World", "__version__"]
+__all__ = ["errors", "HMM", "LogLinearWorld", "MemoryHMM", "World", "__version__"]

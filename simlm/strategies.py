@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from simlm.worlds.hmm import HMM
 from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.memory import MemoryHMM
 
 
 @st.composite
@@ -51,6 +52,21 @@ def hmms(draw, *, min_states: int = 1, max_states: int = 4, min_symbols: int = 1
     A = draw(stochastic_matrices(K, K, allow_zeros=allow_zeros))
     B = draw(stochastic_matrices(K, V, allow_zeros=allow_zeros))
     return HMM(pi, A, B)
+
+
+@st.composite
+def memory_hmms(draw, *, max_cells: int = 2, max_values: int = 3, max_syntactic: int = 2, min_symbols: int = 2,
+                max_symbols: int = 4, allow_zeros: bool = False):
+    """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
+    Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn by
+    :func:`probability_vectors` (exact zeros only with ``allow_zeros``)."""
+    N, M = draw(st.integers(1, max_cells)), draw(st.integers(1, max_values))
+    Q, V = draw(st.integers(1, max_syntactic)), draw(st.integers(min_symbols, max_symbols))
+    prior = draw(stochastic_matrices(N, M, allow_zeros=allow_zeros))
+    initial = draw(probability_vectors(N * Q, allow_zeros=allow_zeros))
+    transition = draw(stochastic_matrices(N * Q, N * Q, allow_zeros=allow_zeros))
+    emission = draw(stochastic_matrices(M * Q, V, allow_zeros=allow_zeros)).reshape(M, Q, V)
+    return MemoryHMM(prior, initial, transition, emission)
 
 
 @st.composite
@@ -94,5 +110,5 @@ def worlds_with_tokens(world_strategy, **token_options):
     return world_strategy.flatmap(lambda w: token_sequences(w, **token_options).map(lambda x: (w, x)))
 
 
-__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "loglinear_worlds", "token_sequences",
+__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "memory_hmms", "loglinear_worlds", "token_sequences",
            "worlds_with_tokens"]

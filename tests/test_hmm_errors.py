@@ -76,3 +76,9 @@ def test_invalid_options_raise_typed_errors(call, error, words):
     with pytest.raises(error) as info:
         call(HMM(PI, A, B))
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [[[0.5, 0.5], [1.0]], "probabilities", [[0.5, "a"], [0.5, 0.5]]])
+def test_ragged_or_non_numeric_parameters_raise_distribution_error(bad):
+    with pytest.raises(DistributionError, match="transition: expected a numeric array"):
+        HMM(PI, bad, B)

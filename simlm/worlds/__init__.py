@@ -3,5 +3,6 @@
 from simlm.worlds.base import World, WorldBase
 from simlm.worlds.hmm import HMM
 from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.memory import MemoryHMM
 
-__all__ = ["World", "WorldBase", "HMM", "LogLinearWorld"]
+__all__ = ["World", "WorldBase", "HMM", "LogLinearWorld", "MemoryHMM"]

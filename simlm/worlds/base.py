@@ -238,9 +238,11 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
 
 def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",)) -> np.ndarray:
     """Validate a probability vector / row-stochastic array (last axis sums to 1) and return float64."""
-    arr = np.asarray(array, dtype=np.float64) if not isinstance(array, np.ndarray) or array.dtype != object else None
-    if arr is None:
-        raise DistributionError(f"{name}: expected a numeric array")
+    try:
+        arr = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DistributionError(f"{name}: expected a numeric array of probabilities (rows of equal length), "
+                                f"got {type(array).__name__}") from None
     if arr.ndim == 0:
         raise ShapeError(f"{name}: expected an array with at least one axis, got a scalar")
     if arr.shape[-1] == 0:

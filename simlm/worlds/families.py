@@ -14,7 +14,7 @@ from simlm.errors import ConfigError
 from simlm.worlds.base import check_positive, check_positive_int
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -44,11 +44,11 @@ def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emi
     t_A = check_positive("transition_temp", transition_temp)
     t_B = check_positive("emission_temp", emission_temp)
     P = K if n_permutations is None else check_positive_int("n_permutations", n_permutations)
-    initial = _softmax((rng.uniform(size=K) - 0.5) / t_pi)
-    w = _softmax((rng.uniform(size=P) - 0.5) / t_A)
+    initial = softmax((rng.uniform(size=K) - 0.5) / t_pi)
+    w = softmax((rng.uniform(size=P) - 0.5) / t_A)
     perms = np.stack([np.eye(K)[rng.permutation(K)] for _ in range(P)])
     transition = np.einsum("p,pij->ij", w, perms)
-    emission = _softmax((rng.uniform(size=(K, V)) - 0.5) / t_B)
+    emission = softmax((rng.uniform(size=(K, V)) - 0.5) / t_B)
     return initial, transition, emission
 
 

@@ -34,7 +34,8 @@ prepended_mask_probs = _batched(core.prepended_mask_probs)
 
 
 @jax.jit
-def _filtered(initial, transition, emission, tokens):
+def filtered_posterior(initial, transition, emission, tokens):
+    """p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted."""
     fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
     return fw.filtered, fw.token_logprobs
 
@@ -147,7 +148,7 @@ class HMM(WorldBase):
 
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """p(h_t | x_1:T) (``smoothed=True``, forward–backward) or p(h_t | x_≤t) (filtering), (n, T, K)."""
-        return self._checked(smoothed_posterior if smoothed else _filtered, tokens)
+        return self._checked(smoothed_posterior if smoothed else filtered_posterior, tokens)
 
     def masked_state_posterior(self, tokens) -> jax.Array:
         """p(h_t | x_-t): the state law at t when x_t is masked, (n, T, K)."""

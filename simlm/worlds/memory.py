@@ -1,0 +1,266 @@
+"""The memory-augmented HMM of Wei, Xie & Ma (NeurIPS 2021, "Why do pretrained language models help in
+downstream tasks?"), with exact inference over the joint (memory, state) chain.
+
+Model.  N memory cells hold values m = (m_1, …, m_N) ∈ [M]^N, drawn once per sequence, independently
+per cell: P(m) = Π_j ρ[j, m_j], ``memory_prior ρ (N, M)``.  A Markov hidden state z_t = (s_t, q_t) — the
+selected cell s ∈ [N] and a syntactic state q ∈ [Q], index z = s·Q + q — follows ``initial π (N·Q,)``
+and ``transition A (N·Q, N·Q)``; the token is x_t ~ ``emission[m_{s_t}, q_t, :]``, ``emission (M, Q, V)``.
+
+Exact inference.  Given the memory configuration c ∈ [M^N] (C-order over cells, cell 0 most
+significant: c = Σ_j m_j M^{N−1−j}), the model is an HMM, and the pair (c, z) is one HMM with
+K = M^N·N·Q states, index c·N·Q + z:
+
+    π_joint(c, z) = P(c) π(z),   A_joint = I_{M^N} ⊗ A,   B_joint[(c, s, q), v] = emission[c_s, q, v].
+
+A_joint is block-diagonal (the memory never changes), so :mod:`simlm.worlds.hmm_core` receives only the
+(N·Q, N·Q) block A and each step costs M^N·(N·Q)², never (M^N·N·Q)².  Memory grows as M^N: keep it small.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.worlds import hmm as hmm_mod
+from simlm.worlds import hmm_core as core
+from simlm.worlds.base import (WorldBase, as_key, as_rng, check_positive, check_positive_int,
+                               check_stochastic, check_tokens)
+from simlm.worlds.families import permutation_mixture, softmax
+
+
+def memory_configurations(n_cells: int, n_values: int) -> np.ndarray:
+    """All memory configurations, ``(M^N, N)`` int32, C-order: row c holds (m_1, …, m_N), cell 0 most
+    significant."""
+    return np.indices((n_values,) * n_cells, dtype=np.int32).reshape(n_cells, -1).T
+
+
+def joint_parameters(memory_prior, initial, emission) -> tuple[np.ndarray, np.ndarray]:
+    """The joint HMM's ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q (the transition is the
+    block A itself, shared by the M^N memory blocks).  numpy in, numpy out."""
+    N, M = memory_prior.shape
+    _, Q, V = emission.shape
+    cfg = memory_configurations(N, M)  # (G, N)
+    p_mem = np.prod(memory_prior[np.arange(N), cfg], axis=1)  # (G,)  P(c) = Π_j ρ[j, c_j]
+    joint_initial = (p_mem[:, None] * initial[None, :]).reshape(-1)
+    joint_emission = emission[cfg].reshape(-1, V)  # (G, N, Q, V) → row (c, s, q) = emission[c_s, q]
+    return joint_initial, joint_emission
+
+
+@jax.jit
+def _memory_posterior(joint_initial, transition, joint_emission, one_hot, toks):
+    """P(m_j = v | x_1:T), ``(n, N, M)``: the filtered joint law at T summed over z gives P(c | x_1:T)
+    (c never changes, so this is also its smoothed law at every t), then per-cell marginals
+    P(m_j = v | x) = Σ_c P(c | x)·[c_j = v] via ``one_hot (G, N, M)``."""
+    filt, steps = hmm_mod.filtered_posterior(joint_initial, transition, joint_emission, toks)
+    G = one_hot.shape[0]
+    p_c = filt[:, -1].reshape(filt.shape[0], G, -1).sum(-1)
+    return jnp.einsum("nc,cjm->njm", p_c, one_hot), steps
+
+
+@partial(jax.jit, static_argnums=(5, 6))
+def _sample(cum_prior, cum_initial, cum_transition, cum_emission, key, n, T):
+    """Memory m ~ ρ, then z_1 ~ π, z_t ~ A[z_{t−1}], then x_t ~ emission[m_{s_t}, q_t]: one uniform per
+    draw (N for the memory, two per step)."""
+    N, Q = cum_prior.shape[0], cum_emission.shape[1]
+    k_mem, k_seq = jax.random.split(key)
+    memory = core.inverse_cdf(cum_prior, jax.random.uniform(k_mem, (n, N), cum_prior.dtype))  # (n, N)
+    u = jax.random.uniform(k_seq, (T, 2, n), cum_transition.dtype)
+    cum_start_ext = jnp.concatenate([cum_transition, cum_initial[None]], axis=0)  # virtual start row
+    rows = jnp.arange(n)
+
+    def step(z_prev, u_t):
+        z = core.inverse_cdf(cum_start_ext[z_prev], u_t[0])
+        x = core.inverse_cdf(cum_emission[memory[rows, z // Q], z % Q], u_t[1])
+        return z, (x, z)
+
+    _, (tokens, states) = jax.lax.scan(step, jnp.full((n,), N * Q, jnp.int32), u)
+    return tokens.T, states.T, memory
+
+
+_RANDOM_OPTIONS = dict(prior_concentration=None, start_temp=10.0, transition_temp=0.01, emission_temp=0.01,
+                       n_permutations=None)
+
+
+@jax.tree_util.register_pytree_node_class
+class MemoryHMM(WorldBase):
+    """Memory-augmented HMM: ``memory_prior (N, M)``, ``initial (N·Q,)``, ``transition (N·Q, N·Q)``,
+    ``emission (M, Q, V)`` (see the module docstring for the model and its joint HMM).
+
+    Every row must be a probability vector within ``atol``; arrays are stored in ``dtype``.  The joint
+    ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q, are built once here and are pytree leaves
+    like the parameters (a transformation of the leaves must keep them consistent).
+    """
+
+    def __init__(self, memory_prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
+        rho = check_stochastic("memory_prior", memory_prior, atol=atol)
+        pi = check_stochastic("initial", initial, atol=atol)
+        A = check_stochastic("transition", transition, atol=atol)
+        B = check_stochastic("emission", emission, atol=atol)
+        if rho.ndim != 2:
+            raise ShapeError(f"memory_prior: expected shape (N, M) = (cells, values), got {rho.shape}")
+        N, M = rho.shape
+        if B.ndim != 3 or B.shape[0] != M:
+            raise ShapeError(f"emission: expected shape (M, Q, V) with M = {M} to match memory_prior's {M} "
+                             f"values, got {B.shape}")
+        Q = B.shape[1]
+        if pi.shape != (N * Q,):
+            raise ShapeError(f"initial: expected shape ({N * Q},) = N·Q for memory_prior's N = {N} cells and "
+                             f"emission's Q = {Q} syntactic states, got {pi.shape}")
+        if A.shape != (N * Q, N * Q):
+            raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
+                             f"got {A.shape}")
+        self._set(*(jnp.asarray(a, dtype) for a in (rho, pi, A, B, *joint_parameters(rho, pi, B))))
+
+    def _set(self, memory_prior, initial, transition, emission, joint_initial, joint_emission):
+        self.memory_prior, self.initial, self.transition, self.emission = memory_prior, initial, transition, emission
+        self.joint_initial, self.joint_emission = joint_initial, joint_emission
+
+    # pytree: arrays are the leaves; unflattening skips validation (the leaves may be tracers)
+    def tree_flatten(self):
+        return (self.memory_prior, self.initial, self.transition, self.emission,
+                self.joint_initial, self.joint_emission), None
+
+    @classmethod
+    def tree_unflatten(cls, _, leaves):
+        obj = object.__new__(cls)
+        obj._set(*leaves)
+        return obj
+
+    def __repr__(self):
+        return (f"MemoryHMM(n_cells={self.n_cells}, n_values={self.n_values}, n_syntactic={self.n_syntactic}, "
+                f"n_symbols={self.n_symbols}, fingerprint={self.fingerprint()})")
+
+    @property
+    def n_symbols(self) -> int:
+        return self.emission.shape[2]
+
+    @property
+    def n_cells(self) -> int:
+        return self.memory_prior.shape[0]
+
+    @property
+    def n_values(self) -> int:
+        return self.memory_prior.shape[1]
+
+    @property
+    def n_syntactic(self) -> int:
+        return self.emission.shape[1]
+
+    @property
+    def n_joint_states(self) -> int:
+        """K = M^N·N·Q, the states of the joint HMM over (memory configuration, cell, syntactic state)."""
+        return self.joint_initial.shape[0]
+
+    def _param_arrays(self):
+        return self.memory_prior, self.initial, self.transition, self.emission
+
+    @property
+    def _joint(self):
+        return self.joint_initial, self.transition, self.joint_emission
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def one_cell(cls, prior, initial, transition, emission, **kwargs) -> "MemoryHMM":
+        """The one-cell model of Wei, Xie & Ma's code: a slot value m ~ ``prior (M,)`` fixed per sequence
+        and a hidden chain ``initial (Q,)``, ``transition (Q, Q)``; x_t ~ ``emission[m, h_t]``,
+        ``emission (M, Q, V)``.  Its joint HMM has states (slot, hidden), index m·Q + h, the block-diagonal
+        transition kron(I_M, transition) and emission rows emission[m, h]."""
+        p = check_stochastic("prior", prior, atol=kwargs.get("atol", 1e-6))
+        if p.ndim != 1:
+            raise ShapeError(f"prior: expected shape (M,), got {p.shape}")
+        return cls(p[None, :], initial, transition, emission, **kwargs)
+
+    @classmethod
+    def random(cls, seed: int, n_cells: int, n_values: int, n_syntactic: int, n_symbols: int,
+               **options) -> "MemoryHMM":
+        """A random memory HMM (construction-time randomness from ``seed``).  Options (defaults):
+
+        - ``prior_concentration=None`` — memory prior uniform, ρ[j] = 1/M; a number a > 0 draws each
+          ρ[j] ~ Dir(a·1);
+        - ``start_temp=10``, ``transition_temp=0.01``, ``n_permutations=None`` — π and A over the N·Q
+          states (s, q) from Wei, Xie & Ma's permutation-mixture family
+          (:func:`simlm.worlds.families.permutation_mixture`);
+        - ``emission_temp=0.01`` — emission[m, q] = softmax((U − ½)/emission_temp), U ~ Unif(0,1)^V.
+        """
+        unknown = sorted(set(options) - set(_RANDOM_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: not an option of MemoryHMM.random; its options are "
+                              f"{list(_RANDOM_OPTIONS)}")
+        opt = {**_RANDOM_OPTIONS, **options}
+        rng = as_rng(seed)
+        N, M = check_positive_int("n_cells", n_cells), check_positive_int("n_values", n_values)
+        Q, V = check_positive_int("n_syntactic", n_syntactic), check_positive_int("n_symbols", n_symbols)
+        t_B = check_positive("emission_temp", opt["emission_temp"])
+        if opt["prior_concentration"] is None:
+            prior = np.full((N, M), 1.0 / M)
+        else:
+            prior = rng.dirichlet(np.full(M, check_positive("prior_concentration", opt["prior_concentration"])), size=N)
+        initial, transition, _ = permutation_mixture(rng, N * Q, 1, start_temp=opt["start_temp"],
+                                                     transition_temp=opt["transition_temp"],
+                                                     n_permutations=opt["n_permutations"])
+        emission = softmax((rng.uniform(size=(M, Q, V)) - 0.5) / t_B)
+        return cls(prior, initial, transition, emission)
+
+    def joint_hmm(self) -> hmm_mod.HMM:
+        """The joint chain as a dense :class:`~simlm.worlds.hmm.HMM` with K = M^N·N·Q states (its
+        transition I_{M^N} ⊗ A is materialised: for small worlds, users and tests).  Its rows are copies
+        and products of this world's validated rows, so it is assembled without re-validation."""
+        G = self.n_joint_states // self.transition.shape[0]
+        dense = jnp.kron(jnp.eye(G, dtype=self.transition.dtype), self.transition)
+        return hmm_mod.HMM.tree_unflatten(None, (self.joint_initial, dense, self.joint_emission))
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
+        """Tokens ``(n, T)`` int32; with ``return_states=True`` also the states z = s·Q + q ``(n, T)``
+        int32 and the memory ``(n, N)`` int32.  Memory first (per cell from ρ), then the z chain, then
+        the emissions, by inverse CDF with one uniform per draw; the same key or seed gives bit-identical
+        output."""
+        key = as_key(key)
+        n = check_positive_int("n_sequences", n_sequences)
+        T = check_positive_int("length", length)
+        cums = [core.cumulative_rows(a) for a in self._param_arrays()]
+        tokens, states, memory = _sample(*cums, key, n, T)
+        return (tokens, states, memory) if return_states else tokens
+
+    # ---- exact inference (WorldBase internals, on the joint HMM) --------------------------------
+    def _token_logprobs(self, toks):
+        return hmm_mod.token_logprobs(*self._joint, toks)
+
+    def _log_likelihood(self, toks):
+        return hmm_mod.log_likelihood(*self._joint, toks)
+
+    def _next_token_logprobs(self, toks):
+        probs, steps = hmm_mod.next_token_probs(*self._joint, toks)
+        return jnp.log(probs), steps
+
+    def _masked_token_probs(self, toks, positions):
+        probs, steps = hmm_mod.masked_token_probs(*self._joint, toks)
+        return probs[:, positions], steps
+
+    def _prepended_mask_probs(self, toks):
+        return hmm_mod.prepended_mask_probs(*self._joint, toks)
+
+    def next_token_probs(self, tokens) -> jax.Array:
+        """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
+        return self._checked(hmm_mod.next_token_probs, tokens)
+
+    def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
+        """P(z_t = s·Q + q | x_1:T) (``smoothed=True``) or P(z_t | x_≤t) (filtering), shape (n, T, N·Q):
+        the joint posterior over (c, z) summed over the memory configuration c."""
+        post = self._checked(hmm_mod.smoothed_posterior if smoothed else hmm_mod.filtered_posterior, tokens)
+        return post.reshape(post.shape[:-1] + (-1, self.transition.shape[0])).sum(-2)
+
+    def memory_posterior(self, tokens) -> jax.Array:
+        """P(m_j = v | x_1:T), shape (n, N, M): each cell's value given the whole sequence."""
+        one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
+        return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens)
+
+    def _checked(self, fn, tokens):
+        toks, single = check_tokens(tokens, self.n_symbols)
+        out, steps = fn(*self._joint, jnp.asarray(toks))
+        self._require_possible(toks, steps)
+        return out[0] if single else out

@@ -1,0 +1,356 @@
+"""The memory-augmented HMM: every exact quantity equals enumeration over all memory values and all hidden
+paths; its joint HMM, one-cell form, sampler and memory posterior behave as the model says."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError, ZeroProbabilityError
+from simlm.strategies import (memory_hmms, probability_vectors, stochastic_matrices, token_sequences,
+                              worlds_with_tokens)
+from simlm.worlds import hmm_core
+from simlm.worlds.hmm import HMM
+from simlm.worlds.memory import MemoryHMM
+
+TOL = dict(rtol=1e-4, atol=1e-5)  # float32 inference against float64 enumeration
+# Each new world shape costs a jit compilation (~0.3 s) per inference function, which dominates these
+# tests; the property tests run a third of the profile's examples (25 → 8 in "ci", 1000 → 333 in "thorough").
+few = settings(max_examples=max(1, settings.default.max_examples // 3))
+fewer = settings(max_examples=max(1, settings.default.max_examples // 5))  # two worlds compiled per example
+
+
+# ---- strategies ---------------------------------------------------------------------------------
+
+def _rows(rng, *shape):
+    """Strictly positive probability rows (last axis sums to 1), Dirichlet(1), for fixed worlds."""
+    return rng.dirichlet(np.ones(shape[-1]), size=shape[:-1] or None)
+
+
+# Positive worlds make every sequence possible, so arbitrary token ids need no compiled sampler.
+cases = worlds_with_tokens(memory_hmms(), possible=False, max_length=5, n_sequences=3)
+
+
+# ---- enumeration (float64 numpy) ----------------------------------------------------------------
+
+def enumerate_joint(world, x):
+    """p(m, z_1:L, x_1:L) for every memory m ∈ [M]^N (C-order) and every path z, shape (M^N, (N·Q)^L),
+    and the paths (P, L)."""
+    rho, pi, A, E = (np.asarray(a, np.float64) for a in (world.memory_prior, world.initial, world.transition,
+                                                         world.emission))
+    N, M = rho.shape
+    Q = E.shape[1]
+    paths = np.array(list(itertools.product(range(N * Q), repeat=len(x))))
+    s, q = paths // Q, paths % Q
+    table = []
+    for m in itertools.product(range(M), repeat=N):
+        p = np.prod(rho[np.arange(N), m]) * pi[paths[:, 0]]
+        for t in range(len(x)):
+            if t:
+                p = p * A[paths[:, t - 1], paths[:, t]]
+            p = p * E[np.array(m)[s[:, t]], q[:, t], x[t]]
+        table.append(p)
+    return np.array(table), paths
+
+
+def prob(world, x):
+    return enumerate_joint(world, list(x))[0].sum()
+
+
+def substitution_law(world, before, after):
+    """p(x_i = · | before, after) for a position i between two token lists, (V,)."""
+    joint = np.array([prob(world, list(before) + [v] + list(after)) for v in range(world.n_symbols)])
+    return joint / joint.sum()
+
+
+# ---- exactness against enumeration --------------------------------------------------------------
+
+@few
+@given(worlds_with_tokens(memory_hmms(allow_zeros=True), possible=False, max_length=5, n_sequences=3))
+def test_log_likelihood_equals_sum_over_memories_and_paths(case):
+    world, x = case  # with exact zeros, so some sequences are impossible: −inf on both sides, never NaN
+    with np.errstate(divide="ignore"):
+        expected = [np.log(prob(world, s)) for s in x]
+    got = np.asarray(world.log_likelihood(x))
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+@few
+@given(cases)
+def test_next_token_law_equals_ratio_of_prefix_probabilities(case):
+    world, x = case
+    got = np.asarray(world.next_token_probs(x))
+    for i, s in enumerate(x):
+        expected = [substitution_law(world, s[:t], []) for t in range(len(s))]
+        np.testing.assert_allclose(got[i], expected, **TOL)
+
+
+@few
+@given(cases)
+def test_masked_token_law_equals_substitution_enumeration(case):
+    world, x = case
+    got = np.asarray(world.masked_token_probs(x))
+    for i, s in enumerate(x):
+        expected = [substitution_law(world, s[:t], s[t + 1:]) for t in range(len(s))]
+        np.testing.assert_allclose(got[i], expected, **TOL)
+
+
+@few
+@given(cases)
+def test_prepended_mask_law_equals_enumeration_over_the_longer_sequence(case):
+    world, x = case
+    got = np.asarray(world.prepended_mask_probs(x))
+    for i, s in enumerate(x):
+        np.testing.assert_allclose(got[i], substitution_law(world, [], s), **TOL)
+
+
+@few
+@given(cases)
+def test_state_posterior_is_the_path_posterior_marginal(case):
+    world, x = case
+    got = np.asarray(world.state_posterior(x))
+    K = world.n_cells * world.n_syntactic
+    for i, s in enumerate(x):
+        table, paths = enumerate_joint(world, list(s))
+        per_path = table.sum(0) / table.sum()
+        expected = [np.bincount(paths[:, t], weights=per_path, minlength=K) for t in range(len(s))]
+        np.testing.assert_allclose(got[i], expected, **TOL)
+
+
+@few
+@given(cases)
+def test_filtered_state_posterior_is_the_prefix_path_posterior_marginal(case):
+    world, x = case
+    got = np.asarray(world.state_posterior(x, smoothed=False))
+    K = world.n_cells * world.n_syntactic
+    for i, s in enumerate(x):
+        for t in range(len(s)):
+            table, paths = enumerate_joint(world, list(s[: t + 1]))
+            expected = np.bincount(paths[:, t], weights=table.sum(0) / table.sum(), minlength=K)
+            np.testing.assert_allclose(got[i, t], expected, **TOL)
+
+
+@few
+@given(cases)
+def test_memory_posterior_is_the_per_cell_marginal_of_the_memory_posterior(case):
+    world, x = case
+    got = np.asarray(world.memory_posterior(x))
+    N, M = world.n_cells, world.n_values
+    memories = np.array(list(itertools.product(range(M), repeat=N)))
+    for i, s in enumerate(x):
+        table, _ = enumerate_joint(world, list(s))
+        p_m = table.sum(1) / table.sum()
+        expected = [np.bincount(memories[:, j], weights=p_m, minlength=M) for j in range(N)]
+        np.testing.assert_allclose(got[i], expected, **TOL)
+
+
+# ---- joint HMM and one-cell form ----------------------------------------------------------------
+
+@fewer
+@given(cases)
+def test_joint_hmm_gives_the_same_likelihood_and_next_token_law(case):
+    world, x = case
+    joint = world.joint_hmm()
+    assert joint.n_states == world.n_joint_states == world.n_values ** world.n_cells * world.initial.shape[0]
+    np.testing.assert_allclose(joint.log_likelihood(x), world.log_likelihood(x), **TOL)
+    np.testing.assert_allclose(joint.next_token_probs(x), world.next_token_probs(x), **TOL)
+
+
+@st.composite
+def one_cell_parameters(draw, max_values=3, max_hidden=3, max_symbols=4):
+    """(prior (M,), initial (Q,), transition (Q, Q), emission (M, Q, V)), positive rows."""
+    M, Q, V = (draw(st.integers(lo, hi)) for lo, hi in ((1, max_values), (1, max_hidden), (2, max_symbols)))
+    return (draw(probability_vectors(M, allow_zeros=False)), draw(probability_vectors(Q, allow_zeros=False)),
+            draw(stochastic_matrices(Q, Q, allow_zeros=False)),
+            draw(stochastic_matrices(M * Q, V, allow_zeros=False)).reshape(M, Q, V))
+
+
+@fewer
+@given(one_cell_parameters(), st.data())
+def test_one_cell_is_the_block_diagonal_slot_hidden_hmm(params, data):
+    prior, pi, A, E = params
+    M, Q, V = E.shape
+    world = MemoryHMM.one_cell(prior, pi, A, E)
+    by_hand = HMM(np.kron(prior, pi), np.kron(np.eye(M), A), E.reshape(M * Q, V))  # state m·Q + h
+    joint = world.joint_hmm()
+    for got, want in zip((joint.initial, joint.transition, joint.emission),
+                         (by_hand.initial, by_hand.transition, by_hand.emission)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    x = data.draw(token_sequences(world, possible=False, max_length=5))
+    np.testing.assert_allclose(world.log_likelihood(x), by_hand.log_likelihood(x), **TOL)
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+N_SAMPLES = 20_000
+# Each frequency below is a mean of 20 000 Bernoulli draws, standard error ≤ 0.5/√20000 ≈ 0.0035;
+# 0.015 is over 4 standard errors, so a correct sampler fails with probability < 1e-4 per entry, and the
+# seed is fixed anyway.
+FREQ_TOL = 0.015
+SAMPLING_WORLD = dict(seed=3, n_cells=2, n_values=3, n_syntactic=2, n_symbols=4, prior_concentration=1.0,
+                      transition_temp=1.0, emission_temp=0.5, start_temp=1.0)
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    world = MemoryHMM.random(**SAMPLING_WORLD)
+    tokens, states, memory = world.sample(7, N_SAMPLES, 2, return_states=True)
+    return world, np.asarray(tokens), np.asarray(states), np.asarray(memory)
+
+
+def test_sampled_memory_frequencies_match_the_prior(sampled):
+    world, _, _, memory = sampled
+    for j in range(world.n_cells):
+        freq = np.bincount(memory[:, j], minlength=world.n_values) / N_SAMPLES
+        np.testing.assert_allclose(freq, world.memory_prior[j], atol=FREQ_TOL)
+
+
+def test_sampled_first_token_frequencies_match_the_exact_first_token_law(sampled):
+    world, tokens, _, _ = sampled
+    law = np.asarray(world.next_token_probs(tokens[:1]))[0, 0]
+    np.testing.assert_allclose(np.bincount(tokens[:, 0], minlength=world.n_symbols) / N_SAMPLES, law, atol=FREQ_TOL)
+
+
+def test_sampled_first_token_given_memory_is_emitted_from_the_selected_cell(sampled):
+    world, tokens, _, memory = sampled
+    pi, E = np.asarray(world.initial, np.float64), np.asarray(world.emission, np.float64)
+    Q = world.n_syntactic
+    for m in {tuple(r) for r in memory}:
+        rows = (memory == m).all(axis=1)
+        if rows.sum() < 1000:
+            continue
+        # p(x_1 | m) = Σ_{s,q} π(s·Q + q) emission[m_s, q]
+        law = sum(pi[z] * E[m[z // Q], z % Q] for z in range(len(pi)))
+        freq = np.bincount(tokens[rows, 0], minlength=world.n_symbols) / rows.sum()
+        np.testing.assert_allclose(freq, law, atol=4 * 0.5 / np.sqrt(rows.sum()))
+
+
+def test_sampled_states_and_tokens_have_the_documented_shapes_and_are_possible(sampled):
+    world, tokens, states, memory = sampled
+    assert tokens.dtype == states.dtype == memory.dtype == np.int32
+    assert tokens.shape == states.shape == (N_SAMPLES, 2) and memory.shape == (N_SAMPLES, world.n_cells)
+    assert states.max() < world.n_cells * world.n_syntactic and memory.max() < world.n_values
+    assert np.isfinite(np.asarray(world.log_likelihood(tokens[:500]))).all()
+
+
+def test_same_seed_gives_bit_identical_samples(sampled):
+    world, tokens, states, memory = sampled  # same shapes as the fixture, so nothing is recompiled
+    again = world.sample(jax.random.PRNGKey(7), N_SAMPLES, 2, return_states=True)
+    for u, v in zip((tokens, states, memory), again):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(tokens, world.sample(8, N_SAMPLES, 2))
+
+
+def test_world_is_a_pytree_usable_under_jit(sampled):
+    world, tokens, _, _ = sampled
+    x = tokens[:500]
+
+    @jax.jit
+    def loglik(w, toks):
+        return jax.vmap(hmm_core.log_likelihood, (None, None, None, 0))(w.joint_initial, w.transition,
+                                                                         w.joint_emission, toks)
+
+    np.testing.assert_allclose(loglik(world, x), world.log_likelihood(x), rtol=1e-6)
+    rebuilt = jax.tree_util.tree_map(lambda a: a, world)
+    assert rebuilt.fingerprint() == world.fingerprint()
+    np.testing.assert_array_equal(rebuilt.log_likelihood(x), world.log_likelihood(x))
+
+
+# ---- the memory posterior concentrates ----------------------------------------------------------
+
+def test_memory_posterior_concentrates_on_the_true_memory_of_a_well_separated_world():
+    # Two cells, three values, two syntactic states; z cycles (0,0)→(0,1)→(1,0)→(1,1)→… from (0,0), so the
+    # selected cell is known at every t; emission[m, q] puts 0.6 on token (m + q) mod 3, 0.2 elsewhere.
+    M, Q = 3, 2
+    cycle = np.roll(np.eye(4), 1, axis=1)
+    emission = np.full((M, Q, 3), 0.2)
+    for m, q in itertools.product(range(M), range(Q)):
+        emission[m, q, (m + q) % 3] = 0.6
+    world = MemoryHMM(np.full((2, M), 1 / M), np.eye(4)[0], cycle, emission)
+    tokens, _, memory = world.sample(5, 200, 200, return_states=True)
+    guess = np.asarray(world.memory_posterior(tokens)).argmax(-1)
+    assert (guess == np.asarray(memory)).mean() >= 0.95
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------
+
+def _good():
+    rng = np.random.default_rng(0)
+    return dict(memory_prior=_rows(rng, 2, 3), initial=_rows(rng, 4), transition=_rows(rng, 4, 4),
+                emission=_rows(rng, 3, 2, 5))
+
+
+def _with(name, fn):
+    p = _good()
+    p[name] = fn(p[name])
+    return p
+
+
+def _set(index, value):
+    def fn(a):
+        a = a.copy()
+        a[index] = value
+        return a
+    return fn
+
+
+BAD_PARAMETERS = {
+    "prior row not summing to 1": (_with("memory_prior", lambda a: a * 0.9), DistributionError, "memory_prior"),
+    "negative emission entry": (_with("emission", _set((0, 0, 0), -0.1)), DistributionError, "emission"),
+    "NaN in transition": (_with("transition", _set((1, 2), np.nan)), DistributionError, "transition"),
+    "NaN in memory prior": (_with("memory_prior", _set((0, 1), np.nan)), DistributionError, "memory_prior"),
+    "emission M ≠ memory values": (_with("emission", lambda a: a[:2]), ShapeError, "emission"),
+    "emission not (M, Q, V)": (_with("emission", lambda a: a[0]), ShapeError, "emission"),
+    "initial ≠ N·Q": (_with("emission", lambda a: a[:, :1]), ShapeError, "initial"),
+    "transition shape": (_with("transition", lambda a: a[:3, :3] / a[:3, :3].sum(1, keepdims=True)), ShapeError,
+                         "transition"),
+    "memory prior not (N, M)": (_with("memory_prior", lambda a: a[0]), ShapeError, "memory_prior"),
+}
+
+
+@pytest.mark.parametrize("params, error, name", BAD_PARAMETERS.values(), ids=BAD_PARAMETERS.keys())
+def test_bad_parameters_raise_a_typed_error_naming_the_argument(params, error, name):
+    with pytest.raises(error, match=name):
+        MemoryHMM(**params)
+
+
+def test_one_cell_with_a_matrix_prior_raises_a_shape_error_naming_prior():
+    with pytest.raises(ShapeError, match="prior"):
+        MemoryHMM.one_cell(np.full((2, 2), 0.5), [1.0], [[1.0]], np.full((2, 1, 2), 0.5))
+
+
+@pytest.mark.parametrize("tokens, match", [([[0, 5]], "outside"), ([[-1, 0]], "outside"),
+                                           (np.zeros((2, 0), np.int32), "empty"), ([[0.5, 1]], "integer")])
+def test_bad_tokens_raise_a_token_error(tokens, match):
+    world = MemoryHMM(**_good())
+    for method in (world.log_likelihood, world.memory_posterior, world.state_posterior):
+        with pytest.raises(TokenError, match=match):
+            method(tokens)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda w: w.sample(-1, 2, 3), "key"), (lambda w: w.sample("seed", 2, 3), "key"),
+    (lambda w: w.sample(0, 0, 3), "n_sequences"), (lambda w: w.sample(0, 2, 0), "length"),
+    (lambda w: MemoryHMM.random(-1, 1, 2, 1, 2), "seed"), (lambda w: MemoryHMM.random(0, 0, 2, 1, 2), "n_cells"),
+    (lambda w: MemoryHMM.random(0, 1, 2, 1, 2, emission_tmp=1.0), "emission_tmp"),
+    (lambda w: MemoryHMM.random(0, 1, 2, 1, 2, emission_temp=0.0), "emission_temp"),
+])
+def test_bad_seeds_sizes_and_options_raise_a_config_error_naming_them(call, name):
+    with pytest.raises(ConfigError, match=name):
+        call(MemoryHMM(**_good()))
+
+
+def test_impossible_sequence_has_log_likelihood_minus_inf_and_no_conditional_law():
+    # One cell, values {0, 1}; value m emits token m only, so a sequence holding both tokens is impossible.
+    world = MemoryHMM.one_cell([0.5, 0.5], [1.0], [[1.0]], np.eye(2)[:, None, :])
+    x = np.array([[0, 0, 1], [1, 1, 1]], np.int32)
+    ll = np.asarray(world.log_likelihood(x))
+    assert ll[0] == -np.inf and np.isclose(ll[1], np.log(0.5)) and not np.isnan(ll).any()
+    for method in (world.next_token_probs, world.memory_posterior, world.state_posterior):
+        with pytest.raises(ZeroProbabilityError, match="sequence 0"):
+            method(x)
+    np.testing.assert_allclose(world.memory_posterior(x[1:]), [[[0.0, 1.0]]], atol=1e-7)
