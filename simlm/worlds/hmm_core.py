@@ -72,6 +72,16 @@ def tree_sum(x: jax.Array) -> jax.Array:
     return x[..., 0]
 
 
+def _filter_and_predict(pred, lik, transition):
+    """p_{t+1} = (p_t ∘ b_t / c_t) A, computed as ((p_t ∘ b_t) A) · (1/c_t) so the division touches the
+    matmul's output and fuses with it; c_t = 0 leaves the filter at p_t.  Returns (p_{t+1}, log c_t)."""
+    joint = pred * lik
+    c = joint.sum()
+    ok = c > 0
+    scale = jnp.where(ok, 1.0 / jnp.where(ok, c, 1.0), 1.0)
+    return predict(jnp.where(ok, joint, pred), transition) * scale, jnp.log(c)
+
+
 # ---- inference ----------------------------------------------------------------------------------
 
 def forward(initial, transition, emission, tokens) -> Forward:
@@ -79,29 +89,23 @@ def forward(initial, transition, emission, tokens) -> Forward:
 
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
-    liks = emission.T[tokens]  # (T, K): B[:, x_t]
+    columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
-    def step(pred, lik):
-        joint = pred * lik
+    def step(pred, x):
+        joint = pred * columns[x]
         c = joint.sum()
         filt = jnp.where(c > 0, joint / jnp.where(c > 0, c, 1.0), pred)
         return predict(filt, transition), (pred, filt, jnp.log(c))
 
-    _, (pred, filt, logc) = jax.lax.scan(step, initial, liks)
+    _, (pred, filt, logc) = jax.lax.scan(step, initial, tokens)
     return Forward(pred, filt, logc)
 
 
 def token_logprobs(initial, transition, emission, tokens) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
-    liks = emission.T[tokens]
+    columns = emission.T
 
-    def step(pred, lik):
-        joint = pred * lik
-        c = joint.sum()
-        filt = jnp.where(c > 0, joint / jnp.where(c > 0, c, 1.0), pred)
-        return predict(filt, transition), jnp.log(c)
-
-    return jax.lax.scan(step, initial, liks)[1]
+    return jax.lax.scan(lambda p, x: _filter_and_predict(p, columns[x], transition), initial, tokens)[1]
 
 
 def log_likelihood(initial, transition, emission, tokens) -> jax.Array:
@@ -112,21 +116,32 @@ def log_likelihood(initial, transition, emission, tokens) -> jax.Array:
 def backward(transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
-    liks = emission.T[tokens]
+    columns = emission.T
     K = emission.shape[0]
 
-    def step(beta, lik):
-        return _normalise(retrodict(lik * beta, transition)), beta
+    def step(beta, x):
+        return _normalise(retrodict(columns[x] * beta, transition)), beta
 
-    beta_prepended, betas = jax.lax.scan(step, jnp.full((K,), 1.0 / K, emission.dtype), liks, reverse=True)
+    beta_prepended, betas = jax.lax.scan(step, jnp.full((K,), 1.0 / K, emission.dtype), tokens, reverse=True)
     return betas, beta_prepended
 
 
 def next_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
-    fw = forward(initial, transition, emission, tokens)
-    return fw.predicted @ emission, fw.token_logprobs
+    # p_t B is written into a (T, V) buffer carried by the loop: under vmap XLA then fills the (n, T, V)
+    # result in place, instead of stacking (T, n, K), transposing it and copying the (n, T, V) product.
+    columns = emission.T
+
+    def step(t, carry):
+        pred, probs, logc = carry
+        nxt, logc_t = _filter_and_predict(pred, columns[tokens[t]], transition)
+        return nxt, probs.at[t].set(pred @ emission), logc.at[t].set(logc_t)
+
+    T, V = tokens.shape[0], emission.shape[1]
+    init = (initial, jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
+    _, probs, logc = jax.lax.fori_loop(0, T, step, init)
+    return probs, logc
 
 
 def smoothed_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
