@@ -1,0 +1,104 @@
+"""Timing, tables and JSON for the benchmark scripts.
+
+Every timing is wall-clock seconds of ``fn()`` with its result passed to ``jax.block_until_ready`` (so
+asynchronous dispatch is not mistaken for speed), after ``warmup`` untimed calls that absorb
+compilation; we report the median of ``repeats`` calls and keep the minimum too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Timing(NamedTuple):
+    """Seconds per call: ``median`` of the timed calls, ``best`` (minimum), and every call."""
+
+    median: float
+    best: float
+    times: tuple[float, ...]
+
+
+def time_fn(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> Timing:
+    """Time ``fn()`` (no arguments) ``repeats`` times after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return Timing(statistics.median(times), min(times), tuple(times))
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Time several contenders round-robin (one call of each per round), so that load from other processes
+    falls on all of them alike and their ratio is fairer than from back-to-back :func:`time_fn` runs."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(repeats, 1)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: Timing(statistics.median(t), min(t), tuple(t)) for name, t in times.items()}
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on: versions, backend, device kind, CPU count."""
+    device = jax.devices()[0]
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else ("yes" if value else "NO")
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str | tuple[str, str]], *, title: str | None = None):
+    """Print ``rows`` (dicts) as an aligned text table; a column is a key or a ``(key, header)`` pair."""
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
+    cells = [[header for _, header in cols]] + [[_fmt(row.get(key)) for key, _ in cols] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+    if title:
+        print(f"\n{title}")
+    for n, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(r, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` plus ``machine`` (see :func:`machine_info`) as indented JSON; makes the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2, default=float) + "\n")
+    return path
