@@ -1,0 +1,483 @@
+"""Head and prompt tuning on an HMM's masked LM — Wei, Xie & Ma (NeurIPS 2021), "Why do pretrained
+language models help in downstream tasks?  An analysis of head and prompt tuning".
+
+Setting.  An HMM with ``initial π (K,)``, ``transition A (K, K)``, ``emission B (K, V)``.  A masked
+position 0 is prepended before the input x = x_1:T (H_0 ~ π, H_1 ~ πA); the optimal masked LM reads
+
+    P(H_0 = h | x) ∝ π_h β_0(h),   β_0(h) = P(x_1:T | H_0 = h),   φ(x) = Bᵀ P(H_0 | x) ∈ R^V.
+
+The downstream task is y(x) = 1[μᵀ P(H_0 | x) ≥ 0] for a task vector μ ∈ R^K, S = supp(μ).
+
+Head tuning.  A linear head scores bᵀφ(x) = (B b)ᵀ P(H_0 | x).  If μ = B b for some b (μ ∈ col(B)) the
+score *is* μᵀP(H_0|x), so sign(head) = y on every input; rank B = K (non-degeneracy) puts every μ in
+col(B).  μ ∉ col(B) does not by itself prove that every head fails (only the sign matters); a
+:func:`failure_certificate` does: two inputs with equal features and different labels.
+
+Prompt tuning.  k fake tokens z_1..z_k before position 0, each with an emission-likelihood row
+u_j ∈ R^K_{≥0} over hidden states (the prompt chain starts at the first prompt position with π):
+
+    α = [((π∘u_1)A ∘ u_2)A … ∘ u_k] A ∈ R^K,   P(H_0 | z, x) ∝ α ∘ β_0(x) ∝ P(H_0 | x) ∘ r,   r = α ⊘ π.
+
+So a prompt reweights the posterior by an x-independent r ≥ 0 (for k = 1, r = Aᵀ(π∘u) ⊘ π).  If r
+vanishes off S and is positive on S, the prompted posterior p' lives on S and a head b with
+B_S b = μ_S ⊘ r_S (solvable when B_S, the |S|×V rows of B on S, has full row rank |S|) scores
+
+    bᵀBᵀp' = Σ_{h∈S} (μ_h/r_h) p_h r_h / Z = μᵀP(H_0|x) / Z,   Z = Σ_h p_h r_h > 0,
+
+the task's sign again: only B_S needs full row rank, a weaker non-degeneracy than rank B = K.
+When can r vanish off S?  r_h = Σ_g α_k(g) A[g,h]/π_h with α_k the (reweighted) law at the last prompt
+position, so supp α_k must lie in G = {g : A[g,h] = 0 ∀h ∉ S}, and every h ∈ S needs some g ∈ supp α_k
+with A[g,h] > 0.  supp α_k ⊆ R_k, the states reachable at prompt step k from supp π (R_1 = supp π);
+any subset is attainable with indicator prompts.  Hence feasible ⇔ ∀h∈S ∃g ∈ G ∩ R_k : A[g,h] > 0.
+"Zero" means ≤ tol × the row's largest entry (Wei's random worlds have entries ~1e-40, not 0).
+
+Memory HMMs (:class:`~simlm.worlds.memory.MemoryHMM`) are analysed through their joint HMM over
+(memory configuration, cell, syntactic state); :func:`memory_rank` checks the memory-task condition:
+the M×V rows emission[:, q, :] have full row rank M.
+
+All analyses are host-side numpy float64 on the world's parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
+from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.worlds.hmm import HMM
+from simlm.worlds.memory import MemoryHMM
+
+_TOL, _MARGIN = 1e-10, 1e-9
+
+
+# ---- parameters, posteriors ------------------------------------------------------------------------
+
+def hmm_parameters(world) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(π (K,), A (K, K), B (K, V)) in float64; a MemoryHMM gives its joint HMM (K = M^N·N·Q)."""
+    if isinstance(world, MemoryHMM):
+        world = world.joint_hmm()
+    if not isinstance(world, HMM):
+        raise ConfigError(f"world: expected an HMM or a MemoryHMM, got {type(world).__name__}")
+    return tuple(np.asarray(a, np.float64) for a in (world.initial, world.transition, world.emission))
+
+
+def _check_mu(mu, K: int) -> np.ndarray:
+    try:
+        m = np.asarray(mu, np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"mu: expected a numeric task vector of shape ({K},), got {type(mu).__name__}") from None
+    if m.shape != (K,):
+        raise ShapeError(f"mu: expected shape ({K},) — one weight per hidden state — got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ConfigError(f"mu: entry {int(np.flatnonzero(~np.isfinite(m))[0])} is not finite")
+    if not np.any(m):
+        raise ConfigError("mu: all zero, so the task 1[μᵀP(H_0|x) ≥ 0] is constant; give a nonzero task vector")
+    return m
+
+
+def _check_prompt(U, K: int) -> np.ndarray:
+    u = np.asarray(U, np.float64)
+    u = u[None] if u.ndim == 1 else u
+    if u.ndim != 2 or u.shape[1] != K or u.shape[0] < 1:
+        raise ShapeError(f"U: expected shape (k, {K}) — one likelihood row per prompt token — got {np.shape(U)}")
+    if not np.all(np.isfinite(u)) or np.any(u < 0):
+        raise ConfigError("U: prompt likelihoods must be finite and ≥ 0")
+    return u
+
+
+def _backward0(A, B, toks) -> np.ndarray:
+    """β_0(h) ∝ P(x_1:T | H_0 = h) for each sequence, (n, K), rescaled per step (rows may be 0)."""
+    beta = np.ones((toks.shape[0], A.shape[0]))
+    for t in range(toks.shape[1] - 1, -1, -1):
+        beta = (B[:, toks[:, t]].T * beta) @ A.T
+        s = beta.sum(1, keepdims=True)
+        beta = beta / np.where(s > 0, s, 1.0)
+    return beta
+
+
+def _normalise_rows(w, what: str) -> np.ndarray:
+    s = w.sum(1)
+    if np.any(s <= 0):
+        i = int(np.flatnonzero(s <= 0)[0])
+        raise ZeroProbabilityError(f"tokens: sequence {i} has probability zero {what} "
+                                   f"({int((s <= 0).sum())} of {len(s)} sequences), so P(H_0 | ·) is undefined")
+    return w / s[:, None]
+
+
+def state_posterior0(world, tokens) -> np.ndarray:
+    """P(H_0 | x_1:T) ∝ π ∘ β_0(x) for the prepended masked position, (n, K) float64."""
+    pi, A, B = hmm_parameters(world)
+    toks, _ = check_tokens(tokens, B.shape[1])
+    return _normalise_rows(pi * _backward0(A, B, toks), "under the world with position 0 prepended")
+
+
+def prompt_prior(world, U) -> np.ndarray:
+    """α = [((π∘u_1)A ∘ u_2)A … ∘ u_k]A ∝ P(H_0 = ·, z_1:k), (K,) unnormalised; U is (k, K) or (K,)."""
+    pi, A, _ = hmm_parameters(world)
+    u = _check_prompt(U, len(pi))
+    a = pi * u[0]
+    for row in u[1:]:
+        a = (a @ A) * row
+    return a @ A
+
+
+def prompted_state_posterior(world, U, tokens) -> np.ndarray:
+    """P(H_0 | z_1:k, x_1:T) ∝ α ∘ β_0(x), (n, K) float64 (the prompt's likelihoods U, (k, K))."""
+    pi, A, B = hmm_parameters(world)
+    toks, _ = check_tokens(tokens, B.shape[1])
+    return _normalise_rows(prompt_prior(world, U) * _backward0(A, B, toks), "together with the prompt")
+
+
+def prompt_reweighting(world, U) -> np.ndarray:
+    """r = α ⊘ π, (K,), scaled so max r = 1: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every x.  For k = 1,
+    r = Aᵀ(π∘u) ⊘ π.  States with π_h = 0 get NaN (P(H_0 = h | x) = 0 there; r is undefined)."""
+    pi = hmm_parameters(world)[0]
+    alpha = prompt_prior(world, U)
+    r = np.divide(alpha, pi, out=np.full_like(pi, np.nan), where=pi > 0)
+    top = np.nanmax(r) if np.any(np.isfinite(r)) else 0.0
+    return r / top if top > 0 else r
+
+
+# ---- records ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EmissionRank:
+    """Non-degeneracy of B (K, V): singular values (K,), padded with zeros when K > V."""
+    rank: int
+    n_states: int
+    singular_values: np.ndarray
+    sigma_min: float
+    condition_number: float
+    full_row_rank: bool
+
+
+@dataclass(frozen=True)
+class HeadRealisability:
+    """min_b ‖Bb − μ‖/‖μ‖ and the constructive head b = B⁺μ (V,)."""
+    residual: float
+    head: np.ndarray
+    realisable: bool
+    tol: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A head on (prompted) masked outputs against the labels y = 1[μᵀP(H_0|x) ≥ 0]; prediction
+    1[score ≥ 0] (ties count as label 1 on both sides).  Inputs with |μᵀP(H_0|x)| ≤ margin are
+    counted apart; ``holds`` ⇔ no error outside the margin."""
+    n_samples: int
+    fraction_correct: float
+    n_errors: int
+    n_within_margin: int
+    n_errors_outside_margin: int
+    margin: float
+    max_off_support_mass: float  # max_x P'(H_0 ∉ S | z, x); 0 for a head without prompt
+    holds: bool
+
+
+@dataclass(frozen=True)
+class SupportRank:
+    """B_S, the emission rows on S = supp(μ): rank, σ_min, full row rank |S|."""
+    support: tuple
+    rank: int
+    sigma_min: float
+    full_row_rank: bool
+
+
+@dataclass(frozen=True)
+class PromptFeasibility:
+    """Whether k prompt tokens can make P(H_0 | z, x) vanish off S and stay positive on S.
+
+    ``reachable[j]``: R_{j+1}, states attainable at prompt step j+1; ``allowed[j]``: states used by the
+    constructive prompt (indicator rows of ``prompt``, (k, K)); ``gate``: G = {g : A[g, S^c] = 0};
+    ``uncovered``: states of S no allowed last-step state leads to.  ``reweighting``: r of the
+    constructive prompt (max 1), ``margin`` = min_{h∈S} r_h, ``off_support_mass`` = P(H_0 ∉ S | z)."""
+    feasible: bool
+    k: int
+    support: tuple
+    gate: tuple
+    reachable: tuple
+    allowed: tuple
+    uncovered: tuple
+    reweighting: np.ndarray
+    margin: float
+    off_support_mass: float
+    prompt: np.ndarray
+    reason: str
+
+
+@dataclass(frozen=True)
+class MemoryRank:
+    """For each syntactic state q, the M×V memory-value rows emission[:, q, :]: rank, σ_min."""
+    n_values: int
+    ranks: np.ndarray
+    sigma_min: np.ndarray
+    condition_number: np.ndarray
+    full_rank: np.ndarray
+    any_full_rank: bool
+    all_full_rank: bool
+
+
+@dataclass(frozen=True)
+class FailureCertificate:
+    """Pairs (i, j) of inputs with max|φ(x_i) − φ(x_j)| ≤ tol and y_i ≠ y_j: no head on φ gets both
+    right.  ``pairs`` (m, 2), ``distances`` (m,), ``labels`` (m, 2), ``posteriors`` (m, 2, K);
+    ``min_cross_distance``: the smallest feature distance between any two differently labelled inputs."""
+    found: bool
+    pairs: np.ndarray
+    distances: np.ndarray
+    labels: np.ndarray
+    posteriors: np.ndarray
+    n_samples: int
+    min_cross_distance: float
+    tol: float
+
+
+@dataclass(frozen=True)
+class HeadPromptConditions:
+    """Everything above for one (world, μ, inputs).  ``head_holds``: μ ∈ col(B) and the head B⁺μ is
+    right on every input outside the margin; ``prompt_holds``: the prompt is feasible, B_S has full row
+    rank and the constructive prompt + head are right outside the margin.  ``consistent``: wherever a
+    theorem's condition holds, its conclusion was observed."""
+    emission: EmissionRank
+    head: HeadRealisability
+    head_check: Verification
+    support: SupportRank
+    prompt: PromptFeasibility
+    prompt_head: np.ndarray | None
+    prompt_check: Verification | None
+    certificate: FailureCertificate | None
+    head_holds: bool
+    prompt_holds: bool
+    consistent: bool
+
+
+# ---- 1–3: ranks and head realisability ---------------------------------------------------------------
+
+def _row_spectrum(M, tol):
+    """(rank, singular values padded to the row count, σ_min, condition) of M (r, V)."""
+    s = np.zeros(M.shape[0])
+    sv = np.linalg.svd(M, compute_uv=False)
+    s[:len(sv)] = sv
+    rank = int(np.sum(s > tol * s[0])) if s[0] > 0 else 0
+    return rank, s, float(s[-1]), float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+
+
+def emission_rank(world, *, tol: float = _TOL) -> EmissionRank:
+    """Rank of B (K, V) (σ_i > tol·σ_max counts), its singular values, σ_min = σ_K and σ_1/σ_K.
+    rank B = K ⇒ every task μ is realised by the head b = B⁺μ (Wei et al.'s non-degeneracy)."""
+    tol = check_positive("tol", tol)
+    B = hmm_parameters(world)[2]
+    rank, s, smin, cond = _row_spectrum(B, tol)
+    return EmissionRank(rank, B.shape[0], s, smin, cond, rank == B.shape[0])
+
+
+def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
+    """b = B⁺μ (least squares, cutoff tol) and residual ‖Bb − μ‖/‖μ‖; realisable ⇔ residual ≤ tol,
+    i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x) for every x."""
+    tol = check_positive("tol", tol)
+    B = hmm_parameters(world)[2]
+    m = _check_mu(mu, B.shape[0])
+    b = np.linalg.lstsq(B, m, rcond=tol)[0]
+    res = float(np.linalg.norm(B @ b - m) / np.linalg.norm(m))
+    return HeadRealisability(res, b, res <= tol, tol)
+
+
+def _verify(m, p, p_scored, B, b, margin) -> Verification:
+    score_target = p @ m
+    y = score_target >= 0
+    pred = (p_scored @ (B @ b)) >= 0
+    wrong, near = pred != y, np.abs(score_target) <= margin
+    return Verification(len(y), float(np.mean(~wrong)), int(wrong.sum()), int(near.sum()),
+                        int((wrong & ~near).sum()), margin, 0.0, not np.any(wrong & ~near))
+
+
+def verify_head(world, mu, b, tokens, *, margin: float = _MARGIN) -> Verification:
+    """Score bᵀφ(x) = bᵀBᵀP(H_0|x) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens`` (n, T); b (V,)."""
+    margin = check_positive("margin", margin)
+    B = hmm_parameters(world)[2]
+    m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
+    p = state_posterior0(world, tokens)
+    return _verify(m, p, p, B, b, margin)
+
+
+def _check_head(b, V):
+    b = np.asarray(b, np.float64)
+    if b.shape != (V,):
+        raise ShapeError(f"b: expected a head of shape ({V},) over the vocabulary, got {b.shape}")
+    return b
+
+
+def support_rank(world, mu, *, tol: float = _TOL) -> SupportRank:
+    """Rank and σ_min of B_S (|S|, V), S = supp(μ): full row rank |S| is the prompt-tuning condition."""
+    tol = check_positive("tol", tol)
+    B = hmm_parameters(world)[2]
+    S = np.flatnonzero(_check_mu(mu, B.shape[0]))
+    rank, _, smin, _ = _row_spectrum(B[S], tol)
+    return SupportRank(tuple(int(h) for h in S), rank, smin, rank == len(S))
+
+
+# ---- 4: prompts ------------------------------------------------------------------------------------
+
+def _states(mask) -> tuple:
+    return tuple(int(h) for h in np.flatnonzero(mask))
+
+
+def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
+    """Can k prompt tokens make r vanish off S = supp(μ) and stay positive on S?  (Module docstring.)
+
+    Edges are A[g,h] > tol·max_h' A[g,h']; supp π likewise.  Forward reach R_1 = supp π,
+    R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k; backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1}
+    ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
+    tol, k = check_positive("tol", tol), check_positive_int("k", k)
+    pi, A, _ = hmm_parameters(world)
+    m = _check_mu(mu, len(pi))
+    S = m != 0
+    E = A > tol * A.max(1, keepdims=True)
+    gate = ~E[:, ~S].any(1)
+    reach = [pi > tol * pi.max()]
+    for _ in range(k - 1):
+        reach.append(E[reach[-1]].any(0))
+    allowed = [reach[-1] & gate]
+    for j in range(k - 2, -1, -1):
+        allowed.insert(0, reach[j] & E[:, allowed[0]].any(1))
+    uncovered = S & ~E[allowed[-1]].any(0)
+    U = np.stack(allowed).astype(np.float64)
+    if not gate.any():
+        reason = ("no hidden state transitions only into supp(μ): every g has A[g, h] > tol for some h ∉ S, "
+                  "so no prompt makes P(H_0 | z, x) vanish off S")
+    elif not allowed[-1].any():
+        reason = (f"states {_states(gate)} transition only into supp(μ) but none is reachable at prompt step "
+                  f"{k} from supp(π) = {_states(reach[0])}")
+    elif uncovered.any():
+        reason = (f"states {_states(uncovered)} of supp(μ) cannot be entered from the allowed last-step prompt "
+                  f"states {_states(allowed[-1])}, so the prompted posterior vanishes on them")
+    else:
+        reason = ""
+    if allowed[-1].any():
+        alpha = prompt_prior(world, U)
+        r = prompt_reweighting(world, U)
+        margin = float(np.nanmin(r[S]) / np.nanmax(r[S])) if np.nanmax(r[S]) > 0 else 0.0
+        off = float(alpha[~S].sum() / alpha.sum())
+    else:
+        r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
+    return PromptFeasibility(bool(allowed[-1].any() and not uncovered.any()), k, _states(S), _states(gate),
+                             tuple(_states(R) for R in reach), tuple(_states(W) for W in allowed),
+                             _states(uncovered), r, margin, off, U, reason)
+
+
+def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
+    """The head on prompted masked outputs, b = B_S⁺(μ_S ⊘ r_S) (V,): B_S b = μ_S ⊘ r_S when B_S has
+    full row rank, which undoes the prompt's reweighting on S (module docstring)."""
+    tol = check_positive("tol", tol)
+    _, _, B = hmm_parameters(world)
+    m = _check_mu(mu, B.shape[0])
+    S = np.flatnonzero(m)
+    r = prompt_reweighting(world, U)[S]
+    if not np.all(r > 0):
+        raise ConfigError(f"U: the prompt's reweighting vanishes on states {tuple(int(h) for h in S[~(r > 0)])} "
+                          "of supp(μ), so no head can undo it there")
+    return np.linalg.lstsq(B[S], m[S] / r, rcond=tol)[0]
+
+
+def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verification:
+    """Score bᵀBᵀP(H_0 | z, x) with prompt U (k, K) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens``; also
+    the largest posterior mass the prompted posterior leaves off S."""
+    margin = check_positive("margin", margin)
+    B = hmm_parameters(world)[2]
+    m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
+    p, q = state_posterior0(world, tokens), prompted_state_posterior(world, U, tokens)
+    return replace(_verify(m, p, q, B, b, margin), max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
+
+
+# ---- 5: memory ---------------------------------------------------------------------------------------
+
+def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
+    """For each syntactic state q, rank / σ_min / condition of emission[:, q, :] (M, V).  Full rank M at q
+    means the memory value is linearly recoverable from the token law at a position in state q."""
+    tol = check_positive("tol", tol)
+    if not isinstance(world, MemoryHMM):
+        raise ConfigError(f"world: memory_rank needs a MemoryHMM (emission (M, Q, V)), got {type(world).__name__}")
+    E = np.asarray(world.emission, np.float64)
+    spectra = [_row_spectrum(E[:, q, :], tol) for q in range(E.shape[1])]
+    ranks = np.array([s[0] for s in spectra])
+    full = ranks == E.shape[0]
+    return MemoryRank(E.shape[0], ranks, np.array([s[2] for s in spectra]), np.array([s[3] for s in spectra]),
+                      full, bool(full.any()), bool(full.all()))
+
+
+# ---- 6: failure certificates ------------------------------------------------------------------------
+
+def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: float = _TOL,
+                        max_pairs: int = 100) -> FailureCertificate:
+    """Pairs of inputs whose features agree within ``tol`` (max abs) but whose labels differ.
+
+    ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]) or the labels themselves as a
+    bool array (n,).  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).
+    Distances are computed between the two label classes in blocks (n up to a few thousand); the
+    ``max_pairs`` closest pairs are returned."""
+    tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
+    B = hmm_parameters(world)[2]
+    p = state_posterior0(world, tokens)
+    n = len(p)
+    lab = np.asarray(mu_or_labels)
+    if lab.dtype == bool:
+        if lab.shape != (n,):
+            raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
+        y = lab
+    else:
+        y = p @ _check_mu(mu_or_labels, B.shape[0]) >= 0
+    if isinstance(features, str) and features == "masked":
+        F = p @ B
+    elif callable(features):
+        F = np.asarray(features(tokens), np.float64).reshape(n, -1)
+    else:
+        raise ConfigError(f"features: expected 'masked' or a callable tokens → (n, d), got {features!r}")
+    i1, i0 = np.flatnonzero(y), np.flatnonzero(~y)
+    found, best = [], float("inf")
+    for s in range(0, len(i1), 256):
+        block = i1[s:s + 256]
+        D = np.abs(F[block, None, :] - F[None, i0, :]).max(-1)  # (b, n0)
+        if D.size:
+            best = min(best, float(D.min()))
+        a, c = np.nonzero(D <= tol)
+        found.extend(zip(D[a, c], block[a], i0[c]))
+    found = sorted(found)[:max_pairs]
+    pairs = np.array([[i, j] for _, i, j in found], dtype=np.int64).reshape(-1, 2)
+    dist = np.array([d for d, _, _ in found], dtype=np.float64)
+    return FailureCertificate(len(found) > 0, pairs, dist, y[pairs], p[pairs], n, best, tol)
+
+
+# ---- 7: everything at once --------------------------------------------------------------------------
+
+def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = _TOL,
+                                 margin: float = _MARGIN) -> HeadPromptConditions:
+    """Conditions 1–4 for task μ, the constructive head and prompt checked on ``tokens`` (n, T), and a
+    failure certificate (features within ``tol``) when μ ∉ col(B)."""
+    emission = emission_rank(world, tol=tol)
+    head = head_realisability(world, mu, tol=tol)
+    head_check = verify_head(world, mu, head.head, tokens, margin=margin)
+    support = support_rank(world, mu, tol=tol)
+    prompt = prompt_feasibility(world, mu, k=k, tol=tol)
+    b_prompt = prompt_check = None
+    if prompt.feasible:
+        b_prompt = prompt_head(world, mu, prompt.prompt, tol=tol)
+        prompt_check = verify_prompt(world, mu, prompt.prompt, b_prompt, tokens, margin=margin)
+    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=tol)
+    head_holds = head.realisable and head_check.holds
+    prompt_cond = prompt.feasible and support.full_row_rank
+    prompt_holds = prompt_cond and prompt_check.holds
+    consistent = head_holds == head.realisable and prompt_holds == prompt_cond
+    return HeadPromptConditions(emission, head, head_check, support, prompt, b_prompt, prompt_check,
+                                certificate, head_holds, prompt_holds, consistent)
+
+
+__all__ = [
+    "EmissionRank", "HeadRealisability", "Verification", "SupportRank", "PromptFeasibility", "MemoryRank",
+    "FailureCertificate", "HeadPromptConditions", "hmm_parameters", "state_posterior0", "prompt_prior",
+    "prompted_state_posterior", "prompt_reweighting", "emission_rank", "head_realisability", "verify_head",
+    "support_rank", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
+    "check_head_prompt_conditions",
+]
