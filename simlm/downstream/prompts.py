@@ -1,0 +1,311 @@
+"""Prompt tuning (Wei, Xie & Ma, NeurIPS 2021): learned prompt inputs before the masked position, a linear
+head on the frozen masked LM's output there.
+
+Exact model (an :class:`~simlm.worlds.HMM`).  k prompt positions z_1..z_k are placed before the masked
+position 0, each with a learned nonnegative emission likelihood u_j ∈ R^K_{≥0} over hidden states
+(u = softplus(raw) while training).  The chain starts at the first prompt position with π, so with a
+prompt H_0 ~ πA^k, and
+
+    P(H_0 | z, x) ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A ∘ β_0(x),     β_0(x)(h) = p(x_1:T | H_0 = h)
+
+(β_0 from :func:`simlm.worlds.hmm_core.backward`).  Without a prompt P(H_0 | x) ∝ π ∘ β_0, so for k = 1
+
+    P(H_0 | z, x) ∝ P(H_0 | x) ∘ r(u),     r(u) = Aᵀ(π_{−1} ∘ u) ⊘ π_0,
+
+the paper's identity, with π_{−1} = π the law of the prompt position's state and π_0 = π the law of H_0
+in the unprompted model (:func:`prompt_reweighting`; it needs π > 0).  A prompt therefore reweights the
+posterior coordinate-wise, which can make a label readable from P(H_0 | z, x) B even where B has rank
+< K and a head on P(H_0 | x) B cannot.  The prompted masked-LM output is P(H_0 | z, x) B ``(V,)``.
+
+Transformer (:class:`~simlm.models.TransformerLM`, ``causal=False``).  k continuous vectors ``(k, d)``
+are prepended to the input embeddings of (MASK, x_1, …, x_T) (the ``prefix=`` argument of
+:class:`~simlm.models.Transformer`); the model is frozen; the prefix and a linear head on the softmax
+output at MASK are trained jointly with Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
+from simlm.models.transformer import TransformerLM, prepended_mask_inputs
+from simlm.worlds import hmm_core as core
+from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.worlds.hmm import HMM
+from simlm.downstream.heads import LinearHead, _xent, adam_restarts, check_labels
+
+
+# ---- the exact prompted posterior ---------------------------------------------------------------
+
+def _check_world(world) -> None:
+    if not isinstance(world, HMM):
+        raise ConfigError(f"world: exact prompt tuning needs an HMM, got {type(world).__name__}")
+
+
+def _check_prompt(U, K: int, name: str = "U") -> np.ndarray:
+    U = np.asarray(U, np.float64)
+    U = U[None] if U.ndim == 1 else U
+    if U.ndim != 2 or U.shape[1] != K or U.shape[0] < 1:
+        raise ShapeError(f"{name}: expected shape (k, {K}) (or ({K},) for k = 1), got {np.shape(U)}")
+    if not np.all(np.isfinite(U)) or np.any(U < 0):
+        raise ConfigError(f"{name}: prompt emission likelihoods must be finite and ≥ 0")
+    if np.any(U.sum(1) == 0):
+        raise ConfigError(f"{name}: row {int(np.flatnonzero(U.sum(1) == 0)[0])} is all zero")
+    return U
+
+
+def prompt_reweighting(world, u) -> np.ndarray:
+    """r(u) = Aᵀ(π ∘ u) ⊘ π ``(K,)`` for one prompt position with emission likelihoods ``u (K,)``:
+    P(H_0 | z, x) ∝ P(H_0 | x) ∘ r(u).  +inf where π = 0 and (π ∘ u)A > 0 (the identity then fails)."""
+    _check_world(world)
+    pi, A = np.asarray(world.initial, np.float64), np.asarray(world.transition, np.float64)
+    u = _check_prompt(u, pi.shape[0], "u")
+    if u.shape[0] != 1:
+        raise ShapeError(f"u: the reweighting identity is for one prompt position, got shape {u.shape}")
+    num = (pi * u[0]) @ A
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pi > 0, num / np.where(pi > 0, pi, 1.0), np.where(num > 0, np.inf, 0.0))
+
+
+def _prompt_prior(initial, transition, U):
+    """p_0 ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A ``(K,)``, normalised at each step."""
+    def step(alpha, u):
+        a = core.predict(alpha, transition) * u
+        return a / a.sum(), None
+
+    alpha0 = initial * U[0]
+    alpha, _ = jax.lax.scan(step, alpha0 / alpha0.sum(), U[1:])
+    return core.predict(alpha, transition)
+
+
+def _normalise(v):
+    return v / v.sum(-1, keepdims=True)
+
+
+@jax.jit
+def _prompted_posterior(initial, transition, U, beta0):
+    """P(H_0 | z, x) ∝ p_0(U) ∘ β_0(x), ``(n, K)``."""
+    return _normalise(_prompt_prior(initial, transition, U) * beta0)
+
+
+@jax.jit
+def _prepended_backward(initial, transition, emission, tokens):
+    """β_0 ``(n, K)`` (normalised) and log p(x_t | x_<t) ``(n, T)`` of tokens x_1:T whose H_1 ~ πA."""
+    beta0 = jax.vmap(lambda x: core.backward(transition, emission, x)[1])(tokens)
+    steps = jax.vmap(core.token_logprobs, in_axes=(None, None, None, 0))(
+        core.predict(initial, transition), transition, emission, tokens)
+    return beta0, steps
+
+
+def prepended_backward(world, tokens) -> jax.Array:
+    """β_0(x) ∝ p(x_1:T | H_0 = ·), ``(n, K)``, normalised to sum 1; ``ZeroProbabilityError`` for a
+    sequence of probability zero."""
+    _check_world(world)
+    toks, _ = check_tokens(tokens, world.n_symbols)
+    beta0, steps = _prepended_backward(world.initial, world.transition, world.emission, jnp.asarray(toks))
+    bad = ~np.isfinite(np.asarray(steps)).all(axis=1)
+    if bad.any():
+        raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero under "
+                                   "this world, so its posterior is undefined")
+    return beta0
+
+
+def prompted_state_posterior(world, tokens, U) -> jax.Array:
+    """P(H_0 | z_1:k, x_1:T) ``(n, K)`` for prompt likelihoods ``U (k, K)`` (module docstring).  NaN for a
+    sequence that the prompt makes impossible (U zero on every state compatible with x)."""
+    _check_world(world)
+    U = _check_prompt(U, world.n_states)
+    beta0 = prepended_backward(world, tokens)
+    return _prompted_posterior(world.initial, world.transition, jnp.asarray(U, beta0.dtype), beta0)
+
+
+def prompted_mask_probs(world, tokens, U) -> jax.Array:
+    """The prompted masked LM's law at position 0: P(H_0 | z, x) B, ``(n, V)``."""
+    return prompted_state_posterior(world, tokens, U) @ world.emission
+
+
+@dataclass(frozen=True, eq=False)
+class ExactPromptResult:
+    """Prompt tuning on the exact HMM: ``U (k, K)`` the prompt likelihoods, ``head`` a :class:`LinearHead`
+    on the prompted law P(H_0 | z, x) B; accuracies (``test_accuracy`` NaN without test data), the
+    training loss per step of the best restart and the final loss of every restart."""
+
+    U: np.ndarray
+    head: LinearHead
+    train_accuracy: float
+    test_accuracy: float
+    losses: np.ndarray
+    restart_losses: np.ndarray
+
+    def features(self, world, tokens) -> jax.Array:
+        return prompted_mask_probs(world, tokens, self.U)
+
+    def predict(self, world, tokens) -> np.ndarray:
+        return self.head.predict(self.features(world, tokens))
+
+    def accuracy(self, world, tokens, labels) -> float:
+        return self.head.accuracy(self.features(world, tokens), labels)
+
+
+def _standardise(f):
+    """Batch standardisation with stop-gradient statistics (an affine map of f for the final prompt)."""
+    mean = jax.lax.stop_gradient(f.mean(0))
+    sd = jax.lax.stop_gradient(f.std(0))
+    sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
+    return (f - mean) / sd, mean, sd
+
+
+@partial(jax.jit, static_argnames=("k", "n_classes", "steps", "n_restarts"))
+def _fit_exact(initial, transition, emission, beta0, labels, l2, lr, key, k, n_classes, steps, n_restarts):
+    K, V = emission.shape
+
+    def features(raw):
+        return _normalise(_prompt_prior(initial, transition, jax.nn.softplus(raw)) * beta0) @ emission
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"raw": jax.random.normal(k1, (k, K)), "W": 0.1 * jax.random.normal(k2, (V, n_classes)),
+                "b": jnp.zeros(n_classes)}
+
+    def loss(p):
+        z, _, _ = _standardise(features(p["raw"]))
+        return _xent(z @ p["W"] + p["b"], labels) + 0.5 * l2 * jnp.sum(p["W"] ** 2)
+
+    p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
+    _, mean, sd = _standardise(features(p["raw"]))
+    return jax.nn.softplus(p["raw"]), p["W"], p["b"], mean, sd, losses, final
+
+
+def _check_common(tokens, labels, n_symbols, k, n_classes):
+    toks, _ = check_tokens(tokens, n_symbols)
+    C = check_positive_int("n_classes", n_classes, minimum=2)
+    k = check_positive_int("k", k)
+    return toks, check_labels(labels, toks.shape[0], C), k, C
+
+
+def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n_restarts: int = 4,
+                     steps: int = 300, seed: int = 0, lr: float = 0.05, l2: float = 1e-4,
+                     test=None) -> ExactPromptResult:
+    """Jointly fit prompt likelihoods U = softplus(raw) ``(k, K)`` and a linear head on the prompted law
+    P(H_0 | z, x) B of ``tokens (n, T)`` (x_1:T, as from :func:`~simlm.downstream.sample_task_data` for a
+    ``"prepended"`` task) to ``labels (n,)``: Adam at ``lr``, ``steps`` full-batch steps, best of
+    ``n_restarts`` by training loss (cross-entropy + (l2/2)‖W‖²).  ``test=(tokens, labels)`` is scored."""
+    _check_world(world)
+    toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
+    beta0 = prepended_backward(world, toks)
+    U, W, b, mean, sd, losses, final = _fit_exact(
+        world.initial, world.transition, world.emission, beta0, jnp.asarray(y),
+        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
+        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
+        check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
+    head = LinearHead(np.asarray(W), np.asarray(b), np.asarray(mean), np.asarray(sd), np.asarray(losses))
+    result = ExactPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses), np.asarray(final))
+    train_acc = result.accuracy(world, toks, y)
+    test_acc = float("nan") if test is None else result.accuracy(world, *test)
+    return ExactPromptResult(result.U, head, train_acc, test_acc, result.losses, result.restart_losses)
+
+
+# ---- prompt tuning on a masked transformer ------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class TransformerPromptResult:
+    """Prompt tuning on a frozen masked transformer: ``prefix (k, d)`` the continuous prompt, ``head`` a
+    :class:`LinearHead` on the law at MASK, accuracies, and the training loss per step ``losses (steps,)``."""
+
+    prefix: np.ndarray
+    head: LinearHead
+    train_accuracy: float
+    test_accuracy: float
+    losses: np.ndarray
+
+    def features(self, lm, tokens) -> jax.Array:
+        """The frozen model's law at MASK with this prefix, ``(n, V)``."""
+        toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0])
+        return _prompted_transformer_probs(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
+
+    def predict(self, lm, tokens) -> np.ndarray:
+        return self.head.predict(self.features(lm, tokens))
+
+    def accuracy(self, lm, tokens, labels) -> float:
+        return self.head.accuracy(self.features(lm, tokens), labels)
+
+
+def _check_transformer_tokens(lm, tokens, k):
+    if not isinstance(lm, TransformerLM):
+        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
+    if lm.config.causal:
+        raise ConfigError("lm: prompt tuning reads the law at a prepended MASK; this TransformerLM is causal "
+                          "(train it with TransformerConfig(causal=False))")
+    toks, _ = check_tokens(tokens, lm.n_symbols)
+    if k + 1 + toks.shape[1] > lm.config.n_positions:
+        raise TokenError(f"tokens: prefix k = {k} + MASK + {toks.shape[1]} tokens exceeds the model's "
+                         f"{lm.config.n_positions} positions (max_len + 1)")
+    return jnp.asarray(toks)
+
+
+def _masked_law(graphdef, state, prefix, tokens):
+    model = nnx.merge(graphdef, state)
+    logits = model(prepended_mask_inputs(tokens, model.config), prefix=prefix)[:, 0]
+    return jax.nn.softmax(logits, axis=-1)
+
+
+_prompted_transformer_probs = jax.jit(_masked_law, static_argnums=0)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "n_classes", "steps"))
+def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_classes, steps):
+    def features(prefix):
+        return _masked_law(graphdef, state, prefix, tokens)
+
+    V = jax.eval_shape(features, prefix0).shape[-1]
+    params = {"prefix": prefix0, "W": 0.1 * jax.random.normal(key, (V, n_classes)), "b": jnp.zeros(n_classes)}
+    opt = optax.adam(lr)
+
+    def loss(p):
+        z, _, _ = _standardise(features(p["prefix"]))
+        return _xent(z @ p["W"] + p["b"], labels) + 0.5 * l2 * jnp.sum(p["W"] ** 2)
+
+    def step(carry, _):
+        p, s = carry
+        value, grad = jax.value_and_grad(loss)(p)
+        updates, s = opt.update(grad, s, p)
+        return (optax.apply_updates(p, updates), s), value
+
+    (p, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    final = features(p["prefix"])
+    _, mean, sd = _standardise(final)
+    return p, mean, sd, losses, final
+
+
+def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, steps: int = 200,
+                           seed: int = 0, lr: float = 0.01, l2: float = 1e-4, test=None) -> TransformerPromptResult:
+    """Prompt tuning of a frozen masked :class:`~simlm.models.TransformerLM`: a prefix ``(k, d)`` (initialised
+    N(0, 0.02²), like the token embeddings) before (MASK, x_1..x_T) and a linear head on the law at MASK,
+    trained jointly with Adam at ``lr`` for ``steps`` full-batch steps on cross-entropy + (l2/2)‖W‖².  The
+    network's parameters are never updated (``jax.jit`` over a pure function of (prefix, head) with
+    ``nnx.merge`` of the frozen state).  ``test=(tokens, labels)`` is scored."""
+    if not isinstance(lm, TransformerLM):
+        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
+    toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
+    toks = _check_transformer_tokens(lm, toks, k)
+    key_prefix, key_head = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
+    prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
+    p, mean, sd, losses, train_features = _fit_transformer(
+        lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)),
+        jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, check_positive_int("steps", steps))
+    head = LinearHead(np.asarray(p["W"]), np.asarray(p["b"]), np.asarray(mean), np.asarray(sd), np.asarray(losses))
+    result = TransformerPromptResult(np.asarray(p["prefix"]), head, float("nan"), float("nan"), np.asarray(losses))
+    train_acc = head.accuracy(train_features, y)
+    test_acc = float("nan") if test is None else result.accuracy(lm, *test)
+    return TransformerPromptResult(result.prefix, head, train_acc, test_acc, result.losses)
+
+
+__all__ = ["prompt_reweighting", "prompted_state_posterior", "prompted_mask_probs", "prepended_backward",
+           "ExactPromptResult", "fit_exact_prompt", "TransformerPromptResult", "fit_transformer_prompt"]

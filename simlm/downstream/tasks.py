@@ -1,0 +1,369 @@
+"""Downstream tasks whose label is a function of the posterior over hidden variables (Wei, Xie & Ma,
+NeurIPS 2021, "Why do pretrained language models help in downstream tasks?"), and their Bayes ceiling.
+
+Labels.  A task holds a label matrix L ∈ R^{C×K} (or, binary, a direction μ ∈ R^K) and reads a posterior
+P ∈ Δ^K computed exactly from the world:
+
+    y = argmax_c (L P)_c            (C classes; ties go to the lowest class)
+    y = 1[μᵀ P ≥ 0]                  (binary direction form, the authors' g(x) = 1[μᵀ P(H_0 | x) ≥ 0])
+
+- :class:`PosteriorTask` on an :class:`~simlm.worlds.HMM`, ``position``:
+  ``"prepended"`` — P = P(H_0 | x_1:T) for a masked position 0 prepended before x_1 (H_0 ~ π, H_1 ~ πA),
+  read through a masked LM; ``"next"`` — P = P(H_{T+1} | x_1:T) = P(H_T | x_1:T) A, the state after the
+  last token, read through the causal next-token law.
+- :class:`MemoryTask` on a :class:`~simlm.worlds.MemoryHMM`: P = P(m_j = · | x_1:T) ∈ Δ^M for one cell j.
+
+Label matrices are sparse like the authors' code: ``nnz`` (row, column) slots drawn uniformly *with
+replacement* get N(0, 1) values (a repeated slot keeps the last draw).
+
+Data.  :func:`sample_task_data` samples tokens from the world and labels them with the exact posterior of
+the given tokens.  For ``"prepended"`` it samples T + 1 tokens and drops x_0 — the masked token — so the
+tokens handed out are x_1..x_T of a sequence whose position 0 had H_0 ~ π; their own law is the HMM
+started from πA.
+
+Bayes ceiling.  A model that sees only x_1:T' of the x_1:T the label was computed from can do no better
+than E[max_y P(y | x_1:T')].  :func:`bayes_ceiling` estimates it by sampling continuations x_{T'+1:T}
+exactly given the prefix (:func:`sample_continuations`) and labelling each completed sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
+from simlm.worlds import hmm_core as core
+from simlm.worlds.base import as_key, as_rng, check_positive_int, check_tokens, mean_and_sem
+from simlm.worlds.hmm import HMM
+from simlm.worlds.memory import MemoryHMM
+
+POSITIONS = ("prepended", "next")
+
+
+# ---- sparse label matrices ----------------------------------------------------------------------
+
+def _default_nnz(n_states: int) -> int:
+    return max(2, n_states // 2)
+
+
+def sparse_label_matrix(seed: int, n_classes: int, n_states: int, *, nnz: int | None = None) -> np.ndarray:
+    """L ``(C, K)`` float64: ``nnz`` slots of the C·K drawn uniformly with replacement, each set to an
+    N(0, 1) draw (default nnz = C · max(2, K // 2)); all other entries 0.  Deterministic in ``seed``."""
+    rng = as_rng(seed)
+    C = check_positive_int("n_classes", n_classes, minimum=2)
+    K = check_positive_int("n_states", n_states)
+    nnz = C * _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
+    L = np.zeros(C * K)
+    L[rng.integers(0, C * K, size=nnz)] = rng.standard_normal(nnz)
+    return L.reshape(C, K)
+
+
+def sparse_direction(seed: int, n_states: int, nnz: int | None = None) -> np.ndarray:
+    """μ ``(K,)`` float64 for binary labels 1[μᵀP ≥ 0]: ``nnz`` coordinates drawn uniformly with
+    replacement set to N(0, 1) draws (default max(2, K // 2)).  Deterministic in ``seed``."""
+    rng = as_rng(seed)
+    K = check_positive_int("n_states", n_states)
+    nnz = _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
+    mu = np.zeros(K)
+    mu[rng.integers(0, K, size=nnz)] = rng.standard_normal(nnz)
+    return mu
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+def _check_weights(L, mu, what: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if (L is None) == (mu is None):
+        raise ConfigError("L: give exactly one of L (C×K label matrix) and mu (binary direction)")
+    if L is not None:
+        L = np.array(L, dtype=np.float64)
+        if L.ndim != 2 or L.shape[0] < 2 or L.shape[1] < 1:
+            raise ShapeError(f"L: expected a (C, {what}) label matrix with C ≥ 2 classes, got shape {L.shape}")
+        if not np.all(np.isfinite(L)):
+            raise ConfigError("L: has non-finite entries")
+        L.setflags(write=False)
+        return L, None
+    mu = np.array(mu, dtype=np.float64)
+    if mu.ndim != 1 or mu.size < 1:
+        raise ShapeError(f"mu: expected a direction of shape ({what},), got {mu.shape}")
+    if not np.all(np.isfinite(mu)):
+        raise ConfigError("mu: has non-finite entries")
+    mu.setflags(write=False)
+    return None, mu
+
+
+class _LinearLabels:
+    """Shared by the tasks: labels from a posterior by argmax(L P) or 1[μᵀP ≥ 0]."""
+
+    L: np.ndarray | None
+    mu: np.ndarray | None
+
+    @property
+    def n_classes(self) -> int:
+        return 2 if self.L is None else self.L.shape[0]
+
+    @property
+    def n_hidden(self) -> int:
+        """Length of the posterior the label reads (K states, or M values for a memory task)."""
+        return (self.mu if self.L is None else self.L).shape[-1]
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """L ``(C, K)``; for the direction form [0; μ] (equal labels except on exact ties μᵀP = 0)."""
+        return self.L if self.L is not None else np.stack([np.zeros_like(self.mu), self.mu])
+
+    def labels_from_posterior(self, posterior) -> np.ndarray:
+        """int32 ``(n,)`` labels from posteriors ``(n, K)`` (scores in float64)."""
+        P = np.asarray(posterior, np.float64)
+        if self.L is None:
+            return (P @ self.mu >= 0).astype(np.int32)
+        return np.argmax(P @ self.L.T, axis=-1).astype(np.int32)
+
+    def labels(self, world, tokens) -> np.ndarray:
+        """int32 labels ``(n,)`` of token sequences ``(n, T)`` from their exact posterior."""
+        return self.labels_from_posterior(self.posteriors(world, tokens))
+
+
+@dataclass(frozen=True, eq=False)
+class PosteriorTask(_LinearLabels):
+    """A label of the HMM posterior at ``position`` (see the module docstring): ``L (C, K)`` or ``mu (K,)``.
+
+    ``seed`` records which draw made the task (informational)."""
+
+    L: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    position: str = "prepended"
+    seed: int | None = None
+
+    def __post_init__(self):
+        L, mu = _check_weights(self.L, self.mu, "K")
+        object.__setattr__(self, "L", L)
+        object.__setattr__(self, "mu", mu)
+        check_position(self.position)
+
+    def posteriors(self, world, tokens) -> np.ndarray:
+        """``"prepended"``: P(H_0 | x_1:T); ``"next"``: P(H_{T+1} | x_1:T) = P(H_T | x_1:T) A.  (n, K)."""
+        _check_world(world, HMM, self.n_hidden, "n_states")
+        if self.position == "prepended":
+            return np.asarray(world.prepended_state_posterior(_batch(tokens)))
+        filt = world.state_posterior(_batch(tokens), smoothed=False)[:, -1]
+        return np.asarray(filt @ world.transition)
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryTask(_LinearLabels):
+    """A label of one memory cell's posterior P(m_cell = · | x_1:T): ``L (C, M)`` or ``mu (M,)``."""
+
+    L: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    cell: int = 0
+    seed: int | None = None
+
+    def __post_init__(self):
+        L, mu = _check_weights(self.L, self.mu, "M")
+        object.__setattr__(self, "L", L)
+        object.__setattr__(self, "mu", mu)
+        object.__setattr__(self, "cell", check_positive_int("cell", self.cell, minimum=0))
+
+    def posteriors(self, world, tokens) -> np.ndarray:
+        """P(m_cell = v | x_1:T), ``(n, M)``."""
+        _check_world(world, MemoryHMM, self.n_hidden, "n_values")
+        if self.cell >= world.n_cells:
+            raise ConfigError(f"cell: {self.cell} is not a cell of this world (it has {world.n_cells})")
+        return np.asarray(world.memory_posterior(_batch(tokens))[:, self.cell])
+
+
+def check_position(position) -> str:
+    if position not in POSITIONS:
+        raise ConfigError(f"position: expected one of {POSITIONS}, got {position!r}")
+    return position
+
+
+def _check_world(world, cls, size: int, attr: str) -> None:
+    if not isinstance(world, cls):
+        raise ConfigError(f"world: this task needs a {cls.__name__}, got {type(world).__name__}")
+    have = world.n_states if cls is HMM else world.n_values
+    if have != size:
+        raise ShapeError(f"world: the task's labels read {size} hidden values but the world has {attr} = {have}")
+
+
+def _batch(tokens):
+    arr = np.asarray(tokens)
+    return arr[None] if arr.ndim == 1 else arr
+
+
+# ---- construction with a non-degenerate probe ---------------------------------------------------
+
+def _redraw(make, labels_of, seed, n_classes, min_class_fraction, max_tries):
+    frac = float(min_class_fraction)
+    if not 0 <= frac <= 1 / n_classes:
+        raise ConfigError(f"min_class_fraction: expected a number in [0, 1/{n_classes}], got {min_class_fraction!r}")
+    seed = check_positive_int("seed", seed, minimum=0)
+    for s in range(seed, seed + check_positive_int("max_tries", max_tries)):
+        task = make(s)
+        counts = np.bincount(labels_of(task), minlength=n_classes)
+        if counts.min() > 0 and counts.min() >= frac * counts.sum():
+            return task
+    raise ConfigError(f"seed: no label draw among seeds {seed}..{seed + max_tries - 1} gives every class at least a "
+                      f"{frac:g} fraction of the probe; the posterior may barely vary in this world")
+
+
+def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str = "prepended", nnz: int | None = None,
+                        min_class_fraction: float = 0.1, n_probe: int = 256, probe_length: int = 16,
+                        max_tries: int = 100) -> PosteriorTask:
+    """A :class:`PosteriorTask` on ``world`` (an HMM): μ = :func:`sparse_direction` for ``n_classes = 2``,
+    else L = :func:`sparse_label_matrix`, drawn from ``seed``, then ``seed + 1``, … until the labels of a
+    probe sample (``n_probe`` sequences of ``probe_length`` tokens drawn with key ``seed``) have every class
+    at least a ``min_class_fraction`` fraction.  ``ConfigError`` after ``max_tries`` draws."""
+    if not isinstance(world, HMM):
+        raise ConfigError(f"world: a posterior task needs an HMM, got {type(world).__name__}")
+    C = check_positive_int("n_classes", n_classes, minimum=2)
+    check_position(position)
+    K = world.n_states
+    probe_task = PosteriorTask(mu=np.zeros(K), position=position)
+    probe, _ = sample_task_data(world, probe_task, seed, check_positive_int("n_probe", n_probe),
+                                check_positive_int("probe_length", probe_length))
+    post = probe_task.posteriors(world, probe)
+
+    def make(s):
+        if C == 2:
+            return PosteriorTask(mu=sparse_direction(s, K, nnz), position=position, seed=s)
+        return PosteriorTask(L=sparse_label_matrix(s, C, K, nnz=nnz), position=position, seed=s)
+
+    return _redraw(make, lambda t: t.labels_from_posterior(post), seed, C, min_class_fraction, max_tries)
+
+
+def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz: int | None = None,
+                     min_class_fraction: float = 0.1, n_probe: int = 256, probe_length: int = 16,
+                     max_tries: int = 100) -> MemoryTask:
+    """A :class:`MemoryTask` on ``world`` (a MemoryHMM) with L = :func:`sparse_label_matrix` ``(C, M)``,
+    redrawn like :func:`make_posterior_task` until the probe labels are not degenerate."""
+    if not isinstance(world, MemoryHMM):
+        raise ConfigError(f"world: a memory task needs a MemoryHMM, got {type(world).__name__}")
+    C = check_positive_int("n_classes", n_classes, minimum=2)
+    M = world.n_values
+    probe_task = MemoryTask(L=np.zeros((2, M)), cell=cell)
+    probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
+    post = probe_task.posteriors(world, probe)
+    make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
+    return _redraw(make, lambda t: t.labels_from_posterior(post), seed, C, min_class_fraction, max_tries)
+
+
+def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens (n, T) int32, labels (n,) int32)``: T = ``length`` tokens from the world, labelled by the
+    exact posterior of those tokens.  For a ``"prepended"`` task T + 1 tokens are drawn and x_0 dropped,
+    so the tokens are x_1..x_T with H_0 ~ π before them (see the module docstring)."""
+    n = check_positive_int("n", n)
+    T = check_positive_int("length", length)
+    prepended = isinstance(task, PosteriorTask) and task.position == "prepended"
+    tokens = np.asarray(world.sample(key_or_seed, n, T + 1 if prepended else T))
+    tokens = tokens[:, 1:] if prepended else tokens
+    return tokens, task.labels(world, tokens)
+
+
+# ---- exact continuations and the Bayes ceiling --------------------------------------------------
+
+def chain_parameters(world, task=None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(initial (K,), transition, emission (K, V))`` of the HMM that generated a task's tokens: the
+    world's own for an HMM (initial πA for a ``"prepended"`` task, whose tokens start at x_1) and the joint
+    (memory, state) chain for a MemoryHMM (transition the shared ``(k, k)`` block)."""
+    if isinstance(world, MemoryHMM):
+        return world.joint_initial, world.transition, world.joint_emission
+    if not isinstance(world, HMM):
+        raise ConfigError(f"world: expected an HMM or a MemoryHMM, got {type(world).__name__}")
+    initial = world.initial
+    if isinstance(task, PosteriorTask) and task.position == "prepended":
+        initial = world.initial @ world.transition
+    return initial, world.transition, world.emission
+
+
+@jax.jit
+def _predicted_state(initial, transition, emission, prefix):
+    """p(h_{T'+1} | x_1:T') ``(n, K)`` and the per-step log-probs ``(n, T')``."""
+    fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, prefix)
+    return core.predict(fw.filtered[:, -1], transition), fw.token_logprobs
+
+
+@jax.jit
+def _run_chain(predicted, transition, emission, u_start, u):
+    """From h_{T'+1} ~ ``predicted (n, K)`` run the chain: x_t ~ B[h_t], h_{t+1} ~ A[h_t] (A dense or
+    block-diagonal, state index g·k + i), by inverse CDF with the uniforms ``u_start (n, R)`` for the first
+    state and ``u (n_new, 2, n, R)`` for each step.  Returns tokens ``(n, R, n_new)``."""
+    k = transition.shape[-1]
+    cum_pred, cum_A, cum_B = (core.cumulative_rows(a) for a in (predicted, transition, emission))
+    h0 = core.inverse_cdf(cum_pred[:, None, :], u_start)  # (n, R)
+
+    def step(h, u_t):
+        x = core.inverse_cdf(cum_B[h], u_t[1])
+        g, i = h // k, h % k
+        rows = cum_A[i] if transition.ndim == 2 else cum_A[g, i]
+        return g * k + core.inverse_cdf(rows, u_t[0]), x
+
+    _, xs = jax.lax.scan(step, h0, u)
+    return jnp.moveaxis(xs, 0, -1)
+
+
+def _continue(predicted, transition, emission, key, n_continuations: int, n_new: int) -> np.ndarray:
+    """Run :func:`_run_chain` with uniforms from a numpy Generator seeded by the key's bits (host uniforms:
+    XLA's compile time of jax.random.uniform grows with the array size, seconds for these shapes)."""
+    key = as_key(key)
+    bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    rng = np.random.default_rng(np.asarray(bits, np.uint32).ravel().tolist())
+    n = predicted.shape[0]
+    dtype = np.dtype(emission.dtype)
+    u_start = rng.random((n, n_continuations), dtype=np.float32).astype(dtype)
+    u = rng.random((n_new, 2, n, n_continuations), dtype=np.float32).astype(dtype)
+    return np.asarray(_run_chain(predicted, transition, emission, u_start, u))
+
+
+def sample_continuations(world, prefix, n_new: int, key, *, n_continuations: int = 1, task=None) -> np.ndarray:
+    """x_{T'+1:T'+n_new} ~ p(· | x_1:T') exactly, ``(n, R, n_new)`` int32 for ``prefix (n, T')``.
+
+    The hidden state after the prefix is drawn from the predicted law p(h_{T'+1} | x_1:T') = p(h_T' | x_1:T') A
+    (forward filter), then the chain runs forward, all (n, R) chains at once.  ``task`` picks the chain
+    that generated the prefix (:func:`chain_parameters`: the ``"prepended"`` data start from πA)."""
+    params = chain_parameters(world, task)
+    toks, _ = check_tokens(prefix, params[2].shape[1], "prefix")
+    pred, steps = _predicted_state(*params, jnp.asarray(toks))
+    if not np.all(np.isfinite(np.asarray(steps))):
+        raise ZeroProbabilityError("prefix: a sequence has probability zero under this world")
+    return _continue(pred, params[1], params[2], key, check_positive_int("n_continuations", n_continuations),
+                     check_positive_int("n_new", n_new))
+
+
+def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuations: int = 64,
+                  key=0) -> tuple[float, float]:
+    """Best accuracy of any predictor that sees x_1:T' (T' = ``visible_length``) of the ``tokens_full
+    (n, T)`` the labels were computed from: E[max_y P(y | x_1:T')], as (estimate, standard error).
+
+    Each P(y | x_1:T') is the label frequency over R = ``n_continuations`` exact continuations; the mean of
+    max_y over the n sequences is returned with its standard error over sequences.  The plug-in max of
+    frequencies is biased *upward* by O(1/√R) where classes are close, so the estimate errs towards a
+    ceiling (an upper bound), never towards a floor.  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the
+    prior law of the chain."""
+    params = chain_parameters(world, task)
+    toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
+    n, T = toks.shape
+    if isinstance(visible_length, (bool, np.bool_)) or not isinstance(visible_length, (int, np.integer)) \
+            or not 0 <= visible_length <= T:
+        raise ConfigError(f"visible_length: expected an integer in [0, {T}] (the length of tokens_full), "
+                          f"got {visible_length!r}")
+    T_vis = int(visible_length)
+    if T_vis == T:
+        return 1.0, 0.0
+    R = check_positive_int("n_continuations", n_continuations)
+    if T_vis == 0:
+        pred = jnp.broadcast_to(params[0], (n, params[0].shape[0]))
+        cont = _continue(pred, params[1], params[2], key, R, T)
+    else:
+        cont = sample_continuations(world, toks[:, :T_vis], T - T_vis, key, n_continuations=R, task=task)
+    full = np.concatenate([np.broadcast_to(toks[:, None, :T_vis], (n, R, T_vis)), cont], axis=-1)
+    y = task.labels(world, full.reshape(n * R, T)).reshape(n, R)
+    freq = np.stack([(y == c).mean(axis=1) for c in range(task.n_classes)], axis=1)
+    return mean_and_sem(freq.max(axis=1))
+
+
+__all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
+           "make_posterior_task", "make_memory_task", "sample_task_data", "chain_parameters",
+           "sample_continuations", "bayes_ceiling", "check_position"]

@@ -1,0 +1,210 @@
+"""Downstream tasks: labels are argmax L·posterior of the exact posterior (checked by enumeration over all
+hidden paths), task construction never returns a degenerate task, the continuation sampler draws from the
+exact conditional law, and the Bayes ceiling behaves as a ceiling."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bruteforce as bf
+from simlm.downstream import (MemoryTask, PosteriorTask, bayes_ceiling, make_memory_task, make_posterior_task,
+                              sample_continuations, sample_task_data, sparse_direction, sparse_label_matrix)
+from simlm.errors import ConfigError, ShapeError
+from simlm.strategies import hmms, memory_hmms, token_sequences
+from simlm.worlds import HMM, MemoryHMM
+
+# each new world shape compiles the world's inference functions; a third of the profile's examples
+few = settings(max_examples=max(1, settings.default.max_examples // 3))
+fewer = settings(max_examples=max(1, settings.default.max_examples // 5))
+N, T = 64, 8  # one data shape for most tests, so the world's functions compile once
+
+
+@pytest.fixture(scope="module")
+def world():
+    """K = 4, V = 6, mixing enough that posteriors stay uncertain."""
+    return HMM.random(3, 4, 6, family="permutation-mixture", transition_temp=0.5, emission_temp=0.5)
+
+
+@pytest.fixture(scope="module")
+def memory_world():
+    return MemoryHMM.random(0, n_cells=2, n_values=3, n_syntactic=2, n_symbols=5, transition_temp=0.3,
+                            emission_temp=0.3)
+
+
+def _agree_where_decided(labels, scores, tol=1e-4):
+    """Labels equal argmax of the float64 scores wherever the top two scores differ by more than tol
+    (float32 posteriors cannot decide closer calls)."""
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > tol
+    np.testing.assert_array_equal(labels[decided], np.argmax(scores, axis=1)[decided])
+
+
+# ---- labels against enumeration -----------------------------------------------------------------
+
+@few
+@given(data=st.data(), position=st.sampled_from(["prepended", "next"]), n_classes=st.integers(2, 3),
+       seed=st.integers(0, 2**16))
+def test_posterior_labels_equal_argmax_of_enumerated_posterior(data, position, n_classes, seed):
+    # positive worlds: arbitrary token ids are possible, so no sampler is compiled per world
+    w = data.draw(hmms(max_states=3, max_symbols=3, allow_zeros=False))
+    x = data.draw(token_sequences(w, max_length=3, n_sequences=2, possible=False))
+    L = sparse_label_matrix(seed, n_classes, w.n_states)
+    task = PosteriorTask(L=L, position=position)
+    pi, A, B = bf.params(w)
+    if position == "prepended":
+        post = np.array([bf.prepended_state_law(pi, A, B, list(s)) for s in x])
+    else:
+        post = np.array([bf.filtered_states(pi, A, B, list(s))[-1] @ A for s in x])
+    np.testing.assert_allclose(task.posteriors(w, x), post, rtol=1e-4, atol=1e-5)
+    _agree_where_decided(task.labels(w, x), post @ L.T)
+
+
+def test_direction_labels_are_one_where_mu_dot_posterior_is_nonnegative(world):
+    mu = sparse_direction(0, world.n_states, nnz=3)
+    task = PosteriorTask(mu=mu)
+    x, y = sample_task_data(world, task, 0, N, T)
+    np.testing.assert_array_equal(y, (task.posteriors(world, x) @ mu >= 0).astype(np.int32))
+
+
+def _enumerated_memory_posterior(w, x, cell):
+    """P(m_cell = · | x) by summing p(m, z_1:T, x) over every memory configuration and path (float64)."""
+    rho, pi, A, E = (np.asarray(a, np.float64) for a in (w.memory_prior, w.initial, w.transition, w.emission))
+    N, M = rho.shape
+    Q = E.shape[1]
+    post = np.zeros(M)
+    for m in itertools.product(range(M), repeat=N):
+        total = 0.0
+        for z in itertools.product(range(N * Q), repeat=len(x)):
+            p = pi[z[0]]
+            for t in range(len(x)):
+                p *= (A[z[t - 1], z[t]] if t else 1.0) * E[m[z[t] // Q], z[t] % Q, x[t]]
+            total += p
+        post[m[cell]] += np.prod(rho[np.arange(N), m]) * total
+    return post / post.sum()
+
+
+@fewer
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_memory_labels_equal_argmax_of_enumerated_memory_posterior(data, seed):
+    w = data.draw(memory_hmms(max_cells=2, max_values=2, max_syntactic=2, max_symbols=3))
+    x = data.draw(token_sequences(w, max_length=3, n_sequences=2, possible=False))  # positive world
+    cell = data.draw(st.integers(0, w.n_cells - 1))
+    L = sparse_label_matrix(seed, 2, w.n_values)
+    task = MemoryTask(L=L, cell=cell)
+    post = np.array([_enumerated_memory_posterior(w, list(s), cell) for s in x])
+    np.testing.assert_allclose(task.posteriors(w, x), post, rtol=1e-4, atol=1e-5)
+    _agree_where_decided(task.labels(w, x), post @ L.T)
+
+
+# ---- construction -------------------------------------------------------------------------------
+
+def test_sparse_label_matrix_is_deterministic_and_sparse():
+    L = sparse_label_matrix(7, 3, 10, nnz=4)
+    assert L.shape == (3, 10) and 1 <= np.count_nonzero(L) <= 4
+    np.testing.assert_array_equal(L, sparse_label_matrix(7, 3, 10, nnz=4))
+    mu = sparse_direction(7, 10, nnz=2)
+    assert mu.shape == (10,) and 1 <= np.count_nonzero(mu) <= 2
+
+
+@pytest.mark.parametrize("position,n_classes", [("prepended", 2), ("next", 3)])
+def test_make_posterior_task_never_returns_a_degenerate_task_on_its_probe(world, position, n_classes):
+    for seed in range(4):
+        task = make_posterior_task(world, seed, n_classes=n_classes, position=position, n_probe=N,
+                                   probe_length=T, min_class_fraction=0.15)
+        assert task.seed >= seed and task.n_classes == n_classes
+        probe, labels = sample_task_data(world, task, seed, N, T)
+        counts = np.bincount(labels, minlength=n_classes)
+        assert counts.min() >= 0.15 * counts.sum()
+
+
+def test_make_memory_task_never_returns_a_degenerate_task_on_its_probe(memory_world):
+    for seed in range(3):
+        task = make_memory_task(memory_world, seed, cell=1, n_probe=N, probe_length=T)
+        _, labels = sample_task_data(memory_world, task, seed, N, T)
+        assert np.bincount(labels, minlength=2).min() >= 0.1 * N
+
+
+def test_make_posterior_task_raises_when_no_draw_can_split_the_probe():
+    flat = HMM(np.full(2, 0.5), np.full((2, 2), 0.5), np.full((2, 2), 0.5))  # posterior never moves from π
+    with pytest.raises(ConfigError, match="seed"):
+        make_posterior_task(flat, 0, n_probe=16, probe_length=2, max_tries=5, min_class_fraction=0.1)
+
+
+def test_prepended_task_data_are_positions_one_to_T_of_a_sampled_sequence(world):
+    task = PosteriorTask(mu=np.ones(world.n_states))
+    tokens, labels = sample_task_data(world, task, 5, N, T)
+    np.testing.assert_array_equal(tokens, np.asarray(world.sample(5, N, T + 1))[:, 1:])
+    np.testing.assert_array_equal(labels, task.labels(world, tokens))
+
+
+# ---- continuations and the Bayes ceiling ---------------------------------------------------------
+
+@pytest.mark.parametrize("position", ["next", "prepended"])
+def test_first_continued_token_follows_the_exact_next_token_law(world, position):
+    task = PosteriorTask(mu=np.ones(world.n_states), position=position)
+    prefix = sample_task_data(world, task, 1, N, T)[0][:3, :4]
+    R = 4000
+    cont = sample_continuations(world, prefix, 1, 11, n_continuations=R, task=task)
+    pi, A, B = bf.params(world)
+    start = pi @ A if position == "prepended" else pi  # the prepended data start from πA
+    for i in range(3):
+        law = bf.next_token_law(start, A, B, list(prefix[i]) + [0])[-1]
+        freq = np.bincount(cont[i, :, 0], minlength=world.n_symbols) / R
+        # 5 binomial standard errors, per symbol (fixed seed)
+        assert np.all(np.abs(freq - law) <= 5 * np.sqrt(law * (1 - law) / R) + 1e-3), (freq, law)
+
+
+def test_memory_continuations_follow_the_exact_next_token_law(memory_world):
+    prefix = np.asarray(memory_world.sample(2, N, T))[:2, :4]
+    R = 4000
+    cont = sample_continuations(memory_world, prefix, 1, 3, n_continuations=R)
+    law = np.asarray(memory_world.next_token_probs(np.concatenate([prefix, prefix[:, :1]], axis=1)))[:, -1]
+    for i in range(2):
+        freq = np.bincount(cont[i, :, 0], minlength=memory_world.n_symbols) / R
+        assert np.all(np.abs(freq - law[i]) <= 5 * np.sqrt(law[i] * (1 - law[i]) / R) + 1e-3)
+
+
+def test_bayes_ceiling_is_one_with_the_full_input(world):
+    task = make_posterior_task(world, 0, n_probe=N, probe_length=T)
+    x, _ = sample_task_data(world, task, 0, N, T)
+    assert bayes_ceiling(world, task, x, T) == (1.0, 0.0)
+
+
+def test_bayes_ceiling_of_a_truncated_input_is_a_probability_below_one(world):
+    task = make_posterior_task(world, 0, n_probe=N, probe_length=T)
+    x, _ = sample_task_data(world, task, 0, N, T)
+    est, se = bayes_ceiling(world, task, x, 2, n_continuations=16, key=0)
+    assert 0.5 <= est <= 1.0 and 0 < se < 0.05
+    assert est < 1.0  # two tokens of eight do not decide every label in this world
+    est0, _ = bayes_ceiling(world, task, x, 0, n_continuations=16, key=0)
+    assert est0 <= est + 3 * se  # seeing nothing cannot beat seeing two tokens
+
+
+# ---- typed errors -------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_typed_errors_naming_the_argument(world, memory_world):
+    with pytest.raises(ConfigError, match="world"):
+        MemoryTask(L=np.eye(3)).labels(world, [[0, 1]])
+    with pytest.raises(ConfigError, match="world"):
+        make_memory_task(world, 0)
+    with pytest.raises(ConfigError, match="world"):
+        PosteriorTask(mu=np.ones(4)).labels(memory_world, [[0, 1]])
+    with pytest.raises(ConfigError, match="position"):
+        PosteriorTask(mu=np.ones(4), position="middle")
+    with pytest.raises(ConfigError, match="position"):
+        make_posterior_task(world, 0, position="last")
+    with pytest.raises(ConfigError, match="n_classes"):
+        make_posterior_task(world, 0, n_classes=1)
+    with pytest.raises(ConfigError, match="n_classes"):
+        sparse_label_matrix(0, 1, 4)
+    with pytest.raises(ShapeError, match="world"):
+        PosteriorTask(mu=np.ones(5)).labels(world, [[0, 1]])
+    with pytest.raises(ShapeError, match="L"):
+        PosteriorTask(L=np.ones((1, 4)))
+    with pytest.raises(ConfigError, match="visible_length"):
+        bayes_ceiling(world, PosteriorTask(mu=np.ones(4)), [[0, 1, 2]], 4)
+    with pytest.raises(ConfigError, match="cell"):
+        MemoryTask(L=np.eye(3), cell=2).labels(memory_world, [[0, 1]])
