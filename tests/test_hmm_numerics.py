@@ -37,7 +37,7 @@ def test_float32_is_exact_for_100k_tokens_at_emission_temperature_001():
 
 
 def test_log_likelihood_agrees_with_hmmlearn_on_moderate_random_hmms():
-    hmmlearn = pytest.importorskip("hmmlearn")
+    pytest.importorskip("hmmlearn")
     for seed, (K, V) in enumerate([(5, 7), (12, 20), (30, 9)]):
         hmm = HMM.random(seed, K, V, family="dirichlet", transition_concentration=0.5)
         x = np.asarray(hmm.sample(seed, 4, 200))

@@ -1,0 +1,120 @@
+"""The quadratic log-partition view of softmax LMs (Saunshi, Malladi & Arora, ICLR 2021, §5).
+
+For θ = f(s) and word embeddings Φ (d × V), fit log Z_θ = logsumexp(Φᵀθ) ≈ ½θᵀAθ + bᵀθ + c by least squares
+over the contexts' features, and Φp_θ = ∇_θ log Z_θ ≈ Aθ + b; report R² and residuals of both.  Where
+the fit is good, the conditional-mean features Φp_θ are an affine function of θ, so a linear probe on
+f(s) and one on Φp_f(s) solve the same tasks.  Gaussian word embeddings fit well; clustered or
+heavy-tailed ones worse (:func:`random_embeddings` draws each geometry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.models.finite import SoftmaxContextLM
+from simlm.theory._convex import logistic_loss, ridge_logistic, zero_one_error
+from simlm.theory.natural_tasks import NaturalTask, _check_contexts, _softmax, lm_laws
+from simlm.worlds.base import as_rng, check_positive, check_positive_int
+
+GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LogPartitionFit:
+    """log Z_θ ≈ ½θᵀAθ + ⟨b, θ⟩ + c (``A``, ``b``, ``c``, ``r2_logz``, ``rms_logz``) and, separately,
+    Φp_θ ≈ A_mean θ + b_mean (``r2_mean`` over all coordinates, ``rms_mean``), least squares.
+    ``determined`` is False when the θ's are too few or too alike to pin the quadratic down (the design
+    matrix, columns scaled to unit norm, has σ_min ≤ 1e-6 σ_max); the R²s then mean nothing."""
+
+    A: np.ndarray
+    b: np.ndarray
+    c: float
+    r2_logz: float
+    rms_logz: float
+    A_mean: np.ndarray
+    b_mean: np.ndarray
+    r2_mean: float
+    rms_mean: float
+    determined: bool
+
+
+def log_partition_fit(theta, phi) -> LogPartitionFit:
+    """Fit log Z_θ = logsumexp(Φᵀθ) by a quadratic and Φp_θ = ∇_θ log Z_θ by an affine map over the
+    rows of ``theta (n, d)``.  If log Z were exactly quadratic, Φp_θ = Aθ + b: a linear probe on the
+    conditional-mean features Φp_f is then one on f, and conversely when A is invertible."""
+    t, phi = np.asarray(theta, np.float64), np.asarray(phi, np.float64)
+    if t.ndim != 2 or phi.ndim != 2 or t.shape[1] != phi.shape[0]:
+        raise ShapeError(f"theta, phi: expected (n, d) and (d, V), got {t.shape} and {phi.shape}")
+    n, d = t.shape
+    z = t @ phi
+    logz = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
+    mean = _softmax(z) @ phi.T
+    i, j = np.triu_indices(d)
+    X = np.hstack([t[:, i] * t[:, j] * np.where(i == j, 0.5, 1.0), t, np.ones((n, 1))])  # ½θᵀAθ, θ, 1
+    coef, lin = np.linalg.lstsq(X, logz, rcond=None)[0], np.hstack([t, np.ones((n, 1))])
+    A = np.zeros((d, d))
+    A[i, j] = A[j, i] = coef[: len(i)]
+    G = np.linalg.lstsq(lin, mean, rcond=None)[0]
+    res, rm = logz - X @ coef, mean - lin @ G
+    sv = np.linalg.svd(X / np.maximum(np.linalg.norm(X, axis=0), 1e-300), compute_uv=False)  # scaled columns
+
+    def r2(res, y):
+        sst = np.sum((y - y.mean(0)) ** 2)
+        return float(1.0 - np.sum(res**2) / sst) if sst > 0 else 1.0
+
+    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), float(np.sqrt(np.mean(res**2))),
+                           G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))),
+                           bool(sv[-1] > 1e-6 * sv[0]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProbeComparison:
+    """Ridge logistic probes on f, on Φp_f and on p* (the natural features): ``loss``/``error`` dicts
+    keyed by ``"f"``, ``"Φp_f"``, ``"p*"``; ``log_partition`` the fit over θ = f(s)."""
+
+    loss: dict
+    error: dict
+    log_partition: LogPartitionFit
+
+
+def compare_probes(contexts, task: NaturalTask, f, phi, *, l2: float = 1e-4) -> ProbeComparison:
+    """Probe the task on the softmax LM's features f ``(S, d)`` and on its conditional means Φp_f,
+    p_f = softmax(Φᵀf); near-equal losses are what a quadratic log-partition predicts."""
+    contexts = _check_contexts(contexts)
+    f, phi = np.asarray(f, np.float64), np.asarray(phi, np.float64)
+    lm = SoftmaxContextLM(f, phi)  # validates the shapes
+    laws = lm_laws(lm, contexts)
+    loss, error = {}, {}
+    for key, X in (("f", f), ("Φp_f", laws @ phi.T), ("p*", contexts.next_token_probs)):
+        w, b = ridge_logistic(X, task.pos, task.neg, check_positive("l2", l2))
+        z = X @ w + b
+        loss[key], error[key] = logistic_loss(z, task.pos, task.neg), zero_one_error(z, task.pos, task.neg)
+    return ProbeComparison(loss, error, log_partition_fit(f, phi))
+
+
+def random_embeddings(seed, dim: int, n_words: int, geometry: str = "gaussian", *, scale: float = 1.0,
+                      n_clusters: int = 4, spread: float = 0.1, df: float = 1.5) -> np.ndarray:
+    """Word embeddings Φ ``(dim, n_words)``: ``"gaussian"`` φ_w ~ N(0, scale²/dim·I); ``"clustered"``
+    φ_w = μ_k(w) + spread·N(0, scale²/dim·I), centres μ_k ~ N(0, scale²/dim·I), k uniform over
+    ``n_clusters``; ``"heavy-tailed"`` i.i.d. Student-t(``df``)·scale/√dim entries."""
+    rng = as_rng(seed)
+    d, V = check_positive_int("dim", dim), check_positive_int("n_words", n_words)
+    s = check_positive("scale", scale) / math.sqrt(d)
+    if geometry == "gaussian":
+        return s * rng.standard_normal((d, V))
+    if geometry == "clustered":
+        mu = s * rng.standard_normal((d, check_positive_int("n_clusters", n_clusters)))
+        noise = check_positive("spread", spread) * s * rng.standard_normal((d, V))
+        return mu[:, rng.integers(0, n_clusters, V)] + noise
+    if geometry == "heavy-tailed":
+        return s * rng.standard_t(check_positive("df", df), (d, V))
+    raise ConfigError(f"geometry: expected one of {GEOMETRIES}, got {geometry!r}")
+
+
+
+__all__ = ["LogPartitionFit", "log_partition_fit", "ProbeComparison", "compare_probes", "random_embeddings",
+           "GEOMETRIES"]

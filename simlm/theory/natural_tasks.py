@@ -1,0 +1,453 @@
+"""Natural tasks: Saunshi, Malladi & Arora, "A Mathematical Exploration of Why Language Models Help
+Solve Downstream Tasks" (ICLR 2021), checked exactly on enumerable contexts.
+
+Contexts s come with p_L(s) (``ContextSet.weights``) and the exact next-word law p*_s ∈ Δ_V.  A task
+reweights them, p_T(s), and labels y ∈ {−1, +1}.  The loss of a score z on the task is
+ℓ_T = E_{p_T} ℓ(z_s, y), ℓ(z, y) = log(1 + e^{−yz}) (1-Lipschitz in z).  An LM p_f has
+ε = E_{p_L} KL(p*_s ‖ p_f(s)), its excess cross-entropy (nats).  The quantities, as defined below:
+
+    γ(p_T)    = min_{s ∈ supp p_T} p_L(s)/p_T(s)                    (so p_T ≤ p_L/γ),
+    τ(B)      = min_{‖v‖_∞ ≤ B, |b| ≤ B} E_{p_T} ℓ(⟨v, p*_s⟩ + b, y)   (the task is (τ, B)-natural),
+    τ_Φ(B)    = the same over v = Φᵀλ,   τ⁽²⁾_Φ(B₂) = over v = Φᵀλ, ‖v‖₂ ≤ B₂,  |b| ≤ B₂.
+
+Our choice: the bias is boxed, |b| ≤ B, so every minimum is attained; it cancels in every proof below.
+The bounds are the forms we derive from these definitions (each a small function, replaceable through
+``check_natural_task(forms=...)``); each is minimised over a grid of B (default 2^-2 … 2^8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+from scipy.special import expit
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.finite import ContextSet, SoftmaxContextLM, enumerate_contexts, fit_cross_entropy
+from simlm.theory._convex import (LogisticSolution, constrained_logistic, logistic_loss, polish_softmax_fit,
+                                  ridge_logistic, softmax_objective, zero_one_error)
+from simlm.worlds.base import as_rng, check_positive, check_stochastic
+
+#: default grid of B (and B₂): 0.25, 0.5, …, 256.
+B_GRID = 2.0 ** np.arange(-2, 9)
+NOISES = ("sign", "logistic")
+#: eigenvalues of Σ_{p_L} below this fraction of the largest count as 0 in γ_Φ.
+RANGE_RTOL = 1e-10
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NaturalTask:
+    """Labels from p*: margin m_s = ⟨v, p*_s⟩ + b; ``noise="sign"``: y = sign(m_s) (0 ↦ +1);
+    ``"logistic"``: P(y = +1 | s) = σ(m_s), both labels weighted.  ``weights (S,)`` = p_T(s),
+    ``label_probs (S,)`` = P(y = +1 | s); ``prompt`` the token suffix the slice requires."""
+
+    v: np.ndarray
+    b: float
+    noise: str
+    weights: np.ndarray
+    label_probs: np.ndarray
+    max_length: int
+    prompt: tuple | None = None
+
+    @property
+    def pos(self) -> np.ndarray:
+        """p_T(s)·P(y = +1 | s), ``(S,)``."""
+        return self.weights * self.label_probs
+
+    @property
+    def neg(self) -> np.ndarray:
+        return self.weights * (1.0 - self.label_probs)
+
+
+def _check_contexts(contexts) -> ContextSet:
+    if not isinstance(contexts, ContextSet):
+        raise ConfigError(f"contexts: expected a ContextSet from enumerate_contexts, got {type(contexts).__name__}")
+    return contexts
+
+
+def _check_task(task, contexts=None) -> NaturalTask:
+    if not isinstance(task, NaturalTask):
+        raise ConfigError(f"task: expected a NaturalTask, got {type(task).__name__}")
+    if contexts is None:
+        return task
+    S = len(contexts.prefixes)
+    if task.weights.shape != (S,) or task.max_length != contexts.max_length:
+        raise ShapeError(f"task: built on {task.weights.shape[0]} contexts of length ≤ {task.max_length}, "
+                         f"but these are {S} of length ≤ {contexts.max_length}")
+    return task
+
+
+def _task_weights(contexts, prompt, weights) -> tuple[np.ndarray, tuple | None]:
+    S, V = contexts.next_token_probs.shape
+    base = contexts.weights
+    if weights is not None:
+        base = np.asarray(weights, np.float64)
+        if base.shape != (S,):
+            raise ShapeError(f"weights: expected shape ({S},) (one per context), got {base.shape}")
+        if not np.all(np.isfinite(base)) or np.any(base < 0) or base.sum() <= 0:
+            raise ConfigError("weights: expected finite non-negative weights with a positive sum")
+    if prompt is not None:
+        p = np.asarray(prompt)
+        if p.ndim != 1 or (p.size and (not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() >= V)):
+            raise TokenError(f"prompt: expected a sequence of token ids in [0, {V}), got {prompt!r}")
+        prompt = tuple(int(x) for x in p)
+        k = len(prompt)
+        base = base * np.array([len(s) >= k and s[len(s) - k:] == prompt for s in contexts.prefixes])
+        if base.sum() <= 0:
+            raise ConfigError(f"prompt: no context of length ≤ {contexts.max_length} with weight > 0 ends "
+                              f"with {prompt}")
+    return base / base.sum(), prompt
+
+
+def _labels(margins, noise: str) -> np.ndarray:
+    if noise not in NOISES:
+        raise ConfigError(f"noise: expected one of {NOISES}, got {noise!r}")
+    return (margins >= 0).astype(np.float64) if noise == "sign" else expit(margins)
+
+
+def natural_task(contexts, v, b, *, prompt=None, weights=None, noise: str = "sign") -> NaturalTask:
+    """The task with margins ⟨v, p*_s⟩ + b on ``contexts``; p_T ∝ (``weights`` or p_L) restricted to
+    the prefixes that end with ``prompt`` (the sentence-completion slice; None: every context)."""
+    contexts = _check_contexts(contexts)
+    V = contexts.next_token_probs.shape[1]
+    v = np.asarray(v, np.float64)
+    if v.shape != (V,):
+        raise ShapeError(f"v: expected shape ({V},) (one coefficient per word), got {v.shape}")
+    if not np.all(np.isfinite(v)) or not math.isfinite(b := float(b)):
+        raise ConfigError("v, b: expected finite values")
+    p_T, prompt = _task_weights(contexts, prompt, weights)
+    q = _labels(contexts.next_token_probs @ v + b, noise)
+    return NaturalTask(v, b, noise, p_T, q, contexts.max_length, prompt)
+
+
+def random_natural_task(contexts, seed, *, noise: str = "sign", prompt=None, weights=None,
+                        scale: float = 4.0) -> NaturalTask:
+    """v = ``scale``·g/sd_{p_T}(⟨g, p*_s⟩), g ~ N(0, I_V) from ``seed``; b puts the threshold halfway
+    between the two distinct scores ⟨v, p*_s⟩ where the p_T-mass below is nearest ½, so the classes
+    are balanced-ish (all +1 if p_T sees a single score)."""
+    contexts = _check_contexts(contexts)
+    scale = check_positive("scale", scale)
+    P = contexts.next_token_probs
+    g = as_rng(seed).standard_normal(P.shape[1])
+    p_T, _ = _task_weights(contexts, prompt, weights)
+    z = P @ g
+    sd = math.sqrt(max(p_T @ (z - p_T @ z) ** 2, 0.0))
+    v = scale * g / sd if sd > 1e-12 else g
+    on = np.flatnonzero(p_T > 0)
+    z = (P @ v)[on]
+    order = np.argsort(z)
+    z, w = z[order], np.cumsum(p_T[on][order])
+    # split only between distinct scores: contexts with equal laws (up to float32 rounding) share a label
+    cuts = np.flatnonzero(np.diff(z) > 1e-6 * max(1.0, z[-1] - z[0]))
+    k = cuts[np.argmin(np.abs(w[cuts] - 0.5))] if cuts.size else None
+    b = 1.0 - z[0] if k is None else -0.5 * (z[k] + z[k + 1])
+    return natural_task(contexts, v, b, prompt=prompt, weights=weights, noise=noise)
+
+
+# ---- LM laws and the quantities -------------------------------------------------------------------
+
+def _softmax(logits) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def lm_laws(lm, contexts) -> np.ndarray:
+    """p_f(s) for every context, ``(S, V)`` float64: a :class:`SoftmaxContextLM` (its softmax(Φᵀθ_s),
+    recomputed in float64), an ``(S, V)`` array of laws, or any LanguageModel (row |s| of
+    ``next_token_logprobs(s ⊕ w)``, with w a word p* allows after s; the empty prefix gives the law of
+    the first token).  Rows are renormalised in float64."""
+    contexts = _check_contexts(contexts)
+    P = contexts.next_token_probs
+    S, V = P.shape
+    if isinstance(lm, SoftmaxContextLM):
+        if (lm.n_contexts, lm.n_symbols) != (S, V):
+            raise ShapeError(f"lm: has {lm.n_contexts} contexts and {lm.n_symbols} words, expected {S} and {V}")
+        return _softmax(np.asarray(lm.theta, np.float64) @ np.asarray(lm.phi, np.float64))
+    if hasattr(lm, "next_token_logprobs"):
+        laws = np.empty((S, V))
+        for t in np.unique(contexts.lengths):
+            rows = np.flatnonzero(contexts.lengths == t)
+            toks = np.array([contexts.prefixes[i] + (int(P[i].argmax()),) for i in rows], np.int32)
+            laws[rows] = np.exp(np.asarray(lm.next_token_logprobs(toks), np.float64)[:, t])
+    elif isinstance(lm, (np.ndarray, list)) or hasattr(lm, "__array__"):
+        laws = check_stochastic("lm", lm, atol=1e-5)
+        if laws.shape != (S, V):
+            raise ShapeError(f"lm: expected laws of shape ({S}, {V}), got {laws.shape}")
+    else:
+        raise ConfigError(f"lm: expected a SoftmaxContextLM, a LanguageModel or (S, V) laws, got {type(lm).__name__}")
+    return laws / laws.sum(-1, keepdims=True)
+
+
+def context_kl(p_star, laws) -> np.ndarray:
+    """KL(p*_s ‖ p_f(s)) per context, float64 nats (0·log 0 = 0; +inf where p_f misses p*'s support)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p_star > 0, p_star * (np.log(p_star) - np.log(laws)), 0.0)
+    return np.maximum(terms.sum(-1), 0.0)
+
+
+def _p_L(contexts) -> np.ndarray:
+    """p_L(s), renormalised in float64 (the enumerated p(s) carry float32 rounding)."""
+    return contexts.weights / contexts.weights.sum()
+
+
+def lm_epsilon(contexts, laws) -> float:
+    """ε = E_{p_L} KL(p*_s ‖ p_f(s)), nats."""
+    return float(_p_L(contexts) @ context_kl(contexts.next_token_probs, laws))
+
+
+def softmax_excess(theta, phi, p_star) -> np.ndarray:
+    """δ_s = ℓ_s(θ_s) − min_θ' ℓ_s(θ'), ℓ_s(θ) = log Z_θ − ⟨θ, Φp*_s⟩ (= KL(p*_s ‖ p_θ) + const), per
+    context, float64.  The minimum is :func:`fit_cross_entropy`'s, polished by float64 Newton steps (it
+    returns θ in float32, whose rounding costs ~1e-13 nats: too much as δ_s → 0)."""
+    phi, P = np.asarray(phi, np.float64), np.asarray(p_star, np.float64)
+    best = polish_softmax_fit(fit_cross_entropy(P, phi).theta, phi, P)
+    return np.maximum(softmax_objective(theta, phi, P) - softmax_objective(best, phi, P), 0.0)
+
+
+def quad_epsilon(contexts, f, phi) -> float:
+    """ε_quad = E_{p_L} ½‖Φᵀ(f(s) − f*(s))‖², f* = (ΦΦᵀ)⁺Φp*_s, in float64 (``quad_excess`` is float32)."""
+    phi, f = np.asarray(phi, np.float64), np.asarray(f, np.float64)
+    f_star = contexts.next_token_probs @ np.linalg.pinv(phi)
+    return float(_p_L(contexts) @ (0.5 * np.sum(((f - f_star) @ phi) ** 2, -1)))
+
+
+def gamma(p_L, p_T) -> float:
+    """γ(p_T) = min_{s: p_T(s) > 0} p_L(s)/p_T(s), the largest γ with p_L ⪰ γ p_T pointwise."""
+    p_L, p_T = np.asarray(p_L, np.float64), np.asarray(p_T, np.float64)
+    on = p_T > 0
+    return float(np.min(p_L[on] / p_T[on]))
+
+
+def gamma_phi(p_L, p_T, delta) -> float:
+    """γ_Φ(p_T) = sup{γ : Σ_{p_L} ⪰ γ Σ_{p_T}}, Σ_p = E_p[Δ_s Δ_sᵀ], ``delta (S, d)`` = Φ(p_f(s) − p*_s).
+
+    On range(Σ_{p_L}) = span(Q), Σ_{p_L} = Q M Qᵀ: γ_Φ = 1/λ_max(M^{-½} Qᵀ Σ_{p_T} Q M^{-½}) (a
+    generalised eigenvalue); 0 if Σ_{p_T} has mass outside that range (‖Q⊥ᵀ Σ_{p_T} Q⊥‖ > 1e-9‖Σ_{p_T}‖);
+    +inf if Σ_{p_T} = 0.  Eigenvalues of Σ_{p_L} below RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the
+    sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ has non-negative coefficients."""
+    D = np.asarray(delta, np.float64)
+    SL = (D * np.asarray(p_L)[:, None]).T @ D
+    ST = (D * np.asarray(p_T)[:, None]).T @ D
+    top = np.linalg.eigvalsh(ST)[-1]
+    if top <= 0:
+        return math.inf
+    mu, Q = np.linalg.eigh(SL)
+    keep = mu > RANGE_RTOL * max(mu[-1], 0.0)
+    if not keep.any():
+        return 0.0
+    out = Q[:, ~keep]
+    if out.size and np.linalg.eigvalsh(out.T @ ST @ out)[-1] > 1e-9 * top:
+        return 0.0
+    R = Q[:, keep] / np.sqrt(mu[keep])
+    return float(1.0 / np.linalg.eigvalsh(R.T @ ST @ R)[-1])
+
+
+def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf") -> LogisticSolution:
+    """τ(B) (``Phi`` None), τ_Φ(B) (v = Φᵀλ) or, with ``norm="2"``, τ⁽²⁾_Φ(B) on ``B_grid`` (default
+    :data:`B_GRID`): the minimisers ``v (G, V)``, ``b (G,)``, ``loss`` = τ and the certificate ``gap``
+    (τ ≥ loss − gap), from :func:`simlm.theory._convex.constrained_logistic`."""
+    P = _check_contexts(contexts).next_token_probs
+    _check_task(task, contexts)
+    if norm not in ("inf", "2") or (norm == "2" and Phi is None):
+        raise ConfigError(f"norm: expected 'inf', or '2' with Phi given, got {norm!r} (Phi is {type(Phi).__name__})")
+    basis = None if Phi is None else _row_basis(_check_phi(Phi, P.shape[1]))
+    kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
+    return constrained_logistic(P, task.pos, task.neg, _grid("B_grid", B_grid), kind, basis=basis)
+
+
+# ---- the bounds ---------------------------------------------------------------------------------
+
+def _slack(B, eps, gamma_) -> float:
+    return 0.0 if eps <= 0 else (math.inf if gamma_ <= 0 else B * math.sqrt(2.0 * eps / gamma_))
+
+
+def bound_any_lm(tau, B, eps, gamma_) -> float:
+    """ℓ_T(v on p_f) ≤ τ(B) + B√(2ε/γ) for the τ-optimal v (‖v‖_∞ ≤ B), any LM.
+
+    Proof: ℓ 1-Lipschitz ⇒ ℓ_T(v, p_f) − ℓ_T(v, p*) ≤ E_{p_T}|⟨v, p_f(s) − p*_s⟩| ≤ B E_{p_T}‖p_f − p*‖₁;
+    Pinsker ‖p* − p_f‖₁ = 2TV ≤ √(2 KL(p*‖p_f)); Jensen E√X ≤ √(EX); change of measure p_T ≤ p_L/γ."""
+    return tau + _slack(B, eps, gamma_)
+
+
+def bound_softmax(tau_phi, B, eps_phi, gamma_) -> float:
+    """ℓ_T(λ on Φp_f) ≤ τ_Φ(B) + B√(2ε_Φ/γ) for a softmax LM p_f = softmax(Φᵀθ_s), with
+    ε_Φ = E_{p_L} δ_s (:func:`softmax_excess`); the same with γ_Φ in place of γ.
+
+    Per-context lemma, v = Φᵀλ, ‖v‖_∞ ≤ B: ⟨v, p_θ − p*⟩² ≤ 2B² δ_s.  The minimiser θ* matches moments,
+    Φp_θ* = Φp*, so ⟨v, p_θ − p*⟩ = ⟨v, p_θ − p_θ*⟩ and δ_s = KL(p_θ* ‖ p_θ); then Pinsker.  (With zeros
+    in p*, θ* may lie at infinity: take a limit of the family.)  Then Lipschitz, Jensen, γ as for
+    :func:`bound_any_lm`; with γ_Φ: E_{p_T}|λᵀΔ| ≤ √(λᵀΣ_{p_T}λ) ≤ √(λᵀΣ_{p_L}λ/γ_Φ) ≤ B√(2ε_Φ/γ_Φ)."""
+    return tau_phi + _slack(B, eps_phi, gamma_)
+
+
+def bound_quad(tau2, B2, eps_quad, gamma_) -> float:
+    """ℓ_T(u on f) ≤ τ⁽²⁾_Φ(B₂) + B₂√(2ε_quad/γ) with u = Φv, v = Φᵀλ the τ⁽²⁾-optimal direction.
+
+    ⟨v, p*_s⟩ = λᵀΦp*_s = λᵀΦΦᵀf*(s) = ⟨v, Φᵀf*(s)⟩, so the score on f differs by ⟨v, Φᵀ(f − f*)⟩,
+    at most ‖v‖₂‖Φᵀ(f − f*)‖₂ = B₂√(2q_s) with q_s the Quad excess; then Jensen and γ."""
+    return tau2 + _slack(B2, eps_quad, gamma_)
+
+
+DEFAULT_FORMS: dict[str, Callable] = {"any-lm": bound_any_lm, "softmax": bound_softmax,
+                                      "softmax-gamma-phi": bound_softmax, "quad": bound_quad}
+
+
+# ---- the check ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TransferBound:
+    """One bound over the B grid: ``tau``, ``tau_gap`` (solver certificate: τ ≥ tau − tau_gap),
+    ``bound``; measured on the LM's features: ``loss_natural`` (a: the τ-optimal classifier
+    transferred), ``loss_best`` (b: best in the same ball), their 0-1 errors; the ridge ``probe_*`` (c);
+    ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B."""
+
+    name: str
+    features: str
+    constraint: str
+    eps: float
+    gamma: float
+    B_grid: np.ndarray
+    tau: np.ndarray
+    tau_gap: np.ndarray
+    bound: np.ndarray
+    loss_natural: np.ndarray
+    loss_best: np.ndarray
+    error_natural: np.ndarray
+    error_best: np.ndarray
+    probe_loss: float
+    probe_error: float
+    index: int
+    B: float
+    value: float
+    holds: bool
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NaturalTaskCheck:
+    """Every quantity (nats) and bound of :func:`check_natural_task`; ``eps_best``/``eps_phi``/
+    ``gamma_phi`` are NaN without a softmax LM, ``eps_quad`` without features; ``skipped`` says why."""
+
+    n_contexts: int
+    eps: float
+    eps_best: float
+    eps_phi: float
+    eps_quad: float
+    gamma: float
+    gamma_phi: float
+    positive_rate: float
+    bounds: tuple
+    skipped: tuple
+    atol: float
+    holds: bool
+
+    def bound(self, name: str) -> TransferBound:
+        """The bound called ``name``."""
+        match = [b for b in self.bounds if b.name == name]
+        if match:
+            return match[0]
+        raise ConfigError(f"name: no bound {name!r} here; have {[b.name for b in self.bounds]}")
+
+
+def _grid(name, values) -> np.ndarray:
+    g = np.atleast_1d(np.asarray(B_GRID if values is None else values, np.float64))
+    if g.ndim != 1 or not np.all(np.isfinite(g)) or np.any(g <= 0):
+        raise ConfigError(f"{name}: expected positive finite radii, got {values!r}")
+    return g
+
+
+def _check_phi(phi, V: int) -> np.ndarray:
+    phi = np.asarray(phi, np.float64)
+    if phi.ndim != 2 or phi.shape[1] != V or not np.all(np.isfinite(phi)):
+        raise ShapeError(f"Phi: expected finite word embeddings of shape (d, {V}), got {phi.shape}")
+    return phi
+
+
+def _row_basis(phi) -> np.ndarray:
+    U, s, _ = np.linalg.svd(phi.T, full_matrices=False)
+    return U[:, s > 1e-10 * s[0]]
+
+
+def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs, l2, atol) -> list:
+    """The bounds ``variants`` = [(name, form, ε, γ)] sharing one constraint and one set of features."""
+    pos, neg = task.pos, task.neg
+    nat = constrained_logistic(P, pos, neg, Bs, constraint, basis=basis)
+    best = constrained_logistic(lm_x, pos, neg, Bs, constraint, basis=basis, init=(nat.v, nat.b))
+    za, zb = lm_x @ nat.v.T + nat.b, lm_x @ best.v.T + best.b
+    la = np.array([logistic_loss(za[:, i], pos, neg) for i in range(len(Bs))])
+    ea = np.array([zero_one_error(za[:, i], pos, neg) for i in range(len(Bs))])
+    eb = np.array([zero_one_error(zb[:, i], pos, neg) for i in range(len(Bs))])
+    w, b = ridge_logistic(probe_x, pos, neg, l2)
+    probe = (logistic_loss(probe_x @ w + b, pos, neg), zero_one_error(probe_x @ w + b, pos, neg))
+    out = []
+    for name, form, eps, gamma_ in variants:
+        bound = np.array([form(t, B, eps, gamma_) for t, B in zip(nat.loss, Bs)])
+        i = int(np.argmin(bound))
+        holds = bool(np.all(la <= bound + atol) and np.all(best.loss <= bound + atol))
+        out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
+                                 best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds))
+    return out
+
+
+def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, features=None, B_grid=None,
+                       B2_grid=None, l2: float = 1e-4, atol: float = 1e-7, forms=None) -> NaturalTaskCheck:
+    """Compute ε, γ, and the bounds that apply, with the losses measured on the LM's features:
+
+    - ``any-lm`` (always): features p_f(s), ‖v‖_∞ ≤ B;
+    - ``softmax`` and ``softmax-gamma-phi`` (``lm`` a :class:`SoftmaxContextLM`; Φ = its ``phi``):
+      features Φp_f(s), v = Φᵀλ, ‖v‖_∞ ≤ B, with γ and with γ_Φ;
+    - ``quad`` (Quad features f ``(S, d)``: ``features``, or the θ of a SoftmaxContextLM; Φ from
+      ``Phi`` or the LM): features f(s), v = Φᵀλ, ‖v‖₂ ≤ B₂ (``B2_grid``).  It holds for any f.
+
+    (a), (b) are measured at every B; (c) is a ridge (``l2``) logistic probe on the same features.
+    ``atol`` absorbs float64 rounding.  ``forms`` maps bound names to replacement functions
+    (τ, B, ε, γ) ↦ bound."""
+    contexts = world_or_contexts
+    if not isinstance(contexts, ContextSet):
+        contexts = enumerate_contexts(world_or_contexts, _check_task(task).max_length)
+    P = contexts.next_token_probs
+    S, V = P.shape
+    _check_task(task, contexts)
+    Bs, B2s = _grid("B_grid", B_grid), _grid("B2_grid", B2_grid)
+    l2, atol = check_positive("l2", l2), float(atol)
+    forms = {**DEFAULT_FORMS, **(forms or {})}
+    laws, p_L = lm_laws(lm, contexts), _p_L(contexts)
+    eps = lm_epsilon(contexts, laws)
+    g = gamma(p_L, task.weights)
+    if isinstance(lm, SoftmaxContextLM):
+        if Phi is not None and (np.shape(Phi) != lm.phi.shape or not np.allclose(Phi, lm.phi, rtol=1e-6)):
+            raise ConfigError("Phi: differs from the SoftmaxContextLM's phi, the Φ its laws are built on")
+        Phi = lm.phi
+        features = lm.theta if features is None else features
+    eps_best = eps_phi = eps_quad = g_phi = float("nan")
+    skipped = []
+    bounds = _transfer([("any-lm", forms["any-lm"], eps, g)], "p_f", task, P, laws, laws, "box", None, Bs, l2, atol)
+    if isinstance(lm, SoftmaxContextLM):
+        phi = np.asarray(Phi, np.float64)
+        eps_phi = float(p_L @ softmax_excess(lm.theta, phi, P))
+        eps_best = eps - eps_phi
+        g_phi = gamma_phi(p_L, task.weights, (laws - P) @ phi.T)
+        variants = [(n, forms[n], eps_phi, gm) for n, gm in (("softmax", g), ("softmax-gamma-phi", g_phi))]
+        bounds += _transfer(variants, "Φp_f", task, P, laws, laws @ phi.T, "span-box", _row_basis(phi), Bs, l2, atol)
+    else:
+        skipped.append(("softmax", "lm is not a SoftmaxContextLM (θ, Φ)"))
+    if features is not None and Phi is not None:
+        phi, f = np.asarray(Phi, np.float64), np.asarray(features, np.float64)
+        if phi.ndim != 2 or phi.shape[1] != V or f.shape != (S, phi.shape[0]):
+            raise ShapeError(f"features: expected f of shape ({S}, d) with Phi (d, {V}), got {f.shape}, {phi.shape}")
+        eps_quad = quad_epsilon(contexts, f, phi)
+        bounds += _transfer([("quad", forms["quad"], eps_quad, g)], "f", task, P, f @ phi, f, "span-ball",
+                            _row_basis(phi), B2s, l2, atol)
+    else:
+        skipped.append(("quad", "no Quad features f with their Φ (pass features= and Phi=)"))
+    return NaturalTaskCheck(S, eps, eps_best, eps_phi, eps_quad, g, g_phi, float(task.pos.sum()), tuple(bounds),
+                            tuple(skipped), atol, all(b.holds for b in bounds))
+
+
+__all__ = ["NaturalTask", "natural_task", "random_natural_task", "lm_laws", "context_kl", "lm_epsilon",
+           "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution", "bound_any_lm",
+           "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck", "check_natural_task",
+           "B_GRID"]

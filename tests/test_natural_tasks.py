@@ -1,0 +1,397 @@
+"""Natural tasks (Saunshi, Malladi & Arora 2021): the per-context identities, γ and γ_Φ, the τ solvers,
+and every transfer bound against the losses measured on exact worlds."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.base import WorldLM
+from simlm.models.finite import (ContextSet, SoftmaxContextLM, enumerate_contexts, fit_cross_entropy,
+                                 log_partition, quad_minimiser)
+from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
+from simlm.theory._convex import constrained_logistic, logistic_loss, polish_softmax_fit
+from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings
+from simlm.theory.natural_tasks import (
+    check_natural_task,
+    context_kl,
+    gamma,
+    gamma_phi,
+    lm_epsilon,
+    lm_laws,
+    natural_task,
+    quad_epsilon,
+    random_natural_task,
+    softmax_excess,
+    tau,
+)
+from simlm.worlds import HMM, LogLinearWorld
+
+V, D, L = 4, 2, 2  # one shape everywhere: 1 + 4 + 16 = 21 contexts, so each jitted function compiles once
+seeds = st.integers(0, 2**31 - 1)
+
+
+def world_of(family: str, seed: int):
+    if family == "hmm":
+        return HMM.random(seed, 3, V)
+    return LogLinearWorld.random(seed, n_states=3, n_symbols=V, dim=D)
+
+
+@functools.lru_cache(maxsize=32)
+def contexts_of(family: str, seed: int):
+    return enumerate_contexts(world_of(family, seed), L)
+
+
+def describe(world) -> str:
+    """The world's parameters, for the failure message of a violated bound."""
+    names = ("initial", "transition", "emission") if isinstance(world, HMM) else \
+        ("representations", "word_embeddings", "next_state")
+    return f"{type(world).__name__}(" + ", ".join(
+        f"{n}={np.array2string(np.asarray(getattr(world, n)), precision=17, separator=',')}" for n in names) + ")"
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def kl(p, q):
+    return float(np.sum(np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)))
+
+
+# ---- per-context identities -------------------------------------------------------------------------
+
+@given(seeds)
+def test_pinsker_bounds_a_linear_functional(seed):
+    # |⟨v, p − p*⟩| ≤ ‖v‖_∞‖p − p*‖₁ = 2‖v‖_∞TV(p*, p) ≤ ‖v‖_∞√(2 KL(p* ‖ p)), Pinsker: TV ≤ √(KL/2)
+    rng = np.random.default_rng(seed)
+    p_star, p = rng.dirichlet(np.full(6, 0.3), size=2)
+    v = rng.standard_normal(6) * rng.exponential()
+    assert abs(v @ (p - p_star)) <= np.abs(v).max() * math.sqrt(2 * kl(p_star, p)) + 1e-12
+
+
+@given(seeds)
+def test_per_context_lemma_for_softmax_lms(seed):
+    # v = Φᵀλ, ‖v‖_∞ ≤ B ⇒ ⟨v, p_θ − p*⟩² ≤ 2B²(ℓ_s(θ) − min ℓ_s)
+    rng = np.random.default_rng(seed)
+    phi = rng.standard_normal((D, 5))
+    P = rng.dirichlet(np.full(5, 0.5), size=3)
+    theta = fit_cross_entropy(P, phi).theta + rng.standard_normal((3, D)) * rng.exponential(size=(3, 1))
+    v = rng.standard_normal(D) @ phi
+    lhs = ((softmax(np.asarray(theta, np.float64) @ phi) - P) @ v) ** 2
+    rhs = 2 * np.abs(v).max() ** 2 * softmax_excess(theta, phi, P)
+    assert np.all(lhs <= rhs * (1 + 1e-9) + 1e-14), (lhs, rhs)
+
+
+@given(seeds)
+def test_gradient_of_the_log_partition_is_the_conditional_mean(seed):
+    rng = np.random.default_rng(seed)
+    theta, phi = rng.standard_normal((3, D)), rng.standard_normal((D, V))
+    with jax.enable_x64(True):
+        grad = np.asarray(jax.grad(lambda t: log_partition(t, jnp.asarray(phi)).sum())(jnp.asarray(theta)))
+    np.testing.assert_allclose(grad, softmax(theta @ phi) @ phi.T, rtol=1e-10, atol=1e-12)  # ∇ log Z = Φp_θ
+
+
+@given(seeds)
+def test_cross_entropy_optimum_matches_moments(seed):
+    rng = np.random.default_rng(seed)
+    P, phi = rng.dirichlet(np.ones(V), size=3), rng.standard_normal((D, V))
+    lm = fit_cross_entropy(P, phi)
+    theta = polish_softmax_fit(lm.theta, phi, P)  # float64: fit_cross_entropy rounds θ to float32
+    np.testing.assert_allclose(softmax(theta @ phi) @ phi.T, P @ phi.T, atol=1e-9)  # Φp_θ* = Φp*
+    np.testing.assert_allclose(lm_laws(lm, _contexts_like(P)) @ phi.T, P @ phi.T, atol=1e-5)
+    assert np.all(softmax_excess(lm.theta, phi, P) <= 1e-12)  # the float32 θ* is still a minimum to 1e-12
+
+
+def _contexts_like(P):
+    """A ContextSet with these laws and uniform p_L (its prefixes are placeholders)."""
+    S = len(P)
+    return ContextSet(tuple((i,) for i in range(S)), np.ones(S, int), np.ones(S), np.full(S, 1 / S), P, 1)
+
+
+@given(seeds)
+def test_quad_excess_identity(seed):
+    # ℓ_quad(f) − ℓ_quad(f*) = ½‖Φᵀ(f − f*)‖², f* = (ΦΦᵀ)⁻¹Φp*, so ε_quad is the mean Quad excess
+    rng = np.random.default_rng(seed)
+    P, phi = rng.dirichlet(np.ones(V), size=3), rng.standard_normal((D, V))
+    f_star = np.asarray(quad_minimiser(P, phi), np.float64)
+    np.testing.assert_allclose(phi @ phi.T @ f_star.T, phi @ P.T, atol=1e-5)
+    f = f_star + rng.standard_normal(f_star.shape)
+
+    def ell(f):
+        return -np.sum(f * (P @ phi.T), -1) + 0.5 * np.sum((f @ phi) ** 2, -1)
+
+    gap = np.mean(ell(f) - ell(np.linalg.solve(phi @ phi.T, phi @ P.T).T))
+    assert quad_epsilon(_contexts_like(P), f, phi) == pytest.approx(gap, rel=1e-9)
+
+
+# ---- LM laws ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hmm_contexts():
+    return world_of("hmm", 0), contexts_of("hmm", 0)
+
+
+def test_world_lm_has_the_exact_laws_and_zero_epsilon(hmm_contexts):
+    world, C = hmm_contexts
+    laws = lm_laws(WorldLM(world), C)
+    np.testing.assert_allclose(laws, C.next_token_probs, atol=1e-5)
+    assert lm_epsilon(C, laws) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_perturbed_lm_laws_are_the_perturbed_context_laws(hmm_contexts):
+    world, C = hmm_contexts
+    seqs = np.stack(np.unravel_index(np.arange(V ** (L + 1)), (V,) * (L + 1)), -1)
+    lm = perturbed_lm(world, 0.05, "temperature", 0, tokens=seqs)
+    expected = np.exp(np.asarray(perturb_logprobs("temperature", jnp.log(C.next_token_probs), lm.scale, lm.params)))
+    np.testing.assert_allclose(lm_laws(lm, C), expected, atol=1e-5)
+
+
+# ---- γ and γ_Φ ----------------------------------------------------------------------------------------
+
+def test_gamma_is_one_when_the_task_weights_are_p_L(hmm_contexts):
+    _, C = hmm_contexts
+    task = natural_task(C, np.arange(V, dtype=float), -1.5)
+    assert gamma(C.weights / C.weights.sum(), task.weights) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_gamma_of_a_slice_is_its_mass(hmm_contexts):
+    _, C = hmm_contexts
+    task = natural_task(C, np.arange(V, dtype=float), -1.5, prompt=(1,))
+    p_L = C.weights / C.weights.sum()
+    in_slice = np.array([s[-1:] == (1,) for s in C.prefixes])
+    assert gamma(p_L, task.weights) == pytest.approx(p_L[in_slice].sum(), rel=1e-12)
+    assert np.all(task.weights[~in_slice] == 0)
+
+
+def test_gamma_phi_on_hand_built_cases():
+    # Σ_L = ½I, Σ_T = diag(0, 1): γ_Φ = ½ = γ
+    assert gamma_phi([0.5, 0.5], [0.0, 1.0], np.eye(2)) == pytest.approx(0.5)
+    # one direction shared by both contexts: γ_Φ = 1 > γ = 0.1
+    assert gamma([0.9, 0.1], [0.0, 1.0]) == pytest.approx(0.1)
+    assert gamma_phi([0.9, 0.1], [0.0, 1.0], [[1.0], [1.0]]) == pytest.approx(1.0)
+    # Σ_T has mass outside range(Σ_L): no γ > 0 works
+    assert gamma_phi([1.0, 0.0], [0.0, 1.0], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
+    # Δ = 0 on p_T: every γ works
+    assert gamma_phi([0.5, 0.5], [0.0, 1.0], [[1.0, 0.0], [0.0, 0.0]]) == math.inf
+
+
+@given(seeds)
+def test_gamma_phi_is_at_least_gamma(seed):
+    rng = np.random.default_rng(seed)
+    S = 6
+    p_L = rng.dirichlet(np.ones(S))
+    p_T = rng.dirichlet(np.ones(S)) * (rng.random(S) < 0.7)
+    p_T = p_T / p_T.sum() if p_T.sum() > 0 else np.eye(S)[0]
+    delta = rng.standard_normal((S, rng.integers(1, 4)))
+    g, g_phi = gamma(p_L, p_T), gamma_phi(p_L, p_T, delta)
+    assert g_phi >= g * (1 - 1e-9)
+    SL, ST = (delta * p_L[:, None]).T @ delta, (delta * p_T[:, None]).T @ delta
+    assert np.linalg.eigvalsh(SL - g * ST)[0] >= -1e-12  # Σ_{p_L} ⪰ γ Σ_{p_T}
+
+
+# ---- τ solvers ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Three contexts over two words: small enough to brute-force τ on a grid."""
+    C = enumerate_contexts(HMM.random(3, 2, 2), 1)
+    return C, natural_task(C, [1.0, -2.0], 0.4, noise="logistic")
+
+
+def brute_force(P, task, candidates, biases):
+    """min of the task loss over the grid of classifiers (v, b), v ∈ candidates (n, V), b ∈ biases."""
+    z = (P @ candidates.T)[:, :, None] + biases[None, None, :]  # (S, n_v, n_b)
+    return (np.tensordot(task.pos, np.logaddexp(0, -z), 1) + np.tensordot(task.neg, np.logaddexp(0, z), 1)).min()
+
+
+@pytest.mark.parametrize("norm, phi", [("inf", None), ("inf", [[1.0, 0.5]]), ("2", [[1.0, 0.5]])])
+def test_tau_is_optimal_against_a_brute_force_grid(tiny, norm, phi):
+    C, task = tiny
+    B = 2.0
+    sol = tau(C, task, [B], Phi=phi, norm=norm)
+    grid = np.linspace(-B, B, 161)  # step 0.025
+    if phi is None:  # the box [−B, B]²
+        cands = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    else:  # v = Φᵀλ is a line in R²: grid it along its direction, then keep the ball
+        u = np.asarray(phi[0]) / np.linalg.norm(phi[0])
+        cands = np.linspace(-3 * B, 3 * B, 4801)[:, None] * u
+        size = np.abs(cands).max(-1) if norm == "inf" else np.linalg.norm(cands, axis=-1)
+        cands = cands[size <= B]
+    best = brute_force(C.next_token_probs, task, cands, grid)
+    assert best - 1e-3 <= sol.loss[0] <= best + 1e-12  # a grid point is within 0.0125 of any (v, b) per axis
+    assert sol.gap[0] <= 1e-6  # Frank–Wolfe certificate: τ ≥ loss − gap
+
+
+@pytest.mark.parametrize("norm, phi", [("inf", None), ("inf", "world"), ("2", "world")])
+def test_tau_is_non_increasing_in_B(norm, phi):
+    C = contexts_of("loglinear", 1)
+    phi = None if phi is None else np.asarray(world_of("loglinear", 1).word_embeddings)
+    sol = tau(C, random_natural_task(C, 0, noise="logistic"), Phi=phi, norm=norm)
+    assert np.all(np.diff(sol.loss) <= 1e-8), sol.loss
+    assert np.all(sol.gap <= 1e-5), sol.gap
+
+
+def test_warm_started_solver_never_ends_above_its_start(tiny):
+    C, task = tiny
+    X = np.random.default_rng(0).dirichlet(np.ones(2), size=len(C.prefixes))
+    start = (np.array([[0.3, -0.7]]), np.array([0.2]))
+    sol = constrained_logistic(X, task.pos, task.neg, [1.0], "box", init=start)
+    assert sol.loss[0] <= logistic_loss(X @ start[0][0] + start[1][0], task.pos, task.neg)
+
+
+# ---- the transfer bounds over random worlds × ε-optimal LMs × natural tasks ---------------------------
+
+def make_lm(kind, family, seed, scale, task, C):
+    """An LM near the world: a perturbed_lm family applied to the context laws, or a softmax LM whose θ
+    (cross-entropy optimum) or f (Quad optimum) is jittered by ``scale``.  Returns (lm, Φ or None)."""
+    rng = np.random.default_rng(seed)
+    P = C.next_token_probs
+    if kind in KINDS:
+        params = {"logit-noise": {"W": jnp.asarray(rng.standard_normal((V, V)), jnp.float32)},
+                  "temperature": {"colder": jnp.asarray(bool(seed % 2))}, "uniform-mixture": {},
+                  "rare-words": {"g": jnp.asarray(rng.standard_normal(V), jnp.float32),
+                                 "threshold": jnp.float32(np.quantile(P, 0.1) * 1.0001)},
+                  "task-adversarial": {"v": jnp.asarray(task.v, jnp.float32)}}[kind]
+        s = min(scale, 0.99) if kind == "uniform-mixture" else scale
+        return np.exp(np.asarray(perturb_logprobs(kind, jnp.log(jnp.asarray(P, jnp.float32)), s, params))), None
+    phi = np.asarray(world_of(family, seed).word_embeddings) if family == "loglinear" else \
+        random_embeddings(seed, D, V)
+    base = fit_cross_entropy(P, phi).theta if kind == "softmax" else np.asarray(quad_minimiser(P, phi))
+    return SoftmaxContextLM(np.asarray(base) + scale * rng.standard_normal(base.shape), phi), phi
+
+
+@given(family=st.sampled_from(["hmm", "loglinear"]), world_seed=st.integers(0, 10_000),
+       kind=st.sampled_from(KINDS + ("softmax", "quad")), scale=st.floats(0.0, 3.0),
+       task_seed=seeds, noise=st.sampled_from(["sign", "logistic"]),
+       prompt=st.sampled_from([None, (0,), (2,), (1, 3)]))
+def test_every_bound_holds(family, world_seed, kind, scale, task_seed, noise, prompt):
+    C = contexts_of(family, world_seed)
+    task = random_natural_task(C, task_seed, noise=noise, prompt=prompt)
+    lm, phi = make_lm(kind, family, world_seed, scale, task, C)
+    note(f"world: {describe(world_of(family, world_seed))}\nlm: {kind} scale={scale}; task: seed={task_seed} "
+         f"noise={noise} prompt={prompt}")
+    r = check_natural_task(C, lm, task)
+    note(f"ε={r.eps:.6g} ε_Φ={r.eps_phi:.6g} ε_quad={r.eps_quad:.6g} γ={r.gamma:.6g} γ_Φ={r.gamma_phi:.6g}")
+    for b in r.bounds:
+        assert np.all(b.loss_best <= b.loss_natural + 1e-12)  # (b) is the best in the ball, (a) one of it
+        assert b.holds, (f"{b.name} violated: bound {b.bound} vs (a) {b.loss_natural}, (b) {b.loss_best}; "
+                         f"world {describe(world_of(family, world_seed))}")
+    assert r.holds
+    assert {b.name for b in r.bounds} == ({"any-lm"} if phi is None else
+                                          {"any-lm", "softmax", "softmax-gamma-phi", "quad"})
+    if phi is not None:
+        assert r.gamma_phi >= r.gamma * (1 - 1e-9)
+
+
+def test_check_reports_every_number_on_an_example():
+    C = contexts_of("loglinear", 0)
+    task = random_natural_task(C, 1, noise="logistic")
+    lm, phi = make_lm("quad", "loglinear", 0, 0.1, task, C)
+    r = check_natural_task(C, lm, task)
+    assert r.holds and r.eps > 0 and r.eps_phi > 0 and r.eps_quad > 0
+    assert r.eps_best == pytest.approx(0.0, abs=1e-9)  # a log-linear world is a softmax LM with its own Φ
+    b = r.bound("softmax")
+    assert b.value == b.bound[b.index] == b.bound.min() and b.B == b.B_grid[b.index]
+    assert b.tau[b.index] <= b.value and 0 <= b.error_natural[b.index] <= 1
+    assert r.bound("quad").features == "f" and r.skipped == ()
+    with pytest.raises(ConfigError, match="name"):
+        r.bound("nope")
+
+
+def test_a_replacement_bound_form_is_used():
+    C = contexts_of("hmm", 0)
+    task = random_natural_task(C, 0)
+    r = check_natural_task(C, C.next_token_probs, task, forms={"any-lm": lambda t, B, e, g: t + 1.0})
+    np.testing.assert_allclose(r.bound("any-lm").bound, r.bound("any-lm").tau + 1.0)
+    assert [name for name, _ in r.skipped] == ["softmax", "quad"]
+
+
+def test_the_exact_lm_transfers_with_no_loss(hmm_contexts):
+    world, C = hmm_contexts
+    task = random_natural_task(C, 3, noise="logistic")
+    r = check_natural_task(world, WorldLM(world), task)  # contexts enumerated from the world
+    assert r.eps == pytest.approx(0.0, abs=1e-9) and r.holds
+    b = r.bound("any-lm")
+    np.testing.assert_allclose(b.loss_natural, b.tau, atol=1e-6)  # ε = 0: the bound is τ and is met
+
+
+# ---- the quadratic log-partition view ----------------------------------------------------------------
+
+def test_log_partition_is_nearly_quadratic_for_gaussian_embeddings_only():
+    theta = np.random.default_rng(1).standard_normal((200, 3))
+    fits = {g: [log_partition_fit(theta, random_embeddings(s, 3, 1000, g)) for s in range(3)]
+            for g in ("gaussian", "clustered", "heavy-tailed")}
+    r2z = {g: np.mean([f.r2_logz for f in fs]) for g, fs in fits.items()}
+    r2m = {g: np.mean([f.r2_mean for f in fs]) for g, fs in fits.items()}
+    assert all(f.determined for fs in fits.values() for f in fs)
+    assert r2z["gaussian"] > 0.99 and r2m["gaussian"] > 0.98, (r2z, r2m)
+    assert r2m["clustered"] < 0.96 and r2m["heavy-tailed"] < 0.8 and r2z["heavy-tailed"] < 0.96, (r2z, r2m)
+
+
+def test_the_quadratic_of_a_nearly_quadratic_log_partition_is_recovered():
+    # two words ±φ: log Z = log 2 + log cosh⟨θ, φ⟩ ≈ log 2 + ½⟨θ, φ⟩² near 0
+    theta = 0.01 * np.random.default_rng(0).standard_normal((50, 2))
+    fit = log_partition_fit(theta, np.array([[1.0, -1.0], [0.5, -0.5]]))
+    assert fit.determined and fit.r2_logz > 0.999 and fit.r2_mean > 0.999
+    np.testing.assert_allclose(fit.A, [[1.0, 0.5], [0.5, 0.25]], atol=1e-3)
+
+
+def test_compare_probes_reports_each_feature_map():
+    C = contexts_of("loglinear", 0)
+    task = random_natural_task(C, 2, noise="logistic")
+    phi = np.asarray(world_of("loglinear", 0).word_embeddings)
+    f = np.asarray(fit_cross_entropy(C.next_token_probs, phi).theta)
+    cmp = compare_probes(C, task, f, phi)
+    assert set(cmp.loss) == set(cmp.error) == {"f", "Φp_f", "p*"}
+    assert all(0 <= loss <= math.log(2) + 1e-12 for loss in cmp.loss.values())  # (w, b) = 0 scores log 2
+    np.testing.assert_allclose(cmp.log_partition.A, log_partition_fit(f, phi).A)
+    # 3 automaton states: f takes 3 values in R², too few for the 6 coefficients of a quadratic
+    assert not cmp.log_partition.determined
+
+
+# ---- bad input -----------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_typed_errors_naming_the_argument(hmm_contexts):
+    _, C = hmm_contexts
+    v = np.ones(V)
+    task = natural_task(C, v, -1.0)
+    with pytest.raises(ShapeError, match="v"):
+        natural_task(C, np.ones(V + 1), 0.0)
+    with pytest.raises(ConfigError, match="noise"):
+        natural_task(C, v, 0.0, noise="gauss")
+    with pytest.raises(TokenError, match="prompt"):
+        natural_task(C, v, 0.0, prompt=(V,))
+    with pytest.raises(ConfigError, match="prompt"):
+        natural_task(C, v, 0.0, prompt=(0,) * (L + 1))
+    with pytest.raises(ShapeError, match="weights"):
+        natural_task(C, v, 0.0, weights=np.ones(3))
+    with pytest.raises(ConfigError, match="contexts"):
+        natural_task("contexts", v, 0.0)
+    with pytest.raises(ConfigError, match="B_grid"):
+        check_natural_task(C, C.next_token_probs, task, B_grid=[-1.0])
+    with pytest.raises(ConfigError, match="lm"):
+        check_natural_task(C, object(), task)
+    with pytest.raises(ShapeError, match="lm"):
+        lm_laws(np.full((3, V), 1 / V), C)
+    with pytest.raises(ShapeError, match="task"):
+        check_natural_task(contexts_of("hmm", 1), C.next_token_probs, natural_task(enumerate_contexts(
+            HMM.random(0, 3, V), 1), v, 0.0))
+    with pytest.raises(ConfigError, match="geometry"):
+        random_embeddings(0, 2, 5, "spiky")
+    with pytest.raises(ShapeError, match="theta"):
+        log_partition_fit(np.ones((3, 2)), np.ones((3, 5)))
+    with pytest.raises(ConfigError, match="norm"):
+        tau(C, task, norm="2")
+
+
+def test_context_kl_is_infinite_off_the_support():
+    assert context_kl(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]))[0] == math.inf
