@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from simlm._optim import minimise
+
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds.base import check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
@@ -159,25 +161,17 @@ def _fit_linear(z, labels, l2, lr, key, n_classes: int, steps: int, method: str)
         return _xent(z @ W + b, labels) + 0.5 * l2 * jnp.sum(W**2)
 
     if method == "adam":
-        opt = optax.adam(lr)
-        value_and_grad = jax.value_and_grad(loss)
+        return minimise(loss, params, optax.adam(lr), steps)
+    opt = optax.lbfgs()
+    value_and_grad_state = optax.value_and_grad_from_state(loss)
 
-        def step(carry, _):
-            p, state = carry
-            value, grad = value_and_grad(p)
-            updates, state = opt.update(grad, state, p)
-            return (optax.apply_updates(p, updates), state), value
-    else:
-        opt = optax.lbfgs()
-        value_and_grad_state = optax.value_and_grad_from_state(loss)
-
-        def step(carry, _):
-            p, state = carry
-            value, grad = value_and_grad_state(p, state=state)
-            updates, new_state = opt.update(grad, state, p, value=value, grad=grad, value_fn=loss)
-            new_p = optax.apply_updates(p, updates)
-            ok = jnp.isfinite(loss(new_p))  # a converged line search can step to NaN: keep the last good point
-            return jax.lax.cond(ok, lambda: (new_p, new_state), lambda: (p, state)), value
+    def step(carry, _):
+        p, state = carry
+        value, grad = value_and_grad_state(p, state=state)
+        updates, new_state = opt.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+        new_p = optax.apply_updates(p, updates)
+        ok = jnp.isfinite(loss(new_p))  # a converged line search can step to NaN: keep the last good point
+        return jax.lax.cond(ok, lambda: (new_p, new_state), lambda: (p, state)), value
 
     (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
     return params, losses
@@ -256,15 +250,7 @@ def adam_restarts(loss, init, keys, *, steps: int, lr: float):
     opt = optax.adam(lr)
 
     def run(key):
-        p0 = init(key)
-
-        def step(carry, _):
-            p, s = carry
-            value, grad = jax.value_and_grad(loss)(p)
-            updates, s = opt.update(grad, s, p)
-            return (optax.apply_updates(p, updates), s), value
-
-        (p, _), losses = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
+        p, losses = minimise(loss, init(key), opt, steps)
         return p, losses, loss(p)
 
     params, losses, final = jax.vmap(run)(keys)

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from simlm._optim import minimise
 from flax import nnx
 
 from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
@@ -272,13 +274,7 @@ def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_cl
         z, _, _ = _standardise(features(p["prefix"]))
         return _xent(z @ p["W"] + p["b"], labels) + 0.5 * l2 * jnp.sum(p["W"] ** 2)
 
-    def step(carry, _):
-        p, s = carry
-        value, grad = jax.value_and_grad(loss)(p)
-        updates, s = opt.update(grad, s, p)
-        return (optax.apply_updates(p, updates), s), value
-
-    (p, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    p, losses = minimise(loss, params, opt, steps)
     final = features(p["prefix"])
     _, mean, sd = _standardise(final)
     return p, mean, sd, losses, final

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from simlm._optim import minimise
+
 from simlm.errors import ConfigError, ShapeError
 from simlm.train.epsilon import kl_per_sequence
 from simlm.worlds.base import check_positive, check_positive_int, check_stochastic
@@ -234,12 +236,7 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
         logq = jax.nn.log_softmax(p["theta"] @ p["phi"], axis=-1)
         return jnp.sum(w * kl_per_sequence(logP[:, None, :], logq[:, None, :]))
 
-    def body(_, carry):
-        p, state = carry
-        updates, state = opt.update(jax.grad(loss)(p), state)
-        return optax.apply_updates(p, updates), state
-
-    params = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, opt.init(p)))[0])(params)
+    params = jax.jit(lambda p: minimise(loss, p, opt, steps)[0])(params)
     return SoftmaxContextLM(params["theta"], params["phi"], n_steps=steps)
 
 
@@ -274,15 +271,8 @@ def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array
     if f0.shape != (P.shape[0], phi.shape[0]):
         raise ShapeError(f"init: expected shape {(P.shape[0], phi.shape[0])}, got {f0.shape}")
     P, phi_j, f0 = (jnp.asarray(a, jnp.float32) for a in (P, phi, f0))
-    opt = optax.sgd(lr)
-    loss = jax.grad(lambda f: quad_loss(f, P, phi_j).sum())
-
-    def body(_, carry):
-        f, state = carry
-        updates, state = opt.update(loss(f), state)
-        return optax.apply_updates(f, updates), state
-
-    return jax.jit(lambda f: jax.lax.fori_loop(0, steps, body, (f, opt.init(f)))[0])(f0)
+    total = lambda f: quad_loss(f, P, phi_j).sum()
+    return jax.jit(lambda f: minimise(total, f, optax.sgd(lr), steps)[0])(f0)
 
 
 # ---- contexts of a small world ----------------------------------------------------------------------
