@@ -1,0 +1,114 @@
+"""The natural-task sweep (Saunshi, Malladi & Arora 2021), run in quick mode: tidy rows, no bound
+violated, the excess growing with ε, its files written; and the pieces it is built from."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from simlm.errors import ConfigError
+from simlm.experiments import natural_tasks as nt
+from simlm.models.finite import enumerate_contexts
+from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
+from simlm.theory.natural_tasks import gamma, lm_laws, random_natural_task
+from simlm.worlds import LogLinearWorld
+
+COLUMNS = {"world", "lm", "family", "target_eps", "calibrated", "task", "prompt", "noise", "eps", "eps_phi",
+           "eps_quad", "gamma", "gamma_phi", "bound", "features", "eps_bound", "gamma_bound", "B", "tau",
+           "bound_value", "slack", "loss_natural", "loss_best", "excess_natural", "excess_best",
+           "ratio_natural", "ratio_best", "probe_loss", "holds", "max_overshoot"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("natural_tasks")
+    return nt.main(["--quick", "--out", str(out)]), out
+
+
+def test_rows_are_tidy_with_the_expected_columns(quick):
+    result, _ = quick
+    rows = result["rows"]
+    assert rows and all(COLUMNS <= set(r) for r in rows)
+    assert {r["features"] for r in rows} == set(nt.FEATURES)
+    assert {r["family"] for r in rows} == {"analytic-laws", "analytic-softmax", "trained"}
+    assert {r["task"] for r in rows} >= {"p_L"} and min(r["gamma"] for r in rows) < 1
+    # one row per (world, LM, ε, task, noise, bound)
+    keys = [(r["world"], r["lm"], r["target_eps"], r["task"], r["noise"], r["bound"]) for r in rows]
+    assert len(keys) == len(set(keys))
+
+
+def test_no_row_has_its_bound_below_the_measured_loss(quick):
+    result, _ = quick
+    assert result["violations"] == []
+    for r in result["rows"]:
+        assert r["holds"] and r["max_overshoot"] <= 1e-7, r
+        assert r["loss_best"] <= r["bound_value"] + 1e-7 and r["loss_natural"] <= r["bound_value"] + 1e-7, r
+        assert r["slack"] == pytest.approx(r["B"] * math.sqrt(2 * r["eps_bound"] / r["gamma_bound"]), rel=1e-9)
+
+
+def test_the_measured_excess_grows_with_eps_for_one_analytic_kind(quick):
+    # p_s = (1 − s)p* + s·u: the transferred τ-classifier's scores shrink to a constant, so its loss
+    # (convex in s, minimal at s = 0 for a fixed B) rises with ε
+    result, _ = quick
+    rows = sorted((r for r in result["rows"] if r["lm"] == "uniform-mixture" and r["task"] == "p_L"),
+                  key=lambda r: r["eps"])
+    assert len(rows) == len(nt.QUICK.eps_grid)
+    excess = np.array([r["excess_natural"] for r in rows])
+    assert np.all(np.diff(excess) >= -1e-6), excess
+    assert excess[-1] > 10 * max(excess[0], 1e-9)
+    np.testing.assert_allclose([r["eps"] for r in rows], nt.QUICK.eps_grid, rtol=1e-6)
+
+
+def test_the_results_are_written_as_strict_json(quick):
+    result, out = quick
+
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    saved = json.loads((out / "results.json").read_text(), parse_constant=no_constants)
+    assert len(saved["rows"]) == len(result["rows"]) and saved["violations"] == []
+    assert saved["log_partition"] and saved["training"] and saved["time_s"] > 0
+
+
+def test_the_plots_are_pngs(quick):
+    pytest.importorskip("matplotlib")
+    _, out = quick
+    for name in ("natural_tasks", "eps", "gamma", "ratio", "log_partition"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the pieces ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def contexts():
+    return enumerate_contexts(LogLinearWorld.random(0, n_states=3, n_symbols=4, dim=2), 2)
+
+
+def test_a_causal_transformer_on_the_contexts_is_the_softmax_lm_of_its_features(contexts):
+    lm = TransformerLM(init_transformer(TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=2,
+                                                          max_len=3), seed=0))
+    soft = nt.context_softmax_lm(lm, contexts)
+    np.testing.assert_allclose(lm_laws(soft, contexts), lm_laws(lm, contexts), atol=1e-5)
+
+
+def test_task_prompts_start_with_p_L_and_slice_rarer_with_length():
+    contexts = enumerate_contexts(LogLinearWorld.random(0, n_states=3, n_symbols=4, dim=2), 3)
+    prompts = nt.task_prompts(contexts, (1, 2))
+    assert prompts[0] is None and {len(u) for u in prompts[1:]} == {1, 2}
+    p_L = contexts.weights / contexts.weights.sum()
+    g = lambda u: gamma(p_L, random_natural_task(contexts, 0, prompt=u).weights)  # = p_L(slice)
+    gammas = [g(u) for u in prompts]
+    assert gammas[0] == pytest.approx(1.0) and all(x < 1 for x in gammas[1:])
+    assert gammas[1] >= gammas[2] and gammas[3] >= gammas[4]  # the most, then the least likely prompt
+    assert gammas[4] < gammas[2]  # the rarest 2-token slice is rarer than the rarest 1-token one
+    for u in prompts[3:]:  # a longer prompt slices a subset
+        assert g(u) < g(u[1:])
+
+
+def test_solve_scale_hits_the_target_or_says_it_cannot():
+    assert nt.solve_scale(lambda s: s**2, 0.25) == pytest.approx(0.5, rel=1e-10)
+    with pytest.raises(ConfigError, match="unreachable"):
+        nt.solve_scale(lambda s: s / (1 + s), 2.0)
