@@ -1,0 +1,578 @@
+"""Head and prompt tuning on exact worlds (Wei, Xie & Ma, NeurIPS 2021), at the oracle and at trained masked LMs.
+
+Experiment 1 — |X| = 10 symbols, |H| ∈ {4, 8, 10, 12, 15, 25, 30}, one HMM per |H| from the
+permutation-mixture family at temperature 0.01 (``HMM.random(world_seed, |H|, |X|, family=
+"permutation-mixture", transition_temp=0.01, emission_temp=0.01)``).  Per seed s a binary task
+y = 1[μᵀP(H_0 | x_1:T) ≥ 0] (:func:`~simlm.downstream.make_posterior_task`, position "prepended"), n_train
++ n_test labelled sequences, and four predictors that see only x_1:T' (T' = ``visible_length`` ≤ T =
+``label_length``; the authors label from length 128 and show 80):
+
+- oracle head     — linear head on the exact prepended-mask law P(H_0 | x_1:T') B (WorldLM, ε = 0);
+- oracle prompt   — prompt likelihoods u ∈ R^K_{≥0} and a head, fitted jointly (fit_exact_prompt);
+- trained head    — linear head on a masked transformer's law at a MASK prepended before x_1:T';
+- trained prompt  — a continuous prefix before (MASK, x_1:T') and a head, the network frozen.
+
+The trained transformers (``causal=False``, objective "masked-lm", seq_len T' + 1 so that (MASK, x_1:T')
+has the length trained on) are the seeds of one world trained together as a vmapped ensemble down the ε
+ladder ``targets``; each is evaluated at every rung it reached (its Orbax checkpoint) and at the end of
+training (level "final").  Every record carries the exact masked ε of the LM it used (``epsilon``: mean
+KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) over all positions of 64 held-out sequences; ``ladder_epsilon``: the
+trainer's value when the rung was saved) and ``epsilon_readout``, the exact KL at the very law the head
+reads, on the test inputs.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
+when T' = T: ``--full-input``), the majority-class rate, and Wei et al.'s conditions — emission rank and
+σ_min of B (head works for every μ iff rank B = |H|, so only while |H| ≤ |X|), the head realisability
+residual ‖BB⁺μ − μ‖/‖μ‖, the rank of B on supp μ and the prompt feasibility of the task.
+
+Experiment 2 — memory.  4 syntactic states × M ∈ {2, 3, 5, 7} slot values: one memory cell whose value
+is drawn once per sequence (``MemoryHMM.random(world_seed, 1, M, 4, |X|)``, the one-cell model of
+:meth:`~simlm.worlds.MemoryHMM.one_cell`), the task a function of P(m | x) (:func:`make_memory_task`),
+read by the single-query attention head over the masked laws at every position (oracle and trained), and
+by a linear head on the prepended-mask law (oracle) for contrast; against a vanilla HMM with the same
+4M hidden states and its posterior task (linear head and prompt, oracle and trained, as above).
+
+Seeds.  Seed s sets the task (1000 s), the training (1000 s + 1) and test (1000 s + 2) data, the Bayes
+ceiling's continuations (1000 s + 3), head and prompt initialisations and the transformer's
+initialisation; the world of each size is one draw (``world_seed``), shared by the seeds.
+
+Results store.  ``<out>/<experiment>.cells.jsonl`` gets one line per finished cell — a (world, seed,
+level) with level "oracle", "eps<=<target>" or "final" — holding its records; a rerun with the same
+``--out`` and config skips finished cells (a torn last line is dropped), training resumes from the
+trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.json`` (all records, the
+per-group summary, the training ladders, times; written to a temporary file and renamed) and
+``<out>/<experiment>.png`` are rewritten at the end of every run.
+
+    python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
+    python -m simlm.experiments.head_prompt experiment2 [--quick] ...
+
+Defaults (chosen to fit a 2-core CPU): T = 24, T' = 16, 512 + 512 sequences per task, 64 continuations
+for the ceiling; transformer d_model 32, 2 layers, 4 heads; batch 64, up to 2500 steps, learning rate
+1e-2, ladder (0.3, 0.1, 0.03); transformer prompt 200 full-batch steps, k = 1.  Measured on this 2-core
+CPU (shared): experiment 1 in full (7 worlds × 3 seeds, trained LMs) ~MEASURED1; experiment 2
+~MEASURED2; ``--quick`` ~MEASURED3 each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_exact_prompt,
+                              fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
+                              sample_task_data, task_features)
+from simlm.errors import ConfigError
+from simlm.models import TransformerConfig, WorldLM
+from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
+from simlm.train import TrainConfig, exact_masked_epsilon, train
+from simlm.train.checkpoint import write_json_atomic
+from simlm.train.epsilon import kl_per_sequence
+from simlm.worlds import HMM, MemoryHMM
+
+EXPERIMENTS = ("experiment1", "experiment2")
+EVAL_SEED, EVAL_SEQUENCES = 2**20, 64  # the held-out set of every reported ε (the trainer's own)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Both experiments as plain values; experiment 1 reads ``n_states``, experiment 2 ``n_slots`` and
+    ``n_syntactic``.  ``visible_length`` T' ≤ ``label_length`` T; ``trained=False`` skips the transformers."""
+
+    n_symbols: int = 10
+    n_states: tuple = (4, 8, 10, 12, 15, 25, 30)
+    n_syntactic: int = 4
+    n_slots: tuple = (2, 3, 5, 7)
+    temperature: float = 0.01
+    world_seed: int = 0
+    seeds: tuple = (0, 1, 2)
+    label_length: int = 24
+    visible_length: int = 16
+    n_train: int = 512
+    n_test: int = 512
+    n_continuations: int = 64
+    prompt_length: int = 1
+    exact_prompt_steps: int = 300
+    transformer_prompt_steps: int = 200
+    attention_steps: int = 300
+    trained: bool = True
+    targets: tuple = (0.3, 0.1, 0.03)
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    batch_size: int = 64
+    max_steps: int = 2500
+    learning_rate: float = 1e-2
+    eval_every: int = 100
+
+    def __post_init__(self):
+        if not 1 <= self.visible_length <= self.label_length:
+            raise ConfigError(f"visible_length: expected 1 ≤ T' ≤ label_length = {self.label_length}, "
+                              f"got {self.visible_length}")
+        for name in ("n_states", "n_slots", "seeds", "targets"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+#: ``--quick``: |H| ∈ {8, 15} (experiment 2: M = 2, i.e. one memory and one vanilla world), one seed, T' = 6
+#: of T = 8, 128 + 128 sequences, a 1-layer d = 16 transformer trained until its ε ≤ 1.8 rung (a few
+#: steps; at most 40).  Shapes are chosen so that compiled functions are shared between worlds.
+QUICK = dict(n_states=(8, 15), n_slots=(2,), seeds=(0,), label_length=8, visible_length=6, n_train=128,
+             n_test=128, n_continuations=16, exact_prompt_steps=100, transformer_prompt_steps=20,
+             attention_steps=100, targets=(1.8,), d_model=16, n_layers=1, n_heads=2, batch_size=64,
+             max_steps=40, learning_rate=1e-2, eval_every=20)
+
+
+# ---- worlds and per-seed task data ---------------------------------------------------------------
+
+def worlds(experiment: str, config: Config) -> list[dict]:
+    """The worlds of an experiment: ``{"world": name, "kind": "hmm" | "memory", "n_states", "n_slots",
+    "make": () → world}``; n_states is the number of hidden states (M·Q for a memory world)."""
+    V, t, ws = config.n_symbols, config.temperature, config.world_seed
+
+    def hmm(K):
+        return lambda: HMM.random(ws, K, V, family="permutation-mixture", transition_temp=t, emission_temp=t)
+
+    if experiment == "experiment1":
+        return [dict(world=f"hmm-K{K}", kind="hmm", n_states=K, n_slots=None, make=hmm(K)) for K in config.n_states]
+    if experiment != "experiment2":
+        raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
+    Q, out = config.n_syntactic, []
+    for M in config.n_slots:
+        out.append(dict(world=f"memory-M{M}", kind="memory", n_states=M * Q, n_slots=M,
+                        make=lambda M=M: MemoryHMM.random(ws, 1, M, Q, V, transition_temp=t, emission_temp=t)))
+        out.append(dict(world=f"vanilla-K{M * Q}", kind="hmm", n_states=M * Q, n_slots=M, make=hmm(M * Q)))
+    return out
+
+
+def task_context(world, kind: str, seed: int, config: Config) -> dict:
+    """Task, data (full length T), Bayes ceiling of the test set at T' and the conditions, for one seed."""
+    T, Tv = config.label_length, config.visible_length
+    task = (make_memory_task(world, 1000 * seed) if kind == "memory" else make_posterior_task(world, 1000 * seed))
+    x_tr, y_tr = sample_task_data(world, task, 1000 * seed + 1, config.n_train, T)
+    x_te, y_te = sample_task_data(world, task, 1000 * seed + 2, config.n_test, T)
+    ceiling, ceiling_se = bayes_ceiling(world, task, x_te, Tv, n_continuations=config.n_continuations,
+                                        key=1000 * seed + 3)
+    shared = {"bayes_ceiling": ceiling, "bayes_ceiling_se": ceiling_se,
+              "majority": float(max(np.mean(y_te), 1 - np.mean(y_te))), **conditions(world, kind, task, config)}
+    return {"task": task, "train": (x_tr[:, :Tv], y_tr), "test": (x_te[:, :Tv], y_te), "shared": shared}
+
+
+def conditions(world, kind: str, task, config: Config) -> dict:
+    """Wei et al.'s conditions as numbers (:mod:`simlm.theory.head_prompt`)."""
+    er = emission_rank(world)
+    out = {"emission_rank": er.rank, "emission_sigma_min": er.sigma_min, "emission_condition": er.condition_number}
+    if kind == "memory":
+        mr = memory_rank(world)
+        return {**out, "memory_ranks": mr.ranks.tolist(), "memory_sigma_min": float(mr.sigma_min.min()),
+                "memory_all_full_rank": mr.all_full_rank}
+    hr, sr = head_realisability(world, task.mu), support_rank(world, task.mu)
+    pf = prompt_feasibility(world, task.mu, k=config.prompt_length)
+    return {**out, "head_residual": hr.residual, "head_realisable": hr.realisable, "support_size": len(sr.support),
+            "support_full_rank": sr.full_row_rank, "support_sigma_min": sr.sigma_min,
+            "prompt_feasible": pf.feasible, "prompt_margin": pf.margin}
+
+
+# ---- the predictors ------------------------------------------------------------------------------
+
+def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, oracle: bool) -> list[dict]:
+    """``[{"method", "train_accuracy", "test_accuracy"}]`` of every predictor on ``lm`` (the oracle
+    WorldLM or a trained TransformerLM) for one seed's task."""
+    (x_tr, y_tr), (x_te, y_te) = ctx["train"], ctx["test"]
+    out = []
+
+    def add(method, train_acc, test_acc):
+        out.append({"method": method, "train_accuracy": float(train_acc), "test_accuracy": float(test_acc)})
+
+    if kind == "memory":
+        f_tr, f_te = attention_features(lm, x_tr), attention_features(lm, x_te)
+        head = fit_attention_head(f_tr, y_tr, steps=config.attention_steps, seed=seed)
+        add("attention_head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
+        if not oracle:
+            return out
+    f_tr, f_te = task_features(lm, x_tr, "prepended"), task_features(lm, x_te, "prepended")
+    head = fit_linear_head(f_tr, y_tr, seed=seed)
+    add("head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
+    if kind == "hmm":
+        k = config.prompt_length
+        if oracle:
+            p = fit_exact_prompt(world, x_tr, y_tr, k=k, steps=config.exact_prompt_steps, seed=seed, test=(x_te, y_te))
+        else:
+            p = fit_transformer_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps, seed=seed,
+                                       test=(x_te, y_te))
+        add("prompt", p.train_accuracy, p.test_accuracy)
+    return out
+
+
+def readout_epsilon(lm, world, kind: str, x) -> float:
+    """Exact KL at the laws the heads read, on inputs ``x (n, T')``: the prepended MASK (HMM tasks) or
+    every masked position (memory tasks), nats."""
+    if kind == "memory":
+        return exact_masked_epsilon(world, lm, x)[0]
+    ref = np.log(np.asarray(world.prepended_mask_probs(x), np.float64))
+    model = np.asarray(lm.prepended_mask_logprobs(x), np.float64)
+    return float(np.mean(kl_per_sequence(ref[:, None], model[:, None])))
+
+
+def train_world(world, kind: str, config: Config, run_dir: Path):
+    """Train the seeds of one world together (a vmapped ensemble) down the ε ladder; resumable."""
+    seq_len = config.visible_length + (kind == "hmm")  # (MASK, x_1:T') for the prepended readout
+    model = TransformerConfig(n_symbols=config.n_symbols, d_model=config.d_model, n_layers=config.n_layers,
+                              n_heads=config.n_heads, max_len=seq_len, causal=False)
+    tc = TrainConfig(objective="masked-lm", targets=config.targets, seeds=config.seeds,
+                     batch_size=config.batch_size, seq_len=seq_len, max_steps=config.max_steps,
+                     learning_rate=config.learning_rate, warmup_steps=min(100, config.max_steps // 10),
+                     eval_every=config.eval_every, eval_seed=EVAL_SEED, eval_sequences=EVAL_SEQUENCES)
+    return train(world, model, tc, run_dir, progress=False)
+
+
+# ---- the results store ---------------------------------------------------------------------------
+
+class CellStore:
+    """Append-only JSONL of finished cells, ``{"cell": key, "records": [...], **info}`` per line; each
+    line is written whole, flushed and fsynced, and a torn last line (an interrupted write) is dropped
+    on opening, so the file only ever holds finished cells."""
+
+    def __init__(self, path: Path):
+        self.path, self.cells = Path(path), {}
+        if self.path.exists():
+            text, good = self.path.read_text(), []
+            for line in text.splitlines(keepends=True):
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if line.endswith("\n"):
+                    self.cells[entry["cell"]] = entry
+                    good.append(line)
+            if "".join(good) != text:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text("".join(good))
+                os.replace(tmp, self.path)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cells
+
+    def add(self, key: str, records: list, **info) -> None:
+        entry = _jsonable({"cell": key, "records": records, **info})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.cells[key] = entry
+
+    def records(self) -> list[dict]:
+        return [r for entry in self.cells.values() for r in entry["records"]]
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None  # strict JSON
+    return x.item() if isinstance(x, np.generic) else x
+
+
+# ---- the sweep -----------------------------------------------------------------------------------
+
+def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, log=print) -> dict:
+    """Run (or resume) ``experiment`` into ``out``, write ``<experiment>.json`` (atomically) and
+    ``<experiment>.png``, and return the JSON's payload: ``{"experiment", "config", "records", "summary",
+    "training", "new_cells", "skipped_cells", "cell_seconds", "machine", "files", "time_s"}`` —
+    ``time_s`` this call's wall time, ``cell_seconds`` the sum over every stored cell (all runs)."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _claim(out / f"{experiment}.config.json", config)
+    store = CellStore(out / f"{experiment}.cells.jsonl")
+    levels = ["oracle"] + ([f"eps<={t:g}" for t in config.targets] + ["final"] if config.trained else [])
+    new = skipped = 0
+    for spec in worlds(experiment, config):
+        name, kind = spec["world"], spec["kind"]
+        todo = {(s, lv) for s in config.seeds for lv in levels if _key(name, s, lv) not in store}
+        skipped += len(config.seeds) * len(levels) - len(todo)
+        if not todo:
+            continue
+        world, contexts = spec["make"](), {}
+        base = {"experiment": experiment, "world": name, "kind": kind, "n_states": spec["n_states"],
+                "n_slots": spec["n_slots"], "n_symbols": config.n_symbols, "visible_length": config.visible_length,
+                "label_length": config.label_length}
+
+        def context(s):
+            if s not in contexts:
+                contexts[s] = task_context(world, kind, s, config)
+            return contexts[s]
+
+        for s in sorted({s for s, lv in todo if lv == "oracle"}):
+            t0 = time.perf_counter()
+            rows = evaluate(WorldLM(world), world, kind, context(s), s, config, oracle=True)
+            meta = {**base, "seed": s, "lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0,
+                    "epsilon_se": 0.0, "ladder_epsilon": None, "epsilon_readout": 0.0, "train_step": None}
+            _finish(store, log, _key(name, s, "oracle"), rows, meta, context(s)["shared"], t0)
+            new += 1
+        if not any(lv != "oracle" for _, lv in todo):
+            continue
+        t0 = time.perf_counter()
+        result = train_world(world, kind, config, out / f"{experiment}.train" / name)
+        ladder = [dataclasses.asdict(r) for r in result.records]
+        if _key(name, None, "train") not in store:
+            store.add(_key(name, None, "train"), [], world=name, ladder=ladder, final_step=result.final_step,
+                      seconds=time.perf_counter() - t0)
+        log(f"  trained {name}: {result.final_step} steps, best ε {_fmt_eps(result.best_epsilon)} "
+            f"({time.perf_counter() - t0:.1f} s)")
+        scored = {}
+        heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
+        for s, lv in sorted(todo, key=lambda c: (c[0], levels.index(c[1]))):
+            if lv == "oracle":
+                continue
+            t0 = time.perf_counter()
+            if lv == "final":
+                lm, target, rec = result.final_lms[config.seeds.index(s)], None, None
+            else:
+                target = config.targets[levels.index(lv) - 1]
+                rec = next(r for r in result.records if r.seed == s and math.isclose(r.target, target))
+                if not rec.reached:
+                    store.add(_key(name, s, lv), [], reached=False, seconds=time.perf_counter() - t0)
+                    new += 1
+                    continue
+                lm = result.lm(target, s)
+            step, ctx = result.final_step if rec is None else rec.step, context(s)
+            if (s, step) not in scored:  # the ladder stops at its last rung: then "final" is that model
+                eps, eps_se = exact_masked_epsilon(world, lm, heldout)
+                scored[s, step] = (evaluate(lm, world, kind, ctx, s, config, oracle=False), eps, eps_se,
+                                   readout_epsilon(lm, world, kind, ctx["test"][0]))
+            rows, eps, eps_se, eps_readout = scored[s, step]
+            meta = {**base, "seed": s, "lm": "trained", "level": lv, "target": target, "epsilon": eps,
+                    "epsilon_se": eps_se, "ladder_epsilon": None if rec is None else rec.epsilon,
+                    "epsilon_readout": eps_readout, "train_step": step}
+            _finish(store, log, _key(name, s, lv), rows, meta, ctx["shared"], t0)
+            new += 1
+    records = store.records()
+    training = {e["world"]: {"ladder": e["ladder"], "final_step": e["final_step"], "seconds": e["seconds"]}
+                for e in store.cells.values() if "ladder" in e}
+    payload = _jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
+                         "summary": summarise(records), "training": training, "new_cells": new,
+                         "skipped_cells": skipped, "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
+                         "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
+    payload["files"] = [str(out / f"{experiment}.json")]
+    try:
+        payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
+    except ImportError as e:  # matplotlib is the optional extra "plots"
+        log(f"no plot: {e} (pip install -e '.[plots]')")
+    payload["time_s"] = time.perf_counter() - started
+    write_json_atomic(out / f"{experiment}.json", payload)
+    return payload
+
+
+def experiment1(out="runs/head_prompt", config: Config | None = None, *, quick: bool = False, log=print) -> list[dict]:
+    """Experiment 1 (accuracy against |H|): the tidy records, one per (|H|, seed, method, level)."""
+    return run("experiment1", _config(config, quick), out, log=log)["records"]
+
+
+def experiment2(out="runs/head_prompt", config: Config | None = None, *, quick: bool = False, log=print) -> list[dict]:
+    """Experiment 2 (memory vs vanilla HMMs): the tidy records, one per (world, seed, method, level)."""
+    return run("experiment2", _config(config, quick), out, log=log)["records"]
+
+
+def _config(config, quick):
+    return config if config is not None else Config(**QUICK) if quick else Config()
+
+
+def _key(world: str, seed, level: str) -> str:
+    return f"{world}|seed={seed}|{level}" if seed is not None else f"{world}|{level}"
+
+
+def _finish(store, log, key, rows, meta, shared, t0):
+    records = [{**meta, **row, **shared} for row in rows]
+    store.add(key, records, seconds=time.perf_counter() - t0)
+    eps = "" if meta["lm"] == "oracle" else f" ε {meta['epsilon']:.3g}"
+    log(f"  {key}{eps}: " + ", ".join(f"{r['method']} {r['test_accuracy']:.3f}" for r in records)
+        + f" ({time.perf_counter() - t0:.1f} s)")
+
+
+def _fmt_eps(best: dict) -> str:
+    return ", ".join(f"{v:.3g}" for v in best.values())
+
+
+def _claim(path: Path, config: Config) -> None:
+    """The store belongs to one config: write it on first use, refuse a different one later."""
+    mine = _jsonable(dataclasses.asdict(config))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != mine:
+            diff = sorted(k for k in mine if old.get(k) != mine[k])
+            raise ConfigError(f"out: {path.parent} holds results of a different config (differs in {diff}); "
+                              "use another --out")
+        return
+    write_json_atomic(path, mine)
+
+
+# ---- summary, table, plot ------------------------------------------------------------------------
+
+GROUP = ("world", "kind", "n_states", "n_slots", "method", "lm", "level")
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One row per (world, method, level): mean and s.d. of the test accuracy over seeds, mean ε and
+    ceiling, and the conditions (means over the seeds' tasks)."""
+    groups = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
+    rows = []
+    for key, g in groups.items():
+        acc = np.array([r["test_accuracy"] for r in g])
+        row = {**dict(zip(GROUP, key)), "n_seeds": len(g), "accuracy": float(acc.mean()),
+               "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0}
+        for k in ("epsilon", "epsilon_readout", "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min",
+                  "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min"):
+            vals = [float(r[k]) for r in g if r.get(k) is not None]
+            row[k] = float(np.mean(vals)) if vals else None
+        rows.append(row)
+    rows.sort(key=lambda r: (r["n_states"], r["kind"], r["world"], _level_order(r["level"]), r["method"]))
+    return rows
+
+
+def _level_order(level: str) -> float:
+    """oracle, then the ε rungs from the largest target down, then final."""
+    if level == "oracle":
+        return -math.inf
+    return math.inf if level == "final" else -float(level.removeprefix("eps<="))
+
+
+def table(summary: list[dict]) -> str:
+    """The summary as a fixed-width text table (``-`` where a number does not apply)."""
+    cols = [("world", "world", 12, "s"), ("|H|", "n_states", 3, "d"), ("method", "method", 14, "s"),
+            ("level", "level", 9, "s"), ("ε", "epsilon", 7, ".3g"), ("ε read", "epsilon_readout", 7, ".3g"),
+            ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("ceil", "bayes_ceiling", 5, ".3f"),
+            ("major", "majority", 5, ".3f"), ("rank", "emission_rank", 4, ".0f"),
+            ("σmin", "emission_sigma_min", 8, ".2g"), ("resid", "head_residual", 6, ".3f"),
+            ("feas", "prompt_feasible", 4, ".2f")]
+    align = lambda f: "<" if f == "s" else ">"  # noqa: E731
+    head = " ".join(f"{h:{align(f)}{w}}" for h, _, w, f in cols)
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        lines.append(" ".join(f"{'-':>{w}}" if r.get(k) is None else f"{r[k]:{align(f)}{w}{f}}" for _, k, w, f in cols))
+    return "\n".join(lines)
+
+
+def _curve(ax, summary, select, label, **style):
+    rows = sorted((r for r in summary if select(r)), key=lambda r: r["n_states"])
+    if rows:
+        ax.errorbar([r["n_states"] for r in rows], [r["accuracy"] for r in rows],
+                    yerr=[r["accuracy_sd"] for r in rows], label=label, capsize=2, **style)
+
+
+def plot(payload: dict, path: Path) -> Path:
+    """Accuracy against the number of hidden states: oracle and final trained LM, the trained LMs at
+    each ε level, and (experiment 1) the conditions; a vertical line at |X|."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, exp = payload["summary"], payload["experiment"]
+    V = payload["config"]["n_symbols"]
+    levels = [lv for lv in dict.fromkeys(r["level"] for r in summary) if lv != "oracle"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    a, b, c = axes
+    if exp == "experiment1":
+        sel = lambda m, lv: lambda r: r["method"] == m and r["level"] == lv  # noqa: E731
+        _curve(a, summary, sel("head", "oracle"), "oracle head", color="C0", marker="o")
+        _curve(a, summary, sel("prompt", "oracle"), "oracle prompt", color="C1", marker="s")
+        _curve(a, summary, sel("head", "final"), "trained head (final)", color="C0", marker="o", ls="--")
+        _curve(a, summary, sel("prompt", "final"), "trained prompt (final)", color="C1", marker="s", ls="--")
+        for i, lv in enumerate(levels):
+            _curve(b, summary, sel("head", lv), f"head {lv}", color=f"C{i + 2}", marker="o")
+            _curve(b, summary, sel("prompt", lv), f"prompt {lv}", color=f"C{i + 2}", marker="s", ls="--")
+        oracle = sorted((r for r in summary if r["method"] == "head" and r["level"] == "oracle"),
+                        key=lambda r: r["n_states"])
+        x = [r["n_states"] for r in oracle]
+        c.semilogy(x, [max(r["emission_sigma_min"], 1e-17) for r in oracle], "o-", label="σ_min(B)")
+        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="head residual ‖BB⁺μ−μ‖/‖μ‖")
+        c.semilogy(x, [r["emission_rank"] / r["n_states"] for r in oracle], "^-", label="rank B / |H|")
+        c.set(title="conditions (mean over tasks)", xlabel="|H|")
+        first = oracle
+    else:
+        sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv  # noqa: E731
+        for ax, lv in ((a, "oracle"), (b, "final")):
+            _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
+            _curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
+            _curve(ax, summary, sel("hmm", "head", lv), "vanilla: linear head", color="C0", marker="s")
+            _curve(ax, summary, sel("hmm", "prompt", lv), "vanilla: prompt", color="C1", marker="s", ls="--")
+        for i, lv in enumerate(levels):
+            _curve(c, summary, sel("memory", "attention_head", lv), f"memory attention {lv}", color=f"C{i + 2}",
+                   marker="o")
+            _curve(c, summary, sel("hmm", "head", lv), f"vanilla head {lv}", color=f"C{i + 2}", marker="s", ls="--")
+        first = [r for r in summary if r["level"] == "oracle"]
+    ceil = sorted({(r["n_states"], r["bayes_ceiling"]) for r in first if r["bayes_ceiling"] is not None})
+    titles = {"experiment1": ("oracle (ε = 0) and trained LM (final)", "trained LM at each ε level"),
+              "experiment2": ("oracle (ε = 0)", "trained LM (final)")}[exp]
+    for ax, title in zip((a, b) if exp == "experiment1" else (a, b), titles):
+        ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=":", label="Bayes ceiling")
+        ax.set(title=title, xlabel="hidden states |H|", ylabel="test accuracy", ylim=(0.4, 1.02))
+    if exp == "experiment2":
+        c.set(title="trained LM at each ε level", xlabel="hidden states |H| = 4M", ylabel="test accuracy",
+              ylim=(0.4, 1.02))
+    for ax in axes:
+        ax.axvline(V, color="k", lw=0.8, ls="-.", label=f"|X| = {V}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, lw=0.3)
+    fig.suptitle(f"Wei, Xie & Ma (2021) {exp}: |X| = {V}, T' = {payload['config']['visible_length']} of "
+                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']}")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
+    p.add_argument("experiment", choices=EXPERIMENTS)
+    p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
+    p.add_argument("--out", default=None, help="results directory (default runs/head_prompt[_quick])")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--n-states", nargs="+", type=int, help="experiment 1: the |H| values")
+    p.add_argument("--n-slots", nargs="+", type=int, help="experiment 2: the memory slot counts M")
+    p.add_argument("--label-length", type=int, help="T: labels from x_1:T")
+    p.add_argument("--visible-length", type=int, help="T': the predictors see x_1:T'")
+    p.add_argument("--full-input", action="store_true", help="T' = T (Bayes ceiling 1)")
+    p.add_argument("--targets", nargs="+", type=float, help="the ε ladder (nats/token, masked)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-test", type=int)
+    p.add_argument("--no-train", action="store_true", help="oracle only (no transformers)")
+    args = p.parse_args(argv)
+    options = dict(QUICK) if args.quick else {}
+    for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
+                 "n_train", "n_test"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    config = Config(**options)
+    if args.full_input:
+        config = dataclasses.replace(config, visible_length=config.label_length)
+    if args.no_train:
+        config = dataclasses.replace(config, trained=False)
+    out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
+    print(f"{args.experiment} → {out}")
+    payload = run(args.experiment, config, out)
+    print(table(payload["summary"]))
+    for name, t in payload["training"].items():
+        rungs = ", ".join(f"s{r['seed']}:{r['target']:g}→" + (f"{r['epsilon']:.3g}@{r['step']}" if r["reached"] else "✗")
+                          for r in t["ladder"])
+        print(f"  ladder {name} ({t['final_step']} steps, {t['seconds']:.0f} s): {rungs}")
+    print(f"wrote {', '.join(payload['files'])}")
+    print(f"{payload['new_cells']} new cells, {payload['skipped_cells']} skipped; time {payload['time_s']:.1f} s "
+          f"(all cells so far: {payload['cell_seconds']:.1f} s)")
+    return payload
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
