@@ -45,16 +45,23 @@ per-group summary, the training ladders, times; written to a temporary file and 
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...
 
 Defaults (chosen to fit a 2-core CPU): T = 24, T' = 16, 512 + 512 sequences per task, 64 continuations
-for the ceiling; transformer d_model 32, 2 layers, 4 heads; batch 64, up to 2500 steps, learning rate
-1e-2, ladder (0.3, 0.1, 0.03); transformer prompt 200 full-batch steps, k = 1.  Measured on this 2-core
-CPU (shared): experiment 1 in full (7 worlds × 3 seeds, trained LMs) ~MEASURED1; experiment 2
-~MEASURED2; ``--quick`` ~MEASURED3 each.
+for the ceiling; transformer d_model 32, 2 layers, 4 heads (27k parameters); batch 64, up to 2500
+steps, learning rate 1e-2 (2e-2 diverged for some seeds; d_model 64 at 1e-2 stalled at ε ≈ 1.5), ladder
+(0.3, 0.1, 0.03) — the worlds with |H| ≥ 8 end at ε ≈ 0.03–0.09 after 2500 steps, so their 0.03 rung
+is usually not reached and "final" stands for it; transformer prompt 200 full-batch steps, k = 1.
+
+Measured on a 2-core CPU shared with other jobs (load average 4–8): experiment 1 in full (7 worlds ×
+3 seeds, 105 cells) 35.5 min wall, 21.5 min CPU (training 84–189 s per world; ~10–20 s per trained
+cell, mostly the transformer prompt); experiment 2 (8 worlds, 120 cells) 15.9 min wall, 16.1 min CPU.
+On an idle machine the CPU time is the better guide.  ``--quick``: ~25 s (experiment 1) and ~17 s
+(experiment 2) wall when idle; a rerun of a finished store takes well under a second before plotting.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -300,15 +307,11 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
         skipped += len(config.seeds) * len(levels) - len(todo)
         if not todo:
             continue
-        world, contexts = spec["make"](), {}
+        world = spec["make"]()
+        context = functools.cache(functools.partial(task_context, world, kind, config=config))  # seed → data
         base = {"experiment": experiment, "world": name, "kind": kind, "n_states": spec["n_states"],
                 "n_slots": spec["n_slots"], "n_symbols": config.n_symbols, "visible_length": config.visible_length,
                 "label_length": config.label_length}
-
-        def context(s):
-            if s not in contexts:
-                contexts[s] = task_context(world, kind, s, config)
-            return contexts[s]
 
         for s in sorted({s for s, lv in todo if lv == "oracle"}):
             t0 = time.perf_counter()
@@ -359,7 +362,8 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
                 for e in store.cells.values() if "ladder" in e}
     payload = _jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
                          "summary": summarise(records), "training": training, "new_cells": new,
-                         "skipped_cells": skipped, "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
+                         "skipped_cells": skipped,
+                         "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
                          "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
     payload["files"] = [str(out / f"{experiment}.json")]
     try:
@@ -454,7 +458,7 @@ def table(summary: list[dict]) -> str:
             ("major", "majority", 5, ".3f"), ("rank", "emission_rank", 4, ".0f"),
             ("σmin", "emission_sigma_min", 8, ".2g"), ("resid", "head_residual", 6, ".3f"),
             ("feas", "prompt_feasible", 4, ".2f")]
-    align = lambda f: "<" if f == "s" else ">"  # noqa: E731
+    align = lambda f: "<" if f == "s" else ">"
     head = " ".join(f"{h:{align(f)}{w}}" for h, _, w, f in cols)
     lines = [head, "-" * len(head)]
     for r in summary:
@@ -478,11 +482,11 @@ def plot(payload: dict, path: Path) -> Path:
 
     summary, exp = payload["summary"], payload["experiment"]
     V = payload["config"]["n_symbols"]
-    levels = [lv for lv in dict.fromkeys(r["level"] for r in summary) if lv != "oracle"]
+    levels = sorted({r["level"] for r in summary} - {"oracle"}, key=_level_order)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     a, b, c = axes
     if exp == "experiment1":
-        sel = lambda m, lv: lambda r: r["method"] == m and r["level"] == lv  # noqa: E731
+        sel = lambda m, lv: lambda r: r["method"] == m and r["level"] == lv
         _curve(a, summary, sel("head", "oracle"), "oracle head", color="C0", marker="o")
         _curve(a, summary, sel("prompt", "oracle"), "oracle prompt", color="C1", marker="s")
         _curve(a, summary, sel("head", "final"), "trained head (final)", color="C0", marker="o", ls="--")
@@ -493,13 +497,13 @@ def plot(payload: dict, path: Path) -> Path:
         oracle = sorted((r for r in summary if r["method"] == "head" and r["level"] == "oracle"),
                         key=lambda r: r["n_states"])
         x = [r["n_states"] for r in oracle]
-        c.semilogy(x, [max(r["emission_sigma_min"], 1e-17) for r in oracle], "o-", label="σ_min(B)")
-        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="head residual ‖BB⁺μ−μ‖/‖μ‖")
+        c.semilogy(x, [max(r["emission_sigma_min"], 1e-17) for r in oracle], "o-", label="σ_min(B) (0 drawn at 1e-17)")
+        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="‖BB⁺μ−μ‖/‖μ‖")
         c.semilogy(x, [r["emission_rank"] / r["n_states"] for r in oracle], "^-", label="rank B / |H|")
         c.set(title="conditions (mean over tasks)", xlabel="|H|")
         first = oracle
     else:
-        sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv  # noqa: E731
+        sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv
         for ax, lv in ((a, "oracle"), (b, "final")):
             _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
             _curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
@@ -513,7 +517,7 @@ def plot(payload: dict, path: Path) -> Path:
     ceil = sorted({(r["n_states"], r["bayes_ceiling"]) for r in first if r["bayes_ceiling"] is not None})
     titles = {"experiment1": ("oracle (ε = 0) and trained LM (final)", "trained LM at each ε level"),
               "experiment2": ("oracle (ε = 0)", "trained LM (final)")}[exp]
-    for ax, title in zip((a, b) if exp == "experiment1" else (a, b), titles):
+    for ax, title in zip((a, b), titles):
         ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=":", label="Bayes ceiling")
         ax.set(title=title, xlabel="hidden states |H|", ylabel="test accuracy", ylim=(0.4, 1.02))
     if exp == "experiment2":
@@ -565,8 +569,8 @@ def main(argv=None) -> dict:
     payload = run(args.experiment, config, out)
     print(table(payload["summary"]))
     for name, t in payload["training"].items():
-        rungs = ", ".join(f"s{r['seed']}:{r['target']:g}→" + (f"{r['epsilon']:.3g}@{r['step']}" if r["reached"] else "✗")
-                          for r in t["ladder"])
+        rungs = ", ".join(f"s{r['seed']}:{r['target']:g}→"
+                          + (f"{r['epsilon']:.3g}@{r['step']}" if r["reached"] else "✗") for r in t["ladder"])
         print(f"  ladder {name} ({t['final_step']} steps, {t['seconds']:.0f} s): {rungs}")
     print(f"wrote {', '.join(payload['files'])}")
     print(f"{payload['new_cells']} new cells, {payload['skipped_cells']} skipped; time {payload['time_s']:.1f} s "
