@@ -5,7 +5,6 @@ Both experiments run once per module (most of the time is compilation)."""
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,31 +12,30 @@ import pytest
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt as hp
 
-# The quick reproduction trains four small transformers: measured 47 s wall / 71 s CPU on an idle 2-core
-# machine, ~2.5 min when the cores are shared — too slow for the default suite.  Run it with
-# SIMLM_SLOW_TESTS=1 python -m pytest tests/test_experiments_head_prompt.py
-SLOW = "slow: set SIMLM_SLOW_TESTS=1 to run the quick reproduction"
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    if not os.environ.get("SIMLM_SLOW_TESTS"):
-        pytest.skip(SLOW)
+    """Both quick reproductions (four tiny transformers, a few steps each): ~50 s on an idle 2-core machine."""
     out = tmp_path_factory.mktemp("head_prompt")
     runs = {e: hp.main([e, "--quick", "--out", str(out)]) for e in hp.EXPERIMENTS}
     return out, runs
 
 
 def _levels(payload, world, seed):
-    """oracle, each ladder rung the seed reached, final."""
+    """oracle, the analytic LM at each target, each ladder rung the seed reached, final."""
     ladder = payload["training"][world]["ladder"]
-    return {"oracle", "final"} | {f"eps<={r['target']:g}" for r in ladder if r["seed"] == seed and r["reached"]}
+    return ({"oracle", "final"} | {f"eps={t:g}" for t in hp.QUICK["targets"]}
+            | {f"eps<={r['target']:g}" for r in ladder if r["seed"] == seed and r["reached"]})
+
+
+def _source(level):
+    return "oracle" if level == "oracle" else "analytic" if level.startswith("eps=") else "trained"
 
 
 @pytest.mark.parametrize("experiment, methods", [
-    ("experiment1", {"hmm": {"oracle": {"head", "prompt"}, "trained": {"head", "prompt"}}}),
-    ("experiment2", {"hmm": {"oracle": {"head", "prompt"}, "trained": {"head", "prompt"}},
-                     "memory": {"oracle": {"attention_head", "head"}, "trained": {"attention_head"}}}),
+    ("experiment1", {"hmm": {"oracle": {"head", "prompt"}, "analytic": {"head"}, "trained": {"head", "prompt"}}}),
+    ("experiment2", {"hmm": {"oracle": {"head", "prompt"}, "analytic": {"head"}, "trained": {"head", "prompt"}},
+                     "memory": {"oracle": {"attention_head", "head"}, "analytic": {"attention_head"},
+                                "trained": {"attention_head"}}}),
 ])
 def test_one_record_per_world_seed_method_and_level(quick, experiment, methods):
     _, runs = quick
@@ -48,7 +46,7 @@ def test_one_record_per_world_seed_method_and_level(quick, experiment, methods):
     expected = {(w["world"], s, m, lv)
                 for w in hp.worlds(experiment, hp.Config(**hp.QUICK)) for s in hp.QUICK["seeds"]
                 for lv in _levels(payload, w["world"], s)
-                for m in methods[w["kind"]]["oracle" if lv == "oracle" else "trained"]}
+                for m in methods[w["kind"]][_source(lv)]}
     assert set(keys) == expected
 
 
@@ -63,8 +61,11 @@ def test_accuracies_are_fractions_and_conditions_are_present(quick, experiment):
             assert r["head_residual"] >= 0 and isinstance(r["prompt_feasible"], bool)
         else:
             assert r["memory_sigma_min"] >= 0 and len(r["memory_ranks"]) == hp.QUICK.get("n_syntactic", 4)
+        assert r["lm"] == _source(r["level"])
         if r["lm"] == "trained":
             assert r["epsilon"] > 0 and r["epsilon_readout"] > 0 and r["train_step"] is not None
+        elif r["lm"] == "analytic":
+            assert r["epsilon"] > 0 and r["epsilon_readout"] > 0 and r["train_step"] is None
         else:
             assert r["epsilon"] == 0
 
@@ -75,6 +76,16 @@ def test_trained_rungs_report_the_epsilon_the_ladder_reached(quick):
         if r["level"].startswith("eps<="):
             assert r["ladder_epsilon"] <= r["target"]
             assert r["epsilon"] == pytest.approx(r["ladder_epsilon"], rel=0.5)  # all positions vs the ladder's 8
+
+
+def test_analytic_lms_are_calibrated_at_the_law_the_heads_read(quick):
+    """The analytic LM of level "eps=t" has exact ε = t (1e-3 relative) at the readout law on the task's
+    training inputs; on the test inputs the same LM is within 25 % of t."""
+    analytic = [r for p in quick[1].values() for r in p["records"] if r["lm"] == "analytic"]
+    assert analytic
+    for r in analytic:
+        assert r["ladder_epsilon"] == pytest.approx(r["target"], rel=1e-3)
+        assert r["epsilon_readout"] == pytest.approx(r["target"], rel=0.25)
 
 
 def test_oracle_head_recovers_the_task_while_emission_has_full_row_rank(quick):
@@ -142,3 +153,10 @@ def test_summary_averages_over_seeds():
     assert rows[0]["accuracy"] == pytest.approx(0.9)
     assert rows[0]["accuracy_sd"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert "0.900" in hp.table(rows)
+
+
+@pytest.mark.parametrize("options, match", [({"temperature": 0.0}, "temperature"),
+                                            ({"analytic": "task-adversarial"}, "analytic: expected None or one of")])
+def test_config_names_a_bad_temperature_or_analytic_family(options, match):
+    with pytest.raises(ConfigError, match=match):
+        hp.Config(**options)

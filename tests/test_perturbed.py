@@ -189,3 +189,27 @@ def test_perturbed_lm_is_a_language_model(world):
     assert isinstance(lm, PerturbedLM)
     assert isinstance(lm, LanguageModel) and isinstance(lm, MaskedLanguageModel)
     assert lm.n_symbols == V
+
+
+@pytest.mark.parametrize("law", ["masked", "prepended-mask"])
+@pytest.mark.parametrize("kind", ["logit-noise", "uniform-mixture"])
+def test_masked_laws_can_be_the_calibrated_ones(world, kind, law):
+    """``law`` moves the calibration to the masked laws (every position) or to the law at a prepended
+    mask — the one a head reads in Wei et al.'s tasks — measured here by brute force on the same tokens."""
+    lm = make(world, 0.05, kind, law=law)
+    x = lm.eval_tokens
+    if law == "masked":
+        measured, _ = exact_masked_epsilon(world, lm, x)
+    else:
+        p = np.asarray(world.prepended_mask_probs(x), np.float64)
+        q = np.exp(np.asarray(lm.prepended_mask_logprobs(x), np.float64))
+        measured = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)))
+    assert measured == pytest.approx(0.05, rel=1e-3)
+    assert lm.achieved_eps == pytest.approx(measured, rel=1e-4) and lm.law == law
+    # the scale differs from the next-token calibration: each law has its own ε(s)
+    assert lm.scale != pytest.approx(make(world, 0.05, kind).scale, rel=1e-3)
+
+
+def test_an_unknown_law_is_named():
+    with pytest.raises(ConfigError, match="law: expected one of next-token, masked, prepended-mask"):
+        perturbed_lm(sparse_world(0), 0.1, "temperature", 0, law="causal")

@@ -9,6 +9,9 @@ y = 1[μᵀP(H_0 | x_1:T) ≥ 0] (:func:`~simlm.downstream.make_posterior_task`,
 
 - oracle head     — linear head on the exact prepended-mask law P(H_0 | x_1:T') B (WorldLM, ε = 0);
 - oracle prompt   — prompt likelihoods u ∈ R^K_{≥0} and a head, fitted jointly (fit_exact_prompt);
+- analytic head   — linear head on the exact law perturbed (``analytic``: logit noise by default) to an
+                    exact ε = t at that very law (:func:`~simlm.models.perturbed_lm` with
+                    ``law="prepended-mask"``), one LM per target t, level "eps=t";
 - trained head    — linear head on a masked transformer's law at a MASK prepended before x_1:T';
 - trained prompt  — a continuous prefix before (MASK, x_1:T') and a head, the network frozen.
 
@@ -26,7 +29,8 @@ residual ‖BB⁺μ − μ‖/‖μ‖, the rank of B on supp μ and the prompt 
 Experiment 2 — memory.  4 syntactic states × M ∈ {2, 3, 5, 7} slot values: one memory cell whose value
 is drawn once per sequence (``MemoryHMM.random(world_seed, 1, M, 4, |X|)``, the one-cell model of
 :meth:`~simlm.worlds.MemoryHMM.one_cell`), the task a function of P(m | x) (:func:`make_memory_task`),
-read by the single-query attention head over the masked laws at every position (oracle and trained), and
+read by the single-query attention head over the masked laws at every position (oracle, analytic with
+its masked laws calibrated to ε = t at every position, and trained), and
 by a linear head on the prepended-mask law (oracle) for contrast; against a vanilla HMM with the same
 4M hidden states and its posterior task (linear head and prompt, oracle and trained, as above).
 
@@ -62,7 +66,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -76,7 +79,10 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
 from simlm.errors import ConfigError
-from simlm.models import TransformerConfig, WorldLM
+from simlm.experiments.head_prompt_report import plot, summarise, table
+from simlm.experiments.store import CellStore, claim, jsonable
+from simlm.models import TransformerConfig, WorldLM, perturbed_lm
+from simlm.models.perturbed import KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
 from simlm.train import TrainConfig, exact_masked_epsilon, train
 from simlm.train.checkpoint import write_json_atomic
@@ -84,6 +90,7 @@ from simlm.train.epsilon import kl_per_sequence
 from simlm.worlds import HMM, MemoryHMM
 
 EXPERIMENTS = ("experiment1", "experiment2")
+ANALYTIC_KINDS = tuple(k for k in KINDS if k != "task-adversarial")  # the families that need no direction
 EVAL_SEED, EVAL_SEQUENCES = 2**20, 64  # the held-out set of every reported ε (the trainer's own)
 
 
@@ -109,6 +116,7 @@ class Config:
     transformer_prompt_steps: int = 200
     attention_steps: int = 300
     trained: bool = True
+    analytic: str | None = "logit-noise"
     targets: tuple = (0.3, 0.1, 0.03)
     d_model: int = 32
     n_layers: int = 2
@@ -122,6 +130,10 @@ class Config:
         if not 1 <= self.visible_length <= self.label_length:
             raise ConfigError(f"visible_length: expected 1 ≤ T' ≤ label_length = {self.label_length}, "
                               f"got {self.visible_length}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature: expected a positive finite number, got {self.temperature!r}")
+        if self.analytic is not None and self.analytic not in ANALYTIC_KINDS:
+            raise ConfigError(f"analytic: expected None or one of {', '.join(ANALYTIC_KINDS)}, got {self.analytic!r}")
         for name in ("n_states", "n_slots", "seeds", "targets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -187,9 +199,12 @@ def conditions(world, kind: str, task, config: Config) -> dict:
 
 # ---- the predictors ------------------------------------------------------------------------------
 
-def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, oracle: bool) -> list[dict]:
-    """``[{"method", "train_accuracy", "test_accuracy"}]`` of every predictor on ``lm`` (the oracle
-    WorldLM or a trained TransformerLM) for one seed's task."""
+def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, source: str) -> list[dict]:
+    """``[{"method", "train_accuracy", "test_accuracy"}]`` of every predictor on ``lm`` for one seed's task.
+
+    ``source`` is "oracle" (the WorldLM: linear head, exact prompt; memory worlds: attention and linear
+    head), "trained" (a masked TransformerLM: linear head and continuous prompt; memory worlds: attention
+    head) or "analytic" (a PerturbedLM: the heads only — a perturbed law has no prompt mechanism)."""
     (x_tr, y_tr), (x_te, y_te) = ctx["train"], ctx["test"]
     out = []
 
@@ -200,20 +215,28 @@ def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, orac
         f_tr, f_te = attention_features(lm, x_tr), attention_features(lm, x_te)
         head = fit_attention_head(f_tr, y_tr, steps=config.attention_steps, seed=seed)
         add("attention_head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
-        if not oracle:
+        if source != "oracle":
             return out
     f_tr, f_te = task_features(lm, x_tr, "prepended"), task_features(lm, x_te, "prepended")
     head = fit_linear_head(f_tr, y_tr, seed=seed)
     add("head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
-    if kind == "hmm":
+    if kind == "hmm" and source != "analytic":
         k = config.prompt_length
-        if oracle:
+        if source == "oracle":
             p = fit_exact_prompt(world, x_tr, y_tr, k=k, steps=config.exact_prompt_steps, seed=seed, test=(x_te, y_te))
         else:
             p = fit_transformer_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps, seed=seed,
                                        test=(x_te, y_te))
         add("prompt", p.train_accuracy, p.test_accuracy)
     return out
+
+
+def analytic_lm(world, kind: str, ctx: dict, target: float, seed: int, config: Config):
+    """The world's exact LM perturbed (``config.analytic``, e.g. logit noise) to exact ε = ``target`` at
+    the law the heads read, on this seed's training inputs: the prepended-mask law (HMM tasks) or the
+    masked law at every position (memory tasks)."""
+    law = "masked" if kind == "memory" else "prepended-mask"
+    return perturbed_lm(world, target, config.analytic, seed, tokens=ctx["train"][0], law=law)
 
 
 def readout_epsilon(lm, world, kind: str, x) -> float:
@@ -238,55 +261,6 @@ def train_world(world, kind: str, config: Config, run_dir: Path):
     return train(world, model, tc, run_dir, progress=False)
 
 
-# ---- the results store ---------------------------------------------------------------------------
-
-class CellStore:
-    """Append-only JSONL of finished cells, ``{"cell": key, "records": [...], **info}`` per line; each
-    line is written whole, flushed and fsynced, and a torn last line (an interrupted write) is dropped
-    on opening, so the file only ever holds finished cells."""
-
-    def __init__(self, path: Path):
-        self.path, self.cells = Path(path), {}
-        if self.path.exists():
-            text, good = self.path.read_text(), []
-            for line in text.splitlines(keepends=True):
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if line.endswith("\n"):
-                    self.cells[entry["cell"]] = entry
-                    good.append(line)
-            if "".join(good) != text:
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text("".join(good))
-                os.replace(tmp, self.path)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.cells
-
-    def add(self, key: str, records: list, **info) -> None:
-        entry = _jsonable({"cell": key, "records": records, **info})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.cells[key] = entry
-
-    def records(self) -> list[dict]:
-        return [r for entry in self.cells.values() for r in entry["records"]]
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None  # strict JSON
-    return x.item() if isinstance(x, np.generic) else x
-
-
 # ---- the sweep -----------------------------------------------------------------------------------
 
 def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, log=print) -> dict:
@@ -297,9 +271,11 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _claim(out / f"{experiment}.config.json", config)
+    claim(out / f"{experiment}.config.json", dataclasses.asdict(config))
     store = CellStore(out / f"{experiment}.cells.jsonl")
-    levels = ["oracle"] + ([f"eps<={t:g}" for t in config.targets] + ["final"] if config.trained else [])
+    analytic = [f"eps={t:g}" for t in config.targets] if config.analytic else []
+    trained = [f"eps<={t:g}" for t in config.targets] + ["final"] if config.trained else []
+    levels = ["oracle", *analytic, *trained]
     new = skipped = 0
     for spec in worlds(experiment, config):
         name, kind = spec["world"], spec["kind"]
@@ -315,12 +291,24 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
 
         for s in sorted({s for s, lv in todo if lv == "oracle"}):
             t0 = time.perf_counter()
-            rows = evaluate(WorldLM(world), world, kind, context(s), s, config, oracle=True)
+            rows = evaluate(WorldLM(world), world, kind, context(s), s, config, source="oracle")
             meta = {**base, "seed": s, "lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0,
                     "epsilon_se": 0.0, "ladder_epsilon": None, "epsilon_readout": 0.0, "train_step": None}
             _finish(store, log, _key(name, s, "oracle"), rows, meta, context(s)["shared"], t0)
             new += 1
-        if not any(lv != "oracle" for _, lv in todo):
+        heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
+        for s, lv in sorted((c for c in todo if c[1] in analytic), key=lambda c: (c[0], levels.index(c[1]))):
+            t0, ctx = time.perf_counter(), context(s)
+            target = config.targets[analytic.index(lv)]
+            lm = analytic_lm(world, kind, ctx, target, s, config)
+            eps, eps_se = exact_masked_epsilon(world, lm, heldout)
+            meta = {**base, "seed": s, "lm": "analytic", "level": lv, "target": target, "epsilon": eps,
+                    "epsilon_se": eps_se, "ladder_epsilon": lm.achieved_eps,
+                    "epsilon_readout": readout_epsilon(lm, world, kind, ctx["test"][0]), "train_step": None}
+            rows = evaluate(lm, world, kind, ctx, s, config, source="analytic")
+            _finish(store, log, _key(name, s, lv), rows, meta, ctx["shared"], t0)
+            new += 1
+        if not any(lv in trained for _, lv in todo):
             continue
         t0 = time.perf_counter()
         result = train_world(world, kind, config, out / f"{experiment}.train" / name)
@@ -331,15 +319,12 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
         log(f"  trained {name}: {result.final_step} steps, best ε {_fmt_eps(result.best_epsilon)} "
             f"({time.perf_counter() - t0:.1f} s)")
         scored = {}
-        heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
-        for s, lv in sorted(todo, key=lambda c: (c[0], levels.index(c[1]))):
-            if lv == "oracle":
-                continue
+        for s, lv in sorted((c for c in todo if c[1] in trained), key=lambda c: (c[0], levels.index(c[1]))):
             t0 = time.perf_counter()
             if lv == "final":
                 lm, target, rec = result.final_lms[config.seeds.index(s)], None, None
             else:
-                target = config.targets[levels.index(lv) - 1]
+                target = config.targets[trained.index(lv)]
                 rec = next(r for r in result.records if r.seed == s and math.isclose(r.target, target))
                 if not rec.reached:
                     store.add(_key(name, s, lv), [], reached=False, seconds=time.perf_counter() - t0)
@@ -349,7 +334,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
             step, ctx = result.final_step if rec is None else rec.step, context(s)
             if (s, step) not in scored:  # the ladder stops at its last rung: then "final" is that model
                 eps, eps_se = exact_masked_epsilon(world, lm, heldout)
-                scored[s, step] = (evaluate(lm, world, kind, ctx, s, config, oracle=False), eps, eps_se,
+                scored[s, step] = (evaluate(lm, world, kind, ctx, s, config, source="trained"), eps, eps_se,
                                    readout_epsilon(lm, world, kind, ctx["test"][0]))
             rows, eps, eps_se, eps_readout = scored[s, step]
             meta = {**base, "seed": s, "lm": "trained", "level": lv, "target": target, "epsilon": eps,
@@ -360,7 +345,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     records = store.records()
     training = {e["world"]: {"ladder": e["ladder"], "final_step": e["final_step"], "seconds": e["seconds"]}
                 for e in store.cells.values() if "ladder" in e}
-    payload = _jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
+    payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
                          "summary": summarise(records), "training": training, "new_cells": new,
                          "skipped_cells": skipped,
                          "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
@@ -405,136 +390,6 @@ def _fmt_eps(best: dict) -> str:
     return ", ".join(f"{v:.3g}" for v in best.values())
 
 
-def _claim(path: Path, config: Config) -> None:
-    """The store belongs to one config: write it on first use, refuse a different one later."""
-    mine = _jsonable(dataclasses.asdict(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != mine:
-            diff = sorted(k for k in mine if old.get(k) != mine[k])
-            raise ConfigError(f"out: {path.parent} holds results of a different config (differs in {diff}); "
-                              "use another --out")
-        return
-    write_json_atomic(path, mine)
-
-
-# ---- summary, table, plot ------------------------------------------------------------------------
-
-GROUP = ("world", "kind", "n_states", "n_slots", "method", "lm", "level")
-
-
-def summarise(records: list[dict]) -> list[dict]:
-    """One row per (world, method, level): mean and s.d. of the test accuracy over seeds, mean ε and
-    ceiling, and the conditions (means over the seeds' tasks)."""
-    groups = {}
-    for r in records:
-        groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
-    rows = []
-    for key, g in groups.items():
-        acc = np.array([r["test_accuracy"] for r in g])
-        row = {**dict(zip(GROUP, key)), "n_seeds": len(g), "accuracy": float(acc.mean()),
-               "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0}
-        for k in ("epsilon", "epsilon_readout", "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min",
-                  "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min"):
-            vals = [float(r[k]) for r in g if r.get(k) is not None]
-            row[k] = float(np.mean(vals)) if vals else None
-        rows.append(row)
-    rows.sort(key=lambda r: (r["n_states"], r["kind"], r["world"], _level_order(r["level"]), r["method"]))
-    return rows
-
-
-def _level_order(level: str) -> float:
-    """oracle, then the ε rungs from the largest target down, then final."""
-    if level == "oracle":
-        return -math.inf
-    return math.inf if level == "final" else -float(level.removeprefix("eps<="))
-
-
-def table(summary: list[dict]) -> str:
-    """The summary as a fixed-width text table (``-`` where a number does not apply)."""
-    cols = [("world", "world", 12, "s"), ("|H|", "n_states", 3, "d"), ("method", "method", 14, "s"),
-            ("level", "level", 9, "s"), ("ε", "epsilon", 7, ".3g"), ("ε read", "epsilon_readout", 7, ".3g"),
-            ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("ceil", "bayes_ceiling", 5, ".3f"),
-            ("major", "majority", 5, ".3f"), ("rank", "emission_rank", 4, ".0f"),
-            ("σmin", "emission_sigma_min", 8, ".2g"), ("resid", "head_residual", 6, ".3f"),
-            ("feas", "prompt_feasible", 4, ".2f")]
-    align = lambda f: "<" if f == "s" else ">"
-    head = " ".join(f"{h:{align(f)}{w}}" for h, _, w, f in cols)
-    lines = [head, "-" * len(head)]
-    for r in summary:
-        lines.append(" ".join(f"{'-':>{w}}" if r.get(k) is None else f"{r[k]:{align(f)}{w}{f}}" for _, k, w, f in cols))
-    return "\n".join(lines)
-
-
-def _curve(ax, summary, select, label, **style):
-    rows = sorted((r for r in summary if select(r)), key=lambda r: r["n_states"])
-    if rows:
-        ax.errorbar([r["n_states"] for r in rows], [r["accuracy"] for r in rows],
-                    yerr=[r["accuracy_sd"] for r in rows], label=label, capsize=2, **style)
-
-
-def plot(payload: dict, path: Path) -> Path:
-    """Accuracy against the number of hidden states: oracle and final trained LM, the trained LMs at
-    each ε level, and (experiment 1) the conditions; a vertical line at |X|."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary, exp = payload["summary"], payload["experiment"]
-    V = payload["config"]["n_symbols"]
-    levels = sorted({r["level"] for r in summary} - {"oracle"}, key=_level_order)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    a, b, c = axes
-    if exp == "experiment1":
-        sel = lambda m, lv: lambda r: r["method"] == m and r["level"] == lv
-        _curve(a, summary, sel("head", "oracle"), "oracle head", color="C0", marker="o")
-        _curve(a, summary, sel("prompt", "oracle"), "oracle prompt", color="C1", marker="s")
-        _curve(a, summary, sel("head", "final"), "trained head (final)", color="C0", marker="o", ls="--")
-        _curve(a, summary, sel("prompt", "final"), "trained prompt (final)", color="C1", marker="s", ls="--")
-        for i, lv in enumerate(levels):
-            _curve(b, summary, sel("head", lv), f"head {lv}", color=f"C{i + 2}", marker="o")
-            _curve(b, summary, sel("prompt", lv), f"prompt {lv}", color=f"C{i + 2}", marker="s", ls="--")
-        oracle = sorted((r for r in summary if r["method"] == "head" and r["level"] == "oracle"),
-                        key=lambda r: r["n_states"])
-        x = [r["n_states"] for r in oracle]
-        c.semilogy(x, [max(r["emission_sigma_min"], 1e-17) for r in oracle], "o-", label="σ_min(B) (0 drawn at 1e-17)")
-        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="‖BB⁺μ−μ‖/‖μ‖")
-        c.semilogy(x, [r["emission_rank"] / r["n_states"] for r in oracle], "^-", label="rank B / |H|")
-        c.set(title="conditions (mean over tasks)", xlabel="|H|")
-        first = oracle
-    else:
-        sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv
-        for ax, lv in ((a, "oracle"), (b, "final")):
-            _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
-            _curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
-            _curve(ax, summary, sel("hmm", "head", lv), "vanilla: linear head", color="C0", marker="s")
-            _curve(ax, summary, sel("hmm", "prompt", lv), "vanilla: prompt", color="C1", marker="s", ls="--")
-        for i, lv in enumerate(levels):
-            _curve(c, summary, sel("memory", "attention_head", lv), f"memory attention {lv}", color=f"C{i + 2}",
-                   marker="o")
-            _curve(c, summary, sel("hmm", "head", lv), f"vanilla head {lv}", color=f"C{i + 2}", marker="s", ls="--")
-        first = [r for r in summary if r["level"] == "oracle"]
-    ceil = sorted({(r["n_states"], r["bayes_ceiling"]) for r in first if r["bayes_ceiling"] is not None})
-    titles = {"experiment1": ("oracle (ε = 0) and trained LM (final)", "trained LM at each ε level"),
-              "experiment2": ("oracle (ε = 0)", "trained LM (final)")}[exp]
-    for ax, title in zip((a, b), titles):
-        ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=":", label="Bayes ceiling")
-        ax.set(title=title, xlabel="hidden states |H|", ylabel="test accuracy", ylim=(0.4, 1.02))
-    if exp == "experiment2":
-        c.set(title="trained LM at each ε level", xlabel="hidden states |H| = 4M", ylabel="test accuracy",
-              ylim=(0.4, 1.02))
-    for ax in axes:
-        ax.axvline(V, color="k", lw=0.8, ls="-.", label=f"|X| = {V}")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, lw=0.3)
-    fig.suptitle(f"Wei, Xie & Ma (2021) {exp}: |X| = {V}, T' = {payload['config']['visible_length']} of "
-                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']}")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # ---- command line --------------------------------------------------------------------------------
 
 def main(argv=None) -> dict:
@@ -552,13 +407,18 @@ def main(argv=None) -> dict:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--n-train", type=int)
     p.add_argument("--n-test", type=int)
-    p.add_argument("--no-train", action="store_true", help="oracle only (no transformers)")
+    p.add_argument("--temperature", type=float, help="transition and emission temperature of the worlds "
+                   "(0.01: near-deterministic, the Bayes ceiling ≈ 1 even for short T')")
+    p.add_argument("--analytic", help=f"the analytic-LM family, one of {', '.join(ANALYTIC_KINDS)}, or 'none'")
+    p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
     args = p.parse_args(argv)
     options = dict(QUICK) if args.quick else {}
     for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
-                 "n_train", "n_test"):
+                 "n_train", "n_test", "temperature"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.analytic is not None:
+        options["analytic"] = None if args.analytic == "none" else args.analytic
     config = Config(**options)
     if args.full_input:
         config = dataclasses.replace(config, visible_length=config.label_length)

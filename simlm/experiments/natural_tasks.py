@@ -53,6 +53,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from simlm.errors import ConfigError
+from simlm.experiments.store import jsonable
 from simlm.models.finite import SoftmaxContextLM, enumerate_contexts, fit_cross_entropy, quad_minimiser
 from simlm.models.perturbed import perturb_logprobs, perturbed_lm
 from simlm.models.transformer import TransformerConfig
@@ -344,16 +345,6 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None  # strict JSON: NaN and ±inf become null
-    return x.item() if isinstance(x, np.generic) else x
-
-
 COLOURS = {"logit-noise": "C0", "temperature": "C1", "uniform-mixture": "C2", "rare-words": "C3",
            "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7"}
 BOUND_OF = {"p_f": "any-lm", "Φp_f": "softmax", "f": "quad"}
@@ -504,7 +495,7 @@ def main(argv=None) -> dict:
     for r in result["violations"]:
         print(f"  VIOLATION {r['bound']} world={r['world']} lm={r['lm']} target ε={r['target_eps']:g} task={r['task']} "
               f"noise={r['noise']}: max (a|b) − bound = {r['max_overshoot']:.3g}")
-    write_json_atomic(out / "results.json", _jsonable(result))
+    write_json_atomic(out / "results.json", jsonable(result))
     try:
         paths = plot(result, out)
     except ImportError as e:  # matplotlib is the optional extra "plots"

@@ -27,7 +27,10 @@ so ε(s) increases for s ≥ 0 at every position):
   task direction.
 
 The returned :class:`PerturbedLM` applies the same perturbation, with the solved s, to the world's laws
-for ANY tokens; its masked laws apply it to p*(x_i|x_−i) — their masked ε is not calibrated to eps.
+for ANY tokens: to the next-token law, to the masked laws p*(x_i|x_−i) and to the law at a prepended
+mask.  ``law`` chooses which of the three ε is calibrated on (``"next-token"``, the default;
+``"masked"``, every masked position; ``"prepended-mask"``, the law a head reads in Wei et al.'s tasks);
+the other two are not calibrated.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.train.epsilon import exact_epsilon, kl_per_sequence
-from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens
+from simlm.train.epsilon import exact_epsilon, exact_masked_epsilon, kl_per_sequence
+from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens, mean_and_sem
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
+LAWS = ("next-token", "masked", "prepended-mask")
 
 #: relative accuracy of the solved ε (|ε(s)/eps − 1|); the promise to callers is 1e-3.
 RTOL = 1e-4
@@ -86,17 +90,18 @@ class PerturbedLM:
     """The world's exact LM perturbed by one of the families above with scale s (= ``scale``).
 
     Attributes: ``world``, ``kind``, ``scale``, ``params`` (the fixed perturbation), ``target_eps``,
-    ``achieved_eps`` ± ``achieved_eps_se`` (exact ε on ``eval_tokens``, nats/token)."""
+    ``achieved_eps`` ± ``achieved_eps_se`` (exact ε of the calibrated ``law`` on ``eval_tokens``,
+    nats/token)."""
 
     def __init__(self, world, kind, scale, params, *, target_eps=float("nan"), achieved_eps=float("nan"),
-                 achieved_eps_se=float("nan"), eval_tokens=None):
-        self.world, self.kind, self.scale, self.params = world, kind, float(scale), params
+                 achieved_eps_se=float("nan"), eval_tokens=None, law="next-token"):
+        self.world, self.kind, self.scale, self.params, self.law = world, kind, float(scale), params, law
         self.target_eps, self.achieved_eps, self.achieved_eps_se = target_eps, achieved_eps, achieved_eps_se
         self.eval_tokens = eval_tokens
 
     def __repr__(self):
-        return (f"PerturbedLM(kind={self.kind!r}, scale={self.scale:.6g}, target_eps={self.target_eps:.6g}, "
-                f"achieved_eps={self.achieved_eps:.6g}, world={self.world!r})")
+        return (f"PerturbedLM(kind={self.kind!r}, scale={self.scale:.6g}, law={self.law!r}, "
+                f"target_eps={self.target_eps:.6g}, achieved_eps={self.achieved_eps:.6g}, world={self.world!r})")
 
     @property
     def n_symbols(self) -> int:
@@ -110,11 +115,12 @@ class PerturbedLM:
         return self._perturb(jnp.asarray(self.world.next_token_logprobs(tokens)))
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
-        """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)``; its masked ε is NOT calibrated."""
+        """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)`` (calibrated only if ``law="masked"``)."""
         return self._perturb(jnp.log(jnp.asarray(self.world.masked_token_probs(tokens, positions))))
 
     def prepended_mask_logprobs(self, tokens) -> jax.Array:
-        """The same perturbation of the prepended-mask law, ``(n, V)``."""
+        """The same perturbation of the prepended-mask law, ``(n, V)`` (calibrated only if
+        ``law="prepended-mask"``)."""
         return self._perturb(jnp.log(jnp.asarray(self.world.prepended_mask_probs(tokens))))
 
 
@@ -188,17 +194,22 @@ def _solve_scale(eps_of, eps: float, kind: str) -> float:
 
 
 def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=None, threshold=None,
-                 colder: bool = False, n_eval: int = 64, eval_length: int = 64) -> PerturbedLM:
+                 colder: bool = False, n_eval: int = 64, eval_length: int = 64,
+                 law: str = "next-token") -> PerturbedLM:
     """An LM whose exact ε against ``world`` equals ``eps`` (nats/token) within 1e-3 relative
     (solved to 1e-4) on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of
     ``eval_length`` tokens sampled from the world with ``seed``.  ``seed`` also fixes the noise of
     ``logit-noise`` and ``rare-words``.  ``kind`` is one of :data:`KINDS` (see the module docstring);
     ``direction`` (V,) is for ``task-adversarial``, ``threshold`` for ``rare-words`` (default: the 10th
-    percentile of p* on the evaluation set), ``colder`` for ``temperature``.  ε(s) is evaluated in
+    percentile of p* on the evaluation set), ``colder`` for ``temperature``.  ``law`` (one of
+    :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
+    position, or the law at a mask prepended before the tokens.  ε(s) is evaluated in
     float32, so an eps below ~1e-6 nats/token may not be resolvable.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
     unknown, or eps exceeds what the family reaches on the evaluation set (the message gives the
     maximum)."""
     eps = check_positive("eps", eps)
+    if law not in LAWS:
+        raise ConfigError(f"law: expected one of {', '.join(LAWS)}, got {law!r}")
     rng = as_rng(seed)
     V = int(world.n_symbols)
     params = _family_params(kind, V, rng, direction, threshold, colder)
@@ -206,14 +217,26 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
         toks = world.sample(int(seed), check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length))
     else:
         toks, _ = check_tokens(tokens, V)
-    logp = jnp.asarray(world.next_token_logprobs(toks))
+    if law == "next-token":
+        logp = jnp.asarray(world.next_token_logprobs(toks))
+    elif law == "masked":
+        logp = jnp.log(jnp.asarray(world.masked_token_probs(toks)))
+    else:
+        logp = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
     if kind == "rare-words":
         params["threshold"] = _rare_threshold(logp, params["threshold"])
     scale = _solve_scale(lambda s: float(_epsilon_of_scale(kind, logp, s, params)), eps, kind)
-    lm = PerturbedLM(world, kind, scale, params, target_eps=eps, eval_tokens=np.asarray(toks))
+    lm = PerturbedLM(world, kind, scale, params, target_eps=eps, eval_tokens=np.asarray(toks), law=law)
     # measured through the public path, so achieved_eps is exactly what callers will measure
-    lm.achieved_eps, lm.achieved_eps_se = exact_epsilon(world, lm, toks)
+    if law == "next-token":
+        lm.achieved_eps, lm.achieved_eps_se = exact_epsilon(world, lm, toks)
+    elif law == "masked":
+        lm.achieved_eps, lm.achieved_eps_se = exact_masked_epsilon(world, lm, toks)
+    else:
+        ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
+        kl = kl_per_sequence(ref, lm.prepended_mask_logprobs(toks)[:, None, :])
+        lm.achieved_eps, lm.achieved_eps_se = mean_and_sem(np.asarray(kl, np.float64))
     return lm
 
 
-__all__ = ["KINDS", "PerturbedLM", "perturb_logprobs", "perturbed_lm"]
+__all__ = ["KINDS", "LAWS", "PerturbedLM", "perturb_logprobs", "perturbed_lm"]
