@@ -34,8 +34,8 @@ def _source(level):
 @pytest.mark.parametrize("experiment, methods", [
     ("experiment1", {"hmm": {"oracle": {"head", "prompt"}, "analytic": {"head"}, "trained": {"head", "prompt"}}}),
     ("experiment2", {"hmm": {"oracle": {"head", "prompt"}, "analytic": {"head"}, "trained": {"head", "prompt"}},
-                     "memory": {"oracle": {"attention_head", "head"}, "analytic": {"attention_head"},
-                                "trained": {"attention_head"}}}),
+                     "memory": {"oracle": {"attention_head", "attention_prompt", "head"},
+                                "analytic": {"attention_head"}, "trained": {"attention_head", "attention_prompt"}}}),
 ])
 def test_one_record_per_world_seed_method_and_level(quick, experiment, methods):
     _, runs = quick

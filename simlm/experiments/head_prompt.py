@@ -30,9 +30,12 @@ Experiment 2 — memory.  4 syntactic states × M ∈ {2, 3, 5, 7} slot values: 
 is drawn once per sequence (``MemoryHMM.random(world_seed, 1, M, 4, |X|)``, the one-cell model of
 :meth:`~simlm.worlds.MemoryHMM.one_cell`), the task a function of P(m | x) (:func:`make_memory_task`),
 read by the single-query attention head over the masked laws at every position (oracle, analytic with
-its masked laws calibrated to ε = t at every position, and trained), and
-by a linear head on the prepended-mask law (oracle) for contrast; against a vanilla HMM with the same
-4M hidden states and its posterior task (linear head and prompt, oracle and trained, as above).
+its masked laws calibrated to ε = t at every position, and trained), by prompt tuning with that attention
+head (:mod:`simlm.downstream.attention_prompts`: exact prompt likelihoods over the joint (slot, state)
+chain on the oracle, a continuous prefix before every masked copy on the trained transformer, minibatches
+of ``memory_prompt_batch`` sequences), and by a linear head on the prepended-mask law (oracle) for
+contrast; against a vanilla HMM with the same 4M hidden states and its posterior task (linear head and
+prompt, oracle, analytic and trained, as above).
 
 Seeds.  Seed s sets the task (1000 s), the training (1000 s + 1) and test (1000 s + 2) data, the Bayes
 ceiling's continuations (1000 s + 3), head and prompt initialisations and the transformer's
@@ -75,7 +78,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_exact_prompt,
+from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_exact_attention_prompt,
+                              fit_exact_prompt, fit_transformer_attention_prompt,
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
 from simlm.errors import ConfigError
@@ -114,6 +118,7 @@ class Config:
     prompt_length: int = 1
     exact_prompt_steps: int = 300
     transformer_prompt_steps: int = 200
+    memory_prompt_batch: int = 64
     attention_steps: int = 300
     trained: bool = True
     analytic: str | None = "logit-noise"
@@ -202,9 +207,10 @@ def conditions(world, kind: str, task, config: Config) -> dict:
 def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, source: str) -> list[dict]:
     """``[{"method", "train_accuracy", "test_accuracy"}]`` of every predictor on ``lm`` for one seed's task.
 
-    ``source`` is "oracle" (the WorldLM: linear head, exact prompt; memory worlds: attention and linear
-    head), "trained" (a masked TransformerLM: linear head and continuous prompt; memory worlds: attention
-    head) or "analytic" (a PerturbedLM: the heads only — a perturbed law has no prompt mechanism)."""
+    ``source`` is "oracle" (the WorldLM: linear head, exact prompt; memory worlds: attention head, exact
+    prompt with an attention head, linear head), "trained" (a masked TransformerLM: linear head and
+    continuous prompt; memory worlds: attention head, continuous prompt with an attention head) or
+    "analytic" (a PerturbedLM: the heads only — a perturbed law has no prompt mechanism)."""
     (x_tr, y_tr), (x_te, y_te) = ctx["train"], ctx["test"]
     out = []
 
@@ -215,6 +221,15 @@ def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, sour
         f_tr, f_te = attention_features(lm, x_tr), attention_features(lm, x_te)
         head = fit_attention_head(f_tr, y_tr, steps=config.attention_steps, seed=seed)
         add("attention_head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
+        k = config.prompt_length
+        if source == "oracle":
+            p = fit_exact_attention_prompt(world, x_tr, y_tr, k=k, steps=config.attention_steps, seed=seed,
+                                           test=(x_te, y_te))
+            add("attention_prompt", p.train_accuracy, p.test_accuracy)
+        elif source == "trained":
+            p = fit_transformer_attention_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps,
+                                                 batch_size=config.memory_prompt_batch, seed=seed, test=(x_te, y_te))
+            add("attention_prompt", p.train_accuracy, p.test_accuracy)
         if source != "oracle":
             return out
     f_tr, f_te = task_features(lm, x_tr, "prepended"), task_features(lm, x_te, "prepended")

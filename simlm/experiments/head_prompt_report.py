@@ -103,6 +103,8 @@ def plot(payload: dict, path: Path) -> Path:
         sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv
         for ax, lv in ((a, "oracle"), (b, "final")):
             _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
+            _curve(ax, summary, sel("memory", "attention_prompt", lv), "memory: attention prompt", color="C3",
+                   marker="^", ls="--")
             _curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
             _curve(ax, summary, sel("hmm", "head", lv), "vanilla: linear head", color="C0", marker="s")
             _curve(ax, summary, sel("hmm", "prompt", lv), "vanilla: prompt", color="C1", marker="s", ls="--")

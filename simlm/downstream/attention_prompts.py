@@ -1,0 +1,269 @@
+"""Prompt tuning with an attention head, for memory tasks (Wei, Xie & Ma, NeurIPS 2021, Section 5).
+
+A memory task's label is a function of the slot value m, which every position's emission carries, so its
+head is the single-query attention head over the masked laws at every position
+(:func:`~simlm.downstream.fit_attention_head`).  Prompt tuning puts k learned prompt positions before
+x_1:T and trains the prompt jointly with that head; the network or world is frozen.
+
+Exact model (an :class:`~simlm.worlds.HMM` or a :class:`~simlm.worlds.MemoryHMM`, through its joint
+(slot, state) chain ``(π, A, B)`` of :func:`~simlm.downstream.chain_parameters`).  Prompt position j has
+a learned nonnegative emission likelihood u_j over the joint states.  The chain starts at the first prompt
+position with π, so the state of x_1 has the prompted prior
+
+    p_1(U) ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A
+
+and every masked law is the world's exact one with that prior: P(x_t = · | z, x_−t) = P(h_t | z, x_−t) B
+from one forward–backward pass (:func:`prompted_masked_probs`).  For a one-cell memory world A keeps the
+slot, so a prompt reweights the slot prior by Σ_h π(m, h) u(m, h) (and moves the chain one step); it can
+sharpen or suppress slot values before the head reads the positions.
+
+Transformer (a masked :class:`~simlm.models.TransformerLM`).  k continuous vectors ``(k, d)`` are prepended
+to the input embeddings of every masked copy of x (x with x_t replaced by MASK, one per position t); the
+law read at t, over all t, feeds the attention head.  The prefix and the head are trained jointly with Adam
+on minibatches of sequences (each step reads ``batch_size`` sequences × T masked copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from simlm._optim import minimise
+from simlm.downstream.heads import AttentionHead, _attention_logits, _xent, adam_restarts
+from simlm.downstream.prompts import _check_common, _check_prompt, _prompt_prior
+from simlm.downstream.tasks import chain_parameters
+from simlm.errors import ConfigError, TokenError, ZeroProbabilityError
+from simlm.models.transformer import TransformerLM
+from simlm.worlds import hmm_core as core
+from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+
+# ---- the exact prompted masked laws -------------------------------------------------------------
+
+
+@jax.jit
+def _prompted_laws(initial, transition, emission, U, tokens):
+    """P(x_t = · | z, x_−t) ``(n, T, V)`` and the per-step log-probs ``(n, T)`` under the prompted prior."""
+    prior = _prompt_prior(initial, transition, U)
+    return jax.vmap(core.masked_token_probs, in_axes=(None, None, None, 0))(prior, transition, emission, tokens)
+
+
+def prompted_masked_probs(world, tokens, U) -> jax.Array:
+    """The exact masked laws at every position of ``tokens (n, T)`` (x_1:T) after k prompt positions with
+    likelihoods ``U (k, K)`` over the joint states (module docstring): ``(n, T, V)``.
+    ``ZeroProbabilityError`` for a sequence that the prompted world gives probability zero."""
+    initial, transition, emission = chain_parameters(world)
+    U = _check_prompt(U, initial.shape[0])
+    toks, _ = check_tokens(tokens, world.n_symbols)
+    laws, steps = _prompted_laws(initial, transition, emission, jnp.asarray(U, initial.dtype), jnp.asarray(toks))
+    bad = ~np.isfinite(np.asarray(steps)).all(axis=1)
+    if bad.any():
+        raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero under "
+                                   "the prompted world, so its masked laws are undefined")
+    return laws
+
+
+def _standardise(f):
+    """Standardise ``f (n, T, F)`` over sequences and positions with stop-gradient statistics."""
+    mean = jax.lax.stop_gradient(f.mean((0, 1)))
+    sd = jax.lax.stop_gradient(f.std((0, 1)))
+    sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
+    return (f - mean) / sd, mean, sd
+
+
+def _init_head(key, F, n_classes, d_key, d_value):
+    ks = jax.random.split(key, 4)
+    return {"q": jax.random.normal(ks[0], (d_key,)), "W_k": jax.random.normal(ks[1], (d_key, F)) / jnp.sqrt(F),
+            "W_v": jax.random.normal(ks[2], (d_value, F)) / jnp.sqrt(F),
+            "W_o": jax.random.normal(ks[3], (n_classes, d_value)) / jnp.sqrt(d_value), "b": jnp.zeros(n_classes)}
+
+
+def _head_l2(p):
+    return sum(jnp.sum(p[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
+
+
+def _head_params(p) -> dict:
+    return {name: np.asarray(p[name]) for name in ("q", "W_k", "W_v", "W_o", "b")}
+
+
+@partial(jax.jit, static_argnames=("k", "n_classes", "d_key", "d_value", "steps", "n_restarts"))
+def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_classes, d_key, d_value, steps,
+               n_restarts):
+    K, V = initial.shape[0], emission.shape[-1]
+
+    def features(raw):
+        return _prompted_laws(initial, transition, emission, jax.nn.softplus(raw), tokens)[0]
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"raw": jax.random.normal(k1, (k, K)), **_init_head(k2, V, n_classes, d_key, d_value)}
+
+    def loss(p):
+        z, _, _ = _standardise(features(p["raw"]))
+        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _head_l2(p)
+
+    p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
+    _, mean, sd = _standardise(features(p["raw"]))
+    return jax.nn.softplus(p["raw"]), p, mean, sd, losses, final
+
+
+@dataclass(frozen=True, eq=False)
+class ExactAttentionPromptResult:
+    """Prompt tuning with an attention head on an exact world: ``U (k, K)`` the prompt likelihoods over the
+    joint states, ``head`` the :class:`~simlm.downstream.AttentionHead` on the prompted masked laws,
+    accuracies (``test_accuracy`` NaN without test data), the training loss per step of the best restart
+    and the final loss of every restart."""
+
+    U: np.ndarray
+    head: AttentionHead
+    train_accuracy: float
+    test_accuracy: float
+    losses: np.ndarray
+    restart_losses: np.ndarray
+
+    def features(self, world, tokens) -> jax.Array:
+        return prompted_masked_probs(world, tokens, self.U)
+
+    def predict(self, world, tokens) -> np.ndarray:
+        return self.head.predict(self.features(world, tokens))
+
+    def accuracy(self, world, tokens, labels) -> float:
+        return self.head.accuracy(self.features(world, tokens), labels)
+
+
+def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,
+                               d_value: int = 16, n_restarts: int = 4, steps: int = 300, seed: int = 0,
+                               lr: float = 0.05, l2: float = 1e-4, test=None) -> ExactAttentionPromptResult:
+    """Jointly fit prompt likelihoods U = softplus(raw) ``(k, K)`` and an attention head on the prompted
+    masked laws of ``tokens (n, T)`` to ``labels (n,)``: Adam at ``lr``, ``steps`` full-batch steps, best of
+    ``n_restarts`` by training loss (cross-entropy + (l2/2)·Σ‖head weights‖²).  ``test=(tokens, labels)``
+    is scored.  ``world`` is an HMM or a MemoryHMM."""
+    initial, transition, emission = chain_parameters(world)
+    toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
+    prompted_masked_probs(world, toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
+    U, p, mean, sd, losses, final = _fit_exact(
+        initial, transition, emission, jnp.asarray(toks), jnp.asarray(y),
+        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
+        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
+        check_positive_int("d_key", d_key), check_positive_int("d_value", d_value),
+        check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
+    head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(final))
+    result = ExactAttentionPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses),
+                                        np.asarray(final))
+    train_acc = result.accuracy(world, toks, y)
+    test_acc = float("nan") if test is None else result.accuracy(world, *test)
+    return ExactAttentionPromptResult(result.U, head, train_acc, test_acc, result.losses, result.restart_losses)
+
+
+# ---- prompt tuning with an attention head on a masked transformer ---------------------------------
+
+def _masked_copies(tokens, mask_id):
+    """``(n·T, T)``: copy t of each sequence has x_t replaced by ``mask_id``."""
+    n, T = tokens.shape
+    eye = jnp.eye(T, dtype=bool)
+    return jnp.where(eye[None], mask_id, tokens[:, None, :]).reshape(n * T, T)
+
+
+def _prefixed_laws(graphdef, state, prefix, tokens):
+    """The frozen model's masked law at every position of ``tokens (n, T)`` with ``prefix (k, d)`` before
+    each masked copy: ``(n, T, V)``."""
+    model = nnx.merge(graphdef, state)
+    n, T = tokens.shape
+    logits = model(_masked_copies(tokens, model.config.mask_id), prefix=prefix).reshape(n, T, T, -1)
+    return jax.nn.softmax(logits[:, jnp.arange(T), jnp.arange(T)], axis=-1)
+
+
+_prefixed_laws_jit = jax.jit(_prefixed_laws, static_argnums=0)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "n_classes", "d_key", "d_value", "steps"))
+def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, prefix0, n_classes, d_key, d_value,
+                     steps):
+    V = jax.eval_shape(lambda: _prefixed_laws(graphdef, state, prefix0, tokens[:1])).shape[-1]
+    params = {"prefix": prefix0, **_init_head(key, V, n_classes, d_key, d_value)}
+
+    def loss(p, idx):
+        z, _, _ = _standardise(_prefixed_laws(graphdef, state, p["prefix"], tokens[idx]))
+        return _xent(_attention_logits(p, z), labels[idx]) + 0.5 * l2 * _head_l2(p)
+
+    p, losses = minimise(loss, params, optax.adam(lr), steps, xs=batches)
+    return p, losses
+
+
+@dataclass(frozen=True, eq=False)
+class TransformerAttentionPromptResult:
+    """Prompt tuning with an attention head on a frozen masked transformer: ``prefix (k, d)``, ``head`` the
+    :class:`~simlm.downstream.AttentionHead` on the prefixed masked laws, accuracies, and the minibatch
+    training loss per step ``losses (steps,)``."""
+
+    prefix: np.ndarray
+    head: AttentionHead
+    train_accuracy: float
+    test_accuracy: float
+    losses: np.ndarray
+
+    def features(self, lm, tokens) -> jax.Array:
+        """The prefixed masked laws ``(n, T, V)``."""
+        toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0])
+        return _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
+
+    def predict(self, lm, tokens) -> np.ndarray:
+        return self.head.predict(self.features(lm, tokens))
+
+    def accuracy(self, lm, tokens, labels) -> float:
+        return self.head.accuracy(self.features(lm, tokens), labels)
+
+
+def _check_transformer_tokens(lm, tokens, k):
+    if not isinstance(lm, TransformerLM):
+        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
+    if lm.config.causal:
+        raise ConfigError("lm: the attention prompt reads masked laws; this TransformerLM is causal "
+                          "(train it with TransformerConfig(causal=False))")
+    toks, _ = check_tokens(tokens, lm.n_symbols)
+    if k + toks.shape[1] > lm.config.n_positions:
+        raise TokenError(f"tokens: prefix k = {k} + {toks.shape[1]} tokens exceeds the model's "
+                         f"{lm.config.n_positions} positions (max_len + 1)")
+    return jnp.asarray(toks)
+
+
+def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,
+                                     d_value: int = 16, steps: int = 200, batch_size: int = 64, seed: int = 0,
+                                     lr: float = 0.01, l2: float = 1e-4, test=None
+                                     ) -> TransformerAttentionPromptResult:
+    """Prompt tuning with an attention head on a frozen masked :class:`~simlm.models.TransformerLM`: a prefix
+    ``(k, d)`` (initialised N(0, 0.02²)) before every masked copy of x and an attention head over the
+    masked laws, trained jointly with Adam at ``lr`` for ``steps`` steps on minibatches of ``batch_size``
+    sequences (drawn without replacement within a step, by ``seed``).  ``test=(tokens, labels)`` is
+    scored."""
+    if not isinstance(lm, TransformerLM):
+        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
+    toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
+    toks = _check_transformer_tokens(lm, toks, k)
+    steps = check_positive_int("steps", steps)
+    b = min(check_positive_int("batch_size", batch_size), toks.shape[0])
+    key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,
+                                                                                                 minimum=0)), 3)
+    batches = jax.vmap(lambda kk: jax.random.permutation(kk, toks.shape[0])[:b])(jax.random.split(key_batches, steps))
+    prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
+    p, losses = _fit_transformer(
+        lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
+        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
+        key_head, prefix0, C, check_positive_int("d_key", d_key), check_positive_int("d_value", d_value), steps)
+    prefix = np.asarray(p["prefix"])
+    train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
+    _, mean, sd = _standardise(train_features)
+    head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(losses[-1:]))
+    train_acc = head.accuracy(train_features, y)
+    result = TransformerAttentionPromptResult(prefix, head, train_acc, float("nan"), np.asarray(losses))
+    test_acc = float("nan") if test is None else result.accuracy(lm, *test)
+    return TransformerAttentionPromptResult(prefix, head, train_acc, test_acc, result.losses)
+
+
+__all__ = ["prompted_masked_probs", "ExactAttentionPromptResult", "fit_exact_attention_prompt",
+           "TransformerAttentionPromptResult", "fit_transformer_attention_prompt"]
