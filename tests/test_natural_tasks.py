@@ -395,3 +395,22 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(hmm_contexts):
 
 def test_context_kl_is_infinite_off_the_support():
     assert context_kl(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]))[0] == math.inf
+
+
+def test_a_tau_cache_gives_the_same_check_and_is_reused_across_lms():
+    """τ does not depend on the LM: with a shared ``tau_cache`` a second LM's check solves nothing new and
+    every number equals the uncached check."""
+    C = contexts_of("loglinear", 0)
+    task = random_natural_task(C, 1, noise="logistic")
+    lms = [make_lm(kind, "loglinear", 0, 0.1, task, C)[0] for kind in ("softmax", "quad")]
+    cache = {}
+    check_natural_task(C, lms[0], task, tau_cache=cache)
+    n = len(cache)
+    assert n == 3  # one τ per constraint: box (p_f), span-box (Φp_f), span-ball (f)
+    for lm in lms:
+        cached, plain = check_natural_task(C, lm, task, tau_cache=cache), check_natural_task(C, lm, task)
+        assert len(cache) == n
+        for a, b in zip(cached.bounds, plain.bounds, strict=True):
+            for field in ("tau", "bound", "loss_natural", "loss_best"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert cached.holds == plain.holds

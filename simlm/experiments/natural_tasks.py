@@ -246,10 +246,11 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-def check_rows(contexts, lm, task, labels: dict) -> list[dict]:
+def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) -> list[dict]:
     """Tidy rows of ``check_natural_task(contexts, lm, task)``: per bound, one at B* (the grid radius
-    minimising it) and one at B_tau (the smallest radius with τ(B) ≤ min τ + TAU_TOL)."""
-    r = check_natural_task(contexts, lm, task)
+    minimising it) and one at B_tau (the smallest radius with τ(B) ≤ min τ + TAU_TOL).  ``tau_cache`` is
+    passed on, so the LM-free τ of a task is solved once over many LMs."""
+    r = check_natural_task(contexts, lm, task, tau_cache=tau_cache)
     base = {**labels, "eps": r.eps, "eps_best": r.eps_best, "eps_phi": r.eps_phi, "eps_quad": r.eps_quad,
             "gamma": r.gamma, "gamma_phi": r.gamma_phi, "positive_rate": r.positive_rate}
     rows = []
@@ -308,12 +309,13 @@ def run(config: Config = Config(), run_root=None, *, train_lms: bool = True, log
         trained = list(trained_lms(world, world_name, C, config, run_root, training)) if train_lms else []
         log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
             f"{len(lms) + len(trained)} LMs × {len(tasks)} tasks")
+        tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
         for labels, lm in lms + trained:
             for prompt, noise, task in tasks:
                 task_labels = {"world": world_name, "task": "p_L" if prompt is None else "u=" + ",".join(map(str, prompt)),
                                "prompt": None if prompt is None else list(prompt), "noise": noise,
                                "task_contexts": int(np.count_nonzero(task.weights))}
-                rows += check_rows(C, lm, task, {**task_labels, **labels})
+                rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
         base_task = next(t for p, _, t in tasks if p is None)
         lp += log_partition_rows(world_name, C, base_task, phi,
                                  [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in trained], config)

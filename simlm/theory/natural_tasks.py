@@ -18,6 +18,7 @@ The bounds are the forms we derive from these definitions (each a small function
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Callable
 
@@ -371,10 +372,26 @@ def _row_basis(phi) -> np.ndarray:
     return U[:, s > 1e-10 * s[0]]
 
 
-def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs, l2, atol) -> list:
+def _tau(P, task, Bs, constraint, basis, cache):
+    """τ(B) at every radius (the LM-free natural-task solve), looked up in ``cache`` when one is given:
+    the key is a digest of every array the solution depends on, so a hit is always the same problem."""
+    if cache is None:
+        return constrained_logistic(P, task.pos, task.neg, Bs, constraint, basis=basis)
+    h = hashlib.sha256(constraint.encode())
+    for a in (P, task.pos, task.neg, Bs, np.zeros(0) if basis is None else basis):
+        a = np.ascontiguousarray(a, np.float64)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    key = h.hexdigest()
+    if key not in cache:
+        cache[key] = constrained_logistic(P, task.pos, task.neg, Bs, constraint, basis=basis)
+    return cache[key]
+
+
+def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs, l2, atol, cache) -> list:
     """The bounds ``variants`` = [(name, form, ε, γ)] sharing one constraint and one set of features."""
     pos, neg = task.pos, task.neg
-    nat = constrained_logistic(P, pos, neg, Bs, constraint, basis=basis)
+    nat = _tau(P, task, Bs, constraint, basis, cache)
     best = constrained_logistic(lm_x, pos, neg, Bs, constraint, basis=basis, init=(nat.v, nat.b))
     za, zb = lm_x @ nat.v.T + nat.b, lm_x @ best.v.T + best.b
     la = np.array([logistic_loss(za[:, i], pos, neg) for i in range(len(Bs))])
@@ -393,7 +410,8 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
 
 
 def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, features=None, B_grid=None,
-                       B2_grid=None, l2: float = 1e-4, atol: float = 1e-7, forms=None) -> NaturalTaskCheck:
+                       B2_grid=None, l2: float = 1e-4, atol: float = 1e-7, forms=None,
+                       tau_cache: dict | None = None) -> NaturalTaskCheck:
     """Compute ε, γ, and the bounds that apply, with the losses measured on the LM's features:
 
     - ``any-lm`` (always): features p_f(s), ‖v‖_∞ ≤ B;
@@ -404,7 +422,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
 
     (a), (b) are measured at every B; (c) is a ridge (``l2``) logistic probe on the same features.
     ``atol`` absorbs float64 rounding.  ``forms`` maps bound names to replacement functions
-    (τ, B, ε, γ) ↦ bound."""
+    (τ, B, ε, γ) ↦ bound.  τ depends on the task, the contexts and Φ but not on the LM: pass the same dict
+    as ``tau_cache`` to checks of many LMs on one task and each τ is solved once."""
     contexts = world_or_contexts
     if not isinstance(contexts, ContextSet):
         contexts = enumerate_contexts(world_or_contexts, _check_task(task).max_length)
@@ -424,14 +443,16 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
         features = lm.theta if features is None else features
     eps_best = eps_phi = eps_quad = g_phi = float("nan")
     skipped = []
-    bounds = _transfer([("any-lm", forms["any-lm"], eps, g)], "p_f", task, P, laws, laws, "box", None, Bs, l2, atol)
+    bounds = _transfer([("any-lm", forms["any-lm"], eps, g)], "p_f", task, P, laws, laws, "box", None, Bs, l2, atol,
+                       tau_cache)
     if isinstance(lm, SoftmaxContextLM):
         phi = np.asarray(Phi, np.float64)
         eps_phi = float(p_L @ softmax_excess(lm.theta, phi, P))
         eps_best = eps - eps_phi
         g_phi = gamma_phi(p_L, task.weights, (laws - P) @ phi.T)
         variants = [(n, forms[n], eps_phi, gm) for n, gm in (("softmax", g), ("softmax-gamma-phi", g_phi))]
-        bounds += _transfer(variants, "Φp_f", task, P, laws, laws @ phi.T, "span-box", _row_basis(phi), Bs, l2, atol)
+        bounds += _transfer(variants, "Φp_f", task, P, laws, laws @ phi.T, "span-box", _row_basis(phi), Bs, l2, atol,
+                            tau_cache)
     else:
         skipped.append(("softmax", "lm is not a SoftmaxContextLM (θ, Φ)"))
     if features is not None and Phi is not None:
@@ -440,7 +461,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
             raise ShapeError(f"features: expected f of shape ({S}, d) with Phi (d, {V}), got {f.shape}, {phi.shape}")
         eps_quad = quad_epsilon(contexts, f, phi)
         bounds += _transfer([("quad", forms["quad"], eps_quad, g)], "f", task, P, f @ phi, f, "span-ball",
-                            _row_basis(phi), B2s, l2, atol)
+                            _row_basis(phi), B2s, l2, atol, tau_cache)
     else:
         skipped.append(("quad", "no Quad features f with their Φ (pass features= and Phi=)"))
     return NaturalTaskCheck(S, eps, eps_best, eps_phi, eps_quad, g, g_phi, float(task.pos.sum()), tuple(bounds),
