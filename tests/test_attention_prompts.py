@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from simlm.downstream import make_memory_task, sample_task_data
 from simlm.downstream.attention_prompts import (_prefixed_laws, fit_exact_attention_prompt,
                                                 fit_transformer_attention_prompt, prompted_masked_probs)
-from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
 from simlm.strategies import hmms, memory_hmms
 from simlm.worlds import MemoryHMM
@@ -23,17 +23,19 @@ few = settings(max_examples=max(1, settings.default.max_examples // 3))
 
 def enumerated_prompted_masked_laws(pi, A, B, U, x):
     """(T, V): P(x_t = · | z_1:k, x_−t) summing over every path (s_1..s_k, h_1..h_T) of the joint chain: the
-    chain starts at the first prompt position with π, prompt position j contributes U[j, s_j]."""
+    chain starts at the first prompt position with π, prompt position j contributes U[j, s_j]; and the
+    prompted probability of the whole of x (up to the prompt's normalisation)."""
     k, K = U.shape
     T, V = len(x), B.shape[1]
-    laws = np.zeros((T, V))
+    laws, total = np.zeros((T, V)), 0.0
     for path in itertools.product(range(K), repeat=k + T):
         p = pi[path[0]] * np.prod([A[path[i - 1], path[i]] for i in range(1, len(path))])
         p *= np.prod([U[j, path[j]] for j in range(k)])
         emit = [B[path[k + t], x[t]] for t in range(T)]
+        total += p * np.prod(emit)
         for t in range(T):
             laws[t] += p * np.prod(emit[:t] + emit[t + 1:]) * B[path[k + t]]
-    return laws / laws.sum(1, keepdims=True)
+    return laws / laws.sum(1, keepdims=True), total
 
 
 def _dense(world):
@@ -51,8 +53,13 @@ def test_prompted_masked_laws_equal_enumeration(data, memory, k):
     T = data.draw(st.integers(1, 3))
     x = np.asarray(data.draw(st.lists(st.integers(0, B.shape[1] - 1), min_size=T, max_size=T)), np.int32)
     U = np.asarray(data.draw(st.lists(st.floats(0.05, 2.0), min_size=k * len(pi), max_size=k * len(pi)))).reshape(k, -1)
+    want, total = enumerated_prompted_masked_laws(pi, A, B, U, x)
+    if total == 0:  # the prompted world cannot produce x: a typed error, never NaN laws
+        with pytest.raises(ZeroProbabilityError, match="tokens: sequence 0 has probability zero"):
+            prompted_masked_probs(world, x[None], U)
+        return
     got = np.asarray(prompted_masked_probs(world, x[None], U), np.float64)[0]
-    np.testing.assert_allclose(got, enumerated_prompted_masked_laws(pi, A, B, U, x), atol=2e-5)
+    np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 def test_a_prompt_that_vanishes_off_one_slot_conditions_the_world_on_it():

@@ -36,9 +36,9 @@ from flax import nnx
 
 from simlm._optim import minimise
 from simlm.downstream.heads import AttentionHead, _attention_logits, _xent, adam_restarts
-from simlm.downstream.prompts import _check_common, _check_prompt, _prompt_prior
+from simlm.downstream.prompts import _check_common, _check_prompt, _check_transformer_tokens, _prompt_prior
 from simlm.downstream.tasks import chain_parameters
-from simlm.errors import ConfigError, TokenError, ZeroProbabilityError
+from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.models.transformer import TransformerLM
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import check_positive, check_positive_int, check_tokens
@@ -209,7 +209,7 @@ class TransformerAttentionPromptResult:
 
     def features(self, lm, tokens) -> jax.Array:
         """The prefixed masked laws ``(n, T, V)``."""
-        toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0])
+        toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0], mask_slot=False)
         return _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
 
     def predict(self, lm, tokens) -> np.ndarray:
@@ -217,19 +217,6 @@ class TransformerAttentionPromptResult:
 
     def accuracy(self, lm, tokens, labels) -> float:
         return self.head.accuracy(self.features(lm, tokens), labels)
-
-
-def _check_transformer_tokens(lm, tokens, k):
-    if not isinstance(lm, TransformerLM):
-        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
-    if lm.config.causal:
-        raise ConfigError("lm: the attention prompt reads masked laws; this TransformerLM is causal "
-                          "(train it with TransformerConfig(causal=False))")
-    toks, _ = check_tokens(tokens, lm.n_symbols)
-    if k + toks.shape[1] > lm.config.n_positions:
-        raise TokenError(f"tokens: prefix k = {k} + {toks.shape[1]} tokens exceeds the model's "
-                         f"{lm.config.n_positions} positions (max_len + 1)")
-    return jnp.asarray(toks)
 
 
 def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,
@@ -244,7 +231,7 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     if not isinstance(lm, TransformerLM):
         raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
     toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
-    toks = _check_transformer_tokens(lm, toks, k)
+    toks = _check_transformer_tokens(lm, toks, k, mask_slot=False)
     steps = check_positive_int("steps", steps)
     b = min(check_positive_int("batch_size", batch_size), toks.shape[0])
     key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,

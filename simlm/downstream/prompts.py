@@ -239,16 +239,18 @@ class TransformerPromptResult:
         return self.head.accuracy(self.features(lm, tokens), labels)
 
 
-def _check_transformer_tokens(lm, tokens, k):
+def _check_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True):
+    """Tokens as a jax array after checking that ``lm`` is a masked TransformerLM whose positions hold the
+    prefix k, the prepended MASK (``mask_slot``; the attention prompt masks in place instead) and x."""
     if not isinstance(lm, TransformerLM):
         raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
     if lm.config.causal:
-        raise ConfigError("lm: prompt tuning reads the law at a prepended MASK; this TransformerLM is causal "
+        raise ConfigError("lm: prompt tuning reads masked laws; this TransformerLM is causal "
                           "(train it with TransformerConfig(causal=False))")
     toks, _ = check_tokens(tokens, lm.n_symbols)
-    if k + 1 + toks.shape[1] > lm.config.n_positions:
-        raise TokenError(f"tokens: prefix k = {k} + MASK + {toks.shape[1]} tokens exceeds the model's "
-                         f"{lm.config.n_positions} positions (max_len + 1)")
+    if k + mask_slot + toks.shape[1] > lm.config.n_positions:
+        raise TokenError(f"tokens: prefix k = {k}{' + MASK' if mask_slot else ''} + {toks.shape[1]} tokens "
+                         f"exceeds the model's {lm.config.n_positions} positions (max_len + 1)")
     return jnp.asarray(toks)
 
 
