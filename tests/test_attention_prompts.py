@@ -35,7 +35,7 @@ def enumerated_prompted_masked_laws(pi, A, B, U, x):
         total += p * np.prod(emit)
         for t in range(T):
             laws[t] += p * np.prod(emit[:t] + emit[t + 1:]) * B[path[k + t]]
-    return laws / laws.sum(1, keepdims=True), total
+    return (laws / laws.sum(1, keepdims=True) if total > 0 else laws), total
 
 
 def _dense(world):
