@@ -57,11 +57,12 @@ steps, learning rate 1e-2 (2e-2 diverged for some seeds; d_model 64 at 1e-2 stal
 (0.3, 0.1, 0.03) — the worlds with |H| ≥ 8 end at ε ≈ 0.03–0.09 after 2500 steps, so their 0.03 rung
 is usually not reached and "final" stands for it; transformer prompt 200 full-batch steps, k = 1.
 
-Measured on a 2-core CPU shared with other jobs (load average 4–8): experiment 1 in full (7 worlds ×
-3 seeds, 105 cells) 35.5 min wall, 21.5 min CPU (training 84–189 s per world; ~10–20 s per trained
-cell, mostly the transformer prompt); experiment 2 (8 worlds, 120 cells) 15.9 min wall, 16.1 min CPU.
-On an idle machine the CPU time is the better guide.  ``--quick``: ~25 s (experiment 1) and ~17 s
-(experiment 2) wall when idle; a rerun of a finished store takes well under a second before plotting.
+Measured on an idle 2-core CPU (docs/head_prompt.md has the results): experiment 1 in full (7 worlds ×
+3 seeds, 168 cells) 13.1 min wall, 19.2 min CPU — training 30–57 s per world (the 3 seeds as one
+ensemble), 5–9 s per trained cell, mostly the transformer prompt; experiment 2 (8 worlds, 192 cells)
+23.9 min wall, 30.4 min CPU, 14–20 s per trained memory cell, mostly the attention prompt.
+``--quick``: ~25 s (experiment 1) and ~30 s (experiment 2) wall when idle, most of it compilation; a
+rerun of a finished store takes well under a second before plotting.
 """
 
 from __future__ import annotations
