@@ -224,3 +224,39 @@ def test_methods_of_the_other_kind_raise(causal_lm, masked_lm, tokens):
         masked_lm.next_token_logprobs(tokens)
     with pytest.raises(ConfigError, match="masked_token_logprobs: .* causal"):
         causal_lm.masked_token_logprobs(tokens)
+
+
+def _attention_by_hand(attn, x, causal):
+    """Multi-head attention written out head by head in float64: columns [c·d + h·dh, c·d + (h+1)·dh) of
+    the qkv kernel are head h of q (c = 0), k (c = 1) and v (c = 2); heads are concatenated in order."""
+    W, b = np.asarray(attn.qkv.kernel[...], np.float64), np.asarray(attn.qkv.bias[...], np.float64)
+    Wo, bo = np.asarray(attn.out.kernel[...], np.float64), np.asarray(attn.out.bias[...], np.float64)
+    n, T, d = x.shape
+    H = attn.config.n_heads
+    dh = d // H
+    qkv = x @ W + b
+    heads = []
+    for h in range(H):
+        q, k, v = (qkv[..., c * d + h * dh: c * d + (h + 1) * dh] for c in range(3))
+        scores = q @ np.swapaxes(k, 1, 2) / np.sqrt(dh)
+        if causal:
+            scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        heads.append((w / w.sum(-1, keepdims=True)) @ v)
+    return np.concatenate(heads, axis=-1) @ Wo + bo
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_is_multi_head_attention_written_out_by_hand(causal):
+    model = init_transformer(TransformerConfig(**{**TINY, "causal": causal, "n_heads": 4}), seed=5)
+    attn = model.blocks[0].attn
+    rng = np.random.default_rng(0)
+    for layer in (attn.qkv, attn.out):  # O(1) weights, so attention is far from uniform and every head counts
+        layer.kernel[...] = jnp.asarray(rng.standard_normal(layer.kernel[...].shape) / 2, jnp.float32)
+        layer.bias[...] = jnp.asarray(rng.standard_normal(layer.bias[...].shape) / 2, jnp.float32)
+    x = rng.standard_normal((3, 6, 16)).astype(np.float32)
+    got = np.asarray(attn(jnp.asarray(x), jnp.arange(6)), np.float64)
+    want = _attention_by_hand(attn, x.astype(np.float64), causal)
+    assert np.abs(want).max() > 1  # a non-trivial output
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
