@@ -35,7 +35,8 @@ import optax
 from flax import nnx
 
 from simlm._optim import minimise
-from simlm.downstream.heads import AttentionHead, _attention_logits, _xent, adam_restarts
+from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
+                                    adam_restarts)
 from simlm.downstream.prompts import _check_common, _check_prompt, _check_transformer_tokens, _prompt_prior
 from simlm.downstream.tasks import chain_parameters
 from simlm.errors import ConfigError, ZeroProbabilityError
@@ -76,17 +77,6 @@ def _standardise(f):
     return (f - mean) / sd, mean, sd
 
 
-def _init_head(key, F, n_classes, d_key, d_value):
-    ks = jax.random.split(key, 4)
-    return {"q": jax.random.normal(ks[0], (d_key,)), "W_k": jax.random.normal(ks[1], (d_key, F)) / jnp.sqrt(F),
-            "W_v": jax.random.normal(ks[2], (d_value, F)) / jnp.sqrt(F),
-            "W_o": jax.random.normal(ks[3], (n_classes, d_value)) / jnp.sqrt(d_value), "b": jnp.zeros(n_classes)}
-
-
-def _head_l2(p):
-    return sum(jnp.sum(p[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
-
-
 def _head_params(p) -> dict:
     return {name: np.asarray(p[name]) for name in ("q", "W_k", "W_v", "W_o", "b")}
 
@@ -101,11 +91,11 @@ def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        return {"raw": jax.random.normal(k1, (k, K)), **_init_head(k2, V, n_classes, d_key, d_value)}
+        return {"raw": jax.random.normal(k1, (k, K)), **_init_attention(k2, V, n_classes, d_key, d_value)}
 
     def loss(p):
         z, _, _ = _standardise(features(p["raw"]))
-        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _head_l2(p)
+        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _attention_l2(p)
 
     p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
     _, mean, sd = _standardise(features(p["raw"]))
@@ -185,11 +175,11 @@ _prefixed_laws_jit = jax.jit(_prefixed_laws, static_argnums=0)
 def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, prefix0, n_classes, d_key, d_value,
                      steps):
     V = jax.eval_shape(lambda: _prefixed_laws(graphdef, state, prefix0, tokens[:1])).shape[-1]
-    params = {"prefix": prefix0, **_init_head(key, V, n_classes, d_key, d_value)}
+    params = {"prefix": prefix0, **_init_attention(key, V, n_classes, d_key, d_value)}
 
     def loss(p, idx):
         z, _, _ = _standardise(_prefixed_laws(graphdef, state, p["prefix"], tokens[idx]))
-        return _xent(_attention_logits(p, z), labels[idx]) + 0.5 * l2 * _head_l2(p)
+        return _xent(_attention_logits(p, z), labels[idx]) + 0.5 * l2 * _attention_l2(p)
 
     p, losses = minimise(loss, params, optax.adam(lr), steps, xs=batches)
     return p, losses

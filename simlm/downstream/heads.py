@@ -260,19 +260,24 @@ def adam_restarts(loss, init, keys, *, steps: int, lr: float):
 
 @partial(jax.jit, static_argnames=("n_classes", "d_key", "d_value", "steps", "n_restarts"))
 def _fit_attention(z, labels, l2, lr, key, n_classes, d_key, d_value, steps, n_restarts):
-    F = z.shape[-1]
-
-    def init(k):
-        ks = jax.random.split(k, 4)
-        return {"q": jax.random.normal(ks[0], (d_key,)), "W_k": jax.random.normal(ks[1], (d_key, F)) / jnp.sqrt(F),
-                "W_v": jax.random.normal(ks[2], (d_value, F)) / jnp.sqrt(F),
-                "W_o": jax.random.normal(ks[3], (n_classes, d_value)) / jnp.sqrt(d_value), "b": jnp.zeros(n_classes)}
-
     def loss(p):
-        reg = sum(jnp.sum(p[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
-        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * reg
+        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _attention_l2(p)
 
+    init = partial(_init_attention, F=z.shape[-1], n_classes=n_classes, d_key=d_key, d_value=d_value)
     return adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
+
+
+def _init_attention(key, F, n_classes, d_key, d_value) -> dict:
+    """A random attention head for ``F`` features per position (the head's own parameters, no prompt)."""
+    ks = jax.random.split(key, 4)
+    return {"q": jax.random.normal(ks[0], (d_key,)), "W_k": jax.random.normal(ks[1], (d_key, F)) / jnp.sqrt(F),
+            "W_v": jax.random.normal(ks[2], (d_value, F)) / jnp.sqrt(F),
+            "W_o": jax.random.normal(ks[3], (n_classes, d_value)) / jnp.sqrt(d_value), "b": jnp.zeros(n_classes)}
+
+
+def _attention_l2(p):
+    """Σ‖weight‖² over the head's weights (the bias is not penalised)."""
+    return sum(jnp.sum(p[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
 
 
 def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, d_value: int = 16,
