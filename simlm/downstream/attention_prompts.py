@@ -37,7 +37,8 @@ from flax import nnx
 from simlm._optim import minimise
 from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
                                     adam_restarts)
-from simlm.downstream.prompts import _check_common, _check_prompt, _check_transformer_tokens, _prompt_prior
+from simlm.downstream.prompts import (_check_common, _check_prompt, _check_transformer_tokens, _prompt_prior,
+                                      _PromptedClassifier)
 from simlm.downstream.tasks import chain_parameters
 from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.models.transformer import TransformerLM
@@ -103,7 +104,7 @@ def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_
 
 
 @dataclass(frozen=True, eq=False)
-class ExactAttentionPromptResult:
+class ExactAttentionPromptResult(_PromptedClassifier):
     """Prompt tuning with an attention head on an exact world: ``U (k, K)`` the prompt likelihoods over the
     joint states, ``head`` the :class:`~simlm.downstream.AttentionHead` on the prompted masked laws,
     accuracies (``test_accuracy`` NaN without test data), the training loss per step of the best restart
@@ -118,12 +119,6 @@ class ExactAttentionPromptResult:
 
     def features(self, world, tokens) -> jax.Array:
         return prompted_masked_probs(world, tokens, self.U)
-
-    def predict(self, world, tokens) -> np.ndarray:
-        return self.head.predict(self.features(world, tokens))
-
-    def accuracy(self, world, tokens, labels) -> float:
-        return self.head.accuracy(self.features(world, tokens), labels)
 
 
 def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,
@@ -186,7 +181,7 @@ def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, pref
 
 
 @dataclass(frozen=True, eq=False)
-class TransformerAttentionPromptResult:
+class TransformerAttentionPromptResult(_PromptedClassifier):
     """Prompt tuning with an attention head on a frozen masked transformer: ``prefix (k, d)``, ``head`` the
     :class:`~simlm.downstream.AttentionHead` on the prefixed masked laws, accuracies, and the minibatch
     training loss per step ``losses (steps,)``."""
@@ -201,12 +196,6 @@ class TransformerAttentionPromptResult:
         """The prefixed masked laws ``(n, T, V)``."""
         toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0], mask_slot=False)
         return _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
-
-    def predict(self, lm, tokens) -> np.ndarray:
-        return self.head.predict(self.features(lm, tokens))
-
-    def accuracy(self, lm, tokens, labels) -> float:
-        return self.head.accuracy(self.features(lm, tokens), labels)
 
 
 def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,

@@ -133,8 +133,19 @@ def prompted_mask_probs(world, tokens, U) -> jax.Array:
     return prompted_state_posterior(world, tokens, U) @ world.emission
 
 
+class _PromptedClassifier:
+    """Predictions and accuracy of a prompt result through its own ``features(source, tokens)`` (source: the
+    world for an exact prompt, the LM for a transformer prompt) and ``head``."""
+
+    def predict(self, source, tokens) -> np.ndarray:
+        return self.head.predict(self.features(source, tokens))
+
+    def accuracy(self, source, tokens, labels) -> float:
+        return self.head.accuracy(self.features(source, tokens), labels)
+
+
 @dataclass(frozen=True, eq=False)
-class ExactPromptResult:
+class ExactPromptResult(_PromptedClassifier):
     """Prompt tuning on the exact HMM: ``U (k, K)`` the prompt likelihoods, ``head`` a :class:`LinearHead`
     on the prompted law P(H_0 | z, x) B; accuracies (``test_accuracy`` NaN without test data), the
     training loss per step of the best restart and the final loss of every restart."""
@@ -148,12 +159,6 @@ class ExactPromptResult:
 
     def features(self, world, tokens) -> jax.Array:
         return prompted_mask_probs(world, tokens, self.U)
-
-    def predict(self, world, tokens) -> np.ndarray:
-        return self.head.predict(self.features(world, tokens))
-
-    def accuracy(self, world, tokens, labels) -> float:
-        return self.head.accuracy(self.features(world, tokens), labels)
 
 
 def _standardise(f):
@@ -217,7 +222,7 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
 # ---- prompt tuning on a masked transformer ------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class TransformerPromptResult:
+class TransformerPromptResult(_PromptedClassifier):
     """Prompt tuning on a frozen masked transformer: ``prefix (k, d)`` the continuous prompt, ``head`` a
     :class:`LinearHead` on the law at MASK, accuracies, and the training loss per step ``losses (steps,)``."""
 
@@ -231,12 +236,6 @@ class TransformerPromptResult:
         """The frozen model's law at MASK with this prefix, ``(n, V)``."""
         toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0])
         return _prompted_transformer_probs(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
-
-    def predict(self, lm, tokens) -> np.ndarray:
-        return self.head.predict(self.features(lm, tokens))
-
-    def accuracy(self, lm, tokens, labels) -> float:
-        return self.head.accuracy(self.features(lm, tokens), labels)
 
 
 def _check_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True):
