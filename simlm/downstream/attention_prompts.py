@@ -38,7 +38,7 @@ from simlm._optim import minimise
 from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
                                     adam_restarts)
 from simlm.downstream.prompts import (_check_common, _check_prompt, _check_transformer_tokens, _prompt_prior,
-                                      _PromptedClassifier)
+                                      _PromptedClassifier, _standardise)
 from simlm.downstream.tasks import chain_parameters
 from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.models.transformer import TransformerLM
@@ -68,14 +68,6 @@ def prompted_masked_probs(world, tokens, U) -> jax.Array:
         raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero under "
                                    "the prompted world, so its masked laws are undefined")
     return laws
-
-
-def _standardise(f):
-    """Standardise ``f (n, T, F)`` over sequences and positions with stop-gradient statistics."""
-    mean = jax.lax.stop_gradient(f.mean((0, 1)))
-    sd = jax.lax.stop_gradient(f.std((0, 1)))
-    sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
-    return (f - mean) / sd, mean, sd
 
 
 def _head_params(p) -> dict:

@@ -162,9 +162,11 @@ class ExactPromptResult(_PromptedClassifier):
 
 
 def _standardise(f):
-    """Batch standardisation with stop-gradient statistics (an affine map of f for the final prompt)."""
-    mean = jax.lax.stop_gradient(f.mean(0))
-    sd = jax.lax.stop_gradient(f.std(0))
+    """Batch standardisation over all but the last axis (sequences, and positions for ``(n, T, F)``) with
+    stop-gradient statistics (an affine map of f for the final prompt)."""
+    axes = tuple(range(f.ndim - 1))
+    mean = jax.lax.stop_gradient(f.mean(axes))
+    sd = jax.lax.stop_gradient(f.std(axes))
     sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
     return (f - mean) / sd, mean, sd
 

@@ -51,24 +51,27 @@ def _default_nnz(n_states: int) -> int:
 def sparse_label_matrix(seed: int, n_classes: int, n_states: int, *, nnz: int | None = None) -> np.ndarray:
     """L ``(C, K)`` float64: ``nnz`` slots of the C·K drawn uniformly with replacement, each set to an
     N(0, 1) draw (default nnz = C · max(2, K // 2)); all other entries 0.  Deterministic in ``seed``."""
-    rng = as_rng(seed)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     K = check_positive_int("n_states", n_states)
     nnz = C * _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
-    L = np.zeros(C * K)
-    L[rng.integers(0, C * K, size=nnz)] = rng.standard_normal(nnz)
-    return L.reshape(C, K)
+    return _sparse_normal(seed, C * K, nnz).reshape(C, K)
 
 
 def sparse_direction(seed: int, n_states: int, nnz: int | None = None) -> np.ndarray:
     """μ ``(K,)`` float64 for binary labels 1[μᵀP ≥ 0]: ``nnz`` coordinates drawn uniformly with
     replacement set to N(0, 1) draws (default max(2, K // 2)).  Deterministic in ``seed``."""
-    rng = as_rng(seed)
     K = check_positive_int("n_states", n_states)
     nnz = _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
-    mu = np.zeros(K)
-    mu[rng.integers(0, K, size=nnz)] = rng.standard_normal(nnz)
-    return mu
+    return _sparse_normal(seed, K, nnz)
+
+
+def _sparse_normal(seed, size: int, nnz: int) -> np.ndarray:
+    """``(size,)`` zeros with ``nnz`` slots drawn uniformly with replacement set to N(0, 1) draws (a repeated
+    slot keeps the last draw)."""
+    rng = as_rng(seed)
+    out = np.zeros(size)
+    out[rng.integers(0, size, size=nnz)] = rng.standard_normal(nnz)
+    return out
 
 
 # ---- tasks --------------------------------------------------------------------------------------
