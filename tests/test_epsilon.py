@@ -17,6 +17,7 @@ from simlm.train.epsilon import (
     divergence_report,
     exact_epsilon,
     exact_masked_epsilon,
+    exact_prepended_epsilon,
     kl_per_sequence,
     tv_per_sequence,
 )
@@ -137,6 +138,24 @@ def test_exact_world_has_zero_masked_epsilon(world, tokens):
     assert abs(eps) <= 1e-6
     eps, _ = exact_masked_epsilon(world, WorldLM(world), tokens, positions=[0, 5])
     assert abs(eps) <= 1e-6
+
+
+def test_prepended_epsilon_is_the_mean_kl_at_the_prepended_mask(world, tokens):
+    """Zero for the world itself; for (1 − λ) p* + λ·uniform at the prepended law, the mean over sequences of
+    Σ_v p*_v log(p*_v / q_v), computed here in float64."""
+    assert abs(exact_prepended_epsilon(world, WorldLM(world), tokens)[0]) <= 1e-6
+
+    class PrependedMixture(MixtureLM):
+        def prepended_mask_logprobs(self, tokens):
+            return jnp.log((1 - self.lam) * self.world.prepended_mask_probs(tokens) + self.lam / self.n_symbols)
+
+    p = np.asarray(world.prepended_mask_probs(tokens), np.float64)
+    kl = np.sum(p * (np.log(p) - np.log(0.7 * p + 0.3 / V)), axis=-1)
+    eps, se = exact_prepended_epsilon(world, PrependedMixture(world), tokens)
+    assert eps == pytest.approx(kl.mean(), rel=1e-4) and eps > 0
+    assert se == pytest.approx(kl.std(ddof=1) / math.sqrt(len(kl)), rel=1e-3)
+    with pytest.raises(ConfigError, match="lm: MixtureLM has no prepended_mask_logprobs"):
+        exact_prepended_epsilon(world, MixtureLM(world), tokens)
 
 
 def test_epsilon_is_the_mean_of_per_sequence_kl(world, tokens):

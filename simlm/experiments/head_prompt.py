@@ -89,9 +89,8 @@ from simlm.experiments.store import CellStore, claim, jsonable
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
-from simlm.train import TrainConfig, exact_masked_epsilon, train
+from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
 from simlm.train.checkpoint import write_json_atomic
-from simlm.train.epsilon import kl_per_sequence
 from simlm.worlds import HMM, MemoryHMM
 
 EXPERIMENTS = ("experiment1", "experiment2")
@@ -260,9 +259,7 @@ def readout_epsilon(lm, world, kind: str, x) -> float:
     every masked position (memory tasks), nats."""
     if kind == "memory":
         return exact_masked_epsilon(world, lm, x)[0]
-    ref = np.log(np.asarray(world.prepended_mask_probs(x), np.float64))
-    model = np.asarray(lm.prepended_mask_logprobs(x), np.float64)
-    return float(np.mean(kl_per_sequence(ref[:, None], model[:, None])))
+    return exact_prepended_epsilon(world, lm, x)[0]
 
 
 def train_world(world, kind: str, config: Config, run_dir: Path):

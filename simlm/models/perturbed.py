@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.train.epsilon import exact_epsilon, exact_masked_epsilon, kl_per_sequence
-from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens, mean_and_sem
+from simlm.train.epsilon import exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon, kl_per_sequence
+from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
 LAWS = ("next-token", "masked", "prepended-mask")
@@ -233,9 +233,7 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     elif law == "masked":
         lm.achieved_eps, lm.achieved_eps_se = exact_masked_epsilon(world, lm, toks)
     else:
-        ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
-        kl = kl_per_sequence(ref, lm.prepended_mask_logprobs(toks)[:, None, :])
-        lm.achieved_eps, lm.achieved_eps_se = mean_and_sem(np.asarray(kl, np.float64))
+        lm.achieved_eps, lm.achieved_eps_se = exact_prepended_epsilon(world, lm, toks)
     return lm
 
 

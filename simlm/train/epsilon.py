@@ -132,6 +132,19 @@ def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, floa
     return mean_and_sem(np.asarray(_kl(ref, model), np.float64))
 
 
+def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
+    """ε at a mask prepended before x_1:T: mean_i KL(p*(x_0|x_1:T) ‖ p_θ(x_0|x_1:T)) and its standard error
+    over sequences, nats (``lm.prepended_mask_logprobs`` against ``world.prepended_mask_probs``) — the law
+    a head reads in Wei, Xie & Ma's posterior tasks."""
+    _check_pair(world, lm)
+    toks, _ = check_tokens(tokens, world.n_symbols)
+    if not callable(getattr(lm, "prepended_mask_logprobs", None)):
+        raise ConfigError(f"lm: {type(lm).__name__} has no prepended_mask_logprobs, so its prepended ε is undefined")
+    ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
+    model = _check_laws("prepended_mask_logprobs", jnp.asarray(lm.prepended_mask_logprobs(toks))[:, None, :], ref)
+    return mean_and_sem(np.asarray(_kl(ref, model), np.float64))
+
+
 @dataclasses.dataclass(frozen=True)
 class DivergenceReport:
     """Exact divergences of an LM from the world on a fixed set of sequences (nats/token; every
@@ -182,6 +195,7 @@ __all__ = [
     "observed_logprobs",
     "exact_epsilon",
     "exact_masked_epsilon",
+    "exact_prepended_epsilon",
     "DivergenceReport",
     "divergence_report",
 ]
