@@ -47,8 +47,43 @@ def sample_tokens(initial, transition, emission, key, n_sequences: int, length: 
     return core.sample(*cums, key, n_sequences, length)
 
 
+class ChainInference:
+    """The exact-inference internals of :class:`~simlm.worlds.base.WorldBase` for a world whose tokens come
+    from one hidden chain ``self._chain`` = (initial, transition, emission) — an HMM's own parameters, or
+    a MemoryHMM's joint chain (transition dense or block-diagonal)."""
+
+    def _token_logprobs(self, toks):
+        return token_logprobs(*self._chain, toks)
+
+    def _log_likelihood(self, toks):
+        return log_likelihood(*self._chain, toks)
+
+    def _next_token_logprobs(self, toks):
+        probs, steps = next_token_probs(*self._chain, toks)
+        return jnp.log(probs), steps
+
+    def _masked_token_probs(self, toks, positions):
+        probs, steps = masked_token_probs(*self._chain, toks)
+        return probs[:, positions], steps
+
+    def _prepended_mask_probs(self, toks):
+        return prepended_mask_probs(*self._chain, toks)
+
+    def next_token_probs(self, tokens) -> jax.Array:
+        """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
+        return self._checked(next_token_probs, tokens)
+
+    def _checked(self, fn, tokens):
+        """``fn(*chain, tokens)`` → (out, per-step log-probs) on checked tokens; raises for an impossible
+        sequence; a single sequence in gives a single result out."""
+        toks, single = check_tokens(tokens, self.n_symbols)
+        out, steps = fn(*self._chain, jax.device_put(toks))
+        self._require_possible(toks, steps)
+        return out[0] if single else out
+
+
 @jax.tree_util.register_pytree_node_class
-class HMM(WorldBase):
+class HMM(ChainInference, WorldBase):
     """A hidden Markov model with K hidden states and V symbols.
 
     ``initial[k] = P(h_1 = k)``, ``transition[i, j] = P(h_{t+1} = j | h_t = i)``,
@@ -97,7 +132,7 @@ class HMM(WorldBase):
         return self.initial, self.transition, self.emission
 
     @property
-    def _params(self):
+    def _chain(self):
         return self.initial, self.transition, self.emission
 
     # ---- construction --------------------------------------------------------------------------
@@ -121,30 +156,8 @@ class HMM(WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
-        tokens, states = sample_tokens(*self._params, key, n, T)
+        tokens, states = sample_tokens(*self._chain, key, n, T)
         return (tokens, states) if return_states else tokens
-
-    # ---- exact inference (WorldBase internals) --------------------------------------------------
-    def _token_logprobs(self, toks):
-        return token_logprobs(*self._params, toks)
-
-    def _log_likelihood(self, toks):
-        return log_likelihood(*self._params, toks)
-
-    def _next_token_logprobs(self, toks):
-        probs, steps = next_token_probs(*self._params, toks)
-        return jnp.log(probs), steps
-
-    def _masked_token_probs(self, toks, positions):
-        probs, steps = masked_token_probs(*self._params, toks)
-        return probs[:, positions], steps
-
-    def _prepended_mask_probs(self, toks):
-        return prepended_mask_probs(*self._params, toks)
-
-    def next_token_probs(self, tokens) -> jax.Array:
-        """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
-        return self._checked(next_token_probs, tokens)
 
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """p(h_t | x_1:T) (``smoothed=True``, forward–backward) or p(h_t | x_≤t) (filtering), (n, T, K)."""
@@ -157,12 +170,6 @@ class HMM(WorldBase):
     def prepended_state_posterior(self, tokens) -> jax.Array:
         """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
         return self._checked(prepended_state_posterior, tokens)
-
-    def _checked(self, fn, tokens):
-        toks, single = check_tokens(tokens, self.n_symbols)
-        out, steps = fn(*self._params, jax.device_put(toks))
-        self._require_possible(toks, steps)
-        return out[0] if single else out
 
     def stationary_distribution(self) -> np.ndarray:
         """A stationary law μ = μA (the left eigenvector for eigenvalue 1, float64; for a reducible

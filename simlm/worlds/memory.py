@@ -28,7 +28,7 @@ from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import (WorldBase, as_key, as_rng, check_positive, check_positive_int,
-                               check_stochastic, check_tokens)
+                               check_stochastic)
 from simlm.worlds.families import permutation_mixture, softmax
 
 
@@ -86,7 +86,7 @@ _RANDOM_OPTIONS = dict(prior_concentration=None, start_temp=10.0, transition_tem
 
 
 @jax.tree_util.register_pytree_node_class
-class MemoryHMM(WorldBase):
+class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     """Memory-augmented HMM: ``memory_prior (N, M)``, ``initial (N·Q,)``, ``transition (N·Q, N·Q)``,
     ``emission (M, Q, V)`` (see the module docstring for the model and its joint HMM).
 
@@ -159,7 +159,7 @@ class MemoryHMM(WorldBase):
         return self.memory_prior, self.initial, self.transition, self.emission
 
     @property
-    def _joint(self):
+    def _chain(self):
         return self.joint_initial, self.transition, self.joint_emission
 
     # ---- construction --------------------------------------------------------------------------
@@ -226,28 +226,7 @@ class MemoryHMM(WorldBase):
         tokens, states, memory = _sample(*cums, key, n, T)
         return (tokens, states, memory) if return_states else tokens
 
-    # ---- exact inference (WorldBase internals, on the joint HMM) --------------------------------
-    def _token_logprobs(self, toks):
-        return hmm_mod.token_logprobs(*self._joint, toks)
-
-    def _log_likelihood(self, toks):
-        return hmm_mod.log_likelihood(*self._joint, toks)
-
-    def _next_token_logprobs(self, toks):
-        probs, steps = hmm_mod.next_token_probs(*self._joint, toks)
-        return jnp.log(probs), steps
-
-    def _masked_token_probs(self, toks, positions):
-        probs, steps = hmm_mod.masked_token_probs(*self._joint, toks)
-        return probs[:, positions], steps
-
-    def _prepended_mask_probs(self, toks):
-        return hmm_mod.prepended_mask_probs(*self._joint, toks)
-
-    def next_token_probs(self, tokens) -> jax.Array:
-        """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
-        return self._checked(hmm_mod.next_token_probs, tokens)
-
+    # ---- exact inference (the WorldBase internals come from ChainInference, on the joint chain) ----
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """P(z_t = s·Q + q | x_1:T) (``smoothed=True``) or P(z_t | x_≤t) (filtering), shape (n, T, N·Q):
         the joint posterior over (c, z) summed over the memory configuration c."""
@@ -259,8 +238,3 @@ class MemoryHMM(WorldBase):
         one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
         return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens)
 
-    def _checked(self, fn, tokens):
-        toks, single = check_tokens(tokens, self.n_symbols)
-        out, steps = fn(*self._joint, jnp.asarray(toks))
-        self._require_possible(toks, steps)
-        return out[0] if single else out
