@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.errors import ConfigError
-from simlm.train.checkpoint import write_json_atomic
+from simlm.train.checkpoint import claim_json
 
 
 def jsonable(x):
@@ -72,16 +71,9 @@ class CellStore:
 def claim(path, config: dict) -> None:
     """A results directory belongs to one config: write ``config`` to ``path`` on first use, and raise
     :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there."""
-    path, mine = Path(path), jsonable(config)
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != mine:
-            diff = sorted(k for k in set(mine) | set(old) if old.get(k) != mine.get(k))
-            raise ConfigError(f"out: {path.parent} holds results of a different config (differs in {diff}); "
-                              "use another --out")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, mine)
+    path = Path(path)
+    claim_json(path, jsonable(config), owner=f"out: {path.parent} holds results of a different config",
+               fix="use another --out")
 
 
 __all__ = ["jsonable", "CellStore", "claim"]

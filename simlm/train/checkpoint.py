@@ -39,6 +39,21 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
+    """A directory belongs to one configuration: write ``payload`` to ``path`` on first use; later, raise
+    :class:`ConfigError` "``owner`` (differs in [keys]); ``fix``" if ``path`` holds a different one."""
+    path = Path(path)
+    mine = json.loads(json.dumps(_to_jsonable(payload)))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != mine:
+            diff = sorted(k for k in set(mine) | set(old) if old.get(k) != mine.get(k))
+            raise ConfigError(f"{owner} (differs in {diff}); {fix}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, mine)
+
+
 def save_tree(directory, tree, metadata: dict) -> Path:
     """Save a pytree of arrays with Orbax and ``metadata`` as JSON beside it; overwrites ``directory``.
     The metadata is written last, so an interrupted save leaves no valid-looking checkpoint."""

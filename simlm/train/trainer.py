@@ -36,7 +36,7 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree, write_json_atomic
+from simlm.train.checkpoint import claim_json, load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.train.epsilon import kl_per_sequence, tv_per_sequence
 from simlm.worlds.base import check_positive, check_positive_int, mean_and_sem
 
@@ -280,7 +280,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     run_dir = Path(tempfile.mkdtemp(prefix="simlm-run-") if run_dir is None else run_dir).absolute()
     header = {"train_config": config.to_dict(), "model_config": model_config.to_dict(),
               "world": type(world).__name__, "world_fingerprint": world.fingerprint()}
-    _claim_run_dir(run_dir, header)
+    claim_json(run_dir / "config.json", header, owner=f"run_dir: {run_dir} holds a different run",
+               fix="use a new directory to start a new run")  # a resume must be the same run
 
     run = _Run(world, model_config, config)
     n = len(config.seeds)
@@ -356,20 +357,6 @@ def _evaluate_and_climb(run, state, run_dir, header, step, tokens_per_step, star
                 save_model(path, run.member_params(i), {**header, **record, "overshoot": eps / target})
                 state["records"].append(record)
                 state["ladder"][i] += 1
-
-
-def _claim_run_dir(run_dir: Path, header: dict) -> None:
-    """Create the run directory, or check that an existing one belongs to the same run (resume)."""
-    cfg = run_dir / "config.json"
-    if cfg.exists():
-        old = json.loads(cfg.read_text())
-        if old != json.loads(json.dumps(header)):
-            diff = sorted(k for k in header if old.get(k) != json.loads(json.dumps(header[k])))
-            raise ConfigError(f"run_dir: {run_dir} holds a different run (differs in {diff}); "
-                              "use a new directory to start a new run")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg, header)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
