@@ -91,8 +91,9 @@ def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_
         return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _attention_l2(p)
 
     p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
-    _, mean, sd = _standardise(features(p["raw"]))
-    return jax.nn.softplus(p["raw"]), p, mean, sd, losses, final
+    train_features = features(p["raw"])
+    _, mean, sd = _standardise(train_features)
+    return jax.nn.softplus(p["raw"]), p, mean, sd, losses, final, train_features
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +124,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     initial, transition, emission = chain_parameters(world)
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
     prompted_masked_probs(world, toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
-    U, p, mean, sd, losses, final = _fit_exact(
+    U, p, mean, sd, losses, final, train_features = _fit_exact(
         initial, transition, emission, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
@@ -132,9 +133,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(final))
     result = ExactAttentionPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses),
                                         np.asarray(final))
-    train_acc = result.accuracy(world, toks, y)
-    test_acc = float("nan") if test is None else result.accuracy(world, *test)
-    return ExactAttentionPromptResult(result.U, head, train_acc, test_acc, result.losses, result.restart_losses)
+    return result._scored(world, train_features, y, test)
 
 
 # ---- prompt tuning with an attention head on a masked transformer ---------------------------------
@@ -217,10 +216,8 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
     _, mean, sd = _standardise(train_features)
     head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(losses[-1:]))
-    train_acc = head.accuracy(train_features, y)
-    result = TransformerAttentionPromptResult(prefix, head, train_acc, float("nan"), np.asarray(losses))
-    test_acc = float("nan") if test is None else result.accuracy(lm, *test)
-    return TransformerAttentionPromptResult(prefix, head, train_acc, test_acc, result.losses)
+    result = TransformerAttentionPromptResult(prefix, head, float("nan"), float("nan"), np.asarray(losses))
+    return result._scored(lm, train_features, y, test)
 
 
 __all__ = ["prompted_masked_probs", "ExactAttentionPromptResult", "fit_exact_attention_prompt",

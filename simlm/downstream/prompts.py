@@ -25,7 +25,7 @@ output at MASK are trained jointly with Adam.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -143,6 +143,12 @@ class _PromptedClassifier:
     def accuracy(self, source, tokens, labels) -> float:
         return self.head.accuracy(self.features(source, tokens), labels)
 
+    def _scored(self, source, train_features, labels, test):
+        """This result with its accuracies: on the training set from the features the fit ended with, on
+        ``test=(tokens, labels)`` through :meth:`features` (NaN without test data)."""
+        test_acc = float("nan") if test is None else self.accuracy(source, *test)
+        return replace(self, train_accuracy=self.head.accuracy(train_features, labels), test_accuracy=test_acc)
+
 
 @dataclass(frozen=True, eq=False)
 class ExactPromptResult(_PromptedClassifier):
@@ -188,8 +194,9 @@ def _fit_exact(initial, transition, emission, beta0, labels, l2, lr, key, k, n_c
         return _xent(z @ p["W"] + p["b"], labels) + 0.5 * l2 * jnp.sum(p["W"] ** 2)
 
     p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
-    _, mean, sd = _standardise(features(p["raw"]))
-    return jax.nn.softplus(p["raw"]), p["W"], p["b"], mean, sd, losses, final
+    train_features = features(p["raw"])
+    _, mean, sd = _standardise(train_features)
+    return jax.nn.softplus(p["raw"]), p["W"], p["b"], mean, sd, losses, final, train_features
 
 
 def _check_common(tokens, labels, n_symbols, k, n_classes):
@@ -209,16 +216,14 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     _check_world(world)
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
     beta0 = prepended_backward(world, toks)
-    U, W, b, mean, sd, losses, final = _fit_exact(
+    U, W, b, mean, sd, losses, final, train_features = _fit_exact(
         world.initial, world.transition, world.emission, beta0, jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
         check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
     head = LinearHead(np.asarray(W), np.asarray(b), np.asarray(mean), np.asarray(sd), np.asarray(losses))
     result = ExactPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses), np.asarray(final))
-    train_acc = result.accuracy(world, toks, y)
-    test_acc = float("nan") if test is None else result.accuracy(world, *test)
-    return ExactPromptResult(result.U, head, train_acc, test_acc, result.losses, result.restart_losses)
+    return result._scored(world, train_features, y, test)
 
 
 # ---- prompt tuning on a masked transformer ------------------------------------------------------
@@ -301,9 +306,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
         jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, check_positive_int("steps", steps))
     head = LinearHead(np.asarray(p["W"]), np.asarray(p["b"]), np.asarray(mean), np.asarray(sd), np.asarray(losses))
     result = TransformerPromptResult(np.asarray(p["prefix"]), head, float("nan"), float("nan"), np.asarray(losses))
-    train_acc = head.accuracy(train_features, y)
-    test_acc = float("nan") if test is None else result.accuracy(lm, *test)
-    return TransformerPromptResult(result.prefix, head, train_acc, test_acc, result.losses)
+    return result._scored(lm, train_features, y, test)
 
 
 __all__ = ["prompt_reweighting", "prompted_state_posterior", "prompted_mask_probs", "prepended_backward",
