@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import WorldLM
-from simlm.train.epsilon import (
+from simlm.metrics.epsilon import (
     divergence_report,
     exact_epsilon,
     exact_masked_epsilon,

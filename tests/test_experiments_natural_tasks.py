@@ -11,7 +11,7 @@ import pytest
 
 from simlm.errors import ConfigError
 from simlm.experiments import natural_tasks as nt
-from simlm.models.finite import enumerate_contexts
+from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 from simlm.theory.natural_tasks import gamma, lm_laws, random_natural_task
 from simlm.worlds import LogLinearWorld

@@ -10,18 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
-from simlm.models.finite import (
-    SoftmaxContextLM,
-    best_achievable_epsilon,
-    context_kl,
-    enumerate_contexts,
-    fit_cross_entropy,
-    log_partition,
-    quad_excess,
-    quad_fit,
-    quad_loss,
-    quad_minimiser,
-)
+from simlm.models.finite import SoftmaxContextLM, best_achievable_epsilon, context_kl, fit_cross_entropy, log_partition, quad_excess, quad_fit, quad_loss, quad_minimiser
+from simlm.worlds.contexts import enumerate_contexts
 from simlm.worlds import HMM
 
 S, D, V = 5, 3, 8  # fixed shapes, so each jitted function compiles once

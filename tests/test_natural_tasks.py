@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import WorldLM
-from simlm.models.finite import (ContextSet, SoftmaxContextLM, enumerate_contexts, fit_cross_entropy,
-                                 log_partition, quad_minimiser)
+from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, log_partition, quad_minimiser
+from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
 from simlm.theory._convex import constrained_logistic, logistic_loss, polish_softmax_fit
 from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError
 from simlm.models.perturbed import KINDS, PerturbedLM, perturb_logprobs, perturbed_lm
-from simlm.train.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon
+from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon
 from simlm.worlds import HMM
 
 K, V = 3, 6

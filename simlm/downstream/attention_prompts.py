@@ -43,7 +43,7 @@ from simlm.downstream.tasks import chain_parameters
 from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.models.transformer import TransformerLM
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_positive, check_positive_int, check_tokens
 
 # ---- the exact prompted masked laws -------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import optax
 from simlm._optim import minimise
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
 from simlm.worlds.memory import MemoryHMM
 from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, chain_parameters, check_position

@@ -39,7 +39,7 @@ from flax import nnx
 from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
 from simlm.models.transformer import TransformerLM, prepended_mask_inputs
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
 from simlm.downstream.heads import LinearHead, _xent, adam_restarts, check_labels
 

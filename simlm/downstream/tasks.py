@@ -35,7 +35,7 @@ import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import as_key, as_rng, check_positive_int, check_tokens, mean_and_sem
+from simlm.checks import as_key, as_rng, check_positive_int, check_tokens, mean_and_sem
 from simlm.worlds.hmm import HMM
 from simlm.worlds.memory import MemoryHMM
 

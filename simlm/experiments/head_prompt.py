@@ -85,12 +85,12 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               sample_task_data, task_features)
 from simlm.errors import ConfigError
 from simlm.experiments.head_prompt_report import plot, summarise, table
-from simlm.experiments.store import CellStore, claim, jsonable
+from simlm.experiments.store import CellStore, claim
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
-from simlm.train.checkpoint import write_json_atomic
+from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, MemoryHMM
 
 EXPERIMENTS = ("experiment1", "experiment2")

@@ -1,7 +1,7 @@
 """Natural-task transfer swept over ε and γ (Saunshi, Malladi & Arora, ICLR 2021), on exact worlds.
 
 On a small world every context s of length ≤ L is enumerated with p_L(s) and p*_s exact
-(:func:`simlm.models.finite.enumerate_contexts`).  The sweep crosses
+(:func:`simlm.worlds.contexts.enumerate_contexts`).  The sweep crosses
 
 - LMs at a controlled ε — analytic ones: the world's laws perturbed by a family of
   :mod:`simlm.models.perturbed` (``logit-noise``, ``temperature``, ``uniform-mixture``, ``rare-words``;
@@ -53,14 +53,14 @@ import numpy as np
 from scipy.optimize import brentq
 
 from simlm.errors import ConfigError
-from simlm.experiments.store import jsonable
-from simlm.models.finite import SoftmaxContextLM, enumerate_contexts, fit_cross_entropy, quad_minimiser
+from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
+from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.perturbed import perturb_logprobs, perturbed_lm
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
 from simlm.theory.natural_tasks import check_natural_task, lm_epsilon, random_natural_task
 from simlm.train import TrainConfig, train
-from simlm.train.checkpoint import write_json_atomic
+from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, LogLinearWorld
 
 LAW_KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words")

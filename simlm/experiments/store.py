@@ -1,28 +1,14 @@
-"""The results store shared by the experiments: strict-JSON conversion, an append-only cell store that a
-rerun resumes from, and the config claim that keeps one store to one config."""
+"""The results store shared by the experiments: an append-only cell store that a rerun resumes from, and
+the config claim that keeps one store to one config."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
-import numpy as np
 
-from simlm.train.checkpoint import claim_json
-
-
-def jsonable(x):
-    """``x`` with numpy scalars made Python and non-finite floats made ``None`` (strict JSON, which
-    ``json.loads`` in any language reads); dicts, lists and tuples are converted recursively."""
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    return x.item() if isinstance(x, np.generic) else x
+from simlm.jsonio import claim_json, jsonable
 
 
 class CellStore:
@@ -76,4 +62,4 @@ def claim(path, config: dict) -> None:
                fix="use another --out")
 
 
-__all__ = ["jsonable", "CellStore", "claim"]
+__all__ = ["CellStore", "claim"]

@@ -3,7 +3,7 @@
 Each *kind* is a one-parameter family of causal LMs p_s built from the world's next-token law
 p* = p*(·|x_<t), with p_0 = p* and ε(s) = mean KL(p* ‖ p_s) increasing in s ≥ 0.  :func:`perturbed_lm`
 solves ε(s) = eps on an evaluation set by bracketing then bisection on s, evaluating ε(s) exactly (over
-the vocabulary, :func:`simlm.train.epsilon.kl_per_sequence`) from p* computed once.
+the vocabulary, :func:`simlm.metrics.epsilon.kl_per_sequence`) from p* computed once.
 
 Kinds (every one but ``uniform-mixture`` is an exponential tilt p_s ∝ p*·exp(s·h) by a direction h(x_<t)
 ∈ R^V; then KL(p* ‖ p_s) = log E_{p*}[e^{s h}] − s E_{p*}[h] is convex in s with its minimum 0 at s = 0,
@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.train.epsilon import exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon, kl_per_sequence
-from simlm.worlds.base import as_rng, check_positive, check_positive_int, check_tokens
+from simlm.metrics.epsilon import exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon, kl_per_sequence
+from simlm.checks import as_rng, check_positive, check_positive_int, check_tokens
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
 LAWS = ("next-token", "masked", "prepended-mask")

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from simlm.errors import ConfigError, ShapeError, TokenError
-from simlm.worlds.base import check_positions, check_positive_int, check_tokens
+from simlm.checks import check_positions, check_positive_int, check_tokens
 
 _POSITIONS = ("learned", "rotary")
 _DTYPES = ("float32", "bfloat16", "float16")

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
-from simlm.worlds.base import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
 from simlm.worlds.memory import MemoryHMM
 

@@ -18,7 +18,7 @@ from simlm.errors import ConfigError, ShapeError
 from simlm.models.finite import SoftmaxContextLM
 from simlm.theory._convex import logistic_loss, ridge_logistic, zero_one_error
 from simlm.theory.natural_tasks import NaturalTask, _check_contexts, _softmax, lm_laws
-from simlm.worlds.base import as_rng, check_positive, check_positive_int
+from simlm.checks import as_rng, check_positive, check_positive_int
 
 GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
 

@@ -26,10 +26,11 @@ import numpy as np
 from scipy.special import expit
 
 from simlm.errors import ConfigError, ShapeError, TokenError
-from simlm.models.finite import ContextSet, SoftmaxContextLM, enumerate_contexts, fit_cross_entropy
+from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy
+from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.theory._convex import (LogisticSolution, constrained_logistic, logistic_loss, polish_softmax_fit,
                                   ridge_logistic, softmax_objective, zero_one_error)
-from simlm.worlds.base import as_rng, check_positive, check_stochastic
+from simlm.checks import as_rng, check_positive, check_stochastic
 
 #: default grid of B (and B₂): 0.25, 0.5, …, 256.
 B_GRID = 2.0 ** np.arange(-2, 9)

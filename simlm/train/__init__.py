@@ -1,7 +1,7 @@
 """Training LMs to a controlled ε, measured exactly against the world's optimal LM."""
 
 from simlm.train.checkpoint import load_lm
-from simlm.train.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon
+from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon
 from simlm.train.trainer import LadderRecord, TrainConfig, TrainResult, train
 
 __all__ = ["train", "TrainConfig", "TrainResult", "LadderRecord", "load_lm", "exact_epsilon",

@@ -9,8 +9,6 @@ Layout of one checkpoint directory::
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,38 +18,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from simlm.errors import ConfigError
+from simlm.jsonio import read_json, write_json_atomic
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
-
-
-def _to_jsonable(x):
-    if isinstance(x, dict):
-        return {k: _to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_to_jsonable(payload), indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
-    """A directory belongs to one configuration: write ``payload`` to ``path`` on first use; later, raise
-    :class:`ConfigError` "``owner`` (differs in [keys]); ``fix``" if ``path`` holds a different one."""
-    path = Path(path)
-    mine = json.loads(json.dumps(_to_jsonable(payload)))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != mine:
-            diff = sorted(k for k in set(mine) | set(old) if old.get(k) != mine.get(k))
-            raise ConfigError(f"{owner} (differs in {diff}); {fix}")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, mine)
 
 
 def save_tree(directory, tree, metadata: dict) -> Path:
@@ -84,7 +52,7 @@ def read_metadata(directory) -> dict:
     path = Path(directory) / "metadata.json"
     if not path.exists():
         raise ConfigError(f"checkpoint: {directory} has no metadata.json (not a complete simlm checkpoint)")
-    return json.loads(path.read_text())
+    return read_json(path, what="checkpoint")
 
 
 def load_lm(directory) -> TransformerLM:

@@ -36,9 +36,10 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.train.checkpoint import claim_json, load_lm, read_metadata, restore_tree, save_model, save_tree
-from simlm.train.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.worlds.base import check_positive, check_positive_int, mean_and_sem
+from simlm.jsonio import claim_json
+from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
+from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
+from simlm.checks import check_positive, check_positive_int, mean_and_sem
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import inspect
 import numpy as np
 
 from simlm.errors import ConfigError
-from simlm.worlds.base import check_positive, check_positive_int
+from simlm.checks import check_positive, check_positive_int
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import WorldBase, as_key, as_rng, check_positive_int, check_stochastic, check_tokens
+from simlm.checks import as_key, as_rng, check_positive_int, check_stochastic, check_tokens
+from simlm.worlds.base import WorldBase
 from simlm.worlds.families import random_parameters
 
 

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.worlds.base import WorldBase, as_key, as_rng, check_positive, check_positive_int, check_tokens
+from simlm.checks import as_key, as_rng, check_positive, check_positive_int, check_tokens
+from simlm.worlds.base import WorldBase
 from simlm.worlds.hmm_core import cumulative_rows, inverse_cdf, tree_sum
 
 _HI = jax.lax.Precision.HIGHEST  # no TF32 in the logits: the exactness tests compare at 1e-5

@@ -27,8 +27,8 @@ import numpy as np
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import (WorldBase, as_key, as_rng, check_positive, check_positive_int,
-                               check_stochastic)
+from simlm.checks import as_key, as_rng, check_positive, check_positive_int, check_stochastic
+from simlm.worlds.base import WorldBase
 from simlm.worlds.families import permutation_mixture, softmax
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.worlds.base import check_positions, check_tokens, mean_and_sem
+from simlm.checks import check_positions, check_tokens, mean_and_sem
 
 
 # ---- pure per-sequence divergences (jit-able) ----------------------------------------------------

@@ -1,0 +1,206 @@
+"""Host-side argument checks shared by every layer of simlm.
+
+Each check returns the validated value (converted: int32 tokens, float64 probabilities, a PRNG key) or
+raises a typed error from :mod:`simlm.errors` whose message names the argument and the problem.  They run
+on the host, before anything is traced or compiled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
+
+def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarray, bool]:
+    """Return ``(tokens as int32 (n, T), was_single)`` or raise :class:`TokenError`."""
+    if isinstance(tokens, jax.core.Tracer):
+        raise TokenError(
+            f"{name}: the World methods validate their input on the host and cannot be traced; "
+            "inside jax.jit call the pure functions in simlm.worlds.hmm_core instead"
+        )
+    arr = np.asarray(tokens)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TokenError(f"{name}: expected integer token ids, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise TokenError(f"{name}: expected shape (T,) or (n, T), got {arr.shape}")
+    single = arr.ndim == 1
+    arr = arr.reshape((1, -1)) if single else arr
+    if arr.shape[0] == 0:
+        raise TokenError(f"{name}: no sequences (shape {arr.shape})")
+    if arr.shape[1] == 0:
+        raise TokenError(f"{name}: sequences are empty (length 0); every sequence needs at least one token")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n_symbols:
+        bad = lo if lo < 0 else hi
+        idx = np.argwhere(arr == bad)[0]
+        raise TokenError(
+            f"{name}: token id {bad} at sequence {idx[0]}, position {idx[1]} is outside [0, {n_symbols})"
+        )
+    return arr.astype(np.int32), single
+
+
+def check_positions(positions, length: int) -> np.ndarray:
+    """Masked positions as int32 ``(P,)`` in [0, T); ``None`` means every position."""
+    if positions is None:
+        return np.arange(length, dtype=np.int32)
+    pos = np.asarray(positions)
+    if pos.ndim == 0:
+        pos = pos.reshape(1)
+    if pos.ndim != 1 or pos.size == 0 or not np.issubdtype(pos.dtype, np.integer):
+        raise TokenError(f"positions: expected a non-empty 1-d array of integer positions, got {np.asarray(positions)!r}")
+    if pos.min() < 0 or pos.max() >= length:
+        raise TokenError(f"positions: {int(pos.min() if pos.min() < 0 else pos.max())} is outside [0, {length})")
+    return pos.astype(np.int32)
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name}: expected an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{name}: expected a positive finite number, got {value!r}")
+    return v
+
+
+def as_key(key_or_seed, name: str = "key") -> jax.Array:
+    """A JAX PRNG key from a key or a non-negative integer seed."""
+    if isinstance(key_or_seed, (bool, np.bool_)):
+        raise ConfigError(f"{name}: expected a PRNG key or a non-negative integer seed, got {key_or_seed!r}")
+    if isinstance(key_or_seed, (int, np.integer)):
+        if key_or_seed < 0 or key_or_seed >= 2**63:
+            raise ConfigError(f"{name}: seed must be a non-negative integer below 2**63, got {key_or_seed}")
+        return jax.random.PRNGKey(int(key_or_seed))
+    if isinstance(key_or_seed, jax.Array) and (
+        jnp.issubdtype(key_or_seed.dtype, jax.dtypes.prng_key)
+        or (key_or_seed.dtype == jnp.uint32 and key_or_seed.shape == (2,))
+    ):
+        return key_or_seed
+    raise ConfigError(f"{name}: expected a PRNG key or a non-negative integer seed, got {key_or_seed!r}")
+
+
+def as_rng(seed, name: str = "seed") -> np.random.Generator:
+    """A numpy Generator from a non-negative integer seed (construction-time randomness)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"{name}: expected a non-negative integer, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
+def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",)) -> np.ndarray:
+    """Validate a probability vector / row-stochastic array (last axis sums to 1) and return float64."""
+    try:
+        arr = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DistributionError(f"{name}: expected a numeric array of probabilities (rows of equal length), "
+                                f"got {type(array).__name__}") from None
+    if arr.ndim == 0:
+        raise ShapeError(f"{name}: expected an array with at least one axis, got a scalar")
+    if arr.shape[-1] == 0:
+        raise ShapeError(f"{name}: last axis is empty (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise DistributionError(f"{name}: entry {idx if len(idx) > 1 else idx[0]} is {arr[idx]}, expected a finite probability")
+    if np.any(arr < 0):
+        idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+        raise DistributionError(f"{name}: entry {idx if len(idx) > 1 else idx[0]} is {arr[idx]:.6g}, expected ≥ 0")
+    sums = arr.sum(axis=-1)
+    off = np.abs(sums - 1.0) > atol
+    if np.any(off):
+        idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(off))[0])
+        s = float(np.atleast_1d(sums)[idx])
+        what = "sums" if arr.ndim == 1 else f"{axis_names[0]} {idx[0] if len(idx) == 1 else idx} sums"
+        raise DistributionError(f"{name} {what} to {s:.6g}, expected 1 within {atol:g}")
+    return arr
+
+
+def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
+    """Mean and standard error (ddof = 1) of per-sequence values.  A standard error needs at least two
+    values, so fewer raise :class:`ConfigError` naming ``name`` rather than returning a NaN that would
+    flow into tables."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 2:
+        raise ConfigError(f"{name}: a standard error over sequences needs at least 2 sequences, got {v.size}; "
+                          "pass a batch (n, T) with n ≥ 2")
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
+
+
+def check_finite(name: str, value) -> float:
+    """A finite real number (not bool, complex, NaN or ±inf) as a float, or :class:`ConfigError`."""
+    if isinstance(value, (bool, np.bool_, complex, np.complexfloating)):
+        raise ConfigError(f"{name}: expected a finite real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a finite real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{name}: expected a finite real number, got {value!r}")
+    return v
+
+
+def check_instance(name: str, value, types, what: str):
+    """``value`` if it is an instance of ``types``; otherwise :class:`ConfigError` "``name``: expected
+    ``what``, got <type>" — raised before any attribute of ``value`` is touched."""
+    if not isinstance(value, types):
+        raise ConfigError(f"{name}: expected {what}, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def check_real_array(name: str, array, *, error=ConfigError) -> np.ndarray:
+    """A real, finite float64 array (complex, object, string, NaN and ±inf entries refused)."""
+    raw = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    if raw.dtype.kind == "c":
+        raise error(f"{name}: expected real numbers, got complex dtype {raw.dtype} (the imaginary part would be lost)")
+    if raw.dtype.kind not in "biuf":
+        raise error(f"{name}: expected a numeric array, got dtype {raw.dtype}")
+    arr = raw.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise error(f"{name}: entry {idx if len(idx) != 1 else idx[0]} is {arr[idx]}, expected a finite number")
+    return arr
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory on this host (the ceiling :func:`check_memory` enforces by default)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX hosts
+        return 2**36
+
+
+def check_memory(name: str, n_elements: int, *, itemsize: int = 4, limit: int | None = None, what: str = "") -> None:
+    """Refuse, before allocating, a request for ``n_elements`` × ``itemsize`` bytes above ``limit`` (default:
+    this host's physical memory), with a :class:`ConfigError` that states the size and the limit.  Sizes
+    are Python integers, so the product cannot overflow."""
+    need = int(n_elements) * int(itemsize)
+    cap = physical_memory() if limit is None else int(limit)
+    if need > cap or int(n_elements) >= 2**62:
+        detail = f" ({what})" if what else ""
+        raise ConfigError(f"{name}: this request needs {_bytes(need)}{detail}, over the limit of {_bytes(cap)} "
+                          "(this host's memory); ask for fewer or shorter sequences, or a smaller world")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

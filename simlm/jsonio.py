@@ -1,0 +1,77 @@
+"""Strict JSON on disk, written atomically: the one home for run-directory files (no pickle anywhere).
+
+- :func:`jsonable` — numpy scalars made Python, non-finite floats made ``None`` (strict JSON, which
+  ``json.loads`` in any language reads).
+- :func:`write_json_atomic` — temporary file, fsync, rename: a reader sees the old file or the new one,
+  never a torn one.
+- :func:`read_json` — a file back, or a :class:`~simlm.errors.ConfigError` naming the file and what is wrong.
+- :func:`claim_json` — a directory belongs to one configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from simlm.errors import ConfigError
+
+
+def jsonable(x):
+    """``x`` with numpy scalars and arrays made Python and non-finite floats made ``None``; dicts, lists
+    and tuples are converted recursively."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def write_json_atomic(path, payload) -> None:
+    """Write ``jsonable(payload)`` to ``path`` through a fsynced temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path, *, what: str = "file", fix: str = ""):
+    """The JSON value in ``path``; a :class:`ConfigError` naming the file if it is unreadable, not UTF-8
+    or not valid JSON (``fix``, if given, says how to recover)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        hint = f"; {fix}" if fix else ""
+        raise ConfigError(f"{what}: {path} is unreadable or corrupt ({type(err).__name__}: {err}){hint}") from None
+
+
+def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
+    """A directory belongs to one configuration: write ``payload`` to ``path`` on first use; later, raise
+    :class:`ConfigError` "``owner`` (differs in [keys]); ``fix``" if ``path`` holds a different one."""
+    path = Path(path)
+    mine = json.loads(json.dumps(jsonable(payload)))
+    if path.exists():
+        old = read_json(path, what=owner.split(":")[0], fix=f"delete {path} only if you mean to start afresh")
+        if not isinstance(old, dict):
+            raise ConfigError(f"{owner.split(':')[0]}: {path} does not hold a JSON object; "
+                              f"delete {path} only if you mean to start afresh")
+        if old != mine:
+            diff = sorted(k for k in set(mine) | set(old) if old.get(k) != mine.get(k))
+            raise ConfigError(f"{owner} (differs in {diff}); {fix}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, mine)
+
+
+__all__ = ["jsonable", "write_json_atomic", "read_json", "claim_json"]

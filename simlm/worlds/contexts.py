@@ -1,0 +1,82 @@
+"""The contexts of a small world, enumerated exactly: every prefix s of length ≤ L with p(s) > 0, its
+probability and its next-token law p*(·|s) — the finite problem of Saunshi, Malladi & Arora (ICLR 2021)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from simlm.checks import check_positive_int
+from simlm.errors import ConfigError
+
+#: largest number of contexts Σ_{t ≤ L} V^t that :func:`enumerate_contexts` builds by default.
+MAX_CONTEXTS = 100_000
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ContextSet:
+    """Every prefix s of length 0..L of a world with p(s) > 0, in order of length then lexicographic.
+
+    ``prefixes`` tuple of S tuples of token ids; ``lengths (S,)``; ``prefix_probs (S,)`` = p(s) = P(x_1:|s|
+    = s); ``weights (S,)`` = p_L(s) = p(s)/(L + 1), a length uniform on 0..L then a prefix of that
+    length, which sums to 1; ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays."""
+
+    prefixes: tuple
+    lengths: np.ndarray
+    prefix_probs: np.ndarray
+    weights: np.ndarray
+    next_token_probs: np.ndarray
+    max_length: int
+
+    def index(self, prefix) -> int:
+        """Row of ``prefix`` (a sequence of token ids) in the arrays above."""
+        try:
+            return self._rows[tuple(int(x) for x in prefix)]
+        except KeyError:
+            raise ConfigError(f"prefix: {tuple(prefix)} is not a context here (too long, or p(prefix) = 0)") from None
+
+    @functools.cached_property
+    def _rows(self) -> dict:
+        return {p: i for i, p in enumerate(self.prefixes)}
+
+
+def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEXTS) -> ContextSet:
+    """All prefixes of length ≤ ``max_length`` (the empty one included) with their exact probabilities
+    and next-token laws, by brute force from ``world.log_likelihood`` alone:
+
+        p*(w | s) = p(s ⊕ w) / p(s),   p(∅) = 1,
+
+    scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised to remove
+    float32 rounding.  Prefixes with p(s) = 0 are dropped (their law is undefined).  Raises
+    :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
+    L = check_positive_int("max_length", max_length, minimum=0)
+    cap = check_positive_int("max_contexts", max_contexts)
+    V = int(world.n_symbols)
+    total = sum(V**t for t in range(L + 1))
+    if total > cap:
+        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t = {total} contexts, over the limit "
+                          f"max_contexts = {cap}; lower max_length or raise max_contexts")
+    logp = [np.zeros(1)]  # log p(s) for every s of length t, lexicographic
+    for t in range(1, L + 2):
+        seqs = np.stack(np.unravel_index(np.arange(V**t), (V,) * t), axis=-1).astype(np.int32)
+        logp.append(np.asarray(world.log_likelihood(seqs), np.float64))
+    keep, laws = [], []
+    for t in range(L + 1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            law = np.exp(logp[t + 1].reshape(V**t, V) - logp[t][:, None])
+        ok = np.isfinite(logp[t])
+        keep.append(ok)
+        laws.append(law[ok] / law[ok].sum(-1, keepdims=True))
+    prefixes, lengths = [], []
+    for t in range(L + 1):
+        rows = np.flatnonzero(keep[t])
+        grid = np.stack(np.unravel_index(rows, (V,) * t), axis=-1) if t else np.zeros((rows.size, 0), int)
+        prefixes.extend(tuple(int(x) for x in r) for r in grid)
+        lengths.extend([t] * rows.size)
+    probs = np.exp(np.concatenate([lp[k] for lp, k in zip(logp[: L + 1], keep)]))
+    return ContextSet(tuple(prefixes), np.asarray(lengths), probs, probs / (L + 1), np.concatenate(laws), L)
+
+
+__all__ = ["ContextSet", "enumerate_contexts", "MAX_CONTEXTS"]
