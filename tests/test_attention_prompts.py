@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from simlm.downstream import make_memory_task, sample_task_data
 from simlm.downstream.attention_prompts import (_prefixed_laws, fit_exact_attention_prompt,
-                                                fit_transformer_attention_prompt, prompted_masked_probs)
+                                                fit_transformer_attention_prompt)
 from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
 from simlm.strategies import hmms, memory_hmms
@@ -56,9 +56,9 @@ def test_prompted_masked_laws_equal_enumeration(data, memory, k):
     want, total = enumerated_prompted_masked_laws(pi, A, B, U, x)
     if total == 0:  # the prompted world cannot produce x: a typed error, never NaN laws
         with pytest.raises(ZeroProbabilityError, match="tokens: sequence 0 has probability zero"):
-            prompted_masked_probs(world, x[None], U)
+            world.prompted_masked_token_probs(x[None], U)
         return
-    got = np.asarray(prompted_masked_probs(world, x[None], U), np.float64)[0]
+    got = np.asarray(world.prompted_masked_token_probs(x[None], U), np.float64)[0]
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -76,7 +76,7 @@ def test_a_prompt_that_vanishes_off_one_slot_conditions_the_world_on_it():
         start = (pi.reshape(M, Q)[m] / pi.reshape(M, Q)[m].sum()) @ q
         conditioned = MemoryHMM.one_cell(np.eye(M)[m], start, q, np.asarray(world.emission, np.float64), atol=1e-5)
         want = np.asarray(conditioned.masked_token_probs(x), np.float64)
-        np.testing.assert_allclose(np.asarray(prompted_masked_probs(world, x, U)), want, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(world.prompted_masked_token_probs(x, U)), want, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_transformer_attention_prompt_trains_the_prompt_and_leaves_the_model_fro
 def test_bad_inputs_raise_typed_errors_naming_the_argument(masked_transformer, memory_task):
     w, (x, y), _ = memory_task
     with pytest.raises(ShapeError, match="U"):
-        prompted_masked_probs(w, x, np.ones((1, 4)))
+        w.prompted_masked_token_probs(x, np.ones((1, 4)))
     with pytest.raises(ConfigError, match="k"):
         fit_exact_attention_prompt(w, x, y, k=0)
     with pytest.raises(ShapeError, match="labels"):

@@ -1,5 +1,7 @@
 """Wei, Xie & Ma's head- and prompt-tuning conditions (simlm.theory.head_prompt) on tiny worlds."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -9,7 +11,7 @@ from bruteforce import params, prepended_state_law, sequence_prob
 from simlm.errors import ConfigError, ShapeError
 from simlm.strategies import hmms, probability_vectors
 from simlm.theory import head_prompt as hp
-from simlm.worlds import HMM, MemoryHMM
+from simlm.worlds import HMM, MemoryHMM, prompting
 
 
 def _inputs(world, n=200, T=5, seed=0):
@@ -153,16 +155,21 @@ def test_prompt_reweighting_matches_enumeration(world, data):
     U = np.stack([data.draw(probability_vectors(K)) for _ in range(k)])
     x = np.asarray(world.sample(data.draw(st.integers(0, 2**31 - 1)), 1, data.draw(st.integers(2, 4))))[0, 1:]
     assume(sequence_prob(pi @ A, A, B, x) > 0)
-    alpha = hp.prompt_prior(world, U)
-    assume(sum(alpha[h] * sequence_prob(np.eye(K)[h] @ A, A, B, x) for h in range(K)) > 1e-12)
+    with jax.enable_x64(True):
+        f64 = [jnp.asarray(a, jnp.float64) for a in (pi, A, B, U)]
+        prior = np.asarray(prompting.prompt_prior(*f64[:2], f64[3]))
+        assume(sum(prior[h] * sequence_prob(np.eye(K)[h] @ A, A, B, x) for h in range(K)) > 1e-12)
+        prompted = np.asarray(prompting.prompted_state_posterior(*f64[:3], f64[3], jnp.asarray(x))[0])
+        r = np.asarray(prompting.prompt_reweighting(*f64[:2], f64[3]))
     brute = _brute_prompted_posterior(pi, A, B, U, x)
-    np.testing.assert_allclose(hp.prompted_state_posterior(world, U, x)[0], brute, atol=1e-9)
+    np.testing.assert_allclose(prompted, brute, atol=1e-9)
     p = prepended_state_law(pi, A, B, x)
     np.testing.assert_allclose(hp.state_posterior0(world, x)[0], p, atol=1e-9)
     on = (p > 1e-9) & (pi > 0)  # where the ratio P(H_0|z,x)/P(H_0|x) is defined
     assume(brute[on].sum() > 1e-9)
-    ratio, r = brute[on] / p[on], hp.prompt_reweighting(world, U)[on]
-    np.testing.assert_allclose(r / r.sum(), ratio / ratio.sum(), atol=1e-7)
+    assert np.isclose(r.max(), 1.0) and np.all(r[pi == 0] == 0)  # scaled to max 1; 0 where π = 0
+    ratio = brute[on] / p[on]
+    np.testing.assert_allclose(r[on] / r[on].sum(), ratio / ratio.sum(), atol=1e-7)
 
 
 def test_memory_rank_per_syntactic_state():
@@ -184,7 +191,7 @@ def test_memory_rank_per_syntactic_state():
     (lambda w: hp.memory_rank(w), ConfigError, "world"),
     (lambda w: hp.emission_rank(object()), ConfigError, "world"),
     (lambda w: hp.verify_head(w, np.ones(3), np.ones(2), [[0, 1]]), ShapeError, "b"),
-    (lambda w: hp.prompted_state_posterior(w, -np.ones(3), [[0, 1]]), ConfigError, "U"),
+    (lambda w: hp.prompt_head(w, np.ones(3), -np.ones(3)), ConfigError, "U"),
 ])
 def test_bad_inputs_raise_typed_errors_naming_the_argument(full_rank_world, call, error, name):
     with pytest.raises(error, match=rf"^{name}\b"):

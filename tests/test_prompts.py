@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 import bruteforce as bf
 from simlm.downstream import PosteriorTask, fit_linear_head, sample_task_data, task_features
-from simlm.downstream.prompts import (fit_exact_prompt, fit_transformer_prompt, prompt_reweighting,
-                                      prompted_mask_probs, prompted_state_posterior)
+from simlm.downstream.prompts import fit_exact_prompt, fit_transformer_prompt
 from simlm.errors import ConfigError, ShapeError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer
 from simlm.strategies import hmms, token_sequences
@@ -55,7 +54,7 @@ def test_prompted_posterior_equals_enumeration_over_hidden_paths(data):
     pi, A, B = bf.params(w)
     post, total = enumerated_prompted_posterior(pi, A, B, U, list(x[0]))
     assume(bf.sequence_prob(pi @ A, A, B, list(x[0])) > 1e-12 and total > 1e-12)
-    np.testing.assert_allclose(prompted_state_posterior(w, x, U)[0], post / total, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(w.prompted_state_posterior(x, U)[0], post / total, rtol=1e-4, atol=1e-5)
 
 
 @few
@@ -66,8 +65,8 @@ def test_one_prompt_token_reweights_the_posterior_by_r(data):
     x = data.draw(token_sequences(w, max_length=3, n_sequences=2, possible=False))
     u = data.draw(prompts(w.n_states).filter(lambda U: U.shape[0] == 1 and U.sum() > 0))[0]
     unprompted = np.asarray(w.prepended_state_posterior(x), np.float64)
-    reweighted = unprompted * prompt_reweighting(w, u)
-    np.testing.assert_allclose(prompted_state_posterior(w, x, u),
+    reweighted = unprompted * w.prompt_reweighting(u)
+    np.testing.assert_allclose(w.prompted_state_posterior(x, u),
                                reweighted / reweighted.sum(1, keepdims=True), rtol=1e-4, atol=1e-5)
 
 
@@ -95,9 +94,9 @@ def test_prompt_tuning_recovers_a_task_head_tuning_cannot(rank_deficient_world):
     head = fit_linear_head(task_features(lm, x, task), y)
     assert head.accuracy(task_features(lm, xt, task), yt) <= majority + 0.05
     constructive = np.array([1.0, 1e-4, 1e-4, 1e-4])
-    np.testing.assert_allclose(prompt_reweighting(world, [1.0, 0, 0, 0]), [0.2, 0.6, 0.2, 0.0], atol=1e-6)
-    fixed = fit_linear_head(prompted_mask_probs(world, x, constructive), y)
-    assert fixed.accuracy(prompted_mask_probs(world, xt, constructive), yt) >= 0.99
+    np.testing.assert_allclose(world.prompt_reweighting([1.0, 0, 0, 0]), [1 / 3, 1.0, 1 / 3, 0.0], atol=1e-6)
+    fixed = fit_linear_head(world.prompted_prepended_mask_probs(x, constructive), y)
+    assert fixed.accuracy(world.prompted_prepended_mask_probs(xt, constructive), yt) >= 0.99
     tuned = fit_exact_prompt(world, x, y, k=1, steps=300, test=(xt, yt))
     assert tuned.train_accuracy >= 0.99 and tuned.test_accuracy >= 0.98
     assert tuned.U.shape == (1, 4) and np.all(tuned.U > 0)
@@ -142,9 +141,9 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world,
     with pytest.raises(ConfigError, match="world"):
         fit_exact_prompt(MemoryHMM.random(0, 1, 2, 2, 3), x, y)
     with pytest.raises(ConfigError, match="U"):
-        prompted_state_posterior(world, x, -np.ones((1, 4)))
+        world.prompted_state_posterior(x, -np.ones((1, 4)))
     with pytest.raises(ShapeError, match="U"):
-        prompted_state_posterior(world, x, np.ones((1, 3)))
+        world.prompted_state_posterior(x, np.ones((1, 3)))
     causal = TransformerLM(init_transformer(TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1,
                                                               max_len=8), 0))
     with pytest.raises(ConfigError, match="lm"):

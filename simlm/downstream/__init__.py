@@ -5,20 +5,17 @@ law at a prepended mask, or with an attention head over every position for memor
 from simlm.downstream.heads import (AttentionHead, HeadTuningResult, LinearHead, attention_features,
                                     fit_attention_head, fit_linear_head, head_tuning, task_features)
 from simlm.downstream.prompts import (ExactPromptResult, TransformerPromptResult, fit_exact_prompt,
-                                      fit_transformer_prompt, prompt_reweighting, prompted_mask_probs,
-                                      prompted_state_posterior)
+                                      fit_transformer_prompt)
 from simlm.downstream.attention_prompts import (ExactAttentionPromptResult, TransformerAttentionPromptResult,
-                                                fit_exact_attention_prompt, fit_transformer_attention_prompt,
-                                                prompted_masked_probs)
-from simlm.downstream.tasks import (POSITIONS, MemoryTask, PosteriorTask, bayes_ceiling, chain_parameters,
+                                                fit_exact_attention_prompt, fit_transformer_attention_prompt)
+from simlm.downstream.tasks import (POSITIONS, MemoryTask, PosteriorTask, bayes_ceiling, data_chain,
                                     make_memory_task, make_posterior_task, sample_continuations, sample_task_data,
                                     sparse_direction, sparse_label_matrix)
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
-           "make_posterior_task", "make_memory_task", "sample_task_data", "chain_parameters",
+           "make_posterior_task", "make_memory_task", "sample_task_data", "data_chain",
            "sample_continuations", "bayes_ceiling", "task_features", "attention_features", "LinearHead",
            "fit_linear_head", "AttentionHead", "fit_attention_head", "HeadTuningResult", "head_tuning",
-           "prompt_reweighting", "prompted_state_posterior", "prompted_mask_probs", "ExactPromptResult",
-           "fit_exact_prompt", "TransformerPromptResult", "fit_transformer_prompt", "prompted_masked_probs",
+           "ExactPromptResult", "fit_exact_prompt", "TransformerPromptResult", "fit_transformer_prompt",
            "ExactAttentionPromptResult", "fit_exact_attention_prompt", "TransformerAttentionPromptResult",
            "fit_transformer_attention_prompt"]

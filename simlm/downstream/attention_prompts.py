@@ -6,14 +6,14 @@ head is the single-query attention head over the masked laws at every position
 x_1:T and trains the prompt jointly with that head; the network or world is frozen.
 
 Exact model (an :class:`~simlm.worlds.HMM` or a :class:`~simlm.worlds.MemoryHMM`, through its joint
-(slot, state) chain ``(π, A, B)`` of :func:`~simlm.downstream.chain_parameters`).  Prompt position j has
+(slot, state) chain ``(π, A, B)`` = ``world.chain``).  Prompt position j has
 a learned nonnegative emission likelihood u_j over the joint states.  The chain starts at the first prompt
 position with π, so the state of x_1 has the prompted prior
 
     p_1(U) ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A
 
 and every masked law is the world's exact one with that prior: P(x_t = · | z, x_−t) = P(h_t | z, x_−t) B
-from one forward–backward pass (:func:`prompted_masked_probs`).  For a one-cell memory world A keeps the
+from one forward–backward pass (``world.prompted_masked_token_probs``).  For a one-cell memory world A keeps the
 slot, so a prompt reweights the slot prior by Σ_h π(m, h) u(m, h) (and moves the chain one step); it can
 sharpen or suppress slot values before the head reads the positions.
 
@@ -37,37 +37,14 @@ from flax import nnx
 from simlm._optim import minimise
 from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
                                     adam_restarts)
-from simlm.downstream.prompts import (_check_common, _check_prompt, _check_transformer_tokens, _prompt_prior,
+from simlm.downstream.prompts import (_check_common, _check_transformer_tokens,
                                       _PromptedClassifier, _standardise)
-from simlm.downstream.tasks import chain_parameters
-from simlm.errors import ConfigError, ZeroProbabilityError
+from simlm.errors import ConfigError
 from simlm.models.transformer import TransformerLM
-from simlm.worlds import hmm_core as core
-from simlm.checks import check_positive, check_positive_int, check_tokens
+from simlm.worlds.hmm import ChainInference, prompted_masked_token_probs
+from simlm.checks import check_instance, check_positive, check_positive_int, check_tokens
 
 # ---- the exact prompted masked laws -------------------------------------------------------------
-
-
-@jax.jit
-def _prompted_laws(initial, transition, emission, U, tokens):
-    """P(x_t = · | z, x_−t) ``(n, T, V)`` and the per-step log-probs ``(n, T)`` under the prompted prior."""
-    prior = _prompt_prior(initial, transition, U)
-    return jax.vmap(core.masked_token_probs, in_axes=(None, None, None, 0))(prior, transition, emission, tokens)
-
-
-def prompted_masked_probs(world, tokens, U) -> jax.Array:
-    """The exact masked laws at every position of ``tokens (n, T)`` (x_1:T) after k prompt positions with
-    likelihoods ``U (k, K)`` over the joint states (module docstring): ``(n, T, V)``.
-    ``ZeroProbabilityError`` for a sequence that the prompted world gives probability zero."""
-    initial, transition, emission = chain_parameters(world)
-    U = _check_prompt(U, initial.shape[0])
-    toks, _ = check_tokens(tokens, world.n_symbols)
-    laws, steps = _prompted_laws(initial, transition, emission, jnp.asarray(U, initial.dtype), jnp.asarray(toks))
-    bad = ~np.isfinite(np.asarray(steps)).all(axis=1)
-    if bad.any():
-        raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero under "
-                                   "the prompted world, so its masked laws are undefined")
-    return laws
 
 
 def _head_params(p) -> dict:
@@ -80,7 +57,7 @@ def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_
     K, V = initial.shape[0], emission.shape[-1]
 
     def features(raw):
-        return _prompted_laws(initial, transition, emission, jax.nn.softplus(raw), tokens)[0]
+        return prompted_masked_token_probs(initial, transition, emission, jax.nn.softplus(raw), tokens)[0]
 
     def init(key):
         k1, k2 = jax.random.split(key)
@@ -111,7 +88,7 @@ class ExactAttentionPromptResult(_PromptedClassifier):
     restart_losses: np.ndarray
 
     def features(self, world, tokens) -> jax.Array:
-        return prompted_masked_probs(world, tokens, self.U)
+        return world.prompted_masked_token_probs(tokens, self.U)
 
 
 def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, d_key: int = 8,
@@ -121,9 +98,10 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     masked laws of ``tokens (n, T)`` to ``labels (n,)``: Adam at ``lr``, ``steps`` full-batch steps, best of
     ``n_restarts`` by training loss (cross-entropy + (l2/2)·Σ‖head weights‖²).  ``test=(tokens, labels)``
     is scored.  ``world`` is an HMM or a MemoryHMM."""
-    initial, transition, emission = chain_parameters(world)
+    check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
+    initial, transition, emission = world.chain
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
-    prompted_masked_probs(world, toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
+    world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
     U, p, mean, sd, losses, final, train_features = _fit_exact(
         initial, transition, emission, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
@@ -220,5 +198,5 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     return result._scored(lm, train_features, y, test)
 
 
-__all__ = ["prompted_masked_probs", "ExactAttentionPromptResult", "fit_exact_attention_prompt",
+__all__ = ["ExactAttentionPromptResult", "fit_exact_attention_prompt",
            "TransformerAttentionPromptResult", "fit_transformer_attention_prompt"]

@@ -34,9 +34,8 @@ from simlm._optim import minimise
 
 from simlm.errors import ConfigError, ShapeError
 from simlm.checks import check_positive, check_positive_int, check_tokens
-from simlm.worlds.hmm import HMM
-from simlm.worlds.memory import MemoryHMM
-from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, chain_parameters, check_position
+from simlm.worlds.hmm import ChainInference
+from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, check_position
 
 
 # ---- features -----------------------------------------------------------------------------------
@@ -59,8 +58,8 @@ def _possible_next_token(lm, toks) -> np.ndarray:
     """A placeholder x_{T+1} ``(n,)``: its own row is never read, but an LM backed by an exact world rejects
     a token of probability zero, so for those the most likely next token is used (else token 0)."""
     world = getattr(lm, "world", None)
-    if isinstance(world, (HMM, MemoryHMM)):
-        initial, transition, emission = chain_parameters(world)
+    if isinstance(world, ChainInference):
+        initial, transition, emission = world.chain
         pred, _ = _predicted_state(initial, transition, emission, jnp.asarray(toks))
         return np.asarray(jnp.argmax(pred @ emission, axis=-1), np.int32)
     return np.zeros(toks.shape[0], np.int32)

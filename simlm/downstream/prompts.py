@@ -8,12 +8,13 @@ prompt H_0 ~ πA^k, and
 
     P(H_0 | z, x) ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A ∘ β_0(x),     β_0(x)(h) = p(x_1:T | H_0 = h)
 
-(β_0 from :func:`simlm.worlds.hmm_core.backward`).  Without a prompt P(H_0 | x) ∝ π ∘ β_0, so for k = 1
+(β_0 from :func:`simlm.worlds.prompting.prepended_backward`).  Without a prompt P(H_0 | x) ∝ π ∘ β_0, so for k = 1
 
     P(H_0 | z, x) ∝ P(H_0 | x) ∘ r(u),     r(u) = Aᵀ(π_{−1} ∘ u) ⊘ π_0,
 
 the paper's identity, with π_{−1} = π the law of the prompt position's state and π_0 = π the law of H_0
-in the unprompted model (:func:`prompt_reweighting`; it needs π > 0).  A prompt therefore reweights the
+in the unprompted model (``world.prompt_reweighting``; the maths is in :mod:`simlm.worlds.prompting`).  A
+prompt therefore reweights the
 posterior coordinate-wise, which can make a label readable from P(H_0 | z, x) B even where B has rank
 < K and a head on P(H_0 | x) B cannot.  The prompted masked-LM output is P(H_0 | z, x) B ``(V,)``.
 
@@ -36,9 +37,9 @@ import optax
 from simlm._optim import minimise
 from flax import nnx
 
-from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
+from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.transformer import TransformerLM, prepended_mask_inputs
-from simlm.worlds import hmm_core as core
+from simlm.worlds import prompting
 from simlm.checks import check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
 from simlm.downstream.heads import LinearHead, _xent, adam_restarts, check_labels
@@ -51,86 +52,10 @@ def _check_world(world) -> None:
         raise ConfigError(f"world: exact prompt tuning needs an HMM, got {type(world).__name__}")
 
 
-def _check_prompt(U, K: int, name: str = "U") -> np.ndarray:
-    U = np.asarray(U, np.float64)
-    U = U[None] if U.ndim == 1 else U
-    if U.ndim != 2 or U.shape[1] != K or U.shape[0] < 1:
-        raise ShapeError(f"{name}: expected shape (k, {K}) (or ({K},) for k = 1), got {np.shape(U)}")
-    if not np.all(np.isfinite(U)) or np.any(U < 0):
-        raise ConfigError(f"{name}: prompt emission likelihoods must be finite and ≥ 0")
-    if np.any(U.sum(1) == 0):
-        raise ConfigError(f"{name}: row {int(np.flatnonzero(U.sum(1) == 0)[0])} is all zero")
-    return U
-
-
-def prompt_reweighting(world, u) -> np.ndarray:
-    """r(u) = Aᵀ(π ∘ u) ⊘ π ``(K,)`` for one prompt position with emission likelihoods ``u (K,)``:
-    P(H_0 | z, x) ∝ P(H_0 | x) ∘ r(u).  +inf where π = 0 and (π ∘ u)A > 0 (the identity then fails)."""
-    _check_world(world)
-    pi, A = np.asarray(world.initial, np.float64), np.asarray(world.transition, np.float64)
-    u = _check_prompt(u, pi.shape[0], "u")
-    if u.shape[0] != 1:
-        raise ShapeError(f"u: the reweighting identity is for one prompt position, got shape {u.shape}")
-    num = (pi * u[0]) @ A
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(pi > 0, num / np.where(pi > 0, pi, 1.0), np.where(num > 0, np.inf, 0.0))
-
-
-def _prompt_prior(initial, transition, U):
-    """p_0 ∝ [((π ∘ u_1) A ∘ u_2) A ⋯ ∘ u_k] A ``(K,)``, normalised at each step."""
-    def step(alpha, u):
-        a = core.predict(alpha, transition) * u
-        return a / a.sum(), None
-
-    alpha0 = initial * U[0]
-    alpha, _ = jax.lax.scan(step, alpha0 / alpha0.sum(), U[1:])
-    return core.predict(alpha, transition)
-
-
-def _normalise(v):
-    return v / v.sum(-1, keepdims=True)
-
-
-@jax.jit
-def _prompted_posterior(initial, transition, U, beta0):
-    """P(H_0 | z, x) ∝ p_0(U) ∘ β_0(x), ``(n, K)``."""
-    return _normalise(_prompt_prior(initial, transition, U) * beta0)
-
-
 @jax.jit
 def _prepended_backward(initial, transition, emission, tokens):
-    """β_0 ``(n, K)`` (normalised) and log p(x_t | x_<t) ``(n, T)`` of tokens x_1:T whose H_1 ~ πA."""
-    beta0 = jax.vmap(lambda x: core.backward(transition, emission, x)[1])(tokens)
-    steps = jax.vmap(core.token_logprobs, in_axes=(None, None, None, 0))(
-        core.predict(initial, transition), transition, emission, tokens)
-    return beta0, steps
-
-
-def prepended_backward(world, tokens) -> jax.Array:
-    """β_0(x) ∝ p(x_1:T | H_0 = ·), ``(n, K)``, normalised to sum 1; ``ZeroProbabilityError`` for a
-    sequence of probability zero."""
-    _check_world(world)
-    toks, _ = check_tokens(tokens, world.n_symbols)
-    beta0, steps = _prepended_backward(world.initial, world.transition, world.emission, jnp.asarray(toks))
-    bad = ~np.isfinite(np.asarray(steps)).all(axis=1)
-    if bad.any():
-        raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero under "
-                                   "this world, so its posterior is undefined")
-    return beta0
-
-
-def prompted_state_posterior(world, tokens, U) -> jax.Array:
-    """P(H_0 | z_1:k, x_1:T) ``(n, K)`` for prompt likelihoods ``U (k, K)`` (module docstring).  NaN for a
-    sequence that the prompt makes impossible (U zero on every state compatible with x)."""
-    _check_world(world)
-    U = _check_prompt(U, world.n_states)
-    beta0 = prepended_backward(world, tokens)
-    return _prompted_posterior(world.initial, world.transition, jnp.asarray(U, beta0.dtype), beta0)
-
-
-def prompted_mask_probs(world, tokens, U) -> jax.Array:
-    """The prompted masked LM's law at position 0: P(H_0 | z, x) B, ``(n, V)``."""
-    return prompted_state_posterior(world, tokens, U) @ world.emission
+    """β_0 ``(n, K)`` and the per-step log-probs ``(n, T)`` of x_1:T (:func:`simlm.worlds.prompting.prepended_backward`)."""
+    return jax.vmap(prompting.prepended_backward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
 
 
 class _PromptedClassifier:
@@ -164,7 +89,7 @@ class ExactPromptResult(_PromptedClassifier):
     restart_losses: np.ndarray
 
     def features(self, world, tokens) -> jax.Array:
-        return prompted_mask_probs(world, tokens, self.U)
+        return world.prompted_prepended_mask_probs(tokens, self.U)
 
 
 def _standardise(f):
@@ -182,7 +107,7 @@ def _fit_exact(initial, transition, emission, beta0, labels, l2, lr, key, k, n_c
     K, V = emission.shape
 
     def features(raw):
-        return _normalise(_prompt_prior(initial, transition, jax.nn.softplus(raw)) * beta0) @ emission
+        return prompting.reweight(prompting.prompt_prior(initial, transition, jax.nn.softplus(raw)), beta0) @ emission
 
     def init(key):
         k1, k2 = jax.random.split(key)
@@ -215,9 +140,10 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     ``n_restarts`` by training loss (cross-entropy + (l2/2)‖W‖²).  ``test=(tokens, labels)`` is scored."""
     _check_world(world)
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
-    beta0 = prepended_backward(world, toks)
+    world.prepended_state_posterior(toks)  # raises ZeroProbabilityError for an impossible sequence
+    beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
     U, W, b, mean, sd, losses, final, train_features = _fit_exact(
-        world.initial, world.transition, world.emission, beta0, jnp.asarray(y),
+        *world.chain, beta0, jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
         check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
@@ -309,5 +235,4 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     return result._scored(lm, train_features, y, test)
 
 
-__all__ = ["prompt_reweighting", "prompted_state_posterior", "prompted_mask_probs", "prepended_backward",
-           "ExactPromptResult", "fit_exact_prompt", "TransformerPromptResult", "fit_transformer_prompt"]
+__all__ = ["ExactPromptResult", "fit_exact_prompt", "TransformerPromptResult", "fit_transformer_prompt"]

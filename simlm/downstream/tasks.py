@@ -35,8 +35,8 @@ import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.worlds import hmm_core as core
-from simlm.checks import as_key, as_rng, check_positive_int, check_tokens, mean_and_sem
-from simlm.worlds.hmm import HMM
+from simlm.checks import as_key, as_rng, check_instance, check_positive_int, check_tokens, mean_and_sem
+from simlm.worlds.hmm import HMM, ChainInference
 from simlm.worlds.memory import MemoryHMM
 
 POSITIONS = ("prepended", "next")
@@ -267,18 +267,14 @@ def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.
 
 # ---- exact continuations and the Bayes ceiling --------------------------------------------------
 
-def chain_parameters(world, task=None) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(initial (K,), transition, emission (K, V))`` of the HMM that generated a task's tokens: the
-    world's own for an HMM (initial πA for a ``"prepended"`` task, whose tokens start at x_1) and the joint
-    (memory, state) chain for a MemoryHMM (transition the shared ``(k, k)`` block)."""
-    if isinstance(world, MemoryHMM):
-        return world.joint_initial, world.transition, world.joint_emission
-    if not isinstance(world, HMM):
-        raise ConfigError(f"world: expected an HMM or a MemoryHMM, got {type(world).__name__}")
-    initial = world.initial
+def data_chain(world, task=None) -> core.Chain:
+    """The hidden chain that generated a task's tokens: ``world.chain``, started one step later (πA) for a
+    ``"prepended"`` posterior task, whose tokens x_1:T follow the masked position 0."""
+    check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
+    chain = world.chain
     if isinstance(task, PosteriorTask) and task.position == "prepended":
-        initial = world.initial @ world.transition
-    return initial, world.transition, world.emission
+        return chain._replace(initial=core.predict(chain.initial, chain.transition))
+    return chain
 
 
 @jax.jit
@@ -325,8 +321,8 @@ def sample_continuations(world, prefix, n_new: int, key, *, n_continuations: int
 
     The hidden state after the prefix is drawn from the predicted law p(h_{T'+1} | x_1:T') = p(h_T' | x_1:T') A
     (forward filter), then the chain runs forward, all (n, R) chains at once.  ``task`` picks the chain
-    that generated the prefix (:func:`chain_parameters`: the ``"prepended"`` data start from πA)."""
-    params = chain_parameters(world, task)
+    that generated the prefix (:func:`data_chain`: the ``"prepended"`` data start from πA)."""
+    params = data_chain(world, task)
     toks, _ = check_tokens(prefix, params[2].shape[1], "prefix")
     pred, steps = _predicted_state(*params, jnp.asarray(toks))
     if not np.all(np.isfinite(np.asarray(steps))):
@@ -345,7 +341,7 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     frequencies is biased *upward* by O(1/√R) where classes are close, so the estimate errs towards a
     ceiling (an upper bound), never towards a floor.  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the
     prior law of the chain."""
-    params = chain_parameters(world, task)
+    params = data_chain(world, task)
     toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
     n, T = toks.shape
     if isinstance(visible_length, (bool, np.bool_)) or not isinstance(visible_length, (int, np.integer)) \
@@ -368,5 +364,5 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
 
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
-           "make_posterior_task", "make_memory_task", "sample_task_data", "chain_parameters",
+           "make_posterior_task", "make_memory_task", "sample_task_data", "data_chain",
            "sample_continuations", "bayes_ceiling", "check_position"]

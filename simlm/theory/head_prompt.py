@@ -42,25 +42,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
-from simlm.checks import check_positive, check_positive_int, check_tokens
-from simlm.worlds.hmm import HMM
+from simlm.checks import check_instance, check_positive, check_positive_int, check_tokens
+from simlm.worlds import hmm_core as core
+from simlm.worlds import prompting
+from simlm.worlds.hmm import ChainInference
+from simlm.worlds.hmm_core import Chain
 from simlm.worlds.memory import MemoryHMM
+from simlm.worlds.prompting import check_prompt
 
 _TOL, _MARGIN = 1e-10, 1e-9
 
 
 # ---- parameters, posteriors ------------------------------------------------------------------------
 
-def hmm_parameters(world) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(π (K,), A (K, K), B (K, V)) in float64; a MemoryHMM gives its joint HMM (K = M^N·N·Q)."""
-    if isinstance(world, MemoryHMM):
-        world = world.joint_hmm()
-    if not isinstance(world, HMM):
-        raise ConfigError(f"world: expected an HMM or a MemoryHMM, got {type(world).__name__}")
-    return tuple(np.asarray(a, np.float64) for a in (world.initial, world.transition, world.emission))
+def _chain64(world) -> Chain:
+    """The world's exact chain in float64 numpy with a dense transition: (π (K,), A (K, K), B (K, V)); a
+    MemoryHMM gives its joint chain (K = M^N·N·Q)."""
+    check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
+    chain = world.chain
+    return Chain(*(np.asarray(a, np.float64) for a in (chain.initial, chain.dense_transition(), chain.emission)))
+
+
+def _float64(fn, *args) -> tuple[np.ndarray, ...]:
+    """``fn(*args)`` — a pure inference function of :mod:`simlm.worlds` — computed in float64."""
+    with jax.enable_x64(True):
+        out = fn(*(jnp.asarray(a, jnp.float64) if np.asarray(a).dtype.kind == "f" else jnp.asarray(a) for a in args))
+        return tuple(np.asarray(o, np.float64) for o in (out if isinstance(out, tuple) else (out,)))
+
+
+_prepended_posterior = jax.jit(jax.vmap(core.prepended_state_posterior, in_axes=(None, None, None, 0)))
+_prompted_posterior = jax.jit(jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0)))
+_prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(prompting.prompt_reweighting)
 
 
 def _check_mu(mu, K: int) -> np.ndarray:
@@ -77,67 +94,32 @@ def _check_mu(mu, K: int) -> np.ndarray:
     return m
 
 
-def _check_prompt(U, K: int) -> np.ndarray:
-    u = np.asarray(U, np.float64)
-    u = u[None] if u.ndim == 1 else u
-    if u.ndim != 2 or u.shape[1] != K or u.shape[0] < 1:
-        raise ShapeError(f"U: expected shape (k, {K}) — one likelihood row per prompt token — got {np.shape(U)}")
-    if not np.all(np.isfinite(u)) or np.any(u < 0):
-        raise ConfigError("U: prompt likelihoods must be finite and ≥ 0")
-    return u
-
-
-def _backward0(A, B, toks) -> np.ndarray:
-    """β_0(h) ∝ P(x_1:T | H_0 = h) for each sequence, (n, K), rescaled per step (rows may be 0)."""
-    beta = np.ones((toks.shape[0], A.shape[0]))
-    for t in range(toks.shape[1] - 1, -1, -1):
-        beta = (B[:, toks[:, t]].T * beta) @ A.T
-        s = beta.sum(1, keepdims=True)
-        beta = beta / np.where(s > 0, s, 1.0)
-    return beta
-
-
-def _normalise_rows(w, what: str) -> np.ndarray:
-    s = w.sum(1)
-    if np.any(s <= 0):
-        i = int(np.flatnonzero(s <= 0)[0])
-        raise ZeroProbabilityError(f"tokens: sequence {i} has probability zero {what} "
-                                   f"({int((s <= 0).sum())} of {len(s)} sequences), so P(H_0 | ·) is undefined")
-    return w / s[:, None]
+def _posterior(world, tokens, U=None) -> np.ndarray:
+    """P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64."""
+    pi, A, B = _chain64(world)
+    toks, _ = check_tokens(tokens, B.shape[1])
+    if U is None:
+        post, steps = _float64(_prepended_posterior, pi, A, B, toks)
+    else:
+        post, steps = _float64(_prompted_posterior, pi, A, B, check_prompt(U, len(pi)), toks)
+    bad = ~(np.isfinite(steps).all(1) & (post.sum(1) > 0))
+    if bad.any():
+        what = "under the world with position 0 prepended" if U is None else "together with the prompt"
+        raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero {what} "
+                                   f"({int(bad.sum())} of {len(bad)} sequences), so P(H_0 | ·) is undefined")
+    return post
 
 
 def state_posterior0(world, tokens) -> np.ndarray:
     """P(H_0 | x_1:T) ∝ π ∘ β_0(x) for the prepended masked position, (n, K) float64."""
-    pi, A, B = hmm_parameters(world)
-    toks, _ = check_tokens(tokens, B.shape[1])
-    return _normalise_rows(pi * _backward0(A, B, toks), "under the world with position 0 prepended")
+    return _posterior(world, tokens)
 
 
-def prompt_prior(world, U) -> np.ndarray:
-    """α = [((π∘u_1)A ∘ u_2)A … ∘ u_k]A ∝ P(H_0 = ·, z_1:k), (K,) unnormalised; U is (k, K) or (K,)."""
-    pi, A, _ = hmm_parameters(world)
-    u = _check_prompt(U, len(pi))
-    a = pi * u[0]
-    for row in u[1:]:
-        a = (a @ A) * row
-    return a @ A
-
-
-def prompted_state_posterior(world, U, tokens) -> np.ndarray:
-    """P(H_0 | z_1:k, x_1:T) ∝ α ∘ β_0(x), (n, K) float64 (the prompt's likelihoods U, (k, K))."""
-    pi, A, B = hmm_parameters(world)
-    toks, _ = check_tokens(tokens, B.shape[1])
-    return _normalise_rows(prompt_prior(world, U) * _backward0(A, B, toks), "together with the prompt")
-
-
-def prompt_reweighting(world, U) -> np.ndarray:
-    """r = α ⊘ π, (K,), scaled so max r = 1: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every x.  For k = 1,
-    r = Aᵀ(π∘u) ⊘ π.  States with π_h = 0 get NaN (P(H_0 = h | x) = 0 there; r is undefined)."""
-    pi = hmm_parameters(world)[0]
-    alpha = prompt_prior(world, U)
-    r = np.divide(alpha, pi, out=np.full_like(pi, np.nan), where=pi > 0)
-    top = np.nanmax(r) if np.any(np.isfinite(r)) else 0.0
-    return r / top if top > 0 else r
+def _reweighting(world, U) -> tuple[np.ndarray, np.ndarray]:
+    """(P(H_0 | z) (K,), r = P(H_0 | z) ⊘ π scaled to max 1 (K,)) in float64 (:mod:`simlm.worlds.prompting`)."""
+    pi, A, _ = _chain64(world)
+    u = check_prompt(U, len(pi))
+    return _float64(_prompt_prior, pi, A, u)[0], _float64(_prompt_reweighting, pi, A, u)[0]
 
 
 # ---- records ---------------------------------------------------------------------------------------
@@ -269,7 +251,7 @@ def emission_rank(world, *, tol: float = _TOL) -> EmissionRank:
     """Rank of B (K, V) (σ_i > tol·σ_max counts), its singular values, σ_min = σ_K and σ_1/σ_K.
     rank B = K ⇒ every task μ is realised by the head b = B⁺μ (Wei et al.'s non-degeneracy)."""
     tol = check_positive("tol", tol)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     rank, s, smin, cond = _row_spectrum(B, tol)
     return EmissionRank(rank, B.shape[0], s, smin, cond, rank == B.shape[0])
 
@@ -278,7 +260,7 @@ def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     """b = B⁺μ (least squares, cutoff tol) and residual ‖Bb − μ‖/‖μ‖; realisable ⇔ residual ≤ tol,
     i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x) for every x."""
     tol = check_positive("tol", tol)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     m = _check_mu(mu, B.shape[0])
     b = np.linalg.lstsq(B, m, rcond=tol)[0]
     res = float(np.linalg.norm(B @ b - m) / np.linalg.norm(m))
@@ -297,7 +279,7 @@ def _verify(m, p, p_scored, B, b, margin) -> Verification:
 def verify_head(world, mu, b, tokens, *, margin: float = _MARGIN) -> Verification:
     """Score bᵀφ(x) = bᵀBᵀP(H_0|x) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens`` (n, T); b (V,)."""
     margin = check_positive("margin", margin)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
     p = state_posterior0(world, tokens)
     return _verify(m, p, p, B, b, margin)
@@ -313,7 +295,7 @@ def _check_head(b, V):
 def support_rank(world, mu, *, tol: float = _TOL) -> SupportRank:
     """Rank and σ_min of B_S (|S|, V), S = supp(μ): full row rank |S| is the prompt-tuning condition."""
     tol = check_positive("tol", tol)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     S = np.flatnonzero(_check_mu(mu, B.shape[0]))
     rank, _, smin, _ = _row_spectrum(B[S], tol)
     return SupportRank(tuple(int(h) for h in S), rank, smin, rank == len(S))
@@ -332,7 +314,7 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
     R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k; backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1}
     ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
     tol, k = check_positive("tol", tol), check_positive_int("k", k)
-    pi, A, _ = hmm_parameters(world)
+    pi, A, _ = _chain64(world)
     m = _check_mu(mu, len(pi))
     S = m != 0
     E = A > tol * A.max(1, keepdims=True)
@@ -357,9 +339,8 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
     else:
         reason = ""
     if allowed[-1].any():
-        alpha = prompt_prior(world, U)
-        r = prompt_reweighting(world, U)
-        margin = float(np.nanmin(r[S]) / np.nanmax(r[S])) if np.nanmax(r[S]) > 0 else 0.0
+        alpha, r = _reweighting(world, U)
+        margin = float(r[S].min() / r[S].max()) if r[S].max() > 0 else 0.0
         off = float(alpha[~S].sum() / alpha.sum())
     else:
         r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
@@ -372,10 +353,10 @@ def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
     """The head on prompted masked outputs, b = B_S⁺(μ_S ⊘ r_S) (V,): B_S b = μ_S ⊘ r_S when B_S has
     full row rank, which undoes the prompt's reweighting on S (module docstring)."""
     tol = check_positive("tol", tol)
-    _, _, B = hmm_parameters(world)
+    _, _, B = _chain64(world)
     m = _check_mu(mu, B.shape[0])
     S = np.flatnonzero(m)
-    r = prompt_reweighting(world, U)[S]
+    r = _reweighting(world, U)[1][S]
     if not np.all(r > 0):
         raise ConfigError(f"U: the prompt's reweighting vanishes on states {tuple(int(h) for h in S[~(r > 0)])} "
                           "of supp(μ), so no head can undo it there")
@@ -386,9 +367,9 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
     """Score bᵀBᵀP(H_0 | z, x) with prompt U (k, K) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens``; also
     the largest posterior mass the prompted posterior leaves off S."""
     margin = check_positive("margin", margin)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
-    p, q = state_posterior0(world, tokens), prompted_state_posterior(world, U, tokens)
+    p, q = state_posterior0(world, tokens), _posterior(world, tokens, U)
     return replace(_verify(m, p, q, B, b, margin), max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
 
 
@@ -419,7 +400,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     Distances are computed between the two label classes in blocks (n up to a few thousand); the
     ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
-    B = hmm_parameters(world)[2]
+    B = _chain64(world)[2]
     p = state_posterior0(world, tokens)
     n = len(p)
     lab = np.asarray(mu_or_labels)
@@ -476,8 +457,7 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
 
 __all__ = [
     "EmissionRank", "HeadRealisability", "Verification", "SupportRank", "PromptFeasibility", "MemoryRank",
-    "FailureCertificate", "HeadPromptConditions", "hmm_parameters", "state_posterior0", "prompt_prior",
-    "prompted_state_posterior", "prompt_reweighting", "emission_rank", "head_realisability", "verify_head",
+    "FailureCertificate", "HeadPromptConditions", "state_posterior0", "emission_rank", "head_realisability", "verify_head",
     "support_rank", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
     "check_head_prompt_conditions",
 ]

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.worlds import hmm_core as core
+from simlm.worlds import prompting
 from simlm.checks import as_key, as_rng, check_positive_int, check_stochastic, check_tokens
 from simlm.worlds.base import WorldBase
 from simlm.worlds.families import random_parameters
@@ -48,6 +49,20 @@ def sample_tokens(initial, transition, emission, key, n_sequences: int, length: 
     return core.sample(*cums, key, n_sequences, length)
 
 
+_prompted = jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0))
+prompted_state_posterior = jax.jit(_prompted)
+
+
+@jax.jit
+def prompted_prepended_mask_probs(initial, transition, emission, likelihoods, tokens):
+    """P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B ``(n, V)`` and the per-step log-probs ``(n, T)``."""
+    post, steps = _prompted(initial, transition, emission, likelihoods, tokens)
+    return post @ emission, steps
+
+
+prompted_masked_token_probs = jax.jit(jax.vmap(prompting.prompted_masked_token_probs, in_axes=(None, None, None, None, 0)))
+
+
 class ChainInference:
     """The exact-inference internals of :class:`~simlm.worlds.base.WorldBase` for a world whose tokens come
     from one hidden chain ``self._chain`` = (initial, transition, emission) — an HMM's own parameters, or
@@ -80,6 +95,49 @@ class ChainInference:
         toks, single = check_tokens(tokens, self.n_symbols)
         out, steps = fn(*self._chain, jax.device_put(toks))
         self._require_possible(toks, steps)
+        return out[0] if single else out
+
+    @property
+    def chain(self) -> core.Chain:
+        """The exact hidden chain (initial, transition, emission) that generates this world's tokens: an
+        HMM's own parameters, a MemoryHMM's joint (memory, cell, state) chain with its block transition."""
+        return core.Chain(*self._chain)
+
+    # ---- prompts (Wei, Xie & Ma; the maths is in simlm.worlds.prompting) ---------------------------
+    def prompt_reweighting(self, prompt) -> jax.Array:
+        """r = P(H | z) ⊘ π scaled to max 1, ``(K,)``: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every x, for the
+        prompt likelihoods ``prompt (k, K)`` (0 where π = 0; :func:`~simlm.worlds.prompting.prompt_reweighting`)."""
+        initial, transition, _ = self._chain
+        return prompting.prompt_reweighting(initial, transition, self._prompt(prompt))
+
+    def prompted_state_posterior(self, tokens, prompt) -> jax.Array:
+        """P(H_0 | z_1:k, x_1:T) ``(n, K)`` at a masked position 0 between the prompt ``prompt (k, K)`` and
+        x.  Raises :class:`ZeroProbabilityError` for a sequence the prompt makes impossible."""
+        return self._prompted(prompted_state_posterior, tokens, prompt)
+
+    def prompted_prepended_mask_probs(self, tokens, prompt) -> jax.Array:
+        """The prompted masked LM's law at position 0: P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B, ``(n, V)``."""
+        return self._prompted(prompted_prepended_mask_probs, tokens, prompt)
+
+    def prompted_masked_token_probs(self, tokens, prompt) -> jax.Array:
+        """P(x_t = · | z, x_−t) at every position of x_1:T placed right after the prompt, ``(n, T, V)``."""
+        return self._prompted(prompted_masked_token_probs, tokens, prompt)
+
+    def _prompt(self, prompt) -> jax.Array:
+        initial = self._chain[0]
+        return jnp.asarray(prompting.check_prompt(prompt, initial.shape[0]), initial.dtype)
+
+    def _prompted(self, fn, tokens, prompt):
+        u = self._prompt(prompt)
+        toks, single = check_tokens(tokens, self.n_symbols)
+        out, steps = fn(*self._chain, u, jax.device_put(toks))
+        self._require_possible(toks, steps)
+        dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
+        if dead.any():
+            raise ZeroProbabilityError(
+                f"tokens: sequence {int(np.flatnonzero(dead)[0])} is impossible after this prompt (the prompt's "
+                f"likelihoods vanish on every state compatible with it; {int(dead.sum())} of {len(toks)} "
+                "sequences), so its prompted law is undefined")
         return out[0] if single else out
 
 

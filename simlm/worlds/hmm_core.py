@@ -28,6 +28,25 @@ import jax
 import jax.numpy as jnp
 
 
+class Chain(NamedTuple):
+    """The exact hidden chain behind a world's tokens: ``initial (K,)``, ``transition`` (dense ``(K, K)``, a
+    shared ``(k, k)`` block or a ``(G, k, k)`` stack, as above) and ``emission (K, V)``."""
+
+    initial: jax.Array
+    transition: jax.Array
+    emission: jax.Array
+
+    def dense_transition(self) -> jax.Array:
+        """The ``(K, K)`` transition matrix, block-diagonal blocks materialised (for small worlds)."""
+        A, K = self.transition, self.initial.shape[0]
+        if A.ndim == 2 and A.shape[0] == K:
+            return A
+        blocks = A if A.ndim == 3 else jnp.broadcast_to(A, (K // A.shape[-1],) + A.shape)
+        G, k = blocks.shape[0], blocks.shape[-1]
+        eye = jnp.eye(G, dtype=A.dtype)
+        return jnp.einsum("gh,gij->gihj", eye, blocks).reshape(G * k, G * k)
+
+
 class Forward(NamedTuple):
     """Output of :func:`forward` for one sequence of length T over K states."""
 
