@@ -1,0 +1,104 @@
+"""The built-in checks of the sweep, one per paper statement (registered on import; see
+:mod:`simlm.experiments.registry`).  Each keeps its maths in its paper's module and only turns results into
+tidy rows.
+
+- ``simlm/epsilon`` — the LM's exact ε on held-out data and Pinsker's inequality, mean TV ≤ √(ε/2).
+- ``saunshi/natural-task`` — Saunshi, Malladi & Arora (ICLR 2021): the O(√ε) transfer bounds on a natural
+  task, exactly on the world's enumerated contexts (:func:`simlm.theory.natural_tasks.check_natural_task`).
+- ``wei/head-tuning`` — Wei, Xie & Ma (NeurIPS 2021): a linear head on the LM's law at a prepended mask,
+  against the same head on the exact law, with the paper's non-degeneracy condition rank B = |H|.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from simlm.downstream import fit_linear_head, make_posterior_task, sample_task_data, task_features
+from simlm.experiments.registry import register, row
+from simlm.metrics import divergence_report, exact_prepended_epsilon
+from simlm.models import WorldLM
+from simlm.theory.head_prompt import emission_rank
+from simlm.theory.natural_tasks import check_natural_task, random_natural_task
+from simlm.worlds.contexts import enumerate_contexts
+
+#: the law each kind of LM source is defined (and calibrated) on.
+CAUSAL, MASKED, PREPENDED = "next-token", "masked", "prepended-mask"
+
+
+def _laws(lm_spec: dict) -> tuple:
+    return tuple(lm_spec.get("laws", (CAUSAL, MASKED, PREPENDED)))
+
+
+def _needs(*laws):
+    def applies(world_spec, lm_spec):
+        missing = [law for law in laws if law not in _laws(lm_spec)]
+        return f"needs the {' and '.join(missing)} law, which this LM does not define" if missing else ""
+    return applies
+
+
+@register("simlm/epsilon", paper="simlm", applies=lambda w, l: "",
+          description="exact ε of the LM on held-out data (its own law) and Pinsker: mean TV ≤ √(ε/2)")
+def epsilon_check(cell) -> list:
+    """ε = mean KL(p* ‖ p_θ) on the cell's tokens, on the first law the LM defines; TV = ½‖p* − p_θ‖₁ averaged
+    the same way.  Pinsker per position, TV ≤ √(KL/2), and Jensen (√ is concave) give mean TV ≤ √(ε/2); TV
+    ≤ 1 always, so the bound is trivial once ε ≥ 2."""
+    law = _laws(cell.lm_spec)[0]
+    if law == PREPENDED:
+        eps, se = exact_prepended_epsilon(cell.world, cell.lm, cell.tokens)
+        return [row("epsilon", eps, law=law, epsilon_se=se)]
+    rep = divergence_report(cell.world, cell.lm, cell.tokens, masked=law == MASKED)
+    return [row("epsilon", rep.epsilon, law=law, epsilon_se=rep.epsilon_se),
+            row("tv", rep.tv, math.sqrt(rep.epsilon / 2), maximum=1.0, law=law, epsilon_se=rep.epsilon_se)]
+
+
+@register("saunshi/natural-task", paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=_needs(CAUSAL),
+          defaults={"max_length": 2, "noise": "logistic", "task_seed": 0},
+          description="O(√ε) transfer bounds on a natural task, exact on the enumerated contexts (loss at B*)")
+def natural_task_check(cell) -> list:
+    """For every bound that applies (``any-lm`` for any causal LM; the softmax and Quad bounds need (θ, Φ)):
+    the loss of the task-optimal classifier moved to the LM's features (a) and of the best classifier in
+    the same ball (b), at the radius B* that minimises the bound, against the bound τ(B*) + B*√(2ε/γ).
+    The all-zero classifier is in every ball and scores log 2, so (b) cannot exceed log 2: a bound ≥ log 2
+    is flagged trivial for (b)."""
+    o = cell.options
+    contexts = enumerate_contexts(cell.world, int(o["max_length"]))
+    task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
+    result = check_natural_task(contexts, cell.lm, task)
+    rows = []
+    for b in result.bounds:
+        i = b.index
+        common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
+                  "eps_bound": float(b.eps), "eps_contexts": result.eps}
+        rows.append(row(f"{b.name}:loss_natural", b.loss_natural[i], b.bound[i], **common))
+        rows.append(row(f"{b.name}:loss_best", b.loss_best[i], b.bound[i], maximum=math.log(2), **common))
+    return rows
+
+
+@register("wei/head-tuning", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=lambda w, l: (
+              "needs an HMM world" if w.get("kind") != "hmm" else _needs(PREPENDED)(w, l)),
+          defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
+          description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
+def head_tuning_check(cell) -> list:
+    """Task y = 1[μᵀP(H_0 | x) ≥ 0] (sparse μ from ``task_seed``); a linear head is fitted on the LM's law at
+    a mask prepended before x and on the exact law, and both are scored on fresh inputs.  The paper's
+    non-degeneracy condition — rank B = |H| makes every task linearly readable from the exact law — is the
+    row ``rank_deficit`` = |H| − rank B with bound 0 (holds iff rank B = |H|)."""
+    o, world = cell.options, cell.world
+    task = make_posterior_task(world, int(o["task_seed"]))
+    train = sample_task_data(world, task, 2 * cell.seed + 1, int(o["n_train"]), int(o["length"]))
+    test = sample_task_data(world, task, 2 * cell.seed + 2, int(o["n_test"]), int(o["length"]))
+
+    def accuracy(lm):
+        head = fit_linear_head(task_features(lm, train[0], task), train[1])
+        return head.accuracy(task_features(lm, test[0], task), test[1])
+
+    majority = float(max(np.mean(test[1]), 1 - np.mean(test[1])))
+    oracle, rank = accuracy(WorldLM(world)), emission_rank(world)
+    return [row("head_accuracy", accuracy(cell.lm), majority=majority),
+            row("oracle_head_accuracy", oracle, majority=majority),
+            row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min)]
+
+
+__all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "CAUSAL", "MASKED", "PREPENDED"]

@@ -1,0 +1,100 @@
+"""Where the sweep's jobs run.  A job is a module-level function of one JSON string returning a JSON string
+(:func:`simlm.experiments.sweep.check_job`, :func:`~simlm.experiments.sweep.train_job`), so any engine can
+carry it; results stream back as they finish and only the calling process writes to the results directory.
+
+- :class:`InProcess` — one after another, here (the default; what the tests compare the others against).
+- :class:`ProcessPool` — ``concurrent.futures`` over ``workers`` fresh ("spawn") processes of this machine.
+- :class:`RayExecutor` — Ray tasks, locally (``ray.init()``) or on a cluster (``address="auto"`` or
+  ``"ray://host:10001"``), with no code change; Ray is the optional extra ``pip install "simlm[distributed]"``.
+
+Every executor has ``map(fn, payloads)`` → an iterator of ``(payload, result)`` in completion order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+
+from simlm.checks import check_positive_int
+from simlm.errors import ConfigError
+
+EXECUTORS = ("inprocess", "process", "ray")
+
+
+class InProcess:
+    """Run each job in this process, in order."""
+
+    def map(self, fn, payloads):
+        for p in payloads:
+            yield p, fn(p)
+
+
+class ProcessPool:
+    """Run jobs in ``workers`` spawned processes (each imports simlm afresh: no state is shared)."""
+
+    def __init__(self, workers: int):
+        self.workers = check_positive_int("workers", workers)
+
+    def map(self, fn, payloads):
+        payloads = list(payloads)
+        if not payloads:
+            return
+        with cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(fn, p): p for p in payloads}
+            for future in cf.as_completed(futures):
+                yield futures[future], future.result()
+
+
+class RayExecutor:
+    """Run jobs as Ray tasks: ``address`` None starts a local Ray (``num_cpus`` of this machine), else joins
+    that cluster.  Each task asks for ``num_cpus_per_job`` CPUs."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, num_cpus_per_job: int = 1):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError('executor: "ray" needs Ray, the optional extra: pip install "simlm[distributed]"') from None
+        self.ray = ray
+        if not ray.is_initialized():
+            kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+        self.num_cpus_per_job = check_positive_int("num_cpus_per_job", num_cpus_per_job)
+
+    def map(self, fn, payloads):
+        remote = self.ray.remote(num_cpus=self.num_cpus_per_job)(fn)
+        pending = {remote.remote(p): p for p in payloads}
+        while pending:
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), self.ray.get(ref)
+
+
+def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None):
+    """An executor by name (one of :data:`EXECUTORS`), as the command line chooses it."""
+    if name == "inprocess":
+        return InProcess() if workers == 1 else ProcessPool(workers)
+    if name == "process":
+        return ProcessPool(workers)
+    if name == "ray":
+        return RayExecutor(address)
+    raise ConfigError(f"executor: expected one of {EXECUTORS}, got {name!r}")
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(total: int, *, initial: int = 0, enabled: bool = True):
+    """One tqdm bar for the sweep's cells (done / total, with ETA), or a silent stand-in."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="cells", unit="cell")
+
+
+__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "make_executor", "progress_bar"]

@@ -1,0 +1,98 @@
+"""The registry of *checks*: what the sweep runner evaluates in every (world, LM) cell.
+
+A check is a small function from one paper's module — ``run(cell) -> rows`` — registered under a name
+with the paper it tests.  The runner owns looping, storing, resuming and plotting; a new paper module adds
+a check and nothing else.  Every row a check returns is a dict with at least
+
+    quantity   what was measured (``"tv"``, ``"any-lm:loss_natural@B*"``, ``"head_accuracy"`` …)
+    measured   its value (a float)
+    bound      the value the paper's statement bounds it by, or None where the quantity has no bound
+    holds      measured ≤ bound (None without a bound)
+    trivial    True where no LM could violate the bound (the bound is at least the quantity's largest
+               possible value), None without a bound — a check that cannot fail is reported as such
+
+and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from simlm.errors import ConfigError
+
+#: the columns every tidy row has, in this order (check-specific columns follow).
+COLUMNS = ("paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured",
+           "bound", "holds", "trivial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What a check sees: the ``world`` (with its ``world_spec``), the ``lm`` (with its ``lm_spec`` — kind,
+    the law its ε is defined on, seed), held-out ``tokens (n, T)`` drawn from the world with the cell's
+    seed, the check's ``options`` and the cell's integer ``seed``."""
+
+    world: Any
+    world_spec: dict
+    lm: Any
+    lm_spec: dict
+    tokens: Any
+    options: dict
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A registered check: ``name`` ("paper/what"), the ``paper`` it tests, a one-line ``description``,
+    its ``defaults`` (options a config may override), ``run(cell) -> rows``, and ``applies(world_spec,
+    lm_spec) -> str`` ("" when it applies, else the reason it does not, e.g. "needs a masked LM")."""
+
+    name: str
+    paper: str
+    description: str
+    run: Callable[[Cell], list]
+    defaults: dict
+    applies: Callable[[dict, dict], str]
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def register(name: str, *, paper: str, description: str, defaults: dict | None = None,
+             applies: Callable[[dict, dict], str] | None = None):
+    """Decorator: register ``run(cell) -> rows`` as the check ``name``."""
+    def wrap(run):
+        if name in _REGISTRY:
+            raise ConfigError(f"check: {name!r} is registered twice")
+        _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""))
+        return run
+    return wrap
+
+
+def checks() -> dict[str, Check]:
+    """Every registered check by name (importing the modules that register the built-in ones)."""
+    from simlm.experiments import checks as _builtin  # noqa: F401  (registers on import)
+
+    return dict(_REGISTRY)
+
+
+def get_check(name: str) -> Check:
+    known = checks()
+    if name not in known:
+        raise ConfigError(f"checks: unknown check {name!r}; registered: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def row(quantity: str, measured, bound=None, *, maximum=None, **extra) -> dict:
+    """One tidy row: ``holds`` = measured ≤ bound and ``trivial`` = bound ≥ ``maximum`` (the largest value
+    the quantity can take, when known) are filled in from the numbers, None without a bound."""
+    measured = float(measured)
+    if bound is None:
+        return {"quantity": quantity, "measured": measured, "bound": None, "holds": None, "trivial": None, **extra}
+    bound = float(bound)
+    trivial = None if maximum is None else bool(bound >= maximum)
+    return {"quantity": quantity, "measured": measured, "bound": bound, "holds": bool(measured <= bound),
+            "trivial": trivial, **extra}
+
+
+__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row"]

@@ -1,0 +1,436 @@
+"""The sweep: worlds × LMs at controlled ε × registered checks, into one tidy, resumable results directory.
+
+A config (TOML or JSON; :func:`parse_config` says what each key means and validates it before anything
+runs) names the worlds, the LM sources and the checks.  The runner
+
+1. trains each ``[lms.trained]`` ladder once per world (Orbax checkpoints under ``<out>/train/``, resumed
+   and reused on reruns, never retrained),
+2. builds every (world, LM) pair — the oracle (ε = 0), analytic LMs calibrated to an exact ε on the sweep's
+   held-out tokens, and every ladder rung a trained model reached — and runs every check that applies,
+3. appends each finished (world, LM, check) cell to ``<out>/cells.jsonl`` (one fsynced line per cell; a
+   torn last line is dropped on reopening, so a SIGKILL loses no finished cell and a rerun skips them),
+4. writes the tidy table ``results.csv`` (and ``results.parquet`` where pyarrow is installed), one row per
+   (cell, quantity) with the columns of :data:`~simlm.experiments.registry.COLUMNS`, beside
+   ``environment.json`` (package, jax and Python versions, devices) and ``worlds/<name>.json`` (the worlds'
+   parameters), so a sweep can be rerun exactly.  ``sweep.json`` holds the config: running a different
+   config into the same directory is refused.
+
+Jobs — a training ladder, or one (world, LM) pair with its checks — are independent: an executor runs them
+in-process (default), in a process pool, or on a Ray cluster (:mod:`simlm.experiments.executors`).  Jobs
+travel as JSON and results come back as JSON; only this process writes to the directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from simlm.errors import ConfigError, SimlmError
+from simlm.experiments.registry import COLUMNS, Cell, get_check
+from simlm.experiments.store import CellStore
+from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
+
+WORLD_KINDS = ("hmm", "memory-hmm", "loglinear")
+LAWS = ("next-token", "masked", "prepended-mask")
+OBJECTIVE_LAWS = {"cross-entropy": ("next-token",), "quad": ("next-token",),
+                  "masked-lm": ("masked", "prepended-mask")}
+
+
+# ---- config ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep config (plain values; :meth:`to_dict` is its JSON form)."""
+
+    name: str
+    seed: int
+    data: dict
+    worlds: tuple
+    lms: dict
+    checks: dict
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _keys(where: str, d, allowed: dict) -> dict:
+    """``d`` as a dict with only the ``allowed`` keys (name → (type(s), default or REQUIRED)), typed."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table (dict), got {type(d).__name__} {d!r}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected keys: {sorted(allowed)}")
+    out = {}
+    for key, (types, default) in allowed.items():
+        if key not in d:
+            if default is _REQUIRED:
+                raise ConfigError(f"{where}.{key}: required key is missing")
+            out[key] = default
+            continue
+        value = d[key]
+        if value is None and default is None:  # an optional table left out (as to_dict writes it)
+            out[key] = None
+            continue
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise ConfigError(f"{where}.{key}: expected {_type_name(types)}, got {value!r}")
+        if not isinstance(value, types):
+            raise ConfigError(f"{where}.{key}: expected {_type_name(types)}, got {type(value).__name__} {value!r}")
+        out[key] = value
+    return out
+
+
+_REQUIRED = object()
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join({int: "an integer", float: "a number", str: "a string", bool: "true/false",
+                        list: "a list", dict: "a table"}.get(t, t.__name__) for t in types)
+
+
+def _int(where, value, minimum=0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def _eps_list(where, values) -> list:
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{where}[{i}]: expected a positive finite ε (nats), got {v!r}")
+        out.append(float(v))
+    if not out:
+        raise ConfigError(f"{where}: expected at least one ε")
+    return out
+
+
+def _seeds(where, values) -> list:
+    seeds = [_int(f"{where}[{i}]", v) for i, v in enumerate(values)]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: expected distinct non-negative integer seeds, got {values!r}")
+    return seeds
+
+
+def parse_config(raw: dict) -> SweepConfig:
+    """Validate a sweep config given as a dict (from TOML or JSON).  Keys (defaults in brackets)::
+
+        name = "sweep"            # a label
+        seed = 0                  # the held-out data's seed (every cell's tokens), and the check seed
+        [data]   n_sequences = 32, length = 16          # held-out set for ε and the checks
+        [[worlds]]                # one table per world
+        name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear"; seed = 0
+        options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random
+        [lms]    oracle = true
+        [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0], law = "next-token"
+        [lms.trained]   objective = "cross-entropy", targets = [0.3, 0.1], seeds = [0],
+                        model = {…TransformerConfig fields but n_symbols}, train = {…TrainConfig fields}
+        [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults
+
+    Raises :class:`ConfigError` naming the key, the value and what was expected."""
+    from simlm.models.perturbed import KINDS as ANALYTIC_KINDS
+
+    top = _keys("config", raw, {"name": (str, "sweep"), "seed": (int, 0), "data": (dict, {}),
+                                "worlds": (list, _REQUIRED), "lms": (dict, {"oracle": True}),
+                                "checks": (dict, _REQUIRED)})
+    _int("config.seed", top["seed"])
+    data = _keys("data", top["data"], {"n_sequences": (int, 32), "length": (int, 16)})
+    _int("data.n_sequences", data["n_sequences"], 2), _int("data.length", data["length"], 1)
+    if not top["worlds"]:
+        raise ConfigError("worlds: expected at least one [[worlds]] table")
+    worlds, names = [], set()
+    for i, w in enumerate(top["worlds"]):
+        w = _keys(f"worlds[{i}]", w, {"name": (str, _REQUIRED), "kind": (str, _REQUIRED), "seed": (int, 0),
+                                      "options": (dict, {})})
+        if w["kind"] not in WORLD_KINDS:
+            raise ConfigError(f"worlds[{i}].kind: expected one of {WORLD_KINDS}, got {w['kind']!r}")
+        if w["name"] in names or not w["name"] or "|" in w["name"]:
+            raise ConfigError(f"worlds[{i}].name: expected a unique non-empty name without '|', got {w['name']!r}")
+        names.add(w["name"])
+        _int(f"worlds[{i}].seed", w["seed"])
+        worlds.append(w)
+    lms = _keys("lms", top["lms"], {"oracle": (bool, True), "analytic": (dict, None), "trained": (dict, None)})
+    if lms["analytic"] is not None:
+        a = _keys("lms.analytic", lms["analytic"], {"kinds": (list, ["logit-noise"]), "eps": (list, _REQUIRED),
+                                                    "seeds": (list, [0]), "law": (str, "next-token")})
+        bad = [k for k in a["kinds"] if k not in ANALYTIC_KINDS or k == "task-adversarial"]
+        if bad or not a["kinds"]:
+            raise ConfigError(f"lms.analytic.kinds: unknown or unsupported {bad or a['kinds']}; choose from "
+                              f"{[k for k in ANALYTIC_KINDS if k != 'task-adversarial']}")
+        if a["law"] not in LAWS:
+            raise ConfigError(f"lms.analytic.law: expected one of {LAWS}, got {a['law']!r}")
+        a["eps"], a["seeds"] = _eps_list("lms.analytic.eps", a["eps"]), _seeds("lms.analytic.seeds", a["seeds"])
+        lms["analytic"] = a
+    if lms["trained"] is not None:
+        t = _keys("lms.trained", lms["trained"], {"objective": (str, "cross-entropy"), "targets": (list, _REQUIRED),
+                                                  "seeds": (list, [0]), "model": (dict, {}), "train": (dict, {})})
+        if t["objective"] not in OBJECTIVE_LAWS:
+            raise ConfigError(f"lms.trained.objective: expected one of {sorted(OBJECTIVE_LAWS)}, got {t['objective']!r}")
+        t["targets"], t["seeds"] = _eps_list("lms.trained.targets", t["targets"]), _seeds("lms.trained.seeds", t["seeds"])
+        for key in ("model", "train"):
+            clash = sorted({"n_symbols", "objective", "targets", "seeds"} & set(t[key]))
+            if clash:
+                raise ConfigError(f"lms.trained.{key}: {clash} are set by the sweep, not here")
+        lms["trained"] = t
+    if not top["checks"]:
+        raise ConfigError("checks: expected at least one check, e.g. [checks] \"simlm/epsilon\" = {}")
+    checks = {}
+    for name, options in top["checks"].items():
+        check = get_check(name)
+        if not isinstance(options, dict):
+            raise ConfigError(f"checks.{name}: expected a table of options (e.g. {{}}), got {options!r}")
+        unknown = sorted(set(options) - set(check.defaults))
+        if unknown:
+            raise ConfigError(f"checks.{name}: unknown option(s) {unknown}; options: {sorted(check.defaults)}")
+        checks[name] = {**check.defaults, **options}
+    config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
+    for spec in config.worlds:  # every world must build (its options are validated by its constructor)
+        build_world(spec)
+    if lms["trained"] is not None:  # and every training config
+        for spec in config.worlds:
+            _train_configs(config, spec, build_world(spec))
+    return config
+
+
+def load_config(path) -> SweepConfig:
+    """A config file (``.toml`` or ``.json``) validated by :func:`parse_config`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config: cannot read {path} ({err})") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({err})") from None
+    return parse_config(raw)
+
+
+# ---- worlds and LMs ----------------------------------------------------------------------------------
+
+def build_world(spec: dict):
+    """The world of a ``[[worlds]]`` table: ``<Kind>.random(seed, **options)``."""
+    from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
+
+    cls = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}[spec["kind"]]
+    try:
+        return cls.random(spec["seed"], **spec["options"])
+    except TypeError as err:  # a missing or unknown keyword
+        raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
+
+
+def _train_configs(config: SweepConfig, world_spec: dict, world):
+    from simlm.models.transformer import TransformerConfig
+    from simlm.train import TrainConfig
+
+    t = config.lms["trained"]
+    data = config.data
+    try:
+        model = TransformerConfig(**{"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": data["length"] + 1,
+                                     **t["model"], "n_symbols": int(world.n_symbols),
+                                     "causal": t["objective"] != "masked-lm"})
+        train = TrainConfig(**{"seq_len": data["length"], "batch_size": 32, "max_steps": 300, "eval_every": 25,
+                               "eval_sequences": 64, **t["train"], "objective": t["objective"],
+                               "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
+    except TypeError as err:
+        raise ConfigError(f"lms.trained: {err}") from None
+    return model, train
+
+
+def lm_label(spec: dict) -> str:
+    if spec["source"] == "oracle":
+        return "oracle"
+    if spec["source"] == "analytic":
+        return f"{spec['kind']}@{spec['target']:g}"
+    return f"trained-{spec['objective']}@{spec['target']:g}"
+
+
+def build_lm(world, spec: dict, tokens, out: Path):
+    """The LM of an LM spec: ``(lm, ε, s.e.)`` with ε exact on ``tokens`` for the law the LM is defined on."""
+    from simlm.metrics import exact_epsilon, exact_masked_epsilon
+    from simlm.models import WorldLM, perturbed_lm
+    from simlm.train import load_lm
+
+    if spec["source"] == "oracle":
+        return WorldLM(world), 0.0, 0.0
+    if spec["source"] == "analytic":
+        lm = perturbed_lm(world, spec["target"], spec["kind"], spec["seed"], tokens=tokens, law=spec["law"])
+        return lm, lm.achieved_eps, lm.achieved_eps_se
+    lm = load_lm(out / spec["path"])
+    measure = exact_masked_epsilon if spec["laws"][0] == "masked" else exact_epsilon
+    return (lm, *measure(world, lm, tokens))
+
+
+# ---- jobs (pure functions of JSON, run by any executor) ---------------------------------------------
+
+def train_job(payload: str) -> str:
+    """Train one world's ladder (resuming its run directory); returns the reached rungs as LM specs."""
+    from simlm.train import train
+
+    job = json.loads(payload)
+    config, out = parse_config(job["config"]), Path(job["out"])
+    spec = next(w for w in config.worlds if w["name"] == job["world"])
+    world = build_world(spec)
+    model, tc = _train_configs(config, spec, world)
+    tag = hashlib.sha1(json.dumps([world.fingerprint(), model.to_dict(), tc.to_dict()], sort_keys=True).encode()).hexdigest()[:10]
+    run_dir = out / "train" / f"{spec['name']}-{tag}"
+    result = train(world, model, tc, run_dir, progress=not job.get("quiet", True))
+    laws = OBJECTIVE_LAWS[tc.objective]
+    lms = [{"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed, "laws": list(laws),
+            "path": str(Path(r.path).absolute().relative_to(out.absolute())), "step": r.step}
+           for r in result.records if r.reached]
+    return json.dumps(lms)
+
+
+def check_job(payload: str) -> str:
+    """Run the pending checks of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``."""
+    job = json.loads(payload)
+    config, out = parse_config(job["config"]), Path(job["out"])
+    world_spec = next(w for w in config.worlds if w["name"] == job["world"])
+    world = build_world(world_spec)
+    tokens = np.asarray(world.sample(config.seed, config.data["n_sequences"], config.data["length"]))
+    lm_spec = job["lm"]
+    results = []
+    try:
+        lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
+    except SimlmError as err:
+        return json.dumps([{"cell": key, "records": [], "error": f"building the LM: {err}", "seconds": 0.0}
+                           for key in job["cells"].values()])
+    for name, key in job["cells"].items():
+        check, started = get_check(name), time.perf_counter()
+        cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed)
+        shared = {"paper": check.paper, "check": name, "world": world_spec["name"], "world_seed": world_spec["seed"],
+                  "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
+        try:
+            records, error = [{**shared, **r} for r in check.run(cell)], None
+        except SimlmError as err:
+            records, error = [], f"{type(err).__name__}: {err}"
+        results.append({"cell": key, "records": jsonable(records), "error": error,
+                        "seconds": time.perf_counter() - started})
+    return json.dumps(results)
+
+
+# ---- the runner --------------------------------------------------------------------------------------
+
+def _lm_specs(config: SweepConfig, trained: list) -> list:
+    specs = [{"source": "oracle", "seed": None, "laws": list(LAWS)}] if config.lms["oracle"] else []
+    a = config.lms["analytic"]
+    if a is not None:
+        specs += [{"source": "analytic", "kind": k, "target": e, "seed": s, "law": a["law"], "laws": [a["law"]]}
+                  for k in a["kinds"] for e in a["eps"] for s in a["seeds"]]
+    return specs + trained
+
+
+def environment() -> dict:
+    """What a rerun needs to know about this machine: package, jax and Python versions, devices."""
+    import jax
+
+    import simlm
+
+    return {"simlm": simlm.__version__, "jax": jax.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
+    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "time_s"}``
+    and writes the files of the module docstring.  ``executor`` defaults to in-process."""
+    from simlm.experiments.executors import InProcess, progress_bar
+
+    started, out = time.perf_counter(), Path(out)
+    executor = executor or InProcess()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a directory")
+    claim_json(out / "sweep.json", config.to_dict(), owner=f"out: {out} holds a sweep of a different config",
+               fix="use another --out, or delete the directory to start afresh")
+    write_json_atomic(out / "environment.json", environment())
+    (out / "worlds").mkdir(exist_ok=True)
+    for spec in config.worlds:
+        world = build_world(spec)
+        write_json_atomic(out / "worlds" / f"{spec['name']}.json", {
+            **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
+            "parameters": [np.asarray(a).tolist() for a in world._param_arrays()]})
+    store = CellStore(out / "cells.jsonl")
+    payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()), **kw})
+    trained = {}
+    if config.lms["trained"] is not None:
+        names = [w["name"] for w in config.worlds]
+        for (p, result) in executor.map(train_job, [payload(world=n, quiet=not progress) for n in names]):
+            trained[json.loads(p)["world"]] = json.loads(result)
+    jobs, skipped, total = [], [], 0
+    for spec in config.worlds:
+        for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
+            cells = {}
+            for name in config.checks:
+                why = get_check(name).applies(spec, lm_spec)
+                key = f"{spec['name']}|{lm_label(lm_spec)}#{lm_spec.get('seed')}|{name}"
+                if why:
+                    skipped.append({"cell": key, "why": why})
+                    continue
+                total += 1
+                if key not in store:
+                    cells[name] = key
+            if cells:
+                jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells))
+    bar = progress_bar(total, initial=total - sum(len(json.loads(j)["cells"]) for j in jobs), enabled=progress)
+    for _, result in executor.map(check_job, jobs):
+        for entry in json.loads(result):
+            store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"])
+            bar.update(1)
+    bar.close()
+    rows = store.records()
+    write_tables(rows, out)
+    errors = [{"cell": k, "error": e["error"]} for k, e in store.cells.items() if e.get("error")]
+    summary = {"cells": total, "rows": len(rows), "errors": errors, "skipped": skipped,
+               "time_s": time.perf_counter() - started}
+    write_json_atomic(out / "summary.json", summary)
+    return {**summary, "rows": rows}
+
+
+def write_tables(rows: list, out: Path) -> list:
+    """``results.csv`` (and ``results.parquet`` where pyarrow is present) from the tidy rows, atomically."""
+    import csv
+    import io
+    import os
+
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+    columns = list(COLUMNS) + extra
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
+    tmp = out / "results.csv.tmp"
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, out / "results.csv")
+    paths = [out / "results.csv"]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return paths
+    table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]) if rows else pa.table({})
+    pq.write_table(table, out / "results.parquet.tmp")
+    os.replace(out / "results.parquet.tmp", out / "results.parquet")
+    return paths + [out / "results.parquet"]
+
+
+def read_results(out) -> list:
+    """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
+    out = Path(out)
+    if not (out / "cells.jsonl").exists():
+        raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
+    read_json(out / "sweep.json", what="out", fix="the directory's config is damaged; rerun the sweep elsewhere")
+    return CellStore(out / "cells.jsonl").records()
+
+
+__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "build_lm", "lm_label", "run_sweep",
+           "write_tables", "read_results", "environment", "train_job", "check_job", "WORLD_KINDS", "LAWS"]
