@@ -1,52 +1,139 @@
 """The ``simlm`` command.  It parses and validates arguments and calls library code; no logic of its own.
 
-    simlm demo [--seed 0] [--states 8] [--symbols 10] [--family permutation-mixture]
+    simlm demo   [--out runs/demo]                 the embedded default sweep, its table, plots and report
+    simlm sweep  CONFIG.toml [--out DIR] [--workers N] [--executor inprocess|process|ray] [--address ADDR]
+    simlm report DIR                               re-render tables, plots and report.md from stored results
+    simlm worlds                                   the world kinds and their parameters
+    simlm checks                                   the registered checks and what they test
+
+Every error a user can cause exits with status 2 and one line naming the argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+from importlib import resources
+from pathlib import Path
 
-import numpy as np
-
-from simlm.errors import SimlmError
+from simlm.errors import ConfigError, SimlmError
 
 
-def _demo(args) -> int:
-    from simlm.worlds import HMM
+def demo_config_path() -> Path:
+    """The shipped config of ``simlm demo`` (``simlm/experiments/configs/demo.toml``)."""
+    return Path(str(resources.files("simlm.experiments") / "configs" / "demo.toml"))
 
-    options = {"transition_temp": 0.1, "emission_temp": 0.1} if args.family == "permutation-mixture" else {}
-    world = HMM.random(args.seed, args.states, args.symbols, family=args.family, **options)
-    rate, se = world.entropy_rate(args.seed, n_sequences=args.sequences, length=args.length)
-    print(f"world: {world!r}  (family {args.family}, seed {args.seed})")
-    print(f"exact entropy rate (optimal LM cross-entropy): {rate:.4f} ± {se:.4f} nats/token "
-          f"[{args.sequences} sequences × {args.length} tokens; uniform would be {np.log(args.symbols):.4f}]")
-    x = np.asarray(world.sample(args.seed + 1, 1, args.show))[0]
-    laws = np.asarray(world.next_token_probs(x))
-    print(f"\na sample x = {' '.join(map(str, x))}\n")
-    print("exact next-token laws p*(x_t = · | x_<t):")
-    print("  t  x_t  p*(x_t|x_<t)  " + " ".join(f"{v:>5d}" for v in range(args.symbols)))
-    for t, (tok, law) in enumerate(zip(x, laws)):
-        print(f"{t:3d}  {tok:3d}  {law[tok]:12.4f}  " + " ".join(f"{p:5.3f}" for p in law))
-    masked = np.asarray(world.masked_token_probs(x, [args.show // 2]))[0]
-    print(f"\nexact masked law p*(x_{args.show // 2} = · | all other tokens): "
-          + " ".join(f"{p:.3f}" for p in masked))
+
+def _run(config, args) -> int:
+    from simlm.experiments.executors import make_executor
+    from simlm.experiments.report import console_table, render
+    from simlm.experiments.sweep import run_sweep
+
+    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    result = run_sweep(config, args.out, executor=executor, progress=not args.quiet)
+    print(console_table(result["rows"]))
+    paths = render(result["rows"], args.out)
+    bounded = [r for r in result["rows"] if r.get("bound") is not None]
+    print(f"\n{result['cells']} cells, {len(result['rows'])} rows: {sum(not r['holds'] for r in bounded)} of "
+          f"{len(bounded)} bounded rows violated, {sum(bool(r.get('trivial')) for r in bounded)} trivial; "
+          f"{len(result['errors'])} cells failed, {len(result['skipped'])} (world, LM, check) combinations do not "
+          f"apply; {result['time_s']:.1f} s")
+    for e in result["errors"]:
+        print(f"  failed {e['cell']}: {e['error']}")
+    print(f"wrote {Path(args.out) / 'results.csv'}, {', '.join(str(p) for p in paths)}")
     return 0
 
 
+def _demo(args) -> int:
+    from simlm.experiments.sweep import load_config
+
+    return _run(load_config(demo_config_path()), args)
+
+
+def _sweep(args) -> int:
+    from simlm.experiments.sweep import load_config
+
+    return _run(load_config(args.config), args)
+
+
+def _report(args) -> int:
+    from simlm.experiments.report import console_table, render
+    from simlm.experiments.sweep import read_results, write_tables
+
+    rows = read_results(args.dir)
+    write_tables(rows, Path(args.dir))
+    print(console_table(rows))
+    print(f"wrote {', '.join(str(p) for p in render(rows, args.dir))}")
+    return 0
+
+
+def _worlds(args) -> int:
+    from simlm.experiments.sweep import WORLD_KINDS
+    from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
+
+    for kind, cls in zip(WORLD_KINDS, (HMM, MemoryHMM, LogLinearWorld)):
+        signature = inspect.signature(cls.random)
+        params = [str(p) for name, p in signature.parameters.items() if name not in ("cls", "seed")]
+        doc = (inspect.getdoc(cls.random) or "").split("\n\n")[0].replace("\n", " ")
+        print(f"{kind:11} {cls.__name__}.random(seed, {', '.join(params)})\n            {doc}\n")
+    return 0
+
+
+def _checks(args) -> int:
+    from simlm.experiments.registry import checks
+
+    for name, check in sorted(checks().items()):
+        print(f"{name:24} [{check.paper}]\n    {check.description}\n    options: {check.defaults or '{}'}\n")
+    return 0
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def _run_options(p, default_out):
+    p.add_argument("--out", default=default_out, help=f"results directory (default {default_out}); rerunning resumes")
+    p.add_argument("--workers", type=_positive_int("workers"), default=1,
+                   help="parallel jobs (a process pool when > 1 with the default executor)")
+    p.add_argument("--executor", choices=("inprocess", "process", "ray"), default="inprocess",
+                   help="where jobs run: here, a local process pool, or Ray (pip install 'simlm[distributed]')")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simlm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="simlm", description="synthetic worlds with an exact optimal LM: sweep "
+                                     "LMs at controlled ε and check the papers' claims against ground truth",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="sample a default world; print its exact entropy rate and next-token laws")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--states", type=int, default=8)
-    demo.add_argument("--symbols", type=int, default=10)
-    demo.add_argument("--family", default="permutation-mixture", choices=["dirichlet", "permutation-mixture", "ginc"])
-    demo.add_argument("--sequences", type=int, default=64, help="sequences for the entropy-rate estimate")
-    demo.add_argument("--length", type=int, default=1024, help="tokens per sequence for the estimate")
-    demo.add_argument("--show", type=int, default=8, help="tokens of the printed sample")
+    demo = sub.add_parser("demo", help="run the embedded default sweep (a few minutes on a CPU)",
+                          epilog="example: simlm demo --out runs/demo")
+    _run_options(demo, "runs/demo")
     demo.set_defaults(run=_demo)
+    sweep = sub.add_parser("sweep", help="run (or resume) a sweep config",
+                           epilog="example: simlm sweep my_sweep.toml --out runs/my_sweep --workers 2")
+    sweep.add_argument("config", help="a .toml or .json sweep config (see simlm.experiments.sweep.parse_config)")
+    _run_options(sweep, "runs/sweep")
+    sweep.set_defaults(run=_sweep)
+    report = sub.add_parser("report", help="re-render tables, plots and report.md from a results directory",
+                            epilog="example: simlm report runs/demo")
+    report.add_argument("dir", help="a sweep's results directory")
+    report.set_defaults(run=_report)
+    worlds = sub.add_parser("worlds", help="the world kinds a config can name, with their parameters",
+                            epilog="example: simlm worlds")
+    worlds.set_defaults(run=_worlds)
+    checks = sub.add_parser("checks", help="the registered checks and what they test", epilog="example: simlm checks")
+    checks.set_defaults(run=_checks)
     return parser
 
 
@@ -56,6 +143,9 @@ def main(argv=None) -> int:
         return args.run(args)
     except SimlmError as err:
         print(f"simlm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an --out that cannot be created or written
+        print(f"simlm {args.command}: error: {ConfigError(f'out: {err}')}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,7 @@
 
 - :func:`jsonable` — numpy scalars made Python, non-finite floats made ``None`` (strict JSON, which
   ``json.loads`` in any language reads).
-- :func:`write_json_atomic` — temporary file, fsync, rename: a reader sees the old file or the new one,
+- :func:`write_json_atomic` / :func:`write_text_atomic` — temporary file, fsync, rename: a reader sees the old file or the new one,
   never a torn one.
 - :func:`read_json` — a file back, or a :class:`~simlm.errors.ConfigError` naming the file and what is wrong.
 - :func:`claim_json` — a directory belongs to one configuration.
@@ -34,15 +34,20 @@ def jsonable(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def write_json_atomic(path, payload) -> None:
-    """Write ``jsonable(payload)`` to ``path`` through a fsynced temporary file and an atomic rename."""
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, payload) -> None:
+    """Write ``jsonable(payload)`` to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False))
 
 
 def read_json(path, *, what: str = "file", fix: str = ""):
@@ -74,4 +79,4 @@ def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
     write_json_atomic(path, mine)
 
 
-__all__ = ["jsonable", "write_json_atomic", "read_json", "claim_json"]
+__all__ = ["jsonable", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]

@@ -83,16 +83,19 @@ def get_check(name: str) -> Check:
     return known[name]
 
 
-def row(quantity: str, measured, bound=None, *, maximum=None, **extra) -> dict:
+def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **extra) -> dict:
     """One tidy row: ``holds`` = measured ≤ bound and ``trivial`` = bound ≥ ``maximum`` (the largest value
-    the quantity can take, when known) are filled in from the numbers, None without a bound."""
+    the quantity can take, when known) are filled in from the numbers, None without a bound.  ``baseline``
+    is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)); with it the row's
+    ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM uses."""
     measured = float(measured)
     if bound is None:
         return {"quantity": quantity, "measured": measured, "bound": None, "holds": None, "trivial": None, **extra}
-    bound = float(bound)
+    bound, base = float(bound), 0.0 if baseline is None else float(baseline)
     trivial = None if maximum is None else bool(bound >= maximum)
+    used = (measured - base) / (bound - base) if bound > base else None
     return {"quantity": quantity, "measured": measured, "bound": bound, "holds": bool(measured <= bound),
-            "trivial": trivial, **extra}
+            "trivial": trivial, "slack_used": used, **extra}
 
 
 __all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row"]

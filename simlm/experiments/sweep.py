@@ -36,10 +36,11 @@ import numpy as np
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
 from simlm.experiments.store import CellStore
-from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
+from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic, write_text_atomic
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear")
 LAWS = ("next-token", "masked", "prepended-mask")
+SHORT = {"cross-entropy": "ce", "masked-lm": "mlm", "quad": "quad"}
 OBJECTIVE_LAWS = {"cross-entropy": ("next-token",), "quad": ("next-token",),
                   "masked-lm": ("masked", "prepended-mask")}
 
@@ -130,8 +131,9 @@ def parse_config(raw: dict) -> SweepConfig:
         name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear"; seed = 0
         options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random
         [lms]    oracle = true
-        [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0], law = "next-token"
-        [lms.trained]   objective = "cross-entropy", targets = [0.3, 0.1], seeds = [0],
+        [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0],
+                        laws = ["next-token"]   # the law each LM is calibrated on: next-token | masked | prepended-mask
+        [lms.trained]   objective = "cross-entropy", targets = [0.3, 0.1], seeds = [0], worlds = [all],
                         model = {…TransformerConfig fields but n_symbols}, train = {…TrainConfig fields}
         [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults
 
@@ -160,18 +162,25 @@ def parse_config(raw: dict) -> SweepConfig:
     lms = _keys("lms", top["lms"], {"oracle": (bool, True), "analytic": (dict, None), "trained": (dict, None)})
     if lms["analytic"] is not None:
         a = _keys("lms.analytic", lms["analytic"], {"kinds": (list, ["logit-noise"]), "eps": (list, _REQUIRED),
-                                                    "seeds": (list, [0]), "law": (str, "next-token")})
+                                                    "seeds": (list, [0]), "laws": (list, ["next-token"])})
         bad = [k for k in a["kinds"] if k not in ANALYTIC_KINDS or k == "task-adversarial"]
         if bad or not a["kinds"]:
             raise ConfigError(f"lms.analytic.kinds: unknown or unsupported {bad or a['kinds']}; choose from "
                               f"{[k for k in ANALYTIC_KINDS if k != 'task-adversarial']}")
-        if a["law"] not in LAWS:
-            raise ConfigError(f"lms.analytic.law: expected one of {LAWS}, got {a['law']!r}")
+        bad = [law for law in a["laws"] if law not in LAWS]
+        if bad or not a["laws"] or len(set(a["laws"])) != len(a["laws"]):
+            raise ConfigError(f"lms.analytic.laws: expected distinct laws from {LAWS}, got {a['laws']!r}")
         a["eps"], a["seeds"] = _eps_list("lms.analytic.eps", a["eps"]), _seeds("lms.analytic.seeds", a["seeds"])
         lms["analytic"] = a
     if lms["trained"] is not None:
         t = _keys("lms.trained", lms["trained"], {"objective": (str, "cross-entropy"), "targets": (list, _REQUIRED),
-                                                  "seeds": (list, [0]), "model": (dict, {}), "train": (dict, {})})
+                                                  "seeds": (list, [0]), "worlds": (list, None), "model": (dict, {}),
+                                                  "train": (dict, {})})
+        if t["worlds"] is not None and not all(isinstance(w, str) for w in t["worlds"]):
+            raise ConfigError(f"lms.trained.worlds: expected a list of world names, got {t['worlds']!r}")
+        unknown = sorted(set(t["worlds"] or []) - names)
+        if unknown:
+            raise ConfigError(f"lms.trained.worlds: {unknown} are not worlds of this config ({sorted(names)})")
         if t["objective"] not in OBJECTIVE_LAWS:
             raise ConfigError(f"lms.trained.objective: expected one of {sorted(OBJECTIVE_LAWS)}, got {t['objective']!r}")
         t["targets"], t["seeds"] = _eps_list("lms.trained.targets", t["targets"]), _seeds("lms.trained.seeds", t["seeds"])
@@ -194,9 +203,8 @@ def parse_config(raw: dict) -> SweepConfig:
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         build_world(spec)
-    if lms["trained"] is not None:  # and every training config
-        for spec in config.worlds:
-            _train_configs(config, spec, build_world(spec))
+    for spec in _trained_worlds(config):  # and every training config
+        _train_configs(config, spec, build_world(spec))
     return config
 
 
@@ -227,6 +235,14 @@ def build_world(spec: dict):
         raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
 
 
+def _trained_worlds(config: SweepConfig) -> list:
+    """The worlds the ``[lms.trained]`` ladder is trained on (all, unless it names some)."""
+    t = config.lms["trained"]
+    if t is None:
+        return []
+    return [w for w in config.worlds if t["worlds"] is None or w["name"] in t["worlds"]]
+
+
 def _train_configs(config: SweepConfig, world_spec: dict, world):
     from simlm.models.transformer import TransformerConfig
     from simlm.train import TrainConfig
@@ -249,8 +265,9 @@ def lm_label(spec: dict) -> str:
     if spec["source"] == "oracle":
         return "oracle"
     if spec["source"] == "analytic":
-        return f"{spec['kind']}@{spec['target']:g}"
-    return f"trained-{spec['objective']}@{spec['target']:g}"
+        law = "" if spec["law"] == "next-token" else f"[{spec['law']}]"
+        return f"{spec['kind']}{law}@{spec['target']:g}"
+    return f"trained-{SHORT[spec['objective']]}@{spec['target']:g}"
 
 
 def build_lm(world, spec: dict, tokens, out: Path):
@@ -324,8 +341,8 @@ def _lm_specs(config: SweepConfig, trained: list) -> list:
     specs = [{"source": "oracle", "seed": None, "laws": list(LAWS)}] if config.lms["oracle"] else []
     a = config.lms["analytic"]
     if a is not None:
-        specs += [{"source": "analytic", "kind": k, "target": e, "seed": s, "law": a["law"], "laws": [a["law"]]}
-                  for k in a["kinds"] for e in a["eps"] for s in a["seeds"]]
+        specs += [{"source": "analytic", "kind": k, "target": e, "seed": s, "law": law, "laws": [law]}
+                  for law in a["laws"] for k in a["kinds"] for e in a["eps"] for s in a["seeds"]]
     return specs + trained
 
 
@@ -361,8 +378,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     store = CellStore(out / "cells.jsonl")
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()), **kw})
     trained = {}
-    if config.lms["trained"] is not None:
-        names = [w["name"] for w in config.worlds]
+    if _trained_worlds(config):
+        names = [w["name"] for w in _trained_worlds(config)]
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not progress) for n in names]):
             trained[json.loads(p)["world"]] = json.loads(result)
     jobs, skipped, total = [], [], 0
@@ -408,9 +425,7 @@ def write_tables(rows: list, out: Path) -> list:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
-    tmp = out / "results.csv.tmp"
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, out / "results.csv")
+    write_text_atomic(out / "results.csv", buffer.getvalue())
     paths = [out / "results.csv"]
     try:
         import pyarrow as pa
