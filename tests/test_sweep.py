@@ -1,0 +1,199 @@
+"""The sweep runner end to end: configs validated with named errors, tidy results, resume after SIGKILL
+without lost or duplicated cells, a directory claimed by one config, executors that agree, and a report
+re-rendered from the directory alone."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from simlm.cli import main
+from simlm.errors import ConfigError
+from simlm.experiments.executors import InProcess, ProcessPool
+from simlm.experiments.registry import COLUMNS, checks
+from simlm.experiments.sweep import load_config, parse_config, run_sweep
+
+TINY = {"name": "tiny", "seed": 0, "data": {"n_sequences": 8, "length": 6},
+        "worlds": [{"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 3, "n_symbols": 3}}],
+        "lms": {"oracle": True, "analytic": {"kinds": ["logit-noise", "temperature"], "eps": [0.02, 0.005]}},
+        "checks": {"simlm/epsilon": {}, "saunshi/natural-task": {"max_length": 1}}}
+
+
+def write_config(path, raw=TINY):
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def table(out):
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return sorted((r["world"], r["lm"], r["check"], r["quantity"], r["measured"], r["bound"], r["holds"]) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted run of the tiny config through the command line."""
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    config = write_config(out.parent / "tiny.json")
+    assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 0
+    return config, out
+
+
+def test_a_sweep_writes_tidy_rows_with_the_shared_columns(finished):
+    _, out = finished
+    with open(out / "results.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:len(COLUMNS)] == list(COLUMNS)
+    # 1 world × (oracle + 2 kinds × 2 ε) × 2 checks
+    assert len({(r["lm"], r["check"]) for r in rows}) == 10
+    assert all(r["holds"] in ("True", "") for r in rows)  # the oracle and analytic LMs violate nothing
+    eps = {r["lm"]: float(r["eps"]) for r in rows if r["check"] == "simlm/epsilon" and r["quantity"] == "epsilon"}
+    assert eps["oracle"] == 0.0 and abs(eps["logit-noise@0.005"] / 0.005 - 1) < 1e-3
+    for name in ("sweep.json", "environment.json", "worlds/h.json", "summary.json", "cells.jsonl", "report.md"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "worlds" / "h.json").read_text())["parameters"]
+
+
+def test_the_parquet_table_equals_the_csv(finished):
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, out = finished
+    parquet = pq.read_table(out / "results.parquet").to_pylist()
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(parquet) == len(rows)
+    assert [(r["lm"], r["quantity"], r["measured"]) for r in parquet] == \
+        [(r["lm"], r["quantity"], float(r["measured"])) for r in rows]
+
+
+def test_report_rerenders_from_the_directory_alone(finished):
+    _, out = finished
+    before = table(out)
+    for name in ("results.csv", "report.md"):
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert table(out) == before and "## Bounds" in (out / "report.md").read_text()
+
+
+def test_a_rerun_skips_finished_cells(finished, capsys):
+    config, out = finished
+    lines = (out / "cells.jsonl").read_text()
+    assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 0
+    assert (out / "cells.jsonl").read_text() == lines
+
+
+def test_a_different_config_into_the_same_directory_is_refused(finished, tmp_path, capsys):
+    _, out = finished
+    other = write_config(tmp_path / "other.json", {**TINY, "seed": 1})
+    assert main(["sweep", str(other), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different config" in err and "seed" in err
+
+
+def test_sigkill_mid_sweep_loses_nothing_and_the_rerun_matches(finished, tmp_path):
+    config, reference = finished
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "simlm.cli", "sweep", str(config), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = out / "cells.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert killed, "the sweep finished before it could be killed"
+    done = len((out / "cells.jsonl").read_text().splitlines())
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    keys = [json.loads(line)["cell"] for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 10 and done >= 3  # nothing lost, nothing duplicated
+    assert table(out) == table(reference)
+
+
+def test_a_process_pool_gives_the_in_process_results(finished, tmp_path):
+    config, reference = finished
+    run_sweep(load_config(config), tmp_path / "pool", executor=ProcessPool(2), progress=False)
+    assert table(tmp_path / "pool") == table(reference)
+
+
+def test_ray_gives_the_in_process_results(finished, tmp_path):
+    ray = pytest.importorskip("ray")
+    from simlm.experiments.executors import RayExecutor
+
+    config, reference = finished
+    try:
+        run_sweep(load_config(config), tmp_path / "ray", executor=RayExecutor(num_cpus=2), progress=False)
+    finally:
+        ray.shutdown()
+    assert table(tmp_path / "ray") == table(reference)
+
+
+def _with(path, value):
+    raw = json.loads(json.dumps(TINY))
+    *keys, last = path
+    d = raw
+    for k in keys:
+        d = d[k]
+    if value is KeyError:
+        del d[last]
+    else:
+        d[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("raw, name", [
+    (_with(["worlds"], []), "worlds"),
+    (_with(["worlds", 0, "kind"], "markov"), r"worlds\[0\].kind"),
+    (_with(["worlds", 0, "seed"], -1), r"worlds\[0\].seed"),
+    (_with(["worlds", 0, "options"], {"n_states": 0, "n_symbols": 3}), "n_states"),
+    (_with(["worlds", 0, "options"], {"n_state": 3, "n_symbols": 3}), "options"),
+    (_with(["data", "n_sequences"], 1), "data.n_sequences"),
+    (_with(["data", "length"], "8"), "data.length"),
+    (_with(["lms", "analytic", "eps"], [0.1, -1]), r"lms.analytic.eps\[1\]"),
+    (_with(["lms", "analytic", "eps"], [float("nan")]), r"lms.analytic.eps\[0\]"),
+    (_with(["lms", "analytic", "kinds"], ["noise"]), "lms.analytic.kinds"),
+    (_with(["lms", "analytic", "laws"], ["causal"]), "lms.analytic.laws"),
+    (_with(["lms", "oracle"], "yes"), "lms.oracle"),
+    (_with(["lms", "trained"], {"targets": [0.1], "objective": "mle"}), "lms.trained.objective"),
+    (_with(["lms", "trained"], {"targets": [0.1], "model": {"d_model": -4}}), "d_model"),
+    (_with(["lms", "trained"], {"targets": [0.1], "train": {"max_step": 4}}), "lms.trained"),
+    (_with(["lms", "trained"], {"targets": [0.1], "worlds": ["nowhere"]}), "lms.trained.worlds"),
+    (_with(["checks"], {}), "checks"),
+    (_with(["checks"], {"nobody/nothing": {}}), "checks"),
+    (_with(["checks"], {"simlm/epsilon": {"bogus": 1}}), "checks.simlm/epsilon"),
+    (_with(["colour"], "blue"), "config"),
+    (_with(["seed"], True), "config.seed"),
+])
+def test_bad_configs_name_the_key(raw, name):
+    with pytest.raises(ConfigError, match=name):
+        parse_config(raw)
+
+
+def test_bad_config_files_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not valid TOML" in err[0] and "cannot read" in err[1]
+
+
+def test_the_listing_commands_name_every_world_kind_and_check(capsys):
+    assert main(["worlds"]) == 0 and main(["checks"]) == 0
+    text = capsys.readouterr().out
+    assert all(k in text for k in ("hmm", "memory-hmm", "loglinear")) and all(c in text for c in checks())
+
+
+def test_the_demo_config_is_valid_and_uses_every_check():
+    from simlm.cli import demo_config_path
+
+    config = load_config(demo_config_path())
+    assert set(config.checks) == set(checks())
