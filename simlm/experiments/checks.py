@@ -7,6 +7,8 @@ tidy rows.
   task, exactly on the world's enumerated contexts (:func:`simlm.theory.natural_tasks.check_natural_task`).
 - ``wei/head-tuning`` — Wei, Xie & Ma (NeurIPS 2021): a linear head on the LM's law at a prepended mask,
   against the same head on the exact law, with the paper's non-degeneracy condition rank B = |H|.
+- ``wei/head-prompt`` — the predictors of :mod:`simlm.experiments.head_prompt` (head, prompt, attention
+  head and attention prompt; experiment 1 on HMMs, experiment 2 on memory worlds) for one seed's task.
 """
 
 from __future__ import annotations
@@ -103,4 +105,42 @@ def head_tuning_check(cell) -> list:
     return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min)]
 
 
-__all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "CAUSAL", "MASKED", "PREPENDED"]
+def _head_prompt_applies(world_spec, lm_spec) -> str:
+    if world_spec.get("kind") not in ("hmm", "memory-hmm"):
+        return "needs an HMM or a memory HMM"
+    if lm_spec["source"] == "trained" and lm_spec.get("objective") != "masked-lm":
+        return "needs a masked transformer (objective masked-lm)"
+    return _needs(MASKED if world_spec["kind"] == "memory-hmm" else PREPENDED)(world_spec, lm_spec)
+
+
+def _head_prompt_defaults() -> dict:
+    from simlm.experiments.head_prompt import QUICK
+
+    return {**{k: v for k, v in QUICK.items() if k in _HEAD_PROMPT_OPTIONS}, "visible_length": 6, "label_length": 8}
+
+
+_HEAD_PROMPT_OPTIONS = ("label_length", "visible_length", "n_train", "n_test", "n_continuations", "prompt_length",
+                        "exact_prompt_steps", "transformer_prompt_steps", "memory_prompt_batch", "attention_steps")
+
+
+@register("wei/head-prompt", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=_head_prompt_applies,
+          defaults=_head_prompt_defaults(),
+          description="head and prompt tuning (linear or attention head) on one seed's posterior or memory task")
+def head_prompt_check(cell) -> list:
+    """The predictors of :func:`simlm.experiments.head_prompt.evaluate` on this LM — heads for every LM,
+    prompts for the oracle (exact) and masked transformers (continuous prefix) — each a row with its test
+    accuracy, beside the Bayes ceiling of the test inputs (E[max_y P(y | x_1:T')], an upward-biased
+    estimate) and the majority rate as columns.  No bound: the paper's statements are the conditions,
+    reported by ``wei/head-tuning``."""
+    from simlm.experiments import head_prompt as hp
+
+    config = hp.Config(**cell.options, trained=False, analytic=None)
+    kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
+    ctx = hp.task_context(cell.world, kind, cell.seed, config)
+    source = cell.lm_spec["source"]
+    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority")}
+    return [row(f"{r['method']}:test_accuracy", r["test_accuracy"], train_accuracy=r["train_accuracy"], **shared)
+            for r in hp.evaluate(cell.lm, cell.world, kind, ctx, cell.seed, config, source=source)]
+
+
+__all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "head_prompt_check", "CAUSAL", "MASKED", "PREPENDED"]
