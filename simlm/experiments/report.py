@@ -102,8 +102,9 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
             ax.grid(alpha=0.3, lw=0.3)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
-        handles = [plt.Line2D([], [], ls="", marker="o", color=colour[s], label=s) for s in sources]
-        handles += [plt.Line2D([], [], ls="", marker=marker[w], color="grey", label=w) for w in worlds]
+        present = sorted({_source(r["lm"]) for r in rs}), sorted({r["world"] for r in rs})
+        handles = [plt.Line2D([], [], ls="", marker="o", color=colour[s], label=s) for s in present[0]]
+        handles += [plt.Line2D([], [], ls="", marker=marker[w], color="grey", label=w) for w in present[1]]
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="bound")]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
         fig.suptitle(check)
