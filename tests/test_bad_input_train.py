@@ -206,3 +206,19 @@ def test_load_lm_on_what_is_not_a_checkpoint_names_it(tmp_path, directory):
     where = tmp_path / directory if isinstance(directory, str) else directory
     with pytest.raises(ConfigError, match="directory" if not isinstance(directory, str) else directory):
         load_lm(where)
+
+
+def test_train_result_lm_names_a_bad_target_or_seed():
+    from simlm.train import TrainResult
+    from simlm.train.trainer import LadderRecord
+    result = TrainResult(Path("."), [LadderRecord(0, 0.1, False)], {0: 1.0}, 0, [])
+    for kwargs, words in [({"target": "x"}, "target"), ({"target": nan}, "target"), ({"target": 0.1, "seed": 7}, "seed"),
+                          ({"target": 0.1, "seed": True}, "seed"), ({"target": 0.1}, "no checkpoint")]:
+        with pytest.raises(ConfigError, match=words):
+            result.lm(**kwargs)
+
+
+def test_load_lm_names_a_checkpoint_with_an_invalid_model_config(tmp_path):
+    (tmp_path / "metadata.json").write_text('{"model_config": {"n_symbols": -1}}')
+    with pytest.raises(ConfigError, match=f"checkpoint: {tmp_path / 'metadata.json'} has an invalid model_config"):
+        load_lm(tmp_path)

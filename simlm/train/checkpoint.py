@@ -107,7 +107,12 @@ def load_lm(directory, *, expect: dict | None = None) -> TransformerLM:
         if differ:
             raise ConfigError(f"checkpoint: {directory} was saved by a different run (differs in {differ}); "
                               f"{_RECREATE}")
-    model = init_transformer(TransformerConfig.from_dict(meta["model_config"]), 0)
+    try:
+        model_config = TransformerConfig.from_dict(meta["model_config"])
+    except ConfigError as err:
+        raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has an invalid model_config ({err}); "
+                          f"{_RECREATE}") from None
+    model = init_transformer(model_config, 0)
     params = nnx.state(model, nnx.Param)
     restored = restore_tree(directory, {"params": nnx.to_pure_dict(params)}, meta)
     nnx.replace_by_pure_dict(params, restored["params"])

@@ -204,7 +204,11 @@ class TrainResult:
     def lm(self, target: float, seed: int | None = None) -> TransformerLM:
         """The checkpointed model of ``seed`` (default: the first) at ladder ``target``, checked to be
         this run's (world fingerprint and configs)."""
-        seed = self.records[0].seed if seed is None else seed
+        target = _number("target", target, "a positive ε target")
+        seeds = list(dict.fromkeys(r.seed for r in self.records))
+        seed = seeds[0] if seed is None else seed
+        if isinstance(seed, (bool, np.bool_)) or seed not in seeds:
+            raise ConfigError(f"seed: expected one of this run's seeds {seeds}, got {seed!r}")
         for r in self.records:
             if r.seed == seed and math.isclose(r.target, target) and r.reached:
                 return load_lm(r.path, expect=self.header)
