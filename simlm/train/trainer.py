@@ -5,14 +5,21 @@ ensemble vmapped over parameters and data keys; one seed is an ensemble of one),
 on a fixed held-out set, and saves an Orbax checkpoint the first time each member's ε falls to or
 below each target.  Data are fresh draws from ``world.sample`` keyed by (seed, step) — or batches from
 a fixed corpus — so a run is a deterministic function of its config and resuming from the last
-checkpoint reproduces an uninterrupted run.
+checkpoint reproduces an uninterrupted run, metrics.jsonl included.
 
-Run directory::
+Run directory (paths inside it are stored relative to it, so it can be moved or copied)::
 
     config.json                       the training config, model config, world fingerprint
     metrics.jsonl                     one line per evaluation and member
     last/                             stacked params + optimiser state + ladder state (resume point)
+    previous/                         the resume point before last/, used if last/ is damaged
     seed_<s>/eps_<target>/            ladder checkpoints (Orbax + metadata.json), load with load_lm
+
+Every checkpoint records the run's identity (world fingerprint + configs) and the checksum of its
+arrays.  A rerun resumes from the newest resume point that agrees with the files beside it: a torn
+line or damaged file is dropped and recomputed, a damaged ladder metadata.json is rewritten, and a
+damaged resume point or ladder checkpoint is retrained from an earlier one (with a warning naming the
+file) — never silently used.
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -36,15 +46,49 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.jsonio import claim_json
+from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.checks import check_positive, check_positive_int, mean_and_sem
+from simlm.checks import check_instance, check_memory, check_positive_int, mean_and_sem
+from simlm.worlds.base import World
+
+
+_SLOTS = ("last", "previous")  # the resume point and the one before it
+_INT_MAX = 2**31 - 1  # step counters and sizes live in int32 on the device
+_SEED_MAX = 2**63 - 1
+
+
+def _number(name: str, value, what: str = "a finite real number") -> float:
+    """A finite real number (not a bool, string or complex) as a float, or ``ConfigError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ConfigError(f"{name}: expected {what}, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value, minimum: int, maximum: int = _INT_MAX) -> int:
+    value = check_positive_int(name, value, minimum=minimum)
+    if value > maximum:
+        raise ConfigError(f"{name}: expected an integer ≤ {maximum}, got {value}")
+    return value
+
+
+def _items(name: str, value) -> tuple:
+    """A number or a flat list/tuple/array of them, as a tuple (strings and nested lists refused)."""
+    if isinstance(value, np.ndarray) and value.ndim <= 1:
+        value = value.reshape(-1).tolist()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return (value,)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name}: expected a number or a list of numbers, got {type(value).__name__} {value!r}")
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Plain-value training configuration (JSON via ``to_dict``/``from_dict``), validated on creation."""
+    """Plain-value training configuration (JSON via ``to_dict``/``from_dict``), validated on creation:
+    a bad field raises ``ConfigError`` naming it.  ``targets`` are stored sorted from largest to smallest
+    (the order the ladder is climbed); ``seeds`` keep their order."""
 
     objective: str = "cross-entropy"  # "cross-entropy" | "masked-lm" | "quad"
     targets: tuple = (1.0, 0.3, 0.1, 0.03, 0.01)  # ε ladder, nats/token
@@ -71,42 +115,57 @@ class TrainConfig:
         def fix(name, value):
             object.__setattr__(self, name, value)
 
+        for name in ("objective", "data"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}: expected a string, got {type(getattr(self, name)).__name__} "
+                                  f"{getattr(self, name)!r}")
         if self.objective not in objectives.OBJECTIVES:
             raise ConfigError(f"objective: unknown objective {self.objective!r}; choose one of {sorted(objectives.OBJECTIVES)}")
-        targets = tuple(check_positive("targets", t) for t in np.atleast_1d(np.asarray(self.targets, dtype=object)))
-        if not targets:
-            raise ConfigError("targets: expected at least one positive ε target")
+        if self.data not in ("stream", "corpus"):
+            raise ConfigError(f"data: expected 'stream' or 'corpus', got {self.data!r}")
+        targets = [_number("targets", t, "positive finite ε targets") for t in _items("targets", self.targets)]
+        if not targets or min(targets) <= 0:
+            raise ConfigError(f"targets: expected at least one positive finite ε target, got {self.targets!r}")
+        names = [f"{t:g}" for t in targets]  # each target has a checkpoint directory eps_<t:g>
+        if len(set(names)) != len(names):
+            raise ConfigError(f"targets: expected distinct targets (to 6 significant digits), got {self.targets!r}")
         fix("targets", tuple(sorted(targets, reverse=True)))
-        seeds = tuple(check_positive_int("seeds", s, minimum=0) for s in np.atleast_1d(np.asarray(self.seeds, dtype=object)))
+        seeds = tuple(_integer("seeds", s, 0, _SEED_MAX) for s in _items("seeds", self.seeds))
         if not seeds or len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds: expected distinct non-negative integers, got {self.seeds!r}")
         fix("seeds", seeds)
         for name in ("batch_size", "seq_len", "max_steps", "corpus_sequences", "eval_every", "eval_positions",
                      "checkpoint_every"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("eval_sequences", self.eval_sequences, minimum=2)
-        for name in ("warmup_steps", "corpus_seed", "eval_seed"):
-            check_positive_int(name, getattr(self, name), minimum=0)
-        check_positive("learning_rate", self.learning_rate)
+            fix(name, _integer(name, getattr(self, name), 1))
+        fix("eval_sequences", _integer("eval_sequences", self.eval_sequences, 2))  # a standard error needs 2
+        fix("warmup_steps", _integer("warmup_steps", self.warmup_steps, 0))
+        for name in ("corpus_seed", "eval_seed"):
+            fix(name, _integer(name, getattr(self, name), 0, _SEED_MAX))
+        fix("learning_rate", _number("learning_rate", self.learning_rate, "a positive finite number"))
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: expected a positive finite number, got {self.learning_rate!r}")
         for name in ("weight_decay", "grad_clip"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+            fix(name, _number(name, getattr(self, name), "a finite number ≥ 0"))
+            if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a finite number ≥ 0, got {getattr(self, name)!r}")
-        if self.data not in ("stream", "corpus"):
-            raise ConfigError(f"data: expected 'stream' or 'corpus', got {self.data!r}")
-        if self.data == "corpus" and self.corpus_sequences < self.batch_size:
-            raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
+        fix("mask_rate", _number("mask_rate", self.mask_rate, "a rate in (0, 1]"))
         if not 0 < self.mask_rate <= 1:
             raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
-        c = np.asarray(self.corruption, dtype=float)
-        if c.shape != (3,) or np.any(c < 0) or abs(c.sum() - 1) > 1e-6:
-            raise ConfigError(f"corruption: expected three probabilities (mask, random, keep) summing to 1, got {self.corruption!r}")
-        fix("corruption", tuple(float(v) for v in c))
+        if self.data == "corpus" and self.corpus_sequences < self.batch_size:
+            raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
+        what = "three probabilities (mask, random, keep) summing to 1"
+        c = [_number("corruption", v, what) for v in _items("corruption", self.corruption)]
+        if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
+            raise ConfigError(f"corruption: expected {what}, got {self.corruption!r}")
+        fix("corruption", tuple(c))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a dict of TrainConfig fields, got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"config: unknown TrainConfig field(s) {unknown}")
@@ -136,17 +195,23 @@ class LadderRecord:
 @dataclasses.dataclass
 class TrainResult:
     run_dir: Path
-    records: list  # LadderRecord for every (seed, target)
+    records: list  # LadderRecord for every (seed, target); paths resolved under run_dir
     best_epsilon: dict  # seed → best ε seen
     final_step: int
     final_lms: list  # TransformerLM per seed, at the last step
+    header: dict | None = dataclasses.field(default=None, repr=False)  # what every checkpoint of the run records
 
     def lm(self, target: float, seed: int | None = None) -> TransformerLM:
-        """The checkpointed model of ``seed`` (default: the first) at ladder ``target``."""
-        seed = self.records[0].seed if seed is None else seed
+        """The checkpointed model of ``seed`` (default: the first) at ladder ``target``, checked to be
+        this run's (world fingerprint and configs)."""
+        target = _number("target", target, "a positive ε target")
+        seeds = list(dict.fromkeys(r.seed for r in self.records))
+        seed = seeds[0] if seed is None else seed
+        if isinstance(seed, (bool, np.bool_)) or seed not in seeds:
+            raise ConfigError(f"seed: expected one of this run's seeds {seeds}, got {seed!r}")
         for r in self.records:
             if r.seed == seed and math.isclose(r.target, target) and r.reached:
-                return load_lm(r.path)
+                return load_lm(r.path, expect=self.header)
         raise ConfigError(f"target: seed {seed} has no checkpoint at ε ≤ {target:g}; "
                           f"reached: {[r.target for r in self.records if r.seed == seed and r.reached]}")
 
@@ -155,9 +220,18 @@ class TrainResult:
         return [(r.seed, r.target) for r in self.records if not r.reached]
 
 
-def _validate(world, model_config: TransformerConfig, config: TrainConfig) -> None:
-    if not isinstance(model_config, TransformerConfig):
-        raise ConfigError(f"model_config: expected a TransformerConfig, got {type(model_config).__name__}")
+def _validate(world, model_config, config, run_dir, until_step, progress) -> None:
+    """Every argument of :func:`train`, checked on the host before anything is compiled or any run
+    directory is claimed, so a failing call leaves nothing behind."""
+    check_instance("world", world, World, "a simlm world (HMM, MemoryHMM, LogLinearWorld, …)")
+    check_instance("model_config", model_config, TransformerConfig, "a TransformerConfig")
+    check_instance("config", config, TrainConfig, "a TrainConfig (TrainConfig.from_dict(d) makes one from a dict)")
+    if run_dir is not None:
+        check_instance("run_dir", run_dir, (str, os.PathLike), "a directory path or None")
+    if until_step is not None:
+        _integer("until_step", until_step, 1)
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress: expected True or False, got {progress!r}")
     if model_config.n_symbols != world.n_symbols:
         raise ShapeError(f"model_config: n_symbols = {model_config.n_symbols} but the world has {world.n_symbols} symbols")
     if config.seq_len > model_config.max_len:
@@ -166,6 +240,17 @@ def _validate(world, model_config: TransformerConfig, config: TrainConfig) -> No
     if masked == model_config.causal:
         kind = "a bidirectional (causal=False)" if masked else "a causal"
         raise ConfigError(f"objective: {config.objective!r} needs {kind} model; model_config.causal = {model_config.causal}")
+    # A lower bound on the floats one forward pass keeps per sequence (attention scores, MLP and
+    # residual activations), so sizes that cannot fit are refused here rather than by the allocator.
+    m, n, T = model_config, len(config.seeds), config.seq_len
+    per_seq = T * m.n_layers * (m.n_heads * T + m.d_ff + 4 * m.d_model)
+    check_memory("batch_size", n * config.batch_size * per_seq,
+                 what=f"{n} model(s) × batch_size {config.batch_size} × seq_len {T}")
+    passes = min(config.eval_positions, T) if masked else 1
+    check_memory("eval_sequences", config.eval_sequences * passes * (n * per_seq + world.n_symbols),
+                 what=f"evaluating {n} model(s) on {config.eval_sequences} sequences × {passes} pass(es)")
+    if config.data == "corpus":
+        check_memory("corpus_sequences", config.corpus_sequences * T, what=f"a corpus of seq_len {T}")
 
 
 def _optimizer(config: TrainConfig):
@@ -273,38 +358,54 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     ε is the exact mean KL(p* ‖ p_θ) per token on the held-out set (masked-lm: at the masked
     positions; quad: the exact Quad excess ½‖Φᵀ(f − f*)‖²).  Stops when every seed has reached the
     smallest target or at ``config.max_steps``; ``until_step`` stops earlier, resumably (the next call
-    with the same ``run_dir`` continues and gives the same result as one uninterrupted run).
-    Invalid configs raise ``ConfigError`` before anything is compiled."""
-    _validate(world, model_config, config)
-    if until_step is not None:
-        check_positive_int("until_step", until_step)
-    run_dir = Path(tempfile.mkdtemp(prefix="simlm-run-") if run_dir is None else run_dir).absolute()
-    header = {"train_config": config.to_dict(), "model_config": model_config.to_dict(),
-              "world": type(world).__name__, "world_fingerprint": world.fingerprint()}
-    claim_json(run_dir / "config.json", header, owner=f"run_dir: {run_dir} holds a different run",
-               fix="use a new directory to start a new run")  # a resume must be the same run
+    with the same ``run_dir`` continues and gives the same result, and the same metrics.jsonl, as one
+    uninterrupted run).  Invalid arguments raise ``ConfigError`` before anything is compiled or any
+    directory is claimed.  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
+    from the newest checkpoint consistent with them; see :func:`_resume`."""
+    _validate(world, model_config, config, run_dir, until_step, progress)
+    header = _plain({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
+                     "world": type(world).__name__, "world_fingerprint": world.fingerprint()})
+    run_dir = _open_run_dir(run_dir, header)
 
     run = _Run(world, model_config, config)
-    n = len(config.seeds)
-    state = {"step": 0, "next_eval": 0, "ladder": [0] * n, "best": [math.inf] * n, "records": [], "wall": 0.0}
-    if (run_dir / "last" / "metadata.json").exists():
-        state = read_metadata(run_dir / "last")["ladder_state"]
-        restored = restore_tree(run_dir / "last", {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state})
-        nnx.replace_by_pure_dict(run.params, restored["params"])
-        run.opt_state = restored["opt_state"]
-    _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
+    n, metrics = len(config.seeds), run_dir / "metrics.jsonl"
+    resumed = _resume(run, run_dir, header)
+    if resumed is None:
+        slot, state, lines, redo = None, _fresh_state(n), [], False
+    else:
+        slot, state, tree, lines, redo = resumed
+        nnx.replace_by_pure_dict(run.params, tree["params"])
+        run.opt_state = tree["opt_state"]
+    _write_lines(metrics, lines)  # rows after the resume point are recomputed
+    loss = state["loss"]  # the last step's loss, logged with the next evaluation as in an uninterrupted run
+    last_good, last_saved = slot == "last", state["step"]
+
+    def finite_loss():
+        loss_host = np.asarray(loss)
+        if not np.all(np.isfinite(loss_host)):
+            raise TrainingDivergedError(
+                f"loss became {loss_host} at step {state['step']} (learning_rate={config.learning_rate}); "
+                f"the last good checkpoint is {run_dir / 'last'} (step {last_saved})")
+        return loss_host
 
     def save_last():
-        save_tree(run_dir / "last", {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state},
-                  {**header, "ladder_state": state})
+        nonlocal last_good, last_saved
+        state["loss"] = None if loss is None else [float(v) for v in finite_loss()]
+        _fsync(metrics)  # the checkpoint vouches for state["rows"] rows: they must be on disk first
+        _save_resume_point(run_dir, {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state},
+                           {**header, "ladder_state": state}, keep_last=last_good)
+        last_good, last_saved = True, state["step"]
 
-    if not (run_dir / "last" / "metadata.json").exists():
+    if slot is None:
         save_last()  # a good checkpoint exists before the first step, whatever happens next
     stop = min(config.max_steps, until_step or config.max_steps)
     tokens_per_step = n * config.batch_size * config.seq_len
     bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
-    started, last_saved, loss = time.perf_counter() - state["wall"], state["step"], None
+    started = time.perf_counter() - state["wall"]
     try:
+        if redo:  # the final evaluation's rows were damaged: recompute them from the checkpoint
+            _evaluate_and_climb(run, state, run_dir, header, state["step"], tokens_per_step, started, loss)
+        resumed_at = (state["step"], state["rows"])
         while state["step"] < stop and not all(i >= len(config.targets) for i in state["ladder"]):
             step = state["step"]
             if step >= state["next_eval"]:
@@ -317,61 +418,255 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
             run.params, run.opt_state, loss = run.step(run.params, run.opt_state, tokens, keys)
             state["step"] = step + 1
             if state["step"] % 10 == 0 or state["step"] >= stop:
-                loss_host = np.asarray(loss)
-                if not np.all(np.isfinite(loss_host)):
-                    raise TrainingDivergedError(
-                        f"loss became {loss_host} at step {step + 1} (learning_rate={config.learning_rate}); "
-                        f"the last good checkpoint is {run_dir / 'last'} (step {last_saved})")
+                loss_host = finite_loss()
                 bar.set_postfix(loss=f"{loss_host.mean():.4f}", eps=f"{min(state['best']):.4g}",
                                 tok_s=f"{tokens_per_step * (state['step']) / max(time.perf_counter() - started, 1e-9):.3g}")
             bar.update(1)
             if state["step"] % config.checkpoint_every == 0:
                 state["wall"] = time.perf_counter() - started
                 save_last()
-                last_saved = state["step"]
         if state["step"] >= config.max_steps and state.get("last_eval") != state["step"]:
             _evaluate_and_climb(run, state, run_dir, header, state["step"], tokens_per_step, started, loss)
-        state["wall"] = time.perf_counter() - started
-        save_last()
+        if (state["step"], state["rows"]) != resumed_at or not last_good:
+            state["wall"] = time.perf_counter() - started
+            save_last()
     finally:
         bar.close()
-    return _result(run, state, run_dir)
+    return _result(run, state, run_dir, header)
 
 
 def _evaluate_and_climb(run, state, run_dir, header, step, tokens_per_step, started, loss):
-    """Exact ε for every member; checkpoint each target crossed for the first time."""
+    """Exact ε for every member, logged to metrics.jsonl; checkpoint each target crossed for the first time."""
     config, wall = run.config, time.perf_counter() - started
     results = run.evaluate()
+    losses = [None] * len(results) if loss is None else [float(v) for v in np.asarray(loss)]
+    if not np.all(np.isfinite([r for res in results for r in res] + [v for v in losses if v is not None])):
+        raise TrainingDivergedError(f"ε or the loss became non-finite at step {step} (ε, s.e., TV, s.e. = {results}, "
+                                    f"loss = {losses}; learning_rate={config.learning_rate}); the last good "
+                                    f"checkpoint is {run_dir / 'last'}")
     state["last_eps"], state["last_eval"] = [r[0] for r in results], step
-    with open(run_dir / "metrics.jsonl", "a") as log:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
         for i, (seed, (eps, eps_se, tv, tv_se)) in enumerate(zip(config.seeds, results)):
             state["best"][i] = min(state["best"][i], eps)
             log.write(json.dumps({"step": step, "seed": seed, "epsilon": eps, "epsilon_se": eps_se, "tv": tv,
-                                  "tv_se": tv_se, "loss": None if loss is None else float(np.asarray(loss)[i]),
+                                  "tv_se": tv_se, "loss": losses[i],
                                   "tokens_seen": step * config.batch_size * config.seq_len,
-                                  "wall_time": wall, "tokens_per_s": step * tokens_per_step / max(wall, 1e-9)}) + "\n")
+                                  "wall_time": wall, "tokens_per_s": step * tokens_per_step / max(wall, 1e-9)},
+                                 allow_nan=False) + "\n")
             while state["ladder"][i] < len(config.targets) and eps <= config.targets[state["ladder"][i]]:
                 target = config.targets[state["ladder"][i]]
-                path = run_dir / f"seed_{seed}" / f"eps_{target:g}"
+                path = f"seed_{seed}/eps_{target:g}"  # relative to the run directory, which may move
                 record = dataclasses.asdict(LadderRecord(seed, target, True, eps, eps_se, step,
-                                                         step * config.batch_size * config.seq_len, wall, str(path)))
-                save_model(path, run.member_params(i), {**header, **record, "overshoot": eps / target})
-                state["records"].append(record)
+                                                         step * config.batch_size * config.seq_len, wall, path))
+                saved = save_model(run_dir / path, run.member_params(i), {**header, **record, "overshoot": eps / target})
+                state["records"].append({**record, "checksum": saved["checksum"]})
                 state["ladder"][i] += 1
+    state["rows"] += len(results)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the resume point, so a resumed log equals an uninterrupted one."""
+# ---- the run directory: claim, resume point, repair -------------------------------------------------
+#
+#   config.json    the run's identity (configs + world fingerprint); every checkpoint repeats it
+#   last/          the resume point: arrays + ladder state, incl. how many metrics rows it vouches for
+#   previous/      the resume point before it, used when last/ is damaged
+#   seed_*/eps_*/  ladder checkpoints, checked against their checksum (kept in the ladder state) on resume
+
+
+class _Foreign(ConfigError):
+    """A checkpoint of a different run: never used and never overwritten."""
+
+
+_RECORD_KEYS = {f.name for f in dataclasses.fields(LadderRecord)} | {"checksum"}
+
+
+def _plain(x):
+    """``x`` as it reads back from JSON (tuples become lists), so it compares equal to what is on disk."""
+    return json.loads(json.dumps(jsonable(x)))
+
+
+def _fresh_state(n: int) -> dict:
+    return {"step": 0, "next_eval": 0, "ladder": [0] * n, "best": [math.inf] * n, "records": [], "wall": 0.0,
+            "rows": 0, "loss": None}
+
+
+def _open_run_dir(run_dir, header: dict) -> Path:
+    """The run directory, created if needed, checked writable and claimed for this run (config.json).
+    An unreadable config.json is rewritten when a checkpoint in the directory shows it holds this same
+    run; otherwise the ConfigError says how to recover."""
+    path = Path(tempfile.mkdtemp(prefix="simlm-run-") if run_dir is None else run_dir).absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir: {path} is a file, not a directory; pass a new directory or one of this same run")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ConfigError(f"run_dir: cannot write to {path} ({err.strerror or err}); pass a writable directory") from None
+    cfg = path / "config.json"
+    if cfg.exists():
+        try:
+            problem = None if isinstance(read_json(cfg, what="run_dir"), dict) else f"run_dir: {cfg} does not hold a JSON object"
+        except ConfigError as err:
+            problem = str(err)
+        if problem and any(_holds(path / slot, header) for slot in _SLOTS):
+            warnings.warn(f"{problem}; rewritten from the run's checkpoint, which holds this same run", RuntimeWarning,
+                          stacklevel=3)
+            write_json_atomic(cfg, header)
+        elif problem:
+            raise ConfigError(f"{problem}; no checkpoint in {path} shows which run it held. If it holds a run of this "
+                              f"same configuration, recover with `rm {cfg}` and rerun (its checkpoints are checked "
+                              f"against the configuration); otherwise use a new run_dir")
+    claim_json(cfg, header, owner=f"run_dir: {path} holds a different run",
+               fix="use a new directory to start a new run")  # a resume must be the same run
+    return path
+
+
+def _holds(directory: Path, header: dict) -> bool:
+    """Whether the checkpoint in ``directory`` has readable metadata recording ``header``."""
+    try:
+        meta = read_metadata(directory)
+    except ConfigError:
+        return False
+    return all(meta.get(k) == v for k, v in header.items())
+
+
+def _resume(run, run_dir: Path, header: dict):
+    """``(slot, state, arrays, metrics lines, redo)`` from the newest resume point (last/, then
+    previous/) that loads and agrees with the files beside it — every ladder checkpoint it records
+    loads to its checksum (a damaged metadata.json there is rewritten), and metrics.jsonl holds the rows
+    it vouches for — or ``None`` to train from the start.  Each rejected resume point is reported with
+    a warning naming the file and the problem; training is deterministic, so retraining from an
+    earlier point reproduces the same results.  A checkpoint of a different run raises ConfigError."""
+    like = {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state}
+    for k, slot in enumerate(_SLOTS):
+        directory = run_dir / slot
+        if not directory.exists():
+            continue
+        try:
+            meta = read_metadata(directory)
+            differ = sorted(key for key in header if meta.get(key) != header[key])
+            if differ:
+                raise _Foreign(f"run_dir: {directory} holds a checkpoint of a different run (differs in {differ}); "
+                               f"use a new run_dir, or move {directory} away if it was copied there by mistake")
+            state = _ladder_state(meta, run.config, directory)
+            tree = restore_tree(directory, like, meta)
+            _check_rungs(run, run_dir, header, state)
+            lines, redo = _kept_metrics(run_dir / "metrics.jsonl", state, run.config.seeds)
+            return slot, state, tree, lines, redo
+        except _Foreign:
+            raise
+        except ConfigError as err:
+            then = "the previous resume point" if k + 1 < len(_SLOTS) else "the start"
+            warnings.warn(f"{err}\nresuming from {then} instead (training is deterministic: the results are "
+                          "reproduced)", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _ladder_state(meta: dict, config: TrainConfig, directory: Path) -> dict:
+    """The ladder state saved in a resume point, checked for shape (a ConfigError if it is damaged)."""
+    s, n = meta.get("ladder_state"), len(config.seeds)
+    nums = lambda v: isinstance(v, list) and len(v) == n and all(x is None or isinstance(x, (int, float)) for x in v)
+    good = (isinstance(s, dict) and all(isinstance(s.get(k), int) for k in ("step", "next_eval", "rows"))
+            and isinstance(s.get("ladder"), list) and len(s["ladder"]) == n
+            and all(isinstance(i, int) for i in s["ladder"]) and nums(s.get("best"))
+            and isinstance(s.get("wall"), (int, float)) and (s.get("loss") is None or nums(s["loss"]))
+            and isinstance(s.get("records"), list)
+            and all(isinstance(r, dict) and set(r) == _RECORD_KEYS and isinstance(r["path"], str)
+                    and not Path(r["path"]).is_absolute() for r in s["records"]))
+    if not good:
+        raise ConfigError(f"checkpoint: {directory / 'metadata.json'} holds no valid ladder state")
+    return {**s, "best": [math.inf if b is None else b for b in s["best"]]}
+
+
+def _check_rungs(run, run_dir: Path, header: dict, state: dict) -> None:
+    """Every ladder checkpoint in ``state`` must load to the arrays it saved (ConfigError otherwise); a
+    damaged or foreign metadata.json beside intact arrays is rewritten from the ladder state."""
+    like = {"params": nnx.to_pure_dict(run.member_params(0))}
+    for r in state["records"]:
+        directory = run_dir / r["path"]
+        want = {**header, **r, "overshoot": r["epsilon"] / r["target"]}
+        restore_tree(directory, like, want)
+        if not _same_metadata(directory, want):
+            warnings.warn(f"checkpoint: {directory / 'metadata.json'} was damaged; rewritten from the run's ladder "
+                          "state (its arrays match their checksum)", RuntimeWarning, stacklevel=4)
+            write_json_atomic(directory / "metadata.json", want)
+
+
+def _same_metadata(directory: Path, want: dict) -> bool:
+    try:
+        return read_metadata(directory) == want
+    except ConfigError:
+        return False
+
+
+def _kept_metrics(path: Path, state: dict, seeds: tuple) -> tuple[list, bool]:
+    """The lines of metrics.jsonl that the resume point vouches for (its first ``state["rows"]``;
+    later ones are recomputed) and whether the last evaluation must be redone: damaged rows of a
+    finished run's final evaluation are recomputed from its checkpoint; damage earlier is a ConfigError."""
+    rows, n = state["rows"], len(seeds)
+    lines = path.read_bytes().split(b"\n")[:-1] if path.exists() else []  # what follows the last newline is torn
+    kept = []
+    for j, raw in enumerate(lines[:rows]):
+        row = _metrics_row(raw)
+        if row is None or row.get("seed") != seeds[j % n] or not isinstance(row.get("step"), int):
+            break
+        kept.append(raw.decode("utf-8"))
+    if len(kept) == rows:
+        return kept, False
+    if state.get("last_eval") == state["step"] and len(kept) >= rows - n:
+        state["rows"] = rows - n
+        return kept[:rows - n], True
+    what = "missing" if len(kept) == len(lines) else "torn or not a metrics row"
+    raise ConfigError(f"metrics: line {len(kept) + 1} of {path} is {what}, and the resume point needs it")
+
+
+def _metrics_row(raw: bytes):
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _write_lines(path: Path, lines: list) -> None:
+    """Replace ``path`` by ``lines`` (atomically; untouched when it already holds exactly them)."""
+    text = "".join(line + "\n" for line in lines).encode("utf-8")
+    if path.exists() and path.read_bytes() == text:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text)
+    os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
     if path.exists():
-        lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] < step]
-        path.write_text("".join(l + "\n" for l in lines))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _result(run, state, run_dir) -> TrainResult:
-    config = run.config
+def _save_resume_point(run_dir: Path, tree, metadata: dict, *, keep_last: bool) -> None:
+    """Write last/ through last.tmp/ and keep the former last/ as previous/ (unless it was found
+    damaged), so a crash or a damaged file at any moment leaves a complete resume point."""
+    tmp, last, previous = run_dir / "last.tmp", run_dir / "last", run_dir / "previous"
+    save_tree(tmp, tree, metadata)
+    if last.exists():
+        if keep_last:
+            if previous.exists():
+                shutil.rmtree(previous)
+            last.rename(previous)
+        else:
+            shutil.rmtree(last)
+    tmp.rename(last)
+
+
+def _result(run, state, run_dir, header) -> TrainResult:
+    config, fields = run.config, [f.name for f in dataclasses.fields(LadderRecord)]
     reached = {(r["seed"], r["target"]) for r in state["records"]}
-    records = [LadderRecord(**r) for r in state["records"]]
+    records = [LadderRecord(**{**{k: r[k] for k in fields}, "path": str(run_dir / r["path"])}) for r in state["records"]]
     records += [LadderRecord(s, t, False) for s in config.seeds for t in config.targets if (s, t) not in reached]
     records.sort(key=lambda r: (config.seeds.index(r.seed), -r.target))
     return TrainResult(run_dir, records, dict(zip(config.seeds, state["best"])), state["step"],
-                       [run.lm(i) for i in range(len(config.seeds))])
+                       [run.lm(i) for i in range(len(config.seeds))], header)

@@ -1,0 +1,224 @@
+"""Bad input to the trainer: a ConfigError (or ShapeError) naming the argument, raised before anything is
+compiled and before a run directory is claimed — never a raw TypeError/AttributeError, never a silently
+accepted value."""
+
+import math
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from simlm import HMM
+from simlm.errors import ConfigError, ShapeError
+from simlm.models.transformer import TransformerConfig
+from simlm.train import TrainConfig, load_lm, train
+from simlm.train.objectives import OBJECTIVES
+
+WORLD = HMM.random(0, 3, 4)
+MODEL = TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=1, max_len=8)
+CONFIG = TrainConfig(targets=(0.1,), batch_size=4, seq_len=8, max_steps=3, eval_sequences=4)
+nan, inf = float("nan"), float("inf")
+
+BAD_FIELDS = [
+    ("objective", ["x"]), ("objective", None), ("objective", 3), ("objective", "mse"), ("objective", ""),
+    ("targets", ()), ("targets", []), ("targets", (0.1, -1.0)), ("targets", (nan,)), ("targets", (inf,)),
+    ("targets", ("0.1",)), ("targets", "0.1"), ("targets", None), ("targets", (True,)), ("targets", ((0.1, 0.2),)),
+    ("targets", (0.3, 0.3)), ("targets", (0.3, 0.3000001)), ("targets", 0), ("targets", -1.0), ("targets", (1 + 2j,)),
+    ("targets", np.array([[0.1]])),
+    ("seeds", ()), ("seeds", (-1,)), ("seeds", (1, 1)), ("seeds", (0.5,)), ("seeds", ("0",)), ("seeds", None),
+    ("seeds", (True,)), ("seeds", (2**63,)), ("seeds", 1.5), ("seeds", ((0,),)), ("seeds", (np.float64(1.0),)),
+    ("batch_size", 0), ("batch_size", -1), ("batch_size", 1.5), ("batch_size", "8"), ("batch_size", None),
+    ("batch_size", True), ("batch_size", 2**31), ("batch_size", nan),
+    ("seq_len", 0), ("seq_len", -3), ("seq_len", 2.0), ("seq_len", None),
+    ("max_steps", 0), ("max_steps", -1), ("max_steps", 1e3), ("max_steps", 2**40),
+    ("learning_rate", 0), ("learning_rate", -1e-3), ("learning_rate", nan), ("learning_rate", inf),
+    ("learning_rate", "0.1"), ("learning_rate", None), ("learning_rate", True), ("learning_rate", 1j),
+    ("warmup_steps", -1), ("warmup_steps", 0.5), ("warmup_steps", None),
+    ("weight_decay", -0.1), ("weight_decay", nan), ("weight_decay", inf), ("weight_decay", "0"), ("weight_decay", None),
+    ("grad_clip", -1), ("grad_clip", nan), ("grad_clip", inf), ("grad_clip", None),
+    ("data", "file"), ("data", ["stream"]), ("data", None),
+    ("corpus_sequences", 0), ("corpus_sequences", -1),
+    ("corpus_seed", -1), ("corpus_seed", 2**64), ("corpus_seed", 0.5),
+    ("eval_sequences", 1), ("eval_sequences", 0), ("eval_sequences", -1), ("eval_sequences", 2.5),
+    ("eval_seed", -1), ("eval_seed", 2**64), ("eval_seed", "x"),
+    ("eval_every", 0), ("eval_every", -1), ("eval_every", None),
+    ("eval_positions", 0), ("eval_positions", 1.5),
+    ("checkpoint_every", 0), ("checkpoint_every", -1),
+    ("mask_rate", 0), ("mask_rate", 1.5), ("mask_rate", -0.1), ("mask_rate", nan), ("mask_rate", "0.1"),
+    ("mask_rate", None),
+    ("corruption", (nan, 0.5, 0.5)), ("corruption", (0.5, 0.5, 0.5)), ("corruption", (0.5, 0.5)),
+    ("corruption", (1.0, 0, 0, 0)), ("corruption", (-0.1, 0.6, 0.5)), ("corruption", ("a", "b", "c")),
+    ("corruption", None), ("corruption", 0.8), ("corruption", (inf, 0, 0)), ("corruption", "abc"),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD_FIELDS, ids=[f"{f}={v!r}" for f, v in BAD_FIELDS])
+def test_a_bad_train_config_field_is_a_config_error_naming_it(field, value):
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        TrainConfig(**{field: value})
+
+
+def test_a_corpus_smaller_than_a_batch_is_refused():
+    with pytest.raises(ConfigError, match="corpus_sequences"):
+        TrainConfig(data="corpus", corpus_sequences=4, batch_size=8)
+
+
+@pytest.mark.parametrize("d, words", [(None, "config"), ([1], "config"), ({"bogus": 1}, "bogus"),
+                                      ({"targets": "x"}, "targets"), ({"seeds": [[0]]}, "seeds")])
+def test_from_dict_refuses_what_is_not_a_train_config(d, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig.from_dict(d)
+
+
+def test_a_config_survives_its_json_round_trip():
+    config = TrainConfig(targets=[0.01, np.float32(0.5), 0.1], seeds=np.array([3, 1]), batch_size=np.int64(4))
+    assert config.targets == (0.5, 0.1, 0.01) and config.seeds == (3, 1)  # ladder order; seeds kept in order
+    assert all(type(x) is float for x in config.targets) and all(type(s) is int for s in config.seeds)
+    assert type(config.batch_size) is int
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+# ---- hypothesis: any value in any field is either refused by name or stored sane -------------------
+INT_FIELDS = {"batch_size": 1, "seq_len": 1, "max_steps": 1, "corpus_sequences": 1, "eval_every": 1,
+              "eval_positions": 1, "checkpoint_every": 1, "eval_sequences": 2, "warmup_steps": 0, "corpus_seed": 0,
+              "eval_seed": 0}
+JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=3),
+    st.complex_numbers(max_magnitude=10), st.lists(st.floats(-2, 2), max_size=4),
+    st.lists(st.integers(-3, 3), max_size=4).map(tuple), st.lists(st.lists(st.floats(0, 1), max_size=2), max_size=2),
+)
+
+
+def assert_sane(c: TrainConfig):
+    assert c.objective in OBJECTIVES and c.data in ("stream", "corpus")
+    for name, minimum in INT_FIELDS.items():
+        v = getattr(c, name)
+        assert type(v) is int and minimum <= v, (name, v)
+    assert c.targets and list(c.targets) == sorted(c.targets, reverse=True)
+    assert all(type(t) is float and 0 < t < inf for t in c.targets)
+    assert len({f"{t:g}" for t in c.targets}) == len(c.targets)
+    assert c.seeds and all(type(s) is int and 0 <= s < 2**63 for s in c.seeds) and len(set(c.seeds)) == len(c.seeds)
+    assert type(c.learning_rate) is float and 0 < c.learning_rate < inf
+    for name in ("weight_decay", "grad_clip"):
+        assert type(getattr(c, name)) is float and 0 <= getattr(c, name) < inf
+    assert type(c.mask_rate) is float and 0 < c.mask_rate <= 1
+    assert len(c.corruption) == 3 and all(0 <= p < inf for p in c.corruption) and math.isclose(sum(c.corruption), 1)
+
+
+@given(field=st.sampled_from([f for f in TrainConfig.__dataclass_fields__]), value=JUNK)
+def test_any_value_in_any_field_is_refused_by_name_or_stored_sane(field, value):
+    try:
+        config = TrainConfig(**{field: value})
+    except ConfigError as err:
+        assert str(err).startswith(field), err
+    else:
+        assert_sane(config)
+
+
+@given(targets=st.lists(st.floats(), max_size=5), seeds=st.lists(st.integers(-2, 2**64), max_size=4),
+       corruption=st.lists(st.floats(-1, 2), min_size=3, max_size=3))
+def test_any_ladder_seeds_and_corruption_are_refused_by_name_or_stored_sane(targets, seeds, corruption):
+    try:
+        config = TrainConfig(targets=targets, seeds=seeds, corruption=corruption)
+    except ConfigError as err:
+        assert str(err).split(":")[0] in ("targets", "seeds", "corruption"), err
+    else:
+        assert_sane(config)
+
+
+# ---- train(): every argument checked before any compile and before the run directory is claimed -------
+@pytest.fixture
+def no_compile(monkeypatch):
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
+
+
+BAD_CALLS = [
+    ("world None", dict(world=None), ConfigError, "world"),
+    ("world str", dict(world="hmm"), ConfigError, "world"),
+    ("world dict", dict(world={}), ConfigError, "world"),
+    ("model_config None", dict(model_config=None), ConfigError, "model_config"),
+    ("model_config dict", dict(model_config=MODEL.to_dict()), ConfigError, "model_config"),
+    ("model_config TrainConfig", dict(model_config=CONFIG), ConfigError, "model_config"),
+    ("config dict", dict(config=CONFIG.to_dict()), ConfigError, "config: expected a TrainConfig.*from_dict"),
+    ("config None", dict(config=None), ConfigError, "config"),
+    ("config TransformerConfig", dict(config=MODEL), ConfigError, "config"),
+    ("run_dir int", dict(run_dir=3), ConfigError, "run_dir"),
+    ("until_step 0", dict(until_step=0), ConfigError, "until_step"),
+    ("until_step -1", dict(until_step=-1), ConfigError, "until_step"),
+    ("until_step float", dict(until_step=1.5), ConfigError, "until_step"),
+    ("until_step bool", dict(until_step=True), ConfigError, "until_step"),
+    ("progress str", dict(progress="yes"), ConfigError, "progress"),
+    ("progress None", dict(progress=None), ConfigError, "progress"),
+    ("n_symbols", dict(model_config=TransformerConfig(**{**MODEL.to_dict(), "n_symbols": 5})), ShapeError, "n_symbols"),
+    ("max_len < seq_len", dict(model_config=TransformerConfig(**{**MODEL.to_dict(), "max_len": 4})), ConfigError,
+     "seq_len: 8 is longer than the model's max_len = 4"),
+    ("masked on causal", dict(config=TrainConfig(**{**CONFIG.to_dict(), "objective": "masked-lm"})), ConfigError,
+     "objective"),
+    ("causal on bidirectional", dict(model_config=TransformerConfig(**{**MODEL.to_dict(), "causal": False})),
+     ConfigError, "objective"),
+    ("batch too big", dict(config=TrainConfig(**{**CONFIG.to_dict(), "batch_size": 2**30})), ConfigError,
+     "batch_size: this request needs"),
+    ("eval too big", dict(config=TrainConfig(**{**CONFIG.to_dict(), "eval_sequences": 2**31 - 1})), ConfigError,
+     "eval_sequences: this request needs"),
+    ("corpus too big", dict(config=TrainConfig(**{**CONFIG.to_dict(), "data": "corpus", "corpus_sequences": 2**31 - 1})),
+     ConfigError, "corpus_sequences: this request needs"),
+]
+
+
+@pytest.mark.parametrize("label, change, error, words", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_train_arguments_raise_before_compiling_or_claiming(no_compile, tmp_path, label, change, error, words):
+    args = {"world": WORLD, "model_config": MODEL, "config": CONFIG, "run_dir": tmp_path / "run", **change}
+    with pytest.raises(error, match=words):
+        train(args.pop("world"), args.pop("model_config"), args.pop("config"), args.pop("run_dir"),
+              progress=args.pop("progress", False), **args)
+    assert not (tmp_path / "run").exists()  # nothing claimed
+
+
+def test_a_run_dir_that_is_a_file_is_refused(no_compile, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="run_dir: .* is a file"):
+        train(WORLD, MODEL, CONFIG, tmp_path / "f", progress=False)
+    with pytest.raises(ConfigError, match="run_dir: cannot write"):
+        train(WORLD, MODEL, CONFIG, tmp_path / "f" / "x", progress=False)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_an_unwritable_run_dir_is_refused(no_compile, tmp_path):
+    if os.geteuid() == 0:  # root writes anywhere a mode bit forbids: use a read-only filesystem instead
+        target = Path("/sys/simlm-run")
+        if not Path("/sys").is_dir():
+            pytest.skip("no read-only filesystem to write to")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "run"
+    with pytest.raises(ConfigError, match="run_dir: cannot write"):
+        train(WORLD, MODEL, CONFIG, target, progress=False)
+
+
+@pytest.mark.parametrize("directory", ["missing", "file", None, 3])
+def test_load_lm_on_what_is_not_a_checkpoint_names_it(tmp_path, directory):
+    if directory == "file":
+        (tmp_path / "file").write_text("x")
+    where = tmp_path / directory if isinstance(directory, str) else directory
+    with pytest.raises(ConfigError, match="directory" if not isinstance(directory, str) else directory):
+        load_lm(where)
+
+
+def test_train_result_lm_names_a_bad_target_or_seed():
+    from simlm.train import TrainResult
+    from simlm.train.trainer import LadderRecord
+    result = TrainResult(Path("."), [LadderRecord(0, 0.1, False)], {0: 1.0}, 0, [])
+    for kwargs, words in [({"target": "x"}, "target"), ({"target": nan}, "target"), ({"target": 0.1, "seed": 7}, "seed"),
+                          ({"target": 0.1, "seed": True}, "seed"), ({"target": 0.1}, "no checkpoint")]:
+        with pytest.raises(ConfigError, match=words):
+            result.lm(**kwargs)
+
+
+def test_load_lm_names_a_checkpoint_with_an_invalid_model_config(tmp_path):
+    (tmp_path / "metadata.json").write_text('{"model_config": {"n_symbols": -1}}')
+    with pytest.raises(ConfigError, match=f"checkpoint: {tmp_path / 'metadata.json'} has an invalid model_config"):
+        load_lm(tmp_path)
