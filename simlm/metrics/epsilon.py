@@ -157,7 +157,8 @@ def _at(where, idx) -> str:
 
 
 def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
-    """Validate rows of log-probabilities (last axis = the V words) and return them renormalised, float32.
+    """Validate rows of log-probabilities (last axis = the V words) and return them renormalised (a jax
+    array: float32, or float64 for float64 input under ``jax.enable_x64``).
 
     Each row must be real and finite or −inf (NaN and +inf refused) with |logsumexp| ≤
     :data:`LOGSUMEXP_TOL`; otherwise :class:`DistributionError` "``name`` at <where(row index)> is not a
@@ -176,7 +177,8 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
         raise ShapeError(f"{name}: has shape {tuple(raw.shape)}, expected {tuple(shape)} (the reference laws' shape)")
     if raw.ndim == 0 or raw.shape[-1] == 0:
         raise ShapeError(f"{name}: expected rows over the vocabulary (last axis V ≥ 1), got shape {raw.shape}")
-    logp = jnp.asarray(raw, jnp.float32)
+    # float32 unless the caller computes in float64 (jax.enable_x64): the check must not cost precision
+    logp = jnp.asarray(raw) if raw.dtype.kind == "f" else jnp.asarray(raw, jnp.float32)
     lse = _row_logsumexp(logp)
     off = ~(np.abs(np.asarray(lse)) <= LOGSUMEXP_TOL)
     if off.any():
