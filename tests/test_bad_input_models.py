@@ -467,6 +467,8 @@ def test_transformer_lm_of_another_vocabulary_is_refused_by_epsilon(lms):
 @pytest.mark.parametrize("tokens, prefix, error, name", [
     (jnp.full((1, 3), 99), None, TokenError, "tokens"),  # an nnx.Embed would clamp the id silently
     (jnp.full((1, 3), 0.5), None, TokenError, "tokens"),
+    (jnp.zeros((1, 3)), None, TokenError, "tokens"),  # the network reads integer ids only
+    ([[0], [0, 1]], None, TokenError, "tokens"),
     (jnp.zeros(3, int), None, TokenError, "tokens"),
     (jnp.zeros((1, 3), int), jnp.full((1, 8), jnp.nan), ConfigError, "prefix"),
     (jnp.zeros((1, 3), int), "x", ConfigError, "prefix"),

@@ -238,13 +238,16 @@ class Transformer(nnx.Module):
 
     def _run(self, tokens, prefix):
         c = self.config
-        if not isinstance(tokens, jax.core.Tracer):  # concrete input: ids checked (an Embed would clamp them)
-            if np.ndim(tokens) != 2:
-                raise TokenError(f"tokens: expected integer ids of shape (n, T), got shape {np.shape(tokens)}")
-            tokens, _ = check_tokens(tokens, c.vocab_size)
-        tokens = jnp.asarray(tokens)
+        if not isinstance(tokens, jax.core.Tracer):  # concrete input: ids checked too (an Embed would clamp them)
+            try:
+                tokens = np.asarray(tokens)
+            except ValueError:
+                raise TokenError("tokens: expected integer ids of shape (n, T), got rows of unequal length") from None
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TokenError(f"tokens: expected integer ids of shape (n, T), got {tokens.dtype} {tokens.shape}")
+        if isinstance(tokens, np.ndarray):
+            tokens, _ = check_tokens(tokens, c.vocab_size)
+        tokens = jnp.asarray(tokens)
         x = self.token_embed(tokens)  # (n, T, d)
         k = 0
         if prefix is not None:
