@@ -17,6 +17,18 @@ the vocabulary removes the noise from the next token (the test suite checks the 
 
 :func:`kl_per_sequence` and :func:`tv_per_sequence` are pure ``jnp`` functions, usable inside
 ``jax.jit`` (a trainer calls them on precomputed p*); the other functions validate on the host.
+
+What the host-side functions accept as a law (:func:`check_laws`).  Every row the LM returns (and every
+row of the world's reference) must be a distribution over the V words: real log-probabilities, no NaN,
+no +inf, and probabilities summing to 1 within |log Σ_v p_v| ≤ :data:`LOGSUMEXP_TOL` = 1e-3 — far above
+float32 rounding of a normalised law, far below any real normalisation error.  Otherwise a
+:class:`~simlm.errors.DistributionError` names the law, the sequence and the position.  Rows within the
+tolerance are renormalised before the divergences, so ε measures the law and not its rounding, and the
+clamp at 0 in :func:`kl_per_sequence` then only removes float rounding.  An LM that gives probability 0
+(log-prob −inf) to a word the world makes possible has KL(p* ‖ p_θ) = +∞ exactly; rather than return an
+infinite ε with no standard error (and ∞ has no strict-JSON form: it would be written as null), the host
+functions raise a DistributionError naming the sequence, position and word.  A standard error needs
+n ≥ 2 sequences, checked before anything is computed.
 """
 
 from __future__ import annotations
@@ -27,8 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, ShapeError
-from simlm.checks import check_positions, check_tokens, mean_and_sem
+from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
+
+#: the largest |log Σ_v p_v| a law's row may have (see the module docstring).
+LOGSUMEXP_TOL = 1e-3
 
 
 # ---- pure per-sequence divergences (jit-able) ----------------------------------------------------
@@ -53,7 +68,11 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     Terms with p_ref,v = 0 contribute 0 (0·log 0 = 0), whatever the model says there, so no NaN
     appears; a model that gives probability 0 where p_ref,v > 0 gives +inf.  Per-position values are
     clamped at 0 (KL ≥ 0; float rounding can dip below it near p_model = p_ref).  The where-guards keep
-    gradients with respect to ``model_logprobs`` finite as well (the trainer differentiates this)."""
+    gradients with respect to ``model_logprobs`` finite as well (the trainer differentiates this).
+
+    Pure and unchecked: the clamp would also hide a model whose rows do not normalise (log-probs + c
+    gives KL − c, clamped to 0), so on arbitrary LMs use the host functions below, which validate the
+    rows first (:func:`check_laws`)."""
     ref = jnp.asarray(ref_logprobs)
     model = jnp.asarray(model_logprobs)
     p = jnp.exp(ref)
@@ -81,47 +100,165 @@ _kl = jax.jit(kl_per_sequence)
 _tv = jax.jit(tv_per_sequence)
 
 
-# ---- host-side exact ε ----------------------------------------------------------------------------
+# ---- host-side validation ---------------------------------------------------------------------------
 
-def _check_pair(world, lm) -> int:
-    v_world, v_lm = int(world.n_symbols), int(lm.n_symbols)
+def _count(name: str, value) -> int:
+    """A vocabulary size: a positive integer (not bool, float or string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _refuse(name: str, value, what: str):
+    check_instance(name, value, (), what)  # always raises: "name: expected what, got <type> <value>"
+
+
+def check_world(world, *methods: str):
+    """``world`` if it offers ``n_symbols`` (a positive integer) and the named methods, else
+    :class:`ConfigError` naming ``world`` — before any of them is used."""
+    if not (hasattr(world, "n_symbols") and all(callable(getattr(world, m, None)) for m in methods)):
+        _refuse("world", world, f"a World (simlm.worlds) with n_symbols and {', '.join(m + '()' for m in methods)}")
+    _count("world.n_symbols", world.n_symbols)
+    return world
+
+
+def _check_pair(world, lm, method: str, what: str, world_method: str) -> int:
+    """World and LM usable for the ``what`` ε (through ``lm.method`` and ``world.world_method``)."""
+    check_world(world, world_method)
+    if not hasattr(lm, "n_symbols"):
+        _refuse("lm", lm, f"a language model with n_symbols and {method}()")
+    if not callable(getattr(lm, method, None)):
+        raise ConfigError(f"lm: {type(lm).__name__} has no {method}, so its {what} ε is undefined")
+    v_world, v_lm = int(world.n_symbols), _count("lm.n_symbols", lm.n_symbols)
     if v_world != v_lm:
         raise ShapeError(f"lm: has n_symbols = {v_lm} but world has n_symbols = {v_world}; "
                          "ε compares laws over the same vocabulary")
     return v_world
 
 
-def _check_laws(name: str, model, ref) -> jax.Array:
-    model = jnp.asarray(model)
-    if model.shape != ref.shape:
-        raise ShapeError(f"lm: {name} returned shape {model.shape}, expected {ref.shape} (the world's laws)")
-    return model
+def _batch(tokens, n_symbols: int) -> np.ndarray:
+    """Tokens ``(n, T)`` with n ≥ 2: every ε here comes with a standard error over sequences."""
+    toks, _ = check_tokens(tokens, n_symbols)
+    if toks.shape[0] < 2:
+        raise ConfigError(f"tokens: a standard error over sequences needs at least 2 sequences, got "
+                          f"{toks.shape[0]}; pass a batch (n, T) with n ≥ 2")
+    check_memory("tokens", 4 * toks.size * n_symbols,
+                 what=f"the world's and the LM's laws on {toks.shape} tokens over {n_symbols} words, two copies each")
+    return toks
+
+
+@jax.jit
+def _row_logsumexp(logp):
+    return jax.nn.logsumexp(logp, axis=-1)  # NaN for a row with NaN, +inf with +inf, −inf if all −inf
+
+
+def _at(where, idx) -> str:
+    return where(tuple(int(i) for i in idx)) if callable(where) else f"row {tuple(int(i) for i in idx)}"
+
+
+def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
+    """Validate rows of log-probabilities (last axis = the V words) and return them renormalised (a jax
+    array: float32, or float64 for float64 input under ``jax.enable_x64``).
+
+    Each row must be real and finite or −inf (NaN and +inf refused) with |logsumexp| ≤
+    :data:`LOGSUMEXP_TOL`; otherwise :class:`DistributionError` "``name`` at <where(row index)> is not a
+    probability law: …".  ``shape`` (optional) is the shape the rows must have (:class:`ShapeError`
+    otherwise); ``where`` maps a row index tuple to words such as "sequence 2, position 5"."""
+    try:
+        raw = logprobs if isinstance(logprobs, (np.ndarray, jax.Array)) else np.asarray(logprobs)
+    except (TypeError, ValueError):
+        raise DistributionError(f"{name}: expected an array of log-probabilities, got "
+                                f"{type(logprobs).__name__} (rows of unequal length?)") from None
+    if raw.dtype.kind == "c":
+        raise DistributionError(f"{name}: returned complex values (dtype {raw.dtype}); log-probabilities are real")
+    if raw.dtype.kind not in "iuf":
+        raise DistributionError(f"{name}: returned dtype {raw.dtype}, expected real log-probabilities")
+    if shape is not None and tuple(raw.shape) != tuple(shape):
+        raise ShapeError(f"{name}: has shape {tuple(raw.shape)}, expected {tuple(shape)} (the reference laws' shape)")
+    if raw.ndim == 0 or raw.shape[-1] == 0:
+        raise ShapeError(f"{name}: expected rows over the vocabulary (last axis V ≥ 1), got shape {raw.shape}")
+    # float32 unless the caller computes in float64 (jax.enable_x64): the check must not cost precision
+    logp = jnp.asarray(raw) if raw.dtype.kind == "f" else jnp.asarray(raw, jnp.float32)
+    lse = _row_logsumexp(logp)
+    off = ~(np.abs(np.asarray(lse)) <= LOGSUMEXP_TOL)
+    if off.any():
+        idx = tuple(np.argwhere(off)[0])
+        row = np.asarray(logp[idx], np.float64)
+        if np.isnan(row).any():
+            detail = f"word {int(np.flatnonzero(np.isnan(row))[0])} has log-probability NaN"
+        elif np.isposinf(row).any():
+            detail = f"word {int(np.flatnonzero(np.isposinf(row))[0])} has log-probability +inf"
+        else:
+            total = float(np.exp(np.float64(lse[idx])))
+            detail = (f"its probabilities sum to {total:.6g}, expected 1 within |log Σ p| ≤ {LOGSUMEXP_TOL:g} "
+                      f"(log Σ p = {float(lse[idx]):.4g})")
+        raise DistributionError(f"{name} at {_at(where, idx)} is not a probability law: {detail}; "
+                                f"{int(off.sum())} of {off.size} rows are off")
+    return logp - lse[..., None]
+
+
+def _support_check(name: str, ref, model, where) -> None:
+    """Refuse a model with probability 0 where the reference's is positive: KL = +∞ there."""
+    zero = np.asarray(jnp.any((jnp.exp(ref) > 0) & jnp.isneginf(model), axis=-1))
+    if zero.any():
+        idx = tuple(np.argwhere(zero)[0])
+        p, q = np.asarray(jnp.exp(ref[idx]), np.float64), np.asarray(model[idx])
+        v = int(np.flatnonzero((p > 0) & np.isneginf(q))[0])
+        raise DistributionError(
+            f"{name} at {_at(where, idx)} gives probability 0 to word {v}, which the world gives probability "
+            f"{p[v]:.4g}: KL(p* ‖ p_θ) = +inf there, so ε is infinite ({int(zero.sum())} of {zero.size} rows); "
+            "an LM compared by ε must give every possible word positive probability")
+
+
+def _finite(name: str, values: np.ndarray, what: str) -> np.ndarray:
+    """Per-sequence values, refused if any is not finite (log-probabilities so extreme they overflow)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise DistributionError(f"{name}: the {what} of sequence {int(np.flatnonzero(bad)[0])} is {values[bad][0]} "
+                                "in float32 (log-probabilities too extreme to compare)")
+    return values
+
+
+def _laws(method: str, ref, model, where):
+    """Both sides validated and renormalised (world first: a broken world is not the LM's fault)."""
+    ref = check_laws(f"world: {method}", ref, where=where)
+    model = check_laws(f"lm: {method}", model, ref.shape, where)
+    _support_check(f"lm: {method}", ref, model, where)
+    return ref, model
 
 
 def _causal_laws(world, lm, tokens):
-    _check_pair(world, lm)
-    toks, _ = check_tokens(tokens, world.n_symbols)
-    ref = jnp.asarray(world.next_token_logprobs(toks))
-    model = _check_laws("next_token_logprobs", lm.next_token_logprobs(toks), ref)
+    _check_pair(world, lm, "next_token_logprobs", "causal", "next_token_logprobs")
+    toks = _batch(tokens, world.n_symbols)
+    ref, model = _laws("next_token_logprobs", world.next_token_logprobs(toks),
+                       lm.next_token_logprobs(toks), lambda i: f"sequence {i[0]}, position {i[1]} (next-token law)")
     return toks, ref, model
 
 
 def _masked_laws(world, lm, tokens, positions):
-    _check_pair(world, lm)
-    toks, _ = check_tokens(tokens, world.n_symbols)
+    _check_pair(world, lm, "masked_token_logprobs", "masked", "masked_token_probs")
+    toks = _batch(tokens, world.n_symbols)
     pos = check_positions(positions, toks.shape[1])
-    if not callable(getattr(lm, "masked_token_logprobs", None)):
-        raise ConfigError(f"lm: {type(lm).__name__} has no masked_token_logprobs, so its masked ε is undefined")
     ref = jnp.log(jnp.asarray(world.masked_token_probs(toks, pos)))
-    model = _check_laws("masked_token_logprobs", lm.masked_token_logprobs(toks, pos), ref)
+    ref, model = _laws("masked_token_logprobs", ref, lm.masked_token_logprobs(toks, pos),
+                       lambda i: f"sequence {i[0]}, masked position {int(pos[i[1]])} (masked law)")
     return toks[:, pos], ref, model
+
+
+def _kl_values(ref, model, name: str) -> np.ndarray:
+    return _finite(name, np.asarray(_kl(ref, model), np.float64), "KL")
 
 
 def exact_epsilon(world, lm, tokens) -> tuple[float, float]:
     """ε = mean_i mean_t KL(p*(·|x_<t) ‖ p_θ(·|x_<t)) on ``tokens (n, T)`` and its standard error over
-    sequences, nats/token.  ``lm`` is any LanguageModel (its ``next_token_logprobs`` is used)."""
+    sequences, nats/token.  ``lm`` is any LanguageModel (its ``next_token_logprobs`` is used).
+
+    Raises :class:`ConfigError` for fewer than 2 sequences or an ``lm``/``world`` without the methods used,
+    :class:`ShapeError` for vocabularies that differ, and :class:`DistributionError` naming the sequence
+    and position where a law is not a distribution or gives probability 0 to a possible word (module
+    docstring); the same holds for every function below."""
     _, ref, model = _causal_laws(world, lm, tokens)
-    return mean_and_sem(np.asarray(_kl(ref, model), np.float64))
+    return mean_and_sem(_kl_values(ref, model, "lm: next_token_logprobs"))
 
 
 def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, float]:
@@ -129,20 +266,19 @@ def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, floa
     over sequences, nats/token (``lm.masked_token_logprobs`` against ``world.masked_token_probs``);
     ``positions`` None means every position."""
     _, ref, model = _masked_laws(world, lm, tokens, positions)
-    return mean_and_sem(np.asarray(_kl(ref, model), np.float64))
+    return mean_and_sem(_kl_values(ref, model, "lm: masked_token_logprobs"))
 
 
 def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
     """ε at a mask prepended before x_1:T: mean_i KL(p*(x_0|x_1:T) ‖ p_θ(x_0|x_1:T)) and its standard error
     over sequences, nats (``lm.prepended_mask_logprobs`` against ``world.prepended_mask_probs``) — the law
     a head reads in Wei, Xie & Ma's posterior tasks."""
-    _check_pair(world, lm)
-    toks, _ = check_tokens(tokens, world.n_symbols)
-    if not callable(getattr(lm, "prepended_mask_logprobs", None)):
-        raise ConfigError(f"lm: {type(lm).__name__} has no prepended_mask_logprobs, so its prepended ε is undefined")
-    ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
-    model = _check_laws("prepended_mask_logprobs", jnp.asarray(lm.prepended_mask_logprobs(toks))[:, None, :], ref)
-    return mean_and_sem(np.asarray(_kl(ref, model), np.float64))
+    _check_pair(world, lm, "prepended_mask_logprobs", "prepended", "prepended_mask_probs")
+    toks = _batch(tokens, world.n_symbols)
+    ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))
+    ref, model = _laws("prepended_mask_logprobs", ref, lm.prepended_mask_logprobs(toks),
+                       lambda i: f"sequence {i[0]} (the law at the prepended mask)")
+    return mean_and_sem(_kl_values(ref[:, None, :], model[:, None, :], "lm: prepended_mask_logprobs"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,15 +308,18 @@ class DivergenceReport:
 def divergence_report(world, lm, tokens, *, masked: bool = False, positions=None) -> DivergenceReport:
     """ε, total variation and cross-entropies of ``lm`` against ``world`` on ``tokens (n, T)``; causal
     laws by default, masked laws (at ``positions``, default all) with ``masked=True``."""
+    if not isinstance(masked, (bool, np.bool_)):
+        raise ConfigError(f"masked: expected True or False, got {masked!r}")
     if masked:
         observed, ref, model = _masked_laws(world, lm, tokens, positions)
     else:
         if positions is not None:
             raise ConfigError("positions: only used with masked=True")
         observed, ref, model = _causal_laws(world, lm, tokens)
-    kl = np.asarray(_kl(ref, model), np.float64)
+    name = "lm: masked_token_logprobs" if masked else "lm: next_token_logprobs"
+    kl = _kl_values(ref, model, name)
     tv = np.asarray(_tv(ref, model), np.float64)
-    ce_model = -np.asarray(observed_logprobs(model, observed), np.float64).mean(-1)
+    ce_model = _finite(name, -np.asarray(observed_logprobs(model, observed), np.float64).mean(-1), "cross-entropy")
     ce_opt = -np.asarray(observed_logprobs(ref, observed), np.float64).mean(-1)
     n, P = observed.shape
     return DivergenceReport(
@@ -190,6 +329,9 @@ def divergence_report(world, lm, tokens, *, masked: bool = False, positions=None
 
 
 __all__ = [
+    "LOGSUMEXP_TOL",
+    "check_laws",
+    "check_world",
     "kl_per_sequence",
     "tv_per_sequence",
     "observed_logprobs",

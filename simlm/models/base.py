@@ -11,7 +11,15 @@ from typing import Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
+from simlm.checks import check_finite, check_positive
+from simlm.errors import ConfigError
+from simlm.metrics.epsilon import check_world
 from simlm.worlds.base import World
+
+
+class NoSuchLawError(ConfigError, AttributeError):
+    """A model asked for a law or representation it does not have (also an AttributeError, so
+    ``hasattr(lm, "unembedding")`` stays False for such a model)."""
 
 
 @runtime_checkable
@@ -60,7 +68,7 @@ class WorldLM:
     f = f* and Φ = V*."""
 
     def __init__(self, world: World):
-        self.world = world
+        self.world = check_world(world, "next_token_logprobs", "masked_token_probs", "prepended_mask_probs")
 
     def __repr__(self):
         return f"WorldLM({self.world!r})"
@@ -80,12 +88,22 @@ class WorldLM:
 
     def features(self, tokens) -> jax.Array:
         if not hasattr(self.world, "true_representation"):
-            raise AttributeError(f"{type(self.world).__name__} has no exact representation f*; "
-                                 "features() exists for log-linear worlds")
+            raise NoSuchLawError(f"features: a WorldLM of a {type(self.world).__name__} has no exact representation "
+                                 "f*; features() exists for log-linear worlds")
         return self.world.true_representation(tokens)
 
     @property
     def unembedding(self) -> jax.Array:
         if not hasattr(self.world, "word_embeddings"):
-            raise AttributeError(f"{type(self.world).__name__} has no word embeddings Φ")
+            raise NoSuchLawError(f"unembedding: a WorldLM of a {type(self.world).__name__} has no word embeddings Φ; "
+                                 "unembedding exists for log-linear worlds")
         return self.world.word_embeddings
+
+
+def positive_number(name: str, value) -> float:
+    """A positive finite real number as a float: not a bool, string, complex, NaN or ±inf — else
+    :class:`ConfigError` naming ``name``.  (``simlm.checks.check_positive`` alone takes True as 1.0 and
+    "0.1" as 0.1; a candidate for simlm.checks.)"""
+    if isinstance(value, (str, bytes)):
+        raise ConfigError(f"{name}: expected a positive finite number, got {value!r}")
+    return check_positive(name, check_finite(name, value))

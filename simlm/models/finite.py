@@ -32,52 +32,115 @@ import optax
 
 from simlm._optim import minimise
 
-from simlm.errors import ConfigError, ShapeError
-from simlm.metrics.epsilon import kl_per_sequence
-from simlm.checks import check_positive, check_positive_int, check_stochastic
+from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.metrics.epsilon import check_laws, kl_per_sequence
+from simlm.checks import as_key, check_memory, check_positive_int, check_real_array, check_stochastic
+from simlm.models.base import positive_number
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 # ---- validation ------------------------------------------------------------------------------------
 
+def _real(name: str, value) -> np.ndarray:
+    """A real, finite float64 array (complex, strings, objects, ragged rows, NaN and ±inf refused)."""
+    try:
+        return check_real_array(name, value)
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ShapeError(f"{name}: expected an array of numbers with rows of equal length") from None
+
+
+def _real_or_none(value):
+    """``value`` as an array, or None if it is not one (ragged rows): for a dtype test before a check."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_matrix(name: str, value, shape_hint: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
+    arr = _real(name, value)
     if arr.ndim != 2 or 0 in arr.shape:
         raise ShapeError(f"{name}: expected a non-empty matrix of shape {shape_hint}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name}: has non-finite entries")
     return arr
+
+
+def _check_p_star(p_star, S=None, V=None) -> np.ndarray:
+    """p* as a float64 (S, V) matrix of laws (rows within 1e-5 of summing to 1), S, V ≥ 1."""
+    if np.iscomplexobj(_real_or_none(p_star)):
+        raise DistributionError("p_star: expected real probabilities, got complex values")
+    P = check_stochastic("p_star", p_star, atol=1e-5)
+    if P.ndim != 2 or P.shape[0] == 0:
+        raise ShapeError(f"p_star: expected a non-empty matrix of shape (S, V), got {P.shape}")
+    if (S is not None and P.shape[0] != S) or (V is not None and P.shape[1] != V):
+        raise ShapeError(f"p_star: expected shape {(S or P.shape[0], V or P.shape[1])}, got {P.shape}")
+    return P
 
 
 def _check_problem(p_star, phi) -> tuple[np.ndarray, np.ndarray]:
     phi = _check_matrix("phi", phi, "(d, V)")
-    P = check_stochastic("p_star", p_star, atol=1e-5)
-    if P.ndim != 2:
-        raise ShapeError(f"p_star: expected shape (S, V), got {P.shape}")
+    P = _check_p_star(p_star)
     if P.shape[1] != phi.shape[1]:
         raise ShapeError(f"p_star: has V = {P.shape[1]} words but phi has {phi.shape[1]} columns (d, V)")
     return P, phi
 
 
 def _check_weights(weights, S: int) -> np.ndarray:
-    """Context weights as a probability vector (S,); None means uniform."""
+    """Context weights as a probability vector (S,); None means uniform (bools weigh 0/1: a mask)."""
     if weights is None:
         return np.full(S, 1.0 / S)
-    w = np.asarray(weights, dtype=np.float64)
+    w = _real("weights", weights)
     if w.shape != (S,):
         raise ShapeError(f"weights: expected shape ({S},) (one per context), got {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    if np.any(w < 0) or w.sum() <= 0:
         raise ConfigError("weights: expected finite non-negative weights with a positive sum")
     return w / w.sum()
+
+
+def _concrete(*arrays) -> bool:
+    """True unless one of the arrays is traced: the pure functions check concrete input on the host."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 # ---- the model -------------------------------------------------------------------------------------
 
 def log_partition(theta, phi) -> jax.Array:
-    """log Z_θ(s) = logsumexp_w ⟨θ_s, φ_w⟩: ``theta (S, d)``, ``phi (d, V)`` → ``(S,)``."""
+    """log Z_θ(s) = logsumexp_w ⟨θ_s, φ_w⟩: ``theta (S, d)``, ``phi (d, V)`` → ``(S,)``.  Pure jnp
+    (jit-able); concrete arguments are checked first (real, finite, shapes that fit)."""
+    if _concrete(theta, phi):
+        theta, phi = _check_logits(*_check_pair(theta, phi))
     return jax.nn.logsumexp(jnp.asarray(theta) @ jnp.asarray(phi), axis=-1)
 
 
+def _check_pair(theta, phi) -> tuple[np.ndarray, np.ndarray]:
+    phi = _check_matrix("phi", phi, "(d, V)")
+    theta = _check_matrix("theta", theta, "(S, d)")
+    if theta.shape[1] != phi.shape[0]:
+        raise ShapeError(f"theta: has d = {theta.shape[1]} but phi has d = {phi.shape[0]} rows (d, V)")
+    return theta, phi
+
+
+def _check_logits(theta, phi) -> tuple[np.ndarray, np.ndarray]:
+    """θ, Φ whose entries and logits Φᵀθ fit float32, where the laws are computed (else NaN laws)."""
+    logits = theta @ phi
+    top = float(np.abs(logits).max()) if np.isfinite(logits).all() else np.inf
+    if max(np.abs(theta).max(), np.abs(phi).max(), top) > _F32_MAX:
+        raise ConfigError(f"theta: the logits Φᵀθ (max |Φᵀθ| = {top:.3g}, max |θ| = {np.abs(theta).max():.3g}, "
+                          f"max |Φ| = {np.abs(phi).max():.3g}) overflow float32 ({_F32_MAX:.3g}), where the laws "
+                          "are computed; rescale theta or phi")
+    return theta, phi
+
+
 def context_kl(p_star, logprobs) -> jax.Array:
-    """KL(p*_s ‖ p_s) per context, ``(S, V)``, ``(S, V)`` → ``(S,)`` nats (0·log 0 = 0)."""
+    """KL(p*_s ‖ p_s) per context, ``(S, V)``, ``(S, V)`` → ``(S,)`` nats (0·log 0 = 0; +inf where p_s
+    gives probability 0 to a word p*_s does not).  Concrete arguments are checked first: ``p_star`` rows
+    are laws, ``logprobs`` rows log-laws within :data:`~simlm.metrics.epsilon.LOGSUMEXP_TOL` (then
+    renormalised), else a typed error naming the context."""
+    if _concrete(p_star, logprobs):
+        P = _check_p_star(p_star)
+        logprobs = check_laws("logprobs", logprobs, P.shape, lambda i: f"context {i[0]}")
+        p_star = jnp.asarray(P, jnp.float32)
     logp = jnp.log(jnp.asarray(p_star))
     return kl_per_sequence(logp[:, None, :], jnp.asarray(logprobs)[:, None, :])
 
@@ -89,10 +152,7 @@ class SoftmaxContextLM:
     :func:`fit_cross_entropy` and None otherwise."""
 
     def __init__(self, theta, phi, *, grad_norm=None, n_steps=None, converged=None):
-        phi = _check_matrix("phi", phi, "(d, V)")
-        theta = _check_matrix("theta", theta, "(S, d)")
-        if theta.shape[1] != phi.shape[0]:
-            raise ShapeError(f"theta: has d = {theta.shape[1]} but phi has d = {phi.shape[0]} rows (d, V)")
+        theta, phi = _check_logits(*_check_pair(theta, phi))  # stored and evaluated in float32
         self.theta, self.phi = jnp.asarray(theta, jnp.float32), jnp.asarray(phi, jnp.float32)
         self.grad_norm, self.n_steps, self.converged = grad_norm, n_steps, converged
 
@@ -131,9 +191,7 @@ class SoftmaxContextLM:
 
     def epsilon(self, p_star, weights=None) -> float:
         """ε = Σ_s w_s KL(p*_s ‖ p_θ(s)) (weights normalised to sum 1; uniform by default), nats."""
-        P = check_stochastic("p_star", p_star, atol=1e-5)
-        if P.shape != (self.n_contexts, self.n_symbols):
-            raise ShapeError(f"p_star: expected shape {(self.n_contexts, self.n_symbols)}, got {P.shape}")
+        P = _check_p_star(p_star, self.n_contexts, self.n_symbols)
         w = _check_weights(weights, self.n_contexts)
         kl = np.asarray(context_kl(jnp.asarray(P, jnp.float32), self.logprobs()), np.float64)
         return float(np.sum(np.where(w > 0, w * kl, 0.0)))
@@ -192,19 +250,24 @@ def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float
     P, phi = _check_problem(p_star, phi)
     _check_weights(weights, P.shape[0])
     steps = check_positive_int("steps", steps)
-    tol = check_positive("tol", tol)
+    tol = positive_number("tol", tol)
+    S, d, V = P.shape[0], phi.shape[0], phi.shape[1]
+    check_memory("p_star", S * (d * d * V + 40 * d + 4 * V), itemsize=8,
+                 what=f"the Newton steps of {S} contexts with d = {d}, V = {V}")
     # a scoped float64 solve: float32 cannot resolve the objective's decrease near the optimum
     with jax.enable_x64(True):
         theta0 = jnp.zeros((P.shape[0], phi.shape[0]), jnp.float64)
         theta, gnorm, k = _newton(theta0, jnp.asarray(phi), jnp.asarray(P), steps, tol)
         theta, gnorm, k = np.asarray(theta), float(gnorm), int(k)
+    if not (np.isfinite(theta).all() and np.isfinite(gnorm)):
+        raise ConfigError(f"phi: the Newton fit overflowed (max |Φ| = {np.abs(phi).max():.3g}); rescale phi")
     return SoftmaxContextLM(theta, phi, grad_norm=gnorm, n_steps=k, converged=gnorm <= tol)
 
 
-def best_achievable_epsilon(p_star, phi, weights=None, **fit_options) -> float:
+def best_achievable_epsilon(p_star, phi, weights=None, *, steps: int = 100, tol: float = 1e-8) -> float:
     """min_θ Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) (weights normalised; uniform by default), nats: the ε of
-    :func:`fit_cross_entropy`'s optimum, the floor any softmax LM with this Φ has."""
-    return fit_cross_entropy(p_star, phi, weights=weights, **fit_options).epsilon(p_star, weights)
+    :func:`fit_cross_entropy`'s optimum (``steps``, ``tol`` as there), the floor any softmax LM with this Φ has."""
+    return fit_cross_entropy(p_star, phi, weights=weights, steps=steps, tol=tol).epsilon(p_star, weights)
 
 
 def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000, lr: float = 0.05,
@@ -214,15 +277,14 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
     factorisation of the log-probabilities); its ε upper-bounds the best ε of any d-dimensional softmax
     LM and is at most :func:`best_achievable_epsilon` for any fixed Φ it improves on.  Weights are
     normalised (uniform by default)."""
-    P = np.asarray(check_stochastic("p_star", p_star, atol=1e-5))
-    if P.ndim != 2:
-        raise ShapeError(f"p_star: expected shape (S, V), got {P.shape}")
+    P = _check_p_star(p_star)
     S, V = P.shape
     d = check_positive_int("dim", dim)
+    check_memory("dim", 4 * (S * d + d * V + S * V), what=f"(θ, Φ) of dim {d} with Adam's moments, and the laws")
     steps = check_positive_int("steps", steps)
-    lr = check_positive("lr", lr)
+    lr = positive_number("lr", lr)
     w = jnp.asarray(_check_weights(weights, S), jnp.float32)
-    k_theta, k_phi = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
+    k_theta, k_phi = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"))
     params = {"theta": 0.1 * jax.random.normal(k_theta, (S, d)), "phi": 0.1 * jax.random.normal(k_phi, (d, V))}
     logP = jnp.log(jnp.asarray(P, jnp.float32))
     opt = optax.adam(lr)
@@ -237,37 +299,64 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
 
 # ---- the Quad objective ---------------------------------------------------------------------------
 
-def quad_minimiser(p_star, phi) -> jax.Array:
-    """f*(s) = (ΦΦᵀ)⁻¹Φp*_s, ``(S, d)`` — the minimum-norm (Φᵀ)⁺p*_s when ΦΦᵀ is singular."""
+def _check_quad(f, p_star, phi):
     P, phi = _check_problem(p_star, phi)
-    return jnp.asarray(P @ np.linalg.pinv(phi), jnp.float32)
+    f = _check_matrix("f", f, "(S, d)")
+    if f.shape != (P.shape[0], phi.shape[0]):
+        raise ShapeError(f"f: expected shape {(P.shape[0], phi.shape[0])} (contexts of p_star, rows of phi), got {f.shape}")
+    return f, P, phi
+
+
+def quad_minimiser(p_star, phi) -> jax.Array:
+    """f*(s) = (ΦΦᵀ)⁻¹Φp*_s, ``(S, d)`` — the minimum-norm (Φᵀ)⁺p*_s when ΦΦᵀ is singular (a rank-deficient
+    Φ is fine: ℓ_quad then has a flat valley of minimisers, and this is the shortest)."""
+    P, phi = _check_problem(p_star, phi)
+    f = P @ np.linalg.pinv(phi)
+    if not np.isfinite(f).all() or np.abs(f).max() > _F32_MAX:
+        raise ConfigError("phi: f* = (Φᵀ)⁺p* overflows float32 (the smallest nonzero singular value of Φ is too small)")
+    return jnp.asarray(f, jnp.float32)
 
 
 def quad_loss(f, p_star, phi) -> jax.Array:
-    """ℓ_quad(f, s) = −⟨f_s, Φp*_s⟩ + ½‖Φᵀf_s‖² per context: ``f (S, d)`` → ``(S,)`` (pure jnp)."""
+    """ℓ_quad(f, s) = −⟨f_s, Φp*_s⟩ + ½‖Φᵀf_s‖² per context: ``f (S, d)`` → ``(S,)``.  Pure jnp (jit-able);
+    concrete arguments are checked first."""
+    if _concrete(f, p_star, phi):
+        f, p_star, phi = _check_quad(f, p_star, phi)
     f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
     return -jnp.sum(f * (P @ phi.T), -1) + 0.5 * jnp.sum((f @ phi) ** 2, -1)
 
 
 def quad_excess(f, p_star, phi) -> jax.Array:
     """ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f_s − f*_s)‖² per context, ``(S,)``."""
-    diff = jnp.asarray(f) - quad_minimiser(p_star, phi)
+    f, _, _ = _check_quad(f, p_star, phi)
+    diff = jnp.asarray(f, jnp.float32) - quad_minimiser(p_star, phi)
     return 0.5 * jnp.sum((diff @ jnp.asarray(phi, diff.dtype)) ** 2, -1)
 
 
 def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array:
     """Minimise Σ_s ℓ_quad(f_s, s) by gradient descent (``optax.sgd``) from ``init`` (default 0):
     ∇ = ΦΦᵀf_s − Φp*_s per context, so with the default lr = 1/λ_max(ΦΦᵀ) the error contracts by
-    1 − λ_min/λ_max per step.  Returns f ``(S, d)``."""
+    1 − λ_min/λ_max per step (a Φ = 0 has gradient 0: every f minimises, and ``init`` is returned).
+    Returns f ``(S, d)``."""
     P, phi = _check_problem(p_star, phi)
     steps = check_positive_int("steps", steps)
-    lr = 1.0 / np.linalg.eigvalsh(phi @ phi.T)[-1] if lr is None else check_positive("lr", lr)
-    f0 = np.zeros((P.shape[0], phi.shape[0])) if init is None else np.asarray(init, np.float64)
+    if np.abs(phi).max() > _F32_MAX ** 0.5:
+        raise ConfigError(f"phi: entries up to {np.abs(phi).max():.3g} make ΦΦᵀ overflow float32, where quad_fit runs")
+    if lr is None:
+        top = np.linalg.eigvalsh(phi @ phi.T)[-1]
+        lr = 1.0 / top if top > 0 else 1.0
+    else:
+        lr = positive_number("lr", lr)
+    f0 = np.zeros((P.shape[0], phi.shape[0])) if init is None else _real("init", init)
     if f0.shape != (P.shape[0], phi.shape[0]):
         raise ShapeError(f"init: expected shape {(P.shape[0], phi.shape[0])}, got {f0.shape}")
     P, phi_j, f0 = (jnp.asarray(a, jnp.float32) for a in (P, phi, f0))
     total = lambda f: quad_loss(f, P, phi_j).sum()
-    return jax.jit(lambda f: minimise(total, f, optax.sgd(lr), steps)[0])(f0)
+    f = jax.jit(lambda f: minimise(total, f, optax.sgd(lr), steps)[0])(f0)
+    if not np.isfinite(np.asarray(f)).all():
+        raise ConfigError(f"lr: gradient descent diverged with lr = {lr:g}; it is stable below 2/λ_max(ΦΦᵀ) "
+                          f"= {2 / np.linalg.eigvalsh(phi @ phi.T)[-1]:.4g} (the default is 1/λ_max)")
+    return f
 
 
 __all__ = [

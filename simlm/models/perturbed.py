@@ -43,11 +43,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.metrics.epsilon import exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon, kl_per_sequence
-from simlm.checks import as_rng, check_positive, check_positive_int, check_tokens
+from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
+                                   exact_prepended_epsilon, kl_per_sequence)
+from simlm.checks import as_key, as_rng, check_finite, check_memory, check_positive_int, check_real_array, check_tokens
+from simlm.models.base import positive_number
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
 LAWS = ("next-token", "masked", "prepended-mask")
+#: the parameters each kind's perturbation reads (built by :func:`perturbed_lm`).
+_PARAMS = {"logit-noise": ("W",), "temperature": ("colder",), "uniform-mixture": (),
+          "rare-words": ("g", "threshold"), "task-adversarial": ("v",)}
+#: the methods of a world that :func:`perturbed_lm` and :class:`PerturbedLM` use.
+_WORLD_METHODS = ("next_token_logprobs", "masked_token_probs", "prepended_mask_probs")
 
 #: relative accuracy of the solved ε (|ε(s)/eps − 1|); the promise to callers is 1e-3.
 RTOL = 1e-4
@@ -57,9 +64,42 @@ S_MAX = 1e4
 
 # ---- the families, as pure functions of (log p*, s, params) --------------------------------------
 
-@partial(jax.jit, static_argnames=("kind",))
+def _check_kind(kind, params=None) -> str:
+    """``kind`` one of :data:`KINDS` and, if given, ``params`` a dict with the entries it reads (trace-safe)."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if params is not None:
+        missing = [k for k in _PARAMS[kind] if not isinstance(params, dict) or k not in params]
+        if missing:
+            raise ConfigError(f"params: kind {kind!r} needs params {list(_PARAMS[kind])}, missing {missing} "
+                              "(perturbed_lm builds them)")
+    return kind
+
+
+def _check_scale(kind: str, s, name: str = "s") -> float:
+    s = check_finite(name, s)
+    top = 1.0 if kind == "uniform-mixture" else math.inf
+    if not 0 <= s <= top:
+        raise ConfigError(f"{name}: expected a scale in [0, {top:g}] for kind {kind!r}, got {s!r}")
+    return s
+
+
 def perturb_logprobs(kind: str, logp, s, params) -> jax.Array:
-    """log p_s from log p* ``(..., V)`` for one family (``params`` as built by :func:`perturbed_lm`)."""
+    """log p_s from log p* ``(..., V)`` for one family (``params`` as built by :func:`perturbed_lm`).
+
+    ``kind`` and ``params`` are always checked; concrete ``logp`` and ``s`` are checked on the host too
+    (rows must be laws, :func:`~simlm.metrics.epsilon.check_laws`; s ≥ 0, ≤ 1 for uniform-mixture).
+    Inside ``jax.jit`` the traced values pass unchecked."""
+    _check_kind(kind, params)
+    if not isinstance(logp, jax.core.Tracer):
+        logp = check_laws("logp", logp)
+    if not isinstance(s, jax.core.Tracer):
+        s = _check_scale(kind, s)
+    return _perturb(kind, logp, s, params)
+
+
+@partial(jax.jit, static_argnames=("kind",))
+def _perturb(kind: str, logp, s, params) -> jax.Array:
     logp = jnp.asarray(logp)
     s = jnp.asarray(s, logp.dtype)
     if kind == "uniform-mixture":
@@ -73,17 +113,15 @@ def perturb_logprobs(kind: str, logp, s, params) -> jax.Array:
         h = (p @ params["W"].T) / jnp.linalg.norm(p, axis=-1, keepdims=True)
     elif kind == "rare-words":
         h = jnp.where(logp < jnp.log(params["threshold"]), params["g"], 0.0)
-    elif kind == "task-adversarial":
+    else:  # task-adversarial
         h = jnp.broadcast_to(params["v"], logp.shape)
-    else:
-        raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     # the where keeps log p* = −inf entries at −inf (a tilt never creates mass off the support)
     return jax.nn.log_softmax(jnp.where(jnp.isfinite(logp), logp + s * h, -jnp.inf), axis=-1)
 
 
 @partial(jax.jit, static_argnames=("kind",))
 def _epsilon_of_scale(kind, logp, s, params):
-    return kl_per_sequence(logp, perturb_logprobs(kind, logp, s, params)).mean()
+    return kl_per_sequence(logp, _perturb(kind, logp, s, params)).mean()
 
 
 class PerturbedLM:
@@ -93,22 +131,26 @@ class PerturbedLM:
     ``achieved_eps`` ± ``achieved_eps_se`` (exact ε of the calibrated ``law`` on ``eval_tokens``,
     nats/token)."""
 
-    def __init__(self, world, kind, scale, params, *, target_eps=float("nan"), achieved_eps=float("nan"),
-                 achieved_eps_se=float("nan"), eval_tokens=None, law="next-token"):
-        self.world, self.kind, self.scale, self.params, self.law = world, kind, float(scale), params, law
+    def __init__(self, world, kind, scale, params, *, target_eps=None, achieved_eps=None,
+                 achieved_eps_se=None, eval_tokens=None, law="next-token"):
+        self.world = check_world(world, *_WORLD_METHODS)
+        self.kind = _check_kind(kind, params)
+        self.scale, self.params, self.law = _check_scale(kind, scale, "scale"), params, _check_law(law)
+        # None until calibrated (perturbed_lm sets them): no NaN placeholders to flow into tables
         self.target_eps, self.achieved_eps, self.achieved_eps_se = target_eps, achieved_eps, achieved_eps_se
         self.eval_tokens = eval_tokens
 
     def __repr__(self):
+        num = lambda x: "None" if x is None else f"{x:.6g}"
         return (f"PerturbedLM(kind={self.kind!r}, scale={self.scale:.6g}, law={self.law!r}, "
-                f"target_eps={self.target_eps:.6g}, achieved_eps={self.achieved_eps:.6g}, world={self.world!r})")
+                f"target_eps={num(self.target_eps)}, achieved_eps={num(self.achieved_eps)}, world={self.world!r})")
 
     @property
     def n_symbols(self) -> int:
         return self.world.n_symbols
 
     def _perturb(self, logp) -> jax.Array:
-        return perturb_logprobs(self.kind, logp, self.scale, self.params)
+        return _perturb(self.kind, logp, self.scale, self.params)
 
     def next_token_logprobs(self, tokens) -> jax.Array:
         """log p_s(x_t = · | x_<t), ``(n, T, V)`` (``(T, V)`` for a single sequence)."""
@@ -126,9 +168,16 @@ class PerturbedLM:
 
 # ---- construction --------------------------------------------------------------------------------
 
+def _check_law(law) -> str:
+    if not isinstance(law, str) or law not in LAWS:
+        raise ConfigError(f"law: expected one of {', '.join(LAWS)}, got {law!r}")
+    return law
+
+
 def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
-    if kind not in KINDS:
-        raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    _check_kind(kind)
+    if not isinstance(colder, (bool, np.bool_)):
+        raise ConfigError(f"colder: expected True or False, got {colder!r}")
     if direction is not None and kind != "task-adversarial":
         raise ConfigError(f"direction: only used by kind 'task-adversarial', not {kind!r}")
     if threshold is not None and kind != "rare-words":
@@ -140,17 +189,20 @@ def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
     if kind == "temperature":
         return {"colder": jnp.asarray(bool(colder))}
     if kind == "rare-words":
-        if threshold is not None and check_positive("threshold", threshold) > 1:
+        if threshold is not None and positive_number("threshold", threshold) > 1:
             raise ConfigError(f"threshold: expected a probability in (0, 1], got {threshold!r}")
         return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": threshold}
     if kind == "task-adversarial":
         if direction is None:
             raise ConfigError("direction: kind 'task-adversarial' needs a direction v ∈ R^V, got None")
-        v = np.asarray(direction, dtype=np.float64)
+        v = check_real_array("direction", direction)
         if v.shape != (V,):
             raise ShapeError(f"direction: expected shape ({V},) (the world's vocabulary), got {v.shape}")
-        if not np.all(np.isfinite(v)):
-            raise ConfigError("direction: has non-finite entries")
+        if np.abs(v).max() > np.finfo(np.float32).max:
+            raise ConfigError(f"direction: entries up to {np.abs(v).max():.3g} overflow float32 (max 3.4e38)")
+        if np.ptp(v) == 0:
+            raise ConfigError("direction: is constant over the vocabulary, and a tilt by a constant leaves every "
+                              "law unchanged (ε = 0 at every scale)")
         return {"v": jnp.asarray(v, jnp.float32)}
     return {}
 
@@ -165,8 +217,16 @@ def _rare_threshold(logp, threshold) -> jax.Array:
     return jnp.float32(threshold)
 
 
-def _solve_scale(eps_of, eps: float, kind: str) -> float:
+def _solve_scale(eps_at, eps: float, kind: str) -> float:
     """s ≥ 0 with |ε(s)/eps − 1| < RTOL for an increasing ε(·): bracket, then bisect."""
+    def eps_of(s):
+        val = eps_at(s)
+        if not math.isfinite(val):  # a comparison with NaN would steer the bisection silently
+            what = "direction" if kind == "task-adversarial" else "kind"
+            raise ConfigError(f"{what}: ε(s) is {val} at s = {s:.6g} for kind {kind!r}: the perturbed laws overflow "
+                              "float32 here; use a smaller direction or eps")
+        return val
+
     if kind == "uniform-mixture":
         lo, hi = 0.0, 1.0
         top = eps_of(hi)
@@ -206,23 +266,37 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     position, or the law at a mask prepended before the tokens.  ε(s) is evaluated in
     float32, so an eps below ~1e-6 nats/token may not be resolvable.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
     unknown, or eps exceeds what the family reaches on the evaluation set (the message gives the
-    maximum)."""
-    eps = check_positive("eps", eps)
-    if law not in LAWS:
-        raise ConfigError(f"law: expected one of {', '.join(LAWS)}, got {law!r}")
+    maximum), :class:`DistributionError` if the world's laws on the evaluation set are not distributions.
+    The evaluation set needs ≥ 2 sequences (the achieved ε carries a standard error over sequences)."""
+    check_world(world, "sample", *_WORLD_METHODS)
+    eps = positive_number("eps", eps)
+    law = _check_law(law)
     rng = as_rng(seed)
+    as_key(seed, "seed")  # the same seed samples the evaluation set: refuse what a PRNG key cannot take
     V = int(world.n_symbols)
     params = _family_params(kind, V, rng, direction, threshold, colder)
     if tokens is None:
-        toks = world.sample(int(seed), check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length))
+        n_eval, eval_length = check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length)
+        if n_eval < 2:
+            raise ConfigError(f"n_eval: the achieved ε has a standard error over sequences, which needs n_eval ≥ 2, "
+                              f"got {n_eval}")
+        check_memory("n_eval × eval_length", 4 * n_eval * eval_length * (V + 1),
+                     what=f"the laws of {n_eval} × {eval_length} evaluation tokens over {V} words, a few copies")
+        toks = world.sample(int(seed), n_eval, eval_length)
     else:
         toks, _ = check_tokens(tokens, V)
+        if toks.shape[0] < 2:
+            raise ConfigError(f"tokens: the achieved ε has a standard error over sequences, which needs at least 2 "
+                              f"sequences, got {toks.shape[0]}; pass a batch (n, T) with n ≥ 2")
+        check_memory("tokens", 4 * toks.size * V, what=f"the laws of {toks.shape} tokens over {V} words, a few copies")
+    where = lambda i: f"sequence {i[0]}, position {i[1]}"
     if law == "next-token":
-        logp = jnp.asarray(world.next_token_logprobs(toks))
+        logp = check_laws("world: next_token_logprobs", world.next_token_logprobs(toks), where=where)
     elif law == "masked":
-        logp = jnp.log(jnp.asarray(world.masked_token_probs(toks)))
+        logp = check_laws("world: masked_token_probs", jnp.log(jnp.asarray(world.masked_token_probs(toks))), where=where)
     else:
-        logp = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))[:, None, :]
+        logp = check_laws("world: prepended_mask_probs", jnp.log(jnp.asarray(world.prepended_mask_probs(toks))),
+                          where=lambda i: f"sequence {i[0]} (the law at the prepended mask)")[:, None, :]
     if kind == "rare-words":
         params["threshold"] = _rare_threshold(logp, params["threshold"])
     scale = _solve_scale(lambda s: float(_epsilon_of_scale(kind, logp, s, params)), eps, kind)

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from simlm.errors import ConfigError, ShapeError, TokenError
-from simlm.checks import check_positions, check_positive_int, check_tokens
+from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_real_array, check_tokens
 
 _POSITIONS = ("learned", "rotary")
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -70,7 +71,7 @@ class TransformerConfig:
         fix("n_prompt_slots", check_positive_int("n_prompt_slots", self.n_prompt_slots, minimum=0))
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model: {self.d_model} is not divisible by n_heads = {self.n_heads}")
-        if self.positions not in _POSITIONS:
+        if not isinstance(self.positions, str) or self.positions not in _POSITIONS:
             raise ConfigError(f"positions: expected one of {_POSITIONS}, got {self.positions!r}")
         if self.positions == "rotary" and self.head_dim % 2:
             raise ConfigError(f"n_heads: rotary positions need an even head size d_model / n_heads, "
@@ -79,9 +80,10 @@ class TransformerConfig:
             raise ConfigError(f"max_len: {self.max_len} is too small to hold the {self.n_prompt_slots} "
                               "prompt slots and at least one token")
         for name in ("causal", "tie_embeddings"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
-        if self.dtype not in _DTYPES:
+            fix(name, bool(getattr(self, name)))
+        if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
 
     # ---- derived sizes and special ids ------------------------------------------------------------
@@ -199,6 +201,9 @@ class Transformer(nnx.Module):
         if not isinstance(config, TransformerConfig):
             raise ConfigError(f"config: expected a TransformerConfig, got {type(config).__name__}")
         c, dt = config, jnp.dtype(config.dtype)
+        check_memory("config", c.n_params(), itemsize=dt.itemsize,
+                     what=f"{c.n_params():,} parameters of {dt.itemsize} bytes: n_symbols, d_model, d_ff, "
+                          "n_layers and max_len set the size")
         self.config = c
         self.token_embed = nnx.Embed(c.vocab_size, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
         if c.positions == "learned":
@@ -233,12 +238,21 @@ class Transformer(nnx.Module):
 
     def _run(self, tokens, prefix):
         c = self.config
-        tokens = jnp.asarray(tokens)
+        if not isinstance(tokens, jax.core.Tracer):  # concrete input: ids checked too (an Embed would clamp them)
+            try:
+                tokens = np.asarray(tokens)
+            except ValueError:
+                raise TokenError("tokens: expected integer ids of shape (n, T), got rows of unequal length") from None
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TokenError(f"tokens: expected integer ids of shape (n, T), got {tokens.dtype} {tokens.shape}")
+        if isinstance(tokens, np.ndarray):
+            tokens, _ = check_tokens(tokens, c.vocab_size)
+        tokens = jnp.asarray(tokens)
         x = self.token_embed(tokens)  # (n, T, d)
         k = 0
         if prefix is not None:
+            if not isinstance(prefix, jax.core.Tracer):
+                prefix = check_real_array("prefix", prefix)
             prefix = jnp.asarray(prefix, dtype=x.dtype)
             if prefix.ndim == 2:
                 prefix = jnp.broadcast_to(prefix, (x.shape[0], *prefix.shape))
@@ -270,8 +284,13 @@ def _residual_init(c: TransformerConfig):
 
 
 def init_transformer(config: TransformerConfig, seed: int) -> Transformer:
-    """A freshly initialised :class:`Transformer`; equal seeds give equal parameters."""
-    return Transformer(config, rngs=nnx.Rngs(check_positive_int("seed", seed, minimum=0)))
+    """A freshly initialised :class:`Transformer`; equal seeds give equal parameters.  ``seed`` is an
+    integer in [0, 2**63); a config whose parameters cannot fit in this host's memory is refused."""
+    if not isinstance(config, TransformerConfig):
+        raise ConfigError(f"config: expected a TransformerConfig, got {type(config).__name__}")
+    seed = check_positive_int("seed", seed, minimum=0)
+    as_key(seed, "seed")
+    return Transformer(config, rngs=nnx.Rngs(seed))
 
 
 # ---- language-model conventions as pure functions (jit/grad friendly; no host-side checks) ---------
@@ -399,8 +418,12 @@ class TransformerLM:
             raise TokenError("tokens: TransformerLM validates its input on the host and cannot be traced; inside "
                              "jax transformations call the pure functions of simlm.models.transformer instead")
         toks, single = check_tokens(tokens, c.n_symbols)
-        if toks.shape[1] > c.max_len:
-            raise TokenError(f"tokens: length {toks.shape[1]} exceeds max_len = {c.max_len} of this model")
+        n, T = toks.shape
+        if T > c.max_len:
+            raise TokenError(f"tokens: length {T} exceeds max_len = {c.max_len} of this model")
+        rows = n * T if method in ("masked_token_logprobs",) else n  # one forward pass per masked position
+        check_memory("tokens", rows * (T + 1) * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * (T + 1)),
+                     what=f"the activations of a forward pass over {rows} inputs of length {T}")
         return jnp.asarray(toks), single
 
 
