@@ -68,11 +68,10 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 def check_positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
+    """A positive finite real number as a float (not a bool, string, complex, NaN or ±inf), or
+    :class:`ConfigError` naming ``name``."""
+    v = check_finite(name, value, "a positive finite number")
+    if not v > 0:
         raise ConfigError(f"{name}: expected a positive finite number, got {value!r}")
     return v
 
@@ -83,7 +82,7 @@ def as_key(key_or_seed, name: str = "key") -> jax.Array:
         raise ConfigError(f"{name}: expected a PRNG key or a non-negative integer seed, got {key_or_seed!r}")
     if isinstance(key_or_seed, (int, np.integer)):
         if key_or_seed < 0 or key_or_seed >= 2**63:
-            raise ConfigError(f"{name}: seed must be a non-negative integer below 2**63, got {key_or_seed}")
+            raise ConfigError(f"{name}: expected a non-negative integer seed below 2**63, got {key_or_seed}")
         return jax.random.PRNGKey(int(key_or_seed))
     if isinstance(key_or_seed, jax.Array) and (
         jnp.issubdtype(key_or_seed.dtype, jax.dtypes.prng_key)
@@ -102,6 +101,8 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
 
 def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",)) -> np.ndarray:
     """Validate a probability vector / row-stochastic array (last axis sums to 1) and return float64."""
+    if np.iscomplexobj(array) if isinstance(array, np.ndarray) else np.iscomplexobj(_maybe_array(array)):
+        raise DistributionError(f"{name}: expected real probabilities, got complex numbers (the imaginary part would be lost)")
     try:
         arr = np.asarray(array, dtype=np.float64)
     except (TypeError, ValueError):
@@ -127,6 +128,13 @@ def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",
     return arr
 
 
+def _maybe_array(value):
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        return np.zeros(0)
+
+
 def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
     """Mean and standard error (ddof = 1) of per-sequence values.  A standard error needs at least two
     values, so fewer raise :class:`ConfigError` naming ``name`` rather than returning a NaN that would
@@ -138,16 +146,17 @@ def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
 
 
-def check_finite(name: str, value) -> float:
-    """A finite real number (not bool, complex, NaN or ±inf) as a float, or :class:`ConfigError`."""
-    if isinstance(value, (bool, np.bool_, complex, np.complexfloating)):
-        raise ConfigError(f"{name}: expected a finite real number, got {value!r}")
+def check_finite(name: str, value, what: str = "a finite real number") -> float:
+    """A finite real number as a float — not a bool, string, complex number, NaN or ±inf (numpy and 0-d JAX
+    scalars are fine) — or :class:`ConfigError` "``name``: expected ``what``"."""
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
+        raise ConfigError(f"{name}: expected {what}, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a finite real number, got {value!r}") from None
+        raise ConfigError(f"{name}: expected {what}, got {_short(value)}") from None
     if not math.isfinite(v):
-        raise ConfigError(f"{name}: expected a finite real number, got {value!r}")
+        raise ConfigError(f"{name}: expected {what}, got {value!r}")
     return v
 
 
@@ -160,8 +169,11 @@ def check_instance(name: str, value, types, what: str):
 
 
 def check_real_array(name: str, array, *, error=ConfigError) -> np.ndarray:
-    """A real, finite float64 array (complex, object, string, NaN and ±inf entries refused)."""
-    raw = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    """A real, finite float64 array (complex, object, string, ragged, NaN and ±inf entries refused)."""
+    try:
+        raw = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    except (TypeError, ValueError):
+        raise ShapeError(f"{name}: expected an array of numbers with rows of equal length") from None
     if raw.dtype.kind == "c":
         raise error(f"{name}: expected real numbers, got complex dtype {raw.dtype} (the imaginary part would be lost)")
     if raw.dtype.kind not in "biuf":

@@ -11,7 +11,6 @@ from typing import Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from simlm.checks import check_finite, check_positive
 from simlm.errors import ConfigError
 from simlm.metrics.epsilon import check_world
 from simlm.worlds.base import World
@@ -100,10 +99,3 @@ class WorldLM:
         return self.world.word_embeddings
 
 
-def positive_number(name: str, value) -> float:
-    """A positive finite real number as a float: not a bool, string, complex, NaN or ±inf — else
-    :class:`ConfigError` naming ``name``.  (``simlm.checks.check_positive`` alone takes True as 1.0 and
-    "0.1" as 0.1; a candidate for simlm.checks.)"""
-    if isinstance(value, (str, bytes)):
-        raise ConfigError(f"{name}: expected a positive finite number, got {value!r}")
-    return check_positive(name, check_finite(name, value))

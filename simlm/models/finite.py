@@ -34,22 +34,11 @@ from simlm._optim import minimise
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.metrics.epsilon import check_laws, kl_per_sequence
-from simlm.checks import as_key, check_memory, check_positive_int, check_real_array, check_stochastic
-from simlm.models.base import positive_number
+from simlm.checks import check_positive, as_key, check_memory, check_positive_int, check_real_array, check_stochastic
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
 # ---- validation ------------------------------------------------------------------------------------
-
-def _real(name: str, value) -> np.ndarray:
-    """A real, finite float64 array (complex, strings, objects, ragged rows, NaN and ±inf refused)."""
-    try:
-        return check_real_array(name, value)
-    except ValueError as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ShapeError(f"{name}: expected an array of numbers with rows of equal length") from None
-
 
 def _real_or_none(value):
     """``value`` as an array, or None if it is not one (ragged rows): for a dtype test before a check."""
@@ -60,7 +49,7 @@ def _real_or_none(value):
 
 
 def _check_matrix(name: str, value, shape_hint: str) -> np.ndarray:
-    arr = _real(name, value)
+    arr = check_real_array(name, value)
     if arr.ndim != 2 or 0 in arr.shape:
         raise ShapeError(f"{name}: expected a non-empty matrix of shape {shape_hint}, got {arr.shape}")
     return arr
@@ -90,7 +79,7 @@ def _check_weights(weights, S: int) -> np.ndarray:
     """Context weights as a probability vector (S,); None means uniform (bools weigh 0/1: a mask)."""
     if weights is None:
         return np.full(S, 1.0 / S)
-    w = _real("weights", weights)
+    w = check_real_array("weights", weights)
     if w.shape != (S,):
         raise ShapeError(f"weights: expected shape ({S},) (one per context), got {w.shape}")
     if np.any(w < 0) or w.sum() <= 0:
@@ -250,7 +239,7 @@ def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float
     P, phi = _check_problem(p_star, phi)
     _check_weights(weights, P.shape[0])
     steps = check_positive_int("steps", steps)
-    tol = positive_number("tol", tol)
+    tol = check_positive("tol", tol)
     S, d, V = P.shape[0], phi.shape[0], phi.shape[1]
     check_memory("p_star", S * (d * d * V + 40 * d + 4 * V), itemsize=8,
                  what=f"the Newton steps of {S} contexts with d = {d}, V = {V}")
@@ -282,7 +271,7 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
     d = check_positive_int("dim", dim)
     check_memory("dim", 4 * (S * d + d * V + S * V), what=f"(θ, Φ) of dim {d} with Adam's moments, and the laws")
     steps = check_positive_int("steps", steps)
-    lr = positive_number("lr", lr)
+    lr = check_positive("lr", lr)
     w = jnp.asarray(_check_weights(weights, S), jnp.float32)
     k_theta, k_phi = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"))
     params = {"theta": 0.1 * jax.random.normal(k_theta, (S, d)), "phi": 0.1 * jax.random.normal(k_phi, (d, V))}
@@ -346,8 +335,8 @@ def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array
         top = np.linalg.eigvalsh(phi @ phi.T)[-1]
         lr = 1.0 / top if top > 0 else 1.0
     else:
-        lr = positive_number("lr", lr)
-    f0 = np.zeros((P.shape[0], phi.shape[0])) if init is None else _real("init", init)
+        lr = check_positive("lr", lr)
+    f0 = np.zeros((P.shape[0], phi.shape[0])) if init is None else check_real_array("init", init)
     if f0.shape != (P.shape[0], phi.shape[0]):
         raise ShapeError(f"init: expected shape {(P.shape[0], phi.shape[0])}, got {f0.shape}")
     P, phi_j, f0 = (jnp.asarray(a, jnp.float32) for a in (P, phi, f0))

@@ -45,8 +45,7 @@ import numpy as np
 from simlm.errors import ConfigError, ShapeError
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_per_sequence)
-from simlm.checks import as_key, as_rng, check_finite, check_memory, check_positive_int, check_real_array, check_tokens
-from simlm.models.base import positive_number
+from simlm.checks import check_positive, as_key, as_rng, check_finite, check_memory, check_positive_int, check_real_array, check_tokens
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
 LAWS = ("next-token", "masked", "prepended-mask")
@@ -189,7 +188,7 @@ def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
     if kind == "temperature":
         return {"colder": jnp.asarray(bool(colder))}
     if kind == "rare-words":
-        if threshold is not None and positive_number("threshold", threshold) > 1:
+        if threshold is not None and check_positive("threshold", threshold) > 1:
             raise ConfigError(f"threshold: expected a probability in (0, 1], got {threshold!r}")
         return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": threshold}
     if kind == "task-adversarial":
@@ -269,7 +268,7 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     maximum), :class:`DistributionError` if the world's laws on the evaluation set are not distributions.
     The evaluation set needs ≥ 2 sequences (the achieved ε carries a standard error over sequences)."""
     check_world(world, "sample", *_WORLD_METHODS)
-    eps = positive_number("eps", eps)
+    eps = check_positive("eps", eps)
     law = _check_law(law)
     rng = as_rng(seed)
     as_key(seed, "seed")  # the same seed samples the evaluation set: refuse what a PRNG key cannot take

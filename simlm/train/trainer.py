@@ -49,21 +49,13 @@ from simlm.train import objectives
 from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.checks import check_instance, check_memory, check_positive_int, mean_and_sem
+from simlm.checks import check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
 from simlm.worlds.base import World
 
 
 _SLOTS = ("last", "previous")  # the resume point and the one before it
 _INT_MAX = 2**31 - 1  # step counters and sizes live in int32 on the device
 _SEED_MAX = 2**63 - 1
-
-
-def _number(name: str, value, what: str = "a finite real number") -> float:
-    """A finite real number (not a bool, string or complex) as a float, or ``ConfigError``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise ConfigError(f"{name}: expected {what}, got {value!r}")
-    return float(value)
 
 
 def _integer(name: str, value, minimum: int, maximum: int = _INT_MAX) -> int:
@@ -123,7 +115,7 @@ class TrainConfig:
             raise ConfigError(f"objective: unknown objective {self.objective!r}; choose one of {sorted(objectives.OBJECTIVES)}")
         if self.data not in ("stream", "corpus"):
             raise ConfigError(f"data: expected 'stream' or 'corpus', got {self.data!r}")
-        targets = [_number("targets", t, "positive finite ε targets") for t in _items("targets", self.targets)]
+        targets = [check_finite("targets", t, "positive finite ε targets") for t in _items("targets", self.targets)]
         if not targets or min(targets) <= 0:
             raise ConfigError(f"targets: expected at least one positive finite ε target, got {self.targets!r}")
         names = [f"{t:g}" for t in targets]  # each target has a checkpoint directory eps_<t:g>
@@ -141,20 +133,20 @@ class TrainConfig:
         fix("warmup_steps", _integer("warmup_steps", self.warmup_steps, 0))
         for name in ("corpus_seed", "eval_seed"):
             fix(name, _integer(name, getattr(self, name), 0, _SEED_MAX))
-        fix("learning_rate", _number("learning_rate", self.learning_rate, "a positive finite number"))
+        fix("learning_rate", check_finite("learning_rate", self.learning_rate, "a positive finite number"))
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate: expected a positive finite number, got {self.learning_rate!r}")
         for name in ("weight_decay", "grad_clip"):
-            fix(name, _number(name, getattr(self, name), "a finite number ≥ 0"))
+            fix(name, check_finite(name, getattr(self, name), "a finite number ≥ 0"))
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a finite number ≥ 0, got {getattr(self, name)!r}")
-        fix("mask_rate", _number("mask_rate", self.mask_rate, "a rate in (0, 1]"))
+        fix("mask_rate", check_finite("mask_rate", self.mask_rate, "a rate in (0, 1]"))
         if not 0 < self.mask_rate <= 1:
             raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
         if self.data == "corpus" and self.corpus_sequences < self.batch_size:
             raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
         what = "three probabilities (mask, random, keep) summing to 1"
-        c = [_number("corruption", v, what) for v in _items("corruption", self.corruption)]
+        c = [check_finite("corruption", v, what) for v in _items("corruption", self.corruption)]
         if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
             raise ConfigError(f"corruption: expected {what}, got {self.corruption!r}")
         fix("corruption", tuple(c))
@@ -204,7 +196,7 @@ class TrainResult:
     def lm(self, target: float, seed: int | None = None) -> TransformerLM:
         """The checkpointed model of ``seed`` (default: the first) at ladder ``target``, checked to be
         this run's (world fingerprint and configs)."""
-        target = _number("target", target, "a positive ε target")
+        target = check_finite("target", target, "a positive ε target")
         seeds = list(dict.fromkeys(r.seed for r in self.records))
         seed = seeds[0] if seed is None else seed
         if isinstance(seed, (bool, np.bool_)) or seed not in seeds:
