@@ -105,7 +105,8 @@ def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
     raw = np.asarray(features)
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real numbers, got dtype {raw.dtype}")
-    f = raw.astype(np.float32)
+    with np.errstate(over="ignore"):
+        f = raw.astype(np.float32)
     if f.ndim != ndim or min(f.shape, default=0) == 0:
         want = "(n, V)" if ndim == 2 else "(n, T, V)"
         raise ShapeError(f"{name}: expected a non-empty array of shape {want}, got {f.shape}")

@@ -391,7 +391,7 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     full = np.concatenate([np.broadcast_to(toks[:, None, :T_vis], (n, R, T_vis)), cont], axis=-1)
     y = task.labels(world, full.reshape(n * R, T)).reshape(n, R)
     freq = np.stack([(y == c).mean(axis=1) for c in range(task.n_classes)], axis=1)
-    return mean_and_sem(freq.max(axis=1))
+    return mean_and_sem(freq.max(axis=1), "tokens_full")
 
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",

@@ -321,7 +321,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     out = results_dir(out)
     config_path = out / f"{experiment}.config.json"
     fresh = not config_path.exists()
-    claim(config_path, dataclasses.asdict(config))
+    claim(config_path, dataclasses.asdict(config), backup=out / f"{experiment}.json")
     store = CellStore(out / f"{experiment}.cells.jsonl")
     try:
         new, skipped = _sweep(experiment, specs, config, out, store, log)

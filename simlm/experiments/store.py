@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from simlm.errors import ConfigError
-from simlm.jsonio import claim_json, jsonable, read_json
+from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 
 
 class CellStore:
@@ -104,17 +104,39 @@ def results_dir(out) -> Path:
     return out
 
 
-def claim(path, config: dict) -> None:
+def claim(path, config: dict, *, backup=None) -> None:
     """A results directory belongs to one config: write ``config`` to ``path`` on first use, and raise
-    :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there, or naming
-    the file and the way to recover if it is corrupt."""
+    :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there.  A corrupt
+    ``path`` is restored from the ``"config"`` entry of ``backup`` (the results JSON a finished run wrote,
+    holding the same config) with a warning, the corrupt file kept as ``<name>.corrupt-<n>``; without one,
+    the error names the file and the way to recover."""
     path = Path(path)
     fix = (f"if you know the command that started {path.parent}, delete {path} and rerun exactly that command "
            "(its finished cells are reused); otherwise use another --out")
-    if path.exists() and not isinstance(read_json(path, what="out", fix=fix), dict):
-        raise ConfigError(f"out: {path} is corrupt (not a JSON object); {fix}")
+    if path.exists():
+        try:
+            if not isinstance(read_json(path, what="out", fix=fix), dict):
+                raise ConfigError(f"out: {path} is corrupt (not a JSON object); {fix}")
+        except ConfigError:
+            saved = _saved_config(backup)
+            if saved is None:
+                raise
+            kept = _free_name(path, ".corrupt-")
+            os.replace(path, kept)
+            write_json_atomic(path, saved)
+            warnings.warn(f"{path} was corrupt; restored it from the config in {backup} (the corrupt file is "
+                          f"kept as {kept})", RuntimeWarning, stacklevel=2)
     claim_json(path, jsonable(config), owner=f"out: {path.parent} holds results of a different config",
                fix="use another --out")
+
+
+def _saved_config(results) -> dict | None:
+    """The ``"config"`` object of the JSON file ``results``, or None if there is no readable one."""
+    try:
+        saved = read_json(results)["config"] if results is not None and Path(results).exists() else None
+    except (ConfigError, TypeError, KeyError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def release(path) -> None:
