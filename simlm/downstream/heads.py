@@ -22,6 +22,7 @@ trained jointly with Adam (full batch), best of ``n_restarts`` by training loss.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,9 +34,7 @@ import optax
 from simlm._optim import minimise
 
 from simlm.errors import ConfigError, ShapeError
-import inspect
-
-from simlm.checks import check_memory, check_positive, check_positive_int, check_real_array, check_tokens
+from simlm.checks import check_memory, check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
 from simlm.worlds.memory import MemoryHMM
 from simlm.downstream.tasks import (MemoryTask, _predicted_state, bayes_ceiling, chain_parameters, check_position,

@@ -86,15 +86,11 @@ def _check_weights(L, mu, what: str) -> tuple[np.ndarray | None, np.ndarray | No
         L = check_real_array("L", L).copy()
         if L.ndim != 2 or L.shape[0] < 2 or L.shape[1] < 1:
             raise ShapeError(f"L: expected a (C, {what}) label matrix with C ≥ 2 classes, got shape {L.shape}")
-        if not np.all(np.isfinite(L)):
-            raise ConfigError("L: has non-finite entries")
         L.setflags(write=False)
         return L, None
     mu = check_real_array("mu", mu).copy()
     if mu.ndim != 1 or mu.size < 1:
         raise ShapeError(f"mu: expected a direction of shape ({what},), got {mu.shape}")
-    if not np.all(np.isfinite(mu)):
-        raise ConfigError("mu: has non-finite entries")
     mu.setflags(write=False)
     return None, mu
 

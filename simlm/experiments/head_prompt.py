@@ -43,8 +43,12 @@ initialisation; the world of each size is one draw (``world_seed``), shared by t
 
 Results store.  ``<out>/<experiment>.cells.jsonl`` gets one line per finished cell — a (world, seed,
 level) with level "oracle", "eps<=<target>" or "final" — holding its records; a rerun with the same
-``--out`` and config skips finished cells (a torn last line is dropped), training resumes from the
-trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.json`` (all records, the
+``--out`` and config skips finished cells (a torn last line is dropped; any other line that is not a
+finished cell is dropped with a warning, the damaged file kept as ``cells.jsonl.corrupt-<n>``), training
+resumes from the trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.config.json``
+keeps the directory to one config: options are all checked before it is written, a run that fails before
+storing a cell removes it again, and a corrupt one is restored from ``<experiment>.json`` (or the error
+says how to recover).  ``<out>/<experiment>.json`` (all records, the
 per-group summary, the training ladders, times; written to a temporary file and renamed) and
 ``<out>/<experiment>.png`` are rewritten at the end of every run.
 
@@ -162,7 +166,7 @@ class Config:
         # tasks need two hidden values to label; seed s also seeds 1000 s + 3, which must stay below 2**63
         for name, check in (("n_states", lambda v: check_positive_int("n_states", v, minimum=2)),
                             ("n_slots", lambda v: check_positive_int("n_slots", v, minimum=2)),
-                            ("seeds", lambda v: _seed(v)), ("targets", lambda v: check_positive("targets", v))):
+                            ("seeds", _seed), ("targets", lambda v: check_positive("targets", v))):
             value = getattr(self, name)
             values = tuple(check(v) for v in (value if isinstance(value, (list, tuple, np.ndarray)) else (value,)))
             if not values or len(set(values)) != len(values):

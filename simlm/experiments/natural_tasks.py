@@ -35,7 +35,6 @@ by the task alone, so comparable across LMs and ε):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
