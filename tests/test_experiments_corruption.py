@@ -53,6 +53,7 @@ CLI = [
     (hp, HP1 + ["--max-steps", "0"], r"--max-steps"),
     (hp, HP1 + ["--n-train", "1"], r"--n-train: expected an integer ≥ 2, got 1"),
     (hp, HP1 + ["--n-test", "0"], r"--n-test"),
+    (hp, HP1 + ["--n-train", str(10**11)], r"--n-train, --n-test, --label-length: this request needs .* over the limit"),
     (hp, HP1 + ["--temperature", "0"], r"--temperature"),
     (hp, HP1 + ["--temperature", "nan"], r"--temperature"),
     (hp, HP1 + ["--analytic", "bogus"], r"--analytic: expected None or one of"),

@@ -20,9 +20,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def as_flag(message: str, flags: dict) -> str:
-    """``message`` with a leading ``field:`` (a config field set by a flag) written as that flag."""
-    m = re.match(r"(\w+):", message)
-    return flags[m[1]] + message[len(m[1]):] if m and m[1] in flags else message
+    """``message`` with its leading ``field:`` or ``field, field:`` (config fields set by flags) written as
+    those flags."""
+    m = re.match(r"\w+(?:, \w+)*(?=:)", message)
+    if not m or not any(name in flags for name in m[0].split(", ")):
+        return message
+    return ", ".join(flags.get(name, name) for name in m[0].split(", ")) + message[m.end():]
 
 
 def run_main(prog: str, command, argv, flags: dict) -> int:

@@ -86,7 +86,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_exact_prompt, fit_transformer_attention_prompt,
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
-from simlm.checks import check_instance, check_positive, check_positive_int
+from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments._cli import Parser, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
@@ -172,6 +172,9 @@ class Config:
             if not values or len(set(values)) != len(values):
                 raise ConfigError(f"{name}: expected one or more distinct values, got {value!r}")
             object.__setattr__(self, name, values)
+        # the task tokens, before the directory is claimed (a request too large to sample can abort the process)
+        check_memory("n_train, n_test, label_length", (self.n_train + self.n_test) * (self.label_length + 1),
+                     what="the task tokens of one seed")
         if self.trained:
             _train_configs(self, "hmm")
 
