@@ -133,6 +133,13 @@ def test_head_prompt_config_checks_every_field(options, message):
         hp.Config(**options)
 
 
+@pytest.mark.parametrize("run", [lambda: nt.run({"worlds": ["hmm"]}), lambda: hp.run("experiment1", {"seeds": [0]}),
+                                 lambda: hp.run(None)])
+def test_run_takes_a_config_and_an_experiment_name(run):
+    with pytest.raises(ConfigError, match="config|experiment"):
+        run()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"eps_grid": ()}, "eps_grid"), ({"eps_grid": (-1.0,)}, "eps_grid"), ({"eps_grid": (float("nan"),)}, "eps_grid"),
     ({"worlds": ("bogus",)}, "worlds"), ({"worlds": ()}, "worlds"), ({"kinds": ("x",)}, "kinds"),

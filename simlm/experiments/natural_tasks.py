@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import brentq
 
-from simlm.checks import check_positive, check_positive_int
+from simlm.checks import check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments._cli import Parser, run_main
 from simlm.experiments.store import results_dir
@@ -337,6 +337,7 @@ def run(config: Config = Config(), run_root=None, *, train_lms: bool = True, log
     """The whole sweep: ``{"config", "rows", "log_partition", "training", "skipped", "violations",
     "time_s"}``; transformer checkpoints go under ``run_root`` (default a temporary directory)."""
     started = time.perf_counter()
+    check_instance("config", config, Config, "a natural_tasks.Config")
     run_root = Path(tempfile.mkdtemp(prefix="simlm-natural-") if run_root is None else run_root)
     rows, lp, training, skipped = [], [], [], []
     for world_name in config.worlds:
