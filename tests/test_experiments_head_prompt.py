@@ -16,7 +16,7 @@ from simlm.experiments import head_prompt as hp
 def quick(tmp_path_factory):
     """Both quick reproductions (four tiny transformers, a few steps each): ~50 s on an idle 2-core machine."""
     out = tmp_path_factory.mktemp("head_prompt")
-    runs = {e: hp.main([e, "--quick", "--out", str(out)]) for e in hp.EXPERIMENTS}
+    runs = {e: hp.command([e, "--quick", "--out", str(out)]) for e in hp.EXPERIMENTS}
     return out, runs
 
 
@@ -113,7 +113,7 @@ def test_json_holds_the_records_and_the_plot_is_a_png(quick, experiment):
 @pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
 def test_rerun_skips_every_finished_cell(quick, experiment):
     out, runs = quick
-    again = hp.main([experiment, "--quick", "--out", str(out)])
+    again = hp.command([experiment, "--quick", "--out", str(out)])
     assert again["new_cells"] == 0
     assert again["skipped_cells"] == runs[experiment]["new_cells"] + runs[experiment]["skipped_cells"]
     assert again["records"] == runs[experiment]["records"]

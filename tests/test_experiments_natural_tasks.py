@@ -25,7 +25,7 @@ COLUMNS = {"world", "lm", "family", "target_eps", "calibrated", "task", "prompt"
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("natural_tasks")
-    return nt.main(["--quick", "--out", str(out)]), out
+    return nt.command(["--quick", "--out", str(out)]), out
 
 
 def test_rows_are_tidy_with_the_expected_columns(quick):

@@ -36,8 +36,8 @@ from flax import nnx
 
 from simlm._optim import minimise
 from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
-                                    adam_restarts)
-from simlm.downstream.prompts import (_check_common, _check_transformer_tokens,
+                                    adam_restarts, check_l2)
+from simlm.downstream.prompts import (_check_common, _check_fit_memory, _check_test, _check_transformer_tokens,
                                       _PromptedClassifier, _standardise)
 from simlm.errors import ConfigError
 from simlm.models.transformer import TransformerLM
@@ -101,6 +101,10 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
     initial, transition, emission = world.chain
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
+    test, l2 = _check_test(test, world.n_symbols, C), check_l2(l2)
+    K, V = initial.shape[0], world.n_symbols
+    _check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
+        "d_value", d_value)) * V, toks.size * (2 * K + V), steps)
     world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
     U, p, mean, sd, losses, final, train_features = _fit_exact(
         initial, transition, emission, jnp.asarray(toks), jnp.asarray(y),
@@ -180,8 +184,13 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
         raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
     toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
     toks = _check_transformer_tokens(lm, toks, k, mask_slot=False)
+    test, l2 = _check_test(test, lm.n_symbols, C), check_l2(l2)
+    if test is not None:
+        _check_transformer_tokens(lm, test[0], k, mask_slot=False)
     steps = check_positive_int("steps", steps)
-    b = min(check_positive_int("batch_size", batch_size), toks.shape[0])
+    b = min(check_positive_int("batch_size", batch_size), toks.shape[0])  # a batch of every sequence at most
+    _check_fit_memory(1, k * lm.config.d_model + (check_positive_int("d_key", d_key) + check_positive_int(
+        "d_value", d_value)) * lm.n_symbols, 0, steps * (b + 1))
     key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,
                                                                                                  minimum=0)), 3)
     batches = jax.vmap(lambda kk: jax.random.permutation(kk, toks.shape[0])[:b])(jax.random.split(key_batches, steps))

@@ -22,6 +22,7 @@ trained jointly with Adam (full batch), best of ``n_restarts`` by training loss.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,9 +34,9 @@ import optax
 from simlm._optim import minimise
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.checks import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_memory, check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import ChainInference
-from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, check_position
+from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, check_position, check_task
 
 
 # ---- features -----------------------------------------------------------------------------------
@@ -45,6 +46,8 @@ def task_features(lm, tokens, position, *, log: bool = False) -> jax.Array:
     ``"prepended"`` or ``"next"``, or a task carrying one.  Works for any LM with
     ``prepended_mask_logprobs`` / ``next_token_logprobs`` (WorldLM, PerturbedLM, TransformerLM)."""
     position = check_position(getattr(position, "position", position))
+    _check_lm(lm, "prepended_mask_logprobs" if position == "prepended" else "next_token_logprobs")
+    _check_log(log)
     toks, _ = check_tokens(tokens, lm.n_symbols)
     if position == "prepended":
         out = jnp.asarray(lm.prepended_mask_logprobs(toks))
@@ -52,6 +55,18 @@ def task_features(lm, tokens, position, *, log: bool = False) -> jax.Array:
         extended = np.concatenate([toks, _possible_next_token(lm, toks)[:, None]], axis=1)
         out = jnp.asarray(lm.next_token_logprobs(extended))[:, -1]
     return out if log else jnp.exp(out)
+
+
+def _check_lm(lm, *methods) -> None:
+    """:class:`ConfigError` naming ``lm`` unless it is a language model with one of ``methods``."""
+    if not isinstance(getattr(lm, "n_symbols", None), (int, np.integer)) or not any(hasattr(lm, m) for m in methods):
+        raise ConfigError(f"lm: expected a language model with {' or '.join(methods)} (WorldLM, PerturbedLM, "
+                          f"TransformerLM), got {type(lm).__name__}")
+
+
+def _check_log(log) -> None:
+    if not isinstance(log, (bool, np.bool_)):
+        raise ConfigError(f"log: expected True or False, got {log!r}")
 
 
 def _possible_next_token(lm, toks) -> np.ndarray:
@@ -69,6 +84,8 @@ def attention_features(lm, tokens, *, log: bool = False) -> jax.Array:
     """Per-position predicted laws ``(n, T, V)``: row t is p(x_t = · | x_−t) for a masked LM (an LM with
     ``masked_token_logprobs`` whose ``config`` is not causal — WorldLM and PerturbedLM count as masked),
     else p(x_{t+1} = · | x_≤t), the causal next-token law after the prefix ending at t."""
+    _check_lm(lm, "masked_token_logprobs", "next_token_logprobs")
+    _check_log(log)
     toks, _ = check_tokens(tokens, lm.n_symbols)
     config = getattr(lm, "config", None)
     if hasattr(lm, "masked_token_logprobs") and not getattr(config, "causal", False):
@@ -82,13 +99,19 @@ def attention_features(lm, tokens, *, log: bool = False) -> jax.Array:
 # ---- input checks -------------------------------------------------------------------------------
 
 def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
-    f = np.asarray(features, np.float32)
+    raw = np.asarray(features)
+    if raw.dtype.kind not in "biuf":
+        raise ConfigError(f"{name}: expected real numbers, got dtype {raw.dtype}")
+    with np.errstate(over="ignore"):
+        f = raw.astype(np.float32)
     if f.ndim != ndim or min(f.shape, default=0) == 0:
         want = "(n, V)" if ndim == 2 else "(n, T, V)"
         raise ShapeError(f"{name}: expected a non-empty array of shape {want}, got {f.shape}")
-    if not np.all(np.isfinite(f)):
+    if not np.all(np.isfinite(raw)):
         raise ConfigError(f"{name}: has non-finite entries (log-probabilities of impossible tokens?); "
                           "use probabilities")
+    if not np.all(np.isfinite(f)):
+        raise ConfigError(f"{name}: has entries beyond the float32 range the heads compute in")
     return f
 
 
@@ -96,12 +119,21 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
     y = np.asarray(labels)
     if y.shape != (n,):
         raise ShapeError(f"{name}: expected shape ({n},) to match the {n} feature rows, got {y.shape}")
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # 0.0/1.0 labels are class ids
     if not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(f"{name}: expected integer class ids, got dtype {y.dtype}")
     if y.min() < 0 or y.max() >= n_classes:
         raise ConfigError(f"{name}: class id {int(y.min() if y.min() < 0 else y.max())} is outside "
                           f"[0, n_classes = {n_classes})")
     return y.astype(np.int32)
+
+
+def check_l2(l2) -> float:
+    """The ridge weight: 0 or a positive finite number."""
+    if isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, (bool, np.bool_)) and l2 == 0:
+        return 0.0
+    return check_positive("l2", l2)
 
 
 def _standardiser(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,10 +221,11 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
-    if method not in _LINEAR_METHODS:
+    if not isinstance(method, str) or method not in _LINEAR_METHODS:
         raise ConfigError(f"method: expected one of {tuple(_LINEAR_METHODS)}, got {method!r}")
     steps = _LINEAR_METHODS[method] if steps is None else check_positive_int("steps", steps)
-    l2 = 0.0 if l2 == 0 else check_positive("l2", l2)
+    check_memory("steps", steps, what="the loss per step")
+    l2 = check_l2(l2)
     mean, scale = _standardiser(f)
     (W, b), losses = _fit_linear(jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2),
                                  jnp.float32(check_positive("lr", lr)),
@@ -287,7 +320,13 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     f = check_features(features, 3)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
-    l2 = 0.0 if l2 == 0 else check_positive("l2", l2)
+    l2 = check_l2(l2)
+    R, d_key, d_value = (check_positive_int(k, v) for k, v in (("n_restarts", n_restarts), ("d_key", d_key),
+                                                                 ("d_value", d_value)))
+    n, T, F = f.shape
+    check_memory("n_restarts, d_key, d_value, steps", 4 * R * (n * (T + F + d_value) + (d_key + d_value) * F
+                                                              + check_positive_int("steps", steps)),
+                 what="the restarts' parameters, activations and losses")
     mean, scale = _standardiser(f)
     params, losses, final = _fit_attention(
         jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
@@ -323,7 +362,18 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
     the labels stay those of x_1:T, and the Bayes ceiling of the test set is computed
     (:func:`~simlm.downstream.tasks.bayes_ceiling`, seeded by ``seed``)."""
 
+    task = check_task(task, world)
+    _check_lm(lm, "masked_token_logprobs", "next_token_logprobs")
+    if lm.n_symbols != world.n_symbols:
+        raise ShapeError(f"lm: has {lm.n_symbols} symbols but the world {world.n_symbols}")
+    fit = fit_attention_head if isinstance(task, MemoryTask) else fit_linear_head
+    allowed = set(inspect.signature(fit).parameters) - {"features", "labels", "n_classes", "seed"}
+    if unknown := sorted(set(head_options) - allowed):
+        raise ConfigError(f"{unknown[0]}: not an option of {fit.__name__}; the options are {sorted(allowed)}")
+
     def split(data, name):
+        if isinstance(data, tuple) and len(data) != 2:
+            raise ConfigError(f"{name}: expected tokens (n, T) or a pair (tokens, labels), got a tuple of {len(data)}")
         toks, labels = data if isinstance(data, tuple) else (data, None)
         return check_tokens(toks, world.n_symbols, name)[0], labels
 
@@ -349,4 +399,4 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
 
 __all__ = ["task_features", "attention_features", "LinearHead", "fit_linear_head", "AttentionHead",
            "fit_attention_head", "HeadTuningResult", "head_tuning", "adam_restarts", "check_features",
-           "check_labels"]
+           "check_labels", "check_l2"]

@@ -40,9 +40,9 @@ from flax import nnx
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.transformer import TransformerLM, prepended_mask_inputs
 from simlm.worlds import prompting
-from simlm.checks import check_positive, check_positive_int, check_tokens
+from simlm.checks import check_memory, check_positive, check_positive_int, check_tokens
 from simlm.worlds.hmm import HMM
-from simlm.downstream.heads import LinearHead, _xent, adam_restarts, check_labels
+from simlm.downstream.heads import LinearHead, _xent, adam_restarts, check_l2, check_labels
 
 
 # ---- the exact prompted posterior ---------------------------------------------------------------
@@ -131,6 +131,23 @@ def _check_common(tokens, labels, n_symbols, k, n_classes):
     return toks, check_labels(labels, toks.shape[0], C), k, C
 
 
+def _check_test(test, n_symbols, n_classes):
+    """``test``: None or a pair (tokens, labels), checked before the fit rather than after it."""
+    if test is None:
+        return None
+    if not isinstance(test, (tuple, list)) or len(test) != 2:
+        raise ConfigError(f"test: expected None or a pair (tokens, labels), got {type(test).__name__} {test!r:.60}")
+    toks, _ = check_tokens(test[0], n_symbols, "test tokens")
+    return toks, check_labels(test[1], toks.shape[0], n_classes, "test labels")
+
+
+def _check_fit_memory(n_restarts, n_params, n_activations, steps) -> None:
+    """Refuse restarts × (parameters with their Adam state, activations) × steps that cannot fit."""
+    R = check_positive_int("n_restarts", n_restarts)
+    check_memory("k, n_restarts, steps", R * (16 * n_params + 4 * n_activations + check_positive_int("steps", steps)),
+                 what="the restarts' parameters, optimiser state, activations and losses")
+
+
 def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n_restarts: int = 4,
                      steps: int = 300, seed: int = 0, lr: float = 0.05, l2: float = 1e-4,
                      test=None) -> ExactPromptResult:
@@ -140,6 +157,9 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     ``n_restarts`` by training loss (cross-entropy + (l2/2)‖W‖²).  ``test=(tokens, labels)`` is scored."""
     _check_world(world)
     toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
+    test, l2 = _check_test(test, world.n_symbols, C), check_l2(l2)
+    K, V = world.n_states, world.n_symbols
+    _check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
     world.prepended_state_posterior(toks)  # raises ZeroProbabilityError for an impossible sequence
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
     U, W, b, mean, sd, losses, final, train_features = _fit_exact(
@@ -225,6 +245,10 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
         raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
     toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
     toks = _check_transformer_tokens(lm, toks, k)
+    test, l2 = _check_test(test, lm.n_symbols, C), check_l2(l2)
+    if test is not None:
+        _check_transformer_tokens(lm, test[0], k)
+    _check_fit_memory(1, k * lm.config.d_model, 0, steps)
     key_prefix, key_head = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     p, mean, sd, losses, train_features = _fit_transformer(

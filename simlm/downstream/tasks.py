@@ -35,7 +35,8 @@ import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.worlds import hmm_core as core
-from simlm.checks import as_key, as_rng, check_instance, check_positive_int, check_tokens, mean_and_sem
+from simlm.checks import (as_key, as_rng, check_finite, check_instance, check_memory, check_positive_int,
+                          check_real_array, check_tokens, mean_and_sem)
 from simlm.worlds.hmm import HMM, ChainInference
 from simlm.worlds.memory import MemoryHMM
 
@@ -54,7 +55,7 @@ def sparse_label_matrix(seed: int, n_classes: int, n_states: int, *, nnz: int | 
     C = check_positive_int("n_classes", n_classes, minimum=2)
     K = check_positive_int("n_states", n_states)
     nnz = C * _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
-    return _sparse_normal(seed, C * K, nnz).reshape(C, K)
+    return _sparse_normal(seed, C * K, nnz, "n_classes, n_states").reshape(C, K)
 
 
 def sparse_direction(seed: int, n_states: int, nnz: int | None = None) -> np.ndarray:
@@ -62,13 +63,15 @@ def sparse_direction(seed: int, n_states: int, nnz: int | None = None) -> np.nda
     replacement set to N(0, 1) draws (default max(2, K // 2)).  Deterministic in ``seed``."""
     K = check_positive_int("n_states", n_states)
     nnz = _default_nnz(K) if nnz is None else check_positive_int("nnz", nnz)
-    return _sparse_normal(seed, K, nnz)
+    return _sparse_normal(seed, K, nnz, "n_states")
 
 
-def _sparse_normal(seed, size: int, nnz: int) -> np.ndarray:
+def _sparse_normal(seed, size: int, nnz: int, name: str) -> np.ndarray:
     """``(size,)`` zeros with ``nnz`` slots drawn uniformly with replacement set to N(0, 1) draws (a repeated
     slot keeps the last draw)."""
     rng = as_rng(seed)
+    check_memory(name, size, itemsize=8, what="the label weights")
+    check_memory("nnz", nnz, itemsize=16, what="the drawn slots and values")
     out = np.zeros(size)
     out[rng.integers(0, size, size=nnz)] = rng.standard_normal(nnz)
     return out
@@ -80,18 +83,14 @@ def _check_weights(L, mu, what: str) -> tuple[np.ndarray | None, np.ndarray | No
     if (L is None) == (mu is None):
         raise ConfigError("L: give exactly one of L (C×K label matrix) and mu (binary direction)")
     if L is not None:
-        L = np.array(L, dtype=np.float64)
+        L = check_real_array("L", L).copy()
         if L.ndim != 2 or L.shape[0] < 2 or L.shape[1] < 1:
             raise ShapeError(f"L: expected a (C, {what}) label matrix with C ≥ 2 classes, got shape {L.shape}")
-        if not np.all(np.isfinite(L)):
-            raise ConfigError("L: has non-finite entries")
         L.setflags(write=False)
         return L, None
-    mu = np.array(mu, dtype=np.float64)
+    mu = check_real_array("mu", mu).copy()
     if mu.ndim != 1 or mu.size < 1:
         raise ShapeError(f"mu: expected a direction of shape ({what},), got {mu.shape}")
-    if not np.all(np.isfinite(mu)):
-        raise ConfigError("mu: has non-finite entries")
     mu.setflags(write=False)
     return None, mu
 
@@ -118,7 +117,9 @@ class _LinearLabels:
 
     def labels_from_posterior(self, posterior) -> np.ndarray:
         """int32 ``(n,)`` labels from posteriors ``(n, K)`` (scores in float64)."""
-        P = np.asarray(posterior, np.float64)
+        P = check_real_array("posterior", posterior)
+        if P.ndim != 2 or P.shape[1] != self.n_hidden:
+            raise ShapeError(f"posterior: expected shape (n, {self.n_hidden}), got {P.shape}")
         if self.L is None:
             return (P @ self.mu >= 0).astype(np.int32)
         return np.argmax(P @ self.L.T, axis=-1).astype(np.int32)
@@ -145,9 +146,13 @@ class PosteriorTask(_LinearLabels):
         object.__setattr__(self, "mu", mu)
         check_position(self.position)
 
+    def check_world(self, world) -> None:
+        """:class:`ConfigError`/:class:`ShapeError` unless ``world`` is an HMM with the task's K states."""
+        _check_world(world, HMM, self.n_hidden, "n_states")
+
     def posteriors(self, world, tokens) -> np.ndarray:
         """``"prepended"``: P(H_0 | x_1:T); ``"next"``: P(H_{T+1} | x_1:T) = P(H_T | x_1:T) A.  (n, K)."""
-        _check_world(world, HMM, self.n_hidden, "n_states")
+        self.check_world(world)
         if self.position == "prepended":
             return np.asarray(world.prepended_state_posterior(_batch(tokens)))
         filt = world.state_posterior(_batch(tokens), smoothed=False)[:, -1]
@@ -169,18 +174,31 @@ class MemoryTask(_LinearLabels):
         object.__setattr__(self, "mu", mu)
         object.__setattr__(self, "cell", check_positive_int("cell", self.cell, minimum=0))
 
-    def posteriors(self, world, tokens) -> np.ndarray:
-        """P(m_cell = v | x_1:T), ``(n, M)``."""
+    def check_world(self, world) -> None:
+        """:class:`ConfigError`/:class:`ShapeError` unless ``world`` is a MemoryHMM with the task's M values
+        and its cell."""
         _check_world(world, MemoryHMM, self.n_hidden, "n_values")
         if self.cell >= world.n_cells:
             raise ConfigError(f"cell: {self.cell} is not a cell of this world (it has {world.n_cells})")
+
+    def posteriors(self, world, tokens) -> np.ndarray:
+        """P(m_cell = v | x_1:T), ``(n, M)``."""
+        self.check_world(world)
         return np.asarray(world.memory_posterior(_batch(tokens))[:, self.cell])
 
 
 def check_position(position) -> str:
-    if position not in POSITIONS:
+    if not isinstance(position, str) or position not in POSITIONS:
         raise ConfigError(f"position: expected one of {POSITIONS}, got {position!r}")
     return position
+
+
+def check_task(task, world):
+    """``task`` if it is a :class:`PosteriorTask` or :class:`MemoryTask` that fits ``world``."""
+    if not isinstance(task, (PosteriorTask, MemoryTask)):
+        raise ConfigError(f"task: expected a PosteriorTask or a MemoryTask, got {type(task).__name__}")
+    task.check_world(world)
+    return task
 
 
 def _check_world(world, cls, size: int, attr: str) -> None:
@@ -199,7 +217,7 @@ def _batch(tokens):
 # ---- construction with a non-degenerate probe ---------------------------------------------------
 
 def _redraw(make, labels_of, seed, n_classes, min_class_fraction, max_tries):
-    frac = float(min_class_fraction)
+    frac = check_finite("min_class_fraction", min_class_fraction)
     if not 0 <= frac <= 1 / n_classes:
         raise ConfigError(f"min_class_fraction: expected a number in [0, 1/{n_classes}], got {min_class_fraction!r}")
     seed = check_positive_int("seed", seed, minimum=0)
@@ -257,6 +275,7 @@ def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.
     """``(tokens (n, T) int32, labels (n,) int32)``: T = ``length`` tokens from the world, labelled by the
     exact posterior of those tokens.  For a ``"prepended"`` task T + 1 tokens are drawn and x_0 dropped,
     so the tokens are x_1..x_T with H_0 ~ π before them (see the module docstring)."""
+    check_task(task, world)
     n = check_positive_int("n", n)
     T = check_positive_int("length", length)
     prepended = isinstance(task, PosteriorTask) and task.position == "prepended"
@@ -310,6 +329,8 @@ def _continue(predicted, transition, emission, key, n_continuations: int, n_new:
     bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     rng = np.random.default_rng(np.asarray(bits, np.uint32).ravel().tolist())
     n = predicted.shape[0]
+    check_memory("n_continuations, n_new", n * n_continuations * (2 * n_new + 1), what=f"the uniforms of {n} × "
+                 f"{n_continuations} continuations of {n_new} tokens")
     dtype = np.dtype(emission.dtype)
     u_start = rng.random((n, n_continuations), dtype=np.float32).astype(dtype)
     u = rng.random((n_new, 2, n, n_continuations), dtype=np.float32).astype(dtype)
@@ -322,6 +343,8 @@ def sample_continuations(world, prefix, n_new: int, key, *, n_continuations: int
     The hidden state after the prefix is drawn from the predicted law p(h_{T'+1} | x_1:T') = p(h_T' | x_1:T') A
     (forward filter), then the chain runs forward, all (n, R) chains at once.  ``task`` picks the chain
     that generated the prefix (:func:`data_chain`: the ``"prepended"`` data start from πA)."""
+    if task is not None:
+        check_task(task, world)
     params = data_chain(world, task)
     toks, _ = check_tokens(prefix, params[2].shape[1], "prefix")
     pred, steps = _predicted_state(*params, jnp.asarray(toks))
@@ -341,7 +364,7 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     frequencies is biased *upward* by O(1/√R) where classes are close, so the estimate errs towards a
     ceiling (an upper bound), never towards a floor.  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the
     prior law of the chain."""
-    params = data_chain(world, task)
+    params = data_chain(world, check_task(task, world))
     toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
     n, T = toks.shape
     if isinstance(visible_length, (bool, np.bool_)) or not isinstance(visible_length, (int, np.integer)) \
@@ -360,9 +383,9 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     full = np.concatenate([np.broadcast_to(toks[:, None, :T_vis], (n, R, T_vis)), cont], axis=-1)
     y = task.labels(world, full.reshape(n * R, T)).reshape(n, R)
     freq = np.stack([(y == c).mean(axis=1) for c in range(task.n_classes)], axis=1)
-    return mean_and_sem(freq.max(axis=1))
+    return mean_and_sem(freq.max(axis=1), "tokens_full")
 
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
            "make_posterior_task", "make_memory_task", "sample_task_data", "data_chain",
-           "sample_continuations", "bayes_ceiling", "check_position"]
+           "sample_continuations", "bayes_ceiling", "check_position", "check_task"]

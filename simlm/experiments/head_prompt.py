@@ -43,8 +43,12 @@ initialisation; the world of each size is one draw (``world_seed``), shared by t
 
 Results store.  ``<out>/<experiment>.cells.jsonl`` gets one line per finished cell — a (world, seed,
 level) with level "oracle", "eps<=<target>" or "final" — holding its records; a rerun with the same
-``--out`` and config skips finished cells (a torn last line is dropped), training resumes from the
-trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.json`` (all records, the
+``--out`` and config skips finished cells (a torn last line is dropped; any other line that is not a
+finished cell is dropped with a warning, the damaged file kept as ``cells.jsonl.corrupt-<n>``), training
+resumes from the trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.config.json``
+keeps the directory to one config: options are all checked before it is written, a run that fails before
+storing a cell removes it again, and a corrupt one is restored from ``<experiment>.json`` (or the error
+says how to recover).  ``<out>/<experiment>.json`` (all records, the
 per-group summary, the training ladders, times; written to a temporary file and renamed) and
 ``<out>/<experiment>.png`` are rewritten at the end of every run.
 
@@ -67,7 +71,6 @@ rerun of a finished store takes well under a second before plotting.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
@@ -83,9 +86,11 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_exact_prompt, fit_transformer_attention_prompt,
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
+from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
+from simlm.experiments._cli import Parser, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
-from simlm.experiments.store import CellStore, claim
+from simlm.experiments.store import CellStore, claim, release, results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
@@ -96,6 +101,15 @@ from simlm.worlds import HMM, MemoryHMM
 EXPERIMENTS = ("experiment1", "experiment2")
 ANALYTIC_KINDS = tuple(k for k in KINDS if k != "task-adversarial")  # the families that need no direction
 EVAL_SEED, EVAL_SEQUENCES = 2**20, 64  # the held-out set of every reported ε (the trainer's own)
+#: the largest seed: seed s also seeds 1000 s + 3.
+MAX_SEED = (2**63 - 4) // 1000
+
+
+def _seed(s) -> int:
+    s = check_positive_int("seeds", s, minimum=0)
+    if s > MAX_SEED:
+        raise ConfigError(f"seeds: {s} is too large; seeds go up to {MAX_SEED} (seed s also seeds 1000 s + 3)")
+    return s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,15 +146,37 @@ class Config:
     eval_every: int = 100
 
     def __post_init__(self):
-        if not 1 <= self.visible_length <= self.label_length:
+        """Every field checked here (and the training configs built), so that a bad value stops a run
+        before it claims its results directory."""
+        for name, low in (("n_symbols", 2), ("n_syntactic", 1), ("world_seed", 0), ("label_length", 1),
+                          ("n_train", 2), ("n_test", 2), ("n_continuations", 1), ("prompt_length", 1),
+                          ("exact_prompt_steps", 1), ("transformer_prompt_steps", 1), ("memory_prompt_batch", 1),
+                          ("attention_steps", 1), ("d_model", 1), ("n_layers", 1), ("n_heads", 1), ("batch_size", 1),
+                          ("max_steps", 1), ("eval_every", 1)):
+            check_positive_int(name, getattr(self, name), minimum=low)
+        if not 1 <= check_positive_int("visible_length", self.visible_length) <= self.label_length:
             raise ConfigError(f"visible_length: expected 1 ≤ T' ≤ label_length = {self.label_length}, "
                               f"got {self.visible_length}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"temperature: expected a positive finite number, got {self.temperature!r}")
-        if self.analytic is not None and self.analytic not in ANALYTIC_KINDS:
+        check_positive("temperature", self.temperature)
+        check_positive("learning_rate", self.learning_rate)
+        if self.analytic is not None and (not isinstance(self.analytic, str) or self.analytic not in ANALYTIC_KINDS):
             raise ConfigError(f"analytic: expected None or one of {', '.join(ANALYTIC_KINDS)}, got {self.analytic!r}")
-        for name in ("n_states", "n_slots", "seeds", "targets"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.trained, (bool, np.bool_)):
+            raise ConfigError(f"trained: expected True or False, got {self.trained!r}")
+        # tasks need two hidden values to label; seed s also seeds 1000 s + 3, which must stay below 2**63
+        for name, check in (("n_states", lambda v: check_positive_int("n_states", v, minimum=2)),
+                            ("n_slots", lambda v: check_positive_int("n_slots", v, minimum=2)),
+                            ("seeds", _seed), ("targets", lambda v: check_positive("targets", v))):
+            value = getattr(self, name)
+            values = tuple(check(v) for v in (value if isinstance(value, (list, tuple, np.ndarray)) else (value,)))
+            if not values or len(set(values)) != len(values):
+                raise ConfigError(f"{name}: expected one or more distinct values, got {value!r}")
+            object.__setattr__(self, name, values)
+        # the task tokens, before the directory is claimed (a request too large to sample can abort the process)
+        check_memory("n_train, n_test, label_length", (self.n_train + self.n_test) * (self.label_length + 1),
+                     what="the task tokens of one seed")
+        if self.trained:
+            _train_configs(self, "hmm")
 
 
 #: ``--quick``: |H| ∈ {8, 15} (experiment 2: M = 2, i.e. one memory and one vanilla world), one seed, T' = 6
@@ -262,8 +298,8 @@ def readout_epsilon(lm, world, kind: str, x) -> float:
     return exact_prepended_epsilon(world, lm, x)[0]
 
 
-def train_world(world, kind: str, config: Config, run_dir: Path):
-    """Train the seeds of one world together (a vmapped ensemble) down the ε ladder; resumable."""
+def _train_configs(config: Config, kind: str) -> tuple[TransformerConfig, TrainConfig]:
+    """The transformer and its training for the worlds of ``kind``."""
     seq_len = config.visible_length + (kind == "hmm")  # (MASK, x_1:T') for the prepended readout
     model = TransformerConfig(n_symbols=config.n_symbols, d_model=config.d_model, n_layers=config.n_layers,
                               n_heads=config.n_heads, max_len=seq_len, causal=False)
@@ -271,7 +307,12 @@ def train_world(world, kind: str, config: Config, run_dir: Path):
                      batch_size=config.batch_size, seq_len=seq_len, max_steps=config.max_steps,
                      learning_rate=config.learning_rate, warmup_steps=min(100, config.max_steps // 10),
                      eval_every=config.eval_every, eval_seed=EVAL_SEED, eval_sequences=EVAL_SEQUENCES)
-    return train(world, model, tc, run_dir, progress=False)
+    return model, tc
+
+
+def train_world(world, kind: str, config: Config, run_dir: Path):
+    """Train the seeds of one world together (a vmapped ensemble) down the ε ladder; resumable."""
+    return train(world, *_train_configs(config, kind), run_dir, progress=False)
 
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -282,15 +323,45 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     "training", "new_cells", "skipped_cells", "cell_seconds", "machine", "files", "time_s"}`` —
     ``time_s`` this call's wall time, ``cell_seconds`` the sum over every stored cell (all runs)."""
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    claim(out / f"{experiment}.config.json", dataclasses.asdict(config))
+    check_instance("config", config, Config, "a head_prompt.Config")
+    specs = worlds(experiment, config)  # everything is checked before the directory is claimed
+    out = results_dir(out)
+    config_path = out / f"{experiment}.config.json"
+    fresh = not config_path.exists()
+    claim(config_path, dataclasses.asdict(config), backup=out / f"{experiment}.json")
     store = CellStore(out / f"{experiment}.cells.jsonl")
+    try:
+        new, skipped = _sweep(experiment, specs, config, out, store, log)
+    except BaseException:
+        if fresh and not len(store):  # nothing was stored: leave the directory free for a corrected rerun
+            release(config_path)
+        raise
+    records = store.records()
+    training = {e.get("world"): {"ladder": e["ladder"], "final_step": e.get("final_step"),
+                                 "seconds": e.get("seconds", 0.0)}
+                for e in store.cells.values() if isinstance(e.get("ladder"), list)}
+    payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
+                         "summary": summarise(records), "training": training, "new_cells": new,
+                         "skipped_cells": skipped,
+                         "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
+                         "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
+    payload["files"] = [str(out / f"{experiment}.json")]
+    try:
+        payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
+    except ImportError as e:  # matplotlib is the optional extra "plots"
+        log(f"no plot: {e} (pip install -e '.[plots]')")
+    payload["time_s"] = time.perf_counter() - started
+    write_json_atomic(out / f"{experiment}.json", payload)
+    return payload
+
+
+def _sweep(experiment, specs, config: Config, out: Path, store: CellStore, log) -> tuple[int, int]:
+    """Compute and store every cell of ``specs`` not yet in ``store``; ``(new cells, skipped cells)``."""
     analytic = [f"eps={t:g}" for t in config.targets] if config.analytic else []
     trained = [f"eps<={t:g}" for t in config.targets] + ["final"] if config.trained else []
     levels = ["oracle", *analytic, *trained]
     new = skipped = 0
-    for spec in worlds(experiment, config):
+    for spec in specs:
         name, kind = spec["world"], spec["kind"]
         todo = {(s, lv) for s in config.seeds for lv in levels if _key(name, s, lv) not in store}
         skipped += len(config.seeds) * len(levels) - len(todo)
@@ -355,22 +426,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
                     "epsilon_readout": eps_readout, "train_step": step}
             _finish(store, log, _key(name, s, lv), rows, meta, ctx["shared"], t0)
             new += 1
-    records = store.records()
-    training = {e["world"]: {"ladder": e["ladder"], "final_step": e["final_step"], "seconds": e["seconds"]}
-                for e in store.cells.values() if "ladder" in e}
-    payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
-                         "summary": summarise(records), "training": training, "new_cells": new,
-                         "skipped_cells": skipped,
-                         "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
-                         "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
-    payload["files"] = [str(out / f"{experiment}.json")]
-    try:
-        payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
-    except ImportError as e:  # matplotlib is the optional extra "plots"
-        log(f"no plot: {e} (pip install -e '.[plots]')")
-    payload["time_s"] = time.perf_counter() - started
-    write_json_atomic(out / f"{experiment}.json", payload)
-    return payload
+    return new, skipped
 
 
 def experiment1(out="runs/head_prompt", config: Config | None = None, *, quick: bool = False, log=print) -> list[dict]:
@@ -405,8 +461,17 @@ def _fmt_eps(best: dict) -> str:
 
 # ---- command line --------------------------------------------------------------------------------
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
+#: config fields set by a flag, as the flag (errors name the flag the user typed).
+FLAGS = {name: "--" + name.replace("_", "-") for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length",
+                                                          "targets", "max_steps", "n_train", "n_test", "temperature",
+                                                          "analytic", "out")}
+
+
+def command(argv=None) -> dict:
+    """The command line: parse ``argv``, validate every option (before the results directory is claimed),
+    run or resume the experiment and print its table; return the payload.  Bad input raises
+    :class:`~simlm.errors.SimlmError` (:func:`main` prints it as one line)."""
+    p = Parser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
     p.add_argument("--out", default=None, help="results directory (default runs/head_prompt[_quick])")
@@ -432,11 +497,11 @@ def main(argv=None) -> dict:
             options[name] = getattr(args, name)
     if args.analytic is not None:
         options["analytic"] = None if args.analytic == "none" else args.analytic
-    config = Config(**options)
     if args.full_input:
-        config = dataclasses.replace(config, visible_length=config.label_length)
+        options["visible_length"] = options.get("label_length", Config.label_length)
     if args.no_train:
-        config = dataclasses.replace(config, trained=False)
+        options["trained"] = False
+    config = Config(**options)
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
     print(f"{args.experiment} → {out}")
     payload = run(args.experiment, config, out)
@@ -451,5 +516,10 @@ def main(argv=None) -> dict:
     return payload
 
 
+def main(argv=None) -> int:
+    """Exit status of the command line: 0, or 2 with one line on stderr naming the flag at fault."""
+    return run_main("python -m simlm.experiments.head_prompt", command, argv, FLAGS)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -35,7 +35,6 @@ by the task alone, so comparable across LMs and ε):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -52,13 +51,16 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import brentq
 
+from simlm.checks import check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
+from simlm.experiments._cli import Parser, run_main
+from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.perturbed import perturb_logprobs, perturbed_lm
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
-from simlm.theory.natural_tasks import check_natural_task, lm_epsilon, random_natural_task
+from simlm.theory.natural_tasks import NOISES, check_natural_task, lm_epsilon, random_natural_task
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, LogLinearWorld
@@ -69,6 +71,8 @@ WORLDS = ("loglinear", "loglinear-unstructured", "hmm")
 FEATURES = ("p_f", "Φp_f", "f")
 #: the largest perturbation scale tried before a target ε counts as unreachable for a family.
 S_MAX = 1e4
+#: a calibrated ε further than this (relative) from its target counts as not reached: the row is skipped.
+CALIBRATION_RTOL = 1e-6
 #: B_tau = the smallest grid radius with τ(B) within this many nats of the task's best τ.
 TAU_TOL = 0.01
 B_CHOICES = ("B*", "B_tau")
@@ -100,9 +104,31 @@ class Config:
     max_steps: int = 3000
 
     def __post_init__(self):
-        bad = [w for w in self.worlds if w not in WORLDS] + [k for k in self.kinds if k not in KINDS]
-        if bad:
-            raise ConfigError(f"worlds/kinds: unknown {bad}; worlds are {WORLDS}, kinds {KINDS}")
+        """Every field checked here, so a bad value stops the sweep before it writes anything."""
+        for name, allowed in (("worlds", WORLDS), ("kinds", KINDS), ("noises", NOISES)):
+            values = _tuple(self, name)
+            bad = [v for v in values if not isinstance(v, str) or v not in allowed]
+            if bad or not values:
+                raise ConfigError(f"{name}: expected one or more of {allowed}, got {getattr(self, name)!r}")
+        for name in ("eps_grid", "ce_targets", "quad_targets"):
+            values = tuple(check_positive(name, v) for v in _tuple(self, name))
+            if name == "eps_grid" and not values:
+                raise ConfigError("eps_grid: expected at least one positive ε target")
+            object.__setattr__(self, name, values)
+        for name, low in (("n_symbols", 2), ("n_states", 1), ("dim", 1), ("hmm_states", 1), ("max_length", 1),
+                          ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1)):
+            check_positive_int(name, getattr(self, name), minimum=low)
+        for k in _tuple(self, "prompt_lengths"):
+            check_positive_int("prompt_lengths", k)
+        check_positive("hmm_concentration", self.hmm_concentration)
+
+
+def _tuple(config, name) -> tuple:
+    """Field ``name`` of ``config`` as a tuple (a single value becomes a 1-tuple), stored back."""
+    value = getattr(config, name)
+    value = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else (value,)
+    object.__setattr__(config, name, value)
+    return value
 
 
 QUICK = Config(worlds=("loglinear",), n_symbols=4, n_states=3, dim=4, max_length=2, eps_grid=(1e-3, 1e-2, 0.1),
@@ -143,13 +169,20 @@ def task_prompts(contexts, lengths=(1, 2)) -> list:
 
 def solve_scale(eps_of, target: float, upper: float = S_MAX) -> float:
     """s ∈ (0, upper] with eps_of(s) = target (Brent, to 1e-12 in s), for eps_of increasing from eps_of(0) = 0:
-    bracket by doubling from 1e-3, then Brent.  Raises :class:`ConfigError` if eps_of(upper) < target."""
+    bracket by doubling from 1e-3, then Brent.  Raises :class:`ConfigError` if eps_of(upper) < target, or if
+    eps_of at the solution is not the target within :data:`CALIBRATION_RTOL` (eps_of jumps there — at large
+    scales the perturbed laws underflow and ε(s) is no longer continuous), naming the ε reached."""
+    target = check_positive("eps", target)
     hi = min(1e-3, upper)
     while (top := eps_of(hi)) < target:
         if hi >= upper:
             raise ConfigError(f"eps: {target:g} is unreachable (at most {top:.4g} at scale {hi:g})")
         hi = min(2 * hi, upper)
-    return brentq(lambda s: eps_of(s) / target - 1.0, 0.0, hi, xtol=1e-15, rtol=1e-12)
+    s = brentq(lambda s: eps_of(s) / target - 1.0, 0.0, hi, xtol=1e-15, rtol=1e-12)
+    if not abs((reached := eps_of(s)) / target - 1.0) <= CALIBRATION_RTOL:
+        raise ConfigError(f"eps: {target:g} is not reached: the calibration ends at ε = {reached:.6g} (scale {s:.6g}), "
+                          f"off by more than the relative tolerance {CALIBRATION_RTOL:g}")
+    return s
 
 
 def analytic_family(kind, world, contexts, phi, rng, seed):
@@ -176,10 +209,16 @@ def analytic_family(kind, world, contexts, phi, rng, seed):
 def analytic_lms(world, contexts, phi, config: Config, skipped: list):
     """Yield ``(labels, lm)`` for every analytic kind × target in ``config.eps_grid``: ``lm`` is ``(S, V)``
     laws for the perturbed kinds, a :class:`SoftmaxContextLM` for ``theta-noise``/``quad-noise``.
-    Unreachable targets are appended to ``skipped``."""
+    Targets not reached — beyond the family's range, or off by more than :data:`CALIBRATION_RTOL` after
+    solving — and every target of a family that cannot be built on this world are appended to ``skipped``
+    with the reason (and the ε reached), never yielded under the target's label."""
     rng = np.random.default_rng(config.seed)
     for kind in config.kinds:
-        make_lm, eps_of, calibrated = analytic_family(kind, world, contexts, phi, rng, config.seed)
+        try:
+            make_lm, eps_of, calibrated = analytic_family(kind, world, contexts, phi, rng, config.seed)
+        except ConfigError as e:  # the family cannot be built on this world (e.g. no rare words)
+            skipped += [{"lm": kind, "target_eps": target, "why": str(e)} for target in config.eps_grid]
+            continue
         family = "analytic-laws" if kind in LAW_KINDS else "analytic-softmax"
         upper = 1.0 - 1e-12 if kind == "uniform-mixture" else S_MAX
         for target in config.eps_grid:
@@ -298,6 +337,7 @@ def run(config: Config = Config(), run_root=None, *, train_lms: bool = True, log
     """The whole sweep: ``{"config", "rows", "log_partition", "training", "skipped", "violations",
     "time_s"}``; transformer checkpoints go under ``run_root`` (default a temporary directory)."""
     started = time.perf_counter()
+    check_instance("config", config, Config, "a natural_tasks.Config")
     run_root = Path(tempfile.mkdtemp(prefix="simlm-natural-") if run_root is None else run_root)
     rows, lp, training, skipped = [], [], [], []
     for world_name in config.worlds:
@@ -471,14 +511,22 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
+#: config fields set by a flag, as the flag (errors name the flag the user typed).
+FLAGS = {"eps_grid": "--eps", "worlds": "--worlds", "noises": "--noise", "max_steps": "--max-steps", "out": "--out",
+         "figure": "--figure"}
+
+
+def command(argv=None) -> dict:
+    """The command line: parse ``argv``, validate every option and the output paths, run the sweep, write
+    results.json and the PNGs, print the summary; return the result.  Bad input raises
+    :class:`~simlm.errors.SimlmError` before anything is computed (:func:`main` prints it as one line)."""
+    p = Parser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny sweep (one world, S = 21 contexts), well under 60 s")
     p.add_argument("--out", default="runs/natural_tasks", help="directory for results.json, the PNGs and checkpoints")
     p.add_argument("--figure", default=None, help="also copy the summary figure here (e.g. docs/natural_tasks.png)")
     p.add_argument("--worlds", nargs="+", choices=WORLDS, default=None)
-    p.add_argument("--eps", nargs="+", type=float, default=None, help="the analytic ε targets (nats)")
-    p.add_argument("--noise", nargs="+", choices=("sign", "logistic"), default=None)
+    p.add_argument("--eps", nargs="+", type=float, default=None, help="the analytic ε targets (nats, > 0)")
+    p.add_argument("--noise", nargs="+", choices=NOISES, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="training budget per objective")
     p.add_argument("--no-train", action="store_true", help="analytic LMs only")
     args = p.parse_args(argv)
@@ -486,8 +534,15 @@ def main(argv=None) -> dict:
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(args.out)
+    figure = None if args.figure is None else Path(args.figure)
+    if figure is not None:  # checked now, not after the sweep
+        try:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"figure: cannot write {figure} ({err.strerror or err})") from None
+        if figure.is_dir():
+            raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
     result = run(config, out / "checkpoints", train_lms=not args.no_train)
     print(summary(result))
     for s in result["skipped"]:
@@ -503,13 +558,17 @@ def main(argv=None) -> dict:
     except ImportError as e:  # matplotlib is the optional extra "plots"
         paths = []
         print(f"no plots: {e} (pip install -e '.[plots]')")
-    if args.figure and paths:
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "natural_tasks.png", args.figure)
+    if figure is not None and paths:
+        shutil.copyfile(out / "natural_tasks.png", figure)
     print(f"wrote {', '.join(str(q) for q in [out / 'results.json', *paths])}")
     print(f"time: {result['time_s']:.1f} s")
     return result
 
 
+def main(argv=None) -> int:
+    """Exit status of the command line: 0, or 2 with one line on stderr naming the flag at fault."""
+    return run_main("python -m simlm.experiments.natural_tasks", command, argv, FLAGS)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

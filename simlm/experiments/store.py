@@ -1,39 +1,52 @@
-"""The results store shared by the experiments: an append-only cell store that a rerun resumes from, and
-the config claim that keeps one store to one config."""
+"""The results store shared by the experiments: an append-only cell store that a rerun resumes from, the
+config claim that keeps one store to one config, and the results directory itself."""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
-
-from simlm.jsonio import claim_json, jsonable
+from simlm.errors import ConfigError
+from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 
 
 class CellStore:
     """Append-only JSONL of finished cells, ``{"cell": key, "records": [...], **info}`` per line.
 
-    Each line is written whole, flushed and fsynced; a torn last line (an interrupted write) is dropped
-    on opening, so the file only ever holds finished cells and a rerun skips exactly those."""
+    Each line is written whole, flushed and fsynced, so an interruption can only leave a torn last line:
+    it is dropped on opening and its cell recomputed.  Any other line that is not a finished cell (not
+    UTF-8, not JSON, not an object with a string ``cell`` and a list of record objects) is dropped with a
+    warning, after the original file is copied to ``<name>.corrupt-<n>``; a finished cell is never
+    dropped, even one whose newline was lost."""
 
     def __init__(self, path):
         self.path, self.cells = Path(path), {}
         if not self.path.exists():
             return
-        text, good = self.path.read_text(), []
-        for line in text.splitlines(keepends=True):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if line.endswith("\n"):
+        try:
+            raw = self.path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"out: cannot read the results store {self.path} ({err.strerror or err})") from None
+        good, garbage = [], 0
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines):
+            entry = _cell(line)
+            if entry is not None:
                 self.cells[entry["cell"]] = entry
-                good.append(line)
-        if "".join(good) != text:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(good))
-            os.replace(tmp, self.path)
+                good.append(line + b"\n")
+            elif line.strip() and i < len(lines) - 1:  # the last piece has no newline: a torn write
+                garbage += 1
+        if b"".join(good) == raw:
+            return
+        if garbage:
+            backup = _free_name(self.path, ".corrupt-")
+            backup.write_bytes(raw)
+            warnings.warn(f"{self.path}: dropped {garbage} corrupt line(s) that are not finished cells (their cells "
+                          f"will be recomputed); {len(self.cells)} finished cells kept; the original file is "
+                          f"saved as {backup}", RuntimeWarning, stacklevel=2)
+        _replace_bytes(self.path, b"".join(good))
 
     def __contains__(self, key: str) -> bool:
         return key in self.cells
@@ -43,8 +56,8 @@ class CellStore:
 
     def add(self, key: str, records: list, **info) -> None:
         entry = jsonable({"cell": key, "records": records, **info})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.cells[key] = entry
@@ -54,12 +67,81 @@ class CellStore:
         return [r for entry in self.cells.values() for r in entry["records"]]
 
 
-def claim(path, config: dict) -> None:
+def _cell(line: bytes):
+    """The finished cell on ``line``, or None if it is not one."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
+          and all(isinstance(r, dict) for r in entry["records"]))
+    return entry if ok else None
+
+
+def _free_name(path: Path, infix: str) -> Path:
+    n = 1
+    while (candidate := path.with_name(f"{path.name}{infix}{n}")).exists():
+        n += 1
+    return candidate
+
+
+def _replace_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def results_dir(out) -> Path:
+    """``out`` as a directory that exists (created if needed), or :class:`ConfigError` naming ``out``."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"out: cannot use {out} as the results directory ({err.strerror or err})") from None
+    return out
+
+
+def claim(path, config: dict, *, backup=None) -> None:
     """A results directory belongs to one config: write ``config`` to ``path`` on first use, and raise
-    :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there."""
+    :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there.  A corrupt
+    ``path`` is restored from the ``"config"`` entry of ``backup`` (the results JSON a finished run wrote,
+    holding the same config) with a warning, the corrupt file kept as ``<name>.corrupt-<n>``; without one,
+    the error names the file and the way to recover."""
     path = Path(path)
+    fix = (f"if you know the command that started {path.parent}, delete {path} and rerun exactly that command "
+           "(its finished cells are reused); otherwise use another --out")
+    if path.exists():
+        try:
+            if not isinstance(read_json(path, what="out", fix=fix), dict):
+                raise ConfigError(f"out: {path} is corrupt (not a JSON object); {fix}")
+        except ConfigError:
+            saved = _saved_config(backup)
+            if saved is None:
+                raise
+            kept = _free_name(path, ".corrupt-")
+            os.replace(path, kept)
+            write_json_atomic(path, saved)
+            warnings.warn(f"{path} was corrupt; restored it from the config in {backup} (the corrupt file is "
+                          f"kept as {kept})", RuntimeWarning, stacklevel=2)
     claim_json(path, jsonable(config), owner=f"out: {path.parent} holds results of a different config",
                fix="use another --out")
 
 
-__all__ = ["CellStore", "claim"]
+def _saved_config(results) -> dict | None:
+    """The ``"config"`` object of the JSON file ``results``, or None if there is no readable one."""
+    try:
+        saved = read_json(results)["config"] if results is not None and Path(results).exists() else None
+    except (ConfigError, TypeError, KeyError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def release(path) -> None:
+    """Undo :func:`claim` for a run that stored nothing, so that a corrected rerun may use the directory."""
+    Path(path).unlink(missing_ok=True)
+
+
+__all__ = ["CellStore", "claim", "release", "results_dir"]

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
-from simlm.checks import check_instance, check_positive, check_positive_int, check_tokens
+from simlm.checks import check_instance, check_positive, check_positive_int, check_real_array, check_tokens
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import ChainInference
@@ -81,10 +81,7 @@ _prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(pr
 
 
 def _check_mu(mu, K: int) -> np.ndarray:
-    try:
-        m = np.asarray(mu, np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"mu: expected a numeric task vector of shape ({K},), got {type(mu).__name__}") from None
+    m = check_real_array("mu", mu)  # a real numeric task vector: no strings, complex or NaN
     if m.shape != (K,):
         raise ShapeError(f"mu: expected shape ({K},) — one weight per hidden state — got {m.shape}")
     if not np.all(np.isfinite(m)):
@@ -286,7 +283,7 @@ def verify_head(world, mu, b, tokens, *, margin: float = _MARGIN) -> Verificatio
 
 
 def _check_head(b, V):
-    b = np.asarray(b, np.float64)
+    b = check_real_array("b", b)
     if b.shape != (V,):
         raise ShapeError(f"b: expected a head of shape ({V},) over the vocabulary, got {b.shape}")
     return b
@@ -413,7 +410,10 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     if isinstance(features, str) and features == "masked":
         F = p @ B
     elif callable(features):
-        F = np.asarray(features(tokens), np.float64).reshape(n, -1)
+        F = check_real_array("features", features(tokens))
+        if F.ndim < 1 or F.shape[0] != n:
+            raise ShapeError(f"features: the callable returned shape {F.shape}, expected ({n}, d) (one row per sequence)")
+        F = F.reshape(n, -1)
     else:
         raise ConfigError(f"features: expected 'masked' or a callable tokens → (n, d), got {features!r}")
     i1, i0 = np.flatnonzero(y), np.flatnonzero(~y)

@@ -17,8 +17,8 @@ import numpy as np
 from simlm.errors import ConfigError, ShapeError
 from simlm.models.finite import SoftmaxContextLM
 from simlm.theory._convex import logistic_loss, ridge_logistic, zero_one_error
-from simlm.theory.natural_tasks import NaturalTask, _check_contexts, _softmax, lm_laws
-from simlm.checks import as_rng, check_positive, check_positive_int
+from simlm.theory.natural_tasks import NaturalTask, _check_contexts, _check_task, _softmax, lm_laws
+from simlm.checks import as_rng, check_memory, check_positive, check_positive_int, check_real_array
 
 GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
 
@@ -46,11 +46,15 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
     """Fit log Z_θ = logsumexp(Φᵀθ) by a quadratic and Φp_θ = ∇_θ log Z_θ by an affine map over the
     rows of ``theta (n, d)``.  If log Z were exactly quadratic, Φp_θ = Aθ + b: a linear probe on the
     conditional-mean features Φp_f is then one on f, and conversely when A is invertible."""
-    t, phi = np.asarray(theta, np.float64), np.asarray(phi, np.float64)
-    if t.ndim != 2 or phi.ndim != 2 or t.shape[1] != phi.shape[0]:
-        raise ShapeError(f"theta, phi: expected (n, d) and (d, V), got {t.shape} and {phi.shape}")
+    t, phi = check_real_array("theta", theta), check_real_array("phi", phi)
+    if t.ndim != 2 or phi.ndim != 2 or t.shape[1] != phi.shape[0] or 0 in t.shape or 0 in phi.shape:
+        raise ShapeError(f"theta, phi: expected non-empty (n, d) and (d, V), got {t.shape} and {phi.shape}")
     n, d = t.shape
-    z = t @ phi
+    with np.errstate(over="ignore", invalid="ignore"):
+        z, square = t @ phi, np.square(np.abs(t).max())
+    if not (np.all(np.isfinite(z)) and np.isfinite(square)):
+        raise ConfigError("theta: so large that the logits Φᵀθ or the products θ_iθ_j of the quadratic fit "
+                          "overflow float64")
     logz = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
     mean = _softmax(z) @ phi.T
     i, j = np.triu_indices(d)
@@ -85,7 +89,8 @@ def compare_probes(contexts, task: NaturalTask, f, phi, *, l2: float = 1e-4) -> 
     """Probe the task on the softmax LM's features f ``(S, d)`` and on its conditional means Φp_f,
     p_f = softmax(Φᵀf); near-equal losses are what a quadratic log-partition predicts."""
     contexts = _check_contexts(contexts)
-    f, phi = np.asarray(f, np.float64), np.asarray(phi, np.float64)
+    task = _check_task(task, contexts)
+    f, phi = check_real_array("f", f), check_real_array("phi", phi)
     lm = SoftmaxContextLM(f, phi)  # validates the shapes
     laws = lm_laws(lm, contexts)
     loss, error = {}, {}
@@ -103,16 +108,18 @@ def random_embeddings(seed, dim: int, n_words: int, geometry: str = "gaussian", 
     ``n_clusters``; ``"heavy-tailed"`` i.i.d. Student-t(``df``)·scale/√dim entries."""
     rng = as_rng(seed)
     d, V = check_positive_int("dim", dim), check_positive_int("n_words", n_words)
+    check_memory("dim, n_words", d * V, itemsize=8, what="the embeddings")
     s = check_positive("scale", scale) / math.sqrt(d)
+    if not isinstance(geometry, str) or geometry not in GEOMETRIES:
+        raise ConfigError(f"geometry: expected one of {GEOMETRIES}, got {geometry!r}")
     if geometry == "gaussian":
         return s * rng.standard_normal((d, V))
     if geometry == "clustered":
-        mu = s * rng.standard_normal((d, check_positive_int("n_clusters", n_clusters)))
+        check_memory("n_clusters", d * check_positive_int("n_clusters", n_clusters), itemsize=8, what="the centres")
+        mu = s * rng.standard_normal((d, n_clusters))
         noise = check_positive("spread", spread) * s * rng.standard_normal((d, V))
         return mu[:, rng.integers(0, n_clusters, V)] + noise
-    if geometry == "heavy-tailed":
-        return s * rng.standard_t(check_positive("df", df), (d, V))
-    raise ConfigError(f"geometry: expected one of {GEOMETRIES}, got {geometry!r}")
+    return s * rng.standard_t(check_positive("df", df), (d, V))  # "heavy-tailed"
 
 
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Mapping, MutableMapping
 from typing import Callable
 
 import numpy as np
 from scipy.special import expit
 
-from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.theory._convex import (LogisticSolution, constrained_logistic, logistic_loss, polish_softmax_fit,
                                   ridge_logistic, softmax_objective, zero_one_error)
-from simlm.checks import as_rng, check_positive, check_stochastic
+from simlm.checks import as_rng, check_finite, check_positive, check_real_array, check_stochastic
 
 #: default grid of B (and B₂): 0.25, 0.5, …, 256.
 B_GRID = 2.0 ** np.arange(-2, 9)
@@ -54,6 +55,7 @@ class NaturalTask:
     label_probs: np.ndarray
     max_length: int
     prompt: tuple | None = None
+    contexts_key: str | None = None  # digest of the contexts the task was built on (see _contexts_key)
 
     @property
     def pos(self) -> np.ndarray:
@@ -71,6 +73,15 @@ def _check_contexts(contexts) -> ContextSet:
     return contexts
 
 
+def _contexts_key(contexts) -> str:
+    """A digest of the contexts' laws and weights: a task built on other contexts (another world with the
+    same V and L) has another key, so it is refused rather than silently scored against these."""
+    h = hashlib.sha256()
+    for a in (contexts.next_token_probs, contexts.weights):
+        h.update(np.ascontiguousarray(a, np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _check_task(task, contexts=None) -> NaturalTask:
     if not isinstance(task, NaturalTask):
         raise ConfigError(f"task: expected a NaturalTask, got {type(task).__name__}")
@@ -80,22 +91,47 @@ def _check_task(task, contexts=None) -> NaturalTask:
     if task.weights.shape != (S,) or task.max_length != contexts.max_length:
         raise ShapeError(f"task: built on {task.weights.shape[0]} contexts of length ≤ {task.max_length}, "
                          f"but these are {S} of length ≤ {contexts.max_length}")
+    if task.contexts_key is not None and task.contexts_key != _contexts_key(contexts):
+        raise ConfigError("task: built on the contexts of another world (their laws or weights differ from these); "
+                          "build the task on these contexts")
     return task
+
+
+def _laws(name: str, laws) -> np.ndarray:
+    """Real finite probability rows (last axis sums to 1 within 1e-5), float64, or a typed error naming
+    ``name`` and the row."""
+    return check_stochastic(name, check_real_array(name, laws, error=DistributionError), atol=1e-5)
+
+
+def _non_negative(name: str, value) -> float:
+    """A real number ≥ 0 (+∞ allowed) as a float, or :class:`ConfigError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not value >= 0:
+        raise ConfigError(f"{name}: expected a number ≥ 0 (+inf allowed), got {value!r}")
+    return float(value)
+
+
+def _distribution(name: str, p, S: int | None = None) -> np.ndarray:
+    p = _laws(name, p)
+    if p.ndim != 1 or (S is not None and p.shape != (S,)):
+        raise ShapeError(f"{name}: expected a distribution over the contexts, shape ({S or 'S'},), got {p.shape}")
+    return p
 
 
 def _task_weights(contexts, prompt, weights) -> tuple[np.ndarray, tuple | None]:
     S, V = contexts.next_token_probs.shape
     base = contexts.weights
     if weights is not None:
-        base = np.asarray(weights, np.float64)
+        base = check_real_array("weights", weights)
         if base.shape != (S,):
             raise ShapeError(f"weights: expected shape ({S},) (one per context), got {base.shape}")
         if not np.all(np.isfinite(base)) or np.any(base < 0) or base.sum() <= 0:
             raise ConfigError("weights: expected finite non-negative weights with a positive sum")
     if prompt is not None:
         p = np.asarray(prompt)
-        if p.ndim != 1 or (p.size and (not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() >= V)):
-            raise TokenError(f"prompt: expected a sequence of token ids in [0, {V}), got {prompt!r}")
+        if p.ndim != 1 or not p.size or not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() >= V:
+            raise TokenError(f"prompt: expected a non-empty sequence of token ids in [0, {V}) (None: every "
+                             f"context), got {prompt!r}")
         prompt = tuple(int(x) for x in p)
         k = len(prompt)
         base = base * np.array([len(s) >= k and s[len(s) - k:] == prompt for s in contexts.prefixes])
@@ -106,7 +142,7 @@ def _task_weights(contexts, prompt, weights) -> tuple[np.ndarray, tuple | None]:
 
 
 def _labels(margins, noise: str) -> np.ndarray:
-    if noise not in NOISES:
+    if not isinstance(noise, str) or noise not in NOISES:
         raise ConfigError(f"noise: expected one of {NOISES}, got {noise!r}")
     return (margins >= 0).astype(np.float64) if noise == "sign" else expit(margins)
 
@@ -116,14 +152,13 @@ def natural_task(contexts, v, b, *, prompt=None, weights=None, noise: str = "sig
     the prefixes that end with ``prompt`` (the sentence-completion slice; None: every context)."""
     contexts = _check_contexts(contexts)
     V = contexts.next_token_probs.shape[1]
-    v = np.asarray(v, np.float64)
+    v = check_real_array("v", v)
     if v.shape != (V,):
         raise ShapeError(f"v: expected shape ({V},) (one coefficient per word), got {v.shape}")
-    if not np.all(np.isfinite(v)) or not math.isfinite(b := float(b)):
-        raise ConfigError("v, b: expected finite values")
+    b = check_finite("b", b)
     p_T, prompt = _task_weights(contexts, prompt, weights)
     q = _labels(contexts.next_token_probs @ v + b, noise)
-    return NaturalTask(v, b, noise, p_T, q, contexts.max_length, prompt)
+    return NaturalTask(v, b, noise, p_T, q, contexts.max_length, prompt, _contexts_key(contexts))
 
 
 def random_natural_task(contexts, seed, *, noise: str = "sign", prompt=None, weights=None,
@@ -170,13 +205,16 @@ def lm_laws(lm, contexts) -> np.ndarray:
             raise ShapeError(f"lm: has {lm.n_contexts} contexts and {lm.n_symbols} words, expected {S} and {V}")
         return _softmax(np.asarray(lm.theta, np.float64) @ np.asarray(lm.phi, np.float64))
     if hasattr(lm, "next_token_logprobs"):
+        if getattr(lm, "n_symbols", V) != V:
+            raise ShapeError(f"lm: has {lm.n_symbols} symbols, the contexts' world {V}")
         laws = np.empty((S, V))
         for t in np.unique(contexts.lengths):
             rows = np.flatnonzero(contexts.lengths == t)
             toks = np.array([contexts.prefixes[i] + (int(P[i].argmax()),) for i in rows], np.int32)
             laws[rows] = np.exp(np.asarray(lm.next_token_logprobs(toks), np.float64)[:, t])
+        laws = _laws("lm (its next-token laws on the contexts)", laws)
     elif isinstance(lm, (np.ndarray, list)) or hasattr(lm, "__array__"):
-        laws = check_stochastic("lm", lm, atol=1e-5)
+        laws = _laws("lm", lm)
         if laws.shape != (S, V):
             raise ShapeError(f"lm: expected laws of shape ({S}, {V}), got {laws.shape}")
     else:
@@ -185,7 +223,12 @@ def lm_laws(lm, contexts) -> np.ndarray:
 
 
 def context_kl(p_star, laws) -> np.ndarray:
-    """KL(p*_s ‖ p_f(s)) per context, float64 nats (0·log 0 = 0; +inf where p_f misses p*'s support)."""
+    """KL(p*_s ‖ p_f(s)) per context, float64 nats (0·log 0 = 0; +inf where p_f misses p*'s support).
+    Both are checked to be laws (rows of one shape summing to 1 within 1e-5), so the KL is ≥ 0 up to
+    rounding, which the final clamp removes."""
+    p_star, laws = _laws("p_star", p_star), _laws("laws", laws)
+    if p_star.shape != laws.shape:
+        raise ShapeError(f"laws: expected the shape of p_star {p_star.shape}, got {laws.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p_star > 0, p_star * (np.log(p_star) - np.log(laws)), 0.0)
     return np.maximum(terms.sum(-1), 0.0)
@@ -197,29 +240,40 @@ def _p_L(contexts) -> np.ndarray:
 
 
 def lm_epsilon(contexts, laws) -> float:
-    """ε = E_{p_L} KL(p*_s ‖ p_f(s)), nats."""
-    return float(_p_L(contexts) @ context_kl(contexts.next_token_probs, laws))
+    """ε = E_{p_L} KL(p*_s ‖ p_f(s)), nats, for ``laws (S, V)`` (checked to be laws, one row per context)."""
+    P = _check_contexts(contexts).next_token_probs
+    laws = _laws("laws", laws)
+    if laws.shape != P.shape:
+        raise ShapeError(f"laws: expected one law per context, shape {P.shape}, got {laws.shape}")
+    return float(_p_L(contexts) @ context_kl(P, laws))
 
 
 def softmax_excess(theta, phi, p_star) -> np.ndarray:
     """δ_s = ℓ_s(θ_s) − min_θ' ℓ_s(θ'), ℓ_s(θ) = log Z_θ − ⟨θ, Φp*_s⟩ (= KL(p*_s ‖ p_θ) + const), per
     context, float64.  The minimum is :func:`fit_cross_entropy`'s, polished by float64 Newton steps (it
     returns θ in float32, whose rounding costs ~1e-13 nats: too much as δ_s → 0)."""
-    phi, P = np.asarray(phi, np.float64), np.asarray(p_star, np.float64)
+    phi, P, theta = check_real_array("phi", phi), _laws("p_star", p_star), check_real_array("theta", theta)
+    if phi.ndim != 2 or P.ndim != 2 or theta.shape != (P.shape[0], phi.shape[0]) or P.shape[1] != phi.shape[1]:
+        raise ShapeError(f"theta, phi, p_star: expected (S, d), (d, V) and (S, V), got {theta.shape}, {phi.shape} "
+                         f"and {P.shape}")
     best = polish_softmax_fit(fit_cross_entropy(P, phi).theta, phi, P)
     return np.maximum(softmax_objective(theta, phi, P) - softmax_objective(best, phi, P), 0.0)
 
 
 def quad_epsilon(contexts, f, phi) -> float:
     """ε_quad = E_{p_L} ½‖Φᵀ(f(s) − f*(s))‖², f* = (ΦΦᵀ)⁺Φp*_s, in float64 (``quad_excess`` is float32)."""
-    phi, f = np.asarray(phi, np.float64), np.asarray(f, np.float64)
-    f_star = contexts.next_token_probs @ np.linalg.pinv(phi)
+    P = _check_contexts(contexts).next_token_probs
+    phi, f = _check_phi(phi, P.shape[1], "phi"), check_real_array("f", f)
+    if f.shape != (P.shape[0], phi.shape[0]):
+        raise ShapeError(f"f: expected features of shape ({P.shape[0]}, {phi.shape[0]}) (one per context), got {f.shape}")
+    f_star = P @ np.linalg.pinv(phi)
     return float(_p_L(contexts) @ (0.5 * np.sum(((f - f_star) @ phi) ** 2, -1)))
 
 
 def gamma(p_L, p_T) -> float:
     """γ(p_T) = min_{s: p_T(s) > 0} p_L(s)/p_T(s), the largest γ with p_L ⪰ γ p_T pointwise."""
-    p_L, p_T = np.asarray(p_L, np.float64), np.asarray(p_T, np.float64)
+    p_L = _distribution("p_L", p_L)
+    p_T = _distribution("p_T", p_T, p_L.shape[0])
     on = p_T > 0
     return float(np.min(p_L[on] / p_T[on]))
 
@@ -231,9 +285,13 @@ def gamma_phi(p_L, p_T, delta) -> float:
     generalised eigenvalue); 0 if Σ_{p_T} has mass outside that range (‖Q⊥ᵀ Σ_{p_T} Q⊥‖ > 1e-9‖Σ_{p_T}‖);
     +inf if Σ_{p_T} = 0.  Eigenvalues of Σ_{p_L} below RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the
     sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ has non-negative coefficients."""
-    D = np.asarray(delta, np.float64)
-    SL = (D * np.asarray(p_L)[:, None]).T @ D
-    ST = (D * np.asarray(p_T)[:, None]).T @ D
+    p_L = _distribution("p_L", p_L)
+    p_T = _distribution("p_T", p_T, p_L.shape[0])
+    D = check_real_array("delta", delta)
+    if D.ndim != 2 or D.shape[0] != p_L.shape[0]:
+        raise ShapeError(f"delta: expected shape ({p_L.shape[0]}, d) (one row per context), got {D.shape}")
+    SL = (D * p_L[:, None]).T @ D
+    ST = (D * p_T[:, None]).T @ D
     top = np.linalg.eigvalsh(ST)[-1]
     if top <= 0:
         return math.inf
@@ -254,7 +312,7 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
     (τ ≥ loss − gap), from :func:`simlm.theory._convex.constrained_logistic`."""
     P = _check_contexts(contexts).next_token_probs
     _check_task(task, contexts)
-    if norm not in ("inf", "2") or (norm == "2" and Phi is None):
+    if not isinstance(norm, str) or norm not in ("inf", "2") or (norm == "2" and Phi is None):
         raise ConfigError(f"norm: expected 'inf', or '2' with Phi given, got {norm!r} (Phi is {type(Phi).__name__})")
     basis = None if Phi is None else _row_basis(_check_phi(Phi, P.shape[1]))
     kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
@@ -264,7 +322,14 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
 # ---- the bounds ---------------------------------------------------------------------------------
 
 def _slack(B, eps, gamma_) -> float:
-    return 0.0 if eps <= 0 else (math.inf if gamma_ <= 0 else B * math.sqrt(2.0 * eps / gamma_))
+    """B√(2ε/γ), checked: B finite ≥ 0, ε and γ ≥ 0 with +∞ allowed (ε = 0: 0; γ = 0: +∞)."""
+    B = check_finite("B", B)
+    eps, gamma_ = _non_negative("eps", eps), _non_negative("gamma", gamma_)
+    if B < 0:
+        raise ConfigError(f"B: expected a radius ≥ 0, got {B!r}")
+    if math.isinf(eps) and math.isinf(gamma_):
+        raise ConfigError("eps, gamma: both infinite, so the slack B√(2ε/γ) is undefined")
+    return 0.0 if eps == 0 else (math.inf if gamma_ == 0 else B * math.sqrt(2.0 * eps / gamma_))
 
 
 def bound_any_lm(tau, B, eps, gamma_) -> float:
@@ -272,7 +337,7 @@ def bound_any_lm(tau, B, eps, gamma_) -> float:
 
     Proof: ℓ 1-Lipschitz ⇒ ℓ_T(v, p_f) − ℓ_T(v, p*) ≤ E_{p_T}|⟨v, p_f(s) − p*_s⟩| ≤ B E_{p_T}‖p_f − p*‖₁;
     Pinsker ‖p* − p_f‖₁ = 2TV ≤ √(2 KL(p*‖p_f)); Jensen E√X ≤ √(EX); change of measure p_T ≤ p_L/γ."""
-    return tau + _slack(B, eps, gamma_)
+    return check_finite("tau", tau) + _slack(B, eps, gamma_)
 
 
 def bound_softmax(tau_phi, B, eps_phi, gamma_) -> float:
@@ -283,7 +348,7 @@ def bound_softmax(tau_phi, B, eps_phi, gamma_) -> float:
     Φp_θ* = Φp*, so ⟨v, p_θ − p*⟩ = ⟨v, p_θ − p_θ*⟩ and δ_s = KL(p_θ* ‖ p_θ); then Pinsker.  (With zeros
     in p*, θ* may lie at infinity: take a limit of the family.)  Then Lipschitz, Jensen, γ as for
     :func:`bound_any_lm`; with γ_Φ: E_{p_T}|λᵀΔ| ≤ √(λᵀΣ_{p_T}λ) ≤ √(λᵀΣ_{p_L}λ/γ_Φ) ≤ B√(2ε_Φ/γ_Φ)."""
-    return tau_phi + _slack(B, eps_phi, gamma_)
+    return check_finite("tau", tau_phi) + _slack(B, eps_phi, gamma_)
 
 
 def bound_quad(tau2, B2, eps_quad, gamma_) -> float:
@@ -291,7 +356,7 @@ def bound_quad(tau2, B2, eps_quad, gamma_) -> float:
 
     ⟨v, p*_s⟩ = λᵀΦp*_s = λᵀΦΦᵀf*(s) = ⟨v, Φᵀf*(s)⟩, so the score on f differs by ⟨v, Φᵀ(f − f*)⟩,
     at most ‖v‖₂‖Φᵀ(f − f*)‖₂ = B₂√(2q_s) with q_s the Quad excess; then Jensen and γ."""
-    return tau2 + _slack(B2, eps_quad, gamma_)
+    return check_finite("tau", tau2) + _slack(B2, eps_quad, gamma_)
 
 
 DEFAULT_FORMS: dict[str, Callable] = {"any-lm": bound_any_lm, "softmax": bound_softmax,
@@ -355,16 +420,18 @@ class NaturalTaskCheck:
 
 
 def _grid(name, values) -> np.ndarray:
-    g = np.atleast_1d(np.asarray(B_GRID if values is None else values, np.float64))
-    if g.ndim != 1 or not np.all(np.isfinite(g)) or np.any(g <= 0):
-        raise ConfigError(f"{name}: expected positive finite radii, got {values!r}")
+    raw = B_GRID if values is None else values
+    g = np.atleast_1d(check_real_array(name, raw))
+    if isinstance(raw, (bool, np.bool_)) or np.asarray(raw).dtype == bool or g.ndim != 1 or not g.size \
+            or np.any(g <= 0):
+        raise ConfigError(f"{name}: expected a non-empty 1-d grid of positive finite radii, got {values!r}")
     return g
 
 
-def _check_phi(phi, V: int) -> np.ndarray:
-    phi = np.asarray(phi, np.float64)
-    if phi.ndim != 2 or phi.shape[1] != V or not np.all(np.isfinite(phi)):
-        raise ShapeError(f"Phi: expected finite word embeddings of shape (d, {V}), got {phi.shape}")
+def _check_phi(phi, V: int, name: str = "Phi") -> np.ndarray:
+    phi = check_real_array(name, phi)
+    if phi.ndim != 2 or phi.shape[1] != V or phi.shape[0] == 0:
+        raise ShapeError(f"{name}: expected word embeddings of shape (d, {V}), got {phi.shape}")
     return phi
 
 
@@ -402,12 +469,39 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     probe = (logistic_loss(probe_x @ w + b, pos, neg), zero_one_error(probe_x @ w + b, pos, neg))
     out = []
     for name, form, eps, gamma_ in variants:
-        bound = np.array([form(t, B, eps, gamma_) for t, B in zip(nat.loss, Bs)])
+        bound = np.array([_bound_value(name, form, t, B, eps, gamma_) for t, B in zip(nat.loss, Bs)])
         i = int(np.argmin(bound))
         holds = bool(np.all(la <= bound + atol) and np.all(best.loss <= bound + atol))
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds))
     return out
+
+
+def _bound_value(name, form, tau_, B, eps, gamma_) -> float:
+    """``form(τ, B, ε, γ)`` as a float; a replacement form that returns NaN or a non-number is refused."""
+    value = form(tau_, B, eps, gamma_)
+    try:
+        ok = not isinstance(value, (bool, np.bool_)) and not math.isnan(value := float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"forms: the bound {name!r} returned {value!r} at B = {B:g}; a bound must be a real "
+                          "number (+inf allowed)")
+    return value
+
+
+def _check_forms(forms) -> dict:
+    if forms is None:
+        return dict(DEFAULT_FORMS)
+    if not isinstance(forms, Mapping):
+        raise ConfigError(f"forms: expected a dict from bound names to functions (τ, B, ε, γ) ↦ bound, "
+                          f"got {type(forms).__name__}")
+    unknown = [k for k in forms if k not in DEFAULT_FORMS]
+    if unknown:
+        raise ConfigError(f"forms: unknown bound(s) {unknown}; the bounds are {list(DEFAULT_FORMS)}")
+    if bad := [k for k, f in forms.items() if not callable(f)]:
+        raise ConfigError(f"forms: {bad} are not functions (τ, B, ε, γ) ↦ bound")
+    return {**DEFAULT_FORMS, **forms}
 
 
 def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, features=None, B_grid=None,
@@ -427,13 +521,22 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
     as ``tau_cache`` to checks of many LMs on one task and each τ is solved once."""
     contexts = world_or_contexts
     if not isinstance(contexts, ContextSet):
+        if not (hasattr(contexts, "n_symbols") and hasattr(contexts, "log_likelihood")):
+            raise ConfigError(f"world_or_contexts: expected a world (HMM, MemoryHMM, LogLinearWorld) or the "
+                              f"ContextSet of enumerate_contexts, got {type(contexts).__name__}")
         contexts = enumerate_contexts(world_or_contexts, _check_task(task).max_length)
     P = contexts.next_token_probs
     S, V = P.shape
     _check_task(task, contexts)
     Bs, B2s = _grid("B_grid", B_grid), _grid("B2_grid", B2_grid)
-    l2, atol = check_positive("l2", l2), float(atol)
-    forms = {**DEFAULT_FORMS, **(forms or {})}
+    l2, atol = check_positive("l2", l2), check_finite("atol", atol)
+    if atol < 0:
+        raise ConfigError(f"atol: expected a finite number ≥ 0, got {atol!r}")
+    forms = _check_forms(forms)
+    if tau_cache is not None and not isinstance(tau_cache, MutableMapping):
+        raise ConfigError(f"tau_cache: expected None or a dict, got {type(tau_cache).__name__}")
+    Phi = None if Phi is None else _check_phi(Phi, V)
+    features = None if features is None else check_real_array("features", features)
     laws, p_L = lm_laws(lm, contexts), _p_L(contexts)
     eps = lm_epsilon(contexts, laws)
     g = gamma(p_L, task.weights)
