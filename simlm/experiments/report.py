@@ -68,7 +68,7 @@ def bound_summary(rows: list) -> list[dict]:
 
 
 def plot(rows: list, out_dir: Path) -> list[Path]:
-    """One PNG per check under ``out_dir/plots``; returns the paths (none without matplotlib)."""
+    """One PNG (and SVG) per check under ``out_dir/plots``; returns the PNG paths (none without matplotlib)."""
     try:
         import matplotlib
     except ImportError:
@@ -109,8 +109,10 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
         fig.suptitle(check)
         fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-        paths.append(out_dir / "plots" / f"{check.replace('/', '_')}.png")
-        fig.savefig(paths[-1], dpi=100)
+        stem = out_dir / "plots" / check.replace("/", "_")
+        fig.savefig(stem.with_suffix(".png"), dpi=100)
+        fig.savefig(stem.with_suffix(".svg"))
+        paths.append(stem.with_suffix(".png"))
         plt.close(fig)
     return paths
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simlm.checks import check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
 from simlm.experiments.store import CellStore
@@ -202,7 +203,10 @@ def parse_config(raw: dict) -> SweepConfig:
         checks[name] = {**check.defaults, **options}
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
-        build_world(spec)
+        world = build_world(spec)
+        # the held-out set and the (n, T, V) laws every check reads must fit
+        check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
+                     what=f"held-out laws of world {spec['name']!r}")
     for spec in _trained_worlds(config):  # and every training config
         _train_configs(config, spec, build_world(spec))
     return config
