@@ -12,9 +12,9 @@ after ``--skip`` steps is past the compilation of the train step (step 0) and of
 
     steady seconds / step = (wall[steps] − wall[skip]) / (steps − skip),
 
-which counts the real loop — ``run.batch`` + ``run.step`` + the periodic exact-ε evaluations — and
+which counts the real loop — ``Training.batch`` + ``Training.step`` + the periodic exact-ε evaluations — and
 nothing compiled.  The whole ``train`` call (compilation, set-up, checkpoints) is reported beside it.
-For diagnosis the jitted step alone and ``run.batch`` alone are timed at S = 1 and S = 8 too, their
+For diagnosis the jitted step alone and ``Training.batch`` alone are timed at S = 1 and S = 8 too, their
 calls interleaved so that load from other processes falls on both alike (the two ``train`` runs are
 sequential, so on a shared machine their ratio also carries the change in load between them).
 
@@ -42,8 +42,7 @@ import jax
 from _common import REPO_ROOT, print_table, time_fn, write_json
 
 from simlm.models.transformer import TransformerConfig
-from simlm.train import TrainConfig, train
-from simlm.train.trainer import _Run
+from simlm.train import TrainConfig, Training, train
 from simlm.worlds import HMM
 
 RATIO_TARGET = 2.0  # steady time(8 seeds) / time(1 seed)
@@ -112,19 +111,18 @@ def bench_train(world, args, seeds: tuple) -> dict:
 
 
 def bench_pieces(world, args, seed_sets: list) -> list:
-    """The loop's two pieces alone, per seed set: ``run.batch`` (host-side sampling) and ``run.step``
+    """The loop's two pieces alone, per seed set: ``Training.batch`` (host-side sampling) and ``Training.step``
     (jit∘vmap), seconds per call.  The sets' calls are interleaved — 1, 8, 1, 8, … — so that load from
     other processes on a shared machine falls on both alike (the two ``train`` runs cannot be)."""
     pieces = []
     for seeds in seed_sets:
         mc, tc = configs(args, seeds)
-        run = _Run(world, mc, tc)
-        tokens, keys = run.batch(0)
-        pieces.append({"run": run, "p": run.params, "o": run.opt_state, "tokens": tokens, "keys": keys})
+        training = Training(world, mc, tc)
+        pieces.append({"training": training, "state": training.init_state(), "batch": training.batch(0)})
 
     def step(x):
-        x["p"], x["o"], loss = x["run"].step(x["p"], x["o"], x["tokens"], x["keys"])
-        return x["p"], x["o"], loss
+        x["state"], loss = x["training"].step(x["state"], x["batch"])  # the old state is donated
+        return x["state"], loss
 
     for x in pieces:  # compile + warm up
         time_fn(lambda x=x: step(x), repeats=1, warmup=2)
@@ -132,7 +130,7 @@ def bench_pieces(world, args, seed_sets: list) -> list:
     for _ in range(args.repeats):
         for i, x in enumerate(pieces):
             steps[i].append(time_fn(lambda x=x: step(x), repeats=1, warmup=0).median)
-            batches[i].append(time_fn(lambda x=x: x["run"].batch(1), repeats=1, warmup=0).median)
+            batches[i].append(time_fn(lambda x=x: x["training"].batch(1), repeats=1, warmup=0).median)
     return [{"step_s": statistics.median(s), "step_best_s": min(s), "batch_s": statistics.median(b)}
             for s, b in zip(steps, batches)]
 
@@ -175,7 +173,7 @@ def main(argv=None) -> int:
     print_table(rows + [ratio_row], [
         "seeds", ("total_s", "train() s (with compile)"), ("steady_s_per_step", "steady s/step"),
         ("steady_tok_s", "steady tok/s (all members)"), ("step_s", "jit step alone s"),
-        ("step_best_s", "(best)"), ("batch_s", "run.batch alone s")], title="wall time, 1 seed vs the ensemble (last row: ratios)")
+        ("step_best_s", "(best)"), ("batch_s", "batch() alone s")], title="wall time, 1 seed vs the ensemble (last row: ratios)")
     speedup = args.ensemble / ratios["steady"]
     print(f"\nthe ensemble trains {args.ensemble} models in {ratios['steady']:.2f}× the time of one "
           f"({speedup:.2f}× the throughput of {args.ensemble} sequential runs)")

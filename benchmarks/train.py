@@ -11,8 +11,8 @@ Timed: the steady-state train step (forward + backward + optimiser update), comp
 excluded.  A timing is a chunk of k consecutive steps (k chosen so a chunk lasts ``--chunk-seconds``,
 blocking only at the end, as the trainer does) divided by k; we report the median over ``--repeats``
 chunks (and the ratio of the best chunks).  The contenders' chunks are interleaved, so load from other
-processes on a shared machine falls on both sides alike; the load average is recorded.  simlm is timed on the real training path — ``_Run.batch(step)`` (fresh world samples) then
-``_Run.step`` (the jit∘vmap step with donated buffers, one seed) — and on the step alone (pre-sampled
+processes on a shared machine falls on both sides alike; the load average is recorded.  simlm is timed on the real training path — ``Training.batch(step)`` (fresh world samples) then
+``Training.step`` (the jit∘vmap step with donated buffers, one seed) — and on the step alone (pre-sampled
 batches).  Torch gets pre-built batches, ``torch.set_num_threads(os.cpu_count())``.
 
 Model FLOP utilisation (GPU only): 6·N·tokens/s over the peak, ``--peak-tflops`` or the best of a large
@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, write_json  # noqa: E402
 from simlm.models.transformer import TransformerConfig  # noqa: E402
-from simlm.train.trainer import TrainConfig, _Run  # noqa: E402
+from simlm.train import TrainConfig, Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
 RATIO_TARGET = 1.5  # simlm / HF tokens/s, real training path, every size
@@ -215,29 +215,30 @@ def interleaved(contenders: dict, args) -> dict:
 
 
 class SimlmSide:
-    """The trainer's compiled pieces (``_Run``) for one seed, stepped as ``train`` steps them."""
+    """The trainer's compiled pieces (:class:`simlm.train.Training`) for one seed, stepped as ``train``
+    steps them."""
 
     def __init__(self, world, mc: TransformerConfig, tc: TrainConfig, n_batches: int = 8):
-        self.run = run = _Run(world, mc, tc)
-        self.n_params = int(sum(x.size for x in jax.tree.leaves(run.params)))  # stacked over S = 1 seed
+        self.run = run = Training(world, mc, tc)
+        self.state, self.i = run.init_state(), 0
+        self.n_params = int(sum(x.size for x in jax.tree.leaves(self.state.params)))  # stacked over S = 1 seed
         self.batches = [run.batch(i) for i in range(n_batches)]
-        self.params, self.opt_state, self.i = run.params, run.opt_state, 0
         start = time.perf_counter()
         jax.block_until_ready(self.steps(1, with_data=False))
         self.compile_s = time.perf_counter() - start
 
     def token_batches(self) -> list:
         """Seed 0's (B, T) tokens of the pre-sampled batches, for the peer."""
-        return [np.asarray(tokens[0]) for tokens, _ in self.batches]
+        return [np.asarray(batch.tokens[0]) for batch in self.batches]
 
     def steps(self, k: int, *, with_data: bool):
-        """k train steps: ``run.batch(step)`` (when ``with_data``) then ``run.step`` — the loop of ``train``."""
+        """k train steps: ``batch(step)`` (when ``with_data``) then ``step`` — the loop of ``train``."""
         loss = None
         for _ in range(k):
-            tokens, keys = self.run.batch(self.i) if with_data else self.batches[self.i % len(self.batches)]
-            self.params, self.opt_state, loss = self.run.step(self.params, self.opt_state, tokens, keys)
+            batch = self.run.batch(self.i) if with_data else self.batches[self.i % len(self.batches)]
+            self.state, loss = self.run.step(self.state, batch)
             self.i += 1
-        return self.params, self.opt_state, loss
+        return self.state, loss
 
 
 class TorchSide:

@@ -121,17 +121,17 @@ def test_a_resumed_log_equals_the_uninterrupted_one_row_for_row(two_seeds, tmp_p
 
 def test_an_interruption_before_the_first_resume_point_resumes(finished, tmp_path, monkeypatch):
     """Killed between the step-0 resume point (whose best ε is +inf, stored as null) and the next one."""
-    batch = trainer._Run.batch
+    batch = trainer.Training.batch
 
     def interrupted(self, step):
         if step == 3:
             raise KeyboardInterrupt
         return batch(self, step)
 
-    monkeypatch.setattr(trainer._Run, "batch", interrupted)
+    monkeypatch.setattr(trainer.Training, "batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_train(tmp_path / "run")
-    monkeypatch.setattr(trainer._Run, "batch", batch)
+    monkeypatch.setattr(trainer.Training, "batch", batch)
     same(summary(run_train(tmp_path / "run")), finished[1])
     assert rows(tmp_path / "run") == finished[2]
 

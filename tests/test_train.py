@@ -9,7 +9,7 @@ import pytest
 from simlm import HMM
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
 from simlm.models.transformer import TransformerConfig
-from simlm.train import TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
+from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
 
 WORLD = HMM.random(0, 3, 5, family="dirichlet", transition_concentration=0.3, emission_concentration=0.3)
 MODEL = TransformerConfig(n_symbols=5, d_model=16, n_layers=1, n_heads=2, max_len=12)
@@ -142,3 +142,22 @@ def test_invalid_configs_raise_before_any_compile(monkeypatch, change, error, wo
 def test_model_vocabulary_must_match_the_world():
     with pytest.raises(ShapeError, match="n_symbols"):
         train(WORLD, TransformerConfig(**{**MODEL.to_dict(), "n_symbols": 6}), CONFIG, progress=False)
+
+
+def test_the_public_training_pieces_retrace_train(run):
+    """``Training`` is what ``train`` drives: stepping it by hand reaches the logged ε exactly."""
+    row = next(r for r in metrics(run.run_dir) if r["step"] > 0)
+    training = Training(WORLD, MODEL, CONFIG)
+    state = training.init_state()
+    for step in range(row["step"]):
+        state, loss = training.step(state, training.batch(step))
+    assert loss.shape == (1,) and training.mesh is None
+    assert training.evaluate(state.params)[0][:2] == (row["epsilon"], row["epsilon_se"])
+
+
+def test_training_checks_its_arguments_before_any_compile(monkeypatch):
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
+    with pytest.raises(ConfigError, match="config: expected a TrainConfig"):
+        Training(WORLD, MODEL, CONFIG.to_dict())
+    with pytest.raises(ShapeError, match="n_symbols"):
+        Training(WORLD, TransformerConfig(**{**MODEL.to_dict(), "n_symbols": 6}), CONFIG)

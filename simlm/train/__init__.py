@@ -2,7 +2,7 @@
 
 from simlm.train.checkpoint import load_lm
 from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon
-from simlm.train.trainer import LadderRecord, TrainConfig, TrainResult, train
+from simlm.train.trainer import Batch, LadderRecord, TrainConfig, Training, TrainResult, TrainState, seed_mesh, train
 
-__all__ = ["train", "TrainConfig", "TrainResult", "LadderRecord", "load_lm", "exact_epsilon",
-           "exact_masked_epsilon", "exact_prepended_epsilon", "divergence_report"]
+__all__ = ["train", "TrainConfig", "TrainResult", "LadderRecord", "Training", "TrainState", "Batch", "seed_mesh",
+           "load_lm", "exact_epsilon", "exact_masked_epsilon", "exact_prepended_epsilon", "divergence_report"]

@@ -5,7 +5,8 @@ ensemble vmapped over parameters and data keys; one seed is an ensemble of one),
 on a fixed held-out set, and saves an Orbax checkpoint the first time each member's ε falls to or
 below each target.  Data are fresh draws from ``world.sample`` keyed by (seed, step) — or batches from
 a fixed corpus — so a run is a deterministic function of its config and resuming from the last
-checkpoint reproduces an uninterrupted run, metrics.jsonl included.
+checkpoint reproduces an uninterrupted run, metrics.jsonl included.  With several local devices the
+seeds are spread over them (see :func:`seed_mesh`); :class:`Training` holds the compiled pieces.
 
 Run directory (paths inside it are stored relative to it, so it can be moved or copied)::
 
@@ -33,12 +34,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
@@ -215,15 +218,21 @@ class TrainResult:
 def _validate(world, model_config, config, run_dir, until_step, progress) -> None:
     """Every argument of :func:`train`, checked on the host before anything is compiled or any run
     directory is claimed, so a failing call leaves nothing behind."""
-    check_instance("world", world, World, "a simlm world (HMM, MemoryHMM, LogLinearWorld, …)")
-    check_instance("model_config", model_config, TransformerConfig, "a TransformerConfig")
-    check_instance("config", config, TrainConfig, "a TrainConfig (TrainConfig.from_dict(d) makes one from a dict)")
     if run_dir is not None:
         check_instance("run_dir", run_dir, (str, os.PathLike), "a directory path or None")
     if until_step is not None:
         _integer("until_step", until_step, 1)
     if not isinstance(progress, bool):
         raise ConfigError(f"progress: expected True or False, got {progress!r}")
+    _validate_training(world, model_config, config)
+
+
+def _validate_training(world, model_config, config) -> None:
+    """The world and the two configs, checked together: the part of :func:`_validate` that
+    :class:`Training` checks too."""
+    check_instance("world", world, World, "a simlm world (HMM, MemoryHMM, LogLinearWorld, …)")
+    check_instance("model_config", model_config, TransformerConfig, "a TransformerConfig")
+    check_instance("config", config, TrainConfig, "a TrainConfig (TrainConfig.from_dict(d) makes one from a dict)")
     if model_config.n_symbols != world.n_symbols:
         raise ShapeError(f"model_config: n_symbols = {model_config.n_symbols} but the world has {world.n_symbols} symbols")
     if config.seq_len > model_config.max_len:
@@ -262,29 +271,88 @@ def _member(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-class _Run:
-    """The compiled pieces of one training run (kept out of ``train`` to keep it readable)."""
+class TrainState(NamedTuple):
+    """The arrays a training step carries: the stacked parameters (an ``nnx.State`` whose every leaf has
+    a leading seed axis of length ``len(config.seeds)``) and the optimiser state, stacked alike."""
 
-    def __init__(self, world, model_config, config):
+    params: nnx.State
+    opt_state: object
+
+
+class Batch(NamedTuple):
+    """One step's data: tokens ``(S, B, T)`` and the objectives' PRNG keys ``(S, 2)``, S = number of seeds."""
+
+    tokens: jax.Array
+    keys: jax.Array
+
+
+def seed_mesh(n_seeds: int, devices=None) -> Mesh | None:
+    """The 1-d mesh (axis ``"seeds"``) that a run of ``n_seeds`` seeds is spread over, or ``None``.
+
+    The members of an ensemble never exchange anything, so splitting the seed axis across devices costs
+    no communication: each device runs the same vmapped step on its own members.  The mesh takes the
+    first ``d`` of ``devices`` (default: ``jax.local_devices()`` — the batches are made by this process)
+    with ``d`` the largest divisor of ``n_seeds`` not above their number, so every device holds the same
+    number of members (6 seeds on 4 devices use 3 of them); when that is 1 — one device, one seed, or
+    e.g. 5 seeds on 4 devices — the answer is ``None`` and the run keeps the plain single-device path
+    (nothing is replicated)."""
+    n_seeds = check_positive_int("n_seeds", n_seeds)
+    devices = list(jax.local_devices() if devices is None else devices)
+    d = max(k for k in range(1, min(n_seeds, len(devices)) + 1) if n_seeds % k == 0) if devices else 1
+    return None if d < 2 else Mesh(np.asarray(devices[:d]), ("seeds",))
+
+
+class Training:
+    """The compiled pieces of one training run — initial state, batches, the train step, the exact-ε
+    evaluation — placed on the devices.  :func:`train` drives exactly these; the benchmarks time them.
+
+    ::
+
+        training = Training(world, model_config, config)
+        state = training.init_state()
+        for step in range(n):
+            state, loss = training.step(state, training.batch(step))   # loss: (S,)
+        results = training.evaluate(state.params)                      # [(ε, s.e., TV, s.e.)] per seed
+
+    With several local devices the seed axis of the state, the batches and the evaluation is sharded
+    over :func:`seed_mesh` (``NamedSharding(mesh, PartitionSpec("seeds"))``; the held-out set is
+    replicated), so an ensemble trains on all of them.  The results are the single-device run's up to
+    float rounding (~1e-6 relative; the same ladder): XLA picks kernels and reduction orders by the
+    number of members a device computes at once, just as a member of a 4-seed ensemble already differs
+    in the last bits from the same seed trained alone.  ``mesh`` is ``None`` on the single-device path.
+
+    ``step`` donates its ``state`` argument: use the state it returns, never the one passed in.  The
+    arguments are checked as :func:`train` checks them (``ConfigError``/``ShapeError`` before anything
+    is compiled)."""
+
+    def __init__(self, world, model_config: TransformerConfig, config: TrainConfig):
+        _validate_training(world, model_config, config)
         self.world, self.model_config, self.config = world, model_config, config
-        models = [init_transformer(model_config, s) for s in config.seeds]
-        splits = [nnx.split(m, nnx.Param, ...) for m in models]
-        self.graphdef, self.rest = splits[0][0], splits[0][2]
-        self.params = _stack([p for _, p, _ in splits])
-        self.tx = _optimizer(config)
-        self.opt_state = jax.vmap(self.tx.init)(self.params)
-        graphdef, rest, tx = self.graphdef, self.rest, self.tx
+        self.mesh = seed_mesh(len(config.seeds))
+        self._seeds = None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec("seeds"))
+        self._replicated = None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+        graphdef, _, rest = nnx.split(init_transformer(model_config, config.seeds[0]), nnx.Param, ...)
+        self.graphdef, self.rest, self.tx = graphdef, rest, _optimizer(config)
+        tx = self.tx
         objective = objectives.OBJECTIVES[config.objective]
         if config.objective == "masked-lm":
             objective = lambda m, x, k: objectives.masked_lm(m, x, k, mask_rate=config.mask_rate,
                                                               corruption=config.corruption)
 
-        def step(params, opt_state, tokens, key):
-            loss, grads = jax.value_and_grad(lambda p: objective(nnx.merge(graphdef, p, rest), tokens, key))(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
+        def step(state, batch):
+            def loss_fn(params, tokens, key):
+                return objective(nnx.merge(graphdef, params, rest), tokens, key)
 
-        self.step = jax.jit(jax.vmap(step), donate_argnums=(0, 1))
+            def member(params, opt_state, tokens, key):
+                loss, grads = jax.value_and_grad(loss_fn)(params, tokens, key)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state, loss
+
+            params, opt_state, loss = jax.vmap(member)(state.params, state.opt_state, batch.tokens, batch.keys)
+            return TrainState(params, opt_state), loss
+
+        shard = {} if self.mesh is None else {"in_shardings": self._seeds, "out_shardings": self._seeds}
+        self._step = jax.jit(step, donate_argnums=0, **shard)
         self._setup_eval()
         if config.data == "corpus":
             self.corpus = jnp.asarray(world.sample(config.corpus_seed, config.corpus_sequences, config.seq_len))
@@ -307,16 +375,27 @@ class _Run:
                 return objectives.quad_excess(model, tokens, jnp.exp(ref)), tv_per_sequence(ref, logp)
             return kl_per_sequence(ref, logp), tv_per_sequence(ref, logp)
 
-        self.eval_tokens, self.eval_ref = jnp.asarray(tokens), ref
-        self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
+        self.eval_tokens, self.eval_ref = jnp.asarray(tokens), jnp.asarray(ref)
+        shard = {}
+        if self.mesh is not None:  # each device scores its own members on the whole (replicated) held-out set
+            self.eval_tokens, self.eval_ref = jax.device_put((self.eval_tokens, self.eval_ref), self._replicated)
+            shard = {"in_shardings": (self._seeds, self._replicated, self._replicated), "out_shardings": self._seeds}
+        self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)), **shard)
 
-    def evaluate(self):
-        kl, tv = self._evaluate(self.params, self.eval_tokens, self.eval_ref)
-        kl, tv = np.asarray(kl, np.float64), np.asarray(tv, np.float64)
-        return [(*mean_and_sem(kl[i]), *mean_and_sem(tv[i])) for i in range(len(kl))]
+    def init_state(self) -> TrainState:
+        """Each seed's freshly initialised model (``init_transformer(model_config, seed)``) and optimiser
+        state, stacked over the seeds and placed on the devices."""
+        params = _stack([nnx.state(init_transformer(self.model_config, s), nnx.Param) for s in self.config.seeds])
+        return self.place(TrainState(params, jax.vmap(self.tx.init)(params)))
 
-    def batch(self, step: int):
-        """Tokens ``(S, B, T)`` and objective keys ``(S,)`` for ``step``: a function of (seed, step) only."""
+    def place(self, tree):
+        """``tree`` (a :class:`TrainState`, a :class:`Batch`, or any pytree whose leaves have the leading
+        seed axis, e.g. one restored from a checkpoint) where :meth:`step` expects it: sharded over the
+        seeds on the mesh; unchanged on the single-device path."""
+        return tree if self.mesh is None else jax.device_put(tree, self._seeds)
+
+    def batch(self, step: int) -> Batch:
+        """Tokens ``(S, B, T)`` and objective keys ``(S, 2)`` for ``step``: a function of (seed, step) only."""
         c, toks, keys = self.config, [], []
         for s in c.seeds:
             k_data, k_obj = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), step))
@@ -325,14 +404,29 @@ class _Run:
             else:
                 toks.append(self.corpus[jax.random.choice(k_data, c.corpus_sequences, (c.batch_size,), replace=False)])
             keys.append(k_obj)
-        return jnp.stack(toks), jnp.stack(keys)
+        return self.place(Batch(jnp.stack(toks), jnp.stack(keys)))
 
-    def member_params(self, i):
-        return _member(self.params, i)
+    def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
+        """One optimiser step of every member: ``(new state, loss (S,))``; ``state`` is donated."""
+        return self._step(state, batch)
 
-    def lm(self, i) -> TransformerLM:
-        model = nnx.merge(self.graphdef, self.member_params(i), self.rest)
-        return TransformerLM(model)
+    def evaluate(self, params) -> list:
+        """``[(ε, s.e., TV, s.e.)]`` per seed: the exact ε and total variation on the held-out set
+        (``eval_sequences`` sequences of ``world.sample(eval_seed, …)``), mean and standard error over sequences."""
+        kl, tv = self._evaluate(params, self.eval_tokens, self.eval_ref)
+        kl, tv = np.asarray(kl, np.float64), np.asarray(tv, np.float64)
+        return [(*mean_and_sem(kl[i]), *mean_and_sem(tv[i])) for i in range(len(kl))]
+
+    def member_params(self, params, i: int):
+        """Member ``i``'s parameters (no seed axis).  On the mesh they are copied to the default device,
+        as on the single-device path, so the model mixes freely with arrays made elsewhere."""
+        if self.mesh is None:
+            return _member(params, i)
+        return jax.tree.map(lambda x: jnp.asarray(np.asarray(x[i])), params)
+
+    def lm(self, params, i: int) -> TransformerLM:
+        """Member ``i`` as a :class:`TransformerLM`."""
+        return TransformerLM(nnx.merge(self.graphdef, self.member_params(params, i), self.rest))
 
 
 def _next_eval(step: int, eps: list, next_targets: list, every: int) -> int:
@@ -353,21 +447,23 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     with the same ``run_dir`` continues and gives the same result, and the same metrics.jsonl, as one
     uninterrupted run).  Invalid arguments raise ``ConfigError`` before anything is compiled or any
     directory is claimed.  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
-    from the newest checkpoint consistent with them; see :func:`_resume`."""
+    from the newest checkpoint consistent with them; see :func:`_resume`.  With several local devices
+    the seeds train sharded over them (:func:`seed_mesh`), to the same results up to float rounding."""
     _validate(world, model_config, config, run_dir, until_step, progress)
     header = _plain({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
                      "world": type(world).__name__, "world_fingerprint": world.fingerprint()})
     run_dir = _open_run_dir(run_dir, header)
 
-    run = _Run(world, model_config, config)
+    run = Training(world, model_config, config)
+    arrays = run.init_state()  # the TrainState; ``state`` below is the ladder's bookkeeping
     n, metrics = len(config.seeds), run_dir / "metrics.jsonl"
-    resumed = _resume(run, run_dir, header)
+    resumed = _resume(run, arrays, run_dir, header)
     if resumed is None:
         slot, state, lines, redo = None, _fresh_state(n), [], False
     else:
         slot, state, tree, lines, redo = resumed
-        nnx.replace_by_pure_dict(run.params, tree["params"])
-        run.opt_state = tree["opt_state"]
+        nnx.replace_by_pure_dict(arrays.params, tree["params"])
+        arrays = run.place(TrainState(arrays.params, tree["opt_state"]))
     _write_lines(metrics, lines)  # rows after the resume point are recomputed
     loss = state["loss"]  # the last step's loss, logged with the next evaluation as in an uninterrupted run
     last_good, last_saved = slot == "last", state["step"]
@@ -384,7 +480,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
         nonlocal last_good, last_saved
         state["loss"] = None if loss is None else [float(v) for v in finite_loss()]
         _fsync(metrics)  # the checkpoint vouches for state["rows"] rows: they must be on disk first
-        _save_resume_point(run_dir, {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state},
+        _save_resume_point(run_dir, {"params": nnx.to_pure_dict(arrays.params), "opt_state": arrays.opt_state},
                            {**header, "ladder_state": state}, keep_last=last_good)
         last_good, last_saved = True, state["step"]
 
@@ -394,20 +490,23 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     tokens_per_step = n * config.batch_size * config.seq_len
     bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
     started = time.perf_counter() - state["wall"]
+
+    def climb(step):  # the current arrays and last loss (read when called)
+        _evaluate_and_climb(run, arrays.params, state, run_dir, header, step, tokens_per_step, started, loss)
+
     try:
         if redo:  # the final evaluation's rows were damaged: recompute them from the checkpoint
-            _evaluate_and_climb(run, state, run_dir, header, state["step"], tokens_per_step, started, loss)
+            climb(state["step"])
         resumed_at = (state["step"], state["rows"])
         while state["step"] < stop and not all(i >= len(config.targets) for i in state["ladder"]):
             step = state["step"]
             if step >= state["next_eval"]:
-                _evaluate_and_climb(run, state, run_dir, header, step, tokens_per_step, started, loss)
+                climb(step)
                 if all(i >= len(config.targets) for i in state["ladder"]):
                     break
                 nexts = [config.targets[i] if i < len(config.targets) else None for i in state["ladder"]]
                 state["next_eval"] = _next_eval(step, state["last_eps"], nexts, config.eval_every)
-            tokens, keys = run.batch(step)
-            run.params, run.opt_state, loss = run.step(run.params, run.opt_state, tokens, keys)
+            arrays, loss = run.step(arrays, run.batch(step))
             state["step"] = step + 1
             if state["step"] % 10 == 0 or state["step"] >= stop:
                 loss_host = finite_loss()
@@ -418,19 +517,19 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
                 state["wall"] = time.perf_counter() - started
                 save_last()
         if state["step"] >= config.max_steps and state.get("last_eval") != state["step"]:
-            _evaluate_and_climb(run, state, run_dir, header, state["step"], tokens_per_step, started, loss)
+            climb(state["step"])
         if (state["step"], state["rows"]) != resumed_at or not last_good:
             state["wall"] = time.perf_counter() - started
             save_last()
     finally:
         bar.close()
-    return _result(run, state, run_dir, header)
+    return _result(run, arrays.params, state, run_dir, header)
 
 
-def _evaluate_and_climb(run, state, run_dir, header, step, tokens_per_step, started, loss):
+def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_step, started, loss):
     """Exact ε for every member, logged to metrics.jsonl; checkpoint each target crossed for the first time."""
     config, wall = run.config, time.perf_counter() - started
-    results = run.evaluate()
+    results = run.evaluate(params)
     losses = [None] * len(results) if loss is None else [float(v) for v in np.asarray(loss)]
     if not np.all(np.isfinite([r for res in results for r in res] + [v for v in losses if v is not None])):
         raise TrainingDivergedError(f"ε or the loss became non-finite at step {step} (ε, s.e., TV, s.e. = {results}, "
@@ -450,7 +549,8 @@ def _evaluate_and_climb(run, state, run_dir, header, step, tokens_per_step, star
                 path = f"seed_{seed}/eps_{target:g}"  # relative to the run directory, which may move
                 record = dataclasses.asdict(LadderRecord(seed, target, True, eps, eps_se, step,
                                                          step * config.batch_size * config.seq_len, wall, path))
-                saved = save_model(run_dir / path, run.member_params(i), {**header, **record, "overshoot": eps / target})
+                saved = save_model(run_dir / path, run.member_params(params, i),
+                                   {**header, **record, "overshoot": eps / target})
                 state["records"].append({**record, "checksum": saved["checksum"]})
                 state["ladder"][i] += 1
     state["rows"] += len(results)
@@ -522,14 +622,15 @@ def _holds(directory: Path, header: dict) -> bool:
     return all(meta.get(k) == v for k, v in header.items())
 
 
-def _resume(run, run_dir: Path, header: dict):
+def _resume(run, arrays, run_dir: Path, header: dict):
     """``(slot, state, arrays, metrics lines, redo)`` from the newest resume point (last/, then
     previous/) that loads and agrees with the files beside it — every ladder checkpoint it records
     loads to its checksum (a damaged metadata.json there is rewritten), and metrics.jsonl holds the rows
     it vouches for — or ``None`` to train from the start.  Each rejected resume point is reported with
     a warning naming the file and the problem; training is deterministic, so retraining from an
-    earlier point reproduces the same results.  A checkpoint of a different run raises ConfigError."""
-    like = {"params": nnx.to_pure_dict(run.params), "opt_state": run.opt_state}
+    earlier point reproduces the same results.  A checkpoint of a different run raises ConfigError.
+    ``arrays`` (the fresh :class:`TrainState`) gives the structure, shapes and devices to restore to."""
+    like = {"params": nnx.to_pure_dict(arrays.params), "opt_state": arrays.opt_state}
     for k, slot in enumerate(_SLOTS):
         directory = run_dir / slot
         if not directory.exists():
@@ -542,7 +643,7 @@ def _resume(run, run_dir: Path, header: dict):
                                f"use a new run_dir, or move {directory} away if it was copied there by mistake")
             state = _ladder_state(meta, run.config, directory)
             tree = restore_tree(directory, like, meta)
-            _check_rungs(run, run_dir, header, state)
+            _check_rungs(run, arrays, run_dir, header, state)
             lines, redo = _kept_metrics(run_dir / "metrics.jsonl", state, run.config.seeds)
             return slot, state, tree, lines, redo
         except _Foreign:
@@ -570,10 +671,10 @@ def _ladder_state(meta: dict, config: TrainConfig, directory: Path) -> dict:
     return {**s, "best": [math.inf if b is None else b for b in s["best"]]}
 
 
-def _check_rungs(run, run_dir: Path, header: dict, state: dict) -> None:
+def _check_rungs(run, arrays, run_dir: Path, header: dict, state: dict) -> None:
     """Every ladder checkpoint in ``state`` must load to the arrays it saved (ConfigError otherwise); a
     damaged or foreign metadata.json beside intact arrays is rewritten from the ladder state."""
-    like = {"params": nnx.to_pure_dict(run.member_params(0))}
+    like = {"params": nnx.to_pure_dict(run.member_params(arrays.params, 0))}
     for r in state["records"]:
         directory = run_dir / r["path"]
         want = {**header, **r, "overshoot": r["epsilon"] / r["target"]}
@@ -654,11 +755,11 @@ def _save_resume_point(run_dir: Path, tree, metadata: dict, *, keep_last: bool) 
     tmp.rename(last)
 
 
-def _result(run, state, run_dir, header) -> TrainResult:
+def _result(run, params, state, run_dir, header) -> TrainResult:
     config, fields = run.config, [f.name for f in dataclasses.fields(LadderRecord)]
     reached = {(r["seed"], r["target"]) for r in state["records"]}
     records = [LadderRecord(**{**{k: r[k] for k in fields}, "path": str(run_dir / r["path"])}) for r in state["records"]]
     records += [LadderRecord(s, t, False) for s in config.seeds for t in config.targets if (s, t) not in reached]
     records.sort(key=lambda r: (config.seeds.index(r.seed), -r.target))
     return TrainResult(run_dir, records, dict(zip(config.seeds, state["best"])), state["step"],
-                       [run.lm(i) for i in range(len(config.seeds))], header)
+                       [run.lm(params, i) for i in range(len(config.seeds))], header)
