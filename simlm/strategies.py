@@ -24,7 +24,7 @@ from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
 from simlm.worlds.base import _check_flag, _check_number
 from simlm.worlds.hmm import HMM
-from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.loglinear import LogLinearWorld, max_logit
 from simlm.worlds.memory import MemoryHMM
 
 
@@ -118,11 +118,11 @@ def _memory_hmms(draw, *, max_cells, max_values, max_syntactic, min_symbols, max
 def loglinear_worlds(*, max_states: int = 4, max_symbols: int = 4, max_dim: int = 3, scale: float = 2.0):
     """A :class:`~simlm.worlds.LogLinearWorld` with S ≤ max_states automaton states, V ≤ max_symbols
     words, d ≤ max_dim, representations and embeddings with entries in [−scale, scale], a random
-    automaton table and start state.  ``scale`` is rounded down to a float32 and must keep every logit
-    (at most max_dim·scale²) finite in float32."""
+    automaton table and start state.  ``scale`` is rounded down to a float32, and the logits, up to
+    max_dim·scale², must be within :func:`simlm.worlds.loglinear.max_logit`."""
     for name, value in (("max_states", max_states), ("max_symbols", max_symbols), ("max_dim", max_dim)):
         check_positive_int(name, value)
-    top = math.sqrt(float(np.finfo(np.float32).max) / 4 / max_dim)  # LogLinearWorld's limit on the logits
+    top = math.sqrt(max_logit(max_dim) / max_dim)  # LogLinearWorld's limit on the logits, d·scale²
     s = _check_number("scale", scale, positive=True, maximum=top)
     s32 = np.float32(s)
     s32 = float(s32 if s32 <= s else np.nextafter(s32, np.float32(0)))  # exactly a float32 (width=32 below)

@@ -90,6 +90,9 @@ def _check_float_dtype(dtype) -> np.dtype:
 def _check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
     """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
     (their imaginary part would be dropped) and strings (``"0.5"`` would parse as a number)."""
+    if isinstance(array, jax.core.Tracer):
+        raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
+                          "jax.jit; build it outside and pass the world in (it is a pytree)")
     try:
         raw = np.asarray(array)
     except (TypeError, ValueError):
@@ -178,6 +181,10 @@ class WorldBase:
     - ``_next_token_logprobs(toks)`` → ((n, T, V), steps)
     - ``_masked_token_probs(toks, positions)`` → ((n, P, V), steps)
     - ``_prepended_mask_probs(toks)`` → ((n, V), steps)
+
+    and, so that a request that cannot fit is refused before anything is allocated or compiled, the
+    ``(n_elements, itemsize)`` of the arrays their sampling and inference build: ``_sample_arrays(n, T)``
+    and ``_inference_arrays(method, n, T, P)`` (see :func:`_check_request`).
     """
 
     # ---- derived exact quantities -------------------------------------------------------------

@@ -167,7 +167,12 @@ class HMM(ChainInference, WorldBase):
           a deterministic emission table shared by concepts (``n_concepts``, ``n_entities``, …).
         """
         rng = as_rng(seed)
-        return cls(*random_parameters(rng, n_states, n_symbols, family, options))
+        params = random_parameters(rng, n_states, n_symbols, family, options)
+        try:
+            return cls(*params)
+        except SimlmError as err:  # an option so extreme that the draws are not distributions (1e308)
+            raise type(err)(f"{err} (drawn by HMM.random from family {family!r} with options {options}: "
+                            "out of range for float64 draws)") from None
 
     # ---- sampling ------------------------------------------------------------------------------
     def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):

@@ -157,16 +157,29 @@ def _check_fits(name: str, arr: np.ndarray, dtype) -> None:
                           f"{np.dtype(dtype).name} (largest finite {top:.3g})")
 
 
+#: the largest worst-case float32 rounding error, in nats, that a world's logits may carry (see _check_logits).
+LOGIT_TOLERANCE = 1e-2
+
+
+def max_logit(dim: int, dtype=None) -> float:
+    """The largest Σ_k |z_hk||v*_kw| a world of dimension ``dim`` may have: a dot product of d terms is
+    rounded by at most (d + 1)·u·Σ_k |z_hk||v*_kw| (u = 2^-24 in float32), which must stay within
+    :data:`LOGIT_TOLERANCE` nats.  Larger logits would give laws off by that much — and from ~1e9 in float32
+    the rounding residue the fused softmax exponentiates overflows to inf."""
+    u = float(np.finfo(jnp.result_type(float) if dtype is None else dtype).eps) / 2
+    return LOGIT_TOLERANCE / ((dim + 1) * u)
+
+
 def _check_logits(Z: np.ndarray, W: np.ndarray, dtype) -> None:
-    """The logits z_h · v*_w are computed on the device in ``dtype``: refuse parameters for which a logit or
-    any partial sum of its products could overflow (bounded by Σ_k |z_hk||v_kw|), or for which the spread
-    max − min of a row could (log_softmax subtracts the row's max) — else the laws would be NaN."""
+    """Refuse parameters whose logits z_h · v*_w the device cannot compute in ``dtype`` to within
+    :data:`LOGIT_TOLERANCE` nats (:func:`max_logit`), overflow included."""
     with np.errstate(over="ignore"):
         bound = float((np.abs(Z) @ np.abs(W)).max())
-    limit = float(np.finfo(dtype).max) / 4
+    limit = max_logit(Z.shape[1], dtype)
     if not bound <= limit:
-        raise ConfigError(f"representations, word_embeddings: the logits z_h · v*_w reach {bound:.3g} in magnitude, "
-                          f"which overflows {np.dtype(dtype).name} (the limit is {limit:.3g}); scale the parameters down")
+        raise ConfigError(f"representations, word_embeddings: the logits z_h · v*_w reach {bound:.3g} in magnitude; "
+                          f"{np.dtype(dtype).name} would overflow or round them by more than {LOGIT_TOLERANCE:g} nats "
+                          f"(the limit for dimension {Z.shape[1]} is {limit:.3g}); scale the parameters down")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -416,8 +429,8 @@ class LogLinearWorld(WorldBase):
         if k >= V:
             raise ConfigError(f"n_carriers: {k} leaves no bulk words among n_symbols = {V}")
         mean_norm = _check_number("mean_norm", mean_norm, minimum=0.0)
-        if 0 < mean_norm < 1e-150:  # m/‖m‖² below would overflow: ‖m‖² underflows to 0
-            raise ConfigError(f"mean_norm: expected 0 or a number ≥ 1e-150, got {mean_norm!r}")
+        if 0 < mean_norm < 1e-150 or mean_norm > 1e150:  # m/‖m‖² below needs ‖m‖² to be a normal float64
+            raise ConfigError(f"mean_norm: expected 0 or a number in [1e-150, 1e150], got {mean_norm!r}")
         radius, sigma = _check_number("radius", radius, positive=True), _check_number("sigma", sigma, positive=True)
         anchor_norm = _check_number("anchor_norm", anchor_norm, positive=True)
         norm_spread = _check_number("norm_spread", norm_spread, positive=True)
@@ -472,5 +485,5 @@ class LogLinearWorld(WorldBase):
                             f"carrier_gap={carrier_gap:g}: lower them)") from None
 
 
-__all__ = ["LogLinearWorld", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
+__all__ = ["LogLinearWorld", "LOGIT_TOLERANCE", "max_logit", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
            "prepended_mask_logprobs"]
