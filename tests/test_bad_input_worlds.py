@@ -249,6 +249,8 @@ def test_world_errors_are_raised_before_any_compile():
     # a refused size never reaches jit: the compile cache of the sampler does not grow
     from simlm.worlds.hmm import sample_tokens
 
+    if not hasattr(sample_tokens, "_cache_size"):
+        pytest.skip("this JAX does not expose the jit cache size")
     before = sample_tokens._cache_size()
     with pytest.raises(ConfigError):
         hmm.sample(0, 10**9, 10**9)

@@ -116,7 +116,8 @@ def _check_request(name: str, arrays, what: str) -> None:
     biggest = max(e for e, _ in arrays)
     if biggest > MAX_ARRAY_ELEMENTS:
         raise ConfigError(f"{name}: this request builds an array of {biggest:.3g} elements ({what}), over the "
-                          "limit of 2**31 − 1 elements per array; split it into smaller requests, or use a smaller world")
+                          "limit of 2**31 − 1 elements per array; split it into smaller requests, or use a smaller "
+                          "world")
     check_memory(name, sum(e * s for e, s in arrays), itemsize=1, what=what)
 
 

@@ -60,7 +60,8 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     float32 rounding.  Prefixes with p(s) = 0 are dropped (their law is undefined).  Raises
     :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "log_likelihood", None))):
-        raise ConfigError(f"world: expected a simlm world (with n_symbols and log_likelihood), got {type(world).__name__}")
+        raise ConfigError("world: expected a simlm world (with n_symbols and log_likelihood), got "
+                          f"{type(world).__name__}")
     L = check_positive_int("max_length", max_length, minimum=0)
     cap = check_positive_int("max_contexts", max_contexts)
     V = check_positive_int("world.n_symbols", world.n_symbols)

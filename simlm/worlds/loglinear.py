@@ -246,8 +246,9 @@ class LogLinearWorld(WorldBase):
             ids = np.asarray(carrier_ids).reshape(-1)
         except (TypeError, ValueError):
             ids = np.asarray([None])  # ragged: refused below
-        if ids.dtype == object or ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool or ids.min() < 0
-                         or ids.max() >= V or np.unique(ids).size != ids.size):
+        if ids.dtype == object or ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool
+                                                or ids.min() < 0 or ids.max() >= V
+                                                or np.unique(ids).size != ids.size):
             raise ConfigError(f"carrier_ids: expected distinct integer word ids in [0, {V}), got {carrier_ids!r}")
         # cast on the host and device_put: jnp.asarray would compile a small program per new shape
         put = partial(lambda dt, a: None if a is None else jax.device_put(np.asarray(a, dt)), dtype)
@@ -481,8 +482,9 @@ class LogLinearWorld(WorldBase):
             return cls(Z, W, next_state, 0, anchor=v0, mean=m, carrier_ids=carriers)
         except SimlmError as err:
             raise type(err)(f"{err} (built by LogLinearWorld.random from mean_norm={mean_norm:g}, radius={radius:g}, "
-                            f"norm_spread={norm_spread:g}, gain={'default' if gain is None else 'given'}, sigma={sigma:g}, anchor_norm={anchor_norm:g}, "
-                            f"carrier_gap={carrier_gap:g}: lower them)") from None
+                            f"norm_spread={norm_spread:g}, gain={'default' if gain is None else 'given'}, "
+                            f"sigma={sigma:g}, anchor_norm={anchor_norm:g}, carrier_gap={carrier_gap:g}: "
+                            "lower them)") from None
 
 
 __all__ = ["LogLinearWorld", "LOGIT_TOLERANCE", "max_logit", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
