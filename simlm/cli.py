@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from simlm.errors import ConfigError, SimlmError
+from simlm.experiments.commandline import Parser
 
 
 def demo_config_path() -> Path:
@@ -112,10 +113,10 @@ def _run_options(p, default_out):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simlm", description="synthetic worlds with an exact optimal LM: sweep "
+    parser = Parser(prog="simlm", description="synthetic worlds with an exact optimal LM: sweep "
                                      "LMs at controlled ε and check the papers' claims against ground truth",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo = sub.add_parser("demo", help="run the embedded default sweep (a few minutes on a CPU)",
                           epilog="example: simlm demo --out runs/demo")
     _run_options(demo, "runs/demo")
@@ -138,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SimlmError as err:  # a usage error: one line, status 2
+        print(f"simlm: error: {err}", file=sys.stderr)
+        return 2
     try:
         return args.run(args)
     except SimlmError as err:

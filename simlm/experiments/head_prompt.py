@@ -88,7 +88,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               sample_task_data, task_features)
 from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments._cli import Parser, run_main
+from simlm.experiments.commandline import Parser, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
 from simlm.experiments.store import CellStore, claim, release, results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm

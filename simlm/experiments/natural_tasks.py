@@ -53,7 +53,7 @@ from scipy.optimize import brentq
 
 from simlm.checks import check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments._cli import Parser, run_main
+from simlm.experiments.commandline import Parser, run_main
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts

@@ -13,14 +13,124 @@ log-probabilities are natural logs, so cross-entropies are in nats per token.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.checks import check_positions, check_positive_int, check_tokens, mean_and_sem
-from simlm.errors import ZeroProbabilityError
+from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_stochastic, check_tokens, \
+    mean_and_sem
+from simlm.errors import ConfigError, DistributionError, SimlmError, TokenError, ZeroProbabilityError
+
+#: the most elements one array may have: XLA indexes some buffers with int32, and arrays of 2**31 elements or
+#: more abort the interpreter (SIGABRT) or hang instead of raising, so every world refuses them up front.
+MAX_ARRAY_ELEMENTS = 2**31 - 1
+#: the loosest ``atol`` a world accepts for its probability rows.  Rows are stored as given (not
+#: renormalised), so the tolerance is for rounding only: a looser one would let through rows that are not
+#: distributions, and every exact number downstream would be off by as much.
+MAX_ATOL = 1e-3
+_REAL_TYPES = (int, float, np.integer, np.floating)
+
+
+# ---- host-side checks shared by the worlds (candidates for simlm.checks) -------------------------------
+
+def _check_flag(name: str, value) -> bool:
+    """A real ``bool`` (or numpy bool); anything else — ``"no"``, ``0``, ``None`` — is a :class:`ConfigError`,
+    since Python's truthiness would silently read ``"no"`` as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                 positive: bool = False) -> float:
+    """A finite real number (int or float, numpy scalar or 0-d array; not bool, str, complex or None) in
+    [``minimum``, ``maximum``] (and > 0 with ``positive``), as a float; otherwise :class:`ConfigError`."""
+    ok = isinstance(value, _REAL_TYPES) or (isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0
+                                            and value.dtype.kind in "iuf")
+    if isinstance(value, (bool, np.bool_)) or not ok:
+        raise ConfigError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    if positive and not v > 0:
+        raise ConfigError(f"{name}: expected a positive number, got {value!r}")
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        lo = "" if minimum is None else f"≥ {minimum:g}"
+        hi = "" if maximum is None else f"≤ {maximum:g}"
+        raise ConfigError(f"{name}: expected a number {' and '.join(b for b in (lo, hi) if b)}, got {value!r}")
+    return v
+
+
+def _check_atol(atol) -> float:
+    """The tolerance on probability rows: a number in (0, :data:`MAX_ATOL`]."""
+    return _check_number("atol", atol, positive=True, maximum=MAX_ATOL)
+
+
+def _check_float_dtype(dtype) -> np.dtype:
+    """float32 or float64 (the latter only with ``jax_enable_x64``).  Integer dtypes would truncate every
+    probability to 0, complex ones carry a meaningless imaginary part, and float16/bfloat16 round the rows
+    off 1 by more than any ``atol``; without x64, JAX would silently store float64 as float32."""
+    if dtype is None or isinstance(dtype, bool):
+        raise ConfigError(f"dtype: expected float32 or float64, got {dtype!r}")
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ConfigError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"dtype: expected float32 or float64, got {dt}")
+    if dt == np.float64 and not jax.config.jax_enable_x64:
+        raise ConfigError("dtype: float64 needs 64-bit JAX (jax.config.update('jax_enable_x64', True) at start-up); "
+                          "without it the arrays would silently be float32")
+    return dt
+
+
+def _check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
+    """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
+    (their imaginary part would be dropped) and strings (``"0.5"`` would parse as a number)."""
+    if isinstance(array, jax.core.Tracer):
+        raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
+                          "jax.jit; build it outside and pass the world in (it is a pytree)")
+    try:
+        raw = np.asarray(array)
+    except (TypeError, ValueError):
+        raw = None  # ragged: check_stochastic names it
+    if raw is not None:
+        if raw.dtype.kind == "c" or (raw.dtype == object and any(isinstance(v, (complex, np.complexfloating))
+                                                                 for v in raw.flat)):
+            raise DistributionError(f"{name}: expected real probabilities, got complex values "
+                                    "(the imaginary part would be lost)")
+        if raw.dtype.kind in "USaMmV":
+            raise DistributionError(f"{name}: expected a numeric array of probabilities, got dtype {raw.dtype}")
+    return check_stochastic(name, array, atol=atol)
+
+
+def _check_request(name: str, arrays, what: str) -> None:
+    """Refuse, before anything is allocated or compiled, a request whose arrays — ``(n_elements, itemsize)``
+    pairs, Python ints so nothing overflows — do not fit: one above :data:`MAX_ARRAY_ELEMENTS` elements, or
+    all together above this host's memory (:func:`simlm.checks.check_memory`).  ``name`` is the argument(s)
+    that set the size and ``what`` says what is built."""
+    arrays = [(int(e), int(s)) for e, s in arrays]
+    biggest = max(e for e, _ in arrays)
+    if biggest > MAX_ARRAY_ELEMENTS:
+        raise ConfigError(f"{name}: this request builds an array of {biggest:.3g} elements ({what}), over the "
+                          "limit of 2**31 − 1 elements per array; split it into smaller requests, or use a smaller "
+                          "world")
+    check_memory(name, sum(e * s for e, s in arrays), itemsize=1, what=what)
+
+
+def _check_world_tokens(tokens, n_symbols: int):
+    """:func:`simlm.checks.check_tokens`, with a ragged or otherwise unconvertible input (on which
+    ``np.asarray`` raises) reported as a :class:`TokenError` naming ``tokens``."""
+    try:
+        return check_tokens(tokens, n_symbols)
+    except SimlmError:
+        raise
+    except (TypeError, ValueError, OverflowError) as err:
+        raise TokenError(f"tokens: expected a rectangular integer array of shape (T,) or (n, T), got "
+                         f"{type(tokens).__name__} that numpy cannot convert ({str(err).split('.')[0]})") from None
 
 
 @runtime_checkable
@@ -72,22 +182,26 @@ class WorldBase:
     - ``_next_token_logprobs(toks)`` → ((n, T, V), steps)
     - ``_masked_token_probs(toks, positions)`` → ((n, P, V), steps)
     - ``_prepended_mask_probs(toks)`` → ((n, V), steps)
+
+    and, so that a request that cannot fit is refused before anything is allocated or compiled, the
+    ``(n_elements, itemsize)`` of the arrays their sampling and inference build: ``_sample_arrays(n, T)``
+    and ``_inference_arrays(method, n, T, P)`` (see :func:`_check_request`).
     """
 
     # ---- derived exact quantities -------------------------------------------------------------
     def log_likelihood(self, tokens) -> jax.Array:
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "log_likelihood")
         out = self._log_likelihood(jax.device_put(toks))
         return out[0] if single else out
 
     def token_logprobs(self, tokens) -> jax.Array:
         """log p*(x_t | x_<t) of each observed token, shape ``(n, T)`` (−inf where impossible)."""
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "token_logprobs")
         out = self._token_logprobs(jax.device_put(toks))
         return out[0] if single else out
 
     def next_token_logprobs(self, tokens) -> jax.Array:
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "next_token_logprobs")
         out, steps = self._next_token_logprobs(jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
@@ -96,14 +210,15 @@ class WorldBase:
         return jnp.exp(self.next_token_logprobs(tokens))
 
     def masked_token_probs(self, tokens, positions=None) -> jax.Array:
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = _check_world_tokens(tokens, self.n_symbols)
         pos = check_positions(positions, toks.shape[1])
+        self._check_cost("masked_token_probs", *toks.shape, len(pos))
         out, steps = self._masked_token_probs(jax.device_put(toks), jax.device_put(pos))
         self._require_possible(toks, steps)
         return out[0] if single else out
 
     def prepended_mask_probs(self, tokens) -> jax.Array:
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "prepended_mask_probs")
         out, steps = self._prepended_mask_probs(jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
@@ -111,7 +226,7 @@ class WorldBase:
     def cross_entropy(self, tokens) -> tuple[float, float]:
         """Mean −log p*(x_t | x_<t) over all positions of ``tokens`` (nats/token) and its standard error
         over sequences."""
-        toks, _ = check_tokens(tokens, self.n_symbols)
+        toks, _ = self._tokens(tokens, "log_likelihood")
         per_seq = -np.asarray(self._log_likelihood(jax.device_put(toks)), dtype=np.float64) / toks.shape[1]
         return mean_and_sem(per_seq)
 
@@ -121,10 +236,40 @@ class WorldBase:
 
         The finite-T estimate carries an O(1/T) bias from the initial law; its standard error is over
         sequences."""
-        check_positive_int("n_sequences", n_sequences, minimum=2)
-        check_positive_int("length", length)
-        tokens = self.sample(key, n_sequences, length)
+        as_key(key)
+        n = check_positive_int("n_sequences", n_sequences, minimum=2)
+        T = check_positive_int("length", length)
+        self._check_sample(n, T, extra=self._inference_arrays("log_likelihood", n, T, 0))
+        tokens = self.sample(key, n, T)
         return self.cross_entropy(tokens)
+
+    # ---- sizes: refuse what cannot fit before allocating ------------------------------------------
+    @property
+    def _itemsize(self) -> int:
+        """Bytes per float of this world's arrays."""
+        return self._param_arrays()[0].dtype.itemsize
+
+    def _sample_arrays(self, n: int, T: int) -> list:
+        """``(n_elements, itemsize)`` of the arrays :meth:`sample` builds for n sequences of T tokens."""
+        raise NotImplementedError
+
+    def _inference_arrays(self, method: str, n: int, T: int, P: int) -> list:
+        """``(n_elements, itemsize)`` of the arrays ``method`` builds on (n, T) tokens (P masked positions)."""
+        raise NotImplementedError
+
+    def _check_sample(self, n: int, T: int, extra=()) -> None:
+        _check_request("n_sequences, length", [*self._sample_arrays(n, T), *extra],
+                       f"sampling {n} sequences × {T} tokens")
+
+    def _check_cost(self, method: str, n: int, T: int, P: int = 0) -> None:
+        _check_request("tokens", [(n * T, 4), *self._inference_arrays(method, n, T, P)],
+                       f"{method} on {n} sequences × {T} tokens")
+
+    def _tokens(self, tokens, method: str):
+        """Checked ``(int32 (n, T) tokens, was_single)``, refused if ``method`` on them cannot fit."""
+        toks, single = _check_world_tokens(tokens, self.n_symbols)
+        self._check_cost(method, *toks.shape)
+        return toks, single
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(type(self).__name__.encode())

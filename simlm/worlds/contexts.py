@@ -10,6 +10,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
+from simlm.worlds.base import _check_request
 
 #: largest number of contexts Σ_{t ≤ L} V^t that :func:`enumerate_contexts` builds by default.
 MAX_CONTEXTS = 100_000
@@ -33,7 +34,14 @@ class ContextSet:
     def index(self, prefix) -> int:
         """Row of ``prefix`` (a sequence of token ids) in the arrays above."""
         try:
-            return self._rows[tuple(int(x) for x in prefix)]
+            ids = np.asarray(prefix)
+        except (TypeError, ValueError):
+            ids = None
+        if ids is None or isinstance(prefix, (str, bytes)) or ids.ndim != 1 \
+                or (ids.size and (ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer))):
+            raise ConfigError(f"prefix: expected a 1-d sequence of integer token ids, got {prefix!r}")
+        try:
+            return self._rows[tuple(int(x) for x in ids)]
         except KeyError:
             raise ConfigError(f"prefix: {tuple(prefix)} is not a context here (too long, or p(prefix) = 0)") from None
 
@@ -51,13 +59,23 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised to remove
     float32 rounding.  Prefixes with p(s) = 0 are dropped (their law is undefined).  Raises
     :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
+    if not (hasattr(world, "n_symbols") and callable(getattr(world, "log_likelihood", None))):
+        raise ConfigError("world: expected a simlm world (with n_symbols and log_likelihood), got "
+                          f"{type(world).__name__}")
     L = check_positive_int("max_length", max_length, minimum=0)
     cap = check_positive_int("max_contexts", max_contexts)
-    V = int(world.n_symbols)
-    total = sum(V**t for t in range(L + 1))
+    V = check_positive_int("world.n_symbols", world.n_symbols)
+    total, count = 0, 1
+    for _ in range(L + 1) if V > 1 else ():  # Σ_{t ≤ L} V^t, stopping once past the cap (L may be huge)
+        total, count = total + count, count * V
+        if total > cap:
+            break
+    total = total if V > 1 else L + 1
     if total > cap:
-        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t = {total} contexts, over the limit "
+        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t ≥ {total} contexts, over the limit "
                           f"max_contexts = {cap}; lower max_length or raise max_contexts")
+    _check_request("max_length, max_contexts", [(V ** (L + 1) * (L + 1), 8 * 2 + 4), (total * V, 8 * 3)],
+                   f"the {V}^{L + 1} sequences of length {L + 1} that are scored, and the laws")
     logp = [np.zeros(1)]  # log p(s) for every s of length t, lexicographic
     for t in range(1, L + 2):
         seqs = np.stack(np.unravel_index(np.arange(V**t), (V,) * t), axis=-1).astype(np.int32)

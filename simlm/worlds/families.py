@@ -11,7 +11,10 @@ import inspect
 import numpy as np
 
 from simlm.errors import ConfigError
-from simlm.checks import check_positive, check_positive_int
+from simlm.checks import check_positive_int
+from simlm.worlds.base import _check_number, _check_request
+
+_F64 = 8  # bytes: the families build float64 numpy arrays
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -20,13 +23,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def tempered(u: np.ndarray, temp: float) -> np.ndarray:
+    """softmax((u − ½)/temp) over the last axis.  When 1/temp overflows the logits (temp ≈ 1e-310), the same
+    law is taken from (u − max u)/temp, whose largest entry is exactly 0: its limit, one-hot on argmax u,
+    instead of the NaN of inf − inf.  (Finite logits take the first form, so seeds give the same worlds.)"""
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = softmax((u - 0.5) / temp)
+    if np.all(np.isfinite(p)):
+        return p
+    with np.errstate(over="ignore", divide="ignore"):
+        return softmax((u - u.max(axis=-1, keepdims=True)) / temp)
+
+
+def _positive(name, value) -> float:
+    return _check_number(name, value, positive=True)
+
+
 def dirichlet(rng, K, V, *, initial_concentration=1.0, transition_concentration=1.0,
               emission_concentration=1.0):
     """π ~ Dir(a_π·1), each row of A ~ Dir(a_A·1), each row of B ~ Dir(a_B·1).  Small
     concentrations give sparse, near-deterministic rows; 1 is uniform on the simplex."""
-    a_pi = check_positive("initial_concentration", initial_concentration)
-    a_A = check_positive("transition_concentration", transition_concentration)
-    a_B = check_positive("emission_concentration", emission_concentration)
+    a_pi = _positive("initial_concentration", initial_concentration)
+    a_A = _positive("transition_concentration", transition_concentration)
+    a_B = _positive("emission_concentration", emission_concentration)
+    _check_request("n_states, n_symbols", [(K * K + K * V + K, 2 * _F64)],
+                   f"a random HMM's Dirichlet draws, {K} states × {V} symbols, in float64")
     return (rng.dirichlet(np.full(K, a_pi)), rng.dirichlet(np.full(K, a_A), size=K),
             rng.dirichlet(np.full(V, a_B), size=K))
 
@@ -40,16 +61,24 @@ def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emi
     permutation matrices P_p — a convex combination of permutations, so A is doubly stochastic;
     B[k] = softmax((U_k − ½)/emission_temp), U_k ~ Unif(0,1)^V.
     Low temperatures make A close to one permutation and B close to one-hot rows."""
-    t_pi = check_positive("start_temp", start_temp)
-    t_A = check_positive("transition_temp", transition_temp)
-    t_B = check_positive("emission_temp", emission_temp)
+    t_pi = _positive("start_temp", start_temp)
+    t_A = _positive("transition_temp", transition_temp)
+    t_B = _positive("emission_temp", emission_temp)
     P = K if n_permutations is None else check_positive_int("n_permutations", n_permutations)
-    initial = softmax((rng.uniform(size=K) - 0.5) / t_pi)
-    w = softmax((rng.uniform(size=P) - 0.5) / t_A)
+    _check_permutation_mixture("n_states, n_symbols, n_permutations", K, V, P)
+    initial = tempered(rng.uniform(size=K), t_pi)
+    w = tempered(rng.uniform(size=P), t_A)
     perms = np.stack([np.eye(K)[rng.permutation(K)] for _ in range(P)])
     transition = np.einsum("p,pij->ij", w, perms)
-    emission = softmax((rng.uniform(size=(K, V)) - 0.5) / t_B)
+    emission = tempered(rng.uniform(size=(K, V)), t_B)
     return initial, transition, emission
+
+
+def _check_permutation_mixture(name: str, K: int, V: int, P: int) -> None:
+    """Refuse a permutation mixture that cannot fit: it stacks P permutation matrices (P, K, K) in float64
+    (each built from a K × K identity, a Python object apiece) before mixing them."""
+    _check_request(name, [(P * K * K, 2 * _F64), (P, 256), (K * K + K * V, 2 * _F64)],
+                   f"a permutation mixture of {P} permutations of {K} states, {V} symbols, in float64")
 
 
 def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_temp=0.1,
@@ -72,10 +101,13 @@ def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_
     if per % E:
         raise ConfigError(f"n_states: {K} is not n_concepts·n_entities·n_properties for n_concepts={C}, n_entities={E}")
     Qn = per // E
-    if not 0 <= entity_stay <= 1:
-        raise ConfigError(f"entity_stay: expected a probability in [0, 1], got {entity_stay!r}")
-    if not 0 <= emission_noise < 1:
+    entity_stay = _check_number("entity_stay", entity_stay, minimum=0.0, maximum=1.0)
+    property_temp = _positive("property_temp", property_temp)
+    emission_noise = _check_number("emission_noise", emission_noise, minimum=0.0)
+    if not emission_noise < 1:
         raise ConfigError(f"emission_noise: expected a number in [0, 1), got {emission_noise!r}")
+    _check_request("n_states, n_symbols", [(K * K + 3 * K * V + max(V, E * Qn), 2 * _F64)],
+                   f"a random GINC world, {K} states × {V} symbols, in float64")
     table = (rng.permutation(max(V, E * Qn))[: E * Qn] % V).reshape(E, Qn)
     blocks = []
     for _ in range(C):
@@ -85,7 +117,8 @@ def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_
     transition = np.zeros((K, K))
     for c, blk in enumerate(blocks):
         transition[c * per:(c + 1) * per, c * per:(c + 1) * per] = blk
-    one_hot = np.eye(V)[table.reshape(-1)]  # (E·Q, V)
+    one_hot = np.zeros((E * Qn, V))  # row e·Q + q is one-hot on table[e, q] (no V × V identity)
+    one_hot[np.arange(E * Qn), table.reshape(-1)] = 1.0
     emission_block = (1 - emission_noise) * one_hot + emission_noise / V
     emission = np.tile(emission_block, (C, 1))
     initial = np.full(K, 1.0 / K)
@@ -97,7 +130,7 @@ FAMILIES = {"dirichlet": dirichlet, "permutation-mixture": permutation_mixture, 
 
 def random_parameters(seed_rng, n_states, n_symbols, family, options):
     """Dispatch to a family, turning unknown families and options into :class:`ConfigError`."""
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise ConfigError(f"family: unknown HMM family {family!r}; choose one of {sorted(FAMILIES)}")
     fn = FAMILIES[family]
     allowed = [p for p in inspect.signature(fn).parameters if p not in ("rng", "K", "V")]

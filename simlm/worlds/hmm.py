@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
+from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityError
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
-from simlm.checks import as_key, as_rng, check_positive_int, check_stochastic, check_tokens
-from simlm.worlds.base import WorldBase
+from simlm.checks import as_key, as_rng, check_positive_int
+from simlm.worlds.base import (WorldBase, _check_atol, _check_flag, _check_float_dtype, _check_probabilities,
+                               _check_request)
 from simlm.worlds.families import random_parameters
 
 
@@ -87,12 +88,12 @@ class ChainInference:
 
     def next_token_probs(self, tokens) -> jax.Array:
         """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
-        return self._checked(next_token_probs, tokens)
+        return self._checked(next_token_probs, tokens, "next_token_probs")
 
-    def _checked(self, fn, tokens):
-        """``fn(*chain, tokens)`` → (out, per-step log-probs) on checked tokens; raises for an impossible
-        sequence; a single sequence in gives a single result out."""
-        toks, single = check_tokens(tokens, self.n_symbols)
+    def _checked(self, fn, tokens, method: str):
+        """``fn(*chain, tokens)`` → (out, per-step log-probs) on checked tokens (refused when ``method`` on
+        them cannot fit); raises for an impossible sequence; a single sequence in gives a single result out."""
+        toks, single = self._tokens(tokens, method)
         out, steps = fn(*self._chain, jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
@@ -129,7 +130,7 @@ class ChainInference:
 
     def _prompted(self, fn, tokens, prompt):
         u = self._prompt(prompt)
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "masked_token_probs")  # the prompted laws build as much
         out, steps = fn(*self._chain, u, jax.device_put(toks))
         self._require_possible(toks, steps)
         dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
@@ -140,6 +141,20 @@ class ChainInference:
                 "sequences), so its prompted law is undefined")
         return out[0] if single else out
 
+    # ---- sizes (see WorldBase._check_request): what sampling and inference build, at their itemsize ----
+    def _sample_arrays(self, n: int, T: int) -> list:
+        # one uniform per draw (T, 2, n); tokens and states (T, n) out of the scan, then transposed
+        return [(2 * n * T, self._itemsize)] + [(n * T, 4)] * 4
+
+    def _inference_arrays(self, method: str, n: int, T: int, P: int) -> list:
+        K, V, f = self._chain[0].shape[0], self.n_symbols, self._itemsize
+        laws = {"next_token_probs": [n * T * V], "next_token_logprobs": [n * T * V] * 2,
+                "masked_token_probs": [n * T * K] * 4 + [n * T * V, n * P * V],
+                "prepended_mask_probs": [n * T * K, n * K, n * V],
+                "state_posterior": [n * T * K] * 5, "masked_state_posterior": [n * T * K] * 4,
+                "prepended_state_posterior": [n * T * K, n * K], "memory_posterior": [n * T * K] * 2}
+        return [(e, f) for e in [n * T, *laws.get(method, [])]]
+
 
 @jax.tree_util.register_pytree_node_class
 class HMM(ChainInference, WorldBase):
@@ -147,13 +162,15 @@ class HMM(ChainInference, WorldBase):
 
     ``initial[k] = P(h_1 = k)``, ``transition[i, j] = P(h_{t+1} = j | h_t = i)``,
     ``emission[k, v] = P(x_t = v | h_t = k)``.  Rows must be probability vectors (within ``atol``);
-    they are stored in ``dtype`` (float32 by default), exactly as given.
+    they are stored in ``dtype`` (float32 by default, or float64 with ``jax_enable_x64``), exactly as given.
+    ``atol`` is a tolerance for rounding, in (0, 1e-3].
     """
 
     def __init__(self, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
-        pi = check_stochastic("initial", initial, atol=atol)
-        A = check_stochastic("transition", transition, atol=atol)
-        B = check_stochastic("emission", emission, atol=atol)
+        atol, dtype = _check_atol(atol), _check_float_dtype(dtype)
+        pi = _check_probabilities("initial", initial, atol=atol)
+        A = _check_probabilities("transition", transition, atol=atol)
+        B = _check_probabilities("emission", emission, atol=atol)
         if pi.ndim != 1:
             raise ShapeError(f"initial: expected shape (K,), got {pi.shape}")
         K = pi.shape[0]
@@ -161,6 +178,8 @@ class HMM(ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({K}, {K}) to match initial's {K} states, got {A.shape}")
         if B.ndim != 2 or B.shape[0] != K:
             raise ShapeError(f"emission: expected shape ({K}, V) to match initial's {K} states, got {B.shape}")
+        _check_request("transition, emission", [(a.size, dtype.itemsize) for a in (pi, A, B)],
+                       f"the HMM's parameters on the device, {K} states × {B.shape[1]} symbols")
         self._set(*(jnp.asarray(a, dtype) for a in (pi, A, B)))
 
     def _set(self, initial, transition, emission):
@@ -206,7 +225,12 @@ class HMM(ChainInference, WorldBase):
           a deterministic emission table shared by concepts (``n_concepts``, ``n_entities``, …).
         """
         rng = as_rng(seed)
-        return cls(*random_parameters(rng, n_states, n_symbols, family, options))
+        params = random_parameters(rng, n_states, n_symbols, family, options)
+        try:
+            return cls(*params)
+        except SimlmError as err:  # an option so extreme that the draws are not distributions (1e308)
+            raise type(err)(f"{err} (drawn by HMM.random from family {family!r} with options {options}: "
+                            "out of range for float64 draws)") from None
 
     # ---- sampling ------------------------------------------------------------------------------
     def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
@@ -215,20 +239,23 @@ class HMM(ChainInference, WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
+        return_states = _check_flag("return_states", return_states)
+        self._check_sample(n, T)
         tokens, states = sample_tokens(*self._chain, key, n, T)
         return (tokens, states) if return_states else tokens
 
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """p(h_t | x_1:T) (``smoothed=True``, forward–backward) or p(h_t | x_≤t) (filtering), (n, T, K)."""
-        return self._checked(smoothed_posterior if smoothed else filtered_posterior, tokens)
+        fn = smoothed_posterior if _check_flag("smoothed", smoothed) else filtered_posterior
+        return self._checked(fn, tokens, "state_posterior")
 
     def masked_state_posterior(self, tokens) -> jax.Array:
         """p(h_t | x_-t): the state law at t when x_t is masked, (n, T, K)."""
-        return self._checked(masked_state_posterior, tokens)
+        return self._checked(masked_state_posterior, tokens, "masked_state_posterior")
 
     def prepended_state_posterior(self, tokens) -> jax.Array:
         """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
-        return self._checked(prepended_state_posterior, tokens)
+        return self._checked(prepended_state_posterior, tokens, "prepended_state_posterior")
 
     def stationary_distribution(self) -> np.ndarray:
         """A stationary law μ = μA (the left eigenvector for eigenvalue 1, float64; for a reducible
@@ -243,12 +270,15 @@ class HMM(ChainInference, WorldBase):
     def from_hmmlearn(cls, model) -> "HMM":
         """From a fitted ``hmmlearn.hmm.CategoricalHMM`` (``startprob_``, ``transmat_``, ``emissionprob_``)."""
         try:
-            return cls(model.startprob_, model.transmat_, model.emissionprob_)
+            arrays = model.startprob_, model.transmat_, model.emissionprob_
         except AttributeError as err:
-            raise ConfigError(f"model: expected a fitted hmmlearn CategoricalHMM ({err})") from None
+            raise ConfigError(f"model: expected a fitted hmmlearn CategoricalHMM, got {type(model).__name__} "
+                              f"({err})") from None
+        return _named("model", lambda: cls(*arrays))
 
     def to_hmmlearn(self):
         """An ``hmmlearn.hmm.CategoricalHMM`` with these parameters (hmmlearn must be installed)."""
+        _require("hmmlearn", "to_hmmlearn")
         from hmmlearn.hmm import CategoricalHMM
 
         m = CategoricalHMM(n_components=self.n_states, n_features=self.n_symbols, init_params="", params="")
@@ -259,6 +289,7 @@ class HMM(ChainInference, WorldBase):
 
     def to_dynamax(self):
         """``(model, params)`` for ``dynamax.hidden_markov_model.CategoricalHMM`` (emission_dim = 1)."""
+        _require("dynamax", "to_dynamax")
         from dynamax.hidden_markov_model import CategoricalHMM
 
         model = CategoricalHMM(self.n_states, 1, self.n_symbols)
@@ -271,7 +302,32 @@ class HMM(ChainInference, WorldBase):
     @classmethod
     def from_dynamax(cls, params) -> "HMM":
         """From dynamax CategoricalHMM parameters (emission_dim must be 1)."""
-        B = np.asarray(params.emissions.probs)
+        try:
+            pi, A, B = params.initial.probs, params.transitions.transition_matrix, params.emissions.probs
+        except AttributeError as err:
+            raise ConfigError(f"params: expected the parameters of a dynamax CategoricalHMM (as from "
+                              f"model.initialize(...)), got {type(params).__name__} ({err})") from None
+        try:
+            B = np.asarray(B)
+        except (TypeError, ValueError):
+            raise ConfigError("params: emissions.probs is not an array of shape (K, 1, V)") from None
         if B.ndim != 3 or B.shape[1] != 1:
             raise ShapeError(f"params: expected emission probs of shape (K, 1, V), got {B.shape}")
-        return cls(params.initial.probs, params.transitions.transition_matrix, B[:, 0, :])
+        return _named("params", lambda: cls(pi, A, B[:, 0, :]))
+
+
+def _named(argument: str, build):
+    """``build()``, with a simlm error re-raised naming ``argument`` first — the object the user passed —
+    since the error names the parameter it failed on (``initial``, ``transition``, …)."""
+    try:
+        return build()
+    except SimlmError as err:
+        raise type(err)(f"{argument}: {err}") from None
+
+
+def _require(package: str, method: str) -> None:
+    """A :class:`ConfigError` naming the optional ``package`` a ``method`` needs, when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"{method}: needs the optional package {package} (pip install {package})")

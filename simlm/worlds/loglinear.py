@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, ShapeError
-from simlm.checks import as_key, as_rng, check_positive, check_positive_int, check_tokens
-from simlm.worlds.base import WorldBase
+from simlm.errors import ConfigError, ShapeError, SimlmError
+from simlm.checks import as_key, as_rng, check_positive_int
+from simlm.worlds.base import WorldBase, _check_flag, _check_number, _check_request
 from simlm.worlds.hmm_core import cumulative_rows, inverse_cdf, tree_sum
 
 _HI = jax.lax.Precision.HIGHEST  # no TF32 in the logits: the exactness tests compare at 1e-5
@@ -132,7 +132,11 @@ def _sample(Z, W, next_state, start, key, n: int, length: int):
 # ---- host-side checks -----------------------------------------------------------------------------
 
 def _real_array(name: str, value, ndim: int) -> np.ndarray:
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a real numeric {ndim}-d array, got a ragged or unconvertible "
+                          f"{type(value).__name__}") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ConfigError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     if arr.ndim != ndim or 0 in arr.shape:
@@ -144,14 +148,38 @@ def _real_array(name: str, value, ndim: int) -> np.ndarray:
     return arr
 
 
-def _nonneg(name: str, value) -> float:
-    try:
-        v = float(value) if not isinstance(value, (bool, np.bool_)) else float("nan")
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (np.isfinite(v) and v >= 0):
-        raise ConfigError(f"{name}: expected a non-negative finite number, got {value!r}")
-    return v
+def _check_fits(name: str, arr: np.ndarray, dtype) -> None:
+    """Entries of ``arr`` must be finite in the storage ``dtype`` (1e300 is finite in float64, inf in float32)."""
+    top = np.finfo(dtype).max
+    if arr.size and np.abs(arr).max() > top:
+        idx = tuple(int(i) for i in np.argwhere(np.abs(arr) > top)[0])
+        raise ConfigError(f"{name}: entry {idx if len(idx) > 1 else idx[0]} is {arr[idx]:.3g}, which overflows "
+                          f"{np.dtype(dtype).name} (largest finite {top:.3g})")
+
+
+#: the largest worst-case float32 rounding error, in nats, that a world's logits may carry (see _check_logits).
+LOGIT_TOLERANCE = 1e-2
+
+
+def max_logit(dim: int, dtype=None) -> float:
+    """The largest Σ_k |z_hk||v*_kw| a world of dimension ``dim`` may have: a dot product of d terms is
+    rounded by at most (d + 1)·u·Σ_k |z_hk||v*_kw| (u = 2^-24 in float32), which must stay within
+    :data:`LOGIT_TOLERANCE` nats.  Larger logits would give laws off by that much — and from ~1e9 in float32
+    the rounding residue the fused softmax exponentiates overflows to inf."""
+    u = float(np.finfo(jnp.result_type(float) if dtype is None else dtype).eps) / 2
+    return LOGIT_TOLERANCE / ((dim + 1) * u)
+
+
+def _check_logits(Z: np.ndarray, W: np.ndarray, dtype) -> None:
+    """Refuse parameters whose logits z_h · v*_w the device cannot compute in ``dtype`` to within
+    :data:`LOGIT_TOLERANCE` nats (:func:`max_logit`), overflow included."""
+    with np.errstate(over="ignore"):
+        bound = float((np.abs(Z) @ np.abs(W)).max())
+    limit = max_logit(Z.shape[1], dtype)
+    if not bound <= limit:
+        raise ConfigError(f"representations, word_embeddings: the logits z_h · v*_w reach {bound:.3g} in magnitude; "
+                          f"{np.dtype(dtype).name} would overflow or round them by more than {LOGIT_TOLERANCE:g} nats "
+                          f"(the limit for dimension {Z.shape[1]} is {limit:.3g}); scale the parameters down")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -179,13 +207,24 @@ class LogLinearWorld(WorldBase):
 
     def __init__(self, representations, word_embeddings, next_state, start_state: int = 0, *,
                  anchor=None, mean=None, carrier_ids=()):
+        dtype = jnp.result_type(float)
         Z = _real_array("representations", representations, 2)
         W = _real_array("word_embeddings", word_embeddings, 2)
         (S, d), V = Z.shape, W.shape[1]
         if W.shape[0] != d:
             raise ShapeError(f"word_embeddings: has {W.shape[0]} rows but representations has dimension d = {d}; "
                              "expected word_embeddings of shape (d, V)")
-        nxt = np.asarray(next_state)
+        _check_request("representations, word_embeddings", [(S * d + d * V, np.dtype(dtype).itemsize),
+                                                             (S * V, 4 + 8)],
+                       f"the world's parameters, {S} states × {V} symbols × dimension {d}, and its logits")
+        _check_fits("representations", Z, dtype)
+        _check_fits("word_embeddings", W, dtype)
+        _check_logits(Z, W, dtype)
+        try:
+            nxt = np.asarray(next_state)
+        except (TypeError, ValueError):
+            raise ConfigError(f"next_state: expected an (S, V) = {(S, V)} integer array, got a ragged or "
+                              f"unconvertible {type(next_state).__name__}") from None
         if nxt.shape != (S, V):
             raise ShapeError(f"next_state: expected shape (S, V) = {(S, V)}, got {nxt.shape}")
         if nxt.dtype == bool or not np.issubdtype(nxt.dtype, np.integer):
@@ -202,12 +241,17 @@ class LogLinearWorld(WorldBase):
                 extras[name] = _real_array(name, v, 1)
                 if extras[name].shape != (d,):
                     raise ShapeError(f"{name}: expected shape (d,) = ({d},), got {extras[name].shape}")
-        ids = np.asarray(carrier_ids).reshape(-1)
-        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool or ids.min() < 0
-                         or ids.max() >= V or np.unique(ids).size != ids.size):
+                _check_fits(name, extras[name], dtype)
+        try:
+            ids = np.asarray(carrier_ids).reshape(-1)
+        except (TypeError, ValueError):
+            ids = np.asarray([None])  # ragged: refused below
+        if ids.dtype == object or ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool
+                                                or ids.min() < 0 or ids.max() >= V
+                                                or np.unique(ids).size != ids.size):
             raise ConfigError(f"carrier_ids: expected distinct integer word ids in [0, {V}), got {carrier_ids!r}")
         # cast on the host and device_put: jnp.asarray would compile a small program per new shape
-        put = partial(lambda dt, a: None if a is None else jax.device_put(np.asarray(a, dt)), jnp.result_type(float))
+        put = partial(lambda dt, a: None if a is None else jax.device_put(np.asarray(a, dt)), dtype)
         self._Z, self._W, self._anchor, self._mean = put(Z), put(W), put(extras.get("anchor")), put(extras.get("mean"))
         self._next = jax.device_put(nxt.astype(np.int32))
         self._start = int(start_state)
@@ -290,13 +334,13 @@ class LogLinearWorld(WorldBase):
     # ---- contexts ----
     def states(self, tokens) -> jax.Array:
         """Automaton state h_t = h(x_<t) before each token, int32 (n, T)."""
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "states")
         out = _batch_paths(self._next, self._start, jax.device_put(toks))
         return out[0] if single else out
 
     def true_representation(self, tokens) -> jax.Array:
         """f*(x_<t) = z_{h_t}, shape (n, T, d)."""
-        toks, single = check_tokens(tokens, self.n_symbols)
+        toks, single = self._tokens(tokens, "true_representation")
         out = _batch_representation(self._Z, self._next, self._start, jax.device_put(toks))
         return out[0] if single else out
 
@@ -307,8 +351,23 @@ class LogLinearWorld(WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
+        return_states = _check_flag("return_states", return_states)
+        self._check_sample(n, T)
         toks, states = _sample(self._Z, self._W, self._next, self._start, key, n, T)
         return (toks, states) if return_states else toks
+
+    # ---- sizes (see WorldBase._check_request) ----
+    def _sample_arrays(self, n: int, T: int) -> list:
+        # one uniform per token (T, n); tokens and states (T, n) out of the scan, then transposed
+        return [(n * T, self._itemsize)] + [(n * T, 4)] * 4
+
+    def _inference_arrays(self, method: str, n: int, T: int, P: int) -> list:
+        S, V, d, f = self.n_states, self.n_symbols, self.dim, self._itemsize
+        floats = {"log_likelihood": [n * T], "token_logprobs": [n * T],
+                  "next_token_logprobs": [n * T * V] * 2 + [n * T], "true_representation": [n * T * d],
+                  "masked_token_probs": [n * T * S, n * T] + [n * P * V] * 4,
+                  "prepended_mask_probs": [n * T * S, n * T] + [n * V] * 3}.get(method, [])
+        return [(n * T, 4)] + [(e, f) for e in floats]
 
     # ---- WorldBase internals on validated int32 (n, T) tokens ----
     def _args(self):
@@ -363,17 +422,24 @@ class LogLinearWorld(WorldBase):
         S = check_positive_int("n_states", n_states)
         V = check_positive_int("n_symbols", n_symbols)
         d = check_positive_int("dim", dim)
-        if geometry not in ("anchor", "unstructured"):
+        if not isinstance(geometry, str) or geometry not in ("anchor", "unstructured"):
             raise ConfigError(f"geometry: expected 'anchor' or 'unstructured', got {geometry!r}")
-        if representation not in ("constant-norm", "layernorm", "free"):
+        if not isinstance(representation, str) or representation not in ("constant-norm", "layernorm", "free"):
             raise ConfigError(f"representation: expected 'constant-norm', 'layernorm' or 'free', got {representation!r}")
         k = check_positive_int("n_carriers", n_carriers, minimum=0)
         if k >= V:
             raise ConfigError(f"n_carriers: {k} leaves no bulk words among n_symbols = {V}")
-        mean_norm = _nonneg("mean_norm", mean_norm)
-        radius, sigma = check_positive("radius", radius), check_positive("sigma", sigma)
-        anchor_norm, norm_spread = check_positive("anchor_norm", anchor_norm), check_positive("norm_spread", norm_spread)
-        carrier_gap = check_positive("carrier_gap", carrier_gap)
+        mean_norm = _check_number("mean_norm", mean_norm, minimum=0.0)
+        if 0 < mean_norm < 1e-150 or mean_norm > 1e150:  # m/‖m‖² below needs ‖m‖² to be a normal float64
+            raise ConfigError(f"mean_norm: expected 0 or a number in [1e-150, 1e150], got {mean_norm!r}")
+        radius, sigma = _check_number("radius", radius, positive=True), _check_number("sigma", sigma, positive=True)
+        anchor_norm = _check_number("anchor_norm", anchor_norm, positive=True)
+        norm_spread = _check_number("norm_spread", norm_spread, positive=True)
+        carrier_gap = _check_number("carrier_gap", carrier_gap, positive=True)
+        if isinstance(gain, (bool, np.bool_)):
+            raise ConfigError(f"gain: expected a positive number or (d,) positive array, got {gain!r}")
+        _check_request("n_states, n_symbols, dim", [(S * d, 8 * 4), (d * V, 8 * 3), (S * V, 8 + 4 + 8)],
+                       f"a random log-linear world, {S} states × {V} symbols × dimension {d}, in float64")
         if k and mean_norm == 0:
             raise ConfigError("mean_norm: carriers are pushed down along the mean representation m, so "
                               f"n_carriers = {k} needs mean_norm > 0")
@@ -392,14 +458,18 @@ class LogLinearWorld(WorldBase):
                 g = g - np.outer(g @ m, m) / mean_norm**2
             Z = m + radius * _unit(g)
         elif representation == "layernorm":
-            gvec = np.full(d, radius / np.sqrt(d)) if gain is None else np.asarray(gain)
+            try:
+                gvec = np.full(d, radius / np.sqrt(d)) if gain is None else np.asarray(gain)
+            except (TypeError, ValueError):
+                gvec = np.asarray(None)  # ragged: refused as non-numeric below
             gvec = _real_array("gain", np.full(d, gvec) if gvec.ndim == 0 else gvec, 1)
             if gvec.shape != (d,) or np.any(gvec <= 0):
                 raise ConfigError(f"gain: expected a positive number or (d,) = ({d},) positive array, got {gain!r}")
             y = rng.normal(size=(S, d))
             Z = m + gvec * (y - y.mean(1, keepdims=True)) / y.std(1, keepdims=True)
         else:
-            r = radius * np.exp(norm_spread * rng.normal(size=(S, 1)))
+            with np.errstate(over="ignore"):  # an overflow to inf is refused by the constructor, naming the options
+                r = radius * np.exp(norm_spread * rng.normal(size=(S, 1)))
             Z = m + r * _unit(rng.normal(size=(S, d)))
 
         v0 = anchor_norm * _unit(rng.normal(size=d)) if geometry == "anchor" else None
@@ -408,8 +478,14 @@ class LogLinearWorld(WorldBase):
         if k:
             W[:, carriers] -= carrier_gap * (m / mean_norm**2)[:, None]
         next_state = rng.integers(0, S, size=(S, V))
-        return cls(Z, W, next_state, 0, anchor=v0, mean=m, carrier_ids=carriers)
+        try:
+            return cls(Z, W, next_state, 0, anchor=v0, mean=m, carrier_ids=carriers)
+        except SimlmError as err:
+            raise type(err)(f"{err} (built by LogLinearWorld.random from mean_norm={mean_norm:g}, radius={radius:g}, "
+                            f"norm_spread={norm_spread:g}, gain={'default' if gain is None else 'given'}, "
+                            f"sigma={sigma:g}, anchor_norm={anchor_norm:g}, carrier_gap={carrier_gap:g}: "
+                            "lower them)") from None
 
 
-__all__ = ["LogLinearWorld", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
+__all__ = ["LogLinearWorld", "LOGIT_TOLERANCE", "max_logit", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
            "prepended_mask_logprobs"]

@@ -18,6 +18,7 @@ A_joint is block-diagonal (the memory never changes), so :mod:`simlm.worlds.hmm_
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
@@ -27,9 +28,10 @@ import numpy as np
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
-from simlm.checks import as_key, as_rng, check_positive, check_positive_int, check_stochastic
-from simlm.worlds.base import WorldBase
-from simlm.worlds.families import permutation_mixture, softmax
+from simlm.checks import as_key, as_rng, check_positive_int
+from simlm.worlds.base import (WorldBase, _check_atol, _check_flag, _check_float_dtype, _check_number,
+                               _check_probabilities, _check_request)
+from simlm.worlds.families import _check_permutation_mixture, permutation_mixture, tempered
 
 
 def memory_configurations(n_cells: int, n_values: int) -> np.ndarray:
@@ -48,6 +50,19 @@ def joint_parameters(memory_prior, initial, emission) -> tuple[np.ndarray, np.nd
     joint_initial = (p_mem[:, None] * initial[None, :]).reshape(-1)
     joint_emission = emission[cfg].reshape(-1, V)  # (G, N, Q, V) → row (c, s, q) = emission[c_s, q]
     return joint_initial, joint_emission
+
+
+def _check_joint_size(name: str, N: int, M: int, Q: int, V: int, itemsize: int) -> None:
+    """Refuse a world whose joint chain cannot fit, before building it: K = M^N·N·Q joint states, the
+    (M^N, N) configurations, the joint initial (K,) and emission (K, V) in float64 on the host and again in
+    ``itemsize`` on the device, and the (N·Q, N·Q) block transition."""
+    if N * math.log2(max(M, 1)) > 80:  # M^N alone is beyond any memory: do not even form the integer
+        raise ConfigError(f"{name}: M^N = {M}^{N} memory configurations (≈ 2^{N * math.log2(M):.0f}) cannot fit; "
+                          "the joint chain has M^N·N·Q states")
+    G, NQ = M**N, N * Q
+    K = G * NQ
+    _check_request(name, [(G * N, 4 + 8), (K + K * V, 8 + itemsize), (NQ * NQ, 8 + itemsize)],
+                   f"the joint chain: M^N·N·Q = {M}^{N}·{N}·{Q} = {K:,} states × {V} symbols")
 
 
 @jax.jit
@@ -90,16 +105,18 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     """Memory-augmented HMM: ``memory_prior (N, M)``, ``initial (N·Q,)``, ``transition (N·Q, N·Q)``,
     ``emission (M, Q, V)`` (see the module docstring for the model and its joint HMM).
 
-    Every row must be a probability vector within ``atol``; arrays are stored in ``dtype``.  The joint
+    Every row must be a probability vector within ``atol`` (in (0, 1e-3]); arrays are stored in ``dtype``
+    (float32, or float64 with ``jax_enable_x64``).  The joint
     ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q, are built once here and are pytree leaves
     like the parameters (a transformation of the leaves must keep them consistent).
     """
 
     def __init__(self, memory_prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
-        rho = check_stochastic("memory_prior", memory_prior, atol=atol)
-        pi = check_stochastic("initial", initial, atol=atol)
-        A = check_stochastic("transition", transition, atol=atol)
-        B = check_stochastic("emission", emission, atol=atol)
+        atol, dtype = _check_atol(atol), _check_float_dtype(dtype)
+        rho = _check_probabilities("memory_prior", memory_prior, atol=atol)
+        pi = _check_probabilities("initial", initial, atol=atol)
+        A = _check_probabilities("transition", transition, atol=atol)
+        B = _check_probabilities("emission", emission, atol=atol)
         if rho.ndim != 2:
             raise ShapeError(f"memory_prior: expected shape (N, M) = (cells, values), got {rho.shape}")
         N, M = rho.shape
@@ -113,6 +130,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         if A.shape != (N * Q, N * Q):
             raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
                              f"got {A.shape}")
+        _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
         self._set(*(jnp.asarray(a, dtype) for a in (rho, pi, A, B, *joint_parameters(rho, pi, B))))
 
     def _set(self, memory_prior, initial, transition, emission, joint_initial, joint_emission):
@@ -164,15 +182,15 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def one_cell(cls, prior, initial, transition, emission, **kwargs) -> "MemoryHMM":
+    def one_cell(cls, prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32) -> "MemoryHMM":
         """The one-cell model of Wei, Xie & Ma's code: a slot value m ~ ``prior (M,)`` fixed per sequence
         and a hidden chain ``initial (Q,)``, ``transition (Q, Q)``; x_t ~ ``emission[m, h_t]``,
         ``emission (M, Q, V)``.  Its joint HMM has states (slot, hidden), index m·Q + h, the block-diagonal
         transition kron(I_M, transition) and emission rows emission[m, h]."""
-        p = check_stochastic("prior", prior, atol=kwargs.get("atol", 1e-6))
+        p = _check_probabilities("prior", prior, atol=_check_atol(atol))
         if p.ndim != 1:
             raise ShapeError(f"prior: expected shape (M,), got {p.shape}")
-        return cls(p[None, :], initial, transition, emission, **kwargs)
+        return cls(p[None, :], initial, transition, emission, atol=atol, dtype=dtype)
 
     @classmethod
     def random(cls, seed: int, n_cells: int, n_values: int, n_syntactic: int, n_symbols: int,
@@ -194,15 +212,20 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         rng = as_rng(seed)
         N, M = check_positive_int("n_cells", n_cells), check_positive_int("n_values", n_values)
         Q, V = check_positive_int("n_syntactic", n_syntactic), check_positive_int("n_symbols", n_symbols)
-        t_B = check_positive("emission_temp", opt["emission_temp"])
-        if opt["prior_concentration"] is None:
+        t_B = _check_number("emission_temp", opt["emission_temp"], positive=True)
+        a = opt["prior_concentration"]
+        a = None if a is None else _check_number("prior_concentration", a, positive=True)
+        P = N * Q if opt["n_permutations"] is None else check_positive_int("n_permutations", opt["n_permutations"])
+        _check_joint_size("n_cells, n_values, n_syntactic, n_symbols", N, M, Q, V, 4)
+        _check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
+        if a is None:
             prior = np.full((N, M), 1.0 / M)
         else:
-            prior = rng.dirichlet(np.full(M, check_positive("prior_concentration", opt["prior_concentration"])), size=N)
+            prior = rng.dirichlet(np.full(M, a), size=N)
         initial, transition, _ = permutation_mixture(rng, N * Q, 1, start_temp=opt["start_temp"],
                                                      transition_temp=opt["transition_temp"],
                                                      n_permutations=opt["n_permutations"])
-        emission = softmax((rng.uniform(size=(M, Q, V)) - 0.5) / t_B)
+        emission = tempered(rng.uniform(size=(M, Q, V)), t_B)
         return cls(prior, initial, transition, emission)
 
     def joint_hmm(self) -> hmm_mod.HMM:
@@ -210,6 +233,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         transition I_{M^N} ⊗ A is materialised: for small worlds, users and tests).  Its rows are copies
         and products of this world's validated rows, so it is assembled without re-validation."""
         G = self.n_joint_states // self.transition.shape[0]
+        K, f = self.n_joint_states, self._itemsize
+        _check_request("joint_hmm", [(G * G, f), (K * K, 2 * f)], f"the dense joint transition, {K} × {K}")
         dense = jnp.kron(jnp.eye(G, dtype=self.transition.dtype), self.transition)
         return hmm_mod.HMM.tree_unflatten(None, (self.joint_initial, dense, self.joint_emission))
 
@@ -222,6 +247,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
+        return_states = _check_flag("return_states", return_states)
+        self._check_sample(n, T)
         cums = [core.cumulative_rows(a) for a in self._param_arrays()]
         tokens, states, memory = _sample(*cums, key, n, T)
         return (tokens, states, memory) if return_states else tokens
@@ -230,11 +257,22 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """P(z_t = s·Q + q | x_1:T) (``smoothed=True``) or P(z_t | x_≤t) (filtering), shape (n, T, N·Q):
         the joint posterior over (c, z) summed over the memory configuration c."""
-        post = self._checked(hmm_mod.smoothed_posterior if smoothed else hmm_mod.filtered_posterior, tokens)
+        fn = hmm_mod.smoothed_posterior if _check_flag("smoothed", smoothed) else hmm_mod.filtered_posterior
+        post = self._checked(fn, tokens, "state_posterior")
         return post.reshape(post.shape[:-1] + (-1, self.transition.shape[0])).sum(-2)
 
     def memory_posterior(self, tokens) -> jax.Array:
         """P(m_j = v | x_1:T), shape (n, N, M): each cell's value given the whole sequence."""
         one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
-        return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens)
+        return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens, "memory_posterior")
+
+    # ---- sizes (see WorldBase._check_request) ----
+    def _sample_arrays(self, n: int, T: int) -> list:
+        # the memory (n, N), one uniform per draw (T, 2, n); tokens and states (T, n), then transposed
+        return [(n * self.n_cells, 4 + self._itemsize), (2 * n * T, self._itemsize)] + [(n * T, 4)] * 4
+
+    def _inference_arrays(self, method: str, n: int, T: int, P: int) -> list:
+        extra = [(self.n_joint_states // self.n_syntactic * self.n_values, self._itemsize)] \
+            if method == "memory_posterior" else []  # the (M^N, N, M) one-hot of the configurations
+        return super()._inference_arrays(method, n, T, P) + extra
 
