@@ -58,7 +58,7 @@ def test_zero_probability_sequence_gives_minus_inf_and_a_clear_error_for_conditi
 
 
 @pytest.mark.parametrize("call, error, words", [
-    (lambda h: h.sample(-1, 2, 3), ConfigError, "seed must be a non-negative integer"),
+    (lambda h: h.sample(-1, 2, 3), ConfigError, "key: expected a non-negative integer seed"),
     (lambda h: h.sample(True, 2, 3), ConfigError, "key"),
     (lambda h: h.sample("seed", 2, 3), ConfigError, "key"),
     (lambda h: h.sample(0, 0, 3), ConfigError, "n_sequences: expected an integer ≥ 1, got 0"),
