@@ -16,6 +16,16 @@ import numpy as np
 
 from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 
+def as_array(name: str, value, *, error=ShapeError, what: str = "a rectangular numeric array") -> np.ndarray:
+    """``np.asarray(value)``, with a ragged or otherwise unconvertible input (on which numpy raises) reported as
+    ``error`` naming ``name`` instead of numpy's own ValueError/TypeError."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise error(f"{name}: expected {what}, got {type(value).__name__} that numpy cannot convert "
+                    f"({str(err).split('.')[0]})") from None
+
+
 def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarray, bool]:
     """Return ``(tokens as int32 (n, T), was_single)`` or raise :class:`TokenError`."""
     if isinstance(tokens, jax.core.Tracer):
@@ -23,7 +33,7 @@ def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarr
             f"{name}: the World methods validate their input on the host and cannot be traced; "
             "inside jax.jit call the pure functions in simlm.worlds.hmm_core instead"
         )
-    arr = np.asarray(tokens)
+    arr = as_array(name, tokens, error=TokenError, what="a rectangular integer array of shape (T,) or (n, T)")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
@@ -51,7 +61,7 @@ def check_positions(positions, length: int) -> np.ndarray:
     """Masked positions as int32 ``(P,)`` in [0, T); ``None`` means every position."""
     if positions is None:
         return np.arange(length, dtype=np.int32)
-    pos = np.asarray(positions)
+    pos = as_array("positions", positions, error=TokenError, what="a 1-d array of integer positions")
     if pos.ndim == 0:
         pos = pos.reshape(1)
     if pos.ndim != 1 or pos.size == 0 or not np.issubdtype(pos.dtype, np.integer):
@@ -170,10 +180,7 @@ def check_instance(name: str, value, types, what: str):
 
 def check_real_array(name: str, array, *, error=ConfigError) -> np.ndarray:
     """A real, finite float64 array (complex, object, string, ragged, NaN and ±inf entries refused)."""
-    try:
-        raw = np.asarray(array) if not isinstance(array, np.ndarray) else array
-    except (TypeError, ValueError):
-        raise ShapeError(f"{name}: expected an array of numbers with rows of equal length") from None
+    raw = as_array(name, array, what="an array of numbers with rows of equal length")
     if raw.dtype.kind == "c":
         raise error(f"{name}: expected real numbers, got complex dtype {raw.dtype} (the imaginary part would be lost)")
     if raw.dtype.kind not in "biuf":

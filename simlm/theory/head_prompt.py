@@ -310,7 +310,7 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
     Edges are A[g,h] > tol·max_h' A[g,h']; supp π likewise.  Forward reach R_1 = supp π,
     R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k; backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1}
     ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
-    tol, k = check_positive("tol", tol), check_positive_int("k", k)
+    tol, k = check_positive("tol", tol), prompting.check_prompt_length(k)
     pi, A, _ = _chain64(world)
     m = _check_mu(mu, len(pi))
     S = m != 0

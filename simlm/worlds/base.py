@@ -22,7 +22,7 @@ import numpy as np
 
 from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_stochastic, check_tokens, \
     mean_and_sem
-from simlm.errors import ConfigError, DistributionError, SimlmError, TokenError, ZeroProbabilityError
+from simlm.errors import ConfigError, DistributionError, ZeroProbabilityError
 
 #: the most elements one array may have: XLA indexes some buffers with int32, and arrays of 2**31 elements or
 #: more abort the interpreter (SIGABRT) or hang instead of raising, so every world refuses them up front.
@@ -121,18 +121,6 @@ def _check_request(name: str, arrays, what: str) -> None:
     check_memory(name, sum(e * s for e, s in arrays), itemsize=1, what=what)
 
 
-def _check_world_tokens(tokens, n_symbols: int):
-    """:func:`simlm.checks.check_tokens`, with a ragged or otherwise unconvertible input (on which
-    ``np.asarray`` raises) reported as a :class:`TokenError` naming ``tokens``."""
-    try:
-        return check_tokens(tokens, n_symbols)
-    except SimlmError:
-        raise
-    except (TypeError, ValueError, OverflowError) as err:
-        raise TokenError(f"tokens: expected a rectangular integer array of shape (T,) or (n, T), got "
-                         f"{type(tokens).__name__} that numpy cannot convert ({str(err).split('.')[0]})") from None
-
-
 @runtime_checkable
 class World(Protocol):
     """A generative world with an exact optimal language model.
@@ -210,7 +198,7 @@ class WorldBase:
         return jnp.exp(self.next_token_logprobs(tokens))
 
     def masked_token_probs(self, tokens, positions=None) -> jax.Array:
-        toks, single = _check_world_tokens(tokens, self.n_symbols)
+        toks, single = check_tokens(tokens, self.n_symbols)
         pos = check_positions(positions, toks.shape[1])
         self._check_cost("masked_token_probs", *toks.shape, len(pos))
         out, steps = self._masked_token_probs(jax.device_put(toks), jax.device_put(pos))
@@ -267,7 +255,7 @@ class WorldBase:
 
     def _tokens(self, tokens, method: str):
         """Checked ``(int32 (n, T) tokens, was_single)``, refused if ``method`` on them cannot fit."""
-        toks, single = _check_world_tokens(tokens, self.n_symbols)
+        toks, single = check_tokens(tokens, self.n_symbols)
         self._check_cost(method, *toks.shape)
         return toks, single
 

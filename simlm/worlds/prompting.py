@@ -27,15 +27,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simlm.checks import as_array
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm_core as core
+
+
+#: the longest prompt the exact prompt functions take (k rows); far beyond any prompt a paper tunes, and it
+#: keeps every loop over prompt positions short.
+MAX_PROMPT_LENGTH = 10_000
+
+
+def check_prompt_length(k, name: str = "k") -> int:
+    """A prompt length 1 ≤ k ≤ :data:`MAX_PROMPT_LENGTH`, or :class:`ConfigError` naming ``name``."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_PROMPT_LENGTH:
+        raise ConfigError(f"{name}: expected a prompt length, an integer in [1, {MAX_PROMPT_LENGTH}], got {k!r}")
+    return int(k)
 
 
 def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     """A prompt's likelihood rows as float64 ``(k, K)`` (a ``(K,)`` vector is one prompt token), or a typed
     error naming ``name``: the shape must fit the K hidden states, entries be finite and ≥ 0, and no row be
     all zero (a prompt token of probability zero makes every input impossible)."""
-    raw = np.asarray(likelihoods)
+    raw = as_array(name, likelihoods, what="prompt likelihoods, an array (k, K) or (K,)")
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real prompt likelihoods, got dtype {raw.dtype}")
     u = raw.astype(np.float64)
@@ -43,6 +56,7 @@ def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     if u.ndim != 2 or u.shape[1] != n_states or u.shape[0] < 1:
         raise ShapeError(f"{name}: expected shape (k, {n_states}) — one likelihood row over the {n_states} "
                          f"hidden states per prompt token — or ({n_states},) for k = 1, got {raw.shape}")
+    check_prompt_length(u.shape[0], f"{name} (its number of rows)")
     if not np.all(np.isfinite(u)) or np.any(u < 0):
         raise ConfigError(f"{name}: prompt likelihoods must be finite and ≥ 0")
     empty = u.sum(1) == 0
@@ -106,5 +120,5 @@ def prompted_masked_token_probs(initial, transition, emission, likelihoods, toke
     return core.masked_token_probs(prompt_prior(initial, transition, likelihoods), transition, emission, tokens)
 
 
-__all__ = ["check_prompt", "prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
+__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
            "prompted_masked_token_probs"]
