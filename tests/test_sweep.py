@@ -198,3 +198,31 @@ def test_the_demo_config_is_valid_and_uses_every_check():
 
     config = load_config(demo_config_path())
     assert set(config.checks) == set(checks())
+
+
+def test_a_damaged_cell_log_is_recovered_and_the_rerun_matches(finished, tmp_path):
+    import shutil
+
+    config, reference = finished
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
+    # a garbage line in the middle and a torn last line: both dropped (with a backup), the cells recomputed
+    (out / "cells.jsonl").write_text("".join(lines[:3]) + "{}\n" + "".join(lines[3:-1]) + lines[-1][:20])
+    with pytest.warns(RuntimeWarning):
+        run_sweep(load_config(config), out, progress=False)
+    assert table(out) == table(reference)
+    keys = [json.loads(line)["cell"] for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 10 and list(out.glob("cells.jsonl.corrupt-*"))
+
+
+def test_a_damaged_sweep_config_is_named_with_the_fix(finished, tmp_path, capsys):
+    import shutil
+
+    config, reference = finished
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    (out / "sweep.json").write_text('{"name": "ti')
+    assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.json" in err and "corrupt" in err and len(err.strip().splitlines()) == 1
