@@ -71,10 +71,27 @@ def check_positions(positions, length: int) -> np.ndarray:
     return pos.astype(np.int32)
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer in [``minimum``, ``maximum``] (no upper end if None) as an int — not a bool or a float
+    — or :class:`ConfigError` naming ``name``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name}: expected an integer ≥ {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: expected an integer ≤ {maximum}, got {value}")
     return int(value)
+
+
+def as_tuple(name: str, value, single=(int, float, np.integer, np.floating)) -> tuple:
+    """``value`` as a tuple of items: a list, tuple or 0/1-d array item by item, an instance of ``single``
+    (numbers by default, never a bool) as one item; anything else is :class:`ConfigError` naming ``name``.
+    The items themselves are the caller's to check."""
+    if isinstance(value, np.ndarray) and value.ndim <= 1:
+        value = value.reshape(-1).tolist()
+    if isinstance(value, single) and not isinstance(value, (bool, np.bool_)):
+        return (value,)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name}: expected one value or a list of them, got {type(value).__name__} {_short(value)}")
+    return tuple(value)
 
 
 def check_positive(name: str, value) -> float:
@@ -156,16 +173,32 @@ def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
 
 
-def check_finite(name: str, value, what: str = "a finite real number") -> float:
-    """A finite real number as a float — not a bool, string, complex number, NaN or ±inf (numpy and 0-d JAX
-    scalars are fine) — or :class:`ConfigError` "``name``: expected ``what``"."""
+def _real(name: str, value, what: str) -> float:
+    """``value`` as a float (NaN and ±inf pass) if it is a real number — not a bool, string or complex
+    number — else :class:`ConfigError` "``name``: expected ``what``"."""
     if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
         raise ConfigError(f"{name}: expected {what}, got {value!r}")
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected {what}, got {_short(value)}") from None
+
+
+def check_finite(name: str, value, what: str = "a finite real number") -> float:
+    """A finite real number as a float — not a bool, string, complex number, NaN or ±inf (numpy and 0-d JAX
+    scalars are fine) — or :class:`ConfigError` "``name``: expected ``what``"."""
+    v = _real(name, value, what)
     if not math.isfinite(v):
+        raise ConfigError(f"{name}: expected {what}, got {value!r}")
+    return v
+
+
+def check_non_negative(name: str, value, *, finite: bool = False) -> float:
+    """A real number ≥ 0 as a float — +∞ allowed unless ``finite`` (a ridge weight: 0 or positive
+    finite); no bool, string, complex number or NaN — or :class:`ConfigError` naming ``name``."""
+    what = "a finite number ≥ 0" if finite else "a number ≥ 0 (+inf allowed)"
+    v = _real(name, value, what)
+    if not v >= 0 or (finite and math.isinf(v)):
         raise ConfigError(f"{name}: expected {what}, got {value!r}")
     return v
 
@@ -190,6 +223,14 @@ def check_real_array(name: str, array, *, error=ConfigError) -> np.ndarray:
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise error(f"{name}: entry {idx if len(idx) != 1 else idx[0]} is {arr[idx]}, expected a finite number")
     return arr
+
+
+def check_distributions(name: str, laws, *, atol: float = 1e-5) -> np.ndarray:
+    """Probability rows as float64: real and finite (:func:`check_real_array`, whose errors are
+    :class:`DistributionError` here), non-negative, each row (last axis) summing to 1 within ``atol``
+    (:func:`check_stochastic`) — or a typed error naming ``name`` and the row.  For laws given as
+    log-probabilities see :func:`simlm.metrics.epsilon.check_laws`."""
+    return check_stochastic(name, check_real_array(name, laws, error=DistributionError), atol=atol)
 
 
 def physical_memory() -> int:

@@ -102,8 +102,6 @@ CASES = [
     ("lm_epsilon laws < 0", lambda: nt.lm_epsilon(C, P - 0.5), DistributionError, "laws"),
     ("lm_epsilon laws NaN", lambda: nt.lm_epsilon(C, np.full_like(P, np.nan)), DistributionError, "laws"),
     ("lm_epsilon one law", lambda: nt.lm_epsilon(C, P[0]), ShapeError, "laws"),
-    ("context_kl shapes", lambda: nt.context_kl(P, P[:, :2] / P[:, :2].sum(1, keepdims=True)), ShapeError, "laws"),
-    ("context_kl p_star", lambda: nt.context_kl(2 * P, P), DistributionError, "p_star"),
     ("softmax_excess theta", lambda: nt.softmax_excess("abc", PHI, P), ConfigError, "theta"),
     ("softmax_excess shapes", lambda: nt.softmax_excess(LM.theta[:2], PHI, P), ShapeError, "theta"),
     ("quad_epsilon f", lambda: nt.quad_epsilon(C, None, PHI), ConfigError, r"\bf\b"),

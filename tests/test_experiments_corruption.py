@@ -154,7 +154,7 @@ def test_natural_tasks_config_checks_every_field(options, message):
 # ---- ε targets the calibration does not reach ----------------------------------------------------------
 
 def test_solve_scale_refuses_a_target_it_jumps_over_and_names_the_eps_reached():
-    """ε(s) jumps at s = 1 (perturbed laws underflow): Brent converges to the jump, not to the target."""
+    """ε(s) jumps at s = 1 (perturbed laws underflow): the solver converges to the jump, not to the target."""
     jumpy = lambda s: s if s < 1 else s + 100.0  # noqa: E731
     with pytest.raises(ConfigError, match=r"eps: 50 is not reached: the calibration ends at ε = 1"):
         nt.solve_scale(jumpy, 50.0)

@@ -58,6 +58,28 @@ def test_quad_excess_is_the_loss_gap(seed, f_seed):
     assert np.all(np.asarray(quad_excess(f, P, phi)) >= 0)
 
 
+def test_quad_excess_takes_leading_axes_inside_jit():
+    """The trainer's shape: features (n, T, d) and laws (n, T, V) against one Φ."""
+    P, phi = problem(0)
+    f = np.random.default_rng(1).standard_normal((S, D))
+    batched = jax.jit(quad_excess)(jnp.stack([f, 2 * f]), jnp.stack([P, P]), phi)
+    np.testing.assert_allclose(batched, np.stack([quad_excess(f, P, phi), quad_excess(2 * f, P, phi)]), rtol=1e-5)
+
+
+def test_context_kl_and_quad_excess_compute_in_float64_under_x64():
+    """One implementation serves float32 and, for the theory's exact ε, float64."""
+    P, phi = problem(0)
+    f = np.asarray(quad_minimiser(P, phi), np.float64) + 1e-3
+    logq = np.log(0.9 * P + 0.1 / V)
+    with jax.enable_x64(True):
+        kl, q = context_kl(P, logq), quad_excess(f, P, phi)
+        assert kl.dtype == q.dtype == jnp.float64
+        f_star = P @ np.linalg.pinv(phi)
+        np.testing.assert_allclose(q, 0.5 * np.sum(((f - f_star) @ phi) ** 2, -1), rtol=1e-10)
+        np.testing.assert_allclose(kl, np.sum(P * (np.log(P) - logq), -1), rtol=1e-10)
+    assert context_kl(P, logq).dtype == jnp.float32
+
+
 def test_quad_loss_is_the_expected_per_word_loss():
     P, phi = problem(1)
     f = np.random.default_rng(2).standard_normal((S, D))

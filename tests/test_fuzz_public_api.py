@@ -27,6 +27,7 @@ def _surface():
     from simlm.experiments.sweep import parse_config
     from simlm.metrics import divergence_report, exact_epsilon, exact_masked_epsilon
     from simlm.models import TransformerConfig, WorldLM, perturbed_lm
+    from simlm.models.perturbed import epsilon_of_scale, perturbation_params, solve_scale
     from simlm.theory.head_prompt import emission_rank, head_realisability, prompt_feasibility
     from simlm.theory.natural_tasks import check_natural_task, random_natural_task
     from simlm.train import TrainConfig
@@ -68,6 +69,10 @@ def _surface():
         ("exact_masked_epsilon", exact_masked_epsilon, (hmm, lm, x), {}),
         ("divergence_report", divergence_report, (hmm, lm, x), {"masked": False}),
         ("perturbed_lm", perturbed_lm, (hmm, 0.05, "logit-noise", 0), {"n_eval": 4, "eval_length": 4}),
+        ("perturbation_params", perturbation_params, ("rare-words", 4, 0, hmm.next_token_logprobs(x)), {"colder": False}),
+        ("epsilon_of_scale", epsilon_of_scale, ("uniform-mixture", hmm.next_token_logprobs(x), 0.5, {}),
+         {"weights": np.full(x.shape, 1 / x.size)}),
+        ("solve_scale", solve_scale, (lambda s: s * s, 0.25), {"upper": 10.0, "accept": 1e-6}),
         ("WorldLM.next_token_logprobs", lm.next_token_logprobs, (x,), {}),
         ("TransformerConfig", TransformerConfig, (), {"n_symbols": 4, "d_model": 8, "n_heads": 2, "max_len": 8}),
         ("TrainConfig", TrainConfig, (), {"targets": (0.1,), "batch_size": 4, "max_steps": 10}),

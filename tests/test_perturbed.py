@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simlm.errors import ConfigError, ShapeError
-from simlm.models.perturbed import KINDS, PerturbedLM, perturb_logprobs, perturbed_lm
+from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.models.perturbed import (KINDS, PerturbedLM, epsilon_of_scale, perturb_logprobs, perturbation_params,
+                                    perturbed_lm, solve_scale)
 from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon
 from simlm.worlds import HMM
 
@@ -133,6 +134,59 @@ def test_masked_laws_are_perturbed_and_normalised(world):
     np.testing.assert_allclose(jax.nn.logsumexp(logq, -1), 0.0, atol=1e-5)
     assert exact_masked_epsilon(world, lm, lm.eval_tokens, positions=[0, 3])[0] > 0
     assert lm.prepended_mask_logprobs(lm.eval_tokens).shape == (N_EVAL, V)
+
+
+# ---- the public pieces: perturbation_params, epsilon_of_scale, solve_scale ------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_perturbed_lm_is_its_parameters_at_the_scale_that_solves_epsilon_of_scale(world, kind):
+    lm = make(world, 0.05, kind, seed=3)
+    logp = world.next_token_logprobs(lm.eval_tokens)
+    kw = {"direction": DIRECTION} if kind == "task-adversarial" else {}
+    params = perturbation_params(kind, V, 3, logp, **kw)
+    assert params.keys() == lm.params.keys()
+    for k in params:
+        np.testing.assert_array_equal(params[k], lm.params[k])
+    assert epsilon_of_scale(kind, logp, lm.scale, params) == pytest.approx(lm.achieved_eps, rel=1e-5)
+
+
+def test_epsilon_of_scale_weighs_the_laws_and_is_zero_at_scale_zero(world):
+    logp = world.next_token_logprobs(world.sample(0, N_EVAL, T_EVAL))
+    params = perturbation_params("logit-noise", V, 0)
+    w = np.random.default_rng(0).dirichlet(np.ones(N_EVAL * T_EVAL)).reshape(N_EVAL, T_EVAL)
+    per_law = [[epsilon_of_scale("logit-noise", logp[i, t][None], 0.7, params) for t in range(T_EVAL)]
+               for i in range(N_EVAL)]
+    assert epsilon_of_scale("logit-noise", logp, 0.7, params, w) == pytest.approx(np.sum(w * np.array(per_law)), rel=1e-5)
+    assert epsilon_of_scale("logit-noise", logp, 0.7, params) == pytest.approx(np.mean(per_law), rel=1e-5)
+    assert epsilon_of_scale("logit-noise", logp, 0.0, params) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ShapeError, match="weights"):
+        epsilon_of_scale("logit-noise", logp, 0.7, params, w[0])
+    with pytest.raises(DistributionError, match="weights"):
+        epsilon_of_scale("logit-noise", logp, 0.7, params, 2 * w)
+
+
+def test_rare_words_needs_the_laws_or_a_threshold():
+    with pytest.raises(ConfigError, match="logp"):
+        perturbation_params("rare-words", V, 0)
+    assert float(perturbation_params("rare-words", V, 0, threshold=0.01)["threshold"]) == pytest.approx(0.01)
+
+
+def test_solve_scale_inverts_an_increasing_function_to_rtol():
+    assert solve_scale(lambda s: s**2, 0.25) == pytest.approx(0.5, rel=1e-11)
+    s = solve_scale(lambda s: 1 - np.exp(-s), 0.5, rtol=1e-4, start=1e-2)
+    assert abs((1 - np.exp(-s)) / 0.5 - 1) < 1e-4
+
+
+def test_solve_scale_names_the_maximum_it_reaches_and_the_jump_it_lands_on():
+    with pytest.raises(ConfigError, match=r"eps: 2 is unreachable by f: the maximum reachable ε is about 0\.909091 "
+                                          r"\(at s = 10\); bounded"):
+        solve_scale(lambda s: s / (1 + s), 2.0, 10.0, what="f", hint="; bounded")
+    with pytest.raises(ConfigError, match=r"eps: 50 is not reached: the calibration ends at ε = 1"):
+        solve_scale(lambda s: s if s < 1 else s + 100.0, 50.0, accept=1e-6)
+    with pytest.raises(ConfigError, match=r"eps: ε\(s\) is nan"):
+        solve_scale(lambda s: float("nan"), 1.0)
+    with pytest.raises(ConfigError, match="eps_of"):
+        solve_scale(None, 1.0)
 
 
 # ---- bad input ------------------------------------------------------------------------------------

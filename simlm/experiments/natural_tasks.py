@@ -49,28 +49,28 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import brentq
 
-from simlm.checks import check_instance, check_positive, check_positive_int
+from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, run_main
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
-from simlm.models.perturbed import perturb_logprobs, perturbed_lm
+from simlm.models.perturbed import (S_MAX, UNDIRECTED_KINDS, epsilon_of_scale, max_scale, perturb_logprobs,
+                                    perturbation_params, solve_scale)
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
 from simlm.theory.natural_tasks import NOISES, check_natural_task, lm_epsilon, random_natural_task
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, LogLinearWorld
+from simlm.worlds.families import softmax
 
-LAW_KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words")
-KINDS = LAW_KINDS + ("theta-noise", "quad-noise")
+#: the analytic LMs of the sweep: the perturbed laws (:mod:`simlm.models.perturbed`'s kinds that need no
+#: direction) and two softmax families, θ* + σG and f* + σG.
+LM_KINDS = UNDIRECTED_KINDS + ("theta-noise", "quad-noise")
 WORLDS = ("loglinear", "loglinear-unstructured", "hmm")
 FEATURES = ("p_f", "Φp_f", "f")
-#: the largest perturbation scale tried before a target ε counts as unreachable for a family.
-S_MAX = 1e4
 #: a calibrated ε further than this (relative) from its target counts as not reached: the row is skipped.
 CALIBRATION_RTOL = 1e-6
 #: B_tau = the smallest grid radius with τ(B) within this many nats of the task's best τ.
@@ -94,7 +94,7 @@ class Config:
     max_length: int = 3
     seed: int = 0
     eps_grid: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
-    kinds: tuple = KINDS
+    kinds: tuple = LM_KINDS
     prompt_lengths: tuple = (1, 2)
     noises: tuple = ("logistic",)
     task_seed: int = 0
@@ -105,7 +105,7 @@ class Config:
 
     def __post_init__(self):
         """Every field checked here, so a bad value stops the sweep before it writes anything."""
-        for name, allowed in (("worlds", WORLDS), ("kinds", KINDS), ("noises", NOISES)):
+        for name, allowed in (("worlds", WORLDS), ("kinds", LM_KINDS), ("noises", NOISES)):
             values = _tuple(self, name)
             bad = [v for v in values if not isinstance(v, str) or v not in allowed]
             if bad or not values:
@@ -124,9 +124,8 @@ class Config:
 
 
 def _tuple(config, name) -> tuple:
-    """Field ``name`` of ``config`` as a tuple (a single value becomes a 1-tuple), stored back."""
-    value = getattr(config, name)
-    value = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else (value,)
+    """Field ``name`` of ``config`` as a tuple (a single number or name becomes a 1-tuple), stored back."""
+    value = as_tuple(name, getattr(config, name), single=(str, int, float, np.integer, np.floating))
     object.__setattr__(config, name, value)
     return value
 
@@ -167,43 +166,34 @@ def task_prompts(contexts, lengths=(1, 2)) -> list:
     return out
 
 
-def solve_scale(eps_of, target: float, upper: float = S_MAX) -> float:
-    """s ∈ (0, upper] with eps_of(s) = target (Brent, to 1e-12 in s), for eps_of increasing from eps_of(0) = 0:
-    bracket by doubling from 1e-3, then Brent.  Raises :class:`ConfigError` if eps_of(upper) < target, or if
-    eps_of at the solution is not the target within :data:`CALIBRATION_RTOL` (eps_of jumps there — at large
-    scales the perturbed laws underflow and ε(s) is no longer continuous), naming the ε reached."""
-    target = check_positive("eps", target)
-    hi = min(1e-3, upper)
-    while (top := eps_of(hi)) < target:
-        if hi >= upper:
-            raise ConfigError(f"eps: {target:g} is unreachable (at most {top:.4g} at scale {hi:g})")
-        hi = min(2 * hi, upper)
-    s = brentq(lambda s: eps_of(s) / target - 1.0, 0.0, hi, xtol=1e-15, rtol=1e-12)
-    if not abs((reached := eps_of(s)) / target - 1.0) <= CALIBRATION_RTOL:
-        raise ConfigError(f"eps: {target:g} is not reached: the calibration ends at ε = {reached:.6g} (scale {s:.6g}), "
-                          f"off by more than the relative tolerance {CALIBRATION_RTOL:g}")
-    return s
-
-
 def analytic_family(kind, world, contexts, phi, rng, seed):
-    """``(make_lm, eps_of, calibrated)`` for one analytic kind: the LM at scale s, the ε it is calibrated
-    on as a function of s (increasing from 0 at s = 0) and that ε's name."""
-    P = contexts.next_token_probs
-    if kind in LAW_KINDS:
-        # perturbed_lm builds the family's fixed perturbation; the scale is re-solved on the contexts
-        sample = world.sample(seed, 64, contexts.max_length + 1)
-        make_lm = functools.partial(_perturbed_laws, kind, P, perturbed_lm(world, 1e-3, kind, seed, tokens=sample).params)
-        return make_lm, lambda s: lm_epsilon(contexts, make_lm(s)), "eps"
+    """``(make_lm, eps_of, calibrated, upper)`` for one analytic kind: the LM at scale s, the ε it is
+    calibrated on as a function of s (increasing from 0 at s = 0), that ε's name and the largest scale
+    to try.  A perturbed family's noise is :func:`~simlm.models.perturbed.perturbation_params` (rare
+    words: those of 64 sampled sequences) and its ε(s) :func:`~simlm.models.perturbed.epsilon_of_scale`
+    on the contexts, weighted by p_L, in float64."""
+    P, p_L = contexts.next_token_probs, contexts.weights / contexts.weights.sum()
+    if kind in UNDIRECTED_KINDS:
+        laws = world.next_token_logprobs(world.sample(seed, 64, contexts.max_length + 1))
+        params = perturbation_params(kind, world.n_symbols, seed, laws)
+        with jax.enable_x64(True):
+            logp = jnp.log(jnp.asarray(P))
+
+        def eps_of(s):
+            with jax.enable_x64(True):
+                return epsilon_of_scale(kind, logp, s, params, p_L)
+
+        return functools.partial(_perturbed_laws, kind, P, params), eps_of, "eps", max_scale(kind)
     G = rng.standard_normal((len(P), len(phi)))
     if kind == "theta-noise":  # ε_Φ(σ) = ε(θ* + σG) − ε(θ*), increasing: ε(θ* + σG) is convex in σ
         theta = np.asarray(fit_cross_entropy(P, phi).theta, np.float64)
-        floor = lm_epsilon(contexts, _softmax(theta @ phi))
+        floor = lm_epsilon(contexts, softmax(theta @ phi))
         return (lambda s: SoftmaxContextLM(theta + s * G, phi),
-                lambda s: lm_epsilon(contexts, _softmax((theta + s * G) @ phi)) - floor, "eps_phi")
+                lambda s: lm_epsilon(contexts, softmax((theta + s * G) @ phi)) - floor, "eps_phi", S_MAX)
     # quad-noise: ε_quad(σ) = σ² E_{p_L} ½‖ΦᵀG_s‖² exactly
     f = np.asarray(quad_minimiser(P, phi), np.float64)
-    unit = float((contexts.weights / contexts.weights.sum()) @ (0.5 * np.sum((G @ phi) ** 2, -1)))
-    return lambda s: SoftmaxContextLM(f + s * G, phi), lambda s: s * s * unit, "eps_quad"
+    unit = float(p_L @ (0.5 * np.sum((G @ phi) ** 2, -1)))
+    return lambda s: SoftmaxContextLM(f + s * G, phi), lambda s: s * s * unit, "eps_quad", S_MAX
 
 
 def analytic_lms(world, contexts, phi, config: Config, skipped: list):
@@ -215,15 +205,14 @@ def analytic_lms(world, contexts, phi, config: Config, skipped: list):
     rng = np.random.default_rng(config.seed)
     for kind in config.kinds:
         try:
-            make_lm, eps_of, calibrated = analytic_family(kind, world, contexts, phi, rng, config.seed)
+            make_lm, eps_of, calibrated, upper = analytic_family(kind, world, contexts, phi, rng, config.seed)
         except ConfigError as e:  # the family cannot be built on this world (e.g. no rare words)
             skipped += [{"lm": kind, "target_eps": target, "why": str(e)} for target in config.eps_grid]
             continue
-        family = "analytic-laws" if kind in LAW_KINDS else "analytic-softmax"
-        upper = 1.0 - 1e-12 if kind == "uniform-mixture" else S_MAX
+        family = "analytic-laws" if kind in UNDIRECTED_KINDS else "analytic-softmax"
         for target in config.eps_grid:
             try:
-                s = solve_scale(eps_of, target, upper)
+                s = solve_scale(eps_of, target, upper, accept=CALIBRATION_RTOL)
             except ConfigError as e:
                 skipped.append({"lm": kind, "target_eps": target, "why": str(e)})
                 continue
@@ -279,11 +268,6 @@ def trained_lms(world, world_name, contexts, config: Config, run_root: Path, tra
 
 
 # ---- records ---------------------------------------------------------------------------------------
-
-def _softmax(z):
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
 
 def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) -> list[dict]:
     """Tidy rows of ``check_natural_task(contexts, lm, task)``: per bound, one at B* (the grid radius

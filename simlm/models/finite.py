@@ -123,13 +123,15 @@ def _check_logits(theta, phi) -> tuple[np.ndarray, np.ndarray]:
 
 def context_kl(p_star, logprobs) -> jax.Array:
     """KL(p*_s ‖ p_s) per context, ``(S, V)``, ``(S, V)`` → ``(S,)`` nats (0·log 0 = 0; +inf where p_s
-    gives probability 0 to a word p*_s does not).  Concrete arguments are checked first: ``p_star`` rows
-    are laws, ``logprobs`` rows log-laws within :data:`~simlm.metrics.epsilon.LOGSUMEXP_TOL` (then
-    renormalised), else a typed error naming the context."""
+    gives probability 0 to a word p*_s does not): :func:`~simlm.metrics.epsilon.kl_per_sequence` with one
+    position per context.  Concrete arguments are checked first: ``p_star`` rows are laws (within 1e-5),
+    ``logprobs`` rows log-laws within :data:`~simlm.metrics.epsilon.LOGSUMEXP_TOL` (then renormalised),
+    else a typed error naming the context.  Computed in float32, or in float64 for float64 input under
+    ``jax.enable_x64(True)`` (the theory's exact ε, :func:`simlm.theory.natural_tasks.lm_epsilon`)."""
     if _concrete(p_star, logprobs):
         P = _check_p_star(p_star)
         logprobs = check_laws("logprobs", logprobs, P.shape, lambda i: f"context {i[0]}")
-        p_star = jnp.asarray(P, jnp.float32)
+        p_star = jnp.asarray(P)  # float64 stays float64 only under enable_x64
     logp = jnp.log(jnp.asarray(p_star))
     return kl_per_sequence(logp[:, None, :], jnp.asarray(logprobs)[:, None, :])
 
@@ -316,10 +318,19 @@ def quad_loss(f, p_star, phi) -> jax.Array:
 
 
 def quad_excess(f, p_star, phi) -> jax.Array:
-    """ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f_s − f*_s)‖² per context, ``(S,)``."""
-    f, _, _ = _check_quad(f, p_star, phi)
-    diff = jnp.asarray(f, jnp.float32) - quad_minimiser(p_star, phi)
-    return 0.5 * jnp.sum((diff @ jnp.asarray(phi, diff.dtype)) ** 2, -1)
+    """ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f_s − f*_s)‖² = ½‖Φᵀf_s − Π_Φ p*_s‖² per context:
+    ``f (S, d)``, ``p_star (S, V)``, ``phi (d, V)`` → ``(S,)`` (any leading axes ``(..., d)``, ``(..., V)``
+    inside ``jax.jit``).
+
+    Π_Φ = Φ⁺Φ is the projection onto the row space of Φ and Φᵀf* = Π_Φ p*, so no f* is formed: a sum of
+    squares, never negative, with no cancellation between two losses.  Pure jnp (jit-able; the trainer's
+    exact Quad ε is its mean over positions); concrete arguments are checked first.  Computed in
+    float32, or in float64 for float64 input under ``jax.enable_x64(True)`` (the theory's ε_quad,
+    :func:`simlm.theory.natural_tasks.quad_epsilon`)."""
+    if _concrete(f, p_star, phi):
+        f, p_star, phi = _check_quad(f, p_star, phi)
+    f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
+    return 0.5 * jnp.sum((f @ phi - P @ (jnp.linalg.pinv(phi) @ phi)) ** 2, -1)
 
 
 def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array:

@@ -3,7 +3,10 @@
 Each *kind* is a one-parameter family of causal LMs p_s built from the world's next-token law
 p* = p*(·|x_<t), with p_0 = p* and ε(s) = mean KL(p* ‖ p_s) increasing in s ≥ 0.  :func:`perturbed_lm`
 solves ε(s) = eps on an evaluation set by bracketing then bisection on s, evaluating ε(s) exactly (over
-the vocabulary, :func:`simlm.metrics.epsilon.kl_per_sequence`) from p* computed once.
+the vocabulary, :func:`simlm.metrics.epsilon.kl_per_sequence`) from p* computed once.  The pieces are
+public for callers that calibrate on other laws (the natural-task sweep calibrates on enumerated
+contexts, weighted by p_L): :func:`perturbation_params` (the fixed noise of a family),
+:func:`epsilon_of_scale` (ε(s)) and :func:`solve_scale` (the one scale solver of simlm).
 
 Kinds (every one but ``uniform-mixture`` is an exponential tilt p_s ∝ p*·exp(s·h) by a direction h(x_<t)
 ∈ R^V; then KL(p* ‖ p_s) = log E_{p*}[e^{s h}] − s E_{p*}[h] is convex in s with its minimum 0 at s = 0,
@@ -42,22 +45,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_per_sequence)
-from simlm.checks import check_positive, as_key, as_rng, check_finite, check_memory, check_positive_int, check_real_array, check_tokens
+from simlm.checks import (as_key, as_rng, check_finite, check_memory, check_positive, check_positive_int,
+                          check_real_array, check_stochastic, check_tokens)
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
+#: the kinds that need nothing but the world's laws (``task-adversarial`` needs a direction).
+UNDIRECTED_KINDS = tuple(k for k in KINDS if k != "task-adversarial")
 LAWS = ("next-token", "masked", "prepended-mask")
-#: the parameters each kind's perturbation reads (built by :func:`perturbed_lm`).
+#: the parameters each kind's perturbation reads (built by :func:`perturbation_params`).
 _PARAMS = {"logit-noise": ("W",), "temperature": ("colder",), "uniform-mixture": (),
           "rare-words": ("g", "threshold"), "task-adversarial": ("v",)}
 #: the methods of a world that :func:`perturbed_lm` and :class:`PerturbedLM` use.
 _WORLD_METHODS = ("next_token_logprobs", "masked_token_probs", "prepended_mask_probs")
 
-#: relative accuracy of the solved ε (|ε(s)/eps − 1|); the promise to callers is 1e-3.
+#: relative accuracy of the ε that perturbed_lm solves (|ε(s)/eps − 1|); the promise to callers is 1e-3.
 RTOL = 1e-4
-#: the largest s tried by the unbounded families before declaring eps unreachable.
+#: the largest scale :func:`solve_scale` tries (by default) before declaring a target ε unreachable.
 S_MAX = 1e4
 
 
@@ -68,10 +74,12 @@ def _check_kind(kind, params=None) -> str:
     if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"kind: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if params is not None:
-        missing = [k for k in _PARAMS[kind] if not isinstance(params, dict) or k not in params]
+        if not isinstance(params, dict):
+            raise ConfigError(f"params: expected a dict from perturbation_params, got {type(params).__name__}")
+        missing = [k for k in _PARAMS[kind] if k not in params]
         if missing:
             raise ConfigError(f"params: kind {kind!r} needs params {list(_PARAMS[kind])}, missing {missing} "
-                              "(perturbed_lm builds them)")
+                              "(perturbation_params builds them)")
     return kind
 
 
@@ -83,18 +91,46 @@ def _check_scale(kind: str, s, name: str = "s") -> float:
     return s
 
 
+def max_scale(kind: str) -> float:
+    """The largest scale :func:`solve_scale` searches for ``kind``: 1 for ``uniform-mixture`` (s ∈ [0, 1]),
+    :data:`S_MAX` for the unbounded families."""
+    return 1.0 if _check_kind(kind) == "uniform-mixture" else S_MAX
+
+
 def perturb_logprobs(kind: str, logp, s, params) -> jax.Array:
-    """log p_s from log p* ``(..., V)`` for one family (``params`` as built by :func:`perturbed_lm`).
+    """log p_s from log p* ``(..., V)`` for one family (``params`` from :func:`perturbation_params`).
 
     ``kind`` and ``params`` are always checked; concrete ``logp`` and ``s`` are checked on the host too
     (rows must be laws, :func:`~simlm.metrics.epsilon.check_laws`; s ≥ 0, ≤ 1 for uniform-mixture).
     Inside ``jax.jit`` the traced values pass unchecked."""
+    logp, s = _check_call(kind, logp, s, params)
+    return _perturb(kind, logp, s, params)
+
+
+def epsilon_of_scale(kind: str, logp, s, params, weights=None) -> float:
+    """ε(s) = Σ_i w_i KL(p*_i ‖ p_s,i), nats: the mean over the rows i of log p* ``logp (..., V)`` (every
+    position of every sequence) of the KL to the family at scale s, or the ``weights`` ``(...)``-weighted
+    sum (one weight per row, ≥ 0, summing to 1: p_L over enumerated contexts, say).  ε(0) = 0 and ε
+    increases with s (module docstring): the function :func:`solve_scale` inverts.  Checked like
+    :func:`perturb_logprobs`; computed in float32, or float64 for float64 input under
+    ``jax.enable_x64(True)``."""
+    logp, s = _check_call(kind, logp, s, params)
+    if weights is not None:
+        w = check_real_array("weights", weights, error=DistributionError)
+        if w.shape != tuple(logp.shape[:-1]):
+            raise ShapeError(f"weights: expected one weight per law, shape {tuple(logp.shape[:-1])}, got {w.shape}")
+        weights = jnp.asarray(check_stochastic("weights", w.reshape(-1)).reshape(w.shape))
+    return float(_epsilon_of_scale(kind, logp, s, params, weights))
+
+
+def _check_call(kind, logp, s, params):
+    """The checks of :func:`perturb_logprobs` and :func:`epsilon_of_scale` (concrete values only)."""
     _check_kind(kind, params)
     if not isinstance(logp, jax.core.Tracer):
         logp = check_laws("logp", logp)
     if not isinstance(s, jax.core.Tracer):
         s = _check_scale(kind, s)
-    return _perturb(kind, logp, s, params)
+    return logp, s
 
 
 @partial(jax.jit, static_argnames=("kind",))
@@ -119,8 +155,11 @@ def _perturb(kind: str, logp, s, params) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("kind",))
-def _epsilon_of_scale(kind, logp, s, params):
-    return kl_per_sequence(logp, _perturb(kind, logp, s, params)).mean()
+def _epsilon_of_scale(kind, logp, s, params, weights=None):
+    logq = _perturb(kind, logp, s, params)
+    if weights is None:
+        return kl_per_sequence(logp, logq).mean()
+    return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
 
 
 class PerturbedLM:
@@ -173,7 +212,8 @@ def _check_law(law) -> str:
     return law
 
 
-def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
+def _check_options(kind, V: int, direction, threshold, colder):
+    """The options of one family, checked before anything is sampled; returns the direction (V,) or None."""
     _check_kind(kind)
     if not isinstance(colder, (bool, np.bool_)):
         raise ConfigError(f"colder: expected True or False, got {colder!r}")
@@ -183,27 +223,54 @@ def _family_params(kind, V, rng, direction, threshold, colder) -> dict:
         raise ConfigError(f"threshold: only used by kind 'rare-words', not {kind!r}")
     if colder and kind != "temperature":
         raise ConfigError(f"colder: only used by kind 'temperature', not {kind!r}")
+    if threshold is not None and check_positive("threshold", threshold) > 1:
+        raise ConfigError(f"threshold: expected a probability in (0, 1], got {threshold!r}")
+    if kind != "task-adversarial":
+        return None
+    if direction is None:
+        raise ConfigError("direction: kind 'task-adversarial' needs a direction v ∈ R^V, got None")
+    v = check_real_array("direction", direction)
+    if v.shape != (V,):
+        raise ShapeError(f"direction: expected shape ({V},) (the world's vocabulary), got {v.shape}")
+    if np.abs(v).max() > np.finfo(np.float32).max:
+        raise ConfigError(f"direction: entries up to {np.abs(v).max():.3g} overflow float32 (max 3.4e38)")
+    if np.ptp(v) == 0:
+        raise ConfigError("direction: is constant over the vocabulary, and a tilt by a constant leaves every "
+                          "law unchanged (ε = 0 at every scale)")
+    return v
+
+
+def perturbation_params(kind: str, V: int, seed: int, logp=None, *, direction=None, threshold=None,
+                        colder: bool = False) -> dict:
+    """The fixed part of one family's perturbation over ``V`` words, as :func:`perturb_logprobs` and
+    :func:`epsilon_of_scale` read it: ``{"W"}`` (V, V) i.i.d. N(0, 1) for ``logit-noise``, ``{"g",
+    "threshold"}`` with g (V,) N(0, I) for ``rare-words`` (both drawn from numpy's Generator seeded by
+    ``seed``), ``{"colder"}`` for ``temperature``, ``{"v"}`` = ``direction`` for ``task-adversarial``,
+    ``{}`` for ``uniform-mixture``.  ``logp (..., V)`` — the laws the scale will be calibrated on — is
+    read by ``rare-words`` only: its default ``threshold`` is just above the 10th percentile of the
+    nonzero p* there, and some word must be rare there (:class:`ConfigError` otherwise)."""
+    V = check_positive_int("V", V)
+    rng = as_rng(seed)
+    v = _check_options(kind, V, direction, threshold, colder)
+    check_memory("V", 4 * V * (V if kind == "logit-noise" else 1), what=f"the noise of kind {kind!r} over {V} words")
     if kind == "logit-noise":
         return {"W": jnp.asarray(rng.standard_normal((V, V)), jnp.float32)}
     if kind == "temperature":
         return {"colder": jnp.asarray(bool(colder))}
-    if kind == "rare-words":
-        if threshold is not None and check_positive("threshold", threshold) > 1:
-            raise ConfigError(f"threshold: expected a probability in (0, 1], got {threshold!r}")
-        return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": threshold}
     if kind == "task-adversarial":
-        if direction is None:
-            raise ConfigError("direction: kind 'task-adversarial' needs a direction v ∈ R^V, got None")
-        v = check_real_array("direction", direction)
-        if v.shape != (V,):
-            raise ShapeError(f"direction: expected shape ({V},) (the world's vocabulary), got {v.shape}")
-        if np.abs(v).max() > np.finfo(np.float32).max:
-            raise ConfigError(f"direction: entries up to {np.abs(v).max():.3g} overflow float32 (max 3.4e38)")
-        if np.ptp(v) == 0:
-            raise ConfigError("direction: is constant over the vocabulary, and a tilt by a constant leaves every "
-                              "law unchanged (ε = 0 at every scale)")
         return {"v": jnp.asarray(v, jnp.float32)}
-    return {}
+    if kind == "uniform-mixture":
+        return {}
+    # rare-words
+    if logp is None:
+        if threshold is None:
+            raise ConfigError("logp: kind 'rare-words' fixes its default threshold on the laws it is calibrated "
+                              "on; pass them (logp, (..., V)) or a threshold")
+        return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": jnp.float32(threshold)}
+    logp = check_laws("logp", logp)
+    if logp.shape[-1] != V:
+        raise ShapeError(f"logp: expected laws over the V = {V} words, got shape {tuple(logp.shape)}")
+    return {"g": jnp.asarray(rng.standard_normal(V), jnp.float32), "threshold": _rare_threshold(logp, threshold)}
 
 
 def _rare_threshold(logp, threshold) -> jax.Array:
@@ -216,40 +283,55 @@ def _rare_threshold(logp, threshold) -> jax.Array:
     return jnp.float32(threshold)
 
 
-def _solve_scale(eps_at, eps: float, kind: str) -> float:
-    """s ≥ 0 with |ε(s)/eps − 1| < RTOL for an increasing ε(·): bracket, then bisect."""
-    def eps_of(s):
-        val = eps_at(s)
+def solve_scale(eps_of, target, upper: float = S_MAX, *, start: float = 1e-3, rtol: float = 1e-12,
+                resolution: float = 1e-15, accept: float | None = None, what: str = "", hint: str = "") -> float:
+    """The scale s ∈ (0, ``upper``] with ``eps_of(s)`` = ``target`` (nats), for an ε(·) increasing from
+    ε(0) = 0 — every calibration to an exact ε in simlm goes through here.
+
+    Bracket by doubling from ``start`` (capped at ``upper``), then bisect until |ε(s)/target − 1| <
+    ``rtol`` or the bracket is narrower than ``resolution``·s (what the floating point of ε can resolve:
+    ~1e-15 in float64, 1e-7 in float32); the last midpoint is accepted within ``accept`` (default
+    ``rtol``).  Bisection needs only monotonicity, so it is safe on an ε computed in float32.  Raises
+    :class:`ConfigError` if ``target`` is not positive and finite, if ε(s) is not finite, if ε(``upper``)
+    < target ("unreachable ``what``: the maximum reachable ε is about …", then ``hint``), or if the
+    bisection ends off the target (ε jumps there: at large scales perturbed laws underflow), naming the ε
+    reached."""
+    if not callable(eps_of):
+        raise ConfigError(f"eps_of: expected a function of the scale, got {type(eps_of).__name__}")
+    target = check_positive("eps", target)
+    upper, start, rtol, resolution = (check_positive(k, v) for k, v in (("upper", upper), ("start", start),
+                                                                         ("rtol", rtol), ("resolution", resolution)))
+    accept = rtol if accept is None else check_positive("accept", accept)
+    by = f" by {what}" if what else ""
+
+    def eps(s):
+        val = eps_of(s)
+        try:
+            val = float(val)
+        except (TypeError, ValueError):
+            raise ConfigError(f"eps_of: returned {type(val).__name__} at s = {s:.6g}, expected ε (a number)") from None
         if not math.isfinite(val):  # a comparison with NaN would steer the bisection silently
-            what = "direction" if kind == "task-adversarial" else "kind"
-            raise ConfigError(f"{what}: ε(s) is {val} at s = {s:.6g} for kind {kind!r}: the perturbed laws overflow "
-                              "float32 here; use a smaller direction or eps")
+            raise ConfigError(f"eps: ε(s) is {val} at s = {s:.6g}{by}, so ε = {target:g} cannot be solved for")
         return val
 
-    if kind == "uniform-mixture":
-        lo, hi = 0.0, 1.0
-        top = eps_of(hi)
-        if top < eps:
-            raise ConfigError(f"eps: {eps:g} is not reachable by kind 'uniform-mixture' on this evaluation set; "
-                              f"the maximum reachable ε is {top:.6g} (at s = 1, the uniform law)")
-    else:
-        lo, hi = 0.0, 1e-2
-        while (val := eps_of(hi)) < eps:
-            if hi >= S_MAX:
-                raise ConfigError(f"eps: {eps:g} is not reachable by kind {kind!r} on this evaluation set; "
-                                  f"the maximum reachable ε is about {val:.6g} (at s = {hi:g})"
-                                  + ("; colder=True is unbounded" if kind == "temperature" else ""))
-            lo, hi = hi, hi * 2
+    lo, hi = 0.0, min(start, upper)
+    while (val := eps(hi)) < target:
+        if hi >= upper:
+            raise ConfigError(f"eps: {target:g} is unreachable{by}: the maximum reachable ε is about {val:.6g} "
+                              f"(at s = {hi:g}){hint}")
+        lo, hi = hi, min(2 * hi, upper)
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        val = eps_of(mid)
-        if abs(val / eps - 1) < RTOL:
+        val = eps(mid)
+        if abs(val / target - 1) < rtol:
             return mid
-        lo, hi = (mid, hi) if val < eps else (lo, mid)
-        if hi - lo <= 1e-7 * hi:  # float32 cannot resolve s any further
+        lo, hi = (mid, hi) if val < target else (lo, mid)
+        if hi - lo <= resolution * hi:
             break
-    raise ConfigError(f"eps: could not solve ε(s) = {eps:g} for kind {kind!r} to relative accuracy {RTOL:g} "
-                      f"(ε({mid:.6g}) = {val:.6g}); ε jumps here, try a different eps or evaluation set")
+    if abs(val / target - 1) <= accept:
+        return mid
+    raise ConfigError(f"eps: {target:g} is not reached{by}: the calibration ends at ε = {val:.6g} (s = {mid:.6g}), "
+                      f"off by more than the relative tolerance {accept:g}; ε jumps there, try another eps")
 
 
 def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=None, threshold=None,
@@ -270,10 +352,10 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     check_world(world, "sample", *_WORLD_METHODS)
     eps = check_positive("eps", eps)
     law = _check_law(law)
-    rng = as_rng(seed)
-    as_key(seed, "seed")  # the same seed samples the evaluation set: refuse what a PRNG key cannot take
+    as_rng(seed)  # it draws the perturbation's noise,
+    as_key(seed, "seed")  # and samples the evaluation set: refuse what a PRNG key cannot take
     V = int(world.n_symbols)
-    params = _family_params(kind, V, rng, direction, threshold, colder)
+    _check_options(kind, V, direction, threshold, colder)  # before anything is sampled
     if tokens is None:
         n_eval, eval_length = check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length)
         if n_eval < 2:
@@ -290,15 +372,28 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
         check_memory("tokens", 4 * toks.size * V, what=f"the laws of {toks.shape} tokens over {V} words, a few copies")
     where = lambda i: f"sequence {i[0]}, position {i[1]}"
     if law == "next-token":
-        logp = check_laws("world: next_token_logprobs", world.next_token_logprobs(toks), where=where)
+        name, raw = "world: next_token_logprobs", world.next_token_logprobs(toks)
     elif law == "masked":
-        logp = check_laws("world: masked_token_probs", jnp.log(jnp.asarray(world.masked_token_probs(toks))), where=where)
+        name, raw = "world: masked_token_probs", jnp.log(jnp.asarray(world.masked_token_probs(toks)))
     else:
-        logp = check_laws("world: prepended_mask_probs", jnp.log(jnp.asarray(world.prepended_mask_probs(toks))),
-                          where=lambda i: f"sequence {i[0]} (the law at the prepended mask)")[:, None, :]
-    if kind == "rare-words":
-        params["threshold"] = _rare_threshold(logp, params["threshold"])
-    scale = _solve_scale(lambda s: float(_epsilon_of_scale(kind, logp, s, params)), eps, kind)
+        name, raw = "world: prepended_mask_probs", jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))
+        where = lambda i: f"sequence {i[0]} (the law at the prepended mask)"
+    logp = check_laws(name, raw, where=where)
+    logp = logp[:, None, :] if law == "prepended-mask" else logp
+    # raw, not logp: perturbation_params checks (renormalises) the laws itself
+    params = perturbation_params(kind, V, seed, raw, direction=direction, threshold=threshold, colder=colder)
+
+    def eps_at(s):  # the laws are checked: the jitted core, not epsilon_of_scale's checks at every step
+        val = float(_epsilon_of_scale(kind, logp, s, params))
+        if not math.isfinite(val):
+            raise ConfigError(f"{'direction' if kind == 'task-adversarial' else 'kind'}: ε(s) is {val} at "
+                              f"s = {s:.6g} for kind {kind!r}: the perturbed laws overflow float32 here; use a "
+                              "smaller direction or eps")
+        return val
+
+    hint = {"uniform-mixture": "; s = 1 is the uniform law", "temperature": "; colder=True is unbounded"}
+    scale = solve_scale(eps_at, eps, max_scale(kind), start=1.0 if kind == "uniform-mixture" else 1e-2, rtol=RTOL,
+                        resolution=1e-7, what=f"kind {kind!r} on this evaluation set", hint=hint.get(kind, ""))
     lm = PerturbedLM(world, kind, scale, params, target_eps=eps, eval_tokens=np.asarray(toks), law=law)
     # measured through the public path, so achieved_eps is exactly what callers will measure
     if law == "next-token":
@@ -310,4 +405,5 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     return lm
 
 
-__all__ = ["KINDS", "LAWS", "PerturbedLM", "perturb_logprobs", "perturbed_lm"]
+__all__ = ["KINDS", "UNDIRECTED_KINDS", "LAWS", "S_MAX", "PerturbedLM", "perturb_logprobs", "perturbed_lm",
+           "perturbation_params", "epsilon_of_scale", "max_scale", "solve_scale"]

@@ -17,7 +17,8 @@ import numpy as np
 from simlm.errors import ConfigError, ShapeError
 from simlm.models.finite import SoftmaxContextLM
 from simlm.theory._convex import logistic_loss, ridge_logistic, zero_one_error
-from simlm.theory.natural_tasks import NaturalTask, _check_contexts, _check_task, _softmax, lm_laws
+from simlm.theory.natural_tasks import NaturalTask, check_contexts, check_task_on, lm_laws
+from simlm.worlds.families import softmax
 from simlm.checks import as_rng, check_memory, check_positive, check_positive_int, check_real_array
 
 GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
@@ -56,7 +57,7 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         raise ConfigError("theta: so large that the logits Φᵀθ or the products θ_iθ_j of the quadratic fit "
                           "overflow float64")
     logz = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
-    mean = _softmax(z) @ phi.T
+    mean = softmax(z) @ phi.T
     i, j = np.triu_indices(d)
     X = np.hstack([t[:, i] * t[:, j] * np.where(i == j, 0.5, 1.0), t, np.ones((n, 1))])  # ½θᵀAθ, θ, 1
     coef, lin = np.linalg.lstsq(X, logz, rcond=None)[0], np.hstack([t, np.ones((n, 1))])
@@ -88,8 +89,8 @@ class ProbeComparison:
 def compare_probes(contexts, task: NaturalTask, f, phi, *, l2: float = 1e-4) -> ProbeComparison:
     """Probe the task on the softmax LM's features f ``(S, d)`` and on its conditional means Φp_f,
     p_f = softmax(Φᵀf); near-equal losses are what a quadratic log-partition predicts."""
-    contexts = _check_contexts(contexts)
-    task = _check_task(task, contexts)
+    contexts = check_contexts(contexts)
+    task = check_task_on(task, contexts)
     f, phi = check_real_array("f", f), check_real_array("phi", phi)
     lm = SoftmaxContextLM(f, phi)  # validates the shapes
     laws = lm_laws(lm, contexts)

@@ -23,15 +23,18 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Callable
 
+import jax
 import numpy as np
 from scipy.special import expit
 
-from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
-from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, quad_excess
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
+from simlm.worlds.families import softmax
 from simlm.theory._convex import (LogisticSolution, constrained_logistic, logistic_loss, polish_softmax_fit,
                                   ridge_logistic, softmax_objective, zero_one_error)
-from simlm.checks import as_rng, check_finite, check_positive, check_real_array, check_stochastic
+from simlm.checks import (as_rng, check_distributions, check_finite, check_non_negative, check_positive,
+                          check_real_array)
 
 #: default grid of B (and B₂): 0.25, 0.5, …, 256.
 B_GRID = 2.0 ** np.arange(-2, 9)
@@ -67,7 +70,8 @@ class NaturalTask:
         return self.weights * (1.0 - self.label_probs)
 
 
-def _check_contexts(contexts) -> ContextSet:
+def check_contexts(contexts) -> ContextSet:
+    """``contexts`` if it is a :class:`ContextSet` (from :func:`enumerate_contexts`), else :class:`ConfigError`."""
     if not isinstance(contexts, ContextSet):
         raise ConfigError(f"contexts: expected a ContextSet from enumerate_contexts, got {type(contexts).__name__}")
     return contexts
@@ -82,7 +86,9 @@ def _contexts_key(contexts) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_task(task, contexts=None) -> NaturalTask:
+def check_task_on(task, contexts=None) -> NaturalTask:
+    """``task`` if it is a :class:`NaturalTask` — built on ``contexts`` when given (their number, length
+    and, where recorded, their laws and weights) — else a typed error naming ``task``."""
     if not isinstance(task, NaturalTask):
         raise ConfigError(f"task: expected a NaturalTask, got {type(task).__name__}")
     if contexts is None:
@@ -97,22 +103,8 @@ def _check_task(task, contexts=None) -> NaturalTask:
     return task
 
 
-def _laws(name: str, laws) -> np.ndarray:
-    """Real finite probability rows (last axis sums to 1 within 1e-5), float64, or a typed error naming
-    ``name`` and the row."""
-    return check_stochastic(name, check_real_array(name, laws, error=DistributionError), atol=1e-5)
-
-
-def _non_negative(name: str, value) -> float:
-    """A real number ≥ 0 (+∞ allowed) as a float, or :class:`ConfigError`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not value >= 0:
-        raise ConfigError(f"{name}: expected a number ≥ 0 (+inf allowed), got {value!r}")
-    return float(value)
-
-
 def _distribution(name: str, p, S: int | None = None) -> np.ndarray:
-    p = _laws(name, p)
+    p = check_distributions(name, p)
     if p.ndim != 1 or (S is not None and p.shape != (S,)):
         raise ShapeError(f"{name}: expected a distribution over the contexts, shape ({S or 'S'},), got {p.shape}")
     return p
@@ -150,7 +142,7 @@ def _labels(margins, noise: str) -> np.ndarray:
 def natural_task(contexts, v, b, *, prompt=None, weights=None, noise: str = "sign") -> NaturalTask:
     """The task with margins ⟨v, p*_s⟩ + b on ``contexts``; p_T ∝ (``weights`` or p_L) restricted to
     the prefixes that end with ``prompt`` (the sentence-completion slice; None: every context)."""
-    contexts = _check_contexts(contexts)
+    contexts = check_contexts(contexts)
     V = contexts.next_token_probs.shape[1]
     v = check_real_array("v", v)
     if v.shape != (V,):
@@ -166,7 +158,7 @@ def random_natural_task(contexts, seed, *, noise: str = "sign", prompt=None, wei
     """v = ``scale``·g/sd_{p_T}(⟨g, p*_s⟩), g ~ N(0, I_V) from ``seed``; b puts the threshold halfway
     between the two distinct scores ⟨v, p*_s⟩ where the p_T-mass below is nearest ½, so the classes
     are balanced-ish (all +1 if p_T sees a single score)."""
-    contexts = _check_contexts(contexts)
+    contexts = check_contexts(contexts)
     scale = check_positive("scale", scale)
     P = contexts.next_token_probs
     g = as_rng(seed).standard_normal(P.shape[1])
@@ -187,23 +179,18 @@ def random_natural_task(contexts, seed, *, noise: str = "sign", prompt=None, wei
 
 # ---- LM laws and the quantities -------------------------------------------------------------------
 
-def _softmax(logits) -> np.ndarray:
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def lm_laws(lm, contexts) -> np.ndarray:
     """p_f(s) for every context, ``(S, V)`` float64: a :class:`SoftmaxContextLM` (its softmax(Φᵀθ_s),
     recomputed in float64), an ``(S, V)`` array of laws, or any LanguageModel (row |s| of
     ``next_token_logprobs(s ⊕ w)``, with w a word p* allows after s; the empty prefix gives the law of
     the first token).  Rows are renormalised in float64."""
-    contexts = _check_contexts(contexts)
+    contexts = check_contexts(contexts)
     P = contexts.next_token_probs
     S, V = P.shape
     if isinstance(lm, SoftmaxContextLM):
         if (lm.n_contexts, lm.n_symbols) != (S, V):
             raise ShapeError(f"lm: has {lm.n_contexts} contexts and {lm.n_symbols} words, expected {S} and {V}")
-        return _softmax(np.asarray(lm.theta, np.float64) @ np.asarray(lm.phi, np.float64))
+        return softmax(np.asarray(lm.theta, np.float64) @ np.asarray(lm.phi, np.float64))
     if hasattr(lm, "next_token_logprobs"):
         if getattr(lm, "n_symbols", V) != V:
             raise ShapeError(f"lm: has {lm.n_symbols} symbols, the contexts' world {V}")
@@ -212,26 +199,14 @@ def lm_laws(lm, contexts) -> np.ndarray:
             rows = np.flatnonzero(contexts.lengths == t)
             toks = np.array([contexts.prefixes[i] + (int(P[i].argmax()),) for i in rows], np.int32)
             laws[rows] = np.exp(np.asarray(lm.next_token_logprobs(toks), np.float64)[:, t])
-        laws = _laws("lm (its next-token laws on the contexts)", laws)
+        laws = check_distributions("lm (its next-token laws on the contexts)", laws)
     elif isinstance(lm, (np.ndarray, list)) or hasattr(lm, "__array__"):
-        laws = _laws("lm", lm)
+        laws = check_distributions("lm", lm)
         if laws.shape != (S, V):
             raise ShapeError(f"lm: expected laws of shape ({S}, {V}), got {laws.shape}")
     else:
         raise ConfigError(f"lm: expected a SoftmaxContextLM, a LanguageModel or (S, V) laws, got {type(lm).__name__}")
     return laws / laws.sum(-1, keepdims=True)
-
-
-def context_kl(p_star, laws) -> np.ndarray:
-    """KL(p*_s ‖ p_f(s)) per context, float64 nats (0·log 0 = 0; +inf where p_f misses p*'s support).
-    Both are checked to be laws (rows of one shape summing to 1 within 1e-5), so the KL is ≥ 0 up to
-    rounding, which the final clamp removes."""
-    p_star, laws = _laws("p_star", p_star), _laws("laws", laws)
-    if p_star.shape != laws.shape:
-        raise ShapeError(f"laws: expected the shape of p_star {p_star.shape}, got {laws.shape}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p_star > 0, p_star * (np.log(p_star) - np.log(laws)), 0.0)
-    return np.maximum(terms.sum(-1), 0.0)
 
 
 def _p_L(contexts) -> np.ndarray:
@@ -240,19 +215,23 @@ def _p_L(contexts) -> np.ndarray:
 
 
 def lm_epsilon(contexts, laws) -> float:
-    """ε = E_{p_L} KL(p*_s ‖ p_f(s)), nats, for ``laws (S, V)`` (checked to be laws, one row per context)."""
-    P = _check_contexts(contexts).next_token_probs
-    laws = _laws("laws", laws)
+    """ε = E_{p_L} KL(p*_s ‖ p_f(s)), nats, for ``laws (S, V)`` (checked to be laws, one row per context):
+    :func:`~simlm.models.finite.context_kl` in float64 (0·log 0 = 0; +inf where p_f misses p*'s support)."""
+    P = check_contexts(contexts).next_token_probs
+    laws = check_distributions("laws", laws)
     if laws.shape != P.shape:
         raise ShapeError(f"laws: expected one law per context, shape {P.shape}, got {laws.shape}")
-    return float(_p_L(contexts) @ context_kl(P, laws))
+    with np.errstate(divide="ignore"), jax.enable_x64(True):
+        kl = np.asarray(context_kl(P, np.log(laws)), np.float64)
+    return float(_p_L(contexts) @ kl)
 
 
 def softmax_excess(theta, phi, p_star) -> np.ndarray:
     """δ_s = ℓ_s(θ_s) − min_θ' ℓ_s(θ'), ℓ_s(θ) = log Z_θ − ⟨θ, Φp*_s⟩ (= KL(p*_s ‖ p_θ) + const), per
     context, float64.  The minimum is :func:`fit_cross_entropy`'s, polished by float64 Newton steps (it
     returns θ in float32, whose rounding costs ~1e-13 nats: too much as δ_s → 0)."""
-    phi, P, theta = check_real_array("phi", phi), _laws("p_star", p_star), check_real_array("theta", theta)
+    phi, P = check_real_array("phi", phi), check_distributions("p_star", p_star)
+    theta = check_real_array("theta", theta)
     if phi.ndim != 2 or P.ndim != 2 or theta.shape != (P.shape[0], phi.shape[0]) or P.shape[1] != phi.shape[1]:
         raise ShapeError(f"theta, phi, p_star: expected (S, d), (d, V) and (S, V), got {theta.shape}, {phi.shape} "
                          f"and {P.shape}")
@@ -261,13 +240,15 @@ def softmax_excess(theta, phi, p_star) -> np.ndarray:
 
 
 def quad_epsilon(contexts, f, phi) -> float:
-    """ε_quad = E_{p_L} ½‖Φᵀ(f(s) − f*(s))‖², f* = (ΦΦᵀ)⁺Φp*_s, in float64 (``quad_excess`` is float32)."""
-    P = _check_contexts(contexts).next_token_probs
+    """ε_quad = E_{p_L} ½‖Φᵀ(f(s) − f*(s))‖², f* = (ΦΦᵀ)⁺Φp*_s: the Quad excess
+    :func:`~simlm.models.finite.quad_excess` per context, in float64, averaged under p_L."""
+    P = check_contexts(contexts).next_token_probs
     phi, f = _check_phi(phi, P.shape[1], "phi"), check_real_array("f", f)
     if f.shape != (P.shape[0], phi.shape[0]):
         raise ShapeError(f"f: expected features of shape ({P.shape[0]}, {phi.shape[0]}) (one per context), got {f.shape}")
-    f_star = P @ np.linalg.pinv(phi)
-    return float(_p_L(contexts) @ (0.5 * np.sum(((f - f_star) @ phi) ** 2, -1)))
+    with jax.enable_x64(True):
+        excess = np.asarray(quad_excess(f, P, phi), np.float64)
+    return float(_p_L(contexts) @ excess)
 
 
 def gamma(p_L, p_T) -> float:
@@ -310,8 +291,8 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
     """τ(B) (``Phi`` None), τ_Φ(B) (v = Φᵀλ) or, with ``norm="2"``, τ⁽²⁾_Φ(B) on ``B_grid`` (default
     :data:`B_GRID`): the minimisers ``v (G, V)``, ``b (G,)``, ``loss`` = τ and the certificate ``gap``
     (τ ≥ loss − gap), from :func:`simlm.theory._convex.constrained_logistic`."""
-    P = _check_contexts(contexts).next_token_probs
-    _check_task(task, contexts)
+    P = check_contexts(contexts).next_token_probs
+    check_task_on(task, contexts)
     if not isinstance(norm, str) or norm not in ("inf", "2") or (norm == "2" and Phi is None):
         raise ConfigError(f"norm: expected 'inf', or '2' with Phi given, got {norm!r} (Phi is {type(Phi).__name__})")
     basis = None if Phi is None else _row_basis(_check_phi(Phi, P.shape[1]))
@@ -324,7 +305,7 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
 def _slack(B, eps, gamma_) -> float:
     """B√(2ε/γ), checked: B finite ≥ 0, ε and γ ≥ 0 with +∞ allowed (ε = 0: 0; γ = 0: +∞)."""
     B = check_finite("B", B)
-    eps, gamma_ = _non_negative("eps", eps), _non_negative("gamma", gamma_)
+    eps, gamma_ = check_non_negative("eps", eps), check_non_negative("gamma", gamma_)
     if B < 0:
         raise ConfigError(f"B: expected a radius ≥ 0, got {B!r}")
     if math.isinf(eps) and math.isinf(gamma_):
@@ -524,10 +505,10 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
         if not (hasattr(contexts, "n_symbols") and hasattr(contexts, "log_likelihood")):
             raise ConfigError(f"world_or_contexts: expected a world (HMM, MemoryHMM, LogLinearWorld) or the "
                               f"ContextSet of enumerate_contexts, got {type(contexts).__name__}")
-        contexts = enumerate_contexts(world_or_contexts, _check_task(task).max_length)
+        contexts = enumerate_contexts(world_or_contexts, check_task_on(task).max_length)
     P = contexts.next_token_probs
     S, V = P.shape
-    _check_task(task, contexts)
+    check_task_on(task, contexts)
     Bs, B2s = _grid("B_grid", B_grid), _grid("B2_grid", B2_grid)
     l2, atol = check_positive("l2", l2), check_finite("atol", atol)
     if atol < 0:
@@ -572,7 +553,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
                             tuple(skipped), atol, all(b.holds for b in bounds))
 
 
-__all__ = ["NaturalTask", "natural_task", "random_natural_task", "lm_laws", "context_kl", "lm_epsilon",
-           "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution", "bound_any_lm",
-           "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck", "check_natural_task",
-           "B_GRID"]
+__all__ = ["NaturalTask", "natural_task", "random_natural_task", "check_contexts", "check_task_on", "lm_laws",
+           "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",
+           "bound_any_lm", "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck",
+           "check_natural_task", "B_GRID"]

@@ -1,0 +1,63 @@
+"""The shared argument checks of simlm.checks: what each accepts, and that a refusal names the argument."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simlm.checks import as_tuple, check_distributions, check_non_negative, check_positive_int
+from simlm.errors import ConfigError, DistributionError, ShapeError
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 2, 1e300, np.float32(0.5), np.int64(3), math.inf])
+def test_check_non_negative_takes_numbers_from_zero_to_infinity(value):
+    assert check_non_negative("eps", value) == float(value)
+
+
+@pytest.mark.parametrize("value", [-1e-300, math.nan, -math.inf, True, "1", 1j, None, [1.0]])
+def test_check_non_negative_refuses_the_rest_and_names_the_argument(value):
+    with pytest.raises(ConfigError, match=r"^gamma: expected a number ≥ 0 \(\+inf allowed\)"):
+        check_non_negative("gamma", value)
+
+
+def test_check_non_negative_finite_is_zero_or_a_positive_finite_number():
+    assert check_non_negative("l2", 0, finite=True) == 0.0
+    assert check_non_negative("l2", 1e-4, finite=True) == 1e-4
+    for bad in (math.inf, -1.0, math.nan, False):
+        with pytest.raises(ConfigError, match=r"^l2: expected a finite number ≥ 0"):
+            check_non_negative("l2", bad, finite=True)
+
+
+def test_check_distributions_returns_float64_rows_within_the_tolerance():
+    rows = check_distributions("laws", [[0.25, 0.75], [1.0, 1e-6]])
+    assert rows.dtype == np.float64 and rows.shape == (2, 2)
+    with pytest.raises(DistributionError, match=r"^laws row 1 sums to 1\.001"):
+        check_distributions("laws", [[0.5, 0.5], [1.0, 1e-3]])
+
+
+@pytest.mark.parametrize("value, error", [([[0.5, 0.5], [1.0]], ShapeError), ([[0.5, np.nan]], DistributionError),
+                                          ([[1.5, -0.5]], DistributionError), ([[0.5j, 0.5]], DistributionError),
+                                          (5.0, ShapeError)])
+def test_check_distributions_names_the_argument(value, error):
+    with pytest.raises(error, match="^p_T"):
+        check_distributions("p_T", value)
+
+
+def test_check_positive_int_has_an_optional_maximum():
+    assert check_positive_int("seed", 2**63 - 1, minimum=0, maximum=2**63 - 1) == 2**63 - 1
+    with pytest.raises(ConfigError, match=r"^seed: expected an integer ≤ 7, got 8"):
+        check_positive_int("seed", 8, minimum=0, maximum=7)
+    with pytest.raises(ConfigError, match=r"^seed: expected an integer ≥ 0"):
+        check_positive_int("seed", -1, minimum=0, maximum=7)
+
+
+def test_as_tuple_makes_one_value_or_a_flat_list_a_tuple():
+    assert as_tuple("targets", 0.1) == (0.1,)
+    assert as_tuple("targets", [0.3, 0.1]) == (0.3, 0.1)
+    assert as_tuple("targets", np.array([1, 2])) == (1, 2)
+    assert as_tuple("worlds", "hmm", single=(str,)) == ("hmm",)
+    for bad in ("hmm", True, None, {"a": 1}, np.ones((2, 2))):
+        with pytest.raises(ConfigError, match="^targets: expected one value or a list of them"):
+            as_tuple("targets", bad)
