@@ -110,7 +110,7 @@ CASES = {
     "loglinear-random-mean-norm-subnormal": (lambda: LogLinearWorld.random(0, 2, 3, 2, mean_norm=1e-320), ConfigError,
                                              "mean_norm"),
     # ---- LogLinearWorld: ragged / wrong-type parameters -----------------------------------------------
-    "loglinear-representations-ragged": (lambda: LogLinearWorld([[1.0], [0.0, 1.0]], W, NXT), ConfigError,
+    "loglinear-representations-ragged": (lambda: LogLinearWorld([[1.0], [0.0, 1.0]], W, NXT), ShapeError,
                                          "representations"),
     "loglinear-next-state-ragged": (lambda: LogLinearWorld(Z, W, [[0, 1], [1, 0, 0]]), ConfigError, "next_state"),
     "loglinear-carrier-ids-ragged": (lambda: LogLinearWorld(Z, W, NXT, carrier_ids=[[1], [1, 2]]), ConfigError,

@@ -139,7 +139,7 @@ def parse_config(raw: dict) -> SweepConfig:
         [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults
 
     Raises :class:`ConfigError` naming the key, the value and what was expected."""
-    from simlm.models.perturbed import KINDS as ANALYTIC_KINDS
+    from simlm.models.perturbed import UNDIRECTED_KINDS
 
     top = _keys("config", raw, {"name": (str, "sweep"), "seed": (int, 0), "data": (dict, {}),
                                 "worlds": (list, _REQUIRED), "lms": (dict, {"oracle": True}),
@@ -164,10 +164,10 @@ def parse_config(raw: dict) -> SweepConfig:
     if lms["analytic"] is not None:
         a = _keys("lms.analytic", lms["analytic"], {"kinds": (list, ["logit-noise"]), "eps": (list, _REQUIRED),
                                                     "seeds": (list, [0]), "laws": (list, ["next-token"])})
-        bad = [k for k in a["kinds"] if k not in ANALYTIC_KINDS or k == "task-adversarial"]
+        bad = [k for k in a["kinds"] if k not in UNDIRECTED_KINDS]
         if bad or not a["kinds"]:
             raise ConfigError(f"lms.analytic.kinds: unknown or unsupported {bad or a['kinds']}; choose from "
-                              f"{[k for k in ANALYTIC_KINDS if k != 'task-adversarial']}")
+                              f"{list(UNDIRECTED_KINDS)}")
         bad = [law for law in a["laws"] if law not in LAWS]
         if bad or not a["laws"] or len(set(a["laws"])) != len(a["laws"]):
             raise ConfigError(f"lms.analytic.laws: expected distinct laws from {LAWS}, got {a['laws']!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from simlm.models import finite
 from simlm.models.transformer import causal_inputs, next_token_logprobs
 
 
@@ -60,14 +61,10 @@ def quad(model, tokens, key=None, mask=None):
 
 
 def quad_excess(model, tokens, ref_probs):
-    """Exact Quad excess per sequence ``(n,)``: mean_t ½‖Φᵀ(f − f*)‖² = ½‖Φᵀf − P_Φ p*‖², where P_Φ is
-    the projection onto the row space of Φ (Φᵀf lies in it, so this equals the loss gap
-    ½‖Φᵀf − p*‖² − ½‖(P_Φ − I) p*‖² without its cancellation: a sum of squares, never negative, so
-    nothing needs clamping)."""
+    """Exact Quad excess per sequence ``(n,)``: mean_t ½‖Φᵀ(f − f*)‖², the one Quad excess of
+    :func:`simlm.models.finite.quad_excess` (a sum of squares, never negative) at every position."""
     f = model.features(causal_inputs(tokens, model.config))
-    phi = model.unembedding
-    proj = phi.T @ jnp.linalg.pinv(phi @ phi.T) @ phi  # (V, V) projection onto span of Φ's rows
-    return 0.5 * ((f @ phi - ref_probs @ proj) ** 2).sum(-1).mean(-1)
+    return finite.quad_excess(f, ref_probs, model.unembedding).mean(-1)
 
 
 OBJECTIVES = {"cross-entropy": cross_entropy, "masked-lm": masked_lm, "quad": quad}

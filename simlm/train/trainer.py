@@ -52,31 +52,13 @@ from simlm.train import objectives
 from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.checks import check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
+from simlm.checks import as_tuple, check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
 from simlm.worlds.base import World
 
 
 _SLOTS = ("last", "previous")  # the resume point and the one before it
 _INT_MAX = 2**31 - 1  # step counters and sizes live in int32 on the device
 _SEED_MAX = 2**63 - 1
-
-
-def _integer(name: str, value, minimum: int, maximum: int = _INT_MAX) -> int:
-    value = check_positive_int(name, value, minimum=minimum)
-    if value > maximum:
-        raise ConfigError(f"{name}: expected an integer ≤ {maximum}, got {value}")
-    return value
-
-
-def _items(name: str, value) -> tuple:
-    """A number or a flat list/tuple/array of them, as a tuple (strings and nested lists refused)."""
-    if isinstance(value, np.ndarray) and value.ndim <= 1:
-        value = value.reshape(-1).tolist()
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-        return (value,)
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{name}: expected a number or a list of numbers, got {type(value).__name__} {value!r}")
-    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,24 +100,24 @@ class TrainConfig:
             raise ConfigError(f"objective: unknown objective {self.objective!r}; choose one of {sorted(objectives.OBJECTIVES)}")
         if self.data not in ("stream", "corpus"):
             raise ConfigError(f"data: expected 'stream' or 'corpus', got {self.data!r}")
-        targets = [check_finite("targets", t, "positive finite ε targets") for t in _items("targets", self.targets)]
+        targets = [check_finite("targets", t, "positive finite ε targets") for t in as_tuple("targets", self.targets)]
         if not targets or min(targets) <= 0:
             raise ConfigError(f"targets: expected at least one positive finite ε target, got {self.targets!r}")
         names = [f"{t:g}" for t in targets]  # each target has a checkpoint directory eps_<t:g>
         if len(set(names)) != len(names):
             raise ConfigError(f"targets: expected distinct targets (to 6 significant digits), got {self.targets!r}")
         fix("targets", tuple(sorted(targets, reverse=True)))
-        seeds = tuple(_integer("seeds", s, 0, _SEED_MAX) for s in _items("seeds", self.seeds))
+        seeds = tuple(check_positive_int("seeds", s, 0, _SEED_MAX) for s in as_tuple("seeds", self.seeds))
         if not seeds or len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds: expected distinct non-negative integers, got {self.seeds!r}")
         fix("seeds", seeds)
         for name in ("batch_size", "seq_len", "max_steps", "corpus_sequences", "eval_every", "eval_positions",
                      "checkpoint_every"):
-            fix(name, _integer(name, getattr(self, name), 1))
-        fix("eval_sequences", _integer("eval_sequences", self.eval_sequences, 2))  # a standard error needs 2
-        fix("warmup_steps", _integer("warmup_steps", self.warmup_steps, 0))
+            fix(name, check_positive_int(name, getattr(self, name), 1, _INT_MAX))
+        fix("eval_sequences", check_positive_int("eval_sequences", self.eval_sequences, 2, _INT_MAX))  # a standard error needs 2
+        fix("warmup_steps", check_positive_int("warmup_steps", self.warmup_steps, 0, _INT_MAX))
         for name in ("corpus_seed", "eval_seed"):
-            fix(name, _integer(name, getattr(self, name), 0, _SEED_MAX))
+            fix(name, check_positive_int(name, getattr(self, name), 0, _SEED_MAX))
         fix("learning_rate", check_finite("learning_rate", self.learning_rate, "a positive finite number"))
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate: expected a positive finite number, got {self.learning_rate!r}")
@@ -149,7 +131,7 @@ class TrainConfig:
         if self.data == "corpus" and self.corpus_sequences < self.batch_size:
             raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
         what = "three probabilities (mask, random, keep) summing to 1"
-        c = [check_finite("corruption", v, what) for v in _items("corruption", self.corruption)]
+        c = [check_finite("corruption", v, what) for v in as_tuple("corruption", self.corruption)]
         if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
             raise ConfigError(f"corruption: expected {what}, got {self.corruption!r}")
         fix("corruption", tuple(c))
@@ -221,7 +203,7 @@ def _validate(world, model_config, config, run_dir, until_step, progress) -> Non
     if run_dir is not None:
         check_instance("run_dir", run_dir, (str, os.PathLike), "a directory path or None")
     if until_step is not None:
-        _integer("until_step", until_step, 1)
+        check_positive_int("until_step", until_step, 1, _INT_MAX)
     if not isinstance(progress, bool):
         raise ConfigError(f"progress: expected True or False, got {progress!r}")
     _validate_training(world, model_config, config)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError
-from simlm.checks import as_key, as_rng, check_positive_int
+from simlm.checks import check_real_array, as_key, as_rng, check_positive_int
 from simlm.worlds.base import WorldBase, _check_flag, _check_number, _check_request
 from simlm.worlds.hmm_core import cumulative_rows, inverse_cdf, tree_sum
 
@@ -132,19 +132,10 @@ def _sample(Z, W, next_state, start, key, n: int, length: int):
 # ---- host-side checks -----------------------------------------------------------------------------
 
 def _real_array(name: str, value, ndim: int) -> np.ndarray:
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a real numeric {ndim}-d array, got a ragged or unconvertible "
-                          f"{type(value).__name__}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ConfigError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    """:func:`simlm.checks.check_real_array` with ``ndim`` axes, none empty."""
+    arr = check_real_array(name, value)
     if arr.ndim != ndim or 0 in arr.shape:
         raise ShapeError(f"{name}: expected a non-empty {ndim}-d array, got shape {arr.shape}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ConfigError(f"{name}: entry {idx if ndim > 1 else idx[0]} is {arr[idx]}, expected a finite number")
     return arr
 
 
