@@ -33,6 +33,12 @@ class ConfigError(SimlmError):
     """An invalid seed, size, family, option or configuration value."""
 
 
+class NoSuchLawError(ConfigError, AttributeError):
+    """A model asked for a law or representation its kind does not have (a masked LM's next-token law, an
+    HMM's features).  Also an AttributeError, so ``hasattr`` and the runtime protocol checks of
+    :mod:`simlm.models.base` see the method absent."""
+
+
 class TrainingDivergedError(SimlmError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -45,4 +51,5 @@ __all__ = [
     "TokenError",
     "ZeroProbabilityError",
     "ConfigError",
+    "NoSuchLawError",
 ]

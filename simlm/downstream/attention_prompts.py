@@ -17,7 +17,7 @@ from one forward–backward pass (``world.prompted_masked_token_probs``).  For a
 slot, so a prompt reweights the slot prior by Σ_h π(m, h) u(m, h) (and moves the chain one step); it can
 sharpen or suppress slot values before the head reads the positions.
 
-Transformer (a masked :class:`~simlm.models.TransformerLM`).  k continuous vectors ``(k, d)`` are prepended
+Transformer (a :class:`~simlm.models.MaskedTransformerLM`).  k continuous vectors ``(k, d)`` are prepended
 to the input embeddings of every masked copy of x (x with x_t replaced by MASK, one per position t); the
 law read at t, over all t, feeds the attention head.  The prefix and the head are trained jointly with Adam
 on minibatches of sequences (each step reads ``batch_size`` sequences × T masked copies).
@@ -31,50 +31,27 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from simlm._optim import minimise
-from simlm.downstream.heads import (AttentionHead, _attention_l2, _attention_logits, _init_attention, _xent,
-                                    adam_restarts, check_l2)
-from simlm.downstream.prompts import (_check_common, _check_fit_memory, _check_test, _check_transformer_tokens,
-                                      _PromptedClassifier, _standardise)
-from simlm.errors import ConfigError
-from simlm.models.transformer import TransformerLM
+from simlm.checks import check_instance, check_positive, check_positive_int
+from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2, standardise
+from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
+                                         check_masked_transformer_tokens, check_prompt_data, check_test_data,
+                                         fit_chain_prompt, fit_prompt)
 from simlm.worlds.hmm import ChainInference, prompted_masked_token_probs
-from simlm.checks import check_instance, check_positive, check_positive_int, check_tokens
 
 # ---- the exact prompted masked laws -------------------------------------------------------------
 
 
-def _head_params(p) -> dict:
-    return {name: np.asarray(p[name]) for name in ("q", "W_k", "W_v", "W_o", "b")}
-
-
-@partial(jax.jit, static_argnames=("k", "n_classes", "d_key", "d_value", "steps", "n_restarts"))
-def _fit_exact(initial, transition, emission, tokens, labels, l2, lr, key, k, n_classes, d_key, d_value, steps,
-               n_restarts):
-    K, V = initial.shape[0], emission.shape[-1]
-
-    def features(raw):
-        return prompted_masked_token_probs(initial, transition, emission, jax.nn.softplus(raw), tokens)[0]
-
-    def init(key):
-        k1, k2 = jax.random.split(key)
-        return {"raw": jax.random.normal(k1, (k, K)), **_init_attention(k2, V, n_classes, d_key, d_value)}
-
-    def loss(p):
-        z, _, _ = _standardise(features(p["raw"]))
-        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _attention_l2(p)
-
-    p, losses, final = adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
-    train_features = features(p["raw"])
-    _, mean, sd = _standardise(train_features)
-    return jax.nn.softplus(p["raw"]), p, mean, sd, losses, final, train_features
+def _laws_at_every_position(initial, transition, emission, likelihoods, tokens):
+    """The exact prompted masked laws P(x_t = · | z, x_−t) at every position of ``tokens (n, T)``,
+    ``(n, T, V)``, for the prompt likelihoods ``(k, K)`` (traceable; ``world.prompted_masked_token_probs`` is
+    the checked form)."""
+    return prompted_masked_token_probs(initial, transition, emission, likelihoods, tokens)[0]
 
 
 @dataclass(frozen=True, eq=False)
-class ExactAttentionPromptResult(_PromptedClassifier):
+class ExactAttentionPromptResult(PromptedClassifier):
     """Prompt tuning with an attention head on an exact world: ``U (k, K)`` the prompt likelihoods over the
     joint states, ``head`` the :class:`~simlm.downstream.AttentionHead` on the prompted masked laws,
     accuracies (``test_accuracy`` NaN without test data), the training loss per step of the best restart
@@ -100,22 +77,21 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     is scored.  ``world`` is an HMM or a MemoryHMM."""
     check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
     initial, transition, emission = world.chain
-    toks, y, k, C = _check_common(tokens, labels, world.n_symbols, k, n_classes)
-    test, l2 = _check_test(test, world.n_symbols, C), check_l2(l2)
+    toks, y, k, C = check_prompt_data(tokens, labels, world.n_symbols, k, n_classes)
+    test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = initial.shape[0], world.n_symbols
-    _check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
+    check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * V, toks.size * (2 * K + V), steps)
     world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
-    U, p, mean, sd, losses, final, train_features = _fit_exact(
-        initial, transition, emission, jnp.asarray(toks), jnp.asarray(y),
+    head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
+    U, params, mean, sd, losses, final, train_features = fit_chain_prompt(
+        _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), k, C,
-        check_positive_int("d_key", d_key), check_positive_int("d_value", d_value),
-        check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
-    head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(final))
-    result = ExactAttentionPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses),
-                                        np.asarray(final))
-    return result._scored(world, train_features, y, test)
+        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=head, k=k, n_classes=C,
+        steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
+    result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),
+                                        float("nan"), np.asarray(losses), np.asarray(final))
+    return result.scored(world, train_features, y, test)
 
 
 # ---- prompt tuning with an attention head on a masked transformer ---------------------------------
@@ -139,22 +115,19 @@ def _prefixed_laws(graphdef, state, prefix, tokens):
 _prefixed_laws_jit = jax.jit(_prefixed_laws, static_argnums=0)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "n_classes", "d_key", "d_value", "steps"))
-def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, prefix0, n_classes, d_key, d_value,
-                     steps):
+@partial(jax.jit, static_argnames=("graphdef", "head", "n_classes", "steps"))
+def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, prefix0, head, n_classes, steps):
+    def features(prefix, idx):
+        return _prefixed_laws(graphdef, state, prefix, tokens[idx])
+
     V = jax.eval_shape(lambda: _prefixed_laws(graphdef, state, prefix0, tokens[:1])).shape[-1]
-    params = {"prefix": prefix0, **_init_attention(key, V, n_classes, d_key, d_value)}
-
-    def loss(p, idx):
-        z, _, _ = _standardise(_prefixed_laws(graphdef, state, p["prefix"], tokens[idx]))
-        return _xent(_attention_logits(p, z), labels[idx]) + 0.5 * l2 * _attention_l2(p)
-
-    p, losses = minimise(loss, params, optax.adam(lr), steps, xs=batches)
+    start = {"prompt": prefix0, "head": head.init(key, V, n_classes)}
+    p, losses, _ = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
     return p, losses
 
 
 @dataclass(frozen=True, eq=False)
-class TransformerAttentionPromptResult(_PromptedClassifier):
+class TransformerAttentionPromptResult(PromptedClassifier):
     """Prompt tuning with an attention head on a frozen masked transformer: ``prefix (k, d)``, ``head`` the
     :class:`~simlm.downstream.AttentionHead` on the prefixed masked laws, accuracies, and the minibatch
     training loss per step ``losses (steps,)``."""
@@ -167,7 +140,7 @@ class TransformerAttentionPromptResult(_PromptedClassifier):
 
     def features(self, lm, tokens) -> jax.Array:
         """The prefixed masked laws ``(n, T, V)``."""
-        toks = _check_transformer_tokens(lm, tokens, self.prefix.shape[0], mask_slot=False)
+        toks = check_masked_transformer_tokens(lm, tokens, self.prefix.shape[0], mask_slot=False)
         return _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(self.prefix), toks)
 
 
@@ -175,37 +148,37 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
                                      d_value: int = 16, steps: int = 200, batch_size: int = 64, seed: int = 0,
                                      lr: float = 0.01, l2: float = 1e-4, test=None
                                      ) -> TransformerAttentionPromptResult:
-    """Prompt tuning with an attention head on a frozen masked :class:`~simlm.models.TransformerLM`: a prefix
+    """Prompt tuning with an attention head on a frozen :class:`~simlm.models.MaskedTransformerLM`: a prefix
     ``(k, d)`` (initialised N(0, 0.02²)) before every masked copy of x and an attention head over the
     masked laws, trained jointly with Adam at ``lr`` for ``steps`` steps on minibatches of ``batch_size``
     sequences (drawn without replacement within a step, by ``seed``).  ``test=(tokens, labels)`` is
     scored."""
-    if not isinstance(lm, TransformerLM):
-        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
-    toks, y, k, C = _check_common(tokens, labels, lm.n_symbols, k, n_classes)
-    toks = _check_transformer_tokens(lm, toks, k, mask_slot=False)
-    test, l2 = _check_test(test, lm.n_symbols, C), check_l2(l2)
+    check_masked_transformer(lm)
+    toks, y, k, C = check_prompt_data(tokens, labels, lm.n_symbols, k, n_classes)
+    toks = check_masked_transformer_tokens(lm, toks, k, mask_slot=False)
+    test, l2 = check_test_data(test, lm.n_symbols, C), check_l2(l2)
     if test is not None:
-        _check_transformer_tokens(lm, test[0], k, mask_slot=False)
+        check_masked_transformer_tokens(lm, test[0], k, mask_slot=False)
     steps = check_positive_int("steps", steps)
     b = min(check_positive_int("batch_size", batch_size), toks.shape[0])  # a batch of every sequence at most
-    _check_fit_memory(1, k * lm.config.d_model + (check_positive_int("d_key", d_key) + check_positive_int(
+    check_fit_memory(1, k * lm.config.d_model + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * lm.n_symbols, 0, steps * (b + 1))
     key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,
                                                                                                  minimum=0)), 3)
     batches = jax.vmap(lambda kk: jax.random.permutation(kk, toks.shape[0])[:b])(jax.random.split(key_batches, steps))
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
+    head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     p, losses = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        key_head, prefix0, C, check_positive_int("d_key", d_key), check_positive_int("d_value", d_value), steps)
-    prefix = np.asarray(p["prefix"])
+        key_head, prefix0, head, C, steps)
+    prefix = np.asarray(p["prompt"])
     train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
-    _, mean, sd = _standardise(train_features)
-    head = AttentionHead(_head_params(p), np.asarray(mean), np.asarray(sd), np.asarray(losses), np.asarray(losses[-1:]))
-    result = TransformerAttentionPromptResult(prefix, head, float("nan"), float("nan"), np.asarray(losses))
-    return result._scored(lm, train_features, y, test)
+    _, mean, sd = standardise(train_features)
+    result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, losses[-1:]),
+                                              float("nan"), float("nan"), np.asarray(losses))
+    return result.scored(lm, train_features, y, test)
 
 
-__all__ = ["ExactAttentionPromptResult", "fit_exact_attention_prompt",
-           "TransformerAttentionPromptResult", "fit_transformer_attention_prompt"]
+__all__ = ["ExactAttentionPromptResult", "fit_exact_attention_prompt", "TransformerAttentionPromptResult",
+           "fit_transformer_attention_prompt"]

@@ -1,30 +1,27 @@
-"""Head tuning (Wei, Xie & Ma, NeurIPS 2021): a small head trained on the frozen LM's predicted distribution.
+"""Heads (Wei, Xie & Ma, NeurIPS 2021): small classifiers on a frozen LM's predicted laws, and their maths.
 
-Features.  The head reads the LM's *predicted distribution* over the V world symbols, as the authors do:
+A head reads features f standardised to z = (f − m) ⊘ s (training-set mean and spread, for conditioning —
+still affine in f) and has a small public interface, :class:`HeadLogits`: ``init``, ``logits(params, z)``
+and ``penalty(params)``, so every fit — a head on fixed features here, a head and a prompt jointly in
+:mod:`simlm.downstream.prompt_fit` — minimises the one objective :func:`head_loss`,
 
-- :func:`task_features` ``(n, V)`` for a posterior task: ``"prepended"`` → p(x_0 = · | x_1:T) from a
-  masked LM (for the exact HMM this is P(H_0 | x) B); ``"next"`` → p(x_{T+1} = · | x_1:T) from a causal LM
-  (P(H_{T+1} | x) B).  When B has rank K, P = f B⁺ and any label 1[μᵀP ≥ 0] is linear in f — head tuning
-  then recovers the task exactly from the ε = 0 model.
-- :func:`attention_features` ``(n, T, V)`` for a memory task: the masked law at every position (masked LMs)
-  or the next-token law after every prefix (causal LMs).
+    mean cross-entropy(logits(params, z), y) + (l2/2)·penalty(params).
 
-Probabilities are the default; ``log=True`` gives log-probabilities instead.  The heads standardise their
-inputs (z = (f − m) ⊘ s with training-set mean and spread, for conditioning) — still affine in f.
+- :class:`LinearLogits`: logits = z W + b, penalty ‖W‖² (convex).  :func:`fit_linear_head` fits it full
+  batch with Adam or L-BFGS and returns a :class:`LinearHead`.
+- :class:`AttentionLogits`: a single learned query over positions,
 
-Heads.  :func:`fit_linear_head`: logits = z W + b, softmax cross-entropy + (l2/2)‖W‖², full batch, Adam
-or L-BFGS (convex).  :func:`fit_attention_head`: a single learned query over positions,
+      score_t = qᵀ W_k z_t,   w = softmax_t(score),   pooled = Σ_t w_t W_v z_t,   logits = W_o pooled + b,
 
-    score_t = qᵀ W_k z_t,   w = softmax_t(score),   pooled = Σ_t w_t W_v z_t,   logits = W_o pooled + b,
-
-trained jointly with Adam (full batch), best of ``n_restarts`` by training loss.
+  penalty Σ‖q, W_k, W_v, W_o‖².  :func:`fit_attention_head` fits it with Adam (full batch), best of
+  ``n_restarts`` by training loss, and returns an :class:`AttentionHead`.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -32,71 +29,11 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-
+from simlm.checks import check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError, ShapeError
-from simlm.checks import check_memory, check_positive, check_positive_int, check_tokens
-from simlm.worlds.hmm import ChainInference
-from simlm.downstream.tasks import MemoryTask, _predicted_state, bayes_ceiling, check_position, check_task
 
 
-# ---- features -----------------------------------------------------------------------------------
-
-def task_features(lm, tokens, position, *, log: bool = False) -> jax.Array:
-    """The LM's predicted law the head reads, ``(n, V)`` (see the module docstring).  ``position`` is
-    ``"prepended"`` or ``"next"``, or a task carrying one.  Works for any LM with
-    ``prepended_mask_logprobs`` / ``next_token_logprobs`` (WorldLM, PerturbedLM, TransformerLM)."""
-    position = check_position(getattr(position, "position", position))
-    _check_lm(lm, "prepended_mask_logprobs" if position == "prepended" else "next_token_logprobs")
-    _check_log(log)
-    toks, _ = check_tokens(tokens, lm.n_symbols)
-    if position == "prepended":
-        out = jnp.asarray(lm.prepended_mask_logprobs(toks))
-    else:
-        extended = np.concatenate([toks, _possible_next_token(lm, toks)[:, None]], axis=1)
-        out = jnp.asarray(lm.next_token_logprobs(extended))[:, -1]
-    return out if log else jnp.exp(out)
-
-
-def _check_lm(lm, *methods) -> None:
-    """:class:`ConfigError` naming ``lm`` unless it is a language model with one of ``methods``."""
-    if not isinstance(getattr(lm, "n_symbols", None), (int, np.integer)) or not any(hasattr(lm, m) for m in methods):
-        raise ConfigError(f"lm: expected a language model with {' or '.join(methods)} (WorldLM, PerturbedLM, "
-                          f"TransformerLM), got {type(lm).__name__}")
-
-
-def _check_log(log) -> None:
-    if not isinstance(log, (bool, np.bool_)):
-        raise ConfigError(f"log: expected True or False, got {log!r}")
-
-
-def _possible_next_token(lm, toks) -> np.ndarray:
-    """A placeholder x_{T+1} ``(n,)``: its own row is never read, but an LM backed by an exact world rejects
-    a token of probability zero, so for those the most likely next token is used (else token 0)."""
-    world = getattr(lm, "world", None)
-    if isinstance(world, ChainInference):
-        initial, transition, emission = world.chain
-        pred, _ = _predicted_state(initial, transition, emission, jnp.asarray(toks))
-        return np.asarray(jnp.argmax(pred @ emission, axis=-1), np.int32)
-    return np.zeros(toks.shape[0], np.int32)
-
-
-def attention_features(lm, tokens, *, log: bool = False) -> jax.Array:
-    """Per-position predicted laws ``(n, T, V)``: row t is p(x_t = · | x_−t) for a masked LM (an LM with
-    ``masked_token_logprobs`` whose ``config`` is not causal — WorldLM and PerturbedLM count as masked),
-    else p(x_{t+1} = · | x_≤t), the causal next-token law after the prefix ending at t."""
-    _check_lm(lm, "masked_token_logprobs", "next_token_logprobs")
-    _check_log(log)
-    toks, _ = check_tokens(tokens, lm.n_symbols)
-    config = getattr(lm, "config", None)
-    if hasattr(lm, "masked_token_logprobs") and not getattr(config, "causal", False):
-        out = jnp.asarray(lm.masked_token_logprobs(toks))
-    else:
-        extended = np.concatenate([toks, _possible_next_token(lm, toks)[:, None]], axis=1)
-        out = jnp.asarray(lm.next_token_logprobs(extended))[:, 1:]
-    return out if log else jnp.exp(out)
-
-
-# ---- input checks -------------------------------------------------------------------------------
+# ---- input checks and standardisation ------------------------------------------------------------
 
 def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
     raw = np.asarray(features)
@@ -136,16 +73,129 @@ def check_l2(l2) -> float:
     return check_positive("l2", l2)
 
 
-def _standardiser(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coordinate mean and spread over all but the last axis; constant coordinates get spread 1."""
+def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, scale) that standardise fixed features ``f (..., F)`` on the host: per-coordinate mean
+    and spread over all but the last axis; constant coordinates get scale 1.  (Inside a fit whose
+    features move with the prompt, :func:`standardise` computes the same in the graph.)"""
     axes = tuple(range(f.ndim - 1))
     mean, sd = f.mean(axes), f.std(axes)
     return mean, np.where(sd > 1e-6 * max(float(sd.max()), 1e-30), sd, 1.0).astype(np.float32)
 
 
-def _xent(logits, labels):
+def standardise(f):
+    """``(z, mean, scale)``: f standardised over all but the last axis (sequences, and positions for
+    ``(n, T, F)``) inside a traced fit, with stop-gradient statistics (so z is an affine map of f for the
+    final prompt); the traced twin of :func:`standardisation`."""
+    axes = tuple(range(f.ndim - 1))
+    mean = jax.lax.stop_gradient(f.mean(axes))
+    sd = jax.lax.stop_gradient(f.std(axes))
+    sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
+    return (f - mean) / sd, mean, sd
+
+
+def cross_entropy(logits, labels) -> jax.Array:
+    """Mean softmax cross-entropy of integer ``labels (n,)`` under ``logits (n, C)``, nats."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
+
+# ---- the heads' maths: parameters → logits ------------------------------------------------------
+
+class HeadLogits(Protocol):
+    """What a kind of head computes, as pure functions of its parameters (a dict of arrays) and the
+    standardised features z: ``init(key, n_features, n_classes)`` a random start, ``logits(params, z)``
+    ``(n, C)``, ``penalty(params)`` Σ‖weight‖² (biases not penalised; the fits add (l2/2)·penalty) and
+    ``fitted(params, mean, scale, losses, restart_losses)`` the fitted head that reads raw features."""
+
+    def init(self, key, n_features: int, n_classes: int) -> dict: ...
+
+    def logits(self, params, z) -> jax.Array: ...
+
+    def penalty(self, params) -> jax.Array: ...
+
+    def fitted(self, params, mean, scale, losses, restart_losses): ...
+
+
+@dataclass(frozen=True)
+class LinearLogits:
+    """logits = z W + b: ``W (F, C)`` initialised N(0, init_scale²), ``b (C,)`` zeros; penalty ‖W‖²."""
+
+    init_scale: float = 0.01
+
+    def init(self, key, n_features: int, n_classes: int) -> dict:
+        return {"W": self.init_scale * jax.random.normal(key, (n_features, n_classes)), "b": jnp.zeros(n_classes)}
+
+    @staticmethod
+    def logits(params, z) -> jax.Array:
+        return z @ params["W"] + params["b"]
+
+    @staticmethod
+    def penalty(params) -> jax.Array:
+        return jnp.sum(params["W"] ** 2)
+
+    @staticmethod
+    def fitted(params, mean, scale, losses, restart_losses=None) -> LinearHead:
+        return LinearHead(np.asarray(params["W"]), np.asarray(params["b"]), np.asarray(mean), np.asarray(scale),
+                          np.asarray(losses))
+
+
+@dataclass(frozen=True)
+class AttentionLogits:
+    """The single-query attention head over positions of z ``(n, T, F)`` (module docstring):
+    score_t = qᵀ W_k z_t, w = softmax_t(score), logits = W_o Σ_t w_t W_v z_t + b, with ``q (d_key,)``,
+    ``W_k (d_key, F)``, ``W_v (d_value, F)``, ``W_o (C, d_value)``, ``b (C,)``; penalty Σ‖q, W_k, W_v, W_o‖²."""
+
+    d_key: int = 8
+    d_value: int = 16
+
+    def init(self, key, n_features: int, n_classes: int) -> dict:
+        ks = jax.random.split(key, 4)
+        F, dv = n_features, self.d_value
+        return {"q": jax.random.normal(ks[0], (self.d_key,)),
+                "W_k": jax.random.normal(ks[1], (self.d_key, F)) / jnp.sqrt(F),
+                "W_v": jax.random.normal(ks[2], (dv, F)) / jnp.sqrt(F),
+                "W_o": jax.random.normal(ks[3], (n_classes, dv)) / jnp.sqrt(dv), "b": jnp.zeros(n_classes)}
+
+    @staticmethod
+    def weights(params, z) -> jax.Array:
+        """The attention w ``(n, T)`` over positions."""
+        return jax.nn.softmax(jnp.einsum("ntf,df,d->nt", z, params["W_k"], params["q"]), axis=-1)
+
+    @staticmethod
+    def logits(params, z) -> jax.Array:
+        pooled = jnp.einsum("nt,ntf->nf", AttentionLogits.weights(params, z), z) @ params["W_v"].T  # Σ_t w_t W_v z_t
+        return pooled @ params["W_o"].T + params["b"]
+
+    @staticmethod
+    def penalty(params) -> jax.Array:
+        return sum(jnp.sum(params[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
+
+    @staticmethod
+    def fitted(params, mean, scale, losses, restart_losses) -> AttentionHead:
+        return AttentionHead({name: np.asarray(params[name]) for name in ("q", "W_k", "W_v", "W_o", "b")},
+                             np.asarray(mean), np.asarray(scale), np.asarray(losses), np.asarray(restart_losses))
+
+
+def head_loss(head: HeadLogits, params, z, labels, l2) -> jax.Array:
+    """The objective every head fit minimises: mean cross-entropy + (l2/2)·penalty."""
+    return cross_entropy(head.logits(params, z), labels) + 0.5 * l2 * head.penalty(params)
+
+
+def adam_restarts(loss, init, keys, *, steps: int, lr: float):
+    """Minimise ``loss(params)`` from ``init(key)`` for each key with Adam, vmapped over restarts; returns
+    ``(params of the best restart, its per-step losses (steps,), final loss per restart (R,))``.  Call
+    inside ``jax.jit``."""
+    opt = optax.adam(lr)
+
+    def run(key):
+        p, losses = minimise(loss, init(key), opt, steps)
+        return p, losses, loss(p)
+
+    params, losses, final = jax.vmap(run)(keys)
+    best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf))
+    return jax.tree.map(lambda a: a[best], params), losses[best], final
+
+
+# ---- fitted heads -------------------------------------------------------------------------------
 
 class _Classifier:
     def predict(self, features) -> np.ndarray:
@@ -157,8 +207,6 @@ class _Classifier:
         pred = self.predict(features)
         return float(np.mean(pred == check_labels(labels, pred.shape[0], self.n_classes)))
 
-
-# ---- linear head --------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class LinearHead(_Classifier):
@@ -180,16 +228,48 @@ class LinearHead(_Classifier):
         f = check_features(features, 2)
         if f.shape[1] != self.weight.shape[0]:
             raise ShapeError(f"features: expected {self.weight.shape[0]} columns, got {f.shape[1]}")
-        return jnp.asarray((f - self.mean) / self.scale) @ self.weight + self.bias
+        return LinearLogits.logits({"W": self.weight, "b": self.bias}, jnp.asarray((f - self.mean) / self.scale))
 
 
-@partial(jax.jit, static_argnames=("n_classes", "steps", "method"))
-def _fit_linear(z, labels, l2, lr, key, n_classes: int, steps: int, method: str):
-    params = (0.01 * jax.random.normal(key, (z.shape[1], n_classes)), jnp.zeros(n_classes))
+@dataclass(frozen=True, eq=False)
+class AttentionHead(_Classifier):
+    """Single-query attention over positions (:class:`AttentionLogits`): ``params`` holds ``q (d,)``,
+    ``W_k (d, F)``, ``W_v (d_v, F)``, ``W_o (C, d_v)``, ``b (C,)``; inputs standardised by ``mean``,
+    ``scale (F,)``; ``losses (steps,)`` of the chosen restart, ``restart_losses (R,)`` final losses."""
+
+    params: dict
+    mean: np.ndarray
+    scale: np.ndarray
+    losses: np.ndarray
+    restart_losses: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return self.params["b"].shape[0]
+
+    def _z(self, features):
+        f = check_features(features, 3)
+        if f.shape[2] != self.mean.shape[0]:
+            raise ShapeError(f"features: expected {self.mean.shape[0]} features per position, got {f.shape[2]}")
+        return jnp.asarray((f - self.mean) / self.scale)
+
+    def logits(self, features) -> jax.Array:
+        """``(n, C)`` for features ``(n, T, F)``."""
+        return AttentionLogits.logits(self.params, self._z(features))
+
+    def attention(self, features) -> jax.Array:
+        """The weights w ``(n, T)`` over positions."""
+        return AttentionLogits.weights(self.params, self._z(features))
+
+
+# ---- fitting a head on fixed features ----------------------------------------------------------
+
+@partial(jax.jit, static_argnames=("head", "n_classes", "steps", "method"))
+def _fit_linear(head, z, labels, l2, lr, key, n_classes: int, steps: int, method: str):
+    params = head.init(key, z.shape[1], n_classes)
 
     def loss(p):
-        W, b = p
-        return _xent(z @ W + b, labels) + 0.5 * l2 * jnp.sum(W**2)
+        return head_loss(head, p, z, labels, l2)
 
     if method == "adam":
         return minimise(loss, params, optax.adam(lr), steps)
@@ -226,90 +306,19 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     steps = _LINEAR_METHODS[method] if steps is None else check_positive_int("steps", steps)
     check_memory("steps", steps, what="the loss per step")
     l2 = check_l2(l2)
-    mean, scale = _standardiser(f)
-    (W, b), losses = _fit_linear(jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2),
+    mean, scale = standardisation(f)
+    head = LinearLogits()
+    params, losses = _fit_linear(head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2),
                                  jnp.float32(check_positive("lr", lr)),
                                  jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, steps, method)
-    return LinearHead(np.asarray(W), np.asarray(b), mean, scale, np.asarray(losses))
+    return head.fitted(params, mean, scale, losses)
 
 
-# ---- attention head -----------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class AttentionHead(_Classifier):
-    """Single-query attention over positions (module docstring): ``params`` holds ``q (d,)``,
-    ``W_k (d, F)``, ``W_v (d_v, F)``, ``W_o (C, d_v)``, ``b (C,)``; inputs standardised by ``mean``,
-    ``scale (F,)``; ``losses (steps,)`` of the chosen restart, ``restart_losses (R,)`` final losses."""
-
-    params: dict
-    mean: np.ndarray
-    scale: np.ndarray
-    losses: np.ndarray
-    restart_losses: np.ndarray
-
-    @property
-    def n_classes(self) -> int:
-        return self.params["b"].shape[0]
-
-    def _z(self, features):
-        f = check_features(features, 3)
-        if f.shape[2] != self.mean.shape[0]:
-            raise ShapeError(f"features: expected {self.mean.shape[0]} features per position, got {f.shape[2]}")
-        return jnp.asarray((f - self.mean) / self.scale)
-
-    def logits(self, features) -> jax.Array:
-        """``(n, C)`` for features ``(n, T, F)``."""
-        return _attention_logits(self.params, self._z(features))
-
-    def attention(self, features) -> jax.Array:
-        """The weights w ``(n, T)`` over positions."""
-        return _attention_weights(self.params, self._z(features))
-
-
-def _attention_weights(p, z):
-    return jax.nn.softmax(jnp.einsum("ntf,df,d->nt", z, p["W_k"], p["q"]), axis=-1)
-
-
-def _attention_logits(p, z):
-    pooled = jnp.einsum("nt,ntf->nf", _attention_weights(p, z), z) @ p["W_v"].T  # Σ_t w_t W_v z_t
-    return pooled @ p["W_o"].T + p["b"]
-
-
-def adam_restarts(loss, init, keys, *, steps: int, lr: float):
-    """Minimise ``loss(params)`` from ``init(key)`` for each key with Adam, vmapped over restarts; returns
-    ``(params of the best restart, its per-step losses (steps,), final loss per restart (R,))``.  Call
-    inside ``jax.jit``."""
-    opt = optax.adam(lr)
-
-    def run(key):
-        p, losses = minimise(loss, init(key), opt, steps)
-        return p, losses, loss(p)
-
-    params, losses, final = jax.vmap(run)(keys)
-    best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf))
-    return jax.tree.map(lambda a: a[best], params), losses[best], final
-
-
-@partial(jax.jit, static_argnames=("n_classes", "d_key", "d_value", "steps", "n_restarts"))
-def _fit_attention(z, labels, l2, lr, key, n_classes, d_key, d_value, steps, n_restarts):
-    def loss(p):
-        return _xent(_attention_logits(p, z), labels) + 0.5 * l2 * _attention_l2(p)
-
-    init = partial(_init_attention, F=z.shape[-1], n_classes=n_classes, d_key=d_key, d_value=d_value)
-    return adam_restarts(loss, init, jax.random.split(key, n_restarts), steps=steps, lr=lr)
-
-
-def _init_attention(key, F, n_classes, d_key, d_value) -> dict:
-    """A random attention head for ``F`` features per position (the head's own parameters, no prompt)."""
-    ks = jax.random.split(key, 4)
-    return {"q": jax.random.normal(ks[0], (d_key,)), "W_k": jax.random.normal(ks[1], (d_key, F)) / jnp.sqrt(F),
-            "W_v": jax.random.normal(ks[2], (d_value, F)) / jnp.sqrt(F),
-            "W_o": jax.random.normal(ks[3], (n_classes, d_value)) / jnp.sqrt(d_value), "b": jnp.zeros(n_classes)}
-
-
-def _attention_l2(p):
-    """Σ‖weight‖² over the head's weights (the bias is not penalised)."""
-    return sum(jnp.sum(p[name] ** 2) for name in ("q", "W_k", "W_v", "W_o"))
+@partial(jax.jit, static_argnames=("head", "n_classes", "steps", "n_restarts"))
+def _fit_attention(head, z, labels, l2, lr, key, n_classes, steps, n_restarts):
+    init = partial(head.init, n_features=z.shape[-1], n_classes=n_classes)
+    return adam_restarts(lambda p: head_loss(head, p, z, labels, l2), init, jax.random.split(key, n_restarts),
+                         steps=steps, lr=lr)
 
 
 def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, d_value: int = 16,
@@ -327,76 +336,14 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     check_memory("n_restarts, d_key, d_value, steps", 4 * R * (n * (T + F + d_value) + (d_key + d_value) * F
                                                               + check_positive_int("steps", steps)),
                  what="the restarts' parameters, activations and losses")
-    mean, scale = _standardiser(f)
+    mean, scale = standardisation(f)
+    head = AttentionLogits(d_key, d_value)
     params, losses, final = _fit_attention(
-        jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
-        check_positive_int("d_key", d_key), check_positive_int("d_value", d_value),
-        check_positive_int("steps", steps), check_positive_int("n_restarts", n_restarts))
-    return AttentionHead({k: np.asarray(v) for k, v in params.items()}, mean, scale, np.asarray(losses),
-                         np.asarray(final))
+        head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
+        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, check_positive_int("steps", steps), R)
+    return head.fitted(params, mean, scale, losses, final)
 
 
-# ---- head tuning --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HeadTuningResult:
-    """Accuracies of a head on the frozen LM; ``bayes_ceiling`` (± ``bayes_ceiling_se``) is the best
-    accuracy any predictor of the visible tokens can reach on the test set (NaN when not computed)."""
-
-    head: LinearHead | AttentionHead
-    train_accuracy: float
-    test_accuracy: float
-    bayes_ceiling: float = float("nan")
-    bayes_ceiling_se: float = float("nan")
-
-
-def head_tuning(lm, world, task, train, test, *, visible_length: int | None = None, n_continuations: int = 64,
-                seed: int = 0, **head_options) -> HeadTuningResult:
-    """Fit a head on ``lm``'s features of ``train`` and score it on ``test``.
-
-    ``train``/``test``: tokens ``(n, T)`` (labelled here by ``task`` from ``world``) or ``(tokens,
-    labels)``.  A :class:`~simlm.downstream.tasks.MemoryTask` gets :func:`attention_features` and
-    :func:`fit_attention_head`; a posterior task :func:`task_features` at its position and
-    :func:`fit_linear_head`.  With ``visible_length`` T' the head sees only x_1:T' of each sequence while
-    the labels stay those of x_1:T, and the Bayes ceiling of the test set is computed
-    (:func:`~simlm.downstream.tasks.bayes_ceiling`, seeded by ``seed``)."""
-
-    task = check_task(task, world)
-    _check_lm(lm, "masked_token_logprobs", "next_token_logprobs")
-    if lm.n_symbols != world.n_symbols:
-        raise ShapeError(f"lm: has {lm.n_symbols} symbols but the world {world.n_symbols}")
-    fit = fit_attention_head if isinstance(task, MemoryTask) else fit_linear_head
-    allowed = set(inspect.signature(fit).parameters) - {"features", "labels", "n_classes", "seed"}
-    if unknown := sorted(set(head_options) - allowed):
-        raise ConfigError(f"{unknown[0]}: not an option of {fit.__name__}; the options are {sorted(allowed)}")
-
-    def split(data, name):
-        if isinstance(data, tuple) and len(data) != 2:
-            raise ConfigError(f"{name}: expected tokens (n, T) or a pair (tokens, labels), got a tuple of {len(data)}")
-        toks, labels = data if isinstance(data, tuple) else (data, None)
-        return check_tokens(toks, world.n_symbols, name)[0], labels
-
-    (x_tr, y_tr), (x_te, y_te) = split(train, "train"), split(test, "test")
-    T_min = min(x_tr.shape[1], x_te.shape[1])
-    T_vis = T_min if visible_length is None else visible_length
-    if isinstance(T_vis, (bool, np.bool_)) or not isinstance(T_vis, (int, np.integer)) or not 1 <= T_vis <= T_min:
-        raise ConfigError(f"visible_length: expected an integer in [1, {T_min}] (the shorter of train and test), "
-                          f"got {visible_length!r}")
-    y_tr, y_te = ((task.labels(world, x) if y is None else check_labels(y, x.shape[0], task.n_classes, name))
-                  for x, y, name in ((x_tr, y_tr, "train labels"), (x_te, y_te, "test labels")))
-    if isinstance(task, MemoryTask):
-        feats = lambda x: attention_features(lm, x[:, :T_vis])  # noqa: E731
-        head = fit_attention_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
-    else:
-        feats = lambda x: task_features(lm, x[:, :T_vis], task.position)  # noqa: E731
-        head = fit_linear_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
-    ceiling = (float("nan"), float("nan"))
-    if visible_length is not None:
-        ceiling = bayes_ceiling(world, task, x_te, T_vis, n_continuations=n_continuations, key=seed)
-    return HeadTuningResult(head, head.accuracy(feats(x_tr), y_tr), head.accuracy(feats(x_te), y_te), *ceiling)
-
-
-__all__ = ["task_features", "attention_features", "LinearHead", "fit_linear_head", "AttentionHead",
-           "fit_attention_head", "HeadTuningResult", "head_tuning", "adam_restarts", "check_features",
-           "check_labels", "check_l2"]
+__all__ = ["HeadLogits", "LinearLogits", "AttentionLogits", "head_loss", "cross_entropy", "standardise",
+           "standardisation", "adam_restarts", "LinearHead", "fit_linear_head", "AttentionHead", "fit_attention_head",
+           "check_features", "check_labels", "check_l2"]

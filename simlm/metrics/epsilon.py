@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.errors import ConfigError, DistributionError, NoSuchLawError, ShapeError
 from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
 
 #: the largest |log Σ_v p_v| a law's row may have (see the module docstring).
@@ -127,7 +127,13 @@ def _check_pair(world, lm, method: str, what: str, world_method: str) -> int:
     check_world(world, world_method)
     if not hasattr(lm, "n_symbols"):
         _refuse("lm", lm, f"a language model with n_symbols and {method}()")
-    if not callable(getattr(lm, method, None)):
+    try:
+        law = getattr(lm, method)
+    except NoSuchLawError as err:  # a model of another kind, saying which laws it has
+        raise ConfigError(f"lm: {err}; so its {what} ε is undefined") from None
+    except AttributeError:
+        law = None
+    if not callable(law):
         raise ConfigError(f"lm: {type(lm).__name__} has no {method}, so its {what} ε is undefined")
     v_world, v_lm = int(world.n_symbols), _count("lm.n_symbols", lm.n_symbols)
     if v_world != v_lm:

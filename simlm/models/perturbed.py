@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.models.base import WorldLM
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_per_sequence)
 from simlm.checks import (as_key, as_rng, check_finite, check_memory, check_positive, check_positive_int,
@@ -193,6 +194,10 @@ class PerturbedLM:
     def next_token_logprobs(self, tokens) -> jax.Array:
         """log p_s(x_t = · | x_<t), ``(n, T, V)`` (``(T, V)`` for a single sequence)."""
         return self._perturb(jnp.asarray(self.world.next_token_logprobs(tokens)))
+
+    def appended_token_logprobs(self, tokens) -> jax.Array:
+        """The same perturbation of p*(x_{T+1} = · | x_1:T), ``(n, V)`` (``WorldLM.appended_token_logprobs``)."""
+        return self._perturb(jnp.asarray(WorldLM(self.world).appended_token_logprobs(tokens)))
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
         """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)`` (calibrated only if ``law="masked"``)."""

@@ -11,11 +11,14 @@ Vocabulary.  Inputs are the world's V symbols ``0..V-1`` followed by special ids
 ``pad_id = V+1`` (also the beginning-of-sequence token, ``bos_id``) and prompt slots ``V+2 … V+1+S``,
 so the input vocabulary has ``V + 2 + S`` ids.  Outputs are laws over the V world symbols only.
 
-Language-model conventions (pure functions below, wrapped by :class:`TransformerLM`), for world tokens
-x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V) output:
+Language-model conventions (pure functions below, wrapped by :class:`CausalTransformerLM` and
+:class:`MaskedTransformerLM`; ``TransformerLM(model)`` picks the one the config's ``causal`` says), for
+world tokens x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V) output:
 
 - causal, :func:`next_token_logprobs`: the input is the shifted ``(BOS, x_0, …, x_{T-2})`` and output row
   t is log p(x_t | x_<t) — row 0 is the law of the first token, given BOS alone.
+- causal, :func:`appended_token_logprobs`: the input is ``(BOS, x_0, …, x_{T-1})``; the law read at its
+  last position is that of a token appended after x_{T-1}, given all of x.
 - masked, :func:`masked_token_logprobs`: for each requested position i the input is x with x_i replaced
   by MASK (one forward pass per position, batched); row i is log p(x_i | x_-i) read at position i.
 - masked, :func:`prepended_mask_logprobs`: the input is ``(MASK, x_0, …, x_{T-1})``; the law read at
@@ -37,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.models.base import ExplainsAbsentLaws
 from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_real_array, check_tokens
 
 _POSITIONS = ("learned", "rotary")
@@ -306,6 +310,18 @@ def next_token_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
     return jax.nn.log_softmax(model(causal_inputs(tokens, model.config)), axis=-1)
 
 
+def appended_token_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
+    """log p(x_T = · | x_0 … x_{T-1}) ``(n, V)``: the law read at the last position of
+    ``(BOS, x_0, …, x_{T-1})`` — row T of the causal law of x extended by one token, which that law never
+    reads (the causal input drops the last token)."""
+    return next_token_logprobs(model, _extended(tokens))[:, -1]
+
+
+def _extended(tokens: jax.Array) -> jax.Array:
+    """x followed by one placeholder token (id 0) ``(n, T + 1)``."""
+    return jnp.concatenate([tokens, jnp.zeros((tokens.shape[0], 1), tokens.dtype)], axis=1)
+
+
 def masked_token_logprobs(model: Transformer, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     """log p(x_i = · | x_-i) ``(n, P, V)``: one forward per position i, with x_i replaced by MASK."""
     (n, T), P = tokens.shape, positions.shape[0]
@@ -325,11 +341,14 @@ def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
     return jax.nn.log_softmax(model(prepended_mask_inputs(tokens, model.config))[:, 0], axis=-1)
 
 
-# ---- the LanguageModel wrapper ----------------------------------------------------------------------
+# ---- the LanguageModel wrappers: one class per kind ---------------------------------------------------
 
-class TransformerLM:
-    """A :class:`Transformer` as a language model: a ``LanguageModel`` when causal, a
-    ``MaskedLanguageModel`` when not, and a ``SoftmaxLanguageModel`` (features f, unembedding Φ).
+class TransformerLM(ExplainsAbsentLaws):
+    """A :class:`Transformer` as a language model.  ``TransformerLM(model)`` is a
+    :class:`CausalTransformerLM` (a ``LanguageModel`` and ``SoftmaxLanguageModel``) for a causal model
+    and a :class:`MaskedTransformerLM` (a ``MaskedLanguageModel``) for a bidirectional one; each has the
+    methods of its own laws only (one of the other kind raises :class:`~simlm.models.base.NoSuchLawError`
+    naming what to use).
 
     It holds a snapshot ``(graphdef, state) = nnx.split(model)`` taken at construction — wrap the model
     again after training it — and answers through ``jax.jit`` over pure functions of the state.  Inputs
@@ -337,9 +356,20 @@ class TransformerLM:
     with ids in [0, V) and T ≤ max_len.  Features and hidden states are those of the input the model's
     own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x unchanged when masked."""
 
+    _causal: bool | None = None  # the kind a subclass wraps
+
+    def __new__(cls, model=None, *args, **kwargs):
+        if cls is TransformerLM and isinstance(model, Transformer):
+            cls = CausalTransformerLM if model.config.causal else MaskedTransformerLM
+        return super().__new__(cls)
+
     def __init__(self, model: Transformer):
         if not isinstance(model, Transformer):
             raise ConfigError(f"model: expected a Transformer, got {type(model).__name__}")
+        if model.config.causal != self._causal:
+            kind = {True: "causal", False: "bidirectional"}
+            raise ConfigError(f"model: a {type(self).__name__} wraps a {kind[self._causal]} model, this one is "
+                              f"{kind[model.config.causal]}; TransformerLM(model) picks the wrapper of its kind")
         self.graphdef, self.state = nnx.split(model)
         self._config = model.config
         self._unembedding = model.unembedding
@@ -349,15 +379,12 @@ class TransformerLM:
             return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
 
         inputs = (lambda m, x: causal_inputs(x, m.config)) if model.config.causal else (lambda m, x: x)
-        self._next = pure(next_token_logprobs)
-        self._masked = pure(masked_token_logprobs)
-        self._prepended = pure(prepended_mask_logprobs)
+        self._pure = pure
         self._features = pure(lambda m, x: m.features(inputs(m, x)))
-        self._prepended_features = pure(lambda m, x: m.features(prepended_mask_inputs(x, m.config))[:, 0])
         self._hidden = pure(lambda m, x: m(inputs(m, x), return_hidden=True)[1])
 
     def __repr__(self):
-        return f"TransformerLM({self._config})"
+        return f"{type(self).__name__}({self._config})"
 
     @property
     def config(self) -> TransformerConfig:
@@ -377,43 +404,19 @@ class TransformerLM:
         """Φ ``(d, V)``."""
         return self._unembedding
 
-    def next_token_logprobs(self, tokens) -> jax.Array:
-        """Causal models: row t is log p(x_t = · | x_<t), ``(n, T, V)``; row 0 the first token's law."""
-        toks, single = self._check(tokens, "next_token_logprobs", causal=True)
-        return _unbatch(self._next(self.state, toks), single)
-
-    def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
-        """Masked models: log p(x_i = · | x_-i) at ``positions`` (default all), ``(n, P, V)``."""
-        toks, single = self._check(tokens, "masked_token_logprobs", causal=False)
-        pos = jnp.asarray(check_positions(positions, toks.shape[1]))
-        return _unbatch(self._masked(self.state, toks, pos), single)
-
-    def prepended_mask_logprobs(self, tokens) -> jax.Array:
-        """Masked models: the law of a MASK prepended before x_0, ``(n, V)``."""
-        toks, single = self._check(tokens, "prepended_mask_logprobs", causal=False)
-        return _unbatch(self._prepended(self.state, toks), single)
-
     def features(self, tokens) -> jax.Array:
-        """f(s) ``(n, T, d)`` with log_softmax(f @ Φ) = next_token_logprobs (causal models)."""
+        """f(s) ``(n, T, d)`` at each position of the input the model's law reads (causal models:
+        log_softmax(f @ Φ) = next_token_logprobs)."""
         toks, single = self._check(tokens, "features")
         return _unbatch(self._features(self.state, toks), single)
-
-    def prepended_mask_features(self, tokens) -> jax.Array:
-        """Masked models: f at the prepended MASK ``(n, d)``; log_softmax(f @ Φ) = prepended_mask_logprobs."""
-        toks, single = self._check(tokens, "prepended_mask_features", causal=False)
-        return _unbatch(self._prepended_features(self.state, toks), single)
 
     def hidden_states(self, tokens) -> list[jax.Array]:
         """The L + 1 residual-stream states ``(n, T, d)``: embeddings, then each block's output."""
         toks, single = self._check(tokens, "hidden_states")
         return [_unbatch(h, single) for h in self._hidden(self.state, toks)]
 
-    def _check(self, tokens, method: str, causal: bool | None = None):
+    def _check(self, tokens, method: str):
         c = self._config
-        if causal is not None and causal != c.causal:
-            have, use = (("causal", "next_token_logprobs") if c.causal
-                         else ("bidirectional (causal=False)", "masked_token_logprobs / prepended_mask_logprobs"))
-            raise ConfigError(f"{method}: this TransformerLM wraps a {have} model; use {use}")
         if isinstance(tokens, jax.core.Tracer):
             raise TokenError("tokens: TransformerLM validates its input on the host and cannot be traced; inside "
                              "jax transformations call the pure functions of simlm.models.transformer instead")
@@ -425,6 +428,63 @@ class TransformerLM:
         check_memory("tokens", rows * (T + 1) * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * (T + 1)),
                      what=f"the activations of a forward pass over {rows} inputs of length {T}")
         return jnp.asarray(toks), single
+
+
+_USE_CAUSAL = "this TransformerLM wraps a causal model; use next_token_logprobs / appended_token_logprobs"
+_USE_MASKED = ("this TransformerLM wraps a bidirectional (causal=False) model; use masked_token_logprobs / "
+               "prepended_mask_logprobs")
+
+
+class CausalTransformerLM(TransformerLM):
+    """A causal :class:`Transformer` as a ``LanguageModel`` and ``SoftmaxLanguageModel``."""
+
+    _causal = True
+    absent_laws = {name: _USE_CAUSAL
+                   for name in ("masked_token_logprobs", "prepended_mask_logprobs", "prepended_mask_features")}
+
+    def __init__(self, model: Transformer):
+        super().__init__(model)
+        self._next = self._pure(next_token_logprobs)
+
+    def next_token_logprobs(self, tokens) -> jax.Array:
+        """Row t is log p(x_t = · | x_<t), ``(n, T, V)``; row 0 the first token's law."""
+        toks, single = self._check(tokens, "next_token_logprobs")
+        return _unbatch(self._next(self.state, toks), single)
+
+    def appended_token_logprobs(self, tokens) -> jax.Array:
+        """log p(x_T = · | x_0 … x_{T-1}) ``(n, V)``: the law of a token appended after the last."""
+        toks, single = self._check(tokens, "appended_token_logprobs")
+        # the compiled causal law on x extended by one token, of which row T is read (appended_token_logprobs)
+        return _unbatch(self._next(self.state, _extended(toks))[:, -1], single)
+
+
+class MaskedTransformerLM(TransformerLM):
+    """A bidirectional :class:`Transformer` as a ``MaskedLanguageModel``."""
+
+    _causal = False
+    absent_laws = {name: _USE_MASKED for name in ("next_token_logprobs", "appended_token_logprobs")}
+
+    def __init__(self, model: Transformer):
+        super().__init__(model)
+        self._masked = self._pure(masked_token_logprobs)
+        self._prepended = self._pure(prepended_mask_logprobs)
+        self._prepended_features = self._pure(lambda m, x: m.features(prepended_mask_inputs(x, m.config))[:, 0])
+
+    def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
+        """log p(x_i = · | x_-i) at ``positions`` (default all), ``(n, P, V)``."""
+        toks, single = self._check(tokens, "masked_token_logprobs")
+        pos = jnp.asarray(check_positions(positions, toks.shape[1]))
+        return _unbatch(self._masked(self.state, toks, pos), single)
+
+    def prepended_mask_logprobs(self, tokens) -> jax.Array:
+        """The law of a MASK prepended before x_0, ``(n, V)``."""
+        toks, single = self._check(tokens, "prepended_mask_logprobs")
+        return _unbatch(self._prepended(self.state, toks), single)
+
+    def prepended_mask_features(self, tokens) -> jax.Array:
+        """f at the prepended MASK ``(n, d)``; log_softmax(f @ Φ) = prepended_mask_logprobs."""
+        toks, single = self._check(tokens, "prepended_mask_features")
+        return _unbatch(self._prepended_features(self.state, toks), single)
 
 
 def _unbatch(x, single: bool):

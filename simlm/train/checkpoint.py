@@ -24,7 +24,8 @@ from flax import nnx
 
 from simlm.errors import ConfigError
 from simlm.jsonio import read_json, write_json_atomic
-from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
+from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, TransformerConfig, TransformerLM,
+                                      init_transformer)
 
 _RECREATE = "if it is a ladder checkpoint of a training run, rerun train with that run directory to re-create it"
 
@@ -93,8 +94,10 @@ def save_model(directory, params, metadata: dict) -> dict:
     return save_tree(directory, {"params": nnx.to_pure_dict(params)}, metadata)
 
 
-def load_lm(directory, *, expect: dict | None = None) -> TransformerLM:
-    """A saved checkpoint back as a :class:`~simlm.models.transformer.TransformerLM`; its metadata is
+def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | MaskedTransformerLM:
+    """A saved checkpoint back as a language model of the kind its config says — a
+    :class:`~simlm.models.transformer.CausalTransformerLM` or a
+    :class:`~simlm.models.transformer.MaskedTransformerLM` (both TransformerLMs); its metadata is
     on ``lm.metadata``.  ``expect`` (metadata entries, e.g. the world fingerprint and configs of a run)
     must match what the checkpoint recorded, so a checkpoint of another run is never loaded silently."""
     if not isinstance(directory, (str, Path)):

@@ -1,0 +1,143 @@
+"""Head tuning (Wei, Xie & Ma, NeurIPS 2021): a head trained on the frozen LM's predicted distribution.
+
+Features.  The head reads the LM's *predicted distribution* over the V world symbols, as the authors do,
+asked of the LM through its protocol (:mod:`simlm.models.base`):
+
+- :func:`task_features` ``(n, V)`` for a posterior task: ``"prepended"`` → p(x_0 = · | x_1:T) from a
+  masked LM (for the exact HMM this is P(H_0 | x) B); ``"next"`` → p(x_{T+1} = · | x_1:T) from a causal LM
+  (P(H_{T+1} | x) B).  When B has rank K, P = f B⁺ and any label 1[μᵀP ≥ 0] is linear in f — head tuning
+  then recovers the task exactly from the ε = 0 model.
+- :func:`attention_features` ``(n, T, V)`` for a memory task: the masked law at every position (masked LMs)
+  or the next-token law after every prefix (causal LMs).
+
+Probabilities are the default; ``log=True`` gives log-probabilities instead.  :func:`head_tuning` fits the
+task's head (:mod:`simlm.downstream.heads`) on them and scores it, with the Bayes ceiling of a truncated
+input.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simlm.checks import check_tokens
+from simlm.downstream.heads import AttentionHead, LinearHead, check_labels, fit_attention_head, fit_linear_head
+from simlm.downstream.tasks import MemoryTask, bayes_ceiling, check_position, check_task
+from simlm.errors import ConfigError, ShapeError
+from simlm.models.base import LanguageModel, MaskedLanguageModel
+
+
+# ---- features -----------------------------------------------------------------------------------
+
+def task_features(lm, tokens, position, *, log: bool = False) -> jax.Array:
+    """The LM's predicted law the head reads, ``(n, V)`` (see the module docstring).  ``position`` is
+    ``"prepended"`` (a :class:`~simlm.models.MaskedLanguageModel`'s ``prepended_mask_logprobs``) or
+    ``"next"`` (a causal :class:`~simlm.models.LanguageModel`'s ``appended_token_logprobs``), or a task
+    carrying one."""
+    position = check_position(getattr(position, "position", position))
+    _check_lm(lm, MaskedLanguageModel if position == "prepended" else LanguageModel)
+    _check_log(log)
+    toks, _ = check_tokens(tokens, lm.n_symbols)
+    if position == "prepended":
+        out = jnp.asarray(lm.prepended_mask_logprobs(toks))
+    else:
+        out = jnp.asarray(lm.appended_token_logprobs(toks))
+    return out if log else jnp.exp(out)
+
+
+_KINDS = {LanguageModel: "a causal LanguageModel (next_token_logprobs, appended_token_logprobs)",
+          MaskedLanguageModel: "a MaskedLanguageModel (masked_token_logprobs, prepended_mask_logprobs)"}
+
+
+def _check_lm(lm, *kinds) -> None:
+    """:class:`ConfigError` naming ``lm`` unless it is a language model of one of ``kinds`` (protocols)."""
+    if not (any(isinstance(lm, kind) for kind in kinds) and isinstance(lm.n_symbols, (int, np.integer))):
+        raise ConfigError(f"lm: expected {' or '.join(_KINDS[k] for k in kinds)} — a WorldLM, PerturbedLM or "
+                          f"TransformerLM of that kind — got {type(lm).__name__}")
+
+
+def _check_log(log) -> None:
+    if not isinstance(log, (bool, np.bool_)):
+        raise ConfigError(f"log: expected True or False, got {log!r}")
+
+
+def attention_features(lm, tokens, *, log: bool = False) -> jax.Array:
+    """Per-position predicted laws ``(n, T, V)``: row t is p(x_t = · | x_−t) for a masked LM (WorldLM and
+    PerturbedLM are masked too), else p(x_{t+1} = · | x_≤t), the causal law after the prefix ending at t
+    (the next-token law of rows 1..T−1, then the law appended after x_T)."""
+    _check_lm(lm, MaskedLanguageModel, LanguageModel)
+    _check_log(log)
+    toks, _ = check_tokens(tokens, lm.n_symbols)
+    if isinstance(lm, MaskedLanguageModel):
+        out = jnp.asarray(lm.masked_token_logprobs(toks))
+    else:
+        after = jnp.asarray(lm.appended_token_logprobs(toks))[:, None]
+        out = jnp.concatenate([jnp.asarray(lm.next_token_logprobs(toks))[:, 1:], after], axis=1)
+    return out if log else jnp.exp(out)
+
+
+# ---- head tuning --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeadTuningResult:
+    """Accuracies of a head on the frozen LM; ``bayes_ceiling`` (± ``bayes_ceiling_se``) is the best
+    accuracy any predictor of the visible tokens can reach on the test set (NaN when not computed)."""
+
+    head: LinearHead | AttentionHead
+    train_accuracy: float
+    test_accuracy: float
+    bayes_ceiling: float = float("nan")
+    bayes_ceiling_se: float = float("nan")
+
+
+def head_tuning(lm, world, task, train, test, *, visible_length: int | None = None, n_continuations: int = 64,
+                seed: int = 0, **head_options) -> HeadTuningResult:
+    """Fit a head on ``lm``'s features of ``train`` and score it on ``test``.
+
+    ``train``/``test``: tokens ``(n, T)`` (labelled here by ``task`` from ``world``) or ``(tokens,
+    labels)``.  A :class:`~simlm.downstream.tasks.MemoryTask` gets :func:`attention_features` and
+    :func:`fit_attention_head`; a posterior task :func:`task_features` at its position and
+    :func:`fit_linear_head`.  With ``visible_length`` T' the head sees only x_1:T' of each sequence while
+    the labels stay those of x_1:T, and the Bayes ceiling of the test set is computed
+    (:func:`~simlm.downstream.tasks.bayes_ceiling`, seeded by ``seed``)."""
+
+    task = check_task(task, world)
+    _check_lm(lm, MaskedLanguageModel, LanguageModel)
+    if lm.n_symbols != world.n_symbols:
+        raise ShapeError(f"lm: has {lm.n_symbols} symbols but the world {world.n_symbols}")
+    fit = fit_attention_head if isinstance(task, MemoryTask) else fit_linear_head
+    allowed = set(inspect.signature(fit).parameters) - {"features", "labels", "n_classes", "seed"}
+    if unknown := sorted(set(head_options) - allowed):
+        raise ConfigError(f"{unknown[0]}: not an option of {fit.__name__}; the options are {sorted(allowed)}")
+
+    def split(data, name):
+        if isinstance(data, tuple) and len(data) != 2:
+            raise ConfigError(f"{name}: expected tokens (n, T) or a pair (tokens, labels), got a tuple of {len(data)}")
+        toks, labels = data if isinstance(data, tuple) else (data, None)
+        return check_tokens(toks, world.n_symbols, name)[0], labels
+
+    (x_tr, y_tr), (x_te, y_te) = split(train, "train"), split(test, "test")
+    T_min = min(x_tr.shape[1], x_te.shape[1])
+    T_vis = T_min if visible_length is None else visible_length
+    if isinstance(T_vis, (bool, np.bool_)) or not isinstance(T_vis, (int, np.integer)) or not 1 <= T_vis <= T_min:
+        raise ConfigError(f"visible_length: expected an integer in [1, {T_min}] (the shorter of train and test), "
+                          f"got {visible_length!r}")
+    y_tr, y_te = ((task.labels(world, x) if y is None else check_labels(y, x.shape[0], task.n_classes, name))
+                  for x, y, name in ((x_tr, y_tr, "train labels"), (x_te, y_te, "test labels")))
+    if isinstance(task, MemoryTask):
+        feats = lambda x: attention_features(lm, x[:, :T_vis])  # noqa: E731
+        head = fit_attention_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
+    else:
+        feats = lambda x: task_features(lm, x[:, :T_vis], task.position)  # noqa: E731
+        head = fit_linear_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
+    ceiling = (float("nan"), float("nan"))
+    if visible_length is not None:
+        ceiling = bayes_ceiling(world, task, x_te, T_vis, n_continuations=n_continuations, key=seed)
+    return HeadTuningResult(head, head.accuracy(feats(x_tr), y_tr), head.accuracy(feats(x_te), y_te), *ceiling)
+
+
+__all__ = ["task_features", "attention_features", "HeadTuningResult", "head_tuning"]

@@ -1,0 +1,161 @@
+"""Prompt tuning, written once (Wei, Xie & Ma, NeurIPS 2021): a prompt and a head fitted jointly on a frozen
+model, over "a prompted law" and "a head".
+
+A *prompted law* is a function θ ↦ f(θ): the frozen model's laws on the training sequences given the
+prompt's raw parameters θ (an exact world's prompt likelihoods u = softplus(θ) over its chain states, or a
+transformer's continuous prefix), ``(n, F)`` or ``(n, T, F)``.  A *head* is a
+:class:`~simlm.downstream.heads.HeadLogits` (linear, or attention over positions).  :func:`fit_prompt`
+minimises, with Adam,
+
+    L(θ, φ) = mean cross-entropy(head.logits(φ, standardise(f(θ))), y) + (l2/2)·head.penalty(φ),
+
+the standardisation's statistics held fixed under the gradient (:func:`~simlm.downstream.heads.standardise`).
+:func:`fit_chain_prompt` is that fit for an exact world (prompt likelihoods over the states of its chain,
+best of several restarts); the transformer fits call :func:`fit_prompt` with their prefixed laws.  The
+host-side checks every prompt fit shares, and :class:`PromptedClassifier` (predictions through a result's
+own prompted law), live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from simlm._optim import minimise
+from simlm.checks import check_memory, check_positive_int, check_tokens
+from simlm.downstream.heads import HeadLogits, adam_restarts, check_labels, head_loss, standardise
+from simlm.errors import ConfigError, TokenError
+from simlm.models.transformer import CausalTransformerLM, MaskedTransformerLM
+
+
+# ---- the fit --------------------------------------------------------------------------------------
+
+def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int, restart_keys=None, batches=None):
+    """Jointly fit a prompt θ and head parameters φ (module docstring) with Adam at ``lr`` for ``steps``
+    steps; call inside ``jax.jit``.
+
+    ``features``: the prompted law θ → ``(n, …, F)`` on every training sequence; with ``batches``
+    ``(steps, b)`` of sequence indices, ``(θ, idx)`` → the laws of sequences ``idx`` (step i reads batch i).
+    ``start``: the initial ``{"prompt": θ, "head": φ}``; with ``restart_keys`` ``(R,)`` a function key →
+    such a dict, one full-batch run per key, the one with the lowest final loss kept.
+
+    Returns ``(params, losses (steps,), final losses (R,))``; a single run's final loss is its last step's."""
+    if batches is None:
+        def loss(p):
+            z, _, _ = standardise(features(p["prompt"]))
+            return head_loss(head, p["head"], z, labels, l2)
+    else:
+        def loss(p, idx):
+            z, _, _ = standardise(features(p["prompt"], idx))
+            return head_loss(head, p["head"], z, labels[idx], l2)
+    if restart_keys is not None:
+        if batches is not None:
+            raise ConfigError("batches: restarts run full batch; pass either restart_keys or batches")
+        return adam_restarts(loss, start, restart_keys, steps=steps, lr=lr)
+    params, losses = minimise(loss, start, optax.adam(lr), steps, xs=batches)
+    return params, losses, losses[-1:]
+
+
+@partial(jax.jit, static_argnames=("law", "head", "k", "n_classes", "steps", "n_restarts"))
+def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits, k: int, n_classes: int, steps: int,
+                     n_restarts: int):
+    """Prompt tuning on an exact world: prompt likelihoods U = softplus(θ) ``(k, K)`` over the states of its
+    ``chain`` = (π, A, B) and a head, fitted by :func:`fit_prompt`, best of ``n_restarts`` (restart r draws
+    θ ~ N(0, 1) and the head's start from the two halves of key r).  ``law(π, A, B, U, data)`` is the
+    prompted law ``(n, …, V)`` on the training sequences — the argument order of the worlds' prompted laws
+    (:mod:`simlm.worlds.prompting`); ``data`` is their tokens, or what the law precomputes from them.
+
+    Returns ``(U, head params, mean, scale, losses (steps,), final losses (R,), train features)``: the
+    standardisation and the features are those of the fitted prompt."""
+    initial, transition, emission = chain
+    K, V = initial.shape[0], emission.shape[-1]
+
+    def features(raw):
+        return law(initial, transition, emission, jax.nn.softplus(raw), data)
+
+    def init(key):
+        k_prompt, k_head = jax.random.split(key)
+        return {"prompt": jax.random.normal(k_prompt, (k, K)), "head": head.init(k_head, V, n_classes)}
+
+    p, losses, final = fit_prompt(features, head, labels, init, l2=l2, lr=lr, steps=steps,
+                                  restart_keys=jax.random.split(key, n_restarts))
+    train_features = features(p["prompt"])
+    _, mean, scale = standardise(train_features)
+    return jax.nn.softplus(p["prompt"]), p["head"], mean, scale, losses, final, train_features
+
+
+# ---- results --------------------------------------------------------------------------------------
+
+class PromptedClassifier:
+    """Predictions and accuracy of a prompt result through its own ``features(source, tokens)`` (source: the
+    world for an exact prompt, the LM for a transformer prompt) and ``head``."""
+
+    def predict(self, source, tokens) -> np.ndarray:
+        return self.head.predict(self.features(source, tokens))
+
+    def accuracy(self, source, tokens, labels) -> float:
+        return self.head.accuracy(self.features(source, tokens), labels)
+
+    def scored(self, source, train_features, labels, test):
+        """This result with its accuracies: on the training set from the features the fit ended with, on
+        ``test=(tokens, labels)`` through :meth:`features` (NaN without test data)."""
+        test_acc = float("nan") if test is None else self.accuracy(source, *test)
+        return replace(self, train_accuracy=self.head.accuracy(train_features, labels), test_accuracy=test_acc)
+
+
+# ---- the checks every prompt fit makes on the host, before anything is compiled --------------------
+
+def check_prompt_data(tokens, labels, n_symbols: int, k, n_classes):
+    """``(tokens (n, T), labels (n,), k, n_classes)`` checked: world tokens, class ids, k ≥ 1, ≥ 2 classes."""
+    toks, _ = check_tokens(tokens, n_symbols)
+    C = check_positive_int("n_classes", n_classes, minimum=2)
+    k = check_positive_int("k", k)
+    return toks, check_labels(labels, toks.shape[0], C), k, C
+
+
+def check_test_data(test, n_symbols: int, n_classes: int):
+    """``test``: None or a pair (tokens, labels), checked before the fit rather than after it."""
+    if test is None:
+        return None
+    if not isinstance(test, (tuple, list)) or len(test) != 2:
+        raise ConfigError(f"test: expected None or a pair (tokens, labels), got {type(test).__name__} {test!r:.60}")
+    toks, _ = check_tokens(test[0], n_symbols, "test tokens")
+    return toks, check_labels(test[1], toks.shape[0], n_classes, "test labels")
+
+
+def check_fit_memory(n_restarts, n_params, n_activations, steps) -> None:
+    """Refuse restarts × (parameters with their Adam state, activations) × steps that cannot fit."""
+    R = check_positive_int("n_restarts", n_restarts)
+    check_memory("k, n_restarts, steps", R * (16 * n_params + 4 * n_activations + check_positive_int("steps", steps)),
+                 what="the restarts' parameters, optimiser state, activations and losses")
+
+
+def check_masked_transformer(lm) -> MaskedTransformerLM:
+    """``lm`` if it is a :class:`~simlm.models.MaskedTransformerLM`, else a :class:`ConfigError` naming it."""
+    if isinstance(lm, CausalTransformerLM):
+        raise ConfigError("lm: prompt tuning reads masked laws; this TransformerLM is causal "
+                          "(train it with TransformerConfig(causal=False))")
+    if not isinstance(lm, MaskedTransformerLM):
+        raise ConfigError(f"lm: expected a TransformerLM with causal=False, got {type(lm).__name__}")
+    return lm
+
+
+def check_masked_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True) -> jax.Array:
+    """Tokens as a jax array after checking that ``lm`` is a :class:`~simlm.models.MaskedTransformerLM`
+    whose positions hold the prefix k, the prepended MASK (``mask_slot``; the attention prompt masks in
+    place instead) and x."""
+    check_masked_transformer(lm)
+    toks, _ = check_tokens(tokens, lm.n_symbols)
+    if k + mask_slot + toks.shape[1] > lm.config.n_positions:
+        raise TokenError(f"tokens: prefix k = {k}{' + MASK' if mask_slot else ''} + {toks.shape[1]} tokens "
+                         f"exceeds the model's {lm.config.n_positions} positions (max_len + 1)")
+    return jnp.asarray(toks)
+
+
+__all__ = ["fit_prompt", "fit_chain_prompt", "PromptedClassifier", "check_prompt_data", "check_test_data",
+           "check_fit_memory", "check_masked_transformer", "check_masked_transformer_tokens"]
