@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
-from simlm.worlds.base import _check_flag, _check_number
+from simlm.worlds.base import check_flag, check_number
 from simlm.worlds.hmm import HMM
 from simlm.worlds.loglinear import LogLinearWorld, max_logit
 from simlm.worlds.memory import MemoryHMM
@@ -40,9 +40,9 @@ def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float 
     exactly 0 (at least one stays positive); positive entries are at least ``min_mass`` (in (0, 1]) before
     normalising, so the laws are not numerically degenerate."""
     check_positive_int("size", size)
-    _check_flag("allow_zeros", allow_zeros)
+    check_flag("allow_zeros", allow_zeros)
     return _probability_vectors(size, allow_zeros=allow_zeros,
-                                min_mass=_check_number("min_mass", min_mass, positive=True, maximum=1.0))
+                                min_mass=check_number("min_mass", min_mass, positive=True, maximum=1.0))
 
 
 @st.composite
@@ -63,7 +63,7 @@ def stochastic_matrices(rows: int, cols: int, *, allow_zeros: bool = True):
     """A row-stochastic ``(rows, cols)`` matrix (float64)."""
     check_positive_int("rows", rows)
     check_positive_int("cols", cols)
-    return _stochastic_matrices(rows, cols, allow_zeros=_check_flag("allow_zeros", allow_zeros))
+    return _stochastic_matrices(rows, cols, allow_zeros=check_flag("allow_zeros", allow_zeros))
 
 
 @st.composite
@@ -78,7 +78,7 @@ def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_
     _range("min_states", min_states, "max_states", max_states)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _hmms(min_states=min_states, max_states=max_states, min_symbols=min_symbols, max_symbols=max_symbols,
-                 allow_zeros=_check_flag("allow_zeros", allow_zeros))
+                 allow_zeros=check_flag("allow_zeros", allow_zeros))
 
 
 @st.composite
@@ -101,7 +101,7 @@ def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int =
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _memory_hmms(max_cells=max_cells, max_values=max_values, max_syntactic=max_syntactic,
                         min_symbols=min_symbols, max_symbols=max_symbols,
-                        allow_zeros=_check_flag("allow_zeros", allow_zeros))
+                        allow_zeros=check_flag("allow_zeros", allow_zeros))
 
 
 @st.composite
@@ -123,7 +123,7 @@ def loglinear_worlds(*, max_states: int = 4, max_symbols: int = 4, max_dim: int 
     for name, value in (("max_states", max_states), ("max_symbols", max_symbols), ("max_dim", max_dim)):
         check_positive_int(name, value)
     top = math.sqrt(max_logit(max_dim) / max_dim)  # LogLinearWorld's limit on the logits, d·scale²
-    s = _check_number("scale", scale, positive=True, maximum=top)
+    s = check_number("scale", scale, positive=True, maximum=top)
     s32 = np.float32(s)
     s32 = float(s32 if s32 <= s else np.nextafter(s32, np.float32(0)))  # exactly a float32 (width=32 below)
     if s32 <= 0:
@@ -167,7 +167,7 @@ def _token_options(*, min_length: int = 1, max_length: int = 6, n_sequences: int
     _range("min_length", min_length, "max_length", max_length)
     check_positive_int("n_sequences", n_sequences)
     return dict(min_length=min_length, max_length=max_length, n_sequences=n_sequences,
-                possible=_check_flag("possible", possible), after_first=_check_flag("after_first", after_first))
+                possible=check_flag("possible", possible), after_first=check_flag("after_first", after_first))
 
 
 @st.composite

@@ -29,14 +29,14 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-from simlm.checks import check_memory, check_positive, check_positive_int
+from simlm.checks import as_array, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError, ShapeError
 
 
 # ---- input checks and standardisation ------------------------------------------------------------
 
 def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
-    raw = np.asarray(features)
+    raw = as_array(name, features)
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real numbers, got dtype {raw.dtype}")
     with np.errstate(over="ignore"):
@@ -53,7 +53,7 @@ def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
 
 
 def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
-    y = np.asarray(labels)
+    y = as_array(name, labels)
     if y.shape != (n,):
         raise ShapeError(f"{name}: expected shape ({n},) to match the {n} feature rows, got {y.shape}")
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):

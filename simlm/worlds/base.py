@@ -36,7 +36,7 @@ _REAL_TYPES = (int, float, np.integer, np.floating)
 
 # ---- host-side checks shared by the worlds (candidates for simlm.checks) -------------------------------
 
-def _check_flag(name: str, value) -> bool:
+def check_flag(name: str, value) -> bool:
     """A real ``bool`` (or numpy bool); anything else — ``"no"``, ``0``, ``None`` — is a :class:`ConfigError`,
     since Python's truthiness would silently read ``"no"`` as True."""
     if not isinstance(value, (bool, np.bool_)):
@@ -44,7 +44,7 @@ def _check_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def _check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
                  positive: bool = False) -> float:
     """A finite real number (int or float, numpy scalar or 0-d array; not bool, str, complex or None) in
     [``minimum``, ``maximum``] (and > 0 with ``positive``), as a float; otherwise :class:`ConfigError`."""
@@ -64,12 +64,12 @@ def _check_number(name: str, value, *, minimum: float | None = None, maximum: fl
     return v
 
 
-def _check_atol(atol) -> float:
+def check_atol(atol) -> float:
     """The tolerance on probability rows: a number in (0, :data:`MAX_ATOL`]."""
-    return _check_number("atol", atol, positive=True, maximum=MAX_ATOL)
+    return check_number("atol", atol, positive=True, maximum=MAX_ATOL)
 
 
-def _check_float_dtype(dtype) -> np.dtype:
+def check_float_dtype(dtype) -> np.dtype:
     """float32 or float64 (the latter only with ``jax_enable_x64``).  Integer dtypes would truncate every
     probability to 0, complex ones carry a meaningless imaginary part, and float16/bfloat16 round the rows
     off 1 by more than any ``atol``; without x64, JAX would silently store float64 as float32."""
@@ -87,7 +87,7 @@ def _check_float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
+def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
     """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
     (their imaginary part would be dropped) and strings (``"0.5"`` would parse as a number)."""
     if isinstance(array, jax.core.Tracer):
@@ -107,7 +107,7 @@ def _check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
     return check_stochastic(name, array, atol=atol)
 
 
-def _check_request(name: str, arrays, what: str) -> None:
+def check_request(name: str, arrays, what: str) -> None:
     """Refuse, before anything is allocated or compiled, a request whose arrays — ``(n_elements, itemsize)``
     pairs, Python ints so nothing overflows — do not fit: one above :data:`MAX_ARRAY_ELEMENTS` elements, or
     all together above this host's memory (:func:`simlm.checks.check_memory`).  ``name`` is the argument(s)
@@ -173,7 +173,7 @@ class WorldBase:
 
     and, so that a request that cannot fit is refused before anything is allocated or compiled, the
     ``(n_elements, itemsize)`` of the arrays their sampling and inference build: ``_sample_arrays(n, T)``
-    and ``_inference_arrays(method, n, T, P)`` (see :func:`_check_request`).
+    and ``_inference_arrays(method, n, T, P)`` (see :func:`check_request`).
     """
 
     # ---- derived exact quantities -------------------------------------------------------------
@@ -246,11 +246,11 @@ class WorldBase:
         raise NotImplementedError
 
     def _check_sample(self, n: int, T: int, extra=()) -> None:
-        _check_request("n_sequences, length", [*self._sample_arrays(n, T), *extra],
+        check_request("n_sequences, length", [*self._sample_arrays(n, T), *extra],
                        f"sampling {n} sequences × {T} tokens")
 
     def _check_cost(self, method: str, n: int, T: int, P: int = 0) -> None:
-        _check_request("tokens", [(n * T, 4), *self._inference_arrays(method, n, T, P)],
+        check_request("tokens", [(n * T, 4), *self._inference_arrays(method, n, T, P)],
                        f"{method} on {n} sequences × {T} tokens")
 
     def _tokens(self, tokens, method: str):

@@ -10,7 +10,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
-from simlm.worlds.base import _check_request
+from simlm.worlds.base import check_request
 
 #: largest number of contexts Σ_{t ≤ L} V^t that :func:`enumerate_contexts` builds by default.
 MAX_CONTEXTS = 100_000
@@ -74,7 +74,7 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     if total > cap:
         raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t ≥ {total} contexts, over the limit "
                           f"max_contexts = {cap}; lower max_length or raise max_contexts")
-    _check_request("max_length, max_contexts", [(V ** (L + 1) * (L + 1), 8 * 2 + 4), (total * V, 8 * 3)],
+    check_request("max_length, max_contexts", [(V ** (L + 1) * (L + 1), 8 * 2 + 4), (total * V, 8 * 3)],
                    f"the {V}^{L + 1} sequences of length {L + 1} that are scored, and the laws")
     logp = [np.zeros(1)]  # log p(s) for every s of length t, lexicographic
     for t in range(1, L + 2):

@@ -12,7 +12,7 @@ import numpy as np
 
 from simlm.errors import ConfigError
 from simlm.checks import check_positive_int
-from simlm.worlds.base import _check_number, _check_request
+from simlm.worlds.base import check_number, check_request
 
 _F64 = 8  # bytes: the families build float64 numpy arrays
 
@@ -36,7 +36,7 @@ def tempered(u: np.ndarray, temp: float) -> np.ndarray:
 
 
 def _positive(name, value) -> float:
-    return _check_number(name, value, positive=True)
+    return check_number(name, value, positive=True)
 
 
 def dirichlet(rng, K, V, *, initial_concentration=1.0, transition_concentration=1.0,
@@ -46,7 +46,7 @@ def dirichlet(rng, K, V, *, initial_concentration=1.0, transition_concentration=
     a_pi = _positive("initial_concentration", initial_concentration)
     a_A = _positive("transition_concentration", transition_concentration)
     a_B = _positive("emission_concentration", emission_concentration)
-    _check_request("n_states, n_symbols", [(K * K + K * V + K, 2 * _F64)],
+    check_request("n_states, n_symbols", [(K * K + K * V + K, 2 * _F64)],
                    f"a random HMM's Dirichlet draws, {K} states × {V} symbols, in float64")
     return (rng.dirichlet(np.full(K, a_pi)), rng.dirichlet(np.full(K, a_A), size=K),
             rng.dirichlet(np.full(V, a_B), size=K))
@@ -65,7 +65,7 @@ def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emi
     t_A = _positive("transition_temp", transition_temp)
     t_B = _positive("emission_temp", emission_temp)
     P = K if n_permutations is None else check_positive_int("n_permutations", n_permutations)
-    _check_permutation_mixture("n_states, n_symbols, n_permutations", K, V, P)
+    check_permutation_mixture("n_states, n_symbols, n_permutations", K, V, P)
     initial = tempered(rng.uniform(size=K), t_pi)
     w = tempered(rng.uniform(size=P), t_A)
     perms = np.stack([np.eye(K)[rng.permutation(K)] for _ in range(P)])
@@ -74,10 +74,10 @@ def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emi
     return initial, transition, emission
 
 
-def _check_permutation_mixture(name: str, K: int, V: int, P: int) -> None:
+def check_permutation_mixture(name: str, K: int, V: int, P: int) -> None:
     """Refuse a permutation mixture that cannot fit: it stacks P permutation matrices (P, K, K) in float64
     (each built from a K × K identity, a Python object apiece) before mixing them."""
-    _check_request(name, [(P * K * K, 2 * _F64), (P, 256), (K * K + K * V, 2 * _F64)],
+    check_request(name, [(P * K * K, 2 * _F64), (P, 256), (K * K + K * V, 2 * _F64)],
                    f"a permutation mixture of {P} permutations of {K} states, {V} symbols, in float64")
 
 
@@ -101,12 +101,12 @@ def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_
     if per % E:
         raise ConfigError(f"n_states: {K} is not n_concepts·n_entities·n_properties for n_concepts={C}, n_entities={E}")
     Qn = per // E
-    entity_stay = _check_number("entity_stay", entity_stay, minimum=0.0, maximum=1.0)
+    entity_stay = check_number("entity_stay", entity_stay, minimum=0.0, maximum=1.0)
     property_temp = _positive("property_temp", property_temp)
-    emission_noise = _check_number("emission_noise", emission_noise, minimum=0.0)
+    emission_noise = check_number("emission_noise", emission_noise, minimum=0.0)
     if not emission_noise < 1:
         raise ConfigError(f"emission_noise: expected a number in [0, 1), got {emission_noise!r}")
-    _check_request("n_states, n_symbols", [(K * K + 3 * K * V + max(V, E * Qn), 2 * _F64)],
+    check_request("n_states, n_symbols", [(K * K + 3 * K * V + max(V, E * Qn), 2 * _F64)],
                    f"a random GINC world, {K} states × {V} symbols, in float64")
     table = (rng.permutation(max(V, E * Qn))[: E * Qn] % V).reshape(E, Qn)
     blocks = []

@@ -16,8 +16,8 @@ from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityErr
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.checks import as_key, as_rng, check_positive_int
-from simlm.worlds.base import (WorldBase, _check_atol, _check_flag, _check_float_dtype, _check_probabilities,
-                               _check_request)
+from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_probabilities,
+                               check_request)
 from simlm.worlds.families import random_parameters
 
 
@@ -141,7 +141,7 @@ class ChainInference:
                 "sequences), so its prompted law is undefined")
         return out[0] if single else out
 
-    # ---- sizes (see WorldBase._check_request): what sampling and inference build, at their itemsize ----
+    # ---- sizes (see WorldBase.check_request): what sampling and inference build, at their itemsize ----
     def _sample_arrays(self, n: int, T: int) -> list:
         # one uniform per draw (T, 2, n); tokens and states (T, n) out of the scan, then transposed
         return [(2 * n * T, self._itemsize)] + [(n * T, 4)] * 4
@@ -167,10 +167,10 @@ class HMM(ChainInference, WorldBase):
     """
 
     def __init__(self, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
-        atol, dtype = _check_atol(atol), _check_float_dtype(dtype)
-        pi = _check_probabilities("initial", initial, atol=atol)
-        A = _check_probabilities("transition", transition, atol=atol)
-        B = _check_probabilities("emission", emission, atol=atol)
+        atol, dtype = check_atol(atol), check_float_dtype(dtype)
+        pi = check_probabilities("initial", initial, atol=atol)
+        A = check_probabilities("transition", transition, atol=atol)
+        B = check_probabilities("emission", emission, atol=atol)
         if pi.ndim != 1:
             raise ShapeError(f"initial: expected shape (K,), got {pi.shape}")
         K = pi.shape[0]
@@ -178,7 +178,7 @@ class HMM(ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({K}, {K}) to match initial's {K} states, got {A.shape}")
         if B.ndim != 2 or B.shape[0] != K:
             raise ShapeError(f"emission: expected shape ({K}, V) to match initial's {K} states, got {B.shape}")
-        _check_request("transition, emission", [(a.size, dtype.itemsize) for a in (pi, A, B)],
+        check_request("transition, emission", [(a.size, dtype.itemsize) for a in (pi, A, B)],
                        f"the HMM's parameters on the device, {K} states × {B.shape[1]} symbols")
         self._set(*(jnp.asarray(a, dtype) for a in (pi, A, B)))
 
@@ -239,14 +239,14 @@ class HMM(ChainInference, WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
-        return_states = _check_flag("return_states", return_states)
+        return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
         tokens, states = sample_tokens(*self._chain, key, n, T)
         return (tokens, states) if return_states else tokens
 
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """p(h_t | x_1:T) (``smoothed=True``, forward–backward) or p(h_t | x_≤t) (filtering), (n, T, K)."""
-        fn = smoothed_posterior if _check_flag("smoothed", smoothed) else filtered_posterior
+        fn = smoothed_posterior if check_flag("smoothed", smoothed) else filtered_posterior
         return self._checked(fn, tokens, "state_posterior")
 
     def masked_state_posterior(self, tokens) -> jax.Array:

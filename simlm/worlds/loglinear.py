@@ -30,7 +30,7 @@ import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError
 from simlm.checks import check_real_array, as_key, as_rng, check_positive_int
-from simlm.worlds.base import WorldBase, _check_flag, _check_number, _check_request
+from simlm.worlds.base import WorldBase, check_flag, check_number, check_request
 from simlm.worlds.hmm_core import cumulative_rows, inverse_cdf, tree_sum
 
 _HI = jax.lax.Precision.HIGHEST  # no TF32 in the logits: the exactness tests compare at 1e-5
@@ -205,7 +205,7 @@ class LogLinearWorld(WorldBase):
         if W.shape[0] != d:
             raise ShapeError(f"word_embeddings: has {W.shape[0]} rows but representations has dimension d = {d}; "
                              "expected word_embeddings of shape (d, V)")
-        _check_request("representations, word_embeddings", [(S * d + d * V, np.dtype(dtype).itemsize),
+        check_request("representations, word_embeddings", [(S * d + d * V, np.dtype(dtype).itemsize),
                                                              (S * V, 4 + 8)],
                        f"the world's parameters, {S} states × {V} symbols × dimension {d}, and its logits")
         _check_fits("representations", Z, dtype)
@@ -342,12 +342,12 @@ class LogLinearWorld(WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
-        return_states = _check_flag("return_states", return_states)
+        return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
         toks, states = _sample(self._Z, self._W, self._next, self._start, key, n, T)
         return (toks, states) if return_states else toks
 
-    # ---- sizes (see WorldBase._check_request) ----
+    # ---- sizes (see WorldBase.check_request) ----
     def _sample_arrays(self, n: int, T: int) -> list:
         # one uniform per token (T, n); tokens and states (T, n) out of the scan, then transposed
         return [(n * T, self._itemsize)] + [(n * T, 4)] * 4
@@ -420,16 +420,16 @@ class LogLinearWorld(WorldBase):
         k = check_positive_int("n_carriers", n_carriers, minimum=0)
         if k >= V:
             raise ConfigError(f"n_carriers: {k} leaves no bulk words among n_symbols = {V}")
-        mean_norm = _check_number("mean_norm", mean_norm, minimum=0.0)
+        mean_norm = check_number("mean_norm", mean_norm, minimum=0.0)
         if 0 < mean_norm < 1e-150 or mean_norm > 1e150:  # m/‖m‖² below needs ‖m‖² to be a normal float64
             raise ConfigError(f"mean_norm: expected 0 or a number in [1e-150, 1e150], got {mean_norm!r}")
-        radius, sigma = _check_number("radius", radius, positive=True), _check_number("sigma", sigma, positive=True)
-        anchor_norm = _check_number("anchor_norm", anchor_norm, positive=True)
-        norm_spread = _check_number("norm_spread", norm_spread, positive=True)
-        carrier_gap = _check_number("carrier_gap", carrier_gap, positive=True)
+        radius, sigma = check_number("radius", radius, positive=True), check_number("sigma", sigma, positive=True)
+        anchor_norm = check_number("anchor_norm", anchor_norm, positive=True)
+        norm_spread = check_number("norm_spread", norm_spread, positive=True)
+        carrier_gap = check_number("carrier_gap", carrier_gap, positive=True)
         if isinstance(gain, (bool, np.bool_)):
             raise ConfigError(f"gain: expected a positive number or (d,) positive array, got {gain!r}")
-        _check_request("n_states, n_symbols, dim", [(S * d, 8 * 4), (d * V, 8 * 3), (S * V, 8 + 4 + 8)],
+        check_request("n_states, n_symbols, dim", [(S * d, 8 * 4), (d * V, 8 * 3), (S * V, 8 + 4 + 8)],
                        f"a random log-linear world, {S} states × {V} symbols × dimension {d}, in float64")
         if k and mean_norm == 0:
             raise ConfigError("mean_norm: carriers are pushed down along the mean representation m, so "

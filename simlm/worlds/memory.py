@@ -29,9 +29,9 @@ from simlm.errors import ConfigError, ShapeError
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
 from simlm.checks import as_key, as_rng, check_positive_int
-from simlm.worlds.base import (WorldBase, _check_atol, _check_flag, _check_float_dtype, _check_number,
-                               _check_probabilities, _check_request)
-from simlm.worlds.families import _check_permutation_mixture, permutation_mixture, tempered
+from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_number,
+                               check_probabilities, check_request)
+from simlm.worlds.families import check_permutation_mixture, permutation_mixture, tempered
 
 
 def memory_configurations(n_cells: int, n_values: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def _check_joint_size(name: str, N: int, M: int, Q: int, V: int, itemsize: int) 
                           "the joint chain has M^N·N·Q states")
     G, NQ = M**N, N * Q
     K = G * NQ
-    _check_request(name, [(G * N, 4 + 8), (K + K * V, 8 + itemsize), (NQ * NQ, 8 + itemsize)],
+    check_request(name, [(G * N, 4 + 8), (K + K * V, 8 + itemsize), (NQ * NQ, 8 + itemsize)],
                    f"the joint chain: M^N·N·Q = {M}^{N}·{N}·{Q} = {K:,} states × {V} symbols")
 
 
@@ -112,11 +112,11 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     """
 
     def __init__(self, memory_prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
-        atol, dtype = _check_atol(atol), _check_float_dtype(dtype)
-        rho = _check_probabilities("memory_prior", memory_prior, atol=atol)
-        pi = _check_probabilities("initial", initial, atol=atol)
-        A = _check_probabilities("transition", transition, atol=atol)
-        B = _check_probabilities("emission", emission, atol=atol)
+        atol, dtype = check_atol(atol), check_float_dtype(dtype)
+        rho = check_probabilities("memory_prior", memory_prior, atol=atol)
+        pi = check_probabilities("initial", initial, atol=atol)
+        A = check_probabilities("transition", transition, atol=atol)
+        B = check_probabilities("emission", emission, atol=atol)
         if rho.ndim != 2:
             raise ShapeError(f"memory_prior: expected shape (N, M) = (cells, values), got {rho.shape}")
         N, M = rho.shape
@@ -187,7 +187,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         and a hidden chain ``initial (Q,)``, ``transition (Q, Q)``; x_t ~ ``emission[m, h_t]``,
         ``emission (M, Q, V)``.  Its joint HMM has states (slot, hidden), index m·Q + h, the block-diagonal
         transition kron(I_M, transition) and emission rows emission[m, h]."""
-        p = _check_probabilities("prior", prior, atol=_check_atol(atol))
+        p = check_probabilities("prior", prior, atol=check_atol(atol))
         if p.ndim != 1:
             raise ShapeError(f"prior: expected shape (M,), got {p.shape}")
         return cls(p[None, :], initial, transition, emission, atol=atol, dtype=dtype)
@@ -212,12 +212,12 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         rng = as_rng(seed)
         N, M = check_positive_int("n_cells", n_cells), check_positive_int("n_values", n_values)
         Q, V = check_positive_int("n_syntactic", n_syntactic), check_positive_int("n_symbols", n_symbols)
-        t_B = _check_number("emission_temp", opt["emission_temp"], positive=True)
+        t_B = check_number("emission_temp", opt["emission_temp"], positive=True)
         a = opt["prior_concentration"]
-        a = None if a is None else _check_number("prior_concentration", a, positive=True)
+        a = None if a is None else check_number("prior_concentration", a, positive=True)
         P = N * Q if opt["n_permutations"] is None else check_positive_int("n_permutations", opt["n_permutations"])
         _check_joint_size("n_cells, n_values, n_syntactic, n_symbols", N, M, Q, V, 4)
-        _check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
+        check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
         if a is None:
             prior = np.full((N, M), 1.0 / M)
         else:
@@ -234,7 +234,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         and products of this world's validated rows, so it is assembled without re-validation."""
         G = self.n_joint_states // self.transition.shape[0]
         K, f = self.n_joint_states, self._itemsize
-        _check_request("joint_hmm", [(G * G, f), (K * K, 2 * f)], f"the dense joint transition, {K} × {K}")
+        check_request("joint_hmm", [(G * G, f), (K * K, 2 * f)], f"the dense joint transition, {K} × {K}")
         dense = jnp.kron(jnp.eye(G, dtype=self.transition.dtype), self.transition)
         return hmm_mod.HMM.tree_unflatten(None, (self.joint_initial, dense, self.joint_emission))
 
@@ -247,7 +247,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
-        return_states = _check_flag("return_states", return_states)
+        return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
         cums = [core.cumulative_rows(a) for a in self._param_arrays()]
         tokens, states, memory = _sample(*cums, key, n, T)
@@ -257,7 +257,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     def state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """P(z_t = s·Q + q | x_1:T) (``smoothed=True``) or P(z_t | x_≤t) (filtering), shape (n, T, N·Q):
         the joint posterior over (c, z) summed over the memory configuration c."""
-        fn = hmm_mod.smoothed_posterior if _check_flag("smoothed", smoothed) else hmm_mod.filtered_posterior
+        fn = hmm_mod.smoothed_posterior if check_flag("smoothed", smoothed) else hmm_mod.filtered_posterior
         post = self._checked(fn, tokens, "state_posterior")
         return post.reshape(post.shape[:-1] + (-1, self.transition.shape[0])).sum(-2)
 
@@ -266,7 +266,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
         return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens, "memory_posterior")
 
-    # ---- sizes (see WorldBase._check_request) ----
+    # ---- sizes (see WorldBase.check_request) ----
     def _sample_arrays(self, n: int, T: int) -> list:
         # the memory (n, N), one uniform per draw (T, 2, n); tokens and states (T, n), then transposed
         return [(n * self.n_cells, 4 + self._itemsize), (2 * n * T, self._itemsize)] + [(n * T, 4)] * 4
