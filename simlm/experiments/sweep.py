@@ -378,7 +378,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         world = build_world(spec)
         write_json_atomic(out / "worlds" / f"{spec['name']}.json", {
             **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
-            "parameters": [np.asarray(a).tolist() for a in world._param_arrays()]})
+            "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
     store = CellStore(out / "cells.jsonl")
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()), **kw})
     trained = {}

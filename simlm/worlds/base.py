@@ -160,7 +160,7 @@ class World(Protocol):
 class WorldBase:
     """Shared behaviour for worlds.
 
-    Subclasses define ``n_symbols``, ``sample``, ``_param_arrays`` and these jit-friendly internals on
+    Subclasses define ``n_symbols``, ``sample``, ``parameter_arrays`` and these jit-friendly internals on
     validated int32 ``(n, T)`` tokens.  The last three return their answer together with the per-step
     log-probs log p*(x_t | x_<t), shape ``(n, T)``, from the same pass (used to detect impossible
     sequences without a second pass):
@@ -235,7 +235,7 @@ class WorldBase:
     @property
     def _itemsize(self) -> int:
         """Bytes per float of this world's arrays."""
-        return self._param_arrays()[0].dtype.itemsize
+        return self.parameter_arrays()[0].dtype.itemsize
 
     def _sample_arrays(self, n: int, T: int) -> list:
         """``(n_elements, itemsize)`` of the arrays :meth:`sample` builds for n sequences of T tokens."""
@@ -261,7 +261,7 @@ class WorldBase:
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(type(self).__name__.encode())
-        for a in self._param_arrays():
+        for a in self.parameter_arrays():
             a = np.ascontiguousarray(np.asarray(a))
             h.update(str((a.shape, a.dtype.str)).encode())
             h.update(a.tobytes())

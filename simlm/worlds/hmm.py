@@ -206,7 +206,8 @@ class HMM(ChainInference, WorldBase):
     def n_symbols(self) -> int:
         return self.emission.shape[1]
 
-    def _param_arrays(self):
+    def parameter_arrays(self) -> tuple:
+        """The arrays that define this world (its fingerprint hashes them; a sweep stores them)."""
         return self.initial, self.transition, self.emission
 
     @property

@@ -318,7 +318,8 @@ class LogLinearWorld(WorldBase):
         """p*(w | h) = softmax_w(z_h · V*), shape (S, V)."""
         return _state_probs(self._Z, self._W)
 
-    def _param_arrays(self):
+    def parameter_arrays(self) -> tuple:
+        """The arrays that define this world (its fingerprint hashes them; a sweep stores them)."""
         extra = [a for a in (self._anchor, self._mean) if a is not None]
         return [self._Z, self._W, self._next, np.array([self._start]), self.carrier_ids, *extra]
 

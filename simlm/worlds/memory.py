@@ -173,7 +173,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         """K = M^N·N·Q, the states of the joint HMM over (memory configuration, cell, syntactic state)."""
         return self.joint_initial.shape[0]
 
-    def _param_arrays(self):
+    def parameter_arrays(self) -> tuple:
+        """The arrays that define this world (its fingerprint hashes them; a sweep stores them)."""
         return self.memory_prior, self.initial, self.transition, self.emission
 
     @property
@@ -249,7 +250,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         T = check_positive_int("length", length)
         return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
-        cums = [core.cumulative_rows(a) for a in self._param_arrays()]
+        cums = [core.cumulative_rows(a) for a in self.parameter_arrays()]
         tokens, states, memory = _sample(*cums, key, n, T)
         return (tokens, states, memory) if return_states else tokens
 
