@@ -202,13 +202,14 @@ def parse_config(raw: dict) -> SweepConfig:
             raise ConfigError(f"checks.{name}: unknown option(s) {unknown}; options: {sorted(check.defaults)}")
         checks[name] = {**check.defaults, **options}
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
+    trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         world = build_world(spec)
         # the held-out set and the (n, T, V) laws every check reads must fit
         check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
                      what=f"held-out laws of world {spec['name']!r}")
-    for spec in _trained_worlds(config):  # and every training config
-        _train_configs(config, spec, build_world(spec))
+        if spec["name"] in trained:  # and so must its training config
+            _train_configs(config, spec, world)
     return config
 
 
