@@ -91,6 +91,43 @@ def _hmms(draw, *, min_states, max_states, min_symbols, max_symbols, allow_zeros
     return HMM(pi, A, B)
 
 
+def sparse_hmms(*, min_states: int = 2, max_states: int = 5, min_symbols: int = 2, max_symbols: int = 4,
+                max_out_degree: int = 3):
+    """An :class:`~simlm.worlds.HMM` from the ``"sparse"`` family (exact zeros in the transitions: each row
+    of A on ``out_degree`` ∈ [1, max_out_degree] states), K ∈ [min_states, max_states], V ∈ [min_symbols,
+    max_symbols] — worlds where Wei, Xie & Ma's prompt condition can hold exactly."""
+    _range("min_states", min_states, "max_states", max_states)
+    _range("min_symbols", min_symbols, "max_symbols", max_symbols)
+    check_positive_int("max_out_degree", max_out_degree)
+    return _sparse_hmms(min_states=min_states, max_states=max_states, min_symbols=min_symbols,
+                        max_symbols=max_symbols, max_out_degree=max_out_degree)
+
+
+@st.composite
+def _sparse_hmms(draw, *, min_states, max_states, min_symbols, max_symbols, max_out_degree):
+    K = draw(st.integers(min_states, max_states))
+    V = draw(st.integers(min_symbols, max_symbols))
+    d = draw(st.integers(1, min(max_out_degree, K)))
+    return HMM.random(draw(st.integers(0, 2**31 - 1)), K, V, family="sparse", out_degree=d)
+
+
+def task_vectors(n_states: int, *, max_support: int | None = None):
+    """A task vector μ (K,) float64 for y = 1[μᵀP ≥ 0]: a nonempty support of at most ``max_support``
+    states (default K), each weight ±[0.1, 1] (never 0 on the support, so supp μ is what was drawn)."""
+    K = check_positive_int("n_states", n_states)
+    top = K if max_support is None else min(check_positive_int("max_support", max_support), K)
+    return _task_vectors(K, top)
+
+
+@st.composite
+def _task_vectors(draw, K, top):
+    support = draw(st.lists(st.integers(0, K - 1), min_size=1, max_size=top, unique=True))
+    mu = np.zeros(K)
+    for h in support:
+        mu[h] = draw(st.floats(0.1, 1.0)) * draw(st.sampled_from([-1.0, 1.0]))
+    return mu
+
+
 def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int = 2, min_symbols: int = 2,
                 max_symbols: int = 4, allow_zeros: bool = False):
     """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
@@ -194,5 +231,5 @@ def worlds_with_tokens(world_strategy, **token_options):
     return world_strategy.flatmap(lambda w: token_sequences(w, **options).map(lambda x: (w, x)))
 
 
-__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "memory_hmms", "loglinear_worlds", "token_sequences",
+__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "sparse_hmms", "task_vectors", "memory_hmms", "loglinear_worlds", "token_sequences",
            "worlds_with_tokens"]

@@ -67,6 +67,18 @@ def prepended_state_law(pi, A, B, x):
     return post / post.sum()
 
 
+def prompted_state_law(pi, A, B, U, x):
+    """(K,): P(H_0 | z_1:k, x_1:T) for prompt likelihood rows ``U (k, K)`` before the masked position 0,
+    by enumerating the prompt states and every path of x (the prompt chain starts with π)."""
+    K = len(pi)
+    alpha = pi * U[0]
+    for row in U[1:]:
+        alpha = np.array([sum(alpha[g] * A[g, h] for g in range(K)) * row[h] for h in range(K)])
+    w = np.array([sum(alpha[g] * A[g, h] for g in range(K)) * sequence_prob(np.eye(K)[h] @ A, A, B, x)
+                  for h in range(K)])
+    return w / w.sum()
+
+
 def smoothed_states(pi, A, B, x):
     """(T, K): p(h_t | x_1:T)."""
     J = path_joint(pi, A, B, x)

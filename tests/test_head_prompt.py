@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bruteforce import params, prepended_state_law, sequence_prob
+from bruteforce import params, prepended_state_law, prompted_state_law, sequence_prob
 from simlm.errors import ConfigError, ShapeError
 from simlm.strategies import hmms, probability_vectors
 from simlm.theory import head_prompt as hp
@@ -136,17 +136,6 @@ def test_tiny_transitions_count_as_zero_below_tol():
     assert not hp.prompt_feasibility(world, MU_S, tol=1e-40).feasible
 
 
-def _brute_prompted_posterior(pi, A, B, U, x):
-    """P(H_0 | z_1:k, x) by enumerating the prompt states and every path of x."""
-    K = len(pi)
-    alpha = pi * U[0]
-    for row in U[1:]:
-        alpha = np.array([sum(alpha[g] * A[g, h] for g in range(K)) * row[h] for h in range(K)])
-    w = np.array([sum(alpha[g] * A[g, h] for g in range(K)) * sequence_prob(np.eye(K)[h] @ A, A, B, x)
-                  for h in range(K)])
-    return w / w.sum()
-
-
 @given(hmms(max_states=3, max_symbols=3), st.data())
 def test_prompt_reweighting_matches_enumeration(world, data):
     pi, A, B = params(world)
@@ -161,7 +150,7 @@ def test_prompt_reweighting_matches_enumeration(world, data):
         assume(sum(prior[h] * sequence_prob(np.eye(K)[h] @ A, A, B, x) for h in range(K)) > 1e-12)
         prompted = np.asarray(prompting.prompted_state_posterior(*f64[:3], f64[3], jnp.asarray(x))[0])
         r = np.asarray(prompting.prompt_reweighting(*f64[:2], f64[3]))
-    brute = _brute_prompted_posterior(pi, A, B, U, x)
+    brute = prompted_state_law(pi, A, B, U, x)
     np.testing.assert_allclose(prompted, brute, atol=1e-9)
     p = prepended_state_law(pi, A, B, x)
     np.testing.assert_allclose(hp.state_posterior0(world, x)[0], p, atol=1e-9)

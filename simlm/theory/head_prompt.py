@@ -29,7 +29,14 @@ When can r vanish off S?  r_h = Σ_g α_k(g) A[g,h]/π_h with α_k the (reweight
 position, so supp α_k must lie in G = {g : A[g,h] = 0 ∀h ∉ S}, and every h ∈ S needs some g ∈ supp α_k
 with A[g,h] > 0.  supp α_k ⊆ R_k, the states reachable at prompt step k from supp π (R_1 = supp π);
 any subset is attainable with indicator prompts.  Hence feasible ⇔ ∀h∈S ∃g ∈ G ∩ R_k : A[g,h] > 0.
-"Zero" means ≤ tol × the row's largest entry (Wei's random worlds have entries ~1e-40, not 0).
+"Zero" means ≤ δ × the row's largest entry (``tol`` of :func:`prompt_feasibility`; δ = 0: exact zeros,
+the theorem's own hypothesis).  With δ > 0 the hypothesis is only approximate — the constructive prompt
+leaves mass ≤ δ-ish off S, so the conclusion needs a label margin; the range of δ for which the graph
+condition holds is :func:`simlm.theory.head_prompt_margins.feasibility_range`.
+
+Tolerances and margins (derived here, not in the paper).  Every condition takes an explicit ``tol`` and
+reports ``margin``, a signed distance to its threshold that is > 0 (≥ 0 for the residual) exactly when
+the condition holds: σ_min/σ_max − tol for the ranks, tol − residual for head realisability.
 
 Memory HMMs (:class:`~simlm.worlds.memory.MemoryHMM`) are analysed through their joint HMM over
 (memory configuration, cell, syntactic state); :func:`memory_rank` checks the memory-task condition:
@@ -47,7 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
-from simlm.checks import check_instance, check_positive, check_positive_int, check_real_array, check_tokens
+from simlm.checks import (check_instance, check_non_negative, check_positive, check_positive_int, check_real_array,
+                          check_tokens)
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import ChainInference
@@ -60,7 +68,7 @@ _TOL, _MARGIN = 1e-10, 1e-9
 
 # ---- parameters, posteriors ------------------------------------------------------------------------
 
-def _chain64(world) -> Chain:
+def chain64(world) -> Chain:
     """The world's exact chain in float64 numpy with a dense transition: (π (K,), A (K, K), B (K, V)); a
     MemoryHMM gives its joint chain (K = M^N·N·Q)."""
     check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
@@ -80,7 +88,8 @@ _prompted_posterior = jax.jit(jax.vmap(prompting.prompted_state_posterior, in_ax
 _prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(prompting.prompt_reweighting)
 
 
-def _check_mu(mu, K: int) -> np.ndarray:
+def check_task_vector(mu, K: int) -> np.ndarray:
+    """μ (K,) as float64: real, finite, not all zero — or a typed error naming ``mu``."""
     m = check_real_array("mu", mu)  # a real numeric task vector: no strings, complex or NaN
     if m.shape != (K,):
         raise ShapeError(f"mu: expected shape ({K},) — one weight per hidden state — got {m.shape}")
@@ -93,7 +102,7 @@ def _check_mu(mu, K: int) -> np.ndarray:
 
 def _posterior(world, tokens, U=None) -> np.ndarray:
     """P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64."""
-    pi, A, B = _chain64(world)
+    pi, A, B = chain64(world)
     toks, _ = check_tokens(tokens, B.shape[1])
     if U is None:
         post, steps = _float64(_prepended_posterior, pi, A, B, toks)
@@ -114,7 +123,7 @@ def state_posterior0(world, tokens) -> np.ndarray:
 
 def _reweighting(world, U) -> tuple[np.ndarray, np.ndarray]:
     """(P(H_0 | z) (K,), r = P(H_0 | z) ⊘ π scaled to max 1 (K,)) in float64 (:mod:`simlm.worlds.prompting`)."""
-    pi, A, _ = _chain64(world)
+    pi, A, _ = chain64(world)
     u = check_prompt(U, len(pi))
     return _float64(_prompt_prior, pi, A, u)[0], _float64(_prompt_reweighting, pi, A, u)[0]
 
@@ -130,6 +139,8 @@ class EmissionRank:
     sigma_min: float
     condition_number: float
     full_row_rank: bool
+    tol: float = _TOL
+    margin: float = float("nan")  # σ_K/σ_1 − tol: > 0 ⇔ full row rank
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,7 @@ class HeadRealisability:
     head: np.ndarray
     realisable: bool
     tol: float
+    margin: float = float("nan")  # tol − residual: ≥ 0 ⇔ realisable
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,8 @@ class SupportRank:
     rank: int
     sigma_min: float
     full_row_rank: bool
+    tol: float = _TOL
+    margin: float = float("nan")  # σ_min(B_S)/σ_max(B_S) − tol: > 0 ⇔ full row rank |S|
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,8 @@ class PromptFeasibility:
     ``reachable[j]``: R_{j+1}, states attainable at prompt step j+1; ``allowed[j]``: states used by the
     constructive prompt (indicator rows of ``prompt``, (k, K)); ``gate``: G = {g : A[g, S^c] = 0};
     ``uncovered``: states of S no allowed last-step state leads to.  ``reweighting``: r of the
-    constructive prompt (max 1), ``margin`` = min_{h∈S} r_h, ``off_support_mass`` = P(H_0 ∉ S | z)."""
+    constructive prompt (max 1), ``margin`` = min_{h∈S} r_h, ``off_support_mass`` = P(H_0 ∉ S | z);
+    ``tol``: the soft-zero threshold δ the graph was read at (0: exact zeros)."""
     feasible: bool
     k: int
     support: tuple
@@ -185,6 +200,7 @@ class PromptFeasibility:
     off_support_mass: float
     prompt: np.ndarray
     reason: str
+    tol: float = _TOL
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,8 @@ class MemoryRank:
     full_rank: np.ndarray
     any_full_rank: bool
     all_full_rank: bool
+    tol: float = _TOL
+    margins: np.ndarray | None = None  # (Q,) σ_M/σ_1 − tol at each q: > 0 ⇔ full rank M there
 
 
 @dataclass(frozen=True)
@@ -219,7 +237,8 @@ class HeadPromptConditions:
     """Everything above for one (world, μ, inputs).  ``head_holds``: μ ∈ col(B) and the head B⁺μ is
     right on every input outside the margin; ``prompt_holds``: the prompt is feasible, B_S has full row
     rank and the constructive prompt + head are right outside the margin.  ``consistent``: wherever a
-    theorem's condition holds, its conclusion was observed."""
+    theorem's condition holds, its conclusion was observed; ``trivial``: neither condition holds, so
+    ``consistent`` could not have been False (only a failure certificate then says anything)."""
     emission: EmissionRank
     head: HeadRealisability
     head_check: Verification
@@ -231,6 +250,7 @@ class HeadPromptConditions:
     head_holds: bool
     prompt_holds: bool
     consistent: bool
+    trivial: bool = False
 
 
 # ---- 1–3: ranks and head realisability ---------------------------------------------------------------
@@ -248,20 +268,25 @@ def emission_rank(world, *, tol: float = _TOL) -> EmissionRank:
     """Rank of B (K, V) (σ_i > tol·σ_max counts), its singular values, σ_min = σ_K and σ_1/σ_K.
     rank B = K ⇒ every task μ is realised by the head b = B⁺μ (Wei et al.'s non-degeneracy)."""
     tol = check_positive("tol", tol)
-    B = _chain64(world)[2]
+    B = chain64(world)[2]
     rank, s, smin, cond = _row_spectrum(B, tol)
-    return EmissionRank(rank, B.shape[0], s, smin, cond, rank == B.shape[0])
+    return EmissionRank(rank, B.shape[0], s, smin, cond, rank == B.shape[0], tol, _rank_margin(s, tol))
+
+
+def _rank_margin(s, tol) -> float:
+    """σ_min/σ_max − tol for singular values ``s`` (descending): > 0 ⇔ every σ_i > tol·σ_max."""
+    return float(s[-1] / s[0] - tol) if s[0] > 0 else -tol
 
 
 def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     """b = B⁺μ (least squares, cutoff tol) and residual ‖Bb − μ‖/‖μ‖; realisable ⇔ residual ≤ tol,
     i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x) for every x."""
     tol = check_positive("tol", tol)
-    B = _chain64(world)[2]
-    m = _check_mu(mu, B.shape[0])
+    B = chain64(world)[2]
+    m = check_task_vector(mu, B.shape[0])
     b = np.linalg.lstsq(B, m, rcond=tol)[0]
     res = float(np.linalg.norm(B @ b - m) / np.linalg.norm(m))
-    return HeadRealisability(res, b, res <= tol, tol)
+    return HeadRealisability(res, b, res <= tol, tol, tol - res)
 
 
 def _verify(m, p, p_scored, B, b, margin) -> Verification:
@@ -276,8 +301,8 @@ def _verify(m, p, p_scored, B, b, margin) -> Verification:
 def verify_head(world, mu, b, tokens, *, margin: float = _MARGIN) -> Verification:
     """Score bᵀφ(x) = bᵀBᵀP(H_0|x) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens`` (n, T); b (V,)."""
     margin = check_positive("margin", margin)
-    B = _chain64(world)[2]
-    m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
+    B = chain64(world)[2]
+    m, b = check_task_vector(mu, B.shape[0]), _check_head(b, B.shape[1])
     p = state_posterior0(world, tokens)
     return _verify(m, p, p, B, b, margin)
 
@@ -292,10 +317,10 @@ def _check_head(b, V):
 def support_rank(world, mu, *, tol: float = _TOL) -> SupportRank:
     """Rank and σ_min of B_S (|S|, V), S = supp(μ): full row rank |S| is the prompt-tuning condition."""
     tol = check_positive("tol", tol)
-    B = _chain64(world)[2]
-    S = np.flatnonzero(_check_mu(mu, B.shape[0]))
-    rank, _, smin, _ = _row_spectrum(B[S], tol)
-    return SupportRank(tuple(int(h) for h in S), rank, smin, rank == len(S))
+    B = chain64(world)[2]
+    S = np.flatnonzero(check_task_vector(mu, B.shape[0]))
+    rank, s, smin, _ = _row_spectrum(B[S], tol)
+    return SupportRank(tuple(int(h) for h in S), rank, smin, rank == len(S), tol, _rank_margin(s, tol))
 
 
 # ---- 4: prompts ------------------------------------------------------------------------------------
@@ -304,25 +329,34 @@ def _states(mask) -> tuple:
     return tuple(int(h) for h in np.flatnonzero(mask))
 
 
-def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
-    """Can k prompt tokens make r vanish off S = supp(μ) and stay positive on S?  (Module docstring.)
-
-    Edges are A[g,h] > tol·max_h' A[g,h']; supp π likewise.  Forward reach R_1 = supp π,
-    R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k; backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1}
-    ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
-    tol, k = check_positive("tol", tol), prompting.check_prompt_length(k)
-    pi, A, _ = _chain64(world)
-    m = _check_mu(mu, len(pi))
-    S = m != 0
-    E = A > tol * A.max(1, keepdims=True)
+def prompt_graph(pi, A, support, k: int, delta: float) -> tuple:
+    """The graph part of :func:`prompt_feasibility` on float64 arrays π (K,), A (K, K), a bool mask
+    ``support`` (K,) of S, at soft-zero threshold δ: an entry is an edge when A[g,h] > δ·max_h' A[g,h']
+    (supp π likewise).  Returns (reach [R_1..R_k], gate G, allowed [W_1..W_k], uncovered), bool masks."""
+    S = support
+    E = A > delta * A.max(1, keepdims=True)
     gate = ~E[:, ~S].any(1)
-    reach = [pi > tol * pi.max()]
+    reach = [pi > delta * pi.max()]
     for _ in range(k - 1):
         reach.append(E[reach[-1]].any(0))
     allowed = [reach[-1] & gate]
     for j in range(k - 2, -1, -1):
         allowed.insert(0, reach[j] & E[:, allowed[0]].any(1))
-    uncovered = S & ~E[allowed[-1]].any(0)
+    return reach, gate, allowed, S & ~E[allowed[-1]].any(0)
+
+
+def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
+    """Can k prompt tokens make r vanish off S = supp(μ) and stay positive on S?  (Module docstring.)
+
+    Edges are A[g,h] > tol·max_h' A[g,h'] (``tol`` = δ ≥ 0; 0 keeps every positive entry); supp π
+    likewise.  Forward reach R_1 = supp π, R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k;
+    backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1} ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j
+    = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
+    tol, k = check_non_negative("tol", tol, finite=True), prompting.check_prompt_length(k)
+    pi, A, _ = chain64(world)
+    m = check_task_vector(mu, len(pi))
+    S = m != 0
+    reach, gate, allowed, uncovered = prompt_graph(pi, A, S, k, tol)
     U = np.stack(allowed).astype(np.float64)
     if not gate.any():
         reason = ("no hidden state transitions only into supp(μ): every g has A[g, h] > tol for some h ∉ S, "
@@ -343,15 +377,15 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
         r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
     return PromptFeasibility(bool(allowed[-1].any() and not uncovered.any()), k, _states(S), _states(gate),
                              tuple(_states(R) for R in reach), tuple(_states(W) for W in allowed),
-                             _states(uncovered), r, margin, off, U, reason)
+                             _states(uncovered), r, margin, off, U, reason, tol)
 
 
 def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
     """The head on prompted masked outputs, b = B_S⁺(μ_S ⊘ r_S) (V,): B_S b = μ_S ⊘ r_S when B_S has
     full row rank, which undoes the prompt's reweighting on S (module docstring)."""
     tol = check_positive("tol", tol)
-    _, _, B = _chain64(world)
-    m = _check_mu(mu, B.shape[0])
+    _, _, B = chain64(world)
+    m = check_task_vector(mu, B.shape[0])
     S = np.flatnonzero(m)
     r = _reweighting(world, U)[1][S]
     if not np.all(r > 0):
@@ -364,8 +398,8 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
     """Score bᵀBᵀP(H_0 | z, x) with prompt U (k, K) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens``; also
     the largest posterior mass the prompted posterior leaves off S."""
     margin = check_positive("margin", margin)
-    B = _chain64(world)[2]
-    m, b = _check_mu(mu, B.shape[0]), _check_head(b, B.shape[1])
+    B = chain64(world)[2]
+    m, b = check_task_vector(mu, B.shape[0]), _check_head(b, B.shape[1])
     p, q = state_posterior0(world, tokens), _posterior(world, tokens, U)
     return replace(_verify(m, p, q, B, b, margin), max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
 
@@ -383,7 +417,8 @@ def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
     ranks = np.array([s[0] for s in spectra])
     full = ranks == E.shape[0]
     return MemoryRank(E.shape[0], ranks, np.array([s[2] for s in spectra]), np.array([s[3] for s in spectra]),
-                      full, bool(full.any()), bool(full.all()))
+                      full, bool(full.any()), bool(full.all()), tol,
+                      np.array([_rank_margin(s[1], tol) for s in spectra]))
 
 
 # ---- 6: failure certificates ------------------------------------------------------------------------
@@ -397,7 +432,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     Distances are computed between the two label classes in blocks (n up to a few thousand); the
     ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
-    B = _chain64(world)[2]
+    B = chain64(world)[2]
     p = state_posterior0(world, tokens)
     n = len(p)
     lab = np.asarray(mu_or_labels)
@@ -406,7 +441,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
             raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
         y = lab
     else:
-        y = p @ _check_mu(mu_or_labels, B.shape[0]) >= 0
+        y = p @ check_task_vector(mu_or_labels, B.shape[0]) >= 0
     if isinstance(features, str) and features == "masked":
         F = p @ B
     elif callable(features):
@@ -452,12 +487,13 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
     prompt_holds = prompt_cond and prompt_check.holds
     consistent = head_holds == head.realisable and prompt_holds == prompt_cond
     return HeadPromptConditions(emission, head, head_check, support, prompt, b_prompt, prompt_check,
-                                certificate, head_holds, prompt_holds, consistent)
+                                certificate, head_holds, prompt_holds, consistent,
+                                not (head.realisable or prompt_cond))
 
 
 __all__ = [
     "EmissionRank", "HeadRealisability", "Verification", "SupportRank", "PromptFeasibility", "MemoryRank",
     "FailureCertificate", "HeadPromptConditions", "state_posterior0", "emission_rank", "head_realisability", "verify_head",
-    "support_rank", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
+    "chain64", "check_task_vector", "support_rank", "prompt_graph", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
     "check_head_prompt_conditions",
 ]

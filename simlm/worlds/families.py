@@ -74,6 +74,38 @@ def permutation_mixture(rng, K, V, *, start_temp=10.0, transition_temp=0.01, emi
     return initial, transition, emission
 
 
+def sparse(rng, K, V, *, out_degree=2, initial_support=None, transition_concentration=1.0,
+           emission_concentration=1.0, emission_support=None):
+    """Worlds with exact zeros in their transitions, for which Wei, Xie & Ma's prompt condition can hold
+    exactly (it needs states g with A[g, h] = 0 for every h off a task's support).
+
+    Each row of A is supported on ``out_degree`` states drawn uniformly without replacement (weights
+    ~ Dir(a_A·1) on them, exact zeros elsewhere); π is uniform on ``initial_support`` random states (all
+    K by default); each row of B ~ Dir(a_B·1) over ``emission_support`` random symbols (all V by
+    default).  ``out_degree`` and the supports are clipped to K (V)."""
+    d = min(check_positive_int("out_degree", out_degree), K)
+    n_pi = K if initial_support is None else min(check_positive_int("initial_support", initial_support), K)
+    n_b = V if emission_support is None else min(check_positive_int("emission_support", emission_support), V)
+    a_A = _positive("transition_concentration", transition_concentration)
+    a_B = _positive("emission_concentration", emission_concentration)
+    check_request("n_states, n_symbols", [(K * K + K * V + K, 2 * _F64)],
+                   f"a random sparse HMM, {K} states × {V} symbols, in float64")
+    initial = np.zeros(K)
+    initial[rng.choice(K, n_pi, replace=False)] = 1.0 / n_pi
+    transition, emission = np.zeros((K, K)), np.zeros((K, V))
+    for g in range(K):
+        transition[g, rng.choice(K, d, replace=False)] = _dirichlet(rng, d, a_A)
+        emission[g, rng.choice(V, n_b, replace=False)] = _dirichlet(rng, n_b, a_B)
+    return initial, transition, emission
+
+
+def _dirichlet(rng, n: int, a: float) -> np.ndarray:
+    """A Dir(a·1) draw whose entries are all positive (small ``a`` can underflow an entry to 0, which
+    would silently shrink the support the caller asked for): zeros are lifted to the smallest normal."""
+    w = np.maximum(rng.dirichlet(np.full(n, a)), np.finfo(np.float64).tiny)
+    return w / w.sum()
+
+
 def check_permutation_mixture(name: str, K: int, V: int, P: int) -> None:
     """Refuse a permutation mixture that cannot fit: it stacks P permutation matrices (P, K, K) in float64
     (each built from a K × K identity, a Python object apiece) before mixing them."""
@@ -125,7 +157,7 @@ def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_
     return initial, transition, emission
 
 
-FAMILIES = {"dirichlet": dirichlet, "permutation-mixture": permutation_mixture, "ginc": ginc}
+FAMILIES = {"dirichlet": dirichlet, "permutation-mixture": permutation_mixture, "ginc": ginc, "sparse": sparse}
 
 
 def random_parameters(seed_rng, n_states, n_symbols, family, options):

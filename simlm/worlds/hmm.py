@@ -223,7 +223,10 @@ class HMM(ChainInference, WorldBase):
         - ``"permutation-mixture"`` — Wei, Xie & Ma's family (``start_temp=10``,
           ``transition_temp=0.01``, ``emission_temp=0.01``);
         - ``"ginc"`` — (concept, entity, property) states, ``kron(entity_T, property_T)`` per concept,
-          a deterministic emission table shared by concepts (``n_concepts``, ``n_entities``, …).
+          a deterministic emission table shared by concepts (``n_concepts``, ``n_entities``, …);
+        - ``"sparse"`` — exact zeros in the transitions: each row of A on ``out_degree=2`` random states
+          (``initial_support``, ``emission_support``, ``*_concentration``), where Wei, Xie & Ma's prompt
+          condition can hold exactly.
         """
         rng = as_rng(seed)
         params = random_parameters(rng, n_states, n_symbols, family, options)

@@ -31,7 +31,7 @@ from simlm.worlds import hmm_core as core
 from simlm.checks import as_key, as_rng, check_positive_int
 from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_number,
                                check_probabilities, check_request)
-from simlm.worlds.families import check_permutation_mixture, permutation_mixture, tempered
+from simlm.worlds.families import check_permutation_mixture, permutation_mixture, sparse, tempered
 
 
 def memory_configurations(n_cells: int, n_values: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def _sample(cum_prior, cum_initial, cum_transition, cum_emission, key, n, T):
 
 
 _RANDOM_OPTIONS = dict(prior_concentration=None, start_temp=10.0, transition_temp=0.01, emission_temp=0.01,
-                       n_permutations=None)
+                       n_permutations=None, family="permutation-mixture", out_degree=2)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -203,7 +203,10 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         - ``start_temp=10``, ``transition_temp=0.01``, ``n_permutations=None`` — π and A over the N·Q
           states (s, q) from Wei, Xie & Ma's permutation-mixture family
           (:func:`simlm.worlds.families.permutation_mixture`);
-        - ``emission_temp=0.01`` — emission[m, q] = softmax((U − ½)/emission_temp), U ~ Unif(0,1)^V.
+        - ``emission_temp=0.01`` — emission[m, q] = softmax((U − ½)/emission_temp), U ~ Unif(0,1)^V;
+        - ``family="permutation-mixture"`` — or ``"sparse"``: π and A over the N·Q states from
+          :func:`simlm.worlds.families.sparse` (each row of A on ``out_degree=2`` states, exact zeros
+          elsewhere; the temperatures of π and A are then unused).
         """
         unknown = sorted(set(options) - set(_RANDOM_OPTIONS))
         if unknown:
@@ -223,9 +226,14 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             prior = np.full((N, M), 1.0 / M)
         else:
             prior = rng.dirichlet(np.full(M, a), size=N)
-        initial, transition, _ = permutation_mixture(rng, N * Q, 1, start_temp=opt["start_temp"],
-                                                     transition_temp=opt["transition_temp"],
-                                                     n_permutations=opt["n_permutations"])
+        if opt["family"] == "sparse":
+            initial, transition, _ = sparse(rng, N * Q, 1, out_degree=opt["out_degree"])
+        elif opt["family"] == "permutation-mixture":
+            initial, transition, _ = permutation_mixture(rng, N * Q, 1, start_temp=opt["start_temp"],
+                                                         transition_temp=opt["transition_temp"],
+                                                         n_permutations=opt["n_permutations"])
+        else:
+            raise ConfigError(f"family: expected 'permutation-mixture' or 'sparse', got {opt['family']!r}")
         emission = tempered(rng.uniform(size=(M, Q, V)), t_B)
         return cls(prior, initial, transition, emission)
 
