@@ -59,8 +59,15 @@ def test_accuracies_are_fractions_and_conditions_are_present(quick, experiment):
         assert r["emission_rank"] <= min(r["n_states"], r["n_symbols"]) and r["emission_sigma_min"] >= 0
         if r["kind"] == "hmm":
             assert r["head_residual"] >= 0 and isinstance(r["prompt_feasible"], bool)
+            assert r["head_realisable"] == (r["head_margin"] >= 0)  # margins: > 0 exactly where they hold
+            assert (r["emission_rank"] == r["n_states"]) == (r["emission_margin"] > 0)
+            assert r["prompt_exact"] == (r["prompt_delta_min"] == 0)
         else:
             assert r["memory_sigma_min"] >= 0 and len(r["memory_ranks"]) == hp.QUICK.get("n_syntactic", 4)
+            assert r["memory_all_full_rank"] == (r["memory_margin"] > 0) and r["n_cells"] == 1
+        assert 0 <= r["share_without_margin"] <= 1 and 0 <= r["n_with_margin"] <= hp.QUICK["n_test"]
+        if r["n_with_margin"]:  # the accuracy on the inputs whose label has a margin
+            assert 0 <= r["accuracy_with_margin"] <= 1
         assert r["lm"] == _source(r["level"])
         if r["lm"] == "trained":
             assert r["epsilon"] > 0 and r["epsilon_readout"] > 0 and r["train_step"] is not None
@@ -117,6 +124,22 @@ def test_rerun_skips_every_finished_cell(quick, experiment):
     assert again["new_cells"] == 0
     assert again["skipped_cells"] == runs[experiment]["new_cells"] + runs[experiment]["skipped_cells"]
     assert again["records"] == runs[experiment]["records"]
+
+
+def test_experiment2_builds_worlds_with_more_memory_cells():
+    """Experiment 2 with N = 1, 2 memory cells: one world per (N, M), the vanilla twin only once per M, the
+    memory conditions and the label margins of a cell-0 task on the N = 2 world."""
+    config = hp.Config(**{**hp.QUICK, "n_cells": (1, 2)}, trained=False, analytic=None)
+    specs = hp.worlds("experiment2", config)
+    assert [s["world"] for s in specs] == ["memory-M2", "vanilla-K8", "memory-N2-M2"]
+    world = specs[-1]["make"]()
+    assert world.n_cells == 2 and world.n_joint_states == 2**2 * 2 * 4
+    task = hp.make_memory_task(world, 0)
+    cond = hp.conditions(world, "memory", task, config)
+    assert cond["n_cells"] == 2 and cond["memory_all_full_rank"] == (cond["memory_margin"] > 0)
+    x = np.asarray(world.sample(1, 32, 8))
+    margins = hp.held_out_margins(world, task, x)
+    assert margins.margins.shape == (32,) and 0 <= margins.share_without_margin <= 1
 
 
 def test_store_drops_a_torn_last_line(tmp_path):

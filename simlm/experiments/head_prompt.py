@@ -94,6 +94,7 @@ from simlm.experiments.store import CellStore, claim, release, results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
+from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, MemoryHMM
@@ -121,6 +122,7 @@ class Config:
     n_states: tuple = (4, 8, 10, 12, 15, 25, 30)
     n_syntactic: int = 4
     n_slots: tuple = (2, 3, 5, 7)
+    n_cells: tuple = (1,)
     temperature: float = 0.01
     world_seed: int = 0
     seeds: tuple = (0, 1, 2)
@@ -166,6 +168,7 @@ class Config:
         # tasks need two hidden values to label; seed s also seeds 1000 s + 3, which must stay below 2**63
         for name, check in (("n_states", lambda v: check_positive_int("n_states", v, minimum=2)),
                             ("n_slots", lambda v: check_positive_int("n_slots", v, minimum=2)),
+                            ("n_cells", lambda v: check_positive_int("n_cells", v, minimum=1)),
                             ("seeds", _seed), ("targets", lambda v: check_positive("targets", v))):
             value = getattr(self, name)
             values = tuple(check(v) for v in (value if isinstance(value, (list, tuple, np.ndarray)) else (value,)))
@@ -199,14 +202,20 @@ def worlds(experiment: str, config: Config) -> list[dict]:
         return lambda: HMM.random(ws, K, V, family="permutation-mixture", transition_temp=t, emission_temp=t)
 
     if experiment == "experiment1":
-        return [dict(world=f"hmm-K{K}", kind="hmm", n_states=K, n_slots=None, make=hmm(K)) for K in config.n_states]
+        return [dict(world=f"hmm-K{K}", kind="hmm", n_states=K, n_slots=None, n_cells=None, make=hmm(K))
+                for K in config.n_states]
     if experiment != "experiment2":
         raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
     Q, out = config.n_syntactic, []
-    for M in config.n_slots:
-        out.append(dict(world=f"memory-M{M}", kind="memory", n_states=M * Q, n_slots=M,
-                        make=lambda M=M: MemoryHMM.random(ws, 1, M, Q, V, transition_temp=t, emission_temp=t)))
-        out.append(dict(world=f"vanilla-K{M * Q}", kind="hmm", n_states=M * Q, n_slots=M, make=hmm(M * Q)))
+    for N in config.n_cells:  # N = 1 first: its worlds keep their names (memory-M<M>, vanilla-K<MQ>)
+        for M in config.n_slots:
+            name = f"memory-M{M}" if N == 1 else f"memory-N{N}-M{M}"
+            out.append(dict(world=name, kind="memory", n_states=M * Q, n_slots=M, n_cells=N,
+                            make=lambda M=M, N=N: MemoryHMM.random(ws, N, M, Q, V, transition_temp=t,
+                                                                   emission_temp=t)))
+            if N == 1:  # the vanilla HMM with the same M·Q emission rows, once per M
+                out.append(dict(world=f"vanilla-K{M * Q}", kind="hmm", n_states=M * Q, n_slots=M, n_cells=None,
+                                make=hmm(M * Q)))
     return out
 
 
@@ -218,24 +227,38 @@ def task_context(world, kind: str, seed: int, config: Config) -> dict:
     x_te, y_te = sample_task_data(world, task, 1000 * seed + 2, config.n_test, T)
     ceiling, ceiling_se = bayes_ceiling(world, task, x_te, Tv, n_continuations=config.n_continuations,
                                         key=1000 * seed + 3)
+    margins = held_out_margins(world, task, x_te)
     shared = {"bayes_ceiling": ceiling, "bayes_ceiling_se": ceiling_se,
-              "majority": float(max(np.mean(y_te), 1 - np.mean(y_te))), **conditions(world, kind, task, config)}
-    return {"task": task, "train": (x_tr[:, :Tv], y_tr), "test": (x_te[:, :Tv], y_te), "shared": shared}
+              "majority": float(max(np.mean(y_te), 1 - np.mean(y_te))),
+              "share_without_margin": margins.share_without_margin, **conditions(world, kind, task, config)}
+    return {"task": task, "train": (x_tr[:, :Tv], y_tr), "test": (x_te[:, :Tv], y_te), "shared": shared,
+            "margins": margins}
+
+
+def held_out_margins(world, task, tokens_full):
+    """The label margins of the test inputs x_1:T (:func:`~simlm.theory.head_prompt_margins.label_margins`):
+    |μᵀP(H_0 | x_1:T)| for a posterior task, the gap between the two class scores of a memory task."""
+    weights = task.mu if task.mu is not None else task.label_matrix
+    return label_margins(weights, task.posteriors(world, tokens_full))
 
 
 def conditions(world, kind: str, task, config: Config) -> dict:
     """Wei et al.'s conditions as numbers (:mod:`simlm.theory.head_prompt`)."""
     er = emission_rank(world)
-    out = {"emission_rank": er.rank, "emission_sigma_min": er.sigma_min, "emission_condition": er.condition_number}
+    out = {"emission_rank": er.rank, "emission_sigma_min": er.sigma_min, "emission_condition": er.condition_number,
+           "emission_margin": er.margin, "condition_tol": er.tol}
     if kind == "memory":
         mr = memory_rank(world)
         return {**out, "memory_ranks": mr.ranks.tolist(), "memory_sigma_min": float(mr.sigma_min.min()),
-                "memory_all_full_rank": mr.all_full_rank}
+                "memory_all_full_rank": mr.all_full_rank, "memory_margin": float(mr.margins.min()),
+                "n_cells": world.n_cells}
     hr, sr = head_realisability(world, task.mu), support_rank(world, task.mu)
     pf = prompt_feasibility(world, task.mu, k=config.prompt_length)
-    return {**out, "head_residual": hr.residual, "head_realisable": hr.realisable, "support_size": len(sr.support),
-            "support_full_rank": sr.full_row_rank, "support_sigma_min": sr.sigma_min,
-            "prompt_feasible": pf.feasible, "prompt_margin": pf.margin}
+    fr = feasibility_range(world, task.mu, k=config.prompt_length)
+    return {**out, "head_residual": hr.residual, "head_realisable": hr.realisable, "head_margin": hr.margin,
+            "support_size": len(sr.support), "support_full_rank": sr.full_row_rank, "support_sigma_min": sr.sigma_min,
+            "support_margin": sr.margin, "prompt_feasible": pf.feasible, "prompt_margin": pf.margin,
+            "prompt_exact": fr.exact, "prompt_delta_min": fr.delta_min, "prompt_delta_max": fr.delta_max}
 
 
 # ---- the predictors ------------------------------------------------------------------------------
@@ -250,35 +273,41 @@ def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, sour
     (x_tr, y_tr), (x_te, y_te) = ctx["train"], ctx["test"]
     out = []
 
-    def add(method, train_acc, test_acc):
-        out.append({"method": method, "train_accuracy": float(train_acc), "test_accuracy": float(test_acc)})
+    def add(method, train_acc, test_acc, test_pred=None):
+        row = {"method": method, "train_accuracy": float(train_acc), "test_accuracy": float(test_acc)}
+        if test_pred is not None and "margins" in ctx:  # the accuracy on inputs whose label has a margin
+            strat = margin_accuracy(test_pred, y_te, ctx["margins"])
+            row.update(accuracy_with_margin=strat.accuracy_with_margin, n_with_margin=strat.n_with_margin)
+        out.append(row)
 
     if kind == "memory":
         f_tr, f_te = attention_features(lm, x_tr), attention_features(lm, x_te)
         head = fit_attention_head(f_tr, y_tr, steps=config.attention_steps, seed=seed)
-        add("attention_head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
+        add("attention_head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te), head.predict(f_te))
         k = config.prompt_length
         if source == "oracle":
             p = fit_exact_attention_prompt(world, x_tr, y_tr, k=k, steps=config.attention_steps, seed=seed,
                                            test=(x_te, y_te))
-            add("attention_prompt", p.train_accuracy, p.test_accuracy)
+            add("attention_prompt", p.train_accuracy, p.test_accuracy, p.predict(world, x_te))
         elif source == "trained":
             p = fit_transformer_attention_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps,
                                                  batch_size=config.memory_prompt_batch, seed=seed, test=(x_te, y_te))
-            add("attention_prompt", p.train_accuracy, p.test_accuracy)
+            add("attention_prompt", p.train_accuracy, p.test_accuracy, p.predict(lm, x_te))
         if source != "oracle":
             return out
     f_tr, f_te = task_features(lm, x_tr, "prepended"), task_features(lm, x_te, "prepended")
     head = fit_linear_head(f_tr, y_tr, seed=seed)
-    add("head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te))
+    add("head", head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te), head.predict(f_te))
     if kind == "hmm" and source != "analytic":
         k = config.prompt_length
         if source == "oracle":
             p = fit_exact_prompt(world, x_tr, y_tr, k=k, steps=config.exact_prompt_steps, seed=seed, test=(x_te, y_te))
+            pred = p.predict(world, x_te)
         else:
             p = fit_transformer_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps, seed=seed,
                                        test=(x_te, y_te))
-        add("prompt", p.train_accuracy, p.test_accuracy)
+            pred = p.predict(lm, x_te)
+        add("prompt", p.train_accuracy, p.test_accuracy, pred)
     return out
 
 

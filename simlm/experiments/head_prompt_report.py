@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 
-GROUP = ("world", "kind", "n_states", "n_slots", "method", "lm", "level")
+GROUP = ("world", "kind", "n_states", "n_slots", "n_cells", "method", "lm", "level")
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -17,14 +17,16 @@ def summarise(records: list[dict]) -> list[dict]:
     ceiling, and the conditions (means over the seeds' tasks)."""
     groups = {}
     for r in records:
-        groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
+        groups.setdefault(tuple(r.get(k) for k in GROUP), []).append(r)
     rows = []
     for key, g in groups.items():
         acc = np.array([r["test_accuracy"] for r in g])
         row = {**dict(zip(GROUP, key)), "n_seeds": len(g), "accuracy": float(acc.mean()),
                "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0}
         for k in ("epsilon", "epsilon_readout", "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min",
-                  "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min"):
+                  "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min", "share_without_margin",
+                  "accuracy_with_margin", "emission_margin", "head_margin", "support_margin", "prompt_exact",
+                  "prompt_delta_min", "memory_margin"):
             vals = [float(r[k]) for r in g if r.get(k) is not None]
             row[k] = float(np.mean(vals)) if vals else None
         rows.append(row)
@@ -48,10 +50,11 @@ def table(summary: list[dict]) -> str:
     """The summary as a fixed-width text table (``-`` where a number does not apply)."""
     cols = [("world", "world", 12, "s"), ("|H|", "n_states", 3, "d"), ("method", "method", 14, "s"),
             ("lm", "lm", 8, "s"), ("level", "level", 9, "s"), ("ε", "epsilon", 7, ".3g"), ("ε read", "epsilon_readout", 7, ".3g"),
-            ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("ceil", "bayes_ceiling", 5, ".3f"),
+            ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("acc|m", "accuracy_with_margin", 6, ".3f"),
+            ("no m", "share_without_margin", 5, ".3f"), ("ceil", "bayes_ceiling", 5, ".3f"),
             ("major", "majority", 5, ".3f"), ("rank", "emission_rank", 4, ".0f"),
             ("σmin", "emission_sigma_min", 8, ".2g"), ("resid", "head_residual", 6, ".3f"),
-            ("feas", "prompt_feasible", 4, ".2f")]
+            ("feas", "prompt_feasible", 4, ".2f"), ("δmin", "prompt_delta_min", 7, ".2g")]
     align = lambda f: "<" if f == "s" else ">"
     head = " ".join(f"{h:{align(f)}{w}}" for h, _, w, f in cols)
     lines = [head, "-" * len(head)]
@@ -100,8 +103,13 @@ def plot(payload: dict, path: Path) -> Path:
         c.set(title="conditions (mean over tasks)", xlabel="|H|")
         first = oracle
     else:
-        sel = lambda w, m, lv: lambda r: r["kind"] == w and r["method"] == m and r["level"] == lv
+        sel = lambda w, m, lv, n=(None, 1): lambda r: (r["kind"] == w and r["method"] == m and r["level"] == lv
+                                                      and r.get("n_cells") in n)
+        more = sorted({r.get("n_cells") for r in summary if (r.get("n_cells") or 1) > 1})
         for ax, lv in ((a, "oracle"), (b, "final")):
+            for j, N in enumerate(more):  # memory worlds with N > 1 cells, beside the one-cell curves
+                _curve(ax, summary, sel("memory", "attention_head", lv, (N,)), f"memory N={N}: attention head",
+                       color=f"C{6 + j}", marker="D")
             _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
             _curve(ax, summary, sel("memory", "attention_prompt", lv), "memory: attention prompt", color="C3",
                    marker="^", ls="--")

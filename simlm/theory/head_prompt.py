@@ -329,14 +329,19 @@ def _states(mask) -> tuple:
     return tuple(int(h) for h in np.flatnonzero(mask))
 
 
+def relative_entries(a) -> np.ndarray:
+    """Each entry of a law π (K,) or of each row of A (K, K) over the row's largest entry."""
+    return a / a.max(-1, keepdims=True)
+
+
 def prompt_graph(pi, A, support, k: int, delta: float) -> tuple:
     """The graph part of :func:`prompt_feasibility` on float64 arrays π (K,), A (K, K), a bool mask
     ``support`` (K,) of S, at soft-zero threshold δ: an entry is an edge when A[g,h] > δ·max_h' A[g,h']
     (supp π likewise).  Returns (reach [R_1..R_k], gate G, allowed [W_1..W_k], uncovered), bool masks."""
     S = support
-    E = A > delta * A.max(1, keepdims=True)
+    E = relative_entries(A) > delta  # the same relative entries as the δ scan, so both agree at every δ
     gate = ~E[:, ~S].any(1)
-    reach = [pi > delta * pi.max()]
+    reach = [relative_entries(pi) > delta]
     for _ in range(k - 1):
         reach.append(E[reach[-1]].any(0))
     allowed = [reach[-1] & gate]
@@ -348,7 +353,7 @@ def prompt_graph(pi, A, support, k: int, delta: float) -> tuple:
 def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
     """Can k prompt tokens make r vanish off S = supp(μ) and stay positive on S?  (Module docstring.)
 
-    Edges are A[g,h] > tol·max_h' A[g,h'] (``tol`` = δ ≥ 0; 0 keeps every positive entry); supp π
+    Edges are A[g,h] > tol·max_h' A[g,h'] (``tol`` = δ ≥ 0; 0 keeps every positive entry; compared as A[g,h]/max_h' A[g,h'] > δ); supp π
     likewise.  Forward reach R_1 = supp π, R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k;
     backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1} ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j
     = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
@@ -494,6 +499,6 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
 __all__ = [
     "EmissionRank", "HeadRealisability", "Verification", "SupportRank", "PromptFeasibility", "MemoryRank",
     "FailureCertificate", "HeadPromptConditions", "state_posterior0", "emission_rank", "head_realisability", "verify_head",
-    "chain64", "check_task_vector", "support_rank", "prompt_graph", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
+    "chain64", "check_task_vector", "relative_entries", "support_rank", "prompt_graph", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
     "check_head_prompt_conditions",
 ]

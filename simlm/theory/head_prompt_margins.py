@@ -26,7 +26,7 @@ import numpy as np
 
 from simlm.checks import check_positive, check_real_array
 from simlm.errors import ShapeError
-from simlm.theory.head_prompt import check_task_vector, chain64, prompt_graph
+from simlm.theory.head_prompt import chain64, check_task_vector, prompt_graph, relative_entries
 from simlm.worlds import prompting
 
 #: inputs with label margin below this × the task's scale count as having no margin.
@@ -55,7 +55,7 @@ def feasibility_range(world, mu, *, k: int = 1) -> FeasibilityRange:
     k = prompting.check_prompt_length(k)
     pi, A, _ = chain64(world)
     S = check_task_vector(mu, len(pi)) != 0
-    rel = np.concatenate([(A / A.max(1, keepdims=True)).ravel(), pi / pi.max()])
+    rel = np.concatenate([relative_entries(A).ravel(), relative_entries(pi)])
     cuts = np.unique(np.concatenate([[0.0], rel[(rel > 0) & (rel < 1)]]))  # δ at which the graph changes
     ok = np.array([_holds(*prompt_graph(pi, A, S, k, d)) for d in cuts])
     ends = np.append(cuts[1:], 1.0)
