@@ -21,7 +21,8 @@ from simlm.downstream import fit_linear_head, make_posterior_task, sample_task_d
 from simlm.experiments.registry import register, row
 from simlm.metrics import divergence_report, exact_prepended_epsilon
 from simlm.models import WorldLM
-from simlm.theory.head_prompt import emission_rank
+from simlm.theory.head_prompt import emission_rank, head_realisability
+from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.theory.natural_tasks import check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
@@ -87,22 +88,32 @@ def head_tuning_check(cell) -> list:
     """Task y = 1[μᵀP(H_0 | x) ≥ 0] (sparse μ from ``task_seed``); a linear head is fitted on the LM's law at
     a mask prepended before x and on the exact law, and both are scored on fresh inputs.  The paper's
     non-degeneracy condition — rank B = |H| makes every task linearly readable from the exact law — is the
-    row ``rank_deficit`` = |H| − rank B with bound 0 (holds iff rank B = |H|), in the oracle's cell."""
+    row ``rank_deficit`` = |H| − rank B with bound 0 (holds iff rank B = |H|), in the oracle's cell, with the
+    condition's margin σ_min/σ_max − tol, the head realisability residual of this μ and the soft-zero range of
+    the prompt condition (:mod:`simlm.theory.head_prompt_margins`).  Accuracies carry ``share_without_margin``
+    (test labels with |μᵀP| < 1e-6·max|μ|: decided by leftover mass) and ``accuracy_with_margin``."""
     o, world = cell.options, cell.world
     task = make_posterior_task(world, int(o["task_seed"]))
     train = sample_task_data(world, task, 2 * cell.seed + 1, int(o["n_train"]), int(o["length"]))
     test = sample_task_data(world, task, 2 * cell.seed + 2, int(o["n_test"]), int(o["length"]))
 
-    def accuracy(lm):
+    margins = label_margins(task.mu, task.posteriors(world, test[0]))
+
+    def accuracy(lm) -> dict:
         head = fit_linear_head(task_features(lm, train[0], task), train[1])
-        return head.accuracy(task_features(lm, test[0], task), test[1])
+        strat = margin_accuracy(head.predict(task_features(lm, test[0], task)), test[1], margins)
+        return dict(measured=strat.accuracy, accuracy_with_margin=strat.accuracy_with_margin,
+                    share_without_margin=strat.share_without_margin)
 
     majority = float(max(np.mean(test[1]), 1 - np.mean(test[1])))
-    rows = [row("head_accuracy", accuracy(cell.lm), majority=majority)]
+    rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority)]
     if cell.lm_spec["source"] != "oracle":
-        return rows + [row("oracle_head_accuracy", accuracy(WorldLM(world)), majority=majority)]
+        return rows + [row("oracle_head_accuracy", **accuracy(WorldLM(world)), majority=majority)]
     rank = emission_rank(world)  # a property of the world: reported once, in the oracle's cell
-    return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min)]
+    fr = feasibility_range(world, task.mu)
+    return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min,
+                       rank_margin=rank.margin, tol=rank.tol, head_residual=head_realisability(world, task.mu).residual,
+                       prompt_exact=fr.exact, prompt_delta_min=fr.delta_min, prompt_delta_max=fr.delta_max)]
 
 
 def _head_prompt_applies(world_spec, lm_spec) -> str:
@@ -130,16 +141,18 @@ def head_prompt_check(cell) -> list:
     """The predictors of :func:`simlm.experiments.head_prompt.evaluate` on this LM — heads for every LM,
     prompts for the oracle (exact) and masked transformers (continuous prefix) — each a row with its test
     accuracy, beside the Bayes ceiling of the test inputs (E[max_y P(y | x_1:T')], an upward-biased
-    estimate) and the majority rate as columns.  No bound: the paper's statements are the conditions,
-    reported by ``wei/head-tuning``."""
+    estimate), the majority rate and the label-margin strata (``share_without_margin``: test labels within
+    1e-6 of the decision boundary; ``accuracy_with_margin``) as columns.  No bound: the paper's statements
+    are the conditions, reported by ``wei/head-tuning``."""
     from simlm.experiments import head_prompt as hp
 
     config = hp.Config(**cell.options, trained=False, analytic=None)
     kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
     ctx = hp.task_context(cell.world, kind, cell.seed, config)
     source = cell.lm_spec["source"]
-    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority")}
-    return [row(f"{r['method']}:test_accuracy", r["test_accuracy"], train_accuracy=r["train_accuracy"], **shared)
+    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority", "share_without_margin")}
+    return [row(f"{r['method']}:test_accuracy", r["test_accuracy"], train_accuracy=r["train_accuracy"],
+                accuracy_with_margin=r.get("accuracy_with_margin"), **shared)
             for r in hp.evaluate(cell.lm, cell.world, kind, ctx, cell.seed, config, source=source)]
 
 
