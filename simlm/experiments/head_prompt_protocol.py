@@ -1,0 +1,162 @@
+"""Wei, Xie & Ma's experiment-1 protocol next to simlm's, with exact features: which factor makes the oracle
+head fall at small |H|?
+
+The authors' code (github.com/sangmichaelxie/pretraining_analysis, ``scripts/exp1_local_runner.sh``,
+``src/generate_data.py``, ``src/run_finetune_seed.sh``) uses, per |H| ∈ {4, 8, 10, 12, 15, 25, 30} and
+|X| = 10: 20 worlds (one per seed 1..20, permutation mixture at transition and emission temperature 0.01,
+start temperature 10); a task L (2, |H|) with 6 of its 2|H| slots drawn with replacement set to N(0, 1),
+so μ = L_1 − L_0 has at most 6 nonzero states; labels argmax(L · A P(H_1 | x_1:128)) — note A P(H_1 | x), a
+transition applied to the first state's posterior, not the Bayes posterior P(H_0 | x) ∝ π ∘ β_0; 5000
+training and 1000 test sequences of 128 tokens; the model reads [MASK] x truncated to 80 tokens, i.e.
+x_1:79 (with the 20-token prompt, [SEP]×20 [MASK] x_1:59).  simlm's experiment 1 uses one world per |H|,
+3 tasks with μ on max(2, |H|/2) draws, labels 1[μᵀP(H_0 | x_1:24) ≥ 0], features on x_1:16, 512 + 512
+sequences.
+
+:func:`oracle_head` measures the exact-feature (ε = 0) linear head under a :class:`Protocol`;
+:func:`factor_study` moves one factor at a time from simlm's protocol to the authors' and runs the full
+authors' protocol, so the oracle curves of both protocols sit side by side.  Trained features and the
+prompt form are not varied here (what remains is stated in docs/head_prompt.md).
+
+    python -m simlm.experiments.head_prompt_protocol [--quick]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import numpy as np
+
+from simlm.checks import check_positive_int
+from simlm.downstream import fit_linear_head, make_posterior_task
+from simlm.errors import ConfigError
+from simlm.theory.head_prompt_margins import label_margins, margin_accuracy
+from simlm.worlds import HMM
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """One way to run experiment 1 with exact features.  ``label``: "bayes" (P(H_0 | x_1:T)) or "authors"
+    (A P(H_1 | x_1:T)); ``nnz``: the number of N(0, 1) draws of μ (None: simlm's max(2, |H|/2))."""
+    name: str = "simlm"
+    worlds_per_size: int = 1
+    tasks_per_world: int = 3
+    nnz: int | None = None
+    label: str = "bayes"
+    label_length: int = 24
+    visible_length: int = 16
+    n_train: int = 512
+    n_test: int = 512
+
+    def __post_init__(self):
+        for f in ("worlds_per_size", "tasks_per_world", "label_length", "visible_length", "n_train", "n_test"):
+            check_positive_int(f, getattr(self, f))
+        if self.nnz is not None:
+            check_positive_int("nnz", self.nnz)
+        if self.label not in ("bayes", "authors"):
+            raise ConfigError(f"label: expected 'bayes' or 'authors', got {self.label!r}")
+        if self.visible_length > self.label_length:
+            raise ConfigError(f"visible_length: expected ≤ label_length = {self.label_length}, got {self.visible_length}")
+
+
+SIMLM = Protocol()
+AUTHORS = Protocol("authors", worlds_per_size=20, tasks_per_world=1, nnz=6, label="authors", label_length=128,
+                   visible_length=79, n_train=5000, n_test=1000)
+#: one factor of the authors' protocol at a time, on simlm's.
+FACTORS = {"worlds": dict(worlds_per_size=20, tasks_per_world=1), "sparsity": dict(nnz=6),
+           "label": dict(label="authors"), "length": dict(label_length=128, visible_length=79),
+           "data": dict(n_train=5000, n_test=1000)}
+SIZES = (4, 8, 10, 12, 15, 25, 30)
+QUICK_SIZES = (8, 12)
+
+
+def world(K: int, seed: int, n_symbols: int = 10) -> HMM:
+    """The permutation-mixture world at temperature 0.01 (start temperature 10), as both protocols draw it."""
+    return HMM.random(seed, K, n_symbols, family="permutation-mixture", transition_temp=0.01, emission_temp=0.01)
+
+
+def oracle_head(hmm: HMM, task_seed: int, protocol: Protocol) -> dict:
+    """The exact-feature linear head of one task: features P(x_0 | x_1:T') (the ε = 0 masked law at a
+    prepended mask), labels from x_1:T under ``protocol.label``; test accuracy, its margin strata, majority."""
+    task = make_posterior_task(hmm, 1000 * task_seed, nnz=protocol.nnz)
+    n, T, Tv = protocol.n_train + protocol.n_test, protocol.label_length, protocol.visible_length
+    x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T + 1))[:, 1:]
+    if protocol.label == "bayes":
+        post = np.asarray(hmm.prepended_state_posterior(x), np.float64)
+    else:  # the authors' A · P(H_1 | x_1:T)
+        first = np.asarray(hmm.state_posterior(x)[:, 0], np.float64)
+        post = first @ np.asarray(hmm.transition, np.float64).T
+    y = (post @ task.mu >= 0).astype(np.int32)
+    feats = np.asarray(hmm.prepended_mask_probs(x[:, :Tv]))
+    tr, te = slice(0, protocol.n_train), slice(protocol.n_train, n)
+    head = fit_linear_head(feats[tr], y[tr], seed=task_seed)
+    strat = margin_accuracy(head.predict(feats[te]), y[te], label_margins(task.mu, post[te]))
+    return {"accuracy": strat.accuracy, "accuracy_with_margin": strat.accuracy_with_margin,
+            "share_without_margin": strat.share_without_margin, "majority": float(max(y[te].mean(), 1 - y[te].mean())),
+            "nnz": int(np.count_nonzero(task.mu))}
+
+
+def run_protocol(protocol: Protocol, sizes=SIZES) -> list[dict]:
+    """Records ``{protocol, n_states, world_seed, task_seed, accuracy, …}`` for every world and task."""
+    out = []
+    for K in sizes:
+        for w in range(protocol.worlds_per_size):
+            hmm = world(K, w if protocol.worlds_per_size == 1 else w + 1)  # the authors' seeds run 1..20
+            for s in range(protocol.tasks_per_world):
+                out.append({"protocol": protocol.name, "n_states": K, "world_seed": w, "task_seed": s,
+                            **oracle_head(hmm, s, protocol)})
+    return out
+
+
+def factor_study(sizes=SIZES, *, quick: bool = False, log=print) -> list[dict]:
+    """simlm's protocol, each factor of the authors' alone, and the authors' whole protocol (exact features)."""
+    shrink = dict(n_train=256, n_test=256) if quick else {}
+    protocols = [dataclasses.replace(SIMLM, **shrink)]
+    for name, change in FACTORS.items():
+        if quick and name == "worlds":
+            change = dict(change, worlds_per_size=3)
+        extra = {} if name == "data" else shrink
+        protocols.append(dataclasses.replace(SIMLM, name=f"simlm+{name}", **{**extra, **change}))
+    protocols.append(dataclasses.replace(AUTHORS, **(dict(worlds_per_size=3, **shrink) if quick else {})))
+    records = []
+    for p in protocols:
+        t0 = time.perf_counter()
+        rows = run_protocol(p, sizes)
+        records.extend(rows)
+        log(f"{p.name:16s} " + " ".join(f"|H|={K}: {_mean(rows, K):.3f}" for K in sizes)
+            + f" ({time.perf_counter() - t0:.0f} s)")
+    return records
+
+
+def _mean(rows, K, key="accuracy") -> float:
+    vals = [r[key] for r in rows if r["n_states"] == K and r[key] == r[key]]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """Mean accuracy (and its spread over worlds and tasks) per (protocol, |H|)."""
+    keys = sorted({(r["protocol"], r["n_states"]) for r in records}, key=lambda k: (k[0], k[1]))
+    out = []
+    for p, K in keys:
+        g = [r for r in records if r["protocol"] == p and r["n_states"] == K]
+        acc = np.array([r["accuracy"] for r in g])
+        out.append({"protocol": p, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
+                    "accuracy_min": float(acc.min()), "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0,
+                    "accuracy_with_margin": _mean(g, K, "accuracy_with_margin"),
+                    "share_without_margin": _mean(g, K, "share_without_margin"), "majority": _mean(g, K, "majority")})
+    return out
+
+
+def main(argv=None) -> int:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    records = factor_study(QUICK_SIZES if quick else SIZES, quick=quick)
+    for r in summary(records):
+        print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "
+              f"(min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
+              f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

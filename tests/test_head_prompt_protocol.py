@@ -1,0 +1,31 @@
+"""The authors' experiment-1 protocol next to simlm's, with exact features (simlm.experiments.head_prompt_protocol)."""
+
+import dataclasses
+
+import pytest
+
+from simlm.errors import ConfigError
+from simlm.experiments import head_prompt_protocol as hpp
+
+
+def test_the_authors_protocol_is_what_their_scripts_run():
+    a = hpp.AUTHORS
+    assert (a.worlds_per_size, a.nnz, a.label, a.label_length, a.visible_length, a.n_train, a.n_test) == \
+        (20, 6, "authors", 128, 79, 5000, 1000)
+    assert all(set(change) <= {f.name for f in dataclasses.fields(hpp.Protocol)} for change in hpp.FACTORS.values())
+
+
+def test_oracle_head_under_the_authors_label_reports_margin_strata():
+    tiny = dict(label_length=10, visible_length=6, n_train=64, n_test=64, tasks_per_world=1)
+    (r,) = hpp.run_protocol(hpp.Protocol(label="authors", nnz=6, **tiny), sizes=(4,))
+    assert 0.5 <= r["majority"] <= 1 and 0 <= r["accuracy"] <= 1 and 0 <= r["share_without_margin"] <= 1
+    assert r["nnz"] <= 6 and r["accuracy_with_margin"] >= 0.9  # |H| = 4 ≤ |X|: exact features suffice
+    (row,) = [s for s in hpp.summary([{**r, "protocol": "p"}]) if s["n_states"] == 4]
+    assert row["n"] == 1 and row["accuracy"] == r["accuracy"]
+
+
+@pytest.mark.parametrize("change, name", [({"label": "bayesian"}, "label"), ({"visible_length": 30}, "visible_length"),
+                                          ({"nnz": 0}, "nnz")])
+def test_bad_protocols_are_named(change, name):
+    with pytest.raises(ConfigError, match=f"^{name}"):
+        hpp.Protocol(**change)
