@@ -24,7 +24,11 @@ trainer's value when the rung was saved) and ``epsilon_readout``, the exact KL a
 reads, on the test inputs.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
 when T' = T: ``--full-input``), the majority-class rate, and Wei et al.'s conditions — emission rank and
 σ_min of B (head works for every μ iff rank B = |H|, so only while |H| ≤ |X|), the head realisability
-residual ‖BB⁺μ − μ‖/‖μ‖, the rank of B on supp μ and the prompt feasibility of the task.
+residual ‖BB⁺μ − μ‖/‖μ‖, the rank of B on supp μ and the prompt feasibility of the task, each with
+its margin to its tolerance, and the soft-zero range [δ_min, δ_max) of the prompt condition
+(:mod:`simlm.theory.head_prompt_margins`).  Every accuracy is also stratified by label margin:
+``share_without_margin`` (test labels with |μᵀP(H_0 | x_1:T)| < 1e-6·max|μ|, decided by leftover posterior
+mass) and ``accuracy_with_margin``, ``n_with_margin`` (the accuracy on the other inputs).
 
 Experiment 2 — memory.  4 syntactic states × M ∈ {2, 3, 5, 7} slot values: one memory cell whose value
 is drawn once per sequence (``MemoryHMM.random(world_seed, 1, M, 4, |X|)``, the one-cell model of
@@ -35,7 +39,9 @@ head (:mod:`simlm.downstream.attention_prompts`: exact prompt likelihoods over t
 chain on the oracle, a continuous prefix before every masked copy on the trained transformer, minibatches
 of ``memory_prompt_batch`` sequences), and by a linear head on the prepended-mask law (oracle) for
 contrast; against a vanilla HMM with the same 4M hidden states and its posterior task (linear head and
-prompt, oracle, analytic and trained, as above).
+prompt, oracle, analytic and trained, as above).  ``n_cells`` (default (1,)) adds memory worlds with N
+cells, ``memory-N<N>-M<M>`` = ``MemoryHMM.random(world_seed, N, M, 4, |X|)``, the task on cell 0 (the
+vanilla twin is added once per M, with the one-cell worlds).
 
 Seeds.  Seed s sets the task (1000 s), the training (1000 s + 1) and test (1000 s + 2) data, the Bayes
 ceiling's continuations (1000 s + 3), head and prompt initialisations and the transformer's
