@@ -198,3 +198,17 @@ def test_label_margins_and_stratified_accuracy():
         label_margins(mu, P[:, :2])
     with pytest.raises(ShapeError, match="^predictions"):
         margin_accuracy([0, 1], [1, 1], lm)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: sparse_hmms(min_states=0), "min_states"),
+    (lambda: sparse_hmms(max_out_degree=0), "max_out_degree"),
+    (lambda: task_vectors(0), "n_states"),
+    (lambda: feasibility_range(HMM(np.full(2, .5), np.eye(2), np.eye(2)), np.ones(2), k=0), "k"),
+    (lambda: feasibility_range(HMM(np.full(2, .5), np.eye(2), np.eye(2)), np.zeros(2)), "mu"),
+    (lambda: hp.prompt_feasibility(HMM(np.full(2, .5), np.eye(2), np.eye(2)), np.ones(2), tol=-1.0), "tol"),
+    (lambda: label_margins(np.ones(2), np.ones((3, 2)), relative=0.0), "relative"),
+])
+def test_bad_inputs_to_the_new_functions_raise_typed_errors_naming_the_argument(call, name):
+    with pytest.raises(ConfigError, match=rf"^{name}\b"):
+        call()
