@@ -119,3 +119,19 @@ def test_solve_scale_hits_the_target_or_says_it_cannot():
     assert nt.solve_scale(lambda s: s**2, 0.25) == pytest.approx(0.5, rel=1e-10)
     with pytest.raises(ConfigError, match="unreachable"):
         nt.solve_scale(lambda s: s / (1 + s), 2.0)
+
+
+def test_the_experiment_is_the_sweep_of_its_shipped_config(quick):
+    """The shipped TOML is the default Config's sweep; the quick run's directory is an ordinary sweep whose
+    tidy rows give the experiment's result back (one cell per world and part)."""
+    from simlm.experiments.sweep import load_config, parse_config, read_results
+
+    assert load_config(nt.shipped_config()) == parse_config(nt.sweep_config(nt.Config()))
+    assert nt.config_of(nt.load_shipped()) == (nt.Config(), True)
+    result, out = quick
+    assert result["new_cells"] == 2 * len(nt.QUICK.worlds) and not result["errors"]
+    again = nt.result_of(read_results(out), nt.QUICK)
+    for part in ("rows", "log_partition", "training", "skipped"):
+        assert json.dumps(again[part], sort_keys=True) == json.dumps(json.loads(json.dumps(result[part])), sort_keys=True)
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]

@@ -216,13 +216,18 @@ def test_a_damaged_cell_log_is_recovered_and_the_rerun_matches(finished, tmp_pat
     assert len(keys) == len(set(keys)) == 10 and list(out.glob("cells.jsonl.corrupt-*"))
 
 
-def test_a_damaged_sweep_config_is_named_with_the_fix(finished, tmp_path, capsys):
+def test_a_damaged_sweep_config_is_restored_from_the_summary_or_named_with_the_fix(finished, tmp_path, capsys):
     import shutil
 
     config, reference = finished
     out = tmp_path / "damaged"
     shutil.copytree(reference, out)
     (out / "sweep.json").write_text('{"name": "ti')
+    with pytest.warns(RuntimeWarning, match="was corrupt; restored it from the config in .*summary.json"):
+        assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["new_cells"] == 0  # nothing recomputed
+    (out / "sweep.json").write_text('{"name": "ti')
+    (out / "summary.json").unlink()
     assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "sweep.json" in err and "corrupt" in err and len(err.strip().splitlines()) == 1

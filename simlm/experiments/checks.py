@@ -133,6 +133,7 @@ def head_prompt_check(cell) -> list:
     estimate) and the majority rate as columns.  No bound: the paper's statements are the conditions,
     reported by ``wei/head-tuning``."""
     from simlm.experiments import head_prompt as hp
+    from simlm.experiments import natural_tasks as nt
 
     config = hp.Config(**cell.options, trained=False, analytic=None)
     kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
@@ -144,3 +145,21 @@ def head_prompt_check(cell) -> list:
 
 
 __all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "head_prompt_check", "CAUSAL", "MASKED", "PREPENDED"]
+
+
+def _register_experiments() -> None:
+    """The experiments' own checks: each runs a whole paper experiment's LM family in the oracle's cell."""
+    from simlm.experiments import head_prompt as hp
+    from simlm.experiments import natural_tasks as nt
+
+    register(hp.CHECK, paper="Wei, Xie & Ma (NeurIPS 2021)", applies=hp.applies, parts=hp.parts,
+             validate=hp.validate_options, defaults=hp.check_options(hp.Config()),
+             description="the paper's experiment, one task seed per cell: oracle, analytic-ε and trained-ladder "
+                         "LMs, head and prompt")(hp.experiment_check)
+    register(nt.CHECK, paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=nt.applies, parts=nt.parts,
+             validate=nt.validate_options, defaults=nt.check_options(nt.Config()),
+             description="the paper's ε × γ sweep on enumerated contexts: analytic families at exact ε and "
+                         "trained ladders (a part each), every bound at B* and B_tau")(nt.experiment_check)
+
+
+_register_experiments()

@@ -44,6 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -53,6 +54,8 @@ import numpy as np
 from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.executors import EXECUTORS, make_executor
+from simlm.experiments.registry import row
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
@@ -63,7 +66,7 @@ from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embedd
 from simlm.theory.natural_tasks import NOISES, check_natural_task, lm_epsilon, random_natural_task
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
-from simlm.worlds import HMM, LogLinearWorld
+from simlm.worlds import LogLinearWorld
 from simlm.worlds.families import softmax
 
 #: the analytic LMs of the sweep: the perturbed laws (:mod:`simlm.models.perturbed`'s kinds that need no
@@ -139,15 +142,12 @@ QUICK = Config(worlds=("loglinear",), n_symbols=4, n_states=3, dim=4, max_length
 
 def make_world(name: str, config: Config):
     """(world, Φ ``(d, V)``): a LogLinearWorld with its own word embeddings (``"loglinear"`` anchor
-    geometry, ``"loglinear-unstructured"``), or an HMM with Gaussian embeddings (``"hmm"``)."""
-    c = config
-    if name == "hmm":
-        world = HMM.random(c.seed, c.hmm_states, c.n_symbols, transition_concentration=c.hmm_concentration,
-                           emission_concentration=c.hmm_concentration)
-        return world, random_embeddings(c.seed, c.dim, c.n_symbols)
-    geometry = "unstructured" if name.endswith("unstructured") else "anchor"
-    world = LogLinearWorld.random(c.seed, c.n_states, c.n_symbols, c.dim, geometry=geometry)
-    return world, np.asarray(world.word_embeddings, np.float64)
+    geometry, ``"loglinear-unstructured"``), or an HMM with Gaussian embeddings (``"hmm"``) — the world
+    of the sweep table :func:`world_spec`."""
+    from simlm.experiments.sweep import build_world
+
+    world = build_world(world_spec(name, config))
+    return world, world_embeddings(name, world, config)
 
 
 def task_prompts(contexts, lengths=(1, 2)) -> list:
@@ -317,35 +317,204 @@ def log_partition_rows(world_name, contexts, task, phi_world, trained, config: C
     return rows
 
 
-def run(config: Config = Config(), run_root=None, *, train_lms: bool = True, log=print) -> dict:
-    """The whole sweep: ``{"config", "rows", "log_partition", "training", "skipped", "violations",
-    "time_s"}``; transformer checkpoints go under ``run_root`` (default a temporary directory)."""
+def evaluate_world(world_name: str, world, config: Config, run_root: Path, *, analytic: bool = True,
+                   trained: bool = True, log_partition: bool = True, log=print) -> dict:
+    """One world of the sweep: ``{"rows", "log_partition", "training", "skipped"}`` for its analytic LMs
+    (``analytic``) and/or its trained ones (``trained``, checkpoints under ``run_root``), on every task,
+    and the log-partition rows (with the trained LMs' (θ, Φ) when ``trained``)."""
     started = time.perf_counter()
-    check_instance("config", config, Config, "a natural_tasks.Config")
-    run_root = Path(tempfile.mkdtemp(prefix="simlm-natural-") if run_root is None else run_root)
+    phi = world_embeddings(world_name, world, config)
+    C = enumerate_contexts(world, config.max_length)
+    tasks = [(prompt, noise, random_natural_task(C, config.task_seed, noise=noise, prompt=prompt))
+             for prompt in task_prompts(C, config.prompt_lengths) for noise in config.noises]
     rows, lp, training, skipped = [], [], [], []
-    for world_name in config.worlds:
-        world, phi = make_world(world_name, config)
-        C = enumerate_contexts(world, config.max_length)
-        tasks = [(prompt, noise, random_natural_task(C, config.task_seed, noise=noise, prompt=prompt))
-                 for prompt in task_prompts(C, config.prompt_lengths) for noise in config.noises]
-        lms = list(analytic_lms(world, C, phi, config, skipped))
-        trained = list(trained_lms(world, world_name, C, config, run_root, training)) if train_lms else []
-        log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
-            f"{len(lms) + len(trained)} LMs × {len(tasks)} tasks")
-        tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
-        for labels, lm in lms + trained:
-            for prompt, noise, task in tasks:
-                task_labels = {"world": world_name, "task": "p_L" if prompt is None else "u=" + ",".join(map(str, prompt)),
-                               "prompt": None if prompt is None else list(prompt), "noise": noise,
-                               "task_contexts": int(np.count_nonzero(task.weights))}
-                rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
+    lms = list(analytic_lms(world, C, phi, config, skipped)) if analytic else []
+    nets = list(trained_lms(world, world_name, C, config, run_root, training)) if trained else []
+    log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
+        f"{len(lms) + len(nets)} LMs × {len(tasks)} tasks")
+    tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
+    for labels, lm in lms + nets:
+        for prompt, noise, task in tasks:
+            task_labels = {"world": world_name, "task": "p_L" if prompt is None else "u=" + ",".join(map(str, prompt)),
+                           "prompt": None if prompt is None else list(prompt), "noise": noise,
+                           "task_contexts": int(np.count_nonzero(task.weights))}
+            rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
+    if log_partition:
         base_task = next(t for p, _, t in tasks if p is None)
         lp += log_partition_rows(world_name, C, base_task, phi,
-                                 [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in trained], config)
-    violations = [r for r in rows if not r["holds"] and r["B_choice"] == "B*"]  # one row per bound checked
-    return {"config": dataclasses.asdict(config), "rows": rows, "log_partition": lp, "training": training,
-            "skipped": skipped, "violations": violations, "time_s": time.perf_counter() - started}
+                                 [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in nets], config)
+    return {"rows": rows, "log_partition": lp, "training": training, "skipped": skipped}
+
+
+# ---- the experiment as a sweep check --------------------------------------------------------------
+
+CHECK = "saunshi/natural-tasks-experiment"
+#: the Config fields that only define the worlds (the sweep's ``[[worlds]]``); ``seed`` and ``dim`` are
+#: both (the HMM's word embeddings are drawn from them) and every other field is an option of :data:`CHECK`.
+WORLD_FIELDS = ("worlds", "n_symbols", "n_states", "hmm_states", "hmm_concentration")
+#: experiment-row keys that are also tidy columns, renamed in the tidy rows (and back by :func:`result_of`).
+RENAMED = {"lm": "lm_kind", "bound": "bound_name", "holds": "holds_every_B", "eps": "eps_contexts"}
+#: experiment-row numbers that may be NaN (stored as null in JSON): NaN again in :func:`result_of`.
+NAN_KEYS = ("ratio_natural", "ratio_best", "scale")
+
+
+def world_embeddings(world_name: str, world, config: Config) -> np.ndarray:
+    """Φ ``(d, V)``: a log-linear world's own word embeddings; Gaussian ones for an HMM."""
+    if isinstance(world, LogLinearWorld):
+        return np.asarray(world.word_embeddings, np.float64)
+    return random_embeddings(config.seed, config.dim, world.n_symbols)
+
+
+def world_spec(name: str, config: Config) -> dict:
+    """The sweep's ``[[worlds]]`` table of the world ``name`` (what :func:`make_world` builds)."""
+    c = config
+    if name == "hmm":
+        return {"name": name, "kind": "hmm", "seed": c.seed,
+                "options": {"n_states": c.hmm_states, "n_symbols": c.n_symbols,
+                            "transition_concentration": c.hmm_concentration,
+                            "emission_concentration": c.hmm_concentration}}
+    return {"name": name, "kind": "loglinear", "seed": c.seed,
+            "options": {"n_states": c.n_states, "n_symbols": c.n_symbols, "dim": c.dim,
+                        "geometry": "unstructured" if name.endswith("unstructured") else "anchor"}}
+
+
+def check_options(config: Config, *, train_lms: bool = True) -> dict:
+    """The check's options of ``config`` (plain JSON values), and whether it trains transformers."""
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in WORLD_FIELDS}
+    return {**jsonable(options), "train_lms": bool(train_lms)}
+
+
+def sweep_config(config: Config = Config(), *, train_lms: bool = True) -> dict:
+    """The sweep config (a dict, as TOML or JSON gives it) that IS this experiment under ``config``: its
+    worlds, the oracle as the one LM source (the check builds the experiment's LMs — analytic families at
+    exact ε on the contexts, the trained ladders — inside each world's cells) and :data:`CHECK`.  The
+    shipped ``configs/natural_tasks.toml`` is this dict for the default Config."""
+    return {"name": "natural_tasks", "seed": 0, "data": {"n_sequences": 2, "length": 2},
+            "worlds": [world_spec(w, config) for w in config.worlds], "lms": {"oracle": True},
+            "checks": {CHECK: check_options(config, train_lms=train_lms)}}
+
+
+def shipped_config() -> Path:
+    """The path of the shipped sweep config."""
+    return Path(__file__).parent / "configs" / "natural_tasks.toml"
+
+
+def load_shipped() -> dict:
+    """The shipped sweep config, as a dict."""
+    return tomllib.loads(shipped_config().read_text(encoding="utf-8"))
+
+
+def config_of(raw: dict) -> tuple[Config, bool]:
+    """The :class:`Config` (and ``train_lms``) a sweep config of this experiment stands for."""
+    options = dict(raw["checks"][CHECK])
+    train_lms = options.pop("train_lms", True)
+    fields = {"worlds": tuple(w["name"] for w in raw["worlds"])}
+    for w in raw["worlds"]:
+        o = w["options"]
+        fields["n_symbols"] = o["n_symbols"]
+        if w["kind"] == "hmm":
+            fields.update(hmm_states=o["n_states"], hmm_concentration=o["transition_concentration"])
+        else:
+            fields["n_states"] = o["n_states"]
+    return Config(**{**fields, **options}), train_lms
+
+
+def _config(world, options: dict) -> Config:
+    options = {k: v for k, v in options.items() if k != "train_lms"}
+    return Config(**options, n_symbols=int(world.n_symbols))
+
+
+def validate_options(options: dict) -> None:
+    """Raise a ConfigError for bad options of the check (the Config they make is checked)."""
+    if not isinstance(options.get("train_lms"), bool):
+        raise ConfigError(f"checks.{CHECK}.train_lms: expected true or false, got {options.get('train_lms')!r}")
+    Config(**{k: v for k, v in options.items() if k != "train_lms"})
+
+
+def applies(world_spec, lm_spec) -> str:
+    if world_spec.get("kind") not in ("hmm", "loglinear"):
+        return "needs an HMM or a log-linear world"
+    return "" if lm_spec["source"] == "oracle" else "builds its own LMs: runs in the oracle's cell only"
+
+
+def parts(world_spec, lm_spec, options) -> list:
+    return ["analytic", "trained"] if options["train_lms"] else ["analytic"]
+
+
+def _tidy(record: dict, **columns) -> dict:
+    return {RENAMED.get(k, k): v for k, v in record.items()} | columns
+
+
+def experiment_check(cell) -> list:
+    """One part of the experiment on the cell's world — its analytic LMs, or its trained ladders with the
+    log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
+    transferred classifier (a) and of the best one in the ball (b) against the bound τ(B) + B√(2ε/γ)
+    (``baseline`` τ: ``slack_used`` is the share of the slack used; (b) is trivial once the bound reaches
+    log 2, the all-zero classifier's loss), every experiment column beside them."""
+    config, name = _config(cell.world, cell.options), cell.world_spec["name"]
+    trains = cell.part == "trained"
+    result = evaluate_world(name, cell.world, config, Path(cell.workdir), analytic=not trains, trained=trains,
+                            log_partition=trains or not cell.options["train_lms"], log=lambda *a: None)
+    rows = []
+    for r in result["rows"]:
+        lm = f"{r['lm']}@{r['target_eps']:g}"
+        common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"])
+        quantity = f"{r['bound']}:{r['B_choice']}"
+        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], **common, **_tidy(r)))
+        rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=math.log(2), **common,
+                        **_tidy(r)))
+    for r in result["log_partition"]:
+        rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **_tidy(r)))
+    for r in result["training"]:
+        eps = math.nan if r.get("epsilon") is None else r["epsilon"]
+        rows.append(row("training:epsilon", eps, lm=f"{r['lm']}@{r['target']:g}", lm_seed=r.get("seed"),
+                        **_tidy({k: v for k, v in r.items() if k != "path"})))
+    for r in result["skipped"]:
+        rows.append(row("skipped", r["target_eps"], lm=f"{r['lm']}@{r['target_eps']:g}", **_tidy(r)))
+    return rows
+
+
+def result_of(rows: list, config: Config) -> dict:
+    """The experiment's result (``{"config", "rows", "log_partition", "training", "skipped", "violations"}``,
+    as :func:`summary` and :func:`plot` read it) from the sweep's tidy rows."""
+    back = {v: k for k, v in RENAMED.items()}
+    tidy = ("paper", "check", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured", "bound", "holds",
+            "trivial", "slack_used", "world_seed")
+    out = {"config": dataclasses.asdict(config), "rows": [], "log_partition": [], "training": [], "skipped": []}
+    for r in rows:
+        if r.get("check") != CHECK:
+            continue
+        record = {back.get(k, k): v for k, v in r.items() if k not in tidy}
+        q = r["quantity"]
+        if q.endswith(":loss_natural"):
+            out["rows"].append({**record, **{k: math.nan for k in NAN_KEYS if record.get(k, 0) is None}})
+        elif q.startswith("log_partition:"):
+            out["log_partition"].append(record)
+        elif q.startswith("training:"):
+            out["training"].append(record)
+        elif q == "skipped":
+            out["skipped"].append(record)
+    out["violations"] = [r for r in out["rows"] if not r["holds"] and r["B_choice"] == "B*"]
+    return out
+
+
+def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=print, progress: bool = False,
+        executor=None) -> dict:
+    """The whole experiment — the sweep of :func:`sweep_config` into ``out`` (default a temporary
+    directory; cells ``cells.jsonl``, tidy ``results.csv``, transformer checkpoints under ``work/``; a
+    rerun resumes, a different config is refused) — as ``{"config", "rows", "log_partition", "training",
+    "skipped", "violations", "errors", "new_cells", "time_s"}``."""
+    from simlm.experiments.sweep import parse_config, run_sweep
+
+    started = time.perf_counter()
+    check_instance("config", config, Config, "a natural_tasks.Config")
+    sweep = parse_config(sweep_config(config, train_lms=train_lms))  # checked before a directory is claimed
+    out = Path(tempfile.mkdtemp(prefix="simlm-natural-") if out is None else out)
+    swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
+    for e in swept["errors"]:
+        log(f"ERROR in cell {e['cell']}: {e['error']}")
+    return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
+            "time_s": time.perf_counter() - started}
 
 
 # ---- table, JSON, plots ----------------------------------------------------------------------------
@@ -497,7 +666,7 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
 
 #: config fields set by a flag, as the flag (errors name the flag the user typed).
 FLAGS = {"eps_grid": "--eps", "worlds": "--worlds", "noises": "--noise", "max_steps": "--max-steps", "out": "--out",
-         "figure": "--figure"}
+         "figure": "--figure", "workers": "--workers", "executor": "--executor", "address": "--address"}
 
 
 def command(argv=None) -> dict:
@@ -506,19 +675,25 @@ def command(argv=None) -> dict:
     :class:`~simlm.errors.SimlmError` before anything is computed (:func:`main` prints it as one line)."""
     p = Parser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny sweep (one world, S = 21 contexts), well under 60 s")
-    p.add_argument("--out", default="runs/natural_tasks", help="directory for results.json, the PNGs and checkpoints")
+    p.add_argument("--out", default=None, help="results directory: the sweep's files, results.json and the PNGs "
+                   "(default runs/natural_tasks[_quick])")
     p.add_argument("--figure", default=None, help="also copy the summary figure here (e.g. docs/natural_tasks.png)")
     p.add_argument("--worlds", nargs="+", choices=WORLDS, default=None)
     p.add_argument("--eps", nargs="+", type=float, default=None, help="the analytic ε targets (nats, > 0)")
     p.add_argument("--noise", nargs="+", choices=NOISES, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="training budget per objective")
     p.add_argument("--no-train", action="store_true", help="analytic LMs only")
+    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
+    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    config = QUICK if args.quick else Config()
+    shipped, train_lms = config_of(load_shipped())
+    config = QUICK if args.quick else shipped
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
-    out = results_dir(args.out)
+    out = results_dir(args.out or ("runs/natural_tasks_quick" if args.quick else "runs/natural_tasks"))
     figure = None if args.figure is None else Path(args.figure)
     if figure is not None:  # checked now, not after the sweep
         try:
@@ -527,7 +702,12 @@ def command(argv=None) -> dict:
             raise ConfigError(f"figure: cannot write {figure} ({err.strerror or err})") from None
         if figure.is_dir():
             raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
-    result = run(config, out / "checkpoints", train_lms=not args.no_train)
+    print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
+          f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
+    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor)
+    for e in result["errors"]:
+        print(f"ERROR in cell {e['cell']}: {e['error']}")
     print(summary(result))
     for s in result["skipped"]:
         print(f"skipped {s['lm']} at ε = {s['target_eps']:g}: {s['why']}")

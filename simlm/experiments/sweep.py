@@ -36,8 +36,8 @@ import numpy as np
 from simlm.checks import check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
-from simlm.experiments.store import CellStore
-from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic, write_text_atomic
+from simlm.experiments.store import CellStore, claim
+from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear")
 LAWS = ("next-token", "masked", "prepended-mask")
@@ -201,6 +201,8 @@ def parse_config(raw: dict) -> SweepConfig:
         if unknown:
             raise ConfigError(f"checks.{name}: unknown option(s) {unknown}; options: {sorted(check.defaults)}")
         checks[name] = {**check.defaults, **options}
+        if check.validate is not None:
+            check.validate(checks[name])
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
@@ -313,7 +315,8 @@ def train_job(payload: str) -> str:
 
 
 def check_job(payload: str) -> str:
-    """Run the pending checks of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``."""
+    """Run the pending cells of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``.
+    ``job["cells"]`` lists ``[check name, part, cell key]``."""
     job = json.loads(payload)
     config, out = parse_config(job["config"]), Path(job["out"])
     world_spec = next(w for w in config.worlds if w["name"] == job["world"])
@@ -325,10 +328,12 @@ def check_job(payload: str) -> str:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
     except SimlmError as err:
         return json.dumps([{"cell": key, "records": [], "error": f"building the LM: {err}", "seconds": 0.0}
-                           for key in job["cells"].values()])
-    for name, key in job["cells"].items():
+                           for _, _, key in job["cells"]])
+    for name, part, key in job["cells"]:
         check, started = get_check(name), time.perf_counter()
-        cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed)
+        cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed, part=part,
+                    workdir=out / "work" / world_spec["name"] / name.replace("/", "-"),
+                    progress=bool(job.get("progress", False)))
         shared = {"paper": check.paper, "check": name, "world": world_spec["name"], "world_seed": world_spec["seed"],
                   "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
         try:
@@ -363,16 +368,17 @@ def environment() -> dict:
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
-    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "time_s"}``
-    and writes the files of the module docstring.  ``executor`` defaults to in-process."""
+    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "new_cells",
+    "time_s"}`` and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
+    ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
+    own bars under it (a training ladder's steps)."""
     from simlm.experiments.executors import InProcess, progress_bar
 
     started, out = time.perf_counter(), Path(out)
     executor = executor or InProcess()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
-    claim_json(out / "sweep.json", config.to_dict(), owner=f"out: {out} holds a sweep of a different config",
-               fix="use another --out, or delete the directory to start afresh")
+    claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json")
     write_json_atomic(out / "environment.json", environment())
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
@@ -381,28 +387,39 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
             "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
     store = CellStore(out / "cells.jsonl")
-    payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()), **kw})
+    here = isinstance(executor, InProcess)  # only jobs run here may draw their own (nested) progress bars
+    payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
+                                       "progress": progress and here, **kw})
+    bar = progress_bar(0, enabled=progress, desc="sweep")
     trained = {}
     if _trained_worlds(config):
         names = [w["name"] for w in _trained_worlds(config)]
-        for (p, result) in executor.map(train_job, [payload(world=n, quiet=not progress) for n in names]):
+        bar.set_description(f"sweep: training {', '.join(names)}")
+        for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
             trained[json.loads(p)["world"]] = json.loads(result)
+        bar.set_description("sweep")
     jobs, skipped, total = [], [], 0
     for spec in config.worlds:
         for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
-            cells = {}
+            cells = []
             for name in config.checks:
-                why = get_check(name).applies(spec, lm_spec)
+                check = get_check(name)
+                why = check.applies(spec, lm_spec)
                 key = f"{spec['name']}|{lm_label(lm_spec)}#{lm_spec.get('seed')}|{name}"
                 if why:
                     skipped.append({"cell": key, "why": why})
                     continue
-                total += 1
-                if key not in store:
-                    cells[name] = key
+                parts = [None] if check.parts is None else list(check.parts(spec, lm_spec, config.checks[name]))
+                for part in parts:
+                    part_key = key if part is None else f"{key}|{part}"
+                    total += 1
+                    if part_key not in store:
+                        cells.append([name, part, part_key])
             if cells:
                 jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells))
-    bar = progress_bar(total, initial=total - sum(len(json.loads(j)["cells"]) for j in jobs), enabled=progress)
+    new = sum(len(json.loads(j)["cells"]) for j in jobs)
+    bar.reset(total)
+    bar.update(total - new)
     for _, result in executor.map(check_job, jobs):
         for entry in json.loads(result):
             store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"])
@@ -411,10 +428,10 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     rows = store.records()
     write_tables(rows, out)
     errors = [{"cell": k, "error": e["error"]} for k, e in store.cells.items() if e.get("error")]
-    summary = {"cells": total, "rows": len(rows), "errors": errors, "skipped": skipped,
+    summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors, "skipped": skipped,
                "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
-    return {**summary, "rows": rows}
+    return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
 
 def write_tables(rows: list, out: Path) -> list:

@@ -470,7 +470,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
         save_last()  # a good checkpoint exists before the first step, whatever happens next
     stop = min(config.max_steps, until_step or config.max_steps)
     tokens_per_step = n * config.batch_size * config.seq_len
-    bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step",
+               leave=None)  # nested under a sweep's bar it clears itself when done; alone it stays
     started = time.perf_counter() - state["wall"]
 
     def climb(step):  # the current arrays and last loss (read when called)
