@@ -254,7 +254,8 @@ def _balancing_bias(score, w) -> float:
     context on the threshold (its margin would be 0 and rounding alone would decide its label)."""
     i = np.argsort(score)
     s, k = score[i], int(np.searchsorted(np.cumsum(w[i]), 0.5))
-    return float(-(s[k] + s[min(k + 1, len(s) - 1)]) / 2)
+    above = s[s > s[k] + 1e-9 * (1 + abs(s[k]))]  # the next distinct score (rows may share a state)
+    return float(-(s[k] + above[0]) / 2) if above.size else float(-s[k] + 1.0)
 
 
 def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
@@ -442,7 +443,7 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12])):
         if m <= csum * rho:
             continue
-        t = min(gamma / 2, gamma * (m - csum * rho) / (4 * c1))
+        t = gamma / 2 if c1 == 0 else min(gamma / 2, gamma * (m - csum * rho) / (4 * c1))
         value = float(w @ (task.margin < m)) + forms[form](t, max(eps, 0.0), tv, w)
         if value < best:
             best, best_m = value, float(m)
