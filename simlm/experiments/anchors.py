@@ -96,8 +96,8 @@ def summarise(rows: list) -> dict:
 
 
 def figure(rows: list, path: Path) -> Path:
-    """Head/readout error against ε for each task (anchor world, every kind), √ε reference and the
-    markov bound where it is below 1."""
+    """Head/readout error against ε for each task and kind in both geometries, the trained ladder, a
+    √ε reference and both forms of the bound for the logit-noise LMs of the anchor world."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,6 +115,12 @@ def figure(rows: list, path: Path) -> Path:
             tr = [r for r in rows if r["world"] == "small" and r["quantity"] == q and r["lm"].startswith("trained")]
             if world == "anchor" and tr:
                 ax.plot([r["eps"] for r in tr], [max(r["measured"], 1e-4) for r in tr], "k*", ms=9, label="trained (small)")
+        for form, style in (("", "k--"), ("@per-context", "k-.")):
+            rs = sorted((r for r in rows if r["world"] == "anchor" and r["quantity"] == q + form
+                         and r["lm"].startswith("logit-noise@")), key=lambda r: r["eps"])
+            if rs:
+                ax.plot([r["eps"] for r in rs], [r["bound"] for r in rs], style, lw=1,
+                        label=f"bound {form[1:] or 'markov'} (logit-noise, anchor)")
         e = np.logspace(-4, -0.5, 20)
         ax.plot(e, 0.3 * np.sqrt(e), "k:", label="0.3√ε")
         ax.axhline(0.5, color="grey", lw=0.5)
