@@ -23,9 +23,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import analytic_laws, lm_residual, n1_construction, n2_construction
 from simlm.theory.anchors import (anchor_contexts, bulk_mask, head_errors, random_tasks, readout_error,
-                                  transfer_bound, world_anchor_fit)
+                                  world_anchor_fit)
 from simlm.worlds import LogLinearWorld
 
 QUICK = os.environ.get("SIMLM_QUICK", "0") == "1"

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from simlm.errors import ConfigError, ShapeError, SimlmError
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.strategies import loglinear_worlds
+from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
                                                n2_construction)
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, random_tasks, score_identity,
-                                  transfer_bound, word_errors, word_task, world_anchor_fit)
+                                  word_errors, word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
 
 FEW = settings(max_examples=10, deadline=None)  # each example builds a 64-state world and its constructions

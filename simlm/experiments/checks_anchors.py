@@ -7,9 +7,10 @@ import numpy as np
 
 from simlm.experiments.registry import register, row
 from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
+from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import lm_residual
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
-                                  random_tasks, readout_error, transfer_bound, world_anchor_fit)
+                                  random_tasks, readout_error, world_anchor_fit)
 
 PAPER = "Wu, Lee & Ge (NeurIPS 2023)"
 

@@ -24,7 +24,8 @@ import numpy as np
 from simlm.checks import as_rng, check_positive
 from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
-from simlm.theory.anchors import (AnchorContexts, AnchorFit, anchor_fit, context_divergences, head_errors, log_softmax, probe_error,
+from simlm.theory.anchor_bound import context_divergences
+from simlm.theory.anchors import (AnchorContexts, AnchorFit, anchor_fit, head_errors, log_softmax, probe_error,
                                   word_task)
 
 

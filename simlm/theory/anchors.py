@@ -16,28 +16,19 @@ float64 numpy throughout.
 
   because log p(w|x) − log p(B|x) = ⟨v_w, f⟩ − log Z_B = ⟨v_w − v_0, f⟩ − c − r.  The first term (the
   *probability part*) is identified by p; the second (the *anchor part*) is not, unless Σ c_w = 0.
-- Transfer bound (derived, :func:`transfer_bound`): for an LM with laws p, TV(x) = ½‖p(·|x) − p*(·|x)‖₁,
-  γ ≤ p*(A|x) for every task word and the bulk, and TV(x) ≤ γ/2, |log p(A|x) − log p*(A|x)| ≤
-  TV(x)/(γ − TV(x)) ≤ 2 TV(x)/γ (mean value theorem).  So the head's score moves by at most
-  Δ(x) ≤ 4‖c‖₁ TV(x)/γ + |Σc| ρ, ρ = max_x |r_LM(x) − r*(x)|, and a context with margin ≥ m is
-  misclassified only if TV(x) ≥ t(m) = min(γ/2, γ(m − |Σc|ρ)/(4‖c‖₁)).  Hence
-
-      err ≤ P(margin < m) + P(TV(x) ≥ t(m)) ≤ P(margin < m) + min(√(ε/2)/t(m), ε/(2 t(m)²)),
-
-  the last by Markov over contexts on TV (with Pinsker and Jensen, E TV ≤ √(ε/2)) or on KL (P(KL ≥ 2t²)
-  ≤ ε/(2t²)).  ``"markov"`` is that O(√ε) form; ``"per-context"`` keeps the exact P(TV(x) ≥ t(m)).
+- Transfer bound (derived): err ≤ P(margin < m) + min(√(ε/2)/t(m), ε/(2t(m)²)) with t(m) set by ‖c‖₁,
+  a probability floor γ and the anchor residuals — in :mod:`simlm.theory.anchor_bound`, with its proof.
+- The negative constructions N1, N2 and the analytic LMs on these rows: :mod:`simlm.theory.anchor_constructions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from simlm.checks import as_rng, check_positive, check_positive_int, check_real_array
 from simlm.errors import ConfigError, ShapeError
-from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
 from simlm.theory._convex import ridge_logistic
 
 TASKS = ("anchored", "contrast", "rare-carrier", "latent")
@@ -94,8 +85,11 @@ def log_softmax(logits) -> np.ndarray:
     return z - top - np.log(np.exp(z - top).sum(-1, keepdims=True))
 
 
-def _logsumexp(z, mask=None) -> np.ndarray:
-    z = np.where(mask, z, -np.inf) if mask is not None else z
+def log_bulk_partition(logits, bulk=None) -> np.ndarray:
+    """log Z_B(x) = log Σ_{w∈B(x)} exp(logits(x, w)), ``(n, V)`` → ``(n,)`` float64 (all words when ``bulk`` is
+    None); on log-probabilities it is log p(B(x)|x)."""
+    z = np.asarray(logits, np.float64)
+    z = np.where(bulk, z, -np.inf) if bulk is not None else z
     top = z.max(-1, keepdims=True)
     return (top + np.log(np.exp(z - top).sum(-1, keepdims=True)))[..., 0]
 
@@ -180,8 +174,8 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
     if z.ndim != 2 or f.ndim != 2 or f.shape[0] != z.shape[0] or B.shape != z.shape:
         raise ShapeError(f"logits, features, bulk: expected (n, V), (n, d), (n, V), got {z.shape}, {f.shape}, {B.shape}")
     w = _weights(weights, z.shape[0])
-    v0, c, res, mse, var = _linear_fit(_logsumexp(z, B), f, w)
-    _, _, _, full_mse, full_var = _linear_fit(_logsumexp(z), f, w)
+    v0, c, res, mse, var = _linear_fit(log_bulk_partition(z, B), f, w)
+    _, _, _, full_mse, full_var = _linear_fit(log_bulk_partition(z), f, w)
     angle = None
     if planted is not None:
         p = check_real_array("planted", planted)
@@ -310,7 +304,7 @@ class ScoreIdentity:
 def probability_part(logp, bulk, words, coef) -> np.ndarray:
     """Σ_{w∈S} c_w [log p(w|x) − log p(B(x)|x)], ``(n,)``: the part of an anchored score that p identifies."""
     lp = np.asarray(logp, np.float64)
-    return (lp[:, np.asarray(words)] - _logsumexp(lp, bulk)[:, None]) @ np.asarray(coef, np.float64)
+    return (lp[:, np.asarray(words)] - log_bulk_partition(lp, bulk)[:, None]) @ np.asarray(coef, np.float64)
 
 
 def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> ScoreIdentity:
@@ -383,74 +377,7 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     return _error(np.asarray(logp_lm) @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
 
 
-# ---- the transfer bound ----------------------------------------------------------------------------
-
-def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
-    """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9): the metrics'
-    :func:`~simlm.metrics.epsilon.kl_per_sequence` and ``tv_per_sequence``, one position per row."""
-    a, b = np.asarray(logp_star, np.float64)[:, None], np.asarray(logp_lm, np.float64)[:, None]
-    with jax.enable_x64(True):
-        return np.asarray(kl_per_sequence(a, b), np.float64), np.asarray(tv_per_sequence(a, b), np.float64)
-
-
-def markov_tail(t, eps, tv=None, weights=None) -> float:
-    """P(TV(x) ≥ t) ≤ min(√(ε/2)/t, ε/(2t²)), Markov on TV (Pinsker, Jensen) or on KL (Pinsker)."""
-    return min(np.sqrt(eps / 2) / t, eps / (2 * t * t), 1.0)
-
-
-def per_context_tail(t, eps, tv, weights) -> float:
-    """P_π(TV(x) ≥ t), exactly."""
-    return float(weights @ (tv >= t))
-
-
-FORMS = {"markov": markov_tail, "per-context": per_context_tail}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TransferBound:
-    """err ≤ ``bound`` = P(margin < m) + tail(t(m)) at the best ``m``; with ``gamma`` γ, ``c1`` ‖c‖₁,
-    ``csum`` |Σc|, ``rho`` ρ, ``eps`` ε, ``form``; ``trivial`` when the bound is ≥ 1 (any error satisfies it)."""
-
-    bound: float
-    m: float
-    gamma: float
-    c1: float
-    csum: float
-    rho: float
-    eps: float
-    form: str
-    trivial: bool
-
-
-def task_gamma(task: AnchorTask, ctx: AnchorContexts, bulk) -> float:
-    """γ = min_x min(min_{w∈S} p*(w|x), p*(B(x)|x)): the probability floor of the task words and the bulk."""
-    words = np.exp(ctx.logp[:, task.words]).min()
-    return float(min(words, np.exp(_logsumexp(ctx.logp, bulk)).min()))
-
-
-def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: float, *, form: str = "markov",
-                   forms=None) -> TransferBound:
-    """The O(√ε) bound of the module docstring on :func:`head_errors`' ``error``, minimised over m on the
-    margins.  ``forms`` maps a form name to ``tail(t, eps, tv, weights)`` (default :data:`FORMS`)."""
-    forms = FORMS if forms is None else forms
-    if form not in forms:
-        raise ConfigError(f"form: expected one of {sorted(forms)}, got {form!r}")
-    w, lp = ctx.weights, np.asarray(logp_lm, np.float64)
-    kl, tv = context_divergences(ctx.logp, lp)
-    eps = float(w @ kl)
-    gamma, c1, csum = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum()), float(abs(task.coef.sum()))
-    best, best_m = 1.0, 0.0
-    for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12])):
-        if m <= csum * rho:
-            continue
-        t = gamma / 2 if c1 == 0 else min(gamma / 2, gamma * (m - csum * rho) / (4 * c1))
-        value = float(w @ (task.margin < m)) + forms[form](t, max(eps, 0.0), tv, w)
-        if value < best:
-            best, best_m = value, float(m)
-    return TransferBound(best, best_m, gamma, c1, csum, float(rho), eps, form, best >= 1.0)
-
-
-__all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "bulk_mask", "AnchorFit", "anchor_fit",
+__all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
-           "context_divergences", "markov_tail", "per_context_tail", "FORMS", "TransferBound", "task_gamma", "transfer_bound", "TASKS"]
+           "TASKS"]
