@@ -144,4 +144,4 @@ def head_prompt_check(cell) -> list:
 
 
 __all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "head_prompt_check", "CAUSAL", "MASKED", "PREPENDED"]
-from simlm.experiments import checks_anchors  # noqa: E402,F401  (registers wu/anchors)
+from simlm.experiments.checks_anchors import anchors_check; __all__ += ["anchors_check"]  # noqa: E402,E702 (registers wu/anchors)

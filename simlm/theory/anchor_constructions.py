@@ -40,14 +40,14 @@ def analytic_laws(ctx: AnchorContexts, kind: str, eps: float, seed: int = 0) -> 
     eps = check_positive("eps", eps)
     logp = np.asarray(ctx.logp, np.float32)
     params = perturbation_params(kind, logp.shape[1], seed, logp)
-    # rows padded to a power of two with weight 0: ε(s) is compiled once per (2^k, V), not per world
+    # rows padded to a power of two (≥ 8) with weight 0: ε(s) is compiled once per (2^k, V), not per world
     n = len(logp)
-    pad = (1 << max(n - 1, 0).bit_length()) - n
+    pad = max(8, 1 << max(n - 1, 0).bit_length()) - n
     padded, weights = np.concatenate([logp, np.repeat(logp[:1], pad, 0)]), np.concatenate([ctx.weights, np.zeros(pad)])
     s = solve_scale(lambda s: epsilon_of_scale(kind, padded, s, params, weights), eps, max_scale(kind),
                     start=1.0 if kind == "uniform-mixture" else 1e-2, rtol=1e-4, resolution=1e-7,
                     what=f"kind {kind!r} on these contexts")
-    return log_softmax(np.asarray(perturb_logprobs(kind, logp, s, params), np.float64))
+    return log_softmax(np.asarray(perturb_logprobs(kind, padded, s, params), np.float64)[:n])
 
 
 def lm_residual(ctx: AnchorContexts, bulk, logp_lm) -> np.ndarray:

@@ -258,10 +258,19 @@ def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
     return AnchorTask(name, direction, words, coef, score, bias, score + bias >= 0, np.abs(score + bias))
 
 
+def _word_ids(words, V: int) -> np.ndarray:
+    """Task words as distinct int ids in [0, V), or a ConfigError naming ``words``."""
+    ids = np.asarray(words).reshape(-1)
+    if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
+            or ids.max() >= V or np.unique(ids).size != ids.size:
+        raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}")
+    return ids
+
+
 def word_task(ctx: AnchorContexts, fit: AnchorFit, words, coef, name: str = "anchored") -> AnchorTask:
     """score*(x) = Σ_{w∈S} c_w ⟨v*_w − v_0, f*(x)⟩ over the task ``words`` with ``coef`` c, v_0 = ``fit.v0``
     (so the world's own anchored head is exact)."""
-    ids = np.asarray(words).reshape(-1)
+    ids = _word_ids(words, ctx.embeddings.shape[1])
     c = check_real_array("coef", coef).reshape(-1)
     if ids.shape != c.shape or ids.size == 0:
         raise ShapeError(f"words, coef: expected equal non-empty lengths, got {ids.shape} and {c.shape}")
@@ -313,8 +322,10 @@ def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> S
     f, E = check_real_array("features", features), check_real_array("embeddings", embeddings)
     if f.ndim != 2 or E.ndim != 2 or f.shape[1] != E.shape[0]:
         raise ShapeError(f"features, embeddings: expected (n, d) and (d, V), got {f.shape} and {E.shape}")
-    c = np.asarray(coef, np.float64)
-    lhs = f @ (E[:, np.asarray(words)] @ c - c.sum() * fit.v0)
+    words, c = _word_ids(words, E.shape[1]), check_real_array("coef", coef).reshape(-1)
+    if c.shape != words.shape:
+        raise ShapeError(f"words, coef: expected equal lengths, got {words.shape} and {c.shape}")
+    lhs = f @ (E[:, words] @ c - c.sum() * fit.v0)
     prob = probability_part(log_softmax(f @ E), bulk, words, c)
     anchor = c.sum() * (fit.c + fit.residual)
     return ScoreIdentity(lhs, prob, anchor, float(np.abs(lhs - prob - anchor).max()))
