@@ -130,6 +130,16 @@ def test_n1_a_common_logit_shift_leaves_p_unchanged_and_the_task_at_chance(seed)
     assert word_errors(ctx.logp, n1.logp_lm, ctx.weights).error.max() <= 1e-9  # the laws are the world's
 
 
+@given(loglinear_worlds(max_states=4, max_symbols=4))
+def test_n1_on_any_world_has_epsilon_zero_and_a_constant_readout(world):
+    """On every log-linear world: the augmented world's law is the world's (checked inside), the LM without
+    the task coordinate has ε = 0, its readout is constant (error = π(y = 0)) and the world's is exact."""
+    ctx = anchor_contexts(world)
+    n1 = n1_construction(ctx, 0)
+    assert n1.eps == pytest.approx(0.0, abs=1e-12) and n1.world_head_error == 0.0
+    assert n1.head_error == pytest.approx(float(ctx.weights @ ~n1.labels))
+
+
 @FEW
 @given(st.integers(0, 2**16))
 def test_n2_a_task_carried_by_rare_words_fails_at_tiny_epsilon(seed):
