@@ -163,3 +163,9 @@ def _register_experiments() -> None:
 
 
 _register_experiments()
+
+
+# the paper modules with a checks module of their own (each registers its checks on import)
+from simlm.experiments.checks_anchors import anchors_check  # noqa: E402
+
+__all__ += ["anchors_check"]
