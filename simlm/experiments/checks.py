@@ -133,7 +133,6 @@ def head_prompt_check(cell) -> list:
     estimate) and the majority rate as columns.  No bound: the paper's statements are the conditions,
     reported by ``wei/head-tuning``."""
     from simlm.experiments import head_prompt as hp
-    from simlm.experiments import natural_tasks as nt
 
     config = hp.Config(**cell.options, trained=False, analytic=None)
     kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
