@@ -14,7 +14,7 @@ import pytest
 
 from simlm.cli import main
 from simlm.errors import ConfigError
-from simlm.experiments.executors import InProcess, ProcessPool
+from simlm.experiments.executors import ProcessPool
 from simlm.experiments.registry import COLUMNS, checks
 from simlm.experiments.sweep import load_config, parse_config, run_sweep
 
