@@ -41,16 +41,15 @@ Seeds.  Seed s sets the task (1000 s), the training (1000 s + 1) and test (1000 
 ceiling's continuations (1000 s + 3), head and prompt initialisations and the transformer's
 initialisation; the world of each size is one draw (``world_seed``), shared by the seeds.
 
-Results store.  ``<out>/<experiment>.cells.jsonl`` gets one line per finished cell — a (world, seed,
-level) with level "oracle", "eps<=<target>" or "final" — holding its records; a rerun with the same
-``--out`` and config skips finished cells (a torn last line is dropped; any other line that is not a
-finished cell is dropped with a warning, the damaged file kept as ``cells.jsonl.corrupt-<n>``), training
-resumes from the trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.config.json``
-keeps the directory to one config: options are all checked before it is written, a run that fails before
-storing a cell removes it again, and a corrupt one is restored from ``<experiment>.json`` (or the error
-says how to recover).  ``<out>/<experiment>.json`` (all records, the
-per-group summary, the training ladders, times; written to a temporary file and renamed) and
-``<out>/<experiment>.png`` are rewritten at the end of every run.
+Results.  The experiment is the sweep of ``simlm/experiments/configs/head_prompt_<experiment>.toml``
+(:func:`sweep_config` of the Config; flags override its values): one world per ``[[worlds]]`` table and the
+check ``wei/head-prompt-experiment`` (:func:`experiment_check`), which builds the levels' LMs itself in
+the oracle's cell, one cell per task seed.  Everything the sweep runner writes is in ``<out>/<experiment>/``
+— ``cells.jsonl`` (a SIGKILL loses no finished cell; a rerun skips them), the tidy ``results.csv``, the
+config (``sweep.json``: a different config is refused), the environment and the worlds' parameters, and
+the trainer's checkpoints under ``work/`` (reused, never retrained) — beside ``<experiment>.json`` (all
+records, the per-group summary, the training ladders, times) and ``<experiment>.png``, rewritten at the end
+of every run from the stored rows.  ``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
 
     python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...

@@ -30,7 +30,14 @@ by the task alone, so comparable across LMs and ε):
 τ; ``ratio_*`` = excess/slack, the share of the slack the LM actually uses.  A violation is a row whose
 (a) or (b) exceeds its bound at some B on the grid (``holds`` False) — there must be none.
 
-    python -m simlm.experiments.natural_tasks [--quick] [--out DIR] [--figure PATH] ...
+The experiment is the sweep of ``simlm/experiments/configs/natural_tasks.toml`` (:func:`sweep_config`;
+flags override its values): one world per ``[[worlds]]`` table and the check
+``saunshi/natural-tasks-experiment`` (:func:`experiment_check`), which builds the LMs above itself in the
+oracle's cell of each world — one cell for the analytic families, one for the trained ladders (checkpoints
+under ``<out>/work/``, reused on reruns) — so the directory holds an ordinary sweep (``cells.jsonl``,
+tidy ``results.csv``, ``sweep.json`` …) beside ``results.json`` and the figures, drawn from the stored rows.
+
+    python -m simlm.experiments.natural_tasks [--quick] [--out DIR] [--figure PATH] [--workers N] ...
 """
 
 from __future__ import annotations
