@@ -168,3 +168,7 @@ _register_experiments()
 from simlm.experiments.checks_anchors import anchors_check  # noqa: E402
 
 __all__ += ["anchors_check"]
+
+from simlm.experiments.checks_token_accuracy import token_accuracy_check  # noqa: E402
+
+__all__ += ["token_accuracy_check"]

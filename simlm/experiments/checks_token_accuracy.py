@@ -1,0 +1,57 @@
+"""The sweep check ``tzach/token-accuracy`` — Tzach et al. (2025), accuracy per token on an HMM world.
+
+On the cell's held-out tokens, every position is masked in turn (one MASK, the rest visible: the masked law
+every masked LM of the sweep defines) and the LM's argmax is scored against the true token, beside the exact
+Bayes predictor argmax P(x_t | x_−t) on the same positions (:mod:`simlm.theory.token_accuracy`).  Rows:
+
+- ``mean_apt``, ``accuracy`` (type-averaged and occurrence-weighted APT), ``bayes_mean_apt``,
+  ``bayes_accuracy``, ``apt_frequency_spearman`` (the paper's "APT grows with frequency", for the LM and
+  for Bayes), ``n_predicted`` (distinct outputs), ``kl_epsilon`` (mean KL to the Bayes law);
+- ``expected_accuracy`` ≤ ``bayes_expected_accuracy``: the Rao–Blackwell expected accuracy Σ_t p*(pred_t |
+  x_−t) / N of the LM's predictions against E max_v p*(v | x_−t).  It holds pointwise for every predictor,
+  so the row is flagged trivial (no LM can violate it); its ``slack_used`` — with the token-and-position-free
+  baseline, the accuracy of always predicting the most frequent token — is the share of the Bayes gap the
+  LM closes, the number that carries information.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simlm.experiments.registry import register, row
+from simlm.theory.token_accuracy import apt_by_frequency, token_accuracy
+
+
+def _applies(world_spec, lm_spec) -> str:
+    if world_spec.get("kind") != "hmm":
+        return "needs an HMM world"
+    if "masked" not in lm_spec.get("laws", ("masked",)):
+        return "needs the masked law, which this LM does not define"
+    return ""
+
+
+@register("tzach/token-accuracy", paper="Tzach et al. (2025)", applies=_applies, defaults={"n_bins": 3},
+          description="accuracy per token (APT) of the masked LM vs the Bayes predictor; expected accuracy ≤ Bayes")
+def token_accuracy_check(cell) -> list:
+    world, x = cell.world, np.asarray(cell.tokens)
+    bayes = np.asarray(world.masked_token_probs(x), np.float64)
+    probs = np.exp(np.asarray(cell.lm.masked_token_logprobs(x), np.float64))
+    every = np.ones(x.shape, bool)
+    lm, opt = token_accuracy(probs, x, every, bayes), token_accuracy(bayes, x, every, bayes)
+    freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
+    rho_lm = apt_by_frequency(lm, freq, int(cell.options["n_bins"])).spearman
+    rho_b = apt_by_frequency(opt, freq, int(cell.options["n_bins"])).spearman
+    pred = probs.argmax(-1)
+    expected = float(np.take_along_axis(bayes, pred[..., None], -1).mean())
+    ceiling = float(bayes.max(-1).mean())
+    baseline = float(bayes[..., int(freq.argmax())].mean())  # always the most frequent token
+    return [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),
+            row("accuracy", lm.accuracy, accuracy_se=lm.accuracy_se),
+            row("bayes_mean_apt", opt.mean_apt), row("bayes_accuracy", opt.accuracy),
+            row("apt_frequency_spearman", rho_lm, bayes_spearman=rho_b),
+            row("n_predicted", lm.n_predicted, bayes_n_predicted=opt.n_predicted),
+            row("kl_epsilon", lm.epsilon),
+            row("expected_accuracy", expected, ceiling, maximum=ceiling, baseline=baseline)]
+
+
+__all__ = ["token_accuracy_check"]
