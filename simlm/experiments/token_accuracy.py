@@ -96,7 +96,7 @@ def _clusters(confusion, tau, classes) -> dict:
             "largest": int(c.sizes[0]) if len(c.sizes) else 0, "ari": c.ari, "nmi": c.nmi}
 
 
-def train_topic_lms(world, config: Config, run_dir: Path):
+def train_lms(world, config: Config, run_dir: Path):
     from simlm.models.transformer import TransformerConfig
     from simlm.train import TrainConfig, train
 
@@ -117,6 +117,33 @@ def train_topic_lms(world, config: Config, run_dir: Path):
     return lms
 
 
+def ladder_readouts(classed, config: Config, run_dir: Path, x_tr, x_te):
+    """Train the ladder on ``classed.hmm`` and read every rung out per block; returns ``(summary dict, the
+    Bayes TokenAccuracy, (last lm, its final-layer TokenAccuracy))``."""
+    w, classes = classed.hmm, classed.token_class
+    freq = frequencies(w, config.length)
+    rungs = []
+    for target, eps, lm in train_lms(w, config, run_dir):
+        op = order_parameter(lm, w, x_tr, x_te, corruption=Corruption(), seed=config.seed, classes=classes,
+                             threshold=config.threshold, probe_steps=config.probe_steps)
+        prof = apt_by_frequency(op.final, freq)
+        rungs.append({"target": target, "masked_eps": eps, "rows": [dataclasses.asdict(r) for r in op.rows],
+                      "apt": op.final.apt.tolist(), "mean_apt": op.final.mean_apt, "accuracy": op.final.accuracy,
+                      "corrupted_eps": op.final.epsilon, "kl_by_type": op.final.kl.tolist(),
+                      "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman})
+        bayes, local, last = op.bayes, op.local, (lm, op.final)
+    prof = apt_by_frequency(bayes, freq)
+    summary = {
+        "frequency": freq.tolist(), "token_class": classes.tolist(), "rungs": rungs,
+        "bayes": {"mean_apt": bayes.mean_apt, "mean_apt_se": bayes.mean_apt_se, "mean_apt_rb": bayes.mean_apt_rb,
+                  "accuracy": bayes.accuracy, "apt": bayes.apt.tolist(), "n_predicted": bayes.n_predicted,
+                  "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman,
+                  "within_class_errors": within_class_errors(bayes.confusion, classes),
+                  "clusters": [_clusters(bayes.confusion, tau, classes) for tau in THRESHOLDS]},
+        "local": {"mean_apt": local.mean_apt, "accuracy": local.accuracy, "epsilon": local.epsilon}}
+    return summary, bayes, last
+
+
 def run(config: Config, out: Path) -> dict:
     started = time.perf_counter()
     corr = Corruption()
@@ -128,30 +155,14 @@ def run(config: Config, out: Path) -> dict:
     topic = topic_syntax_hmm(config.seed, config.n_topics, config.n_syntax, config.block_size, switch=config.switch,
                              topic_rate=config.topic_rate, exponent=config.exponent,
                              concentration=config.concentration)
-    w, V, T = topic.hmm, int(topic.hmm.n_symbols), config.length
+    w, T = topic.hmm, config.length
     labels, position = topic_of_state(config.n_topics, config.n_syntax), T // 2
-    freq = frequencies(w, T)
     x_tr, h_tr = (np.asarray(a) for a in w.sample(config.seed + 10, config.n_train, T, return_states=True))
     x_te, h_te = (np.asarray(a) for a in w.sample(config.seed + 11, config.n_test, T, return_states=True))
-    rungs = []
-    for target, eps, lm in train_topic_lms(w, config, out / "train"):
-        op = order_parameter(lm, w, x_tr, x_te, corruption=corr, seed=config.seed, classes=topic.token_class,
-                             threshold=config.threshold, probe_steps=config.probe_steps)
-        rungs.append({"target": target, "masked_eps": eps, "rows": [dataclasses.asdict(r) for r in op.rows],
-                      "apt": op.final.apt.tolist(), "mean_apt": op.final.mean_apt, "accuracy": op.final.accuracy,
-                      "corrupted_eps": op.final.epsilon, "kl_by_type": op.final.kl.tolist(),
-                      "apt_by_frequency": apt_by_frequency(op.final, freq).mean_apt.tolist(),
-                      "spearman": apt_by_frequency(op.final, freq).spearman})
-        bayes, local, last = op.bayes, op.local, (lm, op.final)
-    result["topic"] = {
-        "frequency": freq.tolist(), "token_class": topic.token_class.tolist(), "rungs": rungs,
-        "bayes": {"mean_apt": bayes.mean_apt, "mean_apt_se": bayes.mean_apt_se, "mean_apt_rb": bayes.mean_apt_rb,
-                  "accuracy": bayes.accuracy, "apt": bayes.apt.tolist(), "n_predicted": bayes.n_predicted,
-                  "apt_by_frequency": apt_by_frequency(bayes, freq).mean_apt.tolist(),
-                  "spearman": apt_by_frequency(bayes, freq).spearman,
-                  "within_class_errors": within_class_errors(bayes.confusion, topic.token_class),
-                  "clusters": [_clusters(bayes.confusion, tau, topic.token_class) for tau in THRESHOLDS]},
-        "local": {"mean_apt": local.mean_apt, "accuracy": local.accuracy, "epsilon": local.epsilon}}
+    result["topic"], bayes, last = ladder_readouts(topic, config, out / "train-topic", x_tr, x_te)
+    groups = confusion_groups_hmm(config.seed)
+    g_tr, g_te = (np.asarray(groups.hmm.sample(config.seed + s, n, T)) for s, n in ((10, config.n_train), (11, config.n_test)))
+    result["groups_ladder"], _, _ = ladder_readouts(groups, config, out / "train-groups", g_tr, g_te)
     lm, final = last
     ft = finetune_along_blocks(lm, w, (x_tr, h_tr), (x_te, h_te), labels, position, apt_model=final.apt,
                                apt_bayes=bayes.apt, steps=4 * config.probe_steps)
@@ -173,7 +184,7 @@ def verdicts(r: dict) -> dict:
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
     probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
-    ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
+    ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in r["groups_ladder"]["rungs"]]
     best = rungs[-1]
     out = {}
     out["apt_grows_with_frequency"] = (
@@ -191,9 +202,11 @@ def verdicts(r: dict) -> dict:
         "(ii)" if rises and closes else "(iii)",
         f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes ceiling "
         f"{top['bayes']['mean_apt']:.3f} and local (block-0) ceiling {top['local']['mean_apt']:.3f}")
-    clean = [a for a in ari[-1] if a is not None]
+    clean = [np.nan if a is None else round(a, 3) for a in ari[-1]]
     out["clusters_sharpen_along_blocks"] = (
-        "(ii)" if len(clean) > 1 and clean[-1] > clean[0] else "(iii)", f"probe cluster ARI along blocks {clean}")
+        "(ii)" if len(clean) > 1 and np.nan_to_num(clean[-1]) > np.nan_to_num(clean[0]) else "(iii)",
+        f"groups world, probe cluster ARI along blocks (last rung) {clean}; Bayes ARI "
+        f"{r['groups_ladder']['bayes']['clusters'][2]['ari']} at τ = {r['thresholds'][2]}")
     out["finetuning_improves_along_blocks"] = (
         "(ii)" if ft["accuracy"][-1] > ft["accuracy"][0] else "(iii)",
         f"head accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}")
@@ -208,17 +221,9 @@ def verdicts(r: dict) -> dict:
     return out
 
 
-def summary(r: dict) -> str:
-    lines = []
-    for name in ("block_zipf", "groups"):
-        for where in ("selected", "masked"):
-            s = r[name][where]
-            lines.append(f"{name} [{where}] Bayes ⟨APT⟩ {s['mean_apt']:.3f} (RB {s['mean_apt_rb']:.3f}) accuracy "
-                         f"{s['accuracy']:.3f} distinct outputs {s['n_predicted']} within-class errors "
-                         f"{s['within_class_errors']:.2f} Spearman {s['spearman']:.2f}")
-    top = r["topic"]
-    lines.append(f"topic Bayes ⟨APT⟩ {top['bayes']['mean_apt']:.3f} accuracy {top['bayes']['accuracy']:.3f}; local "
-                 f"⟨APT⟩ {top['local']['mean_apt']:.3f} accuracy {top['local']['accuracy']:.3f}")
+def _ladder_lines(name: str, top: dict) -> list:
+    lines = [f"{name} Bayes ⟨APT⟩ {top['bayes']['mean_apt']:.3f} accuracy {top['bayes']['accuracy']:.3f}; local "
+             f"⟨APT⟩ {top['local']['mean_apt']:.3f} accuracy {top['local']['accuracy']:.3f}"]
     for g in top["rungs"]:
         lines.append(f"  rung {g['target']:g} (masked ε {g['masked_eps']:.3f}, corrupted ε {g['corrupted_eps']:.3f})")
         for readout in ("probe", "lens"):
@@ -227,6 +232,19 @@ def summary(r: dict) -> str:
                          + " | acc " + " ".join(f"{row['accuracy']:.3f}" for row in rows)
                          + " | gap closed " + " ".join(f"{row['gap_closed']:.2f}" for row in rows)
                          + " | ARI " + " ".join("-" if row["ari"] is None else f"{row['ari']:.2f}" for row in rows))
+    return lines
+
+
+def summary(r: dict) -> str:
+    lines = []
+    for name in ("block_zipf", "groups"):
+        for where in ("selected", "masked"):
+            s = r[name][where]
+            lines.append(f"{name} [{where}] Bayes ⟨APT⟩ {s['mean_apt']:.3f} (RB {s['mean_apt_rb']:.3f}) accuracy "
+                         f"{s['accuracy']:.3f} distinct outputs {s['n_predicted']} within-class errors "
+                         f"{s['within_class_errors']:.2f} Spearman {s['spearman']:.2f}")
+    for name in ("topic", "groups_ladder"):
+        lines += _ladder_lines(name, r[name])
     ft = r["finetune"]
     lines.append(f"fine-tuning accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} Bayes {ft['bayes_accuracy']:.3f} "
                  f"(ceiling {ft['bayes_ceiling']:.3f}, majority {ft['majority']:.3f}); corr(conf, input APT) model "

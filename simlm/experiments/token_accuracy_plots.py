@@ -36,14 +36,15 @@ def plot(r: dict, out: Path) -> list:
     a.set(xlabel="block (0 = embeddings)", ylabel="⟨APT⟩ (type-averaged)", title="order parameter along blocks")
     a.legend(fontsize=6)
     a = ax[0, 2]
-    for i, g in enumerate(top["rungs"]):
+    groups = r["groups_ladder"]
+    for i, g in enumerate(groups["rungs"]):
         rows = [row for row in g["rows"] if row["readout"] == "probe"]
         a.plot([row["block"] for row in rows], [np.nan if row["ari"] is None else row["ari"] for row in rows], "-o",
                color=f"C{i}", label=f"probe, ε = {g['masked_eps']:.3f}")
-    bayes_ari = [c["ari"] for c in top["bayes"]["clusters"] if c["threshold"] == r["config"]["threshold"]]
+    bayes_ari = [c["ari"] for c in groups["bayes"]["clusters"] if c["threshold"] == r["config"]["threshold"]]
     if bayes_ari and bayes_ari[0] is not None:
         a.axhline(bayes_ari[0], color="k", label="Bayes")
-    a.set(xlabel="block", ylabel="ARI vs planted classes", title=f"confusion-cluster ARI (τ = {r['config']['threshold']})")
+    a.set(xlabel="block", ylabel="ARI vs planted classes", title=f"confusion-cluster ARI, groups world (τ = {r['config']['threshold']})")
     a.legend(fontsize=7)
     a = ax[1, 0]
     a.scatter(ft["input_apt_model"], ft["confidence_model"], s=6, alpha=0.5, label=f"model (r = {ft['corr_model']:.2f})")

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.checks import as_key, check_tokens
+from simlm.checks import as_rng, check_tokens
 from simlm.errors import ConfigError, TokenError
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import check_number
@@ -73,16 +73,17 @@ def channels(corruption: Corruption, n_symbols: int) -> tuple[np.ndarray, np.nda
     return any_, sel
 
 
-def corrupt(key, tokens, corruption: Corruption, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample BERT corruption of ``tokens (n, T)``: returns ``(inputs (n, T), selected (n, T) bool)`` with MASK
-    written as id ``n_symbols`` (the transformer's ``mask_id``).  The same draws as the ``masked-lm``
-    objective's (:func:`simlm.train.objectives.masked_lm`) in distribution."""
+def corrupt(seed, tokens, corruption: Corruption, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample BERT corruption of ``tokens (n, T)`` with numpy's generator from ``seed``: returns ``(inputs (n, T),
+    selected (n, T) bool)`` with MASK written as id ``n_symbols`` (the transformer's ``mask_id``).  The law of
+    the ``masked-lm`` objective's draws (:func:`simlm.train.objectives.masked_lm`), host-side: nothing to
+    compile."""
     corruption = check_corruption(corruption)
     toks, _ = check_tokens(tokens, n_symbols)
-    k1, k2, k3 = jax.random.split(as_key(key), 3)
-    chosen = np.asarray(jax.random.uniform(k1, toks.shape)) < corruption.rate
-    how = np.asarray(jax.random.choice(k2, 3, toks.shape, p=jnp.asarray(corruption[1:])))
-    rand = np.asarray(jax.random.randint(k3, toks.shape, 0, n_symbols))
+    rng = as_rng(seed)
+    chosen = rng.random(toks.shape) < corruption.rate
+    how = rng.choice(3, size=toks.shape, p=np.asarray(corruption[1:]) / sum(corruption[1:]))
+    rand = rng.integers(0, n_symbols, toks.shape)
     inputs = np.where(chosen & (how == 0), n_symbols, toks)
     inputs = np.where(chosen & (how == 1), rand, inputs).astype(np.int32)
     return inputs, chosen
