@@ -91,7 +91,7 @@ pd.DataFrame(sub).T[["tv_exact", "dconf_bayes"]]
 
 # %%
 if QUICK:
-    lm = TransformerLM(init_transformer(TransformerConfig(n_symbols=int(topic.hmm.n_symbols), d_model=16, n_layers=4,
+    lm = TransformerLM(init_transformer(TransformerConfig(n_symbols=int(topic.hmm.n_symbols), d_model=8, n_layers=4,
                                                           n_heads=2, max_len=17, causal=False), 0))
 else:
     config = Config(targets=(0.1,), max_steps=2500)

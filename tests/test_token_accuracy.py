@@ -235,6 +235,50 @@ def test_the_sweep_check_on_the_oracle_closes_the_whole_gap():
     assert rows["kl_epsilon"]["measured"] == pytest.approx(0.0, abs=1e-5)
 
 
+BAD = {"None": None, "str": "bogus", "bool": True, "neg": -1, "zero": 0, "frac": 1.5, "nan": float("nan"),
+       "inf": float("inf"), "huge": 10**12, "complex": 1 + 2j, "empty": [], "ragged": [[1, 2], [3]],
+       "matrix": np.ones((2, 2, 2)), "object": object()}
+
+
+def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
+    from simlm.errors import SimlmError
+    from simlm.theory.token_accuracy import apt_by_frequency
+
+    h = HMM.random(0, 3, 4)
+    x = np.asarray(h.sample(0, 4, 5))
+    y, sel = corrupt(0, x, Corruption(), 4)
+    b = bayes_corrupted_probs(h, y)
+    r = token_accuracy(b, x, sel, b)
+    surface = [(block_zipf_hmm, (0, 3, 4), {"exponent": 1.0, "leak": 0.1}),
+               (topic_syntax_hmm, (0, 2, 2, 2), {"switch": 0.1, "topic_rate": 0.3}),
+               (confusion_groups_hmm, (0, 2, 2), {"noise": 0.1, "sharpness": 0.5}),
+               (corrupt, (0, x, Corruption(), 4), {}), (bayes_corrupted_probs, (h, y, Corruption()), {}),
+               (local_bayes_probs, (h, y, Corruption()), {}), (token_accuracy, (b, x, sel, b), {}),
+               (apt_by_frequency, (r, np.ones(4) / 4, 2), {}),
+               (confusion_clusters, (r.confusion, 0.1, [0, 0, 1, 1]), {}),
+               (within_class_errors, (r.confusion, [0, 0, 1, 1]), {}), (adjusted_rand_index, ([0, 1, 1], [0, 1, 0]), {}),
+               (substitute, (x, [0, 0, 1, 1], "within", 0.5, 0), {})]
+    failures = []
+    for fn, args, kwargs in surface:
+        slots = [(i, None) for i in range(len(args))] + [(None, k) for k in kwargs]
+        for (i, k), (name, bad) in itertools.product(slots, BAD.items()):
+            a, kw = list(args), dict(kwargs)
+            if k is None:
+                a[i] = bad
+            else:
+                kw[k] = bad
+            try:
+                out = fn(*a, **kw)
+            except SimlmError:
+                continue
+            except Exception as err:  # noqa: BLE001 — the failure being looked for
+                failures.append(f"{fn.__name__}[{i if k is None else k}]={name}: {type(err).__name__}")
+                continue
+            if isinstance(out, (float, np.ndarray)) and np.isnan(np.asarray(out, float)).any():
+                failures.append(f"{fn.__name__}[{i if k is None else k}]={name}: NaN")
+    assert not failures, failures
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda h: check_corruption((0.15, 0.8, 0.1)), ConfigError),
     (lambda h: check_corruption((0.0, 0.8, 0.1, 0.1)), ConfigError),

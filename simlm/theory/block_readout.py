@@ -33,11 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import as_rng, check_positive_int, check_tokens
+from simlm.checks import as_array, as_rng, check_positive_int, check_tokens
 from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
 from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, local_bayes_probs
 from simlm.theory.token_accuracy import TokenAccuracy, confusion_clusters, token_accuracy
+from simlm.worlds.base import check_number
 
 
 @partial(jax.jit, static_argnums=0)
@@ -218,10 +219,13 @@ def substitute(tokens, token_class, mode: str, fraction: float, seed: int) -> np
     """Replace a ``fraction`` of positions of ``tokens (n, T)`` by a uniformly drawn other token ``mode`` =
     ``"within"`` its class, ``"across"`` (of another class) or ``"random"`` (any other token)."""
     rng = as_rng(seed)
-    x = np.array(tokens, copy=True)
-    c = np.asarray(token_class, int)
+    c = as_array("token_class", token_class)
+    if c.ndim != 1 or c.dtype.kind not in "iu" or not c.size:
+        raise ShapeError(f"token_class: expected integer classes of shape (V,), got {c.dtype} {c.shape}")
     V = len(c)
-    if mode not in ("within", "across", "random"):
+    x, _ = check_tokens(tokens, V)
+    fraction = check_number("fraction", fraction, minimum=0.0, maximum=1.0)
+    if not isinstance(mode, str) or mode not in ("within", "across", "random"):
         raise ConfigError(f"mode: expected 'within', 'across' or 'random', got {mode!r}")
     where = rng.random(x.shape) < fraction
     for i, t in zip(*np.nonzero(where)):

@@ -79,7 +79,9 @@ def corrupt(seed, tokens, corruption: Corruption, n_symbols: int) -> tuple[np.nd
     the ``masked-lm`` objective's draws (:func:`simlm.train.objectives.masked_lm`), host-side: nothing to
     compile."""
     corruption = check_corruption(corruption)
-    toks, _ = check_tokens(tokens, n_symbols)
+    if isinstance(n_symbols, (bool, np.bool_)) or not isinstance(n_symbols, (int, np.integer)) or n_symbols < 1:
+        raise ConfigError(f"n_symbols: expected a positive integer, got {n_symbols!r}")
+    toks, _ = check_tokens(tokens, int(n_symbols))
     rng = as_rng(seed)
     chosen = rng.random(toks.shape) < corruption.rate
     how = rng.choice(3, size=toks.shape, p=np.asarray(corruption[1:]) / sum(corruption[1:]))
@@ -106,6 +108,8 @@ _batched_posterior = jax.jit(jax.vmap(corrupted_posterior, in_axes=(None, None, 
 
 
 def _inputs(world, inputs) -> np.ndarray:
+    if not callable(getattr(world, "sample", None)) or not isinstance(getattr(world, "chain", None), core.Chain):
+        raise ConfigError(f"world: expected a world with an exact hidden chain (an HMM), got {type(world).__name__}")
     V = int(world.n_symbols)
     try:
         y = np.asarray(inputs)

@@ -35,8 +35,8 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import spearmanr
 
-from simlm.checks import as_array, check_positive_int
-from simlm.errors import ShapeError
+from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_tokens
+from simlm.errors import ConfigError, ShapeError
 from simlm.worlds.base import check_number
 
 
@@ -64,8 +64,25 @@ class TokenAccuracy:
             return np.where(bayes.apt > 0, self.apt / bayes.apt, np.nan)
 
 
+def _labels(name: str, value, n: int | None = None) -> np.ndarray:
+    """Integer labels ``(n,)`` (a ConfigError/ShapeError naming ``name`` otherwise)."""
+    a = check_real_array(name, value)
+    if a.ndim != 1 or (n is not None and a.shape != (n,)) or not a.size:
+        raise ShapeError(f"{name}: expected non-empty labels of shape ({n if n is not None else 'n'},), got {a.shape}")
+    if not np.all(a == np.round(a)):
+        raise ConfigError(f"{name}: expected integer labels")
+    return a.astype(np.int64)
+
+
+def _square(name: str, value) -> np.ndarray:
+    M = check_real_array(name, value)
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or not M.size:
+        raise ShapeError(f"{name}: expected a square (V, V) matrix, got {M.shape}")
+    return M
+
+
 def _laws(name, value, shape=None) -> np.ndarray:
-    a = as_array(name, value).astype(np.float64)
+    a = check_real_array(name, value, error=ShapeError)
     if a.ndim != 3 or (shape is not None and a.shape != shape):
         raise ShapeError(f"{name}: expected laws of shape {shape or '(n, T, V)'}, got {a.shape}")
     return a
@@ -76,7 +93,11 @@ def token_accuracy(probs, tokens, selected, bayes=None) -> TokenAccuracy:
     with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL."""
     p = _laws("probs", probs)
     n, T, V = p.shape
-    x, sel = as_array("tokens", tokens), as_array("selected", selected).astype(bool)
+    x, _ = check_tokens(tokens, V)
+    sel = as_array("selected", selected)
+    if sel.dtype.kind not in "biu":
+        raise ShapeError(f"selected: expected a boolean mask, got dtype {sel.dtype}")
+    sel = sel.astype(bool)
     if x.shape != (n, T) or sel.shape != (n, T):
         raise ShapeError(f"tokens, selected: expected shape ({n}, {T}) to match probs, got {x.shape} and {sel.shape}")
     if not sel.any():
@@ -122,10 +143,11 @@ class FrequencyProfile:
 def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> FrequencyProfile:
     """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (e.g. the world's
     exact marginal token law) and average APT in each."""
-    f = as_array("frequency", frequency).astype(np.float64)
+    check_instance("result", result, TokenAccuracy, "a TokenAccuracy (from token_accuracy)")
+    f = check_real_array("frequency", frequency)
     if f.shape != result.apt.shape:
         raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
-    n_bins = check_positive_int("n_bins", n_bins)
+    n_bins = check_positive_int("n_bins", n_bins, maximum=max(1, int((result.counts > 0).sum())))
     seen = result.counts > 0
     edges = np.quantile(f[seen], np.linspace(0, 1, n_bins + 1))
     which = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, n_bins - 1)
@@ -162,9 +184,7 @@ class ConfusionClusters:
 def confusion_clusters(confusion, threshold: float, classes=None) -> ConfusionClusters:
     """Clusters of ``confusion (V, V)`` at ``threshold`` τ ∈ (0, 1]: connected components of kept tokens
     linked when either normalised entry N[i, j], N[j, i] is ≥ τ (the paper's τ is not known)."""
-    M = as_array("confusion", confusion).astype(np.float64)
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ShapeError(f"confusion: expected a square (V, V) matrix, got {M.shape}")
+    M = _square("confusion", confusion)
     tau = check_number("threshold", threshold, minimum=0.0, maximum=1.0, positive=True)
     diag = np.diag(M)
     kept = (diag > 0) & (diag >= M.max(1))
@@ -179,14 +199,14 @@ def confusion_clusters(confusion, threshold: float, classes=None) -> ConfusionCl
     sizes = np.sort(np.bincount(comp))[::-1] if len(idx) else np.zeros(0, int)
     ari = nmi = None
     if classes is not None:
-        c = as_array("classes", classes).astype(int)
-        if c.shape != (M.shape[0],):
-            raise ShapeError(f"classes: expected one class per token, shape ({M.shape[0]},), got {c.shape}")
+        c = _labels("classes", classes, M.shape[0])
         ari, nmi = adjusted_rand_index(c[idx], comp), normalized_mutual_information(c[idx], comp)
     return ConfusionClusters(tau, kept, N, labels, sizes, ari, nmi)
 
 
 def _contingency(a, b) -> np.ndarray:
+    a = _labels("a", a)
+    b = _labels("b", b, len(a))
     _, ai = np.unique(a, return_inverse=True)
     _, bi = np.unique(b, return_inverse=True)
     table = np.zeros((ai.max(initial=-1) + 1, bi.max(initial=-1) + 1))
@@ -228,10 +248,8 @@ def normalized_mutual_information(a, b) -> float:
 
 def within_class_errors(confusion, classes) -> float:
     """The share of errors (off-diagonal mass of ``confusion``) whose prediction is in the true token's class."""
-    M = as_array("confusion", confusion).astype(np.float64)
-    c = as_array("classes", classes).astype(int)
-    if c.shape != (M.shape[0],) or M.shape[0] != M.shape[1]:
-        raise ShapeError(f"confusion, classes: expected (V, V) and (V,), got {M.shape} and {c.shape}")
+    M = _square("confusion", confusion)
+    c = _labels("classes", classes, M.shape[0])
     off = M * (1 - np.eye(len(M)))
     total = off.sum()
     return float((off * (c[:, None] == c[None, :])).sum() / total) if total > 0 else float("nan")

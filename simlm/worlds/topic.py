@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simlm.checks import as_rng, check_positive_int
+from simlm.checks import as_rng, check_memory, check_positive_int
 from simlm.errors import ConfigError
 from simlm.worlds.base import check_number
 from simlm.worlds.hmm import HMM
@@ -52,14 +52,24 @@ def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.nd
     """B[k, w] = P(c(w) | k) z_{c(w)}(w) for ``class_probs (K, m)`` and m blocks of ``block_size`` tokens;
     returns ``(emission (K, m·block_size), token_class (m·block_size,))``."""
     P = np.asarray(class_probs, np.float64)
+    check_memory("block_size", P.size * block_size, itemsize=8,
+                 what=f"a ({P.shape[0]}, {P.shape[1] * block_size}) float64 emission matrix")
     z = zipf_weights(block_size, exponent)
     emission = (P[:, :, None] * z[None, None, :]).reshape(P.shape[0], -1)
     return emission, np.repeat(np.arange(P.shape[1]), block_size)
 
 
+#: the largest number of states (or topics, syntax states, groups) and tokens per block a constructor takes.
+MAX_STATES, MAX_BLOCK = 4096, 65536
+
+
+def _size(name: str, value, minimum: int = 1, maximum: int = MAX_STATES) -> int:
+    return check_positive_int(name, value, minimum=minimum, maximum=maximum)
+
+
 def _checked(n_states, block_size, exponent, leak=0.0):
-    n = check_positive_int("n_states", n_states)
-    b = check_positive_int("block_size", block_size)
+    n = _size("n_states", n_states)
+    b = _size("block_size", block_size, maximum=MAX_BLOCK)
     s = check_number("exponent", exponent, minimum=0.0, maximum=10.0)
     leak = check_number("leak", leak, minimum=0.0, maximum=1.0)
     return n, b, s, leak
@@ -94,8 +104,9 @@ def topic_syntax_hmm(seed: int, n_topics: int = 3, n_syntax: int = 3, block_size
     The topic is the slow variable: one token reveals it only with probability ``topic_rate``, so
     P(z_t | x_−t) pools evidence over ~1/``switch`` positions — the long-range dependence that makes depth
     matter in a transformer."""
-    Z = check_positive_int("n_topics", n_topics, minimum=2)
+    Z = _size("n_topics", n_topics, minimum=2)
     S, b, s, _ = _checked(n_syntax, block_size, exponent)
+    check_memory("n_topics", (Z * S) ** 2, itemsize=8, what=f"a ({Z * S}, {Z * S}) float64 transition")
     switch = check_number("switch", switch, minimum=0.0, maximum=1.0)
     rate = check_number("topic_rate", topic_rate, minimum=0.0, maximum=1.0)
     conc = check_number("concentration", concentration, minimum=1e-3, maximum=1e3)
@@ -114,7 +125,7 @@ def topic_syntax_hmm(seed: int, n_topics: int = 3, n_syntax: int = 3, block_size
 
 def topic_of_state(n_topics: int, n_syntax: int) -> np.ndarray:
     """The topic z of each state (z, s) of :func:`topic_syntax_hmm`, ``(n_topics·n_syntax,)``."""
-    return np.repeat(np.arange(check_positive_int("n_topics", n_topics)), check_positive_int("n_syntax", n_syntax))
+    return np.repeat(np.arange(_size("n_topics", n_topics)), _size("n_syntax", n_syntax))
 
 
 def confusion_groups_hmm(seed: int, n_groups: int = 3, group_size: int = 3, *, noise: float = 0.15,
@@ -125,8 +136,9 @@ def confusion_groups_hmm(seed: int, n_groups: int = 3, group_size: int = 3, *, n
     (σ_g random permutations from ``seed``).  Context fixes the group and tilts the state inside it, so the
     Bayes predictor is right most of the time and its errors stay inside the group: the planted classes are
     the groups."""
-    G = check_positive_int("n_groups", n_groups)
-    r = check_positive_int("group_size", group_size, minimum=2)
+    G = _size("n_groups", n_groups)
+    r = _size("group_size", group_size, minimum=2)
+    check_memory("group_size", (G * r) ** 2, itemsize=8, what=f"two ({G * r}, {G * r}) float64 matrices")
     noise = check_number("noise", noise, minimum=0.0, maximum=1.0)
     sharp = check_number("sharpness", sharpness, minimum=0.0, maximum=1.0)
     if noise >= 1 - 1e-9:
