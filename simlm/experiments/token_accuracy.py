@@ -8,7 +8,7 @@ Three worlds (:mod:`simlm.worlds.topic`):
 2. ``groups`` — planted confusion groups: does the paper's cluster pipeline recover them from the Bayes
    predictor (ARI against the planted classes, swept over the unknown threshold τ)?
 3. ``topic`` — a slow topic × fast syntax chain: a 4-block masked transformer trained down an ε ladder
-   (BERT corruption), read out per block (fresh probe and logit lens) against the Bayes ceiling; APT
+   (BERT corruption), read out per block (fresh probe and logit lens) against the Bayes predictor; APT
    against frequency per rung; fine-tuning on the topic label per block; the confidence–APT correlation
    for the model and the Bayes classifier; and the substitution test.
 
@@ -200,8 +200,8 @@ def verdicts(r: dict) -> dict:
     closes = abs(probe[-1][-1] - top["bayes"]["mean_apt"]) < abs(probe[0][-1] - top["bayes"]["mean_apt"]) or len(rungs) == 1
     out["order_parameter_rises_along_blocks"] = (
         "(ii)" if rises and closes else "(iii)",
-        f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes ceiling "
-        f"{top['bayes']['mean_apt']:.3f} and local (block-0) ceiling {top['local']['mean_apt']:.3f}")
+        f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
+        f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}")
     clean = [np.nan if a is None else round(a, 3) for a in ari[-1]]
     out["clusters_sharpen_along_blocks"] = (
         "(ii)" if len(clean) > 1 and np.nan_to_num(clean[-1]) > np.nan_to_num(clean[0]) else "(iii)",

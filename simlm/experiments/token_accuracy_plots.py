@@ -31,8 +31,8 @@ def plot(r: dict, out: Path) -> list:
             rows = [row for row in g["rows"] if row["readout"] == readout]
             a.plot([row["block"] for row in rows], [row["mean_apt"] for row in rows], style, color=f"C{i}",
                    label=f"{readout}, ε = {g['masked_eps']:.3f}")
-    a.axhline(top["bayes"]["mean_apt"], color="k", label="Bayes ceiling")
-    a.axhline(top["local"]["mean_apt"], color="grey", ls=":", label="token + position ceiling (block 0)")
+    a.axhline(top["bayes"]["mean_apt"], color="k", label="Bayes predictor")
+    a.axhline(top["local"]["mean_apt"], color="grey", ls=":", label="token + position predictor (block 0)")
     a.set(xlabel="block (0 = embeddings)", ylabel="⟨APT⟩ (type-averaged)", title="order parameter along blocks")
     a.legend(fontsize=6)
     a = ax[0, 2]

@@ -9,8 +9,9 @@ rising along the blocks.  Its per-block readout is not stated, so both usual one
 - ``lens``: the model's own output layer applied to block k, softmax(Φᵀ LN(h_k)) (the "logit lens"); at
   k = L it is the model's law exactly.
 
-Block k = 0 is the embedding layer; it sees only the corrupted token and its position, so its ceiling is
-:func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  Every block is scored against the exact Bayes
+Block k = 0 is the embedding layer; it sees only the corrupted token and its position, so its accuracy is at
+most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes decisions maximise accuracy,
+not the type-averaged ⟨APT⟩: a readout's ⟨APT⟩ may exceed the Bayes predictor's — derived, and seen.)  Every block is scored against the exact Bayes
 posterior P(x_t | y, s_t = 1) on the same corrupted test inputs: ⟨APT⟩, token accuracy, ε_k = mean KL(p_B ‖
 p_k) over selected positions (nats), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes −
 acc_local), and the ARI of the confusion clusters against the planted classes.
