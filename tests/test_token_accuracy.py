@@ -227,7 +227,7 @@ def test_within_class_substitution_leaves_the_exact_label_posterior_unchanged():
 def test_the_sweep_check_on_the_oracle_closes_the_whole_gap():
     hmm = HMM.random(0, 4, 6)
     x = np.asarray(hmm.sample(0, 16, 10))
-    cell = Cell(hmm, {"kind": "hmm"}, WorldLM(hmm), {"source": "oracle", "laws": ["masked"]}, x, {"n_bins": 3}, 0)
+    cell = Cell(hmm, {"kind": "hmm"}, WorldLM(hmm), {"source": "oracle", "laws": ["masked"]}, x, {"max_sequences": 16}, 0)
     rows = {r["quantity"]: r for r in get_check("tzach/token-accuracy").run(cell)}
     assert rows["accuracy"]["measured"] == rows["bayes_accuracy"]["measured"]
     e = rows["expected_accuracy"]

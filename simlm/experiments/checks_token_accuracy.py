@@ -1,6 +1,6 @@
 """The sweep check ``tzach/token-accuracy`` — Tzach et al. (2025), accuracy per token on an HMM world.
 
-On the cell's held-out tokens, every position is masked in turn (one MASK, the rest visible: the masked law
+On the cell's held-out tokens (the first ``max_sequences``, default 32), every position is masked in turn (one MASK, the rest visible: the masked law
 every masked LM of the sweep defines) and the LM's argmax is scored against the true token, beside the exact
 Bayes predictor argmax P(x_t | x_−t) on the same positions (:mod:`simlm.theory.token_accuracy`).  Rows:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simlm.checks import check_positive_int
 from simlm.experiments.registry import register, row
 from simlm.theory.token_accuracy import apt_by_frequency, token_accuracy
 
@@ -30,25 +31,27 @@ def _applies(world_spec, lm_spec) -> str:
     return ""
 
 
-@register("tzach/token-accuracy", paper="Tzach et al. (2025)", applies=_applies, defaults={"n_bins": 3},
+@register("tzach/token-accuracy", paper="Tzach et al. (2025)", applies=_applies, defaults={"max_sequences": 32},
           description="accuracy per token (APT) of the masked LM vs the Bayes predictor; expected accuracy ≤ Bayes")
 def token_accuracy_check(cell) -> list:
-    world, x = cell.world, np.asarray(cell.tokens)
+    world = cell.world
+    x = np.asarray(cell.tokens)[: check_positive_int("max_sequences", cell.options["max_sequences"], minimum=2)]
     bayes = np.asarray(world.masked_token_probs(x), np.float64)
     probs = np.exp(np.asarray(cell.lm.masked_token_logprobs(x), np.float64))
     every = np.ones(x.shape, bool)
     lm, opt = token_accuracy(probs, x, every, bayes), token_accuracy(bayes, x, every, bayes)
     freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
-    rho_lm = apt_by_frequency(lm, freq, int(cell.options["n_bins"])).spearman
-    rho_b = apt_by_frequency(opt, freq, int(cell.options["n_bins"])).spearman
+    rho_lm, rho_b = apt_by_frequency(lm, freq, 1).spearman, apt_by_frequency(opt, freq, 1).spearman
     pred = probs.argmax(-1)
     expected = float(np.take_along_axis(bayes, pred[..., None], -1).mean())
     ceiling = float(bayes.max(-1).mean())
     baseline = float(bayes[..., int(freq.argmax())].mean())  # always the most frequent token
-    return [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),
+    rows = [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),
             row("accuracy", lm.accuracy, accuracy_se=lm.accuracy_se),
-            row("bayes_mean_apt", opt.mean_apt), row("bayes_accuracy", opt.accuracy),
-            row("apt_frequency_spearman", rho_lm, bayes_spearman=rho_b),
+            row("bayes_mean_apt", opt.mean_apt), row("bayes_accuracy", opt.accuracy)]
+    if np.isfinite(rho_lm):  # undefined (no row, rather than a NaN) when every occurring type has the same APT
+        rows.append(row("apt_frequency_spearman", rho_lm, bayes_spearman=rho_b if np.isfinite(rho_b) else None))
+    return rows + [
             row("n_predicted", lm.n_predicted, bayes_n_predicted=opt.n_predicted),
             row("kl_epsilon", lm.epsilon),
             row("expected_accuracy", expected, ceiling, maximum=ceiling, baseline=baseline)]
