@@ -81,7 +81,7 @@ topic = topic_syntax_hmm(0, 3, 3, 3, switch=0.03, topic_rate=0.5, exponent=1.5, 
 labels = topic_of_state(3, 3)
 xt = np.asarray(topic.hmm.sample(3, N, 16))
 sub = substitution_test(topic.hmm, lambda t: np.zeros(len(t)), xt, topic.token_class, labels, 8)
-pd.DataFrame(sub).T[["tv_exact", "dconf_bayes"]]
+pd.DataFrame(sub.as_dict()).T[["tv_exact", "dconf_bayes"]]
 
 # %% [markdown]
 # ## ⟨APT⟩ along the blocks of a masked transformer

@@ -172,7 +172,7 @@ def run(config: Config, out: Path) -> dict:
                           "confidence_bayes": ft.confidence_bayes.tolist(), "input_apt_model": ft.input_apt_model.tolist(),
                           "input_apt_bayes": ft.input_apt_bayes.tolist()}
     result["substitution"] = substitution_test(w, lambda x: ft.confidence(lm, x), x_te, topic.token_class, labels,
-                                               position, fraction=0.2, seed=config.seed)
+                                               position, fraction=0.2, seed=config.seed).as_dict()
     result["verdicts"] = verdicts(result)
     result["time_s"] = time.perf_counter() - started
     return result

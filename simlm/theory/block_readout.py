@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -241,22 +242,40 @@ def substitute(tokens, token_class, mode: str, fraction: float, seed: int) -> np
     return x
 
 
+class SubstitutionEffect(NamedTuple):
+    """Mean changes under one kind of substitution: TV of the exact P(y | x), |Δ| of the Bayes confidence
+    max_y P(y | x), |Δ| of the model's confidence."""
+
+    tv_exact: float
+    dconf_bayes: float
+    dconf_model: float
+
+
+class SubstitutionTest(NamedTuple):
+    within: SubstitutionEffect
+    across: SubstitutionEffect
+    random: SubstitutionEffect
+
+    def as_dict(self) -> dict:
+        return {mode: effect._asdict() for mode, effect in self._asdict().items()}
+
+
 def substitution_test(world, lm_confidence, tokens, token_class, state_label, position: int, *,
-                      fraction: float = 0.2, seed: int = 0) -> dict:
-    """For each mode of :func:`substitute`: the mean total-variation change of the exact P(y | x), the mean
-    change of the Bayes confidence max_y P(y | x), and the mean |change| of ``lm_confidence(tokens) -> (n,)``
-    (a classifier's max-softmax).  Returns ``{mode: {"tv_exact", "dconf_bayes", "dconf_model"}}``."""
+                      fraction: float = 0.2, seed: int = 0) -> SubstitutionTest:
+    """For each mode of :func:`substitute` (``fraction`` of the positions of ``tokens (n, T)``), the mean
+    changes of :class:`SubstitutionEffect`, with ``lm_confidence(tokens) -> (n,)`` a classifier's max-softmax."""
     base = label_posterior(world, tokens, state_label, position)
     conf0 = np.asarray(lm_confidence(tokens))
-    out = {}
-    for i, mode in enumerate(("within", "across", "random")):
+    effects = []
+    for i, mode in enumerate(SubstitutionTest._fields):
         x = substitute(tokens, token_class, mode, fraction, seed + i)
         post = label_posterior(world, x, state_label, position)
-        out[mode] = {"tv_exact": float(0.5 * np.abs(post - base).sum(1).mean()),
-                     "dconf_bayes": float(np.abs(post.max(1) - base.max(1)).mean()),
-                     "dconf_model": float(np.abs(np.asarray(lm_confidence(x)) - conf0).mean())}
-    return out
+        effects.append(SubstitutionEffect(float(0.5 * np.abs(post - base).sum(1).mean()),
+                                          float(np.abs(post.max(1) - base.max(1)).mean()),
+                                          float(np.abs(np.asarray(lm_confidence(x)) - conf0).mean())))
+    return SubstitutionTest(*effects)
 
 
 __all__ = ["block_features", "logit_lens", "BlockRow", "OrderParameter", "order_parameter", "label_posterior",
-           "FineTuning", "input_apt", "finetune_along_blocks", "substitute", "substitution_test"]
+           "FineTuning", "input_apt", "finetune_along_blocks", "substitute", "SubstitutionEffect",
+           "SubstitutionTest", "substitution_test"]
