@@ -166,9 +166,6 @@ _register_experiments()
 
 # the paper modules with a checks module of their own (each registers its checks on import)
 from simlm.experiments.checks_anchors import anchors_check  # noqa: E402
-
-__all__ += ["anchors_check"]
-
 from simlm.experiments.checks_token_accuracy import token_accuracy_check  # noqa: E402
 
-__all__ += ["token_accuracy_check"]
+__all__ += ["anchors_check", "token_accuracy_check"]
