@@ -6,8 +6,6 @@ tokens on the host, and calls jit-compiled, sequence-batched core functions.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
