@@ -64,10 +64,12 @@ def next_evaluation(step: int, trail: list, next_targets: list, every: int) -> i
 
     ``trail``: the last evaluations as ``[step, [ε of each member]]`` (oldest first, the one at ``step``
     last); ``next_targets``: each member's next rung, None for a member that reached all of them;
-    ``every``: the largest spacing.  The earliest step any member asks for (module docstring)."""
+    ``every``: the largest spacing.  The earliest step any member asks for (module docstring), and never
+    past the next multiple of ``every``: those steps are always evaluated, as under a fixed spacing."""
     gaps = [_gap(trail[-1][1][i] / t, _rate(trail, i), every) for i, t in enumerate(next_targets) if t is not None]
     grown = GROWTH * (trail[-1][0] - trail[-2][0]) if len(trail) >= 2 else every
-    return step + max(1, min(min(gaps, default=every), grown))
+    # every multiple of `every` stays an evaluation step, as before the prediction (benchmarks read them)
+    return min(step + max(1, min(min(gaps, default=every), grown)), (step // every + 1) * every)
 
 
 def _rate(trail: list, member: int) -> float | None:
