@@ -40,6 +40,10 @@ from simlm.worlds import hmm_core  # noqa: E402
 
 AGREEMENT_ATOL = 1e-4
 HAS_DYNAMAX = importlib.util.find_spec("dynamax") is not None
+if HAS_DYNAMAX:
+    # imported before anything is compiled: importing dynamax sets jax_default_matmul_precision, which would
+    # otherwise make every function compiled before it recompile inside the timed calls
+    import dynamax.hidden_markov_model  # noqa: E402, F401
 
 
 def sizes(backend: str) -> dict:

@@ -99,18 +99,18 @@ def forward(initial, transition, emission, tokens):
         c = (pred * columns).sum(-1)
         return pred, c
 
-    def unskipped_impossible(state):
-        skipped, _, c = state
-        return jnp.any((c <= 0) & ~skipped)
+    def impossible_left(state):
+        return state[3]
 
-    def skip_first(state):
-        skipped, _, c = state
-        first = jnp.argmax((c <= 0) & ~skipped)
-        skipped = skipped.at[first].set(True)
-        return (skipped, *run(skipped))
+    def scan_and_skip(state):  # one compiled copy of the scan; reruns only while a new skip was added
+        skipped = state[0]
+        pred, c = run(skipped)
+        bad = (c <= 0) & ~skipped
+        return skipped.at[jnp.argmax(bad)].set(skipped[jnp.argmax(bad)] | bad.any()), pred, c, bad.any()
 
-    skipped = jnp.zeros((T,), bool)
-    _, pred, c = jax.lax.while_loop(unskipped_impossible, skip_first, (skipped, *run(skipped)))
+    dtype = emission.dtype
+    start = (jnp.zeros((T,), bool), jnp.zeros((T, K), dtype), jnp.zeros((T,), dtype), jnp.array(True))
+    _, pred, c, _ = jax.lax.while_loop(impossible_left, scan_and_skip, start)
     ok = c > 0
     filt = jnp.where(ok[:, None], pred * columns / jnp.where(ok, c, 1.0)[:, None], pred)
     return pred, filt, jnp.log(c)
