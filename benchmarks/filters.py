@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ HAS_DYNAMAX = importlib.util.find_spec("dynamax") is not None
 if HAS_DYNAMAX:
     # imported before anything is compiled: importing dynamax sets jax_default_matmul_precision, which would
     # otherwise make every function compiled before it recompile inside the timed calls
-    import dynamax.hidden_markov_model  # noqa: E402, F401
+    importlib.import_module("dynamax.hidden_markov_model")
 
 
 def sizes(backend: str) -> dict:
