@@ -37,10 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=300)
     p.add_argument("--baseline-examples", type=int, default=100, help="examples of the unbucketed run")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "property_speed.json"))
-    p.add_argument("--quick", action="store_true", help="20 examples each")
+    p.add_argument("--quick", action="store_true", help="10 examples each, 5 unbucketed")
     args = p.parse_args(argv)
     if args.quick:
-        args.examples = args.baseline_examples = 20
+        args.examples, args.baseline_examples = 10, 5
     return args
 
 

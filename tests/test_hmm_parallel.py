@@ -63,12 +63,12 @@ def test_parallel_backward_equals_sequential(case):
     _assert_same(seq, par)
 
 
-@pytest.mark.parametrize("name", ["next_token_probs", "masked_token_probs", "smoothed_posterior",
-                                  "prepended_mask_probs", "log_likelihood"])
-@given(case=chains_and_tokens())
-def test_every_inference_function_agrees_between_the_two_passes(name, case):
-    seq, par = _both(name, *case)
-    _assert_same(seq, par)
+@given(chains_and_tokens())
+def test_every_inference_function_agrees_between_the_two_passes(case):
+    # masked laws go through forward and backward, the prepended law through backward and token_logprobs
+    for name in ("next_token_probs", "masked_token_probs", "prepended_mask_probs", "log_likelihood"):
+        seq, par = _both(name, *case)
+        _assert_same(seq, par)
 
 
 @given(chains_and_tokens(allow_zeros=False))
@@ -89,12 +89,11 @@ def test_block_diagonal_transitions_agree_with_the_dense_chain(data):
     blocks = np.stack([data.draw(stochastic_matrices(k, k)) for _ in range(G)])
     B = data.draw(stochastic_matrices(G * k, V))
     x = np.asarray(data.draw(st.lists(st.integers(0, V - 1), min_size=T, max_size=T)), np.int32)
-    for transition in (blocks, blocks[0]):  # a (G, k, k) stack and one shared (k, k) block
-        stack = transition if transition.ndim == 3 else np.stack([transition] * G)
-        dense_t = np.einsum("gh,gij->gihj", np.eye(G), stack).reshape(G * k, G * k)
-        seq, par = _both("masked_token_probs", pi, transition, B, x)  # through forward and backward
-        _assert_same(par, _both("masked_token_probs", pi, dense_t, B, x)[0])
-        _assert_same(seq, par)
+    dense = np.einsum("gh,gij->gihj", np.eye(G), blocks).reshape(G * k, G * k)
+    with jax.enable_x64(True):  # masked laws: through the forward and the backward scans
+        par = _jitted("masked_token_probs", True)(*(jnp.asarray(a) for a in (pi, blocks, B, x)))
+        seq = _jitted("masked_token_probs", False)(*(jnp.asarray(a) for a in (pi, dense, B, x)))
+    _assert_same(jax.tree.map(np.asarray, seq), jax.tree.map(np.asarray, par))
 
 
 def test_a_skipped_token_leaves_the_law_unchanged_as_in_the_sequential_filter():
@@ -110,7 +109,7 @@ def test_a_skipped_token_leaves_the_law_unchanged_as_in_the_sequential_filter():
 
 def test_long_sequences_agree_in_float32():
     rng = np.random.default_rng(0)
-    K, V, T = 6, 16, 300  # not a power of two: the scan's odd-length path
+    K, V, T = 5, 16, 100  # not a power of two: the scan's odd-length path
     pi, A, B = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K) * 0.3, K), rng.dirichlet(np.ones(V) * 0.3, K)
     x = np.asarray(core.sample(*(core.cumulative_rows(jnp.asarray(a, jnp.float32)) for a in (pi, A, B)),
                                jax.random.PRNGKey(0), 1, T)[0][0])
@@ -119,7 +118,7 @@ def test_long_sequences_agree_in_float32():
     par = jax.jit(functools.partial(core.next_token_probs, parallel=True))(*args)
     np.testing.assert_allclose(par[0], seq[0], atol=2e-5)
     np.testing.assert_allclose(par[1], seq[1], atol=2e-4)
-    assert abs(float(core.tree_sum(par[1]) - core.tree_sum(seq[1]))) < 1e-2  # of ~−1e3 nats
+    assert abs(float(core.tree_sum(par[1]) - core.tree_sum(seq[1]))) < 1e-2  # of ~−250 nats
 
 
 def test_a_row_whose_reachable_states_are_all_unlikely_keeps_a_finite_log_likelihood():
