@@ -285,8 +285,8 @@ def test_every_bound_holds(family, world_seed, kind, scale, task_seed, noise, pr
         assert b.holds, (f"{b.name} violated: bound {b.bound} vs (a) {b.loss_natural}, (b) {b.loss_best}; "
                          f"world {describe(world_of(family, world_seed))}")
     assert r.holds
-    assert {b.name for b in r.bounds} == ({"any-lm"} if phi is None else
-                                          {"any-lm", "softmax", "softmax-gamma-phi", "quad"})
+    assert {b.name for b in r.bounds} == ({"any-lm", "well-specified"} if phi is None else
+                                          {"any-lm", "well-specified", "softmax", "softmax-gamma-phi", "quad"})
     if phi is not None:
         assert r.gamma_phi >= r.gamma * (1 - 1e-9)
 
