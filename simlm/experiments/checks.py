@@ -59,11 +59,14 @@ def epsilon_check(cell) -> list:
           defaults={"max_length": 2, "noise": "logistic", "task_seed": 0},
           description="O(√ε) transfer bounds on a natural task, exact on the enumerated contexts (loss at B*)")
 def natural_task_check(cell) -> list:
-    """For every bound that applies (``any-lm`` for any causal LM; the softmax and Quad bounds need (θ, Φ)):
-    the loss of the task-optimal classifier moved to the LM's features (a) and of the best classifier in
-    the same ball (b), at the radius B* that minimises the bound, against the bound τ(B*) + B*√(2ε/γ).
-    The all-zero classifier is in every ball and scores log 2, so (b) cannot exceed log 2: a bound ≥ log 2
-    is flagged trivial for (b)."""
+    """For every bound that applies (``any-lm`` and its second-order ``well-specified`` form for any causal
+    LM; the softmax and Quad bounds need (θ, Φ)): the loss of the task-optimal classifier moved to the
+    LM's features (a) and of the best classifier in the same ball (b), at the radius B* that minimises the
+    bound, against the bound.  ``trivial`` (both rows): the bound is ≥ log 2 at every B of the grid — the
+    all-zero classifier is in every ball and scores log 2, so no LM could violate it; ``slack_used`` =
+    (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which the bound is trivial at every
+    B (:func:`simlm.theory.natural_tasks.critical_epsilon`), and ``residual`` the label residual of the
+    τ-optimal classifier (0: well-specified labels)."""
     o = cell.options
     contexts = enumerate_contexts(cell.world, int(o["max_length"]))
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
@@ -72,10 +75,11 @@ def natural_task_check(cell) -> list:
     for b in result.bounds:
         i = b.index
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
-                  "eps_bound": float(b.eps), "eps_contexts": result.eps}
-        rows.append(row(f"{b.name}:loss_natural", b.loss_natural[i], b.bound[i], baseline=b.tau[i], **common))
-        rows.append(row(f"{b.name}:loss_best", b.loss_best[i], b.bound[i], baseline=b.tau[i], maximum=math.log(2),
-                        **common))
+                  "eps_bound": float(b.eps), "eps_contexts": result.eps, "critical_eps": b.critical_eps,
+                  "residual": float(b.residual[i])}
+        for name, loss in (("loss_natural", b.loss_natural[i]), ("loss_best", b.loss_best[i])):
+            r = row(f"{b.name}:{name}", loss, b.bound[i], baseline=b.tau[i], **common)
+            rows.append({**r, "trivial": b.trivial})
     return rows
 
 
