@@ -82,7 +82,8 @@ def adversarial_lms(contexts, task, phi, config, skipped: list, cache: dict, tas
         for eps, eps_kind in targets:
             try:
                 if kind in ("adversarial-aligned", "adversarial-search"):
-                    lm = adversarial_laws(contexts, task, eps, method=kind.split("-")[1], cache=cache)
+                    lm = adversarial_laws(contexts, task, eps, method=kind.split("-")[1], cache=cache,
+                                          steps=config.search_steps)
                 elif kind == "adversarial-softmax":
                     lm = adversarial_softmax_lm(contexts, task, eps, phi, cache=cache)
                 else:

@@ -52,9 +52,13 @@ def adversary_radius(contexts, task, eps, *, B_grid=None, Phi=None, norm: str = 
     return float(grid[int(np.argmin(sol.loss + grid * math.sqrt(2 * eps / g)))])
 
 
-def _classifier(contexts, task, B, Phi, norm, cache):
-    sol = tau(contexts, task, [B], Phi=Phi, norm=norm, cache=cache)
-    return sol.v[0], float(sol.b[0])
+def _classifier(contexts, task, B, Phi, norm, cache, B_grid=None):
+    """The τ-optimal (v, b) at radius B: read off the grid's solution (cached) when B is on the grid."""
+    grid = np.asarray(B_GRID if B_grid is None else B_grid, np.float64)
+    on = np.flatnonzero(np.isclose(grid, B, rtol=1e-12, atol=0))
+    sol = tau(contexts, task, grid if on.size else [B], Phi=Phi, norm=norm, cache=cache)
+    i = int(on[0]) if on.size else 0
+    return sol.v[i], float(sol.b[i])
 
 
 def _directions(P, task, v, b) -> np.ndarray:
@@ -104,7 +108,7 @@ def adversarial_laws(contexts, task, eps, *, method: str = "aligned", B=None, B_
     p_L = contexts.weights / contexts.weights.sum()
     with np.errstate(divide="ignore"):
         logP = np.log(P)
-    v, b = _classifier(contexts, task, B, None, "inf", cache)
+    v, b = _classifier(contexts, task, B, None, "inf", cache, B_grid)
     eta = -(_directions(P, task, v, b)[:, None] * v[None, :]) / B
     if not np.any(np.abs(eta) > 0):
         raise ConfigError(f"task: the τ-optimal classifier at B = {B:g} is 0, so no law moves its scores")
@@ -166,7 +170,7 @@ def adversarial_softmax_lm(contexts, task, eps_phi, phi, *, B=None, B_grid=None,
     p_L = contexts.weights / contexts.weights.sum()
     if B is None:
         B = adversary_radius(contexts, task, eps_phi, B_grid=B_grid, Phi=phi, cache=cache)
-    v, b = _classifier(contexts, task, check_positive("B", B), phi, "inf", cache)
+    v, b = _classifier(contexts, task, check_positive("B", B), phi, "inf", cache, B_grid)
     lam = np.linalg.lstsq(phi.T, v, rcond=None)[0]
     base = polish_softmax_fit(fit_cross_entropy(P, phi).theta, phi, P)
     shift = -(_directions(P, task, v, b)[:, None] * lam[None, :]) / B
@@ -188,7 +192,7 @@ def adversarial_quad_lm(contexts, task, eps_quad, phi, *, B=None, B_grid=None, c
     phi = check_phi(phi, P.shape[1], "phi")
     if B is None:
         B = adversary_radius(contexts, task, eps_quad, B_grid=B_grid, Phi=phi, norm="2", cache=cache)
-    v, b = _classifier(contexts, task, check_positive("B", B), phi, "2", cache)
+    v, b = _classifier(contexts, task, check_positive("B", B), phi, "2", cache, B_grid)
     size = np.linalg.norm(v)
     if size == 0:
         raise ConfigError(f"task: the τ⁽²⁾-optimal classifier at B = {B:g} is 0, so no feature moves its scores")

@@ -446,7 +446,7 @@ class TransferBound:
     ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B.
     How much the check says: ``residual (G,)`` = ‖σ(z) − q‖_{L²(p_T)} of the τ-optimal classifier on p*
     (0: well-specified labels); ``critical_eps`` = γc²/2 (:func:`critical_epsilon`, with this bound's
-    γ and constraint); ``trivial`` = bound ≥ log 2 at every B of the grid (no LM can violate it: the
+    γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``trivial`` = bound ≥ log 2 at every B of the grid (no LM can violate it: the
     all-zero classifier scores log 2); ``slack_used`` = (loss (a) − τ)/(bound − τ) at ``index``."""
 
     name: str
@@ -562,7 +562,8 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         used = float((la[i] - nat.loss[i]) / slack) if 0 < slack < math.inf else math.nan
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
-                                 0.5 * gamma_ * slope**2, bool(np.all(bound >= LOG2)), used))
+                                 math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2,
+                                 bool(np.all(bound >= LOG2)), used))
     return out
 
 
