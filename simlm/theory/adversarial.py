@@ -74,13 +74,27 @@ def _kl_of_shift(logP, eta, p_L) -> float:
     return float(p_L @ (logsumexp(logP + eta, axis=-1) - np.sum(np.where(P > 0, P * eta, 0.0), -1)))
 
 
-def _solve(f, eps, what) -> float:
-    """The t ≥ 0 with f(t) = ε, f increasing from f(0) = 0; ConfigError if ε is beyond f's range."""
+def _tilt_supremum(P, eta, p_L) -> float:
+    """lim_{t→∞} E_{p_L} KL(p* ‖ softmax(log p* + tη)) = Σ_s p_L(s)·(−log p*_s(argmax η_s on supp p*_s)): the
+    tilt ends on the words of p*_s's support where η_s is largest (0 where η_s is constant there)."""
+    top = np.max(np.where(P > 0, eta, -np.inf), axis=-1, keepdims=True)
+    mass = np.sum(np.where((P > 0) & (eta >= top - 1e-12 * np.maximum(np.abs(top), 1.0)), P, 0.0), -1)
+    return float(p_L @ -np.log(np.clip(mass, 1e-300, 1.0)))
+
+
+def _solve(f, eps, what, supremum=None) -> float:
+    """The t ≥ 0 with f(t) = ε, f increasing from f(0) = 0; ConfigError if ε is beyond f's range
+    (``supremum``: lim f, when known, for the message)."""
+    if supremum is not None and supremum <= 1e-12:
+        raise ConfigError(f"eps: no law moves the scores: the τ-optimal v is constant on the support of every task "
+                          f"context's p* (at small B it spends its box on the bias), so {what} cannot spend {eps:g} nats")
+    if supremum is not None and supremum <= eps * (1 + 1e-9):
+        raise ConfigError(f"eps: {eps:g} nats is beyond what {what} reaches: at most {supremum:.3g} nats on the task's "
+                          "contexts (their p_L mass, and the p*-mass of the words the tilt favours, are too large)")
     hi = 1.0
     while f(hi) < eps:
         if hi >= _T_MAX:
-            raise ConfigError(f"eps: {eps:g} nats is beyond what {what} reaches ({f(hi):.3g} nats at t = {hi:g}; "
-                              "the task's contexts carry too little p_L mass)")
+            raise ConfigError(f"eps: {eps:g} nats is beyond what {what} reaches within t ≤ {_T_MAX:g}")
         hi *= 4.0
     return brentq(lambda t: f(t) - eps, 0.0, hi, xtol=1e-300, rtol=1e-15, maxiter=500)
 
@@ -112,7 +126,7 @@ def adversarial_laws(contexts, task, eps, *, method: str = "aligned", B=None, B_
     eta = -(_directions(P, task, v, b)[:, None] * v[None, :]) / B
     if not np.any(np.abs(eta) > 0):
         raise ConfigError(f"task: the τ-optimal classifier at B = {B:g} is 0, so no law moves its scores")
-    t = _solve(lambda t: _kl_of_shift(logP, t * eta, p_L), eps, "the aligned tilt")
+    t = _solve(lambda t: _kl_of_shift(logP, t * eta, p_L), eps, "the aligned tilt", _tilt_supremum(P, eta, p_L))
     eta = t * eta
     if method == "search":
         eta = _ascend(logP, eta, v, b, task, p_L, eps, steps)
