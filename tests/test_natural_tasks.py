@@ -439,7 +439,7 @@ def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, w
               (adversarial_softmax_lm if kind == "softmax" else adversarial_quad_lm)(C, task, eps, phi, B_grid=grid,
                                                                                       cache=cache))
     except ConfigError as e:  # a rare slice's contexts cannot absorb ε: said, not faked
-        assert "beyond" in str(e) or "is 0" in str(e) or "no law moves" in str(e)
+        assert any(why in str(e) for why in ("beyond", "is 0", "no law moves", "underflows"))
         return
     r = check_natural_task(C, lm, task, B_grid=grid, B2_grid=grid, tau_cache=cache)
     reached = {"aligned": r.eps, "search": r.eps, "softmax": r.eps_phi, "quad": r.eps_quad}[kind]

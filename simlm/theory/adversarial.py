@@ -132,6 +132,9 @@ def adversarial_laws(contexts, task, eps, *, method: str = "aligned", B=None, B_
         eta = _ascend(logP, eta, v, b, task, p_L, eps, steps)
     laws = np.exp(logP + eta - logsumexp(logP + eta, axis=-1, keepdims=True))
     reached = lm_epsilon(contexts, laws)
+    if not math.isfinite(reached):
+        raise ConfigError(f"eps: {eps:g} nats needs p_f(w | s) below float64's smallest number on the task's contexts "
+                          f"(the tilt at t = {t:g} underflows: the budget per context, ε/p_L(contexts), is too large)")
     if not abs(reached - eps) <= 1e-6 * eps:
         raise ConfigError(f"eps: the adversary reached {reached:.6g} nats, not {eps:g} (float64 rounding at t = {t:g})")
     return laws
