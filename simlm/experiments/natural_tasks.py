@@ -70,7 +70,10 @@ from simlm.models.perturbed import (S_MAX, UNDIRECTED_KINDS, epsilon_of_scale, m
                                     perturbation_params, solve_scale)
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
-from simlm.theory.natural_tasks import NOISES, check_natural_task, lm_epsilon, random_natural_task
+from simlm.theory.natural_tasks import B_GRID, NOISES, check_natural_task, lm_epsilon
+from simlm.experiments.natural_tasks_adversaries import (ADVERSARIES, TASK_KINDS, adversarial_lms, format_targets,
+                                                         make_tasks)
+from simlm.experiments.natural_tasks_adversaries import targets as sweep_targets
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import LogLinearWorld
@@ -79,6 +82,8 @@ from simlm.worlds.families import softmax
 #: the analytic LMs of the sweep: the perturbed laws (:mod:`simlm.models.perturbed`'s kinds that need no
 #: direction) and two softmax families, θ* + σG and f* + σG.
 LM_KINDS = UNDIRECTED_KINDS + ("theta-noise", "quad-noise")
+#: every LM family a row can come from (the adversaries are built per task: see natural_tasks_adversaries).
+ALL_LM_KINDS = LM_KINDS + ("trained-ce", "trained-quad") + ADVERSARIES
 WORLDS = ("loglinear", "loglinear-unstructured", "hmm")
 FEATURES = ("p_f", "Φp_f", "f")
 #: a calibrated ε further than this (relative) from its target counts as not reached: the row is skipped.
@@ -93,7 +98,13 @@ class Config:
     """The sweep, as plain values.  ``n_states``/``dim`` size the log-linear worlds; the HMM has
     ``hmm_states`` states, Dirichlet(``hmm_concentration``) rows and Gaussian word embeddings Φ of
     dimension ``dim``; ``max_length`` = L; ``prompt_lengths`` the lengths of
-    the prompts whose slices make the γ < 1 tasks (the most and least likely prompt of each length)."""
+    the prompts whose slices make the γ < 1 tasks (the most and least likely prompt of each length).  Tasks:
+    each "kind-noise" of ``tasks`` whose noise is in ``noises``, on every prompt (kind ``random``:
+    :func:`~simlm.theory.natural_tasks.random_natural_task`, ``indicative``:
+    :func:`~simlm.theory.natural_tasks.indicative_task`).  The analytic and trained LMs, and the softmax
+    and Quad adversaries, are checked on the ``lm_tasks`` only; the law adversaries (aligned, search) on
+    every task, at each ε of ``eps_grid`` and at the fractions ``critical_fractions`` of the task's
+    critical ε, built at B* of the bound and (aligned) at each fixed radius of ``adversary_radii``."""
 
     worlds: tuple = ("loglinear", "hmm")
     n_symbols: int = 6
@@ -106,8 +117,14 @@ class Config:
     eps_grid: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
     kinds: tuple = LM_KINDS
     prompt_lengths: tuple = (1, 2)
-    noises: tuple = ("logistic",)
+    noises: tuple = ("logistic", "sign")
     task_seed: int = 0
+    tasks: tuple = ("random-logistic", "random-sign", "indicative-sign")
+    lm_tasks: tuple = ("random-logistic",)
+    adversaries: tuple = ADVERSARIES
+    critical_fractions: tuple = (0.1, 0.5)
+    adversary_radii: tuple = (1.0,)
+    search_steps: int = 60
     ce_targets: tuple = (0.3, 0.1, 0.03, 0.01)
     quad_targets: tuple = (0.03, 0.01, 0.003)
     d_model: int = 16
@@ -115,22 +132,27 @@ class Config:
 
     def __post_init__(self):
         """Every field checked here, so a bad value stops the sweep before it writes anything."""
-        for name, allowed in (("worlds", WORLDS), ("kinds", LM_KINDS), ("noises", NOISES)):
+        combos = tuple(f"{k}-{n}" for k in TASK_KINDS for n in NOISES)
+        for name, allowed, empty in (("worlds", WORLDS, False), ("kinds", LM_KINDS, False), ("noises", NOISES, False),
+                                     ("tasks", combos, False), ("lm_tasks", combos, True),
+                                     ("adversaries", ADVERSARIES, True)):
             values = _tuple(self, name)
             bad = [v for v in values if not isinstance(v, str) or v not in allowed]
-            if bad or not values:
+            if bad or not (values or empty):
                 raise ConfigError(f"{name}: expected one or more of {allowed}, got {getattr(self, name)!r}")
-        for name in ("eps_grid", "ce_targets", "quad_targets"):
+        for name in ("eps_grid", "ce_targets", "quad_targets", "critical_fractions", "adversary_radii"):
             values = tuple(check_positive(name, v) for v in _tuple(self, name))
             if name == "eps_grid" and not values:
                 raise ConfigError("eps_grid: expected at least one positive ε target")
             object.__setattr__(self, name, values)
         for name, low in (("n_symbols", 2), ("n_states", 1), ("dim", 1), ("hmm_states", 1), ("max_length", 1),
-                          ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1)):
+                          ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1), ("search_steps", 1)):
             check_positive_int(name, getattr(self, name), minimum=low)
         for k in _tuple(self, "prompt_lengths"):
             check_positive_int("prompt_lengths", k)
         check_positive("hmm_concentration", self.hmm_concentration)
+        if bad := [B for B in self.adversary_radii if not np.any(np.isclose(B, B_GRID, rtol=1e-12))]:
+            raise ConfigError(f"adversary_radii: {bad} are not radii of the B grid {list(B_GRID)}")
 
 
 def _tuple(config, name) -> tuple:
@@ -142,7 +164,8 @@ def _tuple(config, name) -> tuple:
 
 QUICK = Config(worlds=("loglinear",), n_symbols=4, n_states=3, dim=4, max_length=2, eps_grid=(1e-3, 1e-2, 0.1),
                kinds=("uniform-mixture", "theta-noise", "quad-noise"), prompt_lengths=(1,), ce_targets=(0.3, 0.1),
-               quad_targets=(), d_model=4, max_steps=400)
+               quad_targets=(), d_model=4, max_steps=400, tasks=("random-logistic", "random-sign"),
+               adversaries=("adversarial-aligned",), critical_fractions=(0.5,))
 
 
 # ---- worlds, tasks, LMs ----------------------------------------------------------------------------
@@ -290,7 +313,11 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
         slack = value - tau
         ea, eb = float(b.loss_natural[i]) - tau, float(b.loss_best[i]) - tau
         worst = np.maximum(b.loss_natural, b.loss_best) - b.bound
+        used = (float(b.loss_natural[i]) - tau) / slack if 0 < slack < math.inf else math.nan
         rows.append({**base, "bound": b.name, "features": b.features, "constraint": b.constraint,
+                     "trivial": b.trivial, "critical_eps": b.critical_eps, "slack_used": used,
+                     "residual": float(b.residual[i]), "B_grid": [float(x) for x in b.B_grid],
+                     "excess_grid": [float(x) for x in b.loss_natural - b.tau],
                      "eps_bound": b.eps, "gamma_bound": b.gamma, "B_choice": choice, "B": float(b.B_grid[i]),
                      "B_at_grid_min": i == 0, "tau": tau, "tau_gap": float(b.tau_gap[i]),
                      "bound_value": value, "slack": slack, "loss_natural": float(b.loss_natural[i]),
@@ -332,22 +359,23 @@ def evaluate_world(world_name: str, world, config: Config, run_root: Path, *, an
     started = time.perf_counter()
     phi = world_embeddings(world_name, world, config)
     C = enumerate_contexts(world, config.max_length)
-    tasks = [(prompt, noise, random_natural_task(C, config.task_seed, noise=noise, prompt=prompt))
-             for prompt in task_prompts(C, config.prompt_lengths) for noise in config.noises]
     rows, lp, training, skipped = [], [], [], []
     lms = list(analytic_lms(world, C, phi, config, skipped)) if analytic else []
     nets = list(trained_lms(world, world_name, C, config, run_root, training)) if trained else []
+    tasks = make_tasks(C, task_prompts(C, config.prompt_lengths), config)
     log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
         f"{len(lms) + len(nets)} LMs × {len(tasks)} tasks")
     tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
-    for labels, lm in lms + nets:
-        for prompt, noise, task in tasks:
-            task_labels = {"world": world_name, "task": "p_L" if prompt is None else "u=" + ",".join(map(str, prompt)),
-                           "prompt": None if prompt is None else list(prompt), "noise": noise,
-                           "task_contexts": int(np.count_nonzero(task.weights))}
+    for task_labels, task in tasks:
+        task_labels = {"world": world_name, **task_labels}
+        generic = lms + nets if task_labels["task_kind"] in config.lm_tasks else []
+        # each task's worst-case LMs are analytic: they belong to the analytic part
+        adversaries = adversarial_lms(C, task, phi, config, skipped, tau_cache, task_labels,
+                                      laws_only=task_labels["task_kind"] not in config.lm_tasks) if analytic else ()
+        for labels, lm in generic + list(adversaries):
             rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
     if log_partition:
-        base_task = next(t for p, _, t in tasks if p is None)
+        base_task = next(t for lab, t in tasks if lab["prompt"] is None)
         lp += log_partition_rows(world_name, C, base_task, phi,
                                  [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in nets], config)
     return {"rows": rows, "log_partition": lp, "training": training, "skipped": skipped}
@@ -360,7 +388,8 @@ CHECK = "saunshi/natural-tasks-experiment"
 #: both (the HMM's word embeddings are drawn from them) and every other field is an option of :data:`CHECK`.
 WORLD_FIELDS = ("worlds", "n_symbols", "n_states", "hmm_states", "hmm_concentration")
 #: experiment-row keys that are also tidy columns, renamed in the tidy rows (and back by :func:`result_of`).
-RENAMED = {"lm": "lm_kind", "bound": "bound_name", "holds": "holds_every_B", "eps": "eps_contexts"}
+RENAMED = {"lm": "lm_kind", "bound": "bound_name", "holds": "holds_every_B", "eps": "eps_contexts",
+           "trivial": "trivial_every_B", "slack_used": "slack_used_at_B"}
 #: experiment-row numbers that may be NaN (stored as null in JSON): NaN again in :func:`result_of`.
 NAN_KEYS = ("ratio_natural", "ratio_best", "scale")
 
@@ -527,28 +556,32 @@ def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=prin
 # ---- table, JSON, plots ----------------------------------------------------------------------------
 
 def summary(result: dict) -> str:
-    """Per (B choice, features, bound, LM family): rows, median slack and excess (a), median and max
-    ratio excess/slack for (a) and (b), the largest (b)/bound, and violations."""
-    head = f"{'B':5} {'features':8} {'bound':18} {'family':16} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
+    """Per (B choice, features, bound, LM family, trivial or not): rows, median slack and excess (a),
+    median and max ratio excess/slack for (a) and (b), the largest (b)/bound, and violations; then the
+    issue's targets (:func:`~simlm.experiments.natural_tasks_adversaries.targets`)."""
+    head = f"{'B':5} {'features':8} {'bound':18} {'family':16} {'triv':4} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
            f"{'ratio(a) med':>12} {'max':>6} {'ratio(b) max':>12} {'(b)/bound':>9} {'viol':>4}"
     lines = [head, "-" * len(head)]
-    group = lambda r: (r["B_choice"], r["features"], r["bound"], r["family"])
+    group = lambda r: (r["B_choice"], r["features"], r["bound"], r["family"], "yes" if r["trivial"] else "no")
     keys = sorted({group(r) for r in result["rows"]}, key=lambda k: (B_CHOICES.index(k[0]), FEATURES.index(k[1]), *k[2:]))
     stat = lambda f, x: f(x) if np.isfinite(x).any() else math.nan
     for key in keys:
         g = [r for r in result["rows"] if group(r) == key]
         ra, rb = (np.array([r[k] for r in g], float) for k in ("ratio_natural", "ratio_best"))
-        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:16} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
+        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:16} {key[4]:4} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
                      f"{np.median([r['excess_natural'] for r in g]):10.3g} {stat(np.nanmedian, ra):12.3g} "
                      f"{stat(np.nanmax, ra):6.3g} {stat(np.nanmax, rb):12.3g} "
                      f"{max(r['loss_best'] / r['bound_value'] for r in g):9.3g} {sum(not r['holds'] for r in g):4d}")
     star = [r for r in result["rows"] if r["B_choice"] == "B*"]
     lines.append(f"B* at the grid's smallest radius in {sum(r['B_at_grid_min'] for r in star)} of {len(star)} rows")
-    return "\n".join(lines)
+    lines.append(f"trivial (bound ≥ log 2 at every B): {sum(r['trivial'] for r in star)} of {len(star)} rows at B*")
+    return "\n".join(lines + [format_targets(sweep_targets(result))])
 
 
 COLOURS = {"logit-noise": "C0", "temperature": "C1", "uniform-mixture": "C2", "rare-words": "C3",
-           "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7"}
+           "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7",
+           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-softmax": "C9",
+           "adversarial-quad": "m"}
 BOUND_OF = {"p_f": "any-lm", "Φp_f": "softmax", "f": "quad"}
 MARKERS = dict(zip(WORLDS, "o^s", strict=True))
 FLOOR = 1e-9  # excess below this is zero up to the solvers' tolerance (or negative): not drawn on log axes
@@ -573,11 +606,12 @@ def _scatter(ax, rows, x_of, title, xlabel):
     """Filled: excess (a); open: slack; one colour per LM, one marker per world; log-log."""
     from matplotlib.ticker import NullFormatter
 
-    for r in rows:
-        x, c, m = x_of(r), COLOURS[r["lm"]], MARKERS[r["world"]]
-        ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7)
+    for r in rows:  # trivial rows (bound ≥ log 2 at every B: no LM could fail them) are drawn faint
+        x, c, m = x_of(r), COLOURS[r["lm"].split("@")[0]], MARKERS[r["world"]]
+        a = 0.15 if r["trivial"] else 1.0
+        ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7, alpha=a)
         if r["excess_natural"] > FLOOR:
-            ax.scatter(x, r["excess_natural"], s=14, marker=m, color=c)
+            ax.scatter(x, r["excess_natural"], s=14, marker=m, color=c, alpha=a)
     ax.set(xscale="log", yscale="log", title=title, xlabel=xlabel, ylabel="nats")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both", lw=0.3)
@@ -596,8 +630,10 @@ def _gamma_panel(ax, result, f, choice):
 def _ratio_panel(ax, result, choice):
     for i, f in enumerate(FEATURES):
         rs = [r for r in _rows_for(result, f, choice) if r["excess_natural"] > FLOOR]
-        ax.scatter([math.sqrt(r["eps_bound"] / r["gamma_bound"]) for r in rs], [r["ratio_natural"] for r in rs],
-                   s=8, color=f"C{i}", label=f, alpha=0.6)
+        for triv, (alpha, label) in ((False, (0.6, f"{f} non-trivial")), (True, (0.12, f"{f} trivial"))):
+            sel = [r for r in rs if r["trivial"] == triv]
+            ax.scatter([math.sqrt(r["eps_bound"] / r["gamma_bound"]) for r in sel], [r["ratio_natural"] for r in sel],
+                       s=8, color=f"C{i}", label=label, alpha=alpha, marker="o" if not triv else "x")
     ax.axhline(1, color="r", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="√(ε/γ)", ylabel="excess (a) / slack", title=f"measured / bound at {choice}")
     ax.legend(fontsize=7)
@@ -618,12 +654,13 @@ def _log_partition_panel(ax, result):
 def _legend(fig, result):
     import matplotlib.pyplot as plt
 
-    lms = sorted({r["lm"] for r in result["rows"]}, key=list(COLOURS).index)
+    lms = sorted({r["lm"].split("@")[0] for r in result["rows"]}, key=list(COLOURS).index)
     handles = [plt.Line2D([], [], ls="", marker="o", color=COLOURS[k], label=k) for k in lms]
     handles += [plt.Line2D([], [], ls="", marker=MARKERS[w], color="grey", label=w)
                 for w in dict.fromkeys(r["world"] for r in result["rows"])]
     handles += [plt.Line2D([], [], ls="", marker="o", color="grey", label="measured excess (a) − τ"),
-                plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="slack B√(2ε/γ)")]
+                plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="slack B√(2ε/γ)"),
+                plt.Line2D([], [], ls="", marker="o", color="grey", alpha=0.15, label="faint: trivial row")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
 
 
@@ -663,7 +700,8 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     _log_partition_panel(axes[2, 3], result)
     _legend(fig, result)
     fig.suptitle("Natural tasks (Saunshi, Malladi & Arora 2021): measured excess loss vs the bound's slack; "
-                 f"{len(result['violations'])} violations in {sum(r['B_choice'] == 'B*' for r in result['rows'])} bounds", fontsize=13)
+                 f"{len(result['violations'])} violations in {sum(r['B_choice'] == 'B*' for r in result['rows'])} bounds "
+                 f"({sum(r['trivial'] for r in result['rows'] if r['B_choice'] == 'B*')} trivial: faint)", fontsize=13)
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))
     paths.append(out_dir / "natural_tasks.png")
     fig.savefig(paths[-1], dpi=100)
