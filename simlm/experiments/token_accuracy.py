@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import sys
 import time
 import tomllib
@@ -39,8 +38,9 @@ import numpy as np
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, run_main
-from simlm.experiments.registry import row
+from simlm.experiments.nested import leaf_rows, nested_of
 from simlm.experiments.store import results_dir
+from simlm.experiments.token_accuracy_plots import plot, summary, verdicts
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.theory.block_readout import finetune_along_blocks, order_parameter, substitution_test
 from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, state_marginals
@@ -304,82 +304,29 @@ def experiment_check(cell) -> list:
     return rows + tidy_rows("finetune", finetune, **last) + tidy_rows("substitution", substitution, **last)
 
 
-# ---- tidy rows and back: every leaf of a nested result is one row ------------------------------------
-
-def _leaves(value, path=(), index=()):
-    """``(path, index, leaf)`` of a nested dict/list: a list's name is marked ``[]`` in the path and its
-    positions collected in ``index``."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, path + (str(k),), index)
-    elif isinstance(value, (list, tuple)):
-        path = path[:-1] + (path[-1] + "[]",)
-        for i, v in enumerate(value):
-            yield from _leaves(v, path, index + (i,))
-    else:
-        yield path, index, value
-
-
-def _vtype(leaf) -> str:
-    if leaf is None or isinstance(leaf, str):
-        return "none" if leaf is None else "str"
-    return "bool" if isinstance(leaf, (bool, np.bool_)) else "int" if isinstance(leaf, (int, np.integer)) else "float"
-
-
 def tidy_rows(section: str, value: dict, *, rungs=(), seed=None, **columns) -> list:
-    """One row per leaf of ``value``: ``quantity`` its path (``rungs[]/rows[]/mean_apt``), ``index`` its list
-    positions (``"2/7"``), ``measured`` the number (NaN for a string, kept in ``text``, or a None), ``vtype``
-    how to read it back, ``section`` the result section.  Leaves under ``rungs[]`` name that rung's LM and
-    ε (``rungs``: ``(lm label, masked ε)`` per rung)."""
-    out = []
-    for path, index, leaf in _leaves(value):
-        vtype = _vtype(leaf)
-        where = dict(columns)
-        if path[0] == "rungs[]" and rungs:
-            where |= {"lm": rungs[index[0]][0], "eps": rungs[index[0]][1], "lm_seed": seed}
-        out.append(row("/".join(path), math.nan if vtype in ("none", "str") else float(leaf), section=section,
-                       index="/".join(map(str, index)) or None, vtype=vtype, text=leaf if vtype == "str" else None,
-                       **where))
-    return out
-
-
-def _leaf(r: dict):
-    vtype, m = r["vtype"], r["measured"]
-    if vtype in ("none", "str"):
-        return None if vtype == "none" else r["text"]
-    m = math.nan if m is None else m  # a NaN is stored as null (strict JSON)
-    return {"bool": bool, "int": int}.get(vtype, float)(m)
-
-
-def _put(tree: dict, quantity: str, index, value) -> None:
-    positions = iter(int(i) for i in (index or "").split("/") if i != "")
-    *inner, last = quantity.split("/")
-    node = tree
-    for name in inner:
-        if name.endswith("[]"):
-            items, i = node.setdefault(name[:-2], []), next(positions)
-            items.extend({} for _ in range(i + 1 - len(items)))
-            node = items[i]
-        else:
-            node = node.setdefault(name, {})
-    if last.endswith("[]"):
-        items, i = node.setdefault(last[:-2], []), next(positions)
-        items.extend(None for _ in range(i + 1 - len(items)))
-        items[i] = value
-    else:
-        node[last] = value
+    """The rows of one result section (:func:`~simlm.experiments.nested.leaf_rows`, with ``section`` a
+    column); leaves under ``rungs[]`` name that rung's LM and ε (``rungs``: ``(lm label, masked ε)`` each)."""
+    rows = leaf_rows(value, section=section, **columns)
+    for r in rows:
+        if r["quantity"].startswith("rungs[]/") and rungs:
+            lm, eps = rungs[int(r["index"].split("/")[0])]
+            r.update(lm=lm, eps=eps, lm_seed=seed)
+    return rows
 
 
 def result_of(rows: list, config: Config) -> dict:
     """The experiment's result (``{"config", "thresholds", "block_zipf", "groups", "topic", "groups_ladder",
     "finetune", "substitution", "verdicts"}``, as :func:`summary` and the figure read it) from the sweep's
-    tidy rows."""
+    tidy rows; the verdicts only when every section is there."""
     out = {"config": dataclasses.asdict(config), "thresholds": list(THRESHOLDS)}
+    sections = {}
     for r in rows:
         if r.get("check") == CHECK:
-            key = RESULT_KEYS.get((r["world"], r["section"]), f"{r['world']}:{r['section']}")
-            _put(out.setdefault(key, {}), r["quantity"], r["index"], _leaf(r))
-    out["verdicts"] = verdicts(out)
+            sections.setdefault(RESULT_KEYS.get((r["world"], r["section"]), f"{r['world']}:{r['section']}"), []).append(r)
+    out |= {key: nested_of(rs) for key, rs in sections.items()}
+    if set(RESULT_KEYS.values()) <= set(out):
+        out["verdicts"] = verdicts(out)
     return out
 
 
@@ -400,85 +347,6 @@ def run(config: Config = Config(), out=None, *, executor=None, progress: bool = 
         raise ConfigError(f"out: {len(swept['errors'])} cell(s) of {out} failed, e.g. {e['cell']}: {e['error']}")
     return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
             "time_s": time.perf_counter() - started}
-
-
-def verdicts(r: dict) -> dict:
-    """For each of the paper's observations: (i) already true of the Bayes predictor, (ii) a learning effect
-    that closes toward Bayes as ε falls, or (iii) not reproduced — decided from the numbers, with why."""
-    bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
-    rungs = top["rungs"]
-    probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
-    ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in r["groups_ladder"]["rungs"]]
-    best = rungs[-1]
-    out = {}
-    out["apt_grows_with_frequency"] = (
-        "(i)" if bz["spearman"] > 0 and top["bayes"]["spearman"] > 0 else "(iii)",
-        f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f}, topic "
-        f"{top['bayes']['spearman']:.2f}; trained (last) {best['spearman']:.2f}")
-    out["small_strong_match_clusters"] = (
-        "(i)" if bz["within_class_errors"] > 0.2 and bz["n_predicted"] <= r["block_zipf"]["n_classes"] else "(iii)",
-        f"Bayes on block-zipf outputs {bz['n_predicted']} distinct tokens; {100 * bz['within_class_errors']:.0f} % of its "
-        f"errors stay in the true block; groups world ARI at τ = {r['thresholds'][2]}: "
-        f"{r['groups']['selected']['clusters'][2]['ari']}")
-    rises = probe[-1][-1] > probe[-1][0]
-    closes = abs(probe[-1][-1] - top["bayes"]["mean_apt"]) < abs(probe[0][-1] - top["bayes"]["mean_apt"]) or len(rungs) == 1
-    out["order_parameter_rises_along_blocks"] = (
-        "(ii)" if rises and closes else "(iii)",
-        f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
-        f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}")
-    clean = [np.nan if a is None else round(a, 3) for a in ari[-1]]
-    out["clusters_sharpen_along_blocks"] = (
-        "(ii)" if len(clean) > 1 and np.nan_to_num(clean[-1]) > np.nan_to_num(clean[0]) else "(iii)",
-        f"groups world, probe cluster ARI along blocks (last rung) {clean}; Bayes ARI "
-        f"{r['groups_ladder']['bayes']['clusters'][2]['ari']} at τ = {r['thresholds'][2]}")
-    out["finetuning_improves_along_blocks"] = (
-        "(ii)" if ft["accuracy"][-1] > ft["accuracy"][0] else "(iii)",
-        f"head accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}")
-    out["confidence_independent_of_input_apt"] = (
-        "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
-        f"corr(confidence, mean input APT): Bayes {ft['corr_bayes']:.2f}, model {ft['corr_model']:.2f}")
-    out["explanation_strong_match_substitution"] = (
-        "(i)" if sub["within"]["tv_exact"] < 1e-3 < sub["across"]["tv_exact"] else "(iii)",
-        f"TV change of exact P(y|x): within {sub['within']['tv_exact']:.2g}, across {sub['across']['tv_exact']:.2g}, "
-        f"random {sub['random']['tv_exact']:.2g}; model |Δconfidence| within {sub['within']['dconf_model']:.3f}, "
-        f"across {sub['across']['dconf_model']:.3f}")
-    return out
-
-
-def _ladder_lines(name: str, top: dict) -> list:
-    lines = [f"{name} Bayes ⟨APT⟩ {top['bayes']['mean_apt']:.3f} accuracy {top['bayes']['accuracy']:.3f}; local "
-             f"⟨APT⟩ {top['local']['mean_apt']:.3f} accuracy {top['local']['accuracy']:.3f}"]
-    for g in top["rungs"]:
-        lines.append(f"  rung {g['target']:g} (masked ε {g['masked_eps']:.3f}, corrupted ε {g['corrupted_eps']:.3f})")
-        for readout in ("probe", "lens"):
-            rows = [row for row in g["rows"] if row["readout"] == readout]
-            lines.append(f"    {readout}: ⟨APT⟩ " + " ".join(f"{row['mean_apt']:.3f}" for row in rows)
-                         + " | acc " + " ".join(f"{row['accuracy']:.3f}" for row in rows)
-                         + " | gap closed " + " ".join(f"{row['gap_closed']:.2f}" for row in rows)
-                         + " | ARI " + " ".join("-" if row["ari"] is None else f"{row['ari']:.2f}" for row in rows))
-    return lines
-
-
-def summary(r: dict) -> str:
-    lines = []
-    for name in ("block_zipf", "groups"):
-        for where in ("selected", "masked"):
-            s = r[name][where]
-            lines.append(f"{name} [{where}] Bayes ⟨APT⟩ {s['mean_apt']:.3f} (RB {s['mean_apt_rb']:.3f}) accuracy "
-                         f"{s['accuracy']:.3f} distinct outputs {s['n_predicted']} within-class errors "
-                         f"{s['within_class_errors']:.2f} Spearman {s['spearman']:.2f}")
-    for name in ("topic", "groups_ladder"):
-        lines += _ladder_lines(name, r[name])
-    ft = r["finetune"]
-    lines.append(f"fine-tuning accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} Bayes {ft['bayes_accuracy']:.3f} "
-                 f"(ceiling {ft['bayes_ceiling']:.3f}, majority {ft['majority']:.3f}); corr(conf, input APT) model "
-                 f"{ft['corr_model']:.2f} Bayes {ft['corr_bayes']:.2f}")
-    for mode, s in r["substitution"].items():
-        lines.append(f"substitution {mode}: TV exact {s['tv_exact']:.3g} Δconf Bayes {s['dconf_bayes']:.3g} "
-                     f"model {s['dconf_model']:.3g}")
-    for k, (v, why) in r["verdicts"].items():
-        lines.append(f"{v} {k}: {why}")
-    return "\n".join(lines)
 
 
 #: config fields and paths set by a flag, as the flag (errors name the flag the user typed).
@@ -508,8 +376,6 @@ def command(argv=None) -> dict:
     result = run(config, out, executor=executor, progress=args.progress)
     write_json_atomic(out / "results.json", jsonable(result))
     print(summary(result))
-    from simlm.experiments.token_accuracy_plots import plot
-
     paths = plot(result, figures)
     print(f"wrote {out / 'results.json'}, {', '.join(map(str, paths))}; time {result['time_s']:.1f} s "
           f"({result['new_cells']} new cells)")
