@@ -278,11 +278,12 @@ def experiment_check(cell) -> list:
         bayes = bayes_summary(classed, config.zipf_sequences, config.zipf_length, Corruption(), config.seed)
         return tidy_rows("bayes", {"n_classes": int(len(np.unique(classed.token_class))), **bayes})
     w, T, topic = classed.hmm, config.length, spec["options"]["family"] == "topic-syntax"
-    x_tr, x_te = (w.sample(config.seed + s, n, T, return_states=topic)
-                  for s, n in ((10, config.n_train), (11, config.n_test)))
+    train_set, test_set = (w.sample(config.seed + s, n, T, return_states=topic)  # hidden states: topic labels
+                           for s, n in ((10, config.n_train), (11, config.n_test)))
     if topic:
-        (x_tr, h_tr), (x_te, h_te) = ((np.asarray(a) for a in x) for x in (x_tr, x_te))
-    x_tr, x_te = np.asarray(x_tr), np.asarray(x_te)
+        (x_tr, h_tr), (x_te, h_te) = ([np.asarray(a) for a in d] for d in (train_set, test_set))
+    else:
+        x_tr, x_te = np.asarray(train_set), np.asarray(test_set)
     ladder, bayes, (lm, final) = ladder_readouts(classed, config, Path(cell.workdir) / "train", x_tr, x_te,
                                                  progress=cell.progress)
     rungs = [(f"trained-mlm@{g['target']:g}" if g["target"] else "trained-mlm@final", g["masked_eps"])
@@ -300,7 +301,7 @@ def experiment_check(cell) -> list:
                 "input_apt_bayes": ft.input_apt_bayes.tolist()}
     substitution = substitution_test(w, lambda x: ft.confidence(lm, x), x_te, classed.token_class, labels,
                                      position, fraction=0.2, seed=config.seed).as_dict()
-    last = {"lm": rungs[-1][0], "eps": rungs[-1][1], "lm_seed": config.seed}
+    last = {"lm": rungs[-1][0], "eps": rungs[-1][1], "eps_se": None, "lm_seed": config.seed}
     return rows + tidy_rows("finetune", finetune, **last) + tidy_rows("substitution", substitution, **last)
 
 
@@ -311,7 +312,7 @@ def tidy_rows(section: str, value: dict, *, rungs=(), seed=None, **columns) -> l
     for r in rows:
         if r["quantity"].startswith("rungs[]/") and rungs:
             lm, eps = rungs[int(r["index"].split("/")[0])]
-            r.update(lm=lm, eps=eps, lm_seed=seed)
+            r.update(lm=lm, eps=eps, eps_se=None, lm_seed=seed)
     return rows
 
 
