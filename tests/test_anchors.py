@@ -231,3 +231,32 @@ def test_bad_input_raises_typed_errors_naming_the_argument():
         word_task(ctx, world_anchor_fit(ctx, bulk), [0, 9], [1.0, 1.0])
     with pytest.raises(ConfigError, match="eps"):
         analytic_laws(ctx, "logit-noise", -1.0)
+
+
+# ---- the experiment as the sweep of its shipped config -------------------------------------------------
+
+def test_the_experiment_is_the_sweep_of_its_shipped_config():
+    from simlm.experiments import anchors
+    from simlm.experiments.sweep import load_config, parse_config
+
+    assert anchors.load_shipped() == anchors.sweep_config()
+    assert load_config(anchors.shipped_config()) == parse_config(anchors.sweep_config())
+
+
+def test_the_quick_runs_summary_and_figure_come_from_its_stored_rows(tmp_path):
+    """The command's anchors.json is the summary of the rows stored in its directory, and a rerun computes
+    no cell again."""
+    import json
+
+    from simlm.experiments import anchors
+    from simlm.experiments.sweep import parse_config, read_results, run_sweep
+    from simlm.jsonio import jsonable
+
+    first = anchors.command(["--quick", "--out", str(tmp_path)])
+    stored = json.loads((tmp_path / "anchors.json").read_text())
+    assert stored == json.loads(json.dumps(jsonable(first)))
+    assert not first["errors"] and (tmp_path / "anchors.png").stat().st_size > 0
+    again = anchors.summarise(read_results(tmp_path))
+    assert {k: stored[k] for k in again} == json.loads(json.dumps(jsonable(again)))
+    assert json.loads((tmp_path / "summary.json").read_text())["new_cells"] > 0
+    assert run_sweep(parse_config(anchors.sweep_config(quick=True)), tmp_path, progress=False)["new_cells"] == 0

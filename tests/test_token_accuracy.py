@@ -294,3 +294,107 @@ def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
 def test_bad_input_raises_a_typed_error_naming_the_argument(call, error):
     with pytest.raises(error):
         call(HMM.random(0, 2, 3))
+
+
+# ---- the experiment as the sweep of its shipped config (planted-hmm worlds) ---------------------------
+
+def test_the_experiment_is_the_sweep_of_its_shipped_config():
+    """The shipped TOML is the default Config's sweep, and the Config comes back from it; an edited layout
+    is refused by the experiment (``simlm sweep`` runs it)."""
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import load_config, parse_config
+
+    assert load_config(ta.shipped_config()) == parse_config(ta.sweep_config(ta.Config()))
+    assert ta.config_of(ta.load_shipped()) == ta.Config()
+    assert ta.config_of(ta.sweep_config(ta.QUICK)) == ta.QUICK
+    edited = ta.load_shipped()
+    edited["worlds"][0]["options"]["block_size"] = 10
+    with pytest.raises(ConfigError, match="not the experiment's layout"):
+        ta.config_of(edited)
+
+
+_leaves = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=3)
+                       | st.floats(allow_infinity=False, width=32),
+                       lambda inner: st.lists(inner, min_size=1, max_size=3)
+                       | st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, min_size=1, max_size=3),
+                       max_leaves=12)
+
+
+@given(st.dictionaries(st.text("xyz", min_size=1, max_size=2), _leaves, min_size=1, max_size=3))
+def test_a_nested_result_comes_back_from_its_stored_tidy_rows(value):
+    """Leaves as rows, through strict JSON (as the cell store keeps them), and back: equal leaf by leaf (NaN
+    as NaN, None as None, ints as ints)."""
+    import json
+
+    from simlm.experiments.nested import leaf_rows, nested_of
+    from simlm.jsonio import jsonable
+
+    stored = json.loads(json.dumps(jsonable(leaf_rows(value, section="s")), allow_nan=False))
+    back = nested_of(stored)
+    same = lambda a, b: (type(a) is type(b) and (a == b or (isinstance(a, float) and np.isnan(a) and np.isnan(b)))
+                         if not isinstance(a, (dict, list)) else
+                         (a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)) if isinstance(a, dict) else
+                         (len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))))
+    assert same(back, value)
+
+
+def test_the_bayes_parts_stored_rows_are_the_bayes_summary(tmp_path):
+    """A planted world in a sweep: the experiment check's stored rows give back exactly the Bayes summary
+    computed directly, the rows are tidy, and a rerun computes nothing."""
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import parse_config, read_results, run_sweep
+    from simlm.jsonio import jsonable
+
+    config = ta.Config(zipf_sequences=16, zipf_length=8)
+    spec = {"name": "bz", "kind": "planted-hmm", "seed": 3,
+            "options": {"family": "block-zipf", "n_states": 3, "block_size": 4}}
+    raw = {"worlds": [spec], "data": {"n_sequences": 2, "length": 2}, "checks": {ta.CHECK: ta.check_options(config)}}
+    first = run_sweep(parse_config(raw), tmp_path, progress=False)
+    assert first["new_cells"] == 1 and not first["errors"]
+    got = ta.result_of(read_results(tmp_path), config)["bz:bayes"]
+    direct = block_zipf_hmm(3, 3, 4)
+    want = {"n_classes": 3, **ta.bayes_summary(direct, 16, 8, Corruption(), config.seed)}
+    assert jsonable(got) == jsonable(want)
+    assert all(r["world"] == "bz" and r["bound"] is None for r in first["rows"])
+    assert run_sweep(parse_config(raw), tmp_path, progress=False)["new_cells"] == 0
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"family": "zipf"}, "worlds.w.options.family"),
+    ({}, "worlds.w.options.family"),
+    ({"family": "block-zipf", "block_size": 0}, "worlds.w.options.block_size"),
+    ({"family": "topic-syntax", "switch": 1.5}, "worlds.w.options.switch"),
+    ({"family": "confusion-groups", "n_blocks": 2}, "worlds.w.options"),
+])
+def test_a_bad_planted_world_option_is_a_named_config_error_with_status_2(tmp_path, capsys, options, where):
+    import json
+
+    from simlm.cli import main
+    from simlm.experiments.sweep import parse_config
+
+    raw = {"worlds": [{"name": "w", "kind": "planted-hmm", "options": options}], "checks": {"simlm/epsilon": {}}}
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        parse_config(raw)
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    assert main(["sweep", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and where in err[0] and not (tmp_path / "out").exists()
+
+
+def test_bad_options_of_the_experiment_check_name_the_option():
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import parse_config
+
+    raw = ta.sweep_config(ta.QUICK)
+    raw["checks"][ta.CHECK]["max_steps"] = 0
+    with pytest.raises(ConfigError, match=r"checks\.tzach/token-accuracy-experiment\.max_steps"):
+        parse_config(raw)
+
+
+def test_simlm_worlds_lists_every_planted_family(capsys):
+    from simlm.cli import main
+    from simlm.experiments.sweep import PLANTED_FAMILIES
+
+    assert main(["worlds"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"family = {f!r}" in text for f in PLANTED_FAMILIES) and "planted-hmm" in text

@@ -9,12 +9,17 @@
    world-level anchor fits of both geometries.
 3. ``<out>/anchors.json`` (every number the docs quote: err/√ε per task and kind, the bound's slack and
    triviality, N1/N2) and the figure: head/readout error against ε, bound beside it.
+
+The full run is the sweep of the shipped ``simlm/experiments/configs/anchors.toml`` (= :func:`sweep_config`;
+``simlm sweep`` runs that file as it is); ``--quick`` runs ``sweep_config(quick=True)``.  The runner owns
+looping, storing and resuming; the summary and the figure are drawn from its stored rows.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +34,9 @@ TASK_QUANTITIES = {"anchored": "anchored:head_error", "contrast": "contrast:head
 FLAGS = {"out": "--out", "figure": "--figure"}
 
 
-def config(quick: bool) -> dict:
-    """The sweep: big worlds for the ε curves, a small one for the trained ladder."""
+def sweep_config(quick: bool = False) -> dict:
+    """The sweep (a dict, as TOML or JSON gives it): big worlds for the ε curves, a small one for the trained
+    ladder.  The shipped ``configs/anchors.toml`` is ``sweep_config()``."""
     big = {"n_states": 64 if quick else 1024, "n_symbols": 16 if quick else 32, "dim": 4 if quick else 8,
            "n_carriers": 2, "carrier_gap": 16.0, "sigma": 1.0}
     eps = [1e-3, 1e-1] if quick else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
@@ -48,14 +54,24 @@ def config(quick: bool) -> dict:
     return raw
 
 
-def constructions(quick: bool) -> dict:
-    """N1, N2 and the control on the anchor world; anchor fits of both geometries (state level)."""
+def shipped_config() -> Path:
+    """The path of the shipped sweep config."""
+    return Path(__file__).parent / "configs" / "anchors.toml"
+
+
+def load_shipped() -> dict:
+    """The shipped sweep config, as a dict."""
+    return tomllib.loads(shipped_config().read_text(encoding="utf-8"))
+
+
+def constructions(raw: dict) -> dict:
+    """N1, N2 and the control on the anchor world; anchor fits of both geometries (state level), for the
+    first two worlds of the sweep config ``raw``."""
     from simlm.theory.anchor_constructions import n1_construction, n2_construction
     from simlm.theory.anchors import anchor_contexts, bulk_mask, world_anchor_fit
 
     out = {}
-    spec = config(quick)["worlds"]
-    for w in spec[:2]:
+    for w in raw["worlds"][:2]:
         world = build_world(w)
         ctx = anchor_contexts(world)
         bulk = bulk_mask(ctx.logp, top_k=4)
@@ -137,12 +153,13 @@ def figure(rows: list, path: Path) -> Path:
 def command(argv) -> dict:
     p = Parser(prog="python -m simlm.experiments.anchors", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="results directory (resumable)")
-    p.add_argument("--quick", action="store_true", help="tiny worlds and grid (seconds)")
+    p.add_argument("--quick", action="store_true", help="tiny worlds and grid (seconds), not the shipped config")
     p.add_argument("--figure", default=None, help="where to write the figure (default <out>/anchors.png)")
     a = p.parse_args(argv)
     out = Path(a.out)
-    result = run_sweep(parse_config(config(a.quick)), out, progress=False, log=lambda *x: None)
-    summary = {"constructions": constructions(a.quick), **summarise(result["rows"]), "errors": result["errors"]}
+    raw = sweep_config(quick=True) if a.quick else load_shipped()
+    result = run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None)
+    summary = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}
     write_json_atomic(out / "anchors.json", jsonable(summary))
     figure(result["rows"], Path(a.figure) if a.figure else out / "anchors.png")
     print(json.dumps(jsonable({k: summary[k] for k in ("constructions", "errors")}), indent=1))

@@ -58,3 +58,18 @@ def token_accuracy_check(cell) -> list:
 
 
 __all__ = ["token_accuracy_check"]
+
+
+def _register_experiment() -> None:
+    """The experiment of :mod:`simlm.experiments.token_accuracy` as a check: its planted worlds, one cell per
+    part, its own LMs trained and read out in the oracle's cell."""
+    from simlm.experiments import token_accuracy as ta
+
+    register(ta.CHECK, paper="Tzach et al. (2025)", applies=ta.applies, parts=ta.parts,
+             validate=ta.validate_options, defaults=ta.check_options(ta.Config()),
+             description="the paper's experiment on planted-class worlds: Bayes APT and clusters, a masked "
+                         "transformer's ladder read out per block, fine-tuning, the substitution test")(
+        ta.experiment_check)
+
+
+_register_experiment()

@@ -39,7 +39,11 @@ from simlm.experiments.registry import COLUMNS, Cell, get_check
 from simlm.experiments.store import CellStore, claim
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 
-WORLD_KINDS = ("hmm", "memory-hmm", "loglinear")
+WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
+#: the families of the ``planted-hmm`` kind (``options.family``): HMMs with planted token classes
+#: (:mod:`simlm.worlds.topic`), by the name of their constructor.
+PLANTED_FAMILIES = {"block-zipf": "block_zipf_hmm", "topic-syntax": "topic_syntax_hmm",
+                    "confusion-groups": "confusion_groups_hmm"}
 LAWS = ("next-token", "masked", "prepended-mask")
 SHORT = {"cross-entropy": "ce", "masked-lm": "mlm", "quad": "quad"}
 OBJECTIVE_LAWS = {"cross-entropy": ("next-token",), "quad": ("next-token",),
@@ -129,8 +133,10 @@ def parse_config(raw: dict) -> SweepConfig:
         seed = 0                  # the held-out data's seed (every cell's tokens), and the check seed
         [data]   n_sequences = 32, length = 16          # held-out set for ε and the checks
         [[worlds]]                # one table per world
-        name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear"; seed = 0
-        options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random
+        name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear" | "planted-hmm"; seed = 0
+        options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random;
+                                  # planted-hmm: family = "block-zipf" | "topic-syntax" | "confusion-groups"
+                                  # and the keyword arguments of that constructor in simlm.worlds.topic
         [lms]    oracle = true
         [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0],
                         laws = ["next-token"]   # the law each LM is calibrated on: next-token | masked | prepended-mask
@@ -232,14 +238,48 @@ def load_config(path) -> SweepConfig:
 # ---- worlds and LMs ----------------------------------------------------------------------------------
 
 def build_world(spec: dict):
-    """The world of a ``[[worlds]]`` table: ``<Kind>.random(seed, **options)``."""
+    """The world of a ``[[worlds]]`` table: ``<Kind>.random(seed, **options)``; for ``planted-hmm`` the HMM
+    of :func:`planted_world`.  Bad options raise a :class:`ConfigError` naming the world and the option."""
     from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
 
+    if spec["kind"] == "planted-hmm":
+        return planted_world(spec).hmm
     cls = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}[spec["kind"]]
     try:
         return cls.random(spec["seed"], **spec["options"])
     except TypeError as err:  # a missing or unknown keyword
         raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
+
+
+def planted_constructor(family: str):
+    """The constructor of a ``planted-hmm`` family (:data:`PLANTED_FAMILIES`)."""
+    from simlm.worlds import topic
+
+    return getattr(topic, PLANTED_FAMILIES[family])
+
+
+def planted_world(spec: dict):
+    """The :class:`~simlm.worlds.topic.ClassedHMM` (HMM and planted token classes) of a ``planted-hmm``
+    table: ``<constructor of options.family>(seed, **other options)``."""
+    where = f"worlds.{spec['name']}.options"
+    options = dict(spec["options"])
+    family = options.pop("family", None)
+    if not isinstance(family, str) or family not in PLANTED_FAMILIES:
+        raise ConfigError(f"{where}.family: expected one of {sorted(PLANTED_FAMILIES)} for kind 'planted-hmm', "
+                          f"got {family!r}")
+    make = planted_constructor(family)
+    try:
+        return make(spec["seed"], **options)
+    except TypeError as err:  # a missing or unknown keyword
+        raise ConfigError(f"{where}: {err} (family {family!r} takes {_keywords(make)})") from None
+    except SimlmError as err:  # the constructor's own check, e.g. "block_size: expected …"
+        raise ConfigError(f"{where}.{err}") from None
+
+
+def _keywords(fn) -> list:
+    import inspect
+
+    return [name for name in inspect.signature(fn).parameters if name != "seed"]
 
 
 def _trained_worlds(config: SweepConfig) -> list:
@@ -469,5 +509,6 @@ def read_results(out) -> list:
     return CellStore(out / "cells.jsonl").records()
 
 
-__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "build_lm", "lm_label", "run_sweep",
-           "write_tables", "read_results", "environment", "train_job", "check_job", "WORLD_KINDS", "LAWS"]
+__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
+           "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "train_job", "check_job",
+           "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]
