@@ -106,7 +106,7 @@ def _natural_rows(prefix, bounds, eps) -> list:
 
 
 @register("wei/head-tuning", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=lambda w, l: (
-              "needs an HMM world" if w.get("kind") != "hmm" else _needs(PREPENDED)(w, l)),
+              "needs an HMM world" if w.get("kind") not in ("hmm", "planted-hmm") else _needs(PREPENDED)(w, l)),
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:

@@ -24,7 +24,7 @@ from simlm.theory.token_accuracy import apt_by_frequency, token_accuracy
 
 
 def _applies(world_spec, lm_spec) -> str:
-    if world_spec.get("kind") != "hmm":
+    if world_spec.get("kind") not in ("hmm", "planted-hmm"):
         return "needs an HMM world"
     if "masked" not in lm_spec.get("laws", ("masked",)):
         return "needs the masked law, which this LM does not define"
