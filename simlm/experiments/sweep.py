@@ -494,10 +494,22 @@ def write_tables(rows: list, out: Path) -> list:
         import pyarrow.parquet as pq
     except ImportError:
         return paths
-    table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]) if rows else pa.table({})
+    table = pa.table({k: _parquet_column([r.get(k) for r in rows]) for k in columns}) if rows else pa.table({})
     pq.write_table(table, out / "results.parquet.tmp")
     os.replace(out / "results.parquet.tmp", out / "results.parquet")
     return paths + [out / "results.parquet"]
+
+
+def _parquet_column(values: list) -> list:
+    """A column Parquet can type: as it is when its values share one kind (numbers, strings, flags, lists),
+    else each value as text (JSON for lists and tables) — checks may put a number in one row and a label
+    such as "B*" in another."""
+    kinds = {type(v).__name__ for v in values if v is not None}
+    if kinds == {"int", "float"}:
+        return [None if v is None else float(v) for v in values]
+    if len(kinds) <= 1:
+        return values
+    return [None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values]
 
 
 def read_results(out) -> list:
