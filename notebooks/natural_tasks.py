@@ -57,3 +57,39 @@ for ax, world in zip(axes, ["loglinear", "hmm"]):
 plt.tight_layout()
 plt.show()
 assert rows.holds.dropna().all()
+
+# %% [markdown]
+# ## Can the check fail? Worst-case LMs at the same ε
+#
+# A proven bound evaluated exactly always holds; what it says is how close an LM at the same ε can come.
+# `adversarial_laws` tilts the task's contexts against the τ-optimal classifier (`"aligned"`) or searches
+# over all laws at exactly that ε (`"search"`). A row is `trivial` when the bound is ≥ log 2 at every B
+# (the all-zero classifier scores log 2, so no LM could violate it); this happens from the task's
+# critical ε = γc²/2 on, c = −τ′(0).
+
+# %%
+import numpy as np
+
+from simlm.theory.adversarial import adversarial_laws
+from simlm.theory.natural_tasks import check_natural_task, critical_epsilon, random_natural_task
+from simlm.worlds import HMM
+from simlm.worlds.contexts import enumerate_contexts
+
+C = enumerate_contexts(HMM.random(0, 3, 5), 2)
+task = random_natural_task(C, 0, noise="sign")
+crit = critical_epsilon(C, task)
+table = []
+for eps in crit * np.array([0.03, 0.1, 0.3, 1.0, 3.0] if not QUICK else [0.1, 1.0, 3.0]):
+    for method in ("aligned", "search"):
+        r = check_natural_task(C, adversarial_laws(C, task, eps, method=method, steps=50), task)
+        for name in ("any-lm", "well-specified"):
+            b = r.bound(name)
+            table.append({"eps / critical": eps / crit, "method": method, "bound": name, "B*": b.B,
+                          "trivial": b.trivial, "slack_used": b.slack_used, "holds": b.holds})
+adv = pd.DataFrame(table)
+print(f"critical ε = {crit:.3g} nats")
+adv
+
+# %%
+assert adv.holds.all() and adv[(adv["eps / critical"] >= 1) & (adv.bound == "any-lm")].trivial.all()
+

@@ -70,14 +70,21 @@ def _report(args) -> int:
 
 
 def _worlds(args) -> int:
-    from simlm.experiments.sweep import WORLD_KINDS
+    from simlm.experiments.sweep import PLANTED_FAMILIES, WORLD_KINDS, planted_constructor
     from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
 
-    for kind, cls in zip(WORLD_KINDS, (HMM, MemoryHMM, LogLinearWorld)):
-        signature = inspect.signature(cls.random)
-        params = [str(p) for name, p in signature.parameters.items() if name not in ("cls", "seed")]
-        doc = (inspect.getdoc(cls.random) or "").split("\n\n")[0].replace("\n", " ")
-        print(f"{kind:11} {cls.__name__}.random(seed, {', '.join(params)})\n            {doc}\n")
+    def describe(label, name, fn):
+        params = [str(p) for n, p in inspect.signature(fn).parameters.items() if n not in ("cls", "seed")]
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        print(f"{label:11} {name}(seed, {', '.join(params)})\n            {doc}\n")
+
+    random = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}
+    for kind in WORLD_KINDS:
+        if kind in random:
+            describe(kind, f"{random[kind].__name__}.random", random[kind].random)
+    for family in PLANTED_FAMILIES:  # kind "planted-hmm", options.family selects the constructor
+        fn = planted_constructor(family)
+        describe("planted-hmm", f"family = {family!r}: {fn.__name__}", fn)
     return 0
 
 

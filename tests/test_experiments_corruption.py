@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt as hp
 from simlm.experiments import natural_tasks as nt
-from simlm.experiments.store import CellStore, claim
+from simlm.experiments.store import CellStore
 from simlm.worlds.contexts import enumerate_contexts
 
 NT = ["--quick", "--no-train"]
@@ -70,7 +70,7 @@ def test_a_bad_option_is_status_2_and_one_line_naming_the_flag(module, argv, mes
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"python -m {module.__name__}: error: ")
     assert re.search(message, err.strip()), err
-    assert not out.exists() or not any(out.glob("*.config.json"))  # nothing claimed
+    assert not out.exists() or not any(out.rglob("sweep.json"))  # nothing claimed
 
 
 @pytest.mark.parametrize("module, argv", [(nt, NT), (hp, HP1)])
@@ -97,23 +97,19 @@ def test_the_entry_point_prints_no_traceback(module, argv, flag, tmp_path):
 
 def test_an_invalid_option_claims_nothing_so_a_valid_rerun_is_not_refused(tmp_path):
     assert hp.main(HP1 + ["--targets", "-0.1", "--out", str(tmp_path)]) == 2
-    assert not (tmp_path / "experiment1.config.json").exists()
-    claim(tmp_path / "experiment1.config.json", dataclasses.asdict(hp.Config(**{**hp.QUICK, "trained": False})))
+    assert not any(tmp_path.rglob("sweep.json"))
 
 
-def test_a_run_that_fails_before_storing_a_cell_releases_its_directory(tmp_path, monkeypatch):
-    def boom(*args):
-        raise ConfigError("n_states: cannot build this world")
+def test_a_check_that_fails_is_reported_with_its_cell_and_stored(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise ConfigError("n_states: cannot read this world")
 
-    monkeypatch.setattr(hp, "_sweep", boom)
-    config = hp.Config(**{**hp.QUICK, "trained": False})
-    with pytest.raises(ConfigError, match="n_states"):
-        hp.run("experiment1", config, tmp_path, log=lambda *a: None)
-    assert not (tmp_path / "experiment1.config.json").exists()
-    CellStore(tmp_path / "experiment1.cells.jsonl").add("done", [{"x": 1.0}])  # with a finished cell: kept
-    with pytest.raises(ConfigError):
-        hp.run("experiment1", config, tmp_path, log=lambda *a: None)
-    assert (tmp_path / "experiment1.config.json").exists()
+    monkeypatch.setattr(hp, "evaluate", boom)
+    config = hp.Config(**{**hp.QUICK, "trained": False, "analytic": None})
+    payload = hp.run("experiment1", config, tmp_path, log=lambda *a: None)
+    assert payload["records"] == [] and len(payload["errors"]) == len(config.n_states)
+    assert all("ConfigError: n_states: cannot read this world" in e["error"] and "|seed=0" in e["cell"]
+               for e in payload["errors"])
 
 
 @pytest.mark.parametrize("options, message", [
@@ -249,35 +245,11 @@ def test_no_finished_cell_is_ever_lost_to_garbage(garbage, where, tmp_path_facto
     assert [r for r in store.records() if "i" in r] == [{"i": i, "x": 0.5} for i in range(3)]
 
 
-# ---- the experiment config -------------------------------------------------------------------------------
+# ---- the experiment's results directory is a sweep's ----------------------------------------------------
 
-CONFIG = {"n_states": [8], "seeds": [0]}
-
-
-@pytest.mark.parametrize("content, what", [(b'{"n_states": [8], "se', "unreadable or corrupt"),
-                                           (b"[1, 2]", "not a JSON object"), (b"\xff\xfe", "unreadable or corrupt")])
-def test_a_corrupt_config_names_the_file_and_the_recovery(content, what, tmp_path):
-    path = tmp_path / "experiment1.config.json"
-    path.write_bytes(content)
-    with pytest.raises(ConfigError, match=rf"out: {path} .*{what}.*delete {path} and rerun exactly that command.*"
-                                          "another --out"):
-        claim(path, CONFIG, backup=tmp_path / "experiment1.json")  # no results JSON: nothing to restore from
-
-
-def test_a_corrupt_config_is_restored_from_the_results_of_a_finished_run(tmp_path):
-    path, results = tmp_path / "experiment1.config.json", tmp_path / "experiment1.json"
-    path.write_bytes(b'{"n_states": [8], "se')
-    results.write_text(json.dumps({"config": CONFIG, "records": []}))
-    with pytest.warns(RuntimeWarning, match="was corrupt; restored it from the config in"):
-        claim(path, CONFIG, backup=results)
-    assert json.loads(path.read_text()) == CONFIG
-    assert (tmp_path / "experiment1.config.json.corrupt-1").read_bytes() == b'{"n_states": [8], "se'
-    with pytest.raises(ConfigError, match=r"different config \(differs in \['seeds'\]\)"):
-        claim(path, {**CONFIG, "seeds": [1]}, backup=results)
-
-
-def test_a_corrupt_config_stops_a_run_before_anything_is_computed(tmp_path):
-    (tmp_path / "experiment1.config.json").write_text('{"n_sym')
-    with pytest.raises(ConfigError, match="experiment1.config.json is unreadable or corrupt"):
+def test_a_corrupt_sweep_config_stops_a_run_before_anything_is_computed(tmp_path):
+    (tmp_path / "experiment1").mkdir()
+    (tmp_path / "experiment1" / "sweep.json").write_text('{"n_sym')
+    with pytest.raises(ConfigError, match="sweep.json"):
         hp.run("experiment1", hp.Config(**{**hp.QUICK, "trained": False}), tmp_path, log=lambda *a: None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment1.config.json"]
+    assert sorted(p.name for p in (tmp_path / "experiment1").iterdir()) == ["sweep.json"]

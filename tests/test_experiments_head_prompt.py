@@ -3,7 +3,6 @@ and a results store that a rerun resumes instead of recomputing.
 
 Both experiments run once per module (most of the time is compilation)."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -110,11 +109,29 @@ def test_oracle_head_recovers_the_task_while_emission_has_full_row_rank(quick):
 @pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
 def test_json_holds_the_records_and_the_plot_is_a_png(quick, experiment):
     out, runs = quick
-    saved = json.loads((out / f"{experiment}.json").read_text())
+    saved = json.loads((out / experiment / f"{experiment}.json").read_text())
     assert saved["records"] == json.loads(json.dumps(runs[experiment]["records"]))
-    assert saved["new_cells"] > 0 and saved["summary"]
+    assert saved["new_cells"] > 0 and saved["summary"] and not saved["errors"]
     pytest.importorskip("matplotlib")
-    assert (out / f"{experiment}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / experiment / f"{experiment}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
+def test_the_experiment_is_the_sweep_of_its_shipped_config(quick, experiment):
+    """The shipped TOML is the default Config's sweep, the quick run's directory is an ordinary sweep
+    (tidy results.csv, one cell per world and seed), and its records come back from the rows alone."""
+    from simlm.experiments.sweep import load_config, parse_config, read_results
+
+    assert load_config(hp.shipped_config(experiment)) == parse_config(hp.sweep_config(experiment, hp.Config()))
+    assert hp.config_of(experiment, hp.load_shipped(experiment)) == hp.Config()
+    out, runs = quick
+    rows = read_results(out / experiment)
+    strip = lambda records: [{k: v for k, v in r.items() if k not in ("experiment", "n_slots")} for r in records]
+    assert strip(hp.records_of(rows)) == strip(json.loads(json.dumps(runs[experiment]["records"])))
+    worlds = hp.worlds(experiment, hp.Config(**hp.QUICK))
+    assert runs[experiment]["new_cells"] == len(worlds) * len(hp.QUICK["seeds"])
+    header = (out / experiment / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]
 
 
 @pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
@@ -132,6 +149,7 @@ def test_experiment2_builds_worlds_with_more_memory_cells():
     config = hp.Config(**{**hp.QUICK, "n_cells": (1, 2)}, trained=False, analytic=None)
     specs = hp.worlds("experiment2", config)
     assert [s["world"] for s in specs] == ["memory-M2", "vanilla-K8", "memory-N2-M2"]
+    assert specs[-1]["options"]["n_cells"] == 2
     world = specs[-1]["make"]()
     assert world.n_cells == 2 and world.n_joint_states == 2**2 * 2 * 4
     task = hp.make_memory_task(world, 0)
@@ -156,10 +174,13 @@ def test_store_drops_a_torn_last_line(tmp_path):
     assert [json.loads(line)["cell"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
 
 
-def test_a_store_refuses_a_different_config(tmp_path):
-    theirs = dataclasses.asdict(hp.Config(**{**hp.QUICK, "n_train": 64}))
-    (tmp_path / "experiment1.config.json").write_text(json.dumps(theirs))
-    with pytest.raises(ConfigError, match=r"different config \(differs in \['n_train'\]\)"):
+def test_a_results_directory_refuses_a_different_config(tmp_path):
+    from simlm.experiments.sweep import parse_config
+
+    theirs = parse_config(hp.sweep_config("experiment1", hp.Config(**{**hp.QUICK, "n_train": 64}))).to_dict()
+    (tmp_path / "experiment1").mkdir()
+    (tmp_path / "experiment1" / "sweep.json").write_text(json.dumps(theirs))
+    with pytest.raises(ConfigError, match=r"different config \(differs in \['checks'\]\)"):
         hp.run("experiment1", hp.Config(**hp.QUICK), tmp_path)
 
 

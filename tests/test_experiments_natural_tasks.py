@@ -11,6 +11,7 @@ import pytest
 
 from simlm.errors import ConfigError
 from simlm.experiments import natural_tasks as nt
+from simlm.experiments import natural_tasks_adversaries as nts
 from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 from simlm.theory.natural_tasks import gamma, lm_laws, random_natural_task
@@ -19,7 +20,8 @@ from simlm.worlds import LogLinearWorld
 COLUMNS = {"world", "lm", "family", "target_eps", "calibrated", "task", "prompt", "noise", "eps", "eps_phi",
            "eps_quad", "gamma", "gamma_phi", "bound", "features", "eps_bound", "gamma_bound", "B_choice", "B", "tau",
            "bound_value", "slack", "loss_natural", "loss_best", "excess_natural", "excess_best",
-           "ratio_natural", "ratio_best", "probe_loss", "holds", "max_overshoot"}
+           "ratio_natural", "ratio_best", "probe_loss", "holds", "max_overshoot", "trivial", "slack_used",
+           "critical_eps", "residual", "task_kind", "task_critical_eps"}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,11 @@ def test_rows_are_tidy_with_the_expected_columns(quick):
     rows = result["rows"]
     assert rows and all(COLUMNS <= set(r) for r in rows)
     assert {r["features"] for r in rows} == set(nt.FEATURES)
-    assert {r["family"] for r in rows} == {"analytic-laws", "analytic-softmax", "trained"}
+    assert {r["family"] for r in rows} == {"analytic-laws", "analytic-softmax", "trained", "adversarial",
+                                           "adversarial-fixed-B"}
     assert {r["task"] for r in rows} >= {"p_L"} and min(r["gamma"] for r in rows) < 1
     # one row per (world, LM, ε, task, noise, bound, choice of B)
-    keys = [(r["world"], r["lm"], r["target_eps"], r["task"], r["noise"], r["bound"], r["B_choice"]) for r in rows]
+    keys = [(r["world"], r["lm"], r["target_eps"], r["task"], r["task_kind"], r["bound"], r["B_choice"]) for r in rows]
     assert len(keys) == len(set(keys)) and {k[-1] for k in keys} == set(nt.B_CHOICES)
     for r in rows:  # B* minimises the bound over the grid, so it is at most the bound at B_tau
         if r["B_choice"] == "B_tau":
@@ -50,7 +53,11 @@ def test_no_row_has_its_bound_below_the_measured_loss(quick):
     for r in result["rows"]:
         assert r["holds"] and r["max_overshoot"] <= 1e-7, r
         assert r["loss_best"] <= r["bound_value"] + 1e-7 and r["loss_natural"] <= r["bound_value"] + 1e-7, r
-        assert r["slack"] == pytest.approx(r["B"] * math.sqrt(2 * r["eps_bound"] / r["gamma_bound"]), rel=1e-9)
+        s = r["B"] * math.sqrt(2 * r["eps_bound"] / r["gamma_bound"])
+        if r["bound"] == "well-specified":  # τ + r·B√(2ε/γ) + B²ε/(4γ)
+            assert r["slack"] == pytest.approx(r["residual"] * s + s * s / 8, rel=1e-9)
+        else:
+            assert r["slack"] == pytest.approx(s, rel=1e-9)
 
 
 def test_the_measured_excess_grows_with_eps_for_one_analytic_kind(quick):
@@ -58,13 +65,48 @@ def test_the_measured_excess_grows_with_eps_for_one_analytic_kind(quick):
     # (convex in s, minimal at s = 0 for a fixed B) rises with ε; B_tau depends on the task alone
     result, _ = quick
     rows = sorted((r for r in result["rows"] if r["lm"] == "uniform-mixture" and r["task"] == "p_L"
-                   and r["B_choice"] == "B_tau"), key=lambda r: r["eps"])
+                   and r["B_choice"] == "B_tau" and r["bound"] == "any-lm"), key=lambda r: r["eps"])
     assert len({r["B"] for r in rows}) == 1
     assert len(rows) == len(nt.QUICK.eps_grid)
     excess = np.array([r["excess_natural"] for r in rows])
     assert np.all(np.diff(excess) >= -1e-6), excess
     assert excess[-1] > 10 * max(excess[0], 1e-9)
     np.testing.assert_allclose([r["eps"] for r in rows], nt.QUICK.eps_grid, rtol=1e-6)
+
+
+def test_the_adversaries_reach_their_eps_and_say_how_much_of_the_slack_they_use(quick):
+    result, _ = quick
+    adv = [r for r in result["rows"] if r["family"].startswith("adversarial") and r["bound"] == "any-lm"]
+    assert adv and {r["eps_kind"] for r in adv} == {"absolute", "critical×0.5"}
+    for r in adv:
+        assert r["eps"] == pytest.approx(r["target_eps"], rel=1e-6) and r["holds"]
+        if r["B_choice"] == "B*":  # B* minimises the bound, so the row is trivial iff the bound there is ≥ log 2
+            assert r["trivial"] == (r["bound_value"] >= math.log(2))
+            assert r["slack_used"] <= 1 + 1e-9
+        if r["target_eps"] >= r["critical_eps"]:  # past the critical ε no LM can fail the bound
+            assert r["trivial"]
+    # below the critical ε the aligned tilt uses a real share of the slack
+    half = [r for r in adv if r["eps_kind"] == "critical×0.5" and r["B_choice"] == "B*" and not r["trivial"]]
+    assert half and max(r["slack_used"] for r in half) > 0.2
+
+
+def test_the_summary_separates_trivial_rows_and_reports_the_targets(quick):
+    result, _ = quick
+    text = nt.summary(result)
+    assert "triv" in text.splitlines()[0] and "targets: violations 0" in text and "ε-exponent" in text
+    t = nts.targets(result)
+    assert t["violations"] == 0 and 0 <= t["loglinear"]["nontrivial_share"] <= 1
+    slopes = [v for v in t["loglinear"]["slopes"].values() if np.isfinite(v)]
+    assert slopes and all(0.3 <= v <= 0.8 for v in slopes), slopes  # first order at a fixed radius: ≈ √ε
+
+
+def test_bad_adversary_options_raise_typed_errors():
+    with pytest.raises(ConfigError, match="adversaries"):
+        nt.Config(adversaries=("adversarial-nope",))
+    with pytest.raises(ConfigError, match="adversary_radii"):
+        nt.Config(adversary_radii=(3.0,))
+    with pytest.raises(ConfigError, match="tasks"):
+        nt.Config(tasks=("random-gaussian",))
 
 
 def test_the_results_are_written_as_strict_json(quick):
@@ -119,3 +161,19 @@ def test_solve_scale_hits_the_target_or_says_it_cannot():
     assert nt.solve_scale(lambda s: s**2, 0.25) == pytest.approx(0.5, rel=1e-10)
     with pytest.raises(ConfigError, match="unreachable"):
         nt.solve_scale(lambda s: s / (1 + s), 2.0)
+
+
+def test_the_experiment_is_the_sweep_of_its_shipped_config(quick):
+    """The shipped TOML is the default Config's sweep; the quick run's directory is an ordinary sweep whose
+    tidy rows give the experiment's result back (one cell per world and part)."""
+    from simlm.experiments.sweep import load_config, parse_config, read_results
+
+    assert load_config(nt.shipped_config()) == parse_config(nt.sweep_config(nt.Config()))
+    assert nt.config_of(nt.load_shipped()) == (nt.Config(), True)
+    result, out = quick
+    assert result["new_cells"] == 2 * len(nt.QUICK.worlds) and not result["errors"]
+    again = nt.result_of(read_results(out), nt.QUICK)
+    for part in ("rows", "log_partition", "training", "skipped"):
+        assert json.dumps(again[part], sort_keys=True) == json.dumps(json.loads(json.dumps(result[part])), sort_keys=True)
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]

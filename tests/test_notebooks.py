@@ -1,6 +1,5 @@
 """Every notebook under notebooks/ (jupytext percent format) executes end to end in quick mode."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.py"))
 
 
 def test_there_is_a_notebook_per_paper_module_and_a_tour():
-    assert {p.stem for p in NOTEBOOKS} >= {"tour", "natural_tasks", "head_prompt"}
+    assert {p.stem for p in NOTEBOOKS} >= {"tour", "natural_tasks", "head_prompt", "anchors"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

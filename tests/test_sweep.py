@@ -14,7 +14,7 @@ import pytest
 
 from simlm.cli import main
 from simlm.errors import ConfigError
-from simlm.experiments.executors import InProcess, ProcessPool
+from simlm.experiments.executors import ProcessPool
 from simlm.experiments.registry import COLUMNS, checks
 from simlm.experiments.sweep import load_config, parse_config, run_sweep
 
@@ -216,13 +216,31 @@ def test_a_damaged_cell_log_is_recovered_and_the_rerun_matches(finished, tmp_pat
     assert len(keys) == len(set(keys)) == 10 and list(out.glob("cells.jsonl.corrupt-*"))
 
 
-def test_a_damaged_sweep_config_is_named_with_the_fix(finished, tmp_path, capsys):
+def test_a_damaged_sweep_config_is_restored_from_the_summary_or_named_with_the_fix(finished, tmp_path, capsys):
     import shutil
 
     config, reference = finished
     out = tmp_path / "damaged"
     shutil.copytree(reference, out)
     (out / "sweep.json").write_text('{"name": "ti')
+    with pytest.warns(RuntimeWarning, match="was corrupt; restored it from the config in .*summary.json"):
+        assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["new_cells"] == 0  # nothing recomputed
+    (out / "sweep.json").write_text('{"name": "ti')
+    (out / "summary.json").unlink()
     assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "sweep.json" in err and "corrupt" in err and len(err.strip().splitlines()) == 1
+
+def test_parquet_takes_columns_whose_rows_differ_in_kind(tmp_path):
+    """A check may put a number in one row and a label in another (the natural-tasks adversaries' radius:
+    1.0 or "B*"): the column is written as text, whole numbers mixed with floats as floats."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from simlm.experiments.sweep import write_tables
+
+    rows = [{"quantity": "q", "measured": 1.0, "radius": "B*", "grid": [1.0, 2.0], "n": 1, "seed": 3},
+            {"quantity": "q", "measured": 2, "radius": 1.0, "grid": None, "n": 2.5, "seed": 4}]
+    write_tables(rows, tmp_path)
+    back = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert [r["radius"] for r in back] == ["B*", "1.0"] and [r["n"] for r in back] == [1.0, 2.5]
+    assert [r["seed"] for r in back] == [3, 4] and back[0]["grid"] == [1.0, 2.0] and back[1]["measured"] == 2.0

@@ -23,6 +23,8 @@ from simlm.metrics import divergence_report, exact_prepended_epsilon
 from simlm.models import WorldLM
 from simlm.theory.head_prompt import emission_rank, head_realisability
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
+from simlm.errors import ConfigError
+from simlm.theory.adversarial import adversarial_laws
 from simlm.theory.natural_tasks import check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
@@ -57,31 +59,55 @@ def epsilon_check(cell) -> list:
 
 
 @register("saunshi/natural-task", paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=_needs(CAUSAL),
-          defaults={"max_length": 2, "noise": "logistic", "task_seed": 0},
+          defaults={"max_length": 2, "noise": "logistic", "task_seed": 0, "adversary": "aligned"},
           description="O(√ε) transfer bounds on a natural task, exact on the enumerated contexts (loss at B*)")
 def natural_task_check(cell) -> list:
-    """For every bound that applies (``any-lm`` for any causal LM; the softmax and Quad bounds need (θ, Φ)):
-    the loss of the task-optimal classifier moved to the LM's features (a) and of the best classifier in
-    the same ball (b), at the radius B* that minimises the bound, against the bound τ(B*) + B*√(2ε/γ).
-    The all-zero classifier is in every ball and scores log 2, so (b) cannot exceed log 2: a bound ≥ log 2
-    is flagged trivial for (b)."""
+    """For every bound that applies (``any-lm`` and its second-order ``well-specified`` form for any causal
+    LM; the softmax and Quad bounds need (θ, Φ)): the loss of the task-optimal classifier moved to the
+    LM's features (a) and of the best classifier in the same ball (b), at the radius B* that minimises the
+    bound, against the bound.  ``trivial`` (both rows): the bound is ≥ log 2 at every B of the grid — the
+    all-zero classifier is in every ball and scores log 2, so no LM could violate it; ``slack_used`` =
+    (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which the bound is trivial at every
+    B (:func:`simlm.theory.natural_tasks.critical_epsilon`), and ``residual`` the label residual of the
+    τ-optimal classifier (0: well-specified labels).
+
+    With ``adversary`` "aligned" or "search" (None: off), the worst-case LM of
+    :func:`simlm.theory.adversarial.adversarial_laws` at this LM's exact ε on the contexts is checked too,
+    as rows ``worst-case:any-lm:…``: how close an LM at the same ε comes to the bound."""
     o = cell.options
     contexts = enumerate_contexts(cell.world, int(o["max_length"]))
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
-    result = check_natural_task(contexts, cell.lm, task)
+    cache: dict = {}
+    result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
+    rows = _natural_rows("", result.bounds, result.eps)
+    method = o.get("adversary")
+    if method is not None and 0 < result.eps < math.inf:
+        try:
+            worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
+        except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row, not faked
+            return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
+        bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
+                  if b.name in ("any-lm", "well-specified")]
+        rows += _natural_rows("worst-case:", bounds, result.eps)
+    return rows
+
+
+def _natural_rows(prefix, bounds, eps) -> list:
+    """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``."""
     rows = []
-    for b in result.bounds:
+    for b in bounds:
         i = b.index
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
-                  "eps_bound": float(b.eps), "eps_contexts": result.eps}
-        rows.append(row(f"{b.name}:loss_natural", b.loss_natural[i], b.bound[i], baseline=b.tau[i], **common))
-        rows.append(row(f"{b.name}:loss_best", b.loss_best[i], b.bound[i], baseline=b.tau[i], maximum=math.log(2),
-                        **common))
+                  "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
+                  "residual": float(b.residual[i])}
+        for name, loss in (("loss_natural", b.loss_natural[i]), ("loss_best", b.loss_best[i])):
+            r = row(f"{prefix}{b.name}:{name}", loss, b.bound[i], baseline=b.tau[i], **common)
+            rows.append({**r, "trivial": b.trivial})
     return rows
 
 
 @register("wei/head-tuning", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=lambda w, l: (
-              "needs an HMM world" if w.get("kind") != "hmm" else _needs(PREPENDED)(w, l)),
+              "needs an HMM world" if w.get("kind") not in ("hmm", "planted-hmm") else _needs(PREPENDED)(w, l)),
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:
@@ -157,3 +183,28 @@ def head_prompt_check(cell) -> list:
 
 
 __all__ = ["epsilon_check", "natural_task_check", "head_tuning_check", "head_prompt_check", "CAUSAL", "MASKED", "PREPENDED"]
+
+
+def _register_experiments() -> None:
+    """The experiments' own checks: each runs a whole paper experiment's LM family in the oracle's cell."""
+    from simlm.experiments import head_prompt as hp
+    from simlm.experiments import natural_tasks as nt
+
+    register(hp.CHECK, paper="Wei, Xie & Ma (NeurIPS 2021)", applies=hp.applies, parts=hp.parts,
+             validate=hp.validate_options, defaults=hp.check_options(hp.Config()),
+             description="the paper's experiment, one task seed per cell: oracle, analytic-ε and trained-ladder "
+                         "LMs, head and prompt")(hp.experiment_check)
+    register(nt.CHECK, paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=nt.applies, parts=nt.parts,
+             validate=nt.validate_options, defaults=nt.check_options(nt.Config()),
+             description="the paper's ε × γ sweep on enumerated contexts: analytic families at exact ε and "
+                         "trained ladders (a part each), every bound at B* and B_tau")(nt.experiment_check)
+
+
+_register_experiments()
+
+
+# the paper modules with a checks module of their own (each registers its checks on import)
+from simlm.experiments.checks_anchors import anchors_check  # noqa: E402
+from simlm.experiments.checks_token_accuracy import token_accuracy_check  # noqa: E402
+
+__all__ += ["anchors_check", "token_accuracy_check"]

@@ -84,17 +84,24 @@ class _NoBar:
     def update(self, n=1):
         pass
 
+    def reset(self, total=None):
+        pass
+
+    def set_description(self, desc=None):
+        pass
+
     def close(self):
         pass
 
 
-def progress_bar(total: int, *, initial: int = 0, enabled: bool = True):
-    """One tqdm bar for the sweep's cells (done / total, with ETA), or a silent stand-in."""
+def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: str = "cells"):
+    """One tqdm bar for the sweep's cells (done / total, with ETA), or a silent stand-in.  Bars opened
+    while it is open (a training ladder's) take the next line below it."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="cells", unit="cell")
+    return tqdm(total=total, initial=initial, desc=desc, unit="cell", position=0)
 
 
 __all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "make_executor", "progress_bar"]

@@ -47,16 +47,15 @@ Seeds.  Seed s sets the task (1000 s), the training (1000 s + 1) and test (1000 
 ceiling's continuations (1000 s + 3), head and prompt initialisations and the transformer's
 initialisation; the world of each size is one draw (``world_seed``), shared by the seeds.
 
-Results store.  ``<out>/<experiment>.cells.jsonl`` gets one line per finished cell — a (world, seed,
-level) with level "oracle", "eps<=<target>" or "final" — holding its records; a rerun with the same
-``--out`` and config skips finished cells (a torn last line is dropped; any other line that is not a
-finished cell is dropped with a warning, the damaged file kept as ``cells.jsonl.corrupt-<n>``), training
-resumes from the trainer's checkpoints under ``<out>/<experiment>.train/``.  ``<out>/<experiment>.config.json``
-keeps the directory to one config: options are all checked before it is written, a run that fails before
-storing a cell removes it again, and a corrupt one is restored from ``<experiment>.json`` (or the error
-says how to recover).  ``<out>/<experiment>.json`` (all records, the
-per-group summary, the training ladders, times; written to a temporary file and renamed) and
-``<out>/<experiment>.png`` are rewritten at the end of every run.
+Results.  The experiment is the sweep of ``simlm/experiments/configs/head_prompt_<experiment>.toml``
+(:func:`sweep_config` of the Config; flags override its values): one world per ``[[worlds]]`` table and the
+check ``wei/head-prompt-experiment`` (:func:`experiment_check`), which builds the levels' LMs itself in
+the oracle's cell, one cell per task seed.  Everything the sweep runner writes is in ``<out>/<experiment>/``
+— ``cells.jsonl`` (a SIGKILL loses no finished cell; a rerun skips them), the tidy ``results.csv``, the
+config (``sweep.json``: a different config is refused), the environment and the worlds' parameters, and
+the trainer's checkpoints under ``work/`` (reused, never retrained) — beside ``<experiment>.json`` (all
+records, the per-group summary, the training ladders, times) and ``<experiment>.png``, rewritten at the end
+of every run from the stored rows.  ``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
 
     python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...
@@ -78,11 +77,12 @@ rerun of a finished store takes well under a second before plotting.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import math
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -95,8 +95,10 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
 from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.executors import EXECUTORS, make_executor
 from simlm.experiments.head_prompt_report import plot, summarise, table
-from simlm.experiments.store import CellStore, claim, release, results_dir
+from simlm.experiments.registry import row
+from simlm.experiments.store import CellStore, results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
@@ -200,28 +202,33 @@ QUICK = dict(n_states=(8, 15), n_slots=(2,), seeds=(0,), label_length=8, visible
 # ---- worlds and per-seed task data ---------------------------------------------------------------
 
 def worlds(experiment: str, config: Config) -> list[dict]:
-    """The worlds of an experiment: ``{"world": name, "kind": "hmm" | "memory", "n_states", "n_slots",
-    "make": () → world}``; n_states is the number of hidden states (M·Q for a memory world)."""
+    """The worlds of an experiment: ``{"world": name, "kind": "hmm" | "memory", "sweep_kind": the sweep's
+    world kind, "options": its ``random`` options, "n_states", "n_slots", "make": () → world}``; n_states is
+    the number of hidden states (M·Q for a memory world)."""
     V, t, ws = config.n_symbols, config.temperature, config.world_seed
+    temps = {"transition_temp": t, "emission_temp": t}
 
-    def hmm(K):
-        return lambda: HMM.random(ws, K, V, family="permutation-mixture", transition_temp=t, emission_temp=t)
+    def spec(name, kind, K, M, options):
+        cls, sweep_kind = (MemoryHMM, "memory-hmm") if kind == "memory" else (HMM, "hmm")
+        return dict(world=name, kind=kind, sweep_kind=sweep_kind, n_states=K, n_slots=M, options=options,
+                    make=lambda: cls.random(ws, **options))
+
+    def hmm(K, M=None):
+        return spec(f"hmm-K{K}" if M is None else f"vanilla-K{K}", "hmm", K, M,
+                    {"n_states": K, "n_symbols": V, "family": "permutation-mixture", **temps})
 
     if experiment == "experiment1":
-        return [dict(world=f"hmm-K{K}", kind="hmm", n_states=K, n_slots=None, n_cells=None, make=hmm(K))
-                for K in config.n_states]
+        return [hmm(K) for K in config.n_states]
     if experiment != "experiment2":
         raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
     Q, out = config.n_syntactic, []
     for N in config.n_cells:  # N = 1 first: its worlds keep their names (memory-M<M>, vanilla-K<MQ>)
         for M in config.n_slots:
             name = f"memory-M{M}" if N == 1 else f"memory-N{N}-M{M}"
-            out.append(dict(world=name, kind="memory", n_states=M * Q, n_slots=M, n_cells=N,
-                            make=lambda M=M, N=N: MemoryHMM.random(ws, N, M, Q, V, transition_temp=t,
-                                                                   emission_temp=t)))
+            out.append(spec(name, "memory", M * Q, M, {"n_cells": N, "n_values": M, "n_syntactic": Q,
+                                                       "n_symbols": V, **temps}))
             if N == 1:  # the vanilla HMM with the same M·Q emission rows, once per M
-                out.append(dict(world=f"vanilla-K{M * Q}", kind="hmm", n_states=M * Q, n_slots=M, n_cells=None,
-                                make=hmm(M * Q)))
+                out.append(hmm(M * Q, M))
     return out
 
 
@@ -350,37 +357,212 @@ def train_world(world, kind: str, config: Config, run_dir: Path):
     return train(world, *_train_configs(config, kind), run_dir, progress=False)
 
 
-# ---- the sweep -----------------------------------------------------------------------------------
+# ---- the experiment as a sweep check --------------------------------------------------------------
 
-def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, log=print) -> dict:
-    """Run (or resume) ``experiment`` into ``out``, write ``<experiment>.json`` (atomically) and
-    ``<experiment>.png``, and return the JSON's payload: ``{"experiment", "config", "records", "summary",
-    "training", "new_cells", "skipped_cells", "cell_seconds", "machine", "files", "time_s"}`` —
-    ``time_s`` this call's wall time, ``cell_seconds`` the sum over every stored cell (all runs)."""
+#: the Config fields that define the worlds (the sweep's ``[[worlds]]``); every other field is an option
+#: of the check ``wei/head-prompt-experiment``.
+WORLD_FIELDS = ("n_symbols", "n_states", "n_syntactic", "n_slots", "temperature", "world_seed")
+CHECK = "wei/head-prompt-experiment"
+
+
+def check_options(config: Config) -> dict:
+    """The check's options of ``config`` (plain JSON values; no analytic family is ``"none"``: TOML has no null)."""
+    options = jsonable({k: v for k, v in dataclasses.asdict(config).items() if k not in WORLD_FIELDS})
+    return {**options, "analytic": options["analytic"] or "none"}
+
+
+def _fields(options: dict) -> dict:
+    """Config fields from the check's options (the inverse of :func:`check_options`)."""
+    return {**options, "analytic": None if options.get("analytic") == "none" else options.get("analytic")}
+
+
+def sweep_config(experiment: str, config: Config = Config()) -> dict:
+    """The sweep config (a dict, as TOML or JSON gives it) that IS ``experiment`` under ``config``: its
+    worlds, the oracle as the one LM source (the check builds the experiment's own LMs — analytic at exact
+    ε, the trained ladder — inside each world's cells), and :data:`CHECK` with the rest of ``config``.
+    The shipped ``configs/head_prompt_<experiment>.toml`` is this dict for the default Config."""
+    specs = [{"name": w["world"], "kind": w["sweep_kind"], "seed": config.world_seed, "options": w["options"]}
+             for w in worlds(experiment, config)]
+    return {"name": f"head_prompt-{experiment}", "seed": 0, "data": {"n_sequences": 2, "length": 2},
+            "worlds": specs, "lms": {"oracle": True}, "checks": {CHECK: check_options(config)}}
+
+
+def load_shipped(experiment: str) -> dict:
+    """The shipped sweep config of ``experiment``, as a dict."""
+    return tomllib.loads(shipped_config(experiment).read_text(encoding="utf-8"))
+
+
+def shipped_config(experiment: str) -> Path:
+    """The path of the shipped sweep config of ``experiment``."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
+    return Path(__file__).parent / "configs" / f"head_prompt_{experiment}.toml"
+
+
+def config_of(experiment: str, raw: dict) -> Config:
+    """The :class:`Config` a sweep config of ``experiment`` (e.g. the shipped one) stands for."""
+    opts = raw["checks"][CHECK]
+    first = raw["worlds"][0]["options"]
+    fields = {"n_symbols": first["n_symbols"], "temperature": first["transition_temp"],
+              "world_seed": raw["worlds"][0]["seed"]}
+    if experiment == "experiment1":
+        fields["n_states"] = tuple(w["options"]["n_states"] for w in raw["worlds"])
+    else:
+        memories = [w["options"] for w in raw["worlds"] if w["kind"] == "memory-hmm"]
+        fields["n_slots"] = tuple(o["n_values"] for o in memories)
+        fields["n_syntactic"] = memories[0]["n_syntactic"]
+    return Config(**fields, **_fields(opts))
+
+
+def _world_kind(world_spec) -> str:
+    return "memory" if world_spec["kind"] == "memory-hmm" else "hmm"
+
+
+def _check_config(world, options: dict) -> Config:
+    return Config(**_fields(options), n_symbols=int(world.n_symbols))
+
+
+def validate_options(options: dict) -> None:
+    """Raise a ConfigError for bad options of the check (the Config they make is checked)."""
+    Config(**_fields(options))
+
+
+def applies(world_spec, lm_spec) -> str:
+    if world_spec.get("kind") not in ("hmm", "memory-hmm"):
+        return "needs an HMM or a memory HMM"
+    return "" if lm_spec["source"] == "oracle" else "builds its own LMs: runs in the oracle's cell only"
+
+
+def parts(world_spec, lm_spec, options) -> list:
+    return [f"seed={s}" for s in options["seeds"]]
+
+
+def _lm_name(level: str) -> str:
+    return level if level in ("oracle", "final") else level.replace("eps=", "analytic@").replace("eps<=", "trained@")
+
+
+def experiment_check(cell) -> list:
+    """One seed (the cell's part) of the experiment on the cell's world: every level — the oracle, the
+    analytic LM at each target ε, the trained transformer at each ladder rung it reached and at the end of
+    training — with each predictor's test accuracy as a row (``lm`` the level, ``eps`` its exact masked ε
+    on the held-out set, every record field as a column).  The seeds of a world are trained together
+    once, in the check's ``workdir``; the other seeds' cells reuse the checkpoints."""
+    config = _check_config(cell.world, cell.options)
+    world, kind = cell.world, _world_kind(cell.world_spec)
+    seed = int(cell.part.removeprefix("seed="))
+    options = cell.world_spec["options"]
+    n_slots = options.get("n_values")  # a vanilla world's M is the experiment's: :func:`run` fills it in
+    n_states = options["n_states"] if kind == "hmm" else n_slots * options["n_syntactic"]
+    base = {"world": cell.world_spec["name"], "kind": kind, "n_states": n_states, "n_slots": n_slots,
+            "n_symbols": config.n_symbols, "visible_length": config.visible_length,
+            "label_length": config.label_length, "seed": seed}
+    ctx = task_context(world, kind, seed, config)
+    rows = []
+
+    def add(meta, records):
+        level = meta["level"]
+        for r in records:
+            record = {**base, **meta, **r, **ctx["shared"]}
+            record["lm_source"] = record.pop("lm")
+            rows.append(row(f"{r['method']}:test_accuracy", r["test_accuracy"], lm=_lm_name(level), lm_seed=seed,
+                            eps=meta["epsilon"], eps_se=meta["epsilon_se"], **record))
+
+    add({"lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0, "epsilon_se": 0.0, "ladder_epsilon": None,
+         "epsilon_readout": 0.0, "train_step": None},
+        evaluate(WorldLM(world), world, kind, ctx, seed, config, source="oracle"))
+    heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
+    for target in config.targets if config.analytic else ():
+        lm = analytic_lm(world, kind, ctx, target, seed, config)
+        eps, eps_se = exact_masked_epsilon(world, lm, heldout)
+        add({"lm": "analytic", "level": f"eps={target:g}", "target": target, "epsilon": eps, "epsilon_se": eps_se,
+             "ladder_epsilon": lm.achieved_eps, "epsilon_readout": readout_epsilon(lm, world, kind, ctx["test"][0]),
+             "train_step": None}, evaluate(lm, world, kind, ctx, seed, config, source="analytic"))
+    if not config.trained:
+        return rows
+    t0 = time.perf_counter()
+    result = train(world, *_train_configs(config, kind), Path(cell.workdir) / "train", progress=cell.progress)
+    ladder = json.dumps(jsonable([dataclasses.asdict(r) for r in result.records]))
+    rows.append(row("train_steps", result.final_step, lm="trained-final", lm_seed=seed, ladder=ladder,
+                    train_seconds=time.perf_counter() - t0, **base))
+    scored = {}
+    for target in (*config.targets, None):
+        if target is None:
+            lm, rec = result.final_lms[config.seeds.index(seed)], None
+        else:
+            rec = next(r for r in result.records if r.seed == seed and math.isclose(r.target, target))
+            if not rec.reached:
+                continue
+            lm = result.lm(target, seed)
+        step = result.final_step if rec is None else rec.step
+        if step not in scored:  # the ladder stops at its last rung: then "final" is that model
+            eps, eps_se = exact_masked_epsilon(world, lm, heldout)
+            scored[step] = (evaluate(lm, world, kind, ctx, seed, config, source="trained"), eps, eps_se,
+                            readout_epsilon(lm, world, kind, ctx["test"][0]))
+        records, eps, eps_se, eps_readout = scored[step]
+        add({"lm": "trained", "level": "final" if target is None else f"eps<={target:g}", "target": target,
+             "epsilon": eps, "epsilon_se": eps_se, "ladder_epsilon": None if rec is None else rec.epsilon,
+             "epsilon_readout": eps_readout, "train_step": step}, records)
+    return rows
+
+
+# ---- the experiment: the sweep of its shipped config, and its own table and figure ----------------
+
+TIDY_ONLY = ("paper", "check", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured", "bound", "holds",
+             "trivial", "slack_used", "world_seed")
+
+
+def records_of(rows: list) -> list[dict]:
+    """The experiment's records (one per world, seed, level and method) from the sweep's tidy rows."""
+    out = []
+    for r in rows:
+        if r.get("check") != CHECK or not r["quantity"].endswith(":test_accuracy"):
+            continue
+        record = {k: v for k, v in r.items() if k not in TIDY_ONLY}
+        record["lm"] = record.pop("lm_source")
+        out.append(record)
+    return out
+
+
+def training_of(rows: list) -> dict:
+    """Per world: the trainer's ladder, its final step and the training wall time."""
+    out = {}
+    for r in rows:
+        if r.get("check") == CHECK and r["quantity"] == "train_steps":
+            seen = out.get(r["world"], {"seconds": 0.0})
+            out[r["world"]] = {"ladder": json.loads(r["ladder"]), "final_step": int(r["measured"]),
+                               "seconds": max(seen["seconds"], r["train_seconds"])}
+    return out
+
+
+def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, log=print,
+        progress: bool = False, executor=None) -> dict:
+    """Run (or resume) ``experiment`` into ``out/<experiment>`` — the sweep of :func:`sweep_config` (cells
+    ``cells.jsonl``, tidy ``results.csv``, ``sweep.json`` …; a different config is refused) — then write
+    ``<experiment>.json`` (atomically) and ``<experiment>.png`` beside them and return the JSON's payload:
+    ``{"experiment", "config", "records", "summary", "training", "new_cells", "skipped_cells",
+    "cell_seconds", "errors", "machine", "files", "time_s"}``."""
+    from simlm.experiments.sweep import parse_config, run_sweep
+
     started = time.perf_counter()
     check_instance("config", config, Config, "a head_prompt.Config")
-    specs = worlds(experiment, config)  # everything is checked before the directory is claimed
-    out = results_dir(out)
-    config_path = out / f"{experiment}.config.json"
-    fresh = not config_path.exists()
-    claim(config_path, dataclasses.asdict(config), backup=out / f"{experiment}.json")
-    store = CellStore(out / f"{experiment}.cells.jsonl")
-    try:
-        new, skipped = _sweep(experiment, specs, config, out, store, log)
-    except BaseException:
-        if fresh and not len(store):  # nothing was stored: leave the directory free for a corrected rerun
-            release(config_path)
-        raise
-    records = store.records()
-    training = {e.get("world"): {"ladder": e["ladder"], "final_step": e.get("final_step"),
-                                 "seconds": e.get("seconds", 0.0)}
-                for e in store.cells.values() if isinstance(e.get("ladder"), list)}
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
+    sweep = parse_config(sweep_config(experiment, config))  # everything is checked before a directory is claimed
+    out = results_dir(out) / experiment
+    result = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
+    for e in result["errors"]:
+        log(f"  ERROR {e['cell']}: {e['error']}")
+    slots = {w["world"]: w["n_slots"] for w in worlds(experiment, config)}
+    records = [{"experiment": experiment, **r, "n_slots": slots.get(r["world"], r["n_slots"])}
+               for r in records_of(result["rows"])]
+    store = CellStore(out / "cells.jsonl")
     payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
-                         "summary": summarise(records), "training": training, "new_cells": new,
-                         "skipped_cells": skipped,
-                         "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
-                         "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
-    payload["files"] = [str(out / f"{experiment}.json")]
+                        "summary": summarise(records), "training": training_of(result["rows"]),
+                        "new_cells": result["new_cells"], "skipped_cells": result["cells"] - result["new_cells"],
+                        "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
+                        "errors": result["errors"],
+                        "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
+    payload["files"] = [str(out / f"{experiment}.json"), str(out / "results.csv")]
     try:
         payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
     except ImportError as e:  # matplotlib is the optional extra "plots"
@@ -388,80 +570,6 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     payload["time_s"] = time.perf_counter() - started
     write_json_atomic(out / f"{experiment}.json", payload)
     return payload
-
-
-def _sweep(experiment, specs, config: Config, out: Path, store: CellStore, log) -> tuple[int, int]:
-    """Compute and store every cell of ``specs`` not yet in ``store``; ``(new cells, skipped cells)``."""
-    analytic = [f"eps={t:g}" for t in config.targets] if config.analytic else []
-    trained = [f"eps<={t:g}" for t in config.targets] + ["final"] if config.trained else []
-    levels = ["oracle", *analytic, *trained]
-    new = skipped = 0
-    for spec in specs:
-        name, kind = spec["world"], spec["kind"]
-        todo = {(s, lv) for s in config.seeds for lv in levels if _key(name, s, lv) not in store}
-        skipped += len(config.seeds) * len(levels) - len(todo)
-        if not todo:
-            continue
-        world = spec["make"]()
-        context = functools.cache(functools.partial(task_context, world, kind, config=config))  # seed → data
-        base = {"experiment": experiment, "world": name, "kind": kind, "n_states": spec["n_states"],
-                "n_slots": spec["n_slots"], "n_symbols": config.n_symbols, "visible_length": config.visible_length,
-                "label_length": config.label_length}
-
-        for s in sorted({s for s, lv in todo if lv == "oracle"}):
-            t0 = time.perf_counter()
-            rows = evaluate(WorldLM(world), world, kind, context(s), s, config, source="oracle")
-            meta = {**base, "seed": s, "lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0,
-                    "epsilon_se": 0.0, "ladder_epsilon": None, "epsilon_readout": 0.0, "train_step": None}
-            _finish(store, log, _key(name, s, "oracle"), rows, meta, context(s)["shared"], t0)
-            new += 1
-        heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
-        for s, lv in sorted((c for c in todo if c[1] in analytic), key=lambda c: (c[0], levels.index(c[1]))):
-            t0, ctx = time.perf_counter(), context(s)
-            target = config.targets[analytic.index(lv)]
-            lm = analytic_lm(world, kind, ctx, target, s, config)
-            eps, eps_se = exact_masked_epsilon(world, lm, heldout)
-            meta = {**base, "seed": s, "lm": "analytic", "level": lv, "target": target, "epsilon": eps,
-                    "epsilon_se": eps_se, "ladder_epsilon": lm.achieved_eps,
-                    "epsilon_readout": readout_epsilon(lm, world, kind, ctx["test"][0]), "train_step": None}
-            rows = evaluate(lm, world, kind, ctx, s, config, source="analytic")
-            _finish(store, log, _key(name, s, lv), rows, meta, ctx["shared"], t0)
-            new += 1
-        if not any(lv in trained for _, lv in todo):
-            continue
-        t0 = time.perf_counter()
-        result = train_world(world, kind, config, out / f"{experiment}.train" / name)
-        ladder = [dataclasses.asdict(r) for r in result.records]
-        if _key(name, None, "train") not in store:
-            store.add(_key(name, None, "train"), [], world=name, ladder=ladder, final_step=result.final_step,
-                      seconds=time.perf_counter() - t0)
-        log(f"  trained {name}: {result.final_step} steps, best ε {_fmt_eps(result.best_epsilon)} "
-            f"({time.perf_counter() - t0:.1f} s)")
-        scored = {}
-        for s, lv in sorted((c for c in todo if c[1] in trained), key=lambda c: (c[0], levels.index(c[1]))):
-            t0 = time.perf_counter()
-            if lv == "final":
-                lm, target, rec = result.final_lms[config.seeds.index(s)], None, None
-            else:
-                target = config.targets[trained.index(lv)]
-                rec = next(r for r in result.records if r.seed == s and math.isclose(r.target, target))
-                if not rec.reached:
-                    store.add(_key(name, s, lv), [], reached=False, seconds=time.perf_counter() - t0)
-                    new += 1
-                    continue
-                lm = result.lm(target, s)
-            step, ctx = result.final_step if rec is None else rec.step, context(s)
-            if (s, step) not in scored:  # the ladder stops at its last rung: then "final" is that model
-                eps, eps_se = exact_masked_epsilon(world, lm, heldout)
-                scored[s, step] = (evaluate(lm, world, kind, ctx, s, config, source="trained"), eps, eps_se,
-                                   readout_epsilon(lm, world, kind, ctx["test"][0]))
-            rows, eps, eps_se, eps_readout = scored[s, step]
-            meta = {**base, "seed": s, "lm": "trained", "level": lv, "target": target, "epsilon": eps,
-                    "epsilon_se": eps_se, "ladder_epsilon": None if rec is None else rec.epsilon,
-                    "epsilon_readout": eps_readout, "train_step": step}
-            _finish(store, log, _key(name, s, lv), rows, meta, ctx["shared"], t0)
-            new += 1
-    return new, skipped
 
 
 def experiment1(out="runs/head_prompt", config: Config | None = None, *, quick: bool = False, log=print) -> list[dict]:
@@ -478,28 +586,12 @@ def _config(config, quick):
     return config if config is not None else Config(**QUICK) if quick else Config()
 
 
-def _key(world: str, seed, level: str) -> str:
-    return f"{world}|seed={seed}|{level}" if seed is not None else f"{world}|{level}"
-
-
-def _finish(store, log, key, rows, meta, shared, t0):
-    records = [{**meta, **row, **shared} for row in rows]
-    store.add(key, records, seconds=time.perf_counter() - t0)
-    eps = "" if meta["lm"] == "oracle" else f" ε {meta['epsilon']:.3g}"
-    log(f"  {key}{eps}: " + ", ".join(f"{r['method']} {r['test_accuracy']:.3f}" for r in records)
-        + f" ({time.perf_counter() - t0:.1f} s)")
-
-
-def _fmt_eps(best: dict) -> str:
-    return ", ".join(f"{v:.3g}" for v in best.values())
-
-
 # ---- command line --------------------------------------------------------------------------------
 
 #: config fields set by a flag, as the flag (errors name the flag the user typed).
 FLAGS = {name: "--" + name.replace("_", "-") for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length",
                                                           "targets", "max_steps", "n_train", "n_test", "temperature",
-                                                          "analytic", "out")}
+                                                          "analytic", "out", "workers", "executor", "address")}
 
 
 def command(argv=None) -> dict:
@@ -509,7 +601,8 @@ def command(argv=None) -> dict:
     p = Parser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
-    p.add_argument("--out", default=None, help="results directory (default runs/head_prompt[_quick])")
+    p.add_argument("--out", default=None, help="results directory; the experiment's sweep goes into OUT/<experiment> "
+                   "(default runs/head_prompt[_quick])")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--n-states", nargs="+", type=int, help="experiment 1: the |H| values")
     p.add_argument("--n-slots", nargs="+", type=int, help="experiment 2: the memory slot counts M")
@@ -524,6 +617,10 @@ def command(argv=None) -> dict:
                    "(0.01: near-deterministic, the Bayes ceiling ≈ 1 even for short T')")
     p.add_argument("--analytic", help=f"the analytic-LM family, one of {', '.join(ANALYTIC_KINDS)}, or 'none'")
     p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
+    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
+    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     options = dict(QUICK) if args.quick else {}
     for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
@@ -536,10 +633,14 @@ def command(argv=None) -> dict:
         options["visible_length"] = options.get("label_length", Config.label_length)
     if args.no_train:
         options["trained"] = False
-    config = Config(**options)
+    config = dataclasses.replace(config_of(args.experiment, load_shipped(args.experiment)), **options)
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
-    print(f"{args.experiment} → {out}")
-    payload = run(args.experiment, config, out)
+    print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
+          f"{' with --quick/flag overrides' if options else ''})")
+    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor)
+    for e in payload["errors"]:
+        print(f"ERROR in cell {e['cell']}: {e['error']}")
     print(table(payload["summary"]))
     for name, t in payload["training"].items():
         rungs = ", ".join(f"s{r['seed']}:{r['target']:g}→"

@@ -30,7 +30,14 @@ by the task alone, so comparable across LMs and ε):
 τ; ``ratio_*`` = excess/slack, the share of the slack the LM actually uses.  A violation is a row whose
 (a) or (b) exceeds its bound at some B on the grid (``holds`` False) — there must be none.
 
-    python -m simlm.experiments.natural_tasks [--quick] [--out DIR] [--figure PATH] ...
+The experiment is the sweep of ``simlm/experiments/configs/natural_tasks.toml`` (:func:`sweep_config`;
+flags override its values): one world per ``[[worlds]]`` table and the check
+``saunshi/natural-tasks-experiment`` (:func:`experiment_check`), which builds the LMs above itself in the
+oracle's cell of each world — one cell for the analytic families, one for the trained ladders (checkpoints
+under ``<out>/work/``, reused on reruns) — so the directory holds an ordinary sweep (``cells.jsonl``,
+tidy ``results.csv``, ``sweep.json`` …) beside ``results.json`` and the figures, drawn from the stored rows.
+
+    python -m simlm.experiments.natural_tasks [--quick] [--out DIR] [--figure PATH] [--workers N] ...
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -53,6 +61,8 @@ import numpy as np
 from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.executors import EXECUTORS, make_executor
+from simlm.experiments.registry import row
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
@@ -60,15 +70,20 @@ from simlm.models.perturbed import (S_MAX, UNDIRECTED_KINDS, epsilon_of_scale, m
                                     perturbation_params, solve_scale)
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
-from simlm.theory.natural_tasks import NOISES, check_natural_task, lm_epsilon, random_natural_task
+from simlm.theory.natural_tasks import B_GRID, NOISES, check_natural_task, lm_epsilon
+from simlm.experiments.natural_tasks_adversaries import (ADVERSARIES, TASK_KINDS, adversarial_lms, format_targets,
+                                                         make_tasks)
+from simlm.experiments.natural_tasks_adversaries import targets as sweep_targets
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
-from simlm.worlds import HMM, LogLinearWorld
+from simlm.worlds import LogLinearWorld
 from simlm.worlds.families import softmax
 
 #: the analytic LMs of the sweep: the perturbed laws (:mod:`simlm.models.perturbed`'s kinds that need no
 #: direction) and two softmax families, θ* + σG and f* + σG.
 LM_KINDS = UNDIRECTED_KINDS + ("theta-noise", "quad-noise")
+#: every LM family a row can come from (the adversaries are built per task: see natural_tasks_adversaries).
+ALL_LM_KINDS = LM_KINDS + ("trained-ce", "trained-quad") + ADVERSARIES
 WORLDS = ("loglinear", "loglinear-unstructured", "hmm")
 FEATURES = ("p_f", "Φp_f", "f")
 #: a calibrated ε further than this (relative) from its target counts as not reached: the row is skipped.
@@ -83,7 +98,13 @@ class Config:
     """The sweep, as plain values.  ``n_states``/``dim`` size the log-linear worlds; the HMM has
     ``hmm_states`` states, Dirichlet(``hmm_concentration``) rows and Gaussian word embeddings Φ of
     dimension ``dim``; ``max_length`` = L; ``prompt_lengths`` the lengths of
-    the prompts whose slices make the γ < 1 tasks (the most and least likely prompt of each length)."""
+    the prompts whose slices make the γ < 1 tasks (the most and least likely prompt of each length).  Tasks:
+    each "kind-noise" of ``tasks`` whose noise is in ``noises``, on every prompt (kind ``random``:
+    :func:`~simlm.theory.natural_tasks.random_natural_task`, ``indicative``:
+    :func:`~simlm.theory.natural_tasks.indicative_task`).  The analytic and trained LMs, and the softmax
+    and Quad adversaries, are checked on the ``lm_tasks`` only; the law adversaries (aligned, search) on
+    every task, at each ε of ``eps_grid`` and at the fractions ``critical_fractions`` of the task's
+    critical ε, built at B* of the bound and (aligned) at each fixed radius of ``adversary_radii``."""
 
     worlds: tuple = ("loglinear", "hmm")
     n_symbols: int = 6
@@ -96,8 +117,14 @@ class Config:
     eps_grid: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
     kinds: tuple = LM_KINDS
     prompt_lengths: tuple = (1, 2)
-    noises: tuple = ("logistic",)
+    noises: tuple = ("logistic", "sign")
     task_seed: int = 0
+    tasks: tuple = ("random-logistic", "random-sign", "indicative-sign")
+    lm_tasks: tuple = ("random-logistic",)
+    adversaries: tuple = ADVERSARIES
+    critical_fractions: tuple = (0.1, 0.5)
+    adversary_radii: tuple = (1.0,)
+    search_steps: int = 60
     ce_targets: tuple = (0.3, 0.1, 0.03, 0.01)
     quad_targets: tuple = (0.03, 0.01, 0.003)
     d_model: int = 16
@@ -105,22 +132,27 @@ class Config:
 
     def __post_init__(self):
         """Every field checked here, so a bad value stops the sweep before it writes anything."""
-        for name, allowed in (("worlds", WORLDS), ("kinds", LM_KINDS), ("noises", NOISES)):
+        combos = tuple(f"{k}-{n}" for k in TASK_KINDS for n in NOISES)
+        for name, allowed, empty in (("worlds", WORLDS, False), ("kinds", LM_KINDS, False), ("noises", NOISES, False),
+                                     ("tasks", combos, False), ("lm_tasks", combos, True),
+                                     ("adversaries", ADVERSARIES, True)):
             values = _tuple(self, name)
             bad = [v for v in values if not isinstance(v, str) or v not in allowed]
-            if bad or not values:
+            if bad or not (values or empty):
                 raise ConfigError(f"{name}: expected one or more of {allowed}, got {getattr(self, name)!r}")
-        for name in ("eps_grid", "ce_targets", "quad_targets"):
+        for name in ("eps_grid", "ce_targets", "quad_targets", "critical_fractions", "adversary_radii"):
             values = tuple(check_positive(name, v) for v in _tuple(self, name))
             if name == "eps_grid" and not values:
                 raise ConfigError("eps_grid: expected at least one positive ε target")
             object.__setattr__(self, name, values)
         for name, low in (("n_symbols", 2), ("n_states", 1), ("dim", 1), ("hmm_states", 1), ("max_length", 1),
-                          ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1)):
+                          ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1), ("search_steps", 1)):
             check_positive_int(name, getattr(self, name), minimum=low)
         for k in _tuple(self, "prompt_lengths"):
             check_positive_int("prompt_lengths", k)
         check_positive("hmm_concentration", self.hmm_concentration)
+        if bad := [B for B in self.adversary_radii if not np.any(np.isclose(B, B_GRID, rtol=1e-12))]:
+            raise ConfigError(f"adversary_radii: {bad} are not radii of the B grid {list(B_GRID)}")
 
 
 def _tuple(config, name) -> tuple:
@@ -132,22 +164,20 @@ def _tuple(config, name) -> tuple:
 
 QUICK = Config(worlds=("loglinear",), n_symbols=4, n_states=3, dim=4, max_length=2, eps_grid=(1e-3, 1e-2, 0.1),
                kinds=("uniform-mixture", "theta-noise", "quad-noise"), prompt_lengths=(1,), ce_targets=(0.3, 0.1),
-               quad_targets=(), d_model=4, max_steps=400)
+               quad_targets=(), d_model=4, max_steps=400, tasks=("random-logistic", "random-sign"),
+               adversaries=("adversarial-aligned",), critical_fractions=(0.5,))
 
 
 # ---- worlds, tasks, LMs ----------------------------------------------------------------------------
 
 def make_world(name: str, config: Config):
     """(world, Φ ``(d, V)``): a LogLinearWorld with its own word embeddings (``"loglinear"`` anchor
-    geometry, ``"loglinear-unstructured"``), or an HMM with Gaussian embeddings (``"hmm"``)."""
-    c = config
-    if name == "hmm":
-        world = HMM.random(c.seed, c.hmm_states, c.n_symbols, transition_concentration=c.hmm_concentration,
-                           emission_concentration=c.hmm_concentration)
-        return world, random_embeddings(c.seed, c.dim, c.n_symbols)
-    geometry = "unstructured" if name.endswith("unstructured") else "anchor"
-    world = LogLinearWorld.random(c.seed, c.n_states, c.n_symbols, c.dim, geometry=geometry)
-    return world, np.asarray(world.word_embeddings, np.float64)
+    geometry, ``"loglinear-unstructured"``), or an HMM with Gaussian embeddings (``"hmm"``) — the world
+    of the sweep table :func:`world_spec`."""
+    from simlm.experiments.sweep import build_world
+
+    world = build_world(world_spec(name, config))
+    return world, world_embeddings(name, world, config)
 
 
 def task_prompts(contexts, lengths=(1, 2)) -> list:
@@ -283,7 +313,11 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
         slack = value - tau
         ea, eb = float(b.loss_natural[i]) - tau, float(b.loss_best[i]) - tau
         worst = np.maximum(b.loss_natural, b.loss_best) - b.bound
+        used = (float(b.loss_natural[i]) - tau) / slack if 0 < slack < math.inf else math.nan
         rows.append({**base, "bound": b.name, "features": b.features, "constraint": b.constraint,
+                     "trivial": b.trivial, "critical_eps": b.critical_eps, "slack_used": used,
+                     "residual": float(b.residual[i]), "B_grid": [float(x) for x in b.B_grid],
+                     "excess_grid": [float(x) for x in b.loss_natural - b.tau],
                      "eps_bound": b.eps, "gamma_bound": b.gamma, "B_choice": choice, "B": float(b.B_grid[i]),
                      "B_at_grid_min": i == 0, "tau": tau, "tau_gap": float(b.tau_gap[i]),
                      "bound_value": value, "slack": slack, "loss_natural": float(b.loss_natural[i]),
@@ -317,62 +351,237 @@ def log_partition_rows(world_name, contexts, task, phi_world, trained, config: C
     return rows
 
 
-def run(config: Config = Config(), run_root=None, *, train_lms: bool = True, log=print) -> dict:
-    """The whole sweep: ``{"config", "rows", "log_partition", "training", "skipped", "violations",
-    "time_s"}``; transformer checkpoints go under ``run_root`` (default a temporary directory)."""
+def evaluate_world(world_name: str, world, config: Config, run_root: Path, *, analytic: bool = True,
+                   trained: bool = True, log_partition: bool = True, log=print) -> dict:
+    """One world of the sweep: ``{"rows", "log_partition", "training", "skipped"}`` for its analytic LMs
+    (``analytic``) and/or its trained ones (``trained``, checkpoints under ``run_root``), on every task,
+    and the log-partition rows (with the trained LMs' (θ, Φ) when ``trained``)."""
+    started = time.perf_counter()
+    phi = world_embeddings(world_name, world, config)
+    C = enumerate_contexts(world, config.max_length)
+    rows, lp, training, skipped = [], [], [], []
+    lms = list(analytic_lms(world, C, phi, config, skipped)) if analytic else []
+    nets = list(trained_lms(world, world_name, C, config, run_root, training)) if trained else []
+    tasks = make_tasks(C, task_prompts(C, config.prompt_lengths), config)
+    log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
+        f"{len(lms) + len(nets)} LMs × {len(tasks)} tasks")
+    tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
+    for task_labels, task in tasks:
+        task_labels = {"world": world_name, **task_labels}
+        generic = lms + nets if task_labels["task_kind"] in config.lm_tasks else []
+        # each task's worst-case LMs are analytic: they belong to the analytic part
+        adversaries = adversarial_lms(C, task, phi, config, skipped, tau_cache, task_labels,
+                                      laws_only=task_labels["task_kind"] not in config.lm_tasks) if analytic else ()
+        for labels, lm in generic + list(adversaries):
+            rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
+    if log_partition:
+        base_task = next(t for lab, t in tasks if lab["prompt"] is None)
+        lp += log_partition_rows(world_name, C, base_task, phi,
+                                 [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in nets], config)
+    return {"rows": rows, "log_partition": lp, "training": training, "skipped": skipped}
+
+
+# ---- the experiment as a sweep check --------------------------------------------------------------
+
+CHECK = "saunshi/natural-tasks-experiment"
+#: the Config fields that only define the worlds (the sweep's ``[[worlds]]``); ``seed`` and ``dim`` are
+#: both (the HMM's word embeddings are drawn from them) and every other field is an option of :data:`CHECK`.
+WORLD_FIELDS = ("worlds", "n_symbols", "n_states", "hmm_states", "hmm_concentration")
+#: experiment-row keys that are also tidy columns, renamed in the tidy rows (and back by :func:`result_of`).
+RENAMED = {"lm": "lm_kind", "bound": "bound_name", "holds": "holds_every_B", "eps": "eps_contexts",
+           "trivial": "trivial_every_B", "slack_used": "slack_used_at_B"}
+#: experiment-row numbers that may be NaN (stored as null in JSON): NaN again in :func:`result_of`.
+NAN_KEYS = ("ratio_natural", "ratio_best", "scale")
+
+
+def world_embeddings(world_name: str, world, config: Config) -> np.ndarray:
+    """Φ ``(d, V)``: a log-linear world's own word embeddings; Gaussian ones for an HMM."""
+    if isinstance(world, LogLinearWorld):
+        return np.asarray(world.word_embeddings, np.float64)
+    return random_embeddings(config.seed, config.dim, world.n_symbols)
+
+
+def world_spec(name: str, config: Config) -> dict:
+    """The sweep's ``[[worlds]]`` table of the world ``name`` (what :func:`make_world` builds)."""
+    c = config
+    if name == "hmm":
+        return {"name": name, "kind": "hmm", "seed": c.seed,
+                "options": {"n_states": c.hmm_states, "n_symbols": c.n_symbols,
+                            "transition_concentration": c.hmm_concentration,
+                            "emission_concentration": c.hmm_concentration}}
+    return {"name": name, "kind": "loglinear", "seed": c.seed,
+            "options": {"n_states": c.n_states, "n_symbols": c.n_symbols, "dim": c.dim,
+                        "geometry": "unstructured" if name.endswith("unstructured") else "anchor"}}
+
+
+def check_options(config: Config, *, train_lms: bool = True) -> dict:
+    """The check's options of ``config`` (plain JSON values), and whether it trains transformers."""
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in WORLD_FIELDS}
+    return {**jsonable(options), "train_lms": bool(train_lms)}
+
+
+def sweep_config(config: Config = Config(), *, train_lms: bool = True) -> dict:
+    """The sweep config (a dict, as TOML or JSON gives it) that IS this experiment under ``config``: its
+    worlds, the oracle as the one LM source (the check builds the experiment's LMs — analytic families at
+    exact ε on the contexts, the trained ladders — inside each world's cells) and :data:`CHECK`.  The
+    shipped ``configs/natural_tasks.toml`` is this dict for the default Config."""
+    return {"name": "natural_tasks", "seed": 0, "data": {"n_sequences": 2, "length": 2},
+            "worlds": [world_spec(w, config) for w in config.worlds], "lms": {"oracle": True},
+            "checks": {CHECK: check_options(config, train_lms=train_lms)}}
+
+
+def shipped_config() -> Path:
+    """The path of the shipped sweep config."""
+    return Path(__file__).parent / "configs" / "natural_tasks.toml"
+
+
+def load_shipped() -> dict:
+    """The shipped sweep config, as a dict."""
+    return tomllib.loads(shipped_config().read_text(encoding="utf-8"))
+
+
+def config_of(raw: dict) -> tuple[Config, bool]:
+    """The :class:`Config` (and ``train_lms``) a sweep config of this experiment stands for."""
+    options = dict(raw["checks"][CHECK])
+    train_lms = options.pop("train_lms", True)
+    fields = {"worlds": tuple(w["name"] for w in raw["worlds"])}
+    for w in raw["worlds"]:
+        o = w["options"]
+        fields["n_symbols"] = o["n_symbols"]
+        if w["kind"] == "hmm":
+            fields.update(hmm_states=o["n_states"], hmm_concentration=o["transition_concentration"])
+        else:
+            fields["n_states"] = o["n_states"]
+    return Config(**{**fields, **options}), train_lms
+
+
+def _config(world, options: dict) -> Config:
+    options = {k: v for k, v in options.items() if k != "train_lms"}
+    return Config(**options, n_symbols=int(world.n_symbols))
+
+
+def validate_options(options: dict) -> None:
+    """Raise a ConfigError for bad options of the check (the Config they make is checked)."""
+    if not isinstance(options.get("train_lms"), bool):
+        raise ConfigError(f"checks.{CHECK}.train_lms: expected true or false, got {options.get('train_lms')!r}")
+    Config(**{k: v for k, v in options.items() if k != "train_lms"})
+
+
+def applies(world_spec, lm_spec) -> str:
+    if world_spec.get("kind") not in ("hmm", "loglinear"):
+        return "needs an HMM or a log-linear world"
+    return "" if lm_spec["source"] == "oracle" else "builds its own LMs: runs in the oracle's cell only"
+
+
+def parts(world_spec, lm_spec, options) -> list:
+    return ["analytic", "trained"] if options["train_lms"] else ["analytic"]
+
+
+def _tidy(record: dict, **columns) -> dict:
+    return {RENAMED.get(k, k): v for k, v in record.items()} | columns
+
+
+def experiment_check(cell) -> list:
+    """One part of the experiment on the cell's world — its analytic LMs, or its trained ladders with the
+    log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
+    transferred classifier (a) and of the best one in the ball (b) against the bound τ(B) + B√(2ε/γ)
+    (``baseline`` τ: ``slack_used`` is the share of the slack used; (b) is trivial once the bound reaches
+    log 2, the all-zero classifier's loss), every experiment column beside them."""
+    config, name = _config(cell.world, cell.options), cell.world_spec["name"]
+    trains = cell.part == "trained"
+    result = evaluate_world(name, cell.world, config, Path(cell.workdir), analytic=not trains, trained=trains,
+                            log_partition=trains or not cell.options["train_lms"], log=lambda *a: None)
+    rows = []
+    for r in result["rows"]:
+        lm = f"{r['lm']}@{r['target_eps']:g}"
+        common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"])
+        quantity = f"{r['bound']}:{r['B_choice']}"
+        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], **common, **_tidy(r)))
+        rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=math.log(2), **common,
+                        **_tidy(r)))
+    for r in result["log_partition"]:
+        rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **_tidy(r)))
+    for r in result["training"]:
+        eps = math.nan if r.get("epsilon") is None else r["epsilon"]
+        rows.append(row("training:epsilon", eps, lm=f"{r['lm']}@{r['target']:g}", lm_seed=r.get("seed"),
+                        **_tidy({k: v for k, v in r.items() if k != "path"})))
+    for r in result["skipped"]:
+        rows.append(row("skipped", r["target_eps"], lm=f"{r['lm']}@{r['target_eps']:g}", **_tidy(r)))
+    return rows
+
+
+def result_of(rows: list, config: Config) -> dict:
+    """The experiment's result (``{"config", "rows", "log_partition", "training", "skipped", "violations"}``,
+    as :func:`summary` and :func:`plot` read it) from the sweep's tidy rows."""
+    back = {v: k for k, v in RENAMED.items()}
+    tidy = ("paper", "check", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured", "bound", "holds",
+            "trivial", "slack_used", "world_seed")
+    out = {"config": dataclasses.asdict(config), "rows": [], "log_partition": [], "training": [], "skipped": []}
+    for r in rows:
+        if r.get("check") != CHECK:
+            continue
+        record = {back.get(k, k): v for k, v in r.items() if k not in tidy}
+        q = r["quantity"]
+        if q.endswith(":loss_natural"):
+            out["rows"].append({**record, **{k: math.nan for k in NAN_KEYS if record.get(k, 0) is None}})
+        elif q.startswith("log_partition:"):
+            out["log_partition"].append(record)
+        elif q.startswith("training:"):
+            out["training"].append(record)
+        elif q == "skipped":
+            out["skipped"].append(record)
+    out["violations"] = [r for r in out["rows"] if not r["holds"] and r["B_choice"] == "B*"]
+    return out
+
+
+def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=print, progress: bool = False,
+        executor=None) -> dict:
+    """The whole experiment — the sweep of :func:`sweep_config` into ``out`` (default a temporary
+    directory; cells ``cells.jsonl``, tidy ``results.csv``, transformer checkpoints under ``work/``; a
+    rerun resumes, a different config is refused) — as ``{"config", "rows", "log_partition", "training",
+    "skipped", "violations", "errors", "new_cells", "time_s"}``."""
+    from simlm.experiments.sweep import parse_config, run_sweep
+
     started = time.perf_counter()
     check_instance("config", config, Config, "a natural_tasks.Config")
-    run_root = Path(tempfile.mkdtemp(prefix="simlm-natural-") if run_root is None else run_root)
-    rows, lp, training, skipped = [], [], [], []
-    for world_name in config.worlds:
-        world, phi = make_world(world_name, config)
-        C = enumerate_contexts(world, config.max_length)
-        tasks = [(prompt, noise, random_natural_task(C, config.task_seed, noise=noise, prompt=prompt))
-                 for prompt in task_prompts(C, config.prompt_lengths) for noise in config.noises]
-        lms = list(analytic_lms(world, C, phi, config, skipped))
-        trained = list(trained_lms(world, world_name, C, config, run_root, training)) if train_lms else []
-        log(f"[{time.perf_counter() - started:7.1f} s] {world_name}: {len(C.prefixes)} contexts, "
-            f"{len(lms) + len(trained)} LMs × {len(tasks)} tasks")
-        tau_cache = {}  # τ depends on the task and Φ, not on the LM: solved once per world
-        for labels, lm in lms + trained:
-            for prompt, noise, task in tasks:
-                task_labels = {"world": world_name, "task": "p_L" if prompt is None else "u=" + ",".join(map(str, prompt)),
-                               "prompt": None if prompt is None else list(prompt), "noise": noise,
-                               "task_contexts": int(np.count_nonzero(task.weights))}
-                rows += check_rows(C, lm, task, {**task_labels, **labels}, tau_cache)
-        base_task = next(t for p, _, t in tasks if p is None)
-        lp += log_partition_rows(world_name, C, base_task, phi,
-                                 [(f"{lab['lm']}@{lab['target_eps']:g}", lm) for lab, lm in trained], config)
-    violations = [r for r in rows if not r["holds"] and r["B_choice"] == "B*"]  # one row per bound checked
-    return {"config": dataclasses.asdict(config), "rows": rows, "log_partition": lp, "training": training,
-            "skipped": skipped, "violations": violations, "time_s": time.perf_counter() - started}
+    sweep = parse_config(sweep_config(config, train_lms=train_lms))  # checked before a directory is claimed
+    out = Path(tempfile.mkdtemp(prefix="simlm-natural-") if out is None else out)
+    swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
+    for e in swept["errors"]:
+        log(f"ERROR in cell {e['cell']}: {e['error']}")
+    return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
+            "time_s": time.perf_counter() - started}
 
 
 # ---- table, JSON, plots ----------------------------------------------------------------------------
 
 def summary(result: dict) -> str:
-    """Per (B choice, features, bound, LM family): rows, median slack and excess (a), median and max
-    ratio excess/slack for (a) and (b), the largest (b)/bound, and violations."""
-    head = f"{'B':5} {'features':8} {'bound':18} {'family':16} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
+    """Per (B choice, features, bound, LM family, trivial or not): rows, median slack and excess (a),
+    median and max ratio excess/slack for (a) and (b), the largest (b)/bound, and violations; then the
+    issue's targets (:func:`~simlm.experiments.natural_tasks_adversaries.targets`)."""
+    head = f"{'B':5} {'features':8} {'bound':18} {'family':16} {'triv':4} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
            f"{'ratio(a) med':>12} {'max':>6} {'ratio(b) max':>12} {'(b)/bound':>9} {'viol':>4}"
     lines = [head, "-" * len(head)]
-    group = lambda r: (r["B_choice"], r["features"], r["bound"], r["family"])
+    group = lambda r: (r["B_choice"], r["features"], r["bound"], r["family"], "yes" if r["trivial"] else "no")
     keys = sorted({group(r) for r in result["rows"]}, key=lambda k: (B_CHOICES.index(k[0]), FEATURES.index(k[1]), *k[2:]))
     stat = lambda f, x: f(x) if np.isfinite(x).any() else math.nan
     for key in keys:
         g = [r for r in result["rows"] if group(r) == key]
         ra, rb = (np.array([r[k] for r in g], float) for k in ("ratio_natural", "ratio_best"))
-        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:16} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
+        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:16} {key[4]:4} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
                      f"{np.median([r['excess_natural'] for r in g]):10.3g} {stat(np.nanmedian, ra):12.3g} "
                      f"{stat(np.nanmax, ra):6.3g} {stat(np.nanmax, rb):12.3g} "
                      f"{max(r['loss_best'] / r['bound_value'] for r in g):9.3g} {sum(not r['holds'] for r in g):4d}")
     star = [r for r in result["rows"] if r["B_choice"] == "B*"]
     lines.append(f"B* at the grid's smallest radius in {sum(r['B_at_grid_min'] for r in star)} of {len(star)} rows")
-    return "\n".join(lines)
+    lines.append(f"trivial (bound ≥ log 2 at every B): {sum(r['trivial'] for r in star)} of {len(star)} rows at B*")
+    return "\n".join(lines + [format_targets(sweep_targets(result))])
 
 
 COLOURS = {"logit-noise": "C0", "temperature": "C1", "uniform-mixture": "C2", "rare-words": "C3",
-           "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7"}
+           "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7",
+           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-softmax": "C9",
+           "adversarial-quad": "m"}
 BOUND_OF = {"p_f": "any-lm", "Φp_f": "softmax", "f": "quad"}
 MARKERS = dict(zip(WORLDS, "o^s", strict=True))
 FLOOR = 1e-9  # excess below this is zero up to the solvers' tolerance (or negative): not drawn on log axes
@@ -397,11 +606,12 @@ def _scatter(ax, rows, x_of, title, xlabel):
     """Filled: excess (a); open: slack; one colour per LM, one marker per world; log-log."""
     from matplotlib.ticker import NullFormatter
 
-    for r in rows:
-        x, c, m = x_of(r), COLOURS[r["lm"]], MARKERS[r["world"]]
-        ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7)
+    for r in rows:  # trivial rows (bound ≥ log 2 at every B: no LM could fail them) are drawn faint
+        x, c, m = x_of(r), COLOURS[r["lm"].split("@")[0]], MARKERS[r["world"]]
+        a = 0.15 if r["trivial"] else 1.0
+        ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7, alpha=a)
         if r["excess_natural"] > FLOOR:
-            ax.scatter(x, r["excess_natural"], s=14, marker=m, color=c)
+            ax.scatter(x, r["excess_natural"], s=14, marker=m, color=c, alpha=a)
     ax.set(xscale="log", yscale="log", title=title, xlabel=xlabel, ylabel="nats")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both", lw=0.3)
@@ -420,8 +630,10 @@ def _gamma_panel(ax, result, f, choice):
 def _ratio_panel(ax, result, choice):
     for i, f in enumerate(FEATURES):
         rs = [r for r in _rows_for(result, f, choice) if r["excess_natural"] > FLOOR]
-        ax.scatter([math.sqrt(r["eps_bound"] / r["gamma_bound"]) for r in rs], [r["ratio_natural"] for r in rs],
-                   s=8, color=f"C{i}", label=f, alpha=0.6)
+        for triv, (alpha, label) in ((False, (0.6, f"{f} non-trivial")), (True, (0.12, f"{f} trivial"))):
+            sel = [r for r in rs if r["trivial"] == triv]
+            ax.scatter([math.sqrt(r["eps_bound"] / r["gamma_bound"]) for r in sel], [r["ratio_natural"] for r in sel],
+                       s=8, color=f"C{i}", label=label, alpha=alpha, marker="o" if not triv else "x")
     ax.axhline(1, color="r", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="√(ε/γ)", ylabel="excess (a) / slack", title=f"measured / bound at {choice}")
     ax.legend(fontsize=7)
@@ -442,12 +654,13 @@ def _log_partition_panel(ax, result):
 def _legend(fig, result):
     import matplotlib.pyplot as plt
 
-    lms = sorted({r["lm"] for r in result["rows"]}, key=list(COLOURS).index)
+    lms = sorted({r["lm"].split("@")[0] for r in result["rows"]}, key=list(COLOURS).index)
     handles = [plt.Line2D([], [], ls="", marker="o", color=COLOURS[k], label=k) for k in lms]
     handles += [plt.Line2D([], [], ls="", marker=MARKERS[w], color="grey", label=w)
                 for w in dict.fromkeys(r["world"] for r in result["rows"])]
     handles += [plt.Line2D([], [], ls="", marker="o", color="grey", label="measured excess (a) − τ"),
-                plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="slack B√(2ε/γ)")]
+                plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="slack B√(2ε/γ)"),
+                plt.Line2D([], [], ls="", marker="o", color="grey", alpha=0.15, label="faint: trivial row")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
 
 
@@ -487,7 +700,8 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     _log_partition_panel(axes[2, 3], result)
     _legend(fig, result)
     fig.suptitle("Natural tasks (Saunshi, Malladi & Arora 2021): measured excess loss vs the bound's slack; "
-                 f"{len(result['violations'])} violations in {sum(r['B_choice'] == 'B*' for r in result['rows'])} bounds", fontsize=13)
+                 f"{len(result['violations'])} violations in {sum(r['B_choice'] == 'B*' for r in result['rows'])} bounds "
+                 f"({sum(r['trivial'] for r in result['rows'] if r['B_choice'] == 'B*')} trivial: faint)", fontsize=13)
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))
     paths.append(out_dir / "natural_tasks.png")
     fig.savefig(paths[-1], dpi=100)
@@ -497,7 +711,7 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
 
 #: config fields set by a flag, as the flag (errors name the flag the user typed).
 FLAGS = {"eps_grid": "--eps", "worlds": "--worlds", "noises": "--noise", "max_steps": "--max-steps", "out": "--out",
-         "figure": "--figure"}
+         "figure": "--figure", "workers": "--workers", "executor": "--executor", "address": "--address"}
 
 
 def command(argv=None) -> dict:
@@ -506,19 +720,25 @@ def command(argv=None) -> dict:
     :class:`~simlm.errors.SimlmError` before anything is computed (:func:`main` prints it as one line)."""
     p = Parser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny sweep (one world, S = 21 contexts), well under 60 s")
-    p.add_argument("--out", default="runs/natural_tasks", help="directory for results.json, the PNGs and checkpoints")
+    p.add_argument("--out", default=None, help="results directory: the sweep's files, results.json and the PNGs "
+                   "(default runs/natural_tasks[_quick])")
     p.add_argument("--figure", default=None, help="also copy the summary figure here (e.g. docs/natural_tasks.png)")
     p.add_argument("--worlds", nargs="+", choices=WORLDS, default=None)
     p.add_argument("--eps", nargs="+", type=float, default=None, help="the analytic ε targets (nats, > 0)")
     p.add_argument("--noise", nargs="+", choices=NOISES, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="training budget per objective")
     p.add_argument("--no-train", action="store_true", help="analytic LMs only")
+    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
+    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    config = QUICK if args.quick else Config()
+    shipped, train_lms = config_of(load_shipped())
+    config = QUICK if args.quick else shipped
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
-    out = results_dir(args.out)
+    out = results_dir(args.out or ("runs/natural_tasks_quick" if args.quick else "runs/natural_tasks"))
     figure = None if args.figure is None else Path(args.figure)
     if figure is not None:  # checked now, not after the sweep
         try:
@@ -527,7 +747,12 @@ def command(argv=None) -> dict:
             raise ConfigError(f"figure: cannot write {figure} ({err.strerror or err})") from None
         if figure.is_dir():
             raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
-    result = run(config, out / "checkpoints", train_lms=not args.no_train)
+    print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
+          f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
+    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor)
+    for e in result["errors"]:
+        print(f"ERROR in cell {e['cell']}: {e['error']}")
     print(summary(result))
     for s in result["skipped"]:
         print(f"skipped {s['lm']} at ε = {s['target_eps']:g}: {s['why']}")

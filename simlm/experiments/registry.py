@@ -11,12 +11,15 @@ a check and nothing else.  Every row a check returns is a dict with at least
     trivial    True where no LM could violate the bound (the bound is at least the quantity's largest
                possible value), None without a bound — a check that cannot fail is reported as such
 
-and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).
+and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).  A check that builds its own
+family of LMs inside the cell (LMs defined on enumerated contexts only, or one experiment's ladder) names
+each row's LM itself: its ``lm``, ``lm_seed``, ``eps`` and ``eps_se`` take the place of the cell's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 from simlm.errors import ConfigError
@@ -30,7 +33,10 @@ COLUMNS = ("paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps
 class Cell:
     """What a check sees: the ``world`` (with its ``world_spec``), the ``lm`` (with its ``lm_spec`` — kind,
     the law its ε is defined on, seed), held-out ``tokens (n, T)`` drawn from the world with the cell's
-    seed, the check's ``options`` and the cell's integer ``seed``."""
+    seed, the check's ``options`` and the cell's integer ``seed``; ``part`` — which of the check's parts
+    this cell is (None for a check without parts); ``workdir`` — a directory of the results directory the
+    check may keep reusable artefacts in (e.g. the checkpoints of models it trains: a rerun finds them);
+    ``progress`` — whether the check may show progress bars (in-process runs with progress on)."""
 
     world: Any
     world_spec: dict
@@ -39,13 +45,21 @@ class Cell:
     tokens: Any
     options: dict
     seed: int
+    part: str | None = None
+    workdir: Any = None
+    progress: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Check:
     """A registered check: ``name`` ("paper/what"), the ``paper`` it tests, a one-line ``description``,
-    its ``defaults`` (options a config may override), ``run(cell) -> rows``, and ``applies(world_spec,
-    lm_spec) -> str`` ("" when it applies, else the reason it does not, e.g. "needs a masked LM")."""
+    its ``defaults`` (options a config may override), ``run(cell) -> rows``, ``applies(world_spec,
+    lm_spec) -> str`` ("" when it applies, else the reason it does not, e.g. "needs a masked LM") and
+    ``parts(world_spec, lm_spec, options) -> [str]``: a check whose work in one (world, LM) pair is large
+    splits it into parts (e.g. one per task seed), each its own cell — stored, skipped on reruns and
+    counted by the progress bar on its own.  Without ``parts`` a pair is one cell.  ``validate(options)``
+    raises a :class:`~simlm.errors.ConfigError` for bad options when the config is parsed, before a
+    results directory is claimed."""
 
     name: str
     paper: str
@@ -53,26 +67,29 @@ class Check:
     run: Callable[[Cell], list]
     defaults: dict
     applies: Callable[[dict, dict], str]
+    parts: Callable[[dict, dict, dict], list] | None = None
+    validate: Callable[[dict], None] | None = None
 
 
 _REGISTRY: dict[str, Check] = {}
 
 
 def register(name: str, *, paper: str, description: str, defaults: dict | None = None,
-             applies: Callable[[dict, dict], str] | None = None):
-    """Decorator: register ``run(cell) -> rows`` as the check ``name``."""
+             applies: Callable[[dict, dict], str] | None = None, parts: Callable[[dict, dict, dict], list] | None = None,
+             validate: Callable[[dict], None] | None = None):
+    """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
         if name in _REGISTRY:
             raise ConfigError(f"check: {name!r} is registered twice")
-        _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""))
+        _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
+                                parts, validate)
         return run
     return wrap
 
 
 def checks() -> dict[str, Check]:
     """Every registered check by name (importing the modules that register the built-in ones)."""
-    from simlm.experiments import checks as _builtin  # noqa: F401  (registers on import)
-
+    importlib.import_module("simlm.experiments.checks")  # registers the built-in checks on first import
     return dict(_REGISTRY)
 
 

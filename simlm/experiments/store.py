@@ -107,7 +107,7 @@ def results_dir(out) -> Path:
 def claim(path, config: dict, *, backup=None) -> None:
     """A results directory belongs to one config: write ``config`` to ``path`` on first use, and raise
     :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there.  A corrupt
-    ``path`` is restored from the ``"config"`` entry of ``backup`` (the results JSON a finished run wrote,
+    ``path`` is restored from the ``"config"`` entry of ``backup`` (the summary a finished run wrote,
     holding the same config) with a warning, the corrupt file kept as ``<name>.corrupt-<n>``; without one,
     the error names the file and the way to recover."""
     path = Path(path)
@@ -139,9 +139,4 @@ def _saved_config(results) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-def release(path) -> None:
-    """Undo :func:`claim` for a run that stored nothing, so that a corrected rerun may use the directory."""
-    Path(path).unlink(missing_ok=True)
-
-
-__all__ = ["CellStore", "claim", "release", "results_dir"]
+__all__ = ["CellStore", "claim", "results_dir"]

@@ -36,10 +36,14 @@ import numpy as np
 from simlm.checks import check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
-from simlm.experiments.store import CellStore
-from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic, write_text_atomic
+from simlm.experiments.store import CellStore, claim
+from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 
-WORLD_KINDS = ("hmm", "memory-hmm", "loglinear")
+WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
+#: the families of the ``planted-hmm`` kind (``options.family``): HMMs with planted token classes
+#: (:mod:`simlm.worlds.topic`), by the name of their constructor.
+PLANTED_FAMILIES = {"block-zipf": "block_zipf_hmm", "topic-syntax": "topic_syntax_hmm",
+                    "confusion-groups": "confusion_groups_hmm"}
 LAWS = ("next-token", "masked", "prepended-mask")
 SHORT = {"cross-entropy": "ce", "masked-lm": "mlm", "quad": "quad"}
 OBJECTIVE_LAWS = {"cross-entropy": ("next-token",), "quad": ("next-token",),
@@ -129,8 +133,10 @@ def parse_config(raw: dict) -> SweepConfig:
         seed = 0                  # the held-out data's seed (every cell's tokens), and the check seed
         [data]   n_sequences = 32, length = 16          # held-out set for ε and the checks
         [[worlds]]                # one table per world
-        name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear"; seed = 0
-        options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random
+        name = "hmm"; kind = "hmm" | "memory-hmm" | "loglinear" | "planted-hmm"; seed = 0
+        options = {…}             # keyword arguments of HMM.random / MemoryHMM.random / LogLinearWorld.random;
+                                  # planted-hmm: family = "block-zipf" | "topic-syntax" | "confusion-groups"
+                                  # and the keyword arguments of that constructor in simlm.worlds.topic
         [lms]    oracle = true
         [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0],
                         laws = ["next-token"]   # the law each LM is calibrated on: next-token | masked | prepended-mask
@@ -201,6 +207,8 @@ def parse_config(raw: dict) -> SweepConfig:
         if unknown:
             raise ConfigError(f"checks.{name}: unknown option(s) {unknown}; options: {sorted(check.defaults)}")
         checks[name] = {**check.defaults, **options}
+        if check.validate is not None:
+            check.validate(checks[name])
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
@@ -230,14 +238,48 @@ def load_config(path) -> SweepConfig:
 # ---- worlds and LMs ----------------------------------------------------------------------------------
 
 def build_world(spec: dict):
-    """The world of a ``[[worlds]]`` table: ``<Kind>.random(seed, **options)``."""
+    """The world of a ``[[worlds]]`` table: ``<Kind>.random(seed, **options)``; for ``planted-hmm`` the HMM
+    of :func:`planted_world`.  Bad options raise a :class:`ConfigError` naming the world and the option."""
     from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
 
+    if spec["kind"] == "planted-hmm":
+        return planted_world(spec).hmm
     cls = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}[spec["kind"]]
     try:
         return cls.random(spec["seed"], **spec["options"])
     except TypeError as err:  # a missing or unknown keyword
         raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
+
+
+def planted_constructor(family: str):
+    """The constructor of a ``planted-hmm`` family (:data:`PLANTED_FAMILIES`)."""
+    from simlm.worlds import topic
+
+    return getattr(topic, PLANTED_FAMILIES[family])
+
+
+def planted_world(spec: dict):
+    """The :class:`~simlm.worlds.topic.ClassedHMM` (HMM and planted token classes) of a ``planted-hmm``
+    table: ``<constructor of options.family>(seed, **other options)``."""
+    where = f"worlds.{spec['name']}.options"
+    options = dict(spec["options"])
+    family = options.pop("family", None)
+    if not isinstance(family, str) or family not in PLANTED_FAMILIES:
+        raise ConfigError(f"{where}.family: expected one of {sorted(PLANTED_FAMILIES)} for kind 'planted-hmm', "
+                          f"got {family!r}")
+    make = planted_constructor(family)
+    try:
+        return make(spec["seed"], **options)
+    except TypeError as err:  # a missing or unknown keyword
+        raise ConfigError(f"{where}: {err} (family {family!r} takes {_keywords(make)})") from None
+    except SimlmError as err:  # the constructor's own check, e.g. "block_size: expected …"
+        raise ConfigError(f"{where}.{err}") from None
+
+
+def _keywords(fn) -> list:
+    import inspect
+
+    return [name for name in inspect.signature(fn).parameters if name != "seed"]
 
 
 def _trained_worlds(config: SweepConfig) -> list:
@@ -313,7 +355,8 @@ def train_job(payload: str) -> str:
 
 
 def check_job(payload: str) -> str:
-    """Run the pending checks of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``."""
+    """Run the pending cells of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``.
+    ``job["cells"]`` lists ``[check name, part, cell key]``."""
     job = json.loads(payload)
     config, out = parse_config(job["config"]), Path(job["out"])
     world_spec = next(w for w in config.worlds if w["name"] == job["world"])
@@ -325,10 +368,12 @@ def check_job(payload: str) -> str:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
     except SimlmError as err:
         return json.dumps([{"cell": key, "records": [], "error": f"building the LM: {err}", "seconds": 0.0}
-                           for key in job["cells"].values()])
-    for name, key in job["cells"].items():
+                           for _, _, key in job["cells"]])
+    for name, part, key in job["cells"]:
         check, started = get_check(name), time.perf_counter()
-        cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed)
+        cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed, part=part,
+                    workdir=out / "work" / world_spec["name"] / name.replace("/", "-"),
+                    progress=bool(job.get("progress", False)))
         shared = {"paper": check.paper, "check": name, "world": world_spec["name"], "world_seed": world_spec["seed"],
                   "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
         try:
@@ -363,16 +408,17 @@ def environment() -> dict:
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
-    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "time_s"}``
-    and writes the files of the module docstring.  ``executor`` defaults to in-process."""
+    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "new_cells",
+    "time_s"}`` and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
+    ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
+    own bars under it (a training ladder's steps)."""
     from simlm.experiments.executors import InProcess, progress_bar
 
     started, out = time.perf_counter(), Path(out)
     executor = executor or InProcess()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
-    claim_json(out / "sweep.json", config.to_dict(), owner=f"out: {out} holds a sweep of a different config",
-               fix="use another --out, or delete the directory to start afresh")
+    claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json")
     write_json_atomic(out / "environment.json", environment())
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
@@ -381,28 +427,39 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
             "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
     store = CellStore(out / "cells.jsonl")
-    payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()), **kw})
+    here = isinstance(executor, InProcess)  # only jobs run here may draw their own (nested) progress bars
+    payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
+                                       "progress": progress and here, **kw})
+    bar = progress_bar(0, enabled=progress, desc="sweep")
     trained = {}
     if _trained_worlds(config):
         names = [w["name"] for w in _trained_worlds(config)]
-        for (p, result) in executor.map(train_job, [payload(world=n, quiet=not progress) for n in names]):
+        bar.set_description(f"sweep: training {', '.join(names)}")
+        for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
             trained[json.loads(p)["world"]] = json.loads(result)
+        bar.set_description("sweep")
     jobs, skipped, total = [], [], 0
     for spec in config.worlds:
         for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
-            cells = {}
+            cells = []
             for name in config.checks:
-                why = get_check(name).applies(spec, lm_spec)
+                check = get_check(name)
+                why = check.applies(spec, lm_spec)
                 key = f"{spec['name']}|{lm_label(lm_spec)}#{lm_spec.get('seed')}|{name}"
                 if why:
                     skipped.append({"cell": key, "why": why})
                     continue
-                total += 1
-                if key not in store:
-                    cells[name] = key
+                parts = [None] if check.parts is None else list(check.parts(spec, lm_spec, config.checks[name]))
+                for part in parts:
+                    part_key = key if part is None else f"{key}|{part}"
+                    total += 1
+                    if part_key not in store:
+                        cells.append([name, part, part_key])
             if cells:
                 jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells))
-    bar = progress_bar(total, initial=total - sum(len(json.loads(j)["cells"]) for j in jobs), enabled=progress)
+    new = sum(len(json.loads(j)["cells"]) for j in jobs)
+    bar.reset(total)
+    bar.update(total - new)
     for _, result in executor.map(check_job, jobs):
         for entry in json.loads(result):
             store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"])
@@ -411,10 +468,10 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     rows = store.records()
     write_tables(rows, out)
     errors = [{"cell": k, "error": e["error"]} for k, e in store.cells.items() if e.get("error")]
-    summary = {"cells": total, "rows": len(rows), "errors": errors, "skipped": skipped,
+    summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors, "skipped": skipped,
                "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
-    return {**summary, "rows": rows}
+    return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
 
 def write_tables(rows: list, out: Path) -> list:
@@ -437,10 +494,22 @@ def write_tables(rows: list, out: Path) -> list:
         import pyarrow.parquet as pq
     except ImportError:
         return paths
-    table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]) if rows else pa.table({})
+    table = pa.table({k: _parquet_column([r.get(k) for r in rows]) for k in columns}) if rows else pa.table({})
     pq.write_table(table, out / "results.parquet.tmp")
     os.replace(out / "results.parquet.tmp", out / "results.parquet")
     return paths + [out / "results.parquet"]
+
+
+def _parquet_column(values: list) -> list:
+    """A column Parquet can type: as it is when its values share one kind (numbers, strings, flags, lists),
+    else each value as text (JSON for lists and tables) — checks may put a number in one row and a label
+    such as "B*" in another."""
+    kinds = {type(v).__name__ for v in values if v is not None}
+    if kinds == {"int", "float"}:
+        return [None if v is None else float(v) for v in values]
+    if len(kinds) <= 1:
+        return values
+    return [None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values]
 
 
 def read_results(out) -> list:
@@ -452,5 +521,6 @@ def read_results(out) -> list:
     return CellStore(out / "cells.jsonl").records()
 
 
-__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "build_lm", "lm_label", "run_sweep",
-           "write_tables", "read_results", "environment", "train_job", "check_job", "WORLD_KINDS", "LAWS"]
+__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
+           "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "train_job", "check_job",
+           "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]

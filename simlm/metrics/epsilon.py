@@ -45,6 +45,10 @@ from simlm.checks import check_instance, check_memory, check_positions, check_to
 #: the largest |log Σ_v p_v| a law's row may have (see the module docstring).
 LOGSUMEXP_TOL = 1e-3
 
+#: the masked ε asks the LM for at most this many floats of laws at once (n · P_chunk · T · V, the size of a
+#: transformer's logits over the P_chunk masked copies of every sequence), so memory stays bounded at any T.
+MASKED_CHUNK_FLOATS = 2**24
+
 
 # ---- pure per-sequence divergences (jit-able) ----------------------------------------------------
 
@@ -241,14 +245,45 @@ def _causal_laws(world, lm, tokens):
     return toks, ref, model
 
 
-def _masked_laws(world, lm, tokens, positions):
+def _masked_chunks(world, lm, tokens, positions):
+    """``(observed (n, P_c), ref (n, P_c, V), model (n, P_c, V))`` for consecutive chunks of the masked
+    positions, validated: the world's laws at every position come from one forward–backward, and each
+    chunk's P_c masked copies of every sequence go to the LM in one call (one batched forward of n·P_c
+    rows for a transformer), P_c chosen so that n·P_c·T·V ≤ :data:`MASKED_CHUNK_FLOATS`."""
     _check_pair(world, lm, "masked_token_logprobs", "masked", "masked_token_probs")
     toks = _batch(tokens, world.n_symbols)
     pos = check_positions(positions, toks.shape[1])
-    ref = jnp.log(jnp.asarray(world.masked_token_probs(toks, pos)))
-    ref, model = _laws("masked_token_logprobs", ref, lm.masked_token_logprobs(toks, pos),
-                       lambda i: f"sequence {i[0]}, masked position {int(pos[i[1]])} (masked law)")
-    return toks[:, pos], ref, model
+    ref_all = jnp.log(jnp.asarray(world.masked_token_probs(toks, pos)))
+    size = max(1, MASKED_CHUNK_FLOATS // (toks.size * world.n_symbols))
+    for start in range(0, pos.size, size):
+        chunk = pos[start:start + size]
+        ref, model = _laws("masked_token_logprobs", ref_all[:, start:start + size],
+                           lm.masked_token_logprobs(toks, chunk),
+                           lambda i: f"sequence {i[0]}, masked position {int(chunk[i[1]])} (masked law)")
+        yield toks[:, chunk], ref, model
+
+
+def _sequence_means(observed, ref, model, name: str, everything: bool) -> list:
+    """Per-sequence means over the positions of one block: ``[KL]``, or ``[KL, TV, CE_model, CE_opt]``."""
+    kl = _kl_values(ref, model, name)
+    if not everything:
+        return [kl]
+    tv = np.asarray(_tv(ref, model), np.float64)
+    ce_model = _finite(name, -np.asarray(observed_logprobs(model, observed), np.float64).mean(-1), "cross-entropy")
+    ce_opt = -np.asarray(observed_logprobs(ref, observed), np.float64).mean(-1)
+    return [kl, tv, ce_model, ce_opt]
+
+
+def _masked_means(world, lm, tokens, positions, everything: bool) -> tuple[list, int, int]:
+    """:func:`_sequence_means` over every masked position, chunk by chunk (:func:`_masked_chunks`): the mean
+    over all P positions is Σ_chunks P_c · (chunk mean) / P.  Returns the means, n and P."""
+    total, P, name = None, 0, "lm: masked_token_logprobs"
+    for observed, ref, model in _masked_chunks(world, lm, tokens, positions):
+        w = observed.shape[1]
+        means = _sequence_means(observed, ref, model, name, everything)
+        total = [w * m for m in means] if total is None else [t + w * m for t, m in zip(total, means)]
+        P += w
+    return [t / P for t in total], observed.shape[0], P
 
 
 def _kl_values(ref, model, name: str) -> np.ndarray:
@@ -270,9 +305,10 @@ def exact_epsilon(world, lm, tokens) -> tuple[float, float]:
 def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, float]:
     """Masked ε = mean_i mean_{t ∈ positions} KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) and its standard error
     over sequences, nats/token (``lm.masked_token_logprobs`` against ``world.masked_token_probs``);
-    ``positions`` None means every position."""
-    _, ref, model = _masked_laws(world, lm, tokens, positions)
-    return mean_and_sem(_kl_values(ref, model, "lm: masked_token_logprobs"))
+    ``positions`` None means every position.  The world's laws come from one forward–backward; the LM
+    is asked for as many positions per call as fit :data:`MASKED_CHUNK_FLOATS` (all of them, for the
+    sizes of the experiments), the result being the per-position mean whatever the chunking."""
+    return mean_and_sem(_masked_means(world, lm, tokens, positions, everything=False)[0][0])
 
 
 def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
@@ -316,18 +352,15 @@ def divergence_report(world, lm, tokens, *, masked: bool = False, positions=None
     laws by default, masked laws (at ``positions``, default all) with ``masked=True``."""
     if not isinstance(masked, (bool, np.bool_)):
         raise ConfigError(f"masked: expected True or False, got {masked!r}")
+    name = "lm: masked_token_logprobs" if masked else "lm: next_token_logprobs"
     if masked:
-        observed, ref, model = _masked_laws(world, lm, tokens, positions)
+        (kl, tv, ce_model, ce_opt), n, P = _masked_means(world, lm, tokens, positions, everything=True)
     else:
         if positions is not None:
             raise ConfigError("positions: only used with masked=True")
         observed, ref, model = _causal_laws(world, lm, tokens)
-    name = "lm: masked_token_logprobs" if masked else "lm: next_token_logprobs"
-    kl = _kl_values(ref, model, name)
-    tv = np.asarray(_tv(ref, model), np.float64)
-    ce_model = _finite(name, -np.asarray(observed_logprobs(model, observed), np.float64).mean(-1), "cross-entropy")
-    ce_opt = -np.asarray(observed_logprobs(ref, observed), np.float64).mean(-1)
-    n, P = observed.shape
+        kl, tv, ce_model, ce_opt = _sequence_means(observed, ref, model, name, everything=True)
+        n, P = observed.shape
     return DivergenceReport(
         *mean_and_sem(kl), *mean_and_sem(tv), *mean_and_sem(ce_model), *mean_and_sem(ce_opt),
         *mean_and_sem(ce_model - ce_opt), n_sequences=int(n), n_positions=int(n * P), masked=bool(masked),
@@ -336,6 +369,7 @@ def divergence_report(world, lm, tokens, *, masked: bool = False, positions=None
 
 __all__ = [
     "LOGSUMEXP_TOL",
+    "MASKED_CHUNK_FLOATS",
     "check_laws",
     "check_world",
     "kl_per_sequence",

@@ -193,7 +193,10 @@ def ridge_logistic(X, pos, neg, l2: float, *, steps: int = 100, tol: float = 1e-
         if np.linalg.norm(g) <= tol:
             break
         H = (Xt * ((pos + neg) * s * (1.0 - s))[:, None]).T @ Xt + l2 * np.eye(len(w))
-        d = np.linalg.solve(H, g)
+        try:
+            d = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:  # H singular in float64 (saturated scores, ridge ~1e-12): least squares
+            d = np.linalg.lstsq(H, g, rcond=None)[0]
         t, f0 = 1.0, obj(w)
         while obj(w - t * d) > f0 - 1e-4 * t * (g @ d) and t > 1e-12:
             t *= 0.5

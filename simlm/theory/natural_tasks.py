@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 from collections.abc import Mapping, MutableMapping
 from typing import Callable
 
 import jax
 import numpy as np
+from scipy.optimize import linprog
 from scipy.special import expit
 
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -166,15 +168,49 @@ def random_natural_task(contexts, seed, *, noise: str = "sign", prompt=None, wei
     z = P @ g
     sd = math.sqrt(max(p_T @ (z - p_T @ z) ** 2, 0.0))
     v = scale * g / sd if sd > 1e-12 else g
+    return natural_task(contexts, v, _balanced_bias(P @ v, p_T, 1.0), prompt=prompt, weights=weights, noise=noise)
+
+
+def _balanced_bias(z, p_T, above: float) -> float:
+    """b putting the threshold halfway between the two distinct scores z where the p_T-mass below is
+    nearest ½ (``above`` − min z, i.e. every label +1, if p_T sees a single score)."""
     on = np.flatnonzero(p_T > 0)
-    z = (P @ v)[on]
-    order = np.argsort(z)
-    z, w = z[order], np.cumsum(p_T[on][order])
+    order = np.argsort(z[on])
+    z, w = z[on][order], np.cumsum(p_T[on][order])
     # split only between distinct scores: contexts with equal laws (up to float32 rounding) share a label
     cuts = np.flatnonzero(np.diff(z) > 1e-6 * max(1.0, z[-1] - z[0]))
     k = cuts[np.argmin(np.abs(w[cuts] - 0.5))] if cuts.size else None
-    b = 1.0 - z[0] if k is None else -0.5 * (z[k] + z[k + 1])
-    return natural_task(contexts, v, b, prompt=prompt, weights=weights, noise=noise)
+    return float(above - z[0] if k is None else -0.5 * (z[k] + z[k + 1]))
+
+
+def indicative_task(contexts, *, noise: str = "sign", prompt=None, weights=None, scale: float = 1.0) -> NaturalTask:
+    """The task whose label is carried by *indicative* words: v = ``scale``·u with u ∈ {−1, 0, +1}^V (every
+    such u for V ≤ 8, else u ∈ {−1, +1}^V for V ≤ 14, else the signs of the top principal component of the
+    task's laws), b the balanced threshold (as :func:`random_natural_task`), choosing among the u whose
+    classes are balanced (p_T-mass of either class ≥ ¼) the one whose scores spread most, max
+    E_T|⟨u, p*_s⟩ + b_u|.  With sign labels that spread is 2c, c = −τ′(0⁺)
+    (:func:`tau_slope`), so the bound keeps content up to the largest ε_c = γc²/2 a balanced task allows
+    on these contexts (c ≤ ½·TV(class means) ≤ ½ when the classes are balanced).  ‖v‖_∞ = ``scale``: the
+    labelling classifier lies in the B-box from B = scale on.  Our construction (the paper's motivating
+    example, sentiment carried by a few words, made enumerable); nothing here is from the paper."""
+    contexts = check_contexts(contexts)
+    scale = check_positive("scale", scale)
+    P = contexts.next_token_probs
+    V = P.shape[1]
+    p_T, _ = _task_weights(contexts, prompt, weights)
+    if V <= 14:
+        U = np.array(list(itertools.product(*[(-1.0, 0.0, 1.0) if V <= 8 else (-1.0, 1.0)] * V)))[1:]
+    else:
+        centred = P - p_T @ P
+        U = np.sign(np.linalg.eigh((centred * p_T[:, None]).T @ centred)[1][:, -1:].T)
+    best, u_best, b_best = -1.0, U[-1], _balanced_bias(P @ U[-1], p_T, 1.0)  # (no balanced u: the last one)
+    for u in U:
+        z = P @ u
+        b = _balanced_bias(z, p_T, 1.0)
+        spread, positive = p_T @ np.abs(z + b), p_T @ (z + b >= 0)
+        if 0.25 <= positive <= 0.75 and spread > best + 1e-12:  # balanced classes only (one class is trivial)
+            best, u_best, b_best = spread, u, b
+    return natural_task(contexts, scale * u_best, scale * b_best, prompt=prompt, weights=weights, noise=noise)
 
 
 # ---- LM laws and the quantities -------------------------------------------------------------------
@@ -243,7 +279,7 @@ def quad_epsilon(contexts, f, phi) -> float:
     """ε_quad = E_{p_L} ½‖Φᵀ(f(s) − f*(s))‖², f* = (ΦΦᵀ)⁺Φp*_s: the Quad excess
     :func:`~simlm.models.finite.quad_excess` per context, in float64, averaged under p_L."""
     P = check_contexts(contexts).next_token_probs
-    phi, f = _check_phi(phi, P.shape[1], "phi"), check_real_array("f", f)
+    phi, f = check_phi(phi, P.shape[1], "phi"), check_real_array("f", f)
     if f.shape != (P.shape[0], phi.shape[0]):
         raise ShapeError(f"f: expected features of shape ({P.shape[0]}, {phi.shape[0]}) (one per context), got {f.shape}")
     with jax.enable_x64(True):
@@ -287,17 +323,21 @@ def gamma_phi(p_L, p_T, delta) -> float:
     return float(1.0 / np.linalg.eigvalsh(R.T @ ST @ R)[-1])
 
 
-def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf") -> LogisticSolution:
+def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf",
+        cache: dict | None = None) -> LogisticSolution:
     """τ(B) (``Phi`` None), τ_Φ(B) (v = Φᵀλ) or, with ``norm="2"``, τ⁽²⁾_Φ(B) on ``B_grid`` (default
     :data:`B_GRID`): the minimisers ``v (G, V)``, ``b (G,)``, ``loss`` = τ and the certificate ``gap``
-    (τ ≥ loss − gap), from :func:`simlm.theory._convex.constrained_logistic`."""
+    (τ ≥ loss − gap), from :func:`simlm.theory._convex.constrained_logistic`; looked up in ``cache``
+    (a dict, shared with :func:`check_natural_task`'s ``tau_cache``) when given."""
     P = check_contexts(contexts).next_token_probs
     check_task_on(task, contexts)
     if not isinstance(norm, str) or norm not in ("inf", "2") or (norm == "2" and Phi is None):
         raise ConfigError(f"norm: expected 'inf', or '2' with Phi given, got {norm!r} (Phi is {type(Phi).__name__})")
-    basis = None if Phi is None else _row_basis(_check_phi(Phi, P.shape[1]))
+    basis = None if Phi is None else _row_basis(check_phi(Phi, P.shape[1]))
     kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
-    return constrained_logistic(P, task.pos, task.neg, _grid("B_grid", B_grid), kind, basis=basis)
+    if cache is not None and not isinstance(cache, MutableMapping):
+        raise ConfigError(f"cache: expected None or a dict, got {type(cache).__name__}")
+    return _tau(P, task, _grid("B_grid", B_grid), kind, basis, cache)
 
 
 # ---- the bounds ---------------------------------------------------------------------------------
@@ -340,8 +380,60 @@ def bound_quad(tau2, B2, eps_quad, gamma_) -> float:
     return check_finite("tau", tau2) + _slack(B2, eps_quad, gamma_)
 
 
-DEFAULT_FORMS: dict[str, Callable] = {"any-lm": bound_any_lm, "softmax": bound_softmax,
-                                      "softmax-gamma-phi": bound_softmax, "quad": bound_quad}
+def bound_well_specified(tau, B, eps, gamma_, residual=0.0) -> float:
+    """ℓ_T(v on p_f) ≤ τ(B) + r·B√(2ε/γ) + B²ε/(4γ), r = ‖σ(z) − q‖_{L²(p_T)} the residual of the τ-optimal
+    classifier's scores z_s = ⟨v, p*_s⟩ + b against the labels q_s = P(y = +1 | s); for well-specified
+    logistic labels (q = σ(z) on supp p_T) r = 0 and the bound is τ(B) + B²ε/(4γ), second order in √ε.
+
+    Derived here, not stated in the paper.  Taylor in z with ℓ″ ≤ ¼: E_y ℓ(z + Δ) ≤ E_y ℓ(z) +
+    (σ(z) − q)Δ + Δ²/8.  First-order term: Cauchy–Schwarz, E_T|r_sΔ_s| ≤ r √(E_T Δ²); second: Δ_s =
+    ⟨v, p_f − p*⟩, |Δ_s| ≤ B‖p_f − p*‖₁ = 2B·TV, (2·TV)² ≤ 2 KL, so E_T Δ² ≤ 2B² E_T KL ≤ 2B²ε/γ.
+    The assumption (r = 0) is not assumed: r is measured on each task and enters the bound, so the
+    form holds for every task and reduces to B²ε/(4γ) exactly where the labels are well specified."""
+    s = _slack(B, eps, gamma_)
+    r = check_non_negative("residual", residual)
+    return check_finite("tau", tau) + (r * s if r > 0 else 0.0) + s * s / 8.0
+
+
+DEFAULT_FORMS: dict[str, Callable] = {"any-lm": bound_any_lm, "well-specified": bound_well_specified,
+                                      "softmax": bound_softmax, "softmax-gamma-phi": bound_softmax,
+                                      "quad": bound_quad}
+#: the forms that take the classifier's label residual r as a keyword argument ``residual``.
+RESIDUAL_FORMS = ("well-specified",)
+#: the loss of the all-zero classifier, which lies in every ball: a bound ≥ log 2 at every B says nothing.
+LOG2 = math.log(2.0)
+
+
+def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
+    """c = −τ′(0⁺) = ½ max_{(v, b) ∈ C_1} (⟨m, v⟩ + m₀b), m = Σ_s (a_s − c_s) p*_s, m₀ = Σ_s (a_s − c_s):
+    the gradient of the task loss at (v, b) = 0 is −½(m, m₀).  Box: ½(‖m‖₁ + |m₀|); span-ball:
+    ½(‖Uᵀm‖₂ + |m₀|); span-box: a linear program.  c ≤ 1 for the box (|⟨v, p*⟩| ≤ ‖v‖_∞)."""
+    P, pos, neg = (np.asarray(a, np.float64) for a in (P, pos, neg))
+    m, m0 = (pos - neg) @ P, float(np.sum(pos - neg))
+    if constraint == "box":
+        top = np.abs(m).sum()
+    elif constraint == "span-ball":
+        top = np.linalg.norm(np.asarray(basis).T @ m)
+    else:
+        U = np.asarray(basis, np.float64)
+        lp = linprog(-(U.T @ m), A_ub=np.vstack([U, -U]), b_ub=np.ones(2 * len(U)),
+                     bounds=[(None, None)] * U.shape[1], method="highs")
+        top = -lp.fun if lp.status == 0 else np.abs(m).sum()  # ‖m‖₁ ≥ the LP's value: an upper bound
+    return 0.5 * float(top + abs(m0))
+
+
+def critical_epsilon(contexts, task: NaturalTask, *, gamma_=None, Phi=None, norm: str = "inf") -> float:
+    """ε_c = γc²/2 with c = −τ′(0⁺) (:func:`tau_slope`): for ε ≥ ε_c a bound τ(B) + B√(2ε/γ) is ≥ log 2
+    at every B ≥ 0, so no LM can violate it (the all-zero classifier scores log 2).  Proof: τ is convex
+    in B (a mixture of feasible points is feasible for the mixed radius) with τ(0) = log 2, so τ(B) ≥
+    log 2 − cB and the bound is ≥ log 2 + B(√(2ε/γ) − c).  Below ε_c the bound dips under log 2 at small
+    enough B.  ``gamma_`` defaults to γ(p_T); ``Phi``/``norm`` as for :func:`tau`.  Derived here."""
+    P = check_contexts(contexts).next_token_probs
+    check_task_on(task, contexts)
+    g = gamma(_p_L(contexts), task.weights) if gamma_ is None else check_non_negative("gamma_", gamma_)
+    basis = None if Phi is None else _row_basis(check_phi(Phi, P.shape[1]))
+    kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
+    return 0.5 * g * tau_slope(P, task.pos, task.neg, kind, basis) ** 2
 
 
 # ---- the check ------------------------------------------------------------------------------------
@@ -351,7 +443,11 @@ class TransferBound:
     """One bound over the B grid: ``tau``, ``tau_gap`` (solver certificate: τ ≥ tau − tau_gap),
     ``bound``; measured on the LM's features: ``loss_natural`` (a: the τ-optimal classifier
     transferred), ``loss_best`` (b: best in the same ball), their 0-1 errors; the ridge ``probe_*`` (c);
-    ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B."""
+    ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B.
+    How much the check says: ``residual (G,)`` = ‖σ(z) − q‖_{L²(p_T)} of the τ-optimal classifier on p*
+    (0: well-specified labels); ``critical_eps`` = γc²/2 (:func:`critical_epsilon`, with this bound's
+    γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``trivial`` = bound ≥ log 2 at every B of the grid (no LM can violate it: the
+    all-zero classifier scores log 2); ``slack_used`` = (loss (a) − τ)/(bound − τ) at ``index``."""
 
     name: str
     features: str
@@ -372,6 +468,10 @@ class TransferBound:
     B: float
     value: float
     holds: bool
+    residual: np.ndarray
+    critical_eps: float
+    trivial: bool
+    slack_used: float
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -409,7 +509,8 @@ def _grid(name, values) -> np.ndarray:
     return g
 
 
-def _check_phi(phi, V: int, name: str = "Phi") -> np.ndarray:
+def check_phi(phi, V: int, name: str = "Phi") -> np.ndarray:
+    """``phi`` as word embeddings ``(d, V)``, float64, else a typed error naming ``name``."""
     phi = check_real_array(name, phi)
     if phi.ndim != 2 or phi.shape[1] != V or phi.shape[0] == 0:
         raise ShapeError(f"{name}: expected word embeddings of shape (d, {V}), got {phi.shape}")
@@ -448,19 +549,28 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     eb = np.array([zero_one_error(zb[:, i], pos, neg) for i in range(len(Bs))])
     w, b = ridge_logistic(probe_x, pos, neg, l2)
     probe = (logistic_loss(probe_x @ w + b, pos, neg), zero_one_error(probe_x @ w + b, pos, neg))
+    residual = np.sqrt(task.weights @ (expit(P @ nat.v.T + nat.b) - task.label_probs[:, None]) ** 2)
+    slope = tau_slope(P, pos, neg, constraint, basis)
     out = []
     for name, form, eps, gamma_ in variants:
-        bound = np.array([_bound_value(name, form, t, B, eps, gamma_) for t, B in zip(nat.loss, Bs)])
+        bound = np.array([_bound_value(name, form, t, B, eps, gamma_, **({"residual": r} if name in RESIDUAL_FORMS
+                                                                          else {}))
+                          for t, B, r in zip(nat.loss, Bs, residual)])
         i = int(np.argmin(bound))
         holds = bool(np.all(la <= bound + atol) and np.all(best.loss <= bound + atol))
+        slack = bound[i] - nat.loss[i]
+        used = float((la[i] - nat.loss[i]) / slack) if 0 < slack < math.inf else math.nan
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
-                                 best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds))
+                                 best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
+                                 math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2,
+                                 bool(np.all(bound >= LOG2)), used))
     return out
 
 
-def _bound_value(name, form, tau_, B, eps, gamma_) -> float:
-    """``form(τ, B, ε, γ)`` as a float; a replacement form that returns NaN or a non-number is refused."""
-    value = form(tau_, B, eps, gamma_)
+def _bound_value(name, form, tau_, B, eps, gamma_, **extra) -> float:
+    """``form(τ, B, ε, γ, **extra)`` as a float; a replacement form that returns NaN or a non-number is
+    refused."""
+    value = form(tau_, B, eps, gamma_, **extra)
     try:
         ok = not isinstance(value, (bool, np.bool_)) and not math.isnan(value := float(value))
     except (TypeError, ValueError):
@@ -490,7 +600,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
                        tau_cache: dict | None = None) -> NaturalTaskCheck:
     """Compute ε, γ, and the bounds that apply, with the losses measured on the LM's features:
 
-    - ``any-lm`` (always): features p_f(s), ‖v‖_∞ ≤ B;
+    - ``any-lm`` (always): features p_f(s), ‖v‖_∞ ≤ B; ``well-specified`` (always) the second-order
+      form on the same classifier (:func:`bound_well_specified`, with its measured label residual);
     - ``softmax`` and ``softmax-gamma-phi`` (``lm`` a :class:`SoftmaxContextLM`; Φ = its ``phi``):
       features Φp_f(s), v = Φᵀλ, ‖v‖_∞ ≤ B, with γ and with γ_Φ;
     - ``quad`` (Quad features f ``(S, d)``: ``features``, or the θ of a SoftmaxContextLM; Φ from
@@ -498,7 +609,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
 
     (a), (b) are measured at every B; (c) is a ridge (``l2``) logistic probe on the same features.
     ``atol`` absorbs float64 rounding.  ``forms`` maps bound names to replacement functions
-    (τ, B, ε, γ) ↦ bound.  τ depends on the task, the contexts and Φ but not on the LM: pass the same dict
+    (τ, B, ε, γ) ↦ bound (those in :data:`RESIDUAL_FORMS` also get ``residual=r``).  τ depends on the task, the contexts and Φ but not on the LM: pass the same dict
     as ``tau_cache`` to checks of many LMs on one task and each τ is solved once."""
     contexts = world_or_contexts
     if not isinstance(contexts, ContextSet):
@@ -516,7 +627,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
     forms = _check_forms(forms)
     if tau_cache is not None and not isinstance(tau_cache, MutableMapping):
         raise ConfigError(f"tau_cache: expected None or a dict, got {type(tau_cache).__name__}")
-    Phi = None if Phi is None else _check_phi(Phi, V)
+    Phi = None if Phi is None else check_phi(Phi, V)
     features = None if features is None else check_real_array("features", features)
     laws, p_L = lm_laws(lm, contexts), _p_L(contexts)
     eps = lm_epsilon(contexts, laws)
@@ -528,8 +639,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
         features = lm.theta if features is None else features
     eps_best = eps_phi = eps_quad = g_phi = float("nan")
     skipped = []
-    bounds = _transfer([("any-lm", forms["any-lm"], eps, g)], "p_f", task, P, laws, laws, "box", None, Bs, l2, atol,
-                       tau_cache)
+    bounds = _transfer([(n, forms[n], eps, g) for n in ("any-lm", "well-specified")], "p_f", task, P, laws, laws,
+                       "box", None, Bs, l2, atol, tau_cache)
     if isinstance(lm, SoftmaxContextLM):
         phi = np.asarray(Phi, np.float64)
         eps_phi = float(p_L @ softmax_excess(lm.theta, phi, P))
@@ -553,7 +664,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
                             tuple(skipped), atol, all(b.holds for b in bounds))
 
 
-__all__ = ["NaturalTask", "natural_task", "random_natural_task", "check_contexts", "check_task_on", "lm_laws",
+__all__ = ["NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
+           "RESIDUAL_FORMS", "LOG2", "tau_slope", "critical_epsilon", "check_phi", "check_contexts", "check_task_on", "lm_laws",
            "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",
            "bound_any_lm", "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck",
            "check_natural_task", "B_GRID"]

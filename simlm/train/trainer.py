@@ -50,6 +50,7 @@ from simlm.models.transformer import (
 )
 from simlm.train import objectives
 from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
+from simlm.train.schedule import TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
 from simlm.checks import as_tuple, check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
@@ -82,7 +83,7 @@ class TrainConfig:
     corpus_seed: int = 1
     eval_sequences: int = 64
     eval_seed: int = 2**20  # the held-out set: world.sample(eval_seed, eval_sequences, seq_len)
-    eval_every: int = 50  # densified automatically near a target
+    eval_every: int = 50  # the largest spacing; closer near a predicted crossing (simlm.train.schedule)
     eval_positions: int = 8  # masked ε: positions evaluated per sequence
     checkpoint_every: int = 500  # resume point ("last/")
     mask_rate: float = 0.15
@@ -411,14 +412,6 @@ class Training:
         return TransformerLM(nnx.merge(self.graphdef, self.member_params(params, i), self.rest))
 
 
-def _next_eval(step: int, eps: list, next_targets: list, every: int) -> int:
-    """Evaluate every ``every`` steps far from a target, and densely near one, so a target is caught
-    soon after it is crossed (ε reached ≥ 0.7 × target on a smooth descent)."""
-    ratio = min((e / t for e, t in zip(eps, next_targets) if t is not None), default=math.inf)
-    gap = every if ratio > 4 else max(1, every // 5) if ratio > 1.5 else max(1, every // 25)
-    return step + gap
-
-
 def train(world, model_config: TransformerConfig, config: TrainConfig = TrainConfig(), run_dir=None, *,
           progress: bool = True, until_step: int | None = None) -> TrainResult:
     """Train ``len(config.seeds)`` models on ``world`` down the ε ladder ``config.targets``.
@@ -470,7 +463,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
         save_last()  # a good checkpoint exists before the first step, whatever happens next
     stop = min(config.max_steps, until_step or config.max_steps)
     tokens_per_step = n * config.batch_size * config.seq_len
-    bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step",
+               leave=None)  # nested under a sweep's bar it clears itself when done; alone it stays
     started = time.perf_counter() - state["wall"]
 
     def climb(step):  # the current arrays and last loss (read when called)
@@ -487,7 +481,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
                 if all(i >= len(config.targets) for i in state["ladder"]):
                     break
                 nexts = [config.targets[i] if i < len(config.targets) else None for i in state["ladder"]]
-                state["next_eval"] = _next_eval(step, state["last_eps"], nexts, config.eval_every)
+                state["next_eval"] = next_evaluation(step, state["trail"], nexts, config.eval_every)
             arrays, loss = run.step(arrays, run.batch(step))
             state["step"] = step + 1
             if state["step"] % 10 == 0 or state["step"] >= stop:
@@ -518,6 +512,7 @@ def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_st
                                     f"loss = {losses}; learning_rate={config.learning_rate}); the last good "
                                     f"checkpoint is {run_dir / 'last'}")
     state["last_eps"], state["last_eval"] = [r[0] for r in results], step
+    state["trail"] = (state.get("trail", []) + [[step, state["last_eps"]]])[-TRAIL:]  # for next_evaluation
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
         for i, (seed, (eps, eps_se, tv, tv_se)) in enumerate(zip(config.seeds, results)):
             state["best"][i] = min(state["best"][i], eps)
@@ -560,7 +555,7 @@ def _plain(x):
 
 def _fresh_state(n: int) -> dict:
     return {"step": 0, "next_eval": 0, "ladder": [0] * n, "best": [math.inf] * n, "records": [], "wall": 0.0,
-            "rows": 0, "loss": None}
+            "rows": 0, "loss": None, "trail": []}
 
 
 def _open_run_dir(run_dir, header: dict) -> Path:
@@ -646,11 +641,13 @@ def _ladder_state(meta: dict, config: TrainConfig, directory: Path) -> dict:
             and all(isinstance(i, int) for i in s["ladder"]) and nums(s.get("best"))
             and isinstance(s.get("wall"), (int, float)) and (s.get("loss") is None or nums(s["loss"]))
             and isinstance(s.get("records"), list)
+            and isinstance(s.get("trail", []), list)
+            and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and nums(e[1]) for e in s.get("trail", []))
             and all(isinstance(r, dict) and set(r) == _RECORD_KEYS and isinstance(r["path"], str)
                     and not Path(r["path"]).is_absolute() for r in s["records"]))
     if not good:
         raise ConfigError(f"checkpoint: {directory / 'metadata.json'} holds no valid ladder state")
-    return {**s, "best": [math.inf if b is None else b for b in s["best"]]}
+    return {"trail": [], **s, "best": [math.inf if b is None else b for b in s["best"]]}
 
 
 def _check_rungs(run, arrays, run_dir: Path, header: dict, state: dict) -> None:

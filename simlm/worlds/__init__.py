@@ -7,3 +7,5 @@ from simlm.worlds.loglinear import LogLinearWorld
 from simlm.worlds.memory import MemoryHMM
 
 __all__ = ["World", "WorldBase", "HMM", "LogLinearWorld", "MemoryHMM", "ContextSet", "enumerate_contexts"]
+from simlm.worlds.topic import ClassedHMM, block_zipf_hmm, confusion_groups_hmm, topic_syntax_hmm  # noqa: E402
+__all__ += ["ClassedHMM", "block_zipf_hmm", "confusion_groups_hmm", "topic_syntax_hmm"]

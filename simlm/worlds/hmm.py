@@ -6,13 +6,12 @@ tokens on the host, and calls jit-compiled, sequence-batched core functions.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityError
+from simlm.worlds import buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.checks import as_key, as_rng, check_positive_int
@@ -26,28 +25,29 @@ def _batched(fn):
     return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))
 
 
-token_logprobs = _batched(core.token_logprobs)
-log_likelihood = _batched(core.log_likelihood)
-next_token_probs = _batched(core.next_token_probs)
-smoothed_posterior = _batched(core.smoothed_posterior)
-masked_state_posterior = _batched(core.masked_state_posterior)
-masked_token_probs = _batched(core.masked_token_probs)
-prepended_state_posterior = _batched(core.prepended_state_posterior)
-prepended_mask_probs = _batched(core.prepended_mask_probs)
+# Small shapes run on a few padded bucket shapes, so that a new (n, K, V, T) rarely compiles (buckets.py).
+_LAWS, _STATES = (("T", "V"), ("T",)), (("T", "K"), ("T",))
+token_logprobs = buckets.bucketed(_batched(core.token_logprobs), (("T",),))
+log_likelihood = buckets.bucketed_log_likelihood(token_logprobs)
+next_token_probs = buckets.bucketed(_batched(core.next_token_probs), _LAWS)
+smoothed_posterior = buckets.bucketed(_batched(core.smoothed_posterior), _STATES)
+masked_state_posterior = buckets.bucketed(_batched(core.masked_state_posterior), _STATES)
+masked_token_probs = buckets.bucketed(_batched(core.masked_token_probs), _LAWS)
+prepended_state_posterior = buckets.bucketed(_batched(core.prepended_state_posterior), (("K",), ("T",)))
+prepended_mask_probs = buckets.bucketed(_batched(core.prepended_mask_probs), (("V",), ("T",)))
 
 
 @jax.jit
-def filtered_posterior(initial, transition, emission, tokens):
-    """p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted."""
+def _filtered_posterior(initial, transition, emission, tokens):
     fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
     return fw.filtered, fw.token_logprobs
 
 
-@partial(jax.jit, static_argnums=(4, 5))
-def sample_tokens(initial, transition, emission, key, n_sequences: int, length: int):
-    """Jitted batched sampling from raw parameters: returns ``(tokens, states)``, each (n, T) int32."""
-    cums = [core.cumulative_rows(a) for a in (initial, transition, emission)]
-    return core.sample(*cums, key, n_sequences, length)
+#: p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted.
+filtered_posterior = buckets.bucketed(_filtered_posterior, _STATES)
+
+#: ``(tokens, states)``, each (n, T) int32, from raw parameters (``buckets.sample_tokens``).
+sample_tokens = buckets.sample_tokens
 
 
 _prompted = jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0))

@@ -18,6 +18,12 @@ sum, whose float32 rounding error grows like log T rather than T.  The backward 
 β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
 posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
 unchanged, so no NaN ever appears.
+
+Parallel in time.  Every inference function takes ``parallel``: ``False`` runs the sequential scans
+here, ``True`` the associative scans of :mod:`simlm.worlds.hmm_parallel` (O(T·K³) work, O(log T)
+depth; the same outputs to rounding), and ``None`` (the default) chooses by :func:`use_parallel` —
+parallel on an accelerator for T ≥ :data:`PARALLEL_MIN_LENGTH`, sequential on a CPU, where the K-fold
+extra work is never repaid.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from simlm.errors import ConfigError
+from simlm.worlds import hmm_parallel
+
+#: the shortest sequence for which ``parallel=None`` picks the associative scan on an accelerator.
+PARALLEL_MIN_LENGTH = 64
 
 
 class Chain(NamedTuple):
@@ -101,13 +113,27 @@ def _filter_and_predict(pred, lik, transition):
     return predict(jnp.where(ok, joint, pred), transition) * scale, jnp.log(c)
 
 
+def use_parallel(parallel, length: int) -> bool:
+    """Whether to run the associative scan: ``parallel`` if it is True or False; for None, True exactly
+    when the default backend is not the CPU and ``length`` ≥ :data:`PARALLEL_MIN_LENGTH` (on a CPU the
+    sequential scan does K times less work and both run one core's worth of width).  Anything else
+    raises :class:`ConfigError` (at trace time, before compiling)."""
+    if parallel is None:
+        return jax.default_backend() != "cpu" and length >= PARALLEL_MIN_LENGTH
+    if not isinstance(parallel, bool):
+        raise ConfigError(f"parallel: expected True, False or None (choose by backend), got {parallel!r}")
+    return parallel
+
+
 # ---- inference ----------------------------------------------------------------------------------
 
-def forward(initial, transition, emission, tokens) -> Forward:
+def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
     """Scaled forward pass: predicted and filtered state laws and log p(x_t | x_<t) at each t.
 
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
+    if use_parallel(parallel, tokens.shape[0]):
+        return Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
     def step(pred, x):
@@ -120,21 +146,25 @@ def forward(initial, transition, emission, tokens) -> Forward:
     return Forward(pred, filt, logc)
 
 
-def token_logprobs(initial, transition, emission, tokens) -> jax.Array:
+def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
+    if use_parallel(parallel, tokens.shape[0]):
+        return hmm_parallel.forward(initial, transition, emission, tokens)[2]
     columns = emission.T
 
     return jax.lax.scan(lambda p, x: _filter_and_predict(p, columns[x], transition), initial, tokens)[1]
 
 
-def log_likelihood(initial, transition, emission, tokens) -> jax.Array:
+def log_likelihood(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_1:T) = Σ_t log c_t (pairwise sum); −inf when the sequence is impossible."""
-    return tree_sum(token_logprobs(initial, transition, emission, tokens))
+    return tree_sum(token_logprobs(initial, transition, emission, tokens, parallel))
 
 
-def backward(transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
+    if use_parallel(parallel, tokens.shape[0]):
+        return hmm_parallel.backward(transition, emission, tokens)
     columns = emission.T
     K = emission.shape[0]
 
@@ -145,9 +175,12 @@ def backward(transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
     return betas, beta_prepended
 
 
-def next_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
+    if use_parallel(parallel, tokens.shape[0]):
+        fw = forward(initial, transition, emission, tokens, True)
+        return fw.predicted @ emission, fw.token_logprobs
     # p_t B is written into a (T, V) buffer carried by the loop: under vmap XLA then fills the (n, T, V)
     # result in place, instead of stacking (T, n, K), transposing it and copying the (n, T, V) product.
     columns = emission.T
@@ -163,41 +196,41 @@ def next_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, 
     return probs, logc
 
 
-def smoothed_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
-    fw = forward(initial, transition, emission, tokens)
-    betas, _ = backward(transition, emission, tokens)
+    fw = forward(initial, transition, emission, tokens, parallel)
+    betas, _ = backward(transition, emission, tokens, parallel)
     return _normalise(fw.filtered * betas), fw.token_logprobs
 
 
-def masked_state_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def masked_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
-    fw = forward(initial, transition, emission, tokens)
-    betas, _ = backward(transition, emission, tokens)
+    fw = forward(initial, transition, emission, tokens, parallel)
+    betas, _ = backward(transition, emission, tokens, parallel)
     return _normalise(fw.predicted * betas), fw.token_logprobs
 
 
-def masked_token_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def masked_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal masked LM at every position: p(x_t = · | x_-t) = p(h_t | x_-t) B, shape (T, V).
 
     Setting x_t's emission likelihood to 1 leaves p(h_t | x_<t) from the forward pass and β_t from the
     backward pass, neither of which reads x_t, so one forward–backward gives every position at once."""
-    post, logc = masked_state_posterior(initial, transition, emission, tokens)
+    post, logc = masked_state_posterior(initial, transition, emission, tokens, parallel)
     return post @ emission, logc
 
 
-def prepended_state_posterior(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def prepended_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_0 | x_1:T) ∝ π ∘ β_0 for a masked position 0 prepended before x_1 (h_0 ~ π, h_1 ~ π A).
 
     This is the masked position of Wei, Xie & Ma: sample x_0:T, mask x_0, read the law at position 0."""
-    _, beta0 = backward(transition, emission, tokens)
-    logc = token_logprobs(predict(initial, transition), transition, emission, tokens)
+    _, beta0 = backward(transition, emission, tokens, parallel)
+    logc = token_logprobs(predict(initial, transition), transition, emission, tokens, parallel)
     return _normalise(initial * beta0), logc
 
 
-def prepended_mask_probs(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Law of the prepended masked token: p(x_0 = · | x_1:T) = p(h_0 | x_1:T) B, shape (V,)."""
-    post, logc = prepended_state_posterior(initial, transition, emission, tokens)
+    post, logc = prepended_state_posterior(initial, transition, emission, tokens, parallel)
     return post @ emission, logc
 
 

@@ -1,0 +1,129 @@
+"""Share of training wall time spent evaluating ε, in the experiment-1 trainer (head_prompt).
+
+Trains the seeds of one experiment-1 world (``--states`` |H|, default 10) exactly as
+``python -m simlm.experiments.head_prompt experiment1`` does (``train_world``: masked-lm, the ladder
+(0.3, 0.1, 0.03), up to 2500 steps, 3 seeds vmapped), then counts the evaluations in its metrics.jsonl and
+times one compiled evaluation and one compiled step of the same :class:`~simlm.train.Training`
+(medians, interleaved).  Evaluation share = n_eval · t_eval / (n_steps · t_step + n_eval · t_eval).
+With ``--compare-with DIR`` the same world is trained a second time by the simlm checkout at DIR (e.g.
+the main branch, before the predictive schedule), in a subprocess, and its evaluation count is reported
+beside ours.  Every rung's ε/target is listed: the ladder's rule is ε ∈ [0.7, 1] × target.
+
+Target: evaluation ≤ 10 % of training wall time; every rung within [0.7, 1] × target.
+
+    .venv/bin/python benchmarks/eval_schedule.py [--states 10] [--compare-with /path/to/checkout]
+    .venv/bin/python benchmarks/eval_schedule.py --quick       # the experiment's --quick sizes (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
+from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
+from simlm.experiments import head_prompt  # noqa: E402
+from simlm.models import TransformerConfig  # noqa: E402
+from simlm.train import TrainConfig  # noqa: E402
+from simlm.train.trainer import Training  # noqa: E402
+
+SHARE_TARGET = 0.10
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--states", type=int, default=10, help="|H| of the experiment-1 world")
+    p.add_argument("--compare-with", default=None, help="a simlm checkout whose trainer is counted too")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "eval_schedule.json"))
+    p.add_argument("--quick", action="store_true", help="the experiment's --quick config")
+    return p.parse_args(argv)
+
+
+def count_evaluations(run_dir: Path) -> tuple[int, int, list]:
+    """(evaluations, last step, [ε/target of every rung reached]) from a finished run directory."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = sorted({r["step"] for r in rows})
+    overshoots = []
+    for meta in run_dir.glob("seed_*/eps_*/metadata.json"):
+        overshoots.append(json.loads(meta.read_text())["overshoot"])
+    return len(steps), steps[-1], sorted(overshoots)
+
+
+_OTHER = """
+import json, sys, tempfile
+from pathlib import Path
+from simlm.experiments import head_prompt
+cfg = head_prompt.Config(**json.loads(sys.argv[1]))
+spec = [s for s in head_prompt.worlds("experiment1", cfg) if s["n_states"] == int(sys.argv[2])][0]
+d = Path(tempfile.mkdtemp())
+head_prompt.train_world(spec["make"](), "hmm", cfg, d)
+rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+print(json.dumps({"evaluations": len({r["step"] for r in rows}), "last_step": max(r["step"] for r in rows)}))
+"""
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = head_prompt.QUICK if args.quick else {}
+    states = (head_prompt.QUICK["n_states"][0] if args.quick else args.states)
+    config = head_prompt.Config(**{**overrides, "n_states": (states,)})
+    spec = head_prompt.worlds("experiment1", config)[0]
+    world = spec["make"]()
+    run_dir = Path(tempfile.mkdtemp(prefix="simlm-eval-schedule-"))
+    started = time.perf_counter()
+    head_prompt.train_world(world, "hmm", config, run_dir)
+    train_wall = time.perf_counter() - started
+    n_eval, last_step, overshoots = count_evaluations(run_dir)
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    training = Training(world, TransformerConfig.from_dict(saved["model_config"]),
+                        TrainConfig.from_dict(saved["train_config"]))
+    state = training.init_state()
+    batch = training.batch(0)
+    holder = {"state": state}
+
+    def step():
+        holder["state"], loss = training.step(holder["state"], batch)
+        return loss
+
+    timings = time_interleaved({"step": step, "evaluate": lambda: training.evaluate(holder["state"].params)},
+                               repeats=args.repeats, warmup=2)
+    t_step, t_eval = timings["step"].median, timings["evaluate"].median
+    share = n_eval * t_eval / (last_step * t_step + n_eval * t_eval)
+    row = {"world": spec["world"], "steps": last_step, "evaluations": n_eval, "step_s": t_step, "eval_s": t_eval,
+           "eval_share": share, "train_wall_s": train_wall,
+           "min_overshoot": min(overshoots) if overshoots else None, "rungs": len(overshoots)}
+    if args.compare_with:
+        env = {**os.environ, "PYTHONPATH": str(Path(args.compare_with).resolve())}
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in {**overrides, "n_states": [states]}.items()}
+        proc = subprocess.run([sys.executable, "-c", _OTHER, json.dumps(cfg), str(states)], env=env,
+                              capture_output=True, text=True, cwd=tempfile.gettempdir())
+        if proc.returncode == 0:
+            other = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["compare_evaluations"], row["compare_steps"] = other["evaluations"], other["last_step"]
+            row["compare_eval_share"] = (other["evaluations"] * t_eval
+                                         / (other["last_step"] * t_step + other["evaluations"] * t_eval))
+        else:
+            print(proc.stderr[-2000:], file=sys.stderr)
+    print_table([row], ["world", "steps", "evaluations", "compare_evaluations", "step_s", "eval_s", "eval_share",
+                        "compare_eval_share", "min_overshoot", "rungs", "train_wall_s"],
+                title="evaluation share of training (timings noisy under CPU contention; same-run ratios)")
+    met = share <= SHARE_TARGET and all(0.7 <= o <= 1 for o in overshoots)
+    print(f"\ntargets: evaluation share ≤ {SHARE_TARGET:.0%}: {share:.1%}; every rung in [0.7, 1]: "
+          f"{all(0.7 <= o <= 1 for o in overshoots)} → {'met' if met else 'NOT met'}")
+    write_json(args.out, {"config": {"quick": args.quick, "states": states, "compare_with": args.compare_with},
+                          "results": [row], "overshoots": overshoots,
+                          "targets": {"eval_share": {"target": SHARE_TARGET, "value": share, "met": met}}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

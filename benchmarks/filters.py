@@ -1,0 +1,149 @@
+"""HMM filtering, sequential against parallel-in-time, simlm against dynamax, side by side in one run.
+
+For B sequences of length T at each K (V symbols, a random Dirichlet HMM), the filter's predicted state
+laws p(h_t | x_<t) ``(B, T, K)`` and log p(x_1:T) ``(B,)`` by four contenders, jitted and vmapped over
+sequences and timed round-robin (median of ``--repeats`` after ``--warmup``):
+
+- simlm sequential — ``hmm_core.forward(..., parallel=False)`` (the scaled filter, one K×K product a step);
+- simlm parallel   — ``hmm_core.forward(..., parallel=True)`` (associative scan, ``hmm_parallel``);
+- dynamax sequential ``hmm_filter`` and dynamax parallel ``parallel_inference.hmm_filter``.
+
+The parallel scans do O(T·K³) work in O(log T) depth, so they are for accelerators; on a CPU the
+sequential filter should win, and the table shows by how much.  Every contender's predicted laws are
+checked against simlm sequential's (max |Δp| ≤ 1e-4 — float32); a disagreement exits with status 1.
+If dynamax is not installed, its columns say so and the simlm rows still run.
+
+Sizes by backend (``--sizes auto``): CPU B=8, T ∈ {512, 2048}, K ∈ {8, 64}; GPU/TPU B=64,
+T ∈ {512, 8192}, K ∈ {16, 64, 256}.
+
+    .venv/bin/python benchmarks/filters.py            # sizes for this backend
+    .venv/bin/python benchmarks/filters.py --quick    # tiny sizes, one repeat (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
+from simlm.worlds import HMM  # noqa: E402
+from simlm.worlds import hmm_core  # noqa: E402
+
+AGREEMENT_ATOL = 1e-4
+HAS_DYNAMAX = importlib.util.find_spec("dynamax") is not None
+if HAS_DYNAMAX:
+    # imported before anything is compiled: importing dynamax sets jax_default_matmul_precision, which would
+    # otherwise make every function compiled before it recompile inside the timed calls
+    importlib.import_module("dynamax.hidden_markov_model")
+
+
+def sizes(backend: str) -> dict:
+    if backend == "cpu":
+        return dict(batch=8, lengths=[512, 2048], states=[8, 64])
+    return dict(batch=64, lengths=[512, 8192], states=[16, 64, 256])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lengths", type=int, nargs="+", default=None)
+    p.add_argument("--states", type=int, nargs="+", default=None)
+    p.add_argument("--symbols", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "filters.json"))
+    p.add_argument("--quick", action="store_true", help="B=2, T=16, K=4, V=4, one repeat")
+    args = p.parse_args(argv)
+    auto = sizes(jax.default_backend())
+    if args.quick:
+        auto, args.symbols, args.repeats = dict(batch=2, lengths=[16], states=[4]), 4, 1
+    for name in ("batch", "lengths", "states"):
+        if getattr(args, name) is None:
+            setattr(args, name, auto[name])
+    return args
+
+
+@functools.partial(jax.jit, static_argnames="parallel")
+def simlm_filter(initial, transition, emission, tokens, parallel):
+    fw = jax.vmap(lambda x: hmm_core.forward(initial, transition, emission, x, parallel=parallel))(tokens)
+    return fw.predicted, hmm_core.tree_sum(fw.token_logprobs)
+
+
+@functools.partial(jax.jit, static_argnames="parallel")
+def dynamax_filter(initial, transition, emission, tokens, parallel):
+    if parallel:
+        from dynamax.hidden_markov_model.parallel_inference import hmm_filter
+    else:
+        from dynamax.hidden_markov_model import hmm_filter
+
+    def one(x):
+        post = hmm_filter(initial, transition, jnp.log(emission.T[x]))
+        return post.predicted_probs, post.marginal_loglik
+
+    return jax.vmap(one)(tokens)
+
+
+def bench_one(K: int, T: int, args) -> dict:
+    hmm = HMM.random(args.seed, K, args.symbols)
+    params = (hmm.initial, hmm.transition, hmm.emission)
+    tokens = hmm.sample(args.seed + 1, args.batch, T)
+    fns = {"simlm_seq": lambda: simlm_filter(*params, tokens, parallel=False),
+           "simlm_par": lambda: simlm_filter(*params, tokens, parallel=True)}
+    if HAS_DYNAMAX:
+        fns["dynamax_seq"] = lambda: dynamax_filter(*params, tokens, parallel=False)
+        fns["dynamax_par"] = lambda: dynamax_filter(*params, tokens, parallel=True)
+    times = time_interleaved(fns, repeats=args.repeats, warmup=args.warmup)
+    ref = fns["simlm_seq"]()[0]
+    diffs = {name: float(jnp.max(jnp.abs(fn()[0] - ref))) for name, fn in fns.items()}
+    n_tok = args.batch * T
+    row = {"K": K, "T": T, "B": args.batch, "max_abs_diff": max(diffs.values()),
+           "agrees": max(diffs.values()) <= AGREEMENT_ATOL, "seconds": {n: t.median for n, t in times.items()}}
+    for name, t in times.items():
+        row[f"{name}_tok_s"] = n_tok / t.median
+    s = row["seconds"]
+    row["par_over_seq"] = s["simlm_seq"] / s["simlm_par"]  # > 1: the parallel scan is faster
+    if HAS_DYNAMAX:
+        row["par_vs_dynamax_par"] = s["dynamax_par"] / s["simlm_par"]
+        row["seq_vs_dynamax_seq"] = s["dynamax_seq"] / s["simlm_seq"]
+    return row
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    backend = jax.default_backend()
+    print(f"HMM filters: B={args.batch} T={args.lengths} K={args.states} V={args.symbols} on {backend} "
+          f"({jax.devices()[0].device_kind}); dynamax {'installed' if HAS_DYNAMAX else 'NOT installed (skipped)'}")
+    rows = [bench_one(K, T, args) for T in args.lengths for K in args.states]
+    cols = ["K", "T", ("simlm_seq_tok_s", "simlm seq tok/s"), ("simlm_par_tok_s", "simlm par tok/s"),
+            ("par_over_seq", "par ÷ seq speed")]
+    if HAS_DYNAMAX:
+        cols += [("dynamax_seq_tok_s", "dynamax seq tok/s"), ("dynamax_par_tok_s", "dynamax par tok/s"),
+                 ("seq_vs_dynamax_seq", "seq: simlm/dynamax"), ("par_vs_dynamax_par", "par: simlm/dynamax")]
+    cols.append(("max_abs_diff", "max|Δp|"))
+    print_table(rows, cols, title="filter throughput (median; speeds are ratios of the same run)")
+    agree = all(r["agrees"] for r in rows)
+    print(f"\nevery contender's predicted laws agree within {AGREEMENT_ATOL:g}: {'yes' if agree else 'NO'}")
+    versions = {"numpy": np.__version__}
+    if HAS_DYNAMAX:
+        import dynamax
+        versions["dynamax"] = dynamax.__version__
+    out = write_json(args.out, {"benchmark": "filters", "config": {**vars(args), "backend": backend},
+                                "versions": versions, "peer_installed": {"dynamax": HAS_DYNAMAX},
+                                "results": rows, "agrees": agree})
+    print(f"wrote {out}")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

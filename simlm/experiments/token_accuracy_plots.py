@@ -1,0 +1,155 @@
+"""What :mod:`simlm.experiments.token_accuracy` draws from its result dict (rebuilt from the sweep's rows):
+the verdict on each of the paper's observations, the text summary and the six-panel figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def verdicts(r: dict) -> dict:
+    """For each of the paper's observations: (i) already true of the Bayes predictor, (ii) a learning effect
+    that closes toward Bayes as ε falls, or (iii) not reproduced — decided from the numbers, with why."""
+    bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
+    rungs = top["rungs"]
+    probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
+    ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in r["groups_ladder"]["rungs"]]
+    best = rungs[-1]
+    out = {}
+    out["apt_grows_with_frequency"] = (
+        "(i)" if bz["spearman"] > 0 and top["bayes"]["spearman"] > 0 else "(iii)",
+        f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f}, topic "
+        f"{top['bayes']['spearman']:.2f}; trained (last) {best['spearman']:.2f}")
+    out["small_strong_match_clusters"] = (
+        "(i)" if bz["within_class_errors"] > 0.2 and bz["n_predicted"] <= r["block_zipf"]["n_classes"] else "(iii)",
+        f"Bayes on block-zipf outputs {bz['n_predicted']} distinct tokens; {100 * bz['within_class_errors']:.0f} % of its "
+        f"errors stay in the true block; groups world ARI at τ = {r['thresholds'][2]}: "
+        f"{r['groups']['selected']['clusters'][2]['ari']}")
+    rises = probe[-1][-1] > probe[-1][0]
+    closes = abs(probe[-1][-1] - top["bayes"]["mean_apt"]) < abs(probe[0][-1] - top["bayes"]["mean_apt"]) or len(rungs) == 1
+    out["order_parameter_rises_along_blocks"] = (
+        "(ii)" if rises and closes else "(iii)",
+        f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
+        f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}")
+    clean = [np.nan if a is None else round(a, 3) for a in ari[-1]]
+    out["clusters_sharpen_along_blocks"] = (
+        "(ii)" if len(clean) > 1 and np.nan_to_num(clean[-1]) > np.nan_to_num(clean[0]) else "(iii)",
+        f"groups world, probe cluster ARI along blocks (last rung) {clean}; Bayes ARI "
+        f"{r['groups_ladder']['bayes']['clusters'][2]['ari']} at τ = {r['thresholds'][2]}")
+    out["finetuning_improves_along_blocks"] = (
+        "(ii)" if ft["accuracy"][-1] > ft["accuracy"][0] else "(iii)",
+        f"head accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}")
+    out["confidence_independent_of_input_apt"] = (
+        "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
+        f"corr(confidence, mean input APT): Bayes {ft['corr_bayes']:.2f}, model {ft['corr_model']:.2f}")
+    out["explanation_strong_match_substitution"] = (
+        "(i)" if sub["within"]["tv_exact"] < 1e-3 < sub["across"]["tv_exact"] else "(iii)",
+        f"TV change of exact P(y|x): within {sub['within']['tv_exact']:.2g}, across {sub['across']['tv_exact']:.2g}, "
+        f"random {sub['random']['tv_exact']:.2g}; model |Δconfidence| within {sub['within']['dconf_model']:.3f}, "
+        f"across {sub['across']['dconf_model']:.3f}")
+    return out
+
+
+def _ladder_lines(name: str, top: dict) -> list:
+    lines = [f"{name} Bayes ⟨APT⟩ {top['bayes']['mean_apt']:.3f} accuracy {top['bayes']['accuracy']:.3f}; local "
+             f"⟨APT⟩ {top['local']['mean_apt']:.3f} accuracy {top['local']['accuracy']:.3f}"]
+    for g in top["rungs"]:
+        lines.append(f"  rung {g['target']:g} (masked ε {g['masked_eps']:.3f}, corrupted ε {g['corrupted_eps']:.3f})")
+        for readout in ("probe", "lens"):
+            rows = [row for row in g["rows"] if row["readout"] == readout]
+            lines.append(f"    {readout}: ⟨APT⟩ " + " ".join(f"{row['mean_apt']:.3f}" for row in rows)
+                         + " | acc " + " ".join(f"{row['accuracy']:.3f}" for row in rows)
+                         + " | gap closed " + " ".join(f"{row['gap_closed']:.2f}" for row in rows)
+                         + " | ARI " + " ".join("-" if row["ari"] is None else f"{row['ari']:.2f}" for row in rows))
+    return lines
+
+
+def summary(r: dict) -> str:
+    lines = []
+    for name in ("block_zipf", "groups"):
+        for where in ("selected", "masked"):
+            s = r[name][where]
+            lines.append(f"{name} [{where}] Bayes ⟨APT⟩ {s['mean_apt']:.3f} (RB {s['mean_apt_rb']:.3f}) accuracy "
+                         f"{s['accuracy']:.3f} distinct outputs {s['n_predicted']} within-class errors "
+                         f"{s['within_class_errors']:.2f} Spearman {s['spearman']:.2f}")
+    for name in ("topic", "groups_ladder"):
+        lines += _ladder_lines(name, r[name])
+    ft = r["finetune"]
+    lines.append(f"fine-tuning accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} Bayes {ft['bayes_accuracy']:.3f} "
+                 f"(ceiling {ft['bayes_ceiling']:.3f}, majority {ft['majority']:.3f}); corr(conf, input APT) model "
+                 f"{ft['corr_model']:.2f} Bayes {ft['corr_bayes']:.2f}")
+    for mode, s in r["substitution"].items():
+        lines.append(f"substitution {mode}: TV exact {s['tv_exact']:.3g} Δconf Bayes {s['dconf_bayes']:.3g} "
+                     f"model {s['dconf_model']:.3g}")
+    for k, (v, why) in r["verdicts"].items():
+        lines.append(f"{v} {k}: {why}")
+    return "\n".join(lines)
+
+
+def plot(r: dict, out: Path) -> list:
+    """Write ``token_accuracy.png`` under ``out``; returns its path in a list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top, ft, sub = r["topic"], r["finetune"], r["substitution"]
+    fig, ax = plt.subplots(2, 3, figsize=(15, 8.5))
+    freq = np.asarray(top["frequency"])
+    order = np.argsort(freq)
+    a = ax[0, 0]
+    a.plot(freq[order], np.asarray(top["bayes"]["apt"], float)[order], "k-o", ms=3, label="Bayes (ε = 0)")
+    for g in top["rungs"]:
+        lab = f"model, masked ε = {g['masked_eps']:.3f}"
+        a.plot(freq[order], np.asarray(g["apt"], float)[order], "-o", ms=2, alpha=0.7, label=lab)
+    a.set(xscale="log", xlabel="token frequency (exact marginal)", ylabel="APT(w)", title="APT against frequency (topic world)")
+    a.legend(fontsize=7)
+    a = ax[0, 1]
+    for i, g in enumerate(top["rungs"]):
+        for readout, style in (("probe", "-o"), ("lens", "--x")):
+            rows = [row for row in g["rows"] if row["readout"] == readout]
+            a.plot([row["block"] for row in rows], [row["mean_apt"] for row in rows], style, color=f"C{i}",
+                   label=f"{readout}, ε = {g['masked_eps']:.3f}")
+    a.axhline(top["bayes"]["mean_apt"], color="k", label="Bayes predictor")
+    a.axhline(top["local"]["mean_apt"], color="grey", ls=":", label="token + position predictor (block 0)")
+    a.set(xlabel="block (0 = embeddings)", ylabel="⟨APT⟩ (type-averaged)", title="order parameter along blocks")
+    a.legend(fontsize=6)
+    a = ax[0, 2]
+    groups = r["groups_ladder"]
+    for i, g in enumerate(groups["rungs"]):
+        rows = [row for row in g["rows"] if row["readout"] == "probe"]
+        a.plot([row["block"] for row in rows], [np.nan if row["ari"] is None else row["ari"] for row in rows], "-o",
+               color=f"C{i}", label=f"probe, ε = {g['masked_eps']:.3f}")
+    bayes_ari = [c["ari"] for c in groups["bayes"]["clusters"] if c["threshold"] == r["config"]["threshold"]]
+    if bayes_ari and bayes_ari[0] is not None:
+        a.axhline(bayes_ari[0], color="k", label="Bayes")
+    a.set(xlabel="block", ylabel="ARI vs planted classes", title=f"confusion-cluster ARI, groups world (τ = {r['config']['threshold']})")
+    a.legend(fontsize=7)
+    a = ax[1, 0]
+    a.scatter(ft["input_apt_model"], ft["confidence_model"], s=6, alpha=0.5, label=f"model (r = {ft['corr_model']:.2f})")
+    a.scatter(ft["input_apt_bayes"], ft["confidence_bayes"], s=6, alpha=0.5, label=f"Bayes (r = {ft['corr_bayes']:.2f})")
+    a.set(xlabel="mean APT of the input's tokens", ylabel="max-softmax confidence", title="confidence vs input APT")
+    a.legend(fontsize=7)
+    a = ax[1, 1]
+    a.plot(range(len(ft["accuracy"])), ft["accuracy"], "-o", label="linear head on frozen block")
+    a.axhline(ft["bayes_accuracy"], color="k", label="Bayes classifier")
+    a.axhline(ft["majority"], color="grey", ls=":", label="majority")
+    a.set(xlabel="block", ylabel="test accuracy", title="fine-tuning (topic at the middle position)")
+    a.legend(fontsize=7)
+    a = ax[1, 2]
+    modes = list(sub)
+    xs = np.arange(len(modes))
+    a.bar(xs - 0.2, [sub[m]["tv_exact"] for m in modes], 0.4, label="TV change of exact P(y|x)")
+    a.bar(xs + 0.2, [sub[m]["dconf_model"] for m in modes], 0.4, label="|Δ model confidence|")
+    a.set_xticks(xs, modes)
+    a.set(title="substitution test (20 % of tokens)")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out) / "token_accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+__all__ = ["plot", "summary", "verdicts"]

@@ -1,0 +1,394 @@
+"""Anchor vectors in log-linear worlds (Wu, Lee & Ge, NeurIPS 2023, "Connecting Pre-trained Language
+Model and Downstream Task via Properties of Representation").
+
+The paper's model is p(w | x) ∝ exp⟨v_w, f(x)⟩.  Its theorem text is not available here: every statement
+below is *derived* from that model and the paper's abstract, and each is a small function a user can
+replace.  Everything works on rows (contexts) x = 1..n with weights π_x (:class:`AnchorContexts`),
+float64 numpy throughout.
+
+- Only logit differences are identified: log p(w|x) − log p(w'|x) = ⟨v_w − v_w', f(x)⟩.  A change of f
+  along a direction e with ⟨v_w, e⟩ equal for every w leaves p unchanged (construction N1).
+- Anchor (the paper's property): for a bulk B(x) of words, log Z_B(x) = log Σ_{w∈B(x)} e^{⟨v_w, f(x)⟩}
+  ≈ ⟨v_0, f(x)⟩ + c.  :func:`anchor_fit` fits (v_0, c) by weighted least squares; r(x) is its residual.
+- Score identity (derived, exact for every softmax LM and every v_0, c): with u = Σ_{w∈S} c_w (v_w − v_0),
+
+      ⟨u, f(x)⟩ = Σ_{w∈S} c_w [log p(w|x) − log p(B(x)|x)] + (Σ_w c_w)(c + r(x)),
+
+  because log p(w|x) − log p(B|x) = ⟨v_w, f⟩ − log Z_B = ⟨v_w − v_0, f⟩ − c − r.  The first term (the
+  *probability part*) is identified by p; the second (the *anchor part*) is not, unless Σ c_w = 0.
+- Transfer bound (derived): err ≤ P(margin < m) + min(√(ε/2)/t(m), ε/(2t(m)²)) with t(m) set by ‖c‖₁,
+  a probability floor γ and the anchor residuals — in :mod:`simlm.theory.anchor_bound`, with its proof.
+- The negative constructions N1, N2 and the analytic LMs on these rows: :mod:`simlm.theory.anchor_constructions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from simlm.checks import as_rng, check_positive, check_positive_int, check_real_array
+from simlm.errors import ConfigError, ShapeError
+from simlm.theory._convex import ridge_logistic
+
+TASKS = ("anchored", "contrast", "rare-carrier", "latent")
+#: relative singular-value cutoff of the anchor fit: features stored in float32 carry ~1e-7 relative
+#: rounding, which must not count as a direction in which f varies (the shift ambiguity of v_0).
+_RCOND = 1e-5
+
+
+# ---- contexts --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnchorContexts:
+    """Rows x of a log-linear world: ``logp (n, V)`` = log p*(·|x), ``features (n, d)`` = f*(x),
+    ``embeddings (d, V)`` = V*, ``weights (n,)`` π_x summing to 1, ``states (n,)`` h(x), and
+    ``planted`` v_0 (d,) of the world (None for an unstructured world)."""
+
+    logp: np.ndarray
+    features: np.ndarray
+    embeddings: np.ndarray
+    weights: np.ndarray
+    states: np.ndarray
+    planted: np.ndarray | None
+
+    @property
+    def logits(self) -> np.ndarray:
+        """⟨v*_w, f*(x)⟩, ``(n, V)``."""
+        return self.features @ self.embeddings
+
+
+def anchor_contexts(world, tokens=None) -> AnchorContexts:
+    """The rows of a :class:`~simlm.worlds.LogLinearWorld`: one per automaton state (uniform weights) when
+    ``tokens`` is None, else one per position of ``tokens (n, T)`` (uniform over positions)."""
+    from simlm.worlds import LogLinearWorld
+
+    if not isinstance(world, LogLinearWorld):
+        raise ConfigError(f"world: anchor vectors are defined for a LogLinearWorld, got {type(world).__name__}")
+    Z, W = np.asarray(world.representations, np.float64), np.asarray(world.word_embeddings, np.float64)
+    if tokens is None:
+        states = np.arange(world.n_states)
+    else:
+        states = np.asarray(world.states(tokens)).reshape(-1)
+    f = Z[states]
+    try:
+        planted = np.asarray(world.anchor_vector(), np.float64)
+    except ConfigError:  # an unstructured world: no planted anchor
+        planted = None
+    return AnchorContexts(log_softmax(f @ W), f, W, np.full(len(states), 1.0 / len(states)), states, planted)
+
+
+def log_softmax(logits) -> np.ndarray:
+    """log_softmax over the last axis, float64."""
+    z = np.asarray(logits, np.float64)
+    top = z.max(-1, keepdims=True)
+    return z - top - np.log(np.exp(z - top).sum(-1, keepdims=True))
+
+
+def log_bulk_partition(logits, bulk=None) -> np.ndarray:
+    """log Z_B(x) = log Σ_{w∈B(x)} exp(logits(x, w)), ``(n, V)`` → ``(n,)`` float64 (all words when ``bulk`` is
+    None); on log-probabilities it is log p(B(x)|x)."""
+    z = np.asarray(logits, np.float64)
+    z = np.where(bulk, z, -np.inf) if bulk is not None else z
+    top = z.max(-1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(-1, keepdims=True)))[..., 0]
+
+
+def _weights(weights, n: int) -> np.ndarray:
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = check_real_array("weights", weights)
+    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+        raise ConfigError(f"weights: expected {n} non-negative weights with a positive sum, got shape {w.shape}")
+    return w / w.sum()
+
+
+# ---- the bulk and the anchor fit -------------------------------------------------------------------
+
+def bulk_mask(logp_star, *, top_k: int | None = None, threshold: float | None = None, words=None) -> np.ndarray:
+    """B(x), ``(n, V)`` bool: the complement of the ``top_k`` most likely words under p*(·|x), or the words
+    with p*(w|x) < ``threshold``, or the fixed set ``words`` — exactly one of the three."""
+    lp = check_real_array("logp_star", logp_star)
+    if lp.ndim != 2:
+        raise ShapeError(f"logp_star: expected (n, V), got {lp.shape}")
+    n, V = lp.shape
+    if sum(o is not None for o in (top_k, threshold, words)) != 1:
+        raise ConfigError("bulk: give exactly one of top_k, threshold, words")
+    if top_k is not None:
+        k = check_positive_int("top_k", top_k, minimum=0, maximum=V - 1)
+        mask = np.ones((n, V), bool)
+        np.put_along_axis(mask, np.argsort(-lp, axis=1)[:, :k], False, axis=1)
+        return mask
+    if threshold is not None:
+        mask = np.exp(lp) < check_positive("threshold", threshold)
+    else:
+        ids = np.asarray(words).reshape(-1)
+        if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= V:
+            raise ConfigError(f"words: expected word ids in [0, {V}), got {words!r}")
+        mask = np.zeros((n, V), bool)
+        mask[:, ids] = True
+    if not mask.any(1).all():
+        raise ConfigError(f"bulk: context {int(np.flatnonzero(~mask.any(1))[0])} has an empty bulk; raise the threshold")
+    return mask
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnchorFit:
+    """log Z_B(x) ≈ ⟨``v0``, f(x)⟩ + ``c``: ``residual (n,)`` r(x) (π-mean 0), ``mse`` = E_π r², ``r2``,
+    ``max_residual``, ``constant_mse`` = Var_π log Z_B (the constant-only fit), and the same fit of the
+    full log Z (``full_mse``, ``full_r2``, ``full_constant_mse``).  ``angle`` (degrees) between v0 and the
+    planted anchor after projecting both on the span of the centred features (components along directions
+    in which f does not vary are the shift ambiguity: only their constant reaches log Z_B); None if no
+    anchor was planted."""
+
+    v0: np.ndarray
+    c: float
+    residual: np.ndarray
+    mse: float
+    r2: float
+    max_residual: float
+    constant_mse: float
+    full_mse: float
+    full_r2: float
+    full_constant_mse: float
+    angle: float | None
+
+
+def _linear_fit(y, f, w):
+    """Weighted least squares y ≈ f·a + c (minimum-norm a), returns (a, c, residual, mse, var)."""
+    mean_f, mean_y = w @ f, w @ y
+    fc, yc = f - mean_f, y - mean_y
+    sw = np.sqrt(w)[:, None]
+    a = np.linalg.lstsq(sw * fc, sw[:, 0] * yc, rcond=_RCOND)[0]
+    res = yc - fc @ a
+    return a, float(mean_y - mean_f @ a), res, float(w @ res**2), float(w @ yc**2)
+
+
+def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorFit:
+    """Fit log Z_B(x) = logsumexp_{w∈B(x)} logits(x, w) ≈ ⟨v0, f(x)⟩ + c over the rows ``logits (n, V)``,
+    ``features (n, d)``, ``bulk (n, V)`` bool, weighted by ``weights (n,)`` (uniform by default).
+    ``planted (d,)``: the world's anchor, to report the angle.  R² = 1 − mse/constant_mse (1 when log Z_B
+    is constant)."""
+    z, f = check_real_array("logits", logits), check_real_array("features", features)
+    B = np.asarray(bulk, bool)
+    if z.ndim != 2 or f.ndim != 2 or f.shape[0] != z.shape[0] or B.shape != z.shape:
+        raise ShapeError(f"logits, features, bulk: expected (n, V), (n, d), (n, V), got {z.shape}, {f.shape}, {B.shape}")
+    w = _weights(weights, z.shape[0])
+    v0, c, res, mse, var = _linear_fit(log_bulk_partition(z, B), f, w)
+    _, _, _, full_mse, full_var = _linear_fit(log_bulk_partition(z), f, w)
+    angle = None
+    if planted is not None:
+        p = check_real_array("planted", planted)
+        if p.shape != (f.shape[1],):
+            raise ShapeError(f"planted: expected shape ({f.shape[1]},), got {p.shape}")
+        U, s, _ = np.linalg.svd((f - w @ f).T * np.sqrt(w), full_matrices=False)
+        U = U[:, s > _RCOND * max(s.max(), 1e-300)]
+        a, b = U.T @ v0, U.T @ p
+        cos = a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300)
+        angle = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    r2 = lambda m, v: 1.0 - m / v if v > 1e-300 else 1.0
+    return AnchorFit(v0, c, res, mse, r2(mse, var), float(np.abs(res).max()), var, full_mse, r2(full_mse, full_var),
+                     full_var, angle)
+
+
+def world_anchor_fit(ctx: AnchorContexts, bulk) -> AnchorFit:
+    """:func:`anchor_fit` of the world itself (logits ⟨v*_w, f*(x)⟩, features f*), angle to the planted v_0."""
+    return anchor_fit(ctx.logits, ctx.features, bulk, ctx.weights, planted=ctx.planted)
+
+
+# ---- non-identifiability ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WordErrors:
+    """Per word w: ``frequency (V,)`` = E_π p*(w|x) and ``error (V,)`` = E_π |log p(w|x) − log p*(w|x)|;
+    ``order (V,)`` sorts the words from most to least frequent."""
+
+    frequency: np.ndarray
+    error: np.ndarray
+    order: np.ndarray
+
+
+def word_errors(logp_star, logp_lm, weights=None) -> WordErrors:
+    """Per-word log-probability errors of an LM against p*, by word frequency: logits are not identified
+    (a shift common to every word is invisible), log-probabilities are."""
+    a, b = check_real_array("logp_star", logp_star), check_real_array("logp_lm", logp_lm)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ShapeError(f"logp_star, logp_lm: expected equal (n, V) shapes, got {a.shape} and {b.shape}")
+    w = _weights(weights, a.shape[0])
+    freq = w @ np.exp(a)
+    return WordErrors(freq, w @ np.abs(b - a), np.argsort(-freq))
+
+
+# ---- tasks -----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnchorTask:
+    """Labels y(x) = 1[score*(x) + bias ≥ 0] with score*(x) = ⟨``direction``, f*(x)⟩.  Word tasks have
+    ``words (k,)``, ``coef (k,)`` and direction u* = Σ c_w (v*_w − v_0) (v_0 the world's fitted anchor);
+    the latent task has none (its direction picks a half of the states).  ``bias`` balances the classes
+    under π; ``margin (n,)`` = |score* + bias|."""
+
+    name: str
+    direction: np.ndarray
+    words: np.ndarray | None
+    coef: np.ndarray | None
+    score: np.ndarray
+    bias: float
+    labels: np.ndarray
+    margin: np.ndarray
+
+
+def _weighted_median(x, w) -> float:
+    i = np.argsort(x)
+    return float(x[i][np.searchsorted(np.cumsum(w[i]), 0.5)])
+
+
+def _balancing_bias(score, w) -> float:
+    """−(the midpoint between the two scores where the π-mass crosses ½): balanced classes and no
+    context on the threshold (its margin would be 0 and rounding alone would decide its label)."""
+    i = np.argsort(score)
+    s, k = score[i], int(np.searchsorted(np.cumsum(w[i]), 0.5))
+    above = s[s > s[k] + 1e-9 * (1 + abs(s[k]))]  # the next distinct score (rows may share a state)
+    return float(-(s[k] + above[0]) / 2) if above.size else float(-s[k] + 1.0)
+
+
+def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
+    score = ctx.features @ direction
+    bias = _balancing_bias(score, ctx.weights)
+    return AnchorTask(name, direction, words, coef, score, bias, score + bias >= 0, np.abs(score + bias))
+
+
+def _word_ids(words, V: int) -> np.ndarray:
+    """Task words as distinct int ids in [0, V), or a ConfigError naming ``words``."""
+    ids = np.asarray(words).reshape(-1)
+    if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
+            or ids.max() >= V or np.unique(ids).size != ids.size:
+        raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}")
+    return ids
+
+
+def word_task(ctx: AnchorContexts, fit: AnchorFit, words, coef, name: str = "anchored") -> AnchorTask:
+    """score*(x) = Σ_{w∈S} c_w ⟨v*_w − v_0, f*(x)⟩ over the task ``words`` with ``coef`` c, v_0 = ``fit.v0``
+    (so the world's own anchored head is exact)."""
+    ids = _word_ids(words, ctx.embeddings.shape[1])
+    c = check_real_array("coef", coef).reshape(-1)
+    if ids.shape != c.shape or ids.size == 0:
+        raise ShapeError(f"words, coef: expected equal non-empty lengths, got {ids.shape} and {c.shape}")
+    return _task(name, ctx, ctx.embeddings[:, ids] @ c - c.sum() * fit.v0, ids, c)
+
+
+def random_tasks(ctx: AnchorContexts, fit: AnchorFit, seed, *, n_words: int = 2, rare_words=None) -> dict:
+    """The four tasks: ``anchored`` (the ``n_words`` most frequent words, c_w ~ U(0.5, 1.5), Σc ≠ 0),
+    ``contrast`` (the same words, c centred so Σc = 0), ``rare-carrier`` (a contrast over ``rare_words``,
+    default the ``n_words`` least frequent) and ``latent`` (1[h(x) ∈ H₊], H₊ the states where ⟨a, f*⟩ is
+    above its median, a random)."""
+    rng = as_rng(seed)
+    k = check_positive_int("n_words", n_words, minimum=2)
+    order = np.argsort(-(ctx.weights @ np.exp(ctx.logp)))
+    top = order[:k]
+    rare = order[-k:] if rare_words is None else np.asarray(rare_words).reshape(-1)
+    c = rng.uniform(0.5, 1.5, k)
+    cr = rng.normal(size=len(rare))
+    if len(rare) < 2:
+        raise ConfigError(f"rare_words: a contrast needs at least two words, got {rare_words!r}")
+    return {"anchored": word_task(ctx, fit, top, c, "anchored"),
+            "contrast": word_task(ctx, fit, top, c - c.mean(), "contrast"),
+            "rare-carrier": word_task(ctx, fit, rare, cr - cr.mean(), "rare-carrier"),
+            "latent": _task("latent", ctx, rng.normal(size=ctx.features.shape[1]))}
+
+
+# ---- the score identity and the heads --------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoreIdentity:
+    """⟨u, f(x)⟩ (``lhs``) against ``probability`` Σ c_w [log p(w|x) − log p(B|x)] + ``anchor`` (Σc)(c + r(x));
+    ``gap`` = max_x |lhs − probability − anchor| (0 up to rounding)."""
+
+    lhs: np.ndarray
+    probability: np.ndarray
+    anchor: np.ndarray
+    gap: float
+
+
+def probability_part(logp, bulk, words, coef) -> np.ndarray:
+    """Σ_{w∈S} c_w [log p(w|x) − log p(B(x)|x)], ``(n,)``: the part of an anchored score that p identifies."""
+    lp = np.asarray(logp, np.float64)
+    return (lp[:, np.asarray(words)] - log_bulk_partition(lp, bulk)[:, None]) @ np.asarray(coef, np.float64)
+
+
+def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> ScoreIdentity:
+    """Both sides of the score identity (module docstring) for a softmax LM (``features (n, d)``,
+    ``embeddings (d, V)``) and its anchor ``fit`` over ``bulk``."""
+    f, E = check_real_array("features", features), check_real_array("embeddings", embeddings)
+    if f.ndim != 2 or E.ndim != 2 or f.shape[1] != E.shape[0]:
+        raise ShapeError(f"features, embeddings: expected (n, d) and (d, V), got {f.shape} and {E.shape}")
+    words, c = _word_ids(words, E.shape[1]), check_real_array("coef", coef).reshape(-1)
+    if c.shape != words.shape:
+        raise ShapeError(f"words, coef: expected equal lengths, got {words.shape} and {c.shape}")
+    lhs = f @ (E[:, words] @ c - c.sum() * fit.v0)
+    prob = probability_part(log_softmax(f @ E), bulk, words, c)
+    anchor = c.sum() * (fit.c + fit.residual)
+    return ScoreIdentity(lhs, prob, anchor, float(np.abs(lhs - prob - anchor).max()))
+
+
+def _error(pred, labels, w) -> float:
+    return float(w @ (pred != labels))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HeadErrors:
+    """The anchored head's error at the task's threshold (``error``), with the LM's probability part and
+    the world's anchor part (``probability_error``), and the world's probability part with the LM's anchor
+    part (``anchor_error``); ``zero_shot_error`` with the label-free threshold (the π-median of its score)."""
+
+    error: float
+    probability_error: float
+    anchor_error: float
+    zero_shot_error: float
+
+
+def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_lm, residual_star) -> HeadErrors:
+    """The zero-shot anchored head u = Σ c_w (v_w − v_0) of an LM, read through the score identity:
+    score_LM(x) = Σ c_w [log p(w|x) − log p(B|x)] + (Σc) r_LM(x), compared at the threshold of the same
+    task on the world (whose score is Σ c_w [log p* …] + (Σc)(c* + r*(x)))."""
+    if task.words is None:
+        raise ConfigError(f"task: the {task.name!r} task has no words; the anchored head needs a word task")
+    c, w = task.coef, ctx.weights
+    # score* + bias = prob* + Σc (c* + r*) + bias: the threshold on prob + Σc r is −bias − Σc c*
+    offset = task.score + task.bias - probability_part(ctx.logp, bulk, task.words, c) - c.sum() * residual_star
+    prob_lm = probability_part(logp_lm, bulk, task.words, c)
+    prob_star = probability_part(ctx.logp, bulk, task.words, c)
+    full = prob_lm + c.sum() * residual_lm
+    return HeadErrors(_error(full + offset >= 0, task.labels, w),
+                      _error(prob_lm + c.sum() * residual_star + offset >= 0, task.labels, w),
+                      _error(prob_star + c.sum() * residual_lm + offset >= 0, task.labels, w),
+                      _error(full >= _weighted_median(full, w), task.labels, w))
+
+
+def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2: float = 1e-3) -> float:
+    """π-weighted 0-1 error on every row of a ridge-logistic probe on frozen ``features (n, d)`` (each
+    column standardised), fitted on ``n_label`` rows drawn from π with ``seed``."""
+    f = check_real_array("features", features)
+    y = np.asarray(labels, bool)
+    w = _weights(weights, f.shape[0])
+    idx = as_rng(seed).choice(f.shape[0], check_positive_int("n_label", n_label), p=w)
+    mu, sd = f[idx].mean(0), f[idx].std(0)
+    X = (f - mu) / np.where(sd > 1e-12, sd, 1.0)
+    v, b = ridge_logistic(X[idx], y[idx].astype(float), (~y[idx]).astype(float), check_positive("l2", l2))
+    return _error(X @ v + b >= 0, y, w)
+
+
+def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
+    """The exact world's linear readout of the task moved to the LM: ⟨q, log p(·|x)⟩ with q the minimum-norm
+    vector with ⟨q, log p*(·|x)⟩ = ⟨u*, f*(x)⟩ − const for every x (q ⊥ 1), at the task's threshold."""
+    V = ctx.embeddings.shape[1]
+    C = np.eye(V) - 1.0 / V
+    q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
+    shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
+    return _error(np.asarray(logp_lm) @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
+
+
+__all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
+           "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
+           "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
+           "TASKS"]

@@ -1,0 +1,281 @@
+"""The order parameter ⟨APT⟩ along a masked transformer's blocks, and fine-tuning per block — Tzach et al. (2025).
+
+The paper (as summarised; full text unavailable) reports ⟨APT⟩ rising from ≈ 0.037 at the embedding layer
+to 0.31 at block 6 of BERT-6, strong-match clusters sharpening along the blocks, and fine-tuning accuracy
+rising along the blocks.  Its per-block readout is not stated, so both usual ones are computed here:
+
+- ``probe``: a fresh MLM head (multinomial logistic regression, :func:`simlm.downstream.fit_linear_head`)
+  trained on the frozen, final-LayerNorm'd hidden state LN(h_k) at the selected positions of a training set;
+- ``lens``: the model's own output layer applied to block k, softmax(Φᵀ LN(h_k)) (the "logit lens"); at
+  k = L it is the model's law exactly.
+
+Block k = 0 is the embedding layer; it sees only the corrupted token and its position, so its accuracy is at
+most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes decisions maximise accuracy,
+not the type-averaged ⟨APT⟩: a readout's ⟨APT⟩ may exceed the Bayes predictor's — derived, and seen.)  Every block is scored against the exact Bayes
+posterior P(x_t | y, s_t = 1) on the same corrupted test inputs: ⟨APT⟩, token accuracy, ε_k = mean KL(p_B ‖
+p_k) over selected positions (nats), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes −
+acc_local), and the ARI of the confusion clusters against the planted classes.
+
+Fine-tuning (:func:`finetune_along_blocks`): a sequence label y read from the hidden path (the topic at a
+fixed position of a :func:`~simlm.worlds.topic.topic_syntax_hmm`), its exact Bayes classifier P(y | x) from
+the smoothed state posterior, and a linear head on the mean-pooled LN(h_k) of clean inputs for each block.
+The paper states that the classifier's confidence is independent of the input's mean APT; here both the
+model's and the Bayes classifier's correlations are measured.  :func:`substitution_test` is the paper's
+explanation ("tokens are replaced primarily by strong-match tokens") as a causal test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from simlm.checks import as_array, as_rng, check_positive_int, check_tokens
+from simlm.downstream import fit_linear_head
+from simlm.errors import ConfigError, ShapeError
+from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, local_bayes_probs
+from simlm.theory.token_accuracy import TokenAccuracy, confusion_clusters, token_accuracy
+from simlm.worlds.base import check_number
+
+
+@partial(jax.jit, static_argnums=0)
+def _normed_hidden(graphdef, state, inputs):
+    model = nnx.merge(graphdef, state)
+    _, hidden = model(inputs, return_hidden=True)
+    return jnp.stack([model.final_norm(h) for h in hidden])
+
+
+def block_features(lm, inputs) -> np.ndarray:
+    """LN(h_k) for k = 0..L (embedding, then each block's output) of a transformer LM (``graphdef``,
+    ``state`` as :class:`~simlm.models.transformer.TransformerLM` holds them) on raw input ids ``(n, T)``
+    (MASK allowed), ``(L + 1, n, T, d)`` float32 — LN is the model's final LayerNorm."""
+    if not hasattr(lm, "graphdef") or not hasattr(lm, "unembedding"):
+        raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
+    ids, _ = check_tokens(inputs, lm.config.vocab_size, "inputs")
+    return np.asarray(_normed_hidden(lm.graphdef, lm.state, jnp.asarray(ids)))
+
+
+def logit_lens(lm, features) -> np.ndarray:
+    """softmax(Φᵀ LN(h_k)) for features ``(..., d)`` from :func:`block_features`: laws ``(..., V)``."""
+    return np.asarray(jax.nn.softmax(jnp.asarray(features) @ jnp.asarray(lm.unembedding), axis=-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockRow:
+    """One readout of one block: ⟨APT⟩ (type-averaged), token accuracy, ε = KL(p_B ‖ p_k) (nats per selected
+    position), the fraction of the Bayes gap closed, and the cluster ARI/NMI vs planted classes."""
+
+    block: int
+    readout: str  # "probe" | "lens"
+    mean_apt: float
+    mean_apt_se: float
+    accuracy: float
+    epsilon: float
+    gap_closed: float
+    ari: float | None
+    nmi: float | None
+    n_kept: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderParameter:
+    """Per-block rows, the Bayes predictor's and the local (token + position) predictor's accuracies on
+    the same test inputs, and the final model's own."""
+
+    rows: tuple
+    bayes: TokenAccuracy
+    local: TokenAccuracy
+    final: TokenAccuracy
+
+    def series(self, readout: str, field: str) -> np.ndarray:
+        return np.array([getattr(r, field) for r in self.rows if r.readout == readout], dtype=float)
+
+
+def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corruption(), seed: int = 0,
+                    classes=None, threshold: float = 0.1, probe_steps: int = 300, readouts=("probe", "lens"),
+                    ) -> OrderParameter:
+    """⟨APT⟩ and the rest along the blocks of a masked transformer ``lm`` on an HMM-backed ``world``; the
+    probes fit on ``train_tokens (n, T)`` corrupted with ``seed``, every score on ``test_tokens`` corrupted
+    with ``seed + 1``."""
+    bad = [r for r in readouts if r not in ("probe", "lens")]
+    if bad or not readouts:
+        raise ConfigError(f"readouts: expected some of ('probe', 'lens'), got {readouts!r}")
+    probe_steps = check_positive_int("probe_steps", probe_steps)
+    V = int(world.n_symbols)
+    x_tr, _ = check_tokens(train_tokens, V, "train_tokens")
+    x_te, _ = check_tokens(test_tokens, V, "test_tokens")
+    y_tr, s_tr = corrupt(seed, x_tr, corruption, V)
+    y_te, s_te = corrupt(seed + 1, x_te, corruption, V)
+    bayes = bayes_corrupted_probs(world, y_te, corruption)
+    b_acc = token_accuracy(bayes, x_te, s_te, bayes)
+    l_acc = token_accuracy(local_bayes_probs(world, y_te, corruption), x_te, s_te, bayes)
+    f_te = block_features(lm, y_te)
+    f_tr = block_features(lm, y_tr) if "probe" in readouts else None
+    gap = b_acc.accuracy - l_acc.accuracy
+    rows, final = [], None
+    for k in range(f_te.shape[0]):
+        for readout in readouts:
+            if readout == "lens":
+                probs = logit_lens(lm, f_te[k])
+            else:
+                head = fit_linear_head(f_tr[k][s_tr], x_tr[s_tr], n_classes=V, steps=probe_steps, lr=0.05)
+                probs = np.zeros(f_te.shape[1:3] + (V,), np.float32)
+                probs[s_te] = np.asarray(jax.nn.softmax(head.logits(f_te[k][s_te]), axis=-1))
+                probs[~s_te] = 1.0 / V
+            acc = token_accuracy(probs, x_te, s_te, bayes)
+            if readout == "lens" and k == f_te.shape[0] - 1:
+                final = acc
+            cl = confusion_clusters(acc.confusion, threshold, classes) if acc.confusion.trace() > 0 else None
+            rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.accuracy, acc.epsilon,
+                                 (acc.accuracy - l_acc.accuracy) / gap if gap > 0 else float("nan"),
+                                 None if cl is None else cl.ari, None if cl is None else cl.nmi,
+                                 0 if cl is None else cl.n_kept))
+    if final is None:
+        final = token_accuracy(logit_lens(lm, f_te[-1]), x_te, s_te, bayes)
+    return OrderParameter(tuple(rows), b_acc, l_acc, final)
+
+
+# ---- fine-tuning per block and the confidence of the classifier ---------------------------------------
+
+def label_posterior(world, tokens, state_label, position: int) -> np.ndarray:
+    """Exact P(y | x) ``(n, C)`` for the label y = ``state_label[h_position]`` (e.g. the topic of the state
+    at ``position``): the smoothed posterior P(h_position | x_1:T) summed over the states of each label."""
+    lab = np.asarray(state_label, int)
+    if lab.shape != (int(world.n_states),) or lab.min() < 0:
+        raise ShapeError(f"state_label: expected one label ≥ 0 per state, shape ({world.n_states},), got {lab.shape}")
+    toks, _ = check_tokens(tokens, int(world.n_symbols))
+    if not 0 <= position < toks.shape[1]:
+        raise ConfigError(f"position: expected an index in [0, {toks.shape[1]}), got {position!r}")
+    post = np.asarray(world.state_posterior(toks), np.float64)[:, position]
+    return post @ np.eye(lab.max() + 1)[lab]
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """Heads on frozen blocks: ``accuracy (L + 1,)`` on test inputs, the Bayes classifier's accuracy and its
+    ceiling E max_y P(y | x); the Pearson correlation of each input's max-softmax confidence with its mean
+    token APT for the last block's head (``corr_model``, with the model's APT) and for the Bayes classifier
+    (``corr_bayes``, with the Bayes APT); the per-input arrays behind them."""
+
+    accuracy: np.ndarray
+    bayes_accuracy: float
+    bayes_ceiling: float
+    majority: float
+    corr_model: float
+    corr_bayes: float
+    confidence_model: np.ndarray
+    confidence_bayes: np.ndarray
+    input_apt_model: np.ndarray
+    input_apt_bayes: np.ndarray
+    head: object  # the last block's LinearHead
+
+    def confidence(self, lm, tokens) -> np.ndarray:
+        """max_y of the last block's head on ``tokens (n, T)`` through ``lm``: ``(n,)``."""
+        return np.asarray(jax.nn.softmax(self.head.logits(_pooled(lm, tokens)[-1]), axis=-1)).max(-1)
+
+
+def _pooled(lm, tokens) -> np.ndarray:
+    return block_features(lm, tokens).mean(axis=2)  # (L + 1, n, d)
+
+
+def input_apt(apt, tokens) -> np.ndarray:
+    """The mean APT(x_t) over the tokens of each input ``(n,)`` (types never seen count as APT 0)."""
+    table = np.nan_to_num(np.asarray(apt, np.float64), nan=0.0)
+    return table[np.asarray(tokens)].mean(axis=1)
+
+
+def _pearson(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
+
+
+def finetune_along_blocks(lm, world, train, test, state_label, position: int, *, apt_model, apt_bayes,
+                          steps: int = 400) -> FineTuning:
+    """``train``/``test`` = (tokens (n, T), states (n, T)) sampled from ``world`` with their hidden paths;
+    the label is ``state_label[states[:, position]]``.  ``apt_model``/``apt_bayes`` ``(V,)`` are the APT
+    tables of the pretrained model and of the Bayes predictor."""
+    lab = np.asarray(state_label, int)
+    (x_tr, h_tr), (x_te, h_te) = train, test
+    y_tr, y_te = lab[np.asarray(h_tr)[:, position]], lab[np.asarray(h_te)[:, position]]
+    C = int(lab.max()) + 1
+    f_tr, f_te = _pooled(lm, x_tr), _pooled(lm, x_te)
+    acc, conf, head = [], None, None
+    for k in range(f_tr.shape[0]):
+        head = fit_linear_head(f_tr[k], y_tr, n_classes=C, steps=steps, lr=0.05)
+        acc.append(head.accuracy(f_te[k], y_te))
+        conf = np.asarray(jax.nn.softmax(head.logits(f_te[k]), axis=-1)).max(-1)
+    post = label_posterior(world, x_te, lab, position)
+    a_m, a_b = input_apt(apt_model, x_te), input_apt(apt_bayes, x_te)
+    return FineTuning(np.array(acc), float(np.mean(post.argmax(1) == y_te)), float(post.max(1).mean()),
+                      float(np.bincount(y_te, minlength=C).max() / len(y_te)), _pearson(conf, a_m),
+                      _pearson(post.max(1), a_b), conf, post.max(1), a_m, a_b, head)
+
+
+# ---- the paper's explanation as a causal test ---------------------------------------------------------
+
+def substitute(tokens, token_class, mode: str, fraction: float, seed: int) -> np.ndarray:
+    """Replace a ``fraction`` of positions of ``tokens (n, T)`` by a uniformly drawn other token ``mode`` =
+    ``"within"`` its class, ``"across"`` (of another class) or ``"random"`` (any other token)."""
+    rng = as_rng(seed)
+    c = as_array("token_class", token_class)
+    if c.ndim != 1 or c.dtype.kind not in "iu" or not c.size:
+        raise ShapeError(f"token_class: expected integer classes of shape (V,), got {c.dtype} {c.shape}")
+    V = len(c)
+    x, _ = check_tokens(tokens, V)
+    fraction = check_number("fraction", fraction, minimum=0.0, maximum=1.0)
+    if not isinstance(mode, str) or mode not in ("within", "across", "random"):
+        raise ConfigError(f"mode: expected 'within', 'across' or 'random', got {mode!r}")
+    where = rng.random(x.shape) < fraction
+    for i, t in zip(*np.nonzero(where)):
+        w = x[i, t]
+        ok = np.arange(V) != w
+        if mode == "within":
+            ok &= c == c[w]
+        elif mode == "across":
+            ok &= c != c[w]
+        if ok.any():
+            x[i, t] = rng.choice(np.flatnonzero(ok))
+    return x
+
+
+class SubstitutionEffect(NamedTuple):
+    """Mean changes under one kind of substitution: TV of the exact P(y | x), |Δ| of the Bayes confidence
+    max_y P(y | x), |Δ| of the model's confidence."""
+
+    tv_exact: float
+    dconf_bayes: float
+    dconf_model: float
+
+
+class SubstitutionTest(NamedTuple):
+    within: SubstitutionEffect
+    across: SubstitutionEffect
+    random: SubstitutionEffect
+
+    def as_dict(self) -> dict:
+        return {mode: effect._asdict() for mode, effect in self._asdict().items()}
+
+
+def substitution_test(world, lm_confidence, tokens, token_class, state_label, position: int, *,
+                      fraction: float = 0.2, seed: int = 0) -> SubstitutionTest:
+    """For each mode of :func:`substitute` (``fraction`` of the positions of ``tokens (n, T)``), the mean
+    changes of :class:`SubstitutionEffect`, with ``lm_confidence(tokens) -> (n,)`` a classifier's max-softmax."""
+    base = label_posterior(world, tokens, state_label, position)
+    conf0 = np.asarray(lm_confidence(tokens))
+    effects = []
+    for i, mode in enumerate(SubstitutionTest._fields):
+        x = substitute(tokens, token_class, mode, fraction, seed + i)
+        post = label_posterior(world, x, state_label, position)
+        effects.append(SubstitutionEffect(float(0.5 * np.abs(post - base).sum(1).mean()),
+                                          float(np.abs(post.max(1) - base.max(1)).mean()),
+                                          float(np.abs(np.asarray(lm_confidence(x)) - conf0).mean())))
+    return SubstitutionTest(*effects)
+
+
+__all__ = ["block_features", "logit_lens", "BlockRow", "OrderParameter", "order_parameter", "label_posterior",
+           "FineTuning", "input_apt", "finetune_along_blocks", "substitute", "SubstitutionEffect",
+           "SubstitutionTest", "substitution_test"]

@@ -1,0 +1,259 @@
+"""Accuracy per token (APT), confusion clusters and the order parameter ⟨APT⟩ — Tzach et al. (2025).
+
+"Learning Mechanism Underlying NLP Pre-Training and Fine-Tuning" (arXiv 2509.03407) reads a masked LM
+through the accuracy of its masked-token predictions *per token type*.  The paper (as stated in its
+abstract and summaries; the full text was not available) defines
+
+    APT(w) = P(prediction = w | true token = w, position selected)               (paper)
+    ⟨APT⟩  = the average of APT over token types                                  (paper: the order parameter)
+
+and the token confusion matrix M[i, j] = #{masked token i predicted as j}; rows whose diagonal is not their
+maximum are dropped, each kept row is divided by its diagonal, and "strong-match clusters" appear.  The
+cluster threshold and the per-block readout are not stated there: here they are parameters.
+
+What is computed here (derived, on arrays): from laws ``probs (n, T, V)`` on corrupted inputs, the true
+``tokens (n, T)`` and the ``selected (n, T)`` positions,
+
+- the counting estimate APT(w) = hits / occurrences, with its binomial standard error √(p(1−p)/n_w)
+  (positions treated as independent: an approximation, stated);
+- given the Bayes posterior p_B(· | y) (:mod:`simlm.theory.corrupted_channel`), the Rao–Blackwell estimate
+  APT_RB(w) = Σ 1[pred = w] p_B(w | y) / Σ p_B(w | y): at a selected position the true token is
+  distributed as p_B(· | y) given the input, so numerator and denominator are unbiased for P(pred = w,
+  x = w) and P(x = w) — a second route to the same APT with lower variance, for any predictor;
+- ⟨APT⟩ type-averaged over the types that occur, and occurrence-weighted (= token accuracy);
+- per-type KL(p_B ‖ p) averaged over the occurrences of each type (not argmax-dominated);
+- the confusion matrix, the paper's filter and normalisation, clusters as connected components of
+  {i ~ j : N[i, j] ≥ τ or N[j, i] ≥ τ} over the kept tokens, and their agreement with planted classes by
+  the adjusted Rand index and normalised mutual information (arithmetic-mean normalisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.sparse.csgraph import connected_components
+from scipy.stats import spearmanr
+
+from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_tokens
+from simlm.errors import ConfigError, ShapeError
+from simlm.worlds.base import check_number
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAccuracy:
+    """APT per token type and its averages.  Arrays are ``(V,)``; APT is NaN for a type that never occurs."""
+
+    counts: np.ndarray  # occurrences of each true type at selected positions
+    apt: np.ndarray  # counting estimate
+    apt_se: np.ndarray
+    apt_rb: np.ndarray | None  # Rao–Blackwell estimate (needs the Bayes posterior)
+    kl: np.ndarray | None  # mean KL(p_B ‖ p) per true type, nats
+    mean_apt: float  # type-averaged over occurring types
+    mean_apt_se: float
+    mean_apt_rb: float | None
+    accuracy: float  # occurrence-weighted APT = token accuracy
+    accuracy_se: float
+    epsilon: float | None  # mean KL(p_B ‖ p) over selected positions
+    confusion: np.ndarray  # (V, V) counts: true i predicted as j
+    n_predicted: int  # distinct tokens the predictor outputs
+
+    def ratio_to(self, bayes: "TokenAccuracy") -> np.ndarray:
+        """APT / APT_Bayes per type ``(V,)`` (NaN where APT_Bayes is 0 or undefined)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bayes.apt > 0, self.apt / bayes.apt, np.nan)
+
+
+def _labels(name: str, value, n: int | None = None) -> np.ndarray:
+    """Integer labels ``(n,)`` (a ConfigError/ShapeError naming ``name`` otherwise)."""
+    a = check_real_array(name, value)
+    if a.ndim != 1 or (n is not None and a.shape != (n,)) or not a.size:
+        raise ShapeError(f"{name}: expected non-empty labels of shape ({n if n is not None else 'n'},), got {a.shape}")
+    if not np.all(a == np.round(a)):
+        raise ConfigError(f"{name}: expected integer labels")
+    return a.astype(np.int64)
+
+
+def _square(name: str, value) -> np.ndarray:
+    M = check_real_array(name, value)
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or not M.size:
+        raise ShapeError(f"{name}: expected a square (V, V) matrix, got {M.shape}")
+    return M
+
+
+def _laws(name, value, shape=None) -> np.ndarray:
+    a = check_real_array(name, value, error=ShapeError)
+    if a.ndim != 3 or (shape is not None and a.shape != shape):
+        raise ShapeError(f"{name}: expected laws of shape {shape or '(n, T, V)'}, got {a.shape}")
+    return a
+
+
+def token_accuracy(probs, tokens, selected, bayes=None) -> TokenAccuracy:
+    """APT of the predictor argmax ``probs (n, T, V)`` at the ``selected (n, T)`` positions of ``tokens (n, T)``;
+    with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL."""
+    p = _laws("probs", probs)
+    n, T, V = p.shape
+    x, _ = check_tokens(tokens, V)
+    sel = as_array("selected", selected)
+    if sel.dtype.kind not in "biu":
+        raise ShapeError(f"selected: expected a boolean mask, got dtype {sel.dtype}")
+    sel = sel.astype(bool)
+    if x.shape != (n, T) or sel.shape != (n, T):
+        raise ShapeError(f"tokens, selected: expected shape ({n}, {T}) to match probs, got {x.shape} and {sel.shape}")
+    if not sel.any():
+        raise ShapeError("selected: no position is selected, so no accuracy can be measured")
+    truth, pred = x[sel].astype(int), p[sel].argmax(-1)
+    counts = np.bincount(truth, minlength=V).astype(np.float64)
+    hits = np.bincount(truth[pred == truth], minlength=V).astype(np.float64)
+    seen = counts > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        apt = np.where(seen, hits / counts, np.nan)
+        se = np.where(seen, np.sqrt(apt * (1 - apt) / counts), np.nan)
+    confusion = np.zeros((V, V))
+    np.add.at(confusion, (truth, pred), 1.0)
+    acc = float(hits.sum() / counts.sum())
+    apt_rb = kl = eps = mean_rb = None
+    if bayes is not None:
+        b = _laws("bayes", bayes, p.shape)[sel]
+        weight = b[np.arange(len(pred)), pred]  # p_B(pred | y): the chance the prediction is right
+        num = np.bincount(pred, weights=weight, minlength=V)
+        den = b.sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            apt_rb = np.where(den > 0, num / den, np.nan)
+            per = (b * (np.log(np.clip(b, 1e-300, None)) - np.log(np.clip(p[sel], 1e-300, None)))).sum(-1)
+            per = np.maximum(per, 0.0)
+            kl = np.where(seen, np.bincount(truth, weights=per, minlength=V) / counts, np.nan)
+        eps, mean_rb = float(per.mean()), float(np.nanmean(apt_rb[seen]))
+    return TokenAccuracy(counts, apt, se, apt_rb, kl, float(np.nanmean(apt[seen])),
+                         float(np.sqrt(np.nansum(se[seen] ** 2)) / seen.sum()), mean_rb, acc,
+                         float(np.sqrt(acc * (1 - acc) / counts.sum())), eps, confusion, int(len(np.unique(pred))))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrequencyProfile:
+    """APT against token frequency: bin edges over log-frequency, mean APT per bin ``(n_bins,)`` and the
+    Spearman rank correlation of APT with frequency over types that occur (NaN for a constant APT)."""
+
+    edges: np.ndarray
+    mean_apt: np.ndarray
+    n_types: np.ndarray
+    spearman: float
+
+
+def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> FrequencyProfile:
+    """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (e.g. the world's
+    exact marginal token law) and average APT in each."""
+    check_instance("result", result, TokenAccuracy, "a TokenAccuracy (from token_accuracy)")
+    f = check_real_array("frequency", frequency)
+    if f.shape != result.apt.shape:
+        raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
+    n_bins = check_positive_int("n_bins", n_bins, maximum=max(1, int((result.counts > 0).sum())))
+    seen = result.counts > 0
+    edges = np.quantile(f[seen], np.linspace(0, 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, n_bins - 1)
+    means = np.array([np.nanmean(result.apt[seen & (which == b)]) if (seen & (which == b)).any() else np.nan
+                      for b in range(n_bins)])
+    sizes = np.array([int((seen & (which == b)).sum()) for b in range(n_bins)])
+    apt = result.apt[seen]
+    rho = float(spearmanr(f[seen], apt).statistic) if np.ptp(apt) > 0 and np.ptp(f[seen]) > 0 else float("nan")
+    return FrequencyProfile(edges, means, sizes, rho)
+
+
+# ---- confusion clusters ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ConfusionClusters:
+    """The paper's clusters at one ``threshold``: ``kept (V,)`` rows whose diagonal is their (positive)
+    maximum, ``normalised (V, V)`` = M[i, j] / M[i, i] on kept rows (0 elsewhere), ``labels (V,)`` the
+    cluster of each kept token (−1 for dropped ones), ``sizes`` of the clusters (descending), and — given
+    planted classes — the ARI and NMI of the clusters against them on the kept tokens."""
+
+    threshold: float
+    kept: np.ndarray
+    normalised: np.ndarray
+    labels: np.ndarray
+    sizes: np.ndarray
+    ari: float | None
+    nmi: float | None
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.kept.sum())
+
+
+def confusion_clusters(confusion, threshold: float, classes=None) -> ConfusionClusters:
+    """Clusters of ``confusion (V, V)`` at ``threshold`` τ ∈ (0, 1]: connected components of kept tokens
+    linked when either normalised entry N[i, j], N[j, i] is ≥ τ (the paper's τ is not known)."""
+    M = _square("confusion", confusion)
+    tau = check_number("threshold", threshold, minimum=0.0, maximum=1.0, positive=True)
+    diag = np.diag(M)
+    kept = (diag > 0) & (diag >= M.max(1))
+    N = np.zeros_like(M)
+    N[kept] = M[kept] / diag[kept, None]
+    idx = np.flatnonzero(kept)
+    sub = N[np.ix_(idx, idx)]
+    adjacency = (sub >= tau) | (sub.T >= tau)
+    _, comp = connected_components(adjacency, directed=False)
+    labels = np.full(M.shape[0], -1)
+    labels[idx] = comp
+    sizes = np.sort(np.bincount(comp))[::-1] if len(idx) else np.zeros(0, int)
+    ari = nmi = None
+    if classes is not None:
+        c = _labels("classes", classes, M.shape[0])
+        ari, nmi = adjusted_rand_index(c[idx], comp), normalized_mutual_information(c[idx], comp)
+    return ConfusionClusters(tau, kept, N, labels, sizes, ari, nmi)
+
+
+def _contingency(a, b) -> np.ndarray:
+    a = _labels("a", a)
+    b = _labels("b", b, len(a))
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    table = np.zeros((ai.max(initial=-1) + 1, bi.max(initial=-1) + 1))
+    np.add.at(table, (ai, bi), 1.0)
+    return table
+
+
+def adjusted_rand_index(a, b) -> float:
+    """ARI (Hubert & Arabie 1985) of two labelings: (Σ C(n_ij, 2) − E) / (½(Σ C(a_i, 2) + Σ C(b_j, 2)) − E),
+    E = Σ C(a_i, 2) Σ C(b_j, 2) / C(n, 2).  1 for identical partitions (also in the degenerate case where
+    both are all singletons or one block, whose denominator is 0); NaN for fewer than 2 items."""
+    table = _contingency(a, b)
+    n = table.sum()
+    if n < 2:
+        return float("nan")
+    comb = lambda v: (v * (v - 1) / 2).sum()
+    index, sa, sb = comb(table), comb(table.sum(1)), comb(table.sum(0))
+    expected = sa * sb / (n * (n - 1) / 2)
+    top = (sa + sb) / 2
+    if top == expected:
+        return 1.0 if index == top else 0.0
+    return float((index - expected) / (top - expected))
+
+
+def normalized_mutual_information(a, b) -> float:
+    """NMI = I(a; b) / ((H(a) + H(b)) / 2); 1 when both labelings are constant (identical partitions)."""
+    table = _contingency(a, b)
+    n = table.sum()
+    if n == 0:
+        return float("nan")
+    p = table / n
+    pa, pb = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
+    h = lambda q: float(-(q[q > 0] * np.log(q[q > 0])).sum())
+    denom = (h(pa) + h(pb)) / 2
+    return 1.0 if denom == 0 else mi / denom
+
+
+def within_class_errors(confusion, classes) -> float:
+    """The share of errors (off-diagonal mass of ``confusion``) whose prediction is in the true token's class."""
+    M = _square("confusion", confusion)
+    c = _labels("classes", classes, M.shape[0])
+    off = M * (1 - np.eye(len(M)))
+    total = off.sum()
+    return float((off * (c[:, None] == c[None, :])).sum() / total) if total > 0 else float("nan")
+
+
+__all__ = ["TokenAccuracy", "token_accuracy", "FrequencyProfile", "apt_by_frequency", "ConfusionClusters",
+           "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information", "within_class_errors"]

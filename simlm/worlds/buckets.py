@@ -1,0 +1,123 @@
+"""Shape buckets: small HMMs and sequences padded up to a few fixed sizes, exactly, so that one compiled
+function serves every (n, K, V, T) in a bucket.
+
+Every new shape is an XLA compilation (~0.1–1 s); a property test that draws K ≤ 5 states, V ≤ 6 symbols
+and T ≤ 8 tokens would otherwise compile for most of its examples.  Each size up to :data:`LARGEST` is
+rounded up to the next of :data:`SIZES` (larger ones are left alone — padding costs work, and large shapes
+repeat), and the padding is inert — derived here, checked against enumeration by the tests:
+
+- states K → K' : the new states have π = 0 and no transition into them (their A rows are the identity
+  on the new states), so p(h_t = new | ·) = 0 at every t and every law on the K old states is unchanged;
+- symbols V → V' ≥ V + 1 : the new symbols have emission probability 0 from every old state, except the
+  last, the *blank*, whose emission column is all ones — likelihood 1 in every state, i.e. no observation;
+- positions T → T' : appended positions hold the blank.  The forward pass reads them only after position
+  T − 1, and the backward messages through unobserved steps are β = A·1 = 1, exactly the β_T = 1 they
+  replace; so every law at t < T is unchanged.  Log-likelihoods are sums over the real positions only;
+- sequences n → n' : appended sequences are all blank, and are dropped from the outputs.
+
+Outputs are sliced back to (n, T, K, V) on the host.  The values equal the unpadded computation's up to
+float rounding (a dot product over K' terms, K' − K of them zero, may be summed in another order).
+
+Sampling pads only K and V, on the cumulative rows: the appended columns hold 2 (above every uniform in
+[0, 1), so never chosen) and the uniforms are drawn for the requested (n, T), so a bucketed draw is
+bit-identical to an unbucketed one.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from simlm.worlds import hmm_core as core
+
+#: the sizes each of n, K, V + 1 and T is rounded up to
+SIZES = (4, 8, 16, 32, 64)
+#: sizes above this are not padded
+LARGEST = SIZES[-1]
+
+
+def bucket(size: int) -> int:
+    """The bucket of ``size``: the smallest of :data:`SIZES` ≥ size, or size itself above :data:`LARGEST`."""
+    return next((b for b in SIZES if b >= size), size)
+
+
+def padded_chain(initial, transition, emission, n_states: int, n_symbols: int):
+    """``(π', A', B')`` over ``n_states`` ≥ K states and ``n_symbols`` ≥ V + 1 symbols, the last the blank
+    (module docstring); numpy arrays of the input's dtype."""
+    pi, A, B = (np.asarray(a) for a in (initial, transition, emission))
+    (K, V), dtype = B.shape, B.dtype
+    pi2 = np.zeros(n_states, dtype)
+    pi2[:K] = pi
+    A2 = np.eye(n_states, dtype=dtype)
+    A2[:K, :] = 0
+    A2[:K, :K] = A
+    B2 = np.zeros((n_states, n_symbols), dtype)
+    B2[:K, :V] = B
+    B2[:, -1] = 1  # the blank: no observation
+    return pi2, A2, B2
+
+
+def _fits(*sizes: int) -> bool:
+    return all(s <= LARGEST for s in sizes)
+
+
+def bucketed(fn, outputs: tuple):
+    """``fn(initial, transition, emission, tokens)`` (jitted, batched over sequences) run on the bucketed
+    shapes, outputs sliced back.  ``outputs`` names each output's axes after the sequence axis, e.g.
+    ``(("T", "V"), ("T",))`` for (laws (n, T, V), log-probs (n, T)).  Dense chains only; block-diagonal
+    transitions, shapes above :data:`LARGEST` and calls inside a trace (jit, vmap) go to ``fn`` unchanged."""
+
+    @functools.wraps(fn)
+    def run(initial, transition, emission, tokens):
+        (K, V), (n, T) = emission.shape, tokens.shape
+        traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
+        if traced or transition.shape != (K, K) or not _fits(n, K, V + 1, T):
+            return fn(initial, transition, emission, tokens)
+        sizes = {"K": bucket(K), "V": bucket(V + 1), "T": bucket(T)}
+        chain = padded_chain(initial, transition, emission, sizes["K"], sizes["V"])
+        toks = np.full((bucket(n), sizes["T"]), sizes["V"] - 1, np.int32)
+        toks[:n, :T] = np.asarray(tokens)
+        out = fn(*chain, toks)
+        real = {"K": K, "V": V, "T": T}
+        sliced = [np.asarray(o)[(slice(n),) + tuple(slice(real[a]) for a in axes)] for o, axes in
+                  zip(out if isinstance(out, tuple) else (out,), outputs)]
+        sliced = [jax.numpy.asarray(s) for s in sliced]
+        return tuple(sliced) if isinstance(out, tuple) else sliced[0]
+
+    return run
+
+
+_tree_sum = jax.jit(core.tree_sum)
+
+
+def bucketed_log_likelihood(token_logprobs):
+    """log p(x_1:T) = tree_sum over the real positions of ``token_logprobs`` (a :func:`bucketed` function):
+    the blank positions are excluded, not summed as log 1 (whose float value need not be exactly 0)."""
+
+    def log_likelihood(initial, transition, emission, tokens):
+        return _tree_sum(token_logprobs(initial, transition, emission, tokens))
+
+    return log_likelihood
+
+
+@jax.jit
+def _cumulative(initial, transition, emission):
+    return tuple(core.cumulative_rows(a) for a in (initial, transition, emission))
+
+
+#: ``core.sample`` jitted (n_sequences and length static): the compiled sampler every bucket shares
+sample_cumulative = jax.jit(core.sample, static_argnums=(4, 5))
+
+
+def sample_tokens(initial, transition, emission, key, n_sequences: int, length: int):
+    """``core.sample`` on the K and V buckets, bit-identical to the unbucketed draw (module docstring)."""
+    cums = [np.asarray(c) for c in _cumulative(initial, transition, emission)]
+    K, V = cums[2].shape
+    if transition.shape == (K, K) and _fits(K, V + 1):
+        Kb, Vb = bucket(K), bucket(V + 1)
+        padded = [np.full(shape, 2.0, cums[0].dtype) for shape in ((Kb,), (Kb, Kb), (Kb, Vb))]
+        padded[0][:K], padded[1][:K, :K], padded[2][:K, :V] = cums
+        cums = padded
+    return sample_cumulative(*cums, key, n_sequences, length)

@@ -1,0 +1,83 @@
+"""Shape buckets are exact: padded states, symbols, positions and sequences change no law (enumeration), and
+a bucketed draw is bit-identical to an unbucketed one."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import bruteforce as bf
+from simlm.strategies import hmms, token_sequences
+from simlm.worlds import HMM, buckets
+from simlm.worlds import hmm as hmm_module
+from simlm.worlds import hmm_core as core
+
+TOL = dict(rtol=2e-4, atol=2e-5)
+# K ≤ 3 and T ≤ 4 keep enumeration cheap; every shape is padded (K → 4, V + 1 → 4 or 8, T → 4, n → 4)
+small = hmms(min_states=1, max_states=3, min_symbols=1, max_symbols=4, allow_zeros=False)
+
+
+@st.composite
+def small_cases(draw):
+    hmm = draw(small)
+    return hmm, draw(token_sequences(hmm, min_length=1, max_length=4))
+
+
+@given(small_cases())
+def test_bucketed_laws_equal_enumeration_over_hidden_paths(case):
+    hmm, x = case
+    pi, A, B = bf.params(hmm)
+    # the causal law pads T after the sequence, the masked laws read through the padded backward pass
+    nxt, masked = np.asarray(hmm.next_token_probs(x)), np.asarray(hmm.masked_token_probs(x))
+    prep = np.asarray(hmm.prepended_mask_probs(x))
+    for i, s in enumerate(x):
+        np.testing.assert_allclose(nxt[i], bf.next_token_law(pi, A, B, s), **TOL)
+        np.testing.assert_allclose(masked[i], [bf.masked_law(pi, A, B, s, t) for t in range(len(s))], **TOL)
+        np.testing.assert_allclose(prep[i], bf.prepended_masked_law(pi, A, B, s), **TOL)
+    np.testing.assert_allclose(hmm.log_likelihood(x), [np.log(bf.sequence_prob(pi, A, B, s)) for s in x], **TOL)
+    assert nxt.shape == masked.shape == x.shape + (hmm.n_symbols,) and prep.shape == (len(x), hmm.n_symbols)
+
+
+@functools.lru_cache(maxsize=None)
+def _unbucketed(name):
+    return jax.jit(jax.vmap(getattr(core, name), in_axes=(None, None, None, 0)))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (5, 6, 8)])
+@given(data=st.data())
+def test_bucketed_equals_unbucketed_with_zeros_and_impossible_tokens(shape, data):
+    K, V, T = shape
+    hmm = data.draw(hmms(min_states=K, max_states=K, min_symbols=V, max_symbols=V, allow_zeros=True))
+    x = data.draw(token_sequences(hmm, min_length=T, max_length=T, n_sequences=3, possible=False))
+    chain = hmm.chain
+    for name, fn in (("next_token_probs", hmm_module.next_token_probs),
+                     ("masked_token_probs", hmm_module.masked_token_probs)):
+        (got, got_steps), (want, want_steps) = fn(*chain, x), _unbucketed(name)(*chain, x)
+        np.testing.assert_array_equal(np.isneginf(got_steps), np.isneginf(want_steps))
+        np.testing.assert_allclose(np.where(np.isneginf(got_steps), 0, got_steps),
+                                   np.where(np.isneginf(want_steps), 0, want_steps), **TOL)
+        np.testing.assert_allclose(got, want, **TOL)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 6)])
+def test_a_bucketed_draw_is_bit_identical_to_an_unbucketed_one(shape):
+    K, V = shape
+    hmm = HMM.random(K + V, K, V)
+    reference = jax.jit(lambda a, b, c, key: core.sample(*(core.cumulative_rows(m) for m in (a, b, c)), key, 16, 9))
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        tokens, states = hmm.sample(key, 16, 9, return_states=True)
+        want_tokens, want_states = reference(*hmm.chain, key)
+        np.testing.assert_array_equal(tokens, want_tokens)
+        np.testing.assert_array_equal(states, want_states)
+
+
+def test_padding_is_inert_by_construction():
+    pi, A, B = buckets.padded_chain(np.array([1.0]), np.array([[1.0]]), np.array([[0.25, 0.75]]), 4, 4)
+    np.testing.assert_array_equal(pi, [1, 0, 0, 0])
+    assert (A[0, 1:] == 0).all() and np.allclose(A.sum(1), 1)  # nothing enters the new states
+    np.testing.assert_array_equal(B[:, -1], 1)  # the blank: likelihood 1 everywhere
+    np.testing.assert_array_equal(B[1:, :-1], 0)
+    assert [buckets.bucket(s) for s in (1, 4, 5, 64, 65)] == [4, 4, 8, 64, 65]

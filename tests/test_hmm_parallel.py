@@ -1,0 +1,140 @@
+"""The parallel-in-time (associative-scan) HMM passes equal the sequential scaled filter and brute force.
+
+Float64 (``jax.enable_x64``) for the exactness properties, with zeros in π, A, B and arbitrary tokens
+(impossible ones included, where the sequential filter's skip rule must be reproduced); float32 at a
+long T for the numerics.  Shapes are fixed per test so each is one compile; hypothesis varies the values.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import bruteforce as bf
+from simlm.errors import ConfigError
+from simlm.strategies import probability_vectors, stochastic_matrices
+from simlm.worlds import hmm_core as core
+from simlm.worlds import hmm_parallel
+
+K, V, T = 3, 3, 5
+EXACT = dict(rtol=1e-10, atol=1e-12)
+
+
+@st.composite
+def chains_and_tokens(draw, K=K, V=V, T=T, allow_zeros=True):
+    pi = draw(probability_vectors(K, allow_zeros=allow_zeros))
+    A = draw(stochastic_matrices(K, K, allow_zeros=allow_zeros))
+    B = draw(stochastic_matrices(K, V, allow_zeros=allow_zeros))
+    x = np.asarray(draw(st.lists(st.integers(0, V - 1), min_size=T, max_size=T)), np.int32)
+    return pi, A, B, x
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name, parallel):
+    return jax.jit(functools.partial(getattr(core, name), parallel=parallel))
+
+
+def _both(name, *args):
+    """``core.<name>`` sequential and parallel, in float64, as numpy."""
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in args]
+        return [jax.tree.map(np.asarray, _jitted(name, p)(*args)) for p in (False, True)]
+
+
+def _assert_same(a, b):
+    for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.isneginf(u), np.isneginf(w))
+        np.testing.assert_allclose(np.where(np.isneginf(u), 0, u), np.where(np.isneginf(w), 0, w), **EXACT)
+
+
+@given(chains_and_tokens())
+def test_parallel_forward_equals_sequential_including_impossible_tokens(case):
+    seq, par = _both("forward", *case)
+    _assert_same(seq, par)
+
+
+@given(chains_and_tokens())
+def test_parallel_backward_equals_sequential(case):
+    pi, A, B, x = case
+    seq, par = _both("backward", A, B, x)
+    _assert_same(seq, par)
+
+
+@given(chains_and_tokens())
+def test_every_inference_function_agrees_between_the_two_passes(case):
+    # masked laws go through forward and backward, the prepended law through backward and token_logprobs
+    for name in ("next_token_probs", "masked_token_probs", "prepended_mask_probs", "log_likelihood"):
+        seq, par = _both(name, *case)
+        _assert_same(seq, par)
+
+
+@given(chains_and_tokens(allow_zeros=False))
+def test_parallel_laws_equal_enumeration_over_hidden_paths(case):
+    pi, A, B, x = case
+    (_, par_next), (_, par_masked), (_, par_smooth) = (_both(n, *case) for n in
+                                                       ("next_token_probs", "masked_token_probs", "smoothed_posterior"))
+    np.testing.assert_allclose(par_next[0], bf.next_token_law(pi, A, B, x), **EXACT)
+    np.testing.assert_allclose(par_masked[0], [bf.masked_law(pi, A, B, x, t) for t in range(T)], **EXACT)
+    np.testing.assert_allclose(par_smooth[0], bf.smoothed_states(pi, A, B, x), **EXACT)
+    np.testing.assert_allclose(_both("log_likelihood", *case)[1], np.log(bf.sequence_prob(pi, A, B, x)), **EXACT)
+
+
+@given(st.data())
+def test_block_diagonal_transitions_agree_with_the_dense_chain(data):
+    G, k = 2, 2
+    pi = data.draw(probability_vectors(G * k))
+    blocks = np.stack([data.draw(stochastic_matrices(k, k)) for _ in range(G)])
+    B = data.draw(stochastic_matrices(G * k, V))
+    x = np.asarray(data.draw(st.lists(st.integers(0, V - 1), min_size=T, max_size=T)), np.int32)
+    dense = np.einsum("gh,gij->gihj", np.eye(G), blocks).reshape(G * k, G * k)
+    with jax.enable_x64(True):  # masked laws: through the forward and the backward scans
+        par = _jitted("masked_token_probs", True)(*(jnp.asarray(a) for a in (pi, blocks, B, x)))
+        seq = _jitted("masked_token_probs", False)(*(jnp.asarray(a) for a in (pi, dense, B, x)))
+    _assert_same(jax.tree.map(np.asarray, seq), jax.tree.map(np.asarray, par))
+
+
+def test_a_skipped_token_leaves_the_law_unchanged_as_in_the_sequential_filter():
+    # state 0 emits only symbol 0 and state 1 only symbol 1, and the chain stays put: after x_1 = 0 the
+    # tokens 1 are impossible, so the filter skips them and keeps p = (1, 0)
+    pi, A, B = np.array([0.5, 0.5]), np.eye(2), np.eye(2)
+    x = np.array([0, 1, 0, 1, 1], np.int32)
+    seq, par = _both("forward", pi, A, B, x)
+    _assert_same(seq, par)
+    np.testing.assert_array_equal(np.isneginf(par.token_logprobs), [False, True, False, True, True])
+    np.testing.assert_allclose(par.predicted[1:], np.tile([1.0, 0.0], (4, 1)))
+
+
+def test_long_sequences_agree_in_float32():
+    rng = np.random.default_rng(0)
+    K, V, T = 5, 16, 100  # not a power of two: the scan's odd-length path
+    pi, A, B = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K) * 0.3, K), rng.dirichlet(np.ones(V) * 0.3, K)
+    x = np.asarray(core.sample(*(core.cumulative_rows(jnp.asarray(a, jnp.float32)) for a in (pi, A, B)),
+                               jax.random.PRNGKey(0), 1, T)[0][0])
+    args = [jnp.asarray(a, jnp.float32) for a in (pi, A, B)] + [jnp.asarray(x)]
+    seq = jax.jit(functools.partial(core.next_token_probs, parallel=False))(*args)
+    par = jax.jit(functools.partial(core.next_token_probs, parallel=True))(*args)
+    np.testing.assert_allclose(par[0], seq[0], atol=2e-5)
+    np.testing.assert_allclose(par[1], seq[1], atol=2e-4)
+    assert abs(float(core.tree_sum(par[1]) - core.tree_sum(seq[1]))) < 1e-2  # of ~−250 nats
+
+
+def test_a_row_whose_reachable_states_are_all_unlikely_keeps_a_finite_log_likelihood():
+    # row 0 reaches only state 0, whose segment log-likelihood is 2000 nats below state 1's; a global shift
+    # would underflow row 0 to −inf, the per-row shift keeps it exact
+    C = jnp.array([[[1.0, 0.0], [0.0, 1.0]]])
+    l2 = jnp.array([[-2000.0, 0.0]])
+    _, l = hmm_parallel.compose((C, jnp.zeros((1, 2))), (C, l2))
+    np.testing.assert_allclose(l, [[-2000.0, 0.0]])
+
+
+def test_automatic_choice_is_sequential_on_cpu_and_bad_values_are_refused():
+    long = core.PARALLEL_MIN_LENGTH * 4
+    assert core.use_parallel(None, long) is (jax.default_backend() != "cpu")
+    assert core.use_parallel(None, 1) is False
+    assert core.use_parallel(True, 1) is True and core.use_parallel(False, long) is False
+    for bad in (1, "yes", np.bool_(True)):
+        with pytest.raises(ConfigError, match="parallel"):
+            core.use_parallel(bad, 8)

@@ -1,0 +1,400 @@
+"""Tzach et al. (2025): the corrupted-channel Bayes predictor, APT, confusion clusters and per-block readouts."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from bruteforce import params, sequence_prob
+from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.experiments.registry import Cell, get_check
+from simlm.models import WorldLM
+from simlm.strategies import hmms
+from simlm.theory.block_readout import block_features, logit_lens, order_parameter, substitute, substitution_test
+from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, channels, check_corruption, corrupt,
+                                            local_bayes_probs)
+from simlm.theory.token_accuracy import (adjusted_rand_index, confusion_clusters, normalized_mutual_information,
+                                         token_accuracy, within_class_errors)
+from simlm.worlds import HMM
+from simlm.worlds.topic import block_zipf_hmm, confusion_groups_hmm, topic_of_state, topic_syntax_hmm
+
+
+# ---- the Bayes predictor under BERT corruption -------------------------------------------------------
+
+def _events(x: int, V: int, c: Corruption, selected_only: bool):
+    """Every corruption event of one position holding token x: (observed id, probability)."""
+    q, a, b, k = c
+    sel = 1.0 if selected_only else q
+    out = [] if selected_only else [(x, 1 - q)]
+    out += [(V, sel * a), (x, sel * k)] + [(r, sel * b / V) for r in range(V)]
+    return out
+
+
+def _enumerated_law(hmm, y, t, c: Corruption) -> np.ndarray:
+    """P(x_t = · | y, s_t = 1) by summing over every token sequence (each by every hidden path) and every
+    corruption event at every position."""
+    pi, A, B = params(hmm)
+    V, T = B.shape[1], len(y)
+    law = np.zeros(V)
+    for x in itertools.product(range(V), repeat=T):
+        px = sequence_prob(pi, A, B, list(x))
+        if px == 0:
+            continue
+        py = 1.0
+        for j in range(T):
+            py *= sum(p for obs, p in _events(x[j], V, c, j == t) if obs == y[j])
+        law[x[t]] += px * py
+    return law / law.sum()
+
+
+# MASK and random replacement both possible, so every corrupted input has positive probability
+corruptions = st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.0, 1.0)).map(
+    lambda r: Corruption(r[0], *(np.array(r[1:]) / sum(r[1:]))))
+
+
+@given(hmms(min_states=2, max_states=3, min_symbols=2, max_symbols=3), corruptions, st.data())
+def test_corrupted_posterior_equals_enumeration_over_paths_and_corruptions(hmm, c, data):
+    T = 3  # one length: one compiled posterior per (K, V)
+    y = np.array(data.draw(st.lists(st.integers(0, hmm.n_symbols), min_size=T, max_size=T)), np.int32)
+    got = bayes_corrupted_probs(hmm, y[None], c)[0]
+    for t in range(T):
+        np.testing.assert_allclose(got[t], _enumerated_law(hmm, y, t, c), atol=2e-4)
+
+
+@given(hmms(min_states=3, max_states=3, min_symbols=3, max_symbols=3, allow_zeros=False), st.integers(0, 2),
+       st.integers(0, 2**20))
+def test_plain_masking_at_one_position_is_the_single_mask_law(hmm, t, seed):
+    x = np.asarray(hmm.sample(seed, 1, 3))
+    y = x.copy()
+    y[:, t] = hmm.n_symbols
+    got = bayes_corrupted_probs(hmm, y, (0.15, 1.0, 0.0, 0.0))[:, t]
+    np.testing.assert_allclose(got, np.asarray(hmm.masked_token_probs(x))[:, t], atol=1e-5)
+
+
+def test_the_channels_are_conditional_laws_and_corruption_matches_its_rates():
+    C, Cs = channels(Corruption(), 5)
+    np.testing.assert_allclose(C.sum(0), 1.0)
+    np.testing.assert_allclose(Cs.sum(0), 1.0)
+    x = np.zeros((400, 50), np.int32)
+    y, sel = corrupt(0, x, Corruption(), 5)
+    assert abs(sel.mean() - 0.15) < 0.01
+    assert abs((y[sel] == 5).mean() - 0.8) < 0.03
+    assert (y[~sel] == 0).all()
+
+
+def test_the_local_predictor_sees_only_the_token_and_its_position():
+    hmm = HMM.random(0, 3, 4)
+    y = np.array([[4, 1, 2], [4, 3, 2]])
+    law = local_bayes_probs(hmm, y)
+    np.testing.assert_allclose(law[0, 0], law[1, 0])  # same token, same position: same law
+    np.testing.assert_allclose(law[0, 2], law[1, 2])
+
+
+# ---- APT -------------------------------------------------------------------------------------------
+
+def _exact_bayes_apt(hmm, T: int, t: int, c: Corruption) -> np.ndarray:
+    """APT_Bayes(w) at position t by enumeration of every (x, y): Σ p(x) P(y | x, s_t=1) 1[x_t = w = pred(y)]."""
+    pi, A, B = params(hmm)
+    V = B.shape[1]
+    ys = np.array(list(itertools.product(range(V + 1), repeat=T)), np.int32)
+    pred = bayes_corrupted_probs(hmm, ys, c)[:, t].argmax(-1)
+    C, Cs = channels(c, V)
+    hit, occ = np.zeros(V), np.zeros(V)
+    for x in itertools.product(range(V), repeat=T):
+        px = sequence_prob(pi, A, B, list(x))
+        py = np.prod([(Cs if j == t else C)[ys[:, j], x[j]] for j in range(T)], axis=0)
+        occ[x[t]] += px
+        hit[x[t]] += px * (py * (pred == x[t])).sum()
+    return hit / occ
+
+
+def test_bayes_apt_by_counting_and_by_rao_blackwell_agree_with_enumeration():
+    hmm = HMM(np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    c = Corruption()
+    exact = _exact_bayes_apt(hmm, 3, 1, c)
+    x = np.asarray(hmm.sample(0, 6000, 3))
+    y, _ = corrupt(1, x, c, 3)
+    sel = np.zeros_like(x, bool)
+    sel[:, 1] = True  # condition on selection at t = 1 (the corruption there drawn as if selected)
+    y[:, 1] = corrupt(2, x[:, 1:2], Corruption(1.0, *c[1:]), 3)[0][:, 0]
+    bayes = bayes_corrupted_probs(hmm, y, c)
+    r = token_accuracy(bayes, x, sel, bayes)
+    np.testing.assert_array_less(np.abs(r.apt - exact), 4 * r.apt_se + 1e-9)
+    np.testing.assert_allclose(r.apt_rb, exact, atol=0.03)
+    assert r.accuracy == pytest.approx((r.apt * r.counts).sum() / r.counts.sum())
+
+
+def test_the_bayes_predictor_on_a_class_world_outputs_one_token_per_class():
+    w = block_zipf_hmm(0, n_states=3, block_size=3)
+    x = np.asarray(w.hmm.sample(0, 64, 3))
+    y, sel = corrupt(1, x, Corruption(0.5, 1.0, 0.0, 0.0), 9)
+    bayes = bayes_corrupted_probs(w.hmm, y, (0.5, 1.0, 0.0, 0.0))
+    r = token_accuracy(bayes, x, sel, bayes)
+    assert r.n_predicted <= 3 and r.mean_apt < r.accuracy
+    assert r.epsilon == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tokens_of_a_class_say_the_same_about_the_hidden_state():
+    w = topic_syntax_hmm(0, 2, 2, 3)
+    B = np.asarray(w.hmm.emission, np.float64)
+    post = B / B.sum(0)  # P(h | w) up to the prior
+    for c in np.unique(w.token_class):
+        cols = post[:, w.token_class == c]
+        np.testing.assert_allclose(cols, cols[:, :1].repeat(cols.shape[1], 1), atol=1e-6)
+
+
+# ---- confusion clusters ----------------------------------------------------------------------------
+
+def test_the_cluster_pipeline_recovers_planted_groups_from_the_bayes_predictor():
+    g = confusion_groups_hmm(0)
+    x = np.asarray(g.hmm.sample(0, 128, 16))
+    y, sel = corrupt(1, x, Corruption(), 9)
+    bayes = bayes_corrupted_probs(g.hmm, y)
+    r = token_accuracy(bayes, x, sel)
+    cl = confusion_clusters(r.confusion, 0.05, g.token_class)
+    assert cl.n_kept == 9 and cl.ari == 1.0 and cl.nmi == pytest.approx(1.0)
+    assert within_class_errors(r.confusion, g.token_class) > 0.99
+
+
+def test_the_paper_filter_drops_rows_whose_diagonal_is_not_the_maximum():
+    M = np.array([[5, 1, 0], [4, 2, 0], [0, 1, 3]])
+    cl = confusion_clusters(M, 0.3, [0, 0, 1])
+    assert cl.kept.tolist() == [True, False, True]
+    np.testing.assert_allclose(cl.normalised[0], [1, 0.2, 0])
+    assert cl.labels[1] == -1 and sorted(cl.sizes) == [1, 1]
+
+
+@given(st.lists(st.integers(0, 3), min_size=2, max_size=12), st.permutations(range(4)))
+def test_ari_and_nmi_are_one_for_relabelled_partitions(a, perm):
+    b = [perm[v] for v in a]
+    assert adjusted_rand_index(a, b) == pytest.approx(1.0)
+    assert normalized_mutual_information(a, b) == pytest.approx(1.0)
+
+
+def test_ari_and_nmi_match_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        a, b = rng.integers(0, 3, 15), rng.integers(0, 4, 15)
+        assert adjusted_rand_index(a, b) == pytest.approx(metrics.adjusted_rand_score(a, b))
+        assert normalized_mutual_information(a, b) == pytest.approx(metrics.normalized_mutual_info_score(a, b))
+
+
+# ---- per-block readouts, fine-tuning, substitution ---------------------------------------------------
+
+def _identity_last_block_lm(world, n_layers=2, seed=0):
+    from flax import nnx
+
+    from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
+
+    model = init_transformer(TransformerConfig(n_symbols=int(world.n_symbols), d_model=16, n_layers=n_layers,
+                                               n_heads=2, max_len=8, causal=False), seed)
+    last = model.blocks[-1]
+    for layer in (last.attn.out, last.down):  # both residual branches write zero: the block is the identity
+        layer.kernel = nnx.Param(np.zeros_like(layer.kernel[...]))
+        layer.bias = nnx.Param(np.zeros_like(layer.bias[...]))
+    return TransformerLM(model)
+
+
+def test_readouts_of_an_identity_last_block_reproduce_the_final_layer():
+    w = topic_syntax_hmm(0, 2, 2, 2)
+    lm = _identity_last_block_lm(w.hmm)
+    x = np.asarray(w.hmm.sample(0, 24, 8))
+    y, _ = corrupt(1, x, Corruption(), int(w.hmm.n_symbols))
+    f = block_features(lm, y)
+    np.testing.assert_allclose(logit_lens(lm, f[-2]), logit_lens(lm, f[-1]), atol=1e-5)
+    # the last readout is the model's own output layer: LN(h_L) are its features (checked on clean input)
+    np.testing.assert_allclose(block_features(lm, x)[-1], np.asarray(lm.features(x)), atol=1e-5)
+    op = order_parameter(lm, w.hmm, x, x, classes=w.token_class, readouts=("lens",))
+    lens = op.rows
+    assert (lens[-1].mean_apt, lens[-1].accuracy) == (lens[-2].mean_apt, lens[-2].accuracy)
+    assert lens[-1].epsilon == pytest.approx(lens[-2].epsilon, abs=1e-5)
+    assert op.final.accuracy == lens[-1].accuracy and op.bayes.accuracy >= op.local.accuracy - 0.05
+
+
+def test_within_class_substitution_leaves_the_exact_label_posterior_unchanged():
+    w = topic_syntax_hmm(0, 2, 2, 3)
+    x = np.asarray(w.hmm.sample(0, 32, 10))
+    out = substitution_test(w.hmm, lambda t: np.zeros(len(t)), x, w.token_class, topic_of_state(2, 2), 5, seed=1)
+    assert out.within.tv_exact < 1e-5 < 1e-2 < out.across.tv_exact and out.within.dconf_model == 0.0
+    sub = substitute(x, w.token_class, "across", 1.0, 0)
+    assert (w.token_class[sub] != w.token_class[x]).all()
+
+
+# ---- the sweep check and bad input -----------------------------------------------------------------
+
+def test_the_sweep_check_on_the_oracle_closes_the_whole_gap():
+    hmm = HMM.random(0, 4, 6)
+    x = np.asarray(hmm.sample(0, 16, 10))
+    cell = Cell(hmm, {"kind": "hmm"}, WorldLM(hmm), {"source": "oracle", "laws": ["masked"]}, x, {"max_sequences": 16}, 0)
+    rows = {r["quantity"]: r for r in get_check("tzach/token-accuracy").run(cell)}
+    assert rows["accuracy"]["measured"] == rows["bayes_accuracy"]["measured"]
+    e = rows["expected_accuracy"]
+    assert e["holds"] and e["trivial"] and e["slack_used"] == pytest.approx(1.0, abs=1e-6)
+    assert rows["kl_epsilon"]["measured"] == pytest.approx(0.0, abs=1e-5)
+
+
+BAD = {"None": None, "str": "bogus", "bool": True, "neg": -1, "zero": 0, "frac": 1.5, "nan": float("nan"),
+       "inf": float("inf"), "huge": 10**12, "complex": 1 + 2j, "empty": [], "ragged": [[1, 2], [3]],
+       "matrix": np.ones((2, 2, 2)), "object": object()}
+
+
+def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
+    from simlm.errors import SimlmError
+    from simlm.theory.token_accuracy import apt_by_frequency
+
+    h = HMM.random(0, 3, 4)
+    x = np.asarray(h.sample(0, 4, 5))
+    y, sel = corrupt(0, x, Corruption(), 4)
+    b = bayes_corrupted_probs(h, y)
+    r = token_accuracy(b, x, sel, b)
+    surface = [(block_zipf_hmm, (0, 3, 4), {"exponent": 1.0, "leak": 0.1}),
+               (topic_syntax_hmm, (0, 2, 2, 2), {"switch": 0.1, "topic_rate": 0.3}),
+               (confusion_groups_hmm, (0, 2, 2), {"noise": 0.1, "sharpness": 0.5}),
+               (corrupt, (0, x, Corruption(), 4), {}), (bayes_corrupted_probs, (h, y, Corruption()), {}),
+               (local_bayes_probs, (h, y, Corruption()), {}), (token_accuracy, (b, x, sel, b), {}),
+               (apt_by_frequency, (r, np.ones(4) / 4, 2), {}),
+               (confusion_clusters, (r.confusion, 0.1, [0, 0, 1, 1]), {}),
+               (within_class_errors, (r.confusion, [0, 0, 1, 1]), {}), (adjusted_rand_index, ([0, 1, 1], [0, 1, 0]), {}),
+               (substitute, (x, [0, 0, 1, 1], "within", 0.5, 0), {})]
+    failures = []
+    for fn, args, kwargs in surface:
+        slots = [(i, None) for i in range(len(args))] + [(None, k) for k in kwargs]
+        for (i, k), (name, bad) in itertools.product(slots, BAD.items()):
+            a, kw = list(args), dict(kwargs)
+            if k is None:
+                a[i] = bad
+            else:
+                kw[k] = bad
+            try:
+                out = fn(*a, **kw)
+            except SimlmError:
+                continue
+            except Exception as err:  # noqa: BLE001 — the failure being looked for
+                failures.append(f"{fn.__name__}[{i if k is None else k}]={name}: {type(err).__name__}")
+                continue
+            if isinstance(out, (float, np.ndarray)) and np.isnan(np.asarray(out, float)).any():
+                failures.append(f"{fn.__name__}[{i if k is None else k}]={name}: NaN")
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda h: check_corruption((0.15, 0.8, 0.1)), ConfigError),
+    (lambda h: check_corruption((0.0, 0.8, 0.1, 0.1)), ConfigError),
+    (lambda h: check_corruption((0.15, 0.8, 0.3, 0.1)), ConfigError),
+    (lambda h: bayes_corrupted_probs(h, [[0, 7]]), TokenError),
+    (lambda h: bayes_corrupted_probs(h, [0, 1]), TokenError),
+    (lambda h: confusion_clusters(np.ones((2, 3)), 0.1), ShapeError),
+    (lambda h: confusion_clusters(np.eye(3), 0.0), ConfigError),
+    (lambda h: token_accuracy(np.ones((1, 2, 3)) / 3, [[0, 1]], [[False, False]]), ShapeError),
+    (lambda h: block_zipf_hmm(0, exponent=-1.0), ConfigError),
+    (lambda h: topic_syntax_hmm(0, n_topics=1), ConfigError),
+])
+def test_bad_input_raises_a_typed_error_naming_the_argument(call, error):
+    with pytest.raises(error):
+        call(HMM.random(0, 2, 3))
+
+
+# ---- the experiment as the sweep of its shipped config (planted-hmm worlds) ---------------------------
+
+def test_the_experiment_is_the_sweep_of_its_shipped_config():
+    """The shipped TOML is the default Config's sweep, and the Config comes back from it; an edited layout
+    is refused by the experiment (``simlm sweep`` runs it)."""
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import load_config, parse_config
+
+    assert load_config(ta.shipped_config()) == parse_config(ta.sweep_config(ta.Config()))
+    assert ta.config_of(ta.load_shipped()) == ta.Config()
+    assert ta.config_of(ta.sweep_config(ta.QUICK)) == ta.QUICK
+    edited = ta.load_shipped()
+    edited["worlds"][0]["options"]["block_size"] = 10
+    with pytest.raises(ConfigError, match="not the experiment's layout"):
+        ta.config_of(edited)
+
+
+_leaves = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=3)
+                       | st.floats(allow_infinity=False, width=32),
+                       lambda inner: st.lists(inner, min_size=1, max_size=3)
+                       | st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, min_size=1, max_size=3),
+                       max_leaves=12)
+
+
+@given(st.dictionaries(st.text("xyz", min_size=1, max_size=2), _leaves, min_size=1, max_size=3))
+def test_a_nested_result_comes_back_from_its_stored_tidy_rows(value):
+    """Leaves as rows, through strict JSON (as the cell store keeps them), and back: equal leaf by leaf (NaN
+    as NaN, None as None, ints as ints)."""
+    import json
+
+    from simlm.experiments.nested import leaf_rows, nested_of
+    from simlm.jsonio import jsonable
+
+    stored = json.loads(json.dumps(jsonable(leaf_rows(value, section="s")), allow_nan=False))
+    back = nested_of(stored)
+    same = lambda a, b: (type(a) is type(b) and (a == b or (isinstance(a, float) and np.isnan(a) and np.isnan(b)))
+                         if not isinstance(a, (dict, list)) else
+                         (a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)) if isinstance(a, dict) else
+                         (len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))))
+    assert same(back, value)
+
+
+def test_the_bayes_parts_stored_rows_are_the_bayes_summary(tmp_path):
+    """A planted world in a sweep: the experiment check's stored rows give back exactly the Bayes summary
+    computed directly, the rows are tidy, and a rerun computes nothing."""
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import parse_config, read_results, run_sweep
+    from simlm.jsonio import jsonable
+
+    config = ta.Config(zipf_sequences=16, zipf_length=8)
+    spec = {"name": "bz", "kind": "planted-hmm", "seed": 3,
+            "options": {"family": "block-zipf", "n_states": 3, "block_size": 4}}
+    raw = {"worlds": [spec], "data": {"n_sequences": 2, "length": 2}, "checks": {ta.CHECK: ta.check_options(config)}}
+    first = run_sweep(parse_config(raw), tmp_path, progress=False)
+    assert first["new_cells"] == 1 and not first["errors"]
+    got = ta.result_of(read_results(tmp_path), config)["bz:bayes"]
+    direct = block_zipf_hmm(3, 3, 4)
+    want = {"n_classes": 3, **ta.bayes_summary(direct, 16, 8, Corruption(), config.seed)}
+    assert jsonable(got) == jsonable(want)
+    assert all(r["world"] == "bz" and r["bound"] is None for r in first["rows"])
+    assert run_sweep(parse_config(raw), tmp_path, progress=False)["new_cells"] == 0
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"family": "zipf"}, "worlds.w.options.family"),
+    ({}, "worlds.w.options.family"),
+    ({"family": "block-zipf", "block_size": 0}, "worlds.w.options.block_size"),
+    ({"family": "topic-syntax", "switch": 1.5}, "worlds.w.options.switch"),
+    ({"family": "confusion-groups", "n_blocks": 2}, "worlds.w.options"),
+])
+def test_a_bad_planted_world_option_is_a_named_config_error_with_status_2(tmp_path, capsys, options, where):
+    import json
+
+    from simlm.cli import main
+    from simlm.experiments.sweep import parse_config
+
+    raw = {"worlds": [{"name": "w", "kind": "planted-hmm", "options": options}], "checks": {"simlm/epsilon": {}}}
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        parse_config(raw)
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    assert main(["sweep", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and where in err[0] and not (tmp_path / "out").exists()
+
+
+def test_bad_options_of_the_experiment_check_name_the_option():
+    from simlm.experiments import token_accuracy as ta
+    from simlm.experiments.sweep import parse_config
+
+    raw = ta.sweep_config(ta.QUICK)
+    raw["checks"][ta.CHECK]["max_steps"] = 0
+    with pytest.raises(ConfigError, match=r"checks\.tzach/token-accuracy-experiment\.max_steps"):
+        parse_config(raw)
+
+
+def test_simlm_worlds_lists_every_planted_family(capsys):
+    from simlm.cli import main
+    from simlm.experiments.sweep import PLANTED_FAMILIES
+
+    assert main(["worlds"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"family = {f!r}" in text for f in PLANTED_FAMILIES) and "planted-hmm" in text
