@@ -361,7 +361,7 @@ def train_world(world, kind: str, config: Config, run_dir: Path):
 
 #: the Config fields that define the worlds (the sweep's ``[[worlds]]``); every other field is an option
 #: of the check ``wei/head-prompt-experiment``.
-WORLD_FIELDS = ("n_symbols", "n_states", "n_syntactic", "n_slots", "temperature", "world_seed")
+WORLD_FIELDS = ("n_symbols", "n_states", "n_syntactic", "n_slots", "n_cells", "temperature", "world_seed")
 CHECK = "wei/head-prompt-experiment"
 
 
@@ -409,7 +409,8 @@ def config_of(experiment: str, raw: dict) -> Config:
         fields["n_states"] = tuple(w["options"]["n_states"] for w in raw["worlds"])
     else:
         memories = [w["options"] for w in raw["worlds"] if w["kind"] == "memory-hmm"]
-        fields["n_slots"] = tuple(o["n_values"] for o in memories)
+        fields["n_slots"] = tuple(dict.fromkeys(o["n_values"] for o in memories))  # worlds run N-major
+        fields["n_cells"] = tuple(dict.fromkeys(o["n_cells"] for o in memories))
         fields["n_syntactic"] = memories[0]["n_syntactic"]
     return Config(**fields, **_fields(opts))
 
