@@ -31,13 +31,11 @@ def test_bucketed_laws_equal_enumeration_over_hidden_paths(case):
     pi, A, B = bf.params(hmm)
     # the causal law pads T after the sequence, the masked laws read through the padded backward pass
     nxt, masked = np.asarray(hmm.next_token_probs(x)), np.asarray(hmm.masked_token_probs(x))
-    prep = np.asarray(hmm.prepended_mask_probs(x))
     for i, s in enumerate(x):
         np.testing.assert_allclose(nxt[i], bf.next_token_law(pi, A, B, s), **TOL)
         np.testing.assert_allclose(masked[i], [bf.masked_law(pi, A, B, s, t) for t in range(len(s))], **TOL)
-        np.testing.assert_allclose(prep[i], bf.prepended_masked_law(pi, A, B, s), **TOL)
     np.testing.assert_allclose(hmm.log_likelihood(x), [np.log(bf.sequence_prob(pi, A, B, s)) for s in x], **TOL)
-    assert nxt.shape == masked.shape == x.shape + (hmm.n_symbols,) and prep.shape == (len(x), hmm.n_symbols)
+    assert nxt.shape == masked.shape == x.shape + (hmm.n_symbols,)
 
 
 @functools.lru_cache(maxsize=None)
