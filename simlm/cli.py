@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.commandline import Parser
+from simlm.experiments.commandline import Parser, add_run_options, executor_of
 
 
 def demo_config_path() -> Path:
@@ -27,12 +27,10 @@ def demo_config_path() -> Path:
 
 
 def _run(config, args) -> int:
-    from simlm.experiments.executors import make_executor
     from simlm.experiments.report import console_table, render
     from simlm.experiments.sweep import run_sweep
 
-    executor = make_executor(args.executor, workers=args.workers, address=args.address)
-    result = run_sweep(config, args.out, executor=executor, progress=not args.quiet)
+    result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
     print(console_table(result["rows"]))
     paths = render(result["rows"], args.out)
     bounded = [r for r in result["rows"] if r.get("bound") is not None]
@@ -96,27 +94,9 @@ def _checks(args) -> int:
     return 0
 
 
-def _positive_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
-        return value
-    parse.__name__ = name
-    return parse
-
-
 def _run_options(p, default_out):
     p.add_argument("--out", default=default_out, help=f"results directory (default {default_out}); rerunning resumes")
-    p.add_argument("--workers", type=_positive_int("workers"), default=1,
-                   help="parallel jobs (a process pool when > 1 with the default executor)")
-    p.add_argument("--executor", choices=("inprocess", "process", "ray"), default="inprocess",
-                   help="where jobs run: here, a local process pool, or Ray (pip install 'simlm[distributed]')")
-    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,3 +61,23 @@ def test_as_tuple_makes_one_value_or_a_flat_list_a_tuple():
     for bad in ("hmm", True, None, {"a": 1}, np.ones((2, 2))):
         with pytest.raises(ConfigError, match="^targets: expected one value or a list of them"):
             as_tuple("targets", bad)
+
+
+def test_a_check_module_imported_anew_registers_again_but_two_functions_under_one_name_are_refused():
+    from simlm.errors import ConfigError
+    from simlm.experiments.registry import _REGISTRY, register
+
+    def run(cell):
+        return []
+
+    try:
+        register("test/reimported", paper="p", description="d")(run)
+        register("test/reimported", paper="p", description="d")(run)  # a reload: the same function again
+
+        def other(cell):
+            return []
+
+        with pytest.raises(ConfigError, match="'test/reimported' is registered twice"):
+            register("test/reimported", paper="p", description="d")(other)
+    finally:
+        _REGISTRY.pop("test/reimported", None)

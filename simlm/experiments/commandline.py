@@ -28,6 +28,39 @@ def as_flag(message: str, flags: dict) -> str:
     return ", ".join(flags.get(name, name) for name in m[0].split(", ")) + message[m.end():]
 
 
+def positive_int(name):
+    """An argparse type: an integer ≥ 1 (its error names the value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def add_run_options(p) -> None:
+    """The options of every command that runs a sweep: where its cells run, and its progress bars."""
+    from simlm.experiments.executors import EXECUTORS
+
+    p.add_argument("--workers", type=positive_int("workers"), default=1,
+                   help="parallel jobs (a process pool when > 1 with the default executor)")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess",
+                   help="where jobs run: here, a local process pool, or Ray (pip install 'simlm[distributed]')")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def executor_of(args):
+    """The executor the options of :func:`add_run_options` ask for."""
+    from simlm.experiments.executors import make_executor
+
+    return make_executor(args.executor, workers=args.workers, address=args.address)
+
+
 def run_main(prog: str, command, argv, flags: dict) -> int:
     """``command(argv)``; 0 if it returns, 2 and one line on stderr for a :class:`SimlmError` or an
     ``OSError`` (a file that cannot be written)."""

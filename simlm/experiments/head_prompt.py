@@ -94,8 +94,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               sample_task_data, task_features)
 from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, run_main
-from simlm.experiments.executors import EXECUTORS, make_executor
+from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
 from simlm.experiments.registry import row
 from simlm.experiments.store import CellStore, results_dir
@@ -618,10 +617,7 @@ def command(argv=None) -> dict:
                    "(0.01: near-deterministic, the Bayes ceiling ≈ 1 even for short T')")
     p.add_argument("--analytic", help=f"the analytic-LM family, one of {', '.join(ANALYTIC_KINDS)}, or 'none'")
     p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
-    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
-    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
-    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     args = p.parse_args(argv)
     options = dict(QUICK) if args.quick else {}
     for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
@@ -638,7 +634,7 @@ def command(argv=None) -> dict:
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
     print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
           f"{' with --quick/flag overrides' if options else ''})")
-    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    executor = executor_of(args)
     payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor)
     for e in payload["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")

@@ -60,8 +60,7 @@ import numpy as np
 
 from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, run_main
-from simlm.experiments.executors import EXECUTORS, make_executor
+from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.registry import row
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
@@ -728,10 +727,7 @@ def command(argv=None) -> dict:
     p.add_argument("--noise", nargs="+", choices=NOISES, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="training budget per objective")
     p.add_argument("--no-train", action="store_true", help="analytic LMs only")
-    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
-    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
-    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     args = p.parse_args(argv)
     shipped, train_lms = config_of(load_shipped())
     config = QUICK if args.quick else shipped
@@ -749,7 +745,7 @@ def command(argv=None) -> dict:
             raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
     print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
           f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
-    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    executor = executor_of(args)
     result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor)
     for e in result["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")

@@ -79,8 +79,11 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
              validate: Callable[[dict], None] | None = None):
     """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
-        if name in _REGISTRY:
-            raise ConfigError(f"check: {name!r} is registered twice")
+        old = _REGISTRY.get(name)
+        if old is not None and (old.run.__module__, old.run.__qualname__) != (run.__module__, run.__qualname__):
+            raise ConfigError(f"check: {name!r} is registered twice ({old.run.__module__}.{old.run.__qualname__} "
+                              f"and {run.__module__}.{run.__qualname__})")
+        # the same function again: its module was imported anew (a reload, or a retry after a failed import)
         _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
                                 parts, validate)
         return run

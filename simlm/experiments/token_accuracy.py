@@ -37,7 +37,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.nested import leaf_rows, nested_of
 from simlm.experiments.store import results_dir
 from simlm.experiments.token_accuracy_plots import plot, summary, verdicts
@@ -358,23 +358,19 @@ FLAGS = {"out": "--out", "figures": "--figures", "workers": "--workers", "execut
 def command(argv=None) -> dict:
     """The command line: run the sweep of the shipped config (``--quick``: of :data:`QUICK`), then print the
     summary and write ``results.json`` and the figure, all from the stored rows; return the result."""
-    from simlm.experiments.executors import EXECUTORS, make_executor
-
+    
     p = Parser(prog="python -m simlm.experiments.token_accuracy", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (the tests' mode), about a minute")
     p.add_argument("--out", default=None, help="results directory: the sweep's files, checkpoints, results.json "
                    "and the PNG (default runs/token_accuracy[_quick]); a rerun resumes")
     p.add_argument("--figures", default=None, help="also write the PNG here (e.g. docs/)")
-    p.add_argument("--workers", type=int, default=1, help="run cells in this many processes")
-    p.add_argument("--executor", choices=EXECUTORS, default="inprocess", help="where cells run (ray: a cluster)")
-    p.add_argument("--address", default=None, help="the Ray cluster to join (with --executor ray)")
-    p.add_argument("--progress", action="store_true", help="progress bars (cells, training steps)")
+    add_run_options(p)
     args = p.parse_args(argv)
     config = QUICK if args.quick else config_of(load_shipped())
     out = results_dir(args.out or ("runs/token_accuracy_quick" if args.quick else "runs/token_accuracy"))
     figures = results_dir(args.figures) if args.figures else out
-    executor = make_executor(args.executor, workers=args.workers, address=args.address)
-    result = run(config, out, executor=executor, progress=args.progress)
+    executor = executor_of(args)
+    result = run(config, out, executor=executor, progress=not args.quiet)
     write_json_atomic(out / "results.json", jsonable(result))
     print(summary(result))
     paths = plot(result, figures)
