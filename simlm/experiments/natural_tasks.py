@@ -389,8 +389,6 @@ WORLD_FIELDS = ("worlds", "n_symbols", "n_states", "hmm_states", "hmm_concentrat
 #: experiment-row keys that are also tidy columns, renamed in the tidy rows (and back by :func:`result_of`).
 RENAMED = {"lm": "lm_kind", "bound": "bound_name", "holds": "holds_every_B", "eps": "eps_contexts",
            "trivial": "trivial_every_B", "slack_used": "slack_used_at_B"}
-#: experiment-row numbers that may be NaN (stored as null in JSON): NaN again in :func:`result_of`.
-NAN_KEYS = ("ratio_natural", "ratio_best", "scale")
 
 
 def world_embeddings(world_name: str, world, config: Config) -> np.ndarray:
@@ -522,15 +520,24 @@ def result_of(rows: list, config: Config) -> dict:
         record = {back.get(k, k): v for k, v in r.items() if k not in tidy}
         q = r["quantity"]
         if q.endswith(":loss_natural"):
-            out["rows"].append({**record, **{k: math.nan for k in NAN_KEYS if record.get(k, 0) is None}})
+            out["rows"].append(record)
         elif q.startswith("log_partition:"):
             out["log_partition"].append(record)
         elif q.startswith("training:"):
             out["training"].append(record)
         elif q == "skipped":
             out["skipped"].append(record)
+    for part in ("rows", "log_partition"):
+        out[part] = _numbers_again(out[part])
     out["violations"] = [r for r in out["rows"] if not r["holds"] and r["B_choice"] == "B*"]
     return out
+
+
+def _numbers_again(records: list) -> list:
+    """Strict JSON stores NaN and ±inf as null: a null in a column that holds numbers elsewhere is NaN again
+    (a ratio whose slack is 0, a bound with γ_Φ = 0), so the summaries' medians and plots read numbers."""
+    numeric = {k for r in records for k, v in r.items() if isinstance(v, float)}
+    return [{k: math.nan if v is None and k in numeric else v for k, v in r.items()} for r in records]
 
 
 def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=print, progress: bool = False,
