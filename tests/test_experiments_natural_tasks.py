@@ -177,3 +177,17 @@ def test_the_experiment_is_the_sweep_of_its_shipped_config(quick):
         assert json.dumps(again[part], sort_keys=True) == json.dumps(json.loads(json.dumps(result[part])), sort_keys=True)
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]
+
+
+def test_nulls_in_numeric_columns_are_nan_again_so_the_summary_reads_numbers(quick):
+    """Strict JSON stores NaN and ±inf as null (a bound with γ_Φ = 0 is inf): rebuilt from the tidy rows, such
+    a value is NaN again wherever its column holds numbers, and the summary still renders."""
+    from simlm.experiments.sweep import read_results
+
+    result, out = quick
+    rows = read_results(out)
+    first = next(i for i, r in enumerate(rows) if r["quantity"].endswith(":loss_natural"))
+    rows[first] = {**rows[first], "slack": None}
+    again = nt.result_of(rows, nt.QUICK)
+    assert any(math.isnan(r["slack"]) for r in again["rows"])
+    assert "nan" in nt.summary(again)
