@@ -96,7 +96,7 @@ from simlm.checks import check_instance, check_memory, check_positive, check_pos
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
-from simlm.experiments.registry import row
+from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import CellStore, results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import UNDIRECTED_KINDS
@@ -362,6 +362,8 @@ def train_world(world, kind: str, config: Config, run_dir: Path):
 #: of the check ``wei/head-prompt-experiment``.
 WORLD_FIELDS = ("n_symbols", "n_states", "n_syntactic", "n_slots", "n_cells", "temperature", "world_seed")
 CHECK = "wei/head-prompt-experiment"
+#: record keys that are also tidy columns, renamed in the rows (:func:`~simlm.experiments.registry.tidy_columns`).
+RENAMED = {"lm": "lm_source"}
 
 
 def check_options(config: Config) -> dict:
@@ -382,8 +384,7 @@ def sweep_config(experiment: str, config: Config = Config()) -> dict:
     The shipped ``configs/head_prompt_<experiment>.toml`` is this dict for the default Config."""
     specs = [{"name": w["world"], "kind": w["sweep_kind"], "seed": config.world_seed, "options": w["options"]}
              for w in worlds(experiment, config)]
-    return {"name": f"head_prompt-{experiment}", "seed": 0, "data": {"n_sequences": 2, "length": 2},
-            "worlds": specs, "lms": {"oracle": True}, "checks": {CHECK: check_options(config)}}
+    return experiment_sweep(f"head_prompt-{experiment}", specs, CHECK, check_options(config))
 
 
 def load_shipped(experiment: str) -> dict:
@@ -462,8 +463,7 @@ def experiment_check(cell) -> list:
     def add(meta, records):
         level = meta["level"]
         for r in records:
-            record = {**base, **meta, **r, **ctx["shared"]}
-            record["lm_source"] = record.pop("lm")
+            record = tidy_columns({**base, **meta, **r, **ctx["shared"]}, RENAMED)
             rows.append(row(f"{r['method']}:test_accuracy", r["test_accuracy"], lm=_lm_name(level), lm_seed=seed,
                             eps=meta["epsilon"], eps_se=meta["epsilon_se"], **record))
 
@@ -507,20 +507,10 @@ def experiment_check(cell) -> list:
 
 # ---- the experiment: the sweep of its shipped config, and its own table and figure ----------------
 
-TIDY_ONLY = ("paper", "check", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured", "bound", "holds",
-             "trivial", "slack_used", "world_seed")
-
-
 def records_of(rows: list) -> list[dict]:
     """The experiment's records (one per world, seed, level and method) from the sweep's tidy rows."""
-    out = []
-    for r in rows:
-        if r.get("check") != CHECK or not r["quantity"].endswith(":test_accuracy"):
-            continue
-        record = {k: v for k, v in r.items() if k not in TIDY_ONLY}
-        record["lm"] = record.pop("lm_source")
-        out.append(record)
-    return out
+    return [record_of(r, RENAMED) for r in rows
+            if r.get("check") == CHECK and r["quantity"].endswith(":test_accuracy")]
 
 
 def training_of(rows: list) -> dict:

@@ -61,7 +61,7 @@ import numpy as np
 from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
-from simlm.experiments.registry import row
+from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
@@ -422,9 +422,8 @@ def sweep_config(config: Config = Config(), *, train_lms: bool = True) -> dict:
     worlds, the oracle as the one LM source (the check builds the experiment's LMs — analytic families at
     exact ε on the contexts, the trained ladders — inside each world's cells) and :data:`CHECK`.  The
     shipped ``configs/natural_tasks.toml`` is this dict for the default Config."""
-    return {"name": "natural_tasks", "seed": 0, "data": {"n_sequences": 2, "length": 2},
-            "worlds": [world_spec(w, config) for w in config.worlds], "lms": {"oracle": True},
-            "checks": {CHECK: check_options(config, train_lms=train_lms)}}
+    return experiment_sweep("natural_tasks", [world_spec(w, config) for w in config.worlds], CHECK,
+                            check_options(config, train_lms=train_lms))
 
 
 def shipped_config() -> Path:
@@ -474,10 +473,6 @@ def parts(world_spec, lm_spec, options) -> list:
     return ["analytic", "trained"] if options["train_lms"] else ["analytic"]
 
 
-def _tidy(record: dict, **columns) -> dict:
-    return {RENAMED.get(k, k): v for k, v in record.items()} | columns
-
-
 def experiment_check(cell) -> list:
     """One part of the experiment on the cell's world — its analytic LMs, or its trained ladders with the
     log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
@@ -491,33 +486,31 @@ def experiment_check(cell) -> list:
     rows = []
     for r in result["rows"]:
         lm = f"{r['lm']}@{r['target_eps']:g}"
-        common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"])
+        common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"],
+                      **tidy_columns(r, RENAMED))
         quantity = f"{r['bound']}:{r['B_choice']}"
-        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], **common, **_tidy(r)))
-        rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=math.log(2), **common,
-                        **_tidy(r)))
+        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], **common))
+        rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=math.log(2), **common))
     for r in result["log_partition"]:
-        rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **_tidy(r)))
+        rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **tidy_columns(r, RENAMED)))
     for r in result["training"]:
         eps = math.nan if r.get("epsilon") is None else r["epsilon"]
         rows.append(row("training:epsilon", eps, lm=f"{r['lm']}@{r['target']:g}", lm_seed=r.get("seed"),
-                        **_tidy({k: v for k, v in r.items() if k != "path"})))
+                        **tidy_columns({k: v for k, v in r.items() if k != "path"}, RENAMED)))
     for r in result["skipped"]:
-        rows.append(row("skipped", r["target_eps"], lm=f"{r['lm']}@{r['target_eps']:g}", **_tidy(r)))
+        rows.append(row("skipped", r["target_eps"], lm=f"{r['lm']}@{r['target_eps']:g}",
+                        **tidy_columns(r, RENAMED)))
     return rows
 
 
 def result_of(rows: list, config: Config) -> dict:
     """The experiment's result (``{"config", "rows", "log_partition", "training", "skipped", "violations"}``,
     as :func:`summary` and :func:`plot` read it) from the sweep's tidy rows."""
-    back = {v: k for k, v in RENAMED.items()}
-    tidy = ("paper", "check", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured", "bound", "holds",
-            "trivial", "slack_used", "world_seed")
     out = {"config": dataclasses.asdict(config), "rows": [], "log_partition": [], "training": [], "skipped": []}
     for r in rows:
         if r.get("check") != CHECK:
             continue
-        record = {back.get(k, k): v for k, v in r.items() if k not in tidy}
+        record = record_of(r, RENAMED)
         q = r["quantity"]
         if q.endswith(":loss_natural"):
             out["rows"].append(record)

@@ -118,4 +118,29 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **e
             "trivial": trivial, "slack_used": used, **extra}
 
 
-__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row"]
+def experiment_sweep(name: str, worlds: list, check: str, options: dict) -> dict:
+    """The sweep config (a dict, as TOML or JSON gives it) of a paper experiment that builds its own LMs in
+    the oracle's cell of each world: ``worlds``, the oracle as the one LM source and ``check`` with its
+    ``options`` (the held-out set is minimal: the check draws its own data)."""
+    return {"name": name, "seed": 0, "data": {"n_sequences": 2, "length": 2}, "worlds": worlds,
+            "lms": {"oracle": True}, "checks": {check: options}}
+
+
+#: the shared columns a record of an experiment does not keep (``world`` it does, under the same name).
+_SHARED_ONLY = tuple(c for c in COLUMNS if c != "world") + ("slack_used",)
+
+
+def tidy_columns(record: dict, renamed: dict) -> dict:
+    """An experiment's ``record`` as a row's own columns: its keys that are also shared columns renamed
+    (``renamed``: record key → column name), so the row's shared columns keep their meaning."""
+    return {renamed.get(k, k): v for k, v in record.items()}
+
+
+def record_of(tidy_row: dict, renamed: dict) -> dict:
+    """The inverse of :func:`tidy_columns`: a row's own columns (and ``world``), names restored."""
+    back = {v: k for k, v in renamed.items()}
+    return {back.get(k, k): v for k, v in tidy_row.items() if k not in _SHARED_ONLY}
+
+
+__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row", "experiment_sweep", "tidy_columns",
+           "record_of"]

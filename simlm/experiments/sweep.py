@@ -438,7 +438,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
             trained[json.loads(p)["world"]] = json.loads(result)
         bar.set_description("sweep")
-    jobs, skipped, total = [], [], 0
+    jobs, skipped, total, new = [], [], 0, 0
     for spec in config.worlds:
         for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
             cells = []
@@ -457,7 +457,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                         cells.append([name, part, part_key])
             if cells:
                 jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells))
-    new = sum(len(json.loads(j)["cells"]) for j in jobs)
+                new += len(cells)
     bar.reset(total)
     bar.update(total - new)
     for _, result in executor.map(check_job, jobs):

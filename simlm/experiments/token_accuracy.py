@@ -39,6 +39,7 @@ from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.nested import leaf_rows, nested_of
+from simlm.experiments.registry import experiment_sweep
 from simlm.experiments.store import results_dir
 from simlm.experiments.token_accuracy_plots import plot, summary, verdicts
 from simlm.jsonio import jsonable, write_json_atomic
@@ -210,8 +211,7 @@ def sweep_config(config: Config = Config()) -> dict:
     worlds, the oracle as the one LM source (the check trains and reads its own transformers inside the
     oracle's cells) and :data:`CHECK`.  The shipped ``configs/token_accuracy.toml`` is this dict for the
     default Config."""
-    return {"name": "token_accuracy", "seed": 0, "data": {"n_sequences": 2, "length": 2},
-            "worlds": world_specs(config), "lms": {"oracle": True}, "checks": {CHECK: check_options(config)}}
+    return experiment_sweep("token_accuracy", world_specs(config), CHECK, check_options(config))
 
 
 def shipped_config() -> Path:
