@@ -46,15 +46,15 @@ def test_chunking_the_positions_changes_nothing(case, monkeypatch):
     assert (chunked.n_positions, chunked.n_sequences) == (whole.n_positions, whole.n_sequences) == (N * T, N)
 
 
-def test_the_trainers_chunked_evaluation_equals_one_batch():
-    """``Training.evaluate`` scores the held-out set a few sequences at a time on a CPU; chunks of 3 of 7
+def test_the_trainers_chunked_evaluation_equals_one_batch(case):
+    """``Training.evaluate`` scores the held-out set a few sequences at a time on a CPU; chunks of 2 of 3
     sequences (a remainder of 1) give the one-batch ε and TV and their standard errors, for each seed."""
-    world = HMM.random(0, 3, V)
+    world = case[0]  # the same world and shapes as above, so the world's compiled laws are reused
     model = TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T, causal=False)
-    config = TrainConfig(objective="masked-lm", seeds=(0, 1), seq_len=T, eval_sequences=7, eval_positions=4)
-    whole = Training(world, model, config, eval_chunk=7)
+    config = TrainConfig(objective="masked-lm", seeds=(0, 1), seq_len=T, eval_sequences=N, eval_positions=4)
+    whole = Training(world, model, config, eval_chunk=N)
     params = whole.init_state().params
-    chunked = Training(world, model, config, eval_chunk=3).evaluate(params)
+    chunked = Training(world, model, config, eval_chunk=2).evaluate(params)
     np.testing.assert_allclose(chunked, whole.evaluate(params), rtol=1e-5, atol=1e-8)
     assert chunked[0] != chunked[1]  # two members, each scored on its own parameters
 
