@@ -24,3 +24,13 @@ def test_pinned_runs_under_the_precision_and_restores_it():
     before = jax.config.jax_default_matmul_precision
     assert pinned(lambda: jax.config.jax_default_matmul_precision, "bfloat16")() == "bfloat16"
     assert jax.config.jax_default_matmul_precision == before
+
+
+def test_worlds_reports_an_unavailable_peer_instead_of_a_ratio(monkeypatch):
+    import worlds
+
+    monkeypatch.setattr(worlds, "DYNAMAX", None)
+    tg = worlds.targets([{"K": 256, "forward_fraction_of_matmul": 0.7}])
+    for name in ("sampling_ratio", "inference_ratio"):
+        assert tg[name]["worst"] is None and tg[name]["met"] is None and "peer unavailable" in tg[name]["note"]
+    assert tg["forward_fraction"]["met"] is True  # the simlm-only rows are still judged
