@@ -4,7 +4,8 @@ Trains the seeds of one experiment-1 world (``--states`` |H|, default 10) exactl
 ``python -m simlm.experiments.head_prompt experiment1`` does (``train_world``: masked-lm, the ladder
 (0.3, 0.1, 0.03), up to 2500 steps, 3 seeds vmapped), then counts the evaluations in its metrics.jsonl and
 times one compiled evaluation and one compiled step of the same :class:`~simlm.train.Training`
-(medians, interleaved).  Evaluation share = n_eval · t_eval / (n_steps · t_step + n_eval · t_eval).
+(medians, interleaved) — and, alongside them, the same evaluation as one batch of the whole held-out set
+(``eval_chunk`` = all sequences, as before the trainer scored it in chunks on a CPU).  Evaluation share = n_eval · t_eval / (n_steps · t_step + n_eval · t_eval).
 With ``--compare-with DIR`` the same world is trained a second time by the simlm checkout at DIR (e.g.
 the main branch, before the predictive schedule), in a subprocess, and its evaluation count is reported
 beside ours.  Every rung's ε/target is listed: the ladder's rule is ε ∈ [0.7, 1] × target.
@@ -94,12 +95,17 @@ def main(argv=None) -> int:
         holder["state"], loss = training.step(holder["state"], batch)
         return loss
 
-    timings = time_interleaved({"step": step, "evaluate": lambda: training.evaluate(holder["state"].params)},
+    # the same evaluation as one batch of the whole held-out set (the trainer before chunking), timed alongside
+    one_batch = Training(world, training.model_config, training.config, eval_chunk=training.config.eval_sequences)
+    timings = time_interleaved({"step": step, "evaluate": lambda: training.evaluate(holder["state"].params),
+                                "evaluate_one_batch": lambda: one_batch.evaluate(holder["state"].params)},
                                repeats=args.repeats, warmup=2)
-    t_step, t_eval = timings["step"].median, timings["evaluate"].median
+    t_step, t_eval, t_one = (timings[k].median for k in ("step", "evaluate", "evaluate_one_batch"))
     share = n_eval * t_eval / (last_step * t_step + n_eval * t_eval)
     row = {"world": spec["world"], "steps": last_step, "evaluations": n_eval, "step_s": t_step, "eval_s": t_eval,
-           "eval_share": share, "train_wall_s": train_wall,
+           "eval_chunk": training.eval_chunk, "eval_one_batch_s": t_one,
+           "eval_share": share, "eval_share_one_batch": n_eval * t_one / (last_step * t_step + n_eval * t_one),
+           "train_wall_s": train_wall, "load_average": list(os.getloadavg()),
            "min_overshoot": min(overshoots) if overshoots else None, "rungs": len(overshoots)}
     if args.compare_with:
         env = {**os.environ, "PYTHONPATH": str(Path(args.compare_with).resolve())}
@@ -113,8 +119,9 @@ def main(argv=None) -> int:
                                          / (other["last_step"] * t_step + other["evaluations"] * t_eval))
         else:
             print(proc.stderr[-2000:], file=sys.stderr)
-    print_table([row], ["world", "steps", "evaluations", "compare_evaluations", "step_s", "eval_s", "eval_share",
-                        "compare_eval_share", "min_overshoot", "rungs", "train_wall_s"],
+    print_table([row], ["world", "steps", "evaluations", "compare_evaluations", "step_s", "eval_s", "eval_chunk",
+                        "eval_one_batch_s", "eval_share", "eval_share_one_batch", "compare_eval_share",
+                        "min_overshoot", "rungs", "train_wall_s"],
                 title="evaluation share of training (timings noisy under CPU contention; same-run ratios)")
     met = share <= SHARE_TARGET and all(0.7 <= o <= 1 for o in overshoots)
     print(f"\ntargets: evaluation share ≤ {SHARE_TARGET:.0%}: {share:.1%}; every rung in [0.7, 1]: "

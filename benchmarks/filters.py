@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -36,15 +34,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
+from peers import import_peer, pinned, unavailable  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm_core  # noqa: E402
 
 AGREEMENT_ATOL = 1e-4
-HAS_DYNAMAX = importlib.util.find_spec("dynamax") is not None
-if HAS_DYNAMAX:
-    # imported before anything is compiled: importing dynamax sets jax_default_matmul_precision, which would
-    # otherwise make every function compiled before it recompile inside the timed calls
-    importlib.import_module("dynamax.hidden_markov_model")
+# imported before anything is compiled; the global matmul precision dynamax sets on import is undone, and
+# every timed call of both sides runs under --precision instead (peers.py)
+DYNAMAX, DYNAMAX_PRECISION = import_peer("dynamax.hidden_markov_model")
+HAS_DYNAMAX = DYNAMAX is not None
 
 
 def sizes(backend: str) -> dict:
@@ -61,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--symbols", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--precision", default="float32",
+                   help="jax.default_matmul_precision for every timed call of both sides ('default' = jax's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "filters.json"))
     p.add_argument("--quick", action="store_true", help="B=2, T=16, K=4, V=4, one repeat")
@@ -71,6 +71,7 @@ def parse_args(argv=None):
     for name in ("batch", "lengths", "states"):
         if getattr(args, name) is None:
             setattr(args, name, auto[name])
+    args.precision = None if args.precision == "default" else args.precision
     return args
 
 
@@ -103,6 +104,7 @@ def bench_one(K: int, T: int, args) -> dict:
     if HAS_DYNAMAX:
         fns["dynamax_seq"] = lambda: dynamax_filter(*params, tokens, parallel=False)
         fns["dynamax_par"] = lambda: dynamax_filter(*params, tokens, parallel=True)
+    fns = {name: pinned(fn, args.precision) for name, fn in fns.items()}
     times = time_interleaved(fns, repeats=args.repeats, warmup=args.warmup)
     ref = fns["simlm_seq"]()[0]
     diffs = {name: float(jnp.max(jnp.abs(fn()[0] - ref))) for name, fn in fns.items()}
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     backend = jax.default_backend()
     print(f"HMM filters: B={args.batch} T={args.lengths} K={args.states} V={args.symbols} on {backend} "
-          f"({jax.devices()[0].device_kind}); dynamax {'installed' if HAS_DYNAMAX else 'NOT installed (skipped)'}")
+          f"({jax.devices()[0].device_kind}); dynamax {'installed' if HAS_DYNAMAX else unavailable('dynamax') + ', skipped'}; "
+          f"matmul precision {args.precision or 'default'} on both sides")
     rows = [bench_one(K, T, args) for T in args.lengths for K in args.states]
     cols = ["K", "T", ("simlm_seq_tok_s", "simlm seq tok/s"), ("simlm_par_tok_s", "simlm par tok/s"),
             ("par_over_seq", "par ÷ seq speed")]
@@ -140,6 +143,9 @@ def main(argv=None) -> int:
         versions["dynamax"] = dynamax.__version__
     out = write_json(args.out, {"benchmark": "filters", "config": {**vars(args), "backend": backend},
                                 "versions": versions, "peer_installed": {"dynamax": HAS_DYNAMAX},
+                                "matmul_precision": {"simlm": args.precision or "default",
+                                                     "dynamax": args.precision or "default",
+                                                     "dynamax_sets_on_import": DYNAMAX_PRECISION},
                                 "results": rows, "agrees": agree})
     print(f"wrote {out}")
     return 0 if agree else 1

@@ -1,14 +1,18 @@
-"""The masked ε over every position, computed in batched chunks, equals the per-position masked ε."""
+"""The masked ε over every position, computed in batched chunks, equals the per-position masked ε; the
+trainer's held-out ε, scored in chunks of sequences, equals the one-batch ε."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
+from simlm.errors import ConfigError
 from simlm.metrics import epsilon as eps_module
 from simlm.metrics.epsilon import divergence_report, exact_masked_epsilon
 from simlm.models import TransformerConfig, TransformerLM
 from simlm.models.transformer import init_transformer
+from simlm.train import TrainConfig
+from simlm.train.trainer import EVAL_CHUNK_TOKENS, Training, eval_chunk_sequences
 from simlm.worlds import HMM
 
 V, T, N = 4, 6, 3
@@ -40,3 +44,26 @@ def test_chunking_the_positions_changes_nothing(case, monkeypatch):
     chunked = divergence_report(world, lm, x, masked=True)
     np.testing.assert_allclose(dataclasses.astuple(chunked)[:10], dataclasses.astuple(whole)[:10], rtol=1e-6, atol=1e-9)
     assert (chunked.n_positions, chunked.n_sequences) == (whole.n_positions, whole.n_sequences) == (N * T, N)
+
+
+def test_the_trainers_chunked_evaluation_equals_one_batch(case):
+    """``Training.evaluate`` scores the held-out set a few sequences at a time on a CPU; chunks of 2 of 3
+    sequences (a remainder of 1) give the one-batch ε and TV and their standard errors, for each seed."""
+    world = case[0]  # the same world and shapes as above, so the world's compiled laws are reused
+    model = TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T, causal=False)
+    config = TrainConfig(objective="masked-lm", seeds=(0, 1), seq_len=T, eval_sequences=N, eval_positions=4)
+    whole = Training(world, model, config, eval_chunk=N)
+    params = whole.init_state().params
+    chunked = Training(world, model, config, eval_chunk=2).evaluate(params)
+    np.testing.assert_allclose(chunked, whole.evaluate(params), rtol=1e-5, atol=1e-8)
+    assert chunked[0] != chunked[1]  # two members, each scored on its own parameters
+
+
+def test_the_default_chunk_follows_the_backend():
+    config = TrainConfig(objective="masked-lm", seq_len=17, eval_sequences=64, eval_positions=8)
+    assert eval_chunk_sequences(config, "cpu") == EVAL_CHUNK_TOKENS // (8 * 17)
+    assert eval_chunk_sequences(config, "gpu") == 64
+    assert eval_chunk_sequences(TrainConfig(seq_len=4096, eval_sequences=64), "cpu") == 1
+    with pytest.raises(ConfigError, match="eval_chunk"):
+        Training(HMM.random(0, 3, V), TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T),
+                 TrainConfig(seq_len=T), eval_chunk=0)
