@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
-from simlm.models.transformer import TransformerConfig, TransformerLM, causal_inputs, init_transformer
+from simlm.models.transformer import (
+    LayerNorm, TransformerConfig, TransformerLM, causal_inputs, gelu, init_transformer, layer_norm,
+)
 
 V, T, N = 5, 6, 3
 TINY = dict(n_symbols=V, d_model=16, n_layers=2, n_heads=2, max_len=8)
@@ -260,3 +262,58 @@ def test_attention_is_multi_head_attention_written_out_by_hand(causal):
     assert np.abs(want).max() > 1  # a non-trivial output
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
+
+
+# ---- the fast pieces compute the textbook functions, derivatives included ----------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.1, 8.0))
+def test_gelu_and_its_derivative_are_the_exact_gelu(seed, scale):
+    x = scale * jax.random.normal(jax.random.key(seed), (64,))
+    exact = lambda x: jax.nn.gelu(x, approximate=False)  # x·Φ(x), Φ through erfc
+    np.testing.assert_allclose(gelu(x), exact(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(gelu))(x), jax.vmap(jax.grad(exact))(x), rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_derivative_is_phi_plus_x_times_density_in_float64():
+    x = np.linspace(-6, 6, 49)
+    grad = np.asarray(jax.vmap(jax.grad(gelu))(jnp.asarray(x, jnp.float32)), np.float64)
+    from scipy.stats import norm
+    np.testing.assert_allclose(grad, norm.cdf(x) + x * norm.pdf(x), atol=1e-6)
+
+
+def _textbook_layer_norm(x, scale, bias):  # autodiff of the formula is the reference for the custom VJP
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6) * scale + bias
+
+
+_layer_norm_vjps = jax.jit(lambda x, s, b, w: [jax.grad(lambda *a: (f(*a) * w).sum(), argnums=(0, 1, 2))(x, s, b)
+                                               for f in (layer_norm, _textbook_layer_norm)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.01, 100.0), st.floats(-10.0, 10.0))
+def test_layer_norm_value_and_gradients_are_the_textbook_layer_norms(seed, scale, shift):
+    k = jax.random.split(jax.random.key(seed), 4)
+    x = shift + scale * jax.random.normal(k[0], (3, 5, 8))
+    s, b, w = 1 + jax.random.normal(k[1], (8,)), jax.random.normal(k[2], (8,)), jax.random.normal(k[3], x.shape)
+    np.testing.assert_allclose(layer_norm(x, s, b), _textbook_layer_norm(x, s, b), rtol=1e-4, atol=1e-4)
+    ours, textbook = _layer_norm_vjps(x, s, b, w)
+    for g, ref in zip(ours, textbook):  # ∂x, ∂scale, ∂bias
+        np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-4 * float(jnp.abs(ref).max()) + 1e-6)
+
+
+def test_layer_norm_module_is_flax_layer_norm_with_the_same_parameters():
+    x = 3 + jax.random.normal(jax.random.key(0), (4, 7, 16))
+    ours, flax_ln = LayerNorm(16, rngs=nnx.Rngs(0)), nnx.LayerNorm(16, use_fast_variance=False, rngs=nnx.Rngs(0))
+    assert jax.tree.map(jnp.shape, nnx.state(ours)) == jax.tree.map(jnp.shape, nnx.state(flax_ln))
+    ours.scale[...] = flax_ln.scale[...] = jax.random.normal(jax.random.key(1), (16,))
+    np.testing.assert_allclose(ours(x), flax_ln(x), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_keeps_the_dtype_and_normalises_in_float32():
+    x = (100 + jax.random.normal(jax.random.key(0), (4, 16))).astype(jnp.bfloat16)
+    y = layer_norm(x, jnp.ones(16), jnp.zeros(16))
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y, np.float32).mean(-1), 0, atol=0.05)
+    np.testing.assert_allclose(np.asarray(y, np.float32).std(-1), 1, atol=0.05)
