@@ -81,7 +81,8 @@ class ChainInference:
 
     def _masked_token_probs(self, toks, positions):
         probs, steps = masked_token_probs(*self._chain, toks)
-        return probs[:, positions], steps
+        # picked on the host: an indexing op on the device compiles for every new (n, T, V)
+        return jax.device_put(np.asarray(probs)[:, np.asarray(positions)]), steps
 
     def _prepended_mask_probs(self, toks):
         return prepended_mask_probs(*self._chain, toks)
