@@ -1,9 +1,9 @@
 """Hypothesis strategies over worlds and token sequences, for property tests (simlm's and yours).
 
     from hypothesis import given
-    from simlm.strategies import hmms, token_sequences
+    from simlm.strategies import hmms, worlds_with_tokens
 
-    @given(hmms(max_states=3, max_symbols=3).flatmap(lambda w: token_sequences(w).map(lambda x: (w, x))))
+    @given(worlds_with_tokens(hmms(max_states=3, max_symbols=3)))
     def test_probabilities_are_probabilities(case):
         world, tokens = case
         assert (world.log_likelihood(tokens) <= 0).all()
@@ -12,12 +12,13 @@ Worlds are small by default so that brute-force enumeration of every hidden path
 arguments are checked when a strategy is built (a :class:`~simlm.errors.ConfigError` naming the argument),
 not when hypothesis first draws from it.
 
-Probability rows are not drawn entry by entry (a hypothesis draw costs ~0.1 ms, and a 5-state, 6-symbol HMM
-has 60 entries): for each array hypothesis draws its *structure* — how many entries are exactly zero, which
-kind of positive weights (equal, two extreme values, uniform, log-uniform) — and a seed, and numpy builds
-the array from them (:func:`_build_rows`).  Shrinking still means something: sizes first, then fewer
-zeros and simpler weights, down to uniform rows; and the hard cases (exact zeros, deterministic rows, entries
-at ``min_mass``, a spread of tiny ones) are each one structure draw away, so hypothesis generates them often.
+Probability rows are not drawn entry by entry (that cost hypothesis ~25 ms for an HMM with K ≤ 5 and
+V ≤ 6, most of a property test's time): for each array hypothesis draws its *structure* — the share of
+entries that are exactly zero, the kind of positive weights (equal, two extreme values, uniform,
+log-uniform) — and a seed, and numpy builds the array from them (:func:`_build_rows`).  Shrinking still
+means something: sizes first, then fewer zeros and simpler weights, down to uniform rows; and the hard
+cases (exact zeros, deterministic rows, entries at ``min_mass``, a spread of tiny ones) are each one
+structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each).
 """
 
 from __future__ import annotations
