@@ -79,13 +79,21 @@ def test_a_new_shape_in_a_warm_bucket_compiles_nothing(caplog):
     def example(K, V, T, seed):
         hmm = HMM.random(seed, K, V)
         x = np.asarray(hmm.sample(seed, 2, 5))[:, :T]
-        return hmm.next_token_probs(x), hmm.masked_token_probs(x)
+        return hmm.next_token_probs(x), hmm.masked_token_probs(x), hmm.log_likelihood(x)
 
     example(1, 1, 1, 0)
     with caplog.at_level(logging.WARNING), jax.log_compiles():
         for K, V, T in [(2, 3, 4), (4, 2, 3), (3, 1, 2)]:
             example(K, V, T, K + V + T)
     assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
+
+
+@pytest.mark.parametrize("T", [2, 5])  # T = 2 is summed over 4 positions, where tree_sum alone pads to 2
+def test_the_bucketed_log_likelihood_is_the_tree_sum_of_the_real_positions_bit_for_bit(T):
+    hmm = HMM.random(T, 3, 4)
+    x = np.asarray(hmm.sample(T, 3, 5))[:, :T]
+    want = jax.jit(core.tree_sum)(hmm_module.token_logprobs(*hmm.chain, x))
+    np.testing.assert_array_equal(hmm.log_likelihood(x), want)
 
 
 def test_padding_is_inert_by_construction():

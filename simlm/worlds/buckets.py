@@ -98,10 +98,20 @@ _tree_sum = jax.jit(core.tree_sum)
 
 def bucketed_log_likelihood(token_logprobs):
     """log p(x_1:T) = tree_sum over the real positions of ``token_logprobs`` (a :func:`bucketed` function):
-    the blank positions are excluded, not summed as log 1 (whose float value need not be exactly 0)."""
+    the blank positions are excluded, not summed as log 1 (whose float value need not be exactly 0).
+
+    The real (n, T) log-probs are summed zero-padded to the n and T buckets, so one compiled sum serves a
+    bucket.  It is the unpadded sum bit for bit: tree_sum itself pads T with zeros to a power of two, the
+    buckets are powers of two, so the padding only adds exact zeros (x + 0 = x; no log-prob is −0)."""
 
     def log_likelihood(initial, transition, emission, tokens):
-        return _tree_sum(token_logprobs(initial, transition, emission, tokens))
+        steps = token_logprobs(initial, transition, emission, tokens)
+        if isinstance(steps, jax.core.Tracer) or not _fits(*steps.shape):
+            return _tree_sum(steps)
+        n, T = steps.shape
+        padded = np.zeros((bucket(n), bucket(T)), steps.dtype)
+        padded[:n, :T] = np.asarray(steps)
+        return jax.device_put(np.asarray(_tree_sum(padded))[:n])
 
     return log_likelihood
 
