@@ -5,9 +5,15 @@ The property: for an HMM from ``simlm.strategies.hmms(max_states=5, max_symbols=
 compilation; with shape buckets (``simlm.worlds.buckets``) the shapes fall into a few buckets.  Measured
 in one run: the unbucketed baseline (``buckets.LARGEST = 0``, cold: every shape new), then the bucketed
 test cold (its first compilations included) and warm (a second run of the same test, fresh examples).
+Each run also counts its XLA compilations (a warm run should have none).
+
+What an example costs once nothing compiles: hypothesis drawing the world (a few structure draws per
+array — ``simlm.strategies`` builds the rows with numpy), building the HMM, one compiled sampler call and
+one compiled law call.  Drawing each probability as a hypothesis float cost ~30 ms an example; the
+device calls cost ~1 ms on an idle machine but several under CPU contention (each waits on XLA's threads).
 
 Target: ≥ 50 examples/s warm.  Timings are wall time of hypothesis runs (shrinking is off and no example
-fails, so every example runs once); noisy under CPU contention.
+fails, so every example runs once); noisy under CPU contention — the load average is printed with them.
 
     .venv/bin/python benchmarks/property_speed.py [--examples 300]
     .venv/bin/python benchmarks/property_speed.py --quick
@@ -16,6 +22,7 @@ fails, so every example runs once); noisy under CPU contention.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 import numpy as np  # noqa: E402
+import jax  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from _common import REPO_ROOT, print_table, write_json  # noqa: E402
@@ -30,6 +38,12 @@ from simlm.strategies import hmms, worlds_with_tokens  # noqa: E402
 from simlm.worlds import buckets  # noqa: E402
 
 TARGET = 50.0
+_COMPILES = [0]
+
+
+def _count_compile(event: str, _seconds: float, **_kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES[0] += 1
 
 
 def parse_args(argv=None):
@@ -45,8 +59,8 @@ def parse_args(argv=None):
 
 
 def property_test(n_examples: int, seed: int):
-    """The user's test, as hypothesis runs it: ``(examples run, seconds)``."""
-    count = [0]
+    """The user's test, as hypothesis runs it: ``(examples run, seconds, XLA compilations)``."""
+    count, compiles = [0], _COMPILES[0]
 
     @settings(max_examples=n_examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
@@ -59,28 +73,31 @@ def property_test(n_examples: int, seed: int):
     next_token_laws_sum_to_one._hypothesis_internal_use_seed = seed
     start = time.perf_counter()
     next_token_laws_sum_to_one()
-    return count[0], time.perf_counter() - start
+    return count[0], time.perf_counter() - start, _COMPILES[0] - compiles
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
     rows = []
     largest = buckets.LARGEST
     buckets.LARGEST = 0  # no shape is padded: the code path before buckets
     try:
-        n, s = property_test(args.baseline_examples, seed=1)
+        n, s, c = property_test(args.baseline_examples, seed=1)
     finally:
         buckets.LARGEST = largest
-    rows.append({"run": "unbucketed, cold", "examples": n, "seconds": s, "examples_per_s": n / s})
+    rows.append({"run": "unbucketed, cold", "examples": n, "seconds": s, "examples_per_s": n / s, "compiles": c})
     for run, seed in (("bucketed, cold", 2), ("bucketed, warm", 3)):
-        n, s = property_test(args.examples, seed=seed)
-        rows.append({"run": run, "examples": n, "seconds": s, "examples_per_s": n / s})
-    print_table(rows, ["run", "examples", "seconds", ("examples_per_s", "examples/s")],
+        n, s, c = property_test(args.examples, seed=seed)
+        rows.append({"run": run, "examples": n, "seconds": s, "examples_per_s": n / s, "compiles": c})
+    print_table(rows, ["run", "examples", "seconds", ("examples_per_s", "examples/s"), "compiles"],
                 title="hypothesis property test: next-token laws sum to one (K ≤ 5, V ≤ 6, T ≤ 8)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average (1 min) after the runs: {load:.1f} on {os.cpu_count()} cores")
     warm = rows[-1]["examples_per_s"]
     print(f"\ntarget ≥ {TARGET:g} examples/s warm: {warm:.1f} → {'met' if warm >= TARGET else 'MISSED'} "
           f"(bucketed warm ÷ unbucketed cold: {warm / rows[0]['examples_per_s']:.1f}×)")
-    write_json(args.out, {"benchmark": "property_speed", "config": vars(args), "results": rows,
+    write_json(args.out, {"benchmark": "property_speed", "config": vars(args), "results": rows, "load_average": load,
                           "targets": {"examples_per_s": {"target": TARGET, "value": warm, "met": warm >= TARGET}}})
     return 0
 

@@ -1,9 +1,9 @@
 """Hypothesis strategies over worlds and token sequences, for property tests (simlm's and yours).
 
     from hypothesis import given
-    from simlm.strategies import hmms, token_sequences
+    from simlm.strategies import hmms, worlds_with_tokens
 
-    @given(hmms(max_states=3, max_symbols=3).flatmap(lambda w: token_sequences(w).map(lambda x: (w, x))))
+    @given(worlds_with_tokens(hmms(max_states=3, max_symbols=3)))
     def test_probabilities_are_probabilities(case):
         world, tokens = case
         assert (world.log_likelihood(tokens) <= 0).all()
@@ -11,10 +11,19 @@
 Worlds are small by default so that brute-force enumeration of every hidden path stays cheap.  The
 arguments are checked when a strategy is built (a :class:`~simlm.errors.ConfigError` naming the argument),
 not when hypothesis first draws from it.
+
+Probability rows are not drawn entry by entry (that cost hypothesis ~25 ms for an HMM with K ≤ 5 and
+V ≤ 6, most of a property test's time): for each array hypothesis draws its *structure* — the share of
+entries that are exactly zero, the kind of positive weights (equal, two extreme values, uniform,
+log-uniform) — and a seed, and numpy builds the array from them (:func:`_build_rows`).  Shrinking still
+means something: sizes first, then fewer zeros and simpler weights, down to uniform rows; and the hard
+cases (exact zeros, deterministic rows, entries at ``min_mass``, a spread of tiny ones) are each one
+structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,6 +36,11 @@ from simlm.worlds.hmm import HMM
 from simlm.worlds.loglinear import LogLinearWorld, max_logit
 from simlm.worlds.memory import MemoryHMM
 
+#: the kinds of positive weights in [min_mass, 1] that :func:`_build_rows` builds, simplest first
+WEIGHTS = ("equal", "extremes", "uniform", "log-uniform")
+#: the shares of exact zeros (of the entries, where zeros are allowed), fewest first; 1 leaves one entry a row
+ZERO_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
 
 def _range(low_name: str, low, high_name: str, high, minimum: int = 1) -> None:
     """``minimum ≤ low ≤ high``, both integers."""
@@ -35,46 +49,77 @@ def _range(low_name: str, low, high_name: str, high, minimum: int = 1) -> None:
         raise ConfigError(f"{high_name}: expected an integer ≥ {low_name} = {low}, got {high!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def _integers(low: int, high: int) -> st.SearchStrategy:
+    """``st.integers(low, high)``, built once: a strategy is validated on its first draw, which costs more
+    than the draw, so the composites below draw from shared strategies instead of building new ones."""
+    return st.integers(low, high)
+
+
+def _build_rows(seed: int, shape: tuple, zero_share: float, weights: str, min_mass: float) -> np.ndarray:
+    """Rows (the last axis of ``shape``) of probabilities, float64, built by numpy from ``seed``.
+
+    Before normalising, each entry is a weight in [``min_mass``, 1] of the kind ``weights`` — ``"equal"`` (all
+    1: uniform rows), ``"extremes"`` (``min_mass`` or 1, each with probability ½), ``"uniform"`` or
+    ``"log-uniform"`` on [min_mass, 1] (tiny entries as likely as large ones) — and then each entry is set
+    to exactly 0 with probability ``zero_share``; a row left all zero gets one random entry 1 (with
+    ``zero_share = 1``, every row is one-hot: a deterministic law).  So every positive entry is at least
+    ``min_mass`` times the row's largest."""
+    rng, cols = np.random.default_rng(seed), shape[-1]
+    if weights == "equal":
+        w = np.ones(shape)
+    elif weights == "extremes":
+        w = np.where(rng.random(shape) < 0.5, min_mass, 1.0)
+    elif weights == "uniform":
+        w = rng.uniform(min_mass, 1.0, shape)
+    else:  # "log-uniform"
+        w = np.clip(np.exp(rng.uniform(math.log(min_mass), 0.0, shape)), min_mass, 1.0)
+    if zero_share > 0:
+        w = np.where(rng.random(shape) < zero_share, 0.0, w).reshape(-1, cols)
+        dead = np.flatnonzero(w.sum(-1) == 0)
+        w[dead, rng.integers(0, cols, dead.size)] = 1.0
+        w = w.reshape(shape)
+    return w / w.sum(-1, keepdims=True)
+
+
+def _draw_rows(draw, shape: tuple, allow_zeros: bool, min_mass: float) -> np.ndarray:
+    """:func:`_build_rows` from three draws — the zero share, the weights and the seed — in the order
+    hypothesis should shrink them."""
+    zero_share = ZERO_SHARES[draw(_integers(0, len(ZERO_SHARES) - 1))] if allow_zeros else 0.0
+    weights = WEIGHTS[draw(_integers(0, len(WEIGHTS) - 1))]
+    return _build_rows(draw(_integers(0, 2**32 - 1)), shape, zero_share, weights, min_mass)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(shape: tuple, allow_zeros: bool, min_mass: float) -> st.SearchStrategy:
+    return st.composite(lambda draw: _draw_rows(draw, shape, allow_zeros, min_mass))()
+
+
 def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
     """A probability vector of ``size`` entries (float64).  With ``allow_zeros`` some entries are
     exactly 0 (at least one stays positive); positive entries are at least ``min_mass`` (in (0, 1]) before
-    normalising, so the laws are not numerically degenerate."""
+    normalising, so the laws are not numerically degenerate.
+
+    Hypothesis draws the share of exact zeros (:data:`ZERO_SHARES`; where zeros are allowed), the kind of
+    positive weights (:data:`WEIGHTS`) and a numpy seed, and shrinks towards uniform vectors without zeros;
+    with a zero share of 1 the vector is one-hot (:func:`_build_rows`)."""
     check_positive_int("size", size)
-    check_flag("allow_zeros", allow_zeros)
-    return _probability_vectors(size, allow_zeros=allow_zeros,
-                                min_mass=check_number("min_mass", min_mass, positive=True, maximum=1.0))
-
-
-@st.composite
-def _probability_vectors(draw, size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
-    """A probability vector of ``size`` entries (float64).  With ``allow_zeros`` some entries are
-    exactly 0 (at least one stays positive); positive entries are at least ``min_mass`` before
-    normalising, so the laws are not numerically degenerate."""
-    entry = st.floats(min_mass, 1.0)
-    if allow_zeros:
-        entry = st.one_of(st.just(0.0), entry)
-    w = np.array(draw(st.lists(entry, min_size=size, max_size=size)), dtype=np.float64)
-    if w.sum() == 0:
-        w[draw(st.integers(0, size - 1))] = 1.0
-    return w / w.sum()
+    min_mass = check_number("min_mass", min_mass, positive=True, maximum=1.0)
+    return _rows((size,), check_flag("allow_zeros", allow_zeros), min_mass)
 
 
 def stochastic_matrices(rows: int, cols: int, *, allow_zeros: bool = True):
-    """A row-stochastic ``(rows, cols)`` matrix (float64)."""
+    """A row-stochastic ``(rows, cols)`` matrix (float64), rows as in :func:`probability_vectors`."""
     check_positive_int("rows", rows)
     check_positive_int("cols", cols)
-    return _stochastic_matrices(rows, cols, allow_zeros=check_flag("allow_zeros", allow_zeros))
-
-
-@st.composite
-def _stochastic_matrices(draw, rows: int, cols: int, *, allow_zeros: bool = True):
-    return np.stack([draw(probability_vectors(cols, allow_zeros=allow_zeros)) for _ in range(rows)])
+    return _rows((rows, cols), check_flag("allow_zeros", allow_zeros), 0.05)
 
 
 def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_symbols: int = 4,
          allow_zeros: bool = True):
     """An :class:`~simlm.worlds.HMM` with K ∈ [min_states, max_states] and V ∈ [min_symbols,
-    max_symbols], rows drawn by :func:`probability_vectors` (with exact zeros when ``allow_zeros``)."""
+    max_symbols], rows drawn as in :func:`probability_vectors` (with exact zeros when ``allow_zeros``),
+    each of π, A and B with its own structure."""
     _range("min_states", min_states, "max_states", max_states)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _hmms(min_states=min_states, max_states=max_states, min_symbols=min_symbols, max_symbols=max_symbols,
@@ -83,12 +128,9 @@ def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_
 
 @st.composite
 def _hmms(draw, *, min_states, max_states, min_symbols, max_symbols, allow_zeros):
-    K = draw(st.integers(min_states, max_states))
-    V = draw(st.integers(min_symbols, max_symbols))
-    pi = draw(probability_vectors(K, allow_zeros=allow_zeros))
-    A = draw(stochastic_matrices(K, K, allow_zeros=allow_zeros))
-    B = draw(stochastic_matrices(K, V, allow_zeros=allow_zeros))
-    return HMM(pi, A, B)
+    K = draw(_integers(min_states, max_states))
+    V = draw(_integers(min_symbols, max_symbols))
+    return HMM(*(_draw_rows(draw, shape, allow_zeros, 0.05) for shape in ((K,), (K, K), (K, V))))
 
 
 def sparse_hmms(*, min_states: int = 2, max_states: int = 5, min_symbols: int = 2, max_symbols: int = 4,
@@ -105,10 +147,10 @@ def sparse_hmms(*, min_states: int = 2, max_states: int = 5, min_symbols: int = 
 
 @st.composite
 def _sparse_hmms(draw, *, min_states, max_states, min_symbols, max_symbols, max_out_degree):
-    K = draw(st.integers(min_states, max_states))
-    V = draw(st.integers(min_symbols, max_symbols))
-    d = draw(st.integers(1, min(max_out_degree, K)))
-    return HMM.random(draw(st.integers(0, 2**31 - 1)), K, V, family="sparse", out_degree=d)
+    K = draw(_integers(min_states, max_states))
+    V = draw(_integers(min_symbols, max_symbols))
+    d = draw(_integers(1, min(max_out_degree, K)))
+    return HMM.random(draw(_integers(0, 2**31 - 1)), K, V, family="sparse", out_degree=d)
 
 
 def task_vectors(n_states: int, *, max_support: int | None = None):
@@ -119,19 +161,22 @@ def task_vectors(n_states: int, *, max_support: int | None = None):
     return _task_vectors(K, top)
 
 
+_WEIGHT, _SIGN = st.floats(0.1, 1.0), st.sampled_from([-1.0, 1.0])
+
+
 @st.composite
 def _task_vectors(draw, K, top):
-    support = draw(st.lists(st.integers(0, K - 1), min_size=1, max_size=top, unique=True))
+    support = draw(st.lists(_integers(0, K - 1), min_size=1, max_size=top, unique=True))
     mu = np.zeros(K)
     for h in support:
-        mu[h] = draw(st.floats(0.1, 1.0)) * draw(st.sampled_from([-1.0, 1.0]))
+        mu[h] = draw(_WEIGHT) * draw(_SIGN)
     return mu
 
 
 def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int = 2, min_symbols: int = 2,
                 max_symbols: int = 4, allow_zeros: bool = False):
     """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
-    Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn by
+    Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn as in
     :func:`probability_vectors` (exact zeros only with ``allow_zeros``)."""
     for name, value in (("max_cells", max_cells), ("max_values", max_values), ("max_syntactic", max_syntactic)):
         check_positive_int(name, value)
@@ -143,13 +188,11 @@ def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int =
 
 @st.composite
 def _memory_hmms(draw, *, max_cells, max_values, max_syntactic, min_symbols, max_symbols, allow_zeros):
-    N, M = draw(st.integers(1, max_cells)), draw(st.integers(1, max_values))
-    Q, V = draw(st.integers(1, max_syntactic)), draw(st.integers(min_symbols, max_symbols))
-    prior = draw(stochastic_matrices(N, M, allow_zeros=allow_zeros))
-    initial = draw(probability_vectors(N * Q, allow_zeros=allow_zeros))
-    transition = draw(stochastic_matrices(N * Q, N * Q, allow_zeros=allow_zeros))
-    emission = draw(stochastic_matrices(M * Q, V, allow_zeros=allow_zeros)).reshape(M, Q, V)
-    return MemoryHMM(prior, initial, transition, emission)
+    N, M = draw(_integers(1, max_cells)), draw(_integers(1, max_values))
+    Q, V = draw(_integers(1, max_syntactic)), draw(_integers(min_symbols, max_symbols))
+    prior, initial, transition, emission = (_draw_rows(draw, shape, allow_zeros, 0.05) for shape in
+                                            ((N, M), (N * Q,), (N * Q, N * Q), (M * Q, V)))
+    return MemoryHMM(prior, initial, transition, emission.reshape(M, Q, V))
 
 
 def loglinear_worlds(*, max_states: int = 4, max_symbols: int = 4, max_dim: int = 3, scale: float = 2.0):
@@ -168,18 +211,28 @@ def loglinear_worlds(*, max_states: int = 4, max_symbols: int = 4, max_dim: int 
     return _loglinear_worlds(max_states=max_states, max_symbols=max_symbols, max_dim=max_dim, scale=s32)
 
 
-@st.composite
-def _loglinear_worlds(draw, *, max_states, max_symbols, max_dim, scale):
+@functools.lru_cache(maxsize=None)
+def _arrays(dtype, shape: tuple, elements: st.SearchStrategy) -> st.SearchStrategy:
     from hypothesis.extra import numpy as hnp
 
-    S = draw(st.integers(1, max_states))
-    V = draw(st.integers(1, max_symbols))
-    d = draw(st.integers(1, max_dim))
-    floats = st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
-    Z = draw(hnp.arrays(np.float64, (S, d), elements=floats))
-    W = draw(hnp.arrays(np.float64, (d, V), elements=floats))
-    next_state = draw(hnp.arrays(np.int64, (S, V), elements=st.integers(0, S - 1)))
-    return LogLinearWorld(Z, W, next_state, draw(st.integers(0, S - 1)))
+    return hnp.arrays(dtype, shape, elements=elements)
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_floats(scale: float) -> st.SearchStrategy:
+    return st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def _loglinear_worlds(draw, *, max_states, max_symbols, max_dim, scale):
+    S = draw(_integers(1, max_states))
+    V = draw(_integers(1, max_symbols))
+    d = draw(_integers(1, max_dim))
+    floats = _bounded_floats(scale)
+    Z = draw(_arrays(np.float64, (S, d), floats))
+    W = draw(_arrays(np.float64, (d, V), floats))
+    next_state = draw(_arrays(np.int64, (S, V), _integers(0, S - 1)))
+    return LogLinearWorld(Z, W, next_state, draw(_integers(0, S - 1)))
 
 
 def token_sequences(world, *, min_length: int = 1, max_length: int = 6, n_sequences: int = 2,
@@ -193,9 +246,9 @@ def token_sequences(world, *, min_length: int = 1, max_length: int = 6, n_sequen
     compiled sampler serves every T."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "sample", None))):
         raise ConfigError(f"world: expected a simlm world (with n_symbols and sample), got {type(world).__name__}")
-    return _token_sequences(world, **_token_options(min_length=min_length, max_length=max_length,
-                                                    n_sequences=n_sequences, possible=possible,
-                                                    after_first=after_first))
+    options = _token_options(min_length=min_length, max_length=max_length, n_sequences=n_sequences,
+                             possible=possible, after_first=after_first)
+    return st.composite(lambda draw: _draw_tokens(draw, world, **options))()
 
 
 def _token_options(*, min_length: int = 1, max_length: int = 6, n_sequences: int = 2, possible: bool = True,
@@ -207,14 +260,18 @@ def _token_options(*, min_length: int = 1, max_length: int = 6, n_sequences: int
                 possible=check_flag("possible", possible), after_first=check_flag("after_first", after_first))
 
 
-@st.composite
-def _token_sequences(draw, world, *, min_length, max_length, n_sequences, possible, after_first):
-    T = draw(st.integers(min_length, max_length))
+@functools.lru_cache(maxsize=None)
+def _token_ids(n_symbols: int, size: int) -> st.SearchStrategy:
+    return st.lists(_integers(0, n_symbols - 1), min_size=size, max_size=size)
+
+
+def _draw_tokens(draw, world, *, min_length, max_length, n_sequences, possible, after_first):
+    T = draw(_integers(min_length, max_length))
     if possible:
-        seed = draw(st.integers(0, 2**31 - 1))
+        seed = draw(_integers(0, 2**31 - 1))
         full = np.asarray(world.sample(seed, n_sequences, max_length + 1))
         return full[:, 1:T + 1] if after_first else full[:, :T]
-    ids = draw(st.lists(st.integers(0, world.n_symbols - 1), min_size=n_sequences * T, max_size=n_sequences * T))
+    ids = draw(_token_ids(world.n_symbols, n_sequences * T))
     return np.asarray(ids, dtype=np.int32).reshape(n_sequences, T)
 
 
@@ -227,9 +284,15 @@ def worlds_with_tokens(world_strategy, **token_options):
     unknown = sorted(set(token_options) - {"min_length", "max_length", "n_sequences", "possible", "after_first"})
     if unknown:
         raise ConfigError(f"{unknown[0]}: not an option of token_sequences")
-    options = _token_options(**token_options)
-    return world_strategy.flatmap(lambda w: token_sequences(w, **options).map(lambda x: (w, x)))
+    return _worlds_with_tokens(world_strategy, _token_options(**token_options))
 
 
-__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "sparse_hmms", "task_vectors", "memory_hmms", "loglinear_worlds", "token_sequences",
-           "worlds_with_tokens"]
+@st.composite
+def _worlds_with_tokens(draw, world_strategy, options):
+    # not flatmap: that builds (and validates) a new token strategy for every world drawn
+    world = draw(world_strategy)
+    return world, _draw_tokens(draw, world, **options)
+
+
+__all__ = ["probability_vectors", "stochastic_matrices", "hmms", "sparse_hmms", "task_vectors", "memory_hmms",
+           "loglinear_worlds", "token_sequences", "worlds_with_tokens"]

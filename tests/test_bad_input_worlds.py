@@ -247,7 +247,7 @@ def test_ginc_with_a_large_vocabulary_builds_its_emission_without_a_v_by_v_ident
 
 def test_world_errors_are_raised_before_any_compile():
     # a refused size never reaches jit: the compile cache of the sampler does not grow
-    from simlm.worlds.buckets import sample_cumulative as sample_tokens  # the compiled sampler HMM.sample uses
+    from simlm.worlds.buckets import sample_chain as sample_tokens  # the compiled sampler HMM.sample uses
 
     if not hasattr(sample_tokens, "_cache_size"):
         pytest.skip("this JAX does not expose the jit cache size")

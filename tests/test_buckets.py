@@ -2,6 +2,7 @@
 a bucketed draw is bit-identical to an unbucketed one."""
 
 import functools
+import logging
 
 import jax
 import numpy as np
@@ -70,6 +71,29 @@ def test_a_bucketed_draw_is_bit_identical_to_an_unbucketed_one(shape):
         want_tokens, want_states = reference(*hmm.chain, key)
         np.testing.assert_array_equal(tokens, want_tokens)
         np.testing.assert_array_equal(states, want_states)
+
+
+def test_a_new_shape_in_a_warm_bucket_compiles_nothing(caplog):
+    # what a property test does per example: build a world, sample (n, max_length + 1) as token_sequences
+    # does, slice, ask for laws — none of it may compile once the (4, 4, 4) buckets are warm
+    def example(K, V, T, seed):
+        hmm = HMM.random(seed, K, V)
+        x = np.asarray(hmm.sample(seed, 2, 5))[:, :T]
+        return hmm.next_token_probs(x), hmm.masked_token_probs(x), hmm.log_likelihood(x)
+
+    example(1, 1, 1, 0)
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        for K, V, T in [(2, 3, 4), (4, 2, 3), (3, 1, 2)]:
+            example(K, V, T, K + V + T)
+    assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
+
+
+@pytest.mark.parametrize("T", [2, 5])  # T = 2 is summed over 4 positions, where tree_sum alone pads to 2
+def test_the_bucketed_log_likelihood_is_the_tree_sum_of_the_real_positions_bit_for_bit(T):
+    hmm = HMM.random(T, 3, 4)
+    x = np.asarray(hmm.sample(T, 3, 5))[:, :T]
+    want = jax.jit(core.tree_sum)(hmm_module.token_logprobs(*hmm.chain, x))
+    np.testing.assert_array_equal(hmm.log_likelihood(x), want)
 
 
 def test_padding_is_inert_by_construction():

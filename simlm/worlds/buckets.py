@@ -18,9 +18,12 @@ repeat), and the padding is inert — derived here, checked against enumeration 
 Outputs are sliced back to (n, T, K, V) on the host.  The values equal the unpadded computation's up to
 float rounding (a dot product over K' terms, K' − K of them zero, may be summed in another order).
 
-Sampling pads only K and V, on the cumulative rows: the appended columns hold 2 (above every uniform in
-[0, 1), so never chosen) and the uniforms are drawn for the requested (n, T), so a bucketed draw is
-bit-identical to an unbucketed one.
+Sampling pads only K and V, with zero probabilities, and sets every entry of the cumulative rows from the
+real last column on to 2 (above every uniform in [0, 1), so a padded column is never chosen).  The CDF's
+real columns are the cumulative sums of the unpadded rows (trailing zeros add nothing; XLA's cumsum was
+checked bit-identical for every V < 64 and the tests check it on drawn shapes), and the uniforms are drawn
+for the requested (n, T), so a bucketed draw is bit-identical to an unbucketed one.  CDFs and draws are
+one compiled call per bucket, with no round trip to the host in between.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from simlm.worlds import hmm_core as core
@@ -83,7 +87,7 @@ def bucketed(fn, outputs: tuple):
         real = {"K": K, "V": V, "T": T}
         sliced = [np.asarray(o)[(slice(n),) + tuple(slice(real[a]) for a in axes)] for o, axes in
                   zip(out if isinstance(out, tuple) else (out,), outputs)]
-        sliced = [jax.numpy.asarray(s) for s in sliced]
+        sliced = [jax.device_put(s) for s in sliced]  # jnp.asarray would compile a copy per shape
         return tuple(sliced) if isinstance(out, tuple) else sliced[0]
 
     return run
@@ -94,30 +98,41 @@ _tree_sum = jax.jit(core.tree_sum)
 
 def bucketed_log_likelihood(token_logprobs):
     """log p(x_1:T) = tree_sum over the real positions of ``token_logprobs`` (a :func:`bucketed` function):
-    the blank positions are excluded, not summed as log 1 (whose float value need not be exactly 0)."""
+    the blank positions are excluded, not summed as log 1 (whose float value need not be exactly 0).
+
+    The real (n, T) log-probs are summed zero-padded to the n and T buckets, so one compiled sum serves a
+    bucket.  It is the unpadded sum bit for bit: tree_sum itself pads T with zeros to a power of two, the
+    buckets are powers of two, so the padding only adds exact zeros (x + 0 = x; no log-prob is −0)."""
 
     def log_likelihood(initial, transition, emission, tokens):
-        return _tree_sum(token_logprobs(initial, transition, emission, tokens))
+        steps = token_logprobs(initial, transition, emission, tokens)
+        if isinstance(steps, jax.core.Tracer) or not _fits(*steps.shape):
+            return _tree_sum(steps)
+        n, T = steps.shape
+        padded = np.zeros((bucket(n), bucket(T)), steps.dtype)
+        padded[:n, :T] = np.asarray(steps)
+        return jax.device_put(np.asarray(_tree_sum(padded))[:n])
 
     return log_likelihood
 
 
-@jax.jit
-def _cumulative(initial, transition, emission):
-    return tuple(core.cumulative_rows(a) for a in (initial, transition, emission))
-
-
-#: ``core.sample`` jitted (n_sequences and length static): the compiled sampler every bucket shares
-sample_cumulative = jax.jit(core.sample, static_argnums=(4, 5))
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def sample_chain(initial, transition, emission, sizes, key, n_sequences: int, length: int):
+    """``core.sample`` from probabilities zero-padded past the real ``sizes = (K, V)`` (int32; equal to
+    the shapes when nothing is padded), CDFs and all in one compiled call: every CDF entry from the real
+    last column on is 2, so a padded state or symbol is never chosen (module docstring)."""
+    last = [sizes[0] - 1, sizes[0] - 1, sizes[1] - 1]
+    cums = [jnp.where(jnp.arange(a.shape[-1]) >= end, 2.0, core.cumulative_rows(a))
+            for a, end in zip((initial, transition, emission), last)]
+    return core.sample(*cums, key, n_sequences, length)
 
 
 def sample_tokens(initial, transition, emission, key, n_sequences: int, length: int):
     """``core.sample`` on the K and V buckets, bit-identical to the unbucketed draw (module docstring)."""
-    cums = [np.asarray(c) for c in _cumulative(initial, transition, emission)]
-    K, V = cums[2].shape
+    (K, V), chain = emission.shape, (initial, transition, emission)
     if transition.shape == (K, K) and _fits(K, V + 1):
         Kb, Vb = bucket(K), bucket(V + 1)
-        padded = [np.full(shape, 2.0, cums[0].dtype) for shape in ((Kb,), (Kb, Kb), (Kb, Vb))]
-        padded[0][:K], padded[1][:K, :K], padded[2][:K, :V] = cums
-        cums = padded
-    return sample_cumulative(*cums, key, n_sequences, length)
+        padded = [np.zeros(shape, emission.dtype) for shape in ((Kb,), (Kb, Kb), (Kb, Vb))]
+        padded[0][:K], padded[1][:K, :K], padded[2][:K, :V] = (np.asarray(a) for a in chain)
+        chain = padded
+    return sample_chain(*chain, np.array([K, V], np.int32), key, n_sequences, length)

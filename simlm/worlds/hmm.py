@@ -81,7 +81,8 @@ class ChainInference:
 
     def _masked_token_probs(self, toks, positions):
         probs, steps = masked_token_probs(*self._chain, toks)
-        return probs[:, positions], steps
+        # picked on the host: an indexing op on the device compiles for every new (n, T, V)
+        return jax.device_put(np.asarray(probs)[:, np.asarray(positions)]), steps
 
     def _prepended_mask_probs(self, toks):
         return prepended_mask_probs(*self._chain, toks)
@@ -180,7 +181,8 @@ class HMM(ChainInference, WorldBase):
             raise ShapeError(f"emission: expected shape ({K}, V) to match initial's {K} states, got {B.shape}")
         check_request("transition, emission", [(a.size, dtype.itemsize) for a in (pi, A, B)],
                        f"the HMM's parameters on the device, {K} states × {B.shape[1]} symbols")
-        self._set(*(jnp.asarray(a, dtype) for a in (pi, A, B)))
+        # cast and put on the host: jnp.asarray would compile a conversion (or a copy) for every new shape
+        self._set(*(jax.device_put(a.astype(dtype, copy=False)) for a in (pi, A, B)))
 
     def _set(self, initial, transition, emission):
         self.initial, self.transition, self.emission = initial, transition, emission
