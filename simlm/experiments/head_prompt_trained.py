@@ -71,7 +71,8 @@ class TrainedStudy:
     worlds and sequences); ``prompt_length`` k of the continuous prompt (the authors' 20); transformer
     ``d_model``/``n_layers``/``n_heads``, trained down ``targets`` for at most ``max_steps``; the probe's
     ``probe_epochs``/``probe_batch``/``probe_lr`` (the authors': 100 / 128 / 0.01); ``prompt_steps``
-    full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt."""
+    full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt; worlds are seeds
+    ``first_world`` … ``first_world + worlds_per_size − 1``."""
     protocol: Protocol = AUTHORS
     sizes: tuple = (4, 8, 12, 25)
     prompt_length: int = 20
@@ -89,6 +90,7 @@ class TrainedStudy:
     probe_lr: float = 0.01
     oracle_prompt: bool = True
     eval_sequences: int = 32
+    first_world: int = 1
 
     def __post_init__(self):
         if not isinstance(self.protocol, Protocol):
@@ -97,7 +99,7 @@ class TrainedStudy:
             raise ConfigError(f"protocol: the trained study reads one task per world (the authors'), got "
                               f"tasks_per_world = {self.protocol.tasks_per_world}")
         for f in ("prompt_length", "d_model", "n_layers", "n_heads", "batch_size", "max_steps", "prompt_steps",
-                  "probe_epochs", "probe_batch", "eval_sequences"):
+                  "probe_epochs", "probe_batch", "eval_sequences", "first_world"):
             check_positive_int(f, getattr(self, f))
         for f in ("learning_rate", "probe_lr", "mask_rate"):
             check_positive(f, getattr(self, f))
@@ -259,7 +261,8 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
         if path.exists():
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             done = {(r["n_states"], r["world_seed"]) for r in records}
-    for w in range(1, study.protocol.worlds_per_size + 1):  # the authors' seeds run 1..20
+    first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
+    for w in range(first, first + study.protocol.worlds_per_size):
         for K in study.sizes:
             if (K, w) in done:
                 continue
@@ -288,8 +291,22 @@ def summary(records: list[dict]) -> list[dict]:
     return out
 
 
+def markdown(rows: list[dict]) -> str:
+    """The summary as a markdown table: one line per method, one column per |H| (mean ± sd over worlds)."""
+    sizes = sorted({r["n_states"] for r in rows})
+    lines = ["| method | " + " | ".join(f"\\|H\\|={K}" for K in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cell = {r["n_states"]: f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f}" for r in rows if r["method"] == m}
+        lines.append(f"| {m} | " + " | ".join(cell.get(K, "–") for K in sizes) + " |")
+    eps = {r["n_states"]: f"{r['epsilon']:.3f}" for r in rows if r["method"] == "head"}
+    maj = {r["n_states"]: f"{r['majority']:.3f}" for r in rows if r["method"] == "head"}
+    lines.append("| trained ε (mean) | " + " | ".join(eps.get(K, "–") for K in sizes) + " |")
+    lines.append("| majority | " + " | ".join(maj.get(K, "–") for K in sizes) + " |")
+    return "\n".join(lines)
+
+
 _FLAGS = {"--quick": None, "--trained": None, "--out": str, "--sizes": int, "--worlds": int, "--n-train": int,
-          "--n-test": int, "--max-steps": int, "--authors-scale": None}
+          "--n-test": int, "--max-steps": int, "--first-world": int, "--authors-scale": None}
 
 
 def parse(argv) -> tuple[TrainedStudy, Path | None]:
@@ -324,8 +341,9 @@ def parse(argv) -> tuple[TrainedStudy, Path | None]:
     change = {"protocol": dataclasses.replace(study.protocol, **proto)} if proto else {}
     if "--sizes" in opts:
         change["sizes"] = tuple(opts["--sizes"])
-    if "--max-steps" in opts:
-        change["max_steps"] = opts["--max-steps"]
+    for a, f in (("--max-steps", "max_steps"), ("--first-world", "first_world")):
+        if a in opts:
+            change[f] = opts[a]
     return dataclasses.replace(study, **change), (Path(opts["--out"]) if "--out" in opts else None)
 
 
@@ -340,9 +358,10 @@ def main(argv=None) -> int:
     if out is not None:
         (Path(out) / "summary.json").write_text(json.dumps({"summary": rows, "study": repr(study),
                                                             "seconds": time.perf_counter() - t0}, indent=1))
+    print(markdown(rows))
     print(f"{time.perf_counter() - t0:.0f} s")
     return 0
 
 
 __all__ = ["TrainedStudy", "DEFAULT", "QUICK", "fit_probe", "prompted_inputs", "study_world", "run", "summary",
-           "parse", "main"]
+           "markdown", "parse", "main"]
