@@ -14,8 +14,8 @@ sequences.
 
 :func:`oracle_head` measures the exact-feature (ε = 0) linear head under a :class:`Protocol`;
 :func:`factor_study` moves one factor at a time from simlm's protocol to the authors' and runs the full
-authors' protocol, so the oracle curves of both protocols sit side by side.  Trained features and the
-prompt form are not varied here (what remains is stated in docs/head_prompt.md).
+authors' protocol, so the oracle curves of both protocols sit side by side.  Trained features, the head's
+form and the 20-vector prompt are varied in :mod:`simlm.experiments.head_prompt_trained` (``--trained``).
 
     python -m simlm.experiments.head_prompt_protocol [--quick]
     python -m simlm.experiments.head_prompt_protocol --trained [--quick | --authors-scale] [--out DIR] ...
