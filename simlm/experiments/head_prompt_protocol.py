@@ -14,10 +14,14 @@ sequences.
 
 :func:`oracle_head` measures the exact-feature (ε = 0) linear head under a :class:`Protocol`;
 :func:`factor_study` moves one factor at a time from simlm's protocol to the authors' and runs the full
-authors' protocol, so the oracle curves of both protocols sit side by side.  Trained features and the
-prompt form are not varied here (what remains is stated in docs/head_prompt.md).
+authors' protocol, so the oracle curves of both protocols sit side by side.  Trained features, the head's
+form and the 20-vector prompt are varied in :mod:`simlm.experiments.head_prompt_trained` (``--trained``).
 
     python -m simlm.experiments.head_prompt_protocol [--quick]
+    python -m simlm.experiments.head_prompt_protocol --trained [--quick | --authors-scale] [--out DIR] ...
+
+``--trained`` runs :mod:`simlm.experiments.head_prompt_trained` (trained masked transformers, the
+authors' head form and their 20-vector continuous prompt, beside the oracle on the same sequences).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,25 +81,47 @@ def world(K: int, seed: int, n_symbols: int = 10) -> HMM:
     return HMM.random(seed, K, n_symbols, family="permutation-mixture", transition_temp=0.01, emission_temp=0.01)
 
 
-def oracle_head(hmm: HMM, task_seed: int, protocol: Protocol) -> dict:
-    """The exact-feature linear head of one task: features P(x_0 | x_1:T') (the ε = 0 masked law at a
-    prepended mask), labels from x_1:T under ``protocol.label``; test accuracy, its margin strata, majority."""
+class TaskData(NamedTuple):
+    """One task's data under a protocol: ``x (n_train + n_test, T)`` = x_1:T (training rows first), labels
+    ``y (n,)``, the posterior ``post (n, K)`` the labels read, and the task (its ``mu``)."""
+    task: object
+    x: np.ndarray
+    y: np.ndarray
+    post: np.ndarray
+
+
+def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
+    """The task (seed 1000·task_seed, μ on ``protocol.nnz`` draws) and its sequences (seed 1000·task_seed + 1)
+    with labels from x_1:T under ``protocol.label``."""
     task = make_posterior_task(hmm, 1000 * task_seed, nnz=protocol.nnz)
-    n, T, Tv = protocol.n_train + protocol.n_test, protocol.label_length, protocol.visible_length
+    n, T = protocol.n_train + protocol.n_test, protocol.label_length
     x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T + 1))[:, 1:]
     if protocol.label == "bayes":
         post = np.asarray(hmm.prepended_state_posterior(x), np.float64)
     else:  # the authors' A · P(H_1 | x_1:T)
         first = np.asarray(hmm.state_posterior(x)[:, 0], np.float64)
         post = first @ np.asarray(hmm.transition, np.float64).T
-    y = (post @ task.mu >= 0).astype(np.int32)
-    feats = np.asarray(hmm.prepended_mask_probs(x[:, :Tv]))
-    tr, te = slice(0, protocol.n_train), slice(protocol.n_train, n)
-    head = fit_linear_head(feats[tr], y[tr], seed=task_seed)
-    strat = margin_accuracy(head.predict(feats[te]), y[te], label_margins(task.mu, post[te]))
+    return TaskData(task, x, (post @ task.mu >= 0).astype(np.int32), post)
+
+
+def scored(pred_test, data: TaskData, protocol: Protocol) -> dict:
+    """Test accuracy of ``pred_test (n_test,)``, its margin strata and the majority rate."""
+    te = slice(protocol.n_train, None)
+    y = data.y[te]
+    strat = margin_accuracy(pred_test, y, label_margins(data.task.mu, data.post[te]))
     return {"accuracy": strat.accuracy, "accuracy_with_margin": strat.accuracy_with_margin,
-            "share_without_margin": strat.share_without_margin, "majority": float(max(y[te].mean(), 1 - y[te].mean())),
-            "nnz": int(np.count_nonzero(task.mu))}
+            "share_without_margin": strat.share_without_margin, "majority": float(max(y.mean(), 1 - y.mean())),
+            "nnz": int(np.count_nonzero(data.task.mu))}
+
+
+def oracle_head(hmm: HMM, task_seed: int, protocol: Protocol) -> dict:
+    """The exact-feature linear head of one task: features P(x_0 | x_1:T') (the ε = 0 masked law at a
+    prepended mask), labels from x_1:T under ``protocol.label``; test accuracy, its margin strata, majority."""
+    data = task_data(hmm, task_seed, protocol)
+    feats = np.asarray(hmm.prepended_mask_probs(data.x[:, :protocol.visible_length]))
+    tr, te = slice(0, protocol.n_train), slice(protocol.n_train, None)
+    head = fit_linear_head(feats[tr], data.y[tr], seed=task_seed)
+    return scored(head.predict(feats[te]), data, protocol)
 
 
 def run_protocol(protocol: Protocol, sizes=SIZES) -> list[dict]:
@@ -149,7 +176,11 @@ def summary(records: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--trained" in argv:  # trained transformers and the 20-vector prompt: the sibling module
+        from simlm.experiments.head_prompt_trained import main as trained_main
+        return trained_main(argv)
+    quick = "--quick" in argv
     records = factor_study(QUICK_SIZES if quick else SIZES, quick=quick)
     for r in summary(records):
         print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "

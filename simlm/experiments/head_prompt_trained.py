@@ -1,0 +1,367 @@
+"""Wei, Xie & Ma's experiment-1 protocol with TRAINED masked transformers and their 20-vector continuous
+prompt, beside the exact-feature oracle on the same sequences (``python -m simlm.experiments.head_prompt_protocol
+--trained``).
+
+What the authors' code does (``sangmichaelxie/pretraining_analysis``; facts read from ``src/run_finetune.py``,
+``src/run_finetune_seed.sh``, ``scripts/run_exps_seed.sh``; their modified BERT lives in a ``transformers``
+submodule that is not public, so what it does inside is inferred from the calling code and the paper):
+
+- inputs ``[MASK] x_1 …`` (``--prepend_cls`` with the CLS token set to MASK), truncated to
+  ``--max_seq_length 80`` tokens: the head reads [MASK] x_1:79; prompt tuning prepends
+  ``[SEP]×prefix_len`` (``--prefix_len 20``), whose embeddings are the trained continuous vectors, so the
+  prompted input is [p_1 … p_20][MASK] x_1:59 — the prompt sees 20 fewer tokens;
+- ``shallow_probe`` ("linear probing on the CLS token", README): a linear classifier on the [MASK]
+  position's vocabulary distribution (``probe_logits`` defaults to False: probabilities; the evaluation
+  compares these "pooled outputs" with the true posterior's token law in total variation); ``prompt_tune``:
+  the 20 vectors and that probe trained together, the network frozen; both with Adam at lr 0.01, warmup
+  500 steps, batch 128, 100 epochs, no weight decay (the HF Trainer defaults).  Whether the probe
+  standardises its input is not visible; the HF classifier reads it raw.
+
+What is measured here, on one world's SAME training/test sequences (the authors' labels, μ on ≤ 6 draws,
+128-token label sequences; :func:`simlm.experiments.head_prompt_protocol.task_data`):
+
+- ``oracle-head``: simlm's head form (standardised features, full-batch ridge logistic regression,
+  :func:`~simlm.downstream.fit_linear_head`) on the exact law P(x_0 | x_1:79);
+- ``oracle-probe``: the authors' head form (:func:`fit_probe`: raw probabilities, minibatch Adam, lr 0.01,
+  warmup, no penalty) on the same exact law — the head-form factor with exact features;
+- ``oracle-head-59``: simlm's head on P(x_0 | x_1:59) — what the truncation alone costs;
+- ``oracle-prompt-k``: the exact prompt (k likelihood vectors over hidden states, :func:`fit_exact_prompt`)
+  + head on x_1:(79 − k) (only with ``oracle_prompt``; the prompt form with exact features);
+- ``head`` / ``probe`` / ``head-59``: the same three on the trained model's law at the prepended MASK;
+- ``hidden-head``: simlm's head on the trained model's final hidden state at MASK (the "CLS
+  representation" reading of the head);
+- ``prompt-20``: the 20-vector continuous prompt + linear head (:func:`fit_transformer_prompt` with
+  k = 20) on [p×20][MASK] x_1:59, as the authors train it (full-batch Adam here);
+- ``prompt-1``: simlm's k = 1 prompt on [p][MASK] x_1:78 (the prompt-form factor).
+
+Every transformer is trained with simlm's ε-ladder trainer (masked LM objective on stream samples of
+80 tokens, so that (MASK, x_1:79) has the trained length); each record carries the exact masked ε of the
+final model on held-out sequences (``epsilon``) and the exact KL at the law the head reads
+(``epsilon_readout``, :func:`~simlm.train.exact_prepended_epsilon`).  Derived: nothing here is a bound;
+the accuracies are measurements.  Defaults reduce the authors' scale (stated in :data:`DEFAULT`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from simlm.checks import check_positive, check_positive_int
+from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
+from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
+from simlm.errors import ConfigError
+from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, world
+from simlm.models import TransformerConfig
+from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
+
+EVAL_SEED = 2**20  # the trainer's held-out set; ε of the final model is measured on it too
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedStudy:
+    """The trained-feature study.  ``protocol``: data/task/world (the authors' by default, reduced in
+    worlds and sequences); ``prompt_length`` k of the continuous prompt (the authors' 20); transformer
+    ``d_model``/``n_layers``/``n_heads``, trained down ``targets`` for at most ``max_steps``; the probe's
+    ``probe_epochs``/``probe_batch``/``probe_lr`` (the authors': 100 / 128 / 0.01); ``prompt_steps``
+    full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt; worlds are seeds
+    ``first_world`` … ``first_world + worlds_per_size − 1``."""
+    protocol: Protocol = AUTHORS
+    sizes: tuple = (4, 8, 12, 25)
+    prompt_length: int = 20
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    batch_size: int = 32
+    max_steps: int = 1500
+    learning_rate: float = 1e-2
+    targets: tuple = (0.3, 0.1, 0.03)
+    mask_rate: float = 0.15
+    prompt_steps: int = 200
+    probe_epochs: int = 100
+    probe_batch: int = 128
+    probe_lr: float = 0.01
+    oracle_prompt: bool = True
+    eval_sequences: int = 32
+    first_world: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.protocol, Protocol):
+            raise ConfigError(f"protocol: expected a Protocol, got {type(self.protocol).__name__}")
+        if self.protocol.tasks_per_world != 1:
+            raise ConfigError(f"protocol: the trained study reads one task per world (the authors'), got "
+                              f"tasks_per_world = {self.protocol.tasks_per_world}")
+        for f in ("prompt_length", "d_model", "n_layers", "n_heads", "batch_size", "max_steps", "prompt_steps",
+                  "probe_epochs", "probe_batch", "eval_sequences", "first_world"):
+            check_positive_int(f, getattr(self, f))
+        for f in ("learning_rate", "probe_lr", "mask_rate"):
+            check_positive(f, getattr(self, f))
+        if self.prompt_length >= self.protocol.visible_length:
+            raise ConfigError(f"prompt_length: the prompted input [p×k][MASK] x_1:(T'−k) needs k < visible_length "
+                              f"= {self.protocol.visible_length}, got {self.prompt_length}")
+        sizes = tuple(self.sizes) if isinstance(self.sizes, (list, tuple)) else (self.sizes,)
+        if not sizes or len(set(sizes)) != len(sizes):
+            raise ConfigError(f"sizes: expected distinct numbers of hidden states, got {self.sizes!r}")
+        object.__setattr__(self, "sizes", tuple(check_positive_int("sizes", K, minimum=2) for K in sizes))
+        if not isinstance(self.oracle_prompt, bool):
+            raise ConfigError(f"oracle_prompt: expected True or False, got {self.oracle_prompt!r}")
+        self.configs()  # the trainer's own checks, before anything runs
+
+    @property
+    def seq_len(self) -> int:
+        """(MASK, x_1:T'): the authors' max_seq_length."""
+        return self.protocol.visible_length + 1
+
+    def configs(self) -> tuple[TransformerConfig, TrainConfig]:
+        model = TransformerConfig(n_symbols=10, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
+                                  max_len=self.seq_len, causal=False)
+        tc = TrainConfig(objective="masked-lm", targets=self.targets, seeds=(0,), batch_size=self.batch_size,
+                         seq_len=self.seq_len, max_steps=self.max_steps, learning_rate=self.learning_rate,
+                         warmup_steps=min(100, self.max_steps // 10), eval_every=100, eval_seed=EVAL_SEED,
+                         eval_sequences=self.eval_sequences, mask_rate=self.mask_rate)
+        return model, tc
+
+
+#: the default run: the authors' protocol with 3 worlds per size (seeds 1–3, not 20) and 500 + 500
+#: sequences (not 5000 + 1000), at |H| ∈ {4, 12, 25}, transformers trained for at most 1000 steps and
+#: prompts fitted for 100 full-batch steps, so that it fits in ~30 min on a 2-core CPU (the prompt fits
+#: over 500 × 80 positions dominate); the full scale is ``TrainedStudy(protocol=AUTHORS, sizes=SIZES)``.
+DEFAULT = TrainedStudy(protocol=dataclasses.replace(AUTHORS, worlds_per_size=3, n_train=500, n_test=500),
+                       sizes=(4, 12, 25), max_steps=1000, prompt_steps=100, probe_epochs=1300)
+# probe_epochs = 1300: 1300 × ⌊500/128⌋ = 3900 probe steps, the authors' 100 × ⌈5000/128⌉ = 3900
+#: ``--quick``: one world at |H| ∈ {4, 12}, 40-token label sequences read as [MASK] x_1:29 (prompt: x_1:9),
+#: 128 + 128 sequences, a 1-layer d = 16 transformer for 60 steps.
+QUICK = TrainedStudy(protocol=dataclasses.replace(AUTHORS, worlds_per_size=1, label_length=40, visible_length=29,
+                                                  n_train=128, n_test=128),
+                     sizes=(4, 12), d_model=16, n_layers=1, n_heads=2, batch_size=16, max_steps=60,
+                     targets=(1.0,), prompt_steps=20, probe_epochs=5, eval_sequences=8, oracle_prompt=False)
+
+
+# ---- the authors' head form ------------------------------------------------------------------------
+
+@partial(jax.jit, static_argnames=("steps", "warmup"))
+def _probe(f, y, batches, lr, key, steps, warmup):
+    head = LinearLogits()
+    params = head.init(key, f.shape[1], 2)
+    sched = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.linear_schedule(lr, 0.0, steps - warmup)],
+                                 [warmup])
+    opt = optax.adam(sched)
+
+    def step(carry, idx):
+        p, s = carry
+        loss, g = jax.value_and_grad(lambda q: head_loss(head, q, f[idx], y[idx], 0.0))(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), batches)
+    return params, losses
+
+
+def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr: float = 0.01, seed: int = 0):
+    """The authors' head form, as their fine-tuning script runs it: a linear classifier on the RAW features
+    (no standardisation), minibatch Adam (``batch_size``, ``epochs`` passes, reshuffled each epoch), lr
+    warmed up linearly over min(500, steps/2) steps and decayed linearly to 0 (the HF Trainer's schedule),
+    no penalty.  Returns a :class:`~simlm.downstream.LinearHead` (mean 0, scale 1)."""
+    f = check_features(features, 2)
+    y = check_labels(labels, f.shape[0], 2)
+    b = min(check_positive_int("batch_size", batch_size), f.shape[0])
+    per_epoch = f.shape[0] // b
+    steps = check_positive_int("epochs", epochs) * per_epoch
+    rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
+    batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
+    params, losses = _probe(jnp.asarray(f), jnp.asarray(y), jnp.asarray(batches), jnp.float32(check_positive("lr", lr)),
+                            jax.random.PRNGKey(seed), steps, max(1, min(500, steps // 2)))
+    return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
+
+
+# ---- one world ----------------------------------------------------------------------------------
+
+def prompted_inputs(x, visible_length: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' truncation: the head reads x_1:T' (after [MASK], T' + 1 tokens in all), the prompted
+    input [p×k][MASK] x_1:(T'−k) the same number of positions — 20 fewer tokens for k = 20."""
+    x = np.asarray(x)
+    if not 0 < k < visible_length <= x.shape[1]:
+        raise ConfigError(f"k: expected 0 < k < visible_length = {visible_length} ≤ {x.shape[1]}, got {k}")
+    return x[:, :visible_length], x[:, :visible_length - k]
+
+
+def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None = None, log=print) -> list[dict]:
+    """Train one world's transformer and measure every head/prompt form and the oracle on one task's
+    sequences; one record per method."""
+    p, k = study.protocol, study.prompt_length
+    hmm = world(K, world_seed)
+    data = task_data(hmm, 0, p)
+    n_tr = p.n_train
+    tr, te = slice(0, n_tr), slice(n_tr, None)
+    x_head, x_prompt = prompted_inputs(data.x, p.visible_length, k)
+    x_59 = x_prompt
+    base = {"n_states": K, "world_seed": world_seed, "prompt_length": k}
+    out, t0 = [], time.perf_counter()
+
+    def add(method, features, pred_test, **extra):
+        out.append({**base, "method": method, "features": features, **scored(np.asarray(pred_test), data, p), **extra})
+
+    def heads(name, f_head, f_59, features, **extra):
+        add(f"{name}head", features, fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
+            tokens=p.visible_length, **extra)
+        add(f"{name}probe", features, fit_probe(f_head[tr], data.y[tr], epochs=study.probe_epochs,
+                                               batch_size=study.probe_batch, lr=study.probe_lr).predict(f_head[te]),
+            tokens=p.visible_length, **extra)
+        add(f"{name}head-{x_59.shape[1]}", features, fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
+            tokens=x_59.shape[1], **extra)
+
+    heads("oracle-", np.asarray(hmm.prepended_mask_probs(x_head)), np.asarray(hmm.prepended_mask_probs(x_59)), "exact")
+    if study.oracle_prompt:
+        pr = fit_exact_prompt(hmm, x_prompt[tr], data.y[tr], k=k, steps=study.prompt_steps)
+        add(f"oracle-prompt-{k}", "exact", pr.predict(hmm, x_prompt[te]), tokens=x_prompt.shape[1])
+    t_oracle = time.perf_counter() - t0
+
+    model, tc = study.configs()
+    result = train(hmm, model, tc, None if work is None else work / f"H{K}_w{world_seed}", progress=False)
+    lm = result.final_lms[0]
+    t_train = time.perf_counter() - t0 - t_oracle
+    held = np.asarray(hmm.sample(EVAL_SEED, study.eval_sequences, study.seq_len))
+    eps = exact_masked_epsilon(hmm, lm, held)[0]
+    eps_read = exact_prepended_epsilon(hmm, lm, x_head[te])[0]
+    rungs = [r.target for r in result.records if r.reached]
+    trained = {"epsilon": float(eps), "epsilon_readout": float(eps_read), "rungs": rungs,
+               "train_steps": int(result.final_step), "train_seconds": round(t_train, 1)}
+
+    def probs(xx):
+        return np.exp(np.asarray(lm.prepended_mask_logprobs(xx), np.float64))
+
+    heads("", probs(x_head), probs(x_59), "trained", **trained)
+    hid = np.asarray(lm.prepended_mask_features(x_head))
+    add("hidden-head", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]), tokens=p.visible_length,
+        **trained)
+    for kk, xx in ((k, x_prompt), (1, data.x[:, :p.visible_length - 1])):
+        pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
+        add(f"prompt-{kk}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **trained)
+    log(f"|H|={K:2d} world {world_seed}: ε {eps:.3f} (readout {eps_read:.3f}, rungs {rungs}, {result.final_step} steps) "
+        + " ".join(f"{r['method']} {r['accuracy']:.3f}" for r in out)
+        + f" ({time.perf_counter() - t0:.0f} s: oracle {t_oracle:.0f}, train {t_train:.0f})")
+    return out
+
+
+def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> list[dict]:
+    """Every world (interleaved over sizes, so that a partial run covers every size), records appended to
+    ``out/records.jsonl`` as they come (worlds already there are skipped) and checkpoints under
+    ``out/work``."""
+    records, done = [], set()
+    path = None if out is None else Path(out) / "records.jsonl"
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            done = {(r["n_states"], r["world_seed"]) for r in records}
+    first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
+    for w in range(first, first + study.protocol.worlds_per_size):
+        for K in study.sizes:
+            if (K, w) in done:
+                continue
+            rows = study_world(K, w, study, None if out is None else Path(out) / "work", log=log)
+            records.extend(rows)
+            if path is not None:
+                with path.open("a") as fh:
+                    fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return records
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """Per (method, |H|): mean test accuracy ± sd over worlds, accuracy on inputs with margin, and the
+    trained LMs' mean ε."""
+    out = []
+    for m in dict.fromkeys(r["method"] for r in records):
+        for K in sorted({r["n_states"] for r in records if r["method"] == m}):
+            g = [r for r in records if r["method"] == m and r["n_states"] == K]
+            acc = np.array([r["accuracy"] for r in g])
+            wm = [r["accuracy_with_margin"] for r in g if r["accuracy_with_margin"] == r["accuracy_with_margin"]]
+            out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
+                        "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0,
+                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
+                        "majority": float(np.mean([r["majority"] for r in g])),
+                        "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary as a markdown table: one line per method, one column per |H| (mean ± sd over worlds)."""
+    sizes = sorted({r["n_states"] for r in rows})
+    lines = ["| method | " + " | ".join(f"\\|H\\|={K}" for K in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cell = {r["n_states"]: f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f}" for r in rows if r["method"] == m}
+        lines.append(f"| {m} | " + " | ".join(cell.get(K, "–") for K in sizes) + " |")
+    eps = {r["n_states"]: f"{r['epsilon']:.3f}" for r in rows if r["method"] == "head"}
+    maj = {r["n_states"]: f"{r['majority']:.3f}" for r in rows if r["method"] == "head"}
+    lines.append("| trained ε (mean) | " + " | ".join(eps.get(K, "–") for K in sizes) + " |")
+    lines.append("| majority | " + " | ".join(maj.get(K, "–") for K in sizes) + " |")
+    return "\n".join(lines)
+
+
+_FLAGS = {"--quick": None, "--trained": None, "--out": str, "--sizes": int, "--worlds": int, "--n-train": int,
+          "--n-test": int, "--max-steps": int, "--first-world": int, "--authors-scale": None}
+
+
+def parse(argv) -> tuple[TrainedStudy, Path | None]:
+    """The command line as a :class:`TrainedStudy`; an unknown option or a bad value raises ConfigError."""
+    opts, i, argv = {}, 0, list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a not in _FLAGS:
+            raise ConfigError(f"{a}: unknown option; expected one of {', '.join(_FLAGS)}")
+        if _FLAGS[a] is None:
+            opts[a], i = True, i + 1
+            continue
+        vals = []
+        i += 1
+        while i < len(argv) and not argv[i].startswith("--"):
+            try:
+                vals.append(_FLAGS[a](argv[i]))
+            except ValueError:
+                raise ConfigError(f"{a}: expected {_FLAGS[a].__name__} values, got {argv[i]!r}") from None
+            i += 1
+        if not vals or (a != "--sizes" and len(vals) != 1):
+            raise ConfigError(f"{a}: expected {'one or more values' if a == '--sizes' else 'one value'}, got {vals}")
+        opts[a] = vals if a == "--sizes" else vals[0]
+    if "--quick" in opts and "--authors-scale" in opts:
+        raise ConfigError("--quick: cannot be combined with --authors-scale")
+    study = QUICK if "--quick" in opts else TrainedStudy() if "--authors-scale" in opts else DEFAULT
+    if "--authors-scale" in opts:
+        from simlm.experiments.head_prompt_protocol import SIZES
+        study = dataclasses.replace(study, sizes=SIZES)
+    proto = {f: opts[a] for a, f in (("--worlds", "worlds_per_size"), ("--n-train", "n_train"), ("--n-test", "n_test"))
+             if a in opts}
+    change = {"protocol": dataclasses.replace(study.protocol, **proto)} if proto else {}
+    if "--sizes" in opts:
+        change["sizes"] = tuple(opts["--sizes"])
+    for a, f in (("--max-steps", "max_steps"), ("--first-world", "first_world")):
+        if a in opts:
+            change[f] = opts[a]
+    return dataclasses.replace(study, **change), (Path(opts["--out"]) if "--out" in opts else None)
+
+
+def main(argv=None) -> int:
+    study, out = parse(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    records = run(study, out)
+    rows = summary(records)
+    for r in rows:
+        print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "
+              f"with margin {r['accuracy_with_margin']:.3f} majority {r['majority']:.3f} ε {r['epsilon']:.3f}")
+    if out is not None:
+        (Path(out) / "summary.json").write_text(json.dumps({"summary": rows, "study": repr(study),
+                                                            "seconds": time.perf_counter() - t0}, indent=1))
+    print(markdown(rows))
+    print(f"{time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+__all__ = ["TrainedStudy", "DEFAULT", "QUICK", "fit_probe", "prompted_inputs", "study_world", "run", "summary",
+           "markdown", "parse", "main"]

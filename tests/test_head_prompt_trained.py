@@ -1,0 +1,88 @@
+"""The authors' protocol with trained transformers (simlm.experiments.head_prompt_trained): the quick study
+runs and is well-formed, the 20-vector prompt's shapes and truncation, the head forms, and typed errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from simlm.downstream import fit_transformer_prompt
+from simlm.errors import ConfigError, TokenError
+from simlm.experiments import head_prompt_protocol as hpp
+from simlm.experiments import head_prompt_trained as hpt
+from simlm.models import MaskedTransformerLM, init_transformer
+
+#: a tiny version of the authors' protocol: 24-token labels, [MASK] x_1:19 for the head and k = 12
+#: prompt vectors before [MASK] x_1:7.
+TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpp.AUTHORS, worlds_per_size=1, label_length=24,
+                                                     visible_length=19, n_train=64, n_test=64),
+                        sizes=(4,), prompt_length=12, d_model=8, n_layers=1, n_heads=1, batch_size=8, max_steps=4,
+                        targets=(2.0,), prompt_steps=3, probe_epochs=2, probe_batch=16, eval_sequences=2,
+                        oracle_prompt=False)
+
+
+def test_a_tiny_study_returns_every_form_on_the_same_sequences():
+    rows = hpt.run(TINY)
+    methods = [r["method"] for r in rows]
+    assert methods == ["oracle-head", "oracle-probe", "oracle-head-7", "head", "probe", "head-7",
+                       "hidden-head", "prompt-12", "prompt-1"]
+    tokens = {r["method"]: r["tokens"] for r in rows}
+    assert tokens["head"] == tokens["oracle-head"] == 19 and tokens["prompt-12"] == tokens["head-7"] == 19 - 12
+    assert tokens["prompt-1"] == 18  # [p][MASK] x_1:18: the same 20 positions as [MASK] x_1:19
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and 0.5 <= r["majority"] <= 1 and r["nnz"] <= 6
+        assert (r["features"] == "exact") == r["method"].startswith("oracle")
+        if r["features"] == "trained":
+            assert np.isfinite(r["epsilon"]) and r["epsilon"] > 0 and np.isfinite(r["epsilon_readout"])
+    assert len({r["majority"] for r in rows}) == 1  # one task, one test set for every method
+    (s,) = [s for s in hpt.summary(rows) if s["method"] == "prompt-12"]
+    assert s["n"] == 1 and s["n_states"] == 4 and s["epsilon"] > 0
+
+
+def test_the_twenty_vector_prompt_fills_the_positions_the_head_reads():
+    study = dataclasses.replace(hpt.DEFAULT, d_model=8, n_layers=1, n_heads=1)
+    cfg, tc = study.configs()
+    assert tc.seq_len == cfg.max_len == 80  # trained on (MASK, x_1:79): the authors' max_seq_length
+    lm = MaskedTransformerLM(init_transformer(cfg, 0))
+    x = np.random.default_rng(0).integers(0, 10, size=(8, 128))
+    head_x, prompt_x = hpt.prompted_inputs(x, 79, 20)
+    assert head_x.shape == (8, 79) and prompt_x.shape == (8, 59) and np.array_equal(prompt_x, x[:, :59])
+    assert 20 + 1 + prompt_x.shape[1] == 1 + head_x.shape[1] == study.seq_len  # the prompt sees 20 fewer tokens
+    y = np.arange(8) % 2
+    p = fit_transformer_prompt(lm, prompt_x, y, k=20, steps=2)
+    assert p.prefix.shape == (20, 8) and p.head.weight.shape == (10, 2)
+    assert p.features(lm, prompt_x).shape == (8, 10)  # the law at MASK after the 20 vectors
+    with pytest.raises(TokenError):  # beyond the model's positions: a typed error, not a JAX one
+        fit_transformer_prompt(lm, x[:, :61], y, k=20, steps=2)
+    with pytest.raises(ConfigError, match="^k"):
+        hpt.prompted_inputs(x, 79, 79)
+
+
+def test_the_authors_probe_reads_raw_features_and_simlm_head_standardises():
+    rng = np.random.default_rng(1)
+    f = rng.dirichlet(np.ones(5), size=200)
+    y = (f[:, 0] > f[:, 1]).astype(int)
+    probe = hpt.fit_probe(f, y, epochs=50, batch_size=32)
+    assert np.all(probe.mean == 0) and np.all(probe.scale == 1) and probe.losses.shape == (50 * 6,)
+    assert probe.accuracy(f, y) > 0.9
+
+
+@pytest.mark.parametrize("argv, name", [(["--trained", "--bogus"], "--bogus"), (["--sizes"], "--sizes"),
+                                        (["--worlds", "x"], "--worlds"), (["--quick", "--authors-scale"], "--quick"),
+                                        (["--sizes", "1"], "sizes"), (["--worlds", "0"], "worlds_per_size")])
+def test_bad_options_are_named(argv, name):
+    with pytest.raises(ConfigError, match=f"^{name}"):
+        hpt.parse(argv)
+
+
+@pytest.mark.parametrize("change, name", [({"prompt_length": 79}, "prompt_length"), ({"probe_lr": 0}, "probe_lr"),
+                                          ({"sizes": (4, 4)}, "sizes"),
+                                          ({"protocol": hpp.Protocol(tasks_per_world=3)}, "protocol")])
+def test_bad_studies_are_named(change, name):
+    with pytest.raises(ConfigError, match=f"^{name}"):
+        dataclasses.replace(hpt.DEFAULT, **change)
+
+
+def test_the_trained_option_is_reachable_from_the_protocol_module():
+    with pytest.raises(ConfigError, match="^--bogus"):
+        hpp.main(["--trained", "--bogus"])
