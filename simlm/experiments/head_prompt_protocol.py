@@ -176,17 +176,28 @@ def summary(records: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    """The exact study, or with ``--trained`` the trained one (:mod:`simlm.experiments.head_prompt_trained`);
+    a bad option exits with status 2 and one line naming it."""
+    from simlm.experiments.commandline import run_main
+    from simlm.experiments.head_prompt_trained import _TRAINED_ONLY, parser
+    from simlm.experiments.head_prompt_trained import main as trained_main
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--trained" in argv:  # trained transformers and the 20-vector prompt: the sibling module
-        from simlm.experiments.head_prompt_trained import main as trained_main
         return trained_main(argv)
-    quick = "--quick" in argv
-    records = factor_study(QUICK_SIZES if quick else SIZES, quick=quick)
-    for r in summary(records):
-        print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "
-              f"(min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
-              f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
-    return 0
+
+    def exact(argv):
+        args = parser().parse_args(argv)
+        given = [a for a in _TRAINED_ONLY if getattr(args, a) not in (None, False)]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')}: only with --trained")
+        records = factor_study(QUICK_SIZES if args.quick else SIZES, quick=args.quick)
+        for r in summary(records):
+            print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± "
+                  f"{r['accuracy_sd']:.3f} (min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
+                  f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
+
+    return run_main("head_prompt_protocol", exact, argv, {})
 
 
 if __name__ == "__main__":

@@ -305,50 +305,63 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_FLAGS = {"--quick": None, "--trained": None, "--out": str, "--sizes": int, "--worlds": int, "--n-train": int,
-          "--n-test": int, "--max-steps": int, "--first-world": int, "--authors-scale": None}
+def parser():
+    """The command line of ``head_prompt_protocol`` (the exact study, or ``--trained``): argparse whose
+    errors raise :class:`ConfigError` naming the flag."""
+    from simlm.experiments.commandline import Parser, positive_int
+
+    p = Parser(prog="python -m simlm.experiments.head_prompt_protocol",
+               description="Wei, Xie & Ma's experiment-1 protocol next to simlm's: exact features one factor at "
+                           "a time, or (--trained) trained masked transformers, the authors' probe and their "
+                           "20-vector prompt.")
+    p.add_argument("--quick", action="store_true", help="two small sizes, one world: a smoke run")
+    p.add_argument("--trained", action="store_true", help="the trained-transformer study (this module)")
+    p.add_argument("--out", default=None, help="--trained: results directory (records and summary.json)")
+    p.add_argument("--sizes", nargs="+", type=positive_int("sizes"), help="--trained: the |H| values")
+    p.add_argument("--worlds", type=positive_int("worlds"), help="--trained: worlds per size")
+    p.add_argument("--n-train", type=positive_int("n-train"), help="--trained: training sequences per task")
+    p.add_argument("--n-test", type=positive_int("n-test"), help="--trained: test sequences per task")
+    p.add_argument("--max-steps", type=positive_int("max-steps"), help="--trained: training steps per world")
+    p.add_argument("--first-world", type=positive_int("first-world"),
+                   help="--trained: the first world's seed (splits a run over processes)")
+    p.add_argument("--authors-scale", action="store_true",
+                   help="--trained: the authors' scale (every size, 20 worlds, 5000 + 1000 sequences)")
+    return p
+
+
+_TRAINED_ONLY = ("out", "sizes", "worlds", "n_train", "n_test", "max_steps", "first_world", "authors_scale")
 
 
 def parse(argv) -> tuple[TrainedStudy, Path | None]:
-    """The command line as a :class:`TrainedStudy`; an unknown option or a bad value raises ConfigError."""
-    opts, i, argv = {}, 0, list(argv)
-    while i < len(argv):
-        a = argv[i]
-        if a not in _FLAGS:
-            raise ConfigError(f"{a}: unknown option; expected one of {', '.join(_FLAGS)}")
-        if _FLAGS[a] is None:
-            opts[a], i = True, i + 1
-            continue
-        vals = []
-        i += 1
-        while i < len(argv) and not argv[i].startswith("--"):
-            try:
-                vals.append(_FLAGS[a](argv[i]))
-            except ValueError:
-                raise ConfigError(f"{a}: expected {_FLAGS[a].__name__} values, got {argv[i]!r}") from None
-            i += 1
-        if not vals or (a != "--sizes" and len(vals) != 1):
-            raise ConfigError(f"{a}: expected {'one or more values' if a == '--sizes' else 'one value'}, got {vals}")
-        opts[a] = vals if a == "--sizes" else vals[0]
-    if "--quick" in opts and "--authors-scale" in opts:
+    """The command line as a :class:`TrainedStudy`; an unknown option or a bad value raises ConfigError
+    naming it."""
+    args = parser().parse_args(list(argv))
+    if args.quick and args.authors_scale:
         raise ConfigError("--quick: cannot be combined with --authors-scale")
-    study = QUICK if "--quick" in opts else TrainedStudy() if "--authors-scale" in opts else DEFAULT
-    if "--authors-scale" in opts:
+    study = QUICK if args.quick else TrainedStudy() if args.authors_scale else DEFAULT
+    if args.authors_scale:
         from simlm.experiments.head_prompt_protocol import SIZES
         study = dataclasses.replace(study, sizes=SIZES)
-    proto = {f: opts[a] for a, f in (("--worlds", "worlds_per_size"), ("--n-train", "n_train"), ("--n-test", "n_test"))
-             if a in opts}
+    proto = {f: getattr(args, a) for a, f in (("worlds", "worlds_per_size"), ("n_train", "n_train"),
+                                              ("n_test", "n_test")) if getattr(args, a) is not None}
     change = {"protocol": dataclasses.replace(study.protocol, **proto)} if proto else {}
-    if "--sizes" in opts:
-        change["sizes"] = tuple(opts["--sizes"])
-    for a, f in (("--max-steps", "max_steps"), ("--first-world", "first_world")):
-        if a in opts:
-            change[f] = opts[a]
-    return dataclasses.replace(study, **change), (Path(opts["--out"]) if "--out" in opts else None)
+    if args.sizes is not None:
+        change["sizes"] = tuple(args.sizes)
+    for a in ("max_steps", "first_world"):
+        if getattr(args, a) is not None:
+            change[a] = getattr(args, a)
+    return dataclasses.replace(study, **change), (Path(args.out) if args.out is not None else None)
 
 
 def main(argv=None) -> int:
-    study, out = parse(sys.argv[1:] if argv is None else argv)
+    """``--trained``: run the study the command line asks for; exit status 2 and one line for a bad option."""
+    from simlm.experiments.commandline import run_main
+
+    return run_main("head_prompt_protocol", _main, sys.argv[1:] if argv is None else argv, {})
+
+
+def _main(argv) -> None:
+    study, out = parse(argv)
     t0 = time.perf_counter()
     records = run(study, out)
     rows = summary(records)
@@ -360,7 +373,6 @@ def main(argv=None) -> int:
                                                             "seconds": time.perf_counter() - t0}, indent=1))
     print(markdown(rows))
     print(f"{time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 __all__ = ["TrainedStudy", "DEFAULT", "QUICK", "fit_probe", "prompted_inputs", "study_world", "run", "summary",
