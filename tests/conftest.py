@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -9,3 +11,17 @@ settings.register_profile("ci", max_examples=25, deadline=None,
 settings.register_profile("thorough", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Most of the suite's time is XLA compiling the same small programs again: in the processes the tests start
+# (sweep workers, Ray, notebook kernels, benchmark scripts, the sharding children) and wherever a function is
+# jitted anew.  One persistent compilation cache per test session, in a fresh temporary directory (so no run
+# sees another's programs) and inherited by every child through the environment, compiles each program once.
+# Set before JAX is imported (it reads these variables then); a JAX_COMPILATION_CACHE_DIR you set wins.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="simlm-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+    def pytest_unconfigure(config):
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
