@@ -141,6 +141,7 @@ class Config:
     prompt_length: int = 1
     exact_prompt_steps: int = 300
     transformer_prompt_steps: int = 200
+    transformer_prompt_batch: int = 128
     memory_prompt_batch: int = 64
     attention_steps: int = 300
     trained: bool = True
@@ -159,7 +160,8 @@ class Config:
         before it claims its results directory."""
         for name, low in (("n_symbols", 2), ("n_syntactic", 1), ("world_seed", 0), ("label_length", 1),
                           ("n_train", 2), ("n_test", 2), ("n_continuations", 1), ("prompt_length", 1),
-                          ("exact_prompt_steps", 1), ("transformer_prompt_steps", 1), ("memory_prompt_batch", 1),
+                          ("exact_prompt_steps", 1), ("transformer_prompt_steps", 1), ("transformer_prompt_batch", 1),
+                          ("memory_prompt_batch", 1),
                           ("attention_steps", 1), ("d_model", 1), ("n_layers", 1), ("n_heads", 1), ("batch_size", 1),
                           ("max_steps", 1), ("eval_every", 1)):
             check_positive_int(name, getattr(self, name), minimum=low)
@@ -317,7 +319,7 @@ def evaluate(lm, world, kind: str, ctx: dict, seed: int, config: Config, *, sour
             pred = p.predict(world, x_te)
         else:
             p = fit_transformer_prompt(lm, x_tr, y_tr, k=k, steps=config.transformer_prompt_steps, seed=seed,
-                                       test=(x_te, y_te))
+                                       test=(x_te, y_te), batch_size=config.transformer_prompt_batch)
             pred = p.predict(lm, x_te)
         add("prompt", p.train_accuracy, p.test_accuracy, pred)
     return out
