@@ -64,9 +64,13 @@ Defaults (chosen to fit a 2-core CPU): T = 24, T' = 16, 512 + 512 sequences per 
 for the ceiling; transformer d_model 32, 2 layers, 4 heads (27k parameters); batch 64, up to 2500
 steps, learning rate 1e-2 (2e-2 diverged for some seeds; d_model 64 at 1e-2 stalled at ε ≈ 1.5), ladder
 (0.3, 0.1, 0.03) — the worlds with |H| ≥ 8 end at ε ≈ 0.03–0.09 after 2500 steps, so their 0.03 rung
-is usually not reached and "final" stands for it; transformer prompt 200 full-batch steps, k = 1.
+is usually not reached and "final" stands for it; transformer prompt 200 steps, k = 1, on minibatches of
+``transformer_prompt_batch`` = 128 of the 512 training sequences (issue 14: a quarter of the full batch's
+work, the prompt's accuracies within their seed spread of the full-batch fit's — the full batch is
+``transformer_prompt_batch=n_train``); the attention prompt on minibatches of ``memory_prompt_batch`` = 32
+sequences (× T' masked copies; 64 before issue 14 — every method is at 0.96–1.000 on the memory worlds).
 
-Measured on an idle 2-core CPU (docs/head_prompt.md has the results): experiment 1 in full (7 worlds ×
+Measured on an idle 2-core CPU before issue 14's minibatches (docs/head_prompt.md has the results): experiment 1 in full (7 worlds ×
 3 seeds, 168 cells) 13.1 min wall, 19.2 min CPU — training 30–57 s per world (the 3 seeds as one
 ensemble), 5–9 s per trained cell, mostly the transformer prompt; experiment 2 (8 worlds, 192 cells)
 23.9 min wall, 30.4 min CPU, 14–20 s per trained memory cell, mostly the attention prompt.
@@ -142,7 +146,7 @@ class Config:
     exact_prompt_steps: int = 300
     transformer_prompt_steps: int = 200
     transformer_prompt_batch: int = 128
-    memory_prompt_batch: int = 64
+    memory_prompt_batch: int = 32
     attention_steps: int = 300
     trained: bool = True
     analytic: str | None = "logit-noise"
