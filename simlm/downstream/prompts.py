@@ -157,7 +157,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
                            batch_size: int | None = None) -> TransformerPromptResult:
     """Prompt tuning of a frozen :class:`~simlm.models.MaskedTransformerLM`: a prefix ``(k, d)`` (initialised
     N(0, 0.02²), like the token embeddings) before (MASK, x_1..x_T) and a linear head on the law at MASK,
-    trained jointly with Adam at ``lr`` for ``steps`` full-batch steps on cross-entropy + (l2/2)‖W‖².  The
+    trained jointly with Adam at ``lr`` for ``steps`` steps on cross-entropy + (l2/2)‖W‖².  The
     network's parameters are never updated (``jax.jit`` over a pure function of (prefix, head) with
     ``nnx.merge`` of the frozen state).  ``test=(tokens, labels)`` is scored.  ``batch_size``: None (full
     batch), or minibatches of that many sequences (drawn without replacement within a step, by ``seed``;
