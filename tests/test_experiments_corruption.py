@@ -119,7 +119,7 @@ def test_a_check_that_fails_is_reported_with_its_cell_and_stored(tmp_path, monke
     ({"n_slots": ("2",)}, "n_slots"), ({"targets": (float("inf"),)}, "targets"), ({"trained": "yes"}, "trained"),
     ({"n_symbols": 1}, "n_symbols"), ({"learning_rate": -1.0}, "learning_rate"), ({"analytic": ["x"]}, "analytic"),
     ({"d_model": 15, "n_heads": 2}, "d_model|n_heads"), ({"batch_size": 0}, "batch_size"),
-    ({"memory_prompt_batch": 1.5}, "memory_prompt_batch"),
+    ({"memory_prompt_batch": 1.5}, "memory_prompt_batch"), ({"transformer_prompt_batch": 0}, "transformer_prompt_batch"),
 ])
 def test_head_prompt_config_checks_every_field(options, message):
     if message is None:

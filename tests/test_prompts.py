@@ -127,6 +127,21 @@ def test_transformer_prompt_trains_the_prompt_and_leaves_the_model_frozen(masked
     assert probs.shape == (64, 8) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+def test_transformer_prompt_minibatches_of_every_sequence_are_the_full_batch_fit(masked_transformer):
+    """``batch_size`` ≥ n reads every sequence each step (in a permuted order): the same loss per step as
+    the full-batch fit; a smaller batch still trains the prompt (40 steps of 16 of the 64 sequences)."""
+    world = HMM.random(0, 4, 8, family="permutation-mixture", transition_temp=0.3, emission_temp=0.3)
+    x = np.random.default_rng(0).integers(0, 8, (64, 6)).astype(np.int32)
+    y = PosteriorTask(mu=[1.0, -1.0, 0.0, 0.0]).labels(world, x)
+    full = fit_transformer_prompt(masked_transformer, x, y, k=2, steps=40, lr=0.05)
+    every = fit_transformer_prompt(masked_transformer, x, y, k=2, steps=40, lr=0.05, batch_size=100)
+    np.testing.assert_allclose(every.losses, full.losses, rtol=1e-4, atol=1e-5)
+    small = fit_transformer_prompt(masked_transformer, x, y, k=2, steps=40, lr=0.05, batch_size=16)
+    assert small.losses.shape == (40,) and np.mean(small.losses[-10:]) < np.mean(small.losses[:10]) - 0.02
+    with pytest.raises(ConfigError, match="batch_size"):
+        fit_transformer_prompt(masked_transformer, x, y, batch_size=0)
+
+
 # ---- typed errors -------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world, masked_transformer):

@@ -37,7 +37,7 @@ from simlm.checks import check_instance, check_positive, check_positive_int
 from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2, standardise
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_test_data,
-                                         fit_chain_prompt, fit_prompt)
+                                         fit_chain_prompt, fit_prompt, minibatch_indices)
 from simlm.worlds.hmm import ChainInference, prompted_masked_token_probs
 
 # ---- the exact prompted masked laws -------------------------------------------------------------
@@ -165,7 +165,7 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
         "d_value", d_value)) * lm.n_symbols, 0, steps * (b + 1))
     key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,
                                                                                                  minimum=0)), 3)
-    batches = jax.vmap(lambda kk: jax.random.permutation(kk, toks.shape[0])[:b])(jax.random.split(key_batches, steps))
+    batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     p, losses = _fit_transformer(

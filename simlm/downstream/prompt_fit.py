@@ -61,6 +61,13 @@ def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int,
     return params, losses, losses[-1:]
 
 
+def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:
+    """``(steps, batch_size)`` sequence indices for :func:`fit_prompt`'s ``batches``: step i reads
+    ``batch_size`` of the ``n`` sequences, drawn without replacement within the step from key i of
+    ``key``'s ``steps`` splits."""
+    return jax.vmap(lambda kk: jax.random.permutation(kk, n)[:batch_size])(jax.random.split(key, steps))
+
+
 @partial(jax.jit, static_argnames=("law", "head", "k", "n_classes", "steps", "n_restarts"))
 def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits, k: int, n_classes: int, steps: int,
                      n_restarts: int):
@@ -157,5 +164,5 @@ def check_masked_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True) ->
     return jnp.asarray(toks)
 
 
-__all__ = ["fit_prompt", "fit_chain_prompt", "PromptedClassifier", "check_prompt_data", "check_test_data",
-           "check_fit_memory", "check_masked_transformer", "check_masked_transformer_tokens"]
+__all__ = ["fit_prompt", "minibatch_indices", "fit_chain_prompt", "PromptedClassifier", "check_prompt_data",
+           "check_test_data", "check_fit_memory", "check_masked_transformer", "check_masked_transformer_tokens"]

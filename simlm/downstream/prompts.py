@@ -40,7 +40,7 @@ from simlm.checks import check_positive, check_positive_int
 from simlm.downstream.heads import LinearHead, LinearLogits, check_l2, standardise
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_test_data,
-                                         fit_chain_prompt, fit_prompt)
+                                         fit_chain_prompt, fit_prompt, minibatch_indices)
 from simlm.errors import ConfigError
 from simlm.models.transformer import prepended_mask_inputs
 from simlm.worlds import prompting
@@ -140,25 +140,28 @@ _prefixed_prepended_mask_probs_jit = jax.jit(_prefixed_prepended_mask_probs, sta
 
 
 @partial(jax.jit, static_argnames=("graphdef", "n_classes", "steps"))
-def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_classes, steps):
-    def features(prefix):
-        return _prefixed_prepended_mask_probs(graphdef, state, prefix, tokens)
+def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_classes, steps, batches=None):
+    def features(prefix, idx=None):
+        return _prefixed_prepended_mask_probs(graphdef, state, prefix, tokens if idx is None else tokens[idx])
 
     V = jax.eval_shape(features, prefix0).shape[-1]
     start = {"prompt": prefix0, "head": _HEAD.init(key, V, n_classes)}
-    p, losses, _ = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps)
+    p, losses, _ = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
     final = features(p["prompt"])
     _, mean, sd = standardise(final)
     return p, mean, sd, losses, final
 
 
 def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, steps: int = 200,
-                           seed: int = 0, lr: float = 0.01, l2: float = 1e-4, test=None) -> TransformerPromptResult:
+                           seed: int = 0, lr: float = 0.01, l2: float = 1e-4, test=None,
+                           batch_size: int | None = None) -> TransformerPromptResult:
     """Prompt tuning of a frozen :class:`~simlm.models.MaskedTransformerLM`: a prefix ``(k, d)`` (initialised
     N(0, 0.02²), like the token embeddings) before (MASK, x_1..x_T) and a linear head on the law at MASK,
-    trained jointly with Adam at ``lr`` for ``steps`` full-batch steps on cross-entropy + (l2/2)‖W‖².  The
+    trained jointly with Adam at ``lr`` for ``steps`` steps on cross-entropy + (l2/2)‖W‖².  The
     network's parameters are never updated (``jax.jit`` over a pure function of (prefix, head) with
-    ``nnx.merge`` of the frozen state).  ``test=(tokens, labels)`` is scored."""
+    ``nnx.merge`` of the frozen state).  ``test=(tokens, labels)`` is scored.  ``batch_size``: None (full
+    batch), or minibatches of that many sequences (drawn without replacement within a step, by ``seed``;
+    a batch of every sequence at most), as :func:`~simlm.downstream.fit_transformer_attention_prompt`."""
     check_masked_transformer(lm)
     toks, y, k, C = check_prompt_data(tokens, labels, lm.n_symbols, k, n_classes)
     toks = check_masked_transformer_tokens(lm, toks, k)
@@ -166,11 +169,14 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     if test is not None:
         check_masked_transformer_tokens(lm, test[0], k)
     check_fit_memory(1, k * lm.config.d_model, 0, steps)
+    steps = check_positive_int("steps", steps)
+    b = None if batch_size is None else min(check_positive_int("batch_size", batch_size), toks.shape[0])
     key_prefix, key_head = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
+    batches = None if b is None else minibatch_indices(jax.random.fold_in(key_prefix, 1), toks.shape[0], b, steps)
     p, mean, sd, losses, train_features = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)),
-        jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, check_positive_int("steps", steps))
+        jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, steps, batches)
     head = _HEAD.fitted(p["head"], mean, sd, losses)
     result = TransformerPromptResult(np.asarray(p["prompt"]), head, float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)
