@@ -42,8 +42,9 @@ def test_every_filter_agrees_and_every_throughput_is_positive(suite):
 
 
 def test_the_property_benchmark_runs_every_example_it_asks_for():
-    examples, seconds = property_speed.property_test(5, seed=0)
+    examples, seconds, compiles = property_speed.property_test(5, seed=0)
     assert examples == 5 and _positive(seconds)
+    assert isinstance(compiles, int) and compiles >= 0
 
 
 def test_the_docs_table_replaces_only_its_own_section_and_names_unmeasured_accelerator_rows(suite):
