@@ -21,8 +21,8 @@ TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpp.AUTHORS, worlds_per_siz
                         oracle_prompt=False)
 
 
-def test_a_tiny_study_returns_every_form_on_the_same_sequences():
-    rows = hpt.run(TINY)
+def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeypatch):
+    rows = hpt.run(TINY, tmp_path)
     methods = [r["method"] for r in rows]
     assert methods == ["oracle-head", "oracle-probe", "oracle-head-7", "head", "probe", "head-7",
                        "hidden-head", "prompt-12", "prompt-1"]
@@ -37,6 +37,10 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences():
     assert len({r["majority"] for r in rows}) == 1  # one task, one test set for every method
     (s,) = [s for s in hpt.summary(rows) if s["method"] == "prompt-12"]
     assert s["n"] == 1 and s["n_states"] == 4 and s["epsilon"] > 0
+    # the world is one stored cell: a rerun into the same directory returns its records without recomputing
+    monkeypatch.setattr(hpt, "study_world", lambda *a, **k: pytest.fail("a stored world was recomputed"))
+    assert hpt.run(TINY, tmp_path) == rows
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 1
 
 
 def test_the_twenty_vector_prompt_fills_the_positions_the_head_reads():
@@ -90,3 +94,10 @@ def test_bad_command_lines_exit_2_with_one_line_naming_the_flag(argv, name, caps
     assert hpp.main(argv) == 2
     err = capsys.readouterr().err
     assert name in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_summary_skips_a_world_without_margin_whether_nan_or_stored_as_null():
+    row = {"method": "head", "n_states": 4, "accuracy": 0.5, "majority": 0.5, "epsilon": 0.1}
+    for missing in (float("nan"), None):
+        (s,) = hpt.summary([{**row, "accuracy_with_margin": 1.0}, {**row, "accuracy_with_margin": missing}])
+        assert s["n"] == 2 and s["accuracy_with_margin"] == 1.0

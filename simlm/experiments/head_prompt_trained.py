@@ -43,7 +43,6 @@ the accuracies are measurements.  Defaults reduce the authors' scale (stated in 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from functools import partial
@@ -59,6 +58,8 @@ from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError
 from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, world
+from simlm.experiments.store import CellStore
+from simlm.jsonio import write_json_atomic
 from simlm.models import TransformerConfig
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
 
@@ -251,27 +252,25 @@ def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None 
 
 
 def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> list[dict]:
-    """Every world (interleaved over sizes, so that a partial run covers every size), records appended to
-    ``out/records.jsonl`` as they come (worlds already there are skipped) and checkpoints under
-    ``out/work``."""
-    records, done = [], set()
-    path = None if out is None else Path(out) / "records.jsonl"
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            done = {(r["n_states"], r["world_seed"]) for r in records}
+    """Every world (interleaved over sizes, so that a partial run covers every size), each world's records
+    stored as one cell of ``out/cells.jsonl`` as it ends (:class:`~simlm.experiments.store.CellStore`:
+    fsynced lines, a torn last line dropped; worlds already there are skipped) and checkpoints under
+    ``out/work``; without ``out`` the records are only returned."""
+    cells = {}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        cells = CellStore(Path(out) / "cells.jsonl")
     first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
     for w in range(first, first + study.protocol.worlds_per_size):
         for K in study.sizes:
-            if (K, w) in done:
-                continue
-            rows = study_world(K, w, study, None if out is None else Path(out) / "work", log=log)
-            records.extend(rows)
-            if path is not None:
-                with path.open("a") as fh:
-                    fh.writelines(json.dumps(r) + "\n" for r in rows)
-    return records
+            key = f"H{K}_w{w}"
+            if key not in cells:
+                rows = study_world(K, w, study, None if out is None else Path(out) / "work", log=log)
+                if out is None:
+                    cells[key] = rows
+                else:
+                    cells.add(key, rows)
+    return cells.records() if out is not None else [r for rows in cells.values() for r in rows]
 
 
 def summary(records: list[dict]) -> list[dict]:
@@ -282,7 +281,8 @@ def summary(records: list[dict]) -> list[dict]:
         for K in sorted({r["n_states"] for r in records if r["method"] == m}):
             g = [r for r in records if r["method"] == m and r["n_states"] == K]
             acc = np.array([r["accuracy"] for r in g])
-            wm = [r["accuracy_with_margin"] for r in g if r["accuracy_with_margin"] == r["accuracy_with_margin"]]
+            # no input with a margin: NaN in memory, null once stored (strict JSON)
+            wm = [a for a in (r["accuracy_with_margin"] for r in g) if a is not None and a == a]
             out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
                         "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0,
                         "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
@@ -369,8 +369,8 @@ def _main(argv) -> None:
         print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "
               f"with margin {r['accuracy_with_margin']:.3f} majority {r['majority']:.3f} ε {r['epsilon']:.3f}")
     if out is not None:
-        (Path(out) / "summary.json").write_text(json.dumps({"summary": rows, "study": repr(study),
-                                                            "seconds": time.perf_counter() - t0}, indent=1))
+        write_json_atomic(Path(out) / "summary.json", {"summary": rows, "study": repr(study),
+                                                       "seconds": time.perf_counter() - t0})
     print(markdown(rows))
     print(f"{time.perf_counter() - t0:.0f} s")
 
