@@ -34,7 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
-from peers import import_peer, pinned, unavailable  # noqa: E402
+from peers import add_precision_option, import_peer, pinned, unavailable  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm_core  # noqa: E402
 
@@ -59,8 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--symbols", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--precision", default="float32",
-                   help="jax.default_matmul_precision for every timed call of both sides ('default' = jax's own)")
+    add_precision_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "filters.json"))
     p.add_argument("--quick", action="store_true", help="B=2, T=16, K=4, V=4, one repeat")
@@ -71,7 +70,6 @@ def parse_args(argv=None):
     for name in ("batch", "lengths", "states"):
         if getattr(args, name) is None:
             setattr(args, name, auto[name])
-    args.precision = None if args.precision == "default" else args.precision
     return args
 
 

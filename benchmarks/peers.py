@@ -43,5 +43,12 @@ def pinned(fn: Callable[[], object], precision: str | None) -> Callable[[], obje
     return run
 
 
+def add_precision_option(parser) -> None:
+    """``--precision``: the matmul precision every timed call of both sides runs under (:func:`pinned`);
+    ``args.precision`` is None for ``default`` (jax's own)."""
+    parser.add_argument("--precision", default="float32", type=lambda text: None if text == "default" else text,
+                        help="jax.default_matmul_precision for every timed call of both sides ('default' = jax's own)")
+
+
 def unavailable(name: str) -> str:
     return f"peer unavailable ({name} is not installed)"

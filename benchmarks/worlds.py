@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, time_interleaved, write_json  # noqa: E402
-from peers import import_peer, pinned, unavailable  # noqa: E402
+from peers import add_precision_option, import_peer, pinned, unavailable  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm as hmm_module  # noqa: E402
 
@@ -72,8 +72,7 @@ def parse_args(argv=None):
                    help="sequences for hmmlearn (a per-sequence Python loop), scaled to tokens/s")
     p.add_argument("--matmul-size", type=int, default=None,
                    help="N for the N×N float32 matmul reference (default 2048 on CPU, 8192 otherwise)")
-    p.add_argument("--precision", default="float32",
-                   help="jax.default_matmul_precision for every timed call of both sides ('default' = jax's own)")
+    add_precision_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "worlds.json"))
     p.add_argument("--quick", action="store_true", help="B=8, T=32, K ∈ {4, 8}, V=8, one repeat")
@@ -84,7 +83,6 @@ def parse_args(argv=None):
         args.matmul_size = args.matmul_size or 256
     if args.matmul_size is None:
         args.matmul_size = 2048 if jax.default_backend() == "cpu" else 8192
-    args.precision = None if args.precision == "default" else args.precision
     return args
 
 
