@@ -14,6 +14,7 @@ from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
 from simlm.models.transformer import (
     LayerNorm, TransformerConfig, TransformerLM, causal_inputs, gelu, init_transformer, layer_norm,
+    prepended_mask_logprobs,
 )
 
 V, T, N = 5, 6, 3
@@ -168,6 +169,22 @@ def test_jitted_split_merge_forward_equals_module_call(causal, causal_lm, tokens
     shifted = causal_inputs(jnp.asarray(tokens), causal.config)  # (BOS, x_1 .. x_{T-1})
     np.testing.assert_allclose(causal_lm.next_token_logprobs(tokens),
                                jax.nn.log_softmax(causal(shifted)), atol=1e-6)
+
+
+def test_wrappers_of_equal_graphs_share_compiled_functions_not_parameters(tokens):
+    """Every checkpoint of a ladder is wrapped anew: the wrappers must reuse one compiled function per law
+    (not compile their own), and each must still answer with its own parameters."""
+    config = TransformerConfig(**TINY, causal=False)
+    a, b = (TransformerLM(init_transformer(config, seed)) for seed in (3, 4))
+    for name in ("_masked", "_prepended", "_prepended_features", "_features", "_hidden"):
+        assert getattr(a, name) is getattr(b, name), name
+    other = TransformerLM(init_transformer(TransformerConfig(**{**TINY, "d_model": 8}, causal=False), 3))
+    assert other._masked is not a._masked  # another graph, another function
+    x = jnp.asarray(tokens)
+    for lm in (a, b):
+        np.testing.assert_allclose(lm.prepended_mask_logprobs(tokens), prepended_mask_logprobs(lm.model, x), atol=1e-6)
+        np.testing.assert_allclose(lm.features(tokens), lm.model.features(x), atol=1e-6)
+    assert not np.allclose(a.prepended_mask_logprobs(tokens), b.prepended_mask_logprobs(tokens))
 
 
 # ---- configuration ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -417,6 +417,33 @@ def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
 
 # ---- the LanguageModel wrappers: one class per kind ---------------------------------------------------
 
+
+def _model_inputs(m: Transformer, x):
+    """The input the model's own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x when masked."""
+    return causal_inputs(x, m.config) if m.config.causal else x
+
+
+def _model_features(m: Transformer, x):
+    return m.features(_model_inputs(m, x))
+
+
+def _model_hidden(m: Transformer, x):
+    return m(_model_inputs(m, x), return_hidden=True)[1]
+
+
+def _prepended_mask_features(m: Transformer, x):
+    return m.features(prepended_mask_inputs(x, m.config))[:, 0]
+
+
+@lru_cache(maxsize=512)
+def _compiled(graphdef, fn):
+    """``jax.jit`` of ``fn(nnx.merge(graphdef, state), *args)`` over ``(state, *args)``, one per (graph, fn).
+
+    Graph definitions of equal configs compare equal, so every wrapper of a model of the same shape (each
+    checkpoint of a training ladder, each seed) shares one compiled function per input shape instead of
+    compiling its own; ``fn`` is a module-level function, never a fresh lambda."""
+    return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
+
 class TransformerLM(ExplainsAbsentLaws):
     """A :class:`Transformer` as a language model.  ``TransformerLM(model)`` is a
     :class:`CausalTransformerLM` (a ``LanguageModel`` and ``SoftmaxLanguageModel``) for a causal model
@@ -447,15 +474,12 @@ class TransformerLM(ExplainsAbsentLaws):
         self.graphdef, self.state = nnx.split(model)
         self._config = model.config
         self._unembedding = model.unembedding
-        graphdef = self.graphdef
+        self._features = self._pure(_model_features)
+        self._hidden = self._pure(_model_hidden)
 
-        def pure(fn):  # jax.jit over a plain function of the state: no nnx.jit overhead per call
-            return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
-
-        inputs = (lambda m, x: causal_inputs(x, m.config)) if model.config.causal else (lambda m, x: x)
-        self._pure = pure
-        self._features = pure(lambda m, x: m.features(inputs(m, x)))
-        self._hidden = pure(lambda m, x: m(inputs(m, x), return_hidden=True)[1])
+    def _pure(self, fn):
+        """``fn(model, *args)`` compiled as a function of the state, shared by every wrapper of an equal graph."""
+        return _compiled(self.graphdef, fn)
 
     def __repr__(self):
         return f"{type(self).__name__}({self._config})"
@@ -542,7 +566,7 @@ class MaskedTransformerLM(TransformerLM):
         super().__init__(model)
         self._masked = self._pure(masked_token_logprobs)
         self._prepended = self._pure(prepended_mask_logprobs)
-        self._prepended_features = self._pure(lambda m, x: m.features(prepended_mask_inputs(x, m.config))[:, 0])
+        self._prepended_features = self._pure(_prepended_mask_features)
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
         """log p(x_i = · | x_-i) at ``positions`` (default all), ``(n, P, V)``."""
