@@ -1,5 +1,6 @@
 """The trainer: ε falls, the ladder checkpoints reload, resume and ensembles are exact, bad configs fail early."""
 
+import dataclasses
 import json
 
 import jax
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 from simlm import HMM
+from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.memory import MemoryHMM
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
@@ -153,6 +156,48 @@ def test_the_public_training_pieces_retrace_train(run):
         state, loss = training.step(state, training.batch(step))
     assert loss.shape == (1,) and training.mesh is None
     assert training.evaluate(state.params)[0][:2] == (row["epsilon"], row["epsilon_se"])
+
+
+class _HostOnlySampler:
+    """A world whose ``sample`` reads its key on the host, as a user's world may: not traceable."""
+
+    def __init__(self, world):
+        self._world = world
+
+    def __getattr__(self, name):
+        return getattr(self._world, name)
+
+    def sample(self, key, n, length):
+        seed = key if isinstance(key, int) else int(np.asarray(key)[1])  # a concrete key, read on the host
+        return self._world.sample(seed, n, length)
+
+
+@pytest.mark.parametrize("data", ["stream", "corpus"])
+@pytest.mark.parametrize("kind", ["hmm", "memory", "loglinear"])
+def test_a_step_batch_is_one_compiled_call_with_the_tokens_of_world_sample(kind, data):
+    """``Training.batch`` compiles the per-seed sampling into one call; it must draw exactly the tokens
+    (and objective keys) of ``world.sample`` on the per-seed keys, seed by seed."""
+    world = {"hmm": WORLD, "memory": MemoryHMM.random(0, 2, 2, 2, 5),
+             "loglinear": LogLinearWorld.random(0, 3, 5, 4)}[kind]
+    config = dataclasses.replace(CONFIG, seeds=(0, 3), data=data, corpus_sequences=32)
+    training = Training(world, MODEL, config)
+    assert training._batch is not None
+    for step in (0, 1, 17, 2**31 + 5):
+        batch = training.batch(step)
+        for i, s in enumerate(config.seeds):
+            k_data, k_obj = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), step))
+            want = (world.sample(k_data, config.batch_size, config.seq_len) if data == "stream" else
+                    training.corpus[jax.random.choice(k_data, config.corpus_sequences, (config.batch_size,), replace=False)])
+            np.testing.assert_array_equal(batch.tokens[i], want)
+            np.testing.assert_array_equal(batch.keys[i], k_obj)
+
+
+def test_a_world_that_samples_on_the_host_gets_its_batches_seed_by_seed():
+    world = _HostOnlySampler(WORLD)
+    training = Training(world, MODEL, CONFIG)
+    assert training._batch is None
+    k_data = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), 4))[0]
+    np.testing.assert_array_equal(training.batch(4).tokens[0], world.sample(k_data, CONFIG.batch_size, CONFIG.seq_len))
 
 
 def test_training_checks_its_arguments_before_any_compile(monkeypatch):

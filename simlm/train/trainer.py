@@ -363,6 +363,7 @@ class Training:
         self._setup_eval()
         if config.data == "corpus":
             self.corpus = jnp.asarray(world.sample(config.corpus_seed, config.corpus_sequences, config.seq_len))
+        self._batch = self._compile_batch()
 
     def _setup_eval(self):
         c, world, graphdef, rest = self.config, self.world, self.graphdef, self.rest
@@ -410,7 +411,14 @@ class Training:
         return tree if self.mesh is None else jax.device_put(tree, self._seeds)
 
     def batch(self, step: int) -> Batch:
-        """Tokens ``(S, B, T)`` and objective keys ``(S, 2)`` for ``step``: a function of (seed, step) only."""
+        """Tokens ``(S, B, T)`` and objective keys ``(S, 2)`` for ``step``: a function of (seed, step) only.
+        One compiled call per step where the world's sampler traces (every built-in world's does), else one
+        call per seed; the tokens are the same either way."""
+        if self._batch is None:
+            return self.place(self._make_batch(step))
+        return self.place(self._batch(np.uint32(step)))
+
+    def _make_batch(self, step) -> Batch:
         c, toks, keys = self.config, [], []
         for s in c.seeds:
             k_data, k_obj = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), step))
@@ -419,7 +427,17 @@ class Training:
             else:
                 toks.append(self.corpus[jax.random.choice(k_data, c.corpus_sequences, (c.batch_size,), replace=False)])
             keys.append(k_obj)
-        return self.place(Batch(jnp.stack(toks), jnp.stack(keys)))
+        return Batch(jnp.stack(toks), jnp.stack(keys))
+
+    def _compile_batch(self):
+        """:meth:`_make_batch` under ``jax.jit`` (one dispatch per step instead of ~5 per seed), or None when
+        the world's ``sample`` needs concrete keys (a user's world may validate or branch on the host)."""
+        batch = jax.jit(self._make_batch)
+        try:
+            jax.eval_shape(batch, jax.ShapeDtypeStruct((), jnp.uint32))
+        except (TypeError, ValueError):  # jax.errors.ConcretizationTypeError … are TypeErrors; ours ValueErrors
+            return None
+        return batch
 
     def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
         """One optimiser step of every member: ``(new state, loss (S,))``; ``state`` is donated."""
