@@ -261,12 +261,13 @@ def test_world_errors_are_raised_before_any_compile():
 
 @pytest.mark.parametrize("argv, option", [
     (["demo", "--workers", "0"], "--workers"),
+    (["demo", "--workers", "many"], "--workers"),
     (["demo", "--executor", "mpi"], "--executor"),
     (["sweep"], "config"),
     (["report"], "dir"),
     (["report", "/nonexistent/dir"], "out"),
     (["bogus"], "bogus"),
-], ids=["workers-0", "executor-unknown", "sweep-no-config", "report-no-dir", "report-missing-dir", "unknown-command"])
+], ids=["workers-0", "workers-many", "executor-unknown", "sweep-no-config", "report-no-dir", "report-missing-dir", "unknown-command"])
 def test_a_bad_command_line_exits_2_with_one_line_naming_it(argv, option, capsys):
     assert simlm_main(argv) == 2
     err = capsys.readouterr().err.strip()

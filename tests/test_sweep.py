@@ -2,6 +2,7 @@
 without lost or duplicated cells, a directory claimed by one config, executors that agree, and a report
 re-rendered from the directory alone."""
 
+import argparse
 import csv
 import json
 import os
@@ -14,7 +15,8 @@ import pytest
 
 from simlm.cli import main
 from simlm.errors import ConfigError
-from simlm.experiments.executors import ProcessPool
+from simlm.experiments.commandline import executor_of
+from simlm.experiments.executors import InProcess, ProcessPool, _single_threaded_xla, auto_workers
 from simlm.experiments.registry import COLUMNS, checks
 from simlm.experiments.sweep import load_config, parse_config, run_sweep
 
@@ -122,6 +124,40 @@ def test_a_process_pool_gives_the_in_process_results(finished, tmp_path):
     config, reference = finished
     run_sweep(load_config(config), tmp_path / "pool", executor=ProcessPool(2), progress=False)
     assert table(tmp_path / "pool") == table(reference)
+
+
+def test_a_pool_that_fills_the_cores_runs_xla_on_one_thread_per_worker(monkeypatch):
+    flag = "--xla_cpu_multi_thread_eigen=false"
+    assert ProcessPool(os.cpu_count()).single_threaded
+    assert not ProcessPool(os.cpu_count(), single_threaded=False).single_threaded
+    with pytest.raises(ConfigError, match="single_threaded"):
+        ProcessPool(2, single_threaded="yes")
+    [(_, worker_flags)] = list(ProcessPool(1, single_threaded=True).map(os.getenv, ["XLA_FLAGS"]))
+    assert flag in worker_flags.split()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")  # the worker's own flags are kept, the flag added once
+    _single_threaded_xla()
+    _single_threaded_xla()
+    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
+
+
+def test_workers_auto_is_a_process_per_core_on_cpu_and_the_wei_experiments_default(monkeypatch):
+    assert auto_workers() == os.cpu_count()  # the tests run on a CPU backend
+    assert isinstance(executor_of(argparse.Namespace(executor="inprocess", workers="auto", address=None)),
+                      ProcessPool if os.cpu_count() > 1 else InProcess)
+    import simlm.experiments.head_prompt as hp
+
+    seen = []
+
+    def stop(args):
+        seen.append(args.workers)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(hp, "executor_of", stop)
+    for argv, workers in ((["experiment1"], "auto"), (["experiment1", "--quick"], 1),
+                          (["experiment2", "--quick", "--workers", "auto"], "auto"), (["experiment1", "--workers", "3"], 3)):
+        with pytest.raises(ConfigError, match="stop here"):
+            hp.command([*argv, "--out", "/nonexistent/never-claimed"])
+        assert seen.pop() == workers, argv
 
 
 def test_ray_gives_the_in_process_results(finished, tmp_path):

@@ -42,12 +42,24 @@ def positive_int(name):
     return parse
 
 
-def add_run_options(p) -> None:
-    """The options of every command that runs a sweep: where its cells run, and its progress bars."""
+def workers_value(text):
+    """An argparse type for ``--workers``: an integer ≥ 1, or ``auto`` (:func:`~simlm.experiments.executors.auto_workers`)."""
+    return "auto" if text == "auto" else positive_int("workers")(text)
+
+
+workers_value.__name__ = "workers"
+
+
+def add_run_options(p, *, workers: str = "1") -> None:
+    """The options of every command that runs a sweep: where its cells run, and its progress bars.
+    ``workers`` describes the default of ``--workers`` in its help; a command whose default is not 1
+    leaves ``args.workers`` None when the flag is absent and decides (``"auto"`` for the experiments made
+    of a few long jobs, 1 for their ``--quick`` runs)."""
     from simlm.experiments.executors import EXECUTORS
 
-    p.add_argument("--workers", type=positive_int("workers"), default=1,
-                   help="parallel jobs (a process pool when > 1 with the default executor)")
+    p.add_argument("--workers", type=workers_value, default=1 if workers == "1" else None,
+                   help="parallel jobs (a process pool when > 1 with the default executor), or auto: one per CPU "
+                        f"core on a CPU backend, 1 on an accelerator (default: {workers})")
     p.add_argument("--executor", choices=EXECUTORS, default="inprocess",
                    help="where jobs run: here, a local process pool, or Ray (pip install 'simlm[distributed]')")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
@@ -56,9 +68,10 @@ def add_run_options(p) -> None:
 
 def executor_of(args):
     """The executor the options of :func:`add_run_options` ask for."""
-    from simlm.experiments.executors import make_executor
+    from simlm.experiments.executors import auto_workers, make_executor
 
-    return make_executor(args.executor, workers=args.workers, address=args.address)
+    workers = auto_workers() if args.workers == "auto" else args.workers
+    return make_executor(args.executor, workers=workers, address=args.address)
 
 
 def run_main(prog: str, command, argv, flags: dict) -> int:

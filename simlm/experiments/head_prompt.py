@@ -55,7 +55,9 @@ the oracle's cell, one cell per task seed.  Everything the sweep runner writes i
 config (``sweep.json``: a different config is refused), the environment and the worlds' parameters, and
 the trainer's checkpoints under ``work/`` (reused, never retrained) — beside ``<experiment>.json`` (all
 records, the per-group summary, the training ladders, times) and ``<experiment>.png``, rewritten at the end
-of every run from the stored rows.  ``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
+of every run from the stored rows.  The worlds run in parallel: ``--workers`` defaults to ``auto`` (a
+process per CPU core on a CPU backend, one on an accelerator; ``--quick`` runs in this process), and
+``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
 
     python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...
@@ -613,7 +615,7 @@ def command(argv=None) -> dict:
                    "(0.01: near-deterministic, the Bayes ceiling ≈ 1 even for short T')")
     p.add_argument("--analytic", help=f"the analytic-LM family, one of {', '.join(ANALYTIC_KINDS)}, or 'none'")
     p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
-    add_run_options(p)
+    add_run_options(p, workers="auto, 1 with --quick")  # a job per world of a minute or more: a process per core
     args = p.parse_args(argv)
     options = dict(QUICK) if args.quick else {}
     for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
@@ -630,8 +632,9 @@ def command(argv=None) -> dict:
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
     print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
           f"{' with --quick/flag overrides' if options else ''})")
-    executor = executor_of(args)
-    payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor)
+    if args.workers is None:
+        args.workers = 1 if args.quick else "auto"
+    payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor_of(args))
     for e in payload["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")
     print(table(payload["summary"]))
