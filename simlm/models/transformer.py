@@ -417,7 +417,6 @@ def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
 
 # ---- the LanguageModel wrappers: one class per kind ---------------------------------------------------
 
-
 def _model_inputs(m: Transformer, x):
     """The input the model's own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x when masked."""
     return causal_inputs(x, m.config) if m.config.causal else x
@@ -443,6 +442,7 @@ def _compiled(graphdef, fn):
     checkpoint of a training ladder, each seed) shares one compiled function per input shape instead of
     compiling its own; ``fn`` is a module-level function, never a fresh lambda."""
     return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
+
 
 class TransformerLM(ExplainsAbsentLaws):
     """A :class:`Transformer` as a language model.  ``TransformerLM(model)`` is a
