@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from simlm import HMM
-from simlm.worlds.loglinear import LogLinearWorld
-from simlm.worlds.memory import MemoryHMM
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
+from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.memory import MemoryHMM
 
 WORLD = HMM.random(0, 3, 5, family="dirichlet", transition_concentration=0.3, emission_concentration=0.3)
 MODEL = TransformerConfig(n_symbols=5, d_model=16, n_layers=1, n_heads=2, max_len=12)
