@@ -181,18 +181,21 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     if use_parallel(parallel, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
         return fw.predicted @ emission, fw.token_logprobs
-    # p_t B is written into a (T, V) buffer carried by the loop: under vmap XLA then fills the (n, T, V)
-    # result in place, instead of stacking (T, n, K), transposing it and copying the (n, T, V) product.
+    # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
+    # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
+    # large (threaded) matmul after the loop; otherwise p_t B is written directly (V ≤ K wide).
     columns = emission.T
+    T, (K, V) = tokens.shape[0], emission.shape
+    laws_after = K < V
 
     def step(t, carry):
-        pred, probs, logc = carry
+        pred, out, logc = carry
         nxt, logc_t = _filter_and_predict(pred, columns[tokens[t]], transition)
-        return nxt, probs.at[t].set(pred @ emission), logc.at[t].set(logc_t)
+        return nxt, out.at[t].set(pred if laws_after else pred @ emission), logc.at[t].set(logc_t)
 
-    T, V = tokens.shape[0], emission.shape[1]
-    init = (initial, jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
-    _, probs, logc = jax.lax.fori_loop(0, T, step, init)
+    init = (initial, jnp.zeros((T, K if laws_after else V), emission.dtype), jnp.zeros((T,), emission.dtype))
+    _, out, logc = jax.lax.fori_loop(0, T, step, init)
+    probs = out @ emission if laws_after else out
     return probs, logc
 
 
