@@ -158,6 +158,39 @@ def test_prefix_changes_outputs_and_gets_no_logits(causal, tokens):
         jax.eval_shape(lambda x: causal(x, prefix=jnp.zeros((3, 15))), tokens)
 
 
+@settings(max_examples=20, deadline=None)
+@given(causal=st.booleans(), positions=st.sampled_from(["learned", "rotary"]), n_layers=st.integers(1, 3),
+       k=st.integers(0, 2), seed=st.integers(0, 2**31 - 1))
+def test_logits_and_features_at_one_position_per_row_equal_the_full_forward(causal, positions, n_layers, k, seed):
+    """The last block run at one query per row gives that row's logits of the whole forward pass."""
+    config = TransformerConfig(**{**TINY, "n_layers": n_layers}, causal=causal, positions=positions)
+    model = init_transformer(config, seed=seed % 1000)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, config.vocab_size, (7, T)).astype(np.int32)
+    at = rng.integers(0, T, 7).astype(np.int32)
+    prefix = None if k == 0 else rng.normal(size=(k, 16)).astype(np.float32)
+    full = np.asarray(model(x, prefix=prefix))[np.arange(7), at]
+    np.testing.assert_allclose(model.logits_at(x, at, prefix=prefix), full, rtol=1e-5, atol=1e-5)
+    features = np.asarray(model.features(x, prefix=prefix))[np.arange(7), at]
+    np.testing.assert_allclose(model.features_at(x, at, prefix=prefix), features, rtol=1e-5, atol=1e-5)
+
+
+def test_logits_at_refuses_positions_of_the_wrong_shape(causal, tokens):
+    with pytest.raises(ShapeError, match="at: expected integer positions of shape"):
+        causal.logits_at(tokens, np.zeros(N + 1, np.int32))
+    with pytest.raises(ShapeError, match="at: expected integer positions"):
+        causal.logits_at(tokens, np.zeros(N, np.float32))
+
+
+def test_masked_law_at_every_position_is_the_full_forward_at_the_masked_copy(masked_lm, tokens):
+    model = masked_lm.model
+    copies = np.repeat(tokens, T, axis=0)
+    copies[np.arange(N * T), np.tile(np.arange(T), N)] = model.config.mask_id
+    full = np.asarray(jax.nn.log_softmax(model(copies), axis=-1)).reshape(N, T, T, V)
+    expected = full[:, np.arange(T), np.arange(T)]
+    np.testing.assert_allclose(masked_lm.masked_token_logprobs(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_same_seed_gives_identical_parameters():
     config = TransformerConfig(**TINY)
     a, b, c = (nnx.state(init_transformer(config, s), nnx.Param) for s in (7, 7, 8))

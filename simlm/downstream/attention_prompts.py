@@ -108,8 +108,8 @@ def _prefixed_laws(graphdef, state, prefix, tokens):
     each masked copy: ``(n, T, V)``."""
     model = nnx.merge(graphdef, state)
     n, T = tokens.shape
-    logits = model(_masked_copies(tokens, model.config.mask_id), prefix=prefix).reshape(n, T, T, -1)
-    return jax.nn.softmax(logits[:, jnp.arange(T), jnp.arange(T)], axis=-1)
+    logits = model.logits_at(_masked_copies(tokens, model.config.mask_id), jnp.tile(jnp.arange(T), n), prefix=prefix)
+    return jax.nn.softmax(logits.reshape(n, T, -1), axis=-1)
 
 
 _prefixed_laws_jit = jax.jit(_prefixed_laws, static_argnums=0)

@@ -132,7 +132,8 @@ class TransformerPromptResult(PromptedClassifier):
 def _prefixed_prepended_mask_probs(graphdef, state, prefix, tokens):
     """The frozen model's law at MASK in ``(prefix, MASK, x_1 … x_T)``, ``(n, V)``."""
     model = nnx.merge(graphdef, state)
-    logits = model(prepended_mask_inputs(tokens, model.config), prefix=prefix)[:, 0]
+    logits = model.logits_at(prepended_mask_inputs(tokens, model.config), jnp.zeros(tokens.shape[0], jnp.int32),
+                             prefix=prefix)
     return jax.nn.softmax(logits, axis=-1)
 
 

@@ -149,14 +149,15 @@ class TransformerConfig:
 # ---- the network -----------------------------------------------------------------------------------
 
 def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Rotary position embedding (Su et al. 2021, "rotate half" form) of x ``(n, T, H, dh)``.
+    """Rotary position embedding (Su et al. 2021, "rotate half" form) of x ``(n, T, H, dh)`` at
+    ``positions`` ``(T,)``, or ``(n, T)`` for a position per row.
 
     Coordinate pairs (j, j + dh/2) at position t are rotated by the angle t · 10000^(−2j/dh), so
     ⟨R_s q, R_t k⟩ depends on positions only through s − t."""
     half = x.shape[-1] // 2
     freqs = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions.astype(jnp.float32)[:, None] * freqs  # (T, dh/2)
-    cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]  # (T, 1, dh/2), broadcast over heads
+    angles = positions.astype(jnp.float32)[..., None] * freqs  # (…, T, dh/2)
+    cos, sin = jnp.cos(angles)[..., None, :], jnp.sin(angles)[..., None, :]  # (…, T, 1, dh/2): over heads
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
 
@@ -243,17 +244,22 @@ class SelfAttention(nnx.Module):
         self.qkv = nnx.Linear(c.d_model, 3 * c.d_model, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.out = nnx.Linear(c.d_model, c.d_model, dtype=dt, kernel_init=_residual_init(c), rngs=rngs)
 
-    def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-        """x ``(n, T, d)``, positions ``(T,)`` → ``(n, T, d)``."""
+    def __call__(self, x: jax.Array, positions: jax.Array, query: jax.Array | None = None) -> jax.Array:
+        """x ``(n, T, d)``, positions ``(T,)`` → ``(n, T, d)``; with ``query (n,)`` (an index into T per row)
+        only that position of each row attends, → ``(n, 1, d)``."""
         n, T, d = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(n, T, 3 * self.config.n_heads, self.config.head_dim), 3, axis=2)
+        q_pos = positions if query is None else positions[query][:, None]  # (T,) or (n, 1)
+        if query is not None:
+            q = jnp.take_along_axis(q, query[:, None, None, None], axis=1)  # (n, 1, H, dh)
         if self.config.positions == "rotary":
-            q, k = rotary(q, positions), rotary(k, positions)
+            q, k = rotary(q, q_pos), rotary(k, positions)
         scores = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) / math.sqrt(self.config.head_dim)
-        if self.config.causal:  # query t attends to keys s ≤ t only
-            scores = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), scores, -jnp.inf)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (n, H, T, T), softmax in float32
-        return self.out(jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, T, d))
+        if self.config.causal:  # a query at position t attends to keys s ≤ t only
+            visible = positions[None, :] <= q_pos[..., None]  # (T, T) or (n, 1, T)
+            scores = jnp.where(visible if query is None else visible[:, None], scores, -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (n, H, Tq, T), softmax in float32
+        return self.out(jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, q.shape[1], d))
 
 
 class Block(nnx.Module):
@@ -267,8 +273,11 @@ class Block(nnx.Module):
         self.up = nnx.Linear(c.d_model, c.d_ff, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.down = nnx.Linear(c.d_ff, c.d_model, dtype=dt, kernel_init=_residual_init(c), rngs=rngs)
 
-    def __call__(self, h: jax.Array, positions: jax.Array) -> jax.Array:
-        h = h + self.attn(self.norm1(h), positions)
+    def __call__(self, h: jax.Array, positions: jax.Array, query: jax.Array | None = None) -> jax.Array:
+        """h ``(n, T, d)`` → ``(n, T, d)``; with ``query (n,)`` only that position of each row, ``(n, 1, d)``
+        (the attention still reads every position)."""
+        out = self.attn(self.norm1(h), positions, query)
+        h = h + out if query is None else jnp.take_along_axis(h, query[:, None, None], axis=1) + out
         return h + self.down(gelu(self.up(self.norm2(h))))
 
 
@@ -314,7 +323,37 @@ class Transformer(nnx.Module):
         """f(s): the final-LayerNorm output at the token positions, ``(n, T, d)``."""
         return self._run(tokens, prefix)[0]
 
+    def logits_at(self, tokens: jax.Array, at: jax.Array, *, prefix: jax.Array | None = None) -> jax.Array:
+        """The logits at one token position per row, ``(n, V)``: row r's at token position ``at[r]`` (an int
+        array ``(n,)``; the prefix not counted), equal to ``self(tokens, prefix=prefix)[r, at[r]]``."""
+        f = self.features_at(tokens, at, prefix=prefix)
+        return (f @ self.unembedding.astype(f.dtype)).astype(jnp.float32)
+
+    def features_at(self, tokens: jax.Array, at: jax.Array, *, prefix: jax.Array | None = None) -> jax.Array:
+        """f(s) at one token position per row, ``(n, d)``: ``self.features(tokens, prefix=prefix)[r, at[r]]``.
+
+        The last block is run at those positions only (its attention still reads every position) — all that
+        a law at one position per row needs (a masked copy's MASK, a prepended MASK), at about half the work
+        of a 2-block forward."""
+        x, positions, k = self._embed(tokens, prefix)
+        for block in self.blocks[:-1]:
+            x = block(x, positions)
+        at = jnp.asarray(at)
+        if at.shape != (x.shape[0],) or not jnp.issubdtype(at.dtype, jnp.integer):
+            raise ShapeError(f"at: expected integer positions of shape ({x.shape[0]},), got {at.dtype} {at.shape}")
+        return self.final_norm(self.blocks[-1](x, positions, at + k))[:, 0]
+
     def _run(self, tokens, prefix):
+        x, positions, k = self._embed(tokens, prefix)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, positions)
+            hidden.append(x)
+        return self.final_norm(x)[:, k:], hidden
+
+    def _embed(self, tokens, prefix):
+        """The first hidden state ``(n, k + T, d)`` (prefix and token embeddings, plus learned positions),
+        its positions ``(k + T,)`` and the prefix length k; tokens and prefix checked."""
         c = self.config
         if not isinstance(tokens, jax.core.Tracer):  # concrete input: ids checked too (an Embed would clamp them)
             try:
@@ -345,11 +384,7 @@ class Transformer(nnx.Module):
         positions = jnp.arange(x.shape[1])
         if c.positions == "learned":
             x = x + self.position_embed(positions)
-        hidden = [x]
-        for block in self.blocks:
-            x = block(x, positions)
-            hidden.append(x)
-        return self.final_norm(x)[:, k:], hidden
+        return x, positions, k
 
 
 def _init(std: float = 0.02):
@@ -400,7 +435,7 @@ def masked_token_logprobs(model: Transformer, tokens: jax.Array, positions: jax.
     """log p(x_i = · | x_-i) ``(n, P, V)``: one forward per position i, with x_i replaced by MASK."""
     (n, T), P = tokens.shape, positions.shape[0]
     inputs = jnp.broadcast_to(tokens[:, None, :], (n, P, T)).at[:, jnp.arange(P), positions].set(model.config.mask_id)
-    logits = model(inputs.reshape(n * P, T)).reshape(n, P, T, -1)[:, jnp.arange(P), positions]
+    logits = model.logits_at(inputs.reshape(n * P, T), jnp.tile(positions, n)).reshape(n, P, -1)
     return jax.nn.log_softmax(logits, axis=-1)
 
 
@@ -412,7 +447,8 @@ def prepended_mask_inputs(tokens: jax.Array, config: TransformerConfig) -> jax.A
 
 def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
     """Law of a MASK prepended before x_0, given all of x: ``(n, V)``."""
-    return jax.nn.log_softmax(model(prepended_mask_inputs(tokens, model.config))[:, 0], axis=-1)
+    at = jnp.zeros(tokens.shape[0], jnp.int32)
+    return jax.nn.log_softmax(model.logits_at(prepended_mask_inputs(tokens, model.config), at), axis=-1)
 
 
 # ---- the LanguageModel wrappers: one class per kind ---------------------------------------------------
@@ -431,7 +467,7 @@ def _model_hidden(m: Transformer, x):
 
 
 def _prepended_mask_features(m: Transformer, x):
-    return m.features(prepended_mask_inputs(x, m.config))[:, 0]
+    return m.features_at(prepended_mask_inputs(x, m.config), jnp.zeros(x.shape[0], jnp.int32))
 
 
 @lru_cache(maxsize=512)
