@@ -180,6 +180,20 @@ def test_logits_at_refuses_positions_of_the_wrong_shape(causal, tokens):
         causal.logits_at(tokens, np.zeros(N + 1, np.int32))
     with pytest.raises(ShapeError, match="at: expected integer positions"):
         causal.logits_at(tokens, np.zeros(N, np.float32))
+    for bad in (-1, T):  # out of range, never wrapped into the prefix or past the end
+        with pytest.raises(ShapeError, match=r"at: expected positions in \[0, 6\)"):
+            causal.logits_at(tokens, np.full(N, bad, np.int32), prefix=np.zeros((2, 16), np.float32))
+    with pytest.raises(ShapeError, match="at: expected integer positions of shape"):  # traced: shape still checked
+        jax.jit(lambda a: causal.logits_at(tokens, a))(jnp.zeros(N + 1, jnp.int32))
+
+
+def test_logits_at_takes_narrow_integer_positions_without_overflow():
+    """uint8 position 250 plus a 10-vector prefix is 260, not 4."""
+    model = init_transformer(TransformerConfig(**{**TINY, "max_len": 300}), seed=3)
+    x = np.random.default_rng(1).integers(0, V, (2, 260)).astype(np.int32)
+    at, prefix = np.array([250, 3], np.uint8), np.ones((10, 16), np.float32)
+    full = np.asarray(model(x, prefix=prefix))[np.arange(2), at]
+    np.testing.assert_allclose(model.logits_at(x, at, prefix=prefix), full, rtol=1e-5, atol=1e-5)
 
 
 def test_masked_law_at_every_position_is_the_full_forward_at_the_masked_copy(masked_lm, tokens):

@@ -325,7 +325,8 @@ class Transformer(nnx.Module):
 
     def logits_at(self, tokens: jax.Array, at: jax.Array, *, prefix: jax.Array | None = None) -> jax.Array:
         """The logits at one token position per row, ``(n, V)``: row r's at token position ``at[r]`` (an int
-        array ``(n,)``; the prefix not counted), equal to ``self(tokens, prefix=prefix)[r, at[r]]``."""
+        array ``(n,)`` in [0, T); the prefix not counted), equal to ``self(tokens, prefix=prefix)[r, at[r]]``.
+        Concrete positions are checked (``ShapeError``); traced ones are the caller's to keep in range."""
         f = self.features_at(tokens, at, prefix=prefix)
         return (f @ self.unembedding.astype(f.dtype)).astype(jnp.float32)
 
@@ -336,12 +337,18 @@ class Transformer(nnx.Module):
         a law at one position per row needs (a masked copy's MASK, a prepended MASK), at about half the work
         of a 2-block forward."""
         x, positions, k = self._embed(tokens, prefix)
+        n, T = x.shape[0], x.shape[1] - k
+        if not isinstance(at, jax.core.Tracer):
+            at = np.asarray(at)
+            if at.shape != (n,) or not np.issubdtype(at.dtype, np.integer):
+                raise ShapeError(f"at: expected integer positions of shape ({n},), got {at.dtype} {at.shape}")
+            if at.size and not (0 <= at.min() and at.max() < T):
+                raise ShapeError(f"at: expected positions in [0, {T}), got values from {at.min()} to {at.max()}")
+        elif at.shape != (n,) or not jnp.issubdtype(at.dtype, jnp.integer):
+            raise ShapeError(f"at: expected integer positions of shape ({n},), got {at.dtype} {at.shape}")
         for block in self.blocks[:-1]:
             x = block(x, positions)
-        at = jnp.asarray(at)
-        if at.shape != (x.shape[0],) or not jnp.issubdtype(at.dtype, jnp.integer):
-            raise ShapeError(f"at: expected integer positions of shape ({x.shape[0]},), got {at.dtype} {at.shape}")
-        return self.final_norm(self.blocks[-1](x, positions, at + k))[:, 0]
+        return self.final_norm(self.blocks[-1](x, positions, jnp.asarray(at, jnp.int32) + k))[:, 0]
 
     def _run(self, tokens, prefix):
         x, positions, k = self._embed(tokens, prefix)
