@@ -338,14 +338,11 @@ class Transformer(nnx.Module):
         of a 2-block forward."""
         x, positions, k = self._embed(tokens, prefix)
         n, T = x.shape[0], x.shape[1] - k
-        if not isinstance(at, jax.core.Tracer):
-            at = np.asarray(at)
-            if at.shape != (n,) or not np.issubdtype(at.dtype, np.integer):
-                raise ShapeError(f"at: expected integer positions of shape ({n},), got {at.dtype} {at.shape}")
-            if at.size and not (0 <= at.min() and at.max() < T):
-                raise ShapeError(f"at: expected positions in [0, {T}), got values from {at.min()} to {at.max()}")
-        elif at.shape != (n,) or not jnp.issubdtype(at.dtype, jnp.integer):
+        at = at if isinstance(at, jax.core.Tracer) else np.asarray(at)
+        if at.shape != (n,) or not jnp.issubdtype(at.dtype, jnp.integer):
             raise ShapeError(f"at: expected integer positions of shape ({n},), got {at.dtype} {at.shape}")
+        if isinstance(at, np.ndarray) and at.size and not (0 <= at.min() and at.max() < T):
+            raise ShapeError(f"at: expected positions in [0, {T}), got values from {at.min()} to {at.max()}")
         for block in self.blocks[:-1]:
             x = block(x, positions)
         return self.final_norm(self.blocks[-1](x, positions, jnp.asarray(at, jnp.int32) + k))[:, 0]
