@@ -8,7 +8,8 @@ and ``penalty(params)``, so every fit — a head on fixed features here, a head 
     mean cross-entropy(logits(params, z), y) + (l2/2)·penalty(params).
 
 - :class:`LinearLogits`: logits = z W + b, penalty ‖W‖² (convex).  :func:`fit_linear_head` fits it full
-  batch with Adam or L-BFGS and returns a :class:`LinearHead`.
+  batch to its unique optimum with L-BFGS (or, on request, a fixed budget of Adam steps) and returns a
+  :class:`LinearHead` that records the gradient norm it stopped at.
 - :class:`AttentionLogits`: a single learned query over positions,
 
       score_t = qᵀ W_k z_t,   w = softmax_t(score),   pooled = Σ_t w_t W_v z_t,   logits = W_o pooled + b,
@@ -133,9 +134,9 @@ class LinearLogits:
         return jnp.sum(params["W"] ** 2)
 
     @staticmethod
-    def fitted(params, mean, scale, losses, restart_losses=None) -> LinearHead:
+    def fitted(params, mean, scale, losses, restart_losses=None, gradient_norm=None) -> LinearHead:
         return LinearHead(np.asarray(params["W"]), np.asarray(params["b"]), np.asarray(mean), np.asarray(scale),
-                          np.asarray(losses))
+                          np.asarray(losses), None if gradient_norm is None else float(gradient_norm))
 
 
 @dataclass(frozen=True)
@@ -211,13 +212,16 @@ class _Classifier:
 @dataclass(frozen=True, eq=False)
 class LinearHead(_Classifier):
     """logits = ((f − mean) ⊘ scale) W + b: ``weight (F, C)``, ``bias (C,)``, ``mean (F,)``, ``scale (F,)``;
-    ``losses (steps,)`` the training objective per step."""
+    ``losses (steps,)`` the training objective per step; ``gradient_norm`` ‖∇ objective‖₂ w.r.t. (W, b) at
+    the returned head, a convergence certificate (:func:`fit_linear_head`; None for a head fitted jointly with
+    a prompt, whose objective also moves the features)."""
 
     weight: np.ndarray
     bias: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
     losses: np.ndarray
+    gradient_norm: float | None = None
 
     @property
     def n_classes(self) -> int:
@@ -264,40 +268,62 @@ class AttentionHead(_Classifier):
 
 # ---- fitting a head on fixed features ----------------------------------------------------------
 
+def _norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(tree)))
+
+
 @partial(jax.jit, static_argnames=("head", "n_classes", "steps", "method"))
-def _fit_linear(head, z, labels, l2, lr, key, n_classes: int, steps: int, method: str):
+def _fit_linear(head, z, labels, l2, lr, tol, key, n_classes: int, steps: int, method: str):
+    """``(params, losses (steps,), number of losses recorded, ‖∇ objective‖ at params)``."""
     params = head.init(key, z.shape[1], n_classes)
 
     def loss(p):
         return head_loss(head, p, z, labels, l2)
 
     if method == "adam":
-        return minimise(loss, params, optax.adam(lr), steps)
+        params, losses = minimise(loss, params, optax.adam(lr), steps)
+        return params, losses, steps, _norm(jax.grad(loss)(params))
     opt = optax.lbfgs()
     value_and_grad_state = optax.value_and_grad_from_state(loss)
 
-    def step(carry, _):
-        p, state = carry
+    def body(carry):  # one L-BFGS step from p, unless p is already stationary to ``tol``
+        p, state, k, losses, _ = carry
         value, grad = value_and_grad_state(p, state=state)
+        stationary = _norm(grad) <= tol
         updates, new_state = opt.update(grad, state, p, value=value, grad=grad, value_fn=loss)
         new_p = optax.apply_updates(p, updates)
-        ok = jnp.isfinite(loss(new_p))  # a converged line search can step to NaN: keep the last good point
-        return jax.lax.cond(ok, lambda: (new_p, new_state), lambda: (p, state)), value
+        ok = ~stationary & jnp.isfinite(loss(new_p))  # a converged line search can step to NaN: keep p
+        p, state = jax.lax.cond(ok, lambda: (new_p, new_state), lambda: (p, state))
+        return p, state, k + 1, losses.at[k].set(value), ~ok
 
-    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params, losses
+    init = (params, opt.init(params), 0, jnp.full(steps, jnp.nan, jnp.float32), False)
+    params, _, k, losses, _ = jax.lax.while_loop(lambda c: (c[2] < steps) & ~c[4], body, init)
+    return params, losses, k, _norm(jax.grad(loss)(params))
 
 
-_LINEAR_METHODS = {"adam": 1000, "lbfgs": 100}  # method → default number of steps
+_LINEAR_METHODS = {"adam": 1000, "lbfgs": 500}  # method → default number of steps
 
 
-def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, method: str = "adam",
-                    steps: int | None = None, lr: float = 0.2, seed: int = 0) -> LinearHead:
+def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, method: str = "lbfgs",
+                    steps: int | None = None, lr: float = 0.2, tol: float = 1e-6, seed: int = 0) -> LinearHead:
     """Multinomial logistic regression on ``features (n, F)`` (standardised), ``labels (n,)`` int: full-batch
-    minimisation of mean cross-entropy + (l2/2)‖W‖², by ``method`` ``"adam"`` (at ``lr``, default 1000
-    steps; compiles in well under a second) or ``"lbfgs"`` (optax L-BFGS with zoom line search, default 100
-    steps; converges tighter, compiles in ~2 s on CPU).  On the oracle tasks of the tests both reach the
-    same accuracy and Adam's final loss is within 1e-3 of L-BFGS's."""
+    minimisation of mean cross-entropy + (l2/2)‖W‖².
+
+    The objective is convex (strictly in W for l2 > 0), so the head is a property of the features and the
+    labels, not of the optimiser — when the optimiser reaches the optimum.  ``method``:
+
+    - ``"lbfgs"`` (default): optax L-BFGS with zoom line search until the objective's gradient norm is
+      ≤ ``tol`` or ``steps`` steps (default 500) are taken; ``gradient_norm`` of the result says how close
+      it came (float32 reaches ~1e-8 on the experiments' tasks; a 32-dimensional hidden-state head there
+      needed ~400 steps).  Compiles in ~1 s on CPU.
+    - ``"adam"``: a fixed budget of Adam steps at ``lr`` (default 1000): a cheaper compile, but at the
+      default lr it ends oscillating around the optimum, so its accuracy can hinge on the features' last
+      bits.  Measured on a trained experiment-1 law (|H| = 10, seed 1): features perturbed by 1e-7
+      relative moved Adam's held-out accuracy between 0.863 and 0.908 (final loss 0.2254–0.2272); L-BFGS
+      gave 0.867 every time (loss 0.22528).  Use it as an early-stopped probe, knowing it is one.
+
+    ``lr`` is read by Adam only, ``tol`` by L-BFGS only; ``losses`` of the result holds the objective at
+    each step taken."""
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
@@ -308,10 +334,11 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     l2 = check_l2(l2)
     mean, scale = standardisation(f)
     head = LinearLogits()
-    params, losses = _fit_linear(head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2),
-                                 jnp.float32(check_positive("lr", lr)),
-                                 jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, steps, method)
-    return head.fitted(params, mean, scale, losses)
+    params, losses, taken, grad_norm = _fit_linear(
+        head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
+        jnp.float32(check_positive("tol", tol)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
+        steps, method)
+    return head.fitted(params, mean, scale, np.asarray(losses)[:int(taken)], gradient_norm=grad_norm)
 
 
 @partial(jax.jit, static_argnames=("head", "n_classes", "steps", "n_restarts"))

@@ -5,7 +5,8 @@ to 0.31 at block 6 of BERT-6, strong-match clusters sharpening along the blocks,
 rising along the blocks.  Its per-block readout is not stated, so both usual ones are computed here:
 
 - ``probe``: a fresh MLM head (multinomial logistic regression, :func:`simlm.downstream.fit_linear_head`)
-  trained on the frozen, final-LayerNorm'd hidden state LN(h_k) at the selected positions of a training set;
+  trained on the frozen, final-LayerNorm'd hidden state LN(h_k) at the selected positions of a training set
+  — an early-stopped probe: ``probe_steps`` Adam steps at lr 0.05, not the convex optimum;
 - ``lens``: the model's own output layer applied to block k, softmax(Φᵀ LN(h_k)) (the "logit lens"); at
   k = L it is the model's law exactly.
 
@@ -18,7 +19,8 @@ acc_local), and the ARI of the confusion clusters against the planted classes.
 
 Fine-tuning (:func:`finetune_along_blocks`): a sequence label y read from the hidden path (the topic at a
 fixed position of a :func:`~simlm.worlds.topic.topic_syntax_hmm`), its exact Bayes classifier P(y | x) from
-the smoothed state posterior, and a linear head on the mean-pooled LN(h_k) of clean inputs for each block.
+the smoothed state posterior, and a linear head on the mean-pooled LN(h_k) of clean inputs for each block
+(``steps`` Adam steps at lr 0.05, like the probe).
 The paper states that the classifier's confidence is independent of the input's mean APT; here both the
 model's and the Bayes classifier's correlations are measured.  :func:`substitution_test` is the paper's
 explanation ("tokens are replaced primarily by strong-match tokens") as a causal test.
@@ -123,7 +125,8 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
             if readout == "lens":
                 probs = logit_lens(lm, f_te[k])
             else:
-                head = fit_linear_head(f_tr[k][s_tr], x_tr[s_tr], n_classes=V, steps=probe_steps, lr=0.05)
+                head = fit_linear_head(f_tr[k][s_tr], x_tr[s_tr], n_classes=V, method="adam", steps=probe_steps,
+                                       lr=0.05)
                 probs = np.zeros(f_te.shape[1:3] + (V,), np.float32)
                 probs[s_te] = np.asarray(jax.nn.softmax(head.logits(f_te[k][s_te]), axis=-1))
                 probs[~s_te] = 1.0 / V
@@ -205,7 +208,7 @@ def finetune_along_blocks(lm, world, train, test, state_label, position: int, *,
     f_tr, f_te = _pooled(lm, x_tr), _pooled(lm, x_te)
     acc, conf, head = [], None, None
     for k in range(f_tr.shape[0]):
-        head = fit_linear_head(f_tr[k], y_tr, n_classes=C, steps=steps, lr=0.05)
+        head = fit_linear_head(f_tr[k], y_tr, n_classes=C, method="adam", steps=steps, lr=0.05)
         acc.append(head.accuracy(f_te[k], y_te))
         conf = np.asarray(jax.nn.softmax(head.logits(f_te[k]), axis=-1)).max(-1)
     post = label_posterior(world, x_te, lab, position)
