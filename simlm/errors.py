@@ -43,7 +43,13 @@ class TrainingDivergedError(SimlmError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class NotConvergedWarning(RuntimeWarning):
+    """A fit of a convex objective stopped before its optimum (step budget spent with the gradient norm
+    above the tolerance): the result depends on the optimiser, not only on the data."""
+
+
 __all__ = [
+    "NotConvergedWarning",
     "TrainingDivergedError",
     "SimlmError",
     "DistributionError",

@@ -2,6 +2,8 @@
 the emission matrix has full row rank, the attention head recovers a memory task, and a head on a truncated
 input stays under the Bayes ceiling."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from simlm.downstream import (attention_features, fit_attention_head, fit_linear_head, head_tuning,
                               make_memory_task, make_posterior_task, sample_task_data, task_features)
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer, perturbed_lm
 from simlm.worlds import HMM, MemoryHMM
 
@@ -122,6 +124,30 @@ def test_default_linear_fit_reaches_the_unique_optimum(seed, C, separation, tiny
     fitted, _ = objective(np.concatenate([head.weight.ravel(), head.bias]).astype(np.float64))
     assert fitted - ref.fun <= 1e-5 * max(1.0, ref.fun), (fitted, ref.fun)
     assert head.gradient_norm is not None and head.gradient_norm <= 1e-3
+
+
+def test_linear_fit_converges_on_features_of_very_different_scales():
+    """Columns with spreads 1e12, 1e5 and 1: each is standardised (a column is left unscaled only when its
+    spread is ≤ 1e-6 of the largest and ≤ 1), so L-BFGS reaches the tolerance; when the old rule left the
+    1e5 column unscaled, 500 steps ended at gradient norm 3.6e3 with a loss above the starting log 2."""
+    rng = np.random.default_rng(0)
+    f = (rng.normal(size=(64, 3)) * [1e12, 1e5, 1]).astype(np.float32)
+    y = (f[:, 1] / 1e5 + f[:, 2] + rng.normal(size=64) > 0).astype(int)
+    head = fit_linear_head(f, y)
+    assert head.gradient_norm <= 1e-6 and head.losses[-1] < np.log(2)
+    assert head.scale[1] > 1e4
+
+
+def test_linear_fit_warns_when_it_stops_short_of_the_optimum():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (f @ [1.0, -2.0, 0.5, 0.0] + 0.3 * rng.normal(size=64) > 0).astype(int)
+    with pytest.warns(NotConvergedWarning, match="stopped after 2 steps"):
+        head = fit_linear_head(f, y, steps=2)
+    assert head.gradient_norm > 1e-6 and len(head.losses) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_linear_head(f, y, method="adam", steps=2)  # an explicitly early-stopped probe does not warn
 
 
 def test_linear_head_is_affine_in_its_features(world):

@@ -20,6 +20,7 @@ and ``penalty(params)``, so every fit — a head on fixed features here, a head 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -31,7 +32,7 @@ import optax
 
 from simlm._optim import minimise
 from simlm.checks import as_array, check_memory, check_positive, check_positive_int
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
 
 
 # ---- input checks and standardisation ------------------------------------------------------------
@@ -76,11 +77,14 @@ def check_l2(l2) -> float:
 
 def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (mean, scale) that standardise fixed features ``f (..., F)`` on the host: per-coordinate mean
-    and spread over all but the last axis; constant coordinates get scale 1.  (Inside a fit whose
+    and spread over all but the last axis.  A coordinate counts as constant, and gets scale 1, when its
+    spread is ≤ 1e-6 of the largest coordinate's spread and ≤ 1 (so near-zero probabilities of a law are
+    not blown up to unit spread, and no coordinate is left with a spread above 1, which would leave the
+    fit ill-conditioned).  (Inside a fit whose
     features move with the prompt, :func:`standardise` computes the same in the graph.)"""
     axes = tuple(range(f.ndim - 1))
     mean, sd = f.mean(axes), f.std(axes)
-    return mean, np.where(sd > 1e-6 * max(float(sd.max()), 1e-30), sd, 1.0).astype(np.float32)
+    return mean, np.where(sd > min(1e-6 * float(sd.max()), 1.0), sd, 1.0).astype(np.float32)
 
 
 def standardise(f):
@@ -90,7 +94,7 @@ def standardise(f):
     axes = tuple(range(f.ndim - 1))
     mean = jax.lax.stop_gradient(f.mean(axes))
     sd = jax.lax.stop_gradient(f.std(axes))
-    sd = jnp.where(sd > 1e-6 * jnp.maximum(sd.max(), 1e-30), sd, 1.0)
+    sd = jnp.where(sd > jnp.minimum(1e-6 * sd.max(), 1.0), sd, 1.0)
     return (f - mean) / sd, mean, sd
 
 
@@ -212,7 +216,7 @@ class _Classifier:
 @dataclass(frozen=True, eq=False)
 class LinearHead(_Classifier):
     """logits = ((f − mean) ⊘ scale) W + b: ``weight (F, C)``, ``bias (C,)``, ``mean (F,)``, ``scale (F,)``;
-    ``losses (steps,)`` the training objective per step; ``gradient_norm`` ‖∇ objective‖₂ w.r.t. (W, b) at
+    ``losses`` the training objective before each step taken; ``gradient_norm`` ‖∇ objective‖₂ w.r.t. (W, b) at
     the returned head, a convergence certificate (:func:`fit_linear_head`; None for a head fitted jointly with
     a prompt, whose objective also moves the features)."""
 
@@ -322,8 +326,9 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
       relative moved Adam's held-out accuracy between 0.863 and 0.908 (final loss 0.2254–0.2272); L-BFGS
       gave 0.867 every time (loss 0.22528).  Use it as an early-stopped probe, knowing it is one.
 
-    ``lr`` is read by Adam only, ``tol`` by L-BFGS only; ``losses`` of the result holds the objective at
-    each step taken."""
+    ``lr`` is read by Adam only, ``tol`` by L-BFGS only; ``losses`` of the result holds the objective
+    before each step taken.  An L-BFGS fit that spends ``steps`` without reaching ``tol`` warns
+    (:class:`~simlm.errors.NotConvergedWarning`)."""
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
@@ -338,6 +343,10 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
         head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
         jnp.float32(check_positive("tol", tol)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
         steps, method)
+    if method == "lbfgs" and not float(grad_norm) <= tol:
+        warnings.warn(f"fit_linear_head: L-BFGS stopped after {int(taken)} steps with gradient norm {float(grad_norm):.3g} "
+                      f"> tol = {tol:g}; the head is not at the optimum of its objective (raise steps, or check the "
+                      "features' scales)", NotConvergedWarning, stacklevel=2)
     return head.fitted(params, mean, scale, np.asarray(losses)[:int(taken)], gradient_norm=grad_norm)
 
 
