@@ -142,7 +142,7 @@ def test_linear_fit_warns_when_it_stops_short_of_the_optimum():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(64, 4)).astype(np.float32)
     y = (f @ [1.0, -2.0, 0.5, 0.0] + 0.3 * rng.normal(size=64) > 0).astype(int)
-    with pytest.warns(NotConvergedWarning, match="stopped after 2 steps"):
+    with pytest.warns(NotConvergedWarning, match="spent its steps after 2 steps"):
         head = fit_linear_head(f, y, steps=2)
     assert head.gradient_norm > 1e-6 and len(head.losses) == 2
     with warnings.catch_warnings():
