@@ -67,6 +67,8 @@ CASES = [
     ("steps huge", lambda: ds.fit_linear_head(F, Y, steps=HUGE), ConfigError, "steps"),
     ("lr -1", lambda: ds.fit_linear_head(F, Y, lr=-1.0), ConfigError, r"\blr\b"),
     ("lr None", lambda: ds.fit_linear_head(F, Y, lr=None), ConfigError, r"\blr\b"),
+    ("tol 0", lambda: ds.fit_linear_head(F, Y, tol=0.0), ConfigError, r"\btol\b"),
+    ("tol nan", lambda: ds.fit_linear_head(F, Y, tol=float("nan")), ConfigError, r"\btol\b"),
     ("l2 nan", lambda: ds.fit_linear_head(F, Y, l2=float("nan")), ConfigError, "l2"),
     ("l2 empty array", lambda: ds.fit_linear_head(F, Y, l2=np.zeros(0)), ConfigError, "l2"),
     ("seed -1", lambda: ds.fit_linear_head(F, Y, seed=-1), ConfigError, "seed"),
@@ -186,7 +188,7 @@ def test_bad_input_raises_a_typed_error_naming_the_argument(label, call, error, 
 
 
 def test_float_labels_that_are_class_ids_are_accepted():
-    head = ds.fit_linear_head(F, Y.astype(float), steps=2)
+    head = ds.fit_linear_head(F, Y.astype(float), method="adam", steps=2)
     assert head.accuracy(F, Y.astype(float)) == head.accuracy(F, Y)
 
 
@@ -209,7 +211,7 @@ def test_every_hostile_learning_rate_is_named(lr):
 def test_labels_outside_the_classes_are_named(labels, n_classes):
     y = np.array(labels)
     if y.min() >= 0 and y.max() < n_classes:
-        assert ds.fit_linear_head(F, y, n_classes=n_classes, steps=1).weight.shape == (4, n_classes)
+        assert ds.fit_linear_head(F, y, n_classes=n_classes, method="adam", steps=1).weight.shape == (4, n_classes)
     else:
         with pytest.raises(ConfigError, match=r"^labels: class id"):
             ds.fit_linear_head(F, y, n_classes=n_classes, steps=1)
