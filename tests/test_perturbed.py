@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
@@ -51,6 +52,7 @@ def test_every_kind_reaches_the_requested_epsilon(world, kind, eps):
 
 
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(KINDS), eps=st.sampled_from([0.01, 0.1]))
+@example(seed=2000, kind="rare-words", eps=0.01)  # a threshold one ulp above a p*: 0.01002 by the public path
 def test_calibration_holds_over_random_worlds(seed, kind, eps):
     world = sparse_world(seed)
     try:
@@ -60,6 +62,21 @@ def test_calibration_holds_over_random_worlds(seed, kind, eps):
         assert top < eps
         return
     assert exact_epsilon(world, lm, lm.eval_tokens)[0] == pytest.approx(eps, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 2000])
+def test_rare_words_threshold_sits_in_a_gap_of_the_laws(seed):
+    """The default threshold is the geometric midpoint between the largest rare p* (≤ the 10th
+    percentile) and the next larger p* of the evaluation set, so last-bit differences between the paths
+    that compute p* do not flip a word (one ulp above the percentile did, for seed 2000)."""
+    world = sparse_world(seed)
+    lm = make(world, 0.01, "rare-words", seed)
+    p = np.asarray(jnp.exp(world.next_token_logprobs(lm.eval_tokens)), np.float32).ravel()
+    values, thr = np.unique(p[p > 0]), lm.params["threshold"]
+    rare_max = values[values <= np.quantile(p[p > 0], 0.1)][-1]
+    nxt = values[values > rare_max][0]
+    assert rare_max < thr < nxt  # strictly inside the gap, not one ulp above a p*
+    assert np.mean(p[p > 0] < thr) == pytest.approx(0.1, abs=0.01)  # the rare tenth
 
 
 def test_given_tokens_are_the_evaluation_set(world):

@@ -22,8 +22,9 @@ so ε(s) increases for s ≥ 0 at every position):
   is convex in its second argument) and reaches at most ε(1) = mean KL(p* ‖ u) = log V − H.
 - ``"rare-words"`` — h_v = g_v·1[p*_v < threshold], g ~ N(0, I_V) fixed by ``seed``: p_s is exactly p*
   up to renormalisation except on the words the world makes rare in this context.  The default
-  threshold is the 10th percentile of the nonzero p*(w|x_<t) over all (position, word) pairs of the
-  evaluation set (just above it, so that tenth is strictly below), fixed from then on; a fixed
+  threshold puts the nonzero p*(w|x_<t) at or below their 10th percentile over all (position, word)
+  pairs of the evaluation set below it, at the geometric midpoint of the gap to the next larger p* (so a
+  law computed along another path, off in its last bits, finds the same rare words), fixed from then on; a fixed
   threshold like 1/(10V) often catches no word at all in a dense world.  Needs rare words on the
   evaluation set.
 - ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
@@ -252,8 +253,8 @@ def perturbation_params(kind: str, V: int, seed: int, logp=None, *, direction=No
     "threshold"}`` with g (V,) N(0, I) for ``rare-words`` (both drawn from numpy's Generator seeded by
     ``seed``), ``{"colder"}`` for ``temperature``, ``{"v"}`` = ``direction`` for ``task-adversarial``,
     ``{}`` for ``uniform-mixture``.  ``logp (..., V)`` — the laws the scale will be calibrated on — is
-    read by ``rare-words`` only: its default ``threshold`` is just above the 10th percentile of the
-    nonzero p* there, and some word must be rare there (:class:`ConfigError` otherwise)."""
+    read by ``rare-words`` only: its default ``threshold`` lies in the gap above the 10th percentile of
+    the nonzero p* there, and some word must be rare there (:class:`ConfigError` otherwise)."""
     V = check_positive_int("V", V)
     rng = as_rng(seed)
     v = _check_options(kind, V, direction, threshold, colder)
@@ -281,7 +282,15 @@ def perturbation_params(kind: str, V: int, seed: int, logp=None, *, direction=No
 def _rare_threshold(logp, threshold) -> jax.Array:
     p = np.asarray(jnp.exp(logp), np.float32)
     if threshold is None:
-        threshold = np.nextafter(np.quantile(p[p > 0], 0.1).astype(np.float32), np.float32(1))
+        # the words at or below the 10th percentile are rare; the threshold sits at the geometric midpoint of
+        # the gap between the largest of them and the next larger p* (the rare test is in log space), so that
+        # p* computed along another path, off in its last bits, is classified the same way.  (One ulp above
+        # the percentile, as before, flipped a word at the percentile between paths and put ε 2e-3 off.)
+        values = np.unique(p[p > 0])  # sorted; the quantile is ≥ their minimum, so some value is at or below it
+        rare_max = values[values <= np.quantile(p[p > 0], 0.1)][-1]
+        above = values[values > rare_max]
+        threshold = (np.float32(np.sqrt(np.float64(rare_max) * np.float64(above[0]))) if above.size
+                     else np.nextafter(rare_max, np.float32(np.inf)))
     if not np.any((p > 0) & (p < threshold)):
         raise ConfigError(f"threshold: no word has 0 < p* < {float(threshold):.4g} anywhere on the evaluation "
                           "set, so kind 'rare-words' cannot move ε from 0; raise the threshold")
