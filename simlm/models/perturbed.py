@@ -22,11 +22,11 @@ so ε(s) increases for s ≥ 0 at every position):
   is convex in its second argument) and reaches at most ε(1) = mean KL(p* ‖ u) = log V − H.
 - ``"rare-words"`` — h_v = g_v·1[p*_v < threshold], g ~ N(0, I_V) fixed by ``seed``: p_s is exactly p*
   up to renormalisation except on the words the world makes rare in this context.  The default
-  threshold puts the nonzero p*(w|x_<t) at or below their 10th percentile over all (position, word)
-  pairs of the evaluation set below it, at the geometric midpoint of the gap to the next larger p* (so a
-  law computed along another path, off in its last bits, finds the same rare words), fixed from then on; a fixed
-  threshold like 1/(10V) often catches no word at all in a dense world.  Needs rare words on the
-  evaluation set.
+  threshold makes rare the nonzero p*(w|x_<t) at or below their 10th percentile over all (position,
+  word) pairs of the evaluation set: it sits at the geometric midpoint of the gap between the largest of
+  them and the next larger p* (so a law computed along another path, off in its last bits, finds the same
+  rare words), fixed from then on; a fixed threshold like 1/(10V) often catches no word at all in a dense
+  world.  Needs rare words on the evaluation set.
 - ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
   task direction.
 
