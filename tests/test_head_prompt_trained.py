@@ -22,10 +22,22 @@ TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpp.AUTHORS, worlds_per_siz
 
 
 def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeypatch):
-    rows = hpt.run(TINY, tmp_path)
+    # read_at: the trained forms read again at the ε ≤ 2 rung (reached at the start) and at ε ≤ 0.01 (never
+    # reached in 4 steps: no records)
+    study = dataclasses.replace(TINY, targets=(2.0, 0.01), read_at=(2.0, 0.01))
+    rows = hpt.run(study, tmp_path)
     methods = [r["method"] for r in rows]
-    assert methods == ["oracle-head", "oracle-probe", "oracle-head-7", "head", "probe", "head-7",
-                       "hidden-head", "prompt-12", "prompt-1"]
+    trained = ["head", "probe", "head-7", "hidden-head", "prompt-12", "prompt-1"]
+    assert methods == ["oracle-head", "oracle-probe", "oracle-head-7", *trained, *[f"{m}@2" for m in trained]]
+    final, rung = rows[3], rows[-1]
+    assert final["train_steps"] == 4 and rung["train_steps"] == 0 and rung["read_at"] == 2.0
+    hmm = hpp.world(4, 1)
+    result = hpt.train(hmm, *study.configs(), tmp_path / "work" / "H4_w1", progress=False)  # restored, not retrained
+    held = np.asarray(hmm.sample(hpt.EVAL_SEED, study.eval_sequences, study.seq_len))
+    # the rung's checkpoint was read, not the final model
+    assert rung["epsilon"] == pytest.approx(float(hpt.exact_masked_epsilon(hmm, result.lm(2.0), held)[0]), rel=1e-6)
+    assert rung["epsilon"] != pytest.approx(final["epsilon"], rel=1e-3)
+    rows = [r for r in rows if "read_at" not in r]
     tokens = {r["method"]: r["tokens"] for r in rows}
     assert tokens["head"] == tokens["oracle-head"] == 19 and tokens["prompt-12"] == tokens["head-7"] == 19 - 12
     assert tokens["prompt-1"] == 18  # [p][MASK] x_1:18: the same 20 positions as [MASK] x_1:19
@@ -39,8 +51,9 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     assert s["n"] == 1 and s["n_states"] == 4 and s["epsilon"] > 0
     # the world is one stored cell: a rerun into the same directory returns its records without recomputing
     monkeypatch.setattr(hpt, "study_world", lambda *a, **k: pytest.fail("a stored world was recomputed"))
-    assert hpt.run(TINY, tmp_path) == rows
-    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(hpt, "read_world", lambda *a, **k: pytest.fail("a stored rung was re-read"))
+    assert [r for r in hpt.run(study, tmp_path) if "read_at" not in r] == rows
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3  # the world and its two rungs
 
 
 def test_the_twenty_vector_prompt_fills_the_positions_the_head_reads():
@@ -73,14 +86,16 @@ def test_the_authors_probe_reads_raw_features_and_simlm_head_standardises():
 
 @pytest.mark.parametrize("argv, name", [(["--trained", "--bogus"], "--bogus"), (["--sizes"], "--sizes"),
                                         (["--worlds", "x"], "--worlds"), (["--quick", "--authors-scale"], "--quick"),
-                                        (["--sizes", "1"], "sizes"), (["--worlds", "0"], "--worlds")])
+                                        (["--sizes", "1"], "sizes"), (["--worlds", "0"], "--worlds"),
+                                        (["--trained", "--read-at", "x"], "--read-at")])
 def test_bad_options_are_named(argv, name):
     with pytest.raises(ConfigError, match=name):
         hpt.parse(argv)
 
 
 @pytest.mark.parametrize("change, name", [({"prompt_length": 79}, "prompt_length"), ({"probe_lr": 0}, "probe_lr"),
-                                          ({"sizes": (4, 4)}, "sizes"),
+                                          ({"sizes": (4, 4)}, "sizes"), ({"read_at": (0.2,)}, "read_at"),
+                                          ({"read_at": (-0.3,)}, "read_at"),
                                           ({"protocol": hpp.Protocol(tasks_per_world=3)}, "protocol")])
 def test_bad_studies_are_named(change, name):
     with pytest.raises(ConfigError, match=f"^{name}"):

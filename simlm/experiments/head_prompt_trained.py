@@ -73,7 +73,9 @@ class TrainedStudy:
     ``d_model``/``n_layers``/``n_heads``, trained down ``targets`` for at most ``max_steps``; the probe's
     ``probe_epochs``/``probe_batch``/``probe_lr`` (the authors': 100 / 128 / 0.01); ``prompt_steps``
     full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt; worlds are seeds
-    ``first_world`` … ``first_world + worlds_per_size − 1``."""
+    ``first_world`` … ``first_world + worlds_per_size − 1``; ``read_at``: ladder targets at which the trained
+    forms are also read from the rung's checkpoint instead of the final model (pretraining ε as a factor,
+    :func:`read_world`)."""
     protocol: Protocol = AUTHORS
     sizes: tuple = (4, 8, 12, 25)
     prompt_length: int = 20
@@ -92,6 +94,7 @@ class TrainedStudy:
     oracle_prompt: bool = True
     eval_sequences: int = 32
     first_world: int = 1
+    read_at: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.protocol, Protocol):
@@ -111,6 +114,12 @@ class TrainedStudy:
         if not sizes or len(set(sizes)) != len(sizes):
             raise ConfigError(f"sizes: expected distinct numbers of hidden states, got {self.sizes!r}")
         object.__setattr__(self, "sizes", tuple(check_positive_int("sizes", K, minimum=2) for K in sizes))
+        read_at = tuple(self.read_at) if isinstance(self.read_at, (list, tuple)) else (self.read_at,)
+        for t in read_at:
+            check_positive("read_at", t)
+            if not any(np.isclose(t, s) for s in self.targets):
+                raise ConfigError(f"read_at: {t!r} is not one of the ladder's targets {self.targets}")
+        object.__setattr__(self, "read_at", tuple(float(t) for t in read_at))
         if not isinstance(self.oracle_prompt, bool):
             raise ConfigError(f"oracle_prompt: expected True or False, got {self.oracle_prompt!r}")
         self.configs()  # the trainer's own checks, before anything runs
@@ -193,32 +202,68 @@ def prompted_inputs(x, visible_length: int, k: int) -> tuple[np.ndarray, np.ndar
     return x[:, :visible_length], x[:, :visible_length - k]
 
 
+def _inputs(K: int, world_seed: int, study: TrainedStudy):
+    """One world, its task's sequences and the truncated inputs every form reads."""
+    p, k = study.protocol, study.prompt_length
+    hmm = world(K, world_seed)
+    data = task_data(hmm, 0, p)
+    x_head, x_prompt = prompted_inputs(data.x, p.visible_length, k)
+    return hmm, data, x_head, x_prompt
+
+
+def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suffix: str, **meta) -> dict:
+    """Every trained-feature form (head, probe, head-59, hidden-head, prompt-k, prompt-1) read from ``lm``;
+    each record carries ``meta`` and the LM's exact masked ε (``epsilon``, on the trainer's held-out
+    set) and the exact KL at the law the head reads (``epsilon_readout``); the method names get
+    ``suffix``.  Returns the ε fields."""
+    p, k = study.protocol, study.prompt_length
+    tr, te = slice(0, p.n_train), slice(p.n_train, None)
+    held = np.asarray(hmm.sample(EVAL_SEED, study.eval_sequences, study.seq_len))
+    trained = {"epsilon": float(exact_masked_epsilon(hmm, lm, held)[0]),
+               "epsilon_readout": float(exact_prepended_epsilon(hmm, lm, x_head[te])[0]), **meta}
+
+    def probs(xx):
+        return np.exp(np.asarray(lm.prepended_mask_logprobs(xx), np.float64))
+
+    f_head, f_59 = probs(x_head), probs(x_prompt)
+    add(f"head{suffix}", "trained", fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
+        tokens=p.visible_length, **trained)
+    add(f"probe{suffix}", "trained", fit_probe(f_head[tr], data.y[tr], epochs=study.probe_epochs,
+                                              batch_size=study.probe_batch, lr=study.probe_lr).predict(f_head[te]),
+        tokens=p.visible_length, **trained)
+    add(f"head-{x_prompt.shape[1]}{suffix}", "trained", fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
+        tokens=x_prompt.shape[1], **trained)
+    hid = np.asarray(lm.prepended_mask_features(x_head))
+    add(f"hidden-head{suffix}", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]),
+        tokens=p.visible_length, **trained)
+    for kk, xx in ((k, x_prompt), (1, data.x[:, :p.visible_length - 1])):
+        pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
+        add(f"prompt-{kk}{suffix}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **trained)
+    return trained
+
+
+def _recorder(out: list, base: dict, data, p: Protocol):
+    def add(method, features, pred_test, **extra):
+        out.append({**base, "method": method, "features": features, **scored(np.asarray(pred_test), data, p), **extra})
+    return add
+
+
 def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None = None, log=print) -> list[dict]:
     """Train one world's transformer and measure every head/prompt form and the oracle on one task's
     sequences; one record per method."""
     p, k = study.protocol, study.prompt_length
-    hmm = world(K, world_seed)
-    data = task_data(hmm, 0, p)
-    n_tr = p.n_train
-    tr, te = slice(0, n_tr), slice(n_tr, None)
-    x_head, x_prompt = prompted_inputs(data.x, p.visible_length, k)
-    x_59 = x_prompt
-    base = {"n_states": K, "world_seed": world_seed, "prompt_length": k}
+    hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
+    tr, te = slice(0, p.n_train), slice(p.n_train, None)
     out, t0 = [], time.perf_counter()
-
-    def add(method, features, pred_test, **extra):
-        out.append({**base, "method": method, "features": features, **scored(np.asarray(pred_test), data, p), **extra})
-
-    def heads(name, f_head, f_59, features, **extra):
-        add(f"{name}head", features, fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
-            tokens=p.visible_length, **extra)
-        add(f"{name}probe", features, fit_probe(f_head[tr], data.y[tr], epochs=study.probe_epochs,
-                                               batch_size=study.probe_batch, lr=study.probe_lr).predict(f_head[te]),
-            tokens=p.visible_length, **extra)
-        add(f"{name}head-{x_59.shape[1]}", features, fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
-            tokens=x_59.shape[1], **extra)
-
-    heads("oracle-", np.asarray(hmm.prepended_mask_probs(x_head)), np.asarray(hmm.prepended_mask_probs(x_59)), "exact")
+    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "prompt_length": k}, data, p)
+    oracle_head, oracle_59 = np.asarray(hmm.prepended_mask_probs(x_head)), np.asarray(hmm.prepended_mask_probs(x_prompt))
+    add("oracle-head", "exact", fit_linear_head(oracle_head[tr], data.y[tr]).predict(oracle_head[te]),
+        tokens=p.visible_length)
+    add("oracle-probe", "exact", fit_probe(oracle_head[tr], data.y[tr], epochs=study.probe_epochs,
+                                           batch_size=study.probe_batch, lr=study.probe_lr).predict(oracle_head[te]),
+        tokens=p.visible_length)
+    add(f"oracle-head-{x_prompt.shape[1]}", "exact", fit_linear_head(oracle_59[tr], data.y[tr]).predict(oracle_59[te]),
+        tokens=x_prompt.shape[1])
     if study.oracle_prompt:
         pr = fit_exact_prompt(hmm, x_prompt[tr], data.y[tr], k=k, steps=study.prompt_steps)
         add(f"oracle-prompt-{k}", "exact", pr.predict(hmm, x_prompt[te]), tokens=x_prompt.shape[1])
@@ -226,28 +271,37 @@ def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None 
 
     model, tc = study.configs()
     result = train(hmm, model, tc, None if work is None else work / f"H{K}_w{world_seed}", progress=False)
-    lm = result.final_lms[0]
     t_train = time.perf_counter() - t0 - t_oracle
-    held = np.asarray(hmm.sample(EVAL_SEED, study.eval_sequences, study.seq_len))
-    eps = exact_masked_epsilon(hmm, lm, held)[0]
-    eps_read = exact_prepended_epsilon(hmm, lm, x_head[te])[0]
     rungs = [r.target for r in result.records if r.reached]
-    trained = {"epsilon": float(eps), "epsilon_readout": float(eps_read), "rungs": rungs,
-               "train_steps": int(result.final_step), "train_seconds": round(t_train, 1)}
-
-    def probs(xx):
-        return np.exp(np.asarray(lm.prepended_mask_logprobs(xx), np.float64))
-
-    heads("", probs(x_head), probs(x_59), "trained", **trained)
-    hid = np.asarray(lm.prepended_mask_features(x_head))
-    add("hidden-head", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]), tokens=p.visible_length,
-        **trained)
-    for kk, xx in ((k, x_prompt), (1, data.x[:, :p.visible_length - 1])):
-        pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
-        add(f"prompt-{kk}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **trained)
-    log(f"|H|={K:2d} world {world_seed}: ε {eps:.3f} (readout {eps_read:.3f}, rungs {rungs}, {result.final_step} steps) "
-        + " ".join(f"{r['method']} {r['accuracy']:.3f}" for r in out)
+    eps = _trained_rows(hmm, result.final_lms[0], data, x_head, x_prompt, study, add, "", rungs=rungs,
+                        train_steps=int(result.final_step), train_seconds=round(t_train, 1))
+    log(f"|H|={K:2d} world {world_seed}: ε {eps['epsilon']:.3f} (readout {eps['epsilon_readout']:.3f}, rungs {rungs}, "
+        f"{result.final_step} steps) " + " ".join(f"{r['method']} {r['accuracy']:.3f}" for r in out)
         + f" ({time.perf_counter() - t0:.0f} s: oracle {t_oracle:.0f}, train {t_train:.0f})")
+    return out
+
+
+def read_world(K: int, world_seed: int, study: TrainedStudy, work: Path, target: float, log=print) -> list[dict]:
+    """The trained-feature forms of one world read from its transformer's checkpoint at the ε ≤ ``target``
+    rung instead of the final model: pretraining ε as a factor, everything else (sequences, task, forms)
+    as in :func:`study_world`.  Methods are named ``head@<target>`` etc. and carry ``read_at``.  The run
+    under ``work`` is restored (trained first if it is not there); a run that never reached the rung
+    gives no records."""
+    p = study.protocol
+    hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
+    result = train(hmm, *study.configs(), Path(work) / f"H{K}_w{world_seed}", progress=False)
+    reached = [r.target for r in result.records if r.reached]
+    if not any(np.isclose(t, target) for t in reached):
+        log(f"|H|={K:2d} world {world_seed}: no checkpoint at ε ≤ {target:g} (reached {reached}); nothing read")
+        return []
+    out, t0 = [], time.perf_counter()
+    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "prompt_length": study.prompt_length}, data, p)
+    step = next(r.step for r in result.records if r.reached and np.isclose(r.target, target))
+    eps = _trained_rows(hmm, result.lm(target), data, x_head, x_prompt, study, add, f"@{target:g}",
+                        read_at=float(target), train_steps=int(step))
+    log(f"|H|={K:2d} world {world_seed} at ε ≤ {target:g}: ε {eps['epsilon']:.3f} (readout "
+        f"{eps['epsilon_readout']:.3f}, step {step}) " + " ".join(f"{r['method']} {r['accuracy']:.3f}" for r in out)
+        + f" ({time.perf_counter() - t0:.0f} s)")
     return out
 
 
@@ -255,7 +309,12 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
     """Every world (interleaved over sizes, so that a partial run covers every size), each world's records
     stored as one cell of ``out/cells.jsonl`` as it ends (:class:`~simlm.experiments.store.CellStore`:
     fsynced lines, a torn last line dropped; worlds already there are skipped) and checkpoints under
-    ``out/work``; without ``out`` the records are only returned."""
+    ``out/work``; without ``out`` the records are only returned.  With ``study.read_at``, every world's
+    trained forms are also read from those rungs' checkpoints (:func:`read_world`; needs ``out``), one
+    more cell per world and target."""
+    read_at = study.read_at
+    if read_at and out is None:
+        raise ConfigError("read_at: reading rung checkpoints needs an out directory (the checkpoints live there)")
     cells = {}
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -270,6 +329,9 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
                     cells[key] = rows
                 else:
                     cells.add(key, rows)
+            for t in read_at:
+                if f"{key}@{t:g}" not in cells:
+                    cells.add(f"{key}@{t:g}", read_world(K, w, study, Path(out) / "work", t, log=log))
     return cells.records() if out is not None else [r for rows in cells.values() for r in rows]
 
 
@@ -324,12 +386,15 @@ def parser():
     p.add_argument("--max-steps", type=positive_int("max-steps"), help="--trained: training steps per world")
     p.add_argument("--first-world", type=positive_int("first-world"),
                    help="--trained: the first world's seed (splits a run over processes)")
+    p.add_argument("--read-at", nargs="+", type=float, metavar="TARGET",
+                   help="--trained: also read every world's trained forms from its ε ≤ TARGET rung checkpoint "
+                        "(needs --out; a finished run is restored, not retrained)")
     p.add_argument("--authors-scale", action="store_true",
                    help="--trained: the authors' scale (every size, 20 worlds, 5000 + 1000 sequences)")
     return p
 
 
-_TRAINED_ONLY = ("out", "sizes", "worlds", "n_train", "n_test", "max_steps", "first_world", "authors_scale")
+_TRAINED_ONLY = ("out", "sizes", "worlds", "n_train", "n_test", "max_steps", "first_world", "authors_scale", "read_at")
 
 
 def parse(argv) -> tuple[TrainedStudy, Path | None]:
@@ -347,7 +412,7 @@ def parse(argv) -> tuple[TrainedStudy, Path | None]:
     change = {"protocol": dataclasses.replace(study.protocol, **proto)} if proto else {}
     if args.sizes is not None:
         change["sizes"] = tuple(args.sizes)
-    for a in ("max_steps", "first_world"):
+    for a in ("max_steps", "first_world", "read_at"):
         if getattr(args, a) is not None:
             change[a] = getattr(args, a)
     return dataclasses.replace(study, **change), (Path(args.out) if args.out is not None else None)
@@ -375,5 +440,5 @@ def _main(argv) -> None:
     print(f"{time.perf_counter() - t0:.0f} s")
 
 
-__all__ = ["TrainedStudy", "DEFAULT", "QUICK", "fit_probe", "prompted_inputs", "study_world", "run", "summary",
+__all__ = ["TrainedStudy", "DEFAULT", "QUICK", "fit_probe", "prompted_inputs", "study_world", "read_world", "run", "summary",
            "markdown", "parse", "main"]
