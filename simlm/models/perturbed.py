@@ -26,7 +26,9 @@ so ε(s) increases for s ≥ 0 at every position):
   word) pairs of the evaluation set: it sits at the geometric midpoint of the gap between the largest of
   them and the next larger p* (so a law computed along another path, off in its last bits, finds the same
   rare words), fixed from then on; a fixed threshold like 1/(10V) often catches no word at all in a dense
-  world.  Needs rare words on the evaluation set.
+  world.  The calibration perturbs the world's laws exactly as the LM does (the same array, bit for bit),
+  so a word is rare for the solver iff it is rare for the LM, wherever a given threshold sits.  Needs rare
+  words on the evaluation set.
 - ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
   task direction.
 
@@ -157,8 +159,9 @@ def _perturb(kind: str, logp, s, params) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("kind",))
-def _epsilon_of_scale(kind, logp, s, params, weights=None):
-    logq = _perturb(kind, logp, s, params)
+def _epsilon_of_scale(kind, logp, s, params, weights=None, source=None):
+    """ε of the perturbation of ``source`` (default ``logp``) against the reference laws ``logp``."""
+    logq = _perturb(kind, logp if source is None else source, s, params)
     if weights is None:
         return kl_per_sequence(logp, logq).mean()
     return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
@@ -393,12 +396,16 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
         name, raw = "world: prepended_mask_probs", jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))
         where = lambda i: f"sequence {i[0]} (the law at the prepended mask)"
     logp = check_laws(name, raw, where=where)
-    logp = logp[:, None, :] if law == "prepended-mask" else logp
+    # the solver perturbs the world's laws exactly as the LM will (``raw``, not their renormalised copy
+    # ``logp``, which differs in the last bits): rare-words decides each word by comparing log p* with the
+    # threshold, and a word within an ulp of it flipped between the two, putting ε up to 7 % off the target
+    source = jnp.asarray(raw, logp.dtype)
+    logp, source = (logp[:, None, :], source[:, None, :]) if law == "prepended-mask" else (logp, source)
     # raw, not logp: perturbation_params checks (renormalises) the laws itself
     params = perturbation_params(kind, V, seed, raw, direction=direction, threshold=threshold, colder=colder)
 
     def eps_at(s):  # the laws are checked: the jitted core, not epsilon_of_scale's checks at every step
-        val = float(_epsilon_of_scale(kind, logp, s, params))
+        val = float(_epsilon_of_scale(kind, logp, s, params, source=source))
         if not math.isfinite(val):
             raise ConfigError(f"{'direction' if kind == 'task-adversarial' else 'kind'}: ε(s) is {val} at "
                               f"s = {s:.6g} for kind {kind!r}: the perturbed laws overflow float32 here; use a "
