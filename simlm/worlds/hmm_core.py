@@ -183,20 +183,36 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
         return fw.predicted @ emission, fw.token_logprobs
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
     # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
-    # large (threaded) matmul after the loop; otherwise p_t B is written directly (V ≤ K wide).
+    # large (threaded) matmul after the loop.  Otherwise the loop carries the law too: p_{t+1} B =
+    # (f_t A) B = f_t (AB), so each step multiplies the unnormalised filter by A and by AB (K × V, formed
+    # once) — two products of the same operand, off the chain of the next step's (p_{t+1} B waited for
+    # p_{t+1} before).  Unrolled by 2 (the step is small; fewer loop iterations).
     columns = emission.T
     T, (K, V) = tokens.shape[0], emission.shape
-    laws_after = K < V
+    if K < V:
+        def step(t, carry):
+            pred, out, logc = carry
+            nxt, logc_t = _filter_and_predict(pred, columns[tokens[t]], transition)
+            return nxt, out.at[t].set(pred), logc.at[t].set(logc_t)
+
+        init = (initial, jnp.zeros((T, K), emission.dtype), jnp.zeros((T,), emission.dtype))
+        _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
+        return out @ emission, logc
+    ab = predict(jnp.eye(K, dtype=emission.dtype), transition) @ emission  # AB, dense or block-diagonal A
 
     def step(t, carry):
-        pred, out, logc = carry
-        nxt, logc_t = _filter_and_predict(pred, columns[tokens[t]], transition)
-        return nxt, out.at[t].set(pred if laws_after else pred @ emission), logc.at[t].set(logc_t)
+        pred, law, out, logc = carry
+        joint = pred * columns[tokens[t]]
+        c = joint.sum()
+        ok = c > 0
+        scale = jnp.where(ok, 1.0 / jnp.where(ok, c, 1.0), 1.0)
+        joint = jnp.where(ok, joint, pred)  # c_t = 0 leaves the filter at p_t, as _filter_and_predict
+        return (predict(joint, transition) * scale, (joint @ ab) * scale, out.at[t].set(law),
+                logc.at[t].set(jnp.log(c)))
 
-    init = (initial, jnp.zeros((T, K if laws_after else V), emission.dtype), jnp.zeros((T,), emission.dtype))
-    _, out, logc = jax.lax.fori_loop(0, T, step, init)
-    probs = out @ emission if laws_after else out
-    return probs, logc
+    init = (initial, initial @ emission, jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
+    _, _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
+    return out, logc
 
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
