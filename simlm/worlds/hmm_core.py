@@ -103,14 +103,19 @@ def tree_sum(x: jax.Array) -> jax.Array:
     return x[..., 0]
 
 
-def _filter_and_predict(pred, lik, transition):
-    """p_{t+1} = (p_t ∘ b_t / c_t) A, computed as ((p_t ∘ b_t) A) · (1/c_t) so the division touches the
-    matmul's output and fuses with it; c_t = 0 leaves the filter at p_t.  Returns (p_{t+1}, log c_t)."""
+def _unnormalised_filter(pred, lik):
+    """(p_t ∘ b_t, 1/c_t, log c_t): the filter before its division, so that a product of it can be divided
+    at the matmul's output and fuse with it; c_t = 0 leaves the filter at p_t (scale 1)."""
     joint = pred * lik
     c = joint.sum()
     ok = c > 0
-    scale = jnp.where(ok, 1.0 / jnp.where(ok, c, 1.0), 1.0)
-    return predict(jnp.where(ok, joint, pred), transition) * scale, jnp.log(c)
+    return jnp.where(ok, joint, pred), jnp.where(ok, 1.0 / jnp.where(ok, c, 1.0), 1.0), jnp.log(c)
+
+
+def _filter_and_predict(pred, lik, transition):
+    """p_{t+1} = (p_t ∘ b_t / c_t) A, computed as ((p_t ∘ b_t) A) · (1/c_t).  Returns (p_{t+1}, log c_t)."""
+    joint, scale, logc = _unnormalised_filter(pred, lik)
+    return predict(joint, transition) * scale, logc
 
 
 def use_parallel(parallel, length: int) -> bool:
@@ -202,13 +207,9 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
 
     def step(t, carry):
         pred, law, out, logc = carry
-        joint = pred * columns[tokens[t]]
-        c = joint.sum()
-        ok = c > 0
-        scale = jnp.where(ok, 1.0 / jnp.where(ok, c, 1.0), 1.0)
-        joint = jnp.where(ok, joint, pred)  # c_t = 0 leaves the filter at p_t, as _filter_and_predict
+        joint, scale, logc_t = _unnormalised_filter(pred, columns[tokens[t]])
         return (predict(joint, transition) * scale, (joint @ ab) * scale, out.at[t].set(law),
-                logc.at[t].set(jnp.log(c)))
+                logc.at[t].set(logc_t))
 
     init = (initial, initial @ emission, jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
     _, _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
