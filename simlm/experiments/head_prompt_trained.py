@@ -225,14 +225,7 @@ def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suf
     def probs(xx):
         return np.exp(np.asarray(lm.prepended_mask_logprobs(xx), np.float64))
 
-    f_head, f_59 = probs(x_head), probs(x_prompt)
-    add(f"head{suffix}", "trained", fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
-        tokens=p.visible_length, **trained)
-    add(f"probe{suffix}", "trained", fit_probe(f_head[tr], data.y[tr], epochs=study.probe_epochs,
-                                              batch_size=study.probe_batch, lr=study.probe_lr).predict(f_head[te]),
-        tokens=p.visible_length, **trained)
-    add(f"head-{x_prompt.shape[1]}{suffix}", "trained", fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
-        tokens=x_prompt.shape[1], **trained)
+    _head_rows(add, "", suffix, "trained", probs(x_head), probs(x_prompt), data, study, **trained)
     hid = np.asarray(lm.prepended_mask_features(x_head))
     add(f"hidden-head{suffix}", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]),
         tokens=p.visible_length, **trained)
@@ -240,6 +233,21 @@ def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suf
         pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
         add(f"prompt-{kk}{suffix}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **trained)
     return trained
+
+
+def _head_rows(add, prefix: str, suffix: str, features: str, f_head, f_59, data, study: TrainedStudy, **extra):
+    """The three head forms on one kind of features: ``head`` (simlm's) and ``probe`` (the authors') on
+    the law read after x_1:T', and ``head-<T'−k>`` on the law the prompted input leaves room for."""
+    p = study.protocol
+    tr, te = slice(0, p.n_train), slice(p.n_train, None)
+    add(f"{prefix}head{suffix}", features, fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
+        tokens=p.visible_length, **extra)
+    add(f"{prefix}probe{suffix}", features, fit_probe(f_head[tr], data.y[tr], epochs=study.probe_epochs,
+                                                     batch_size=study.probe_batch, lr=study.probe_lr).predict(f_head[te]),
+        tokens=p.visible_length, **extra)
+    t59 = p.visible_length - study.prompt_length
+    add(f"{prefix}head-{t59}{suffix}", features, fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
+        tokens=t59, **extra)
 
 
 def _recorder(out: list, base: dict, data, p: Protocol):
@@ -256,14 +264,8 @@ def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None 
     tr, te = slice(0, p.n_train), slice(p.n_train, None)
     out, t0 = [], time.perf_counter()
     add = _recorder(out, {"n_states": K, "world_seed": world_seed, "prompt_length": k}, data, p)
-    oracle_head, oracle_59 = np.asarray(hmm.prepended_mask_probs(x_head)), np.asarray(hmm.prepended_mask_probs(x_prompt))
-    add("oracle-head", "exact", fit_linear_head(oracle_head[tr], data.y[tr]).predict(oracle_head[te]),
-        tokens=p.visible_length)
-    add("oracle-probe", "exact", fit_probe(oracle_head[tr], data.y[tr], epochs=study.probe_epochs,
-                                           batch_size=study.probe_batch, lr=study.probe_lr).predict(oracle_head[te]),
-        tokens=p.visible_length)
-    add(f"oracle-head-{x_prompt.shape[1]}", "exact", fit_linear_head(oracle_59[tr], data.y[tr]).predict(oracle_59[te]),
-        tokens=x_prompt.shape[1])
+    _head_rows(add, "oracle-", "", "exact", np.asarray(hmm.prepended_mask_probs(x_head)),
+               np.asarray(hmm.prepended_mask_probs(x_prompt)), data, study)
     if study.oracle_prompt:
         pr = fit_exact_prompt(hmm, x_prompt[tr], data.y[tr], k=k, steps=study.prompt_steps)
         add(f"oracle-prompt-{k}", "exact", pr.predict(hmm, x_prompt[te]), tokens=x_prompt.shape[1])
