@@ -43,6 +43,7 @@ from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, c
                                          fit_chain_prompt, fit_prompt, minibatch_indices)
 from simlm.errors import ConfigError
 from simlm.models.transformer import prepended_mask_inputs
+from simlm.precision import mm
 from simlm.worlds import prompting
 from simlm.worlds.hmm import HMM
 
@@ -66,7 +67,7 @@ def _prepended_backward(initial, transition, emission, tokens):
 def _law_at_prepended_mask(initial, transition, emission, likelihoods, beta0):
     """The exact prompted law at the prepended masked position, P(H_0 | z, x) B ``(n, V)``, for the prompt
     likelihoods ``(k, K)``, from the backward messages ``beta0 (n, K)`` of x computed once before the fit."""
-    return prompting.reweight(prompting.prompt_prior(initial, transition, likelihoods), beta0) @ emission
+    return mm(prompting.reweight(prompting.prompt_prior(initial, transition, likelihoods), beta0), emission)
 
 
 @dataclass(frozen=True, eq=False)

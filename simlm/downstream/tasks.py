@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
+from simlm.precision import mm
 from simlm.worlds import hmm_core as core
 from simlm.checks import (as_key, as_rng, check_finite, check_instance, check_memory, check_positive_int,
                           check_real_array, check_tokens, mean_and_sem)
@@ -156,7 +157,7 @@ class PosteriorTask(_LinearLabels):
         if self.position == "prepended":
             return np.asarray(world.prepended_state_posterior(_batch(tokens)))
         filt = world.state_posterior(_batch(tokens), smoothed=False)[:, -1]
-        return np.asarray(filt @ world.transition)
+        return np.asarray(mm(filt, world.transition))
 
 
 @dataclass(frozen=True, eq=False)

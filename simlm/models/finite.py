@@ -33,6 +33,7 @@ import optax
 from simlm._optim import minimise
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.precision import exact
 from simlm.metrics.epsilon import check_laws, kl_per_sequence
 from simlm.checks import check_positive, as_key, check_memory, check_positive_int, check_real_array, check_stochastic
 
@@ -94,6 +95,7 @@ def _concrete(*arrays) -> bool:
 
 # ---- the model -------------------------------------------------------------------------------------
 
+@exact
 def log_partition(theta, phi) -> jax.Array:
     """log Z_θ(s) = logsumexp_w ⟨θ_s, φ_w⟩: ``theta (S, d)``, ``phi (d, V)`` → ``(S,)``.  Pure jnp
     (jit-able); concrete arguments are checked first (real, finite, shapes that fit)."""
@@ -168,6 +170,7 @@ class SoftmaxContextLM:
         """f(s) = θ_s, ``(S, d)``."""
         return self.theta
 
+    @exact
     def logprobs(self) -> jax.Array:
         """log p_θ(·|s) = log_softmax(Φᵀθ_s), ``(S, V)``."""
         return jax.nn.log_softmax(self.theta @ self.phi, axis=-1)
@@ -176,6 +179,7 @@ class SoftmaxContextLM:
         """p_θ(·|s), ``(S, V)``."""
         return jnp.exp(self.logprobs())
 
+    @exact
     def conditional_mean_features(self) -> jax.Array:
         """Φ p_θ(s) = Σ_w p_θ(w|s) φ_w = ∇_θ log Z_θ(s), ``(S, d)``."""
         return self.probs() @ self.phi.T
@@ -191,6 +195,7 @@ class SoftmaxContextLM:
 # ---- cross-entropy fit by Newton's method ----------------------------------------------------------
 
 @jax.jit
+@exact
 def _newton(theta0, phi, P, steps, tol):
     b = P @ phi.T  # Φ p*_s, (S, d)
     ts = 2.0 ** -jnp.arange(40, dtype=theta0.dtype)  # backtracking step sizes
@@ -280,6 +285,7 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
     logP = jnp.log(jnp.asarray(P, jnp.float32))
     opt = optax.adam(lr)
 
+    @exact
     def loss(p):
         logq = jax.nn.log_softmax(p["theta"] @ p["phi"], axis=-1)
         return jnp.sum(w * kl_per_sequence(logP[:, None, :], logq[:, None, :]))
@@ -308,6 +314,7 @@ def quad_minimiser(p_star, phi) -> jax.Array:
     return jnp.asarray(f, jnp.float32)
 
 
+@exact
 def quad_loss(f, p_star, phi) -> jax.Array:
     """ℓ_quad(f, s) = −⟨f_s, Φp*_s⟩ + ½‖Φᵀf_s‖² per context: ``f (S, d)`` → ``(S,)``.  Pure jnp (jit-able);
     concrete arguments are checked first."""
@@ -317,6 +324,7 @@ def quad_loss(f, p_star, phi) -> jax.Array:
     return -jnp.sum(f * (P @ phi.T), -1) + 0.5 * jnp.sum((f @ phi) ** 2, -1)
 
 
+@exact
 def quad_excess(f, p_star, phi) -> jax.Array:
     """ℓ_quad(f, s) − ℓ_quad(f*, s) = ½‖Φᵀ(f_s − f*_s)‖² = ½‖Φᵀf_s − Π_Φ p*_s‖² per context:
     ``f (S, d)``, ``p_star (S, V)``, ``phi (d, V)`` → ``(S,)`` (any leading axes ``(..., d)``, ``(..., V)``

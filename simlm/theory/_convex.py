@@ -37,6 +37,8 @@ import numpy as np
 from scipy.optimize import linprog, minimize
 from scipy.special import expit
 
+from simlm.precision import exact
+
 CONSTRAINTS = ("box", "span-ball", "span-box")
 FISTA_STEPS = 3000
 
@@ -74,6 +76,7 @@ def _lipschitz(X, pos, neg) -> float:
 
 
 @partial(jax.jit, static_argnames=("kind", "steps"))
+@exact
 def _fista(X, pos, neg, Bs, P, v0, b0, step, kind, steps):
     def F(v, b):
         z = X @ v + b

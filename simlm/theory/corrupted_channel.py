@@ -37,6 +37,7 @@ import numpy as np
 
 from simlm.checks import as_rng, check_tokens
 from simlm.errors import ConfigError, TokenError
+from simlm.precision import exact
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import check_number
 
@@ -91,6 +92,7 @@ def corrupt(seed, tokens, corruption: Corruption, n_symbols: int) -> tuple[np.nd
     return inputs, chosen
 
 
+@exact
 def corrupted_posterior(initial, transition, emission, channel, channel_selected, inputs):
     """One sequence: ``(P(x_t = · | y, s_t = 1) (T, V), P(h_t | y_−t) (T, K))`` for corrupted ``inputs (T,)``
     (ids 0..V, V = MASK) and the channel matrices of :func:`channels`.  Pure, jit/vmap-able."""

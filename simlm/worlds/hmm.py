@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityError
+from simlm.precision import mm
 from simlm.worlds import buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
@@ -58,7 +59,7 @@ prompted_state_posterior = jax.jit(_prompted)
 def prompted_prepended_mask_probs(initial, transition, emission, likelihoods, tokens):
     """P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B ``(n, V)`` and the per-step log-probs ``(n, T)``."""
     post, steps = _prompted(initial, transition, emission, likelihoods, tokens)
-    return post @ emission, steps
+    return mm(post, emission), steps
 
 
 prompted_masked_token_probs = jax.jit(jax.vmap(prompting.prompted_masked_token_probs, in_axes=(None, None, None, None, 0)))

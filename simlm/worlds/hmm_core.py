@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from simlm.errors import ConfigError
+from simlm.precision import EXACT, mm  # every product at full float32 (simlm.precision)
 from simlm.worlds import hmm_parallel
 
 #: the shortest sequence for which ``parallel=None`` picks the associative scan on an accelerator.
@@ -56,7 +57,7 @@ class Chain(NamedTuple):
         blocks = A if A.ndim == 3 else jnp.broadcast_to(A, (K // A.shape[-1],) + A.shape)
         G, k = blocks.shape[0], blocks.shape[-1]
         eye = jnp.eye(G, dtype=A.dtype)
-        return jnp.einsum("gh,gij->gihj", eye, blocks).reshape(G * k, G * k)
+        return jnp.einsum("gh,gij->gihj", eye, blocks, precision=EXACT).reshape(G * k, G * k)
 
 
 class Forward(NamedTuple):
@@ -77,14 +78,18 @@ def _blocks(v: jax.Array, transition: jax.Array) -> jax.Array:
 def predict(alpha: jax.Array, transition: jax.Array) -> jax.Array:
     """p_{t+1} = α_t A for a dense or block-diagonal A; ``alpha (..., K)``."""
     a = _blocks(alpha, transition)
-    out = a @ transition if transition.ndim == 2 else jnp.einsum("...gi,gij->...gj", a, transition)
+    if transition.ndim == 2:
+        return mm(a, transition).reshape(alpha.shape)
+    out = jnp.einsum("...gi,gij->...gj", a, transition, precision=EXACT)
     return out.reshape(alpha.shape)
 
 
 def retrodict(beta: jax.Array, transition: jax.Array) -> jax.Array:
     """A β (the backward step) for a dense or block-diagonal A; ``beta (..., K)``."""
     b = _blocks(beta, transition)
-    out = b @ transition.T if transition.ndim == 2 else jnp.einsum("gij,...gj->...gi", transition, b)
+    if transition.ndim == 2:
+        return mm(b, transition.T).reshape(beta.shape)
+    out = jnp.einsum("gij,...gj->...gi", transition, b, precision=EXACT)
     return out.reshape(beta.shape)
 
 
@@ -185,7 +190,7 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     log-probs (T,)."""
     if use_parallel(parallel, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
-        return fw.predicted @ emission, fw.token_logprobs
+        return mm(fw.predicted, emission), fw.token_logprobs
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
     # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
     # large (threaded) matmul after the loop.  Otherwise the loop carries the law too: p_{t+1} B =
@@ -202,16 +207,16 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
 
         init = (initial, jnp.zeros((T, K), emission.dtype), jnp.zeros((T,), emission.dtype))
         _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
-        return out @ emission, logc
-    ab = predict(jnp.eye(K, dtype=emission.dtype), transition) @ emission  # AB, dense or block-diagonal A
+        return mm(out, emission), logc
+    ab = mm(predict(jnp.eye(K, dtype=emission.dtype), transition), emission)  # AB, dense or block-diagonal A
 
     def step(t, carry):
         pred, law, out, logc = carry
         joint, scale, logc_t = _unnormalised_filter(pred, columns[tokens[t]])
-        return (predict(joint, transition) * scale, (joint @ ab) * scale, out.at[t].set(law),
+        return (predict(joint, transition) * scale, mm(joint, ab) * scale, out.at[t].set(law),
                 logc.at[t].set(logc_t))
 
-    init = (initial, initial @ emission, jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
+    init = (initial, mm(initial, emission), jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
     _, _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
     return out, logc
 
@@ -236,7 +241,7 @@ def masked_token_probs(initial, transition, emission, tokens, parallel=None) -> 
     Setting x_t's emission likelihood to 1 leaves p(h_t | x_<t) from the forward pass and β_t from the
     backward pass, neither of which reads x_t, so one forward–backward gives every position at once."""
     post, logc = masked_state_posterior(initial, transition, emission, tokens, parallel)
-    return post @ emission, logc
+    return mm(post, emission), logc
 
 
 def prepended_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
@@ -251,7 +256,7 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
 def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Law of the prepended masked token: p(x_0 = · | x_1:T) = p(h_0 | x_1:T) B, shape (V,)."""
     post, logc = prepended_state_posterior(initial, transition, emission, tokens, parallel)
-    return post @ emission, logc
+    return mm(post, emission), logc
 
 
 # ---- sampling -----------------------------------------------------------------------------------

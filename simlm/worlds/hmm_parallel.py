@@ -40,6 +40,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from simlm.precision import EXACT  # true float32 products, never TF32 or bfloat16
+
 
 def _stack(transition: jax.Array, K: int) -> jax.Array:
     """The transition as a (G, k, k) stack of diagonal blocks (G = 1 for a dense matrix)."""
@@ -60,7 +62,7 @@ def compose(first, second):
     r = W.sum(-1)
     ok = r > 0
     rows = jnp.where(ok[..., None], W / jnp.where(ok, r, 1.0)[..., None], C1)  # an impossible row: any law
-    return rows @ C2, l1 + jnp.log(r) + shift
+    return jnp.matmul(rows, C2, precision=EXACT), l1 + jnp.log(r) + shift
 
 
 def _elements(transition, emission, tokens, skipped):
@@ -81,7 +83,7 @@ def _weighted(weights_log, C):
     """normalise(Σ_i e^{w_i} C[i, ·]) per block row vector, stable: ``weights_log (..., G, k)``."""
     m = jnp.max(weights_log, axis=(-2, -1), keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    v = jnp.einsum("...gi,...gij->...gj", jnp.exp(weights_log - m), C)
+    v = jnp.einsum("...gi,...gij->...gj", jnp.exp(weights_log - m), C, precision=EXACT)
     return _normalise(v.reshape(v.shape[:-2] + (-1,)))
 
 
@@ -126,6 +128,7 @@ def backward(transition, emission, tokens):
     _, l = jax.lax.associative_scan(lambda later, earlier: compose(earlier, later), elements, reverse=True)
     m = jnp.max(l, axis=(-2, -1), keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    beta = _normalise(jnp.einsum("gij,tgj->tgi", blocks, jnp.exp(l - m)).reshape(-1, K))  # β_{s-1}, s = 1..T
+    beta = jnp.einsum("gij,tgj->tgi", blocks, jnp.exp(l - m), precision=EXACT)
+    beta = _normalise(beta.reshape(-1, K))  # β_{s-1}, s = 1..T
     last = jnp.full((1, K), 1.0 / K, emission.dtype)
     return jnp.concatenate([beta[1:], last], axis=0), beta[0]

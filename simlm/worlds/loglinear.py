@@ -29,18 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError
+from simlm.precision import mm
 from simlm.checks import check_real_array, as_key, as_rng, check_positive_int
 from simlm.worlds.base import WorldBase, check_flag, check_number, check_request
 from simlm.worlds.hmm_core import cumulative_rows, inverse_cdf, tree_sum
-
-_HI = jax.lax.Precision.HIGHEST  # no TF32 in the logits: the exactness tests compare at 1e-5
 
 
 # ---- pure core (one sequence) -------------------------------------------------------------------
 
 def emission_logprobs(representations, word_embeddings) -> jax.Array:
     """log p*(w | h) = log_softmax_w(z_h · V*), shape (S, V); finite for finite parameters."""
-    return jax.nn.log_softmax(jnp.matmul(representations, word_embeddings, precision=_HI), axis=-1)
+    return jax.nn.log_softmax(mm(representations, word_embeddings), axis=-1)
 
 
 def state_path(next_state, start, tokens) -> jax.Array:
@@ -83,7 +82,7 @@ _paths = jax.vmap(state_path, (None, None, 0))  # (S, V), (), (n, T) → (n, T)
 _batch_paths = jax.jit(_paths)
 _batch_representation = jax.jit(lambda Z, next_state, start, toks: Z[_paths(next_state, start, toks)])
 _state_probs = jax.jit(lambda Z, W: jnp.exp(emission_logprobs(Z, W)))
-_emission_logits = jax.jit(lambda Z, W: jnp.matmul(Z, W, precision=_HI))
+_emission_logits = jax.jit(mm)  # full float32 (simlm.precision)
 
 
 @jax.jit

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
+from simlm.precision import EXACT
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
 from simlm.checks import as_key, as_rng, check_positive_int
@@ -73,7 +74,7 @@ def _memory_posterior(joint_initial, transition, joint_emission, one_hot, toks):
     filt, steps = hmm_mod.filtered_posterior(joint_initial, transition, joint_emission, toks)
     G = one_hot.shape[0]
     p_c = filt[:, -1].reshape(filt.shape[0], G, -1).sum(-1)
-    return jnp.einsum("nc,cjm->njm", p_c, one_hot), steps
+    return jnp.einsum("nc,cjm->njm", p_c, one_hot, precision=EXACT), steps
 
 
 @partial(jax.jit, static_argnums=(5, 6))
