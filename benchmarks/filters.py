@@ -13,8 +13,8 @@ sequential filter should win, and the table shows by how much.  Every contender'
 checked against simlm sequential's (max |Δp| ≤ 1e-4 — float32); a disagreement exits with status 1.
 If dynamax is not installed, its columns say so and the simlm rows still run.
 
-Sizes by backend (``--sizes auto``): CPU B=8, T ∈ {512, 2048}, K ∈ {8, 64}; GPU/TPU B=64,
-T ∈ {512, 8192}, K ∈ {16, 64, 256}.
+Sizes by backend (``--sizes auto``): CPU B=8, T ∈ {512, 2048}, K ∈ {8, 64}; GPU/TPU B=8,
+T ∈ {512, 8192}, K ∈ {16, 64, 256} (the parallel scan holds T·K² floats a sequence, 2 GB at the largest).
 
     .venv/bin/python benchmarks/filters.py            # sizes for this backend
     .venv/bin/python benchmarks/filters.py --quick    # tiny sizes, one repeat (the smoke test)
@@ -34,7 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
-from peers import add_precision_option, import_peer, pinned, unavailable  # noqa: E402
+from peers import add_precision_option, import_peer, pinned, precision_record, unavailable  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm_core  # noqa: E402
 
@@ -48,7 +48,7 @@ HAS_DYNAMAX = DYNAMAX is not None
 def sizes(backend: str) -> dict:
     if backend == "cpu":
         return dict(batch=8, lengths=[512, 2048], states=[8, 64])
-    return dict(batch=64, lengths=[512, 8192], states=[16, 64, 256])
+    return dict(batch=8, lengths=[512, 8192], states=[16, 64, 256])  # B·T·K² floats a scan level: 17 GB at the top
 
 
 def parse_args(argv=None):
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     backend = jax.default_backend()
     print(f"HMM filters: B={args.batch} T={args.lengths} K={args.states} V={args.symbols} on {backend} "
           f"({jax.devices()[0].device_kind}); dynamax {'installed' if HAS_DYNAMAX else unavailable('dynamax') + ', skipped'}; "
-          f"matmul precision {args.precision or 'default'} on both sides")
+          f"matmul precision {args.precision or 'default'} on both sides (simlm's filter products: always full float32)")
     rows = [bench_one(K, T, args) for T in args.lengths for K in args.states]
     cols = ["K", "T", ("simlm_seq_tok_s", "simlm seq tok/s"), ("simlm_par_tok_s", "simlm par tok/s"),
             ("par_over_seq", "par ÷ seq speed")]
@@ -141,9 +141,7 @@ def main(argv=None) -> int:
         versions["dynamax"] = dynamax.__version__
     out = write_json(args.out, {"benchmark": "filters", "config": {**vars(args), "backend": backend},
                                 "versions": versions, "peer_installed": {"dynamax": HAS_DYNAMAX},
-                                "matmul_precision": {"simlm": args.precision or "default",
-                                                     "dynamax": args.precision or "default",
-                                                     "dynamax_sets_on_import": DYNAMAX_PRECISION},
+                                "matmul_precision": precision_record(args.precision, DYNAMAX_PRECISION),
                                 "results": rows, "agrees": agree})
     print(f"wrote {out}")
     return 0 if agree else 1

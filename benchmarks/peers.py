@@ -7,7 +7,10 @@ on a CPU the two give identical results and timings) and make functions compiled
 recompile inside timed calls.  :func:`import_peer` therefore restores the setting the process had before
 the import and returns the precision the peer asked for; the benchmarks then run every timed call of
 both sides under one explicit precision (:func:`pinned`, recorded in their JSON), so neither side's
-number depends on import order.
+number depends on import order.  simlm's exact products (the HMM laws, filters and posteriors) name
+their precision per call — full float32 on every backend (:mod:`simlm.precision`) — so ``--precision``
+sets dynamax's products and only those of simlm's that have no fixed precision; the default,
+``float32``, is like for like.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ def add_precision_option(parser) -> None:
     ``args.precision`` is None for ``default`` (jax's own)."""
     parser.add_argument("--precision", default="float32", type=lambda text: None if text == "default" else text,
                         help="jax.default_matmul_precision for every timed call of both sides ('default' = jax's own)")
+
+
+def precision_record(precision: str | None, peer_sets_on_import: str | None) -> dict:
+    """The JSON record of the matmul precisions a benchmark ran under (``precision``: ``args.precision``)."""
+    return {"simlm_exact_products": "highest (fixed per call, simlm.precision)",
+            "pinned": precision or "default", "dynamax": precision or "default",
+            "dynamax_sets_on_import": peer_sets_on_import}
 
 
 def unavailable(name: str) -> str:

@@ -1,10 +1,13 @@
 """Every benchmark in one run, sized for the backend, into one JSON and the Markdown table of docs/benchmarks.md.
 
-Runs each script below as a subprocess (as a user runs it) with sizes chosen by ``jax.default_backend()``
-— larger batches, sequences, state counts and a ≥ 10M-parameter model (``train.py --sizes large``,
-~19M) on GPU/TPU — collects the JSON each one writes, and records the machine, the versions and which
-peers (dynamax, hmmlearn, torch + transformers) were installed.  A script that fails is recorded as
-failed (its last output kept) and the suite goes on.
+Runs each entry of :func:`plan` as a subprocess (as a user runs the script) with sizes chosen by
+``jax.default_backend()`` — larger batches, sequences, state counts and a ≥ 10M-parameter model
+(``train.py --sizes large``, ~19M; again in bfloat16 at B=64 T=512 for the MFU row) on GPU/TPU, and
+experiment 1 end to end (``experiment1.py``) — collects the JSON each one writes, and records the
+machine, the versions and which peers (dynamax, hmmlearn, torch + transformers) were installed.  A
+script that fails or times out is recorded as such (its last output kept) and the suite goes on;
+``--budget`` bounds the whole run (what no longer fits is recorded as skipped).  The JSON and the
+table are rewritten after every entry, so an interrupted run keeps everything it measured.
 
 The Markdown table (between the ``<!-- suite:begin -->`` / ``<!-- suite:end -->`` markers of
 ``--docs``) has one row per headline number: target, measured value, verdict, the device it was measured
@@ -15,6 +18,7 @@ CPU: an accelerator number is never extrapolated from a CPU one.
     .venv/bin/python benchmarks/suite.py                      # everything, sizes for this backend
     .venv/bin/python benchmarks/suite.py --only filters property_speed
     .venv/bin/python benchmarks/suite.py --quick --docs /tmp/b.md   # every script's --quick (smoke test)
+    .venv/bin/python benchmarks/suite.py --budget 300                # what fits in five minutes, in plan order
 """
 
 from __future__ import annotations
@@ -39,22 +43,39 @@ PEERS = {"dynamax": ["dynamax"], "hmmlearn": ["hmmlearn"], "torch + transformers
 
 
 def plan(accelerator: bool) -> dict:
-    """Script → extra arguments, by backend (each script's own defaults otherwise)."""
+    """Entry → (script, extra arguments), by backend (each script's own defaults otherwise), in the order
+    they run: on an accelerator the rows only it can measure come first, so a ``--budget`` that runs out
+    cuts the ones a CPU measures too."""
     if accelerator:
-        return {"worlds": ["--batch", "1024", "--length", "2048"], "filters": [],
-                "train": ["--sizes", "small", "medium", "large"], "ensemble": [], "eval_schedule": [],
-                "property_speed": [], "time_to_eps": []}
-    return {"worlds": [], "filters": [], "train": ["--sizes", "small", "medium"], "ensemble": [],
-            "eval_schedule": [], "property_speed": [], "time_to_eps": []}
+        return {"train": ("train", ["--sizes", "small", "medium", "large"]),
+                # the MFU row: the ≥ 10M model in bfloat16 at a size that fills the device
+                "train_bf16": ("train", ["--sizes", "large", "--dtype", "bfloat16", "--batch", "64",
+                                         "--seq-len", "512", "--repeats", "3"]),
+                "filters": ("filters", []), "ensemble": ("ensemble", []),
+                "worlds": ("worlds", ["--batch", "1024", "--length", "2048"]),
+                "experiment1": ("experiment1", []), "eval_schedule": ("eval_schedule", []),
+                "property_speed": ("property_speed", []), "time_to_eps": ("time_to_eps", [])}
+    return {"worlds": ("worlds", []), "filters": ("filters", []),
+            "train": ("train", ["--sizes", "small", "medium"]), "ensemble": ("ensemble", []),
+            "eval_schedule": ("eval_schedule", []), "property_speed": ("property_speed", []),
+            "time_to_eps": ("time_to_eps", []), "experiment1": ("experiment1", [])}
+
+
+#: flags (each with one value) an entry keeps in --quick mode, which otherwise runs the script's own --quick
+QUICK_KEEPS = ("--dtype",)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", nargs="+", default=None, choices=list(plan(False)), help="run these scripts only")
+    p.add_argument("--only", nargs="+", default=None, choices=sorted(set(plan(False)) | set(plan(True))),
+                   help="run these entries only (an entry of the other backend's plan runs with default sizes)")
     p.add_argument("--quick", action="store_true", help="every script's --quick")
     p.add_argument("--results", default=str(REPO_ROOT / "benchmarks" / "results"))
     p.add_argument("--docs", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
     p.add_argument("--timeout", type=int, default=3600, help="seconds per script")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole suite: each script gets at most what is left, and the entries "
+                        "that no longer fit are recorded as skipped (results so far are always written)")
     p.add_argument("--compare-with", default=None,
                    help="a simlm checkout whose trainer eval_schedule.py also counts (e.g. the main branch)")
     return p.parse_args(argv)
@@ -91,12 +112,24 @@ def headlines(name: str, r: dict) -> list:
                             _fmt(row["par_vs_dynamax_par"], "×"), None))
         return out
     if name == "train":
-        out = [(f"train step simlm ÷ HF GPT-2, {row.get('size')}", "≥ 1.5×",
+        cfg = r.get("config", {})
+        shape = f"{cfg.get('dtype', 'float32')}, B={cfg.get('batch')} T={cfg.get('seq_len')}"
+        out = [(f"train step simlm ÷ HF GPT-2, {row.get('size')} ({shape})", "≥ 1.5×",
                 _fmt(row.get("ratio"), "×") if row.get("ratio") is not None else "peer not installed",
                 None if row.get("ratio") is None else row["ratio"] >= 1.5) for row in r.get("results", [])]
-        out += [(f"training MFU, {row.get('size')}", "≥ 40 % (bf16, ≥ 10M)", _fmt(row.get("mfu")), None)
-                for row in r.get("results", []) if row.get("mfu") is not None]
+        for row in r.get("results", []):
+            if row.get("mfu") is None:
+                continue
+            judged = row.get("dtype") == "bfloat16" and row.get("params_simlm", 0) >= 10_000_000
+            out.append((f"training MFU, {row.get('size')} ({row.get('params_simlm', 0) / 1e6:.1f}M params, {shape})",
+                        "≥ 40 % (bf16, ≥ 10M)" if judged else "(report)", _fmt(row["mfu"]),
+                        row["mfu"] >= 0.40 if judged else None))
         return out
+    if name == "experiment1":
+        t = r.get("target", {})
+        device = "CPU" if t.get("device") == "cpu" else "accelerator"
+        return [("experiment 1 end to end (wall, fresh directory)", f"≤ {t.get('seconds', 0) / 60:g} min ({device})",
+                 _fmt(r.get("wall_s"), " s"), t.get("met"))]
     if name == "ensemble":
         t = r.get("target", {})
         return [("8 vmapped seeds ÷ 1 seed, wall", "≤ 2×", _fmt(t.get("ratio"), "×"), t.get("met"))]
@@ -137,7 +170,7 @@ def markdown(report: dict) -> str:
         if res["status"] != "ok":
             lines.append(f"| {name} | — | — | {res['status']} | — | {device} |")
             continue
-        for quantity, target, value, met in headlines(name, res["report"]):
+        for quantity, target, value, met in headlines(res.get("script", name), res["report"]):
             lines.append(f"| {name} | {quantity} | {target} | {value} | {_fmt(met)} | {device} |")
     if m["backend"] == "cpu":
         for quantity, target in ACCELERATOR_ONLY:
@@ -156,39 +189,62 @@ def write_docs(path: Path, table: str) -> None:
     path.write_text(text)
 
 
+def quick_args(extra: list) -> list:
+    """``--quick`` (the script's smoke-test sizes) and the entry's :data:`QUICK_KEEPS` flags with their values."""
+    kept = []
+    for i, flag in enumerate(extra[:-1]):
+        if flag in QUICK_KEEPS:
+            kept += [flag, extra[i + 1]]
+    return ["--quick"] + kept
+
+
+def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: float) -> dict:
+    """Run one entry's script as a subprocess; its record (status, seconds, arguments, report or output)."""
+    if args.quick:
+        extra = quick_args(extra)
+    cmd = [sys.executable, str(HERE / f"{script}.py"), "--out", str(out)] + extra
+    if script == "eval_schedule" and args.compare_with:
+        cmd += ["--compare-with", args.compare_with]
+    print(f"== {name}: {' '.join(cmd[1:])}  (≤ {timeout:.0f} s)", flush=True)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        status = "ok" if proc.returncode == 0 and out.exists() else f"failed (exit {proc.returncode})"
+        output = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as err:
+        status = f"timed out after {timeout:.0f} s"
+        output = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                         for x in (err.stdout, err.stderr))
+    print(output[-4000:] if status != "ok" else proc.stdout[-3000:], flush=True)
+    entry = {"status": status, "script": script, "seconds": time.perf_counter() - started, "args": cmd[2:]}
+    if status == "ok":
+        entry["report"] = json.loads(out.read_text())
+    else:
+        entry["output_tail"] = output[-4000:]
+    return entry
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     accelerator = jax.default_backend() != "cpu"
-    scripts = plan(accelerator)
-    names = args.only or list(scripts)
+    entries = {**plan(not accelerator), **plan(accelerator)}  # this backend's sizes for a name in both plans
+    names = args.only or list(plan(accelerator))
     results = Path(args.results)
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
-              "machine": machine_info(), "benchmarks": {},
+              "budget_s": args.budget, "machine": machine_info(), "benchmarks": {},
               "peers": {peer: all(importlib.util.find_spec(m) is not None for m in mods) for peer, mods in PEERS.items()}}
+    deadline = None if args.budget is None else time.perf_counter() + args.budget
     for name in names:
-        out = results / f"{name}.json"
-        cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out)] + (["--quick"] if args.quick else scripts[name])
-        if name == "eval_schedule" and args.compare_with:
-            cmd += ["--compare-with", args.compare_with]
-        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-        started = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO_ROOT)
-            status = "ok" if proc.returncode == 0 and out.exists() else f"failed (exit {proc.returncode})"
-            tail = (proc.stdout + proc.stderr)[-4000:]
-        except subprocess.TimeoutExpired:
-            status, tail = f"timed out after {args.timeout} s", ""
-        print(tail if status != "ok" else (proc.stdout[-3000:]), flush=True)
-        entry = {"status": status, "seconds": time.perf_counter() - started, "args": cmd[2:]}
-        if status == "ok":
-            entry["report"] = json.loads(out.read_text())
+        left = args.timeout if deadline is None else min(args.timeout, deadline - time.perf_counter())
+        if left < 1:
+            report["benchmarks"][name] = {"status": "skipped (the --budget was spent)", "script": entries[name][0]}
         else:
-            entry["output_tail"] = tail
-        report["benchmarks"][name] = entry
-    table = markdown(report)
-    write_json(results / "suite.json", {k: v for k, v in report.items() if k != "machine"})
-    write_docs(Path(args.docs), table)
-    print("\n" + table)
+            script, extra = entries[name]
+            report["benchmarks"][name] = run_entry(name, script, extra, args, results / f"{name}.json", left)
+        # written after every entry: a budget, a timeout or a crash later on loses nothing measured so far
+        write_json(results / "suite.json", {k: v for k, v in report.items() if k != "machine"})
+        write_docs(Path(args.docs), markdown(report))
+    print("\n" + markdown(report))
     return 0 if all(e["status"] == "ok" for e in report["benchmarks"].values()) else 1
 
 

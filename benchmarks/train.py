@@ -15,6 +15,11 @@ processes on a shared machine falls on both sides alike; the load average is rec
 ``Training.step`` (the jit∘vmap step with donated buffers, one seed) — and on the step alone (pre-sampled
 batches).  Torch gets pre-built batches, ``torch.set_num_threads(os.cpu_count())``.
 
+Precision: ``--dtype float32`` (the trainer's default) or ``bfloat16`` (mixed precision: float32
+parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtype``, the peer under
+``torch.autocast``).  On a GPU jax computes float32 products in TF32 by default, so the peer gets
+``torch.backends.cuda.matmul.allow_tf32 = True`` too (like for like; recorded in the JSON).
+
 Model FLOP utilisation (GPU only): 6·N·tokens/s over the peak, ``--peak-tflops`` or the best of a large
 matmul measured here in the model's dtype.  On CPU the same ratio against a measured float32 matmul is
 printed as a diagnostic ("÷ matmul").
@@ -63,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES) + list(QUICK_SIZES))
     p.add_argument("--batch", type=int, default=32, help="sequences per step B (the trainer's default)")
     p.add_argument("--seq-len", type=int, default=64, help="context T (the trainer's default)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="compute dtype: simlm's TransformerConfig.dtype (parameters stay float32), the peer "
+                        "under torch.autocast to the same dtype")
     p.add_argument("--symbols", type=int, default=64, help="world vocabulary V")
     p.add_argument("--states", type=int, default=16, help="world hidden states K")
     p.add_argument("--repeats", type=int, default=5, help="timed chunks; the median is reported")
@@ -120,6 +128,8 @@ class TorchGPT2:
 
     def __init__(self, torch, transformers, mc: TransformerConfig, tc: TrainConfig, seed: int, device: str = "cpu"):
         self.torch, self.device = torch, device
+        self.autocast = mc.dtype != "float32"  # mixed precision in mc.dtype, as simlm's dtype option
+        self.autocast_dtype = getattr(torch, mc.dtype)
         torch.manual_seed(seed)
         cfg = transformers.GPT2Config(
             vocab_size=mc.vocab_size, n_positions=mc.n_positions, n_embd=mc.d_model, n_layer=mc.n_layers,
@@ -165,8 +175,9 @@ class TorchGPT2:
     def step(self, batch):
         torch = self.torch
         inputs, targets = batch
-        logits = self.model(input_ids=inputs, use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with torch.autocast(device_type=self.device, dtype=self.autocast_dtype, enabled=self.autocast):
+            logits = self.model(input_ids=inputs, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
@@ -257,7 +268,8 @@ class TorchSide:
 
 def bench_size(name, world, peer, args, peak_tflops, on_gpu):
     d, L, H, f = shapes(name)
-    mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len)
+    mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
+                           dtype=args.dtype)
     tc = train_config(args)
     tokens_per_step = args.batch * args.seq_len
     sim = SimlmSide(world, mc, tc)
@@ -273,7 +285,7 @@ def bench_size(name, world, peer, args, peak_tflops, on_gpu):
     t = interleaved(contenders, args)
     batch_s = time_fn(lambda: sim.run.batch(sim.i), repeats=max(args.repeats, 5), warmup=1).median
 
-    row = {"size": name, "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
+    row = {"size": name, "dtype": args.dtype, "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
            "n_positions": mc.n_positions, "vocab_in": mc.vocab_size, "vocab_out": mc.n_symbols,
            "params_simlm": sim.n_params, "params_simlm_formula": mc.n_params(),
            "simlm_compile_s": sim.compile_s, "simlm_batch_s": batch_s, "timings_s_per_step": t,
@@ -307,22 +319,24 @@ def main(argv=None) -> int:
         torch.set_num_threads(os.cpu_count() or 1)
         peer_info.update(torch=torch.__version__, transformers=transformers.__version__,
                          torch_threads=torch.get_num_threads(), torch_device=peer_device(peer))
+        if peer_info["torch_device"] == "cuda":  # jax's default float32 products on a GPU are TF32: like for like
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            peer_info["torch_allow_tf32"] = True
     else:
         peer_info["reason"] = peer[1]
 
     world = HMM.random(args.seed, args.states, args.symbols)
-    model_dtype = jnp.float32  # simlm's default TransformerConfig.dtype
+    peaks = {}
+    if args.peak_tflops is None:
+        for dtype in ["float32"] + (["bfloat16"] if on_gpu or args.dtype == "bfloat16" else []):
+            peaks[dtype] = matmul_tflops(args.matmul_size, jnp.dtype(dtype))
     if args.peak_tflops is not None:
         peak, peak_source = args.peak_tflops, "--peak-tflops"
-    else:
-        peak = matmul_tflops(args.matmul_size, model_dtype)
-        peak_source = f"measured {args.matmul_size}² float32 matmul"
-    peaks = {"float32": peak if args.peak_tflops is None else None}
-    if on_gpu and args.peak_tflops is None:
-        peaks["bfloat16"] = matmul_tflops(args.matmul_size, jnp.bfloat16)
+    else:  # MFU against the model's own dtype: a bfloat16 model is held to the bfloat16 peak
+        peak, peak_source = peaks[args.dtype], f"measured {args.matmul_size}² {args.dtype} matmul"
 
     print(f"simlm train-step benchmark on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs; "
-          f"B={args.batch} T={args.seq_len} V={args.symbols} (HMM K={args.states}); "
+          f"B={args.batch} T={args.seq_len} V={args.symbols} (HMM K={args.states}), {args.dtype}; "
           f"median of {args.repeats} chunks")
     print("peer: " + (f"HF transformers {peer_info['transformers']} GPT2LMHeadModel on torch "
                        f"{peer_info['torch']} on {peer_info['torch_device']}, {peer_info['torch_threads']} threads"
@@ -363,7 +377,7 @@ def main(argv=None) -> int:
     else:
         print(f"  simlm/HF ≥ {RATIO_TARGET:g}×: not measured (peer unavailable)")
 
-    config = {k: getattr(args, k) for k in ("sizes", "batch", "seq_len", "symbols", "states", "repeats",
+    config = {k: getattr(args, k) for k in ("sizes", "dtype", "batch", "seq_len", "symbols", "states", "repeats",
                                             "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
     config["train_config"] = train_config(args).to_dict()
     out = write_json(args.out, {

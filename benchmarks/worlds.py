@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, time_interleaved, write_json  # noqa: E402
-from peers import add_precision_option, import_peer, pinned, unavailable  # noqa: E402
+from peers import add_precision_option, import_peer, pinned, precision_record, unavailable  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm as hmm_module  # noqa: E402
 
@@ -227,11 +227,10 @@ def targets(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    precision = {"simlm": args.precision or "default", "dynamax": args.precision or "default",
-                 "dynamax_sets_on_import": DYNAMAX_PRECISION}
+    precision = precision_record(args.precision, DYNAMAX_PRECISION)
     print(f"simlm HMM world benchmark: B={args.batch} T={args.length} V={args.symbols} K={args.states} "
           f"on {jax.default_backend()} ({jax.devices()[0].device_kind}), repeats={args.repeats} (median); "
-          f"matmul precision {precision['simlm']} on both sides; load average {os.getloadavg()[0]:.1f}")
+          f"matmul precision {precision['pinned']} on both sides (simlm's law products: always full float32); load average {os.getloadavg()[0]:.1f}")
     for name, module in (("dynamax", DYNAMAX), ("hmmlearn", HMMLEARN)):
         if module is None:
             print(f"  {unavailable(name)}: its columns are empty, the simlm side still runs")

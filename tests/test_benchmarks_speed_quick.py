@@ -53,3 +53,24 @@ def test_the_docs_table_replaces_only_its_own_section_and_names_unmeasured_accel
     assert "| filters |" in docs
     if jax.default_backend() == "cpu":
         assert docs.count("unmeasured — no accelerator in this run") == 4
+
+
+def test_a_spent_budget_skips_the_remaining_entries_and_still_writes_the_json_and_the_table(tmp_path):
+    import suite as suite_script
+
+    docs = tmp_path / "benchmarks.md"
+    rc = suite_script.main(["--only", "filters", "train_bf16", "--budget", "0", "--results", str(tmp_path),
+                            "--docs", str(docs)])
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert rc == 1 and report["budget_s"] == 0
+    assert {name: e["status"] for name, e in report["benchmarks"].items()} == {
+        "filters": "skipped (the --budget was spent)", "train_bf16": "skipped (the --budget was spent)"}
+    assert "| train_bf16 | — | — | skipped (the --budget was spent) |" in docs.read_text()
+
+
+def test_quick_mode_keeps_an_entrys_precision_and_drops_its_sizes():
+    import suite as suite_script
+
+    script, extra = suite_script.plan(True)["train_bf16"]
+    assert script == "train" and suite_script.quick_args(extra) == ["--quick", "--dtype", "bfloat16"]
+    assert suite_script.quick_args(suite_script.plan(False)["train"][1]) == ["--quick"]

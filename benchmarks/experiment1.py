@@ -1,0 +1,76 @@
+"""Experiment 1 end to end: ``python -m simlm.experiments.head_prompt experiment1``, timed as a user runs it.
+
+One subprocess, the default configuration (``--quick``: the experiment's own quick sizes) into a fresh
+results directory, so nothing is resumed: every world is generated, every transformer trained down its
+ε ladder, every head and prompt fitted and scored, the report, CSV and plot written.  Wall time includes
+the interpreter's start and every compilation.  Workers: the experiment's default (``auto``: a process
+per CPU core on a CPU, one process on an accelerator).
+
+Targets (issue 14): ≤ 8 min on an idle 2-core CPU; ≤ 5 min on a GPU/TPU.
+
+    .venv/bin/python benchmarks/experiment1.py            # the default experiment 1
+    .venv/bin/python benchmarks/experiment1.py --quick    # its --quick sizes (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
+import jax  # noqa: E402
+
+from _common import REPO_ROOT, write_json  # noqa: E402
+
+TARGET_S = {"cpu": 8 * 60, "accelerator": 5 * 60}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="the experiment's --quick sizes")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds before the experiment is stopped")
+    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "experiment1.json"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    backend = jax.default_backend()
+    kind = "cpu" if backend == "cpu" else "accelerator"
+    with tempfile.TemporaryDirectory(prefix="simlm-experiment1-") as tmp:
+        cmd = [sys.executable, "-m", "simlm.experiments.head_prompt", "experiment1", "--out", tmp, "--quiet"]
+        cmd += ["--quick"] if args.quick else []
+        print(f"experiment 1 end to end on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs: "
+              + " ".join(cmd[1:]), flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
+        wall = time.perf_counter() - started
+        payload_path = Path(tmp) / "experiment1" / "experiment1.json"
+        payload = json.loads(payload_path.read_text()) if payload_path.exists() else {}
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    ok = proc.returncode == 0 and bool(payload) and not payload.get("errors")
+    print(tail if not ok else proc.stdout[-1500:])
+    target = {"seconds": TARGET_S[kind], "device": kind, "value": wall,
+              "met": (wall <= TARGET_S[kind]) if ok and not args.quick else None}
+    print(f"\nexperiment 1: {wall:.0f} s wall ({payload.get('time_s', float('nan')):.0f} s inside run(), "
+          f"{payload.get('new_cells', '?')} cells, {len(payload.get('records', []))} records) — target ≤ "
+          f"{TARGET_S[kind]} s on {'a CPU' if kind == 'cpu' else 'an accelerator'}: "
+          + ("quick sizes, not judged" if args.quick else "met" if target["met"] else "MISSED"))
+    out = write_json(args.out, {
+        "benchmark": "experiment1", "config": {"quick": args.quick, "command": cmd[1:], "backend": backend},
+        "ok": ok, "returncode": proc.returncode, "wall_s": wall, "run_s": payload.get("time_s"),
+        "cells": payload.get("new_cells"), "records": len(payload.get("records", [])),
+        "errors": payload.get("errors"), "target": target, **({} if ok else {"output_tail": tail})})
+    print(f"wrote {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
