@@ -22,6 +22,7 @@ import pytest
 
 from simlm.downstream.tasks import PosteriorTask
 from simlm.models import finite
+from simlm.models.perturbed import perturbed_lm
 from simlm.theory.corrupted_channel import bayes_corrupted_probs
 from simlm.worlds import hmm_core as core
 from simlm.worlds.hmm import HMM
@@ -140,4 +141,12 @@ def test_corrupted_channel_posterior_is_exact(tmp_path):
     y = np.asarray(world.sample(jax.random.key(7), 2, 6))
     with compiled_products(tmp_path) as products:
         bayes_corrupted_probs(world, y, (0.2, 1.0, 0.0, 0.0))
+    assert_all_exact(products, at_least=1)
+
+
+def test_the_logit_noise_lm_is_the_same_lm_on_every_backend(tmp_path):
+    """An analytic LM at exact ε is defined by its computation: its noise direction is a full-float32 product."""
+    world = HMM.random(8, 3, 5)
+    with compiled_products(tmp_path) as products:
+        perturbed_lm(world, 0.05, "logit-noise", seed=0, n_eval=4, eval_length=6)
     assert_all_exact(products, at_least=1)

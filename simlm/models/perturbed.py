@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.precision import mm
 from simlm.models.base import WorldLM
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_per_sequence)
@@ -149,7 +150,7 @@ def _perturb(kind: str, logp, s, params) -> jax.Array:
         return jax.nn.log_softmax(logp / tau, axis=-1)
     if kind == "logit-noise":
         p = jnp.exp(logp)
-        h = (p @ params["W"].T) / jnp.linalg.norm(p, axis=-1, keepdims=True)
+        h = mm(p, params["W"].T) / jnp.linalg.norm(p, axis=-1, keepdims=True)  # full float32: one LM per seed
     elif kind == "rare-words":
         h = jnp.where(logp < jnp.log(params["threshold"]), params["g"], 0.0)
     else:  # task-adversarial
