@@ -42,14 +42,23 @@ def time_fn(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> T
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:
-    """Time several contenders round-robin (one call of each per round), so that load from other processes
-    falls on all of them alike and their ratio is fairer than from back-to-back :func:`time_fn` runs."""
+    """Time several contenders round-robin, so that load from other processes falls on all of them alike
+    and their ratio is fairer than from back-to-back :func:`time_fn` runs.
+
+    Each round gives every contender an untimed lead-in call, then its timed call: a timed call always
+    follows a call of the same contender, as in a user's loop.  A call can leave work behind after its
+    result is ready (thread-pool workers still spinning, deferred frees); this way each contender pays for
+    its own leftovers and never for another's.  Measured here without the lead-in: dynamax's filter
+    (``worlds.py``, K = 16) left enough to slow the next call by ~30 %, and in a plain round-robin that
+    next call was simlm's — the law ratio read 1.34–1.46× where each library's own steady state gave 2.0×.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(max(repeats, 1)):
         for name, fn in fns.items():
+            jax.block_until_ready(fn())  # the lead-in: absorbs what the previous contender left running
             start = time.perf_counter()
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)

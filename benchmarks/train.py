@@ -209,15 +209,16 @@ def interleaved(contenders: dict, args) -> dict:
 
     ``contenders`` maps a name to ``steps(k)`` (run k steps, return something to block on).  The
     chunks are interleaved — A, B, C, A, B, C, … — so that load from other processes on a shared machine
-    falls on every contender alike; a short pause between chunks lets torch's OpenMP workers stop
-    spinning before JAX runs."""
+    falls on every contender alike; each chunk starts with an untimed step of its own contender, which
+    absorbs what the previous one left running (torch's OpenMP workers spinning, deferred frees), as
+    ``_common.time_interleaved`` does."""
     ks = {}
     for name, steps in contenders.items():
         ks[name] = chunk_steps(time_fn(lambda: steps(1), repeats=1, warmup=0).median, args)
     times = {name: [] for name in contenders}
     for _ in range(args.repeats):
         for name, steps in contenders.items():
-            time.sleep(0.05)
+            jax.block_until_ready(steps(1))  # the lead-in
             start = time.perf_counter()
             jax.block_until_ready(steps(ks[name]))
             times[name].append((time.perf_counter() - start) / ks[name])
