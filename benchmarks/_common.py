@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,6 +65,21 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 5, 
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
     return {name: Timing(statistics.median(t), min(t), tuple(t)) for name, t in times.items()}
+
+
+def run_process_group(cmd: list[str], *, timeout: float, cwd=None) -> tuple[int | None, str]:
+    """Run ``cmd`` in a session of its own: ``(exit status, stdout and stderr)``, or ``(None, output so far)``
+    when it outlives ``timeout`` seconds — then the whole process group is killed, so nothing it started
+    (a worker pool, an experiment's subprocess) keeps the machine busy."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return None, output
 
 
 def machine_info() -> dict:

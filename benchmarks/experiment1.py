@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import jax  # noqa: E402
 
-from _common import REPO_ROOT, write_json  # noqa: E402
+from _common import REPO_ROOT, run_process_group, write_json  # noqa: E402
 
 TARGET_S = {"cpu": 8 * 60, "accelerator": 5 * 60}
 
@@ -35,7 +34,8 @@ TARGET_S = {"cpu": 8 * 60, "accelerator": 5 * 60}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the experiment's --quick sizes")
-    p.add_argument("--timeout", type=int, default=3600, help="seconds before the experiment is stopped")
+    p.add_argument("--timeout", type=int, default=3600,
+                   help="seconds before the experiment (and every process it started) is stopped; the JSON says so")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "experiment1.json"))
     return p.parse_args(argv)
 
@@ -50,22 +50,23 @@ def main(argv=None) -> int:
         print(f"experiment 1 end to end on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs: "
               + " ".join(cmd[1:]), flush=True)
         started = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
+        code, output = run_process_group(cmd, timeout=args.timeout, cwd=REPO_ROOT)
         wall = time.perf_counter() - started
         payload_path = Path(tmp) / "experiment1" / "experiment1.json"
-        payload = json.loads(payload_path.read_text()) if payload_path.exists() else {}
-    tail = (proc.stdout + proc.stderr)[-3000:]
-    ok = proc.returncode == 0 and bool(payload) and not payload.get("errors")
-    print(tail if not ok else proc.stdout[-1500:])
+        payload = json.loads(payload_path.read_text()) if code == 0 and payload_path.exists() else {}
+    tail = output[-3000:] + (f"\nstopped after {args.timeout} s (--timeout)" if code is None else "")
+    ok = code == 0 and bool(payload) and not payload.get("errors")
+    print(tail if not ok else output[-1500:])
     target = {"seconds": TARGET_S[kind], "device": kind, "value": wall,
               "met": (wall <= TARGET_S[kind]) if ok and not args.quick else None}
     print(f"\nexperiment 1: {wall:.0f} s wall ({payload.get('time_s', float('nan')):.0f} s inside run(), "
           f"{payload.get('new_cells', '?')} cells, {len(payload.get('records', []))} records) — target ≤ "
           f"{TARGET_S[kind]} s on {'a CPU' if kind == 'cpu' else 'an accelerator'}: "
-          + ("quick sizes, not judged" if args.quick else "met" if target["met"] else "MISSED"))
+          + ("did not finish" if not ok else "quick sizes, not judged" if args.quick
+             else "met" if target["met"] else "MISSED"))
     out = write_json(args.out, {
         "benchmark": "experiment1", "config": {"quick": args.quick, "command": cmd[1:], "backend": backend},
-        "ok": ok, "returncode": proc.returncode, "wall_s": wall, "run_s": payload.get("time_s"),
+        "ok": ok, "returncode": code, "timed_out": code is None, "wall_s": wall, "run_s": payload.get("time_s"),
         "cells": payload.get("new_cells"), "records": len(payload.get("records", [])),
         "errors": payload.get("errors"), "target": target, **({} if ok else {"output_tail": tail})})
     print(f"wrote {out}")

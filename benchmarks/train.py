@@ -20,8 +20,10 @@ parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtyp
 ``torch.autocast``).  On a GPU jax computes float32 products in TF32 by default, so the peer gets
 ``torch.backends.cuda.matmul.allow_tf32 = True`` too (like for like; recorded in the JSON).
 
-Model FLOP utilisation (GPU only): 6·N·tokens/s over the peak, ``--peak-tflops`` or the best of a large
-matmul measured here in the model's dtype.  On CPU the same ratio against a measured float32 matmul is
+Model FLOP utilisation (accelerators only): 6·N·tokens/s over the device's dense peak in the model's
+dtype — ``--peak-tflops``, else the datasheet figure for a known device (:data:`DATASHEET_TFLOPS`; float32
+means TF32, jax's default there), else the best of a large matmul measured here.  The measured matmul is
+recorded beside it either way (``fraction_of_measured_matmul``).  On CPU the same ratio against a measured float32 matmul is
 printed as a diagnostic ("÷ matmul").
 
 Target: simlm tokens/s ÷ HF tokens/s ≥ 1.5 at every size, on the real training path.
@@ -53,6 +55,17 @@ from simlm.train import TrainConfig, Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
 RATIO_TARGET = 1.5  # simlm / HF tokens/s, real training path, every size
+
+#: dense tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (SXM parts unless named), by a substring of
+#: jax's ``device_kind`` (first match wins); "float32" is TF32, what jax's default float32 product uses
+DATASHEET_TFLOPS = {"H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
+                    "H100": {"bfloat16": 989.4, "float32": 494.7},
+                    "H200": {"bfloat16": 989.4, "float32": 494.7},
+                    "A100": {"bfloat16": 312.0, "float32": 156.0}}
+
+
+def datasheet_peak(device_kind: str, dtype: str) -> float | None:
+    return next((peaks[dtype] for name, peaks in DATASHEET_TFLOPS.items() if name in device_kind), None)
 
 # name → (d_model, n_layers, n_heads, d_ff); ≈ 12·L·d² + (2V + T)·d parameters
 SIZES = {
@@ -267,7 +280,7 @@ class TorchSide:
         return float(loss.detach())  # a host sync (cuda included)
 
 
-def bench_size(name, world, peer, args, peak_tflops, on_gpu):
+def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_peak=None):
     d, L, H, f = shapes(name)
     mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
                            dtype=args.dtype)
@@ -296,7 +309,8 @@ def bench_size(name, world, peer, args, peak_tflops, on_gpu):
            "data_fraction": batch_s / t["simlm_train"]["median"]}
     row["simlm_tflops"] = 6 * sim.n_params * row["simlm_tok_s"] / 1e12
     row["fraction_of_peak"] = row["simlm_tflops"] / peak_tflops
-    row["mfu"] = row["fraction_of_peak"] if on_gpu else None
+    row["fraction_of_measured_matmul"] = row["simlm_tflops"] / measured_peak if measured_peak else None
+    row["mfu"] = row["fraction_of_peak"] if on_accelerator else None
     if hf is not None:
         row.update(params_hf=hf.gpt.n_params(), hf_attention=hf.gpt.attention,
                    hf_tok_s=tokens_per_step / t["hf"]["median"], hf_best_tok_s=tokens_per_step / t["hf"]["best"])
@@ -312,7 +326,7 @@ def bench_size(name, world, peer, args, peak_tflops, on_gpu):
 def main(argv=None) -> int:
     args = parse_args(argv)
     backend = jax.default_backend()
-    on_gpu = backend == "gpu"
+    on_gpu, on_accelerator = backend == "gpu", backend != "cpu"
     peer = (None, "disabled by --no-peer") if args.no_peer else load_peer()
     peer_info = {"available": peer[0] is not None}
     if peer[0] is not None:
@@ -329,11 +343,16 @@ def main(argv=None) -> int:
     world = HMM.random(args.seed, args.states, args.symbols)
     peaks = {}
     if args.peak_tflops is None:
-        for dtype in ["float32"] + (["bfloat16"] if on_gpu or args.dtype == "bfloat16" else []):
+        for dtype in ["float32"] + (["bfloat16"] if on_accelerator or args.dtype == "bfloat16" else []):
             peaks[dtype] = matmul_tflops(args.matmul_size, jnp.dtype(dtype))
+    kind = jax.devices()[0].device_kind
+    sheet = datasheet_peak(kind, args.dtype) if on_accelerator else None
+    # MFU against the model's own dtype: a bfloat16 model is held to the bfloat16 peak
     if args.peak_tflops is not None:
         peak, peak_source = args.peak_tflops, "--peak-tflops"
-    else:  # MFU against the model's own dtype: a bfloat16 model is held to the bfloat16 peak
+    elif sheet is not None:
+        peak, peak_source = sheet, f"{kind} datasheet, dense {args.dtype}"
+    else:
         peak, peak_source = peaks[args.dtype], f"measured {args.matmul_size}² {args.dtype} matmul"
 
     print(f"simlm train-step benchmark on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs; "
@@ -353,7 +372,7 @@ def main(argv=None) -> int:
               "this machine; timings are interleaved so they fall on both sides alike, but absolute numbers suffer")
     rows = []
     for name in args.sizes:
-        rows.append(bench_size(name, world, peer, args, peak, on_gpu))
+        rows.append(bench_size(name, world, peer, args, peak, on_accelerator, peaks.get(args.dtype)))
         r = rows[-1]
         print(f"  {name}: simlm {r['params_simlm']:,} params"
               + (f", HF {r['params_hf']:,} params" if r["params_hf"] else "") + " — done", flush=True)
@@ -365,7 +384,8 @@ def main(argv=None) -> int:
             ("data_fraction", "batch share"), ("hf_tok_s", "HF tok/s"), ("ratio", "simlm/HF"),
             ("ratio_step_only", "simlm/HF (step)"), ("ratio_best", "simlm/HF (best chunks)"),
             ("simlm_tflops", "simlm TFLOP/s (6N)")]
-    cols += [("mfu", "MFU")] if on_gpu else [("fraction_of_peak", "÷ matmul")]
+    cols += ([("mfu", "MFU"), ("fraction_of_measured_matmul", "÷ measured matmul")] if on_accelerator
+             else [("fraction_of_peak", "÷ matmul")])
     print_table(rows, cols, title=f"train-step throughput, tokens/s ({args.batch}×{args.seq_len} tokens a step)")
 
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]

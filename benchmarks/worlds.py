@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, time_interleaved, write_json  # noqa: E402
 from peers import add_precision_option, import_peer, pinned, precision_record, unavailable  # noqa: E402
+from simlm import precision  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm as hmm_module  # noqa: E402
 
@@ -127,7 +128,7 @@ def matmul_reference(n: int):
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.random.normal(ka, (n, n), jnp.float32)
     b = jax.random.normal(kb, (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
+    mm = jax.jit(precision.mm)  # full float32, as simlm's forward pass beside it
     return (lambda: mm(a, b)), 2 * n**3
 
 
@@ -184,7 +185,7 @@ def bench_one(K: int, args, matmul) -> dict:
             row[f"{name}_ratio_simlm_dynamax"] = t["dynamax"].median / t["simlm"].median
             row[f"{name}_ratio_simlm_dynamax_paired"] = paired(t["dynamax"], t["simlm"])
             # CPU seconds of the timed calls (warm-up excluded): the ratio of work, robust to load
-            cpu_s = {k: statistics.median(v[-2 * args.repeats:][1::2]) for k, v in cpu.items()}  # lead-ins skipped
+            cpu_s = {k: statistics.median(v[args.warmup:][1::2]) for k, v in cpu.items()}  # warm-up, lead-ins skipped
             row[f"{name}_ratio_simlm_dynamax_cpu"] = cpu_s["dynamax"] / cpu_s["simlm"]
     if DYNAMAX is not None:
         p_simlm, p_dyn = (pinned(laws[k], args.precision)()[0] for k in ("simlm", "dynamax"))
