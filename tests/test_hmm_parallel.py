@@ -138,3 +138,32 @@ def test_automatic_choice_is_sequential_on_cpu_and_bad_values_are_refused():
     for bad in (1, "yes", np.bool_(True)):
         with pytest.raises(ConfigError, match="parallel"):
             core.use_parallel(bad, 8)
+
+
+def test_on_an_accelerator_the_automatic_choice_keeps_the_scan_within_its_memory_cap(monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    long, cap = core.PARALLEL_MIN_LENGTH, core.PARALLEL_MAX_BYTES
+    assert core.use_parallel(None, long, 16) is True
+    assert core.use_parallel(None, long - 1, 16) is False
+    K = 64
+    n = cap // (long * K * K * 4)  # the most sequences whose scan fits: n·T·K²·4 bytes ≤ the cap
+    assert core.use_parallel(None, long, K, n) is True and core.use_parallel(None, long, K, n + 1) is False
+    # the worlds benchmark's accelerator sizes, B = 1024, T = 2048 at K = 256: 550 GB of scan (one: 0.5 GB)
+    assert core.use_parallel(None, 2048, 256, 1024) is False and core.use_parallel(None, 2048, 256, 1) is True
+
+
+def test_the_batched_entry_points_decide_for_the_whole_batch(monkeypatch):
+    """Under vmap a core function sees one sequence; core.batched sees n and passes the choice down."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    calls = []
+    scan = hmm_parallel.forward
+    monkeypatch.setattr(hmm_parallel, "forward", lambda *a: calls.append(a[-1].shape) or scan(*a))
+    T = core.PARALLEL_MIN_LENGTH
+    monkeypatch.setattr(core, "PARALLEL_MAX_BYTES", 2 * T * K * K * 4)  # room for two sequences' scan
+    rng = np.random.default_rng(0)
+    pi, A, B = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), K), rng.dirichlet(np.ones(V), K)
+    x = jnp.asarray(rng.integers(0, V, (3, T)), jnp.int32)
+    logprobs = core.batched(core.token_logprobs)  # a new jitted function: traced afresh here
+    two, three = logprobs(pi, A, B, x[:2]), logprobs(pi, A, B, x)
+    assert calls == [(T,)]  # the scan for n = 2 only; n = 3 ran the sequential filter
+    np.testing.assert_allclose(two, three[:2], rtol=1e-5, atol=1e-6)

@@ -297,11 +297,13 @@ def data_chain(world, task=None) -> core.Chain:
     return chain
 
 
-@jax.jit
-def _predicted_state(initial, transition, emission, prefix):
-    """p(h_{T'+1} | x_1:T') ``(n, K)`` and the per-step log-probs ``(n, T')``."""
-    fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, prefix)
-    return core.predict(fw.filtered[:, -1], transition), fw.token_logprobs
+def _predicted_one(initial, transition, emission, prefix, parallel=None):
+    fw = core.forward(initial, transition, emission, prefix, parallel)
+    return core.predict(fw.filtered[-1], transition), fw.token_logprobs
+
+
+#: p(h_{T'+1} | x_1:T') ``(n, K)`` and the per-step log-probs ``(n, T')``.
+_predicted_state = core.batched(_predicted_one)
 
 
 @jax.jit

@@ -83,7 +83,7 @@ def _float64(fn, *args) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(o, np.float64) for o in (out if isinstance(out, tuple) else (out,)))
 
 
-_prepended_posterior = jax.jit(jax.vmap(core.prepended_state_posterior, in_axes=(None, None, None, 0)))
+_prepended_posterior = core.batched(core.prepended_state_posterior)
 _prompted_posterior = jax.jit(jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0)))
 _prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(prompting.prompt_reweighting)
 

@@ -21,31 +21,26 @@ from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dt
 from simlm.worlds.families import random_parameters
 
 
-def _batched(fn):
-    """jit(vmap(fn)) over sequences for a core function fn(initial, transition, emission, tokens)."""
-    return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))
-
-
 # Small shapes run on a few padded bucket shapes, so that a new (n, K, V, T) rarely compiles (buckets.py).
 _LAWS, _STATES = (("T", "V"), ("T",)), (("T", "K"), ("T",))
-token_logprobs = buckets.bucketed(_batched(core.token_logprobs), (("T",),))
+# core.batched: jit(vmap) over sequences, the parallel-or-sequential choice made for the whole batch.
+token_logprobs = buckets.bucketed(core.batched(core.token_logprobs), (("T",),))
 log_likelihood = buckets.bucketed_log_likelihood(token_logprobs)
-next_token_probs = buckets.bucketed(_batched(core.next_token_probs), _LAWS)
-smoothed_posterior = buckets.bucketed(_batched(core.smoothed_posterior), _STATES)
-masked_state_posterior = buckets.bucketed(_batched(core.masked_state_posterior), _STATES)
-masked_token_probs = buckets.bucketed(_batched(core.masked_token_probs), _LAWS)
-prepended_state_posterior = buckets.bucketed(_batched(core.prepended_state_posterior), (("K",), ("T",)))
-prepended_mask_probs = buckets.bucketed(_batched(core.prepended_mask_probs), (("V",), ("T",)))
+next_token_probs = buckets.bucketed(core.batched(core.next_token_probs), _LAWS)
+smoothed_posterior = buckets.bucketed(core.batched(core.smoothed_posterior), _STATES)
+masked_state_posterior = buckets.bucketed(core.batched(core.masked_state_posterior), _STATES)
+masked_token_probs = buckets.bucketed(core.batched(core.masked_token_probs), _LAWS)
+prepended_state_posterior = buckets.bucketed(core.batched(core.prepended_state_posterior), (("K",), ("T",)))
+prepended_mask_probs = buckets.bucketed(core.batched(core.prepended_mask_probs), (("V",), ("T",)))
 
 
-@jax.jit
-def _filtered_posterior(initial, transition, emission, tokens):
-    fw = jax.vmap(core.forward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
+def _filtered(initial, transition, emission, tokens, parallel=None):
+    fw = core.forward(initial, transition, emission, tokens, parallel)
     return fw.filtered, fw.token_logprobs
 
 
 #: p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted.
-filtered_posterior = buckets.bucketed(_filtered_posterior, _STATES)
+filtered_posterior = buckets.bucketed(core.batched(_filtered), _STATES)
 
 #: ``(tokens, states)``, each (n, T) int32, from raw parameters (``buckets.sample_tokens``).
 sample_tokens = buckets.sample_tokens

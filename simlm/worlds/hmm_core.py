@@ -22,8 +22,11 @@ unchanged, so no NaN ever appears.
 Parallel in time.  Every inference function takes ``parallel``: ``False`` runs the sequential scans
 here, ``True`` the associative scans of :mod:`simlm.worlds.hmm_parallel` (O(T·K³) work, O(log T)
 depth; the same outputs to rounding), and ``None`` (the default) chooses by :func:`use_parallel` —
-parallel on an accelerator for T ≥ :data:`PARALLEL_MIN_LENGTH`, sequential on a CPU, where the K-fold
-extra work is never repaid.
+parallel on an accelerator for T ≥ :data:`PARALLEL_MIN_LENGTH` while the scan's n·T·K² floats fit in
+:data:`PARALLEL_MAX_BYTES`, sequential otherwise and always on a CPU, where the K-fold extra work is
+never repaid.  (A batch that large has n·K² work in every sequential step, enough to fill a device.)
+Under ``vmap`` a core function sees one sequence; the batched entry points of :mod:`simlm.worlds.hmm`
+decide for the whole batch (:func:`batched`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from simlm.worlds import hmm_parallel
 
 #: the shortest sequence for which ``parallel=None`` picks the associative scan on an accelerator.
 PARALLEL_MIN_LENGTH = 64
+#: the most the associative scan may hold (n·T·K² floats, every level of the scan) for ``parallel=None``
+#: to pick it: above this it would exhaust an accelerator's memory, where the sequential scan needs n·T·K
+PARALLEL_MAX_BYTES = 1 << 30
 
 
 class Chain(NamedTuple):
@@ -123,13 +129,34 @@ def _filter_and_predict(pred, lik, transition):
     return predict(joint, transition) * scale, logc
 
 
-def use_parallel(parallel, length: int) -> bool:
+def _scan_size(emission) -> tuple[int, int, int]:
+    """(K, one sequence, bytes a float) for :func:`use_parallel` inside a core function."""
+    return emission.shape[0], 1, emission.dtype.itemsize
+
+
+def batched(fn):
+    """``jit(vmap(fn))`` over the sequences of ``fn(initial, transition, emission, tokens, parallel)``, with
+    ``parallel=None`` decided for the whole (n, T) batch (:func:`use_parallel` with n sequences), at trace
+    time from the static shapes."""
+
+    def run(initial, transition, emission, tokens):
+        (n, T), K = tokens.shape, emission.shape[0]
+        parallel = use_parallel(None, T, K, n, emission.dtype.itemsize)
+        return jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
+
+    return jax.jit(run)
+
+
+def use_parallel(parallel, length: int, n_states: int = 1, n_sequences: int = 1, itemsize: int = 4) -> bool:
     """Whether to run the associative scan: ``parallel`` if it is True or False; for None, True exactly
-    when the default backend is not the CPU and ``length`` ≥ :data:`PARALLEL_MIN_LENGTH` (on a CPU the
-    sequential scan does K times less work and both run one core's worth of width).  Anything else
-    raises :class:`ConfigError` (at trace time, before compiling)."""
+    when the default backend is not the CPU, ``length`` ≥ :data:`PARALLEL_MIN_LENGTH` and the scan's
+    ``n_sequences · length · n_states²`` floats of ``itemsize`` bytes fit in :data:`PARALLEL_MAX_BYTES`
+    (on a CPU the sequential scan does K times less work and both run one core's worth of width).
+    Anything else raises :class:`ConfigError` (at trace time, before compiling)."""
     if parallel is None:
-        return jax.default_backend() != "cpu" and length >= PARALLEL_MIN_LENGTH
+        scan_bytes = int(n_sequences) * int(length) * int(n_states) ** 2 * int(itemsize)
+        return (jax.default_backend() != "cpu" and length >= PARALLEL_MIN_LENGTH
+                and scan_bytes <= PARALLEL_MAX_BYTES)
     if not isinstance(parallel, bool):
         raise ConfigError(f"parallel: expected True, False or None (choose by backend), got {parallel!r}")
     return parallel
@@ -142,7 +169,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
-    if use_parallel(parallel, tokens.shape[0]):
+    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
         return Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
@@ -158,7 +185,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
 def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
-    if use_parallel(parallel, tokens.shape[0]):
+    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
         return hmm_parallel.forward(initial, transition, emission, tokens)[2]
     columns = emission.T
 
@@ -173,7 +200,7 @@ def log_likelihood(initial, transition, emission, tokens, parallel=None) -> jax.
 def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
-    if use_parallel(parallel, tokens.shape[0]):
+    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
         return hmm_parallel.backward(transition, emission, tokens)
     columns = emission.T
     K = emission.shape[0]
@@ -188,7 +215,7 @@ def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, ja
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
-    if use_parallel(parallel, tokens.shape[0]):
+    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
         fw = forward(initial, transition, emission, tokens, True)
         return mm(fw.predicted, emission), fw.token_logprobs
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
