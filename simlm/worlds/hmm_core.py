@@ -85,8 +85,9 @@ def predict(alpha: jax.Array, transition: jax.Array) -> jax.Array:
     """p_{t+1} = α_t A for a dense or block-diagonal A; ``alpha (..., K)``."""
     a = _blocks(alpha, transition)
     if transition.ndim == 2:
-        return mm(a, transition).reshape(alpha.shape)
-    out = jnp.einsum("...gi,gij->...gj", a, transition, precision=EXACT)
+        out = mm(a, transition)
+    else:
+        out = jnp.einsum("...gi,gij->...gj", a, transition, precision=EXACT)
     return out.reshape(alpha.shape)
 
 
@@ -94,8 +95,9 @@ def retrodict(beta: jax.Array, transition: jax.Array) -> jax.Array:
     """A β (the backward step) for a dense or block-diagonal A; ``beta (..., K)``."""
     b = _blocks(beta, transition)
     if transition.ndim == 2:
-        return mm(b, transition.T).reshape(beta.shape)
-    out = jnp.einsum("gij,...gj->...gi", transition, b, precision=EXACT)
+        out = mm(b, transition.T)
+    else:
+        out = jnp.einsum("gij,...gj->...gi", transition, b, precision=EXACT)
     return out.reshape(beta.shape)
 
 
@@ -129,9 +131,10 @@ def _filter_and_predict(pred, lik, transition):
     return predict(joint, transition) * scale, logc
 
 
-def _scan_size(emission) -> tuple[int, int, int]:
-    """(K, one sequence, bytes a float) for :func:`use_parallel` inside a core function."""
-    return emission.shape[0], 1, emission.dtype.itemsize
+def _parallel(parallel, emission, length: int, n_sequences: int = 1) -> bool:
+    """:func:`use_parallel` for ``n_sequences`` of ``length`` tokens of the chain with this ``emission`` (its
+    K states and float size); one sequence inside a core function, the whole batch in :func:`batched`."""
+    return use_parallel(parallel, length, emission.shape[0], n_sequences, emission.dtype.itemsize)
 
 
 def batched(fn):
@@ -140,8 +143,8 @@ def batched(fn):
     time from the static shapes."""
 
     def run(initial, transition, emission, tokens):
-        (n, T), K = tokens.shape, emission.shape[0]
-        parallel = use_parallel(None, T, K, n, emission.dtype.itemsize)
+        n, T = tokens.shape
+        parallel = _parallel(None, emission, T, n)
         return jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
 
     return jax.jit(run)
@@ -169,7 +172,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
-    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
+    if _parallel(parallel, emission, tokens.shape[0]):
         return Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
@@ -185,7 +188,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
 def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
-    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
+    if _parallel(parallel, emission, tokens.shape[0]):
         return hmm_parallel.forward(initial, transition, emission, tokens)[2]
     columns = emission.T
 
@@ -200,7 +203,7 @@ def log_likelihood(initial, transition, emission, tokens, parallel=None) -> jax.
 def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
-    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
+    if _parallel(parallel, emission, tokens.shape[0]):
         return hmm_parallel.backward(transition, emission, tokens)
     columns = emission.T
     K = emission.shape[0]
@@ -215,7 +218,7 @@ def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, ja
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
-    if use_parallel(parallel, tokens.shape[0], *_scan_size(emission)):
+    if _parallel(parallel, emission, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
         return mm(fw.predicted, emission), fw.token_logprobs
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
