@@ -119,7 +119,7 @@ def test_longer_prompts_stay_feasible_and_correct(k):
 def test_prompt_infeasible_when_every_state_leaks_off_the_support():
     world = _prompt_world(np.full(4, .25))
     pf = hp.prompt_feasibility(world, MU_S)
-    assert not pf.feasible and pf.gate == () and "no hidden state transitions only into supp" in pf.reason
+    assert not pf.feasible and pf.gate == () and "no hidden state transitions only into S" in pf.reason
     rec = hp.check_head_prompt_conditions(world, MU_S, _inputs(world, n=20, T=3))
     assert not rec.prompt_holds and rec.prompt_check is None and rec.consistent
 

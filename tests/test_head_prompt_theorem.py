@@ -61,22 +61,48 @@ def test_head_theorem_where_mu_is_in_the_column_space(case):
 def test_prompt_theorem_where_the_conditions_hold_exactly(case):
     """Prompt feasible at δ = 0 (exact zeros) and B_S of full row rank ⇒ the constructive prompt confines
     P(H_0 | z, x) to S exactly and prompt + head b = B_S⁺(μ_S ⊘ r_S) classify every input with margin."""
-    world, mu, k = case
+    _check_prompt_theorem(*case)
+
+
+@st.composite
+def _worlds_with_zeros_in_pi(draw):
+    """A sparse world whose π is zero on a nonempty proper subset of the states, so a prompt can carry
+    mass onto a state that P(H_0 | x) never visits (sparse worlds draw such π too, but rarely)."""
+    world, mu, k = draw(_cases())
+    pi, A, B = params(world)
+    K = len(pi)
+    zero = np.array(draw(st.lists(st.booleans(), min_size=K, max_size=K)))
+    if zero.all() or not zero.any():
+        zero = np.arange(K) == draw(st.integers(0, K - 1))
+    return HMM(np.where(zero, 0.0, pi) / pi[~zero].sum(), A, B), mu, k
+
+
+@given(_worlds_with_zeros_in_pi())
+def test_prompt_theorem_when_pi_has_zeros(case):
+    """States with π_h = 0 count as off S = supp μ ∩ supp π: P(H_0 = h | x) = 0 for every x, but a
+    prompt could move mass there, where P(H_0 | z, x) ∝ P(H_0 | x) ∘ r fails."""
+    _check_prompt_theorem(*case)
+
+
+def _check_prompt_theorem(world, mu, k):
     pi, A, B = params(world)
     pf, sr = hp.prompt_feasibility(world, mu, k=k, tol=0.0), hp.support_rank(world, mu)
     assert pf.tol == 0.0 and sr.full_row_rank == (sr.margin > 0)
     assert feasibility_range(world, mu, k=k).exact == pf.feasible  # the δ scan agrees at δ = 0
+    S = (mu != 0) & (pi > 0)
+    assert pf.support == tuple(np.flatnonzero(S)) and sr.support == pf.support
     event(f"prompt condition holds: {pf.feasible and sr.full_row_rank}")
     if not (pf.feasible and sr.full_row_rank):
         return
     xs, p = _every_input(world)
     lm = label_margins(mu, p)
     b = hp.prompt_head(world, mu, pf.prompt)
-    S = mu != 0
     for x, post, m in zip(xs, p, lm.margins):
+        q = prompted_state_law(pi, A, B, pf.prompt, x)
+        if q.sum() > 0:  # the identity the theory rests on: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r
+            np.testing.assert_allclose(q, post * pf.reweighting / (post @ pf.reweighting), atol=1e-9)
         if m < lm.threshold:  # no margin: includes every x the prompt makes impossible (P(S | x) = 0)
             continue
-        q = prompted_state_law(pi, A, B, pf.prompt, x)
         assert np.all(q[~S] == 0)
         assert (q @ B @ b >= 0) == (post @ mu >= 0)
 

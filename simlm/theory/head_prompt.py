@@ -6,7 +6,9 @@ position 0 is prepended before the input x = x_1:T (H_0 ~ π, H_1 ~ πA); the op
 
     P(H_0 = h | x) ∝ π_h β_0(h),   β_0(h) = P(x_1:T | H_0 = h),   φ(x) = Bᵀ P(H_0 | x) ∈ R^V.
 
-The downstream task is y(x) = 1[μᵀ P(H_0 | x) ≥ 0] for a task vector μ ∈ R^K, S = supp(μ).
+The downstream task is y(x) = 1[μᵀ P(H_0 | x) ≥ 0] for a task vector μ ∈ R^K, S = supp(μ) ∩ supp(π):
+a state with π_h = 0 has P(H_0 = h | x) = 0 for every x, so μ_h never changes a label, but a prompt can
+move mass onto it, where r = α ⊘ π below is undefined — the prompt must keep off it like any h ∉ S.
 
 Head tuning.  A linear head scores bᵀφ(x) = (B b)ᵀ P(H_0 | x).  If μ = B b for some b (μ ∈ col(B)) the
 score *is* μᵀP(H_0|x), so sign(head) = y on every input; rank B = K (non-degeneracy) puts every μ in
@@ -100,6 +102,13 @@ def check_task_vector(mu, K: int) -> np.ndarray:
     return m
 
 
+def prompt_task_vector(mu, pi) -> np.ndarray:
+    """μ (K,) as float64, zeroed where π = 0: the same labels 1[μᵀP(H_0|x) ≥ 0] on every x (P(H_0 = h | x)
+    = 0 where π_h = 0), and its support S = supp μ ∩ supp π is the one the prompt theory needs (module
+    docstring).  S is empty when μ lives where π = 0 (the task is then constant: μᵀP(H_0|x) = 0)."""
+    return np.where(pi > 0, check_task_vector(mu, len(pi)), 0.0)
+
+
 def _posterior(world, tokens, U=None) -> np.ndarray:
     """P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64."""
     pi, A, B = chain64(world)
@@ -170,7 +179,7 @@ class Verification:
 
 @dataclass(frozen=True)
 class SupportRank:
-    """B_S, the emission rows on S = supp(μ): rank, σ_min, full row rank |S|."""
+    """B_S, the emission rows on S = supp(μ) ∩ supp(π): rank, σ_min, full row rank |S|."""
     support: tuple
     rank: int
     sigma_min: float
@@ -315,10 +324,12 @@ def _check_head(b, V):
 
 
 def support_rank(world, mu, *, tol: float = _TOL) -> SupportRank:
-    """Rank and σ_min of B_S (|S|, V), S = supp(μ): full row rank |S| is the prompt-tuning condition."""
+    """Rank and σ_min of B_S (|S|, V), S = supp(μ) ∩ supp(π): full row rank |S| is the prompt-tuning condition."""
     tol = check_positive("tol", tol)
-    B = chain64(world)[2]
-    S = np.flatnonzero(check_task_vector(mu, B.shape[0]))
+    pi, _, B = chain64(world)
+    S = np.flatnonzero(prompt_task_vector(mu, pi))
+    if not S.size:  # μ lives where π = 0: no states to read, and the prompt condition cannot hold
+        return SupportRank((), 0, 0.0, False, tol, -tol)
     rank, s, smin, _ = _row_spectrum(B[S], tol)
     return SupportRank(tuple(int(h) for h in S), rank, smin, rank == len(S), tol, _rank_margin(s, tol))
 
@@ -351,7 +362,7 @@ def prompt_graph(pi, A, support, k: int, delta: float) -> tuple:
 
 
 def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
-    """Can k prompt tokens make r vanish off S = supp(μ) and stay positive on S?  (Module docstring.)
+    """Can k prompt tokens make r vanish off S = supp(μ) ∩ supp(π) and stay positive on S?  (Module docstring.)
 
     Edges are A[g,h] > tol·max_h' A[g,h'] (``tol`` = δ ≥ 0; 0 keeps every positive entry; compared as A[g,h]/max_h' A[g,h'] > δ); supp π
     likewise.  Forward reach R_1 = supp π, R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k;
@@ -359,18 +370,20 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
     = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
     tol, k = check_non_negative("tol", tol, finite=True), prompting.check_prompt_length(k)
     pi, A, _ = chain64(world)
-    m = check_task_vector(mu, len(pi))
-    S = m != 0
+    S = prompt_task_vector(mu, pi) != 0
     reach, gate, allowed, uncovered = prompt_graph(pi, A, S, k, tol)
     U = np.stack(allowed).astype(np.float64)
-    if not gate.any():
-        reason = ("no hidden state transitions only into supp(μ): every g has A[g, h] > tol for some h ∉ S, "
+    if not S.any():
+        reason = ("μ is nonzero only where π = 0, where P(H_0 | x) puts no mass: S = supp(μ) ∩ supp(π) is empty "
+                  "and the task 1[μᵀP(H_0|x) ≥ 0] is constant")
+    elif not gate.any():
+        reason = ("no hidden state transitions only into S = supp(μ) ∩ supp(π): every g has A[g, h] > tol for some h ∉ S, "
                   "so no prompt makes P(H_0 | z, x) vanish off S")
     elif not allowed[-1].any():
-        reason = (f"states {_states(gate)} transition only into supp(μ) but none is reachable at prompt step "
+        reason = (f"states {_states(gate)} transition only into S but none is reachable at prompt step "
                   f"{k} from supp(π) = {_states(reach[0])}")
     elif uncovered.any():
-        reason = (f"states {_states(uncovered)} of supp(μ) cannot be entered from the allowed last-step prompt "
+        reason = (f"states {_states(uncovered)} of S cannot be entered from the allowed last-step prompt "
                   f"states {_states(allowed[-1])}, so the prompted posterior vanishes on them")
     else:
         reason = ""
@@ -389,13 +402,13 @@ def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
     """The head on prompted masked outputs, b = B_S⁺(μ_S ⊘ r_S) (V,): B_S b = μ_S ⊘ r_S when B_S has
     full row rank, which undoes the prompt's reweighting on S (module docstring)."""
     tol = check_positive("tol", tol)
-    _, _, B = chain64(world)
-    m = check_task_vector(mu, B.shape[0])
+    pi, _, B = chain64(world)
+    m = prompt_task_vector(mu, pi)
     S = np.flatnonzero(m)
     r = _reweighting(world, U)[1][S]
     if not np.all(r > 0):
         raise ConfigError(f"U: the prompt's reweighting vanishes on states {tuple(int(h) for h in S[~(r > 0)])} "
-                          "of supp(μ), so no head can undo it there")
+                          "of S = supp(μ) ∩ supp(π), so no head can undo it there")
     return np.linalg.lstsq(B[S], m[S] / r, rcond=tol)[0]
 
 
@@ -403,8 +416,8 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
     """Score bᵀBᵀP(H_0 | z, x) with prompt U (k, K) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens``; also
     the largest posterior mass the prompted posterior leaves off S."""
     margin = check_positive("margin", margin)
-    B = chain64(world)[2]
-    m, b = check_task_vector(mu, B.shape[0]), _check_head(b, B.shape[1])
+    pi, _, B = chain64(world)
+    m, b = prompt_task_vector(mu, pi), _check_head(b, B.shape[1])
     p, q = state_posterior0(world, tokens), _posterior(world, tokens, U)
     return replace(_verify(m, p, q, B, b, margin), max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
 
@@ -499,6 +512,6 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
 __all__ = [
     "EmissionRank", "HeadRealisability", "Verification", "SupportRank", "PromptFeasibility", "MemoryRank",
     "FailureCertificate", "HeadPromptConditions", "state_posterior0", "emission_rank", "head_realisability", "verify_head",
-    "chain64", "check_task_vector", "relative_entries", "support_rank", "prompt_graph", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
+    "chain64", "check_task_vector", "prompt_task_vector", "relative_entries", "support_rank", "prompt_graph", "prompt_feasibility", "prompt_head", "verify_prompt", "memory_rank", "failure_certificate",
     "check_head_prompt_conditions",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 
 from simlm.checks import check_positive, check_real_array
 from simlm.errors import ShapeError
-from simlm.theory.head_prompt import chain64, check_task_vector, prompt_graph, relative_entries
+from simlm.theory.head_prompt import chain64, prompt_graph, prompt_task_vector, relative_entries
 from simlm.worlds import prompting
 
 #: inputs with label margin below this × the task's scale count as having no margin.
@@ -50,11 +50,11 @@ class FeasibilityRange:
 
 
 def feasibility_range(world, mu, *, k: int = 1) -> FeasibilityRange:
-    """The soft-zero thresholds δ for which k prompt tokens can confine P(H_0 | z, x) to S = supp(μ)
+    """The soft-zero thresholds δ for which k prompt tokens can confine P(H_0 | z, x) to S = supp(μ) ∩ supp(π)
     (:func:`~simlm.theory.head_prompt.prompt_graph` at one δ per piece; module docstring)."""
     k = prompting.check_prompt_length(k)
     pi, A, _ = chain64(world)
-    S = check_task_vector(mu, len(pi)) != 0
+    S = prompt_task_vector(mu, pi) != 0
     rel = np.concatenate([relative_entries(A).ravel(), relative_entries(pi)])
     cuts = np.unique(np.concatenate([[0.0], rel[(rel > 0) & (rel < 1)]]))  # δ at which the graph changes
     ok = np.array([_holds(*prompt_graph(pi, A, S, k, d)) for d in cuts])

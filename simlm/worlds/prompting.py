@@ -11,7 +11,7 @@ and for an input x_1:T after it, or a masked position 0 between the prompt and x
     P(H_0 | z, x) ∝ α ∘ β_0(x),   β_0(h) ∝ P(x_1:T | H_0 = h)           (:func:`prompted_state_posterior`).
 
 Since P(H_0 | x) ∝ π ∘ β_0(x), the prompt reweights every posterior by the same x-independent vector
-r = α ⊘ π (:func:`prompt_reweighting`): P(H_0 | z, x) ∝ P(H_0 | x) ∘ r.
+r = α ⊘ π (:func:`prompt_reweighting`): P(H_0 | z, x) ∝ P(H_0 | x) ∘ r, wherever α vanishes where π does.
 
 Every function here is pure ``jnp`` over one sequence, ``jax.jit``/``jax.vmap``-able, with the chain in
 :mod:`simlm.worlds.hmm_core`'s convention (``transition`` dense ``(K, K)``, a shared ``(k, k)`` block or a
@@ -83,8 +83,10 @@ def prompt_prior(initial, transition, likelihoods) -> jax.Array:
 
 def prompt_reweighting(initial, transition, likelihoods) -> jax.Array:
     """r = α ⊘ π scaled so that max r = 1, shape ``(K,)``: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every input x.
-    For k = 1, r ∝ Aᵀ(π ∘ u) ⊘ π.  States with π_h = 0 get r_h = 0: P(H_0 = h | x) = 0 there for every x,
-    so any value gives the same prompted posterior, and 0 keeps r finite."""
+    For k = 1, r ∝ Aᵀ(π ∘ u) ⊘ π.  States with π_h = 0 get r_h = 0, which keeps r finite; the identity then
+    holds only for prompts with α_h = 0 wherever π_h = 0 (P(H_0 = h | x) = 0 for every x, while P(H_0 = h | z,
+    x) ∝ α_h β_0(h) need not be) — the prompts of :func:`simlm.theory.head_prompt.prompt_feasibility`, which
+    treat such states as off the task's support."""
     alpha = prompt_prior(initial, transition, likelihoods)
     r = jnp.where(initial > 0, alpha / jnp.where(initial > 0, initial, 1.0), 0.0)
     top = r.max()
