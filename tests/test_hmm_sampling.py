@@ -1,8 +1,12 @@
 """Sampling matches the exact laws (fixed seeds, stated tolerances) and is reproducible."""
 
+import jax.numpy as jnp
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from simlm import HMM
+from simlm.worlds import hmm_core as core
 
 N = 40_000
 
@@ -47,6 +51,24 @@ def test_zero_probability_states_and_symbols_are_never_sampled():
     x, h = hmm.sample(0, 2000, 5, return_states=True)
     assert not np.any(np.asarray(h) == 0)
     assert np.all(np.isfinite(np.asarray(hmm.log_likelihood(x))))
+
+
+@given(st.lists(st.sampled_from([0.0, 0.0, 1e-7, 0.1, 0.3, 1.0]), min_size=1, max_size=6).filter(any),
+       st.floats(0.0, 1e-6))
+def test_inverse_cdf_never_picks_a_zero_probability_entry_of_a_row_summing_a_little_below_one(row, short):
+    """A row accepted within tolerance may sum to 1 − 1e-6 and end in zeros: a uniform in the gap must land
+    on the last positive entry, not on the zeros after it (only the last column was guarded before)."""
+    p = np.asarray(row) / sum(row) * (1 - short)
+    u = np.concatenate([np.linspace(0, 1, 2001, endpoint=False), [np.nextafter(np.float32(1), 0)]])
+    cum = core.cumulative_rows(jnp.asarray(p, jnp.float32))
+    picked = np.asarray(core.inverse_cdf(cum[None], jnp.asarray(u, jnp.float32)))
+    assert np.all(p[picked] > 0)
+
+
+def test_a_world_whose_rows_sum_just_below_one_never_samples_an_impossible_token():
+    hmm = HMM([1.0], [[1.0]], [[0.5, 0.499999, 0.0]])  # accepted: within the default 1e-6
+    x = np.asarray(hmm.sample(0, 4096, 1024))  # ~4 draws in the gap
+    assert not np.any(x == 2) and np.all(np.isfinite(np.asarray(hmm.log_likelihood(x))))
 
 
 def test_entropy_rate_matches_an_iid_worlds_entropy():

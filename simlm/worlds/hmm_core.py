@@ -292,10 +292,13 @@ def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -
 # ---- sampling -----------------------------------------------------------------------------------
 
 def cumulative_rows(probs: jax.Array) -> jax.Array:
-    """Row-wise CDFs for inverse-CDF sampling, with the last entry guarded to 2 so that a uniform in
-    [0, 1) always lands in a row even when rounding leaves the CDF's end just below 1."""
-    cum = jnp.cumsum(probs, axis=-1)
-    return cum.at[..., -1].set(2.0)
+    """Row-wise CDFs for inverse-CDF sampling, guarded to 2 from each row's last positive entry on, so
+    that a uniform in [0, 1) always lands on an entry of positive probability, even when the row sums to
+    a little less than 1 (rows are accepted within a tolerance, and rounding does the same) and ends in
+    zeros — guarding only the last column would hand the shortfall to a zero-probability entry."""
+    n = probs.shape[-1]
+    last = n - 1 - jnp.argmax(jnp.flip(probs > 0, axis=-1), axis=-1)  # (…,): n - 1 for an all-zero row
+    return jnp.where(jnp.arange(n) >= last[..., None], 2.0, jnp.cumsum(probs, axis=-1))
 
 
 def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
