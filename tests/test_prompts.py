@@ -70,6 +70,22 @@ def test_one_prompt_token_reweights_the_posterior_by_r(data):
                                reweighted / reweighted.sum(1, keepdims=True), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1e39, 1e-46, 3.0])
+def test_a_prompt_row_is_a_likelihood_up_to_a_constant_even_outside_the_float32_range(scale):
+    """Rows scaled by any constant give the same laws — 1e39 overflowed and 1e-46 flushed to 0 in float32."""
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]])
+    U, x = np.array([[2.0, 1.0], [0.5, 1.0]]), np.array([[0, 1, 1]])
+    for fn in (lambda u: w.prompt_reweighting(u), lambda u: w.prompted_state_posterior(x, u),
+               lambda u: w.prompted_masked_token_probs(x, u)):
+        np.testing.assert_allclose(fn(U * scale), fn(U), rtol=1e-6)
+
+
+def test_a_prompt_entry_below_float32_relative_to_its_row_is_refused_not_flushed_to_zero():
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]])
+    with pytest.raises(ConfigError, match=r"U: entry \(0, 0\)"):
+        w.prompt_reweighting(np.array([1e-50, 1.0]))
+
+
 # ---- prompt tuning beats head tuning where the emission rank is short ----------------------------
 
 @pytest.fixture(scope="module")

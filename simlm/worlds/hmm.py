@@ -123,7 +123,7 @@ class ChainInference:
 
     def _prompt(self, prompt) -> jax.Array:
         initial = self._chain[0]
-        return jnp.asarray(prompting.check_prompt(prompt, initial.shape[0]), initial.dtype)
+        return jnp.asarray(prompting.prompt_rows(prompt, initial.shape[0], initial.dtype))
 
     def _prompted(self, fn, tokens, prompt):
         u = self._prompt(prompt)

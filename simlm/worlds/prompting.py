@@ -45,9 +45,11 @@ def check_prompt_length(k, name: str = "k") -> int:
 
 
 def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
-    """A prompt's likelihood rows as float64 ``(k, K)`` (a ``(K,)`` vector is one prompt token), or a typed
-    error naming ``name``: the shape must fit the K hidden states, entries be finite and ≥ 0, and no row be
-    all zero (a prompt token of probability zero makes every input impossible)."""
+    """A prompt's likelihood rows as float64 ``(k, K)``, each scaled to a largest entry of 1 (a ``(K,)``
+    vector is one prompt token), or a typed error naming ``name``: the shape must fit the K hidden states,
+    entries be finite and ≥ 0, and no row be all zero (a prompt token of probability zero makes every
+    input impossible).  A row is a likelihood up to a constant — every prompted law normalises it away —
+    so the scaling changes no law, and a row of 1e39s or 1e-46s survives the cast to float32."""
     raw = as_array(name, likelihoods, what="prompt likelihoods, an array (k, K) or (K,)")
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real prompt likelihoods, got dtype {raw.dtype}")
@@ -63,7 +65,21 @@ def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     if empty.any():
         raise ConfigError(f"{name}: row {int(np.flatnonzero(empty)[0])} is all zero, so the prompt has "
                           "probability zero and every prompted posterior is undefined")
-    return u
+    return u / u.max(1, keepdims=True)
+
+
+def prompt_rows(likelihoods, n_states: int, dtype, name: str = "U") -> np.ndarray:
+    """:func:`check_prompt`'s rows in ``dtype``, or :class:`ConfigError` when the cast would leave a positive
+    entry below the dtype's smallest normal number (relative to its row's largest entry): XLA flushes such
+    numbers to 0, which would change the prompt's support and so its laws."""
+    u = check_prompt(likelihoods, n_states, name)
+    cast = u.astype(dtype)
+    lost = (u > 0) & (cast < np.finfo(dtype).tiny)
+    if lost.any():
+        j, h = (int(i[0]) for i in np.nonzero(lost))
+        raise ConfigError(f"{name}: entry ({j}, {h}) is {u[j, h]:.3g} of its row's largest, below the smallest "
+                          f"normal {np.dtype(dtype).name}; set it to 0 or compute in float64")
+    return cast
 
 
 def _normalise(v: jax.Array) -> jax.Array:
@@ -122,5 +138,5 @@ def prompted_masked_token_probs(initial, transition, emission, likelihoods, toke
     return core.masked_token_probs(prompt_prior(initial, transition, likelihoods), transition, emission, tokens)
 
 
-__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
+__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_rows", "prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
            "prompted_masked_token_probs"]
