@@ -14,13 +14,17 @@ from simlm.experiments import natural_tasks as nt
 from simlm.experiments import natural_tasks_adversaries as nts
 from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
-from simlm.theory.natural_tasks import gamma, lm_laws, random_natural_task
-from simlm.worlds import LogLinearWorld
+from simlm.experiments.checks import _natural_rows
+from simlm.theory.adversarial import adversarial_laws
+from simlm.theory.natural_tasks import (LOG2, check_natural_task, critical_epsilon, gamma, lm_laws,
+                                        random_natural_task)
+from simlm.worlds import HMM, LogLinearWorld
 
 COLUMNS = {"world", "lm", "family", "target_eps", "calibrated", "task", "prompt", "noise", "eps", "eps_phi",
            "eps_quad", "gamma", "gamma_phi", "bound", "features", "eps_bound", "gamma_bound", "B_choice", "B", "tau",
            "bound_value", "slack", "loss_natural", "loss_best", "excess_natural", "excess_best",
-           "ratio_natural", "ratio_best", "probe_loss", "holds", "max_overshoot", "trivial", "slack_used",
+           "ratio_natural", "ratio_best", "probe_loss", "holds", "max_overshoot", "trivial", "trivial_best",
+           "loss_ceiling", "slack_used",
            "critical_eps", "residual", "task_kind", "task_critical_eps"}
 
 
@@ -80,11 +84,14 @@ def test_the_adversaries_reach_their_eps_and_say_how_much_of_the_slack_they_use(
     assert adv and {r["eps_kind"] for r in adv} == {"absolute", "critical×0.5"}
     for r in adv:
         assert r["eps"] == pytest.approx(r["target_eps"], rel=1e-6) and r["holds"]
-        if r["B_choice"] == "B*":  # B* minimises the bound, so the row is trivial iff the bound there is ≥ log 2
-            assert r["trivial"] == (r["bound_value"] >= math.log(2))
+        assert r["loss_natural"] <= r["loss_ceiling"] + 1e-12  # (a) is at most the ceiling, any LM's laws
+        if r["B_choice"] == "B*":  # B* minimises the bound, so (b) cannot fail iff the bound there is ≥ log 2
+            assert r["trivial_best"] == (r["bound_value"] >= math.log(2))
             assert r["slack_used"] <= 1 + 1e-9
-        if r["target_eps"] >= r["critical_eps"]:  # past the critical ε no LM can fail the bound
-            assert r["trivial"]
+        if r["trivial"]:  # no LM can fail it: the bound is at least the largest (a) any LM can give
+            assert r["bound_value"] >= r["loss_ceiling"]
+        if r["target_eps"] >= r["critical_eps"]:  # past the critical ε (b) cannot fail the bound; (a) still can
+            assert r["trivial_best"]
     # below the critical ε the aligned tilt uses a real share of the slack
     half = [r for r in adv if r["eps_kind"] == "critical×0.5" and r["B_choice"] == "B*" and not r["trivial"]]
     assert half and max(r["slack_used"] for r in half) > 0.2
@@ -98,6 +105,21 @@ def test_the_summary_separates_trivial_rows_and_reports_the_targets(quick):
     assert t["violations"] == 0 and 0 <= t["loglinear"]["nontrivial_share"] <= 1
     slopes = [v for v in t["loglinear"]["slopes"].values() if np.isfinite(v)]
     assert slopes and all(0.3 <= v <= 0.8 for v in slopes), slopes  # first order at a fixed radius: ≈ √ε
+
+
+def test_the_natural_task_check_flags_each_row_by_what_its_own_loss_can_reach():
+    # the reviewer's case (aligned adversary at 4ε_c, sign task): the bound is ≥ log 2, so the (b) row cannot
+    # fail; the (a) row can — an LM's laws take the transferred classifier up to the ceiling — so it is live
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="sign")
+    r = check_natural_task(C, adversarial_laws(C, task, 4 * critical_epsilon(C, task), B=16.0), task)
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps)}
+    for b in r.bounds:
+        i = b.index
+        a, best = rows[f"{b.name}:loss_natural"], rows[f"{b.name}:loss_best"]
+        assert a["trivial"] == bool(b.bound[i] >= b.loss_ceiling[i]) and a["loss_ceiling"] == b.loss_ceiling[i]
+        assert best["trivial"] == bool(b.bound[i] >= LOG2)
+    assert rows["any-lm:loss_best"]["trivial"] and not rows["any-lm:loss_natural"]["trivial"]
 
 
 def test_bad_adversary_options_raise_typed_errors():

@@ -4,6 +4,7 @@ and every transfer bound against the losses measured on exact worlds."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import jax
@@ -22,6 +23,8 @@ from simlm.theory._convex import constrained_logistic, logistic_loss, polish_sof
 from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings
 from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm
 from simlm.theory.natural_tasks import (
+    LOG2,
+    bound_any_lm,
     check_natural_task,
     critical_epsilon,
     indicative_task,
@@ -29,6 +32,7 @@ from simlm.theory.natural_tasks import (
     gamma_phi,
     lm_epsilon,
     lm_laws,
+    loss_ceiling,
     natural_task,
     quad_epsilon,
     random_natural_task,
@@ -446,7 +450,10 @@ def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, w
     assert reached == pytest.approx(eps, rel=1e-3)
     assert r.holds, [(b.name, b.holds) for b in r.bounds]
     for b in r.bounds:
-        assert b.trivial == bool(np.all(b.bound >= math.log(2)))
+        assert b.trivial == bool(np.all(b.bound >= b.loss_ceiling))
+        assert b.trivial_best == bool(np.all(b.bound >= LOG2))
+        assert np.all(b.loss_natural <= b.loss_ceiling + 1e-12) and np.all(b.loss_best <= LOG2 + 1e-12)
+        assert np.all(b.loss_best <= b.loss_natural + 1e-12)  # the best-in-ball solve starts from (a)'s classifier
         assert b.slack_used <= 1 + 1e-6 or not np.isfinite(b.slack_used)
 
 
@@ -480,7 +487,7 @@ def brute_tau(P, task, B, n=81):
     return brute_force(P, task, cands, grid)
 
 
-def test_trivial_and_the_critical_eps_agree_with_brute_force_over_B(tiny):
+def test_trivial_best_and_the_critical_eps_agree_with_brute_force_over_B(tiny):
     C, task = tiny
     P = C.next_token_probs
     grid = np.array([0.05, 0.25, 1.0, 2.0])
@@ -493,10 +500,103 @@ def test_trivial_and_the_critical_eps_agree_with_brute_force_over_B(tiny):
         laws = adversarial_laws(C, task, eps, B=1.0)
         b = check_natural_task(C, laws, task, B_grid=grid).bound("any-lm")
         brute = bool(np.all(taus + grid * math.sqrt(2 * eps) >= math.log(2)))
-        assert b.trivial == brute, (eps / crit, b.bound, taus + grid * math.sqrt(2 * eps))
+        assert b.trivial_best == brute, (eps / crit, b.bound, taus + grid * math.sqrt(2 * eps))
         assert b.critical_eps == pytest.approx(crit)
-        if eps >= crit:  # trivial on every grid
-            assert b.trivial
+        if eps >= crit:  # (b) cannot fail on any grid; (a) can, and only trivial says it cannot
+            assert b.trivial_best
+            assert b.trivial == bool(np.all(b.bound >= b.loss_ceiling))
+
+
+# ---- the largest (a) any LM can give, and `trivial` -------------------------------------------------
+
+def one_word_lms(V, S):
+    """Every LM that puts all its mass on one word per context: the words ``(V^S, S)``."""
+    return np.array(list(itertools.product(range(V), repeat=S)))
+
+
+def worst_one_word_lm(v, b, task):
+    """The one-word LM whose (a) loss is largest for the classifier (v, b): per context the worse end."""
+    ends = np.array([v.argmin(), v.argmax()])
+    z = v[ends] + b
+    loss = task.pos[:, None] * np.logaddexp(0, -z) + task.neg[:, None] * np.logaddexp(0, z)  # (S, 2)
+    return np.eye(len(v))[ends[loss.argmax(1)]]
+
+
+@pytest.mark.parametrize("noise", ["sign", "logistic"])
+def test_the_loss_ceiling_is_the_worst_lm_by_brute_force(noise):
+    C = enumerate_contexts(HMM.random(1, 2, 3), 1)  # 4 contexts over 3 words: 3⁴ one-word LMs
+    P = C.next_token_probs
+    S, V = P.shape
+    task = random_natural_task(C, 2, noise=noise)
+    grid, cache = np.array([0.25, 1.0, 4.0, 16.0]), {}
+    rng = np.random.default_rng(0)
+    lm = SoftmaxContextLM(rng.standard_normal((S, 2)), rng.standard_normal((2, V)))  # Φp_f: v = Φᵀλ
+    phi = np.asarray(lm.phi, np.float64)
+    words = one_word_lms(V, S)
+    for bound, Phi in (("any-lm", None), ("softmax", phi)):
+        sol = tau(C, task, grid, Phi=Phi, cache=cache)  # the check's own τ-optimal classifiers (shared cache)
+        z = sol.v[:, words] + sol.b[:, None, None]  # (G, V^S, S)
+        brute = (task.pos * np.logaddexp(0, -z) + task.neg * np.logaddexp(0, z)).sum(-1).max(-1)
+        ceiling = loss_ceiling(sol.v, sol.b, task.pos, task.neg)
+        np.testing.assert_allclose(ceiling, brute, rtol=1e-12)
+        for g in range(len(grid)):  # attained, through the check, by the worst one-word LM at that B
+            b = check_natural_task(C, worst_one_word_lm(sol.v[g], sol.b[g], task), task, B_grid=grid,
+                                   tau_cache=cache).bound("any-lm")
+            if bound == "any-lm":
+                assert b.loss_natural[g] == pytest.approx(ceiling[g], rel=1e-12)
+        for seed in range(8):  # and never exceeded: random laws, concentrated and spread
+            r = np.random.default_rng(seed)
+            laws = r.dirichlet(np.full(V, [0.05, 0.3, 1.0, 5.0][seed % 4]), size=S)
+            lms = (laws, SoftmaxContextLM(r.standard_normal((S, 2)) * 4, lm.phi))
+            for b in (check_natural_task(C, x, task, B_grid=grid, tau_cache=cache).bound(bound)
+                      for x in lms if bound == "any-lm" or isinstance(x, SoftmaxContextLM)):
+                np.testing.assert_allclose(b.loss_ceiling, ceiling, rtol=1e-12)
+                assert np.all(b.loss_natural <= b.loss_ceiling + 1e-12)
+                assert np.all(b.loss_best <= np.minimum(b.loss_natural, LOG2) + 1e-12)
+    # Quad features are unbounded: no ceiling, so the Quad bound is never trivial while finite
+    q = check_natural_task(C, lm, task, B_grid=grid, B2_grid=grid, tau_cache=cache).bound("quad")
+    assert np.all(q.loss_ceiling == np.inf) and not q.trivial
+
+
+@pytest.mark.parametrize("eps", [1e-3, 0.05, 1.0, 30.0, 1e3])
+def test_a_trivial_bound_cannot_fail_and_a_non_trivial_one_can(eps):
+    # the any-LM bound at one fixed ε for every LM (a replacement form), so `trivial` is a claim about all
+    # LMs: it must hold for the worst one (one word per context, the ceiling) and fail for it otherwise
+    C = enumerate_contexts(HMM.random(1, 2, 3), 1)
+    task = random_natural_task(C, 2, noise="sign")
+    grid, cache = np.array([0.25, 1.0, 4.0, 16.0]), {}
+    forms = {"any-lm": lambda t, B, e, g: bound_any_lm(t, B, eps, g)}
+    sol = tau(C, task, grid, cache=cache)
+    V = C.next_token_probs.shape[1]
+    lms = [worst_one_word_lm(sol.v[g], sol.b[g], task) for g in range(len(grid))]
+    lms += [np.random.default_rng(s).dirichlet(np.full(V, 0.1), size=len(C.prefixes)) for s in range(4)]
+    checks = [check_natural_task(C, lm, task, B_grid=grid, forms=forms, tau_cache=cache).bound("any-lm")
+              for lm in lms]
+    flag = checks[0].trivial
+    assert all(b.trivial == flag for b in checks)  # a property of the bound, not of the LM
+    assert flag == all(b.holds for b in checks[:len(grid)])  # exactly: the worst LMs hold iff trivial
+    if flag:
+        assert all(b.holds for b in checks)
+
+
+def test_a_bound_above_log_2_is_not_trivial_where_the_transferred_classifier_can_exceed_it():
+    # the reviewer's case: the aligned adversary at 4ε_c on a sign task.  The bound is ≥ log 2 at every B
+    # (ε ≥ ε_c), which the old flag called trivial, yet (a) is 2.1 nats at B = 16 — and at that ε the
+    # worst LM breaks the bound, so the check can fail
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="sign")
+    eps, cache = 4 * critical_epsilon(C, task), {}
+    b = check_natural_task(C, adversarial_laws(C, task, eps, B=16.0, cache=cache), task,
+                           tau_cache=cache).bound("any-lm")
+    assert b.holds and b.trivial_best and np.all(b.bound >= LOG2)
+    assert b.loss_natural.max() > 2.0 > LOG2 and not b.trivial
+    g = int(np.argmax(b.loss_ceiling - b.bound))
+    assert b.loss_ceiling[g] > b.bound[g]
+    sol = tau(C, task, b.B_grid, cache=cache)
+    forms = {"any-lm": lambda t, B, e, gm: bound_any_lm(t, B, eps, gm)}
+    worst = check_natural_task(C, worst_one_word_lm(sol.v[g], sol.b[g], task), task, forms=forms,
+                               tau_cache=cache).bound("any-lm")
+    assert not worst.holds and worst.loss_natural[g] > worst.bound[g]
 
 
 def test_the_well_specified_form_is_second_order_where_the_labels_are_logistic(tiny):

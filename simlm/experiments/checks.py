@@ -25,7 +25,7 @@ from simlm.theory.head_prompt import emission_rank, head_realisability
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.errors import ConfigError
 from simlm.theory.adversarial import adversarial_laws
-from simlm.theory.natural_tasks import check_natural_task, random_natural_task
+from simlm.theory.natural_tasks import LOG2, check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
 #: the law each kind of LM source is defined (and calibrated) on.
@@ -65,11 +65,13 @@ def natural_task_check(cell) -> list:
     """For every bound that applies (``any-lm`` and its second-order ``well-specified`` form for any causal
     LM; the softmax and Quad bounds need (θ, Φ)): the loss of the task-optimal classifier moved to the
     LM's features (a) and of the best classifier in the same ball (b), at the radius B* that minimises the
-    bound, against the bound.  ``trivial`` (both rows): the bound is ≥ log 2 at every B of the grid — the
-    all-zero classifier is in every ball and scores log 2, so no LM could violate it; ``slack_used`` =
-    (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which the bound is trivial at every
-    B (:func:`simlm.theory.natural_tasks.critical_epsilon`), and ``residual`` the label residual of the
-    τ-optimal classifier (0: well-specified labels).
+    bound, against the bound.  ``trivial``, per row at B*: (a) the bound is ≥ ``loss_ceiling``, the
+    largest loss any LM's laws can give the transferred classifier (:func:`simlm.theory.natural_tasks.loss_ceiling`);
+    (b) it is ≥ log 2 — the all-zero classifier is in every ball and scores log 2.  Either way no LM could
+    fail that row.  ``slack_used`` = (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which
+    the bound is ≥ log 2 at every B, so (b) is trivial (:func:`simlm.theory.natural_tasks.critical_epsilon`;
+    (a) need not be), and ``residual`` the label residual of the τ-optimal classifier (0: well-specified
+    labels).
 
     With ``adversary`` "aligned" or "search" (None: off), the worst-case LM of
     :func:`simlm.theory.adversarial.adversarial_laws` at this LM's exact ε on the contexts is checked too,
@@ -100,9 +102,10 @@ def _natural_rows(prefix, bounds, eps) -> list:
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
                   "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
                   "residual": float(b.residual[i])}
-        for name, loss in (("loss_natural", b.loss_natural[i]), ("loss_best", b.loss_best[i])):
-            r = row(f"{prefix}{b.name}:{name}", loss, b.bound[i], baseline=b.tau[i], **common)
-            rows.append({**r, "trivial": b.trivial})
+        for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
+                                ("loss_best", b.loss_best[i], LOG2)):  # the most any LM can make each
+            rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i],
+                            loss_ceiling=float(top), **common))
     return rows
 
 

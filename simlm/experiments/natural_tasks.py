@@ -314,7 +314,8 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
         worst = np.maximum(b.loss_natural, b.loss_best) - b.bound
         used = (float(b.loss_natural[i]) - tau) / slack if 0 < slack < math.inf else math.nan
         rows.append({**base, "bound": b.name, "features": b.features, "constraint": b.constraint,
-                     "trivial": b.trivial, "critical_eps": b.critical_eps, "slack_used": used,
+                     "trivial": b.trivial, "trivial_best": b.trivial_best, "loss_ceiling": float(b.loss_ceiling[i]),
+                     "critical_eps": b.critical_eps, "slack_used": used,
                      "residual": float(b.residual[i]), "B_grid": [float(x) for x in b.B_grid],
                      "excess_grid": [float(x) for x in b.loss_natural - b.tau],
                      "eps_bound": b.eps, "gamma_bound": b.gamma, "B_choice": choice, "B": float(b.B_grid[i]),
@@ -477,8 +478,10 @@ def experiment_check(cell) -> list:
     """One part of the experiment on the cell's world — its analytic LMs, or its trained ladders with the
     log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
     transferred classifier (a) and of the best one in the ball (b) against the bound τ(B) + B√(2ε/γ)
-    (``baseline`` τ: ``slack_used`` is the share of the slack used; (b) is trivial once the bound reaches
-    log 2, the all-zero classifier's loss), every experiment column beside them."""
+    (``baseline`` τ: ``slack_used`` is the share of the slack used; ``trivial`` at that B: (a) once the bound
+    reaches the largest loss any LM's laws can give the transferred classifier, ``loss_ceiling``, +inf on
+    Quad features; (b) once it reaches log 2, the all-zero classifier's loss), every experiment column
+    beside them."""
     config, name = _config(cell.world, cell.options), cell.world_spec["name"]
     trains = cell.part == "trained"
     result = evaluate_world(name, cell.world, config, Path(cell.workdir), analytic=not trains, trained=trains,
@@ -489,7 +492,8 @@ def experiment_check(cell) -> list:
         common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"],
                       **tidy_columns(r, RENAMED))
         quantity = f"{r['bound']}:{r['B_choice']}"
-        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], **common))
+        rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], maximum=r["loss_ceiling"],
+                        **common))
         rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=math.log(2), **common))
     for r in result["log_partition"]:
         rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **tidy_columns(r, RENAMED)))
@@ -573,7 +577,9 @@ def summary(result: dict) -> str:
                      f"{max(r['loss_best'] / r['bound_value'] for r in g):9.3g} {sum(not r['holds'] for r in g):4d}")
     star = [r for r in result["rows"] if r["B_choice"] == "B*"]
     lines.append(f"B* at the grid's smallest radius in {sum(r['B_at_grid_min'] for r in star)} of {len(star)} rows")
-    lines.append(f"trivial (bound ≥ log 2 at every B): {sum(r['trivial'] for r in star)} of {len(star)} rows at B*")
+    lines.append(f"trivial (bound ≥ the largest (a) any LM can give, at every B: no LM could fail it): "
+                 f"{sum(r['trivial'] for r in star)} of {len(star)} rows at B*; "
+                 f"(b) alone (bound ≥ log 2 at every B): {sum(r['trivial_best'] for r in star)}")
     return "\n".join(lines + [format_targets(sweep_targets(result))])
 
 
@@ -605,7 +611,7 @@ def _scatter(ax, rows, x_of, title, xlabel):
     """Filled: excess (a); open: slack; one colour per LM, one marker per world; log-log."""
     from matplotlib.ticker import NullFormatter
 
-    for r in rows:  # trivial rows (bound ≥ log 2 at every B: no LM could fail them) are drawn faint
+    for r in rows:  # trivial rows (bound ≥ the largest (a) any LM can give, at every B: no LM could fail them) faint
         x, c, m = x_of(r), COLOURS[r["lm"].split("@")[0]], MARKERS[r["world"]]
         a = 0.15 if r["trivial"] else 1.0
         ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7, alpha=a)

@@ -5,7 +5,8 @@ the numbers that say how much the sweep's checks could have failed.
   (:func:`~simlm.theory.natural_tasks.random_natural_task`) and ``indicative``
   (:func:`~simlm.theory.natural_tasks.indicative_task`), logistic or sign labels — each labelled with
   its critical ε (:func:`~simlm.theory.natural_tasks.critical_epsilon`; the bound is ≥ log 2 at every
-  B, so trivial, from there on).
+  B from there on, so (b), the best classifier in the ball, cannot fail it; (a), the transferred one, still
+  can).
 - :func:`adversarial_lms`: per task, the worst-case LMs of :mod:`simlm.theory.adversarial` at every ε of
   the grid and at fractions of the task's critical ε (so that every task, however rare its slice, has
   rows where the bound says something).
@@ -115,7 +116,8 @@ def slope(eps, excess) -> float:
 
 def targets(result: dict) -> dict:
     """The issue's targets on ``result["rows"]``, per world: ``nontrivial_share`` of the (task, ε) rows
-    on the absolute ε grid (aligned adversary's any-LM rows, every task); ``worst_case_used``: per
+    on the absolute ε grid (aligned adversary's any-LM rows, every task) that some LM could fail
+    (``trivial``: the bound is ≥ the largest (a) any LM can give at every B); ``worst_case_used``: per
     (bound, γ = 1 | rarest slice, ε), the least over non-trivial tasks of the most slack any adversary
     of that bound uses at B*; ``slopes``: per (fixed-radius adversary, task), the log–log slope against
     ε of its excess at its own radius (every ε of the grid with a positive excess)."""
@@ -148,7 +150,8 @@ def targets(result: dict) -> dict:
 
 
 def split_trivial(rows) -> tuple[list, list]:
-    """(non-trivial rows, trivial rows): a trivial row's bound is ≥ log 2 at every B of the grid."""
+    """(non-trivial rows, trivial rows): a trivial row's bound is ≥ the largest loss (a) any LM can give
+    (:func:`~simlm.theory.natural_tasks.loss_ceiling`) at every B of the grid, so no LM could fail it."""
     return [r for r in rows if not r["trivial"]], [r for r in rows if r["trivial"]]
 
 

@@ -400,8 +400,22 @@ DEFAULT_FORMS: dict[str, Callable] = {"any-lm": bound_any_lm, "well-specified": 
                                       "quad": bound_quad}
 #: the forms that take the classifier's label residual r as a keyword argument ``residual``.
 RESIDUAL_FORMS = ("well-specified",)
-#: the loss of the all-zero classifier, which lies in every ball: a bound ≥ log 2 at every B says nothing.
+#: the loss of the all-zero classifier, which lies in every ball: a bound ≥ log 2 at every B says nothing
+#: about (b), the best classifier in the ball.  It says something about (a): see :func:`loss_ceiling`.
 LOG2 = math.log(2.0)
+
+
+def loss_ceiling(v, b, pos, neg) -> np.ndarray:
+    """The largest loss the fixed classifiers z = ⟨v_i, x⟩ + b_i (``v (G, V)``, ``b (G,)``) can score on
+    features x that are laws (rows of Δ_V), ``(G,)``: the (a) loss of the worst LM.  z ranges over
+    [min v + b, max v + b] and each context's loss is convex in z, so the maximum is at an end:
+    Σ_s max(ℓ_s(min v + b), ℓ_s(max v + b)), attained by the LM that puts each context's mass on one word.
+    It is ≥ log 2 whenever [min v + b, max v + b] holds 0 (each ℓ_s(0) is p_T(s)·log 2), and grows with B:
+    that is how (a) can violate a bound ≥ log 2."""
+    v, b = np.atleast_2d(np.asarray(v, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    pos, neg = (np.asarray(a, np.float64)[:, None] for a in (pos, neg))
+    ends = [v.min(1) + b, v.max(1) + b]
+    return np.maximum(*(pos * np.logaddexp(0.0, -z) + neg * np.logaddexp(0.0, z) for z in ends)).sum(0)
 
 
 def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
@@ -424,7 +438,9 @@ def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
 
 def critical_epsilon(contexts, task: NaturalTask, *, gamma_=None, Phi=None, norm: str = "inf") -> float:
     """ε_c = γc²/2 with c = −τ′(0⁺) (:func:`tau_slope`): for ε ≥ ε_c a bound τ(B) + B√(2ε/γ) is ≥ log 2
-    at every B ≥ 0, so no LM can violate it (the all-zero classifier scores log 2).  Proof: τ is convex
+    at every B ≥ 0, so no LM can make (b), the best classifier in the ball, violate it (the all-zero
+    classifier scores log 2).  (a), the τ-optimal classifier transferred, still can: its loss on an LM's
+    laws reaches :func:`loss_ceiling`, ≥ log 2 wherever its scores can take both signs.  Proof: τ is convex
     in B (a mixture of feasible points is feasible for the mixed radius) with τ(0) = log 2, so τ(B) ≥
     log 2 − cB and the bound is ≥ log 2 + B(√(2ε/γ) − c).  Below ε_c the bound dips under log 2 at small
     enough B.  ``gamma_`` defaults to γ(p_T); ``Phi``/``norm`` as for :func:`tau`.  Derived here."""
@@ -446,8 +462,13 @@ class TransferBound:
     ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B.
     How much the check says: ``residual (G,)`` = ‖σ(z) − q‖_{L²(p_T)} of the τ-optimal classifier on p*
     (0: well-specified labels); ``critical_eps`` = γc²/2 (:func:`critical_epsilon`, with this bound's
-    γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``trivial`` = bound ≥ log 2 at every B of the grid (no LM can violate it: the
-    all-zero classifier scores log 2); ``slack_used`` = (loss (a) − τ)/(bound − τ) at ``index``."""
+    γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``loss_ceiling (G,)``
+    = the largest (a) any LM can give (:func:`loss_ceiling`; +inf on unbounded Quad features);
+    ``trivial`` = bound ≥ loss_ceiling at every B of the grid: no LM can violate it, as (a) ≤ the ceiling
+    and (b) ≤ (a) (the best-in-ball solve starts from the τ-optimal classifier and never ends above it);
+    ``trivial_best`` = bound ≥ log 2 at every B: (b) alone cannot violate it (the all-zero classifier, in
+    every ball, scores log 2) — ε ≥ ``critical_eps`` gives this, not ``trivial``; ``slack_used`` =
+    (loss (a) − τ)/(bound − τ) at ``index``."""
 
     name: str
     features: str
@@ -470,7 +491,9 @@ class TransferBound:
     holds: bool
     residual: np.ndarray
     critical_eps: float
+    loss_ceiling: np.ndarray
     trivial: bool
+    trivial_best: bool
     slack_used: float
 
 
@@ -538,11 +561,18 @@ def _tau(P, task, Bs, constraint, basis, cache):
     return cache[key]
 
 
-def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs, l2, atol, cache) -> list:
-    """The bounds ``variants`` = [(name, form, ε, γ)] sharing one constraint and one set of features."""
+def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs, l2, atol, cache, *,
+              simplex: bool) -> list:
+    """The bounds ``variants`` = [(name, form, ε, γ)] sharing one constraint and one set of features;
+    ``simplex``: the rows of ``lm_x`` are the LM's laws, so (a) is at most :func:`loss_ceiling`
+    (otherwise, as for Quad features f, it is unbounded)."""
     pos, neg = task.pos, task.neg
     nat = _tau(P, task, Bs, constraint, basis, cache)
     best = constrained_logistic(lm_x, pos, neg, Bs, constraint, basis=basis, init=(nat.v, nat.b))
+    zero = logistic_loss(np.zeros(len(pos)), pos, neg)  # in every ball: (b) ≤ log 2 whatever the solver did
+    if np.any(worse := best.loss > zero):
+        best = LogisticSolution(np.where(worse[:, None], 0.0, best.v), np.where(worse, 0.0, best.b),
+                                np.minimum(best.loss, zero), best.gap)
     za, zb = lm_x @ nat.v.T + nat.b, lm_x @ best.v.T + best.b
     la = np.array([logistic_loss(za[:, i], pos, neg) for i in range(len(Bs))])
     ea = np.array([zero_one_error(za[:, i], pos, neg) for i in range(len(Bs))])
@@ -551,6 +581,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     probe = (logistic_loss(probe_x @ w + b, pos, neg), zero_one_error(probe_x @ w + b, pos, neg))
     residual = np.sqrt(task.weights @ (expit(P @ nat.v.T + nat.b) - task.label_probs[:, None]) ** 2)
     slope = tau_slope(P, pos, neg, constraint, basis)
+    ceiling = loss_ceiling(nat.v, nat.b, pos, neg) if simplex else np.full(len(Bs), math.inf)
     out = []
     for name, form, eps, gamma_ in variants:
         bound = np.array([_bound_value(name, form, t, B, eps, gamma_, **({"residual": r} if name in RESIDUAL_FORMS
@@ -562,8 +593,8 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         used = float((la[i] - nat.loss[i]) / slack) if 0 < slack < math.inf else math.nan
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
-                                 math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2,
-                                 bool(np.all(bound >= LOG2)), used))
+                                 math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
+                                 bool(np.all(bound >= ceiling)), bool(np.all(bound >= LOG2)), used))
     return out
 
 
@@ -640,7 +671,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
     eps_best = eps_phi = eps_quad = g_phi = float("nan")
     skipped = []
     bounds = _transfer([(n, forms[n], eps, g) for n in ("any-lm", "well-specified")], "p_f", task, P, laws, laws,
-                       "box", None, Bs, l2, atol, tau_cache)
+                       "box", None, Bs, l2, atol, tau_cache, simplex=True)
     if isinstance(lm, SoftmaxContextLM):
         phi = np.asarray(Phi, np.float64)
         eps_phi = float(p_L @ softmax_excess(lm.theta, phi, P))
@@ -648,7 +679,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
         g_phi = gamma_phi(p_L, task.weights, (laws - P) @ phi.T)
         variants = [(n, forms[n], eps_phi, gm) for n, gm in (("softmax", g), ("softmax-gamma-phi", g_phi))]
         bounds += _transfer(variants, "Φp_f", task, P, laws, laws @ phi.T, "span-box", _row_basis(phi), Bs, l2, atol,
-                            tau_cache)
+                            tau_cache, simplex=True)  # v = Φᵀλ scores the laws: (a) is bounded as for p_f
     else:
         skipped.append(("softmax", "lm is not a SoftmaxContextLM (θ, Φ)"))
     if features is not None and Phi is not None:
@@ -657,7 +688,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
             raise ShapeError(f"features: expected f of shape ({S}, d) with Phi (d, {V}), got {f.shape}, {phi.shape}")
         eps_quad = quad_epsilon(contexts, f, phi)
         bounds += _transfer([("quad", forms["quad"], eps_quad, g)], "f", task, P, f @ phi, f, "span-ball",
-                            _row_basis(phi), B2s, l2, atol, tau_cache)
+                            _row_basis(phi), B2s, l2, atol, tau_cache, simplex=False)
     else:
         skipped.append(("quad", "no Quad features f with their Φ (pass features= and Phi=)"))
     return NaturalTaskCheck(S, eps, eps_best, eps_phi, eps_quad, g, g_phi, float(task.pos.sum()), tuple(bounds),
@@ -665,7 +696,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
 
 
 __all__ = ["NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
-           "RESIDUAL_FORMS", "LOG2", "tau_slope", "critical_epsilon", "check_phi", "check_contexts", "check_task_on", "lm_laws",
+           "RESIDUAL_FORMS", "LOG2", "loss_ceiling", "tau_slope", "critical_epsilon", "check_phi", "check_contexts",
+           "check_task_on", "lm_laws",
            "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",
            "bound_any_lm", "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck",
            "check_natural_task", "B_GRID"]
