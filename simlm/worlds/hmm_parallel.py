@@ -23,6 +23,13 @@ product underflows with T; the sum Σ_j C₁[i, j] e^{ℓ₂[j]} is shifted by t
 support*, so a row whose reachable states are all unlikely keeps its own finite log-scale instead of
 underflowing against other rows (a global shift, as in dynamax, would send it to −inf).
 
+ℓ is kept only up to a constant per element: each composed ℓ is shifted so that its largest entry (over
+blocks and states) is 0.  Nothing needs the constant — C uses ℓ₂ only through row-wise ratios, ℓ₁'s
+constant passes straight into ℓ, and both scans read ℓ only through normalised weights e^{ℓ − max ℓ}
+(token log-probabilities come from the normalised laws, below).  Kept absolute, ℓ ≈ −(u − s)·H nats and
+float32 rounds it to ~ε·(u − s)·H, so the differences between states that the weights depend on would
+lose precision linearly in T; shifted, ℓ holds only those differences.
+
 Outputs are those of the sequential core, to rounding: predicted laws p(h_t | x_<t) are read off the
 prefix compositions, p_{t+1} ∝ Σ_i π_i e^{ℓ[i]} C[i, ·], and log c_t = log p_t · B[:, x_t] is computed at
 each t from its own normalised p_t (never as a difference of cumulative log-likelihoods, which would
@@ -52,7 +59,8 @@ def _stack(transition: jax.Array, K: int) -> jax.Array:
 
 
 def compose(first, second):
-    """The composition of two segments' elements ``(C (..., G, k, k), ℓ (..., G, k))`` (module docstring)."""
+    """The composition of two segments' elements ``(C (..., G, k, k), ℓ (..., G, k))`` (module docstring);
+    the composed ℓ is returned shifted to max 0."""
     C1, l1 = first
     C2, l2 = second
     reach = C1 > 0
@@ -62,7 +70,14 @@ def compose(first, second):
     r = W.sum(-1)
     ok = r > 0
     rows = jnp.where(ok[..., None], W / jnp.where(ok, r, 1.0)[..., None], C1)  # an impossible row: any law
-    return jnp.matmul(rows, C2, precision=EXACT), l1 + jnp.log(r) + shift
+    return jnp.matmul(rows, C2, precision=EXACT), _relative(l1 + jnp.log(r) + shift)
+
+
+def _relative(l):
+    """ℓ − max ℓ over the last two axes (blocks, states), 0 where all are −∞: ℓ up to the constant that
+    no reader needs (module docstring), and the stable shift before e^ℓ."""
+    top = jnp.max(l, axis=(-2, -1), keepdims=True)
+    return l - jnp.where(jnp.isfinite(top), top, 0.0)
 
 
 def _elements(transition, emission, tokens, skipped):
@@ -81,10 +96,8 @@ def _normalise(v):
 
 def _weighted(weights_log, C):
     """normalise(Σ_i e^{w_i} C[i, ·]) per block row vector, stable: ``weights_log (..., G, k)``."""
-    m = jnp.max(weights_log, axis=(-2, -1), keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    v = jnp.einsum("...gi,...gij->...gj", jnp.exp(weights_log - m), C, precision=EXACT)
-    return _normalise(v.reshape(v.shape[:-2] + (-1,)))
+    v = jnp.einsum("...gi,...gij->...gj", jnp.exp(_relative(weights_log)), C, precision=EXACT)
+    return _normalise(v.reshape(v.shape[:-2] + (v.shape[-2] * v.shape[-1],)))  # not -1: T = 1 has no rows
 
 
 def forward(initial, transition, emission, tokens):
@@ -124,11 +137,10 @@ def backward(transition, emission, tokens):
     K = emission.shape[0]
     blocks = _stack(transition, K)
     elements = _elements(transition, emission, tokens, jnp.zeros(tokens.shape, bool))
-    # suffix compositions E_s ∘ … ∘ E_T: ℓ[s] = log p(x_s:T | h_s); reverse=True hands fn (later, earlier)
+    # suffix compositions E_s ∘ … ∘ E_T: ℓ[s] = log p(x_s:T | h_s) up to a constant (compose);
+    # reverse=True hands fn (later, earlier)
     _, l = jax.lax.associative_scan(lambda later, earlier: compose(earlier, later), elements, reverse=True)
-    m = jnp.max(l, axis=(-2, -1), keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    beta = jnp.einsum("gij,tgj->tgi", blocks, jnp.exp(l - m), precision=EXACT)
+    beta = jnp.einsum("gij,tgj->tgi", blocks, jnp.exp(_relative(l)), precision=EXACT)  # ℓ[T] is a bare leaf
     beta = _normalise(beta.reshape(-1, K))  # β_{s-1}, s = 1..T
     last = jnp.full((1, K), 1.0 / K, emission.dtype)
     return jnp.concatenate([beta[1:], last], axis=0), beta[0]
