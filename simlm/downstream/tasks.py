@@ -298,8 +298,8 @@ def data_chain(world, task=None) -> core.Chain:
 
 
 def _predicted_one(initial, transition, emission, prefix, parallel=None):
-    fw = core.forward(initial, transition, emission, prefix, parallel)
-    return core.predict(fw.filtered[-1], transition), fw.token_logprobs
+    fw, low = core._split(parallel, core.forward(initial, transition, emission, prefix, parallel))
+    return core._checked(parallel, (core.predict(fw.filtered[-1], transition), fw.token_logprobs), low)
 
 
 #: p(h_{T'+1} | x_1:T') ``(n, K)`` and the per-step log-probs ``(n, T')``.

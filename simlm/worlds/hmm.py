@@ -35,8 +35,8 @@ prepended_mask_probs = buckets.bucketed(core.batched(core.prepended_mask_probs),
 
 
 def _filtered(initial, transition, emission, tokens, parallel=None):
-    fw = core.forward(initial, transition, emission, tokens, parallel)
-    return fw.filtered, fw.token_logprobs
+    fw, low = core._split(parallel, core.forward(initial, transition, emission, tokens, parallel))
+    return core._checked(parallel, (fw.filtered, fw.token_logprobs), low)
 
 
 #: p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted.

@@ -13,8 +13,16 @@ Numerics: the *scaled* forward recursion (Rabiner 1989, §V.A) —
     α̃_t = p_t ∘ B[:, x_t],   c_t = Σ_k α̃_t(k) = p(x_t | x_<t),   α_t = α̃_t / c_t,   p_{t+1} = α_t A,
 
 with p_1 = π, so log p(x_1:T) = Σ_t log c_t.  Each step costs one (K)·(K×K) product; the α_t are
-normalised, so nothing underflows however long the sequence, and the Σ log c_t is a pairwise (tree)
-sum, whose float32 rounding error grows like log T rather than T.  The backward messages
+normalised, so the sequence's probability never underflows however long it is, and the Σ log c_t is a
+pairwise (tree) sum, whose float32 rounding error grows like log T rather than T.  One thing can still
+underflow: a state's share of α_t.  In a chain that can refill it (every state positive in A) that loses
+nothing measurable, but where A has zeros — a memory or a concept fixed per sequence (block-diagonal A),
+an absorbing state — a share flushed to 0 never comes back, and evidence that later favours it is read as
+if that state did not exist (log p(x) tens of nats off).  The scans therefore track the smallest positive
+share they multiply, and :func:`batched` — every entry point of the world classes — reruns a batch in
+which any product could have left the float range (a share below tiny ÷ (min⁺A · min⁺B), tiny the smallest
+normal float) with the log-space associative scans of :mod:`simlm.worlds.hmm_parallel`, which carry
+each segment's scale as a logarithm.  Sampled sequences of a world practically never need it.  The backward messages
 β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
 posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
 unchanged, so no NaN ever appears.
@@ -106,6 +114,38 @@ def _normalise(v: jax.Array) -> jax.Array:
     return jnp.where(s > 0, v / jnp.where(s > 0, s, 1.0), v)
 
 
+#: ``parallel=CHECKED`` (internal, :func:`batched`): the sequential scans, returning ``(out, low)`` with
+#: ``low`` the smallest positive normalised share a product of the scan read (compared with :func:`floor`);
+#: ``CHECKED_SCANS``: the associative scans, whose ``low`` is a posterior's row total alone
+CHECKED, CHECKED_SCANS = "checked", "checked-scans"
+
+
+def _min_positive(v: jax.Array) -> jax.Array:
+    return jnp.min(jnp.where(v > 0, v, jnp.inf))
+
+
+def floor(transition, emission) -> jax.Array:
+    """The smallest share of a normalised α_t or β_t (or of a posterior's total) that is safe: above it
+    every product of a step — share × A entry × B entry — is a normal float, so nothing exactly positive
+    is flushed to 0 (module docstring); 4 × tiny ÷ (min⁺A · min⁺B), min⁺ the least positive entry."""
+    tiny = jnp.finfo(emission.dtype).tiny
+    least = lambda a: jnp.min(jnp.where(a > 0, a, 1.0))
+    return 4 * tiny / least(transition) / least(emission)
+
+
+def _checked(parallel, out, *lows):
+    """``(out, min(lows))`` under ``parallel=CHECKED`` or ``CHECKED_SCANS``, else ``out``."""
+    return (out, jnp.min(jnp.stack([jnp.asarray(v, out_dtype(out)) for v in lows]))) if _is_checked(parallel) else out
+
+
+def _is_checked(parallel) -> bool:
+    return isinstance(parallel, str) and parallel in (CHECKED, CHECKED_SCANS)
+
+
+def out_dtype(out):
+    return jax.tree.leaves(out)[0].dtype
+
+
 def tree_sum(x: jax.Array) -> jax.Array:
     """Σ over the last axis by pairwise halving (error O(log T · eps) instead of O(T · eps))."""
     n = x.shape[-1]
@@ -134,20 +174,43 @@ def _filter_and_predict(pred, lik, transition):
 def _parallel(parallel, emission, length: int, n_sequences: int = 1) -> bool:
     """:func:`use_parallel` for ``n_sequences`` of ``length`` tokens of the chain with this ``emission`` (its
     K states and float size); one sequence inside a core function, the whole batch in :func:`batched`."""
+    if _is_checked(parallel):
+        return parallel == CHECKED_SCANS
     return use_parallel(parallel, length, emission.shape[0], n_sequences, emission.dtype.itemsize)
 
 
 def batched(fn):
-    """``jit(vmap(fn))`` over the sequences of ``fn(initial, transition, emission, tokens, parallel)``, with
-    ``parallel=None`` decided for the whole (n, T) batch (:func:`use_parallel` with n sequences), at trace
-    time from the static shapes."""
+    """``vmap(fn)`` over the sequences of ``fn(initial, transition, emission, tokens, parallel)``, jitted, with
+    ``parallel=None`` decided for the whole (n, T) batch (:func:`use_parallel` with n sequences) from the
+    static shapes.  A sequential batch is rerun with the associative scans when a share of its filter
+    could have underflowed (module docstring): decided on the host, so the scan compiles only for a batch
+    that needs it (under an outer trace, by ``lax.cond``).  The scans' own check (a posterior row whose
+    every term is below the float range) is computed but not yet acted on."""
+
+    def each(parallel):
+        def run(initial, transition, emission, tokens):
+            out, low = jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
+            return out, low < floor(transition, emission)  # (n,): which sequences' scans lost a share
+        return jax.jit(run)
+
+    sequential, scans = each(CHECKED), each(CHECKED_SCANS)
 
     def run(initial, transition, emission, tokens):
         n, T = tokens.shape
-        parallel = _parallel(None, emission, T, n)
-        return jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
+        spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
+        if _parallel(None, spec, T, n):
+            out, _ = scans(initial, transition, emission, tokens)
+        else:
+            out, lost = sequential(initial, transition, emission, tokens)
+            if isinstance(lost, jax.core.Tracer):
+                return jax.lax.cond(lost.any(), lambda *a: scans(*a)[0], lambda *_: out,
+                                    initial, transition, emission, tokens)
+            if not lost.any():
+                return out
+            out, _ = scans(initial, transition, emission, tokens)
+        return out
 
-    return jax.jit(run)
+    return run
 
 
 def use_parallel(parallel, length: int, n_states: int = 1, n_sequences: int = 1, itemsize: int = 4) -> bool:
@@ -173,46 +236,56 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
     if _parallel(parallel, emission, tokens.shape[0]):
-        return Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
+        return _checked(parallel, Forward(*hmm_parallel.forward(initial, transition, emission, tokens)), jnp.inf)
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
-    def step(pred, x):
+    def step(carry, x):
+        pred, low = carry
         joint = pred * columns[x]
         c = joint.sum()
         filt = jnp.where(c > 0, joint / jnp.where(c > 0, c, 1.0), pred)
-        return predict(filt, transition), (pred, filt, jnp.log(c))
+        return (predict(filt, transition), jnp.minimum(low, _min_positive(pred))), (pred, filt, jnp.log(c))
 
-    _, (pred, filt, logc) = jax.lax.scan(step, initial, tokens)
-    return Forward(pred, filt, logc)
+    (_, low), (pred, filt, logc) = jax.lax.scan(step, (initial, jnp.array(jnp.inf, emission.dtype)), tokens)
+    return _checked(parallel, Forward(pred, filt, logc), low)
 
 
 def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
     if _parallel(parallel, emission, tokens.shape[0]):
-        return hmm_parallel.forward(initial, transition, emission, tokens)[2]
+        return _checked(parallel, hmm_parallel.forward(initial, transition, emission, tokens)[2], jnp.inf)
     columns = emission.T
 
-    return jax.lax.scan(lambda p, x: _filter_and_predict(p, columns[x], transition), initial, tokens)[1]
+    def step(carry, x):
+        pred, low = carry
+        nxt, logc = _filter_and_predict(pred, columns[x], transition)
+        return (nxt, jnp.minimum(low, _min_positive(pred))), logc
+
+    (_, low), logc = jax.lax.scan(step, (initial, jnp.array(jnp.inf, emission.dtype)), tokens)
+    return _checked(parallel, logc, low)
 
 
 def log_likelihood(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_1:T) = Σ_t log c_t (pairwise sum); −inf when the sequence is impossible."""
-    return tree_sum(token_logprobs(initial, transition, emission, tokens, parallel))
+    out = token_logprobs(initial, transition, emission, tokens, parallel)
+    return (tree_sum(out[0]), out[1]) if _is_checked(parallel) else tree_sum(out)
 
 
 def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
     if _parallel(parallel, emission, tokens.shape[0]):
-        return hmm_parallel.backward(transition, emission, tokens)
+        return _checked(parallel, hmm_parallel.backward(transition, emission, tokens), jnp.inf)
     columns = emission.T
     K = emission.shape[0]
 
-    def step(beta, x):
-        return _normalise(retrodict(columns[x] * beta, transition)), beta
+    def step(carry, x):
+        beta, low = carry
+        return (_normalise(retrodict(columns[x] * beta, transition)), jnp.minimum(low, _min_positive(beta))), beta
 
-    beta_prepended, betas = jax.lax.scan(step, jnp.full((K,), 1.0 / K, emission.dtype), tokens, reverse=True)
-    return betas, beta_prepended
+    start = (jnp.full((K,), 1.0 / K, emission.dtype), jnp.array(jnp.inf, emission.dtype))
+    (beta_prepended, low), betas = jax.lax.scan(step, start, tokens, reverse=True)
+    return _checked(parallel, (betas, beta_prepended), low)
 
 
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
@@ -220,7 +293,7 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     log-probs (T,)."""
     if _parallel(parallel, emission, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
-        return mm(fw.predicted, emission), fw.token_logprobs
+        return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs), jnp.inf)
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
     # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
     # large (threaded) matmul after the loop.  Otherwise the loop carries the law too: p_{t+1} B =
@@ -229,40 +302,60 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     # p_{t+1} before).  Unrolled by 2 (the step is small; fewer loop iterations).
     columns = emission.T
     T, (K, V) = tokens.shape[0], emission.shape
+    inf = jnp.array(jnp.inf, emission.dtype)
     if K < V:
         def step(t, carry):
-            pred, out, logc = carry
+            pred, out, logc, low = carry
             nxt, logc_t = _filter_and_predict(pred, columns[tokens[t]], transition)
-            return nxt, out.at[t].set(pred), logc.at[t].set(logc_t)
+            return nxt, out.at[t].set(pred), logc.at[t].set(logc_t), jnp.minimum(low, _min_positive(pred))
 
-        init = (initial, jnp.zeros((T, K), emission.dtype), jnp.zeros((T,), emission.dtype))
-        _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
-        return mm(out, emission), logc
+        init = (initial, jnp.zeros((T, K), emission.dtype), jnp.zeros((T,), emission.dtype), inf)
+        _, out, logc, low = jax.lax.fori_loop(0, T, step, init, unroll=2)
+        return _checked(parallel, (mm(out, emission), logc), low)
     ab = mm(predict(jnp.eye(K, dtype=emission.dtype), transition), emission)  # AB, dense or block-diagonal A
 
     def step(t, carry):
-        pred, law, out, logc = carry
+        pred, law, out, logc, low = carry
         joint, scale, logc_t = _unnormalised_filter(pred, columns[tokens[t]])
         return (predict(joint, transition) * scale, mm(joint, ab) * scale, out.at[t].set(law),
-                logc.at[t].set(logc_t))
+                logc.at[t].set(logc_t), jnp.minimum(low, _min_positive(pred)))
 
-    init = (initial, mm(initial, emission), jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype))
-    _, _, out, logc = jax.lax.fori_loop(0, T, step, init, unroll=2)
-    return out, logc
+    init = (initial, mm(initial, emission), jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype),
+            inf)
+    _, _, out, logc, low = jax.lax.fori_loop(0, T, step, init, unroll=2)
+    return _checked(parallel, (out, logc), low)
+
+
+def _split(parallel, out):
+    """``(out, low)`` of a core function's result: its own under ``parallel=CHECKED``, else no bound."""
+    return out if _is_checked(parallel) else (out, jnp.inf)
+
+
+def _total_share(joint, logc, transition, emission) -> jax.Array:
+    """A posterior's least row total s = Σ_h α(h)β(h), scaled so that it is below :func:`floor` exactly when
+    s < K · 2²⁴ · tiny: a larger total keeps what products below the float range could drop under 2⁻²⁴ of
+    it (contradicting past and future evidence can push every product of a row there, leaving it all
+    zero).  No bound for a sequence of probability zero (``logc`` has −inf): its posterior is undefined,
+    and the caller refuses it."""
+    tiny, K = jnp.finfo(emission.dtype).tiny, joint.shape[-1]
+    share = joint.sum(-1).min() * floor(transition, emission) / (K * 2.0**24 * tiny)
+    return jnp.where(jnp.isfinite(logc).all(), share, jnp.inf)
 
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
-    fw = forward(initial, transition, emission, tokens, parallel)
-    betas, _ = backward(transition, emission, tokens, parallel)
-    return _normalise(fw.filtered * betas), fw.token_logprobs
+    fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
+    (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
+    joint = fw.filtered * betas
+    return _checked(parallel, (_normalise(joint), fw.token_logprobs), low_f, low_b, _total_share(joint, fw.token_logprobs, transition, emission))
 
 
 def masked_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
-    fw = forward(initial, transition, emission, tokens, parallel)
-    betas, _ = backward(transition, emission, tokens, parallel)
-    return _normalise(fw.predicted * betas), fw.token_logprobs
+    fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
+    (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
+    joint = fw.predicted * betas
+    return _checked(parallel, (_normalise(joint), fw.token_logprobs), low_f, low_b, _total_share(joint, fw.token_logprobs, transition, emission))
 
 
 def masked_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
@@ -270,23 +363,25 @@ def masked_token_probs(initial, transition, emission, tokens, parallel=None) -> 
 
     Setting x_t's emission likelihood to 1 leaves p(h_t | x_<t) from the forward pass and β_t from the
     backward pass, neither of which reads x_t, so one forward–backward gives every position at once."""
-    post, logc = masked_state_posterior(initial, transition, emission, tokens, parallel)
-    return mm(post, emission), logc
+    (post, logc), low = _split(parallel, masked_state_posterior(initial, transition, emission, tokens, parallel))
+    return _checked(parallel, (mm(post, emission), logc), low)
 
 
 def prepended_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_0 | x_1:T) ∝ π ∘ β_0 for a masked position 0 prepended before x_1 (h_0 ~ π, h_1 ~ π A).
 
     This is the masked position of Wei, Xie & Ma: sample x_0:T, mask x_0, read the law at position 0."""
-    _, beta0 = backward(transition, emission, tokens, parallel)
-    logc = token_logprobs(predict(initial, transition), transition, emission, tokens, parallel)
-    return _normalise(initial * beta0), logc
+    (_, beta0), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
+    logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
+                                                  parallel))
+    joint = initial * beta0
+    return _checked(parallel, (_normalise(joint), logc), low_f, low_b, _total_share(joint[None], logc, transition, emission))
 
 
 def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Law of the prepended masked token: p(x_0 = · | x_1:T) = p(h_0 | x_1:T) B, shape (V,)."""
-    post, logc = prepended_state_posterior(initial, transition, emission, tokens, parallel)
-    return mm(post, emission), logc
+    (post, logc), low = _split(parallel, prepended_state_posterior(initial, transition, emission, tokens, parallel))
+    return _checked(parallel, (mm(post, emission), logc), low)
 
 
 # ---- sampling -----------------------------------------------------------------------------------

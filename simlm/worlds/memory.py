@@ -66,7 +66,6 @@ def _check_joint_size(name: str, N: int, M: int, Q: int, V: int, itemsize: int) 
                    f"the joint chain: M^N·N·Q = {M}^{N}·{N}·{Q} = {K:,} states × {V} symbols")
 
 
-@jax.jit
 def _memory_posterior(joint_initial, transition, joint_emission, one_hot, toks):
     """P(m_j = v | x_1:T), ``(n, N, M)``: the filtered joint law at T summed over z gives P(c | x_1:T)
     (c never changes, so this is also its smoothed law at every t), then per-cell marginals
