@@ -1,12 +1,9 @@
 """Long, near-deterministic sequences in float32, and agreement with hmmlearn and dynamax."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from simlm import HMM
-from simlm.worlds import hmm_core as core
 
 
 def float64_log_likelihood(hmm, x):
@@ -92,33 +89,3 @@ def test_block_diagonal_transition_equals_dense_kron():
     np.testing.assert_allclose(core.log_likelihood(args[0], jnp.asarray(blocks[0], jnp.float32), args[1], x),
                                core.log_likelihood(args[0], jnp.asarray(shared, jnp.float32), args[1], x), rtol=1e-6)
 
-
-def test_a_block_whose_share_underflows_is_not_lost_when_later_evidence_favours_it():
-    """Two memory values, 60 tokens favouring one and then 80 favouring the other: the second value's share
-    of α falls below float32 range at t ≈ 40 and, in a chain that cannot refill it (block-diagonal, or a
-    dense identity transition), the sequential filter alone would read the rest as if it did not exist
-    (log p(x) 44 nats off); the world classes rerun such a batch with the log-space scans."""
-    from scipy.special import logsumexp
-    from simlm.worlds import MemoryHMM
-
-    E = np.array([[[0.9, 0.1]], [[0.1, 0.9]]])
-    x = np.array([0] * 60 + [1] * 80)
-    exact = logsumexp([np.log(0.5) + 60 * np.log(0.9) + 80 * np.log(0.1),
-                       np.log(0.5) + 60 * np.log(0.1) + 80 * np.log(0.9)])
-    memory = MemoryHMM.one_cell([0.5, 0.5], [1.0], [[1.0]], E)
-    dense = HMM([0.5, 0.5], np.eye(2), E[:, 0, :])
-    for world in (memory, dense):
-        assert float(world.log_likelihood(x)) == pytest.approx(exact, abs=1e-3)
-        assert float(np.asarray(world.next_token_probs(x))[-1, 1]) == pytest.approx(0.9, abs=1e-5)
-    log_odds = 140 * np.log(9.0) - 2 * 60 * np.log(9.0)  # log P(m = 1 | x) − log P(m = 0 | x) = 20 log 9
-    np.testing.assert_allclose(np.asarray(memory.memory_posterior(x))[0], [1 / (1 + np.exp(log_odds)),
-                                                                              1 / (1 + np.exp(-log_odds))], rtol=1e-4)
-
-
-def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
-    """Every entry of A positive: the smallest share the scan reads stays far above the floor."""
-    hmm = HMM.random(0, 6, 5)
-    x = jnp.asarray(hmm.sample(0, 4, 200))
-    pi, A, B = hmm.parameter_arrays()
-    _, low = jax.vmap(lambda t: core.token_logprobs(pi, A, B, t, core.CHECKED))(x)
-    assert float(low.min()) > 1e6 * float(core.floor(A, B))

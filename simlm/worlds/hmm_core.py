@@ -21,8 +21,11 @@ an absorbing state — a share flushed to 0 never comes back, and evidence that 
 if that state did not exist (log p(x) tens of nats off).  The scans therefore track the smallest positive
 share they multiply, and :func:`batched` — every entry point of the world classes — reruns a batch in
 which any product could have left the float range (a share below tiny ÷ (min⁺A · min⁺B), tiny the smallest
-normal float) with the log-space associative scans of :mod:`simlm.worlds.hmm_parallel`, which carry
-each segment's scale as a logarithm.  Sampled sequences of a world practically never need it.  The backward messages
+normal float; for a posterior, a row total near tiny, as when past and future evidence disagree by more
+than the float holds) with the same recursions on log-probabilities, which cost K² exponentials a step
+and cannot lose a share.  Sampled sequences of a world with every entry of A positive never need it;
+long sequences of a memory world, whose other memories' shares fall below the range, do.  The core
+functions called directly run the scan they are asked for, unchecked.  The backward messages
 β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
 posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
 unchanged, so no NaN ever appears.
@@ -43,6 +46,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 
 from simlm.errors import ConfigError
 from simlm.precision import EXACT, mm  # every product at full float32 (simlm.precision)
@@ -114,10 +118,12 @@ def _normalise(v: jax.Array) -> jax.Array:
     return jnp.where(s > 0, v / jnp.where(s > 0, s, 1.0), v)
 
 
-#: ``parallel=CHECKED`` (internal, :func:`batched`): the sequential scans, returning ``(out, low)`` with
-#: ``low`` the smallest positive normalised share a product of the scan read (compared with :func:`floor`);
-#: ``CHECKED_SCANS``: the associative scans, whose ``low`` is a posterior's row total alone
-CHECKED, CHECKED_SCANS = "checked", "checked-scans"
+#: Internal modes of ``parallel`` (:func:`batched`): ``CHECKED``, the sequential scans returning ``(out,
+#: low)`` with ``low`` the smallest positive normalised share a product of the scan read (compared with
+#: :func:`floor`); ``CHECKED_SCANS``, the associative scans, whose ``low`` is a posterior's row total
+#: alone; ``LOG_SPACE``, the sequential scans on log-probabilities (:func:`_log_forward`), which nothing
+#: can push out of the float range, at K² exponentials a step — the rerun of a batch that needs it.
+CHECKED, CHECKED_SCANS, LOG_SPACE = "checked", "checked-scans", "log-space"
 
 
 def _min_positive(v: jax.Array) -> jax.Array:
@@ -174,7 +180,7 @@ def _filter_and_predict(pred, lik, transition):
 def _parallel(parallel, emission, length: int, n_sequences: int = 1) -> bool:
     """:func:`use_parallel` for ``n_sequences`` of ``length`` tokens of the chain with this ``emission`` (its
     K states and float size); one sequence inside a core function, the whole batch in :func:`batched`."""
-    if _is_checked(parallel):
+    if isinstance(parallel, str) and parallel in (CHECKED, CHECKED_SCANS, LOG_SPACE):
         return parallel == CHECKED_SCANS
     return use_parallel(parallel, length, emission.shape[0], n_sequences, emission.dtype.itemsize)
 
@@ -182,33 +188,29 @@ def _parallel(parallel, emission, length: int, n_sequences: int = 1) -> bool:
 def batched(fn):
     """``vmap(fn)`` over the sequences of ``fn(initial, transition, emission, tokens, parallel)``, jitted, with
     ``parallel=None`` decided for the whole (n, T) batch (:func:`use_parallel` with n sequences) from the
-    static shapes.  A sequential batch is rerun with the associative scans when a share of its filter
-    could have underflowed (module docstring): decided on the host, so the scan compiles only for a batch
-    that needs it (under an outer trace, by ``lax.cond``).  The scans' own check (a posterior row whose
-    every term is below the float range) is computed but not yet acted on."""
+    static shapes.  A batch in which a product could have left the float range (module docstring; for the
+    associative scans, a posterior row whose every term is below it) is rerun in log space (``LOG_SPACE``):
+    decided on the host, so the log-space scan compiles only for a batch that needs it (under an outer
+    trace, by ``lax.cond``)."""
 
     def each(parallel):
         def run(initial, transition, emission, tokens):
             out, low = jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
-            return out, low < floor(transition, emission)  # (n,): which sequences' scans lost a share
+            return out, jnp.any(low < floor(transition, emission))
         return jax.jit(run)
 
     sequential, scans = each(CHECKED), each(CHECKED_SCANS)
+    exact = jax.jit(lambda initial, transition, emission, tokens: jax.vmap(
+        lambda x: fn(initial, transition, emission, x, LOG_SPACE))(tokens))
 
     def run(initial, transition, emission, tokens):
         n, T = tokens.shape
         spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
-        if _parallel(None, spec, T, n):
-            out, _ = scans(initial, transition, emission, tokens)
-        else:
-            out, lost = sequential(initial, transition, emission, tokens)
-            if isinstance(lost, jax.core.Tracer):
-                return jax.lax.cond(lost.any(), lambda *a: scans(*a)[0], lambda *_: out,
-                                    initial, transition, emission, tokens)
-            if not lost.any():
-                return out
-            out, _ = scans(initial, transition, emission, tokens)
-        return out
+        first = scans if _parallel(None, spec, T, n) else sequential
+        out, lost = first(initial, transition, emission, tokens)
+        if isinstance(lost, jax.core.Tracer):
+            return jax.lax.cond(lost, exact, lambda *_: out, initial, transition, emission, tokens)
+        return exact(initial, transition, emission, tokens) if lost else out
 
     return run
 
@@ -228,6 +230,72 @@ def use_parallel(parallel, length: int, n_states: int = 1, n_sequences: int = 1,
     return parallel
 
 
+# ---- log space (the exact rerun) ------------------------------------------------------------------
+
+def _log_normalise(v: jax.Array) -> jax.Array:
+    """v − log Σ e^v over the last axis; an all −∞ row stays as it is."""
+    top = logsumexp(v, axis=-1, keepdims=True)
+    return jnp.where(jnp.isfinite(top), v - top, v)
+
+
+def _log_predict(log_alpha: jax.Array, log_transition: jax.Array) -> jax.Array:
+    """log(e^{log α} A) for a dense or block-diagonal A given as log A (``predict`` in log space)."""
+    a = _blocks(log_alpha, log_transition)
+    return logsumexp(a[..., :, None] + log_transition, axis=-2).reshape(log_alpha.shape)
+
+
+def _log_retrodict(log_beta: jax.Array, log_transition: jax.Array) -> jax.Array:
+    """log(A e^{log β}) (``retrodict`` in log space)."""
+    b = _blocks(log_beta, log_transition)
+    return logsumexp(log_transition + b[..., None, :], axis=-1).reshape(log_beta.shape)
+
+
+def _log_forward(initial, transition, emission, tokens):
+    """``(log p(h_t | x_<t), log p(h_t | x_≤t), log c_t)`` ``((T, K), (T, K), (T,))``: :func:`forward`'s
+    recursion on log-probabilities, normalised every step, so a share far below the float range is a
+    large negative number instead of 0 and comes back exactly when later evidence favours it."""
+    log_a, log_b = jnp.log(transition), jnp.log(emission.T)
+
+    def step(log_pred, x):
+        joint = log_pred + log_b[x]
+        log_c = logsumexp(joint)
+        log_filt = jnp.where(jnp.isfinite(log_c), joint - log_c, log_pred)  # c = 0: the filter stays
+        return _log_predict(log_filt, log_a), (log_pred, log_filt, log_c)
+
+    return jax.lax.scan(step, jnp.log(initial), tokens)[1]
+
+
+def _log_backward(transition, emission, tokens):
+    """``(log β_t (T, K), log β_0 (K,))``, normalised: :func:`backward` on log-probabilities."""
+    log_a, log_b = jnp.log(transition), jnp.log(emission.T)
+    K = emission.shape[0]
+
+    def step(log_beta, x):
+        return _log_normalise(_log_retrodict(log_b[x] + log_beta, log_a)), log_beta
+
+    log_beta0, log_betas = jax.lax.scan(step, jnp.full((K,), -jnp.log(K), emission.dtype), tokens, reverse=True)
+    return log_betas, log_beta0
+
+
+def _log_space(name, initial, transition, emission, tokens):
+    """The inference function ``name`` computed in log space (``parallel=LOG_SPACE``): posteriors are
+    normalised as log α + log β, so no row is lost to products below the float range either."""
+    if name in ("forward", "token_logprobs", "next_token_probs"):
+        log_pred, log_filt, log_c = _log_forward(initial, transition, emission, tokens)
+        return {"forward": lambda: Forward(jnp.exp(log_pred), jnp.exp(log_filt), log_c),
+                "token_logprobs": lambda: log_c,
+                "next_token_probs": lambda: (mm(jnp.exp(log_pred), emission), log_c)}[name]()
+    log_betas, log_beta0 = _log_backward(transition, emission, tokens)
+    if name == "backward":
+        return jnp.exp(log_betas), jnp.exp(log_beta0)
+    if name == "prepended_state_posterior":
+        log_c = _log_forward(predict(initial, transition), transition, emission, tokens)[2]
+        return jnp.exp(_log_normalise(jnp.log(initial) + log_beta0)), log_c
+    log_pred, log_filt, log_c = _log_forward(initial, transition, emission, tokens)
+    log_alpha = log_filt if name == "smoothed_posterior" else log_pred  # masked: x_t itself not read
+    return jnp.exp(_log_normalise(log_alpha + log_betas)), log_c
+
+
 # ---- inference ----------------------------------------------------------------------------------
 
 def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
@@ -235,6 +303,8 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
+    if parallel == LOG_SPACE:
+        return _log_space("forward", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         return _checked(parallel, Forward(*hmm_parallel.forward(initial, transition, emission, tokens)), jnp.inf)
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
@@ -252,6 +322,8 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 
 def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
+    if parallel == LOG_SPACE:
+        return _log_space("token_logprobs", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         return _checked(parallel, hmm_parallel.forward(initial, transition, emission, tokens)[2], jnp.inf)
     columns = emission.T
@@ -274,6 +346,8 @@ def log_likelihood(initial, transition, emission, tokens, parallel=None) -> jax.
 def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """Normalised backward messages β_t ∝ p(x_{>t} | h_t), shape (T, K), and β_0 ∝ p(x_1:T | h_0) for a
     position 0 prepended before x_1 (whose state precedes h_1 by one transition), shape (K,)."""
+    if parallel == LOG_SPACE:
+        return _log_space("backward", None, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         return _checked(parallel, hmm_parallel.backward(transition, emission, tokens), jnp.inf)
     columns = emission.T
@@ -291,6 +365,8 @@ def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, ja
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
+    if parallel == LOG_SPACE:
+        return _log_space("next_token_probs", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
         return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs), jnp.inf)
@@ -344,6 +420,8 @@ def _total_share(joint, logc, transition, emission) -> jax.Array:
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
+    if parallel == LOG_SPACE:
+        return _log_space("smoothed_posterior", initial, transition, emission, tokens)
     fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
     (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
     joint = fw.filtered * betas
@@ -352,6 +430,8 @@ def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> 
 
 def masked_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
+    if parallel == LOG_SPACE:
+        return _log_space("masked_state_posterior", initial, transition, emission, tokens)
     fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
     (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
     joint = fw.predicted * betas
@@ -371,6 +451,8 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
     """p(h_0 | x_1:T) ∝ π ∘ β_0 for a masked position 0 prepended before x_1 (h_0 ~ π, h_1 ~ π A).
 
     This is the masked position of Wei, Xie & Ma: sample x_0:T, mask x_0, read the law at position 0."""
+    if parallel == LOG_SPACE:
+        return _log_space("prepended_state_posterior", initial, transition, emission, tokens)
     (_, beta0), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
     logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
                                                   parallel))

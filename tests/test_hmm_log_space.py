@@ -1,0 +1,102 @@
+"""The log-space scans (``parallel=core.LOG_SPACE``, the rerun of a batch whose scaled filter could have
+left the float range) equal the scaled sequential filter where that one is exact, and stay exact where
+it is not: evidence that first buries a block of a reducible chain and later favours it."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from scipy.linalg import block_diag
+from scipy.special import logsumexp
+
+from simlm import HMM
+from simlm.worlds import MemoryHMM
+from simlm.worlds import hmm_core as core
+from test_hmm_parallel import EXACT, _assert_same, chains_and_tokens
+
+FORWARD_FAMILY = ("forward", "token_logprobs", "log_likelihood", "next_token_probs")
+POSTERIORS = ("smoothed_posterior", "masked_state_posterior", "masked_token_probs", "prepended_state_posterior",
+              "prepended_mask_probs")
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name, parallel):
+    return jax.jit(functools.partial(getattr(core, name), parallel=parallel))
+
+
+def _both(name, *args):
+    """``core.<name>`` by the scaled sequential scan and in log space, in float64, as numpy."""
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in args]
+        return [jax.tree.map(np.asarray, _jitted(name, p)(*args)) for p in (False, core.LOG_SPACE)]
+
+
+@given(chains_and_tokens())
+def test_the_forward_family_equals_the_scaled_filter_including_impossible_tokens(case):
+    for name in FORWARD_FAMILY:
+        _assert_same(*_both(name, *case))
+    pi, A, B, x = case
+    _assert_same(*_both("backward", A, B, x))
+
+
+@given(chains_and_tokens(allow_zeros=False))
+def test_every_posterior_equals_the_scaled_filter(case):
+    for name in POSTERIORS:
+        _assert_same(*_both(name, *case))
+
+
+@given(chains_and_tokens(K=4, allow_zeros=False))
+def test_block_diagonal_transitions_equal_their_dense_matrix(case):
+    pi, A, B, x = case
+    blocks = np.stack([A[:2, :2] / A[:2, :2].sum(1, keepdims=True), A[2:, 2:] / A[2:, 2:].sum(1, keepdims=True)])
+    dense = block_diag(*blocks)
+    for name in FORWARD_FAMILY + POSTERIORS:
+        (_, block), (_, full) = _both(name, pi, blocks, B, x), _both(name, pi, dense, B, x)
+        for u, w in zip(jax.tree.leaves(block), jax.tree.leaves(full)):
+            np.testing.assert_allclose(u, w, **EXACT)
+
+
+def _buried_then_favoured():
+    """Two memory values; 60 tokens favour the first, 80 the second (float32: the second's share of α is
+    9⁻⁶⁰ ≈ 6e-58 at t = 60, far below the float range, and the evidence then turns)."""
+    E = np.array([[[0.9, 0.1]], [[0.1, 0.9]]])
+    x = np.array([0] * 60 + [1] * 80)
+    log_odds = (80 - 60) * np.log(9.0)  # log P(m = 1 | x) − log P(m = 0 | x)
+    exact_ll = logsumexp([np.log(0.5) + 60 * np.log(0.9) + 80 * np.log(0.1),
+                          np.log(0.5) + 60 * np.log(0.1) + 80 * np.log(0.9)])
+    return MemoryHMM.one_cell([0.5, 0.5], [1.0], [[1.0]], E), HMM([0.5, 0.5], np.eye(2), E[:, 0, :]), x, \
+        log_odds, exact_ll
+
+
+def test_a_buried_block_comes_back_in_every_law_and_posterior():
+    memory, dense, x, log_odds, exact_ll = _buried_then_favoured()
+    last = [1 / (1 + np.exp(log_odds)), 1 / (1 + np.exp(-log_odds))]  # P(m | x): the block's weight anywhere
+    for world in (memory, dense):
+        assert float(world.log_likelihood(x)) == pytest.approx(exact_ll, abs=1e-3)
+        assert np.asarray(world.next_token_probs(x))[-1] == pytest.approx([0.1, 0.9], abs=1e-5)
+        np.testing.assert_allclose(np.asarray(world.masked_token_probs(x))[60], [0.1, 0.9], rtol=1e-4)
+    # smoothed at t = 60, where past and future disagree most: the state is the memory, P(m | x)
+    np.testing.assert_allclose(np.asarray(dense.state_posterior(x))[60], last, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(memory.memory_posterior(x))[0], last, rtol=1e-4)
+
+
+def test_the_raw_scaled_filter_alone_would_have_lost_the_block():
+    """The failure the rerun exists for (so the test above cannot pass by accident)."""
+    _, dense, x, _, exact_ll = _buried_then_favoured()
+    pi, A, B = dense.parameter_arrays()
+    raw = float(core.log_likelihood(pi, A, B, jnp.asarray(x), False))
+    assert raw < exact_ll - 40
+    _, low = core.token_logprobs(pi, A, B, jnp.asarray(x), core.CHECKED)
+    assert float(low) < float(core.floor(A, B))
+
+
+def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
+    """Every entry of A positive: the smallest share the scan reads stays far above the floor."""
+    hmm = HMM.random(0, 6, 5)
+    x = jnp.asarray(hmm.sample(0, 4, 200))
+    pi, A, B = hmm.parameter_arrays()
+    _, low = jax.vmap(lambda t: core.token_logprobs(pi, A, B, t, core.CHECKED))(x)
+    assert float(low.min()) > 1e6 * float(core.floor(A, B))
