@@ -100,3 +100,22 @@ def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
     pi, A, B = hmm.parameter_arrays()
     _, low = jax.vmap(lambda t: core.token_logprobs(pi, A, B, t, core.CHECKED))(x)
     assert float(low.min()) > 1e6 * float(core.floor(A, B))
+
+
+def test_a_law_below_the_float_range_after_an_unlikely_token_is_recomputed_not_zero():
+    """K ≥ V: the law is joint·(AB) ÷ c_t, so after a token of probability 1e-30 the product leaves the
+    float range although no share of the filter does (it was [0, 1]; the exact law is [1e-30, 1])."""
+    hmm = HMM([0.5, 0.5], np.full((2, 2), 0.5), [[1e-30, 1 - 1e-30], [1e-30, 1 - 1e-30]])
+    law = np.asarray(hmm.next_token_probs(np.array([0, 0, 1])))
+    np.testing.assert_allclose(law[1:, 0], 1e-30, rtol=1e-5)
+
+
+def test_the_accelerator_path_reruns_a_token_only_a_buried_block_can_emit(monkeypatch):
+    """The associative scans read p_t off e^{ℓ − max ℓ}, where the buried block's share is 0, so token 2
+    (emitted by the second block only) got c_t = 0 and the sequence was called impossible."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    hmm = HMM([0.5, 0.5], np.eye(2), [[0.9, 0.1, 0.0], [0.1, 0.8, 0.1]])
+    x = np.array([[0] * 60 + [2] + [1] * 10])
+    exact = np.log(0.5) + 60 * np.log(0.1) + np.log(0.1) + 10 * np.log(0.8)  # only the second block emits 2
+    assert float(hmm.log_likelihood(x)[0]) == pytest.approx(exact, abs=1e-3)
+    np.testing.assert_allclose(np.asarray(hmm.state_posterior(x))[0, 60], [0.0, 1.0], atol=1e-6)

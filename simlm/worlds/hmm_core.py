@@ -306,7 +306,8 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
     if parallel == LOG_SPACE:
         return _log_space("forward", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        return _checked(parallel, Forward(*hmm_parallel.forward(initial, transition, emission, tokens)), jnp.inf)
+        fw = Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
+        return _checked(parallel, fw, _scans_share(fw.token_logprobs, transition, emission))
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
     def step(carry, x):
@@ -325,7 +326,8 @@ def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.
     if parallel == LOG_SPACE:
         return _log_space("token_logprobs", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        return _checked(parallel, hmm_parallel.forward(initial, transition, emission, tokens)[2], jnp.inf)
+        logc = hmm_parallel.forward(initial, transition, emission, tokens)[2]
+        return _checked(parallel, logc, _scans_share(logc, transition, emission))
     columns = emission.T
 
     def step(carry, x):
@@ -369,7 +371,8 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
         return _log_space("next_token_probs", initial, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
-        return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs), jnp.inf)
+        return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs),
+                        _scans_share(fw.token_logprobs, transition, emission))
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
     # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
     # large (threaded) matmul after the loop.  Otherwise the loop carries the law too: p_{t+1} B =
@@ -393,8 +396,9 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     def step(t, carry):
         pred, law, out, logc, low = carry
         joint, scale, logc_t = _unnormalised_filter(pred, columns[tokens[t]])
+        # joint·(AB) as well as joint·A: joint's own shares must clear the floor (AB's entries ≥ min⁺A·min⁺B)
         return (predict(joint, transition) * scale, mm(joint, ab) * scale, out.at[t].set(law),
-                logc.at[t].set(logc_t), jnp.minimum(low, _min_positive(pred)))
+                logc.at[t].set(logc_t), jnp.minimum(low, _min_positive(joint)))
 
     init = (initial, mm(initial, emission), jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype),
             inf)
@@ -407,15 +411,27 @@ def _split(parallel, out):
     return out if _is_checked(parallel) else (out, jnp.inf)
 
 
+def _as_share(total, transition, emission) -> jax.Array:
+    """A sum of K products, scaled so that it is below :func:`floor` exactly when it is < K · 2²⁴ · tiny: a
+    larger one keeps what products below the float range could drop under 2⁻²⁴ of it."""
+    K, tiny = emission.shape[0], jnp.finfo(emission.dtype).tiny
+    return total * floor(transition, emission) / (K * 2.0**24 * tiny)
+
+
 def _total_share(joint, logc, transition, emission) -> jax.Array:
-    """A posterior's least row total s = Σ_h α(h)β(h), scaled so that it is below :func:`floor` exactly when
-    s < K · 2²⁴ · tiny: a larger total keeps what products below the float range could drop under 2⁻²⁴ of
-    it (contradicting past and future evidence can push every product of a row there, leaving it all
-    zero).  No bound for a sequence of probability zero (``logc`` has −inf): its posterior is undefined,
-    and the caller refuses it."""
-    tiny, K = jnp.finfo(emission.dtype).tiny, joint.shape[-1]
-    share = joint.sum(-1).min() * floor(transition, emission) / (K * 2.0**24 * tiny)
-    return jnp.where(jnp.isfinite(logc).all(), share, jnp.inf)
+    """A posterior's least row total Σ_h α(h)β(h) as a share (:func:`_as_share`): contradicting past and
+    future evidence can push every product of a row below the float range, leaving it all zero.  No bound
+    for a sequence of probability zero (``logc`` has −inf): its posterior is undefined, and the caller
+    refuses it."""
+    total = joint.sum(-1).min(initial=jnp.inf)
+    return jnp.where(jnp.isfinite(logc).all(), _as_share(total, transition, emission), jnp.inf)
+
+
+def _scans_share(logc, transition, emission) -> jax.Array:
+    """The associative scans' least c_t = p(x_t | x_<t) as a share (:func:`_as_share`): their p_t are read
+    off e^{ℓ − max ℓ}, where a buried block's share is 0, so a token only it can emit gets c_t ≈ 0 —
+    or exactly 0, counted impossible.  A truly impossible token reruns too, and stays impossible."""
+    return _as_share(jnp.exp(logc.min(initial=jnp.inf)), transition, emission)
 
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
