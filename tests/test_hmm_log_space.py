@@ -119,3 +119,16 @@ def test_the_accelerator_path_reruns_a_token_only_a_buried_block_can_emit(monkey
     exact = np.log(0.5) + 60 * np.log(0.1) + np.log(0.1) + 10 * np.log(0.8)  # only the second block emits 2
     assert float(hmm.log_likelihood(x)[0]) == pytest.approx(exact, abs=1e-3)
     np.testing.assert_allclose(np.asarray(hmm.state_posterior(x))[0, 60], [0.0, 1.0], atol=1e-6)
+
+
+def test_the_corrupted_channel_posterior_reruns_in_log_space_too():
+    """bayes_corrupted_probs runs the masked posterior under its own vmap: it checks and reruns itself
+    (before, the float32 world called the masked sequence impossible)."""
+    from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs
+
+    memory, dense, x, _, _ = _buried_then_favoured()
+    y = x[None].copy()
+    y[0, 60] = 2  # MASK (id V = 2) where past and future disagree most
+    for world in (memory, dense):
+        law = bayes_corrupted_probs(world, y, Corruption(0.15, 1.0, 0.0, 0.0))
+        np.testing.assert_allclose(law[0, 60], [0.1, 0.9], rtol=1e-4)

@@ -29,6 +29,7 @@ the reference for a transformer's embedding layer (block 0): P(x_t | y_t, t, s_t
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -93,20 +94,28 @@ def corrupt(seed, tokens, corruption: Corruption, n_symbols: int) -> tuple[np.nd
 
 
 @exact
-def corrupted_posterior(initial, transition, emission, channel, channel_selected, inputs):
+def corrupted_posterior(initial, transition, emission, channel, channel_selected, inputs, parallel=None):
     """One sequence: ``(P(x_t = · | y, s_t = 1) (T, V), P(h_t | y_−t) (T, K))`` for corrupted ``inputs (T,)``
-    (ids 0..V, V = MASK) and the channel matrices of :func:`channels`.  Pure, jit/vmap-able."""
+    (ids 0..V, V = MASK) and the channel matrices of :func:`channels`.  Pure, jit/vmap-able; ``parallel``
+    as in :mod:`simlm.worlds.hmm_core` (:func:`bayes_corrupted_probs` checks the float range and reruns in
+    log space)."""
     like = (emission @ channel.T).T[inputs]  # (T, K): ℓ_t(h) = Σ_x B[h, x] C(y_t | x)
     steps = jnp.arange(inputs.shape[0])
-    state, _ = core.masked_state_posterior(initial, transition, like.T, steps)
+    (state, _), low = core._split(parallel, core.masked_state_posterior(initial, transition, like.T, steps, parallel))
     prior = state @ emission
     law = prior * channel_selected[inputs]
     # a token no selected position can show (plain masking: any symbol) is unselected: P(x_t | y, s_t = 0)
     law = jnp.where(law.sum(-1, keepdims=True) > 0, law, prior * channel[inputs])
-    return law / law.sum(-1, keepdims=True), state
+    out = (law / law.sum(-1, keepdims=True), state)
+    return (out, low < core.floor(transition, like.T)) if core._is_checked(parallel) else out
 
 
-_batched_posterior = jax.jit(jax.vmap(corrupted_posterior, in_axes=(None, None, None, None, None, 0)))
+def _batched(parallel):
+    return jax.jit(jax.vmap(partial(corrupted_posterior, parallel=parallel), in_axes=(None, None, None, None, None, 0)))
+
+
+#: every sequence by the scaled filter, with whether a share left the float range; the log-space rerun
+_batched_posterior, _exact_posterior = _batched(core.CHECKED), _batched(core.LOG_SPACE)
 
 
 def _inputs(world, inputs) -> np.ndarray:
@@ -133,7 +142,10 @@ def bayes_corrupted_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
     C, Cs = channels(corruption, int(world.n_symbols))
     initial, transition, emission = world.chain
     dt = emission.dtype
-    probs, _ = _batched_posterior(initial, transition, emission, jnp.asarray(C, dt), jnp.asarray(Cs, dt), y)
+    args = (initial, transition, emission, jnp.asarray(C, dt), jnp.asarray(Cs, dt), y)
+    (probs, _), lost = _batched_posterior(*args)
+    if np.asarray(lost).any():  # a block buried below the float range (simlm.worlds.hmm_core)
+        probs, _ = _exact_posterior(*args)
     probs = np.asarray(probs)
     if not np.isfinite(probs).all():
         i = int(np.flatnonzero(~np.isfinite(probs).all(axis=(1, 2)))[0])
