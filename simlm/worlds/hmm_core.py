@@ -139,6 +139,9 @@ def floor(transition, emission) -> jax.Array:
     return 4 * tiny / least(transition) / least(emission)
 
 
+_floor = jax.jit(floor)
+
+
 def _checked(parallel, out, *lows):
     """``(out, min(lows))`` under ``parallel=CHECKED`` or ``CHECKED_SCANS``, else ``out``."""
     return (out, jnp.min(jnp.stack([jnp.asarray(v, out_dtype(out)) for v in lows]))) if _is_checked(parallel) else out
@@ -205,6 +208,9 @@ def batched(fn):
 
     def run(initial, transition, emission, tokens):
         n, T = tokens.shape
+        traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
+        if not traced and float(_floor(transition, emission)) >= 1:  # even a share of 1 may flush: no point
+            return exact(initial, transition, emission, tokens)
         spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
         first = scans if _parallel(None, spec, T, n) else sequential
         out, lost = first(initial, transition, emission, tokens)
