@@ -2,8 +2,6 @@
 left the float range) equal the scaled sequential filter where that one is exact, and stay exact where
 it is not: evidence that first buries a block of a reducible chain and later favours it."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,16 +13,11 @@ from scipy.special import logsumexp
 from simlm import HMM
 from simlm.worlds import MemoryHMM
 from simlm.worlds import hmm_core as core
-from test_hmm_parallel import EXACT, _assert_same, chains_and_tokens
+from test_hmm_parallel import EXACT, _assert_same, _jitted, chains_and_tokens
 
 FORWARD_FAMILY = ("forward", "token_logprobs", "log_likelihood", "next_token_probs")
 POSTERIORS = ("smoothed_posterior", "masked_state_posterior", "masked_token_probs", "prepended_state_posterior",
               "prepended_mask_probs")
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted(name, parallel):
-    return jax.jit(functools.partial(getattr(core, name), parallel=parallel))
 
 
 def _both(name, *args):

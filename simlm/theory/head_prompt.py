@@ -377,8 +377,8 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
         reason = ("μ is nonzero only where π = 0, where P(H_0 | x) puts no mass: S = supp(μ) ∩ supp(π) is empty "
                   "and the task 1[μᵀP(H_0|x) ≥ 0] is constant")
     elif not gate.any():
-        reason = ("no hidden state transitions only into S = supp(μ) ∩ supp(π): every g has A[g, h] > tol for some h ∉ S, "
-                  "so no prompt makes P(H_0 | z, x) vanish off S")
+        reason = ("no hidden state transitions only into S = supp(μ) ∩ supp(π): every g has A[g, h] > tol "
+                  "for some h ∉ S, so no prompt makes P(H_0 | z, x) vanish off S")
     elif not allowed[-1].any():
         reason = (f"states {_states(gate)} transition only into S but none is reachable at prompt step "
                   f"{k} from supp(π) = {_states(reach[0])}")

@@ -442,22 +442,23 @@ def _scans_share(logc, transition, emission) -> jax.Array:
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
-    if parallel == LOG_SPACE:
-        return _log_space("smoothed_posterior", initial, transition, emission, tokens)
-    fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
-    (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
-    joint = fw.filtered * betas
-    return _checked(parallel, (_normalise(joint), fw.token_logprobs), low_f, low_b, _total_share(joint, fw.token_logprobs, transition, emission))
+    return _posterior("smoothed_posterior", initial, transition, emission, tokens, parallel)
 
 
 def masked_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
+    return _posterior("masked_state_posterior", initial, transition, emission, tokens, parallel)
+
+
+def _posterior(name, initial, transition, emission, tokens, parallel):
+    """Forward–backward: the filtered (smoothed) or predicted (masked) law ∘ β_t, normalised."""
     if parallel == LOG_SPACE:
-        return _log_space("masked_state_posterior", initial, transition, emission, tokens)
+        return _log_space(name, initial, transition, emission, tokens)
     fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
     (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
-    joint = fw.predicted * betas
-    return _checked(parallel, (_normalise(joint), fw.token_logprobs), low_f, low_b, _total_share(joint, fw.token_logprobs, transition, emission))
+    joint = (fw.filtered if name == "smoothed_posterior" else fw.predicted) * betas
+    return _checked(parallel, (_normalise(joint), fw.token_logprobs), low_f, low_b,
+                    _total_share(joint, fw.token_logprobs, transition, emission))
 
 
 def masked_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
@@ -479,7 +480,8 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
     logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
                                                   parallel))
     joint = initial * beta0
-    return _checked(parallel, (_normalise(joint), logc), low_f, low_b, _total_share(joint[None], logc, transition, emission))
+    return _checked(parallel, (_normalise(joint), logc), low_f, low_b,
+                    _total_share(joint[None], logc, transition, emission))
 
 
 def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
