@@ -144,14 +144,14 @@ _floor = jax.jit(floor)
 
 def _checked(parallel, out, *lows):
     """``(out, min(lows))`` under ``parallel=CHECKED`` or ``CHECKED_SCANS``, else ``out``."""
-    return (out, jnp.min(jnp.stack([jnp.asarray(v, out_dtype(out)) for v in lows]))) if _is_checked(parallel) else out
+    return (out, jnp.min(jnp.stack([jnp.asarray(v, _out_dtype(out)) for v in lows]))) if _is_checked(parallel) else out
 
 
 def _is_checked(parallel) -> bool:
     return isinstance(parallel, str) and parallel in (CHECKED, CHECKED_SCANS)
 
 
-def out_dtype(out):
+def _out_dtype(out):
     return jax.tree.leaves(out)[0].dtype
 
 
@@ -194,7 +194,8 @@ def batched(fn):
     static shapes.  A batch in which a product could have left the float range (module docstring; for the
     associative scans, a posterior row whose every term is below it) is rerun in log space (``LOG_SPACE``):
     decided on the host, so the log-space scan compiles only for a batch that needs it (under an outer
-    trace, by ``lax.cond``)."""
+    trace, by ``lax.cond``).  A world whose :func:`floor` is ≥ 1 (entries so small that even a share of 1
+    could flush) would rerun every batch, so it goes to log space directly."""
 
     def each(parallel):
         def run(initial, transition, emission, tokens):
