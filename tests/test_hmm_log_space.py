@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 from simlm import HMM
 from simlm.worlds import MemoryHMM
 from simlm.worlds import hmm_core as core
+from simlm.worlds import prompting
 from test_hmm_parallel import EXACT, _assert_same, _jitted, chains_and_tokens
 
 FORWARD_FAMILY = ("forward", "token_logprobs", "log_likelihood", "next_token_probs")
@@ -125,3 +126,60 @@ def test_the_corrupted_channel_posterior_reruns_in_log_space_too():
     for world in (memory, dense):
         law = bayes_corrupted_probs(world, y, Corruption(0.15, 1.0, 0.0, 0.0))
         np.testing.assert_allclose(law[0, 60], [0.1, 0.9], rtol=1e-4)
+
+
+# ---- prompts: the same check and rerun (simlm.worlds.prompting) -------------------------------------------
+
+def test_a_prompted_posterior_keeps_the_block_its_input_buries_and_then_favours():
+    """x = 80 ones, then 60 zeros: reading x backwards, β_0 first buries the first memory value (9⁻⁶⁰) and
+    then favours it by 9²⁰ — the unchecked backward pass lost it and put P(m = 1 | z, x) at 0, not 1."""
+    memory, dense, _, _, _ = _buried_then_favoured()
+    x = np.array([1] * 80 + [0] * 60)
+    for world in (memory, dense):
+        np.testing.assert_allclose(np.asarray(world.prompted_state_posterior(x, [1.0, 1.0])), [0.0, 1.0], atol=1e-6)
+        np.testing.assert_allclose(np.asarray(world.prompted_prepended_mask_probs(x, [1.0, 1.0])), [0.1, 0.9],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(world.prompted_masked_token_probs(x, [1.0, 1.0]))[0], [0.1, 0.9],
+                                   rtol=1e-5)
+
+
+def test_a_prompt_that_buries_a_state_the_input_then_favours_keeps_it():
+    """The prompt puts state 1 at 10⁻⁵⁰ (below float32) and 140 tokens then favour it by 9¹⁴⁰: the prompted
+    law is state 1's, which a prompt law flushed to 0 would have ruled out."""
+    _, dense, _, _, _ = _buried_then_favoured()
+    x = np.ones(140, np.int64)
+    U = [[1.0, 1e-25], [1.0, 1e-25]]
+    np.testing.assert_allclose(np.asarray(dense.prompted_state_posterior(x, U)), [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dense.prompted_masked_token_probs(x, U))[[0, 70, 139]],
+                               [[0.1, 0.9]] * 3, rtol=1e-5)
+
+
+def test_the_masked_prompted_filter_counts_the_prompt_laws_flushed_shares_as_lost():
+    """The filter starts from the prompt's law: a state it rules in but holds below the float range (0 as
+    float32) is a lost share, flagged even where nothing downstream of it is small (one token, β uniform)."""
+    pi, A, B = _buried_then_favoured()[1].chain
+    U = jnp.asarray([[1.0, 1e-25], [1.0, 1e-25]], jnp.float32)
+    _, low = prompting.prompted_masked_token_probs(pi, A, B, U, jnp.asarray([1]), core.CHECKED)
+    assert float(low) < float(core.floor(A, B))
+    _, low = prompting.prompted_masked_token_probs(pi, A, B, U ** 0.01, jnp.asarray([1]), core.CHECKED)  # 10⁻¹
+    assert float(low) > float(core.floor(A, B))
+
+
+def test_the_prompt_prior_keeps_a_state_its_tokens_bury_and_then_favour():
+    """Two tokens at 10⁻³⁰ on state 1, two at 10⁻³⁰ on state 0, A = I: α ∝ (10⁻⁶⁰, 10⁻⁶⁰), so r = (1, 1);
+    the normalised products flushed state 1 after the first two and answered (1, 0)."""
+    _, dense, _, _, _ = _buried_then_favoured()
+    U = [[1.0, 1e-30], [1.0, 1e-30], [1e-30, 1.0], [1e-30, 1.0]]
+    np.testing.assert_allclose(np.asarray(dense.prompt_reweighting(U)), [1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(dense.prompted_state_posterior(np.array([0, 1]), U)), [0.5, 0.5],
+                               rtol=1e-5)
+
+
+def test_the_prompt_fits_backward_messages_are_checked_too():
+    """downstream.prompts fits on β_0 computed once; it is the checked, rerun one."""
+    from simlm.downstream.prompts import _prepended_backward
+
+    _, dense, _, _, _ = _buried_then_favoured()
+    beta0, steps = _prepended_backward(*dense.chain, jnp.asarray([[1] * 80 + [0] * 60]))
+    assert np.asarray(beta0)[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert np.isfinite(np.asarray(steps)).all()

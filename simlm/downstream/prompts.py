@@ -44,6 +44,7 @@ from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, c
 from simlm.errors import ConfigError
 from simlm.models.transformer import prepended_mask_inputs
 from simlm.precision import mm
+from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import HMM
 
@@ -58,16 +59,14 @@ def _check_world(world) -> None:
         raise ConfigError(f"world: exact prompt tuning needs an HMM, got {type(world).__name__}")
 
 
-@jax.jit
-def _prepended_backward(initial, transition, emission, tokens):
-    """β_0 ``(n, K)`` and the per-step log-probs ``(n, T)`` of x_1:T (:func:`simlm.worlds.prompting.prepended_backward`)."""
-    return jax.vmap(prompting.prepended_backward, in_axes=(None, None, None, 0))(initial, transition, emission, tokens)
+#: β_0 ``(n, K)`` and the per-step log-probs ``(n, T)`` of x_1:T (:func:`simlm.worlds.prompting.prepended_backward`)
+_prepended_backward = core.batched(prompting.prepended_backward)
 
 
 def _law_at_prepended_mask(initial, transition, emission, likelihoods, beta0):
     """The exact prompted law at the prepended masked position, P(H_0 | z, x) B ``(n, V)``, for the prompt
     likelihoods ``(k, K)``, from the backward messages ``beta0 (n, K)`` of x computed once before the fit."""
-    return mm(prompting.reweight(prompting.prompt_prior(initial, transition, likelihoods), beta0), emission)
+    return mm(prompting.reweight(prompting.fit_prompt_prior(initial, transition, likelihoods), beta0), emission)
 
 
 @dataclass(frozen=True, eq=False)

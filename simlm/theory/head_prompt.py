@@ -86,7 +86,7 @@ def _float64(fn, *args) -> tuple[np.ndarray, ...]:
 
 
 _prepended_posterior = core.batched(core.prepended_state_posterior)
-_prompted_posterior = jax.jit(jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0)))
+_prompted_posterior = core.batched(prompting.prompted_state_posterior)
 _prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(prompting.prompt_reweighting)
 
 

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityError
-from simlm.precision import mm
 from simlm.worlds import buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
@@ -46,18 +45,11 @@ filtered_posterior = buckets.bucketed(core.batched(_filtered), _STATES)
 sample_tokens = buckets.sample_tokens
 
 
-_prompted = jax.vmap(prompting.prompted_state_posterior, in_axes=(None, None, None, None, 0))
-prompted_state_posterior = jax.jit(_prompted)
-
-
-@jax.jit
-def prompted_prepended_mask_probs(initial, transition, emission, likelihoods, tokens):
-    """P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B ``(n, V)`` and the per-step log-probs ``(n, T)``."""
-    post, steps = _prompted(initial, transition, emission, likelihoods, tokens)
-    return mm(post, emission), steps
-
-
-prompted_masked_token_probs = jax.jit(jax.vmap(prompting.prompted_masked_token_probs, in_axes=(None, None, None, None, 0)))
+# the prompted laws (simlm.worlds.prompting), checked and rerun in log space like the rest; the prompt
+# likelihoods (k, K) are shared by every sequence
+prompted_state_posterior = core.batched(prompting.prompted_state_posterior)
+prompted_prepended_mask_probs = core.batched(prompting.prompted_prepended_mask_probs)
+prompted_masked_token_probs = core.batched(prompting.prompted_masked_token_probs)
 
 
 class ChainInference:

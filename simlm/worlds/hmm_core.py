@@ -124,6 +124,7 @@ def _normalise(v: jax.Array) -> jax.Array:
 #: alone; ``LOG_SPACE``, the sequential scans on log-probabilities (:func:`_log_forward`), which nothing
 #: can push out of the float range, at K² exponentials a step — the rerun of a batch that needs it.
 CHECKED, CHECKED_SCANS, LOG_SPACE = "checked", "checked-scans", "log-space"
+_MODES = (CHECKED, CHECKED_SCANS, LOG_SPACE)
 
 
 def _min_positive(v: jax.Array) -> jax.Array:
@@ -183,41 +184,46 @@ def _filter_and_predict(pred, lik, transition):
 def _parallel(parallel, emission, length: int, n_sequences: int = 1) -> bool:
     """:func:`use_parallel` for ``n_sequences`` of ``length`` tokens of the chain with this ``emission`` (its
     K states and float size); one sequence inside a core function, the whole batch in :func:`batched`."""
-    if isinstance(parallel, str) and parallel in (CHECKED, CHECKED_SCANS, LOG_SPACE):
+    if isinstance(parallel, str) and parallel in _MODES:
         return parallel == CHECKED_SCANS
     return use_parallel(parallel, length, emission.shape[0], n_sequences, emission.dtype.itemsize)
 
 
 def batched(fn):
-    """``vmap(fn)`` over the sequences of ``fn(initial, transition, emission, tokens, parallel)``, jitted, with
-    ``parallel=None`` decided for the whole (n, T) batch (:func:`use_parallel` with n sequences) from the
-    static shapes.  A batch in which a product could have left the float range (module docstring; for the
-    associative scans, a posterior row whose every term is below it) is rerun in log space (``LOG_SPACE``):
-    decided on the host, so the log-space scan compiles only for a batch that needs it (under an outer
-    trace, by ``lax.cond``).  A world whose :func:`floor` is ≥ 1 (entries so small that even a share of 1
-    could flush) would rerun every batch, so it goes to log space directly."""
+    """``vmap(fn)`` over the sequences of ``fn(initial, transition, emission, *shared, tokens, parallel)``,
+    jitted, with ``shared`` (a prompt, say) the same for every sequence and ``parallel=None`` decided for
+    the whole (n, T) batch (:func:`use_parallel` with n sequences) from the static shapes.  A batch in which
+    a product could have left the float range (module docstring; for the associative scans, a posterior
+    row whose every term is below it) is rerun in log space (``LOG_SPACE``): decided on the host, so the
+    log-space scan compiles only for a batch that needs it (under an outer trace, by ``lax.cond``).  A
+    world whose :func:`floor` is ≥ 1 (entries so small that even a share of 1 could flush) would rerun
+    every batch, so it goes to log space directly."""
 
-    def each(parallel):
-        def run(initial, transition, emission, tokens):
-            out, low = jax.vmap(lambda x: fn(initial, transition, emission, x, parallel))(tokens)
+    def mapped(parallel):
+        def run(initial, transition, emission, *args):
+            *shared, tokens = args
+            return jax.vmap(lambda x: fn(initial, transition, emission, *shared, x, parallel))(tokens)
+        return run
+
+    def checked(parallel):
+        def run(initial, transition, emission, *args):
+            out, low = mapped(parallel)(initial, transition, emission, *args)
             return out, jnp.any(low < floor(transition, emission))
         return jax.jit(run)
 
-    sequential, scans = each(CHECKED), each(CHECKED_SCANS)
-    exact = jax.jit(lambda initial, transition, emission, tokens: jax.vmap(
-        lambda x: fn(initial, transition, emission, x, LOG_SPACE))(tokens))
+    sequential, scans, exact = checked(CHECKED), checked(CHECKED_SCANS), jax.jit(mapped(LOG_SPACE))
 
-    def run(initial, transition, emission, tokens):
-        n, T = tokens.shape
-        traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
+    def run(initial, transition, emission, *args):
+        n, T = args[-1].shape
+        traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, *args))
         if not traced and float(_floor(transition, emission)) >= 1:  # even a share of 1 may flush: no point
-            return exact(initial, transition, emission, tokens)
+            return exact(initial, transition, emission, *args)
         spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
         first = scans if _parallel(None, spec, T, n) else sequential
-        out, lost = first(initial, transition, emission, tokens)
+        out, lost = first(initial, transition, emission, *args)
         if isinstance(lost, jax.core.Tracer):
-            return jax.lax.cond(lost, exact, lambda *_: out, initial, transition, emission, tokens)
-        return exact(initial, transition, emission, tokens) if lost else out
+            return jax.lax.cond(lost, exact, lambda *_: out, initial, transition, emission, *args)
+        return exact(initial, transition, emission, *args) if lost else out
 
     return run
 
@@ -257,7 +263,7 @@ def _log_retrodict(log_beta: jax.Array, log_transition: jax.Array) -> jax.Array:
     return logsumexp(log_transition + b[..., None, :], axis=-1).reshape(log_beta.shape)
 
 
-def _log_forward(initial, transition, emission, tokens):
+def _log_forward(log_initial, transition, emission, tokens):
     """``(log p(h_t | x_<t), log p(h_t | x_≤t), log c_t)`` ``((T, K), (T, K), (T,))``: :func:`forward`'s
     recursion on log-probabilities, normalised every step, so a share far below the float range is a
     large negative number instead of 0 and comes back exactly when later evidence favours it."""
@@ -269,7 +275,7 @@ def _log_forward(initial, transition, emission, tokens):
         log_filt = jnp.where(jnp.isfinite(log_c), joint - log_c, log_pred)  # c = 0: the filter stays
         return _log_predict(log_filt, log_a), (log_pred, log_filt, log_c)
 
-    return jax.lax.scan(step, jnp.log(initial), tokens)[1]
+    return jax.lax.scan(step, log_initial, tokens)[1]
 
 
 def _log_backward(transition, emission, tokens):
@@ -284,23 +290,22 @@ def _log_backward(transition, emission, tokens):
     return log_betas, log_beta0
 
 
-def _log_space(name, initial, transition, emission, tokens):
-    """The inference function ``name`` computed in log space (``parallel=LOG_SPACE``): posteriors are
-    normalised as log α + log β, so no row is lost to products below the float range either."""
-    if name in ("forward", "token_logprobs", "next_token_probs"):
-        log_pred, log_filt, log_c = _log_forward(initial, transition, emission, tokens)
-        return {"forward": lambda: Forward(jnp.exp(log_pred), jnp.exp(log_filt), log_c),
-                "token_logprobs": lambda: log_c,
-                "next_token_probs": lambda: (mm(jnp.exp(log_pred), emission), log_c)}[name]()
-    log_betas, log_beta0 = _log_backward(transition, emission, tokens)
+def _log_space(name, log_initial, transition, emission, tokens):
+    """The inference function ``name`` computed in log space (``parallel=LOG_SPACE``) from the chain's
+    log π: posteriors are normalised as log α + log β, so no row is lost to products below the float
+    range either."""
     if name == "backward":
+        log_betas, log_beta0 = _log_backward(transition, emission, tokens)
         return jnp.exp(log_betas), jnp.exp(log_beta0)
-    if name == "prepended_state_posterior":
-        log_c = _log_forward(predict(initial, transition), transition, emission, tokens)[2]
-        return jnp.exp(_log_normalise(jnp.log(initial) + log_beta0)), log_c
-    log_pred, log_filt, log_c = _log_forward(initial, transition, emission, tokens)
+    log_pred, log_filt, log_c = _log_forward(log_initial, transition, emission, tokens)
+    if name == "forward":
+        return Forward(jnp.exp(log_pred), jnp.exp(log_filt), log_c)
+    if name == "token_logprobs":
+        return log_c
+    if name == "next_token_probs":
+        return mm(jnp.exp(log_pred), emission), log_c
     log_alpha = log_filt if name == "smoothed_posterior" else log_pred  # masked: x_t itself not read
-    return jnp.exp(_log_normalise(log_alpha + log_betas)), log_c
+    return jnp.exp(_log_normalise(log_alpha + _log_backward(transition, emission, tokens)[0])), log_c
 
 
 # ---- inference ----------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
     Shapes: initial (K,), transition (k, k) or (G, k, k) with G·k = K, emission (K, V), tokens (T,).
     """
     if parallel == LOG_SPACE:
-        return _log_space("forward", initial, transition, emission, tokens)
+        return _log_space("forward", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         fw = Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
         return _checked(parallel, fw, _scans_share(fw.token_logprobs, transition, emission))
@@ -331,7 +336,7 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
 def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.Array:
     """log p(x_t | x_<t) for each t, shape (T,), carrying only the filter (no (T, K) outputs)."""
     if parallel == LOG_SPACE:
-        return _log_space("token_logprobs", initial, transition, emission, tokens)
+        return _log_space("token_logprobs", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         logc = hmm_parallel.forward(initial, transition, emission, tokens)[2]
         return _checked(parallel, logc, _scans_share(logc, transition, emission))
@@ -375,7 +380,7 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
     if parallel == LOG_SPACE:
-        return _log_space("next_token_probs", initial, transition, emission, tokens)
+        return _log_space("next_token_probs", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
         fw = forward(initial, transition, emission, tokens, True)
         return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs),
@@ -454,7 +459,7 @@ def masked_state_posterior(initial, transition, emission, tokens, parallel=None)
 def _posterior(name, initial, transition, emission, tokens, parallel):
     """Forward–backward: the filtered (smoothed) or predicted (masked) law ∘ β_t, normalised."""
     if parallel == LOG_SPACE:
-        return _log_space(name, initial, transition, emission, tokens)
+        return _log_space(name, jnp.log(initial), transition, emission, tokens)
     fw, low_f = _split(parallel, forward(initial, transition, emission, tokens, parallel))
     (betas, _), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
     joint = (fw.filtered if name == "smoothed_posterior" else fw.predicted) * betas
@@ -475,12 +480,22 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
     """p(h_0 | x_1:T) ∝ π ∘ β_0 for a masked position 0 prepended before x_1 (h_0 ~ π, h_1 ~ π A).
 
     This is the masked position of Wei, Xie & Ma: sample x_0:T, mask x_0, read the law at position 0."""
+    return prepended_posterior(initial, transition, emission, tokens, parallel)
+
+
+def prepended_posterior(initial, transition, emission, tokens, parallel=None, log_prior=None):
+    """:func:`prepended_state_posterior` with h_0's law π replaced by e^{log_prior} in the product
+    ∝ prior ∘ β_0 (a prompt's law, :mod:`simlm.worlds.prompting`); ``log_prior`` None is π.  The per-step
+    log-probs are still those of x under the chain with h_1 ~ π A."""
     if parallel == LOG_SPACE:
-        return _log_space("prepended_state_posterior", initial, transition, emission, tokens)
+        log_pi, log_a = jnp.log(initial), jnp.log(transition)
+        log_beta0 = _log_backward(transition, emission, tokens)[1]
+        log_c = _log_forward(_log_predict(log_pi, log_a), transition, emission, tokens)[2]
+        return jnp.exp(_log_normalise((log_pi if log_prior is None else log_prior) + log_beta0)), log_c
     (_, beta0), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
     logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
                                                   parallel))
-    joint = initial * beta0
+    joint = (initial if log_prior is None else jnp.exp(log_prior)) * beta0
     return _checked(parallel, (_normalise(joint), logc), low_f, low_b,
                     _total_share(joint[None], logc, transition, emission))
 

@@ -17,8 +17,12 @@ Every function here is pure ``jnp`` over one sequence, ``jax.jit``/``jax.vmap``-
 :mod:`simlm.worlds.hmm_core`'s convention (``transition`` dense ``(K, K)``, a shared ``(k, k)`` block or a
 ``(G, k, k)`` stack).  They compute in the dtype of their inputs: float32 by default, float64 for float64
 inputs under ``jax.enable_x64(True)`` (as :mod:`simlm.theory.head_prompt` calls them).  The α recursion
-is normalised at each step, so long prompts do not underflow.  :func:`check_prompt` is the one host-side
-validation of a prompt; the worlds' methods (``world.prompted_state_posterior`` …) call it.
+runs on log-probabilities normalised at each step (:func:`log_prompt_prior`), so no prompt underflows or
+loses a state between tokens; the input's side takes ``parallel`` and the float-range check of
+:mod:`simlm.worlds.hmm_core`, and the worlds call it through :func:`~simlm.worlds.hmm_core.batched`, which
+reruns a batch in log space where a product could have left the float range.  The prompt fits
+differentiate :func:`fit_prompt_prior` instead.  :func:`check_prompt` is the one host-side validation of
+a prompt; the worlds' methods (``world.prompted_state_posterior`` …) call it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 from simlm.checks import as_array
 from simlm.errors import ConfigError, ShapeError
+from simlm.precision import mm
 from simlm.worlds import hmm_core as core
 
 
@@ -89,7 +94,30 @@ def _normalise(v: jax.Array) -> jax.Array:
 
 def prompt_prior(initial, transition, likelihoods) -> jax.Array:
     """P(H = · | z_1:k) = α / Σα, α = [((π∘u_1)A ∘ u_2)A … ∘ u_k]A, shape ``(K,)``: the law of the first
-    hidden state after the prompt.  All zero when the prompt is impossible (α = 0)."""
+    hidden state after the prompt, exactly (e^{:func:`log_prompt_prior`}).  All zero when the prompt is
+    impossible (α = 0)."""
+    return jnp.exp(log_prompt_prior(initial, transition, likelihoods))
+
+
+def log_prompt_prior(initial, transition, likelihoods) -> jax.Array:
+    """log P(H = · | z_1:k), shape ``(K,)``, by the recursion on log-probabilities normalised at each prompt
+    token, so a state that one token pushes below the float range and a later one favours comes back
+    (the normalised products would flush it to 0 for good where A cannot refill it); −inf where the prompt
+    rules a state out, and everywhere when the prompt is impossible."""
+    log_a, log_u = jnp.log(transition), jnp.log(likelihoods)
+
+    def step(log_alpha, log_u_j):
+        return core._log_normalise(core._log_predict(log_alpha, log_a) + log_u_j), None
+
+    log_alpha, _ = jax.lax.scan(step, core._log_normalise(jnp.log(initial) + log_u[0]), log_u[1:])
+    return core._log_normalise(core._log_predict(log_alpha, log_a))
+
+
+def fit_prompt_prior(initial, transition, likelihoods) -> jax.Array:
+    """:func:`prompt_prior` by the normalised products ``α ← (α A ∘ u_j) / Σ``, the form a prompt fit
+    differentiates (the log-space recursion's gradient is NaN at a state no prompt path reaches).  A share
+    that leaves the float range between prompt tokens is lost, which a fit's softplus likelihoods over a
+    few tokens never come near; exact laws use :func:`prompt_prior`."""
     def step(alpha, u):
         return _normalise(core.predict(alpha, transition) * u), None
 
@@ -109,12 +137,20 @@ def prompt_reweighting(initial, transition, likelihoods) -> jax.Array:
     return r / jnp.where(top > 0, top, 1.0)
 
 
-def prepended_backward(initial, transition, emission, tokens) -> tuple[jax.Array, jax.Array]:
+def prepended_backward(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """β_0 ∝ P(x_1:T | H_0 = ·), shape ``(K,)`` (normalised), for a position 0 before x_1 (H_1 ~ πA), and
     log P(x_t | x_<t) of x under that chain, ``(T,)`` (−inf marks an impossible sequence).  β_0 does not
-    depend on the prompt, so a prompt fit computes it once."""
-    _, beta0 = core.backward(transition, emission, tokens)
-    return beta0, core.token_logprobs(core.predict(initial, transition), transition, emission, tokens)
+    depend on the prompt, so a prompt fit computes it once.  ``parallel`` as in :mod:`simlm.worlds.hmm_core`
+    (checked and rerun in log space under :func:`~simlm.worlds.hmm_core.batched`)."""
+    if parallel == core.LOG_SPACE:
+        log_pi = jnp.log(initial)
+        beta0 = jnp.exp(core._log_backward(transition, emission, tokens)[1])
+        return beta0, core._log_forward(core._log_predict(log_pi, jnp.log(transition)), transition, emission,
+                                        tokens)[2]
+    (_, beta0), low_b = core._split(parallel, core.backward(transition, emission, tokens, parallel))
+    steps, low_f = core._split(parallel, core.token_logprobs(core.predict(initial, transition), transition,
+                                                             emission, tokens, parallel))
+    return core._checked(parallel, (beta0, steps), low_b, low_f)
 
 
 def reweight(prior, beta0) -> jax.Array:
@@ -123,20 +159,42 @@ def reweight(prior, beta0) -> jax.Array:
     return _normalise(prior * beta0)
 
 
-def prompted_state_posterior(initial, transition, emission, likelihoods, tokens) -> tuple[jax.Array, jax.Array]:
+def prompted_state_posterior(initial, transition, emission, likelihoods, tokens,
+                             parallel=None) -> tuple[jax.Array, jax.Array]:
     """P(H_0 | z_1:k, x_1:T) ∝ P(H_0 | z) ∘ β_0(x), shape ``(K,)``, for the masked position 0 between the
     prompt and x; with the per-step log-probs of x (as :func:`prepended_backward`).  All zero when the
-    prompt and x are incompatible (the caller raises)."""
-    beta0, steps = prepended_backward(initial, transition, emission, tokens)
-    return reweight(prompt_prior(initial, transition, likelihoods), beta0), steps
+    prompt and x are incompatible (the caller raises).  ``parallel`` as in :mod:`simlm.worlds.hmm_core`:
+    in log space the product is log P(H_0 | z) + log β_0, so neither factor is lost below the float range."""
+    return core.prepended_posterior(initial, transition, emission, tokens, parallel,
+                                    log_prior=log_prompt_prior(initial, transition, likelihoods))
 
 
-def prompted_masked_token_probs(initial, transition, emission, likelihoods, tokens) -> tuple[jax.Array, jax.Array]:
+def prompted_prepended_mask_probs(initial, transition, emission, likelihoods, tokens,
+                                  parallel=None) -> tuple[jax.Array, jax.Array]:
+    """The prompted masked LM's law at position 0, P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B, ``(V,)``, with
+    the per-step log-probs of x."""
+    (post, steps), low = core._split(parallel, prompted_state_posterior(initial, transition, emission, likelihoods,
+                                                                        tokens, parallel))
+    return core._checked(parallel, (mm(post, emission), steps), low)
+
+
+def prompted_masked_token_probs(initial, transition, emission, likelihoods, tokens,
+                                parallel=None) -> tuple[jax.Array, jax.Array]:
     """The masked laws at every position of an input x_1:T placed right after the prompt (its first state
     drawn from :func:`prompt_prior`): P(x_t = · | z, x_−t), shape ``(T, V)``, with the per-step log-probs of
-    x under the prompted chain ``(T,)`` (−inf where the prompted world cannot produce x)."""
-    return core.masked_token_probs(prompt_prior(initial, transition, likelihoods), transition, emission, tokens)
+    x under the prompted chain ``(T,)`` (−inf where the prompted world cannot produce x).  Checked, the
+    prompt's law must keep every state it does not rule out above the floor too: a share flushed to 0
+    there would start the filter without it."""
+    log_prior = log_prompt_prior(initial, transition, likelihoods)
+    if parallel == core.LOG_SPACE:
+        post, steps = core._log_space("masked_state_posterior", log_prior, transition, emission, tokens)
+        return mm(post, emission), steps
+    out, low = core._split(parallel, core.masked_token_probs(jnp.exp(log_prior), transition, emission, tokens,
+                                                             parallel))
+    least = jnp.exp(jnp.min(jnp.where(jnp.isfinite(log_prior), log_prior, jnp.inf)))  # 0 when below the range
+    return core._checked(parallel, out, low, least)
 
 
-__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_rows", "prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
-           "prompted_masked_token_probs"]
+__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_rows", "prompt_prior", "log_prompt_prior",
+           "fit_prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
+           "prompted_prepended_mask_probs", "prompted_masked_token_probs"]
