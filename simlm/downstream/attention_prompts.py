@@ -38,16 +38,21 @@ from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2, sta
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_test_data,
                                          fit_chain_prompt, fit_prompt, minibatch_indices)
-from simlm.worlds.hmm import ChainInference, prompted_masked_token_probs
+from simlm.worlds import hmm_core as core
+from simlm.worlds import prompting
+from simlm.worlds.hmm import ChainInference
 
 # ---- the exact prompted masked laws -------------------------------------------------------------
 
 
 def _laws_at_every_position(initial, transition, emission, likelihoods, tokens):
-    """The exact prompted masked laws P(x_t = · | z, x_−t) at every position of ``tokens (n, T)``,
-    ``(n, T, V)``, for the prompt likelihoods ``(k, K)`` (traceable; ``world.prompted_masked_token_probs`` is
-    the checked form)."""
-    return prompted_masked_token_probs(initial, transition, emission, likelihoods, tokens)[0]
+    """The prompted masked laws P(x_t = · | z, x_−t) at every position of ``tokens (n, T)``, ``(n, T, V)``,
+    for the prompt likelihoods ``(k, K)``, in the form the fit differentiates: the prompt's law by
+    :func:`~simlm.worlds.prompting.fit_prompt_prior` and the scaled scans unchecked (a rerun in log space
+    would differentiate the log-space recursion, NaN at a state no path reaches).  The accuracies are
+    scored on the checked laws, ``world.prompted_masked_token_probs``."""
+    prior = prompting.fit_prompt_prior(initial, transition, likelihoods)
+    return jax.vmap(lambda x: core.masked_token_probs(prior, transition, emission, x)[0])(tokens)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,14 +89,14 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
         "d_value", d_value)) * V, toks.size * (2 * K + V), steps)
     world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
-    U, params, mean, sd, losses, final, train_features = fit_chain_prompt(
+    U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=head, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),
                                         float("nan"), np.asarray(losses), np.asarray(final))
-    return result.scored(world, train_features, y, test)
+    return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
 
 
 # ---- prompt tuning with an attention head on a masked transformer ---------------------------------

@@ -100,14 +100,14 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
     world.prepended_state_posterior(toks)  # raises ZeroProbabilityError for an impossible sequence
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
-    U, params, mean, sd, losses, final, train_features = fit_chain_prompt(
+    U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=_HEAD, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     head = _HEAD.fitted(params, mean, sd, losses)
     result = ExactPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses), np.asarray(final))
-    return result.scored(world, train_features, y, test)
+    return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
 
 
 # ---- prompt tuning on a masked transformer ------------------------------------------------------
