@@ -524,7 +524,9 @@ def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
 
 
 def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, length: int):
-    """Draw ``(n, T)`` tokens and states with one uniform per draw.
+    """Draw ``(n, T)`` tokens and states with one uniform per draw, in the CDFs' dtype: float32 resolves a
+    draw's probabilities to its 2⁻²³ grid (a word rarer than ~1e-7 comes out at a multiple of 2⁻²³, maybe
+    0), float64 to 2⁻⁵².
 
     ``cum_start (K,)``, ``cum_transition (K, K)``, ``cum_emission (K, V)`` come from
     :func:`cumulative_rows`.  The chain starts from a virtual state K whose transition row is π."""
