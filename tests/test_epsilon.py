@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.models.base import WorldLM
 from simlm.metrics.epsilon import (
+    check_laws,
     divergence_report,
     exact_epsilon,
     exact_masked_epsilon,
@@ -22,6 +23,7 @@ from simlm.metrics.epsilon import (
     tv_per_sequence,
 )
 from simlm.worlds import HMM
+from simlm.worlds.loglinear import LogLinearWorld
 
 V = 5
 
@@ -82,6 +84,13 @@ def test_kl_treats_zero_reference_probability_as_zero_contribution():
 def test_kl_is_infinite_when_model_gives_zero_where_reference_is_positive():
     ref = _log([[[0.5, 0.5, 0.0]]])
     model = _log([[[1.0, 0.0, 0.0]]])
+    assert float(kl_per_sequence(ref, model)[0]) == math.inf
+
+
+def test_kl_is_infinite_where_the_reference_probability_underflows():
+    """Support is log p_ref > −inf, not p_ref > 0: e^−110 underflows float32 to 0 yet is a possible word."""
+    ref = jnp.array([[[math.log(0.5), math.log(0.5), -110.0]]], jnp.float32)
+    model = _log([[[0.5, 0.5, 0.0]]])
     assert float(kl_per_sequence(ref, model)[0]) == math.inf
 
 
@@ -168,6 +177,21 @@ def test_epsilon_is_the_mean_of_per_sequence_kl(world, tokens):
     assert eps > 0
 
 
+def test_float16_lm_laws_are_compared_in_float32(world, tokens):
+    """float16 log-probs are upcast before the renormalisation: ε is that of the same values in float32."""
+    class Half(MixtureLM):
+        def next_token_logprobs(self, tokens):
+            return super().next_token_logprobs(tokens).astype(jnp.float16)
+
+    class Upcast(Half):
+        def next_token_logprobs(self, tokens):
+            return super().next_token_logprobs(tokens).astype(jnp.float32)
+
+    assert check_laws("lm", jnp.log(jnp.full((2, 4), 0.25, jnp.float16))).dtype == jnp.float32
+    eps = exact_epsilon(world, Half(world), tokens)[0]
+    assert eps == pytest.approx(exact_epsilon(world, Upcast(world), tokens)[0], rel=1e-6)
+
+
 def test_epsilon_equals_excess_cross_entropy_on_sampled_data(world, tokens):
     report = divergence_report(world, MixtureLM(world), tokens)
     se = math.hypot(report.excess_cross_entropy_se, report.epsilon_se)
@@ -208,6 +232,21 @@ def test_lm_without_masked_laws_raises_config_error(world, tokens):
         exact_masked_epsilon(world, MixtureLM(world), tokens)
 
 
+def test_lm_with_zero_where_the_world_probability_underflows_raises_distribution_error():
+    """log p*(2) = −110.7 is finite though e^−110.7 underflows float32: an LM giving word 2 probability 0
+    has KL = +inf there, refused as for any possible word."""
+    world = LogLinearWorld(np.ones((1, 1)), [[0.0, 0.0, -110.0]], np.zeros((1, 3), int), 0)
+
+    class Truncated:
+        n_symbols = 3
+
+        def next_token_logprobs(self, tokens):
+            return jnp.broadcast_to(_log([0.5, 0.5, 0.0]), (*np.shape(tokens), 3))
+
+    with pytest.raises(DistributionError, match="gives probability 0 to word 2, which the world gives probability 8.4"):
+        exact_epsilon(world, Truncated(), np.zeros((2, 4), int))
+
+
 def test_lm_returning_wrong_shape_raises_shape_error(world, tokens):
     class Broken(MixtureLM):
         def next_token_logprobs(self, tokens):
@@ -220,3 +259,10 @@ def test_lm_returning_wrong_shape_raises_shape_error(world, tokens):
 def test_positions_without_masked_raise_config_error(world, tokens):
     with pytest.raises(ConfigError, match="positions"):
         divergence_report(world, WorldLM(world), tokens, positions=[0])
+
+
+def test_bfloat16_lm_laws_are_refused_with_the_reason():
+    w = HMM.random(0, 3, 4)
+    x = w.sample(0, 2, 5)
+    with pytest.raises(DistributionError, match="bfloat16.*float32"):
+        check_laws("lm", w.next_token_logprobs(x).astype(jnp.bfloat16))

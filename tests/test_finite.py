@@ -80,6 +80,12 @@ def test_context_kl_and_quad_excess_compute_in_float64_under_x64():
     assert context_kl(P, logq).dtype == jnp.float32
 
 
+def test_p_star_rows_within_tolerance_are_renormalised():
+    """Rows summing to 1 + 9e-6 pass as laws and are measured as laws: KL(P(1+δ)/Σ ‖ P) = 0, not ≈ δ."""
+    P = problem(0)[0]
+    np.testing.assert_allclose(context_kl(P * (1 + 9e-6), np.log(P)), 0.0, atol=1e-6)
+
+
 def test_quad_loss_is_the_expected_per_word_loss():
     P, phi = problem(1)
     f = np.random.default_rng(2).standard_normal((S, D))

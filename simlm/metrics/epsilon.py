@@ -70,7 +70,8 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     ``(n, T)`` (True = position counts) or None for all positions.  Returns ``(n,)`` in nats/token.
 
     Terms with p_ref,v = 0 contribute 0 (0·log 0 = 0), whatever the model says there, so no NaN
-    appears; a model that gives probability 0 where p_ref,v > 0 gives +inf.  Per-position values are
+    appears; a model that gives probability 0 where p_ref,v > 0 gives +inf (p_ref,v > 0 read as
+    log p_ref,v > −inf: below about −104 nats p_ref,v underflows float32 to 0).  Per-position values are
     clamped at 0 (KL ≥ 0; float rounding can dip below it near p_model = p_ref).  The where-guards keep
     gradients with respect to ``model_logprobs`` finite as well (the trainer differentiates this).
 
@@ -80,10 +81,12 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     ref = jnp.asarray(ref_logprobs)
     model = jnp.asarray(model_logprobs)
     p = jnp.exp(ref)
-    support = p > 0
+    support = ref > -jnp.inf  # not p > 0: e^ref underflows float32 below about −104 nats
     diff = jnp.where(support, ref - jnp.where(support, model, 0.0), 0.0)
+    # +inf where the model is −inf on the support, also where p underflowed to 0 (p·diff = 0·∞ = NaN there)
+    term = jnp.where(support & jnp.isneginf(model), jnp.inf, jnp.where(support, p * diff, 0.0))
     # KL ≥ 0; the clamp removes float rounding below 0 when p_model ≈ p_ref
-    per_position = jnp.maximum(jnp.sum(jnp.where(support, p * diff, 0.0), axis=-1), 0.0)
+    per_position = jnp.maximum(jnp.sum(term, axis=-1), 0.0)
     return _mean_over_positions(per_position, mask)
 
 
@@ -168,7 +171,7 @@ def _at(where, idx) -> str:
 
 def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
     """Validate rows of log-probabilities (last axis = the V words) and return them renormalised (a jax
-    array: float32, or float64 for float64 input under ``jax.enable_x64``).
+    array: float32 (float16 input is upcast first), or float64 for float64 input under ``jax.enable_x64``).
 
     Each row must be real and finite or −inf (NaN and +inf refused) with |logsumexp| ≤
     :data:`LOGSUMEXP_TOL`; otherwise :class:`DistributionError` "``name`` at <where(row index)> is not a
@@ -181,14 +184,19 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
                                 f"{type(logprobs).__name__} (rows of unequal length?)") from None
     if raw.dtype.kind == "c":
         raise DistributionError(f"{name}: returned complex values (dtype {raw.dtype}); log-probabilities are real")
+    if raw.dtype == jnp.bfloat16:  # its 8-bit mantissa rounds log p by ~0.4 %: rows off by more than the check
+        raise DistributionError(f"{name}: returned bfloat16 log-probabilities, whose rounding (~1e-2 nats) is "
+                                "larger than the ε being measured; take the log-softmax in float32")
     if raw.dtype.kind not in "iuf":
         raise DistributionError(f"{name}: returned dtype {raw.dtype}, expected real log-probabilities")
     if shape is not None and tuple(raw.shape) != tuple(shape):
         raise ShapeError(f"{name}: has shape {tuple(raw.shape)}, expected {tuple(shape)} (the reference laws' shape)")
     if raw.ndim == 0 or raw.shape[-1] == 0:
         raise ShapeError(f"{name}: expected rows over the vocabulary (last axis V ≥ 1), got shape {raw.shape}")
-    # float32 unless the caller computes in float64 (jax.enable_x64): the check must not cost precision
-    logp = jnp.asarray(raw) if raw.dtype.kind == "f" else jnp.asarray(raw, jnp.float32)
+    # at least float32 (float16 rows renormalised in float16 shift ε by ~10%), float64 kept under
+    # jax.enable_x64: the check must not cost precision
+    logp = jnp.asarray(raw)
+    logp = logp.astype(jnp.promote_types(logp.dtype, jnp.float32) if raw.dtype.kind == "f" else jnp.float32)
     lse = _row_logsumexp(logp)
     off = ~(np.abs(np.asarray(lse)) <= LOGSUMEXP_TOL)
     if off.any():
@@ -208,12 +216,14 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
 
 
 def _support_check(name: str, ref, model, where) -> None:
-    """Refuse a model with probability 0 where the reference's is positive: KL = +∞ there."""
-    zero = np.asarray(jnp.any((jnp.exp(ref) > 0) & jnp.isneginf(model), axis=-1))
+    """Refuse a model with probability 0 where the reference's is positive: KL = +∞ there.  Positive means
+    log p > −inf (p itself underflows float32 below about −104 nats)."""
+    zero = np.asarray(jnp.any((ref > -jnp.inf) & jnp.isneginf(model), axis=-1))
     if zero.any():
         idx = tuple(np.argwhere(zero)[0])
-        p, q = np.asarray(jnp.exp(ref[idx]), np.float64), np.asarray(model[idx])
-        v = int(np.flatnonzero((p > 0) & np.isneginf(q))[0])
+        r, q = np.asarray(ref[idx], np.float64), np.asarray(model[idx])
+        v = int(np.flatnonzero((r > -np.inf) & np.isneginf(q))[0])
+        p = np.exp(r)
         raise DistributionError(
             f"{name} at {_at(where, idx)} gives probability 0 to word {v}, which the world gives probability "
             f"{p[v]:.4g}: KL(p* ‖ p_θ) = +inf there, so ε is infinite ({int(zero.sum())} of {zero.size} rows); "

@@ -57,7 +57,8 @@ def _check_matrix(name: str, value, shape_hint: str) -> np.ndarray:
 
 
 def _check_p_star(p_star, S=None, V=None) -> np.ndarray:
-    """p* as a float64 (S, V) matrix of laws (rows within 1e-5 of summing to 1), S, V ≥ 1."""
+    """p* as a float64 (S, V) matrix of laws, S, V ≥ 1: rows within 1e-5 of summing to 1 are accepted and
+    returned renormalised, so KLs and fits measure the law and not its ~1e-5 error."""
     if np.iscomplexobj(_real_or_none(p_star)):
         raise DistributionError("p_star: expected real probabilities, got complex values")
     P = check_stochastic("p_star", p_star, atol=1e-5)
@@ -65,7 +66,7 @@ def _check_p_star(p_star, S=None, V=None) -> np.ndarray:
         raise ShapeError(f"p_star: expected a non-empty matrix of shape (S, V), got {P.shape}")
     if (S is not None and P.shape[0] != S) or (V is not None and P.shape[1] != V):
         raise ShapeError(f"p_star: expected shape {(S or P.shape[0], V or P.shape[1])}, got {P.shape}")
-    return P
+    return P / P.sum(-1, keepdims=True)
 
 
 def _check_problem(p_star, phi) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +127,8 @@ def _check_logits(theta, phi) -> tuple[np.ndarray, np.ndarray]:
 def context_kl(p_star, logprobs) -> jax.Array:
     """KL(p*_s ‖ p_s) per context, ``(S, V)``, ``(S, V)`` → ``(S,)`` nats (0·log 0 = 0; +inf where p_s
     gives probability 0 to a word p*_s does not): :func:`~simlm.metrics.epsilon.kl_per_sequence` with one
-    position per context.  Concrete arguments are checked first: ``p_star`` rows are laws (within 1e-5),
-    ``logprobs`` rows log-laws within :data:`~simlm.metrics.epsilon.LOGSUMEXP_TOL` (then renormalised),
+    position per context.  Concrete arguments are checked first: ``p_star`` rows are laws within 1e-5,
+    ``logprobs`` rows log-laws within :data:`~simlm.metrics.epsilon.LOGSUMEXP_TOL` (both then renormalised),
     else a typed error naming the context.  Computed in float32, or in float64 for float64 input under
     ``jax.enable_x64(True)`` (the theory's exact ε, :func:`simlm.theory.natural_tasks.lm_epsilon`)."""
     if _concrete(p_star, logprobs):
