@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from simlm.models.base import WorldLM
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.strategies import loglinear_worlds
 from simlm.worlds.loglinear import LogLinearWorld
@@ -96,6 +97,26 @@ def test_prepended_mask_probs_equal_enumeration_of_first_token(case):
     for n, seq in enumerate(toks.tolist()):
         scores = [_brute_loglik(world, [w] + seq) for w in range(world.n_symbols)]
         np.testing.assert_allclose(got[n], _normalised(scores), atol=1e-5)
+
+
+def test_log_masked_laws_stay_finite_far_below_the_smallest_float32_probability():
+    """The log-space masked and prepended laws, against float64 enumeration: a word 120 nats down has
+    probability ~1e-52, 0 in float32, yet its log-probability is finite (what PerturbedLM perturbs)."""
+    world = LogLinearWorld(np.ones((2, 1)), np.array([[0.0, -120.0, -3.0]]), np.array([[0, 1, 0], [1, 0, 1]]), 0)
+    toks = np.array([[0, 2, 1], [1, 1, 0]])
+    got_masked = np.asarray(world.log_masked_token_probs(toks), np.float64)  # (n, T, V)
+    got_first = np.asarray(world.log_prepended_mask_probs(toks), np.float64)  # (n, V)
+    for n, seq in enumerate(toks.tolist()):
+        for i in range(len(seq)):
+            scores = np.array([_brute_loglik(world, seq[:i] + [w] + seq[i + 1:]) for w in range(3)])
+            np.testing.assert_allclose(got_masked[n, i], scores - np.logaddexp.reduce(scores), rtol=1e-6, atol=1e-4)
+        scores = np.array([_brute_loglik(world, [w] + seq) for w in range(3)])
+        np.testing.assert_allclose(got_first[n], scores - np.logaddexp.reduce(scores), rtol=1e-6, atol=1e-4)
+    assert np.isfinite(got_masked).all() and np.isfinite(got_first).all()
+    np.testing.assert_allclose(np.exp(got_masked), world.masked_token_probs(toks), atol=1e-7)
+    lm = WorldLM(world)  # the exact LM hands on the same log laws, not log of underflowed probabilities
+    np.testing.assert_array_equal(lm.masked_token_logprobs(toks), got_masked.astype(np.float32))
+    np.testing.assert_array_equal(lm.prepended_mask_logprobs(toks), got_first.astype(np.float32))
 
 
 # ---- 3. normalisation --------------------------------------------------------------------------------

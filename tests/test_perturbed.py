@@ -171,6 +171,28 @@ def test_masked_laws_are_perturbed_and_normalised(world):
     assert lm.prepended_mask_logprobs(lm.eval_tokens).shape == (N_EVAL, V)
 
 
+def test_masked_laws_are_perturbed_in_log_space_where_float32_probabilities_underflow():
+    """A word 120 nats down has p* ~1e-52, 0 in float32; at τ = 10 it is 12 nats down, well in range.  The
+    masked and prepended laws must perturb log p* (float64: log_softmax(log p* / 10)), not log of 0 = −inf."""
+    from simlm.worlds.loglinear import LogLinearWorld
+
+    w = LogLinearWorld(np.ones((1, 1)), np.array([[0.0, -120.0]]), np.zeros((1, 2), int), 0)
+    lm = PerturbedLM(w, "temperature", 9.0, perturbation_params("temperature", 2, 0))  # τ = 1 + s = 10
+    logits = np.array([0.0, -120.0]) / 10
+    exact = logits - np.logaddexp.reduce(logits)  # (−6.1e-6, −12.0)
+    toks = np.zeros((2, 3), int)
+    np.testing.assert_allclose(lm.next_token_logprobs(toks), np.broadcast_to(exact, (2, 3, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lm.masked_token_logprobs(toks), np.broadcast_to(exact, (2, 3, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lm.prepended_mask_logprobs(toks), np.broadcast_to(exact, (2, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_hmm_worlds_give_the_log_of_their_masked_probabilities(world):
+    """HMM worlds compute the masked laws in probability space: their log laws are the log of those."""
+    x = np.asarray(world.sample(0, 4, 6))
+    np.testing.assert_array_equal(world.log_masked_token_probs(x, [0, 2]), jnp.log(world.masked_token_probs(x, [0, 2])))
+    np.testing.assert_array_equal(world.log_prepended_mask_probs(x), jnp.log(world.prepended_mask_probs(x)))
+
+
 # ---- the public pieces: perturbation_params, epsilon_of_scale, solve_scale ------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -213,6 +213,44 @@ def test_readouts_of_an_identity_last_block_reproduce_the_final_layer():
     assert op.final.accuracy == lens[-1].accuracy and op.bayes.accuracy >= op.local.accuracy - 0.05
 
 
+def test_the_kl_is_computed_from_log_probabilities_where_float32_probabilities_underflow():
+    """Logits (0, −120): the float32 softmax is (1, 0).  From the log-probabilities the KL to the Bayes law
+    (0.99, 0.01) is finite (1.1440 nats, float64); from the probabilities alone it is +∞ — never the clipped
+    0.01 · (log 0.01 + 690.8) = 6.85 that a floor at 1e-300 gave."""
+    logits = np.array([0.0, -120.0])
+    logq = logits - np.logaddexp.reduce(logits)
+    b = np.array([[[0.99, 0.01]]])
+    exact = float(np.sum(b * (np.log(b) - logq)))
+    p32 = np.asarray(np.exp(logq), np.float32)[None, None]
+    assert p32[0, 0, 1] == 0.0
+    assert token_accuracy(p32, [[0]], [[True]], b).epsilon == np.inf
+    r = token_accuracy(p32, [[0]], [[True]], b, log_probs=np.asarray(logq, np.float32)[None, None])
+    assert r.epsilon == pytest.approx(exact, rel=1e-6) and r.kl[0] == pytest.approx(exact, rel=1e-6)
+    assert token_accuracy(p32, [[0]], [[True]], np.array([[[1.0, 0.0]]])).epsilon == 0.0  # 0 · log 0 = 0
+
+
+def test_the_lens_epsilon_is_the_kl_from_its_logits_when_they_are_far_apart():
+    """With Φ scaled up (logit gaps of hundreds of nats, float32 softmax entries 0) the lens ε of
+    :func:`order_parameter` is the mean KL(p_B ‖ softmax(Φᵀ LN(h_k))) computed in float64 from the logits."""
+    from types import SimpleNamespace
+
+    w = topic_syntax_hmm(0, 2, 2, 2)
+    V = int(w.hmm.n_symbols)
+    base = _identity_last_block_lm(w.hmm)
+    lm = SimpleNamespace(graphdef=base.graphdef, state=base.state, config=base.config,
+                         unembedding=np.asarray(base.unembedding) * 3000.0)
+    x = np.asarray(w.hmm.sample(0, 16, 8))
+    op = order_parameter(lm, w.hmm, x, x, readouts=("lens",))  # seed 0: the test inputs are corrupted with seed 1
+    y, sel = corrupt(1, x, Corruption(), V)
+    b = np.asarray(bayes_corrupted_probs(w.hmm, y, Corruption()), np.float64)[sel]
+    f = block_features(lm, y).astype(np.float64)
+    for row in op.rows:
+        logits = f[row.block][sel] @ np.asarray(lm.unembedding, np.float64)
+        logq = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+        kl = np.where(b > 0, b * (np.log(np.where(b > 0, b, 1.0)) - logq), 0.0).sum(-1)
+        assert np.isfinite(row.epsilon) and row.epsilon == pytest.approx(kl.mean(), rel=1e-3)
+
+
 def test_within_class_substitution_leaves_the_exact_label_posterior_unchanged():
     w = topic_syntax_hmm(0, 2, 2, 3)
     x = np.asarray(w.hmm.sample(0, 32, 10))

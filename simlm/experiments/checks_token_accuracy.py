@@ -37,9 +37,10 @@ def token_accuracy_check(cell) -> list:
     world = cell.world
     x = np.asarray(cell.tokens)[: check_positive_int("max_sequences", cell.options["max_sequences"], minimum=2)]
     bayes = np.asarray(world.masked_token_probs(x), np.float64)
-    probs = np.exp(np.asarray(cell.lm.masked_token_logprobs(x), np.float64))
-    every = np.ones(x.shape, bool)
-    lm, opt = token_accuracy(probs, x, every, bayes), token_accuracy(bayes, x, every, bayes)
+    log_probs = np.asarray(cell.lm.masked_token_logprobs(x), np.float64)
+    probs, every = np.exp(log_probs), np.ones(x.shape, bool)
+    lm = token_accuracy(probs, x, every, bayes, log_probs=log_probs)  # the KL from the logs: exact where p underflows
+    opt = token_accuracy(bayes, x, every, bayes)
     freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
     rho_lm, rho_b = apt_by_frequency(lm, freq, 1).spearman, apt_by_frequency(opt, freq, 1).spearman
     pred = probs.argmax(-1)

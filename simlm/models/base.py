@@ -130,10 +130,12 @@ class WorldLM(ExplainsAbsentLaws):
         return out[0] if single else out
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
-        return jnp.log(self.world.masked_token_probs(tokens, positions))
+        log = getattr(self.world, "log_masked_token_probs", None)  # in log space where the world can
+        return log(tokens, positions) if log else jnp.log(self.world.masked_token_probs(tokens, positions))
 
     def prepended_mask_logprobs(self, tokens) -> jax.Array:
-        return jnp.log(self.world.prepended_mask_probs(tokens))
+        log = getattr(self.world, "log_prepended_mask_probs", None)
+        return log(tokens) if log else jnp.log(self.world.prepended_mask_probs(tokens))
 
 
 class SoftmaxWorldLM(WorldLM):

@@ -36,7 +36,9 @@ The returned :class:`PerturbedLM` applies the same perturbation, with the solved
 for ANY tokens: to the next-token law, to the masked laws p*(x_i|x_−i) and to the law at a prepended
 mask.  ``law`` chooses which of the three ε is calibrated on (``"next-token"``, the default;
 ``"masked"``, every masked position; ``"prepended-mask"``, the law a head reads in Wei et al.'s tasks);
-the other two are not calibrated.
+the other two are not calibrated.  The masked laws are perturbed in log space where the world gives them
+so (``log_masked_token_probs``: a log-linear world); an HMM world's are the log of float32 probabilities,
+−inf below ~1e-45 however far a perturbation would lift them.
 """
 
 from __future__ import annotations
@@ -168,6 +170,22 @@ def _epsilon_of_scale(kind, logp, s, params, weights=None, source=None):
     return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
 
 
+def _log_masked(world, tokens, positions=None) -> jax.Array:
+    """log p*(x_i = · | x_−i): the world's log-space law where it has one (a log-linear world's stays finite
+    below float32's smallest probability, ~1e-45, which a perturbation such as τ = 10 brings back into range),
+    else the log of its probabilities (HMM worlds: −inf where they underflowed)."""
+    law = getattr(world, "log_masked_token_probs", None)
+    if callable(law):
+        return law(tokens, positions)
+    return jnp.log(jnp.asarray(world.masked_token_probs(tokens, positions)))
+
+
+def _log_prepended(world, tokens) -> jax.Array:
+    """The law at a prepended mask in log space, as :func:`_log_masked`."""
+    law = getattr(world, "log_prepended_mask_probs", None)
+    return law(tokens) if callable(law) else jnp.log(jnp.asarray(world.prepended_mask_probs(tokens)))
+
+
 class PerturbedLM:
     """The world's exact LM perturbed by one of the families above with scale s (= ``scale``).
 
@@ -206,12 +224,12 @@ class PerturbedLM:
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
         """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)`` (calibrated only if ``law="masked"``)."""
-        return self._perturb(jnp.log(jnp.asarray(self.world.masked_token_probs(tokens, positions))))
+        return self._perturb(jnp.asarray(_log_masked(self.world, tokens, positions)))
 
     def prepended_mask_logprobs(self, tokens) -> jax.Array:
         """The same perturbation of the prepended-mask law, ``(n, V)`` (calibrated only if
         ``law="prepended-mask"``)."""
-        return self._perturb(jnp.log(jnp.asarray(self.world.prepended_mask_probs(tokens))))
+        return self._perturb(jnp.asarray(_log_prepended(self.world, tokens)))
 
 
 # ---- construction --------------------------------------------------------------------------------
@@ -392,9 +410,9 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     if law == "next-token":
         name, raw = "world: next_token_logprobs", world.next_token_logprobs(toks)
     elif law == "masked":
-        name, raw = "world: masked_token_probs", jnp.log(jnp.asarray(world.masked_token_probs(toks)))
+        name, raw = "world: masked_token_probs", jnp.asarray(_log_masked(world, toks))
     else:
-        name, raw = "world: prepended_mask_probs", jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))
+        name, raw = "world: prepended_mask_probs", jnp.asarray(_log_prepended(world, toks))
         where = lambda i: f"sequence {i[0]} (the law at the prepended mask)"
     logp = check_laws(name, raw, where=where)
     # the solver perturbs the world's laws exactly as the LM will (``raw``, not their renormalised copy

@@ -14,8 +14,9 @@ Block k = 0 is the embedding layer; it sees only the corrupted token and its pos
 most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes decisions maximise accuracy,
 not the type-averaged ⟨APT⟩: a readout's ⟨APT⟩ may exceed the Bayes predictor's — derived, and seen.)  Every block is scored against the exact Bayes
 posterior P(x_t | y, s_t = 1) on the same corrupted test inputs: ⟨APT⟩, token accuracy, ε_k = mean KL(p_B ‖
-p_k) over selected positions (nats), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes −
-acc_local), and the ARI of the confusion clusters against the planted classes.
+p_k) over selected positions (nats, from the readout's log-probabilities: its float32 probabilities underflow
+to 0 past a ~104-nat logit gap), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local),
+and the ARI of the confusion clusters against the planted classes.
 
 Fine-tuning (:func:`finetune_along_blocks`): a sequence label y read from the hidden path (the topic at a
 fixed position of a :func:`~simlm.worlds.topic.topic_syntax_hmm`), its exact Bayes classifier P(y | x) from
@@ -42,7 +43,7 @@ from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
 from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, local_bayes_probs
 from simlm.theory.token_accuracy import TokenAccuracy, confusion_clusters, token_accuracy
-from simlm.worlds.base import check_number
+from simlm.worlds.base import check_flag, check_number
 
 
 @partial(jax.jit, static_argnums=0)
@@ -62,9 +63,12 @@ def block_features(lm, inputs) -> np.ndarray:
     return np.asarray(_normed_hidden(lm.graphdef, lm.state, jnp.asarray(ids)))
 
 
-def logit_lens(lm, features) -> np.ndarray:
-    """softmax(Φᵀ LN(h_k)) for features ``(..., d)`` from :func:`block_features`: laws ``(..., V)``."""
-    return np.asarray(jax.nn.softmax(jnp.asarray(features) @ jnp.asarray(lm.unembedding), axis=-1))
+def logit_lens(lm, features, *, log: bool = False) -> np.ndarray:
+    """softmax(Φᵀ LN(h_k)) for features ``(..., d)`` from :func:`block_features`: laws ``(..., V)``; with ``log``
+    their log_softmax, finite where the float32 softmax rounds to 0 (a logit gap past ~104 nats), which ε needs."""
+    logits = jnp.asarray(features) @ jnp.asarray(lm.unembedding)
+    law = jax.nn.log_softmax if check_flag("log", log) else jax.nn.softmax
+    return np.asarray(law(logits, axis=-1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +126,18 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
     rows, final = [], None
     for k in range(f_te.shape[0]):
         for readout in readouts:
+            # the laws for the argmax, their logs for ε (a float32 softmax underflows to 0 where the log is finite)
             if readout == "lens":
-                probs = logit_lens(lm, f_te[k])
+                probs, logp = logit_lens(lm, f_te[k]), logit_lens(lm, f_te[k], log=True)
             else:
                 head = fit_linear_head(f_tr[k][s_tr], x_tr[s_tr], n_classes=V, method="adam", steps=probe_steps,
                                        lr=0.05)
-                probs = np.zeros(f_te.shape[1:3] + (V,), np.float32)
-                probs[s_te] = np.asarray(jax.nn.softmax(head.logits(f_te[k][s_te]), axis=-1))
-                probs[~s_te] = 1.0 / V
-            acc = token_accuracy(probs, x_te, s_te, bayes)
+                probs = np.full(f_te.shape[1:3] + (V,), 1.0 / V, np.float32)
+                logp = np.full(f_te.shape[1:3] + (V,), -np.log(V), np.float32)
+                logits = head.logits(f_te[k][s_te])
+                probs[s_te] = np.asarray(jax.nn.softmax(logits, axis=-1))
+                logp[s_te] = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+            acc = token_accuracy(probs, x_te, s_te, bayes, log_probs=logp)
             if readout == "lens" and k == f_te.shape[0] - 1:
                 final = acc
             cl = confusion_clusters(acc.confusion, threshold, classes) if acc.confusion.trace() > 0 else None
@@ -139,7 +146,8 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
                                  None if cl is None else cl.ari, None if cl is None else cl.nmi,
                                  0 if cl is None else cl.n_kept))
     if final is None:
-        final = token_accuracy(logit_lens(lm, f_te[-1]), x_te, s_te, bayes)
+        final = token_accuracy(logit_lens(lm, f_te[-1]), x_te, s_te, bayes,
+                               log_probs=logit_lens(lm, f_te[-1], log=True))
     return OrderParameter(tuple(rows), b_acc, l_acc, final)
 
 

@@ -21,7 +21,8 @@ What is computed here (derived, on arrays): from laws ``probs (n, T, V)`` on cor
   distributed as p_B(· | y) given the input, so numerator and denominator are unbiased for P(pred = w,
   x = w) and P(x = w) — a second route to the same APT with lower variance, for any predictor;
 - ⟨APT⟩ type-averaged over the types that occur, and occurrence-weighted (= token accuracy);
-- per-type KL(p_B ‖ p) averaged over the occurrences of each type (not argmax-dominated);
+- per-type KL(p_B ‖ p) averaged over the occurrences of each type (not argmax-dominated), from
+  log-probabilities when given (a float32 softmax underflows to 0 where its log is finite);
 - the confusion matrix, the paper's filter and normalisation, clusters as connected components of
   {i ~ j : N[i, j] ≥ τ or N[j, i] ≥ τ} over the kept tokens, and their agreement with planted classes by
   the adjusted Rand index and normalised mutual information (arithmetic-mean normalisation).
@@ -88,9 +89,24 @@ def _laws(name, value, shape=None) -> np.ndarray:
     return a
 
 
-def token_accuracy(probs, tokens, selected, bayes=None) -> TokenAccuracy:
+def _log_laws(name, value, shape) -> np.ndarray:
+    """Log-probabilities of ``shape`` as float64: real, no NaN or +∞ (−∞ is log 0)."""
+    a = as_array(name, value)
+    if a.dtype.kind not in "biuf" or a.shape != shape:
+        raise ShapeError(f"{name}: expected real log-probabilities of shape {shape}, got {a.dtype} {a.shape}")
+    a = a.astype(np.float64)
+    if np.isnan(a).any() or (a == np.inf).any():
+        raise ShapeError(f"{name}: expected log-probabilities (finite or −inf), got NaN or +inf entries")
+    return a
+
+
+def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> TokenAccuracy:
     """APT of the predictor argmax ``probs (n, T, V)`` at the ``selected (n, T)`` positions of ``tokens (n, T)``;
-    with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL."""
+    with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL.
+
+    The KL is read from ``log_probs (n, T, V)`` (the same laws as log-probabilities) when given: a float32
+    softmax rounds to 0 once a logit gap passes ~104 nats, where the log-probability is still finite.  From
+    ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
@@ -118,9 +134,12 @@ def token_accuracy(probs, tokens, selected, bayes=None) -> TokenAccuracy:
         weight = b[np.arange(len(pred)), pred]  # p_B(pred | y): the chance the prediction is right
         num = np.bincount(pred, weights=weight, minlength=V)
         den = b.sum(0)
+        logq = None if log_probs is None else _log_laws("log_probs", log_probs, p.shape)[sel]
         with np.errstate(divide="ignore", invalid="ignore"):
+            logq = np.log(p[sel]) if logq is None else logq
             apt_rb = np.where(den > 0, num / den, np.nan)
-            per = (b * (np.log(np.clip(b, 1e-300, None)) - np.log(np.clip(p[sel], 1e-300, None)))).sum(-1)
+            # 0 · log 0 = 0 where p_B = 0; no floor on q, so q = 0 < p_B is an infinite KL, not a clipped number
+            per = np.where(b > 0, b * (np.log(np.where(b > 0, b, 1.0)) - logq), 0.0).sum(-1)
             per = np.maximum(per, 0.0)
             kl = np.where(seen, np.bincount(truth, weights=per, minlength=V) / counts, np.nan)
         eps, mean_rb = float(per.mean()), float(np.nanmean(apt_rb[seen]))

@@ -171,6 +171,10 @@ class WorldBase:
     - ``_masked_token_probs(toks, positions)`` → ((n, P, V), steps)
     - ``_prepended_mask_probs(toks)`` → ((n, V), steps)
 
+    A world that computes the last two in log space overrides ``_log_masked_token_probs`` and
+    ``_log_prepended_mask_probs`` (same shapes, log-probabilities) so that :meth:`log_masked_token_probs`
+    keeps log-probabilities whose probabilities underflow float32; the defaults take the log.
+
     and, so that a request that cannot fit is refused before anything is allocated or compiled, the
     ``(n_elements, itemsize)`` of the arrays their sampling and inference build: ``_sample_arrays(n, T)``
     and ``_inference_arrays(method, n, T, P)`` (see :func:`check_request`).
@@ -198,18 +202,44 @@ class WorldBase:
         return jnp.exp(self.next_token_logprobs(tokens))
 
     def masked_token_probs(self, tokens, positions=None) -> jax.Array:
+        return self._masked(self._masked_token_probs, tokens, positions)
+
+    def prepended_mask_probs(self, tokens) -> jax.Array:
+        return self._prepended(self._prepended_mask_probs, tokens)
+
+    def log_masked_token_probs(self, tokens, positions=None) -> jax.Array:
+        """log of :meth:`masked_token_probs`, ``(n, P, V)``: computed in log space by a world that can (a
+        :class:`~simlm.worlds.LogLinearWorld`: finite below float32's smallest probability, ~1e-45); by
+        default (the HMM worlds) the log of the probabilities, −inf where they underflowed."""
+        return self._masked(self._log_masked_token_probs, tokens, positions)
+
+    def log_prepended_mask_probs(self, tokens) -> jax.Array:
+        """log of :meth:`prepended_mask_probs`, ``(n, V)``, in log space where the world can
+        (:meth:`log_masked_token_probs`)."""
+        return self._prepended(self._log_prepended_mask_probs, tokens)
+
+    def _masked(self, law, tokens, positions):
         toks, single = check_tokens(tokens, self.n_symbols)
         pos = check_positions(positions, toks.shape[1])
         self._check_cost("masked_token_probs", *toks.shape, len(pos))
-        out, steps = self._masked_token_probs(jax.device_put(toks), jax.device_put(pos))
+        out, steps = law(jax.device_put(toks), jax.device_put(pos))
         self._require_possible(toks, steps)
         return out[0] if single else out
 
-    def prepended_mask_probs(self, tokens) -> jax.Array:
+    def _prepended(self, law, tokens):
         toks, single = self._tokens(tokens, "prepended_mask_probs")
-        out, steps = self._prepended_mask_probs(jax.device_put(toks))
+        out, steps = law(jax.device_put(toks))
         self._require_possible(toks, steps)
         return out[0] if single else out
+
+    # log-space laws: the log of the probability-space ones unless a world overrides them
+    def _log_masked_token_probs(self, toks, positions):
+        out, steps = self._masked_token_probs(toks, positions)
+        return jnp.log(out), steps
+
+    def _log_prepended_mask_probs(self, toks):
+        out, steps = self._prepended_mask_probs(toks)
+        return jnp.log(out), steps
 
     def cross_entropy(self, tokens) -> tuple[float, float]:
         """Mean −log p*(x_t | x_<t) over all positions of ``tokens`` (nats/token) and its standard error

@@ -101,16 +101,29 @@ def _batch_next_token_logprobs(Z, W, next_state, start, toks):
     return out, jnp.take_along_axis(out, toks[..., None], axis=-1)[..., 0]
 
 
+def _masked_logprobs(Z, W, next_state, start, toks, positions):
+    f = jax.vmap(masked_token_logprobs, (None, None, None, 0, None))
+    return f(emission_logprobs(Z, W), next_state, start, toks, positions)
+
+
+def _prepended_logprobs(Z, W, next_state, start, toks):
+    return jax.vmap(prepended_mask_logprobs, (None, None, None, 0))(emission_logprobs(Z, W), next_state, start, toks)
+
+
+# the log laws as computed (finite where a float32 probability underflows), and their exp
+_batch_masked_log = jax.jit(_masked_logprobs)
+_batch_prepended_log = jax.jit(_prepended_logprobs)
+
+
 @jax.jit
 def _batch_masked(Z, W, next_state, start, toks, positions):
-    f = jax.vmap(masked_token_logprobs, (None, None, None, 0, None))
-    logp, steps = f(emission_logprobs(Z, W), next_state, start, toks, positions)
+    logp, steps = _masked_logprobs(Z, W, next_state, start, toks, positions)
     return jnp.exp(logp), steps
 
 
 @jax.jit
 def _batch_prepended(Z, W, next_state, start, toks):
-    logp, steps = jax.vmap(prepended_mask_logprobs, (None, None, None, 0))(emission_logprobs(Z, W), next_state, start, toks)
+    logp, steps = _prepended_logprobs(Z, W, next_state, start, toks)
     return jnp.exp(logp), steps
 
 
@@ -378,6 +391,12 @@ class LogLinearWorld(WorldBase):
 
     def _prepended_mask_probs(self, toks):
         return _batch_prepended(*self._args(), toks)
+
+    def _log_masked_token_probs(self, toks, positions):
+        return _batch_masked_log(*self._args(), toks, positions)
+
+    def _log_prepended_mask_probs(self, toks):
+        return _batch_prepended_log(*self._args(), toks)
 
     # ---- random worlds ----
     @classmethod
