@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError, SimlmError
@@ -16,8 +16,8 @@ from simlm.strategies import loglinear_worlds
 from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
                                                n2_construction)
-from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, random_tasks, score_identity,
-                                  word_errors, word_task, world_anchor_fit)
+from simlm.theory.anchors import (_balancing_bias, _weighted_median, anchor_contexts, anchor_fit, bulk_mask,
+                                  head_errors, random_tasks, score_identity, word_errors, word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
 
 FEW = settings(max_examples=10, deadline=None)  # each example builds a 64-state world and its constructions
@@ -200,6 +200,57 @@ def test_the_bound_is_not_trivial_for_a_flat_world_at_small_epsilon():
         assert not b.trivial and h.error <= b.bound
 
 
+# ---- balanced tasks -------------------------------------------------------------------------------
+
+@st.composite
+def tied_scores(draw):
+    """Scores of N rows in groups of tied rows (rows sharing a state), the groups' counts and distinct values."""
+    counts = draw(st.lists(st.integers(1, 12), min_size=1, max_size=8))
+    values = sorted(draw(st.lists(st.floats(-50, 50, allow_nan=False), min_size=len(counts), max_size=len(counts),
+                                  unique=True)))
+    assume(len(counts) < 2 or min(np.diff(values)) > 1e-6 * (1 + max(map(abs, values))))
+    return np.array(counts), np.array(values)
+
+
+@given(tied_scores(), st.integers(0, 2**16))
+@example((np.array([6, 6]), np.array([0.0, 1.0])), 0)  # once: every label 1
+@example((np.array([1] * 12), np.arange(12.0)), 0)  # once: 5/12 of the rows positive
+def test_the_balancing_bias_cuts_where_the_exact_mass_crosses_a_half(case, seed):
+    """Uniform weights 1/N as :func:`anchor_contexts` gives: in exact (integer) arithmetic the negatives are
+    the groups up to the first whose cumulative count reaches N/2 — or, when that is the top group, the
+    groups below it — so the task is balanced whenever a balanced cut exists and constant only if every
+    score is equal."""
+    counts, values = case
+    score = np.random.default_rng(seed).permutation(np.repeat(values, counts))
+    N = score.size
+    labels = score + _balancing_bias(score, np.full(N, 1.0 / N)) >= 0
+    crossing = int(np.argmax(2 * np.cumsum(counts) >= N))
+    last_negative = crossing if crossing + 1 < len(counts) else crossing - 1
+    if last_negative < 0:
+        assert labels.all()  # one score: nothing to cut
+    else:
+        np.testing.assert_array_equal(labels, score > values[last_negative])
+    if np.any(2 * np.cumsum(counts)[:-1] == N):
+        assert 2 * int(labels.sum()) == N
+
+
+@pytest.mark.parametrize("n_states", [12, 14, 20])
+def test_the_random_tasks_are_balanced_with_one_row_per_state(n_states):
+    world = LogLinearWorld.random(0, n_states=n_states, n_symbols=6, dim=3)
+    ctx = anchor_contexts(world)
+    tasks = random_tasks(ctx, world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=2)), 0)
+    for name, task in tasks.items():
+        assert 2 * int(task.labels.sum()) == n_states, name  # distinct scores: exactly half of the states
+
+
+@given(st.lists(st.integers(-1000, 1000), min_size=1, max_size=40, unique=True))
+@example(list(range(12)))  # once the upper median: 6 × fl(1/12) < ½
+def test_the_weighted_median_of_equal_weights_is_the_lower_median(x):
+    """The lower median of N distinct values with weights 1/N is the ⌈N/2⌉-th smallest: x ≥ it for ⌊N/2⌋ + 1."""
+    x = np.array(x, np.float64) / 7
+    assert int(np.sum(x >= _weighted_median(x, np.full(x.size, 1.0 / x.size)))) == x.size // 2 + 1
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 def test_bad_input_raises_typed_errors_naming_the_argument():
@@ -260,3 +311,14 @@ def test_the_quick_runs_summary_and_figure_come_from_its_stored_rows(tmp_path):
     assert {k: stored[k] for k in again} == json.loads(json.dumps(jsonable(again)))
     assert json.loads((tmp_path / "summary.json").read_text())["new_cells"] > 0
     assert run_sweep(parse_config(anchors.sweep_config(quick=True)), tmp_path, progress=False)["new_cells"] == 0
+
+
+@pytest.mark.parametrize("n", [12, 14, 20, 100])
+def test_half_of_n_equal_masses_is_reached_at_the_middle_row(n):
+    """The shared crossing (balancing bias, median, the constructions' H₊): n/2 rows hold exactly ½."""
+    from simlm.theory.anchor_constructions import _half
+    from simlm.theory.anchors import half_index
+
+    assert half_index(np.cumsum(np.full(n, 1 / n))) == n // 2 - 1
+    ctx = type("Ctx", (), {"states": np.arange(n), "weights": np.full(n, 1 / n)})()
+    assert len(_half(ctx, np.random.default_rng(0))) == n // 2

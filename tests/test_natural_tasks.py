@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, note
+from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -21,6 +21,7 @@ from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
 from simlm.theory._convex import constrained_logistic, logistic_loss, polish_softmax_fit
 from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings
+from simlm.theory import adversarial as adv
 from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm
 from simlm.theory.natural_tasks import (
     LOG2,
@@ -429,6 +430,8 @@ def test_a_tau_cache_gives_the_same_check_and_is_reused_across_lms():
        noise=st.sampled_from(["sign", "logistic"]), prompt=st.sampled_from([None, (0,), (1, 3)]),
        log_eps=st.floats(math.log(1e-3), math.log(0.3)),
        kind=st.sampled_from(["aligned", "search", "softmax", "quad"]))
+@example(family="hmm", world_seed=13, task_seed=6, noise="logistic", prompt=(0,), log_eps=math.log(0.1),
+         kind="aligned")  # once refused: "beyond 0.0758 nats", the limit of the reverse KL
 def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, world_seed, task_seed, noise, prompt,
                                                                       log_eps, kind):
     C = contexts_of(family, world_seed)
@@ -444,6 +447,9 @@ def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, w
                                                                                       cache=cache))
     except ConfigError as e:  # a rare slice's contexts cannot absorb ε: said, not faked
         assert any(why in str(e) for why in ("beyond", "is 0", "no law moves", "underflows"))
+        if kind in ("aligned", "search"):  # and only when true: the tilt from scratch cannot reach ε either
+            B = adv.adversary_radius(C, task, eps, B_grid=grid, cache=cache)
+            assert brute_tilt(C, task, eps, B, grid) is None, str(e)
         return
     r = check_natural_task(C, lm, task, B_grid=grid, B2_grid=grid, tau_cache=cache)
     reached = {"aligned": r.eps, "search": r.eps, "softmax": r.eps_phi, "quad": r.eps_quad}[kind]
@@ -455,6 +461,66 @@ def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, w
         assert np.all(b.loss_natural <= b.loss_ceiling + 1e-12) and np.all(b.loss_best <= LOG2 + 1e-12)
         assert np.all(b.loss_best <= b.loss_natural + 1e-12)  # the best-in-ball solve starts from (a)'s classifier
         assert b.slack_used <= 1 + 1e-6 or not np.isfinite(b.slack_used)
+
+
+def brute_tilt(C, task, eps, B, grid=None):
+    """The aligned tilt p ∝ p*·exp(tη), η_s = −y_s·v/B, with E_{p_L} KL(p* ‖ p) = ε by float64 bisection on
+    the KL summed word by word, or None where no t ≤ 2⁴⁰ reaches ε or the laws underflow on p*'s support."""
+    P = np.asarray(C.next_token_probs, np.float64)
+    p_L = C.weights / C.weights.sum()
+    v, b = adv._classifier(C, task, B, None, "inf", None, grid)
+    eta = -(adv._directions(P, task, v, b)[:, None] * v[None, :]) / B
+    on = P > 0
+    logP = np.log(np.where(on, P, 1.0))
+
+    def laws_kl(t):
+        z = np.where(on, logP + t * eta, -np.inf)
+        logq = z - z.max(-1, keepdims=True)
+        logq = logq - np.log(np.sum(np.exp(logq), -1, keepdims=True))
+        return np.exp(logq), float(p_L @ np.sum(np.where(on, P * (logP - logq), 0.0), -1))
+
+    lo, hi = 0.0, 1.0
+    while laws_kl(hi)[1] < eps:
+        if hi > 2.0**40:
+            return None
+        lo, hi = hi, 2 * hi
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if laws_kl(mid)[1] < eps else (lo, mid)
+    q = laws_kl(hi)[0]
+    return q if np.all(q[on & (p_L[:, None] > 0)] > 1e-250) else None
+
+
+@pytest.mark.parametrize("eps", [1.677, 5.0, 30.0])
+def test_the_aligned_tilt_reaches_eps_beyond_the_reverse_kl_limit(eps):
+    # the reviewer's case: E KL(p* ‖ p_t) → ∞ as t → ∞ (η is not constant on supp p*), yet ε above
+    # Σ p_L·(−log p*(argmax η)) = 1.12 nats (the limit of the *reverse* KL) was refused as "beyond"
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="sign")
+    laws = adversarial_laws(C, task, eps, B=1.0, B_grid=[1.0])
+    assert lm_epsilon(C, laws) == pytest.approx(eps, rel=1e-9)
+    np.testing.assert_allclose(laws, brute_tilt(C, task, eps, 1.0, [1.0]), rtol=1e-6, atol=1e-300)
+
+
+@given(family=st.sampled_from(["hmm", "loglinear"]), world_seed=st.integers(0, 10_000), task_seed=seeds,
+       t=st.floats(0.1, 60.0))
+def test_the_aligned_tilt_is_refused_only_when_no_tilt_reaches_eps(family, world_seed, task_seed, t):
+    """ε = the brute-force tilt's KL at t: the adversary returns that tilt, or says no law moves (η constant
+    on every task context's support, so the brute force moves nothing either)."""
+    C = contexts_of(family, world_seed)
+    task = random_natural_task(C, task_seed, noise="sign")
+    P, p_L = np.asarray(C.next_token_probs, np.float64), C.weights / C.weights.sum()
+    v, b = adv._classifier(C, task, 1.0, None, "inf", None, [1.0])
+    eta = -(adv._directions(P, task, v, b)[:, None] * v[None, :])
+    q = softmax(np.log(P) + t * eta)
+    eps = float(p_L @ np.array([kl(p, r) for p, r in zip(P, q, strict=True)]))
+    note(f"ε = {eps}")
+    if eps <= 1e-9:  # (|η| ≤ 1 and t ≤ 60: nothing underflows)
+        with pytest.raises(ConfigError, match="no law moves|is 0"):
+            adversarial_laws(C, task, 1e-3, B=1.0, B_grid=[1.0])
+        return
+    laws = adversarial_laws(C, task, eps, B=1.0, B_grid=[1.0])
+    np.testing.assert_allclose(laws, q, rtol=1e-6, atol=1e-12)
 
 
 def test_the_search_never_ends_below_the_aligned_tilt():

@@ -25,8 +25,8 @@ from simlm.checks import as_rng, check_positive
 from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
 from simlm.theory.anchor_bound import context_divergences
-from simlm.theory.anchors import (AnchorContexts, AnchorFit, anchor_fit, head_errors, log_softmax, probe_error,
-                                  word_task)
+from simlm.theory.anchors import (AnchorContexts, AnchorFit, anchor_fit, half_index, head_errors, log_softmax,
+                                  probe_error, word_task)
 
 
 def exact_epsilon_rows(ctx: AnchorContexts, logp_lm) -> float:
@@ -61,7 +61,7 @@ def _half(ctx: AnchorContexts, rng) -> np.ndarray:
     states = np.unique(ctx.states)
     mass = np.array([ctx.weights[ctx.states == h].sum() for h in states])
     order = rng.permutation(len(states))
-    return states[order[: int(np.searchsorted(np.cumsum(mass[order]), 0.5)) + 1]]
+    return states[order[: half_index(np.cumsum(mass[order])) + 1]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -35,6 +35,8 @@ TASKS = ("anchored", "contrast", "rare-carrier", "latent")
 #: relative singular-value cutoff of the anchor fit: features stored in float32 carry ~1e-7 relative
 #: rounding, which must not count as a direction in which f varies (the shift ambiguity of v_0).
 _RCOND = 1e-5
+#: relative tolerance of a cumulative π-mass reaching ½ (a cumsum of n weights rounds by ~n·1e-16).
+_HALF_RTOL = 1e-9
 
 
 # ---- contexts --------------------------------------------------------------------------------------
@@ -238,18 +240,35 @@ class AnchorTask:
     margin: np.ndarray
 
 
+def half_index(cumulative) -> int:
+    """The first index where a cumulative π-mass reaches ½ of its total, within :data:`_HALF_RTOL`, so that
+    rounding does not move it (6 × fl(1/12) sums to 0.49999999999999994: an exact comparison puts the
+    crossing one row, or one group of tied rows, too far)."""
+    return int(np.searchsorted(cumulative, (0.5 - _HALF_RTOL) * cumulative[-1]))
+
+
+def _half_crossing(x, w):
+    """x sorted and the first sorted index where its cumulative π-mass reaches ½ (:func:`half_index`)."""
+    i = np.argsort(x, kind="stable")
+    return x[i], half_index(np.cumsum(w[i]))
+
+
 def _weighted_median(x, w) -> float:
-    i = np.argsort(x)
-    return float(x[i][np.searchsorted(np.cumsum(w[i]), 0.5)])
+    """The lower π-median of x: the smallest value whose cumulative mass reaches ½."""
+    xs, k = _half_crossing(x, w)
+    return float(xs[k])
 
 
 def _balancing_bias(score, w) -> float:
     """−(the midpoint between the two scores where the π-mass crosses ½): balanced classes and no
-    context on the threshold (its margin would be 0 and rounding alone would decide its label)."""
-    i = np.argsort(score)
-    s, k = score[i], int(np.searchsorted(np.cumsum(w[i]), 0.5))
-    above = s[s > s[k] + 1e-9 * (1 + abs(s[k]))]  # the next distinct score (rows may share a state)
-    return float(-(s[k] + above[0]) / 2) if above.size else float(-s[k] + 1.0)
+    context on the threshold (its margin would be 0 and rounding alone would decide its label).  When the
+    crossing is at the top score the cut goes below it, so the labels are constant only if every score is."""
+    s, k = _half_crossing(score, w)
+    tie = 1e-9 * (1 + abs(s[k]))  # rows may share a state: their scores agree up to rounding
+    above, below = s[s > s[k] + tie], s[s < s[k] - tie]
+    if above.size:
+        return float(-(s[k] + above[0]) / 2)
+    return float(-(below[-1] + s[k]) / 2) if below.size else float(-s[k] + 1.0)
 
 
 def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
@@ -391,4 +410,4 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
-           "TASKS"]
+           "half_index", "TASKS"]
