@@ -50,7 +50,7 @@ from simlm.models.transformer import (
 )
 from simlm.train import objectives
 from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
-from simlm.train.schedule import TRAIL, next_evaluation
+from simlm.train.schedule import OVERSHOOT, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
 from simlm.checks import as_tuple, check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
@@ -166,7 +166,7 @@ class LadderRecord:
 
     @property
     def overshoot(self) -> float | None:
-        """ε reached ÷ target (≤ 1; the ladder aims for ≥ 0.7)."""
+        """ε reached ÷ target (≤ 1; the ladder aims for ≥ 0.7 and warns when a rung is saved below it)."""
         return None if self.epsilon is None else self.epsilon / self.target
 
 
@@ -580,6 +580,12 @@ def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_st
                                    {**header, **record, "overshoot": eps / target})
                 state["records"].append({**record, "checksum": saved["checksum"]})
                 state["ladder"][i] += 1
+                if eps < OVERSHOOT * target:
+                    warnings.warn(
+                        f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), below the "
+                        f"ladder's window [{OVERSHOOT:g}, 1] × target: ε fell past it between two evaluations "
+                        "(or was below it at step 0); its checkpoint is a model at that ε — lower eval_every or "
+                        "the learning rate to catch the crossing", RuntimeWarning, stacklevel=2)
     state["rows"] += len(results)
 
 
