@@ -186,13 +186,6 @@ def test_masked_laws_are_perturbed_in_log_space_where_float32_probabilities_unde
     np.testing.assert_allclose(lm.prepended_mask_logprobs(toks), np.broadcast_to(exact, (2, 2)), rtol=1e-5, atol=1e-6)
 
 
-def test_hmm_worlds_give_the_log_of_their_masked_probabilities(world):
-    """HMM worlds compute the masked laws in probability space: their log laws are the log of those."""
-    x = np.asarray(world.sample(0, 4, 6))
-    np.testing.assert_array_equal(world.log_masked_token_probs(x, [0, 2]), jnp.log(world.masked_token_probs(x, [0, 2])))
-    np.testing.assert_array_equal(world.log_prepended_mask_probs(x), jnp.log(world.prepended_mask_probs(x)))
-
-
 # ---- the public pieces: perturbation_params, epsilon_of_scale, solve_scale ------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)

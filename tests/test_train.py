@@ -212,6 +212,6 @@ def test_a_rung_saved_below_its_window_warns(tmp_path):
     """ε already far below the target at step 0: the rung is saved there, at ε < 0.7 × target — with a
     warning, never silently (its checkpoint is not a model at ε ≈ target)."""
     config = dataclasses.replace(CONFIG, targets=(100.0,), max_steps=1, eval_every=1, checkpoint_every=1)
-    with pytest.warns(RuntimeWarning, match=r"ε ≤ 100 is saved at ε = .* below the ladder's window"):
+    with pytest.warns(RuntimeWarning, match=r"ε ≤ 100 is saved at ε = .* below the ladder's window.*initial model"):
         result = train(WORLD, MODEL, config, tmp_path / "run", progress=False)
     assert result.records[0].reached and result.records[0].overshoot < 0.7

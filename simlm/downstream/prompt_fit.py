@@ -109,8 +109,9 @@ class PromptedClassifier:
         return self.head.accuracy(self.features(source, tokens), labels)
 
     def scored(self, source, train_features, labels, test):
-        """This result with its accuracies: on the training set from the features the fit ended with, on
-        ``test=(tokens, labels)`` through :meth:`features` (NaN without test data)."""
+        """This result with its accuracies: on the training set from ``train_features`` as given (the exact
+        fits pass the world's checked laws), on ``test=(tokens, labels)`` through :meth:`features` (NaN without
+        test data)."""
         test_acc = float("nan") if test is None else self.accuracy(source, *test)
         return replace(self, train_accuracy=self.head.accuracy(train_features, labels), test_accuracy=test_acc)
 

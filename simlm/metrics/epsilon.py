@@ -71,8 +71,8 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
 
     Terms with p_ref,v = 0 contribute 0 (0·log 0 = 0), whatever the model says there, so no NaN
     appears; a model that gives probability 0 where p_ref,v > 0 gives +inf (p_ref,v > 0 read as
-    log p_ref,v > −inf: below about −104 nats p_ref,v underflows float32 to 0).  Per-position values are
-    clamped at 0 (KL ≥ 0; float rounding can dip below it near p_model = p_ref).  The where-guards keep
+    log p_ref,v > −inf: below about −87 nats p_ref,v underflows float32 to 0, as XLA flushes subnormals).
+    Per-position values are clamped at 0 (KL ≥ 0; float rounding can dip below it near p_model = p_ref).  The where-guards keep
     gradients with respect to ``model_logprobs`` finite as well (the trainer differentiates this).
 
     Pure and unchecked: the clamp would also hide a model whose rows do not normalise (log-probs + c
@@ -81,7 +81,7 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     ref = jnp.asarray(ref_logprobs)
     model = jnp.asarray(model_logprobs)
     p = jnp.exp(ref)
-    support = ref > -jnp.inf  # not p > 0: e^ref underflows float32 below about −104 nats
+    support = ref > -jnp.inf  # not p > 0: e^ref underflows float32 below about −87 nats (subnormals flush)
     diff = jnp.where(support, ref - jnp.where(support, model, 0.0), 0.0)
     # +inf where the model is −inf on the support, also where p underflowed to 0 (p·diff = 0·∞ = NaN there)
     term = jnp.where(support & jnp.isneginf(model), jnp.inf, jnp.where(support, p * diff, 0.0))
@@ -217,7 +217,7 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
 
 def _support_check(name: str, ref, model, where) -> None:
     """Refuse a model with probability 0 where the reference's is positive: KL = +∞ there.  Positive means
-    log p > −inf (p itself underflows float32 below about −104 nats)."""
+    log p > −inf (p itself underflows float32 below about −87 nats)."""
     zero = np.asarray(jnp.any((ref > -jnp.inf) & jnp.isneginf(model), axis=-1))
     if zero.any():
         idx = tuple(np.argwhere(zero)[0])

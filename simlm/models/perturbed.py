@@ -38,7 +38,7 @@ mask.  ``law`` chooses which of the three ε is calibrated on (``"next-token"``,
 ``"masked"``, every masked position; ``"prepended-mask"``, the law a head reads in Wei et al.'s tasks);
 the other two are not calibrated.  The masked laws are perturbed in log space where the world gives them
 so (``log_masked_token_probs``: a log-linear world); an HMM world's are the log of float32 probabilities,
-−inf below ~1e-45 however far a perturbation would lift them.
+−inf below ~1e-38 (float32's smallest normal; XLA flushes subnormals) however far a perturbation would lift them.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _epsilon_of_scale(kind, logp, s, params, weights=None, source=None):
 
 def _log_masked(world, tokens, positions=None) -> jax.Array:
     """log p*(x_i = · | x_−i): the world's log-space law where it has one (a log-linear world's stays finite
-    below float32's smallest probability, ~1e-45, which a perturbation such as τ = 10 brings back into range),
+    below float32's smallest normal probability, ~1e-38, which a perturbation such as τ = 10 brings back into range),
     else the log of its probabilities (HMM worlds: −inf where they underflowed)."""
     law = getattr(world, "log_masked_token_probs", None)
     if callable(law):

@@ -15,7 +15,7 @@ most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes 
 not the type-averaged ⟨APT⟩: a readout's ⟨APT⟩ may exceed the Bayes predictor's — derived, and seen.)  Every block is scored against the exact Bayes
 posterior P(x_t | y, s_t = 1) on the same corrupted test inputs: ⟨APT⟩, token accuracy, ε_k = mean KL(p_B ‖
 p_k) over selected positions (nats, from the readout's log-probabilities: its float32 probabilities underflow
-to 0 past a ~104-nat logit gap), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local),
+to 0 past a ~87-nat logit gap), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local),
 and the ARI of the confusion clusters against the planted classes.
 
 Fine-tuning (:func:`finetune_along_blocks`): a sequence label y read from the hidden path (the topic at a
@@ -65,7 +65,7 @@ def block_features(lm, inputs) -> np.ndarray:
 
 def logit_lens(lm, features, *, log: bool = False) -> np.ndarray:
     """softmax(Φᵀ LN(h_k)) for features ``(..., d)`` from :func:`block_features`: laws ``(..., V)``; with ``log``
-    their log_softmax, finite where the float32 softmax rounds to 0 (a logit gap past ~104 nats), which ε needs."""
+    their log_softmax, finite where the float32 softmax rounds to 0 (a logit gap past ~87 nats), which ε needs."""
     logits = jnp.asarray(features) @ jnp.asarray(lm.unembedding)
     law = jax.nn.log_softmax if check_flag("log", log) else jax.nn.softmax
     return np.asarray(law(logits, axis=-1))

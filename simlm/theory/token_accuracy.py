@@ -105,8 +105,8 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL.
 
     The KL is read from ``log_probs (n, T, V)`` (the same laws as log-probabilities) when given: a float32
-    softmax rounds to 0 once a logit gap passes ~104 nats, where the log-probability is still finite.  From
-    ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞."""
+    softmax rounds to 0 once a logit gap passes ~87 nats (XLA flushes subnormals), where the log-probability
+    is still finite.  From ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)

@@ -585,11 +585,12 @@ def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_st
                 state["records"].append({**record, "checksum": saved["checksum"]})
                 state["ladder"][i] += 1
                 if eps < OVERSHOOT * target:
-                    warnings.warn(
-                        f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), below the "
-                        f"ladder's window [{OVERSHOOT:g}, 1] × target: ε fell past it between two evaluations "
-                        "(or was below it at step 0); its checkpoint is a model at that ε — lower eval_every or "
-                        "the learning rate to catch the crossing", RuntimeWarning, stacklevel=2)
+                    why = ("the initial model is already there: drop the rung or lower it" if step == 0 else
+                           "ε fell past the window between two evaluations: lower eval_every or the learning "
+                           "rate to catch the crossing")
+                    warnings.warn(f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), "
+                                  f"below the ladder's window [{OVERSHOOT:g}, 1] × target, so its checkpoint is a "
+                                  f"model at that ε; {why}", RuntimeWarning, stacklevel=2)
     state["rows"] += len(results)
 
 
