@@ -29,3 +29,15 @@ def test_oracle_head_under_the_authors_label_reports_margin_strata():
 def test_bad_protocols_are_named(change, name):
     with pytest.raises(ConfigError, match=f"^{name}"):
         hpp.Protocol(**change)
+
+
+def test_every_world_of_a_size_gets_its_own_task():
+    """The authors draw μ per world (downstream_seed = the world's seed): 3 worlds, 3 different μ and
+    data, each record naming the world seed it was built with."""
+    tiny = dict(label_length=10, visible_length=6, n_train=16, n_test=16, tasks_per_world=1, worlds_per_size=3)
+    p = hpp.Protocol(nnz=6, **tiny)
+    records = hpp.run_protocol(p, sizes=(8,))
+    assert [r["world_seed"] for r in records] == [1, 2, 3]
+    assert len({r["task_seed"] for r in records}) == 3
+    mus = [tuple(hpp.task_data(hpp.world(8, r["world_seed"]), r["task_seed"], p).task.mu) for r in records]
+    assert len(set(mus)) == 3

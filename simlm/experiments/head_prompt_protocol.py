@@ -81,6 +81,13 @@ def world(K: int, seed: int, n_symbols: int = 10) -> HMM:
     return HMM.random(seed, K, n_symbols, family="permutation-mixture", transition_temp=0.01, emission_temp=0.01)
 
 
+def task_seed(world_seed: int, s: int, protocol) -> int:
+    """Task s of the world drawn with ``world_seed``: its own μ and sequences in every world, as the authors'
+    ``downstream_seed`` follows each world's seed (one μ shared by all 20 worlds would make their average the
+    accuracy of a single task)."""
+    return world_seed * protocol.tasks_per_world + s
+
+
 class TaskData(NamedTuple):
     """One task's data under a protocol: ``x (n_train + n_test, T)`` = x_1:T (training rows first), labels
     ``y (n,)``, the posterior ``post (n, K)`` the labels read, and the task (its ``mu``)."""
@@ -129,10 +136,12 @@ def run_protocol(protocol: Protocol, sizes=SIZES) -> list[dict]:
     out = []
     for K in sizes:
         for w in range(protocol.worlds_per_size):
-            hmm = world(K, w if protocol.worlds_per_size == 1 else w + 1)  # the authors' seeds run 1..20
+            seed = w if protocol.worlds_per_size == 1 else w + 1  # the authors' seeds run 1..20
+            hmm = world(K, seed)
             for s in range(protocol.tasks_per_world):
-                out.append({"protocol": protocol.name, "n_states": K, "world_seed": w, "task_seed": s,
-                            **oracle_head(hmm, s, protocol)})
+                t = task_seed(seed, s, protocol)
+                out.append({"protocol": protocol.name, "n_states": K, "world_seed": seed, "task_seed": t,
+                            **oracle_head(hmm, t, protocol)})
     return out
 
 

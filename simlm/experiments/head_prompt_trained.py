@@ -57,7 +57,7 @@ from simlm.checks import check_positive, check_positive_int
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError
-from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, world
+from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, task_seed, world
 from simlm.experiments.store import CellStore
 from simlm.jsonio import write_json_atomic
 from simlm.models import TransformerConfig
@@ -206,7 +206,7 @@ def _inputs(K: int, world_seed: int, study: TrainedStudy):
     """One world, its task's sequences and the truncated inputs every form reads."""
     p, k = study.protocol, study.prompt_length
     hmm = world(K, world_seed)
-    data = task_data(hmm, 0, p)
+    data = task_data(hmm, task_seed(world_seed, 0, p), p)
     x_head, x_prompt = prompted_inputs(data.x, p.visible_length, k)
     return hmm, data, x_head, x_prompt
 
@@ -324,7 +324,9 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
     first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
     for w in range(first, first + study.protocol.worlds_per_size):
         for K in study.sizes:
-            key = f"H{K}_w{w}"
+            # the task in the key: cells of the runs that shared one μ over all worlds (before 2026-12-01)
+            # are recomputed, not mixed in
+            key = f"H{K}_w{w}_t{task_seed(w, 0, study.protocol)}"
             if key not in cells:
                 rows = study_world(K, w, study, None if out is None else Path(out) / "work", log=log)
                 if out is None:
