@@ -22,7 +22,7 @@ import numpy as np
 from simlm.checks import check_memory, check_tokens
 from simlm.errors import ConfigError, NoSuchLawError, ZeroProbabilityError
 from simlm.metrics.epsilon import check_world
-from simlm.worlds.base import World
+from simlm.worlds.base import World, masked_logprobs_of, prepended_logprobs_of
 from simlm.worlds.hmm import ChainInference, next_token_probs
 from simlm.worlds.loglinear import LogLinearWorld
 
@@ -130,12 +130,10 @@ class WorldLM(ExplainsAbsentLaws):
         return out[0] if single else out
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
-        log = getattr(self.world, "log_masked_token_probs", None)  # in log space where the world can
-        return log(tokens, positions) if log else jnp.log(self.world.masked_token_probs(tokens, positions))
+        return masked_logprobs_of(self.world, tokens, positions)  # in log space where the world can
 
     def prepended_mask_logprobs(self, tokens) -> jax.Array:
-        log = getattr(self.world, "log_prepended_mask_probs", None)
-        return log(tokens) if log else jnp.log(self.world.prepended_mask_probs(tokens))
+        return prepended_logprobs_of(self.world, tokens)
 
 
 class SoftmaxWorldLM(WorldLM):

@@ -53,6 +53,7 @@ import numpy as np
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.precision import mm
 from simlm.models.base import WorldLM
+from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_per_sequence)
 from simlm.checks import (as_key, as_rng, check_finite, check_memory, check_positive, check_positive_int,
@@ -170,22 +171,6 @@ def _epsilon_of_scale(kind, logp, s, params, weights=None, source=None):
     return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
 
 
-def _log_masked(world, tokens, positions=None) -> jax.Array:
-    """log p*(x_i = · | x_−i): the world's log-space law where it has one (a log-linear world's stays finite
-    below float32's smallest normal probability, ~1e-38, which a perturbation such as τ = 10 brings back into range),
-    else the log of its probabilities (HMM worlds: −inf where they underflowed)."""
-    law = getattr(world, "log_masked_token_probs", None)
-    if callable(law):
-        return law(tokens, positions)
-    return jnp.log(jnp.asarray(world.masked_token_probs(tokens, positions)))
-
-
-def _log_prepended(world, tokens) -> jax.Array:
-    """The law at a prepended mask in log space, as :func:`_log_masked`."""
-    law = getattr(world, "log_prepended_mask_probs", None)
-    return law(tokens) if callable(law) else jnp.log(jnp.asarray(world.prepended_mask_probs(tokens)))
-
-
 class PerturbedLM:
     """The world's exact LM perturbed by one of the families above with scale s (= ``scale``).
 
@@ -224,12 +209,12 @@ class PerturbedLM:
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
         """The same perturbation of p*(x_i = · | x_−i), ``(n, P, V)`` (calibrated only if ``law="masked"``)."""
-        return self._perturb(jnp.asarray(_log_masked(self.world, tokens, positions)))
+        return self._perturb(jnp.asarray(masked_logprobs_of(self.world, tokens, positions)))
 
     def prepended_mask_logprobs(self, tokens) -> jax.Array:
         """The same perturbation of the prepended-mask law, ``(n, V)`` (calibrated only if
         ``law="prepended-mask"``)."""
-        return self._perturb(jnp.asarray(_log_prepended(self.world, tokens)))
+        return self._perturb(jnp.asarray(prepended_logprobs_of(self.world, tokens)))
 
 
 # ---- construction --------------------------------------------------------------------------------
@@ -410,9 +395,9 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     if law == "next-token":
         name, raw = "world: next_token_logprobs", world.next_token_logprobs(toks)
     elif law == "masked":
-        name, raw = "world: masked_token_probs", jnp.asarray(_log_masked(world, toks))
+        name, raw = "world: masked_token_probs", jnp.asarray(masked_logprobs_of(world, toks))
     else:
-        name, raw = "world: prepended_mask_probs", jnp.asarray(_log_prepended(world, toks))
+        name, raw = "world: prepended_mask_probs", jnp.asarray(prepended_logprobs_of(world, toks))
         where = lambda i: f"sequence {i[0]} (the law at the prepended mask)"
     logp = check_laws(name, raw, where=where)
     # the solver perturbs the world's laws exactly as the LM will (``raw``, not their renormalised copy

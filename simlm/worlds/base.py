@@ -121,6 +121,21 @@ def check_request(name: str, arrays, what: str) -> None:
     check_memory(name, sum(e * s for e, s in arrays), itemsize=1, what=what)
 
 
+def masked_logprobs_of(world, tokens, positions=None) -> jax.Array:
+    """log p*(x_i = · | x_−i) ``(n, P, V)``: ``world.log_masked_token_probs`` where the world has it (log space
+    in a log-linear world), else the log of its ``masked_token_probs`` (a world that defines only those)."""
+    law = getattr(world, "log_masked_token_probs", None)
+    if callable(law):
+        return law(tokens, positions)
+    return jnp.log(jnp.asarray(world.masked_token_probs(tokens, positions)))
+
+
+def prepended_logprobs_of(world, tokens) -> jax.Array:
+    """The law at a prepended mask in log space ``(n, V)``, as :func:`masked_logprobs_of`."""
+    law = getattr(world, "log_prepended_mask_probs", None)
+    return law(tokens) if callable(law) else jnp.log(jnp.asarray(world.prepended_mask_probs(tokens)))
+
+
 @runtime_checkable
 class World(Protocol):
     """A generative world with an exact optimal language model.

@@ -483,21 +483,35 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
     return prepended_posterior(initial, transition, emission, tokens, parallel)
 
 
+def _log_prepended(initial, transition, emission, tokens):
+    """``(log β_0 (K,), log c_t (T,))`` in log space: :func:`prepended_backward` without leaving the logs."""
+    log_c = _log_forward(_log_predict(jnp.log(initial), jnp.log(transition)), transition, emission, tokens)[2]
+    return _log_backward(transition, emission, tokens)[1], log_c
+
+
+def prepended_backward(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
+    """β_0 ∝ p(x_1:T | h_0 = ·), shape ``(K,)`` (normalised), for a position 0 before x_1 (h_1 ~ π A), and
+    log p(x_t | x_<t) of x under that chain, ``(T,)`` (−inf marks an impossible sequence)."""
+    if parallel == LOG_SPACE:
+        log_beta0, log_c = _log_prepended(initial, transition, emission, tokens)
+        return jnp.exp(log_beta0), log_c
+    (_, beta0), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
+    logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
+                                                  parallel))
+    return _checked(parallel, (beta0, logc), low_b, low_f)
+
+
 def prepended_posterior(initial, transition, emission, tokens, parallel=None, log_prior=None):
     """:func:`prepended_state_posterior` with h_0's law π replaced by e^{log_prior} in the product
     ∝ prior ∘ β_0 (a prompt's law, :mod:`simlm.worlds.prompting`); ``log_prior`` None is π.  The per-step
     log-probs are still those of x under the chain with h_1 ~ π A."""
     if parallel == LOG_SPACE:
-        log_pi, log_a = jnp.log(initial), jnp.log(transition)
-        log_beta0 = _log_backward(transition, emission, tokens)[1]
-        log_c = _log_forward(_log_predict(log_pi, log_a), transition, emission, tokens)[2]
-        return jnp.exp(_log_normalise((log_pi if log_prior is None else log_prior) + log_beta0)), log_c
-    (_, beta0), low_b = _split(parallel, backward(transition, emission, tokens, parallel))
-    logc, low_f = _split(parallel, token_logprobs(predict(initial, transition), transition, emission, tokens,
-                                                  parallel))
+        log_beta0, log_c = _log_prepended(initial, transition, emission, tokens)
+        log_h0 = jnp.log(initial) if log_prior is None else log_prior
+        return jnp.exp(_log_normalise(log_h0 + log_beta0)), log_c
+    (beta0, logc), low = _split(parallel, prepended_backward(initial, transition, emission, tokens, parallel))
     joint = (initial if log_prior is None else jnp.exp(log_prior)) * beta0
-    return _checked(parallel, (_normalise(joint), logc), low_f, low_b,
-                    _total_share(joint[None], logc, transition, emission))
+    return _checked(parallel, (_normalise(joint), logc), low, _total_share(joint[None], logc, transition, emission))
 
 
 def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:

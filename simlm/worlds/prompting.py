@@ -137,20 +137,10 @@ def prompt_reweighting(initial, transition, likelihoods) -> jax.Array:
     return r / jnp.where(top > 0, top, 1.0)
 
 
-def prepended_backward(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
-    """β_0 ∝ P(x_1:T | H_0 = ·), shape ``(K,)`` (normalised), for a position 0 before x_1 (H_1 ~ πA), and
-    log P(x_t | x_<t) of x under that chain, ``(T,)`` (−inf marks an impossible sequence).  β_0 does not
-    depend on the prompt, so a prompt fit computes it once.  ``parallel`` as in :mod:`simlm.worlds.hmm_core`
-    (checked and rerun in log space under :func:`~simlm.worlds.hmm_core.batched`)."""
-    if parallel == core.LOG_SPACE:
-        log_pi = jnp.log(initial)
-        beta0 = jnp.exp(core._log_backward(transition, emission, tokens)[1])
-        return beta0, core._log_forward(core._log_predict(log_pi, jnp.log(transition)), transition, emission,
-                                        tokens)[2]
-    (_, beta0), low_b = core._split(parallel, core.backward(transition, emission, tokens, parallel))
-    steps, low_f = core._split(parallel, core.token_logprobs(core.predict(initial, transition), transition,
-                                                             emission, tokens, parallel))
-    return core._checked(parallel, (beta0, steps), low_b, low_f)
+#: β_0 ∝ P(x_1:T | H_0 = ·) ``(K,)`` and the per-step log-probs of x under H_1 ~ πA ``(T,)``
+#: (:func:`simlm.worlds.hmm_core.prepended_backward`, ``parallel`` and its check included).  β_0 does not
+#: depend on the prompt, so a prompt fit computes it once.
+prepended_backward = core.prepended_backward
 
 
 def reweight(prior, beta0) -> jax.Array:
@@ -195,6 +185,6 @@ def prompted_masked_token_probs(initial, transition, emission, likelihoods, toke
     return core._checked(parallel, out, low, least)
 
 
-__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_rows", "prompt_prior", "log_prompt_prior",
-           "fit_prompt_prior", "prompt_reweighting", "prepended_backward", "reweight", "prompted_state_posterior",
-           "prompted_prepended_mask_probs", "prompted_masked_token_probs"]
+__all__ = ["MAX_PROMPT_LENGTH", "check_prompt_length", "check_prompt", "prompt_rows", "prompt_prior",
+           "log_prompt_prior", "fit_prompt_prior", "prompt_reweighting", "prepended_backward", "reweight",
+           "prompted_state_posterior", "prompted_prepended_mask_probs", "prompted_masked_token_probs"]
