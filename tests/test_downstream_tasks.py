@@ -59,6 +59,7 @@ def test_posterior_labels_equal_argmax_of_enumerated_posterior(data, position, n
     else:
         post = np.array([bf.filtered_states(pi, A, B, list(s))[-1] @ A for s in x])
     np.testing.assert_allclose(task.posteriors(w, x), post, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(task.log_posteriors(w, x), np.log(post), rtol=1e-4, atol=1e-5)
     _agree_where_decided(task.labels(w, x), post @ L.T)
 
 
@@ -96,7 +97,54 @@ def test_memory_labels_equal_argmax_of_enumerated_memory_posterior(data, seed):
     task = MemoryTask(L=L, cell=cell)
     post = np.array([_enumerated_memory_posterior(w, list(s), cell) for s in x])
     np.testing.assert_allclose(task.posteriors(w, x), post, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(task.log_posteriors(w, x), np.log(post), rtol=1e-4, atol=1e-5)
     _agree_where_decided(task.labels(w, x), post @ L.T)
+
+
+# ---- labels decided by shares below the float range ------------------------------------------------
+
+def _buried_values():
+    """Three values that never change (identity chain, or one memory cell); after 60 zeros value 0 holds all
+    but ~9⁻⁶⁰ of the posterior, value 1 holds 9⁻⁶⁰ ≈ 5e-58 and value 2 (4.5)⁻⁶⁰·2⁻⁶⁰ ≈ 5e-76: both far
+    below float32, so a label that weighs only values 1 and 2 is a tie in the probabilities."""
+    E = np.array([[0.9, 0.1], [0.1, 0.9], [0.05, 0.95]])
+    x = np.zeros((1, 60), np.int64)
+    log_odds = 60 * np.log(0.1 / 0.05)  # log P(value 1 | x) − log P(value 2 | x) = 60 log 2
+    return E, x, log_odds
+
+
+@pytest.mark.parametrize("position", ["prepended", "next"])
+def test_a_label_that_weighs_only_buried_states_is_exact(position):
+    E, x, log_odds = _buried_values()
+    hmm = HMM(np.full(3, 1 / 3), np.eye(3), E)
+    task = PosteriorTask(mu=[0.0, -1.0, 1.0], position=position)  # 1[P_2 ≥ P_1]: exactly 0
+    lp = task.log_posteriors(hmm, x)[0]
+    assert lp[1] - lp[2] == pytest.approx(log_odds, rel=1e-5) and lp[1] < -100
+    assert (task.posteriors(hmm, x)[0, 1:] == 0).all()  # what the float32 probabilities hold: a tie
+    assert task.labels(hmm, x)[0] == 0
+    # the same task as a label matrix [0; μ], and the probabilities alone, which cannot decide it
+    assert PosteriorTask(L=[[0, 0, 0], [0, -1, 1]], position=position).labels(hmm, x)[0] == 0
+    assert task.labels_from_posterior(task.posteriors(hmm, x))[0] == 1
+
+
+def test_a_memory_label_that_weighs_only_buried_values_is_exact():
+    E, x, log_odds = _buried_values()
+    world = MemoryHMM.one_cell(np.full(3, 1 / 3), [1.0], [[1.0]], E[:, None, :])
+    task = MemoryTask(L=[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # class 1 iff P(value 1) > P(value 2): exactly 1
+    lp = task.log_posteriors(world, x)[0]
+    assert lp[1] - lp[2] == pytest.approx(log_odds, rel=1e-5)
+    assert task.labels(world, x)[0] == 1
+    assert task.labels_from_posterior(task.posteriors(world, x))[0] == 0  # the flushed tie
+
+
+def test_labels_from_log_posteriors_refuse_nan_and_plus_inf():
+    task = PosteriorTask(mu=[1.0, -1.0])
+    for bad in ([[np.nan, 0.0]], [[np.inf, 0.0]]):
+        with pytest.raises(ConfigError, match="log_posterior"):
+            task.labels_from_log_posterior(bad)
+    with pytest.raises(ShapeError, match="log_posterior"):
+        task.labels_from_log_posterior([[0.0, 0.0, 0.0]])
+    assert task.labels_from_log_posterior([[-np.inf, 0.0], [0.0, -np.inf], [-np.inf, -np.inf]]).tolist() == [0, 1, 1]
 
 
 # ---- construction -------------------------------------------------------------------------------

@@ -63,9 +63,11 @@ def test_prepended_mask_law_and_state_posterior_equal_enumeration(case):
     pi, A, B = bf.params(hmm)
     law = np.asarray(hmm.prepended_mask_probs(x))
     states = np.asarray(hmm.prepended_state_posterior(x))
+    log_states = np.asarray(hmm.log_prepended_state_posterior(x))
     for i, s in enumerate(x):
         np.testing.assert_allclose(law[i], bf.prepended_masked_law(pi, A, B, s), **TOL)
         np.testing.assert_allclose(states[i], bf.prepended_state_law(pi, A, B, s), **TOL)
+        _assert_log_equal(log_states[i], bf.prepended_state_law(pi, A, B, s))
 
 
 @given(worlds_with_tokens(worlds, min_length=5, max_length=5))
@@ -81,9 +83,21 @@ def test_state_posteriors_equal_enumeration(case):
     pi, A, B = bf.params(hmm)
     smooth = np.asarray(hmm.state_posterior(x))
     filt = np.asarray(hmm.state_posterior(x, smoothed=False))
+    log_smooth, log_filt = (np.asarray(hmm.log_state_posterior(x, smoothed=f)) for f in (True, False))
     for i, s in enumerate(x):
         np.testing.assert_allclose(smooth[i], bf.smoothed_states(pi, A, B, s), **TOL)
         np.testing.assert_allclose(filt[i], bf.filtered_states(pi, A, B, s), **TOL)
+        _assert_log_equal(log_smooth[i], bf.smoothed_states(pi, A, B, s))
+        _assert_log_equal(log_filt[i], bf.filtered_states(pi, A, B, s))
+
+
+def _assert_log_equal(log_got, exact):
+    """A log-posterior equals the log of the enumerated one: −inf exactly where that is 0, else within TOL
+    in probability and 1e-4 relative in log (the log keeps shares the probabilities round to 0)."""
+    zero = exact == 0
+    assert np.all(np.isneginf(log_got[zero]))
+    np.testing.assert_allclose(np.exp(log_got[~zero]), exact[~zero], **TOL)
+    np.testing.assert_allclose(log_got[~zero], np.log(exact[~zero]), rtol=1e-4, atol=1e-4)
 
 
 @given(hmms(max_states=3, max_symbols=3))

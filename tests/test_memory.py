@@ -139,13 +139,18 @@ def test_filtered_state_posterior_is_the_prefix_path_posterior_marginal(case):
 def test_memory_posterior_is_the_per_cell_marginal_of_the_memory_posterior(case):
     world, x = case
     got = np.asarray(world.memory_posterior(x))
+    log_got = np.asarray(world.log_memory_posterior(x))
     N, M = world.n_cells, world.n_values
     memories = np.array(list(itertools.product(range(M), repeat=N)))
     for i, s in enumerate(x):
         table, _ = enumerate_joint(world, list(s))
         p_m = table.sum(1) / table.sum()
-        expected = [np.bincount(memories[:, j], weights=p_m, minlength=M) for j in range(N)]
+        expected = np.array([np.bincount(memories[:, j], weights=p_m, minlength=M) for j in range(N)])
         np.testing.assert_allclose(got[i], expected, **TOL)
+        zero = expected == 0  # the log: −inf exactly there, else the log of the enumerated share
+        assert np.all(np.isneginf(log_got[i][zero]))
+        np.testing.assert_allclose(np.exp(log_got[i][~zero]), expected[~zero], **TOL)
+        np.testing.assert_allclose(log_got[i][~zero], np.log(expected[~zero]), rtol=1e-4, atol=1e-4)
 
 
 # ---- joint HMM and one-cell form ----------------------------------------------------------------

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import logsumexp
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.precision import mm
 from simlm.worlds import hmm_core as core
-from simlm.checks import (as_key, as_rng, check_finite, check_instance, check_memory, check_positive_int,
-                          check_real_array, check_tokens, mean_and_sem)
+from simlm.checks import (as_array, as_key, as_rng, check_finite, check_instance, check_memory,
+                          check_positive_int, check_real_array, check_tokens, mean_and_sem)
 from simlm.worlds.hmm import HMM, ChainInference
 from simlm.worlds.memory import MemoryHMM
 
@@ -117,17 +118,41 @@ class _LinearLabels:
         return self.L if self.L is not None else np.stack([np.zeros_like(self.mu), self.mu])
 
     def labels_from_posterior(self, posterior) -> np.ndarray:
-        """int32 ``(n,)`` labels from posteriors ``(n, K)`` (scores in float64)."""
+        """int32 ``(n,)`` labels from posteriors ``(n, K)`` (:meth:`labels_from_log_posterior` of their log)."""
         P = check_real_array("posterior", posterior)
         if P.ndim != 2 or P.shape[1] != self.n_hidden:
             raise ShapeError(f"posterior: expected shape (n, {self.n_hidden}), got {P.shape}")
+        with np.errstate(divide="ignore"):
+            return self.labels_from_log_posterior(np.log(P))
+
+    def labels_from_log_posterior(self, log_posterior) -> np.ndarray:
+        """int32 ``(n,)`` labels argmax(L P) (or 1[μᵀP ≥ 0]) from log-posteriors ``(n, K)``, in float64.
+
+        Only the hidden values on which the classes' weights differ move the argmax, and only their shares
+        relative to each other: they are scaled by the largest of them before the weights apply.  So a
+        label decided by shares of 1e-100 (a nearly one-hot posterior on a value every class weighs alike)
+        is exact here, where the same shares as float32 probabilities are 0 and the label a tie."""
+        raw = as_array("log_posterior", log_posterior, what="an array of numbers with rows of equal length")
+        if raw.dtype.kind not in "biuf":
+            raise ConfigError(f"log_posterior: expected real numbers, got dtype {raw.dtype}")
+        lp = raw.astype(np.float64)
+        if np.isnan(lp).any() or np.isposinf(lp).any():  # −inf, an exact 0, is the one non-finite value
+            raise ConfigError("log_posterior: expected log-probabilities (finite or −inf), got NaN or +inf")
+        if lp.ndim != 2 or lp.shape[1] != self.n_hidden:
+            raise ShapeError(f"log_posterior: expected shape (n, {self.n_hidden}), got {lp.shape}")
+        W = self.label_matrix
+        moving = np.ptp(W, axis=0) > 0
+        lp = lp[:, moving]
+        top = lp.max(axis=1, initial=-np.inf, keepdims=True)
+        shares = np.exp(lp - np.where(np.isfinite(top), top, 0.0))  # all −inf (or none): every score 0
         if self.L is None:
-            return (P @ self.mu >= 0).astype(np.int32)
-        return np.argmax(P @ self.L.T, axis=-1).astype(np.int32)
+            return (shares @ self.mu[moving] >= 0).astype(np.int32)
+        return np.argmax(shares @ self.L[:, moving].T, axis=-1).astype(np.int32)
 
     def labels(self, world, tokens) -> np.ndarray:
-        """int32 labels ``(n,)`` of token sequences ``(n, T)`` from their exact posterior."""
-        return self.labels_from_posterior(self.posteriors(world, tokens))
+        """int32 labels ``(n,)`` of token sequences ``(n, T)`` from their exact posterior, read in log space
+        (:meth:`log_posteriors`, :meth:`labels_from_log_posterior`)."""
+        return self.labels_from_log_posterior(self.log_posteriors(world, tokens))
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,6 +184,17 @@ class PosteriorTask(_LinearLabels):
         filt = world.state_posterior(_batch(tokens), smoothed=False)[:, -1]
         return np.asarray(mm(filt, world.transition))
 
+    def log_posteriors(self, world, tokens) -> np.ndarray:
+        """log of :meth:`posteriors`, computed in log space, float64 ``(n, K)`` (shares far below the
+        float range kept; −inf only for an exact 0)."""
+        self.check_world(world)
+        if self.position == "prepended":
+            return np.asarray(world.log_prepended_state_posterior(_batch(tokens)), np.float64)
+        log_filt = np.asarray(world.log_state_posterior(_batch(tokens), smoothed=False)[:, -1], np.float64)
+        with np.errstate(divide="ignore"):
+            log_a = np.log(np.asarray(world.transition, np.float64))
+        return logsumexp(log_filt[:, :, None] + log_a[None], axis=1)  # log Σ_i P(h_T = i | x) A[i, ·]
+
 
 @dataclass(frozen=True, eq=False)
 class MemoryTask(_LinearLabels):
@@ -186,6 +222,11 @@ class MemoryTask(_LinearLabels):
         """P(m_cell = v | x_1:T), ``(n, M)``."""
         self.check_world(world)
         return np.asarray(world.memory_posterior(_batch(tokens))[:, self.cell])
+
+    def log_posteriors(self, world, tokens) -> np.ndarray:
+        """log of :meth:`posteriors`, computed in log space, float64 ``(n, M)``."""
+        self.check_world(world)
+        return np.asarray(world.log_memory_posterior(_batch(tokens))[:, self.cell], np.float64)
 
 
 def check_position(position) -> str:
@@ -246,14 +287,14 @@ def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str =
     probe_task = PosteriorTask(mu=np.zeros(K), position=position)
     probe, _ = sample_task_data(world, probe_task, seed, check_positive_int("n_probe", n_probe),
                                 check_positive_int("probe_length", probe_length))
-    post = probe_task.posteriors(world, probe)
+    post = probe_task.log_posteriors(world, probe)
 
     def make(s):
         if C == 2:
             return PosteriorTask(mu=sparse_direction(s, K, nnz), position=position, seed=s)
         return PosteriorTask(L=sparse_label_matrix(s, C, K, nnz=nnz), position=position, seed=s)
 
-    return _redraw(make, lambda t: t.labels_from_posterior(post), seed, C, min_class_fraction, max_tries)
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post), seed, C, min_class_fraction, max_tries)
 
 
 def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz: int | None = None,
@@ -267,9 +308,9 @@ def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz
     M = world.n_values
     probe_task = MemoryTask(L=np.zeros((2, M)), cell=cell)
     probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
-    post = probe_task.posteriors(world, probe)
+    post = probe_task.log_posteriors(world, probe)
     make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
-    return _redraw(make, lambda t: t.labels_from_posterior(post), seed, C, min_class_fraction, max_tries)
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post), seed, C, min_class_fraction, max_tries)
 
 
 def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import logsumexp
 
 from simlm.checks import check_positive_int
 from simlm.downstream import fit_linear_head, make_posterior_task
@@ -104,11 +105,14 @@ def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
     n, T = protocol.n_train + protocol.n_test, protocol.label_length
     x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T + 1))[:, 1:]
     if protocol.label == "bayes":
-        post = np.asarray(hmm.prepended_state_posterior(x), np.float64)
-    else:  # the authors' A · P(H_1 | x_1:T)
-        first = np.asarray(hmm.state_posterior(x)[:, 0], np.float64)
-        post = first @ np.asarray(hmm.transition, np.float64).T
-    return TaskData(task, x, (post @ task.mu >= 0).astype(np.int32), post)
+        log_post = task.log_posteriors(hmm, x)
+    else:  # the authors' A · P(H_1 | x_1:T), in log space: (A P)_k = Σ_j A[k, j] P_j
+        log_first = np.asarray(hmm.log_state_posterior(x)[:, 0], np.float64)
+        with np.errstate(divide="ignore"):
+            log_a = np.log(np.asarray(hmm.transition, np.float64))
+        log_post = logsumexp(log_first[:, None, :] + log_a[None], axis=-1)
+    # labels from the logs (a label decided by shares below the float range is exact), margins from the law
+    return TaskData(task, x, task.labels_from_log_posterior(log_post), np.exp(log_post))
 
 
 def scored(pred_test, data: TaskData, protocol: Protocol) -> dict:

@@ -41,6 +41,16 @@ def _filtered(initial, transition, emission, tokens, parallel=None):
 #: p(h_t | x_≤t) ``(n, T, K)`` and the per-step log-probs ``(n, T)``, batched and jitted.
 filtered_posterior = buckets.bucketed(core.batched(_filtered), _STATES)
 
+def _logs(fn):
+    """``fn`` of one sequence, vmapped over the sequences and jitted (the parameters shared)."""
+    return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))
+
+
+#: the posteriors as logs, computed in log space (``hmm_core.log_*_posterior``): ``(out, log c (n, T))``
+log_filtered_posterior = _logs(core.log_filtered_posterior)
+log_smoothed_posterior = _logs(core.log_smoothed_posterior)
+log_prepended_posterior = _logs(core.log_prepended_posterior)
+
 #: ``(tokens, states)``, each (n, T) int32, from raw parameters (``buckets.sample_tokens``).
 sample_tokens = buckets.sample_tokens
 
@@ -250,6 +260,16 @@ class HMM(ChainInference, WorldBase):
     def prepended_state_posterior(self, tokens) -> jax.Array:
         """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
         return self._checked(prepended_state_posterior, tokens, "prepended_state_posterior")
+
+    def log_state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
+        """log of :meth:`state_posterior`, (n, T, K), computed in log space: a share far below the float
+        range is a large negative number here, where the probabilities hold 0 (−inf only for an exact 0)."""
+        fn = log_smoothed_posterior if check_flag("smoothed", smoothed) else log_filtered_posterior
+        return self._checked(fn, tokens, "state_posterior")
+
+    def log_prepended_state_posterior(self, tokens) -> jax.Array:
+        """log of :meth:`prepended_state_posterior`, (n, K), computed in log space."""
+        return self._checked(log_prepended_posterior, tokens, "prepended_state_posterior")
 
     def stationary_distribution(self) -> np.ndarray:
         """A stationary law μ = μA (the left eigenvector for eigenvalue 1, float64; for a reducible

@@ -308,6 +308,29 @@ def _log_space(name, log_initial, transition, emission, tokens):
     return jnp.exp(_log_normalise(log_alpha + _log_backward(transition, emission, tokens)[0])), log_c
 
 
+# ---- posteriors kept as logs ----------------------------------------------------------------------
+# A label argmax(L P) can be decided by shares far below the float range (a nearly one-hot posterior whose
+# leading state carries no weight in L): as probabilities they are 0 and the label a tie; as logs they are
+# large negative numbers and the label is exact.  Each returns (log posterior, log c_t (T,)).
+
+def log_filtered_posterior(initial, transition, emission, tokens):
+    """``(log p(h_t | x_≤t) (T, K), log c_t (T,))``: the forward filter on log-probabilities."""
+    _, log_filt, log_c = _log_forward(jnp.log(initial), transition, emission, tokens)
+    return log_filt, log_c
+
+
+def log_smoothed_posterior(initial, transition, emission, tokens):
+    """``(log p(h_t | x_1:T) (T, K), log c_t (T,))``: forward–backward on log-probabilities."""
+    _, log_filt, log_c = _log_forward(jnp.log(initial), transition, emission, tokens)
+    return _log_normalise(log_filt + _log_backward(transition, emission, tokens)[0]), log_c
+
+
+def log_prepended_posterior(initial, transition, emission, tokens):
+    """``(log p(h_0 | x_1:T) (K,), log c_t (T,))`` for a masked position 0 before x_1 (h_0 ~ π, h_1 ~ πA)."""
+    log_beta0, log_c = _log_prepended(initial, transition, emission, tokens)
+    return _log_normalise(jnp.log(initial) + log_beta0), log_c
+
+
 # ---- inference ----------------------------------------------------------------------------------
 
 def forward(initial, transition, emission, tokens, parallel=None) -> Forward:

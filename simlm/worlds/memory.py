@@ -24,6 +24,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 from simlm.errors import ConfigError, ShapeError
 from simlm.precision import EXACT
@@ -74,6 +75,16 @@ def _memory_posterior(joint_initial, transition, joint_emission, one_hot, toks):
     G = one_hot.shape[0]
     p_c = filt[:, -1].reshape(filt.shape[0], G, -1).sum(-1)
     return jnp.einsum("nc,cjm->njm", p_c, one_hot, precision=EXACT), steps
+
+
+@jax.jit
+@partial(jax.vmap, in_axes=(None, None, None, None, 0))
+def _log_memory_posterior(joint_initial, transition, joint_emission, one_hot, toks):
+    """log P(m_j = v | x_1:T), ``(n, N, M)``, and log c_t ``(n, T)``: :func:`_memory_posterior` on
+    log-probabilities (the filter in log space, then log-sum-exps over z and over the configurations)."""
+    log_filt, log_c = core.log_filtered_posterior(joint_initial, transition, joint_emission, toks)
+    log_c_of = logsumexp(log_filt[-1].reshape(one_hot.shape[0], -1), axis=-1)  # log P(c | x), (G,)
+    return logsumexp(jnp.where(one_hot > 0, log_c_of[:, None, None], -jnp.inf), axis=0), log_c
 
 
 @partial(jax.jit, static_argnums=(5, 6))
@@ -274,6 +285,12 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         """P(m_j = v | x_1:T), shape (n, N, M): each cell's value given the whole sequence."""
         one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
         return self._checked(lambda *a: _memory_posterior(*a[:3], one_hot, a[3]), tokens, "memory_posterior")
+
+    def log_memory_posterior(self, tokens) -> jax.Array:
+        """log of :meth:`memory_posterior`, (n, N, M), computed in log space: a value whose share is far
+        below the float range keeps it as a large negative number (−inf only for an exact 0)."""
+        one_hot = np.eye(self.n_values, dtype=self.joint_initial.dtype)[memory_configurations(self.n_cells, self.n_values)]
+        return self._checked(lambda *a: _log_memory_posterior(*a[:3], one_hot, a[3]), tokens, "memory_posterior")
 
     # ---- sizes (see WorldBase.check_request) ----
     def _sample_arrays(self, n: int, T: int) -> list:
