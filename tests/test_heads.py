@@ -171,6 +171,20 @@ def test_head_on_a_truncated_input_stays_under_the_bayes_ceiling(world):
     assert np.isnan(full.bayes_ceiling) and full.test_accuracy >= result.test_accuracy
 
 
+@pytest.mark.parametrize("position", ["next", "prepended"])
+def test_without_a_visible_length_each_set_is_read_whole(world, position):
+    """Test sequences longer than the training ones are read whole, as labelled (they were cut to the
+    training length while their labels stayed those of the whole sequence: 0.52 instead of 0.99 in the
+    reviewer's permutation-mixture world, "next" task)."""
+    task = make_posterior_task(world, 0, n_probe=N, probe_length=T, position=position)
+    train, test = sample_task_data(world, task, 1, N, T // 2), sample_task_data(world, task, 2, N, T)
+    result = head_tuning(WorldLM(world), world, task, train, test)
+    features = task_features(WorldLM(world), test[0], position)
+    assert result.test_accuracy == result.head.accuracy(features, test[1])
+    cut = result.head.accuracy(task_features(WorldLM(world), test[0][:, : T // 2], position), test[1])
+    assert result.test_accuracy != cut  # what the old code reported
+
+
 # ---- attention head -----------------------------------------------------------------------------
 
 def test_attention_head_recovers_a_memory_task():
