@@ -165,6 +165,13 @@ def test_the_paper_filter_drops_rows_whose_diagonal_is_not_the_maximum():
     assert cl.labels[1] == -1 and sorted(cl.sizes) == [1, 1]
 
 
+def test_no_kept_row_gives_no_ari_not_an_error():
+    """A positive trace and still no row whose diagonal is its maximum (an early block, an untrained model):
+    no clustering to score, so ARI and NMI are None (order_parameter raised a ShapeError on such a block)."""
+    cl = confusion_clusters(np.array([[1, 2], [3, 0]]), 0.1, [0, 1])
+    assert cl.n_kept == 0 and cl.ari is None and cl.nmi is None and len(cl.sizes) == 0
+
+
 @given(st.lists(st.integers(0, 3), min_size=2, max_size=12), st.permutations(range(4)))
 def test_ari_and_nmi_are_one_for_relabelled_partitions(a, perm):
     b = [perm[v] for v in a]

@@ -140,11 +140,10 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
             acc = token_accuracy(probs, x_te, s_te, bayes, log_probs=logp)
             if readout == "lens" and k == f_te.shape[0] - 1:
                 final = acc
-            cl = confusion_clusters(acc.confusion, threshold, classes) if acc.confusion.trace() > 0 else None
+            cl = confusion_clusters(acc.confusion, threshold, classes)  # ARI/NMI None when no row is kept
             rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.accuracy, acc.epsilon,
                                  (acc.accuracy - l_acc.accuracy) / gap if gap > 0 else float("nan"),
-                                 None if cl is None else cl.ari, None if cl is None else cl.nmi,
-                                 0 if cl is None else cl.n_kept))
+                                 cl.ari, cl.nmi, cl.n_kept))
     if final is None:
         final = token_accuracy(logit_lens(lm, f_te[-1]), x_te, s_te, bayes,
                                log_probs=logit_lens(lm, f_te[-1], log=True))

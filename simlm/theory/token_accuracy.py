@@ -185,7 +185,8 @@ class ConfusionClusters:
     """The paper's clusters at one ``threshold``: ``kept (V,)`` rows whose diagonal is their (positive)
     maximum, ``normalised (V, V)`` = M[i, j] / M[i, i] on kept rows (0 elsewhere), ``labels (V,)`` the
     cluster of each kept token (−1 for dropped ones), ``sizes`` of the clusters (descending), and — given
-    planted classes — the ARI and NMI of the clusters against them on the kept tokens."""
+    planted classes — the ARI and NMI of the clusters against them on the kept tokens (None without
+    classes, or when no row is kept)."""
 
     threshold: float
     kept: np.ndarray
@@ -219,7 +220,8 @@ def confusion_clusters(confusion, threshold: float, classes=None) -> ConfusionCl
     ari = nmi = None
     if classes is not None:
         c = _labels("classes", classes, M.shape[0])
-        ari, nmi = adjusted_rand_index(c[idx], comp), normalized_mutual_information(c[idx], comp)
+        if len(idx):  # no row kept (no token predicted most often as itself): no clustering to score
+            ari, nmi = adjusted_rand_index(c[idx], comp), normalized_mutual_information(c[idx], comp)
     return ConfusionClusters(tau, kept, N, labels, sizes, ari, nmi)
 
 
