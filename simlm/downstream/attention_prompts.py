@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from simlm.checks import check_instance, check_positive, check_positive_int
-from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2, standardise
+from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_test_data,
                                          fit_chain_prompt, fit_prompt, minibatch_indices)
@@ -127,8 +127,8 @@ def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, pref
 
     V = jax.eval_shape(lambda: _prefixed_laws(graphdef, state, prefix0, tokens[:1])).shape[-1]
     start = {"prompt": prefix0, "head": head.init(key, V, n_classes)}
-    p, losses, _ = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
-    return p, losses
+    p, losses, _, (mean, sd) = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
+    return p, losses, mean, sd
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,13 +173,12 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
-    p, losses = _fit_transformer(
+    p, losses, mean, sd = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         key_head, prefix0, head, C, steps)
     prefix = np.asarray(p["prompt"])
     train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
-    _, mean, sd = standardise(train_features)
     result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, losses[-1:]),
                                               float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)

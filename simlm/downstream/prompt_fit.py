@@ -9,7 +9,11 @@ minimises, with Adam,
 
     L(θ, φ) = mean cross-entropy(head.logits(φ, standardise(f(θ))), y) + (l2/2)·head.penalty(φ),
 
-the standardisation's statistics held fixed under the gradient (:func:`~simlm.downstream.heads.standardise`).
+the standardisation's statistics held fixed under the gradient (:func:`~simlm.downstream.heads.standardise`):
+recomputed every step from every training sequence in a full-batch fit (the head is returned with those of
+the final prompt); in a minibatch fit, those of every training sequence at the starting prompt, fixed for
+the whole fit and returned with the head (a batch's own statistics would train the head on a different
+affine map of the features from each batch and from the one it is applied with).
 :func:`fit_chain_prompt` is that fit for an exact world (prompt likelihoods over the states of its chain,
 best of several restarts); the transformer fits call :func:`fit_prompt` with their prefixed laws.  The
 host-side checks every prompt fit shares, and :class:`PromptedClassifier` (predictions through a result's
@@ -44,21 +48,27 @@ def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int,
     ``start``: the initial ``{"prompt": θ, "head": φ}``; with ``restart_keys`` ``(R,)`` a function key →
     such a dict, one full-batch run per key, the one with the lowest final loss kept.
 
-    Returns ``(params, losses (steps,), final losses (R,))``; a single run's final loss is its last step's."""
+    Returns ``(params, losses (steps,), final losses (R,), stats)``; a single run's final loss is its last
+    step's; ``stats`` is the (mean, scale) a minibatch fit standardised with (the head's), None for a full
+    batch (the head's are those of the final prompt's features, :func:`~simlm.downstream.heads.standardise`)."""
     if batches is None:
+        stats = None
+
         def loss(p):
             z, _, _ = standardise(features(p["prompt"]))
             return head_loss(head, p["head"], z, labels, l2)
     else:
-        def loss(p, idx):
-            z, _, _ = standardise(features(p["prompt"], idx))
-            return head_loss(head, p["head"], z, labels[idx], l2)
-    if restart_keys is not None:
-        if batches is not None:
+        if restart_keys is not None:
             raise ConfigError("batches: restarts run full batch; pass either restart_keys or batches")
-        return adam_restarts(loss, start, restart_keys, steps=steps, lr=lr)
+        _, mean, scale = standardise(features(start["prompt"], jnp.arange(labels.shape[0])))
+        stats = (mean, scale)
+
+        def loss(p, idx):
+            return head_loss(head, p["head"], (features(p["prompt"], idx) - mean) / scale, labels[idx], l2)
+    if restart_keys is not None:
+        return (*adam_restarts(loss, start, restart_keys, steps=steps, lr=lr), stats)
     params, losses = minimise(loss, start, optax.adam(lr), steps, xs=batches)
-    return params, losses, losses[-1:]
+    return params, losses, losses[-1:], stats
 
 
 def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:
@@ -89,7 +99,7 @@ def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits,
         k_prompt, k_head = jax.random.split(key)
         return {"prompt": jax.random.normal(k_prompt, (k, K)), "head": head.init(k_head, V, n_classes)}
 
-    p, losses, final = fit_prompt(features, head, labels, init, l2=l2, lr=lr, steps=steps,
+    p, losses, final, _ = fit_prompt(features, head, labels, init, l2=l2, lr=lr, steps=steps,
                                   restart_keys=jax.random.split(key, n_restarts))
     train_features = features(p["prompt"])
     _, mean, scale = standardise(train_features)

@@ -147,9 +147,9 @@ def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_cl
 
     V = jax.eval_shape(features, prefix0).shape[-1]
     start = {"prompt": prefix0, "head": _HEAD.init(key, V, n_classes)}
-    p, losses, _ = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
+    p, losses, _, stats = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
     final = features(p["prompt"])
-    _, mean, sd = standardise(final)
+    mean, sd = standardise(final)[1:] if stats is None else stats
     return p, mean, sd, losses, final
 
 
