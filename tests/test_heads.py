@@ -2,6 +2,7 @@
 the emission matrix has full row rank, the attention head recovers a memory task, and a head on a truncated
 input stays under the Bayes ceiling."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -183,6 +184,26 @@ def test_without_a_visible_length_each_set_is_read_whole(world, position):
     assert result.test_accuracy == result.head.accuracy(features, test[1])
     cut = result.head.accuracy(task_features(WorldLM(world), test[0][:, : T // 2], position), test[1])
     assert result.test_accuracy != cut  # what the old code reported
+
+
+def test_features_near_the_float32_range_are_standardised_in_float64():
+    """Features of ±3e38 are finite float32 and accepted; their float32 mean and (f − mean) overflowed, z became
+    NaN and argmax(NaN logits) = 0 scored the class-0 frequency (0.42) on a set the sign of one column
+    separates."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    big = np.where(y == 1, 3e38, -3e38) * rng.uniform(0.5, 1, 64)
+    f = np.stack([big, rng.uniform(size=64)], 1).astype(np.float32)
+    assert fit_linear_head(f, y).accuracy(f, y) == 1.0
+    seq = np.repeat(f[:, None, :], 3, axis=1)
+    assert fit_attention_head(seq, y, steps=20, n_restarts=2).accuracy(seq, y) == 1.0
+
+
+def test_a_head_refuses_to_predict_from_logits_that_are_not_finite():
+    head = fit_linear_head(np.eye(2, dtype=np.float32).repeat(8, 0), np.tile([0, 1], 8))
+    broken = dataclasses.replace(head, weight=np.full_like(head.weight, np.nan))
+    with pytest.raises(ConfigError, match="features: the head's logits of row 0 are not finite"):
+        broken.predict(np.eye(2, dtype=np.float32))
 
 
 # ---- attention head -----------------------------------------------------------------------------

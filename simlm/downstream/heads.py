@@ -32,7 +32,7 @@ import optax
 
 from simlm._optim import minimise
 from simlm.checks import as_array, check_memory, check_positive, check_positive_int
-from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
+from simlm.errors import ConfigError, NotConvergedWarning, ShapeError, TrainingDivergedError
 
 
 # ---- input checks and standardisation ------------------------------------------------------------
@@ -83,8 +83,14 @@ def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     fit ill-conditioned).  (Inside a fit whose features move with the prompt, :func:`standardise` computes
     the same in the graph.)"""
     axes = tuple(range(f.ndim - 1))
-    mean, sd = f.mean(axes), f.std(axes)
-    return mean, np.where(sd > min(1e-6 * float(sd.max()), 1.0), sd, 1.0).astype(np.float32)
+    f64 = np.asarray(f, np.float64)  # float32 sums of features near the float range would overflow
+    mean, sd = f64.mean(axes), f64.std(axes)
+    return mean.astype(np.float32), np.where(sd > min(1e-6 * float(sd.max()), 1.0), sd, 1.0).astype(np.float32)
+
+
+def standardised(f: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(f − mean) ⊘ scale as float32, computed in float64 (f − mean can leave float32 where z does not)."""
+    return ((np.asarray(f, np.float64) - mean) / scale).astype(np.float32)
 
 
 def standardise(f):
@@ -204,8 +210,14 @@ def adam_restarts(loss, init, keys, *, steps: int, lr: float):
 
 class _Classifier:
     def predict(self, features) -> np.ndarray:
-        """int32 ``(n,)`` argmax of :meth:`logits`."""
-        return np.asarray(jnp.argmax(self.logits(features), axis=-1), np.int32)
+        """int32 ``(n,)`` argmax of :meth:`logits` (a :class:`ConfigError` where a row's logits are not finite:
+        argmax would read NaN as class 0)."""
+        logits = np.asarray(self.logits(features))
+        if not np.all(np.isfinite(logits)):
+            row = int(np.flatnonzero(~np.isfinite(logits).all(-1))[0])
+            raise ConfigError(f"features: the head's logits of row {row} are not finite (features far outside the "
+                              "range the head was fitted on, or a head whose fit diverged)")
+        return np.argmax(logits, axis=-1).astype(np.int32)
 
     def accuracy(self, features, labels) -> float:
         """Fraction of ``labels (n,)`` predicted correctly."""
@@ -236,7 +248,7 @@ class LinearHead(_Classifier):
         f = check_features(features, 2)
         if f.shape[1] != self.weight.shape[0]:
             raise ShapeError(f"features: expected {self.weight.shape[0]} columns, got {f.shape[1]}")
-        return LinearLogits.logits({"W": self.weight, "b": self.bias}, jnp.asarray((f - self.mean) / self.scale))
+        return LinearLogits.logits({"W": self.weight, "b": self.bias}, jnp.asarray(standardised(f, self.mean, self.scale)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,7 +271,7 @@ class AttentionHead(_Classifier):
         f = check_features(features, 3)
         if f.shape[2] != self.mean.shape[0]:
             raise ShapeError(f"features: expected {self.mean.shape[0]} features per position, got {f.shape[2]}")
-        return jnp.asarray((f - self.mean) / self.scale)
+        return jnp.asarray(standardised(f, self.mean, self.scale))
 
     def logits(self, features) -> jax.Array:
         """``(n, C)`` for features ``(n, T, F)``."""
@@ -355,8 +367,8 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     mean, scale = standardisation(f)
     head = LinearLogits()
     params, losses, taken, grad_norm, stopped = _fit_linear(
-        head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
-        jnp.float32(check_positive("tol", tol)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
+        head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
+        jnp.float32(check_positive("lr", lr)), jnp.float32(check_positive("tol", tol)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
         steps, method)
     g, taken = float(grad_norm), int(taken)
     if method == "lbfgs" and not (g <= tol or (bool(stopped) and g <= _STALLED_GRADIENT)):
@@ -392,8 +404,12 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     mean, scale = standardisation(f)
     head = AttentionLogits(d_key, d_value)
     params, losses, final = _fit_attention(
-        head, jnp.asarray((f - mean) / scale), jnp.asarray(y), jnp.float32(l2), jnp.float32(check_positive("lr", lr)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, check_positive_int("steps", steps), R)
+        head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
+        jnp.float32(check_positive("lr", lr)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
+        check_positive_int("steps", steps), R)
+    if not np.isfinite(np.asarray(final)).any():
+        raise TrainingDivergedError(f"fit_attention_head: every one of the {R} restarts ended at a non-finite loss "
+                                    "(lower lr, or check the features)")
     return head.fitted(params, mean, scale, losses, final)
 
 
