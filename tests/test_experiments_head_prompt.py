@@ -190,6 +190,15 @@ def test_config_rejects_a_visible_length_beyond_the_label_length():
     assert hp.Config(label_length=8, visible_length=8).visible_length == 8
 
 
+def test_a_memory_worlds_size_is_its_joint_chains():
+    """|H| of a memory world is M^N·N·Q, the states of its chain (M·Q, its vanilla twin's, for one cell); it
+    was M·Q for every N (8 for memory-N3-M2, whose chain has 96 states)."""
+    specs = hp.worlds("experiment2", hp.Config(n_cells=(1, 2, 3), n_slots=(2,)))
+    sizes = {w["world"]: w["n_states"] for w in specs}
+    assert sizes == {"memory-M2": 8, "vanilla-K8": 8, "memory-N2-M2": 32, "memory-N3-M2": 96}
+    assert all(w["n_states"] == w["make"]().n_joint_states for w in specs if w["kind"] == "memory")
+
+
 def test_summary_averages_over_seeds():
     base = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="oracle", level="oracle")
     rows = hp.summarise([{**base, "seed": s, "test_accuracy": a, "epsilon": 0.0} for s, a in ((0, 0.8), (1, 1.0))])

@@ -212,7 +212,7 @@ QUICK = dict(n_states=(8, 15), n_slots=(2,), seeds=(0,), label_length=8, visible
 def worlds(experiment: str, config: Config) -> list[dict]:
     """The worlds of an experiment: ``{"world": name, "kind": "hmm" | "memory", "sweep_kind": the sweep's
     world kind, "options": its ``random`` options, "n_states", "n_slots", "make": () → world}``; n_states is
-    the number of hidden states (M·Q for a memory world)."""
+    the number of hidden states of the world's chain (M^N·N·Q for a memory world of N cells: M·Q for one)."""
     V, t, ws = config.n_symbols, config.temperature, config.world_seed
     temps = {"transition_temp": t, "emission_temp": t}
 
@@ -233,7 +233,7 @@ def worlds(experiment: str, config: Config) -> list[dict]:
     for N in config.n_cells:  # N = 1 first: its worlds keep their names (memory-M<M>, vanilla-K<MQ>)
         for M in config.n_slots:
             name = f"memory-M{M}" if N == 1 else f"memory-N{N}-M{M}"
-            out.append(spec(name, "memory", M * Q, M, {"n_cells": N, "n_values": M, "n_syntactic": Q,
+            out.append(spec(name, "memory", M**N * N * Q, M, {"n_cells": N, "n_values": M, "n_syntactic": Q,
                                                        "n_symbols": V, **temps}))
             if N == 1:  # the vanilla HMM with the same M·Q emission rows, once per M
                 out.append(hmm(M * Q, M))
@@ -462,7 +462,8 @@ def experiment_check(cell) -> list:
     seed = int(cell.part.removeprefix("seed="))
     options = cell.world_spec["options"]
     n_slots = options.get("n_values")  # a vanilla world's M is the experiment's: :func:`run` fills it in
-    n_states = options["n_states"] if kind == "hmm" else n_slots * options["n_syntactic"]
+    # the chain's hidden states: M^N·N·Q for a memory world of N cells (M·Q, its vanilla twin's, for one)
+    n_states = options["n_states"] if kind == "hmm" else world.n_joint_states
     base = {"world": cell.world_spec["name"], "kind": kind, "n_states": n_states, "n_slots": n_slots,
             "n_symbols": config.n_symbols, "visible_length": config.visible_length,
             "label_length": config.label_length, "seed": seed}
