@@ -140,6 +140,57 @@ def test_a_pool_that_fills_the_cores_runs_xla_on_one_thread_per_worker(monkeypat
     assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
 
 
+_ORPHAN = """
+import os, sys, time
+from simlm.experiments.executors import ProcessPool
+def job(path):
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(600)
+if __name__ == "__main__":
+    for _ in ProcessPool(1, single_threaded=False).map(job, [sys.argv[1]]):
+        pass
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def test_a_pool_worker_leaves_when_the_sweep_is_killed(tmp_path):
+    """SIGTERM to the sweep's process alone (not its group): its worker used to go on with the job, writing
+    into the run's directory where a rerun then collided with it."""
+    script, pid_file = tmp_path / "sweep.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=tmp_path)
+    try:
+        for _ in range(600):  # the worker has started its job (a spawned process imports simlm first)
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=60)
+        for _ in range(300):  # it polls every 0.5 s
+            if not _running(worker):
+                return
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the pool worker outlived its sweep by 30 s")
+    finally:
+        parent.kill()
+
+
 def test_workers_auto_is_a_process_per_core_on_cpu_and_the_wei_experiments_default(monkeypatch):
     assert auto_workers() == os.cpu_count()  # the tests run on a CPU backend
     assert isinstance(executor_of(argparse.Namespace(executor="inprocess", workers="auto", address=None)),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
+import time
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
@@ -50,19 +52,36 @@ class ProcessPool:
         if not payloads:
             return
         with cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_single_threaded_xla if self.single_threaded else None) as pool:
+                                    initializer=_worker_init, initargs=(self.single_threaded, os.getpid())) as pool:
             futures = {pool.submit(fn, p): p for p in payloads}
             for future in cf.as_completed(futures):
                 yield futures[future], future.result()
 
 
-def _single_threaded_xla():
-    """A pool worker's initializer: XLA reads ``XLA_FLAGS`` when its CPU backend starts (the first
-    computation), which comes after this in a fresh worker."""
+def _worker_init(single_threaded: bool, parent: int) -> None:
+    """A pool worker's initializer: single-threaded XLA if asked (XLA reads ``XLA_FLAGS`` when its CPU
+    backend starts, at the first computation, which comes after this in a fresh worker), and an exit when
+    the sweep's process is gone.  A worker outlives a parent killed by a signal it does not share (SIGTERM
+    to the sweep alone): it went on training into the run's work directory, where a rerun then collided
+    with its half-written checkpoints."""
+    if single_threaded:
+        _single_threaded_xla()
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True, name="simlm-parent-watch").start()
+
+
+def _single_threaded_xla() -> None:
     flag = "--xla_cpu_multi_thread_eigen=false"
     flags = os.environ.get("XLA_FLAGS", "")
     if flag not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+
+
+def _exit_without(parent: int, every: float = 0.5) -> None:
+    """Poll the parent's pid; leave (status 1, no cleanup: the job in flight is lost, as it would be with
+    its parent) once this process has been handed to another."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 class RayExecutor:
