@@ -103,6 +103,19 @@ def check_positive(name: str, value) -> float:
     return v
 
 
+def check_distinct_labels(name: str, values, spec: str = "g") -> None:
+    """Refuse, with a :class:`ConfigError` naming ``name``, ``values`` two of which read alike when written
+    with the format ``spec`` (as the labels and result keys built from them are: under ``g`` 0.1 and
+    0.1000001 both read "0.1", so their results would overwrite each other)."""
+    first = {}
+    for value in values:
+        label = format(value, spec)
+        if label in first:
+            raise ConfigError(f"{name}: {first[label]!r} and {value!r} are both labelled {label!r}, so their "
+                              f"results would overwrite each other; give values whose labels differ")
+        first[label] = value
+
+
 def as_key(key_or_seed, name: str = "key") -> jax.Array:
     """A JAX PRNG key from a key or a non-negative integer seed."""
     if isinstance(key_or_seed, (bool, np.bool_)):

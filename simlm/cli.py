@@ -27,13 +27,13 @@ def demo_config_path() -> Path:
 
 
 def _run(config, args) -> int:
-    from simlm.experiments.report import console_table, render
+    from simlm.experiments.report import console_table, has_bound, render
     from simlm.experiments.sweep import run_sweep
 
     result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
     print(console_table(result["rows"]))
     paths = render(result["rows"], args.out)
-    bounded = [r for r in result["rows"] if r.get("bound") is not None]
+    bounded = [r for r in result["rows"] if has_bound(r)]
     print(f"\n{result['cells']} cells, {len(result['rows'])} rows: {sum(not r['holds'] for r in bounded)} of "
           f"{len(bounded)} bounded rows violated, {sum(bool(r.get('trivial')) for r in bounded)} trivial; "
           f"{len(result['errors'])} cells failed, {len(result['skipped'])} (world, LM, check) combinations do not "

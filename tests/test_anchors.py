@@ -313,6 +313,20 @@ def test_the_quick_runs_summary_and_figure_come_from_its_stored_rows(tmp_path):
     assert run_sweep(parse_config(anchors.sweep_config(quick=True)), tmp_path, progress=False)["new_cells"] == 0
 
 
+def test_the_summarys_worst_slack_is_taken_over_the_rows_that_could_fail():
+    """A trivial row cannot fail: its share of the slack is not the bound's worst, as in the sweep's report."""
+    from simlm.experiments import anchors
+    from simlm.experiments.registry import row
+
+    shared = {"world": "anchor", "lm_seed": 0, "eps": 0.1}
+    rows = [{**shared, "lm": "logit-noise@0.1", **row("anchored:head_error", 0.5, 1.0, maximum=1.0)},  # trivial
+            {**shared, "lm": "temperature@0.1", **row("anchored:head_error", 0.1, 0.4, maximum=1.0)}]
+    bound = anchors.summarise(rows)["bound@markov"]
+    assert bound["worst_slack_used"] == 0.25 and bound["worst"]["lm"] == "temperature@0.1"
+    only_trivial = anchors.summarise(rows[:1])["bound@markov"]
+    assert only_trivial["worst_slack_used"] is None and only_trivial["worst"] is None
+
+
 @pytest.mark.parametrize("n", [12, 14, 20, 100])
 def test_half_of_n_equal_masses_is_reached_at_the_middle_row(n):
     """The shared crossing (balancing bias, median, the constructions' H₊): n/2 rows hold exactly ½."""

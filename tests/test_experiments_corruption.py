@@ -120,6 +120,7 @@ def test_a_check_that_fails_is_reported_with_its_cell_and_stored(tmp_path, monke
     ({"n_symbols": 1}, "n_symbols"), ({"learning_rate": -1.0}, "learning_rate"), ({"analytic": ["x"]}, "analytic"),
     ({"d_model": 15, "n_heads": 2}, "d_model|n_heads"), ({"batch_size": 0}, "batch_size"),
     ({"memory_prompt_batch": 1.5}, "memory_prompt_batch"), ({"transformer_prompt_batch": 0}, "transformer_prompt_batch"),
+    ({"targets": (0.1, 0.1000001), "trained": False}, "targets: 0.1 and 0.1000001 are both labelled"),  # "eps=0.1"
 ])
 def test_head_prompt_config_checks_every_field(options, message):
     if message is None:

@@ -89,6 +89,23 @@ def test_a_rerun_skips_finished_cells(finished, capsys):
     assert (out / "cells.jsonl").read_text() == lines
 
 
+def test_a_rerun_logs_its_environment_after_the_earlier_runs(finished, tmp_path):
+    """environment.json keeps the run that computed the rows and appends each rerun with the cells it
+    computed, and the report names them all."""
+    import shutil
+
+    config, reference = finished
+    out = tmp_path / "rerun"
+    shutil.copytree(reference, out)
+    earlier = json.loads((out / "environment.json").read_text())["runs"]
+    run_sweep(load_config(config), out, progress=False)
+    runs = json.loads((out / "environment.json").read_text())["runs"]
+    assert runs[:-1] == earlier and earlier[0]["cells_computed"] == 10 and runs[-1]["cells_computed"] == 0
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert f"computed by {len(runs)} runs" in report and report.count(": computed ") == len(runs)
+
+
 def test_a_different_config_into_the_same_directory_is_refused(finished, tmp_path, capsys):
     _, out = finished
     other = write_config(tmp_path / "other.json", {**TINY, "seed": 1})
@@ -249,6 +266,9 @@ def _with(path, value):
     (_with(["lms", "analytic", "eps"], [float("nan")]), r"lms.analytic.eps\[0\]"),
     (_with(["lms", "analytic", "kinds"], ["noise"]), "lms.analytic.kinds"),
     (_with(["lms", "analytic", "laws"], ["causal"]), "lms.analytic.laws"),
+    # two ε that the LMs' labels (and so their cells' keys) write alike: one cell would overwrite the other
+    (_with(["lms", "analytic", "eps"], [0.1, 0.1000001]), "lms.analytic.eps: 0.1 and 0.1000001 are both labelled"),
+    (_with(["lms", "trained"], {"targets": [0.3, 0.3000001]}), "lms.trained.targets: 0.3 and 0.3000001"),
     (_with(["lms", "oracle"], "yes"), "lms.oracle"),
     (_with(["lms", "trained"], {"targets": [0.1], "objective": "mle"}), "lms.trained.objective"),
     (_with(["lms", "trained"], {"targets": [0.1], "model": {"d_model": -4}}), "d_model"),

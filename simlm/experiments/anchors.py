@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.report import has_bound, worst_row
 from simlm.experiments.sweep import build_world, parse_config, run_sweep
 from simlm.jsonio import jsonable, write_json_atomic
 
@@ -86,7 +87,8 @@ def constructions(raw: dict) -> dict:
 
 
 def summarise(rows: list) -> dict:
-    """err/√ε per (world, task, kind) across ε, and the bound's worst slack and trivial share per form."""
+    """err/√ε per (world, task, kind) across ε, and per form of the bound its rows, violations, trivial rows
+    and the largest share of the slack used over the non-trivial rows (None where none has one)."""
     out = {}
     for world in sorted({r["world"] for r in rows}):
         for task, q in TASK_QUANTITIES.items():
@@ -97,13 +99,14 @@ def summarise(rows: list) -> dict:
                     out[f"{world}|{task}|{kind}"] = {"eps": [r["eps"] for r in rs], "error": [r["measured"] for r in rs],
                                                      "err_over_sqrt_eps": [r["measured"] / np.sqrt(r["eps"]) for r in rs]}
     for form in ("", "@per-context"):
-        bounded = [r for r in rows if r["quantity"].endswith("head_error" + form) and r["bound"] is not None]
+        bounded = [r for r in rows if r["quantity"].endswith("head_error" + form) and has_bound(r)]
         if bounded:
-            worst = max(bounded, key=lambda r: -1 if r["slack_used"] is None else r["slack_used"])
+            worst = worst_row(bounded)  # over the rows that could fail, as the sweep's report takes it
             out[f"bound{form or '@markov'}"] = {
                 "rows": len(bounded), "violated": sum(not r["holds"] for r in bounded),
-                "trivial": sum(bool(r["trivial"]) for r in bounded), "worst_slack_used": worst["slack_used"],
-                "worst": {k: worst[k] for k in ("world", "lm", "quantity", "measured", "bound")},
+                "trivial": sum(bool(r["trivial"]) for r in bounded),
+                "worst_slack_used": worst["slack_used"] if worst else None,
+                "worst": worst and {k: worst[k] for k in ("world", "lm", "lm_seed", "quantity", "measured", "bound")},
                 "nontrivial": [{k: r[k] for k in ("world", "lm", "quantity", "measured", "bound", "slack_used")}
                                for r in bounded if not r["trivial"] and r["lm"] != "oracle"]}
     blocks = [r for r in rows if "anchor_r2" in r["quantity"] and r["lm"].startswith("trained")]

@@ -99,7 +99,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_exact_prompt, fit_transformer_attention_prompt,
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
-from simlm.checks import check_instance, check_memory, check_positive, check_positive_int
+from simlm.checks import check_distinct_labels, check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
@@ -191,6 +191,7 @@ class Config:
             if not values or len(set(values)) != len(values):
                 raise ConfigError(f"{name}: expected one or more distinct values, got {value!r}")
             object.__setattr__(self, name, values)
+        check_distinct_labels("targets", self.targets)  # a target's level ("eps=0.1") is written with :g
         # the task tokens, before the directory is claimed (a request too large to sample can abort the process)
         check_memory("n_train, n_test, label_length", (self.n_train + self.n_test) * (self.label_length + 1),
                      what="the task tokens of one seed")

@@ -1,9 +1,13 @@
-"""Tables, plots and a Markdown report from a sweep's tidy rows alone (``simlm report DIR`` re-renders them).
+"""Tables, plots and a Markdown report from a sweep's results directory alone (``simlm report DIR`` re-renders them).
 
 For every quantity with a bound the report says how many rows hold, how many are *trivial* (the bound is
 at least the largest value the quantity can take, so no LM could have violated it) and how much of the
 bound the worst row uses (measured ÷ bound).  Plots: one figure per check, one panel per quantity,
 measured against the LM's ε (filled) with the bound (open), one colour per LM source, one marker per world.
+
+Strict JSON stores NaN and ±inf as null, so a stored number may be None: a row has a bound when it has a
+``holds`` verdict (:func:`has_bound`), tables show a null as "–" (and a nested result's text leaf as its
+text), and plots leave out whatever is not a finite number.
 """
 
 from __future__ import annotations
@@ -12,7 +16,39 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from simlm.errors import ConfigError
+from simlm.experiments.store import CellStore, read_runs
 from simlm.jsonio import read_json
+
+
+def has_bound(r) -> bool:
+    """Whether row ``r`` has a bound: it has a ``holds`` verdict.  Its ``bound`` cannot say — strict JSON
+    stores an infinite bound (trivially held) and a NaN one (violated) as null — but the verdict is kept."""
+    return r.get("holds") is not None
+
+
+def _number(v) -> float | None:
+    """``v`` if it is a finite number, else None (a null, a text, NaN or ±inf)."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _shown(v, spec: str) -> str:
+    """``v`` written with ``spec`` if it is a number, "–" for a null, anything else as text."""
+    if v is None:
+        return "–"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def _measured(r, spec: str) -> str:
+    """A row's measured value for a table; a text leaf of a nested result (its ``text`` column, beside a
+    null ``measured``: :func:`simlm.experiments.nested.leaf_rows`) is shown as its text."""
+    if r.get("measured") is None and r.get("text") is not None:
+        return str(r["text"])
+    return _shown(r.get("measured"), spec)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _eps_key(r) -> float:
@@ -23,25 +59,29 @@ def _source(lm: str) -> str:
     return lm.split("@")[0]
 
 
+def _lm(r) -> str:
+    """The row's LM as its cells' keys name it: the label, and ``#seed`` where it has a seed."""
+    return r["lm"] if r.get("lm_seed") is None else f"{r['lm']}#{r['lm_seed']}"
+
+
 def console_table(rows: list, *, limit: int = 60) -> str:
     """The rows with a bound as ``check  world  lm  ε  quantity  measured  bound  holds``, worst first."""
-    bounded = sorted((r for r in rows if r.get("bound") is not None),
-                     key=_worst_first)[:limit]
+    bounded = sorted((r for r in rows if has_bound(r)), key=_worst_first)[:limit]
     head = f"{'check':22} {'world':10} {'lm':22} {'ε':>9} {'quantity':26} {'measured':>10} {'bound':>10} holds"
     lines = [head, "-" * len(head)]
     for r in bounded:
         flag = "yes" if r["holds"] else "NO"
         flag += " (trivial)" if r.get("trivial") else ""
-        lines.append(f"{r['check'][:22]:22} {r['world'][:10]:10} {r['lm'][:22]:22} {_eps_key(r):9.3g} "
-                     f"{r['quantity'][:26]:26} {r['measured']:10.4g} {r['bound']:10.4g} {flag}")
+        lines.append(f"{r['check'][:22]:22} {r['world'][:10]:10} {_lm(r)[:22]:22} {_eps_key(r):9.3g} "
+                     f"{r['quantity'][:26]:26} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} {flag}")
     return "\n".join(lines)
 
 
 def _used(r) -> float:
     """The share of the slack a row uses: its ``slack_used`` ((measured − baseline) ÷ (bound − baseline), the
     baseline being what the bound allows at ε = 0), NaN where the slack is zero."""
-    used = r.get("slack_used")
-    return math.nan if used is None or used == "" else float(used)
+    used = _number(r.get("slack_used"))
+    return math.nan if used is None else used
 
 
 def _worst_first(r):
@@ -49,26 +89,35 @@ def _worst_first(r):
     return (bool(r["holds"]), -(used if not math.isnan(used) else -math.inf))
 
 
+def worst_row(rows: list):
+    """The row that uses the largest share of its slack (``slack_used``) among those that could fail (not
+    trivial), or None where none of them has a ``slack_used``."""
+    live = [r for r in rows if not r.get("trivial") and not math.isnan(_used(r))]
+    return max(live, key=_used, default=None)
+
+
 def bound_summary(rows: list) -> list[dict]:
     """Per (check, quantity) with a bound: rows, violations, trivial rows, and the largest share of the slack
-    used over the rows that could fail (``worst_used``) with the row it comes from."""
+    used over the rows that could fail (``worst_used``, NaN where none has a share) with the row it comes
+    from (``worst_lm``: world/LM#seed, "" where there is none)."""
     groups = defaultdict(list)
     for r in rows:
-        if r.get("bound") is not None:
+        if has_bound(r):
             groups[(r["check"], r["quantity"])].append(r)
     out = []
     for (check, quantity), g in sorted(groups.items()):
-        live = [r for r in g if not r.get("trivial")]
-        worst = max(live, key=lambda r: -math.inf if math.isnan(_used(r)) else _used(r), default=None)
+        worst = worst_row(g)
         out.append({"check": check, "quantity": quantity, "rows": len(g), "violations": sum(not r["holds"] for r in g),
                     "trivial": sum(bool(r.get("trivial")) for r in g),
                     "worst_used": _used(worst) if worst else math.nan,
-                    "worst_lm": f"{worst['world']}/{worst['lm']}" if worst else ""})
+                    "worst_lm": f"{worst['world']}/{_lm(worst)}" if worst else ""})
     return out
 
 
 def plot(rows: list, out_dir: Path) -> list[Path]:
-    """One PNG (and SVG) per check under ``out_dir/plots``; returns the PNG paths (none without matplotlib)."""
+    """One PNG (and SVG) per check under ``out_dir/plots``; returns the PNG paths (none without matplotlib).
+    A point is drawn where both its ε and its value are finite numbers; a quantity (a check) with no such
+    point has no panel (no figure)."""
     try:
         import matplotlib
     except ImportError:
@@ -78,7 +127,9 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
 
     by_check = defaultdict(list)
     for r in rows:
-        by_check[r["check"]].append(r)
+        drawn = _number(r.get("measured")) is not None or _number(r.get("bound")) is not None
+        if drawn and not math.isnan(_eps_key(r)):
+            by_check[r["check"]].append(r)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     sources = sorted({_source(r["lm"]) for r in rows})
     worlds = sorted({r["world"] for r in rows})
@@ -94,9 +145,11 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         for ax, q in zip(axes.flat, quantities):
             for r in (r for r in rs if r["quantity"] == q):
                 x = max(_eps_key(r), 1e-4)  # the oracle (ε = 0) sits at the left edge
-                ax.scatter(x, r["measured"], color=colour[_source(r["lm"])], marker=marker[r["world"]], s=22)
-                if r.get("bound") is not None:
-                    ax.scatter(x, r["bound"], facecolors="none", edgecolors=colour[_source(r["lm"])],
+                measured, bound = _number(r.get("measured")), _number(r.get("bound"))
+                if measured is not None:
+                    ax.scatter(x, measured, color=colour[_source(r["lm"])], marker=marker[r["world"]], s=22)
+                if bound is not None:
+                    ax.scatter(x, bound, facecolors="none", edgecolors=colour[_source(r["lm"])],
                                marker=marker[r["world"]], s=40, linewidths=0.8)
             ax.set(xscale="log", title=q, xlabel="ε of the LM (nats; oracle at 1e-4)")
             ax.grid(alpha=0.3, lw=0.3)
@@ -118,39 +171,60 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
 
 
 def markdown(rows: list, out_dir: Path, plots: list) -> str:
-    """The report: the config's name, the environment, the bound summary, errors and the figures."""
+    """The report: the config's name, the cells and the runs that computed them (each run's environment,
+    from ``environment.json``), the bound summary, the failed cells and the figures.  Cells and failures
+    are read from the directory's cell store, as it is now."""
     out_dir = Path(out_dir)
     config = read_json(out_dir / "sweep.json", what="out")
-    env = read_json(out_dir / "environment.json", what="out") if (out_dir / "environment.json").exists() else {}
-    summary = read_json(out_dir / "summary.json", what="out") if (out_dir / "summary.json").exists() else {}
-    lines = [f"# Sweep `{config.get('name', '?')}`", "",
-             f"{len(rows)} rows from {len({(r['world'], r['lm'], r['check']) for r in rows})} cells; "
-             f"simlm {env.get('simlm', '?')}, jax {env.get('jax', '?')} on {env.get('backend', '?')} "
-             f"({', '.join(env.get('devices', []))}).", "",
+    store = CellStore(out_dir / "cells.jsonl")
+    errors = store.errors()
+    cells = f"{_count(len(rows), 'row')} from {_count(len(store), 'cell')} ({len(errors)} failed)"
+    lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir)}", "",
              "## Bounds", "",
              "`worst used` is the largest share of the slack, (measured − baseline) ÷ (bound − baseline), over the "
              "rows that could fail; `trivial` rows have a bound no LM could violate.", "",
              "| check | quantity | rows | violations | trivial | worst used | worst row |",
              "|---|---|---:|---:|---:|---:|---|"]
-    for s in bound_summary(rows):
+    summary = bound_summary(rows)
+    if not summary:
+        lines.append("| – | no row has a bound | 0 | 0 | 0 | – | – |")
+    for s in summary:
         lines.append(f"| {s['check']} | {s['quantity']} | {s['rows']} | {s['violations']} | {s['trivial']} | "
-                     f"{s['worst_used']:.3g} | {s['worst_lm']} |")
+                     f"{_shown(_number(s['worst_used']), '.3g')} | {s['worst_lm'] or '–'} |")
     unbounded = defaultdict(list)
     for r in rows:
-        if r.get("bound") is None:
+        if not has_bound(r):
             unbounded[(r["check"], r["quantity"])].append(r)
     if unbounded:
         lines += ["", "## Measured (no bound)", "", "| check | quantity | world | lm | ε | measured |",
                   "|---|---|---|---|---:|---:|"]
         for (check, q), rs in sorted(unbounded.items()):
             for r in sorted(rs, key=lambda r: (r["world"], _eps_key(r))):
-                lines.append(f"| {check} | {q} | {r['world']} | {r['lm']} | {_eps_key(r):.3g} | {r['measured']:.4g} |")
-    errors = summary.get("errors", [])
+                lines.append(f"| {check} | {q} | {r['world']} | {_lm(r)} | {_shown(r.get('eps'), '.3g')} | "
+                             f"{_measured(r, '.4g')} |")
     if errors:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
     if plots:
         lines += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _runs(out_dir: Path) -> str:
+    """The runs that filled ``out_dir`` (its ``environment.json``), one line each: when, with which versions,
+    on which devices, and how many cells each computed."""
+    try:
+        runs = read_runs(out_dir / "environment.json")
+    except ConfigError as err:
+        return f"the runs that computed them are unknown ({err})."
+    if not runs:
+        return "the runs that computed them are unknown (no environment.json)."
+    lines = [f"computed by {_count(len(runs), 'run')}{' (the first, then each rerun)' if len(runs) > 1 else ''}:", ""]
+    for run in runs:
+        cells = run.get("cells_computed")
+        done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
+        lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')}, jax {run.get('jax', '?')} on "
+                     f"{run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
+    return "\n".join(lines)
 
 
 def render(rows: list, out_dir) -> list[Path]:
@@ -163,4 +237,4 @@ def render(rows: list, out_dir) -> list[Path]:
     return plots + [out_dir / "report.md"]
 
 
-__all__ = ["console_table", "bound_summary", "plot", "markdown", "render"]
+__all__ = ["has_bound", "worst_row", "console_table", "bound_summary", "plot", "markdown", "render"]

@@ -1,5 +1,6 @@
 """The results store shared by the experiments: an append-only cell store that a rerun resumes from, the
-config claim that keeps one store to one config, and the results directory itself."""
+config claim that keeps one store to one config, the log of the runs that filled it, and the results
+directory itself."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ class CellStore:
         """Every stored record, in the order the cells were finished."""
         return [r for entry in self.cells.values() for r in entry["records"]]
 
+    def errors(self) -> list[dict]:
+        """``{"cell", "error"}`` of every stored cell that failed, in the order they were finished."""
+        return [{"cell": key, "error": entry["error"]} for key, entry in self.cells.items() if entry.get("error")]
+
 
 def _cell(line: bytes):
     """The finished cell on ``line``, or None if it is not one."""
@@ -130,6 +135,37 @@ def claim(path, config: dict, *, backup=None) -> None:
                fix="use another --out")
 
 
+def read_runs(path) -> list[dict]:
+    """The runs logged in ``path`` (``{"runs": [...]}``: one environment per run that filled a results
+    directory, oldest first); [] if there is none yet, and a file of the single-run form (one environment)
+    is that run.  A corrupt log is a :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    logged = read_json(path, what="out")
+    runs = logged.get("runs", [logged]) if isinstance(logged, dict) else None
+    if not (isinstance(runs, list) and all(isinstance(r, dict) for r in runs)):
+        raise ConfigError(f"out: {path} is corrupt (not a log of runs)")
+    return runs
+
+
+def log_run(path, run: dict) -> list[dict]:
+    """Append ``run`` to the runs logged in ``path`` and return them all, ``run`` last.  A corrupt log is
+    kept as ``<name>.corrupt-<n>`` with a warning and started afresh (it holds no results)."""
+    path = Path(path)
+    try:
+        runs = read_runs(path)
+    except ConfigError:
+        kept = _free_name(path, ".corrupt-")
+        os.replace(path, kept)
+        warnings.warn(f"{path} was corrupt; the runs it logged are lost (the file is kept as {kept})",
+                      RuntimeWarning, stacklevel=2)
+        runs = []
+    runs = runs + [run]
+    write_json_atomic(path, {"runs": runs})
+    return runs
+
+
 def _saved_config(results) -> dict | None:
     """The ``"config"`` object of the JSON file ``results``, or None if there is no readable one."""
     try:
@@ -139,4 +175,4 @@ def _saved_config(results) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-__all__ = ["CellStore", "claim", "results_dir"]
+__all__ = ["CellStore", "claim", "log_run", "read_runs", "results_dir"]

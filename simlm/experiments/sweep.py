@@ -11,7 +11,8 @@ runs) names the worlds, the LM sources and the checks.  The runner
    torn last line is dropped on reopening, so a SIGKILL loses no finished cell and a rerun skips them),
 4. writes the tidy table ``results.csv`` (and ``results.parquet`` where pyarrow is installed), one row per
    (cell, quantity) with the columns of :data:`~simlm.experiments.registry.COLUMNS`, beside
-   ``environment.json`` (package, jax and Python versions, devices) and ``worlds/<name>.json`` (the worlds'
+   ``environment.json`` (``{"runs": [...]}``: per run — the first and every rerun — its time, package, jax
+   and Python versions, devices and how many cells it computed) and ``worlds/<name>.json`` (the worlds'
    parameters), so a sweep can be rerun exactly.  ``sweep.json`` holds the config: running a different
    config into the same directory is refused.
 
@@ -33,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.checks import check_memory
+from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
-from simlm.experiments.store import CellStore, claim
+from simlm.experiments.store import CellStore, claim, log_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
@@ -48,6 +49,9 @@ LAWS = ("next-token", "masked", "prepended-mask")
 SHORT = {"cross-entropy": "ce", "masked-lm": "mlm", "quad": "quad"}
 OBJECTIVE_LAWS = {"cross-entropy": ("next-token",), "quad": ("next-token",),
                   "masked-lm": ("masked", "prepended-mask")}
+#: how an LM's label (and so its cells' keys) writes its ε target: :func:`parse_config` refuses targets
+#: that it writes alike, whose cells would overwrite each other.
+TARGET_FORMAT = "g"
 
 
 # ---- config ------------------------------------------------------------------------------------------
@@ -144,7 +148,9 @@ def parse_config(raw: dict) -> SweepConfig:
                         model = {…TransformerConfig fields but n_symbols}, train = {…TrainConfig fields}
         [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults
 
-    Raises :class:`ConfigError` naming the key, the value and what was expected."""
+    ε lists must also differ as the LMs' labels write them (:data:`TARGET_FORMAT`: 0.1 and 0.1000001 both
+    read "0.1"), since the labels key the cells.  Raises :class:`ConfigError` naming the key, the value and
+    what was expected."""
     from simlm.models.perturbed import UNDIRECTED_KINDS
 
     top = _keys("config", raw, {"name": (str, "sweep"), "seed": (int, 0), "data": (dict, {}),
@@ -178,6 +184,7 @@ def parse_config(raw: dict) -> SweepConfig:
         if bad or not a["laws"] or len(set(a["laws"])) != len(a["laws"]):
             raise ConfigError(f"lms.analytic.laws: expected distinct laws from {LAWS}, got {a['laws']!r}")
         a["eps"], a["seeds"] = _eps_list("lms.analytic.eps", a["eps"]), _seeds("lms.analytic.seeds", a["seeds"])
+        check_distinct_labels("lms.analytic.eps", a["eps"], TARGET_FORMAT)  # the LMs' labels key their cells
         lms["analytic"] = a
     if lms["trained"] is not None:
         t = _keys("lms.trained", lms["trained"], {"objective": (str, "cross-entropy"), "targets": (list, _REQUIRED),
@@ -191,6 +198,7 @@ def parse_config(raw: dict) -> SweepConfig:
         if t["objective"] not in OBJECTIVE_LAWS:
             raise ConfigError(f"lms.trained.objective: expected one of {sorted(OBJECTIVE_LAWS)}, got {t['objective']!r}")
         t["targets"], t["seeds"] = _eps_list("lms.trained.targets", t["targets"]), _seeds("lms.trained.seeds", t["seeds"])
+        check_distinct_labels("lms.trained.targets", t["targets"], TARGET_FORMAT)
         for key in ("model", "train"):
             clash = sorted({"n_symbols", "objective", "targets", "seeds"} & set(t[key]))
             if clash:
@@ -311,10 +319,11 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
 def lm_label(spec: dict) -> str:
     if spec["source"] == "oracle":
         return "oracle"
+    target = format(spec["target"], TARGET_FORMAT)
     if spec["source"] == "analytic":
         law = "" if spec["law"] == "next-token" else f"[{spec['law']}]"
-        return f"{spec['kind']}{law}@{spec['target']:g}"
-    return f"trained-{SHORT[spec['objective']]}@{spec['target']:g}"
+        return f"{spec['kind']}{law}@{target}"
+    return f"trained-{SHORT[spec['objective']]}@{target}"
 
 
 def build_lm(world, spec: dict, tokens, out: Path):
@@ -411,7 +420,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "new_cells",
     "time_s"}`` and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
-    own bars under it (a training ladder's steps)."""
+    own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
+    of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once
+    it has finished."""
     from simlm.experiments.executors import InProcess, progress_bar
 
     started, out = time.perf_counter(), Path(out)
@@ -419,7 +430,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
     claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json")
-    write_json_atomic(out / "environment.json", environment())
+    runs = log_run(out / "environment.json", environment())
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
         world = build_world(spec)
@@ -465,9 +476,11 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"])
             bar.update(1)
     bar.close()
+    runs[-1]["cells_computed"] = new
+    write_json_atomic(out / "environment.json", {"runs": runs})
     rows = store.records()
     write_tables(rows, out)
-    errors = [{"cell": k, "error": e["error"]} for k, e in store.cells.items() if e.get("error")]
+    errors = store.errors()
     summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors, "skipped": skipped,
                "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)

@@ -53,7 +53,8 @@ from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
 from simlm.train.schedule import OVERSHOOT, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.checks import as_tuple, check_finite, check_instance, check_memory, check_positive_int, mean_and_sem
+from simlm.checks import (as_tuple, check_distinct_labels, check_finite, check_instance, check_memory,
+                          check_positive_int, mean_and_sem)
 from simlm.worlds.base import World
 
 
@@ -104,9 +105,7 @@ class TrainConfig:
         targets = [check_finite("targets", t, "positive finite ε targets") for t in as_tuple("targets", self.targets)]
         if not targets or min(targets) <= 0:
             raise ConfigError(f"targets: expected at least one positive finite ε target, got {self.targets!r}")
-        names = [f"{t:g}" for t in targets]  # each target has a checkpoint directory eps_<t:g>
-        if len(set(names)) != len(names):
-            raise ConfigError(f"targets: expected distinct targets (to 6 significant digits), got {self.targets!r}")
+        check_distinct_labels("targets", targets)  # each target has a checkpoint directory eps_<t:g>
         fix("targets", tuple(sorted(targets, reverse=True)))
         seeds = tuple(check_positive_int("seeds", s, 0, _SEED_MAX) for s in as_tuple("seeds", self.seeds))
         if not seeds or len(set(seeds)) != len(seeds):

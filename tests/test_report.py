@@ -1,0 +1,92 @@
+"""The report of a results directory, from hand-made stored cells (no sweep is run): nulls and text values
+render, a row with an infinite or NaN bound stays a bounded row, the worst row is one that could fail and
+names its LM's seed, and the cells, the failures and the runs come from the directory as it is now."""
+
+import json
+import math
+
+import pytest
+
+from simlm.cli import main
+from simlm.experiments.nested import leaf_rows
+from simlm.experiments.registry import row
+from simlm.experiments.report import bound_summary, console_table, markdown, plot
+from simlm.experiments.store import CellStore
+from simlm.jsonio import write_json_atomic
+
+SHARED = {"paper": "p", "check": "c", "world": "w", "world_seed": 0, "lm": "oracle", "lm_seed": None, "eps": 0.0,
+          "eps_se": 0.0}
+
+
+def stored(out, cells: dict) -> list:
+    """A results directory holding ``cells`` (key → records) as the sweep stores them; its rows."""
+    write_json_atomic(out / "sweep.json", {"name": "hand-made"})
+    store = CellStore(out / "cells.jsonl")
+    for key, records in cells.items():
+        store.add(key, records, error=None, seconds=0.0)
+    return CellStore(out / "cells.jsonl").records()
+
+
+def test_a_report_renders_null_and_text_measured_values(tmp_path):
+    """NaN is stored as null and a nested result's text leaf has a null ``measured``: the tables show "–" and
+    the text, and the plots leave them out (a quantity with no number has no panel)."""
+    nested = [{**SHARED, "eps": 0.1, **r} for r in leaf_rows({"ari": None, "readout": "probe", "x": 1.5})]
+    rows = stored(tmp_path, {"k": nested})
+    assert [r["measured"] for r in rows] == [None, None, 1.5]
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| c | ari | w | oracle | 0.1 | – |" in report and "| c | readout | w | oracle | 0.1 | probe |" in report
+    assert "| c | x | w | oracle | 0.1 | 1.5 |" in report
+    assert plot(rows[:2], tmp_path) == []  # nothing to draw: no figure rather than an empty log-scale panel
+
+
+@pytest.mark.parametrize("bound, holds, trivial", [(math.inf, True, 1), (math.nan, False, 0)])
+def test_a_row_whose_bound_is_stored_as_null_still_counts_as_bounded(bound, holds, trivial, tmp_path):
+    """Strict JSON stores an infinite bound (held, trivial) and a NaN bound (violated) as null; the row
+    keeps its verdict, so it stays among the bound's rows, violations and trivial rows."""
+    rows = stored(tmp_path, {"k": [{**SHARED, **row("q", 0.5, bound, maximum=1.0)}]})
+    assert rows[0]["bound"] is None and rows[0]["holds"] is holds
+    [summary] = bound_summary(rows)
+    assert (summary["rows"], summary["violations"], summary["trivial"]) == (1, int(not holds), trivial)
+    assert "| c | q | 1 |" in markdown(rows, tmp_path, []) and "Measured (no bound)" not in markdown(rows, tmp_path, [])
+    assert " q " in console_table(rows)
+
+
+def test_no_worst_row_is_named_when_no_row_that_could_fail_has_a_slack_used():
+    rows = [{**SHARED, "lm": lm, **row("q", measured, 0.0, baseline=0.0)} for lm, measured in (("A", 0.1), ("B", 0.2))]
+    [summary] = bound_summary(rows)
+    assert math.isnan(summary["worst_used"]) and summary["worst_lm"] == ""
+
+
+def test_the_header_counts_the_stored_cells_and_the_worst_row_names_the_lm_seed(tmp_path):
+    """Two cells of one LM label at two seeds are two cells, and the worst row says which seed."""
+    cells = {f"w|logit-noise@0.1#{seed}|c": [{**SHARED, "lm": "logit-noise@0.1", "lm_seed": seed, "eps": 0.1,
+                                              **row(q, used, 1.0, maximum=2.0)} for q in ("q1", "q2")]
+             for seed, used in ((0, 0.2), (1, 0.7))}
+    rows = stored(tmp_path, cells)
+    report = markdown(rows, tmp_path, [])
+    assert "4 rows from 2 cells (0 failed)" in report
+    assert bound_summary(rows)[0]["worst_lm"] == "w/logit-noise@0.1#1"
+
+
+def test_failed_cells_are_read_from_the_cell_log_not_a_stale_summary(tmp_path):
+    """After an interruption summary.json is an older one: the report's failures are the cell log's."""
+    stored(tmp_path, {"ok": [{**SHARED, **row("q", 0.1)}]})
+    CellStore(tmp_path / "cells.jsonl").add("w|oracle#None|c2", [], error="SimlmError: boom", seconds=0.0)
+    write_json_atomic(tmp_path / "summary.json", {"errors": [{"cell": "gone", "error": "recomputed since"}]})
+    report = markdown(CellStore(tmp_path / "cells.jsonl").records(), tmp_path, [])
+    assert "2 cells (1 failed)" in report and "`w|oracle#None|c2`: SimlmError: boom" in report
+    assert "recomputed since" not in report
+
+
+def test_the_run_log_keeps_every_run_and_reads_the_single_run_form(tmp_path):
+    from simlm.experiments.store import log_run, read_runs
+
+    path = tmp_path / "environment.json"
+    write_json_atomic(path, {"simlm": "0.0.1", "time": "first"})  # written by an older simlm
+    assert [r["time"] for r in log_run(path, {"simlm": "0.1.0", "time": "second"})] == ["first", "second"]
+    assert [r["time"] for r in read_runs(path)] == ["first", "second"]
+    path.write_text('{"runs": [')
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        assert log_run(path, {"time": "third"}) == [{"time": "third"}]
+    assert json.loads(path.read_text()) == {"runs": [{"time": "third"}]} and list(tmp_path.glob("*.corrupt-1"))
