@@ -137,6 +137,25 @@ def test_a_memory_label_that_weighs_only_buried_values_is_exact():
     assert task.labels_from_posterior(task.posteriors(world, x))[0] == 0  # the flushed tie
 
 
+def test_labels_from_posteriors_refuse_negative_entries_by_their_name():
+    task = PosteriorTask(mu=[1.0, -1.0])
+    with pytest.raises(ConfigError, match=r"^posterior: entry \(0, 1\) is -0.1"):
+        task.labels_from_posterior([[1.1, -0.1]])
+    assert task.labels_from_posterior([[1.0, -1e-9]]).tolist() == [1]  # rounding below 0 is a 0
+
+
+def test_log_matvec_is_the_log_of_the_product_in_any_chunks():
+    from simlm.downstream.tasks import log_matvec
+
+    rng = np.random.default_rng(0)
+    P, M = rng.dirichlet(np.ones(4), size=7), rng.dirichlet(np.ones(3), size=4)
+    M[1] = 0.0  # a zero row: −inf logs in the sum
+    for chunk in (8, 100, 2**26):
+        np.testing.assert_allclose(log_matvec(np.log(P), M, chunk_bytes=chunk), np.log(P @ M), rtol=1e-12)
+    far = np.log(P) - 800.0  # shares e^-800: 0 as probabilities, kept as logs
+    np.testing.assert_allclose(log_matvec(far, M), np.log(P @ M) - 800.0, rtol=1e-12)
+
+
 def test_labels_from_log_posteriors_refuse_nan_and_plus_inf():
     task = PosteriorTask(mu=[1.0, -1.0])
     for bad in ([[np.nan, 0.0]], [[np.inf, 0.0]]):

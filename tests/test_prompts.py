@@ -182,6 +182,16 @@ def test_a_minibatch_fit_returns_the_standardisation_its_head_was_trained_with(b
     assert float(jnp.mean(jnp.argmax(head.logits(p["head"], z), -1) == y)) >= 0.98
 
 
+def test_a_prompt_fit_that_ends_at_a_non_finite_loss_is_refused_naming_lr():
+    """Its prompt or head is NaN; scoring it would have blamed the features (a ConfigError on NaN logits)."""
+    from simlm.downstream.prompt_fit import check_finite_fit
+    from simlm.errors import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="^lr: the exact prompt fit ended at a non-finite loss"):
+        check_finite_fit(np.array([np.nan, np.inf]), "the exact prompt fit")
+    check_finite_fit(np.array([np.nan, 0.3]), "the best restart is finite")
+
+
 # ---- typed errors -------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world, masked_transformer):

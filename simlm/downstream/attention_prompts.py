@@ -35,9 +35,9 @@ from flax import nnx
 
 from simlm.checks import check_instance, check_positive, check_positive_int
 from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2
-from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
-                                         check_masked_transformer_tokens, check_prompt_data, check_test_data,
-                                         fit_chain_prompt, fit_prompt, minibatch_indices)
+from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
+                                         check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
+                                         check_test_data, fit_chain_prompt, fit_prompt, minibatch_indices)
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import ChainInference
@@ -94,6 +94,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=head, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
+    check_finite_fit(final, "the exact attention prompt fit")
     result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),
                                         float("nan"), np.asarray(losses), np.asarray(final))
     return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
@@ -179,6 +180,7 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
         key_head, prefix0, head, C, steps)
     prefix = np.asarray(p["prompt"])
     train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
+    check_finite_fit(losses[-1:], "the transformer attention prompt fit")
     result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, losses[-1:]),
                                               float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)

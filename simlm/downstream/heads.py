@@ -408,7 +408,7 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
         jnp.float32(check_positive("lr", lr)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
         check_positive_int("steps", steps), R)
     if not np.isfinite(np.asarray(final)).any():
-        raise TrainingDivergedError(f"fit_attention_head: every one of the {R} restarts ended at a non-finite loss "
+        raise TrainingDivergedError(f"lr: every one of fit_attention_head's {R} restarts ended at a non-finite loss "
                                     "(lower lr, or check the features)")
     return head.fitted(params, mean, scale, losses, final)
 

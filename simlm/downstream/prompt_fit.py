@@ -33,7 +33,7 @@ import optax
 from simlm._optim import minimise
 from simlm.checks import check_memory, check_positive_int, check_tokens
 from simlm.downstream.heads import HeadLogits, adam_restarts, check_labels, head_loss, standardise
-from simlm.errors import ConfigError, TokenError
+from simlm.errors import ConfigError, TokenError, TrainingDivergedError
 from simlm.models.transformer import CausalTransformerLM, MaskedTransformerLM
 
 
@@ -106,6 +106,15 @@ def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits,
     return jax.nn.softplus(p["prompt"]), p["head"], mean, scale, losses, final, train_features
 
 
+def check_finite_fit(final_losses, what: str) -> None:
+    """:class:`TrainingDivergedError` (naming ``lr``) when no run of a prompt fit ended at a finite loss: its
+    prompt or head is NaN, and scoring it would blame the features."""
+    final = np.asarray(final_losses)
+    if not np.isfinite(final).any():
+        raise TrainingDivergedError(f"lr: {what} ended at a non-finite loss ({final.size} run"
+                                    f"{'s' if final.size != 1 else ''}); lower lr or steps")
+
+
 # ---- results --------------------------------------------------------------------------------------
 
 class PromptedClassifier:
@@ -175,5 +184,5 @@ def check_masked_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True) ->
     return jnp.asarray(toks)
 
 
-__all__ = ["fit_prompt", "minibatch_indices", "fit_chain_prompt", "PromptedClassifier", "check_prompt_data",
+__all__ = ["fit_prompt", "minibatch_indices", "fit_chain_prompt", "check_finite_fit", "PromptedClassifier", "check_prompt_data",
            "check_test_data", "check_fit_memory", "check_masked_transformer", "check_masked_transformer_tokens"]

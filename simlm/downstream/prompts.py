@@ -38,9 +38,9 @@ from flax import nnx
 
 from simlm.checks import check_positive, check_positive_int
 from simlm.downstream.heads import LinearHead, LinearLogits, check_l2, standardise
-from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
-                                         check_masked_transformer_tokens, check_prompt_data, check_test_data,
-                                         fit_chain_prompt, fit_prompt, minibatch_indices)
+from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
+                                         check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
+                                         check_test_data, fit_chain_prompt, fit_prompt, minibatch_indices)
 from simlm.errors import ConfigError
 from simlm.models.transformer import prepended_mask_inputs
 from simlm.precision import mm
@@ -105,6 +105,7 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=_HEAD, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
+    check_finite_fit(final, "the exact prompt fit")
     head = _HEAD.fitted(params, mean, sd, losses)
     result = ExactPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses), np.asarray(final))
     return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
@@ -178,6 +179,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     p, mean, sd, losses, train_features = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)),
         jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, steps, batches)
+    check_finite_fit(losses[-1:], "the transformer prompt fit")
     head = _HEAD.fitted(p["head"], mean, sd, losses)
     result = TransformerPromptResult(np.asarray(p["prompt"]), head, float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)

@@ -122,8 +122,11 @@ class _LinearLabels:
         P = check_real_array("posterior", posterior)
         if P.ndim != 2 or P.shape[1] != self.n_hidden:
             raise ShapeError(f"posterior: expected shape (n, {self.n_hidden}), got {P.shape}")
+        if (P < -1e-6).any():
+            i = tuple(int(a) for a in np.argwhere(P < -1e-6)[0])
+            raise ConfigError(f"posterior: entry {i} is {P[i]:.3g}, expected probabilities (≥ 0)")
         with np.errstate(divide="ignore"):
-            return self.labels_from_log_posterior(np.log(P))
+            return self.labels_from_log_posterior(np.log(np.maximum(P, 0.0)))  # a rounding −1e-9 is a 0
 
     def labels_from_log_posterior(self, log_posterior) -> np.ndarray:
         """int32 ``(n,)`` labels argmax(L P) (or 1[μᵀP ≥ 0]) from log-posteriors ``(n, K)``, in float64.
@@ -191,9 +194,19 @@ class PosteriorTask(_LinearLabels):
         if self.position == "prepended":
             return np.asarray(world.log_prepended_state_posterior(_batch(tokens)), np.float64)
         log_filt = np.asarray(world.log_state_posterior(_batch(tokens), smoothed=False)[:, -1], np.float64)
-        with np.errstate(divide="ignore"):
-            log_a = np.log(np.asarray(world.transition, np.float64))
-        return logsumexp(log_filt[:, :, None] + log_a[None], axis=1)  # log Σ_i P(h_T = i | x) A[i, ·]
+        return log_matvec(log_filt, world.transition)  # log Σ_i P(h_T = i | x) A[i, ·]
+
+
+def log_matvec(log_rows, matrix, *, chunk_bytes: int = 2**26) -> np.ndarray:
+    """log(e^{log_rows} M) ``(n, K')`` for ``log_rows (n, K)`` and a matrix ``M (K, K')`` ≥ 0, in float64 and
+    in log space (a row's shares below the float range kept), over chunks of rows of at most
+    ``chunk_bytes`` of (n, K, K') temporaries."""
+    lr = np.asarray(log_rows, np.float64)
+    with np.errstate(divide="ignore"):
+        log_m = np.log(np.asarray(matrix, np.float64))
+    step = max(1, chunk_bytes // (8 * log_m.size))
+    return np.concatenate([logsumexp(lr[i:i + step, :, None] + log_m[None], axis=1)
+                           for i in range(0, len(lr), step)]) if len(lr) else np.zeros((0, log_m.shape[1]))
 
 
 @dataclass(frozen=True, eq=False)

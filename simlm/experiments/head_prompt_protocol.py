@@ -32,10 +32,10 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import logsumexp
 
 from simlm.checks import check_positive_int
 from simlm.downstream import fit_linear_head, make_posterior_task
+from simlm.downstream.tasks import log_matvec
 from simlm.errors import ConfigError
 from simlm.theory.head_prompt_margins import label_margins, margin_accuracy
 from simlm.worlds import HMM
@@ -108,9 +108,7 @@ def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
         log_post = task.log_posteriors(hmm, x)
     else:  # the authors' A · P(H_1 | x_1:T), in log space: (A P)_k = Σ_j A[k, j] P_j
         log_first = np.asarray(hmm.log_state_posterior(x)[:, 0], np.float64)
-        with np.errstate(divide="ignore"):
-            log_a = np.log(np.asarray(hmm.transition, np.float64))
-        log_post = logsumexp(log_first[:, None, :] + log_a[None], axis=-1)
+        log_post = log_matvec(log_first, np.asarray(hmm.transition).T)
     # labels from the logs (a label decided by shares below the float range is exact), margins from the law
     return TaskData(task, x, task.labels_from_log_posterior(log_post), np.exp(log_post))
 

@@ -236,7 +236,7 @@ def _finite(name: str, values: np.ndarray, what: str) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         raise DistributionError(f"{name}: the {what} of sequence {int(np.flatnonzero(bad)[0])} is {values[bad][0]} "
-                                "in float32 (log-probabilities too extreme to compare)")
+                                "(log-probabilities too extreme to compare)")
     return values
 
 

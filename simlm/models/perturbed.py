@@ -145,7 +145,7 @@ def _check_call(kind, logp, s, params):
 def _perturb(kind: str, logp, s, params) -> jax.Array:
     logp = jnp.asarray(logp)
     s = jnp.asarray(s, logp.dtype)
-    if kind == "uniform-mixture":  # renormalised like every kind: rows within atol of 1 stay as they are
+    if kind == "uniform-mixture":  # renormalised like every kind (p* rows may be off 1 by up to atol)
         V = logp.shape[-1]
         return jax.nn.log_softmax(jnp.logaddexp(jnp.log1p(-s) + logp, jnp.log(s) - math.log(V)), axis=-1)
     if kind == "temperature":
