@@ -21,9 +21,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Set before JAX is imported (it reads these variables then); a JAX_COMPILATION_CACHE_DIR you set wins.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _XLA_CACHE = tempfile.mkdtemp(prefix="simlm-tests-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SIMLM_TESTS_XLA_CACHE"] = _XLA_CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
     def pytest_unconfigure(config):
         shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+
+# Under pytest-xdist (the README's -n 2) each worker inherits the session's directory; it takes its own inside
+# it, since jax writes an entry without a lock or an atomic rename and two workers compiling the same program
+# could hand one a torn entry (and a warning, which the tests that refuse warnings would see).
+if os.environ.get("PYTEST_XDIST_WORKER") and \
+        os.environ.get("JAX_COMPILATION_CACHE_DIR") == os.environ.get("SIMLM_TESTS_XLA_CACHE"):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["SIMLM_TESTS_XLA_CACHE"],
+                                                           os.environ["PYTEST_XDIST_WORKER"])
