@@ -105,7 +105,7 @@ def test_memory_labels_equal_argmax_of_enumerated_memory_posterior(data, seed):
 
 def _buried_values():
     """Three values that never change (identity chain, or one memory cell); after 60 zeros value 0 holds all
-    but ~9⁻⁶⁰ of the posterior, value 1 holds 9⁻⁶⁰ ≈ 5e-58 and value 2 (4.5)⁻⁶⁰·2⁻⁶⁰ ≈ 5e-76: both far
+    but ~9⁻⁶⁰ of the posterior, value 1 holds 9⁻⁶⁰ ≈ 5e-58 and value 2 18⁻⁶⁰ ≈ 5e-76: both far
     below float32, so a label that weighs only values 1 and 2 is a tie in the probabilities."""
     E = np.array([[0.9, 0.1], [0.1, 0.9], [0.05, 0.95]])
     x = np.zeros((1, 60), np.int64)

@@ -123,15 +123,13 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
 
     (x_tr, y_tr), (x_te, y_te) = split(train, "train"), split(test, "test")
     T_min = min(x_tr.shape[1], x_te.shape[1])
-    T_vis = visible_length
-    if visible_length is not None and (isinstance(T_vis, (bool, np.bool_)) or not isinstance(T_vis, (int, np.integer))
-                                       or not 1 <= T_vis <= T_min):
+    T_vis = visible_length  # None: each set is read whole, whatever its length
+    if T_vis is not None and (isinstance(T_vis, (bool, np.bool_)) or not isinstance(T_vis, (int, np.integer))
+                              or not 1 <= T_vis <= T_min):
         raise ConfigError(f"visible_length: expected an integer in [1, {T_min}] (the shorter of train and test), "
                           f"got {visible_length!r}")
     y_tr, y_te = ((task.labels(world, x) if y is None else check_labels(y, x.shape[0], task.n_classes, name))
                   for x, y, name in ((x_tr, y_tr, "train labels"), (x_te, y_te, "test labels")))
-    # T_vis None: each set is read whole, whatever its length (the features are V-vectors, or the attention
-    # head's per-position laws, either way)
     if isinstance(task, MemoryTask):
         feats = lambda x: attention_features(lm, x[:, :T_vis])  # noqa: E731
         head = fit_attention_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)

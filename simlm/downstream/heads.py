@@ -248,7 +248,8 @@ class LinearHead(_Classifier):
         f = check_features(features, 2)
         if f.shape[1] != self.weight.shape[0]:
             raise ShapeError(f"features: expected {self.weight.shape[0]} columns, got {f.shape[1]}")
-        return LinearLogits.logits({"W": self.weight, "b": self.bias}, jnp.asarray(standardised(f, self.mean, self.scale)))
+        z = jnp.asarray(standardised(f, self.mean, self.scale))
+        return LinearLogits.logits({"W": self.weight, "b": self.bias}, z)
 
 
 @dataclass(frozen=True, eq=False)
@@ -368,8 +369,8 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     head = LinearLogits()
     params, losses, taken, grad_norm, stopped = _fit_linear(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_positive("lr", lr)), jnp.float32(check_positive("tol", tol)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
-        steps, method)
+        jnp.float32(check_positive("lr", lr)), jnp.float32(check_positive("tol", tol)),
+        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, steps, method)
     g, taken = float(grad_norm), int(taken)
     if method == "lbfgs" and not (g <= tol or (bool(stopped) and g <= _STALLED_GRADIENT)):
         why = "spent its steps" if not bool(stopped) else "stalled"

@@ -79,16 +79,19 @@ def kl_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     Pure and unchecked: the clamp would also hide a model whose rows do not normalise (log-probs + c
     gives KL − c, clamped to 0), so on arbitrary LMs use the host functions below, which validate the
     rows first (:func:`check_laws`)."""
-    ref = jnp.asarray(ref_logprobs)
-    model = jnp.asarray(model_logprobs)
-    p = jnp.exp(ref)
-    support = ref > -jnp.inf  # not p > 0: e^ref underflows float32 below about −87 nats (subnormals flush)
-    diff = jnp.where(support, ref - jnp.where(support, model, 0.0), 0.0)
+    return _mean_over_positions(_kl_per_position(jnp, jnp.asarray(ref_logprobs), jnp.asarray(model_logprobs)), mask)
+
+
+def _kl_per_position(xp, ref, model):
+    """KL(p_ref ‖ p_model) per position ``(…)`` of log-laws ``(…, V)``, with ``xp`` = jax.numpy (traced, float32)
+    or numpy (on the host, in the arrays' own precision): the terms of :func:`kl_per_sequence`."""
+    p = xp.exp(ref)
+    support = ref > -xp.inf  # not p > 0: e^ref underflows float32 below about −87 nats (subnormals flush)
+    diff = xp.where(support, ref - xp.where(support, model, 0.0), 0.0)
     # +inf where the model is −inf on the support, also where p underflowed to 0 (p·diff = 0·∞ = NaN there)
-    term = jnp.where(support & jnp.isneginf(model), jnp.inf, jnp.where(support, p * diff, 0.0))
+    term = xp.where(support & xp.isneginf(model), xp.inf, xp.where(support, p * diff, 0.0))
     # KL ≥ 0; the clamp removes float rounding below 0 when p_model ≈ p_ref
-    per_position = jnp.maximum(jnp.sum(term, axis=-1), 0.0)
-    return _mean_over_positions(per_position, mask)
+    return xp.maximum(xp.sum(term, axis=-1), 0.0)
 
 
 def tv_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
@@ -104,7 +107,6 @@ def observed_logprobs(logprobs, tokens) -> jax.Array:
     return jnp.take_along_axis(jnp.asarray(logprobs), jnp.asarray(tokens)[..., None], axis=-1)[..., 0]
 
 
-_kl = jax.jit(kl_per_sequence)
 _tv = jax.jit(tv_per_sequence)
 
 
@@ -305,11 +307,8 @@ def kl_float64(ref_logprobs, model_logprobs) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # an all −inf row stays as it is
         ref, model = (a - np.where(np.isfinite(top := logsumexp(a, axis=-1, keepdims=True)), top, 0.0)
                       for a in (ref, model))
-    support = ref > -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.where(support, ref - np.where(support, model, 0.0), 0.0)
-        term = np.where(support & np.isneginf(model), np.inf, np.where(support, np.exp(ref) * diff, 0.0))
-    return np.maximum(term.sum(-1), 0.0).mean(-1)
+        return _kl_per_position(np, ref, model).mean(-1)
 
 
 def _kl_values(ref, model, name: str) -> np.ndarray:

@@ -163,9 +163,9 @@ def _perturb(kind: str, logp, s, params) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("kind",))
-def _epsilon_of_scale(kind, logp, s, params, weights=None, source=None):
-    """ε of the perturbation of ``source`` (default ``logp``) against the reference laws ``logp``."""
-    logq = _perturb(kind, logp if source is None else source, s, params)
+def _epsilon_of_scale(kind, logp, s, params, weights=None):
+    """ε of the perturbation of ``logp`` against ``logp``."""
+    logq = _perturb(kind, logp, s, params)
     if weights is None:
         return kl_per_sequence(logp, logq).mean()
     return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
