@@ -2,6 +2,7 @@
 runs and is well-formed, the 20-vector prompt's shapes and truncation, the head forms, and typed errors."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from simlm.models import MaskedTransformerLM, init_transformer
 TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpp.AUTHORS, worlds_per_size=1, label_length=24,
                                                      visible_length=19, n_train=64, n_test=64),
                         sizes=(4,), prompt_length=12, d_model=8, n_layers=1, n_heads=1, batch_size=8, max_steps=4,
-                        targets=(2.0,), prompt_steps=3, probe_epochs=2, probe_batch=16, eval_sequences=2,
+                        targets=(2.0,), prompt_steps=3, probe_steps=2, probe_batch=16, eval_sequences=2,
                         oracle_prompt=False)
 
 
@@ -54,6 +55,43 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     monkeypatch.setattr(hpt, "read_world", lambda *a, **k: pytest.fail("a stored rung was re-read"))
     assert [r for r in hpt.run(study, tmp_path) if "read_at" not in r] == rows
     assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3  # the world and its two rungs
+    # the ladder reads the ε every record reports (all positions of the held-out set), so the rungs a model
+    # reached and its ε are one quantity: the final evaluation's ε is the final record's
+    rows_log = [json.loads(line) for line in (tmp_path / "work" / "H4_w1" / "metrics.jsonl").read_text().splitlines()]
+    assert rows_log[-1]["step"] == 4 and rows_log[-1]["epsilon"] == pytest.approx(final["epsilon"], rel=1e-5)
+
+
+def _stub_world(K, w, study, work, log=print):
+    return [{"n_states": K, "world_seed": w, "method": "head", "accuracy": 0.5, "majority": 0.5,
+             "accuracy_with_margin": 0.5, "epsilon": 0.1}]
+
+
+def test_a_results_directory_returns_only_this_runs_cells_and_refuses_other_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(hpt, "study_world", _stub_world)
+    two = dataclasses.replace(TINY, sizes=(4, 6))
+    assert len(hpt.run(two, tmp_path)) == 2
+    # the same settings, fewer cells: only those are returned (the other size stays stored, not averaged in)
+    assert [r["n_states"] for r in hpt.run(TINY, tmp_path)] == [4]
+    assert [r["world_seed"] for r in hpt.run(dataclasses.replace(TINY, first_world=2), tmp_path)] == [2]
+    # other settings: refused, before anything runs, rather than mixed with cells computed differently
+    monkeypatch.setattr(hpt, "study_world", lambda *a, **k: pytest.fail("ran into a foreign directory"))
+    for change in ({"max_steps": 5}, {"protocol": dataclasses.replace(TINY.protocol, n_train=32)}, {"probe_steps": 3}):
+        with pytest.raises(ConfigError, match="^out"):
+            hpt.run(dataclasses.replace(TINY, **change), tmp_path)
+    # cells of a run that recorded no settings (before study.json existed): refused too
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "cells.jsonl").write_text(json.dumps({"cell": "H4_w1_t1000", "records": _stub_world(4, 1, TINY, None)}) + "\n")
+    with pytest.raises(ConfigError, match="^out.*no settings"):
+        hpt.run(TINY, old)
+
+
+def test_the_probe_runs_the_authors_steps_whatever_the_training_set():
+    assert hpt.DEFAULT.probe_epochs == 1300  # 1300 × ⌊500/128⌋ = 3900 steps
+    study, _ = hpt.parse(["--trained", "--n-train", "5000"])
+    assert study.probe_epochs == 100  # 100 × ⌊5000/128⌋ = 3900: the authors' 100 epochs, not 1300 of them
+    assert hpt.parse(["--trained", "--authors-scale"])[0].probe_epochs == 100
+    assert dataclasses.replace(TINY, probe_steps=5).probe_epochs == 2  # 64 // 16 = 4 a pass: 2 passes, ≥ 5 steps
 
 
 def test_the_twenty_vector_prompt_fills_the_positions_the_head_reads():

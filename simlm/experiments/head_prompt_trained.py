@@ -58,7 +58,7 @@ from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError
 from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, task_seed, world
-from simlm.experiments.store import CellStore
+from simlm.experiments.store import CellStore, claim
 from simlm.jsonio import write_json_atomic
 from simlm.models import TransformerConfig
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
@@ -71,7 +71,8 @@ class TrainedStudy:
     """The trained-feature study.  ``protocol``: data/task/world (the authors' by default, reduced in
     worlds and sequences); ``prompt_length`` k of the continuous prompt (the authors' 20); transformer
     ``d_model``/``n_layers``/``n_heads``, trained down ``targets`` for at most ``max_steps``; the probe's
-    ``probe_epochs``/``probe_batch``/``probe_lr`` (the authors': 100 / 128 / 0.01); ``prompt_steps``
+    ``probe_steps``/``probe_batch``/``probe_lr`` (the authors': 3900 = 100 epochs of ⌊5000/128⌋ batches,
+    128, 0.01; the epochs follow from ``n_train``, :attr:`probe_epochs`); ``prompt_steps``
     full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt; worlds are seeds
     ``first_world`` … ``first_world + worlds_per_size − 1``; ``read_at``: ladder targets at which the trained
     forms are also read from the rung's checkpoint instead of the final model (pretraining ε as a factor,
@@ -88,7 +89,7 @@ class TrainedStudy:
     targets: tuple = (0.3, 0.1, 0.03)
     mask_rate: float = 0.15
     prompt_steps: int = 200
-    probe_epochs: int = 100
+    probe_steps: int = 3900
     probe_batch: int = 128
     probe_lr: float = 0.01
     oracle_prompt: bool = True
@@ -103,7 +104,7 @@ class TrainedStudy:
             raise ConfigError(f"protocol: the trained study reads one task per world (the authors'), got "
                               f"tasks_per_world = {self.protocol.tasks_per_world}")
         for f in ("prompt_length", "d_model", "n_layers", "n_heads", "batch_size", "max_steps", "prompt_steps",
-                  "probe_epochs", "probe_batch", "eval_sequences", "first_world"):
+                  "probe_steps", "probe_batch", "eval_sequences", "first_world"):
             check_positive_int(f, getattr(self, f))
         for f in ("learning_rate", "probe_lr", "mask_rate"):
             check_positive(f, getattr(self, f))
@@ -118,7 +119,7 @@ class TrainedStudy:
         for t in read_at:
             check_positive("read_at", t)
             if not any(np.isclose(t, s) for s in self.targets):
-                raise ConfigError(f"read_at: {t!r} is not one of the ladder's targets {self.targets}")
+                raise ConfigError(f"read_at: {t:g} is not one of the ladder's targets {self.targets}")
         object.__setattr__(self, "read_at", tuple(float(t) for t in read_at))
         if not isinstance(self.oracle_prompt, bool):
             raise ConfigError(f"oracle_prompt: expected True or False, got {self.oracle_prompt!r}")
@@ -129,13 +130,33 @@ class TrainedStudy:
         """(MASK, x_1:T'): the authors' max_seq_length."""
         return self.protocol.visible_length + 1
 
+    @property
+    def probe_epochs(self) -> int:
+        """Passes over the training set that give at least ``probe_steps`` probe steps (the authors' 100
+        epochs at 5000 sequences; 1300 at 500), so that ``n_train`` does not change the probe's length."""
+        per_epoch = max(1, self.protocol.n_train // min(self.probe_batch, self.protocol.n_train))
+        return -(-self.probe_steps // per_epoch)
+
+    def identity(self) -> dict:
+        """What every cell's numbers depend on: the study less the choice of cells (``sizes``, worlds,
+        ``first_world``, ``read_at``), claimed by a results directory so that a rerun with other settings
+        is refused rather than mixed with its cells."""
+        d = dataclasses.asdict(self)
+        for f in ("sizes", "first_world", "read_at"):
+            d.pop(f)
+        d["protocol"].pop("worlds_per_size")
+        return d
+
     def configs(self) -> tuple[TransformerConfig, TrainConfig]:
+        """The transformer and its trainer.  The ladder's ε is the masked ε at every one of the ``seq_len``
+        positions of the held-out sequences — the ε each record reports — so that the rungs a model reached
+        and its reported ε are one quantity."""
         model = TransformerConfig(n_symbols=10, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
                                   max_len=self.seq_len, causal=False)
         tc = TrainConfig(objective="masked-lm", targets=self.targets, seeds=(0,), batch_size=self.batch_size,
                          seq_len=self.seq_len, max_steps=self.max_steps, learning_rate=self.learning_rate,
                          warmup_steps=min(100, self.max_steps // 10), eval_every=100, eval_seed=EVAL_SEED,
-                         eval_sequences=self.eval_sequences, mask_rate=self.mask_rate)
+                         eval_sequences=self.eval_sequences, eval_positions=self.seq_len, mask_rate=self.mask_rate)
         return model, tc
 
 
@@ -144,14 +165,13 @@ class TrainedStudy:
 #: prompts fitted for 100 full-batch steps, so that it fits in ~30 min on a 2-core CPU (the prompt fits
 #: over 500 × 80 positions dominate); the full scale is ``TrainedStudy(protocol=AUTHORS, sizes=SIZES)``.
 DEFAULT = TrainedStudy(protocol=dataclasses.replace(AUTHORS, worlds_per_size=3, n_train=500, n_test=500),
-                       sizes=(4, 12, 25), max_steps=1000, prompt_steps=100, probe_epochs=1300)
-# probe_epochs = 1300: 1300 × ⌊500/128⌋ = 3900 probe steps, the authors' 100 × ⌈5000/128⌉ = 3900
+                       sizes=(4, 12, 25), max_steps=1000, prompt_steps=100)
 #: ``--quick``: one world at |H| ∈ {4, 12}, 40-token label sequences read as [MASK] x_1:29 (prompt: x_1:9),
 #: 128 + 128 sequences, a 1-layer d = 16 transformer for 60 steps.
 QUICK = TrainedStudy(protocol=dataclasses.replace(AUTHORS, worlds_per_size=1, label_length=40, visible_length=29,
                                                   n_train=128, n_test=128),
                      sizes=(4, 12), d_model=16, n_layers=1, n_heads=2, batch_size=16, max_steps=60,
-                     targets=(1.0,), prompt_steps=20, probe_epochs=5, eval_sequences=8, oracle_prompt=False)
+                     targets=(1.0,), prompt_steps=20, probe_steps=5, eval_sequences=8, oracle_prompt=False)
 
 
 # ---- the authors' head form ------------------------------------------------------------------------
@@ -263,7 +283,8 @@ def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None 
     hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
     tr, te = slice(0, p.n_train), slice(p.n_train, None)
     out, t0 = [], time.perf_counter()
-    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "prompt_length": k}, data, p)
+    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "task_seed": task_seed(world_seed, 0, p),
+                          "prompt_length": k}, data, p)
     _head_rows(add, "oracle-", "", "exact", np.asarray(hmm.prepended_mask_probs(x_head)),
                np.asarray(hmm.prepended_mask_probs(x_prompt)), data, study)
     if study.oracle_prompt:
@@ -297,7 +318,8 @@ def read_world(K: int, world_seed: int, study: TrainedStudy, work: Path, target:
         log(f"|H|={K:2d} world {world_seed}: no checkpoint at ε ≤ {target:g} (reached {reached}); nothing read")
         return []
     out, t0 = [], time.perf_counter()
-    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "prompt_length": study.prompt_length}, data, p)
+    add = _recorder(out, {"n_states": K, "world_seed": world_seed, "task_seed": task_seed(world_seed, 0, p),
+                          "prompt_length": study.prompt_length}, data, p)
     step = next(r.step for r in result.records if r.reached and np.isclose(r.target, target))
     eps = _trained_rows(hmm, result.lm(target), data, x_head, x_prompt, study, add, f"@{target:g}",
                         read_at=float(target), train_steps=int(step))
@@ -311,15 +333,22 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
     """Every world (interleaved over sizes, so that a partial run covers every size), each world's records
     stored as one cell of ``out/cells.jsonl`` as it ends (:class:`~simlm.experiments.store.CellStore`:
     fsynced lines, a torn last line dropped; worlds already there are skipped) and checkpoints under
-    ``out/work``; without ``out`` the records are only returned.  With ``study.read_at``, every world's
-    trained forms are also read from those rungs' checkpoints (:func:`read_world`; needs ``out``), one
-    more cell per world and target."""
+    ``out/work``; without ``out`` the records are only returned.  ``out`` belongs to one study's settings
+    (:meth:`TrainedStudy.identity`, claimed in ``out/study.json``): a run with others is refused
+    (``ConfigError``), so cells computed differently are never mixed; one with other sizes, worlds or
+    ``read_at`` adds cells.  Returns the records of this run's cells only, never the other cells of
+    ``out``.  With ``study.read_at``, every world's trained forms are also read from those rungs'
+    checkpoints (:func:`read_world`; needs ``out``), one more cell per world and target."""
     read_at = study.read_at
     if read_at and out is None:
         raise ConfigError("read_at: reading rung checkpoints needs an out directory (the checkpoints live there)")
-    cells = {}
+    cells, visited = {}, []
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
+        if not (Path(out) / "study.json").exists() and (Path(out) / "cells.jsonl").exists():
+            raise ConfigError(f"out: {out} holds cells of a run that recorded no settings (before 2026-12-01: the "
+                              "ladder read 8 positions, the probe's length followed n_train); use another --out")
+        claim(Path(out) / "study.json", study.identity())
         cells = CellStore(Path(out) / "cells.jsonl")
     first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
     for w in range(first, first + study.protocol.worlds_per_size):
@@ -333,10 +362,12 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
                     cells[key] = rows
                 else:
                     cells.add(key, rows)
+            visited.append(key)
             for t in read_at:
                 if f"{key}@{t:g}" not in cells:
                     cells.add(f"{key}@{t:g}", read_world(K, w, study, Path(out) / "work", t, log=log))
-    return cells.records() if out is not None else [r for rows in cells.values() for r in rows]
+                visited.append(f"{key}@{t:g}")
+    return [r for key in visited for r in (cells[key] if out is None else cells.cells[key]["records"])]
 
 
 def summary(records: list[dict]) -> list[dict]:
