@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt as hp
 from simlm.experiments import natural_tasks as nt
+from simlm.experiments import store as store_module
 from simlm.experiments.store import CellStore
 from simlm.worlds.contexts import enumerate_contexts
 
@@ -223,6 +225,26 @@ def test_a_torn_last_line_is_dropped_silently_and_a_whole_last_cell_is_kept(tmp_
     path.write_bytes(data + b'{"cell": "c3", "records": []}')  # finished, only its newline lost
     assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3"]
     assert path.read_bytes().endswith(b"\n") and not recwarn.list and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_an_opening_waits_for_another_process_append_instead_of_dropping_its_line(tmp_path):
+    # an experiment split over processes fills one store: a process that opens it while another is writing
+    # a line must not take that line for a torn one, drop it and replace the file under the append
+    path = tmp_path / "cells.jsonl"
+    _store(path)
+    line = json.dumps({"cell": "c3", "records": [{"i": 3}]}) + "\n"
+    opened = {}
+    with store_module._locked(tmp_path), open(path, "a", encoding="utf-8") as f:  # the other writer, mid-line
+        f.write(line[:12])
+        f.flush()
+        reader = threading.Thread(target=lambda: opened.setdefault("store", CellStore(path)))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not opened  # it waits for the lock
+        f.write(line[12:])
+    reader.join(10)
+    assert sorted(opened["store"].cells) == ["c0", "c1", "c2", "c3"]
+    assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3"]
 
 
 def test_an_unreadable_store_names_the_file(tmp_path):

@@ -4,6 +4,7 @@ directory itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -20,12 +21,20 @@ class CellStore:
     it is dropped on opening and its cell recomputed.  Any other line that is not a finished cell (not
     UTF-8, not JSON, not an object with a string ``cell`` and a list of record objects) is dropped with a
     warning, after the original file is copied to ``<name>.corrupt-<n>``; a finished cell is never
-    dropped, even one whose newline was lost."""
+    dropped, even one whose newline was lost.
+
+    Several processes may fill one store (an experiment split over processes): each append and each
+    opening holds an exclusive lock on the store's directory, so an opening never takes another
+    process's line in the middle of its write for a torn one, nor replaces the file under an append."""
 
     def __init__(self, path):
         self.path, self.cells = Path(path), {}
         if not self.path.exists():
             return
+        with _locked(self.path.parent):
+            self._load()
+
+    def _load(self) -> None:
         try:
             raw = self.path.read_bytes()
         except OSError as err:
@@ -57,7 +66,7 @@ class CellStore:
 
     def add(self, key: str, records: list, **info) -> None:
         entry = jsonable({"cell": key, "records": records, **info})
-        with open(self.path, "a", encoding="utf-8") as f:
+        with _locked(self.path.parent), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -88,6 +97,23 @@ def _free_name(path: Path, infix: str) -> Path:
     while (candidate := path.with_name(f"{path.name}{infix}{n}")).exists():
         n += 1
     return candidate
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive advisory lock (``flock``) on ``directory`` for the duration; a no-op where the platform
+    has no ``fcntl`` (one writer per store there)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _replace_bytes(path: Path, data: bytes) -> None:
