@@ -125,6 +125,29 @@ def test_bayes_apt_by_counting_and_by_rao_blackwell_agree_with_enumeration():
     assert r.accuracy == pytest.approx((r.apt * r.counts).sum() / r.counts.sum())
 
 
+def test_the_standard_error_of_mean_apt_matches_its_spread_over_fresh_test_sets():
+    # rare types (seen once or twice per test set, APT 0 or 1) move the type average on their own and have a
+    # binomial error of 0; the bootstrap over sequences must still match the spread over independent test sets
+    rng = np.random.default_rng(0)
+    V, n, T = 12, 48, 8
+    freq = 1.0 / np.arange(1, V + 1) ** 2
+    freq /= freq.sum()  # the rarest type occurs 1.7 times per test set of 384 positions on average
+    right = np.linspace(0.9, 0.1, V)  # P(prediction right | type)
+    means, ses = [], []
+    for _ in range(300):
+        x = rng.choice(V, size=(n, T), p=freq)
+        pred = np.where(rng.random((n, T)) < right[x], x, (x + 1) % V)
+        r = token_accuracy(np.eye(V)[pred], x, np.ones((n, T), bool))
+        means.append(r.mean_apt)
+        ses.append(r.mean_apt_se)
+    spread, reported = np.std(means, ddof=1), np.mean(ses)
+    # seed 0: 0.86 (types absent from a test set are absent from its resamples too, so some of the spread is
+    # out of reach); the per-type binomial errors propagated, as before, gave 0.65
+    assert 0.78 < reported / spread < 1.25, (reported, spread)
+    again = token_accuracy(np.eye(V)[pred], x, np.ones((n, T), bool))
+    assert again.mean_apt_se == r.mean_apt_se  # a fixed bootstrap seed: the same inputs, the same error
+
+
 def test_the_bayes_predictor_on_a_class_world_outputs_one_token_per_class():
     w = block_zipf_hmm(0, n_states=3, block_size=3)
     x = np.asarray(w.hmm.sample(0, 64, 3))

@@ -136,7 +136,7 @@ def train_lms(world, config: Config, run_dir: Path, *, progress: bool = False):
     tc = TrainConfig(objective="masked-lm", targets=config.targets, seq_len=config.length,
                      batch_size=config.batch_size, max_steps=config.max_steps, learning_rate=3e-3,
                      warmup_steps=min(100, config.max_steps // 5), eval_every=50, eval_sequences=64,
-                     seeds=(config.seed,))
+                     eval_positions=config.length, seeds=(config.seed,))  # every position: the ε appended below
     result = train(world, mc, tc, run_dir, progress=progress)
     reached = [r for r in result.records if r.reached]
     lms = [(r.target, r.epsilon, result.lm(r.target)) for r in reached]

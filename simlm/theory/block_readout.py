@@ -80,6 +80,7 @@ class BlockRow:
     readout: str  # "probe" | "lens"
     mean_apt: float
     mean_apt_se: float
+    mean_apt_rb: float  # the Rao–Blackwell ⟨APT⟩, the lower-variance estimate to compare with Bayes's
     accuracy: float
     epsilon: float
     gap_closed: float
@@ -141,7 +142,7 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
             if readout == "lens" and k == f_te.shape[0] - 1:
                 final = acc
             cl = confusion_clusters(acc.confusion, threshold, classes)  # ARI/NMI None when no row is kept
-            rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.accuracy, acc.epsilon,
+            rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.mean_apt_rb, acc.accuracy, acc.epsilon,
                                  (acc.accuracy - l_acc.accuracy) / gap if gap > 0 else float("nan"),
                                  cl.ari, cl.nmi, cl.n_kept))
     if final is None:
