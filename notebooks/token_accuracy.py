@@ -86,8 +86,9 @@ pd.DataFrame(sub.as_dict()).T[["tv_exact", "dconf_bayes"]]
 # %% [markdown]
 # ## ⟨APT⟩ along the blocks of a masked transformer
 # A 4-block model trained down to masked ε ≈ 0.1 (in quick mode: untrained, read by the lens only, to keep
-# the test fast), read out per block by the logit lens and a fresh probe, against the Bayes ceiling and the
-# ceiling of a predictor that sees only the corrupted token and its position.
+# the test fast), read out per block by the logit lens and a fresh probe, against the Bayes predictor's
+# ⟨APT⟩ and that of a predictor that sees only the corrupted token and its position — reference points, not
+# ceilings: the Bayes decision maximises token accuracy, not the type-averaged ⟨APT⟩.
 
 # %%
 if QUICK:
