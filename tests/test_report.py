@@ -90,3 +90,29 @@ def test_the_run_log_keeps_every_run_and_reads_the_single_run_form(tmp_path):
     with pytest.warns(RuntimeWarning, match="corrupt"):
         assert log_run(path, {"time": "third"}) == [{"time": "third"}]
     assert json.loads(path.read_text()) == {"runs": [{"time": "third"}]} and list(tmp_path.glob("*.corrupt-1"))
+
+
+def test_cells_record_the_code_that_computed_them_and_a_rerun_with_other_code_says_so(tmp_path, monkeypatch):
+    from simlm.experiments import sweep
+
+    config = sweep.parse_config({
+        "worlds": [{"name": "hmm", "kind": "hmm", "seed": 0, "options": {"n_states": 2, "n_symbols": 3}}],
+        "lms": {"oracle": True, "analytic": {"kinds": ["logit-noise"], "eps": [0.1, 0.3]}},
+        "checks": {"simlm/epsilon": {}}})
+    out = tmp_path / "run"
+    sweep.run_sweep(config, out, progress=False)
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    first = json.loads((out / "environment.json").read_text())["runs"][0]["code"]
+    assert first == sweep.code_fingerprint() and len(first) == 12
+    assert all(json.loads(line)["run"] == 0 for line in lines)
+    assert f"code {first}" in markdown([], out, []) and "more than one code" not in markdown([], out, [])
+    # the code changes and one cell is recomputed: the finished ones are reused, with a warning that says so
+    (out / "cells.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    monkeypatch.setattr(sweep, "code_fingerprint", lambda: "0123456789ab")
+    with pytest.warns(RuntimeWarning, match=rf"{len(lines) - 1} of its {len(lines) - 1} finished cells were computed "
+                                            rf"by other code than this run's \(0123456789ab\): {len(lines) - 1} by {first}"):
+        sweep.run_sweep(config, out, progress=False)
+    assert json.loads((out / "cells.jsonl").read_text().splitlines()[-1])["run"] == 1
+    report = markdown([], out, [])
+    assert "**The cells come from more than one code**" in report
+    assert f"{len(lines) - 1} cells from {first}" in report and "1 cell from 0123456789ab" in report

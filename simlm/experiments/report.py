@@ -179,7 +179,7 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     store = CellStore(out_dir / "cells.jsonl")
     errors = store.errors()
     cells = f"{_count(len(rows), 'row')} from {_count(len(store), 'cell')} ({len(errors)} failed)"
-    lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir)}", "",
+    lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir, store)}", "",
              "## Bounds", "",
              "`worst used` is the largest share of the slack, (measured − baseline) ÷ (bound − baseline), over the "
              "rows that could fail; `trivial` rows have a bound no LM could violate.", "",
@@ -209,9 +209,12 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _runs(out_dir: Path) -> str:
-    """The runs that filled ``out_dir`` (its ``environment.json``), one line each: when, with which versions,
-    on which devices, and how many cells each computed."""
+def _runs(out_dir: Path, store: CellStore) -> str:
+    """The runs that filled ``out_dir`` (its ``environment.json``), one line each: when, with which versions
+    and code (:func:`~simlm.experiments.sweep.code_fingerprint`), on which devices, and how many cells each
+    computed; then, when the cells in the store were computed by more than one code, how many by each."""
+    from simlm.experiments.sweep import cells_by_code
+
     try:
         runs = read_runs(out_dir / "environment.json")
     except ConfigError as err:
@@ -222,8 +225,13 @@ def _runs(out_dir: Path) -> str:
     for run in runs:
         cells = run.get("cells_computed")
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
-        lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')}, jax {run.get('jax', '?')} on "
-                     f"{run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
+        lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
+                     f"{run.get('jax', '?')} on {run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
+    by_code = cells_by_code(store, runs)
+    if len(by_code) > 1:
+        lines += ["", "**The cells come from more than one code**: " + ", ".join(
+            f"{_count(n, 'cell')} from {code or 'code of unknown version'}" for code, n in by_code.items())
+            + " — a rerun reuses finished cells; use another `--out` to recompute them all with one code."]
     return "\n".join(lines)
 
 

@@ -30,6 +30,8 @@ import math
 import platform
 import time
 import tomllib
+import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -405,13 +407,29 @@ def _lm_specs(config: SweepConfig, trained: list) -> list:
     return specs + trained
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The first 12 hex digits of a SHA-256 over every ``.py`` and ``.toml`` file of the installed simlm
+    package (relative path and bytes, in sorted order): two runs with the same fingerprint ran the same code,
+    whether or not it came from a git checkout; a version number does not change with every edit."""
+    import simlm
+
+    root = Path(simlm.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".toml") and p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def environment() -> dict:
-    """What a rerun needs to know about this machine: package, jax and Python versions, devices."""
+    """What a rerun needs to know about this machine: package version and code fingerprint
+    (:func:`code_fingerprint`), jax and Python versions, devices."""
     import jax
 
     import simlm
 
-    return {"simlm": simlm.__version__, "jax": jax.__version__, "python": platform.python_version(),
+    return {"simlm": simlm.__version__, "code": code_fingerprint(), "jax": jax.__version__,
+            "python": platform.python_version(),
             "platform": platform.platform(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -438,6 +456,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
             "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
     store = CellStore(out / "cells.jsonl")
+    _warn_other_code(store, runs, out)
     here = isinstance(executor, InProcess)  # only jobs run here may draw their own (nested) progress bars
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
                                        "progress": progress and here, **kw})
@@ -473,7 +492,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     bar.update(total - new)
     for _, result in executor.map(check_job, jobs):
         for entry in json.loads(result):
-            store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"])
+            store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"],
+                      run=len(runs) - 1)
             bar.update(1)
     bar.close()
     runs[-1]["cells_computed"] = new
@@ -485,6 +505,29 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
+
+
+def cells_by_code(store: CellStore, runs: list) -> dict:
+    """How many of ``store``'s cells each code fingerprint computed (``cell["run"]`` indexes ``runs``, the runs
+    of ``environment.json``); ``None`` counts the cells whose code is unknown (stored before cells recorded
+    their run, or by a run that logged no fingerprint)."""
+    counts = {}
+    for entry in store.cells.values():
+        i = entry.get("run")
+        code = runs[i].get("code") if isinstance(i, int) and 0 <= i < len(runs) else None
+        counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
+    """A resumed directory whose finished cells were computed by other code than this run's: they are reused
+    as they are (a rerun skips finished cells), so say so, with the way to recompute them."""
+    other = {code: n for code, n in cells_by_code(store, runs).items() if code != runs[-1]["code"]}
+    if other:
+        which = ", ".join(f"{n} by {code or 'code of unknown version'}" for code, n in other.items())
+        warnings.warn(f"{out}: {sum(other.values())} of its {len(store)} finished cells were computed by other code "
+                      f"than this run's ({runs[-1]['code']}): {which}; they are reused, not recomputed — use "
+                      "another --out to recompute everything", RuntimeWarning, stacklevel=3)
 
 
 def write_tables(rows: list, out: Path) -> list:
@@ -535,5 +578,6 @@ def read_results(out) -> list:
 
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
-           "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "train_job", "check_job",
+           "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "code_fingerprint",
+           "cells_by_code", "train_job", "check_job",
            "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]
