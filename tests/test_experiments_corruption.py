@@ -4,7 +4,9 @@ does not reach are skipped rather than mislabelled, and a damaged results store 
 stops with a message naming the file and the way out — never losing a finished cell."""
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -227,6 +229,7 @@ def test_a_torn_last_line_is_dropped_silently_and_a_whole_last_cell_is_kept(tmp_
     assert path.read_bytes().endswith(b"\n") and not recwarn.list and not list(tmp_path.glob("*.corrupt-*"))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: one writer per store there")
 def test_an_opening_waits_for_another_process_append_instead_of_dropping_its_line(tmp_path):
     # an experiment split over processes fills one store: a process that opens it while another is writing
     # a line must not take that line for a torn one, drop it and replace the file under the append
@@ -245,6 +248,37 @@ def test_an_opening_waits_for_another_process_append_instead_of_dropping_its_lin
     reader.join(10)
     assert sorted(opened["store"].cells) == ["c0", "c1", "c2", "c3"]
     assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3"]
+
+
+def test_the_store_lock_is_reentrant_and_a_store_that_cannot_be_locked_still_works(tmp_path, monkeypatch):
+    path = tmp_path / "cells.jsonl"
+    _store(path)
+    with store_module._locked(tmp_path):  # the same thread opens and appends while it holds the lock
+        store = CellStore(path)
+        store.add("c3", [])
+    assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3"]
+    real_open = os.open
+
+    def refuse(err):
+        def fake(name, *args, **kwargs):
+            if str(name).endswith(store_module.LOCK_NAME):
+                raise OSError(err, os.strerror(err), str(name))
+            return real_open(name, *args, **kwargs)
+        return fake
+
+    # a read-only directory: nobody can be appending there, so it is read unlocked and silently
+    monkeypatch.setattr(os, "open", refuse(errno.EACCES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3"]
+    # a filesystem without flock (some NFS mounts): the store goes on unlocked, with one warning
+    monkeypatch.setattr(os, "open", refuse(errno.ENOLCK))
+    with pytest.warns(RuntimeWarning, match="cannot lock the results store"):
+        CellStore(path).add("c4", [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per directory
+        CellStore(path).add("c5", [])
+    assert sorted(CellStore(path).cells) == ["c0", "c1", "c2", "c3", "c4", "c5"]
 
 
 def test_an_unreadable_store_names_the_file(tmp_path):

@@ -62,8 +62,8 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
 
 
 def _stub_world(K, w, study, work, log=print):
-    return [{"n_states": K, "world_seed": w, "method": "head", "accuracy": 0.5, "majority": 0.5,
-             "accuracy_with_margin": 0.5, "epsilon": 0.1}]
+    return [{"n_states": K, "world_seed": w, "task_seed": 1000 * w, "method": "head", "accuracy": 0.5,
+             "majority": 0.5, "accuracy_with_margin": 0.5, "epsilon": 0.1}]
 
 
 def test_a_results_directory_returns_only_this_runs_cells_and_refuses_other_settings(tmp_path, monkeypatch):
@@ -78,12 +78,21 @@ def test_a_results_directory_returns_only_this_runs_cells_and_refuses_other_sett
     for change in ({"max_steps": 5}, {"protocol": dataclasses.replace(TINY.protocol, n_train=32)}, {"probe_steps": 3}):
         with pytest.raises(ConfigError, match="^out"):
             hpt.run(dataclasses.replace(TINY, **change), tmp_path)
-    # cells of a run that recorded no settings (before study.json existed): refused too
+    # a lost study.json (deleted after it was damaged, as the error advises): the same command resumes
+    (tmp_path / "study.json").unlink()
+    monkeypatch.setattr(hpt, "study_world", _stub_world)
+    assert [r["world_seed"] for r in hpt.run(dataclasses.replace(TINY, first_world=3), tmp_path)] == [3]
+    # cells of a run that recorded no settings (before study.json existed): refused
     old = tmp_path / "old"
     old.mkdir()
-    (old / "cells.jsonl").write_text(json.dumps({"cell": "H4_w1_t1000", "records": _stub_world(4, 1, TINY, None)}) + "\n")
+    rows = [{k: v for k, v in r.items() if k != "task_seed"} for r in _stub_world(4, 1, TINY, None)]
+    (old / "cells.jsonl").write_text(json.dumps({"cell": "H4_w1_t1000", "records": rows}) + "\n")
     with pytest.raises(ConfigError, match="^out.*no settings"):
         hpt.run(TINY, old)
+
+
+def test_a_repeated_rung_is_read_once():
+    assert dataclasses.replace(TINY, targets=(2.0, 0.5), read_at=(2.0, 2, 0.5, 2.0)).read_at == (2.0, 0.5)
 
 
 def test_the_probe_runs_the_authors_steps_whatever_the_training_set():

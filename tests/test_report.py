@@ -104,15 +104,18 @@ def test_cells_record_the_code_that_computed_them_and_a_rerun_with_other_code_sa
     lines = (out / "cells.jsonl").read_text().splitlines()
     first = json.loads((out / "environment.json").read_text())["runs"][0]["code"]
     assert first == sweep.code_fingerprint() and len(first) == 12
-    assert all(json.loads(line)["run"] == 0 for line in lines)
+    assert all(json.loads(line)["run"] == 0 and json.loads(line)["code"] == first for line in lines)
     assert f"code {first}" in markdown([], out, []) and "more than one code" not in markdown([], out, [])
-    # the code changes and one cell is recomputed: the finished ones are reused, with a warning that says so
+    # the code changes and one cell is recomputed: the finished ones are reused, with a warning that says so —
+    # even when the run log is lost meanwhile (each cell keeps its own code, not just its run's number)
     (out / "cells.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    (out / "environment.json").write_text("{")
     monkeypatch.setattr(sweep, "code_fingerprint", lambda: "0123456789ab")
-    with pytest.warns(RuntimeWarning, match=rf"{len(lines) - 1} of its {len(lines) - 1} finished cells were computed "
-                                            rf"by other code than this run's \(0123456789ab\): {len(lines) - 1} by {first}"):
+    with pytest.warns(RuntimeWarning) as caught:
         sweep.run_sweep(config, out, progress=False)
-    assert json.loads((out / "cells.jsonl").read_text().splitlines()[-1])["run"] == 1
+    assert any(f"{len(lines) - 1} of its {len(lines) - 1} finished cells were computed by other code than this run's "
+               f"(0123456789ab): {len(lines) - 1} by {first}" in str(w.message) for w in caught)
+    assert json.loads((out / "cells.jsonl").read_text().splitlines()[-1])["code"] == "0123456789ab"
     report = markdown([], out, [])
     assert "**The cells come from more than one code**" in report
     assert f"{len(lines) - 1} cells from {first}" in report and "1 cell from 0123456789ab" in report

@@ -120,7 +120,8 @@ class TrainedStudy:
             check_positive("read_at", t)
             if not any(np.isclose(t, s) for s in self.targets):
                 raise ConfigError(f"read_at: {t:g} is not one of the ladder's targets {self.targets}")
-        object.__setattr__(self, "read_at", tuple(float(t) for t in read_at))
+        # one cell per rung label: a repeated target would be read (and averaged) twice
+        object.__setattr__(self, "read_at", tuple({f"{float(t):g}": float(t) for t in read_at}.values()))
         if not isinstance(self.oracle_prompt, bool):
             raise ConfigError(f"oracle_prompt: expected True or False, got {self.oracle_prompt!r}")
         self.configs()  # the trainer's own checks, before anything runs
@@ -345,11 +346,12 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
     cells, visited = {}, []
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        if not (Path(out) / "study.json").exists() and (Path(out) / "cells.jsonl").exists():
-            raise ConfigError(f"out: {out} holds cells of a run that recorded no settings (before 2026-12-01: the "
-                              "ladder read 8 positions, the probe's length followed n_train); use another --out")
-        claim(Path(out) / "study.json", study.identity())
         cells = CellStore(Path(out) / "cells.jsonl")
+        if not (Path(out) / "study.json").exists() and any("task_seed" not in r for r in cells.records()):
+            raise ConfigError(f"out: {out} holds cells of a run that recorded no settings (before 2026-12-01: "
+                              "worlds shared one task, the ladder read 8 positions, the probe's length followed "
+                              "n_train); use another --out")
+        claim(Path(out) / "study.json", study.identity())
     first = study.first_world  # the authors' seeds run 1..20; a later first world splits a run over processes
     for w in range(first, first + study.protocol.worlds_per_size):
         for K in study.sizes:
@@ -464,6 +466,8 @@ def _main(argv) -> None:
     study, out = parse(argv)
     t0 = time.perf_counter()
     records = run(study, out)
+    if out is not None:  # the directory's summary: every cell in it (one study's settings, claimed), not just this run's
+        records = CellStore(Path(out) / "cells.jsonl").records()
     rows = summary(records)
     for r in rows:
         print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "

@@ -227,7 +227,7 @@ def _runs(out_dir: Path, store: CellStore) -> str:
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
                      f"{run.get('jax', '?')} on {run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
-    by_code = cells_by_code(store, runs)
+    by_code = cells_by_code(store)
     if len(by_code) > 1:
         lines += ["", "**The cells come from more than one code**: " + ", ".join(
             f"{_count(n, 'cell')} from {code or 'code of unknown version'}" for code, n in by_code.items())

@@ -411,7 +411,9 @@ def _lm_specs(config: SweepConfig, trained: list) -> list:
 def code_fingerprint() -> str:
     """The first 12 hex digits of a SHA-256 over every ``.py`` and ``.toml`` file of the installed simlm
     package (relative path and bytes, in sorted order): two runs with the same fingerprint ran the same code,
-    whether or not it came from a git checkout; a version number does not change with every edit."""
+    whether or not it came from a git checkout; a version number does not change with every edit.  It is the
+    driver's code: Ray workers on other machines are trusted to run the same (``pip install -e .`` of one
+    checkout), and an install whose sources are not plain files (a zip) hashes to the empty package's."""
     import simlm
 
     root = Path(simlm.__file__).parent
@@ -493,7 +495,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     for _, result in executor.map(check_job, jobs):
         for entry in json.loads(result):
             store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"],
-                      run=len(runs) - 1)
+                      run=len(runs) - 1, code=runs[-1]["code"])
             bar.update(1)
     bar.close()
     runs[-1]["cells_computed"] = new
@@ -507,14 +509,14 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
 
-def cells_by_code(store: CellStore, runs: list) -> dict:
-    """How many of ``store``'s cells each code fingerprint computed (``cell["run"]`` indexes ``runs``, the runs
-    of ``environment.json``); ``None`` counts the cells whose code is unknown (stored before cells recorded
-    their run, or by a run that logged no fingerprint)."""
+def cells_by_code(store: CellStore) -> dict:
+    """How many of ``store``'s cells each code fingerprint computed, from the fingerprint each cell stores
+    (``cell["run"]``, its run's index in ``runs`` — the runs of ``environment.json`` — is only a hint, as a
+    lost or rewritten run log renumbers them); ``None`` counts the cells whose code is unknown (stored
+    before cells recorded it)."""
     counts = {}
     for entry in store.cells.values():
-        i = entry.get("run")
-        code = runs[i].get("code") if isinstance(i, int) and 0 <= i < len(runs) else None
+        code = entry.get("code")
         counts[code] = counts.get(code, 0) + 1
     return counts
 
@@ -522,7 +524,7 @@ def cells_by_code(store: CellStore, runs: list) -> dict:
 def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
     """A resumed directory whose finished cells were computed by other code than this run's: they are reused
     as they are (a rerun skips finished cells), so say so, with the way to recompute them."""
-    other = {code: n for code, n in cells_by_code(store, runs).items() if code != runs[-1]["code"]}
+    other = {code: n for code, n in cells_by_code(store).items() if code != runs[-1]["code"]}
     if other:
         which = ", ".join(f"{n} by {code or 'code of unknown version'}" for code, n in other.items())
         warnings.warn(f"{out}: {sum(other.values())} of its {len(store)} finished cells were computed by other code "

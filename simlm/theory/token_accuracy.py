@@ -58,7 +58,7 @@ class TokenAccuracy:
     apt_rb: np.ndarray | None  # Rao–Blackwell estimate (needs the Bayes posterior)
     kl: np.ndarray | None  # mean KL(p_B ‖ p) per true type, nats
     mean_apt: float  # type-averaged over occurring types
-    mean_apt_se: float  # bootstrap over sequences (the set of occurring types resampled too)
+    mean_apt_se: float  # bootstrap over sequences (the set of occurring types resampled too); NaN for < 2 sequences
     mean_apt_rb: float | None
     accuracy: float  # occurrence-weighted APT = token accuracy
     accuracy_se: float
@@ -76,16 +76,23 @@ class TokenAccuracy:
 BOOTSTRAP = 400
 
 
-def _bootstrap_mean_apt_se(rows: np.ndarray, truth: np.ndarray, hit: np.ndarray, n: int, V: int) -> float:
-    """The standard deviation of the type-averaged APT over :data:`BOOTSTRAP` resamples of the ``n``
-    sequences (with replacement; seed 0, so the same inputs give the same error): ``rows`` is the sequence
-    of each selected position, ``truth`` its true type, ``hit`` whether the prediction was right."""
-    weights = np.random.default_rng(0).multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP)[:, rows].astype(np.float64)
-    onehot = np.zeros((len(truth), V))
-    onehot[np.arange(len(truth)), truth] = 1.0
-    counts, hits = weights @ onehot, (weights * hit) @ onehot  # (B, V)
+def _bootstrap_mean_apt_se(rows: np.ndarray, truth: np.ndarray, hit: np.ndarray, V: int) -> float:
+    """The standard deviation of the type-averaged APT over :data:`BOOTSTRAP` resamples of the sequences
+    that hold a selected position (with replacement; seed 0, so the same inputs give the same error), NaN
+    for fewer than two such sequences: ``rows`` is the sequence of each selected position, ``truth`` its
+    true type, ``hit`` whether the prediction was right.  Counts are summed per sequence first, so the
+    cost is (resamples × sequences × V), not × positions."""
+    seqs, row = np.unique(rows, return_inverse=True)
+    m = len(seqs)
+    if m < 2:
+        return float("nan")
+    counts_seq, hits_seq = np.zeros((m, V)), np.zeros((m, V))
+    np.add.at(counts_seq, (row, truth), 1.0)
+    np.add.at(hits_seq, (row, truth), hit)
+    weights = np.random.default_rng(0).multinomial(m, np.full(m, 1.0 / m), size=BOOTSTRAP).astype(np.float64)
+    counts, hits = weights @ counts_seq, weights @ hits_seq  # (B, V)
     with np.errstate(divide="ignore", invalid="ignore"):
-        means = np.nanmean(np.where(counts > 0, hits / counts, np.nan), axis=1)
+        means = np.nanmean(np.where(counts > 0, hits / counts, np.nan), axis=1)  # every resample has a position
     return float(np.std(means, ddof=1))
 
 
@@ -167,7 +174,7 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
             per = np.maximum(per, 0.0)
             kl = np.where(seen, np.bincount(truth, weights=per, minlength=V) / counts, np.nan)
         eps, mean_rb = float(per.mean()), float(np.nanmean(apt_rb[seen]))
-    mean_se = _bootstrap_mean_apt_se(np.nonzero(sel)[0], truth, (pred == truth).astype(np.float64), n, V)
+    mean_se = _bootstrap_mean_apt_se(np.nonzero(sel)[0], truth, (pred == truth).astype(np.float64), V)
     return TokenAccuracy(counts, apt, se, apt_rb, kl, float(np.nanmean(apt[seen])), mean_se, mean_rb, acc,
                          float(np.sqrt(acc * (1 - acc) / counts.sum())), eps, confusion, int(len(np.unique(pred))))
 
