@@ -213,8 +213,6 @@ def _runs(out_dir: Path, store: CellStore) -> str:
     """The runs that filled ``out_dir`` (its ``environment.json``), one line each: when, with which versions
     and code (:func:`~simlm.experiments.sweep.code_fingerprint`), on which devices, and how many cells each
     computed; then, when the cells in the store were computed by more than one code, how many by each."""
-    from simlm.experiments.sweep import cells_by_code
-
     try:
         runs = read_runs(out_dir / "environment.json")
     except ConfigError as err:
@@ -227,7 +225,7 @@ def _runs(out_dir: Path, store: CellStore) -> str:
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
                      f"{run.get('jax', '?')} on {run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
-    by_code = cells_by_code(store)
+    by_code = store.codes()
     if len(by_code) > 1:
         lines += ["", "**The cells come from more than one code**: " + ", ".join(
             f"{_count(n, 'cell')} from {code or 'code of unknown version'}" for code, n in by_code.items())

@@ -74,6 +74,16 @@ class CellStore:
             os.fsync(f.fileno())
         self.cells[key] = entry
 
+    def codes(self) -> dict:
+        """How many of the stored cells each code fingerprint computed (the ``code`` a sweep stores with each
+        cell, :func:`~simlm.experiments.sweep.code_fingerprint`); ``None`` counts the cells stored without
+        one.  (A cell's ``run``, its run's index in ``environment.json``, is not used: a lost or rewritten
+        run log renumbers the runs.)"""
+        counts = {}
+        for entry in self.cells.values():
+            counts[entry.get("code")] = counts.get(entry.get("code"), 0) + 1
+        return counts
+
     def records(self) -> list[dict]:
         """Every stored record, in the order the cells were finished."""
         return [r for entry in self.cells.values() for r in entry["records"]]

@@ -509,22 +509,10 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
 
-def cells_by_code(store: CellStore) -> dict:
-    """How many of ``store``'s cells each code fingerprint computed, from the fingerprint each cell stores
-    (``cell["run"]``, its run's index in ``runs`` — the runs of ``environment.json`` — is only a hint, as a
-    lost or rewritten run log renumbers them); ``None`` counts the cells whose code is unknown (stored
-    before cells recorded it)."""
-    counts = {}
-    for entry in store.cells.values():
-        code = entry.get("code")
-        counts[code] = counts.get(code, 0) + 1
-    return counts
-
-
 def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
     """A resumed directory whose finished cells were computed by other code than this run's: they are reused
     as they are (a rerun skips finished cells), so say so, with the way to recompute them."""
-    other = {code: n for code, n in cells_by_code(store).items() if code != runs[-1]["code"]}
+    other = {code: n for code, n in store.codes().items() if code != runs[-1]["code"]}
     if other:
         which = ", ".join(f"{n} by {code or 'code of unknown version'}" for code, n in other.items())
         warnings.warn(f"{out}: {sum(other.values())} of its {len(store)} finished cells were computed by other code "
@@ -581,5 +569,5 @@ def read_results(out) -> list:
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
            "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "code_fingerprint",
-           "cells_by_code", "train_job", "check_job",
+           "train_job", "check_job",
            "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]
