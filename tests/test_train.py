@@ -215,3 +215,76 @@ def test_a_rung_saved_below_its_window_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"ε ≤ 100 is saved at ε = .* below the ladder's window.*initial model"):
         result = train(WORLD, MODEL, config, tmp_path / "run", progress=False)
     assert result.records[0].reached and result.records[0].overshoot < 0.7
+
+
+def _every(k):
+    """An evaluation schedule of fixed spacing ``k`` in place of the predicted one."""
+    return lambda step, trail, nexts, every: step + k
+
+
+@pytest.fixture(scope="module")
+def coarse(tmp_path_factory):
+    """The same run evaluated every 8 steps (rungs 0.3 and 0.1) and at every step (to the end, an
+    unreachable rung added): the grid of 8 finds ε 0.19 at step 8 and 0.063 at step 16, past both
+    windows [0.7, 1] × target."""
+    config = dataclasses.replace(CONFIG, targets=(0.3, 0.1), max_steps=24, checkpoint_every=1)
+    runs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, c in ((1, dataclasses.replace(config, targets=(0.3, 0.1, 1e-6))), (8, config)):
+            mp.setattr("simlm.train.trainer.next_evaluation", _every(k))
+            run_dir = tmp_path_factory.mktemp(f"every_{k}")
+            runs[k] = train(WORLD, MODEL, c, run_dir, progress=False), metrics(run_dir)
+    return config, runs
+
+
+def test_a_rung_crossed_past_its_window_is_replayed_into_it(coarse):
+    """The steps since the evaluation before are replayed with evaluations 4× closer (again if need
+    be), so each rung is caught within its window, on the very trajectory of the run evaluated at every
+    step (training is deterministic), with each replayed evaluation logged once and in step order."""
+    config, runs = coarse
+    fine = {m["step"]: m["epsilon"] for m in runs[1][1]}
+    for t in config.targets:  # the grid of 8 alone would save both rungs below their windows
+        first = min(s for s in fine if s % 8 == 0 and fine[s] <= t)
+        assert fine[first] < 0.7 * t
+    result, rows = runs[8]
+    assert [r.reached for r in result.records] == [True, True]
+    for r in result.records:
+        assert 0.7 * r.target <= r.epsilon <= r.target and r.step % 8 != 0
+        assert r.epsilon == pytest.approx(fine[r.step], rel=1e-6)
+    steps = [m["step"] for m in rows]
+    assert steps == sorted(set(steps)) and len(steps) > 24 // 8 + 1
+    for m in rows:
+        assert m["epsilon"] == pytest.approx(fine[m["step"]], rel=1e-6)
+
+
+def test_a_run_interrupted_during_a_replay_resumes_to_the_same_rows(coarse, tmp_path, monkeypatch):
+    """Killed at step 5 of the replay of steps 0–8: the resume point (an evaluation of the replay) holds
+    the replay, and the rerun logs exactly the rows and rungs of the uninterrupted run."""
+    config, runs = coarse
+    monkeypatch.setattr("simlm.train.trainer.next_evaluation", _every(8))
+    batch, seen = Training.batch, []
+
+    def interrupted(self, step):
+        seen.append(step)
+        if seen.count(5) == 2:
+            raise KeyboardInterrupt
+        return batch(self, step)
+
+    monkeypatch.setattr(Training, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(WORLD, MODEL, config, tmp_path, progress=False)
+    monkeypatch.setattr(Training, "batch", batch)
+    resumed = train(WORLD, MODEL, config, tmp_path, progress=False)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("wall_time", "tokens_per_s")} for m in ms]
+    assert strip(metrics(tmp_path)) == strip(runs[8][1])
+    assert [(r.step, r.epsilon) for r in resumed.records] == [(r.step, r.epsilon) for r in runs[8][0].records]
+
+
+def test_only_a_crossing_past_the_window_more_than_one_step_after_the_anchor_is_replayed():
+    from simlm.train.trainer import _replay_gap
+    state = {"ladder": [0]}  # the next rung is 0.3: window [0.21, 0.3]
+    assert _replay_gap(state, CONFIG, [(0.01, 0, 0, 0)], 2, 10) == 2  # 8 steps, evaluated 4× as often
+    assert _replay_gap(state, CONFIG, [(0.01, 0, 0, 0)], 2, 5) == 1
+    assert _replay_gap(state, CONFIG, [(0.01, 0, 0, 0)], 9, 10) == 0  # within one step: kept, with a warning
+    assert _replay_gap(state, CONFIG, [(0.25, 0, 0, 0)], 2, 10) == 0  # in the window
+    assert _replay_gap({"ladder": [3]}, CONFIG, [(0.0, 0, 0, 0)], 2, 10) == 0  # every rung reached

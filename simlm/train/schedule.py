@@ -16,7 +16,9 @@ s_in + (s_out − s_in) / 10.  Never more than ``eval_every`` steps ahead nor le
 more than :data:`GROWTH` times the previous spacing: a rate measured over a short interval (early in
 a warm-up, when the descent is still speeding up) is trusted only a few such intervals ahead.  A descent that slows (the usual case) is caught earlier than predicted, which is
 safe; one that speeds up by more than that margin allows (≈ 1.1× the measured rate over the
-gap) can land below 0.7 t, as it could under any fixed spacing.  With no descent measured (ε flat or
+gap) can land below 0.7 t, as it could under any fixed spacing; the trainer then replays the steps since
+the evaluation before, evaluating :data:`REPLAY` times as often, until the crossing is caught in the
+window or is seen to happen within one step.  With no descent measured (ε flat or
 rising, e.g. before the warm-up has moved the parameters) the spacing is ``eval_every`` while ρ > 4 and
 ``eval_every // 5`` below; after the first evaluation the next comes ``eval_every // 25`` steps later,
 to measure a rate (a descent steep enough to cross a rung within ``eval_every`` steps is then seen).
@@ -36,6 +38,8 @@ TRAIL = 4
 AIM = 0.1
 #: the spacing grows at most this many times from one evaluation to the next
 GROWTH = 4
+#: a rung crossed past its window is replayed with evaluations this many times closer together
+REPLAY = 4
 
 
 def descent_rate(steps, eps) -> float | None:

@@ -3,7 +3,9 @@
 ``train(world, model_config, config, run_dir)`` trains ``len(config.seeds)`` models at once (an
 ensemble vmapped over parameters and data keys; one seed is an ensemble of one), evaluates the exact ε
 on a fixed held-out set, and saves an Orbax checkpoint the first time each member's ε falls to or
-below each target.  Data are fresh draws from ``world.sample`` keyed by (seed, step) — or batches from
+below each target — within the window [0.7, 1] × target: an evaluation that finds ε fallen past a rung's
+window replays the steps since the one before, evaluating more often (:func:`_replay_gap`), so a rung
+is saved below its window only when ε fell past it in a single step.  Data are fresh draws from ``world.sample`` keyed by (seed, step) — or batches from
 a fixed corpus — so a run is a deterministic function of its config and resuming from the last
 checkpoint reproduces an uninterrupted run, metrics.jsonl included.  With several local devices the
 seeds are spread over them (see :func:`seed_mesh`); :class:`Training` holds the compiled pieces.
@@ -50,7 +52,7 @@ from simlm.models.transformer import (
 )
 from simlm.train import objectives
 from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
-from simlm.train.schedule import OVERSHOOT, TRAIL, next_evaluation
+from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
 from simlm.checks import (as_tuple, check_distinct_labels, check_finite, check_instance, check_memory,
@@ -86,7 +88,7 @@ class TrainConfig:
     eval_seed: int = 2**20  # the held-out set: world.sample(eval_seed, eval_sequences, seq_len)
     eval_every: int = 50  # the largest spacing; closer near a predicted crossing (simlm.train.schedule)
     eval_positions: int = 8  # masked ε: positions evaluated per sequence
-    checkpoint_every: int = 500  # resume point ("last/")
+    checkpoint_every: int = 500  # resume point ("last/"): the first evaluation at or after each multiple
     mask_rate: float = 0.15
     corruption: tuple = (0.8, 0.1, 0.1)
 
@@ -449,6 +451,11 @@ class Training:
         kl, tv = np.asarray(kl, np.float64), np.asarray(tv, np.float64)
         return [(*mean_and_sem(kl[i]), *mean_and_sem(tv[i])) for i in range(len(kl))]
 
+    def copy(self, tree):
+        """A copy of ``tree`` (e.g. a :class:`TrainState` to keep while :meth:`step` donates the original),
+        placed as :meth:`place` places it."""
+        return self.place(jax.tree.map(jnp.copy, tree))
+
     def member_params(self, params, i: int):
         """Member ``i``'s parameters (no seed axis).  On the mesh they are copied to the default device,
         as on the single-device path, so the model mixes freely with arrays made elsewhere."""
@@ -484,86 +491,134 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
 
     run = Training(world, model_config, config)
     arrays = run.init_state()  # the TrainState; ``state`` below is the ladder's bookkeeping
-    n, metrics = len(config.seeds), run_dir / "metrics.jsonl"
+    metrics = run_dir / "metrics.jsonl"
     resumed = _resume(run, arrays, run_dir, header)
     if resumed is None:
-        slot, state, lines, redo = None, _fresh_state(n), [], False
+        slot, state, lines, redo = None, _fresh_state(len(config.seeds)), [], False
     else:
         slot, state, tree, lines, redo = resumed
         nnx.replace_by_pure_dict(arrays.params, tree["params"])
         arrays = run.place(TrainState(arrays.params, tree["opt_state"]))
     _write_lines(metrics, lines)  # rows after the resume point are recomputed
     loss = state["loss"]  # the last step's loss, logged with the next evaluation as in an uninterrupted run
-    last_good, last_saved = slot == "last", state["step"]
+    last_good, saved = slot == "last", state["step"] if slot is not None else None  # saved: the resume point's step
 
-    def finite_loss():
-        loss_host = np.asarray(loss)
-        if not np.all(np.isfinite(loss_host)):
-            raise TrainingDivergedError(
-                f"loss became {loss_host} at step {state['step']} (learning_rate={config.learning_rate}); "
-                f"the last good checkpoint is {run_dir / 'last'} (step {last_saved})")
-        return loss_host
-
-    def save_last():
-        nonlocal last_good, last_saved
-        state["loss"] = None if loss is None else [float(v) for v in finite_loss()]
+    def save(point):
+        nonlocal last_good, saved
         _fsync(metrics)  # the checkpoint vouches for state["rows"] rows: they must be on disk first
-        _save_resume_point(run_dir, {"params": nnx.to_pure_dict(arrays.params), "opt_state": arrays.opt_state},
-                           {**header, "ladder_state": state}, keep_last=last_good)
-        last_good, last_saved = True, state["step"]
+        s = {**point.state, "loss": None if point.loss is None else [float(v) for v in np.asarray(point.loss)],
+             "wall": time.perf_counter() - started}
+        _save_resume_point(run_dir, {"params": nnx.to_pure_dict(point.arrays.params),
+                                     "opt_state": point.arrays.opt_state},
+                           {**header, "ladder_state": s}, keep_last=last_good)
+        last_good, saved = True, point.step
 
-    if slot is None:
-        save_last()  # a good checkpoint exists before the first step, whatever happens next
     stop = min(config.max_steps, until_step or config.max_steps)
-    tokens_per_step = n * config.batch_size * config.seq_len
+    tokens_per_step = len(config.seeds) * config.batch_size * config.seq_len
     bar = tqdm(total=config.max_steps, initial=state["step"], disable=not progress, desc="train", unit="step",
                leave=None)  # nested under a sweep's bar it clears itself when done; alone it stays
     started = time.perf_counter() - state["wall"]
-
-    def climb(step):  # the current arrays and last loss (read when called)
-        _evaluate_and_climb(run, arrays.params, state, run_dir, header, step, tokens_per_step, started, loss)
+    done = lambda: all(i >= len(config.targets) for i in state["ladder"])
 
     try:
         if redo:  # the final evaluation's rows were damaged: recompute them from the checkpoint
-            climb(state["step"])
-        resumed_at = (state["step"], state["rows"])
-        while state["step"] < stop and not all(i >= len(config.targets) for i in state["ladder"]):
+            _log_and_climb(run, state, run_dir, header, arrays.params, run.evaluate(arrays.params), loss,
+                           state["step"], tokens_per_step, time.perf_counter() - started)
+        # The anchor: the arrays, last loss and ladder state at the last evaluation kept (or the resume point).
+        # A rung crossed past its window is replayed from it; a resume point is always an anchor.
+        anchor = _Anchor(state["step"], run.copy(arrays), loss, _plain(state))
+        while not done():
             step = state["step"]
-            if step >= state["next_eval"]:
-                climb(step)
-                if all(i >= len(config.targets) for i in state["ladder"]):
-                    break
-                nexts = [config.targets[i] if i < len(config.targets) else None for i in state["ladder"]]
-                state["next_eval"] = next_evaluation(step, state["trail"], nexts, config.eval_every)
+            if (step >= state["next_eval"] or step >= config.max_steps) and state.get("last_eval") != step:
+                results = run.evaluate(arrays.params)
+                _check_finite(results, loss, step, config, run_dir)
+                gap = _replay_gap(state, config, results, anchor.step, step)
+                if gap:  # a rung crossed past its window since the anchor: replay from there, more finely
+                    arrays, loss = run.copy(anchor.arrays), anchor.loss
+                    state.update(step=anchor.step, next_eval=anchor.step + gap, replay=[step, gap])
+                    bar.n = anchor.step
+                    bar.refresh()
+                    continue
+                _log_and_climb(run, state, run_dir, header, arrays.params, results, loss, step, tokens_per_step,
+                               time.perf_counter() - started)
+                if not done():
+                    state["next_eval"] = _next_eval(state, config, step)
+                anchor = _Anchor(step, run.copy(arrays), loss, _plain(state))
+                if saved is None or step // config.checkpoint_every > saved // config.checkpoint_every or done():
+                    save(anchor)
+            if done() or step >= stop:
+                break
             arrays, loss = run.step(arrays, run.batch(step))
             state["step"] = step + 1
             if state["step"] % 10 == 0 or state["step"] >= stop:
-                loss_host = finite_loss()
+                loss_host = _finite_loss(loss, state["step"], config, run_dir, saved)
                 bar.set_postfix(loss=f"{loss_host.mean():.4f}", eps=f"{min(state['best']):.4g}",
                                 tok_s=f"{tokens_per_step * (state['step']) / max(time.perf_counter() - started, 1e-9):.3g}")
             bar.update(1)
-            if state["step"] % config.checkpoint_every == 0:
-                state["wall"] = time.perf_counter() - started
-                save_last()
-        if state["step"] >= config.max_steps and state.get("last_eval") != state["step"]:
-            climb(state["step"])
-        if (state["step"], state["rows"]) != resumed_at or not last_good:
-            state["wall"] = time.perf_counter() - started
-            save_last()
+        if saved != anchor.step or not last_good:
+            save(anchor)  # interrupted (until_step) or finished: the resume point is the last evaluation kept
     finally:
         bar.close()
     return _result(run, arrays.params, state, run_dir, header)
 
 
-def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_step, started, loss):
-    """Exact ε for every member, logged to metrics.jsonl; checkpoint each target crossed for the first time."""
-    config, wall = run.config, time.perf_counter() - started
-    results = run.evaluate(params)
-    losses = [None] * len(results) if loss is None else [float(v) for v in np.asarray(loss)]
-    if not np.all(np.isfinite([r for res in results for r in res] + [v for v in losses if v is not None])):
+class _Anchor(NamedTuple):
+    """The run at an evaluation kept (or a resume point): a replay starts here, a resume point is one."""
+
+    step: int
+    arrays: TrainState  # a copy: the train step donates the arrays it is given
+    loss: object  # the last step's loss (S,) or None, logged with the next evaluation
+    state: dict  # the ladder state, as saved in a resume point
+
+
+def _check_finite(results, loss, step, config, run_dir) -> None:
+    losses = [] if loss is None else [float(v) for v in np.asarray(loss)]
+    if not np.all(np.isfinite([r for res in results for r in res] + losses)):
         raise TrainingDivergedError(f"ε or the loss became non-finite at step {step} (ε, s.e., TV, s.e. = {results}, "
                                     f"loss = {losses}; learning_rate={config.learning_rate}); the last good "
                                     f"checkpoint is {run_dir / 'last'}")
+
+
+def _finite_loss(loss, step, config, run_dir, saved):
+    loss_host = np.asarray(loss)
+    if not np.all(np.isfinite(loss_host)):
+        raise TrainingDivergedError(
+            f"loss became {loss_host} at step {step} (learning_rate={config.learning_rate}); "
+            f"the last good checkpoint is {run_dir / 'last'} (step {saved})")
+    return loss_host
+
+
+def _replay_gap(state, config, results, anchor: int, step: int) -> int:
+    """The spacing of the evaluations with which to replay the steps since the anchor, or 0 to keep this
+    evaluation.  A replay is due when some member's next rung would be saved below its window
+    (ε < :data:`OVERSHOOT` · target: ε fell past it between two evaluations) and the anchor is more than
+    one step back; the replay evaluates :data:`REPLAY` times as often, so repeated replays narrow the
+    crossing down to the step.  Training is deterministic, so the replayed steps are the same steps."""
+    if step - anchor < 2:
+        return 0
+    for i, (eps, *_) in enumerate(results):
+        j = state["ladder"][i]
+        if j < len(config.targets) and eps < OVERSHOOT * config.targets[j]:
+            return -(-(step - anchor) // REPLAY)
+    return 0
+
+
+def _next_eval(state, config, step: int) -> int:
+    """The next evaluation step (:func:`next_evaluation`); while a replay runs, at most its spacing ahead."""
+    nexts = [config.targets[i] if i < len(config.targets) else None for i in state["ladder"]]
+    at = next_evaluation(step, state["trail"], nexts, config.eval_every)
+    until, gap = state.get("replay") or (0, 0)
+    if step < until:
+        return min(at, step + gap)
+    state.pop("replay", None)
+    return at
+
+
+def _log_and_climb(run, state, run_dir, header, params, results, loss, step, tokens_per_step, wall):
+    """Log an evaluation's exact ε for every member to metrics.jsonl; checkpoint each target crossed for
+    the first time."""
+    config = run.config
+    losses = [None] * len(results) if loss is None else [float(v) for v in np.asarray(loss)]
     state["last_eps"], state["last_eval"] = [r[0] for r in results], step
     state["trail"] = (state.get("trail", []) + [[step, state["last_eps"]]])[-TRAIL:]  # for next_evaluation
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
@@ -585,11 +640,11 @@ def _evaluate_and_climb(run, params, state, run_dir, header, step, tokens_per_st
                 state["ladder"][i] += 1
                 if eps < OVERSHOOT * target:
                     why = ("the initial model is already there: drop the rung or lower it" if step == 0 else
-                           "ε fell past the window between two evaluations: lower eval_every or the learning "
-                           "rate to catch the crossing")
+                           "ε fell past the window in one step (the steps before were replayed one by one): "
+                           "lower the learning rate to catch the crossing")
                     warnings.warn(f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), "
                                   f"below the ladder's window [{OVERSHOOT:g}, 1] × target, so its checkpoint is a "
-                                  f"model at that ε; {why}", RuntimeWarning, stacklevel=2)
+                                  f"model at that ε; {why}", RuntimeWarning, stacklevel=3)
     state["rows"] += len(results)
 
 
@@ -702,6 +757,8 @@ def _ladder_state(meta: dict, config: TrainConfig, directory: Path) -> dict:
             and isinstance(s.get("wall"), (int, float)) and (s.get("loss") is None or nums(s["loss"]))
             and isinstance(s.get("records"), list)
             and isinstance(s.get("trail", []), list)
+            and (s.get("replay") is None or (isinstance(s["replay"], list) and len(s["replay"]) == 2
+                                             and all(isinstance(v, int) and v > 0 for v in s["replay"])))
             and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and nums(e[1]) for e in s.get("trail", []))
             and all(isinstance(r, dict) and set(r) == _RECORD_KEYS and isinstance(r["path"], str)
                     and not Path(r["path"]).is_absolute() for r in s["records"]))
