@@ -288,3 +288,23 @@ def test_only_a_crossing_past_the_window_more_than_one_step_after_the_anchor_is_
     assert _replay_gap(state, CONFIG, [(0.01, 0, 0, 0)], 9, 10) == 0  # within one step: kept, with a warning
     assert _replay_gap(state, CONFIG, [(0.25, 0, 0, 0)], 2, 10) == 0  # in the window
     assert _replay_gap({"ladder": [3]}, CONFIG, [(0.0, 0, 0, 0)], 2, 10) == 0  # every rung reached
+
+
+def test_a_torn_row_at_a_resume_point_mid_run_is_recomputed_and_the_run_goes_on_as_before(tmp_path):
+    """Stopped at step 12 (every resume point is an evaluation kept), the resume point's own row torn: the
+    rerun recomputes it from the resume point's arrays without counting that evaluation twice in the ε
+    trail the schedule plans from, so every later evaluation and row is the uninterrupted run's."""
+    config = dataclasses.replace(CONFIG, eval_every=50, max_steps=60, targets=(0.3, 0.1, 0.05, 0.03),
+                                 checkpoint_every=1000)
+    train(WORLD, MODEL, config, tmp_path / "whole", progress=False)
+    part = tmp_path / "part"
+    train(WORLD, MODEL, config, part, progress=False, until_step=12)
+    state = json.loads((part / "last" / "metadata.json").read_text())["ladder_state"]
+    assert state["last_eval"] == state["step"] == 12
+    log = part / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    lines[state["rows"] - 1] = lines[state["rows"] - 1][:10] + "\n"  # torn
+    log.write_text("".join(lines))
+    train(WORLD, MODEL, config, part, progress=False)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("wall_time", "tokens_per_s")} for m in ms]
+    assert strip(metrics(part)) == strip(metrics(tmp_path / "whole"))

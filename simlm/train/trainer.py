@@ -483,7 +483,9 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     uninterrupted run).  Invalid arguments raise ``ConfigError`` before anything is compiled or any
     directory is claimed.  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
     from the newest checkpoint consistent with them; see :func:`_resume`.  With several local devices
-    the seeds train sharded over them (:func:`seed_mesh`), to the same results up to float rounding."""
+    the seeds train sharded over them (:func:`seed_mesh`), to the same results up to float rounding.
+    Besides the live training state (parameters and optimiser state) the trainer holds one copy, taken at
+    the last evaluation kept, from which a rung crossed past its window is replayed."""
     _validate(world, model_config, config, run_dir, until_step, progress)
     header = _plain({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
                      "world": type(world).__name__, "world_fingerprint": world.fingerprint()})
@@ -521,7 +523,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     done = lambda: all(i >= len(config.targets) for i in state["ladder"])
 
     try:
-        if redo:  # the final evaluation's rows were damaged: recompute them from the checkpoint
+        if redo:  # the resume point's own evaluation rows were damaged: recompute them from its arrays
+            state["trail"] = [t for t in state["trail"] if t[0] != state["step"]]  # logged again just below
             _log_and_climb(run, state, run_dir, header, arrays.params, run.evaluate(arrays.params), loss,
                            state["step"], tokens_per_step, time.perf_counter() - started)
         # The anchor: the arrays, last loss and ladder state at the last evaluation kept (or the resume point).
@@ -543,6 +546,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
                                time.perf_counter() - started)
                 if not done():
                     state["next_eval"] = _next_eval(state, config, step)
+                anchor = None  # freed first: one copy of the state beside the live one, not two
                 anchor = _Anchor(step, run.copy(arrays), loss, _plain(state))
                 if saved is None or step // config.checkpoint_every > saved // config.checkpoint_every or done():
                     save(anchor)
@@ -640,7 +644,7 @@ def _log_and_climb(run, state, run_dir, header, params, results, loss, step, tok
                 state["ladder"][i] += 1
                 if eps < OVERSHOOT * target:
                     why = ("the initial model is already there: drop the rung or lower it" if step == 0 else
-                           "ε fell past the window in one step (the steps before were replayed one by one): "
+                           "ε fell past the window within one step, where no evaluation can come closer: "
                            "lower the learning rate to catch the crossing")
                     warnings.warn(f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), "
                                   f"below the ladder's window [{OVERSHOOT:g}, 1] × target, so its checkpoint is a "
@@ -790,8 +794,9 @@ def _same_metadata(directory: Path, want: dict) -> bool:
 
 def _kept_metrics(path: Path, state: dict, seeds: tuple) -> tuple[list, bool]:
     """The lines of metrics.jsonl that the resume point vouches for (its first ``state["rows"]``;
-    later ones are recomputed) and whether the last evaluation must be redone: damaged rows of a
-    finished run's final evaluation are recomputed from its checkpoint; damage earlier is a ConfigError."""
+    later ones are recomputed) and whether the last evaluation must be redone: damaged rows of the
+    resume point's own evaluation (every resume point is an evaluation kept) are recomputed from its
+    checkpoint; damage earlier is a ConfigError."""
     rows, n = state["rows"], len(seeds)
     lines = path.read_bytes().split(b"\n")[:-1] if path.exists() else []  # what follows the last newline is torn
     kept = []
