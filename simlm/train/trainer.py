@@ -6,8 +6,9 @@ on a fixed held-out set, and saves an Orbax checkpoint the first time each membe
 below each target — within the window [0.7, 1] × target: an evaluation that finds ε fallen past a rung's
 window replays the steps since the one before, evaluating more often (:func:`_replay_gap`), so a rung
 is saved below its window only when ε fell past it in a single step.  Data are fresh draws from
-``world.sample`` keyed by (seed, step) — or batches from a fixed corpus — so a run is a deterministic function of its config and resuming from the last
-checkpoint reproduces an uninterrupted run, metrics.jsonl included.  With several local devices the
+``world.sample`` keyed by (seed, step) — or batches from a fixed corpus — so a run is a deterministic
+function of its config and resuming from the last checkpoint reproduces an uninterrupted run,
+metrics.jsonl included.  With several local devices the
 seeds are spread over them (see :func:`seed_mesh`); :class:`Training` holds the compiled pieces.
 
 Run directory (paths inside it are stored relative to it, so it can be moved or copied)::
