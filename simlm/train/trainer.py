@@ -523,10 +523,15 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     started = time.perf_counter() - state["wall"]
     done = lambda: all(i >= len(config.targets) for i in state["ladder"])
 
+    def evaluate(step):  # exact ε of the current arrays; a non-finite ε or loss stops the run
+        results = run.evaluate(arrays.params)
+        _check_finite(results, loss, step, config, run_dir)
+        return results
+
     try:
         if redo:  # the resume point's own evaluation rows were damaged: recompute them from its arrays
             state["trail"] = [t for t in state["trail"] if t[0] != state["step"]]  # logged again just below
-            _log_and_climb(run, state, run_dir, header, arrays.params, run.evaluate(arrays.params), loss,
+            _log_and_climb(run, state, run_dir, header, arrays.params, evaluate(state["step"]), loss,
                            state["step"], tokens_per_step, time.perf_counter() - started)
         # The anchor: the arrays, last loss and ladder state at the last evaluation kept (or the resume point).
         # A rung crossed past its window is replayed from it; a resume point is always an anchor.
@@ -534,8 +539,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
         while not done():
             step = state["step"]
             if (step >= state["next_eval"] or step >= config.max_steps) and state.get("last_eval") != step:
-                results = run.evaluate(arrays.params)
-                _check_finite(results, loss, step, config, run_dir)
+                results = evaluate(step)
                 gap = _replay_gap(state, config, results, anchor.step, step)
                 if gap:  # a rung crossed past its window since the anchor: replay from there, more finely
                     arrays, loss = run.copy(anchor.arrays), anchor.loss
@@ -609,7 +613,8 @@ def _replay_gap(state, config, results, anchor: int, step: int) -> int:
 
 
 def _next_eval(state, config, step: int) -> int:
-    """The next evaluation step (:func:`next_evaluation`); while a replay runs, at most its spacing ahead."""
+    """The next evaluation step (:func:`next_evaluation`); while a replay runs, at most its spacing ahead
+    (``state["replay"]`` is dropped once the replay has passed the step it came from)."""
     nexts = [config.targets[i] if i < len(config.targets) else None for i in state["ladder"]]
     at = next_evaluation(step, state["trail"], nexts, config.eval_every)
     until, gap = state.get("replay") or (0, 0)
