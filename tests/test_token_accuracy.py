@@ -211,6 +211,37 @@ def test_ari_and_nmi_match_scikit_learn():
         assert normalized_mutual_information(a, b) == pytest.approx(metrics.normalized_mutual_info_score(a, b))
 
 
+def test_frequencies_equal_up_to_rounding_are_ties_in_the_frequency_profile():
+    """Every token of the confusion-groups world has exact frequency 1/9; computed in floats the nine differ
+    in their last bits, and ranking by those bits once gave a Spearman of 0.26 (sign set by the rounding)."""
+    from simlm.experiments.token_accuracy import frequencies
+    from simlm.theory.token_accuracy import apt_by_frequency
+    from scipy.stats import spearmanr
+
+    g = confusion_groups_hmm(0)
+    f = frequencies(g.hmm, 32)
+    np.testing.assert_allclose(f, 1 / 9, rtol=1e-6)
+    x = np.asarray(g.hmm.sample(0, 256, 32))
+    y, sel = corrupt(1, x, Corruption(), 9)
+    b = bayes_corrupted_probs(g.hmm, y)
+    r = token_accuracy(b, x, sel, b)
+    assert (r.counts > 0).all() and np.ptp(r.apt) > 0  # APT varies: only the frequencies are tied
+    rng = np.random.default_rng(0)
+    for tied in (f, np.full(9, 1 / 9), 1 / 9 + 1e-17 * rng.permutation(9), 1e-12 * (1 + 1e-12 * rng.random(9))):
+        prof = apt_by_frequency(r, tied)
+        assert np.isnan(prof.spearman) and prof.n_types.tolist() == [0, 0, 0, 0, 9]
+        assert prof.mean_apt[-1] == pytest.approx(r.apt.mean())
+    # 1e-6 apart is no tie: ranks and quantile bins as given
+    prof = apt_by_frequency(r, f * (1 + 1e-6 * np.arange(9)))
+    assert prof.spearman == pytest.approx(spearmanr(np.arange(9), r.apt).statistic)
+    assert prof.n_types.tolist() == [2, 2, 1, 2, 2]
+    # two tied groups: one rank each
+    two = np.where(np.arange(9) < 4, 0.1, 0.12) * (1 + 1e-14 * rng.random(9))
+    prof = apt_by_frequency(r, two, n_bins=2)
+    assert prof.spearman == pytest.approx(spearmanr(np.arange(9) >= 4, r.apt).statistic)
+    assert prof.n_types.tolist() == [4, 5]
+
+
 # ---- per-block readouts, fine-tuning, substitution ---------------------------------------------------
 
 def _identity_last_block_lm(world, n_layers=2, seed=0):
@@ -288,6 +319,48 @@ def test_within_class_substitution_leaves_the_exact_label_posterior_unchanged():
     assert out.within.tv_exact < 1e-5 < 1e-2 < out.across.tv_exact and out.within.dconf_model == 0.0
     sub = substitute(x, w.token_class, "across", 1.0, 0)
     assert (w.token_class[sub] != w.token_class[x]).all()
+
+
+def test_a_substitution_that_changes_nothing_is_nan_not_an_effect_of_zero():
+    """Classes of one token leave "within" nothing to substitute; the test then measured nothing (it used to
+    report a change of 0, which the verdict read as "exactly true of the Bayes predictor")."""
+    w = topic_syntax_hmm(0, 2, 2, 1)
+    x = np.asarray(w.hmm.sample(0, 32, 10))
+    assert np.array_equal(substitute(x, w.token_class, "within", 1.0, 0), x)
+    out = substitution_test(w.hmm, lambda t: np.zeros(len(t)), x, w.token_class, topic_of_state(2, 2), 5, seed=1)
+    assert np.isnan(out.within).all() and out.across.tv_exact > 1e-2 and out.random.tv_exact > 1e-2
+    none = substitution_test(w.hmm, lambda t: np.zeros(len(t)), x, w.token_class, topic_of_state(2, 2), 5,
+                             fraction=0.0)
+    assert np.isnan(np.asarray(none)).all()
+
+
+def _verdict_input(rungs, within=0.0):
+    """The least result dict :func:`verdicts` reads: probe ⟨APT⟩ along blocks per rung, Bayes at 0.19."""
+    rows = lambda apts: [{"readout": "probe", "mean_apt": a, "ari": 1.0} for a in apts]
+    clusters = [{"ari": 1.0}] * 3
+    return {"thresholds": [0.02, 0.05, 0.1],
+            "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 8}},
+            "topic": {"rungs": [{"rows": rows(a), "spearman": .9} for a in rungs],
+                      "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
+            "groups": {"selected": {"clusters": clusters}},
+            "groups_ladder": {"rungs": [{"rows": rows([0, 1])}], "bayes": {"clusters": clusters}},
+            "finetune": {"accuracy": [.9, .9], "corr_bayes": 0., "corr_model": 0., "bayes_accuracy": .95},
+            "substitution": {m: {"tv_exact": t, "dconf_model": 0.}
+                             for m, t in (("within", within), ("across", .2), ("random", .1))}}
+
+
+def test_verdicts_say_n_a_where_the_run_cannot_decide():
+    from simlm.experiments.token_accuracy_plots import verdicts
+
+    order, explanation = "order_parameter_rises_along_blocks", "explanation_strong_match_substitution"
+    assert verdicts(_verdict_input([[0.10, 0.12], [0.10, 0.18]]))[order][0] == "(ii)"  # rises, closes toward 0.19
+    assert verdicts(_verdict_input([[0.10, 0.18], [0.10, 0.12]]))[order][0] == "(iii)"  # rises, moves away
+    assert verdicts(_verdict_input([[0.12, 0.10], [0.13, 0.11]]))[order][0] == "(iii)"  # falls along blocks
+    one = verdicts(_verdict_input([[0.10, 0.12]]))[order]  # one rung: rising, but closing is not measured
+    assert one[0] == "n/a" and "one rung" in one[1]
+    assert verdicts(_verdict_input([[0.10, 0.12]]))[explanation][0] == "(i)"
+    assert verdicts(_verdict_input([[0.10, 0.12]], within=float("nan")))[explanation][0] == "n/a"
+    assert verdicts(_verdict_input([[0.10, 0.12]], within=0.01))[explanation][0] == "(iii)"
 
 
 # ---- the sweep check and bad input -----------------------------------------------------------------

@@ -192,13 +192,17 @@ class FrequencyProfile:
 
 def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> FrequencyProfile:
     """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (e.g. the world's
-    exact marginal token law) and average APT in each."""
+    exact marginal token law) and average APT in each.  Frequencies within ``TIE_RTOL`` of the largest of
+    each other are ties (an exact law computed in floats, e.g. 1/9 for every token, differs in its last
+    bits, and ranking by those bits would be noise): they share a bin and a Spearman rank, and when every
+    frequency is tied the correlation is NaN."""
     check_instance("result", result, TokenAccuracy, "a TokenAccuracy (from token_accuracy)")
     f = check_real_array("frequency", frequency)
     if f.shape != result.apt.shape:
         raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
     n_bins = check_positive_int("n_bins", n_bins, maximum=max(1, int((result.counts > 0).sum())))
     seen = result.counts > 0
+    f = _merge_ties(f, TIE_RTOL * np.abs(f[seen]).max(initial=0.0))
     edges = np.quantile(f[seen], np.linspace(0, 1, n_bins + 1))
     which = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, n_bins - 1)
     means = np.array([np.nanmean(result.apt[seen & (which == b)]) if (seen & (which == b)).any() else np.nan
@@ -207,6 +211,20 @@ def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> Frequ
     apt = result.apt[seen]
     rho = float(spearmanr(f[seen], apt).statistic) if np.ptp(apt) > 0 and np.ptp(f[seen]) > 0 else float("nan")
     return FrequencyProfile(edges, means, sizes, rho)
+
+
+#: frequencies closer than this times the largest are tied in :func:`apt_by_frequency`
+TIE_RTOL = 1e-9
+
+
+def _merge_ties(f: np.ndarray, tol: float) -> np.ndarray:
+    """``f`` with every run of sorted values whose consecutive gaps are ≤ ``tol`` set to the run's smallest."""
+    order = np.argsort(f, kind="stable")
+    run = np.concatenate([[0], np.cumsum(np.diff(f[order]) > tol)])
+    first = np.concatenate([[True], run[1:] != run[:-1]])
+    out = np.empty_like(f)
+    out[order] = f[order][first][run]
+    return out
 
 
 # ---- confusion clusters ----------------------------------------------------------------------------
