@@ -230,7 +230,8 @@ def finetune_along_blocks(lm, world, train, test, state_label, position: int, *,
 
 def substitute(tokens, token_class, mode: str, fraction: float, seed: int) -> np.ndarray:
     """Replace a ``fraction`` of positions of ``tokens (n, T)`` by a uniformly drawn other token ``mode`` =
-    ``"within"`` its class, ``"across"`` (of another class) or ``"random"`` (any other token)."""
+    ``"within"`` its class, ``"across"`` (of another class) or ``"random"`` (any other token).  A drawn
+    position whose token has no such other token (e.g. "within" a class of one) keeps its token."""
     rng = as_rng(seed)
     c = as_array("token_class", token_class)
     if c.ndim != 1 or c.dtype.kind not in "iu" or not c.size:
@@ -274,12 +275,17 @@ class SubstitutionTest(NamedTuple):
 def substitution_test(world, lm_confidence, tokens, token_class, state_label, position: int, *,
                       fraction: float = 0.2, seed: int = 0) -> SubstitutionTest:
     """For each mode of :func:`substitute` (``fraction`` of the positions of ``tokens (n, T)``), the mean
-    changes of :class:`SubstitutionEffect`, with ``lm_confidence(tokens) -> (n,)`` a classifier's max-softmax."""
+    changes of :class:`SubstitutionEffect`, with ``lm_confidence(tokens) -> (n,)`` a classifier's max-softmax.
+    A mode that substituted no position at all (classes of one token for "within", one class for "across",
+    ``fraction`` 0) tested nothing: its effects are NaN, not a change of 0."""
     base = label_posterior(world, tokens, state_label, position)
     conf0 = np.asarray(lm_confidence(tokens))
     effects = []
     for i, mode in enumerate(SubstitutionTest._fields):
         x = substitute(tokens, token_class, mode, fraction, seed + i)
+        if np.array_equal(x, np.asarray(tokens)):
+            effects.append(SubstitutionEffect(float("nan"), float("nan"), float("nan")))
+            continue
         post = label_posterior(world, x, state_label, position)
         effects.append(SubstitutionEffect(float(0.5 * np.abs(post - base).sum(1).mean()),
                                           float(np.abs(post.max(1) - base.max(1)).mean()),
