@@ -73,6 +73,35 @@ def test_anchor_fit_matches_brute_force_least_squares(case):
     assert fit.mse <= np.mean((y - X @ best) ** 2) + 1e-9 * (1 + y @ y)
 
 
+@given(word_tasks(), st.lists(st.sampled_from([1e-6, 1e-3, 1.0, 1e3, 1e6]), min_size=3, max_size=3))
+def test_the_fit_does_not_depend_on_the_units_of_the_features(case, scales):
+    """A feature column scaled by m (its embeddings by 1/m: the same logits) moves neither the fit nor R²,
+    and v0 only by 1/m: which directions count as variation is decided on features of unit spread (a
+    column 1e-6 the size of another was once dropped as rounding, and the fit's R² with it)."""
+    world, k, _, _ = case
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=k)
+    m = np.asarray(scales[: world.dim])
+    fit, scaled = (anchor_fit(ctx.logits, ctx.features * s, bulk, ctx.weights) for s in (1.0, m))
+    tol = 1e-9 * (1 + np.abs(ctx.logits).max())
+    np.testing.assert_allclose(scaled.residual, fit.residual, atol=tol)
+    assert scaled.mse == pytest.approx(fit.mse, abs=tol) and scaled.r2 == pytest.approx(fit.r2, abs=1e-6)
+    np.testing.assert_allclose(scaled.v0 * m, fit.v0, rtol=1e-6, atol=tol)
+
+
+def test_r2_is_one_when_the_log_bulk_partition_is_constant_up_to_rounding():
+    """⟨(1, 1), f⟩ = 0.3 in every context, computed in floats: a spread of ~1e-17 is rounding, not a
+    log Z_B the features could explain (R² once came out 0.13); 1e-9 of real spread is fitted."""
+    t = np.array([0.0, 0.1, 0.7, 0.13, 0.29, 0.41, 0.53, 0.97])
+    f = np.stack([0.1 + t, 0.2 - t], 1)
+    bulk = np.zeros((8, 2), bool)
+    bulk[:, 0] = True
+    flat = anchor_fit(f @ np.array([[1.0, 0.0], [1.0, 5.0]]), f, bulk)
+    assert flat.r2 == 1.0 and flat.constant_mse == 0.0 and flat.mse < 1e-30
+    tiny = anchor_fit(np.stack([0.3 + 1e-9 * t**2, t], 1), f, bulk)
+    assert tiny.constant_mse > 0 and 0 < tiny.r2 < 1
+
+
 @given(word_tasks(), st.lists(st.floats(-2, 2, allow_nan=False, width=32), min_size=3, max_size=3))
 def test_a_planted_anchor_is_recovered_up_to_the_shift_ambiguity(case, v):
     """Adding v0 to every embedding adds ⟨v0, f⟩ to log Z_B: the fit moves by v0 restricted to the span of

@@ -32,9 +32,12 @@ from simlm.errors import ConfigError, ShapeError
 from simlm.theory._convex import ridge_logistic
 
 TASKS = ("anchored", "contrast", "rare-carrier", "latent")
-#: relative singular-value cutoff of the anchor fit: features stored in float32 carry ~1e-7 relative
-#: rounding, which must not count as a direction in which f varies (the shift ambiguity of v_0).
+#: relative singular-value cutoff of the anchor fit, on features scaled to unit spread each (so that no
+#: feature's units decide whether it counts): features stored in float32 carry ~1e-7 relative rounding,
+#: which must not count as a direction in which f varies (the shift ambiguity of v_0).
 _RCOND = 1e-5
+#: a log Z_B whose spread is below this times its size is constant up to rounding (R² = 1)
+_CONSTANT_RTOL = 1e-12
 #: relative tolerance of a cumulative π-mass reaching ½ (a cumsum of n weights rounds by ~n·1e-16).
 _HALF_RTOL = 1e-9
 
@@ -156,14 +159,24 @@ class AnchorFit:
     angle: float | None
 
 
+def _spread(fc, w):
+    """The weighted RMS of each centred feature column (1 for a constant one)."""
+    s = np.sqrt(w @ fc**2)
+    return np.where(s > 0, s, 1.0)
+
+
 def _linear_fit(y, f, w):
-    """Weighted least squares y ≈ f·a + c (minimum-norm a), returns (a, c, residual, mse, var)."""
+    """Weighted least squares y ≈ f·a + c, returns (a, c, residual, mse, var).  Solved on the features
+    scaled to unit spread, with a of least norm there (a feature's units change neither the fit nor which
+    directions count); var is 0 when y is constant up to rounding (:data:`_CONSTANT_RTOL`)."""
     mean_f, mean_y = w @ f, w @ y
     fc, yc = f - mean_f, y - mean_y
-    sw = np.sqrt(w)[:, None]
-    a = np.linalg.lstsq(sw * fc, sw[:, 0] * yc, rcond=_RCOND)[0]
+    sw, scale = np.sqrt(w)[:, None], _spread(fc, w)
+    a = np.linalg.lstsq(sw * fc / scale, sw[:, 0] * yc, rcond=_RCOND)[0] / scale
     res = yc - fc @ a
-    return a, float(mean_y - mean_f @ a), res, float(w @ res**2), float(w @ yc**2)
+    var = float(w @ yc**2)
+    var = 0.0 if var <= (_CONSTANT_RTOL * max(1.0, abs(float(mean_y))))**2 else var
+    return a, float(mean_y - mean_f @ a), res, float(w @ res**2), var
 
 
 def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorFit:
@@ -183,12 +196,14 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
         p = check_real_array("planted", planted)
         if p.shape != (f.shape[1],):
             raise ShapeError(f"planted: expected shape ({f.shape[1]},), got {p.shape}")
-        U, s, _ = np.linalg.svd((f - w @ f).T * np.sqrt(w), full_matrices=False)
-        U = U[:, s > _RCOND * max(s.max(), 1e-300)]
+        fc = f - w @ f
+        scale = _spread(fc, w)  # the directions in which f varies, found as in the fit, back in f's units
+        U, s, _ = np.linalg.svd((fc / scale).T * np.sqrt(w), full_matrices=False)
+        U = np.linalg.qr(scale[:, None] * U[:, s > _RCOND * max(s.max(), 1e-300)])[0]
         a, b = U.T @ v0, U.T @ p
         cos = a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300)
         angle = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    r2 = lambda m, v: 1.0 - m / v if v > 1e-300 else 1.0
+    r2 = lambda m, v: 1.0 - m / v if v > 0 else 1.0
     return AnchorFit(v0, c, res, mse, r2(mse, var), float(np.abs(res).max()), var, full_mse, r2(full_mse, full_var),
                      full_var, angle)
 
