@@ -35,3 +35,30 @@ if os.environ.get("PYTEST_XDIST_WORKER") and \
         os.environ.get("JAX_COMPILATION_CACHE_DIR") == os.environ.get("SIMLM_TESTS_XLA_CACHE"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["SIMLM_TESTS_XLA_CACHE"],
                                                            os.environ["PYTEST_XDIST_WORKER"])
+
+# The README's `-n 2 --dist loadfile` hands each worker a whole module at a time, and by default xdist queues
+# the modules by their number of tests, which puts the modules of a few long tests (the quick experiment
+# runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
+# finished.  Queued by their time instead, longest first (the greedy schedule), the two workers end within
+# a short module of each other.  Seconds per module from `pytest --durations=0` on 2 cores (2026-12-01);
+# a module not listed is queued after these, in collection order.  Stale numbers cost time, never a result.
+MODULE_SECONDS = {
+    "test_experiments_head_prompt.py": 100, "test_train.py": 110, "test_sweep.py": 108,
+    "test_transformer.py": 91, "test_notebooks.py": 82, "test_head_prompt_trained.py": 80,
+    "test_run_dir_corruption.py": 75, "test_benchmarks_train_quick.py": 65, "test_memory.py": 65,
+    "test_head_prompt.py": 65, "test_heads.py": 59, "test_precision.py": 50, "test_prompts.py": 49,
+    "test_hmm_log_space.py": 46, "test_token_accuracy.py": 37, "test_hmm_parallel.py": 37,
+    "test_downstream_tasks.py": 36, "test_experiments_natural_tasks.py": 34, "test_natural_tasks.py": 34,
+    "test_attention_prompts.py": 31, "test_readme.py": 30, "test_anchors.py": 27, "test_sharding.py": 27,
+    "test_benchmarks_quick.py": 26, "test_experiments_corruption.py": 25, "test_epsilon.py": 20,
+}
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(sorted(MODULE_SECONDS, key=MODULE_SECONDS.get, reverse=True))}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept

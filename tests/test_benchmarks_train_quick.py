@@ -41,8 +41,9 @@ def check_train_rows(report: dict, *, peer: bool):
 
 
 def test_train_benchmark_without_the_peer_measures_simlm_and_marks_the_peer_unavailable(tmp_path):
-    report = run_quick("train", tmp_path, "--no-peer")
+    report = run_quick("train", tmp_path, "--no-peer", "--sizes", "tiny")  # the test below runs both sizes
     check_machine(report)
+    assert [row["size"] for row in report["results"]] == ["tiny"]
     assert report["peer"]["available"] is False and report["peer"]["reason"]
     check_train_rows(report, peer=False)
     assert report["target"]["met"] is None
