@@ -509,8 +509,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     def save(point):
         nonlocal last_good, saved
         _fsync(metrics)  # the checkpoint vouches for state["rows"] rows: they must be on disk first
-        s = {**point.state, "loss": None if point.loss is None else [float(v) for v in np.asarray(point.loss)],
-             "wall": time.perf_counter() - started}
+        s = {**point.state, "loss": _loss_floats(point.loss), "wall": time.perf_counter() - started}
         _save_resume_point(run_dir, {"params": nnx.to_pure_dict(point.arrays.params),
                                      "opt_state": point.arrays.opt_state},
                            {**header, "ladder_state": s}, keep_last=last_good)
@@ -580,8 +579,13 @@ class _Anchor(NamedTuple):
     state: dict  # the ladder state, as saved in a resume point
 
 
+def _loss_floats(loss) -> list[float] | None:
+    """The last step's loss of each member as floats for JSON (None before the first step)."""
+    return None if loss is None else [float(v) for v in np.asarray(loss)]
+
+
 def _check_finite(results, loss, step, config, run_dir) -> None:
-    losses = [] if loss is None else [float(v) for v in np.asarray(loss)]
+    losses = _loss_floats(loss) or []
     if not np.all(np.isfinite([r for res in results for r in res] + losses)):
         raise TrainingDivergedError(f"ε or the loss became non-finite at step {step} (ε, s.e., TV, s.e. = {results}, "
                                     f"loss = {losses}; learning_rate={config.learning_rate}); the last good "
@@ -628,7 +632,7 @@ def _log_and_climb(run, state, run_dir, header, params, results, loss, step, tok
     """Log an evaluation's exact ε for every member to metrics.jsonl; checkpoint each target crossed for
     the first time."""
     config = run.config
-    losses = [None] * len(results) if loss is None else [float(v) for v in np.asarray(loss)]
+    losses = _loss_floats(loss) or [None] * len(results)
     state["last_eps"], state["last_eval"] = [r[0] for r in results], step
     state["trail"] = (state.get("trail", []) + [[step, state["last_eps"]]])[-TRAIL:]  # for next_evaluation
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
