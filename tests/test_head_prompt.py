@@ -91,6 +91,58 @@ def test_certificate_accepts_labels_and_feature_callables(twin_world):
     assert cert.found and {tuple(sorted(p)) for p in cert.pairs.tolist()} == {(0, 1)}
 
 
+def test_an_invertible_ill_conditioned_emission_makes_every_task_realisable():
+    """det B = 1.5e-8 (exact in float32): rank 3 by the rank test, and so every μ is in col(B); the
+    residual of Bb − μ (~1e-7, rounding of order ε·cond B) once called all of them unrealisable."""
+    d = 2.0**-24
+    world = HMM(np.full(3, 1 / 3), np.full((3, 3), 1 / 3), np.array([[.5, .5, 0], [.5 - d, .5, d], [0, .25, .75]]))
+    assert hp.emission_rank(world).full_row_rank
+    for mu in np.random.default_rng(0).normal(size=(20, 3)):
+        head = hp.head_realisability(world, mu)
+        assert head.realisable and head.residual < 1e-12
+        np.testing.assert_allclose(hp.chain64(world)[2] @ head.head, mu, atol=1e-6 * np.abs(mu).max())
+
+
+def test_a_certificate_needs_two_labels_decided_outside_the_margin():
+    """Two inputs whose features differ by 3e-12 and whose scores are ±9e-12, labelled apart by a μ at
+    their boundary: no certificate (a head splits them, and B⁺μ does); one label clearly set by μ is."""
+    world = HMM(np.full(2, .5), np.array([[.75, .25], [.25, .75]]), np.array([[.75, .25], [.25, .75]]))
+    x = np.zeros((2, 20), np.int32)
+    x[1, -1] = 1
+    P = hp.state_posterior0(world, x)
+    mu = np.array([1.0, -np.mean(P[:, 0] / P[:, 1])])
+    assert (P @ mu >= 0).tolist() == [True, False] and np.abs(P @ mu).max() < 1e-10
+    cert = hp.failure_certificate(world, mu, x)
+    assert not cert.found and cert.pairs.shape == (0, 2)
+    assert hp.failure_certificate(world, np.array([True, False]), x).found  # labels given: no margin to apply
+    head = hp.head_realisability(world, mu)
+    assert head.realisable and hp.verify_head(world, mu, head.head, x, margin=1e-30).n_errors == 0
+
+
+def test_verification_margins_scale_with_the_task_vector(full_rank_world):
+    """The labels 1[μᵀP ≥ 0] do not change with μ's scale, so neither does what counts as within the
+    margin: a head wrong everywhere fails at μ and at 1e-10 μ alike (an absolute margin once excused it)."""
+    mu = np.array([1., -2., .5])
+    x = _inputs(full_rank_world)
+    wrong = -hp.head_realisability(full_rank_world, mu).head
+    checks = [hp.verify_head(full_rank_world, s * mu, wrong, x) for s in (1.0, 1e-10, 1e10)]
+    assert all(not c.holds and c.n_within_margin == checks[0].n_within_margin < len(x) for c in checks)
+    rec = hp.check_head_prompt_conditions(full_rank_world, 1e-10 * mu, x)
+    assert rec.head_holds and rec.head_check.n_within_margin == checks[0].n_within_margin
+
+
+def test_the_prompt_margin_is_the_smallest_weight_on_s_over_the_largest_anywhere():
+    """At a soft zero (δ = 1e-5) the constructive prompt can favour a state off S: r = (0.031, 0, 1) with
+    S = {0}; the margin is min_S r / max r = 0.031, not min_S r / max_S r = 1."""
+    e = 2.0**-26
+    B = np.eye(3) * .5 + .5 / 3
+    world = HMM(np.array([.5, .5 - e, e]), np.array([[.5, .5, 0], [1 - 2.0**-20, 0, 2.0**-20], [.5, .25, .25]]),
+                B / B.sum(1, keepdims=True))
+    pf = hp.prompt_feasibility(world, np.array([1., 0, 0]), k=1, tol=1e-5)
+    assert pf.feasible and pf.reweighting.max() == 1.0 and pf.reweighting[2] == 1.0
+    assert pf.margin == pytest.approx(pf.reweighting[0]) and pf.margin < 0.05
+
+
 def test_prompt_tuning_works_where_head_tuning_cannot():
     world = _prompt_world([.8, .2, 0, 0])
     tokens = _inputs(world, n=300, T=4)

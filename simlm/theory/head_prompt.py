@@ -165,8 +165,8 @@ class HeadRealisability:
 @dataclass(frozen=True)
 class Verification:
     """A head on (prompted) masked outputs against the labels y = 1[μᵀP(H_0|x) ≥ 0]; prediction
-    1[score ≥ 0] (ties count as label 1 on both sides).  Inputs with |μᵀP(H_0|x)| ≤ margin are
-    counted apart; ``holds`` ⇔ no error outside the margin."""
+    1[score ≥ 0] (ties count as label 1 on both sides).  Inputs with |μᵀP(H_0|x)| ≤ margin·max|μ| are
+    counted apart (relative to μ's scale, as the labels are); ``holds`` ⇔ no error outside the margin."""
     n_samples: int
     fraction_correct: float
     n_errors: int
@@ -228,9 +228,10 @@ class MemoryRank:
 
 @dataclass(frozen=True)
 class FailureCertificate:
-    """Pairs (i, j) of inputs with max|φ(x_i) − φ(x_j)| ≤ tol and y_i ≠ y_j: no head on φ gets both
-    right.  ``pairs`` (m, 2), ``distances`` (m,), ``labels`` (m, 2), ``posteriors`` (m, 2, K);
-    ``min_cross_distance``: the smallest feature distance between any two differently labelled inputs."""
+    """Pairs (i, j) of inputs with max|φ(x_i) − φ(x_j)| ≤ tol and y_i ≠ y_j (labels from μ: both
+    outside the margin): no head on φ gets both right.  ``pairs`` (m, 2), ``distances`` (m,), ``labels``
+    (m, 2), ``posteriors`` (m, 2, K); ``min_cross_distance``: the smallest feature distance between any
+    two differently labelled inputs that take part."""
     found: bool
     pairs: np.ndarray
     distances: np.ndarray
@@ -288,13 +289,19 @@ def _rank_margin(s, tol) -> float:
 
 
 def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
-    """b = B⁺μ (least squares, cutoff tol) and residual ‖Bb − μ‖/‖μ‖; realisable ⇔ residual ≤ tol,
-    i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x) for every x."""
+    """b = B⁺μ and the residual ‖μ − Π μ‖/‖μ‖, the distance of μ from col(B), with Π the projection on
+    the left singular vectors of B whose σ > tol·σ_max (the rank :func:`emission_rank` counts; B⁺ takes
+    the same cutoff); realisable ⇔ residual ≤ tol, i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x)
+    for every x.  (The residual of Bb − μ would carry rounding of order ε·cond(B) and call an invertible,
+    ill-conditioned B unrealisable.)"""
     tol = check_positive("tol", tol)
     B = chain64(world)[2]
     m = check_task_vector(mu, B.shape[0])
-    b = np.linalg.lstsq(B, m, rcond=tol)[0]
-    res = float(np.linalg.norm(B @ b - m) / np.linalg.norm(m))
+    U, s, Vt = np.linalg.svd(B, full_matrices=False)
+    keep = s > tol * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+    c = U[:, keep].T @ m
+    b = Vt[keep].T @ (c / s[keep])
+    res = float(np.linalg.norm(m - U[:, keep] @ c) / np.linalg.norm(m))
     return HeadRealisability(res, b, res <= tol, tol, tol - res)
 
 
@@ -302,7 +309,7 @@ def _verify(m, p, p_scored, B, b, margin) -> Verification:
     score_target = p @ m
     y = score_target >= 0
     pred = (p_scored @ (B @ b)) >= 0
-    wrong, near = pred != y, np.abs(score_target) <= margin
+    wrong, near = pred != y, np.abs(score_target) <= margin * np.abs(m).max(initial=0.0)
     return Verification(len(y), float(np.mean(~wrong)), int(wrong.sum()), int(near.sum()),
                         int((wrong & ~near).sum()), margin, 0.0, not np.any(wrong & ~near))
 
@@ -389,7 +396,7 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
         reason = ""
     if allowed[-1].any():
         alpha, r = _reweighting(world, U)
-        margin = float(r[S].min() / r[S].max()) if r[S].max() > 0 else 0.0
+        margin = float(r[S].min() / r.max()) if r.max() > 0 else 0.0
         off = float(alpha[~S].sum() / alpha.sum())
     else:
         r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
@@ -442,24 +449,29 @@ def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
 # ---- 6: failure certificates ------------------------------------------------------------------------
 
 def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: float = _TOL,
-                        max_pairs: int = 100) -> FailureCertificate:
+                        max_pairs: int = 100, margin: float = _MARGIN) -> FailureCertificate:
     """Pairs of inputs whose features agree within ``tol`` (max abs) but whose labels differ.
 
-    ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]) or the labels themselves as a
-    bool array (n,).  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).
+    ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]; only inputs with |μᵀP(H_0|x)| >
+    margin·max|μ| take part, so a pair is two clearly different labels, not two scores a rounding
+    apart on either side of 0, which a head can still split) or the labels themselves as a bool array (n,).  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).
     Distances are computed between the two label classes in blocks (n up to a few thousand); the
     ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
+    margin = check_positive("margin", margin)
     B = chain64(world)[2]
     p = state_posterior0(world, tokens)
     n = len(p)
     lab = np.asarray(mu_or_labels)
+    clear = np.ones(n, bool)
     if lab.dtype == bool:
         if lab.shape != (n,):
             raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
         y = lab
     else:
-        y = p @ check_task_vector(mu_or_labels, B.shape[0]) >= 0
+        m = check_task_vector(mu_or_labels, B.shape[0])
+        score = p @ m
+        y, clear = score >= 0, np.abs(score) > margin * np.abs(m).max()
     if isinstance(features, str) and features == "masked":
         F = p @ B
     elif callable(features):
@@ -469,7 +481,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
         F = F.reshape(n, -1)
     else:
         raise ConfigError(f"features: expected 'masked' or a callable tokens → (n, d), got {features!r}")
-    i1, i0 = np.flatnonzero(y), np.flatnonzero(~y)
+    i1, i0 = np.flatnonzero(y & clear), np.flatnonzero(~y & clear)
     found, best = [], float("inf")
     for s in range(0, len(i1), 256):
         block = i1[s:s + 256]
@@ -499,7 +511,7 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
     if prompt.feasible:
         b_prompt = prompt_head(world, mu, prompt.prompt, tol=tol)
         prompt_check = verify_prompt(world, mu, prompt.prompt, b_prompt, tokens, margin=margin)
-    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=tol)
+    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=tol, margin=margin)
     head_holds = head.realisable and head_check.holds
     prompt_cond = prompt.feasible and support.full_row_rank
     prompt_holds = prompt_cond and prompt_check.holds
