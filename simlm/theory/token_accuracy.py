@@ -192,10 +192,10 @@ class FrequencyProfile:
 
 def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> FrequencyProfile:
     """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (e.g. the world's
-    exact marginal token law) and average APT in each.  Frequencies within ``TIE_RTOL`` of the largest of
-    each other are ties (an exact law computed in floats, e.g. 1/9 for every token, differs in its last
-    bits, and ranking by those bits would be noise): they share a bin and a Spearman rank, and when every
-    frequency is tied the correlation is NaN."""
+    exact marginal token law) and average APT in each.  Frequencies that differ by at most
+    :data:`TIE_RTOL` × the largest are ties (an exact law computed in floats, e.g. 1/9 for every token,
+    differs in its last bits, and ranking by those bits would be noise): they share a bin and a Spearman
+    rank, and when every frequency is tied the correlation is NaN."""
     check_instance("result", result, TokenAccuracy, "a TokenAccuracy (from token_accuracy)")
     f = check_real_array("frequency", frequency)
     if f.shape != result.apt.shape:
