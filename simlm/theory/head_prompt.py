@@ -265,13 +265,17 @@ class HeadPromptConditions:
 
 # ---- 1–3: ranks and head realisability ---------------------------------------------------------------
 
+def _counted(s, tol) -> np.ndarray:
+    """Which singular values ``s`` (descending) count towards the rank: σ_i > tol·σ_max (none when all are 0)."""
+    return s > tol * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+
+
 def _row_spectrum(M, tol):
     """(rank, singular values padded to the row count, σ_min, condition) of M (r, V)."""
     s = np.zeros(M.shape[0])
     sv = np.linalg.svd(M, compute_uv=False)
     s[:len(sv)] = sv
-    rank = int(np.sum(s > tol * s[0])) if s[0] > 0 else 0
-    return rank, s, float(s[-1]), float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    return int(_counted(s, tol).sum()), s, float(s[-1]), float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
 
 
 def emission_rank(world, *, tol: float = _TOL) -> EmissionRank:
@@ -298,7 +302,7 @@ def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     B = chain64(world)[2]
     m = check_task_vector(mu, B.shape[0])
     U, s, Vt = np.linalg.svd(B, full_matrices=False)
-    keep = s > tol * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+    keep = _counted(s, tol)
     c = U[:, keep].T @ m
     b = Vt[keep].T @ (c / s[keep])
     res = float(np.linalg.norm(m - U[:, keep] @ c) / np.linalg.norm(m))
