@@ -8,8 +8,8 @@ window replays the steps since the one before, evaluating more often (:func:`_re
 is saved below its window only when ε fell past it in a single step.  Data are fresh draws from
 ``world.sample`` keyed by (seed, step) — or batches from a fixed corpus — so a run is a deterministic
 function of its config and resuming from the last checkpoint reproduces an uninterrupted run,
-metrics.jsonl included.  With several local devices the
-seeds are spread over them (see :func:`seed_mesh`); :class:`Training` holds the compiled pieces.
+metrics.jsonl included.  With several local devices the seeds are spread over them (see
+:func:`seed_mesh`); :class:`Training` holds the compiled pieces.
 
 Run directory (paths inside it are stored relative to it, so it can be moved or copied)::
 
