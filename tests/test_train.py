@@ -96,6 +96,10 @@ def test_masked_lm_objective_lowers_the_masked_epsilon(tmp_path):
     assert eps[-1] < eps[0]
     final, _ = exact_masked_epsilon(WORLD, result.final_lms[0], eval_tokens(config))
     assert final < eps[0]
+    # the trainer's recorded ε is the exact masked ε at its evaluation positions (evenly spaced, eval_positions)
+    positions = np.unique(np.linspace(0, config.seq_len - 1, config.eval_positions).astype(np.int32))
+    at_positions, _ = exact_masked_epsilon(WORLD, result.final_lms[0], eval_tokens(config), positions)
+    assert eps[-1] == pytest.approx(at_positions, rel=1e-5)
 
 
 def test_quad_objective_lowers_the_quad_excess(tmp_path):
