@@ -134,7 +134,10 @@ class _LinearLabels:
         Only the hidden values on which the classes' weights differ move the argmax, and only their shares
         relative to each other: they are scaled by the largest of them before the weights apply.  So a
         label decided by shares of 1e-100 (a nearly one-hot posterior on a value every class weighs alike)
-        is exact here, where the same shares as float32 probabilities are 0 and the label a tie."""
+        is read here, where the same shares as float32 probabilities are 0 and the label a tie.  The ratio
+        of two shares is as exact as their log-posteriors: from a float32 world's filter, to about
+        |log P|·6e-8 relative (~1e-5 at 1e-96), so scores that cancel to that resolution can still flip
+        (a float64 world under ``jax.enable_x64`` resolves them further)."""
         raw = as_array("log_posterior", log_posterior, what="an array of numbers with rows of equal length")
         if raw.dtype.kind not in "biuf":
             raise ConfigError(f"log_posterior: expected real numbers, got dtype {raw.dtype}")

@@ -109,7 +109,7 @@ def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
     else:  # the authors' A · P(H_1 | x_1:T), in log space: (A P)_k = Σ_j A[k, j] P_j
         log_first = np.asarray(hmm.log_state_posterior(x)[:, 0], np.float64)
         log_post = log_matvec(log_first, np.asarray(hmm.transition).T)
-    # labels from the logs (a label decided by shares below the float range is exact), margins from the law
+    # labels from the logs (a label decided by shares below the float range is read), margins from the law
     return TaskData(task, x, task.labels_from_log_posterior(log_post), np.exp(log_post))
 
 
