@@ -250,6 +250,29 @@ def test_bayes_ceiling_of_a_truncated_input_is_a_probability_below_one(world):
     assert est0 <= est + 3 * se  # seeing nothing cannot beat seeing two tokens
 
 
+@pytest.mark.parametrize("position", ["prepended", "next"])
+def test_bayes_ceiling_matches_enumeration_over_every_continuation(position):
+    # E over the given sequences of max_y P(y | x_1:T'), P from every length-T sequence of the data chain
+    # (x_1 from πA for a prepended task, π for a next-token one: the reverse would move T' = 0 by 0.03 and 0.10)
+    pi = np.array([0.9, 0.05, 0.05])
+    A = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+    B = np.array([[0.8, 0.2], [0.3, 0.7], [0.5, 0.5]])
+    world, T = HMM(pi, A, B), 5
+    task = PosteriorTask(mu=np.array([0.0, 1.0, -1.0]), position=position)
+    seqs = np.array(list(itertools.product(range(2), repeat=T)))
+    prob = np.array([bf.sequence_prob(pi @ A if position == "prepended" else pi, A, B, x) for x in seqs])
+    y = task.labels(world, seqs)
+    x, _ = sample_task_data(world, task, 0, 48, T)
+    for visible in (0, 1, 2):
+        exact = []
+        for row in x:
+            same = np.all(seqs[:, :visible] == row[:visible], axis=1)
+            exact.append(max(prob[same & (y == c)].sum() for c in (0, 1)) / prob[same].sum())
+        est, _ = bayes_ceiling(world, task, x, visible, n_continuations=4096, key=1)
+        # R = 4096 continuations: sampling error ≤ ~0.008 per sequence, the plug-in max's bias upward
+        assert np.mean(exact) - 0.005 <= est <= np.mean(exact) + 0.015, (visible, est, np.mean(exact))
+
+
 # ---- typed errors -------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_typed_errors_naming_the_argument(world, memory_world):
