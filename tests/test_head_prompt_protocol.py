@@ -2,16 +2,18 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt_protocol as hpp
+from simlm.worlds import HMM
 
 
 def test_the_authors_protocol_is_what_their_scripts_run():
     a = hpp.AUTHORS
-    assert (a.worlds_per_size, a.nnz, a.label, a.label_length, a.visible_length, a.n_train, a.n_test) == \
-        (20, 6, "authors", 128, 79, 5000, 1000)
+    assert (a.worlds_per_size, a.nnz, a.label, a.label_length, a.visible_length, a.n_train, a.n_test, a.sampling) == \
+        (20, 6, "authors", 128, 79, 5000, 1000, "start")
     assert all(set(change) <= {f.name for f in dataclasses.fields(hpp.Protocol)} for change in hpp.FACTORS.values())
 
 
@@ -24,7 +26,18 @@ def test_oracle_head_under_the_authors_label_reports_margin_strata():
     assert row["n"] == 1 and row["accuracy"] == r["accuracy"]
 
 
-@pytest.mark.parametrize("change, name", [({"label": "bayesian"}, "label"), ({"visible_length": 30}, "visible_length"),
+def test_sampling_sets_the_law_of_the_first_visible_state():
+    # a noisy two-state flip chain that starts in state 0, each state mostly emitting its own symbol:
+    # P(x_1 = 0) is 0.86 from the chain's start (H_1 ~ π, the authors') and 0.21 after a dropped x_0
+    # (H_1 ~ πA, the state after simlm's H_0); 200 sequences each
+    flip = HMM(np.array([0.95, 0.05]), np.array([[0.1, 0.9], [0.9, 0.1]]), np.array([[0.9, 0.1], [0.1, 0.9]]))
+    tiny = dict(label_length=4, visible_length=2, n_train=100, n_test=100)
+    share = {s: np.mean(hpp.task_data(flip, 0, hpp.Protocol(sampling=s, **tiny)).x[:, 0] == 0)
+             for s in ("start", "prepended")}
+    assert share["start"] > 0.75 and share["prepended"] < 0.32, share
+
+
+@pytest.mark.parametrize("change, name", [({"label": "bayesian"}, "label"), ({"sampling": "stream"}, "sampling"), ({"visible_length": 30}, "visible_length"),
                                           ({"nnz": 0}, "nnz")])
 def test_bad_protocols_are_named(change, name):
     with pytest.raises(ConfigError, match=f"^{name}"):

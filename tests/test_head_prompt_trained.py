@@ -15,7 +15,7 @@ from simlm.models import MaskedTransformerLM, init_transformer
 
 #: a tiny version of the authors' protocol: 24-token labels, [MASK] x_1:19 for the head and k = 12
 #: prompt vectors before [MASK] x_1:7.
-TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpp.AUTHORS, worlds_per_size=1, label_length=24,
+TINY = hpt.TrainedStudy(protocol=dataclasses.replace(hpt.PROTOCOL, worlds_per_size=1, label_length=24,
                                                      visible_length=19, n_train=64, n_test=64),
                         sizes=(4,), prompt_length=12, d_model=8, n_layers=1, n_heads=1, batch_size=8, max_steps=4,
                         targets=(2.0,), prompt_steps=3, probe_steps=2, probe_batch=16, eval_sequences=2,

@@ -5,12 +5,13 @@ The authors' code (github.com/sangmichaelxie/pretraining_analysis, ``scripts/exp
 ``src/generate_data.py``, ``src/run_finetune_seed.sh``) uses, per |H| ∈ {4, 8, 10, 12, 15, 25, 30} and
 |X| = 10: 20 worlds (one per seed 1..20, permutation mixture at transition and emission temperature 0.01,
 start temperature 10); a task L (2, |H|) with 6 of its 2|H| slots drawn with replacement set to N(0, 1),
-so μ = L_1 − L_0 has at most 6 nonzero states; labels argmax(L · A P(H_1 | x_1:128)) — note A P(H_1 | x), a
-transition applied to the first state's posterior, not the Bayes posterior P(H_0 | x) ∝ π ∘ β_0; 5000
+so μ = L_1 − L_0 has at most 6 nonzero states; sequences sampled from the chain's start (H_1 ~ π);
+labels argmax(L · A P(H_1 | x_1:128)) — note A P(H_1 | x), a transition applied to the first state's
+posterior under π, not the Bayes posterior P(H_0 | x) ∝ π ∘ β_0 of a state before x_1; 5000
 training and 1000 test sequences of 128 tokens; the model reads [MASK] x truncated to 80 tokens, i.e.
 x_1:79 (with the 20-token prompt, [SEP]×20 [MASK] x_1:59).  simlm's experiment 1 uses one world per |H|,
-3 tasks with μ on max(2, |H|/2) draws, labels 1[μᵀP(H_0 | x_1:24) ≥ 0], features on x_1:16, 512 + 512
-sequences.
+3 tasks with μ on max(2, |H|/2) draws, sequences after a dropped x_0 (H_1 ~ πA, so H_0 ~ π is the state
+before x_1), labels 1[μᵀP(H_0 | x_1:24) ≥ 0], features on x_1:16, 512 + 512 sequences.
 
 :func:`oracle_head` measures the exact-feature (ε = 0) linear head under a :class:`Protocol`;
 :func:`factor_study` moves one factor at a time from simlm's protocol to the authors' and runs the full
@@ -44,7 +45,10 @@ from simlm.worlds import HMM
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """One way to run experiment 1 with exact features.  ``label``: "bayes" (P(H_0 | x_1:T)) or "authors"
-    (A P(H_1 | x_1:T)); ``nnz``: the number of N(0, 1) draws of μ (None: simlm's max(2, |H|/2))."""
+    (A P(H_1 | x_1:T)); ``nnz``: the number of N(0, 1) draws of μ (None: simlm's max(2, |H|/2));
+    ``sampling``: "prepended" (x_1:T follow a dropped x_0, so H_1 ~ πA: the sequences whose H_0 the Bayes
+    label reads) or "start" (x_1:T from the chain's start, H_1 ~ π, as the authors' ``generate_data.py``
+    samples the sequences whose P(H_1 | x) under π their label reads)."""
     name: str = "simlm"
     worlds_per_size: int = 1
     tasks_per_world: int = 3
@@ -54,6 +58,7 @@ class Protocol:
     visible_length: int = 16
     n_train: int = 512
     n_test: int = 512
+    sampling: str = "prepended"
 
     def __post_init__(self):
         for f in ("worlds_per_size", "tasks_per_world", "label_length", "visible_length", "n_train", "n_test"):
@@ -62,16 +67,19 @@ class Protocol:
             check_positive_int("nnz", self.nnz)
         if self.label not in ("bayes", "authors"):
             raise ConfigError(f"label: expected 'bayes' or 'authors', got {self.label!r}")
+        if self.sampling not in ("prepended", "start"):
+            raise ConfigError(f"sampling: expected 'prepended' or 'start', got {self.sampling!r}")
         if self.visible_length > self.label_length:
             raise ConfigError(f"visible_length: expected ≤ label_length = {self.label_length}, got {self.visible_length}")
 
 
 SIMLM = Protocol()
 AUTHORS = Protocol("authors", worlds_per_size=20, tasks_per_world=1, nnz=6, label="authors", label_length=128,
-                   visible_length=79, n_train=5000, n_test=1000)
+                   visible_length=79, n_train=5000, n_test=1000, sampling="start")
 #: one factor of the authors' protocol at a time, on simlm's.
 FACTORS = {"worlds": dict(worlds_per_size=20, tasks_per_world=1), "sparsity": dict(nnz=6),
-           "label": dict(label="authors"), "length": dict(label_length=128, visible_length=79),
+           "label": dict(label="authors"), "sampling": dict(sampling="start"),
+           "length": dict(label_length=128, visible_length=79),
            "data": dict(n_train=5000, n_test=1000)}
 SIZES = (4, 8, 10, 12, 15, 25, 30)
 QUICK_SIZES = (8, 12)
@@ -100,10 +108,13 @@ class TaskData(NamedTuple):
 
 def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
     """The task (seed 1000·task_seed, μ on ``protocol.nnz`` draws) and its sequences (seed 1000·task_seed + 1)
-    with labels from x_1:T under ``protocol.label``."""
+    with labels from x_1:T under ``protocol.label``, sampled as ``protocol.sampling`` says."""
     task = make_posterior_task(hmm, 1000 * task_seed, nnz=protocol.nnz)
     n, T = protocol.n_train + protocol.n_test, protocol.label_length
-    x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T + 1))[:, 1:]
+    if protocol.sampling == "start":
+        x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T))
+    else:
+        x = np.asarray(hmm.sample(1000 * task_seed + 1, n, T + 1))[:, 1:]
     if protocol.label == "bayes":
         log_post = task.log_posteriors(hmm, x)
     else:  # the authors' A · P(H_1 | x_1:T), in log space: (A P)_k = Σ_j A[k, j] P_j
