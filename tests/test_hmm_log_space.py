@@ -87,6 +87,25 @@ def test_the_raw_scaled_filter_alone_would_have_lost_the_block():
     assert float(low) < float(core.floor(A, B))
 
 
+@pytest.mark.parametrize("n", [1, 4, 5])
+def test_a_state_whose_start_share_is_flushed_comes_back_in_the_next_token_law(n):
+    """K ≥ V: π_1 · B[1, x_1] = 1e-30 · 1e-9 is 0 in float32; the absorbing chain would never bring state 1
+    back, and nine 1s later it is the only state left.  The floor check must see π's own shares (it once
+    tracked only p_t ∘ B[:, x_t], where the flushed share is no positive entry: [1, 1e-6] for [1.5e-9, 1]
+    at n = 4, a bucket size without padding rows).  The memory world's prior is the same trap."""
+    pi = np.array([0.5, 1e-30, 0.5 - 1e-30])
+    B = np.array([[1.0, 0.0], [1e-9, 1 - 1e-9], [1 - 1e-6, 1e-6]])
+    x = np.repeat(np.array([[0] + [1] * 9]), n, axis=0)
+    alpha = pi * B[:, 0] * B[:, 1] ** 8  # A = I: p(h, x_1:9) = π_h B[h, 0] B[h, 1]^8; state 1 at 1e-39
+    expected = alpha / alpha.sum() @ B  # [1.5e-9, 1]
+    np.testing.assert_allclose(np.asarray(HMM(pi, np.eye(3), B).next_token_probs(x))[:, 9], np.tile(expected, (n, 1)),
+                               rtol=1e-4)
+    memory = MemoryHMM.one_cell([1 - 1e-30, 1e-30], [0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]],
+                                [[[1.0, 0.0], [1.0, 0.0]], [[1e-9, 1 - 1e-9], [1e-9, 1 - 1e-9]]])
+    law = np.asarray(memory.next_token_probs(x))[:, 9]
+    assert np.all(law[:, 1] > 0.999), law  # the slot of prior 1e-30 is certain after 1 ×9
+
+
 def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
     """Every entry of A positive: the smallest share the scan reads stays far above the floor."""
     hmm = HMM.random(0, 6, 5)

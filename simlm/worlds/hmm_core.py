@@ -435,8 +435,10 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
         return (predict(joint, transition) * scale, mm(joint, ab) * scale, out.at[t].set(law),
                 logc.at[t].set(logc_t), jnp.minimum(low, _min_positive(joint)))
 
+    # the floor is tracked on joint = p_t ∘ B[:, x_t], whose products it guards; p_1 = π's own shares are
+    # checked at the start (a π_k·B[k, x_1] flushed to 0 is no positive share of joint to see)
     init = (initial, mm(initial, emission), jnp.zeros((T, V), emission.dtype), jnp.zeros((T,), emission.dtype),
-            inf)
+            _min_positive(initial))
     _, _, out, logc, low = jax.lax.fori_loop(0, T, step, init, unroll=2)
     return _checked(parallel, (out, logc), low)
 
