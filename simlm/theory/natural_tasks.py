@@ -33,8 +33,8 @@ from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, quad_excess
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.worlds.families import softmax
-from simlm.theory._convex import (LogisticSolution, constrained_logistic, logistic_loss, polish_softmax_fit,
-                                  ridge_logistic, softmax_objective, zero_one_error)
+from simlm.theory._convex import (LogisticSolution, constrained_logistic, frank_wolfe_gap, logistic_loss,
+                                  polish_softmax_fit, ridge_logistic, softmax_objective, zero_one_error)
 from simlm.checks import (as_rng, check_distributions, check_finite, check_non_negative, check_positive,
                           check_real_array)
 
@@ -458,7 +458,8 @@ def critical_epsilon(contexts, task: NaturalTask, *, gamma_=None, Phi=None, norm
 class TransferBound:
     """One bound over the B grid: ``tau``, ``tau_gap`` (solver certificate: τ ≥ tau − tau_gap),
     ``bound``; measured on the LM's features: ``loss_natural`` (a: the τ-optimal classifier
-    transferred), ``loss_best`` (b: best in the same ball), their 0-1 errors; the ridge ``probe_*`` (c);
+    transferred), ``loss_best`` (b: best in the same ball; its solver certificate ``loss_best_gap``: the
+    ball's minimum ≥ loss_best − loss_best_gap, as for τ), their 0-1 errors; the ridge ``probe_*`` (c);
     ``B``/``value`` at the grid's minimum ``index``; ``holds`` = (a) and (b) ≤ bound + atol at every B.
     How much the check says: ``residual (G,)`` = ‖σ(z) − q‖_{L²(p_T)} of the τ-optimal classifier on p*
     (0: well-specified labels); ``critical_eps`` = γc²/2 (:func:`critical_epsilon`, with this bound's
@@ -481,6 +482,7 @@ class TransferBound:
     bound: np.ndarray
     loss_natural: np.ndarray
     loss_best: np.ndarray
+    loss_best_gap: np.ndarray
     error_natural: np.ndarray
     error_best: np.ndarray
     probe_loss: float
@@ -570,9 +572,12 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     nat = _tau(P, task, Bs, constraint, basis, cache)
     best = constrained_logistic(lm_x, pos, neg, Bs, constraint, basis=basis, init=(nat.v, nat.b))
     zero = logistic_loss(np.zeros(len(pos)), pos, neg)  # in every ball: (b) ≤ log 2 whatever the solver did
-    if np.any(worse := best.loss > zero):
+    if np.any(worse := best.loss > zero):  # the all-zero classifier, with its own certificate
+        gap = [frank_wolfe_gap(lm_x, pos, neg, np.zeros(lm_x.shape[1]), 0.0, B, constraint,
+                               np.eye(lm_x.shape[1]) if basis is None else basis) if w else g
+               for w, g, B in zip(worse, best.gap, Bs)]
         best = LogisticSolution(np.where(worse[:, None], 0.0, best.v), np.where(worse, 0.0, best.b),
-                                np.minimum(best.loss, zero), best.gap)
+                                np.minimum(best.loss, zero), np.asarray(gap))
     za, zb = lm_x @ nat.v.T + nat.b, lm_x @ best.v.T + best.b
     la = np.array([logistic_loss(za[:, i], pos, neg) for i in range(len(Bs))])
     ea = np.array([zero_one_error(za[:, i], pos, neg) for i in range(len(Bs))])
@@ -592,7 +597,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         slack = bound[i] - nat.loss[i]
         used = float((la[i] - nat.loss[i]) / slack) if 0 < slack < math.inf else math.nan
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
-                                 best.loss, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
+                                 best.loss, best.gap, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
                                  math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
                                  bool(np.all(bound >= ceiling)), bool(np.all(bound >= LOG2)), used))
     return out
