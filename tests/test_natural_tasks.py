@@ -205,6 +205,28 @@ def test_gamma_phi_is_at_least_gamma(seed):
     assert np.linalg.eigvalsh(SL - g * ST)[0] >= -1e-12  # Σ_{p_L} ⪰ γ Σ_{p_T}
 
 
+@given(seeds, st.sampled_from([1e-6, 1e-3, 1.0, 1e3, 1e6]))
+def test_gamma_phi_does_not_see_the_scale_of_one_direction(seed, scale):
+    # γ_Φ is invariant under Δ → ΔM; a context rare under p_L (1e-7) whose Φ-error lies in a direction of
+    # its own, scaled by 1e-6 … 1e6 against the others, once fell under the range cutoff and got γ_Φ = 0
+    rng = np.random.default_rng(seed)
+    S = 5
+    p_L = np.append(rng.dirichlet(np.ones(S - 1)) * (1 - 1e-7), 1e-7)
+    p_T = rng.dirichlet(np.ones(S))
+    delta = np.hstack([rng.standard_normal((S, 2)), np.eye(S)[:, -1:]])  # the rare context alone on axis 3
+    expected = gamma_phi(p_L, p_T, delta)
+    assert expected > 0 and expected >= gamma(p_L, p_T) * (1 - 1e-9)
+    scaled = gamma_phi(p_L, p_T, delta * np.array([1.0, 1.0, scale]))
+    assert scaled == pytest.approx(expected, rel=1e-6)
+    # the definition, by bisection on λ_min(Σ_{p_L} − γΣ_{p_T}) ≥ 0 in Δ's well-scaled units
+    SL, ST = (delta * p_L[:, None]).T @ delta, (delta * p_T[:, None]).T @ delta
+    low, high = 0.0, 1e3
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if np.linalg.eigvalsh(SL - mid * ST)[0] >= -1e-15 * np.abs(SL).max() else (low, mid)
+    assert expected == pytest.approx(low, rel=1e-4)
+
+
 # ---- τ solvers ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -299,29 +299,37 @@ def gamma(p_L, p_T) -> float:
 def gamma_phi(p_L, p_T, delta) -> float:
     """γ_Φ(p_T) = sup{γ : Σ_{p_L} ⪰ γ Σ_{p_T}}, Σ_p = E_p[Δ_s Δ_sᵀ], ``delta (S, d)`` = Φ(p_f(s) − p*_s).
 
-    On range(Σ_{p_L}) = span(Q), Σ_{p_L} = Q M Qᵀ: γ_Φ = 1/λ_max(M^{-½} Qᵀ Σ_{p_T} Q M^{-½}) (a
-    generalised eigenvalue); 0 if Σ_{p_T} has mass outside that range (‖Q⊥ᵀ Σ_{p_T} Q⊥‖ > 1e-9‖Σ_{p_T}‖);
-    +inf if Σ_{p_T} = 0.  Eigenvalues of Σ_{p_L} below RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the
-    sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ has non-negative coefficients."""
+    γ_Φ does not change under Δ → ΔM (M invertible), so it is computed where no direction is small by
+    units alone: Δ's columns scaled to unit size, then Σ_{p_L} + Σ_{p_T} whitened on its range (W).  The
+    whitened Σ'_{p_T} = WᵀΣ_{p_T}W and Σ'_{p_L} sum to I there, so they share eigenvectors u_i, and
+    γ_Φ = min_i l_i/t_i over those with t_i = u_iᵀΣ'_{p_T}u_i > 0 (l_i = u_iᵀΣ'_{p_L}u_i: read off
+    directly, not as 1 − t_i, which would lose a small γ_Φ to rounding).  0 if Σ_{p_T} has mass outside
+    that range (> 1e-9 of its largest eigenvalue); +inf if Σ_{p_T} = 0.  Eigenvalues of the sum below
+    RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ
+    has non-negative coefficients.  (Until 2026-12-02 the range cutoff was applied to Σ_{p_L} in Δ's own
+    units: a Φ-error 1e-3 the size of another's, on a context of p_L 1e-7, got γ_Φ = 0 where it is 2e-7,
+    and at 1e-6 the size it was ignored, γ_Φ 1.9 for 2e-7.)"""
     p_L = _distribution("p_L", p_L)
     p_T = _distribution("p_T", p_T, p_L.shape[0])
     D = check_real_array("delta", delta)
     if D.ndim != 2 or D.shape[0] != p_L.shape[0]:
         raise ShapeError(f"delta: expected shape ({p_L.shape[0]}, d) (one row per context), got {D.shape}")
-    SL = (D * p_L[:, None]).T @ D
-    ST = (D * p_T[:, None]).T @ D
-    top = np.linalg.eigvalsh(ST)[-1]
+    size = np.abs(D).max(0) if D.size else np.zeros(D.shape[1])
+    D = D[:, size > 0] / size[size > 0]
+    SL, ST = (D * p_L[:, None]).T @ D, (D * p_T[:, None]).T @ D
+    top = np.linalg.eigvalsh(ST)[-1] if D.shape[1] else 0.0
     if top <= 0:
         return math.inf
-    mu, Q = np.linalg.eigh(SL)
-    keep = mu > RANGE_RTOL * max(mu[-1], 0.0)
-    if not keep.any():
-        return 0.0
+    w, Q = np.linalg.eigh(SL + ST)
+    keep = w > RANGE_RTOL * w[-1]
     out = Q[:, ~keep]
     if out.size and np.linalg.eigvalsh(out.T @ ST @ out)[-1] > 1e-9 * top:
         return 0.0
-    R = Q[:, keep] / np.sqrt(mu[keep])
-    return float(1.0 / np.linalg.eigvalsh(R.T @ ST @ R)[-1])
+    W = Q[:, keep] / np.sqrt(w[keep])
+    t, U = np.linalg.eigh(W.T @ ST @ W)
+    l = np.einsum("di,de,ei->i", U, W.T @ SL @ W, U)
+    on = t > 1e-12
+    return float(np.min(np.maximum(l[on], 0.0) / t[on])) if on.any() else math.inf
 
 
 def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf",
