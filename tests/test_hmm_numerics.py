@@ -1,9 +1,12 @@
 """Long, near-deterministic sequences in float32, and agreement with hmmlearn and dynamax."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from simlm import HMM
+from simlm.worlds import MemoryHMM
 
 
 def float64_log_likelihood(hmm, x):
@@ -89,3 +92,16 @@ def test_block_diagonal_transition_equals_dense_kron():
     np.testing.assert_allclose(core.log_likelihood(args[0], jnp.asarray(blocks[0], jnp.float32), args[1], x),
                                core.log_likelihood(args[0], jnp.asarray(shared, jnp.float32), args[1], x), rtol=1e-6)
 
+
+
+def test_subnormal_parameters_are_stored_as_the_zeros_every_law_computes_with():
+    # XLA flushes float32 subnormals to 0, so 1e-40 is 0 in every law; stored as 1e-40 it made the host's
+    # float64 reading of the parameters (a label, a rank) another world than the device's
+    B = np.array([[1.0 - 1e-40, 1e-40], [0.5, 0.5]])
+    hmm = HMM(np.array([1.0, 0.0]), np.eye(2), B)
+    assert np.asarray(hmm.emission)[0, 1] == 0.0
+    assert float(hmm.log_likelihood(np.array([[1]]))[0]) == -np.inf  # the chain the host now reads too
+    with jax.enable_x64(True):  # in float64, 1e-40 is a normal number and stays
+        assert np.asarray(HMM(np.array([1.0, 0.0]), np.eye(2), B, dtype=jnp.float64).emission)[0, 1] == 1e-40
+    memory = MemoryHMM.one_cell([1.0 - 1e-40, 1e-40], [1.0], [[1.0]], [[[0.5, 0.5]], [[0.5, 0.5]]])
+    assert np.asarray(memory.memory_prior)[0, 1] == 0.0

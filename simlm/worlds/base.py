@@ -87,6 +87,16 @@ def check_float_dtype(dtype) -> np.dtype:
     return dt
 
 
+def stored(array, dtype) -> np.ndarray:
+    """``array`` cast to ``dtype`` on the host, with entries below the dtype's smallest normal number set to
+    0: XLA flushes such subnormals to 0 in every computation, so a world that kept them would read one
+    chain on the device (every law, posterior and sample) and another wherever its parameters are read
+    back on the host (a float64 label or rank).  Stored flushed, the two are one world."""
+    a = np.asarray(array).astype(dtype, copy=False)
+    tiny = np.finfo(a.dtype).tiny
+    return np.where(np.abs(a) < tiny, np.zeros((), a.dtype), a) if np.any((a != 0) & (np.abs(a) < tiny)) else a
+
+
 def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
     """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
     (their imaginary part would be dropped) and strings (``"0.5"`` would parse as a number)."""

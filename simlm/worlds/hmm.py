@@ -16,7 +16,7 @@ from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.checks import as_key, as_rng, check_positive_int
 from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_probabilities,
-                               check_request)
+                               check_request, stored)
 from simlm.worlds.families import random_parameters
 
 
@@ -179,8 +179,9 @@ class HMM(ChainInference, WorldBase):
             raise ShapeError(f"emission: expected shape ({K}, V) to match initial's {K} states, got {B.shape}")
         check_request("transition, emission", [(a.size, dtype.itemsize) for a in (pi, A, B)],
                        f"the HMM's parameters on the device, {K} states × {B.shape[1]} symbols")
-        # cast and put on the host: jnp.asarray would compile a conversion (or a copy) for every new shape
-        self._set(*(jax.device_put(a.astype(dtype, copy=False)) for a in (pi, A, B)))
+        # cast (subnormals flushed, as XLA computes with them) and put on the device: jnp.asarray would
+        # compile a conversion (or a copy) for every new shape
+        self._set(*(jax.device_put(stored(a, dtype)) for a in (pi, A, B)))
 
     def _set(self, initial, transition, emission):
         self.initial, self.transition, self.emission = initial, transition, emission

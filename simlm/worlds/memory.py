@@ -32,7 +32,7 @@ from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
 from simlm.checks import as_key, as_rng, check_positive_int
 from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_number,
-                               check_probabilities, check_request)
+                               check_probabilities, check_request, stored)
 from simlm.worlds.families import check_permutation_mixture, permutation_mixture, sparse, tempered
 
 
@@ -142,7 +142,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
                              f"got {A.shape}")
         _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
-        self._set(*(jnp.asarray(a, dtype) for a in (rho, pi, A, B, *joint_parameters(rho, pi, B))))
+        self._set(*(jnp.asarray(stored(a, dtype)) for a in (rho, pi, A, B, *joint_parameters(rho, pi, B))))
 
     def _set(self, memory_prior, initial, transition, emission, joint_initial, joint_emission):
         self.memory_prior, self.initial, self.transition, self.emission = memory_prior, initial, transition, emission
