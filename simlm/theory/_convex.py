@@ -139,8 +139,8 @@ def _span_box(X, pos, neg, B, U, v0, b0):
 
 
 def _polish_box(X, pos, neg, B, v, b, loss):
-    """L-BFGS-B over the box |v|, |b| ≤ B, unless (v, b) is already certified (Frank–Wolfe gap ≤ 1e-12):
-    from (v, b), and, if that ends with a gap above 1e-9, from (0, 0) too (a start deep in a saturated
+    """L-BFGS-B over the box |v|, |b| ≤ B, unless (v, b) is already certified (Frank–Wolfe gap ≤ 1e-9):
+    from (v, b), and, if that ends with a gap above 1e-7, from (0, 0) too (a start deep in a saturated
     corner can leave it short).  The best of the answers (clipped into the box) and the start, as
     (v, b, loss)."""
     k = X.shape[1]
@@ -150,11 +150,11 @@ def _polish_box(X, pos, neg, B, v, b, loss):
         return logistic_loss(X @ x[:k] + x[k], pos, neg), np.append(gv, gb)
 
     best = (v, b, loss)
-    for start, enough in ((np.append(v, b), 1e-12), (np.zeros(k + 1), 1e-9)):
+    for start, enough in ((np.append(v, b), 1e-9), (np.zeros(k + 1), 1e-7)):
         if frank_wolfe_gap(X, pos, neg, best[0], best[1], B, "box", None) <= enough:
             break
         res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=[(-B, B)] * (k + 1),
-                       options={"ftol": 0.0, "gtol": 1e-13, "maxiter": 2000})
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
         x = np.clip(res.x, -B, B)
         new = logistic_loss(X @ x[:k] + x[k], pos, neg)
         if new < best[2]:
