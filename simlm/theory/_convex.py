@@ -114,14 +114,22 @@ def _fista(X, pos, neg, Bs, P, v0, b0, step, kind, steps):
     return jax.vmap(solve)(Bs, v0, b0)
 
 
+def _stacked(X, pos, neg):
+    """F and its gradient as scipy's minimisers take them, in x = (v, b) stacked."""
+    k = X.shape[1]
+
+    def fun(x):
+        gv, gb = _grad(X, pos, neg, x[:k], x[k])
+        return logistic_loss(X @ x[:k] + x[k], pos, neg), np.append(gv, gb)
+
+    return fun
+
+
 def _span_box(X, pos, neg, B, U, v0, b0):
     """SLSQP in (α, b) with v = Uα, |Uα| ≤ B, |b| ≤ B; returns (v, b, loss, gap)."""
     r = U.shape[1]
     XU = X @ U
-
-    def fun(x):
-        gv, gb = _grad(XU, pos, neg, x[:r], x[r])
-        return logistic_loss(XU @ x[:r] + x[r], pos, neg), np.append(gv, gb)
+    fun = _stacked(XU, pos, neg)
 
     def feasible(v, b):
         v = U @ (U.T @ v)
@@ -143,12 +151,7 @@ def _polish_box(X, pos, neg, B, v, b, loss):
     from (v, b), and, if that ends with a gap above 1e-7, from (0, 0) too (a start deep in a saturated
     corner can leave it short).  The best of the answers (clipped into the box) and the start, as
     (v, b, loss)."""
-    k = X.shape[1]
-
-    def fun(x):
-        gv, gb = _grad(X, pos, neg, x[:k], x[k])
-        return logistic_loss(X @ x[:k] + x[k], pos, neg), np.append(gv, gb)
-
+    k, fun = X.shape[1], _stacked(X, pos, neg)
     best = (v, b, loss)
     for start, enough in ((np.append(v, b), 1e-9), (np.zeros(k + 1), 1e-7)):
         if frank_wolfe_gap(X, pos, neg, best[0], best[1], B, "box", None) <= enough:

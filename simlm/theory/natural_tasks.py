@@ -314,7 +314,7 @@ def gamma_phi(p_L, p_T, delta) -> float:
     D = check_real_array("delta", delta)
     if D.ndim != 2 or D.shape[0] != p_L.shape[0]:
         raise ShapeError(f"delta: expected shape ({p_L.shape[0]}, d) (one row per context), got {D.shape}")
-    size = np.abs(D).max(0) if D.size else np.zeros(D.shape[1])
+    size = np.abs(D).max(0)
     D = D[:, size > 0] / size[size > 0]
     SL, ST = (D * p_L[:, None]).T @ D, (D * p_T[:, None]).T @ D
     top = np.linalg.eigvalsh(ST)[-1] if D.shape[1] else 0.0

@@ -92,9 +92,9 @@ def stored(array, dtype) -> np.ndarray:
     0: XLA flushes such subnormals to 0 in every computation, so a world that kept them would read one
     chain on the device (every law, posterior and sample) and another wherever its parameters are read
     back on the host (a float64 label or rank).  Stored flushed, the two are one world."""
-    a = np.asarray(array).astype(dtype, copy=False)
-    tiny = np.finfo(a.dtype).tiny
-    return np.where(np.abs(a) < tiny, np.zeros((), a.dtype), a) if np.any((a != 0) & (np.abs(a) < tiny)) else a
+    a = np.array(array, dtype=dtype)
+    a[np.abs(a) < np.finfo(a.dtype).tiny] = 0
+    return a
 
 
 def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
