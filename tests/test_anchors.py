@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from simlm.errors import ConfigError, ShapeError, SimlmError
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.strategies import loglinear_worlds
-from simlm.theory.anchor_bound import transfer_bound
+from simlm.theory.anchor_bound import markov_tail, transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
                                                n2_construction)
 from simlm.theory.anchors import (_balancing_bias, _weighted_median, anchor_contexts, anchor_fit, bulk_mask,
-                                  head_errors, random_tasks, score_identity, word_errors, word_task, world_anchor_fit)
+                                  head_errors, probe_error, random_tasks, readout_error, score_identity, word_errors,
+                                  word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
 
 FEW = settings(max_examples=10, deadline=None)  # each example builds a 64-state world and its constructions
@@ -311,6 +312,93 @@ def test_bad_input_raises_typed_errors_naming_the_argument():
         word_task(ctx, world_anchor_fit(ctx, bulk), [0, 9], [1.0, 1.0])
     with pytest.raises(ConfigError, match="eps"):
         analytic_laws(ctx, "logit-noise", -1.0)
+
+
+def test_a_rho_or_law_that_would_fake_a_certificate_is_refused():
+    """A NaN ρ made every ``m <= csum·ρ`` false and ``min(γ/2, nan)`` γ/2: the margin term dropped out and
+    a flat world's anchored head (error 1/32) got a bound of 0.  Every input that could do that is refused."""
+    world = LogLinearWorld.random(0, n_states=64, n_symbols=4, dim=3, sigma=0.3)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    task = random_tasks(ctx, fit, 0)["anchored"]
+    logp = analytic_laws(ctx, "logit-noise", 1e-3)
+    residual = lm_residual(ctx, bulk, logp)
+    rho = float(np.abs(residual - fit.residual).max())
+    error = head_errors(task, ctx, bulk, logp, residual, fit.residual).error
+    assert error > 0 and transfer_bound(task, ctx, bulk, logp, rho, form="per-context").bound >= error
+    for bad in (float("nan"), -1000.0, float("inf")):
+        with pytest.raises(ConfigError, match="^rho"):
+            transfer_bound(task, ctx, bulk, logp, bad, form="per-context")
+    for bad, error_type in ((np.full_like(logp, np.nan), ConfigError), (logp[:, :3], ShapeError)):
+        with pytest.raises(error_type, match="^logp_lm"):
+            transfer_bound(task, ctx, bulk, bad, rho)
+        with pytest.raises(error_type, match="^logp_lm"):
+            head_errors(task, ctx, bulk, bad, residual, fit.residual)
+    with pytest.raises(ConfigError, match="^residual_lm"):
+        head_errors(task, ctx, bulk, logp, np.full_like(residual, np.nan), fit.residual)
+    with pytest.raises(ShapeError, match="^residual_star"):
+        head_errors(task, ctx, bulk, logp, residual, np.zeros(3))
+    with pytest.raises(ShapeError, match="^labels"):
+        probe_error(ctx.features, np.ones(3, bool))
+    with pytest.raises(ConfigError, match="^n_words"):
+        random_tasks(ctx, fit, 0, n_words=10)
+
+
+def test_an_empty_bulk_row_is_refused_wherever_a_bulk_is_read():
+    """An empty B(x) has log p(B|x) = −inf: the fit's R² read 1.0 (a NaN variance), the oracle's head error
+    0.125 and γ silently dropped the bulk's floor."""
+    world = LogLinearWorld.random(0, n_states=8, n_symbols=6, dim=3)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    task = random_tasks(ctx, fit, 0)["anchored"]
+    empty = bulk.copy()
+    empty[0] = False
+    for call in (lambda b: anchor_fit(ctx.logits, ctx.features, b),
+                 lambda b: head_errors(task, ctx, b, ctx.logp, fit.residual, fit.residual),
+                 lambda b: transfer_bound(task, ctx, b, ctx.logp, 0.0)):
+        call(bulk)
+        with pytest.raises(ConfigError, match="^bulk: context 0 has an empty bulk"):
+            call(empty)
+        with pytest.raises(ShapeError, match="^bulk"):
+            call(bulk[:, :3])
+
+
+def test_the_markov_tail_of_a_tiny_floor_is_one_not_a_zero_division():
+    """γ ≈ 1e-170 (a rare carrier at gap 400) gave t² = 0 and a ZeroDivisionError that ended a sweep."""
+    assert markov_tail(1e-170, 1e-3) == 1.0 and markov_tail(0.0, 0.0) == 1.0 and markov_tail(0.0, 1e-3) == 1.0
+    assert markov_tail(0.1, 1e-4) == pytest.approx(min(math.sqrt(5e-5) / 0.1, 1e-4 / 0.02))
+    world = LogLinearWorld.random(0, n_states=8, n_symbols=6, dim=3, n_carriers=2, carrier_gap=400.0)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    task = random_tasks(ctx, fit, 0, rare_words=world.carrier_ids)["rare-carrier"]
+    logp = analytic_laws(ctx, "logit-noise", 1e-3)
+    b = transfer_bound(task, ctx, bulk, logp, 0.0)
+    assert b.gamma < 1e-150 and b.bound >= 1.0 and b.trivial
+
+
+@pytest.mark.parametrize("V, d", [(2, 3), (3, 4), (16, 4)])
+def test_the_readout_is_exact_on_the_world_only_when_its_direction_is_readable(V, d):
+    """q is the least-squares readout of ⟨u*, f*⟩ from log p*: exact when u* is in the row space of
+    V*(I − 11ᵀ/V) (V − 1 ≥ d here), and then the world's own readout error is 0; with V − 1 < d the world's
+    readout errs too, which the check reports beside the LM's (``world_error``)."""
+    world = LogLinearWorld.random(0, n_states=16, n_symbols=V, dim=d)
+    ctx = anchor_contexts(world)
+    task = random_tasks(ctx, world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=1)), 0)["latent"]
+    own = readout_error(task, ctx, ctx.logp)
+    assert (own == 0.0) == (V - 1 >= d)
+
+
+def test_the_angle_is_none_where_it_is_undefined():
+    world = LogLinearWorld.random(0, n_states=1, n_symbols=5, dim=3)  # one context: f does not vary
+    ctx = anchor_contexts(world)
+    assert world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=1)).angle is None
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=8, n_symbols=6, dim=3))
+    bulk = bulk_mask(ctx.logp, top_k=1)
+    assert 0 <= world_anchor_fit(ctx, bulk).angle < 90
+    assert anchor_fit(ctx.logits, ctx.features, bulk, planted=np.zeros(3)).angle is None  # no direction
 
 
 # ---- the experiment as the sweep of its shipped config -------------------------------------------------

@@ -76,7 +76,9 @@ def anchors_check(cell) -> list:
         probe = probe_error(probe_features, task.labels, ctx.weights, n_label=n_label, seed=seed)
         rows.append(row(f"{name}:probe_error", probe, bayes_error=0.0))
         if task.words is None:
-            rows.append(row(f"{name}:readout_error", readout_error(task, ctx, logp_lm), bayes_error=0.0))
+            # the world's own readout errs where u* is not readable linearly from log p* (V − 1 < d)
+            rows.append(row(f"{name}:readout_error", readout_error(task, ctx, logp_lm), bayes_error=0.0,
+                            world_error=readout_error(task, ctx, ctx.logp)))
             continue
         h = head_errors(task, ctx, bulk, logp_lm, residual, fit.residual)
         for form in ("markov", "per-context"):

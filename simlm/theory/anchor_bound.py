@@ -19,9 +19,10 @@ import dataclasses
 import jax
 import numpy as np
 
+from simlm.checks import check_non_negative
 from simlm.errors import ConfigError
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.theory.anchors import AnchorContexts, AnchorTask, log_bulk_partition
+from simlm.theory.anchors import AnchorContexts, AnchorTask, check_bulk, check_logp, log_bulk_partition
 
 
 def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +34,12 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def markov_tail(t, eps, tv=None, weights=None) -> float:
-    """P(TV(x) ≥ t) ≤ min(√(ε/2)/t, ε/(2t²)), Markov on TV (Pinsker, Jensen) or on KL (Pinsker)."""
-    return min(np.sqrt(eps / 2) / t, eps / (2 * t * t), 1.0)
+    """P(TV(x) ≥ t) ≤ min(√(ε/2)/t, ε/(2t²)), Markov on TV (Pinsker, Jensen) or on KL (Pinsker); 1 (no
+    information) at t = 0 and wherever a quotient overflows (t below ~1e-154 when γ, the floor, is tiny)."""
+    if not t > 0:
+        return 1.0
+    with np.errstate(over="ignore"):
+        return float(min(np.sqrt(eps / 2) / t, np.float64(eps / (2 * t)) / t, 1.0))
 
 
 def per_context_tail(t, eps, tv, weights) -> float:
@@ -64,7 +69,7 @@ class TransferBound:
 def task_gamma(task: AnchorTask, ctx: AnchorContexts, bulk) -> float:
     """γ = min_x min(min_{w∈S} p*(w|x), p*(B(x)|x)): the probability floor of the task words and the bulk."""
     words = np.exp(ctx.logp[:, task.words]).min()
-    return float(min(words, np.exp(log_bulk_partition(ctx.logp, bulk)).min()))
+    return float(min(words, np.exp(log_bulk_partition(ctx.logp, check_bulk(bulk, ctx.logp.shape))).min()))
 
 
 def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: float, *, form: str = "markov",
@@ -74,7 +79,10 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     forms = FORMS if forms is None else forms
     if form not in forms:
         raise ConfigError(f"form: expected one of {sorted(forms)}, got {form!r}")
-    w, lp = ctx.weights, np.asarray(logp_lm, np.float64)
+    if task.words is None:
+        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
+    rho = check_non_negative("rho", rho, finite=True)  # a NaN ρ would drop the margin term: a false certificate
+    w, lp = ctx.weights, check_logp("logp_lm", logp_lm, ctx.logp.shape)
     kl, tv = context_divergences(ctx.logp, lp)
     eps = float(w @ kl)
     gamma, c1, csum = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum()), float(abs(task.coef.sum()))

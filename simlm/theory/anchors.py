@@ -108,6 +108,33 @@ def _weights(weights, n: int) -> np.ndarray:
     return w / w.sum()
 
 
+def check_bulk(bulk, shape) -> np.ndarray:
+    """B(x) as a bool ``shape`` = (n, V) array with at least one word in every row, or a typed error naming
+    ``bulk`` (an empty row has log p(B|x) = −inf: every fit, score and floor built on it would be NaN)."""
+    B = np.asarray(bulk)
+    if B.dtype != bool or B.shape != tuple(shape):
+        raise ShapeError(f"bulk: expected a bool array of shape {tuple(shape)}, got {B.dtype} {B.shape}")
+    if not B.any(1).all():
+        raise ConfigError(f"bulk: context {int(np.flatnonzero(~B.any(1))[0])} has an empty bulk")
+    return B
+
+
+def check_logp(name: str, logp, shape) -> np.ndarray:
+    """Finite log-probabilities of shape ``shape`` = (n, V) in float64, or a typed error naming ``name``."""
+    lp = check_real_array(name, logp)
+    if lp.shape != tuple(shape):
+        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {lp.shape}")
+    return lp
+
+
+def check_rows(name: str, values, n: int) -> np.ndarray:
+    """A finite ``(n,)`` float64 vector (one value per context), or a typed error naming ``name``."""
+    v = check_real_array(name, values)
+    if v.shape != (n,):
+        raise ShapeError(f"{name}: expected shape ({n},), got {v.shape}")
+    return v
+
+
 # ---- the bulk and the anchor fit -------------------------------------------------------------------
 
 def bulk_mask(logp_star, *, top_k: int | None = None, threshold: float | None = None, words=None) -> np.ndarray:
@@ -144,7 +171,8 @@ class AnchorFit:
     full log Z (``full_mse``, ``full_r2``, ``full_constant_mse``).  ``angle`` (degrees) between v0 and the
     planted anchor after projecting both on the span of the centred features (components along directions
     in which f does not vary are the shift ambiguity: only their constant reaches log Z_B); None if no
-    anchor was planted."""
+    anchor was planted, or where the angle is undefined (f constant, or v0 or the planted anchor with no
+    component along the directions in which f varies)."""
 
     v0: np.ndarray
     c: float
@@ -185,9 +213,9 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
     ``planted (d,)``: the world's anchor, to report the angle.  R² = 1 − mse/constant_mse (1 when log Z_B
     is constant)."""
     z, f = check_real_array("logits", logits), check_real_array("features", features)
-    B = np.asarray(bulk, bool)
-    if z.ndim != 2 or f.ndim != 2 or f.shape[0] != z.shape[0] or B.shape != z.shape:
-        raise ShapeError(f"logits, features, bulk: expected (n, V), (n, d), (n, V), got {z.shape}, {f.shape}, {B.shape}")
+    if z.ndim != 2 or f.ndim != 2 or f.shape[0] != z.shape[0]:
+        raise ShapeError(f"logits, features: expected (n, V) and (n, d), got {z.shape} and {f.shape}")
+    B = check_bulk(bulk, z.shape)
     w = _weights(weights, z.shape[0])
     v0, c, res, mse, var = _linear_fit(log_bulk_partition(z, B), f, w)
     _, _, _, full_mse, full_var = _linear_fit(log_bulk_partition(z), f, w)
@@ -201,8 +229,10 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
         U, s, _ = np.linalg.svd((fc / scale).T * np.sqrt(w), full_matrices=False)
         U = np.linalg.qr(scale[:, None] * U[:, s > _RCOND * max(s.max(), 1e-300)])[0]
         a, b = U.T @ v0, U.T @ p
-        cos = a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300)
-        angle = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        # a projection that is rounding only (relative to the vector projected) has no direction
+        if na > 1e-12 * np.linalg.norm(v0) and nb > 1e-12 * np.linalg.norm(p):
+            angle = float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))))
     r2 = lambda m, v: 1.0 - m / v if v > 0 else 1.0
     return AnchorFit(v0, c, res, mse, r2(mse, var), float(np.abs(res).max()), var, full_mse, r2(full_mse, full_var),
                      full_var, angle)
@@ -317,7 +347,7 @@ def random_tasks(ctx: AnchorContexts, fit: AnchorFit, seed, *, n_words: int = 2,
     default the ``n_words`` least frequent) and ``latent`` (1[h(x) ∈ H₊], H₊ the states where ⟨a, f*⟩ is
     above its median, a random)."""
     rng = as_rng(seed)
-    k = check_positive_int("n_words", n_words, minimum=2)
+    k = check_positive_int("n_words", n_words, minimum=2, maximum=ctx.logp.shape[1])
     order = np.argsort(-(ctx.weights @ np.exp(ctx.logp)))
     top = order[:k]
     rare = order[-k:] if rare_words is None else np.asarray(rare_words).reshape(-1)
@@ -346,8 +376,11 @@ class ScoreIdentity:
 
 def probability_part(logp, bulk, words, coef) -> np.ndarray:
     """Σ_{w∈S} c_w [log p(w|x) − log p(B(x)|x)], ``(n,)``: the part of an anchored score that p identifies."""
-    lp = np.asarray(logp, np.float64)
-    return (lp[:, np.asarray(words)] - log_bulk_partition(lp, bulk)[:, None]) @ np.asarray(coef, np.float64)
+    lp = check_real_array("logp", logp)
+    if lp.ndim != 2:
+        raise ShapeError(f"logp: expected (n, V), got {lp.shape}")
+    B = check_bulk(bulk, lp.shape)
+    return (lp[:, np.asarray(words)] - log_bulk_partition(lp, B)[:, None]) @ np.asarray(coef, np.float64)
 
 
 def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> ScoreIdentity:
@@ -388,6 +421,10 @@ def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_l
     if task.words is None:
         raise ConfigError(f"task: the {task.name!r} task has no words; the anchored head needs a word task")
     c, w = task.coef, ctx.weights
+    bulk = check_bulk(bulk, ctx.logp.shape)
+    logp_lm = check_logp("logp_lm", logp_lm, ctx.logp.shape)
+    residual_lm = check_rows("residual_lm", residual_lm, len(w))
+    residual_star = check_rows("residual_star", residual_star, len(w))
     # score* + bias = prob* + Σc (c* + r*) + bias: the threshold on prob + Σc r is −bias − Σc c*
     offset = task.score + task.bias - probability_part(ctx.logp, bulk, task.words, c) - c.sum() * residual_star
     prob_lm = probability_part(logp_lm, bulk, task.words, c)
@@ -403,7 +440,11 @@ def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2
     """π-weighted 0-1 error on every row of a ridge-logistic probe on frozen ``features (n, d)`` (each
     column standardised), fitted on ``n_label`` rows drawn from π with ``seed``."""
     f = check_real_array("features", features)
-    y = np.asarray(labels, bool)
+    if f.ndim != 2:
+        raise ShapeError(f"features: expected (n, d), got {f.shape}")
+    y = np.asarray(labels)
+    if y.shape != (f.shape[0],) or y.dtype != bool:
+        raise ShapeError(f"labels: expected {f.shape[0]} bool labels, one per row of features, got {y.dtype} {y.shape}")
     w = _weights(weights, f.shape[0])
     idx = as_rng(seed).choice(f.shape[0], check_positive_int("n_label", n_label), p=w)
     mu, sd = f[idx].mean(0), f[idx].std(0)
@@ -413,16 +454,20 @@ def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2
 
 
 def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
-    """The exact world's linear readout of the task moved to the LM: ⟨q, log p(·|x)⟩ with q the minimum-norm
-    vector with ⟨q, log p*(·|x)⟩ = ⟨u*, f*(x)⟩ − const for every x (q ⊥ 1), at the task's threshold."""
+    """The world's linear readout of the task moved to the LM: ⟨q, log p(·|x)⟩ with q ⊥ 1 the minimum-norm
+    (least-squares) solution of ⟨q, log p*(·|x)⟩ = ⟨u*, f*(x)⟩ − const, at the task's threshold.  It is
+    exact on the world (``readout_error(task, ctx, ctx.logp) == 0``) when u* lies in the row space of
+    V*(I − 11ᵀ/V) — e.g. V − 1 ≥ d with V* of rank d; otherwise the world's own readout errs too, and that
+    error (report it beside the LM's) is the readout's, not the LM's."""
     V = ctx.embeddings.shape[1]
+    lp = check_logp("logp_lm", logp_lm, ctx.logp.shape)
     C = np.eye(V) - 1.0 / V
     q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
     shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
-    return _error(np.asarray(logp_lm) @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
+    return _error(lp @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
 
 
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
-           "half_index", "TASKS"]
+           "half_index", "check_bulk", "TASKS"]
