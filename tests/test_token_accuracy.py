@@ -11,9 +11,10 @@ from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.experiments.registry import Cell, get_check
 from simlm.models import WorldLM
 from simlm.strategies import hmms
-from simlm.theory.block_readout import block_features, logit_lens, order_parameter, substitute, substitution_test
+from simlm.theory.block_readout import (block_features, input_apt, label_posterior, logit_lens, order_parameter,
+                                       substitute, substitution_test)
 from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, channels, check_corruption, corrupt,
-                                            local_bayes_probs)
+                                            local_bayes_probs, state_marginals)
 from simlm.theory.token_accuracy import (adjusted_rand_index, confusion_clusters, normalized_mutual_information,
                                          token_accuracy, within_class_errors)
 from simlm.worlds import HMM
@@ -339,7 +340,8 @@ def _verdict_input(rungs, within=0.0):
     rows = lambda apts: [{"readout": "probe", "mean_apt": a, "ari": 1.0} for a in apts]
     clusters = [{"ari": 1.0}] * 3
     return {"thresholds": [0.02, 0.05, 0.1],
-            "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 8}},
+            "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 8,
+                                                      "mean_apt": .013, "accuracy": .112, "clusters": [{"ari": 0.0}] * 3}},
             "topic": {"rungs": [{"rows": rows(a), "spearman": .9} for a in rungs],
                       "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
             "groups": {"selected": {"clusters": clusters}},
@@ -361,6 +363,21 @@ def test_verdicts_say_n_a_where_the_run_cannot_decide():
     assert verdicts(_verdict_input([[0.10, 0.12]]))[explanation][0] == "(i)"
     assert verdicts(_verdict_input([[0.10, 0.12]], within=float("nan")))[explanation][0] == "n/a"
     assert verdicts(_verdict_input([[0.10, 0.12]], within=0.01))[explanation][0] == "(iii)"
+
+
+def test_the_cluster_verdict_reads_the_clusters():
+    """It read only the block-zipf Bayes numbers, so it said "(i)" with every cluster ARI at 0."""
+    from simlm.experiments.token_accuracy_plots import verdicts
+
+    r = _verdict_input([[0.10, 0.12]])
+    assert verdicts(r)["small_strong_match_clusters"][0] == "(i)"
+    r["groups"]["selected"]["clusters"] = [{"ari": 0.0}] * 3
+    assert verdicts(r)["small_strong_match_clusters"][0] == "(iii)"
+    r["groups"]["selected"]["clusters"] = [{"ari": None}] * 3
+    assert verdicts(r)["small_strong_match_clusters"][0] == "n/a"
+    assert verdicts(r)["apt_much_below_accuracy"][0] == "(i)"
+    r["block_zipf"]["masked"]["mean_apt"] = 0.1
+    assert verdicts(r)["apt_much_below_accuracy"][0] == "(iii)"
 
 
 # ---- the sweep check and bad input -----------------------------------------------------------------
@@ -398,7 +415,9 @@ def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
                (apt_by_frequency, (r, np.ones(4) / 4, 2), {}),
                (confusion_clusters, (r.confusion, 0.1, [0, 0, 1, 1]), {}),
                (within_class_errors, (r.confusion, [0, 0, 1, 1]), {}), (adjusted_rand_index, ([0, 1, 1], [0, 1, 0]), {}),
-               (substitute, (x, [0, 0, 1, 1], "within", 0.5, 0), {})]
+               (substitute, (x, [0, 0, 1, 1], "within", 0.5, 0), {}),
+               (label_posterior, (h, x, [0, 1, 1], 2), {}), (input_apt, (r.apt, x), {}),
+               (state_marginals, (h, 5), {}), (channels, (Corruption(), 4), {})]
     failures = []
     for fn, args, kwargs in surface:
         slots = [(i, None) for i in range(len(args))] + [(None, k) for k in kwargs]
@@ -420,7 +439,51 @@ def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
     assert not failures, failures
 
 
+def test_laws_that_are_not_laws_are_refused_not_read_as_a_kl():
+    """Log-probabilities passed as ``bayes`` read as ε = 0 (a "perfect" LM), log-probabilities as ``probs``
+    as ε = NaN, an unnormalised ``bayes`` as ε = 8.6."""
+    from simlm.errors import DistributionError
+
+    p, b = np.array([[[0.7, 0.3], [0.2, 0.8]]]), np.array([[[0.9, 0.1], [0.4, 0.6]]])
+    x, s = [[0, 1]], [[True, True]]
+    assert token_accuracy(p, x, s, b).epsilon == pytest.approx(0.5 * (0.9 * np.log(0.9 / 0.7) + 0.1 * np.log(0.1 / 0.3)
+                                                                      + 0.4 * np.log(0.4 / 0.2) + 0.6 * np.log(0.6 / 0.8)))
+    for probs, bayes, name in ((p, np.log(b), "bayes"), (np.log(p), b, "probs"), (p, 5 * b, "bayes")):
+        with pytest.raises(DistributionError, match=f"^{name}"):
+            token_accuracy(probs, x, s, bayes)
+    # scores are fine where only their argmax is read: with log_probs given, or without bayes
+    assert token_accuracy(np.log(p), x, s, b, log_probs=np.log(p)).epsilon >= 0
+    assert token_accuracy(np.log(p), x, s).accuracy == 1.0
+
+
+def test_the_local_law_of_an_impossible_input_is_an_error_as_the_bayes_law_is():
+    h = HMM(np.array([1., 0.]), np.array([[0., 1.], [1., 0.]]), np.array([[1., 0.], [0., 1.]]))
+    y, c = np.array([[1, 1]]), (0.5, 1., 0., 0.)  # b = 0: no random symbol can explain x_0 = 1
+    for fn in (bayes_corrupted_probs, local_bayes_probs):
+        with pytest.raises(TokenError, match="^inputs: sequence 0 is impossible"):
+            fn(h, y, c)
+    np.testing.assert_allclose(local_bayes_probs(h, np.array([[0, 2]]), c), [[[1, 0], [0, 1]]])
+
+
+def test_the_bayes_summary_of_a_world_with_few_tokens_bins_what_occurs():
+    """``apt_by_frequency`` defaulted to 5 bins and refused a world with fewer token types (any V ≤ 4)."""
+    from simlm.experiments import token_accuracy as ta
+
+    for world in (block_zipf_hmm(0, 2, 2), confusion_groups_hmm(0, 2, 2)):
+        out = ta.bayes_summary(world, 16, 8, Corruption(), 0)
+        assert 1 <= len(out["selected"]["apt_by_frequency"]) <= world.hmm.n_symbols
+
+
 @pytest.mark.parametrize("call, error", [
+    (lambda h: label_posterior(h, [[0, 1]], [0, 1], 1.5), ConfigError),
+    (lambda h: label_posterior(h, [[0, 1]], [0, 1.7], 1), ShapeError),
+    (lambda h: label_posterior(h, [[0, 1]], ["a", "b"], 1), ShapeError),
+    (lambda h: label_posterior(h, [[0, 1]], [0, 1], 2), ConfigError),
+    (lambda h: input_apt([0.5, np.nan, 0.1], [[0, 3]]), TokenError),
+    (lambda h: state_marginals(h, 0), ConfigError),
+    (lambda h: state_marginals(h, 1.5), ConfigError),
+    (lambda h: channels(Corruption(), 0), ConfigError),
+    (lambda h: channels((1.5, 0.8, 0.1, 0.1), 3), ConfigError),
     (lambda h: check_corruption((0.15, 0.8, 0.1)), ConfigError),
     (lambda h: check_corruption((0.0, 0.8, 0.1, 0.1)), ConfigError),
     (lambda h: check_corruption((0.15, 0.8, 0.3, 0.1)), ConfigError),

@@ -41,7 +41,8 @@ from flax import nnx
 from simlm.checks import as_array, as_rng, check_positive_int, check_tokens
 from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
-from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, local_bayes_probs
+from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, check_chain_world, corrupt,
+                                            local_bayes_probs)
 from simlm.theory.token_accuracy import TokenAccuracy, confusion_clusters, token_accuracy
 from simlm.worlds.base import check_flag, check_number
 
@@ -118,6 +119,9 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
     x_te, _ = check_tokens(test_tokens, V, "test_tokens")
     y_tr, s_tr = corrupt(seed, x_tr, corruption, V)
     y_te, s_te = corrupt(seed + 1, x_te, corruption, V)
+    for name, sel in (("train_tokens", s_tr), ("test_tokens", s_te)):
+        if not sel.any():
+            raise ShapeError(f"{name}: the corruption selected no position of these {sel.size} tokens; give more")
     bayes = bayes_corrupted_probs(world, y_te, corruption)
     b_acc = token_accuracy(bayes, x_te, s_te, bayes)
     l_acc = token_accuracy(local_bayes_probs(world, y_te, corruption), x_te, s_te, bayes)
@@ -153,15 +157,27 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
 
 # ---- fine-tuning per block and the confidence of the classifier ---------------------------------------
 
+def _state_labels(state_label, n_states: int) -> np.ndarray:
+    """One integer label ≥ 0 per hidden state, ``(n_states,)`` int, or a typed error naming ``state_label``
+    (1.7 is refused, not truncated to 1)."""
+    lab = as_array("state_label", state_label)
+    if lab.shape != (n_states,) or lab.dtype.kind not in "biuf" or not np.all(np.isfinite(lab)) \
+            or not np.all(lab == np.round(lab)) or lab.min() < 0:
+        raise ShapeError(f"state_label: expected one integer label ≥ 0 per state, shape ({n_states},), got "
+                         f"{lab.dtype} {lab.shape}")
+    return lab.astype(int)
+
+
+def _position(position, length: int) -> int:
+    return check_positive_int("position", position, minimum=0, maximum=length - 1)
+
+
 def label_posterior(world, tokens, state_label, position: int) -> np.ndarray:
     """Exact P(y | x) ``(n, C)`` for the label y = ``state_label[h_position]`` (e.g. the topic of the state
     at ``position``): the smoothed posterior P(h_position | x_1:T) summed over the states of each label."""
-    lab = np.asarray(state_label, int)
-    if lab.shape != (int(world.n_states),) or lab.min() < 0:
-        raise ShapeError(f"state_label: expected one label ≥ 0 per state, shape ({world.n_states},), got {lab.shape}")
+    lab = _state_labels(state_label, int(check_chain_world(world).n_states))
     toks, _ = check_tokens(tokens, int(world.n_symbols))
-    if not 0 <= position < toks.shape[1]:
-        raise ConfigError(f"position: expected an index in [0, {toks.shape[1]}), got {position!r}")
+    position = _position(position, toks.shape[1])
     post = np.asarray(world.state_posterior(toks), np.float64)[:, position]
     return post @ np.eye(lab.max() + 1)[lab]
 
@@ -195,9 +211,14 @@ def _pooled(lm, tokens) -> np.ndarray:
 
 
 def input_apt(apt, tokens) -> np.ndarray:
-    """The mean APT(x_t) over the tokens of each input ``(n,)`` (types never seen count as APT 0)."""
-    table = np.nan_to_num(np.asarray(apt, np.float64), nan=0.0)
-    return table[np.asarray(tokens)].mean(axis=1)
+    """The mean APT(x_t) over the tokens of each input ``(n,)`` (types never seen, NaN in ``apt (V,)``,
+    count as APT 0)."""
+    table = as_array("apt", apt)
+    if table.ndim != 1 or table.dtype.kind not in "biuf" or not table.size:
+        raise ShapeError(f"apt: expected one APT per token type, shape (V,), got {table.dtype} {table.shape}")
+    table = np.nan_to_num(table.astype(np.float64), nan=0.0)
+    x, _ = check_tokens(tokens, table.size)
+    return table[x].mean(axis=1)
 
 
 def _pearson(a, b) -> float:
@@ -209,9 +230,11 @@ def finetune_along_blocks(lm, world, train, test, state_label, position: int, *,
     """``train``/``test`` = (tokens (n, T), states (n, T)) sampled from ``world`` with their hidden paths;
     the label is ``state_label[states[:, position]]``.  ``apt_model``/``apt_bayes`` ``(V,)`` are the APT
     tables of the pretrained model and of the Bayes predictor."""
-    lab = np.asarray(state_label, int)
+    lab = _state_labels(state_label, int(check_chain_world(world).n_states))
     (x_tr, h_tr), (x_te, h_te) = train, test
-    y_tr, y_te = lab[np.asarray(h_tr)[:, position]], lab[np.asarray(h_te)[:, position]]
+    h_tr, h_te = check_tokens(h_tr, lab.size)[0], check_tokens(h_te, lab.size)[0]
+    position = _position(position, min(h_tr.shape[1], h_te.shape[1]))
+    y_tr, y_te = lab[h_tr[:, position]], lab[h_te[:, position]]
     C = int(lab.max()) + 1
     f_tr, f_te = _pooled(lm, x_tr), _pooled(lm, x_te)
     acc, conf, head = [], None, None

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.checks import as_rng, check_tokens
+from simlm.checks import as_rng, check_memory, check_positive_int, check_tokens
 from simlm.errors import ConfigError, TokenError
 from simlm.precision import exact
 from simlm.worlds import hmm_core as core
@@ -68,8 +68,9 @@ def check_corruption(corruption) -> Corruption:
 def channels(corruption: Corruption, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
     """``(C, C_sel)``, each ``(V + 1, V)`` float64: row y (y = V is MASK), column x = P(y | x) for any position
     (selection marginalised) and for a selected one."""
-    q, a, b, c = corruption
-    V = n_symbols
+    q, a, b, c = check_corruption(corruption)
+    V = check_positive_int("n_symbols", n_symbols)
+    check_memory("n_symbols", 4 * (V + 1) * V, itemsize=8, what="the channel matrices")
     sel = np.vstack([c * np.eye(V) + b / V, np.full((1, V), a)])
     any_ = np.vstack([(1 - q) * np.eye(V), np.zeros((1, V))]) + q * sel
     return any_, sel
@@ -118,9 +119,16 @@ def _batched(parallel):
 _batched_posterior, _exact_posterior = _batched(core.CHECKED), _batched(core.LOG_SPACE)
 
 
-def _inputs(world, inputs) -> np.ndarray:
+def check_chain_world(world):
+    """``world`` if it has an exact hidden chain (an HMM-backed world: ``.chain``, ``.sample``), else a
+    ConfigError naming ``world``."""
     if not callable(getattr(world, "sample", None)) or not isinstance(getattr(world, "chain", None), core.Chain):
         raise ConfigError(f"world: expected a world with an exact hidden chain (an HMM), got {type(world).__name__}")
+    return world
+
+
+def _inputs(world, inputs) -> np.ndarray:
+    check_chain_world(world)
     V = int(world.n_symbols)
     try:
         y = np.asarray(inputs)
@@ -155,7 +163,9 @@ def bayes_corrupted_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
 
 def state_marginals(world, length: int) -> np.ndarray:
     """P(h_t) for t = 0..T−1, ``(T, K)`` float64: π, πA, πA², …"""
-    initial, _, _ = world.chain
+    length = check_positive_int("length", length)
+    initial, _, _ = check_chain_world(world).chain
+    check_memory("length", 2 * length * int(initial.shape[-1]), itemsize=8, what="the state marginals")
     A = np.asarray(world.chain.dense_transition(), np.float64)
     p, out = np.asarray(initial, np.float64), []
     for _ in range(length):
@@ -172,8 +182,12 @@ def local_bayes_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
     C, Cs = channels(corruption, int(world.n_symbols))
     law = prior[None] * Cs[y]
     law = np.where(law.sum(-1, keepdims=True) > 0, law, prior[None] * C[y])  # as in corrupted_posterior
-    return law / law.sum(-1, keepdims=True)
+    total = law.sum(-1, keepdims=True)
+    if not (total > 0).all():  # b = 0 and a token no state can emit at that position
+        i, t = (int(v) for v in np.argwhere(total[..., 0] <= 0)[0])
+        raise TokenError(f"inputs: sequence {i} is impossible under this world and corruption (position {t})")
+    return law / total
 
 
 __all__ = ["Corruption", "check_corruption", "channels", "corrupt", "corrupted_posterior", "bayes_corrupted_probs",
-           "state_marginals", "local_bayes_probs"]
+           "state_marginals", "local_bayes_probs", "check_chain_world"]

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import spearmanr
 
-from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_tokens
+from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_stochastic, check_tokens
 from simlm.errors import ConfigError, ShapeError
 from simlm.worlds.base import check_number
 
@@ -131,13 +131,20 @@ def _log_laws(name, value, shape) -> np.ndarray:
     return a
 
 
+#: how far from 1 a row of a law given to :func:`token_accuracy` may sum (float32 laws round by ~1e-7 a term)
+LAW_ATOL = 1e-4
+
+
 def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> TokenAccuracy:
     """APT of the predictor argmax ``probs (n, T, V)`` at the ``selected (n, T)`` positions of ``tokens (n, T)``;
     with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL.
 
     The KL is read from ``log_probs (n, T, V)`` (the same laws as log-probabilities) when given: a float32
     softmax rounds to 0 once a logit gap passes ~87 nats (XLA flushes subnormals), where the log-probability
-    is still finite.  From ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞."""
+    is still finite.  From ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞.  ``bayes`` (and
+    ``probs`` when the KL is read from it) must be probability rows at the selected positions (non-negative,
+    summing to 1 within :data:`LAW_ATOL`), or a DistributionError names them; for the accuracies alone
+    ``probs`` may be any scores (only their argmax is read)."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
@@ -161,7 +168,10 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     acc = float(hits.sum() / counts.sum())
     apt_rb = kl = eps = mean_rb = None
     if bayes is not None:
-        b = _laws("bayes", bayes, p.shape)[sel]
+        # laws, not scores: log-probabilities passed here read as a KL of 0, unnormalised rows as garbage
+        b = check_stochastic("bayes", _laws("bayes", bayes, p.shape)[sel], atol=LAW_ATOL)
+        if log_probs is None:
+            check_stochastic("probs", p[sel], atol=LAW_ATOL)  # the KL reads probs as a law
         weight = b[np.arange(len(pred)), pred]  # p_B(pred | y): the chance the prediction is right
         num = np.bincount(pred, weights=weight, minlength=V)
         den = b.sum(0)
@@ -190,8 +200,9 @@ class FrequencyProfile:
     spearman: float
 
 
-def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> FrequencyProfile:
-    """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (e.g. the world's
+def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int | None = None) -> FrequencyProfile:
+    """Group the types that occur into ``n_bins`` quantile bins of ``frequency (V,)`` (default 5, or the
+    number of types that occur where fewer do) (e.g. the world's
     exact marginal token law) and average APT in each.  Frequencies that differ by at most
     :data:`TIE_RTOL` × the largest are ties (an exact law computed in floats, e.g. 1/9 for every token,
     differs in its last bits, and ranking by those bits would be noise): they share a bin and a Spearman
@@ -200,7 +211,8 @@ def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int = 5) -> Frequ
     f = check_real_array("frequency", frequency)
     if f.shape != result.apt.shape:
         raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
-    n_bins = check_positive_int("n_bins", n_bins, maximum=max(1, int((result.counts > 0).sum())))
+    n_seen = max(1, int((result.counts > 0).sum()))
+    n_bins = check_positive_int("n_bins", min(5, n_seen) if n_bins is None else n_bins, maximum=n_seen)
     seen = result.counts > 0
     f = _merge_ties(f, TIE_RTOL * np.abs(f[seen]).max(initial=0.0))
     edges = np.quantile(f[seen], np.linspace(0, 1, n_bins + 1))
