@@ -2,6 +2,7 @@
 
     simlm demo   [--out runs/demo]                 the embedded default sweep, its table, plots and report
     simlm sweep  CONFIG.toml [--out DIR] [--workers N] [--executor inprocess|process|ray] [--address ADDR]
+                                                   (--address only with --executor ray, --workers not with it)
     simlm report DIR                               re-render tables, plots and report.md from stored results
     simlm worlds                                   the world kinds and their parameters
     simlm checks                                   the registered checks and what they test
@@ -18,7 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.commandline import Parser, add_run_options, executor_of
+from simlm.experiments.commandline import Parser, add_run_options, as_flag, executor_of
+
+#: the run options whose errors name the flag the user typed (``address: …`` → ``--address: …``)
+FLAGS = {"workers": "--workers", "executor": "--executor", "address": "--address"}
 
 
 def demo_config_path() -> Path:
@@ -30,6 +34,9 @@ def _run(config, args) -> int:
     from simlm.experiments.report import console_table, has_bound, render
     from simlm.experiments.sweep import run_sweep
 
+    if args.executor == "ray" and args.workers != 1:  # Ray places its tasks on its cluster's CPUs itself
+        raise ConfigError(f"workers: sizes the local process pool and is not used by --executor ray (got "
+                          f"{args.workers!r}); leave it out, Ray runs as many jobs as its cluster has CPUs")
     result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
     print(console_table(result["rows"]))
     paths = render(result["rows"], args.out)
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except SimlmError as err:
-        print(f"simlm {args.command}: error: {err}", file=sys.stderr)
+        print(f"simlm {args.command}: error: {as_flag(str(err), FLAGS)}", file=sys.stderr)
         return 2
     except OSError as err:  # an --out that cannot be created or written
         print(f"simlm {args.command}: error: {ConfigError(f'out: {err}')}", file=sys.stderr)

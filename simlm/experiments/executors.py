@@ -1,13 +1,17 @@
 """Where the sweep's jobs run.  A job is a module-level function of one JSON string returning a JSON string
 (:func:`simlm.experiments.sweep.check_job`, :func:`~simlm.experiments.sweep.train_job`), so any engine can
-carry it; results stream back as they finish and only the calling process writes to the results directory.
+carry it; results stream back as they finish.  Jobs write into the results directory themselves (training
+checkpoints, a check's work files and, where the executor ``shares_filesystem`` with the caller, each
+finished cell as it ends); the caller writes the rest.
 
 - :class:`InProcess` — one after another, here (the default; what the tests compare the others against).
 - :class:`ProcessPool` — ``concurrent.futures`` over ``workers`` fresh ("spawn") processes of this machine.
 - :class:`RayExecutor` — Ray tasks, locally (``ray.init()``) or on a cluster (``address="auto"`` or
   ``"ray://host:10001"``), with no code change; Ray is the optional extra ``pip install "simlm[distributed]"``.
 
-Every executor has ``map(fn, payloads)`` → an iterator of ``(payload, result)`` in completion order.
+Every executor has ``map(fn, payloads)`` → an iterator of ``(payload, result)`` in completion order, and
+``shares_filesystem``: whether its jobs see the caller's files (this machine's processes do; a Ray cluster
+joined by address may not, so its jobs' cells are stored by the caller when each job returns).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ EXECUTORS = ("inprocess", "process", "ray")
 class InProcess:
     """Run each job in this process, in order."""
 
+    shares_filesystem = True
+
     def map(self, fn, payloads):
         for p in payloads:
             yield p, fn(p)
@@ -40,6 +46,8 @@ class ProcessPool:
     every worker's thread pool competing for every core: the sweep's small models gain from it (a d = 32
     training step: 12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  ``single_threaded``
     forces the choice either way; an accelerator's work is unaffected."""
+
+    shares_filesystem = True
 
     def __init__(self, workers: int, *, single_threaded: bool | None = None):
         self.workers = check_positive_int("workers", workers)
@@ -86,7 +94,9 @@ def _exit_without(parent: int, every: float = 0.5) -> None:
 
 class RayExecutor:
     """Run jobs as Ray tasks: ``address`` None starts a local Ray (``num_cpus`` of this machine), else joins
-    that cluster.  Each task asks for ``num_cpus_per_job`` CPUs."""
+    that cluster.  Each task asks for ``num_cpus_per_job`` CPUs.  The local Ray started here shares this
+    machine's files (``shares_filesystem``); a cluster joined by address, or one already started, is not
+    assumed to."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, num_cpus_per_job: int = 1):
         try:
@@ -94,6 +104,7 @@ class RayExecutor:
         except ImportError:
             raise ConfigError('executor: "ray" needs Ray, the optional extra: pip install "simlm[distributed]"') from None
         self.ray = ray
+        self.shares_filesystem = address is None and not ray.is_initialized()
         if not ray.is_initialized():
             kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
@@ -118,7 +129,12 @@ def auto_workers() -> int:
 
 
 def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None):
-    """An executor by name (one of :data:`EXECUTORS`), as the command line chooses it."""
+    """An executor by name (one of :data:`EXECUTORS`), as the command line chooses it.  ``address`` is a
+    Ray cluster's and is refused with another executor; ``workers`` sizes the process pool and is not
+    used by Ray (its tasks go wherever its cluster has CPUs)."""
+    if address is not None and name != "ray":
+        raise ConfigError(f"address: a Ray cluster's address is used only with the ray executor, not {name!r} "
+                          f"(got {address!r})")
     if name == "inprocess":
         return InProcess() if workers == 1 else ProcessPool(workers)
     if name == "process":

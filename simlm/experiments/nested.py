@@ -5,7 +5,9 @@ sweep's tidy rows without losing a number: :func:`leaf_rows` writes each leaf as
 :func:`~simlm.experiments.registry.row` whose ``quantity`` is the leaf's path (a list's name marked ``[]``:
 ``rungs[]/rows[]/mean_apt``) and ``index`` its list positions (``"2/7"``), and :func:`nested_of` rebuilds
 the record from those rows — exactly, because JSON keeps every float, and ``vtype`` says how to read the
-leaf back (a NaN, stored as null in strict JSON, stays a NaN; a None stays a None; an int stays an int).
+leaf back (a NaN, stored as null in strict JSON, stays a NaN; ±inf, also null there, have their own
+vtypes ``inf`` and ``-inf``; a None stays a None; an int stays an int, one beyond float precision
+(|n| > 2⁵³) kept exact in ``text``).
 Empty lists and dicts have no leaf and do not come back; keys must not contain ``/`` or end in ``[]``.
 """
 
@@ -30,31 +32,49 @@ def _leaves(value, path=(), index=()):
         yield path, index, value
 
 
+#: ints beyond this magnitude are not all floats: they are kept exact as text
+_EXACT_FLOAT_INT = 2 ** 53
+
+
 def _vtype(leaf) -> str:
     if leaf is None or isinstance(leaf, str):
         return "none" if leaf is None else "str"
     if isinstance(leaf, (bool, np.bool_)):
         return "bool"
-    return "int" if isinstance(leaf, (int, np.integer)) else "float"
+    if isinstance(leaf, (int, np.integer)):
+        return "int"
+    return {math.inf: "inf", -math.inf: "-inf"}.get(float(leaf), "float")
+
+
+def _measured(leaf, vtype: str) -> float:
+    if vtype in ("none", "str"):
+        return math.nan
+    try:
+        return float(leaf)
+    except OverflowError:  # an int beyond the floats (its text keeps it)
+        return math.inf if int(leaf) > 0 else -math.inf
 
 
 def leaf_rows(value: dict, **columns) -> list:
     """One row per leaf of the dict ``value``: ``quantity`` its path, ``index`` its list positions (None
     outside lists), ``measured`` the number (NaN for a string, kept in ``text``, and for a None), ``vtype``
-    (``float | int | bool | str | none``); ``columns`` are added to every row."""
+    (``float | inf | -inf | int | bool | str | none``), ``text`` the string, or the digits of an int beyond
+    2⁵³ (which a float would round); ``columns`` are added to every row."""
     out = []
     for path, index, leaf in _leaves(value):
         vtype = _vtype(leaf)
-        out.append(row("/".join(path), math.nan if vtype in ("none", "str") else float(leaf),
-                       index="/".join(map(str, index)) or None, vtype=vtype, text=leaf if vtype == "str" else None,
-                       **columns))
+        big = vtype == "int" and abs(int(leaf)) > _EXACT_FLOAT_INT
+        out.append(row("/".join(path), _measured(leaf, vtype), index="/".join(map(str, index)) or None, vtype=vtype,
+                       text=leaf if vtype == "str" else str(int(leaf)) if big else None, **columns))
     return out
 
 
 def _leaf(r: dict):
     vtype, measured = r["vtype"], r["measured"]
-    if vtype in ("none", "str"):
-        return None if vtype == "none" else r["text"]
+    if vtype in ("none", "str", "inf", "-inf"):
+        return {"none": None, "str": r.get("text"), "inf": math.inf, "-inf": -math.inf}[vtype]
+    if vtype == "int" and r.get("text") is not None:
+        return int(r["text"])
     measured = math.nan if measured is None else measured  # NaN is stored as null (strict JSON)
     return {"bool": bool, "int": int}.get(vtype, float)(measured)
 

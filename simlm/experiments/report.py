@@ -2,8 +2,10 @@
 
 For every quantity with a bound the report says how many rows hold, how many are *trivial* (the bound is
 at least the largest value the quantity can take, so no LM could have violated it) and how much of the
-bound the worst row uses (measured ÷ bound).  Plots: one figure per check, one panel per quantity,
-measured against the LM's ε (filled) with the bound (open), one colour per LM source, one marker per world.
+slack the worst row uses ((measured − baseline) ÷ (bound − baseline), its ``slack_used``: the baseline
+is what the bound allows at ε = 0, 0 unless the check names one).  Plots: one figure per check, one panel
+per quantity, measured against the LM's ε (filled) with the bound (open), one colour per LM source, one
+marker per world.
 
 Strict JSON stores NaN and ±inf as null, so a stored number may be None: a row has a bound when it has a
 ``holds`` verdict (:func:`has_bound`), tables show a null as "–" (and a nested result's text leaf as its

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import threading
@@ -67,12 +68,12 @@ class CellStore:
         return len(self.cells)
 
     def add(self, key: str, records: list, **info) -> None:
-        entry = jsonable({"cell": key, "records": records, **info})
-        with _locked(self.path.parent), open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.cells[key] = entry
+        self.cells[key] = append_cell(self.path, key, records, **info)
+
+    def finished(self, key: str) -> bool:
+        """Whether ``key`` is stored with its result: a cell stored with an ``error`` has none, and a rerun
+        computes it again (the later line replaces it)."""
+        return key in self.cells and not self.cells[key].get("error")
 
     def codes(self) -> dict:
         """How many of the stored cells each code fingerprint computed (the ``code`` a sweep stores with each
@@ -91,6 +92,31 @@ class CellStore:
     def errors(self) -> list[dict]:
         """``{"cell", "error"}`` of every stored cell that failed, in the order they were finished."""
         return [{"cell": key, "error": entry["error"]} for key, entry in self.cells.items() if entry.get("error")]
+
+
+def append_cell(path, key: str, records: list, **info) -> dict:
+    """Append the finished cell ``{"cell": key, "records": records, **info}`` to the store at ``path`` as one
+    whole, flushed and fsynced line, under the store's lock, without reading the store; returns the entry.
+    Any process that sees the results directory may call it (a sweep's jobs store each cell as it ends)."""
+    path = Path(path)
+    entry = jsonable({"cell": key, "records": records, **info})
+    with _locked(path.parent), open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return entry
+
+
+def _entries(path: Path):
+    """The finished cells stored at ``path``, read only (a damaged line is skipped, not repaired)."""
+    if not path.exists():
+        return []
+    with _locked(path.parent):
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"out: cannot read the results store {path} ({err.strerror or err})") from None
+    return [entry for line in raw.split(b"\n") if (entry := _cell(line)) is not None]
 
 
 def _cell(line: bytes):
@@ -177,13 +203,28 @@ def results_dir(out) -> Path:
     return out
 
 
-def claim(path, config: dict, *, backup=None) -> None:
+def config_digest(config: dict) -> str:
+    """16 hex digits of SHA-256 over ``config`` as canonical JSON (sorted keys): the tag each cell of a
+    results directory carries (``"config"``), so no cell is ever read as another config's."""
+    text = json.dumps(jsonable(config), sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def claim(path, config: dict, *, backup=None, cells=None) -> str:
     """A results directory belongs to one config: write ``config`` to ``path`` on first use, and raise
     :class:`~simlm.errors.ConfigError` naming the differing fields if a different one is there.  A corrupt
     ``path`` is restored from the ``"config"`` entry of ``backup`` (the summary a finished run wrote,
     holding the same config) with a warning, the corrupt file kept as ``<name>.corrupt-<n>``; without one,
-    the error names the file and the way to recover."""
+    the error names the file and the way to recover.  Returns :func:`config_digest` of ``config``.
+
+    With ``cells`` (the directory's :class:`CellStore` path) the stored cells must be this config's too: a
+    cell tagged with another digest is refused, and so is an untagged one (stored before cells were
+    tagged) unless the config it belongs to is known to be this one — ``path`` was there, or ``backup``
+    holds this config — so a lost ``path`` cannot let another config reuse the cells."""
     path = Path(path)
+    digest, first = config_digest(config), not path.exists()
+    if cells is not None and first:
+        _claim_cells(Path(cells), digest, untagged=_saved_config(backup) == json.loads(json.dumps(jsonable(config))))
     fix = (f"if you know the command that started {path.parent}, delete {path} and rerun exactly that command "
            "(its finished cells are reused); otherwise use another --out")
     if path.exists():
@@ -201,6 +242,19 @@ def claim(path, config: dict, *, backup=None) -> None:
                           f"kept as {kept})", RuntimeWarning, stacklevel=2)
     claim_json(path, jsonable(config), owner=f"out: {path.parent} holds results of a different config",
                fix="use another --out")
+    if cells is not None and not first:
+        _claim_cells(Path(cells), digest, untagged=True)
+    return digest
+
+
+def _claim_cells(cells: Path, digest: str, *, untagged: bool) -> None:
+    """Refuse a store holding cells of another config than the one of ``digest`` (untagged cells are its
+    own when ``untagged``)."""
+    foreign = [e["cell"] for e in _entries(cells) if e.get("config", digest if untagged else None) != digest]
+    if foreign:
+        raise ConfigError(f"out: {cells.parent} holds {len(foreign)} finished cell(s) of another config, or of one "
+                          f"it no longer records (its sweep.json and summary.json are missing or differ), e.g. "
+                          f"{foreign[0]!r}; use another --out")
 
 
 def read_runs(path) -> list[dict]:
@@ -243,4 +297,4 @@ def _saved_config(results) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-__all__ = ["CellStore", "claim", "log_run", "read_runs", "results_dir"]
+__all__ = ["CellStore", "append_cell", "claim", "config_digest", "log_run", "read_runs", "results_dir"]

@@ -7,18 +7,25 @@ runs) names the worlds, the LM sources and the checks.  The runner
    and reused on reruns, never retrained),
 2. builds every (world, LM) pair — the oracle (ε = 0), analytic LMs calibrated to an exact ε on the sweep's
    held-out tokens, and every ladder rung a trained model reached — and runs every check that applies,
-3. appends each finished (world, LM, check) cell to ``<out>/cells.jsonl`` (one fsynced line per cell; a
-   torn last line is dropped on reopening, so a SIGKILL loses no finished cell and a rerun skips them),
+3. appends each finished (world, LM, check) cell to ``<out>/cells.jsonl`` as soon as it ends (one fsynced
+   line per cell, tagged with the config's digest; a torn last line is dropped on reopening, so a SIGKILL
+   loses no finished cell and a rerun skips them — jobs on a Ray cluster joined by address are the
+   exception: their cells are stored when their (world, LM) job returns).  A cell whose check failed
+   (stored with an ``error`` and no rows) is computed again by every rerun,
 4. writes the tidy table ``results.csv`` (and ``results.parquet`` where pyarrow is installed), one row per
    (cell, quantity) with the columns of :data:`~simlm.experiments.registry.COLUMNS`, beside
    ``environment.json`` (``{"runs": [...]}``: per run — the first and every rerun — its time, package, jax
    and Python versions, devices and how many cells it computed) and ``worlds/<name>.json`` (the worlds'
-   parameters), so a sweep can be rerun exactly.  ``sweep.json`` holds the config: running a different
-   config into the same directory is refused.
+   parameters, fingerprint and the digest of their held-out tokens), so a sweep can be rerun exactly.
+   ``sweep.json`` holds the config: running a different config into the same directory is refused, and
+   so are cells tagged with another config, or a resume whose worlds or held-out tokens differ from the
+   recorded ones (the tokens depend on the jax version and its PRNG settings, not only on the config).
 
 Jobs — a training ladder, or one (world, LM) pair with its checks — are independent: an executor runs them
 in-process (default), in a process pool, or on a Ray cluster (:mod:`simlm.experiments.executors`).  Jobs
-travel as JSON and results come back as JSON; only this process writes to the directory.
+travel as JSON and results come back as JSON.  Jobs write into the directory too — training checkpoints
+under ``train/``, a check's files under ``work/`` and, where they share this machine's files, their
+finished cells — so a cluster's workers need the directory on a shared filesystem to train or resume.
 """
 
 from __future__ import annotations
@@ -108,6 +115,49 @@ def _type_name(types) -> str:
                         list: "a list", dict: "a table"}.get(t, t.__name__) for t in types)
 
 
+def _plain_json(where: str, value) -> None:
+    """Raise a :class:`ConfigError` naming the first value under ``where`` that is not plain, finite JSON
+    (a TOML date or time, a NaN or ±inf, a non-string key)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _plain_json(f"{where}[{i}]", v)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: expected string keys, got {type(k).__name__} {k!r}")
+            _plain_json(f"{where}.{k}", v)
+        return
+    raise ConfigError(f"{where}: expected a number, string, true/false, list or table, got {type(value).__name__} "
+                      f"{value!r}")
+
+
+def _option(where: str, value, default) -> None:
+    """A check option must have its default's type: an integer (not a flag, not 2.9) where the default is
+    one, a number where it is a float, a flag, a string, a list, a table; a None default takes any value."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true/false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, (list, tuple)):
+        ok, want = isinstance(value, (list, tuple)), "a list"
+    else:
+        ok, want = isinstance(value, type(default)), _type_name(type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {want}, as its default {default!r} is, got {type(value).__name__} "
+                          f"{value!r}")
+
+
 def _int(where, value, minimum=0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where}: expected an integer ≥ {minimum}, got {value!r}")
@@ -148,13 +198,18 @@ def parse_config(raw: dict) -> SweepConfig:
                         laws = ["next-token"]   # the law each LM is calibrated on: next-token | masked | prepended-mask
         [lms.trained]   objective = "cross-entropy", targets = [0.3, 0.1], seeds = [0], worlds = [all],
                         model = {…TransformerConfig fields but n_symbols}, train = {…TrainConfig fields}
-        [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults
+        [checks]  "simlm/epsilon" = {}, "saunshi/natural-task" = {max_length = 2}, …   # options override defaults,
+                                                                                   # each with its default's type
 
     ε lists must also differ as the LMs' labels write them (:data:`TARGET_FORMAT`: 0.1 and 0.1000001 both
-    read "0.1"), since the labels key the cells.  Raises :class:`ConfigError` naming the key, the value and
+    read "0.1"), since the labels key the cells, and analytic kinds must be distinct.  Every value must be
+    plain JSON (no TOML dates, no NaN or ±inf).  Raises :class:`ConfigError` naming the key, the value and
     what was expected."""
     from simlm.models.perturbed import UNDIRECTED_KINDS
 
+    if isinstance(raw, dict):  # every value plain JSON: the config is stored, hashed and sent to workers as JSON
+        for key, value in raw.items():
+            _plain_json(str(key), value)
     top = _keys("config", raw, {"name": (str, "sweep"), "seed": (int, 0), "data": (dict, {}),
                                 "worlds": (list, _REQUIRED), "lms": (dict, {"oracle": True}),
                                 "checks": (dict, _REQUIRED)})
@@ -182,6 +237,8 @@ def parse_config(raw: dict) -> SweepConfig:
         if bad or not a["kinds"]:
             raise ConfigError(f"lms.analytic.kinds: unknown or unsupported {bad or a['kinds']}; choose from "
                               f"{list(UNDIRECTED_KINDS)}")
+        if len(set(a["kinds"])) != len(a["kinds"]):  # one LM's cells computed twice, under one key
+            raise ConfigError(f"lms.analytic.kinds: expected distinct kinds, got {a['kinds']!r}")
         bad = [law for law in a["laws"] if law not in LAWS]
         if bad or not a["laws"] or len(set(a["laws"])) != len(a["laws"]):
             raise ConfigError(f"lms.analytic.laws: expected distinct laws from {LAWS}, got {a['laws']!r}")
@@ -216,6 +273,8 @@ def parse_config(raw: dict) -> SweepConfig:
         unknown = sorted(set(options) - set(check.defaults))
         if unknown:
             raise ConfigError(f"checks.{name}: unknown option(s) {unknown}; options: {sorted(check.defaults)}")
+        for key, value in options.items():
+            _option(f"checks.{name}.{key}", value, check.defaults[key])
         checks[name] = {**check.defaults, **options}
         if check.validate is not None:
             check.validate(checks[name])
@@ -365,21 +424,52 @@ def train_job(payload: str) -> str:
     return json.dumps(lms)
 
 
+def heldout_tokens(world, config: SweepConfig) -> np.ndarray:
+    """The sweep's held-out tokens ``(n, T)`` of ``world``: every cell's, drawn with the config's seed."""
+    return np.asarray(world.sample(config.seed, config.data["n_sequences"], config.data["length"]))
+
+
+def tokens_digest(tokens) -> str:
+    """16 hex digits of SHA-256 over the shape and int64 values of ``tokens``: the held-out set a results
+    directory records per world.  The tokens depend on more than the config (the jax version, JAX's PRNG
+    implementation, ``jax_threefry_partitionable``), so a resume compares them rather than the config."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    return hashlib.sha256(repr(tokens.shape).encode() + tokens.tobytes()).hexdigest()[:16]
+
+
 def check_job(payload: str) -> str:
-    """Run the pending cells of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds"}]``.
-    ``job["cells"]`` lists ``[check name, part, cell key]``."""
+    """Run the pending cells of one (world, LM) pair; returns ``[{"cell", "records", "error", "seconds",
+    "stored"}]``.  ``job["cells"]`` lists ``[check name, part, cell key]``.  With ``job["store"]`` each cell
+    is appended to ``<out>/cells.jsonl`` (tagged with ``job["tag"]``) as soon as it ends, so an interrupted
+    job loses only the cell in flight; ``stored`` says so.  ``job["heldout"]``, where given, is the
+    :func:`tokens_digest` the sweep recorded for the world: tokens drawn otherwise here are refused."""
+    from simlm.experiments.store import append_cell
+
     job = json.loads(payload)
     config, out = parse_config(job["config"]), Path(job["out"])
     world_spec = next(w for w in config.worlds if w["name"] == job["world"])
     world = build_world(world_spec)
-    tokens = np.asarray(world.sample(config.seed, config.data["n_sequences"], config.data["length"]))
+    tokens = heldout_tokens(world, config)
+    if job.get("heldout") not in (None, tokens_digest(tokens)):
+        raise ConfigError(f"out: the held-out tokens of world {world_spec['name']!r} drawn by this job "
+                          f"({tokens_digest(tokens)}) differ from those {out} records ({job['heldout']}): this "
+                          "process has another jax version or PRNG setting (jax_threefry_partitionable) than the sweep's")
     lm_spec = job["lm"]
     results = []
+
+    def finish(key, records, error, seconds):
+        stored = bool(job.get("store"))
+        if stored:
+            append_cell(out / "cells.jsonl", key, records, error=error, seconds=seconds, **job.get("tag", {}))
+        results.append({"cell": key, "records": jsonable(records), "error": error, "seconds": seconds,
+                        "stored": stored})
+
     try:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
     except SimlmError as err:
-        return json.dumps([{"cell": key, "records": [], "error": f"building the LM: {err}", "seconds": 0.0}
-                           for _, _, key in job["cells"]])
+        for _, _, key in job["cells"]:
+            finish(key, [], f"building the LM: {err}", 0.0)
+        return json.dumps(results)
     for name, part, key in job["cells"]:
         check, started = get_check(name), time.perf_counter()
         cell = Cell(world, world_spec, lm, lm_spec, tokens, config.checks[name], config.seed, part=part,
@@ -391,8 +481,7 @@ def check_job(payload: str) -> str:
             records, error = [{**shared, **r} for r in check.run(cell)], None
         except SimlmError as err:
             records, error = [], f"{type(err).__name__}: {err}"
-        results.append({"cell": key, "records": jsonable(records), "error": error,
-                        "seconds": time.perf_counter() - started})
+        finish(key, records, error, time.perf_counter() - started)
     return json.dumps(results)
 
 
@@ -449,19 +538,25 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     executor = executor or InProcess()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
-    claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json")
+    tag = claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json", cells=out / "cells.jsonl")
+    worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
+    heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
+    _check_worlds(config, worlds, heldout, out)
     runs = log_run(out / "environment.json", environment())
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
-        world = build_world(spec)
+        world = worlds[spec["name"]]
         write_json_atomic(out / "worlds" / f"{spec['name']}.json", {
-            **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(),
+            **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(), "heldout": heldout[spec["name"]],
             "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
     store = CellStore(out / "cells.jsonl")
     _warn_other_code(store, runs, out)
     here = isinstance(executor, InProcess)  # only jobs run here may draw their own (nested) progress bars
+    # jobs that see this directory store each cell as it ends; the others' cells are stored as their job returns
+    local = bool(getattr(executor, "shares_filesystem", False))
+    info = {"run": len(runs) - 1, "code": runs[-1]["code"], "config": tag}
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
-                                       "progress": progress and here, **kw})
+                                       "progress": progress and here, "store": local, "tag": info, **kw})
     bar = progress_bar(0, enabled=progress, desc="sweep")
     trained = {}
     if _trained_worlds(config):
@@ -485,19 +580,20 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                 for part in parts:
                     part_key = key if part is None else f"{key}|{part}"
                     total += 1
-                    if part_key not in store:
+                    if not store.finished(part_key):  # new, or failed before: a failed cell has no result
                         cells.append([name, part, part_key])
             if cells:
-                jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells))
+                jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells, heldout=heldout[spec["name"]]))
                 new += len(cells)
     bar.reset(total)
     bar.update(total - new)
     for _, result in executor.map(check_job, jobs):
         for entry in json.loads(result):
-            store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"],
-                      run=len(runs) - 1, code=runs[-1]["code"])
+            if not entry["stored"]:
+                store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"], **info)
             bar.update(1)
     bar.close()
+    store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
     runs[-1]["cells_computed"] = new
     write_json_atomic(out / "environment.json", {"runs": runs})
     rows = store.records()
@@ -507,6 +603,27 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
+
+
+def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path) -> None:
+    """A resumed directory's worlds must be the ones its cells were computed on: the same parameters
+    (``fingerprint``) and the same held-out tokens (:func:`tokens_digest`), which the config alone does
+    not fix.  ``worlds/<name>.json`` records both; an unreadable record, or one written before tokens
+    were recorded, is rewritten."""
+    for spec in config.worlds:
+        path = out / "worlds" / f"{spec['name']}.json"
+        try:
+            recorded = read_json(path) if path.exists() else {}
+        except ConfigError:
+            recorded = {}
+        recorded = recorded if isinstance(recorded, dict) else {}
+        now = {"fingerprint": worlds[spec["name"]].fingerprint(), "heldout": heldout[spec["name"]]}
+        differ = [k for k, v in now.items() if recorded.get(k) is not None and recorded[k] != v]
+        if differ:
+            raise ConfigError(f"out: world {spec['name']!r} differs from the one {path} records ({' and '.join(differ)}: "
+                              f"{', '.join(f'{recorded[k]} there, {now[k]} here' for k in differ)}), so its finished "
+                              "cells were computed on other tokens; rerun with the jax version and PRNG setting "
+                              "(jax_threefry_partitionable) of the run that wrote it, or use another --out")
 
 
 def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
@@ -569,5 +686,5 @@ def read_results(out) -> list:
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
            "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "code_fingerprint",
-           "train_job", "check_job",
+           "train_job", "check_job", "heldout_tokens", "tokens_digest",
            "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]

@@ -1,0 +1,211 @@
+"""The sweep's results directory keeps what it promises: each finished cell is stored as it ends (an
+interrupted job keeps its finished parts), failed cells are retried, no cell is ever read as another
+config's or as computed on other held-out tokens, and configs are refused, naming the key, before
+anything is written."""
+
+import datetime
+import json
+import math
+
+import jax
+import pytest
+
+import simlm.experiments.registry as registry
+import simlm.experiments.sweep as sweep
+from simlm.cli import main
+from simlm.errors import ConfigError
+from simlm.experiments.nested import leaf_rows, nested_of
+from simlm.experiments.registry import register, row
+from simlm.experiments.sweep import check_job, parse_config, run_sweep
+from simlm.jsonio import jsonable
+
+WORLD = {"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 2, "n_symbols": 2}}
+PARTS = {"name": "parts", "seed": 0, "data": {"n_sequences": 2, "length": 2}, "worlds": [WORLD],
+         "lms": {"oracle": True}, "checks": {"test/parts": {}}}
+
+
+@pytest.fixture
+def parts_check(monkeypatch):
+    """The check "test/parts" of three parts, registered for this test only: it records the parts it runs
+    and raises ``fail[part]`` where set."""
+    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
+    calls, fail = [], {}
+
+    @register("test/parts", paper="none", description="three parts", defaults={"scale": 1.0},
+              parts=lambda w, l, o: ["p0", "p1", "p2"])
+    def run(cell):
+        calls.append(cell.part)
+        if cell.part in fail:
+            raise fail[cell.part]
+        return [row("x", cell.options["scale"] * int(cell.part[1]))]
+
+    return calls, fail
+
+
+def stored(out):
+    return [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+
+
+def keys(out):
+    return [entry["cell"] for entry in stored(out)]
+
+
+# ---- each cell stored as it ends; failed cells retried ---------------------------------------------
+
+def test_an_interrupted_job_keeps_its_finished_parts_and_the_rerun_computes_only_the_rest(parts_check, tmp_path):
+    calls, fail = parts_check
+    fail["p2"] = KeyboardInterrupt()  # as a signal ends a run in the middle of the (world, LM) job
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    assert keys(tmp_path) == ["h|oracle#None|test/parts|p0", "h|oracle#None|test/parts|p1"]
+    del fail["p2"], calls[:]
+    result = run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    assert calls == ["p2"] and result["new_cells"] == 1 and sorted(r["measured"] for r in result["rows"]) == [0, 1, 2]
+
+
+def test_a_job_that_sees_the_directory_stores_each_cell_itself(parts_check, tmp_path):
+    """What a process-pool worker runs: each cell is on disk before the next starts, tagged for its run."""
+    _, fail = parts_check
+    fail["p2"] = SystemExit(1)
+    config = parse_config(PARTS)
+    cells = [["test/parts", p, f"k{p}"] for p in ("p0", "p1", "p2")]
+    tag = {"run": 0, "code": "c", "config": "d"}
+    job = {"config": config.to_dict(), "out": str(tmp_path), "store": True, "tag": tag, "world": "h",
+           "lm": {"source": "oracle", "seed": None, "laws": list(sweep.LAWS)}, "cells": cells}
+    with pytest.raises(SystemExit):
+        check_job(json.dumps(job))
+    assert [(e["cell"], e["config"], e["run"]) for e in stored(tmp_path)] == [("kp0", "d", 0), ("kp1", "d", 0)]
+    del fail["p2"]
+    results = json.loads(check_job(json.dumps({**job, "cells": cells[2:]})))
+    assert [r["stored"] for r in results] == [True] and keys(tmp_path) == ["kp0", "kp1", "kp2"]
+
+
+def test_a_failed_cell_is_computed_again_by_a_rerun(parts_check, tmp_path):
+    calls, fail = parts_check
+    fail["p1"] = ConfigError("memory: this host is too small")
+    first = run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    assert [e["cell"] for e in first["errors"]] == ["h|oracle#None|test/parts|p1"]
+    del fail["p1"], calls[:]
+    again = run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    assert calls == ["p1"] and again["new_cells"] == 1 and again["errors"] == [] and len(again["rows"]) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["errors"] == []
+
+
+# ---- no cell read as another config's, nor as computed on other tokens ------------------------------
+
+def test_cells_of_another_config_are_refused_even_without_its_sweep_json(parts_check, tmp_path):
+    run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    (tmp_path / "sweep.json").unlink()
+    (tmp_path / "summary.json").unlink()
+    other = {**PARTS, "seed": 7}
+    with pytest.raises(ConfigError, match=r"^out: .* 3 finished cell\(s\) of another config"):
+        run_sweep(parse_config(other), tmp_path, progress=False)
+    assert not (tmp_path / "sweep.json").exists()  # nothing claimed
+    assert run_sweep(parse_config(PARTS), tmp_path, progress=False)["new_cells"] == 0  # its own config resumes
+
+
+def test_a_directory_of_untagged_cells_resumes_with_its_recorded_config_only(parts_check, tmp_path):
+    """Cells stored before they carried the config's digest belong to the config the directory records."""
+    calls, _ = parts_check
+    run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    old = [{k: v for k, v in e.items() if k != "config"} for e in stored(tmp_path)]
+    (tmp_path / "cells.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))
+    calls.clear()
+    assert run_sweep(parse_config(PARTS), tmp_path, progress=False)["new_cells"] == 0
+    (tmp_path / "sweep.json").unlink()  # the summary still records the config
+    assert run_sweep(parse_config(PARTS), tmp_path, progress=False)["new_cells"] == 0 and calls == []
+    (tmp_path / "sweep.json").unlink()
+    (tmp_path / "summary.json").unlink()  # now nothing does
+    with pytest.raises(ConfigError, match="^out: .*another config, or of one it no longer records"):
+        run_sweep(parse_config(PARTS), tmp_path, progress=False)
+
+
+def test_a_resume_that_draws_other_held_out_tokens_is_refused(tmp_path):
+    config = parse_config({**PARTS, "checks": {"simlm/epsilon": {}}})
+    run_sweep(config, tmp_path, progress=False)
+    recorded = json.loads((tmp_path / "worlds" / "h.json").read_text())
+    assert recorded["heldout"] == sweep.tokens_digest(sweep.heldout_tokens(sweep.build_world(WORLD), config))
+    lines = (tmp_path / "cells.jsonl").read_text()
+    before = jax.config.jax_threefry_partitionable
+    try:
+        jax.config.update("jax_threefry_partitionable", not before)  # another PRNG: other held-out tokens
+        with pytest.raises(ConfigError, match=r"^out: world 'h' differs .*\(heldout: "):
+            run_sweep(config, tmp_path, progress=False)
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+    assert (tmp_path / "cells.jsonl").read_text() == lines
+    assert run_sweep(config, tmp_path, progress=False)["new_cells"] == 0  # the first run's setting resumes
+
+
+def test_a_job_drawing_other_tokens_than_the_recorded_ones_refuses_to_run(tmp_path):
+    config = parse_config({**PARTS, "checks": {"simlm/epsilon": {}}})
+    job = {"config": config.to_dict(), "out": str(tmp_path), "world": "h", "heldout": "0" * 16,
+           "lm": {"source": "oracle", "seed": None, "laws": list(sweep.LAWS)}, "cells": [["simlm/epsilon", None, "k"]]}
+    with pytest.raises(ConfigError, match="^out: the held-out tokens of world 'h'"):
+        check_job(json.dumps(job))
+
+
+# ---- configs refused before anything is written -------------------------------------------------------
+
+NATURAL = {**PARTS, "checks": {"saunshi/natural-task": {}}}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_length", "two", "expected an integer"), ("max_length", 2.9, "expected an integer"),
+    ("max_length", True, "expected an integer"), ("max_length", math.inf, "expected a finite number"),
+    ("noise", 3, "expected a string"), ("task_seed", datetime.date(1979, 5, 27), "expected a number, string"),
+    ("task_seed", [0], "expected an integer"),
+])
+def test_a_check_option_of_another_type_than_its_default_is_refused(key, value, message):
+    raw = {**NATURAL, "checks": {"saunshi/natural-task": {key: value}}}
+    with pytest.raises(ConfigError, match=f"^checks.saunshi/natural-task.{key}: {message}"):
+        parse_config(raw)
+
+
+def test_float_options_take_integers_and_list_options_tuples(parts_check):
+    assert parse_config({**PARTS, "checks": {"test/parts": {"scale": 2}}}).checks["test/parts"]["scale"] == 2
+    nt = "saunshi/natural-tasks-experiment"
+    assert parse_config({**PARTS, "checks": {nt: {"eps_grid": (0.1, 0.01)}}}).checks[nt]["eps_grid"] == (0.1, 0.01)
+    with pytest.raises(ConfigError, match=rf"^checks.{nt}.eps_grid\[1\]: expected a finite number"):
+        parse_config({**PARTS, "checks": {nt: {"eps_grid": [0.1, math.nan]}}})
+
+
+def test_a_bad_option_in_a_file_exits_2_and_claims_nothing(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('[[worlds]]\nname = "h"\nkind = "hmm"\noptions = { n_states = 2, n_symbols = 2 }\n'
+                      '[checks]\n"saunshi/natural-task" = { max_length = "two" }\n')
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checks.saunshi/natural-task.max_length" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_analytic_kinds_are_refused():
+    raw = {**PARTS, "lms": {"analytic": {"kinds": ["logit-noise", "logit-noise"], "eps": [0.1]}}}
+    with pytest.raises(ConfigError, match="^lms.analytic.kinds: expected distinct kinds"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("flags, named", [(["--address", "auto"], "--address"),
+                                          (["--executor", "process", "--address", "auto"], "--address"),
+                                          (["--executor", "ray", "--workers", "2"], "--workers")])
+def test_run_flags_that_would_be_ignored_are_refused_naming_the_flag(flags, named, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**PARTS, "checks": {"simlm/epsilon": {}}}))
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"simlm sweep: error: {named}: ")
+    assert not (tmp_path / "out").exists()
+
+
+# ---- nested results: every leaf back exactly -----------------------------------------------------------
+
+@pytest.mark.parametrize("leaf", [math.inf, -math.inf, math.nan, 2**53 + 1, -(2**63) - 1, 10**400, 0.1, 7, None,
+                                  True, "B*"], ids=lambda leaf: repr(leaf)[:12])
+def test_a_nested_leaf_comes_back_exactly_through_strict_json(leaf):
+    value = {"a": {"b": [leaf, 1]}, "c": leaf}
+    rows = json.loads(json.dumps(jsonable(leaf_rows(value)), allow_nan=False))
+    back = nested_of(rows)
+    for got in (back["a"]["b"][0], back["c"]):
+        assert type(got) is type(leaf) and (got == leaf or (leaf != leaf and got != got))
+    assert back["a"]["b"][1] == 1
