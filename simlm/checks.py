@@ -116,14 +116,42 @@ def check_distinct_labels(name: str, values, spec: str = "g") -> None:
         first[label] = value
 
 
+#: integer seeds are in [0, SEED_LIMIT): every one has its own PRNG key (:func:`seed_key`)
+SEED_LIMIT = 2**63
+
+
+def seed_key(seed: int, name: str = "seed") -> jax.Array:
+    """The raw PRNG key of an integer seed in [0, 2**63) — every place simlm turns a seed into a key goes
+    through here (or :func:`as_key`, which checks the seed first).
+
+    A seed below 2**32 gets ``jax.random.PRNGKey(seed)``, the key it has always had.  A larger seed gets
+    the key ``PRNGKey`` gives it with 64-bit integers enabled, ``[seed >> 32, seed & 0xFFFFFFFF]`` (the
+    threefry seed of the whole 64-bit integer): without ``jax_enable_x64`` ``PRNGKey`` keeps only the
+    low 32 bits, so 0 and 2**32 would give one stream (an "ensemble" of identical members).  The key is
+    the same with x64 on or off, and is a plain constant, so a Python ``seed`` may be used inside
+    ``jax.jit``.  (Not ``fold_in(PRNGKey(low), high)``: that key is ``split(PRNGKey(low), n)[high]``, a
+    stream seed ``low`` itself draws on.)  Seeds ≥ 2**32 need the default ``threefry2x32`` PRNG
+    (:class:`ConfigError` naming ``name`` under another ``jax_default_prng_impl``)."""
+    seed = int(seed)
+    if seed < 2**32:
+        return jax.random.PRNGKey(seed)
+    impl = jax.config.jax_default_prng_impl
+    if impl != "threefry2x32":
+        raise ConfigError(f"{name}: seeds ≥ 2**32 have their own keys only under the default threefry2x32 PRNG, "
+                          f"and jax_default_prng_impl is {impl!r}; use a seed below 2**32, got {seed}")
+    return jnp.asarray(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32))
+
+
 def as_key(key_or_seed, name: str = "key") -> jax.Array:
-    """A JAX PRNG key from a key or a non-negative integer seed."""
+    """A JAX PRNG key from a key (returned as is) or an integer seed in [0, 2**63) (:func:`seed_key`:
+    every seed its own key, ``jax.random.PRNGKey(seed)`` for a seed below 2**32), or :class:`ConfigError`
+    naming ``name``."""
     if isinstance(key_or_seed, (bool, np.bool_)):
         raise ConfigError(f"{name}: expected a PRNG key or a non-negative integer seed, got {key_or_seed!r}")
     if isinstance(key_or_seed, (int, np.integer)):
-        if key_or_seed < 0 or key_or_seed >= 2**63:
+        if key_or_seed < 0 or key_or_seed >= SEED_LIMIT:
             raise ConfigError(f"{name}: expected a non-negative integer seed below 2**63, got {key_or_seed}")
-        return jax.random.PRNGKey(int(key_or_seed))
+        return seed_key(key_or_seed, name)
     if isinstance(key_or_seed, jax.Array) and (
         jnp.issubdtype(key_or_seed.dtype, jax.dtypes.prng_key)
         or (key_or_seed.dtype == jnp.uint32 and key_or_seed.shape == (2,))

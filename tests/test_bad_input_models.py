@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from simlm.metrics.epsilon import (LOGSUMEXP_TOL, divergence_report, exact_epsil
                                    exact_prepended_epsilon)
 from simlm.models import finite as F
 from simlm.models.base import WorldLM
-from simlm.models.perturbed import PerturbedLM, perturb_logprobs, perturbed_lm
+from simlm.models.perturbed import PerturbedLM, epsilon_of_scale, perturb_logprobs, perturbed_lm
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 from simlm.worlds import HMM
 
@@ -364,6 +365,58 @@ def test_perturbed_lm_constructor_checks_its_arguments(name, change):
 def test_perturb_logprobs_checks_concrete_input(name, args):
     with pytest.raises(SimlmError, match=name):
         perturb_logprobs(*args)
+
+
+_G, _W = np.linspace(-1, 1, V), np.eye(V)
+BAD_PARAMS = [  # (kind, params, error, message)
+    ("logit-noise", {"W": np.eye(V - 1)}, ShapeError, f"params['W']: expected shape ({V}, {V})"),
+    ("logit-noise", {"W": np.ones(V)}, ShapeError, f"params['W']: expected shape ({V}, {V})"),
+    ("logit-noise", {"W": np.where(_W == 1, np.nan, 0.0)}, ConfigError, "params['W']: expected finite numbers, got nan at (0, 0)"),
+    ("logit-noise", {"W": np.full((V, V), np.inf)}, ConfigError, "params['W']: expected finite numbers, got inf"),
+    ("logit-noise", {"W": np.full((V, V), 1e300)}, ConfigError, "params['W']: entries up to 1e+300 overflow float32"),
+    ("logit-noise", {"W": _W * 1j}, ConfigError, "params['W']: expected real numbers, got dtype complex"),
+    ("logit-noise", {"W": _W.astype(bool)}, ConfigError, "params['W']: expected real numbers, got dtype bool"),
+    ("logit-noise", {"W": "W"}, ConfigError, "params['W']: expected real numbers"),
+    ("logit-noise", {"W": [[1.0], [1.0, 2.0]]}, ConfigError, "params['W']: expected an array of real numbers"),
+    ("logit-noise", {"W": None}, ConfigError, "params['W']: expected real numbers, got dtype object"),
+    ("rare-words", {"g": _G[:-1], "threshold": 0.1}, ShapeError, f"params['g']: expected shape ({V},)"),
+    ("rare-words", {"g": np.append(_G[:-1], np.nan), "threshold": 0.1}, ConfigError,
+     f"params['g']: expected finite numbers, got nan at {V - 1}"),
+    ("rare-words", {"g": _G, "threshold": np.nan}, ConfigError, "params['threshold']: expected a probability"),
+    ("rare-words", {"g": _G, "threshold": 0.0}, ConfigError, "params['threshold']: expected a probability in (0, 1]"),
+    ("rare-words", {"g": _G, "threshold": -0.5}, ConfigError, "params['threshold']: expected a probability"),
+    ("rare-words", {"g": _G, "threshold": 1.5}, ConfigError, "params['threshold']: expected a probability"),
+    ("rare-words", {"g": _G, "threshold": np.array([0.1, 0.2])}, ShapeError, "params['threshold']: expected a scalar"),
+    ("rare-words", {"g": _G, "threshold": "0.1"}, ConfigError, "params['threshold']: expected real numbers"),
+    ("task-adversarial", {"v": np.ones((1, V))}, ShapeError, f"params['v']: expected shape ({V},)"),
+    ("task-adversarial", {"v": np.append(_G[1:], -np.inf)}, ConfigError, "params['v']: expected finite numbers, got -inf"),
+    ("temperature", {"colder": 1}, ConfigError, "params['colder']: expected True or False"),
+    ("temperature", {"colder": np.array([True])}, ConfigError, "params['colder']: expected True or False"),
+]
+
+
+@pytest.mark.parametrize("call", ["PerturbedLM", "perturb_logprobs", "epsilon_of_scale"])
+@pytest.mark.parametrize("kind, params, error, message", BAD_PARAMS,
+                         ids=[f"{k}-{i}" for i, (k, *_) in enumerate(BAD_PARAMS)])
+def test_hand_built_params_are_checked_naming_the_entry(call, kind, params, error, message):
+    """Wrong shapes are a ShapeError, not JAX's TypeError; NaN/inf, complex, out-of-range entries a ConfigError,
+    not a NaN ε or all-NaN laws."""
+    logp = np.log(np.full((2, V), 1.0 / V))
+    with pytest.raises(error, match="^" + re.escape(message)):
+        if call == "PerturbedLM":
+            PerturbedLM(WORLD, kind, 0.1, params)
+        elif call == "perturb_logprobs":
+            perturb_logprobs(kind, logp, 0.1, params)
+        else:
+            epsilon_of_scale(kind, logp, 0.1, params)
+
+
+def test_hand_built_params_of_the_wrong_shape_are_named_inside_jit():
+    logp = jnp.log(jnp.full((2, V), 1.0 / V))
+    jitted = jax.jit(lambda logp, W: perturb_logprobs("logit-noise", logp, 0.1, {"W": W}))
+    assert jitted(logp, jnp.eye(V)).shape == (2, V)
+    with pytest.raises(ShapeError, match=re.escape(f"params['W']: expected shape ({V}, {V}) (V = {V} words), got shape (2, 2)")):
+        jitted(logp, jnp.eye(2))
 
 
 # ---- the transformer ----------------------------------------------------------------------------------------

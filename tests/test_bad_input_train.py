@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from simlm import HMM
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.models.transformer import TransformerConfig
-from simlm.train import TrainConfig, load_lm, train
+from simlm.train import Training, TrainConfig, load_lm, train
 from simlm.train.objectives import OBJECTIVES
 
 WORLD = HMM.random(0, 3, 4)
@@ -222,3 +222,19 @@ def test_load_lm_names_a_checkpoint_with_an_invalid_model_config(tmp_path):
     (tmp_path / "metadata.json").write_text('{"model_config": {"n_symbols": -1}}')
     with pytest.raises(ConfigError, match=f"checkpoint: {tmp_path / 'metadata.json'} has an invalid model_config"):
         load_lm(tmp_path)
+
+
+class _Unnormalised(HMM):
+    """An HMM whose next-token laws are shifted by 0.01 nats: no probability laws (Σ p = 1.01)."""
+
+    def next_token_logprobs(self, tokens):
+        return super().next_token_logprobs(tokens) + 0.01
+
+
+def test_a_world_whose_laws_are_not_laws_is_refused_naming_it():
+    """The trainer checks the world's reference laws as exact_epsilon does, instead of recording an ε
+    0.01 nats off."""
+    world = _Unnormalised(WORLD.initial, WORLD.transition, WORLD.emission)
+    with pytest.raises(DistributionError, match=r"^world: next_token_logprobs at sequence 0, position 0 "
+                                                r"\(next-token law\) is not a probability law"):
+        Training(world, MODEL, CONFIG)

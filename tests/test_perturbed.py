@@ -363,3 +363,18 @@ def test_masked_laws_can_be_the_calibrated_ones(world, kind, law):
 def test_an_unknown_law_is_named():
     with pytest.raises(ConfigError, match="law: expected one of next-token, masked, prepended-mask"):
         perturbed_lm(sparse_world(0), 0.1, "temperature", 0, law="causal")
+
+
+@pytest.mark.parametrize("kind", ["logit-noise", "rare-words", "task-adversarial", "temperature"])
+def test_hand_built_params_of_the_right_form_give_the_built_ones_perturbation(world, kind):
+    """The checks of hand-built params refuse nothing perturbation_params builds, nor its plain-numpy twin
+    (float64 arrays, a Python float threshold, a Python bool), and convert nothing."""
+    logp = world.next_token_logprobs(world.sample(0, N_EVAL, T_EVAL))
+    built = perturbation_params(kind, V, 0, logp, **({"direction": DIRECTION} if kind == "task-adversarial" else {}))
+    plain = {k: (bool(v) if k == "colder" else float(v) if k == "threshold" else np.asarray(v, np.float64))
+             for k, v in built.items()}
+    want = np.asarray(perturb_logprobs(kind, logp, 0.3, built))
+    np.testing.assert_allclose(perturb_logprobs(kind, logp, 0.3, plain), want, rtol=1e-6, atol=1e-6)
+    assert epsilon_of_scale(kind, logp, 0.3, plain) == pytest.approx(epsilon_of_scale(kind, logp, 0.3, built), rel=1e-6)
+    lm = PerturbedLM(world, kind, 0.3, built)
+    np.testing.assert_allclose(lm.next_token_logprobs(world.sample(0, N_EVAL, T_EVAL)), want, rtol=1e-6, atol=1e-6)

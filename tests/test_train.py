@@ -4,13 +4,19 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from simlm import HMM
+from simlm.checks import as_key
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
+from simlm.metrics.epsilon import divergence_report
+from simlm.models.finite import quad_excess
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
+from simlm.train import objectives
 from simlm.worlds.loglinear import LogLinearWorld
 from simlm.worlds.memory import MemoryHMM
 
@@ -312,3 +318,87 @@ def test_a_torn_row_at_a_resume_point_mid_run_is_recomputed_and_the_run_goes_on_
     train(WORLD, MODEL, config, part, progress=False)
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("wall_time", "tokens_per_s")} for m in ms]
     assert strip(metrics(part)) == strip(metrics(tmp_path / "whole"))
+
+
+# ---- a world whose laws are off 1 within its atol: ε against the renormalised laws, as exact_epsilon --------
+
+def _loose_world(normalised: bool = False) -> HMM:
+    """Emission rows summing to 0.9995, accepted with atol=1e-3 (``normalised``: the same rows divided by
+    their sums).  Both rows are off by the same factor, so the loose world's laws are the normalised
+    world's × 0.9995 on every sequence: renormalised, they are the normalised world's."""
+    B = np.array([[0.7, 0.2, 0.0995], [0.1, 0.3, 0.5995]])
+    pi, A = np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.2, 0.8]])
+    return HMM(pi, A, B / B.sum(1, keepdims=True)) if normalised else HMM(pi, A, B, atol=1e-3)
+
+
+LOOSE_MODEL = TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=2, max_len=8)
+LOOSE_CONFIG = TrainConfig(targets=(0.05,), batch_size=16, seq_len=6, max_steps=40, warmup_steps=5,
+                           learning_rate=1e-2, eval_sequences=16, eval_every=5, eval_positions=6)
+
+
+@pytest.mark.parametrize("objective", ["cross-entropy", "masked-lm", "quad"])
+def test_the_trainer_measures_a_loosely_normalised_world_against_its_renormalised_laws(objective):
+    """ε, TV and their standard errors are the host functions' (divergence_report, which renormalises the
+    world's laws), not 5e-4 nats lower; the Quad excess is that of the normalised world's p*."""
+    loose = _loose_world()
+    masked = objective == "masked-lm"
+    model = TransformerConfig(**{**LOOSE_MODEL.to_dict(), "causal": not masked})
+    training = Training(loose, model, dataclasses.replace(LOOSE_CONFIG, objective=objective))
+    params = training.init_state().params
+    got = training.evaluate(params)[0]
+    tokens, lm = np.asarray(training.eval_tokens), training.lm(params, 0)
+    report = divergence_report(loose, lm, tokens, masked=masked, positions=np.arange(6) if masked else None)
+    if objective == "quad":
+        p_star = np.exp(np.asarray(_loose_world(normalised=True).next_token_logprobs(tokens)))
+        net = nnx.merge(training.graphdef, training.member_params(params, 0), training.rest)
+        f = np.asarray(net.features(objectives.causal_inputs(jnp.asarray(tokens), net.config)))
+        excess = [np.mean(quad_excess(f[i], p_star[i], net.unembedding)) for i in range(len(tokens))]
+        assert got[0] == pytest.approx(np.mean(excess), rel=1e-5)
+        assert got[2:] == pytest.approx((report.tv, report.tv_se), rel=1e-5)
+    else:
+        assert got == pytest.approx((report.epsilon, report.epsilon_se, report.tv, report.tv_se), rel=1e-5)
+        exact = exact_masked_epsilon(loose, lm, tokens, np.arange(6)) if masked else exact_epsilon(loose, lm, tokens)
+        assert got[0] == pytest.approx(exact[0], rel=1e-5)
+
+
+def test_a_rung_on_a_loosely_normalised_world_is_at_its_exact_epsilon(tmp_path):
+    """The rung's recorded ε is exact_epsilon of its checkpoint on the held-out set, so the ladder never
+    saves a model whose real ε is above the target."""
+    loose = _loose_world()
+    result = train(loose, LOOSE_MODEL, LOOSE_CONFIG, tmp_path, progress=False)
+    (rung,) = result.records
+    assert rung.reached
+    tokens = loose.sample(LOOSE_CONFIG.eval_seed, LOOSE_CONFIG.eval_sequences, LOOSE_CONFIG.seq_len)
+    eps, _ = exact_epsilon(loose, result.lm(rung.target), tokens)
+    assert eps == pytest.approx(rung.epsilon, rel=1e-5) and eps <= rung.target
+
+
+@pytest.mark.parametrize("objective", ["cross-entropy", "masked-lm"])
+def test_a_normalised_world_s_laws_are_scored_as_the_world_gives_them(objective):
+    """Rows normalised to float rounding are not touched: ε on such worlds is what it was, bit for bit."""
+    masked = objective == "masked-lm"
+    model = TransformerConfig(**{**MODEL.to_dict(), "causal": not masked})
+    config = dataclasses.replace(CONFIG, objective=objective)
+    training = Training(WORLD, model, config)
+    tokens = eval_tokens(config)
+    positions = np.unique(np.linspace(0, config.seq_len - 1, config.eval_positions).astype(np.int32))
+    want = jnp.log(WORLD.masked_token_probs(tokens, positions)) if masked else WORLD.next_token_logprobs(tokens)
+    np.testing.assert_array_equal(training.eval_ref, want)
+
+
+# ---- seeds: every seed in [0, 2**63) its own stream; those below 2**32 the keys they always had ---------------
+
+def test_seeds_beyond_2_32_have_streams_of_their_own():
+    for seed in (0, 5, 2**31 + 1, 2**32 - 1):
+        np.testing.assert_array_equal(as_key(seed), jax.random.PRNGKey(seed))
+    np.testing.assert_array_equal(as_key(2**32 + 5), np.array([1, 5], np.uint32))  # PRNGKey under jax_enable_x64
+    assert not np.array_equal(WORLD.sample(0, 4, 8), WORLD.sample(2**32, 4, 8))
+    assert not np.array_equal(WORLD.sample(5, 4, 8), WORLD.sample(2**32 + 5, 4, 8))
+    np.testing.assert_array_equal(WORLD.sample(5, 4, 8), WORLD.sample(jax.random.PRNGKey(5), 4, 8))
+    config = dataclasses.replace(CONFIG, seeds=(0, 2**32, 5))
+    batch = Training(WORLD, MODEL, config).batch(3)
+    assert not np.array_equal(batch.tokens[0], batch.tokens[1])
+    assert not np.array_equal(batch.keys[0], batch.keys[1])
+    k_data, k_obj = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), 3))  # seed 5: its batch as before
+    np.testing.assert_array_equal(batch.tokens[2], WORLD.sample(k_data, config.batch_size, config.seq_len))
+    np.testing.assert_array_equal(batch.keys[2], k_obj)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
 from simlm.models.transformer import (
-    LayerNorm, TransformerConfig, TransformerLM, causal_inputs, gelu, init_transformer, layer_norm,
+    LayerNorm, Transformer, TransformerConfig, TransformerLM, causal_inputs, gelu, init_transformer, layer_norm,
     prepended_mask_logprobs,
 )
 
@@ -210,6 +210,18 @@ def test_same_seed_gives_identical_parameters():
     a, b, c = (nnx.state(init_transformer(config, s), nnx.Param) for s in (7, 7, 8))
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+
+
+def test_seeds_beyond_2_32_give_their_own_parameters_and_those_below_the_old_ones():
+    """Without jax_enable_x64 a seed used to become the key of seed mod 2**32: 0 and 2**32 were one model."""
+    config = TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=2, max_len=6)
+    leaves = lambda seed: jax.tree.leaves(nnx.state(init_transformer(config, seed), nnx.Param))
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    assert not same(0, 2**32) and not same(5, 2**32 + 5) and not same(2**32, 2**33)
+    assert same(2**63 - 1, 2**63 - 1)
+    for seed in (5, 2**32 - 1):  # the parameters these seeds always had
+        old = jax.tree.leaves(nnx.state(Transformer(config, rngs=nnx.Rngs(seed)), nnx.Param))
+        assert all(np.array_equal(x, y) for x, y in zip(leaves(seed), old))
 
 
 def test_jitted_split_merge_forward_equals_module_call(causal, causal_lm, tokens):

@@ -56,7 +56,7 @@ from simlm.models.base import WorldLM
 from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 from simlm.metrics.epsilon import (check_laws, check_world, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_float64, kl_per_sequence)
-from simlm.checks import (as_key, as_rng, check_finite, check_memory, check_positive, check_positive_int,
+from simlm.checks import (as_array, as_key, as_rng, check_finite, check_memory, check_positive, check_positive_int,
                           check_real_array, check_stochastic, check_tokens)
 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
@@ -91,6 +91,44 @@ def _check_kind(kind, params=None) -> str:
     return kind
 
 
+def _check_params(kind: str, params: dict, V: int) -> dict:
+    """The entries of ``params`` that ``kind`` reads (present: :func:`_check_kind`), checked as the perturbation
+    will read them: ``W`` (V, V), ``v`` and ``g`` (V,) real and finite, ``threshold`` a probability in (0, 1],
+    ``colder`` True or False; otherwise :class:`ShapeError` (a shape) or :class:`ConfigError` naming
+    ``params['…']``.  Shapes are checked on traced values too (they are static), values only where concrete.
+    ``params`` is returned unchanged (no entry converted, so the perturbation is the same bit for bit)."""
+    shapes = {"W": (V, V), "v": (V,), "g": (V,), "threshold": (), "colder": ()}
+    for key in _PARAMS[kind]:
+        name, value = f"params[{key!r}]", params[key]
+        traced = isinstance(value, jax.core.Tracer)
+        arr = value if traced else as_array(name, value, error=ConfigError, what="an array of real numbers")
+        if key == "colder":
+            if arr.dtype != np.bool_ or arr.shape != ():
+                raise ConfigError(f"{name}: expected True or False, got {value!r}")
+            continue
+        if np.dtype(arr.dtype).kind not in "iuf":
+            raise ConfigError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+        if tuple(arr.shape) != shapes[key]:
+            what = "a scalar" if key == "threshold" else f"shape {shapes[key]} (V = {V} words)"
+            raise ShapeError(f"{name}: expected {what}, got shape {tuple(arr.shape)}")
+        if traced:
+            continue
+        bad = np.argwhere(~np.isfinite(arr))
+        if bad.size:
+            at = f" at {tuple(int(i) for i in bad[0]) if arr.ndim > 1 else int(bad[0][0])}" if arr.ndim else ""
+            raise ConfigError(f"{name}: expected finite numbers, got {arr[tuple(bad[0])]}{at}")
+        # what JAX computes in: float64 / int64 entries become float32 / int32 without jax_enable_x64
+        canon = np.dtype(jax.dtypes.canonicalize_dtype(arr.dtype))
+        lim = np.finfo(canon) if canon.kind == "f" else np.iinfo(canon)
+        if arr.size and (arr.min() < lim.min or arr.max() > lim.max):
+            raise ConfigError(f"{name}: entries up to {np.abs(arr).max():.3g} overflow {canon}, the dtype JAX "
+                              "computes them in")
+        # (0, 1], and the float32 just above 1, which perturbation_params picks when p* = 1 is among the rare
+        if key == "threshold" and not 0 < float(arr) <= np.nextafter(np.float32(1), np.float32(2)):
+            raise ConfigError(f"{name}: expected a probability in (0, 1], got {float(arr)!r}")
+    return params
+
+
 def _check_scale(kind: str, s, name: str = "s") -> float:
     s = check_finite(name, s)
     top = 1.0 if kind == "uniform-mixture" else math.inf
@@ -108,9 +146,12 @@ def max_scale(kind: str) -> float:
 def perturb_logprobs(kind: str, logp, s, params) -> jax.Array:
     """log p_s from log p* ``(..., V)`` for one family (``params`` from :func:`perturbation_params`).
 
-    ``kind`` and ``params`` are always checked; concrete ``logp`` and ``s`` are checked on the host too
-    (rows must be laws, :func:`~simlm.metrics.epsilon.check_laws`; s ≥ 0, ≤ 1 for uniform-mixture).
-    Inside ``jax.jit`` the traced values pass unchecked."""
+    ``kind`` and ``params`` are always checked: every entry the kind reads present, with its shape (``W``
+    (V, V), ``v`` and ``g`` (V,), V = ``logp.shape[-1]``); concrete entries also real and finite, ``threshold``
+    in (0, 1], ``colder`` a bool (:class:`ShapeError`/:class:`ConfigError` naming ``params['…']``).
+    Concrete ``logp`` and ``s`` are checked on the host too (rows must be laws,
+    :func:`~simlm.metrics.epsilon.check_laws`; s ≥ 0, ≤ 1 for uniform-mixture).  Inside ``jax.jit`` the
+    traced values pass with their shapes checked only."""
     logp, s = _check_call(kind, logp, s, params)
     return _perturb(kind, logp, s, params)
 
@@ -132,10 +173,11 @@ def epsilon_of_scale(kind: str, logp, s, params, weights=None) -> float:
 
 
 def _check_call(kind, logp, s, params):
-    """The checks of :func:`perturb_logprobs` and :func:`epsilon_of_scale` (concrete values only)."""
+    """The checks of :func:`perturb_logprobs` and :func:`epsilon_of_scale` (values where concrete)."""
     _check_kind(kind, params)
     if not isinstance(logp, jax.core.Tracer):
         logp = check_laws("logp", logp)
+    _check_params(kind, params, int(logp.shape[-1]))
     if not isinstance(s, jax.core.Tracer):
         s = _check_scale(kind, s)
     return logp, s
@@ -174,6 +216,9 @@ def _epsilon_of_scale(kind, logp, s, params, weights=None):
 class PerturbedLM:
     """The world's exact LM perturbed by one of the families above with scale s (= ``scale``).
 
+    ``params`` (hand-built or from :func:`perturbation_params`) are checked as :func:`perturb_logprobs`
+    checks them, with V = ``world.n_symbols``.
+
     Attributes: ``world``, ``kind``, ``scale``, ``params`` (the fixed perturbation), ``target_eps``,
     ``achieved_eps`` ± ``achieved_eps_se`` (exact ε of the calibrated ``law`` on ``eval_tokens``,
     nats/token)."""
@@ -182,6 +227,7 @@ class PerturbedLM:
                  achieved_eps_se=None, eval_tokens=None, law="next-token"):
         self.world = check_world(world, *_WORLD_METHODS)
         self.kind = _check_kind(kind, params)
+        _check_params(kind, params, int(self.world.n_symbols))
         self.scale, self.params, self.law = _check_scale(kind, scale, "scale"), params, _check_law(law)
         # None until calibrated (perturbed_lm sets them): no NaN placeholders to flow into tables
         self.target_eps, self.achieved_eps, self.achieved_eps_se = target_eps, achieved_eps, achieved_eps_se

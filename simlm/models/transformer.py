@@ -401,13 +401,14 @@ def _residual_init(c: TransformerConfig):
 
 
 def init_transformer(config: TransformerConfig, seed: int) -> Transformer:
-    """A freshly initialised :class:`Transformer`; equal seeds give equal parameters.  ``seed`` is an
-    integer in [0, 2**63); a config whose parameters cannot fit in this host's memory is refused."""
+    """A freshly initialised :class:`Transformer`; equal seeds give equal parameters, distinct seeds distinct
+    ones.  ``seed`` is an integer in [0, 2**63), turned into a key by :func:`simlm.checks.as_key` (below
+    2**32 the key ``nnx.Rngs(seed)`` always made; above it the seed's own, not that of ``seed mod 2**32``);
+    a config whose parameters cannot fit in this host's memory is refused."""
     if not isinstance(config, TransformerConfig):
         raise ConfigError(f"config: expected a TransformerConfig, got {type(config).__name__}")
     seed = check_positive_int("seed", seed, minimum=0)
-    as_key(seed, "seed")
-    return Transformer(config, rngs=nnx.Rngs(seed))
+    return Transformer(config, rngs=nnx.Rngs(as_key(seed, "seed")))
 
 
 # ---- language-model conventions as pure functions (jit/grad friendly; no host-side checks) ---------
