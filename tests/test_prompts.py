@@ -217,3 +217,15 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world,
         fit_transformer_prompt(masked_transformer, np.zeros((4, 3), np.int32) + 7, y, k=0)
     with pytest.raises(ConfigError, match="lm"):
         fit_transformer_prompt(WorldLM(world), x, y)
+
+
+def test_seeds_beyond_2_32_start_their_own_prompts(masked_transformer):
+    """jax.random.PRNGKey keeps a seed's low 32 bits without x64: seeds 0 and 2**32 drew one prefix."""
+    lm = masked_transformer
+    x = np.random.default_rng(0).integers(0, 8, (16, 6)).astype(np.int32)
+    y = np.arange(16) % 2
+    fit = lambda seed: fit_transformer_prompt(lm, x, y, k=1, steps=1, seed=seed).prefix
+    assert not np.array_equal(fit(0), fit(2**32))
+    assert np.array_equal(fit(7), fit(7))
+    with pytest.raises(ConfigError, match="^seed"):
+        fit(2**63)

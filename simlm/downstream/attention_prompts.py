@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import check_instance, check_positive, check_positive_int
+from simlm.checks import as_key, check_instance, check_positive, check_positive_int
 from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
                                          check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
@@ -92,7 +92,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=head, k=k, n_classes=C,
+        as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=head, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     check_finite_fit(final, "the exact attention prompt fit")
     result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),
@@ -169,8 +169,7 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     b = min(check_positive_int("batch_size", batch_size), toks.shape[0])  # a batch of every sequence at most
     check_fit_memory(1, k * lm.config.d_model + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * lm.n_symbols, 0, steps * (b + 1))
-    key_prefix, key_head, key_batches = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed,
-                                                                                                 minimum=0)), 3)
+    key_prefix, key_head, key_batches = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"), 3)
     batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-from simlm.checks import as_array, check_memory, check_positive, check_positive_int
+from simlm.checks import as_array, as_key, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError, TrainingDivergedError
 
 
@@ -370,7 +370,7 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     params, losses, taken, grad_norm, stopped = _fit_linear(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
         jnp.float32(check_positive("lr", lr)), jnp.float32(check_positive("tol", tol)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C, steps, method)
+        as_key(check_positive_int("seed", seed, minimum=0), "seed"), C, steps, method)
     g, taken = float(grad_norm), int(taken)
     if method == "lbfgs" and not (g <= tol or (bool(stopped) and g <= _STALLED_GRADIENT)):
         why = "spent its steps" if not bool(stopped) else "stalled"
@@ -406,7 +406,7 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     head = AttentionLogits(d_key, d_value)
     params, losses, final = _fit_attention(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_positive("lr", lr)), jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), C,
+        jnp.float32(check_positive("lr", lr)), as_key(check_positive_int("seed", seed, minimum=0), "seed"), C,
         check_positive_int("steps", steps), R)
     if not np.isfinite(np.asarray(final)).any():
         raise TrainingDivergedError(f"lr: every one of fit_attention_head's {R} restarts ended at a non-finite loss "

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import check_positive, check_positive_int
+from simlm.checks import as_key, check_positive, check_positive_int
 from simlm.downstream.heads import LinearHead, LinearLogits, check_l2, standardise
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
                                          check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
@@ -103,7 +103,7 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)), head=_HEAD, k=k, n_classes=C,
+        as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=_HEAD, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     check_finite_fit(final, "the exact prompt fit")
     head = _HEAD.fitted(params, mean, sd, losses)
@@ -173,7 +173,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     check_fit_memory(1, k * lm.config.d_model, 0, steps)
     steps = check_positive_int("steps", steps)
     b = None if batch_size is None else min(check_positive_int("batch_size", batch_size), toks.shape[0])
-    key_prefix, key_head = jax.random.split(jax.random.PRNGKey(check_positive_int("seed", seed, minimum=0)))
+    key_prefix, key_head = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"))
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     batches = None if b is None else minibatch_indices(jax.random.fold_in(key_prefix, 1), toks.shape[0], b, steps)
     p, mean, sd, losses, train_features = _fit_transformer(

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from simlm.checks import check_positive, check_positive_int
+from simlm.checks import as_key, check_positive, check_positive_int
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError
@@ -216,7 +216,7 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
     params, losses = _probe(jnp.asarray(f), jnp.asarray(y), jnp.asarray(batches), jnp.float32(check_positive("lr", lr)),
-                            jax.random.PRNGKey(seed), steps, max(1, min(500, steps // 2)))
+                            as_key(seed, "seed"), steps, max(1, min(500, steps // 2)))
     return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
 
 
