@@ -162,6 +162,20 @@ def test_a_check_option_of_another_type_than_its_default_is_refused(key, value, 
         parse_config(raw)
 
 
+@pytest.mark.parametrize("check, key, value, message", [
+    ("saunshi/natural-task", "noise", "gaussian-ish", "expected one of"),
+    ("saunshi/natural-task", "adversary", "strongest", "expected one of"),
+    ("saunshi/natural-task", "max_length", 0, "expected an integer ≥ 1"),
+    ("wei/head-tuning", "n_train", 1, "expected an integer ≥ 2"), ("wei/head-prompt", "n_test", 0, "expected an integer"),
+    ("wu/anchors", "n_words", 1, "expected an integer ≥ 2"), ("tzach/token-accuracy", "max_sequences", 0, "expected"),
+])
+def test_a_check_option_of_the_right_type_but_no_value_of_it_is_refused(check, key, value, message):
+    """Such a value failed in its cell (and, retried, in every rerun) instead of when the config was read."""
+    with pytest.raises(ConfigError, match=f"^checks.{check}.{key}: {message}"):
+        parse_config({**NATURAL, "checks": {check: {key: value}}})
+    parse_config({**NATURAL, "checks": {"saunshi/natural-task": {"adversary": "none"}}})  # off
+
+
 def test_float_options_take_integers_and_list_options_tuples(parts_check):
     assert parse_config({**PARTS, "checks": {"test/parts": {"scale": 2}}}).checks["test/parts"]["scale"] == 2
     nt = "saunshi/natural-tasks-experiment"

@@ -18,14 +18,14 @@ import math
 import numpy as np
 
 from simlm.downstream import fit_linear_head, make_posterior_task, sample_task_data, task_features
-from simlm.experiments.registry import register, row
+from simlm.experiments.registry import option_ranges, register, row
 from simlm.metrics import divergence_report, exact_prepended_epsilon
 from simlm.models import WorldLM
 from simlm.theory.head_prompt import emission_rank, head_realisability
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.errors import ConfigError
-from simlm.theory.adversarial import adversarial_laws
-from simlm.theory.natural_tasks import LOG2, check_natural_task, random_natural_task
+from simlm.theory.adversarial import METHODS as ADVERSARIES, adversarial_laws
+from simlm.theory.natural_tasks import LOG2, NOISES, check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
 #: the law each kind of LM source is defined (and calibrated) on.
@@ -60,6 +60,8 @@ def epsilon_check(cell) -> list:
 
 @register("saunshi/natural-task", paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=_needs(CAUSAL),
           defaults={"max_length": 2, "noise": "logistic", "task_seed": 0, "adversary": "aligned"},
+          validate=option_ranges("saunshi/natural-task", {"max_length": 1, "task_seed": 0},
+                                 {"noise": NOISES, "adversary": (*ADVERSARIES, "none")}),
           description="O(√ε) transfer bounds on a natural task, exact on the enumerated contexts (loss at B*)")
 def natural_task_check(cell) -> list:
     """For every bound that applies (``any-lm`` and its second-order ``well-specified`` form for any causal
@@ -73,7 +75,7 @@ def natural_task_check(cell) -> list:
     (a) need not be), and ``residual`` the label residual of the τ-optimal classifier (0: well-specified
     labels).
 
-    With ``adversary`` "aligned" or "search" (None: off), the worst-case LM of
+    With ``adversary`` "aligned" or "search" ("none": off), the worst-case LM of
     :func:`simlm.theory.adversarial.adversarial_laws` at this LM's exact ε on the contexts is checked too,
     as rows ``worst-case:any-lm:…``: how close an LM at the same ε comes to the bound."""
     o = cell.options
@@ -83,7 +85,7 @@ def natural_task_check(cell) -> list:
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
     rows = _natural_rows("", result.bounds, result.eps)
     method = o.get("adversary")
-    if method is not None and 0 < result.eps < math.inf:
+    if method not in (None, "none") and 0 < result.eps < math.inf:
         try:
             worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
         except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row, not faked
@@ -112,6 +114,7 @@ def _natural_rows(prefix, bounds, eps) -> list:
 @register("wei/head-tuning", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=lambda w, l: (
               "needs an HMM world" if w.get("kind") not in ("hmm", "planted-hmm") else _needs(PREPENDED)(w, l)),
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
+          validate=option_ranges("wei/head-tuning", {"n_train": 2, "n_test": 1, "length": 1, "task_seed": 0}),
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:
     """Task y = 1[μᵀP(H_0 | x) ≥ 0] (sparse μ from ``task_seed``); a linear head is fitted on the LM's law at
@@ -164,7 +167,7 @@ _HEAD_PROMPT_OPTIONS = ("label_length", "visible_length", "n_train", "n_test", "
 
 
 @register("wei/head-prompt", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=_head_prompt_applies,
-          defaults=_head_prompt_defaults(),
+          defaults=_head_prompt_defaults(), validate=option_ranges("wei/head-prompt", dict.fromkeys(_HEAD_PROMPT_OPTIONS, 1)),
           description="head and prompt tuning (linear or attention head) on one seed's posterior or memory task")
 def head_prompt_check(cell) -> list:
     """The predictors of :func:`simlm.experiments.head_prompt.evaluate` on this LM — heads for every LM,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simlm.experiments.registry import register, row
+from simlm.experiments.registry import option_ranges, register, row
 from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
 from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import lm_residual
@@ -40,6 +40,7 @@ def block_fits(lm, tokens, bulk, weights) -> list:
 
 @register("wu/anchors", paper=PAPER, applies=_applies,
           defaults={"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 64},
+          validate=option_ranges("wu/anchors", {"top_k": 0, "n_words": 2, "task_seed": 0, "n_label": 2}),
           description="anchor fit of log Z_B, anchored/contrast/rare/latent tasks, O(√ε) transfer bound")
 def anchors_check(cell) -> list:
     """On every position of the cell's tokens (uniform weights): the LM's anchor fit (its own f and Φ for a

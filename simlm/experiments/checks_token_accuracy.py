@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from simlm.checks import check_positive_int
-from simlm.experiments.registry import register, row
+from simlm.experiments.registry import option_ranges, register, row
 from simlm.theory.token_accuracy import apt_by_frequency, token_accuracy
 
 
@@ -32,6 +32,7 @@ def _applies(world_spec, lm_spec) -> str:
 
 
 @register("tzach/token-accuracy", paper="Tzach et al. (2025)", applies=_applies, defaults={"max_sequences": 32},
+          validate=option_ranges("tzach/token-accuracy", {"max_sequences": 1}),
           description="accuracy per token (APT) of the masked LM vs the Bayes predictor; expected accuracy ≤ Bayes")
 def token_accuracy_check(cell) -> list:
     world = cell.world

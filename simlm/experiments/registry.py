@@ -90,6 +90,20 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
     return wrap
 
 
+def option_ranges(check: str, minimums: dict | None = None, choices: dict | None = None):
+    """A check's ``validate``: each option of ``minimums`` an integer at least its minimum, each of ``choices``
+    one of its values (their types are checked against the defaults by the sweep's parser), or a
+    :class:`ConfigError` naming ``checks.<check>.<option>`` — before anything runs, not in a failed cell."""
+    def validate(options: dict) -> None:
+        for key, low in (minimums or {}).items():
+            if key in options and options[key] < low:
+                raise ConfigError(f"checks.{check}.{key}: expected an integer ≥ {low}, got {options[key]!r}")
+        for key, allowed in (choices or {}).items():
+            if key in options and options[key] not in allowed:
+                raise ConfigError(f"checks.{check}.{key}: expected one of {list(allowed)}, got {options[key]!r}")
+    return validate
+
+
 def checks() -> dict[str, Check]:
     """Every registered check by name (importing the modules that register the built-in ones)."""
     importlib.import_module("simlm.experiments.checks")  # registers the built-in checks on first import
@@ -143,4 +157,4 @@ def record_of(tidy_row: dict, renamed: dict) -> dict:
 
 
 __all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row", "experiment_sweep", "tidy_columns",
-           "record_of"]
+           "record_of", "option_ranges"]
