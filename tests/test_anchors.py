@@ -215,14 +215,18 @@ def test_the_transfer_bound_is_never_violated_by_an_analytic_lm(case, kind, eps,
         assert b.eps == pytest.approx(exact_epsilon_rows(ctx, logp), rel=1e-9)
 
 
+def _flat_world(task: str):
+    """A flat world (σ = 0.3, V = 4, 64 states): its rows, bulk (top 2 out), anchor fit and one of its tasks."""
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=64, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    return ctx, bulk, fit, random_tasks(ctx, fit, 0)[task]
+
+
 def test_the_bound_is_not_trivial_for_a_flat_world_at_small_epsilon():
     """A flat world (σ = 0.3, V = 4) and ε = 1e-5: both forms of the bound are below 1 and hold (measured:
     error 0.03, bounds 0.53 (markov) and 0.09 (per-context) for the contrast task)."""
-    world = LogLinearWorld.random(0, n_states=64, n_symbols=4, dim=3, sigma=0.3)
-    ctx = anchor_contexts(world)
-    bulk = bulk_mask(ctx.logp, top_k=2)
-    fit = world_anchor_fit(ctx, bulk)
-    task = random_tasks(ctx, fit, 0)["contrast"]
+    ctx, bulk, fit, task = _flat_world("contrast")
     logp = analytic_laws(ctx, "logit-noise", 1e-5)
     h = head_errors(task, ctx, bulk, logp, fit.residual, fit.residual)
     for form in ("markov", "per-context"):
@@ -317,11 +321,7 @@ def test_bad_input_raises_typed_errors_naming_the_argument():
 def test_a_rho_or_law_that_would_fake_a_certificate_is_refused():
     """A NaN ρ made every ``m <= csum·ρ`` false and ``min(γ/2, nan)`` γ/2: the margin term dropped out and
     a flat world's anchored head (error 1/32) got a bound of 0.  Every input that could do that is refused."""
-    world = LogLinearWorld.random(0, n_states=64, n_symbols=4, dim=3, sigma=0.3)
-    ctx = anchor_contexts(world)
-    bulk = bulk_mask(ctx.logp, top_k=2)
-    fit = world_anchor_fit(ctx, bulk)
-    task = random_tasks(ctx, fit, 0)["anchored"]
+    ctx, bulk, fit, task = _flat_world("anchored")
     logp = analytic_laws(ctx, "logit-noise", 1e-3)
     residual = lm_residual(ctx, bulk, logp)
     rho = float(np.abs(residual - fit.residual).max())
