@@ -222,8 +222,23 @@ def test_label_margins_and_stratified_accuracy():
     np.testing.assert_allclose(label_margins(L, P).margins, lm.margins)
     with pytest.raises(ShapeError, match="^posterior"):
         label_margins(mu, P[:, :2])
+    with pytest.raises(ShapeError, match="^labels"):
+        margin_accuracy([0, 1, 0, 1], [1, 1], lm)
     with pytest.raises(ShapeError, match="^predictions"):
-        margin_accuracy([0, 1], [1, 1], lm)
+        margin_accuracy([0, 1], [1, 1, 0, 1], lm)
+    with pytest.raises(ConfigError, match="^margins"):
+        margin_accuracy([0, 1], [1, 1], None)
+
+
+def test_labels_that_are_all_ties_have_no_margin_and_say_so():
+    """μ = 0 (or L with equal rows) made every label a tie, yet the threshold 0 counted each as having a margin."""
+    P = np.array([[.5, .5, 0], [.9, .1, 0]])
+    for weights in (np.zeros(3), np.ones((2, 3))):
+        with pytest.raises(ConfigError, match="^weights: every label is a tie"):
+            label_margins(weights, P)
+    for weights in (np.ones((1, 3)), np.array(2.0)):  # one class, a scalar: raw IndexErrors before
+        with pytest.raises(ShapeError, match="^weights"):
+            label_margins(weights, P)
 
 
 @pytest.mark.parametrize("call, name", [

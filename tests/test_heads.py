@@ -151,6 +151,21 @@ def test_linear_fit_warns_when_it_stops_short_of_the_optimum():
         fit_linear_head(f, y, method="adam", steps=2)  # an explicitly early-stopped probe does not warn
 
 
+def test_an_unregularised_fit_that_stalls_short_of_the_optimum_warns():
+    """With l2 = 0 nothing bounds the gap a small gradient leaves: on nearly collinear features L-BFGS
+    stalled at gradient norm 2e-5, 2.4e-3 nats above the optimum (a float64 solve from its answer),
+    silently, since a stall below 1e-3 counted as converged."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((400, 3))
+    f = base @ rng.standard_normal((3, 12)) + 1e-3 * rng.standard_normal((400, 12))
+    y = np.argmax(base @ rng.standard_normal((3, 3)) * 3 + rng.gumbel(size=(400, 3)), 1)
+    with pytest.warns(NotConvergedWarning, match="stalled"):
+        head = fit_linear_head(f, y, n_classes=3, l2=0.0)
+    assert head.gradient_norm > 1e-6
+    with pytest.raises(ConfigError, match="^n_classes"):
+        fit_linear_head(f, y, n_classes=10**12)
+
+
 def test_linear_head_is_affine_in_its_features(world):
     rng = np.random.default_rng(0)
     f = rng.dirichlet(np.ones(8), size=N).astype(np.float32)

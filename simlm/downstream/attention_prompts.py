@@ -86,7 +86,8 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = initial.shape[0], world.n_symbols
     check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
-        "d_value", d_value)) * V, toks.size * (2 * K + V), steps)
+        "d_value", d_value)) * V + d_value * C, toks.size * (2 * K + V), steps,
+        names="k, n_classes, d_key, d_value, n_restarts, steps")
     world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
@@ -168,7 +169,8 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     steps = check_positive_int("steps", steps)
     b = min(check_positive_int("batch_size", batch_size), toks.shape[0])  # a batch of every sequence at most
     check_fit_memory(1, k * lm.config.d_model + (check_positive_int("d_key", d_key) + check_positive_int(
-        "d_value", d_value)) * lm.n_symbols, 0, steps * (b + 1))
+        "d_value", d_value)) * lm.n_symbols + d_value * C, 0, steps * (b + 1),
+        names="k, n_classes, d_key, d_value, steps, batch_size")
     key_prefix, key_head, key_batches = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"), 3)
     batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))

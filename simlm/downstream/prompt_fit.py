@@ -155,10 +155,11 @@ def check_test_data(test, n_symbols: int, n_classes: int):
     return toks, check_labels(test[1], toks.shape[0], n_classes, "test labels")
 
 
-def check_fit_memory(n_restarts, n_params, n_activations, steps) -> None:
-    """Refuse restarts × (parameters with their Adam state, activations) × steps that cannot fit."""
+def check_fit_memory(n_restarts, n_params, n_activations, steps, names: str = "k, n_classes, n_restarts, steps") -> None:
+    """Refuse restarts × (parameters with their Adam state, activations) × steps that cannot fit, naming
+    ``names`` (the arguments the sizes come from)."""
     R = check_positive_int("n_restarts", n_restarts)
-    check_memory("k, n_restarts, steps", R * (16 * n_params + 4 * n_activations + check_positive_int("steps", steps)),
+    check_memory(names, R * (16 * n_params + 4 * n_activations + check_positive_int("steps", steps)),
                  what="the restarts' parameters, optimiser state, activations and losses")
 
 

@@ -170,7 +170,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     test, l2 = check_test_data(test, lm.n_symbols, C), check_l2(l2)
     if test is not None:
         check_masked_transformer_tokens(lm, test[0], k)
-    check_fit_memory(1, k * lm.config.d_model, 0, steps)
+    check_fit_memory(1, k * lm.config.d_model + lm.n_symbols * C, 0, steps)
     steps = check_positive_int("steps", steps)
     b = None if batch_size is None else min(check_positive_int("batch_size", batch_size), toks.shape[0])
     key_prefix, key_head = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simlm.checks import check_positive, check_real_array
-from simlm.errors import ShapeError
+from simlm.errors import ConfigError, ShapeError
 from simlm.theory.head_prompt import chain64, prompt_graph, prompt_task_vector, relative_entries
 from simlm.worlds import prompting
 
@@ -96,7 +96,9 @@ def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> L
     relative = check_positive("relative", relative)
     W = check_real_array("weights", weights)
     P = check_real_array("posterior", posterior)
-    if W.ndim not in (1, 2) or P.ndim != 2 or P.shape[1] != W.shape[-1]:
+    if W.ndim not in (1, 2) or (W.ndim == 2 and W.shape[0] < 2) or not W.size:
+        raise ShapeError(f"weights: expected μ (K,) or a label matrix L (C ≥ 2, K), got shape {W.shape}")
+    if P.ndim != 2 or P.shape[1] != W.shape[-1]:
         raise ShapeError(f"posterior: expected shape (n, {W.shape[-1]}) to match weights of shape {W.shape}, "
                          f"got {P.shape}")
     if W.ndim == 1:
@@ -105,6 +107,9 @@ def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> L
         scores = np.sort(P @ W.T, axis=1)
         margins = scores[:, -1] - scores[:, -2]
         scale = float(np.abs(W[:, None, :] - W[None, :, :]).max())
+    if not scale > 0:  # every label a tie (μ = 0, or L with equal rows): no input has a margin
+        raise ConfigError(f"weights: every label is a tie (scale {scale:g}: μ = 0 or L with equal rows), so no "
+                          "input has a margin")
     threshold = relative * scale
     share = float(np.mean(margins < threshold)) if len(margins) else float("nan")
     return LabelMargins(margins, scale, threshold, share)
@@ -122,10 +127,12 @@ class MarginAccuracy:
 
 def margin_accuracy(predictions, labels, margins: LabelMargins) -> MarginAccuracy:
     """Accuracy of ``predictions (n,)`` against ``labels (n,)``, stratified by :class:`LabelMargins`."""
+    if not isinstance(margins, LabelMargins):
+        raise ConfigError(f"margins: expected LabelMargins (from label_margins), got {type(margins).__name__}")
     pred, lab = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
-    if pred.shape != lab.shape or lab.shape != margins.margins.shape:
-        raise ShapeError(f"predictions: expected shape {margins.margins.shape} like the labels and margins, "
-                         f"got {pred.shape} (labels {lab.shape})")
+    for name, a in (("labels", lab), ("predictions", pred)):
+        if a.shape != margins.margins.shape:
+            raise ShapeError(f"{name}: expected shape {margins.margins.shape} like the margins, got {a.shape}")
     right, keep = pred == lab, margins.margins >= margins.threshold
     above = float(right[keep].mean()) if keep.any() else float("nan")
     return MarginAccuracy(float(right.mean()), margins.share_without_margin, above, int(keep.sum()))
