@@ -11,6 +11,7 @@ import jax
 import pytest
 
 import simlm.experiments.registry as registry
+import simlm.experiments.store as store
 import simlm.experiments.sweep as sweep
 from simlm.cli import main
 from simlm.errors import ConfigError
@@ -135,6 +136,27 @@ def test_a_resume_that_draws_other_held_out_tokens_is_refused(tmp_path):
         jax.config.update("jax_threefry_partitionable", before)
     assert (tmp_path / "cells.jsonl").read_text() == lines
     assert run_sweep(config, tmp_path, progress=False)["new_cells"] == 0  # the first run's setting resumes
+
+
+def test_an_untagged_directory_of_a_seed_beyond_2_32_is_not_resumed(tmp_path):
+    """Before seeds ≥ 2**32 had keys of their own, such a seed drew the tokens of seed mod 2**32, and its
+    directory recorded no token digest to compare: a resume would mix the two token sets."""
+    config = parse_config({**PARTS, "seed": 2**32 + 7, "checks": {"simlm/epsilon": {}}})
+    run_sweep(config, tmp_path, progress=False)
+    path = tmp_path / "worlds" / "h.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "heldout"}))
+    with pytest.raises(ConfigError, match=r"^out: .*written before held-out tokens were recorded"):
+        run_sweep(config, tmp_path, progress=False)
+
+
+def test_one_config_spelled_with_an_int_or_a_float_is_one_config(tmp_path, parts_check):
+    """The claim finds 1 == 1.0; the cells' tag must too, or the resume refuses its own cells."""
+    assert store.config_digest({"a": [1, 2.0]}) == store.config_digest({"a": [1.0, 2]})
+    assert store.config_digest({"a": 1.5}) != store.config_digest({"a": 1})
+    config = parse_config({**PARTS, "checks": {"test/parts": {"scale": 2}}})
+    run_sweep(config, tmp_path, progress=False)
+    again = parse_config({**PARTS, "checks": {"test/parts": {"scale": 2.0}}})  # a float option spelled as a float
+    assert run_sweep(again, tmp_path, progress=False)["new_cells"] == 0
 
 
 def test_a_job_drawing_other_tokens_than_the_recorded_ones_refuses_to_run(tmp_path):

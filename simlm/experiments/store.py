@@ -203,10 +203,23 @@ def results_dir(out) -> Path:
     return out
 
 
+def _canonical(value):
+    """``value`` with every integral float written as an int: configs the claim finds equal (``1 == 1.0``)
+    get one digest."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def config_digest(config: dict) -> str:
-    """16 hex digits of SHA-256 over ``config`` as canonical JSON (sorted keys): the tag each cell of a
-    results directory carries (``"config"``), so no cell is ever read as another config's."""
-    text = json.dumps(jsonable(config), sort_keys=True, allow_nan=False, separators=(",", ":"))
+    """16 hex digits of SHA-256 over ``config`` as canonical JSON (sorted keys, integral floats as ints): the
+    tag each cell of a results directory carries (``"config"``), so no cell is ever read as another
+    config's, and one config spelled ``1`` or ``1.0`` (equal to :func:`~simlm.jsonio.claim_json`) is one."""
+    text = json.dumps(_canonical(jsonable(config)), sort_keys=True, allow_nan=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -226,7 +239,8 @@ def claim(path, config: dict, *, backup=None, cells=None) -> str:
     if cells is not None and first:
         _claim_cells(Path(cells), digest, untagged=_saved_config(backup) == json.loads(json.dumps(jsonable(config))))
     fix = (f"if you know the command that started {path.parent}, delete {path} and rerun exactly that command "
-           "(its finished cells are reused); otherwise use another --out")
+           "(its finished cells are reused where they are tagged with that config — cells stored before "
+           "cells were tagged cannot be told apart then, and are refused); otherwise use another --out")
     if path.exists():
         try:
             if not isinstance(read_json(path, what="out", fix=fix), dict):

@@ -618,6 +618,10 @@ def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path) -
             recorded = {}
         recorded = recorded if isinstance(recorded, dict) else {}
         now = {"fingerprint": worlds[spec["name"]].fingerprint(), "heldout": heldout[spec["name"]]}
+        if recorded and recorded.get("heldout") is None and config.seed >= 2**32:
+            raise ConfigError(f"out: {path} was written before held-out tokens were recorded, when a seed ≥ 2**32 "
+                              f"({config.seed}) drew the tokens of seed mod 2**32; this run draws the seed's own, so "
+                              "its cells would mix two token sets: use another --out")
         differ = [k for k, v in now.items() if recorded.get(k) is not None and recorded[k] != v]
         if differ:
             raise ConfigError(f"out: world {spec['name']!r} differs from the one {path} records ({' and '.join(differ)}: "

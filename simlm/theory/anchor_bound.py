@@ -36,10 +36,10 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
 def markov_tail(t, eps, tv=None, weights=None) -> float:
     """P(TV(x) ≥ t) ≤ min(√(ε/2)/t, ε/(2t²)), Markov on TV (Pinsker, Jensen) or on KL (Pinsker); 1 (no
     information) at t = 0 and wherever a quotient overflows (t below ~1e-154 when γ, the floor, is tiny)."""
-    if not t > 0:
+    if not t * t > 0:  # t = 0, or t² below the floats
         return 1.0
-    with np.errstate(over="ignore"):
-        return float(min(np.sqrt(eps / 2) / t, np.float64(eps / (2 * t)) / t, 1.0))
+    with np.errstate(over="ignore"):  # a quotient past the floats is +inf: the tail is then 1
+        return float(min(np.sqrt(eps / 2) / t, eps / (2 * t * t), 1.0))
 
 
 def per_context_tail(t, eps, tv, weights) -> float:

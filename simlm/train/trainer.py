@@ -449,7 +449,7 @@ class Training:
     def _make_batch(self, step) -> Batch:
         c, toks, keys = self.config, [], []
         for s in c.seeds:
-            k_data, k_obj = jax.random.split(jax.random.fold_in(seed_key(s), step))  # every seed its own stream
+            k_data, k_obj = jax.random.split(jax.random.fold_in(seed_key(s, "seeds"), step))  # every seed its own stream
             if c.data == "stream":
                 toks.append(self.world.sample(k_data, c.batch_size, c.seq_len))
             else:
