@@ -22,7 +22,7 @@ import numpy as np
 from simlm.checks import check_non_negative
 from simlm.errors import ConfigError
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.theory.anchors import AnchorContexts, AnchorTask, check_bulk, check_logp, log_bulk_partition
+from simlm.theory.anchors import AnchorContexts, AnchorTask, check_bulk, check_shaped, log_bulk_partition
 
 
 def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +82,7 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     if task.words is None:
         raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
     rho = check_non_negative("rho", rho, finite=True)  # a NaN ρ would drop the margin term: a false certificate
-    w, lp = ctx.weights, check_logp("logp_lm", logp_lm, ctx.logp.shape)
+    w, lp = ctx.weights, check_shaped("logp_lm", logp_lm, ctx.logp.shape)
     kl, tv = context_divergences(ctx.logp, lp)
     eps = float(w @ kl)
     gamma, c1, csum = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum()), float(abs(task.coef.sum()))

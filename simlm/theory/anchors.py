@@ -119,19 +119,12 @@ def check_bulk(bulk, shape) -> np.ndarray:
     return B
 
 
-def check_logp(name: str, logp, shape) -> np.ndarray:
-    """Finite log-probabilities of shape ``shape`` = (n, V) in float64, or a typed error naming ``name``."""
-    lp = check_real_array(name, logp)
-    if lp.shape != tuple(shape):
-        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {lp.shape}")
-    return lp
-
-
-def check_rows(name: str, values, n: int) -> np.ndarray:
-    """A finite ``(n,)`` float64 vector (one value per context), or a typed error naming ``name``."""
+def check_shaped(name: str, values, shape) -> np.ndarray:
+    """A finite float64 array of shape ``shape`` (an LM's laws (n, V), a residual per context (n,)), or a
+    typed error naming ``name``."""
     v = check_real_array(name, values)
-    if v.shape != (n,):
-        raise ShapeError(f"{name}: expected shape ({n},), got {v.shape}")
+    if v.shape != tuple(shape):
+        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {v.shape}")
     return v
 
 
@@ -422,9 +415,9 @@ def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_l
         raise ConfigError(f"task: the {task.name!r} task has no words; the anchored head needs a word task")
     c, w = task.coef, ctx.weights
     bulk = check_bulk(bulk, ctx.logp.shape)
-    logp_lm = check_logp("logp_lm", logp_lm, ctx.logp.shape)
-    residual_lm = check_rows("residual_lm", residual_lm, len(w))
-    residual_star = check_rows("residual_star", residual_star, len(w))
+    logp_lm = check_shaped("logp_lm", logp_lm, ctx.logp.shape)
+    residual_lm = check_shaped("residual_lm", residual_lm, w.shape)
+    residual_star = check_shaped("residual_star", residual_star, w.shape)
     # score* + bias = prob* + Σc (c* + r*) + bias: the threshold on prob + Σc r is −bias − Σc c*
     offset = task.score + task.bias - probability_part(ctx.logp, bulk, task.words, c) - c.sum() * residual_star
     prob_lm = probability_part(logp_lm, bulk, task.words, c)
@@ -460,7 +453,7 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     V*(I − 11ᵀ/V) — e.g. V − 1 ≥ d with V* of rank d; otherwise the world's own readout errs too, and that
     error (report it beside the LM's) is the readout's, not the LM's."""
     V = ctx.embeddings.shape[1]
-    lp = check_logp("logp_lm", logp_lm, ctx.logp.shape)
+    lp = check_shaped("logp_lm", logp_lm, ctx.logp.shape)
     C = np.eye(V) - 1.0 / V
     q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
     shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
