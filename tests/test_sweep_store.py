@@ -6,6 +6,7 @@ anything is written."""
 import datetime
 import json
 import math
+import socket
 
 import jax
 import pytest
@@ -15,6 +16,7 @@ import simlm.experiments.store as store
 import simlm.experiments.sweep as sweep
 from simlm.cli import main
 from simlm.errors import ConfigError
+from simlm.experiments.executors import check_ray_address
 from simlm.experiments.nested import leaf_rows, nested_of
 from simlm.experiments.registry import register, row
 from simlm.experiments.sweep import check_job, parse_config, run_sweep
@@ -231,6 +233,38 @@ def test_run_flags_that_would_be_ignored_are_refused_naming_the_flag(flags, name
     assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"simlm sweep: error: {named}: ")
+    assert not (tmp_path / "out").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, problem", [("", "expected a Ray cluster's address"),
+                                              ("head", "expected host:port"), ("head:port", "expected host:port"),
+                                              ("ray://:10001", "expected host:port"), ("h:70000", "expected host:port")])
+def test_a_malformed_ray_address_is_refused(address, problem):
+    with pytest.raises(ConfigError, match=f"^address: {problem}"):
+        check_ray_address(address)
+
+
+def test_a_ray_address_nothing_answers_at_is_refused_at_once_not_retried_for_minutes():
+    for address in (f"127.0.0.1:{_closed_port()}", f"ray://127.0.0.1:{_closed_port()}"):
+        with pytest.raises(ConfigError, match=f"^address: no Ray cluster answers at '{address}'"):
+            check_ray_address(address, timeout=5)
+    check_ray_address("auto")      # Ray's own word: Ray itself says at once when nothing runs here
+
+
+def test_the_command_line_refuses_an_unreachable_ray_cluster_naming_the_flag(tmp_path, capsys):
+    pytest.importorskip("ray")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**PARTS, "checks": {"simlm/epsilon": {}}}))
+    flags = ["--executor", "ray", "--address", f"127.0.0.1:{_closed_port()}"]
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("simlm sweep: error: --address: no Ray cluster answers")
     assert not (tmp_path / "out").exists()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import socket
 import threading
 import time
 
@@ -106,6 +107,8 @@ class RayExecutor:
         self.ray = ray
         self.shares_filesystem = address is None and not ray.is_initialized()
         if not ray.is_initialized():
+            if address is not None:
+                check_ray_address(address)
             kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
         self.num_cpus_per_job = check_positive_int("num_cpus_per_job", num_cpus_per_job)
@@ -117,6 +120,27 @@ class RayExecutor:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             for ref in done:
                 yield pending.pop(ref), self.ray.get(ref)
+
+
+def check_ray_address(address: str, *, timeout: float = 10.0) -> None:
+    """Refuse a Ray address that nothing answers at, before ``ray.init`` would retry it for minutes:
+    ``host:port`` (or ``ray://host:port``) must accept a TCP connection within ``timeout`` seconds.
+    ``"auto"`` and ``"local"`` are Ray's own words and are left to Ray (which says at once when no
+    cluster runs here)."""
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(f"address: expected a Ray cluster's address (host:port, ray://host:port or auto), "
+                          f"got {address!r}")
+    if address in ("auto", "local"):
+        return
+    where = address.removeprefix("ray://")
+    host, colon, port = where.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address: expected host:port, ray://host:port or auto, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConfigError(f"address: no Ray cluster answers at {address!r} ({error}); start one there with "
+                          f"`ray start --head`, or pass auto to join the one running on this machine") from None
 
 
 def auto_workers() -> int:
@@ -168,4 +192,5 @@ def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: st
     return tqdm(total=total, initial=initial, desc=desc, unit="cell", position=0)
 
 
-__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "auto_workers", "make_executor", "progress_bar"]
+__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "auto_workers", "check_ray_address", "make_executor",
+           "progress_bar"]
