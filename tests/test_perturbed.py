@@ -12,8 +12,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
-from simlm.models.perturbed import (KINDS, PerturbedLM, epsilon_of_scale, perturb_logprobs, perturbation_params,
-                                    perturbed_lm, solve_scale)
+from simlm.models.perturbed import (KINDS, UNDIRECTED_KINDS, PerturbedLM, epsilon_of_scale, perturb_logprobs,
+                                    perturbation_params, perturbed_lm, solve_scale)
 from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon
 from simlm.worlds import HMM
 
@@ -259,6 +259,18 @@ def test_epsilon_of_scale_weighs_the_laws_and_is_zero_at_scale_zero(world):
         epsilon_of_scale("logit-noise", logp, 0.7, params, w[0])
     with pytest.raises(DistributionError, match="weights"):
         epsilon_of_scale("logit-noise", logp, 0.7, params, 2 * w)
+
+
+@pytest.mark.parametrize("kind", UNDIRECTED_KINDS)
+def test_epsilon_of_scale_of_one_law_is_its_row(world, kind):
+    logp = world.next_token_logprobs(world.sample(0, 1, 3))[0, 2]            # (V,): one law
+    params = perturbation_params(kind, V, 0, logp=logp[None])
+    assert epsilon_of_scale(kind, logp, 0.5, params) == epsilon_of_scale(kind, logp[None], 0.5, params) > 0
+
+
+def test_a_perturbed_lm_without_params_is_refused_naming_them(world):
+    with pytest.raises(ConfigError, match="^params: expected a dict"):
+        PerturbedLM(world, "temperature", 0.5, None)
 
 
 def test_rare_words_needs_the_laws_or_a_threshold():

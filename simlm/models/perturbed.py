@@ -209,6 +209,8 @@ def _epsilon_of_scale(kind, logp, s, params, weights=None):
     """ε of the perturbation of ``logp`` against ``logp``."""
     logq = _perturb(kind, logp, s, params)
     if weights is None:
+        if logp.ndim == 1:  # one law: its own row
+            return kl_per_sequence(logp[None, None], logq[None, None])[0]
         return kl_per_sequence(logp, logq).mean()
     return jnp.sum(weights * kl_per_sequence(logp[..., None, :], logq[..., None, :]))
 
@@ -226,6 +228,8 @@ class PerturbedLM:
     def __init__(self, world, kind, scale, params, *, target_eps=None, achieved_eps=None,
                  achieved_eps_se=None, eval_tokens=None, law="next-token"):
         self.world = check_world(world, *_WORLD_METHODS)
+        if not isinstance(params, dict):
+            raise ConfigError(f"params: expected a dict from perturbation_params, got {type(params).__name__}")
         self.kind = _check_kind(kind, params)
         _check_params(kind, params, int(self.world.n_symbols))
         self.scale, self.params, self.law = _check_scale(kind, scale, "scale"), params, _check_law(law)
