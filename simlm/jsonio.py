@@ -1,6 +1,6 @@
 """Strict JSON on disk, written atomically: the one home for run-directory files (no pickle anywhere).
 
-- :func:`jsonable` — numpy scalars made Python, non-finite floats made ``None`` (strict JSON, which
+- :func:`jsonable` — numpy and JAX arrays and scalars made Python, non-finite floats made ``None`` (strict JSON, which
   ``json.loads`` in any language reads).
 - :func:`write_json_atomic` / :func:`write_text_atomic` — temporary file, fsync, rename: a reader sees the old file or the new one,
   never a torn one.
@@ -15,6 +15,7 @@ import math
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from simlm.errors import ConfigError
@@ -27,8 +28,8 @@ def jsonable(x):
         return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return jsonable(np.asarray(x).tolist())
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
     return x.item() if isinstance(x, np.generic) else x

@@ -224,6 +224,54 @@ def test_load_lm_names_a_checkpoint_with_an_invalid_model_config(tmp_path):
         load_lm(tmp_path)
 
 
+def _saved_model(directory, **metadata):
+    from flax import nnx
+    from simlm.models.transformer import init_transformer
+    from simlm.train.checkpoint import save_model
+    save_model(directory, nnx.state(init_transformer(MODEL, 0), nnx.Param),
+               {"model_config": MODEL.to_dict(), **metadata})
+
+
+def test_load_lm_expects_configs_as_the_run_holds_them_tuples_and_all(tmp_path):
+    """expect= takes a config's to_dict() as it is (tuples in memory, lists on disk), and still refuses another."""
+    _saved_model(tmp_path / "ck", train_config=CONFIG.to_dict())
+    assert load_lm(tmp_path / "ck", expect={"train_config": CONFIG.to_dict(), "model_config": MODEL.to_dict()})
+    other = {**CONFIG.to_dict(), "targets": (0.5,)}
+    with pytest.raises(ConfigError, match=r"saved by a different run \(differs in \['train_config'\]\)"):
+        load_lm(tmp_path / "ck", expect={"train_config": other})
+
+
+def test_a_checkpoint_whose_config_disagrees_with_its_arrays_is_one_named_error_and_no_noise(tmp_path, capfd):
+    import json
+    _saved_model(tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "metadata.json").read_text())
+    meta["model_config"]["d_model"] = 2 * meta["model_config"]["d_model"]
+    (tmp_path / "ck" / "metadata.json").write_text(json.dumps(meta))
+    capfd.readouterr()
+    with pytest.raises(ConfigError, match=r"holds other arrays than its config says \(params/"):
+        load_lm(tmp_path / "ck")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_restore_tree_refuses_numpy_leaves_of_another_shape(tmp_path):
+    from simlm.train.checkpoint import restore_tree, save_tree
+    save_tree(tmp_path / "ck", {"a": np.ones((2, 3), np.float32)}, {})
+    np.testing.assert_array_equal(restore_tree(tmp_path / "ck", {"a": np.zeros((2, 3), np.float32)})["a"], 1)
+    for shape, dtype in [((3, 2), np.float32), ((6,), np.float32), ((2, 3), np.float16)]:
+        with pytest.raises(ConfigError, match=r"holds other arrays than its config says \(a: saved \(2, 3\) float32"):
+            restore_tree(tmp_path / "ck", {"a": np.zeros(shape, dtype)})
+
+
+def test_save_tree_takes_jax_values_in_metadata_and_refuses_what_json_cannot_hold_before_writing(tmp_path):
+    import json
+    from simlm.train.checkpoint import save_tree
+    save_tree(tmp_path / "ck", {"a": np.ones(2)}, {"epsilon": jax.numpy.float32(0.25), "v": jax.numpy.arange(2)})
+    assert {"epsilon": 0.25, "v": [0, 1]}.items() <= json.loads((tmp_path / "ck" / "metadata.json").read_text()).items()
+    with pytest.raises(ConfigError, match="^metadata: cannot be written as JSON"):
+        save_tree(tmp_path / "new", {"a": np.ones(2)}, {"when": object()})
+    assert not (tmp_path / "new").exists()
+
+
 class _Unnormalised(HMM):
     """An HMM whose next-token laws are shifted by 0.01 nats: no probability laws (Σ p = 1.01)."""
 

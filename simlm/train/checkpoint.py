@@ -14,6 +14,7 @@ checksum makes an altered array an error rather than a silently different model.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from simlm.errors import ConfigError
-from simlm.jsonio import read_json, write_json_atomic
+from simlm.jsonio import jsonable, read_json, write_json_atomic
 from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, TransformerConfig, TransformerLM,
                                       init_transformer)
 
@@ -45,13 +46,17 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     overwrites ``directory`` and returns the metadata written.  The metadata is written last, so an
     interrupted save leaves no valid-looking checkpoint."""
     directory = Path(directory).absolute()
+    metadata = {**metadata, "checksum": checksum(tree)}
+    try:  # before anything is written: a save is never left without its metadata
+        json.dumps(jsonable(metadata), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"metadata: cannot be written as JSON ({err})") from None
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", tree)
         ckptr.wait_until_finished()
-    metadata = {**metadata, "checksum": checksum(tree)}
     write_json_atomic(directory / "metadata.json", metadata)
     return metadata
 
@@ -74,19 +79,62 @@ def restore_tree(directory, like, metadata: dict | None = None):
     directory = Path(directory).absolute()
     meta = read_metadata(directory) if metadata is None else metadata
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    want = _shapes(like)
     if not (directory / "state").is_dir():
         raise ConfigError(f"checkpoint: {directory / 'state'} is missing; {_RECREATE}")
     try:
         with ocp.StandardCheckpointer() as ckptr:
+            # arrays of other shapes are refused before Orbax starts reading them (its aborted reads print
+            # pages of TensorStore tracebacks), and numpy leaves of ``like`` would not make it check shapes
+            stored = _stored_shapes(ckptr, directory / "state") or {}
+            both = want.keys() & stored.keys()  # a missing or extra array is damage, which Orbax names below
+            _check_shapes(directory, {k: want[k] for k in both}, {k: stored[k] for k in both})
             tree = ckptr.restore(directory / "state", abstract)
+    except ConfigError:
+        raise
     except Exception as err:  # Orbax/TensorStore report damage with many exception types
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise ConfigError(f"checkpoint: {directory / 'state'} cannot be read ({type(err).__name__}: {detail}); "
                           f"{_RECREATE}") from None
+    _check_shapes(directory, want, _shapes(tree))
     if "checksum" in meta and checksum(tree) != meta["checksum"]:
         raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there (their checksum "
                           f"differs from metadata.json's: the files were altered or mixed up); {_RECREATE}")
     return tree
+
+
+def _shapes(tree) -> dict:
+    """``{leaf path: (shape, dtype)}`` of a pytree of arrays (or of Orbax's array metadata)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    name = lambda k: str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))  # Orbax's keys are str
+    return {"/".join(map(name, path)): (tuple(np.shape(x)), np.dtype(x.dtype)) for path, x in leaves}
+
+
+def _stored_shapes(ckptr, path) -> dict | None:
+    """The shapes and dtypes of the arrays saved at ``path``, from Orbax's metadata; None where this
+    version of Orbax does not give them in the form read here (the restored arrays are checked then)."""
+    try:
+        meta = ckptr.metadata(path)
+        meta = getattr(meta, "item_metadata", meta)
+        return _shapes(getattr(meta, "tree", meta))
+    except Exception:
+        return None
+
+
+def _check_shapes(directory, want: dict, stored: dict | None) -> None:
+    if stored is None or stored == want:
+        return
+    differ = sorted(k for k in want.keys() | stored.keys() if want.get(k) != stored.get(k))
+    say = lambda d, k: "none" if k not in d else f"{d[k][0]} {d[k][1]}"
+    detail = "; ".join(f"{k}: saved {say(stored, k)}, expected {say(want, k)}" for k in differ[:3])
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    raise ConfigError(f"checkpoint: {directory / 'state'} holds other arrays than its config says ({detail}{more}); "
+                      f"{_RECREATE}")
+
+
+def _plain(value):
+    """``value`` as it reads back from JSON (tuples as lists, non-finite floats as None)."""
+    return json.loads(json.dumps(jsonable(value)))
 
 
 def save_model(directory, params, metadata: dict) -> dict:
@@ -106,7 +154,7 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     if not isinstance(meta.get("model_config"), dict):
         raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has no model_config; {_RECREATE}")
     if expect:
-        differ = sorted(k for k in expect if meta.get(k) != expect[k])
+        differ = sorted(k for k in expect if meta.get(k) != _plain(expect[k]))
         if differ:
             raise ConfigError(f"checkpoint: {directory} was saved by a different run (differs in {differ}); "
                               f"{_RECREATE}")
