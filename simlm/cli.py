@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import textwrap
 from importlib import resources
 from pathlib import Path
 
@@ -80,7 +81,11 @@ def _worlds(args) -> int:
 
     def describe(label, name, fn):
         params = [str(p) for n, p in inspect.signature(fn).parameters.items() if n not in ("cls", "seed")]
-        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        paragraphs = (inspect.getdoc(fn) or "").split("\n\n")
+        # the first paragraph, and the list it introduces when it ends in a colon (a family's options)
+        doc = paragraphs[0].replace("\n", " ")
+        if doc.endswith(":") and len(paragraphs) > 1:
+            doc += "\n" + textwrap.indent(paragraphs[1], " " * 12)
         print(f"{label:11} {name}(seed, {', '.join(params)})\n            {doc}\n")
 
     random = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}
@@ -141,7 +146,8 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except SimlmError as err:
-        print(f"simlm {args.command}: error: {as_flag(str(err), FLAGS)}", file=sys.stderr)
+        flags = {**FLAGS, "out": "DIR"} if args.command == "report" else FLAGS  # report's directory is DIR
+        print(f"simlm {args.command}: error: {as_flag(str(err), flags)}", file=sys.stderr)
         return 2
     except OSError as err:  # an --out that cannot be created or written
         print(f"simlm {args.command}: error: {ConfigError(f'out: {err}')}", file=sys.stderr)

@@ -265,7 +265,7 @@ def test_world_errors_are_raised_before_any_compile():
     (["demo", "--executor", "mpi"], "--executor"),
     (["sweep"], "config"),
     (["report"], "dir"),
-    (["report", "/nonexistent/dir"], "out"),
+    (["report", "/nonexistent/dir"], "error: DIR: /nonexistent/dir"),
     (["bogus"], "bogus"),
 ], ids=["workers-0", "workers-many", "executor-unknown", "sweep-no-config", "report-no-dir", "report-missing-dir", "unknown-command"])
 def test_a_bad_command_line_exits_2_with_one_line_naming_it(argv, option, capsys):

@@ -216,7 +216,17 @@ def test_fit_on_enumerated_contexts(contexts):
     phi = np.random.default_rng(0).standard_normal((1, 3))
     lm = fit_cross_entropy(contexts.next_token_probs, phi, weights=contexts.weights)
     assert lm.converged
-    assert lm.epsilon(contexts.next_token_probs, contexts.weights) >= 0
+    # the optimum, context by context (d = 1: one scalar θ_s each), by scipy in float64
+    from scipy.optimize import minimize_scalar
+    P, w, f = np.asarray(contexts.next_token_probs, np.float64), np.asarray(contexts.weights, np.float64), phi[0]
+    w = w / w.sum()
+
+    def kl(p, t):
+        logq = t * f - np.logaddexp.reduce(t * f)
+        return np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) - logq), 0.0))
+    best = sum(ws * minimize_scalar(lambda t: kl(p, t), bracket=(-5, 5), tol=1e-12).fun for p, ws in zip(P, w))
+    assert best > 1e-3  # Φ of rank 1 cannot fit these laws: the optimum is a real number to match
+    assert lm.epsilon(contexts.next_token_probs, contexts.weights) == pytest.approx(best, rel=1e-6, abs=1e-9)
 
 
 # ---- bad input ------------------------------------------------------------------------------------
