@@ -500,6 +500,13 @@ def test_bad_input_raises_a_typed_error_naming_the_argument(call, error):
         call(HMM.random(0, 2, 3))
 
 
+@pytest.mark.parametrize("kwargs, name", [({"n_syntax": 0}, "n_syntax"), ({"n_syntax": 5000}, "n_syntax"),
+                                          ({"n_topics": 1}, "n_topics"), ({"block_size": 0}, "block_size")])
+def test_topic_syntax_errors_name_its_own_arguments(kwargs, name):
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        topic_syntax_hmm(0, **kwargs)
+
+
 # ---- the experiment as the sweep of its shipped config (planted-hmm worlds) ---------------------------
 
 def test_the_experiment_is_the_sweep_of_its_shipped_config():

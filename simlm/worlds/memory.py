@@ -195,10 +195,13 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     # ---- construction --------------------------------------------------------------------------
     @classmethod
     def one_cell(cls, prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32) -> "MemoryHMM":
-        """The one-cell model of Wei, Xie & Ma's code: a slot value m ~ ``prior (M,)`` fixed per sequence
-        and a hidden chain ``initial (Q,)``, ``transition (Q, Q)``; x_t ~ ``emission[m, h_t]``,
-        ``emission (M, Q, V)``.  Its joint HMM has states (slot, hidden), index m·Q + h, the block-diagonal
-        transition kron(I_M, transition) and emission rows emission[m, h]."""
+        """The one-cell model of Wei, Xie & Ma's code with a factorised start law: a slot value m ~ ``prior
+        (M,)`` fixed per sequence and, independently, a hidden chain ``initial (Q,)``, ``transition (Q, Q)``;
+        x_t ~ ``emission[m, h_t]``, ``emission (M, Q, V)``.  Its joint HMM has states (slot, hidden), index
+        m·Q + h, start law prior ⊗ initial, the block-diagonal transition kron(I_M, transition) and emission
+        rows emission[m, h].  (Their ``generate_data_memory.py`` draws one joint start law over (slot,
+        hidden), not always a product; such a model is the plain :class:`~simlm.worlds.HMM` with that start
+        law and these transition and emission rows.)"""
         p = check_probabilities("prior", prior, atol=check_atol(atol))
         if p.ndim != 1:
             raise ShapeError(f"prior: expected shape (M,), got {p.shape}")

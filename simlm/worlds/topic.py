@@ -67,8 +67,8 @@ def _size(name: str, value, minimum: int = 1, maximum: int = MAX_STATES) -> int:
     return check_positive_int(name, value, minimum=minimum, maximum=maximum)
 
 
-def _checked(n_states, block_size, exponent, leak=0.0):
-    n = _size("n_states", n_states)
+def _checked(n_states, block_size, exponent, leak=0.0, *, name="n_states"):
+    n = _size(name, n_states)
     b = _size("block_size", block_size, maximum=MAX_BLOCK)
     s = check_number("exponent", exponent, minimum=0.0, maximum=10.0)
     leak = check_number("leak", leak, minimum=0.0, maximum=1.0)
@@ -105,7 +105,7 @@ def topic_syntax_hmm(seed: int, n_topics: int = 3, n_syntax: int = 3, block_size
     P(z_t | x_−t) pools evidence over ~1/``switch`` positions — the long-range dependence that makes depth
     matter in a transformer."""
     Z = _size("n_topics", n_topics, minimum=2)
-    S, b, s, _ = _checked(n_syntax, block_size, exponent)
+    S, b, s, _ = _checked(n_syntax, block_size, exponent, name="n_syntax")
     check_memory("n_topics", (Z * S) ** 2, itemsize=8, what=f"a ({Z * S}, {Z * S}) float64 transition")
     switch = check_number("switch", switch, minimum=0.0, maximum=1.0)
     rate = check_number("topic_rate", topic_rate, minimum=0.0, maximum=1.0)
