@@ -359,3 +359,26 @@ def test_impossible_sequence_has_log_likelihood_minus_inf_and_no_conditional_law
         with pytest.raises(ZeroProbabilityError, match="sequence 0"):
             method(x)
     np.testing.assert_allclose(world.memory_posterior(x[1:]), [[[0.0, 1.0]]], atol=1e-7)
+
+
+def test_the_sequential_next_token_law_of_a_block_chain_never_builds_a_joint_square():
+    """K = M^N·N·Q joint states with one (k, k) block: the law's AB is formed block by block (it formed
+    eye(K)·A, a K × K matrix, 1.66 GB of temporaries at K = 14400)."""
+    K, k, V, T = 14400, 4, 2, 8
+    S = jax.ShapeDtypeStruct
+    law = jax.jit(lambda i, A, B, x: hmm_core.next_token_probs(i, A, B, x, hmm_core.CHECKED))
+    compiled = law.lower(S((K,), np.float32), S((k, k), np.float32), S((K, V), np.float32), S((T,), np.int32)).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        pytest.skip("this backend reports no memory analysis")
+    assert analysis.temp_size_in_bytes < K * K * 4 / 100
+
+
+def test_the_block_product_ab_equals_the_dense_one():
+    world = MemoryHMM.random(3, 2, 3, 2, 5)
+    initial, A, B = world._chain
+    k = A.shape[-1]
+    dense = HMM(np.asarray(initial, np.float64), np.kron(np.eye(B.shape[0] // k), np.asarray(A, np.float64)),
+                np.asarray(B, np.float64))
+    x = np.asarray(world.sample(0, 4, 7))
+    np.testing.assert_allclose(world.next_token_probs(x), dense.next_token_probs(x), atol=5e-7)

@@ -147,7 +147,7 @@ class ChainInference:
 
     def _inference_arrays(self, method: str, n: int, T: int, P: int) -> list:
         K, V, f = self._chain[0].shape[0], self.n_symbols, self._itemsize
-        laws = {"next_token_probs": [n * T * V], "next_token_logprobs": [n * T * V] * 2,
+        laws = {"next_token_probs": [n * T * V, K * V], "next_token_logprobs": [n * T * V] * 2 + [K * V],
                 "masked_token_probs": [n * T * K] * 4 + [n * T * V, n * P * V],
                 "prepended_mask_probs": [n * T * K, n * K, n * V],
                 "state_posterior": [n * T * K] * 5, "masked_state_posterior": [n * T * K] * 4,

@@ -426,7 +426,13 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
         init = (initial, jnp.zeros((T, K), emission.dtype), jnp.zeros((T,), emission.dtype), inf)
         _, out, logc, low = jax.lax.fori_loop(0, T, step, init, unroll=2)
         return _checked(parallel, (mm(out, emission), logc), low)
-    ab = mm(predict(jnp.eye(K, dtype=emission.dtype), transition), emission)  # AB, dense or block-diagonal A
+    if transition.shape == (K, K):  # AB (K × V); a block-diagonal A block by block, never as a K × K matrix
+        ab = mm(transition, emission)
+    else:  # one (k, k) block for every group, or (G, k, k) blocks
+        k = transition.shape[-1]
+        rows = emission.reshape(K // k, k, V)
+        spec = "ij,gjv->giv" if transition.ndim == 2 else "gij,gjv->giv"
+        ab = jnp.einsum(spec, transition, rows, precision=EXACT).reshape(K, V)
 
     def step(t, carry):
         pred, law, out, logc, low = carry
