@@ -138,7 +138,7 @@ def test_the_prompt_margin_is_the_smallest_weight_on_s_over_the_largest_anywhere
     B = np.eye(3) * .5 + .5 / 3
     world = HMM(np.array([.5, .5 - e, e]), np.array([[.5, .5, 0], [1 - 2.0**-20, 0, 2.0**-20], [.5, .25, .25]]),
                 B / B.sum(1, keepdims=True))
-    pf = hp.prompt_feasibility(world, np.array([1., 0, 0]), k=1, tol=1e-5)
+    pf = hp.prompt_feasibility(world, np.array([1., 0, 0]), k=1, delta=1e-5)
     assert pf.feasible and pf.reweighting.max() == 1.0 and pf.reweighting[2] == 1.0
     assert pf.margin == pytest.approx(pf.reweighting[0]) and pf.margin < 0.05
 
@@ -182,10 +182,15 @@ def test_prompt_infeasible_when_a_support_state_cannot_be_entered():
     assert not pf.feasible and pf.gate == (2,) and pf.uncovered == (1,) and "(1,)" in pf.reason
 
 
-def test_tiny_transitions_count_as_zero_below_tol():
+def test_tiny_transitions_count_as_zero_below_delta():
+    """1e-30 is a soft zero at δ = 1e-10 (a leaking prompt: ``exact`` False), not at the default δ = 0
+    (the theorem's exact hypothesis) nor at δ = 1e-40; ``tol`` is δ's former name."""
     world = _prompt_world([.5, .5 - 1e-30, 1e-30, 0])
-    assert hp.prompt_feasibility(world, MU_S).feasible
-    assert not hp.prompt_feasibility(world, MU_S, tol=1e-40).feasible
+    soft = hp.prompt_feasibility(world, MU_S, delta=1e-10)
+    assert soft.feasible and not soft.exact and soft.off_support_mass > 0 and soft.delta == soft.tol == 1e-10
+    assert hp.prompt_feasibility(world, MU_S, tol=1e-10).feasible
+    assert not hp.prompt_feasibility(world, MU_S).feasible
+    assert not hp.prompt_feasibility(world, MU_S, delta=1e-40).feasible
 
 
 @given(hmms(max_states=3, max_symbols=3), st.data())

@@ -86,8 +86,8 @@ def test_prompt_theorem_when_pi_has_zeros(case):
 
 def _check_prompt_theorem(world, mu, k):
     pi, A, B = params(world)
-    pf, sr = hp.prompt_feasibility(world, mu, k=k, tol=0.0), hp.support_rank(world, mu)
-    assert pf.tol == 0.0 and sr.full_row_rank == (sr.margin > 0)
+    pf, sr = hp.prompt_feasibility(world, mu, k=k), hp.support_rank(world, mu)  # δ = 0 by default
+    assert pf.delta == 0.0 and pf.exact == pf.feasible and sr.full_row_rank == (sr.margin > 0)
     assert feasibility_range(world, mu, k=k).exact == pf.feasible  # the δ scan agrees at δ = 0
     S = (mu != 0) & (pi > 0)
     assert pf.support == tuple(np.flatnonzero(S)) and sr.support == pf.support
@@ -171,7 +171,10 @@ def test_feasibility_range_matches_the_condition_at_every_threshold(world, data)
     deltas = [0.0, *fr.breakpoints[:3], *data.draw(st.lists(st.floats(0, 0.999), max_size=3))]
     for d in deltas:
         inside = any(lo <= d < hi for lo, hi in fr.intervals)
-        assert hp.prompt_feasibility(world, mu, k=k, tol=float(d)).feasible == inside, d
+        pf = hp.prompt_feasibility(world, mu, k=k, delta=float(d))
+        assert pf.feasible == inside, d
+        # the prompt is built from exact zeros whenever they suffice, so it leaks only where they do not
+        assert not pf.feasible or pf.exact == fr.exact, d
     if fr.intervals:
         assert fr.delta_min == fr.intervals[0][0] and fr.delta_max == fr.intervals[-1][1]
         assert fr.exact == (fr.delta_min == 0.0)

@@ -24,9 +24,13 @@ trainer's value when the rung was saved) and ``epsilon_readout``, the exact KL a
 reads, on the test inputs.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
 when T' = T: ``--full-input``), the majority-class rate, and Wei et al.'s conditions — emission rank and
 σ_min of B (head works for every μ iff rank B = |H|, so only while |H| ≤ |X|), the head realisability
-residual ‖BB⁺μ − μ‖/‖μ‖, the rank of B on supp μ and the prompt feasibility of the task, each with
-its margin to its tolerance, and the soft-zero range [δ_min, δ_max) of the prompt condition
-(:mod:`simlm.theory.head_prompt_margins`).  Every accuracy is also stratified by label margin:
+residual — the distance of μ from col(B), computed as the projection residual ‖μ − Πμ‖/‖μ‖ with Π the
+projection on B's leading left singular vectors (equal to ‖BB⁺μ − μ‖/‖μ‖ in exact arithmetic, without
+its ε·cond(B) rounding) — the rank of B on supp μ and the prompt feasibility of the task at δ = 0
+(``prompt_feasible``: exact zeros, the theorem's hypothesis, as
+:func:`~simlm.theory.head_prompt.check_head_prompt_conditions` reads it by default; so it equals
+``prompt_exact``), each with its margin to its tolerance, and the soft-zero range [δ_min, δ_max) of the
+prompt condition (:mod:`simlm.theory.head_prompt_margins`).  Every accuracy is also stratified by label margin:
 ``share_without_margin`` (test labels with |μᵀP(H_0 | x_1:T)| < 1e-6·max|μ|, decided by leftover posterior
 mass) and ``accuracy_with_margin``, ``n_with_margin`` (the accuracy on the other inputs).
 
@@ -38,7 +42,8 @@ its masked laws calibrated to ε = t at every position, and trained), by prompt 
 head (:mod:`simlm.downstream.attention_prompts`: exact prompt likelihoods over the joint (slot, state)
 chain on the oracle, a continuous prefix before every masked copy on the trained transformer, minibatches
 of ``memory_prompt_batch`` sequences), and by a linear head on the prepended-mask law (oracle) for
-contrast; against a vanilla HMM with the same 4M hidden states and its posterior task (linear head and
+contrast; against a vanilla HMM with as many hidden states, 4M — an independent permutation-mixture draw
+(experiment 1's world of that size), not the memory world's chain — and its posterior task (linear head and
 prompt, oracle, analytic and trained, as above).  ``n_cells`` (default (1,)) adds memory worlds with N
 cells, ``memory-N<N>-M<M>`` = ``MemoryHMM.random(world_seed, N, M, 4, |X|)``, the task on cell 0 (the
 vanilla twin is added once per M, with the one-cell worlds).
@@ -236,7 +241,7 @@ def worlds(experiment: str, config: Config) -> list[dict]:
             name = f"memory-M{M}" if N == 1 else f"memory-N{N}-M{M}"
             out.append(spec(name, "memory", M**N * N * Q, M, {"n_cells": N, "n_values": M, "n_syntactic": Q,
                                                        "n_symbols": V, **temps}))
-            if N == 1:  # the vanilla HMM with the same M·Q emission rows, once per M
+            if N == 1:  # a vanilla HMM with as many hidden states (M·Q), an independent draw, once per M
                 out.append(hmm(M * Q, M))
     return out
 
@@ -275,7 +280,7 @@ def conditions(world, kind: str, task, config: Config) -> dict:
                 "memory_all_full_rank": mr.all_full_rank, "memory_margin": float(mr.margins.min()),
                 "n_cells": world.n_cells}
     hr, sr = head_realisability(world, task.mu), support_rank(world, task.mu)
-    pf = prompt_feasibility(world, task.mu, k=config.prompt_length)
+    pf = prompt_feasibility(world, task.mu, k=config.prompt_length, delta=0.0)  # the check's default δ
     fr = feasibility_range(world, task.mu, k=config.prompt_length)
     return {**out, "head_residual": hr.residual, "head_realisable": hr.realisable, "head_margin": hr.margin,
             "support_size": len(sr.support), "support_full_rank": sr.full_row_rank, "support_sigma_min": sr.sigma_min,

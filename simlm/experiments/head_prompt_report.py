@@ -98,7 +98,7 @@ def plot(payload: dict, path: Path) -> Path:
                         key=lambda r: r["n_states"])
         x = [r["n_states"] for r in oracle]
         c.semilogy(x, [max(r["emission_sigma_min"], 1e-17) for r in oracle], "o-", label="σ_min(B) (0 drawn at 1e-17)")
-        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="‖BB⁺μ−μ‖/‖μ‖")
+        c.semilogy(x, [max(r["head_residual"], 1e-17) for r in oracle], "s-", label="‖μ−Πμ‖/‖μ‖ (distance of μ from col B)")
         c.semilogy(x, [r["emission_rank"] / r["n_states"] for r in oracle], "^-", label="rank B / |H|")
         c.set(title="conditions (mean over tasks)", xlabel="|H|")
         first = oracle

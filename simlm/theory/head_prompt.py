@@ -31,14 +31,20 @@ When can r vanish off S?  r_h = Σ_g α_k(g) A[g,h]/π_h with α_k the (reweight
 position, so supp α_k must lie in G = {g : A[g,h] = 0 ∀h ∉ S}, and every h ∈ S needs some g ∈ supp α_k
 with A[g,h] > 0.  supp α_k ⊆ R_k, the states reachable at prompt step k from supp π (R_1 = supp π);
 any subset is attainable with indicator prompts.  Hence feasible ⇔ ∀h∈S ∃g ∈ G ∩ R_k : A[g,h] > 0.
-"Zero" means ≤ δ × the row's largest entry (``tol`` of :func:`prompt_feasibility`; δ = 0: exact zeros,
-the theorem's own hypothesis).  With δ > 0 the hypothesis is only approximate — the constructive prompt
-leaves mass ≤ δ-ish off S, so the conclusion needs a label margin; the range of δ for which the graph
-condition holds is :func:`simlm.theory.head_prompt_margins.feasibility_range`.
+"Zero" means ≤ δ × the row's largest entry (``delta`` of :func:`prompt_feasibility`, default 0: exact
+zeros, the theorem's own hypothesis).  With δ > 0 the hypothesis is only approximate: where the graph
+condition holds at δ = 0 too, the constructive prompt is still built from exact zeros (no leak); only
+where it needs soft-gated states does it leave prior mass ≤ δ-ish off S (``PromptFeasibility.exact``
+False), and that mass is reweighted per input by β_0(x) — it can take most of P(H_0 | z, x) and flip
+labels, so the conclusion is then not the theorem's.  The range of δ for which the graph condition
+holds is :func:`simlm.theory.head_prompt_margins.feasibility_range`.
 
 Tolerances and margins (derived here, not in the paper).  Every condition takes an explicit ``tol`` and
 reports ``margin``, a signed distance to its threshold that is > 0 (≥ 0 for the residual) exactly when
-the condition holds: σ_min/σ_max − tol for the ranks, tol − residual for head realisability.
+the condition holds: σ_min/σ_max − tol for the ranks, tol − residual for head realisability.  Every
+relative threshold — ``tol`` (0 < tol < 1), ``delta`` (0 ≤ δ < 1) and the label ``margin`` (0 < margin
+< 1, relative to max|μ|) — must be below 1: at 1 or more the condition is void (every σ is "zero", every
+μ "realisable" with the zero head, every label "without margin"), so such a value is refused.
 
 Memory HMMs (:class:`~simlm.worlds.memory.MemoryHMM`) are analysed through their joint HMM over
 (memory configuration, cell, syntactic state); :func:`memory_rank` checks the memory-task condition:
@@ -66,6 +72,16 @@ from simlm.worlds.memory import MemoryHMM
 from simlm.worlds.prompting import check_prompt
 
 _TOL, _MARGIN = 1e-10, 1e-9
+
+
+def _relative(name: str, value, *, zero: bool = False) -> float:
+    """A relative threshold in (0, 1) — [0, 1) with ``zero`` — as a float, or a ConfigError naming ``name``:
+    at 1 or more a relative tolerance voids its condition (module docstring)."""
+    v = check_non_negative(name, value, finite=True) if zero else check_positive(name, value)
+    if v >= 1:
+        raise ConfigError(f"{name}: a relative threshold must be below 1 (it is a fraction of the largest "
+                          f"entry, singular value or |μ|; at ≥ 1 the condition it sets says nothing), got {value!r}")
+    return v
 
 
 # ---- parameters, posteriors ------------------------------------------------------------------------
@@ -109,16 +125,25 @@ def prompt_task_vector(mu, pi) -> np.ndarray:
     return np.where(pi > 0, check_task_vector(mu, len(pi)), 0.0)
 
 
-def _posterior(world, tokens, U=None) -> np.ndarray:
-    """P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64."""
+def _posterior_where_defined(world, tokens, U=None) -> tuple[np.ndarray, np.ndarray]:
+    """(P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64 with
+    zero rows where undefined; ``defined (n,)``: the input has positive probability (with the prompt)."""
     pi, A, B = chain64(world)
     toks, _ = check_tokens(tokens, B.shape[1])
     if U is None:
         post, steps = _float64(_prepended_posterior, pi, A, B, toks)
     else:
         post, steps = _float64(_prompted_posterior, pi, A, B, check_prompt(U, len(pi)), toks)
-    bad = ~(np.isfinite(steps).all(1) & (post.sum(1) > 0))
-    if bad.any():
+    defined = np.isfinite(steps).all(1) & np.isfinite(post).all(1) & (post.sum(1) > 0)
+    return np.where(defined[:, None], post, 0.0), defined
+
+
+def _posterior(world, tokens, U=None) -> np.ndarray:
+    """P(H_0 | x) (``U`` None) or P(H_0 | z, x) for prompt likelihoods ``U (k, K)``, (n, K) float64; a
+    ZeroProbabilityError for an input of probability zero."""
+    post, defined = _posterior_where_defined(world, tokens, U)
+    if not defined.all():
+        bad = ~defined
         what = "under the world with position 0 prepended" if U is None else "together with the prompt"
         raise ZeroProbabilityError(f"tokens: sequence {int(np.flatnonzero(bad)[0])} has probability zero {what} "
                                    f"({int(bad.sum())} of {len(bad)} sequences), so P(H_0 | ·) is undefined")
@@ -166,15 +191,22 @@ class HeadRealisability:
 class Verification:
     """A head on (prompted) masked outputs against the labels y = 1[μᵀP(H_0|x) ≥ 0]; prediction
     1[score ≥ 0] (ties count as label 1 on both sides).  Inputs with |μᵀP(H_0|x)| ≤ margin·max|μ| are
-    counted apart (relative to μ's scale, as the labels are); ``holds`` ⇔ no error outside the margin."""
+    counted apart (relative to μ's scale, as the labels are); ``holds`` ⇔ no error outside the margin.
+
+    ``n_undefined``: inputs possible in the world but impossible together with the prompt (P(z, x) = 0,
+    so the prompted output — and any prediction from it — is undefined).  Each counts as an error; it
+    is within the margin whenever the prompt's reweighting r is positive on S (then P(H_0 ∈ S | x) = 0,
+    so μᵀP(H_0|x) = 0: a tie, no margin — always so for a feasible :func:`prompt_feasibility` prompt), and an
+    error outside it otherwise (a prompt that hides part of S from an input whose label it decides)."""
     n_samples: int
     fraction_correct: float
     n_errors: int
     n_within_margin: int
     n_errors_outside_margin: int
     margin: float
-    max_off_support_mass: float  # max_x P'(H_0 ∉ S | z, x); 0 for a head without prompt
+    max_off_support_mass: float  # max over defined x of P'(H_0 ∉ S | z, x); 0 for a head without prompt
     holds: bool
+    n_undefined: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,7 +228,13 @@ class PromptFeasibility:
     constructive prompt (indicator rows of ``prompt``, (k, K)); ``gate``: G = {g : A[g, S^c] = 0};
     ``uncovered``: states of S no allowed last-step state leads to.  ``reweighting``: r of the
     constructive prompt (max 1), ``margin`` = min_{h∈S} r_h, ``off_support_mass`` = P(H_0 ∉ S | z);
-    ``tol``: the soft-zero threshold δ the graph was read at (0: exact zeros)."""
+    ``delta``: the soft-zero threshold δ the graph was read at (0: exact zeros; ``tol`` is its old name).
+    ``exact``: the constructive prompt leaves exactly zero mass off S (every last-step state has
+    A[g, h] = 0 for h ∉ S), so P(H_0 ∉ S | z, x) = 0 for every x — the theorem's hypothesis.  It is built
+    from the exact graph whenever that is feasible, so with δ > 0 it is False only where soft-gated states
+    are needed; then ``off_support_mass`` > 0 is the leak of the prompt's prior α, which P(H_0 | z, x) ∝
+    α ∘ β_0(x) reweights per input — it can carry most of the prompted posterior
+    (``Verification.max_off_support_mass``)."""
     feasible: bool
     k: int
     support: tuple
@@ -209,7 +247,13 @@ class PromptFeasibility:
     off_support_mass: float
     prompt: np.ndarray
     reason: str
-    tol: float = _TOL
+    delta: float = 0.0
+    exact: bool = False
+
+    @property
+    def tol(self) -> float:
+        """The soft-zero threshold δ (``delta``) under its former name."""
+        return self.delta
 
 
 @dataclass(frozen=True)
@@ -245,10 +289,17 @@ class FailureCertificate:
 @dataclass(frozen=True)
 class HeadPromptConditions:
     """Everything above for one (world, μ, inputs).  ``head_holds``: μ ∈ col(B) and the head B⁺μ is
-    right on every input outside the margin; ``prompt_holds``: the prompt is feasible, B_S has full row
-    rank and the constructive prompt + head are right outside the margin.  ``consistent``: wherever a
-    theorem's condition holds, its conclusion was observed; ``trivial``: neither condition holds, so
-    ``consistent`` could not have been False (only a failure certificate then says anything)."""
+    right on every input outside the margin; ``prompt_holds``: the prompt is feasible (at the record's
+    ``prompt.delta``), B_S has full row rank and the constructive prompt + head are right outside the margin.
+    ``consistent``: wherever a theorem's condition holds, its conclusion was observed; ``trivial``: neither
+    condition holds, so ``consistent`` could not have been False (only a failure certificate then says
+    anything).
+
+    Read ``consistent`` as a check of the construction, not as evidence for the theorems.  Its head half
+    cannot fail beyond rounding: given μ realisable, bᵀφ(x) = (Πμ)ᵀP(H_0|x) identically with ‖Πμ − μ‖ ≤
+    tol·‖μ‖, so it fails only if that residual exceeds an input's label margin.  Its prompt half is the same
+    identity (P(H_0|z,x) ∝ P(H_0|x) ∘ r) when ``prompt.exact``, so beyond rounding it can fail only through a
+    soft-gated prompt (δ > 0 and ``prompt.exact`` False), whose leak off S the theorem does not cover."""
     emission: EmissionRank
     head: HeadRealisability
     head_check: Verification
@@ -281,7 +332,7 @@ def _row_spectrum(M, tol):
 def emission_rank(world, *, tol: float = _TOL) -> EmissionRank:
     """Rank of B (K, V) (σ_i > tol·σ_max counts), its singular values, σ_min = σ_K and σ_1/σ_K.
     rank B = K ⇒ every task μ is realised by the head b = B⁺μ (Wei et al.'s non-degeneracy)."""
-    tol = check_positive("tol", tol)
+    tol = _relative("tol", tol)
     B = chain64(world)[2]
     rank, s, smin, cond = _row_spectrum(B, tol)
     return EmissionRank(rank, B.shape[0], s, smin, cond, rank == B.shape[0], tol, _rank_margin(s, tol))
@@ -298,7 +349,7 @@ def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     the same cutoff); realisable ⇔ residual ≤ tol, i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x)
     for every x.  (The residual of Bb − μ would carry rounding of order ε·cond(B) and call an invertible,
     ill-conditioned B unrealisable.)"""
-    tol = check_positive("tol", tol)
+    tol = _relative("tol", tol)
     B = chain64(world)[2]
     m = check_task_vector(mu, B.shape[0])
     U, s, Vt = np.linalg.svd(B, full_matrices=False)
@@ -309,18 +360,20 @@ def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     return HeadRealisability(res, b, res <= tol, tol, tol - res)
 
 
-def _verify(m, p, p_scored, B, b, margin) -> Verification:
+def _verify(m, p, p_scored, B, b, margin, defined=None) -> Verification:
+    """``defined (n,)``: where the scored posterior exists; elsewhere the prediction counts as wrong."""
     score_target = p @ m
     y = score_target >= 0
     pred = (p_scored @ (B @ b)) >= 0
-    wrong, near = pred != y, np.abs(score_target) <= margin * np.abs(m).max(initial=0.0)
+    undefined = np.zeros(len(y), bool) if defined is None else ~defined
+    wrong, near = (pred != y) | undefined, np.abs(score_target) <= margin * np.abs(m).max(initial=0.0)
     return Verification(len(y), float(np.mean(~wrong)), int(wrong.sum()), int(near.sum()),
-                        int((wrong & ~near).sum()), margin, 0.0, not np.any(wrong & ~near))
+                        int((wrong & ~near).sum()), margin, 0.0, not np.any(wrong & ~near), int(undefined.sum()))
 
 
 def verify_head(world, mu, b, tokens, *, margin: float = _MARGIN) -> Verification:
     """Score bᵀφ(x) = bᵀBᵀP(H_0|x) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens`` (n, T); b (V,)."""
-    margin = check_positive("margin", margin)
+    margin = _relative("margin", margin)
     B = chain64(world)[2]
     m, b = check_task_vector(mu, B.shape[0]), _check_head(b, B.shape[1])
     p = state_posterior0(world, tokens)
@@ -336,7 +389,7 @@ def _check_head(b, V):
 
 def support_rank(world, mu, *, tol: float = _TOL) -> SupportRank:
     """Rank and σ_min of B_S (|S|, V), S = supp(μ) ∩ supp(π): full row rank |S| is the prompt-tuning condition."""
-    tol = check_positive("tol", tol)
+    tol = _relative("tol", tol)
     pi, _, B = chain64(world)
     S = np.flatnonzero(prompt_task_vector(mu, pi))
     if not S.size:  # μ lives where π = 0: no states to read, and the prompt condition cannot hold
@@ -372,23 +425,41 @@ def prompt_graph(pi, A, support, k: int, delta: float) -> tuple:
     return reach, gate, allowed, S & ~E[allowed[-1]].any(0)
 
 
-def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFeasibility:
+def prompt_feasibility(world, mu, *, k: int = 1, delta: float = 0.0, tol: float | None = None) -> PromptFeasibility:
     """Can k prompt tokens make r vanish off S = supp(μ) ∩ supp(π) and stay positive on S?  (Module docstring.)
 
-    Edges are A[g,h] > tol·max_h' A[g,h'] (``tol`` = δ ≥ 0; 0 keeps every positive entry; compared as A[g,h]/max_h' A[g,h'] > δ); supp π
-    likewise.  Forward reach R_1 = supp π, R_{j+1} = succ(R_j); last-step allowed set W_k = G ∩ R_k;
-    backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1} ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives supp α_j
-    = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S."""
-    tol, k = check_non_negative("tol", tol, finite=True), prompting.check_prompt_length(k)
+    Edges are A[g,h] > δ·max_h' A[g,h'] (``delta`` = δ ∈ [0, 1); 0, the default and the theorem's
+    hypothesis, keeps every positive entry; compared as A[g,h]/max_h' A[g,h'] > δ; ``tol`` is δ's former
+    name); supp π likewise.  Forward reach R_1 = supp π, R_{j+1} = succ(R_j); last-step allowed set W_k =
+    G ∩ R_k; backwards W_j = {g ∈ R_j : succ(g) ∩ W_{j+1} ≠ ∅}, so the indicator prompt u_j = 1[W_j] gives
+    supp α_j = W_j exactly.  Feasible ⇔ succ(W_k) ⊇ S, read at δ (as
+    :func:`~simlm.theory.head_prompt_margins.feasibility_range` reads it).
+
+    The constructive prompt: where the graph is feasible at δ = 0 as well, the indicator prompt of the
+    exact graph (``exact`` True: no mass off S, whatever δ); otherwise that of the graph at δ, whose
+    soft-gated last-step states leak (``exact`` False, ``off_support_mass`` > 0)."""
+    if tol is not None:
+        if delta != 0.0:
+            raise ConfigError(f"tol: the former name of delta; give one of them, not both (tol={tol!r}, "
+                              f"delta={delta!r})")
+        delta = _relative("tol", tol, zero=True)
+    else:
+        delta = _relative("delta", delta, zero=True)
+    k = prompting.check_prompt_length(k)
     pi, A, _ = chain64(world)
     S = prompt_task_vector(mu, pi) != 0
-    reach, gate, allowed, uncovered = prompt_graph(pi, A, S, k, tol)
+    reach, gate, allowed, uncovered = prompt_graph(pi, A, S, k, delta)
+    feasible = bool(allowed[-1].any() and not uncovered.any())
+    if feasible and delta > 0:
+        exact_graph = prompt_graph(pi, A, S, k, 0.0)
+        if exact_graph[2][-1].any() and not exact_graph[3].any():
+            allowed = exact_graph[2]  # exact zeros cover S: the theorem's own prompt, no leak
     U = np.stack(allowed).astype(np.float64)
     if not S.any():
         reason = ("μ is nonzero only where π = 0, where P(H_0 | x) puts no mass: S = supp(μ) ∩ supp(π) is empty "
                   "and the task 1[μᵀP(H_0|x) ≥ 0] is constant")
     elif not gate.any():
-        reason = ("no hidden state transitions only into S = supp(μ) ∩ supp(π): every g has A[g, h] > tol "
+        reason = ("no hidden state transitions only into S = supp(μ) ∩ supp(π): every g has A[g, h] > δ·max "
                   "for some h ∉ S, so no prompt makes P(H_0 | z, x) vanish off S")
     elif not allowed[-1].any():
         reason = (f"states {_states(gate)} transition only into S but none is reachable at prompt step "
@@ -404,15 +475,16 @@ def prompt_feasibility(world, mu, *, k: int = 1, tol: float = _TOL) -> PromptFea
         off = float(alpha[~S].sum() / alpha.sum())
     else:
         r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
-    return PromptFeasibility(bool(allowed[-1].any() and not uncovered.any()), k, _states(S), _states(gate),
+    exact = feasible and not np.any(A[np.ix_(allowed[-1], ~S)])
+    return PromptFeasibility(feasible, k, _states(S), _states(gate),
                              tuple(_states(R) for R in reach), tuple(_states(W) for W in allowed),
-                             _states(uncovered), r, margin, off, U, reason, tol)
+                             _states(uncovered), r, margin, off, U, reason, delta, bool(exact))
 
 
 def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
     """The head on prompted masked outputs, b = B_S⁺(μ_S ⊘ r_S) (V,): B_S b = μ_S ⊘ r_S when B_S has
     full row rank, which undoes the prompt's reweighting on S (module docstring)."""
-    tol = check_positive("tol", tol)
+    tol = _relative("tol", tol)
     pi, _, B = chain64(world)
     m = prompt_task_vector(mu, pi)
     S = np.flatnonzero(m)
@@ -425,12 +497,16 @@ def prompt_head(world, mu, U, *, tol: float = _TOL) -> np.ndarray:
 
 def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verification:
     """Score bᵀBᵀP(H_0 | z, x) with prompt U (k, K) against y = 1[μᵀP(H_0|x) ≥ 0] on ``tokens``; also
-    the largest posterior mass the prompted posterior leaves off S."""
-    margin = check_positive("margin", margin)
+    the largest posterior mass the prompted posterior leaves off S.  An input impossible in the world
+    raises ZeroProbabilityError; one possible in the world but not with the prompt has no prompted output
+    and is counted (``Verification.n_undefined``, an error; within the margin when r > 0 on S)."""
+    margin = _relative("margin", margin)
     pi, _, B = chain64(world)
     m, b = prompt_task_vector(mu, pi), _check_head(b, B.shape[1])
-    p, q = state_posterior0(world, tokens), _posterior(world, tokens, U)
-    return replace(_verify(m, p, q, B, b, margin), max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
+    p = state_posterior0(world, tokens)
+    q, defined = _posterior_where_defined(world, tokens, U)
+    return replace(_verify(m, p, q, B, b, margin, defined),
+                   max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
 
 
 # ---- 5: memory ---------------------------------------------------------------------------------------
@@ -438,7 +514,7 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
 def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
     """For each syntactic state q, rank / σ_min / condition of emission[:, q, :] (M, V).  Full rank M at q
     means the memory value is linearly recoverable from the token law at a position in state q."""
-    tol = check_positive("tol", tol)
+    tol = _relative("tol", tol)
     if not isinstance(world, MemoryHMM):
         raise ConfigError(f"world: memory_rank needs a MemoryHMM (emission (M, Q, V)), got {type(world).__name__}")
     E = np.asarray(world.emission, np.float64)
@@ -463,7 +539,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     computed between the two label classes in blocks (n up to a few thousand); the ``max_pairs`` closest
     pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
-    margin = check_positive("margin", margin)
+    margin = _relative("margin", margin)
     B = chain64(world)[2]
     p = state_posterior0(world, tokens)
     n = len(p)
@@ -503,15 +579,18 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
 
 # ---- 7: everything at once --------------------------------------------------------------------------
 
-def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = _TOL,
+def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = _TOL, delta: float = 0.0,
                                  margin: float = _MARGIN) -> HeadPromptConditions:
     """Conditions 1–4 for task μ, the constructive head and prompt checked on ``tokens`` (n, T), and a
-    failure certificate (features within ``tol``) when μ ∉ col(B)."""
+    failure certificate (features within ``tol``) when μ ∉ col(B).  ``tol`` is the rank / residual
+    tolerance (0 < tol < 1); ``delta`` the prompt graph's soft-zero threshold (0 ≤ δ < 1; 0, the default,
+    is the theorem's exact-zero hypothesis) — two different thresholds, no longer one ``tol`` for both."""
+    tol, delta, margin = _relative("tol", tol), _relative("delta", delta, zero=True), _relative("margin", margin)
     emission = emission_rank(world, tol=tol)
     head = head_realisability(world, mu, tol=tol)
     head_check = verify_head(world, mu, head.head, tokens, margin=margin)
     support = support_rank(world, mu, tol=tol)
-    prompt = prompt_feasibility(world, mu, k=k, tol=tol)
+    prompt = prompt_feasibility(world, mu, k=k, delta=delta)
     b_prompt = prompt_check = None
     if prompt.feasible:
         b_prompt = prompt_head(world, mu, prompt.prompt, tol=tol)

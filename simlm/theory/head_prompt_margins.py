@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simlm.checks import check_positive, check_real_array
+from simlm.checks import check_real_array
 from simlm.errors import ConfigError, ShapeError
-from simlm.theory.head_prompt import chain64, prompt_graph, prompt_task_vector, relative_entries
+from simlm.theory.head_prompt import _relative, chain64, prompt_graph, prompt_task_vector, relative_entries
 from simlm.worlds import prompting
 
 #: inputs with label margin below this × the task's scale count as having no margin.
@@ -93,7 +93,7 @@ class LabelMargins:
 def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> LabelMargins:
     """Margins of the labels 1[μᵀP ≥ 0] (``weights`` μ (K,)) or argmax(L P) (``weights`` L (C, K)) of
     posteriors ``posterior (n, K)`` — e.g. a task's ``mu`` or ``label_matrix`` and ``task.posteriors``."""
-    relative = check_positive("relative", relative)
+    relative = _relative("relative", relative)  # in (0, 1): at ≥ 1 no input has a margin
     W = check_real_array("weights", weights)
     P = check_real_array("posterior", posterior)
     if W.ndim not in (1, 2) or (W.ndim == 2 and W.shape[0] < 2) or not W.size:

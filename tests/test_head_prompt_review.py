@@ -1,0 +1,177 @@
+"""Reviewed defects of simlm.theory.head_prompt: the prompt's soft-zero threshold δ apart from the rank
+tolerance, inputs the constructive prompt makes impossible, and relative thresholds ≥ 1."""
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from simlm.errors import ConfigError, ZeroProbabilityError
+from simlm.theory import head_prompt as hp
+from simlm.theory.head_prompt_margins import feasibility_range, label_margins
+from simlm.worlds import HMM, MemoryHMM
+
+EPS = 4e-11  # a transition below 1e-10 × its row's maximum: a soft zero at δ = 1e-10, not at δ = 0
+MU = np.array([1.0, -5.0, 0.0])  # S = {0, 1}
+PI = np.array([0.5, 0.5 - 1e-8, 1e-8])
+B3 = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0.5, 0.5]])
+
+
+def _leak_world(second_row_leaks: bool) -> HMM:
+    """State 0 moves EPS off S; state 1 moves exactly 0 off S (or EPS too); state 2 is off S."""
+    A = np.array([[0.5, 0.5 - EPS, EPS], [0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])
+    if second_row_leaks:
+        A[1] = A[0]
+    return HMM(PI, A, B3)
+
+
+def _possible_inputs(world, T=2):
+    keep = []
+    for x in itertools.product(range(3), repeat=T):
+        try:
+            hp.state_posterior0(world, np.array([x]))
+            keep.append(x)
+        except ZeroProbabilityError:
+            pass
+    return np.array(keep, np.int32)
+
+
+# ---- 1: the prompt's δ apart from the rank tol; exact zeros first ------------------------------------
+
+def test_the_bundle_reads_the_prompt_at_exact_zeros_by_default():
+    """The graph condition holds at δ = 0 (state 1 has exact zeros off S), yet the bundle's one tol = 1e-10
+    also gated state 0 (A[0, 2] = 4e-11): its leaked mass, reweighted by α/π, flipped labels and the record
+    read consistent = False.  The prompt half now reads δ = 0 unless told otherwise."""
+    world = _leak_world(False)
+    x = _possible_inputs(world)
+    assert feasibility_range(world, MU).exact
+    rec = hp.check_head_prompt_conditions(world, MU, x)
+    assert rec.prompt_holds and rec.consistent and rec.prompt_check.max_off_support_mass == 0.0
+    assert rec.prompt.allowed == ((1,),) and rec.prompt.delta == 0.0 and rec.prompt.exact
+
+
+def test_a_positive_delta_still_builds_the_prompt_from_exact_zeros_where_they_cover_s():
+    world = _leak_world(False)
+    x = _possible_inputs(world)
+    pf = hp.prompt_feasibility(world, MU, tol=1e-10)  # δ under its former name
+    assert pf.feasible and pf.gate == (0, 1)  # the graph at δ gates both ...
+    assert pf.allowed == ((1,),) and pf.exact and pf.off_support_mass == 0.0  # ... the prompt uses state 1 only
+    rec = hp.check_head_prompt_conditions(world, MU, x, delta=1e-10)
+    assert rec.prompt.exact and rec.consistent and rec.prompt_check.n_errors == 0
+
+
+def test_soft_gated_states_are_used_only_when_needed_and_the_leak_is_reported():
+    world = _leak_world(True)  # no state has exact zeros off S
+    assert not hp.prompt_feasibility(world, MU).feasible
+    pf = hp.prompt_feasibility(world, MU, delta=1e-10)
+    assert pf.feasible and not pf.exact and pf.allowed == ((0, 1),) and pf.off_support_mass > 0
+    rec = hp.check_head_prompt_conditions(world, MU, _possible_inputs(world), delta=1e-10)
+    assert not rec.prompt.exact and rec.prompt_check.max_off_support_mass > 0.1  # reweighted by β_0(x)
+
+
+def test_rank_tol_and_prompt_delta_are_separate():
+    world = _leak_world(False)
+    x = _possible_inputs(world)
+    rec = hp.check_head_prompt_conditions(world, MU, x, tol=1e-6, delta=0.0)
+    assert rec.emission.tol == rec.head.tol == rec.support.tol == 1e-6 and rec.prompt.delta == 0.0
+    with pytest.raises(ConfigError, match="^tol: the former name of delta"):
+        hp.prompt_feasibility(world, MU, delta=0.1, tol=0.1)
+
+
+def test_the_experiments_prompt_feasible_is_the_checks_reading():
+    """The records' ``prompt_feasible`` reads δ = 0 like the bundle's default (it read 1e-10, so a task
+    could be 'feasible' and not 'exact' at once)."""
+    from simlm.experiments.head_prompt import Config, conditions
+
+    for world in (_leak_world(False), _leak_world(True)):
+        out = conditions(world, "hmm", SimpleNamespace(mu=MU), Config(trained=False))
+        check = hp.check_head_prompt_conditions(world, MU, _possible_inputs(world))
+        assert out["prompt_feasible"] == out["prompt_exact"] == check.prompt.feasible
+
+
+# ---- 2: inputs the prompt makes impossible are counted, not fatal --------------------------------------
+
+def _crash_world():
+    A = np.array([[.5, .5, 0], [.3, .7, 0], [.2, .2, .6]])
+    B = np.array([[.8, .2, 0], [.2, .8, 0], [0, 0, 1.]])
+    return HMM(np.full(3, 1 / 3), A, B)
+
+
+def test_inputs_impossible_under_the_prompt_count_as_errors_without_margin():
+    """x_1 = 2 forces H_1 = 2, entered only from state 2 ∉ S: possible in the world, impossible after the
+    constructive prompt (P(H_0 ∈ S | x) = 0, so μᵀP(H_0|x) = 0: no margin).  It raised ZeroProbabilityError."""
+    world, mu = _crash_world(), np.array([1., -1., 0])
+    x = np.asarray(world.sample(0, 50, 4))[:, 1:]
+    n2 = int((x[:, 0] == 2).sum())
+    assert n2 > 0
+    rec = hp.check_head_prompt_conditions(world, mu, x)
+    check = rec.prompt_check
+    assert check.n_undefined == n2 and check.n_errors == n2 and check.n_within_margin >= n2
+    assert check.n_errors_outside_margin == 0 and check.holds and rec.prompt_holds and rec.consistent
+    assert check.fraction_correct == pytest.approx(1 - n2 / len(x))
+
+
+def test_an_input_impossible_in_the_world_still_raises():
+    world, mu = _crash_world(), np.array([1., -1., 0])
+    pf = hp.prompt_feasibility(world, mu)
+    b = hp.prompt_head(world, mu, pf.prompt)
+    with pytest.raises(ZeroProbabilityError, match="^tokens"):
+        hp.verify_prompt(world, mu, pf.prompt, b, np.array([[0, 2]]))  # state 0 or 1 never enters 2
+
+
+def test_a_prompt_that_hides_a_labelled_input_is_an_error_outside_the_margin():
+    """U keeps only state 0, so an input that pins H_0 = 1 (label 0, margin |μ_1|) has no prompted output."""
+    world = HMM(np.full(2, .5), np.eye(2), np.eye(2))
+    mu = np.array([1., -1.])
+    check = hp.verify_prompt(world, mu, np.array([[1., 0.]]), np.array([1., -1.]), np.array([[0], [1]]))
+    assert check.n_undefined == 1 and check.n_errors_outside_margin == 1 and not check.holds
+
+
+def test_sparse_worlds_with_the_prompt_condition_no_longer_raise():
+    rng = np.random.default_rng(0)
+    n = 0
+    for seed in range(25):
+        w = HMM.random(seed, 5, 4, family="sparse", out_degree=2, emission_support=2)
+        mu = np.zeros(5)
+        mu[rng.choice(5, 2, replace=False)] = [1.0, -1.0]
+        if not (hp.prompt_feasibility(w, mu).feasible and hp.support_rank(w, mu).full_row_rank):
+            continue
+        n += 1
+        rec = hp.check_head_prompt_conditions(w, mu, np.asarray(w.sample(seed, 64, 5))[:, 1:])
+        assert rec.consistent and rec.prompt_check.n_errors_outside_margin == 0
+    assert n >= 3
+
+
+# ---- 3: relative thresholds ≥ 1 are refused ------------------------------------------------------------
+
+_W = HMM(np.full(2, .5), np.eye(2), np.eye(2))
+_MEM = MemoryHMM.one_cell([.5, .5], [.5, .5], [[.5, .5], [.5, .5]],
+                          np.array([[[.7, .2, .1], [.5, .5, 0]], [[.1, .2, .7], [.5, .5, 0]]]))
+_M2 = np.array([1., -1.])
+
+
+@pytest.mark.parametrize("bad", [1.0, 2.0])
+@pytest.mark.parametrize("call, name", [
+    (lambda v: hp.emission_rank(_W, tol=v), "tol"),
+    (lambda v: hp.head_realisability(_W, _M2, tol=v), "tol"),
+    (lambda v: hp.support_rank(_W, _M2, tol=v), "tol"),
+    (lambda v: hp.prompt_head(_W, _M2, np.ones((1, 2)), tol=v), "tol"),
+    (lambda v: hp.memory_rank(_MEM, tol=v), "tol"),
+    (lambda v: hp.prompt_feasibility(_W, _M2, delta=v), "delta"),
+    (lambda v: hp.prompt_feasibility(_W, _M2, tol=v), "tol"),
+    (lambda v: hp.check_head_prompt_conditions(_W, _M2, [[0, 0]], tol=v), "tol"),
+    (lambda v: hp.check_head_prompt_conditions(_W, _M2, [[0, 0]], delta=v), "delta"),
+    (lambda v: hp.verify_head(_W, _M2, _M2, [[0, 0]], margin=v), "margin"),
+    (lambda v: hp.failure_certificate(_W, _M2, [[0, 0]], margin=v), "margin"),
+    (lambda v: label_margins(_M2, np.eye(2), relative=v), "relative"),
+])
+def test_relative_thresholds_of_one_or_more_are_refused(call, name, bad):
+    """head_realisability(tol=2) called every μ realisable by the zero head; emission_rank(tol=1) gave rank 0."""
+    with pytest.raises(ConfigError, match=rf"^{name}: a relative threshold must be below 1"):
+        call(bad)
+
+
+def test_thresholds_just_below_one_and_delta_zero_are_accepted():
+    assert hp.emission_rank(_W, tol=0.999).full_row_rank  # σ_min/σ_max = 1 > 0.999
+    assert hp.prompt_feasibility(_W, np.array([1., 0.]), delta=0.0).feasible
