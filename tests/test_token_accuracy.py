@@ -18,7 +18,8 @@ from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, c
 from simlm.theory.token_accuracy import (adjusted_rand_index, confusion_clusters, normalized_mutual_information,
                                          token_accuracy, within_class_errors)
 from simlm.worlds import HMM
-from simlm.worlds.topic import block_zipf_hmm, confusion_groups_hmm, topic_of_state, topic_syntax_hmm
+from simlm.worlds.topic import (block_zipf_hmm, class_emission, confusion_groups_hmm, topic_of_state, topic_syntax_hmm,
+                               zipf_weights)
 
 
 # ---- the Bayes predictor under BERT corruption -------------------------------------------------------
@@ -498,6 +499,16 @@ def test_the_bayes_summary_of_a_world_with_few_tokens_bins_what_occurs():
 def test_bad_input_raises_a_typed_error_naming_the_argument(call, error):
     with pytest.raises(error):
         call(HMM.random(0, 2, 3))
+
+
+@pytest.mark.parametrize("call, name", [(lambda: zipf_weights(0, 1.0), "size"),
+                                        (lambda: zipf_weights(3, -1.0), "exponent"),
+                                        (lambda: class_emission([[1.5, -0.5]], 2, 1.0), "class_probs"),
+                                        (lambda: class_emission([0.5, 0.5], 2, 1.0), "class_probs"),
+                                        (lambda: class_emission([[0.5, 0.5]], 0, 1.0), "block_size")])
+def test_the_emission_helpers_refuse_what_is_no_law_naming_it(call, name):
+    with pytest.raises(ValueError, match=f"^{name}: "):
+        call()
 
 
 @pytest.mark.parametrize("kwargs, name", [({"n_syntax": 0}, "n_syntax"), ({"n_syntax": 5000}, "n_syntax"),

@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simlm.checks import as_rng, check_memory, check_positive_int
-from simlm.errors import ConfigError
+from simlm.checks import as_rng, check_memory, check_positive_int, check_stochastic
+from simlm.errors import ConfigError, ShapeError
 from simlm.worlds.base import check_number
 from simlm.worlds.hmm import HMM
 
@@ -44,6 +44,8 @@ class ClassedHMM(NamedTuple):
 
 def zipf_weights(size: int, exponent: float) -> np.ndarray:
     """z(r) ∝ r^(−s) for ranks r = 1..size, normalised ``(size,)``."""
+    size = check_positive_int("size", size, maximum=MAX_BLOCK)
+    exponent = check_number("exponent", exponent, minimum=0.0, maximum=10.0)
     w = np.arange(1, size + 1, dtype=np.float64) ** (-exponent)
     return w / w.sum()
 
@@ -51,7 +53,10 @@ def zipf_weights(size: int, exponent: float) -> np.ndarray:
 def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.ndarray, np.ndarray]:
     """B[k, w] = P(c(w) | k) z_{c(w)}(w) for ``class_probs (K, m)`` and m blocks of ``block_size`` tokens;
     returns ``(emission (K, m·block_size), token_class (m·block_size,))``."""
-    P = np.asarray(class_probs, np.float64)
+    P = check_stochastic("class_probs", class_probs)
+    if P.ndim != 2:
+        raise ShapeError(f"class_probs: expected a (K, m) matrix of class laws, got shape {P.shape}")
+    block_size = check_positive_int("block_size", block_size, maximum=MAX_BLOCK)
     check_memory("block_size", P.size * block_size, itemsize=8,
                  what=f"a ({P.shape[0]}, {P.shape[1] * block_size}) float64 emission matrix")
     z = zipf_weights(block_size, exponent)
