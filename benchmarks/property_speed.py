@@ -12,8 +12,9 @@ array — ``simlm.strategies`` builds the rows with numpy), building the HMM, on
 one compiled law call.  Drawing each probability as a hypothesis float cost ~30 ms an example; the
 device calls cost ~1 ms on an idle machine but several under CPU contention (each waits on XLA's threads).
 
-Target: ≥ 50 examples/s warm.  Timings are wall time of hypothesis runs (shrinking is off and no example
-fails, so every example runs once); noisy under CPU contention — the load average is printed with them.
+Target: ≥ 50 examples/s warm (not judged in ``--quick``).  Timings are wall time of hypothesis runs
+(shrinking is off and no example fails, so every example runs once); noisy under CPU contention — the
+load average is printed with them.
 
     .venv/bin/python benchmarks/property_speed.py [--examples 300]
     .venv/bin/python benchmarks/property_speed.py --quick
@@ -95,10 +96,12 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average (1 min) after the runs: {load:.1f} on {os.cpu_count()} cores")
     warm = rows[-1]["examples_per_s"]
-    print(f"\ntarget ≥ {TARGET:g} examples/s warm: {warm:.1f} → {'met' if warm >= TARGET else 'MISSED'} "
+    met = None if args.quick else warm >= TARGET  # 10 examples are a smoke test, not a rate
+    print(f"\ntarget ≥ {TARGET:g} examples/s warm: {warm:.1f} → "
+          f"{'not judged (--quick)' if met is None else 'met' if met else 'MISSED'} "
           f"(bucketed warm ÷ unbucketed cold: {warm / rows[0]['examples_per_s']:.1f}×)")
     write_json(args.out, {"benchmark": "property_speed", "config": vars(args), "results": rows, "load_average": load,
-                          "targets": {"examples_per_s": {"target": TARGET, "value": warm, "met": warm >= TARGET}}})
+                          "targets": {"examples_per_s": {"target": TARGET, "value": warm, "met": met}}})
     return 0
 
 

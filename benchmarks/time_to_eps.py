@@ -11,7 +11,8 @@ time (its clock starts after set-up; compilation of the step and evaluation fall
 headline is the wall time of the whole ``train`` call — set-up and compilation included — which is when
 a user holds the ε ≤ 0.01 checkpoint.  The ε curve (every evaluation) is kept in the JSON.
 
-Target: ε ≤ 0.01 within 600 s on 2 CPU cores.  The training config below (``TUNED``) was chosen for
+Target: ε ≤ 0.01 within 600 s on 2 CPU cores (judged only for a ladder with a rung at ε ≤ 0.01, and not in
+``--quick``; the time is reported only when that rung was reached).  The training config below (``TUNED``) was chosen for
 that; ``--lr``, ``--batch`` … override it.  Tuning runs (T = 64, warm-up 100; 2 shared, loaded cores):
 
     B    lr     max_steps   ε ≤ 0.01 at step   best ε
@@ -61,6 +62,33 @@ QUICK = {"learning_rate": 1e-2, "batch_size": 16, "seq_len": 32, "warmup_steps":
 
 def default_world() -> HMM:
     return HMM.random(0, 8, 16, family="permutation-mixture", transition_temp=0.1, emission_temp=0.1)
+
+
+def verdict(rungs: list, total: float, *, quick: bool) -> dict:
+    """The target ε ≤ :data:`TARGET_EPSILON` within :data:`TARGET_SECONDS`, from the ladder's ``rungs`` (dicts
+    with ``target`` and ``reached``) and ``train()``'s wall time ``total``.  ``seconds_to_reach`` is set only
+    when the ladder has a rung at ε ≤ 0.01 and the run reached it (then ``train()``'s wall time: when a user
+    holds that checkpoint; an upper bound if the ladder went on below it); ``met`` is None in ``--quick`` and
+    when no such rung exists."""
+    at = [r for r in rungs if r["target"] <= TARGET_EPSILON]
+    rung = max(at, key=lambda r: r["target"]) if at else None  # the first rung at ε ≤ 0.01
+    target = {"epsilon": TARGET_EPSILON, "seconds": TARGET_SECONDS, "rung": None if rung is None else rung["target"],
+              "reached": bool(rung and rung["reached"]), "seconds_to_reach": None, "met": None, "reason": None}
+    if rung is None:
+        smallest = min(r["target"] for r in rungs)
+        target["reason"] = f"not attempted (the ladder stops at ε = {smallest:g})"
+        return target
+    if target["reached"]:
+        target["seconds_to_reach"] = total
+        if min(r["target"] for r in rungs) < rung["target"]:
+            target["bound"] = "upper: train() went on to the ladder's smaller rungs"
+    if quick:
+        target["reason"] = "not judged: --quick sizes"
+    elif target["reached"]:
+        target["met"] = total <= TARGET_SECONDS
+    else:
+        target["met"], target["reason"] = False, f"not reached (train() {total:.1f} s)"
+    return target
 
 
 def parse_args(argv=None):
@@ -117,24 +145,17 @@ def main(argv=None) -> int:
                                             ("tokens_seen", "tokens"), ("wall_time", "wall s")],
                 title="ε curve (a sample of the evaluations; all of them are in the JSON)")
 
-    smallest = min(args.targets)
-    final = next(r for r in rungs if r["target"] == smallest)
     best = min(result.best_epsilon.values())
-    target = {"epsilon": TARGET_EPSILON, "seconds": TARGET_SECONDS,
-              "reached": bool(final["reached"] and smallest <= TARGET_EPSILON),
-              "seconds_to_reach": total if final["reached"] else None}
-    target["met"] = target["reached"] and total <= TARGET_SECONDS
+    target = verdict(rungs, total, quick=args.quick)
     tokens_per_s = result.final_step * tc.batch_size * tc.seq_len / total
     print(f"\ntrain() wall time {total:.1f} s for {result.final_step} steps "
           f"({tokens_per_s:,.0f} tokens/s overall), best ε {best:.4g}")
-    if smallest > TARGET_EPSILON:
-        print(f"target: ε ≤ {TARGET_EPSILON:g} in ≤ {TARGET_SECONDS:g} s: not attempted (ladder stops at {smallest:g})")
-    elif final["reached"]:
-        print(f"target: ε ≤ {TARGET_EPSILON:g} in ≤ {TARGET_SECONDS:g} s: reached in {total:.1f} s → "
-              f"{'met' if target['met'] else 'MISSED'}")
+    head = f"target: ε ≤ {TARGET_EPSILON:g} in ≤ {TARGET_SECONDS:g} s: "
+    if target["seconds_to_reach"] is None:
+        print(head + target["reason"] + ("" if target["rung"] is None else f"; best ε {best:.4g}"))
     else:
-        print(f"target: ε ≤ {TARGET_EPSILON:g} in ≤ {TARGET_SECONDS:g} s: not reached in {result.final_step} steps "
-              f"({total:.1f} s); best ε {best:.4g} → MISSED")
+        print(head + f"reached in {target['seconds_to_reach']:.1f} s → "
+              + (target["reason"] or ("met" if target["met"] else "MISSED")))
 
     out = write_json(args.out, {
         "benchmark": "time_to_eps", "world": {"repr": repr(world), "fingerprint": world.fingerprint(),

@@ -10,10 +10,18 @@ of ``(BOS, x_0, …, x_{T-2})`` predicting ``(x_0, …, x_{T-1})``.
 Timed: the steady-state train step (forward + backward + optimiser update), compilation and warm-up
 excluded.  A timing is a chunk of k consecutive steps (k chosen so a chunk lasts ``--chunk-seconds``,
 blocking only at the end, as the trainer does) divided by k; we report the median over ``--repeats``
-chunks (and the ratio of the best chunks).  The contenders' chunks are interleaved, so load from other
-processes on a shared machine falls on both sides alike; the load average is recorded.  simlm is timed on the real training path — ``Training.batch(step)`` (fresh world samples) then
-``Training.step`` (the jit∘vmap step with donated buffers, one seed) — and on the step alone (pre-sampled
-batches).  Torch gets pre-built batches, ``torch.set_num_threads(os.cpu_count())``.
+chunks (and the ratio of the best chunks), and beside it the process CPU time per step of each side
+(``cpu_s_per_step``: the work done, a diagnostic).  The contenders' chunks are interleaved.  simlm is
+timed on the real training path — ``Training.batch(step)`` (fresh world samples) then ``Training.step``
+(the jit∘vmap step with donated buffers, one seed) — and on the step alone (pre-sampled batches).  Torch
+gets pre-built batches, ``torch.set_num_threads(os.cpu_count())`` (2 torch threads on 2 cores).
+
+Load.  Interleaving does not make the ratio immune to other processes: on a loaded machine torch's
+threads stall each other and HF's step slowed 10–20× while simlm's did not, so the ratio read "met" (18×)
+and measured the load.  The script therefore counts the threads of *other* processes that are running
+or runnable (``/proc/*/task/*/stat``, state R; elsewhere the 1-minute load average) before the timed
+runs and between every two chunks, and gives the ratio no verdict (``met: null`` with the reason) when
+their mean, before or during the run, exceeds half the cores (:data:`LOAD_LIMIT`).
 
 Precision: ``--dtype float32`` (the trainer's default) or ``bfloat16`` (mixed precision: float32
 parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtype``, the peer under
@@ -22,11 +30,21 @@ parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtyp
 
 Model FLOP utilisation (accelerators only): 6·N·tokens/s over the device's dense peak in the model's
 dtype — ``--peak-tflops``, else the datasheet figure for a known device (:data:`DATASHEET_TFLOPS`; float32
-means TF32, jax's default there), else the best of a large matmul measured here.  The measured matmul is
-recorded beside it either way (``fraction_of_measured_matmul``).  On CPU the same ratio against a measured float32 matmul is
-printed as a diagnostic ("÷ matmul").
+means TF32, jax's default there), else the best of a large matmul measured here.  Only the first two are
+a peak: a measured matmul is itself below the device's peak, so an MFU against it is inflated and gets no
+verdict (reported only).  The measured matmul is recorded beside it either way
+(``fraction_of_measured_matmul``).  On CPU the same ratio against a measured float32 matmul is printed as
+a diagnostic ("÷ matmul").
 
-Target: simlm tokens/s ÷ HF tokens/s ≥ 1.5 at every size, on the real training path.
+The peer is checked to be the same network before it is timed: simlm's initial weights are copied into a
+fresh HF model of the same shape and both compute the logits of one batch in full float32; they must
+agree to :data:`EQUIVALENCE_RTOL` of the logits' scale (float32 rounding gives 1e-7 to 2e-6 on the sizes
+here; LayerNorm's ε at GPT-2's 1e-5 instead of simlm's 1e-6 gave 3e-3 to 8e-3).  A peer that disagrees makes the script exit with status 1 (the
+JSON is still written, the ratio without a verdict).
+
+Targets: simlm tokens/s ÷ HF tokens/s ≥ 1.5 at every size, on the real training path (judged on an
+unloaded machine, not in ``--quick``); on an accelerator, MFU ≥ 40 % for a ≥ 10M-parameter bfloat16 model
+against a datasheet or ``--peak-tflops`` peak.
 
     .venv/bin/python benchmarks/train.py               # sizes small (~0.4M), medium (~3M), large (~20M)
     .venv/bin/python benchmarks/train.py --quick       # tiny sizes, 2 timed steps (the smoke test)
@@ -36,6 +54,7 @@ Target: simlm tokens/s ÷ HF tokens/s ≥ 1.5 at every size, on the real trainin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -50,11 +69,17 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, write_json  # noqa: E402
-from simlm.models.transformer import TransformerConfig  # noqa: E402
+from simlm.models.transformer import TransformerConfig, init_transformer  # noqa: E402
 from simlm.train import TrainConfig, Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
 RATIO_TARGET = 1.5  # simlm / HF tokens/s, real training path, every size
+MFU_TARGET = 0.40  # on an accelerator, a bfloat16 model of at least MFU_MIN_PARAMS, against a real peak
+MFU_MIN_PARAMS = 10_000_000
+#: no ratio verdict when other processes keep more than this many threads runnable per core (mean)
+LOAD_LIMIT = 0.5
+#: the peer's logits must agree with simlm's to this fraction of their scale (max |logit|, at least 1)
+EQUIVALENCE_RTOL = 1e-5
 
 #: dense tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (SXM parts unless named), by a substring of
 #: jax's ``device_kind`` (first match wins); "float32" is TF32, what jax's default float32 product uses
@@ -91,7 +116,8 @@ def parse_args(argv=None):
     p.add_argument("--max-chunk-steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     p.add_argument("--peak-tflops", type=float, default=None,
-                   help="accelerator peak for MFU (default: a large matmul measured here)")
+                   help="accelerator peak for MFU (default: the datasheet's for a known device, else a large "
+                        "matmul measured here — then MFU is reported without a verdict)")
     p.add_argument("--matmul-size", type=int, default=None, help="N of the N×N reference matmul")
     p.add_argument("--no-peer", action="store_true", help="skip torch/transformers (simlm side only)")
     p.add_argument("--seed", type=int, default=0)
@@ -130,6 +156,10 @@ def load_peer():
     return torch, transformers
 
 
+#: simlm's LayerNorm ε (``simlm.models.transformer.LayerNorm``, nnx's default); GPT2Config's default is 1e-5
+SIMLM_LN_EPSILON = 1e-6
+
+
 def peer_device(peer) -> str:
     """torch runs where simlm runs when it can: cuda on a GPU machine with a CUDA build of torch, else cpu."""
     torch = peer[0]
@@ -147,7 +177,7 @@ class TorchGPT2:
         cfg = transformers.GPT2Config(
             vocab_size=mc.vocab_size, n_positions=mc.n_positions, n_embd=mc.d_model, n_layer=mc.n_layers,
             n_head=mc.n_heads, n_inner=mc.d_ff, activation_function="gelu",  # simlm: exact GELU
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, use_cache=False,
+            layer_norm_epsilon=SIMLM_LN_EPSILON, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, use_cache=False,
             bos_token_id=mc.bos_id, eos_token_id=mc.bos_id)
         try:
             self.model = transformers.GPT2LMHeadModel(cfg, attn_implementation="sdpa")
@@ -199,6 +229,173 @@ class TorchGPT2:
         return loss
 
 
+def copy_simlm_weights(torch, model, hf) -> None:
+    """Copy a simlm :class:`~simlm.models.transformer.Transformer`'s weights into an HF ``GPT2LMHeadModel`` of
+    the same shape (HF's Conv1D stores (in, out), as flax's kernels; HF's output layer has V + 2 rows, the
+    two special tokens' rows set to zero)."""
+    dev = hf.lm_head.weight.device
+    t = lambda a: torch.from_numpy(np.array(a, np.float32)).to(dev)  # noqa: E731
+    tr = hf.transformer
+    pairs = [(tr.wte.weight, model.token_embed.embedding), (tr.wpe.weight, model.position_embed.embedding),
+             (tr.ln_f.weight, model.final_norm.scale), (tr.ln_f.bias, model.final_norm.bias)]
+    for blk, h in zip(model.blocks, tr.h):
+        pairs += [(h.ln_1.weight, blk.norm1.scale), (h.ln_1.bias, blk.norm1.bias),
+                  (h.ln_2.weight, blk.norm2.scale), (h.ln_2.bias, blk.norm2.bias),
+                  (h.attn.c_attn.weight, blk.attn.qkv.kernel), (h.attn.c_attn.bias, blk.attn.qkv.bias),
+                  (h.attn.c_proj.weight, blk.attn.out.kernel), (h.attn.c_proj.bias, blk.attn.out.bias),
+                  (h.mlp.c_fc.weight, blk.up.kernel), (h.mlp.c_fc.bias, blk.up.bias),
+                  (h.mlp.c_proj.weight, blk.down.kernel), (h.mlp.c_proj.bias, blk.down.bias)]
+    with torch.no_grad():
+        for dst, src in pairs:
+            dst.copy_(t(src[...]))
+        head = torch.zeros_like(hf.lm_head.weight)
+        head[: model.config.n_symbols] = t(model.output.kernel[...]).T
+        hf.lm_head.weight.copy_(head)
+
+
+def peer_equivalence(peer, mc: TransformerConfig, tc: TrainConfig, tokens: np.ndarray, seed: int = 0,
+                     gpt_class=None) -> dict:
+    """Is the HF peer the network simlm trains?  simlm's initial weights (``init_transformer(mc, seed)``)
+    copied into a fresh peer (``gpt_class``, default :class:`TorchGPT2`) of the same config, both in float32
+    at full matmul precision (no TF32, no autocast), one forward on one ``(B, T)`` batch of world tokens:
+    ``{"max_abs_diff", "logit_scale", "tolerance", "agrees"}`` over the V symbols' logits."""
+    torch = peer[0]
+    mc32 = dataclasses.replace(mc, dtype="float32")
+    model = init_transformer(mc32, seed)
+    gpt = (gpt_class or TorchGPT2)(*peer, mc32, tc, seed, peer_device(peer))
+    copy_simlm_weights(torch, model, gpt.model)
+    inputs, _ = gpt.prepare(tokens)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        gpt.model.eval()
+        with torch.no_grad():
+            theirs = gpt.model(input_ids=inputs, use_cache=False).logits[..., : mc.n_symbols].float().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(model(jnp.asarray(inputs.cpu().numpy(), jnp.int32)))
+    diff, scale = float(np.max(np.abs(ours - theirs))), float(np.max(np.abs(ours)))
+    tolerance = EQUIVALENCE_RTOL * max(1.0, scale)
+    return {"max_abs_diff": diff, "logit_scale": scale, "tolerance": tolerance, "agrees": diff <= tolerance}
+
+
+# ---- load from other processes ----------------------------------------------------------------
+
+def others_running(root: str = "/proc", me: int | None = None) -> int | None:
+    """Threads of processes other than ``me`` (default: this one) running or waiting to run now (state R in
+    ``ROOT/PID/task/TID/stat``); None where there is no ``/proc``.  Unlike the load average, this leaves out
+    this process's own threads (torch's and XLA's, which the load average would add to whatever else runs)
+    and what a previous program left in the 1-minute average."""
+    me = str(os.getpid() if me is None else me)
+    try:
+        pids = [p for p in os.listdir(root) if p.isdigit() and p != me]
+    except OSError:
+        return None
+    running = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"{root}/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"{root}/{pid}/task/{tid}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            end = stat.rfind(b")")  # the command name may hold spaces and parentheses
+            running += stat[end + 2: end + 3] == b"R"
+    return running
+
+
+class LoadMonitor:
+    """Samples of :func:`others_running`, taken between timed chunks (never inside one)."""
+
+    def __init__(self):
+        self.samples: list[int] = []
+
+    def sample(self) -> None:
+        n = others_running()
+        if n is not None:
+            self.samples.append(n)
+
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+def load_before_run(n: int = 20, pause: float = 0.05) -> dict:
+    """Other processes' runnable threads, mean of ``n`` samples ``pause`` s apart, and the load averages."""
+    monitor = LoadMonitor()
+    for _ in range(n):
+        monitor.sample()
+        time.sleep(pause)
+    return {"others_running": monitor.mean(), "samples": len(monitor.samples), "load_average": os.getloadavg()}
+
+
+def load_state(before: dict, during: LoadMonitor, cores: int) -> dict:
+    """The load the run saw: other processes' mean runnable threads before and during it (where ``/proc``
+    is missing, the 1-minute load average before it stands in for both), and whether either exceeds
+    :data:`LOAD_LIMIT` × ``cores``."""
+    measured = before.get("others_running") is not None
+    load = {"cores": cores, "limit": LOAD_LIMIT * cores,
+            "measure": "other processes' running threads (/proc)" if measured else "1-minute load average",
+            "before": before["others_running"] if measured else before["load_average"][0],
+            "during": during.mean() if measured else None, "samples_during": len(during.samples),
+            "load_average_before": list(before["load_average"]), "load_average_after": list(os.getloadavg())}
+    load["loaded"] = any(x is not None and x > load["limit"] for x in (load["before"], load["during"]))
+    return load
+
+
+# ---- verdicts ---------------------------------------------------------------------------------
+
+def ratio_verdict(ratios: list, *, quick: bool, load: dict, peer_agrees: bool = True) -> dict:
+    """The target simlm ÷ HF ≥ :data:`RATIO_TARGET` at every size: ``met`` is a bool only for a full-size
+    run on an unloaded machine with a peer that computes simlm's network; otherwise None, and ``reason``
+    says why."""
+    target = {"target": RATIO_TARGET, "worst": min(ratios) if ratios else None, "met": None, "reason": None}
+    if not ratios:
+        target["reason"] = "not measured (peer unavailable)"
+    elif not peer_agrees:
+        target["reason"] = "not judged: the peer is not the same network (its logits disagree with simlm's)"
+    elif quick:
+        target["reason"] = "not judged: --quick sizes"
+    elif load["loaded"]:
+        worst = max(x for x in (load["before"], load["during"]) if x is not None)
+        target["reason"] = (f"not judged: machine loaded ({load['measure']}: {worst:.1f} on {load['cores']} cores, "
+                            f"limit {load['limit']:g}; load average {load['load_average_before'][0]:.1f})")
+    else:
+        target["met"] = target["worst"] >= RATIO_TARGET
+    return target
+
+
+def mfu_verdict(row: dict, peak_kind: str, *, quick: bool) -> tuple[bool | None, str]:
+    """``(met, note)`` for MFU ≥ :data:`MFU_TARGET`: judged for a bfloat16 model of ≥ :data:`MFU_MIN_PARAMS`
+    parameters on an accelerator, outside ``--quick``, and only against a real peak (``peak_kind``
+    "datasheet" or "given" — ``--peak-tflops``): against a measured matmul, which is below the device's
+    peak, the MFU is inflated and reported without a verdict."""
+    if row.get("mfu") is None:
+        return None, "not measured (no accelerator)"
+    if quick:
+        return None, "not judged: --quick sizes"
+    if row.get("dtype") != "bfloat16" or row.get("params_simlm", 0) < MFU_MIN_PARAMS:
+        return None, "report only (the target is for a bfloat16 model of ≥ 10M parameters)"
+    if peak_kind not in ("datasheet", "given"):
+        return None, "not judged: no datasheet peak for this device (MFU against a measured matmul; give --peak-tflops)"
+    return row["mfu"] >= MFU_TARGET, f"≥ {MFU_TARGET:.0%} against the {peak_kind} peak"
+
+
+def choose_peak(given: float | None, sheet: float | None, measured: dict, dtype: str, kind: str,
+                matmul_size: int) -> tuple[float, str, str]:
+    """``(TFLOP/s, source, kind)``: ``--peak-tflops`` ("given"), else the datasheet's, else the measured matmul
+    ("measured")."""
+    if given is not None:
+        return given, "--peak-tflops", "given"
+    if sheet is not None:
+        return sheet, f"{kind} datasheet, dense {dtype}", "datasheet"
+    return measured[dtype], f"measured {matmul_size}² {dtype} matmul", "measured"
+
+
 # ---- measurements -----------------------------------------------------------------------------
 
 def matmul_tflops(n: int, dtype) -> float:
@@ -217,25 +414,31 @@ def chunk_steps(per_step: float, args) -> int:
     return max(1, min(args.max_chunk_steps, round(args.chunk_seconds / max(per_step, 1e-6))))
 
 
-def interleaved(contenders: dict, args) -> dict:
-    """Seconds per step of each contender, ``{name: {"median", "best", "times", "k"}}``.
+def interleaved(contenders: dict, args, monitor: LoadMonitor | None = None) -> dict:
+    """Seconds per step of each contender, ``{name: {"median", "best", "times", "k", "cpu_s_per_step"}}``
+    (``cpu_s_per_step``: the median process CPU time per step, user + system, all threads).
 
     ``contenders`` maps a name to ``steps(k)`` (run k steps, return something to block on).  The
     chunks are interleaved — A, B, C, A, B, C, … — so that load from other processes on a shared machine
     falls on every contender alike; each chunk starts with an untimed step of its own contender, which
     absorbs what the previous one left running (torch's OpenMP workers spinning, deferred frees), as
-    ``_common.time_interleaved`` does."""
+    ``_common.time_interleaved`` does.  ``monitor`` is sampled before every lead-in (outside the timing)."""
     ks = {}
     for name, steps in contenders.items():
         ks[name] = chunk_steps(time_fn(lambda: steps(1), repeats=1, warmup=0).median, args)
     times = {name: [] for name in contenders}
+    cpu = {name: [] for name in contenders}
     for _ in range(args.repeats):
         for name, steps in contenders.items():
+            if monitor is not None:
+                monitor.sample()
             jax.block_until_ready(steps(1))  # the lead-in
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             jax.block_until_ready(steps(ks[name]))
             times[name].append((time.perf_counter() - start) / ks[name])
-    return {name: {"median": statistics.median(t), "best": min(t), "times": t, "k": ks[name]}
+            cpu[name].append((time.process_time() - start_cpu) / ks[name])
+    return {name: {"median": statistics.median(t), "best": min(t), "times": t, "k": ks[name],
+                   "cpu_s_per_step": statistics.median(cpu[name])}
             for name, t in times.items()}
 
 
@@ -280,7 +483,7 @@ class TorchSide:
         return float(loss.detach())  # a host sync (cuda included)
 
 
-def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_peak=None):
+def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_peak=None, monitor=None):
     d, L, H, f = shapes(name)
     mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
                            dtype=args.dtype)
@@ -289,14 +492,16 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
     sim = SimlmSide(world, mc, tc)
     contenders = {"simlm_train": lambda k: sim.steps(k, with_data=True),
                   "simlm_step": lambda k: sim.steps(k, with_data=False)}
-    hf = None
+    hf = equivalence = None
     if peer[0] is not None:
+        # the same network on both sides, or no comparison: one forward of one batch, weights copied
+        equivalence = peer_equivalence(peer, mc, tc, sim.token_batches()[0], args.seed)
         hf = TorchSide(peer, mc, tc, args.seed, sim.token_batches())
         contenders["hf"] = hf.steps
     for steps in contenders.values():  # warm-up: compilation (simlm), allocator and thread pools (both)
         for _ in range(args.warmup):
             jax.block_until_ready(steps(1))
-    t = interleaved(contenders, args)
+    t = interleaved(contenders, args, monitor)
     batch_s = time_fn(lambda: sim.run.batch(sim.i), repeats=max(args.repeats, 5), warmup=1).median
 
     row = {"size": name, "dtype": args.dtype, "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
@@ -306,20 +511,23 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
            "simlm_tok_s": tokens_per_step / t["simlm_train"]["median"],
            "simlm_step_tok_s": tokens_per_step / t["simlm_step"]["median"],
            "simlm_best_tok_s": tokens_per_step / t["simlm_train"]["best"],
+           "simlm_cpu_s_per_step": t["simlm_train"]["cpu_s_per_step"],
            "data_fraction": batch_s / t["simlm_train"]["median"]}
     row["simlm_tflops"] = 6 * sim.n_params * row["simlm_tok_s"] / 1e12
     row["fraction_of_peak"] = row["simlm_tflops"] / peak_tflops
     row["fraction_of_measured_matmul"] = row["simlm_tflops"] / measured_peak if measured_peak else None
     row["mfu"] = row["fraction_of_peak"] if on_accelerator else None
     if hf is not None:
-        row.update(params_hf=hf.gpt.n_params(), hf_attention=hf.gpt.attention,
-                   hf_tok_s=tokens_per_step / t["hf"]["median"], hf_best_tok_s=tokens_per_step / t["hf"]["best"])
+        row.update(params_hf=hf.gpt.n_params(), hf_attention=hf.gpt.attention, peer_equivalence=equivalence,
+                   hf_tok_s=tokens_per_step / t["hf"]["median"], hf_best_tok_s=tokens_per_step / t["hf"]["best"],
+                   hf_cpu_s_per_step=t["hf"]["cpu_s_per_step"])
         row["ratio"] = row["simlm_tok_s"] / row["hf_tok_s"]
+        row["ratio_cpu"] = row["hf_cpu_s_per_step"] / row["simlm_cpu_s_per_step"]  # work, not wall: a diagnostic
         row["ratio_step_only"] = row["simlm_step_tok_s"] / row["hf_tok_s"]
         row["ratio_best"] = row["simlm_best_tok_s"] / row["hf_best_tok_s"]
     else:
-        row.update(params_hf=None, hf_attention=None, hf_tok_s=None, hf_best_tok_s=None,
-                   ratio=None, ratio_step_only=None, ratio_best=None)
+        row.update(params_hf=None, hf_attention=None, peer_equivalence=None, hf_tok_s=None, hf_best_tok_s=None,
+                   hf_cpu_s_per_step=None, ratio=None, ratio_cpu=None, ratio_step_only=None, ratio_best=None)
     return row
 
 
@@ -348,12 +556,7 @@ def main(argv=None) -> int:
     kind = jax.devices()[0].device_kind
     sheet = datasheet_peak(kind, args.dtype) if on_accelerator else None
     # MFU against the model's own dtype: a bfloat16 model is held to the bfloat16 peak
-    if args.peak_tflops is not None:
-        peak, peak_source = args.peak_tflops, "--peak-tflops"
-    elif sheet is not None:
-        peak, peak_source = sheet, f"{kind} datasheet, dense {args.dtype}"
-    else:
-        peak, peak_source = peaks[args.dtype], f"measured {args.matmul_size}² {args.dtype} matmul"
+    peak, peak_source, peak_kind = choose_peak(args.peak_tflops, sheet, peaks, args.dtype, kind, args.matmul_size)
 
     print(f"simlm train-step benchmark on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs; "
           f"B={args.batch} T={args.seq_len} V={args.symbols} (HMM K={args.states}), {args.dtype}; "
@@ -363,19 +566,27 @@ def main(argv=None) -> int:
                        if peer_info["available"] else f"unavailable ({peer_info['reason']})"))
     print(f"peak: {peak:.3g} TFLOP/s ({peak_source}; on GPU, JAX's default float32 matmul precision uses TF32)"
           if on_gpu else f"peak: {peak:.3g} TFLOP/s ({peak_source})")
+    if on_accelerator and peak_kind == "measured":
+        print("note: no datasheet peak for this device and no --peak-tflops: MFU is against a measured matmul "
+              "(inflated) and gets no verdict")
     if on_gpu and peer_info.get("torch_device") == "cpu":
         print("note: this torch build has no CUDA, so the peer runs on the CPU: simlm/HF compares GPU with CPU")
 
-    load_before = os.getloadavg()
-    if load_before[0] > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs — other processes share "
-              "this machine; timings are interleaved so they fall on both sides alike, but absolute numbers suffer")
+    cores = os.cpu_count() or 1
+    before, monitor = load_before_run(), LoadMonitor()
+    first = load_state(before, monitor, cores)
+    if first["loaded"]:
+        print(f"warning: machine loaded — {first['measure']}: {first['before']:.1f} on {cores} cores (limit "
+              f"{first['limit']:g}; load average {before['load_average'][0]:.2f}): the simlm/HF ratio gets no verdict")
     rows = []
     for name in args.sizes:
-        rows.append(bench_size(name, world, peer, args, peak, on_accelerator, peaks.get(args.dtype)))
+        rows.append(bench_size(name, world, peer, args, peak, on_accelerator, peaks.get(args.dtype), monitor))
         r = rows[-1]
+        eq = r["peer_equivalence"]
         print(f"  {name}: simlm {r['params_simlm']:,} params"
-              + (f", HF {r['params_hf']:,} params" if r["params_hf"] else "") + " — done", flush=True)
+              + (f", HF {r['params_hf']:,} params; same network: max |Δlogit| {eq['max_abs_diff']:.1e} "
+                 f"(≤ {eq['tolerance']:.1e}: {'yes' if eq['agrees'] else 'NO'})" if eq else "") + " — done", flush=True)
+        r["mfu_met"], r["mfu_note"] = mfu_verdict(r, peak_kind, quick=args.quick)
 
     print_table(rows, ["size", "d_model", "n_layers", "n_heads", "d_ff", "n_positions",
                        ("params_simlm", "params simlm"), ("params_hf", "params HF")],
@@ -383,32 +594,43 @@ def main(argv=None) -> int:
     cols = ["size", ("simlm_tok_s", "simlm tok/s (batch+step)"), ("simlm_step_tok_s", "simlm tok/s (step)"),
             ("data_fraction", "batch share"), ("hf_tok_s", "HF tok/s"), ("ratio", "simlm/HF"),
             ("ratio_step_only", "simlm/HF (step)"), ("ratio_best", "simlm/HF (best chunks)"),
-            ("simlm_tflops", "simlm TFLOP/s (6N)")]
+            ("ratio_cpu", "HF/simlm CPU s"), ("simlm_tflops", "simlm TFLOP/s (6N)")]
     cols += ([("mfu", "MFU"), ("fraction_of_measured_matmul", "÷ measured matmul")] if on_accelerator
              else [("fraction_of_peak", "÷ matmul")])
     print_table(rows, cols, title=f"train-step throughput, tokens/s ({args.batch}×{args.seq_len} tokens a step)")
 
+    load = load_state(before, monitor, cores)
+    agrees = all(r["peer_equivalence"]["agrees"] for r in rows if r["peer_equivalence"])
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
-    target = {"target": RATIO_TARGET, "worst": min(ratios) if ratios else None,
-              "met": (min(ratios) >= RATIO_TARGET) if ratios else None}
-    print("\ntarget")
-    if ratios:
+    target = ratio_verdict(ratios, quick=args.quick, load=load, peer_agrees=agrees)
+    during = "—" if load["during"] is None else f"{load['during']:.1f}"
+    print(f"\nload: {load['measure']}: {load['before']:.1f} before, {during} during the timed chunks "
+          f"(mean), on {cores} cores (a verdict needs ≤ {load['limit']:g})")
+    print("target")
+    if target["met"] is None:
+        worst = "" if target["worst"] is None else f"worst {target['worst']:.2f}× — "
+        print(f"  simlm/HF ≥ {RATIO_TARGET:g}× at every size (batch+step): {worst}{target['reason']}")
+    else:
         print(f"  simlm/HF ≥ {RATIO_TARGET:g}× at every size (batch+step): worst {target['worst']:.2f}× → "
               f"{'met' if target['met'] else 'MISSED'}")
-    else:
-        print(f"  simlm/HF ≥ {RATIO_TARGET:g}×: not measured (peer unavailable)")
+    for r in rows:
+        if r["mfu"] is not None:
+            print(f"  MFU ≥ {MFU_TARGET:.0%}, {r['size']}: {r['mfu']:.1%} → "
+                  + (r["mfu_note"] if r["mfu_met"] is None else "met" if r["mfu_met"] else "MISSED"))
+    if not agrees:
+        print("ERROR: the HF peer does not compute simlm's network (see peer_equivalence in the JSON)")
 
     config = {k: getattr(args, k) for k in ("sizes", "dtype", "batch", "seq_len", "symbols", "states", "repeats",
                                             "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
     config["train_config"] = train_config(args).to_dict()
     out = write_json(args.out, {
         "benchmark": "train", "config": config, "peer": peer_info,
-        "peak": {"tflops": peak, "source": peak_source, "measured": peaks},
-        "load_average": {"before": load_before, "after": os.getloadavg()},
-        "results": rows, "target": target,
+        "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks},
+        "load": load, "load_average": {"before": load["load_average_before"], "after": load["load_average_after"]},
+        "peer_agrees": agrees if peer[0] is not None else None, "results": rows, "target": target,
     })
     print(f"\nwrote {out}")
-    return 0
+    return 0 if agrees else 1
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ plt.xlabel("|H|"); plt.ylabel("head accuracy (test)"); plt.legend(); plt.show()
 # %% [markdown]
 # ## Prompt tuning where head tuning fails
 # K = 4 states, V = 3 symbols: state 3 emits like state 0 (rank B = 3), so the masked law is the same for
-# every input and a head can only guess; a one-token prompt on state 0 removes state 3 and reveals the label.
+# every input and a head can only guess.  A one-token prompt reveals the label: the fitted prompt printed
+# below sits almost entirely on state 3, which never moves to state 1 (A[3, 1] = 0), so it reweights
+# P(H_0 | x) by r ≈ [1/3, 0, 1/3, 1] — it all but removes state 1.
 
 # %%
 from simlm.downstream import PosteriorTask, fit_exact_prompt, fit_linear_head, sample_task_data, task_features

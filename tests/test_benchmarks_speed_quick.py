@@ -74,3 +74,50 @@ def test_quick_mode_keeps_an_entrys_precision_and_drops_its_sizes():
     script, extra = suite_script.plan(True)["train_bf16"]
     assert script == "train" and suite_script.quick_args(extra) == ["--quick", "--dtype", "bfloat16"]
     assert suite_script.quick_args(suite_script.plan(False)["train"][1]) == ["--quick"]
+
+
+def test_suite_quick_writes_markdown_only_where_docs_names_it():
+    import suite as suite_script
+
+    assert suite_script.parse_args(["--quick"]).docs is None  # a smoke test never overwrites docs/benchmarks.md
+    assert suite_script.parse_args(["--quick", "--docs", "/tmp/b.md"]).docs == "/tmp/b.md"
+    assert suite_script.parse_args([]).docs == str(ROOT / "docs" / "benchmarks.md")
+
+
+def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses_one():
+    import suite as suite_script
+
+    h = suite_script.headlines
+    # train on a loaded machine: 18x, which measured the load; train.py refuses the verdict, the suite follows
+    loaded = {"config": {"dtype": "float32", "batch": 32, "seq_len": 64},
+              "target": {"target": 1.5, "worst": 18.0, "met": None, "reason": "not judged: machine loaded (…)"},
+              "results": [{"size": "small", "ratio": 18.0, "mfu": None}, {"size": "medium", "ratio": 19.0, "mfu": None}]}
+    rows = h("train", loaded)
+    assert [met for *_, met in rows] == [None, None] and all("machine loaded" in value for _, _, value, _ in rows)
+    judged = {**loaded, "target": {"target": 1.5, "worst": 0.63, "met": False, "reason": None},
+              "results": [{"size": "small", "ratio": 0.63, "mfu": None}, {"size": "medium", "ratio": 2.0, "mfu": None}]}
+    assert [met for *_, met in h("train", judged)] == [False, True]
+    # MFU against a measured matmul (no datasheet entry): reported, not judged
+    mfu_row = {"size": "large", "dtype": "bfloat16", "params_simlm": 19_000_000, "ratio": None, "mfu": 0.458,
+               "mfu_met": None, "mfu_note": "not judged: no datasheet peak for this device"}
+    mfu = [r for r in h("train", {"config": {"dtype": "bfloat16"}, "target": {}, "results": [mfu_row]})
+           if r[0].startswith("training MFU")]
+    assert mfu[0][3] is None and "datasheet" in mfu[0][2]
+    mfu = [r for r in h("train", {"config": {}, "target": {}, "results": [{**mfu_row, "mfu_met": True}]})
+           if r[0].startswith("training MFU")]
+    assert mfu[0][3] is True
+    # 8 seeds ÷ 1 on a CPU: an accelerator target
+    (ens,) = h("ensemble", {"target": {"ratio": 8.95, "met": None, "reason": "not judged on a CPU: …"}})
+    assert ens[3] is None and "CPU" in ens[2]
+    # eval_schedule: two verdicts; a run with no rung reached fails the rung target
+    report = {"results": [{"eval_share": 0.067, "evaluations": 7, "min_overshoot": None}],
+              "targets": {"eval_share": {"target": 0.1, "value": 0.067, "met": True},
+                          "rungs": {"expected": 1, "reached": 0, "worst": None, "met": False}}}
+    share, _, rungs = h("eval_schedule", report)
+    assert share[3] is True and rungs[3] is False and "0 of 1" in rungs[2] and "every ladder rung" in rungs[0]
+    # time_to_eps: no time to ε ≤ 0.01 when the ladder stops above it
+    (eps,) = h("time_to_eps", {"total_s": 17.3, "target": {"seconds_to_reach": None, "met": None,
+                                                           "reason": "not attempted (the ladder stops at ε = 0.1)"}})
+    assert eps[3] is None and "17.3" not in eps[2] and "not attempted" in eps[2]
+    (eps,) = h("time_to_eps", {"total_s": 210.0, "target": {"seconds_to_reach": 210.0, "met": True}})
+    assert eps[2] == "210 s" and eps[3] is True

@@ -1,7 +1,8 @@
 """The training benchmarks run end to end in ``--quick`` mode and write the JSON they promise.
 
 Each script runs in a subprocess (as a user runs it); no wall-clock assertions, only that the report
-holds its keys and that every measured quantity is a positive number."""
+holds its keys and that every measured quantity is a positive number.  The verdict rules are pure
+functions, tested on fabricated inputs; quick runs give no verdict."""
 
 import json
 import math
@@ -9,9 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import ensemble as ensemble_bench  # noqa: E402
+import eval_schedule as eval_bench  # noqa: E402
+import time_to_eps as eps_bench  # noqa: E402
+import train as train_bench  # noqa: E402
 
 
 def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
@@ -47,6 +55,7 @@ def test_train_benchmark_without_the_peer_measures_simlm_and_marks_the_peer_unav
     assert report["peer"]["available"] is False and report["peer"]["reason"]
     check_train_rows(report, peer=False)
     assert report["target"]["met"] is None
+    assert report["load"]["cores"] >= 1 and report["load"]["before"] is not None
 
 
 def test_train_benchmark_with_the_peer_reports_both_sides_and_their_ratio(tmp_path):
@@ -58,7 +67,10 @@ def test_train_benchmark_with_the_peer_reports_both_sides_and_their_ratio(tmp_pa
     check_train_rows(report, peer=True)
     for row in report["results"]:  # the same shape on both sides: counts differ by the 2 extra output rows
         assert row["params_hf"] - row["params_simlm"] == 2 * row["d_model"]
+        assert row["peer_equivalence"]["agrees"], row["peer_equivalence"]  # … and the same network
+        assert positive(row["simlm_cpu_s_per_step"]) and positive(row["hf_cpu_s_per_step"])
     assert positive(report["target"]["worst"])
+    assert report["target"]["met"] is None and "quick" in report["target"]["reason"]  # smoke-test sizes: no verdict
 
 
 def test_ensemble_benchmark_reports_both_runs_and_their_ratio(tmp_path):
@@ -71,6 +83,7 @@ def test_ensemble_benchmark_reports_both_runs_and_their_ratio(tmp_path):
     for key in ("steady", "total", "step_alone", "step_alone_best", "batch_alone"):
         assert positive(report["ratios"][key]), key
     assert report["target"]["ratio"] == report["ratios"]["steady"]
+    assert report["target"]["met"] is None  # --quick: no verdict
 
 
 def test_time_to_eps_benchmark_reports_every_rung(tmp_path):
@@ -86,3 +99,130 @@ def test_time_to_eps_benchmark_reports_every_rung(tmp_path):
     for key in ("total_s", "final_step", "best_epsilon"):
         assert positive(report[key]), key
     assert report["curve"] and all(positive(p["epsilon"]) for p in report["curve"])
+    # the quick ladder stops at 0.1: no time to ε ≤ 0.01 (it used to be filled with train()'s wall time)
+    assert report["target"]["seconds_to_reach"] is None and report["target"]["met"] is None
+
+
+# ---- verdict rules, on fabricated inputs ------------------------------------------------------
+
+def load(before, during, cores=2, measured=True):
+    samples = train_bench.LoadMonitor()
+    samples.samples = [] if during is None else [during]
+    return train_bench.load_state({"others_running": before if measured else None, "samples": 20,
+                                   "load_average": (before, before, before)}, samples, cores)
+
+
+def test_train_ratio_gets_no_verdict_on_a_loaded_machine():
+    # the reviewer's case: HF's torch threads stalled by other processes, the ratio read 18x "met"
+    for state in (load(4.0, 0.0), load(0.0, 4.2), load(1.5, None, measured=False)):
+        assert state["loaded"]
+        t = train_bench.ratio_verdict([18.0, 19.9], quick=False, load=state)
+        assert t["met"] is None and t["reason"].startswith("not judged: machine loaded") and t["worst"] == 18.0
+    idle = load(0.2, 0.4)
+    assert not idle["loaded"]
+    assert train_bench.ratio_verdict([18.0], quick=False, load=idle)["met"] is True
+    assert train_bench.ratio_verdict([0.7, 2.0], quick=False, load=idle)["met"] is False
+    assert train_bench.ratio_verdict([18.0], quick=True, load=idle)["met"] is None
+    assert train_bench.ratio_verdict([18.0], quick=False, load=idle, peer_agrees=False)["met"] is None
+    assert train_bench.ratio_verdict([], quick=False, load=idle)["met"] is None
+
+
+def test_other_processes_running_threads_leave_out_this_process(tmp_path):
+    def task(pid, tid, state, name="python"):
+        d = tmp_path / str(pid) / "task" / str(tid)
+        d.mkdir(parents=True)
+        (d / "stat").write_bytes(f"{tid} ({name}) {state} 1 2 3".encode())
+
+    task(10, 10, "R"), task(10, 11, "R"), task(10, 12, "S")  # this process: never counted
+    task(20, 20, "R"), task(20, 21, "S", name="odd) R (name"), task(20, 22, "R")  # another: 2 running
+    task(30, 30, "D")
+    (tmp_path / "self").mkdir()  # not a pid
+    assert train_bench.others_running(str(tmp_path), me=10) == 2
+    assert train_bench.others_running(str(tmp_path / "missing"), me=10) is None
+    assert isinstance(train_bench.others_running(), (int, type(None)))  # the real /proc, where there is one
+
+
+def test_mfu_is_judged_only_against_a_datasheet_or_given_peak():
+    row = {"size": "large", "dtype": "bfloat16", "params_simlm": 19_000_000, "mfu": 55.0 / 120.0}
+    # the reviewer's case: no datasheet entry (a TPU), MFU against a measured matmul reads 46 % "met"
+    met, note = train_bench.mfu_verdict(row, "measured", quick=False)
+    assert met is None and "datasheet" in note
+    assert train_bench.mfu_verdict(row, "datasheet", quick=False)[0] is True
+    assert train_bench.mfu_verdict({**row, "mfu": 0.28}, "given", quick=False)[0] is False
+    assert train_bench.mfu_verdict(row, "datasheet", quick=True)[0] is None
+    assert train_bench.mfu_verdict({**row, "dtype": "float32"}, "datasheet", quick=False)[0] is None
+    assert train_bench.mfu_verdict({**row, "params_simlm": 3_000_000}, "datasheet", quick=False)[0] is None
+    assert train_bench.mfu_verdict({**row, "mfu": None}, "datasheet", quick=False)[0] is None
+    measured = {"bfloat16": 120.0}
+    assert train_bench.choose_peak(None, None, measured, "bfloat16", "TPU v5 lite", 8192)[2] == "measured"
+    assert train_bench.choose_peak(None, 989.4, measured, "bfloat16", "NVIDIA H100", 8192)[2] == "datasheet"
+    assert train_bench.choose_peak(197.0, None, {}, "bfloat16", "TPU v5 lite", 8192)[::2] == (197.0, "given")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from simlm.models.transformer import TransformerConfig
+    from simlm.train import TrainConfig
+
+    mc = TransformerConfig(n_symbols=16, d_model=32, n_layers=2, n_heads=4, d_ff=128, max_len=16)
+    tc = TrainConfig(seeds=(0,), batch_size=4, seq_len=16)
+    tokens = np.random.default_rng(0).integers(0, 16, (4, 16))
+    return (torch, transformers), mc, tc, tokens
+
+
+def test_the_hf_peer_is_the_network_simlm_trains(tiny_model):
+    peer, mc, tc, tokens = tiny_model
+    gpt = train_bench.TorchGPT2(*peer, mc, tc, 0)
+    assert gpt.model.config.layer_norm_epsilon == 1e-6  # simlm's LayerNorm ε (GPT2Config's default is 1e-5)
+    check = train_bench.peer_equivalence(peer, mc, tc, tokens)
+    assert check["agrees"] and check["max_abs_diff"] <= 1e-6, check
+
+
+def test_a_peer_that_is_not_the_same_network_is_caught(tiny_model, monkeypatch):
+    peer, mc, tc, tokens = tiny_model
+    monkeypatch.setattr(train_bench, "SIMLM_LN_EPSILON", 1e-5)  # the peer as it was: GPT-2's LayerNorm ε
+    check = train_bench.peer_equivalence(peer, mc, tc, tokens)
+    assert not check["agrees"] and check["max_abs_diff"] > 1e-4, check
+
+
+def test_eight_seeds_within_twice_one_is_an_accelerator_target():
+    cpu = ensemble_bench.verdict(1.4, backend="cpu", quick=False)
+    assert cpu["met"] is None and "accelerator" in cpu["reason"] and cpu["ratio"] == 1.4
+    assert ensemble_bench.verdict(1.4, backend="gpu", quick=False)["met"] is True
+    assert ensemble_bench.verdict(8.9, backend="tpu", quick=False)["met"] is False
+    assert ensemble_bench.verdict(1.4, backend="gpu", quick=True)["met"] is None
+
+
+def rung(target, reached):
+    return {"target": target, "reached": reached}
+
+
+def test_time_to_eps_is_reported_only_when_its_rung_exists_and_was_reached():
+    # the ladder stops above 0.01: nothing to report, however fast (it used to report train()'s wall time)
+    stops = eps_bench.verdict([rung(1.0, True), rung(0.3, True), rung(0.1, True)], 17.3, quick=False)
+    assert stops["seconds_to_reach"] is None and stops["met"] is None and "not attempted" in stops["reason"]
+    full = [rung(t, True) for t in eps_bench.LADDER]
+    reached = eps_bench.verdict(full, 210.0, quick=False)
+    assert reached["seconds_to_reach"] == 210.0 and reached["met"] is True and reached["rung"] == 0.01
+    assert eps_bench.verdict(full, 700.0, quick=False)["met"] is False
+    missed = eps_bench.verdict(full[:-1] + [rung(0.01, False)], 590.0, quick=False)
+    assert missed["seconds_to_reach"] is None and missed["met"] is False
+    assert eps_bench.verdict(full, 210.0, quick=True)["met"] is None
+    below = eps_bench.verdict(full + [rung(0.005, False)], 300.0, quick=False)  # 0.01 reached, then on
+    assert below["seconds_to_reach"] == 300.0 and below["met"] is True and below["rung"] == 0.01
+
+
+def test_eval_schedule_judges_the_share_and_the_rungs_separately_and_needs_every_rung():
+    # the reviewer's case: no rung reached, a small share: "every rung within [0.7, 1]" held vacuously
+    none = eval_bench.verdicts(0.067, [], expected_rungs=1, quick=False)
+    assert none["eval_share"]["met"] is True and none["rungs"]["met"] is False
+    assert none["rungs"]["reached"] == 0 and none["rungs"]["expected"] == 1
+    some = eval_bench.verdicts(0.05, [0.8, 0.9], expected_rungs=9, quick=False)
+    assert some["rungs"]["met"] is False
+    every = eval_bench.verdicts(0.20, [0.81, 0.9, 1.0], expected_rungs=3, quick=False)
+    assert every["rungs"]["met"] is True and every["eval_share"]["met"] is False and every["rungs"]["worst"] == 0.81
+    assert eval_bench.verdicts(0.05, [0.6, 0.9, 1.0], expected_rungs=3, quick=False)["rungs"]["met"] is False
+    quick = eval_bench.verdicts(0.05, [0.81], expected_rungs=1, quick=True)
+    assert quick["eval_share"]["met"] is None and quick["rungs"]["met"] is None
