@@ -357,7 +357,16 @@ def test_check_reports_every_number_on_an_example():
     assert r.holds and r.eps > 0 and r.eps_phi > 0 and r.eps_quad > 0
     assert r.eps_best == pytest.approx(0.0, abs=1e-9)  # a log-linear world is a softmax LM with its own Φ
     b = r.bound("softmax")
-    assert b.value == b.bound[b.index] == b.bound.min() and b.B == b.B_grid[b.index]
+    # the bound recomputed: ε_Φ as E_{p_L} KL(p_θ* ‖ p_θ) (the moment-matching identity, not the objective
+    # difference the check takes), τ_Φ from the solver, τ_Φ(B) + B√(2ε_Φ/γ) at every B
+    P, p_L, phi32 = C.next_token_probs, C.weights / C.weights.sum(), np.asarray(lm.phi, np.float64)
+    star = softmax(polish_softmax_fit(fit_cross_entropy(P, phi32).theta, phi32, P) @ phi32)
+    mine = softmax(np.asarray(lm.theta, np.float64) @ phi32)
+    eps_phi = float(p_L @ np.array([kl(a, c) for a, c in zip(star, mine, strict=True)]))
+    assert r.eps_phi == pytest.approx(eps_phi, rel=1e-6)
+    expected = tau(C, task, Phi=phi32).loss + b.B_grid * math.sqrt(2 * eps_phi / r.gamma)
+    np.testing.assert_allclose(b.bound, expected, rtol=1e-6)
+    assert b.value == pytest.approx(expected.min(), rel=1e-6) and b.B == b.B_grid[np.argmin(expected)]
     assert b.tau[b.index] <= b.value and 0 <= b.error_natural[b.index] <= 1
     assert r.bound("quad").features == "f" and r.skipped == ()
     with pytest.raises(ConfigError, match="name"):
@@ -506,11 +515,28 @@ def test_adversaries_reach_their_eps_exactly_and_never_violate_a_bound(family, w
     assert reached == pytest.approx(eps, rel=1e-3)
     assert r.holds, [(b.name, b.holds) for b in r.bounds]
     for b in r.bounds:
-        assert b.trivial == bool(np.all(b.bound >= b.loss_ceiling))
-        assert b.trivial_best == bool(np.all(b.bound >= LOG2))
+        # trivial: no LM's laws can push (a) over the bound at any B — the worst LM, word by word (brute force
+        # over every word of every context, not the ends of v the ceiling uses); Quad features are unbounded
+        if b.features == "f":
+            assert not b.trivial or np.all(np.isinf(b.bound))
+        else:
+            sol = tau(C, task, grid, Phi=None if b.features == "p_f" else np.asarray(lm.phi, np.float64),
+                      cache=cache)
+            assert b.trivial == bool(np.all(b.bound >= worst_word_loss(sol.v, sol.b, task)))
+        if np.isfinite(b.critical_eps) and b.eps >= b.critical_eps * (1 + 1e-9):  # τ convex, τ(0) = log 2
+            assert b.trivial_best
         assert np.all(b.loss_natural <= b.loss_ceiling + 1e-12) and np.all(b.loss_best <= LOG2 + 1e-12)
         assert np.all(b.loss_best <= b.loss_natural + 1e-12)  # the best-in-ball solve starts from (a)'s classifier
         assert b.slack_used <= 1 + 1e-6 or not np.isfinite(b.slack_used)
+
+
+def worst_word_loss(v, b, task) -> np.ndarray:
+    """The (a) loss of the worst LM for the classifiers (v (G, V), b (G,)), by brute force: every context
+    puts its mass on whichever word scores worst for it (the loss is linear in no law, but each context's
+    loss is convex in its law, so a vertex of the simplex, one word, is worst), ``(G,)``."""
+    z = v[:, None, :] + b[:, None, None]  # (G, 1, V): the score of each word
+    loss = task.pos[None, :, None] * np.logaddexp(0, -z) + task.neg[None, :, None] * np.logaddexp(0, z)
+    return loss.max(-1).sum(-1)
 
 
 def brute_tilt(C, task, eps, B, grid=None):
@@ -618,9 +644,10 @@ def test_trivial_best_and_the_critical_eps_agree_with_brute_force_over_B(tiny):
         brute = bool(np.all(taus + grid * math.sqrt(2 * eps) >= math.log(2)))
         assert b.trivial_best == brute, (eps / crit, b.bound, taus + grid * math.sqrt(2 * eps))
         assert b.critical_eps == pytest.approx(crit)
+        sol = tau(C, task, grid)
+        assert b.trivial == bool(np.all(b.bound >= worst_word_loss(sol.v, sol.b, task)))  # no LM could fail it
         if eps >= crit:  # (b) cannot fail on any grid; (a) can, and only trivial says it cannot
             assert b.trivial_best
-            assert b.trivial == bool(np.all(b.bound >= b.loss_ceiling))
 
 
 # ---- the largest (a) any LM can give, and `trivial` -------------------------------------------------

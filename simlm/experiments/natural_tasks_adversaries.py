@@ -26,7 +26,8 @@ from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adve
 from simlm.theory.natural_tasks import critical_epsilon, indicative_task, random_natural_task
 
 TASK_KINDS = ("random", "indicative")
-#: the worst-case LMs: laws (aligned tilt, search), a softmax LM (θ tilt, ε_Φ) and Quad features (ε_quad).
+#: the worst-case LMs: laws (aligned tilt; search, the worst-case split), a softmax LM (θ tilts split across
+#: contexts, ε_Φ) and Quad features (the worst Quad LM, ε_quad); see :mod:`simlm.theory.adversarial`.
 ADVERSARIES = ("adversarial-aligned", "adversarial-search", "adversarial-softmax", "adversarial-quad")
 _BOUND_OF = {"adversarial-aligned": "any-lm", "adversarial-search": "any-lm", "adversarial-softmax": "softmax",
              "adversarial-quad": "quad"}

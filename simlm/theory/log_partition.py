@@ -28,8 +28,12 @@ GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
 class LogPartitionFit:
     """log Z_θ ≈ ½θᵀAθ + ⟨b, θ⟩ + c (``A``, ``b``, ``c``, ``r2_logz``, ``rms_logz``) and, separately,
     Φp_θ ≈ A_mean θ + b_mean (``r2_mean`` over all coordinates, ``rms_mean``), least squares.
-    ``determined`` is False when the θ's are too few or too alike to pin the quadratic down (the design
-    matrix, columns scaled to unit norm, has σ_min ≤ 1e-6 σ_max); the R²s then mean nothing."""
+    ``determined`` is False when the θ's are too few or too alike to pin the quadratic down: no more rows
+    n than its p = d(d+1)/2 + d + 1 coefficients (n ≤ p fits any values exactly, R² = 1), or a design
+    matrix (columns scaled to unit norm) with σ_min ≤ 1e-6 σ_max; ``r2_logz`` then means nothing.
+    ``determined_mean`` says the same of the affine fit of Φp_θ (d + 1 coefficients per coordinate) and
+    ``r2_mean``.  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values
+    numpy returns, so it said True, with R² = 1, for n < p.)"""
 
     A: np.ndarray
     b: np.ndarray
@@ -41,6 +45,7 @@ class LogPartitionFit:
     r2_mean: float
     rms_mean: float
     determined: bool
+    determined_mean: bool = True
 
 
 def log_partition_fit(theta, phi) -> LogPartitionFit:
@@ -65,15 +70,21 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
     A[i, j] = A[j, i] = coef[: len(i)]
     G = np.linalg.lstsq(lin, mean, rcond=None)[0]
     res, rm = logz - X @ coef, mean - lin @ G
-    sv = np.linalg.svd(X / np.maximum(np.linalg.norm(X, axis=0), 1e-300), compute_uv=False)  # scaled columns
+
+    def full_rank(M) -> bool:
+        """More rows than columns and σ_min > 1e-6 σ_max with the columns scaled to unit norm (numpy returns
+        min(n, p) singular values: with n ≤ p the smallest of them says nothing about the p-th)."""
+        if M.shape[0] <= M.shape[1]:
+            return False
+        sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
+        return bool(sv[-1] > 1e-6 * sv[0])
 
     def r2(res, y):
         sst = np.sum((y - y.mean(0)) ** 2)
         return float(1.0 - np.sum(res**2) / sst) if sst > 0 else 1.0
 
     return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), float(np.sqrt(np.mean(res**2))),
-                           G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))),
-                           bool(sv[-1] > 1e-6 * sv[0]))
+                           G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))), full_rank(X), full_rank(lin))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

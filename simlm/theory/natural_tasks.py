@@ -304,7 +304,9 @@ def gamma_phi(p_L, p_T, delta) -> float:
     whitened Σ'_{p_T} = WᵀΣ_{p_T}W and Σ'_{p_L} sum to I there, so they share eigenvectors u_i, and
     γ_Φ = min_i l_i/t_i over those with t_i = u_iᵀΣ'_{p_T}u_i > 0 (l_i = u_iᵀΣ'_{p_L}u_i: read off
     directly, not as 1 − t_i, which would lose a small γ_Φ to rounding).  0 if Σ_{p_T} has mass outside
-    that range (> 1e-9 of its largest eigenvalue); +inf if Σ_{p_T} = 0.  Eigenvalues of the sum below
+    that range (> 1e-9 of its largest eigenvalue); +inf if and only if Σ_{p_T} = 0 (a Σ_{p_T} tiny beside Σ_{p_L}
+    gives a large finite γ_Φ: until 2026-12-02 whitened t_i ≤ 1e-12 were dropped, and +inf came back where
+    the definition gives 3.8e12).  Eigenvalues of the sum below
     RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ
     has non-negative coefficients.  (Until 2026-12-02 the range cutoff was applied to Σ_{p_L} in Δ's own
     units: a Φ-error 1e-3 the size of another's, on a context of p_L 1e-7, got γ_Φ = 0 where it is 2e-7,
@@ -328,8 +330,12 @@ def gamma_phi(p_L, p_T, delta) -> float:
     W = Q[:, keep] / np.sqrt(w[keep])
     t, U = np.linalg.eigh(W.T @ ST @ W)
     l = np.einsum("di,de,ei->i", U, W.T @ SL @ W, U)
-    on = t > 1e-12
-    return float(np.min(np.maximum(l[on], 0.0) / t[on])) if on.any() else math.inf
+    # every t_i > 0 counts, however small (Σ_{p_T} may be tiny beside Σ_{p_L}: γ_Φ is then large, not +∞);
+    # only those at rounding level, below 1e-13 of the largest, are directions Σ_{p_T} does not reach
+    on = t > 1e-13 * t.max() if t.size and t.max() > 0 else np.zeros(t.shape, bool)
+    if not on.any():  # Σ_{p_T} ≠ 0 (checked above) yet not resolved on the range: the safe answer
+        return 0.0
+    return float(np.min(np.maximum(l[on], 0.0) / t[on]))
 
 
 def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf",
