@@ -46,9 +46,15 @@ def write_text_atomic(path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def json_text(payload) -> str:
+    """``jsonable(payload)`` as the strict, sorted, indented JSON text :func:`write_json_atomic` writes
+    (a TypeError or ValueError for what JSON cannot hold)."""
+    return json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False)
+
+
 def write_json_atomic(path, payload) -> None:
     """Write ``jsonable(payload)`` to ``path`` atomically (:func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False))
+    write_text_atomic(path, json_text(payload))
 
 
 def read_json(path, *, what: str = "file", fix: str = ""):
@@ -80,4 +86,4 @@ def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
     write_json_atomic(path, mine)
 
 
-__all__ = ["jsonable", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]
+__all__ = ["jsonable", "json_text", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]

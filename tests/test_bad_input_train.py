@@ -239,6 +239,8 @@ def test_load_lm_expects_configs_as_the_run_holds_them_tuples_and_all(tmp_path):
     other = {**CONFIG.to_dict(), "targets": (0.5,)}
     with pytest.raises(ConfigError, match=r"saved by a different run \(differs in \['train_config'\]\)"):
         load_lm(tmp_path / "ck", expect={"train_config": other})
+    with pytest.raises(ConfigError, match=r"^expect: entry 'model_config' cannot be compared"):
+        load_lm(tmp_path / "ck", expect={"model_config": MODEL})  # the config itself, not its to_dict()
 
 
 def test_a_checkpoint_whose_config_disagrees_with_its_arrays_is_one_named_error_and_no_noise(tmp_path, capfd):
@@ -267,9 +269,10 @@ def test_save_tree_takes_jax_values_in_metadata_and_refuses_what_json_cannot_hol
     from simlm.train.checkpoint import save_tree
     save_tree(tmp_path / "ck", {"a": np.ones(2)}, {"epsilon": jax.numpy.float32(0.25), "v": jax.numpy.arange(2)})
     assert {"epsilon": 0.25, "v": [0, 1]}.items() <= json.loads((tmp_path / "ck" / "metadata.json").read_text()).items()
-    with pytest.raises(ConfigError, match="^metadata: cannot be written as JSON"):
-        save_tree(tmp_path / "new", {"a": np.ones(2)}, {"when": object()})
-    assert not (tmp_path / "new").exists()
+    for bad in ({"when": object()}, {"per_seed": {0: 0.1, "mean": 0.1}}):  # the second cannot be sorted
+        with pytest.raises(ConfigError, match="^metadata: cannot be written as JSON"):
+            save_tree(tmp_path / "new", {"a": np.ones(2)}, bad)
+        assert not (tmp_path / "new").exists()
 
 
 class _Unnormalised(HMM):

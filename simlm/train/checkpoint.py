@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from simlm.errors import ConfigError
-from simlm.jsonio import jsonable, read_json, write_json_atomic
+from simlm.jsonio import json_text, read_json, write_text_atomic
 from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, TransformerConfig, TransformerLM,
                                       init_transformer)
 
@@ -48,7 +48,7 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     directory = Path(directory).absolute()
     metadata = {**metadata, "checksum": checksum(tree)}
     try:  # before anything is written: a save is never left without its metadata
-        json.dumps(jsonable(metadata), allow_nan=False)
+        text = json_text(metadata)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"metadata: cannot be written as JSON ({err})") from None
     if directory.exists():
@@ -57,7 +57,7 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", tree)
         ckptr.wait_until_finished()
-    write_json_atomic(directory / "metadata.json", metadata)
+    write_text_atomic(directory / "metadata.json", text)
     return metadata
 
 
@@ -132,9 +132,14 @@ def _check_shapes(directory, want: dict, stored: dict | None) -> None:
                       f"{_RECREATE}")
 
 
-def _plain(value):
-    """``value`` as it reads back from JSON (tuples as lists, non-finite floats as None)."""
-    return json.loads(json.dumps(jsonable(value)))
+def _plain(key, value):
+    """``value`` as it reads back from JSON (tuples as lists, non-finite floats as None), or a ConfigError
+    naming ``expect['key']`` for what JSON cannot hold (a checkpoint's metadata is JSON)."""
+    try:
+        return json.loads(json_text(value))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"expect: entry {key!r} cannot be compared with a checkpoint's JSON metadata ({err}); "
+                          f"pass plain values, e.g. a config's to_dict()") from None
 
 
 def save_model(directory, params, metadata: dict) -> dict:
@@ -154,7 +159,7 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     if not isinstance(meta.get("model_config"), dict):
         raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has no model_config; {_RECREATE}")
     if expect:
-        differ = sorted(k for k in expect if meta.get(k) != _plain(expect[k]))
+        differ = sorted(k for k in expect if meta.get(k) != _plain(k, expect[k]))
         if differ:
             raise ConfigError(f"checkpoint: {directory} was saved by a different run (differs in {differ}); "
                               f"{_RECREATE}")
