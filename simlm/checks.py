@@ -35,9 +35,10 @@ def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarr
         )
     arr = as_array(name, tokens, error=TokenError, what="a rectangular integer array of shape (T,) or (n, T)")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
+        # whole floats are ids; they are range-checked as given (below) before the cast, which would wrap
+        # 1e30 to −2⁶³ (and report that)
+        if not (np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))):
             raise TokenError(f"{name}: expected integer token ids, got dtype {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise TokenError(f"{name}: expected shape (T,) or (n, T), got {arr.shape}")
@@ -47,12 +48,13 @@ def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarr
         raise TokenError(f"{name}: no sequences (shape {arr.shape})")
     if arr.shape[1] == 0:
         raise TokenError(f"{name}: sequences are empty (length 0); every sequence needs at least one token")
-    lo, hi = int(arr.min()), int(arr.max())
+    lo, hi = arr.min(), arr.max()
     if lo < 0 or hi >= n_symbols:
         bad = lo if lo < 0 else hi
         idx = np.argwhere(arr == bad)[0]
+        shown = int(bad) if np.issubdtype(arr.dtype, np.integer) or abs(bad) < 2**53 else f"{bad:g}"
         raise TokenError(
-            f"{name}: token id {bad} at sequence {idx[0]}, position {idx[1]} is outside [0, {n_symbols})"
+            f"{name}: token id {shown} at sequence {idx[0]}, position {idx[1]} is outside [0, {n_symbols})"
         )
     return arr.astype(np.int32), single
 

@@ -95,16 +95,22 @@ def _rows(shape: tuple, allow_zeros: bool, min_mass: float) -> st.SearchStrategy
     return st.composite(lambda draw: _draw_rows(draw, shape, allow_zeros, min_mass))()
 
 
+#: the least ``min_mass`` :func:`probability_vectors` takes: a weight that small divided by its row's sum
+#: (≤ the row's length) is still a normal float64, so an entry drawn positive stays positive (5e-324 / 2 is 0)
+MIN_MASS = 1e-300
+
+
 def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
     """A probability vector of ``size`` entries (float64).  With ``allow_zeros`` some entries are
-    exactly 0 (at least one stays positive); positive entries are at least ``min_mass`` (in (0, 1]) before
-    normalising, so the laws are not numerically degenerate.
+    exactly 0 (at least one stays positive); positive entries are at least ``min_mass`` (in
+    [:data:`MIN_MASS`, 1]) before normalising, so the laws are not numerically degenerate, and without
+    ``allow_zeros`` no entry is 0.
 
     Hypothesis draws the share of exact zeros (:data:`ZERO_SHARES`; where zeros are allowed), the kind of
     positive weights (:data:`WEIGHTS`) and a numpy seed, and shrinks towards uniform vectors without zeros;
     with a zero share of 1 the vector is one-hot (:func:`_build_rows`)."""
     check_positive_int("size", size)
-    min_mass = check_number("min_mass", min_mass, positive=True, maximum=1.0)
+    min_mass = check_number("min_mass", min_mass, minimum=MIN_MASS, maximum=1.0)
     return _rows((size,), check_flag("allow_zeros", allow_zeros), min_mass)
 
 

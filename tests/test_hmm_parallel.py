@@ -172,7 +172,7 @@ def test_the_batched_entry_points_decide_for_the_whole_batch(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     calls = []
     scan = hmm_parallel.forward
-    monkeypatch.setattr(hmm_parallel, "forward", lambda *a: calls.append(a[-1].shape) or scan(*a))
+    monkeypatch.setattr(hmm_parallel, "forward", lambda *a, **k: calls.append(a[3].shape) or scan(*a, **k))
     T = core.PARALLEL_MIN_LENGTH
     monkeypatch.setattr(core, "PARALLEL_MAX_BYTES", 2 * T * K * K * 4)  # room for two sequences' scan
     rng = np.random.default_rng(0)

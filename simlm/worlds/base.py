@@ -99,7 +99,8 @@ def stored(array, dtype) -> np.ndarray:
 
 def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
     """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
-    (their imaginary part would be dropped) and strings (``"0.5"`` would parse as a number)."""
+    (their imaginary part would be dropped), strings (``"0.5"`` would parse as a number) and booleans (a
+    mask passed for a law: True would read as probability 1; token ids refuse them too)."""
     if isinstance(array, jax.core.Tracer):
         raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
                           "jax.jit; build it outside and pass the world in (it is a pytree)")
@@ -114,6 +115,9 @@ def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
                                     "(the imaginary part would be lost)")
         if raw.dtype.kind in "USaMmV":
             raise DistributionError(f"{name}: expected a numeric array of probabilities, got dtype {raw.dtype}")
+        if raw.dtype == bool or (raw.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in raw.flat)):
+            raise DistributionError(f"{name}: expected real probabilities, got booleans (True would read as "
+                                    "probability 1)")
     return check_stochastic(name, array, atol=atol)
 
 
@@ -268,10 +272,18 @@ class WorldBase:
 
     def cross_entropy(self, tokens) -> tuple[float, float]:
         """Mean −log p*(x_t | x_<t) over all positions of ``tokens`` (nats/token) and its standard error
-        over sequences."""
+        over sequences.  A sequence of probability zero (infinite cross-entropy, and no standard error) is a
+        :class:`ZeroProbabilityError` naming it, as for the conditional laws."""
         toks, _ = self._tokens(tokens, "log_likelihood")
-        per_seq = -np.asarray(self._log_likelihood(jax.device_put(toks)), dtype=np.float64) / toks.shape[1]
-        return mean_and_sem(per_seq)
+        ll = np.asarray(self._log_likelihood(jax.device_put(toks)), dtype=np.float64)
+        if not np.all(np.isfinite(ll)):
+            self._require_possible(toks, self._token_logprobs(jax.device_put(toks)),  # names the token
+                                   "its cross-entropy is infinite")
+            rows = np.flatnonzero(~np.isfinite(ll))
+            raise ZeroProbabilityError(f"tokens: sequence {int(rows[0])} has probability zero under this world "
+                                       f"({rows.size} of {len(ll)} sequences are impossible), so the "
+                                       "cross-entropy is infinite")
+        return mean_and_sem(-ll / toks.shape[1])
 
     def entropy_rate(self, key, n_sequences: int = 64, length: int = 1024) -> tuple[float, float]:
         """H = lim −(1/T) log p(x_1:T), estimated as the mean of −log p(x)/T over ``n_sequences``
@@ -323,8 +335,9 @@ class WorldBase:
         return h.hexdigest()[:16]
 
     @staticmethod
-    def _require_possible(toks: np.ndarray, steps) -> None:
-        """Raise :class:`ZeroProbabilityError` naming the first impossible sequence and position."""
+    def _require_possible(toks: np.ndarray, steps, consequence: str = "its conditional laws are undefined") -> None:
+        """Raise :class:`ZeroProbabilityError` naming the first impossible sequence and position, and what
+        follows for it (``consequence``)."""
         steps = np.asarray(steps)
         bad = ~np.isfinite(steps)
         if bad.any():
@@ -334,5 +347,5 @@ class WorldBase:
             raise ZeroProbabilityError(
                 f"tokens: sequence {i} has probability zero under this world (token {int(toks[i, t])} at "
                 f"position {t} is impossible given the tokens before it; {rows.size} of {len(steps)} "
-                "sequences are impossible), so its conditional laws are undefined"
+                f"sequences are impossible), so {consequence}"
             )

@@ -11,8 +11,12 @@ repeat), and the padding is inert — derived here, checked against enumeration 
 - symbols V → V' ≥ V + 1 : the new symbols have emission probability 0 from every old state, except the
   last, the *blank*, whose emission column is all ones — likelihood 1 in every state, i.e. no observation;
 - positions T → T' : appended positions hold the blank.  The forward pass reads them only after position
-  T − 1, and the backward messages through unobserved steps are β = A·1 = 1, exactly the β_T = 1 they
-  replace; so every law at t < T is unchanged.  Log-likelihoods are sums over the real positions only;
+  T − 1, and the backward messages through unobserved steps are β = A·1, A's row sums, for the β_T = 1
+  they replace: the same to rounding when A's rows sum to 1, so every law at t < T is unchanged.  A world
+  accepted with rows off 1 by more than rounding (``atol`` up to 1e-3) would read its posteriors and masked
+  laws through those row sums — 1e-3 off at ``atol=1e-3``, and different in every T bucket — so for the
+  functions that read β (``reads_backward``) its T is not padded (:func:`rows_sum_to_one`; one compile per
+  T for such a world).  Log-likelihoods are sums over the real positions only;
 - sequences n → n' : appended sequences are all blank, and are dropped from the outputs.
 
 Outputs are sliced back to (n, T, K, V) on the host.  The values equal the unpadded computation's up to
@@ -67,11 +71,22 @@ def _fits(*sizes: int) -> bool:
     return all(s <= LARGEST for s in sizes)
 
 
-def bucketed(fn, outputs: tuple):
+def rows_sum_to_one(transition) -> bool:
+    """Whether every row of ``transition`` (its stored values, summed in float64) is within 4 ulps of its
+    dtype of 1: a law rounded to the dtype is (≤ 2⁻²⁴ off in float32), a row accepted with a looser
+    ``atol`` need not be.  Blank steps appended to a sequence are inert in the backward pass exactly when
+    this holds (module docstring)."""
+    a = np.asarray(transition)
+    return bool(np.all(np.abs(a.astype(np.float64).sum(-1) - 1.0) <= 4 * np.finfo(a.dtype).eps))
+
+
+def bucketed(fn, outputs: tuple, *, reads_backward: bool = False):
     """``fn(initial, transition, emission, tokens)`` (jitted, batched over sequences) run on the bucketed
     shapes, outputs sliced back.  ``outputs`` names each output's axes after the sequence axis, e.g.
     ``(("T", "V"), ("T",))`` for (laws (n, T, V), log-probs (n, T)).  Dense chains only; block-diagonal
-    transitions, shapes above :data:`LARGEST` and calls inside a trace (jit, vmap) go to ``fn`` unchanged."""
+    transitions, shapes above :data:`LARGEST` and calls inside a trace (jit, vmap) go to ``fn`` unchanged.
+    ``reads_backward``: ``fn`` reads the backward messages β (a posterior, a masked law), so T is padded
+    only for a transition whose rows sum to 1 (:func:`rows_sum_to_one`; module docstring)."""
 
     @functools.wraps(fn)
     def run(initial, transition, emission, tokens):
@@ -79,7 +94,8 @@ def bucketed(fn, outputs: tuple):
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
         if traced or transition.shape != (K, K) or not _fits(n, K, V + 1, T):
             return fn(initial, transition, emission, tokens)
-        sizes = {"K": bucket(K), "V": bucket(V + 1), "T": bucket(T)}
+        pad_T = not reads_backward or rows_sum_to_one(transition)
+        sizes = {"K": bucket(K), "V": bucket(V + 1), "T": bucket(T) if pad_T else T}
         chain = padded_chain(initial, transition, emission, sizes["K"], sizes["V"])
         toks = np.full((bucket(n), sizes["T"]), sizes["V"] - 1, np.int32)
         toks[:n, :T] = np.asarray(tokens)

@@ -99,10 +99,18 @@ def sparse(rng, K, V, *, out_degree=2, initial_support=None, transition_concentr
     return initial, transition, emission
 
 
+#: the least weight :func:`_dirichlet` gives a support entry: twice float32's smallest normal number, so that
+#: it stays positive after the renormalisation and in a world's float32 storage, which flushes anything
+#: smaller to 0 (``simlm.worlds.base.stored``) — float64's smallest normal would not survive it
+_LEAST_WEIGHT = 2 * float(np.finfo(np.float32).tiny)
+
+
 def _dirichlet(rng, n: int, a: float) -> np.ndarray:
-    """A Dir(a·1) draw whose entries are all positive (small ``a`` can underflow an entry to 0, which
-    would silently shrink the support the caller asked for): zeros are lifted to the smallest normal."""
-    w = np.maximum(rng.dirichlet(np.full(n, a)), np.finfo(np.float64).tiny)
+    """A Dir(a·1) draw whose entries are all positive in the world built from it (small ``a`` can underflow
+    an entry to 0 in float64, or below float32's range, which would silently shrink the support the caller
+    asked for): entries below :data:`_LEAST_WEIGHT` are lifted to it.  Draws with no such entry — every
+    draw at the default concentration 1, in practice — are the plain Dirichlet draw, renormalised."""
+    w = np.maximum(rng.dirichlet(np.full(n, a)), _LEAST_WEIGHT)
     return w / w.sum()
 
 

@@ -26,11 +26,14 @@ _LAWS, _STATES = (("T", "V"), ("T",)), (("T", "K"), ("T",))
 token_logprobs = buckets.bucketed(core.batched(core.token_logprobs), (("T",),))
 log_likelihood = buckets.bucketed_log_likelihood(token_logprobs)
 next_token_probs = buckets.bucketed(core.batched(core.next_token_probs), _LAWS)
-smoothed_posterior = buckets.bucketed(core.batched(core.smoothed_posterior), _STATES)
-masked_state_posterior = buckets.bucketed(core.batched(core.masked_state_posterior), _STATES)
-masked_token_probs = buckets.bucketed(core.batched(core.masked_token_probs), _LAWS)
-prepended_state_posterior = buckets.bucketed(core.batched(core.prepended_state_posterior), (("K",), ("T",)))
-prepended_mask_probs = buckets.bucketed(core.batched(core.prepended_mask_probs), (("V",), ("T",)))
+# the posteriors and masked laws read the backward messages: their T is padded only for rows summing to 1
+smoothed_posterior = buckets.bucketed(core.batched(core.smoothed_posterior), _STATES, reads_backward=True)
+masked_state_posterior = buckets.bucketed(core.batched(core.masked_state_posterior), _STATES, reads_backward=True)
+masked_token_probs = buckets.bucketed(core.batched(core.masked_token_probs), _LAWS, reads_backward=True)
+prepended_state_posterior = buckets.bucketed(core.batched(core.prepended_state_posterior), (("K",), ("T",)),
+                                             reads_backward=True)
+prepended_mask_probs = buckets.bucketed(core.batched(core.prepended_mask_probs), (("V",), ("T",)),
+                                        reads_backward=True)
 
 
 def _filtered(initial, transition, emission, tokens, parallel=None):
@@ -60,6 +63,11 @@ sample_tokens = buckets.sample_tokens
 prompted_state_posterior = core.batched(prompting.prompted_state_posterior)
 prompted_prepended_mask_probs = core.batched(prompting.prompted_prepended_mask_probs)
 prompted_masked_token_probs = core.batched(prompting.prompted_masked_token_probs)
+
+
+#: how the prompt methods' errors name their argument ``prompt``: with U, the prompt likelihoods' name in
+#: :mod:`simlm.worlds.prompting` (and in the messages tests and callers match on)
+_PROMPT = "prompt U"
 
 
 class ChainInference:
@@ -125,7 +133,7 @@ class ChainInference:
 
     def _prompt(self, prompt) -> jax.Array:
         initial = self._chain[0]
-        return jnp.asarray(prompting.prompt_rows(prompt, initial.shape[0], initial.dtype))
+        return jnp.asarray(prompting.prompt_rows(prompt, initial.shape[0], initial.dtype, name=_PROMPT))
 
     def _prompted(self, fn, tokens, prompt):
         u = self._prompt(prompt)

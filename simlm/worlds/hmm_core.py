@@ -23,9 +23,11 @@ share they multiply, and :func:`batched` — every entry point of the world clas
 which any product could have left the float range (a share below tiny ÷ (min⁺A · min⁺B), tiny the smallest
 normal float; for a posterior, a row total near tiny, as when past and future evidence disagree by more
 than the float holds) with the same recursions on log-probabilities, which cost K² exponentials a step
-and cannot lose a share.  Sampled sequences of a world with every entry of A positive never need it;
-long sequences of a memory world, whose other memories' shares fall below the range, do.  The core
-functions called directly run the scan they are asked for, unchecked.  The backward messages
+and cannot lose a share (the associative scans, which compose segments in another order, track the
+products and shares of their compositions the same way: :mod:`simlm.worlds.hmm_parallel`).  Sampled
+sequences of a world with every entry of A positive never need it; long sequences of a memory world,
+whose other memories' shares fall below the range, do.  The core functions called directly run the scan
+they are asked for, unchecked.  The backward messages
 β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
 posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
 unchanged, so no NaN ever appears.
@@ -120,8 +122,9 @@ def _normalise(v: jax.Array) -> jax.Array:
 
 #: Internal modes of ``parallel`` (:func:`batched`): ``CHECKED``, the sequential scans returning ``(out,
 #: low)`` with ``low`` the smallest positive normalised share a product of the scan read (compared with
-#: :func:`floor`); ``CHECKED_SCANS``, the associative scans, whose ``low`` is a posterior's row total
-#: alone; ``LOG_SPACE``, the sequential scans on log-probabilities (:func:`_log_forward`), which nothing
+#: :func:`floor`); ``CHECKED_SCANS``, the associative scans, whose ``low`` is the least of their own
+#: shares and products (:func:`_scans_low`), of their c_t (:func:`_scans_share`) and of a posterior's row
+#: total; ``LOG_SPACE``, the sequential scans on log-probabilities (:func:`_log_forward`), which nothing
 #: can push out of the float range, at K² exponentials a step — the rerun of a batch that needs it.
 CHECKED, CHECKED_SCANS, LOG_SPACE = "checked", "checked-scans", "log-space"
 _MODES = (CHECKED, CHECKED_SCANS, LOG_SPACE)
@@ -341,8 +344,12 @@ def forward(initial, transition, emission, tokens, parallel=None) -> Forward:
     if parallel == LOG_SPACE:
         return _log_space("forward", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        fw = Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
-        return _checked(parallel, fw, _scans_share(fw.token_logprobs, transition, emission))
+        if not _is_checked(parallel):
+            return Forward(*hmm_parallel.forward(initial, transition, emission, tokens))
+        *fw, lows = hmm_parallel.forward(initial, transition, emission, tokens, track=True)
+        fw = Forward(*fw)
+        return _checked(parallel, fw, _scans_share(fw.token_logprobs, transition, emission),
+                        _scans_low(lows, transition, emission))
     columns = emission.T  # (V, K); B[:, x_t] is gathered inside the step, never as a (T, K) array
 
     def step(carry, x):
@@ -361,8 +368,8 @@ def token_logprobs(initial, transition, emission, tokens, parallel=None) -> jax.
     if parallel == LOG_SPACE:
         return _log_space("token_logprobs", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        logc = hmm_parallel.forward(initial, transition, emission, tokens)[2]
-        return _checked(parallel, logc, _scans_share(logc, transition, emission))
+        fw, low = _split(parallel, forward(initial, transition, emission, tokens, parallel))
+        return _checked(parallel, fw.token_logprobs, low)
     columns = emission.T
 
     def step(carry, x):
@@ -386,7 +393,10 @@ def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, ja
     if parallel == LOG_SPACE:
         return _log_space("backward", None, transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        return _checked(parallel, hmm_parallel.backward(transition, emission, tokens), jnp.inf)
+        if not _is_checked(parallel):
+            return hmm_parallel.backward(transition, emission, tokens)
+        betas, beta0, lows = hmm_parallel.backward(transition, emission, tokens, track=True)
+        return _checked(parallel, (betas, beta0), _scans_low(lows, transition, emission))
     columns = emission.T
     K = emission.shape[0]
 
@@ -405,9 +415,8 @@ def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tu
     if parallel == LOG_SPACE:
         return _log_space("next_token_probs", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):
-        fw = forward(initial, transition, emission, tokens, True)
-        return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs),
-                        _scans_share(fw.token_logprobs, transition, emission))
+        fw, low = _split(parallel, forward(initial, transition, emission, tokens, parallel))
+        return _checked(parallel, (mm(fw.predicted, emission), fw.token_logprobs), low)
     # The loop writes into a buffer it carries, so that under vmap XLA fills the (n, T, ·) result in place
     # instead of stacking (T, n, ·) and transposing it.  With K < V it stores p_t (K wide) and p_t B is one
     # large (threaded) matmul after the loop.  Otherwise the loop carries the law too: p_{t+1} B =
@@ -475,6 +484,19 @@ def _scans_share(logc, transition, emission) -> jax.Array:
     off e^{ℓ − max ℓ}, where a buried block's share is 0, so a token only it can emit gets c_t ≈ 0 —
     or exactly 0, counted impossible.  A truly impossible token reruns too, and stays impossible."""
     return _as_share(jnp.exp(logc.min(initial=jnp.inf)), transition, emission)
+
+
+def _scans_low(lows, transition, emission) -> jax.Array:
+    """The associative scans' own bound (``track=True`` in :mod:`simlm.worlds.hmm_parallel`) as a share:
+    the least exactly-positive share of their laws (p_t or β_t; 0 where one was flushed), as the sequential
+    scans read it, and the least product their compositions and read-outs took, which is below
+    :func:`floor` here exactly when it is below 4 · tiny (a product the float range may drop).  Either can
+    lose a state whose c_t stays ordinary: a transient state feeding absorbing ones, say, whose share of a
+    composed row flushes and never comes back."""
+    product, share = lows
+    tiny = jnp.finfo(emission.dtype).tiny
+    scale = floor(transition, emission) / (4 * tiny)
+    return jnp.minimum(share, jnp.where(product < 4 * tiny, 0.0, product * scale))
 
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:

@@ -38,6 +38,15 @@ c_t = 0 (the law stays p_t).  Which tokens it skips depends on the skips before,
 redone with the first unskipped impossible token's likelihood set to 1 until none is left — once for
 sequences with no impossible token, the common case (one extra scan per impossible token otherwise).
 
+Underflow.  C's rows are laws, so a state's share of one can flush to 0 inside a composition — W's
+C₁[i, j] e^{ℓ₂[j] − shift}, a product of the matmul, a weight e^{ℓ − max ℓ} of the read-outs — and, where A
+has zeros (a transient state feeding absorbing ones, a block), never come back, with every c_t ordinary.
+With ``track=True`` the elements carry a third entry, the least product any composition took (over the
+entries that are exactly positive, so a flushed one counts as 0: :func:`_least_product`); the read-outs
+add theirs, and the least exactly-positive share of each law they produce.  ``hmm_core`` compares these
+with its float-range floor and reruns in log space (``hmm_core.batched``); without ``track`` nothing of it
+is computed.
+
 Block-diagonal transitions ``(k, k)`` or ``(G, k, k)`` (see ``hmm_core``) are kept as G blocks: a
 composition costs G·k³, not (G·k)³.
 """
@@ -60,9 +69,11 @@ def _stack(transition: jax.Array, K: int) -> jax.Array:
 
 def compose(first, second):
     """The composition of two segments' elements ``(C (..., G, k, k), ℓ (..., G, k))`` (module docstring);
-    the composed ℓ is returned shifted to max 0."""
-    C1, l1 = first
-    C2, l2 = second
+    the composed ℓ is returned shifted to max 0.  Elements may carry a third entry ``low (...)``, the least
+    product the scan has read (module docstring, "Underflow"): the composition's is the least of both
+    elements' and of its own (:func:`_least_product`), and nothing else in the result depends on it."""
+    C1, l1, *low1 = first
+    C2, l2, *low2 = second
     reach = C1 > 0
     shift = jnp.max(jnp.where(reach, l2[..., None, :], -jnp.inf), axis=-1)  # per row, over its support
     shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
@@ -70,7 +81,24 @@ def compose(first, second):
     r = W.sum(-1)
     ok = r > 0
     rows = jnp.where(ok[..., None], W / jnp.where(ok, r, 1.0)[..., None], C1)  # an impossible row: any law
-    return jnp.matmul(rows, C2, precision=EXACT), _relative(l1 + jnp.log(r) + shift)
+    out = jnp.matmul(rows, C2, precision=EXACT), _relative(l1 + jnp.log(r) + shift)
+    if not low1:
+        return out
+    # rows[i, m] is exactly positive where row i is possible, reaches m, and m can emit the later segment
+    live = reach & jnp.isfinite(l2)[..., None, :] & (ok & jnp.isfinite(l1))[..., None]
+    return out + (jnp.minimum(jnp.minimum(low1[0], low2[0]), _least_product(rows, live, C2)),)
+
+
+def _least_product(rows, live, C):
+    """The least product ``rows[..., i, m] · C[..., m, j]`` of a matmul ``rows @ C`` (stacks of ``(G, k, k)``
+    blocks) over the entries of ``rows`` that are exactly positive (``live``) — 0 where one of them was
+    flushed to 0 — and the positive entries of ``C``; ``+inf`` when there is none.  A product below the
+    float range is dropped from the matmul's sum, so the caller compares this with 4 · tiny.  Per middle
+    index m it is (least live rows[·, m]) × (least positive C[m, ·]): O(k²), not the matmul's O(k³)."""
+    a = jnp.min(jnp.where(live, rows, jnp.inf), axis=-2)  # (..., G, k): over i, for each m
+    b = jnp.min(jnp.where(C > 0, C, jnp.inf), axis=-1)  # (..., G, k): over j, for each m
+    both = jnp.isfinite(a) & jnp.isfinite(b)
+    return jnp.min(jnp.where(both, a * jnp.where(both, b, 1.0), jnp.inf), axis=(-2, -1))
 
 
 def _relative(l):
@@ -80,13 +108,14 @@ def _relative(l):
     return l - jnp.where(jnp.isfinite(top), top, 0.0)
 
 
-def _elements(transition, emission, tokens, skipped):
+def _elements(transition, emission, tokens, skipped, track=False):
     K = emission.shape[0]
     blocks = _stack(transition, K)
     G, k = blocks.shape[0], blocks.shape[-1]
     loglik = jnp.log(emission.T[tokens])  # (T, K)
     loglik = jnp.where(skipped[:, None], 0.0, loglik)
-    return jnp.broadcast_to(blocks, (tokens.shape[0], G, k, k)), loglik.reshape(-1, G, k)
+    out = jnp.broadcast_to(blocks, (tokens.shape[0], G, k, k)), loglik.reshape(-1, G, k)
+    return out + (jnp.full(tokens.shape, jnp.inf, emission.dtype),) if track else out
 
 
 def _normalise(v):
@@ -94,53 +123,85 @@ def _normalise(v):
     return jnp.where(s > 0, v / jnp.where(s > 0, s, 1.0), v)
 
 
-def _weighted(weights_log, C):
-    """normalise(Σ_i e^{w_i} C[i, ·]) per block row vector, stable: ``weights_log (..., G, k)``."""
-    v = jnp.einsum("...gi,...gij->...gj", jnp.exp(_relative(weights_log)), C, precision=EXACT)
-    return _normalise(v.reshape(v.shape[:-2] + (v.shape[-2] * v.shape[-1],)))  # not -1: T = 1 has no rows
+def _weighted(weights_log, C, track=False):
+    """normalise(Σ_i e^{w_i} C[i, ·]) per block row vector, stable: ``weights_log (..., G, k)``.  With
+    ``track``, also ``(least product, least share)``: the least product e^{w_i} · C[i, j] of the sum
+    (:func:`_least_product`; a weight flushed to 0 although w_i is finite counts as 0) and the least entry
+    of the result that is exactly positive (a row of finite weight reaches it), 0 where it was flushed."""
+    w = jnp.exp(_relative(weights_log))
+    v = jnp.einsum("...gi,...gij->...gj", w, C, precision=EXACT)
+    out = _normalise(v.reshape(v.shape[:-2] + (v.shape[-2] * v.shape[-1],)))  # not -1: T = 1 has no rows
+    if not track:
+        return out
+    live = jnp.isfinite(weights_log)
+    product = _least_product(w[..., None, :], live[..., None, :], C)
+    reached = jnp.any(live[..., :, None] & (C > 0), axis=-2).reshape(out.shape)
+    return out, (product, jnp.min(jnp.where(reached, out, jnp.inf), axis=-1))
 
 
-def forward(initial, transition, emission, tokens):
+def forward(initial, transition, emission, tokens, track=False):
     """``(predicted (T, K), filtered (T, K), token_logprobs (T,))`` as ``hmm_core.forward``, by an
-    associative scan.  Shapes: initial (K,), transition (K, K), (k, k) or (G, k, k), emission (K, V)."""
+    associative scan.  Shapes: initial (K,), transition (K, K), (k, k) or (G, k, k), emission (K, V).
+
+    With ``track``, a fourth output ``(product, share)`` (scalars) for the float-range check of ``hmm_core``
+    (module docstring, "Underflow"): the least product any prefix's compositions and read-outs took, and
+    the least exactly-positive share of any predicted law (0 where one was flushed)."""
     T, K = tokens.shape[0], emission.shape[0]
     columns = emission.T[tokens]  # (T, K)
     log_pi = jnp.log(initial).reshape(-1, _stack(transition, K).shape[-1])
+    dtype = emission.dtype
 
     def run(skipped):
-        C, l = jax.lax.associative_scan(compose, _elements(transition, emission, tokens, skipped))
-        later = _weighted(log_pi + l[:-1], C[:-1])  # p(h_{t+1} | x_≤t), t = 1..T-1
+        C, l, *low = jax.lax.associative_scan(compose, _elements(transition, emission, tokens, skipped, track))
+        later = _weighted(log_pi + l[:-1], C[:-1], track)  # p(h_{t+1} | x_≤t), t = 1..T-1
+        lows = ()
+        if track:
+            later, (product, share) = later
+            first = jnp.min(jnp.where(initial > 0, initial, jnp.inf)).astype(dtype)  # p_1 = π, read as is
+            lows = ((jnp.minimum(low[0][:-1], product).min(initial=jnp.inf),
+                     jnp.minimum(first, share.min(initial=jnp.inf))),)
         pred = jnp.concatenate([initial[None], later], axis=0)
         c = (pred * columns).sum(-1)
-        return pred, c
+        return (pred, c) + lows
 
     def impossible_left(state):
         return state[3]
 
     def scan_and_skip(state):  # one compiled copy of the scan; reruns only while a new skip was added
         skipped = state[0]
-        pred, c = run(skipped)
+        pred, c, *lows = run(skipped)
         bad = (c <= 0) & ~skipped
-        return skipped.at[jnp.argmax(bad)].set(skipped[jnp.argmax(bad)] | bad.any()), pred, c, bad.any()
+        return (skipped.at[jnp.argmax(bad)].set(skipped[jnp.argmax(bad)] | bad.any()), pred, c, bad.any(),
+                *lows)
 
-    dtype = emission.dtype
     start = (jnp.zeros((T,), bool), jnp.zeros((T, K), dtype), jnp.zeros((T,), dtype), jnp.array(True))
-    _, pred, c, _ = jax.lax.while_loop(impossible_left, scan_and_skip, start)
+    start += ((jnp.zeros((), dtype),) * 2,) if track else ()
+    _, pred, c, _, *lows = jax.lax.while_loop(impossible_left, scan_and_skip, start)
     ok = c > 0
     filt = jnp.where(ok[:, None], pred * columns / jnp.where(ok, c, 1.0)[:, None], pred)
-    return pred, filt, jnp.log(c)
+    return (pred, filt, jnp.log(c), *lows)
 
 
-def backward(transition, emission, tokens):
+def backward(transition, emission, tokens, track=False):
     """``(betas (T, K), beta_prepended (K,))`` as ``hmm_core.backward`` (normalised β_t ∝ p(x_{>t} | h_t)),
-    by a reverse associative scan."""
+    by a reverse associative scan.  With ``track``, a third output ``(product, share)`` as in :func:`forward`,
+    for the suffix compositions, their read-out A e^ℓ and the messages β."""
     K = emission.shape[0]
     blocks = _stack(transition, K)
-    elements = _elements(transition, emission, tokens, jnp.zeros(tokens.shape, bool))
+    elements = _elements(transition, emission, tokens, jnp.zeros(tokens.shape, bool), track)
     # suffix compositions E_s ∘ … ∘ E_T: ℓ[s] = log p(x_s:T | h_s) up to a constant (compose);
     # reverse=True hands fn (later, earlier)
-    _, l = jax.lax.associative_scan(lambda later, earlier: compose(earlier, later), elements, reverse=True)
-    beta = jnp.einsum("gij,tgj->tgi", blocks, jnp.exp(_relative(l)), precision=EXACT)  # ℓ[T] is a bare leaf
+    _, l, *low = jax.lax.associative_scan(lambda later, earlier: compose(earlier, later), elements, reverse=True)
+    u = jnp.exp(_relative(l))  # ℓ[T] is a bare leaf
+    beta = jnp.einsum("gij,tgj->tgi", blocks, u, precision=EXACT)
     beta = _normalise(beta.reshape(-1, K))  # β_{s-1}, s = 1..T
     last = jnp.full((1, K), 1.0 / K, emission.dtype)
-    return jnp.concatenate([beta[1:], last], axis=0), beta[0]
+    betas = jnp.concatenate([beta[1:], last], axis=0)
+    if not track:
+        return betas, beta[0]
+    # the read-out A e^ℓ: products A[i, j] e^{ℓ_j} (rows of e^ℓ against Aᵀ), and β's exactly positive shares
+    live = jnp.isfinite(l)
+    product = _least_product(u[..., None, :], live[..., None, :], jnp.swapaxes(blocks, -1, -2))
+    reached = jnp.any((blocks > 0) & live[:, :, None, :], axis=-1).reshape(beta.shape)
+    share = jnp.min(jnp.where(reached, beta, jnp.inf), initial=1.0 / K)  # 1/K: the start the sequential scan reads
+    return betas, beta[0], (jnp.minimum(low[0], product).min(), share)
