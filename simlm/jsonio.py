@@ -52,6 +52,13 @@ def json_text(payload) -> str:
     return json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False)
 
 
+def read_back(payload):
+    """``payload`` as it reads back from the file :func:`write_json_atomic` writes (tuples as lists, numpy
+    values as Python, non-finite floats as None), so that it compares equal to what is on disk; a TypeError
+    or ValueError for what JSON cannot hold (:func:`json_text`)."""
+    return json.loads(json_text(payload))
+
+
 def write_json_atomic(path, payload) -> None:
     """Write ``jsonable(payload)`` to ``path`` atomically (:func:`write_text_atomic`)."""
     write_text_atomic(path, json_text(payload))
@@ -86,4 +93,4 @@ def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
     write_json_atomic(path, mine)
 
 
-__all__ = ["jsonable", "json_text", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]
+__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]

@@ -14,7 +14,6 @@ checksum makes an altered array an error rather than a silently different model.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from simlm.errors import ConfigError
-from simlm.jsonio import json_text, read_json, write_text_atomic
+from simlm.jsonio import json_text, read_back, read_json, write_text_atomic
 from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, TransformerConfig, TransformerLM,
                                       init_transformer)
 
@@ -132,11 +131,11 @@ def _check_shapes(directory, want: dict, stored: dict | None) -> None:
                       f"{_RECREATE}")
 
 
-def _plain(key, value):
-    """``value`` as it reads back from JSON (tuples as lists, non-finite floats as None), or a ConfigError
-    naming ``expect['key']`` for what JSON cannot hold (a checkpoint's metadata is JSON)."""
+def _expected(key, value):
+    """``expect[key]`` as it reads back from a checkpoint's JSON metadata (:func:`~simlm.jsonio.read_back`),
+    or a ConfigError naming it for what JSON cannot hold."""
     try:
-        return json.loads(json_text(value))
+        return read_back(value)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"expect: entry {key!r} cannot be compared with a checkpoint's JSON metadata ({err}); "
                           f"pass plain values, e.g. a config's to_dict()") from None
@@ -159,7 +158,7 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     if not isinstance(meta.get("model_config"), dict):
         raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has no model_config; {_RECREATE}")
     if expect:
-        differ = sorted(k for k in expect if meta.get(k) != _plain(k, expect[k]))
+        differ = sorted(k for k in expect if meta.get(k) != _expected(k, expect[k]))
         if differ:
             raise ConfigError(f"checkpoint: {directory} was saved by a different run (differs in {differ}); "
                               f"{_RECREATE}")

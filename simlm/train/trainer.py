@@ -52,7 +52,7 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
+from simlm.jsonio import claim_json, read_back, read_json, write_json_atomic
 from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
@@ -516,7 +516,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     Besides the live training state (parameters and optimiser state) the trainer holds one copy, taken at
     the last evaluation kept, from which a rung crossed past its window is replayed."""
     _validate(world, model_config, config, run_dir, until_step, progress)
-    header = _plain({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
+    header = read_back({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
                      "world": type(world).__name__, "world_fingerprint": world.fingerprint()})
     run_dir = _open_run_dir(run_dir, header)
 
@@ -562,7 +562,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
                            state["step"], tokens_per_step, time.perf_counter() - started)
         # The anchor: the arrays, last loss and ladder state at the last evaluation kept (or the resume point).
         # A rung crossed past its window is replayed from it; a resume point is always an anchor.
-        anchor = _Anchor(state["step"], run.copy(arrays), loss, _plain(state))
+        anchor = _Anchor(state["step"], run.copy(arrays), loss, read_back(state))
         while not done():
             step = state["step"]
             if (step >= state["next_eval"] or step >= config.max_steps) and state.get("last_eval") != step:
@@ -579,7 +579,7 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
                 if not done():
                     state["next_eval"] = _next_eval(state, config, step)
                 anchor = None  # freed first: one copy of the state beside the live one, not two
-                anchor = _Anchor(step, run.copy(arrays), loss, _plain(state))
+                anchor = _Anchor(step, run.copy(arrays), loss, read_back(state))
                 if saved is None or step // config.checkpoint_every > saved // config.checkpoint_every or done():
                     save(anchor)
             if done() or step >= stop:
@@ -703,11 +703,6 @@ class _Foreign(ConfigError):
 
 
 _RECORD_KEYS = {f.name for f in dataclasses.fields(LadderRecord)} | {"checksum"}
-
-
-def _plain(x):
-    """``x`` as it reads back from JSON (tuples become lists), so it compares equal to what is on disk."""
-    return json.loads(json.dumps(jsonable(x)))
 
 
 def _fresh_state(n: int) -> dict:

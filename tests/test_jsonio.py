@@ -1,0 +1,30 @@
+"""simlm.jsonio: what is written is what reads back, and what JSON cannot hold is refused."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simlm.jsonio import json_text, read_back, read_json, write_json_atomic
+
+
+def test_read_back_equals_the_file_written(tmp_path):
+    payload = {"b": (1, np.float32(2.5), jnp.arange(2)), "a": {"x": math.inf, "y": np.int64(3)}, "c": math.nan}
+    write_json_atomic(tmp_path / "f.json", payload)
+    assert read_back(payload) == read_json(tmp_path / "f.json")
+    assert read_back(payload) == {"a": {"x": None, "y": 3}, "b": [1, 2.5, [0, 1]], "c": None}
+
+
+@pytest.mark.parametrize("payload", [{1: "a", "b": 2}, {"x": object()}, {"x": {1, 2}}])
+def test_read_back_refuses_what_the_writer_refuses(payload):
+    for fn in (read_back, json_text):
+        with pytest.raises((TypeError, ValueError)):
+            fn(payload)
+
+
+def test_json_text_is_strict_json():
+    text = json_text({"x": [math.inf, -math.inf, math.nan, 1.0]})
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"x": [None, None, None, 1.0]}
