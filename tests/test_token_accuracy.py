@@ -452,9 +452,10 @@ def test_laws_that_are_not_laws_are_refused_not_read_as_a_kl():
     for probs, bayes, name in ((p, np.log(b), "bayes"), (np.log(p), b, "probs"), (p, 5 * b, "bayes")):
         with pytest.raises(DistributionError, match=f"^{name}"):
             token_accuracy(probs, x, s, bayes)
-    # scores are fine where only their argmax is read: with log_probs given, or without bayes
-    assert token_accuracy(np.log(p), x, s, b, log_probs=np.log(p)).epsilon >= 0
+    # scores are fine where only their argmax is read (without bayes); with bayes, probs is a law and
+    # log_probs its logs (tests/test_token_accuracy_review.py)
     assert token_accuracy(np.log(p), x, s).accuracy == 1.0
+    assert token_accuracy(p, x, s, b, log_probs=np.log(p)).epsilon == pytest.approx(token_accuracy(p, x, s, b).epsilon)
 
 
 def test_the_local_law_of_an_impossible_input_is_an_error_as_the_bayes_law_is():

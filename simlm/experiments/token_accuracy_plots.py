@@ -8,19 +8,25 @@ from pathlib import Path
 import numpy as np
 
 
+def _finite(value) -> bool:
+    """Whether a number of the result is finite (NaN, e.g. a correlation of a constant input, and None are not)."""
+    return value is not None and bool(np.isfinite(value))
+
+
 def verdicts(r: dict) -> dict:
     """For each of the paper's observations: (i) already true of the Bayes predictor, (ii) a learning effect
     that closes toward Bayes as ε falls, (iii) not reproduced, or "n/a" where the run cannot decide (one rung
-    cannot show a gap closing as ε falls; classes of one token leave nothing to substitute) — decided from
-    the numbers, with why."""
+    cannot show a gap closing as ε falls; classes of one token leave nothing to substitute; a correlation
+    that is NaN, undefined on a constant input) — decided from the numbers, with why."""
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
     probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
     ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in r["groups_ladder"]["rungs"]]
     best = rungs[-1]
     out = {}
+    rhos = (bz["spearman"], top["bayes"]["spearman"])
     out["apt_grows_with_frequency"] = (
-        "(i)" if bz["spearman"] > 0 and top["bayes"]["spearman"] > 0 else "(iii)",
+        "n/a" if not all(_finite(v) for v in rhos) else "(i)" if min(rhos) > 0 else "(iii)",
         f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f}, topic "
         f"{top['bayes']['spearman']:.2f}; trained (last) {best['spearman']:.2f}")
     out["apt_much_below_accuracy"] = (
@@ -53,7 +59,7 @@ def verdicts(r: dict) -> dict:
         "(ii)" if ft["accuracy"][-1] > ft["accuracy"][0] else "(iii)",
         f"head accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}")
     out["confidence_independent_of_input_apt"] = (
-        "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
+        "n/a" if not _finite(ft["corr_bayes"]) else "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
         f"corr(confidence, mean input APT): Bayes {ft['corr_bayes']:.2f}, model {ft['corr_model']:.2f}")
     out["explanation_strong_match_substitution"] = (
         "n/a" if not np.isfinite(sub["within"]["tv_exact"]) or not np.isfinite(sub["across"]["tv_exact"])

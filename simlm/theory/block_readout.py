@@ -15,8 +15,9 @@ most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes 
 not the type-averaged ⟨APT⟩: a readout's ⟨APT⟩ may exceed the Bayes predictor's — derived, and seen.)  Every block is scored against the exact Bayes
 posterior P(x_t | y, s_t = 1) on the same corrupted test inputs: ⟨APT⟩, token accuracy, ε_k = mean KL(p_B ‖
 p_k) over selected positions (nats, from the readout's log-probabilities: its float32 probabilities underflow
-to 0 past a ~87-nat logit gap), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local),
-and the ARI of the confusion clusters against the planted classes.
+to 0 past a ~87-nat logit gap), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local)
+(NaN where that gap is not above two standard errors of the paired per-position difference), and the ARI of
+the confusion clusters against the planted classes.
 
 Fine-tuning (:func:`finetune_along_blocks`): a sequence label y read from the hidden path (the topic at a
 fixed position of a :func:`~simlm.worlds.topic.topic_syntax_hmm`), its exact Bayes classifier P(y | x) from
@@ -54,13 +55,27 @@ def _normed_hidden(graphdef, state, inputs):
     return jnp.stack([model.final_norm(h) for h in hidden])
 
 
-def block_features(lm, inputs) -> np.ndarray:
-    """LN(h_k) for k = 0..L (embedding, then each block's output) of a transformer LM (``graphdef``,
-    ``state`` as :class:`~simlm.models.transformer.TransformerLM` holds them) on raw input ids ``(n, T)``
-    (MASK allowed), ``(L + 1, n, T, d)`` float32 — LN is the model's final LayerNorm."""
-    if not hasattr(lm, "graphdef") or not hasattr(lm, "unembedding"):
+def _masked_lm(lm, n_symbols: int | None = None):
+    """``lm`` if it is a bidirectional (``causal=False``) TransformerLM — over ``n_symbols`` symbols when
+    given — else a ConfigError naming ``lm``: a causal block reads position t from x_≤t only, and a causal
+    model never sees MASK in training, so its blocks are no masked predictor's."""
+    if not all(hasattr(lm, a) for a in ("graphdef", "state", "unembedding", "config")):
         raise ConfigError(f"lm: expected a TransformerLM, got {type(lm).__name__}")
-    ids, _ = check_tokens(inputs, lm.config.vocab_size, "inputs")
+    if getattr(lm.config, "causal", True):
+        raise ConfigError("lm: expected a masked (bidirectional, causal=False) TransformerLM, got a causal one")
+    if n_symbols is not None and lm.config.n_symbols != n_symbols:
+        raise ConfigError(f"lm: a model of {lm.config.n_symbols} symbols for a world of {n_symbols} (MASK is id "
+                          f"{n_symbols} in the corrupted inputs)")
+    return lm
+
+
+def block_features(lm, inputs) -> np.ndarray:
+    """LN(h_k) for k = 0..L (embedding, then each block's output) of a masked transformer LM (``graphdef``,
+    ``state`` as :class:`~simlm.models.transformer.TransformerLM` holds them) on raw input ids ``(n, T)``
+    (symbols and MASK; no other special id), ``(L + 1, n, T, d)`` float32 — LN is the model's final
+    LayerNorm."""
+    lm = _masked_lm(lm)
+    ids, _ = check_tokens(inputs, lm.config.mask_id + 1, "inputs")  # ids 0..V−1, and V = MASK
     return np.asarray(_normed_hidden(lm.graphdef, lm.state, jnp.asarray(ids)))
 
 
@@ -75,7 +90,9 @@ def logit_lens(lm, features, *, log: bool = False) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class BlockRow:
     """One readout of one block: ⟨APT⟩ (type-averaged), token accuracy, ε = KL(p_B ‖ p_k) (nats per selected
-    position), the fraction of the Bayes gap closed, and the cluster ARI/NMI vs planted classes."""
+    position), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local) — NaN
+    unless that gap is above 0 and above :data:`GAP_Z` standard errors of the paired per-position
+    difference — and the cluster ARI/NMI vs planted classes."""
 
     block: int
     readout: str  # "probe" | "lens"
@@ -104,17 +121,39 @@ class OrderParameter:
         return np.array([getattr(r, field) for r in self.rows if r.readout == readout], dtype=float)
 
 
+#: the Bayes gap acc_Bayes − acc_local counts as resolved above this many standard errors of it
+GAP_Z = 2.0
+
+
+def _resolved_gap(truth, bayes_pred, local_pred) -> float:
+    """acc_Bayes − acc_local over the selected positions whose true tokens are ``truth (m,)``, from the two
+    predictors' argmaxes ``(m,)`` there — or NaN where that gap is not resolved: not above 0, or not above
+    :data:`GAP_Z` standard errors of the mean of the paired differences d_i = 1[Bayes right at i] − 1[local
+    right at i] (sd(d) / √m, ddof 1; positions treated as independent, as APT's binomial errors are; one
+    position resolves nothing).  A gap of one position in 76 (1/76 against 2 · 0.013) is not resolved:
+    divided by it, (acc_k − acc_local) read −13 to −24."""
+    d = (np.asarray(bayes_pred) == truth).astype(np.float64) - (np.asarray(local_pred) == truth)
+    gap = float(d.mean())
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return gap if gap > 0 and gap > GAP_Z * se else float("nan")
+
+
 def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corruption(), seed: int = 0,
                     classes=None, threshold: float = 0.1, probe_steps: int = 300, readouts=("probe", "lens"),
                     ) -> OrderParameter:
     """⟨APT⟩ and the rest along the blocks of a masked transformer ``lm`` on an HMM-backed ``world``; the
     probes fit on ``train_tokens (n, T)`` corrupted with ``seed``, every score on ``test_tokens`` corrupted
-    with ``seed + 1``."""
-    bad = [r for r in readouts if r not in ("probe", "lens")]
-    if bad or not readouts:
-        raise ConfigError(f"readouts: expected some of ('probe', 'lens'), got {readouts!r}")
+    with ``seed + 1``.  A row's ``gap_closed`` is (acc_k − acc_local) / (acc_Bayes − acc_local), NaN where
+    the Bayes gap is not resolved on these test positions (not above :data:`GAP_Z` standard errors: a gap
+    of a position or two would blow the ratio up)."""
+    V = int(check_chain_world(world).n_symbols)
+    if isinstance(readouts, str) or not isinstance(readouts, (tuple, list)) or not readouts \
+            or any(r not in ("probe", "lens") for r in readouts) or len(set(readouts)) != len(readouts):
+        raise ConfigError(f"readouts: expected some of ('probe', 'lens'), each once, got {readouts!r}")
     probe_steps = check_positive_int("probe_steps", probe_steps)
-    V = int(world.n_symbols)
+    seed = check_positive_int("seed", seed, minimum=0)
+    _masked_lm(lm, V)
+    confusion_clusters(np.eye(V), threshold, classes)  # checks threshold and classes before anything compiles
     x_tr, _ = check_tokens(train_tokens, V, "train_tokens")
     x_te, _ = check_tokens(test_tokens, V, "test_tokens")
     y_tr, s_tr = corrupt(seed, x_tr, corruption, V)
@@ -124,10 +163,13 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
             raise ShapeError(f"{name}: the corruption selected no position of these {sel.size} tokens; give more")
     bayes = bayes_corrupted_probs(world, y_te, corruption)
     b_acc = token_accuracy(bayes, x_te, s_te, bayes)
-    l_acc = token_accuracy(local_bayes_probs(world, y_te, corruption), x_te, s_te, bayes)
+    local = local_bayes_probs(world, y_te, corruption)
+    l_acc = token_accuracy(local, x_te, s_te, bayes)
     f_te = block_features(lm, y_te)
     f_tr = block_features(lm, y_tr) if "probe" in readouts else None
-    gap = b_acc.accuracy - l_acc.accuracy
+    truth = x_te[s_te]
+    resolved = _resolved_gap(truth, bayes[s_te].argmax(-1), local[s_te].argmax(-1))
+    gap = b_acc.accuracy - l_acc.accuracy if np.isfinite(resolved) else float("nan")
     rows, final = [], None
     for k in range(f_te.shape[0]):
         for readout in readouts:
@@ -147,7 +189,7 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
                 final = acc
             cl = confusion_clusters(acc.confusion, threshold, classes)  # ARI/NMI None when no row is kept
             rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.mean_apt_rb, acc.accuracy, acc.epsilon,
-                                 (acc.accuracy - l_acc.accuracy) / gap if gap > 0 else float("nan"),
+                                 (acc.accuracy - l_acc.accuracy) / gap,  # NaN where the gap is not resolved
                                  cl.ari, cl.nmi, cl.n_kept))
     if final is None:
         final = token_accuracy(logit_lens(lm, f_te[-1]), x_te, s_te, bayes,
@@ -174,8 +216,10 @@ def _position(position, length: int) -> int:
 
 def label_posterior(world, tokens, state_label, position: int) -> np.ndarray:
     """Exact P(y | x) ``(n, C)`` for the label y = ``state_label[h_position]`` (e.g. the topic of the state
-    at ``position``): the smoothed posterior P(h_position | x_1:T) summed over the states of each label."""
-    lab = _state_labels(state_label, int(check_chain_world(world).n_states))
+    at ``position``) of an HMM ``world`` (its hidden states are its chain's: a MemoryHMM is refused, its
+    ``joint_hmm()`` is one): the smoothed posterior P(h_position | x_1:T) summed over the states of each
+    label."""
+    lab = _state_labels(state_label, int(check_chain_world(world, states=True).n_states))
     toks, _ = check_tokens(tokens, int(world.n_symbols))
     position = _position(position, toks.shape[1])
     post = np.asarray(world.state_posterior(toks), np.float64)[:, position]
@@ -210,13 +254,25 @@ def _pooled(lm, tokens) -> np.ndarray:
     return block_features(lm, tokens).mean(axis=2)  # (L + 1, n, d)
 
 
+def _apt_table(name: str, apt, size: int | None = None) -> np.ndarray:
+    """An APT table ``(V,)`` (``(size,)`` when given) as float64, NaN (a type never seen) read as 0; entries
+    in [0, 1] or NaN, else a typed error naming ``name``."""
+    table = as_array(name, apt)
+    if table.ndim != 1 or table.dtype.kind not in "biuf" or not table.size or size not in (None, table.size):
+        raise ShapeError(f"{name}: expected one APT per token type, shape ({size if size is not None else 'V'},), "
+                         f"got {table.dtype} {table.shape}")
+    table = table.astype(np.float64)
+    bad = ~(np.isnan(table) | ((table >= 0) & (table <= 1)))  # ±inf and values outside [0, 1]
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"{name}: entry {i} is {table[i]}, expected an APT in [0, 1] (or NaN for a type never seen)")
+    return np.nan_to_num(table, nan=0.0)
+
+
 def input_apt(apt, tokens) -> np.ndarray:
     """The mean APT(x_t) over the tokens of each input ``(n,)`` (types never seen, NaN in ``apt (V,)``,
-    count as APT 0)."""
-    table = as_array("apt", apt)
-    if table.ndim != 1 or table.dtype.kind not in "biuf" or not table.size:
-        raise ShapeError(f"apt: expected one APT per token type, shape (V,), got {table.dtype} {table.shape}")
-    table = np.nan_to_num(table.astype(np.float64), nan=0.0)
+    count as APT 0; an APT outside [0, 1] is refused)."""
+    table = _apt_table("apt", apt)
     x, _ = check_tokens(tokens, table.size)
     return table[x].mean(axis=1)
 
@@ -225,14 +281,33 @@ def _pearson(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
+def _sampled(name: str, value, n_symbols: int, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens (n, T), states (n, T))`` as an HMM's ``sample(..., return_states=True)`` gives them, checked:
+    a typed error naming ``name`` otherwise."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ConfigError(f"{name}: expected a pair (tokens (n, T), states (n, T)) as world.sample(..., "
+                          f"return_states=True) gives, got {type(value).__name__}")
+    x, _ = check_tokens(value[0], n_symbols, f"{name}[0]")
+    h, _ = check_tokens(value[1], n_states, f"{name}[1]")
+    if x.shape != h.shape:
+        raise ShapeError(f"{name}: tokens {x.shape} and states {h.shape} must have one state per token")
+    return x, h
+
+
 def finetune_along_blocks(lm, world, train, test, state_label, position: int, *, apt_model, apt_bayes,
                           steps: int = 400) -> FineTuning:
-    """``train``/``test`` = (tokens (n, T), states (n, T)) sampled from ``world`` with their hidden paths;
-    the label is ``state_label[states[:, position]]``.  ``apt_model``/``apt_bayes`` ``(V,)`` are the APT
-    tables of the pretrained model and of the Bayes predictor."""
-    lab = _state_labels(state_label, int(check_chain_world(world).n_states))
-    (x_tr, h_tr), (x_te, h_te) = train, test
-    h_tr, h_te = check_tokens(h_tr, lab.size)[0], check_tokens(h_te, lab.size)[0]
+    """``train``/``test`` = (tokens (n, T), states (n, T)) sampled from an HMM ``world`` with their hidden
+    paths; the label is ``state_label[states[:, position]]``.  ``apt_model``/``apt_bayes`` ``(V,)`` are the
+    APT tables of the pretrained model and of the Bayes predictor."""
+    lab = _state_labels(state_label, int(check_chain_world(world, states=True).n_states))
+    if lab.max() < 1:
+        raise ConfigError("state_label: every state has the same label; there is nothing to classify")
+    V = int(world.n_symbols)
+    _masked_lm(lm, V)
+    (x_tr, h_tr), (x_te, h_te) = _sampled("train", train, V, lab.size), _sampled("test", test, V, lab.size)
+    for name, table in (("apt_model", apt_model), ("apt_bayes", apt_bayes)):
+        _apt_table(name, table, V)
+    steps = check_positive_int("steps", steps)
     position = _position(position, min(h_tr.shape[1], h_te.shape[1]))
     y_tr, y_te = lab[h_tr[:, position]], lab[h_te[:, position]]
     C = int(lab.max()) + 1
@@ -295,14 +370,31 @@ class SubstitutionTest(NamedTuple):
         return {mode: effect._asdict() for mode, effect in self._asdict().items()}
 
 
+def _confidences(lm_confidence, tokens, n: int) -> np.ndarray:
+    """``lm_confidence(tokens)`` as float64 ``(n,)``, real and finite, else a ShapeError naming it (a
+    ``(1,)`` or ``(n, 1)`` answer would broadcast against ``(n,)``)."""
+    out = as_array("lm_confidence", lm_confidence(tokens))
+    if out.shape != (n,) or out.dtype.kind not in "biuf" or not np.all(np.isfinite(out)):
+        raise ShapeError(f"lm_confidence: expected finite confidences of shape ({n},), got {out.dtype} {out.shape}")
+    return out.astype(np.float64)
+
+
 def substitution_test(world, lm_confidence, tokens, token_class, state_label, position: int, *,
                       fraction: float = 0.2, seed: int = 0) -> SubstitutionTest:
     """For each mode of :func:`substitute` (``fraction`` of the positions of ``tokens (n, T)``), the mean
     changes of :class:`SubstitutionEffect`, with ``lm_confidence(tokens) -> (n,)`` a classifier's max-softmax.
     A mode that substituted no position at all (classes of one token for "within", one class for "across",
     ``fraction`` 0) tested nothing: its effects are NaN, not a change of 0."""
+    seed = check_positive_int("seed", seed, minimum=0)
+    if not callable(lm_confidence):
+        raise ConfigError(f"lm_confidence: expected a function tokens (n, T) -> (n,), got "
+                          f"{type(lm_confidence).__name__}")
+    c = as_array("token_class", token_class)
+    if c.shape != (int(check_chain_world(world).n_symbols),):
+        raise ShapeError(f"token_class: expected one class per token type, shape ({int(world.n_symbols)},), "
+                         f"got {c.shape}")
     base = label_posterior(world, tokens, state_label, position)
-    conf0 = np.asarray(lm_confidence(tokens))
+    conf0 = _confidences(lm_confidence, tokens, len(base))
     effects = []
     for i, mode in enumerate(SubstitutionTest._fields):
         x = substitute(tokens, token_class, mode, fraction, seed + i)
@@ -312,7 +404,7 @@ def substitution_test(world, lm_confidence, tokens, token_class, state_label, po
         post = label_posterior(world, x, state_label, position)
         effects.append(SubstitutionEffect(float(0.5 * np.abs(post - base).sum(1).mean()),
                                           float(np.abs(post.max(1) - base.max(1)).mean()),
-                                          float(np.abs(np.asarray(lm_confidence(x)) - conf0).mean())))
+                                          float(np.abs(_confidences(lm_confidence, x, len(base)) - conf0).mean())))
     return SubstitutionTest(*effects)
 
 

@@ -40,7 +40,7 @@ from simlm.checks import as_rng, check_memory, check_positive_int, check_tokens
 from simlm.errors import ConfigError, TokenError
 from simlm.precision import exact
 from simlm.worlds import hmm_core as core
-from simlm.worlds.base import check_number
+from simlm.worlds.base import check_flag, check_number
 
 
 class Corruption(NamedTuple):
@@ -119,11 +119,19 @@ def _batched(parallel):
 _batched_posterior, _exact_posterior = _batched(core.CHECKED), _batched(core.LOG_SPACE)
 
 
-def check_chain_world(world):
+def check_chain_world(world, *, states: bool = False):
     """``world`` if it has an exact hidden chain (an HMM-backed world: ``.chain``, ``.sample``), else a
-    ConfigError naming ``world``."""
+    ConfigError naming ``world``.  With ``states``, its hidden states must also be its chain's — ``n_states``
+    of them, the states ``sample(..., return_states=True)`` and ``state_posterior`` give — as an HMM's are: a
+    MemoryHMM's chain runs over (memory, cell, state), its states over (cell, state), and is refused (its
+    ``joint_hmm()`` is the chain as an HMM)."""
     if not callable(getattr(world, "sample", None)) or not isinstance(getattr(world, "chain", None), core.Chain):
         raise ConfigError(f"world: expected a world with an exact hidden chain (an HMM), got {type(world).__name__}")
+    if check_flag("states", states) and not (callable(getattr(world, "state_posterior", None))
+                                             and getattr(world, "n_states", None) == world.chain.initial.shape[-1]):
+        hint = "; its joint_hmm() is its chain as an HMM" if callable(getattr(world, "joint_hmm", None)) else ""
+        raise ConfigError(f"world: expected an HMM, whose hidden states are its chain's, got {type(world).__name__}"
+                          f"{hint}")
     return world
 
 

@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import spearmanr
 
 from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_stochastic, check_tokens
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.worlds.base import check_number
 
 
@@ -131,6 +131,26 @@ def _log_laws(name, value, shape) -> np.ndarray:
     return a
 
 
+def _check_log_law(name: str, logq: np.ndarray, law: np.ndarray, where: np.ndarray) -> None:
+    """Rows ``logq (m, V)`` must be log-probabilities (logsumexp 0 within :data:`LAW_ATOL`) of the rows of
+    ``law (m, V)`` (|exp(logq) − law| ≤ LAW_ATOL entrywise), or a DistributionError names ``name`` and the
+    (sequence, position) in ``where (m, 2)``: logits (log p + c) would read as a KL clipped at 0, log p − 1
+    as ε + 1, another law's logs as that law's ε beside this one's accuracy."""
+    top = logq.max(-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)  # a row of −∞ only: logsumexp −∞, not NaN
+    with np.errstate(divide="ignore"):
+        lse = (top + np.log(np.exp(logq - top).sum(-1, keepdims=True)))[:, 0]
+    gap = np.abs(np.exp(logq) - law).max(-1)
+    for bad, value, expected in ((~(np.abs(lse) <= LAW_ATOL), lse, "logsumexp {:.6g}, expected 0 within {:g} "
+                                  "(log-probabilities, not logits or shifted logs)"),
+                                 (gap > LAW_ATOL, gap, "max |exp(log_probs) − probs| {:.3g}, expected ≤ {:g} (the "
+                                  "logs of probs: one law for the accuracy and ε)")):
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DistributionError(f"{name}: at sequence {where[k][0]}, position {where[k][1]}: "
+                                    + expected.format(value[k], LAW_ATOL))
+
+
 #: how far from 1 a row of a law given to :func:`token_accuracy` may sum (float32 laws round by ~1e-7 a term)
 LAW_ATOL = 1e-4
 
@@ -141,10 +161,11 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
 
     The KL is read from ``log_probs (n, T, V)`` (the same laws as log-probabilities) when given: a float32
     softmax rounds to 0 once a logit gap passes ~87 nats (XLA flushes subnormals), where the log-probability
-    is still finite.  From ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞.  ``bayes`` (and
-    ``probs`` when the KL is read from it) must be probability rows at the selected positions (non-negative,
-    summing to 1 within :data:`LAW_ATOL`), or a DistributionError names them; for the accuracies alone
-    ``probs`` may be any scores (only their argmax is read)."""
+    is still finite.  From ``probs`` alone a p = 0 < p_B makes that position's KL, and ε, +∞.  With ``bayes``,
+    ``bayes`` and ``probs`` must be probability rows at the selected positions (non-negative, summing to 1
+    within :data:`LAW_ATOL`), and ``log_probs`` their logs there (logsumexp 0 and |exp(log_probs) − probs|
+    ≤ LAW_ATOL: the accuracy and ε of one law), or a DistributionError names the argument; for the accuracies
+    alone ``probs`` may be any scores (only their argmax is read)."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
@@ -170,12 +191,13 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     if bayes is not None:
         # laws, not scores: log-probabilities passed here read as a KL of 0, unnormalised rows as garbage
         b = check_stochastic("bayes", _laws("bayes", bayes, p.shape)[sel], atol=LAW_ATOL)
-        if log_probs is None:
-            check_stochastic("probs", p[sel], atol=LAW_ATOL)  # the KL reads probs as a law
+        check_stochastic("probs", p[sel], atol=LAW_ATOL)  # the KL reads probs, or its logs, as a law
         weight = b[np.arange(len(pred)), pred]  # p_B(pred | y): the chance the prediction is right
         num = np.bincount(pred, weights=weight, minlength=V)
         den = b.sum(0)
         logq = None if log_probs is None else _log_laws("log_probs", log_probs, p.shape)[sel]
+        if logq is not None:
+            _check_log_law("log_probs", logq, p[sel], np.argwhere(sel))
         with np.errstate(divide="ignore", invalid="ignore"):
             logq = np.log(p[sel]) if logq is None else logq
             apt_rb = np.where(den > 0, num / den, np.nan)
