@@ -14,8 +14,9 @@ submodule that is not public, so what it does inside is inferred from the callin
   position's vocabulary distribution (``probe_logits`` defaults to False: probabilities; the evaluation
   compares these "pooled outputs" with the true posterior's token law in total variation); ``prompt_tune``:
   the 20 vectors and that probe trained together, the network frozen; both with Adam at lr 0.01, warmup
-  500 steps, batch 128, 100 epochs, no weight decay (the HF Trainer defaults).  Whether the probe
-  standardises its input is not visible; the HF classifier reads it raw.
+  500 steps, batch 128, 100 epochs, no weight decay (the HF Trainer defaults; its ``dataloader_drop_last``
+  is False, so an epoch of 5000 sequences is ⌈5000/128⌉ = 40 batches, the last of 8, and 100 epochs are
+  4000 steps).  Whether the probe standardises its input is not visible; the HF classifier reads it raw.
 
 What is measured here, on one world's SAME training/test sequences (the authors' labels, μ on ≤ 6 draws,
 128-token label sequences; :func:`simlm.experiments.head_prompt_protocol.task_data`).  One deviation from
@@ -27,15 +28,24 @@ protocol moves by at most 0.012 between the two (docs/head_prompt.md).
 - ``oracle-head``: simlm's head form (standardised features, full-batch ridge logistic regression,
   :func:`~simlm.downstream.fit_linear_head`) on the exact law P(x_0 | x_1:79);
 - ``oracle-probe``: the authors' head form (:func:`fit_probe`: raw probabilities, minibatch Adam, lr 0.01,
-  warmup, no penalty) on the same exact law — the head-form factor with exact features;
+  warmup, no penalty) on the same exact law — the head-form factor with exact features.  One deviation:
+  :func:`fit_probe` drops each epoch's last partial batch (8 of 5000 sequences an epoch at the authors'
+  scale, 116 of 500 at :data:`DEFAULT`'s) where the authors' Trainer keeps it, and runs ``probe_steps`` =
+  3900 steps (100 epochs of ⌊5000/128⌋ = 39 full batches), not their 4000;
 - ``oracle-head-59``: simlm's head on P(x_0 | x_1:59) — what the truncation alone costs;
 - ``oracle-prompt-k``: the exact prompt (k likelihood vectors over hidden states, :func:`fit_exact_prompt`)
-  + head on x_1:(79 − k) (only with ``oracle_prompt``; the prompt form with exact features);
+  + simlm's head form on x_1:(79 − k) (only with ``oracle_prompt``; the prompt form with exact features);
 - ``head`` / ``probe`` / ``head-59``: the same three on the trained model's law at the prepended MASK;
 - ``hidden-head``: simlm's head on the trained model's final hidden state at MASK (the "CLS
   representation" reading of the head);
-- ``prompt-20``: the 20-vector continuous prompt + linear head (:func:`fit_transformer_prompt` with
-  k = 20) on [p×20][MASK] x_1:59, as the authors train it (full-batch Adam here);
+- ``prompt-20``: the authors' 20-vector continuous prompt on [p×20][MASK] x_1:59, trained jointly with
+  simlm's head form, not the authors' probe (:func:`fit_transformer_prompt` with k = 20: the law at MASK
+  standardised, a penalty (l2/2)‖W‖² with l2 = 1e-4, W initialised N(0, 0.1²), full-batch Adam at lr 0.01).
+  The authors train the prompt together with their raw-probability probe; that pairing is not measured
+  here.  So ``prompt-20`` shares its head form with ``head``, not with ``probe``: a gap between
+  ``prompt-20`` and ``probe`` mixes the prompt with the head form, which alone moves accuracy on exact
+  features (``oracle-head`` − ``oracle-probe``) by up to 0.138 in a world of the stored seven-size curve
+  (0.074 at |H| = 12) and up to 0.180 over the 20-world |H| = 12 run (docs/head_prompt.md);
 - ``prompt-1``: simlm's k = 1 prompt on [p][MASK] x_1:78 (the prompt-form factor).
 
 Every transformer is trained with simlm's ε-ladder trainer (masked LM objective on stream samples of
@@ -47,6 +57,7 @@ the accuracies are measurements.  Defaults reduce the authors' scale (stated in 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from functools import partial
@@ -57,10 +68,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from simlm.checks import as_key, check_positive, check_positive_int
+from simlm.checks import as_key, check_positive, check_positive_int, check_tokens
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
-from simlm.errors import ConfigError
+from simlm.errors import ConfigError, TokenError
 from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, task_seed, world
 from simlm.experiments.store import CellStore, claim
 from simlm.jsonio import write_json_atomic
@@ -79,8 +90,10 @@ class TrainedStudy:
     """The trained-feature study.  ``protocol``: data/task/world (the authors' by default, reduced in
     worlds and sequences); ``prompt_length`` k of the continuous prompt (the authors' 20); transformer
     ``d_model``/``n_layers``/``n_heads``, trained down ``targets`` for at most ``max_steps``; the probe's
-    ``probe_steps``/``probe_batch``/``probe_lr`` (the authors': 3900 = 100 epochs of ⌊5000/128⌋ batches,
-    128, 0.01; the epochs follow from ``n_train``, :attr:`probe_epochs`); ``prompt_steps``
+    ``probe_steps``/``probe_batch``/``probe_lr`` (3900 = 100 epochs of ⌊5000/128⌋ = 39 full batches of
+    128, lr 0.01; the authors' Trainer keeps each epoch's last partial batch, ⌈5000/128⌉ × 100 = 4000 steps,
+    and :func:`fit_probe` drops it, a deviation; the epochs follow from ``n_train``, :attr:`probe_epochs`;
+    at least 2 steps, since the first is taken at learning rate 0); ``prompt_steps``
     full-batch steps for every prompt; ``oracle_prompt``: also the exact k-vector prompt; worlds are seeds
     ``first_world`` … ``first_world + worlds_per_size − 1``; ``read_at``: ladder targets at which the trained
     forms are also read from the rung's checkpoint instead of the final model (pretraining ε as a factor,
@@ -116,6 +129,11 @@ class TrainedStudy:
             check_positive_int(f, getattr(self, f))
         for f in ("learning_rate", "probe_lr", "mask_rate"):
             check_positive(f, getattr(self, f))
+        # the probe's first step is at learning rate 0 (its warmup starts there): one step would return its start
+        check_positive_int("probe_steps", self.probe_steps, minimum=2)
+        if self.protocol.n_train < 2:
+            raise ConfigError(f"n_train: every head needs training sequences of both classes, so at least 2; got "
+                              f"{self.protocol.n_train}")
         if self.prompt_length >= self.protocol.visible_length:
             raise ConfigError(f"prompt_length: the prompted input [p×k][MASK] x_1:(T'−k) needs k < visible_length "
                               f"= {self.protocol.visible_length}, got {self.prompt_length}")
@@ -141,8 +159,9 @@ class TrainedStudy:
 
     @property
     def probe_epochs(self) -> int:
-        """Passes over the training set that give at least ``probe_steps`` probe steps (the authors' 100
-        epochs at 5000 sequences; 1300 at 500), so that ``n_train`` does not change the probe's length."""
+        """Passes over the training set that give at least ``probe_steps`` probe steps (100 epochs of
+        ⌊5000/128⌋ = 39 full batches at the authors' 5000 sequences; 1300 of 3 at 500), so that ``n_train``
+        does not change the probe's length."""
         per_epoch = max(1, self.protocol.n_train // min(self.probe_batch, self.protocol.n_train))
         return -(-self.probe_steps // per_epoch)
 
@@ -207,12 +226,23 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
     """The authors' head form, as their fine-tuning script runs it: a linear classifier on the RAW features
     (no standardisation), minibatch Adam (``batch_size``, ``epochs`` passes, reshuffled each epoch), lr
     warmed up linearly over min(500, steps/2) steps and decayed linearly to 0 (the HF Trainer's schedule),
-    no penalty.  Returns a :class:`~simlm.downstream.LinearHead` (mean 0, scale 1)."""
+    no penalty.  Returns a :class:`~simlm.downstream.LinearHead` (mean 0, scale 1).
+
+    A deviation from the authors: an epoch is ⌊n / batch_size⌋ full batches, its last partial batch
+    dropped (the n mod batch_size sequences left out are redrawn each epoch: 8 of 5000 at batch 128, 116 of
+    500), where the HF Trainer's default ``dataloader_drop_last=False`` keeps it (⌈n / batch_size⌉ batches:
+    4000 steps for 100 epochs of 5000, not 3900).  The first step is taken at learning rate 0, so a schedule
+    of fewer than 2 steps is refused (:class:`ConfigError` naming ``epochs``): it would return the initial
+    weights."""
     f = check_features(features, 2)
     y = check_labels(labels, f.shape[0], 2)
     b = min(check_positive_int("batch_size", batch_size), f.shape[0])
     per_epoch = f.shape[0] // b
     steps = check_positive_int("epochs", epochs) * per_epoch
+    if steps < 2:
+        raise ConfigError(f"epochs: {epochs} epoch(s) of ⌊{f.shape[0]}/{b}⌋ = {per_epoch} batch(es) is {steps} "
+                          f"probe step, taken at learning rate 0 (the warmup starts at 0), so the probe would "
+                          f"return its initial weights; give at least 2 steps (more epochs or a smaller batch_size)")
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
     params, losses = _probe(jnp.asarray(f), jnp.asarray(y), jnp.asarray(batches), jnp.float32(check_positive("lr", lr)),
@@ -224,20 +254,43 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
 
 def prompted_inputs(x, visible_length: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The authors' truncation: the head reads x_1:T' (after [MASK], T' + 1 tokens in all), the prompted
-    input [p×k][MASK] x_1:(T'−k) the same number of positions — 20 fewer tokens for k = 20."""
-    x = np.asarray(x)
-    if not 0 < k < visible_length <= x.shape[1]:
+    input [p×k][MASK] x_1:(T'−k) the same number of positions — 20 fewer tokens for k = 20.  ``x``: integer
+    token ids of shape (n, T) (:class:`TokenError` otherwise); ``visible_length`` ≤ T and 0 < ``k`` <
+    ``visible_length`` integers, not bools (:class:`ConfigError` naming the argument)."""
+    visible_length = check_positive_int("visible_length", visible_length)
+    k = check_positive_int("k", k)
+    x, single = check_tokens(x, np.iinfo(np.int32).max, "x")
+    if single:
+        raise TokenError(f"x: expected sequences of shape (n, T), got one sequence of shape ({x.shape[1]},)")
+    if visible_length > x.shape[1]:
+        raise ConfigError(f"visible_length: expected at most the sequences' length {x.shape[1]}, got {visible_length}")
+    if not k < visible_length:
         raise ConfigError(f"k: expected 0 < k < visible_length = {visible_length} ≤ {x.shape[1]}, got {k}")
     return x[:, :visible_length], x[:, :visible_length - k]
 
 
 def _inputs(K: int, world_seed: int, study: TrainedStudy):
-    """One world, its task's sequences and the truncated inputs every form reads."""
+    """One world, its task's sequences and the truncated inputs every form reads; a training set whose
+    labels are all one class is refused (:class:`ConfigError` naming ``n_train``), before anything is fitted
+    or trained: every method would report the constant prediction's rate as a result."""
     p, k = study.protocol, study.prompt_length
     hmm = world(K, world_seed)
     data = task_data(hmm, task_seed(world_seed, 0, p), p)
+    classes = np.unique(np.asarray(data.y[:p.n_train]))
+    if classes.size < 2:
+        raise ConfigError(f"n_train: the {p.n_train} training sequences of |H| = {K} world {world_seed} all have "
+                          f"label {int(classes[0])}; every head needs both classes to learn from: use a larger n_train")
     x_head, x_prompt = prompted_inputs(data.x, p.visible_length, k)
     return hmm, data, x_head, x_prompt
+
+
+def _check_cell(K, world_seed, study) -> None:
+    """The arguments naming one cell: a :class:`TrainedStudy`, |H| ≥ 2 and a world seed ≥ 0 (ConfigError
+    naming the argument)."""
+    if not isinstance(study, TrainedStudy):
+        raise ConfigError(f"study: expected a TrainedStudy, got {type(study).__name__}")
+    check_positive_int("K", K, minimum=2)
+    check_positive_int("world_seed", world_seed, minimum=0)
 
 
 def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suffix: str, **meta) -> dict:
@@ -288,6 +341,7 @@ def _recorder(out: list, base: dict, data, p: Protocol):
 def study_world(K: int, world_seed: int, study: TrainedStudy, work: Path | None = None, log=print) -> list[dict]:
     """Train one world's transformer and measure every head/prompt form and the oracle on one task's
     sequences; one record per method."""
+    _check_cell(K, world_seed, study)
     p, k = study.protocol, study.prompt_length
     hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
     tr, te = slice(0, p.n_train), slice(p.n_train, None)
@@ -318,7 +372,15 @@ def read_world(K: int, world_seed: int, study: TrainedStudy, work: Path, target:
     rung instead of the final model: pretraining ε as a factor, everything else (sequences, task, forms)
     as in :func:`study_world`.  Methods are named ``head@<target>`` etc. and carry ``read_at``.  The run
     under ``work`` is restored (trained first if it is not there); a run that never reached the rung
-    gives no records."""
+    gives no records.  ``target`` must be one of ``study.targets`` and ``work`` a directory
+    (:class:`ConfigError` naming the argument, before anything is computed)."""
+    _check_cell(K, world_seed, study)
+    if not isinstance(work, (str, os.PathLike)):
+        raise ConfigError(f"work: expected the directory of the runs' checkpoints, got {type(work).__name__} {work!r}")
+    target = check_positive("target", target)
+    if not any(np.isclose(target, t) for t in study.targets):
+        raise ConfigError(f"target: {target:g} is not one of the ladder's targets {study.targets}; its run has no "
+                          f"checkpoint there")
     p = study.protocol
     hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
     result = train(hmm, *study.configs(), Path(work) / f"H{K}_w{world_seed}", progress=False)
