@@ -51,13 +51,23 @@ def test_every_kind_reaches_the_requested_epsilon(world, kind, eps):
     assert (lm.kind, lm.target_eps) == (kind, eps) and lm.scale > 0
 
 
+#: the kinds whose ε may top out below a target: uniform-mixture and the hotter temperature are bounded (the
+#: module docstring of simlm.models.perturbed); rare-words is unbounded in s but tilts only the rare tenth of
+#: the mass, so at s = S_MAX its ε can stay below eps (sparse worlds 12, 28, 58, 106 and 117 of 0–119 do).
+#: logit-noise and task-adversarial move the bulk of every law and must always reach eps.
+CAN_TOP_OUT = ("uniform-mixture", "temperature", "rare-words")
+
+
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(KINDS), eps=st.sampled_from([0.01, 0.1]))
 @example(seed=2000, kind="rare-words", eps=0.01)  # a threshold one ulp above a p*: 0.01002 by the public path
+@example(seed=12, kind="rare-words", eps=0.01)  # tops out at ε ≈ 8e-4 (s = S_MAX)
 def test_calibration_holds_over_random_worlds(seed, kind, eps):
     world = sparse_world(seed)
     try:
         lm = make(world, eps, kind, seed)
-    except ConfigError as err:  # a bounded family may top out below eps: then it must say so, truthfully
+    except ConfigError as err:  # a family that can top out below eps must say so, truthfully
+        if kind not in CAN_TOP_OUT:
+            raise
         top = float(re.search(r"maximum reachable ε is (?:about )?([0-9.e+-]+)", str(err)).group(1))
         assert top < eps
         return

@@ -20,15 +20,34 @@ the vocabulary removes the noise from the next token (the test suite checks the 
 
 What the host-side functions accept as a law (:func:`check_laws`).  Every row the LM returns (and every
 row of the world's reference) must be a distribution over the V words: real log-probabilities, no NaN,
-no +inf, and probabilities summing to 1 within |log Σ_v p_v| ≤ :data:`LOGSUMEXP_TOL` = 1e-3 — far above
-float32 rounding of a normalised law, far below any real normalisation error.  Otherwise a
-:class:`~simlm.errors.DistributionError` names the law, the sequence and the position.  Rows within the
-tolerance are renormalised before the divergences, so ε measures the law and not its rounding, and the
-clamp at 0 in :func:`kl_per_sequence` then only removes float rounding.  An LM that gives probability 0
-(log-prob −inf) to a word the world makes possible has KL(p* ‖ p_θ) = +∞ exactly; rather than return an
-infinite ε with no standard error (and ∞ has no strict-JSON form: it would be written as null), the host
-functions raise a DistributionError naming the sequence, position and word.  A standard error needs
-n ≥ 2 sequences, checked before anything is computed.
+no +inf, and probabilities summing to 1 within a tolerance on |log Σ_v p_v| set by the dtype of the law
+given (:func:`logsumexp_tol`):
+
+- float32 and float64 (and integers): :data:`LOGSUMEXP_TOL` = 1e-5.  A float32 ``jax.nn.log_softmax``
+  row, or the log of a float32 ``softmax`` row, has |log Σ p| ≤ 5.5e-7 measured over random and peaked
+  logits at V from 2 to 65536 (the test suite checks the 10× margin), while a row missing 1e-4 of its
+  mass (log Σ p = −1e-4) is refused with 10× margin the other way.  float64 gets the same bound, not a
+  tighter one: a float64 array often holds a law computed in float32 (an LM's output upcast), whose
+  rounding is float32's.  What the bound still lets through unnoticed is a real normalisation error of
+  at most 1e-5 nats per row (renormalising a row moves its KL by exactly log Σ p): a thirtieth of the old
+  1e-3, but not below the smallest ε the perturbed LMs resolve (a few 1e-6), which therefore relies on
+  the LM's rows being normalised to float rounding, as every simlm LM's are.
+- float16: :data:`LOGSUMEXP_TOL_16` = 1e-3, its rounding (2⁻¹¹ relative per entry) being ~500× float32's.
+  bfloat16 is refused: its rounding (~1e-2 nats) exceeds the ε being measured.
+
+Otherwise a :class:`~simlm.errors.DistributionError` names the law, the sequence and the position.  Rows
+within the tolerance are renormalised before the divergences, so ε measures the law and not its
+rounding, and the clamp at 0 in :func:`kl_per_sequence` then only removes float rounding.  An LM that
+gives probability 0 (log-prob −inf) to a word the world makes possible has KL(p* ‖ p_θ) = +∞ exactly;
+rather than return an infinite ε with no standard error (and ∞ has no strict-JSON form: it would be
+written as null), the host functions raise a DistributionError naming the sequence, position and word.
+"Possible" is read in log space on all three paths: the world's causal laws are log-probabilities, and
+its masked and prepended-mask laws are taken as :func:`~simlm.worlds.base.masked_logprobs_of` /
+:func:`~simlm.worlds.base.prepended_logprobs_of` — computed in log space where the world can (a
+:class:`~simlm.worlds.LogLinearWorld`, whose laws stay finite below float32's smallest probability,
+~1e-38), else the log of its probabilities (the HMM worlds, whose float32 probabilities are the law) —
+the very laws :class:`~simlm.models.base.WorldLM` and the perturbed LMs are built from.  A standard error
+needs n ≥ 2 sequences, checked before anything is computed.
 """
 
 from __future__ import annotations
@@ -42,9 +61,12 @@ from scipy.special import logsumexp
 
 from simlm.errors import ConfigError, DistributionError, NoSuchLawError, ShapeError
 from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
+from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 
-#: the largest |log Σ_v p_v| a law's row may have (see the module docstring).
-LOGSUMEXP_TOL = 1e-3
+#: the largest |log Σ_v p_v| a row of float32 or float64 log-probabilities may have (see the module docstring).
+LOGSUMEXP_TOL = 1e-5
+#: the same for float16 rows, whose own rounding is ~1e-3.
+LOGSUMEXP_TOL_16 = 1e-3
 
 #: the masked ε asks the LM for at most this many floats of laws at once (n · P_chunk · T · V, the size of a
 #: transformer's logits over the P_chunk masked copies of every sequence), so memory stays bounded at any T.
@@ -168,6 +190,13 @@ def _row_logsumexp(logp):
     return jax.nn.logsumexp(logp, axis=-1)  # NaN for a row with NaN, +inf with +inf, −inf if all −inf
 
 
+def logsumexp_tol(dtype) -> float:
+    """The largest |log Σ_v p_v| :func:`check_laws` accepts for a row of ``dtype``: :data:`LOGSUMEXP_TOL_16`
+    for 16-bit floats, :data:`LOGSUMEXP_TOL` for every other real dtype (module docstring)."""
+    dt = np.dtype(dtype)
+    return LOGSUMEXP_TOL_16 if dt.kind == "f" and dt.itemsize <= 2 else LOGSUMEXP_TOL
+
+
 def _at(where, idx) -> str:
     return where(tuple(int(i) for i in idx)) if callable(where) else f"row {tuple(int(i) for i in idx)}"
 
@@ -177,7 +206,7 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
     array: float32 (float16 input is upcast first), or float64 for float64 input under ``jax.enable_x64``).
 
     Each row must be real and finite or −inf (NaN and +inf refused) with |logsumexp| ≤
-    :data:`LOGSUMEXP_TOL`; otherwise :class:`DistributionError` "``name`` at <where(row index)> is not a
+    :func:`logsumexp_tol` of the dtype given (1e-5 for float32/float64, 1e-3 for float16); otherwise :class:`DistributionError` "``name`` at <where(row index)> is not a
     probability law: …".  ``shape`` (optional) is the shape the rows must have (:class:`ShapeError`
     otherwise); ``where`` maps a row index tuple to words such as "sequence 2, position 5"."""
     try:
@@ -201,7 +230,8 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
     logp = jnp.asarray(raw)
     logp = logp.astype(jnp.promote_types(logp.dtype, jnp.float32) if raw.dtype.kind == "f" else jnp.float32)
     lse = _row_logsumexp(logp)
-    off = ~(np.abs(np.asarray(lse)) <= LOGSUMEXP_TOL)
+    tol = logsumexp_tol(raw.dtype)
+    off = ~(np.abs(np.asarray(lse)) <= tol)
     if off.any():
         idx = tuple(np.argwhere(off)[0])
         row = np.asarray(logp[idx], np.float64)
@@ -211,7 +241,7 @@ def check_laws(name: str, logprobs, shape=None, where=None) -> jax.Array:
             detail = f"word {int(np.flatnonzero(np.isposinf(row))[0])} has log-probability +inf"
         else:
             total = float(np.exp(np.float64(lse[idx])))
-            detail = (f"its probabilities sum to {total:.6g}, expected 1 within |log Σ p| ≤ {LOGSUMEXP_TOL:g} "
+            detail = (f"its probabilities sum to {total:.6g}, expected 1 within |log Σ p| ≤ {tol:g} "
                       f"(log Σ p = {float(lse[idx]):.4g})")
         raise DistributionError(f"{name} at {_at(where, idx)} is not a probability law: {detail}; "
                                 f"{int(off.sum())} of {off.size} rows are off")
@@ -260,13 +290,14 @@ def _causal_laws(world, lm, tokens):
 
 def _masked_chunks(world, lm, tokens, positions):
     """``(observed (n, P_c), ref (n, P_c, V), model (n, P_c, V))`` for consecutive chunks of the masked
-    positions, validated: the world's laws at every position come from one forward–backward, and each
+    positions, validated: the world's laws at every position (in log space, :func:`masked_logprobs_of`)
+    come from one forward–backward, and each
     chunk's P_c masked copies of every sequence go to the LM in one call (one batched forward of n·P_c
     rows for a transformer), P_c chosen so that n·P_c·T·V ≤ :data:`MASKED_CHUNK_FLOATS`."""
     _check_pair(world, lm, "masked_token_logprobs", "masked", "masked_token_probs")
     toks = _batch(tokens, world.n_symbols)
     pos = check_positions(positions, toks.shape[1])
-    ref_all = jnp.log(jnp.asarray(world.masked_token_probs(toks, pos)))
+    ref_all = jnp.asarray(masked_logprobs_of(world, toks, pos))
     size = max(1, MASKED_CHUNK_FLOATS // (toks.size * world.n_symbols))
     for start in range(0, pos.size, size):
         chunk = pos[start:start + size]
@@ -329,7 +360,8 @@ def exact_epsilon(world, lm, tokens) -> tuple[float, float]:
 
 def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, float]:
     """Masked ε = mean_i mean_{t ∈ positions} KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) and its standard error
-    over sequences, nats/token (``lm.masked_token_logprobs`` against ``world.masked_token_probs``);
+    over sequences, nats/token (``lm.masked_token_logprobs`` against the world's masked laws in log space,
+    :func:`~simlm.worlds.base.masked_logprobs_of`);
     ``positions`` None means every position.  The world's laws come from one forward–backward; the LM
     is asked for as many positions per call as fit :data:`MASKED_CHUNK_FLOATS` (all of them, for the
     sizes of the experiments), the result being the per-position mean whatever the chunking."""
@@ -338,11 +370,12 @@ def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, floa
 
 def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
     """ε at a mask prepended before x_1:T: mean_i KL(p*(x_0|x_1:T) ‖ p_θ(x_0|x_1:T)) and its standard error
-    over sequences, nats (``lm.prepended_mask_logprobs`` against ``world.prepended_mask_probs``) — the law
+    over sequences, nats (``lm.prepended_mask_logprobs`` against the world's law in log space,
+    :func:`~simlm.worlds.base.prepended_logprobs_of`) — the law
     a head reads in Wei, Xie & Ma's posterior tasks."""
     _check_pair(world, lm, "prepended_mask_logprobs", "prepended", "prepended_mask_probs")
     toks = _batch(tokens, world.n_symbols)
-    ref = jnp.log(jnp.asarray(world.prepended_mask_probs(toks)))
+    ref = jnp.asarray(prepended_logprobs_of(world, toks))
     ref, model = _laws("prepended_mask_logprobs", ref, lm.prepended_mask_logprobs(toks),
                        lambda i: f"sequence {i[0]} (the law at the prepended mask)")
     return mean_and_sem(_kl_values(ref[:, None, :], model[:, None, :], "lm: prepended_mask_logprobs"))
@@ -394,6 +427,8 @@ def divergence_report(world, lm, tokens, *, masked: bool = False, positions=None
 
 __all__ = [
     "LOGSUMEXP_TOL",
+    "LOGSUMEXP_TOL_16",
+    "logsumexp_tol",
     "MASKED_CHUNK_FLOATS",
     "check_laws",
     "check_world",

@@ -318,7 +318,7 @@ def _reference_laws(name: str, logprobs, where=None) -> jax.Array:
     against: validated and renormalised by :func:`~simlm.metrics.epsilon.check_laws`, the function the host
     ε functions apply to them, so that the trainer's ε is :func:`~simlm.metrics.epsilon.exact_epsilon` /
     ``exact_masked_epsilon`` of the same parameters on the same held-out set (to float rounding).  A world
-    whose rows sum to 0.9995 (an HMM built with ``atol=1e-3``) otherwise reads every ε 5e-4 nats low, and the
+    whose laws' rows sum to 0.9995 (a world of the user's; an HMM stores rows off 1 renormalised) otherwise reads every ε 5e-4 nats low, and the
     ladder saves rungs whose real ε is above their target.  Rows within :data:`_RENORMALISE_ABOVE` of
     normalised are kept as given (they differ from the renormalised ones by float rounding only, ≤ 2e-6
     nats in ε), so runs on such worlds are unchanged.  A row that is no law (NaN, +inf, off by more than

@@ -27,9 +27,9 @@ from simlm.errors import ConfigError, DistributionError, ZeroProbabilityError
 #: the most elements one array may have: XLA indexes some buffers with int32, and arrays of 2**31 elements or
 #: more abort the interpreter (SIGABRT) or hang instead of raising, so every world refuses them up front.
 MAX_ARRAY_ELEMENTS = 2**31 - 1
-#: the loosest ``atol`` a world accepts for its probability rows.  Rows are stored as given (not
-#: renormalised), so the tolerance is for rounding only: a looser one would let through rows that are not
-#: distributions, and every exact number downstream would be off by as much.
+#: the loosest ``atol`` a world accepts for its probability rows.  Rows off 1 by more than float64 rounding
+#: are renormalised (:func:`check_probabilities`), so the tolerance says how far a row may be from a law and
+#: still be read as one: a looser one would silently rescale rows that are not distributions at all.
 MAX_ATOL = 1e-3
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
@@ -98,9 +98,22 @@ def stored(array, dtype) -> np.ndarray:
 
 
 def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
-    """:func:`simlm.checks.check_stochastic`, refusing first what it would convert silently: complex values
-    (their imaginary part would be dropped), strings (``"0.5"`` would parse as a number) and booleans (a
-    mask passed for a law: True would read as probability 1; token ids refuse them too)."""
+    """:func:`simlm.checks.check_stochastic` (rows within ``atol`` of summing to 1, returned as float64), refusing
+    first what it would convert silently: complex values (their imaginary part would be dropped), strings
+    (``"0.5"`` would parse as a number) and booleans (a mask passed for a law: True would read as probability
+    1; token ids refuse them too).
+
+    Rows off 1 by more than float64 rounding — |Σ_v p_v − 1| > n·2⁻⁵² for a row of n entries
+    (:func:`rows_within_rounding`) — are returned renormalised, p / Σ p in float64; the others exactly as
+    given, bit for bit.  A world keeps one chain: its exact laws (forward recursions normalise each step, so
+    they read a row off 1 proportionally) and its samples (the inverse CDF gives a row's whole shortfall or
+    excess to its last positive entry) would otherwise differ by up to ``atol``, and a float64 world built
+    from float32-rounded rows would compute laws off 1 by ~1e-8.  The bound n·2⁻⁵² holds for every row
+    normalised in float64 as x / Σ x (a softmax, a Dirichlet draw, every family of
+    :mod:`simlm.worlds.families`): each entry is rounded once (≤ 2⁻⁵³ relative, ≤ 2⁻⁵³ in total over the
+    row), the normaliser Σ x and the check's own sum each add at most (n − 1)·2⁻⁵³ in any summation order, so
+    such rows — and the stored parameters and fingerprints of the worlds built from them — are unchanged,
+    while float32-rounded rows (off by ~1e-8) and rows accepted with a loose ``atol`` are renormalised."""
     if isinstance(array, jax.core.Tracer):
         raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
                           "jax.jit; build it outside and pass the world in (it is a pytree)")
@@ -118,7 +131,19 @@ def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
         if raw.dtype == bool or (raw.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in raw.flat)):
             raise DistributionError(f"{name}: expected real probabilities, got booleans (True would read as "
                                     "probability 1)")
-    return check_stochastic(name, array, atol=atol)
+    rows = check_stochastic(name, array, atol=atol)
+    exact = rows_within_rounding(rows)
+    if exact.all():
+        return rows
+    # Σ ≥ 1 − atol > 0: every row has mass; rows within rounding keep their bits
+    return np.where(exact[..., None], rows, rows / rows.sum(axis=-1, keepdims=True))
+
+
+def rows_within_rounding(rows: np.ndarray) -> np.ndarray:
+    """Whether each float64 row (last axis, n entries) sums to 1 within float64 rounding, |Σ − 1| ≤ n·2⁻⁵²
+    (the bound of :func:`check_probabilities`), shape ``rows.shape[:-1]``."""
+    rows = np.asarray(rows, np.float64)
+    return np.abs(rows.sum(axis=-1) - 1.0) <= rows.shape[-1] * np.finfo(np.float64).eps
 
 
 def check_request(name: str, arrays, what: str) -> None:

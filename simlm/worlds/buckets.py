@@ -12,11 +12,11 @@ repeat), and the padding is inert — derived here, checked against enumeration 
   last, the *blank*, whose emission column is all ones — likelihood 1 in every state, i.e. no observation;
 - positions T → T' : appended positions hold the blank.  The forward pass reads them only after position
   T − 1, and the backward messages through unobserved steps are β = A·1, A's row sums, for the β_T = 1
-  they replace: the same to rounding when A's rows sum to 1, so every law at t < T is unchanged.  A world
-  accepted with rows off 1 by more than rounding (``atol`` up to 1e-3) would read its posteriors and masked
-  laws through those row sums — 1e-3 off at ``atol=1e-3``, and different in every T bucket — so for the
-  functions that read β (``reads_backward``) its T is not padded (:func:`rows_sum_to_one`; one compile per
-  T for such a world).  Log-likelihoods are sums over the real positions only;
+  they replace: the same to rounding when A's rows sum to 1, so every law at t < T is unchanged.  A chain
+  with rows off 1 by more than rounding (a world stores such rows renormalised, but a pytree's leaves
+  replaced by a transformation need not be) would read its posteriors and masked laws through those row
+  sums — 1e-3 off for rows 1e-3 off, and different in every T bucket — so for the functions that read β
+  (``reads_backward``) its T is not padded (:func:`rows_sum_to_one`; one compile per T for such a chain).  Log-likelihoods are sums over the real positions only;
 - sequences n → n' : appended sequences are all blank, and are dropped from the outputs.
 
 Outputs are sliced back to (n, T, K, V) on the host.  The values equal the unpadded computation's up to

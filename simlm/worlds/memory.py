@@ -117,7 +117,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     ``emission (M, Q, V)`` (see the module docstring for the model and its joint HMM).
 
     Every row must be a probability vector within ``atol`` (in (0, 1e-3]); arrays are stored in ``dtype``
-    (float32, or float64 with ``jax_enable_x64``).  The joint
+    (float32, or float64 with ``jax_enable_x64``), a row off 1 by more than float64 rounding renormalised
+    (:func:`~simlm.worlds.base.check_probabilities`).  The joint
     ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q, are built once here and are pytree leaves
     like the parameters (a transformation of the leaves must keep them consistent).
     """

@@ -1,0 +1,160 @@
+"""Regression tests for reviewed defects of the ε metrics: the masked and prepended references read in
+float32 probability space (a word below ~1e-38 read as impossible), a normalisation tolerance 300× the
+smallest ε resolved, and worlds whose rows, accepted off 1, were one chain for the laws and another for
+sampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simlm.errors import DistributionError
+from simlm.metrics.epsilon import (LOGSUMEXP_TOL, check_laws, divergence_report, exact_epsilon, exact_masked_epsilon,
+                                   exact_prepended_epsilon, kl_float64, logsumexp_tol)
+from simlm.models.perturbed import perturbed_lm
+from simlm.worlds import HMM
+from simlm.worlds.base import check_probabilities, masked_logprobs_of
+from simlm.worlds.families import FAMILIES, random_parameters
+from simlm.worlds.loglinear import LogLinearWorld
+
+# ---- the masked and prepended references are the world's laws in log space --------------------------------
+
+# one state, three words: log p*(word 2) = −110 − log 2, positive but ~1e-49, below float32's range
+_TINY = LogLinearWorld(np.ones((1, 1)), [[0.0, 0.0, -110.0]], np.zeros((1, 3), int), 0)
+_X = np.zeros((2, 4), np.int32)
+
+
+class _DropsTheTinyWord:
+    """Probability ½, ½, 0 on every law: exact ε = +∞ against _TINY, whatever the law."""
+
+    n_symbols = 3
+
+    def _q(self, shape):
+        with np.errstate(divide="ignore"):
+            return jnp.broadcast_to(jnp.asarray(np.log([0.5, 0.5, 0.0]), jnp.float32), (*shape, 3))
+
+    def next_token_logprobs(self, tokens):
+        return self._q(np.shape(tokens))
+
+    def masked_token_logprobs(self, tokens, positions=None):
+        return self._q((np.shape(tokens)[0], np.shape(tokens)[1] if positions is None else len(positions)))
+
+    def prepended_mask_logprobs(self, tokens):
+        return self._q((np.shape(tokens)[0],))
+
+
+@pytest.mark.parametrize("path, method", [
+    (lambda lm: exact_epsilon(_TINY, lm, _X), "next_token_logprobs"),
+    (lambda lm: exact_masked_epsilon(_TINY, lm, _X), "masked_token_logprobs"),
+    (lambda lm: exact_prepended_epsilon(_TINY, lm, _X), "prepended_mask_logprobs"),
+    (lambda lm: divergence_report(_TINY, lm, _X, masked=True), "masked_token_logprobs"),
+], ids=["causal", "masked", "prepended", "masked-report"])
+def test_an_lm_dropping_a_word_below_float32_range_has_infinite_epsilon_on_every_path(path, method):
+    """The masked and prepended ε read the world's law as log of float32 probabilities: p* = 1e-49 became
+    −inf, and an LM giving the word probability 0 scored ε = 0.0 where the causal path raised."""
+    assert np.isfinite(np.asarray(_TINY.log_masked_token_probs(_X))).all()  # the case: finite in log space
+    with pytest.raises(DistributionError, match=f"^lm: {method} at sequence 0.* gives probability 0 to word 2"):
+        path(_DropsTheTinyWord())
+
+
+def test_a_masked_calibration_is_measured_on_the_law_it_was_solved_on():
+    """perturbed_lm(law="masked") solves ε(s) on the world's log-space masked laws; its achieved ε is the
+    float64 KL from those same laws (the probability-space ones read word 2 as impossible)."""
+    lm = perturbed_lm(_TINY, 0.01, "logit-noise", 0, n_eval=2, eval_length=4, law="masked")
+    x = lm.eval_tokens
+    want = kl_float64(masked_logprobs_of(_TINY, x), lm.masked_token_logprobs(x))
+    assert lm.achieved_eps == pytest.approx(float(want.mean()), rel=1e-12)
+    assert np.isfinite(np.asarray(lm.masked_token_logprobs(x))).all()
+
+
+# ---- the normalisation tolerance: float32 rounding passes with 10× margin, a real error does not ----------
+
+@pytest.mark.parametrize("V", [2, 257, 65536])
+def test_float32_softmax_rows_pass_with_a_tenfold_margin(V):
+    """|log Σ p| of float32 log_softmax and log(softmax) rows — random logits at several scales, and peaked
+    ones — stays ≤ a tenth of the float32/float64 tolerance, and check_laws accepts them (as float64 too)."""
+    worst = 0.0
+    for i, scale in enumerate((0.1, 1.0, 10.0, 100.0)):
+        logits = scale * jax.random.normal(jax.random.PRNGKey(i), (4, V), jnp.float32)
+        logits = logits.at[:2, 0].add(30.0)  # two peaked rows
+        for rows in (jax.nn.log_softmax(logits), jnp.log(jax.nn.softmax(logits))):
+            lse = np.logaddexp.reduce(np.asarray(rows, np.float64), axis=-1)  # exact: in float64
+            worst = max(worst, float(np.abs(lse).max()))
+            check_laws("lm", rows)
+            check_laws("lm", np.asarray(rows, np.float64))
+    assert logsumexp_tol(jnp.float32) == logsumexp_tol(np.float64) == LOGSUMEXP_TOL
+    assert 10 * worst <= LOGSUMEXP_TOL
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_row_missing_1e_4_of_its_mass_is_refused(dtype):
+    """The tolerance was 1e-3: an LM missing 0.09 % of its mass was renormalised silently, ε read 0.0."""
+    rows = jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(0), (3, 50)))
+    with pytest.raises(DistributionError, match=r"^lm at row \(1,\) is not a probability law: its probabilities "
+                                                r"sum to 0\.9999, expected 1 within \|log Σ p\| ≤ 1e-05"):
+        check_laws("lm", np.asarray(rows.at[1].add(np.log1p(-1e-4)), dtype))
+
+    world = HMM.random(0, 3, 4)
+    x = np.asarray(world.sample(1, 4, 6))
+
+    class Leaky:
+        n_symbols = 4
+
+        def next_token_logprobs(self, tokens):
+            return world.next_token_logprobs(tokens) + jnp.log(1 - 1e-4)
+
+    with pytest.raises(DistributionError, match="^lm: next_token_logprobs at sequence 0, position 0 .*expected 1"):
+        exact_epsilon(world, Leaky(), x)
+
+
+def test_sixteen_bit_laws_keep_a_loose_tolerance():
+    """log ¼ rounds to −1.38672 in float16, so a uniform float16 row misses 4.2e-4 of its mass: rounding
+    there, accepted; the same values handed over as float32 are a law off 1, refused."""
+    assert logsumexp_tol(jnp.float16) == 1e-3 and logsumexp_tol(np.int32) == LOGSUMEXP_TOL
+    half = jnp.log(jnp.full((2, 4), 0.25, jnp.float16))
+    np.testing.assert_allclose(np.asarray(check_laws("lm", half)), np.log(0.25), rtol=1e-6)
+    with pytest.raises(DistributionError, match="expected 1 within"):
+        check_laws("lm", half.astype(jnp.float32))
+
+
+# ---- worlds keep one chain: rows off 1 are stored renormalised --------------------------------------------
+
+def test_rows_within_float64_rounding_are_kept_bit_for_bit():
+    """Every family's rows, and rows normalised as x / Σ x at many lengths, come back exactly as given —
+    the default worlds' parameters and fingerprints do not change."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 1000, 100_000):
+        x = rng.gamma(0.3, size=(3, n)) + 1e-300
+        rows = x / x.sum(-1, keepdims=True)
+        assert check_probabilities("p", rows, atol=1e-6).tobytes() == rows.tobytes()
+    for family in FAMILIES:
+        K, V = (4, 6) if family != "ginc" else (8, 12)
+        for a in random_parameters(np.random.default_rng(1), K, V, family, {}):
+            assert check_probabilities("p", a, atol=1e-6).tobytes() == np.asarray(a, np.float64).tobytes()
+
+
+def test_a_world_accepted_off_one_samples_the_chain_its_laws_describe():
+    """Emission rows summing to 1.0009 and 0.9991 (atol=1e-3): the exact laws read them proportionally
+    (normalised per forward step), while inverse-CDF sampling gave each row's excess or shortfall to its last
+    positive entry — p(x_1 = 2) was 0.2 for the sampler and 0.1999 for the laws."""
+    B = np.array([[0.6, 0.3, 0.1009], [0.1, 0.2, 0.6991]])
+    world = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], B, atol=1e-3)
+    stored = np.asarray(world.emission, np.float64)
+    np.testing.assert_allclose(stored, B / B.sum(1, keepdims=True), rtol=1e-7)
+    # the sampler's law of a row: its stored entries, the last positive one taking whatever the row lacks
+    sampled = stored.copy()
+    sampled[:, -1] = 1 - stored[:, :-1].sum(1)
+    first_token_sampled = np.asarray(world.initial, np.float64) @ sampled
+    first_token_law = np.exp(np.asarray(world.next_token_logprobs(np.zeros((1, 1), np.int32)), np.float64))[0, 0]
+    np.testing.assert_allclose(first_token_law, first_token_sampled, atol=1e-6)
+
+
+def test_renormalised_rows_leave_a_float64_world_normalised():
+    """A float64 world built from float32-rounded rows (off 1 by ~1e-8) computed laws off 1 by 2e-8."""
+    w32 = HMM.random(1, 8, 16)
+    params = [np.asarray(a, np.float64) for a in w32.parameter_arrays()]
+    x = np.asarray(w32.sample(1, 2, 16))
+    with jax.enable_x64(True):
+        world = HMM(*params, dtype=jnp.float64)
+        lse = np.logaddexp.reduce(np.asarray(world.next_token_logprobs(x)), axis=-1)
+    assert np.abs(lse).max() <= 1e-13
