@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import bruteforce as bf
 from simlm.downstream import PosteriorTask, fit_linear_head, sample_task_data, task_features
 from simlm.downstream.prompts import fit_exact_prompt, fit_transformer_prompt
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer
 from simlm.strategies import hmms, token_sequences
 from simlm.worlds import HMM, MemoryHMM
@@ -53,7 +53,11 @@ def test_prompted_posterior_equals_enumeration_over_hidden_paths(data):
     assume(np.all(U.sum(1) > 0))
     pi, A, B = bf.params(w)
     post, total = enumerated_prompted_posterior(pi, A, B, U, list(x[0]))
-    assume(bf.sequence_prob(pi @ A, A, B, list(x[0])) > 1e-12 and total > 1e-12)
+    if total == 0:  # impossible after the prompt (possible or not without it): a typed error, never NaN
+        with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0"):
+            w.prompted_state_posterior(x, U)
+        return
+    assume(total > 1e-12)  # whatever x's probability without the prompt (a prompt can make x possible)
     np.testing.assert_allclose(w.prompted_state_posterior(x, U)[0], post / total, rtol=1e-4, atol=1e-5)
 
 

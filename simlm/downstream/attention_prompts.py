@@ -35,9 +35,10 @@ from flax import nnx
 
 from simlm.checks import as_key, check_instance, check_positive, check_positive_int
 from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2
-from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
-                                         check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
-                                         check_test_data, fit_chain_prompt, fit_prompt, minibatch_indices)
+from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
+                                         check_masked_transformer_tokens, check_prompt_data, check_prompt_fit,
+                                         check_promptable, check_test_data, fit_chain_prompt, fit_prompt,
+                                         minibatch_indices, objective)
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import ChainInference
@@ -88,14 +89,14 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * V + d_value * C, toks.size * (2 * K + V), steps,
         names="k, n_classes, d_key, d_value, n_restarts, steps")
-    world.prompted_masked_token_probs(toks, np.ones((1, initial.shape[0])))  # raises for impossible sequences
+    check_promptable(world.prompted_masked_token_probs, toks, k, K)  # before the fit, not when it is scored
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=head, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
-    check_finite_fit(final, "the exact attention prompt fit")
+    check_prompt_fit(losses[0], final, "the exact attention prompt fit", U)  # losses[0]: the kept restart's start
     result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),
                                         float("nan"), np.asarray(losses), np.asarray(final))
     return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
@@ -129,8 +130,11 @@ def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, pref
 
     V = jax.eval_shape(lambda: _prefixed_laws(graphdef, state, prefix0, tokens[:1])).shape[-1]
     start = {"prompt": prefix0, "head": head.init(key, V, n_classes)}
-    p, losses, _, (mean, sd) = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
-    return p, losses, mean, sd
+    p, losses, final_loss, (mean, sd) = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps,
+                                                   batches=batches)
+    # the objective on every training sequence, with the fit's standardisation, at the start and at the end
+    start_loss = objective(features, head, labels, start, l2=l2, stats=(mean, sd))
+    return p, losses, mean, sd, (start_loss, final_loss)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,14 +179,14 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
-    p, losses, mean, sd = _fit_transformer(
+    p, losses, mean, sd, (start_loss, final_loss) = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         key_head, prefix0, head, C, steps)
     prefix = np.asarray(p["prompt"])
     train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
-    check_finite_fit(losses[-1:], "the transformer attention prompt fit")
-    result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, losses[-1:]),
+    check_prompt_fit(start_loss, final_loss, "the transformer attention prompt fit")
+    result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, final_loss),
                                               float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)
 

@@ -17,7 +17,11 @@ affine map of the features from each batch and from the one it is applied with).
 :func:`fit_chain_prompt` is that fit for an exact world (prompt likelihoods over the states of its chain,
 best of several restarts); the transformer fits call :func:`fit_prompt` with their prefixed laws.  The
 host-side checks every prompt fit shares, and :class:`PromptedClassifier` (predictions through a result's
-own prompted law), live here too.
+own prompted law), live here too: among them, that an exact fit's data are possible after the prompts it
+can reach (u = softplus(θ) > 0 everywhere, so every such prompt has the support of the all-ones prompt
+of k tokens, and x is possible after one exactly when it is after that one: :func:`check_promptable`),
+and that a fit did not diverge (:func:`check_prompt_fit`: its final training loss, at the returned
+parameters, not above its starting loss, and no prompt row underflowed to zero).
 """
 
 from __future__ import annotations
@@ -33,11 +37,23 @@ import optax
 from simlm._optim import minimise
 from simlm.checks import check_memory, check_positive_int, check_tokens
 from simlm.downstream.heads import HeadLogits, adam_restarts, check_labels, head_loss, standardise
-from simlm.errors import ConfigError, TokenError, TrainingDivergedError
+from simlm.errors import ConfigError, TokenError, TrainingDivergedError, ZeroProbabilityError
 from simlm.models.transformer import CausalTransformerLM, MaskedTransformerLM
 
 
 # ---- the fit --------------------------------------------------------------------------------------
+
+def objective(features, head: HeadLogits, labels, params, *, l2, stats=None) -> jax.Array:
+    """L(θ, φ) (module docstring) at ``params`` = ``{"prompt": θ, "head": φ}`` on every training sequence:
+    ``features(θ)`` standardised by its own statistics (``stats`` None, a full-batch fit), or
+    ``features(θ, idx)`` of every sequence standardised by ``stats`` = (mean, scale) (a minibatch fit's)."""
+    if stats is None:
+        z, _, _ = standardise(features(params["prompt"]))
+    else:
+        mean, scale = stats
+        z = (features(params["prompt"], jnp.arange(labels.shape[0])) - mean) / scale
+    return head_loss(head, params["head"], z, labels, l2)
+
 
 def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int, restart_keys=None, batches=None):
     """Jointly fit a prompt θ and head parameters φ (module docstring) with Adam at ``lr`` for ``steps``
@@ -48,15 +64,16 @@ def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int,
     ``start``: the initial ``{"prompt": θ, "head": φ}``; with ``restart_keys`` ``(R,)`` a function key →
     such a dict, one full-batch run per key, the one with the lowest final loss kept.
 
-    Returns ``(params, losses (steps,), final losses (R,), stats)``; a single run's final loss is its last
-    step's; ``stats`` is the (mean, scale) a minibatch fit standardised with (the head's), None for a full
-    batch (the head's are those of the final prompt's features, :func:`~simlm.downstream.heads.standardise`)."""
+    Returns ``(params, losses (steps,), final losses (R,), stats)``: ``losses`` the objective before each
+    update (of step i's batch in a minibatch fit), a final loss the :func:`objective` at a run's returned
+    parameters on every training sequence (not its last step's, which is before the last update); ``stats``
+    is the (mean, scale) a minibatch fit standardised with (the head's), None for a full batch (the head's
+    are those of the final prompt's features, :func:`~simlm.downstream.heads.standardise`)."""
     if batches is None:
         stats = None
 
         def loss(p):
-            z, _, _ = standardise(features(p["prompt"]))
-            return head_loss(head, p["head"], z, labels, l2)
+            return objective(features, head, labels, p, l2=l2)
     else:
         if restart_keys is not None:
             raise ConfigError("batches: restarts run full batch; pass either restart_keys or batches")
@@ -68,7 +85,7 @@ def fit_prompt(features, head: HeadLogits, labels, start, *, l2, lr, steps: int,
     if restart_keys is not None:
         return (*adam_restarts(loss, start, restart_keys, steps=steps, lr=lr), stats)
     params, losses = minimise(loss, start, optax.adam(lr), steps, xs=batches)
-    return params, losses, losses[-1:], stats
+    return params, losses, objective(features, head, labels, params, l2=l2, stats=stats)[None], stats
 
 
 def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:
@@ -106,6 +123,19 @@ def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits,
     return jax.nn.softplus(p["prompt"]), p["head"], mean, scale, losses, final, train_features
 
 
+def check_promptable(prompted_law, tokens, k: int, n_states: int) -> None:
+    """Refuse, before an exact prompt fit, training ``tokens`` that no prompt of ``k`` tokens it can reach
+    makes possible: its likelihoods U = softplus(θ) are positive everywhere, so every such prompt's law has
+    the support of the all-ones prompt ``(k, n_states)``, and ``prompted_law(tokens, ones)`` — the world's
+    checked prompted method the fit is scored with — raising :class:`ZeroProbabilityError` (naming
+    ``tokens``) means it would raise for the fitted prompt too, after the whole fit."""
+    try:
+        prompted_law(tokens, np.ones((k, n_states)))
+    except ZeroProbabilityError as err:
+        raise ZeroProbabilityError(f"{err}; the same holds after every prompt of k = {k} tokens the fit can reach "
+                                   "(U = softplus(θ) > 0 has the all-ones prompt's support)") from None
+
+
 def check_finite_fit(final_losses, what: str) -> None:
     """:class:`TrainingDivergedError` (naming ``lr``) when no run of a prompt fit ended at a finite loss: its
     prompt or head is NaN, and scoring it would blame the features."""
@@ -113,6 +143,34 @@ def check_finite_fit(final_losses, what: str) -> None:
     if not np.isfinite(final).any():
         raise TrainingDivergedError(f"lr: {what} ended at a non-finite loss ({final.size} run"
                                     f"{'s' if final.size != 1 else ''}); lower lr or steps")
+
+
+#: how far above its starting loss a prompt fit may end before it counts as diverged: 0.01 nats plus 10% of
+#: the start.  A fit at a sane learning rate ends below its start (Adam's steps, or a minibatch's noise,
+#: move the whole training loss far less); one whose steps overshoot ends orders of magnitude above.
+DIVERGENCE_TOLERANCE = (0.01, 0.1)
+
+
+def check_prompt_fit(start_loss, final_losses, what: str, prompt=None) -> None:
+    """Refuse a prompt fit that diverged, with :class:`TrainingDivergedError` naming ``lr``: no run ended at
+    a finite loss (:func:`check_finite_fit`); the kept run's final loss — the objective at its returned
+    parameters on every training sequence — exceeds ``start_loss``, the objective at its starting
+    parameters, by more than :data:`DIVERGENCE_TOLERANCE`; or a row of the returned ``prompt`` likelihoods
+    ``(k, K)`` is all zero (softplus(θ) underflowed: a prompt token of probability zero, whose prompted laws
+    are undefined)."""
+    check_finite_fit(final_losses, what)
+    final = np.asarray(final_losses, np.float64)
+    end, start = float(np.min(final[np.isfinite(final)])), float(start_loss)
+    absolute, relative = DIVERGENCE_TOLERANCE
+    if end > start + absolute + relative * abs(start):
+        raise TrainingDivergedError(f"lr: {what} diverged: it ended at training loss {end:.4g}, above its start "
+                                    f"{start:.4g} (more than {absolute} + {relative:.0%} of it); lower lr")
+    if prompt is not None:
+        empty = ~(np.asarray(prompt) > 0).any(-1)
+        if empty.any():
+            raise TrainingDivergedError(f"lr: {what} diverged: row {int(np.flatnonzero(empty)[0])} of its prompt "
+                                        "likelihoods is all zero (softplus underflowed), so the prompt has "
+                                        "probability zero; lower lr")
 
 
 # ---- results --------------------------------------------------------------------------------------
@@ -185,5 +243,6 @@ def check_masked_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True) ->
     return jnp.asarray(toks)
 
 
-__all__ = ["fit_prompt", "minibatch_indices", "fit_chain_prompt", "check_finite_fit", "PromptedClassifier", "check_prompt_data",
+__all__ = ["objective", "fit_prompt", "minibatch_indices", "fit_chain_prompt", "check_promptable",
+           "check_finite_fit", "DIVERGENCE_TOLERANCE", "check_prompt_fit", "PromptedClassifier", "check_prompt_data",
            "check_test_data", "check_fit_memory", "check_masked_transformer", "check_masked_transformer_tokens"]

@@ -38,9 +38,10 @@ from flax import nnx
 
 from simlm.checks import as_key, check_positive, check_positive_int
 from simlm.downstream.heads import LinearHead, LinearLogits, check_l2, standardise
-from simlm.downstream.prompt_fit import (PromptedClassifier, check_finite_fit, check_fit_memory,
-                                         check_masked_transformer, check_masked_transformer_tokens, check_prompt_data,
-                                         check_test_data, fit_chain_prompt, fit_prompt, minibatch_indices)
+from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
+                                         check_masked_transformer_tokens, check_prompt_data, check_prompt_fit,
+                                         check_promptable, check_test_data, fit_chain_prompt, fit_prompt,
+                                         minibatch_indices, objective)
 from simlm.errors import ConfigError
 from simlm.models.transformer import prepended_mask_inputs
 from simlm.precision import mm
@@ -98,14 +99,14 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = world.n_states, world.n_symbols
     check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
-    world.prepended_state_posterior(toks)  # raises ZeroProbabilityError for an impossible sequence
+    check_promptable(world.prompted_prepended_mask_probs, toks, k, K)  # before the fit, not when it is scored
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y),
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=_HEAD, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
-    check_finite_fit(final, "the exact prompt fit")
+    check_prompt_fit(losses[0], final, "the exact prompt fit", U)  # losses[0]: the kept restart's start
     head = _HEAD.fitted(params, mean, sd, losses)
     result = ExactPromptResult(np.asarray(U), head, float("nan"), float("nan"), np.asarray(losses), np.asarray(final))
     return result.scored(world, result.features(world, toks), y, test)  # on the checked laws
@@ -148,10 +149,13 @@ def _fit_transformer(graphdef, state, tokens, labels, l2, lr, key, prefix0, n_cl
 
     V = jax.eval_shape(features, prefix0).shape[-1]
     start = {"prompt": prefix0, "head": _HEAD.init(key, V, n_classes)}
-    p, losses, _, stats = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps, batches=batches)
+    p, losses, final_loss, stats = fit_prompt(features, _HEAD, labels, start, l2=l2, lr=lr, steps=steps,
+                                              batches=batches)
+    # the objective on every training sequence at the start (a full batch's first loss) and at the end
+    start_loss = losses[0] if stats is None else objective(features, _HEAD, labels, start, l2=l2, stats=stats)
     final = features(p["prompt"])
     mean, sd = standardise(final)[1:] if stats is None else stats
-    return p, mean, sd, losses, final
+    return p, mean, sd, losses, final, (start_loss, final_loss)
 
 
 def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2, steps: int = 200,
@@ -176,10 +180,10 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     key_prefix, key_head = jax.random.split(as_key(check_positive_int("seed", seed, minimum=0), "seed"))
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     batches = None if b is None else minibatch_indices(jax.random.fold_in(key_prefix, 1), toks.shape[0], b, steps)
-    p, mean, sd, losses, train_features = _fit_transformer(
+    p, mean, sd, losses, train_features, (start_loss, final_loss) = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)),
         jnp.float32(check_positive("lr", lr)), key_head, prefix0, C, steps, batches)
-    check_finite_fit(losses[-1:], "the transformer prompt fit")
+    check_prompt_fit(start_loss, final_loss, "the transformer prompt fit")
     head = _HEAD.fitted(p["head"], mean, sd, losses)
     result = TransformerPromptResult(np.asarray(p["prompt"]), head, float("nan"), float("nan"), np.asarray(losses))
     return result.scored(lm, train_features, y, test)

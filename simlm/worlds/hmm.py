@@ -114,13 +114,26 @@ class ChainInference:
     # ---- prompts (Wei, Xie & Ma; the maths is in simlm.worlds.prompting) ---------------------------
     def prompt_reweighting(self, prompt) -> jax.Array:
         """r = P(H | z) ⊘ π scaled to max 1, ``(K,)``: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every x, for the
-        prompt likelihoods ``prompt (k, K)`` (0 where π = 0; :func:`~simlm.worlds.prompting.prompt_reweighting`)."""
+        prompt likelihoods ``prompt (k, K)`` (0 where π = 0; :func:`~simlm.worlds.prompting.prompt_reweighting`).
+        :class:`ConfigError` naming the prompt when P(H | z) vanishes wherever π > 0 — the prompt moves the
+        chain onto states the unprompted position 0 never takes — or the prompt itself has probability zero:
+        no reweighting r exists then (the pure function's r is all zero)."""
         initial, transition, _ = self._chain
-        return prompting.prompt_reweighting(initial, transition, self._prompt(prompt))
+        u = self._prompt(prompt)
+        r = prompting.prompt_reweighting(initial, transition, u)
+        if not np.asarray(r).max() > 0:
+            if not np.asarray(prompting.prompt_prior(initial, transition, u)).max() > 0:
+                raise ConfigError(f"{_PROMPT}: the prompt has probability zero under this world (its likelihoods "
+                                  "vanish on every path of the chain), so it reweights nothing")
+            raise ConfigError(f"{_PROMPT}: its law P(H | z) vanishes (to float precision) on every state the "
+                              "unprompted position 0 can take (π > 0), so no reweighting r of P(H_0 | x) gives "
+                              "the prompted posterior (prompted_state_posterior has it directly)")
+        return r
 
     def prompted_state_posterior(self, tokens, prompt) -> jax.Array:
         """P(H_0 | z_1:k, x_1:T) ``(n, K)`` at a masked position 0 between the prompt ``prompt (k, K)`` and
-        x.  Raises :class:`ZeroProbabilityError` for a sequence the prompt makes impossible."""
+        x.  Raises :class:`ZeroProbabilityError` for a sequence of probability zero after the prompt (read in
+        the prompted chain, so x impossible without the prompt but possible with it is answered)."""
         return self._prompted(prompted_state_posterior, tokens, prompt)
 
     def prompted_prepended_mask_probs(self, tokens, prompt) -> jax.Array:
@@ -138,8 +151,9 @@ class ChainInference:
     def _prompted(self, fn, tokens, prompt):
         u = self._prompt(prompt)
         toks, single = self._tokens(tokens, "masked_token_probs")  # the prompted laws build as much
-        out, steps = fn(*self._chain, u, jax.device_put(toks))
-        self._require_possible(toks, steps)
+        out, steps = fn(*self._chain, u, jax.device_put(toks))  # steps: log p(x_t | z, x_<t), prompted chain
+        self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
+                                            "started at the prompt's law, cannot produce it)")
         dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
         if dead.any():
             raise ZeroProbabilityError(
@@ -169,7 +183,9 @@ class HMM(ChainInference, WorldBase):
 
     ``initial[k] = P(h_1 = k)``, ``transition[i, j] = P(h_{t+1} = j | h_t = i)``,
     ``emission[k, v] = P(x_t = v | h_t = k)``.  Rows must be probability vectors (within ``atol``);
-    they are stored in ``dtype`` (float32 by default, or float64 with ``jax_enable_x64``), exactly as given.
+    they are stored in ``dtype`` (float32 by default, or float64 with ``jax_enable_x64``): rows within
+    float64 rounding of 1 exactly as given, rows further off (within ``atol``) renormalised, so that the
+    samples and the exact laws are of one chain (:func:`~simlm.worlds.base.check_probabilities`).
     ``atol`` is a tolerance for rounding, in (0, 1e-3].
     """
 

@@ -536,9 +536,11 @@ def prepended_state_posterior(initial, transition, emission, tokens, parallel=No
     return prepended_posterior(initial, transition, emission, tokens, parallel)
 
 
-def _log_prepended(initial, transition, emission, tokens):
-    """``(log β_0 (K,), log c_t (T,))`` in log space: :func:`prepended_backward` without leaving the logs."""
-    log_c = _log_forward(_log_predict(jnp.log(initial), jnp.log(transition)), transition, emission, tokens)[2]
+def _log_prepended(initial, transition, emission, tokens, log_h0=None):
+    """``(log β_0 (K,), log c_t (T,))`` in log space: :func:`prepended_backward` without leaving the logs,
+    h_0 ~ π, or ~ e^{log_h0} when given (c_t then those of the chain with h_1 ~ e^{log_h0} A)."""
+    log_h0 = jnp.log(initial) if log_h0 is None else log_h0
+    log_c = _log_forward(_log_predict(log_h0, jnp.log(transition)), transition, emission, tokens)[2]
     return _log_backward(transition, emission, tokens)[1], log_c
 
 
@@ -555,16 +557,23 @@ def prepended_backward(initial, transition, emission, tokens, parallel=None) -> 
 
 
 def prepended_posterior(initial, transition, emission, tokens, parallel=None, log_prior=None):
-    """:func:`prepended_state_posterior` with h_0's law π replaced by e^{log_prior} in the product
-    ∝ prior ∘ β_0 (a prompt's law, :mod:`simlm.worlds.prompting`); ``log_prior`` None is π.  The per-step
-    log-probs are still those of x under the chain with h_1 ~ π A."""
+    """:func:`prepended_state_posterior` with h_0's law π replaced by ρ = e^{log_prior} (a prompt's law,
+    :mod:`simlm.worlds.prompting`): p(h_0 | x_1:T) ∝ ρ ∘ β_0, with the per-step log-probs of x under that
+    chain, log p(x_t | x_<t) for h_0 ~ ρ, h_1 ~ ρA (−inf where it cannot produce x, whatever π does);
+    ``log_prior`` None is π, and both are then exactly :func:`prepended_state_posterior`'s.  Checked, ρ's
+    least share it does not rule out must clear the floor too (a share flushed to 0 would start the
+    forward pass without it), as in :func:`simlm.worlds.prompting.prompted_masked_token_probs`."""
     if parallel == LOG_SPACE:
-        log_beta0, log_c = _log_prepended(initial, transition, emission, tokens)
         log_h0 = jnp.log(initial) if log_prior is None else log_prior
+        log_beta0, log_c = _log_prepended(initial, transition, emission, tokens, log_h0)
         return jnp.exp(_log_normalise(log_h0 + log_beta0)), log_c
-    (beta0, logc), low = _split(parallel, prepended_backward(initial, transition, emission, tokens, parallel))
-    joint = (initial if log_prior is None else jnp.exp(log_prior)) * beta0
-    return _checked(parallel, (_normalise(joint), logc), low, _total_share(joint[None], logc, transition, emission))
+    h0 = initial if log_prior is None else jnp.exp(log_prior)
+    (beta0, logc), low = _split(parallel, prepended_backward(h0, transition, emission, tokens, parallel))
+    joint = h0 * beta0
+    lows = (low, _total_share(joint[None], logc, transition, emission))
+    if log_prior is not None:  # ρ's least share it rules in: 0 when one is below the float range
+        lows += (jnp.exp(jnp.min(jnp.where(jnp.isfinite(log_prior), log_prior, jnp.inf))),)
+    return _checked(parallel, (_normalise(joint), logc), *lows)
 
 
 def prepended_mask_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:

@@ -11,7 +11,16 @@ and for an input x_1:T after it, or a masked position 0 between the prompt and x
     P(H_0 | z, x) ∝ α ∘ β_0(x),   β_0(h) ∝ P(x_1:T | H_0 = h)           (:func:`prompted_state_posterior`).
 
 Since P(H_0 | x) ∝ π ∘ β_0(x), the prompt reweights every posterior by the same x-independent vector
-r = α ⊘ π (:func:`prompt_reweighting`): P(H_0 | z, x) ∝ P(H_0 | x) ∘ r, wherever α vanishes where π does.
+r = α ⊘ π (:func:`prompt_reweighting`): P(H_0 | z, x) ∝ P(H_0 | x) ∘ r, wherever α vanishes where π does
+(and no r exists for a prompt whose α vanishes wherever π > 0: it moves the chain onto states the
+unprompted position 0 never takes).
+
+The prompt changes which inputs are possible, not only their posterior: x is possible after the prompt
+when p(x | z) > 0, with the input's first state drawn from the prompt's law, whatever its probability
+without the prompt (a periodic chain, say, can make x possible only with a prompt, or only without one).
+So every prompted law here comes with the per-step log-probs log p(x_t | z, x_<t) of x under the prompted
+chain — the masked position 0 marginalised where there is one — and a world refuses exactly the inputs
+the prompted chain cannot produce.
 
 Every function here is pure ``jnp`` over one sequence, ``jax.jit``/``jax.vmap``-able, with the chain in
 :mod:`simlm.worlds.hmm_core`'s convention (``transition`` dense ``(K, K)``, a shared ``(k, k)`` block or a
@@ -66,7 +75,7 @@ def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     check_prompt_length(u.shape[0], f"{name} (its number of rows)")
     if not np.all(np.isfinite(u)) or np.any(u < 0):
         raise ConfigError(f"{name}: prompt likelihoods must be finite and ≥ 0")
-    empty = u.sum(1) == 0
+    empty = ~(u > 0).any(1)  # not u.sum(1) == 0: a row of 1e308s would overflow the sum
     if empty.any():
         raise ConfigError(f"{name}: row {int(np.flatnonzero(empty)[0])} is all zero, so the prompt has "
                           "probability zero and every prompted posterior is undefined")
@@ -130,16 +139,19 @@ def prompt_reweighting(initial, transition, likelihoods) -> jax.Array:
     For k = 1, r ∝ Aᵀ(π ∘ u) ⊘ π.  States with π_h = 0 get r_h = 0, which keeps r finite; the identity then
     holds only for prompts with α_h = 0 wherever π_h = 0 (P(H_0 = h | x) = 0 for every x, while P(H_0 = h | z,
     x) ∝ α_h β_0(h) need not be) — the prompts of :func:`simlm.theory.head_prompt.prompt_feasibility`, which
-    treat such states as off the task's support."""
+    treat such states as off the task's support.  A prompt whose α vanishes wherever π > 0 (α lives only
+    where π = 0: a deterministic 2-cycle started at e_0 with u = (1, 1)) has no reweighting at all; r is
+    then all zero, the one output with max r ≠ 1, and ``world.prompt_reweighting`` refuses such a prompt."""
     alpha = prompt_prior(initial, transition, likelihoods)
     r = jnp.where(initial > 0, alpha / jnp.where(initial > 0, initial, 1.0), 0.0)
     top = r.max()
     return r / jnp.where(top > 0, top, 1.0)
 
 
-#: β_0 ∝ P(x_1:T | H_0 = ·) ``(K,)`` and the per-step log-probs of x under H_1 ~ πA ``(T,)``
-#: (:func:`simlm.worlds.hmm_core.prepended_backward`, ``parallel`` and its check included).  β_0 does not
-#: depend on the prompt, so a prompt fit computes it once.
+#: β_0 ∝ P(x_1:T | H_0 = ·) ``(K,)`` and the per-step log-probs of x under H_1 ~ πA ``(T,)``, the
+#: *unprompted* chain (:func:`simlm.worlds.hmm_core.prepended_backward`, ``parallel`` and its check
+#: included).  β_0 does not depend on the prompt, so a prompt fit computes it once; whether x is possible
+#: after a prompt is read from :func:`prompted_state_posterior`'s log-probs instead.
 prepended_backward = core.prepended_backward
 
 
@@ -152,9 +164,13 @@ def reweight(prior, beta0) -> jax.Array:
 def prompted_state_posterior(initial, transition, emission, likelihoods, tokens,
                              parallel=None) -> tuple[jax.Array, jax.Array]:
     """P(H_0 | z_1:k, x_1:T) ∝ P(H_0 | z) ∘ β_0(x), shape ``(K,)``, for the masked position 0 between the
-    prompt and x; with the per-step log-probs of x (as :func:`prepended_backward`).  All zero when the
-    prompt and x are incompatible (the caller raises).  ``parallel`` as in :mod:`simlm.worlds.hmm_core`:
-    in log space the product is log P(H_0 | z) + log β_0, so neither factor is lost below the float range."""
+    prompt and x; with the per-step log-probs of x under the prompted chain, log P(x_t | z, x_<t) for
+    H_0 ~ P(H | z), H_1 ~ P(H | z) A ``(T,)`` (position 0 marginalised; −inf where the prompted world
+    cannot produce x, whether or not the unprompted one can).  All zero when the prompt and x are
+    incompatible (the caller raises).  ``parallel`` as in :mod:`simlm.worlds.hmm_core`: in log space the
+    product is log P(H_0 | z) + log β_0, so neither factor is lost below the float range; checked, the
+    prompt's law must keep every state it does not rule out above the floor, as in
+    :func:`prompted_masked_token_probs`."""
     return core.prepended_posterior(initial, transition, emission, tokens, parallel,
                                     log_prior=log_prompt_prior(initial, transition, likelihoods))
 
@@ -162,7 +178,7 @@ def prompted_state_posterior(initial, transition, emission, likelihoods, tokens,
 def prompted_prepended_mask_probs(initial, transition, emission, likelihoods, tokens,
                                   parallel=None) -> tuple[jax.Array, jax.Array]:
     """The prompted masked LM's law at position 0, P(x_0 = · | z, x_1:T) = P(H_0 | z, x) B, ``(V,)``, with
-    the per-step log-probs of x."""
+    the per-step log-probs of x under the prompted chain (as :func:`prompted_state_posterior`)."""
     (post, steps), low = core._split(parallel, prompted_state_posterior(initial, transition, emission, likelihoods,
                                                                         tokens, parallel))
     return core._checked(parallel, (mm(post, emission), steps), low)

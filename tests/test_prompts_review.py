@@ -1,0 +1,185 @@
+"""Prompts, reviewed: an input the prompt makes possible is answered (its per-step log-probs are the prompted
+chain's), a prompt fit checks its data against the support of the prompts it can reach before fitting, a
+fit that diverged is refused naming lr, a prefix of token embeddings is those tokens, and a prompt with no
+reweighting is refused.
+
+The periodic worlds: π = e_0 and A = swap, so the unprompted position 0 is in state 0 and x_1 in state 1,
+while after k prompt tokens (the first in state 0) position 0 is in state k mod 2 and x_1 in state k + 1."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import simlm.downstream.attention_prompts as attention_prompts
+import simlm.downstream.prompts as prompts
+from simlm.downstream.attention_prompts import _prefixed_laws, fit_exact_attention_prompt, \
+    fit_transformer_attention_prompt
+from simlm.downstream.prompts import _prefixed_prepended_mask_probs, fit_exact_prompt, fit_transformer_prompt
+from simlm.errors import ConfigError, TrainingDivergedError, ZeroProbabilityError
+from simlm.models import TransformerConfig, TransformerLM, init_transformer
+from simlm.worlds import HMM, prompting
+
+
+def _cycle(emission=((1.0, 0.0), (0.0, 1.0))):
+    return HMM([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]], emission)
+
+
+# ---- 1. the prompted laws read possibility in the prompted chain ---------------------------------
+
+def test_an_input_only_the_prompt_makes_possible_gets_its_prompted_posterior():
+    """x = (0): impossible without a prompt (x_1 in state 1 emits 1), certain after U = (1, 1) (position 0
+    in state 1, x_1 in state 0).  Both raised ZeroProbabilityError, reading the unprompted chain's log-probs."""
+    w, U, x = _cycle(), [[1.0, 1.0]], np.array([[0]])
+    np.testing.assert_allclose(np.asarray(w.prompted_state_posterior(x, U)), [[0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(w.prompted_prepended_mask_probs(x, U)), [[0.0, 1.0]], atol=1e-6)
+    with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0 .*after this prompt"):
+        w.prompted_state_posterior(np.array([[1]]), U)  # possible without the prompt, impossible after it
+
+
+def test_the_prompted_posteriors_log_probs_are_those_of_the_prompted_chain():
+    """log p(x_t | z, x_<t) with position 0 marginalised, = the prompted masked filter's, which starts at
+    x_1: for the noisy cycle (state 0 emits 0 w.p. 0.9) and U = (1, 1), x = (0, 1, 0) has log-probs
+    (log 0.9, 0, log 0.9) — the unprompted chain's were (−inf, …)."""
+    w = _cycle([[0.9, 0.1], [0.0, 1.0]])
+    pi, A, B = w.chain
+    u, x = jnp.asarray([[1.0, 1.0]]), jnp.asarray([0, 1, 0])
+    _, steps = prompting.prompted_state_posterior(pi, A, B, u, x, False)
+    np.testing.assert_allclose(np.asarray(steps), np.log([0.9, 1.0, 0.9]), rtol=1e-6)
+    # the prompted chain with position 0 dropped: x_1 starts at P(H | z) A
+    prior = prompting.prompt_prior(pi, A, u)
+    direct = HMM(np.asarray(prior @ A), np.asarray(A), np.asarray(B))
+    np.testing.assert_allclose(np.asarray(steps), np.asarray(direct.token_logprobs(np.asarray(x)[None]))[0],
+                               rtol=1e-6)
+
+
+# ---- 2. the fits check their data against the prompts they can reach, before fitting -------------
+
+def _no_fit(*args, **kwargs):
+    raise AssertionError("the fit ran on data no prompt of its length can produce")
+
+
+def test_an_attention_prompt_fit_of_k_tokens_takes_the_data_k_tokens_make_possible(monkeypatch):
+    """After k = 2 tokens x_1 is in state 0: x = (0, 1, 0, 1) is certain (the k = 1 check refused it) and
+    x = (1, 0, 1, 0) impossible (the k = 1 check let it through, and the whole fit ran before scoring raised)."""
+    w, y = _cycle(), np.arange(8) % 2
+    good, bad = np.array([[0, 1, 0, 1]] * 8, np.int32), np.array([[1, 0, 1, 0]] * 8, np.int32)
+    assert fit_exact_attention_prompt(w, good, y, k=2, steps=2, n_restarts=1).U.shape == (2, 2)
+    monkeypatch.setattr(attention_prompts, "fit_chain_prompt", _no_fit)
+    with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0 .*every prompt of k = 2 tokens"):
+        fit_exact_attention_prompt(w, bad, y, k=2, steps=2, n_restarts=1)
+
+
+def test_an_exact_prompt_fit_takes_the_data_its_prompts_make_possible(monkeypatch):
+    """Noisy cycle, k = 1: x_1 is in state 0 after the prompt.  (0, 1, 0, 1) and (1, 1, 0, 1) are possible
+    after it (the unprompted check refused them: x_1 in state 1 never emits 0); (1, 0, 1, 1) is possible
+    without it but not after it (x_2 in state 1 never emits 0), so it is refused before the fit."""
+    w, y = _cycle([[0.9, 0.1], [0.0, 1.0]]), np.arange(8) % 2
+    good = np.array([[0, 1, 0, 1]] * 4 + [[1, 1, 0, 1]] * 4, np.int32)
+    assert fit_exact_prompt(w, good, y, k=1, steps=2, n_restarts=1).U.shape == (1, 2)
+    bad = np.array([[1, 0, 1, 1]] * 4 + [[1, 1, 1, 1]] * 4, np.int32)
+    monkeypatch.setattr(prompts, "fit_chain_prompt", _no_fit)
+    with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0 .*every prompt of k = 1 tokens"):
+        fit_exact_prompt(w, bad, y, k=1, steps=2, n_restarts=1)
+
+
+# ---- 3. a diverged fit is refused naming lr ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]])
+    cfg = TransformerConfig(n_symbols=2, d_model=8, n_layers=1, n_heads=2, max_len=6, causal=False)
+    return w, TransformerLM(init_transformer(cfg, 0)), np.asarray(w.sample(0, 16, 4)), np.arange(16) % 2
+
+
+@pytest.mark.parametrize("fit", ["exact", "exact-attention", "transformer", "transformer-attention"])
+def test_a_prompt_fit_that_ends_far_above_its_start_is_refused_naming_lr(small, fit):
+    """Adam at lr 1e6 took the training loss from 0.69 to 1e6–1e13 and the fit came back as a success."""
+    w, lm, x, y = small
+    run = {"exact": lambda lr: fit_exact_prompt(w, x, y, steps=20, n_restarts=2, lr=lr),
+           "exact-attention": lambda lr: fit_exact_attention_prompt(w, x, y, steps=20, n_restarts=2, lr=lr),
+           "transformer": lambda lr: fit_transformer_prompt(lm, x, y, steps=20, lr=lr),
+           "transformer-attention": lambda lr: fit_transformer_attention_prompt(lm, x, y, steps=20, batch_size=8,
+                                                                                lr=lr)}[fit]
+    with pytest.raises(TrainingDivergedError, match="^lr: .* diverged: it ended at training loss"):
+        run(1e6)
+    assert run(0.01).losses.shape == (20,)  # a sane rate passes
+
+
+def test_the_divergence_check_reads_the_final_loss_and_refuses_an_empty_prompt_row():
+    from simlm.downstream.prompt_fit import check_prompt_fit
+
+    check_prompt_fit(0.69, np.array([np.nan, 0.69 + 0.01 + 0.069 - 1e-6]), "a fit within the tolerance")
+    with pytest.raises(TrainingDivergedError, match="^lr: a fit diverged: it ended at training loss 0.8"):
+        check_prompt_fit(0.69, np.array([0.8, 5.0]), "a fit")
+    with pytest.raises(TrainingDivergedError, match="^lr: a fit diverged: row 1 of its prompt likelihoods is all zero"):
+        check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1.0, 0.5], [0.0, 0.0]]))
+
+
+def test_a_single_run_reports_its_loss_at_the_returned_parameters():
+    """Not the last step's, which is the loss before the last update: a fit whose last step overshoots
+    reported the loss it had before overshooting."""
+    from simlm.downstream.heads import LinearLogits
+    from simlm.downstream.prompt_fit import fit_prompt, objective
+
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.dirichlet(np.ones(3), size=32).astype(np.float32))
+    y = jnp.asarray(np.arange(32) % 2)
+    head = LinearLogits(0.1)
+    start = {"prompt": jnp.ones(3), "head": head.init(jax.random.PRNGKey(0), 3, 2)}
+    features = lambda th: X * th  # noqa: E731
+    p, losses, final, _ = jax.jit(lambda s: fit_prompt(features, head, y, s, l2=1e-4, lr=0.5, steps=5))(start)
+    want = objective(features, head, y, p, l2=1e-4)
+    np.testing.assert_allclose(np.asarray(final), [float(want)], rtol=1e-6)
+    assert float(final[0]) != float(losses[-1])
+
+
+# ---- 4. a prefix of token embeddings is those tokens ----------------------------------------------
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_a_prefix_of_token_embeddings_gives_the_laws_of_those_tokens_before_the_input(positions):
+    """prefix = E[z] (the model adds the positions to prefix and tokens alike) against z fed as real tokens
+    before every masked copy of x (the attention prompt) and before (MASK, x) (the prepended-mask prompt)."""
+    cfg = TransformerConfig(n_symbols=3, d_model=16, n_layers=2, n_heads=2, max_len=8, causal=False,
+                            positions=positions)
+    lm = TransformerLM(init_transformer(cfg, 1))
+    model, mask = lm.model, cfg.mask_id
+    x = np.random.default_rng(0).integers(0, 3, (3, 4)).astype(np.int32)
+    z = np.array([2, 0], np.int32)
+    prefix = jnp.asarray(np.asarray(model.token_embed.embedding[...])[z])
+    got = np.asarray(_prefixed_laws(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
+    n, T = x.shape
+    copies = np.repeat(x[:, None], T, 1)  # copies[i, t] is x_i with x_t masked, after the tokens z
+    copies[:, np.arange(T), np.arange(T)] = mask
+    full = np.concatenate([np.broadcast_to(z, (n, T, 2)), copies], -1).reshape(n * T, 2 + T)
+    want = np.asarray(jax.nn.softmax(model(full), -1)).reshape(n, T, 2 + T, -1)
+    np.testing.assert_allclose(got, want[:, np.arange(T), 2 + np.arange(T)], atol=1e-5)
+    got = np.asarray(_prefixed_prepended_mask_probs(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
+    full = np.concatenate([np.broadcast_to(z, (n, 2)), np.full((n, 1), mask), x], 1)
+    np.testing.assert_allclose(got, np.asarray(jax.nn.softmax(model(full)[:, 2])), atol=1e-5)
+    # and the prefix is read: scaled, it moves every law
+    moved = np.asarray(_prefixed_laws(lm.graphdef, lm.state, 50 * prefix, jnp.asarray(x)))
+    assert (np.abs(moved - np.asarray(_prefixed_laws(lm.graphdef, lm.state, prefix, jnp.asarray(x)))).max(-1)
+            > 1e-6).all()
+
+
+# ---- 5. a prompt with no reweighting is refused; a huge row warns nothing ---------------------------
+
+def test_a_prompt_whose_law_lives_where_pi_vanishes_has_no_reweighting():
+    """U = (1, 1) on the cycle: P(H | z) = e_1 and π = e_0, so r = α ⊘ π was all zero (max r = 0, not 1)."""
+    w = _cycle()
+    with pytest.raises(ConfigError, match="^prompt U: its law P"):
+        w.prompt_reweighting([1.0, 1.0])
+    with pytest.raises(ConfigError, match="^prompt U: the prompt has probability zero"):
+        w.prompt_reweighting([0.0, 1.0])  # π ∘ u = 0
+    np.testing.assert_allclose(np.asarray(w.prompt_reweighting([[1.0, 1.0], [1.0, 1.0]])), [1.0, 0.0])
+
+
+def test_a_prompt_row_of_1e308s_warns_nothing():
+    import warnings
+
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(np.asarray(w.prompt_reweighting([[1e308, 1e308]])),
+                                   np.asarray(w.prompt_reweighting([[1.0, 1.0]])))
