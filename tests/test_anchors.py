@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from simlm.errors import ConfigError, ShapeError, SimlmError
+from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.strategies import loglinear_worlds
 from simlm.theory.anchor_bound import markov_tail, transfer_bound
@@ -330,11 +330,21 @@ def test_a_rho_or_law_that_would_fake_a_certificate_is_refused():
     for bad in (float("nan"), -1000.0, float("inf")):
         with pytest.raises(ConfigError, match="^rho"):
             transfer_bound(task, ctx, bulk, logp, bad, form="per-context")
-    for bad, error_type in ((np.full_like(logp, np.nan), ConfigError), (logp[:, :3], ShapeError)):
+    # rows that are not probability laws: one task word's log-probability raised by 3 (KL < 0 read as ε = 0,
+    # a markov bound of 0 under a head error of ½) or lowered by 3
+    raised, lowered = ctx.logp.copy(), ctx.logp.copy()
+    raised[:, task.words[0]] += 3.0
+    lowered[:, task.words[0]] -= 3.0
+    for bad, error_type in ((np.full_like(logp, np.nan), ConfigError), (logp[:, :3], ShapeError),
+                            (raised, DistributionError), (lowered, DistributionError)):
         with pytest.raises(error_type, match="^logp_lm"):
             transfer_bound(task, ctx, bulk, bad, rho)
         with pytest.raises(error_type, match="^logp_lm"):
             head_errors(task, ctx, bulk, bad, residual, fit.residual)
+        with pytest.raises(error_type, match="^logp_lm"):
+            exact_epsilon_rows(ctx, bad)
+        with pytest.raises(error_type, match="^logp_lm"):
+            lm_residual(ctx, bulk, bad)
     with pytest.raises(ConfigError, match="^residual_lm"):
         head_errors(task, ctx, bulk, logp, np.full_like(residual, np.nan), fit.residual)
     with pytest.raises(ShapeError, match="^residual_star"):

@@ -72,7 +72,6 @@ def anchors_check(cell) -> list:
     tasks = random_tasks(ctx, fit, int(o["task_seed"]), n_words=int(o["n_words"]),
                          rare_words=world.carrier_ids if len(world.carrier_ids) >= 2 else None)
     n_label, seed = int(o["n_label"]), int(o["task_seed"])
-    rho = float(np.abs(residual - fit.residual).max())
     for name, task in tasks.items():
         probe = probe_error(probe_features, task.labels, ctx.weights, n_label=n_label, seed=seed)
         rows.append(row(f"{name}:probe_error", probe, bayes_error=0.0))
@@ -83,7 +82,7 @@ def anchors_check(cell) -> list:
             continue
         h = head_errors(task, ctx, bulk, logp_lm, residual, fit.residual)
         for form in ("markov", "per-context"):
-            b = transfer_bound(task, ctx, bulk, logp_lm, rho, form=form)
+            b = transfer_bound(task, ctx, bulk, logp_lm, form=form, residual_lm=residual, residual_star=fit.residual)
             suffix = "" if form == "markov" else "@per-context"
             rows.append(row(f"{name}:head_error{suffix}", h.error, b.bound, maximum=1.0, form=form,
                             probability_error=h.probability_error, anchor_error=h.anchor_error,

@@ -10,6 +10,16 @@ with margin ≥ m is misclassified only if TV(x) ≥ t(m) = min(γ/2, γ(m − |
 the last by Markov over contexts on TV (Pinsker and Jensen: E TV ≤ √(ε/2)) or on KL (P(KL ≥ 2t²) ≤
 ε/(2t²)).  ``"markov"`` is that form, from ε alone; ``"per-context"`` keeps the exact P(TV(x) ≥ t(m)).
 Each tail is a small replaceable function (:data:`FORMS`).
+
+How tight (measured with the worst LM of :func:`simlm.theory.anchor_constructions.worst_case_lm`, whose
+docstring derives the limits): the per-context form is reached exactly by any LM that touches only the
+contexts it flips (at m = the smallest margin its tail counts them all), so it is the threshold t(m) that
+says how tight the constant is.  The factor 2 for the task words and the bulk is attained; the factor 2 of
+TV/(γ − TV) ≤ 2TV/γ is not at small TV, where no LM flips a margin m with less than ≈ 2t(m) — a
+bound with half the constant is violated by the worst LM of a tight world, one with the constant 4 is
+not.  The markov form adds Markov's and Pinsker's inequalities: in the tight world the Markov term alone
+is used to ≈ γ/2 (0.24 at γ = 0.48): (t/TV)² ≈ ¼ times Pinsker's 2TV²/KL ≈ 2γ for mass moved between two
+words of mass γ.
 """
 
 from __future__ import annotations
@@ -19,16 +29,23 @@ import dataclasses
 import jax
 import numpy as np
 
-from simlm.checks import check_non_negative
-from simlm.errors import ConfigError
+from simlm.checks import check_non_negative, check_real_array
+from simlm.errors import ConfigError, ShapeError
 from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
-from simlm.theory.anchors import AnchorContexts, AnchorTask, check_bulk, check_shaped, log_bulk_partition
+from simlm.theory.anchors import (AnchorContexts, AnchorTask, check_bulk, check_lm_laws, check_shaped, check_task,
+                                  log_bulk_partition)
 
 
 def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
     """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9): the metrics'
-    :func:`~simlm.metrics.epsilon.kl_per_sequence` and ``tv_per_sequence``, one position per row."""
-    a, b = np.asarray(logp_star, np.float64)[:, None], np.asarray(logp_lm, np.float64)[:, None]
+    :func:`~simlm.metrics.epsilon.kl_per_sequence` and ``tv_per_sequence``, one position per row.  Both
+    arguments must be rows of probability laws (:func:`~simlm.theory.anchors.check_lm_laws`): a row that
+    does not sum to 1 has a negative "KL" (raised log-probabilities) and read as ε = 0."""
+    star = check_real_array("logp_star", logp_star)
+    if star.ndim != 2:
+        raise ShapeError(f"logp_star: expected (n, V), got {star.shape}")
+    star = check_lm_laws("logp_star", star, star.shape)
+    a, b = star[:, None], check_lm_laws("logp_lm", logp_lm, star.shape)[:, None]
     with jax.enable_x64(True):
         return np.asarray(kl_per_sequence(a, b), np.float64), np.asarray(tv_per_sequence(a, b), np.float64)
 
@@ -72,18 +89,36 @@ def task_gamma(task: AnchorTask, ctx: AnchorContexts, bulk) -> float:
     return float(min(words, np.exp(log_bulk_partition(ctx.logp, check_bulk(bulk, ctx.logp.shape))).min()))
 
 
-def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: float, *, form: str = "markov",
-                   forms=None) -> TransferBound:
+def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: float | None = None, *,
+                   form: str = "markov", forms=None, residual_lm=None, residual_star=None) -> TransferBound:
     """The O(√ε) bound of the module docstring on :func:`head_errors`' ``error``, minimised over m on the
-    margins.  ``forms`` maps a form name to ``tail(t, eps, tv, weights)`` (default :data:`FORMS`)."""
+    margins.  ``forms`` maps a form name to ``tail(t, eps, tv, weights)`` (default :data:`FORMS`).
+
+    ρ must cover the anchor residuals the head is read with: give ``residual_lm`` and ``residual_star``
+    (those passed to :func:`head_errors`) and ρ = max_x |r_LM(x) − r*(x)| is computed from them, or checked
+    — a ``rho`` below it is refused (ρ = 0 with r_LM ≠ r* gave a bound under the head's error).  A ``rho``
+    alone is taken as given: the caller vouches that it covers the residuals."""
     forms = FORMS if forms is None else forms
     if form not in forms:
         raise ConfigError(f"form: expected one of {sorted(forms)}, got {form!r}")
+    task = check_task(task, ctx)
     if task.words is None:
         raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
+    w = ctx.weights
+    if (residual_lm is None) != (residual_star is None):
+        raise ConfigError("residual_lm, residual_star: give both (ρ = max |r_LM − r*| is read from them) or neither")
+    if residual_lm is not None:
+        gap = check_shaped("residual_lm", residual_lm, w.shape) - check_shaped("residual_star", residual_star, w.shape)
+        needed = float(np.abs(gap).max())
+        if rho is None:
+            rho = needed
+        elif check_non_negative("rho", rho, finite=True) < needed:
+            raise ConfigError(f"rho: {rho!r} is below max_x |residual_lm − residual_star| = {needed!r}: the bound "
+                              "would not cover the anchor part of the head's score")
+    elif rho is None:
+        raise ConfigError("rho: give rho, or residual_lm and residual_star to compute it from")
     rho = check_non_negative("rho", rho, finite=True)  # a NaN ρ would drop the margin term: a false certificate
-    w, lp = ctx.weights, check_shaped("logp_lm", logp_lm, ctx.logp.shape)
-    kl, tv = context_divergences(ctx.logp, lp)
+    kl, tv = context_divergences(ctx.logp, logp_lm)
     eps = float(w @ kl)
     gamma, c1, csum = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum()), float(abs(task.coef.sum()))
     best, best_m = 1.0, 0.0

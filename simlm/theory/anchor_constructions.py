@@ -13,24 +13,48 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
   carrier contrast is the constant −bias − 1: the anchored head predicts one class everywhere (error ≈ ½), while ε ≤
   (p*(c₁|x) + p*(c₂|x))·O(δ²) is of order e^{−M}.  The *control* moves two frequent words by the same
   δ(x) and pays ε of order p*(w)·δ².
+- **The worst LM for the transfer bound** (derived; :func:`worst_case_lm`).  The head's probability part
+  Σ c_w [log p(w|x) − log p(B|x)] reads p(·|x) only through the masses q_a of the *atoms* — each task word,
+  the bulk without them, the rest — and for given atom masses an LM that scales each atom proportionally
+  pays the least KL (chain rule of KL) and the same TV.  So the adversary moves a fraction g of the mass of
+  a set S of atoms onto a disjoint set D (every such pair; :func:`flip_costs` takes, per context, the move
+  that flips the head at the least KL, or TV, on a grid of g refined by bisection).  In the linear regime
+  Δ ≈ Σ_a α_a δq_a with α_w = c_w/q_w, α_B = −Σc/q_B, α_rest = 0, a linear programme over Σ|δq| = 2 TV,
+  Σδq = 0 whose optimum moves mass from the atom of least α to the one of largest: a pair move, so the
+  family holds the optimum to first order; it also holds the reviewer's single-logit shifts, each at no
+  more TV.  ρ = 0: the LM's anchor residual is the world's (the bound's |Σc|ρ covers the anchor part
+  separately), so its error is :func:`~simlm.theory.anchors.head_errors`' with r_LM = r*.  The LM of a
+  budget ε flips the contexts in increasing order of their flip's KL while Σ π_x KL_x ≤ ε and spends the
+  rest on the next context's move short of its flip (exact ε).  :func:`worst_case_slack` scans the budgets;
+  :func:`tight_world` is a world where the derivation's steps are as tight as they can be (its docstring).
+- **How close any LM can come** (derived).  The head's score moves by at most Σ|c_w||Δlog p(w)| +
+  |Σc||Δlog p(B)|, each term ≤ −log(1 − TV/γ) ≤ TV/(γ − TV): a flip of margin m needs TV ≥ γm/(2‖c‖₁ + m).
+  The bound's t(m) = γm/(4‖c‖₁) linearises TV/(γ − TV) ≤ 2TV/γ, equal only at TV = γ/2, so at small
+  margins t(m) is half of what any LM needs: no flip uses more than (2‖c‖₁ + m)/(4‖c‖₁) of the threshold.
+  The other factor 2 (word and bulk each moving by TV/γ) is attained, by moving the word's mass onto the
+  bulk with both at the floor γ: the tight world's flip, TV = γ tanh(m/2), uses 0.5 of t(m) as m → 0
+  (0.51 at m = ½, 0.66 at m = 2 where t caps at γ/2) — a bound with half the constant would be violated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-from simlm.checks import as_rng, check_positive
+from simlm.checks import as_rng, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
-from simlm.theory.anchor_bound import context_divergences
-from simlm.theory.anchors import (AnchorContexts, AnchorFit, anchor_fit, half_index, head_errors, log_softmax,
-                                  probe_error, word_task)
+from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
+from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, check_bulk, check_lm_laws,
+                                  check_task, half_index, head_errors, log_softmax, probability_part, probe_error,
+                                  word_task)
 
 
 def exact_epsilon_rows(ctx: AnchorContexts, logp_lm) -> float:
-    """ε = Σ_x π_x KL(p*(·|x) ‖ p(·|x)), float64, nats."""
+    """ε = Σ_x π_x KL(p*(·|x) ‖ p(·|x)), float64, nats; rows of ``logp_lm`` that are not probability laws
+    are refused (:func:`~simlm.theory.anchors.check_lm_laws`)."""
     return float(ctx.weights @ context_divergences(ctx.logp, logp_lm)[0])
 
 
@@ -53,7 +77,8 @@ def analytic_laws(ctx: AnchorContexts, kind: str, eps: float, seed: int = 0) -> 
 def lm_residual(ctx: AnchorContexts, bulk, logp_lm) -> np.ndarray:
     """The anchor residual of an LM known only by its laws, read in the world's representation space:
     logits ⟨v*_w, f*(x)⟩ + log p(w|x) − log p*(w|x) (so log Z_B = log Z* + log p(B|x)), features f*."""
-    return anchor_fit(ctx.logits + np.asarray(logp_lm) - ctx.logp, ctx.features, bulk, ctx.weights).residual
+    logp_lm = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)  # an unnormalised row would move log Z_B
+    return anchor_fit(ctx.logits + logp_lm - ctx.logp, ctx.features, bulk, ctx.weights).residual
 
 
 def _half(ctx: AnchorContexts, rng) -> np.ndarray:
@@ -129,4 +154,262 @@ def n2_construction(ctx: AnchorContexts, fit: AnchorFit, bulk, carriers, *, n_la
                         exact_epsilon_rows(ctx, moved(frequent)), logp_lm, task.labels, logp_lm)
 
 
-__all__ = ["exact_epsilon_rows", "analytic_laws", "lm_residual", "Construction", "n1_construction", "n2_construction"]
+# ---- the worst LM for the transfer bound -------------------------------------------------------------
+
+#: points of the first-flip grid on g = δ/q_S ∈ (0, 1) (then bisection): even steps and a tail towards 1,
+#: where a move empties its source and a large margin can flip
+_GRID = np.concatenate([np.linspace(1 / 256, 1 - 1 / 256, 255), 1 - np.logspace(-3, -14, 23)])
+_BISECT = 60
+#: a flip crosses the head's threshold by this much (relative to 1 + |score|), rounding then keeps it
+_OVERSHOOT = 1e-9
+#: atoms (task words, bulk, rest) beyond which only single-atom moves and their complements are tried
+_MAX_SUBSET_ATOMS = 6
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlipCosts:
+    """Per context x, the cheapest flip of the anchored head found (``inf`` where none): ``tv (n,)`` its TV,
+    ``kl (n,)`` its KL (of the flip cheapest in ``by``), ``move (n,)`` its index in ``moves`` (−1: none),
+    ``g (n,)`` the fraction of the source moved; ``threshold (n,)`` the bound's t(margin_x) at ρ = 0 and
+    ``tv_share (n,)`` = t(margin_x)/TV_x of the cheapest-in-TV flip (0 where none): 1 would be a flip at
+    exactly the TV the bound's derivation requires.  ``moves``: (S, D) bool masks over the atoms."""
+
+    tv: np.ndarray
+    kl: np.ndarray
+    move: np.ndarray
+    g: np.ndarray
+    threshold: np.ndarray
+    tv_share: np.ndarray
+    moves: list
+    by: str
+
+
+def _atoms(task, ctx: AnchorContexts, bulk):
+    """Atom masses ``Q (n, K)``: each task word, the bulk without the task words, the rest; their
+    coefficients ``(K,)`` (c_w, 0, 0), bulk membership ``(n, K)`` and the atom of each word ``(n, V)``."""
+    p, words = np.exp(ctx.logp), task.words
+    k, V = len(words), ctx.logp.shape[1]
+    is_word = np.zeros(V, bool)
+    is_word[words] = True
+    bulk_rest, rest = bulk & ~is_word, ~bulk & ~is_word
+    Q = np.stack([p[:, w] for w in words] + [(p * bulk_rest).sum(1), (p * rest).sum(1)], 1)
+    in_bulk = np.stack([bulk[:, w] for w in words] + [np.ones(len(p), bool), np.zeros(len(p), bool)], 1)
+    atom = np.where(bulk_rest, k, k + 1)
+    atom[:, words] = np.arange(k)
+    return Q, np.concatenate([task.coef, [0.0, 0.0]]), in_bulk, atom
+
+
+def _moves(K: int) -> list:
+    """(S, D): disjoint non-empty sets of atoms (all of them up to :data:`_MAX_SUBSET_ATOMS` atoms, else each
+    atom against each other atom and against all the others)."""
+    if K <= _MAX_SUBSET_ATOMS:
+        labels = np.array(np.meshgrid(*[[0, 1, 2]] * K, indexing="ij")).reshape(K, -1).T  # 0: kept, 1: S, 2: D
+        return [(lab == 1, lab == 2) for lab in labels if (lab == 1).any() and (lab == 2).any()]
+    eye = np.eye(K, dtype=bool)
+    return [(eye[i], eye[j]) for i in range(K) for j in range(K) if i != j] + \
+        [(eye[i], ~eye[i]) for i in range(K)] + [(~eye[i], eye[i]) for i in range(K)]
+
+
+def _move_effect(Q, coef, in_bulk, S, D, g):
+    """Moving the fraction ``g`` (n, G) of the mass of the atoms S onto the atoms D (each atom scaled
+    proportionally): the change of the probability part Σ c_w [Δlog p(w) − Δlog p(B)], the TV (the mass
+    moved, δ) and the KL, each (n, G); NaN where S or D holds no mass."""
+    qS, qD = (Q @ S)[:, None], (Q @ D)[:, None]
+    QB = Q * in_bulk
+    qB, bS, bD = QB.sum(1)[:, None], (QB @ S)[:, None], (QB @ D)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = np.where((qS > 0) & (qD > 0), g * qS, np.nan)
+        down, up = np.log1p(-g), np.log1p(delta / qD)
+        bulk = np.log1p(delta * (bD / qD - bS / qS) / qB)
+        dprob = (coef @ S) * down + (coef @ D) * up - coef.sum() * bulk
+        kl = -qS * down - qD * up
+    return dprob, delta, kl
+
+
+def _first_flip(Q, coef, in_bulk, S, D, s0):
+    """The smallest fraction g of S moved onto D that flips the head (label 1[s0 + Δ ≥ 0] changes), per
+    context: the first flipping point of :data:`_GRID`, then bisection; NaN where no grid point flips.  A
+    flip must cross the threshold by :data:`_OVERSHOOT` (relative), so that rounding does not undo it."""
+    label, tol = s0 >= 0, _OVERSHOOT * (1 + np.abs(s0))
+    flips = lambda g: np.where(label[:, None], s0[:, None] + _move_effect(Q, coef, in_bulk, S, D, g)[0] < -tol[:, None],
+                               s0[:, None] + _move_effect(Q, coef, in_bulk, S, D, g)[0] >= tol[:, None])
+    grid = np.broadcast_to(_GRID, (len(s0), len(_GRID)))
+    hit = flips(grid)
+    found = hit.any(1)
+    first = np.argmax(hit, 1)
+    lo = np.where(first > 0, _GRID[np.maximum(first - 1, 0)], 0.0)
+    hi = _GRID[first]
+    for _ in range(_BISECT):
+        mid = (lo + hi) / 2
+        f = flips(mid[:, None])[:, 0]
+        lo, hi = np.where(f, lo, mid), np.where(f, mid, hi)
+    return np.where(found, hi, np.nan)
+
+
+def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -> FlipCosts:
+    """For every context, the move of probability mass between the task words, the bulk and the rest that
+    flips the anchored head (probability part, ρ = 0) at the least KL (``by="kl"``: for an ε budget) or TV
+    (``by="tv"``), among the moves of the module docstring's worst LM."""
+    if by not in ("kl", "tv"):
+        raise ConfigError(f"by: expected 'kl' or 'tv', got {by!r}")
+    task = check_task(task, ctx)
+    if task.words is None:
+        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
+    bulk = check_bulk(bulk, ctx.logp.shape)
+    Q, coef, in_bulk, _ = _atoms(task, ctx, bulk)
+    s0 = task.score + task.bias
+    n = len(s0)
+    moves = _moves(Q.shape[1])
+    best = {key: (np.full(n, np.inf), np.full(n, np.inf), np.full(n, -1), np.full(n, np.nan)) for key in ("kl", "tv")}
+    for i, (S, D) in enumerate(moves):
+        g = _first_flip(Q, coef, in_bulk, S, D, s0)
+        _, tv, kl = (a[:, 0] for a in _move_effect(Q, coef, in_bulk, S, D, np.nan_to_num(g)[:, None]))
+        ok = np.isfinite(g) & np.isfinite(kl) & np.isfinite(tv)
+        for key, cost in (("kl", kl), ("tv", tv)):
+            b_tv, b_kl, b_move, b_g = best[key]
+            better = ok & (cost < (b_kl if key == "kl" else b_tv))
+            b_tv[better], b_kl[better], b_move[better], b_g[better] = tv[better], kl[better], i, g[better]
+    gamma, c1 = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum())
+    threshold = np.minimum(gamma / 2, gamma * task.margin / (4 * c1)) if c1 > 0 else np.full(n, gamma / 2)
+    min_tv = best["tv"][0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(np.isfinite(min_tv), threshold / min_tv, 0.0)
+    tv, kl, move, g = best[by]
+    return FlipCosts(tv, kl, move, g, threshold, share, moves, by)
+
+
+def _apply(ctx: AnchorContexts, task, bulk, moves, move, g) -> np.ndarray:
+    """log p of the LM that makes, in each context x with ``move[x]`` ≥ 0, the move of index ``move[x]``
+    with fraction ``g[x]`` (every word of an atom scaled by the atom's factor)."""
+    Q, _, _, atom = _atoms(task, ctx, bulk)
+    logp = ctx.logp.copy()
+    for x in np.flatnonzero(move >= 0):
+        S, D = moves[move[x]]
+        qS, qD = Q[x] @ S, Q[x] @ D
+        factor = np.zeros(len(S))
+        factor[S], factor[D] = np.log1p(-g[x]), np.log1p(g[x] * qS / qD)
+        logp[x] += factor[atom[x]]
+    return log_softmax(logp)  # renormalise the float64 rounding away
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WorstCase:
+    """The worst LM found for the transfer bound at a budget: ``logp_lm (n, V)``, its exact ``eps``, the
+    head ``error`` (probability part, ρ = 0: :func:`~simlm.theory.anchors.head_errors` with r_LM = r*),
+    ``flipped (n,)``, ``tv (n,)``, the ``bounds`` ({form: TransferBound} at ρ = 0), ``share`` ({form:
+    error/bound}) and ``tv_share`` = max over the flipped contexts of t(margin_x)/TV_x (0 if none)."""
+
+    logp_lm: np.ndarray
+    eps: float
+    error: float
+    flipped: np.ndarray
+    tv: np.ndarray
+    bounds: dict
+    share: dict
+    tv_share: float
+
+
+def _evaluate(task, ctx, bulk, logp_lm, costs: FlipCosts, forms=None) -> WorstCase:
+    zero = np.zeros(len(ctx.weights))
+    s0 = task.score + task.bias
+    lm = head_errors(task, ctx, bulk, logp_lm, zero, zero)  # r_LM = r*: the probability part
+    moved = s0 + probability_part(logp_lm, bulk, task.words, task.coef) - probability_part(ctx.logp, bulk, task.words,
+                                                                                         task.coef)
+    flipped = (moved >= 0) != task.labels
+    tv = context_divergences(ctx.logp, logp_lm)[1]
+    bounds = {f: transfer_bound(task, ctx, bulk, logp_lm, 0.0, form=f) for f in ("markov", "per-context")}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tv_share = float(np.max(np.where(flipped, costs.threshold / tv, 0.0), initial=0.0))
+    return WorstCase(logp_lm, exact_epsilon_rows(ctx, logp_lm), lm.error, flipped, tv, bounds,
+                     {f: lm.error / b.bound if b.bound > 0 else (np.inf if lm.error > 0 else 0.0)
+                      for f, b in bounds.items()}, tv_share)
+
+
+def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, costs: FlipCosts | None = None,
+                  spend: bool = True) -> WorstCase:
+    """The LM of (at most, and with ``spend`` exactly) ``eps`` that flips the most π-mass of the anchored
+    head's contexts (module docstring): the contexts in increasing order of their cheapest flip's KL
+    (:func:`flip_costs`) while Σ π_x KL_x ≤ ε, then the rest of the budget on the next context's move,
+    stopped short of its flip.  ε is less than ``eps`` only when every context that can flip is flipped.
+    ``costs``: :func:`flip_costs` of this task, these rows and this bulk (computed when None)."""
+    eps = check_positive("eps", eps)
+    costs = flip_costs(task, ctx, bulk) if costs is None else costs
+    w = ctx.weights
+    order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
+    order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
+    spent = np.concatenate([[0.0], np.cumsum(w[order] * costs.kl[order])])
+    k = int(np.searchsorted(spent, eps, side="right")) - 1  # flips that fit the budget
+    move, g = np.full(len(w), -1), np.zeros(len(w))
+    move[order[:k]], g[order[:k]] = costs.move[order[:k]], costs.g[order[:k]]
+    if spend and k < len(order):
+        x = order[k]
+        S, D = costs.moves[costs.move[x]]
+        Q, coef, in_bulk, _ = _atoms(task, ctx, bulk)
+        need = (eps - spent[k]) / w[x]  # KL(g) is increasing in g: bisect for KL = need below the flip
+        lo, hi = 0.0, costs.g[x]
+        for _ in range(_BISECT):
+            mid = (lo + hi) / 2
+            kl = _move_effect(Q[x:x + 1], coef, in_bulk[x:x + 1], S, D, np.array([[mid]]))[2][0, 0]
+            lo, hi = (mid, hi) if kl < need else (lo, mid)
+        move[x], g[x] = costs.move[x], lo
+    return _evaluate(task, ctx, bulk, _apply(ctx, task, bulk, costs.moves, move, g), costs)
+
+
+def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: int | None = None) -> dict:
+    """The largest share of the bound the worst LM uses: :func:`worst_case_lm` at the budgets ε where it
+    flips one more context (each prefix of the cheapest-first order; ``n_budgets`` of them, spread evenly,
+    when given).  Per form, ``{"share", "error", "bound", "eps"}`` at the budget of the largest error/bound
+    among the non-trivial bounds (all None if every bound is trivial: no LM could violate it there);
+    ``"markov-tail"``: the same for the Markov term alone, min(√(ε/2)/t, ε/(2t²)) at t = t(smallest
+    margin), where P(margin < m) is 0 and cannot carry the error; ``"tv_share"``: max_x t(margin_x)/TV_x
+    over the cheapest-in-TV flips (None if no context can flip)."""
+    costs = flip_costs(task, ctx, bulk)
+    w = ctx.weights
+    order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
+    order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
+    budgets = np.cumsum(w[order] * costs.kl[order])
+    budgets = budgets[budgets > 0]
+    if n_budgets is not None and budgets.size > check_positive_int("n_budgets", n_budgets):
+        budgets = budgets[np.unique(np.linspace(0, budgets.size - 1, n_budgets).round().astype(int))]
+    t_min = costs.threshold[w > 0].min()  # t at the smallest margin (ρ = 0)
+    empty = {"share": None, "error": None, "bound": None, "eps": None}
+    out = {form: dict(empty) for form in ("markov", "per-context", "markov-tail")}
+
+    def keep(key, error, bound, eps):
+        if bound < 1 and (out[key]["share"] is None or error / bound > out[key]["share"]):
+            out[key] = {"share": error / bound if bound > 0 else math.inf, "error": error, "bound": bound, "eps": eps}
+
+    for eps in budgets:
+        wc = worst_case_lm(task, ctx, bulk, float(eps), costs=costs, spend=False)
+        for form, b in wc.bounds.items():
+            keep(form, wc.error, b.bound, wc.eps)
+        keep("markov-tail", wc.error, markov_tail(t_min, wc.eps), wc.eps)
+    out["tv_share"] = float(costs.tv_share.max()) if np.isfinite(costs.kl).any() else None
+    return out
+
+
+def tight_world(margin: float = 0.5, gamma: float = 0.25, n_states: int = 2):
+    """A world built so that the bound's steps are as tight as they can be for the anchored head of one word:
+    words (other, w, b), features f*(x) = log p*(·|x), V* = I, the task word w (c = 1), the bulk B = {b},
+    and ``n_states`` = 2k states: one state A with p*(w|x) = p*(b|x) = γ, k − 1 positives with p*(w|x) = γe^{2m},
+    p*(b|x) = γ and k negatives with p*(w|x) = γ, p*(b|x) = γe^{2m} (the other word holds the rest).  Then
+    log Z_B = ⟨e_b, f⟩ exactly (r = 0), the task's score is log p*(w|x) − log p*(b|x) + const, the balanced
+    threshold sits at −m (A's and the negatives' margins are m, the other positives' 3m), γ is the floor of
+    the task word and the bulk, and A flips when a fraction tanh(m/2) of w's mass γ moves onto b: TV =
+    γ tanh(m/2) against the bound's t(m) = γ m/4 (m ≤ 2).  Returns ``(world, words, coef, bulk_words)``."""
+    from simlm.worlds import LogLinearWorld
+
+    m, g = check_positive("margin", margin), check_positive("gamma", gamma)
+    k = check_positive_int("n_states", n_states, minimum=2) // 2
+    if n_states % 2:
+        raise ConfigError(f"n_states: expected an even number of states (balanced classes), got {n_states}")
+    if not g * (1 + math.exp(2 * m)) < 1:
+        raise ConfigError(f"gamma: γ(1 + e^(2·margin)) must be below 1, got gamma={gamma!r}, margin={margin!r}")
+    hi = g * math.exp(2 * m)
+    p = np.array([[1 - 2 * g, g, g]] + [[1 - g - hi, hi, g]] * (k - 1) + [[1 - g - hi, g, hi]] * k)
+    world = LogLinearWorld(np.log(p), np.eye(3), np.zeros((2 * k, 3), int), 0)
+    return world, np.array([1]), np.array([1.0]), np.array([2])
+
+
+__all__ = ["exact_epsilon_rows", "analytic_laws", "lm_residual", "Construction", "n1_construction", "n2_construction",
+           "FlipCosts", "flip_costs", "WorstCase", "worst_case_lm", "worst_case_slack", "tight_world"]

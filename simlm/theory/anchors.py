@@ -24,11 +24,14 @@ float64 numpy throughout.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
+import jax
 import numpy as np
 
 from simlm.checks import as_rng, check_positive, check_positive_int, check_real_array
 from simlm.errors import ConfigError, ShapeError
+from simlm.metrics.epsilon import check_laws
 from simlm.theory._convex import ridge_logistic
 
 TASKS = ("anchored", "contrast", "rare-carrier", "latent")
@@ -126,6 +129,19 @@ def check_shaped(name: str, values, shape) -> np.ndarray:
     if v.shape != tuple(shape):
         raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {v.shape}")
     return v
+
+
+def check_lm_laws(name: str, logp, shape) -> np.ndarray:
+    """An LM's laws ``(n, V)`` as float64 log-probabilities, renormalised, or a typed error naming ``name``:
+    finite (:func:`check_shaped`) and every row a probability law by the project's rule
+    (:func:`simlm.metrics.epsilon.check_laws`: |logsumexp| within its rounding tolerance, else a
+    DistributionError).
+    Rows that do not sum to 1 fake a certificate: a task word's log-probability raised by 3 gave KL < 0,
+    read as ε = 0 and a bound of 0 under a head error of ½.  Rows within the tolerance are renormalised,
+    so ε, TV and the head (which is invariant to a shift of a row) all read one and the same law."""
+    v = check_shaped(name, logp, shape)
+    with jax.enable_x64(True):
+        return np.asarray(check_laws(name, v), np.float64)
 
 
 # ---- the bulk and the anchor fit -------------------------------------------------------------------
@@ -266,7 +282,8 @@ class AnchorTask:
     """Labels y(x) = 1[score*(x) + bias ≥ 0] with score*(x) = ⟨``direction``, f*(x)⟩.  Word tasks have
     ``words (k,)``, ``coef (k,)`` and direction u* = Σ c_w (v*_w − v_0) (v_0 the world's fitted anchor);
     the latent task has none (its direction picks a half of the states).  ``bias`` balances the classes
-    under π; ``margin (n,)`` = |score* + bias|."""
+    under π; ``margin (n,)`` = |score* + bias|.  ``rows``: the :func:`rows_fingerprint` of the contexts the
+    task was built on (None for a task built by hand: then only its shape is checked against the rows)."""
 
     name: str
     direction: np.ndarray
@@ -276,6 +293,38 @@ class AnchorTask:
     bias: float
     labels: np.ndarray
     margin: np.ndarray
+    rows: str | None = None
+
+
+def rows_fingerprint(ctx: AnchorContexts) -> str:
+    """A digest of the rows a task is defined on: f*(x), V* and π (the labels, margins and scores are
+    functions of them).  Two context sets with equal rows have equal fingerprints."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (ctx.features, ctx.embeddings, ctx.weights):
+        a = np.ascontiguousarray(a, np.float64)
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_task(task, ctx: AnchorContexts) -> AnchorTask:
+    """``task`` if it was built on the rows ``ctx``, else a typed error naming ``task``: a ShapeError when
+    its score has another number of rows (which numpy met as a raw broadcast or matmul error), a
+    ConfigError when its fingerprint is another context set's (of the same size: silently scored
+    against labels that are not these rows')."""
+    if not isinstance(task, AnchorTask):
+        raise ConfigError(f"task: expected an AnchorTask, got {type(task).__name__}")
+    n = len(ctx.weights)
+    if np.shape(task.score) != (n,) or np.shape(task.labels) != (n,) or np.shape(task.margin) != (n,):
+        raise ShapeError(f"task: the {task.name!r} task has {np.shape(task.score)} scores, built on other "
+                         f"contexts than these {n} rows")
+    if np.shape(task.direction) != (ctx.features.shape[1],):
+        raise ShapeError(f"task: the {task.name!r} task's direction has shape {np.shape(task.direction)}, "
+                         f"the rows' features have dimension {ctx.features.shape[1]}")
+    if task.rows is not None and task.rows != rows_fingerprint(ctx):
+        raise ConfigError(f"task: the {task.name!r} task was built on other contexts than these (its rows' "
+                          "fingerprint differs); build it with word_task or random_tasks on these rows")
+    return task
 
 
 def half_index(cumulative) -> int:
@@ -312,7 +361,8 @@ def _balancing_bias(score, w) -> float:
 def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
     score = ctx.features @ direction
     bias = _balancing_bias(score, ctx.weights)
-    return AnchorTask(name, direction, words, coef, score, bias, score + bias >= 0, np.abs(score + bias))
+    return AnchorTask(name, direction, words, coef, score, bias, score + bias >= 0, np.abs(score + bias),
+                      rows_fingerprint(ctx))
 
 
 def _word_ids(words, V: int) -> np.ndarray:
@@ -411,11 +461,12 @@ def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_l
     """The zero-shot anchored head u = Σ c_w (v_w − v_0) of an LM, read through the score identity:
     score_LM(x) = Σ c_w [log p(w|x) − log p(B|x)] + (Σc) r_LM(x), compared at the threshold of the same
     task on the world (whose score is Σ c_w [log p* …] + (Σc)(c* + r*(x)))."""
+    task = check_task(task, ctx)
     if task.words is None:
         raise ConfigError(f"task: the {task.name!r} task has no words; the anchored head needs a word task")
     c, w = task.coef, ctx.weights
     bulk = check_bulk(bulk, ctx.logp.shape)
-    logp_lm = check_shaped("logp_lm", logp_lm, ctx.logp.shape)
+    logp_lm = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)
     residual_lm = check_shaped("residual_lm", residual_lm, w.shape)
     residual_star = check_shaped("residual_star", residual_star, w.shape)
     # score* + bias = prob* + Σc (c* + r*) + bias: the threshold on prob + Σc r is −bias − Σc c*
@@ -452,8 +503,9 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     exact on the world (``readout_error(task, ctx, ctx.logp) == 0``) when u* lies in the row space of
     V*(I − 11ᵀ/V) — e.g. V − 1 ≥ d with V* of rank d; otherwise the world's own readout errs too, and that
     error (report it beside the LM's) is the readout's, not the LM's."""
+    task = check_task(task, ctx)
     V = ctx.embeddings.shape[1]
-    lp = check_shaped("logp_lm", logp_lm, ctx.logp.shape)
+    lp = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)
     C = np.eye(V) - 1.0 / V
     q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
     shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
@@ -463,4 +515,4 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
-           "half_index", "check_bulk", "TASKS"]
+           "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint", "TASKS"]

@@ -22,6 +22,9 @@ from simlm.worlds.families import softmax
 from simlm.checks import as_rng, check_memory, check_positive, check_positive_int, check_real_array
 
 GEOMETRIES = ("gaussian", "clustered", "heavy-tailed")
+#: a fitted quantity whose spread is below this times its size is constant up to rounding (R² = 1), as
+#: in :mod:`simlm.theory.anchors`
+_CONSTANT_RTOL = 1e-12
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -32,7 +35,8 @@ class LogPartitionFit:
     n than its p = d(d+1)/2 + d + 1 coefficients (n ≤ p fits any values exactly, R² = 1), or a design
     matrix (columns scaled to unit norm) with σ_min ≤ 1e-6 σ_max; ``r2_logz`` then means nothing.
     ``determined_mean`` says the same of the affine fit of Φp_θ (d + 1 coefficients per coordinate) and
-    ``r2_mean``.  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values
+    ``r2_mean``.  An R² is 1 where the fitted quantity is constant up to rounding (identical embeddings,
+    V = 1: Φp_θ is then constant, and its R² once read 0.59–0.92, rounding over rounding).  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values
     numpy returns, so it said True, with R² = 1, for n < p.)"""
 
     A: np.ndarray
@@ -80,8 +84,12 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         return bool(sv[-1] > 1e-6 * sv[0])
 
     def r2(res, y):
-        sst = np.sum((y - y.mean(0)) ** 2)
-        return float(1.0 - np.sum(res**2) / sst) if sst > 0 else 1.0
+        """1 − SS_res/SS_tot, and 1 when y is constant up to rounding: SS_tot at or below
+        (:data:`_CONSTANT_RTOL` · max(1, max|y|))² per entry (identical embeddings or V = 1 make Φp_θ exactly
+        constant, and 1 − rounding/rounding read anywhere in 0.59–0.92)."""
+        sst = float(np.sum((y - y.mean(0)) ** 2))
+        floor = y.size * (_CONSTANT_RTOL * max(1.0, float(np.abs(y).max()))) ** 2
+        return float(1.0 - np.sum(res**2) / sst) if sst > floor else 1.0
 
     return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), float(np.sqrt(np.mean(res**2))),
                            G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))), full_rank(X), full_rank(lin))

@@ -1,0 +1,125 @@
+"""The worst LM for the anchored head's transfer bound (:func:`simlm.theory.anchor_constructions.worst_case_lm`):
+it never violates the bound, it reaches it where the derivation is tight, and a bound whose constant
+4‖c‖₁/γ were 4× too small would be violated by it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simlm.errors import ConfigError
+from simlm.theory.anchor_bound import markov_tail, per_context_tail, transfer_bound
+from simlm.theory.anchor_constructions import (exact_epsilon_rows, flip_costs, tight_world, worst_case_lm,
+                                               worst_case_slack)
+from simlm.theory.anchors import (anchor_contexts, bulk_mask, head_errors, log_bulk_partition, random_tasks,
+                                  word_task, world_anchor_fit)
+from simlm.worlds import LogLinearWorld
+
+#: the bound with its shift constant 4‖c‖₁/γ divided by 4: t(m) four times larger
+QUARTER = {"markov": lambda t, eps, tv, w: markov_tail(4 * t, eps, tv, w),
+           "per-context": lambda t, eps, tv, w: per_context_tail(4 * t, eps, tv, w)}
+
+
+def _tight(margin=0.5, gamma=0.25, n_states=2):
+    world, words, coef, bulk_words = tight_world(margin, gamma, n_states)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, words=bulk_words)
+    return ctx, bulk, word_task(ctx, world_anchor_fit(ctx, bulk), words, coef)
+
+
+def test_the_worst_lm_reaches_the_bound_in_the_tight_world_and_a_quarter_of_its_constant_fails():
+    """Tight world (m = ½, γ = ¼): the worst LM moves a fraction tanh(m/2) of the task word's mass onto the
+    bulk word in state A — TV = γ tanh(¼) = 0.061 against t(m) = γm/4 = 0.031 — and errs on ½ of the
+    contexts.  The per-context bound is exactly ½ (reached), the markov one trivial; with the constant
+    divided by 4 both forms would certify less than ½ (0 and 0.25), divided by 2 the per-context one (0):
+    the check can fail."""
+    ctx, bulk, task = _tight()
+    costs = flip_costs(task, ctx, bulk, by="tv")
+    tv_a = 0.25 * math.tanh(0.25)
+    assert costs.tv[0] == pytest.approx(tv_a, rel=1e-6) and costs.tv_share[0] == pytest.approx(0.5 / (4 * math.tanh(0.25)))
+    eps = float(flip_costs(task, ctx, bulk).kl[0]) / 2  # π = ½ each
+    wc = worst_case_lm(task, ctx, bulk, eps)
+    assert wc.eps == pytest.approx(eps, rel=1e-9) and wc.error == 0.5 and wc.flipped.tolist() == [True, False]
+    assert wc.error == head_errors(task, ctx, bulk, wc.logp_lm, np.zeros(2), np.zeros(2)).error
+    for form in ("markov", "per-context"):
+        assert wc.error <= transfer_bound(task, ctx, bulk, wc.logp_lm, 0.0, form=form).bound  # fails at 4× less
+        quarter = transfer_bound(task, ctx, bulk, wc.logp_lm, 0.0, form=form, forms=QUARTER)
+        assert quarter.bound < wc.error, form
+    assert wc.bounds["per-context"].bound == 0.5 and wc.share["per-context"] == 1.0
+    assert wc.bounds["markov"].trivial
+    # even half the constant fails (per-context): the flip's TV γ tanh(m/2) is below 2t(m) = γm/2
+    half = {"per-context": lambda t, eps, tv, w: per_context_tail(2 * t, eps, tv, w)}
+    assert transfer_bound(task, ctx, bulk, wc.logp_lm, 0.0, form="per-context", forms=half).bound < wc.error
+
+
+def test_the_markov_term_alone_is_used_to_a_quarter_at_most_near_the_fair_coin():
+    """16 states, m = 0.02, γ = 0.48: the markov term alone (margins no help) is used to 0.24 ≈ γ/2 —
+    (t/TV)² ≈ ¼ from the mean-value step times Pinsker's 2TV²/KL ≈ 2γ; the TV-threshold share is ½."""
+    ctx, bulk, task = _tight(0.02, 0.48, 16)
+    s = worst_case_slack(task, ctx, bulk)
+    assert s["markov-tail"]["share"] == pytest.approx(0.24, abs=0.01)
+    assert s["tv_share"] == pytest.approx(0.5, abs=1e-3) and s["per-context"]["share"] == 1.0
+    assert s["markov"]["error"] <= s["markov"]["bound"] < 1
+
+
+def _single_logit_min_tv(ctx, task, bulk, x):
+    """The reviewer's adversary: the least TV over single-logit shifts (each word, either sign) that flips x."""
+    s0 = (task.score + task.bias)[x]
+    prob = lambda lp: float((lp[task.words] - log_bulk_partition(lp[None], bulk[x:x + 1])[0]) @ task.coef)
+    base, best = prob(ctx.logp[x]), np.inf
+    for w in range(ctx.logp.shape[1]):
+        for sign in (1.0, -1.0):
+            def moved(d):
+                z = ctx.logp[x].copy()
+                z[w] += sign * d
+                return z - np.logaddexp.reduce(z)
+            flips = lambda d: (s0 + prob(moved(d)) - base >= 0) != (s0 >= 0)
+            if not flips(30.0):
+                continue
+            lo, hi = 0.0, 30.0
+            for _ in range(60):
+                lo, hi = (lo, (lo + hi) / 2) if flips((lo + hi) / 2) else ((lo + hi) / 2, hi)
+            best = min(best, 0.5 * np.abs(np.exp(moved(hi)) - np.exp(ctx.logp[x])).sum())
+    return best
+
+
+def test_the_worst_lm_flips_each_context_at_no_more_tv_than_the_reviewers_single_logit_shift():
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=12, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    tasks = random_tasks(ctx, world_anchor_fit(ctx, bulk), 0)
+    for name in ("anchored", "contrast"):
+        costs = flip_costs(tasks[name], ctx, bulk, by="tv")
+        for x in range(len(ctx.weights)):
+            assert costs.tv[x] <= _single_logit_min_tv(ctx, tasks[name], bulk, x) * (1 + 1e-6), (name, x)
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-3])
+def test_the_worst_lm_spends_exactly_its_budget_and_never_violates_the_bound(eps):
+    ctx = anchor_contexts(LogLinearWorld.random(1, n_states=32, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    for name, task in random_tasks(ctx, world_anchor_fit(ctx, bulk), 1).items():
+        if task.words is None:
+            continue
+        wc = worst_case_lm(task, ctx, bulk, eps)
+        assert exact_epsilon_rows(ctx, wc.logp_lm) == pytest.approx(eps, rel=1e-9) and wc.error > 0
+        assert wc.error == pytest.approx(float(ctx.weights @ wc.flipped))
+        for form, b in wc.bounds.items():
+            assert wc.error <= b.bound + 1e-12, (name, form)
+
+
+def test_bad_input_to_the_worst_lm_is_refused_by_name():
+    ctx, bulk, task = _tight()
+    with pytest.raises(ConfigError, match="^eps"):
+        worst_case_lm(task, ctx, bulk, 0.0)
+    with pytest.raises(ConfigError, match="^by"):
+        flip_costs(task, ctx, bulk, by="l1")
+    with pytest.raises(ConfigError, match="^gamma"):
+        tight_world(0.5, 0.3)
+    with pytest.raises(ConfigError, match="^n_states"):
+        tight_world(0.5, 0.25, 3)
+    other = anchor_contexts(LogLinearWorld.random(0, n_states=8, n_symbols=4, dim=3))
+    latent = random_tasks(other, world_anchor_fit(other, bulk_mask(other.logp, top_k=1)), 0)["latent"]
+    with pytest.raises(ConfigError, match="^task"):
+        flip_costs(latent, other, bulk_mask(other.logp, top_k=1))

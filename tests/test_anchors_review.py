@@ -1,0 +1,137 @@
+"""Review of the anchor-vector code (Wu, Lee & Ge, NeurIPS 2023): laws that are not laws, tasks read on
+the wrong rows, a ρ that does not cover the residuals, and R² of a constant in the log-partition fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.theory.anchor_bound import transfer_bound
+from simlm.theory.anchor_constructions import analytic_laws, exact_epsilon_rows, lm_residual
+from simlm.theory.anchors import (AnchorTask, anchor_contexts, bulk_mask, head_errors, random_tasks, readout_error,
+                                  world_anchor_fit)
+from simlm.theory.log_partition import log_partition_fit
+from simlm.worlds import LogLinearWorld
+
+
+def _flat(seed=0, n_states=64):
+    ctx = anchor_contexts(LogLinearWorld.random(seed, n_states=n_states, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    return ctx, bulk, fit, random_tasks(ctx, fit, 0)
+
+
+# ---- laws that do not sum to 1 ----------------------------------------------------------------------
+
+def test_a_raised_task_word_no_longer_reads_as_epsilon_zero():
+    """The reviewer's case: one task word's log-probability raised by 3 without renormalising gave KL < 0,
+    read as ε = 0 and a markov bound of 0 against a head error of ½ — a false certificate.  Refused now by
+    every function that reads the LM's laws, naming ``logp_lm``."""
+    ctx, bulk, fit, tasks = _flat()
+    task = tasks["contrast"]
+    lp = ctx.logp.copy()
+    lp[:, task.words[np.argmax(task.coef)]] += 3.0
+    for call in (lambda: transfer_bound(task, ctx, bulk, lp, 0.0), lambda: exact_epsilon_rows(ctx, lp),
+                 lambda: head_errors(task, ctx, bulk, lp, fit.residual, fit.residual),
+                 lambda: lm_residual(ctx, bulk, lp), lambda: readout_error(tasks["latent"], ctx, lp)):
+        with pytest.raises(DistributionError, match="^logp_lm"):
+            call()
+
+
+def test_rows_off_by_rounding_are_read_as_their_renormalised_law():
+    """A row whose log Σ p is 1e-9 (rounding) is accepted: ε, the bound and the head are those of the
+    renormalised law."""
+    ctx, bulk, fit, tasks = _flat()
+    task = tasks["anchored"]
+    logp = analytic_laws(ctx, "logit-noise", 1e-3)
+    off = logp + 1e-9
+    assert exact_epsilon_rows(ctx, off) == pytest.approx(exact_epsilon_rows(ctx, logp), rel=1e-6)
+    for form in ("markov", "per-context"):
+        assert transfer_bound(task, ctx, bulk, off, 0.0, form=form).bound == \
+            pytest.approx(transfer_bound(task, ctx, bulk, logp, 0.0, form=form).bound, rel=1e-6)
+
+
+# ---- a task read on other rows ------------------------------------------------------------------------
+
+def test_a_task_built_on_other_rows_is_refused_by_name():
+    """Another world of the same size was scored silently against the first world's labels (head error 0,
+    bound 0); one of another size met numpy's raw broadcast and matmul errors."""
+    ca, ba, _, ta = _flat(0, 16)
+    cb, bb, fb, _ = _flat(1, 16)
+    cc, bc, fc, _ = _flat(1, 9)
+    for task in (ta["anchored"], ta["contrast"]):
+        with pytest.raises(ConfigError, match="^task: .*other contexts"):
+            head_errors(task, cb, bb, cb.logp, fb.residual, fb.residual)
+        with pytest.raises(ConfigError, match="^task: .*other contexts"):
+            transfer_bound(task, cb, bb, cb.logp, 0.0)
+        with pytest.raises(ShapeError, match="^task"):
+            head_errors(task, cc, bc, cc.logp, fc.residual, fc.residual)
+        with pytest.raises(ShapeError, match="^task"):
+            transfer_bound(task, cc, bc, cc.logp, 0.0)
+    with pytest.raises(ConfigError, match="^task: .*other contexts"):
+        readout_error(ta["latent"], cb, cb.logp)
+    with pytest.raises(ShapeError, match="^task"):
+        readout_error(ta["latent"], cc, cc.logp)
+    # the same rows built again are the same rows
+    again = anchor_contexts(LogLinearWorld.random(0, n_states=16, n_symbols=4, dim=3, sigma=0.3))
+    assert transfer_bound(ta["anchored"], again, ba, again.logp, 0.0).bound == \
+        transfer_bound(ta["anchored"], ca, ba, ca.logp, 0.0).bound
+
+
+def test_a_task_built_by_hand_without_a_fingerprint_is_still_accepted():
+    ctx, bulk, fit, tasks = _flat(0, 16)
+    t = tasks["anchored"]
+    by_hand = AnchorTask(t.name, t.direction, t.words, t.coef, t.score, t.bias, t.labels, t.margin)
+    assert by_hand.rows is None
+    assert head_errors(by_hand, ctx, bulk, ctx.logp, fit.residual, fit.residual).error == 0.0
+
+
+# ---- ρ and the residuals --------------------------------------------------------------------------------
+
+def test_rho_is_read_from_the_residuals_and_a_smaller_one_is_refused():
+    """An LM whose anchor residual differs from the world's: with ρ = 0 the bound (per-context) is below
+    the head's error; given the residuals, transfer_bound computes ρ = max |Δr| (and covers the error) or
+    refuses a ρ below it."""
+    ctx, bulk, fit, tasks = _flat()
+    task = tasks["anchored"]
+    logp = analytic_laws(ctx, "logit-noise", 1e-5)
+    residual_lm = fit.residual + np.where(task.labels, -1.0, 1.0) * 3 * task.margin.max() / abs(task.coef.sum())
+    error = head_errors(task, ctx, bulk, logp, residual_lm, fit.residual).error
+    assert error == 1.0
+    assert transfer_bound(task, ctx, bulk, logp, 0.0, form="per-context").bound < error  # the caller's ρ = 0
+    needed = float(np.abs(residual_lm - fit.residual).max())
+    for form in ("markov", "per-context"):
+        b = transfer_bound(task, ctx, bulk, logp, form=form, residual_lm=residual_lm, residual_star=fit.residual)
+        assert b.rho == needed and error <= b.bound
+        assert transfer_bound(task, ctx, bulk, logp, 2 * needed, form=form, residual_lm=residual_lm,
+                              residual_star=fit.residual).rho == 2 * needed
+    with pytest.raises(ConfigError, match="^rho: 0.0 is below"):
+        transfer_bound(task, ctx, bulk, logp, 0.0, residual_lm=residual_lm, residual_star=fit.residual)
+    with pytest.raises(ConfigError, match="^residual_lm, residual_star"):
+        transfer_bound(task, ctx, bulk, logp, residual_lm=residual_lm)
+    with pytest.raises(ConfigError, match="^rho"):
+        transfer_bound(task, ctx, bulk, logp)
+    with pytest.raises(ShapeError, match="^residual_star"):
+        transfer_bound(task, ctx, bulk, logp, residual_lm=residual_lm, residual_star=np.zeros(3))
+
+
+# ---- R² of a constant in the log-partition fit --------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_r2_of_a_constant_conditional_mean_is_one(seed):
+    """Identical word embeddings make Φp_θ = φ exactly for every θ: its R² read 0.59–0.92, rounding over
+    rounding; it is 1 (the reviewer's logz2.py)."""
+    rng = np.random.default_rng(seed)
+    phi = np.repeat(rng.normal(size=(3, 1)), 5, 1)
+    fit = log_partition_fit(rng.normal(size=(100, 3)), phi)
+    assert fit.rms_mean < 1e-12 and fit.r2_mean == 1.0 and fit.r2_logz == 1.0
+
+
+def test_the_r2_of_one_word_is_one_and_real_spread_is_still_fitted():
+    """V = 1 (the reviewer's logz.py): Φp_θ = φ, R² 1 (was 0.95); Gaussian embeddings still give R² < 1."""
+    rng = np.random.default_rng(0)
+    phi, theta = rng.normal(size=(3, 7)), rng.normal(size=(200, 3))
+    assert log_partition_fit(1e-3 * theta, phi[:, :1]).r2_mean == 1.0
+    fit = log_partition_fit(theta, phi)
+    assert 0 < fit.r2_mean < 1 and 0 < fit.r2_logz < 1
