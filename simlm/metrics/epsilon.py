@@ -32,7 +32,10 @@ given (:func:`logsumexp_tol`):
   at most 1e-5 nats per row (renormalising a row moves its KL by exactly log Σ p): a thirtieth of the old
   1e-3, but not below the smallest ε the perturbed LMs resolve (a few 1e-6), which therefore relies on
   the LM's rows being normalised to float rounding, as every simlm LM's are.
-- float16: :data:`LOGSUMEXP_TOL_16` = 1e-3, its rounding (2⁻¹¹ relative per entry) being ~500× float32's.
+- float16: :data:`LOGSUMEXP_TOL_16` = 1e-3.  A float16 log-probability ℓ rounds by up to |ℓ|·2⁻¹¹, its
+  probability by that much relative, so a float16 row of large |log p| can be off by more (a uniform row of
+  64 words: −1.3e-3) and is refused; pass float16 logits upcast to float32 before the log-softmax, as
+  simlm's transformers do.
   bfloat16 is refused: its rounding (~1e-2 nats) exceeds the ε being measured.
 
 Otherwise a :class:`~simlm.errors.DistributionError` names the law, the sequence and the position.  Rows

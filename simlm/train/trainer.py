@@ -308,8 +308,8 @@ def eval_chunk_sequences(config: TrainConfig, backend: str | None = None) -> int
 
 #: rows of the world's reference laws whose |log Σ_v p_v| is at most this are scored as the world gives them
 #: (float32 rounding of a normalised law is ≲ 3e-7, a world within the default tolerance of 1e-6 stays under
-#: 1.3e-6): their ε is what it has always been, bit for bit.  Rows further off — a world accepted with a looser
-#: ``atol``, up to 1e-3 — are renormalised, see :func:`_reference_laws`.
+#: 1.3e-6): their ε is what it has always been, bit for bit.  Rows further off, up to ``LOGSUMEXP_TOL`` (a
+#: world of the user's; an HMM stores rows off 1 renormalised), are renormalised, see :func:`_reference_laws`.
 _RENORMALISE_ABOVE = 2e-6
 
 
@@ -318,8 +318,9 @@ def _reference_laws(name: str, logprobs, where=None) -> jax.Array:
     against: validated and renormalised by :func:`~simlm.metrics.epsilon.check_laws`, the function the host
     ε functions apply to them, so that the trainer's ε is :func:`~simlm.metrics.epsilon.exact_epsilon` /
     ``exact_masked_epsilon`` of the same parameters on the same held-out set (to float rounding).  A world
-    whose laws' rows sum to 0.9995 (a world of the user's; an HMM stores rows off 1 renormalised) otherwise reads every ε 5e-4 nats low, and the
-    ladder saves rungs whose real ε is above their target.  Rows within :data:`_RENORMALISE_ABOVE` of
+    whose laws' rows are off 1 by up to ``LOGSUMEXP_TOL`` (a world of the user's: an HMM stores rows off 1
+    renormalised) would otherwise read every ε low by as much, and the ladder save rungs whose real ε is
+    above their target.  Rows within :data:`_RENORMALISE_ABOVE` of
     normalised are kept as given (they differ from the renormalised ones by float rounding only, ≤ 2e-6
     nats in ε), so runs on such worlds are unchanged.  A row that is no law (NaN, +inf, off by more than
     ``LOGSUMEXP_TOL``) is a ``DistributionError`` naming ``name`` and ``where`` the row is."""

@@ -97,23 +97,25 @@ def stored(array, dtype) -> np.ndarray:
     return a
 
 
-def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
+def check_probabilities(name: str, array, *, atol: float, dtype=np.float64) -> np.ndarray:
     """:func:`simlm.checks.check_stochastic` (rows within ``atol`` of summing to 1, returned as float64), refusing
     first what it would convert silently: complex values (their imaginary part would be dropped), strings
     (``"0.5"`` would parse as a number) and booleans (a mask passed for a law: True would read as probability
     1; token ids refuse them too).
 
-    Rows off 1 by more than float64 rounding — |Σ_v p_v − 1| > n·2⁻⁵² for a row of n entries
-    (:func:`rows_within_rounding`) — are returned renormalised, p / Σ p in float64; the others exactly as
-    given, bit for bit.  A world keeps one chain: its exact laws (forward recursions normalise each step, so
+    Rows off 1 by more than the rounding of a law stored in ``dtype`` (the world's storage dtype) —
+    |Σ_v p_v − 1| > u + n·2⁻⁵¹ for a row of n entries, u = eps(dtype)/2 (:func:`rows_within_rounding`) — are
+    returned renormalised, p / Σ p in float64; the others exactly as given, bit for bit.  A world keeps one chain: its exact laws (forward recursions normalise each step, so
     they read a row off 1 proportionally) and its samples (the inverse CDF gives a row's whole shortfall or
     excess to its last positive entry) would otherwise differ by up to ``atol``, and a float64 world built
-    from float32-rounded rows would compute laws off 1 by ~1e-8.  The bound n·2⁻⁵² holds for every row
-    normalised in float64 as x / Σ x (a softmax, a Dirichlet draw, every family of
-    :mod:`simlm.worlds.families`): each entry is rounded once (≤ 2⁻⁵³ relative, ≤ 2⁻⁵³ in total over the
-    row), the normaliser Σ x and the check's own sum each add at most (n − 1)·2⁻⁵³ in any summation order, so
-    such rows — and the stored parameters and fingerprints of the worlds built from them — are unchanged,
-    while float32-rounded rows (off by ~1e-8) and rows accepted with a loose ``atol`` are renormalised."""
+    from float32-rounded rows would compute laws off 1 by ~1e-8.  The bound holds for every row normalised
+    in float64 as x / Σ x (a softmax, a Dirichlet draw, every family of :mod:`simlm.worlds.families`) and
+    then rounded to ``dtype``: the normaliser Σ x and the check's own sum each add at most (n − 1)·2⁻⁵³ in
+    any summation order, and rounding each entry to ``dtype`` moves it by ≤ u relative, ≤ u in total over
+    the row.  So such rows — and the stored parameters and fingerprints of the worlds built from them — are
+    unchanged, and a world rebuilt from its own stored parameters (``HMM(*w.parameter_arrays())``, a
+    round trip through hmmlearn or dynamax) is the same world, while rows of a float32 law given to a
+    float64 world (off by ~1e-8) and rows accepted with a loose ``atol`` are renormalised."""
     if isinstance(array, jax.core.Tracer):
         raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
                           "jax.jit; build it outside and pass the world in (it is a pytree)")
@@ -132,18 +134,20 @@ def check_probabilities(name: str, array, *, atol: float) -> np.ndarray:
             raise DistributionError(f"{name}: expected real probabilities, got booleans (True would read as "
                                     "probability 1)")
     rows = check_stochastic(name, array, atol=atol)
-    exact = rows_within_rounding(rows)
+    exact = rows_within_rounding(rows, dtype)
     if exact.all():
         return rows
     # Σ ≥ 1 − atol > 0: every row has mass; rows within rounding keep their bits
     return np.where(exact[..., None], rows, rows / rows.sum(axis=-1, keepdims=True))
 
 
-def rows_within_rounding(rows: np.ndarray) -> np.ndarray:
-    """Whether each float64 row (last axis, n entries) sums to 1 within float64 rounding, |Σ − 1| ≤ n·2⁻⁵²
-    (the bound of :func:`check_probabilities`), shape ``rows.shape[:-1]``."""
+def rows_within_rounding(rows: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Whether each row (last axis, n entries; summed in float64) sums to 1 within the rounding of a law
+    stored in ``dtype``, |Σ − 1| ≤ eps(dtype)/2 + n·2⁻⁵¹ (the bound of :func:`check_probabilities`), shape
+    ``rows.shape[:-1]``."""
     rows = np.asarray(rows, np.float64)
-    return np.abs(rows.sum(axis=-1) - 1.0) <= rows.shape[-1] * np.finfo(np.float64).eps
+    bound = np.finfo(dtype).eps / 2 + 2 * rows.shape[-1] * np.finfo(np.float64).eps
+    return np.abs(rows.sum(axis=-1) - 1.0) <= bound
 
 
 def check_request(name: str, arrays, what: str) -> None:

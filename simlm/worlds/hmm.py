@@ -184,16 +184,17 @@ class HMM(ChainInference, WorldBase):
     ``initial[k] = P(h_1 = k)``, ``transition[i, j] = P(h_{t+1} = j | h_t = i)``,
     ``emission[k, v] = P(x_t = v | h_t = k)``.  Rows must be probability vectors (within ``atol``);
     they are stored in ``dtype`` (float32 by default, or float64 with ``jax_enable_x64``): rows within
-    float64 rounding of 1 exactly as given, rows further off (within ``atol``) renormalised, so that the
-    samples and the exact laws are of one chain (:func:`~simlm.worlds.base.check_probabilities`).
-    ``atol`` is a tolerance for rounding, in (0, 1e-3].
+    ``dtype``'s rounding of 1 exactly as given, rows further off (within ``atol``) renormalised, so that
+    the samples and the exact laws are of one chain and a world rebuilt from its own parameters is the
+    same world (:func:`~simlm.worlds.base.check_probabilities`).  ``atol``, in (0, 1e-3], is how far a row
+    may sum from 1 and still be read as a law.
     """
 
     def __init__(self, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
         atol, dtype = check_atol(atol), check_float_dtype(dtype)
-        pi = check_probabilities("initial", initial, atol=atol)
-        A = check_probabilities("transition", transition, atol=atol)
-        B = check_probabilities("emission", emission, atol=atol)
+        pi = check_probabilities("initial", initial, atol=atol, dtype=dtype)
+        A = check_probabilities("transition", transition, atol=atol, dtype=dtype)
+        B = check_probabilities("emission", emission, atol=atol, dtype=dtype)
         if pi.ndim != 1:
             raise ShapeError(f"initial: expected shape (K,), got {pi.shape}")
         K = pi.shape[0]

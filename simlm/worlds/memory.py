@@ -117,7 +117,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
     ``emission (M, Q, V)`` (see the module docstring for the model and its joint HMM).
 
     Every row must be a probability vector within ``atol`` (in (0, 1e-3]); arrays are stored in ``dtype``
-    (float32, or float64 with ``jax_enable_x64``), a row off 1 by more than float64 rounding renormalised
+    (float32, or float64 with ``jax_enable_x64``), a row off 1 by more than ``dtype``'s rounding renormalised
     (:func:`~simlm.worlds.base.check_probabilities`).  The joint
     ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q, are built once here and are pytree leaves
     like the parameters (a transformation of the leaves must keep them consistent).
@@ -125,10 +125,10 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
 
     def __init__(self, memory_prior, initial, transition, emission, *, atol: float = 1e-6, dtype=jnp.float32):
         atol, dtype = check_atol(atol), check_float_dtype(dtype)
-        rho = check_probabilities("memory_prior", memory_prior, atol=atol)
-        pi = check_probabilities("initial", initial, atol=atol)
-        A = check_probabilities("transition", transition, atol=atol)
-        B = check_probabilities("emission", emission, atol=atol)
+        rho = check_probabilities("memory_prior", memory_prior, atol=atol, dtype=dtype)
+        pi = check_probabilities("initial", initial, atol=atol, dtype=dtype)
+        A = check_probabilities("transition", transition, atol=atol, dtype=dtype)
+        B = check_probabilities("emission", emission, atol=atol, dtype=dtype)
         if rho.ndim != 2:
             raise ShapeError(f"memory_prior: expected shape (N, M) = (cells, values), got {rho.shape}")
         N, M = rho.shape
@@ -203,7 +203,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         rows emission[m, h].  (Their ``generate_data_memory.py`` draws one joint start law over (slot,
         hidden), not always a product; such a model is the plain :class:`~simlm.worlds.HMM` with that start
         law and these transition and emission rows.)"""
-        p = check_probabilities("prior", prior, atol=check_atol(atol))
+        p = check_probabilities("prior", prior, atol=check_atol(atol), dtype=check_float_dtype(dtype))
         if p.ndim != 1:
             raise ShapeError(f"prior: expected shape (M,), got {p.shape}")
         return cls(p[None, :], initial, transition, emission, atol=atol, dtype=dtype)
