@@ -51,6 +51,9 @@ MODULE_SECONDS = {
     "test_downstream_tasks.py": 36, "test_experiments_natural_tasks.py": 34, "test_natural_tasks.py": 34,
     "test_attention_prompts.py": 31, "test_readme.py": 30, "test_anchors.py": 27, "test_sharding.py": 27,
     "test_benchmarks_quick.py": 26, "test_experiments_corruption.py": 25, "test_epsilon.py": 20,
+    # added 2026-12-02 (2 workers, 2 cores; this machine ran ~1.3x slower than for the numbers above)
+    "test_hmm_review.py": 95, "test_prompts_review.py": 50, "test_token_accuracy_review.py": 31,
+    "test_epsilon_review.py": 23, "test_anchor_adversary.py": 19,
 }
 
 
