@@ -231,8 +231,11 @@ def _first_flip(Q, coef, in_bulk, S, D, s0):
     context: the first flipping point of :data:`_GRID`, then bisection; NaN where no grid point flips.  A
     flip must cross the threshold by :data:`_OVERSHOOT` (relative), so that rounding does not undo it."""
     label, tol = s0 >= 0, _OVERSHOOT * (1 + np.abs(s0))
-    flips = lambda g: np.where(label[:, None], s0[:, None] + _move_effect(Q, coef, in_bulk, S, D, g)[0] < -tol[:, None],
-                               s0[:, None] + _move_effect(Q, coef, in_bulk, S, D, g)[0] >= tol[:, None])
+
+    def flips(g):
+        moved = s0[:, None] + _move_effect(Q, coef, in_bulk, S, D, g)[0]  # one evaluation for both labels
+        return np.where(label[:, None], moved < -tol[:, None], moved >= tol[:, None])
+
     grid = np.broadcast_to(_GRID, (len(s0), len(_GRID)))
     hit = flips(grid)
     found = hit.any(1)
