@@ -53,9 +53,16 @@ def test_a_row_whose_bound_is_stored_as_null_still_counts_as_bounded(bound, hold
 
 
 def test_no_worst_row_is_named_when_no_row_that_could_fail_has_a_slack_used():
-    rows = [{**SHARED, "lm": lm, **row("q", measured, 0.0, baseline=0.0)} for lm, measured in (("A", 0.1), ("B", 0.2))]
+    """Rows that hold with no slack (bound = baseline) have no share of it: no worst row."""
+    rows = [{**SHARED, "lm": lm, **row("q", measured, 0.0, baseline=0.0)} for lm, measured in (("A", -0.1), ("B", -0.2))]
     [summary] = bound_summary(rows)
     assert math.isnan(summary["worst_used"]) and summary["worst_lm"] == ""
+
+
+def test_a_violated_row_without_a_share_of_the_slack_is_the_worst_row():
+    rows = [{**SHARED, "lm": lm, **row("q", measured, 0.0, baseline=0.0)} for lm, measured in (("A", 0.1), ("B", 0.2))]
+    [summary] = bound_summary(rows)
+    assert summary["violations"] == 2 and math.isnan(summary["worst_used"]) and summary["worst_lm"] == "w/B"
 
 
 def test_the_header_counts_the_stored_cells_and_the_worst_row_names_the_lm_seed(tmp_path):

@@ -8,8 +8,9 @@ a check and nothing else.  Every row a check returns is a dict with at least
     measured   its value (a float)
     bound      the value the paper's statement bounds it by, or None where the quantity has no bound
     holds      measured ≤ bound (None without a bound)
-    trivial    True where no LM could violate the bound (the bound is at least the quantity's largest
-               possible value), None without a bound — a check that cannot fail is reported as such
+    trivial    True where no LM could violate the bound (the row holds and the bound is at least the
+               quantity's largest possible value), None without a bound — a check that cannot fail is
+               reported as such
 
 and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).  A check that builds its own
 family of LMs inside the cell (LMs defined on enumerated contexts only, or one experiment's ladder) names
@@ -117,19 +118,45 @@ def get_check(name: str) -> Check:
     return known[name]
 
 
+#: the columns :func:`row` computes, which its ``extra`` columns may not set.
+_COMPUTED = ("holds", "trivial", "slack_used")
+
+
+def _real(name: str, value) -> float:
+    """``value`` as a float, or a :class:`ConfigError` naming ``name`` where it is not a real number (a text
+    is not one, though ``float`` would parse it)."""
+    if not isinstance(value, (str, bytes)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f"{name}: expected a real number, got {value!r}")
+
+
 def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **extra) -> dict:
-    """One tidy row: ``holds`` = measured ≤ bound and ``trivial`` = bound ≥ ``maximum`` (the largest value
-    the quantity can take, when known) are filled in from the numbers, None without a bound.  ``baseline``
-    is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)); with it the row's
-    ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM uses."""
-    measured = float(measured)
+    """One tidy row: ``holds`` = measured ≤ bound (False for a NaN measured value or bound) and ``trivial`` =
+    the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and measured ≤
+    ``maximum`` are filled in from the numbers, None without a bound (``trivial`` also None without a
+    ``maximum``): a violated row is never trivial, nor one whose measured value disproves the maximum.
+    ``baseline`` is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)); with it
+    the row's ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM
+    uses, None where bound ≤ baseline (no slack: such a row is judged by ``holds`` alone).  ``measured``,
+    ``bound``, ``maximum`` and ``baseline`` must be real numbers and ``extra`` may not set a computed column
+    (``holds``, ``trivial``, ``slack_used``), or a :class:`ConfigError` names them."""
+    measured = _real("measured", measured)
+    clash = sorted(set(extra) & set(_COMPUTED))
+    if clash:
+        raise ConfigError(f"row {quantity!r}: extra columns {clash} would overwrite the computed ones; rename them")
     if bound is None:
         return {"quantity": quantity, "measured": measured, "bound": None, "holds": None, "trivial": None, **extra}
-    bound, base = float(bound), 0.0 if baseline is None else float(baseline)
-    trivial = None if maximum is None else bool(bound >= maximum)
+    bound = _real("bound", bound)
+    base = 0.0 if baseline is None else _real("baseline", baseline)
+    maximum = None if maximum is None else _real("maximum", maximum)
+    holds = bool(measured <= bound)
+    trivial = None if maximum is None else bool(holds and bound >= maximum and measured <= maximum)
     used = (measured - base) / (bound - base) if bound > base else None
-    return {"quantity": quantity, "measured": measured, "bound": bound, "holds": bool(measured <= bound),
-            "trivial": trivial, "slack_used": used, **extra}
+    return {"quantity": quantity, "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,
+            "slack_used": used, **extra}
 
 
 def experiment_sweep(name: str, worlds: list, check: str, options: dict) -> dict:

@@ -1,11 +1,12 @@
 """Tables, plots and a Markdown report from a sweep's results directory alone (``simlm report DIR`` re-renders them).
 
-For every quantity with a bound the report says how many rows hold, how many are *trivial* (the bound is
-at least the largest value the quantity can take, so no LM could have violated it) and how much of the
-slack the worst row uses ((measured − baseline) ÷ (bound − baseline), its ``slack_used``: the baseline
-is what the bound allows at ε = 0, 0 unless the check names one).  Plots: one figure per check, one panel
-per quantity, measured against the LM's ε (filled) with the bound (open), one colour per LM source, one
-marker per world.
+For every quantity with a bound the report says how many rows hold, how many are *trivial* (they hold and
+the bound is at least the largest value the quantity can take, so no LM could have violated it) and how
+much of the slack the worst row uses ((measured − baseline) ÷ (bound − baseline), its ``slack_used``: the
+baseline is what the bound allows at ε = 0, 0 unless the check names one).  A violated row is worse than
+any row that holds, whatever their shares: the worst row of a bound with violations is a violated one.
+Plots: one figure per check, one panel per quantity, measured against the LM's ε (filled) with the bound
+(open), one colour per LM source, one marker per world.
 
 Strict JSON stores NaN and ±inf as null, so a stored number may be None: a row has a bound when it has a
 ``holds`` verdict (:func:`has_bound`), tables show a null as "–" (and a nested result's text leaf as its
@@ -67,13 +68,14 @@ def _lm(r) -> str:
 
 
 def console_table(rows: list, *, limit: int = 60) -> str:
-    """The rows with a bound as ``check  world  lm  ε  quantity  measured  bound  holds``, worst first."""
+    """The rows with a bound as ``check  world  lm  ε  quantity  measured  bound  holds``, worst first
+    (:func:`worst_row`'s order)."""
     bounded = sorted((r for r in rows if has_bound(r)), key=_worst_first)[:limit]
     head = f"{'check':22} {'world':10} {'lm':22} {'ε':>9} {'quantity':26} {'measured':>10} {'bound':>10} holds"
     lines = [head, "-" * len(head)]
     for r in bounded:
         flag = "yes" if r["holds"] else "NO"
-        flag += " (trivial)" if r.get("trivial") else ""
+        flag += " (trivial)" if _trivial(r) else ""
         lines.append(f"{r['check'][:22]:22} {r['world'][:10]:10} {_lm(r)[:22]:22} {_eps_key(r):9.3g} "
                      f"{r['quantity'][:26]:26} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} {flag}")
     return "\n".join(lines)
@@ -81,27 +83,45 @@ def console_table(rows: list, *, limit: int = 60) -> str:
 
 def _used(r) -> float:
     """The share of the slack a row uses: its ``slack_used`` ((measured − baseline) ÷ (bound − baseline), the
-    baseline being what the bound allows at ε = 0), NaN where the slack is zero."""
+    baseline being what the bound allows at ε = 0), NaN where it is not a finite number (no slack, a NaN or
+    infinite measured value, or strict JSON's null for NaN and ±inf)."""
     used = _number(r.get("slack_used"))
     return math.nan if used is None else used
 
 
+def _trivial(r) -> bool:
+    """Whether a row is trivial: flagged so and holding (a violated row could fail, whatever it was flagged)."""
+    return bool(r.get("trivial")) and bool(r["holds"])
+
+
 def _worst_first(r):
+    """The sort key of a bounded row, worst first: violated rows before those that hold, each by its share of
+    the slack, largest first; a violated row without a share counts as +inf (before every violated row with
+    one), a holding row without one as −inf (after every holding row with one); rows of equal share by how
+    far the measured value exceeds the bound, largest first (+inf where either is not a finite number)."""
     used = _used(r)
-    return (bool(r["holds"]), -(used if not math.isnan(used) else -math.inf))
+    if math.isnan(used):
+        used = -math.inf if r["holds"] else math.inf
+    measured, bound = _number(r.get("measured")), _number(r.get("bound"))
+    over = math.inf if measured is None or bound is None else measured - bound
+    return (bool(r["holds"]), -used, -over)
 
 
 def worst_row(rows: list):
-    """The row that uses the largest share of its slack (``slack_used``) among those that could fail (not
-    trivial), or None where none of them has a ``slack_used``."""
-    live = [r for r in rows if not r.get("trivial") and not math.isnan(_used(r))]
-    return max(live, key=_used, default=None)
+    """The worst of the bounded rows (:func:`_worst_first`): the violated row with the largest share of its
+    slack (``slack_used``), one without a share first, where any row is violated; else the holding
+    non-trivial row with the largest share; None where no row is violated and no holding non-trivial row has
+    a share."""
+    live = [r for r in rows if not r["holds"] or (not _trivial(r) and not math.isnan(_used(r)))]
+    return min(live, key=_worst_first, default=None)
 
 
 def bound_summary(rows: list) -> list[dict]:
-    """Per (check, quantity) with a bound: rows, violations, trivial rows, and the largest share of the slack
-    used over the rows that could fail (``worst_used``, NaN where none has a share) with the row it comes
-    from (``worst_lm``: world/LM#seed, "" where there is none)."""
+    """Per (check, quantity) with a bound: rows, violations, trivial rows (holding ones only), and the share
+    of the slack the worst row uses (:func:`worst_row`: a violated row wherever there is one; ``worst_used``,
+    NaN where it has no share — a violated row with no slack, or a measured value or bound that is not
+    finite — or there is no worst row) with the row it comes from (``worst_lm``: world/LM#seed, "" where there is
+    none)."""
     groups = defaultdict(list)
     for r in rows:
         if has_bound(r):
@@ -110,7 +130,7 @@ def bound_summary(rows: list) -> list[dict]:
     for (check, quantity), g in sorted(groups.items()):
         worst = worst_row(g)
         out.append({"check": check, "quantity": quantity, "rows": len(g), "violations": sum(not r["holds"] for r in g),
-                    "trivial": sum(bool(r.get("trivial")) for r in g),
+                    "trivial": sum(_trivial(r) for r in g),
                     "worst_used": _used(worst) if worst else math.nan,
                     "worst_lm": f"{worst['world']}/{_lm(worst)}" if worst else ""})
     return out
@@ -184,15 +204,19 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir, store)}", "",
              "## Bounds", "",
              "`worst used` is the largest share of the slack, (measured − baseline) ÷ (bound − baseline), over the "
-             "rows that could fail; `trivial` rows have a bound no LM could violate.", "",
+             "violated rows where there are any, else over the rows that could fail; `violated` where the worst "
+             "row is violated and has no share (no slack, or a value that is not finite); `trivial` rows "
+             "hold with a bound no LM could violate.", "",
              "| check | quantity | rows | violations | trivial | worst used | worst row |",
              "|---|---|---:|---:|---:|---:|---|"]
     summary = bound_summary(rows)
     if not summary:
         lines.append("| – | no row has a bound | 0 | 0 | 0 | – | – |")
     for s in summary:
+        used = _number(s["worst_used"])
+        shown = "violated" if used is None and s["violations"] else _shown(used, ".3g")
         lines.append(f"| {s['check']} | {s['quantity']} | {s['rows']} | {s['violations']} | {s['trivial']} | "
-                     f"{_shown(_number(s['worst_used']), '.3g')} | {s['worst_lm'] or '–'} |")
+                     f"{shown} | {s['worst_lm'] or '–'} |")
     unbounded = defaultdict(list)
     for r in rows:
         if not has_bound(r):

@@ -13,11 +13,34 @@ def _finite(value) -> bool:
     return value is not None and bool(np.isfinite(value))
 
 
+def _rises_and_closes(first: list, last: list, bayes, n_rungs: int) -> tuple:
+    """The verdict on "a readout rises along the blocks" and a note giving its reason ("" where none is
+    due): ``last`` the readout along the blocks of the last rung (lowest ε), ``first`` that of the first
+    rung, ``bayes`` the Bayes predictor's value.  (iii) where the last rung's last block is not above its
+    first block; (ii) where it is and the last rung's last block is no farther from Bayes than the first
+    rung's (a rise that reaches Bayes at every rung is a learning effect too; one that drifts away is not);
+    n/a with fewer than two blocks, a first or last value that is not finite (an undefined ARI is not an
+    ARI of 0), one rung, or a gap to Bayes that is not finite."""
+    if len(last) < 2 or not (_finite(last[0]) and _finite(last[-1])):
+        return "n/a", "; the first or last block's value is undefined"
+    if not last[-1] > last[0]:
+        return "(iii)", ""
+    if n_rungs < 2:
+        return "n/a", "; one rung: whether the gap closes as ε falls is not measured"
+    if not (_finite(first[-1]) and _finite(bayes)):
+        return "n/a", "; the gap to Bayes is undefined"
+    return ("(ii)" if abs(last[-1] - bayes) <= abs(first[-1] - bayes) else "(iii)"), ""
+
+
 def verdicts(r: dict) -> dict:
     """For each of the paper's observations: (i) already true of the Bayes predictor, (ii) a learning effect
     that closes toward Bayes as ε falls, (iii) not reproduced, or "n/a" where the run cannot decide (one rung
     cannot show a gap closing as ε falls; classes of one token leave nothing to substitute; a correlation
-    that is NaN, undefined on a constant input) — decided from the numbers, with why."""
+    that is NaN, undefined on a constant input; any number the verdict needs that is not finite) — decided
+    from the numbers, with why.  The Bayes predictor has no blocks, so an observation along blocks is (ii)
+    or (iii): (ii) where the last rung rises along the blocks and its last block is no farther from Bayes than
+    the first rung's, (iii) where it does not rise.  Fine-tuning reads the last rung's LM only, so a rise of its
+    accuracy along blocks is n/a (whether its gap closes as ε falls is not measured), no rise (iii)."""
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
     probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
@@ -30,7 +53,8 @@ def verdicts(r: dict) -> dict:
         f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f}, topic "
         f"{top['bayes']['spearman']:.2f}; trained (last) {best['spearman']:.2f}")
     out["apt_much_below_accuracy"] = (
-        "(i)" if bz["mean_apt"] < bz["accuracy"] / 2 and bz["n_predicted"] <= r["block_zipf"]["n_classes"] else "(iii)",
+        "n/a" if not (_finite(bz["mean_apt"]) and _finite(bz["accuracy"]))
+        else "(i)" if bz["mean_apt"] < bz["accuracy"] / 2 and bz["n_predicted"] <= r["block_zipf"]["n_classes"] else "(iii)",
         f"Bayes on block-zipf (MASKs): ⟨APT⟩ {bz['mean_apt']:.3f} vs accuracy {bz['accuracy']:.3f}, "
         f"{bz['n_predicted']} distinct outputs for {r['block_zipf']['n_classes']} classes; "
         f"{100 * bz['within_class_errors']:.0f} % of its errors stay in the true block")
@@ -43,21 +67,28 @@ def verdicts(r: dict) -> dict:
         "n/a" if best is None else "(i)" if best >= 0.9 else "(iii)",
         f"Bayes cluster ARI against the planted groups at τ = {r['thresholds']}: {fmt(groups)} (groups world); "
         f"against the emission classes {fmt(classes)} (block-zipf)")
-    rises = probe[-1][-1] > probe[-1][0]
-    closes = abs(probe[-1][-1] - top["bayes"]["mean_apt"]) < abs(probe[0][-1] - top["bayes"]["mean_apt"])
+    verdict, note = _rises_and_closes(probe[0], probe[-1], top["bayes"]["mean_apt"], len(rungs))
     out["order_parameter_rises_along_blocks"] = (
-        "(iii)" if not rises else "n/a" if len(rungs) == 1 else "(ii)" if closes else "(iii)",
-        f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
-        f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}"
-        + ("; one rung: whether the gap closes as ε falls is not measured" if len(rungs) == 1 else ""))
-    clean = [np.nan if a is None else round(a, 3) for a in ari[-1]]
+        verdict, f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
+                 f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}"
+                 + note)
+    tau = r.get("config", {}).get("threshold", r["thresholds"][2])  # the τ of the probes' clusters
+    at_tau = [c["ari"] for c, t in zip(r["groups_ladder"]["bayes"]["clusters"], r["thresholds"]) if t == tau]
+    bayes_ari = at_tau[0] if at_tau else None
+    verdict, note = _rises_and_closes(ari[0], ari[-1], bayes_ari, len(ari))
     out["clusters_sharpen_along_blocks"] = (
-        "(ii)" if len(clean) > 1 and np.nan_to_num(clean[-1]) > np.nan_to_num(clean[0]) else "(iii)",
-        f"groups world, probe cluster ARI along blocks (last rung) {clean}; Bayes ARI "
-        f"{r['groups_ladder']['bayes']['clusters'][2]['ari']} at τ = {r['thresholds'][2]}")
+        verdict, f"groups world, probe cluster ARI along blocks (last rung) {fmt(ari[-1])}; Bayes ARI "
+                 f"{bayes_ari} at τ = {tau}" + note)
+    acc = ft["accuracy"]
+    if len(acc) < 2 or not (_finite(acc[0]) and _finite(acc[-1])):
+        verdict, note = "n/a", "; the first or last block's accuracy is undefined"
+    elif not acc[-1] > acc[0]:
+        verdict, note = "(iii)", ""
+    else:
+        verdict, note = "n/a", ("; fine-tuned on the last rung only: whether the gap to Bayes closes as ε falls "
+                                "is not measured")
     out["finetuning_improves_along_blocks"] = (
-        "(ii)" if ft["accuracy"][-1] > ft["accuracy"][0] else "(iii)",
-        f"head accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}")
+        verdict, f"head accuracy along blocks {np.round(acc, 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}" + note)
     out["confidence_independent_of_input_apt"] = (
         "n/a" if not _finite(ft["corr_bayes"]) else "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
         f"corr(confidence, mean input APT): Bayes {ft['corr_bayes']:.2f}, model {ft['corr_model']:.2f}")

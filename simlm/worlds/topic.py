@@ -3,7 +3,8 @@
 Every constructor returns a :class:`ClassedHMM`: the HMM (so every exact method — forward–backward, masked
 laws, sampling — works unchanged) and the ground-truth class of each token, ``token_class (V,)``.
 
-Class emissions.  Tokens are partitioned into m classes; class c owns a block of tokens with Zipf weights
+Class emissions (:func:`class_emission`, which :func:`block_zipf_hmm` and :func:`topic_syntax_hmm` are built
+on).  Tokens are partitioned into m classes; class c owns a block of tokens with Zipf weights
 z_c(w) ∝ rank(w)^(−s) inside it.  A state k draws a class from P(c | k) and then a token of that class:
 
     B[k, w] = P(c(w) | k) · z_{c(w)}(w).
@@ -13,14 +14,18 @@ token of a class: the class is all that a token says about the hidden state, and
 Zipf rank sets the frequency.  A consequence (derived, and the reason these worlds are useful for Tzach et
 al.): the Bayes-optimal masked predictor P(x_t | x_−t) = Σ_c P(c_t | x_−t) z_c(·) always predicts the top
 token of some class, so it outputs at most m distinct tokens; and substituting a token by another of its
-class leaves every posterior over hidden states, hence every exact P(y | x), unchanged.
+class leaves every posterior over hidden states, hence every exact P(y | x), unchanged.  These guarantees
+are those of class emissions only: the classes of :func:`confusion_groups_hmm` are planted confusion
+clusters (each state emits its own token, with noise inside its group), whose columns are not proportional
+within a group — its Bayes predictor can output every token, and substituting a token by another of its
+group changes the posteriors.
 
 - :func:`block_zipf_hmm` — state k emits from its own block (P(c | k) = 1[c = k], with optional leak);
 - :func:`topic_syntax_hmm` — a slow topic chain times a fast syntax chain; each token comes from the
   syntax state's block or, with probability ``topic_rate``, from the topic's block, so inferring the topic
   at a position needs many tokens of far context;
 - :func:`confusion_groups_hmm` — states in groups, one token per state with emission noise inside the group:
-  the Bayes predictor's errors stay inside groups (the planted confusion clusters).
+  the Bayes predictor's errors stay inside groups (the planted confusion clusters; not class emissions).
 """
 
 from __future__ import annotations
@@ -51,11 +56,11 @@ def zipf_weights(size: int, exponent: float) -> np.ndarray:
 
 
 def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.ndarray, np.ndarray]:
-    """B[k, w] = P(c(w) | k) z_{c(w)}(w) for ``class_probs (K, m)`` and m blocks of ``block_size`` tokens;
-    returns ``(emission (K, m·block_size), token_class (m·block_size,))``."""
+    """B[k, w] = P(c(w) | k) z_{c(w)}(w) for ``class_probs (K, m)`` (K, m ≥ 1) and m blocks of ``block_size``
+    tokens; returns ``(emission (K, m·block_size), token_class (m·block_size,))``."""
     P = check_stochastic("class_probs", class_probs)
-    if P.ndim != 2:
-        raise ShapeError(f"class_probs: expected a (K, m) matrix of class laws, got shape {P.shape}")
+    if P.ndim != 2 or P.shape[0] == 0:
+        raise ShapeError(f"class_probs: expected a (K, m) matrix of class laws with K ≥ 1, got shape {P.shape}")
     block_size = check_positive_int("block_size", block_size, maximum=MAX_BLOCK)
     check_memory("block_size", P.size * block_size, itemsize=8,
                  what=f"a ({P.shape[0]}, {P.shape[1] * block_size}) float64 emission matrix")

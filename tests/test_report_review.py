@@ -1,0 +1,177 @@
+"""The report, the tidy row, the planted-class worlds and the token-accuracy verdicts, after review: the worst
+row of a bound is a violated one whenever the bound has one, a violated row is never trivial, a row refuses
+what is not a number and columns it computes, the class guarantees hold for the class-emission worlds only,
+and a verdict that needs two rungs or finite numbers says n/a without them."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from simlm.errors import ConfigError, ShapeError
+from simlm.experiments.registry import row
+from simlm.experiments.report import bound_summary, console_table, markdown, worst_row
+from simlm.experiments.store import CellStore
+from simlm.experiments.token_accuracy_plots import verdicts
+from simlm.jsonio import jsonable, write_json_atomic
+from simlm.worlds import topic
+
+SHARED = {"paper": "p", "check": "c", "world": "w", "world_seed": 0, "lm_seed": None, "eps": 0.1, "eps_se": 0.0}
+
+
+def _stored(lm: str, r: dict) -> dict:
+    """Row ``r`` of LM ``lm`` as strict JSON stores it (NaN and ±inf become null)."""
+    return json.loads(json.dumps(jsonable({**SHARED, "lm": lm, **r})))
+
+
+# ---- 1. the worst row of a bound with violations is a violated row -----------------------------------------
+
+def test_the_worst_row_is_a_violated_one_even_without_a_share_of_the_slack(tmp_path):
+    """A violated row whose bound is its baseline has no share (zero slack), one with an infinite measured
+    value a share stored as null: the worst row was the holding one, as if the bound had held.  Of two
+    violated rows without a share the one further over its bound is worse (an infinite excess first)."""
+    rows = [_stored("ok", row("q", 0.75, 1.0, baseline=0.5)), _stored("bad", row("q", 0.6, 0.5, baseline=0.5)),
+            _stored("bad2", row("q", math.inf, 1.0, baseline=0.5))]
+    assert worst_row(rows)["lm"] == "bad2" and worst_row(rows[:2])["lm"] == "bad"
+    [s] = bound_summary(rows)
+    assert s["violations"] == 2 and s["worst_lm"] == "w/bad2" and math.isnan(s["worst_used"])
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    assert "| c | q | 3 | 2 | 0 | violated | w/bad2 |" in markdown(rows, tmp_path, [])
+
+
+def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():
+    rows = [_stored("ok", row("q", 0.9, 1.0)), _stored("over", row("q", 1.2, 1.0)),
+            _stored("nan", row("q", math.nan, 1.0))]
+    assert worst_row(rows)["lm"] == "nan"
+    assert [line.split()[2] for line in console_table(rows).splitlines()[2:]] == ["nan", "over", "ok"]
+    assert worst_row(rows[:2])["lm"] == "over" and worst_row(rows[:1])["lm"] == "ok"
+
+
+def test_a_stored_row_flagged_trivial_and_violated_counts_as_violated_not_trivial():
+    """Rows stored before a violated row was never trivial: the report takes the verdict."""
+    old = {**SHARED, "lm": "old", "quantity": "q", "measured": 2.0, "bound": 1.0, "holds": False, "trivial": True,
+           "slack_used": 2.0}
+    rows = [old, _stored("ok", row("q", 0.5, 1.0))]
+    [s] = bound_summary(rows)
+    assert (s["violations"], s["trivial"], s["worst_lm"]) == (1, 0, "w/old")
+    assert "(trivial)" not in console_table(rows)
+
+
+# ---- 2. a row is trivial only where it holds -------------------------------------------------------------
+
+@pytest.mark.parametrize("measured, bound", [(2.0, 1.0), (math.nan, 2.0), (math.inf, 1.0), (1.5, 2.0)])
+def test_a_row_that_fails_or_exceeds_its_maximum_is_not_trivial(measured, bound):
+    r = row("q", measured, bound, maximum=1.0)
+    assert r["trivial"] is False
+    assert row("q", 0.5, 2.0, maximum=1.0)["trivial"] is True and row("q", 0.5, 2.0)["trivial"] is None
+
+
+# ---- 3. the class guarantees hold for the class-emission worlds only ----------------------------------------
+
+def _class_guarantees(classed, T: int = 3) -> tuple:
+    """By enumeration of every sequence of length ``T``: whether the emission columns of each class are
+    proportional, whether every masked argmax is the top token of a class, and the largest change of a
+    posterior P(h_t | x) when one token is replaced by another of its class."""
+    pi, A, B = (np.asarray(a, np.float64) for a in classed.hmm.parameter_arrays())
+    cls, (K, V) = classed.token_class, B.shape
+    paths, xs = np.array(list(itertools.product(range(K), repeat=T))), np.array(list(itertools.product(range(V), repeat=T)))
+    joint = pi[paths[:, 0]][None] * np.prod([B[paths[:, t]][:, xs[:, t]].T for t in range(T)], 0)
+    joint *= np.prod([A[paths[:, t - 1], paths[:, t]] for t in range(1, T)], 0)[None]
+    total = joint.sum(1)
+    post = np.stack([np.stack([joint[:, paths[:, t] == k].sum(1) for k in range(K)], 1) for t in range(T)], 1)
+    post = post / np.where(total > 0, total, 1)[:, None, None]
+    proportional = all(np.linalg.matrix_rank(B[:, cls == c], tol=1e-6) <= 1 for c in np.unique(cls))
+    tops = {int(np.flatnonzero(cls == c)[np.argmax(B[:, cls == c].sum(0))]) for c in np.unique(cls)}
+    grid = total.reshape((V,) * T)
+    argmaxes = {int(w) for t in range(T) for w in np.argmax(grid, t)[grid.sum(t) > 0]}
+    index = {tuple(x): i for i, x in enumerate(xs)}
+    change = max(np.abs(post[index[(*x[:t], w, *x[t + 1:])]] - post[i]).max()
+                 for i, x in enumerate(map(tuple, xs)) if total[i] > 0 for t in range(T)
+                 for w in np.flatnonzero(cls == cls[x[t]]) if total[index[(*x[:t], w, *x[t + 1:])]] > 0)
+    return proportional, argmaxes <= tops, change
+
+
+@pytest.mark.parametrize("build", [lambda: topic.block_zipf_hmm(0, 3, 2, leak=0.3),
+                                   lambda: topic.topic_syntax_hmm(0, 2, 1, 2, switch=0.2, topic_rate=0.4)])
+def test_the_class_emission_worlds_keep_their_class_guarantees(build):
+    proportional, class_tops, change = _class_guarantees(build())
+    assert proportional and class_tops and change < 1e-5
+
+
+def test_the_confusion_groups_world_has_none_of_them_and_the_docstring_says_so():
+    proportional, class_tops, change = _class_guarantees(topic.confusion_groups_hmm(0, 2, 2, noise=0.2, sharpness=0.6))
+    assert not proportional and not class_tops and change > 0.1
+    doc = topic.__doc__
+    claims = doc[doc.index("Class emissions"):doc.index("- :func:`block_zipf_hmm`")]
+    assert "confusion_groups_hmm" in claims  # the paragraph of guarantees names the constructor they miss
+
+
+def test_class_emission_refuses_no_states():
+    with pytest.raises(ShapeError, match="class_probs"):
+        topic.class_emission(np.zeros((0, 2)), 2, 1.0)
+
+
+# ---- 4. verdicts that need two rungs or finite numbers --------------------------------------------------
+
+def _result(rungs: int = 1, apt=(0.10, 0.12), ari=(0.2, 0.6), first_ari=(0.2, 0.3), accuracy=(0.5, 0.6)) -> dict:
+    """The least result dict :func:`verdicts` reads; the last rung's probe ⟨APT⟩ ``apt`` and cluster ARI
+    ``ari`` along blocks (the first rung's ``first_ari`` where there are two), Bayes ⟨APT⟩ 0.19 and ARI 1."""
+    rows = lambda apts, aris: [{"readout": "probe", "mean_apt": a, "ari": b} for a, b in zip(apts, aris)]
+    return {"thresholds": [0.02, 0.05, 0.1],
+            "block_zipf": {"n_classes": 3, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 3,
+                                                      "mean_apt": .013, "accuracy": .112, "clusters": []}},
+            "topic": {"rungs": [{"rows": rows((0.10, 0.11), ari), "spearman": .9}] * (rungs - 1)
+                      + [{"rows": rows(apt, ari), "spearman": .9}],
+                      "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
+            "groups": {"selected": {"clusters": [{"ari": 1.0}] * 3}},
+            "groups_ladder": {"rungs": [{"rows": rows(apt, first_ari)}] * (rungs - 1) + [{"rows": rows(apt, ari)}],
+                              "bayes": {"clusters": [{"ari": 1.0}] * 3}},
+            "finetune": {"accuracy": list(accuracy), "corr_bayes": 0., "corr_model": 0., "bayes_accuracy": .9},
+            "substitution": {m: {"tv_exact": t, "dconf_model": 0.}
+                             for m, t in (("within", 0.0), ("across", .2), ("random", .1))}}
+
+
+def test_clusters_sharpening_needs_two_rungs_and_defined_aris():
+    sharpen = "clusters_sharpen_along_blocks"
+    one = verdicts(_result(1))[sharpen]
+    assert one[0] == "n/a" and "one rung" in one[1]
+    assert verdicts(_result(2))[sharpen][0] == "(ii)"  # rises; 0.6 is closer to Bayes' 1 than the first rung's 0.3
+    assert verdicts(_result(2, first_ari=(0.2, 0.9)))[sharpen][0] == "(iii)"  # rises, but moved away from Bayes
+    assert verdicts(_result(2, ari=(0.6, 0.2)))[sharpen][0] == "(iii)"  # falls along blocks
+    # the documented groups-world run: ARI 0 at block 0 -> 1 (Bayes) at the last block, at every rung
+    assert verdicts(_result(2, ari=(0.0, 1.0), first_ari=(0.0, 1.0)))[sharpen][0] == "(ii)"
+    undefined = verdicts(_result(2, ari=(None, 0.6)))[sharpen]  # an undefined ARI is not an ARI of 0
+    assert undefined[0] == "n/a" and "undefined" in undefined[1]
+    assert verdicts(_result(2, ari=(0.2, math.nan)))[sharpen][0] == "n/a"
+
+
+def test_finetuning_is_read_on_one_lm_so_a_rise_cannot_be_a_gap_closing_as_eps_falls():
+    improves = "finetuning_improves_along_blocks"
+    for rungs in (1, 2):
+        v = verdicts(_result(rungs))[improves]
+        assert v[0] == "n/a" and "last rung" in v[1]
+    assert verdicts(_result(2, accuracy=(0.6, 0.5)))[improves][0] == "(iii)"
+    assert verdicts(_result(2, accuracy=(math.nan, 0.6)))[improves][0] == "n/a"
+
+
+def test_the_order_parameter_and_the_apt_gap_need_finite_numbers():
+    assert verdicts(_result(2, apt=(math.nan, 0.12)))["order_parameter_rises_along_blocks"][0] == "n/a"
+    r = _result(2)
+    r["block_zipf"]["masked"]["mean_apt"] = math.nan
+    assert verdicts(r)["apt_much_below_accuracy"][0] == "n/a"
+
+
+# ---- 5. a row refuses what is not a number and the columns it computes ---------------------------------
+
+def test_a_row_refuses_a_non_number_and_a_computed_column():
+    with pytest.raises(ConfigError, match="measured"):
+        row("q", None, 1.0)
+    with pytest.raises(ConfigError, match="bound"):
+        row("q", 0.5, "1.0")
+    for key in ("holds", "trivial", "slack_used"):
+        with pytest.raises(ConfigError, match=key):
+            row("q", 2.0, 1.0, **{key: True})
+    assert row("q", np.float32(0.5), np.int64(1), extra=3)["extra"] == 3
