@@ -58,7 +58,10 @@ class MaskedLanguageModel(Protocol):
 class SoftmaxLanguageModel(LanguageModel, Protocol):
     """A causal LM of the form p_f(s) = softmax(Φᵀ f(s)): ``features(tokens)`` gives f(s) ∈ R^d at each
     position ``(n, T, d)`` (the last hidden state the output layer reads) and ``unembedding`` is
-    Φ ∈ R^{d×V}.  (Output biases, if any, are folded in as a constant feature coordinate.)"""
+    Φ ∈ R^{d×V}.  (Output biases, if any, are folded in as a constant feature coordinate.)
+    ``log_softmax(features(x) @ unembedding)`` equals ``next_token_logprobs(x)`` exactly for a float32
+    model; for a model computing in bfloat16 or float16 (a transformer's ``dtype``) only up to that dtype's
+    rounding, as its features come back in it and it multiplies them by Φ rounded to it."""
 
     def features(self, tokens) -> jax.Array: ...
 

@@ -5,7 +5,7 @@ The network (nanoGPT's, with pre-LayerNorm blocks)::
     h⁰ = E[x] (+ P[0:T'])                                  token (+ learned positional) embeddings
     hˡ = hˡ⁻¹ + Attn(LN(hˡ⁻¹));  hˡ = hˡ + MLP(LN(hˡ))       l = 1..L, causal or bidirectional attention
     f  = LN(hᴸ)                                            the features f(s) ∈ R^d the output layer reads
-    logits = Φᵀ f,  Φ ∈ R^{d×V}, no bias                   so p(· | s) = softmax(Φᵀ f(s)) exactly
+    logits = Φᵀ f,  Φ ∈ R^{d×V}, no bias                   so p(· | s) = softmax(Φᵀ f(s))
 
 Vocabulary.  Inputs are the world's V symbols ``0..V-1`` followed by special ids: ``mask_id = V``,
 ``pad_id = V+1`` (also the beginning-of-sequence token, ``bos_id``) and prompt slots ``V+2 … V+1+S``,
@@ -23,6 +23,13 @@ world tokens x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V)
   by MASK (one forward pass per position, batched); row i is log p(x_i | x_-i) read at position i.
 - masked, :func:`prepended_mask_logprobs`: the input is ``(MASK, x_0, …, x_{T-1})``; the law read at
   position 0 is that of a token prepended before x_0, given all of x.
+
+Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (to float32 rounding).  With
+``"bfloat16"`` or ``"float16"`` the parameters stay float32 and the products run in that compute dtype:
+features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
+unembedding)`` equals the laws only up to compute-dtype rounding (measured on O(1) weights: 2e-3 to 3e-3 in
+bfloat16, 3e-4 to 4e-4 in float16).  Attention scores and softmaxes, LayerNorm statistics and the output
+log_softmax are computed in float32 whatever the dtype.
 
 Lengths: ``max_len`` is the longest world sequence the model reads; the model has ``max_len + 1``
 positions so that one prepended token (MASK, or a prompt slot) always fits.
@@ -236,7 +243,10 @@ class LayerNorm(nnx.LayerNorm):
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head self-attention: softmax(q kᵀ / √dh + mask) v per head, heads concatenated and mixed."""
+    """Multi-head self-attention: softmax(q kᵀ / √dh + mask) v per head, heads concatenated and mixed.
+
+    The scores q kᵀ / √dh and their softmax are computed in float32 whatever the compute dtype (a float16
+    q·k past 65504 would be inf, its softmax NaN); the weights are cast back to it to multiply v."""
 
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         c, dt = config, jnp.dtype(config.dtype)
@@ -254,7 +264,9 @@ class SelfAttention(nnx.Module):
             q = jnp.take_along_axis(q, query[:, None, None, None], axis=1)  # (n, 1, H, dh)
         if self.config.positions == "rotary":
             q, k = rotary(q, q_pos), rotary(k, positions)
-        scores = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) / math.sqrt(self.config.head_dim)
+        # q·k accumulated and returned in float32 (a float16 product overflows past 65504), then scaled
+        scores = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(self.config.head_dim)
         if self.config.causal:  # a query at position t attends to keys s ≤ t only
             visible = positions[None, :] <= q_pos[..., None]  # (T, T) or (n, 1, T)
             scores = jnp.where(visible if query is None else visible[:, None], scores, -jnp.inf)
@@ -309,7 +321,8 @@ class Transformer(nnx.Module):
         return self.output.kernel[...]
 
     def __call__(self, tokens: jax.Array, *, prefix: jax.Array | None = None, return_hidden: bool = False):
-        """Logits ``(n, T, V)`` = f ``(n, T, d)`` @ Φ ``(d, V)``, in float32.
+        """Logits ``(n, T, V)`` = f ``(n, T, d)`` @ Φ ``(d, V)``, returned in float32 (the product is computed in
+        the compute dtype, with Φ cast to it).
 
         tokens: int ``(n, T)`` input ids in [0, vocab_size).  prefix: optional continuous embeddings
         ``(k, d)`` or ``(n, k, d)`` placed before the token embeddings (prompt tuning); they take
@@ -544,8 +557,9 @@ class TransformerLM(ExplainsAbsentLaws):
         return self._unembedding
 
     def features(self, tokens) -> jax.Array:
-        """f(s) ``(n, T, d)`` at each position of the input the model's law reads (causal models:
-        log_softmax(f @ Φ) = next_token_logprobs)."""
+        """f(s) ``(n, T, d)``, in the compute dtype, at each position of the input the model's law reads
+        (causal models: log_softmax(f @ Φ) = next_token_logprobs exactly in float32, up to compute-dtype
+        rounding in bfloat16 / float16)."""
         toks, single = self._check(tokens, "features")
         return _unbatch(self._features(self.state, toks), single)
 
@@ -621,7 +635,8 @@ class MaskedTransformerLM(TransformerLM):
         return _unbatch(self._prepended(self.state, toks), single)
 
     def prepended_mask_features(self, tokens) -> jax.Array:
-        """f at the prepended MASK ``(n, d)``; log_softmax(f @ Φ) = prepended_mask_logprobs."""
+        """f at the prepended MASK ``(n, d)``, in the compute dtype; log_softmax(f @ Φ) = prepended_mask_logprobs
+        exactly in float32, up to compute-dtype rounding in bfloat16 / float16."""
         toks, single = self._check(tokens, "prepended_mask_features")
         return _unbatch(self._prepended_features(self.state, toks), single)
 

@@ -1,0 +1,128 @@
+"""Review regressions for simlm.models.transformer and the HF-peer check of benchmarks/train.py."""
+
+import sys
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import train as train_bench  # noqa: E402
+
+TINY = dict(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=6)
+
+
+def _redrawn(config: TransformerConfig, seed: int, std: float):
+    """The model of ``config`` with every parameter redrawn from N(0, std²) (the same draws for every dtype:
+    parameters are float32 whatever the compute dtype)."""
+    model = init_transformer(config, 0)
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    rng = np.random.default_rng(seed)
+    nnx.update(model, jax.tree.unflatten(treedef, [jnp.asarray(rng.normal(size=x.shape) * std, x.dtype)
+                                                   for x in leaves]))
+    return model
+
+
+# ---- 1. float16 attention scores do not overflow ------------------------------------------------------
+
+def test_float16_attention_scores_above_float16_range_give_the_float32_laws():
+    """q and k columns of the qkv kernel ×400 (the rest O(1)) make |q·k| reach ~4e5 > 65504, float16's
+    largest, while q, k and every other activation stay well inside it.  The scores were computed in float16:
+    +inf, and the softmax's inf − inf made the laws NaN.  Accumulated and returned in float32 the laws are
+    finite, normalised and within 1e-3 of the float32 model's (measured 1.4e-4)."""
+    x = np.random.default_rng(0).integers(0, 5, (2, 6))
+    laws = {}
+    for dtype in ("float32", "float16"):
+        model = _redrawn(TransformerConfig(**TINY, dtype=dtype), seed=7, std=0.5)
+        kernel = model.blocks[0].attn.qkv.kernel
+        kernel[...] = kernel[...].at[:, :16].multiply(400.0)  # the q and k columns (d_model = 8 each)
+        laws[dtype] = np.asarray(TransformerLM(model).next_token_logprobs(x), np.float64)
+    fp16, fp32 = laws["float16"], laws["float32"]
+    assert np.isfinite(fp16).all()
+    np.testing.assert_allclose(np.exp(fp16).sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.exp(fp16), np.exp(fp32), rtol=0, atol=1e-3)
+
+
+def test_float16_attention_alone_matches_float32_where_q_dot_k_exceeds_float16_range():
+    config = TransformerConfig(**TINY, dtype="float16")
+    model16 = _redrawn(config, seed=3, std=1.0)
+    model32 = _redrawn(TransformerConfig(**TINY), seed=3, std=1.0)
+    x = np.random.default_rng(1).normal(size=(2, 6, 8)) * 100  # q·k past 1e5 over head_dim 4
+    attn16, attn32 = model16.blocks[0].attn, model32.blocks[0].attn
+    q = np.asarray(attn32.qkv(jnp.asarray(x, jnp.float32)))[..., :8]
+    k = np.asarray(attn32.qkv(jnp.asarray(x, jnp.float32)))[..., 8:16]
+    assert np.abs(q).max() < 6e4 and np.abs(k).max() < 6e4  # q and k themselves are float16 numbers
+    assert np.abs(np.einsum("nqd,nkd->nqk", q[..., :4], k[..., :4])).max() > 65504  # their product is not
+    out16 = np.asarray(attn16(jnp.asarray(x, jnp.float16), jnp.arange(6)), np.float64)
+    out32 = np.asarray(attn32(jnp.asarray(x, jnp.float32), jnp.arange(6)), np.float64)
+    assert np.isfinite(out16).all()
+    np.testing.assert_allclose(out16, out32, rtol=0, atol=2e-2 * np.abs(out32).max())
+
+
+def test_float32_attention_is_unchanged_by_the_float32_accumulation():
+    """The float32 laws: the same numbers as the by-hand softmax(q kᵀ / √dh) v (no change of formula)."""
+    model = _redrawn(TransformerConfig(**TINY), seed=2, std=0.5)
+    attn = model.blocks[0].attn
+    x = np.random.default_rng(4).normal(size=(2, 6, 8)).astype(np.float32)
+    qkv = np.asarray(attn.qkv(jnp.asarray(x)), np.float64).reshape(2, 6, 6, 4)
+    q, k, v = qkv[:, :, :2], qkv[:, :, 2:4], qkv[:, :, 4:]
+    s = np.einsum("nqhd,nkhd->nhqk", q, k) / 2.0
+    s = np.where(np.tril(np.ones((6, 6), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    o = np.einsum("nhqk,nkhd->nqhd", w, v).reshape(2, 6, 8)
+    want = o @ np.asarray(attn.out.kernel[...], np.float64) + np.asarray(attn.out.bias[...], np.float64)
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(attn(jnp.asarray(x), jnp.arange(6)), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---- 3. log_softmax(features @ Φ) is the law, exactly in float32 ------------------------------------
+
+def test_float32_features_times_unembedding_give_the_laws_to_float32_rounding():
+    model = _redrawn(TransformerConfig(**TINY), seed=5, std=0.5)
+    lm = TransformerLM(model)
+    x = np.random.default_rng(0).integers(0, 5, (3, 6))
+    with jax.default_matmul_precision("highest"):
+        product = jax.nn.log_softmax(lm.features(x) @ lm.unembedding)
+    np.testing.assert_allclose(product, lm.next_token_logprobs(x), rtol=0, atol=1e-6)
+
+
+# ---- 2. the HF peer check tells a different network apart --------------------------------------------
+
+def _gpt2_with(transformers, **overrides):
+    """``transformers`` with a GPT2Config that sets ``overrides`` over what the benchmark asks for."""
+    def config(**kw):
+        return transformers.GPT2Config(**{**kw, **overrides})
+    return types.SimpleNamespace(GPT2Config=config, GPT2LMHeadModel=transformers.GPT2LMHeadModel)
+
+
+MUTANTS = {"tanh GELU": dict(activation_function="gelu_new"), "no 1/sqrt(dh)": dict(scale_attn_weights=False),
+           "LayerNorm eps 1e-5": dict(layer_norm_epsilon=1e-5), "ReLU": dict(activation_function="relu")}
+
+
+def test_the_peer_check_catches_each_near_miss_network_at_the_quick_size():
+    """At initial weights (std 0.02) the logits are ~0.1 and nearly linear in the input: a tanh-GELU peer
+    passed (diff 2.6e-6 ≤ tolerance 1e-5 here).  The check must reject every near miss, by a margin (measured:
+    ≥ 17× the tolerance at every size of the benchmark), and accept the true peer (measured 5e-7)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from simlm.train import TrainConfig
+
+    d, n_layers, n_heads, d_ff = train_bench.QUICK_SIZES["tiny"]
+    mc = TransformerConfig(n_symbols=16, d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, max_len=16)
+    tc = TrainConfig(seeds=(0,), batch_size=4, seq_len=16)
+    tokens = np.random.default_rng(0).integers(0, 16, (4, 16))
+    same = train_bench.peer_equivalence((torch, transformers), mc, tc, tokens)
+    assert same["agrees"], same
+    for name, overrides in MUTANTS.items():
+        check = train_bench.peer_equivalence((torch, _gpt2_with(transformers, **overrides)), mc, tc, tokens)
+        assert not check["agrees"] and check["max_abs_diff"] > 10 * check["tolerance"], (name, check)
