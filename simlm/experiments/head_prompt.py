@@ -15,13 +15,17 @@ y = 1[μᵀP(H_0 | x_1:T) ≥ 0] (:func:`~simlm.downstream.make_posterior_task`,
 - trained head    — linear head on a masked transformer's law at a MASK prepended before x_1:T';
 - trained prompt  — a continuous prefix before (MASK, x_1:T') and a head, the network frozen.
 
-The trained transformers (``causal=False``, objective "masked-lm", seq_len T' + 1 so that (MASK, x_1:T')
-has the length trained on) are the seeds of one world trained together as a vmapped ensemble down the ε
-ladder ``targets``; each is evaluated at every rung it reached (its Orbax checkpoint) and at the end of
-training (level "final").  Every record carries the exact masked ε of the LM it used (``epsilon``: mean
-KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) over all positions of 64 held-out sequences; ``ladder_epsilon``: the
-trainer's value when the rung was saved) and ``epsilon_readout``, the exact KL at the very law the head
-reads, on the test inputs.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
+The trained transformers (``causal=False``, objective "masked-lm", seq_len k + T' + 1 — k + T' on memory
+worlds — so that every position of the prompted input (p_1:k, MASK, x_1:T') is one trained at; a position
+past the training length keeps its initial embedding) are the seeds of one world trained together as a
+vmapped ensemble down the ε ladder ``targets``; each is evaluated at every rung it reached (its Orbax
+checkpoint) and at the end of training (level "final").  The heads read the unprompted (MASK, x_1:T'), k
+positions shorter than the training sequences.  Every record carries the exact masked ε of the LM it used
+(``epsilon``: mean KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) over all positions of the trainer's 64 held-out
+sequences, of the training length; ``ladder_epsilon``: the trainer's value when the rung was saved, and
+for an analytic LM its calibrated ε at the readout law on the training inputs) and ``epsilon_readout``,
+the exact KL at the very law the head reads, on the test inputs — the number that says how well the
+unprompted readout of a trained LM fares at its shorter length.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
 when T' = T: ``--full-input``), the majority-class rate, and Wei et al.'s conditions — emission rank and
 σ_min of B (head works for every μ iff rank B = |H|, so only while |H| ≤ |X|), the head realisability
 residual — the distance of μ from col(B), computed as the projection residual ‖μ − Πμ‖/‖μ‖ with Π the
@@ -117,6 +121,7 @@ from simlm.theory.head_prompt_margins import feasibility_range, label_margins, m
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import HMM, MemoryHMM
+from simlm.worlds.prompting import MAX_PROMPT_LENGTH
 
 EXPERIMENTS = ("experiment1", "experiment2")
 ANALYTIC_KINDS = UNDIRECTED_KINDS  # the families that need no direction
@@ -171,12 +176,14 @@ class Config:
         """Every field checked here (and the training configs built), so that a bad value stops a run
         before it claims its results directory."""
         for name, low in (("n_symbols", 2), ("n_syntactic", 1), ("world_seed", 0), ("label_length", 1),
-                          ("n_train", 2), ("n_test", 2), ("n_continuations", 1), ("prompt_length", 1),
+                          ("n_train", 2), ("n_test", 2), ("n_continuations", 1),
                           ("exact_prompt_steps", 1), ("transformer_prompt_steps", 1), ("transformer_prompt_batch", 1),
                           ("memory_prompt_batch", 1),
                           ("attention_steps", 1), ("d_model", 1), ("n_layers", 1), ("n_heads", 1), ("batch_size", 1),
                           ("max_steps", 1), ("eval_every", 1)):
             check_positive_int(name, getattr(self, name), minimum=low)
+        check_positive_int("prompt_length", self.prompt_length, maximum=MAX_PROMPT_LENGTH)  # what the fits take
+        check_positive_int("world_seed", self.world_seed, minimum=0, maximum=2**63 - 1)  # stored as int64
         if not 1 <= check_positive_int("visible_length", self.visible_length) <= self.label_length:
             raise ConfigError(f"visible_length: expected 1 ≤ T' ≤ label_length = {self.label_length}, "
                               f"got {self.visible_length}")
@@ -356,7 +363,9 @@ def readout_epsilon(lm, world, kind: str, x) -> float:
 
 def _train_configs(config: Config, kind: str) -> tuple[TransformerConfig, TrainConfig]:
     """The transformer and its training for the worlds of ``kind``."""
-    seq_len = config.visible_length + (kind == "hmm")  # (MASK, x_1:T') for the prepended readout
+    # (MASK, x_1:T') for the prepended readout, after the prompt's k vectors: every position a head or a prompt
+    # reads is one the model was trained at (a position past the training length keeps its initial embedding)
+    seq_len = config.prompt_length + config.visible_length + (kind == "hmm")
     model = TransformerConfig(n_symbols=config.n_symbols, d_model=config.d_model, n_layers=config.n_layers,
                               n_heads=config.n_heads, max_len=seq_len, causal=False)
     tc = TrainConfig(objective="masked-lm", targets=config.targets, seeds=config.seeds,
@@ -486,7 +495,7 @@ def experiment_check(cell) -> list:
     add({"lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0, "epsilon_se": 0.0, "ladder_epsilon": None,
          "epsilon_readout": 0.0, "train_step": None},
         evaluate(WorldLM(world), world, kind, ctx, seed, config, source="oracle"))
-    heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, config.visible_length + (kind == "hmm"))
+    heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, _train_configs(config, kind)[1].seq_len)  # the trainer's own
     for target in config.targets if config.analytic else ():
         lm = analytic_lm(world, kind, ctx, target, seed, config)
         eps, eps_se = exact_masked_epsilon(world, lm, heldout)
