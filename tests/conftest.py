@@ -40,20 +40,20 @@ if os.environ.get("PYTEST_XDIST_WORKER") and \
 # the modules by their number of tests, which puts the modules of a few long tests (the quick experiment
 # runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
 # finished.  Queued by their time instead, longest first (the greedy schedule), the two workers end within
-# a short module of each other.  Seconds per module from `pytest --durations=0` on 2 cores (2026-12-01);
+# a short module of each other.  Seconds per module from `pytest --durations=0` on 2 cores (idle, 2026-12-02);
 # a module not listed is queued after these, in collection order.  Stale numbers cost time, never a result.
 MODULE_SECONDS = {
-    "test_experiments_head_prompt.py": 100, "test_train.py": 110, "test_sweep.py": 108,
-    "test_transformer.py": 91, "test_notebooks.py": 82, "test_head_prompt_trained.py": 80,
-    "test_run_dir_corruption.py": 75, "test_benchmarks_train_quick.py": 65, "test_memory.py": 65,
-    "test_head_prompt.py": 65, "test_heads.py": 59, "test_precision.py": 50, "test_prompts.py": 49,
-    "test_hmm_log_space.py": 46, "test_token_accuracy.py": 37, "test_hmm_parallel.py": 37,
-    "test_downstream_tasks.py": 36, "test_experiments_natural_tasks.py": 34, "test_natural_tasks.py": 34,
-    "test_attention_prompts.py": 31, "test_readme.py": 30, "test_anchors.py": 27, "test_sharding.py": 27,
-    "test_benchmarks_quick.py": 26, "test_experiments_corruption.py": 25, "test_epsilon.py": 20,
-    # added 2026-12-02 (2 workers, 2 cores; this machine ran ~1.3x slower than for the numbers above)
-    "test_hmm_review.py": 95, "test_prompts_review.py": 50, "test_token_accuracy_review.py": 31,
-    "test_epsilon_review.py": 23, "test_anchor_adversary.py": 19,
+    "test_train.py": 140, "test_hmm_review.py": 137, "test_experiments_head_prompt.py": 128,
+    "test_notebooks.py": 122, "test_prompts_review.py": 96, "test_sweep.py": 81, "test_hmm_log_space.py": 77,
+    "test_prompts.py": 65, "test_transformer.py": 64, "test_head_prompt_trained.py": 63, "test_readme.py": 63,
+    "test_precision.py": 62, "test_run_dir_corruption.py": 60, "test_heads.py": 60,
+    "test_benchmarks_train_quick.py": 59, "test_memory.py": 56, "test_head_prompt.py": 53,
+    "test_natural_tasks.py": 47, "test_experiments_natural_tasks.py": 47, "test_hmm_parallel.py": 44,
+    "test_downstream_tasks.py": 40, "test_sharding.py": 39, "test_token_accuracy.py": 36,
+    "test_attention_prompts.py": 35, "test_natural_adversaries.py": 33, "test_anchors.py": 30,
+    "test_perturbed.py": 28, "test_finite.py": 21, "test_hmm_numerics.py": 20, "test_benchmarks_quick.py": 18,
+    "test_token_accuracy_review.py": 18, "test_head_prompt_protocol.py": 18, "test_loglinear.py": 17,
+    "test_masked_epsilon_batched.py": 16,
 }
 
 
