@@ -88,7 +88,7 @@ def test_trained_rungs_report_the_epsilon_the_ladder_reached(quick):
     for r in payload["records"]:
         if r["level"].startswith("eps<="):
             assert r["ladder_epsilon"] <= r["target"]
-            assert r["epsilon"] == pytest.approx(r["ladder_epsilon"], rel=1e-4)  # the trainer's own held-out set
+            assert r["epsilon"] == pytest.approx(r["ladder_epsilon"], rel=1e-4)  # the trainer's held-out set (quick: 8 positions, all)
 
 
 def test_analytic_lms_are_calibrated_at_the_law_the_heads_read(quick):
@@ -189,6 +189,22 @@ def test_a_results_directory_refuses_a_different_config(tmp_path):
     (tmp_path / "experiment1" / "sweep.json").write_text(json.dumps(theirs))
     with pytest.raises(ConfigError, match=r"different config \(differs in \['checks'\]\)"):
         hp.run("experiment1", hp.Config(**hp.QUICK), tmp_path)
+
+
+def test_a_results_directory_of_the_previous_protocol_is_refused_not_mixed(tmp_path):
+    """A directory written before the transformers trained at the prompt's length (its options carry no
+    protocol) would otherwise pass as this config and have its cells reused beside new ones."""
+    from simlm.experiments.sweep import parse_config
+
+    old = parse_config(hp.sweep_config("experiment1", hp.Config(**hp.QUICK))).to_dict()
+    del old["checks"][hp.CHECK]["protocol"]  # as the previous code wrote it
+    (tmp_path / "experiment1").mkdir()
+    (tmp_path / "experiment1" / "sweep.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"different config \(differs in \['checks'\]\)"):
+        hp.run("experiment1", hp.Config(**hp.QUICK), tmp_path)
+    options = hp.check_options(hp.Config(**hp.QUICK))
+    with pytest.raises(ConfigError, match="protocol: this simlm runs the experiment's protocol 2"):
+        hp.validate_options({**options, "protocol": 1})
 
 
 def test_config_rejects_a_visible_length_beyond_the_label_length():

@@ -390,14 +390,27 @@ CHECK = "wei/head-prompt-experiment"
 RENAMED = {"lm": "lm_source"}
 
 
+#: the version of the experiment's protocol, stored with its options so that a results directory of another
+#: version is refused, not mixed with this one's cells: 2 since 2026-12-02, when the transformers began to
+#: train on the prompted input's length (k + T' + 1) and every ε to be read on the trainer's held-out set.
+PROTOCOL = 2
+
+
 def check_options(config: Config) -> dict:
-    """The check's options of ``config`` (plain JSON values; no analytic family is ``"none"``: TOML has no null)."""
+    """The check's options of ``config`` (plain JSON values; no analytic family is ``"none"``: TOML has no
+    null) and the :data:`PROTOCOL` they are run under."""
     options = jsonable({k: v for k, v in dataclasses.asdict(config).items() if k not in WORLD_FIELDS})
-    return {**options, "analytic": options["analytic"] or "none"}
+    return {**options, "analytic": options["analytic"] or "none", "protocol": PROTOCOL}
 
 
 def _fields(options: dict) -> dict:
-    """Config fields from the check's options (the inverse of :func:`check_options`)."""
+    """Config fields from the check's options (the inverse of :func:`check_options`); options written for
+    another :data:`PROTOCOL` are refused (none given: this one)."""
+    options = dict(options)
+    protocol = options.pop("protocol", PROTOCOL)
+    if protocol != PROTOCOL:
+        raise ConfigError(f"protocol: this simlm runs the experiment's protocol {PROTOCOL} (transformers trained at "
+                          f"the prompted input's length), got {protocol!r}")
     return {**options, "analytic": None if options.get("analytic") == "none" else options.get("analytic")}
 
 
