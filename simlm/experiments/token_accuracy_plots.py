@@ -17,9 +17,9 @@ def _rises_and_closes(first: list, last: list, bayes, n_rungs: int) -> tuple:
     """The verdict on "a readout rises along the blocks" and a note giving its reason ("" where none is
     due): ``last`` the readout along the blocks of the last rung (lowest ε), ``first`` that of the first
     rung, ``bayes`` the Bayes predictor's value.  (iii) where the last rung's last block is not above its
-    first block; (ii) where it is and the last rung's last block is no farther from Bayes than the first
-    rung's (a rise that reaches Bayes at every rung is a learning effect too; one that drifts away is not);
-    n/a with fewer than two blocks, a first or last value that is not finite (an undefined ARI is not an
+    first block; (ii) where it is and the last rung's last block is closer to Bayes than the first rung's,
+    or at Bayes (a rise that reaches Bayes at every rung is a learning effect too; one that stays as far
+    from Bayes, or drifts away, is not); n/a with fewer than two blocks, a first or last value that is not finite (an undefined ARI is not an
     ARI of 0), one rung, or a gap to Bayes that is not finite."""
     if len(last) < 2 or not (_finite(last[0]) and _finite(last[-1])):
         return "n/a", "; the first or last block's value is undefined"
@@ -29,7 +29,8 @@ def _rises_and_closes(first: list, last: list, bayes, n_rungs: int) -> tuple:
         return "n/a", "; one rung: whether the gap closes as ε falls is not measured"
     if not (_finite(first[-1]) and _finite(bayes)):
         return "n/a", "; the gap to Bayes is undefined"
-    return ("(ii)" if abs(last[-1] - bayes) <= abs(first[-1] - bayes) else "(iii)"), ""
+    gap_last, gap_first = abs(last[-1] - bayes), abs(first[-1] - bayes)
+    return ("(ii)" if gap_last < gap_first or gap_last <= 1e-9 else "(iii)"), ""
 
 
 def verdicts(r: dict) -> dict:
@@ -38,8 +39,8 @@ def verdicts(r: dict) -> dict:
     cannot show a gap closing as ε falls; classes of one token leave nothing to substitute; a correlation
     that is NaN, undefined on a constant input; any number the verdict needs that is not finite) — decided
     from the numbers, with why.  The Bayes predictor has no blocks, so an observation along blocks is (ii)
-    or (iii): (ii) where the last rung rises along the blocks and its last block is no farther from Bayes than
-    the first rung's, (iii) where it does not rise.  Fine-tuning reads the last rung's LM only, so a rise of its
+    or (iii): (ii) where the last rung rises along the blocks and its last block is closer to Bayes than the
+    first rung's or at Bayes, (iii) where it does not rise or does not close.  Fine-tuning reads the last rung's LM only, so a rise of its
     accuracy along blocks is n/a (whether its gap closes as ε falls is not measured), no rise (iii)."""
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
