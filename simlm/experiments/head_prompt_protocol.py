@@ -108,7 +108,10 @@ class TaskData(NamedTuple):
 
 def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
     """The task (seed 1000·task_seed, μ on ``protocol.nnz`` draws) and its sequences (seed 1000·task_seed + 1)
-    with labels from x_1:T under ``protocol.label``, sampled as ``protocol.sampling`` says."""
+    with labels from x_1:T under ``protocol.label``, sampled as ``protocol.sampling`` says.  μ is drawn as
+    every simlm task is (:func:`~simlm.downstream.make_posterior_task`: redrawn while a probe's labels give
+    a class under 10 %), under every protocol; the authors keep every draw (docs/head_prompt.md measures the
+    difference: about 0.01 at most on the authors' curve)."""
     task = make_posterior_task(hmm, 1000 * task_seed, nnz=protocol.nnz)
     n, T = protocol.n_train + protocol.n_test, protocol.label_length
     if protocol.sampling == "start":
