@@ -143,6 +143,10 @@ def test_clusters_sharpening_needs_two_rungs_and_defined_aris():
     assert verdicts(_result(2, ari=(0.6, 0.2)))[sharpen][0] == "(iii)"  # falls along blocks
     # the documented groups-world run: ARI 0 at block 0 -> 1 (Bayes) at the last block, at every rung
     assert verdicts(_result(2, ari=(0.0, 1.0), first_ari=(0.0, 1.0)))[sharpen][0] == "(ii)"
+    off_grid = _result(2)
+    off_grid["config"] = {"threshold": 0.15}  # a τ at which no Bayes clustering was computed
+    verdict, why = verdicts(off_grid)[sharpen]
+    assert verdict == "n/a" and "not at the probes' τ" in why
     # a rise that stays as far from Bayes at every rung closes nothing as ε falls
     assert verdicts(_result(2, ari=(0.0, 0.43), first_ari=(0.0, 0.43)))[sharpen][0] == "(iii)"
     undefined = verdicts(_result(2, ari=(None, 0.6)))[sharpen]  # an undefined ARI is not an ARI of 0

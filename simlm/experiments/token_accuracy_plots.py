@@ -77,6 +77,8 @@ def verdicts(r: dict) -> dict:
     at_tau = [c["ari"] for c, t in zip(r["groups_ladder"]["bayes"]["clusters"], r["thresholds"]) if t == tau]
     bayes_ari = at_tau[0] if at_tau else None
     verdict, note = _rises_and_closes(ari[0], ari[-1], bayes_ari, len(ari))
+    if not at_tau and note.endswith("the gap to Bayes is undefined"):  # Bayes is cut at the swept τ only
+        note = f"; the Bayes clusters were cut at τ ∈ {r['thresholds']} only, not at the probes' τ"
     out["clusters_sharpen_along_blocks"] = (
         verdict, f"groups world, probe cluster ARI along blocks (last rung) {fmt(ari[-1])}; Bayes ARI "
                  f"{bayes_ari} at τ = {tau}" + note)
