@@ -508,7 +508,8 @@ def experiment_check(cell) -> list:
     add({"lm": "oracle", "level": "oracle", "target": None, "epsilon": 0.0, "epsilon_se": 0.0, "ladder_epsilon": None,
          "epsilon_readout": 0.0, "train_step": None},
         evaluate(WorldLM(world), world, kind, ctx, seed, config, source="oracle"))
-    heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, _train_configs(config, kind)[1].seq_len)  # the trainer's own
+    model_config, train_config = _train_configs(config, kind)
+    heldout = world.sample(EVAL_SEED, EVAL_SEQUENCES, train_config.seq_len)  # the trainer's own
     for target in config.targets if config.analytic else ():
         lm = analytic_lm(world, kind, ctx, target, seed, config)
         eps, eps_se = exact_masked_epsilon(world, lm, heldout)
@@ -518,7 +519,7 @@ def experiment_check(cell) -> list:
     if not config.trained:
         return rows
     t0 = time.perf_counter()
-    result = train(world, *_train_configs(config, kind), Path(cell.workdir) / "train", progress=cell.progress)
+    result = train(world, model_config, train_config, Path(cell.workdir) / "train", progress=cell.progress)
     ladder = json.dumps(jsonable([dataclasses.asdict(r) for r in result.records]))
     rows.append(row("train_steps", result.final_step, lm="trained-final", lm_seed=seed, ladder=ladder,
                     train_seconds=time.perf_counter() - t0, **base))

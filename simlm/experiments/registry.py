@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable
 
+from simlm.checks import _real
 from simlm.errors import ConfigError
 
 #: the columns every tidy row has, in this order (check-specific columns follow).
@@ -122,17 +123,6 @@ def get_check(name: str) -> Check:
 _COMPUTED = ("holds", "trivial", "slack_used")
 
 
-def _real(name: str, value) -> float:
-    """``value`` as a float, or a :class:`ConfigError` naming ``name`` where it is not a real number (a text
-    is not one, though ``float`` would parse it)."""
-    if not isinstance(value, (str, bytes)):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    raise ConfigError(f"{name}: expected a real number, got {value!r}")
-
-
 def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **extra) -> dict:
     """One tidy row: ``holds`` = measured ≤ bound (False for a NaN measured value or bound) and ``trivial`` =
     the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and measured ≤
@@ -143,15 +133,15 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **e
     uses, None where bound ≤ baseline (no slack: such a row is judged by ``holds`` alone).  ``measured``,
     ``bound``, ``maximum`` and ``baseline`` must be real numbers and ``extra`` may not set a computed column
     (``holds``, ``trivial``, ``slack_used``), or a :class:`ConfigError` names them."""
-    measured = _real("measured", measured)
+    measured = _real("measured", measured, "a real number")
     clash = sorted(set(extra) & set(_COMPUTED))
     if clash:
         raise ConfigError(f"row {quantity!r}: extra columns {clash} would overwrite the computed ones; rename them")
     if bound is None:
         return {"quantity": quantity, "measured": measured, "bound": None, "holds": None, "trivial": None, **extra}
-    bound = _real("bound", bound)
-    base = 0.0 if baseline is None else _real("baseline", baseline)
-    maximum = None if maximum is None else _real("maximum", maximum)
+    bound = _real("bound", bound, "a real number")
+    base = 0.0 if baseline is None else _real("baseline", baseline, "a real number")
+    maximum = None if maximum is None else _real("maximum", maximum, "a real number")
     holds = bool(measured <= bound)
     trivial = None if maximum is None else bool(holds and bound >= maximum and measured <= maximum)
     used = (measured - base) / (bound - base) if bound > base else None

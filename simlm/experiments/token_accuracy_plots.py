@@ -13,18 +13,24 @@ def _finite(value) -> bool:
     return value is not None and bool(np.isfinite(value))
 
 
+def _no_rise(along: list, what: str = "value"):
+    """The verdict and its note where the readout ``along`` the blocks shows no rise — n/a with fewer than
+    two blocks or a first or last ``what`` that is not finite (an undefined ARI is not an ARI of 0), (iii)
+    where the last block is not above the first — else None."""
+    if len(along) < 2 or not (_finite(along[0]) and _finite(along[-1])):
+        return "n/a", f"; the first or last block's {what} is undefined"
+    return None if along[-1] > along[0] else ("(iii)", "")
+
+
 def _rises_and_closes(first: list, last: list, bayes, n_rungs: int) -> tuple:
     """The verdict on "a readout rises along the blocks" and a note giving its reason ("" where none is
     due): ``last`` the readout along the blocks of the last rung (lowest ε), ``first`` that of the first
-    rung, ``bayes`` the Bayes predictor's value.  (iii) where the last rung's last block is not above its
-    first block; (ii) where it is and the last rung's last block is closer to Bayes than the first rung's,
-    or at Bayes (a rise that reaches Bayes at every rung is a learning effect too; one that stays as far
-    from Bayes, or drifts away, is not); n/a with fewer than two blocks, a first or last value that is not finite (an undefined ARI is not an
-    ARI of 0), one rung, or a gap to Bayes that is not finite."""
-    if len(last) < 2 or not (_finite(last[0]) and _finite(last[-1])):
-        return "n/a", "; the first or last block's value is undefined"
-    if not last[-1] > last[0]:
-        return "(iii)", ""
+    rung, ``bayes`` the Bayes predictor's value.  :func:`_no_rise` where the last rung does not rise; (ii)
+    where its last block is closer to Bayes than the first rung's, or at Bayes (a rise that reaches Bayes
+    at every rung is a learning effect too; one that stays as far from Bayes, or drifts away, is not); n/a
+    with one rung or a gap to Bayes that is not finite."""
+    if (early := _no_rise(last)) is not None:
+        return early
     if n_rungs < 2:
         return "n/a", "; one rung: whether the gap closes as ε falls is not measured"
     if not (_finite(first[-1]) and _finite(bayes)):
@@ -40,8 +46,9 @@ def verdicts(r: dict) -> dict:
     that is NaN, undefined on a constant input; any number the verdict needs that is not finite) — decided
     from the numbers, with why.  The Bayes predictor has no blocks, so an observation along blocks is (ii)
     or (iii): (ii) where the last rung rises along the blocks and its last block is closer to Bayes than the
-    first rung's or at Bayes, (iii) where it does not rise or does not close.  Fine-tuning reads the last rung's LM only, so a rise of its
-    accuracy along blocks is n/a (whether its gap closes as ε falls is not measured), no rise (iii)."""
+    first rung's or at Bayes, (iii) where it does not rise or does not close.  Fine-tuning reads the last
+    rung's LM only, so a rise of its accuracy along blocks is n/a (whether its gap closes as ε falls is not
+    measured), no rise (iii)."""
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
     probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
@@ -83,13 +90,8 @@ def verdicts(r: dict) -> dict:
         verdict, f"groups world, probe cluster ARI along blocks (last rung) {fmt(ari[-1])}; Bayes ARI "
                  f"{bayes_ari} at τ = {tau}" + note)
     acc = ft["accuracy"]
-    if len(acc) < 2 or not (_finite(acc[0]) and _finite(acc[-1])):
-        verdict, note = "n/a", "; the first or last block's accuracy is undefined"
-    elif not acc[-1] > acc[0]:
-        verdict, note = "(iii)", ""
-    else:
-        verdict, note = "n/a", ("; fine-tuned on the last rung only: whether the gap to Bayes closes as ε falls "
-                                "is not measured")
+    verdict, note = _no_rise(acc, "accuracy") or (
+        "n/a", "; fine-tuned on the last rung only: whether the gap to Bayes closes as ε falls is not measured")
     out["finetuning_improves_along_blocks"] = (
         verdict, f"head accuracy along blocks {np.round(acc, 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}" + note)
     out["confidence_independent_of_input_apt"] = (
