@@ -137,6 +137,16 @@ def test_a_memory_label_that_weighs_only_buried_values_is_exact():
     assert task.labels_from_posterior(task.posteriors(world, x))[0] == 0  # the flushed tie
 
 
+def test_labels_from_log_posteriors_read_shares_below_the_float64_range():
+    """The values the classes weigh differently are scaled by the largest of them before the weights apply:
+    at log-posteriors −900 and −1000 both shares are 0 even in float64 (e^−745 is the least), and the label,
+    decided by their ratio e^100, would be a tie."""
+    lp = [[0.0, -900.0, -1000.0], [0.0, -1000.0, -900.0], [-np.inf, -1e4, -1e4 - 1e-3]]
+    assert PosteriorTask(mu=[0.0, -1.0, 1.0]).labels_from_log_posterior(lp).tolist() == [0, 1, 0]
+    assert PosteriorTask(L=[[0, 1, 0], [0, 0, 1]]).labels_from_log_posterior(lp).tolist() == [0, 1, 0]
+    assert MemoryTask(L=[[0, 0, 1], [0, 1, 0]]).labels_from_log_posterior(lp).tolist() == [1, 0, 1]
+
+
 def test_labels_from_posteriors_refuse_negative_entries_by_their_name():
     task = PosteriorTask(mu=[1.0, -1.0])
     with pytest.raises(ConfigError, match=r"^posterior: entry \(0, 1\) is -0.1"):

@@ -90,6 +90,26 @@ def test_the_experiments_prompt_feasible_is_the_checks_reading():
         assert out["prompt_feasible"] == out["prompt_exact"] == check.prompt.feasible
 
 
+
+def test_a_soft_gated_prompt_can_fail_and_the_bundle_then_reads_inconsistent():
+    """``consistent``'s prompt half can fail only through a leak off S that δ > 0 ignores (the docstring's
+    claim): here state 1's row leaks 0.003 and 0.029 (< δ = 0.06 of its largest entry) to the states off
+    S = {0, 1}, and the constructive prompt + head on state 1 get inputs outside the margin wrong, so the
+    bundle must read inconsistent — the one way this check can fail, shown to fail."""
+    world = HMM([0.8636, 0.0717, 0.0, 0.0647],
+                [[0.3625, 0.3767, 0.0031, 0.2577], [0.552, 0.4157, 0.0032, 0.0291],
+                 [0.7216, 0.0137, 0.0238, 0.2409], [0.029, 0.209, 0.7618, 0.0002]],
+                [[0.0436, 0.731, 0.016, 0.2094], [0.1994, 0.4258, 0.1683, 0.2065],
+                 [0.2605, 0.2402, 0.1996, 0.2997], [0.7351, 0.0005, 0.2596, 0.0048]])
+    mu = np.array([0.34, -3.18, 0.0, 0.0])
+    x = np.array(list(itertools.product(range(4), repeat=2)), np.int32)
+    rec = hp.check_head_prompt_conditions(world, mu, x, delta=0.06)
+    assert rec.prompt.feasible and not rec.prompt.exact and rec.prompt.allowed == ((1,),)
+    assert rec.support.full_row_rank and rec.prompt_check.n_errors > 0 and not rec.prompt_holds
+    assert rec.head_holds and not rec.consistent and not rec.trivial
+    exact = hp.check_head_prompt_conditions(world, mu, x)  # δ = 0: no prompt, nothing to contradict
+    assert not exact.prompt.feasible and exact.consistent
+
 # ---- 2: inputs the prompt makes impossible are counted, not fatal --------------------------------------
 
 def _crash_world():

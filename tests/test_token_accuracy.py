@@ -190,6 +190,48 @@ def test_the_paper_filter_drops_rows_whose_diagonal_is_not_the_maximum():
     assert cl.labels[1] == -1 and sorted(cl.sizes) == [1, 1]
 
 
+def test_a_token_absent_from_the_test_set_is_no_cluster():
+    """An all-zero confusion row (a type that never occurs) is dropped, not kept as a singleton cluster that
+    would lower the ARI and NMI against the planted classes."""
+    out = confusion_clusters([[5, 1, 0, 0], [1, 5, 0, 0], [0, 0, 5, 0], [0, 0, 0, 0]], 0.1, classes=[0, 0, 1, 1])
+    assert out.kept.tolist() == [True, True, True, False] and out.labels[3] == -1
+    assert out.ari == 1.0 and out.nmi == pytest.approx(1.0)
+
+
+def test_a_normalised_confusion_at_exactly_tau_links_its_pair():
+    """τ is inclusive (N[i, j] ≥ τ): 1/10 at τ = 0.1 links tokens 0 and 1, 1/11 does not."""
+    out = confusion_clusters([[10, 1, 0], [0, 10, 0], [0, 0, 10]], 0.1, classes=[0, 0, 1])
+    assert out.labels[0] == out.labels[1] != out.labels[2] and out.sizes.tolist() == [2, 1] and out.ari == 1.0
+    out = confusion_clusters([[11, 1, 0], [0, 11, 0], [0, 0, 11]], 0.1)
+    assert out.sizes.tolist() == [1, 1, 1]
+
+
+@given(st.integers(2, 4), st.integers(1, 3), st.integers(2, 6), st.integers(0, 2**32 - 1))
+def test_per_type_apt_its_standard_error_and_kl_equal_counting_position_by_position(V, n, T, seed):
+    """Each type's APT, its binomial standard error √(p(1 − p)/n_w) and its mean KL(p_B ‖ p), recomputed by
+    looping over the selected positions of that type (several types, random laws and masks)."""
+    rng = np.random.default_rng(seed)
+    probs, bayes = rng.dirichlet(np.ones(V), (n, T)), rng.dirichlet(np.ones(V), (n, T))
+    tokens = rng.integers(0, V, (n, T))
+    selected = rng.random((n, T)) < 0.7
+    selected[0, 0] = True
+    r = token_accuracy(probs, tokens, selected, bayes)
+    for w in range(V):
+        at = [(i, t) for i in range(n) for t in range(T) if selected[i, t] and tokens[i, t] == w]
+        assert r.counts[w] == len(at)
+        if not at:
+            assert np.isnan(r.apt[w]) and np.isnan(r.apt_se[w]) and np.isnan(r.kl[w])
+            continue
+        p = np.mean([probs[i, t].argmax() == w for i, t in at])
+        assert r.apt[w] == pytest.approx(p, abs=1e-12)
+        assert r.apt_se[w] == pytest.approx(np.sqrt(p * (1 - p) / len(at)), abs=1e-12)
+        kl = np.mean([sum(b * np.log(b / q) for b, q in zip(bayes[i, t], probs[i, t])) for i, t in at])
+        assert r.kl[w] == pytest.approx(kl, rel=1e-9)
+    all_kl = [sum(b * np.log(b / q) for b, q in zip(bayes[i, t], probs[i, t]))
+              for i in range(n) for t in range(T) if selected[i, t]]
+    assert r.epsilon == pytest.approx(np.mean(all_kl), rel=1e-9)
+
+
 def test_no_kept_row_gives_no_ari_not_an_error():
     """A positive trace and still no row whose diagonal is its maximum (an early block, an untrained model):
     no clustering to score, so ARI and NMI are None (order_parameter raised a ShapeError on such a block)."""
@@ -379,6 +421,80 @@ def test_the_cluster_verdict_reads_the_clusters():
     assert verdicts(r)["apt_much_below_accuracy"][0] == "(i)"
     r["block_zipf"]["masked"]["mean_apt"] = 0.1
     assert verdicts(r)["apt_much_below_accuracy"][0] == "(iii)"
+
+
+
+def test_every_verdict_is_decided_at_its_stated_threshold():
+    """Each verdict's boundary, from both sides (a threshold moved, a strict comparison made loose, a min read
+    for a max or a sign dropped changes one of these)."""
+    from simlm.experiments.token_accuracy_plots import verdicts
+
+    def verdict(key, edit, rungs=([0.10, 0.12], [0.10, 0.18])):
+        r = _verdict_input([list(a) for a in rungs])
+        edit(r)
+        return verdicts(r)[key][0]
+
+    def masked(**kw):
+        return lambda r: r["block_zipf"]["masked"].update(kw)
+
+    # (i) where the Bayes predictor's APT grows with frequency on both worlds: every Spearman ρ > 0
+    apt = "apt_grows_with_frequency"
+    assert verdict(apt, masked(spearman=0.01)) == "(i)"
+    assert verdict(apt, masked(spearman=0.0)) == "(iii)"
+    assert verdict(apt, lambda r: r["topic"]["bayes"].update(spearman=-0.01)) == "(iii)"
+    # ⟨APT⟩ below half the accuracy, with at most one output per class
+    below = "apt_much_below_accuracy"
+    assert verdict(below, masked(mean_apt=0.0559, accuracy=0.112)) == "(i)"
+    assert verdict(below, masked(mean_apt=0.056, accuracy=0.112)) == "(iii)"
+    assert verdict(below, masked(n_predicted=9)) == "(iii)"
+    # the best Bayes cluster ARI against the planted groups reaches 0.9
+    clusters = "small_strong_match_clusters"
+
+    def aris(*values):
+        return lambda r: r["groups"]["selected"].update(clusters=[{"ari": a} for a in values])
+
+    assert verdict(clusters, aris(0.9, 0.2, None)) == "(i)"
+    assert verdict(clusters, aris(0.2, 0.95, float("nan"))) == "(i)"  # the best τ, not the first or worst
+    assert verdict(clusters, aris(0.899, 0.5, 0.1)) == "(iii)"
+    # a readout that ends where it started along the blocks did not rise; a last rung at Bayes closed the gap
+    order = "order_parameter_rises_along_blocks"
+    assert verdict(order, lambda r: None, rungs=([0.10, 0.12], [0.12, 0.12])) == "(iii)"
+    assert verdict(order, lambda r: None, rungs=([0.10, 0.19], [0.10, 0.19])) == "(ii)"
+    assert verdict(order, lambda r: None, rungs=([0.10, 0.17], [0.10, 0.17])) == "(iii)"  # as far from Bayes
+    assert verdict(order, lambda r: None, rungs=([0.10, 0.21], [0.10, 0.17])) == "(iii)"  # 0.02 either side
+    # the probes' clusters are compared with Bayes at the probes' τ: by default the third swept threshold
+    sharpen = "clusters_sharpen_along_blocks"
+
+    def ladder(first, last, bayes_by_tau):
+        def edit(r):
+            rows = lambda aris: [{"readout": "probe", "mean_apt": 0.1, "ari": a} for a in aris]
+            r["groups_ladder"] = {"rungs": [{"rows": rows(first)}, {"rows": rows(last)}],
+                                  "bayes": {"clusters": [{"ari": a} for a in bayes_by_tau]}}
+        return edit
+
+    assert verdict(sharpen, ladder([0.2, 0.5], [0.2, 0.7], [0.5, 0.5, 0.8])) == "(ii)"  # 0.3 → 0.1 from τ = 0.1's
+    assert verdict(sharpen, ladder([0.2, 0.5], [0.2, 0.7], [0.3, 0.3, 0.3])) == "(iii)"  # 0.2 → 0.4: away
+    assert verdict(sharpen, ladder([0.2, 0.5], [0.2, 0.7], [0.3, 0.3, 0.8])) == "(ii)"  # only τ = 0.1's is read
+    with_tau = ladder([0.2, 0.5], [0.2, 0.7], [0.3, 0.8, 0.3])
+    assert verdict(sharpen, lambda r: (with_tau(r), r.update(config={"threshold": 0.05}))) == "(ii)"
+    # fine-tuning: no rise is (iii), a rise n/a (one LM)
+    fine = "finetuning_improves_along_blocks"
+    assert verdict(fine, lambda r: r["finetune"].update(accuracy=[0.9, 0.9])) == "(iii)"
+    assert verdict(fine, lambda r: r["finetune"].update(accuracy=[0.9, 0.91])) == "n/a"
+    # confidence independent of the input's APT: |corr| < 0.2 on the Bayes predictor, of either sign
+    conf = "confidence_independent_of_input_apt"
+    for corr, want in ((0.19, "(i)"), (-0.19, "(i)"), (0.2, "(iii)"), (-0.5, "(iii)"), (0.5, "(iii)")):
+        assert verdict(conf, lambda r: r["finetune"].update(corr_bayes=corr)) == want, corr
+    # substitution: exact P(y|x) moves < 1e-3 within a class and > 1e-3 across
+    sub = "explanation_strong_match_substitution"
+
+    def tv(within, across):
+        return lambda r: (r["substitution"]["within"].update(tv_exact=within),
+                          r["substitution"]["across"].update(tv_exact=across))
+
+    assert verdict(sub, tv(0.00099, 0.0011)) == "(i)"
+    assert verdict(sub, tv(0.001, 0.2)) == "(iii)"
+    assert verdict(sub, tv(0.0, 0.001)) == "(iii)"
 
 
 # ---- the sweep check and bad input -----------------------------------------------------------------
