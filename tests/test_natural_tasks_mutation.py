@@ -1,0 +1,92 @@
+"""Numbers of the natural-task checks (Saunshi, Malladi & Arora) that a mutation review could change without a
+test failing, each pinned against its definition: the softmax bounds read ε_Φ (not ε), γ_Φ reads
+Δ = Φ(p_f − p*), ``slack_used`` reads loss (a), and the adversaries' summary (its non-trivial share, the
+worst adversary's slack, the Quad adversary's critical ε in the 2-norm)."""
+
+import math
+import types
+
+import numpy as np
+import pytest
+
+from simlm.experiments import natural_tasks_adversaries as nta
+from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy
+from simlm.theory.adversarial import adversarial_laws
+from simlm.theory.natural_tasks import check_natural_task, critical_epsilon, lm_laws, random_natural_task, tau
+from simlm.worlds import HMM
+from simlm.worlds.contexts import enumerate_contexts
+
+
+def _softmax_case(noise_scale, prompt=None):
+    """An HMM world's contexts and a softmax LM on a random d = 2 Φ (so ε_best > 0: ε ≠ ε_Φ)."""
+    contexts = enumerate_contexts(HMM.random(5, 3, 4), 2)
+    P = contexts.next_token_probs
+    phi = np.random.default_rng(0).standard_normal((2, 4))
+    theta = (np.asarray(fit_cross_entropy(P, phi).theta)
+             + noise_scale * np.random.default_rng(1).standard_normal((len(P), 2)))
+    task = random_natural_task(contexts, 1, noise="logistic", prompt=prompt)
+    lm = SoftmaxContextLM(theta, phi)
+    return contexts, lm, task, check_natural_task(contexts, lm, task)
+
+
+def test_the_softmax_bound_is_tau_phi_plus_b_root_two_eps_phi_over_gamma():
+    contexts, lm, task, r = _softmax_case(0.05)
+    assert r.eps_best > 1e-3 and r.eps_phi < r.eps / 10  # ε and ε_Φ far apart
+    b = r.bound("softmax")
+    tau_phi = tau(contexts, task, Phi=np.asarray(lm.phi, np.float64)).loss
+    np.testing.assert_allclose(b.bound, tau_phi + b.B_grid * np.sqrt(2 * r.eps_phi / r.gamma), rtol=1e-9)
+    assert b.value == pytest.approx(b.bound.min(), rel=1e-12)
+
+
+def test_gamma_phi_is_the_least_generalised_eigenvalue_on_the_lms_feature_errors():
+    """γ_Φ = 1/λ_max(Σ_L^{−½} Σ_T Σ_L^{−½}), Σ_p = E_p[Δ Δᵀ], Δ_s = Φ(p_f(s) − p*_s), on a prompted task
+    (p_T ≠ p_L, so γ_Φ depends on which Δ is used)."""
+    contexts, lm, task, r = _softmax_case(0.3, prompt=(0,))
+    laws, p_L = lm_laws(lm, contexts), contexts.weights / contexts.weights.sum()
+    D = (laws - contexts.next_token_probs) @ np.asarray(lm.phi, np.float64).T
+    SL, ST = (D * p_L[:, None]).T @ D, (D * task.weights[:, None]).T @ D
+    w, Q = np.linalg.eigh(SL)
+    R = Q / np.sqrt(w)
+    assert r.gamma_phi == pytest.approx(1.0 / np.linalg.eigvalsh(R.T @ ST @ R)[-1], rel=1e-8)
+    assert abs(r.gamma_phi - r.gamma) > 0.1  # a task where γ_Φ is not γ
+
+
+def test_slack_used_is_the_share_of_the_slack_that_loss_a_takes():
+    contexts = enumerate_contexts(HMM.random(3, 3, 4), 2)
+    task = random_natural_task(contexts, 6, noise="sign")
+    lm = adversarial_laws(contexts, task, 0.5 * critical_epsilon(contexts, task), method="aligned", B=16.0)
+    b = check_natural_task(contexts, lm, task).bound("any-lm")
+    i = b.index
+    want = (b.loss_natural[i] - b.tau[i]) / (b.bound[i] - b.tau[i])
+    assert 0.1 < want < 1 and abs(b.loss_best[i] - b.loss_natural[i]) > 1e-3  # (a) and (b) differ here
+    assert b.slack_used == pytest.approx(want, rel=1e-9)
+
+
+def _row(**kw):
+    base = dict(world="w", family="adversarial", B_choice="B*", bound="any-lm", adversary_bound="any-lm",
+                lm="adversarial-aligned", eps_kind="absolute", gamma=1.0, task="p_L", task_kind="random-sign",
+                slack_used=0.5, target_eps=1e-3, trivial=False)
+    return {**base, **kw}
+
+
+def test_the_adversaries_summary_counts_non_trivial_rows_and_takes_the_worst_adversary():
+    rows = [_row(target_eps=1e-3, slack_used=0.2), _row(target_eps=1e-2), _row(target_eps=0.1, trivial=True),
+            _row(target_eps=1e-3, lm="adversarial-search", slack_used=0.9),
+            _row(target_eps=1e-3, task="u=0", slack_used=0.4)]  # a second task: the least task's worst
+    out = nta.targets({"rows": rows, "violations": []})["w"]
+    assert out["rows"] == 4 and out["nontrivial_share"] == pytest.approx(3 / 4)
+    assert out["worst_case_used"] == {("any-lm", "γ=1", "0.001"): 0.4, ("any-lm", "γ=1", "0.01"): 0.5}
+
+
+def test_the_quad_adversarys_critical_targets_are_fractions_of_the_two_norm_critical_eps():
+    contexts = enumerate_contexts(HMM.random(5, 3, 4), 2)
+    task = random_natural_task(contexts, 1, noise="logistic")
+    phi = np.random.default_rng(0).standard_normal((2, 4))
+    c2 = critical_epsilon(contexts, task, Phi=phi, norm="2")
+    assert not math.isclose(c2, critical_epsilon(contexts, task, Phi=phi, norm="inf"), rel_tol=0.05)
+    config = types.SimpleNamespace(adversaries=("adversarial-quad",), eps_grid=(), critical_fractions=(0.5,),
+                                   adversary_radii=(), search_steps=1)
+    labels = [spec for spec, _ in nta.adversarial_lms(contexts, task, phi, config, [], {},
+                                                       {"task": "p_L", "task_kind": "random-logistic"})]
+    assert [spec["eps_kind"] for spec in labels] == ["critical×0.5"]
+    assert labels[0]["target_eps"] == pytest.approx(0.5 * c2, rel=1e-12)
