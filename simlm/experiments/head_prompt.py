@@ -85,7 +85,8 @@ Measured on an idle 2-core CPU before issue 14's minibatches (docs/head_prompt.m
 3 seeds, 168 cells) 13.1 min wall, 19.2 min CPU — training 30–57 s per world (the 3 seeds as one
 ensemble), 5–9 s per trained cell, mostly the transformer prompt; experiment 2 (8 worlds, 192 cells)
 23.9 min wall, 30.4 min CPU, 14–20 s per trained memory cell, mostly the attention prompt.  Now, with
-``--workers auto`` (one single-threaded process per core): 6.7 min (experiment 1) and 8.8 min (experiment 2).
+``--workers auto`` (one single-threaded process per core): 7.1 min (experiment 1) and 9.1 min (experiment 2),
+re-timed on 2026-12-02 with the transformers trained at the prompt's length.
 ``--quick``: ~25 s (experiment 1) and ~30 s (experiment 2) wall when idle, most of it compilation; a
 rerun of a finished store takes well under a second before plotting.
 """
