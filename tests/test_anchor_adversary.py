@@ -123,3 +123,20 @@ def test_bad_input_to_the_worst_lm_is_refused_by_name():
     latent = random_tasks(other, world_anchor_fit(other, bulk_mask(other.logp, top_k=1)), 0)["latent"]
     with pytest.raises(ConfigError, match="^task"):
         flip_costs(latent, other, bulk_mask(other.logp, top_k=1))
+
+
+def test_worst_case_tv_share_in_the_tight_world_is_its_analytic_value():
+    """Pins WorstCase.tv_share = max over the flipped contexts of t(margin_x)/TV_x in the tight world (m = ½, γ = ¼,
+    two states, π = ½ each) at ε = KL of A's cheapest flip × π_A: only A flips, by moving a fraction tanh(m/2) of
+    the task word's mass γ onto the bulk word, so TV_A = γ tanh(m/2) (checked from the laws) and
+    tv_share = (γm/4)/TV_A = m/(4 tanh(m/2)) ≈ 0.5104 (a halved tv_share survived every other test)."""
+    m, gamma = 0.5, 0.25
+    ctx, bulk, task = _tight(m, gamma, 2)
+    eps = float(flip_costs(task, ctx, bulk).kl[0]) / 2
+    wc = worst_case_lm(task, ctx, bulk, eps)
+    assert wc.flipped.tolist() == [True, False]
+    tv_a = 0.5 * float(np.abs(np.exp(wc.logp_lm[0]) - np.exp(ctx.logp[0])).sum())
+    assert tv_a == pytest.approx(gamma * math.tanh(m / 2), rel=1e-6)
+    assert wc.tv[0] == pytest.approx(tv_a, rel=1e-9)
+    assert wc.tv_share == pytest.approx((gamma * m / 4) / tv_a, rel=1e-6)
+    assert wc.tv_share == pytest.approx(m / (4 * math.tanh(m / 2)), rel=1e-6)
