@@ -196,6 +196,14 @@ class AnchorFit:
     angle: float | None
 
 
+def _centred(f, w):
+    """f − its π-mean, with the columns constant up to the rounding of that mean set to exactly 0 (scaled to
+    unit spread, a one-ulp spread would count as a direction in which f varies)."""
+    fc = f - w @ f
+    constant = np.sqrt(w @ fc**2) <= 1e-12 * np.abs(f).max(0)
+    return np.where(constant, 0.0, fc)
+
+
 def _spread(fc, w):
     """The weighted RMS of each centred feature column (1 for a constant one)."""
     s = np.sqrt(w @ fc**2)
@@ -207,7 +215,7 @@ def _linear_fit(y, f, w):
     scaled to unit spread, with a of least norm there (a feature's units change neither the fit nor which
     directions count); var is 0 when y is constant up to rounding (:data:`_CONSTANT_RTOL`)."""
     mean_f, mean_y = w @ f, w @ y
-    fc, yc = f - mean_f, y - mean_y
+    fc, yc = _centred(f, w), y - mean_y
     sw, scale = np.sqrt(w)[:, None], _spread(fc, w)
     a = np.linalg.lstsq(sw * fc / scale, sw[:, 0] * yc, rcond=_RCOND)[0] / scale
     res = yc - fc @ a
@@ -233,7 +241,7 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
         p = check_real_array("planted", planted)
         if p.shape != (f.shape[1],):
             raise ShapeError(f"planted: expected shape ({f.shape[1]},), got {p.shape}")
-        fc = f - w @ f
+        fc = _centred(f, w)
         scale = _spread(fc, w)  # the directions in which f varies, found as in the fit, back in f's units
         U, s, _ = np.linalg.svd((fc / scale).T * np.sqrt(w), full_matrices=False)
         U = np.linalg.qr(scale[:, None] * U[:, s > _RCOND * max(s.max(), 1e-300)])[0]
