@@ -6,7 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import assume, example, given, settings, strategies as st
 
+from bruteforce import prompted_state_law
 from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.theory import head_prompt as hp
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins
@@ -195,3 +197,92 @@ def test_relative_thresholds_of_one_or_more_are_refused(call, name, bad):
 def test_thresholds_just_below_one_and_delta_zero_are_accepted():
     assert hp.emission_rank(_W, tol=0.999).full_row_rank  # σ_min/σ_max = 1 > 0.999
     assert hp.prompt_feasibility(_W, np.array([1., 0.]), delta=0.0).feasible
+
+
+# ---- 4: the prompt graph against brute force; certificate pairs; ``trivial``; margins ------------------
+
+_BITS3 = st.lists(st.integers(0, 1), min_size=3, max_size=3)
+
+
+def _some_indicator_prompt_confines_h0_to_s(pi, A, S, k) -> bool:
+    """Brute force of the prompt condition at δ = 0: some k 0/1 prompt rows u_1..u_k give P(H_0 | z) ∝ αA,
+    α = ((π∘u_1)A∘u_2)…∘u_k, positive on S and 0 off it (real prompt rows have the same supports)."""
+    K = len(pi)
+    with np.errstate(invalid="ignore"):  # a prompt with α = 0 has no P(H_0 | z): NaN, never counted
+        for rows in itertools.product(itertools.product((0.0, 1.0), repeat=K), repeat=k):
+            law = prompted_state_law(pi, A, np.eye(K), np.array(rows), ())
+            if np.all(law[S] > 0) and np.all(law[~S] == 0):
+                return True
+    return False
+
+
+@settings(max_examples=40, deadline=None)
+@given(edges=st.lists(_BITS3, min_size=3, max_size=3), start=_BITS3, task=_BITS3, k=st.integers(1, 3))
+@example(edges=[[0, 1, 0], [0, 1, 1], [1, 0, 0]], start=[1, 1, 0], task=[0, 1, 0], k=2)  # infeasible
+@example(edges=[[0, 0, 1], [1, 1, 1], [1, 0, 0]], start=[0, 1, 1], task=[0, 0, 1], k=3)  # feasible
+def test_prompt_feasibility_at_delta_zero_is_brute_force_over_indicator_prompts(edges, start, task, k):
+    """On directed (non-symmetric) supports the graph's forward reach must follow A's edges g → h
+    (R_{j+1} = succ(R_j)); following them backwards (predecessors) flipped the verdict both ways on the two
+    @examples (3-state worlds, k = 2: 'feasible' where no prompt confines H_0 to S = {1}; k = 3: 'infeasible'
+    where one does)."""
+    A = np.array(edges, float)
+    A[A.sum(1) == 0, 0] = 1.0  # every state goes somewhere
+    pi, S = np.array(start, float), np.array(task, bool) & np.array(start, bool)
+    assume(S.any())
+    world = HMM(pi / pi.sum(), A / A.sum(1, keepdims=True), np.eye(3))
+    pf = hp.prompt_feasibility(world, S.astype(float), k=k)
+    assert pf.support == tuple(np.flatnonzero(S))
+    assert pf.feasible == _some_indicator_prompt_confines_h0_to_s(pi, A, S, k)
+
+
+def test_certificate_pairs_have_both_labels_outside_the_margin():
+    """Docstring: only inputs with |μᵀP(H_0|x)| > margin·max|μ| take part.  μ = (1, −1, 0) − the median score
+    (balanced labels) on all 64 inputs of length 3 leaves 25 clear positives, 29 clear negatives and 3
+    negatives inside margin 0.01 (|score| ≤ 0.0118); tol = 10 exceeds every feature distance, so the pairs
+    are exactly the 25 × 29 = 725 clear opposite pairs.  Letting every negative in gave 800, 75 of them with
+    a member inside the margin."""
+    world = HMM.random(0, 3, 4)
+    x = np.array(list(itertools.product(range(4), repeat=3)), np.int32)
+    P = hp.state_posterior0(world, x)
+    mu = np.array([1.0, -1.0, 0.0])
+    mu -= np.median(P @ mu)  # rows of P sum to 1: shifts every score by the median
+    score, margin = P @ mu, 0.01
+    clear = np.abs(score) > margin * np.abs(mu).max()
+    n1, n0 = int(np.sum(clear & (score >= 0))), int(np.sum(clear & (score < 0)))
+    assert (n1, n0, int(np.sum(~clear & (score < 0)))) == (25, 29, 3)
+    cert = hp.failure_certificate(world, mu, x, tol=10.0, margin=margin, max_pairs=10_000)
+    assert clear[cert.pairs].all()
+    assert len(cert.pairs) == n1 * n0 and np.all(cert.labels == [True, False])
+
+
+def test_trivial_is_false_when_exactly_one_condition_holds():
+    """Docstring: ``trivial`` = neither condition holds.  HMM.random(0, 3, 4) has B of rank 3 = K, so every μ
+    is a head task; its dense A gates no state, so no prompt confines H_0 to S = {0, 1}.  One condition holds:
+    not trivial (reading 'not both hold' made it True)."""
+    world = HMM.random(0, 3, 4)
+    x = np.array(list(itertools.product(range(4), repeat=3)), np.int32)
+    rec = hp.check_head_prompt_conditions(world, np.array([1.0, -1.0, 0.0]), x)
+    assert rec.head.realisable and not rec.prompt.feasible
+    assert not rec.trivial
+
+
+def test_delta_min_is_the_smallest_feasible_delta_when_the_range_is_not_monotone():
+    """π ∝ (0.01, 0.3, 1), S = {0}: feasible on [0, 0.3) (through state 1, which moves only to 0) and again
+    on [2/3, 1) (state 2's move to 1, 0.4/0.6 of its largest entry, becomes a soft zero), not in between.
+    ``delta_min`` is the smallest δ where prompt_feasibility holds, 0 (reading the last piece gave 2/3)."""
+    pi = np.array([0.01, 0.3, 1.0])
+    A = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.6, 0.4, 0.0]])
+    world, mu = HMM(pi / pi.sum(), A, np.eye(3)), np.array([1.0, 0.0, 0.0])
+    fr = feasibility_range(world, mu)
+    assert len(fr.intervals) == 2 and fr.intervals[0][1] == pytest.approx(0.3)
+    assert fr.intervals[1][0] == pytest.approx(2 / 3, abs=1e-7)  # π's float rounding of 0.4/0.6
+    assert [hp.prompt_feasibility(world, mu, delta=d).feasible for d in (0.0, 0.5, 0.7)] == [True, False, True]
+    assert fr.exact and fr.delta_min == 0.0 and fr.delta_max == 1.0
+
+
+def test_a_three_class_margin_is_the_gap_between_the_two_largest_scores():
+    """L = (e_0, e_1, (½, ½)), P = (0.7, 0.3): scores (0.7, 0.3, 0.5), margin 0.7 − 0.5 = 0.2 (top minus the
+    smallest score gave 0.4)."""
+    L = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    lm = label_margins(L, np.array([[0.7, 0.3]]))
+    assert lm.margins == pytest.approx([0.2], abs=1e-12) and lm.scale == 1.0
