@@ -1,7 +1,8 @@
 """Prompts, reviewed: an input the prompt makes possible is answered (its per-step log-probs are the prompted
 chain's), a prompt fit checks its data against the support of the prompts it can reach before fitting, a
-fit that diverged is refused naming lr, a prefix of token embeddings is those tokens, and a prompt with no
-reweighting is refused.
+fit that diverged is refused naming lr, a fit reports the objective it minimised at the parameters it
+returns (never a restart that ended at NaN), the prior the fits differentiate is the prompt's law, a prefix of
+token embeddings is those tokens, and a prompt with no reweighting is refused.
 
 The periodic worlds: π = e_0 and A = swap, so the unprompted position 0 is in state 0 and x_1 in state 1,
 while after k prompt tokens (the first in state 0) position 0 is in state k mod 2 and x_1 in state k + 1."""
@@ -10,11 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
+from bruteforce import prompted_state_law
 import simlm.downstream.attention_prompts as attention_prompts
 import simlm.downstream.prompts as prompts
 from simlm.downstream.attention_prompts import _prefixed_laws, fit_exact_attention_prompt, \
     fit_transformer_attention_prompt
+from simlm.downstream.heads import LinearLogits, fit_attention_head
+from simlm.downstream.prompt_fit import check_prompt_fit, fit_prompt, objective
 from simlm.downstream.prompts import _prefixed_prepended_mask_probs, fit_exact_prompt, fit_transformer_prompt
 from simlm.errors import ConfigError, TrainingDivergedError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
@@ -51,6 +56,21 @@ def test_the_prompted_posteriors_log_probs_are_those_of_the_prompted_chain():
     direct = HMM(np.asarray(prior @ A), np.asarray(A), np.asarray(B))
     np.testing.assert_allclose(np.asarray(steps), np.asarray(direct.token_logprobs(np.asarray(x)[None]))[0],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_prior_a_prompt_fit_differentiates_is_the_prompts_law(k):
+    """fit_prompt_prior (the normalised-product recursion the fits differentiate) = prompt_prior (the log-space
+    one the fitted prompt is scored with) = the enumeration of every prompt path, α = [(π∘u_1)A … ∘ u_k]A, for
+    k ≥ 2 rows that differ (k = 2: (0.218, 0.201, 0.581)); a scan that fed u_1..u_{k−1} after u_1 instead of
+    u_2..u_k gave (0.574, 0.334, 0.092).  float32 inputs: rtol 1e-5."""
+    rng = np.random.default_rng(0)
+    pi, A = rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3), 3)
+    U = np.array([[1.0, 0.1, 0.5], [0.2, 1.0, 0.05], [0.3, 0.02, 1.0]])[:k]
+    want = prompted_state_law(pi, A, np.eye(3), U, ())  # no input: the law of the first state after the prompt
+    args = [jnp.asarray(a, jnp.float32) for a in (pi, A, U)]
+    np.testing.assert_allclose(np.asarray(prompting.fit_prompt_prior(*args)), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(prompting.prompt_prior(*args)), want, rtol=1e-5)
 
 
 # ---- 2. the fits check their data against the prompts they can reach, before fitting -------------
@@ -107,8 +127,6 @@ def test_a_prompt_fit_that_ends_far_above_its_start_is_refused_naming_lr(small, 
 
 
 def test_the_divergence_check_reads_the_final_loss_and_refuses_an_empty_prompt_row():
-    from simlm.downstream.prompt_fit import check_prompt_fit
-
     check_prompt_fit(0.69, np.array([np.nan, 0.69 + 1.0 - 1e-6]), "a fit within the tolerance")
     check_prompt_fit(3.0, np.array([5.99]), "a fit within the tolerance")  # max(1 nat, the start)
     with pytest.raises(TrainingDivergedError, match="^lr: a fit diverged: it ended at training loss 1.7"):
@@ -122,9 +140,6 @@ def test_the_divergence_check_reads_the_final_loss_and_refuses_an_empty_prompt_r
 def test_a_single_run_reports_its_loss_at_the_returned_parameters():
     """Not the last step's, which is the loss before the last update: a fit whose last step overshoots
     reported the loss it had before overshooting."""
-    from simlm.downstream.heads import LinearLogits
-    from simlm.downstream.prompt_fit import fit_prompt, objective
-
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.dirichlet(np.ones(3), size=32).astype(np.float32))
     y = jnp.asarray(np.arange(32) % 2)
@@ -135,6 +150,67 @@ def test_a_single_run_reports_its_loss_at_the_returned_parameters():
     want = objective(features, head, y, p, l2=1e-4)
     np.testing.assert_allclose(np.asarray(final), [float(want)], rtol=1e-6)
     assert float(final[0]) != float(losses[-1])
+
+
+def test_restarts_keep_the_best_finite_run_when_some_end_at_nan():
+    """Prompt θ = ±1 by key and features X·√θ: the runs from θ = −1 are NaN from their first step, those
+    from θ = +1 finite.  The kept run is the finite one with the least final loss (NaN sorted as +∞); NaN
+    sorted as −∞ returned a NaN prompt with a NaN loss."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.dirichlet(np.ones(3), size=32).astype(np.float32))
+    y = jnp.asarray(np.arange(32) % 2)
+    head = LinearLogits(0.1)
+    features = lambda th: X * jnp.sqrt(th)  # noqa: E731
+
+    def start(key):
+        sign = jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
+        return {"prompt": sign * jnp.ones(3), "head": head.init(key, 3, 2)}
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    p, losses, final, _ = jax.jit(lambda k: fit_prompt(features, head, y, start, l2=1e-4, lr=0.05, steps=20,
+                                                       restart_keys=k))(keys)
+    final = np.asarray(final)
+    assert np.isnan(final).any() and np.isfinite(final).any(), final  # the case: some runs NaN, some not
+    assert np.all(np.isfinite(np.asarray(p["prompt"]))) and np.all(np.isfinite(np.asarray(losses)))
+    np.testing.assert_allclose(float(objective(features, head, y, p, l2=1e-4)), np.nanmin(final), rtol=1e-6)
+
+
+def test_a_minibatch_fits_objective_standardises_by_its_stats():
+    """objective(stats = (m, s)) reads every sequence's features as (f − m) ⊘ s, as the fit's batches do:
+    the linear head's mean cross-entropy + (l2/2)‖W‖² on those z, by hand in float64 (0.568 here, with
+    s = (5.9, 0.13, 0.58) far from 1; (f − m) ∘ s gave 2.21).  rtol 1e-5 (float32)."""
+    rng = np.random.default_rng(0)
+    F = (rng.normal(size=(8, 3)) * [5.0, 0.2, 1.0]).astype(np.float32)
+    y = rng.integers(0, 2, 8)
+    W = rng.normal(size=(3, 2)).astype(np.float32)
+    mean, scale = F.mean(0), F.std(0)
+    params = {"prompt": jnp.float32(1.0), "head": {"W": jnp.asarray(W), "b": jnp.zeros(2)}}
+    features = lambda th, idx: jnp.asarray(F)[idx] * th  # noqa: E731
+    got = objective(features, LinearLogits(), jnp.asarray(y), params, l2=1e-2,
+                    stats=(jnp.asarray(mean), jnp.asarray(scale)))
+    logits = ((F.astype(np.float64) - mean) / scale) @ W
+    want = np.mean(logsumexp(logits, 1) - logits[np.arange(8), y]) + 0.5 * 1e-2 * np.sum(W.astype(np.float64) ** 2)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_an_attention_heads_reported_loss_includes_the_penalty_on_w_o():
+    """The attention head's final objective (restart_losses) at its returned parameters = mean cross-entropy
+    + (l2/2)(‖q‖² + ‖W_k‖² + ‖W_v‖² + ‖W_o‖²), recomputed in float64 from the head's params (0.679 at
+    l2 = 0.5; without ‖W_o‖² in the penalty the fit reported 0.500 at parameters whose objective is 8.7).
+    rtol 1e-5 (float32)."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(32, 3, 4)).astype(np.float32)
+    y = (f[:, 1, 0] > 0).astype(int)
+    l2 = 0.5
+    h = fit_attention_head(f, y, l2=l2, steps=50, n_restarts=1)
+    P = {k: np.asarray(v, np.float64) for k, v in h.params.items()}
+    z = (f - h.mean) / h.scale
+    score = np.einsum("ntf,df,d->nt", z, P["W_k"], P["q"])
+    w = np.exp(score - logsumexp(score, 1, keepdims=True))
+    logits = np.einsum("nt,ntf->nf", w, z) @ P["W_v"].T @ P["W_o"].T + P["b"]
+    ce = np.mean(logsumexp(logits, 1) - logits[np.arange(32), y])
+    want = ce + 0.5 * l2 * sum(np.sum(P[k] ** 2) for k in ("q", "W_k", "W_v", "W_o"))
+    assert float(h.restart_losses[0]) == pytest.approx(want, rel=1e-5)
 
 
 # ---- 4. a prefix of token embeddings is those tokens ----------------------------------------------
