@@ -3,16 +3,19 @@ the wrong rows, a ρ that does not cover the residuals, and R² of a constant in
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from simlm.errors import ConfigError, DistributionError, ShapeError
-from simlm.theory.anchor_bound import transfer_bound
+from simlm.theory.anchor_bound import per_context_tail, transfer_bound
 from simlm.theory.anchor_constructions import analytic_laws, exact_epsilon_rows, lm_residual
 from simlm.theory.anchors import (AnchorTask, anchor_contexts, bulk_mask, head_errors, random_tasks, readout_error,
-                                  world_anchor_fit)
+                                  word_task, world_anchor_fit)
 from simlm.theory.log_partition import log_partition_fit
 from simlm.worlds import LogLinearWorld
+from test_anchor_adversary import _tight
 
 
 def _flat(seed=0, n_states=64):
@@ -116,6 +119,54 @@ def test_rho_is_read_from_the_residuals_and_a_smaller_one_is_refused():
         transfer_bound(task, ctx, bulk, logp, residual_lm=residual_lm, residual_star=np.zeros(3))
 
 
+# ---- the bound's pieces: its tail, its threshold t(m), its ε ------------------------------------------------
+
+def test_the_per_context_tail_counts_a_tv_equal_to_the_threshold():
+    """P_π(TV(x) ≥ t), non-strict: TV = (.1, .05), π = (½, ½) at t = 0.1 is ½ (a strict > read 0), and at
+    every t it is the π-mass of the rows with TV ≥ t."""
+    tv, w = np.array([0.1, 0.05]), np.array([0.5, 0.5])
+    assert per_context_tail(0.1, 0.0, tv, w) == 0.5
+    for t, want in ((0.0, 1.0), (0.05, 1.0), (0.07, 0.5), (0.1 + 1e-12, 0.0)):
+        assert per_context_tail(t, 0.0, tv, w) == want
+
+
+@pytest.mark.parametrize("margin, gamma, rho, t_want", [
+    (0.5, 0.25, 0.1, 0.25 * (0.5 - 0.1) / 4),  # γ(m − |Σc|ρ)/(4‖c‖₁) = 0.025 < γ/2 = 0.125 binds
+    (2.5, 0.005, 0.1, 0.005 / 2),  # γ/2 = 0.0025 < γ(m − |Σc|ρ)/(4‖c‖₁) = 0.003 binds
+])
+def test_the_tail_is_asked_at_the_threshold_of_the_module_docstring(margin, gamma, rho, t_want):
+    """t(m) = min(γ/2, γ(m − |Σc|ρ)/(4‖c‖₁)) in the tight world (one task word, c = 1: ‖c‖₁ = |Σc| = 1; γ
+    the floor p*(w|A) = p*(b|A)), recorded by a form that reads only t: each branch of the min binds in one
+    case (a 3‖c‖₁ read 0.0333 for 0.025, a min with γ 0.003 for 0.0025)."""
+    ctx, bulk, task = _tight(margin, gamma)
+    asked = []
+    record = {"record": lambda t, eps, tv, w: (asked.append(t), 0.0)[1]}
+    b = transfer_bound(task, ctx, bulk, ctx.logp, rho, form="record", forms=record)
+    # the world's laws are float32: γ and the margins are the nominal ones to ~1e-7
+    assert (b.gamma, b.c1, b.csum) == (pytest.approx(gamma, rel=1e-6), 1.0, 1.0)
+    np.testing.assert_allclose(task.margin, margin, rtol=1e-6)
+    # the candidates m are the margins and the margins + 1e-12: t moves by at most γ·1e-12/4 between them
+    assert asked and np.allclose(asked, t_want, rtol=1e-6, atol=0)
+    m = task.margin.min()
+    assert asked[0] == pytest.approx(min(b.gamma / 2, b.gamma * (m - rho) / 4), rel=1e-12)
+
+
+def test_epsilon_is_the_pi_weighted_mean_kl_over_the_contexts():
+    """ε = Σ_x π_x KL(p*(·|x) ‖ p(·|x)): with π = (.9, .1) on the tight world and an LM mixing each row with
+    the uniform law (20 %, then 50 %), ε is the π-weighted sum of the brute-force KLs (the plain mean over
+    the rows weighed the second row 5× too much)."""
+    ctx, bulk, task = _tight()
+    ctx = dataclasses.replace(ctx, weights=np.array([0.9, 0.1]))
+    task = word_task(ctx, world_anchor_fit(ctx, bulk), task.words, task.coef)
+    p = np.exp(ctx.logp)
+    q = np.array([[0.8], [0.5]]) * p + np.array([[0.2], [0.5]]) / p.shape[1]
+    kl = np.sum(p * np.log(p / q), axis=1)
+    assert kl[1] > 2 * kl[0] > 0  # the weights matter
+    b = transfer_bound(task, ctx, bulk, np.log(q), 0.0)
+    assert b.eps == pytest.approx(0.9 * kl[0] + 0.1 * kl[1], rel=1e-9)
+    assert b.eps == pytest.approx(exact_epsilon_rows(ctx, np.log(q)), rel=1e-9)
+
+
 # ---- R² of a constant in the log-partition fit --------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(4))
@@ -135,3 +186,15 @@ def test_the_r2_of_one_word_is_one_and_real_spread_is_still_fitted():
     assert log_partition_fit(1e-3 * theta, phi[:, :1]).r2_mean == 1.0
     fit = log_partition_fit(theta, phi)
     assert 0 < fit.r2_mean < 1 and 0 < fit.r2_logz < 1
+
+
+def test_the_quadratic_fit_of_log_cosh_recovers_its_taylor_coefficients():
+    """Words ±φ, φ = (1, ½): log Z_θ = log 2 + log cosh⟨θ, φ⟩ = log 2 + ½⟨θ, φ⟩² + O(⟨θ, φ⟩⁴), so at
+    |θ| ~ 0.01 the fit is A = φφᵀ, b = 0, c = log 2 (to the quartic term, ~1e-9); reading b one column late
+    gave b = (0, 0.693)."""
+    theta = 0.01 * np.random.default_rng(0).standard_normal((50, 2))
+    phi = np.array([[1.0, -1.0], [0.5, -0.5]])
+    fit = log_partition_fit(theta, phi)
+    np.testing.assert_allclose(fit.b, 0.0, atol=1e-7)
+    assert fit.c == pytest.approx(np.log(2), abs=1e-8)
+    np.testing.assert_allclose(fit.A, np.outer(phi[:, 0], phi[:, 0]), atol=1e-3)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import simlm.models.perturbed as perturbed
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.models.perturbed import (KINDS, UNDIRECTED_KINDS, PerturbedLM, epsilon_of_scale, perturb_logprobs,
                                     perturbation_params, perturbed_lm, solve_scale)
@@ -106,6 +107,21 @@ def test_rare_words_hit_eps_with_a_threshold_one_ulp_above_a_probability(seed, q
         assert "unreachable" in str(err)
         return
     assert exact_epsilon(world, lm, lm.eval_tokens)[0] == pytest.approx(0.01, rel=1e-3)
+
+
+@pytest.mark.parametrize("off, raises", [(1.005, True), (1.0005, False)])
+def test_an_lm_whose_measured_epsilon_misses_the_target_by_more_than_1e_3_is_refused(world, monkeypatch, off, raises):
+    """The promise "exact ε within 1e-3 relative" is checked on the ε measured through the public path
+    (``exact_epsilon`` as perturbed_lm calls it): made 0.5 % high it raises, 0.05 % high it passes (a
+    check at 1e-2 let the 0.5 % through)."""
+    monkeypatch.setattr(perturbed, "exact_epsilon",
+                        lambda w, lm, toks: (lambda e: (off * e[0], e[1]))(exact_epsilon(w, lm, toks)))
+    if raises:
+        with pytest.raises(ConfigError, match=r"^eps: the calibrated LM's exact ε .* more than 1e-3 relative"):
+            make(world, 0.05, "logit-noise")
+    else:
+        assert make(world, 0.05, "logit-noise").achieved_eps == pytest.approx(0.05 * off, rel=1e-4)
+
 
 def test_given_tokens_are_the_evaluation_set(world):
     tokens = world.sample(99, N_EVAL, T_EVAL)
@@ -242,6 +258,43 @@ def test_the_default_rare_threshold_keeps_the_rare_value_rare_when_the_next_is_a
     assert rare_max < threshold <= np.nextafter(rare_max, np.float32(1))
 
 
+# ---- each family's formula on one explicit law ----------------------------------------------------------
+
+P_ROW = np.array([0.7, 0.2, 0.1])
+
+
+def test_uniform_mixture_is_the_convex_mixture_with_the_uniform_law():
+    """p_s = (1 − s) p* + s/V (module docstring): p* = (.7, .2, .1), s = ½ gives (.5167, .2667, .2167)."""
+    got = np.exp(np.asarray(perturb_logprobs("uniform-mixture", np.log(P_ROW), 0.5, {}), np.float64))
+    np.testing.assert_allclose(got, 0.5 * P_ROW + 0.5 / 3, rtol=1e-6)
+    np.testing.assert_allclose(got, [0.516667, 0.266667, 0.216667], atol=1e-6)
+
+
+def test_logit_noise_tilts_by_the_noise_field_over_the_l2_norm_of_the_law():
+    """p_s ∝ p*·e^{s h}, h = W p*/‖p*‖₂ with W the params' (module docstring): p* = (.7, .2, .1), s = ½,
+    W of seed 0 gives (.6547, .1720, .1733); dividing by Σp* = 1 instead of ‖p*‖₂ = 0.735 gave
+    (.6696, .1799, .1505)."""
+    params = perturbation_params("logit-noise", 3, 0)
+    W = np.asarray(params["W"], np.float64)
+    tilt = P_ROW * np.exp(0.5 * W @ P_ROW / np.linalg.norm(P_ROW))
+    got = np.exp(np.asarray(perturb_logprobs("logit-noise", np.log(P_ROW), 0.5, params), np.float64))
+    np.testing.assert_allclose(got, tilt / tilt.sum(), rtol=1e-5)
+
+
+def test_rare_words_are_those_strictly_below_the_threshold():
+    """h_v = g_v·1[p*_v < threshold] (module docstring), strict: with p* = (.5, .25, .25) and threshold .25 no
+    word is rare and p_s = p*; with p* = (.5, .3, .2) only the third is, p_s ∝ p*·(1, 1, e^{s g_3})."""
+    g = np.array([0.3, -0.7, 1.0], np.float32)
+    params = {"g": jnp.asarray(g), "threshold": jnp.float32(0.25)}
+    at = np.array([0.5, 0.25, 0.25])
+    got = np.exp(np.asarray(perturb_logprobs("rare-words", np.log(at), 1.0, params), np.float64))
+    np.testing.assert_allclose(got, at, rtol=1e-6)
+    below = np.array([0.5, 0.3, 0.2])
+    tilt = below * np.exp([0.0, 0.0, 1.0 * g[2]])
+    got = np.exp(np.asarray(perturb_logprobs("rare-words", np.log(below), 1.0, params), np.float64))
+    np.testing.assert_allclose(got, tilt / tilt.sum(), rtol=1e-6)
+
+
 # ---- the public pieces: perturbation_params, epsilon_of_scale, solve_scale ------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -305,6 +358,24 @@ def test_solve_scale_names_the_maximum_it_reaches_and_the_jump_it_lands_on():
         solve_scale(lambda s: float("nan"), 1.0)
     with pytest.raises(ConfigError, match="eps_of"):
         solve_scale(None, 1.0)
+
+
+def test_solve_scale_refuses_a_jump_past_rtol_by_default():
+    """ε jumping from 0.997 to 1.003 at s = 1 (target 1): bisection ends 0.3 % off, beyond the default
+    acceptance ``accept`` = ``rtol`` = 1e-4, so it raises; a wider ``accept`` takes s = 1 (an acceptance of
+    100·rtol returned the 0.3 %-off scale silently)."""
+    jump = lambda s: 0.997 * s if s < 1.0 else 1.003  # noqa: E731
+    with pytest.raises(ConfigError, match=r"eps: 1 is not reached: .* relative tolerance 0\.0001"):
+        solve_scale(jump, 1.0, 4.0, rtol=1e-4)
+    assert solve_scale(jump, 1.0, 4.0, rtol=1e-4, accept=1e-2) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_solve_scale_resolves_a_tiny_scale_to_rtol():
+    """The bracket is "narrower than resolution·s" (relative): ε = s², target 1e-20 is solved at s = 1e-10 to
+    rtol 1e-9.  An absolute width of 1e-15 stopped at s ≈ 1e-10 ± 1e-15, ε 2e-5 off, and raised."""
+    s = solve_scale(lambda s: s * s, 1e-20, 10.0, start=1.0, rtol=1e-9)
+    assert s * s / 1e-20 == pytest.approx(1.0, rel=1e-9)
+    assert s == pytest.approx(1e-10, rel=1e-9)
 
 
 # ---- bad input ------------------------------------------------------------------------------------
