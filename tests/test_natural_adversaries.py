@@ -85,63 +85,57 @@ CASES = [("hmm", 0, "random", "logistic"), ("hmm", 0, "random", "sign"), ("hmm",
          ("hmm", 1, "random", "logistic")]
 
 
-@pytest.mark.parametrize("family, seed, kind, noise", CASES)
-@pytest.mark.parametrize("eps", [1e-3, 0.03])
-def test_the_quad_adversary_is_the_worst_quad_lm(family, seed, kind, noise, eps):
-    """Per context the Quad excess q_s moves the score by at most ‖v‖₂√(2q_s) (Cauchy–Schwarz), either way;
-    the adversary's (a) at its ε_quad lies in the knapsack's bracket of the best split.  (The uniform shift
-    it replaced, one t for every context, fell below the bracket by up to 0.04 of the slack.)"""
-    C, task = case(family, seed, kind, noise)
+def _quad_adversary(C, task, eps, seed):
+    """The Quad adversary at ε, checked at B = 1: (ε_quad, its loss (a), the slack bound − τ, τ, h) with
+    h(s, κ) = p_T(s)·max ℓ_s(z_s ± ‖v‖₂√(2κ/p_L(s))) the worst loss at context s for a Quad excess κ there
+    (per context the excess moves the score by at most ‖v‖₂√(2κ/p_L(s)), Cauchy–Schwarz, either way)."""
     phi = np.asarray(np.asarray(random_embeddings(seed, 3, 4), np.float32), np.float64)
-    B, cache = 1.0, {}
-    lm = adversarial_quad_lm(C, task, eps, phi, B=B, B_grid=GRID, cache=cache)
+    cache = {}
+    lm = adversarial_quad_lm(C, task, eps, phi, B=1.0, B_grid=GRID, cache=cache)
     r = check_natural_task(C, lm, task, B_grid=GRID, B2_grid=GRID, tau_cache=cache)
-    b, i = r.bound("quad"), GRID.index(B)
+    b, i = r.bound("quad"), GRID.index(1.0)
     sol = tau(C, task, GRID, Phi=phi, norm="2", cache=cache)
     v, b0 = sol.v[i], float(sol.b[i])
     P, p_L = C.next_token_probs, C.weights / C.weights.sum()
-    on = np.flatnonzero(task.weights > 0)
-    units = np.arange(N + 1) * r.eps_quad / N
-    values = []
-    for s in on:
-        d = np.linalg.norm(v) * np.sqrt(2 * units / p_L[s])
+
+    def h(s, kappa):
+        d = np.linalg.norm(v) * np.sqrt(2 * kappa / p_L[s])
         z, q = P[s] @ v + b0, task.label_probs[s]
-        values.append(task.weights[s] * np.maximum(loss1(z + d, q), loss1(z - d, q)))
-    lower, upper = knapsack(np.array(values))
-    slack = b.bound[i] - b.tau[i]
-    assert b.loss_natural[i] <= upper + 1e-9  # nothing beats the best split
-    assert b.loss_natural[i] >= lower - 1e-4 * slack, ((b.loss_natural[i] - b.tau[i]) / slack,
-                                                       (lower - b.tau[i]) / slack, (upper - b.tau[i]) / slack)
+        return task.weights[s] * np.maximum(loss1(z + d, q), loss1(z - d, q))
+
+    return r.eps_quad, b.loss_natural[i], b.bound[i] - b.tau[i], b.tau[i], h
+
+
+@pytest.mark.parametrize("family, seed, kind, noise", CASES)
+@pytest.mark.parametrize("eps", [1e-3, 0.03])
+def test_the_quad_adversary_is_the_worst_quad_lm(family, seed, kind, noise, eps):
+    """The adversary's (a) at its ε_quad lies in the knapsack's bracket of the best split of ε_quad over the
+    task's contexts.  (The uniform shift it replaced, one t for every context, fell below the bracket by up
+    to 0.04 of the slack.)"""
+    C, task = case(family, seed, kind, noise)
+    eps_quad, loss, slack, tau0, h = _quad_adversary(C, task, eps, seed)
+    units = np.arange(N + 1) * eps_quad / N
+    lower, upper = knapsack(np.array([h(s, units) for s in np.flatnonzero(task.weights > 0)]))
+    assert loss <= upper + 1e-9  # nothing beats the best split
+    assert loss >= lower - 1e-4 * slack, ((loss - tau0) / slack, (lower - tau0) / slack, (upper - tau0) / slack)
 
 
 @pytest.mark.parametrize("pair, eps", [((0, 5), 0.3), ((2, 9), 0.03)])
 def test_the_quad_adversary_on_two_task_contexts_is_their_best_split(pair, eps):
     """A task on two contexts: the best split of ε_quad is one number, the share x of the budget on the first,
-    h_1(x·ε) + h_2((1 − x)·ε) with h_s(κ) = p_T(s)·max ℓ_s(z_s ± ‖v‖₂√(2κ/p_L(s))), searched on a grid of
-    2·10⁵ shares.  The adversary is within 1e-4 of the slack of it, and not above it.  With the Quad excess
-    priced at t² instead of ½t² its split was the one for ε/2 scaled up to ε, short by 2.3e-3 and 5.5e-3 of
-    the slack (too little for the knapsack over every context to tell)."""
+    h_1(x·ε) + h_2((1 − x)·ε), searched on a grid of 2·10⁵ shares.  The adversary is within 1e-4 of the slack
+    of it, and not above it.  With the Quad excess priced at t² instead of ½t² its split was the one for ε/2
+    scaled up to ε, short by 2.3e-3 and 5.5e-3 of the slack (too little for the knapsack over every context
+    to tell)."""
     C = enumerate_contexts(HMM.random(0, 3, 4), 2)
     w = np.zeros(len(C.weights))
     w[list(pair)] = C.weights[list(pair)]
     task = random_natural_task(C, 0, noise="logistic", weights=w)
-    phi = np.asarray(np.asarray(random_embeddings(0, 3, 4), np.float32), np.float64)
-    B, cache = 1.0, {}
-    lm = adversarial_quad_lm(C, task, eps, phi, B=B, B_grid=GRID, cache=cache)
-    r = check_natural_task(C, lm, task, B_grid=GRID, B2_grid=GRID, tau_cache=cache)
-    b, i = r.bound("quad"), GRID.index(B)
-    sol = tau(C, task, GRID, Phi=phi, norm="2", cache=cache)
-    v, b0 = sol.v[i], float(sol.b[i])
-    P, p_L = C.next_token_probs, C.weights / C.weights.sum()
+    eps_quad, loss, slack, _, h = _quad_adversary(C, task, eps, 0)
     x = np.linspace(0.0, 1.0, 200_001)
-    total = 0.0
-    for s, share in zip(pair, (x, 1.0 - x)):
-        d = np.linalg.norm(v) * np.sqrt(2 * share * r.eps_quad / p_L[s])
-        z, q = P[s] @ v + b0, task.label_probs[s]
-        total = total + task.weights[s] * np.maximum(loss1(z + d, q), loss1(z - d, q))
-    slack = b.bound[i] - b.tau[i]
-    assert b.loss_natural[i] <= total.max() + 1e-9
-    assert b.loss_natural[i] >= total.max() - 1e-4 * slack, (total.max() - b.loss_natural[i]) / slack
+    best = (h(pair[0], x * eps_quad) + h(pair[1], (1.0 - x) * eps_quad)).max()
+    assert loss <= best + 1e-9
+    assert loss >= best - 1e-4 * slack, (best - loss) / slack
 
 
 def test_the_aligned_tilt_leaves_p_star_where_the_task_has_no_weight():
