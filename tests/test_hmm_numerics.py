@@ -1,5 +1,7 @@
 """Long, near-deterministic sequences in float32, and agreement with hmmlearn and dynamax."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from simlm import HMM
 from simlm.worlds import MemoryHMM
+from simlm.worlds import hmm_core as core
 
 
 def float64_log_likelihood(hmm, x):
@@ -105,3 +108,66 @@ def test_subnormal_parameters_are_stored_as_the_zeros_every_law_computes_with():
         assert np.asarray(HMM(np.array([1.0, 0.0]), np.eye(2), B, dtype=jnp.float64).emission)[0, 1] == 1e-40
     memory = MemoryHMM.one_cell([1.0 - 1e-40, 1e-40], [1.0], [[1.0]], [[[0.5, 0.5]], [[0.5, 0.5]]])
     assert np.asarray(memory.memory_prior)[0, 1] == 0.0
+
+
+# ---- the stationary law -------------------------------------------------------------------------------
+
+def _reducible_chain(seed):
+    """A random 6-state chain with two closed classes (one of them a 2-cycle) and two transient states,
+    states shuffled: eigenvalue 1 twice, −1 once."""
+    rng = np.random.default_rng(seed)
+    A = np.zeros((6, 6))
+    A[0, 1] = A[1, 0] = 1.0  # closed, period 2
+    A[2:4, 2:4] = rng.dirichlet(np.ones(2), 2)  # closed, aperiodic
+    A[4:] = rng.dirichlet(np.ones(6), 2)  # transient: they reach everything
+    p = rng.permutation(6)
+    return A[np.ix_(p, p)]
+
+
+@pytest.mark.parametrize("A", [[[0, 1, 0], [0, 0, 1], [1, 0, 0]], [[0, 1], [1, 0]],
+                               *(_reducible_chain(seed) for seed in range(5))],
+                         ids=["3-cycle", "2-cycle", *(f"reducible-{seed}" for seed in range(5))])
+def test_the_stationary_distribution_is_a_law_the_transition_leaves_fixed(A):
+    """μ ≥ 0, Σμ = 1 and μA = μ (its docstring) for periodic chains, whose other eigenvalues have |w| = 1 too
+    (the eigenvector of largest |w| on the 3-cycle is [¼, ½, ¼], ¼ off), and reducible ones."""
+    A = np.asarray(A, np.float64)
+    K = len(A)
+    hmm = HMM(np.full(K, 1 / K), A, np.full((K, 2), 0.5))
+    mu = hmm.stationary_distribution()
+    stored = np.asarray(hmm.transition, np.float64)
+    assert mu.shape == (K,) and (mu >= 0).all() and mu.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(mu @ stored, mu, atol=1e-6)
+
+
+# ---- the floor's share of a posterior's row total --------------------------------------------------------
+
+@pytest.mark.parametrize("m", [0.5, 0.05, 1e-3])
+def test_a_row_total_above_k_2_24_tiny_is_a_share_above_the_floor_in_float32(m):
+    """_as_share(total) = total / (K·2²⁴·tiny) · floor, compared with the floor: ≥ it exactly when total ≥
+    K·2²⁴·tiny ≈ 7.9e-31 (K = 4).  Multiplied first, total · floor (floor = 4·tiny/min⁺B here) was below
+    the float range for total < m/4 and read 0: a row total of 0.1 called for the log-space rerun."""
+    A = jnp.asarray(np.eye(4), jnp.float32)
+    B = jnp.asarray(np.array([[1 - m, m]] * 4), jnp.float32)
+    tiny = np.float64(np.finfo(np.float32).tiny)
+    floor = np.float64(4) * tiny / np.float64(np.float32(m))  # 4 · tiny / (min⁺A · min⁺B), min⁺A = 1
+    assert float(core.floor(A, B)) == pytest.approx(floor, rel=1e-6)
+    share = jax.jit(core._as_share)
+    for total in (0.1, 1e-6, 1e-20, 1e-30):
+        got = float(share(jnp.float32(total), A, B))
+        want = np.float64(np.float32(total)) / (np.float64(4) * np.float64(2) ** 24 * tiny) * floor
+        assert got >= float(core.floor(A, B)), total  # no rerun
+        assert got == pytest.approx(want, rel=1e-5), total
+    assert float(share(jnp.float32(1e-31), A, B)) < float(core.floor(A, B))  # below K·2²⁴·tiny: rerun
+
+
+def test_contradicting_past_and_future_in_an_ordinary_world_need_no_log_space_rerun():
+    """Two states that never move, emitting 0 or 1 at odds 9:1; three 0s then three 1s: at t = 3 the
+    filtered law and β favour opposite states, the row total Σ_h α(h)β(h) is ≈ 2·9⁻³ = 2.7e-3, far above
+    K·2²⁴·tiny, so the check that decides the rerun (``batched``: low < floor) must pass.  The multiplied-first
+    share read 0 for any total < min⁺A·min⁺B/4 = 0.025 and sent this sequence to log space."""
+    hmm = HMM([0.5, 0.5], np.eye(2), [[0.9, 0.1], [0.1, 0.9]])
+    x = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
+    floor = float(core.floor(hmm.transition, hmm.emission))
+    for name in ("smoothed_posterior", "masked_state_posterior", "masked_token_probs"):
+        _, low = jax.jit(functools.partial(getattr(core, name), parallel=core.CHECKED))(*hmm.chain, x)
+        assert float(low) >= floor, name

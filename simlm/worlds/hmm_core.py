@@ -465,9 +465,11 @@ def _split(parallel, out):
 
 def _as_share(total, transition, emission) -> jax.Array:
     """A sum of K products, scaled so that it is below :func:`floor` exactly when it is < K · 2²⁴ · tiny: a
-    larger one keeps what products below the float range could drop under 2⁻²⁴ of it."""
+    larger one keeps what products below the float range could drop under 2⁻²⁴ of it.  Divided first: total ·
+    floor is below the float range itself once total < min⁺A·min⁺B / 4, and read 0 (a rerun for a row total
+    of 0.1)."""
     K, tiny = emission.shape[0], jnp.finfo(emission.dtype).tiny
-    return total * floor(transition, emission) / (K * 2.0**24 * tiny)
+    return total / (K * 2.0**24 * tiny) * floor(transition, emission)
 
 
 def _total_share(joint, logc, transition, emission) -> jax.Array:
