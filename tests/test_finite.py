@@ -238,6 +238,14 @@ def test_too_many_contexts_raise_config_error(world):
         enumerate_contexts(world, -1)
 
 
+def test_exactly_max_contexts_contexts_are_enumerated(world):
+    """The cap refuses Σ_{t ≤ L} V^t > max_contexts: at L = 2, V = 3 that is 1 + 3 + 9 = 13, built at a cap
+    of 13 and refused at 12."""
+    assert len(enumerate_contexts(world, 2, max_contexts=13).prefixes) == 13
+    with pytest.raises(ConfigError, match="max_contexts = 12"):
+        enumerate_contexts(world, 2, max_contexts=12)
+
+
 def test_unknown_prefix_raises_config_error(contexts):
     with pytest.raises(ConfigError, match="prefix"):
         contexts.index((0, 0, 0, 0))

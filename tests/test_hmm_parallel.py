@@ -145,6 +145,16 @@ def test_a_row_whose_reachable_states_are_all_unlikely_keeps_a_finite_log_likeli
     np.testing.assert_allclose(l, [[-2000.0, 0.0]])
 
 
+def test_each_row_is_shifted_by_the_best_state_it_reaches():
+    """A permutation C (row 0 reaches only state 1, row 1 only state 0), so the shift of row i is ℓ₂ at the
+    column it reaches, not at its own index (with C = I above the two coincide): ℓ[i] = log Σ_j C[i, j]
+    e^{ℓ₂[j]} = (0, −2000), and the composed C is C·C = I.  A shift taken over the rows' axis gave (∞, −∞)."""
+    C = jnp.array([[[0.0, 1.0], [1.0, 0.0]]])
+    Cc, l = hmm_parallel.compose((C, jnp.zeros((1, 2))), (C, jnp.array([[-2000.0, 0.0]])))
+    np.testing.assert_allclose(l, [[0.0, -2000.0]])
+    np.testing.assert_array_equal(Cc, [np.eye(2)])
+
+
 def test_automatic_choice_is_sequential_on_cpu_and_bad_values_are_refused():
     long = core.PARALLEL_MIN_LENGTH * 4
     assert core.use_parallel(None, long) is (jax.default_backend() != "cpu")

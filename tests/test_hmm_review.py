@@ -119,12 +119,22 @@ def test_the_tracked_scans_give_the_plain_scans_outputs_and_a_bound_that_is_neve
 
 # ---- T buckets and rows accepted off 1 -----------------------------------------------------------------
 
+def _chain_off_one(transition, dtype):
+    """A chain whose stored rows sum to 1 ± 5e-4: the world's constructor renormalises rows accepted off 1
+    (``atol``), so the leaves are replaced as a pytree transformation may replace them."""
+    leaves = ([0.5, 0.5], transition, [[0.6, 0.4], [0.3, 0.7]])
+    hmm = HMM.tree_unflatten(None, tuple(jax.device_put(np.asarray(a, dtype)) for a in leaves))
+    np.testing.assert_allclose(np.asarray(hmm.transition, np.float64).sum(1), [1.0005, 0.9995], rtol=1e-6)
+    assert not buckets.rows_sum_to_one(hmm.transition)
+    return hmm
+
+
 def test_bucketed_posteriors_of_rows_accepted_off_one_equal_enumeration():
-    """Rows summing to 1 ± 5e-4 (accepted with atol=1e-3): blank steps appended to reach the T bucket read
-    β_T = A·1, the row sums, and moved every masked law and posterior by ~1e-3 (T = 9 padded to 16)."""
+    """Rows summing to 1 ± 5e-4: blank steps appended to reach the T bucket read β_T = A·1, the row sums,
+    and moved every masked law and posterior by ~1e-3 (T = 9 padded to 16).  Enumeration sums the paths of
+    the same (unnormalised) rows."""
     with jax.enable_x64(True):
-        hmm = HMM([0.5, 0.5], [[0.9905, 0.01], [0.01, 0.9895]], [[0.6, 0.4], [0.3, 0.7]], atol=1e-3,
-                  dtype=jnp.float64)
+        hmm = _chain_off_one([[0.9905, 0.01], [0.01, 0.9895]], np.float64)
         x = np.array([[0, 1, 0, 0, 1, 1, 0, 1, 0]], np.int32)
         pi, A, B = bf.params(hmm)
         tol = dict(rtol=1e-12, atol=1e-14)
@@ -137,8 +147,9 @@ def test_bucketed_posteriors_of_rows_accepted_off_one_equal_enumeration():
 
 @pytest.mark.parametrize("T", [9, 33, 63, 64, 65])
 def test_a_float32_world_off_one_has_the_same_laws_in_every_T_bucket(T):
-    hmm = HMM([0.5, 0.5], [[0.9505, 0.05], [0.05, 0.9495]], [[0.6, 0.4], [0.3, 0.7]], atol=1e-3)
-    x = np.asarray(hmm.sample(0, 2, T))
+    """The same float32 chain (rows 1 ± 5e-4) gives the unpadded scan's laws at every T."""
+    hmm = _chain_off_one([[0.9505, 0.05], [0.05, 0.9495]], np.float32)
+    x = np.asarray(HMM(*hmm.chain, atol=1e-3).sample(0, 2, T))
     for name, method in (("masked_token_probs", hmm.masked_token_probs), ("smoothed_posterior", hmm.state_posterior),
                          ("masked_state_posterior", hmm.masked_state_posterior)):
         want = jax.jit(jax.vmap(functools.partial(getattr(core, name), parallel=False), in_axes=(None, None, None, 0)))(

@@ -6,6 +6,7 @@ import itertools
 import jax
 import numpy as np
 import pytest
+import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,7 @@ from simlm.strategies import (memory_hmms, probability_vectors, stochastic_matri
                               worlds_with_tokens)
 from simlm.worlds import hmm_core
 from simlm.worlds.hmm import HMM
-from simlm.worlds.memory import MemoryHMM
+from simlm.worlds.memory import MemoryHMM, memory_configurations
 
 TOL = dict(rtol=1e-4, atol=1e-5)  # float32 inference against float64 enumeration
 # Each new world shape costs a jit compilation (~0.3 s) per inference function, which dominates these
@@ -187,6 +188,32 @@ def test_one_cell_is_the_block_diagonal_slot_hidden_hmm(params, data):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     x = data.draw(token_sequences(world, possible=False, max_length=5))
     np.testing.assert_allclose(world.log_likelihood(x), by_hand.log_likelihood(x), **TOL)
+
+
+def test_memory_configurations_are_in_c_order_and_index_the_joint_chain():
+    """Row c of the configurations holds (m_1, …, m_N) with c = Σ_j m_j M^{N−1−j} (cell 0 most
+    significant), and the joint state c·N·Q + z has P(c) π(z) and emits emission[m_s(c), q]: for
+    ρ = [[.9, .1], [.3, .7]], π = [1, 0], c = 1 is (0, 1) with P = .9 · .7 = .63 (reversed, .1 · .3 = .03)."""
+    np.testing.assert_array_equal(memory_configurations(2, 3)[:4], [[0, 0], [0, 1], [0, 2], [1, 0]])
+    cfg = memory_configurations(3, 2)
+    np.testing.assert_array_equal(cfg @ [4, 2, 1], np.arange(8))
+    world = MemoryHMM([[0.9, 0.1], [0.3, 0.7]], [1.0, 0.0], np.eye(2), [[[1.0, 0.0]], [[0.0, 1.0]]])  # N=2, M=2, Q=1
+    np.testing.assert_allclose(world.chain.initial, [0.27, 0.0, 0.63, 0.0, 0.03, 0.0, 0.07, 0.0], rtol=1e-6)
+    # value m emits token m: state (c, s) emits the value cell s holds in c
+    np.testing.assert_array_equal(np.asarray(world.chain.emission)[:, 1], memory_configurations(2, 2).reshape(-1))
+
+
+def test_the_dense_transition_of_a_block_chain_is_the_block_diagonal_matrix():
+    """Chain.dense_transition materialises I_G ⊗ A for a shared block (the joint HMM's transition, exactly:
+    products with 1 and 0) and diag(A_1, …, A_G) for a (G, k, k) stack."""
+    world = MemoryHMM.random(0, 2, 2, 2, 3)  # block (4, 4), G = 4
+    A = np.asarray(world.transition)
+    dense = np.asarray(world.chain.dense_transition())
+    np.testing.assert_array_equal(dense, np.asarray(world.joint_hmm().transition))
+    np.testing.assert_array_equal(dense, np.kron(np.eye(4, dtype=A.dtype), A))
+    stack = np.stack([A, A[::-1, ::-1].T / A[::-1, ::-1].T.sum(1, keepdims=True)]).astype(np.float32)
+    chain = hmm_core.Chain(np.full(8, 1 / 8, np.float32), stack, np.full((8, 2), 0.5, np.float32))
+    np.testing.assert_array_equal(np.asarray(chain.dense_transition()), scipy.linalg.block_diag(*stack))
 
 
 # ---- sampling -----------------------------------------------------------------------------------
