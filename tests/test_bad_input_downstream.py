@@ -145,6 +145,9 @@ CASES = [
      "d_key"),
     ("head_tuning visible_length 0", lambda: ds.head_tuning(LM, H, TASK, X, X, visible_length=0), ConfigError,
      "visible_length"),
+    # T' = 5 fits the 6-token test set but not the 4-token training set, whose features would be cut short
+    ("head_tuning visible_length above the train length", lambda: ds.head_tuning(LM, H, TASK, X[:, :4], X,
+     visible_length=5), ConfigError, r"^visible_length: expected an integer in \[1, 4\]"),
     # prompt tuning
     ("exact prompt MemoryHMM", lambda: ds.fit_exact_prompt(M, XM, Y), ConfigError, "world"),
     ("exact prompt labels 2", lambda: ds.fit_exact_prompt(H, X, np.full(16, 2)), ConfigError, "labels"),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simlm.checks import as_tuple, check_distributions, check_non_negative, check_positive_int
+from simlm.checks import as_tuple, check_distributions, check_non_negative, check_positive_int, check_stochastic
 from simlm.errors import ConfigError, DistributionError, ShapeError
 
 
@@ -35,6 +35,19 @@ def test_check_distributions_returns_float64_rows_within_the_tolerance():
     assert rows.dtype == np.float64 and rows.shape == (2, 2)
     with pytest.raises(DistributionError, match=r"^laws row 1 sums to 1\.001"):
         check_distributions("laws", [[0.5, 0.5], [1.0, 1e-3]])
+
+
+@pytest.mark.parametrize("check, atol, kw", [(check_distributions, 1e-5, {}), (check_stochastic, 1e-6, {}),
+                                             (check_distributions, 1e-3, {"atol": 1e-3}),
+                                             (check_stochastic, 1e-8, {"atol": 1e-8})])
+def test_a_row_is_refused_exactly_when_its_sum_is_off_by_more_than_atol(check, atol, kw):
+    """|Σ p − 1| ≤ atol passes (at 1 + atol/2) and more is refused (at 1 + 5·atol), naming the argument, at
+    the defaults (1e-5 and 1e-6) and at a given atol: a refusal only past 10·atol let 1.00005 through
+    check_distributions' default 1e-5."""
+    ok = check("p", [[0.25, 0.75 + 0.5 * atol]], **kw)
+    assert ok.sum() == pytest.approx(1 + 0.5 * atol, abs=1e-15)
+    with pytest.raises(DistributionError, match=rf"^p row 0 sums to .*, expected 1 within {atol:g}$"):
+        check("p", [[0.25, 0.75 + 5 * atol]], **kw)
 
 
 @pytest.mark.parametrize("value, error", [([[0.5, 0.5], [1.0]], ShapeError), ([[0.5, np.nan]], DistributionError),

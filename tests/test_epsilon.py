@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import bruteforce as bf
 from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.models.base import WorldLM
+from simlm.models.finite import context_kl
 from simlm.metrics.epsilon import (
     check_laws,
     divergence_report,
@@ -219,6 +221,19 @@ def test_masked_divergence_report_of_exact_world(world, tokens):
     assert report.model_cross_entropy == pytest.approx(report.optimal_cross_entropy, abs=1e-6)
 
 
+def test_masked_optimal_cross_entropy_is_the_enumerated_masked_log_loss():
+    """optimal_cross_entropy of the masked report is −mean_{i, t ∈ positions} log p*(x_t | x_−t), p* by
+    substituting every word at t and enumerating every hidden path (tests/bruteforce.py).  HMM(2, 3), 4 × 3
+    tokens, positions [0, 2]: 1.120066; reading the observed word one position to the left (x_{t−1}, so x_2
+    for t = 0) gives 0.979156.  The exact-world test above cannot see that: model and optimal CE shift alike."""
+    world = HMM.random(0, 2, 3)
+    toks, positions = np.asarray(world.sample(1, 4, 3)), [0, 2]
+    report = divergence_report(world, WorldLM(world), toks, masked=True, positions=positions)
+    pi, A, B = bf.params(world)
+    expected = np.mean([-np.mean([np.log(bf.masked_law(pi, A, B, x, t)[x[t]]) for t in positions]) for x in toks])
+    assert report.optimal_cross_entropy == pytest.approx(expected, abs=1e-5)
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 def test_vocabulary_mismatch_raises_shape_error(world, tokens):
@@ -272,3 +287,14 @@ def test_bfloat16_lm_laws_are_refused_with_the_reason():
     x = w.sample(0, 2, 5)
     with pytest.raises(DistributionError, match="bfloat16.*float32"):
         check_laws("lm", w.next_token_logprobs(x).astype(jnp.bfloat16))
+
+
+def test_a_law_with_a_nan_is_refused_by_check_laws_and_context_kl():
+    """A NaN log-probability makes logsumexp NaN, and every comparison with NaN is false: "|log Σ p| > tol"
+    let the row through (check_laws returned [nan, nan], context_kl [nan, 0.0]); the module docstring says
+    "no NaN", refused with the word named."""
+    bad = np.array([[np.log(0.5), np.nan], [np.log(0.25), np.log(0.75)]], np.float32)
+    with pytest.raises(DistributionError, match=r"lm at row \(0,\) .*word 1 has log-probability NaN"):
+        check_laws("lm", bad)
+    with pytest.raises(DistributionError, match="logprobs at context 0 .*word 1 has log-probability NaN"):
+        context_kl(np.array([[0.5, 0.5], [0.25, 0.75]]), bad)

@@ -164,6 +164,32 @@ def test_best_achievable_epsilon_is_the_floor_at_any_scale_of_phi(seed, scale, z
     assert lm.epsilon(P) == pytest.approx(expected, rel=1e-6, abs=1e-12)
 
 
+def test_the_stopping_rule_is_relative_to_the_spread_of_phi_not_its_offset():
+    """The documented stop is max_s ‖Φ(p_θ(s) − p*_s)‖₂ ≤ tol · max_w ‖φ_w − φ̄‖₂.  A common offset c of Φ's
+    columns leaves the floor and the spread unchanged (softmax cancels ⟨θ, c⟩); a tolerance scaled by
+    max_w ‖φ_w‖ (≈ 173 here instead of 2.1) stopped at tol = 1e-3 with grad_norm 0.056 and ε 1.1e-3 above the
+    floor (seed 0; the spread rule: 3.8e-6 and −2e-7, float32's rounding of Φ + 100)."""
+    P, phi = problem(0)
+    spread = float(np.linalg.norm(phi - phi.mean(1, keepdims=True), axis=0).max())
+    lm = fit_cross_entropy(P, phi + 100.0, tol=1e-3)
+    assert lm.converged and lm.grad_norm <= 1e-3 * spread
+    assert lm.epsilon(P) == pytest.approx(best_achievable_epsilon(P, phi), abs=1e-5)
+
+
+def test_newton_steps_leave_theta_orthogonal_to_the_flat_directions():
+    """With d = 6 > V = 4 every Hessian Cov_{p_θ}(φ) is singular along the u with Φᵀu ∝ 1 (the left null space
+    of the centred Φ), which leave every law unchanged.  The pseudo-inverse steps from θ = 0 lie in the
+    Hessian's range, so θ has no component there (2e-8, float32 storage); a cutoff relative to the *smallest*
+    eigenvalue inverted the null directions' rounding noise and sent θ 448 along them."""
+    rng = np.random.default_rng(1)
+    P, phi = rng.dirichlet(np.ones(4), 3), rng.normal(size=(6, 4))
+    U, sv, _ = np.linalg.svd(phi - phi.mean(1, keepdims=True), full_matrices=True)
+    flat = U[:, np.sum(sv > 1e-10):]  # (6, 3): uᵀ(φ_w − φ̄) = 0 for every word w
+    lm = fit_cross_entropy(P, phi)
+    assert lm.converged
+    assert np.linalg.norm(np.asarray(lm.theta, np.float64) @ flat) <= 1e-6
+
+
 def test_epsilon_is_the_weighted_context_kl():
     P, phi = problem(7)
     lm = SoftmaxContextLM(np.random.default_rng(7).standard_normal((S, D)), phi)

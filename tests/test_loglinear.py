@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from simlm.models.base import WorldLM
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.strategies import loglinear_worlds
-from simlm.worlds.loglinear import LogLinearWorld
+from simlm.worlds.loglinear import LogLinearWorld, max_logit
 
 # ---- strategies (the worlds come from simlm.strategies) ----------------------------------------------
 
@@ -185,6 +185,16 @@ def test_constant_norm_representations_have_equal_norms():
     np.testing.assert_allclose(norms, np.sqrt(1.0 + 9.0), atol=1e-5)
 
 
+def test_constant_norm_geometry_holds_at_a_mean_norm_other_than_one():
+    """Documented: s_h = z_h − m ⊥ m and ‖z_h‖² = mean_norm² + radius² for every h.  At mean_norm = 1 the
+    projection g − (g·m)m/‖m‖² reads the same with ‖m‖ for ‖m‖²; at mean_norm = 2 it does not (‖z_h‖² from
+    9.9 to 17.4 instead of 13, ⟨s_h, m⟩ up to 2.2)."""
+    world = LogLinearWorld.random(0, n_states=5, n_symbols=8, dim=6, mean_norm=2.0, radius=3.0)
+    Z, m = np.asarray(world.representations, np.float64), np.asarray(world.mean_representation(), np.float64)
+    np.testing.assert_allclose((Z**2).sum(1), 4.0 + 9.0, rtol=1e-6)
+    np.testing.assert_allclose((Z - m) @ m, 0.0, atol=1e-5)
+
+
 def test_layernorm_representations_are_standardised_before_gain():
     gain = np.linspace(0.5, 2.0, 16)
     world = LogLinearWorld.random(0, representation="layernorm", gain=gain)
@@ -199,6 +209,20 @@ def test_carriers_are_rare_in_every_context_and_bulk_words_are_not():
     assert world.carrier_ids.tolist() == [28, 29, 30, 31]
     assert np.all(P[:, world.carrier_ids].max(0) < 1e-2 / V)
     assert np.all(np.delete(P, world.carrier_ids, axis=1).max(0) > 1e-1 / V)
+
+
+def test_carrier_logits_sit_exactly_carrier_gap_below_their_bulk_draw_under_constant_norm():
+    """Documented: v_c = (bulk draw) − κ m/‖m‖², so ⟨v_c, z_h⟩ is κ⟨m, z_h⟩/‖m‖² = κ below the bulk draw's
+    logit for every h under "constant-norm" (⟨m, z_h⟩ = ‖m‖²).  The same seed without carriers draws the same
+    embeddings (the carriers only shift theirs), so the gap is read off directly: 8 at mean_norm = 2, where a
+    shift of κ m/‖m‖ gave 16."""
+    kw = dict(n_states=5, n_symbols=8, dim=6, mean_norm=2.0, radius=3.0, carrier_gap=8.0)
+    world, plain = LogLinearWorld.random(0, n_carriers=2, **kw), LogLinearWorld.random(0, n_carriers=0, **kw)
+    c = world.carrier_ids
+    Z = np.asarray(world.representations, np.float64)
+    np.testing.assert_allclose(Z, np.asarray(plain.representations, np.float64))
+    shift = np.asarray(plain.word_embeddings, np.float64)[:, c] - np.asarray(world.word_embeddings, np.float64)[:, c]
+    np.testing.assert_allclose(Z @ shift, 8.0, rtol=1e-5)
 
 
 def test_anchor_vector_is_the_mean_of_bulk_embeddings():
@@ -220,6 +244,16 @@ def test_anchor_linearises_log_partition_when_norms_are_constant():
         return resid.std() / log_z.std()
 
     assert residual_ratio("constant-norm") < 0.1 < 0.2 < residual_ratio("free")
+
+
+def test_max_logit_is_the_tolerance_over_the_dot_products_rounding_bound():
+    """Documented: a d-term dot product rounds by at most (d + 1)·u·Σ_k |z_hk||v*_kw|, u = 2⁻²⁴ in float32
+    and 2⁻⁵³ in float64, so the largest Σ allowed is 1e-2 / ((d + 1)·u): 33554.432 at d = 4 in float32 (a
+    bound of d·u allowed 41943.04)."""
+    for d in (1, 4, 16):
+        assert max_logit(d, np.float32) == pytest.approx(1e-2 / ((d + 1) * 2.0**-24), rel=1e-12)
+        assert max_logit(d, np.float64) == pytest.approx(1e-2 / ((d + 1) * 2.0**-53), rel=1e-12)
+    assert max_logit(4, np.float32) == pytest.approx(33554.432, rel=1e-12)
 
 
 # ---- pytree and single sequences --------------------------------------------------------------------
