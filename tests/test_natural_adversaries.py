@@ -265,6 +265,19 @@ def test_the_softmax_and_quad_adversaries_reach_their_eps_as_the_check_measures_
 
 # ---- γ_Φ, the log-partition fit, bad arguments -------------------------------------------------------
 
+def test_the_softmax_objective_is_finite_at_logits_beyond_float64_exp():
+    """ℓ_s(θ) = log Σ_w e^{⟨θ, φ_w⟩} − ⟨θ, Φp*_s⟩ with logits past 709 (e^z overflows float64): at θ = 800,
+    φ = (1, 0), p* = (1, 0) it is log(1 + e^{−800}) ≈ 0, not ∞ − 800; at logits up to ~1500 (row maxima
+    340 to 1040) it matches scipy's logsumexp to 1e-9 (a difference of terms ~1e3: float64 resolves ~1e-12)."""
+    assert softmax_objective(np.array([[800.0]]), np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]))[0] == \
+        pytest.approx(math.log1p(math.exp(-800.0)), abs=1e-12)
+    rng = np.random.default_rng(0)
+    theta, phi = 1000 * rng.normal(size=(5, 3)), rng.normal(size=(3, 4))
+    P = rng.dirichlet(np.ones(4), size=5)
+    expected = logsumexp(theta @ phi, -1) - np.sum((theta @ phi) * P, -1)
+    np.testing.assert_allclose(softmax_objective(theta, phi, P), expected, rtol=0, atol=1e-9)
+
+
 def test_gamma_phi_is_finite_when_sigma_T_is_tiny_beside_sigma_L():
     """Σ_L = diag(0.45, 0.45) + 0.1·aaᵀ, Σ_T = aaᵀ with a = 1e-7·(1, 1): γ_Φ = 1/(aᵀΣ_L⁻¹a) = 1/x + 0.1,
     x = aᵀ diag(0.45)⁻¹a (Sherman–Morrison), 2.25e13.  The whitened t_i are ~4e-14: they were dropped

@@ -13,13 +13,16 @@ import numpy as np
 import pytest
 from hypothesis import example, given, note
 from hypothesis import strategies as st
+from scipy.optimize import minimize
+from scipy.special import expit
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import WorldLM
 from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, log_partition, quad_minimiser
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
-from simlm.theory._convex import constrained_logistic, logistic_loss, polish_softmax_fit
+from simlm.theory._convex import (constrained_logistic, frank_wolfe_gap, logistic_loss, polish_softmax_fit,
+                                  ridge_logistic, zero_one_error)
 from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings
 from simlm.theory import adversarial as adv
 from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm
@@ -260,15 +263,19 @@ def test_tau_is_optimal_against_a_brute_force_grid(tiny, norm, phi):
     assert sol.gap[0] <= 1e-6  # Frank–Wolfe certificate: τ ≥ loss − gap
 
 
-def _box_minimum(X, pos, neg, B) -> float:
-    """min over |v|, |b| ≤ B of the weighted logistic loss, by SLSQP from four starts (float64 scipy)."""
-    from scipy.optimize import minimize
-
+def _minimum(X, pos, neg, B, constraint="box") -> float:
+    """min over C_B (|v|, |b| ≤ B for "box"; ‖v‖₂ ≤ B, |b| ≤ B for "span-ball" with the identity basis) of
+    the weighted logistic loss, by SLSQP from four or five starts (float64 scipy)."""
     k = X.shape[1]
     f = lambda w: logistic_loss(X @ w[:k] + w[k], pos, neg)
-    starts = [np.zeros(k + 1)] + [np.random.default_rng(i).uniform(-B, B, k + 1) for i in range(3)]
-    return min(minimize(f, x0, method="SLSQP", bounds=[(-B, B)] * (k + 1),
-                        options={"ftol": 1e-15, "maxiter": 2000}).fun for x0 in starts)
+    if constraint == "box":
+        starts = [np.zeros(k + 1)] + [np.random.default_rng(i).uniform(-B, B, k + 1) for i in range(3)]
+        kw = dict(bounds=[(-B, B)] * (k + 1), options={"ftol": 1e-15, "maxiter": 2000})
+    else:
+        ball = {"type": "ineq", "fun": lambda w: B**2 - w[:k] @ w[:k], "jac": lambda w: np.append(-2 * w[:k], 0.0)}
+        starts = [np.zeros(k + 1)] + [np.random.default_rng(i).normal(size=k + 1) for i in range(4)]
+        kw = dict(bounds=[(None, None)] * k + [(-B, B)], constraints=[ball], options={"ftol": 1e-16, "maxiter": 5000})
+    return min(minimize(f, x0, method="SLSQP", **kw).fun for x0 in starts)
 
 
 def test_tau_and_the_best_classifier_are_the_box_minimum_at_every_B():
@@ -283,8 +290,8 @@ def test_tau_and_the_best_classifier_are_the_box_minimum_at_every_B():
     b = check_natural_task(C, lm, task).bound("any-lm")
     Q = lm_laws(lm, C)
     for i, B in enumerate(b.B_grid):  # no worse than SLSQP (good to ~1e-8 itself), and certified optimal
-        assert b.loss_best[i] <= _box_minimum(Q, task.pos, task.neg, B) + 1e-9
-        assert b.tau[i] <= _box_minimum(P, task.pos, task.neg, B) + 1e-9
+        assert b.loss_best[i] <= _minimum(Q, task.pos, task.neg, B) + 1e-9
+        assert b.tau[i] <= _minimum(P, task.pos, task.neg, B) + 1e-9
         assert b.loss_best_gap[i] <= 1e-6 and b.tau_gap[i] <= 1e-5
 
 
@@ -303,6 +310,94 @@ def test_warm_started_solver_never_ends_above_its_start(tiny):
     start = (np.array([[0.3, -0.7]]), np.array([0.2]))
     sol = constrained_logistic(X, task.pos, task.neg, [1.0], "box", init=start)
     assert sol.loss[0] <= logistic_loss(X @ start[0][0] + start[1][0], task.pos, task.neg)
+
+
+@pytest.mark.parametrize("constraint", ["box", "span-ball"])
+def test_the_frank_wolfe_gap_bounds_the_suboptimality(constraint):
+    """G(v, b) ≥ F(v, b) − min_{C_B} F by convexity, min F by SLSQP here.  85 % positive labels give a large
+    bias gradient; the bias term of G is +B·|∂_b F| (at (0, 0) F − min F = 0.58 and G = 1.60; with
+    −B·|∂_b F| it read G = 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 2))
+    w = rng.dirichlet(np.ones(6))
+    y = rng.uniform(size=6) < 0.85
+    pos, neg, B = w * y, w * ~y, 2.0
+    best = _minimum(X, pos, neg, B, constraint)
+    for v, b in [(np.zeros(2), 0.0), (np.array([0.5, -0.5]), -1.0)]:
+        sub = logistic_loss(X @ v + b, pos, neg) - best
+        assert sub > 0.1  # not optimal: a gap of 0 would be wrong
+        assert frank_wolfe_gap(X, pos, neg, v, b, B, constraint, np.eye(2)) >= sub - 1e-9, (v, b)
+
+
+@pytest.mark.parametrize("constraint", ["box", "span-ball"])
+def test_the_unconstrained_optimum_replaces_the_answer_only_inside_the_bias_box(constraint):
+    """Labels 90 % positive, features ~0.05: the unconstrained optimum has b ≈ log 9 ≈ 2.2 > B = 1 with v
+    small, so it is outside C_B.  The answer keeps |b| ≤ B and its loss is the minimum over C_B (SLSQP),
+    never below it (the infeasible optimum had loss 0.325 < the box minimum 0.411)."""
+    rng = np.random.default_rng(0)
+    X = 0.05 * rng.normal(size=(10, 2))
+    pos, neg = np.full(10, 0.09), np.full(10, 0.01)
+    B = 1.0
+    sol = constrained_logistic(X, pos, neg, [B], constraint, basis=np.eye(2))
+    best = _minimum(X, pos, neg, B, constraint)
+    assert abs(sol.b[0]) <= B
+    assert sol.loss[0] == pytest.approx(logistic_loss(X @ sol.v[0] + sol.b[0], pos, neg), abs=1e-15)
+    assert best - 1e-9 <= sol.loss[0] <= best + 1e-9
+
+
+def test_the_span_ball_answer_has_l2_norm_at_most_B():
+    """Soft labels P(y = +1 | x) = σ(⟨(1.2, 1.2), x⟩): the unconstrained optimum is v* = (1.2, 1.2), inside
+    the box ‖v‖_∞ ≤ 1.5 but outside the ball ‖v‖₂ ≤ 1.5 (‖v*‖₂ = 1.70), so it must not replace the ball's
+    answer; that answer is the ball minimum (SLSQP) and on the sphere."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 2))
+    s = expit(X @ np.array([1.2, 1.2]))
+    pos, neg = s / 12, (1 - s) / 12
+    B = 1.5
+    sol = constrained_logistic(X, pos, neg, [B], "span-ball", basis=np.eye(2))
+    assert np.linalg.norm(sol.v[0]) <= B * (1 + 1e-12)
+    best = _minimum(X, pos, neg, B, "span-ball")
+    assert best - 1e-9 <= sol.loss[0] <= best + 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_the_span_ball_solver_reaches_the_minimum_on_ill_conditioned_features(seed):
+    """Features with scales (1, 0.01, 0.01), labels from the two small ones (10 % flipped), B = 200 where
+    the ball is active: FISTA's step 1/L, L = ¼ λ_max(Σ (a + c) x̃x̃ᵀ) (the logistic curvature is ≤ ¼), ends
+    ≤ 1e-13 above the SLSQP minimum; a 4× shorter step ended 7e-5 to 5e-4 above it in the 3000 steps."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(8, 3)) * np.array([1.0, 0.01, 0.01])
+    w = rng.dirichlet(np.ones(8))
+    y = (X[:, 1] + X[:, 2] > 0) ^ (rng.uniform(size=8) < 0.1)
+    pos, neg = w * y, w * ~y
+    B = 200.0
+    sol = constrained_logistic(X, pos, neg, [B], "span-ball", basis=np.eye(3))
+    assert np.linalg.norm(sol.v[0]) <= B * (1 + 1e-12)
+    assert sol.loss[0] <= _minimum(X, pos, neg, B, "span-ball") + 1e-8
+
+
+@pytest.mark.parametrize("seed", [2, 3, 5])
+def test_ridge_logistic_returns_a_stationary_point(seed):
+    """∇(F + ½ρ‖w‖²) = X̃ᵀ(c·σ(z) − a·(1 − σ(z))) + ρw, w = (v, b), at ρ = 1e-12 on nearly separable
+    labels and features with scales 1 to 1e-3 (‖v‖ up to 1.5e4): ≤ 1e-9 at the answer (Newton stops at
+    1e-10; it ended ≤ 6e-12 here, and stopping at 1e-6 left 7e-7)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(12, 4)) * np.array([1, 0.1, 0.01, 0.001])
+    w = rng.dirichlet(np.ones(12))
+    y = rng.uniform(size=12) < expit(3 * X[:, 0] + 30 * X[:, 1])
+    pos, neg = w * y, w * ~y
+    v, b = ridge_logistic(X, pos, neg, 1e-12)
+    s = expit(X @ v + b)
+    Xt = np.hstack([X, np.ones((12, 1))])
+    grad = Xt.T @ (neg * s - pos * (1 - s)) + 1e-12 * np.append(v, b)
+    assert np.linalg.norm(grad) <= 1e-9
+
+
+def test_zero_one_error_predicts_plus_one_at_a_zero_score():
+    """Σ_s a_s 1[z_s < 0] + c_s 1[z_s ≥ 0] (0 ↦ +1): the zero classifier errs on every −1 label, Σ c_s."""
+    pos, neg = np.array([0.1, 0.2, 0.05]), np.array([0.3, 0.15, 0.2])
+    assert zero_one_error(np.zeros(3), pos, neg) == pytest.approx(neg.sum(), abs=1e-15)
+    assert zero_one_error(np.array([-1.0, 0.0, 2.0]), pos, neg) == pytest.approx(0.1 + 0.15 + 0.2, abs=1e-15)
 
 
 # ---- the transfer bounds over random worlds × ε-optimal LMs × natural tasks ---------------------------
