@@ -197,17 +197,13 @@ class AnchorFit:
 
 
 def _centred(f, w):
-    """f − its π-mean, with the columns constant up to the rounding of that mean set to exactly 0 (scaled to
-    unit spread, a one-ulp spread would count as a direction in which f varies)."""
+    """(f − its π-mean, each column's weighted RMS), with the columns constant up to the rounding of that mean
+    set to exactly 0 and given spread 1 (scaled to unit spread, a one-ulp spread would count as a direction
+    in which f varies)."""
     fc = f - w @ f
-    constant = np.sqrt(w @ fc**2) <= 1e-12 * np.abs(f).max(0)
-    return np.where(constant, 0.0, fc)
-
-
-def _spread(fc, w):
-    """The weighted RMS of each centred feature column (1 for a constant one)."""
     s = np.sqrt(w @ fc**2)
-    return np.where(s > 0, s, 1.0)
+    constant = s <= 1e-12 * np.abs(f).max(0)
+    return np.where(constant, 0.0, fc), np.where(constant, 1.0, s)
 
 
 def _linear_fit(y, f, w):
@@ -215,8 +211,8 @@ def _linear_fit(y, f, w):
     scaled to unit spread, with a of least norm there (a feature's units change neither the fit nor which
     directions count); var is 0 when y is constant up to rounding (:data:`_CONSTANT_RTOL`)."""
     mean_f, mean_y = w @ f, w @ y
-    fc, yc = _centred(f, w), y - mean_y
-    sw, scale = np.sqrt(w)[:, None], _spread(fc, w)
+    (fc, scale), yc = _centred(f, w), y - mean_y
+    sw = np.sqrt(w)[:, None]
     a = np.linalg.lstsq(sw * fc / scale, sw[:, 0] * yc, rcond=_RCOND)[0] / scale
     res = yc - fc @ a
     var = float(w @ yc**2)
@@ -241,8 +237,7 @@ def anchor_fit(logits, features, bulk, weights=None, *, planted=None) -> AnchorF
         p = check_real_array("planted", planted)
         if p.shape != (f.shape[1],):
             raise ShapeError(f"planted: expected shape ({f.shape[1]},), got {p.shape}")
-        fc = _centred(f, w)
-        scale = _spread(fc, w)  # the directions in which f varies, found as in the fit, back in f's units
+        fc, scale = _centred(f, w)  # the directions in which f varies, found as in the fit, back in f's units
         U, s, _ = np.linalg.svd((fc / scale).T * np.sqrt(w), full_matrices=False)
         U = np.linalg.qr(scale[:, None] * U[:, s > _RCOND * max(s.max(), 1e-300)])[0]
         a, b = U.T @ v0, U.T @ p
