@@ -74,9 +74,6 @@ def test_round_trips_through_hmmlearn_and_dynamax():
 
 
 def test_block_diagonal_transition_equals_dense_kron():
-    import jax.numpy as jnp
-    from simlm.worlds import hmm_core as core
-
     rng = np.random.default_rng(0)
     k, G, V = 3, 4, 5
     blocks = rng.dirichlet(np.ones(k), size=(G, k))
