@@ -76,6 +76,7 @@ from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, ta
 from simlm.experiments.store import CellStore, claim
 from simlm.jsonio import write_json_atomic
 from simlm.models import TransformerConfig
+from simlm.runtime import release_compiled
 from simlm.train import TrainConfig, exact_masked_epsilon, exact_prepended_epsilon, train
 
 EVAL_SEED = 2**20  # the trainer's held-out set; ε of the final model is measured on it too
@@ -429,6 +430,7 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
             # are recomputed, not mixed in
             key = f"H{K}_w{w}_t{task_seed(w, 0, study.protocol)}"
             if key not in cells:
+                release_compiled()  # a study of many worlds compiles thousands of programs in this process
                 rows = study_world(K, w, study, None if out is None else Path(out) / "work", log=log)
                 if out is None:
                     cells[key] = rows

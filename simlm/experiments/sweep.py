@@ -48,6 +48,7 @@ from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
 from simlm.experiments.store import CellStore, claim, log_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
+from simlm.runtime import release_compiled
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
 #: the families of the ``planted-hmm`` kind (``options.family``): HMMs with planted token classes
@@ -409,6 +410,7 @@ def train_job(payload: str) -> str:
     """Train one world's ladder (resuming its run directory); returns the reached rungs as LM specs."""
     from simlm.train import train
 
+    release_compiled()  # a long-lived worker's compiled programs would end at the process's map limit
     job = json.loads(payload)
     config, out = parse_config(job["config"]), Path(job["out"])
     spec = next(w for w in config.worlds if w["name"] == job["world"])
@@ -445,6 +447,7 @@ def check_job(payload: str) -> str:
     :func:`tokens_digest` the sweep recorded for the world: tokens drawn otherwise here are refused."""
     from simlm.experiments.store import append_cell
 
+    release_compiled()
     job = json.loads(payload)
     config, out = parse_config(job["config"]), Path(job["out"])
     world_spec = next(w for w in config.worlds if w["name"] == job["world"])

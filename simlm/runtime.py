@@ -1,0 +1,45 @@
+"""Keeping a long-lived process clear of the limit on its memory maps.
+
+Every program XLA:CPU compiles stays mapped into the process while JAX's caches hold it: three maps (code,
+read-only data, data) per kernel, 25–30 for a typical simlm program.  Linux allows one process
+``vm.max_map_count`` maps (65530 by default); a process that compiles thousands of distinct programs — a
+long in-process sweep over worlds of many shapes, a test session, a notebook sweeping ε — reaches it, and
+then the next compile's ``mmap`` fails ("LLVM compilation error: Cannot allocate memory") and the process
+dies with a segmentation fault inside XLA, taking the cell in flight with it.  :func:`release_compiled`
+clears JAX's caches (every jitted function compiles again on its next call; a persistent compilation cache
+turns that into a read) once the process holds more than a fraction of its maps; the sweep's jobs call it
+before each (world, LM) pair and each training run."""
+
+from __future__ import annotations
+
+import jax
+
+from simlm.errors import ConfigError
+
+MAPS = "/proc/self/maps"
+MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(maps this process holds, vm.max_map_count)``, or None where Linux's ``/proc`` does not say."""
+    try:
+        with open(MAPS, "rb") as f:
+            used = sum(1 for _ in f)
+        with open(MAX_MAP_COUNT) as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return used, limit
+
+
+def release_compiled(fraction: float = 0.5) -> bool:
+    """Clear JAX's caches of compiled programs (:func:`jax.clear_caches`) if this process holds more than
+    ``fraction`` of the memory maps it may hold; returns whether it did.  A no-op where ``/proc`` does not
+    tell (not Linux).  ``fraction`` is in [0, 1]: 0 always clears, 1 never does."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"fraction: expected a number in [0, 1], got {fraction!r}")
+    maps = memory_maps()
+    if maps is None or maps[0] <= fraction * maps[1]:
+        return False
+    jax.clear_caches()
+    return True

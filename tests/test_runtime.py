@@ -1,0 +1,87 @@
+"""The guard on a process's memory maps: compiled programs hold maps until JAX's caches are cleared, the guard
+clears them past its fraction of vm.max_map_count and not before, and a sweep whose jobs release everything
+between (world, LM) pairs gives the same rows."""
+
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from simlm import runtime
+from simlm.cli import main
+from simlm.errors import ConfigError
+from test_sweep import TINY, table, write_config
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+
+
+def _compile(n: int):
+    """``n`` programs of one jitted function (one per shape), still held by JAX's caches."""
+    @jax.jit
+    def f(x):
+        return jnp.cumsum(jnp.tanh(x @ x.T), axis=0).sum()
+
+    for k in range(2, n + 2):
+        f(jnp.ones((k, 3))).block_until_ready()
+    return f
+
+
+@linux
+def test_memory_maps_are_this_process_s_and_the_kernel_s_limit():
+    used, limit = runtime.memory_maps()
+    with open("/proc/sys/vm/max_map_count") as f:
+        assert limit == int(f.read())
+    assert 0 < used < limit
+
+
+@linux
+def test_compiled_programs_hold_maps_until_released():
+    runtime.release_compiled(0.0)
+    before = runtime.memory_maps()[0]
+    f = _compile(20)
+    held = runtime.memory_maps()[0]
+    assert f._cache_size() == 20 and held > before + 20  # several maps a program
+    assert runtime.release_compiled(0.0) is True
+    assert f._cache_size() == 0 and runtime.memory_maps()[0] < held - 20
+
+
+@linux
+def test_release_waits_for_its_fraction_of_the_limit():
+    f = _compile(3)
+    used, limit = runtime.memory_maps()
+    assert runtime.release_compiled(1.0) is False  # a process cannot hold more than its limit
+    assert runtime.release_compiled(min(1.0, 1.5 * used / limit)) is False and f._cache_size() == 3
+    assert runtime.release_compiled(0.5 * used / limit) is True and f._cache_size() == 0
+
+
+def test_without_proc_nothing_is_cleared(monkeypatch):
+    monkeypatch.setattr(runtime, "MAPS", "/nonexistent/maps")
+    f = _compile(2)
+    assert runtime.memory_maps() is None
+    assert runtime.release_compiled(0.0) is False and f._cache_size() == 2
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, math.nan, True, "0.5", None])
+def test_a_fraction_outside_the_unit_interval_is_named(fraction):
+    with pytest.raises(ConfigError, match="fraction"):
+        runtime.release_compiled(fraction)
+
+
+def test_a_sweep_that_releases_before_every_job_gives_the_same_rows(monkeypatch, tmp_path):
+    calls = []
+
+    def always(fraction=0.5):
+        calls.append(fraction)
+        return runtime.release_compiled(0.0)
+
+    raw = {**TINY, "lms": {"oracle": True, "analytic": {"kinds": ["temperature"], "eps": [0.02]}}}  # two jobs
+    config = write_config(tmp_path / "tiny.json", raw)
+    monkeypatch.setattr("simlm.experiments.sweep.release_compiled", always)
+    assert main(["sweep", str(config), "--out", str(tmp_path / "released"), "--quiet"]) == 0
+    monkeypatch.undo()
+    assert main(["sweep", str(config), "--out", str(tmp_path / "kept"), "--quiet"]) == 0
+    rows = table(tmp_path / "released")
+    assert len(calls) == 2 and len(rows) > 10
+    assert rows == table(tmp_path / "kept")
