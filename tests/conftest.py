@@ -2,6 +2,7 @@ import os
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # "ci" keeps the suite fast on 2 cores and the same on every run (derandomized: the examples are a fixed
@@ -36,6 +37,8 @@ if os.environ.get("PYTEST_XDIST_WORKER") and \
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["SIMLM_TESTS_XLA_CACHE"],
                                                            os.environ["PYTEST_XDIST_WORKER"])
 
+import jax  # noqa: E402  (after the cache settings above, which JAX reads when imported)
+
 # The README's `-n 2 --dist loadfile` hands each worker a whole module at a time, and by default xdist queues
 # the modules by their number of tests, which puts the modules of a few long tests (the quick experiment
 # runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
@@ -60,6 +63,23 @@ MODULE_SECONDS = {
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
         config.option.loadscopereorder = False
+    # A worker that crashes ends the run at once, naming the test it crashed in.  Left to replace it, xdist's
+    # loadfile scheduler can wait forever for work it has already handed out (pytest-xdist issue #1378):
+    # seen on CI on 2026-12-03, where one segfault became a 90-minute timeout.
+    if hasattr(config.option, "maxworkerrestart") and config.option.maxworkerrestart is None:
+        config.option.maxworkerrestart = "0"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_programs_released():
+    """Every module starts with JAX's caches empty.  Each compiled program stays mapped into the process
+    while they hold it (25–30 memory maps for a typical one), and a worker that runs module after module
+    ends at Linux's vm.max_map_count (65530): the next compile's mmap fails and XLA segfaults.  Seen on CI
+    on 2026-12-03 at 82 % of the run; a passing run's busier worker peaked at 58,148 maps.  Released per
+    module, the programs a module shares with the next are read back from the session's persistent cache
+    (above) rather than compiled again."""
+    yield
+    jax.clear_caches()
 
 
 def pytest_collection_modifyitems(session, config, items):
