@@ -126,3 +126,42 @@ def test_cells_record_the_code_that_computed_them_and_a_rerun_with_other_code_sa
     report = markdown([], out, [])
     assert "**The cells come from more than one code**" in report
     assert f"{len(lines) - 1} cells from {first}" in report and "1 cell from 0123456789ab" in report
+
+
+def test_a_row_holds_at_its_bound_and_is_trivial_at_the_maximum():
+    """``holds`` is measured ≤ bound and ``trivial`` needs bound ≥ maximum and measured ≤ maximum: equality
+    on either side counts (a value at the bound holds; a bound at the maximum cannot be violated)."""
+    assert row("q", 1.0, 1.0)["holds"] is True and row("q", 1.5, 1.0)["holds"] is False
+    assert row("q", 1.0, 1.0, maximum=1.0)["trivial"] is True
+    assert row("q", 0.5, 1.0, maximum=1.0)["trivial"] is True     # bound = maximum
+    assert row("q", 1.0, 2.0, maximum=1.0)["trivial"] is True     # measured = maximum
+    assert row("q", 0.5, 0.9, maximum=1.0)["trivial"] is False    # a bound below the maximum could fail
+    assert row("q", 1.5, 2.0, maximum=1.0)["trivial"] is False    # measured beyond the maximum disproves it
+
+
+@pytest.mark.parametrize("measured, bound, baseline, used", [(0.75, 1.0, 0.5, 0.5), (0.5, 1.0, 0.5, 0.0),
+                                                             (1.0, 1.0, 0.5, 1.0), (0.2, 0.6, -0.2, 0.5),
+                                                             (1.5, 1.0, 0.0, 1.5)])
+def test_slack_used_is_the_share_of_the_slack_above_the_baseline(measured, bound, baseline, used):
+    """``slack_used`` = (measured − baseline) / (bound − baseline): 0 at the baseline, 1 at the bound."""
+    assert row("q", measured, bound, baseline=baseline)["slack_used"] == pytest.approx(used)
+
+
+def test_a_row_whose_bound_is_below_its_baseline_has_no_share_and_is_not_the_worst():
+    """No slack where bound ≤ baseline, also where the bound is below it: ``slack_used`` is None, and the
+    worst row is the one with a share of its slack (0.4 of 0.5 = 0.8), not the one judged by ``holds`` alone."""
+    below = {**SHARED, "lm": "A", **row("q", 0.3, 0.4, baseline=0.5)}
+    above = {**SHARED, "lm": "B", **row("q", 0.9, 1.0, baseline=0.5)}
+    assert below["holds"] is True and below["slack_used"] is None
+    [summary] = bound_summary([below, above])
+    assert summary["violations"] == 0 and summary["worst_used"] == pytest.approx(0.8) and summary["worst_lm"] == "w/B"
+
+
+def test_the_report_says_violated_only_for_a_violated_row_without_a_share(tmp_path):
+    """A bound with no slack (bound = baseline) that holds has no worst row ("–"); one that is violated
+    shows "violated"."""
+    rows = stored(tmp_path, {"k": [{**SHARED, **row("q", -0.1, 0.0, baseline=0.0)},
+                                   {**SHARED, **row("r", 0.1, 0.0, baseline=0.0)}]})
+    report = markdown(rows, tmp_path, [])
+    assert "| c | q | 1 | 0 | 0 | – | – |" in report
+    assert "| c | r | 1 | 1 | 0 | violated | w/oracle |" in report
