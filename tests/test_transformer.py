@@ -9,12 +9,13 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import erf, logsumexp
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
 from simlm.models.transformer import (
-    LayerNorm, Transformer, TransformerConfig, TransformerLM, causal_inputs, gelu, init_transformer, layer_norm,
-    prepended_mask_logprobs,
+    LayerNorm, Transformer, TransformerConfig, TransformerLM, appended_token_logprobs, causal_inputs, gelu,
+    init_transformer, layer_norm, next_token_logprobs, prepended_mask_logprobs, rotary,
 )
 
 V, T, N = 5, 6, 3
@@ -338,6 +339,119 @@ def test_attention_is_multi_head_attention_written_out_by_hand(causal):
     assert np.abs(want).max() > 1  # a non-trivial output
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
+
+def _layer_norm_by_hand(x, norm):
+    """LayerNorm of x's last axis in float64 (ε = 1e-6) with the module's scale and bias."""
+    mu = x.mean(-1, keepdims=True)
+    normed = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6)
+    return normed * np.asarray(norm.scale[...], np.float64) + np.asarray(norm.bias[...], np.float64)
+
+
+def _block_by_hand(block, h):
+    """One pre-LayerNorm causal block in float64, as the module docstring writes it: h ← h + Attn(LN₁(h)),
+    then h + MLP(LN₂(h)) with MLP(u) = down(gelu(up(u))) and the exact GELU ½u(1 + erf(u/√2))."""
+    h = h + _attention_by_hand(block.attn, _layer_norm_by_hand(h, block.norm1), causal=True)
+    W1, b1, W2, b2 = (np.asarray(p[...], np.float64)
+                      for p in (block.up.kernel, block.up.bias, block.down.kernel, block.down.bias))
+    u = _layer_norm_by_hand(h, block.norm2) @ W1 + b1
+    return h + (0.5 * u * (1 + erf(u / np.sqrt(2)))) @ W2 + b2
+
+
+def test_the_network_is_pre_layer_norm_blocks_written_out_by_hand(tokens):
+    """h⁰ = E[x] + P, hˡ = blocks with both residuals, f = LN(hᴸ), log p = log_softmax(Φᵀ f), in float64."""
+    model = init_transformer(TransformerConfig(**TINY), seed=6)
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    rng = np.random.default_rng(2)  # O(1) weights, LayerNorm scales and biases included: every term counts
+    nnx.update(model, jax.tree.unflatten(treedef, [jnp.asarray(rng.standard_normal(x.shape) / 2, x.dtype)
+                                                   for x in leaves]))
+    lm = TransformerLM(model)
+    inputs = np.asarray(causal_inputs(jnp.asarray(tokens), model.config))
+    h = (np.asarray(model.token_embed.embedding[...], np.float64)[inputs]
+         + np.asarray(model.position_embed.embedding[...], np.float64)[:T])
+    hidden = [h]
+    for block in model.blocks:
+        hidden.append(_block_by_hand(block, hidden[-1]))
+    logits = _layer_norm_by_hand(hidden[-1], model.final_norm) @ np.asarray(model.unembedding, np.float64)
+    want = logits - logsumexp(logits, axis=-1, keepdims=True)
+    for got, ref in zip(lm.hidden_states(tokens), hidden):
+        np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert np.abs(want - want.mean(-1, keepdims=True)).max() > 0.5  # laws far from uniform
+    np.testing.assert_allclose(np.asarray(lm.next_token_logprobs(tokens), np.float64), want, rtol=1e-4, atol=1e-4)
+
+
+def test_appended_token_law_is_the_last_row_of_the_causal_law_of_x_extended(causal, causal_lm, tokens):
+    """log p(x_T | x_0 … x_{T-1}) is row T of next_token_logprobs(x y) whatever y (row T never reads y)."""
+    x = jnp.asarray(tokens[:, : T - 1])
+
+    @jax.jit
+    def laws(x):  # every extension x y, y = 0 … V-1, in one batch (row r·V + y)
+        extended = jnp.concatenate([jnp.repeat(x, V, axis=0), jnp.tile(jnp.arange(V, dtype=x.dtype), N)[:, None]], 1)
+        return (appended_token_logprobs(causal, x), next_token_logprobs(causal, extended)[:, -1],
+                next_token_logprobs(causal, x)[:, -1])
+
+    pure, extended, last = (np.asarray(a) for a in laws(x))
+    assert pure.shape == (N, V)
+    np.testing.assert_allclose(np.repeat(pure, V, axis=0), extended, atol=1e-6)
+    np.testing.assert_allclose(causal_lm.appended_token_logprobs(tokens[:, : T - 1]), pure, atol=1e-6)
+    assert np.abs(pure - last).max() > 1e-4  # not the law of x_{T-1}
+
+
+def test_causal_input_starts_with_bos_and_row_zero_is_the_law_given_bos_alone(causal, causal_lm, tokens):
+    config = causal.config
+    assert config.bos_id == config.pad_id == V + 1
+    inputs = np.asarray(causal_inputs(jnp.asarray(tokens), config))
+    np.testing.assert_array_equal(inputs[:, 0], config.bos_id)
+    np.testing.assert_array_equal(inputs[:, 1:], tokens[:, :-1])
+    alone = np.asarray(jax.nn.log_softmax(causal(np.array([[config.bos_id]], np.int32)), axis=-1))[0, 0]
+    np.testing.assert_allclose(causal_lm.next_token_logprobs(tokens)[:, 0], np.broadcast_to(alone, (N, V)), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_layers", [2, 5])
+def test_residual_projections_start_scaled_by_one_over_root_two_layers(n_layers):
+    """GPT-2's init: every kernel N(0, 0.02²) except the projections into the residual stream (attention out,
+    MLP down), N(0, (0.02 / √(2L))²); 16k draws each, so the sample std is within 3% of its target (the
+    1/√L of a wrong scheme is 41% off)."""
+    config = TransformerConfig(n_symbols=V, d_model=128, d_ff=128, n_heads=4, n_layers=n_layers, max_len=6)
+    model = init_transformer(config, seed=0)
+    std = lambda p: float(np.std(np.asarray(p[...], np.float64)))
+    residual = 0.02 / np.sqrt(2 * n_layers)
+    for block in model.blocks:
+        for p in (block.attn.out.kernel, block.down.kernel):
+            assert abs(std(p) / residual - 1) < 0.03, (std(p), residual)
+        for p in (block.attn.qkv.kernel, block.up.kernel):
+            assert abs(std(p) / 0.02 - 1) < 0.03, std(p)
+    assert abs(std(model.token_embed.embedding) / 0.02 - 1) < 0.1  # 7 × 128 draws
+    assert abs(std(model.position_embed.embedding) / 0.02 - 1) < 0.1
+
+
+def test_rotary_rotates_pair_j_by_t_times_10000_to_the_minus_2j_over_dh():
+    """Unit vector e_i as head i: pair (j, j + dh/2) turns by t · 10000^(−2j/dh) at position t; and for two
+    more heads q, k, ⟨R_s q, R_t k⟩ depends on s − t only."""
+    dh, half, n_pos = 8, 4, 51
+    q, k = np.random.default_rng(0).standard_normal((2, dh))
+    heads = np.concatenate([np.eye(dh), q[None], k[None]])  # (dh + 2, dh)
+    x = jnp.asarray(np.broadcast_to(heads, (1, n_pos, dh + 2, dh)), jnp.float32)
+    got = np.asarray(rotary(x, jnp.arange(n_pos)), np.float64)[0]  # (t, head, coordinate)
+    t = np.arange(n_pos)
+    want = np.zeros((n_pos, dh, dh))
+    for j in range(half):
+        angle = t * 10000.0 ** (-2 * j / dh)
+        want[:, j, j], want[:, j, j + half] = np.cos(angle), np.sin(angle)
+        want[:, j + half, j], want[:, j + half, j + half] = -np.sin(angle), np.cos(angle)
+    np.testing.assert_allclose(got[:, :dh], want, atol=2e-5)
+    gram = got[:, dh] @ got[:, dh + 1].T  # gram[s, t] = ⟨R_s q, R_t k⟩
+    for m in (1, 5, 20):
+        np.testing.assert_allclose(gram[m:, m:], gram[:-m, :-m], atol=1e-4)
+    assert np.abs(gram[3, 1] - gram[3, 2]) > 1e-3
+
+
+def test_max_len_must_hold_the_prompt_slots_and_one_token_exactly():
+    """max_len ≥ n_prompt_slots + 1: the boundary is accepted, one less refused naming max_len."""
+    config = TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1, max_len=3, n_prompt_slots=2)
+    assert config.max_len == 3 and config.n_positions == 4
+    with pytest.raises(ConfigError, match="max_len: 2 is too small to hold the 2 prompt slots"):
+        TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1, max_len=2, n_prompt_slots=2)
+    assert TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1, max_len=1).max_len == 1
 
 
 # ---- the fast pieces compute the textbook functions, derivatives included ----------------------------
