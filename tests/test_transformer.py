@@ -507,3 +507,8 @@ def test_layer_norm_keeps_the_dtype_and_normalises_in_float32():
     assert y.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y, np.float32).mean(-1), 0, atol=0.05)
     np.testing.assert_allclose(np.asarray(y, np.float32).std(-1), 1, atol=0.05)
+    w = jnp.arange(16.0)  # ∂x has x's dtype too, and is the float32 gradient rounded to it
+    dx = jax.grad(lambda x: (layer_norm(x, jnp.ones(16), jnp.zeros(16)).astype(jnp.float32) * w).sum())(x)
+    dx32 = jax.grad(lambda x: (layer_norm(x, jnp.ones(16), jnp.zeros(16)) * w).sum())(x.astype(jnp.float32))
+    assert dx.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(dx, np.float32), dx32, rtol=1e-2, atol=1e-2 * float(jnp.abs(dx32).max()))

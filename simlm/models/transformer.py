@@ -223,11 +223,11 @@ def _layer_norm_fwd(x, scale, bias, epsilon):
 
 def _layer_norm_bwd(epsilon, residuals, dy):
     normed, inv_std, scale, bias = residuals
-    dy = dy.astype(normed.dtype)
+    x_dtype, dy = dy.dtype, dy.astype(normed.dtype)  # y, hence dy, has x's dtype
     g = dy * scale.astype(normed.dtype)
     dx = inv_std * (g - g.mean(-1, keepdims=True) - normed * (g * normed).mean(-1, keepdims=True))
     batch_axes = tuple(range(dy.ndim - 1))
-    return (dx, (dy * normed).sum(batch_axes).astype(scale.dtype), dy.sum(batch_axes).astype(bias.dtype))
+    return (dx.astype(x_dtype), (dy * normed).sum(batch_axes).astype(scale.dtype), dy.sum(batch_axes).astype(bias.dtype))
 
 
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
