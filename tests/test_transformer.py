@@ -341,10 +341,8 @@ def test_attention_is_multi_head_attention_written_out_by_hand(causal):
 
 
 def _layer_norm_by_hand(x, norm):
-    """LayerNorm of x's last axis in float64 (ε = 1e-6) with the module's scale and bias."""
-    mu = x.mean(-1, keepdims=True)
-    normed = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6)
-    return normed * np.asarray(norm.scale[...], np.float64) + np.asarray(norm.bias[...], np.float64)
+    """LayerNorm of x's last axis in float64 with the module's scale and bias."""
+    return _textbook_layer_norm(x, np.asarray(norm.scale[...], np.float64), np.asarray(norm.bias[...], np.float64))
 
 
 def _block_by_hand(block, h):
@@ -472,9 +470,11 @@ def test_gelu_derivative_is_phi_plus_x_times_density_in_float64():
     np.testing.assert_allclose(grad, norm.cdf(x) + x * norm.pdf(x), atol=1e-6)
 
 
-def _textbook_layer_norm(x, scale, bias):  # autodiff of the formula is the reference for the custom VJP
+def _textbook_layer_norm(x, scale, bias):
+    """LayerNorm's formula (ε = 1e-6) in x's own array module: autodiff of it is the reference for the custom
+    VJP, and on float64 numpy arrays it is the by-hand network's LayerNorm."""
     mu = x.mean(-1, keepdims=True)
-    return (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6) * scale + bias
+    return (x - mu) / (((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6) ** 0.5 * scale + bias
 
 
 _layer_norm_vjps = jax.jit(lambda x, s, b, w: [jax.grad(lambda *a: (f(*a) * w).sum(), argnums=(0, 1, 2))(x, s, b)
