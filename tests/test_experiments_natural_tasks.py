@@ -16,7 +16,7 @@ from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 from simlm.experiments.checks import _natural_rows
 from simlm.theory.adversarial import adversarial_laws
-from simlm.theory.natural_tasks import (LOG2, check_natural_task, critical_epsilon, gamma, lm_laws,
+from simlm.theory.natural_tasks import (ATOL, LOG2, check_natural_task, critical_epsilon, gamma, lm_laws,
                                         random_natural_task)
 from simlm.worlds import HMM, LogLinearWorld
 
@@ -113,13 +113,47 @@ def test_the_natural_task_check_flags_each_row_by_what_its_own_loss_can_reach():
     C = enumerate_contexts(HMM.random(0, 3, 4), 2)
     task = random_natural_task(C, 0, noise="sign")
     r = check_natural_task(C, adversarial_laws(C, task, 4 * critical_epsilon(C, task), B=16.0), task)
-    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps)}
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
     for b in r.bounds:
         i = b.index
         a, best = rows[f"{b.name}:loss_natural"], rows[f"{b.name}:loss_best"]
         assert a["trivial"] == bool(b.bound[i] >= b.loss_ceiling[i]) and a["loss_ceiling"] == b.loss_ceiling[i]
         assert best["trivial"] == bool(b.bound[i] >= LOG2)
     assert rows["any-lm:loss_best"]["trivial"] and not rows["any-lm:loss_natural"]["trivial"]
+
+
+@pytest.mark.parametrize("offset, holds", [(-1e-9, True), (-1e-6, False)])
+def test_a_row_within_the_checks_rounding_of_its_bound_gets_the_checks_verdict(offset, holds):
+    """The exact laws' loss (a) is τ itself, so with a bound of τ + ``offset`` (a form with no slack) the row
+    sits ``−offset`` above its bound: within the check's ``atol`` (1e-9 < 1e-7) it holds, as the bound's own
+    verdict does, and the row records that ``atol``; beyond it (1e-6) both say violated.  No slack beyond
+    rounding, no share of it."""
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="logistic")
+    r = check_natural_task(C, C.next_token_probs, task, forms={"any-lm": lambda t, B, e, g: t + offset})
+    b = r.bound("any-lm")
+    assert r.atol == ATOL and b.holds is holds
+    assert b.loss_natural[b.index] - b.bound[b.index] == pytest.approx(-offset, rel=1e-3)  # over it by −offset
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
+    for name in ("loss_natural", "loss_best"):
+        x = rows[f"any-lm:{name}"]
+        assert x["holds"] is holds and x["atol"] == ATOL and x["slack_used"] is None
+
+
+def test_a_slack_no_larger_than_the_checks_rounding_has_no_share():
+    """``slack_used`` divides by bound − τ: a slack of 1e-9 (≤ atol) is rounding, not room, so the bound and
+    its rows give no share (NaN, None); a slack of 1e-3 gives the share the loss takes of it (0 here: the
+    exact laws' loss (a) is τ)."""
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="logistic")
+    for slack, share in ((1e-9, None), (1e-3, 0.0)):
+        r = check_natural_task(C, C.next_token_probs, task, forms={"any-lm": lambda t, B, e, g: t + slack})
+        b = r.bound("any-lm")
+        [x] = [x for x in _natural_rows("", r.bounds, r.eps, r.atol) if x["quantity"] == "any-lm:loss_natural"]
+        if share is None:
+            assert math.isnan(b.slack_used) and x["slack_used"] is None
+        else:
+            assert b.slack_used == pytest.approx(share, abs=1e-6) and x["slack_used"] == pytest.approx(share, abs=1e-6)
 
 
 def test_bad_adversary_options_raise_typed_errors():

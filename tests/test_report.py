@@ -8,6 +8,7 @@ import math
 import pytest
 
 from simlm.cli import main
+from simlm.errors import ConfigError
 from simlm.experiments.nested import leaf_rows
 from simlm.experiments.registry import row
 from simlm.experiments.report import bound_summary, console_table, markdown, plot
@@ -137,6 +138,30 @@ def test_a_row_holds_at_its_bound_and_is_trivial_at_the_maximum():
     assert row("q", 1.0, 2.0, maximum=1.0)["trivial"] is True     # measured = maximum
     assert row("q", 0.5, 0.9, maximum=1.0)["trivial"] is False    # a bound below the maximum could fail
     assert row("q", 1.5, 2.0, maximum=1.0)["trivial"] is False    # measured beyond the maximum disproves it
+
+
+def test_a_row_forgives_its_atol_records_it_and_judges_exactly_without_one():
+    """``holds`` = measured ≤ bound + atol: half an atol over holds, twice over is violated; without an atol a
+    value one ulp over its bound is violated.  Every bounded row keeps its ``atol`` (0 by default)."""
+    assert row("q", 1.0 + 5e-8, 1.0, atol=1e-7)["holds"] is True
+    assert row("q", 1.0 + 2e-7, 1.0, atol=1e-7)["holds"] is False
+    assert row("q", math.nextafter(1.0, 2.0), 1.0)["holds"] is False
+    assert row("q", 1.0, 1.0, atol=1e-7)["atol"] == 1e-7 and row("q", 1.0, 1.0)["atol"] == 0.0
+    assert row("q", 2.0 + 5e-8, 2.0, maximum=2.0, atol=1e-7)["trivial"] is False  # beyond the maximum, within atol
+
+
+def test_a_slack_within_the_atol_has_no_share():
+    """Slack no larger than the atol is rounding, not room: ``slack_used`` is None there (and where the
+    bound is at or below the baseline), the share above it."""
+    assert row("q", 0.5 + 1e-10, 0.5 + 1e-8, baseline=0.5, atol=1e-7)["slack_used"] is None
+    assert row("q", 0.5 + 1e-10, 0.5 + 1e-8, baseline=0.5)["slack_used"] == pytest.approx(0.01)
+    assert row("q", 0.75, 1.0, baseline=0.5, atol=1e-7)["slack_used"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("atol", [-1e-9, math.nan, math.inf, True, "1e-7", None])
+def test_a_bad_atol_is_a_config_error_naming_it(atol):
+    with pytest.raises(ConfigError, match="atol"):
+        row("q", 0.5, 1.0, atol=atol)
 
 
 @pytest.mark.parametrize("measured, bound, baseline, used", [(0.75, 1.0, 0.5, 0.5), (0.5, 1.0, 0.5, 0.0),

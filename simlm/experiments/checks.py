@@ -83,7 +83,7 @@ def natural_task_check(cell) -> list:
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
-    rows = _natural_rows("", result.bounds, result.eps)
+    rows = _natural_rows("", result.bounds, result.eps, result.atol)
     method = o.get("adversary")
     if method not in (None, "none") and 0 < result.eps < math.inf:
         try:
@@ -92,12 +92,13 @@ def natural_task_check(cell) -> list:
             return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
         bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
                   if b.name in ("any-lm", "well-specified")]
-        rows += _natural_rows("worst-case:", bounds, result.eps)
+        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol)
     return rows
 
 
-def _natural_rows(prefix, bounds, eps) -> list:
-    """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``."""
+def _natural_rows(prefix, bounds, eps, atol) -> list:
+    """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
+    with the check's ``atol`` as the bounds' own verdicts are."""
     rows = []
     for b in bounds:
         i = b.index
@@ -106,7 +107,7 @@ def _natural_rows(prefix, bounds, eps) -> list:
                   "residual": float(b.residual[i])}
         for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
                                 ("loss_best", b.loss_best[i], LOG2)):  # the most any LM can make each
-            rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i],
+            rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
                             loss_ceiling=float(top), **common))
     return rows
 

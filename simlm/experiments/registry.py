@@ -20,6 +20,7 @@ each row's LM itself: its ``lm``, ``lm_seed``, ``eps`` and ``eps_se`` take the p
 from __future__ import annotations
 
 import dataclasses
+import math
 import importlib
 from typing import Any, Callable
 
@@ -120,20 +121,27 @@ def get_check(name: str) -> Check:
 
 
 #: the columns :func:`row` computes, which its ``extra`` columns may not set.
-_COMPUTED = ("holds", "trivial", "slack_used")
+_COMPUTED = ("holds", "trivial", "slack_used", "atol")
 
 
-def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **extra) -> dict:
-    """One tidy row: ``holds`` = measured ≤ bound (False for a NaN measured value or bound) and ``trivial`` =
-    the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and measured ≤
-    ``maximum`` are filled in from the numbers, None without a bound (``trivial`` also None without a
-    ``maximum``): a violated row is never trivial, nor one whose measured value disproves the maximum.
+def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, atol=0.0, **extra) -> dict:
+    """One tidy row: ``holds`` = measured ≤ bound + ``atol`` (False for a NaN measured value or bound) and
+    ``trivial`` = the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and
+    measured ≤ ``maximum`` are filled in from the numbers, None without a bound (``trivial`` also None without
+    a ``maximum``): a violated row is never trivial, nor one whose measured value disproves the maximum.
+    ``atol`` (≥ 0, kept as the row's ``atol`` column) is the rounding the verdict forgives — a check whose
+    bound equals its measured value at ε = 0 (τ against τ recomputed) passes the tolerance its own verdict
+    uses, so that row is not decided by the last bits of a float; 0 judges exactly.
     ``baseline`` is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)); with it
     the row's ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM
-    uses, None where bound ≤ baseline (no slack: such a row is judged by ``holds`` alone).  ``measured``,
-    ``bound``, ``maximum`` and ``baseline`` must be real numbers and ``extra`` may not set a computed column
-    (``holds``, ``trivial``, ``slack_used``), or a :class:`ConfigError` names them."""
+    uses, None where bound − baseline ≤ ``atol`` (no slack beyond rounding: such a row is judged by ``holds``
+    alone).  ``measured``, ``bound``, ``maximum``, ``baseline`` and ``atol`` must be real numbers (``atol``
+    finite and ≥ 0) and ``extra`` may not set a computed column (``holds``, ``trivial``, ``slack_used``,
+    ``atol``), or a :class:`ConfigError` names them."""
     measured = _real("measured", measured, "a real number")
+    atol = _real("atol", atol, "a finite real number ≥ 0")
+    if not 0 <= atol < math.inf:
+        raise ConfigError(f"atol: expected a finite real number ≥ 0, got {atol!r}")
     clash = sorted(set(extra) & set(_COMPUTED))
     if clash:
         raise ConfigError(f"row {quantity!r}: extra columns {clash} would overwrite the computed ones; rename them")
@@ -142,11 +150,11 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, **e
     bound = _real("bound", bound, "a real number")
     base = 0.0 if baseline is None else _real("baseline", baseline, "a real number")
     maximum = None if maximum is None else _real("maximum", maximum, "a real number")
-    holds = bool(measured <= bound)
+    holds = bool(measured <= bound + atol)
     trivial = None if maximum is None else bool(holds and bound >= maximum and measured <= maximum)
-    used = (measured - base) / (bound - base) if bound > base else None
+    used = (measured - base) / (bound - base) if bound - base > atol else None
     return {"quantity": quantity, "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,
-            "slack_used": used, **extra}
+            "slack_used": used, "atol": atol, **extra}
 
 
 def experiment_sweep(name: str, worlds: list, check: str, options: dict) -> dict:
@@ -158,7 +166,7 @@ def experiment_sweep(name: str, worlds: list, check: str, options: dict) -> dict
 
 
 #: the shared columns a record of an experiment does not keep (``world`` it does, under the same name).
-_SHARED_ONLY = tuple(c for c in COLUMNS if c != "world") + ("slack_used",)
+_SHARED_ONLY = tuple(c for c in COLUMNS if c != "world") + ("slack_used", "atol")
 
 
 def tidy_columns(record: dict, renamed: dict) -> dict:

@@ -43,6 +43,8 @@ B_GRID = 2.0 ** np.arange(-2, 9)
 NOISES = ("sign", "logistic")
 #: eigenvalues of Σ_{p_L} below this fraction of the largest count as 0 in γ_Φ.
 RANGE_RTOL = 1e-10
+#: the rounding a bound's verdict forgives by default (``atol`` of :func:`check_natural_task`).
+ATOL = 1e-7
 
 
 # ---- tasks --------------------------------------------------------------------------------------
@@ -484,7 +486,7 @@ class TransferBound:
     and (b) ≤ (a) (the best-in-ball solve starts from the τ-optimal classifier and never ends above it);
     ``trivial_best`` = bound ≥ log 2 at every B: (b) alone cannot violate it (the all-zero classifier, in
     every ball, scores log 2) — ε ≥ ``critical_eps`` gives this, not ``trivial``; ``slack_used`` =
-    (loss (a) − τ)/(bound − τ) at ``index``."""
+    (loss (a) − τ)/(bound − τ) at ``index``, NaN where bound − τ ≤ atol (no slack beyond rounding)."""
 
     name: str
     features: str
@@ -610,7 +612,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         i = int(np.argmin(bound))
         holds = bool(np.all(la <= bound + atol) and np.all(best.loss <= bound + atol))
         slack = bound[i] - nat.loss[i]
-        used = float((la[i] - nat.loss[i]) / slack) if 0 < slack < math.inf else math.nan
+        used = float((la[i] - nat.loss[i]) / slack) if atol < slack < math.inf else math.nan
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, best.gap, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
                                  math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
@@ -647,7 +649,7 @@ def _check_forms(forms) -> dict:
 
 
 def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, features=None, B_grid=None,
-                       B2_grid=None, l2: float = 1e-4, atol: float = 1e-7, forms=None,
+                       B2_grid=None, l2: float = 1e-4, atol: float = ATOL, forms=None,
                        tau_cache: dict | None = None) -> NaturalTaskCheck:
     """Compute ε, γ, and the bounds that apply, with the losses measured on the LM's features:
 
@@ -715,7 +717,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
                             tuple(skipped), atol, all(b.holds for b in bounds))
 
 
-__all__ = ["NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
+__all__ = ["ATOL", "NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
            "RESIDUAL_FORMS", "LOG2", "loss_ceiling", "tau_slope", "critical_epsilon", "check_phi", "check_contexts",
            "check_task_on", "lm_laws",
            "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",
