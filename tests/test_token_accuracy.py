@@ -737,3 +737,104 @@ def test_simlm_worlds_lists_every_planted_family(capsys):
     assert main(["worlds"]) == 0
     text = capsys.readouterr().out
     assert all(f"family = {f!r}" in text for f in PLANTED_FAMILIES) and "planted-hmm" in text
+
+
+# ---- the planted worlds' parameters, against their docstrings ------------------------------------------
+
+@pytest.mark.parametrize("leak", [0.0, 0.2, 1.0])
+def test_a_leaky_state_emits_from_a_uniformly_chosen_block_with_probability_leak(leak):
+    """block_zipf_hmm: state k emits from its own block, but with probability ``leak`` from a block chosen
+    uniformly among all K, so P(block c | k) = (1 − leak)·1[c = k] + leak/K."""
+    K, b = 3, 4
+    _, _, B = params(block_zipf_hmm(0, K, b, leak=leak).hmm)
+    mass = B.reshape(K, K, b).sum(2)
+    want = (1 - leak) * np.eye(K) + leak / K
+    np.testing.assert_allclose(mass, want, atol=1e-6)
+
+
+def test_inside_every_block_rank_r_has_weight_proportional_to_r_to_the_minus_exponent():
+    """z_c(w) ∝ rank(w)^(−s): rank 1 (the block's first token) is the likeliest, rank r has r^(−s) of its
+    weight — in a state's own block and in the blocks it leaks to."""
+    K, b, s = 3, 5, 1.3
+    _, _, B = params(block_zipf_hmm(0, K, b, exponent=s, leak=0.3).hmm)
+    ranks = np.arange(1, b + 1, dtype=np.float64)
+    for k in range(K):
+        for c in range(K):
+            block = B[k, c * b:(c + 1) * b]
+            np.testing.assert_allclose(block / block[0], ranks ** -s, rtol=1e-5)
+
+
+def test_each_group_moves_its_states_to_the_next_group_by_a_seeded_random_permutation():
+    """From state (g, i) the likeliest next state is σ_g(i) in group g + 1: σ_g is a permutation of the
+    group, a random one from ``seed`` (one per group): the same seed gives the same σ, seeds give different
+    ones, and the groups of one world do not all share one σ."""
+    G, r = 3, 4
+
+    def sigmas(seed):
+        _, A, _ = params(confusion_groups_hmm(seed, G, r, sharpness=0.6).hmm)
+        out = []
+        for g in range(G):
+            nxt = (g + 1) % G
+            sigma = A[g * r:(g + 1) * r, nxt * r:(nxt + 1) * r].argmax(1)
+            assert sorted(sigma) == list(range(r))
+            out.append(tuple(int(i) for i in sigma))
+        return tuple(out)
+
+    drawn = [sigmas(seed) for seed in range(8)]
+    assert sigmas(0) == drawn[0]
+    assert len(set(drawn)) > 1
+    assert any(len(set(world)) > 1 for world in drawn)
+    assert any(s != tuple(range(r)) for world in drawn for s in world)
+
+
+@pytest.mark.parametrize("noise, sharpness", [(0.15, 0.7), (0.3, 0.0), (0.0, 1.0)])
+def test_every_state_moves_to_the_next_group_and_emits_its_own_token_or_noise_inside_its_group(noise, sharpness):
+    """State k = (g, i): all its transition mass is on group g + 1 (mod n_groups), ``sharpness`` on one state
+    plus (1 − sharpness)/r on each; it emits token k with probability 1 − noise, every other token of its
+    group with noise/(r − 1), and nothing outside its group."""
+    G, r = 3, 3
+    w = confusion_groups_hmm(1, G, r, noise=noise, sharpness=sharpness)
+    _, A, B = params(w.hmm)
+    group = np.arange(G * r) // r
+    np.testing.assert_array_equal(w.token_class, group)
+    for k in range(G * r):
+        nxt = group == (group[k] + 1) % G
+        assert A[k, ~nxt].sum() == 0.0
+        want = np.full(r, (1 - sharpness) / r)
+        want[-1] += sharpness
+        np.testing.assert_allclose(np.sort(A[k, nxt]), want, atol=1e-6)
+        emit = np.where(group == group[k], noise / (r - 1), 0.0)
+        emit[k] = 1 - noise
+        np.testing.assert_allclose(B[k], emit, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", [1.0, 1.5, -0.1])
+def test_confusion_groups_refuse_a_noise_that_leaves_no_own_token_naming_it(noise):
+    """A state emits its own token with probability 1 − noise > 0: noise must lie in [0, 1)."""
+    with pytest.raises(ConfigError, match="^noise: "):
+        confusion_groups_hmm(0, 2, 3, noise=noise)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.99])
+def test_confusion_groups_take_a_noise_anywhere_in_zero_to_one(noise):
+    _, _, B = params(confusion_groups_hmm(0, 2, 3, noise=noise).hmm)
+    np.testing.assert_allclose(np.diag(B), 1 - noise, atol=1e-6)
+
+
+def test_the_syntax_chain_is_drawn_from_a_dirichlet_of_the_given_concentration():
+    """The syntax rows ~ Dirichlet(α·1_S): near uniform for α = 1e3, near one-hot for α = 1e-3, and over
+    seeds E Σ_j p_j² = (α + 1)/(Sα + 1) (the Dirichlet's second moment)."""
+    Z, S = 2, 3
+
+    def syntax(seed, alpha):  # switch 0: the transition is I_Z ⊗ syntax
+        _, A, _ = params(topic_syntax_hmm(seed, Z, S, 1, switch=0.0, concentration=alpha).hmm)
+        np.testing.assert_allclose(A[S:, S:], A[:S, :S])
+        return A[:S, :S]
+
+    for seed in range(5):
+        assert np.abs(syntax(seed, 1e3) - 1 / S).max() < 0.06
+        assert syntax(seed, 1e-3).max(1).min() > 0.99
+    for alpha in (0.5, 4.0):
+        squares = np.concatenate([(syntax(seed, alpha) ** 2).sum(1) for seed in range(200)])
+        se = squares.std() / np.sqrt(squares.size)
+        assert squares.mean() == pytest.approx((alpha + 1) / (S * alpha + 1), abs=5 * se)
