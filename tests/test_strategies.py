@@ -4,8 +4,11 @@ built by numpy from a drawn structure, and shrinking goes to small worlds with s
 import numpy as np
 import pytest
 from hypothesis import find, given, settings, strategies as st
+from hypothesis.errors import NoSuchExample
 
-from simlm.strategies import hmms, memory_hmms, probability_vectors, stochastic_matrices
+from simlm.strategies import (MIN_MASS, hmms, loglinear_worlds, memory_hmms, probability_vectors, sparse_hmms,
+                              stochastic_matrices, task_vectors, token_sequences, worlds_with_tokens)
+from simlm.worlds.hmm import HMM
 
 # find() stops at the first example that fits, then shrinks it; 500 tries is far more than any case needs
 FIND = settings(max_examples=500, database=None)
@@ -81,3 +84,170 @@ def test_a_law_needed_with_zeros_shrinks_to_uniform_on_its_support():
     p = find(probability_vectors(5), lambda p: (p == 0).sum() >= 2, settings=FIND)
     assert (p == 0).sum() >= 2
     np.testing.assert_allclose(p[p > 0], 1 / (p > 0).sum())
+
+
+# Each documented extreme of each strategy is generated: a strategy narrowed by one (K ≤ max_states − 1,
+# V ≥ min_symbols + 1, T ≤ max_length − 1, no state K − 1 in a support, …) passes every property test built
+# on it, so only reaching the ends shows the whole range is drawn.  derandomize: the same draws every run.
+REACH = settings(max_examples=500, database=None, derandomize=True)
+TOKEN_WORLD = HMM.random(0, 2, 3)
+
+
+def _reached(strategy, case):
+    return find(strategy, case, settings=REACH)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 4), (4, 1), (4, 4), (2, 3)])
+def test_hmms_reach_both_ends_of_k_and_v(size):
+    K, V = size
+    hmm = _reached(hmms(min_states=1, max_states=4, min_symbols=1, max_symbols=4),
+                   lambda h: (h.n_states, h.n_symbols) == (K, V))
+    assert np.asarray(hmm.transition).shape == (K, K) and np.asarray(hmm.emission).shape == (K, V)
+
+
+def test_hmms_reach_a_custom_min_states_and_min_symbols():
+    hmm = _reached(hmms(min_states=2, max_states=3, min_symbols=3, max_symbols=5),
+                   lambda h: (h.n_states, h.n_symbols) == (2, 3))
+    assert (hmm.n_states, hmm.n_symbols) == (2, 3)
+
+
+def _out_degrees(hmm):
+    return (np.asarray(hmm.transition) > 0).sum(1)
+
+
+def test_sparse_hmms_reach_transition_rows_on_max_out_degree_states():
+    world = _reached(sparse_hmms(max_out_degree=3), lambda h: (_out_degrees(h) == 3).all())
+    assert (_out_degrees(world) == 3).all() and world.n_states >= 3
+
+
+@given(sparse_hmms(max_out_degree=3))
+@settings(max_examples=20, database=None, derandomize=True)
+def test_sparse_hmms_rows_have_between_one_and_max_out_degree_states(world):
+    d = _out_degrees(world)
+    assert (d >= 1).all() and (d <= 3).all() and (d == d[0]).all()
+
+
+@pytest.mark.parametrize("size", [(2, 2), (5, 4), (2, 4), (5, 2)])
+def test_sparse_hmms_reach_both_ends_of_k_and_v(size):
+    world = _reached(sparse_hmms(), lambda h: (h.n_states, h.n_symbols) == size)
+    assert (world.n_states, world.n_symbols) == size
+
+
+def test_sparse_hmms_reach_out_degree_one():
+    world = _reached(sparse_hmms(min_states=3), lambda h: (_out_degrees(h) == 1).all())
+    assert (np.asarray(world.transition).max(1) == 1).all()  # a deterministic transition law
+
+
+@pytest.mark.parametrize("name, case", [
+    ("full-support", lambda mu: (mu != 0).all()),
+    ("one-state", lambda mu: (mu != 0).sum() == 1),
+    ("last-state", lambda mu: mu[-1] != 0),
+    ("negative", lambda mu: (mu < 0).any()),
+    ("positive", lambda mu: (mu > 0).any()),
+    ("mixed-signs", lambda mu: (mu < 0).any() and (mu > 0).any()),
+    ("weight-1", lambda mu: (np.abs(mu) == 1.0).any()),
+    ("weight-0.1", lambda mu: (np.abs(mu) == 0.1).any()),
+])
+def test_task_vectors_reach_every_documented_case(name, case):
+    mu = _reached(task_vectors(4), case)
+    assert case(mu) and mu.shape == (4,) and mu.dtype == np.float64
+    assert ((mu == 0) | ((np.abs(mu) >= 0.1) & (np.abs(mu) <= 1.0))).all()
+
+
+def test_task_vectors_reach_max_support_and_no_further():
+    mu = _reached(task_vectors(5, max_support=3), lambda mu: (mu != 0).sum() == 3)
+    assert (mu != 0).sum() == 3
+    with pytest.raises(NoSuchExample):  # hypothesis.find raises this when nothing fits
+        find(task_vectors(5, max_support=3), lambda mu: (mu != 0).sum() > 3,
+             settings=settings(REACH, max_examples=100))
+
+
+MEMORY_SIZES = {  # (the attribute, its value): the ends of each documented range of memory_hmms()
+    "n_cells": (1, 3), "n_values": (1, 4), "n_syntactic": (1, 2), "n_symbols": (2, 5),
+}
+
+
+@pytest.mark.parametrize("attr, end", [(a, e) for a, ends in sorted(MEMORY_SIZES.items()) for e in ends])
+def test_memory_hmms_reach_both_ends_of_each_size(attr, end):
+    world = _reached(memory_hmms(max_cells=3, max_values=4, max_syntactic=2, min_symbols=2, max_symbols=5),
+                     lambda w: getattr(w, attr) == end)
+    assert getattr(world, attr) == end
+
+
+def test_memory_hmms_reach_the_largest_world():
+    world = _reached(memory_hmms(), lambda w: (w.n_cells, w.n_values, w.n_syntactic, w.n_symbols) == (2, 3, 2, 4))
+    assert world.n_joint_states == 3 ** 2 * 2 * 2  # K = M^N·N·Q
+
+
+@pytest.mark.parametrize("attr, end", [(a, e) for a in ("n_states", "n_symbols", "dim") for e in (1, 3)])
+def test_loglinear_worlds_reach_both_ends_of_each_size(attr, end):
+    world = _reached(loglinear_worlds(max_states=3, max_symbols=3, max_dim=3), lambda w: getattr(w, attr) == end)
+    assert getattr(world, attr) == end
+
+
+def _loglinear_entries(w):
+    return np.concatenate([np.ravel(w.representations), np.ravel(w.word_embeddings)])
+
+
+@pytest.mark.parametrize("name, case", [
+    ("entry-at-scale", lambda w: (_loglinear_entries(w) == 1.5).any()),
+    ("entry-at-minus-scale", lambda w: (_loglinear_entries(w) == -1.5).any()),
+    ("next-state-last", lambda w: (np.asarray(w.next_state) == w.n_states - 1).any() and w.n_states == 3),
+    ("start-state-last", lambda w: w.start_state == w.n_states - 1 and w.n_states == 3),
+])
+def test_loglinear_worlds_reach_the_ends_of_their_entries(name, case):
+    world = _reached(loglinear_worlds(max_states=3, max_symbols=2, max_dim=1, scale=1.5), case)
+    assert case(world) and (np.abs(_loglinear_entries(world)) <= 1.5).all()
+
+
+@pytest.mark.parametrize("possible", [True, False])
+@pytest.mark.parametrize("T", [2, 5])
+def test_token_sequences_reach_min_and_max_length_as_int32(possible, T):
+    x = _reached(token_sequences(TOKEN_WORLD, min_length=2, max_length=5, n_sequences=3, possible=possible),
+                 lambda x: x.shape[1] == T)
+    assert x.shape == (3, T) and x.dtype == np.int32
+    assert ((x >= 0) & (x < 3)).all()
+
+
+@pytest.mark.parametrize("token", [0, 2])
+def test_token_sequences_reach_every_symbol_under_possible_false(token):
+    x = _reached(token_sequences(TOKEN_WORLD, possible=False), lambda x: (x == token).any())
+    assert (x == token).any() and x.dtype == np.int32
+
+
+def test_token_sequences_after_first_reach_max_length():
+    x = _reached(token_sequences(TOKEN_WORLD, max_length=5, n_sequences=3, after_first=True),
+                 lambda x: x.shape[1] == 5)
+    assert x.shape == (3, 5) and x.dtype == np.int32
+
+
+@pytest.mark.parametrize("possible", [True, False])
+@pytest.mark.parametrize("T", [1, 4])
+def test_worlds_with_tokens_reach_min_and_max_length_as_int32(possible, T):
+    world, x = _reached(worlds_with_tokens(hmms(min_states=2, max_states=2, min_symbols=3, max_symbols=3),
+                                           max_length=4, possible=possible), lambda case: case[1].shape[1] == T)
+    assert x.shape == (2, T) and x.dtype == np.int32
+    assert ((x >= 0) & (x < world.n_symbols)).all()
+
+
+def test_worlds_with_tokens_reach_the_last_symbol_under_possible_false():
+    world, x = _reached(worlds_with_tokens(hmms(min_symbols=4, max_symbols=4), possible=False),
+                        lambda case: (case[1] == 3).any())
+    assert (x == world.n_symbols - 1).any() and x.dtype == np.int32
+
+
+@pytest.mark.parametrize("min_mass", [1e-6, 0.3, MIN_MASS])
+def test_probability_vectors_reach_an_entry_exactly_min_mass_times_the_largest(min_mass):
+    # documented: positive entries are weights in [min_mass, 1] before normalising, so p > 0 ≥ min_mass·max p,
+    # and the "extremes" weights put an entry on that floor; at MIN_MASS it must still be positive
+    p = _reached(probability_vectors(4, allow_zeros=False, min_mass=min_mass),
+                 lambda p: np.isclose(_ratio(p), min_mass, rtol=1e-9, atol=0))
+    assert (p > 0).all()
+    _check_rows(p, min_mass, allow_zeros=False)
+
+
+def test_probability_vectors_approach_the_min_mass_floor_with_spread_weights():
+    # log-uniform weights: a smallest entry within a decade of the floor, not on it, and the rest spread out
+    p = _reached(probability_vectors(6, allow_zeros=False, min_mass=1e-6),
+                 lambda p: 1e-6 < _ratio(p) < 1e-5 and np.unique(p).size == 6)
+    _check_rows(p, 1e-6, allow_zeros=False)
