@@ -17,7 +17,7 @@ from simlm.errors import ConfigError, DistributionError, TokenError, ZeroProbabi
 from simlm.strategies import probability_vectors
 from simlm.worlds import HMM, MemoryHMM, buckets
 from simlm.worlds import hmm_core as core
-from simlm.worlds.families import sparse
+from simlm.worlds.families import dirichlet, ginc, permutation_mixture, random_parameters, sparse, tempered
 from test_hmm_parallel import _assert_same, chains_and_tokens
 
 # ---- the associative scans' float-range check ------------------------------------------------------------
@@ -247,3 +247,208 @@ def test_boolean_arrays_are_refused_as_probabilities(which):
         HMM(args["initial"], args["transition"], args["emission"])
     with pytest.raises(DistributionError, match="booleans"):
         HMM(np.array([True, 0.0], object), floats["transition"], floats["emission"])
+
+
+# ---- the families' options ---------------------------------------------------------------------------------
+
+def _near_uniform(rows, atol=1e-2):
+    return np.allclose(rows, 1.0 / np.shape(rows)[-1], atol=atol, rtol=0)
+
+
+def _near_one_hot(rows, least=0.99):
+    return bool((np.max(rows, axis=-1) > least).all())
+
+
+@pytest.mark.parametrize("family", ["dirichlet", "sparse"])
+def test_each_concentration_shapes_only_its_own_rows(family):
+    """Dir(a·1) with a huge a is near the simplex's centre, with a tiny a near a vertex: π follows
+    ``initial_concentration`` (dirichlet; sparse's π is uniform on its support), A
+    ``transition_concentration`` and B ``emission_concentration``.  Each option in turn is set apart from
+    the others.  sparse's ``out_degree=K`` puts A's Dirichlet on every state."""
+    K, V = 5, 6
+    arrays = {"initial_concentration": 0, "transition_concentration": 1, "emission_concentration": 2}
+    if family == "sparse":
+        del arrays["initial_concentration"]
+    for odd in arrays:
+        for a_odd, a_rest in ((1e6, 1e-4), (1e-4, 1e6)):
+            options = {name: a_odd if name == odd else a_rest for name in arrays}
+            if family == "sparse":
+                options["out_degree"] = K
+            drawn = random_parameters(np.random.default_rng(0), K, V, family, options)
+            for name, i in arrays.items():
+                near = _near_uniform if options[name] > 1 else _near_one_hot
+                assert near(drawn[i]), (options, name, drawn[i])
+
+
+def test_each_permutation_mixture_temperature_sets_only_its_own_array():
+    """π from ``start_temp``, A's weights from ``transition_temp``, B from ``emission_temp`` (the uniforms
+    are drawn alike at every temperature): heating one moves its array alone.  Cold, π and B's rows are
+    near one-hot and A near one permutation; hot, π and B's rows are near uniform and A is the plain mean
+    of K permutation matrices (every entry a multiple of 1/K).  A is doubly stochastic at both."""
+    K, V = 5, 6
+    cold = dict(start_temp=1e-3, transition_temp=1e-3, emission_temp=1e-3)
+    pi, A, B = arrays = permutation_mixture(np.random.default_rng(0), K, V, **cold)
+    assert _near_one_hot(pi) and _near_one_hot(A) and _near_one_hot(A.T) and _near_one_hot(B)
+    for i, name in enumerate(("start_temp", "transition_temp", "emission_temp")):
+        heated = permutation_mixture(np.random.default_rng(0), K, V, **dict(cold, **{name: 1e3}))
+        for j in range(3):
+            if j != i:
+                np.testing.assert_array_equal(heated[j], arrays[j], err_msg=f"{name} moved array {j}")
+        np.testing.assert_allclose(heated[1].sum(0), 1.0, atol=1e-12)
+        np.testing.assert_allclose(heated[1].sum(1), 1.0, atol=1e-12)
+        if name == "transition_temp":
+            hot_A = heated[1]
+            np.testing.assert_allclose(hot_A * K, np.round(hot_A * K), atol=1e-2)
+            assert not _near_one_hot(hot_A)
+        else:
+            assert _near_uniform(heated[i]), (name, heated[i])
+
+
+def test_tempered_where_the_inverse_temperature_overflows_is_one_hot_on_each_rows_argmax():
+    """At temp = 1e-309, 1/temp overflows: row 0's logits stay finite, rows 1 and 2 hold ±inf (inf − inf
+    would be NaN) — every row is the limit law, one-hot on its argmax, whichever form each row took."""
+    u = np.array([[0.6, 0.55, 0.52], [0.9, 0.1, 0.5], [0.2, 0.3, 0.1]])
+    np.testing.assert_array_equal(tempered(u, 1e-309), np.eye(3)[u.argmax(1)])
+    np.testing.assert_array_equal(tempered(u[:1], 1e-309), [[1.0, 0.0, 0.0]])
+
+
+def test_a_permutation_mixture_at_an_overflowing_emission_temperature_has_one_hot_emissions():
+    """emission_temp = 1e-309 is a positive finite number: the world is its limit, each emission row one-hot
+    (V = 2 makes rows of both kinds — finite logits and ±inf — in the same B)."""
+    for seed in range(3):
+        world = HMM.random(seed, 6, 2, family="permutation-mixture", emission_temp=1e-309)
+        B = np.asarray(world.emission)
+        assert np.isin(B, (0.0, 1.0)).all() and (B.sum(1) == 1).all(), (seed, B)
+
+
+@pytest.mark.parametrize("family, option", [
+    ("dirichlet", "initial_concentration"), ("dirichlet", "transition_concentration"),
+    ("dirichlet", "emission_concentration"), ("permutation-mixture", "start_temp"),
+    ("permutation-mixture", "transition_temp"), ("permutation-mixture", "emission_temp"),
+    ("sparse", "transition_concentration"), ("sparse", "emission_concentration"),
+    ("ginc", "entity_stay"), ("ginc", "property_temp"), ("ginc", "emission_noise")])
+def test_a_non_finite_option_is_a_typed_error_naming_it(family, option):
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ConfigError, match=rf"^{option}: "):
+            random_parameters(np.random.default_rng(0), 4, 3, family, {option: bad})
+
+
+def _concept_entity_blocks(A, C, E, Qn):
+    """A as (C, E, Qn, C, E, Qn): state (c·E + e)·Qn + q, the documented index."""
+    return A.reshape(C, E, Qn, C, E, Qn)
+
+
+@pytest.mark.parametrize("K, n_concepts, n_entities", [(18, 2, 3), (24, 2, 3), (16, 2, 2), (14, 2, 1), (12, 1, 3)])
+def test_ginc_n_entities_defaults_to_the_largest_divisor_up_to_the_square_root(K, n_concepts, n_entities):
+    """K/n_concepts = 9, 12, 8, 7, 12: the largest divisor ≤ √ is 3, 3, 2, 1, 3.  Read from the world: the
+    entity chain (stay 0.5, else uniform) is each row's mass on each entity's block of n_properties states."""
+    Qn = K // n_concepts // n_entities
+    _, A, _ = ginc(np.random.default_rng(0), K, 30, n_concepts=n_concepts, entity_stay=0.5)
+    mass = _concept_entity_blocks(A, n_concepts, n_entities, Qn).sum(-1)  # (C, E, Qn, C, E)
+    for c in range(n_concepts):
+        want = 0.5 * np.eye(n_entities) + 0.5 / n_entities
+        np.testing.assert_allclose(mass[c, :, :, c, :], np.broadcast_to(want[:, None, :], (n_entities, Qn, n_entities)),
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("stay", [0.0, 0.3, 1.0])
+def test_ginc_concept_chains_are_kron_of_a_sticky_entity_chain_and_a_property_chain(stay):
+    """A_c = kron(E_c, Q_c), E_c = stay·I + (1 − stay)/E: every (e, e') block of A_c is E_c[e, e']·Q_c,
+    with one Q_c (a permutation mixture: doubly stochastic) per concept."""
+    C, E, Qn = 2, 2, 3
+    _, A, _ = ginc(np.random.default_rng(1), C * E * Qn, 20, n_concepts=C, n_entities=E, entity_stay=stay)
+    ent = stay * np.eye(E) + (1 - stay) / E
+    for c in range(C):
+        block = A[c * E * Qn:(c + 1) * E * Qn, c * E * Qn:(c + 1) * E * Qn]
+        Q = block[:Qn, :Qn] / ent[0, 0]
+        np.testing.assert_allclose(Q.sum(0), 1.0, atol=1e-12)
+        np.testing.assert_allclose(Q.sum(1), 1.0, atol=1e-12)
+        np.testing.assert_allclose(block, np.kron(ent, Q), atol=1e-12)
+
+
+@pytest.mark.parametrize("V", [4, 6, 9])
+def test_ginc_emits_distinct_tokens_where_the_vocabulary_allows(V):
+    """One deterministic table token = table[e, q], shared by every concept: with emission_noise 0 each row
+    of B is one-hot; the 6 (entity, property) states of a concept emit 6 distinct tokens when V ≥ 6, and
+    all V tokens when V < 6."""
+    C, per = 2, 6
+    _, _, B = ginc(np.random.default_rng(2), C * per, V, n_concepts=C)
+    assert np.isin(B, (0.0, 1.0)).all() and (B.sum(1) == 1).all()
+    tokens = B.argmax(1).reshape(C, per)
+    np.testing.assert_array_equal(tokens[1], tokens[0])
+    assert len(set(tokens[0].tolist())) == min(V, per)
+
+
+def test_ginc_concepts_are_separate_uniformly_started_blocks():
+    """A concept is drawn once per sequence: A is block diagonal over the concepts' per = K / n_concepts
+    states (index c·per + …), each block a chain of its own (Q_c drawn per concept); π is uniform."""
+    C, E, Qn = 3, 2, 2
+    per = E * Qn
+    pi, A, _ = ginc(np.random.default_rng(3), C * per, 10, n_concepts=C, n_entities=E, entity_stay=1.0)
+    np.testing.assert_array_equal(pi, np.full(C * per, 1.0 / (C * per)))
+    blocks = [A[c * per:(c + 1) * per, c * per:(c + 1) * per] for c in range(C)]
+    for c in range(C):
+        np.testing.assert_allclose(blocks[c].sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(A.sum(1), 1.0, atol=1e-12)  # nothing leaves a concept's block
+    for c in range(C):
+        for d in range(c):
+            assert not np.allclose(blocks[c], blocks[d]), (c, d)
+
+
+def test_ginc_property_temp_is_the_property_chains_temperature():
+    """With one concept and one entity A = Q, the permutation mixture at ``property_temp``: near one
+    permutation when cold, the plain mean of n_properties permutations when hot (entries multiples of 1/8),
+    doubly stochastic at both; π and B are drawn alike."""
+    K = 8
+    cold = ginc(np.random.default_rng(4), K, 20, n_concepts=1, n_entities=1, property_temp=1e-4)
+    hot = ginc(np.random.default_rng(4), K, 20, n_concepts=1, n_entities=1, property_temp=1e4)
+    for _, A, _ in (cold, hot):
+        np.testing.assert_allclose(A.sum(0), 1.0, atol=1e-12)
+        np.testing.assert_allclose(A.sum(1), 1.0, atol=1e-12)
+    assert _near_one_hot(cold[1], 0.999) and _near_one_hot(cold[1].T, 0.999)
+    np.testing.assert_allclose(hot[1] * K, np.round(hot[1] * K), atol=1e-2)
+    assert not _near_one_hot(hot[1])
+    np.testing.assert_array_equal(hot[0], cold[0])
+    np.testing.assert_array_equal(hot[2], cold[2])
+
+
+def _assert_laws(pi, A, B, K, V):
+    assert pi.shape == (K,) and A.shape == (K, K) and B.shape == (K, V)
+    for a in (pi, A, B):
+        assert (a >= 0).all()
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-12)
+
+
+def test_dirichlet_draws_are_pinned():
+    """Seed 11, K = 3, V = 4: these values and fingerprint are those drawn when this test was written (a
+    change of draw order would move them)."""
+    pi, A, B = dirichlet(np.random.default_rng(11), 3, 4)
+    _assert_laws(pi, A, B, 3, 4)
+    np.testing.assert_allclose(pi, [0.12145774030291094, 0.28477224787671734, 0.5937700118203717], rtol=1e-12)
+    np.testing.assert_allclose(A[0], [0.01158467655332664, 0.02949082009647618, 0.9589245033501973], rtol=1e-12)
+    np.testing.assert_allclose(B[2], [0.2002283783165976, 0.21044158264835663, 0.24345043586779277,
+                                      0.34587960316725297], rtol=1e-12)
+    assert HMM.random(11, 3, 4).fingerprint() == "0d731aaa808c277b"
+
+
+def test_permutation_mixture_draws_are_pinned():
+    """Seed 11, K = 3, V = 4 at the default temperatures (A doubly stochastic)."""
+    pi, A, B = permutation_mixture(np.random.default_rng(11), 3, 4)
+    _assert_laws(pi, A, B, 3, 4)
+    np.testing.assert_allclose(A.sum(0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(pi, [0.3240235516001564, 0.33626077305952806, 0.3397156753403156], rtol=1e-12)
+    np.testing.assert_array_equal(A.argmax(1), [2, 0, 1])
+    np.testing.assert_allclose([B[0, 0], B[0, 3], B[1, 3]], [1.6367797101113586e-02, 9.8363194269384902e-01,
+                                                             7.7492942018515994e-06], rtol=1e-12)
+    assert HMM.random(11, 3, 4, family="permutation-mixture").fingerprint() == "395571f924c97397"
+
+
+def test_ginc_draws_are_pinned():
+    """Seed 11, K = 8 (2 concepts × 2 entities × 2 properties), V = 5 at the default options."""
+    pi, A, B = ginc(np.random.default_rng(11), 8, 5)
+    _assert_laws(pi, A, B, 8, 5)
+    np.testing.assert_array_equal(B.argmax(1), [1, 4, 2, 3, 1, 4, 2, 3])
+    np.testing.assert_allclose(A[4, 4:], [0.01930927703442209, 0.9306907229655778, 0.00101627773865379,
+                                          0.04898372226134619], rtol=1e-12)
+    np.testing.assert_allclose(A[0, :4], [0.0, 0.95, 0.0, 0.05], rtol=1e-12, atol=1e-15)
+    assert HMM.random(11, 8, 5, family="ginc").fingerprint() == "95048ea575e498fe"
