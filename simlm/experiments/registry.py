@@ -7,7 +7,7 @@ a check and nothing else.  Every row a check returns is a dict with at least
     quantity   what was measured (``"tv"``, ``"any-lm:loss_natural@B*"``, ``"head_accuracy"`` …)
     measured   its value (a float)
     bound      the value the paper's statement bounds it by, or None where the quantity has no bound
-    holds      measured ≤ bound (None without a bound)
+    holds      measured ≤ bound + atol (None without a bound; ``atol`` 0 unless the check forgives rounding)
     trivial    True where no LM could violate the bound (the row holds and the bound is at least the
                quantity's largest possible value), None without a bound — a check that cannot fail is
                reported as such
