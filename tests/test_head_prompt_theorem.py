@@ -256,3 +256,16 @@ def test_labels_that_are_all_ties_have_no_margin_and_say_so():
 def test_bad_inputs_to_the_new_functions_raise_typed_errors_naming_the_argument(call, name):
     with pytest.raises(ConfigError, match=rf"^{name}\b"):
         call()
+
+
+def test_a_margin_exactly_at_the_threshold_counts_as_a_margin():
+    """Margins *below* relative·scale have no margin, those *at least* it have one: at equality, a margin.
+
+    μ = (1, −1): scale max|μ| = 1, threshold 0.5·1 = 0.5; |μᵀP| = (0.5, 1) (exact powers of two)."""
+    mu, P = np.array([1., -1]), np.array([[.75, .25], [1, 0]])
+    lm = label_margins(mu, P, relative=0.5)
+    np.testing.assert_array_equal(lm.margins, [0.5, 1.0])
+    assert lm.scale == 1.0 and lm.threshold == 0.5
+    assert lm.share_without_margin == 0.0  # neither margin is below the threshold
+    acc = margin_accuracy([1, 0], [1, 1], lm)
+    assert acc.n_with_margin == 2 and acc.accuracy_with_margin == 0.5 and acc.share_without_margin == 0.0
