@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bruteforce import params, sequence_prob
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.models.finite import SoftmaxContextLM, best_achievable_epsilon, context_kl, fit_cross_entropy, log_partition, quad_excess, quad_fit, quad_loss, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
@@ -253,6 +256,36 @@ def test_fit_on_enumerated_contexts(contexts):
     best = sum(ws * minimize_scalar(lambda t: kl(p, t), bracket=(-5, 5), tol=1e-12).fun for p, ws in zip(P, w))
     assert best > 1e-3  # Φ of rank 1 cannot fit these laws: the optimum is a real number to match
     assert lm.epsilon(contexts.next_token_probs, contexts.weights) == pytest.approx(best, rel=1e-6, abs=1e-9)
+
+
+def test_next_token_laws_of_rare_prefixes_are_the_emission_law():
+    """One hidden state, emission (1e-37, 1): every context's next-token law is p*(·|s) = p(s ⊕ ·)/p(s) =
+    the emission row (1e-37, 1), however rare s is — p(0^5) = 1e-185.  Multiplying by p(s) instead of
+    dividing underflowed: (0, 1) at s = 0^4, NaN at s = 0^5.  The world keeps float32 likelihoods: rtol 1e-4."""
+    c = enumerate_contexts(HMM([1.0], [[1.0]], [[1e-37, 1.0]]), 6)
+    assert len(c.prefixes) == 2**7 - 1  # every prefix has p(s) > 0
+    law = np.asarray(c.next_token_probs)
+    assert np.all(np.isfinite(law)) and np.all(law > 0)
+    np.testing.assert_allclose(law, np.broadcast_to([1e-37, 1.0], law.shape), rtol=1e-4)
+
+
+def test_contexts_are_exactly_the_prefixes_of_positive_probability():
+    """π = e_0, every step to state 1; state 0 emits 0, state 1 emits 0 or 1 evenly.  By the path sum, of the
+    7 prefixes of length ≤ 2 only (), (0,), (0, 0), (0, 1) have p(s) > 0 (x_1 = 0 surely); the other three
+    have no law and are dropped, and each kept one's law is p(s ⊕ ·)/p(s)."""
+    w = HMM([1.0, 0.0], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [0.5, 0.5]])
+    c = enumerate_contexts(w, 2)
+    pi, A, B = params(w)
+    every = [s for t in range(3) for s in itertools.product(range(2), repeat=t)]
+    prob = {s: sequence_prob(pi, A, B, list(s)) for s in every}
+    assert list(c.prefixes) == [s for s in every if prob[s] > 0]
+    law = np.asarray(c.next_token_probs)
+    assert np.all(np.isfinite(law))
+    np.testing.assert_allclose(law.sum(-1), 1.0, atol=1e-12)
+    for i, s in enumerate(c.prefixes):
+        assert c.prefix_probs[i] == pytest.approx(prob[s], rel=1e-6)
+        want = [sequence_prob(pi, A, B, list(s) + [v]) / prob[s] for v in range(2)]
+        np.testing.assert_allclose(law[i], want, rtol=1e-6, atol=1e-12)
 
 
 # ---- bad input ------------------------------------------------------------------------------------

@@ -275,3 +275,15 @@ def test_a_minibatch_fit_of_a_task_with_nothing_to_learn_is_no_divergence():
     for trial in range(2):
         y = rng.integers(0, 2, 200)
         fit_transformer_prompt(lm, x, y, steps=200, seed=trial, batch_size=1, lr=0.05)
+
+
+def test_an_impossible_product_stays_an_all_zero_row():
+    """reweight and fit_prompt_prior normalise each row, and a row that is all zero — a prompt incompatible
+    with x (P(H_0 | z) ∘ β_0 = 0), or a prompt of probability zero (α = 0) — stays zero, as prompt_prior's
+    law of an impossible prompt does, rather than 0/0 = NaN; the other rows of a batch are still laws."""
+    prior = jnp.asarray([1.0, 0.0], jnp.float32)
+    beta0 = jnp.asarray([[0.0, 1.0], [1.0, 3.0]], jnp.float32)
+    np.testing.assert_array_equal(np.asarray(prompting.reweight(prior, beta0)), [[0.0, 0.0], [1.0, 0.0]])
+    args = [jnp.asarray(a, jnp.float32) for a in ([1.0, 0.0], np.eye(2), [[0.0, 1.0]])]
+    np.testing.assert_array_equal(np.asarray(prompting.fit_prompt_prior(*args)), [0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(prompting.prompt_prior(*args)), [0.0, 0.0])
