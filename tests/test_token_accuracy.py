@@ -85,6 +85,32 @@ def test_the_channels_are_conditional_laws_and_corruption_matches_its_rates():
     assert (y[~sel] == 0).all()
 
 
+@pytest.mark.parametrize("c", [Corruption(1.0, 1.0, 0.0, 0.0), Corruption(1.0, 0.0, 1.0, 0.0),
+                               Corruption(1.0, 0.0, 0.0, 1.0), Corruption(0.5, 0.2, 0.3, 0.5)])
+def test_each_kind_of_corruption_happens_at_its_documented_rate(c):
+    """Per :class:`Corruption`: a position is selected with probability q; a selected token x becomes MASK
+    (id V) with probability a, a uniformly random symbol (x itself with probability 1/V) with b, stays with c:
+    P(y = MASK | s) = a, P(y = x | s) = c + b/V, P(y = v | s) = b/V for each v ≠ x.  Pure random
+    replacement changes (V − 1)/V = 0.8 of the tokens; pure keeping none.  20 000 positions, seed 0: each
+    empirical share within 5 binomial standard errors (≤ 0.018) of its rate."""
+    V, n = 5, 20_000
+    x = (np.arange(n) % V).astype(np.int32).reshape(400, 50)  # every symbol as often
+    y, sel = corrupt(0, x, c, V)
+    q, a, b, k = c
+
+    def close(hits, trials, p):
+        assert abs(hits.sum() / trials - p) <= 5 * np.sqrt(p * (1 - p) / trials) + 1e-12, (c, hits.sum() / trials, p)
+
+    close(sel, n, q)
+    assert (y[~sel] == x[~sel]).all()
+    ys, xs, m = y[sel], x[sel], int(sel.sum())
+    close(ys == V, m, a)
+    close(ys == xs, m, k + b / V)
+    for d in range(1, V):  # each other symbol, by its offset from the true one
+        close(ys == (xs + d) % V, m, b / V)
+    close(ys != xs, m, a + b * (V - 1) / V)  # the share of tokens changed
+
+
 def test_the_local_predictor_sees_only_the_token_and_its_position():
     hmm = HMM.random(0, 3, 4)
     y = np.array([[4, 1, 2], [4, 3, 2]])
@@ -316,6 +342,29 @@ def test_readouts_of_an_identity_last_block_reproduce_the_final_layer():
     assert (lens[-1].mean_apt, lens[-1].accuracy) == (lens[-2].mean_apt, lens[-2].accuracy)
     assert lens[-1].epsilon == pytest.approx(lens[-2].epsilon, abs=1e-5)
     assert op.final.accuracy == lens[-1].accuracy and op.bayes.accuracy >= op.local.accuracy - 0.05
+
+
+def test_a_rows_mean_apt_is_the_type_average_of_its_readouts_apt_by_counting_and_by_rao_blackwell():
+    """For each lens row, from the readout argmax softmax(Φᵀ LN(h_k)) on the test inputs (corrupted with
+    seed + 1) at the selected positions: mean_apt = the average over occurring types w of #{pred = x = w} /
+    #{x = w}; mean_apt_rb = the average of Σ 1[pred = w] p_B(w | y) / Σ p_B(w | y) (the Rao–Blackwell APT)."""
+    w = topic_syntax_hmm(0, 2, 2, 2)
+    V = int(w.hmm.n_symbols)
+    lm = _identity_last_block_lm(w.hmm)
+    x = np.asarray(w.hmm.sample(0, 24, 8))  # the shapes of the test above: nothing new to compile
+    op = order_parameter(lm, w.hmm, x, x, readouts=("lens",))
+    y, sel = corrupt(1, x, Corruption(), V)
+    b = np.asarray(bayes_corrupted_probs(w.hmm, y, Corruption()), np.float64)[sel]
+    f = block_features(lm, y)
+    truth = x[sel]
+    types = np.unique(truth)
+    for row in op.rows:
+        pred = logit_lens(lm, f[row.block])[sel].argmax(-1)
+        apt = [np.mean(pred[truth == t] == t) for t in types]
+        rb = [b[pred == t, t].sum() / b[:, t].sum() for t in types]
+        assert row.mean_apt == pytest.approx(np.mean(apt), abs=1e-12)
+        assert row.mean_apt_rb == pytest.approx(np.mean(rb), abs=1e-6)
+    assert not np.allclose(op.series("lens", "mean_apt"), op.series("lens", "mean_apt_rb"), atol=0.01)
 
 
 def test_the_kl_is_computed_from_log_probabilities_where_float32_probabilities_underflow():

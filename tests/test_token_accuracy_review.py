@@ -3,6 +3,7 @@ undefined correlations, the local law and the label posterior against enumeratio
 numbers recomputed, causal models and bad arguments refused, and the fraction of an unresolved gap."""
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -147,6 +148,24 @@ def test_the_substitution_tv_is_half_the_l1_change_of_the_label_posterior():
     assert out.across.tv_exact == pytest.approx(0.16576, abs=1e-5)
 
 
+def test_the_substitution_confidence_changes_are_mean_absolute_changes():
+    """dconf_bayes = mean_x |max_y P(y | x') − max_y P(y | x)| and dconf_model = mean_x |c(x') − c(x)| for the
+    classifier's confidence c, over the substituted inputs x' (seed + i for mode i): absolute changes, which a
+    signed mean would let cancel (across: 0.053 against a signed −0.034)."""
+    w = topic_syntax_hmm(0, 2, 2, 3)
+    x, lab = np.asarray(w.hmm.sample(0, 32, 10)), topic_of_state(2, 2)
+    conf = lambda t: np.asarray(t, np.float64).mean(1) / 10.0  # noqa: E731 (any (n,) function of the tokens)
+    out = substitution_test(w.hmm, conf, x, w.token_class, lab, 5, seed=1)
+    base = label_posterior(w.hmm, x, lab, 5).max(1)
+    for i, mode in enumerate(("within", "across", "random")):
+        xs = block_readout.substitute(x, w.token_class, mode, 0.2, 1 + i)
+        post = label_posterior(w.hmm, xs, lab, 5).max(1)
+        assert getattr(out, mode).dconf_bayes == pytest.approx(np.abs(post - base).mean(), abs=1e-7)
+        assert getattr(out, mode).dconf_model == pytest.approx(np.abs(conf(xs) - conf(x)).mean(), abs=1e-12)
+        if mode != "within":  # changes of both signs: the signed mean is not the answer
+            assert np.abs(post - base).mean() > abs((post - base).mean()) + 0.01
+
+
 def _smoothed(pi, A, B, x) -> np.ndarray:
     """P(h_t | x_1:T) ``(T, K)`` by an unscaled forward–backward in float64 (short sequences)."""
     T = len(x)
@@ -177,6 +196,13 @@ def test_finetuning_reports_the_bayes_classifier_recomputed_independently(lm):
     assert ft.majority == pytest.approx(np.bincount(y, minlength=2).max() / len(y), abs=1e-12)
     np.testing.assert_allclose(ft.confidence_bayes, post.max(1), atol=1e-5)
     assert ft.corr_bayes == pytest.approx(np.corrcoef(post.max(1), apt_bayes[test[0]].mean(1))[0, 1], abs=1e-4)
+    # the model's side: each input's mean token APT under apt_model, and the last block's max-softmax confidence
+    np.testing.assert_allclose(ft.input_apt_model, apt_model[test[0]].mean(1), atol=1e-12)
+    np.testing.assert_allclose(ft.input_apt_bayes, apt_bayes[test[0]].mean(1), atol=1e-12)
+    np.testing.assert_allclose(ft.confidence_model, ft.confidence(lm, test[0]), atol=1e-6)
+    want = np.corrcoef(ft.confidence_model, apt_model[test[0]].mean(1))[0, 1]
+    assert abs(want) > 0.05  # apt_bayes = 1 − apt_model: the other table's correlation has the other sign
+    assert ft.corr_model == pytest.approx(want, abs=1e-6)
     assert ft.accuracy.shape == (3,) and ((ft.accuracy >= 0) & (ft.accuracy <= 1)).all()
 
 
@@ -276,3 +302,38 @@ def test_the_fraction_of_an_unresolved_bayes_gap_is_nan(lm, monkeypatch):
             np.testing.assert_allclose(got, want, rtol=1e-12)
         else:
             assert gap == pytest.approx(1 / sel.sum()) and np.isnan(got).all()
+
+
+def _brute_resolved(m: int, p: int):
+    """The documented rule in exact arithmetic: Bayes right at all m positions, local wrong at p of them, so
+    d_i = 1 at p positions and 0 elsewhere; the gap p/m is resolved iff it is above 0 and above two standard
+    errors sd(d) / √m (ddof 1) — compared squared, gap² > 4 · Σ(d_i − gap)² / ((m − 1) m) — else None."""
+    gap = Fraction(p, m)
+    if m < 2 or gap <= 0:
+        return None
+    ss = p * (1 - gap) ** 2 + (m - p) * gap ** 2
+    return gap if gap * gap > 4 * ss / ((m - 1) * m) else None
+
+
+def test_a_bayes_gap_is_resolved_only_above_two_standard_errors_with_ddof_1():
+    """Both sides of the threshold for every m ≤ 12: at m = 9, p = 3 the gap 1/3 is exactly two standard
+    errors (not above: NaN; ``≥`` resolved it), m = 9, p = 2 is 1.5 of them (one standard error resolved
+    it), m = 10, p = 3 is 1.96 with ddof 1 but 2.07 with ddof 0; m = 10, p = 4 is resolved, at 0.4."""
+    assert block_readout.GAP_Z == 2.0  # the module's "above two standard errors"
+    seen = set()
+    for m in range(1, 13):
+        truth = np.zeros(m, int)
+        for p in range(m + 1):
+            local = np.zeros(m, int)
+            local[:p] = 1
+            got, want = block_readout._resolved_gap(truth, truth, local), _brute_resolved(m, p)
+            seen.add(want is None)
+            if want is None:
+                assert np.isnan(got), (m, p, got)
+            else:
+                assert got == pytest.approx(float(want), abs=1e-12), (m, p)
+            # local right where Bayes is wrong: a negative gap is never resolved
+            assert np.isnan(block_readout._resolved_gap(truth, local if p else local + 1, truth))
+    assert seen == {True, False}
+    assert _brute_resolved(9, 3) is None and _brute_resolved(9, 2) is None and _brute_resolved(10, 3) is None
+    assert _brute_resolved(10, 4) == Fraction(2, 5) and _brute_resolved(9, 4) == Fraction(4, 9)
