@@ -140,3 +140,56 @@ def test_worst_case_tv_share_in_the_tight_world_is_its_analytic_value():
     assert wc.tv[0] == pytest.approx(tv_a, rel=1e-9)
     assert wc.tv_share == pytest.approx((gamma * m / 4) / tv_a, rel=1e-6)
     assert wc.tv_share == pytest.approx(m / (4 * math.tanh(m / 2)), rel=1e-6)
+
+
+def test_a_flip_below_the_first_grid_point_is_found_at_its_analytic_tv():
+    """Tight world at m = 0.002 (γ = ¼): A flips when a fraction tanh(m/2) ≈ 0.001 of the task word's mass moves
+    onto the bulk word — below the first grid point 1/256, so the bisection must start from g = 0 — at TV =
+    γ tanh(m/2), and tv_share = (γm/4)/TV = m/(4 tanh(m/2)) ≈ ½ (the module docstring's m → 0 limit)."""
+    m, gamma = 0.002, 0.25
+    assert math.tanh(m / 2) < 1 / 256
+    ctx, bulk, task = _tight(m, gamma, 2)
+    costs = flip_costs(task, ctx, bulk, by="tv")
+    # rel 1e-4: the world's margin is m up to its float32 rows; a flip held at g ≥ 1/256 would be 4× off
+    assert costs.g[0] == pytest.approx(math.tanh(m / 2), rel=1e-4)
+    assert costs.tv[0] == pytest.approx(gamma * math.tanh(m / 2), rel=1e-4)
+    assert costs.tv_share[0] == pytest.approx(m / (4 * math.tanh(m / 2)), rel=1e-4)
+    assert costs.tv_share[0] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_tv_share_is_the_threshold_over_the_tv_of_the_tv_cheapest_flip_whatever_by():
+    """FlipCosts.tv_share = t(margin_x)/TV_x of the cheapest-in-TV flip, also when the costs are ranked by KL: on a
+    world where the KL-cheapest flip of some context is not the TV-cheapest, it is
+    threshold / flip_costs(by="tv").tv."""
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=12, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    task = random_tasks(ctx, world_anchor_fit(ctx, bulk), 0)["anchored"]
+    by_kl, by_tv = flip_costs(task, ctx, bulk), flip_costs(task, ctx, bulk, by="tv")
+    finite = np.isfinite(by_tv.tv)
+    assert finite.any() and (by_kl.tv[finite] > by_tv.tv[finite] * (1 + 1e-6)).any()  # the two rankings differ
+    expected = np.where(finite, by_kl.threshold / np.where(finite, by_tv.tv, 1.0), 0.0)
+    np.testing.assert_allclose(by_kl.tv_share, expected, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(by_tv.tv_share, expected, rtol=1e-9, atol=0)
+
+
+def test_worst_case_slack_reports_the_largest_share_over_its_budgets():
+    """worst_case_slack's per-form share is the largest error/bound of worst_case_lm (spend=False) over the budgets
+    where it flips one more context (the cheapest-first prefix sums of π_x KL_x), among the non-trivial bounds."""
+    ctx = anchor_contexts(LogLinearWorld.random(1, n_states=32, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    task = random_tasks(ctx, world_anchor_fit(ctx, bulk), 1)["anchored"]
+    costs = flip_costs(task, ctx, bulk)
+    kl = costs.kl[np.isfinite(costs.kl) & (ctx.weights > 0)]
+    order = np.argsort(kl, kind="stable")
+    budgets = np.cumsum((ctx.weights[np.isfinite(costs.kl) & (ctx.weights > 0)] * kl)[order])
+    shares = {"markov": [], "per-context": []}
+    for eps in budgets[budgets > 0]:
+        wc = worst_case_lm(task, ctx, bulk, float(eps), costs=costs, spend=False)
+        for form, b in wc.bounds.items():
+            if b.bound < 1:
+                shares[form].append(wc.error / b.bound)
+    s = worst_case_slack(task, ctx, bulk)
+    for form, got in shares.items():
+        assert form == "per-context" or len(set(np.round(got, 9))) > 1  # markov: the max is not the only value
+        assert s[form]["share"] == pytest.approx(max(got), rel=1e-9), form
+        assert s[form]["share"] == pytest.approx(s[form]["error"] / s[form]["bound"], rel=1e-12)

@@ -251,6 +251,24 @@ def test_word_errors_are_largest_on_the_words_an_lm_is_wrong_about():
     assert set(errors.order[-2:]) == set(world.carrier_ids)  # the least frequent words
 
 
+def test_n2_moves_the_carrier_contrast_to_minus_bias_minus_one_so_its_head_says_zero_everywhere():
+    """N2's documented construction: the carriers' logits move by ∓(score* + bias + 1)/2, so the LM's carrier
+    contrast log p(c₁|x) − log p(c₂|x) is the constant −bias − 1 in every context, the head
+    1[contrast + bias ≥ 0] says 0 everywhere and its error is π(y = 1) (a flipped sign, contrast −bias + 1,
+    makes it say 1 everywhere)."""
+    world = _constructions_world(0)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    c1, c2 = world.carrier_ids[:2]
+    n2 = n2_construction(ctx, fit, bulk, world.carrier_ids)
+    task = word_task(ctx, fit, world.carrier_ids[:2], [1.0, -1.0], "rare-carrier")
+    contrast = n2.logp_lm[:, c1] - n2.logp_lm[:, c2]
+    np.testing.assert_allclose(contrast, np.full(len(contrast), -task.bias - 1.0), rtol=0, atol=1e-9)
+    assert not (contrast + task.bias >= 0).any()
+    assert n2.head_error == pytest.approx(float(ctx.weights @ n2.labels), abs=1e-12)
+
+
 # ---- the transfer bound ----------------------------------------------------------------------------
 
 @FEW  # each new (S, V) compiles the family's ε(s)
