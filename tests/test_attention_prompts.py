@@ -5,13 +5,14 @@ the exact prompt and head recover a memory task, and the transformer form leaves
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlm.downstream import make_memory_task, sample_task_data
-from simlm.downstream.attention_prompts import (_prefixed_laws, fit_exact_attention_prompt,
+from simlm.downstream import attention_prompts, make_memory_task, sample_task_data
+from simlm.downstream.attention_prompts import (_laws_at_every_position, _prefixed_laws, fit_exact_attention_prompt,
                                                 fit_transformer_attention_prompt)
 from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
@@ -149,3 +150,46 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(masked_transformer, m
         fit_transformer_attention_prompt(masked_transformer, x, y, k=2)  # 2 + 12 > 13 positions
     with pytest.raises(ConfigError, match="batch_size"):
         fit_transformer_attention_prompt(masked_transformer, x[:, :10], y, batch_size=0)
+
+
+def test_the_fitted_laws_are_the_worlds_prompted_masked_laws(memory_task):
+    """The law the exact fit differentiates is P(x_t = · | z, x_−t) under the prompt's prior — the world's
+    checked prompted masked laws — not the unprompted ones."""
+    w, (x, _), _ = memory_task
+    U = np.random.default_rng(0).uniform(0.1, 3.0, (1, 9))
+    got = np.asarray(jax.jit(_laws_at_every_position)(*w.chain, jnp.asarray(U), jnp.asarray(x[:8])))
+    want = np.asarray(w.prompted_masked_token_probs(x[:8], U))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want - np.asarray(w.masked_token_probs(x[:8]))).max() > 1e-3  # the prompt moves the laws
+
+
+class _Drawn(Exception):
+    """Stops a fit once it has drawn its minibatches."""
+
+
+def test_transformer_prompt_fit_draws_minibatches_of_batch_size(masked_transformer, memory_task, monkeypatch):
+    """Each step reads ``batch_size`` of the n sequences, or every sequence when there are fewer."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    drawn = []
+
+    def recording(key, n, batch_size, steps):
+        drawn.append((n, batch_size, steps))
+        raise _Drawn
+
+    monkeypatch.setattr(attention_prompts, "minibatch_indices", recording)
+    for batch_size, n in [(8, 32), (32, 128), (64, 16)]:
+        with pytest.raises(_Drawn):
+            fit_transformer_attention_prompt(lm, x[:n, :10], y[:n], k=1, steps=5, batch_size=batch_size)
+        assert drawn[-1] == (n, min(batch_size, n), 5)
+
+
+def test_transformer_train_accuracy_is_scored_at_the_fitted_prefix(masked_transformer, memory_task):
+    """train_accuracy is the accuracy of the returned classifier (fitted prefix and head) on the training data.
+    Same k, steps and shapes as the frozen-model test (one compiled fit); at lr 0.2 these seeds move the prefix
+    enough that the laws at the initial prefix score differently."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    for seed in (1, 2, 3):
+        result = fit_transformer_attention_prompt(lm, x[:, :10], y, k=1, steps=30, batch_size=32, lr=0.2, seed=seed)
+        assert result.train_accuracy == result.accuracy(lm, x[:, :10], y)
