@@ -20,8 +20,8 @@ each row's LM itself: its ``lm``, ``lm_seed``, ``eps`` and ``eps_se`` take the p
 from __future__ import annotations
 
 import dataclasses
-import math
 import importlib
+import math
 from typing import Any, Callable
 
 from simlm.checks import _real
