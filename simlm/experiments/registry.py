@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 from typing import Any, Callable
 
-from simlm.checks import _real
+from simlm.checks import _real, check_non_negative
 from simlm.errors import ConfigError
 
 #: the columns every tidy row has, in this order (check-specific columns follow).
@@ -139,9 +138,7 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     finite and ≥ 0) and ``extra`` may not set a computed column (``holds``, ``trivial``, ``slack_used``,
     ``atol``), or a :class:`ConfigError` names them."""
     measured = _real("measured", measured, "a real number")
-    atol = _real("atol", atol, "a finite real number ≥ 0")
-    if not 0 <= atol < math.inf:
-        raise ConfigError(f"atol: expected a finite real number ≥ 0, got {atol!r}")
+    atol = check_non_negative("atol", atol, finite=True)
     clash = sorted(set(extra) & set(_COMPUTED))
     if clash:
         raise ConfigError(f"row {quantity!r}: extra columns {clash} would overwrite the computed ones; rename them")

@@ -674,9 +674,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
     S, V = P.shape
     check_task_on(task, contexts)
     Bs, B2s = _grid("B_grid", B_grid), _grid("B2_grid", B2_grid)
-    l2, atol = check_positive("l2", l2), check_finite("atol", atol)
-    if atol < 0:
-        raise ConfigError(f"atol: expected a finite number ≥ 0, got {atol!r}")
+    l2, atol = check_positive("l2", l2), check_non_negative("atol", atol, finite=True)
     forms = _check_forms(forms)
     if tau_cache is not None and not isinstance(tau_cache, MutableMapping):
         raise ConfigError(f"tau_cache: expected None or a dict, got {type(tau_cache).__name__}")
