@@ -5,10 +5,12 @@
 moves by Δ(x) ≤ 4‖c‖₁ TV(x)/γ + |Σc| ρ, ρ = max_x |r_LM(x) − r*(x)| (anchor residuals), and a context
 with margin ≥ m is misclassified only if TV(x) ≥ t(m) = min(γ/2, γ(m − |Σc|ρ)/(4‖c‖₁)).  Hence
 
-    err ≤ P(margin < m) + P(TV(x) ≥ t(m)) ≤ P(margin < m) + min(√(ε/2)/t(m), ε/(2 t(m)²)),
+    err ≤ P(margin < m) + P(TV(x) ≥ t(m)) ≤ P(margin < m) + min(ε/(2 t(m)²), 1),
 
-the last by Markov over contexts on TV (Pinsker and Jensen: E TV ≤ √(ε/2)) or on KL (P(KL ≥ 2t²) ≤
-ε/(2t²)).  ``"markov"`` is that form, from ε alone; ``"per-context"`` keeps the exact P(TV(x) ≥ t(m)).
+the last by Markov over contexts on KL (Pinsker: TV(x) ≥ t implies KL(x) ≥ 2t², and P(KL ≥ 2t²) ≤ ε/(2t²)).
+Markov on TV instead (Pinsker and Jensen: E TV ≤ √(ε/2)) gives √(ε/2)/t, whose square that is, so it is
+never the smaller of the two below 1 and is not used.  ``"markov"`` is that form, from ε alone;
+``"per-context"`` keeps the exact P(TV(x) ≥ t(m)).
 Each tail is a small replaceable function (:data:`FORMS`).
 
 How tight (measured with the worst LM of :func:`simlm.theory.anchor_constructions.worst_case_lm`, whose
@@ -51,12 +53,13 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def markov_tail(t, eps, tv=None, weights=None) -> float:
-    """P(TV(x) ≥ t) ≤ min(√(ε/2)/t, ε/(2t²)), Markov on TV (Pinsker, Jensen) or on KL (Pinsker); 1 (no
-    information) at t = 0 and wherever a quotient overflows (t below ~1e-154 when γ, the floor, is tiny)."""
+    """P(TV(x) ≥ t) ≤ min(ε/(2t²), 1), Markov on KL (Pinsker); Markov on TV's √(ε/2)/t is this bound's
+    square root, so never the smaller below 1.  1 (no information) at t = 0 and wherever the quotient
+    overflows (t below ~1e-154 when γ, the floor, is tiny)."""
     if not t * t > 0:  # t = 0, or t² below the floats
         return 1.0
     with np.errstate(over="ignore"):  # a quotient past the floats is +inf: the tail is then 1
-        return float(min(np.sqrt(eps / 2) / t, eps / (2 * t * t), 1.0))
+        return float(min(eps / (2 * t * t), 1.0))
 
 
 def per_context_tail(t, eps, tv, weights) -> float:

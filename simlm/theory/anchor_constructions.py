@@ -363,7 +363,7 @@ def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: 
     flips one more context (each prefix of the cheapest-first order; ``n_budgets`` of them, spread evenly,
     when given).  Per form, ``{"share", "error", "bound", "eps"}`` at the budget of the largest error/bound
     among the non-trivial bounds (all None if every bound is trivial: no LM could violate it there);
-    ``"markov-tail"``: the same for the Markov term alone, min(√(ε/2)/t, ε/(2t²)) at t = t(smallest
+    ``"markov-tail"``: the same for the Markov term alone, min(ε/(2t²), 1) at t = t(smallest
     margin), where P(margin < m) is 0 and cannot carry the error; ``"tv_share"``: max_x t(margin_x)/TV_x
     over the cheapest-in-TV flips (None if no context can flip)."""
     costs = flip_costs(task, ctx, bulk)

@@ -16,7 +16,7 @@ float64 numpy throughout.
 
   because log p(w|x) − log p(B|x) = ⟨v_w, f⟩ − log Z_B = ⟨v_w − v_0, f⟩ − c − r.  The first term (the
   *probability part*) is identified by p; the second (the *anchor part*) is not, unless Σ c_w = 0.
-- Transfer bound (derived): err ≤ P(margin < m) + min(√(ε/2)/t(m), ε/(2t(m)²)) with t(m) set by ‖c‖₁,
+- Transfer bound (derived): err ≤ P(margin < m) + min(ε/(2t(m)²), 1) with t(m) set by ‖c‖₁,
   a probability floor γ and the anchor residuals — in :mod:`simlm.theory.anchor_bound`, with its proof.
 - The negative constructions N1, N2 and the analytic LMs on these rows: :mod:`simlm.theory.anchor_constructions`.
 """
