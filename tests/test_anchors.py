@@ -467,6 +467,16 @@ def test_the_markov_tail_of_a_tiny_floor_is_one_not_a_zero_division():
     assert b.gamma < 1e-150 and b.bound >= 1.0 and b.trivial
 
 
+@pytest.mark.parametrize("t", [1e-100, 1e-3, 0.01, 0.1, 0.5])
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-3, 1.0, 10.0])
+def test_a_markov_tail_is_a_probability_never_above_one(t, eps):
+    """P(TV ≥ t) ≤ min(√(ε/2)/t, ε/(2t²), 1): a probability, so at most 1 (t = 0.01, ε = 1 read 70.7, the
+    smaller quotient), and either quotient where it is below 1."""
+    q = min(math.sqrt(eps / 2) / t, eps / (2 * t * t))
+    assert 0.0 <= markov_tail(t, eps) <= 1.0
+    assert markov_tail(t, eps) == (1.0 if q >= 1 else pytest.approx(q, rel=1e-12))
+
+
 @pytest.mark.parametrize("V, d", [(2, 3), (3, 4), (16, 4)])
 def test_the_readout_is_exact_on_the_world_only_when_its_direction_is_readable(V, d):
     """q is the least-squares readout of ⟨u*, f*⟩ from log p*: exact when u* is in the row space of

@@ -167,6 +167,61 @@ def test_epsilon_is_the_pi_weighted_mean_kl_over_the_contexts():
     assert b.eps == pytest.approx(exact_epsilon_rows(ctx, np.log(q)), rel=1e-9)
 
 
+def _brute_floor(task, ctx, bulk) -> float:
+    """γ = min_x min(min_{w∈S} p*(w|x), p*(B(x)|x)), context by context."""
+    p = np.exp(ctx.logp)
+    return min(min(min(p[x, w] for w in task.words), p[x, bulk[x]].sum()) for x in range(len(p)))
+
+
+def _brute_bound(task, ctx, bulk, logp_lm, rho, form) -> float:
+    """The module docstring's bound by hand: min over m on the margins (and the margins + 1e-12) with
+    m > |Σc|ρ of P(margin < m) + tail(t(m)), t(m) = min(γ/2, γ(m − |Σc|ρ)/(4‖c‖₁)), the tail the exact
+    π-mass of TV ≥ t or min(√(ε/2)/t, ε/(2t²), 1); 1 when no m qualifies."""
+    p, q, w = np.exp(ctx.logp), np.exp(logp_lm), ctx.weights
+    tv, eps = 0.5 * np.abs(p - q).sum(1), float(w @ np.sum(p * (ctx.logp - logp_lm), 1))
+    gamma, c1, csum = _brute_floor(task, ctx, bulk), sum(abs(c) for c in task.coef), abs(sum(task.coef))
+    best = 1.0
+    for m in list(task.margin) + list(task.margin + 1e-12):
+        if m <= csum * rho:
+            continue
+        t = min(gamma / 2, gamma * (m - csum * rho) / (4 * c1))
+        tail = (sum(wx for wx, d in zip(w, tv) if d >= t) if form == "per-context"
+                else min(np.sqrt(eps / 2) / t, eps / (2 * t * t), 1.0))
+        best = min(best, sum(wx for wx, mx in zip(w, task.margin) if mx < m) + tail)
+    return best
+
+
+def test_the_floor_and_the_coefficient_sums_are_those_of_the_module_docstring():
+    """γ is the smallest task-word or bulk probability over all contexts (a max over the words read 0.232 for
+    0.122), ‖c‖₁ = Σ|c_w| and |Σc| = |Σ_w c_w|, 0 for the contrast task c = (c, −c) (Σ|c_w| read 0.367)."""
+    ctx, bulk, _, tasks = _flat()
+    task = tasks["contrast"]
+    b = transfer_bound(task, ctx, bulk, analytic_laws(ctx, "logit-noise", 1e-5), 0.05)
+    assert len(task.words) == 2 and task.coef[0] == -task.coef[1] != 0
+    assert b.gamma == pytest.approx(_brute_floor(task, ctx, bulk), rel=1e-12)
+    assert b.c1 == pytest.approx(abs(task.coef[0]) + abs(task.coef[1]), rel=1e-12)
+    assert b.csum == pytest.approx(abs(task.coef[0] + task.coef[1]), abs=1e-15)
+
+
+@pytest.mark.parametrize("form", ["per-context", "markov"])
+def test_the_bound_of_a_two_word_task_at_positive_rho_is_its_formula(form):
+    """The contrast task (Σc = 0) at ρ = 0.05: the tail is asked at t(m) = min(γ/2, γ(m − |Σc|ρ)/(4‖c‖₁))
+    for each candidate m, and the bound is the minimum of the formula computed by hand (an m − ‖c‖₁ρ read
+    per-context 0.25 for 0.094, markov 0.66 for 0.53)."""
+    ctx, bulk, _, tasks = _flat()
+    task, rho = tasks["contrast"], 0.05
+    logp = analytic_laws(ctx, "logit-noise", 1e-5)
+    b = transfer_bound(task, ctx, bulk, logp, rho, form=form)
+    assert 0 < b.bound < 1
+    assert b.bound == pytest.approx(_brute_bound(task, ctx, bulk, logp, rho, form), rel=1e-9)
+    asked = []
+    record = {"record": lambda t, eps, tv, w: (asked.append(t), 1.0)[1]}
+    transfer_bound(task, ctx, bulk, logp, rho, form="record", forms=record)
+    gamma, c1, csum = _brute_floor(task, ctx, bulk), 2 * abs(task.coef[0]), 0.0
+    ms = [m for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12])) if m > csum * rho]
+    np.testing.assert_allclose(asked, [min(gamma / 2, gamma * (m - csum * rho) / (4 * c1)) for m in ms], rtol=1e-12)
+
+
 # ---- R² of a constant in the log-partition fit --------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(4))
@@ -198,3 +253,21 @@ def test_the_quadratic_fit_of_log_cosh_recovers_its_taylor_coefficients():
     np.testing.assert_allclose(fit.b, 0.0, atol=1e-7)
     assert fit.c == pytest.approx(np.log(2), abs=1e-8)
     np.testing.assert_allclose(fit.A, np.outer(phi[:, 0], phi[:, 0]), atol=1e-3)
+    # Φp_θ = ∇ log Z_θ = φ tanh⟨θ, φ⟩ = φφᵀθ + O(⟨θ, φ⟩³): A_mean = φφᵀ, b_mean = 0 (b_mean read the
+    # θ₁ row of the affine fit, (1, ½))
+    np.testing.assert_allclose(fit.b_mean, 0.0, atol=1e-6)
+    np.testing.assert_allclose(fit.A_mean, np.outer(phi[:, 0], phi[:, 0]), atol=1e-3)
+
+
+def test_a_conditional_mean_that_varies_at_1e_6_relative_is_fitted_not_called_constant():
+    """Words (1, ±1e-6) and θ₂ ~ 1e6: Φp_θ = (1, 1e-6 tanh(1e-6 θ₂)), whose second coordinate varies
+    at 1e-6 of max|y| — real spread, far above rounding, so r2_mean is the least-squares R² of the affine fit
+    over both coordinates (≈ 0.92), not the 1 of a constant (a 1e-6 tolerance read 1)."""
+    phi = np.array([[1.0, 1.0], [1e-6, -1e-6]])
+    theta = np.random.default_rng(0).normal(size=(200, 2)) * [1.0, 1e6]
+    y = np.stack([np.ones(200), 1e-6 * np.tanh(1e-6 * theta[:, 1])], 1)
+    lin = np.hstack([theta, np.ones((200, 1))])
+    res = y - lin @ np.linalg.lstsq(lin, y, rcond=None)[0]
+    r2 = 1 - np.sum(res**2) / np.sum((y - y.mean(0)) ** 2)
+    assert 0.5 < r2 < 0.99
+    assert log_partition_fit(theta, phi).r2_mean == pytest.approx(r2, rel=1e-6)
