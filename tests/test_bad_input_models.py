@@ -205,6 +205,14 @@ def test_a_single_sequence_is_refused_naming_tokens(path, tokens):
         PATHS[path][0](WorldLM(WORLD), tokens)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_single_sequence_is_refused_before_the_lm_is_read(path):
+    """n ≥ 2 is checked before anything is computed: one sequence with an LM whose every row is NaN gets the
+    ConfigError naming ``tokens``, not a DistributionError about the NaN."""
+    with pytest.raises(ConfigError, match="tokens: a standard error over sequences needs at least 2"):
+        PATHS[path][0](LawLM(lambda a: np.full_like(a, np.nan)), X[:1])
+
+
 def test_perturbed_lm_needs_two_evaluation_sequences():
     with pytest.raises(ConfigError, match="n_eval: .*n_eval ≥ 2, got 1"):
         perturbed_lm(WORLD, 0.05, "temperature", 0, n_eval=1, eval_length=T)

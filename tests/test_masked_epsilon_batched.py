@@ -72,6 +72,28 @@ def test_an_uneven_last_chunk_weighs_its_positions_alone(case, monkeypatch):
                                rtol=1e-6)
 
 
+def test_a_budget_of_one_masked_copy_asks_for_one_position_per_call(case, monkeypatch):
+    """P_c is the largest count with n·P_c·T·V ≤ MASKED_CHUNK_FLOATS: a budget of exactly n·T·V floats is one
+    masked position per LM call, and the report is that of one call."""
+    world, lm, x = case
+    positions = [4, 0, 3]
+    whole = divergence_report(world, lm, x, masked=True, positions=positions)
+    calls = []
+    asked = lm.masked_token_logprobs
+
+    class Recording:
+        n_symbols = V
+
+        def masked_token_logprobs(self, tokens, positions=None):
+            calls.append(list(np.asarray(positions)))
+            return asked(tokens, positions)
+
+    monkeypatch.setattr(eps_module, "MASKED_CHUNK_FLOATS", 1 * N * T * V)
+    chunked = divergence_report(world, Recording(), x, masked=True, positions=positions)
+    assert calls == [[4], [0], [3]]
+    np.testing.assert_allclose(dataclasses.astuple(chunked)[:10], dataclasses.astuple(whole)[:10], rtol=1e-6, atol=1e-9)
+
+
 def test_the_trainers_chunked_evaluation_equals_one_batch(case):
     """``Training.evaluate`` scores the held-out set a few sequences at a time on a CPU; chunks of 2 of 3
     sequences (a remainder of 1) give the one-batch ε and TV and their standard errors, for each seed."""
