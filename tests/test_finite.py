@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bruteforce import params, sequence_prob
 from simlm.errors import ConfigError, DistributionError, ShapeError
-from simlm.models.finite import SoftmaxContextLM, best_achievable_epsilon, context_kl, fit_cross_entropy, log_partition, quad_excess, quad_fit, quad_loss, quad_minimiser
+from simlm.models.finite import SoftmaxContextLM, best_achievable_epsilon, context_kl, fit_cross_entropy, fit_cross_entropy_joint, log_partition, quad_excess, quad_fit, quad_loss, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts
 from simlm.worlds import HMM
 
@@ -121,6 +121,14 @@ def test_cross_entropy_optimum_matches_moments(zeros):
     np.testing.assert_allclose(lm.conditional_mean_features(), P @ phi.T, atol=1e-4)  # Φp_θ* = Φp*
 
 
+def test_quad_fit_takes_the_step_one_over_the_largest_eigenvalue():
+    """The default lr is 1/λ_max(ΦΦᵀ) and the gradient from f = 0 is −Φp*_s, so one step gives
+    f = Φp*/λ_max per context (1.9/λ_max overshot by 1.9×)."""
+    P, phi = problem(3)
+    expected = P @ phi.T / np.linalg.eigvalsh(phi @ phi.T)[-1]
+    np.testing.assert_allclose(np.asarray(quad_fit(P, phi, steps=1), np.float64), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_best_achievable_epsilon_is_a_minimum():
     P, phi = problem(5)
     w = np.random.default_rng(0).dirichlet(np.ones(S))
@@ -177,6 +185,19 @@ def test_the_stopping_rule_is_relative_to_the_spread_of_phi_not_its_offset():
     lm = fit_cross_entropy(P, phi + 100.0, tol=1e-3)
     assert lm.converged and lm.grad_norm <= 1e-3 * spread
     assert lm.epsilon(P) == pytest.approx(best_achievable_epsilon(P, phi), abs=1e-5)
+
+
+def test_a_fit_stopped_by_steps_above_the_tolerance_is_not_converged():
+    """``converged`` is grad_norm ≤ tol · max_w ‖φ_w − φ̄‖₂: two Newton steps leave grad_norm g; with tol set to
+    g / (5·spread) the same fit stops on ``steps`` at g, five times the tolerance, and is not converged (a
+    test against 10·tol called it converged)."""
+    rng = np.random.default_rng(0)
+    P, phi = rng.dirichlet(np.ones(5), size=4), rng.standard_normal((2, 5))
+    g = fit_cross_entropy(P, phi, steps=2, tol=1e-8).grad_norm
+    spread = float(np.linalg.norm(phi - phi.mean(1, keepdims=True), axis=0).max())
+    lm = fit_cross_entropy(P, phi, steps=2, tol=g / (5 * spread))
+    assert lm.n_steps == 2 and lm.grad_norm == pytest.approx(g, rel=1e-12)
+    assert not lm.converged
 
 
 def test_newton_steps_leave_theta_orthogonal_to_the_flat_directions():
@@ -347,3 +368,31 @@ def test_a_learned_phi_beats_a_random_fixed_phi_of_the_same_dimension():
     joint = fit_cross_entropy_joint(P, dim=2, steps=3000).epsilon(P)
     assert joint <= best_achievable_epsilon(P, phi) + 1e-4
     assert joint > 1e-3  # a 2-dimensional softmax cannot fit 8 generic laws over 5 words
+
+
+def test_the_joint_fit_minimises_the_weighted_kl():
+    """The joint fit minimises Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)): with all the weight on one context a
+    2-dimensional softmax fits that law, so the weighted ε goes to 0 (4e-12 after 300 steps); minimising the
+    unweighted mean left it at 0.027."""
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(5), size=4)
+    w = np.array([1.0, 0.0, 0.0, 0.0])
+    assert fit_cross_entropy_joint(P, 2, weights=w, steps=300).epsilon(P, w) < 1e-6
+
+
+def test_the_joint_fit_draws_theta_and_phi_from_their_own_keys():
+    """A draw-order pin: θ₀ = 0.1·N(k_θ), Φ₀ = 0.1·N(k_Φ) with (k_θ, k_Φ) = split(PRNGKey(seed)), then one Adam
+    step of lr 0.05 moves every entry by 0.05 against the sign of its gradient w_s Φ₀(q_s − p*_s)
+    (w = ¼).  For seed 0 θ[0] is (0.0504, −0.1406); drawing θ₀ from k_Φ gave another start."""
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(5), size=4)
+    k_theta, k_phi = jax.random.split(jax.random.PRNGKey(0))
+    theta0 = np.asarray(0.1 * jax.random.normal(k_theta, (4, 2)), np.float64)
+    phi0 = np.asarray(0.1 * jax.random.normal(k_phi, (2, 5)), np.float64)
+    logits = theta0 @ phi0
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    grad = 0.25 * (q - P) @ phi0.T
+    theta = np.asarray(fit_cross_entropy_joint(P, 2, steps=1, seed=0).theta, np.float64)
+    np.testing.assert_allclose(theta, theta0 - 0.05 * np.sign(grad), atol=1e-5)  # float32
+    np.testing.assert_allclose(theta[0], [0.0504, -0.1406], atol=1e-4)

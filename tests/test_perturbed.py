@@ -258,6 +258,16 @@ def test_the_default_rare_threshold_keeps_the_rare_value_rare_when_the_next_is_a
     assert rare_max < threshold <= np.nextafter(rare_max, np.float32(1))
 
 
+def test_the_default_rare_threshold_is_the_geometric_midpoint_of_the_gap_above_the_10th_percentile():
+    """Laws (.01, .09, .9) once and (.5, .3, .2) nine times: the 10th percentile of the 30 p* is .2, the next
+    larger p* is .3, and the threshold sits at their geometric midpoint √(.2·.3) = .2449 (the rare test is in
+    log space); the arithmetic midpoint would be .25."""
+    lp = jnp.log(jnp.asarray(np.array([[0.01, 0.09, 0.9]] + [[0.5, 0.3, 0.2]] * 9, np.float32)))
+    p = np.asarray(jnp.exp(lp), np.float64)
+    rare_max, above = p[1, 2], p[1, 1]  # .2 and .3 as the laws hold them
+    assert float(perturbed._rare_threshold(lp, None)) == pytest.approx(np.sqrt(rare_max * above), rel=1e-6)
+
+
 # ---- each family's formula on one explicit law ----------------------------------------------------------
 
 P_ROW = np.array([0.7, 0.2, 0.1])
@@ -279,6 +289,17 @@ def test_logit_noise_tilts_by_the_noise_field_over_the_l2_norm_of_the_law():
     tilt = P_ROW * np.exp(0.5 * W @ P_ROW / np.linalg.norm(P_ROW))
     got = np.exp(np.asarray(perturb_logprobs("logit-noise", np.log(P_ROW), 0.5, params), np.float64))
     np.testing.assert_allclose(got, tilt / tilt.sum(), rtol=1e-5)
+
+
+def test_logit_noise_params_are_the_seeded_standard_normal_draws():
+    """``{"W"}`` (V, V) i.i.d. N(0, 1) from numpy's Generator seeded by ``seed`` (perturbation_params): for V = 3
+    and seed 0 it is default_rng(0)'s first nine normals, and the tilt of p* = (.7, .2, .1) at s = ½ is the
+    (.6547, .1720, .1733) stated above."""
+    W = np.asarray(perturbation_params("logit-noise", 3, 0)["W"], np.float64)
+    np.testing.assert_allclose(W, np.random.default_rng(0).standard_normal((3, 3)), rtol=1e-6)
+    got = np.exp(np.asarray(perturb_logprobs("logit-noise", np.log(P_ROW), 0.5, {"W": jnp.asarray(W, jnp.float32)}),
+                            np.float64))
+    np.testing.assert_allclose(got, [0.6547, 0.1720, 0.1733], atol=1e-4)
 
 
 def test_rare_words_are_those_strictly_below_the_threshold():
@@ -368,6 +389,23 @@ def test_solve_scale_refuses_a_jump_past_rtol_by_default():
     with pytest.raises(ConfigError, match=r"eps: 1 is not reached: .* relative tolerance 0\.0001"):
         solve_scale(jump, 1.0, 4.0, rtol=1e-4)
     assert solve_scale(jump, 1.0, 4.0, rtol=1e-4, accept=1e-2) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_solve_scale_refuses_a_jump_just_outside_rtol():
+    """A jump from 0.9995 to 1.0005 at s = 1 (target 1) ends 5e-4 off, five times the stated rtol = accept =
+    1e-4: refused, naming ε = 0.9995 or 1.0005 (an acceptance of 10·accept returned s ≈ 1 silently)."""
+    jump = lambda s: 0.9995 * s if s < 1.0 else 1.0005  # noqa: E731
+    with pytest.raises(ConfigError, match=r"eps: 1 is not reached: the calibration ends at ε = (0\.9995|1\.0005)"):
+        solve_scale(jump, 1.0, 4.0, rtol=1e-4)
+
+
+def test_solve_scale_never_returns_a_scale_above_upper_even_from_a_start_above_it():
+    """The scale lies in (0, ``upper``] and doubling starts from ``start`` capped at ``upper``: with ε(s) = s,
+    target 0.8, upper 0.5 and start 1.0 the target is unreachable, ε at most 0.5 at s = 0.5 (starting at the
+    uncapped 1.0 bisected to s = 0.8 > upper)."""
+    with pytest.raises(ConfigError, match=r"eps: 0\.8 is unreachable: the maximum reachable ε is about 0\.5 "
+                                          r"\(at s = 0\.5\)"):
+        solve_scale(lambda s: s, 0.8, 0.5, start=1.0)
 
 
 def test_solve_scale_resolves_a_tiny_scale_to_rtol():
