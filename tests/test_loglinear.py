@@ -119,6 +119,31 @@ def test_log_masked_laws_stay_finite_far_below_the_smallest_float32_probability(
     np.testing.assert_array_equal(lm.prepended_mask_logprobs(toks), got_first.astype(np.float32))
 
 
+def test_masked_law_of_a_long_sequence_equals_a_float64_backward_pass():
+    """Documented: L_t is carried shifted to max_h L_t(h) = 0 so float32 keeps its precision however long the
+    sequence.  On 20,000 tokens L_1 reaches ~ −35,000 nats, where a float32 ulp is ~0.004: unshifted messages
+    put the law at position 0 off by ~5e-3; shifted it agrees with float64 to ~2e-6.  The reference carries
+    L_t unshifted in float64 (exact to ~1e-11 at that size)."""
+    world = LogLinearWorld.random(0, n_states=4, n_symbols=32, dim=4)
+    T = 20000
+    toks = np.asarray(world.sample(0, 1, T))[0]
+    positions = [0, 1, T // 4, T // 2, T - 1]
+    got = np.asarray(world.log_masked_token_probs(toks, positions=positions), np.float64)
+    table, nxt = _log_table(world), np.asarray(world.next_state)
+    path = np.empty(T, int)
+    h = world.start_state
+    for t, x in enumerate(toks):
+        path[t], h = h, nxt[h, x]
+    after, later = np.zeros(world.n_states), {}  # L_{t+1} over all states, unshifted
+    for t in range(T - 1, -1, -1):
+        later[t] = after
+        after = table[:, toks[t]] + after[nxt[:, toks[t]]]
+    assert after.max() < -1e4  # the regime where unshifted float32 messages lose precision
+    for k, i in enumerate(positions):
+        scores = table[path[i]] + later[i][nxt[path[i]]]
+        np.testing.assert_allclose(got[k], scores - np.logaddexp.reduce(scores), rtol=0, atol=1e-4, err_msg=str(i))
+
+
 # ---- 3. normalisation --------------------------------------------------------------------------------
 
 
@@ -203,6 +228,26 @@ def test_layernorm_representations_are_standardised_before_gain():
     np.testing.assert_allclose(s.var(1), 1.0, atol=1e-4)
 
 
+def test_layernorm_default_gain_gives_representations_of_norm_radius():
+    """Documented: the default gain radius/√d makes ‖s_h‖ = radius — the standardised y_h has ‖·‖² = d exactly
+    (a gain of radius/d gave ‖s_h‖ = 0.75 at radius 3, d = 16)."""
+    for radius, dim in ((3.0, 16), (2.0, 9)):
+        world = LogLinearWorld.random(0, dim=dim, representation="layernorm", radius=radius)
+        s = np.asarray(world.representations, np.float64) - np.asarray(world.mean_representation(), np.float64)
+        np.testing.assert_allclose(np.linalg.norm(s, axis=1), radius, rtol=1e-5)
+
+
+def test_free_representation_norms_are_log_normal_with_the_documented_spread():
+    """Documented: s_h = r_h u_h, ‖u_h‖ = 1, r_h = radius·exp(norm_spread·N(0, 1)), so log‖s_h‖ is normal with
+    mean log radius and std norm_spread.  Over S = 2000 states the sample mean and std have standard errors
+    0.5/√2000 ≈ 0.011 and 0.5/√4000 ≈ 0.008: allow 0.05 (a radius drawn per coordinate gave std 0.22)."""
+    world = LogLinearWorld.random(0, n_states=2000, n_symbols=8, representation="free", radius=3.0, norm_spread=0.5)
+    s = np.asarray(world.representations, np.float64) - np.asarray(world.mean_representation(), np.float64)
+    log_norms = np.log(np.linalg.norm(s, axis=1))
+    assert abs(log_norms.mean() - np.log(3.0)) < 0.05
+    assert abs(log_norms.std() - 0.5) < 0.05
+
+
 def test_carriers_are_rare_in_every_context_and_bulk_words_are_not():
     world = LogLinearWorld.random(0, n_carriers=4)  # carrier_gap = 8 nats
     P, V = np.asarray(world.state_probs()), world.n_symbols
@@ -254,6 +299,21 @@ def test_max_logit_is_the_tolerance_over_the_dot_products_rounding_bound():
         assert max_logit(d, np.float32) == pytest.approx(1e-2 / ((d + 1) * 2.0**-24), rel=1e-12)
         assert max_logit(d, np.float64) == pytest.approx(1e-2 / ((d + 1) * 2.0**-53), rel=1e-12)
     assert max_logit(4, np.float32) == pytest.approx(33554.432, rel=1e-12)
+
+
+def test_worlds_are_refused_exactly_above_the_logit_limit():
+    """Documented: parameters with Σ_k |z_hk||v*_kw| above max_logit(d) are refused; at or below it they are
+    accepted.  Constant Z = s, V* = s' at d = 4 give the bound 4ss': 0.1% below the limit builds, 0.1% above
+    raises ConfigError naming the arrays (a limit read as twice max_logit accepted 1.5× it)."""
+    limit, nxt = max_logit(4), np.array([[0, 1, 0], [1, 0, 1]])
+    for factor in (0.999, 1.001, 1.5):
+        s = np.sqrt(factor * limit / 4)
+        if factor < 1:
+            world = LogLinearWorld(np.full((2, 4), s), np.full((4, 3), s), nxt)
+            assert world.dim == 4
+        else:
+            with pytest.raises(ConfigError, match="representations, word_embeddings"):
+                LogLinearWorld(np.full((2, 4), s), np.full((4, 3), s), nxt)
 
 
 # ---- pytree and single sequences --------------------------------------------------------------------

@@ -305,6 +305,20 @@ def test_the_log_partition_fit_is_undetermined_with_too_few_contexts(d):
             assert fit.r2_logz == pytest.approx(1.0)  # interpolated: the R² says nothing
 
 
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e2])
+def test_the_log_partition_fit_is_determined_whatever_the_scale_of_theta(scale):
+    """Documented: ``determined`` reads σ_min > 1e-6 σ_max of the design matrix with its columns scaled to unit
+    norm, so it does not depend on the units of θ: 100 generic θ's in d = 2 pin the 6 coefficients at any scale
+    (unscaled, the columns θ_iθ_j ~ 1e-8 beside the constant 1 at scale 1e-4 read undetermined), and θ's on a
+    line (θ_2 = 2θ_1, the columns dependent) pin them at none."""
+    phi = np.array([[1.0, -1.0], [0.5, -0.5]])
+    theta = scale * np.random.default_rng(0).standard_normal((100, 2))
+    assert log_partition_fit(theta, phi).determined
+    assert log_partition_fit(theta, phi).determined_mean
+    on_a_line = theta[:, :1] * np.array([[1.0, 2.0]])
+    assert not log_partition_fit(on_a_line, phi).determined
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0, "x", True])
 def test_adversary_radius_refuses_a_bad_eps(bad):
     C = enumerate_contexts(HMM.random(0, 3, 4), 2)
