@@ -327,3 +327,19 @@ def test_adversary_radius_refuses_a_bad_eps(bad):
         adv.adversary_radius(C, task, bad)
     with pytest.raises(ConfigError, match="B_grid"):
         adv.adversary_radius(C, task, 0.1, B_grid=[bad] if not isinstance(bad, str) else "x")
+
+
+def test_adversary_radius_is_the_radius_the_check_reports_the_any_lm_bound_at():
+    """B* minimises τ(B) + B√(2ε/γ) over the grid, with τ and γ those of the check: over an ε sweep that
+    crosses the grid's switch points (B* 4 → 1 → 0.25 on hmm-0), it is the radius the check of the adversary at
+    that ε reports its any-lm bound at (the grid's argmax read 16 for 4; √(ε/γ) read 4 for 1)."""
+    C, task = case("hmm", 0, "random", "logistic")
+    grid = np.array([0.25, 1.0, 4.0, 16.0])
+    radii = []
+    for eps in (1e-3, 4e-3, 1e-2):
+        radius = adv.adversary_radius(C, task, eps, B_grid=grid)
+        b = check_natural_task(C, adversarial_laws(C, task, eps, B_grid=grid), task, B_grid=grid).bound("any-lm")
+        assert b.eps == pytest.approx(eps, rel=1e-6)
+        assert radius == b.B == grid[np.argmin(b.tau + grid * math.sqrt(2 * eps / b.gamma))]
+        radii.append(radius)
+    assert radii == [4.0, 1.0, 0.25]
