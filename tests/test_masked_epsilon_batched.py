@@ -46,52 +46,47 @@ def test_chunking_the_positions_changes_nothing(case, monkeypatch):
     assert (chunked.n_positions, chunked.n_sequences) == (whole.n_positions, whole.n_sequences) == (N * T, N)
 
 
+def _recording(lm, calls):
+    """``lm`` seen through an LM that records the positions of each masked call."""
+    class Recording:
+        n_symbols = V
+
+        def masked_token_logprobs(self, tokens, positions=None):
+            calls.append(list(np.asarray(positions)))
+            return lm.masked_token_logprobs(tokens, positions)
+
+    return Recording()
+
+
+def _chunked(case, positions, copies, monkeypatch):
+    """(one call's report, the report with a budget of ``copies`` masked copies per call, the calls made)."""
+    world, lm, x = case
+    whole = divergence_report(world, lm, x, masked=True, positions=positions)
+    calls = []
+    monkeypatch.setattr(eps_module, "MASKED_CHUNK_FLOATS", copies * N * T * V)
+    chunked = divergence_report(world, _recording(lm, calls), x, masked=True, positions=positions)
+    np.testing.assert_allclose(dataclasses.astuple(chunked)[:10], dataclasses.astuple(whole)[:10], rtol=1e-6, atol=1e-9)
+    return whole, chunked, calls
+
+
 def test_an_uneven_last_chunk_weighs_its_positions_alone(case, monkeypatch):
     """P = 5 positions (one repeated) in chunks of 2: 2 + 2 + 1, the last chunk's mean weighted by 1 of 5 —
     the same ε, TV and cross-entropies as one call, and ε the mean of the five single-position ε."""
     world, lm, x = case
     positions = [4, 0, 3, 3, 1]
-    whole = divergence_report(world, lm, x, masked=True, positions=positions)
-    calls = []
-    asked = lm.masked_token_logprobs
-
-    class Recording:
-        n_symbols = V
-
-        def masked_token_logprobs(self, tokens, positions=None):
-            calls.append(list(np.asarray(positions)))
-            return asked(tokens, positions)
-
-    monkeypatch.setattr(eps_module, "MASKED_CHUNK_FLOATS", 2 * N * T * V)
-    chunked = divergence_report(world, Recording(), x, masked=True, positions=positions)
+    _, chunked, calls = _chunked(case, positions, 2, monkeypatch)
     assert calls == [[4, 0], [3, 3], [1]]
-    np.testing.assert_allclose(dataclasses.astuple(chunked)[:10], dataclasses.astuple(whole)[:10], rtol=1e-6, atol=1e-9)
     assert (chunked.n_positions, chunked.n_sequences) == (5 * N, N)
     one_by_one = [exact_masked_epsilon(world, lm, x, positions=[t])[0] for t in positions]
-    np.testing.assert_allclose(exact_masked_epsilon(world, Recording(), x, positions=positions)[0], np.mean(one_by_one),
-                               rtol=1e-6)
+    np.testing.assert_allclose(exact_masked_epsilon(world, _recording(lm, []), x, positions=positions)[0],
+                               np.mean(one_by_one), rtol=1e-6)
 
 
 def test_a_budget_of_one_masked_copy_asks_for_one_position_per_call(case, monkeypatch):
     """P_c is the largest count with n·P_c·T·V ≤ MASKED_CHUNK_FLOATS: a budget of exactly n·T·V floats is one
     masked position per LM call, and the report is that of one call."""
-    world, lm, x = case
-    positions = [4, 0, 3]
-    whole = divergence_report(world, lm, x, masked=True, positions=positions)
-    calls = []
-    asked = lm.masked_token_logprobs
-
-    class Recording:
-        n_symbols = V
-
-        def masked_token_logprobs(self, tokens, positions=None):
-            calls.append(list(np.asarray(positions)))
-            return asked(tokens, positions)
-
-    monkeypatch.setattr(eps_module, "MASKED_CHUNK_FLOATS", 1 * N * T * V)
-    chunked = divergence_report(world, Recording(), x, masked=True, positions=positions)
+    _, _, calls = _chunked(case, [4, 0, 3], 1, monkeypatch)
     assert calls == [[4], [0], [3]]
-    np.testing.assert_allclose(dataclasses.astuple(chunked)[:10], dataclasses.astuple(whole)[:10], rtol=1e-6, atol=1e-9)
 
 
 def test_the_trainers_chunked_evaluation_equals_one_batch(case):
