@@ -54,7 +54,8 @@ import jax  # noqa: E402  (after the cache settings above, which JAX reads when 
 # runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
 # finished.  Queued by their time instead, longest first (the greedy schedule), the two workers end within
 # a short module of each other.  Seconds per module (its tests of 1 s or more, `pytest --durations=0
-# --durations-min=1`) on 2 cores, idle, 2026-12-03; a module not listed is queued after these, in collection order.  Stale numbers cost time, never a result.
+# --durations-min=1`) on 2 cores, idle, 2026-12-03; a module not listed is queued after these, in collection
+# order.  Stale numbers cost time, never a result.
 MODULE_SECONDS = {
     "test_hmm_review.py": 82, "test_train.py": 80, "test_notebooks.py": 79, "test_sweep.py": 56,
     "test_experiments_natural_tasks.py": 55, "test_experiments_head_prompt.py": 51,
