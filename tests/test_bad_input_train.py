@@ -15,6 +15,7 @@ from simlm import HMM
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, load_lm, train
+from simlm.train.checkpoint import checksum
 from simlm.train.objectives import OBJECTIVES
 
 WORLD = HMM.random(0, 3, 4)
@@ -273,6 +274,19 @@ def test_save_tree_takes_jax_values_in_metadata_and_refuses_what_json_cannot_hol
         with pytest.raises(ConfigError, match="^metadata: cannot be written as JSON"):
             save_tree(tmp_path / "new", {"a": np.ones(2)}, bad)
         assert not (tmp_path / "new").exists()
+
+
+def test_the_checksum_covers_dtypes_so_equal_bytes_of_another_dtype_differ():
+    """Three zeros as float32 and as int32 have the same 12 bytes and shape; the checksum (shapes, dtypes
+    and bytes) tells them apart, so arrays of another dtype with the same bytes never pass for the saved ones."""
+    assert checksum({"w": np.zeros(3, np.float32)}) != checksum({"w": np.zeros(3, np.int32)})
+
+
+def test_the_checksum_of_a_fixed_tree_is_unchanged_so_stored_checkpoints_stay_readable():
+    """SHA-256 over each leaf, in leaf order, of str((shape, dtype.str)) then its bytes — the value every
+    saved metadata.json holds; a different formula would refuse every stored checkpoint."""
+    tree = {"b": np.array([[1, 2]], np.int32), "a": np.arange(3, dtype=np.float32)}  # leaves in key order: a, b
+    assert checksum(tree) == "bfeb98f4fcaf3397938216f865b36f980cc52789d8f2b0e77ab23dfdefbd0989"
 
 
 class _Unnormalised(HMM):

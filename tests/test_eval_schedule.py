@@ -1,15 +1,17 @@
 """The predictive evaluation schedule keeps the ladder's overshoot rule on smooth descents, with few
 evaluations; simulated on exact ε trajectories (no training)."""
 
+import json
 import math
 import types
+import warnings
 
 import numpy as np
 from hypothesis import example, given, strategies as st
 
 from simlm.train import TrainConfig
 from simlm.train.schedule import OVERSHOOT, descent_rate, next_evaluation
-from simlm.train.trainer import _fresh_state, _log_and_climb, _next_eval, _replay_gap
+from simlm.train.trainer import _fresh_state, _log_and_climb, _next_eval, _replay_gap, _result
 
 TARGETS = (0.3, 0.1, 0.03)
 #: long enough for the slowest descent drawn below to pass every rung (rate 1e-4 from ε 3; τ = 100, power 0.75)
@@ -158,6 +160,13 @@ def test_a_replay_is_due_more_than_one_step_after_the_anchor_at_a_quarter_of_the
         assert gap == (0 if d < 2 else math.ceil(d / 4)), d
 
 
+def test_eps_exactly_at_the_window_floor_is_kept_not_replayed():
+    """ε = 0.21 = 0.7 × 0.3 is inside rung 0.3's closed window [0.21, 0.3]: the evaluation is kept (no
+    replay), even eight steps after the anchor."""
+    assert 0.21 == OVERSHOOT * 0.3  # the tie, exactly as floats
+    assert _replay_gap({"ladder": [0]}, LADDER, [(0.21, 0, 0, 0)], 2, 10) == 0
+
+
 def test_a_replay_ends_at_the_step_it_came_from():
     """A replay of steps 0–8 (it came from step 8, evaluating every 2 steps): before step 8 the next
     evaluation is at most 2 steps on and the replay is kept; at step 8 it is over, dropped from the state,
@@ -182,3 +191,100 @@ def test_a_rung_is_recorded_at_the_first_evaluation_with_eps_at_most_its_target(
         _log_and_climb(run, state, tmp_path, {}, None, [(eps, 0.0, 0.0, 0.0)], None, step, 1, 1.0)
     assert [(r["target"], r["step"], r["epsilon"]) for r in state["records"]] == [(0.3, 3, 0.3), (0.1, 5, 0.0995)]
     assert saved == [(3, 1.0), (5, 0.0995 / 0.1)] and state["ladder"] == [2]
+
+
+def test_with_no_descent_the_spacing_is_a_fifth_of_eval_every_up_to_four_times_the_target():
+    """ρ = 3 is under 4 (module docstring: eval_every only while ρ > 4), so flat ε is evaluated again
+    eval_every // 5 = 20 steps on, not eval_every."""
+    assert next_evaluation(100, [[0, [0.3]], [100, [0.3]]], [0.1], 100) == 120  # ρ 3
+
+
+def test_the_spacing_grows_at_most_four_times_the_previous_spacing_not_the_whole_trail():
+    """Flat ε, ρ 10: eval_every (1000) ahead, but never more than GROWTH = 4 × the previous spacing,
+    100 − 90 = 10 (not the trail's whole span, 100): 40 steps on."""
+    trail = [[0, [1.0]], [90, [1.0]], [100, [1.0]]]
+    assert next_evaluation(100, trail, [0.1], 1000) == 140
+
+
+def test_the_next_evaluation_is_the_earliest_any_member_asks_for():
+    """Two members, flat ε: member 0 at ρ 10 asks for eval_every (100), member 1 at ρ 5/3 for
+    eval_every // 5 (20); the earlier, 20 steps on, is taken."""
+    trail = [[0, [1.0, 0.5]], [100, [1.0, 0.5]]]
+    assert next_evaluation(100, trail, [0.1, 0.3], 100) == 120
+
+
+def test_a_window_exactly_its_own_width_off_is_near_so_aimed_a_tenth_into():
+    """ρ = 1 / 0.7 exactly: s_in equals the window's width, so the window is not "further off than its own
+    width" (module docstring) and the evaluation is a tenth of the way into it, floor(1.1 · 35.67) = 39
+    steps on, not halfway there (17)."""
+    eps_now = 0.1 * (1 / OVERSHOOT)
+    assert eps_now / 0.1 == 1 / OVERSHOOT  # the tie, exactly as floats
+    trail = exponential_trail([0, 50, 100], eps_now, [-0.01, -0.01])
+    window = math.log(1 / OVERSHOOT) / 0.01
+    assert math.floor(1.1 * window) == 39
+    assert next_evaluation(100, trail, [0.1], 1000) == 139
+
+
+def climb_members(config, evaluations, run_dir, monkeypatch):
+    """``_log_and_climb`` over ``evaluations`` ``[(step, (ε of each member))]`` with the checkpoint writer
+    stubbed (as above) and tokens_per_step as the trainer passes it (all members): the ladder state, the
+    saves ``(seed, target, step, ε)`` and the warnings raised."""
+    saved = []
+    monkeypatch.setattr("simlm.train.trainer.save_model",
+                        lambda path, params, meta: saved.append((meta["seed"], meta["target"], meta["step"],
+                                                                 meta["epsilon"])) or {"checksum": ""})
+    run = types.SimpleNamespace(config=config, member_params=lambda params, i: params, lm=lambda params, i: None)
+    state = _fresh_state(len(config.seeds))
+    tokens_per_step = len(config.seeds) * config.batch_size * config.seq_len
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step, eps in evaluations:
+            _log_and_climb(run, state, run_dir, {}, None, [(e, 0.0, 0.0, 0.0) for e in eps], None, step,
+                           tokens_per_step, 1.0)
+    return run, state, saved, [str(w.message) for w in caught]
+
+
+def test_tokens_seen_counts_the_tokens_each_seed_has_trained_on(tmp_path, monkeypatch):
+    """Two seeds, batches of 8 × 12 tokens: at step 4 each member has seen 4 · 8 · 12 = 384 tokens (its own
+    batches), not the ensemble's 768 — in the ladder record and in every metrics.jsonl row."""
+    config = TrainConfig(targets=(0.3, 0.1), seeds=(0, 1), batch_size=8, seq_len=12)
+    _, state, _, _ = climb_members(config, [(4, (0.25, 0.25))], tmp_path, monkeypatch)
+    assert [(r["seed"], r["target"], r["tokens_seen"]) for r in state["records"]] == [(0, 0.3, 384), (1, 0.3, 384)]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["tokens_seen"]) for r in rows] == [(0, 384), (1, 384)]
+
+
+def test_a_rung_not_reached_is_reported_per_seed(tmp_path, monkeypatch):
+    """Seed 0 reaches rung 0.3 (ε 0.25), seed 1 nothing (ε 0.5): seed 1's rung 0.3 is still not reached,
+    though another seed reached it."""
+    config = TrainConfig(targets=(0.3, 0.1), seeds=(0, 1), eval_every=50)
+    run, state, _, _ = climb_members(config, [(0, (0.5, 0.5)), (3, (0.25, 0.5))], tmp_path, monkeypatch)
+    result = _result(run, None, state, tmp_path, {})
+    assert result.not_reached == [(0, 0.1), (1, 0.3), (1, 0.1)]
+    assert [(r.seed, r.target, r.reached) for r in result.records] == [(0, 0.3, True), (0, 0.1, False),
+                                                                         (1, 0.3, False), (1, 0.1, False)]
+
+
+def test_one_evaluation_past_several_rungs_saves_each_of_them_there(tmp_path, monkeypatch):
+    """ε 0.24 at step 4 is ≤ both 0.3 and 0.25: both rungs are saved at step 4 (each at the first
+    evaluation with ε ≤ its target), not the second one later at step 6."""
+    config = TrainConfig(targets=(0.3, 0.25), eval_every=50)
+    _, state, saved, _ = climb_members(config, [(0, (0.5,)), (4, (0.24,)), (6, (0.23,))], tmp_path, monkeypatch)
+    assert saved == [(0, 0.3, 4, 0.24), (0, 0.25, 4, 0.24)] and state["ladder"] == [2]
+
+
+def test_best_epsilon_is_the_lowest_seen_not_the_last(tmp_path, monkeypatch):
+    """ε 0.5, 0.2, 0.3: the best ε seen is 0.2 (TrainResult.best_epsilon: seed → best ε seen)."""
+    config = TrainConfig(targets=(0.1,), eval_every=50)
+    run, state, _, _ = climb_members(config, [(0, (0.5,)), (3, (0.2,)), (6, (0.3,))], tmp_path, monkeypatch)
+    assert _result(run, None, state, tmp_path, {}).best_epsilon == {0: 0.2}
+
+
+def test_a_rung_saved_exactly_at_the_window_floor_is_no_overshoot(tmp_path, monkeypatch):
+    """ε = 0.21 = 0.7 × 0.3 is inside the closed window [0.7, 1] × target: rung 0.3 is saved with no
+    "below the ladder's window" warning."""
+    assert 0.21 == OVERSHOOT * 0.3  # the tie, exactly as floats
+    config = TrainConfig(targets=(0.3, 0.1), eval_every=50)
+    _, _, saved, messages = climb_members(config, [(0, (0.5,)), (3, (0.21,))], tmp_path, monkeypatch)
+    assert saved == [(0, 0.3, 3, 0.21)]
+    assert not [m for m in messages if "below the ladder's window" in m], messages

@@ -183,6 +183,19 @@ def test_damaged_last_arrays_fall_back_to_the_previous_resume_point(copy, finish
     rerun_recovers(copy, finished, warns=str(copy / "last"))
 
 
+def test_a_damaged_last_resume_point_is_rewritten_even_when_the_run_stops_at_the_previous_one(copy, finished):
+    """last/ damaged, previous/ at step 10, stopped at step 10: the resume point is saved again (a valid
+    last/ at step 10), so the next rerun resumes from it with no warning."""
+    meta = copy / "last" / "metadata.json"
+    truncate(meta)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_train(copy, until_step=10)
+    assert any(str(meta) in str(w.message) for w in caught)
+    assert json.loads(meta.read_text())["ladder_state"]["step"] == 10
+    assert not rerun_recovers(copy, finished)  # no warning
+
+
 def test_both_resume_points_damaged_retrains_from_the_start(copy, finished):
     truncate(copy / "last" / "metadata.json")
     shutil.rmtree(copy / "previous" / "state")
@@ -224,9 +237,13 @@ def test_damaged_ladder_arrays_are_retrained(copy, finished):
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_recomputed(copy, finished):
+    """The torn row is the resume point's own evaluation: it is recomputed from last/ (no warning, nothing
+    retrained or re-saved), not a reason to fall back to previous/."""
     metrics = copy / "metrics.jsonl"
+    before = (copy / "last" / "metadata.json").read_bytes()
     metrics.write_bytes(metrics.read_bytes()[:-20])  # the final evaluation's row, torn mid-write
-    rerun_recovers(copy, finished)
+    assert not rerun_recovers(copy, finished)  # no warning
+    assert (copy / "last" / "metadata.json").read_bytes() == before
 
 
 def test_a_torn_line_after_the_resume_point_is_dropped(finished, tmp_path):
