@@ -98,12 +98,27 @@ def test_a_rerun_logs_its_environment_after_the_earlier_runs(finished, tmp_path)
     out = tmp_path / "rerun"
     shutil.copytree(reference, out)
     earlier = json.loads((out / "environment.json").read_text())["runs"]
-    run_sweep(load_config(config), out, progress=False)
+    result = run_sweep(load_config(config), out, progress=False)
+    assert result["cells"] == 10 and result["new_cells"] == 0  # the sweep's cells, of which none computed now
+    assert json.loads((out / "summary.json").read_text())["cells"] == 10
     runs = json.loads((out / "environment.json").read_text())["runs"]
     assert runs[:-1] == earlier and earlier[0]["cells_computed"] == 10 and runs[-1]["cells_computed"] == 0
     assert main(["report", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert f"computed by {len(runs)} runs" in report and report.count(": computed ") == len(runs)
+
+
+def test_every_analytic_seed_is_an_lm_of_its_own_and_rows_carry_the_lm_and_world_seeds(tmp_path):
+    """``lms.analytic.seeds`` = [0, 1] gives two LMs per (kind, ε), each its own cell; each row names its LM's
+    seed (None for the oracle, which has none) and its world's."""
+    world = {"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 2, "n_symbols": 2}}
+    raw = {**TINY, "data": {"n_sequences": 2, "length": 2}, "worlds": [world], "checks": {"simlm/epsilon": {}},
+           "lms": {"oracle": True, "analytic": {"kinds": ["logit-noise"], "eps": [0.05], "seeds": [0, 1]}}}
+    result = run_sweep(parse_config(raw), tmp_path, progress=False)
+    assert result["cells"] == 3
+    assert sorted({(r["lm"], r["lm_seed"]) for r in result["rows"]}, key=str) == \
+        [("logit-noise@0.05", 0), ("logit-noise@0.05", 1), ("oracle", None)]
+    assert {r["world_seed"] for r in result["rows"]} == {1}
 
 
 def test_a_different_config_into_the_same_directory_is_refused(finished, tmp_path, capsys):
@@ -144,6 +159,13 @@ def test_a_process_pool_gives_the_in_process_results(finished, tmp_path):
     pool = ProcessPool(2, single_threaded=False)
     run_sweep(load_config(config), tmp_path / "pool", executor=pool, progress=False)
     assert table(tmp_path / "pool") == table(reference)
+
+
+def test_a_pool_returns_each_result_with_its_own_payload():
+    """Results come back in completion order, each beside the payload it was computed from (the sweep files
+    a world's trained LMs, and each job's cells, under the payload that names them)."""
+    pairs = list(ProcessPool(1, single_threaded=False).map(str.upper, ["a", "b", "c"]))
+    assert sorted(pairs) == [("a", "A"), ("b", "B"), ("c", "C")]
 
 
 def test_a_pool_that_fills_the_cores_runs_xla_on_one_thread_per_worker(monkeypatch):

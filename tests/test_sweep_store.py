@@ -3,6 +3,7 @@ interrupted job keeps its finished parts), failed cells are retried, no cell is 
 config's or as computed on other held-out tokens, and configs are refused, naming the key, before
 anything is written."""
 
+import dataclasses
 import datetime
 import json
 import math
@@ -16,9 +17,9 @@ import simlm.experiments.store as store
 import simlm.experiments.sweep as sweep
 from simlm.cli import main
 from simlm.errors import ConfigError
-from simlm.experiments.executors import check_ray_address
+from simlm.experiments.executors import RayExecutor, check_ray_address
 from simlm.experiments.nested import leaf_rows, nested_of
-from simlm.experiments.registry import register, row
+from simlm.experiments.registry import get_check, register, row
 from simlm.experiments.sweep import check_job, parse_config, run_sweep
 from simlm.jsonio import jsonable
 
@@ -94,6 +95,74 @@ def test_a_failed_cell_is_computed_again_by_a_rerun(parts_check, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["errors"] == []
 
 
+class Elsewhere:
+    """An executor whose jobs do not see the caller's directory (a Ray cluster joined by address): each job
+    runs here but is given another ``out``, so whatever it writes lands there, not in the results."""
+
+    shares_filesystem = False
+
+    def __init__(self, there):
+        self.there = there
+
+    def map(self, fn, payloads):
+        for p in payloads:
+            yield p, fn(json.dumps({**json.loads(p), "out": str(self.there)}))
+
+
+def test_cells_of_jobs_that_do_not_see_the_directory_are_stored_by_the_caller_failures_retried(parts_check, tmp_path):
+    calls, fail = parts_check
+    fail["p1"] = ConfigError("memory: this host is too small")
+    out, there = tmp_path / "out", tmp_path / "there"
+    there.mkdir()
+    first = run_sweep(parse_config(PARTS), out, executor=Elsewhere(there), progress=False)
+    assert sorted(r["measured"] for r in first["rows"]) == [0, 2]
+    assert first["errors"] == [{"cell": "h|oracle#None|test/parts|p1",
+                                "error": "ConfigError: memory: this host is too small"}]
+    assert keys(out) == [f"h|oracle#None|test/parts|p{i}" for i in range(3)] and not (there / "cells.jsonl").exists()
+    del fail["p1"], calls[:]
+    again = run_sweep(parse_config(PARTS), out, executor=Elsewhere(there), progress=False)  # the failure is retried
+    assert calls == ["p1"] and again["new_cells"] == 1 and again["errors"] == []
+    assert sorted(r["measured"] for r in again["rows"]) == [0, 1, 2]
+
+
+def test_an_lm_that_cannot_be_built_fails_every_cell_of_its_pair(parts_check, tmp_path):
+    """A temperature LM on a 2-symbol HMM reaches ε ≈ 0.05 at most: ε = 100 cannot be calibrated, and each of
+    the pair's cells (every part) is stored as failed, with the reason, none of them run."""
+    calls, _ = parts_check
+    config = parse_config({**PARTS, "lms": {"oracle": False, "analytic": {"kinds": ["temperature"], "eps": [100]}}})
+    result = run_sweep(config, tmp_path, progress=False)
+    assert [e["cell"] for e in result["errors"]] == [f"h|temperature@100#0|test/parts|p{i}" for i in range(3)]
+    assert all(e["error"].startswith("building the LM: eps: 100 is unreachable") for e in result["errors"])
+    assert calls == [] and result["rows"] == []
+
+
+def test_a_check_that_sets_its_own_lm_columns_keeps_them(monkeypatch, tmp_path):
+    """A check whose rows describe other LMs than the cell's (head_prompt's experiment trains its own) names
+    them in the rows; the cell's columns fill in only what the rows leave out."""
+    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
+    register("test/own-lm", paper="none", description="rows of another LM")(
+        lambda cell: [row("x", 1, lm="trained@0.1", eps=0.1)])
+    result = run_sweep(parse_config({**PARTS, "checks": {"test/own-lm": {}}}), tmp_path, progress=False)
+    assert [(r["lm"], r["eps"], r["world"], r["check"]) for r in result["rows"]] == \
+        [("trained@0.1", 0.1, "h", "test/own-lm")]
+
+
+def test_a_cell_its_check_does_not_apply_to_is_skipped_with_why_and_the_oracle_has_every_law(monkeypatch, tmp_path):
+    """wei/head-tuning reads the prepended-mask law: an analytic LM calibrated on the next-token law does not
+    define it (its cell is skipped, with why), the oracle defines every law (its cell runs).  The check's
+    computation is replaced by a stub: only its ``applies`` matters here."""
+    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
+    registry._REGISTRY["wei/head-tuning"] = dataclasses.replace(get_check("wei/head-tuning"),
+                                                                run=lambda cell: [row("stub", 0)])
+    config = parse_config({**PARTS, "lms": {"oracle": True, "analytic": {"kinds": ["logit-noise"], "eps": [0.05]}},
+                           "checks": {"wei/head-tuning": {}}})
+    result = run_sweep(config, tmp_path, progress=False)
+    assert [s["cell"] for s in result["skipped"]] == ["h|logit-noise@0.05#0|wei/head-tuning"]
+    assert result["skipped"][0]["why"].startswith("needs the prepended-mask law")
+    assert keys(tmp_path) == ["h|oracle#None|wei/head-tuning"] and [r["lm"] for r in result["rows"]] == ["oracle"]
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped"] == result["skipped"]
+
+
 # ---- no cell read as another config's, nor as computed on other tokens ------------------------------
 
 def test_cells_of_another_config_are_refused_even_without_its_sweep_json(parts_check, tmp_path):
@@ -140,10 +209,11 @@ def test_a_resume_that_draws_other_held_out_tokens_is_refused(tmp_path):
     assert run_sweep(config, tmp_path, progress=False)["new_cells"] == 0  # the first run's setting resumes
 
 
-def test_an_untagged_directory_of_a_seed_beyond_2_32_is_not_resumed(tmp_path):
+@pytest.mark.parametrize("seed", [2**32, 2**32 + 7])
+def test_an_untagged_directory_of_a_seed_beyond_2_32_is_not_resumed(seed, tmp_path):
     """Before seeds ≥ 2**32 had keys of their own, such a seed drew the tokens of seed mod 2**32, and its
     directory recorded no token digest to compare: a resume would mix the two token sets."""
-    config = parse_config({**PARTS, "seed": 2**32 + 7, "checks": {"simlm/epsilon": {}}})
+    config = parse_config({**PARTS, "seed": seed, "checks": {"simlm/epsilon": {}}})
     run_sweep(config, tmp_path, progress=False)
     path = tmp_path / "worlds" / "h.json"
     path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "heldout"}))
@@ -244,7 +314,8 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("address, problem", [("", "expected a Ray cluster's address"),
                                               ("head", "expected host:port"), ("head:port", "expected host:port"),
-                                              ("ray://:10001", "expected host:port"), ("h:70000", "expected host:port")])
+                                              ("ray://:10001", "expected host:port"), ("h:70000", "expected host:port"),
+                                              ("h:65536", "expected host:port"), ("h:0", "expected host:port")])
 def test_a_malformed_ray_address_is_refused(address, problem):
     with pytest.raises(ConfigError, match=f"^address: {problem}"):
         check_ray_address(address)
@@ -255,6 +326,19 @@ def test_a_ray_address_nothing_answers_at_is_refused_at_once_not_retried_for_min
         with pytest.raises(ConfigError, match=f"^address: no Ray cluster answers at '{address}'"):
             check_ray_address(address, timeout=5)
     check_ray_address("auto")      # Ray's own word: Ray itself says at once when nothing runs here
+
+
+def test_a_ray_already_started_is_not_assumed_to_share_this_machines_files(monkeypatch):
+    """Only the local Ray that RayExecutor starts itself shares the caller's files; one already running (joined
+    by address before, perhaps a cluster's) is not assumed to, with or without an address."""
+    ray = pytest.importorskip("ray")
+
+    def init(*args, **kwargs):
+        raise AssertionError("ray.init called with Ray already started")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "init", init)
+    assert RayExecutor().shares_filesystem is False and RayExecutor("auto").shares_filesystem is False
 
 
 def test_the_command_line_refuses_an_unreachable_ray_cluster_naming_the_flag(tmp_path, capsys):
