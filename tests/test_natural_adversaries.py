@@ -85,15 +85,15 @@ CASES = [("hmm", 0, "random", "logistic"), ("hmm", 0, "random", "sign"), ("hmm",
          ("hmm", 1, "random", "logistic")]
 
 
-def _quad_adversary(C, task, eps, seed):
-    """The Quad adversary at ε, checked at B = 1: (ε_quad, its loss (a), the slack bound − τ, τ, h) with
+def _quad_adversary(C, task, eps, seed, B=1.0):
+    """The Quad adversary at ε, checked at ``B``: (ε_quad, its loss (a), the slack bound − τ, τ, h) with
     h(s, κ) = p_T(s)·max ℓ_s(z_s ± ‖v‖₂√(2κ/p_L(s))) the worst loss at context s for a Quad excess κ there
     (per context the excess moves the score by at most ‖v‖₂√(2κ/p_L(s)), Cauchy–Schwarz, either way)."""
     phi = np.asarray(np.asarray(random_embeddings(seed, 3, 4), np.float32), np.float64)
     cache = {}
-    lm = adversarial_quad_lm(C, task, eps, phi, B=1.0, B_grid=GRID, cache=cache)
+    lm = adversarial_quad_lm(C, task, eps, phi, B=B, B_grid=GRID, cache=cache)
     r = check_natural_task(C, lm, task, B_grid=GRID, B2_grid=GRID, tau_cache=cache)
-    b, i = r.bound("quad"), GRID.index(1.0)
+    b, i = r.bound("quad"), GRID.index(B)
     sol = tau(C, task, GRID, Phi=phi, norm="2", cache=cache)
     v, b0 = sol.v[i], float(sol.b[i])
     P, p_L = C.next_token_probs, C.weights / C.weights.sum()
@@ -112,8 +112,12 @@ def test_the_quad_adversary_is_the_worst_quad_lm(family, seed, kind, noise, eps)
     """The adversary's (a) at its ε_quad lies in the knapsack's bracket of the best split of ε_quad over the
     task's contexts.  (The uniform shift it replaced, one t for every context, fell below the bracket by up
     to 0.04 of the slack.)"""
+    _quad_in_bracket(family, seed, kind, noise, eps, 1.0)
+
+
+def _quad_in_bracket(family, seed, kind, noise, eps, B):
     C, task = case(family, seed, kind, noise)
-    eps_quad, loss, slack, tau0, h = _quad_adversary(C, task, eps, seed)
+    eps_quad, loss, slack, tau0, h = _quad_adversary(C, task, eps, seed, B)
     units = np.arange(N + 1) * eps_quad / N
     lower, upper = knapsack(np.array([h(s, units) for s in np.flatnonzero(task.weights > 0)]))
     assert loss <= upper + 1e-9  # nothing beats the best split
@@ -159,8 +163,12 @@ def test_the_search_adversary_is_the_worst_lm(family, seed, kind, noise, eps):
     """Over all laws with E_{p_L} KL(p* ‖ p) = ε: per context the extreme scores at budget κ (laws
     p ∝ p*/(x + max v − v), solved here by bisection on x), split by the knapsack.  The search's (a) is in
     the bracket.  (The search it replaced, ascent from the aligned tilt, was short by up to 0.05.)"""
+    _search_in_bracket(family, seed, kind, noise, eps, 1.0)
+
+
+def _search_in_bracket(family, seed, kind, noise, eps, B):
     C, task = case(family, seed, kind, noise)
-    B, cache = 1.0, {}
+    cache = {}
     laws = adversarial_laws(C, task, eps, method="search", B=B, B_grid=GRID, steps=20, cache=cache)
     b, i = check_natural_task(C, laws, task, B_grid=GRID, tau_cache=cache).bound("any-lm"), GRID.index(B)
     sol = tau(C, task, GRID, cache=cache)
@@ -188,9 +196,13 @@ def test_the_softmax_adversary_is_the_best_split_of_tilts_along_lambda(family, s
     """θ_s = θ*_s + t_s·λ (Φᵀλ = v), t_s of either sign: per context the budget δ_s(t) and the loss at the
     two t with δ_s = κ (bisection here), split by the knapsack.  The adversary is in the bracket, and above
     the uniform tilt it replaced (one |t| for every context)."""
+    _softmax_in_bracket(family, seed, kind, noise, eps, 1.0)
+
+
+def _softmax_in_bracket(family, seed, kind, noise, eps, B):
     C, task = case(family, seed, kind, noise)
     phi = np.asarray(np.asarray(random_embeddings(seed + 7, 3, 4), np.float32), np.float64)
-    B, cache = 1.0, {}
+    cache = {}
     lm = adversarial_softmax_lm(C, task, eps, phi, B=B, B_grid=GRID, cache=cache)
     b, i = check_natural_task(C, lm, task, B_grid=GRID, tau_cache=cache).bound("softmax"), GRID.index(B)
     sol = tau(C, task, GRID, Phi=phi, cache=cache)
@@ -224,7 +236,8 @@ def test_the_softmax_adversary_is_the_best_split_of_tilts_along_lambda(family, s
     lower, upper = knapsack(np.array(values))
     slack = b.bound[i] - b.tau[i]
     assert b.loss_natural[i] <= upper + 1e-9
-    assert b.loss_natural[i] >= lower - 1e-4 * slack
+    assert b.loss_natural[i] >= lower - 1e-4 * slack, ((b.loss_natural[i] - b.tau[i]) / slack,
+                                                       (lower - b.tau[i]) / slack, (upper - b.tau[i]) / slack)
     # the uniform tilt θ_s = θ*_s − t·y_s·λ/B at the same ε_Φ
     y = adv._directions(P, task, v, b0)
 
@@ -240,6 +253,24 @@ def test_the_softmax_adversary_is_the_best_split_of_tilts_along_lambda(family, s
     logits = th @ phi
     z = np.exp(logits - logsumexp(logits, -1, keepdims=True)) @ v + b0
     assert b.loss_natural[i] >= np.sum(task.weights * loss1(z, task.label_probs)) - 1e-12
+
+
+@pytest.mark.parametrize("bracket, family, seed, kind, noise, eps, B", [
+    ("search", "loglinear", 2, "random", "logistic", 0.3, 4.0),
+    ("search", "loglinear", 1, "random", "sign", 0.03, 4.0),
+    ("softmax", "hmm", 1, "indicative", "logistic", 0.03, 4.0),
+    ("softmax", "hmm", 0, "indicative", "logistic", 1e-3, 4.0),
+    ("softmax", "hmm", 2, "indicative", "sign", 1e-3, 0.25),
+    ("quad", "loglinear", 0, "indicative", "logistic", 0.3, 4.0)])
+def test_the_adversaries_are_the_best_split_where_the_lagrangian_has_a_duality_gap(bracket, family, seed, kind,
+                                                                                  noise, eps, B):
+    """At B = 4 the worst loss per context is far from concave in its budget, and the Lagrangian split alone
+    used 0.129, 0.081, 0.0788, 0.00251 and 0.0846 of the slack where the knapsack's bracket starts at 0.171,
+    0.082, 0.0790, 0.00270 and 0.0864 (rows 1–4 and 6); the split is now the better of it and a knapsack over
+    budget units.  Row 5: a knapsack split that gains more before the common scale to ε and less after it
+    (it was chosen, and fell below the uniform tilt); splits are compared after that scale."""
+    bracket = {"search": _search_in_bracket, "softmax": _softmax_in_bracket, "quad": _quad_in_bracket}[bracket]
+    bracket(family, seed, kind, noise, eps, B)
 
 
 @pytest.mark.parametrize("world", ["dense", "zeros"])
