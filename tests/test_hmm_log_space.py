@@ -106,6 +106,22 @@ def test_a_state_whose_start_share_is_flushed_comes_back_in_the_next_token_law(n
     assert np.all(law[:, 1] > 0.999), law  # the slot of prior 1e-30 is certain after 1 ×9
 
 
+def test_a_state_whose_predicted_share_is_flushed_comes_back_in_the_next_token_law_when_k_below_v():
+    """K = 2 < V = 3 (the loop that stores p_t and multiplies by B after it): 60 zeros put state 1's share
+    at (0.1/0.89)⁶⁰ ≈ 1e-57, below float32, and 99 ones then favour it by 8.9⁹⁹.  The floor check must read
+    p_t's own shares: A = I, so p(h_t = 1 | x_<t) = σ((n₁ − n₀)·log 8.9) with n₀, n₁ the zeros and ones
+    before t, and the law at t = 159 is ≈ B[1] = [0.1, 0.89, 0.01], not B[0]."""
+    B = np.array([[0.89, 0.1, 0.01], [0.1, 0.89, 0.01]])
+    x = np.array([[0] * 60 + [1] * 100])
+    t = np.arange(160)
+    n0, n1 = np.minimum(t, 60), np.maximum(t - 60, 0)
+    p1 = 1 / (1 + np.exp(-(n1 - n0) * np.log(8.9)))
+    expected = np.stack([1 - p1, p1], axis=1) @ B
+    law = np.asarray(HMM([0.5, 0.5], np.eye(2), B).next_token_probs(x))[0]
+    np.testing.assert_allclose(law, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(law[159], [0.1, 0.89, 0.01], rtol=1e-5)
+
+
 def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
     """Every entry of A positive: the smallest share the scan reads stays far above the floor."""
     hmm = HMM.random(0, 6, 5)
@@ -171,6 +187,18 @@ def test_a_prompt_that_buries_a_state_the_input_then_favours_keeps_it():
     np.testing.assert_allclose(np.asarray(dense.prompted_state_posterior(x, U)), [0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(np.asarray(dense.prompted_masked_token_probs(x, U))[[0, 70, 139]],
                                [[0.1, 0.9]] * 3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method, law", [("prompted_state_posterior", [0.0, 1.0]),
+                                         ("prompted_prepended_mask_probs", [0.5, 0.5])])
+def test_a_prompt_law_below_the_float_range_on_the_only_state_the_input_allows_is_recomputed(method, law):
+    """The prompt puts state 1 at 10⁻⁵⁰ (0 in float32) and x = (1, 1, 0) only state 1 can emit (A = I,
+    B[0, 1] = 0): exactly P(H_0 | z, x) ∝ (1·0, 10⁻⁵⁰·0.5³) = e_1 and the masked law is B[1] = (0.5, 0.5).
+    Only the prompt law's own least share sees the flush; without it x was called impossible."""
+    hmm = HMM([0.5, 0.5], np.eye(2), [[1.0, 0.0], [0.5, 0.5]])
+    U = [[1.0, 1e-25], [1.0, 1e-25]]
+    x = np.array([1, 1, 0])
+    np.testing.assert_allclose(np.asarray(getattr(hmm, method)(x, U)), law, rtol=1e-5, atol=1e-6)
 
 
 def test_the_masked_prompted_filter_counts_the_prompt_laws_flushed_shares_as_lost():

@@ -168,3 +168,15 @@ def test_contradicting_past_and_future_in_an_ordinary_world_need_no_log_space_re
     for name in ("smoothed_posterior", "masked_state_posterior", "masked_token_probs"):
         _, low = jax.jit(functools.partial(getattr(core, name), parallel=core.CHECKED))(*hmm.chain, x)
         assert float(low) >= floor, name
+
+
+@pytest.mark.parametrize("method, row", [("state_posterior", [0.0, 1.0, 0.0]), ("masked_token_probs", [0.1, 0.1, 0.8])])
+def test_contradicting_past_and_future_whose_products_underflow_keep_the_only_possible_state(method, row):
+    """A = I and only state 1 emits both tokens (state 0 never emits 1, state 2 never 0): given x = 25 zeros
+    then 25 ones, and given x with any one token masked, h = 1 surely, so every posterior row is e_1 and
+    every masked law is B[1].  At t = 24 the float32 α ∝ [1, 9⁻²⁵, 0] and β ∝ [0, 9⁻²⁵, 1]: every product
+    α(h)β(h) is below the float range, the row total is 0, and the least row total must send it to log space
+    (a check on the largest row total saw nothing and answered zeros)."""
+    hmm = HMM([1 / 3] * 3, np.eye(3), [[0.9, 0.0, 0.1], [0.1, 0.1, 0.8], [0.0, 0.9, 0.1]])
+    x = np.array([[0] * 25 + [1] * 25])
+    np.testing.assert_allclose(np.asarray(getattr(hmm, method)(x))[0], np.tile(row, (50, 1)), rtol=1e-5, atol=1e-6)

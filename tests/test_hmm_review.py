@@ -166,6 +166,17 @@ def test_normalised_worlds_keep_their_T_buckets():
     assert not buckets.rows_sum_to_one(np.array([[0.9999, 0.0], [0.0, 1.0]], np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_sum_to_one_within_4_ulps_of_one_and_not_beyond(dtype):
+    """The documented tolerance: a row whose stored values sum (in float64) to 1 ± k·eps of its dtype is one
+    for k ≤ 4 and not for k ≥ 5.  Row 0 is [0.5, 0.5 + k·eps], exact in the dtype (its ulp at 0.5 is eps/2)."""
+    eps = np.finfo(dtype).eps
+    for k, within in ((4, True), (-4, True), (3, True), (5, False), (-5, False), (8, False)):
+        a = np.array([[0.5, 0.5 + k * eps], [0.0, 1.0]], dtype)
+        assert a.astype(np.float64)[0].sum() == 1.0 + k * np.float64(eps), k  # stored exactly k ulps off 1
+        assert buckets.rows_sum_to_one(a) is within, k
+
+
 # ---- the sparse family's support -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("concentration", [0.05, 0.01, 1e-3])
