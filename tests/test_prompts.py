@@ -11,9 +11,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import bruteforce as bf
+import simlm.downstream.prompts as prompts_module
 from simlm.downstream import PosteriorTask, fit_linear_head, sample_task_data, task_features
+from simlm.downstream.prompt_fit import check_masked_transformer_tokens
 from simlm.downstream.prompts import fit_exact_prompt, fit_transformer_prompt
-from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
+from simlm.errors import ConfigError, ShapeError, TokenError, TrainingDivergedError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer
 from simlm.strategies import hmms, token_sequences
 from simlm.worlds import HMM, MemoryHMM
@@ -233,3 +235,78 @@ def test_seeds_beyond_2_32_start_their_own_prompts(masked_transformer):
     assert np.array_equal(fit(7), fit(7))
     with pytest.raises(ConfigError, match="^seed"):
         fit(2**63)
+
+
+# ---- the transformer fit: positions, divergence, minibatches, initial scales ----------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-state HMM's 16 sequences of length 4, alternating labels, and a masked LM of max_len 6 (7 positions)."""
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]])
+    cfg = TransformerConfig(n_symbols=2, d_model=8, n_layers=1, n_heads=2, max_len=6, causal=False)
+    return TransformerLM(init_transformer(cfg, 0)), np.asarray(w.sample(0, 16, 4)), np.arange(16) % 2
+
+
+def test_a_prefix_mask_and_input_filling_every_position_are_taken(tiny):
+    """k + MASK + T = n_positions (1 + 1 + 5 = 7) fits the model; one token more does not."""
+    lm, _, _ = tiny
+    assert lm.config.n_positions == 7
+    assert check_masked_transformer_tokens(lm, np.zeros((2, 5), np.int32), 1).shape == (2, 5)
+    with pytest.raises(TokenError, match="^tokens: prefix k = 1 \\+ MASK \\+ 6 tokens exceeds the model's 7"):
+        check_masked_transformer_tokens(lm, np.zeros((2, 6), np.int32), 1)
+
+
+def test_a_transformer_prompt_fit_that_overshoots_is_refused_naming_lr(tiny):
+    """lr 30: the training loss goes from 0.68 at the start to 2.95 at the returned parameters, above the
+    start by more than max(1 nat, the start).  Its last step's loss (before the last update) is itself far
+    above the start; checked against that instead, the fit came back as a success."""
+    lm, x, y = tiny
+    with pytest.raises(TrainingDivergedError, match="^lr: the transformer prompt fit diverged: it ended at training"):
+        fit_transformer_prompt(lm, x, y, steps=20, lr=30)
+
+
+def test_a_minibatch_transformer_fits_head_carries_the_starting_prompts_statistics(tiny):
+    """A minibatch fit standardises by the statistics of every training sequence at the starting prompt and
+    returns the head with them (prompt_fit's docstring).  The starting prompt is the seed's: a full-batch fit
+    at lr 1e-9 returns it to ~2e-8 (each Adam step moves an entry by about lr).  The prompt moves in 20
+    steps at lr 0.5, so the final prompt's statistics differ (by 6e-5 here; the head carried those)."""
+    lm, x, y = tiny
+    fit = fit_transformer_prompt(lm, x, y, steps=20, lr=0.5, batch_size=4)
+    start = fit_transformer_prompt(lm, x, y, steps=20, lr=1e-9)
+    F0 = np.asarray(start.features(lm, x), np.float64)
+    np.testing.assert_allclose(fit.head.mean, F0.mean(0), atol=1e-6)
+    np.testing.assert_allclose(fit.head.scale, F0.std(0), rtol=1e-4)
+    moved = np.asarray(fit.features(lm, x), np.float64).mean(0)
+    assert np.abs(moved - F0.mean(0)).max() > 2e-5
+
+
+class _Drawn(Exception):
+    """Stops a fit once it has drawn its minibatches."""
+
+
+def test_transformer_prompt_fit_draws_minibatches_of_batch_size(tiny, monkeypatch):
+    """Each step reads ``batch_size`` of the n sequences, or every sequence when there are fewer."""
+    lm, x, y = tiny
+    drawn = []
+
+    def recording(key, n, batch_size, steps):
+        drawn.append((n, batch_size, steps))
+        raise _Drawn
+
+    monkeypatch.setattr(prompts_module, "minibatch_indices", recording)
+    for batch_size, n in [(4, 16), (8, 12), (64, 16)]:
+        with pytest.raises(_Drawn):
+            fit_transformer_prompt(lm, x[:n], y[:n], steps=5, batch_size=batch_size)
+        assert drawn[-1] == (n, min(batch_size, n), 5)
+
+
+def test_a_transformer_prompt_starts_at_its_documented_scales(masked_transformer):
+    """prefix ~ N(0, 0.02²) (7 × 16 entries) and head W ~ N(0, 0.1²) (8 × 32 entries): a 1-step fit at
+    lr 1e-9 returns its start to ~1e-9.  Sample std within 25% of 0.02 (3.7 of its standard errors, ~6.7%)
+    and 20% of 0.1 (4.5 of ~4.4%); the means within 5 standard errors of 0."""
+    x = np.zeros((8, 1), np.int32)
+    result = fit_transformer_prompt(masked_transformer, x, np.arange(8) % 2, k=7, n_classes=32, steps=1, lr=1e-9)
+    prefix, W = result.prefix.astype(np.float64), result.head.weight.astype(np.float64)
+    assert prefix.shape == (7, 16) and W.shape == (8, 32)
+    assert prefix.std() == pytest.approx(0.02, rel=0.25) and abs(prefix.mean()) < 5 * 0.02 / np.sqrt(112)
+    assert W.std() == pytest.approx(0.1, rel=0.2) and abs(W.mean()) < 5 * 0.1 / np.sqrt(256)
