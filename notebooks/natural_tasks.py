@@ -64,7 +64,7 @@ assert rows.holds.dropna().all()
 # A proven bound evaluated exactly always holds; what it says is how close an LM at the same ε can come.
 # `adversarial_laws` tilts the task's contexts against the τ-optimal classifier (`"aligned"`, one tilt for
 # every context) or builds the worst law for it at exactly that ε (`"search"`: per context the laws
-# p ∝ p*/(ν − v) that move the score most, the budget split across contexts by a Lagrangian). From the task's critical ε = γc²/2 on, c = −τ′(0), the
+# p ∝ p*/(ν − v) that move the score most, the budget split across contexts by a Lagrangian, or by a knapsack over budget units where the Lagrangian's duality gap is open). From the task's critical ε = γc²/2 on, c = −τ′(0), the
 # bound is ≥ log 2 at every B (`trivial_best`): the all-zero classifier scores log 2, so (b), the best
 # classifier in the ball, cannot violate it. (a), the τ-optimal classifier transferred unchanged, still can:
 # an LM that puts each context's mass on one word drives its loss up to `loss_ceiling`, far above log 2 at
