@@ -43,6 +43,15 @@ def test_an_input_only_the_prompt_makes_possible_gets_its_prompted_posterior():
         w.prompted_state_posterior(np.array([[1]]), U)  # possible without the prompt, impossible after it
 
 
+@pytest.mark.parametrize("method", ["prompted_state_posterior", "prompted_prepended_mask_probs",
+                                    "prompted_masked_token_probs"])
+def test_a_prompt_of_probability_zero_is_refused_naming_the_prompt(method):
+    """The cycle starts in state 0, which emits 0 surely; U = (0, 1) asks state 0 for likelihood 0, so P(z) = 0
+    and no x has a law after it.  The error names the prompt (it named token 0 of x, which any x would do)."""
+    with pytest.raises(ConfigError, match="^prompt U: the prompt has probability zero under this world"):
+        getattr(_cycle(), method)(np.array([[0, 1]]), [[0.0, 1.0]])
+
+
 def test_the_prompted_posteriors_log_probs_are_those_of_the_prompted_chain():
     """log p(x_t | z, x_<t) with position 0 marginalised, = the prompted masked filter's, which starts at
     x_1: for the noisy cycle (state 0 emits 0 w.p. 0.9) and U = (1, 1), x = (0, 1, 0) has log-probs

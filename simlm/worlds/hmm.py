@@ -122,9 +122,7 @@ class ChainInference:
         u = self._prompt(prompt)
         r = prompting.prompt_reweighting(initial, transition, u)
         if not np.asarray(r).max() > 0:
-            if not np.asarray(prompting.prompt_prior(initial, transition, u)).max() > 0:
-                raise ConfigError(f"{_PROMPT}: the prompt has probability zero under this world (its likelihoods "
-                                  "vanish on every path of the chain), so it reweights nothing")
+            self._require_possible_prompt(u, "it reweights nothing")
             raise ConfigError(f"{_PROMPT}: its law P(H | z) vanishes (to float precision) on every state the "
                               "unprompted position 0 can take (π > 0), so no reweighting r of P(H_0 | x) gives "
                               "the prompted posterior (prompted_state_posterior has it directly)")
@@ -133,7 +131,9 @@ class ChainInference:
     def prompted_state_posterior(self, tokens, prompt) -> jax.Array:
         """P(H_0 | z_1:k, x_1:T) ``(n, K)`` at a masked position 0 between the prompt ``prompt (k, K)`` and
         x.  Raises :class:`ZeroProbabilityError` for a sequence of probability zero after the prompt (read in
-        the prompted chain, so x impossible without the prompt but possible with it is answered)."""
+        the prompted chain, so x impossible without the prompt but possible with it is answered), and
+        :class:`ConfigError` naming the prompt when the prompt itself has probability zero (as every prompted
+        law does)."""
         return self._prompted(prompted_state_posterior, tokens, prompt)
 
     def prompted_prepended_mask_probs(self, tokens, prompt) -> jax.Array:
@@ -144,6 +144,14 @@ class ChainInference:
         """P(x_t = · | z, x_−t) at every position of x_1:T placed right after the prompt, ``(n, T, V)``."""
         return self._prompted(prompted_masked_token_probs, tokens, prompt)
 
+    def _require_possible_prompt(self, u, consequence: str = "no law after it is defined, whatever the tokens"):
+        """:class:`ConfigError` naming the prompt when the prompt likelihoods ``u (k, K)`` vanish on every
+        path of the chain (P(z) = 0), and what follows (``consequence``)."""
+        initial, transition, _ = self._chain
+        if not np.asarray(prompting.prompt_prior(initial, transition, u)).max() > 0:
+            raise ConfigError(f"{_PROMPT}: the prompt has probability zero under this world (its likelihoods "
+                              f"vanish on every path of the chain), so {consequence}")
+
     def _prompt(self, prompt) -> jax.Array:
         initial = self._chain[0]
         return jnp.asarray(prompting.prompt_rows(prompt, initial.shape[0], initial.dtype, name=_PROMPT))
@@ -152,6 +160,8 @@ class ChainInference:
         u = self._prompt(prompt)
         toks, single = self._tokens(tokens, "masked_token_probs")  # the prompted laws build as much
         out, steps = fn(*self._chain, u, jax.device_put(toks))  # steps: log p(x_t | z, x_<t), prompted chain
+        if not np.isfinite(np.asarray(steps)).all():
+            self._require_possible_prompt(u)
         self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
                                             "started at the prompt's law, cannot produce it)")
         dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
