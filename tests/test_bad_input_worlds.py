@@ -15,6 +15,7 @@ from simlm import HMM, LogLinearWorld, MemoryHMM
 from simlm.cli import main as simlm_main
 from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError, TokenError
 from simlm.worlds import enumerate_contexts
+from simlm.worlds.base import MAX_ARRAY_ELEMENTS, check_request
 from simlm.worlds.families import permutation_mixture
 from simlm.worlds.loglinear import max_logit
 
@@ -363,3 +364,35 @@ def test_tiny_temperatures_give_one_hot_rows_not_nan(temp, K, V):
     for rows in (initial, transition, emission):
         assert np.all(np.isfinite(rows)) and np.allclose(rows.sum(-1), 1)
 
+
+class _DynamaxLikeTwoDims:  # dynamax layout with emission_dim = 2: emissions.probs of shape (K, 2, V)
+    class initial:
+        probs = np.array(PI)
+
+    class transitions:
+        transition_matrix = np.array(A)
+
+    class emissions:
+        probs = np.full((2, 2, 2), 0.5)
+
+
+def test_from_dynamax_refuses_emission_dim_above_one():
+    """from_dynamax takes CategoricalHMM parameters with emission_dim = 1, probs of shape (K, 1, V): a second
+    emission dimension is refused, not silently dropped."""
+    with pytest.raises(ShapeError, match=r"expected emission probs of shape \(K, 1, V\), got \(2, 2, 2\)"):
+        HMM.from_dynamax(_DynamaxLikeTwoDims)
+
+
+def test_float64_without_x64_raises_config_error():
+    """float64 only with jax_enable_x64: without it JAX would store the parameters as float32 silently."""
+    with jax.enable_x64(False):
+        with pytest.raises(ConfigError, match="dtype: float64 needs 64-bit JAX"):
+            HMM([0.5, 0.5], np.eye(2), np.eye(2), dtype=np.float64)
+
+
+def test_check_request_refuses_an_array_over_the_element_limit():
+    """One array above MAX_ARRAY_ELEMENTS = 2**31 − 1 elements is refused by the limit itself, even when its
+    bytes (2 GiB here) would fit in memory."""
+    assert MAX_ARRAY_ELEMENTS == 2**31 - 1
+    with pytest.raises(ConfigError, match=r"over the limit of 2\*\*31"):
+        check_request("x", [(2**31, 1)], "t")

@@ -82,3 +82,18 @@ def test_invalid_options_raise_typed_errors(call, error, words):
 def test_ragged_or_non_numeric_parameters_raise_distribution_error(bad):
     with pytest.raises(DistributionError, match="transition: expected a numeric array"):
         HMM(PI, bad, B)
+
+
+def test_a_two_dimensional_initial_raises_shape_error_naming_initial():
+    """``initial`` is a law over the K states, shape (K,): a (2, 2) matrix is refused even when transition
+    and emission would fit its first axis."""
+    with pytest.raises(ShapeError, match=r"initial: expected shape \(K,\), got \(2, 2\)"):
+        HMM(np.eye(2), np.eye(2), [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_an_impossible_sequence_is_named_by_its_first_impossible_position():
+    """State 0 then state 1 forever, both emitting token 0 only: token 1 at position 1 is the first impossible
+    token (position 2 follows an impossible prefix)."""
+    hmm = HMM([1.0, 0.0], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ZeroProbabilityError, match="token 1 at position 1 is impossible"):
+        hmm.next_token_probs([0, 1, 1, 0])

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given
 
 import bruteforce as bf
+from simlm import HMM
 from simlm.strategies import hmms, worlds_with_tokens
 
 # Few distinct shapes: each new (K, V, T) is an XLA compile; the parameter values are what vary.
@@ -114,3 +115,10 @@ def test_single_sequence_input_drops_the_batch_axis(case):
     hmm, x = case
     np.testing.assert_allclose(hmm.next_token_probs(x[0]), np.asarray(hmm.next_token_probs(x))[0], rtol=1e-6)
     assert np.shape(hmm.log_likelihood(x[0])) == ()
+
+
+def test_next_token_logprobs_are_minus_inf_exactly_where_the_law_is_zero():
+    """log p*(x_1 = ·) of a chain starting in state 0, which emits token 0 surely: [0, −inf, −inf] — the log of
+    a zero probability is −inf, not a large negative number."""
+    hmm = HMM([1.0, 0.0], [[0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    np.testing.assert_array_equal(np.asarray(hmm.next_token_logprobs([0, 1, 2]))[0], [0.0, -np.inf, -np.inf])

@@ -17,6 +17,7 @@ from simlm.errors import ConfigError, DistributionError, TokenError, ZeroProbabi
 from simlm.strategies import probability_vectors
 from simlm.worlds import HMM, MemoryHMM, buckets
 from simlm.worlds import hmm_core as core
+from simlm.worlds.base import rows_within_rounding
 from simlm.worlds.families import dirichlet, ginc, permutation_mixture, random_parameters, sparse, tempered
 from test_hmm_parallel import _assert_same, chains_and_tokens
 
@@ -463,3 +464,39 @@ def test_ginc_draws_are_pinned():
                                           0.04898372226134619], rtol=1e-12)
     np.testing.assert_allclose(A[0, :4], [0.0, 0.95, 0.0, 0.05], rtol=1e-12, atol=1e-15)
     assert HMM.random(11, 8, 5, family="ginc").fingerprint() == "95048ea575e498fe"
+
+
+# ---- stored rows: subnormals flushed, rows within rounding kept, the rounding bound ---------------------
+
+def test_entries_below_the_smallest_normal_are_stored_as_zero():
+    """1e-38 < float32's smallest normal (1.18e-38): XLA flushes it to 0 on the device, so it is stored as 0
+    and the host copy reads the chain the device computes with (token 1 is impossible)."""
+    hmm = HMM([1.0], [[1.0]], [[1 - 1e-38, 1e-38]])
+    np.testing.assert_array_equal(np.asarray(hmm.emission), np.array([[1.0, 0.0]], np.float32))
+    assert float(hmm.log_likelihood([1])) == -np.inf
+
+
+def test_rows_within_rounding_are_stored_bit_for_bit_beside_a_renormalised_row():
+    """A float32 row within float32 rounding of 1 keeps its bits, alone and when another row of the same
+    matrix (accepted off 1 by 4e-4 with atol = 1e-3) is renormalised."""
+    row = np.array([0.029496507719159126, 0.08368902653455734, 0.6127887964248657, 0.08643973618745804,
+                    0.1875859647989273], np.float32)
+    off = np.array([0.2, 0.2, 0.2, 0.2, 0.2004], np.float32)
+    assert rows_within_rounding(np.stack([row, off]), np.float32).tolist() == [True, False]
+    alone = np.asarray(HMM([1.0], [[1.0]], [row]).emission)[0]
+    np.testing.assert_array_equal(alone.view(np.uint32), row.view(np.uint32))
+    hmm = HMM([1.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], np.stack([row, off]), atol=1e-3)
+    emission = np.asarray(hmm.emission)
+    np.testing.assert_array_equal(emission[0].view(np.uint32), row.view(np.uint32))
+    np.testing.assert_allclose(emission[1], off / off.astype(np.float64).sum(), rtol=1e-7)
+
+
+def test_rows_within_rounding_bound_is_half_an_eps_plus_n_float64_ulps():
+    """|Σ − 1| ≤ eps(dtype)/2 + n·2⁻⁵¹: for float32 and n = 2, 2⁻²⁴ + 2⁻⁵⁰ is within, 2⁻²⁴ + 2⁻⁴⁹ is not, and
+    the float32 row [0.5, 0.5 + 2⁻²³] (off by a whole eps) is renormalised when stored."""
+    assert rows_within_rounding(np.array([0.5, 0.5 + 2.0**-24 + 2.0**-50]), np.float32)
+    assert not rows_within_rounding(np.array([0.5, 0.5 + 2.0**-24 + 2.0**-49]), np.float32)
+    row = np.array([0.5, 0.5000001], np.float32)
+    assert row[1] == 0.5 + 2.0**-23 and not rows_within_rounding(row, np.float32)
+    hmm = HMM([1.0], [[1.0]], [row])
+    np.testing.assert_array_equal(np.asarray(hmm.emission)[0], np.array([0.49999994, 0.50000006], np.float32))
