@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import brentq
 from scipy.special import expit, logsumexp
 
@@ -321,8 +322,10 @@ def _knapsack(evaluate, T, K, H0, w, eps):
     at = np.maximum.accumulate(np.where(value > np.concatenate([np.full((S, 1), -np.inf), best[:, :-1]], 1), k, 0), 1)
     value = best
     total, choice = np.zeros(N + 1), np.zeros((S, N + 1), np.int64)
-    for s in range(S):
-        M = np.where(k[None, :] <= k[:, None], total[np.clip(k[:, None] - k[None, :], 0, N)] + value[s][None, :], -np.inf)
+    padded = np.full(2 * N + 1, -np.inf)
+    for s in range(S):  # total'[k] = max_{j ≤ k} total[k − j] + value[s, j]; M[k, j] = padded[N + k − j]
+        padded[N:] = total
+        M = sliding_window_view(padded, N + 1)[:, ::-1] + value[s]
         choice[s] = np.argmax(M, 1)
         total = M[k, choice[s]]
     left, units = N, np.zeros(S, np.int64)
