@@ -182,8 +182,8 @@ def _allocate(evaluate, t_lo, t_hi, w, eps, what):
     golden section between the grid neighbours) and μ is bisected so that the budget spent is just below
     ε (the caller scales the t's to ε exactly).  A split that maximises the Lagrangian and spends ε is
     optimal; H need not be concave in κ, and where the dual at μ, Σ_s max(H − μ·w_s·K) + μ·ε, is above
-    the split's gain by more than :data:`_DUALITY_RTOL` of it, the better of this split and
-    :func:`_knapsack`'s is returned."""
+    the split's gain (after the common scale to ε) by more than :data:`_DUALITY_RTOL` of it, the better of
+    this split and :func:`_knapsack`'s is returned."""
     S, C = t_hi.shape
     log_lo, log_hi = np.log(t_lo), np.log(t_hi)
     n = int(min(max(_GRID, 12 * np.max(log_hi - log_lo)), 4 * _GRID))  # ≥ ~5 points per factor e
@@ -243,12 +243,12 @@ def _allocate(evaluate, t_lo, t_hi, w, eps, what):
         better = np.maximum(f1, f2) >= g2[rows, j] - mu * w * k2[rows, j]
         t = np.where(moved & better, np.exp(best), t)
     t = np.where(moved, t, 0.0)
-    gained = _gain(evaluate, H, t, curve)[0]
+    gained = _gain_at(evaluate, H, t, curve, w, eps)
     ceiling = float(np.sum(np.max(g2 - mu * w[:, None] * k2, 1))) + mu * eps  # the Lagrangian dual at μ
     if ceiling - gained <= _DUALITY_RTOL * abs(gained):
         return t, curve
     t_k, curve_k = _knapsack(evaluate, T, K, H[:, :, 0], w, eps)
-    if _gain_at(evaluate, H, t_k, curve_k, w, eps) > _gain_at(evaluate, H, t, curve, w, eps):
+    if _gain_at(evaluate, H, t_k, curve_k, w, eps) > gained:
         return t_k, curve_k
     return t, curve
 
