@@ -65,7 +65,7 @@ _KAPPA_LO = 1e-10
 #: budget units of the knapsack in :func:`_allocate` (the split it finds spends whole units of ε/N).
 _UNITS = 400
 #: :func:`_allocate` keeps the Lagrangian split, without the knapsack, where the dual at its price μ is
-#: within this share of the split's gain.
+#: within this share of the split's gain at ε.
 _DUALITY_RTOL = 1e-5
 #: largest spread of logits t·ptp(v) along a softmax curve: beyond it the laws underflow float64.
 _LOGIT_SPAN = 600.0
