@@ -38,7 +38,16 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     # the rung's checkpoint was read, not the final model
     assert rung["epsilon"] == pytest.approx(float(hpt.exact_masked_epsilon(hmm, result.lm(2.0), held)[0]), rel=1e-6)
     assert rung["epsilon"] != pytest.approx(final["epsilon"], rel=1e-3)
+    # the readout ε is the exact KL at the law the head reads on the held-out (test) inputs, not the training ones
+    _, _, x_head, _ = hpt._inputs(4, 1, study)
+    test_x = x_head[study.protocol.n_train:]
+    assert final["epsilon_readout"] == pytest.approx(
+        float(hpt.exact_prepended_epsilon(hmm, result.final_lms[0], test_x)[0]), rel=1e-6)
+    assert rung["epsilon_readout"] == pytest.approx(
+        float(hpt.exact_prepended_epsilon(hmm, result.lm(2.0), test_x)[0]), rel=1e-6)
     rows = [r for r in rows if "read_at" not in r]
+    # only the rungs the model reached are listed: ε ≤ 0.01 was never reached in 4 steps
+    assert all(r["rungs"] == [2.0] for r in rows if r["features"] == "trained")
     tokens = {r["method"]: r["tokens"] for r in rows}
     assert tokens["head"] == tokens["oracle-head"] == 19 and tokens["prompt-12"] == tokens["head-7"] == 19 - 12
     assert tokens["prompt-1"] == 18  # [p][MASK] x_1:18: the same 20 positions as [MASK] x_1:19
@@ -163,3 +172,45 @@ def test_the_summary_skips_a_world_without_margin_whether_nan_or_stored_as_null(
     for missing in (float("nan"), None):
         (s,) = hpt.summary([{**row, "accuracy_with_margin": 1.0}, {**row, "accuracy_with_margin": missing}])
         assert s["n"] == 2 and s["accuracy_with_margin"] == 1.0
+
+
+def test_the_summary_gives_the_sample_sd_over_worlds_and_the_mean_majority_in_increasing_size():
+    row = {"method": "head", "accuracy_with_margin": 1.0, "epsilon": 0.1}
+    records = [{**row, "n_states": 12, "accuracy": 0.6, "majority": 0.5},
+               *[{**row, "n_states": 4, "accuracy": a, "majority": m} for a, m in ((0.5, 0.5), (0.7, 0.7), (0.9, 0.6))]]
+    rows = hpt.summary(records)
+    assert [r["n_states"] for r in rows] == [4, 12]  # one row per |H|, smallest first
+    small = rows[0]
+    # sd over worlds with Bessel's correction: sqrt(((-0.2)² + 0² + 0.2²) / (3 − 1)) = 0.2
+    assert small["n"] == 3 and small["accuracy"] == pytest.approx(0.7) and small["accuracy_sd"] == pytest.approx(0.2)
+    assert small["majority"] == pytest.approx(0.6)  # the mean majority over worlds, (0.5 + 0.7 + 0.6) / 3
+    assert "| head | 0.700 ± 0.200 | 0.600 ± 0.000 |" in hpt.markdown(rows).splitlines()
+
+
+def test_the_markdown_epsilon_and_majority_rows_read_the_head_method_only():
+    head = {"method": "head", "n_states": 4, "accuracy": 0.7, "accuracy_with_margin": 1.0, "majority": 0.5,
+            "epsilon": 0.1}
+    rows = hpt.summary([head, {**head, "method": "probe", "epsilon": 0.3, "majority": 0.9}])
+    lines = hpt.markdown(rows).splitlines()
+    assert "| trained ε (mean) | 0.100 |" in lines and "| majority | 0.500 |" in lines
+
+
+def test_the_authors_probe_reshuffles_its_batches_every_epoch(monkeypatch):
+    seen = []
+
+    def spy(f, y, batches, *args, **kwargs):
+        seen.append(np.asarray(batches))
+        return probe_fn(f, y, batches, *args, **kwargs)
+
+    probe_fn = hpt._probe
+    monkeypatch.setattr(hpt, "_probe", spy)
+    rng = np.random.default_rng(1)
+    f = rng.dirichlet(np.ones(5), size=200)
+    hpt.fit_probe(f, (f[:, 0] > f[:, 1]).astype(int), epochs=3, batch_size=32)
+    (batches,) = seen
+    epochs = batches.reshape(3, 6 * 32)  # ⌊200/32⌋ = 6 full batches an epoch, the 8 left over dropped
+    for e in epochs:
+        assert len(set(e.tolist())) == e.size  # each epoch draws every sequence at most once
+    # a fresh order every epoch, not one order repeated, and not the data's own order
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    assert not np.array_equal(epochs[0], np.arange(6 * 32))
