@@ -12,6 +12,7 @@ from simlm.errors import ConfigError, TokenError
 from simlm.experiments import head_prompt_protocol as hpp
 from simlm.experiments import head_prompt_trained as hpt
 from simlm.models import MaskedTransformerLM, init_transformer
+from simlm.worlds import HMM
 
 #: a tiny version of the authors' protocol: 24-token labels, [MASK] x_1:19 for the head and k = 12
 #: prompt vectors before [MASK] x_1:7.
@@ -26,6 +27,7 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     # read_at: the trained forms read again at the ε ≤ 2 rung (reached at the start) and at ε ≤ 0.01 (never
     # reached in 4 steps: no records)
     study = dataclasses.replace(TINY, targets=(2.0, 0.01), read_at=(2.0, 0.01))
+    fits, laws = _spy_on_the_heads(monkeypatch)
     rows = hpt.run(study, tmp_path)
     methods = [r["method"] for r in rows]
     trained = ["head", "probe", "head-7", "hidden-head", "prompt-12", "prompt-1"]
@@ -45,6 +47,23 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
         float(hpt.exact_prepended_epsilon(hmm, result.final_lms[0], test_x)[0]), rel=1e-6)
     assert rung["epsilon_readout"] == pytest.approx(
         float(hpt.exact_prepended_epsilon(hmm, result.lm(2.0), test_x)[0]), rel=1e-6)
+    # each head form is fitted on the law it names — probabilities, not log-probabilities — with the
+    # study's probe settings (the tiny world scores every form alike, so the accuracies cannot tell)
+    tr = slice(0, study.protocol.n_train)
+    assert laws == [19, 7]  # the oracle's laws after x_1:19 (head, probe) and x_1:7 (head-7)
+    exact = np.asarray(hmm.prepended_mask_probs(x_head[tr]), np.float64)
+    exact7 = np.asarray(hmm.prepended_mask_probs(x_head[tr, :7]), np.float64)
+    expected = [exact, exact, exact7]
+    for lm in (result.final_lms[0], result.lm(2.0)):
+        trained = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head[tr]), np.float64))
+        trained7 = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head[tr, :7]), np.float64))
+        assert np.abs(trained - trained7).max() > 1e-5  # far above the tolerance below
+        expected += [trained, trained, trained7, np.asarray(lm.prepended_mask_features(x_head[tr]), np.float64)]
+    assert [name for name, _, _ in fits] == ["head", "probe", "head"] + ["head", "probe", "head", "head"] * 2
+    for (name, f, kwargs), want in zip(fits, expected, strict=True):
+        np.testing.assert_allclose(f, want, rtol=1e-5, atol=1e-9)
+        if name == "probe":
+            assert kwargs == {"epochs": study.probe_epochs, "batch_size": study.probe_batch, "lr": study.probe_lr}
     rows = [r for r in rows if "read_at" not in r]
     # only the rungs the model reached are listed: ε ≤ 0.01 was never reached in 4 steps
     assert all(r["rungs"] == [2.0] for r in rows if r["features"] == "trained")
@@ -68,6 +87,28 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     # reached and its ε are one quantity: the final evaluation's ε is the final record's
     rows_log = [json.loads(line) for line in (tmp_path / "work" / "H4_w1" / "metrics.jsonl").read_text().splitlines()]
     assert rows_log[-1]["step"] == 4 and rows_log[-1]["epsilon"] == pytest.approx(final["epsilon"], rel=1e-5)
+
+
+def _spy_on_the_heads(monkeypatch):
+    """Record every head fit (its name, features and options) and the length of every sequence the world's
+    exact law at the prepended MASK is read after."""
+    fits, laws = [], []
+
+    def spy(name, fn):
+        def wrapped(features, labels, **kwargs):
+            fits.append((name, np.asarray(features, np.float64), kwargs))
+            return fn(features, labels, **kwargs)
+        return wrapped
+
+    def law(self, x):
+        laws.append(np.shape(x)[-1])
+        return exact_law(self, x)
+
+    exact_law = HMM.prepended_mask_probs
+    monkeypatch.setattr(hpt, "fit_linear_head", spy("head", hpt.fit_linear_head))
+    monkeypatch.setattr(hpt, "fit_probe", spy("probe", hpt.fit_probe))
+    monkeypatch.setattr(HMM, "prepended_mask_probs", law)
+    return fits, laws
 
 
 def _stub_world(K, w, study, work, log=print):
