@@ -3,6 +3,7 @@ runs and is well-formed, the 20-vector prompt's shapes and truncation, the head 
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -255,3 +256,36 @@ def test_the_authors_probe_reshuffles_its_batches_every_epoch(monkeypatch):
     # a fresh order every epoch, not one order repeated, and not the data's own order
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
     assert not np.array_equal(epochs[0], np.arange(6 * 32))
+
+
+@pytest.mark.parametrize("n, epochs, warmup", [(200, 3, 9), (256, 200, 500)])
+def test_the_authors_probe_warms_up_over_half_its_steps_up_to_500(monkeypatch, n, epochs, warmup):
+    seen = []
+
+    def spy(f, y, batches, lr, key, steps, warmup):
+        seen.append((steps, warmup))
+        return probe_fn(f, y, batches, lr, key, steps, warmup)
+
+    probe_fn = hpt._probe
+    monkeypatch.setattr(hpt, "_probe", spy)
+    f = np.random.default_rng(1).dirichlet(np.ones(3), size=n)
+    hpt.fit_probe(f, (f[:, 0] > f[:, 1]).astype(int), epochs=epochs, batch_size=32)
+    assert seen == [(epochs * (n // 32), warmup)]  # 18 steps: 9 warm; 1600 steps: the HF Trainer's 500
+
+
+def test_a_later_rung_is_read_from_its_own_checkpoint_and_step(tmp_path, monkeypatch):
+    records = [SimpleNamespace(target=2.0, reached=True, step=0), SimpleNamespace(target=0.5, reached=True, step=40),
+               SimpleNamespace(target=0.1, reached=False, step=None)]
+    result = SimpleNamespace(records=records, lm=lambda target: f"the ε ≤ {target:g} checkpoint")
+    seen = []
+
+    def trained_rows(hmm, lm, data, x_head, x_prompt, study, add, suffix, **meta):
+        seen.append((lm, suffix, meta))
+        return {"epsilon": 0.4, "epsilon_readout": 0.4}
+
+    monkeypatch.setattr(hpt, "train", lambda *args, **kwargs: result)
+    monkeypatch.setattr(hpt, "_trained_rows", trained_rows)
+    study = dataclasses.replace(TINY, targets=(2.0, 0.5, 0.1))
+    hpt.read_world(4, 1, study, tmp_path, 0.5, log=lambda *a: None)
+    assert seen == [("the ε ≤ 0.5 checkpoint", "@0.5", {"read_at": 0.5, "train_steps": 40})]
+    assert hpt.read_world(4, 1, study, tmp_path, 0.1, log=lambda *a: None) == [] and len(seen) == 1
