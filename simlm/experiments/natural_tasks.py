@@ -564,7 +564,7 @@ def summary(result: dict) -> str:
     """Per (B choice, features, bound, LM family, trivial or not): rows, median slack and excess (a),
     median and max ratio excess/slack for (a) and (b), the largest (b)/bound, and violations; then the
     issue's targets (:func:`~simlm.experiments.natural_tasks_adversaries.targets`)."""
-    head = f"{'B':5} {'features':8} {'bound':18} {'family':16} {'triv':4} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
+    head = f"{'B':5} {'features':8} {'bound':18} {'family':19} {'triv':4} {'rows':>5} {'slack':>8} {'excess(a)':>10} " \
            f"{'ratio(a) med':>12} {'max':>6} {'ratio(b) max':>12} {'(b)/bound':>9} {'viol':>4}"
     lines = [head, "-" * len(head)]
     group = lambda r: (r["B_choice"], r["features"], r["bound"], r["family"], "yes" if r["trivial"] else "no")
@@ -573,7 +573,7 @@ def summary(result: dict) -> str:
     for key in keys:
         g = [r for r in result["rows"] if group(r) == key]
         ra, rb = (np.array([r[k] for r in g], float) for k in ("ratio_natural", "ratio_best"))
-        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:16} {key[4]:4} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
+        lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:19} {key[4]:4} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
                      f"{np.median([r['excess_natural'] for r in g]):10.3g} {stat(np.nanmedian, ra):12.3g} "
                      f"{stat(np.nanmax, ra):6.3g} {stat(np.nanmax, rb):12.3g} "
                      f"{max(r['loss_best'] / r['bound_value'] for r in g):9.3g} {sum(not r['holds'] for r in g):4d}")
