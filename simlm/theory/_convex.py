@@ -126,7 +126,8 @@ def _stacked(X, pos, neg):
 
 
 def _span_box(X, pos, neg, B, U, v0, b0):
-    """SLSQP in (α, b) with v = Uα, |Uα| ≤ B, |b| ≤ B; returns (v, b, loss, gap)."""
+    """SLSQP in (α, b) with v = Uα, |Uα| ≤ B, |b| ≤ B, from (v0, b0) made feasible; the better of its answer
+    (made feasible) and that start, as (v, b, loss)."""
     r = U.shape[1]
     XU = X @ U
     fun = _stacked(XU, pos, neg)
