@@ -12,6 +12,7 @@ import pytest
 
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt as hp
+from simlm.theory.head_prompt_margins import label_margins
 
 #: the command line of each experiment's quick run, and the Config it stands for
 ARGV = {"experiment1": ["experiment1", "--quick", "--n-states", "8"], "experiment2": ["experiment2", "--quick"]}
@@ -229,6 +230,85 @@ def test_summary_averages_over_seeds():
     assert rows[0]["accuracy"] == pytest.approx(0.9)
     assert rows[0]["accuracy_sd"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert "0.900" in hp.table(rows)
+
+
+#: the table's columns, left to right (a header of two words is one column)
+COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "no m", "ceil",
+           "major", "rank", "σmin", "resid", "feas", "δmin"]
+
+
+def _cells(rows):
+    """Each data line of ``hp.table(rows)`` as {column: text}: no cell of these rows holds a space."""
+    head, _, *lines = hp.table(rows).splitlines()
+    assert head.split() == [w for c in COLUMNS for w in c.split()]
+    return [dict(zip(COLUMNS, line.split(), strict=True)) for line in lines]
+
+
+def test_summary_orders_trained_rungs_from_the_largest_target_down():
+    """Rows of one world and method: the oracle, the analytic LMs from the largest ε down, the trained rungs
+    from the largest target down, then the final trained LM — whatever order the records came in."""
+    base = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", seed=0, test_accuracy=0.9)
+    levels = [("trained", "final"), ("trained", "eps<=0.03"), ("analytic", "eps=0.03"), ("trained", "eps<=0.3"),
+              ("oracle", "oracle"), ("analytic", "eps=0.3")]
+    rows = hp.summarise([{**base, "lm": lm, "level": lv} for lm, lv in levels])
+    assert [r["level"] for r in rows] == ["oracle", "eps=0.3", "eps=0.03", "eps<=0.3", "eps<=0.03", "final"]
+
+
+def test_a_number_no_record_holds_is_a_dash_not_a_zero():
+    """A trained row without a readout ε, margins or conditions: those means are None and the table shows
+    ``-`` in their columns (0 would claim a measurement)."""
+    record = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="trained", level="final",
+                  seed=0, test_accuracy=0.9, epsilon=0.1)
+    (row,) = hp.summarise([record])
+    for k in ("epsilon_readout", "accuracy_with_margin", "share_without_margin", "bayes_ceiling", "majority",
+              "emission_rank", "emission_sigma_min", "head_residual", "prompt_feasible", "prompt_delta_min"):
+        assert row[k] is None, k
+    (cells,) = _cells([row])
+    assert cells == {"world": "w", "|H|": "4", "method": "head", "lm": "trained", "level": "final", "ε": "0.1",
+                     "acc": "0.900", "±sd": "0.000", "n": "1",
+                     **{c: "-" for c in ("ε read", "acc|m", "no m", "ceil", "major", "rank", "σmin", "resid", "feas",
+                                         "δmin")}}
+
+
+def test_table_shows_the_bayes_ceiling_and_the_majority_rate_in_their_columns():
+    base = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="oracle", level="oracle",
+                epsilon=0.0, bayes_ceiling=0.95, majority=0.6)
+    rows = hp.summarise([{**base, "seed": s, "test_accuracy": a} for s, a in ((0, 0.8), (1, 1.0))])
+    assert rows[0]["bayes_ceiling"] == pytest.approx(0.95) and rows[0]["majority"] == pytest.approx(0.6)
+    (cells,) = _cells(rows)
+    assert (cells["ceil"], cells["major"], cells["acc"]) == ("0.950", "0.600", "0.900")
+
+
+class _ReadFirstFeature:
+    """A stand-in head: predicts the integer in its features' first column."""
+
+    def predict(self, f):
+        return np.asarray(f)[:, 0].astype(int)
+
+    def accuracy(self, f, y):
+        return float(np.mean(self.predict(f) == np.asarray(y)))
+
+
+def test_evaluate_reports_the_accuracy_on_the_inputs_with_a_margin(monkeypatch):
+    """μ = (1, −1): the last test posterior (0.5, 0.5) has μᵀP = 0, no margin; the head gets the other three
+    right and the last wrong, so accuracy 0.75 and accuracy with margin 1.0 on n_with_margin = 3."""
+    monkeypatch.setattr(hp, "task_features", lambda lm, x, position: np.asarray(x, np.float64))
+    monkeypatch.setattr(hp, "fit_linear_head", lambda f, y, seed: _ReadFirstFeature())
+    post = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.5, 0.5]])
+    y_te = np.ones(4, np.int32)
+    ctx = {"train": (np.array([[0], [1]]), np.array([0, 1])), "test": (np.array([[1], [1], [1], [0]]), y_te),
+           "margins": label_margins(np.array([1.0, -1.0]), post)}
+    (row,) = hp.evaluate(None, None, "hmm", ctx, 0, hp.Config(), source="analytic")
+    assert row["method"] == "head" and row["train_accuracy"] == 1.0 and row["test_accuracy"] == 0.75
+    assert row["n_with_margin"] == 3 and row["accuracy_with_margin"] == 1.0
+
+
+def test_training_time_of_a_world_is_its_longest_cell():
+    """Seeds of one world train in separate cells; the world's training wall time is the longest of them."""
+    rows = [{"check": hp.CHECK, "quantity": "train_steps", "world": "w", "ladder": "[]", "measured": 7,
+             "train_seconds": s} for s in (12.0, 0.3)]
+    assert hp.training_of(rows) == {"w": {"ladder": [], "final_step": 7, "seconds": 12.0}}
+    assert hp.training_of(rows[::-1])["w"]["seconds"] == 12.0
 
 
 @pytest.mark.parametrize("kind, k", [("hmm", 1), ("hmm", 3), ("memory", 1), ("memory", 2)])

@@ -1,10 +1,12 @@
 """The authors' experiment-1 protocol next to simlm's, with exact features (simlm.experiments.head_prompt_protocol)."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
+from simlm.downstream.tasks import PosteriorTask
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt_protocol as hpp
 from simlm.worlds import HMM
@@ -54,3 +56,58 @@ def test_every_world_of_a_size_gets_its_own_task():
     assert len({r["task_seed"] for r in records}) == 3
     mus = [tuple(hpp.task_data(hpp.world(8, r["world_seed"]), r["task_seed"], p).task.mu) for r in records]
     assert len(set(mus)) == 3
+
+
+def test_summary_spreads_over_the_records_of_a_protocol_and_size():
+    """Two tasks of one (protocol, |H|): the mean, the sample s.d. (ddof = 1) and the worst accuracy."""
+    records = [{"protocol": "p", "n_states": 4, "accuracy": a, "accuracy_with_margin": a, "share_without_margin": 0.0,
+                "majority": 0.5} for a in (0.8, 1.0)]
+    (row,) = hpp.summary(records)
+    assert row["n"] == 2 and row["accuracy"] == pytest.approx(0.9)
+    assert row["accuracy_sd"] == pytest.approx(np.sqrt(0.02))  # ddof = 1: not 0.1
+    assert row["accuracy_min"] == 0.8
+
+
+def test_summary_means_skip_a_task_without_margin_inputs():
+    """A task none of whose test inputs has a margin reports accuracy_with_margin NaN (margin_accuracy); the
+    per-size mean is over the tasks that have one."""
+    records = [{"protocol": "p", "n_states": 4, "accuracy": 0.9, "accuracy_with_margin": m, "share_without_margin": s,
+                "majority": 0.5} for m, s in ((float("nan"), 1.0), (1.0, 0.5))]
+    (row,) = hpp.summary(records)
+    assert row["accuracy_with_margin"] == 1.0 and row["share_without_margin"] == pytest.approx(0.75)
+
+
+def test_simlm_protocol_uses_world_seed_0_and_the_authors_seeds_1_to_20(monkeypatch):
+    """One world per |H| is simlm's experiment-1 world (head_prompt.Config().world_seed = 0); 20 worlds are
+    the authors' seeds 1..20.  The world builder and the head are stubbed: only the seeds are read."""
+    built = []
+    monkeypatch.setattr(hpp, "world", lambda K, seed: built.append((K, seed)) or seed)
+    monkeypatch.setattr(hpp, "oracle_head", lambda hmm, t, protocol: {"hmm": hmm})
+    records = hpp.run_protocol(hpp.SIMLM, sizes=(4,))
+    assert built == [(4, 0)]
+    assert [(r["world_seed"], r["task_seed"], r["hmm"]) for r in records] == [(0, 0, 0), (0, 1, 0), (0, 2, 0)]
+    built.clear()
+    records = hpp.run_protocol(hpp.AUTHORS, sizes=(4,))
+    assert built == [(4, s) for s in range(1, 21)] and [r["world_seed"] for r in records] == list(range(1, 21))
+
+
+def test_the_authors_label_reads_the_transition_times_the_first_states_posterior(monkeypatch):
+    """The authors' label weighs A P(H_1 | x_1:T), (A P)_k = Σ_j A[k, j] P(H_1 = j | x) (hmmlearn's
+    ``transmat_ @ p_h1`` in their generate_data.py), and labels 1[μᵀ(A P) ≥ 0].  Checked on an asymmetric
+    two-state chain against P(H_1 | x_1:3) by brute force over the 8 hidden paths."""
+    pi, A = np.array([0.6, 0.4]), np.array([[0.9, 0.1], [0.3, 0.7]])
+    B = np.array([[0.8, 0.2], [0.25, 0.75]])
+    mu = np.array([1.0, -1.0])
+    monkeypatch.setattr(hpp, "make_posterior_task", lambda hmm, seed, nnz: PosteriorTask(mu=mu))
+    p = hpp.Protocol(label="authors", sampling="start", label_length=3, visible_length=2, n_train=16, n_test=16)
+    data = hpp.task_data(HMM(pi, A, B), 0, p)
+    first = np.zeros((len(data.x), 2))
+    for i, x in enumerate(data.x):
+        for h in itertools.product(range(2), repeat=3):
+            first[i, h[0]] += (pi[h[0]] * np.prod([A[a, b] for a, b in zip(h, h[1:])])
+                               * np.prod([B[s, t] for s, t in zip(h, x)]))
+    first /= first.sum(axis=1, keepdims=True)
+    expected = np.einsum("kj,nj->nk", A, first)
+    np.testing.assert_allclose(data.post, expected, rtol=1e-5)
+    np.testing.assert_array_equal(data.y, (expected @ mu >= 0).astype(int))
+    assert len(set(data.y)) == 2
