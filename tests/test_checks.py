@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from simlm.checks import as_tuple, check_distributions, check_non_negative, check_positive_int, check_stochastic
+import simlm.experiments.checks as builtin_checks
+from simlm.checks import (as_tuple, check_distributions, check_memory, check_non_negative, check_positive_int,
+                          check_stochastic, mean_and_sem)
 from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.experiments.registry import Cell
+from simlm.theory.head_prompt import chain64
+from simlm.worlds import HMM
+from simlm.worlds.contexts import enumerate_contexts
 
 
 @pytest.mark.parametrize("value", [0, 0.0, 2, 1e300, np.float32(0.5), np.int64(3), math.inf])
@@ -94,3 +100,68 @@ def test_a_check_module_imported_anew_registers_again_but_two_functions_under_on
             register("test/reimported", paper="p", description="d")(other)
     finally:
         _REGISTRY.pop("test/reimported", None)
+
+
+def test_mean_and_sem_is_the_mean_and_the_sample_standard_deviation_over_root_n():
+    """ddof = 1, as documented: [0, 1] has sample variance ½ and standard error √(½/2) = ½ (ddof = 0: 0.354)."""
+    assert mean_and_sem([0, 1]) == pytest.approx((0.5, 0.5), abs=1e-15)
+    values = [1.0, 2.0, 4.0, 7.0]  # mean 3.5, Σ(x − mean)² = 21, sample variance 21/3 = 7
+    assert mean_and_sem(np.array(values)) == pytest.approx((3.5, math.sqrt(7 / 4)), rel=1e-15)
+    with pytest.raises(ConfigError, match="^losses: a standard error over sequences needs at least 2"):
+        mean_and_sem([1.0], name="losses")
+
+
+def test_check_memory_refuses_exactly_the_requests_above_the_limit():
+    """3 elements of 4 bytes need 12 B: refused under a limit of 10 or 11 B, stating the size and the limit;
+    a request exactly at the limit (12 B) or under it passes."""
+    for limit in (10, 11):
+        refusal = rf"^x: this request needs 12 B \(three floats\), over the limit of {limit} B"
+        with pytest.raises(ConfigError, match=refusal):
+            check_memory("x", 3, itemsize=4, limit=limit, what="three floats")
+    for limit in (12, 13, 10**6):
+        assert check_memory("x", 3, itemsize=4, limit=limit) is None
+
+
+class _ForwardHMM:
+    """An HMM's likelihood by the forward algorithm in float64 numpy: all that enumerating a world's contexts
+    needs (``n_symbols`` and ``log_likelihood``), without compiling the world's JAX programs."""
+
+    def __init__(self, hmm):
+        self.initial, self.transition, self.emission = chain64(hmm)
+        self.n_symbols = self.emission.shape[1]
+
+    def log_likelihood(self, seqs):
+        seqs = np.asarray(seqs)
+        alpha = self.initial * self.emission[:, seqs[:, 0]].T
+        for t in range(1, seqs.shape[1]):
+            alpha = (alpha @ self.transition) * self.emission[:, seqs[:, t]].T
+        return np.log(alpha.sum(-1))
+
+
+def test_each_natural_task_row_is_at_the_radius_that_minimises_its_bound(monkeypatch):
+    """saunshi/natural-task reports each bound's losses at B*, the radius of its grid that minimises the bound
+    (the bound's ``index``): a row's ``B`` is that bound's ``B_grid[index]`` and its bound the grid's minimum.
+    At a small ε (an LM 1 % of the way to uniform) B* is past the grid's first radius for every bound."""
+    world = _ForwardHMM(HMM.random(0, 3, 4))
+    contexts = enumerate_contexts(world, 1)
+    laws = 0.99 * contexts.next_token_probs + 0.01 / world.n_symbols  # the LM's laws, one row per context
+    results = []
+
+    def spy(*args, **kwargs):
+        results.append(check_natural_task(*args, **kwargs))
+        return results[-1]
+
+    check_natural_task = builtin_checks.check_natural_task
+    monkeypatch.setattr(builtin_checks, "check_natural_task", spy)
+    options = {"max_length": 1, "noise": "logistic", "task_seed": 0, "adversary": "none"}
+    rows = builtin_checks.natural_task_check(Cell(world, {}, laws, {}, None, options, 0))
+    [result] = results
+    assert {b.name for b in result.bounds} == {"any-lm", "well-specified"}
+    assert sorted(r["quantity"] for r in rows) == sorted(f"{b.name}:{q}" for b in result.bounds
+                                                        for q in ("loss_natural", "loss_best"))
+    for b in result.bounds:
+        assert b.index > 0 and b.bound[b.index] == np.min(b.bound), b.name
+        for q, loss in (("loss_natural", b.loss_natural), ("loss_best", b.loss_best)):
+            [r] = [r for r in rows if r["quantity"] == f"{b.name}:{q}"]
+            assert r["B"] == b.B_grid[b.index] and r["bound"] == b.bound[b.index], r["quantity"]
+            assert r["measured"] == loss[b.index] and r["tau"] == b.tau[b.index], r["quantity"]

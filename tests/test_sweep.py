@@ -5,6 +5,7 @@ re-rendered from the directory alone."""
 import argparse
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -60,6 +61,25 @@ def test_a_sweep_writes_tidy_rows_with_the_shared_columns(finished):
     for name in ("sweep.json", "environment.json", "worlds/h.json", "summary.json", "cells.jsonl", "report.md"):
         assert (out / name).exists(), name
     assert json.loads((out / "worlds" / "h.json").read_text())["parameters"]
+
+
+def test_the_epsilon_check_measures_the_law_each_lm_is_calibrated_on_and_bounds_tv_by_pinsker(finished):
+    """simlm/epsilon measures ε on the first law the LM defines (the next-token law here), on the held-out
+    tokens the LM was calibrated on: its measured ε is the LM's calibrated ε (the ``eps`` column) up to
+    rounding — ε on the masked law differs by 1 % for logit-noise@0.02.  The tv row's bound is Pinsker's
+    √(ε/2) of that ε (√ε would be 0.1414 at ε = 0.02, not 0.1)."""
+    _, out = finished
+    with open(out / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["check"] == "simlm/epsilon"]
+    eps = {r["lm"]: r for r in rows if r["quantity"] == "epsilon"}
+    tv = {r["lm"]: r for r in rows if r["quantity"] == "tv"}
+    assert len(eps) == 5 and set(tv) == set(eps)
+    for lm, r in eps.items():
+        measured = float(r["measured"])
+        assert r["law"] == "next-token" and measured == pytest.approx(float(r["eps"]), rel=1e-6, abs=1e-12), lm
+        assert float(tv[lm]["bound"]) == pytest.approx(math.sqrt(measured / 2), rel=1e-12, abs=1e-15), lm
+        assert float(tv[lm]["measured"]) <= float(tv[lm]["bound"]), lm
+    assert float(tv["logit-noise@0.02"]["bound"]) == pytest.approx(0.1, rel=1e-3)
 
 
 def test_the_parquet_table_equals_the_csv(finished):

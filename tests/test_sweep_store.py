@@ -8,10 +8,13 @@ import datetime
 import json
 import math
 import socket
+from types import SimpleNamespace
 
 import jax
+import numpy as np
 import pytest
 
+import simlm.experiments.checks as builtin_checks
 import simlm.experiments.registry as registry
 import simlm.experiments.store as store
 import simlm.experiments.sweep as sweep
@@ -19,9 +22,11 @@ from simlm.cli import main
 from simlm.errors import ConfigError
 from simlm.experiments.executors import RayExecutor, check_ray_address
 from simlm.experiments.nested import leaf_rows, nested_of
-from simlm.experiments.registry import get_check, register, row
+from simlm.experiments.registry import Cell, get_check, register, row
 from simlm.experiments.sweep import check_job, parse_config, run_sweep
 from simlm.jsonio import jsonable
+from simlm.theory.head_prompt import chain64
+from simlm.worlds import HMM
 
 WORLD = {"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 2, "n_symbols": 2}}
 PARTS = {"name": "parts", "seed": 0, "data": {"n_sequences": 2, "length": 2}, "worlds": [WORLD],
@@ -161,6 +166,48 @@ def test_a_cell_its_check_does_not_apply_to_is_skipped_with_why_and_the_oracle_h
     assert result["skipped"][0]["why"].startswith("needs the prepended-mask law")
     assert keys(tmp_path) == ["h|oracle#None|wei/head-tuning"] and [r["lm"] for r in result["rows"]] == ["oracle"]
     assert json.loads((tmp_path / "summary.json").read_text())["skipped"] == result["skipped"]
+
+
+def _head_tuning_rows(monkeypatch, world, share_of_ones):
+    """wei/head-tuning's rows in the oracle's cell of ``world`` with its data and head replaced by stubs (their
+    JAX programs take seconds to compile): 10 test labels of which a ``share_of_ones`` are 1, a task μ = (1,
+    −1, 0, …), uniform posteriors and a head that predicts 1.  What is left is the check's own arithmetic."""
+    K = chain64(world)[2].shape[0]
+    task = SimpleNamespace(mu=np.array([1.0, -1.0] + [0.0] * (K - 2)),
+                           posteriors=lambda w, tokens: np.full((len(tokens), K), 1 / K))
+
+    def data(w, t, seed, n, length):
+        return np.zeros((n, length), np.int32), (np.arange(n) < round(share_of_ones * n)).astype(np.int32)
+
+    monkeypatch.setattr(builtin_checks, "make_posterior_task", lambda w, seed: task)
+    monkeypatch.setattr(builtin_checks, "sample_task_data", data)
+    monkeypatch.setattr(builtin_checks, "task_features", lambda lm, tokens, t: np.zeros((len(tokens), 1)))
+    monkeypatch.setattr(builtin_checks, "fit_linear_head",
+                        lambda features, labels: SimpleNamespace(predict=lambda f: np.ones(len(f), np.int32)))
+    options = {"n_train": 4, "n_test": 10, "length": 3, "task_seed": 0}
+    rows = builtin_checks.head_tuning_check(Cell(world, WORLD, None, {"source": "oracle"}, None, options, 0))
+    return {r["quantity"]: r for r in rows}
+
+
+@pytest.mark.parametrize("share_of_ones", [0.6, 0.4])
+def test_head_tuning_reports_the_majority_rate_of_its_test_labels(monkeypatch, share_of_ones):
+    """``majority`` is the accuracy of always predicting the more common test label: 0.6 for labels 60/40
+    and for 40/60 (the rarer label's share, 0.4, is not it)."""
+    rows = _head_tuning_rows(monkeypatch, HMM.random(0, 3, 4), share_of_ones)
+    assert rows["head_accuracy"]["majority"] == pytest.approx(0.6, abs=1e-12)
+
+
+@pytest.mark.parametrize("n_states, n_symbols", [(4, 3), (3, 4)])
+def test_head_tuning_flags_a_world_whose_emissions_have_rank_below_the_number_of_states(monkeypatch, n_states,
+                                                                                       n_symbols):
+    """Wei et al.'s non-degeneracy condition rank B = |H| is the row ``rank_deficit`` = |H| − rank B with bound
+    0: with fewer words than states (V = 3 < K = 4) rank B ≤ 3 < 4, so the deficit is 1 and the condition is
+    violated; a random HMM with V = 4 ≥ K = 3 has full rank, deficit 0, and the condition holds."""
+    world = HMM.random(0, n_states, n_symbols)
+    deficit = n_states - int(np.linalg.matrix_rank(chain64(world)[2]))
+    assert deficit == (1 if n_symbols < n_states else 0)
+    row = _head_tuning_rows(monkeypatch, world, 0.6)["rank_deficit"]
+    assert row["measured"] == deficit and row["bound"] == 0.0 and row["holds"] is (deficit == 0)
 
 
 # ---- no cell read as another config's, nor as computed on other tokens ------------------------------
