@@ -410,3 +410,11 @@ def test_a_nested_leaf_comes_back_exactly_through_strict_json(leaf):
     for got in (back["a"]["b"][0], back["c"]):
         assert type(got) is type(leaf) and (got == leaf or (leaf != leaf and got != got))
     assert back["a"]["b"][1] == 1
+
+
+@pytest.mark.parametrize("leaf, measured", [(10**400, math.inf), (-10**400, -math.inf), (2**53 + 1, 2.0**53)])
+def test_an_int_beyond_the_floats_is_measured_as_the_infinity_of_its_sign(leaf, measured):
+    """``measured`` is the nearest float (±inf beyond the floats' range, by the int's sign); the digits stay
+    exact in ``text``."""
+    (r,) = leaf_rows({"x": leaf})
+    assert r["measured"] == measured and r["vtype"] == "int" and r["text"] == str(leaf)
