@@ -4,12 +4,18 @@ numbers recomputed, causal models and bad arguments refused, and the fraction of
 
 import itertools
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from scipy.stats import spearmanr
 
+import simlm.experiments.sweep as sweep
+import simlm.experiments.token_accuracy as ta
+import simlm.metrics
 import simlm.theory.block_readout as block_readout
+import simlm.train
 from bruteforce import params, path_joint, sequence_prob
 from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.strategies import hmms
@@ -17,8 +23,9 @@ from simlm.theory.block_readout import (block_features, finetune_along_blocks, i
                                        order_parameter, substitution_test)
 from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, local_bayes_probs
 from simlm.theory.token_accuracy import token_accuracy
+from simlm.train import LadderRecord
 from simlm.worlds import HMM
-from simlm.worlds.topic import topic_of_state, topic_syntax_hmm
+from simlm.worlds.topic import block_zipf_hmm, topic_of_state, topic_syntax_hmm
 from test_token_accuracy import _events, _identity_last_block_lm, _verdict_input, corruptions
 
 TOPIC = topic_syntax_hmm(0, 2, 2, 2)  # 4 states (2 topics × 2 syntax states), 8 tokens
@@ -337,3 +344,198 @@ def test_a_bayes_gap_is_resolved_only_above_two_standard_errors_with_ddof_1():
     assert seen == {True, False}
     assert _brute_resolved(9, 3) is None and _brute_resolved(9, 2) is None and _brute_resolved(10, 3) is None
     assert _brute_resolved(10, 4) == Fraction(2, 5) and _brute_resolved(9, 4) == Fraction(4, 9)
+
+
+# ---- 8. the Bayes summary and the experiment's rows, recomputed -------------------------------------
+
+def _masked_posterior_by_hand(hmm, y, c: Corruption) -> np.ndarray:
+    """P(x_t = · | y, s_t = 1) ∝ [P(h_t | y_−t) B]_x · C_sel(y_t | x) ``(n, T, V)`` in float64 numpy: the
+    state law from forward messages up to t − 1 and backward ones from t + 1, each position's likelihood
+    Σ_x B[h, x] C(y | x), with C_sel(y | x) = mask·1[y = MASK] + random/V + keep·1[y = x] and
+    C(y | x) = (1 − q)·1[y = x] + q·C_sel(y | x)."""
+    pi, A, B = params(hmm)
+    nV = B.shape[1]
+    q, mask, rand, keep = c
+    C_sel = np.zeros((nV + 1, nV))
+    C_sel[:nV] = keep * np.eye(nV) + rand / nV
+    C_sel[nV] = mask
+    C = q * C_sel
+    C[:nV] += (1 - q) * np.eye(nV)
+    out = np.zeros(y.shape + (nV,))
+    for i, seq in enumerate(y):
+        like, T = B @ C[seq].T, len(seq)  # (K, T)
+        fwd, bwd = np.zeros((T, len(pi))), np.ones((T, len(pi)))
+        prior = pi
+        for t in range(T):
+            fwd[t] = prior  # ∝ P(h_t, y_<t)
+            post = prior * like[:, t]
+            prior = (post / post.sum()) @ A
+        for t in range(T - 2, -1, -1):
+            b = A @ (like[:, t + 1] * bwd[t + 1])  # ∝ P(y_>t | h_t)
+            bwd[t] = b / b.sum()
+        state = fwd * bwd
+        law = (state / state.sum(1, keepdims=True)) @ B * C_sel[seq]
+        out[i] = law / law.sum(1, keepdims=True)
+    return out
+
+
+def _components(adjacency) -> list:
+    """The sizes of the connected components of an undirected graph, by depth-first search."""
+    left, sizes = set(range(len(adjacency))), []
+    while left:
+        stack, size = [left.pop()], 0
+        while stack:
+            i, size = stack.pop(), size + 1
+            for j in [j for j in left if adjacency[i, j]]:
+                left.remove(j)
+                stack.append(j)
+        sizes.append(size)
+    return sorted(sizes, reverse=True)
+
+
+def _bayes_summary_by_hand(classed, n: int, T: int, seed: int) -> dict:
+    """The documented numbers of ``bayes_summary`` from their definitions: n sequences of length T from
+    ``seed``, corrupted from seed + 1; the Bayes argmax scored at the selected positions and at the masked
+    ones (selected and shown as MASK); APT(w) = hits / occurrences, ⟨APT⟩ over the types that occur, token
+    accuracy; frequency = the marginal token law averaged over positions 0..T−1, types that occur in 5
+    quantile bins of it (fewer types: one bin each; every frequency tied, as under a uniform marginal
+    law: one rank, all in the top bin, no correlation), Spearman of APT against it; the clusters at each τ:
+    connected components of the kept rows (diagonal their positive maximum) linked where either entry of
+    the row-normalised confusion is ≥ τ."""
+    w, c = classed.hmm, Corruption()
+    nV = int(w.n_symbols)
+    x = np.asarray(w.sample(seed, n, T))
+    y, sel = corrupt(seed + 1, x, c, nV)
+    pred = _masked_posterior_by_hand(w, y, c).argmax(-1)
+    pi, A, B = params(w)
+    freq = np.mean([pi @ np.linalg.matrix_power(A, t) @ B for t in range(T)], axis=0)
+    out = {}
+    for name, where in (("selected", sel), ("masked", sel & (y == nV))):
+        truth, guess = x[where], pred[where]
+        counts = np.bincount(truth, minlength=nV)
+        seen = np.flatnonzero(counts)
+        apt = np.array([np.mean(guess[truth == v] == v) for v in seen])
+        n_bins, f = min(5, len(seen)), freq[seen]
+        tied = np.ptp(f) <= 1e-9 * f.max()  # one rank: every type in the top bin, no correlation
+        edges = np.quantile(f, np.linspace(0, 1, n_bins + 1))
+        which = np.full(len(seen), n_bins - 1) if tied else np.clip(
+            np.searchsorted(edges, f, side="right") - 1, 0, n_bins - 1)
+        M = np.zeros((nV, nV))
+        np.add.at(M, (truth, guess), 1.0)
+        clusters = []
+        for tau in ta.THRESHOLDS:
+            kept = [i for i in range(nV) if M[i, i] > 0 and M[i, i] == M[i].max()]
+            N = M[kept][:, kept] / M[kept, kept][:, None]
+            sizes = _components((N >= tau) | (N.T >= tau))
+            clusters.append({"threshold": tau, "n_kept": len(kept), "n_clusters": len(sizes),
+                             "largest": sizes[0] if sizes else 0})
+        out[name] = {"mean_apt": apt.mean(), "accuracy": np.mean(guess == truth),
+                     "n_predicted": len(np.unique(guess)),
+                     "apt_by_frequency": [apt[which == b].mean() if (which == b).any() else np.nan
+                                          for b in range(n_bins)],
+                     "spearman": np.nan if tied else spearmanr(f, apt).statistic, "clusters": clusters}
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 1])  # one shape (3 states, 12 tokens, 16 × 8): one compilation
+def test_the_bayes_summary_is_its_definitions_recomputed_by_hand(seed):
+    """Every documented number of ``bayes_summary`` on the masked and the selected subsets (on block-zipf
+    the masked ⟨APT⟩ is 0.25, the selected 0.2857; with the frequency averaged over all T positions the
+    lowest-frequency bin's APT is 0, the selected Spearman 0.657 — position 0's law read 0.25 and 0.418;
+    every τ gives one cluster; at world seed 1 the 4 kept selected tokens form clusters of 3 and 1)."""
+    classed, n, T = block_zipf_hmm(seed, 3, 4), 16, 8
+    got = ta.bayes_summary(classed, n, T, Corruption(), 0)
+    want = _bayes_summary_by_hand(classed, n, T, 0)
+    if seed == 1:  # the largest cluster is not the smallest: the case tells them apart
+        assert [(r["n_kept"], r["largest"]) for r in want["selected"]["clusters"]] == [(4, 3)] * len(ta.THRESHOLDS)
+    for name in ("selected", "masked"):
+        for key in ("mean_apt", "accuracy", "spearman"):
+            assert got[name][key] == pytest.approx(want[name][key], abs=1e-12, nan_ok=True), (name, key)
+        assert got[name]["n_predicted"] == want[name]["n_predicted"], name
+        np.testing.assert_allclose(got[name]["apt_by_frequency"], want[name]["apt_by_frequency"], atol=1e-12)
+        for row, ref in zip(got[name]["clusters"], want[name]["clusters"], strict=True):
+            assert {k: row[k] for k in ref} == ref, (name, row)
+
+
+def test_a_ladder_row_names_the_rung_of_its_first_index():
+    """Leaves under ``rungs[]`` name that rung's LM and ε: the index "r/i" is row i of rung r (row 1 of
+    rung 0 is rung A's, not B's); leaves outside ``rungs[]`` name none."""
+    value = {"rungs": [{"rows": [{"a": 1}, {"a": 2}]}, {"rows": [{"a": 3}]}], "x": 4}
+    rows = ta.tidy_rows("ladder", value, rungs=[("A", 0.5), ("B", 0.1)], seed=7)
+    got = {(r["index"], r["measured"]): (r.get("lm"), r.get("eps"), r.get("lm_seed")) for r in rows}
+    assert got == {("0/0", 1.0): ("A", 0.5, 7), ("0/1", 2.0): ("A", 0.5, 7), ("1/0", 3.0): ("B", 0.1, 7),
+                   (None, 4.0): (None, None, None)}
+    assert all(r["section"] == "ladder" for r in rows)
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1])
+def test_a_cluster_threshold_outside_the_unit_interval_is_refused(threshold):
+    with pytest.raises(ConfigError, match="^threshold: "):
+        ta.Config(threshold=threshold)
+    assert ta.Config(threshold=1.0).threshold == 1.0
+
+
+# ---- 9. the trained ladder's rungs and the fine-tuned model, with training stubbed ----------------------
+
+class _StubHMM:
+    """A world that samples zeros ``(n, T)`` (and zero hidden paths): wiring tests, nothing to compile."""
+
+    n_symbols = V
+
+    def sample(self, seed, n, T, return_states=False):
+        x = np.zeros((n, T), np.int32)
+        return (x, x.copy()) if return_states else x
+
+
+@pytest.mark.parametrize("reached_steps, final_step, want", [
+    ((10, 30), 30, [(0.5, 0.4, "lm@0.5"), (0.2, 0.15, "lm@0.2")]),  # the last rung is the last step
+    ((10, 30), 50, [(0.5, 0.4, "lm@0.5"), (0.2, 0.15, "lm@0.2"), (0.0, 0.07, "final")]),
+    ((), 50, [(0.0, 0.07, "final")]),  # no target reached: the last step is the only rung
+])
+def test_the_last_step_is_a_rung_of_target_0_unless_the_last_rung_was_saved_there(monkeypatch, reached_steps,
+                                                                                    final_step, want):
+    """``train_lms``: one (target, masked ε, lm) per reached rung, then the last step's model as the lowest-ε
+    rung (target 0, its exact masked ε) — unless the last reached rung was saved at the last step."""
+    records = [LadderRecord(0, t, bool(reached_steps), e, None, s) for (t, e), s in
+               zip(((0.5, 0.4), (0.2, 0.15)), reached_steps or (None, None))]
+    result = SimpleNamespace(records=records, final_step=final_step, final_lms=["final"],
+                             lm=lambda target: f"lm@{target:g}")
+    monkeypatch.setattr(simlm.train, "train", lambda *a, **k: result)
+    monkeypatch.setattr(simlm.metrics, "exact_masked_epsilon", lambda world, lm, x: (0.07, 0.01))
+    config = ta.Config(length=8, targets=(0.5, 0.2), max_steps=50)
+    assert ta.train_lms(_StubHMM(), config, None) == want
+
+
+def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(monkeypatch, tmp_path):
+    """On the topic world the check fine-tunes the last rung's model (``ladder_readouts``: "(last lm, …)")
+    on the topic label at the middle position (T = 9: position 4), and the fine-tuning and substitution
+    rows name that rung's LM and masked ε."""
+    rungs = [{"target": 0.5, "masked_eps": 0.4, "x": 1.0}, {"target": 0.0, "masked_eps": 0.05, "x": 2.0}]
+    table = SimpleNamespace(apt=np.ones(V))
+    monkeypatch.setattr(sweep, "planted_world", lambda spec: SimpleNamespace(hmm=_StubHMM(), token_class=np.zeros(V)))
+    monkeypatch.setattr(ta, "ladder_readouts", lambda *a, **k: ({"rungs": rungs}, table, ("last lm", table)))
+    seen = []
+
+    def finetune(lm, world, train, test, labels, position, **kw):
+        seen.append(("finetune", lm, position))
+        z = np.zeros(2)
+        return SimpleNamespace(accuracy=z, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5, corr_model=0.1,
+                               corr_bayes=0.2, confidence_model=z, confidence_bayes=z, input_apt_model=z,
+                               input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
+
+    def substitution(world, confidence, x, classes, labels, position, **kw):
+        seen.append(("substitution", None, position))
+        return SimpleNamespace(as_dict=lambda: {"tv": 0.3})
+
+    monkeypatch.setattr(ta, "finetune_along_blocks", finetune)
+    monkeypatch.setattr(ta, "substitution_test", substitution)
+    config = ta.Config(length=9, n_train=4, n_test=4)
+    spec = next(w for w in ta.world_specs(config) if w["name"] == "topic")
+    cell = SimpleNamespace(options=ta.check_options(config), world_spec=spec, part="ladder", workdir=str(tmp_path),
+                           progress=False)
+    rows = ta.experiment_check(cell)
+    assert seen == [("finetune", "last lm", 4), ("substitution", None, 4)]
+    named = {(r["section"], r.get("lm"), r.get("eps")) for r in rows if r["section"] != "ladder"}
+    assert named == {("finetune", "trained-mlm@final", 0.05), ("substitution", "trained-mlm@final", 0.05)}
+    ladder = {(r["index"], r["lm"], r["eps"]) for r in rows if r["quantity"] == "rungs[]/x"}
+    assert ladder == {("0", "trained-mlm@0.5", 0.4), ("1", "trained-mlm@final", 0.05)}
