@@ -11,14 +11,18 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError
+from simlm.experiments.anchors import summarise
+from simlm.experiments.checks_anchors import anchors_check
+from simlm.experiments.registry import Cell, row
+from simlm.models import WorldLM, perturbed_lm
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.strategies import loglinear_worlds
 from simlm.theory.anchor_bound import markov_tail, transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
                                                n2_construction)
 from simlm.theory.anchors import (_balancing_bias, _weighted_median, anchor_contexts, anchor_fit, bulk_mask,
-                                  head_errors, probe_error, random_tasks, readout_error, score_identity, word_errors,
-                                  word_task, world_anchor_fit)
+                                  head_errors, log_softmax, probe_error, random_tasks, readout_error, score_identity,
+                                  word_errors, word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
 
 FEW = settings(max_examples=10, deadline=None)  # each example builds a 64-state world and its constructions
@@ -551,3 +555,113 @@ def test_half_of_n_equal_masses_is_reached_at_the_middle_row(n):
     assert half_index(np.cumsum(np.full(n, 1 / n))) == n // 2 - 1
     ctx = type("Ctx", (), {"states": np.arange(n), "weights": np.full(n, 1 / n)})()
     assert len(_half(ctx, np.random.default_rng(0))) == n // 2
+
+
+# ---- the sweep check wu/anchors on one small cell ---------------------------------------------------
+
+def _anchor_cell(eps):
+    """A flat world (σ = 0.3, V = 8, 64 states, two carriers), 8 × 8 held-out tokens and the check's cell with
+    the oracle (``eps`` None: a softmax LM, read through its own f and Φ) or an analytic logit-noise LM at
+    ``eps`` (known by its laws only).  Returns the check's rows and, as its docstring defines them, the rows
+    ctx, bulk, world fit, the LM's laws (n, V), its anchor residual and the tasks."""
+    world = LogLinearWorld.random(0, n_states=64, n_symbols=8, dim=3, sigma=0.3, n_carriers=2, carrier_gap=8.0)
+    x = np.asarray(world.sample(0, 8, 8))
+    lm = WorldLM(world) if eps is None else perturbed_lm(world, eps, "logit-noise", 0, tokens=x)
+    options = {"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 16}
+    cell = Cell(world, {"kind": "loglinear"}, lm, {"source": "analytic", "laws": ["next-token"]}, x, options, 0)
+    rows = anchors_check(cell)  # the check wu/anchors
+    ctx = anchor_contexts(world, x)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    logp = log_softmax(np.asarray(lm.next_token_logprobs(x), np.float64).reshape(-1, world.n_symbols))
+    if eps is None:
+        f = np.asarray(lm.features(x), np.float64).reshape(len(ctx.weights), -1)
+        r_lm = anchor_fit(f @ np.asarray(lm.unembedding, np.float64), f, bulk, ctx.weights).residual
+    else:
+        r_lm = lm_residual(ctx, bulk, logp)
+    tasks = random_tasks(ctx, fit, 0, n_words=2, rare_words=world.carrier_ids)
+    return rows, ctx, bulk, fit, logp, r_lm, tasks
+
+
+@pytest.mark.parametrize("eps", [None, 0.1])
+def test_the_checks_head_error_is_the_anchored_heads_error_not_the_zero_shot_one(eps):
+    """``<task>:head_error`` measures the anchored head (HeadErrors.error): π·1[prob_LM + Σc(c* + r_LM) + bias
+    ≥ 0 ≠ y], by brute force; for the oracle it is 0 in both forms (labels are the world's own head) while
+    the zero-shot head, thresholded at its median, errs."""
+    rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
+    heads = [r for r in rows if ":head_error" in r["quantity"]]
+    assert len(heads) == 6
+    for r in heads:
+        task = tasks[r["quantity"].split(":")[0]]
+        c = task.coef
+        score = _brute_prob_part(logp, bulk, task.words, c) + float(np.sum(c)) * (fit.c + r_lm) + task.bias
+        assert r["measured"] == pytest.approx(_brute_error(score, task.labels, ctx.weights), abs=1e-12), r["quantity"]
+        if eps is None:
+            assert r["measured"] == 0.0
+    if eps is None:
+        assert max(r["zero_shot_error"] for r in heads) > 0  # the rows would read otherwise under the other head
+    else:
+        assert any(r["measured"] != r["zero_shot_error"] for r in heads)
+
+
+@pytest.mark.parametrize("eps", [None, 1e-4])
+def test_each_head_row_names_its_bounds_form_and_is_trivial_only_at_the_largest_error(eps):
+    """The row ``<task>:head_error`` carries the ``markov`` bound and ``<task>:head_error@per-context`` the
+    ``per-context`` one (its ``form`` column says which, the bound is transfer_bound's of that form), and a
+    row is trivial exactly when it holds with a bound ≥ 1, the largest error there is (a bound of 0.53 is
+    not trivial)."""
+    rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
+    heads = [r for r in rows if ":head_error" in r["quantity"]]
+    for r in heads:
+        name, _, suffix = r["quantity"].partition(":head_error")
+        assert r["form"] == ("per-context" if suffix == "@per-context" else "markov") and suffix in ("", "@per-context")
+        b = transfer_bound(tasks[name], ctx, bulk, logp, form=r["form"], residual_lm=r_lm, residual_star=fit.residual)
+        assert r["bound"] == pytest.approx(b.bound, rel=1e-12, abs=1e-300)
+        assert r["trivial"] == (r["measured"] <= r["bound"] and r["bound"] >= 1.0 and r["measured"] <= 1.0)
+    bounds = {r["quantity"]: r["bound"] for r in heads}
+    # the cases that tell the forms apart (and a largest error of ½ from 1): for the oracle's anchored task
+    # markov 9.8e-8 and per-context 0; at ε = 1e-4 a per-context bound of 0.53
+    assert any(bounds[q] != bounds[q + "@per-context"] for q in bounds if "@" not in q)
+    if eps is not None:
+        assert any(0.5 <= b < 1.0 for b in bounds.values())
+
+
+def test_a_law_only_lms_anchor_fit_reads_its_laws_in_the_worlds_space():
+    """For an LM known by its laws the ``anchor_*`` rows fit log Z_B of its logits in the world's gauge,
+    ⟨v*_w, f*⟩ + log p − log p*, i.e. log p_LM(B|x) + log Z*(x), on the world's features f* (least squares
+    with a constant over the directions in which the unit-spread features vary, brute force here): for a
+    noisy LM they are not the world's own fit (``world_*``)."""
+    rows, ctx, bulk, _, logp, _, _ = _anchor_cell(0.1)
+    log_z = np.array([math.log(sum(math.exp(z) for z in r)) for r in ctx.logits])
+    y = np.log(np.where(bulk, np.exp(logp), 0.0).sum(1)) + log_z
+    y = y - y.mean()
+    f = ctx.features - ctx.features.mean(0)
+    u, s, _ = np.linalg.svd(f / np.sqrt(np.mean(f**2, 0)), full_matrices=False)
+    u = u[:, s > 1e-5 * s.max()]  # the library's rcond: a direction of spread 1e-5 is rounding, not a feature
+    resid = y - u @ (u.T @ y)
+    mse = float(np.mean(resid**2))
+    got = {r["quantity"]: r for r in rows}
+    assert got["anchor_mse"]["reading"] == "world-space"
+    assert got["anchor_mse"]["measured"] == pytest.approx(mse, rel=1e-6)
+    assert got["anchor_r2"]["measured"] == pytest.approx(1.0 - mse / float(np.mean(y**2)), rel=1e-9)
+    assert got["anchor_max_residual"]["measured"] == pytest.approx(np.abs(resid).max(), rel=1e-6)
+    assert got["anchor_mse"]["world_mse"] != pytest.approx(mse, rel=0.05)
+
+
+def test_the_summary_reads_err_over_root_eps_violations_and_the_worst_row_over_every_row():
+    """Three markov rows of one world: logit-noise at ε = 0.1 (0.1 ≤ 0.4) and 0.01 (0.5 > 0.4, violated),
+    stored in that order, and the oracle (0 ≤ 0.2).  The ε curve is sorted by ε with err/√ε; one row is
+    violated; the worst share of the slack is the violated row's 1.25; the non-trivial rows listed leave
+    the oracle out."""
+    shared = {"world": "anchor", "lm_seed": 0}
+    rows = [{**shared, "lm": "logit-noise@0.1", "eps": 0.1, **row("anchored:head_error", 0.1, 0.4, maximum=1.0)},
+            {**shared, "lm": "logit-noise@0.01", "eps": 0.01, **row("anchored:head_error", 0.5, 0.4, maximum=1.0)},
+            {**shared, "lm": "oracle", "eps": 0.0, **row("anchored:head_error", 0.0, 0.2, maximum=1.0)}]
+    out = summarise(rows)
+    curve = out["anchor|anchored|logit-noise"]
+    assert curve["eps"] == [0.01, 0.1] and curve["error"] == [0.5, 0.1]
+    assert curve["err_over_sqrt_eps"] == pytest.approx([0.5 / math.sqrt(0.01), 0.1 / math.sqrt(0.1)], rel=1e-12)
+    bound = out["bound@markov"]
+    assert bound["rows"] == 3 and bound["violated"] == 1 and bound["trivial"] == 0
+    assert bound["worst_slack_used"] == pytest.approx(1.25) and bound["worst"]["lm"] == "logit-noise@0.01"
+    assert sorted(r["lm"] for r in bound["nontrivial"]) == ["logit-noise@0.01", "logit-noise@0.1"]

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from scipy.stats import rankdata
 
 from bruteforce import params, sequence_prob
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -557,6 +558,57 @@ def test_the_sweep_check_on_the_oracle_closes_the_whole_gap():
     e = rows["expected_accuracy"]
     assert e["holds"] and e["trivial"] and e["slack_used"] == pytest.approx(1.0, abs=1e-6)
     assert rows["kl_epsilon"]["measured"] == pytest.approx(0.0, abs=1e-5)
+
+
+class _HalfBayesLM:
+    """A masked LM that is not the oracle: ½ the Bayes law + ½ a fixed random law per position (seeded)."""
+
+    def __init__(self, hmm, length: int, seed: int = 0):
+        self.hmm = hmm
+        self.noise = np.random.default_rng(seed).dirichlet(np.ones(hmm.n_symbols), size=length)
+
+    def masked_token_logprobs(self, x):
+        return np.log(0.5 * np.asarray(self.hmm.masked_token_probs(x), np.float64) + 0.5 * self.noise[: x.shape[1]])
+
+
+def _spearman(a, b) -> float:
+    """Pearson's correlation of the average ranks (ties share their mean rank)."""
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def test_the_sweep_check_reads_the_first_max_sequences_against_the_most_frequent_token_baseline():
+    """A non-oracle LM on 16 sequences with ``max_sequences`` 8, by brute force on the first 8 (as the module
+    docstring defines the rows): ``accuracy`` = share of positions where the LM's argmax is the token;
+    ``expected_accuracy`` = mean p*(pred | x_−t) under the ceiling mean max_v p*(v | x_−t), its ``slack_used``
+    measured from the baseline of always predicting the most frequent token of those sequences; the
+    ``bayes_spearman`` column is Spearman's ρ of the Bayes predictor's per-type APT with frequency (the LM's
+    is the row's value)."""
+    hmm = HMM.random(0, 4, 6)
+    x = np.asarray(hmm.sample(0, 16, 10))
+    lm = _HalfBayesLM(hmm, 10)
+    cell = Cell(hmm, {"kind": "hmm"}, lm, {"source": "analytic", "laws": ["masked"]}, x, {"max_sequences": 8}, 0)
+    rows = {r["quantity"]: r for r in get_check("tzach/token-accuracy").run(cell)}
+    kept = x[:8]
+    bayes = np.asarray(hmm.masked_token_probs(kept), np.float64)
+    pred = lm.masked_token_logprobs(kept).argmax(-1)
+    assert rows["accuracy"]["measured"] == pytest.approx(np.mean(pred == kept), rel=1e-12)
+    counts = np.bincount(kept.ravel(), minlength=6)
+    top = int(np.argmax(counts))
+    assert np.sum(counts == counts[top]) == 1  # one most frequent token
+    expected = np.mean([bayes[i, t, pred[i, t]] for i in range(8) for t in range(10)])
+    ceiling, baseline = bayes.max(-1).mean(), bayes[..., top].mean()
+    e = rows["expected_accuracy"]
+    assert e["measured"] == pytest.approx(expected, rel=1e-9) and e["bound"] == pytest.approx(ceiling, rel=1e-9)
+    assert e["slack_used"] == pytest.approx((expected - baseline) / (ceiling - baseline), rel=1e-9)
+    seen = np.flatnonzero(counts)
+    bayes_pred = bayes.argmax(-1)
+    apt = {v: [np.mean(bayes_pred[kept == v] == v), np.mean(pred[kept == v] == v)] for v in seen}
+    rho_bayes = _spearman(counts[seen], [apt[v][0] for v in seen])
+    rho_lm = _spearman(counts[seen], [apt[v][1] for v in seen])
+    s = rows["apt_frequency_spearman"]
+    assert s["measured"] == pytest.approx(rho_lm, abs=1e-12)
+    assert s["bayes_spearman"] == pytest.approx(rho_bayes, abs=1e-12)
+    assert abs(rho_lm - rho_bayes) > 0.05  # the case that tells the two apart
 
 
 BAD = {"None": None, "str": "bogus", "bool": True, "neg": -1, "zero": 0, "frac": 1.5, "nan": float("nan"),
