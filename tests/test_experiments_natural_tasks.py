@@ -3,8 +3,10 @@ violated, the excess growing with ε, its files written; and the pieces it is bu
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from simlm.experiments import natural_tasks_adversaries as nts
 from simlm.worlds.contexts import enumerate_contexts
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 from simlm.experiments.checks import _natural_rows
+from simlm.experiments.sweep import read_results
 from simlm.theory.adversarial import adversarial_laws
 from simlm.theory.natural_tasks import (ATOL, LOG2, check_natural_task, critical_epsilon, gamma, lm_laws,
                                         random_natural_task)
@@ -247,3 +250,173 @@ def test_nulls_in_numeric_columns_are_nan_again_so_the_summary_reads_numbers(qui
     again = nt.result_of(rows, nt.QUICK)
     assert any(math.isnan(r["slack"]) for r in again["rows"])
     assert "nan" in nt.summary(again)
+
+
+# ---- the rows, the table and the verdict, pinned to their definitions -------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_world_task():
+    """The quick sweep's log-linear world, its contexts and its γ = 1 random-logistic task."""
+    world, _ = nt.make_world("loglinear", nt.QUICK)
+    contexts = enumerate_contexts(world, nt.QUICK.max_length)
+    return contexts, random_natural_task(contexts, nt.QUICK.task_seed, noise="logistic")
+
+
+def _infinite_any_lm_bound(contexts, lm, task, **options):
+    return check_natural_task(contexts, lm, task, forms={"any-lm": lambda t, B, e, g: math.inf}, **options)
+
+
+@pytest.mark.parametrize("lm_of, forms, case", [
+    (lambda P: 0.999999999 * P + 1e-9 / P.shape[1], "default", lambda x: 0 < x["slack"] <= ATOL),
+    (lambda P: 0.8 * P + 0.2 / P.shape[1], "default", lambda x: abs(x["excess_natural"] - x["excess_best"]) > 1e-3),
+    (lambda P: 0.8 * P + 0.2 / P.shape[1], "infinite any-lm", lambda x: x["slack"] == math.inf)],
+    ids=["slack-below-atol", "a-and-b-apart", "infinite-slack"])
+def test_check_rows_read_each_bound_at_b_star_and_at_the_first_radius_that_solves_the_task(
+        quick_world_task, lm_of, forms, case, monkeypatch):
+    """Per bound of ``check_natural_task``: the B* row at the bound's minimising index, the B_tau row at the
+    FIRST (smallest) grid radius with τ(B) ≤ min τ + TAU_TOL; slack = bound − τ, excess = loss − τ;
+    ``ratio_*`` = excess/slack, NaN where slack ≤ ATOL; ``slack_used`` = excess (a)/slack, NaN where the
+    slack is ≤ ATOL or infinite — at B* the check's own ``slack_used``."""
+    contexts, task = quick_world_task
+    check = check_natural_task if forms == "default" else _infinite_any_lm_bound
+    monkeypatch.setattr(nt, "check_natural_task", check)
+    lm = lm_of(contexts.next_token_probs)
+    rows = {(r["bound"], r["B_choice"]): r for r in nt.check_rows(contexts, lm, task, {"lm": "test"})}
+    r = check(contexts, lm, task)
+    assert set(rows) == {(b.name, c) for b in r.bounds for c in nt.B_CHOICES}
+    several = False
+    for b in r.bounds:
+        solved = [i for i in range(len(b.B_grid)) if b.tau[i] <= b.tau.min() + nt.TAU_TOL]
+        several |= len(solved) > 1
+        for choice, i in (("B*", b.index), ("B_tau", solved[0])):
+            x = rows[(b.name, choice)]
+            assert x["B"] == b.B_grid[i] and x["tau"] == b.tau[i] and x["bound_value"] == b.bound[i], (b.name, choice)
+            slack = b.bound[i] - b.tau[i]
+            excess = (b.loss_natural[i] - b.tau[i], b.loss_best[i] - b.tau[i])
+            assert x["slack"] == slack and (x["excess_natural"], x["excess_best"]) == excess
+            for key, e in (("ratio_natural", excess[0]), ("ratio_best", excess[1])):
+                if slack > ATOL:
+                    assert x[key] == pytest.approx(e / slack, rel=1e-12, abs=1e-300), (b.name, choice, key)
+                else:
+                    assert math.isnan(x[key]), (b.name, choice, key, x[key])
+            if ATOL < slack < math.inf:
+                assert x["slack_used"] == pytest.approx(excess[0] / slack, rel=1e-12, abs=1e-300), (b.name, choice)
+            else:
+                assert math.isnan(x["slack_used"]), (b.name, choice, x["slack_used"])
+            if choice == "B*":
+                np.testing.assert_equal(x["slack_used"], b.slack_used)
+    assert several  # the first solved radius is not the only one: the choice among them matters
+    assert any(case(x) for x in rows.values())  # the case this LM is here for occurs
+
+
+def test_task_prompts_are_the_most_and_least_likely_suffix_slices_with_two_distinct_laws():
+    """Brute force over every prompt u of each length k: its slice is the contexts ENDING with u (the
+    task's own ``prompt=`` slicing), kept only if they hold ≥ 2 distinct laws; the prompts are None, then per k
+    the slices of largest and smallest mass p_L(slice) (ties: by u), without repeats."""
+    contexts = enumerate_contexts(LogLinearWorld.random(0, 3, 4, dim=2), 3)
+    P, p_L = contexts.next_token_probs, contexts.weights / contexts.weights.sum()
+    expected = [None]
+    for k in (1, 2):
+        ok = []
+        for u in itertools.product(range(4), repeat=k):
+            sl = [i for i, s in enumerate(contexts.prefixes) if len(s) >= k and tuple(s[-k:]) == u]
+            assert np.array_equal(sl, np.flatnonzero(random_natural_task(contexts, 0, prompt=u).weights))
+            if np.abs(P[sl] - P[sl[0]]).max() > 1e-6:  # ≥ 2 distinct laws
+                ok.append((p_L[sl].sum(), u))
+        ok.sort()
+        expected += [u for u in (ok[-1][1], ok[0][1]) if u not in expected]
+    prompts = nt.task_prompts(contexts, (1, 2))
+    assert prompts == expected == [None, (3,), (0,), (3, 2), (2, 2)]
+    for u in prompts[1:]:
+        task = random_natural_task(contexts, 0, prompt=u)
+        assert len(np.unique(P[task.weights > 0].round(9), axis=0)) >= 2  # a task with two labels' worth of laws
+
+
+def test_each_lm_family_is_named_for_what_it_is_and_carries_the_bounds_its_features_allow(quick):
+    """The perturbed laws (kinds needing no direction) are ``analytic-laws``: laws only, so only the p_f bounds
+    (the check has no (θ, Φ) for Φp_f or f); θ* + σG and f* + σG are ``analytic-softmax`` and the trained
+    transformers ``trained``: softmax LMs, so every feature set."""
+    result, _ = quick
+    pairs = {(r["lm"].split("@")[0], r["family"]) for r in result["rows"]}
+    assert pairs == {("uniform-mixture", "analytic-laws"), ("theta-noise", "analytic-softmax"),
+                     ("quad-noise", "analytic-softmax"), ("trained-ce", "trained"),
+                     ("adversarial-aligned", "adversarial"), ("adversarial-aligned", "adversarial-fixed-B")}
+    for family, features in (("analytic-laws", {"p_f"}), ("analytic-softmax", set(nt.FEATURES)),
+                             ("trained", set(nt.FEATURES))):
+        rows = [r for r in result["rows"] if r["family"] == family]
+        assert {r["features"] for r in rows} == features, family
+        assert all(math.isnan(r["eps_phi"]) != (family != "analytic-laws") for r in rows), family
+
+
+def test_the_analytic_and_trained_lms_are_checked_on_the_lm_tasks_only(quick):
+    """Config: the analytic and trained LMs (and the softmax and Quad adversaries) on ``lm_tasks`` only, on
+    every prompt; the law adversaries (aligned, search) on every task."""
+    result, _ = quick
+    config = nt.QUICK
+    assert set(config.lm_tasks) < set(config.tasks)  # some task is for the law adversaries alone
+    prompts = {r["task"] for r in result["rows"]}
+    for family in ("analytic-laws", "analytic-softmax", "trained"):
+        rows = [r for r in result["rows"] if r["family"] == family]
+        assert {r["task_kind"] for r in rows} == set(config.lm_tasks), family
+        assert {r["task"] for r in rows} == prompts, family
+    others = [r for r in result["rows"] if r["task_kind"] not in config.lm_tasks]
+    assert {r["task_kind"] for r in others} == set(config.tasks) - set(config.lm_tasks)
+    assert {r["lm"].split("@")[0] for r in others} <= {"adversarial-aligned", "adversarial-search"}
+
+
+def _summary_number(token):
+    return math.nan if token == "nan" else float(token)
+
+
+def test_the_summary_table_body_is_the_rows_grouped_and_counted(quick):
+    """Each body line of the summary is one (B choice, features, bound, family, trivial) group of the rows:
+    its row count, median slack and excess (a), median and max ratio (a), max ratio (b), the largest (b)/bound
+    and the rows that do not hold; then the counts over the B* rows of B at the grid's smallest radius, of
+    ``trivial`` and of ``trivial_best`` ((b) alone)."""
+    result, _ = quick
+    rows = result["rows"]
+    lines = nt.summary(result).splitlines()
+    assert set(lines[1]) == {"-"}
+    end = next(i for i, line in enumerate(lines) if line.startswith("B* at the grid's smallest radius"))
+    seen = set()
+    for line in lines[2:end]:
+        choice, features, bound, family, triv, *numbers = line.split()
+        assert triv in ("yes", "no") and len(numbers) == 8, line
+        key = (choice, features, bound, family, triv == "yes")
+        g = [r for r in rows if (r["B_choice"], r["features"], r["bound"], r["family"], r["trivial"]) == key]
+        ra = [r["ratio_natural"] for r in g if np.isfinite(r["ratio_natural"])]  # NaN: no slack beyond rounding
+        rb = [r["ratio_best"] for r in g if np.isfinite(r["ratio_best"])]
+        want = [len(g), np.median([r["slack"] for r in g]), np.median([r["excess_natural"] for r in g]),
+                np.median(ra) if ra else math.nan, max(ra, default=math.nan), max(rb, default=math.nan),
+                max(r["loss_best"] / r["bound_value"] for r in g),
+                sum(1 for r in g if not r["holds"])]
+        got = [_summary_number(t) for t in numbers]
+        assert got[0] == want[0] and got[7] == want[7], line
+        np.testing.assert_allclose(got[1:7], want[1:7], rtol=6e-3, err_msg=line)  # printed to 3 digits
+        seen.add(key)
+    assert seen == {(r["B_choice"], r["features"], r["bound"], r["family"], r["trivial"]) for r in rows}
+    star = [r for r in rows if r["B_choice"] == "B*"]
+    assert lines[end] == (f"B* at the grid's smallest radius in {sum(r['B'] == r['B_grid'][0] for r in star)} "
+                          f"of {len(star)} rows")
+    counts = re.search(r": (\d+) of (\d+) rows at B\*; \(b\) alone \(bound ≥ log 2 at every B\): (\d+)$", lines[end + 1])
+    assert counts and [int(x) for x in counts.groups()] == [sum(r["trivial"] for r in star), len(star),
+                                                             sum(r["trivial_best"] for r in star)]
+    assert 0 < sum(r["trivial"] for r in star) < sum(r["trivial_best"] for r in star)  # the two counts differ here
+
+
+def test_a_violated_bound_is_one_violation_not_one_per_choice_of_b(quick):
+    """A bound fails at some B of the grid or not: its B* and B_tau rows share the verdict (``holds`` is over
+    the whole grid), and the result lists the bound once, by its B* row."""
+    _, out = quick
+    rows = read_results(out)
+    mine = lambda r: (r["quantity"].startswith("any-lm:") and r["quantity"].endswith(":loss_natural")
+                      and r["lm_kind"] == "uniform-mixture" and r["target_eps"] == 0.1 and r["task"] == "p_L")
+    hit = [i for i, r in enumerate(rows) if mine(r)]
+    assert len(hit) == len(nt.B_CHOICES)
+    for i in hit:
+        rows[i] = {**rows[i], "holds_every_B": False}
+    again = nt.result_of(rows, nt.QUICK)
+    assert len(again["violations"]) == 1
+    [v] = again["violations"]
+    assert v["B_choice"] == "B*" and v["lm"] == "uniform-mixture" and v["bound"] == "any-lm"
+    assert sum(not r["holds"] for r in again["rows"]) == 2
