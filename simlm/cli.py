@@ -23,7 +23,7 @@ from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.commandline import Parser, add_run_options, as_flag, executor_of
 
 #: the run options whose errors name the flag the user typed (``address: …`` → ``--address: …``)
-FLAGS = {"workers": "--workers", "executor": "--executor", "address": "--address"}
+FLAGS = {"out": "--out", "workers": "--workers", "executor": "--executor", "address": "--address"}
 
 
 def demo_config_path() -> Path:
@@ -143,15 +143,15 @@ def main(argv=None) -> int:
     except SimlmError as err:  # a usage error: one line, status 2
         print(f"simlm: error: {err}", file=sys.stderr)
         return 2
+    flags = {**FLAGS, "out": "DIR"} if args.command == "report" else FLAGS  # report's directory is DIR
     try:
         return args.run(args)
     except SimlmError as err:
-        flags = {**FLAGS, "out": "DIR"} if args.command == "report" else FLAGS  # report's directory is DIR
-        print(f"simlm {args.command}: error: {as_flag(str(err), flags)}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an --out that cannot be created or written
-        print(f"simlm {args.command}: error: {ConfigError(f'out: {err}')}", file=sys.stderr)
-        return 2
+        message = str(err)
+    except OSError as err:  # a results directory that cannot be created or written
+        message = str(ConfigError(f"out: {err}"))
+    print(f"simlm {args.command}: error: {as_flag(message, flags)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

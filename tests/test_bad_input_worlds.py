@@ -267,8 +267,10 @@ def test_world_errors_are_raised_before_any_compile():
     (["sweep"], "config"),
     (["report"], "dir"),
     (["report", "/nonexistent/dir"], "error: DIR: /nonexistent/dir"),
+    (["demo", "--out", "/dev/null/x"], "error: --out: "),  # an OSError names the flag too
     (["bogus"], "bogus"),
-], ids=["workers-0", "workers-many", "executor-unknown", "sweep-no-config", "report-no-dir", "report-missing-dir", "unknown-command"])
+], ids=["workers-0", "workers-many", "executor-unknown", "sweep-no-config", "report-no-dir", "report-missing-dir",
+        "out-not-a-directory", "unknown-command"])
 def test_a_bad_command_line_exits_2_with_one_line_naming_it(argv, option, capsys):
     assert simlm_main(argv) == 2
     err = capsys.readouterr().err.strip()
