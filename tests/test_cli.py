@@ -1,0 +1,69 @@
+"""The ``simlm`` command's own work, with the sweep stubbed: what it asks run_sweep for (the demo's
+results directory, executor and progress bars), the summary line it prints from the rows, and an
+``--out`` that cannot be written ending in status 2 and one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import simlm.experiments.report as report
+import simlm.experiments.sweep as sweep
+from simlm.cli import demo_config_path, main
+from simlm.experiments.executors import InProcess, ProcessPool
+
+# bounded rows (a holds verdict): 2 violated (one trivially bounded), 1 held; and 2 rows without a bound
+ROWS = [{"holds": True}, {"holds": False}, {"holds": False, "trivial": True},
+        {"holds": None}, {"measured": 1.0}]
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    """run_sweep stubbed to record its arguments and return ROWS; nothing is rendered or written."""
+    monkeypatch.chdir(tmp_path)
+    recorded = []
+
+    def run_sweep(config, out, *, executor=None, progress=True, log=print):
+        recorded.append({"config": config, "out": out, "executor": executor, "progress": progress})
+        return {"rows": ROWS, "errors": [{"cell": "c7", "error": "boom"}], "skipped": [(1, 2, 3)] * 4,
+                "cells": 6, "new_cells": 6, "time_s": 2.0}
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(report, "render", lambda rows, out: [Path(out) / "report.md"])
+    monkeypatch.setattr(report, "console_table", lambda rows: "<table>")
+    return recorded
+
+
+def test_summary_line_counts_the_violated_bounded_rows(calls, capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert ("6 cells, 5 rows: 2 of 3 bounded rows violated, 1 trivial; 1 cells failed, 4 (world, LM, check) "
+            "combinations do not apply; 2.0 s") in out
+    assert "  failed c7: boom" in out
+    assert f"wrote {Path('runs/demo') / 'results.csv'}, {Path('runs/demo') / 'report.md'}" in out
+
+
+def test_demo_runs_in_process_into_runs_demo_with_progress_bars(calls, tmp_path):
+    assert main(["demo"]) == 0
+    (call,) = calls
+    assert call["out"] == "runs/demo" and call["progress"] is True
+    assert isinstance(call["executor"], InProcess)
+    assert call["config"] == sweep.load_config(demo_config_path())
+    assert not any(tmp_path.iterdir())  # the stub wrote nothing
+
+
+def test_demo_quiet_with_workers_uses_a_process_pool_without_bars(calls):
+    assert main(["demo", "--quiet", "--workers", "2", "--out", "elsewhere"]) == 0
+    (call,) = calls
+    assert call["out"] == "elsewhere" and call["progress"] is False
+    assert isinstance(call["executor"], ProcessPool) and call["executor"].workers == 2
+
+
+def test_an_out_that_cannot_be_created_exits_2_with_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["demo", "--quiet", "--out", str(blocker / "results")]) == 2  # its parent is a file
+    err = capsys.readouterr().err
+    assert err.startswith("simlm demo: error: ") and err.count("\n") == 1 and err.endswith("\n")
+    assert list(tmp_path.iterdir()) == [blocker]
