@@ -286,3 +286,103 @@ def test_a_three_class_margin_is_the_gap_between_the_two_largest_scores():
     L = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     lm = label_margins(L, np.array([[0.7, 0.3]]))
     assert lm.margins == pytest.approx([0.2], abs=1e-12) and lm.scale == 1.0
+
+
+# ---- 5: boundaries of the thresholds, σ padding, exactness ---------------------------------------------
+
+_WW = HMM([.5, .5], np.eye(2), [[.75, .25], [.25, .75]])  # token 0 gives P(H_0 | x) = (0.75, 0.25) exactly
+
+
+def test_exact_prompt_falls_back_only_when_exact_zeros_cover_s():
+    """State 0 stays put, state 1 leaks 4e-11 (a soft zero at δ = 1e-10) to state 2 ∉ S = {0, 1}.  The exact
+    graph gates only state 0, which never enters state 1, so it does not cover S: the prompt must use the
+    soft-gated state 1 (``exact`` False, r > 0 on S).  Taking the exact graph's prompt anyway wiped out state
+    1 of S (margin 0) yet read feasible and exact."""
+    A = np.array([[1.0, 0, 0], [0, 1 - EPS, EPS], [1 / 3, 1 / 3, 1 / 3]])
+    world = HMM(np.full(3, 1 / 3), A, np.eye(3))
+    pf = hp.prompt_feasibility(world, np.array([1.0, -1.0, 0.0]), delta=1e-10)
+    assert pf.feasible and pf.uncovered == () and pf.allowed == ((0, 1),)
+    assert pf.margin > 0 and np.all(pf.reweighting[[0, 1]] > 0)  # positive on S, as feasible promises
+    assert not pf.exact and pf.off_support_mass > 0
+
+
+def test_prompt_holds_needs_b_s_of_full_row_rank():
+    """States 0 and 1 of S have the same emission row: B_S has rank 1 < |S| = 2, so the prompt condition
+    fails even though the prompt is feasible (and every score is a tie, so the check itself holds)."""
+    B = np.array([[.8, .2], [.8, .2], [.2, .8]])
+    A = np.array([[.5, .5, 0], [.5, .5, 0], [1 / 3, 1 / 3, 1 / 3]])
+    world = HMM(np.full(3, 1 / 3), A, B)
+    x = np.array(list(itertools.product(range(2), repeat=2)), np.int32)
+    rec = hp.check_head_prompt_conditions(world, np.array([1.0, -1.0, 0.0]), x)
+    assert rec.prompt.feasible and not rec.support.full_row_rank and not rec.head.realisable
+    assert not rec.prompt_holds and rec.trivial
+
+
+def test_emission_sigma_min_is_zero_when_there_are_more_states_than_tokens():
+    """B (3, 2) has K − V = 1 zero singular value: the padded spectrum ends in 0, so σ_min = σ_K = 0."""
+    world = HMM(np.full(3, 1 / 3), np.full((3, 3), 1 / 3), [[1, 0], [0, 1], [.5, .5]])
+    e = hp.emission_rank(world)
+    assert len(e.singular_values) == 3 and e.singular_values[-1] == 0.0
+    assert e.sigma_min == 0.0 and e.condition_number == np.inf
+    assert e.rank == 2 and not e.full_row_rank and e.margin < 0
+
+
+def test_a_singular_value_at_exactly_tol_times_sigma_max_does_not_count():
+    """Docstrings: σ_i counts when σ_i > tol·σ_max, and margin = σ_K/σ_1 − tol > 0 ⇔ full row rank.  At
+    tol = σ_2/σ_1 exactly the margin is 0, so σ_2 does not count: rank 1."""
+    world = HMM([.5, .5], np.eye(2), [[.6, .4], [.4, .6]])
+    s = hp.emission_rank(world).singular_values
+    tol = s[1] / s[0]
+    assert s[1] == tol * s[0]  # the boundary is hit exactly in floating point
+    e = hp.emission_rank(world, tol=tol)
+    assert e.margin == 0.0 and e.rank == 1 and not e.full_row_rank
+
+
+def test_verify_head_margin_is_inclusive_and_relative_to_max_abs_mu():
+    """μ = (1, −1), P(H_0 | 0) = (0.75, 0.25): score 0.5, label 1; b = (−1, 1) scores −0.25, wrong.  With
+    margin 0.5 the input is within it (|0.5| ≤ 0.5·max|μ|): holds.  With margin 0.3 it is outside it
+    (0.5 > 0.3·max|μ| = 0.3; Σ|μ| = 2 would put it inside): does not hold."""
+    mu, b, x = np.array([1.0, -1.0]), np.array([-1.0, 1.0]), np.array([[0]])
+    at = hp.verify_head(_WW, mu, b, x, margin=0.5)
+    assert at.n_errors == 1 and at.n_within_margin == 1 and at.n_errors_outside_margin == 0 and at.holds
+    out = hp.verify_head(_WW, mu, b, x, margin=0.3)
+    assert out.n_errors == 1 and out.n_within_margin == 0 and out.n_errors_outside_margin == 1 and not out.holds
+
+
+def test_a_tie_is_label_one_and_prediction_one():
+    """B uninformative: P(H_0 | x) = π = (½, ½), so μᵀP = 0 (label 1) and the zero head scores 0 (predicts 1)."""
+    world = HMM([.5, .5], np.eye(2), np.full((2, 2), .5))
+    v = hp.verify_head(world, np.array([1.0, -1.0]), np.zeros(2), np.array([[0]]))
+    assert v.n_errors == 0 and v.fraction_correct == 1.0 and v.holds
+
+
+def test_allowed_prompt_states_are_reachable():
+    """π = (½, ½, 0): R_1 = {0, 1}.  State 2 leads to state 0 (∈ W_2) but cannot be used at step 1:
+    W_1 = {g ∈ R_1 : succ(g) ∩ W_2 ≠ ∅} = {0, 1}."""
+    world = HMM([.5, .5, 0], [[1, 0, 0], [.5, .5, 0], [1, 0, 0]], np.eye(3))
+    pf = hp.prompt_feasibility(world, np.array([1.0, 0, 0]), k=2)
+    assert pf.allowed == ((0, 1), (0,)) and pf.reachable[0] == (0, 1)
+    assert all(set(W) <= set(R) for W, R in zip(pf.allowed, pf.reachable))
+    assert np.array_equal(pf.prompt[0], [1, 1, 0])
+
+
+def test_certificate_distance_at_tol_counts():
+    """Docstring: pairs with max|φ(x_i) − φ(x_j)| ≤ tol: distance 0.5 at tol 0.5 is a pair."""
+    cert = hp.failure_certificate(_WW, np.array([True, False]), np.array([[0], [1]]),
+                                  features=lambda t: np.array([[0.0], [0.5]]), tol=0.5)
+    assert cert.found and cert.pairs.tolist() == [[0, 1]] and cert.distances.tolist() == [0.5]
+
+
+def test_certificate_inputs_at_the_margin_take_no_part():
+    """Scores ±0.5 with margin 0.5·max|μ| = 0.5: neither input is clearly labelled (|score| > margin is
+    needed), so equal features make no pair."""
+    cert = hp.failure_certificate(_WW, np.array([1.0, -1.0]), np.array([[0], [1]]),
+                                  features=lambda t: np.zeros((len(t), 1)), tol=0.1, margin=0.5)
+    assert not cert.found and len(cert.pairs) == 0
+
+
+def test_certificate_keeps_the_closest_pairs():
+    """Docstring: the ``max_pairs`` closest pairs are returned: of (0, 1) at 0.1 and (0, 2) at 0.3, (0, 1)."""
+    cert = hp.failure_certificate(_WW, np.array([True, False, False]), np.array([[0], [1], [0]]),
+                                  features=lambda t: np.array([[0.0], [0.1], [0.3]]), tol=1.0, max_pairs=1)
+    assert cert.pairs.tolist() == [[0, 1]] and cert.distances == pytest.approx([0.1])
