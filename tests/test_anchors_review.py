@@ -11,8 +11,8 @@ import pytest
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.theory.anchor_bound import per_context_tail, transfer_bound
 from simlm.theory.anchor_constructions import analytic_laws, exact_epsilon_rows, lm_residual
-from simlm.theory.anchors import (AnchorTask, anchor_contexts, bulk_mask, head_errors, random_tasks, readout_error,
-                                  word_task, world_anchor_fit)
+from simlm.theory.anchors import (AnchorTask, _balancing_bias, anchor_contexts, anchor_fit, bulk_mask, half_index,
+                                  head_errors, random_tasks, readout_error, word_task, world_anchor_fit)
 from simlm.theory.log_partition import log_partition_fit
 from simlm.worlds import LogLinearWorld
 from test_anchor_adversary import _tight
@@ -271,3 +271,89 @@ def test_a_conditional_mean_that_varies_at_1e_6_relative_is_fitted_not_called_co
     r2 = 1 - np.sum(res**2) / np.sum((y - y.mean(0)) ** 2)
     assert 0.5 < r2 < 0.99
     assert log_partition_fit(theta, phi).r2_mean == pytest.approx(r2, rel=1e-6)
+
+
+# ---- pinned edges: the readout, the rare words, the tolerances ---------------------------------------------
+
+def test_the_world_own_readout_of_the_latent_task_is_exact():
+    """V = 8 words, d = 4 (V − 1 ≥ d, V* of rank d): u* lies in the row space of V*(I − 11ᵀ/V), so the
+    world's readout of its latent task errs nowhere (``readout_error(task, ctx, ctx.logp) == 0``); a q not
+    made ⊥ 1 (C = I) reads log p*'s per-row normaliser into the score and erred on 0.23 of the rows."""
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=64, n_symbols=8, dim=4))
+    assert np.linalg.matrix_rank(ctx.embeddings) == 4
+    fit = world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=2))
+    task = random_tasks(ctx, fit, 0)["latent"]
+    assert 0 < ctx.weights @ task.labels < 1
+    assert readout_error(task, ctx, ctx.logp) == 0.0
+
+
+def test_the_rare_carrier_words_are_the_least_frequent_under_pi():
+    """``rare-carrier`` defaults to the ``n_words`` least frequent words by E_π p*(w|x), brute-forced here
+    (the most frequent, words 0 and 6, were taken for the rarest, words 7 and 5)."""
+    ctx = anchor_contexts(LogLinearWorld.random(0, 8, 8, 4))
+    fit = world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=2))
+    freq = np.array([sum(ctx.weights[x] * np.exp(ctx.logp[x, w]) for x in range(len(ctx.weights)))
+                     for w in range(ctx.logp.shape[1])])
+    words = random_tasks(ctx, fit, 0)["rare-carrier"].words
+    others = np.setdiff1d(np.arange(len(freq)), words)
+    assert len(words) == 2 and freq[words].max() < freq[others].min()
+    assert set(words.tolist()) == {7, 5}
+
+
+def test_a_feature_direction_of_relative_spread_3e_5_is_a_feature():
+    """_RCOND = 1e-5 is relative to features scaled to unit spread: f = (t, t + 3e-5·s) has a second
+    direction at ~2e-5 of the first (far above float32's 1e-7), so log Z_B = s is fitted exactly, R² = 1
+    (a 1e-4 cutoff dropped it: R² 0.01)."""
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(size=50), rng.normal(size=50)
+    f = np.stack([t, t + 3e-5 * s], 1)
+    fc = (f - f.mean(0)) / f.std(0)
+    sv = np.linalg.svd(fc, compute_uv=False)
+    assert 1e-5 < sv[1] / sv[0] < 1e-4  # between the documented cutoff and the mutant's
+    fit = anchor_fit(s[:, None], f, np.ones((50, 1), bool))
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9) and fit.mse < 1e-18
+
+
+def test_a_feature_varying_at_5e_12_of_its_size_is_not_rounding():
+    """A column counts as constant only when its spread is within 1e-12 of its size: f₀ = 1 + 5e-12·s varies
+    above that, so log Z_B = s is fitted through it, R² ≈ 1 (a 1e-11 edge zeroed it: R² 0.02)."""
+    rng = np.random.default_rng(0)
+    s, noise = rng.normal(size=50), rng.normal(size=50)
+    f = np.stack([1 + 5e-12 * s, noise], 1)
+    assert f[:, 0].std() > 1e-12 * np.abs(f[:, 0]).max()
+    assert anchor_fit(s[:, None], f, np.ones((50, 1), bool)).r2 > 1 - 1e-6
+
+
+def test_a_log_partition_is_constant_only_below_1e_12_of_its_size():
+    """_CONSTANT_RTOL = 1e-12: log Z_B alternating 0 / 1e-11 (spread 5e-12 of size 1) is real spread —
+    constant_mse its variance 2.5e-23 and, with constant features, R² = 0 (a 1e-11 tolerance read R² = 1,
+    variance 0); alternating 0 / 1e-13 (spread 5e-14) is constant up to rounding, R² = 1."""
+    B, f = np.ones((50, 1), bool), np.ones((50, 1))
+    y = np.tile([0.0, 1e-11], 25)
+    fit = anchor_fit(y[:, None], f, B)
+    assert fit.constant_mse == pytest.approx(np.var(y), rel=1e-9) and fit.r2 == 0.0
+    fit = anchor_fit(np.tile([0.0, 1e-13], 25)[:, None], f, B)
+    assert fit.constant_mse == 0.0 and fit.r2 == 1.0
+
+
+def test_the_threshold_bulk_is_strictly_below_the_threshold():
+    """B(x) = the words with p*(w|x) < threshold, strictly: p = (½, ¼, ⅛, ⅛) at ¼ leaves word 1 out."""
+    mask = bulk_mask(np.log([[0.5, 0.25, 0.125, 0.125]]), threshold=0.25)
+    np.testing.assert_array_equal(mask, [[False, False, True, True]])
+
+
+def test_the_balancing_bias_ties_only_scores_within_rounding():
+    """Scores (0, 1, 1 + 5e-9), π = (.2, .2, .6): the mass crosses ½ at 1 + 5e-9, and 1 is 5e-9 below it —
+    far above rounding, a distinct score — so the cut is their midpoint, −1.0000000025 (a 1e-8 tie merged
+    them and cut at −0.5); 1 + 1e-15 is a tie, and the cut falls below both."""
+    w = np.array([0.2, 0.2, 0.6])
+    assert _balancing_bias(np.array([0.0, 1.0, 1 + 5e-9]), w) == pytest.approx(-(1 + 1 + 5e-9) / 2, abs=1e-15)
+    assert _balancing_bias(np.array([0.0, 1.0, 1 + 1e-15]), w) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_half_index_counts_a_mass_reaching_half_within_its_tolerance():
+    """The first index where the cumulative mass reaches ½ within _HALF_RTOL = 1e-9: 0.5 − 1e-9 of a total 1
+    reaches it (index 0; a strict crossing read 1), 0.5 − 2e-9 does not (index 1)."""
+    assert half_index(np.array([0.5 - 1e-9, 1.0])) == 0
+    assert half_index(np.array([0.5, 1.0])) == 0
+    assert half_index(np.array([0.5 - 2e-9, 1.0])) == 1
