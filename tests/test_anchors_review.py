@@ -14,6 +14,7 @@ from simlm.theory.anchor_constructions import analytic_laws, exact_epsilon_rows,
 from simlm.theory.anchors import (AnchorTask, _balancing_bias, anchor_contexts, anchor_fit, bulk_mask, half_index,
                                   head_errors, random_tasks, readout_error, word_task, world_anchor_fit)
 from simlm.theory.log_partition import log_partition_fit
+from simlm.models import perturbed_lm
 from simlm.worlds import LogLinearWorld
 from test_anchor_adversary import _tight
 
@@ -218,7 +219,9 @@ def test_the_bound_of_a_two_word_task_at_positive_rho_is_its_formula(form):
     record = {"record": lambda t, eps, tv, w: (asked.append(t), 1.0)[1]}
     transfer_bound(task, ctx, bulk, logp, rho, form="record", forms=record)
     gamma, c1, csum = _brute_floor(task, ctx, bulk), 2 * abs(task.coef[0]), 0.0
-    ms = [m for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12])) if m > csum * rho]
+    # an m with margin < m at every context is not asked: its bound is ≥ 1 whatever the tail
+    ms = [m for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12]))
+          if m > csum * rho and not np.all(task.margin < m)]
     np.testing.assert_allclose(asked, [min(gamma / 2, gamma * (m - csum * rho) / (4 * c1)) for m in ms], rtol=1e-12)
 
 
@@ -357,3 +360,27 @@ def test_half_index_counts_a_mass_reaching_half_within_its_tolerance():
     assert half_index(np.array([0.5 - 1e-9, 1.0])) == 0
     assert half_index(np.array([0.5, 1.0])) == 0
     assert half_index(np.array([0.5 - 2e-9, 1.0])) == 1
+
+
+@pytest.mark.parametrize("form", ["per-context", "markov"])
+def test_a_bound_whose_events_cover_every_context_is_1_whatever_its_sum_rounds_to(form):
+    """30 contexts of weight 1/30: for the two-word tasks the best m's events (margin < m, or TV ≥ t in
+    the per-context tail) cover every context, where P(…) + P(…) summed in floats read 1 − 1.1e-16 and
+    the row not trivial.  The bound is 1.0 (no LM could violate it) wherever the events cover every
+    context, and otherwise the sum over an uncovered context set, at least 1/30 below 1."""
+    world = LogLinearWorld.random(0, n_states=4, n_symbols=6, dim=3, geometry="anchor")
+    x = np.asarray(world.sample(0, 6, 5))
+    ctx = anchor_contexts(world, x)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    logp = np.asarray(perturbed_lm(world, 0.01, "logit-noise", 0, tokens=x).next_token_logprobs(x), np.float64)
+    logp = logp.reshape(-1, world.n_symbols)
+    r_lm = lm_residual(ctx, bulk, logp)
+    covered_somewhere = False
+    for task in random_tasks(ctx, fit, 0).values():
+        if task.words is None:
+            continue
+        b = transfer_bound(task, ctx, bulk, logp, form=form, residual_lm=r_lm, residual_star=fit.residual)
+        assert b.bound == 1.0 and b.trivial or b.bound <= 1 - 1 / 30 + 1e-12, (task.name, b.bound)
+        covered_somewhere |= b.bound == 1.0
+    assert covered_somewhere

@@ -100,7 +100,11 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     ρ must cover the anchor residuals the head is read with: give ``residual_lm`` and ``residual_star``
     (those passed to :func:`head_errors`) and ρ = max_x |r_LM(x) − r*(x)| is computed from them, or checked
     — a ``rho`` below it is refused (ρ = 0 with r_LM ≠ r* gave a bound under the head's error).  A ``rho``
-    alone is taken as given: the caller vouches that it covers the residuals."""
+    alone is taken as given: the caller vouches that it covers the residuals.
+
+    An m whose events cover every context (P(margin < m) alone, or with the per-context tail's TV ≥ t) gives
+    a bound ≥ 1 however its float sum rounds (1 − 1e-16 over 30 contexts of weight 1/30 read as a bound
+    below 1, and the row as not trivial): it is skipped, so such a bound is 1.0 and ``trivial``."""
     forms = FORMS if forms is None else forms
     if form not in forms:
         raise ConfigError(f"form: expected one of {sorted(forms)}, got {form!r}")
@@ -124,11 +128,15 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     kl, tv = context_divergences(ctx.logp, logp_lm)
     eps = float(w @ kl)
     gamma, c1, csum = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum()), float(abs(task.coef.sum()))
+    exact_tail = forms[form] is per_context_tail  # its tail is P_π of a set of contexts
     best, best_m = 1.0, 0.0
     for m in np.unique(np.concatenate([task.margin, task.margin + 1e-12])):
         if m <= csum * rho:
             continue
         t = gamma / 2 if c1 == 0 else min(gamma / 2, gamma * (m - csum * rho) / (4 * c1))
+        covered = (task.margin < m) | (tv >= t) if exact_tail else task.margin < m
+        if covered[w > 0].all():  # P(…) + P(…) ≥ P_π(every context) = 1; a sum below 1 is rounding
+            continue
         value = float(w @ (task.margin < m)) + forms[form](t, max(eps, 0.0), tv, w)
         if value < best:
             best, best_m = value, float(m)
