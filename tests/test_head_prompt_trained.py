@@ -52,14 +52,15 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     # study's probe settings (the tiny world scores every form alike, so the accuracies cannot tell)
     tr = slice(0, study.protocol.n_train)
     assert laws == [19, 7]  # the oracle's laws after x_1:19 (head, probe) and x_1:7 (head-7)
-    exact = np.asarray(hmm.prepended_mask_probs(x_head[tr]), np.float64)
-    exact7 = np.asarray(hmm.prepended_mask_probs(x_head[tr, :7]), np.float64)
+    # (read on every sequence, the shapes the study compiled, and the training rows kept)
+    exact = np.asarray(hmm.prepended_mask_probs(x_head), np.float64)[tr]
+    exact7 = np.asarray(hmm.prepended_mask_probs(x_head[:, :7]), np.float64)[tr]
     expected = [exact, exact, exact7]
     for lm in (result.final_lms[0], result.lm(2.0)):
-        trained = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head[tr]), np.float64))
-        trained7 = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head[tr, :7]), np.float64))
+        trained = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head), np.float64))[tr]
+        trained7 = np.exp(np.asarray(lm.prepended_mask_logprobs(x_head[:, :7]), np.float64))[tr]
         assert np.abs(trained - trained7).max() > 1e-5  # far above the tolerance below
-        expected += [trained, trained, trained7, np.asarray(lm.prepended_mask_features(x_head[tr]), np.float64)]
+        expected += [trained, trained, trained7, np.asarray(lm.prepended_mask_features(x_head), np.float64)[tr]]
     assert [name for name, _, _ in fits] == ["head", "probe", "head"] + ["head", "probe", "head", "head"] * 2
     for (name, f, kwargs), want in zip(fits, expected, strict=True):
         np.testing.assert_allclose(f, want, rtol=1e-5, atol=1e-9)
