@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import simlm.experiments.checks as builtin_checks
+from bruteforce import sequence_prob
 from simlm.checks import (as_tuple, check_distributions, check_memory, check_non_negative, check_positive_int,
                           check_stochastic, mean_and_sem)
 from simlm.errors import ConfigError, DistributionError, ShapeError
@@ -122,27 +123,23 @@ def test_check_memory_refuses_exactly_the_requests_above_the_limit():
         assert check_memory("x", 3, itemsize=4, limit=limit) is None
 
 
-class _ForwardHMM:
-    """An HMM's likelihood by the forward algorithm in float64 numpy: all that enumerating a world's contexts
-    needs (``n_symbols`` and ``log_likelihood``), without compiling the world's JAX programs."""
+class _EnumeratedHMM:
+    """An HMM's likelihood by enumerating its hidden paths (tests/bruteforce.py): all that enumerating a world's
+    contexts needs (``n_symbols`` and ``log_likelihood``), without compiling the world's JAX programs."""
 
     def __init__(self, hmm):
-        self.initial, self.transition, self.emission = chain64(hmm)
-        self.n_symbols = self.emission.shape[1]
+        self.chain = chain64(hmm)
+        self.n_symbols = self.chain[2].shape[1]
 
     def log_likelihood(self, seqs):
-        seqs = np.asarray(seqs)
-        alpha = self.initial * self.emission[:, seqs[:, 0]].T
-        for t in range(1, seqs.shape[1]):
-            alpha = (alpha @ self.transition) * self.emission[:, seqs[:, t]].T
-        return np.log(alpha.sum(-1))
+        return np.log([sequence_prob(*self.chain, list(s)) for s in np.asarray(seqs)])
 
 
 def test_each_natural_task_row_is_at_the_radius_that_minimises_its_bound(monkeypatch):
     """saunshi/natural-task reports each bound's losses at B*, the radius of its grid that minimises the bound
     (the bound's ``index``): a row's ``B`` is that bound's ``B_grid[index]`` and its bound the grid's minimum.
     At a small ε (an LM 1 % of the way to uniform) B* is past the grid's first radius for every bound."""
-    world = _ForwardHMM(HMM.random(0, 3, 4))
+    world = _EnumeratedHMM(HMM.random(0, 3, 4))
     contexts = enumerate_contexts(world, 1)
     laws = 0.99 * contexts.next_token_probs + 0.01 / world.n_symbols  # the LM's laws, one row per context
     results = []
