@@ -613,12 +613,17 @@ def _scatter(ax, rows, x_of, title, xlabel):
     """Filled: excess (a); open: slack; one colour per LM, one marker per world; log-log."""
     from matplotlib.ticker import NullFormatter
 
+    groups = {}  # one scatter per (LM, world, trivial), not one per point
     for r in rows:  # trivial rows (bound ≥ the largest (a) any LM can give, at every B: no LM could fail them) faint
-        x, c, m = x_of(r), COLOURS[r["lm"].split("@")[0]], MARKERS[r["world"]]
-        a = 0.15 if r["trivial"] else 1.0
-        ax.scatter(x, r["slack"], s=14, marker=m, facecolors="none", edgecolors=c, linewidths=0.7, alpha=a)
-        if r["excess_natural"] > FLOOR:
-            ax.scatter(x, r["excess_natural"], s=14, marker=m, color=c, alpha=a)
+        key = (COLOURS[r["lm"].split("@")[0]], MARKERS[r["world"]], 0.15 if r["trivial"] else 1.0)
+        groups.setdefault(key, []).append(r)
+    for (c, m, a), rs in groups.items():
+        ax.scatter([x_of(r) for r in rs], [r["slack"] for r in rs], s=14, marker=m, facecolors="none",
+                   edgecolors=c, linewidths=0.7, alpha=a)
+        filled = [r for r in rs if r["excess_natural"] > FLOOR]
+        if filled:
+            ax.scatter([x_of(r) for r in filled], [r["excess_natural"] for r in filled], s=14, marker=m, color=c,
+                       alpha=a)
     ax.set(xscale="log", yscale="log", title=title, xlabel=xlabel, ylabel="nats")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both", lw=0.3)

@@ -165,14 +165,23 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.6 * cols, 3.6 * ((n + cols - 1) // cols)),
                                  squeeze=False)
         for ax, q in zip(axes.flat, quantities):
+            points = defaultdict(lambda: ([], [], [], []))  # one scatter per (source, world), not per point
             for r in (r for r in rs if r["quantity"] == q):
                 x = max(_eps_key(r), 1e-4)  # the oracle (ε = 0) sits at the left edge
+                xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"]]
                 measured, bound = _number(r.get("measured")), _number(r.get("bound"))
                 if measured is not None:
-                    ax.scatter(x, measured, color=colour[_source(r["lm"])], marker=marker[r["world"]], s=22)
+                    xs_measured.append(x)
+                    ys_measured.append(measured)
                 if bound is not None:
-                    ax.scatter(x, bound, facecolors="none", edgecolors=colour[_source(r["lm"])],
-                               marker=marker[r["world"]], s=40, linewidths=0.8)
+                    xs_bound.append(x)
+                    ys_bound.append(bound)
+            for (source, world), (xs_measured, ys_measured, xs_bound, ys_bound) in points.items():
+                if xs_measured:
+                    ax.scatter(xs_measured, ys_measured, color=colour[source], marker=marker[world], s=22)
+                if xs_bound:
+                    ax.scatter(xs_bound, ys_bound, facecolors="none", edgecolors=colour[source],
+                               marker=marker[world], s=40, linewidths=0.8)
             ax.set(xscale="log", title=q, xlabel="ε of the LM (nats; oracle at 1e-4)")
             ax.grid(alpha=0.3, lw=0.3)
         for ax in list(axes.flat)[n:]:
