@@ -14,32 +14,31 @@ from simlm import HMM
 from simlm.worlds import MemoryHMM
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
-from test_hmm_parallel import EXACT, _assert_same, _jitted, chains_and_tokens
+from test_hmm_parallel import EXACT, _assert_same, _modes, chains_and_tokens
 
 FORWARD_FAMILY = ("forward", "token_logprobs", "log_likelihood", "next_token_probs")
 POSTERIORS = ("smoothed_posterior", "masked_state_posterior", "masked_token_probs", "prepended_state_posterior",
               "prepended_mask_probs")
 
 
-def _both(name, *args):
-    """``core.<name>`` by the scaled sequential scan and in log space, in float64, as numpy."""
-    with jax.enable_x64(True):
-        args = [jnp.asarray(a) for a in args]
-        return [jax.tree.map(np.asarray, _jitted(name, p)(*args)) for p in (False, core.LOG_SPACE)]
+def _both(names, *args):
+    """``core.<name>`` for each name by the scaled sequential scan and in log space, in float64, as numpy:
+    ``{(name, mode): output}``, all from one compiled program."""
+    return _modes(names, (False, core.LOG_SPACE), *args)
 
 
 @given(chains_and_tokens())
 def test_the_forward_family_equals_the_scaled_filter_including_impossible_tokens(case):
-    for name in FORWARD_FAMILY:
-        _assert_same(*_both(name, *case))
-    pi, A, B, x = case
-    _assert_same(*_both("backward", A, B, x))
+    out = _both(FORWARD_FAMILY + ("backward",), *case)  # backward reads (A, B, x)
+    for name in FORWARD_FAMILY + ("backward",):
+        _assert_same(out[name, False], out[name, core.LOG_SPACE])
 
 
 @given(chains_and_tokens(allow_zeros=False))
 def test_every_posterior_equals_the_scaled_filter(case):
+    out = _both(POSTERIORS, *case)
     for name in POSTERIORS:
-        _assert_same(*_both(name, *case))
+        _assert_same(out[name, False], out[name, core.LOG_SPACE])
 
 
 @given(chains_and_tokens(K=4, allow_zeros=False))
@@ -47,9 +46,10 @@ def test_block_diagonal_transitions_equal_their_dense_matrix(case):
     pi, A, B, x = case
     blocks = np.stack([A[:2, :2] / A[:2, :2].sum(1, keepdims=True), A[2:, 2:] / A[2:, 2:].sum(1, keepdims=True)])
     dense = block_diag(*blocks)
-    for name in ("forward", "masked_token_probs", "prepended_state_posterior"):  # _log_predict, _log_retrodict
-        (_, block), (_, full) = _both(name, pi, blocks, B, x), _both(name, pi, dense, B, x)
-        for u, w in zip(jax.tree.leaves(block), jax.tree.leaves(full)):
+    names = ("forward", "masked_token_probs", "prepended_state_posterior")  # _log_predict, _log_retrodict
+    block, full = (_modes(names, (core.LOG_SPACE,), pi, a, B, x) for a in (blocks, dense))
+    for name in names:
+        for u, w in zip(jax.tree.leaves(block[name, core.LOG_SPACE]), jax.tree.leaves(full[name, core.LOG_SPACE])):
             np.testing.assert_allclose(u, w, **EXACT)
 
 

@@ -1,7 +1,5 @@
 """Long, near-deterministic sequences in float32, and agreement with hmmlearn and dynamax."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,14 +81,18 @@ def test_block_diagonal_transition_equals_dense_kron():
     pi = rng.dirichlet(np.ones(G * k))
     B = rng.dirichlet(np.ones(V), size=G * k)
     x = jnp.asarray(rng.integers(0, V, 7))
-    args = [jnp.asarray(a, jnp.float32) for a in (pi, B)]
-    for op, ref in [(core.masked_token_probs, None), (core.next_token_probs, None)]:
-        got = op(args[0], jnp.asarray(blocks, jnp.float32), args[1], x)[0]
-        want = op(args[0], jnp.asarray(dense, jnp.float32), args[1], x)[0]
-        np.testing.assert_allclose(got, want, atol=1e-6)
     shared = np.kron(np.eye(G), blocks[0])
-    np.testing.assert_allclose(core.log_likelihood(args[0], jnp.asarray(blocks[0], jnp.float32), args[1], x),
-                               core.log_likelihood(args[0], jnp.asarray(shared, jnp.float32), args[1], x), rtol=1e-6)
+
+    @jax.jit  # the six calls in one program: one compile, not one per operation of each call run eagerly
+    def run(pi, blocks, dense, block, shared, B, x):
+        laws = [[op(pi, A, B, x)[0] for A in (blocks, dense)]
+                for op in (core.masked_token_probs, core.next_token_probs)]
+        return laws, [core.log_likelihood(pi, A, B, x) for A in (block, shared)]
+
+    laws, (got, want) = run(*(jnp.asarray(a, jnp.float32) for a in (pi, blocks, dense, blocks[0], shared, B)), x)
+    for got_law, want_law in laws:
+        np.testing.assert_allclose(got_law, want_law, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 
@@ -165,8 +167,10 @@ def test_contradicting_past_and_future_in_an_ordinary_world_need_no_log_space_re
     hmm = HMM([0.5, 0.5], np.eye(2), [[0.9, 0.1], [0.1, 0.9]])
     x = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
     floor = float(core.floor(hmm.transition, hmm.emission))
-    for name in ("smoothed_posterior", "masked_state_posterior", "masked_token_probs"):
-        _, low = jax.jit(functools.partial(getattr(core, name), parallel=core.CHECKED))(*hmm.chain, x)
+    names = ("smoothed_posterior", "masked_state_posterior", "masked_token_probs")
+    lows = jax.jit(lambda *chain_x: [getattr(core, name)(*chain_x, parallel=core.CHECKED)[1] for name in names])(
+        *hmm.chain, x)  # one program for the three
+    for name, low in zip(names, lows):
         assert float(low) >= floor, name
 
 

@@ -37,11 +37,28 @@ def _jitted(name, parallel):
     return jax.jit(functools.partial(getattr(core, name), parallel=parallel))
 
 
+@functools.lru_cache(maxsize=None)
+def _program(names, modes):
+    """One jitted program returning ``core.<name>(*args, parallel=mode)`` for every name and mode, in that
+    order (``backward`` reads the last three of (π, A, B, x)): one compile, where a program per function
+    and mode costs several times as long to compile."""
+    def run(*args):
+        return [[getattr(core, name)(*(args[-3:] if name == "backward" else args), parallel=mode) for mode in modes]
+                for name in names]
+    return jax.jit(run)
+
+
+def _modes(names, modes, *args):
+    """``{(name, mode): core.<name>(*args, parallel=mode)}`` from one program, in float64, as numpy."""
+    with jax.enable_x64(True):
+        out = jax.tree.map(np.asarray, _program(tuple(names), tuple(modes))(*(jnp.asarray(a) for a in args)))
+    return {(name, mode): out[i][j] for i, name in enumerate(names) for j, mode in enumerate(modes)}
+
+
 def _both(name, *args):
     """``core.<name>`` sequential and parallel, in float64, as numpy."""
-    with jax.enable_x64(True):
-        args = [jnp.asarray(a) for a in args]
-        return [jax.tree.map(np.asarray, _jitted(name, p)(*args)) for p in (False, True)]
+    out = _modes((name,), (False, True), *args)
+    return [out[name, False], out[name, True]]
 
 
 def _assert_same(a, b):
@@ -66,20 +83,21 @@ def test_parallel_backward_equals_sequential(case):
 @given(chains_and_tokens())
 def test_every_inference_function_agrees_between_the_two_passes(case):
     # masked laws go through forward and backward, the prepended law through backward and token_logprobs
-    for name in ("next_token_probs", "masked_token_probs", "prepended_mask_probs"):
-        seq, par = _both(name, *case)
-        _assert_same(seq, par)
+    names = ("next_token_probs", "masked_token_probs", "prepended_mask_probs")
+    out = _modes(names, (False, True), *case)
+    for name in names:
+        _assert_same(out[name, False], out[name, True])
 
 
 @given(chains_and_tokens(allow_zeros=False))
 def test_parallel_laws_equal_enumeration_over_hidden_paths(case):
     pi, A, B, x = case
-    (_, par_next), (_, par_masked), (_, par_smooth) = (_both(n, *case) for n in
-                                                       ("next_token_probs", "masked_token_probs", "smoothed_posterior"))
-    np.testing.assert_allclose(par_next[0], bf.next_token_law(pi, A, B, x), **EXACT)
-    np.testing.assert_allclose(par_masked[0], [bf.masked_law(pi, A, B, x, t) for t in range(T)], **EXACT)
-    np.testing.assert_allclose(par_smooth[0], bf.smoothed_states(pi, A, B, x), **EXACT)
-    np.testing.assert_allclose(_both("log_likelihood", *case)[1], np.log(bf.sequence_prob(pi, A, B, x)), **EXACT)
+    par = _modes(("next_token_probs", "masked_token_probs", "smoothed_posterior", "log_likelihood"), (True,), *case)
+    np.testing.assert_allclose(par["next_token_probs", True][0], bf.next_token_law(pi, A, B, x), **EXACT)
+    np.testing.assert_allclose(par["masked_token_probs", True][0], [bf.masked_law(pi, A, B, x, t) for t in range(T)],
+                               **EXACT)
+    np.testing.assert_allclose(par["smoothed_posterior", True][0], bf.smoothed_states(pi, A, B, x), **EXACT)
+    np.testing.assert_allclose(par["log_likelihood", True], np.log(bf.sequence_prob(pi, A, B, x)), **EXACT)
 
 
 @given(st.data())
@@ -114,8 +132,7 @@ def test_long_sequences_agree_in_float32():
     x = np.asarray(core.sample(*(core.cumulative_rows(jnp.asarray(a, jnp.float32)) for a in (pi, A, B)),
                                jax.random.PRNGKey(0), 1, T)[0][0])
     args = [jnp.asarray(a, jnp.float32) for a in (pi, A, B)] + [jnp.asarray(x)]
-    seq = jax.jit(functools.partial(core.next_token_probs, parallel=False))(*args)
-    par = jax.jit(functools.partial(core.next_token_probs, parallel=True))(*args)
+    [(seq, par)] = _program(("next_token_probs",), (False, True))(*args)  # both scans in one program
     np.testing.assert_allclose(par[0], seq[0], atol=2e-5)
     np.testing.assert_allclose(par[1], seq[1], atol=2e-4)
     assert abs(float(core.tree_sum(par[1]) - core.tree_sum(seq[1]))) < 1e-2  # of ~−140 nats

@@ -2,7 +2,6 @@
 log-space rerun, posteriors that depended on the T bucket for rows accepted off 1, sparse worlds losing
 support in float32, cross-entropy of impossible sequences, and typed-error quality."""
 
-import functools
 import warnings
 
 import jax
@@ -19,7 +18,7 @@ from simlm.worlds import HMM, MemoryHMM, buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import rows_within_rounding
 from simlm.worlds.families import dirichlet, ginc, permutation_mixture, random_parameters, sparse, tempered
-from test_hmm_parallel import _assert_same, chains_and_tokens
+from test_hmm_parallel import _assert_same, _modes, _program, chains_and_tokens
 
 # ---- the associative scans' float-range check ------------------------------------------------------------
 
@@ -70,52 +69,46 @@ def test_the_accelerator_path_reruns_a_state_buried_inside_the_scans_composition
                                    err_msg=name)
 
 
+SCAN_MODE_FUNCTIONS = ("token_logprobs", "next_token_probs", "masked_token_probs", "prepended_mask_probs", "backward")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_scan_mode_function_reports_the_buried_state(case):
     """The check of each core function in the scans' mode (``batched`` reruns what it flags): the forward
     family reported only its least c_t (ordinary here), the backward scan nothing."""
     world, x, _ = CASES[case]()
-    pi, A, B = world.chain
-    floor = float(core.floor(A, B))
-    tokens = jnp.asarray(x)
+    floor = float(core._floor(*world.chain[1:]))  # the jitted floor the world methods compare with
     # the forward family reads hmm_parallel.forward, the posteriors both scans, the prepended law the backward
-    # scan and the forward one under π A (the sequence is impossible there, and still reported)
-    for name in ("token_logprobs", "next_token_probs", "masked_token_probs", "prepended_mask_probs"):
-        _, low = jax.jit(functools.partial(getattr(core, name), parallel=core.CHECKED_SCANS))(pi, A, B, tokens)
+    # scan and the forward one under π A (the sequence is impossible there, and still reported); backward
+    # reads (A, B, x).  One program for all five, shared by both cases and the test below.
+    for name, [(_, low)] in zip(SCAN_MODE_FUNCTIONS, _program(SCAN_MODE_FUNCTIONS, (core.CHECKED_SCANS,))(
+            *world.chain, jnp.asarray(x))):
         assert float(low) < floor, name
-    _, low = jax.jit(functools.partial(core.backward, parallel=core.CHECKED_SCANS))(A, B, tokens)
-    assert float(low) < floor
 
 
 def test_the_scans_of_a_dense_world_never_need_the_rerun():
     """Every entry of A positive: the scans' least product and share stay far above the floor, as the
-    sequential scan's do (no log-space rerun on an accelerator for an ordinary world)."""
-    hmm = HMM.random(0, 6, 5)
-    x = jnp.asarray(hmm.sample(0, 4, 200))
-    pi, A, B = hmm.chain
-    _, low = jax.jit(jax.vmap(lambda t: core.masked_token_probs(pi, A, B, t, core.CHECKED_SCANS)))(x)  # both scans
-    assert float(low.min()) > 1e6 * float(core.floor(A, B))
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted(name, parallel):
-    return jax.jit(functools.partial(getattr(core, name), parallel=parallel))
+    sequential scan's do (no log-space rerun on an accelerator for an ordinary world).  K = 3, V = 4 and
+    T = 141 ≥ 64, as above, so that the masked law's scans (both scans) run in the program the test above
+    compiled."""
+    hmm = HMM.random(0, 3, 4)
+    assert (np.asarray(hmm.transition) > 0).all()
+    masked = SCAN_MODE_FUNCTIONS.index("masked_token_probs")
+    for t in np.asarray(hmm.sample(0, 4, 141)):
+        [(_, low)] = _program(SCAN_MODE_FUNCTIONS, (core.CHECKED_SCANS,))(*hmm.chain, jnp.asarray(t))[masked]
+        assert float(low) > 1e6 * float(core._floor(*hmm.chain[1:]))
 
 
 @given(chains_and_tokens())
 def test_the_tracked_scans_give_the_plain_scans_outputs_and_a_bound_that_is_never_nan(case):
     """Zeros in π, A, B and impossible tokens: the bound is a number (NaN would compare False and never
     rerun), and tracking it leaves the outputs as they were."""
-    pi, A, B, x = case
-    with jax.enable_x64(True):
-        args = [jnp.asarray(a) for a in case]
-        for name in ("forward", "next_token_probs", "masked_token_probs", "prepended_mask_probs"):
-            out, low = _jitted(name, core.CHECKED_SCANS)(*args)
-            _assert_same(jax.tree.map(np.asarray, _jitted(name, True)(*args)), jax.tree.map(np.asarray, out))
-            assert not np.isnan(float(low)), name
-        (betas, beta0), low = _jitted("backward", core.CHECKED_SCANS)(*args[1:])
-        _assert_same(jax.tree.map(np.asarray, _jitted("backward", True)(*args[1:])), (betas, beta0))
-        assert not np.isnan(float(low))
+    names = ("forward", "next_token_probs", "masked_token_probs", "prepended_mask_probs", "backward")
+    got = _modes(names, (core.CHECKED_SCANS, True), *case)  # one program (backward reads A, B, x)
+    for name in names:
+        out, low = got[name, core.CHECKED_SCANS]
+        _assert_same(got[name, True], out)
+        assert not np.isnan(float(low)), name
 
 
 # ---- T buckets and rows accepted off 1 -----------------------------------------------------------------
@@ -151,10 +144,11 @@ def test_a_float32_world_off_one_has_the_same_laws_in_every_T_bucket(T):
     """The same float32 chain (rows 1 ± 5e-4) gives the unpadded scan's laws at every T."""
     hmm = _chain_off_one([[0.9505, 0.05], [0.05, 0.9495]], np.float32)
     x = np.asarray(HMM(*hmm.chain, atol=1e-3).sample(0, 2, T))
-    for name, method in (("masked_token_probs", hmm.masked_token_probs), ("smoothed_posterior", hmm.state_posterior),
-                         ("masked_state_posterior", hmm.masked_state_posterior)):
-        want = jax.jit(jax.vmap(functools.partial(getattr(core, name), parallel=False), in_axes=(None, None, None, 0)))(
-            *hmm.chain, jnp.asarray(x))[0]
+    names = ("masked_token_probs", "smoothed_posterior", "masked_state_posterior")
+    wants = jax.jit(jax.vmap(lambda *chain_x: [getattr(core, name)(*chain_x, parallel=False)[0] for name in names],
+                             in_axes=(None, None, None, 0)))(*hmm.chain, jnp.asarray(x))  # one program for the three
+    for name, method, want in zip(names, (hmm.masked_token_probs, hmm.state_posterior, hmm.masked_state_posterior),
+                                  wants):
         np.testing.assert_allclose(np.asarray(method(x)), np.asarray(want), atol=3e-7, err_msg=name)
 
 
