@@ -83,15 +83,18 @@ def test_resume_equals_an_uninterrupted_run(run, tmp_path):
     assert strip(metrics(tmp_path)) == strip(metrics(run.run_dir))
 
 
-def test_an_ensemble_equals_separate_runs(tmp_path):
-    config = TrainConfig(**{**CONFIG.to_dict(), "seeds": (3, 4), "max_steps": 12})
+def test_an_ensemble_equals_separate_runs(run, tmp_path):
+    """Each member of a two-seed ensemble is the model its seed trains alone.  Seed 0 alone is the module's
+    run (CONFIG), so only seed 3 trains alone here, on the run's compiled step; the ensemble's seeds (0, 3)
+    are those whose batches test_a_step_batch_is_one_compiled_call… compiles."""
+    config = dataclasses.replace(CONFIG, seeds=(0, 3))
     both = train(WORLD, MODEL, config, tmp_path / "both", progress=False)
     x = eval_tokens(config)
-    for i, seed in enumerate((3, 4)):
-        alone = train(WORLD, MODEL, TrainConfig(**{**config.to_dict(), "seeds": (seed,)}), tmp_path / f"s{seed}",
-                      progress=False)
-        np.testing.assert_allclose(both.final_lms[i].next_token_logprobs(x), alone.final_lms[0].next_token_logprobs(x),
-                                   atol=1e-4)
+    alone = {0: run, 3: train(WORLD, MODEL, dataclasses.replace(CONFIG, seeds=(3,)), tmp_path / "s3", progress=False)}
+    for i, seed in enumerate(config.seeds):
+        assert alone[seed].final_step == both.final_step == CONFIG.max_steps
+        np.testing.assert_allclose(both.final_lms[i].next_token_logprobs(x),
+                                   alone[seed].final_lms[0].next_token_logprobs(x), atol=1e-4)
 
 
 def test_masked_lm_objective_lowers_the_masked_epsilon(tmp_path):
@@ -116,7 +119,8 @@ def test_quad_objective_lowers_the_quad_excess(tmp_path):
 
 
 def test_finite_corpus_regime_trains(tmp_path):
-    config = TrainConfig(**{**CONFIG.to_dict(), "data": "corpus", "corpus_sequences": 32, "max_steps": 20})
+    # CONFIG's 40 steps: the step program (it depends on the schedule, not on the batches' source) is the run's
+    config = TrainConfig(**{**CONFIG.to_dict(), "data": "corpus", "corpus_sequences": 32})
     train(WORLD, MODEL, config, tmp_path, progress=False)
     eps = [m["epsilon"] for m in metrics(tmp_path)]
     assert eps[-1] < eps[0]
@@ -234,16 +238,19 @@ def _every(k):
 
 @pytest.fixture(scope="module")
 def coarse(tmp_path_factory):
-    """The same run evaluated every 8 steps (rungs 0.3 and 0.1) and at every step (to the end, an
-    unreachable rung added): the grid of 8 finds ε 0.19 at step 8 and 0.063 at step 16, past both
-    windows [0.7, 1] × target."""
-    config = dataclasses.replace(CONFIG, targets=(0.3, 0.1), max_steps=24, checkpoint_every=1)
+    """The same run evaluated every 8 steps (rungs 0.3 and 0.1) and at every step (an unreachable
+    rung added, so it never stops early): the grid of 8 finds ε 0.19 at step 8 and 0.063 at step 16, past both
+    windows [0.7, 1] × target.  CONFIG's 40 steps (its learning-rate schedule), so both runs take the
+    module run's compiled step; the run at every step (a resume point each) stops, resumably, at step 24,
+    past every step the grid of 8 visits."""
+    config = dataclasses.replace(CONFIG, targets=(0.3, 0.1), checkpoint_every=1)
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         for k, c in ((1, dataclasses.replace(config, targets=(0.3, 0.1, 1e-6))), (8, config)):
             mp.setattr("simlm.train.trainer.next_evaluation", _every(k))
             run_dir = tmp_path_factory.mktemp(f"every_{k}")
-            runs[k] = train(WORLD, MODEL, c, run_dir, progress=False), metrics(run_dir)
+            runs[k] = train(WORLD, MODEL, c, run_dir, progress=False, until_step=24 if k == 1 else None), \
+                metrics(run_dir)
     return config, runs
 
 
@@ -303,9 +310,9 @@ def test_only_a_crossing_past_the_window_more_than_one_step_after_the_anchor_is_
 def test_a_torn_row_at_a_resume_point_mid_run_is_recomputed_and_the_run_goes_on_as_before(tmp_path):
     """Stopped at step 12 (every resume point is an evaluation kept), the resume point's own row torn: the
     rerun recomputes it from the resume point's arrays without counting that evaluation twice in the ε
-    trail the schedule plans from, so every later evaluation and row is the uninterrupted run's."""
-    config = dataclasses.replace(CONFIG, eval_every=50, max_steps=60, targets=(0.3, 0.1, 0.05, 0.03),
-                                 checkpoint_every=1000)
+    trail the schedule plans from, so every later evaluation and row is the uninterrupted run's (seven
+    evaluations after step 12 in CONFIG's 40 steps, whose compiled step the module's other runs share)."""
+    config = dataclasses.replace(CONFIG, eval_every=50, targets=(0.3, 0.1, 0.05, 0.03), checkpoint_every=1000)
     train(WORLD, MODEL, config, tmp_path / "whole", progress=False)
     part = tmp_path / "part"
     train(WORLD, MODEL, config, part, progress=False, until_step=12)
