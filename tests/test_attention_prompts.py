@@ -140,8 +140,8 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(masked_transformer, m
         fit_exact_attention_prompt(w, x, y, k=0)
     with pytest.raises(ShapeError, match="labels"):
         fit_exact_attention_prompt(w, x, y[:3])
-    causal = TransformerLM(init_transformer(TransformerConfig(n_symbols=8, d_model=8, n_heads=2, n_layers=1,
-                                                              max_len=12), 0))
+    causal = TransformerLM(init_transformer(TransformerConfig(n_symbols=8, d_model=16, n_heads=2, n_layers=1,
+                                                              max_len=12), 0))  # masked_transformer's sizes
     with pytest.raises(ConfigError, match="lm"):
         fit_transformer_attention_prompt(causal, x, y)
     with pytest.raises(ConfigError, match="lm: expected a TransformerLM"):

@@ -63,7 +63,7 @@ def test_full_rank_emission_makes_every_task_realisable(full_rank_world):
 
 def test_full_rank_bundle_holds(full_rank_world):
     mu = np.array([1., -2., .5])
-    rec = hp.check_head_prompt_conditions(full_rank_world, mu, _inputs(full_rank_world, n=50))
+    rec = hp.check_head_prompt_conditions(full_rank_world, mu, _inputs(full_rank_world))
     assert rec.head_holds and rec.consistent and rec.certificate is None
 
 
@@ -72,7 +72,7 @@ def test_identical_emission_rows_leave_a_residual_and_a_certificate(twin_world):
     assert hp.emission_rank(twin_world).rank == 3
     head = hp.head_realisability(twin_world, mu)
     assert not head.realisable and head.residual == pytest.approx(1.0)
-    tokens = np.concatenate([[[1, 0, 1], [2, 0, 2]], _inputs(twin_world, n=40, T=3)])
+    tokens = np.concatenate([[[1, 0, 1], [2, 0, 2]], _inputs(twin_world, n=100, T=3)])
     cert = hp.failure_certificate(twin_world, mu, tokens)
     assert cert.found and cert.min_cross_distance == 0.0
     assert any(set(map(int, pair)) == {0, 1} for pair in cert.pairs)
@@ -172,7 +172,7 @@ def test_prompt_infeasible_when_every_state_leaks_off_the_support():
     world = _prompt_world(np.full(4, .25))
     pf = hp.prompt_feasibility(world, MU_S)
     assert not pf.feasible and pf.gate == () and "no hidden state transitions only into S" in pf.reason
-    rec = hp.check_head_prompt_conditions(world, MU_S, _inputs(world, n=20, T=3))
+    rec = hp.check_head_prompt_conditions(world, MU_S, _inputs(world, n=100, T=3))
     assert not rec.prompt_holds and rec.prompt_check is None and rec.consistent
 
 
@@ -193,6 +193,12 @@ def test_tiny_transitions_count_as_zero_below_delta():
     assert not hp.prompt_feasibility(world, MU_S, delta=1e-40).feasible
 
 
+# Jitted once here: called eagerly, each lax.scan inside compiled anew on every call (a fresh closure each time).
+_prompt_prior = jax.jit(prompting.prompt_prior)
+_prompted_state_posterior = jax.jit(prompting.prompted_state_posterior)
+_prompt_reweighting = jax.jit(prompting.prompt_reweighting)
+
+
 @given(hmms(max_states=3, max_symbols=3), st.data())
 def test_prompt_reweighting_matches_enumeration(world, data):
     pi, A, B = params(world)
@@ -203,10 +209,10 @@ def test_prompt_reweighting_matches_enumeration(world, data):
     assume(sequence_prob(pi @ A, A, B, x) > 0)
     with jax.enable_x64(True):
         f64 = [jnp.asarray(a, jnp.float64) for a in (pi, A, B, U)]
-        prior = np.asarray(prompting.prompt_prior(*f64[:2], f64[3]))
+        prior = np.asarray(_prompt_prior(*f64[:2], f64[3]))
         assume(sum(prior[h] * sequence_prob(np.eye(K)[h] @ A, A, B, x) for h in range(K)) > 1e-12)
-        prompted = np.asarray(prompting.prompted_state_posterior(*f64[:3], f64[3], jnp.asarray(x))[0])
-        r = np.asarray(prompting.prompt_reweighting(*f64[:2], f64[3]))
+        prompted = np.asarray(_prompted_state_posterior(*f64[:3], f64[3], jnp.asarray(x))[0])
+        r = np.asarray(_prompt_reweighting(*f64[:2], f64[3]))
     brute = prompted_state_law(pi, A, B, U, x)
     np.testing.assert_allclose(prompted, brute, atol=1e-9)
     p = prepended_state_law(pi, A, B, x)

@@ -215,8 +215,8 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world,
         world.prompted_state_posterior(x, -np.ones((1, 4)))
     with pytest.raises(ShapeError, match="U"):
         world.prompted_state_posterior(x, np.ones((1, 3)))
-    causal = TransformerLM(init_transformer(TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1,
-                                                              max_len=8), 0))
+    causal = TransformerLM(init_transformer(TransformerConfig(n_symbols=8, d_model=16, n_heads=2, n_layers=1,
+                                                              max_len=8), 0))  # masked_transformer's sizes
     with pytest.raises(ConfigError, match="lm"):
         fit_transformer_prompt(causal, x, y)
     with pytest.raises(ConfigError, match="k"):
@@ -226,11 +226,12 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(rank_deficient_world,
 
 
 def test_seeds_beyond_2_32_start_their_own_prompts(masked_transformer):
-    """jax.random.PRNGKey keeps a seed's low 32 bits without x64: seeds 0 and 2**32 drew one prefix."""
+    """jax.random.PRNGKey keeps a seed's low 32 bits without x64: seeds 0 and 2**32 drew one prefix.  The fit
+    of the frozen-model test above (64 × 6 tokens, k = 2, 40 steps), whose program is compiled already."""
     lm = masked_transformer
-    x = np.random.default_rng(0).integers(0, 8, (16, 6)).astype(np.int32)
-    y = np.arange(16) % 2
-    fit = lambda seed: fit_transformer_prompt(lm, x, y, k=1, steps=1, seed=seed).prefix
+    x = np.random.default_rng(0).integers(0, 8, (64, 6)).astype(np.int32)
+    y = np.arange(64) % 2
+    fit = lambda seed: fit_transformer_prompt(lm, x, y, k=2, steps=40, lr=0.05, seed=seed).prefix
     assert not np.array_equal(fit(0), fit(2**32))
     assert np.array_equal(fit(7), fit(7))
     with pytest.raises(ConfigError, match="^seed"):

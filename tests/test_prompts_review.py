@@ -103,11 +103,12 @@ def test_an_attention_prompt_fit_of_k_tokens_takes_the_data_k_tokens_make_possib
 def test_an_exact_prompt_fit_takes_the_data_its_prompts_make_possible(monkeypatch):
     """Noisy cycle, k = 1: x_1 is in state 0 after the prompt.  (0, 1, 0, 1) and (1, 1, 0, 1) are possible
     after it (the unprompted check refused them: x_1 in state 1 never emits 0); (1, 0, 1, 1) is possible
-    without it but not after it (x_2 in state 1 never emits 0), so it is refused before the fit."""
-    w, y = _cycle([[0.9, 0.1], [0.0, 1.0]]), np.arange(8) % 2
-    good = np.array([[0, 1, 0, 1]] * 4 + [[1, 1, 0, 1]] * 4, np.int32)
-    assert fit_exact_prompt(w, good, y, k=1, steps=2, n_restarts=1).U.shape == (1, 2)
-    bad = np.array([[1, 0, 1, 1]] * 4 + [[1, 1, 1, 1]] * 4, np.int32)
+    without it but not after it (x_2 in state 1 never emits 0), so it is refused before the fit.  16 sequences,
+    20 steps, 2 restarts: the fit the divergence tests below compile (the same K, V and data shapes)."""
+    w, y = _cycle([[0.9, 0.1], [0.0, 1.0]]), np.arange(16) % 2
+    good = np.array([[0, 1, 0, 1]] * 8 + [[1, 1, 0, 1]] * 8, np.int32)
+    assert fit_exact_prompt(w, good, y, k=1, steps=20, n_restarts=2).U.shape == (1, 2)
+    bad = np.array([[1, 0, 1, 1]] * 8 + [[1, 1, 1, 1]] * 8, np.int32)
     monkeypatch.setattr(prompts, "fit_chain_prompt", _no_fit)
     with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0 .*every prompt of k = 1 tokens"):
         fit_exact_prompt(w, bad, y, k=1, steps=2, n_restarts=1)

@@ -214,8 +214,9 @@ def test_same_seed_gives_identical_parameters():
 
 
 def test_seeds_beyond_2_32_give_their_own_parameters_and_those_below_the_old_ones():
-    """Without jax_enable_x64 a seed used to become the key of seed mod 2**32: 0 and 2**32 were one model."""
-    config = TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=2, max_len=6)
+    """Without jax_enable_x64 a seed used to become the key of seed mod 2**32: 0 and 2**32 were one model.
+    TINY, the sizes whose initialisers the fixtures compile already."""
+    config = TransformerConfig(**TINY)
     leaves = lambda seed: jax.tree.leaves(nnx.state(init_transformer(config, seed), nnx.Param))
     same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
     assert not same(0, 2**32) and not same(5, 2**32 + 5) and not same(2**32, 2**33)
@@ -233,8 +234,9 @@ def test_jitted_split_merge_forward_equals_module_call(causal, causal_lm, tokens
 
 def test_wrappers_of_equal_graphs_share_compiled_functions_not_parameters(tokens):
     """Every checkpoint of a ladder is wrapped anew: the wrappers must reuse one compiled function per law
-    (not compile their own), and each must still answer with its own parameters."""
-    config = TransformerConfig(**TINY, causal=False)
+    (not compile their own), and each must still answer with its own parameters.  masked_lm's graph, whose laws
+    the tests above compile already."""
+    config = TransformerConfig(**TINY, causal=False, positions="rotary")
     a, b = (TransformerLM(init_transformer(config, seed)) for seed in (3, 4))
     for name in ("_masked", "_prepended", "_prepended_features", "_features", "_hidden"):
         assert getattr(a, name) is getattr(b, name), name
