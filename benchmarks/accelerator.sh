@@ -5,15 +5,18 @@
 # benchmarks.md; the suite rewrites the last two after every entry), so a run stopped at its limit still
 # returns what it measured.
 #
-#   bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS=540]
+#   bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS=540 [TEST_SECONDS=150 [ENTRY_SECONDS=3600]]]
 #
-# TOTAL_SECONDS bounds the whole script (tests ≤ 150 s, the suite gets the rest less 30 s for the
-# start-up and the copy); keep it under the limit of whatever runs the script.  Peers that the machine
-# lacks (dynamax, hmmlearn and their dependencies) travel as wheels in .whl/ and are installed into /tmp
-# (no network needed); simlm runs from the checkout.
+# TOTAL_SECONDS bounds the whole script (tests ≤ TEST_SECONDS, the suite gets the rest less 30 s for the
+# start-up and the copy, one script at most ENTRY_SECONDS of it); keep it under the limit of whatever runs
+# the script.  Peers that the machine lacks (dynamax, hmmlearn and their dependencies) travel as wheels in
+# .whl/ and are installed into /tmp (no network needed), and a flax ≥ 0.12 in .whl/fallback/ is used only
+# where the machine's own cannot import simlm; simlm runs from the checkout.
 set -uo pipefail
-out=$(mkdir -p "${1:?usage: bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS]}" && cd "$1" && pwd)
+out=$(mkdir -p "${1:?usage: bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS [TEST_SECONDS [ENTRY_SECONDS]]]}" && cd "$1" && pwd)
 total=${2:-540}
+tests=${3:-150}  # seconds for the exactness tests
+entry=${4:-3600}  # seconds for one benchmark script at most
 py=${PYTHON:-python3}  # the interpreter (PYTHON=.venv/bin/python to try it on a CPU checkout)
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -25,12 +28,18 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
       .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/simlm-peers"
   fi
   "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
+  # simlm needs flax ≥ 0.12 (NNX); where the machine's flax cannot build and step a model, the carried one
+  smoke="import flax, simlm.models, simlm.train; print('flax', flax.__version__, 'simlm imports')"
+  if ! "$py" -c "$smoke" && ls .whl/fallback/*.whl >/dev/null 2>&1; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/simlm-fallback \
+      .whl/fallback/*.whl && export PYTHONPATH="/tmp/simlm-fallback:$PYTHONPATH" && "$py" -c "$smoke"
+  fi
   echo "== exactness on this backend"
-  timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/test_precision.py tests/test_hmm_exact.py \
+  timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_precision.py tests/test_hmm_exact.py \
     tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
   budget=$((total - SECONDS - 30)); budget=$((budget < 0 ? 0 : budget))
   echo "== benchmark suite, budget ${budget} s"
   timeout --kill-after=10 $((budget + 20)) "$py" benchmarks/suite.py --budget "$budget" \
-    --results /tmp/simlm-results --summary "$out/suite.json" --docs "$out/benchmarks.md"
+    --timeout "$entry" --results /tmp/simlm-results --summary "$out/suite.json" --docs "$out/benchmarks.md"
   date -u
 } 2>&1 | tee "$out/log"
