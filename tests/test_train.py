@@ -186,16 +186,31 @@ class _HostOnlySampler:
         return self._world.sample(seed, n, length)
 
 
+class _UnbatchedSampler(_HostOnlySampler):
+    """A world whose ``sample`` traces under ``jit`` but has no batching rule (a host callback): ``vmap``
+    refuses it."""
+
+    def sample(self, key, n, length):
+        if isinstance(key, int):  # a seed (the held-out set, the corpus)
+            return self._world.sample(key, n, length)
+
+        def host(k):
+            return np.asarray(self._world.sample(k, n, length))
+        return jax.pure_callback(host, jax.ShapeDtypeStruct((n, length), jnp.int32), key)
+
+
 @pytest.mark.parametrize("data", ["stream", "corpus"])
-@pytest.mark.parametrize("kind", ["hmm", "memory", "loglinear"])
+@pytest.mark.parametrize("kind", ["hmm", "memory", "loglinear", "unbatched"])
 def test_a_step_batch_is_one_compiled_call_with_the_tokens_of_world_sample(kind, data):
-    """``Training.batch`` compiles the per-seed sampling into one call; it must draw exactly the tokens
-    (and objective keys) of ``world.sample`` on the per-seed keys, seed by seed."""
-    world = {"hmm": WORLD, "memory": MemoryHMM.random(0, 2, 2, 2, 5),
-             "loglinear": LogLinearWorld.random(0, 3, 5, 4)}[kind]
+    """``Training.batch`` compiles the per-seed sampling into one call, one draw vmapped over the seeds'
+    keys where the world's sampler batches (every built-in one), else a draw per seed; it must draw exactly
+    the tokens (and objective keys) of ``world.sample`` on the per-seed keys, seed by seed."""
+    world = {"hmm": WORLD, "memory": MemoryHMM.random(0, 2, 2, 2, 5), "loglinear": LogLinearWorld.random(0, 3, 5, 4),
+             "unbatched": _UnbatchedSampler(WORLD)}[kind]
     config = dataclasses.replace(CONFIG, seeds=(0, 3), data=data, corpus_sequences=32)
     training = Training(world, MODEL, config)
-    assert training._batch is not None
+    vmapped = kind != "unbatched" or data == "corpus"  # the corpus is drawn once, outside the step's batch
+    assert training._batch.__wrapped__.keywords == {"vmapped": vmapped}
     for step in (0, 1, 17, 2**31 + 5):
         batch = training.batch(step)
         for i, s in enumerate(config.seeds):

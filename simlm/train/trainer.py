@@ -29,6 +29,7 @@ file) — never silently used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -447,26 +448,34 @@ class Training:
             return self.place(self._make_batch(step))
         return self.place(self._batch(np.uint32(step)))
 
-    def _make_batch(self, step) -> Batch:
-        c, toks, keys = self.config, [], []
-        for s in c.seeds:
-            k_data, k_obj = jax.random.split(jax.random.fold_in(seed_key(s, "seeds"), step))  # every seed its own stream
-            if c.data == "stream":
-                toks.append(self.world.sample(k_data, c.batch_size, c.seq_len))
-            else:
-                toks.append(self.corpus[jax.random.choice(k_data, c.corpus_sequences, (c.batch_size,), replace=False)])
-            keys.append(k_obj)
-        return Batch(jnp.stack(toks), jnp.stack(keys))
+    def _make_batch(self, step, *, vmapped: bool = False) -> Batch:
+        """Each seed's batch on its own key.  ``vmapped``: the seeds' draws as one draw over a batch of keys
+        (one sampling loop for all seeds, where a loop per seed runs S loops one after the other: 3× the
+        time of one seed's at S = 8 on an H200); jax draws the same numbers from a key either way."""
+        c = self.config
+        pairs = [jax.random.split(jax.random.fold_in(seed_key(s, "seeds"), step)) for s in c.seeds]
+        k_data, k_obj = jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])  # every seed its own stream
+        if c.data == "stream":
+            def draw(k):
+                return self.world.sample(k, c.batch_size, c.seq_len)
+        else:
+            def draw(k):
+                return self.corpus[jax.random.choice(k, c.corpus_sequences, (c.batch_size,), replace=False)]
+        tokens = jax.vmap(draw)(k_data) if vmapped else jnp.stack([draw(k) for k in k_data])
+        return Batch(tokens, k_obj)
 
     def _compile_batch(self):
-        """:meth:`_make_batch` under ``jax.jit`` (one dispatch per step instead of ~5 per seed), or None when
-        the world's ``sample`` needs concrete keys (a user's world may validate or branch on the host)."""
-        batch = jax.jit(self._make_batch)
-        try:
-            jax.eval_shape(batch, jax.ShapeDtypeStruct((), jnp.uint32))
-        except (TypeError, ValueError):  # jax.errors.ConcretizationTypeError … are TypeErrors; ours ValueErrors
-            return None
-        return batch
+        """:meth:`_make_batch` under ``jax.jit`` (one dispatch per step instead of ~5 per seed), its draws
+        vmapped over the seeds where the world's ``sample`` allows it; None when ``sample`` needs concrete
+        keys (a user's world may validate or branch on the host)."""
+        for vmapped in (True, False):
+            batch = jax.jit(functools.partial(self._make_batch, vmapped=vmapped))
+            try:
+                jax.eval_shape(batch, jax.ShapeDtypeStruct((), jnp.uint32))
+            except (TypeError, ValueError, NotImplementedError):  # ConcretizationTypeError … are TypeErrors
+                continue
+            return batch
+        return None
 
     def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
         """One optimiser step of every member: ``(new state, loss (S,))``; ``state`` is donated."""
