@@ -112,9 +112,12 @@ def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses
     # eval_schedule: two verdicts; a run with no rung reached fails the rung target
     report = {"results": [{"eval_share": 0.067, "evaluations": 7, "min_overshoot": None}],
               "targets": {"eval_share": {"target": 0.1, "value": 0.067, "met": True},
-                          "rungs": {"expected": 1, "reached": 0, "worst": None, "met": False}}}
+                          "rungs": {"expected": 9, "crossed": 6, "reached": 0, "worst": None, "met": False}}}
     share, _, rungs = h("eval_schedule", report)
-    assert share[3] is True and rungs[3] is False and "0 of 1" in rungs[2] and "every ladder rung" in rungs[0]
+    assert share[3] is True and rungs[3] is False and "every rung crossed" in rungs[0]
+    assert "0 saved of 6 crossed (3 of 9 never reached, not judged)" in rungs[2]
+    old = {**report, "targets": {**report["targets"], "rungs": {"expected": 1, "reached": 0, "met": False}}}
+    assert "0 of 1 rungs reached" in h("eval_schedule", old)[2][2]  # a report from before the rule judged crossings
     # time_to_eps: no time to ε ≤ 0.01 when the ladder stops above it
     (eps,) = h("time_to_eps", {"total_s": 17.3, "target": {"seconds_to_reach": None, "met": None,
                                                            "reason": "not attempted (the ladder stops at ε = 0.1)"}})

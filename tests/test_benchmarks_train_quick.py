@@ -214,15 +214,20 @@ def test_time_to_eps_is_reported_only_when_its_rung_exists_and_was_reached():
     assert below["seconds_to_reach"] == 300.0 and below["met"] is True and below["rung"] == 0.01
 
 
-def test_eval_schedule_judges_the_share_and_the_rungs_separately_and_needs_every_rung():
+def test_eval_schedule_judges_the_share_and_every_rung_crossed():
+    ladder, lowest = (0.3, 0.1, 0.03), {0: 0.05, 1: 0.02}  # seed 0 never reaches 0.03, seed 1 does
     # the reviewer's case: no rung reached, a small share: "every rung within [0.7, 1]" held vacuously
-    none = eval_bench.verdicts(0.067, [], expected_rungs=1, quick=False)
+    none = eval_bench.verdicts(0.067, {}, {0: 0.5}, (0.3,), quick=False)
     assert none["eval_share"]["met"] is True and none["rungs"]["met"] is False
-    assert none["rungs"]["reached"] == 0 and none["rungs"]["expected"] == 1
-    some = eval_bench.verdicts(0.05, [0.8, 0.9], expected_rungs=9, quick=False)
-    assert some["rungs"]["met"] is False
-    every = eval_bench.verdicts(0.20, [0.81, 0.9, 1.0], expected_rungs=3, quick=False)
-    assert every["rungs"]["met"] is True and every["eval_share"]["met"] is False and every["rungs"]["worst"] == 0.81
-    assert eval_bench.verdicts(0.05, [0.6, 0.9, 1.0], expected_rungs=3, quick=False)["rungs"]["met"] is False
-    quick = eval_bench.verdicts(0.05, [0.81], expected_rungs=1, quick=True)
+    assert none["rungs"]["reached"] == 0 and none["rungs"]["expected"] == 1 and none["rungs"]["crossed"] == 0
+    crossed = {(0, 0.3): 0.8, (0, 0.1): 0.9, (1, 0.3): 0.95, (1, 0.1): 0.85, (1, 0.03): 0.81}
+    every = eval_bench.verdicts(0.20, crossed, lowest, ladder, quick=False)
+    assert every["rungs"]["met"] is True and every["eval_share"]["met"] is False and every["rungs"]["worst"] == 0.8
+    assert every["rungs"]["unreached"] == [[0, 0.03, 0.05]] and every["rungs"]["crossed"] == 5
+    missed = eval_bench.verdicts(0.05, {k: v for k, v in crossed.items() if k != (1, 0.03)}, lowest, ladder,
+                                 quick=False)  # seed 1 crossed 0.03 but no checkpoint was saved
+    assert missed["rungs"]["met"] is False and missed["rungs"]["missed"] == [[1, 0.03]]
+    outside = eval_bench.verdicts(0.05, {**crossed, (1, 0.1): 0.6}, lowest, ladder, quick=False)
+    assert outside["rungs"]["met"] is False and outside["rungs"]["outside_window"] == [[1, 0.1, 0.6]]
+    quick = eval_bench.verdicts(0.05, crossed, lowest, ladder, quick=True)
     assert quick["eval_share"]["met"] is None and quick["rungs"]["met"] is None
