@@ -125,7 +125,19 @@ def main(argv=None) -> int:
     print(f"HMM filters: B={args.batch} T={args.lengths} K={args.states} V={args.symbols} on {backend} "
           f"({jax.devices()[0].device_kind}); dynamax {'installed' if HAS_DYNAMAX else unavailable('dynamax') + ', skipped'}; "
           f"matmul precision {args.precision or 'default'} on both sides (simlm's filter products: always full float32)")
-    rows = [bench_one(K, T, args) for T in args.lengths for K in args.states]
+    versions = {"numpy": np.__version__}
+    if HAS_DYNAMAX:
+        import dynamax
+        versions["dynamax"] = dynamax.__version__
+    header = {"benchmark": "filters", "config": {**vars(args), "backend": backend}, "versions": versions,
+              "peer_installed": {"dynamax": HAS_DYNAMAX},
+              "matmul_precision": precision_record(args.precision, DYNAMAX_PRECISION)}
+    rows = []
+    for T in args.lengths:
+        for K in args.states:
+            rows.append(bench_one(K, T, args))
+            print(f"  K={K} T={T} done", flush=True)
+            write_json(args.out, {**header, "results": rows, "complete": False})  # a run stopped later keeps these
     cols = ["K", "T", ("simlm_seq_tok_s", "simlm seq tok/s"), ("simlm_par_tok_s", "simlm par tok/s"),
             ("par_over_seq", "par ÷ seq speed")]
     if HAS_DYNAMAX:
@@ -135,14 +147,7 @@ def main(argv=None) -> int:
     print_table(rows, cols, title="filter throughput (median; speeds are ratios of the same run)")
     agree = all(r["agrees"] for r in rows)
     print(f"\nevery contender's predicted laws agree within {AGREEMENT_ATOL:g}: {'yes' if agree else 'NO'}")
-    versions = {"numpy": np.__version__}
-    if HAS_DYNAMAX:
-        import dynamax
-        versions["dynamax"] = dynamax.__version__
-    out = write_json(args.out, {"benchmark": "filters", "config": {**vars(args), "backend": backend},
-                                "versions": versions, "peer_installed": {"dynamax": HAS_DYNAMAX},
-                                "matmul_precision": precision_record(args.precision, DYNAMAX_PRECISION),
-                                "results": rows, "agrees": agree})
+    out = write_json(args.out, {**header, "results": rows, "agrees": agree, "complete": True})
     print(f"wrote {out}")
     return 0 if agree else 1
 

@@ -7,7 +7,9 @@ experiment 1 end to end (``experiment1.py``) — collects the JSON each one writ
 machine, the versions and which peers (dynamax, hmmlearn, torch + transformers) were installed.  A
 script that fails or times out is recorded as such (its last output kept) and the suite goes on;
 ``--budget`` bounds the whole run (what no longer fits is recorded as skipped).  The JSON and the
-table are rewritten after every entry, so an interrupted run keeps everything it measured.
+table are rewritten after every entry, so an interrupted run keeps everything it measured; a script that
+is stopped or fails keeps what it wrote before (``train.py`` and ``filters.py`` write their JSON after every
+size), shown without a verdict beside its status.
 
 The Markdown table (between the ``<!-- suite:begin -->`` / ``<!-- suite:end -->`` markers of
 ``--docs``, by default docs/benchmarks.md; with ``--quick`` no Markdown file unless ``--docs`` names one)
@@ -166,8 +168,8 @@ def headlines(name: str, r: dict) -> list:
         return [("ε evaluation share of training, experiment 1", "≤ 10 %", _fmt(row.get("eval_share")), share.get("met")),
                 ("evaluations (this trainer / compared checkout)", "(report)",
                  f"{row.get('evaluations')} / {row.get('compare_evaluations', '—')}", None),
-                ("every rung crossed saved, each at ε ÷ target ∈ [0.7, 1] (≥ 1 rung)", "all crossed, each in [0.7, 1]",
-                 f"{reached}; worst {worst}" if reached else worst, rungs.get("met"))]
+                ("every rung crossed saved, each at ε ÷ target ∈ [0.7, 1] (≥ 1 rung)",
+                 "all crossed, each in [0.7, 1]", f"{reached}; worst {worst}" if reached else worst, rungs.get("met"))]
     if name == "property_speed":
         t = get(r.get("targets"), "examples_per_s") or {}
         return [("hypothesis property test, warm", "≥ 50 examples/s", _fmt(t.get("value")), t.get("met"))]
@@ -198,10 +200,11 @@ def markdown(report: dict) -> str:
              + "CPU timings are medians under whatever load shared the machine; ratios are of one run.", "",
              "| benchmark | quantity | target | measured | met | device |", "|---|---|---|---|---|---|"]
     for name, res in report["benchmarks"].items():
-        if res["status"] != "ok":
-            lines.append(f"| {name} | — | — | {res['status']} | — | {device} |")
-            continue
-        for quantity, target, value, met in headlines(res.get("script", name), res["report"]):
+        rows = headlines(res.get("script", name), res["report"]) if "report" in res else []
+        if res["status"] != "ok":  # what it measured before it stopped, unjudged: a verdict needs the whole run
+            rows = [(q, t, f"{v} (then {res['status']})", None) for q, t, v, _ in rows]
+            rows = rows or [("—", "—", res["status"], None)]
+        for quantity, target, value, met in rows:
             lines.append(f"| {name} | {quantity} | {target} | {value} | {_fmt(met)} | {device} |")
     if m["backend"] == "cpu":
         for quantity, target in ACCELERATOR_ONLY:
@@ -239,6 +242,7 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
     if script == "experiment1":  # it stops its experiment itself and still writes its JSON
         cmd += ["--timeout", str(max(int(timeout) - 20, 1))]
     print(f"== {name}: {' '.join(cmd[1:])}  (≤ {timeout:.0f} s)", flush=True)
+    out.unlink(missing_ok=True)  # an earlier run's JSON must not pass for this one's
     started = time.perf_counter()
     code, output = run_process_group(cmd, timeout=timeout, cwd=REPO_ROOT)  # a timeout kills its children too
     if code is None:
@@ -251,6 +255,10 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
         entry["report"] = json.loads(out.read_text())
     else:
         entry["output_tail"] = output[-4000:]
+        try:  # what a stopped or failed script measured before it ended (train and filters write as they go)
+            entry["report"] = json.loads(out.read_text())
+        except (OSError, ValueError):  # none written, or cut mid-write
+            pass
     return entry
 
 

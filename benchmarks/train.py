@@ -613,6 +613,11 @@ def main(argv=None) -> int:
     if first["loaded"]:
         print(f"warning: machine loaded — {first['measure']}: {first['before']:.1f} on {cores} cores (limit "
               f"{first['limit']:g}; load average {before['load_average'][0]:.2f}): the simlm/HF ratio gets no verdict")
+    config = {k: getattr(args, k) for k in ("sizes", "dtype", "batch", "seq_len", "symbols", "states", "repeats",
+                                            "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
+    config["train_config"] = train_config(args).to_dict()
+    header = {"benchmark": "train", "config": config, "peer": peer_info,
+              "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks}}
     rows = []
     for name in args.sizes:
         rows.append(bench_size(name, world, peer, args, peak, on_accelerator, peaks.get(args.dtype), monitor))
@@ -622,6 +627,7 @@ def main(argv=None) -> int:
               + (f", HF {r['params_hf']:,} params; same network: max |Δlogit| {eq['max_abs_diff']:.1e} "
                  f"(≤ {eq['tolerance']:.1e}: {'yes' if eq['agrees'] else 'NO'})" if eq else "") + " — done", flush=True)
         r["mfu_met"], r["mfu_note"] = mfu_verdict(r, peak_kind, quick=args.quick)
+        write_json(args.out, {**header, "results": rows, "complete": False})  # a run stopped later keeps these
 
     print_table(rows, ["size", "d_model", "n_layers", "n_heads", "d_ff", "n_positions",
                        ("params_simlm", "params simlm"), ("params_hf", "params HF")],
@@ -655,14 +661,10 @@ def main(argv=None) -> int:
     if not agrees:
         print("ERROR: the HF peer does not compute simlm's network (see peer_equivalence in the JSON)")
 
-    config = {k: getattr(args, k) for k in ("sizes", "dtype", "batch", "seq_len", "symbols", "states", "repeats",
-                                            "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
-    config["train_config"] = train_config(args).to_dict()
     out = write_json(args.out, {
-        "benchmark": "train", "config": config, "peer": peer_info,
-        "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks},
-        "load": load, "load_average": {"before": load["load_average_before"], "after": load["load_average_after"]},
-        "peer_agrees": agrees if peer[0] is not None else None, "results": rows, "target": target,
+        **header, "load": load,
+        "load_average": {"before": load["load_average_before"], "after": load["load_average_after"]},
+        "peer_agrees": agrees if peer[0] is not None else None, "results": rows, "target": target, "complete": True,
     })
     print(f"\nwrote {out}")
     return 0 if agrees else 1

@@ -35,7 +35,7 @@ def _positive(x) -> bool:
 
 def test_every_filter_agrees_and_every_throughput_is_positive(suite):
     report = suite[0]["benchmarks"]["filters"]["report"]
-    assert report["agrees"] is True
+    assert report["agrees"] is True and report["complete"] is True
     for row in report["results"]:
         assert all(_positive(v) for v in row["seconds"].values())
         assert row["max_abs_diff"] <= 1e-4
@@ -66,6 +66,40 @@ def test_a_spent_budget_skips_the_remaining_entries_and_still_writes_the_json_an
     assert {name: e["status"] for name, e in report["benchmarks"].items()} == {
         "filters": "skipped (the --budget was spent)", "train_bf16": "skipped (the --budget was spent)"}
     assert "| train_bf16 | — | — | skipped (the --budget was spent) |" in docs.read_text()
+
+
+_STOPPED = """
+import json, sys, time
+out = sys.argv[sys.argv.index("--out") + 1]
+if "--write" in sys.argv:  # what a benchmark writes after its first size, before it is stopped
+    json.dump({"results": [{"K": 8, "T": 16, "par_over_seq": 0.5}], "complete": False}, open(out, "w"))
+print("K=8 T=16 done", flush=True)
+time.sleep(60) if "--hang" in sys.argv else sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["--hang", "--fail"])
+def test_a_stopped_or_failed_script_keeps_what_it_wrote_unjudged_never_an_earlier_runs(tmp_path, monkeypatch, how):
+    import suite as suite_script
+
+    (tmp_path / "filters.py").write_text(_STOPPED)
+    monkeypatch.setattr(suite_script, "HERE", tmp_path)
+    args = suite_script.parse_args(["--results", str(tmp_path)])
+    out = tmp_path / "filters.json"
+    out.write_text(json.dumps({"results": [{"K": 99, "T": 99, "par_over_seq": 7.0}]}))  # an earlier run's
+    stale = suite_script.run_entry("filters", "filters", [how], args, out, timeout=3)
+    assert "report" not in stale and stale["status"] != "ok" and not out.exists()
+    entry = suite_script.run_entry("filters", "filters", [how, "--write"], args, out, timeout=3)
+    status = "timed out after 3 s" if how == "--hang" else "failed (exit 3)"
+    assert entry["status"] == status and entry["report"]["complete"] is False
+    report = {"started": "now", "quick": False, "peers": {}, "benchmarks": {"filters": entry},
+              "machine": {"backend": "cpu", "device_kind": "cpu", "cpu_count": 2, "jax": "x", "python": "y"}}
+    table = suite_script.markdown(report)
+    row = f"| filters | parallel ÷ sequential filter speed, K=8 T=16 | (report) | 0.5× (then {status}) | — |"
+    assert row in table
+    assert "K=99" not in table
+    report["benchmarks"]["filters"] = stale
+    assert f"| filters | — | — | {stale['status']} | — |" in suite_script.markdown(report)
 
 
 def test_quick_mode_keeps_an_entrys_precision_and_drops_its_sizes():
