@@ -4,7 +4,8 @@ For B sequences of length T at each K (V symbols), on a random Dirichlet HMM:
 
 1. sampling, tokens/s — ``HMM.sample`` vs dynamax ``CategoricalHMM.sample`` (jit∘vmap over B keys)
    vs hmmlearn ``CategoricalHMM.sample`` (a Python loop per sequence, so run on fewer sequences and
-   scaled to tokens/s);
+   scaled to tokens/s); where ``HMM.sample`` picks the parallel chain (``hmm_core.sample``: on an
+   accelerator, when it fits), the sequential one is timed beside it (``sample_parallel_over_sequential``);
 2. the exact next-token law p(x_t = · | x_<t), a (B, T, V) array, tokens/s — simlm's jitted batched
    ``next_token_probs`` vs dynamax ``vmap(hmm_filter)`` with ``predicted_probs @ B`` (same output;
    log-likelihoods by a gather of log B, the cheapest input dynamax accepts) vs hmmlearn
@@ -52,6 +53,7 @@ from peers import add_precision_option, import_peer, pinned, precision_record, u
 from simlm import precision  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 from simlm.worlds import hmm as hmm_module  # noqa: E402
+from simlm.worlds import hmm_core  # noqa: E402
 
 SAMPLING_TARGET = 50.0  # simlm / dynamax tokens/s
 INFERENCE_TARGET = 1.5  # simlm / dynamax tokens/s, every K
@@ -169,6 +171,11 @@ def bench_one(K: int, args, matmul) -> dict:
 
     # 1. sampling and 2. the exact next-token law (B, T, V), round-robin with dynamax
     sampling = {"simlm": lambda: hmm.sample(key, B, T)}
+    row["sampler"] = "parallel" if hmm_core.use_parallel(None, T, K + 1, B, itemsize=1) else "sequential"
+    if row["sampler"] == "parallel":  # where HMM.sample picks the associative scan, the sequential chain beside it
+        cums = [hmm_core.cumulative_rows(a) for a in params]
+        sequential = jax.jit(hmm_core.sample, static_argnums=(4, 5, 6))
+        sampling["simlm_sequential"] = lambda: sequential(*cums, key, B, T, False)
     laws = {"simlm": lambda: hmm_module.next_token_probs(*params, tokens)}
     if DYNAMAX is not None:
         dyn_model, dyn_params = hmm.to_dynamax()
@@ -180,6 +187,9 @@ def bench_one(K: int, args, matmul) -> dict:
         t = timed({k: with_cpu_time(f, cpu[k]) for k, f in fns.items()})
         sec[f"{name}_simlm"] = t["simlm"].median
         row[f"{name}_simlm_tok_s"] = n_tok / t["simlm"].median
+        if "simlm_sequential" in t:
+            sec["sample_simlm_sequential"] = t["simlm_sequential"].median
+            row["sample_parallel_over_sequential"] = t["simlm_sequential"].median / t["simlm"].median
         if DYNAMAX is not None:
             sec[f"{name}_dynamax"] = t["dynamax"].median
             row[f"{name}_dynamax_tok_s"] = n_tok / t["dynamax"].median
@@ -257,6 +267,7 @@ def main(argv=None) -> int:
         "K", ("sample_simlm_tok_s", "simlm tok/s"), ("sample_dynamax_tok_s", "dynamax tok/s"),
         ("sample_hmmlearn_tok_s", f"hmmlearn tok/s ({n_hl} seq)"),
         ("sample_ratio_simlm_dynamax", "simlm/dynamax"), ("sample_ratio_simlm_dynamax_paired", "paired"),
+        "sampler", ("sample_parallel_over_sequential", "parallel ÷ sequential speed"),
     ], title="1. sampling")
     print_table(rows, [
         "K", ("infer_simlm_tok_s", "simlm tok/s"), ("infer_dynamax_tok_s", "dynamax tok/s"),

@@ -125,6 +125,34 @@ def test_a_skipped_token_leaves_the_law_unchanged_as_in_the_sequential_filter():
     np.testing.assert_allclose(par.predicted[1:], np.tile([1.0, 0.0], (4, 1)))
 
 
+@functools.lru_cache(maxsize=None)
+def _draws(n, length):
+    """Both samplers in one program, over a batch of keys (as the trainer's batch draws every seed)."""
+    def run(pi, A, B, keys):
+        cums = [core.cumulative_rows(a) for a in (pi, A, B)]
+        return [jax.vmap(lambda k: core.sample(*cums, k, n, length, parallel=p))(keys) for p in (False, True)]
+    return jax.jit(run)
+
+
+@given(chain=chains_and_tokens(K=4, V=3, T=1), seed=st.integers(0, 2**32 - 1))
+def test_the_parallel_sampler_draws_the_sequential_tokens_and_states_bit_for_bit(chain, seed):
+    pi, A, B, _ = chain
+    args = [jnp.asarray(a, jnp.float32) for a in (pi, A, B)] + [jax.random.split(jax.random.PRNGKey(seed), 2)]
+    for n, length in ((3, 70), (2, 1)):  # 70: the scan's odd-length path
+        (tokens, states), (par_tokens, par_states) = _draws(n, length)(*args)
+        assert tokens.shape == states.shape == (2, n, length)
+        np.testing.assert_array_equal(par_states, states)
+        np.testing.assert_array_equal(par_tokens, tokens)
+
+
+def test_the_sampler_picks_the_parallel_chain_only_where_use_parallel_does():
+    assert core.use_parallel(None, 512, 17, 64) is (jax.default_backend() != "cpu")
+    assert core.use_parallel(None, 63, 17, 64) is False and core.use_parallel(None, 2048, 257, 1024) is False
+    cums = [core.cumulative_rows(jnp.full(shape, 0.5)) for shape in ((2,), (2, 2), (2, 2))]
+    with pytest.raises(ConfigError, match="parallel: expected True, False or None"):
+        core.sample(*cums, jax.random.PRNGKey(0), 1, 3, parallel="yes")
+
+
 def test_long_sequences_agree_in_float32():
     rng = np.random.default_rng(0)
     K, V, T = 4, 8, 70  # not a power of two: the scan's odd-length path
