@@ -53,19 +53,22 @@ import jax  # noqa: E402  (after the cache settings above, which JAX reads when 
 # the modules by their number of tests, which puts the modules of a few long tests (the quick experiment
 # runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
 # finished.  Queued by their time instead, longest first (the greedy schedule), the two workers end within
-# a short module of each other.  Seconds per module (its tests of 1 s or more, `pytest --durations=0
-# --durations-min=1`) on 2 cores, idle, 2026-12-03; a module not listed is queued after these, in collection
-# order.  Stale numbers cost time, never a result.
+# a short module of each other.  Seconds per module ≥ 8 s (the sum of its tests' times in the README's test
+# command's `--junitxml` report, fixtures included) in a fresh-clone CI run on 2 cores, idle, 2026-12-04; a
+# module not listed is queued after these, in collection order.  Stale numbers cost time, never a result.
 MODULE_SECONDS = {
-    "test_hmm_review.py": 82, "test_train.py": 80, "test_notebooks.py": 79, "test_sweep.py": 56,
-    "test_experiments_natural_tasks.py": 55, "test_experiments_head_prompt.py": 51,
-    "test_benchmarks_train_quick.py": 50, "test_run_dir_corruption.py": 46, "test_natural_tasks.py": 43,
-    "test_heads.py": 40, "test_prompts_review.py": 39, "test_transformer.py": 38, "test_memory.py": 36,
-    "test_hmm_log_space.py": 34, "test_precision.py": 31, "test_head_prompt_trained.py": 30,
-    "test_head_prompt.py": 30, "test_readme.py": 29, "test_sharding.py": 27, "test_downstream_tasks.py": 26,
-    "test_attention_prompts.py": 26, "test_prompts.py": 26, "test_hmm_parallel.py": 25,
-    "test_natural_adversaries.py": 24, "test_token_accuracy.py": 23, "test_anchors.py": 14,
-    "test_benchmarks_quick.py": 13, "test_hmm_numerics.py": 13,
+    "test_notebooks.py": 84, "test_sweep.py": 64, "test_train.py": 59, "test_natural_tasks.py": 48,
+    "test_experiments_head_prompt.py": 48, "test_experiments_natural_tasks.py": 44, "test_hmm_review.py": 43,
+    "test_prompts_review.py": 42, "test_run_dir_corruption.py": 39, "test_natural_adversaries.py": 38,
+    "test_transformer.py": 36, "test_benchmarks_train_quick.py": 34, "test_heads.py": 33,
+    "test_hmm_log_space.py": 32, "test_head_prompt_trained.py": 30, "test_prompts.py": 30, "test_memory.py": 28,
+    "test_attention_prompts.py": 27, "test_readme.py": 23, "test_hmm_parallel.py": 22,
+    "test_downstream_tasks.py": 21, "test_sharding.py": 20, "test_precision.py": 19, "test_anchors.py": 17,
+    "test_token_accuracy.py": 17, "test_head_prompt.py": 17, "test_benchmarks_speed_quick.py": 15,
+    "test_experiments_corruption.py": 14, "test_finite.py": 13, "test_perturbed.py": 13, "test_hmm_numerics.py": 11,
+    "test_runtime.py": 11, "test_loglinear.py": 10, "test_fuzz_public_api.py": 10, "test_benchmarks_quick.py": 9,
+    "test_head_prompt_review.py": 9, "test_head_prompt_protocol.py": 9, "test_anchor_weights.py": 8,
+    "test_strategies.py": 8,
 }
 
 
