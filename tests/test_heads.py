@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_linear_head, head_tuning,
                               make_memory_task, make_posterior_task, sample_task_data, task_features)
-from simlm.downstream.heads import standardisation, standardise, standardised
+from simlm.downstream.heads import AttentionHead, LinearHead, standardisation, standardise, standardised
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer, perturbed_lm
 from simlm.worlds import HMM, MemoryHMM
@@ -284,6 +284,29 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(world):
         task = make_posterior_task(world, 0, n_probe=N, probe_length=T)
         head_tuning(WorldLM(world), world, task, np.zeros((4, 3), np.int32), np.zeros((4, 3), np.int32),
                     visible_length=5)
+
+
+def test_bad_features_labels_and_a_fitted_heads_inputs_get_typed_errors_naming_the_argument():
+    f, y = np.full((4, 3), 0.5, np.float32), [0, 1, 0, 1]
+    huge = f.astype(np.float64) * 1e300
+    cases = [(ConfigError, "features: has non-finite entries", dict(features=np.where(np.eye(4, 3), -np.inf, f))),
+             (ConfigError, "features: has entries beyond the float32 range", dict(features=huge)),
+             (ShapeError, r"features: expected a non-empty array of shape \(n, V\), got \(0, 3\)",
+              dict(features=f[:0])),
+             (ConfigError, "labels: expected integer class ids, got dtype float64", dict(labels=[0, 0.5, 1, 0])),
+             (ConfigError, r"labels: class id -1 is outside \[0, n_classes = 2\)", dict(labels=[0, -1, 1, 0])),
+             (ConfigError, "l2", dict(l2=-1.0))]
+    for error, message, bad in cases:
+        kwargs = {"features": f, "labels": y, **bad}
+        with pytest.raises(error, match=message):
+            fit_linear_head(kwargs.pop("features"), kwargs.pop("labels"), **kwargs)
+    head = LinearHead(np.zeros((3, 2), np.float32), np.zeros(2, np.float32), np.zeros(3, np.float32),
+                      np.ones(3, np.float32), np.zeros(1, np.float32))
+    with pytest.raises(ShapeError, match="features: expected 3 columns, got 2"):
+        head.predict(f[:, :2])
+    attention = AttentionHead({}, np.zeros(3, np.float32), np.ones(3, np.float32), np.zeros(1), np.zeros(1))
+    with pytest.raises(ShapeError, match="features: expected 3 features per position, got 2"):
+        attention.logits(np.zeros((4, 5, 2), np.float32))
 
 
 def test_head_tuning_fits_the_default_head_and_scores_it_on_the_training_set(world):
