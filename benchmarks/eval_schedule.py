@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     word = lambda t: t.get("reason") or ("met" if t["met"] else "NOT met")  # noqa: E731
     print(f"\ntargets: evaluation share ≤ {SHARE_TARGET:.0%}: {share:.1%} → {word(targets['eval_share'])}; "
           f"every rung crossed saved in [0.7, 1] × target: {r['reached']} saved of {r['crossed']} crossed"
-          + (f", worst {r['worst']:.3g}" if overshoots else "") + f" → {word(r)}")
+          + (f", worst {r['worst']:.3g}" if r['worst'] is not None else "") + f" → {word(r)}")
     for seed, target, eps in r["unreached"]:
         print(f"  not judged: seed {seed} never reached ε ≤ {target:g} (lowest evaluated ε {eps:.3g})")
     write_json(args.out, {"config": {"quick": args.quick, "states": states, "compare_with": args.compare_with,

@@ -171,7 +171,7 @@ def bench_one(K: int, args, matmul) -> dict:
 
     # 1. sampling and 2. the exact next-token law (B, T, V), round-robin with dynamax
     sampling = {"simlm": lambda: hmm.sample(key, B, T)}
-    row["sampler"] = "parallel" if hmm_core.use_parallel(None, T, K + 1, B, itemsize=1) else "sequential"
+    row["sampler"] = "parallel" if hmm_core.samples_in_parallel(None, T, K, B) else "sequential"
     if row["sampler"] == "parallel":  # where HMM.sample picks the associative scan, the sequential chain beside it
         cums = [hmm_core.cumulative_rows(a) for a in params]
         sequential = jax.jit(hmm_core.sample, static_argnums=(4, 5, 6))

@@ -145,9 +145,11 @@ def test_the_parallel_sampler_draws_the_sequential_tokens_and_states_bit_for_bit
         np.testing.assert_array_equal(par_tokens, tokens)
 
 
-def test_the_sampler_picks_the_parallel_chain_only_where_use_parallel_does():
-    assert core.use_parallel(None, 512, 17, 64) is (jax.default_backend() != "cpu")
-    assert core.use_parallel(None, 63, 17, 64) is False and core.use_parallel(None, 2048, 257, 1024) is False
+def test_the_sampler_picks_the_parallel_chain_only_on_an_accelerator_where_it_fits():
+    assert core.samples_in_parallel(None, 512, 16, 64) is (jax.default_backend() != "cpu")
+    assert core.samples_in_parallel(None, 63, 16, 64) is False  # shorter than PARALLEL_MIN_LENGTH
+    assert core.samples_in_parallel(None, 2048, 256, 1024) is False  # 1024·2048·257² bytes > 1 GiB
+    assert core.samples_in_parallel(True, 1, 256, 1024) is True and core.samples_in_parallel(False, 512, 2, 1) is False
     cums = [core.cumulative_rows(jnp.full(shape, 0.5)) for shape in ((2,), (2, 2), (2, 2))]
     with pytest.raises(ConfigError, match="parallel: expected True, False or None"):
         core.sample(*cums, jax.random.PRNGKey(0), 1, 3, parallel="yes")

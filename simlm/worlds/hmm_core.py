@@ -601,6 +601,12 @@ def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.sum(cum_rows <= u[..., None], axis=-1, dtype=jnp.int32)
 
 
+def samples_in_parallel(parallel, length: int, n_states: int, n_sequences: int) -> bool:
+    """Whether :func:`sample` draws its chain as the associative scan: :func:`use_parallel` over the
+    chain's K + 1 states (the virtual start included), sized by its (T, n, K+1, K) comparisons, a byte each."""
+    return use_parallel(parallel, length, n_states + 1, n_sequences, itemsize=1)
+
+
 def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, length: int, parallel=None):
     """Draw ``(n, T)`` tokens and states with one uniform per draw, in the CDFs' dtype: float32 resolves a
     draw's probabilities to its 2⁻²³ grid (a word rarer than ~1e-7 comes out at a multiple of 2⁻²³, maybe
@@ -609,8 +615,8 @@ def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, lengt
     ``cum_start (K,)``, ``cum_transition (K, K)``, ``cum_emission (K, V)`` come from
     :func:`cumulative_rows`.  The chain starts from a virtual state K whose transition row is π.
 
-    ``parallel`` (:func:`use_parallel`; None: on an accelerator, for T ≥ 64 and n·T·(K+1)² bytes ≤ 1 GiB): the
-    chain in O(log T) depth instead of T steps.  Step t's uniform u_t maps every state to its successor,
+    ``parallel`` (:func:`samples_in_parallel`; None: on an accelerator, for T ≥ 64 and n·T·(K+1)² bytes
+    ≤ 1 GiB): the chain in O(log T) depth instead of T steps.  Step t's uniform u_t maps every state to its successor,
     F_t(k) = inverse_cdf(row k, u_t) — the function the sequential step applies to the one state it holds
     — so the state at t is (F_t ∘ … ∘ F_1)(K), and the prefix compositions of these integer maps are an
     associative scan; every token is then drawn from its state with its own uniform.  The same uniforms
@@ -619,7 +625,7 @@ def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, lengt
     cum_trans_ext = jnp.concatenate([cum_transition, cum_start[None]], axis=0)
     u = jax.random.uniform(key, (length, 2, n_sequences), dtype=cum_transition.dtype)
     start = jnp.full((n_sequences,), K, jnp.int32)
-    if use_parallel(parallel, length, K + 1, n_sequences, itemsize=1):  # the (T, n, K+1, K) comparisons
+    if samples_in_parallel(parallel, length, K, n_sequences):
         maps = inverse_cdf(cum_trans_ext, u[:, 0, :, None])  # (T, n, K+1): F_t(k) for every state k
         prefix = jax.lax.associative_scan(lambda a, b: jnp.take_along_axis(b, a, axis=-1), maps)  # b ∘ a
         states = prefix[..., K]
