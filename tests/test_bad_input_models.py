@@ -449,6 +449,7 @@ def test_transformer_config_sizes_must_be_counts(field, value):
     ("causal", "yes"), ("causal", 1), ("causal", None), ("tie_embeddings", "no"), ("tie_embeddings", 0),
     ("positions", "abs"), ("positions", None), ("positions", ["learned"]), ("positions", 3),
     ("dtype", "float64"), ("dtype", "int32"), ("dtype", jnp.float32), ("dtype", None),
+    ("attention", "flash"), ("attention", None), ("attention", ["xla"]),
     ("d_model", 10), ("d_model", 7),  # not divisible by n_heads = 2 (10: n_heads=4 below)
 ])
 def test_transformer_config_options_are_checked(field, value):

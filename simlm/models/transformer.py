@@ -31,6 +31,14 @@ unembedding)`` equals the laws only up to compute-dtype rounding (measured on O(
 bfloat16, 3e-4 to 4e-4 in float16).  Attention scores and softmaxes, LayerNorm statistics and the output
 log_softmax are computed in float32 whatever the dtype.
 
+Attention kernel: ``attention="auto"`` runs cuDNN's fused (flash) attention where it exists — an NVIDIA GPU of
+compute capability ≥ 8, a bfloat16/float16 compute dtype, head size a multiple of 8 and ≤ 128 — for the full
+sequence (training, features, every law read at all positions), and XLA's einsum–softmax–einsum otherwise
+(always on a CPU or TPU, in float32, and for the one-query-per-row reads of ``logits_at``).  Both compute
+q·k and the softmax in float32 and multiply v by the weights rounded to the compute dtype; they agree to
+compute-dtype rounding (tested on the GPU).  ``"xla"`` forces the einsum path; ``"cudnn"`` requires the fused
+kernel (``ConfigError`` where it does not exist).
+
 Lengths: ``max_len`` is the longest world sequence the model reads; the model has ``max_len + 1``
 positions so that one prepended token (MASK, or a prompt slot) always fits.
 """
@@ -53,6 +61,7 @@ from simlm.checks import as_key, check_memory, check_positions, check_positive_i
 
 _POSITIONS = ("learned", "rotary")
 _DTYPES = ("float32", "bfloat16", "float16")
+_ATTENTION = ("auto", "xla", "cudnn")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class TransformerConfig:
     tie_embeddings: bool = False
     n_prompt_slots: int = 0
     dtype: str = "float32"
+    attention: str = "auto"
 
     def __post_init__(self):
         def fix(name, value):  # frozen: store the normalised (plain int) value
@@ -97,6 +107,11 @@ class TransformerConfig:
             fix(name, bool(getattr(self, name)))
         if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.attention, str) or self.attention not in _ATTENTION:
+            raise ConfigError(f"attention: expected one of {_ATTENTION}, got {self.attention!r}")
+        if self.attention == "cudnn" and _cudnn_config_problem(self):
+            raise ConfigError(f"attention: 'cudnn' (fused attention) cannot run this config: "
+                              f"{_cudnn_config_problem(self)}")
 
     # ---- derived sizes and special ids ------------------------------------------------------------
     @property
@@ -154,6 +169,39 @@ class TransformerConfig:
 
 
 # ---- the network -----------------------------------------------------------------------------------
+
+def attention_kernel(config: TransformerConfig) -> str:
+    """``"cudnn"`` or ``"xla"``: the kernel the full-sequence attention of ``config`` runs on the default device
+    (see the module's "Attention kernel"); ``ConfigError`` for ``attention="cudnn"`` where it cannot run."""
+    if config.attention == "xla":
+        return "xla"
+    why_not = _why_no_cudnn(config)
+    if config.attention == "cudnn" and why_not:
+        raise ConfigError(f"attention: 'cudnn' (fused attention) cannot run here: {why_not}; use 'auto' or 'xla'")
+    return "xla" if why_not else "cudnn"
+
+
+def _why_no_cudnn(config: TransformerConfig) -> str | None:
+    problem = _cudnn_config_problem(config)
+    if problem:
+        return problem
+    device = jax.devices()[0]
+    if device.platform != "gpu" or "nvidia" not in device.device_kind.lower():
+        return f"the default device is {device.device_kind} ({device.platform}), not an NVIDIA GPU"
+    capability = getattr(device, "compute_capability", "0")
+    if float(capability) < 8:
+        return f"the GPU's compute capability is {capability} < 8"
+    return None
+
+
+def _cudnn_config_problem(config) -> str | None:
+    """What in the config itself keeps the fused kernel out, on any device (None: nothing)."""
+    if config.dtype == "float32":
+        return "it computes in bfloat16 or float16, and dtype is float32"
+    if config.head_dim % 8 or config.head_dim > 128:
+        return f"the head size d_model / n_heads = {config.head_dim} is not a multiple of 8 up to 128"
+    return None
+
 
 def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
     """Rotary position embedding (Su et al. 2021, "rotate half" form) of x ``(n, T, H, dh)`` at
@@ -250,7 +298,7 @@ class SelfAttention(nnx.Module):
 
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         c, dt = config, jnp.dtype(config.dtype)
-        self.config = c
+        self.config, self.kernel = c, attention_kernel(c)
         self.qkv = nnx.Linear(c.d_model, 3 * c.d_model, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.out = nnx.Linear(c.d_model, c.d_model, dtype=dt, kernel_init=_residual_init(c), rngs=rngs)
 
@@ -264,6 +312,9 @@ class SelfAttention(nnx.Module):
             q = jnp.take_along_axis(q, query[:, None, None, None], axis=1)  # (n, 1, H, dh)
         if self.config.positions == "rotary":
             q, k = rotary(q, q_pos), rotary(k, positions)
+        if query is None and self.kernel == "cudnn":  # fused: q·k and the softmax in float32 inside the kernel
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=self.config.causal, implementation="cudnn")
+            return self.out(out.reshape(n, T, d))
         # q·k accumulated and returned in float32 (a float16 product overflows past 65504), then scaled
         scores = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
         scores = scores / math.sqrt(self.config.head_dim)
