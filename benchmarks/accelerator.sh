@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run on a machine with an accelerator: the exactness tests that only mean something there
-# (products at full float32 — TF32 would be a silent wrong number), then the benchmark suite in the time
-# that is left.  Everything lands in OUTDIR as it is produced (four files: log, pytest.log, suite.json,
-# benchmarks.md; the suite rewrites the last two after every entry), so a run stopped at its limit still
-# returns what it measured.
+# (products at full float32 — TF32 would be a silent wrong number; the fused attention kernel against the
+# einsum path), then the benchmark suite in the time that is left.  Everything lands in OUTDIR as it is
+# produced (four files: log, pytest.log, suite.json, benchmarks.md; the suite rewrites the last two after
+# every entry), so a run stopped at its limit still returns what it measured.
 #
 #   bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS=540 [TEST_SECONDS=150 [ENTRY_SECONDS=3600]]]
 #
@@ -35,8 +35,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
       .whl/fallback/*.whl && export PYTHONPATH="/tmp/simlm-fallback:$PYTHONPATH" && "$py" -c "$smoke"
   fi
   echo "== exactness on this backend"
-  timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_precision.py tests/test_hmm_exact.py \
-    tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
+  timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_attention_kernels.py tests/test_precision.py \
+    tests/test_hmm_exact.py tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
   budget=$((total - SECONDS - 30)); budget=$((budget < 0 ? 0 : budget))
   echo "== benchmark suite, budget ${budget} s"
   timeout --kill-after=10 $((budget + 20)) "$py" benchmarks/suite.py --budget "$budget" \

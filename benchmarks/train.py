@@ -73,7 +73,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from _common import REPO_ROOT, print_table, time_fn, write_json  # noqa: E402
-from simlm.models.transformer import TransformerConfig, init_transformer  # noqa: E402
+from simlm.models.transformer import TransformerConfig, attention_kernel, init_transformer  # noqa: E402
 from simlm.train import TrainConfig, Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
@@ -114,6 +114,9 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="compute dtype: simlm's TransformerConfig.dtype (parameters stay float32), the peer "
                         "under torch.autocast to the same dtype")
+    p.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
+                   help="simlm's attention kernel (TransformerConfig.attention: auto = cuDNN's fused kernel on an "
+                        "NVIDIA GPU in bfloat16, XLA's einsum path elsewhere)")
     p.add_argument("--symbols", type=int, default=64, help="world vocabulary V")
     p.add_argument("--states", type=int, default=16, help="world hidden states K")
     p.add_argument("--repeats", type=int, default=5, help="timed chunks; the median is reported")
@@ -521,7 +524,7 @@ class TorchSide:
 def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_peak=None, monitor=None):
     d, L, H, f = shapes(name)
     mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
-                           dtype=args.dtype)
+                           dtype=args.dtype, attention=args.attention)
     tc = train_config(args)
     tokens_per_step = args.batch * args.seq_len
     sim = SimlmSide(world, mc, tc)
@@ -539,7 +542,8 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
     t = interleaved(contenders, args, monitor)
     batch_s = time_fn(lambda: sim.run.batch(sim.i), repeats=max(args.repeats, 5), warmup=1).median
 
-    row = {"size": name, "dtype": args.dtype, "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
+    row = {"size": name, "dtype": args.dtype, "attention_kernel": attention_kernel(mc),
+           "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
            "n_positions": mc.n_positions, "vocab_in": mc.vocab_size, "vocab_out": mc.n_symbols,
            "params_simlm": sim.n_params, "params_simlm_formula": mc.n_params(),
            "simlm_compile_s": sim.compile_s, "simlm_batch_s": batch_s, "timings_s_per_step": t,
@@ -613,8 +617,8 @@ def main(argv=None) -> int:
     if first["loaded"]:
         print(f"warning: machine loaded — {first['measure']}: {first['before']:.1f} on {cores} cores (limit "
               f"{first['limit']:g}; load average {before['load_average'][0]:.2f}): the simlm/HF ratio gets no verdict")
-    config = {k: getattr(args, k) for k in ("sizes", "dtype", "batch", "seq_len", "symbols", "states", "repeats",
-                                            "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
+    config = {k: getattr(args, k) for k in ("sizes", "dtype", "attention", "batch", "seq_len", "symbols", "states",
+                                            "repeats", "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
     config["train_config"] = train_config(args).to_dict()
     header = {"benchmark": "train", "config": config, "peer": peer_info,
               "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks}}
@@ -629,8 +633,8 @@ def main(argv=None) -> int:
         r["mfu_met"], r["mfu_note"] = mfu_verdict(r, peak_kind, quick=args.quick)
         write_json(args.out, {**header, "results": rows, "complete": False})  # a run stopped later keeps these
 
-    print_table(rows, ["size", "d_model", "n_layers", "n_heads", "d_ff", "n_positions",
-                       ("params_simlm", "params simlm"), ("params_hf", "params HF")],
+    print_table(rows, ["size", ("attention_kernel", "attention"), "d_model", "n_layers", "n_heads", "d_ff",
+                       "n_positions", ("params_simlm", "params simlm"), ("params_hf", "params HF")],
                 title="model shapes (HF: +2·d for its V+2-way output layer; simlm outputs the V symbols only)")
     cols = ["size", ("simlm_tok_s", "simlm tok/s (batch+step)"), ("simlm_step_tok_s", "simlm tok/s (step)"),
             ("data_fraction", "batch share"), ("hf_tok_s", "HF tok/s"), ("ratio", "simlm/HF"),

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import ensemble as ensemble_bench  # noqa: E402
 import eval_schedule as eval_bench  # noqa: E402
+import profile_step as profile_bench  # noqa: E402
 import time_to_eps as eps_bench  # noqa: E402
 import train as train_bench  # noqa: E402
 
@@ -54,6 +55,7 @@ def test_train_benchmark_without_the_peer_measures_simlm_and_marks_the_peer_unav
     assert [row["size"] for row in report["results"]] == ["tiny"]
     assert report["peer"]["available"] is False and report["peer"]["reason"]
     check_train_rows(report, peer=False)
+    assert report["results"][0]["attention_kernel"] == "xla"  # a CPU never has the fused kernel
     assert report["target"]["met"] is None
     assert report["load"]["cores"] >= 1 and report["load"]["before"] is not None
 
@@ -231,3 +233,54 @@ def test_eval_schedule_judges_the_share_and_every_rung_crossed():
     assert outside["rungs"]["met"] is False and outside["rungs"]["outside_window"] == [[1, 0.1, 0.6]]
     quick = eval_bench.verdicts(0.05, crossed, lowest, ladder, quick=True)
     assert quick["eval_share"]["met"] is None and quick["rungs"]["met"] is None
+
+def test_profile_benchmark_traces_the_step_and_sums_its_kernels(tmp_path):
+    report = run_quick("profile_step", tmp_path)
+    check_machine(report)
+    assert positive(report["wall_s_per_step"]) and report["events"] > 0  # XLA:CPU's thunks
+    kinds = report["kinds"]
+    assert math.isclose(sum(k["s_per_step"] for k in kinds.values()), report["device_busy_s_per_step"])
+    assert "matmul" in kinds and report["top_kernels"] and all(positive(k["s_per_step"]) for k in report["top_kernels"])
+
+
+def _trace(path: Path, events: list):
+    import gzip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as fh:
+        json.dump({"traceEvents": events}, fh)
+
+
+def test_profile_reads_a_devices_kernels_and_nothing_of_the_host(tmp_path):
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "tf_XLACpu"}},
+            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/device:GPU:0"}}]
+    kernels = [{"ph": "X", "pid": 2, "tid": 1, "name": name, "dur": dur, "args": {"hlo_op": "command_buffer_1"}}
+               for name, dur in [("nvjet_sm90_tst_128x128", 3000.0), ("input_scatter_fusion_2", 4500.0),
+                                 ("nvjet_sm90_tst_128x128", 1000.0), ("cudnn_generated_sdpa_flash_fprop", 500.0),
+                                 ("input_reduce_fusion_3", 250.0), ("loop_transpose_fusion", 250.0)]]
+    host = [{"ph": "X", "pid": 1, "tid": 7, "name": "copy.3", "dur": 9e6}]  # a host thunk: not counted on a GPU
+    _trace(tmp_path / "plugins" / "profile" / "run" / "host.trace.json.gz", meta + kernels + host)
+    events, files = profile_bench.device_events(tmp_path)
+    assert files == 1 and len(events) == len(kernels)
+    summary = profile_bench.summarise(events, wall_s=0.01, steps=2, top=3)
+    assert summary["device_busy_s_per_step"] == pytest.approx(4.75e-3)
+    assert summary["kinds"]["matmul"]["s_per_step"] == pytest.approx(2e-3)
+    assert summary["kinds"]["fused attention"]["share_of_wall"] == pytest.approx(0.05)
+    assert {k: summary["kinds"][k]["s_per_step"] for k in ("other fusion", "reduction", "copy/transpose")} == \
+        pytest.approx({"other fusion": 2.25e-3, "reduction": 1.25e-4, "copy/transpose": 1.25e-4})
+    top = summary["top_kernels"]
+    assert [k["name"] for k in top] == ["input_scatter_fusion_2", "nvjet_sm90_tst_128x128",
+                                        "cudnn_generated_sdpa_flash_fprop"]
+    assert top[1]["calls_per_step"] == 1 and top[1]["hlo_op"] == "command_buffer_1"
+
+
+def test_profile_on_a_cpu_reads_the_worker_threads_thunks_not_their_bookkeeping(tmp_path):
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "tf_XLAEigen/123"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 8, "args": {"name": "python"}}]
+    events = [{"ph": "X", "pid": 1, "tid": 7, "name": name, "dur": 10.0}
+              for name in ("ynn_fusion.2", "end: ynn_fusion.2", "ThunkExecutor::Execute", "$core.py:1 f")]
+    events.append({"ph": "X", "pid": 1, "tid": 8, "name": "PjitFunction(step)", "dur": 50.0})
+    _trace(tmp_path / "t" / "vm.trace.json.gz", meta + events)
+    found, _ = profile_bench.device_events(tmp_path)
+    assert [e["name"] for e in found] == ["ynn_fusion.2"] and profile_bench.kind_of("ynn_fusion.2") == "matmul"
