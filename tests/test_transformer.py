@@ -14,8 +14,8 @@ from scipy.special import erf, logsumexp
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel
 from simlm.models.transformer import (
-    LayerNorm, Transformer, TransformerConfig, TransformerLM, appended_token_logprobs, causal_inputs, gelu,
-    init_transformer, layer_norm, next_token_logprobs, prepended_mask_logprobs, rotary,
+    ONE_HOT_GRAD_ROWS, Embed, LayerNorm, Transformer, TransformerConfig, TransformerLM, appended_token_logprobs,
+    causal_inputs, embed, gelu, init_transformer, layer_norm, next_token_logprobs, prepended_mask_logprobs, rotary,
 )
 
 V, T, N = 5, 6, 3
@@ -493,6 +493,39 @@ def test_layer_norm_value_and_gradients_are_the_textbook_layer_norms(seed, scale
     ours, textbook = _layer_norm_vjps(x, s, b, w)
     for g, ref in zip(ours, textbook):  # ∂x, ∂scale, ∂bias
         np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-4 * float(jnp.abs(ref).max()) + 1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 9), st.sampled_from([(5,), (3, 7), (2, 3, 4)]),
+       st.sampled_from(["float32", "bfloat16", "float16"]), st.booleans())
+def test_embed_is_a_lookup_whose_gradient_adds_every_rows_cotangents(seed, rows, shape, dtype, large):
+    """By brute force in float64: the value is table[ids] in dtype, the gradient Σ over the positions holding
+    each id of g (ids repeat: few rows, many positions), float32 at the table — by the one-hot matmul, or by
+    autodiff's scatter-add for a table above ONE_HOT_GRAD_ROWS rows."""
+    rows = ONE_HOT_GRAD_ROWS + rows if large else rows
+    rng = np.random.default_rng(seed)
+    table = jnp.asarray(rng.normal(size=(rows, 4)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, min(rows, 9), size=shape), jnp.int32)
+    g = jnp.asarray(rng.normal(size=(*shape, 4))).astype(dtype)
+    out, vjp = jax.vjp(lambda t: embed(t, ids, dtype), table)
+    assert out.dtype == jnp.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(table.astype(dtype))[np.asarray(ids)])
+    (grad,) = vjp(g)
+    expected = np.zeros((rows, 4))
+    np.add.at(expected, np.asarray(ids).ravel(), np.asarray(g.astype(jnp.float32), np.float64).reshape(-1, 4))
+    assert grad.dtype == jnp.float32
+    tol = 1e-6 if dtype == "float32" or not large else 5e-2  # the scatter sums in dtype, the matmul in float32
+    np.testing.assert_allclose(np.asarray(grad), expected, atol=tol * max(1.0, np.abs(expected).max()))
+
+
+def test_embed_module_is_flax_embed_with_the_same_parameter_and_gradient():
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 6, (4, 9)), jnp.int32)
+    ours, flax_embed = Embed(6, 8, rngs=nnx.Rngs(0)), nnx.Embed(6, 8, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(ours(ids), flax_embed(ids))
+    grads = [nnx.grad(lambda m: (m(ids) ** 3).sum())(m).embedding[...] for m in (ours, flax_embed)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="integer"):  # non-integer ids: flax's own error
+        ours(jnp.asarray([[0.5]]))
 
 
 def test_layer_norm_module_is_flax_layer_norm_with_the_same_parameters():

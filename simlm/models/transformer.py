@@ -281,6 +281,54 @@ def _layer_norm_bwd(epsilon, residuals, dy):
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
+#: tables of up to this many rows get :func:`embed`'s gradient as a one-hot matmul, larger ones a scatter-add
+ONE_HOT_GRAD_ROWS = 1024
+
+
+def embed(table: jax.Array, ids: jax.Array, dtype) -> jax.Array:
+    """``table[ids]`` in ``dtype``, ``(*ids.shape, d)`` (``jnp.take``), whose gradient with respect to the table is
+    the matmul one_hot(ids)ᵀ · g accumulated in float32 (at full float32 precision), where autodiff's is a
+    scatter-add of g into the table's rows in ``dtype``.
+
+    Derived here, for speed: a world's vocabulary is small, so the scatter's writes collide — a 64 × 512 batch adds
+    32768 rows of g into 66 — and on an H200 that scatter took 4.3 of the 16.7 ms of a 19M-parameter bfloat16
+    training step; with the lookup as a one-hot matmul (whose gradient is this one) the step took 12.6 ms.  The
+    sum is the same up to its order, and is accumulated in float32 in every compute dtype.  Tables above
+    :data:`ONE_HOT_GRAD_ROWS` rows (where the one-hot would cost more than the scatter) keep autodiff's."""
+    if table.shape[0] > ONE_HOT_GRAD_ROWS:
+        return jnp.take(table, ids, axis=0).astype(dtype)
+    return _embed(table, ids, jnp.dtype(dtype), table.shape[0], table.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _embed(table, ids, dtype, rows, table_dtype):
+    return jnp.take(table, ids, axis=0).astype(dtype)
+
+
+def _embed_fwd(table, ids, dtype, rows, table_dtype):
+    return _embed(table, ids, dtype, rows, table_dtype), ids
+
+
+def _embed_bwd(dtype, rows, table_dtype, ids, g):
+    # in float32 throughout: a tiny product (rows × positions × d), and XLA:CPU has no bf16 × bf16 → f32 dot
+    one_hot = jax.nn.one_hot(ids, rows, dtype=jnp.float32)
+    grad = jnp.einsum("...v,...d->vd", one_hot, g.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return grad.astype(table_dtype), None
+
+
+_embed.defvjp(_embed_fwd, _embed_bwd)
+
+
+class Embed(nnx.Embed):
+    """``nnx.Embed`` (same parameter ``embedding``) looked up by :func:`embed`: its values, a gradient by matmul."""
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        if out_sharding is not None or self.num_embeddings == 1 or not jnp.issubdtype(inputs.dtype, jnp.integer):
+            return super().__call__(inputs, out_sharding)
+        table = self.embedding[...]
+        return embed(table, inputs, self.dtype or table.dtype)
+
+
 class LayerNorm(nnx.LayerNorm):
     """``nnx.LayerNorm`` (same parameters ``scale``, ``bias``, same ε = 1e-6) computed by :func:`layer_norm`."""
 
@@ -355,9 +403,9 @@ class Transformer(nnx.Module):
                      what=f"{c.n_params():,} parameters of {dt.itemsize} bytes: n_symbols, d_model, d_ff, "
                           "n_layers and max_len set the size")
         self.config = c
-        self.token_embed = nnx.Embed(c.vocab_size, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+        self.token_embed = Embed(c.vocab_size, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
         if c.positions == "learned":
-            self.position_embed = nnx.Embed(c.n_positions, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+            self.position_embed = Embed(c.n_positions, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
         self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
         self.final_norm = LayerNorm(c.d_model, dtype=dt, rngs=rngs)
         if not c.tie_embeddings:
