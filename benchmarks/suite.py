@@ -3,7 +3,8 @@
 Runs each entry of :func:`plan` as a subprocess (as a user runs the script) with sizes chosen by
 ``jax.default_backend()`` — larger batches, sequences, state counts and a ≥ 10M-parameter model
 (``train.py --sizes large``, ~19M; again in bfloat16 at B=64 T=512 for the MFU row) on GPU/TPU, and
-experiment 1 end to end (``experiment1.py``) — collects the JSON each one writes, and records the
+experiment 1 end to end (``experiment1.py``), and where the train step's time goes by kernel
+(``profile_step.py``, reported without a target) — collects the JSON each one writes, and records the
 machine, the versions and which peers (dynamax, hmmlearn, torch + transformers) were installed.  A
 script that fails or times out is recorded as such (its last output kept) and the suite goes on;
 ``--budget`` bounds the whole run (what no longer fits is recorded as skipped).  The JSON and the
@@ -57,13 +58,16 @@ def plan(accelerator: bool) -> dict:
         # the MFU row: the ≥ 10M model in bfloat16 at a size that fills the device
         return {"train_bf16": ("train", ["--sizes", "large", "--dtype", "bfloat16", "--batch", "64",
                                          "--seq-len", "512", "--repeats", "3"]),
+                "profile": ("profile_step", []),  # the same model and shape, by kernel
                 "ensemble": ("ensemble", []), "filters": ("filters", []),
                 "train": ("train", ["--sizes", "medium", "large"]),  # the ~0.4M model cannot fill a GPU
                 "experiment1": ("experiment1", []),
                 "worlds": ("worlds", ["--batch", "1024", "--length", "2048"]), "eval_schedule": ("eval_schedule", []),
                 "property_speed": ("property_speed", []), "time_to_eps": ("time_to_eps", [])}
     return {"worlds": ("worlds", []), "filters": ("filters", []),
-            "train": ("train", ["--sizes", "small", "medium"]), "ensemble": ("ensemble", []),
+            "train": ("train", ["--sizes", "small", "medium"]),
+            "profile": ("profile_step", ["--size", "small", "--dtype", "float32", "--batch", "32", "--seq-len", "64"]),
+            "ensemble": ("ensemble", []),
             "eval_schedule": ("eval_schedule", []), "property_speed": ("property_speed", []),
             "time_to_eps": ("time_to_eps", []), "experiment1": ("experiment1", [])}
 
@@ -146,6 +150,15 @@ def headlines(name: str, r: dict) -> list:
             out.append((f"training MFU, {row.get('size')} ({row.get('params_simlm', 0) / 1e6:.1f}M params, {shape})",
                         "≥ 40 % (bf16, ≥ 10M)" if shaped else "(report)", _fmt(row["mfu"]) + note, met))
         return out
+    if name == "profile":
+        kinds = r.get("kinds") or {}
+        top = (r.get("top_kernels") or [{}])[0]
+        cfg = r.get("config", {})
+        parts = [f"{k} {v['s_per_step'] * 1e3:.2f}" for k, v in list(kinds.items())[:4]]
+        value = (f"{r['wall_s_per_step'] * 1e3:.2f} ms a step; by kind (ms): {', '.join(parts)}; top kernel "
+                 f"{top.get('name')} {top.get('s_per_step', 0) * 1e3:.2f} ms" if r.get("wall_s_per_step") else None)
+        return [(f"train step by kernel, {cfg.get('size')} ({cfg.get('dtype')}, B={cfg.get('batch')} "
+                 f"T={cfg.get('seq_len')}, attention {r.get('attention_kernel')})", "(report)", _fmt(value), None)]
     if name == "experiment1":
         t = r.get("target", {})
         device = "CPU" if t.get("device") == "cpu" else "accelerator"

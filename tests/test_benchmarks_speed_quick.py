@@ -158,3 +158,19 @@ def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses
     assert eps[3] is None and "17.3" not in eps[2] and "not attempted" in eps[2]
     (eps,) = h("time_to_eps", {"total_s": 210.0, "target": {"seconds_to_reach": 210.0, "met": True}})
     assert eps[2] == "210 s" and eps[3] is True
+
+
+def test_the_profile_entry_reports_the_step_by_kind_and_its_top_kernel_without_a_verdict():
+    import suite as suite_script
+
+    assert suite_script.plan(True)["profile"] == ("profile_step", [])  # the MFU row's model and shape
+    assert suite_script.quick_args(suite_script.plan(False)["profile"][1]) == ["--quick", "--dtype", "float32"]
+    report = {"config": {"size": "large", "dtype": "bfloat16", "batch": 64, "seq_len": 512},
+              "attention_kernel": "cudnn", "wall_s_per_step": 0.0175,
+              "kinds": {"other fusion": {"s_per_step": 0.0063}, "matmul": {"s_per_step": 0.0049}},
+              "top_kernels": [{"name": "input_scatter_fusion_2", "s_per_step": 0.00426}]}
+    ((quantity, target, value, met),) = suite_script.headlines("profile", report)
+    assert met is None and target == "(report)" and "attention cudnn" in quantity and "B=64 T=512" in quantity
+    assert value == ("17.50 ms a step; by kind (ms): other fusion 6.30, matmul 4.90; "
+                     "top kernel input_scatter_fusion_2 4.26 ms")
+    assert suite_script.headlines("profile", {"config": {}})[0][2] == "—"  # a stopped run: no number
