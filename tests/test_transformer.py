@@ -497,25 +497,35 @@ def test_layer_norm_value_and_gradients_are_the_textbook_layer_norms(seed, scale
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 9), st.sampled_from([(5,), (3, 7), (2, 3, 4)]),
-       st.sampled_from(["float32", "bfloat16", "float16"]), st.booleans())
-def test_embed_is_a_lookup_whose_gradient_adds_every_rows_cotangents(seed, rows, shape, dtype, large):
+       st.sampled_from(["float32", "bfloat16", "float16"]), st.sampled_from(["matmul", "scatter"]))
+def test_embed_is_a_lookup_whose_gradient_adds_every_rows_cotangents(seed, rows, shape, dtype, gradient):
     """By brute force in float64: the value is table[ids] in dtype, the gradient Σ over the positions holding
-    each id of g (ids repeat: few rows, many positions), float32 at the table — by the one-hot matmul, or by
-    autodiff's scatter-add for a table above ONE_HOT_GRAD_ROWS rows."""
-    rows = ONE_HOT_GRAD_ROWS + rows if large else rows
+    each id of g (ids repeat: few rows, many positions), float32 at the table — by the one-hot matmul (float32
+    throughout) or by autodiff's scatter-add (in dtype)."""
     rng = np.random.default_rng(seed)
     table = jnp.asarray(rng.normal(size=(rows, 4)), jnp.float32)
-    ids = jnp.asarray(rng.integers(0, min(rows, 9), size=shape), jnp.int32)
+    ids = jnp.asarray(rng.integers(0, rows, size=shape), jnp.int32)
     g = jnp.asarray(rng.normal(size=(*shape, 4))).astype(dtype)
-    out, vjp = jax.vjp(lambda t: embed(t, ids, dtype), table)
+    out, vjp = jax.vjp(lambda t: embed(t, ids, dtype, gradient=gradient), table)
     assert out.dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(table.astype(dtype))[np.asarray(ids)])
     (grad,) = vjp(g)
     expected = np.zeros((rows, 4))
     np.add.at(expected, np.asarray(ids).ravel(), np.asarray(g.astype(jnp.float32), np.float64).reshape(-1, 4))
     assert grad.dtype == jnp.float32
-    tol = 1e-6 if dtype == "float32" or not large else 5e-2  # the scatter sums in dtype, the matmul in float32
+    tol = 1e-6 if dtype == "float32" or gradient == "matmul" else 5e-2
     np.testing.assert_allclose(np.asarray(grad), expected, atol=tol * max(1.0, np.abs(expected).max()))
+
+
+def test_embed_picks_the_matmul_gradient_on_an_accelerator_for_small_tables_only(monkeypatch):
+    ids = jnp.zeros((2, 3), jnp.int32)
+    uses_matmul = lambda rows: "custom_vjp" in str(jax.make_jaxpr(lambda t: embed(t, ids, "float32"))(
+        jnp.ones((rows, 4))))
+    assert not uses_matmul(5)  # a CPU keeps autodiff's scatter: the trajectories of the documented runs
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert uses_matmul(5) and uses_matmul(ONE_HOT_GRAD_ROWS) and not uses_matmul(ONE_HOT_GRAD_ROWS + 1)
+    with pytest.raises(ConfigError, match="gradient: expected one of"):
+        embed(jnp.ones((5, 4)), ids, "float32", gradient="one-hot")
 
 
 def test_embed_module_is_flax_embed_with_the_same_parameter_and_gradient():
