@@ -300,8 +300,8 @@ def embed(table: jax.Array, ids: jax.Array, dtype, *, gradient: str = "auto") ->
     training step; with the lookup as a one-hot matmul (whose gradient is this one) the step took 12.6 ms.  On
     a CPU both take the same time (within noise), and the scatter is kept there because a float32 sum in
     another order changes a trained model: experiment 1's trained cells moved by up to 0.04 in accuracy
-    (and its final ε in the second digit) when the matmul was used on the CPU, so the CPU keeps the
-    trajectories its documented numbers came from, bit for bit."""
+    (and its final ε in the second digit) when the matmul was used on the CPU, so a CPU keeps its
+    trajectories bit for bit."""
     if gradient not in _GRADIENTS:
         raise ConfigError(f"gradient: expected one of {_GRADIENTS}, got {gradient!r}")
     if gradient == "auto":
