@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import gzip
 import json
 import sys
@@ -32,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 from _common import REPO_ROOT, print_table, write_json  # noqa: E402
-from train import QUICK_SIZES, SIZES  # noqa: E402
-from simlm.models.transformer import TransformerConfig, attention_kernel  # noqa: E402
-from simlm.train import TrainConfig, Training  # noqa: E402
+from train import QUICK_SIZES, SIZES, model_config, train_config  # noqa: E402
+from simlm.models.transformer import attention_kernel  # noqa: E402
+from simlm.train import Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
 # kind → substrings of a lower-cased kernel name; the first kind that matches wins
@@ -123,10 +124,8 @@ def summarise(events: list[dict], wall_s: float, steps: int, top: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    d, L, H, f = {**SIZES, **QUICK_SIZES}[args.size]
-    mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
-                           dtype=args.dtype, attention=args.attention)
-    tc = TrainConfig(seeds=tuple(range(args.seeds)), batch_size=args.batch, seq_len=args.seq_len, eval_sequences=2)
+    mc = model_config(args.size, args)  # train.py's network and trainer configuration, with --seeds members
+    tc = dataclasses.replace(train_config(args), seeds=tuple(range(args.seeds)))
     run = Training(HMM.random(0, args.states, args.symbols), mc, tc)
     state = run.init_state()
     for i in range(3):  # compile and warm up

@@ -146,6 +146,13 @@ def shapes(name: str) -> tuple[int, int, int, int]:
     return {**SIZES, **QUICK_SIZES}[name]
 
 
+def model_config(name: str, args) -> TransformerConfig:
+    """The simlm side's network for size ``name`` at ``args``' vocabulary, context, dtype and attention kernel."""
+    d, L, H, f = shapes(name)
+    return TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
+                             dtype=args.dtype, attention=args.attention)
+
+
 def train_config(args) -> TrainConfig:
     # The trainer's defaults (lr 3e-3, warmup 100 of 2000 steps, weight decay 0.01, clip 1.0); the
     # schedule's position changes nothing about the cost of a step.
@@ -523,8 +530,7 @@ class TorchSide:
 
 def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_peak=None, monitor=None):
     d, L, H, f = shapes(name)
-    mc = TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
-                           dtype=args.dtype, attention=args.attention)
+    mc = model_config(name, args)
     tc = train_config(args)
     tokens_per_step = args.batch * args.seq_len
     sim = SimlmSide(world, mc, tc)
@@ -618,7 +624,8 @@ def main(argv=None) -> int:
         print(f"warning: machine loaded — {first['measure']}: {first['before']:.1f} on {cores} cores (limit "
               f"{first['limit']:g}; load average {before['load_average'][0]:.2f}): the simlm/HF ratio gets no verdict")
     config = {k: getattr(args, k) for k in ("sizes", "dtype", "attention", "batch", "seq_len", "symbols", "states",
-                                            "repeats", "chunk_seconds", "warmup", "matmul_size", "seed", "quick", "no_peer")}
+                                            "repeats", "chunk_seconds", "warmup", "matmul_size", "seed", "quick",
+                                            "no_peer")}
     config["train_config"] = train_config(args).to_dict()
     header = {"benchmark": "train", "config": config, "peer": peer_info,
               "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks}}

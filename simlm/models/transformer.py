@@ -109,9 +109,9 @@ class TransformerConfig:
             raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
         if not isinstance(self.attention, str) or self.attention not in _ATTENTION:
             raise ConfigError(f"attention: expected one of {_ATTENTION}, got {self.attention!r}")
-        if self.attention == "cudnn" and _cudnn_config_problem(self):
-            raise ConfigError(f"attention: 'cudnn' (fused attention) cannot run this config: "
-                              f"{_cudnn_config_problem(self)}")
+        problem = _cudnn_config_problem(self) if self.attention == "cudnn" else None
+        if problem:
+            raise ConfigError(f"attention: 'cudnn' (fused attention) cannot run this config: {problem}")
 
     # ---- derived sizes and special ids ------------------------------------------------------------
     @property
@@ -308,17 +308,21 @@ def embed(table: jax.Array, ids: jax.Array, dtype, *, gradient: str = "auto") ->
         small = table.shape[0] <= ONE_HOT_GRAD_ROWS
         gradient = "matmul" if small and jax.default_backend() != "cpu" else "scatter"
     if gradient == "scatter":
-        return jnp.take(table, ids, axis=0).astype(dtype)
+        return _lookup(table, ids, dtype)
     return _embed(table, ids, jnp.dtype(dtype), table.shape[0], table.dtype)
+
+
+def _lookup(table, ids, dtype):
+    return jnp.take(table, ids, axis=0).astype(dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _embed(table, ids, dtype, rows, table_dtype):
-    return jnp.take(table, ids, axis=0).astype(dtype)
+    return _lookup(table, ids, dtype)
 
 
 def _embed_fwd(table, ids, dtype, rows, table_dtype):
-    return _embed(table, ids, dtype, rows, table_dtype), ids
+    return _lookup(table, ids, dtype), ids
 
 
 def _embed_bwd(dtype, rows, table_dtype, ids, g):

@@ -624,7 +624,6 @@ def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, lengt
     K = cum_transition.shape[0]
     cum_trans_ext = jnp.concatenate([cum_transition, cum_start[None]], axis=0)
     u = jax.random.uniform(key, (length, 2, n_sequences), dtype=cum_transition.dtype)
-    start = jnp.full((n_sequences,), K, jnp.int32)
     if samples_in_parallel(parallel, length, K, n_sequences):
         maps = inverse_cdf(cum_trans_ext, u[:, 0, :, None])  # (T, n, K+1): F_t(k) for every state k
         prefix = jax.lax.associative_scan(lambda a, b: jnp.take_along_axis(b, a, axis=-1), maps)  # b ∘ a
@@ -636,5 +635,5 @@ def sample(cum_start, cum_transition, cum_emission, key, n_sequences: int, lengt
         x = inverse_cdf(cum_emission[h], u_t[1])
         return h, (x, h)
 
-    _, (tokens, states) = jax.lax.scan(step, start, u)
+    _, (tokens, states) = jax.lax.scan(step, jnp.full((n_sequences,), K, jnp.int32), u)
     return tokens.T, states.T
