@@ -398,3 +398,38 @@ def test_parquet_takes_columns_whose_rows_differ_in_kind(tmp_path):
     back = pq.read_table(tmp_path / "results.parquet").to_pylist()
     assert [r["radius"] for r in back] == ["B*", "1.0"] and [r["n"] for r in back] == [1.0, 2.5]
     assert [r["seed"] for r in back] == [3, 4] and back[0]["grid"] == [1.0, 2.0] and back[1]["measured"] == 2.0
+
+
+def test_a_run_records_what_decides_its_rounding(finished):
+    """A trained number depends on more than the code: the packages' versions, the CPU's instruction sets,
+    XLA's flags, the executor's threads.  environment.json records them (two environments' experiment-1
+    tables differed by up to 0.10 where the same code reproduced itself bit for bit, and the older run had
+    left no record of its versions)."""
+    import importlib.metadata
+
+    import jax
+
+    _, out = finished
+    run = json.loads((out / "environment.json").read_text())["runs"][0]  # later tests may rerun it
+    assert run["jax"] == jax.__version__
+    assert run["packages"]["jaxlib"] == importlib.metadata.version("jaxlib")
+    assert run["packages"]["flax"] == importlib.metadata.version("flax")
+    assert run["packages"]["optax"] == importlib.metadata.version("optax")
+    assert run["jax_config"]["jax_threefry_partitionable"] == jax.config.values["jax_threefry_partitionable"]
+    assert run["xla_flags"] == os.environ.get("XLA_FLAGS", "") and run["cpu"]
+    assert run["executor"] == "InProcess"  # the command line's default, --workers 1
+    report = (out / "report.md").read_text()
+    assert f"jax {run['jax']}, flax {run['packages']['flax']} on" in report and run["cpu"] in report
+
+
+def test_the_cpu_is_named_with_its_vector_extensions(tmp_path):
+    from simlm.experiments.sweep import cpu_description
+
+    x86 = tmp_path / "x86"
+    cpu = "model name\t: AMD EPYC 9654\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n"
+    x86.write_text(f"processor\t: 0\n{cpu}\nprocessor\t: 1\n{cpu}")
+    assert cpu_description(x86) == "AMD EPYC 9654 (avx avx2 fma avx512f avx512_bf16)"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n")
+    assert cpu_description(arm) == "0xd40 (asimd sve)"
+    assert cpu_description(tmp_path / "absent")  # no cpuinfo: what the platform module says, never empty

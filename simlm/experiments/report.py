@@ -258,8 +258,11 @@ def _runs(out_dir: Path, store: CellStore) -> str:
     for run in runs:
         cells = run.get("cells_computed")
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
+        where = ", ".join(run.get("devices", [])) + (f"; {run['cpu']}" if run.get("cpu") else "")
+        flax = (run.get("packages") or {}).get("flax")
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
-                     f"{run.get('jax', '?')} on {run.get('backend', '?')} ({', '.join(run.get('devices', []))}): {done}")
+                     f"{run.get('jax', '?')}{f', flax {flax}' if flax else ''} on {run.get('backend', '?')} ({where}): "
+                     f"{done}")
     by_code = store.codes()
     if len(by_code) > 1:
         lines += ["", "**The cells come from more than one code**: " + ", ".join(

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import math
+import os
 import platform
 import time
 import tomllib
@@ -515,17 +517,74 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
+#: the installed packages whose versions a run records: each can change a trained number's last bits, and
+#: those bits are carried through thousands of steps (docs/head_prompt.md: two environments' experiment-1
+#: trained columns differ by up to 0.10 where the same code reproduces itself bit for bit).
+RECORDED_PACKAGES = ("jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy")
+
+
 def environment() -> dict:
     """What a rerun needs to know about this machine: package version and code fingerprint
-    (:func:`code_fingerprint`), jax and Python versions, devices."""
+    (:func:`code_fingerprint`), jax and Python versions, devices, and what else decides a float's rounding —
+    the versions of :data:`RECORDED_PACKAGES` (None where one is not installed), the CPU (its model name
+    and the vector instruction sets XLA:CPU may use), ``XLA_FLAGS`` and the JAX settings that change what
+    is compiled or drawn."""
     import jax
 
     import simlm
 
     return {"simlm": simlm.__version__, "code": code_fingerprint(), "jax": jax.__version__,
+            "packages": {name: _installed(name) for name in RECORDED_PACKAGES},
             "python": platform.python_version(),
             "platform": platform.platform(), "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "devices": [str(d) for d in jax.devices()], "cpu": cpu_description(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "jax_config": {name: _plain(jax.config.values.get(name)) for name in JAX_SETTINGS},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _plain(value):
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def executor_record(executor) -> dict:
+    """How a run's jobs ran — the executor's class and, for a process pool, its workers and whether each ran
+    XLA on one thread (which rounds a reduction differently from several): recorded beside
+    :func:`environment`."""
+    return {"executor": type(executor).__name__,
+            **{k: getattr(executor, k) for k in ("workers", "single_threaded") if hasattr(executor, k)}}
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+#: the JAX settings a run records (None where this jax has no such setting)
+JAX_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
+                "jax_disable_most_optimizations", "jax_optimization_level")
+
+
+#: the instruction-set flags of /proc/cpuinfo that decide which kernels XLA:CPU emits
+CPU_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU's model name and its vector extensions among :data:`CPU_FEATURES` (from Linux's
+    ``cpuinfo``; elsewhere :func:`platform.processor`), e.g. ``"AMD EPYC (avx avx2 fma avx512f)"``."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name") or fields.get("Hardware") or fields.get("CPU part") or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    have = [f for f in CPU_FEATURES if f in flags]
+    return f"{name} ({' '.join(have)})" if have else name
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
@@ -545,7 +604,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
     heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
     _check_worlds(config, worlds, heldout, out)
-    runs = log_run(out / "environment.json", environment())
+    runs = log_run(out / "environment.json", {**environment(), **executor_record(executor)})
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
         world = worlds[spec["name"]]
