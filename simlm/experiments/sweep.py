@@ -15,7 +15,8 @@ runs) names the worlds, the LM sources and the checks.  The runner
 4. writes the tidy table ``results.csv`` (and ``results.parquet`` where pyarrow is installed), one row per
    (cell, quantity) with the columns of :data:`~simlm.experiments.registry.COLUMNS`, beside
    ``environment.json`` (``{"runs": [...]}``: per run — the first and every rerun — its time, package, jax
-   and Python versions, devices and how many cells it computed) and ``worlds/<name>.json`` (the worlds'
+   and Python versions, the other packages, CPU, flags and executor that decide a float's rounding
+   (:func:`environment`), devices and how many cells it computed) and ``worlds/<name>.json`` (the worlds'
    parameters, fingerprint and the digest of their held-out tokens), so a sweep can be rerun exactly.
    ``sweep.json`` holds the config: running a different config into the same directory is refused, and
    so are cells tagged with another config, or a resume whose worlds or held-out tokens differ from the
