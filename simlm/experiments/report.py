@@ -258,7 +258,7 @@ def _runs(out_dir: Path, store: CellStore) -> str:
     for run in runs:
         cells = run.get("cells_computed")
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
-        where = ", ".join(run.get("devices", [])) + (f"; {run['cpu']}" if run.get("cpu") else "")
+        where = "; ".join(part for part in (", ".join(run.get("devices", [])), run.get("cpu")) if part)
         flax = (run.get("packages") or {}).get("flax")
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
                      f"{run.get('jax', '?')}{f', flax {flax}' if flax else ''} on {run.get('backend', '?')} ({where}): "
