@@ -20,6 +20,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 
+from simlm.runtime import cpu_description
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,7 +90,7 @@ def machine_info() -> dict:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_description(),  # model and vector extensions (platform.processor() is often empty)
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),

@@ -8,9 +8,14 @@ then the next compile's ``mmap`` fails ("LLVM compilation error: Cannot allocate
 dies with a segmentation fault inside XLA, taking the cell in flight with it.  :func:`release_compiled`
 clears JAX's caches (every jitted function compiles again on its next call; a persistent compilation cache
 turns that into a read) once the process holds more than a fraction of its maps; the sweep's jobs call it
-before each (world, LM) pair and each training run."""
+before each (world, LM) pair and each training run.
+
+Also :func:`cpu_description`, the CPU this process computes on, which a run's record names (a trained
+number's last bits follow the instruction sets XLA:CPU emits for)."""
 
 from __future__ import annotations
+
+import platform
 
 import jax
 
@@ -43,3 +48,22 @@ def release_compiled(fraction: float = 0.5) -> bool:
         return False
     jax.clear_caches()
     return True
+
+
+#: the instruction-set flags of /proc/cpuinfo that decide which kernels XLA:CPU emits
+CPU_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU's model name and its vector extensions among :data:`CPU_FEATURES` (from Linux's
+    ``cpuinfo``; elsewhere :func:`platform.processor`), e.g. ``"AMD EPYC (avx avx2 fma avx512f)"``."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    name = fields.get("model name") or fields.get("Hardware") or fields.get("CPU part") or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    have = [f for f in CPU_FEATURES if f in flags]
+    return f"{name} ({' '.join(have)})" if have else name

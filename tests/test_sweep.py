@@ -423,7 +423,7 @@ def test_a_run_records_what_decides_its_rounding(finished):
 
 
 def test_the_cpu_is_named_with_its_vector_extensions(tmp_path):
-    from simlm.experiments.sweep import cpu_description
+    from simlm.runtime import cpu_description
 
     x86 = tmp_path / "x86"
     cpu = "model name\t: AMD EPYC 9654\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n"

@@ -51,7 +51,7 @@ from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
 from simlm.experiments.store import CellStore, claim, log_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
-from simlm.runtime import release_compiled
+from simlm.runtime import cpu_description, release_compiled
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
 #: the families of the ``planted-hmm`` kind (``options.family``): HMMs with planted token classes
@@ -566,26 +566,6 @@ def _installed(name: str) -> str | None:
 #: the JAX settings a run records (None where this jax has no such setting)
 JAX_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
                 "jax_disable_most_optimizations", "jax_optimization_level")
-
-
-#: the instruction-set flags of /proc/cpuinfo that decide which kernels XLA:CPU emits
-CPU_FEATURES = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
-
-
-def cpu_description(cpuinfo="/proc/cpuinfo") -> str:
-    """The CPU's model name and its vector extensions among :data:`CPU_FEATURES` (from Linux's
-    ``cpuinfo``; elsewhere :func:`platform.processor`), e.g. ``"AMD EPYC (avx avx2 fma avx512f)"``."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    name = fields.get("model name") or fields.get("Hardware") or fields.get("CPU part") or platform.machine()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    have = [f for f in CPU_FEATURES if f in flags]
-    return f"{name} ({' '.join(have)})" if have else name
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
