@@ -132,9 +132,10 @@ def _fit_transformer(graphdef, state, tokens, labels, batches, l2, lr, key, pref
     start = {"prompt": prefix0, "head": head.init(key, V, n_classes)}
     p, losses, final_loss, (mean, sd) = fit_prompt(features, head, labels, start, l2=l2, lr=lr, steps=steps,
                                                    batches=batches)
-    # the objective on every training sequence, with the fit's standardisation, at the start and at the end
+    # the objective on every training sequence, with the fit's standardisation, at the start and at the end;
+    # the final prompt's laws (the final objective's, computed once: XLA merges the equal computations)
     start_loss = objective(features, head, labels, start, l2=l2, stats=(mean, sd))
-    return p, losses, mean, sd, (start_loss, final_loss)
+    return p, losses, mean, sd, (start_loss, final_loss), features(p["prompt"], jnp.arange(tokens.shape[0]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,12 +180,11 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     batches = minibatch_indices(key_batches, toks.shape[0], b, steps)
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
-    p, losses, mean, sd, (start_loss, final_loss) = _fit_transformer(
+    p, losses, mean, sd, (start_loss, final_loss), train_features = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
         jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
         key_head, prefix0, head, C, steps)
     prefix = np.asarray(p["prompt"])
-    train_features = _prefixed_laws_jit(lm.graphdef, lm.state, jnp.asarray(prefix), toks)
     check_prompt_fit(start_loss, final_loss, "the transformer attention prompt fit")
     result = TransformerAttentionPromptResult(prefix, head.fitted(p["head"], mean, sd, losses, final_loss),
                                               float("nan"), float("nan"), np.asarray(losses))
