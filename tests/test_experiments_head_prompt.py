@@ -114,6 +114,23 @@ def test_oracle_head_recovers_the_task_while_emission_has_full_row_rank(quick):
     assert memory and all(r["test_accuracy"] >= 0.9 for r in memory)
 
 
+def test_a_prompts_test_accuracy_is_the_one_its_fit_scores(quick):
+    """The experiment predicts each test set once (its fits are not given it); a record's test accuracy is
+    the one the same fit reports when it is given the test set: the transformer prompt on experiment 2's
+    vanilla-K8 final trained LM, seed 0 (0.70 in the quick run, so a wrong set or labels would show)."""
+    config = CONFIG["experiment2"]
+    spec = next(w for w in hp.worlds("experiment2", config) if w["world"] == "vanilla-K8")
+    (record,) = [r for r in quick[1]["experiment2"]["records"] if r["world"] == "vanilla-K8" and r["seed"] == 0
+                 and r["lm"] == "trained" and r["level"] == "final" and r["method"] == "prompt"]
+    world = spec["make"]()
+    workdir = quick[0] / "experiment2" / "work" / "vanilla-K8" / "wei-head-prompt-experiment" / "train"
+    lm = hp.train(world, *hp._train_configs(config, "hmm"), workdir, progress=False).final_lms[0]  # resumed
+    ctx = hp.task_context(world, "hmm", 0, config)
+    p = hp.fit_transformer_prompt(lm, *ctx["train"], k=config.prompt_length, steps=config.transformer_prompt_steps,
+                                  seed=0, batch_size=config.transformer_prompt_batch, test=ctx["test"])
+    assert 0.0 < record["test_accuracy"] < 1.0 and record["test_accuracy"] == p.test_accuracy
+
+
 @pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
 def test_json_holds_the_records_and_the_plot_is_a_png(quick, experiment):
     out, runs = quick
