@@ -523,6 +523,10 @@ def code_fingerprint() -> str:
 #: trained columns differ by up to 0.10 where the same code reproduces itself bit for bit).
 RECORDED_PACKAGES = ("jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy")
 
+#: the JAX settings a run records (None where this jax has no such setting)
+JAX_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
+                "jax_disable_most_optimizations", "jax_optimization_level")
+
 
 def environment() -> dict:
     """What a rerun needs to know about this machine: package version and code fingerprint
@@ -561,11 +565,6 @@ def _installed(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-#: the JAX settings a run records (None where this jax has no such setting)
-JAX_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
-                "jax_disable_most_optimizations", "jax_optimization_level")
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
