@@ -6,13 +6,18 @@
   never a torn one.
 - :func:`read_json` — a file back, or a :class:`~simlm.errors.ConfigError` naming the file and what is wrong.
 - :func:`claim_json` — a directory belongs to one configuration.
+- :func:`locked` — one process at a time in a directory (an advisory ``flock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import threading
+import warnings
 from pathlib import Path
 
 import jax
@@ -36,9 +41,10 @@ def jsonable(x):
 
 
 def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a fsynced temporary file and an atomic rename."""
+    """Write ``text`` to ``path`` through a fsynced temporary file and an atomic rename.  The temporary file
+    is this thread's own, so that writers of one file in several processes each rename a whole file."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -93,4 +99,51 @@ def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
     write_json_atomic(path, mine)
 
 
-__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "claim_json"]
+_held = threading.local()  # the locks this thread holds, by (directory, name): each is re-entrant
+_unlockable_warned = set()
+
+
+@contextlib.contextmanager
+def locked(directory, name: str, *, what: str, advice: str):
+    """An exclusive advisory lock (``flock``) on ``directory/name`` for the duration, re-entrant within a
+    thread; another process asking for it waits.  Where it cannot be had — no ``fcntl`` (not POSIX), a
+    directory that is read-only (nobody can be writing there) or a filesystem without ``flock`` (some NFS
+    mounts) — the caller goes on unlocked, as before locks existed, with one warning per lock where it
+    could not be taken for a write: "cannot lock ``what``; going on unlocked — ``advice``"."""
+    key = (str(Path(directory).absolute()), name)
+    held = getattr(_held, "locks", None)
+    if held is None:
+        held = _held.locks = {}
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    fd = None
+    try:
+        import fcntl
+
+        fd = os.open(Path(directory) / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError) as err:
+        if fd is not None:
+            os.close(fd)
+            fd = None
+        if not (isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.EPERM)) \
+                and key not in _unlockable_warned:
+            _unlockable_warned.add(key)
+            warnings.warn(f"{directory}: cannot lock {what} ({err}); going on unlocked — {advice}", RuntimeWarning,
+                          stacklevel=4)
+    held[key] = 1
+    try:
+        yield
+    finally:
+        held[key] = 0
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "claim_json",
+           "locked"]

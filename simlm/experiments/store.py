@@ -4,17 +4,14 @@ directory itself."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import threading
 import warnings
 from pathlib import Path
 
 from simlm.errors import ConfigError
-from simlm.jsonio import claim_json, jsonable, read_json, write_json_atomic
+from simlm.jsonio import claim_json, jsonable, locked, read_json, write_json_atomic
 
 
 class CellStore:
@@ -139,49 +136,12 @@ def _free_name(path: Path, infix: str) -> Path:
 
 #: the lock file of a results directory (:func:`_locked`)
 LOCK_NAME = ".cells.lock"
-_held = threading.local()  # the directories this thread holds the lock of: the lock is re-entrant
-_unlockable_warned = set()
 
 
-@contextlib.contextmanager
 def _locked(directory: Path):
-    """An exclusive advisory lock (``flock``) on ``directory/.cells.lock`` for the duration, re-entrant within
-    a thread.  Where it cannot be had — no ``fcntl`` (not POSIX), a directory that is read-only (nobody can
-    be appending there) or a filesystem without ``flock`` (some NFS mounts) — the store goes on unlocked, as
-    before locks existed, with one warning per directory where it could not be taken for a write."""
-    key = str(Path(directory).absolute())
-    held = getattr(_held, "dirs", None)
-    if held is None:
-        held = _held.dirs = {}
-    if held.get(key):
-        held[key] += 1
-        try:
-            yield
-        finally:
-            held[key] -= 1
-        return
-    fd = None
-    try:
-        import fcntl
-
-        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except (ImportError, OSError) as err:
-        if fd is not None:
-            os.close(fd)
-            fd = None
-        if not (isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.EPERM)) \
-                and key not in _unlockable_warned:
-            _unlockable_warned.add(key)
-            warnings.warn(f"{directory}: cannot lock the results store ({err}); going on unlocked — do not fill "
-                          "it from several processes at once", RuntimeWarning, stacklevel=3)
-    held[key] = 1
-    try:
-        yield
-    finally:
-        held[key] = 0
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the lock
+    """The results store's lock (:func:`~simlm.jsonio.locked`): held by each append and each opening."""
+    return locked(directory, LOCK_NAME, what="the results store",
+                  advice="do not fill it from several processes at once")
 
 
 def _replace_bytes(path: Path, data: bytes) -> None:
