@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +13,13 @@ from flax import nnx
 from simlm import HMM
 from simlm.checks import as_key
 from simlm.errors import ConfigError, ShapeError, TrainingDivergedError
+from simlm.jsonio import locked
 from simlm.metrics.epsilon import divergence_report
 from simlm.models.finite import quad_excess
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
 from simlm.train import objectives
+from simlm.train import trainer as trainer_module
 from simlm.worlds.loglinear import LogLinearWorld
 from simlm.worlds.memory import MemoryHMM
 
@@ -424,3 +427,29 @@ def test_seeds_beyond_2_32_have_streams_of_their_own():
     k_data, k_obj = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), 3))  # seed 5: its batch as before
     np.testing.assert_array_equal(batch.tokens[2], WORLD.sample(k_data, config.batch_size, config.seq_len))
     np.testing.assert_array_equal(batch.keys[2], k_obj)
+
+
+def test_a_second_training_into_a_run_directory_waits_for_the_first_and_reads_its_results(tmp_path, monkeypatch):
+    """Two trainings of one run into one directory (a sweep's jobs on the same world): the second waits on
+    the directory's lock while the first trains, then finds the finished run and returns its results
+    without a step of its own."""
+    entered, directory = [], tmp_path / "shared"
+    real = trainer_module._train
+
+    def spy(*args, **kwargs):
+        entered.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "_train", spy)
+    directory.mkdir()
+    second = []
+    with locked(directory, ".train.lock", what="the run", advice="-"):  # held as the first training holds it
+        waiter = threading.Thread(target=lambda: second.append(train(WORLD, MODEL, CONFIG, directory, progress=False)))
+        waiter.start()
+        first = train(WORLD, MODEL, CONFIG, directory, progress=False)  # the lock is re-entrant in its thread
+        assert entered == [threading.get_ident()]  # the other training has not begun while this one ran
+        rows = (directory / "metrics.jsonl").read_text()
+    waiter.join()
+    assert len(entered) == 2 and (directory / "metrics.jsonl").read_text() == rows  # it trained no step
+    assert [(r.target, r.step, r.epsilon) for r in second[0].records] == \
+        [(r.target, r.step, r.epsilon) for r in first.records]

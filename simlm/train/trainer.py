@@ -53,7 +53,7 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.jsonio import claim_json, read_back, read_json, write_json_atomic
+from simlm.jsonio import claim_json, locked, read_back, read_json, write_json_atomic
 from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
@@ -528,8 +528,17 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     _validate(world, model_config, config, run_dir, until_step, progress)
     header = read_back({"train_config": config.to_dict(), "model_config": model_config.to_dict(),
                      "world": type(world).__name__, "world_fingerprint": world.fingerprint()})
-    run_dir = _open_run_dir(run_dir, header)
+    run_dir = _open_run_dir(run_dir)
+    # one process at a time claims and trains in a run directory: another (a sweep's next job on the same
+    # world) waits, then resumes from what this one saved — if it has finished, it only reads its results back
+    with locked(run_dir, ".train.lock", what="the training run",
+                advice="do not train into it from several processes at once"):
+        _claim_run_dir(run_dir, header)
+        return _train(world, model_config, config, run_dir, header, progress=progress, until_step=until_step)
 
+
+def _train(world, model_config, config, run_dir: Path, header: dict, *, progress: bool, until_step) -> TrainResult:
+    """:func:`train` in its claimed and locked ``run_dir``."""
     run = Training(world, model_config, config)
     arrays = run.init_state()  # the TrainState; ``state`` below is the ladder's bookkeeping
     metrics = run_dir / "metrics.jsonl"
@@ -720,10 +729,8 @@ def _fresh_state(n: int) -> dict:
             "rows": 0, "loss": None, "trail": []}
 
 
-def _open_run_dir(run_dir, header: dict) -> Path:
-    """The run directory, created if needed, checked writable and claimed for this run (config.json).
-    An unreadable config.json is rewritten when a checkpoint in the directory shows it holds this same
-    run; otherwise the ConfigError says how to recover."""
+def _open_run_dir(run_dir) -> Path:
+    """The run directory, created if needed and checked writable."""
     path = Path(tempfile.mkdtemp(prefix="simlm-run-") if run_dir is None else run_dir).absolute()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run_dir: {path} is a file, not a directory; pass a new directory or one of this same run")
@@ -733,6 +740,12 @@ def _open_run_dir(run_dir, header: dict) -> Path:
             pass
     except OSError as err:
         raise ConfigError(f"run_dir: cannot write to {path} ({err.strerror or err}); pass a writable directory") from None
+    return path
+
+
+def _claim_run_dir(path: Path, header: dict) -> None:
+    """Claim the run directory for this run (config.json).  An unreadable config.json is rewritten when a
+    checkpoint in the directory shows it holds this same run; otherwise the ConfigError says how to recover."""
     cfg = path / "config.json"
     if cfg.exists():
         try:
@@ -749,7 +762,6 @@ def _open_run_dir(run_dir, header: dict) -> Path:
                               f"against the configuration); otherwise use a new run_dir")
     claim_json(cfg, header, owner=f"run_dir: {path} holds a different run",
                fix="use a new directory to start a new run")  # a resume must be the same run
-    return path
 
 
 def _holds(directory: Path, header: dict) -> bool:
