@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from simlm.cli import main
@@ -433,3 +435,26 @@ def test_the_cpu_is_named_with_its_vector_extensions(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n")
     assert cpu_description(arm) == "0xd40 (asimd sve)"
     assert cpu_description(tmp_path / "absent")  # no cpuinfo: what the platform module says, never empty
+
+
+def _compile_one(payload: str) -> str:
+    """A pool job: compile a new function (never in the process's own caches); which cache directory the
+    worker compiles through, and whether the program was read back from it."""
+    events = []
+    jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+    jax.jit(lambda x: jnp.sin(x) * float(payload))(jnp.arange(8.0)).block_until_ready()
+    return json.dumps({"dir": jax.config.jax_compilation_cache_dir,
+                       "hit": "/jax/compilation_cache/cache_hits" in events})
+
+
+def test_a_pools_workers_share_a_compilation_cache_of_their_own_or_yours(monkeypatch, tmp_path):
+    """Without a JAX_COMPILATION_CACHE_DIR of yours the workers compile through one temporary directory,
+    removed when the map ends: the second job's program (the same text) is read back from it.  With
+    one, they use yours."""
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    first, second = (json.loads(r) for _, r in ProcessPool(1, single_threaded=False).map(_compile_one, ["3", "3"]))
+    assert first["dir"] == second["dir"] and "simlm-xla-cache-" in first["dir"]
+    assert not first["hit"] and second["hit"] and not os.path.exists(first["dir"])
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))
+    [(_, mine)] = list(ProcessPool(1, single_threaded=False).map(_compile_one, ["5"]))
+    assert json.loads(mine)["dir"] == str(tmp_path) and any(tmp_path.iterdir())
