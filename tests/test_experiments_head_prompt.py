@@ -352,3 +352,32 @@ def test_config_refuses_a_prompt_length_or_world_seed_the_cells_cannot_use(optio
 def test_config_names_a_bad_temperature_or_analytic_family(options, match):
     with pytest.raises(ConfigError, match=match):
         hp.Config(**options)
+
+
+class _SharedFilesRecorder:
+    """A stand-in for a process pool (its jobs share these files): runs each job here, in the order it is
+    given them, and keeps the payloads."""
+
+    shares_filesystem = True
+
+    def __init__(self):
+        self.payloads = []
+
+    def map(self, fn, payloads):
+        for p in payloads:
+            self.payloads.append(json.loads(p))
+            yield p, fn(p)
+
+
+def test_each_seed_is_a_job_of_its_own_taken_seed_by_seed_with_the_in_process_records(tmp_path):
+    """Where the jobs share these files, a world's seeds are separate jobs (the seeds' common training is
+    shared through the trainer's locked directory), every world's first seed first — and the records are
+    the ones the in-process run, one job per world, computes."""
+    config = hp.Config(**{**hp.QUICK, "seeds": (0, 1)}, trained=False, analytic=None)
+    pool = _SharedFilesRecorder()
+    split = hp.run("experiment1", config, tmp_path / "split", executor=pool, log=lambda *a: None)
+    jobs = [[f"{c[2].split('|')[0]}|{c[1]}" for c in p["cells"]] for p in pool.payloads]
+    assert jobs == [["hmm-K8|seed=0"], ["hmm-K15|seed=0"], ["hmm-K8|seed=1"], ["hmm-K15|seed=1"]]
+    together = hp.run("experiment1", config, tmp_path / "together", log=lambda *a: None)
+    key = lambda r: (r["world"], r["seed"], r["lm"], r["method"])
+    assert sorted(split["records"], key=key) == sorted(together["records"], key=key)

@@ -197,7 +197,7 @@ def _register_experiments() -> None:
     from simlm.experiments import head_prompt as hp
     from simlm.experiments import natural_tasks as nt
 
-    register(hp.CHECK, paper="Wei, Xie & Ma (NeurIPS 2021)", applies=hp.applies, parts=hp.parts,
+    register(hp.CHECK, paper="Wei, Xie & Ma (NeurIPS 2021)", applies=hp.applies, parts=hp.parts, part_jobs=True,
              validate=hp.validate_options, defaults=hp.check_options(hp.Config()),
              description="the paper's experiment, one task seed per cell: oracle, analytic-ε and trained-ladder "
                          "LMs, head and prompt")(hp.experiment_check)

@@ -59,7 +59,12 @@ class Check:
     lm_spec) -> str`` ("" when it applies, else the reason it does not, e.g. "needs a masked LM") and
     ``parts(world_spec, lm_spec, options) -> [str]``: a check whose work in one (world, LM) pair is large
     splits it into parts (e.g. one per task seed), each its own cell — stored, skipped on reruns and
-    counted by the progress bar on its own.  Without ``parts`` a pair is one cell.  ``validate(options)``
+    counted by the progress bar on its own.  Without ``parts`` a pair is one cell.  ``part_jobs``: each
+    part is a job of its own where the sweep's jobs run in parallel on this machine's files (a process
+    pool), taken in part order (every pair's first part, then every pair's second, …), instead of one job
+    per pair — for parts large enough that a pair's job would be too coarse to balance the workers, which
+    share their common work (a world's training in ``workdir``) through files (the trainer locks its
+    directory: a part that needs a training another part is running waits for it).  ``validate(options)``
     raises a :class:`~simlm.errors.ConfigError` for bad options when the config is parsed, before a
     results directory is claimed."""
 
@@ -71,6 +76,7 @@ class Check:
     applies: Callable[[dict, dict], str]
     parts: Callable[[dict, dict, dict], list] | None = None
     validate: Callable[[dict], None] | None = None
+    part_jobs: bool = False
 
 
 _REGISTRY: dict[str, Check] = {}
@@ -78,7 +84,7 @@ _REGISTRY: dict[str, Check] = {}
 
 def register(name: str, *, paper: str, description: str, defaults: dict | None = None,
              applies: Callable[[dict, dict], str] | None = None, parts: Callable[[dict, dict, dict], list] | None = None,
-             validate: Callable[[dict], None] | None = None):
+             validate: Callable[[dict], None] | None = None, part_jobs: bool = False):
     """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
         old = _REGISTRY.get(name)
@@ -87,7 +93,7 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
                               f"and {run.__module__}.{run.__qualname__})")
         # the same function again: its module was imported anew (a reload, or a retry after a failed import)
         _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
-                                parts, validate)
+                                parts, validate, part_jobs)
         return run
     return wrap
 

@@ -23,7 +23,9 @@ runs) names the worlds, the LM sources and the checks.  The runner
    recorded ones (the tokens depend on the jax version and its PRNG settings, not only on the config).
 
 Jobs — a training ladder, or one (world, LM) pair with its checks — are independent: an executor runs them
-in-process (default), in a process pool, or on a Ray cluster (:mod:`simlm.experiments.executors`).  Jobs
+in-process (default), in a process pool, or on a Ray cluster (:mod:`simlm.experiments.executors`).  In a
+pool (or a local Ray) a check's parts may be jobs of their own (``part_jobs`` of
+:class:`~simlm.experiments.registry.Check`), every pair's first part first.  Jobs
 travel as JSON and results come back as JSON.  Jobs write into the directory too — training checkpoints
 under ``train/``, a check's files under ``work/`` and, where they share this machine's files, their
 finished cells — so a cluster's workers need the directory on a shared filesystem to train or resume.
@@ -607,9 +609,11 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
             trained[json.loads(p)["world"]] = json.loads(result)
         bar.set_description("sweep")
-    jobs, skipped, total, new = [], [], 0, 0
+    jobs, skipped, total, new = [], [], 0, 0  # jobs: (the part it starts with, payload)
+    apart = local and not here  # checks' parts that ask for it run as jobs of their own (Check.part_jobs)
     for spec in config.worlds:
         for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
+            job = lambda cells: payload(world=spec["name"], lm=lm_spec, cells=cells, heldout=heldout[spec["name"]])
             cells = []
             for name in config.checks:
                 check = get_check(name)
@@ -619,14 +623,19 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                     skipped.append({"cell": key, "why": why})
                     continue
                 parts = [None] if check.parts is None else list(check.parts(spec, lm_spec, config.checks[name]))
-                for part in parts:
+                for i, part in enumerate(parts):
                     part_key = key if part is None else f"{key}|{part}"
                     total += 1
-                    if not store.finished(part_key):  # new, or failed before: a failed cell has no result
+                    if store.finished(part_key):  # a cell that failed before has no result: it runs again
+                        continue
+                    new += 1
+                    if apart and check.part_jobs:
+                        jobs.append((i, job([[name, part, part_key]])))
+                    else:
                         cells.append([name, part, part_key])
             if cells:
-                jobs.append(payload(world=spec["name"], lm=lm_spec, cells=cells, heldout=heldout[spec["name"]]))
-                new += len(cells)
+                jobs.append((0, job(cells)))
+    jobs = [p for _, p in sorted(jobs, key=lambda job: job[0])]  # every pair's first part, then every second …
     bar.reset(total)
     bar.update(total - new)
     for _, result in executor.map(check_job, jobs):
