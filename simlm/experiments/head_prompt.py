@@ -64,9 +64,10 @@ the oracle's cell, one cell per task seed.  Everything the sweep runner writes i
 config (``sweep.json``: a different config is refused), the environment and the worlds' parameters, and
 the trainer's checkpoints under ``work/`` (reused, never retrained) — beside ``<experiment>.json`` (all
 records, the per-group summary, the training ladders, times) and ``<experiment>.png``, rewritten at the end
-of every run from the stored rows.  The worlds run in parallel: ``--workers`` defaults to ``auto`` (a
-process per CPU core on a CPU backend, one on an accelerator; ``--quick`` runs in this process), and
-``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
+of every run from the stored rows.  The cells run in parallel, each seed's a job of its own (a world's seeds
+train together, in the first of its cells to start; the others wait for it and read its checkpoints):
+``--workers`` defaults to ``auto`` (a process per CPU core on a CPU backend, one on an accelerator;
+``--quick`` runs in this process), and ``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
 
     python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...
@@ -85,8 +86,8 @@ Measured on an idle 2-core CPU before issue 14's minibatches (docs/head_prompt.m
 3 seeds, 168 cells) 13.1 min wall, 19.2 min CPU — training 30–57 s per world (the 3 seeds as one
 ensemble), 5–9 s per trained cell, mostly the transformer prompt; experiment 2 (8 worlds, 192 cells)
 23.9 min wall, 30.4 min CPU, 14–20 s per trained memory cell, mostly the attention prompt.  Now, with
-``--workers auto`` (one single-threaded process per core): 7.1 min (experiment 1) and 9.1 min (experiment 2),
-re-timed on 2026-12-02 with the transformers trained at the prompt's length.
+``--workers auto`` (one single-threaded process per core): 6.5 min (experiment 1) and 9.7 min (experiment 2),
+re-timed on 2026-12-04 with the seeds as jobs of their own and the workers sharing compiled programs.
 ``--quick``: ~25 s (experiment 1) and ~30 s (experiment 2) wall when idle, most of it compilation; a
 rerun of a finished store takes well under a second before plotting.
 """
