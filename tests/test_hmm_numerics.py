@@ -4,8 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simlm import HMM
+from simlm.strategies import hmms, worlds_with_tokens
 from simlm.worlds import MemoryHMM
 from simlm.worlds import hmm_core as core
 
@@ -184,3 +187,53 @@ def test_contradicting_past_and_future_whose_products_underflow_keep_the_only_po
     hmm = HMM([1 / 3] * 3, np.eye(3), [[0.9, 0.0, 0.1], [0.1, 0.1, 0.8], [0.0, 0.9, 0.1]])
     x = np.array([[0] * 25 + [1] * 25])
     np.testing.assert_allclose(np.asarray(getattr(hmm, method)(x))[0], np.tile(row, (50, 1)), rtol=1e-5, atol=1e-6)
+
+
+# ---- the sequential scans unrolled, and the floor tracked per state -------------------------------
+
+def _scans(chain, x):
+    """Every checked sequential scan of ``x (T,)``: ``{name: (outputs, low)}``."""
+    pi, A, B = chain
+    return {"forward": core.forward(pi, A, B, x, core.CHECKED),
+            "token_logprobs": core.token_logprobs(pi, A, B, x, core.CHECKED),
+            "backward": core.backward(A, B, x, core.CHECKED),
+            "next_token_probs": core.next_token_probs(pi, A, B, x, core.CHECKED)}
+
+
+def _least_positive(*arrays) -> float:
+    values = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays])
+    return float(np.min(values[values > 0], initial=np.inf))
+
+
+@settings(max_examples=12, deadline=None)
+@given(case=worlds_with_tokens(hmms(min_states=1, max_states=5, min_symbols=1, max_symbols=5), min_length=1,
+                               max_length=70, n_sequences=1),
+       long=st.booleans())
+def test_unrolled_scans_equal_rolled_ones_and_track_the_least_share_the_steps_read(case, long):
+    """From :data:`~simlm.worlds.hmm_core.UNROLL_FROM` tokens on the sequential scans run unrolled
+    (:func:`~simlm.worlds.hmm_core._unroll`), and each keeps its running least positive share per state,
+    reduced after the loop (:func:`~simlm.worlds.hmm_core._lowest`).  Against the same scans rolled: the
+    same laws and messages (1e-6: XLA may fuse an unrolled step's reductions in another order) and the same
+    ``low`` exactly; and ``low`` is the least positive share among the vectors each step reads — p_t for
+    the filters (p_t ∘ B[:, x_t] and π's own shares for the next-token law when K ≥ V), the β_t carried
+    into each backward step."""
+    hmm, tokens = case
+    x = jnp.asarray(np.tile(tokens[0], 70)[:70] if long else tokens[0])  # T ≥ UNROLL_FROM, or as drawn
+    chain = hmm.chain
+    unrolled = jax.jit(lambda c, t: _scans(c, t))(chain, x)  # a function of its own each: traced afresh
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core, "UNROLL_FROM", 10**9)
+        rolled = jax.jit(lambda c, t: _scans(c, t))(chain, x)
+    for name in unrolled:
+        (out, low), (out_rolled, low_rolled) = unrolled[name], rolled[name]
+        for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(out_rolled)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-30, err_msg=name)
+        assert float(low) == float(low_rolled), name
+    pi, _, B = (np.asarray(a) for a in chain)
+    pred = np.asarray(unrolled["forward"][0].predicted)
+    betas = np.asarray(unrolled["backward"][0][0])
+    joint = pred * B.T[np.asarray(x)]
+    reads = {"forward": [pred], "token_logprobs": [pred], "backward": [betas],
+             "next_token_probs": [pred] if B.shape[0] < B.shape[1] else [joint, pi]}
+    for name, arrays in reads.items():
+        assert float(unrolled[name][1]) == pytest.approx(_least_positive(*arrays), rel=1e-5), name
