@@ -230,10 +230,14 @@ def test_unrolled_scans_equal_rolled_ones_and_track_the_least_share_the_steps_re
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-30, err_msg=name)
         assert float(low) == float(low_rolled), name
     pi, _, B = (np.asarray(a) for a in chain)
-    pred = np.asarray(unrolled["forward"][0].predicted)
-    betas = np.asarray(unrolled["backward"][0][0])
+    pred = np.asarray(unrolled["forward"][0].predicted)  # the p_t the forward scan carried, as it stored them
+    betas = np.asarray(unrolled["backward"][0][0])  # the β_t the backward scan carried
+    assert float(unrolled["forward"][1]) == _least_positive(pred)
+    assert float(unrolled["backward"][1]) == _least_positive(betas)
+    # the other two filters carry p_t as ((p ∘ b) A) / c, not (p ∘ b / c) A: the same up to rounding, compared
+    # where it is far from the end of the float range (there a share can round to 0 in one and not the other)
     joint = pred * B.T[np.asarray(x)]
-    reads = {"forward": [pred], "token_logprobs": [pred], "backward": [betas],
-             "next_token_probs": [pred] if B.shape[0] < B.shape[1] else [joint, pi]}
+    reads = {"token_logprobs": [pred], "next_token_probs": [pred] if B.shape[0] < B.shape[1] else [joint, pi]}
     for name, arrays in reads.items():
-        assert float(unrolled[name][1]) == pytest.approx(_least_positive(*arrays), rel=1e-5), name
+        if _least_positive(*arrays) > 1e-30:
+            assert float(unrolled[name][1]) == pytest.approx(_least_positive(*arrays), rel=1e-4), name
