@@ -130,15 +130,11 @@ CHECKED, CHECKED_SCANS, LOG_SPACE = "checked", "checked-scans", "log-space"
 _MODES = (CHECKED, CHECKED_SCANS, LOG_SPACE)
 
 
-def _min_positive(v: jax.Array) -> jax.Array:
-    return jnp.min(jnp.where(v > 0, v, jnp.inf))
-
-
 def _lowest(low: jax.Array, v: jax.Array) -> jax.Array:
     """A sequential scan's running least positive share, kept per state: ``low`` and ``v`` of one shape, the
-    minimum taken entry by entry and reduced once after the loop (``jnp.min``, the same number as a
-    :func:`_min_positive` every step: a minimum is exact in any order).  A reduction every step cost 12–25 %
-    of a checked forward pass on a CPU (K = 16 to 256, 256 sequences of 512)."""
+    minimum taken entry by entry and reduced once after the loop (``jnp.min``: the same number as the least
+    positive entry reduced every step, a minimum being exact in any order).  That reduction every step cost
+    12–25 % of a checked forward pass on a CPU (K = 16 to 256, 256 sequences of 512)."""
     return jnp.minimum(low, jnp.where(v > 0, v, jnp.inf))
 
 
