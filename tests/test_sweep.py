@@ -19,7 +19,8 @@ import pytest
 from simlm.cli import main
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import executor_of
-from simlm.experiments.executors import InProcess, ProcessPool, _single_threaded_xla, auto_workers
+from simlm.experiments.executors import (ACCELERATOR_MEMORY, InProcess, ProcessPool, _share_accelerator,
+                                        _single_threaded_xla, auto_workers)
 from simlm.experiments.registry import COLUMNS, checks
 from simlm.experiments.sweep import load_config, parse_config, run_sweep
 
@@ -204,6 +205,23 @@ def test_a_pool_that_fills_the_cores_runs_xla_on_one_thread_per_worker(monkeypat
     assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
 
 
+def test_a_pools_workers_allocate_a_gpus_memory_as_they_need_it(monkeypatch):
+    """JAX claims 75 % of a GPU at its first computation: a second worker on the same GPU would run out of
+    memory, so each worker allocates on demand — unless you said how much it takes (then yours is kept)."""
+    names = list(ACCELERATOR_MEMORY)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    seen = dict(ProcessPool(1, single_threaded=False).map(os.getenv, names))
+    assert seen == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": None,
+                    "XLA_PYTHON_CLIENT_ALLOCATOR": None}
+    assert _share_accelerator() == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", ".3")
+    assert _share_accelerator() == {}
+    seen = dict(ProcessPool(1, single_threaded=False).map(os.getenv, names))
+    assert seen == {"XLA_PYTHON_CLIENT_PREALLOCATE": None, "XLA_PYTHON_CLIENT_MEM_FRACTION": ".3",
+                    "XLA_PYTHON_CLIENT_ALLOCATOR": None}
+
+
 _ORPHAN = """
 import os, sys, time
 from simlm.experiments.executors import ProcessPool
@@ -275,16 +293,21 @@ def test_workers_auto_is_a_process_per_core_on_cpu_and_the_wei_experiments_defau
         assert seen.pop() == workers, argv
 
 
-def test_ray_gives_the_in_process_results(finished, tmp_path):
+def test_ray_gives_the_in_process_results(finished, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from simlm.experiments.executors import RayExecutor
 
     config, reference = finished
+    for name in ACCELERATOR_MEMORY:
+        monkeypatch.delenv(name, raising=False)
+    executor = RayExecutor(num_cpus=2)
     try:
-        run_sweep(load_config(config), tmp_path / "ray", executor=RayExecutor(num_cpus=2), progress=False)
+        run_sweep(load_config(config), tmp_path / "ray", executor=executor, progress=False)
+        [(_, preallocate)] = list(executor.map(os.getenv, ["XLA_PYTHON_CLIENT_PREALLOCATE"]))
     finally:
         ray.shutdown()
     assert table(tmp_path / "ray") == table(reference)
+    assert preallocate == "false"  # tasks on one GPU machine share its device, as a pool's workers do
 
 
 def _with(path, value):
