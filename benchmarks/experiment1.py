@@ -4,7 +4,8 @@ One subprocess, the default configuration (``--quick``: the experiment's own qui
 results directory, so nothing is resumed: every world is generated, every transformer trained down its
 ε ladder, every head and prompt fitted and scored, the report, CSV and plot written.  Wall time includes
 the interpreter's start and every compilation.  Workers: the experiment's default (``auto``: a process
-per CPU core on a CPU, one process on an accelerator).
+per CPU core on a CPU, one process on an accelerator), or ``--workers N`` (on a GPU the workers share the
+device's memory: :func:`simlm.experiments.executors._share_accelerator`).
 
 Targets (issue 14): ≤ 8 min on an idle 2-core CPU; ≤ 5 min on a GPU/TPU.
 
@@ -34,6 +35,8 @@ TARGET_S = {"cpu": 8 * 60, "accelerator": 5 * 60}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the experiment's --quick sizes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="the experiment's --workers (default: its own, auto)")
     p.add_argument("--timeout", type=int, default=3600,
                    help="seconds before the experiment (and every process it started) is stopped; the JSON says so")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "experiment1.json"))
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="simlm-experiment1-") as tmp:
         cmd = [sys.executable, "-m", "simlm.experiments.head_prompt", "experiment1", "--out", tmp, "--quiet"]
         cmd += ["--quick"] if args.quick else []
+        cmd += ["--workers", str(args.workers)] if args.workers is not None else []
         print(f"experiment 1 end to end on {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs: "
               + " ".join(cmd[1:]), flush=True)
         started = time.perf_counter()
