@@ -61,7 +61,9 @@ def plan(accelerator: bool) -> dict:
                 "profile": ("profile_step", []),  # the same model and shape, by kernel
                 "ensemble": ("ensemble", []), "filters": ("filters", []),
                 "train": ("train", ["--sizes", "medium", "large"]),  # the ~0.4M model cannot fill a GPU
-                "experiment1": ("experiment1", []),
+                # four processes on one GPU (its memory allocated on demand: executors._share_accelerator); one
+                # process, launch-bound on the small models' steps, did not finish in 225 s on an H200
+                "experiment1": ("experiment1", ["--workers", "4"]),
                 "worlds": ("worlds", ["--batch", "1024", "--length", "2048"]), "eval_schedule": ("eval_schedule", []),
                 "property_speed": ("property_speed", []), "time_to_eps": ("time_to_eps", [])}
     return {"worlds": ("worlds", []), "filters": ("filters", []),

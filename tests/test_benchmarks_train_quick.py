@@ -284,3 +284,33 @@ def test_profile_on_a_cpu_reads_the_worker_threads_thunks_not_their_bookkeeping(
     _trace(tmp_path / "t" / "vm.trace.json.gz", meta + events)
     found, _ = profile_bench.device_events(tmp_path)
     assert [e["name"] for e in found] == ["ynn_fusion.2"] and profile_bench.kind_of("ynn_fusion.2") == "matmul"
+
+
+def test_experiment1_benchmark_runs_the_experiments_command_with_its_workers_and_judges_its_wall(tmp_path, monkeypatch):
+    """The wrapper, without the 6-minute experiment: the command it starts (``--workers`` passed on, as the
+    accelerator plan does), the payload it reads back and the verdict; a run that failed gets none."""
+    import experiment1 as experiment_bench
+
+    seen = []
+
+    def fake_run(cmd, *, timeout, cwd=None):
+        seen.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1]) / "experiment1"
+        out.mkdir(parents=True)
+        (out / "experiment1.json").write_text(json.dumps({"time_s": 1.0, "new_cells": 3, "records": [{}] * 5,
+                                                          "errors": []}))
+        return 0, "done"
+
+    monkeypatch.setattr(experiment_bench, "run_process_group", fake_run)
+    assert experiment_bench.main(["--workers", "4", "--out", str(tmp_path / "e.json")]) == 0
+    assert seen[0][1:5] == ["-m", "simlm.experiments.head_prompt", "experiment1", "--out"]
+    assert seen[0][-3:] == ["--quiet", "--workers", "4"]
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["ok"] and report["cells"] == 3 and report["records"] == 5 and report["target"]["met"] is True
+    assert report["config"]["command"][-2:] == ["--workers", "4"]
+
+    monkeypatch.setattr(experiment_bench, "run_process_group", lambda cmd, *, timeout, cwd=None: (None, "slow"))
+    assert experiment_bench.main(["--out", str(tmp_path / "f.json")]) == 1
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert "--workers" not in report["config"]["command"]  # the experiment's own default
+    assert report["timed_out"] and report["target"]["met"] is None and not report["ok"]
