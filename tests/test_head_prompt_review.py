@@ -256,7 +256,7 @@ def test_certificate_pairs_have_both_labels_outside_the_margin():
 
 
 def test_trivial_is_false_when_exactly_one_condition_holds():
-    """Docstring: ``trivial`` = neither condition holds.  HMM.random(0, 3, 4) has B of rank 3 = K, so every μ
+    """``trivial`` needs both halves unable to fail.  HMM.random(0, 3, 4) has B of rank 3 = K, so every μ
     is a head task; its dense A gates no state, so no prompt confines H_0 to S = {0, 1}.  One condition holds:
     not trivial (reading 'not both hold' made it True)."""
     world = HMM.random(0, 3, 4)
@@ -264,6 +264,20 @@ def test_trivial_is_false_when_exactly_one_condition_holds():
     rec = hp.check_head_prompt_conditions(world, np.array([1.0, -1.0, 0.0]), x)
     assert rec.head.realisable and not rec.prompt.feasible
     assert not rec.trivial
+
+
+def test_trivial_when_every_input_is_within_the_margin():
+    """μ = (0, 0, 1) with π = (½, ½, 0): μᵀP(H_0 | x) = 0 for every x — a constant task that μ ≠ 0 hides.
+    The head condition holds (B = I), yet no input lies outside the margin, so its check could not fail:
+    trivial.  Any μ with weight on a reachable state at once gives the head something to get right."""
+    pi, A = np.array([0.5, 0.5, 0.0]), np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float)
+    world, x = HMM(pi, A, np.eye(3)), np.array([[1], [2]], np.int32)  # x_1 = 0 would need H_0 = 2
+    rec = hp.check_head_prompt_conditions(world, np.array([0.0, 0.0, 1.0]), x)
+    assert rec.head.realisable and rec.head_holds and rec.consistent
+    assert rec.head_check.n_within_margin == rec.head_check.n_samples == 2
+    assert rec.trivial
+    rec = hp.check_head_prompt_conditions(world, np.array([1.0, 0.0, 1.0]), x)
+    assert rec.head_holds and rec.head_check.n_within_margin < rec.head_check.n_samples and not rec.trivial
 
 
 def test_delta_min_is_the_smallest_feasible_delta_when_the_range_is_not_monotone():

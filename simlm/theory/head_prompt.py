@@ -291,8 +291,9 @@ class HeadPromptConditions:
     """Everything above for one (world, μ, inputs).  ``head_holds``: μ ∈ col(B) and the head B⁺μ is
     right on every input outside the margin; ``prompt_holds``: the prompt is feasible (at the record's
     ``prompt.delta``), B_S has full row rank and the constructive prompt + head are right outside the margin.
-    ``consistent``: wherever a theorem's condition holds, its conclusion was observed; ``trivial``: neither
-    condition holds, so ``consistent`` could not have been False (only a failure certificate then says
+    ``consistent``: wherever a theorem's condition holds, its conclusion was observed; ``trivial``:
+    ``consistent`` could not have been False — for each theorem, its condition fails or no input lies
+    outside the label margin (there was nothing to get wrong; only a failure certificate then says
     anything).
 
     Read ``consistent`` as a check of the construction, not as evidence for the theorems.  Its head half
@@ -600,9 +601,16 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
     prompt_cond = prompt.feasible and support.full_row_rank
     prompt_holds = prompt_cond and prompt_check.holds
     consistent = head_holds == head.realisable and prompt_holds == prompt_cond
+    # a half can contradict its theorem only where its condition holds and an input lies outside the margin
+    trivial = _vacuous(head.realisable, head_check) and _vacuous(prompt_cond, prompt_check)
     return HeadPromptConditions(emission, head, head_check, support, prompt, b_prompt, prompt_check,
-                                certificate, head_holds, prompt_holds, consistent,
-                                not (head.realisable or prompt_cond))
+                                certificate, head_holds, prompt_holds, consistent, trivial)
+
+
+def _vacuous(condition: bool, check: Verification | None) -> bool:
+    """Whether a theorem's half of ``consistent`` could not have been False: its condition fails, or every
+    input is within the label margin (a task constant on the inputs, e.g. μ zero wherever π is not)."""
+    return not condition or check.n_within_margin == check.n_samples
 
 
 __all__ = [
