@@ -153,6 +153,9 @@ CASES = [
         HMM3, MU, TOKENS, features=lambda t: np.full((len(t), 2), np.nan)), ConfigError, "features"),
     ("certificate labels shape", lambda: hp.failure_certificate(HMM3, np.ones(3, bool), TOKENS), ShapeError,
      "mu_or_labels"),
+    # 0/1 integers of length K = 3 would be read as μ = (1, 0, 1): every input labelled 1, no pair found
+    ("certificate integer labels", lambda: hp.failure_certificate(HMM3, np.array([1, 0, 1]), TOKENS), ConfigError,
+     "mu_or_labels"),
 ]
 
 

@@ -115,6 +115,11 @@ def test_a_certificate_needs_two_labels_decided_outside_the_margin():
     cert = hp.failure_certificate(world, mu, x)
     assert not cert.found and cert.pairs.shape == (0, 2)
     assert hp.failure_certificate(world, np.array([True, False]), x).found  # labels given: no margin to apply
+    # the same labels as 0/1 integers are refused (with n = K = 2 they would be read as μ = (1, 0): no pair);
+    # an integer μ with a negative entry is a task vector as before
+    with pytest.raises(ConfigError, match="mu_or_labels"):
+        hp.failure_certificate(world, np.array([1, 0]), x)
+    assert not hp.failure_certificate(world, np.array([1, -1]), x).found
     head = hp.head_realisability(world, mu)
     assert head.realisable and hp.verify_head(world, mu, head.head, x, margin=1e-30).n_errors == 0
 

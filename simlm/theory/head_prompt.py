@@ -536,7 +536,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]; only inputs with |μᵀP(H_0|x)| >
     margin·max|μ| take part, so a pair is two clearly different labels, not two scores a rounding
     apart on either side of 0, which a head can still split) or the labels themselves as a bool array
-    (n,).  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).  Distances are
+    (n,); integer 0/1 labels are refused (ConfigError), not read as a μ.  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).  Distances are
     computed between the two label classes in blocks (n up to a few thousand); the ``max_pairs`` closest
     pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
@@ -546,6 +546,11 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     n = len(p)
     lab = np.asarray(mu_or_labels)
     clear = np.ones(n, bool)
+    if np.issubdtype(lab.dtype, np.integer) and np.isin(lab, (0, 1)).all():
+        # as a μ it would label every input 1 (μ ≥ 0): 0/1 integers were meant as labels, and read silently
+        # as μ wherever there are K inputs
+        raise ConfigError("mu_or_labels: an integer array of 0s and 1s is ambiguous — labels go in as a bool "
+                          "array (labels.astype(bool)), a task vector μ as floats")
     if lab.dtype == bool:
         if lab.shape != (n,):
             raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
