@@ -20,7 +20,7 @@ from simlm.strategies import loglinear_worlds
 from simlm.theory.anchor_bound import markov_tail, transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
                                                n2_construction)
-from simlm.theory.anchors import (_balancing_bias, _weighted_median, anchor_contexts, anchor_fit, bulk_mask,
+from simlm.theory.anchors import (_balancing_bias, _half_crossing, anchor_contexts, anchor_fit, bulk_mask,
                                   head_errors, log_softmax, probe_error, random_tasks, readout_error, score_identity,
                                   word_errors, word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
@@ -71,8 +71,8 @@ def test_head_errors_with_an_lm_residual_unlike_the_worlds_match_their_definitio
     fit and the threshold the world's (score* + bias ≥ 0 ⇔ prob* + Σc(c* + r*) + bias ≥ 0):
     error = π·1[prob_LM + Σc(c* + r_LM) + bias ≥ 0 ≠ y], probability_error = π·1[prob_LM + Σc(c* + r*) + bias ≥ 0
     ≠ y] (the world's anchor part: a mutant reading r_LM here survived while every test passed r_LM = r*),
-    anchor_error = π·1[prob* + Σc(c* + r_LM) + bias ≥ 0 ≠ y], zero_shot_error = π·1[full ≥ π-median(full) ≠ y]
-    with full = prob_LM + Σc r_LM."""
+    anchor_error = π·1[prob* + Σc(c* + r_LM) + bias ≥ 0 ≠ y], zero_shot_error = π·1[full ≥ cut ≠ y] with
+    full = prob_LM + Σc r_LM and the cut midway between its lower π-median and the next value above."""
     ctx = anchor_contexts(LogLinearWorld.random(seed, n_states=64, n_symbols=6, dim=3, sigma=1.0))
     bulk = bulk_mask(ctx.logp, top_k=2)
     fit = world_anchor_fit(ctx, bulk)
@@ -101,7 +101,9 @@ def test_head_errors_with_an_lm_residual_unlike_the_worlds_match_their_definitio
     for name, s in scores.items():
         assert getattr(h, name) == pytest.approx(_brute_error(s, y, w), abs=1e-12), name
     full = prob_lm + sc * r_lm
-    assert h.zero_shot_error == pytest.approx(_brute_error(full - _brute_lower_median(full, w), y, w), abs=1e-12)
+    median = _brute_lower_median(full, w)  # the cut midway to the next score above (labels' rule, _balancing_bias)
+    cut = (median + min(v for v in full if v > median + 1e-9 * (1 + abs(median)))) / 2
+    assert h.zero_shot_error == pytest.approx(_brute_error(full - cut, y, w), abs=1e-12)
     # the fields can tell the residuals apart on this world: swapping r_LM and r* moves them
     assert _brute_error(prob_lm + sc * (fit.c + r_lm) + task.bias, y, w) != h.probability_error
     assert _brute_error(prob_star + sc * (fit.c + r_star) + task.bias, y, w) != h.anchor_error
@@ -361,10 +363,12 @@ def test_the_random_tasks_are_balanced_with_one_row_per_state(n_states):
 
 @given(st.lists(st.integers(-1000, 1000), min_size=1, max_size=40, unique=True))
 @example(list(range(12)))  # once the upper median: 6 × fl(1/12) < ½
-def test_the_weighted_median_of_equal_weights_is_the_lower_median(x):
-    """The lower median of N distinct values with weights 1/N is the ⌈N/2⌉-th smallest: x ≥ it for ⌊N/2⌋ + 1."""
+def test_the_half_crossing_of_equal_weights_is_the_lower_median(x):
+    """Where N distinct values of weights 1/N cross ½ (the balancing cut's lower side) is the ⌈N/2⌉-th
+    smallest: x ≥ it for ⌊N/2⌋ + 1."""
     x = np.array(x, np.float64) / 7
-    assert int(np.sum(x >= _weighted_median(x, np.full(x.size, 1.0 / x.size)))) == x.size // 2 + 1
+    xs, k = _half_crossing(x, np.full(x.size, 1.0 / x.size))
+    assert int(np.sum(x >= xs[k])) == x.size // 2 + 1
 
 
 # ---- bad input ------------------------------------------------------------------------------------
@@ -586,8 +590,9 @@ def _anchor_cell(eps):
 @pytest.mark.parametrize("eps", [None, 0.1])
 def test_the_checks_head_error_is_the_anchored_heads_error_not_the_zero_shot_one(eps):
     """``<task>:head_error`` measures the anchored head (HeadErrors.error): π·1[prob_LM + Σc(c* + r_LM) + bias
-    ≥ 0 ≠ y], by brute force; for the oracle it is 0 in both forms (labels are the world's own head) while
-    the zero-shot head, thresholded at its median, errs."""
+    ≥ 0 ≠ y], by brute force; for the oracle it is 0 in both forms (labels are the world's own head), and so
+    is the zero-shot head's (its score cut where its π-mass crosses ½, the rule that cut the labels; it was
+    π(contexts at the median) when the head took score ≥ median); at ε = 0.1 the two heads differ."""
     rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
     heads = [r for r in rows if ":head_error" in r["quantity"]]
     assert len(heads) == 6
@@ -598,8 +603,8 @@ def test_the_checks_head_error_is_the_anchored_heads_error_not_the_zero_shot_one
         assert r["measured"] == pytest.approx(_brute_error(score, task.labels, ctx.weights), abs=1e-12), r["quantity"]
         if eps is None:
             assert r["measured"] == 0.0
-    if eps is None:
-        assert max(r["zero_shot_error"] for r in heads) > 0  # the rows would read otherwise under the other head
+    if eps is None:  # the world's own label-free head: its score cut by the rule that made the labels
+        assert max(r["zero_shot_error"] for r in heads) == 0
     else:
         assert any(r["measured"] != r["zero_shot_error"] for r in heads)
 

@@ -343,12 +343,6 @@ def _half_crossing(x, w):
     return x[i], half_index(np.cumsum(w[i]))
 
 
-def _weighted_median(x, w) -> float:
-    """The lower π-median of x: the smallest value whose cumulative mass reaches ½."""
-    xs, k = _half_crossing(x, w)
-    return float(xs[k])
-
-
 def _balancing_bias(score, w) -> float:
     """−(the midpoint between the two scores where the π-mass crosses ½): balanced classes and no
     context on the threshold (its margin would be 0 and rounding alone would decide its label).  When the
@@ -452,7 +446,9 @@ def _error(pred, labels, w) -> float:
 class HeadErrors:
     """The anchored head's error at the task's threshold (``error``), with the LM's probability part and
     the world's anchor part (``probability_error``), and the world's probability part with the LM's anchor
-    part (``anchor_error``); ``zero_shot_error`` with the label-free threshold (the π-median of its score)."""
+    part (``anchor_error``); ``zero_shot_error`` with the label-free threshold: the LM's score cut where its
+    π-mass crosses ½, by the rule that cut the world's score into the task's labels (so the world's own
+    zero-shot error is 0 — it was π(contexts at the median score) while the cut was ``score ≥ median``)."""
 
     error: float
     probability_error: float
@@ -480,7 +476,7 @@ def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_l
     return HeadErrors(_error(full + offset >= 0, task.labels, w),
                       _error(prob_lm + c.sum() * residual_star + offset >= 0, task.labels, w),
                       _error(prob_star + c.sum() * residual_lm + offset >= 0, task.labels, w),
-                      _error(full >= _weighted_median(full, w), task.labels, w))
+                      _error(full + _balancing_bias(full, w) >= 0, task.labels, w))
 
 
 def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2: float = 1e-3) -> float:

@@ -45,6 +45,11 @@ the condition holds: σ_min/σ_max − tol for the ranks, tol − residual for h
 relative threshold — ``tol`` (0 < tol < 1), ``delta`` (0 ≤ δ < 1) and the label ``margin`` (0 < margin
 < 1, relative to max|μ|) — must be below 1: at 1 or more the condition is void (every σ is "zero", every
 μ "realisable" with the zero head, every label "without margin"), so such a value is refused.
+The ranks are those of the parameters as stored: a float32 world's entries carry rounding of ~6e-8 of
+their size, so a σ_min/σ_max below ~1e-7 is full rank only as stored — a B built with one row the mean
+of two others reads rank K at the default tol = 1e-10 (σ ratio ~1e-9, the head B⁺μ of norm ~1e9), and
+rank K − 1 at tol = 1e-6 or in float64.  Read ``margin`` beside the verdict, or pass the tol of the
+precision you mean.
 
 Memory HMMs (:class:`~simlm.worlds.memory.MemoryHMM`) are analysed through their joint HMM over
 (memory configuration, cell, syntactic state); :func:`memory_rank` checks the memory-task condition:
