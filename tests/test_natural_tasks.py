@@ -222,6 +222,26 @@ def test_gamma_phi_is_at_least_gamma(seed):
     assert np.linalg.eigvalsh(SL - g * ST)[0] >= -1e-12  # Σ_{p_L} ⪰ γ Σ_{p_T}
 
 
+@given(seeds, st.lists(st.integers(-9, 0), min_size=3, max_size=3))
+@example(0, [0, -6, 0])
+def test_gamma_phi_of_linearly_independent_errors_is_gamma_whatever_their_sizes(seed, exponents):
+    """Linearly independent Δ_s: Σ_s a_s Δ_sΔ_sᵀ ⪰ 0 iff every a_s ≥ 0, so γ_Φ = γ = min p_L/p_T exactly,
+    whatever the rows' sizes and directions (not axis-aligned: column scaling cannot help).  Rows of
+    sizes 1 and 1e-6 (Σ's eigenvalues 1 and 1e-12) once fell under the eigenvalue cutoff and γ_Φ read 50
+    for 0.505 — or 0, below γ, which it never is."""
+    rng = np.random.default_rng(seed)
+    rotation = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    delta = rotation * (10.0 ** np.array(exponents, float))[:, None]  # row s: an orthogonal direction, size 10^e_s
+    p_L = rng.dirichlet(np.ones(3))
+    p_T = rng.dirichlet(np.ones(3)) * (10.0 ** rng.integers(-6, 1, 3))
+    p_T /= p_T.sum()
+    assert gamma_phi(p_L, p_T, delta) == pytest.approx(gamma(p_L, p_T), rel=1e-6)
+    # the review's case: Δ = [[1, 1], [1e-6, −1e-6]] (orthogonal rows), p_L uniform
+    assert gamma_phi([0.5, 0.5], [0.01, 0.99], [[1, 1], [1e-6, -1e-6]]) == pytest.approx(0.5 / 0.99, rel=1e-9)
+    assert gamma_phi([0.5, 0.5], [1e-4, 1 - 1e-4], [[1, 1], [1e-6, -1e-6]]) == pytest.approx(0.5 / (1 - 1e-4),
+                                                                                            rel=1e-9)
+
+
 @given(seeds, st.sampled_from([1e-6, 1e-3, 1.0, 1e3, 1e6]))
 def test_gamma_phi_does_not_see_the_scale_of_one_direction(seed, scale):
     # γ_Φ is invariant under Δ → ΔM; a context rare under p_L (1e-7) whose Φ-error lies in a direction of

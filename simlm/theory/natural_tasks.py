@@ -41,8 +41,9 @@ from simlm.checks import (as_rng, check_distributions, check_finite, check_non_n
 #: default grid of B (and B₂): 0.25, 0.5, …, 256.
 B_GRID = 2.0 ** np.arange(-2, 9)
 NOISES = ("sign", "logistic")
-#: eigenvalues of Σ_{p_L} below this fraction of the largest count as 0 in γ_Φ.
-RANGE_RTOL = 1e-10
+#: singular values of diag(√(p_L + p_T)) Δ below this fraction of the largest count as 0 in γ_Φ (their
+#: squares, the eigenvalues of Σ_{p_L} + Σ_{p_T}, below 1e-26 of the largest: rounding).
+RANGE_RTOL = 1e-13
 #: the rounding a bound's verdict forgives by default (``atol`` of :func:`check_natural_task`).
 ATOL = 1e-7
 
@@ -301,43 +302,40 @@ def gamma(p_L, p_T) -> float:
 def gamma_phi(p_L, p_T, delta) -> float:
     """γ_Φ(p_T) = sup{γ : Σ_{p_L} ⪰ γ Σ_{p_T}}, Σ_p = E_p[Δ_s Δ_sᵀ], ``delta (S, d)`` = Φ(p_f(s) − p*_s).
 
-    γ_Φ does not change under Δ → ΔM (M invertible), so it is computed where no direction is small by
-    units alone: Δ's columns scaled to unit size, then Σ_{p_L} + Σ_{p_T} whitened on its range (W).  The
-    whitened Σ'_{p_T} = WᵀΣ_{p_T}W and Σ'_{p_L} sum to I there, so they share eigenvectors u_i, and
-    γ_Φ = min_i l_i/t_i over those with t_i = u_iᵀΣ'_{p_T}u_i > 0 (l_i = u_iᵀΣ'_{p_L}u_i: read off
-    directly, not as 1 − t_i, which would lose a small γ_Φ to rounding).  0 if Σ_{p_T} has mass outside
-    that range (> 1e-9 of its largest eigenvalue); +inf if and only if Σ_{p_T} = 0 (a Σ_{p_T} tiny beside Σ_{p_L}
-    gives a large finite γ_Φ: until 2026-12-02 whitened t_i ≤ 1e-12 were dropped, and +inf came back where
-    the definition gives 3.8e12).  Eigenvalues of the sum below
-    RANGE_RTOL·λ_max count as 0.  γ_Φ ≥ γ: the sum Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s)) Δ_sΔ_sᵀ
-    has non-negative coefficients.  (Until 2026-12-02 the range cutoff was applied to Σ_{p_L} in Δ's own
-    units: a Φ-error 1e-3 the size of another's, on a context of p_L 1e-7, got γ_Φ = 0 where it is 2e-7,
-    and at 1e-6 the size it was ignored, γ_Φ 1.9 for 2e-7.)"""
+    Computed without forming Σ (whose eigenvalues square Δ's scales): A = diag(√(p_L + p_T)) Δ has
+    AᵀA = Σ_{p_L} + Σ_{p_T}, and on its range (A = U S Vᵀ, singular values above RANGE_RTOL·s_max) the
+    whitened Σ_{p_T} is Uᵀ diag(r) U with r_s = p_T(s)/(p_L(s) + p_T(s)), the whitened Σ_{p_L} Uᵀ diag(1 − r) U:
+    they sum to I, so they share eigenvectors u_i, and γ_Φ = min_i l_i/t_i over those with t_i > 0 (l_i
+    read off diag(1 − r), not as 1 − t_i, which would lose a small γ_Φ to rounding).  A direction only
+    p_T's contexts reach has l_i = 0: γ_Φ = 0.  +inf if and only if Σ_{p_T} = 0 (Δ = 0 on p_T's support;
+    a Σ_{p_T} tiny beside Σ_{p_L} gives a large finite γ_Φ).  Whitened t_i below 1e-13 of the largest are
+    rounding, directions Σ_{p_T} does not reach.  γ_Φ ≥ γ: Σ_{p_L} − γΣ_{p_T} = Σ_s (p_L(s) − γp_T(s))
+    Δ_sΔ_sᵀ has non-negative coefficients, so a value below γ (rounding on a nearly rank-deficient Δ) is
+    returned as γ.  (Until 2026-12-05 the range was read off the eigenvalues of Σ_{p_L} + Σ_{p_T} with a
+    cutoff of 1e-10 of the largest: a Φ-error 1e-6 the size of another's — eigenvalue 1e-12 — fell out
+    of the range, and γ_Φ read 50 or 0 where it is 0.505.  Until 2026-12-02 the cutoff was applied to Σ_{p_L} in
+    Δ's own units, and whitened t_i ≤ 1e-12 were dropped: +inf where the definition gives 3.8e12.)"""
     p_L = _distribution("p_L", p_L)
     p_T = _distribution("p_T", p_T, p_L.shape[0])
     D = check_real_array("delta", delta)
     if D.ndim != 2 or D.shape[0] != p_L.shape[0]:
         raise ShapeError(f"delta: expected shape ({p_L.shape[0]}, d) (one row per context), got {D.shape}")
     size = np.abs(D).max(0)
-    D = D[:, size > 0] / size[size > 0]
-    SL, ST = (D * p_L[:, None]).T @ D, (D * p_T[:, None]).T @ D
-    top = np.linalg.eigvalsh(ST)[-1] if D.shape[1] else 0.0
-    if top <= 0:
+    D = D[:, size > 0] / size[size > 0]  # γ_Φ does not change under Δ → ΔM: columns of unit size
+    if not np.any(D[p_T > 0]):
         return math.inf
-    w, Q = np.linalg.eigh(SL + ST)
-    keep = w > RANGE_RTOL * w[-1]
-    out = Q[:, ~keep]
-    if out.size and np.linalg.eigvalsh(out.T @ ST @ out)[-1] > 1e-9 * top:
-        return 0.0
-    W = Q[:, keep] / np.sqrt(w[keep])
-    t, U = np.linalg.eigh(W.T @ ST @ W)
-    l = np.einsum("di,de,ei->i", U, W.T @ SL @ W, U)
-    # every t_i > 0 counts, however small (Σ_{p_T} may be tiny beside Σ_{p_L}: γ_Φ is then large, not +∞);
-    # only those at rounding level, below 1e-13 of the largest, are directions Σ_{p_T} does not reach
-    on = t > 1e-13 * t.max() if t.size and t.max() > 0 else np.zeros(t.shape, bool)
+    rows = p_L + p_T > 0
+    total, D = (p_L + p_T)[rows], D[rows]
+    U, sv, _ = np.linalg.svd(np.sqrt(total)[:, None] * D, full_matrices=False)
+    U = U[:, sv > RANGE_RTOL * sv[0]]
+    r_T, r_L = p_T[rows] / total, p_L[rows] / total
+    _, E = np.linalg.eigh(U.T @ (r_T[:, None] * U))
+    M = U @ E  # u_i in the contexts' coordinates: t_i = Σ_s r_T(s) M_si², l_i = Σ_s r_L(s) M_si²
+    t, l = r_T @ M**2, r_L @ M**2
+    on = t > 1e-13 * t.max() if t.max() > 0 else np.zeros(t.shape, bool)
     if not on.any():  # Σ_{p_T} ≠ 0 (checked above) yet not resolved on the range: the safe answer
-        return 0.0
-    return float(np.min(np.maximum(l[on], 0.0) / t[on]))
+        return gamma(p_L, p_T)
+    return max(float(np.min(l[on] / t[on])), gamma(p_L, p_T))
 
 
 def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf",
