@@ -16,17 +16,27 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
 - **The worst LM for the transfer bound** (derived; :func:`worst_case_lm`).  The head's probability part
   Σ c_w [log p(w|x) − log p(B|x)] reads p(·|x) only through the masses q_a of the *atoms* — each task word,
   the bulk without them, the rest — and for given atom masses an LM that scales each atom proportionally
-  pays the least KL (chain rule of KL) and the same TV.  So the adversary moves a fraction g of the mass of
-  a set S of atoms onto a disjoint set D (every such pair; :func:`flip_costs` takes, per context, the move
-  that flips the head at the least KL, or TV, on a grid of g refined by bisection).  In the linear regime
-  Δ ≈ Σ_a α_a δq_a with α_w = c_w/q_w, α_B = −Σc/q_B, α_rest = 0, a linear programme over Σ|δq| = 2 TV,
-  Σδq = 0 whose optimum moves mass from the atom of least α to the one of largest: a pair move, so the
-  family holds the optimum to first order; it also holds the reviewer's single-logit shifts, each at no
-  more TV.  ρ = 0: the LM's anchor residual is the world's (the bound's |Σc|ρ covers the anchor part
-  separately), so its error is :func:`~simlm.theory.anchors.head_errors`' with r_LM = r*.  The LM of a
-  budget ε flips the contexts in increasing order of their flip's KL while Σ π_x KL_x ≤ ε and spends the
-  rest on the next context's move short of its flip (exact ε).  :func:`worst_case_slack` scans the budgets;
-  :func:`tight_world` is a world where the derivation's steps are as tight as they can be (its docstring).
+  pays the least KL (chain rule of KL) and the same TV.  Per context it takes the cheapest flip of the head
+  among two kinds of move (:func:`flip_costs`).  *Pair moves*: a fraction g of the mass of a set S of atoms
+  onto a disjoint set D (every such pair; the least g that flips, on a grid refined by bisection).  In the
+  linear regime Δ ≈ Σ_a α_a δq_a with α_w = c_w/q_w, α_B = −Σc/q_B, α_rest = 0, a linear programme over
+  Σ|δq| = 2 TV, Σδq = 0 whose optimum moves mass from the atom of least α to the one of largest: a pair
+  move, so the family holds TV's optimum to first order; it also holds the reviewer's single-logit shifts,
+  each at no more TV.  KL is not TV: to second order it is Σ δq_a²/(2q_a), least for δq_a ∝ q_a(α_a − ᾱ),
+  a move of every atom at once.  *The least-KL flip* (:func:`_least_kl_flip`): in log q' the objective and
+  (off the bulk) the score are linear, so the Lagrange conditions leave one multiplier μ and a curve of
+  candidates — q' = q + μα', α' = (c_w, −Σc on the bulk, 0), when no task word is in the bulk, where the
+  problem is convex and its one crossing of the threshold is the exact minimum; with task words in the
+  bulk, every crossing of the curve is a candidate.  A contrast task's (Σc = 0) is the pair move between
+  its words; an anchored task's moves both words and the bulk (review of 2026-12-05: the pair moves alone
+  paid more KL than a flip needs in ~99 % of the contexts of docs/anchors.md's worlds, up to 1.9×, so the
+  worst LM of a budget flipped less than an LM of that ε could).  ρ = 0: the LM's anchor residual is the world's (the
+  bound's |Σc|ρ covers the anchor part separately), so its error is
+  :func:`~simlm.theory.anchors.head_errors`' with r_LM = r*.  The LM of a budget ε flips the contexts in
+  increasing order of their flip's KL while Σ π_x KL_x ≤ ε and spends the rest on the next context's
+  move, part of the way to its flip (exact ε; KL is convex along the way, and a flip before its end
+  would be a cheaper flip).  :func:`worst_case_slack` scans the budgets; :func:`tight_world` is a world
+  where the derivation's steps are as tight as they can be (its docstring).
 - **How close any LM can come** (derived).  The head's score moves by at most Σ|c_w||Δlog p(w)| +
   |Σc||Δlog p(B)|, each term ≤ −log(1 − TV/γ) ≤ TV/(γ − TV): a flip of margin m needs TV ≥ γm/(2‖c‖₁ + m).
   The bound's t(m) = γm/(4‖c‖₁) linearises TV/(γ − TV) ≤ 2TV/γ, equal only at TV = γ/2, so at small
@@ -162,6 +172,8 @@ _GRID = np.concatenate([np.linspace(1 / 256, 1 - 1 / 256, 255), 1 - np.logspace(
 _BISECT = 60
 #: a flip crosses the head's threshold by this much (relative to 1 + |score|), rounding then keeps it
 _OVERSHOOT = 1e-9
+#: the grid of ζ on which :func:`_least_kl_flip` looks for the score's crossings (μ − μ_lo = L·σ(ζ))
+_ZETA = np.concatenate([-np.logspace(np.log10(40), -3, 80), [0.0], np.logspace(-3, np.log10(40), 80)])
 #: atoms (task words, bulk, rest) beyond which only single-atom moves and their complements are tried
 _MAX_SUBSET_ATOMS = 6
 
@@ -172,7 +184,8 @@ class FlipCosts:
     ``kl (n,)`` its KL (of the flip cheapest in ``by``), ``move (n,)`` its index in ``moves`` (−1: none),
     ``g (n,)`` the fraction of the source moved; ``threshold (n,)`` the bound's t(margin_x) at ρ = 0 and
     ``tv_share (n,)`` = t(margin_x)/TV_x of the cheapest-in-TV flip (0 where none): 1 would be a flip at
-    exactly the TV the bound's derivation requires.  ``moves``: (S, D) bool masks over the atoms."""
+    exactly the TV the bound's derivation requires.  ``moves``: (S, D) bool masks over the atoms; ``move`` =
+    ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every flip's atom masses."""
 
     tv: np.ndarray
     kl: np.ndarray
@@ -182,6 +195,7 @@ class FlipCosts:
     tv_share: np.ndarray
     moves: list
     by: str
+    atoms: np.ndarray | None = None  # (n, K): the atom masses at each context's flip (NaN rows where none)
 
 
 def _atoms(task, ctx: AnchorContexts, bulk):
@@ -249,10 +263,100 @@ def _first_flip(Q, coef, in_bulk, S, D, s0):
     return np.where(found, hi, np.nan)
 
 
+def _family(Q, coef, in_bulk, zeta):
+    """The stationary points of the least-KL flip (:func:`_least_kl_flip`), atom masses ``(n, G, K)`` at
+    μ = μ(ζ) for ``zeta (n, G)``: off the bulk q'_a = q_a + μ c_a, on it q'_a = y (q_a + μ c_a) / (q_B + μ c_B)
+    with the bulk's mass y = q_B + μ (c_B − Σc) (c_B: the task words' coefficients in the bulk).  μ runs over
+    the interval where every one of these is positive, μ − μ_lo = L·σ(ζ) (μ_hi − μ = L·σ(−ζ); e^{±ζ} on a
+    half-line), so that the mass that vanishes at an end is c·L·σ(ζ), never a difference of near-equal numbers."""
+    n, K = Q.shape
+    c_bulk = in_bulk @ coef
+    P = np.concatenate([Q, (Q * in_bulk).sum(1, keepdims=True)], 1)  # the atoms and y, as linear functions of μ
+    C = np.concatenate([np.broadcast_to(coef, (n, K)), (c_bulk - coef.sum())[:, None]], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = np.where(C != 0, -P / np.where(C != 0, C, 1.0), np.nan)  # where each reaches 0
+    lo = np.max(np.where(C > 0, mu0, -np.inf), 1)[:, None]
+    hi = np.min(np.where(C < 0, mu0, np.inf), 1)[:, None]
+    both = np.isfinite(lo) & np.isfinite(hi)
+    length = np.where(both, hi - lo, 1.0)
+    with np.errstate(over="ignore"):
+        d_lo = np.where(both, length * _sigmoid(zeta), np.where(np.isfinite(lo), np.exp(zeta), np.inf))[..., None]
+        d_hi = np.where(both, length * _sigmoid(-zeta), np.where(np.isfinite(hi), np.exp(-zeta), np.inf))[..., None]
+    C3, m3 = C[:, None, :], mu0[:, None, :]
+    with np.errstate(invalid="ignore"):
+        r = np.where(C3 > 0, C3 * ((lo[..., None] - m3) + d_lo),
+                     np.where(C3 < 0, -C3 * ((m3 - hi[..., None]) + d_hi), P[:, None, :]))
+    r, y = r[..., :K], r[..., K:]
+    B = in_bulk[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(B, y * r / (r * B).sum(-1, keepdims=True), r)
+
+
+def _sigmoid(z):
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _score_change(Q, coef, in_bulk, Qn):
+    """Σ c_w [Δlog p(w) − Δlog p(B)] of atom masses ``Qn (n, G, K)`` against ``Q (n, K)``."""
+    words = coef != 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(Qn[..., words] / Q[:, None, words])
+        bulk = np.log((Qn * in_bulk[:, None, :]).sum(-1) / (Q * in_bulk).sum(1)[:, None])
+    return logs @ coef[words] - coef.sum() * bulk
+
+
+def _atom_kl(Q, Qn):
+    """Σ_a q_a log(q_a / q'_a) ``(n, G)``: the KL of an LM that scales every atom proportionally."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(Q[:, None, :] > 0, Q[:, None, :] * np.log(Q[:, None, :] / Qn), 0.0).sum(-1)
+
+
+def _least_kl_flip(Q, coef, in_bulk, s0):
+    """Per context, the atom masses ``(n, K)`` of the flip of least KL (NaN rows where none is found) and
+    that KL.  In log q' the objective −Σ q_a log q'_a is linear and the score Σ c_w log q'_w − Σc log q'_B is
+    linear off the bulk, so the Lagrange conditions of min KL subject to score = threshold (and Σ q' = 1)
+    leave one free multiplier μ: the curve of :func:`_family`.  Without a task word in the bulk it is
+    q' = q + μα', α' = (c_w, −Σc on the bulk, 0), and the problem is convex: the one root is the minimum
+    (for a contrast task, Σc = 0, the pair move between its words).  With one, the score may cross the
+    threshold more than once along the curve: each crossing on a grid of ζ is a candidate, the one of least KL
+    is bisected."""
+    label, tol = s0 >= 0, _OVERSHOOT * (1 + np.abs(s0))
+    goal = np.where(label, -s0 - 2 * tol, -s0 + 2 * tol)[:, None]
+    n = len(s0)
+
+    def gap(zeta):  # > 0 where the head has flipped, (n, G)
+        Qn = _family(Q, coef, in_bulk, zeta)
+        d = _score_change(Q, coef, in_bulk, Qn) - goal
+        return np.where(label[:, None], -d, d), Qn
+
+    grid = np.broadcast_to(_ZETA, (n, len(_ZETA)))
+    g, Qn = gap(grid)
+    kl = _atom_kl(Q, Qn)
+    ok = np.isfinite(g)
+    # a bracket (i, i + 1) crosses into the flip; its cost: the KL at its flipped end
+    cross = ok[:, :-1] & ok[:, 1:] & ((g[:, :-1] > 0) != (g[:, 1:] > 0))
+    end_kl = np.where(g[:, 1:] > 0, kl[:, 1:], kl[:, :-1])
+    pick = np.argmin(np.where(cross, end_kl, np.inf), 1)
+    found = cross[np.arange(n), pick]
+    lo, hi = _ZETA[pick], _ZETA[pick + 1]
+    flipped_hi = g[np.arange(n), pick + 1] > 0
+    for _ in range(_BISECT + 40):
+        mid = (lo + hi) / 2
+        f = gap(mid[:, None])[0][:, 0] > 0
+        to_hi = f == flipped_hi  # mid is on the flipped end's side: move that end
+        lo, hi = np.where(to_hi, lo, mid), np.where(to_hi, mid, hi)
+    end = np.where(flipped_hi, hi, lo)
+    g_end, Q_end = gap(end[:, None])
+    found &= g_end[:, 0] > 0
+    Q_end = Q_end[:, 0]
+    return np.where(found[:, None], Q_end, np.nan), np.where(found, _atom_kl(Q, Q_end[:, None])[:, 0], np.inf)
+
+
 def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -> FlipCosts:
     """For every context, the move of probability mass between the task words, the bulk and the rest that
     flips the anchored head (probability part, ρ = 0) at the least KL (``by="kl"``: for an ε budget) or TV
-    (``by="tv"``), among the moves of the module docstring's worst LM."""
+    (``by="tv"``), among the moves of the module docstring's worst LM: every pair move and the least-KL
+    flip (:func:`_least_kl_flip`, ``move`` = ``len(moves)``, ``g`` NaN)."""
     if by not in ("kl", "tv"):
         raise ConfigError(f"by: expected 'kl' or 'tv', got {by!r}")
     task = check_task(task, ctx)
@@ -261,38 +365,53 @@ def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -
     bulk = check_bulk(bulk, ctx.logp.shape)
     Q, coef, in_bulk, _ = _atoms(task, ctx, bulk)
     s0 = task.score + task.bias
-    n = len(s0)
-    moves = _moves(Q.shape[1])
-    best = {key: (np.full(n, np.inf), np.full(n, np.inf), np.full(n, -1), np.full(n, np.nan)) for key in ("kl", "tv")}
+    n, K = Q.shape
+    moves = _moves(K)
+    best = {key: [np.full(n, np.inf), np.full(n, np.inf), np.full(n, -1), np.full(n, np.nan), np.full((n, K), np.nan)]
+            for key in ("kl", "tv")}
+
+    def offer(i, tv, kl, g, atoms, ok, rtol=0.0):  # keep a candidate where it is cheaper (by more than rtol)
+        for key, cost in (("kl", kl), ("tv", tv)):
+            b = best[key]
+            better = ok & (cost < (b[1] if key == "kl" else b[0]) * (1 - rtol))
+            b[0][better], b[1][better], b[2][better], b[3][better], b[4][better] = (
+                tv[better], kl[better], i, g[better], atoms[better])
+
     for i, (S, D) in enumerate(moves):
         g = _first_flip(Q, coef, in_bulk, S, D, s0)
         _, tv, kl = (a[:, 0] for a in _move_effect(Q, coef, in_bulk, S, D, np.nan_to_num(g)[:, None]))
-        ok = np.isfinite(g) & np.isfinite(kl) & np.isfinite(tv)
-        for key, cost in (("kl", kl), ("tv", tv)):
-            b_tv, b_kl, b_move, b_g = best[key]
-            better = ok & (cost < (b_kl if key == "kl" else b_tv))
-            b_tv[better], b_kl[better], b_move[better], b_g[better] = tv[better], kl[better], i, g[better]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            atoms = Q * np.where(S, 1 - g[:, None], np.where(D, 1 + (g * (Q @ S) / (Q @ D))[:, None], 1.0))
+        offer(i, tv, kl, g, atoms, np.isfinite(g) & np.isfinite(kl) & np.isfinite(tv))
+    atoms, kl = _least_kl_flip(Q, coef, in_bulk, s0)
+    tv = 0.5 * np.abs(atoms - Q).sum(1)
+    # ties go to the pair move (the least-KL flip is one where no task word is in the bulk of a contrast task)
+    offer(len(moves), tv, kl, np.full(n, np.nan), atoms, np.isfinite(kl) & np.isfinite(tv), rtol=1e-9)
     gamma, c1 = task_gamma(task, ctx, bulk), float(np.abs(task.coef).sum())
     threshold = np.minimum(gamma / 2, gamma * task.margin / (4 * c1)) if c1 > 0 else np.full(n, gamma / 2)
     min_tv = best["tv"][0]
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(np.isfinite(min_tv), threshold / min_tv, 0.0)
-    tv, kl, move, g = best[by]
-    return FlipCosts(tv, kl, move, g, threshold, share, moves, by)
+    tv, kl, move, g, atoms = best[by]
+    return FlipCosts(tv, kl, move, g, threshold, share, moves, by, atoms)
 
 
-def _apply(ctx: AnchorContexts, task, bulk, moves, move, g) -> np.ndarray:
-    """log p of the LM that makes, in each context x with ``move[x]`` ≥ 0, the move of index ``move[x]``
-    with fraction ``g[x]`` (every word of an atom scaled by the atom's factor)."""
+def _apply(ctx: AnchorContexts, task, bulk, atoms, t) -> np.ndarray:
+    """log p of the LM that takes, in each context x with finite ``atoms[x]``, the fraction ``t[x]`` of the way
+    from the world's atom masses to ``atoms[x]`` (every word of an atom scaled by the atom's factor)."""
     Q, _, _, atom = _atoms(task, ctx, bulk)
     logp = ctx.logp.copy()
-    for x in np.flatnonzero(move >= 0):
-        S, D = moves[move[x]]
-        qS, qD = Q[x] @ S, Q[x] @ D
-        factor = np.zeros(len(S))
-        factor[S], factor[D] = np.log1p(-g[x]), np.log1p(g[x] * qS / qD)
+    for x in np.flatnonzero(np.isfinite(atoms).all(1) & (t > 0)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(Q[x] > 0, np.log1p(t[x] * (atoms[x] - Q[x]) / np.where(Q[x] > 0, Q[x], 1.0)), 0.0)
         logp[x] += factor[atom[x]]
     return log_softmax(logp)  # renormalise the float64 rounding away
+
+
+def _path_kl(q, target, t) -> float:
+    """KL of the atom masses a fraction ``t`` of the way from ``q`` to ``target`` (one context)."""
+    on = q > 0
+    return float(-(q[on] * np.log1p(t * (target[on] - q[on]) / q[on])).sum())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -332,8 +451,8 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
                   spend: bool = True) -> WorstCase:
     """The LM of (at most, and with ``spend`` exactly) ``eps`` that flips the most π-mass of the anchored
     head's contexts (module docstring): the contexts in increasing order of their cheapest flip's KL
-    (:func:`flip_costs`) while Σ π_x KL_x ≤ ε, then the rest of the budget on the next context's move,
-    stopped short of its flip.  ε is less than ``eps`` only when every context that can flip is flipped.
+    (:func:`flip_costs`) while Σ π_x KL_x ≤ ε, then the rest of the budget part of the way (in atom
+    masses) to the next context's flip, stopped short of it.  ε is less than ``eps`` only when every context that can flip is flipped.
     ``costs``: :func:`flip_costs` of this task, these rows and this bulk (computed when None)."""
     eps = check_positive("eps", eps)
     costs = flip_costs(task, ctx, bulk) if costs is None else costs
@@ -342,20 +461,18 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
     spent = np.concatenate([[0.0], np.cumsum(w[order] * costs.kl[order])])
     k = int(np.searchsorted(spent, eps, side="right")) - 1  # flips that fit the budget
-    move, g = np.full(len(w), -1), np.zeros(len(w))
-    move[order[:k]], g[order[:k]] = costs.move[order[:k]], costs.g[order[:k]]
+    t = np.zeros(len(w))
+    t[order[:k]] = 1.0
     if spend and k < len(order):
         x = order[k]
-        S, D = costs.moves[costs.move[x]]
-        Q, coef, in_bulk, _ = _atoms(task, ctx, bulk)
-        need = (eps - spent[k]) / w[x]  # KL(g) is increasing in g: bisect for KL = need below the flip
-        lo, hi = 0.0, costs.g[x]
+        q = _atoms(task, ctx, bulk)[0][x]
+        need = (eps - spent[k]) / w[x]  # KL is convex in t, 0 at 0: bisect for KL = need below the flip
+        lo, hi = 0.0, 1.0
         for _ in range(_BISECT):
             mid = (lo + hi) / 2
-            kl = _move_effect(Q[x:x + 1], coef, in_bulk[x:x + 1], S, D, np.array([[mid]]))[2][0, 0]
-            lo, hi = (mid, hi) if kl < need else (lo, mid)
-        move[x], g[x] = costs.move[x], lo
-    return _evaluate(task, ctx, bulk, _apply(ctx, task, bulk, costs.moves, move, g), costs)
+            lo, hi = (mid, hi) if _path_kl(q, costs.atoms[x], mid) < need else (lo, mid)
+        t[x] = lo
+    return _evaluate(task, ctx, bulk, _apply(ctx, task, bulk, costs.atoms, t), costs)
 
 
 def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: int | None = None) -> dict:
