@@ -269,14 +269,8 @@ def _family(Q, coef, in_bulk, zeta):
     with the bulk's mass y = q_B + μ (c_B − Σc) (c_B: the task words' coefficients in the bulk).  μ runs over
     the interval where every one of these is positive, μ − μ_lo = L·σ(ζ) (μ_hi − μ = L·σ(−ζ); e^{±ζ} on a
     half-line), so that the mass that vanishes at an end is c·L·σ(ζ), never a difference of near-equal numbers."""
-    n, K = Q.shape
-    c_bulk = in_bulk @ coef
-    P = np.concatenate([Q, (Q * in_bulk).sum(1, keepdims=True)], 1)  # the atoms and y, as linear functions of μ
-    C = np.concatenate([np.broadcast_to(coef, (n, K)), (c_bulk - coef.sum())[:, None]], 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mu0 = np.where(C != 0, -P / np.where(C != 0, C, 1.0), np.nan)  # where each reaches 0
-    lo = np.max(np.where(C > 0, mu0, -np.inf), 1)[:, None]
-    hi = np.min(np.where(C < 0, mu0, np.inf), 1)[:, None]
+    K = Q.shape[1]
+    P, C, mu0, lo, hi = _interval(Q, coef, in_bulk)
     both = np.isfinite(lo) & np.isfinite(hi)
     length = np.where(both, hi - lo, 1.0)
     with np.errstate(over="ignore"):
@@ -290,6 +284,18 @@ def _family(Q, coef, in_bulk, zeta):
     B = in_bulk[:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(B, y * r / (r * B).sum(-1, keepdims=True), r)
+
+
+def _interval(Q, coef, in_bulk):
+    """``(P, C, μ0, μ_lo, μ_hi)``: the atoms' masses and the bulk's, P (n, K + 1), as P + μC along the curve of
+    :func:`_family`, where each reaches 0 (μ0) and the interval (μ_lo, μ_hi) ∋ 0 where all are positive, (n, 1)."""
+    n, K = Q.shape
+    P = np.concatenate([Q, (Q * in_bulk).sum(1, keepdims=True)], 1)
+    C = np.concatenate([np.broadcast_to(coef, (n, K)), (in_bulk @ coef - coef.sum())[:, None]], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = np.where(C != 0, -P / np.where(C != 0, C, 1.0), np.nan)
+    return (P, C, mu0, np.max(np.where(C > 0, mu0, -np.inf), 1)[:, None],
+            np.min(np.where(C < 0, mu0, np.inf), 1)[:, None])
 
 
 def _sigmoid(z):
@@ -329,7 +335,11 @@ def _least_kl_flip(Q, coef, in_bulk, s0):
         d = _score_change(Q, coef, in_bulk, Qn) - goal
         return np.where(label[:, None], -d, d), Qn
 
-    grid = np.broadcast_to(_ZETA, (n, len(_ZETA)))
+    # the grid, and each context's own point ζ_0 (μ = 0, q' = q), so that the crossings next to it are bracketed
+    _, _, _, lo, hi = _interval(Q, coef, in_bulk)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zeta0 = np.where(np.isfinite(lo), np.log(-lo), 0.0) - np.where(np.isfinite(hi), np.log(hi), 0.0)
+    grid = np.sort(np.concatenate([np.broadcast_to(_ZETA, (n, len(_ZETA))), zeta0], 1), 1)
     g, Qn = gap(grid)
     kl = _atom_kl(Q, Qn)
     ok = np.isfinite(g)
@@ -338,7 +348,7 @@ def _least_kl_flip(Q, coef, in_bulk, s0):
     end_kl = np.where(g[:, 1:] > 0, kl[:, 1:], kl[:, :-1])
     pick = np.argmin(np.where(cross, end_kl, np.inf), 1)
     found = cross[np.arange(n), pick]
-    lo, hi = _ZETA[pick], _ZETA[pick + 1]
+    lo, hi = grid[np.arange(n), pick], grid[np.arange(n), pick + 1]
     flipped_hi = g[np.arange(n), pick + 1] > 0
     for _ in range(_BISECT + 40):
         mid = (lo + hi) / 2
