@@ -21,7 +21,8 @@ own prompted law), live here too: among them, that an exact fit's data are possi
 can reach (u = softplus(θ) > 0 everywhere, so every such prompt has the support of the all-ones prompt
 of k tokens, and x is possible after one exactly when it is after that one: :func:`check_promptable`),
 and that a fit did not diverge (:func:`check_prompt_fit`: its final training loss, at the returned
-parameters, not above its starting loss, and no prompt row underflowed to zero).
+parameters, not above its starting loss by more than max(1 nat, the start) — :data:`DIVERGENCE_TOLERANCE`
+— and no prompt row underflowed to zero).
 """
 
 from __future__ import annotations
