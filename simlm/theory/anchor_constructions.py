@@ -52,6 +52,7 @@ import dataclasses
 import math
 
 import numpy as np
+from scipy.special import expit
 
 from simlm.checks import as_rng, check_positive, check_positive_int
 from simlm.errors import ConfigError
@@ -195,7 +196,7 @@ class FlipCosts:
     tv_share: np.ndarray
     moves: list
     by: str
-    atoms: np.ndarray | None = None  # (n, K): the atom masses at each context's flip (NaN rows where none)
+    atoms: np.ndarray  # (n, K): the atom masses at each context's flip (NaN rows where none)
 
 
 def _atoms(task, ctx: AnchorContexts, bulk):
@@ -263,19 +264,20 @@ def _first_flip(Q, coef, in_bulk, S, D, s0):
     return np.where(found, hi, np.nan)
 
 
-def _family(Q, coef, in_bulk, zeta):
+def _family(Q, in_bulk, interval, zeta):
     """The stationary points of the least-KL flip (:func:`_least_kl_flip`), atom masses ``(n, G, K)`` at
-    μ = μ(ζ) for ``zeta (n, G)``: off the bulk q'_a = q_a + μ c_a, on it q'_a = y (q_a + μ c_a) / (q_B + μ c_B)
-    with the bulk's mass y = q_B + μ (c_B − Σc) (c_B: the task words' coefficients in the bulk).  μ runs over
-    the interval where every one of these is positive, μ − μ_lo = L·σ(ζ) (μ_hi − μ = L·σ(−ζ); e^{±ζ} on a
-    half-line), so that the mass that vanishes at an end is c·L·σ(ζ), never a difference of near-equal numbers."""
+    μ = μ(ζ) for ``zeta (n, G)`` (``interval``: :func:`_interval`'s): off the bulk q'_a = q_a + μ c_a, on it
+    q'_a = y (q_a + μ c_a) / (q_B + μ c_B) with the bulk's mass y = q_B + μ (c_B − Σc) (c_B: the task words'
+    coefficients in the bulk).  μ runs over the interval where every one of these is positive, μ − μ_lo =
+    L·σ(ζ) (μ_hi − μ = L·σ(−ζ); e^{±ζ} on a half-line), so that the mass that vanishes at an end is
+    c·L·σ(ζ), never a difference of near-equal numbers."""
     K = Q.shape[1]
-    P, C, mu0, lo, hi = _interval(Q, coef, in_bulk)
+    P, C, mu0, lo, hi = interval
     both = np.isfinite(lo) & np.isfinite(hi)
     length = np.where(both, hi - lo, 1.0)
     with np.errstate(over="ignore"):
-        d_lo = np.where(both, length * _sigmoid(zeta), np.where(np.isfinite(lo), np.exp(zeta), np.inf))[..., None]
-        d_hi = np.where(both, length * _sigmoid(-zeta), np.where(np.isfinite(hi), np.exp(-zeta), np.inf))[..., None]
+        d_lo = np.where(both, length * expit(zeta), np.where(np.isfinite(lo), np.exp(zeta), np.inf))[..., None]
+        d_hi = np.where(both, length * expit(-zeta), np.where(np.isfinite(hi), np.exp(-zeta), np.inf))[..., None]
     C3, m3 = C[:, None, :], mu0[:, None, :]
     with np.errstate(invalid="ignore"):
         r = np.where(C3 > 0, C3 * ((lo[..., None] - m3) + d_lo),
@@ -296,10 +298,6 @@ def _interval(Q, coef, in_bulk):
         mu0 = np.where(C != 0, -P / np.where(C != 0, C, 1.0), np.nan)
     return (P, C, mu0, np.max(np.where(C > 0, mu0, -np.inf), 1)[:, None],
             np.min(np.where(C < 0, mu0, np.inf), 1)[:, None])
-
-
-def _sigmoid(z):
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def _score_change(Q, coef, in_bulk, Qn):
@@ -331,12 +329,13 @@ def _least_kl_flip(Q, coef, in_bulk, s0):
     n = len(s0)
 
     def gap(zeta):  # > 0 where the head has flipped, (n, G)
-        Qn = _family(Q, coef, in_bulk, zeta)
+        Qn = _family(Q, in_bulk, interval, zeta)
         d = _score_change(Q, coef, in_bulk, Qn) - goal
         return np.where(label[:, None], -d, d), Qn
 
     # the grid, and each context's own point ζ_0 (μ = 0, q' = q), so that the crossings next to it are bracketed
-    _, _, _, lo, hi = _interval(Q, coef, in_bulk)
+    interval = _interval(Q, coef, in_bulk)  # the same for every ζ: computed once
+    lo, hi = interval[3:]
     with np.errstate(divide="ignore", invalid="ignore"):
         zeta0 = np.where(np.isfinite(lo), np.log(-lo), 0.0) - np.where(np.isfinite(hi), np.log(hi), 0.0)
     grid = np.sort(np.concatenate([np.broadcast_to(_ZETA, (n, len(_ZETA))), zeta0], 1), 1)
@@ -412,16 +411,20 @@ def _apply(ctx: AnchorContexts, task, bulk, atoms, t) -> np.ndarray:
     Q, _, _, atom = _atoms(task, ctx, bulk)
     logp = ctx.logp.copy()
     for x in np.flatnonzero(np.isfinite(atoms).all(1) & (t > 0)):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factor = np.where(Q[x] > 0, np.log1p(t[x] * (atoms[x] - Q[x]) / np.where(Q[x] > 0, Q[x], 1.0)), 0.0)
-        logp[x] += factor[atom[x]]
+        logp[x] += _path_log_factors(Q[x], atoms[x], t[x])[atom[x]]
     return log_softmax(logp)  # renormalise the float64 rounding away
+
+
+def _path_log_factors(q, target, t) -> np.ndarray:
+    """log(q'_a / q_a) of the atom masses q' a fraction ``t`` of the way from ``q`` to ``target`` (one
+    context; 0 for an atom of no mass)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(q > 0, np.log1p(t * (target - q) / np.where(q > 0, q, 1.0)), 0.0)
 
 
 def _path_kl(q, target, t) -> float:
     """KL of the atom masses a fraction ``t`` of the way from ``q`` to ``target`` (one context)."""
-    on = q > 0
-    return float(-(q[on] * np.log1p(t * (target[on] - q[on]) / q[on])).sum())
+    return float(-(q * _path_log_factors(q, target, t)).sum())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
