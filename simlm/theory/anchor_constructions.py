@@ -465,8 +465,9 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     """The LM of (at most, and with ``spend`` exactly) ``eps`` that flips the most π-mass of the anchored
     head's contexts (module docstring): the contexts in increasing order of their cheapest flip's KL
     (:func:`flip_costs`) while Σ π_x KL_x ≤ ε, then the rest of the budget part of the way (in atom
-    masses) to the next context's flip, stopped short of it.  ε is less than ``eps`` only when every context that can flip is flipped.
-    ``costs``: :func:`flip_costs` of this task, these rows and this bulk (computed when None)."""
+    masses) to the next context's flip, stopped short of it.  ε is less than ``eps`` only when every
+    context that can flip is flipped.  ``costs``: :func:`flip_costs` of this task, these rows and this bulk
+    (computed when None)."""
     eps = check_positive("eps", eps)
     costs = flip_costs(task, ctx, bulk) if costs is None else costs
     w = ctx.weights

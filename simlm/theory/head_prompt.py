@@ -541,9 +541,9 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]; only inputs with |μᵀP(H_0|x)| >
     margin·max|μ| take part, so a pair is two clearly different labels, not two scores a rounding
     apart on either side of 0, which a head can still split) or the labels themselves as a bool array
-    (n,); integer 0/1 labels are refused (ConfigError), not read as a μ.  ``features``: "masked" (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).  Distances are
-    computed between the two label classes in blocks (n up to a few thousand); the ``max_pairs`` closest
-    pairs are returned."""
+    (n,); integer 0/1 labels are refused (ConfigError), not read as a μ.  ``features``: "masked"
+    (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).  Distances are computed between the two label
+    classes in blocks (n up to a few thousand); the ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
     margin = _relative("margin", margin)
     B = chain64(world)[2]
