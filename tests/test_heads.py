@@ -230,6 +230,22 @@ def test_features_near_the_float32_range_are_standardised_in_float64():
     assert fit_attention_head(seq, y, steps=100, n_restarts=4).accuracy(seq, y) == 1.0
 
 
+def test_float64_features_below_float32_resolution_keep_their_signal():
+    """float64 features 0.5 + 1e-9·s, separated by the sign of s's first column: cast to float32 before
+    standardising, every row became 0.5, each coordinate constant, and the head scored 0.54 (the class
+    frequency) without a warning.  Standardised in float64 they give the head of the unshifted s, to float32's
+    rounding of z.  (64, 3) and (64, 4, 3), the shapes the test above compiles."""
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(64, 3))
+    y = (s[:, 0] > 0).astype(int)
+    f = 0.5 + 1e-9 * s
+    head, reference = fit_linear_head(f, y), fit_linear_head(s, y)
+    assert head.mean.dtype == np.float64 and head.accuracy(f, y) == 1.0
+    np.testing.assert_allclose(np.asarray(head.logits(f)), np.asarray(reference.logits(s)), atol=1e-3)
+    seq = np.repeat(f[:, None, :], 4, axis=1)
+    assert fit_attention_head(seq, y, steps=100, n_restarts=4).accuracy(seq, y) == 1.0
+
+
 def test_a_head_refuses_to_predict_from_logits_that_are_not_finite():
     head = fit_linear_head(np.eye(2, dtype=np.float32).repeat(32, 0), np.tile([0, 1], 32))  # (64, 2), as below
     broken = dataclasses.replace(head, weight=np.full_like(head.weight, np.nan))

@@ -38,18 +38,21 @@ from simlm.errors import ConfigError, NotConvergedWarning, ShapeError, TrainingD
 # ---- input checks and standardisation ------------------------------------------------------------
 
 def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
+    """``features`` as a float array of ``ndim`` axes: float64 kept as float64 (the heads standardise on the
+    host in float64 and cast to float32 only after, so float64 features whose signal lies below float32's
+    resolution, rows 0.5 ± 1e-9, keep it), everything else as float32."""
     raw = as_array(name, features)
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real numbers, got dtype {raw.dtype}")
     with np.errstate(over="ignore"):
-        f = raw.astype(np.float32)
+        f = raw.astype(np.float64 if raw.dtype == np.float64 else np.float32)
     if f.ndim != ndim or min(f.shape, default=0) == 0:
         want = "(n, V)" if ndim == 2 else "(n, T, V)"
         raise ShapeError(f"{name}: expected a non-empty array of shape {want}, got {f.shape}")
     if not np.all(np.isfinite(raw)):
         raise ConfigError(f"{name}: has non-finite entries (log-probabilities of impossible tokens?); "
                           "use probabilities")
-    if not np.all(np.isfinite(f)):
+    if not np.all(np.abs(f) <= np.finfo(np.float32).max):
         raise ConfigError(f"{name}: has entries beyond the float32 range the heads compute in")
     return f
 
@@ -85,7 +88,9 @@ def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     axes = tuple(range(f.ndim - 1))
     f64 = np.asarray(f, np.float64)  # float32 sums of features near the float range would overflow
     mean, sd = f64.mean(axes), f64.std(axes)
-    return mean.astype(np.float32), np.where(sd > min(1e-6 * float(sd.max()), 1.0), sd, 1.0).astype(np.float32)
+    # float64, as :func:`standardised` computes: a float32 mean of rows 0.5 ± 1e-9 would be off by ~1e-8,
+    # ten of their spreads
+    return mean, np.where(sd > min(1e-6 * float(sd.max()), 1.0), sd, 1.0)
 
 
 def standardised(f: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
