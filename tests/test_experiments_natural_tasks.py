@@ -236,6 +236,13 @@ def test_the_experiment_is_the_sweep_of_its_shipped_config(quick):
         assert json.dumps(again[part], sort_keys=True) == json.dumps(json.loads(json.dumps(result[part])), sort_keys=True)
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]
+    # rows of LMs the check built (or skipped) carry their own ε, not the cell's oracle's 0
+    unset = lambda v: v is None or (isinstance(v, float) and math.isnan(v))
+    own = {q: [r for r in read_results(out) if r["quantity"] == q] for q in ("training:epsilon", "skipped",
+                                                                                "log_partition:r2_logz")}
+    assert own["training:epsilon"] and own["log_partition:r2_logz"]  # (the quick run skips no target)
+    assert all(r["eps"] == r["measured"] and r["eps_se"] == r["epsilon_se"] for r in own["training:epsilon"])
+    assert all(unset(r["eps"]) and unset(r["eps_se"]) for r in own["skipped"] + own["log_partition:r2_logz"])
 
 
 def test_nulls_in_numeric_columns_are_nan_again_so_the_summary_reads_numbers(quick):

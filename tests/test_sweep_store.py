@@ -143,13 +143,16 @@ def test_an_lm_that_cannot_be_built_fails_every_cell_of_its_pair(parts_check, tm
 
 def test_a_check_that_sets_its_own_lm_columns_keeps_them(monkeypatch, tmp_path):
     """A check whose rows describe other LMs than the cell's (head_prompt's experiment trains its own) names
-    them in the rows; the cell's columns fill in only what the rows leave out."""
+    them in the rows; such a row takes none of the cell's LM's columns (the oracle's ε = 0 was read as the
+    ε of an LM a check never built: natural_tasks' skipped rows), the world's and the check's it does."""
     monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
     register("test/own-lm", paper="none", description="rows of another LM")(
-        lambda cell: [row("x", 1, lm="trained@0.1", eps=0.1)])
+        lambda cell: [row("x", 1, lm="trained@0.1", eps=0.1), row("skipped", 0.05, lm="never-built@0.05"),
+                      row("y", 2)])
     result = run_sweep(parse_config({**PARTS, "checks": {"test/own-lm": {}}}), tmp_path, progress=False)
-    assert [(r["lm"], r["eps"], r["world"], r["check"]) for r in result["rows"]] == \
-        [("trained@0.1", 0.1, "h", "test/own-lm")]
+    assert [(r["lm"], r["lm_seed"], r["eps"], r["eps_se"], r["world"], r["check"]) for r in result["rows"]] == \
+        [("trained@0.1", None, 0.1, None, "h", "test/own-lm"), ("never-built@0.05", None, None, None, "h", "test/own-lm"),
+         ("oracle", None, 0.0, 0.0, "h", "test/own-lm")]
 
 
 def test_a_cell_its_check_does_not_apply_to_is_skipped_with_why_and_the_oracle_has_every_law(monkeypatch, tmp_path):

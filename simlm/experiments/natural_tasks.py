@@ -502,6 +502,7 @@ def experiment_check(cell) -> list:
     for r in result["training"]:
         eps = math.nan if r.get("epsilon") is None else r["epsilon"]
         rows.append(row("training:epsilon", eps, lm=f"{r['lm']}@{r['target']:g}", lm_seed=r.get("seed"),
+                        eps=r.get("epsilon"), eps_se=r.get("epsilon_se"),
                         **tidy_columns({k: v for k, v in r.items() if k != "path"}, RENAMED)))
     for r in result["skipped"]:
         rows.append(row("skipped", r["target_eps"], lm=f"{r['lm']}@{r['target_eps']:g}",

@@ -486,11 +486,20 @@ def check_job(payload: str) -> str:
         shared = {"paper": check.paper, "check": name, "world": world_spec["name"], "world_seed": world_spec["seed"],
                   "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
         try:
-            records, error = [{**shared, **r} for r in check.run(cell)], None
+            records, error = [_shared_with(shared, r) for r in check.run(cell)], None
         except SimlmError as err:
             records, error = [], f"{type(err).__name__}: {err}"
         finish(key, records, error, time.perf_counter() - started)
     return json.dumps(results)
+
+
+def _shared_with(shared: dict, record: dict) -> dict:
+    """A check's row with the runner's shared columns.  A row that names its own LM (``lm``: one the check
+    built inside the cell) takes none of the cell's LM's columns: its ``lm_seed``, ``eps`` and ``eps_se`` are
+    those it gives, else None — not the cell's LM's (the oracle's ε = 0 for an LM that was never built)."""
+    if "lm" in record:
+        shared = {**shared, "lm_seed": None, "eps": None, "eps_se": None}
+    return {**shared, **record}
 
 
 # ---- the runner --------------------------------------------------------------------------------------
