@@ -199,6 +199,21 @@ def test_store_drops_a_torn_last_line(tmp_path):
     assert [json.loads(line)["cell"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
 
 
+def test_a_cell_appended_after_a_torn_line_is_kept(tmp_path):
+    """One worker killed mid-write, another (the same sweep, its store not reopened) appending its finished
+    cell after it: the cell was glued onto the torn line and dropped with it; it now starts a line of its own."""
+    from simlm.experiments.store import append_cell
+
+    path = tmp_path / "cells.jsonl"
+    append_cell(path, "a", [{"x": 1.0}])
+    with open(path, "a") as f:
+        f.write('{"cell": "b", "records": [{"x"')  # a worker killed mid-write
+    append_cell(path, "c", [{"x": 3.0}])
+    with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
+        reopened = hp.CellStore(path)
+    assert list(reopened.cells) == ["a", "c"] and reopened.records() == [{"x": 1.0}, {"x": 3.0}]
+
+
 def test_a_results_directory_refuses_a_different_config(tmp_path):
     from simlm.experiments.sweep import parse_config
 

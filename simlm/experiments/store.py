@@ -94,11 +94,14 @@ class CellStore:
 def append_cell(path, key: str, records: list, **info) -> dict:
     """Append the finished cell ``{"cell": key, "records": records, **info}`` to the store at ``path`` as one
     whole, flushed and fsynced line, under the store's lock, without reading the store; returns the entry.
-    Any process that sees the results directory may call it (a sweep's jobs store each cell as it ends)."""
+    Any process that sees the results directory may call it (a sweep's jobs store each cell as it ends).
+    A store that does not end in a newline (a worker killed mid-write left a torn line) gets one first, so
+    that this cell's line is whole: the torn line alone is dropped when the store is read."""
     path = Path(path)
     entry = jsonable({"cell": key, "records": records, **info})
-    with _locked(path.parent), open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, allow_nan=False) + "\n")
+    with _locked(path.parent), open(path, "a+b") as f:
+        torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(entry, allow_nan=False) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
     return entry
