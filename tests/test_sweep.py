@@ -413,15 +413,17 @@ def test_a_damaged_sweep_config_is_restored_from_the_summary_or_named_with_the_f
 
 def test_parquet_takes_columns_whose_rows_differ_in_kind(tmp_path):
     """A check may put a number in one row and a label in another (the natural-tasks adversaries' radius:
-    1.0 or "B*"): the column is written as text, whole numbers mixed with floats as floats."""
+    1.0 or "B*"): the column is written as text, whole numbers mixed with floats as floats — as text where
+    float64 would round one (2⁵³ + 1 read 2⁵³ in Parquet beside its exact value in the CSV)."""
     pq = pytest.importorskip("pyarrow.parquet")
     from simlm.experiments.sweep import write_tables
 
-    rows = [{"quantity": "q", "measured": 1.0, "radius": "B*", "grid": [1.0, 2.0], "n": 1, "seed": 3},
-            {"quantity": "q", "measured": 2, "radius": 1.0, "grid": None, "n": 2.5, "seed": 4}]
+    rows = [{"quantity": "q", "measured": 1.0, "radius": "B*", "grid": [1.0, 2.0], "n": 1, "seed": 3, "big": 2**53 + 1},
+            {"quantity": "q", "measured": 2, "radius": 1.0, "grid": None, "n": 2.5, "seed": 4, "big": 0.5}]
     write_tables(rows, tmp_path)
     back = pq.read_table(tmp_path / "results.parquet").to_pylist()
     assert [r["radius"] for r in back] == ["B*", "1.0"] and [r["n"] for r in back] == [1.0, 2.5]
+    assert [r["big"] for r in back] == [str(2**53 + 1), "0.5"]
     assert [r["seed"] for r in back] == [3, 4] and back[0]["grid"] == [1.0, 2.0] and back[1]["measured"] == 2.0
 
 

@@ -730,9 +730,10 @@ def write_tables(rows: list, out: Path) -> list:
 def _parquet_column(values: list) -> list:
     """A column Parquet can type: as it is when its values share one kind (numbers, strings, flags, lists),
     else each value as text (JSON for lists and tables) — checks may put a number in one row and a label
-    such as "B*" in another."""
+    such as "B*" in another.  Integers beside floats become floats where float64 holds them exactly
+    (|n| ≤ 2⁵³), text otherwise (2⁵³ + 1 would read 2⁵³)."""
     kinds = {type(v).__name__ for v in values if v is not None}
-    if kinds == {"int", "float"}:
+    if kinds == {"int", "float"} and all(abs(v) <= 2**53 for v in values if isinstance(v, int)):
         return [None if v is None else float(v) for v in values]
     if len(kinds) <= 1:
         return values
