@@ -151,8 +151,8 @@ def test_a_check_that_sets_its_own_lm_columns_keeps_them(monkeypatch, tmp_path):
                       row("y", 2)])
     result = run_sweep(parse_config({**PARTS, "checks": {"test/own-lm": {}}}), tmp_path, progress=False)
     assert [(r["lm"], r["lm_seed"], r["eps"], r["eps_se"], r["world"], r["check"]) for r in result["rows"]] == \
-        [("trained@0.1", None, 0.1, None, "h", "test/own-lm"), ("never-built@0.05", None, None, None, "h", "test/own-lm"),
-         ("oracle", None, 0.0, 0.0, "h", "test/own-lm")]
+        [("trained@0.1", None, 0.1, None, "h", "test/own-lm"),
+         ("never-built@0.05", None, None, None, "h", "test/own-lm"), ("oracle", None, 0.0, 0.0, "h", "test/own-lm")]
 
 
 def test_a_cell_its_check_does_not_apply_to_is_skipped_with_why_and_the_oracle_has_every_law(monkeypatch, tmp_path):

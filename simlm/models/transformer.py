@@ -641,7 +641,9 @@ class TransformerLM(ExplainsAbsentLaws):
             kind = {True: "causal", False: "bidirectional"}
             raise ConfigError(f"model: a {type(self).__name__} wraps a {kind[self._causal]} model, this one is "
                               f"{kind[model.config.causal]}; TransformerLM(model) picks the wrapper of its kind")
-        self.graphdef, self.state = nnx.split(model)
+        # a copy: nnx.split's state shares the model's Variables, so training the model in place afterwards
+        # (nnx.Optimizer.update) would move this snapshot's laws, but not its unembedding array
+        self.graphdef, self.state = nnx.split(nnx.clone(model))
         self._config = model.config
         self._unembedding = model.unembedding
         self._features = self._pure(_model_features)
@@ -664,8 +666,8 @@ class TransformerLM(ExplainsAbsentLaws):
 
     @property
     def model(self) -> Transformer:
-        """A Transformer module rebuilt from the snapshot."""
-        return nnx.merge(self.graphdef, self.state)
+        """A Transformer module rebuilt from the snapshot, a copy of its own (changing it leaves this LM as it is)."""
+        return nnx.clone(nnx.merge(self.graphdef, self.state))
 
     @property
     def unembedding(self) -> jax.Array:
