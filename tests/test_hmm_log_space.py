@@ -122,6 +122,24 @@ def test_a_state_whose_predicted_share_is_flushed_comes_back_in_the_next_token_l
     np.testing.assert_allclose(law[159], [0.1, 0.89, 0.01], rtol=1e-5)
 
 
+def test_a_next_token_law_below_the_float_range_is_its_finite_log_not_minus_infinity():
+    """π = (1 − 1e-10, 1e-10), A = I, token 1 emitted only by state 1 with B = 1e-30: p(x_1 = 1) = 1e-40,
+    below float32, so the world reruns in log space.  The law's log was taken of exp(log p_t) B, flushed to
+    0: log p(x_1 = 1) read −∞ for a token whose own log-prob (token_logprobs, log_likelihood) the world
+    gives as −92.10.  The log law at the observed tokens is now the world's token log-probs, and the law at
+    every token its brute force (float64: Σ_h p(h | x_<t) B[h, v]); the same through a memory world."""
+    pi, B, x = np.array([1 - 1e-10, 1e-10]), np.array([[1.0, 0.0], [1 - 1e-30, 1e-30]]), np.array([[1, 1], [0, 0]])
+    world = HMM(pi, np.eye(2), B)
+    law = np.asarray(world.next_token_logprobs(x))
+    steps = np.asarray(world.token_logprobs(x))
+    np.testing.assert_allclose(np.take_along_axis(law, x[..., None], -1)[..., 0], steps, rtol=1e-6)
+    expected = [[[np.log1p(-1e-10 * 1e-30), np.log(1e-40)], [np.log1p(-1e-30), np.log(1e-30)]],  # after x_1 = 1: h = 1
+                [[0.0, np.log(1e-40)], [0.0, np.log(1e-40)]]]  # after x_1 = 0: p(h = 1) = 1e-10·(1 − 1e-30)/(1 − 1e-10)
+    np.testing.assert_allclose(law, expected, rtol=1e-5, atol=1e-6)
+    memory = MemoryHMM.one_cell([1 - 1e-10, 1e-10], [1.0], [[1.0]], [[[1.0, 0.0]], [[1 - 1e-30, 1e-30]]])
+    np.testing.assert_allclose(np.asarray(memory.next_token_logprobs(x)), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_sampled_sequences_of_a_dense_world_never_need_the_rerun():
     """Every entry of A positive: the smallest share the scan reads stays far above the floor."""
     hmm = HMM.random(0, 6, 5)

@@ -26,6 +26,7 @@ _LAWS, _STATES = (("T", "V"), ("T",)), (("T", "K"), ("T",))
 token_logprobs = buckets.bucketed(core.batched(core.token_logprobs), (("T",),))
 log_likelihood = buckets.bucketed_log_likelihood(token_logprobs)
 next_token_probs = buckets.bucketed(core.batched(core.next_token_probs), _LAWS)
+next_token_logprobs = buckets.bucketed(core.batched(core.next_token_logprobs), _LAWS)
 # the posteriors and masked laws read the backward messages: their T is padded only for rows summing to 1
 smoothed_posterior = buckets.bucketed(core.batched(core.smoothed_posterior), _STATES, reads_backward=True)
 masked_state_posterior = buckets.bucketed(core.batched(core.masked_state_posterior), _STATES, reads_backward=True)
@@ -82,8 +83,7 @@ class ChainInference:
         return log_likelihood(*self._chain, toks)
 
     def _next_token_logprobs(self, toks):
-        probs, steps = next_token_probs(*self._chain, toks)
-        return jnp.log(probs), steps
+        return next_token_logprobs(*self._chain, toks)
 
     def _masked_token_probs(self, toks, positions):
         probs, steps = masked_token_probs(*self._chain, toks)

@@ -435,6 +435,23 @@ def backward(transition, emission, tokens, parallel=None) -> tuple[jax.Array, ja
     return _checked(parallel, (betas, beta_prepended), jnp.min(low))
 
 
+def next_token_logprobs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
+    """log p(x_t = · | x_<t), shape (T, V), with the per-step log-probs (T,).  The log of
+    :func:`next_token_probs` where the scans run on probabilities (their check keeps every share ≥
+    :func:`floor`, so each term p_t(h) B(h, v) is a normal float or 0); in log space (the rerun) a
+    log-sum-exp over the states, so a law below the float range (1e-10 × 1e-30) is its finite log, not
+    log 0 = −∞ for a token the world itself scores as possible."""
+    if parallel == LOG_SPACE:
+        log_pred, _, log_c = _log_forward(jnp.log(initial), transition, emission, tokens)
+        return logsumexp(log_pred[:, :, None] + jnp.log(emission)[None], axis=1), log_c
+    out = next_token_probs(initial, transition, emission, tokens, parallel)
+    if _is_checked(parallel):
+        (probs, log_c), low = out
+        return (jnp.log(probs), log_c), low
+    probs, log_c = out
+    return jnp.log(probs), log_c
+
+
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
