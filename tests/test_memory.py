@@ -350,6 +350,18 @@ def test_bad_parameters_raise_a_typed_error_naming_the_argument(params, error, n
         MemoryHMM(**params)
 
 
+def test_a_joint_start_probability_below_the_float_range_is_refused_not_stored_as_zero():
+    """ρ = (1 − 1e-20, 1e-20) and π = (1 − 1e-20, 1e-20), both normal float32 numbers: their product 1e-40 is
+    not.  Stored flushed to 0, a sequence only (value 1, state 1) can emit read log-likelihood −∞ (exactly
+    −92.1) and its memory posterior raised ZeroProbabilityError.  Refused, naming both arguments; stored
+    factors below the range are flushed as every world's are, and their products with them."""
+    E = [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]
+    with pytest.raises(ConfigError, match=r"memory_prior, initial: the joint start probability .* = 1e-40"):
+        MemoryHMM([[1 - 1e-20, 1e-20]], [1 - 1e-20, 1e-20], np.eye(2), E)
+    flushed = MemoryHMM([[1 - 1e-40, 1e-40]], [0.5, 0.5], np.eye(2), E)  # the factor itself: stored as 0
+    np.testing.assert_array_equal(np.asarray(flushed.joint_initial), [0.5, 0.5, 0.0, 0.0])
+
+
 def test_one_cell_with_a_matrix_prior_raises_a_shape_error_naming_prior():
     with pytest.raises(ShapeError, match="prior"):
         MemoryHMM.one_cell(np.full((2, 2), 0.5), [1.0], [[1.0]], np.full((2, 1, 2), 0.5))

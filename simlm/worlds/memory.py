@@ -143,7 +143,17 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
                              f"got {A.shape}")
         _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
-        self._set(*(jnp.asarray(stored(a, dtype)) for a in (rho, pi, A, B, *joint_parameters(rho, pi, B))))
+        rho, pi, A, B = (stored(a, dtype) for a in (rho, pi, A, B))
+        joint_initial, joint_emission = joint_parameters(*(np.asarray(a, np.float64) for a in (rho, pi, B)))
+        lost = np.flatnonzero((joint_initial > 0) & (joint_initial < np.finfo(dtype).tiny))
+        if lost.size:  # stored, it would be 0: a sequence only that (memory, state) can start read as impossible
+            c, z = divmod(int(lost[0]), N * Q)
+            raise ConfigError(f"memory_prior, initial: the joint start probability P(memory configuration {c}) · "
+                              f"initial[{z}] = {joint_initial[lost[0]]:.3g} is below {np.dtype(dtype).name}'s "
+                              f"smallest normal number ({np.finfo(dtype).tiny:.3g}) although both factors are "
+                              f"not; it would be stored as 0 ({lost.size} such pair(s)). Use dtype=float64 "
+                              "(with jax_enable_x64) or larger probabilities")
+        self._set(*(jnp.asarray(stored(a, dtype)) for a in (rho, pi, A, B, joint_initial, joint_emission)))
 
     def _set(self, memory_prior, initial, transition, emission, joint_initial, joint_emission):
         self.memory_prior, self.initial, self.transition, self.emission = memory_prior, initial, transition, emission
