@@ -453,3 +453,18 @@ def test_a_second_training_into_a_run_directory_waits_for_the_first_and_reads_it
     assert len(entered) == 2 and (directory / "metrics.jsonl").read_text() == rows  # it trained no step
     assert [(r.target, r.step, r.epsilon) for r in second[0].records] == \
         [(r.target, r.step, r.epsilon) for r in first.records]
+
+
+def test_an_lm_read_back_from_a_checkpoint_shares_the_live_lms_compiled_programs(tmp_path):
+    """Orbax places each restored array on a device (committed), and a jitted function given committed
+    arguments compiles a program of its own: a rung's LM read back and the live run's final LM compiled every
+    prompt fit twice (~10 s a compile in experiment 2).  Restored arrays are uncommitted, as a computation's."""
+    from simlm.models.transformer import TransformerLM, init_transformer
+    from simlm.train.checkpoint import save_model
+
+    model = init_transformer(MODEL, 0)
+    save_model(tmp_path / "ck", nnx.state(model, nnx.Param), {"model_config": MODEL.to_dict()})
+    live, read_back = TransformerLM(model), load_lm(tmp_path / "ck")
+    assert not any(x.committed for x in jax.tree.leaves(read_back.state))
+    total = jax.jit(lambda s: sum(jnp.sum(x) for x in jax.tree.leaves(s)))
+    assert float(total(live.state)) == float(total(read_back.state)) and total._cache_size() == 1

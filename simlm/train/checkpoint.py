@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -99,7 +100,10 @@ def restore_tree(directory, like, metadata: dict | None = None):
     if "checksum" in meta and checksum(tree) != meta["checksum"]:
         raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there (their checksum "
                           f"differs from metadata.json's: the files were altered or mixed up); {_RECREATE}")
-    return tree
+    # Uncommitted, as the arrays of a computation are: Orbax places each on a device explicitly, and a jitted
+    # function given committed arguments compiles a program of its own — a rung's LM read back and the live
+    # run's final LM compiled every prompt fit twice (~10 s each in experiment 2)
+    return jax.tree.map(lambda x: jnp.array(np.asarray(x), copy=True) if isinstance(x, jax.Array) else x, tree)
 
 
 def _shapes(tree) -> dict:
