@@ -14,7 +14,8 @@ a check and nothing else.  Every row a check returns is a dict with at least
 
 and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).  A check that builds its own
 family of LMs inside the cell (LMs defined on enumerated contexts only, or one experiment's ladder) names
-each row's LM itself: its ``lm``, ``lm_seed``, ``eps`` and ``eps_se`` take the place of the cell's.
+each row's LM itself: its ``lm``, ``lm_seed``, ``eps`` and ``eps_se`` take the place of the cell's (None
+where such a row leaves one out: the cell's LM is not its LM).
 """
 
 from __future__ import annotations
