@@ -143,13 +143,14 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
                              f"got {A.shape}")
         _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
-        rho, pi, A, B = (stored(a, dtype) for a in (rho, pi, A, B))
-        joint_initial, joint_emission = joint_parameters(*(np.asarray(a, np.float64) for a in (rho, pi, B)))
-        lost = np.flatnonzero((joint_initial > 0) & (joint_initial < np.finfo(dtype).tiny))
+        joint_initial, joint_emission = joint_parameters(rho, pi, B)  # rounded once, from the exact factors
+        # a product below the range of factors that are not (a factor below it is stored as 0, as is its product)
+        kept = joint_parameters(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi, B)))[0]
+        lost = np.flatnonzero((kept > 0) & (kept < np.finfo(dtype).tiny))
         if lost.size:  # stored, it would be 0: a sequence only that (memory, state) can start read as impossible
             c, z = divmod(int(lost[0]), N * Q)
             raise ConfigError(f"memory_prior, initial: the joint start probability P(memory configuration {c}) · "
-                              f"initial[{z}] = {joint_initial[lost[0]]:.3g} is below {np.dtype(dtype).name}'s "
+                              f"initial[{z}] = {kept[lost[0]]:.3g} is below {np.dtype(dtype).name}'s "
                               f"smallest normal number ({np.finfo(dtype).tiny:.3g}) although both factors are "
                               f"not; it would be stored as 0 ({lost.size} such pair(s)). Use dtype=float64 "
                               "(with jax_enable_x64) or larger probabilities")
