@@ -396,3 +396,34 @@ def test_each_seed_is_a_job_of_its_own_taken_seed_by_seed_with_the_in_process_re
     together = hp.run("experiment1", config, tmp_path / "together", log=lambda *a: None)
     key = lambda r: (r["world"], r["seed"], r["lm"], r["method"])
     assert sorted(split["records"], key=key) == sorted(together["records"], key=key)
+
+
+def test_experiment2s_figure_draws_one_bayes_ceiling_line_per_kind(tmp_path, monkeypatch):
+    """A memory world has as many hidden states as its vanilla twin and a ceiling of its own: one line through
+    every oracle row zigzagged between the two at each |H| (x = 8, 8, 12, 12).  Ceilings 0.99 / 0.98 (memory)
+    and 0.80 / 0.75 (vanilla) now give one line per kind, each through its own."""
+    import matplotlib
+    from matplotlib.axes import Axes
+
+    from simlm.experiments import head_prompt_report
+
+    matplotlib.use("Agg")
+    records = [{"world": w, "kind": kind, "n_states": n, "n_slots": n // 4, "n_cells": 1 if kind == "memory" else None,
+                "method": "attention_head" if kind == "memory" else "head", "lm": "oracle", "level": "oracle",
+                "test_accuracy": 0.7 + 0.01 * seed, "bayes_ceiling": ceiling}
+               for w, kind, n, ceiling in (("memory-M2", "memory", 8, 0.99), ("vanilla-K8", "hmm", 8, 0.80),
+                                           ("memory-M3", "memory", 12, 0.98), ("vanilla-K12", "hmm", 12, 0.75))
+               for seed in (0, 1)]
+    lines, plot = {}, Axes.plot
+
+    def spy(self, *args, **kwargs):
+        if str(kwargs.get("label", "")).startswith("Bayes ceiling"):
+            lines.setdefault(kwargs["label"], (list(args[0]), list(args[1])))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    head_prompt_report.plot({"summary": head_prompt_report.summarise(records), "experiment": "experiment2",
+                             "config": {"n_symbols": 10, "targets": [], "visible_length": 4, "label_length": 8,
+                                        "seeds": [0, 1]}}, tmp_path / "experiment2.png")
+    assert lines == {"Bayes ceiling (memory)": ([8, 12], [0.99, 0.98]),
+                     "Bayes ceiling (vanilla)": ([8, 12], [0.80, 0.75])}

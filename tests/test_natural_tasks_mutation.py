@@ -78,6 +78,15 @@ def test_the_adversaries_summary_counts_non_trivial_rows_and_takes_the_worst_adv
     assert out["worst_case_used"] == {("any-lm", "γ=1", "0.001"): 0.4, ("any-lm", "γ=1", "0.01"): 0.5}
 
 
+def test_a_task_without_slack_to_use_does_not_win_the_least_share_over_tasks():
+    """slack_used is NaN where the slack is ≤ ATOL (no share to use); max(−inf, NaN) kept −inf, which then won
+    the least over tasks and printed "−inf" against the ≥ 1/3 target.  Such a task has no share: the least is
+    over the others, and a key with none has no entry."""
+    rows = [_row(task="u=0", slack_used=0.6), _row(task="u=1", slack_used=math.nan),
+            _row(target_eps=1e-2, slack_used=math.nan)]
+    assert nta.targets({"rows": rows, "violations": []})["w"]["worst_case_used"] == {("any-lm", "γ=1", "0.001"): 0.6}
+
+
 def test_the_quad_adversarys_critical_targets_are_fractions_of_the_two_norm_critical_eps():
     contexts = enumerate_contexts(HMM.random(5, 3, 4), 2)
     task = random_natural_task(contexts, 1, noise="logistic")

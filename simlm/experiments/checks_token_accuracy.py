@@ -32,7 +32,7 @@ def _applies(world_spec, lm_spec) -> str:
 
 
 @register("tzach/token-accuracy", paper="Tzach et al. (2025)", applies=_applies, defaults={"max_sequences": 32},
-          validate=option_ranges("tzach/token-accuracy", {"max_sequences": 1}),
+          validate=option_ranges("tzach/token-accuracy", {"max_sequences": 2}),
           description="accuracy per token (APT) of the masked LM vs the Bayes predictor; expected accuracy ≤ Bayes")
 def token_accuracy_check(cell) -> list:
     world = cell.world

@@ -124,12 +124,19 @@ def plot(payload: dict, path: Path) -> Path:
                    color=f"C{i + 2}", marker="s", ls="--")
             _curve(c, summary, sel("memory", "attention_head", f"eps={t:g}"), f"memory attention, analytic ε={t:g}",
                    color=f"C{i + 2}", marker="x", ls=":")
-        first = [r for r in summary if r["level"] == "oracle"]
-    ceil = sorted({(r["n_states"], r["bayes_ceiling"]) for r in first if r["bayes_ceiling"] is not None})
+        # one ceiling line per kind: a memory world has as many hidden states as its vanilla twin, and its own
+        # ceiling (one line through both zigzagged between them at every |H|)
+        first = [r for r in summary if r["level"] == "oracle"
+                 and r["method"] == ("attention_head" if r["kind"] == "memory" else "head")]
+    kinds = sorted({r.get("kind") for r in first}, key=str)
     titles = {"experiment1": ("oracle (ε = 0) and trained LM (final)", "trained and analytic LMs at each ε"),
               "experiment2": ("oracle (ε = 0)", "trained LM (final)")}[exp]
     for ax, title in zip((a, b), titles):
-        ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=":", label="Bayes ceiling")
+        for kind, ls in zip(kinds, (":", (0, (1, 4)))):
+            ceil = sorted({(r["n_states"], r["bayes_ceiling"]) for r in first
+                           if r.get("kind") == kind and r["bayes_ceiling"] is not None})
+            label = "Bayes ceiling" if len(kinds) == 1 else f"Bayes ceiling ({'vanilla' if kind == 'hmm' else kind})"
+            ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=ls, label=label)
         ax.set(title=title, xlabel="hidden states |H|", ylabel="test accuracy", ylim=(0.4, 1.02))
     if exp == "experiment2":
         c.set(title="trained and analytic LMs at each ε", xlabel="hidden states |H| = 4M", ylabel="test accuracy",

@@ -133,6 +133,8 @@ def targets(result: dict) -> dict:
         for r in w:
             if r["trivial"] or not (r["gamma"] == 1.0 or r["gamma"] == rare):
                 continue
+            if r["slack_used"] is None or not math.isfinite(r["slack_used"]):  # no slack to use (≤ ATOL): no share
+                continue
             e = f"{r['target_eps']:g}" if r["eps_kind"] == "absolute" else r["eps_kind"]
             task = (r["task"], r["task_kind"])
             key = (r["bound"], "γ=1" if r["gamma"] == 1.0 else f"γ={rare:.2g}", e)
