@@ -195,6 +195,9 @@ def test_eight_seeds_within_twice_one_is_an_accelerator_target():
     assert ensemble_bench.verdict(1.4, backend="gpu", quick=False)["met"] is True
     assert ensemble_bench.verdict(8.9, backend="tpu", quick=False)["met"] is False
     assert ensemble_bench.verdict(1.4, backend="gpu", quick=True)["met"] is None
+    # several devices: the 8 members are sharded over them, the one seed is not — no like-for-like ratio
+    shared = ensemble_bench.verdict(1.1, backend="tpu", quick=False, devices=4)
+    assert shared["met"] is None and "4 devices" in shared["reason"]
 
 
 def rung(target, reached):
