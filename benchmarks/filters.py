@@ -4,9 +4,17 @@ For B sequences of length T at each K (V symbols, a random Dirichlet HMM), the f
 laws p(h_t | x_<t) ``(B, T, K)`` and log p(x_1:T) ``(B,)`` by four contenders, jitted and vmapped over
 sequences and timed round-robin (median of ``--repeats`` after ``--warmup``):
 
-- simlm sequential — ``hmm_core.forward(..., parallel=False)`` (the scaled filter, one K×K product a step);
-- simlm parallel   — ``hmm_core.forward(..., parallel=True)`` (associative scan, ``hmm_parallel``);
+- simlm sequential — ``hmm_core.forward(..., parallel=hmm_core.CHECKED)`` (the scaled filter, one K×K product
+  a step, with the float-range check every world method runs: the smallest share tracked, and whether the
+  batch needs its log-space rerun);
+- simlm parallel   — ``hmm_core.forward(..., parallel=hmm_core.CHECKED_SCANS)`` (the associative scan of
+  ``hmm_parallel`` with its check, as a world method runs it where it picks the parallel scan);
+- simlm parallel, bare — ``parallel=True``: the scan without the check (reported for diagnosis: the check
+  costs the parallel scan ~1.6× on a CPU, the sequential one nothing measurable);
 - dynamax sequential ``hmm_filter`` and dynamax parallel ``parallel_inference.hmm_filter``.
+
+The ratios against dynamax are of simlm's checked scans — the path a user of the world classes gets (until
+2026-12-05 they were of the bare scans, which no world method runs).
 
 The parallel scans do O(T·K³) work in O(log T) depth, so they are for accelerators; on a CPU the
 sequential filter should win, and the table shows by how much.  Every contender's predicted laws are
@@ -75,8 +83,12 @@ def parse_args(argv=None):
 
 @functools.partial(jax.jit, static_argnames="parallel")
 def simlm_filter(initial, transition, emission, tokens, parallel):
-    fw = jax.vmap(lambda x: hmm_core.forward(initial, transition, emission, x, parallel=parallel))(tokens)
-    return fw.predicted, hmm_core.tree_sum(fw.token_logprobs)
+    """Predicted laws, log-likelihoods and (checked scans) whether the batch needs the log-space rerun."""
+    out = jax.vmap(lambda x: hmm_core.forward(initial, transition, emission, x, parallel=parallel))(tokens)
+    checked = parallel in (hmm_core.CHECKED, hmm_core.CHECKED_SCANS)
+    fw, low = out if checked else (out, None)
+    lost = jnp.any(low < hmm_core.floor(transition, emission)) if checked else None
+    return fw.predicted, hmm_core.tree_sum(fw.token_logprobs), lost
 
 
 @functools.partial(jax.jit, static_argnames="parallel")
@@ -97,8 +109,9 @@ def bench_one(K: int, T: int, args) -> dict:
     hmm = HMM.random(args.seed, K, args.symbols)
     params = (hmm.initial, hmm.transition, hmm.emission)
     tokens = hmm.sample(args.seed + 1, args.batch, T)
-    fns = {"simlm_seq": lambda: simlm_filter(*params, tokens, parallel=False),
-           "simlm_par": lambda: simlm_filter(*params, tokens, parallel=True)}
+    fns = {"simlm_seq": lambda: simlm_filter(*params, tokens, parallel=hmm_core.CHECKED),
+           "simlm_par": lambda: simlm_filter(*params, tokens, parallel=hmm_core.CHECKED_SCANS),
+           "simlm_par_bare": lambda: simlm_filter(*params, tokens, parallel=True)}
     if HAS_DYNAMAX:
         fns["dynamax_seq"] = lambda: dynamax_filter(*params, tokens, parallel=False)
         fns["dynamax_par"] = lambda: dynamax_filter(*params, tokens, parallel=True)
@@ -113,8 +126,10 @@ def bench_one(K: int, T: int, args) -> dict:
         row[f"{name}_tok_s"] = n_tok / t.median
     s = row["seconds"]
     row["par_over_seq"] = s["simlm_seq"] / s["simlm_par"]  # > 1: the parallel scan is faster
+    row["check_cost_par"] = s["simlm_par"] / s["simlm_par_bare"]  # what the float-range check costs the scan
     if HAS_DYNAMAX:
         row["par_vs_dynamax_par"] = s["dynamax_par"] / s["simlm_par"]
+        row["par_bare_vs_dynamax_par"] = s["dynamax_par"] / s["simlm_par_bare"]
         row["seq_vs_dynamax_seq"] = s["dynamax_seq"] / s["simlm_seq"]
     return row
 
@@ -139,10 +154,11 @@ def main(argv=None) -> int:
             print(f"  K={K} T={T} done", flush=True)
             write_json(args.out, {**header, "results": rows, "complete": False})  # a run stopped later keeps these
     cols = ["K", "T", ("simlm_seq_tok_s", "simlm seq tok/s"), ("simlm_par_tok_s", "simlm par tok/s"),
-            ("par_over_seq", "par ÷ seq speed")]
+            ("par_over_seq", "par ÷ seq speed"), ("check_cost_par", "par check cost")]
     if HAS_DYNAMAX:
         cols += [("dynamax_seq_tok_s", "dynamax seq tok/s"), ("dynamax_par_tok_s", "dynamax par tok/s"),
-                 ("seq_vs_dynamax_seq", "seq: simlm/dynamax"), ("par_vs_dynamax_par", "par: simlm/dynamax")]
+                 ("seq_vs_dynamax_seq", "seq: simlm/dynamax"), ("par_vs_dynamax_par", "par: simlm/dynamax"),
+                 ("par_bare_vs_dynamax_par", "bare par: simlm/dynamax")]
     cols.append(("max_abs_diff", "max|Δp|"))
     print_table(rows, cols, title="filter throughput (median; speeds are ratios of the same run)")
     agree = all(r["agrees"] for r in rows)
