@@ -5,7 +5,15 @@ Trains the seeds of one experiment-1 world (``--states`` |H|, default 10) exactl
 (0.3, 0.1, 0.03), up to 2500 steps, 3 seeds vmapped), then counts the evaluations in its metrics.jsonl and
 times one compiled evaluation and one compiled step of the same :class:`~simlm.train.Training`
 (medians, interleaved) — and, alongside them, the same evaluation as one batch of the whole held-out set
-(``eval_chunk`` = all sequences, as before the trainer scored it in chunks on a CPU).  Evaluation share = n_eval · t_eval / (n_steps · t_step + n_eval · t_eval).
+(``eval_chunk`` = all sequences, as before the trainer scored it in chunks on a CPU).
+
+Evaluation share (judged) = the wall time the training run spent in its evaluations — each exact-ε
+evaluation (timed from inside the run, after the steps queued before it have finished: JAX dispatches them
+asynchronously) and the ladder's bookkeeping after it (``_log_and_climb``: the metrics row, the rung
+checkpoints) — over the run's whole wall time, compilation included.  Reported beside it: the modelled share
+n_eval · t_eval / (n_steps · t_step + n_eval · t_eval) of the isolated timings (the only share until
+2026-12-05; it leaves out what an evaluation costs the loop besides its computation), and the resume
+checkpoints' seconds.
 With ``--compare-with DIR`` the same world is trained a second time by the simlm checkout at DIR (e.g.
 the main branch, before the predictive schedule), in a subprocess, and its evaluation count is reported
 beside ours.  Every rung's ε/target is listed: the ladder's rule is ε ∈ [0.7, 1] × target.
@@ -35,10 +43,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
+import jax  # noqa: E402
+
 from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
 from simlm.experiments import head_prompt  # noqa: E402
 from simlm.models import TransformerConfig  # noqa: E402
 from simlm.train import TrainConfig  # noqa: E402
+from simlm.train import trainer as trainer_module  # noqa: E402
 from simlm.train.trainer import Training  # noqa: E402
 
 SHARE_TARGET = 0.10
@@ -106,6 +117,34 @@ print(json.dumps({"evaluations": len({r["step"] for r in rows}), "last_step": ma
 """
 
 
+def timed_train_world(world, config, run_dir: Path) -> tuple[float, dict]:
+    """``head_prompt.train_world`` with the trainer's evaluations, its ladder bookkeeping and its resume
+    checkpoints timed from inside the run: ``(wall seconds, {"evaluate", "log_and_climb", "resume_points"})``."""
+    spent = {"evaluate": 0.0, "log_and_climb": 0.0, "resume_points": 0.0}
+    originals = (Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point)
+
+    def timed(name, fn, block=None):
+        def wrapper(*args, **kwargs):
+            if block is not None:
+                jax.block_until_ready(block(args))  # the queued steps before it are training's time
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapper
+
+    Training.evaluate = timed("evaluate", originals[0], block=lambda a: a[1])  # (self, params)
+    trainer_module._log_and_climb = timed("log_and_climb", originals[1])
+    trainer_module._save_resume_point = timed("resume_points", originals[2])
+    try:
+        started = time.perf_counter()
+        head_prompt.train_world(world, "hmm", config, run_dir)
+        return time.perf_counter() - started, spent
+    finally:
+        Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point = originals
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = head_prompt.QUICK if args.quick else {}
@@ -114,9 +153,7 @@ def main(argv=None) -> int:
     spec = head_prompt.worlds("experiment1", config)[0]
     world = spec["make"]()
     run_dir = Path(tempfile.mkdtemp(prefix="simlm-eval-schedule-"))
-    started = time.perf_counter()
-    head_prompt.train_world(world, "hmm", config, run_dir)
-    train_wall = time.perf_counter() - started
+    train_wall, spent = timed_train_world(world, config, run_dir)
     n_eval, last_step, saved_rungs, lowest = count_evaluations(run_dir)
     overshoots = sorted(saved_rungs.values())
 
@@ -137,10 +174,13 @@ def main(argv=None) -> int:
                                 "evaluate_one_batch": lambda: one_batch.evaluate(holder["state"].params)},
                                repeats=args.repeats, warmup=2)
     t_step, t_eval, t_one = (timings[k].median for k in ("step", "evaluate", "evaluate_one_batch"))
-    share = n_eval * t_eval / (last_step * t_step + n_eval * t_eval)
+    share = (spent["evaluate"] + spent["log_and_climb"]) / train_wall  # measured inside the run
     row = {"world": spec["world"], "steps": last_step, "evaluations": n_eval, "step_s": t_step, "eval_s": t_eval,
            "eval_chunk": training.eval_chunk, "eval_one_batch_s": t_one,
-           "eval_share": share, "eval_share_one_batch": n_eval * t_one / (last_step * t_step + n_eval * t_one),
+           "eval_share": share, "eval_seconds_in_run": spent["evaluate"],
+           "bookkeeping_seconds_in_run": spent["log_and_climb"], "resume_point_seconds_in_run": spent["resume_points"],
+           "eval_share_modelled": n_eval * t_eval / (last_step * t_step + n_eval * t_eval),
+           "eval_share_one_batch": n_eval * t_one / (last_step * t_step + n_eval * t_one),
            "train_wall_s": train_wall, "load_average": list(os.getloadavg()),
            "min_overshoot": min(overshoots) if overshoots else None, "rungs": len(overshoots)}
     if args.compare_with:
@@ -156,7 +196,8 @@ def main(argv=None) -> int:
         else:
             print(proc.stderr[-2000:], file=sys.stderr)
     print_table([row], ["world", "steps", "evaluations", "compare_evaluations", "step_s", "eval_s", "eval_chunk",
-                        "eval_one_batch_s", "eval_share", "eval_share_one_batch", "compare_eval_share",
+                        "eval_one_batch_s", "eval_share", "eval_share_modelled", "eval_share_one_batch",
+                        "compare_eval_share", "eval_seconds_in_run", "bookkeeping_seconds_in_run",
                         "min_overshoot", "rungs", "train_wall_s"],
                 title="evaluation share of training (timings noisy under CPU contention; same-run ratios)")
     targets = verdicts(share, saved_rungs, lowest, config.targets, quick=args.quick)
