@@ -6,7 +6,7 @@ early: each runs exactly ``--steps`` steps.  ``eval_every`` is fixed and checkpo
 window, so both runs do the same work per member.
 
 Compilation is excluded by reading the trainer's own log: ``metrics.jsonl`` records, at every
-evaluation, the wall time since the run started (taken before that evaluation).  The first evaluation
+evaluation, the wall time since the run started (taken after that evaluation).  The first evaluation
 after ``--skip`` steps is past the compilation of the train step (step 0) and of the evaluation (at step
 0), so
 
