@@ -28,8 +28,9 @@ parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtyp
 ``torch.autocast``).  Not like for like in bfloat16: simlm's activations (the residual stream, LayerNorm
 outputs, GELU) are bfloat16 too, where autocast keeps the peer's residual and LayerNorm in float32, so the
 peer moves about twice the bytes in its element-wise passes (docs/benchmarks.md, the H200 session of
-2026-12-04); the equivalence check runs in float32 only.  On a GPU jax computes float32 products in TF32 by default, so the peer gets
-``torch.backends.cuda.matmul.allow_tf32 = True`` too (like for like; recorded in the JSON).
+2026-12-04); the equivalence check runs in float32 only.  On a GPU jax computes float32 products in TF32
+by default, so the peer gets ``torch.backends.cuda.matmul.allow_tf32 = True`` too (like for like; recorded
+in the JSON).
 
 Model FLOP utilisation (accelerators only): 6·N·tokens/s over the device's dense peak in the model's
 dtype — ``--peak-tflops``, else the datasheet figure for a known device (:data:`DATASHEET_TFLOPS`; float32

@@ -133,8 +133,8 @@ def test_a_next_token_law_below_the_float_range_is_its_finite_log_not_minus_infi
     law = np.asarray(world.next_token_logprobs(x))
     steps = np.asarray(world.token_logprobs(x))
     np.testing.assert_allclose(np.take_along_axis(law, x[..., None], -1)[..., 0], steps, rtol=1e-6)
-    expected = [[[np.log1p(-1e-10 * 1e-30), np.log(1e-40)], [np.log1p(-1e-30), np.log(1e-30)]],  # after x_1 = 1: h = 1
-                [[0.0, np.log(1e-40)], [0.0, np.log(1e-40)]]]  # after x_1 = 0: p(h = 1) = 1e-10·(1 − 1e-30)/(1 − 1e-10)
+    expected = [[[np.log1p(-1e-40), np.log(1e-40)], [np.log1p(-1e-30), np.log(1e-30)]],  # after x_1 = 1: h = 1
+                [[0.0, np.log(1e-40)], [0.0, np.log(1e-40)]]]  # after x_1 = 0: p(h = 1) ≈ 1e-10, law 1e-40
     np.testing.assert_allclose(law, expected, rtol=1e-5, atol=1e-6)
     memory = MemoryHMM.one_cell([1 - 1e-10, 1e-10], [1.0], [[1.0]], [[[1.0, 0.0]], [[1 - 1e-30, 1e-30]]])
     np.testing.assert_allclose(np.asarray(memory.next_token_logprobs(x)), expected, rtol=1e-5, atol=1e-6)

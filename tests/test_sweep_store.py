@@ -311,7 +311,8 @@ def test_a_check_option_of_another_type_than_its_default_is_refused(key, value, 
     ("saunshi/natural-task", "adversary", "strongest", "expected one of"),
     ("saunshi/natural-task", "max_length", 0, "expected an integer ≥ 1"),
     ("wei/head-tuning", "n_train", 1, "expected an integer ≥ 2"), ("wei/head-prompt", "n_test", 0, "expected an integer"),
-    ("wu/anchors", "n_words", 1, "expected an integer ≥ 2"), ("tzach/token-accuracy", "max_sequences", 1, "expected an integer ≥ 2"),
+    ("wu/anchors", "n_words", 1, "expected an integer ≥ 2"),
+    ("tzach/token-accuracy", "max_sequences", 1, "expected an integer ≥ 2"),
 ])
 def test_a_check_option_of_the_right_type_but_no_value_of_it_is_refused(check, key, value, message):
     """Such a value failed in its cell (and, retried, in every rerun) instead of when the config was read."""

@@ -246,8 +246,9 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
                           f"return its initial weights; give at least 2 steps (more epochs or a smaller batch_size)")
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
-    params, losses = _probe(jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches), jnp.float32(check_positive("lr", lr)),
-                            as_key(seed, "seed"), steps, max(1, min(500, steps // 2)))
+    params, losses = _probe(jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches),
+                            jnp.float32(check_positive("lr", lr)), as_key(seed, "seed"), steps,
+                            max(1, min(500, steps // 2)))
     return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
 
 
