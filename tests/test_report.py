@@ -41,6 +41,16 @@ def test_a_report_renders_null_and_text_measured_values(tmp_path):
     assert plot(rows[:2], tmp_path) == []  # nothing to draw: no figure rather than an empty log-scale panel
 
 
+def test_the_entries_of_a_nested_list_are_told_apart_in_the_measured_table(tmp_path):
+    """A nested result's list gives one row per entry with the same check, quantity, world and LM: the table
+    showed them as identical-looking rows ("apt[]").  Each now names its entry ("apt[0]"); a leaf outside a list
+    as before."""
+    nested = [{**SHARED, "eps": 0.1, **r} for r in leaf_rows({"apt": [0.25, 0.75], "x": 1.5})]
+    report = markdown(stored(tmp_path, {"k": nested}), tmp_path, [])
+    assert "| c | apt[0] | w | oracle | 0.1 | 0.25 |" in report and "| c | apt[1] | w | oracle | 0.1 | 0.75 |" in report
+    assert "| c | x | w | oracle | 0.1 | 1.5 |" in report
+
+
 @pytest.mark.parametrize("bound, holds, trivial", [(math.inf, True, 1), (math.nan, False, 0)])
 def test_a_row_whose_bound_is_stored_as_null_still_counts_as_bounded(bound, holds, trivial, tmp_path):
     """Strict JSON stores an infinite bound (held, trivial) and a NaN bound (violated) as null; the row
