@@ -85,10 +85,8 @@ def parse_args(argv=None):
 def simlm_filter(initial, transition, emission, tokens, parallel):
     """Predicted laws, log-likelihoods and (checked scans) whether the batch needs the log-space rerun."""
     out = jax.vmap(lambda x: hmm_core.forward(initial, transition, emission, x, parallel=parallel))(tokens)
-    checked = parallel in (hmm_core.CHECKED, hmm_core.CHECKED_SCANS)
-    fw, low = out if checked else (out, None)
-    lost = jnp.any(low < hmm_core.floor(transition, emission)) if checked else None
-    return fw.predicted, hmm_core.tree_sum(fw.token_logprobs), lost
+    fw, low = hmm_core._split(parallel, out)  # the bare scans: no bound, never a rerun
+    return fw.predicted, hmm_core.tree_sum(fw.token_logprobs), jnp.any(low < hmm_core.floor(transition, emission))
 
 
 @functools.partial(jax.jit, static_argnames="parallel")

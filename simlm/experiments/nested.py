@@ -14,6 +14,7 @@ Empty lists and dicts have no leaf and do not come back; keys must not contain `
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -69,6 +70,15 @@ def leaf_rows(value: dict, **columns) -> list:
     return out
 
 
+def leaf_name(quantity: str, index) -> str:
+    """A leaf row's ``quantity`` with its list positions ``index`` ("0/2") put in the path's ``[]`` marks
+    (``apt[]`` → ``apt[0]``): the entries of one list told apart; a leaf outside lists as it is."""
+    if index in (None, ""):
+        return quantity
+    positions = iter(str(index).split("/"))
+    return re.sub(r"\[\]", lambda _: f"[{next(positions, '')}]", quantity)
+
+
 def _leaf(r: dict):
     vtype, measured = r["vtype"], r["measured"]
     if vtype in ("none", "str", "inf", "-inf"):
@@ -110,4 +120,4 @@ def nested_of(rows) -> dict:
     return tree
 
 
-__all__ = ["leaf_rows", "nested_of"]
+__all__ = ["leaf_rows", "leaf_name", "nested_of"]

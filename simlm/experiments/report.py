@@ -16,11 +16,11 @@ text), and plots leave out whatever is not a finite number.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 
 from simlm.errors import ConfigError
+from simlm.experiments.nested import leaf_name
 from simlm.experiments.store import CellStore, read_runs
 from simlm.jsonio import read_json
 
@@ -236,22 +236,13 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
                   "|---|---|---|---|---:|---:|"]
         for (check, q), rs in sorted(unbounded.items()):
             for r in sorted(rs, key=lambda r: (r["world"], _eps_key(r))):
-                lines.append(f"| {check} | {_entry(q, r.get('index'))} | {r['world']} | {_lm(r)} | "
+                lines.append(f"| {check} | {leaf_name(q, r.get('index'))} | {r['world']} | {_lm(r)} | "
                              f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')} |")
     if errors:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
     if plots:
         lines += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def _entry(quantity: str, index) -> str:
-    """A nested result's leaf as its entry: the list positions of ``index`` ("0/2") in the path's ``[]``
-    (``apt[]`` → ``apt[0]``), so that the entries of one list are told apart; other quantities as they are."""
-    if index in (None, ""):
-        return quantity
-    positions = iter(str(index).split("/"))
-    return re.sub(r"\[\]", lambda _: f"[{next(positions, '')}]", quantity)
 
 
 def _runs(out_dir: Path, store: CellStore) -> str:

@@ -446,12 +446,8 @@ def next_token_logprobs(initial, transition, emission, tokens, parallel=None) ->
     if parallel == LOG_SPACE:
         log_pred, _, log_c = _log_forward(jnp.log(initial), transition, emission, tokens)
         return logsumexp(log_pred[:, :, None] + jnp.log(emission)[None], axis=1), log_c
-    out = next_token_probs(initial, transition, emission, tokens, parallel)
-    if _is_checked(parallel):
-        (probs, log_c), low = out
-        return (jnp.log(probs), log_c), low
-    probs, log_c = out
-    return jnp.log(probs), log_c
+    (probs, log_c), low = _split(parallel, next_token_probs(initial, transition, emission, tokens, parallel))
+    return _checked(parallel, (jnp.log(probs), log_c), low)
 
 
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:

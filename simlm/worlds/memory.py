@@ -46,12 +46,15 @@ def joint_parameters(memory_prior, initial, emission) -> tuple[np.ndarray, np.nd
     """The joint HMM's ``initial (K,)`` and ``emission (K, V)``, K = M^N·N·Q (the transition is the
     block A itself, shared by the M^N memory blocks).  numpy in, numpy out."""
     N, M = memory_prior.shape
-    _, Q, V = emission.shape
     cfg = memory_configurations(N, M)  # (G, N)
-    p_mem = np.prod(memory_prior[np.arange(N), cfg], axis=1)  # (G,)  P(c) = Π_j ρ[j, c_j]
-    joint_initial = (p_mem[:, None] * initial[None, :]).reshape(-1)
-    joint_emission = emission[cfg].reshape(-1, V)  # (G, N, Q, V) → row (c, s, q) = emission[c_s, q]
-    return joint_initial, joint_emission
+    joint_emission = emission[cfg].reshape(-1, emission.shape[2])  # (G, N, Q, V) → row (c, s, q) = emission[c_s, q]
+    return _joint_initial(memory_prior, initial, cfg), joint_emission
+
+
+def _joint_initial(memory_prior, initial, cfg) -> np.ndarray:
+    """P(c) · π(z) over the configurations ``cfg (G, N)`` and the chain's states z, ``(G · N·Q,)``."""
+    p_mem = np.prod(memory_prior[np.arange(memory_prior.shape[0]), cfg], axis=1)  # (G,)  P(c) = Π_j ρ[j, c_j]
+    return (p_mem[:, None] * initial[None, :]).reshape(-1)
 
 
 def _check_joint_size(name: str, N: int, M: int, Q: int, V: int, itemsize: int) -> None:
@@ -145,7 +148,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
         joint_initial, joint_emission = joint_parameters(rho, pi, B)  # rounded once, from the exact factors
         # a product below the range of factors that are not (a factor below it is stored as 0, as is its product)
-        kept = joint_parameters(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi, B)))[0]
+        kept = _joint_initial(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi)),
+                              memory_configurations(N, M))
         lost = np.flatnonzero((kept > 0) & (kept < np.finfo(dtype).tiny))
         if lost.size:  # stored, it would be 0: a sequence only that (memory, state) can start read as impossible
             c, z = divmod(int(lost[0]), N * Q)
