@@ -25,12 +25,13 @@ their mean, before or during the run, exceeds half the cores (:data:`LOAD_LIMIT`
 
 Precision: ``--dtype float32`` (the trainer's default) or ``bfloat16`` (mixed precision: float32
 parameters and optimiser, bfloat16 products — simlm's ``TransformerConfig.dtype``, the peer under
-``torch.autocast``).  Not like for like in bfloat16: simlm's activations (the residual stream, LayerNorm
-outputs, GELU) are bfloat16 too, where autocast keeps the peer's residual and LayerNorm in float32, so the
-peer moves about twice the bytes in its element-wise passes (docs/benchmarks.md, the H200 session of
-2026-12-04); the equivalence check runs in float32 only.  On a GPU jax computes float32 products in TF32
-by default, so the peer gets ``torch.backends.cuda.matmul.allow_tf32 = True`` too (like for like; recorded
-in the JSON).
+``torch.autocast``).  Autocast lowers only the peer's matmuls: its residual stream and LayerNorms stay
+float32.  simlm's side therefore runs with ``residual_dtype="float32"`` (``--residual-dtype float32``, the
+default): the same policy, like for like.  ``--residual-dtype compute`` keeps simlm's residual stream in
+bfloat16 too (every activation in it, as the H200 rows of 2026-12-04 ran: not like for like, the peer
+moved about twice the bytes in its element-wise passes).  The equivalence check runs in float32 only.  On a
+GPU jax computes float32 products in TF32 by default, so the peer gets ``torch.backends.cuda.matmul.allow_tf32
+= True`` too (like for like; recorded in the JSON).
 
 Model FLOP utilisation (accelerators only): 6·N·tokens/s over the device's dense peak in the model's
 dtype — ``--peak-tflops``, else the datasheet figure for a known device (:data:`DATASHEET_TFLOPS`; float32
@@ -118,6 +119,9 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="compute dtype: simlm's TransformerConfig.dtype (parameters stay float32), the peer "
                         "under torch.autocast to the same dtype")
+    p.add_argument("--residual-dtype", choices=["float32", "compute"], default="float32",
+                   help="simlm's residual stream under a bfloat16 dtype: float32 (autocast's policy, like for like "
+                        "with the peer) or the compute dtype (every activation in bfloat16)")
     p.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto",
                    help="simlm's attention kernel (TransformerConfig.attention: auto = cuDNN's fused kernel on an "
                         "NVIDIA GPU in bfloat16, XLA's einsum path elsewhere)")
@@ -154,7 +158,8 @@ def model_config(name: str, args) -> TransformerConfig:
     """The simlm side's network for size ``name`` at ``args``' vocabulary, context, dtype and attention kernel."""
     d, L, H, f = shapes(name)
     return TransformerConfig(n_symbols=args.symbols, d_model=d, n_layers=L, n_heads=H, d_ff=f, max_len=args.seq_len,
-                             dtype=args.dtype, attention=args.attention)
+                             dtype=args.dtype, attention=args.attention,
+                             residual_dtype="float32" if args.residual_dtype == "float32" else None)
 
 
 def train_config(args) -> TrainConfig:
@@ -552,7 +557,8 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
     t = interleaved(contenders, args, monitor)
     batch_s = time_fn(lambda: sim.run.batch(sim.i), repeats=max(args.repeats, 5), warmup=1).median
 
-    row = {"size": name, "dtype": args.dtype, "attention_kernel": attention_kernel(mc),
+    row = {"size": name, "dtype": args.dtype, "residual_dtype": mc.residual_dtype,
+           "attention_kernel": attention_kernel(mc),
            "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
            "n_positions": mc.n_positions, "vocab_in": mc.vocab_size, "vocab_out": mc.n_symbols,
            "params_simlm": sim.n_params, "params_simlm_formula": mc.n_params(),
@@ -627,9 +633,9 @@ def main(argv=None) -> int:
     if first["loaded"]:
         print(f"warning: machine loaded — {first['measure']}: {first['before']:.1f} on {cores} cores (limit "
               f"{first['limit']:g}; load average {before['load_average'][0]:.2f}): the simlm/HF ratio gets no verdict")
-    config = {k: getattr(args, k) for k in ("sizes", "dtype", "attention", "batch", "seq_len", "symbols", "states",
-                                            "repeats", "chunk_seconds", "warmup", "matmul_size", "seed", "quick",
-                                            "no_peer")}
+    config = {k: getattr(args, k) for k in ("sizes", "dtype", "residual_dtype", "attention", "batch", "seq_len",
+                                            "symbols", "states", "repeats", "chunk_seconds", "warmup", "matmul_size",
+                                            "seed", "quick", "no_peer")}
     config["train_config"] = train_config(args).to_dict()
     header = {"benchmark": "train", "config": config, "peer": peer_info,
               "peak": {"tflops": peak, "source": peak_source, "kind": peak_kind, "measured": peaks}}

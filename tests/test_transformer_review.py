@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from simlm.errors import ConfigError
 from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -83,6 +84,60 @@ def test_float32_attention_is_unchanged_by_the_float32_accumulation():
     with jax.default_matmul_precision("highest"):
         got = np.asarray(attn(jnp.asarray(x), jnp.arange(6)), np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---- 1b. mixed precision: a float32 residual stream under bfloat16 products --------------------------
+
+def test_a_float32_residual_stream_keeps_what_a_bfloat16_one_rounds_away():
+    """Token embeddings offset by 256 (a constant over d, which every LayerNorm removes exactly): in bfloat16
+    the stream's spacing at 256 is 2, so the O(0.5) token-specific part is rounded away and the laws move by
+    ≥ 0.05 (measured 0.07 to 0.29 over seeds 0–3); with ``residual_dtype="float32"`` only the products are
+    bfloat16 and the laws stay within 1e-2 of the float32 model's (measured 1.7e-3 to 3.8e-3)."""
+    config = dict(TINY, n_layers=2)
+    x = np.random.default_rng(0).integers(0, 5, (4, 6))
+    for seed in range(2):
+        laws, hidden = {}, {}
+        for name, kw in {"float32": {}, "bfloat16": dict(dtype="bfloat16"),
+                         "mixed": dict(dtype="bfloat16", residual_dtype="float32")}.items():
+            model = _redrawn(TransformerConfig(**config, **kw), seed=seed, std=0.5)
+            model.token_embed.embedding[...] = model.token_embed.embedding[...] + 256.0
+            lm = TransformerLM(model)
+            laws[name] = np.exp(np.asarray(lm.next_token_logprobs(x), np.float64))
+            hidden[name] = lm.hidden_states(x)
+        assert np.abs(laws["bfloat16"] - laws["float32"]).max() > 5e-2
+        assert np.abs(laws["mixed"] - laws["float32"]).max() < 1e-2
+        assert {h.dtype for h in hidden["mixed"]} == {jnp.dtype(jnp.float32)}
+        np.testing.assert_array_equal(hidden["mixed"][0], hidden["float32"][0])  # the embeddings, unrounded
+        assert {h.dtype for h in hidden["bfloat16"]} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_residual_dtype_defaults_to_the_compute_dtype_and_refuses_any_other():
+    assert TransformerConfig(**TINY).residual_dtype == "float32"
+    assert TransformerConfig(**TINY, dtype="bfloat16").residual_dtype == "bfloat16"
+    mixed = TransformerConfig(**TINY, dtype="float16", residual_dtype="float32")
+    assert TransformerConfig.from_dict(mixed.to_dict()) == mixed
+    old = {k: v for k, v in TransformerConfig(**TINY, dtype="bfloat16").to_dict().items() if k != "residual_dtype"}
+    assert TransformerConfig.from_dict(old).residual_dtype == "bfloat16"  # a config saved before the field
+    for bad in ("float16", "int8", 32):
+        with pytest.raises(ConfigError, match="residual_dtype"):
+            TransformerConfig(**TINY, dtype="bfloat16", residual_dtype=bad)
+
+
+@pytest.mark.filterwarnings("ignore:seed 0. the rung:RuntimeWarning")  # the untrained model is below ε = 10 already
+def test_a_mixed_precision_model_trains_and_reads_back_as_itself(tmp_path):
+    from simlm.train import TrainConfig, train
+    from simlm.worlds import HMM
+
+    world = HMM.random(0, n_states=3, n_symbols=5)
+    config = TransformerConfig(**TINY, dtype="bfloat16", residual_dtype="float32")
+    result = train(world, config, TrainConfig(targets=(10.0,), max_steps=3, batch_size=4, seq_len=6,
+                                              warmup_steps=1, eval_sequences=4), tmp_path, progress=False)
+    live, saved = result.final_lms[0], result.lm(10.0)
+    assert saved.config == live.config == config
+    params = jax.tree.leaves(nnx.state(live.model, nnx.Param))
+    assert {p.dtype for p in params} == {jnp.dtype(jnp.float32)}
+    x = np.asarray(world.sample(1, 3, 6))
+    assert np.isfinite(np.asarray(live.next_token_logprobs(x))).all()
 
 
 # ---- 3. log_softmax(features @ Φ) is the law, exactly in float32 ------------------------------------

@@ -29,7 +29,11 @@ Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (t
 features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
 unembedding)`` equals the laws only up to compute-dtype rounding (measured on O(1) weights: 2e-3 to 3e-3 in
 bfloat16, 3e-4 to 4e-4 in float16).  Attention scores and softmaxes, LayerNorm statistics and the output
-log_softmax are computed in float32 whatever the dtype.
+log_softmax are computed in float32 whatever the dtype.  ``residual_dtype`` is the residual stream's (the
+embeddings and every block's sum): by default the compute dtype, so that every activation is in it; with
+``residual_dtype="float32"`` under a bfloat16/float16 ``dtype`` the stream stays float32 and only the
+products' inputs and outputs (and the GELU between them) are in the compute dtype — PyTorch's
+``torch.autocast`` mixed precision, the like-for-like setting against a peer run under it.
 
 Attention kernel: ``attention="auto"`` runs cuDNN's fused (flash) attention where it exists — an NVIDIA GPU of
 compute capability ≥ 8, a bfloat16/float16 compute dtype, head size a multiple of 8 and ≤ 128 — for the full
@@ -82,6 +86,7 @@ class TransformerConfig:
     n_prompt_slots: int = 0
     dtype: str = "float32"
     attention: str = "auto"
+    residual_dtype: str | None = None
 
     def __post_init__(self):
         def fix(name, value):  # frozen: store the normalised (plain int) value
@@ -107,6 +112,10 @@ class TransformerConfig:
             fix(name, bool(getattr(self, name)))
         if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
+        fix("residual_dtype", self.dtype if self.residual_dtype is None else self.residual_dtype)
+        if self.residual_dtype not in (self.dtype, "float32"):
+            raise ConfigError(f"residual_dtype: expected None, 'float32' or the compute dtype {self.dtype!r}, "
+                              f"got {self.residual_dtype!r}")
         if not isinstance(self.attention, str) or self.attention not in _ATTENTION:
             raise ConfigError(f"attention: expected one of {_ATTENTION}, got {self.attention!r}")
         problem = _cudnn_config_problem(self) if self.attention == "cudnn" else None
@@ -420,9 +429,10 @@ class Transformer(nnx.Module):
                      what=f"{c.n_params():,} parameters of {dt.itemsize} bytes: n_symbols, d_model, d_ff, "
                           "n_layers and max_len set the size")
         self.config = c
-        self.token_embed = Embed(c.vocab_size, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+        rt = jnp.dtype(c.residual_dtype)  # the residual stream starts at the embeddings
+        self.token_embed = Embed(c.vocab_size, c.d_model, dtype=rt, embedding_init=_init(), rngs=rngs)
         if c.positions == "learned":
-            self.position_embed = Embed(c.n_positions, c.d_model, dtype=dt, embedding_init=_init(), rngs=rngs)
+            self.position_embed = Embed(c.n_positions, c.d_model, dtype=rt, embedding_init=_init(), rngs=rngs)
         self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
         self.final_norm = LayerNorm(c.d_model, dtype=dt, rngs=rngs)
         if not c.tie_embeddings:
