@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", default="large", choices=list(SIZES) + list(QUICK_SIZES))
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    p.add_argument("--residual-dtype", choices=["float32", "compute"], default="float32",
+                   help="the residual stream under bfloat16: float32 (train.py's default) or bfloat16")
     p.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=512)
