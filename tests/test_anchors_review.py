@@ -384,3 +384,52 @@ def test_a_bound_whose_events_cover_every_context_is_1_whatever_its_sum_rounds_t
         assert b.bound == 1.0 and b.trivial or b.bound <= 1 - 1 / 30 + 1e-12, (task.name, b.bound)
         covered_somewhere |= b.bound == 1.0
     assert covered_somewhere
+
+
+# ---- second review (2026-12-05): inputs past float64's range, and several LM seeds ------------------
+
+def test_n1_refuses_a_height_past_float64s_resolution_with_a_config_error():
+    """From height 1e12 the shifted logits' rounding broke N1's internal law check, a bare AssertionError
+    (and unchecked under ``python -O``); heights up to 1e6 keep the laws to 1e-9 and are accepted."""
+    from simlm.theory.anchor_constructions import n1_construction
+
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=6, n_symbols=5, dim=3, sigma=0.3))
+    assert n1_construction(ctx, 0, height=1e6).eps == 0.0
+    for height in (1e7, 1e12, 1e300):
+        with pytest.raises(ConfigError, match="height"):
+            n1_construction(ctx, 0, height=height)
+
+
+def test_tight_world_refuses_a_margin_whose_exponential_overflows():
+    from simlm.theory.anchor_constructions import tight_world
+
+    with pytest.raises(ConfigError, match="margin"):  # was a raw OverflowError from math.exp
+        tight_world(margin=400.0)
+
+
+def test_a_task_whose_score_overflows_is_refused_not_labelled_from_nan():
+    """coef = 1e308 (finite) overflowed the score: bias NaN, NaN margins, every label False, no error."""
+    ctx, bulk, fit, _ = _flat()
+    word_task(ctx, fit, [0, 1], [1e300, 1e300])  # large but in range
+    with pytest.raises(ConfigError, match="coef"):
+        word_task(ctx, fit, [0, 1], [1e308, 1e308])
+
+
+def test_ragged_bulk_words_are_a_config_error():
+    ctx, *_ = _flat()
+    with pytest.raises(ConfigError, match="words"):
+        bulk_mask(ctx.logp, words=[[1], [2, 3]])
+    with pytest.raises(ConfigError, match="words"):
+        bulk_mask(ctx.logp, words=[True, False])
+
+
+def test_the_summary_keeps_each_lm_seeds_curve_apart():
+    """Two seeds' rows at the same ε were one unlabelled curve (errors 0.05 and 0.2 side by side)."""
+    from simlm.experiments.anchors import summarise
+    from simlm.experiments.registry import row
+
+    rows = [{"world": "anchor", "lm": "logit-noise@0.1", "lm_seed": s, "eps": 0.1,
+             **row("anchored:head_error", e, 1.0, maximum=1.0)} for s, e in ((0, 0.05), (1, 0.2))]
+    curves = {k: v["error"] for k, v in summarise(rows).items() if k.startswith("anchor|")}
+    assert curves == {"anchor|anchored|logit-noise|seed=0": [0.05], "anchor|anchored|logit-noise|seed=1": [0.2]}
+    assert list(summarise(rows[:1]))[0] == "anchor|anchored|logit-noise"  # one seed: the key as before

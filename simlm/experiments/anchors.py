@@ -86,18 +86,27 @@ def constructions(raw: dict) -> dict:
     return out
 
 
+def curves(rows: list, world: str, quantity: str, kind: str) -> dict:
+    """The rows of ``quantity`` for the ``kind`` LMs of ``world``, one ε-sorted curve per LM seed: ``{"": rows}``
+    for a single seed, ``{"|seed=s": rows, …}`` for several (their rows are not one curve)."""
+    rs = [r for r in rows if r["world"] == world and r["quantity"] == quantity and r["lm"].startswith(kind + "@")]
+    seeds = sorted({r.get("lm_seed") for r in rs}, key=str)
+    return {("" if len(seeds) == 1 else f"|seed={s}"): sorted((r for r in rs if r.get("lm_seed") == s),
+                                                                key=lambda r: r["eps"]) for s in seeds}
+
+
 def summarise(rows: list) -> dict:
-    """err/√ε per (world, task, kind) across ε, and per form of the bound its rows, violations, trivial rows
-    and the largest share of the slack used over the non-trivial rows (None where none has one)."""
+    """err/√ε per (world, task, kind) across ε (per LM seed where there are several), and per form of the
+    bound its rows, violations, trivial rows and the largest share of the slack used over the non-trivial
+    rows (None where none has one)."""
     out = {}
     for world in sorted({r["world"] for r in rows}):
         for task, q in TASK_QUANTITIES.items():
             for kind in KINDS:
-                rs = sorted((r for r in rows if r["world"] == world and r["quantity"] == q
-                             and r["lm"].startswith(kind + "@")), key=lambda r: r["eps"])
-                if rs:
-                    out[f"{world}|{task}|{kind}"] = {"eps": [r["eps"] for r in rs], "error": [r["measured"] for r in rs],
-                                                     "err_over_sqrt_eps": [r["measured"] / np.sqrt(r["eps"]) for r in rs]}
+                for seed, rs in curves(rows, world, q, kind).items():
+                    out[f"{world}|{task}|{kind}{seed}"] = {
+                        "eps": [r["eps"] for r in rs], "error": [r["measured"] for r in rs],
+                        "err_over_sqrt_eps": [r["measured"] / np.sqrt(r["eps"]) for r in rs]}
     for form in ("", "@per-context"):
         bounded = [r for r in rows if r["quantity"].endswith("head_error" + form) and has_bound(r)]
         if bounded:
@@ -126,20 +135,16 @@ def figure(rows: list, path: Path) -> Path:
     for ax, (task, q) in zip(axes, TASK_QUANTITIES.items()):
         for world, marker in (("anchor", "o"), ("unstructured", "x")):
             for kind in KINDS:
-                rs = sorted((r for r in rows if r["world"] == world and r["quantity"] == q
-                             and r["lm"].startswith(kind + "@")), key=lambda r: r["eps"])
-                if rs:
+                for seed, rs in curves(rows, world, q, kind).items():
                     ax.plot([r["eps"] for r in rs], [max(r["measured"], 1e-4) for r in rs], marker=marker, ls="-",
-                            lw=0.8, label=f"{kind} ({world})")
+                            lw=0.8, label=f"{kind} ({world}{seed.replace('|', ', ')})")
             tr = [r for r in rows if r["world"] == "small" and r["quantity"] == q and r["lm"].startswith("trained")]
             if world == "anchor" and tr:
                 ax.plot([r["eps"] for r in tr], [max(r["measured"], 1e-4) for r in tr], "k*", ms=9, label="trained (small)")
         for form, style in (("", "k--"), ("@per-context", "k-.")):
-            rs = sorted((r for r in rows if r["world"] == "anchor" and r["quantity"] == q + form
-                         and r["lm"].startswith("logit-noise@")), key=lambda r: r["eps"])
-            if rs:
+            for seed, rs in curves(rows, "anchor", q + form, "logit-noise").items():
                 ax.plot([r["eps"] for r in rs], [r["bound"] for r in rs], style, lw=1,
-                        label=f"bound {form[1:] or 'markov'} (logit-noise, anchor)")
+                        label=f"bound {form[1:] or 'markov'} (logit-noise, anchor{seed.replace('|', ', ')})")
         e = np.logspace(-4, -0.5, 20)
         ax.plot(e, 0.3 * np.sqrt(e), "k:", label="0.3√ε")
         ax.axhline(0.5, color="grey", lw=0.5)

@@ -118,10 +118,16 @@ class Construction:
     features_lm: np.ndarray
 
 
+_MAX_HEIGHT = 1e6  # N1's largest coordinate: the laws of f·E + height agree with f·E's to ~1e-10 at it
+
+
 def n1_construction(ctx: AnchorContexts, seed=0, *, height: float = 1.0, n_label: int = 64) -> Construction:
     """N1 (module docstring): the task coordinate t removed from f, p unchanged (ε = 0 exactly)."""
     rng = as_rng(seed)
     height = check_positive("height", height)
+    if height > _MAX_HEIGHT:  # f·E ± height must keep the laws' float64 digits: log_softmax subtracts it back
+        raise ConfigError(f"height: expected at most {_MAX_HEIGHT:g} (logits shifted by ±height lose float64 "
+                          f"precision beyond it), got {height!r}")
     t = np.where(np.isin(ctx.states, _half(ctx, rng)), height, -height)
     f_world = np.hstack([ctx.features, t[:, None]])
     E = np.vstack([ctx.embeddings, np.ones((1, ctx.embeddings.shape[1]))])
@@ -132,7 +138,10 @@ def n1_construction(ctx: AnchorContexts, seed=0, *, height: float = 1.0, n_label
     e[-1] = 1.0
     err = lambda f: float(ctx.weights @ ((f @ e >= 0) != labels))
     # the augmented world's law is the world's: every logit moved by the same t(x)
-    assert np.allclose(log_softmax(f_world @ E), ctx.logp, atol=1e-9)
+    gap = float(np.abs(log_softmax(f_world @ E) - ctx.logp).max())
+    if not gap <= 1e-9:
+        raise ConfigError(f"height: the world with t = ±{height:g} appended reads laws {gap:.3g} nats from the "
+                          "world's, not the same laws; lower it")
     return Construction("N1", exact_epsilon_rows(ctx, logp_lm), err(f_lm),
                         probe_error(f_lm[:, :-1], labels, ctx.weights, n_label=n_label, seed=seed),
                         err(f_world), None, logp_lm, labels, f_lm)
@@ -537,7 +546,7 @@ def tight_world(margin: float = 0.5, gamma: float = 0.25, n_states: int = 2):
     k = check_positive_int("n_states", n_states, minimum=2) // 2
     if n_states % 2:
         raise ConfigError(f"n_states: expected an even number of states (balanced classes), got {n_states}")
-    if not g * (1 + math.exp(2 * m)) < 1:
+    if not (2 * m < 700 and g * (1 + math.exp(2 * m)) < 1):  # e^(2m) past float range: no γ > 0 fits either
         raise ConfigError(f"gamma: γ(1 + e^(2·margin)) must be below 1, got gamma={gamma!r}, margin={margin!r}")
     hi = g * math.exp(2 * m)
     p = np.array([[1 - 2 * g, g, g]] + [[1 - g - hi, hi, g]] * (k - 1) + [[1 - g - hi, g, hi]] * k)

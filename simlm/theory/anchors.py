@@ -163,8 +163,12 @@ def bulk_mask(logp_star, *, top_k: int | None = None, threshold: float | None = 
     if threshold is not None:
         mask = np.exp(lp) < check_positive("threshold", threshold)
     else:
-        ids = np.asarray(words).reshape(-1)
-        if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= V:
+        try:
+            ids = np.asarray(words).reshape(-1)
+        except ValueError:  # ragged nesting
+            raise ConfigError(f"words: expected a flat list of word ids in [0, {V}), got {words!r}") from None
+        if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
+                or ids.max() >= V:
             raise ConfigError(f"words: expected word ids in [0, {V}), got {words!r}")
         mask = np.zeros((n, V), bool)
         mask[:, ids] = True
@@ -356,7 +360,11 @@ def _balancing_bias(score, w) -> float:
 
 
 def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
-    score = ctx.features @ direction
+    with np.errstate(over="ignore", invalid="ignore"):
+        score = ctx.features @ direction
+    if not (np.isfinite(direction).all() and np.isfinite(score).all()):
+        raise ConfigError(f"coef: the task's direction or score overflows float64 (largest |coef| "
+                          f"{np.abs(coef).max() if coef is not None else float('nan'):g}); scale the coefficients down")
     bias = _balancing_bias(score, ctx.weights)
     return AnchorTask(name, direction, words, coef, score, bias, score + bias >= 0, np.abs(score + bias),
                       rows_fingerprint(ctx))
@@ -364,7 +372,10 @@ def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
 
 def _word_ids(words, V: int) -> np.ndarray:
     """Task words as distinct int ids in [0, V), or a ConfigError naming ``words``."""
-    ids = np.asarray(words).reshape(-1)
+    try:
+        ids = np.asarray(words).reshape(-1)
+    except ValueError:  # ragged nesting
+        raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}") from None
     if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
             or ids.max() >= V or np.unique(ids).size != ids.size:
         raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}")
