@@ -539,3 +539,21 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
     assert named == {("finetune", "trained-mlm@final", 0.05), ("substitution", "trained-mlm@final", 0.05)}
     ladder = {(r["index"], r["lm"], r["eps"]) for r in rows if r["quantity"] == "rungs[]/x"}
     assert ladder == {("0", "trained-mlm@0.5", 0.4), ("1", "trained-mlm@final", 0.05)}
+
+
+# ---- class emissions below float32's range (review, 2026-12-05) ----------------------------------------
+
+def test_class_emissions_below_float32s_normal_range_are_refused():
+    """exponent 10 with 5000-token blocks and leak 0.01: a leaked class's rare tokens had P(c|k)·z(w) ~ 5e-40,
+    stored as 0 in some states and as a subnormal in others, so a class's columns stopped being proportional
+    and a rare token's posterior read P(h | w) = (1, 0) against its class's (0.985, 0.015): the module's
+    guarantee, silently false.  Refused now; a block at the edge of the range keeps it."""
+    with pytest.raises(ConfigError, match="exponent, block_size"):
+        block_zipf_hmm(0, 2, 5000, exponent=10.0, leak=0.01)
+    classed = block_zipf_hmm(0, 2, 200, exponent=10.0, leak=0.01)  # least emission 1.2e-26: in range
+    B = np.asarray(classed.hmm.emission, np.float64)
+    for c in range(2):
+        cols = B[:, classed.token_class == c]
+        assert (cols > 0).all()
+        np.testing.assert_allclose(cols / cols[:, :1], np.broadcast_to(cols[:1] / cols[:1, :1], cols.shape),
+                                   rtol=1e-6)

@@ -65,9 +65,18 @@ def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.nd
     check_memory("block_size", P.size * block_size, itemsize=8,
                  what=f"a ({P.shape[0]}, {P.shape[1] * block_size}) float64 emission matrix")
     z = zipf_weights(block_size, exponent)
+    least = float(P[P > 0].min() * z[-1])  # the smallest positive emission, a leaked class's last rank
+    if least < _FLOAT32_TINY:  # stored as float32 it would be rounded to 0 or subnormal in some states only:
+        raise ConfigError(  # a class's columns would stop being proportional, and its tokens' posteriors differ
+            f"exponent, block_size: the smallest positive emission P(c|k)·z(w) = {least:.3g} (least class "
+            f"probability {P[P > 0].min():.3g} × rank {block_size}'s Zipf weight {z[-1]:.3g}) is below float32's "
+            f"smallest normal number {_FLOAT32_TINY:.3g}, so the columns of a class would not stay proportional; "
+            "lower exponent or block_size, or raise the least class probability (leak)")
     emission = (P[:, :, None] * z[None, None, :]).reshape(P.shape[0], -1)
     return emission, np.repeat(np.arange(P.shape[1]), block_size)
 
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 #: the largest number of states (or topics, syntax states, groups) and tokens per block a constructor takes.
 MAX_STATES, MAX_BLOCK = 4096, 65536
