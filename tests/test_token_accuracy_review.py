@@ -557,3 +557,36 @@ def test_class_emissions_below_float32s_normal_range_are_refused():
         assert (cols > 0).all()
         np.testing.assert_allclose(cols / cols[:, :1], np.broadcast_to(cols[:1] / cols[:1, :1], cols.shape),
                                    rtol=1e-6)
+
+
+# ---- second review (2026-12-05): degenerate clusterings and bad readout input ----------------------------
+
+def test_a_clustering_of_one_kept_token_has_no_nmi_as_it_has_no_ari():
+    """One kept row: ARI read NaN (fewer than 2 items) while NMI read a perfect 1.0 from its 'both labelings
+    constant' branch, stored in the lens rows beside it."""
+    from simlm.theory.token_accuracy import confusion_clusters, normalized_mutual_information
+
+    c = confusion_clusters(np.array([[5.0, 0, 0], [3, 1, 0], [4, 0, 0]]), 0.1, [0, 1, 2])
+    assert c.n_kept == 1 and np.isnan(c.ari) and np.isnan(c.nmi)
+    assert np.isnan(normalized_mutual_information([0], [0]))
+    assert normalized_mutual_information([0, 0], [1, 1]) == 1.0  # two items in one block each: identical
+
+
+def test_logit_lens_refuses_features_of_another_width_or_not_finite():
+    from simlm.models.transformer import TransformerConfig, TransformerLM, init_transformer
+    from simlm.theory.block_readout import logit_lens
+
+    lm = TransformerLM(init_transformer(TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=2,
+                                                          max_len=6, causal=False), 0))
+    for bad in (np.zeros((3, 5)), np.full((2, 8), np.nan), "abc"):
+        with pytest.raises(ShapeError, match="features"):  # raw jax TypeErrors and silent NaN laws before
+            logit_lens(lm, bad)
+    np.testing.assert_allclose(logit_lens(lm, np.zeros((2, 8))).sum(-1), 1.0, rtol=1e-6)
+
+
+def test_substitute_names_token_class_when_it_has_fewer_classes_than_token_ids():
+    x = np.array([[0, 1, 2, 3]])
+    with pytest.raises(ShapeError, match="token_class"):  # was a TokenError blaming the tokens
+        block_readout.substitute(x, [0, 0, 1], "within", 0.5, 0)
+    with pytest.raises(TokenError, match="tokens"):
+        block_readout.substitute(np.array([[0, -1]]), [0, 0, 1], "within", 0.5, 0)

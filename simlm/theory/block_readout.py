@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import as_array, as_rng, check_positive_int, check_tokens
+from simlm.checks import as_array, as_rng, check_positive_int, check_real_array, check_tokens
 from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
 from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, check_chain_world, corrupt,
@@ -82,7 +82,12 @@ def block_features(lm, inputs) -> np.ndarray:
 def logit_lens(lm, features, *, log: bool = False) -> np.ndarray:
     """softmax(Φᵀ LN(h_k)) for features ``(..., d)`` from :func:`block_features`: laws ``(..., V)``; with ``log``
     their log_softmax, finite where the float32 softmax rounds to 0 (a logit gap past ~87 nats), which ε needs."""
-    logits = jnp.asarray(features) @ jnp.asarray(lm.unembedding)
+    phi = jnp.asarray(lm.unembedding)
+    if not isinstance(features, jax.core.Tracer):  # validated on the host (the product computes on the input)
+        f = check_real_array("features", features, error=ShapeError)
+        if f.ndim < 1 or f.shape[-1] != phi.shape[0]:
+            raise ShapeError(f"features: expected (..., {phi.shape[0]}) readouts of this LM's width d, got {f.shape}")
+    logits = jnp.asarray(features) @ phi
     law = jax.nn.log_softmax if check_flag("log", log) else jax.nn.softmax
     return np.asarray(law(logits, axis=-1))
 
@@ -335,7 +340,9 @@ def substitute(tokens, token_class, mode: str, fraction: float, seed: int) -> np
     if c.ndim != 1 or c.dtype.kind not in "iu" or not c.size:
         raise ShapeError(f"token_class: expected integer classes of shape (V,), got {c.dtype} {c.shape}")
     V = len(c)
-    x, _ = check_tokens(tokens, V)
+    x, _ = check_tokens(tokens, np.iinfo(np.int32).max)
+    if x.size and x.max() >= V:
+        raise ShapeError(f"token_class: {V} classes, one per token id, but tokens hold id {int(x.max())}")
     fraction = check_number("fraction", fraction, minimum=0.0, maximum=1.0)
     if not isinstance(mode, str) or mode not in ("within", "across", "random"):
         raise ConfigError(f"mode: expected 'within', 'across' or 'random', got {mode!r}")

@@ -336,10 +336,11 @@ def adjusted_rand_index(a, b) -> float:
 
 
 def normalized_mutual_information(a, b) -> float:
-    """NMI = I(a; b) / ((H(a) + H(b)) / 2); 1 when both labelings are constant (identical partitions)."""
+    """NMI = I(a; b) / ((H(a) + H(b)) / 2); 1 when both labelings are constant (identical partitions) over at
+    least 2 items; NaN for fewer than 2 items (one item agrees with any partition: no evidence, as ARI's NaN)."""
     table = _contingency(a, b)
     n = table.sum()
-    if n == 0:
+    if n < 2:
         return float("nan")
     p = table / n
     pa, pb = p.sum(1), p.sum(0)
