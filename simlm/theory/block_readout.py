@@ -236,7 +236,9 @@ class FineTuning:
     """Heads on frozen blocks: ``accuracy (L + 1,)`` on test inputs, the Bayes classifier's accuracy and its
     ceiling E max_y P(y | x); the Pearson correlation of each input's max-softmax confidence with its mean
     token APT for the last block's head (``corr_model``, with the model's APT) and for the Bayes classifier
-    (``corr_bayes``, with the Bayes APT); the per-input arrays behind them."""
+    (``corr_bayes``, with the Bayes APT); the per-input arrays behind them.  ``majority`` is the test labels'
+    majority rate (the share of their most common label, as experiment 2's tables report it), not the test
+    accuracy of the training set's majority class."""
 
     accuracy: np.ndarray
     bayes_accuracy: float
