@@ -7,7 +7,9 @@
     simlm worlds                                   the world kinds and their parameters
     simlm checks                                   the registered checks and what they test
 
-Every error a user can cause exits with status 2 and one line naming the argument.
+Every error a user can cause exits with status 2 and one line naming the argument.  A sweep (or demo) whose
+cells failed exits with status 1 after writing every result it has and listing each failure (a rerun into
+the directory recomputes the failed cells only).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _run(config, args) -> int:
     for e in result["errors"]:
         print(f"  failed {e['cell']}: {e['error']}")
     print(f"wrote {Path(args.out) / 'results.csv'}, {', '.join(str(p) for p in paths)}")
-    return 0
+    return 1 if result["errors"] else 0  # every finished cell is written; the failed ones are listed above
 
 
 def _demo(args) -> int:

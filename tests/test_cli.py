@@ -36,7 +36,7 @@ def calls(monkeypatch, tmp_path):
 
 
 def test_summary_line_counts_the_violated_bounded_rows(calls, capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo"]) == 1  # a cell failed: listed, then status 1
     out = capsys.readouterr().out
     assert ("6 cells, 5 rows: 2 of 3 bounded rows violated, 1 trivial; 1 cells failed, 4 (world, LM, check) "
             "combinations do not apply; 2.0 s") in out
@@ -45,7 +45,7 @@ def test_summary_line_counts_the_violated_bounded_rows(calls, capsys):
 
 
 def test_demo_runs_in_process_into_runs_demo_with_progress_bars(calls, tmp_path):
-    assert main(["demo"]) == 0
+    assert main(["demo"]) == 1
     (call,) = calls
     assert call["out"] == "runs/demo" and call["progress"] is True
     assert isinstance(call["executor"], InProcess)
@@ -54,10 +54,21 @@ def test_demo_runs_in_process_into_runs_demo_with_progress_bars(calls, tmp_path)
 
 
 def test_demo_quiet_with_workers_uses_a_process_pool_without_bars(calls):
-    assert main(["demo", "--quiet", "--workers", "2", "--out", "elsewhere"]) == 0
+    assert main(["demo", "--quiet", "--workers", "2", "--out", "elsewhere"]) == 1
     (call,) = calls
     assert call["out"] == "elsewhere" and call["progress"] is False
     assert isinstance(call["executor"], ProcessPool) and call["executor"].workers == 2
+
+
+def test_a_run_without_failed_cells_exits_0_and_one_with_a_failed_cell_exits_1(monkeypatch, tmp_path):
+    """A sweep whose cells failed exited 0, so a script or CI running it saw success."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "render", lambda rows, out: [])
+    monkeypatch.setattr(report, "console_table", lambda rows: "")
+    for errors, status in (([], 0), ([{"cell": "c7", "error": "boom"}], 1)):
+        monkeypatch.setattr(sweep, "run_sweep", lambda *a, errors=errors, **k: {
+            "rows": ROWS, "errors": errors, "skipped": [], "cells": 6, "new_cells": 6, "time_s": 2.0})
+        assert main(["demo", "--quiet"]) == status
 
 
 def test_an_out_that_cannot_be_created_exits_2_with_one_line(tmp_path, capsys):

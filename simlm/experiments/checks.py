@@ -167,8 +167,19 @@ _HEAD_PROMPT_OPTIONS = ("label_length", "visible_length", "n_train", "n_test", "
                         "exact_prompt_steps", "transformer_prompt_steps", "memory_prompt_batch", "attention_steps")
 
 
+def _validate_head_prompt(options: dict) -> None:
+    """Each option an integer ≥ 1, and together the experiment's Config (visible_length ≤ label_length, …)."""
+    from simlm.experiments import head_prompt as hp
+
+    option_ranges("wei/head-prompt", dict.fromkeys(_HEAD_PROMPT_OPTIONS, 1))(options)
+    try:
+        hp.Config(**options, trained=False, analytic=None)
+    except ConfigError as err:
+        raise ConfigError(f"checks.wei/head-prompt.{err}") from None
+
+
 @register("wei/head-prompt", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=_head_prompt_applies,
-          defaults=_head_prompt_defaults(), validate=option_ranges("wei/head-prompt", dict.fromkeys(_HEAD_PROMPT_OPTIONS, 1)),
+          defaults=_head_prompt_defaults(), validate=_validate_head_prompt,
           description="head and prompt tuning (linear or attention head) on one seed's posterior or memory task")
 def head_prompt_check(cell) -> list:
     """The predictors of :func:`simlm.experiments.head_prompt.evaluate` on this LM — heads for every LM,

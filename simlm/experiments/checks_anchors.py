@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simlm.errors import ConfigError
 from simlm.experiments.registry import option_ranges, register, row
 from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
 from simlm.theory.anchor_bound import transfer_bound
@@ -38,7 +39,18 @@ def block_fits(lm, tokens, bulk, weights) -> list:
     return fits
 
 
-@register("wu/anchors", paper=PAPER, applies=_applies,
+def _fits_world(options: dict, world_spec: dict, world) -> None:
+    """top_k < V and n_words ≤ V for each log-linear world (the bulk keeps a word, the tasks have their words)."""
+    if world_spec.get("kind") != "loglinear":
+        return
+    V = int(world.n_symbols)
+    for key, most in (("top_k", V - 1), ("n_words", V)):
+        if options[key] > most:
+            raise ConfigError(f"checks.wu/anchors.{key}: expected at most {most} for world {world_spec['name']!r} "
+                              f"(V = {V}), got {options[key]!r}")
+
+
+@register("wu/anchors", paper=PAPER, applies=_applies, validate_world=_fits_world,
           defaults={"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 64},
           validate=option_ranges("wu/anchors", {"top_k": 0, "n_words": 2, "task_seed": 0, "n_label": 2}),
           description="anchor fit of log Z_B, anchored/contrast/rare/latent tasks, O(√ε) transfer bound")

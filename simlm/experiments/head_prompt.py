@@ -651,6 +651,9 @@ def command(argv=None) -> dict:
     p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
     add_run_options(p, workers="auto, 1 with --quick")  # a job per world of a minute or more: a process per core
     args = p.parse_args(argv)
+    for flag, only in (("n_states", "experiment1"), ("n_slots", "experiment2")):
+        if getattr(args, flag) is not None and args.experiment != only:  # it would be ignored
+            raise ConfigError(f"--{flag.replace('_', '-')}: used by {only} only, not {args.experiment}")
     options = dict(QUICK) if args.quick else {}
     for name in ("seeds", "n_states", "n_slots", "label_length", "visible_length", "targets", "max_steps",
                  "n_train", "n_test", "temperature"):

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.checks import as_tuple, check_instance, check_positive, check_positive_int
+from simlm.checks import as_tuple, check_distinct_labels, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
@@ -138,12 +138,13 @@ class Config:
                                      ("adversaries", ADVERSARIES, True)):
             values = _tuple(self, name)
             bad = [v for v in values if not isinstance(v, str) or v not in allowed]
-            if bad or not (values or empty):
-                raise ConfigError(f"{name}: expected one or more of {allowed}, got {getattr(self, name)!r}")
+            if bad or not (values or empty) or len(set(values)) != len(values):
+                raise ConfigError(f"{name}: expected one or more distinct of {allowed}, got {getattr(self, name)!r}")
         for name in ("eps_grid", "ce_targets", "quad_targets", "critical_fractions", "adversary_radii"):
             values = tuple(check_positive(name, v) for v in _tuple(self, name))
             if name == "eps_grid" and not values:
                 raise ConfigError("eps_grid: expected at least one positive ε target")
+            check_distinct_labels(name, values)  # LMs and rows are labelled with each value written as {:g}
             object.__setattr__(self, name, values)
         for name, low in (("n_symbols", 2), ("n_states", 1), ("dim", 1), ("hmm_states", 1), ("max_length", 1),
                           ("seed", 0), ("task_seed", 0), ("d_model", 1), ("max_steps", 1), ("search_steps", 1)):

@@ -67,7 +67,8 @@ class Check:
     share their common work (a world's training in ``workdir``) through files (the trainer locks its
     directory: a part that needs a training another part is running waits for it).  ``validate(options)``
     raises a :class:`~simlm.errors.ConfigError` for bad options when the config is parsed, before a
-    results directory is claimed."""
+    results directory is claimed; ``validate_world(options, world_spec, world)`` likewise for options that
+    depend on a world of the config (e.g. more words than its vocabulary), called with each built world."""
 
     name: str
     paper: str
@@ -78,6 +79,7 @@ class Check:
     parts: Callable[[dict, dict, dict], list] | None = None
     validate: Callable[[dict], None] | None = None
     part_jobs: bool = False
+    validate_world: Callable[[dict, dict, object], None] | None = None
 
 
 _REGISTRY: dict[str, Check] = {}
@@ -85,7 +87,8 @@ _REGISTRY: dict[str, Check] = {}
 
 def register(name: str, *, paper: str, description: str, defaults: dict | None = None,
              applies: Callable[[dict, dict], str] | None = None, parts: Callable[[dict, dict, dict], list] | None = None,
-             validate: Callable[[dict], None] | None = None, part_jobs: bool = False):
+             validate: Callable[[dict], None] | None = None, part_jobs: bool = False,
+             validate_world: Callable[[dict, dict, object], None] | None = None):
     """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
         old = _REGISTRY.get(name)
@@ -94,7 +97,7 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
                               f"and {run.__module__}.{run.__qualname__})")
         # the same function again: its module was imported anew (a reload, or a retry after a failed import)
         _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
-                                parts, validate, part_jobs)
+                                parts, validate, part_jobs, validate_world)
         return run
     return wrap
 

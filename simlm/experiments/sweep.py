@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 import tomllib
 import warnings
@@ -56,6 +57,8 @@ from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atom
 from simlm.runtime import cpu_description, release_compiled
 
 WORLD_KINDS = ("hmm", "memory-hmm", "loglinear", "planted-hmm")
+#: a world's name: it names files and directories under the results directory (worlds/<name>.json, …)
+_WORLD_NAME = re.compile(r"[A-Za-z0-9_=+@-][A-Za-z0-9_.=+@-]*")
 #: the families of the ``planted-hmm`` kind (``options.family``): HMMs with planted token classes
 #: (:mod:`simlm.worlds.topic`), by the name of their constructor.
 PLANTED_FAMILIES = {"block-zipf": "block_zipf_hmm", "topic-syntax": "topic_syntax_hmm",
@@ -230,8 +233,9 @@ def parse_config(raw: dict) -> SweepConfig:
                                       "options": (dict, {})})
         if w["kind"] not in WORLD_KINDS:
             raise ConfigError(f"worlds[{i}].kind: expected one of {WORLD_KINDS}, got {w['kind']!r}")
-        if w["name"] in names or not w["name"] or "|" in w["name"]:
-            raise ConfigError(f"worlds[{i}].name: expected a unique non-empty name without '|', got {w['name']!r}")
+        if w["name"] in names or not _WORLD_NAME.fullmatch(w["name"]):  # it names files under the results directory
+            raise ConfigError(f"worlds[{i}].name: expected a unique name of letters, digits and '_.=+@-', not "
+                              f"starting with '.', got {w['name']!r}")
         names.add(w["name"])
         _int(f"worlds[{i}].seed", w["seed"])
         worlds.append(w)
@@ -255,8 +259,9 @@ def parse_config(raw: dict) -> SweepConfig:
         t = _keys("lms.trained", lms["trained"], {"objective": (str, "cross-entropy"), "targets": (list, _REQUIRED),
                                                   "seeds": (list, [0]), "worlds": (list, None), "model": (dict, {}),
                                                   "train": (dict, {})})
-        if t["worlds"] is not None and not all(isinstance(w, str) for w in t["worlds"]):
-            raise ConfigError(f"lms.trained.worlds: expected a list of world names, got {t['worlds']!r}")
+        if t["worlds"] is not None and (not t["worlds"] or not all(isinstance(w, str) for w in t["worlds"])):
+            raise ConfigError(f"lms.trained.worlds: expected a non-empty list of world names (leave it out to train "
+                              f"on every world, or drop [lms.trained]), got {t['worlds']!r}")
         unknown = sorted(set(t["worlds"] or []) - names)
         if unknown:
             raise ConfigError(f"lms.trained.worlds: {unknown} are not worlds of this config ({sorted(names)})")
@@ -288,12 +293,26 @@ def parse_config(raw: dict) -> SweepConfig:
     trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         world = build_world(spec)
+        for name, options in checks.items():  # and every check's options must fit it
+            if get_check(name).validate_world is not None:
+                get_check(name).validate_world(options, spec, world)
         # the held-out set and the (n, T, V) laws every check reads must fit
         check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
                      what=f"held-out laws of world {spec['name']!r}")
         if spec["name"] in trained:  # and so must its training config
             _train_configs(config, spec, world)
     return config
+
+
+def _unique_keys(pairs) -> dict:
+    """A JSON object's pairs as a dict, or a ConfigError for a repeated key (json keeps the last silently;
+    TOML refuses it)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"config: key {key!r} appears twice in one JSON object")
+        seen[key] = value
+    return seen
 
 
 def load_config(path) -> SweepConfig:
@@ -304,7 +323,7 @@ def load_config(path) -> SweepConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config: cannot read {path} ({err})") from None
     try:
-        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        raw = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({err})") from None
     return parse_config(raw)

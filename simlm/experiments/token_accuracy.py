@@ -52,6 +52,21 @@ from simlm.worlds.topic import topic_of_state
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
+def training_configs(config: Config, n_symbols: int):
+    """``(TransformerConfig, TrainConfig)`` of the ladder on a world of ``n_symbols`` tokens (ConfigError naming
+    the field for a bad pair, e.g. d_model not divisible by n_heads, or two targets written alike)."""
+    from simlm.models.transformer import TransformerConfig
+    from simlm.train import TrainConfig
+
+    mc = TransformerConfig(n_symbols=n_symbols, d_model=config.d_model, n_layers=config.n_layers,
+                           n_heads=config.n_heads, max_len=config.length + 1, causal=False)
+    tc = TrainConfig(objective="masked-lm", targets=config.targets, seq_len=config.length,
+                     batch_size=config.batch_size, max_steps=config.max_steps, learning_rate=3e-3,
+                     warmup_steps=min(100, config.max_steps // 5), eval_every=50, eval_sequences=64,
+                     eval_positions=config.length, seeds=(config.seed,))  # every position: the ε appended below
+    return mc, tc
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
@@ -92,6 +107,7 @@ class Config:
                 check_number(f.name, value, minimum=0.0, maximum=1.0)
             else:
                 check_number(f.name, value, positive=True)
+        training_configs(self, 2)  # the model and ladder they make (d_model vs n_heads, distinct targets)
 
 
 QUICK = Config(d_model=16, n_heads=2, targets=(0.6,), max_steps=150, batch_size=32, n_train=96, n_test=96,
@@ -128,15 +144,9 @@ def _clusters(confusion, tau, classes) -> dict:
 
 
 def train_lms(world, config: Config, run_dir: Path, *, progress: bool = False):
-    from simlm.models.transformer import TransformerConfig
-    from simlm.train import TrainConfig, train
+    from simlm.train import train
 
-    mc = TransformerConfig(n_symbols=int(world.n_symbols), d_model=config.d_model, n_layers=config.n_layers,
-                           n_heads=config.n_heads, max_len=config.length + 1, causal=False)
-    tc = TrainConfig(objective="masked-lm", targets=config.targets, seq_len=config.length,
-                     batch_size=config.batch_size, max_steps=config.max_steps, learning_rate=3e-3,
-                     warmup_steps=min(100, config.max_steps // 5), eval_every=50, eval_sequences=64,
-                     eval_positions=config.length, seeds=(config.seed,))  # every position: the ε appended below
+    mc, tc = training_configs(config, int(world.n_symbols))
     result = train(world, mc, tc, run_dir, progress=progress)
     reached = [r for r in result.records if r.reached]
     lms = [(r.target, r.epsilon, result.lm(r.target)) for r in reached]
