@@ -59,7 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.checks import as_tuple, check_distinct_labels, check_instance, check_positive, check_positive_int
+from simlm.checks import (as_tuple, check_distinct_labels, check_distributions, check_instance, check_positive,
+                          check_positive_int)
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
@@ -70,14 +71,14 @@ from simlm.models.perturbed import (S_MAX, UNDIRECTED_KINDS, epsilon_of_scale, m
                                     perturbation_params, solve_scale)
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
-from simlm.theory.natural_tasks import ATOL, B_GRID, NOISES, check_natural_task, lm_epsilon
+from simlm.theory._convex import polish_softmax_fit, softmax_objective
+from simlm.theory.natural_tasks import ATOL, B_GRID, NOISES, check_natural_task, quad_epsilon
 from simlm.experiments.natural_tasks_adversaries import (ADVERSARIES, TASK_KINDS, adversarial_lms, format_targets,
                                                          make_tasks)
 from simlm.experiments.natural_tasks_adversaries import targets as sweep_targets
 from simlm.train import TrainConfig, train
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.worlds import LogLinearWorld
-from simlm.worlds.families import softmax
 
 #: the analytic LMs of the sweep: the perturbed laws (:mod:`simlm.models.perturbed`'s kinds that need no
 #: direction) and two softmax families, θ* + σG and f* + σG.
@@ -216,15 +217,20 @@ def analytic_family(kind, world, contexts, phi, rng, seed):
 
         return functools.partial(_perturbed_laws, kind, P, params), eps_of, "eps", max_scale(kind)
     G = rng.standard_normal((len(P), len(phi)))
-    if kind == "theta-noise":  # ε_Φ(σ) = ε(θ* + σG) − ε(θ*), increasing: ε(θ* + σG) is convex in σ
+    # The LM stores θ and Φ in float32, and the check measures its ε on them: calibrated on the stored values
+    # (ε of θ + sG solved in float64 was up to 1.3e-6 relative off the target as stored, past CALIBRATION_RTOL)
+    stored = lambda lm: (np.asarray(lm.theta, np.float64), np.asarray(lm.phi, np.float64))
+    if kind == "theta-noise":  # ε_Φ(σ) = ℓ(θ* + σG) − min ℓ, increasing: ℓ(θ* + σG) is convex in σ
         theta = np.asarray(fit_cross_entropy(P, phi).theta, np.float64)
-        floor = lm_epsilon(contexts, softmax(theta @ phi))
-        return (lambda s: SoftmaxContextLM(theta + s * G, phi),
-                lambda s: lm_epsilon(contexts, softmax((theta + s * G) @ phi)) - floor, "eps_phi", S_MAX)
-    # quad-noise: ε_quad(σ) = σ² E_{p_L} ½‖ΦᵀG_s‖² exactly
+        make = lambda s: SoftmaxContextLM(theta + s * G, phi)
+        P64, phi_s = check_distributions("p_star", P), stored(make(0.0))[1]  # as softmax_excess reads them
+        floor = softmax_objective(polish_softmax_fit(fit_cross_entropy(P64, phi_s).theta, phi_s, P64), phi_s, P64)
+        return (make, lambda s: float(p_L @ np.maximum(softmax_objective(stored(make(s))[0], phi_s, P64) - floor, 0.0)),
+                "eps_phi", S_MAX)
+    # quad-noise: ε_quad(σ) = σ² E_{p_L} ½‖ΦᵀG_s‖², up to the rounding of f* + σG and Φ to float32
     f = np.asarray(quad_minimiser(P, phi), np.float64)
-    unit = float(p_L @ (0.5 * np.sum((G @ phi) ** 2, -1)))
-    return lambda s: SoftmaxContextLM(f + s * G, phi), lambda s: s * s * unit, "eps_quad", S_MAX
+    make = lambda s: SoftmaxContextLM(f + s * G, phi)
+    return make, lambda s: quad_epsilon(contexts, *stored(make(s))), "eps_quad", S_MAX
 
 
 def analytic_lms(world, contexts, phi, config: Config, skipped: list):
@@ -294,7 +300,7 @@ def trained_lms(world, world_name, contexts, config: Config, run_root: Path, tra
             training.append({"world": world_name, "lm": name, **dataclasses.asdict(r)})
             if r.reached:
                 labels = {"lm": name, "family": "trained", "target_eps": r.target, "calibrated": "ladder",
-                          "scale": float("nan"), "ladder_eps": r.epsilon, "step": r.step}
+                          "scale": float("nan"), "ladder_eps": r.epsilon, "step": r.step, "train_seed": r.seed}
                 yield labels, context_softmax_lm(result.lm(r.target), contexts)
 
 
@@ -492,7 +498,9 @@ def experiment_check(cell) -> list:
     rows = []
     for r in result["rows"]:
         lm = f"{r['lm']}@{r['target_eps']:g}"
-        common = dict(lm=lm, lm_seed=config.seed, eps=r["eps"], eps_se=0.0, baseline=r["tau"], atol=ATOL,
+        # a trained LM's seed is its training run's (the analytic LMs are drawn from config.seed)
+        common = dict(lm=lm, lm_seed=r.get("train_seed", config.seed), eps=r["eps"], eps_se=0.0, baseline=r["tau"],
+                      atol=ATOL,
                       **tidy_columns(r, RENAMED))
         quantity = f"{r['bound']}:{r['B_choice']}"
         rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], maximum=r["loss_ceiling"],
@@ -536,9 +544,11 @@ def result_of(rows: list, config: Config) -> dict:
 
 def _numbers_again(records: list) -> list:
     """Strict JSON stores NaN and ±inf as null: a null in a column that holds numbers elsewhere is NaN again
-    (a ratio whose slack is 0, a bound with γ_Φ = 0), so the summaries' medians and plots read numbers."""
+    (a ratio whose slack is 0, a bound with γ_Φ = 0), so the summaries' medians and plots read numbers —
+    except ``loss_ceiling``, which is never NaN: its null is the +inf of unbounded Quad features."""
     numeric = {k for r in records for k, v in r.items() if isinstance(v, float)}
-    return [{k: math.nan if v is None and k in numeric else v for k, v in r.items()} for r in records]
+    return [{k: (math.inf if k == "loss_ceiling" else math.nan) if v is None and k in numeric else v
+             for k, v in r.items()} for r in records]
 
 
 def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=print, progress: bool = False,
