@@ -131,3 +131,17 @@ def test_filter_law_after_an_impossible_sequence_names_it():
         WorldLM(SPARSE).appended_token_logprobs([[0, 1, 2], [0, 3, 1]])
     with pytest.raises(ZeroProbabilityError, match=r"sequence 2 .*token 3 at position 0"):
         WorldLM(SPARSE).appended_token_logprobs([[0, 1, 2], [0, 1, 2], [3, 1, 1]])
+
+
+def test_the_appended_law_below_float32s_range_is_finite_as_the_causal_law_is():
+    """p(x_4 = 1 | 000) = e^−91.54 here: the appended law was log of the float32 law, −inf, where the world's
+    own next_token_logprobs (and brute force) read −91.54."""
+    world = HMM([1.0, 0.0], [[1 - 1e-30, 1e-30], [0.5, 0.5]], [[1.0, 0.0], [1 - 1e-10, 1e-10]])
+    x = np.zeros((2, 3), np.int32)
+    appended = np.asarray(WorldLM(world).appended_token_logprobs(x), np.float64)
+    causal = np.asarray(world.next_token_logprobs(np.zeros((2, 4), np.int32)), np.float64)[:, 3]
+    np.testing.assert_array_equal(appended, causal)
+    pi, A, B = (np.asarray(a, np.float64) for a in world.chain)  # brute force over the stored parameters
+    joint = lambda seq: sum(np.prod([pi[h[0]] * B[h[0], seq[0]]] + [A[h[t - 1], h[t]] * B[h[t], seq[t]]
+                                    for t in range(1, len(seq))]) for h in np.ndindex(*[2] * len(seq)))
+    np.testing.assert_allclose(appended[0, 1], np.log(joint([0, 0, 0, 1]) / joint([0, 0, 0])), rtol=1e-6)

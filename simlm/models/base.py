@@ -23,7 +23,7 @@ from simlm.checks import check_memory, check_tokens
 from simlm.errors import ConfigError, NoSuchLawError, ZeroProbabilityError
 from simlm.metrics.epsilon import check_world
 from simlm.worlds.base import World, masked_logprobs_of, prepended_logprobs_of
-from simlm.worlds.hmm import ChainInference, next_token_probs
+from simlm.worlds.hmm import ChainInference, next_token_logprobs
 from simlm.worlds.loglinear import LogLinearWorld
 
 
@@ -125,9 +125,10 @@ class WorldLM(ExplainsAbsentLaws):
         if isinstance(self.world, ChainInference):
             # row T of the exact causal filter run over x and one more position, whose token is never read
             extended = np.concatenate([toks, np.zeros((len(toks), 1), toks.dtype)], axis=1)
-            probs, steps = next_token_probs(*self.world.chain, jax.device_put(extended))
+            # in log space (the world's own next_token_logprobs): log of the float32 law was −inf below 1e-38
+            logprobs, steps = next_token_logprobs(*self.world.chain, jax.device_put(extended))
             _require_possible(toks, steps[:, :-1])
-            out = jnp.log(probs)[:, -1]
+            out = logprobs[:, -1]
         else:
             out = _appended_by_likelihoods(self.world, toks)
         return out[0] if single else out
