@@ -40,6 +40,7 @@ import numpy as np
 from scipy.optimize import linprog, minimize
 from scipy.special import expit
 
+from simlm.errors import ConfigError
 from simlm.precision import exact
 
 CONSTRAINTS = ("box", "span-ball", "span-box")
@@ -166,6 +167,29 @@ def _polish_box(X, pos, neg, B, v, b, loss):
     return best
 
 
+def _polish_span_ball(X, pos, neg, B, U, v, b, loss):
+    """SLSQP in (α, b) with v = Uα, ‖α‖₂ ≤ B (U orthonormal: ‖v‖₂ = ‖α‖₂), |b| ≤ B, unless (v, b) is already
+    certified (Frank–Wolfe gap ≤ 1e-9): FISTA approaches a saturated optimum (near-separable data, large B)
+    slowly.  From (v, b), and, if that ends with a gap above 1e-7, from (0, 0) too, as :func:`_polish_box`.
+    The best of the answers (made feasible) and the start, as (v, b, loss)."""
+    r = U.shape[1]
+    fun = _stacked(X @ U, pos, neg)
+    cons = {"type": "ineq", "fun": lambda x: B * B - x[:r] @ x[:r],
+            "jac": lambda x: np.append(-2.0 * x[:r], 0.0)}
+    best = (v, b, loss)
+    for start, enough in ((np.append(U.T @ v, b), 1e-9), (np.zeros(r + 1), 1e-7)):  # as _polish_box
+        if frank_wolfe_gap(X, pos, neg, best[0], best[1], B, "span-ball", U) <= enough:
+            break
+        res = minimize(fun, start, jac=True, method="SLSQP", constraints=[cons],
+                       bounds=[(None, None)] * r + [(-B, B)], options={"ftol": 1e-15, "maxiter": 2000})
+        a = res.x[:r] * min(1.0, B / max(np.linalg.norm(res.x[:r]), 1e-300))
+        v_new, b_new = U @ a, float(np.clip(res.x[r], -B, B))
+        new = logistic_loss(X @ v_new + b_new, pos, neg)
+        if new < best[2]:
+            best = (v_new, b_new, new)
+    return best
+
+
 def frank_wolfe_gap(X, pos, neg, v, b, B, constraint, U) -> float:
     """max_{(v', b') ∈ C_B} ⟨∇F(v, b), (v − v', b − b')⟩ ≥ F(v, b) − min_{C_B} F (convexity)."""
     gv, gb = _grad(X, pos, neg, v, b)
@@ -186,6 +210,8 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
     """min_{(v, b) ∈ C_B} F(v, b) for each B in ``B_grid (G,)``: ``X (n, k)``, ``pos, neg (n,)``;
     ``basis`` U (k, r) orthonormal for the span constraints; ``init`` optional ((G, k), (G,)) start
     (the returned loss is never above the start's, projected into C_B)."""
+    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
+        raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
     X, pos, neg = (np.asarray(a, np.float64) for a in (X, pos, neg))
     Bs = np.asarray(B_grid, np.float64)
     G, k = len(Bs), X.shape[1]
@@ -199,9 +225,9 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
         with jax.enable_x64(True):
             res = _fista(X, pos, neg, Bs, U @ U.T, v0, b0, 1.0 / _lipschitz(X, pos, neg), constraint, FISTA_STEPS)
             v, b, loss = (np.array(a, np.float64) for a in res)
-        if constraint == "box":
-            for i, B in enumerate(Bs):
-                v[i], b[i], loss[i] = _polish_box(X, pos, neg, B, v[i], b[i], loss[i])
+        polish = _polish_box if constraint == "box" else partial(_polish_span_ball, U=U)
+        for i, B in enumerate(Bs):
+            v[i], b[i], loss[i] = polish(X, pos, neg, B, v=v[i], b=b[i], loss=loss[i])
     # where the unconstrained optimum (in range(U)) lies inside C_B it is the answer, and first-order
     # methods approach it slowly when the features are ill-conditioned
     a_u, b_u = ridge_logistic(X @ U, pos, neg, 1e-12)

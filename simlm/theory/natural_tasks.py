@@ -33,8 +33,8 @@ from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, quad_excess
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.worlds.families import softmax
-from simlm.theory._convex import (LogisticSolution, constrained_logistic, frank_wolfe_gap, logistic_loss,
-                                  polish_softmax_fit, ridge_logistic, softmax_objective, zero_one_error)
+from simlm.theory._convex import (CONSTRAINTS, LogisticSolution, constrained_logistic, frank_wolfe_gap,
+                                  logistic_loss, polish_softmax_fit, ridge_logistic, softmax_objective, zero_one_error)
 from simlm.checks import (as_rng, check_distributions, check_finite, check_non_negative, check_positive,
                           check_real_array)
 
@@ -437,6 +437,10 @@ def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
     """c = −τ′(0⁺) = ½ max_{(v, b) ∈ C_1} (⟨m, v⟩ + m₀b), m = Σ_s (a_s − c_s) p*_s, m₀ = Σ_s (a_s − c_s):
     the gradient of the task loss at (v, b) = 0 is −½(m, m₀).  Box: ½(‖m‖₁ + |m₀|); span-ball:
     ½(‖Uᵀm‖₂ + |m₀|); span-box: a linear program.  c ≤ 1 for the box (|⟨v, p*⟩| ≤ ‖v‖_∞)."""
+    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
+        raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
+    if constraint != "box" and basis is None:
+        raise ConfigError(f"basis: the {constraint!r} constraint needs the orthonormal basis U of range(Φ)")
     P, pos, neg = (np.asarray(a, np.float64) for a in (P, pos, neg))
     m, m0 = (pos - neg) @ P, float(np.sum(pos - neg))
     if constraint == "box":
