@@ -85,3 +85,14 @@ def test_natural_tasks_refuses_values_whose_labels_collide():
                           ("critical_fractions", (0.5, 0.5)), ("kinds", ("theta-noise", "theta-noise"))):
         with pytest.raises(ConfigError, match=field):
             nt.Config(**{field: values})
+
+
+def test_a_seed_past_2_to_the_63_is_refused_when_parsed():
+    """A JSON config can hold any integer; a seed ≥ 2**63 passed the parser and failed every cell."""
+    for where, config in (("config.seed", raw(seed=2**63)),
+                          (r"worlds\[0\].seed", raw([{"name": "h", **{**HMM, "seed": 2**70}}])),
+                          (r"lms.analytic.seeds\[0\]", raw(lms={"oracle": True, "analytic": {"eps": [0.1],
+                                                                                             "seeds": [2**63]}}))):
+        with pytest.raises(ConfigError, match=where):
+            parse_config(config)
+    assert parse_config(raw(seed=2**63 - 1)).seed == 2**63 - 1

@@ -167,9 +167,15 @@ def _option(where: str, value, default) -> None:
                           f"{value!r}")
 
 
-def _int(where, value, minimum=0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer ≥ {minimum}, got {value!r}")
+#: the largest seed simlm takes (:func:`simlm.checks.as_key`): a JSON config can hold any integer
+SEED_MAX = 2**63 - 1
+
+
+def _int(where, value, minimum=0, maximum=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum \
+            or (maximum is not None and value > maximum):
+        within = f"in [{minimum}, {maximum}]" if maximum is not None else f"≥ {minimum}"
+        raise ConfigError(f"{where}: expected an integer {within}, got {value!r}")
     return value
 
 
@@ -185,7 +191,7 @@ def _eps_list(where, values) -> list:
 
 
 def _seeds(where, values) -> list:
-    seeds = [_int(f"{where}[{i}]", v) for i, v in enumerate(values)]
+    seeds = [_int(f"{where}[{i}]", v, maximum=SEED_MAX) for i, v in enumerate(values)]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}: expected distinct non-negative integer seeds, got {values!r}")
     return seeds
@@ -222,7 +228,7 @@ def parse_config(raw: dict) -> SweepConfig:
     top = _keys("config", raw, {"name": (str, "sweep"), "seed": (int, 0), "data": (dict, {}),
                                 "worlds": (list, _REQUIRED), "lms": (dict, {"oracle": True}),
                                 "checks": (dict, _REQUIRED)})
-    _int("config.seed", top["seed"])
+    _int("config.seed", top["seed"], maximum=SEED_MAX)
     data = _keys("data", top["data"], {"n_sequences": (int, 32), "length": (int, 16)})
     _int("data.n_sequences", data["n_sequences"], 2), _int("data.length", data["length"], 1)
     if not top["worlds"]:
@@ -237,7 +243,7 @@ def parse_config(raw: dict) -> SweepConfig:
             raise ConfigError(f"worlds[{i}].name: expected a unique name of letters, digits and '_.=+@-', not "
                               f"starting with '.', got {w['name']!r}")
         names.add(w["name"])
-        _int(f"worlds[{i}].seed", w["seed"])
+        _int(f"worlds[{i}].seed", w["seed"], maximum=SEED_MAX)
         worlds.append(w)
     lms = _keys("lms", top["lms"], {"oracle": (bool, True), "analytic": (dict, None), "trained": (dict, None)})
     if lms["analytic"] is not None:
