@@ -536,7 +536,11 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
     rows = ta.experiment_check(cell)
     assert seen == [("finetune", "last lm", 4), ("substitution", None, 4)]
     named = {(r["section"], r.get("lm"), r.get("eps")) for r in rows if r["section"] != "ladder"}
-    assert named == {("finetune", "trained-mlm@final", 0.05), ("substitution", "trained-mlm@final", 0.05)}
+    assert named == {("finetune", "trained-mlm@final", 0.05), ("substitution", "trained-mlm@final", 0.05),
+                     ("finetune", None, None)}  # the Bayes classifier's rows: the cell's (the oracle's)
+    world_side = {r["quantity"].split("/")[0].removesuffix("[]") for r in rows
+                  if r["section"] == "finetune" and "lm" not in r}
+    assert world_side == set(ta.BAYES_FINETUNE)
     ladder = {(r["index"], r["lm"], r["eps"]) for r in rows if r["quantity"] == "rungs[]/x"}
     assert ladder == {("0", "trained-mlm@0.5", 0.4), ("1", "trained-mlm@final", 0.05)}
 
@@ -590,3 +594,11 @@ def test_substitute_names_token_class_when_it_has_fewer_classes_than_token_ids()
         block_readout.substitute(x, [0, 0, 1], "within", 0.5, 0)
     with pytest.raises(TokenError, match="tokens"):
         block_readout.substitute(np.array([[0, -1]]), [0, 0, 1], "within", 0.5, 0)
+
+
+def test_the_local_predictors_rows_name_it_not_the_cells_oracle():
+    """The token + position predictor's rows (ladder/local/*) took the cell's LM, the oracle, as theirs."""
+    rows = ta.tidy_rows("ladder", {"local": {"accuracy": 0.3}, "bayes": {"accuracy": 0.9},
+                                   "rungs": [{"accuracy": 0.5}]}, rungs=[("trained-mlm@0.5", 0.4)], seed=0)
+    lms = {r["quantity"]: r.get("lm") for r in rows}
+    assert lms == {"local/accuracy": ta.LOCAL_LM, "bayes/accuracy": None, "rungs[]/accuracy": "trained-mlm@0.5"}

@@ -312,7 +312,15 @@ def experiment_check(cell) -> list:
     substitution = substitution_test(w, lambda x: ft.confidence(lm, x), x_te, classed.token_class, labels,
                                      position, fraction=0.2, seed=config.seed).as_dict()
     last = {"lm": rungs[-1][0], "eps": rungs[-1][1], "eps_se": None, "lm_seed": config.seed}
-    return rows + tidy_rows("finetune", finetune, **last) + tidy_rows("substitution", substitution, **last)
+    # the Bayes classifier's numbers are the world's (the oracle's cell), the heads' are the last rung's
+    world_side = {k: v for k, v in finetune.items() if k in BAYES_FINETUNE}
+    model_side = {k: v for k, v in finetune.items() if k not in BAYES_FINETUNE}
+    return (rows + tidy_rows("finetune", model_side, **last) + tidy_rows("finetune", world_side)
+            + tidy_rows("substitution", substitution, **last))
+
+
+#: the fine-tuning numbers of the Bayes classifier and of the test labels, not of the trained LM
+BAYES_FINETUNE = ("bayes_accuracy", "bayes_ceiling", "majority", "corr_bayes", "confidence_bayes", "input_apt_bayes")
 
 
 def tidy_rows(section: str, value: dict, *, rungs=(), seed=None, **columns) -> list:
@@ -323,7 +331,13 @@ def tidy_rows(section: str, value: dict, *, rungs=(), seed=None, **columns) -> l
         if r["quantity"].startswith("rungs[]/") and rungs:
             lm, eps = rungs[int(r["index"].split("/")[0])]
             r.update(lm=lm, eps=eps, eps_se=None, lm_seed=seed)
+        elif r["quantity"].startswith("local/"):  # the token + position predictor's, not the cell's oracle
+            r.update(lm=LOCAL_LM)
     return rows
+
+
+#: the ``lm`` of the local predictor's rows (Bayes given the token and its position only)
+LOCAL_LM = "local-bayes"
 
 
 def result_of(rows: list, config: Config) -> dict:
