@@ -364,9 +364,10 @@ class WorldBase:
         return h.hexdigest()[:16]
 
     @staticmethod
-    def _require_possible(toks: np.ndarray, steps, consequence: str = "its conditional laws are undefined") -> None:
-        """Raise :class:`ZeroProbabilityError` naming the first impossible sequence and position, and what
-        follows for it (``consequence``)."""
+    def _require_possible(toks: np.ndarray, steps, consequence: str = "its conditional laws are undefined",
+                          under: str = "under this world") -> None:
+        """Raise :class:`ZeroProbabilityError` naming the first impossible sequence and position, ``under``
+        what it is impossible, and what follows for it (``consequence``)."""
         steps = np.asarray(steps)
         bad = ~np.isfinite(steps)
         if bad.any():
@@ -374,7 +375,7 @@ class WorldBase:
             i = int(rows[0])
             t = int(np.flatnonzero(bad[i])[0])
             raise ZeroProbabilityError(
-                f"tokens: sequence {i} has probability zero under this world (token {int(toks[i, t])} at "
+                f"tokens: sequence {i} has probability zero {under} (token {int(toks[i, t])} at "
                 f"position {t} is impossible given the tokens before it; {rows.size} of {len(steps)} "
                 f"sequences are impossible), so {consequence}"
             )

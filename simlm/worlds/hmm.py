@@ -163,7 +163,8 @@ class ChainInference:
         if not np.isfinite(np.asarray(steps)).all():
             self._require_possible_prompt(u)
         self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
-                                            "started at the prompt's law, cannot produce it)")
+                                            "started at the prompt's law, cannot produce it)",
+                               under="after this prompt")
         dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
         if dead.any():
             raise ZeroProbabilityError(
