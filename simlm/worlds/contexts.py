@@ -22,7 +22,8 @@ class ContextSet:
 
     ``prefixes`` tuple of S tuples of token ids; ``lengths (S,)``; ``prefix_probs (S,)`` = p(s) = P(x_1:|s|
     = s); ``weights (S,)`` = p_L(s) = p(s)/(L + 1), a length uniform on 0..L then a prefix of that
-    length, which sums to 1; ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays."""
+    length, which sums to 1 up to the rounding of the world's float32 likelihoods (~1e-8; the checks that
+    weight by p_L renormalise it in float64); ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays."""
 
     prefixes: tuple
     lengths: np.ndarray
