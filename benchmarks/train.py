@@ -557,7 +557,7 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
     t = interleaved(contenders, args, monitor)
     batch_s = time_fn(lambda: sim.run.batch(sim.i), repeats=max(args.repeats, 5), warmup=1).median
 
-    row = {"size": name, "dtype": args.dtype, "residual_dtype": mc.residual_dtype,
+    row = {"size": name, "dtype": args.dtype, "residual_dtype": mc.stream_dtype,
            "attention_kernel": attention_kernel(mc),
            "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f,
            "n_positions": mc.n_positions, "vocab_in": mc.vocab_size, "vocab_out": mc.n_symbols,

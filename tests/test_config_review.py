@@ -87,12 +87,18 @@ def test_natural_tasks_refuses_values_whose_labels_collide():
             nt.Config(**{field: values})
 
 
-def test_a_seed_past_2_to_the_63_is_refused_when_parsed():
-    """A JSON config can hold any integer; a seed ≥ 2**63 passed the parser and failed every cell."""
-    for where, config in (("config.seed", raw(seed=2**63)),
+def test_a_seed_past_2_to_the_53_is_refused_when_parsed(tmp_path):
+    """A JSON config can hold any integer; a seed ≥ 2**63 passed the parser and failed every cell, and so did
+    one ≥ 2**62 in wei/head-tuning (it draws with 2·seed + 2).  The cap is 2**53 − 1; a cell at it runs."""
+    from simlm.experiments.sweep import SEED_MAX, run_sweep
+
+    for where, config in (("config.seed", raw(seed=SEED_MAX + 1)),
                           (r"worlds\[0\].seed", raw([{"name": "h", **{**HMM, "seed": 2**70}}])),
                           (r"lms.analytic.seeds\[0\]", raw(lms={"oracle": True, "analytic": {"eps": [0.1],
-                                                                                             "seeds": [2**63]}}))):
+                                                                                               "seeds": [2**63]}}))):
         with pytest.raises(ConfigError, match=where):
             parse_config(config)
-    assert parse_config(raw(seed=2**63 - 1)).seed == 2**63 - 1
+    checks = {"wei/head-tuning": {"n_train": 8, "n_test": 4, "length": 2}, "simlm/epsilon": {}}
+    result = run_sweep(parse_config(raw(seed=SEED_MAX, checks=checks)), tmp_path / "out", progress=False,
+                       log=lambda *a: None)
+    assert not result["errors"] and {r["check"] for r in result["rows"]} == set(checks)

@@ -1,5 +1,6 @@
 """Review regressions for simlm.models.transformer and the HF-peer check of benchmarks/train.py."""
 
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -112,15 +113,30 @@ def test_a_float32_residual_stream_keeps_what_a_bfloat16_one_rounds_away():
 
 
 def test_residual_dtype_defaults_to_the_compute_dtype_and_refuses_any_other():
-    assert TransformerConfig(**TINY).residual_dtype == "float32"
-    assert TransformerConfig(**TINY, dtype="bfloat16").residual_dtype == "bfloat16"
+    assert TransformerConfig(**TINY).stream_dtype == "float32"
+    bf16 = TransformerConfig(**TINY, dtype="bfloat16")
+    assert bf16.residual_dtype is None and bf16.stream_dtype == "bfloat16"
+    assert TransformerConfig(**TINY, dtype="bfloat16", residual_dtype="bfloat16") == bf16  # the default, spelt out
     mixed = TransformerConfig(**TINY, dtype="float16", residual_dtype="float32")
-    assert TransformerConfig.from_dict(mixed.to_dict()) == mixed
-    old = {k: v for k, v in TransformerConfig(**TINY, dtype="bfloat16").to_dict().items() if k != "residual_dtype"}
-    assert TransformerConfig.from_dict(old).residual_dtype == "bfloat16"  # a config saved before the field
+    assert TransformerConfig.from_dict(mixed.to_dict()) == mixed and mixed.stream_dtype == "float32"
     for bad in ("float16", "int8", 32):
         with pytest.raises(ConfigError, match="residual_dtype"):
             TransformerConfig(**TINY, dtype="bfloat16", residual_dtype=bad)
+
+
+def test_a_default_config_serialises_as_before_the_residual_dtype_field():
+    """Run directories' headers and the sweep's training directory names are built from to_dict(): with the
+    field always written, a run started before it could not be resumed ('holds a different run') and every
+    cached ladder was retrained under a new name."""
+    for dtype in ("float32", "bfloat16"):
+        assert "residual_dtype" not in TransformerConfig(**TINY, dtype=dtype).to_dict()
+    assert TransformerConfig(**TINY, dtype="bfloat16", residual_dtype="float32").to_dict()["residual_dtype"] == "float32"
+    # replace keeps following the compute dtype (it raised for an all-bf16 config taken to float32)
+    bf16 = TransformerConfig(**TINY, dtype="bfloat16")
+    assert dataclasses.replace(bf16, dtype="float32").stream_dtype == "float32"
+    assert dataclasses.replace(TransformerConfig(**TINY), dtype="bfloat16").stream_dtype == "bfloat16"
+    mixed = TransformerConfig(**TINY, dtype="bfloat16", residual_dtype="float32")
+    assert dataclasses.replace(mixed, dtype="float32") == TransformerConfig(**TINY)
 
 
 @pytest.mark.filterwarnings("ignore:seed 0. the rung:RuntimeWarning")  # the untrained model is below ε = 10 already

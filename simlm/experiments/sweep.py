@@ -167,8 +167,10 @@ def _option(where: str, value, default) -> None:
                           f"{value!r}")
 
 
-#: the largest seed simlm takes (:func:`simlm.checks.as_key`): a JSON config can hold any integer
-SEED_MAX = 2**63 - 1
+#: the largest seed a config takes: 2**53 − 1, the largest integer float64 (and so every JSON reader) keeps
+#: exactly; the checks derive their own seeds from it (2·seed + 2, 1000·seed + k), which stay below the 2**63
+#: that :func:`simlm.checks.as_key` takes (a config can hold any integer; a larger seed failed every cell)
+SEED_MAX = 2**53 - 1
 
 
 def _int(where, value, minimum=0, maximum=None) -> int:

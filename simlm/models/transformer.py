@@ -112,10 +112,12 @@ class TransformerConfig:
             fix(name, bool(getattr(self, name)))
         if not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise ConfigError(f"dtype: expected one of {_DTYPES}, got {self.dtype!r}")
-        fix("residual_dtype", self.dtype if self.residual_dtype is None else self.residual_dtype)
-        if self.residual_dtype not in (self.dtype, "float32"):
+        if self.residual_dtype not in (None, self.dtype, "float32"):
             raise ConfigError(f"residual_dtype: expected None, 'float32' or the compute dtype {self.dtype!r}, "
                               f"got {self.residual_dtype!r}")
+        # None: the compute dtype's (stored as None, so that replace(config, dtype=…) keeps following it and a
+        # default config serialises, hashes and compares as before the field existed)
+        fix("residual_dtype", None if self.residual_dtype == self.dtype else self.residual_dtype)
         if not isinstance(self.attention, str) or self.attention not in _ATTENTION:
             raise ConfigError(f"attention: expected one of {_ATTENTION}, got {self.attention!r}")
         problem = _cudnn_config_problem(self) if self.attention == "cudnn" else None
@@ -161,8 +163,18 @@ class TransformerConfig:
         return (self.vocab_size * d + (self.n_positions * d if self.positions == "learned" else 0)
                 + self.n_layers * block + 2 * d + (0 if self.tie_embeddings else d * self.n_symbols))
 
+    @property
+    def stream_dtype(self) -> str:
+        """The residual stream's dtype: ``residual_dtype``, or the compute dtype where it is None."""
+        return self.residual_dtype or self.dtype
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as plain values; ``residual_dtype`` only where it is set (a default config's dict, hence
+        its run directories' headers and names, are those of a config written before the field existed)."""
+        d = dataclasses.asdict(self)
+        if d["residual_dtype"] is None:
+            del d["residual_dtype"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformerConfig:
@@ -429,7 +441,7 @@ class Transformer(nnx.Module):
                      what=f"{c.n_params():,} parameters of {dt.itemsize} bytes: n_symbols, d_model, d_ff, "
                           "n_layers and max_len set the size")
         self.config = c
-        rt = jnp.dtype(c.residual_dtype)  # the residual stream starts at the embeddings
+        rt = jnp.dtype(c.stream_dtype)  # the residual stream starts at the embeddings
         self.token_embed = Embed(c.vocab_size, c.d_model, dtype=rt, embedding_init=_init(), rngs=rngs)
         if c.positions == "learned":
             self.position_embed = Embed(c.n_positions, c.d_model, dtype=rt, embedding_init=_init(), rngs=rngs)
