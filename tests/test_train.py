@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import threading
 
 import jax
@@ -140,6 +141,25 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
 def test_a_run_directory_of_another_run_is_refused(run):
     with pytest.raises(ConfigError, match="holds a different run"):
         train(WORLD, MODEL, TrainConfig(**{**CONFIG.to_dict(), "learning_rate": 5e-3}), run.run_dir, progress=False)
+
+
+def test_a_refused_run_leaves_a_directory_without_config_json_as_it_was(run, tmp_path):
+    """With config.json gone, a run of another config wrote its own config.json before last/ refused it, so
+    the original run was then refused too ('holds a different run') until the file was deleted by hand."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run.run_dir, copy)
+    (copy / "config.json").unlink()
+    other = TrainConfig(**{**CONFIG.to_dict(), "learning_rate": 5e-3})
+    with pytest.raises(ConfigError, match="holds a checkpoint of a different run"):
+        train(WORLD, MODEL, other, copy, progress=False)
+    assert not (copy / "config.json").exists()
+    assert train(WORLD, MODEL, CONFIG, copy, progress=False).final_step == run.final_step
+
+
+def test_a_rung_is_found_by_a_float32_target_as_its_directory_names_it(run):
+    """lm(np.float32(0.3)) said 'no checkpoint at ε ≤ 0.3; reached: [0.3]' (math.isclose at 1e-9 relative)."""
+    rung = next(r for r in run.records if r.reached)
+    assert run.lm(np.float32(rung.target)).metadata["step"] == rung.step
 
 
 @pytest.mark.parametrize("change, error, words", [

@@ -190,8 +190,8 @@ class TrainResult:
         seed = seeds[0] if seed is None else seed
         if isinstance(seed, (bool, np.bool_)) or seed not in seeds:
             raise ConfigError(f"seed: expected one of this run's seeds {seeds}, got {seed!r}")
-        for r in self.records:
-            if r.seed == seed and math.isclose(r.target, target) and r.reached:
+        for r in self.records:  # matched as the rungs' directories name them (eps_<target:g>): float32 0.3 too
+            if r.seed == seed and format(r.target, "g") == format(target, "g") and r.reached:
                 return load_lm(r.path, expect=self.header)
         raise ConfigError(f"target: seed {seed} has no checkpoint at ε ≤ {target:g}; "
                           f"reached: {[r.target for r in self.records if r.seed == seed and r.reached]}")
@@ -724,6 +724,14 @@ class _Foreign(ConfigError):
     """A checkpoint of a different run: never used and never overwritten."""
 
 
+def _refuse_foreign(directory: Path, meta: dict, header: dict) -> None:
+    """:class:`_Foreign` if the checkpoint metadata ``meta`` in ``directory`` records another run than ``header``."""
+    differ = sorted(key for key in header if meta.get(key) != header[key])
+    if differ:
+        raise _Foreign(f"run_dir: {directory} holds a checkpoint of a different run (differs in {differ}); "
+                       f"use a new run_dir, or move {directory} away if it was copied there by mistake")
+
+
 _RECORD_KEYS = {f.name for f in dataclasses.fields(LadderRecord)} | {"checksum"}
 
 
@@ -763,6 +771,13 @@ def _claim_run_dir(path: Path, header: dict) -> None:
             raise ConfigError(f"{problem}; no checkpoint in {path} shows which run it held. If it holds a run of this "
                               f"same configuration, recover with `rm {cfg}` and rerun (its checkpoints are checked "
                               f"against the configuration); otherwise use a new run_dir")
+    else:  # a checkpoint of another run refuses this one before config.json is written
+        for slot in _SLOTS:
+            try:
+                meta = read_metadata(path / slot)
+            except ConfigError:  # absent or unreadable: the resume reports it
+                continue
+            _refuse_foreign(path / slot, meta, header)
     claim_json(cfg, header, owner=f"run_dir: {path} holds a different run",
                fix="use a new directory to start a new run")  # a resume must be the same run
 
@@ -791,10 +806,7 @@ def _resume(run, arrays, run_dir: Path, header: dict):
             continue
         try:
             meta = read_metadata(directory)
-            differ = sorted(key for key in header if meta.get(key) != header[key])
-            if differ:
-                raise _Foreign(f"run_dir: {directory} holds a checkpoint of a different run (differs in {differ}); "
-                               f"use a new run_dir, or move {directory} away if it was copied there by mistake")
+            _refuse_foreign(directory, meta, header)
             state = _ladder_state(meta, run.config, directory)
             tree = restore_tree(directory, like, meta)
             _check_rungs(run, arrays, run_dir, header, state)
