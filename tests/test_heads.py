@@ -389,3 +389,29 @@ def test_host_and_traced_standardisation_agree():
     np.testing.assert_allclose(scale, np.asarray(traced_scale), rtol=1e-6)
     np.testing.assert_allclose(scale, f.astype(np.float64).std(0), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(z), standardised(f, mean, scale), rtol=1e-5, atol=1e-6)
+
+
+# ---- review (2026-12-05) ------------------------------------------------------------------------------
+
+def test_head_tuning_with_a_visible_length_refuses_a_one_sequence_test_set_before_fitting(monkeypatch):
+    """It fitted the head, then failed naming tokens_full, an argument head_tuning does not have."""
+    import sys
+
+    from simlm.downstream import make_posterior_task, sample_task_data
+
+    ht = sys.modules["simlm.downstream.head_tuning"]  # the module (the package re-exports a function of its name)
+
+    world = HMM.random(1, 3, 5)
+    task = make_posterior_task(world, 0)
+    train, test = sample_task_data(world, task, 1, 40, 4), sample_task_data(world, task, 2, 1, 4)
+    monkeypatch.setattr(ht, "fit_linear_head", lambda *a, **k: pytest.fail("fitted before the check"))
+    with pytest.raises(ConfigError, match="^test: .* at least 2 sequences, got 1"):
+        head_tuning(WorldLM(world), world, task, train, test, visible_length=2)
+
+
+def test_bfloat16_features_are_read_as_float32_not_refused():
+    """bfloat16 is a real dtype (numpy's kind 'V'): it was refused as 'expected real numbers'."""
+    f = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.1]])
+    y = np.array([0, 1, 0, 1])
+    head = fit_linear_head(jnp.asarray(f, jnp.bfloat16), y)
+    assert head.accuracy(jnp.asarray(f, jnp.bfloat16), y) == 1.0

@@ -128,6 +128,9 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
                               or not 1 <= T_vis <= T_min):
         raise ConfigError(f"visible_length: expected an integer in [1, {T_min}] (the shorter of train and test), "
                           f"got {visible_length!r}")
+    if T_vis is not None and x_te.shape[0] < 2:  # before any fit: the Bayes ceiling's standard error needs two
+        raise ConfigError(f"test: with visible_length the Bayes ceiling (a mean with its standard error over the "
+                          f"test sequences) needs at least 2 sequences, got {x_te.shape[0]}")
     y_tr, y_te = ((task.labels(world, x) if y is None else check_labels(y, x.shape[0], task.n_classes, name))
                   for x, y, name in ((x_tr, y_tr, "train labels"), (x_te, y_te, "test labels")))
     if isinstance(task, MemoryTask):

@@ -42,6 +42,8 @@ def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
     host in float64 and cast to float32 only after, so float64 features whose signal lies below float32's
     resolution, rows 0.5 ± 1e-9, keep it), everything else as float32."""
     raw = as_array(name, features)
+    if raw.dtype == jnp.bfloat16:  # numpy's kind for it is "V"; a real type all the same
+        raw = raw.astype(np.float32)
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real numbers, got dtype {raw.dtype}")
     with np.errstate(over="ignore"):
