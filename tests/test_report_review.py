@@ -181,3 +181,43 @@ def test_a_row_refuses_a_non_number_and_a_computed_column():
         with pytest.raises(ConfigError, match=key):
             row("q", 2.0, 1.0, **{key: True})
     assert row("q", np.float32(0.5), np.int64(1), extra=3)["extra"] == 3
+
+
+# ---- review (2026-12-05): what the tables and plots of a results directory show ------------------------
+
+def test_a_column_parquet_cannot_type_is_written_as_text_not_a_crash(tmp_path):
+    """A list mixing numbers and labels, or an integer past 64 bits, raised in pyarrow after every cell was
+    stored: no summary, and every later `simlm report` of the directory raised the same."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from simlm.experiments.sweep import write_tables
+
+    rows = [{**row("q", 0.1, 1.0), "mixed": [1.0, "B*"], "huge": 2**70},
+            {**row("q", 0.2, 1.0), "mixed": [2.0, "B"], "huge": 3}]
+    paths = write_tables(rows, tmp_path)
+    table = pq.read_table(paths[-1]).to_pydict()
+    assert table["mixed"] == ['[1.0, "B*"]', '[2.0, "B"]'] and table["huge"] == [str(2**70), "3"]
+    assert table["measured"] == [0.1, 0.2]
+
+
+def test_a_sweep_json_that_is_not_an_object_is_a_config_error(tmp_path):
+    from simlm.experiments.sweep import read_results
+
+    (tmp_path / "cells.jsonl").write_text("")
+    (tmp_path / "sweep.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="sweep.json holds a JSON list"):  # an AttributeError in simlm report
+        read_results(tmp_path)
+
+
+def test_an_infinite_bound_is_trivial_whatever_the_maximum():
+    """No finite value fails +∞; without a maximum the row read non-trivial ('worst used 0')."""
+    assert row("q", 0.3, math.inf)["trivial"] is True
+    assert row("q", math.nan, math.inf)["trivial"] is None and row("q", math.nan, math.inf)["holds"] is False
+    assert row("q", 0.3, 1.0)["trivial"] is None
+
+
+def test_the_oracle_is_drawn_left_of_every_lm_on_the_log_axis():
+    """LMs at ε = 7.2e-5 were drawn in the oracle's column at 1e-4, reading as ε = 0."""
+    from simlm.experiments.report import _oracle_x
+
+    assert _oracle_x([0.0, 0.01, 0.3]) == 1e-4
+    assert _oracle_x([0.0, 7.2e-5, 0.1]) == pytest.approx(7.2e-6)

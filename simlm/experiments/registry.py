@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from typing import Any, Callable
 
 from simlm.checks import _real, check_non_negative
@@ -137,7 +138,8 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     """One tidy row: ``holds`` = measured ≤ bound + ``atol`` (False for a NaN measured value or bound) and
     ``trivial`` = the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and
     measured ≤ ``maximum`` are filled in from the numbers, None without a bound (``trivial`` also None without
-    a ``maximum``): a violated row is never trivial, nor one whose measured value disproves the maximum.
+    a ``maximum``, except under a +∞ bound, which no finite value fails: trivial): a violated row is never
+    trivial, nor one whose measured value disproves the maximum.
     ``atol`` (≥ 0, kept as the row's ``atol`` column) is the rounding the verdict forgives — a check whose
     bound equals its measured value at ε = 0 (τ against τ recomputed) passes the tolerance its own verdict
     uses, so that row is not decided by the last bits of a float; 0 judges exactly.
@@ -158,7 +160,11 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     base = 0.0 if baseline is None else _real("baseline", baseline, "a real number")
     maximum = None if maximum is None else _real("maximum", maximum, "a real number")
     holds = bool(measured <= bound + atol)
-    trivial = None if maximum is None else bool(holds and bound >= maximum and measured <= maximum)
+    # trivial: no value of the quantity could fail the bound — it reaches the quantity's largest value, or +∞
+    if maximum is None:
+        trivial = True if bound == math.inf and measured < math.inf else None
+    else:
+        trivial = bool(holds and bound >= maximum and measured <= maximum)
     used = (measured - base) / (bound - base) if bound - base > atol else None
     return {"quantity": quantity, "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,
             "slack_used": used, "atol": atol, **extra}

@@ -59,6 +59,12 @@ def _eps_key(r) -> float:
     return r["eps"] if r.get("eps") is not None else math.nan
 
 
+def _oracle_x(eps: list) -> float:
+    """Where a plot's log ε axis draws ε = 0: at 1e-4, or a decade left of the smallest positive ε below it
+    (an LM at ε = 7e-5 was drawn in the oracle's column, reading as ε = 0)."""
+    return min([1e-4] + [e / 10 for e in eps if e > 0])
+
+
 def _source(lm: str) -> str:
     return lm.split("@")[0]
 
@@ -156,7 +162,8 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     sources = sorted({_source(r["lm"]) for r in rows})
     worlds = sorted({r["world"] for r in rows})
-    colour = {s: f"C{i % 10}" for i, s in enumerate(sources)}
+    palette = [f"C{i}" for i in range(10) if i != 7]  # C7 is the grey of the world markers and bounds
+    colour = {s: palette[i % len(palette)] for i, s in enumerate(sources)}
     marker = {w: "os^vDP*"[i % 7] for i, w in enumerate(worlds)}
     paths = []
     for check, rs in sorted(by_check.items()):
@@ -167,8 +174,9 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
                                  squeeze=False)
         for ax, q in zip(axes.flat, quantities):
             points = defaultdict(lambda: ([], [], [], []))  # one scatter per (source, world), not per point
+            oracle_x = _oracle_x([_eps_key(r) for r in rs if r["quantity"] == q])
             for r in (r for r in rs if r["quantity"] == q):
-                x = max(_eps_key(r), 1e-4)  # the oracle (ε = 0) sits at the left edge
+                x = _eps_key(r) if _eps_key(r) > 0 else oracle_x
                 xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"]]
                 measured, bound = _number(r.get("measured")), _number(r.get("bound"))
                 if measured is not None:
@@ -183,7 +191,7 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
                 if xs_bound:
                     ax.scatter(xs_bound, ys_bound, facecolors="none", edgecolors=colour[source],
                                marker=marker[world], s=40, linewidths=0.8)
-            ax.set(xscale="log", title=q, xlabel="ε of the LM (nats; oracle at 1e-4)")
+            ax.set(xscale="log", title=q, xlabel=f"ε of the LM (nats; oracle at {oracle_x:.0e})")
             ax.grid(alpha=0.3, lw=0.3)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")

@@ -748,7 +748,7 @@ def write_tables(rows: list, out: Path) -> list:
         import pyarrow.parquet as pq
     except ImportError:
         return paths
-    table = pa.table({k: _parquet_column([r.get(k) for r in rows]) for k in columns}) if rows else pa.table({})
+    table = pa.table({k: _arrow_column(pa, [r.get(k) for r in rows]) for k in columns}) if rows else pa.table({})
     pq.write_table(table, out / "results.parquet.tmp")
     os.replace(out / "results.parquet.tmp", out / "results.parquet")
     return paths + [out / "results.parquet"]
@@ -767,12 +767,26 @@ def _parquet_column(values: list) -> list:
     return [None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values]
 
 
+def _arrow_column(pa, values: list):
+    """:func:`_parquet_column` as an Arrow array, or each value as text (JSON for lists and tables) where Arrow
+    cannot type it as it is (a list mixing numbers and labels, an integer beyond 64 bits): one unusual column
+    must not stop the tables, the summary and every later ``simlm report`` of the directory."""
+    try:
+        return pa.array(_parquet_column(values))
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return pa.array([None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+                         for v in values])
+
+
 def read_results(out) -> list:
     """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
     out = Path(out)
     if not (out / "cells.jsonl").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
-    read_json(out / "sweep.json", what="out", fix="the directory's config is damaged; rerun the sweep elsewhere")
+    config = read_json(out / "sweep.json", what="out", fix="the directory's config is damaged; rerun the sweep elsewhere")
+    if not isinstance(config, dict):
+        raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's config; "
+                          "the directory's config is damaged; rerun the sweep elsewhere")
     return CellStore(out / "cells.jsonl").records()
 
 
