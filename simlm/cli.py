@@ -50,7 +50,9 @@ def _run(config, args) -> int:
           f"apply; {result['time_s']:.1f} s")
     for e in result["errors"]:
         print(f"  failed {e['cell']}: {e['error']}")
-    print(f"wrote {Path(args.out) / 'results.csv'}, {', '.join(str(p) for p in paths)}")
+    out = Path(args.out)
+    tables = [out / "results.csv"] + [out / "results.parquet"] * (out / "results.parquet").exists()
+    print(f"wrote {', '.join(str(p) for p in tables + list(paths))}")
     return 1 if result["errors"] else 0  # every finished cell is written; the failed ones are listed above
 
 

@@ -221,3 +221,18 @@ def test_the_oracle_is_drawn_left_of_every_lm_on_the_log_axis():
 
     assert _oracle_x([0.0, 0.01, 0.3]) == 1e-4
     assert _oracle_x([0.0, 7.2e-5, 0.1]) == pytest.approx(7.2e-6)
+
+
+def test_the_console_table_tells_long_names_apart_and_says_when_it_is_cut():
+    """Names were cut at their end (adversarial-aligned@B=1@0.01 and …@0.0015834 both read
+    'adversarial-aligned@B='), trivial rows led the 'worst first' order, and the table stopped at 60 rows
+    without saying so."""
+    rows = [{**row(q, 0.5, 1.0, maximum=1.0 if trivial else None), "check": "c", "world": "w", "lm": lm, "eps": 0.1}
+            for lm, q, trivial in (("adversarial-aligned@B=1@0.01", "worst-case:well-specified:loss_natural", False),
+                                   ("adversarial-aligned@B=1@0.0015834", "worst-case:well-specified:loss_best", False),
+                                   ("oracle", "q", True))]
+    lines = console_table(rows, limit=2).splitlines()
+    assert "@0.01" in lines[2] + lines[3] and "@0.0015834" in lines[2] + lines[3]
+    assert "loss_natural" in lines[2] + lines[3] and "loss_best" in lines[2] + lines[3]
+    assert "(trivial)" not in lines[2] + lines[3]  # the trivial row comes last, and is cut
+    assert lines[-1].startswith("… the first 2 of 3 bounded rows")

@@ -76,16 +76,28 @@ def _lm(r) -> str:
 
 def console_table(rows: list, *, limit: int = 60) -> str:
     """The rows with a bound as ``check  world  lm  ε  quantity  measured  bound  holds``, worst first
-    (:func:`worst_row`'s order)."""
-    bounded = sorted((r for r in rows if has_bound(r)), key=_worst_first)[:limit]
-    head = f"{'check':22} {'world':10} {'lm':22} {'ε':>9} {'quantity':26} {'measured':>10} {'bound':>10} holds"
+    (:func:`worst_row`'s order, the trivial rows after the rest), the first ``limit`` of them; names too long
+    for their column keep both ends (``adversari…B=1@0.01``: the end is what tells rows apart)."""
+    every = sorted((r for r in rows if has_bound(r)), key=lambda r: (_trivial(r), _worst_first(r)))
+    head = f"{'check':22} {'world':10} {'lm':26} {'ε':>9} {'quantity':32} {'measured':>10} {'bound':>10} holds"
     lines = [head, "-" * len(head)]
-    for r in bounded:
+    for r in every[:limit]:
         flag = "yes" if r["holds"] else "NO"
         flag += " (trivial)" if _trivial(r) else ""
-        lines.append(f"{r['check'][:22]:22} {r['world'][:10]:10} {_lm(r)[:22]:22} {_eps_key(r):9.3g} "
-                     f"{r['quantity'][:26]:26} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} {flag}")
+        lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {_eps_key(r):9.3g} "
+                     f"{_fit(r['quantity'], 32):32} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} "
+                     f"{flag}")
+    if len(every) > limit:
+        lines.append(f"… the first {limit} of {len(every)} bounded rows; every row is in results.csv and report.md")
     return "\n".join(lines)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` in ``width`` characters: whole, or its first third and last two thirds around an ellipsis."""
+    if len(text) <= width:
+        return text
+    tail = (2 * (width - 1)) // 3
+    return text[: width - 1 - tail] + "…" + text[-tail:]
 
 
 def _used(r) -> float:
