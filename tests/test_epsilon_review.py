@@ -191,3 +191,19 @@ def test_pinsker_holds_where_it_is_tight_to_third_order():
         p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
         assert rep.tv == pytest.approx(0.5 * np.abs(p - q).sum(-1).mean(), rel=1e-12, abs=0)
         assert row("tv", rep.tv, np.sqrt(rep.epsilon / 2), maximum=1.0)["holds"], s
+
+
+def test_the_pinsker_row_is_flagged_trivial_as_no_lm_can_fail_it():
+    """Pinsker with Jensen holds for every LM; the row read non-trivial for every ε < 2 (maximum 1), so the
+    report counted a theorem among the checks an LM could fail (the worst LM used 98 % of its 'slack')."""
+    from types import SimpleNamespace
+
+    from simlm.experiments.checks import epsilon_check
+    from simlm.models import perturbed_lm
+
+    world = HMM.random(0, 3, 4)
+    x = np.asarray(world.sample(0, 8, 6))
+    lm = perturbed_lm(world, 0.05, "logit-noise", 0, tokens=x)
+    cell = SimpleNamespace(world=world, lm=lm, tokens=x, lm_spec={"laws": ["next-token"]})
+    [tv] = [r for r in epsilon_check(cell) if r["quantity"] == "tv"]
+    assert tv["holds"] and tv["trivial"] is True and 0 < tv["measured"] < tv["bound"] < 1

@@ -19,8 +19,8 @@ from simlm.models.transformer import TransformerConfig, TransformerLM, init_tran
 from simlm.experiments.checks import _natural_rows
 from simlm.experiments.sweep import read_results
 from simlm.theory.adversarial import adversarial_laws
-from simlm.theory.natural_tasks import (ATOL, LOG2, check_natural_task, critical_epsilon, gamma, lm_laws,
-                                        random_natural_task)
+from simlm.theory.natural_tasks import (ATOL, LOG2, best_loss_ceiling, check_natural_task, critical_epsilon, gamma,
+                                        lm_laws, random_natural_task)
 from simlm.worlds import HMM, LogLinearWorld
 
 COLUMNS = {"world", "lm", "family", "target_eps", "calibrated", "task", "prompt", "noise", "eps", "eps_phi",
@@ -116,12 +116,13 @@ def test_the_natural_task_check_flags_each_row_by_what_its_own_loss_can_reach():
     C = enumerate_contexts(HMM.random(0, 3, 4), 2)
     task = random_natural_task(C, 0, noise="sign")
     r = check_natural_task(C, adversarial_laws(C, task, 4 * critical_epsilon(C, task), B=16.0), task)
-    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol, task)}
     for b in r.bounds:
         i = b.index
         a, best = rows[f"{b.name}:loss_natural"], rows[f"{b.name}:loss_best"]
         assert a["trivial"] == bool(b.bound[i] >= b.loss_ceiling[i]) and a["loss_ceiling"] == b.loss_ceiling[i]
-        assert best["trivial"] == bool(b.bound[i] >= LOG2)
+        top = best_loss_ceiling(task.pos, task.neg, b.B_grid[i], b.constraint)  # ≤ log 2: the labels' balance
+        assert best["trivial"] == bool(b.bound[i] >= top) and best["loss_ceiling"] == top <= LOG2
     assert rows["any-lm:loss_best"]["trivial"] and not rows["any-lm:loss_natural"]["trivial"]
 
 
@@ -137,7 +138,7 @@ def test_a_row_within_the_checks_rounding_of_its_bound_gets_the_checks_verdict(o
     b = r.bound("any-lm")
     assert r.atol == ATOL and b.holds is holds
     assert b.loss_natural[b.index] - b.bound[b.index] == pytest.approx(-offset, rel=1e-3)  # over it by −offset
-    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol, task)}
     for name in ("loss_natural", "loss_best"):
         x = rows[f"any-lm:{name}"]
         assert x["holds"] is holds and x["atol"] == ATOL and x["slack_used"] is None
@@ -152,7 +153,7 @@ def test_a_slack_no_larger_than_the_checks_rounding_has_no_share():
     for slack, share in ((1e-9, None), (1e-3, 0.0)):
         r = check_natural_task(C, C.next_token_probs, task, forms={"any-lm": lambda t, B, e, g: t + slack})
         b = r.bound("any-lm")
-        [x] = [x for x in _natural_rows("", r.bounds, r.eps, r.atol) if x["quantity"] == "any-lm:loss_natural"]
+        [x] = [x for x in _natural_rows("", r.bounds, r.eps, r.atol, task) if x["quantity"] == "any-lm:loss_natural"]
         if share is None:
             assert math.isnan(b.slack_used) and x["slack_used"] is None
         else:
@@ -474,3 +475,24 @@ def test_an_unbounded_quad_ceiling_reads_inf_again_not_nan():
     """loss_ceiling is +inf on Quad features; stored as null it read NaN, so loss ≤ ceiling was False."""
     again = nt._numbers_again([{"loss_ceiling": None, "slack": None}, {"loss_ceiling": 0.7, "slack": 0.1}])
     assert again[0]["loss_ceiling"] == math.inf and math.isnan(again[0]["slack"])
+
+
+def test_the_best_classifiers_loss_is_at_most_its_ceiling_and_a_uniform_lm_reaches_it():
+    """(b)'s maximum was log 2, too high for unbalanced labels (π₊ = 0.746 here: the labels' entropy 0.57 for
+    large B), so bounds between the true maximum and log 2 — which no LM can make (b) fail — read
+    non-trivial (18 of 50 rows in the reviewer's scan).  The maximum is the best constant score's loss now:
+    |z| ≤ 2B on laws (box), and an LM with one law after every context reaches it."""
+    C = enumerate_contexts(HMM.random(5, 3, 4), 1)
+    task = random_natural_task(C, 3, noise="sign")
+    assert abs(task.pos.sum() - 0.746) < 1e-3
+    uniform = np.full(C.next_token_probs.shape, 0.25)
+    rng = np.random.default_rng(0)
+    others = [rng.dirichlet(np.ones(4), size=len(C.prefixes)) for _ in range(5)] + [C.next_token_probs]
+    for laws, reaches in [(uniform, True)] + [(q, False) for q in others]:
+        b = check_natural_task(C, laws, task).bound("any-lm")
+        top = best_loss_ceiling(task.pos, task.neg, b.B_grid, b.constraint)
+        assert np.all(b.loss_best <= top + 1e-9) and np.all(top <= LOG2 + 1e-15)
+        if reaches:
+            np.testing.assert_allclose(b.loss_best, top, rtol=1e-6, atol=1e-9)
+    assert best_loss_ceiling(task.pos, task.neg, 256.0, "box") == pytest.approx(
+        -(0.746 * np.log(0.746) + 0.254 * np.log(0.254)), abs=2e-3)  # the labels' entropy

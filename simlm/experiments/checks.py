@@ -25,7 +25,7 @@ from simlm.theory.head_prompt import emission_rank, head_realisability
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.errors import ConfigError
 from simlm.theory.adversarial import METHODS as ADVERSARIES, adversarial_laws
-from simlm.theory.natural_tasks import LOG2, NOISES, check_natural_task, random_natural_task
+from simlm.theory.natural_tasks import NOISES, best_loss_ceiling, check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
 #: the law each kind of LM source is defined (and calibrated) on.
@@ -44,18 +44,21 @@ def _needs(*laws):
 
 
 @register("simlm/epsilon", paper="simlm", applies=lambda w, l: "",
-          description="exact ε of the LM on held-out data (its own law) and Pinsker: mean TV ≤ √(ε/2)")
+          description="exact ε of the LM on held-out data (its own law) and Pinsker: mean TV ≤ √(ε/2) (a theorem: "
+                      "trivial, it checks simlm's ε and TV against each other)")
 def epsilon_check(cell) -> list:
     """ε = mean KL(p* ‖ p_θ) on the cell's tokens, on the first law the LM defines; TV = ½‖p* − p_θ‖₁ averaged
-    the same way.  Pinsker per position, TV ≤ √(KL/2), and Jensen (√ is concave) give mean TV ≤ √(ε/2); TV
-    ≤ 1 always, so the bound is trivial once ε ≥ 2."""
+    the same way.  Pinsker per position, TV ≤ √(KL/2), and Jensen (√ is concave) give mean TV ≤ √(ε/2) for
+    every LM: no LM can fail it, so the row is trivial (its maximum is the bound); it tests simlm's ε and TV
+    computations against each other (a violated row is a bug in them), not a paper's claim."""
     law = _laws(cell.lm_spec)[0]
     if law == PREPENDED:
         eps, se = exact_prepended_epsilon(cell.world, cell.lm, cell.tokens)
         return [row("epsilon", eps, law=law, epsilon_se=se)]
     rep = divergence_report(cell.world, cell.lm, cell.tokens, masked=law == MASKED)
     return [row("epsilon", rep.epsilon, law=law, epsilon_se=rep.epsilon_se),
-            row("tv", rep.tv, math.sqrt(rep.epsilon / 2), maximum=1.0, law=law, epsilon_se=rep.epsilon_se)]
+            row("tv", rep.tv, math.sqrt(rep.epsilon / 2), maximum=min(1.0, math.sqrt(rep.epsilon / 2)), law=law,
+                epsilon_se=rep.epsilon_se)]
 
 
 @register("saunshi/natural-task", paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=_needs(CAUSAL),
@@ -83,7 +86,7 @@ def natural_task_check(cell) -> list:
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
-    rows = _natural_rows("", result.bounds, result.eps, result.atol)
+    rows = _natural_rows("", result.bounds, result.eps, result.atol, task)
     method = o.get("adversary")
     if method not in (None, "none") and 0 < result.eps < math.inf:
         try:
@@ -92,21 +95,23 @@ def natural_task_check(cell) -> list:
             return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
         bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
                   if b.name in ("any-lm", "well-specified")]
-        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol)
+        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol, task)
     return rows
 
 
-def _natural_rows(prefix, bounds, eps, atol) -> list:
+def _natural_rows(prefix, bounds, eps, atol, task) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
-    with the check's ``atol`` as the bounds' own verdicts are."""
+    with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
+    its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`, :func:`~simlm.theory.natural_tasks.best_loss_ceiling`)."""
     rows = []
     for b in bounds:
         i = b.index
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
                   "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
                   "residual": float(b.residual[i])}
+        best_top = float(best_loss_ceiling(task.pos, task.neg, b.B_grid[i], b.constraint))
         for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
-                                ("loss_best", b.loss_best[i], LOG2)):  # the most any LM can make each
+                                ("loss_best", b.loss_best[i], best_top)):  # the most any LM can make each
             rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
                             loss_ceiling=float(top), **common))
     return rows

@@ -433,6 +433,21 @@ def loss_ceiling(v, b, pos, neg) -> np.ndarray:
     return np.maximum(*(pos * np.logaddexp(0.0, -z) + neg * np.logaddexp(0.0, z) for z in ends)).sum(0)
 
 
+def best_loss_ceiling(pos, neg, B, constraint: str) -> np.ndarray:
+    """The largest loss (b), the best classifier in the ball, any LM can give at radius ``B`` (scalar or
+    ``(G,)``): every ball holds the constant scores z of the bias alone (|b| ≤ B), and under the box on laws
+    also v = c·1 (⟨v, p⟩ = c for every law p), so |z| ≤ 2B; (b) is at most the task's loss at the best such
+    constant, min_{|z| ≤ z_max} π₊ log(1 + e^{−z}) + π₋ log(1 + e^{z}) (π± = Σ_s pos_s, neg_s), and on laws an
+    LM whose law is the same after every context reaches it.  Below log 2 wherever π₊ ≠ π₋ (the entropy of
+    the labels for large B): a bound between it and log 2 is one no LM can make (b) fail."""
+    if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
+        raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
+    p, n = float(np.sum(pos)), float(np.sum(neg))
+    z_max = (2.0 if constraint == "box" else 1.0) * np.asarray(B, np.float64)
+    z = np.clip(np.log(p / n) if p > 0 and n > 0 else (np.inf if p > 0 else -np.inf), -z_max, z_max)
+    return p * np.logaddexp(0.0, -z) + n * np.logaddexp(0.0, z)
+
+
 def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
     """c = −τ′(0⁺) = ½ max_{(v, b) ∈ C_1} (⟨m, v⟩ + m₀b), m = Σ_s (a_s − c_s) p*_s, m₀ = Σ_s (a_s − c_s):
     the gradient of the task loss at (v, b) = 0 is −½(m, m₀).  Box: ½(‖m‖₁ + |m₀|); span-ball:
@@ -718,8 +733,8 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
 
 
 __all__ = ["ATOL", "NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
-           "RESIDUAL_FORMS", "LOG2", "loss_ceiling", "tau_slope", "critical_epsilon", "check_phi", "check_contexts",
-           "check_task_on", "lm_laws",
+           "RESIDUAL_FORMS", "LOG2", "loss_ceiling", "best_loss_ceiling", "tau_slope", "critical_epsilon", "check_phi",
+           "check_contexts", "check_task_on", "lm_laws",
            "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",
            "bound_any_lm", "bound_softmax", "bound_quad", "DEFAULT_FORMS", "TransferBound", "NaturalTaskCheck",
            "check_natural_task", "B_GRID"]
