@@ -79,8 +79,22 @@ class ProcessPool:
                                        initializer=_worker_init,
                                        initargs=(self.single_threaded, os.getpid(), cache)) as pool:
             futures = {pool.submit(fn, p): p for p in payloads}
-            for future in cf.as_completed(futures):
-                yield futures[future], future.result()
+            try:
+                for future in cf.as_completed(futures):
+                    try:
+                        result = future.result()
+                    except cf.process.BrokenProcessPool as err:  # a worker died (a signal, out of memory): this
+                        result = WorkerLost(str(err))  # job and every one still queued are lost, not the sweep
+                    yield futures[future], result
+            except BaseException:  # Ctrl-C, or the consumer stopped: start no queued job (those running finish)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
+class WorkerLost(str):
+    """What :meth:`ProcessPool.map` yields for a job whose worker process died before returning (killed by a
+    signal, out of memory): the reason.  The runner records the job's unfinished cells as failed, so that
+    the tables are still written and a rerun computes them again."""
 
 
 def _worker_init(single_threaded: bool, parent: int, cache: str) -> None:
@@ -236,5 +250,5 @@ def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: st
     return tqdm(total=total, initial=initial, desc=desc, unit="cell", position=0)
 
 
-__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "auto_workers", "check_ray_address", "make_executor",
+__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "WorkerLost", "auto_workers", "check_ray_address", "make_executor",
            "progress_bar"]

@@ -43,6 +43,7 @@ import platform
 import re
 import time
 import tomllib
+import traceback
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -501,9 +502,9 @@ def check_job(payload: str) -> str:
 
     try:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
-    except SimlmError as err:
+    except Exception as err:  # noqa: BLE001 — stored as the cells' error, recomputed by a rerun
         for _, _, key in job["cells"]:
-            finish(key, [], f"building the LM: {err}", 0.0)
+            finish(key, [], f"building the LM: {_failure(err)}", 0.0)
         return json.dumps(results)
     for name, part, key in job["cells"]:
         check, started = get_check(name), time.perf_counter()
@@ -514,10 +515,20 @@ def check_job(payload: str) -> str:
                   "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
         try:
             records, error = [_shared_with(shared, r) for r in check.run(cell)], None
-        except SimlmError as err:
-            records, error = [], f"{type(err).__name__}: {err}"
+        except Exception as err:  # noqa: BLE001 — one cell's failure (a MemoryError, XLA's RESOURCE_EXHAUSTED, a
+            records, error = [], _failure(err)  # bug) is that cell's, stored and listed; the others still run
         finish(key, records, error, time.perf_counter() - started)
     return json.dumps(results)
+
+
+def _failure(err: Exception) -> str:
+    """A cell's error as stored: ``Type: message``, and for an error that is not simlm's own (a bug, memory
+    exhausted) the file and line it was raised at."""
+    text = f"{type(err).__name__}: {err}"
+    if isinstance(err, SimlmError) or err.__traceback__ is None:
+        return text
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    return f"{text} (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
 
 
 def _shared_with(shared: dict, record: dict) -> dict:
@@ -612,7 +623,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once
     it has finished."""
-    from simlm.experiments.executors import InProcess, progress_bar
+    from simlm.experiments.executors import InProcess, WorkerLost, progress_bar
 
     started, out = time.perf_counter(), Path(out)
     executor = executor or InProcess()
@@ -674,7 +685,14 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     jobs = [p for _, p in sorted(jobs, key=lambda job: job[0])]  # every pair's first part, then every second …
     bar.reset(total)
     bar.update(total - new)
-    for _, result in executor.map(check_job, jobs):
+    for job, result in executor.map(check_job, jobs):
+        if isinstance(result, WorkerLost):  # the cells its worker had not stored fail, and are listed as such
+            done = CellStore(out / "cells.jsonl")
+            for _, _, key in json.loads(job)["cells"]:
+                if key not in done:
+                    store.add(key, [], error=f"the worker process running it died ({result})", seconds=0.0, **info)
+                bar.update(1)
+            continue
         for entry in json.loads(result):
             if not entry["stored"]:
                 store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"], **info)

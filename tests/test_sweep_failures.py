@@ -1,0 +1,69 @@
+"""Review (2026-12-05) of how a sweep survives what goes wrong in its jobs: an error that is not simlm's own
+inside a check, a pool worker that dies, and a run stopped while jobs are queued."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+import simlm.experiments.registry as registry
+from simlm.experiments.executors import InProcess, ProcessPool, WorkerLost
+from simlm.experiments.store import CellStore
+from simlm.experiments.sweep import parse_config, run_sweep
+
+RAW = {"name": "t", "seed": 0, "data": {"n_sequences": 4, "length": 4},
+       "worlds": [{"name": n, "kind": "hmm", "seed": s, "options": {"n_states": 2, "n_symbols": 3}}
+                  for n, s in (("h1", 1), ("h2", 2))],
+       "lms": {"oracle": True}, "checks": {"simlm/epsilon": {}}}
+
+
+def test_an_error_that_is_not_simlms_fails_its_cell_not_the_sweep(monkeypatch, tmp_path):
+    """A ValueError (or a MemoryError, XLA's RESOURCE_EXHAUSTED) raised in one cell's check stopped the whole
+    sweep: no tables, no summary, and every rerun stopped at the same cell, never running those after it."""
+    check = registry.get_check("simlm/epsilon")
+
+    def run(cell):
+        if cell.world_spec["name"] == "h1":
+            raise ValueError("planned failure")
+        return check.run(cell)
+
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", dataclasses.replace(check, run=run))
+    result = run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    [error] = result["errors"]
+    assert error["cell"].startswith("h1|") and error["error"].startswith("ValueError: planned failure (raised at")
+    assert {r["world"] for r in result["rows"]} == {"h2"}
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "summary.json").exists()
+
+
+class _LosesSecondJob(InProcess):
+    """Runs every job here but reports the second's worker as dead, as ProcessPool.map does."""
+
+    shares_filesystem = True
+
+    def map(self, fn, payloads):
+        for i, p in enumerate(payloads):
+            yield p, (WorkerLost("terminated abruptly") if i == 1 else fn(p))
+
+
+def test_the_cells_of_a_dead_workers_job_fail_and_the_tables_are_written(tmp_path):
+    """A pool worker killed (out of memory, a signal) raised BrokenProcessPool out of the sweep: no tables,
+    no summary, a traceback.  Its job's unstored cells are failed cells now, listed and rerun."""
+    result = run_sweep(parse_config(RAW), tmp_path, executor=_LosesSecondJob(), progress=False, log=lambda *a: None)
+    [error] = result["errors"]
+    assert "the worker process running it died (terminated abruptly)" in error["error"]
+    assert (tmp_path / "summary.json").exists() and len(CellStore(tmp_path / "cells.jsonl")) == 2
+    again = run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    assert again["new_cells"] == 1 and not again["errors"]
+
+
+def test_a_pool_stopped_while_jobs_are_queued_starts_none_of_them(tmp_path):
+    """Ctrl-C (or a consumer that stops) left the pool running its whole queue before returning."""
+    paths = [tmp_path / f"job{i}" for i in range(8)]
+    results = ProcessPool(1, single_threaded=False).map(os.system, [f"sleep 0.3 && touch {p}" for p in paths])
+    next(results)
+    results.close()  # GeneratorExit at the yield, as KeyboardInterrupt would be
+    ran = sum(p.exists() for p in paths)
+    assert 1 <= ran <= 3, ran  # the first, the one running and at most one the worker had already taken
