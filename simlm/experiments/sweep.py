@@ -504,7 +504,7 @@ def check_job(payload: str) -> str:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
     except Exception as err:  # noqa: BLE001 — stored as the cells' error, recomputed by a rerun
         for _, _, key in job["cells"]:
-            finish(key, [], f"building the LM: {_failure(err)}", 0.0)
+            finish(key, [], f"building the LM: {err if isinstance(err, SimlmError) else _failure(err)}", 0.0)
         return json.dumps(results)
     for name, part, key in job["cells"]:
         check, started = get_check(name), time.perf_counter()
