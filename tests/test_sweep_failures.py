@@ -67,3 +67,39 @@ def test_a_pool_stopped_while_jobs_are_queued_starts_none_of_them(tmp_path):
     results.close()  # GeneratorExit at the yield, as KeyboardInterrupt would be
     ran = sum(p.exists() for p in paths)
     assert 1 <= ran <= 3, ran  # the first, the one running and at most one the worker had already taken
+
+
+def test_two_claims_of_one_new_directory_at_once_let_one_config_in(monkeypatch, tmp_path):
+    """Both saw no sweep.json and went on: one directory filled with two configs' cells under one sweep.json
+    (a 1-in-8 race, made certain here by a slow write).  The claim holds the store's lock now."""
+    import threading
+    import time
+
+    import simlm.jsonio as jsonio
+    from simlm.errors import ConfigError
+    from simlm.experiments.store import claim
+
+    write = jsonio.write_json_atomic
+
+    def slow(path, payload):
+        time.sleep(0.5)
+        return write(path, payload)
+
+    monkeypatch.setattr(jsonio, "write_json_atomic", slow)
+    outcome = {}
+
+    def run(name, config, delay):
+        time.sleep(delay)
+        try:
+            outcome[name] = claim(tmp_path / "sweep.json", config, cells=tmp_path / "cells.jsonl")
+        except ConfigError as err:
+            outcome[name] = err
+
+    threads = [threading.Thread(target=run, args=("a", {"n": 16}, 0.0)),
+               threading.Thread(target=run, args=("b", {"n": 24}, 0.1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(outcome["a"], str) and isinstance(outcome["b"], ConfigError)
+    assert json.loads((tmp_path / "sweep.json").read_text()) == {"n": 16}

@@ -196,8 +196,17 @@ def claim(path, config: dict, *, backup=None, cells=None) -> str:
     With ``cells`` (the directory's :class:`CellStore` path) the stored cells must be this config's too: a
     cell tagged with another digest is refused, and so is an untagged one (stored before cells were
     tagged) unless the config it belongs to is known to be this one — ``path`` was there, or ``backup``
-    holds this config — so a lost ``path`` cannot let another config reuse the cells."""
+    holds this config — so a lost ``path`` cannot let another config reuse the cells.
+
+    The whole claim holds the store's lock: two sweeps started at once into one new directory both saw no
+    ``path`` and both went on, each filling it with its own config's cells under one ``sweep.json``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        return _claim(path, config, backup, cells)
+
+
+def _claim(path: Path, config: dict, backup, cells) -> str:
     digest, first = config_digest(config), not path.exists()
     if cells is not None and first:
         _claim_cells(Path(cells), digest, untagged=_saved_config(backup) == json.loads(json.dumps(jsonable(config))))
