@@ -103,3 +103,27 @@ def test_two_claims_of_one_new_directory_at_once_let_one_config_in(monkeypatch, 
         t.join()
     assert isinstance(outcome["a"], str) and isinstance(outcome["b"], ConfigError)
     assert json.loads((tmp_path / "sweep.json").read_text()) == {"n": 16}
+
+
+def test_a_worker_whose_parent_is_gone_removes_the_pools_compilation_cache(tmp_path):
+    """A parent killed by SIGTERM (timeout, a scheduler) left its temporary XLA cache behind (25 of them were
+    found in one machine's /tmp); the worker that notices the parent is gone removes it as it leaves."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "simlm-xla-cache-x"
+    (cache / "entry").mkdir(parents=True)
+    # a child whose parent (this test's direct child) exits at once: the watch sees it handed to another
+    code = ("import os, subprocess, sys\n"
+            "if len(sys.argv) == 1:\n"
+            "    subprocess.Popen([sys.executable, __file__, str(os.getpid())]); os._exit(0)\n"
+            "from simlm.experiments.executors import _exit_without\n"
+            f"_exit_without(int(sys.argv[1]), {str(cache)!r}, every=0.05)\n")
+    script = tmp_path / "watch.py"
+    script.write_text(code)
+    subprocess.run([sys.executable, str(script)], check=True)
+    for _ in range(600):  # the grandchild imports simlm first
+        if not cache.exists():
+            break
+        __import__("time").sleep(0.05)
+    assert not cache.exists()

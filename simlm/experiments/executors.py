@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -108,7 +109,7 @@ def _worker_init(single_threaded: bool, parent: int, cache: str) -> None:
     os.environ.update(_share_accelerator())
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a cache of your own is kept (JAX read it on import)
         _share_compiled(cache)
-    threading.Thread(target=_exit_without, args=(parent,), daemon=True, name="simlm-parent-watch").start()
+    threading.Thread(target=_exit_without, args=(parent, cache), daemon=True, name="simlm-parent-watch").start()
 
 
 def _single_threaded_xla() -> None:
@@ -143,11 +144,14 @@ def _share_compiled(directory: str) -> None:
     warnings.filterwarnings("ignore", message="Error reading persistent compilation cache entry")
 
 
-def _exit_without(parent: int, every: float = 0.5) -> None:
+def _exit_without(parent: int, cache: str | None = None, every: float = 0.5) -> None:
     """Poll the parent's pid; leave (status 1, no cleanup: the job in flight is lost, as it would be with
-    its parent) once this process has been handed to another."""
+    its parent) once this process has been handed to another — removing the pool's temporary compilation
+    ``cache`` first, which a parent killed by a signal (SIGTERM from ``timeout`` or a scheduler) left behind."""
     while os.getppid() == parent:
         time.sleep(every)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
     os._exit(1)
 
 
