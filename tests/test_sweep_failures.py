@@ -7,8 +7,6 @@ import dataclasses
 import json
 import os
 
-import pytest
-
 import simlm.experiments.registry as registry
 from simlm.experiments.executors import InProcess, ProcessPool, WorkerLost
 from simlm.experiments.store import CellStore

@@ -102,7 +102,8 @@ def natural_task_check(cell) -> list:
 def _natural_rows(prefix, bounds, eps, atol, task) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
     with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
-    its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`, :func:`~simlm.theory.natural_tasks.best_loss_ceiling`)."""
+    its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`,
+    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`)."""
     rows = []
     for b in bounds:
         i = b.index

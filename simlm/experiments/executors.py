@@ -254,5 +254,5 @@ def progress_bar(total: int, *, initial: int = 0, enabled: bool = True, desc: st
     return tqdm(total=total, initial=initial, desc=desc, unit="cell", position=0)
 
 
-__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "WorkerLost", "auto_workers", "check_ray_address", "make_executor",
-           "progress_bar"]
+__all__ = ["EXECUTORS", "InProcess", "ProcessPool", "RayExecutor", "WorkerLost", "auto_workers", "check_ray_address",
+           "make_executor", "progress_bar"]

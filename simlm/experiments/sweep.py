@@ -801,7 +801,8 @@ def read_results(out) -> list:
     out = Path(out)
     if not (out / "cells.jsonl").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
-    config = read_json(out / "sweep.json", what="out", fix="the directory's config is damaged; rerun the sweep elsewhere")
+    config = read_json(out / "sweep.json", what="out",
+                       fix="the directory's config is damaged; rerun the sweep elsewhere")
     if not isinstance(config, dict):
         raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's config; "
                           "the directory's config is damaged; rerun the sweep elsewhere")
