@@ -110,7 +110,7 @@ def locked(directory, name: str, *, what: str, advice: str):
     directory that is read-only (nobody can be writing there) or a filesystem without ``flock`` (some NFS
     mounts) — the caller goes on unlocked, as before locks existed, with one warning per lock where it
     could not be taken for a write: "cannot lock ``what``; going on unlocked — ``advice``"."""
-    key = (str(Path(directory).absolute()), name)
+    key = (os.path.realpath(directory), name)  # one key per directory however it is spelt (.., symlinks)
     held = getattr(_held, "locks", None)
     if held is None:
         held = _held.locks = {}

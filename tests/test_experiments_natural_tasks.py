@@ -496,3 +496,10 @@ def test_the_best_classifiers_loss_is_at_most_its_ceiling_and_a_uniform_lm_reach
             np.testing.assert_allclose(b.loss_best, top, rtol=1e-6, atol=1e-9)
     assert best_loss_ceiling(task.pos, task.neg, 256.0, "box") == pytest.approx(
         -(0.746 * np.log(0.746) + 0.254 * np.log(0.254)), abs=2e-3)  # the labels' entropy
+
+
+def test_best_loss_ceiling_refuses_radii_and_weights_that_are_not_ones():
+    for B, pos, neg in ((math.inf, [0.5], [0.0]), (-1.0, [0.5], [0.5]), (math.nan, [0.5], [0.5]),
+                        (1.0, [-0.5], [0.5]), (1.0, [0.0], [0.0])):
+        with pytest.raises(ConfigError):
+            best_loss_ceiling(pos, neg, B, "box")

@@ -125,3 +125,40 @@ def test_a_worker_whose_parent_is_gone_removes_the_pools_compilation_cache(tmp_p
             break
         __import__("time").sleep(0.05)
     assert not cache.exists()
+
+
+def test_a_dead_workers_cell_that_failed_before_reads_this_runs_failure(monkeypatch, tmp_path):
+    """A cell stored as failed by an earlier run, then lost with its worker in this one, kept the earlier
+    run's error (a bug since fixed) as if it still happened."""
+    check = registry.get_check("simlm/epsilon")
+
+    def bad(cell):
+        raise ValueError("the first run's failure")
+
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", dataclasses.replace(check, run=bad))
+    run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", check)
+    result = run_sweep(parse_config(RAW), tmp_path, executor=_LosesSecondJob(), progress=False, log=lambda *a: None)
+    [error] = result["errors"]
+    assert "worker process died" in error["error"] and "first run" not in error["error"]
+
+
+def test_a_lock_is_reentrant_however_its_directory_is_spelt(tmp_path):
+    """claim() holds the store's lock and reads the cells under it again: with the cells' path spelt
+    through '..' the inner lock was a second flock on the same file in one process, a hang."""
+    import signal
+
+    from simlm.experiments.store import claim
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "cells.jsonl").write_text("")
+    def hang(*_):
+        raise RuntimeError("claim() waited on a lock this thread holds")  # not an OSError: locked() goes on past those
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)  # a hang fails this test, not the suite
+    try:
+        assert claim(tmp_path / "sweep.json", {"n": 1}, cells=tmp_path / "sub" / ".." / "cells.jsonl")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

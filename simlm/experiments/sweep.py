@@ -686,11 +686,13 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     bar.reset(total)
     bar.update(total - new)
     for job, result in executor.map(check_job, jobs):
-        if isinstance(result, WorkerLost):  # the cells its worker had not stored fail, and are listed as such
-            done = CellStore(out / "cells.jsonl")
+        if isinstance(result, WorkerLost):  # the cells its worker had not stored in this run fail, listed as such
+            done = CellStore(out / "cells.jsonl").cells
             for _, _, key in json.loads(job)["cells"]:
-                if key not in done:
-                    store.add(key, [], error=f"the worker process running it died ({result})", seconds=0.0, **info)
+                if done.get(key, {}).get("run") != info["run"]:  # absent, or an earlier run's failure
+                    store.add(key, [], error=f"the pool's worker process died before its job returned (killed by a "
+                                              f"signal or out of memory; the job may not have started): {result}",
+                              seconds=0.0, **info)
                 bar.update(1)
             continue
         for entry in json.loads(result):

@@ -442,8 +442,14 @@ def best_loss_ceiling(pos, neg, B, constraint: str) -> np.ndarray:
     the labels for large B): a bound between it and log 2 is one no LM can make (b) fail."""
     if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
         raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
+    radii = check_real_array("B", B)
+    if np.any(radii <= 0):
+        raise ConfigError(f"B: expected positive finite radii, got {B!r}")
+    pos, neg = check_real_array("pos", pos), check_real_array("neg", neg)
+    if np.any(pos < 0) or np.any(neg < 0) or not pos.sum() + neg.sum() > 0:
+        raise ConfigError("pos, neg: expected non-negative label weights with a positive total")
     p, n = float(np.sum(pos)), float(np.sum(neg))
-    z_max = (2.0 if constraint == "box" else 1.0) * np.asarray(B, np.float64)
+    z_max = (2.0 if constraint == "box" else 1.0) * radii
     z = np.clip(np.log(p / n) if p > 0 and n > 0 else (np.inf if p > 0 else -np.inf), -z_max, z_max)
     return p * np.logaddexp(0.0, -z) + n * np.logaddexp(0.0, z)
 
