@@ -116,7 +116,7 @@ def test_the_natural_task_check_flags_each_row_by_what_its_own_loss_can_reach():
     C = enumerate_contexts(HMM.random(0, 3, 4), 2)
     task = random_natural_task(C, 0, noise="sign")
     r = check_natural_task(C, adversarial_laws(C, task, 4 * critical_epsilon(C, task), B=16.0), task)
-    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol, task)}
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
     for b in r.bounds:
         i = b.index
         a, best = rows[f"{b.name}:loss_natural"], rows[f"{b.name}:loss_best"]
@@ -138,7 +138,7 @@ def test_a_row_within_the_checks_rounding_of_its_bound_gets_the_checks_verdict(o
     b = r.bound("any-lm")
     assert r.atol == ATOL and b.holds is holds
     assert b.loss_natural[b.index] - b.bound[b.index] == pytest.approx(-offset, rel=1e-3)  # over it by −offset
-    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol, task)}
+    rows = {x["quantity"]: x for x in _natural_rows("", r.bounds, r.eps, r.atol)}
     for name in ("loss_natural", "loss_best"):
         x = rows[f"any-lm:{name}"]
         assert x["holds"] is holds and x["atol"] == ATOL and x["slack_used"] is None
@@ -153,7 +153,7 @@ def test_a_slack_no_larger_than_the_checks_rounding_has_no_share():
     for slack, share in ((1e-9, None), (1e-3, 0.0)):
         r = check_natural_task(C, C.next_token_probs, task, forms={"any-lm": lambda t, B, e, g: t + slack})
         b = r.bound("any-lm")
-        [x] = [x for x in _natural_rows("", r.bounds, r.eps, r.atol, task) if x["quantity"] == "any-lm:loss_natural"]
+        [x] = [x for x in _natural_rows("", r.bounds, r.eps, r.atol) if x["quantity"] == "any-lm:loss_natural"]
         if share is None:
             assert math.isnan(b.slack_used) and x["slack_used"] is None
         else:

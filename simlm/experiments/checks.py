@@ -25,7 +25,7 @@ from simlm.theory.head_prompt import emission_rank, head_realisability
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins, margin_accuracy
 from simlm.errors import ConfigError
 from simlm.theory.adversarial import METHODS as ADVERSARIES, adversarial_laws
-from simlm.theory.natural_tasks import NOISES, best_loss_ceiling, check_natural_task, random_natural_task
+from simlm.theory.natural_tasks import NOISES, check_natural_task, random_natural_task
 from simlm.worlds.contexts import enumerate_contexts
 
 #: the law each kind of LM source is defined (and calibrated) on.
@@ -86,7 +86,7 @@ def natural_task_check(cell) -> list:
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
-    rows = _natural_rows("", result.bounds, result.eps, result.atol, task)
+    rows = _natural_rows("", result.bounds, result.eps, result.atol)
     method = o.get("adversary")
     if method not in (None, "none") and 0 < result.eps < math.inf:
         try:
@@ -95,11 +95,11 @@ def natural_task_check(cell) -> list:
             return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
         bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
                   if b.name in ("any-lm", "well-specified")]
-        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol, task)
+        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol)
     return rows
 
 
-def _natural_rows(prefix, bounds, eps, atol, task) -> list:
+def _natural_rows(prefix, bounds, eps, atol) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
     with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
     its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`,
@@ -110,9 +110,8 @@ def _natural_rows(prefix, bounds, eps, atol, task) -> list:
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
                   "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
                   "residual": float(b.residual[i])}
-        best_top = float(best_loss_ceiling(task.pos, task.neg, b.B_grid[i], b.constraint))
         for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
-                                ("loss_best", b.loss_best[i], best_top)):  # the most any LM can make each
+                                ("loss_best", b.loss_best[i], b.loss_best_ceiling[i])):  # the most any LM can make each
             rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
                             loss_ceiling=float(top), **common))
     return rows

@@ -72,7 +72,7 @@ from simlm.models.perturbed import (S_MAX, UNDIRECTED_KINDS, epsilon_of_scale, m
 from simlm.models.transformer import TransformerConfig
 from simlm.theory.log_partition import GEOMETRIES, compare_probes, random_embeddings
 from simlm.theory._convex import polish_softmax_fit, softmax_objective
-from simlm.theory.natural_tasks import ATOL, B_GRID, NOISES, best_loss_ceiling, check_natural_task, quad_epsilon
+from simlm.theory.natural_tasks import ATOL, B_GRID, NOISES, check_natural_task, quad_epsilon
 from simlm.experiments.natural_tasks_adversaries import (ADVERSARIES, TASK_KINDS, adversarial_lms, format_targets,
                                                          make_tasks)
 from simlm.experiments.natural_tasks_adversaries import targets as sweep_targets
@@ -323,7 +323,7 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
         used = (float(b.loss_natural[i]) - tau) / slack if r.atol < slack < math.inf else math.nan
         rows.append({**base, "bound": b.name, "features": b.features, "constraint": b.constraint,
                      "trivial": b.trivial, "trivial_best": b.trivial_best, "loss_ceiling": float(b.loss_ceiling[i]),
-                     "loss_best_ceiling": float(best_loss_ceiling(task.pos, task.neg, b.B_grid[i], b.constraint)),
+                     "loss_best_ceiling": float(b.loss_best_ceiling[i]),
                      "critical_eps": b.critical_eps, "slack_used": used,
                      "residual": float(b.residual[i]), "B_grid": [float(x) for x in b.B_grid],
                      "excess_grid": [float(x) for x in b.loss_natural - b.tau],

@@ -505,6 +505,7 @@ class TransferBound:
     (0: well-specified labels); ``critical_eps`` = γc²/2 (:func:`critical_epsilon`, with this bound's
     γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``loss_ceiling (G,)``
     = the largest (a) any LM can give (:func:`loss_ceiling`; +inf on unbounded Quad features);
+    ``loss_best_ceiling (G,)`` = the largest (b) any LM can give (:func:`best_loss_ceiling`, ≤ log 2);
     ``trivial`` = bound ≥ loss_ceiling at every B of the grid: no LM can violate it, as (a) ≤ the ceiling
     and (b) ≤ (a) (the best-in-ball solve starts from the τ-optimal classifier and never ends above it);
     ``trivial_best`` = bound ≥ log 2 at every B: (b) alone cannot violate it (the all-zero classifier, in
@@ -534,6 +535,7 @@ class TransferBound:
     residual: np.ndarray
     critical_eps: float
     loss_ceiling: np.ndarray
+    loss_best_ceiling: np.ndarray
     trivial: bool
     trivial_best: bool
     slack_used: float
@@ -627,6 +629,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     residual = np.sqrt(task.weights @ (expit(P @ nat.v.T + nat.b) - task.label_probs[:, None]) ** 2)
     slope = tau_slope(P, pos, neg, constraint, basis)
     ceiling = loss_ceiling(nat.v, nat.b, pos, neg) if simplex else np.full(len(Bs), math.inf)
+    best_ceiling = best_loss_ceiling(pos, neg, Bs, constraint)
     out = []
     for name, form, eps, gamma_ in variants:
         bound = np.array([_bound_value(name, form, t, B, eps, gamma_, **({"residual": r} if name in RESIDUAL_FORMS
@@ -639,7 +642,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, best.gap, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
                                  math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
-                                 bool(np.all(bound >= ceiling)), bool(np.all(bound >= LOG2)), used))
+                                 best_ceiling, bool(np.all(bound >= ceiling)), bool(np.all(bound >= LOG2)), used))
     return out
 
 
