@@ -303,8 +303,8 @@ def parse_config(raw: dict) -> SweepConfig:
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         world = build_world(spec)
         for name, options in checks.items():  # and every check's options must fit it
-            if get_check(name).validate_world is not None:
-                get_check(name).validate_world(options, spec, world)
+            if (fits := get_check(name).validate_world) is not None:
+                fits(options, spec, world)
         # the held-out set and the (n, T, V) laws every check reads must fit
         check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
                      what=f"held-out laws of world {spec['name']!r}")
@@ -784,6 +784,11 @@ def _parquet_column(values: list) -> list:
         return [None if v is None else float(v) for v in values]
     if len(kinds) <= 1:
         return values
+    return _as_text(values)
+
+
+def _as_text(values: list) -> list:
+    """Each value as text for Parquet (JSON for lists and tables), None kept."""
     return [None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values]
 
 
@@ -794,8 +799,7 @@ def _arrow_column(pa, values: list):
     try:
         return pa.array(_parquet_column(values))
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        return pa.array([None if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-                         for v in values])
+        return pa.array(_as_text(values))
 
 
 def read_results(out) -> list:
@@ -803,11 +807,11 @@ def read_results(out) -> list:
     out = Path(out)
     if not (out / "cells.jsonl").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
-    config = read_json(out / "sweep.json", what="out",
-                       fix="the directory's config is damaged; rerun the sweep elsewhere")
+    fix = "the directory's config is damaged; rerun the sweep elsewhere"
+    config = read_json(out / "sweep.json", what="out", fix=fix)
     if not isinstance(config, dict):
-        raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's config; "
-                          "the directory's config is damaged; rerun the sweep elsewhere")
+        raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's "
+                          f"config; {fix}")
     return CellStore(out / "cells.jsonl").records()
 
 
