@@ -163,13 +163,7 @@ def bulk_mask(logp_star, *, top_k: int | None = None, threshold: float | None = 
     if threshold is not None:
         mask = np.exp(lp) < check_positive("threshold", threshold)
     else:
-        try:
-            ids = np.asarray(words).reshape(-1)
-        except ValueError:  # ragged nesting
-            raise ConfigError(f"words: expected a flat list of word ids in [0, {V}), got {words!r}") from None
-        if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
-                or ids.max() >= V:
-            raise ConfigError(f"words: expected word ids in [0, {V}), got {words!r}")
+        ids = _word_ids(words, V, distinct=False)
         mask = np.zeros((n, V), bool)
         mask[:, ids] = True
     if not mask.any(1).all():
@@ -370,15 +364,16 @@ def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
                       rows_fingerprint(ctx))
 
 
-def _word_ids(words, V: int) -> np.ndarray:
-    """Task words as distinct int ids in [0, V), or a ConfigError naming ``words``."""
+def _word_ids(words, V: int, *, distinct: bool = True) -> np.ndarray:
+    """Words as a flat int array of ids in [0, V) (``distinct``: no id twice), or a ConfigError naming ``words``."""
+    want = f"words: expected {'distinct ' if distinct else ''}word ids in [0, {V}), got {words!r}"
     try:
         ids = np.asarray(words).reshape(-1)
     except ValueError:  # ragged nesting
-        raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}") from None
+        raise ConfigError(want) from None
     if ids.size == 0 or ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
-            or ids.max() >= V or np.unique(ids).size != ids.size:
-        raise ConfigError(f"words: expected distinct word ids in [0, {V}), got {words!r}")
+            or ids.max() >= V or (distinct and np.unique(ids).size != ids.size):
+        raise ConfigError(want)
     return ids
 
 
