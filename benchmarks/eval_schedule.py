@@ -9,8 +9,9 @@ times one compiled evaluation and one compiled step of the same :class:`~simlm.t
 
 Evaluation share (judged) = the wall time the training run spent in its evaluations — each exact-ε
 evaluation (timed from inside the run, after the steps queued before it have finished: JAX dispatches them
-asynchronously) and the ladder's bookkeeping after it (``_log_and_climb``: the metrics row, the rung
-checkpoints) — over the run's whole wall time, compilation included.  Reported beside it: the modelled share
+asynchronously), the ladder's bookkeeping after it (``_log_and_climb``: the metrics row, the rung
+checkpoints) and the copy of the state it keeps as the replay's anchor (``Training.copy``; counted since
+2026-12-05 noon) — over the run's whole wall time, compilation included.  Reported beside it: the modelled share
 n_eval · t_eval / (n_steps · t_step + n_eval · t_eval) of the isolated timings (the only share until
 2026-12-05; it leaves out what an evaluation costs the loop besides its computation), and the resume
 checkpoints' seconds.
@@ -119,17 +120,19 @@ print(json.dumps({"evaluations": len({r["step"] for r in rows}), "last_step": ma
 
 def timed_train_world(world, config, run_dir: Path) -> tuple[float, dict]:
     """``head_prompt.train_world`` with the trainer's evaluations, its ladder bookkeeping and its resume
-    checkpoints timed from inside the run: ``(wall seconds, {"evaluate", "log_and_climb", "resume_points"})``."""
-    spent = {"evaluate": 0.0, "log_and_climb": 0.0, "resume_points": 0.0}
-    originals = (Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point)
+    checkpoints timed from inside the run:
+    ``(wall seconds, {"evaluate", "log_and_climb", "anchor_copies", "resume_points"})``."""
+    spent = {"evaluate": 0.0, "log_and_climb": 0.0, "anchor_copies": 0.0, "resume_points": 0.0}
+    originals = (Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point, Training.copy)
 
-    def timed(name, fn, block=None):
+    def timed(name, fn, block=None, wait=False):
         def wrapper(*args, **kwargs):
             if block is not None:
                 jax.block_until_ready(block(args))  # the queued steps before it are training's time
             t = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                out = fn(*args, **kwargs)
+                return jax.block_until_ready(out) if wait else out  # wait: its own computation, not its dispatch
             finally:
                 spent[name] += time.perf_counter() - t
         return wrapper
@@ -137,12 +140,14 @@ def timed_train_world(world, config, run_dir: Path) -> tuple[float, dict]:
     Training.evaluate = timed("evaluate", originals[0], block=lambda a: a[1])  # (self, params)
     trainer_module._log_and_climb = timed("log_and_climb", originals[1])
     trainer_module._save_resume_point = timed("resume_points", originals[2])
+    Training.copy = timed("anchor_copies", originals[3], wait=True)
     try:
         started = time.perf_counter()
         head_prompt.train_world(world, "hmm", config, run_dir)
         return time.perf_counter() - started, spent
     finally:
-        Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point = originals
+        (Training.evaluate, trainer_module._log_and_climb, trainer_module._save_resume_point,
+         Training.copy) = originals
 
 
 def main(argv=None) -> int:
@@ -174,11 +179,12 @@ def main(argv=None) -> int:
                                 "evaluate_one_batch": lambda: one_batch.evaluate(holder["state"].params)},
                                repeats=args.repeats, warmup=2)
     t_step, t_eval, t_one = (timings[k].median for k in ("step", "evaluate", "evaluate_one_batch"))
-    share = (spent["evaluate"] + spent["log_and_climb"]) / train_wall  # measured inside the run
+    share = (spent["evaluate"] + spent["log_and_climb"] + spent["anchor_copies"]) / train_wall  # inside the run
     row = {"world": spec["world"], "steps": last_step, "evaluations": n_eval, "step_s": t_step, "eval_s": t_eval,
            "eval_chunk": training.eval_chunk, "eval_one_batch_s": t_one,
            "eval_share": share, "eval_seconds_in_run": spent["evaluate"],
-           "bookkeeping_seconds_in_run": spent["log_and_climb"], "resume_point_seconds_in_run": spent["resume_points"],
+           "bookkeeping_seconds_in_run": spent["log_and_climb"], "anchor_copy_seconds_in_run": spent["anchor_copies"],
+           "resume_point_seconds_in_run": spent["resume_points"],
            "eval_share_modelled": n_eval * t_eval / (last_step * t_step + n_eval * t_eval),
            "eval_share_one_batch": n_eval * t_one / (last_step * t_step + n_eval * t_one),
            "train_wall_s": train_wall, "load_average": list(os.getloadavg()),
@@ -198,6 +204,7 @@ def main(argv=None) -> int:
     print_table([row], ["world", "steps", "evaluations", "compare_evaluations", "step_s", "eval_s", "eval_chunk",
                         "eval_one_batch_s", "eval_share", "eval_share_modelled", "eval_share_one_batch",
                         "compare_eval_share", "eval_seconds_in_run", "bookkeeping_seconds_in_run",
+                        "anchor_copy_seconds_in_run",
                         "min_overshoot", "rungs", "train_wall_s"],
                 title="evaluation share of training (timings noisy under CPU contention; same-run ratios)")
     targets = verdicts(share, saved_rungs, lowest, config.targets, quick=args.quick)

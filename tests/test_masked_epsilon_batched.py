@@ -3,6 +3,8 @@ trainer's held-out ε, scored in chunks of sequences, equals the one-batch ε.""
 
 import dataclasses
 
+import jax
+import jax.extend.core
 import numpy as np
 import pytest
 
@@ -91,7 +93,8 @@ def test_a_budget_of_one_masked_copy_asks_for_one_position_per_call(case, monkey
 
 def test_the_trainers_chunked_evaluation_equals_one_batch(case):
     """``Training.evaluate`` scores the held-out set a few sequences at a time on a CPU; chunks of 2 of 3
-    sequences (a remainder of 1) give the one-batch ε and TV and their standard errors, for each seed."""
+    sequences (the last chunk padded with a copy of the first sequence, whose values are dropped) give the
+    one-batch ε and TV and their standard errors, for each seed."""
     world = case[0]  # the same world and shapes as above, so the world's compiled laws are reused
     model = TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T, causal=False)
     config = TrainConfig(objective="masked-lm", seeds=(0, 1), seq_len=T, eval_sequences=N, eval_positions=4)
@@ -102,11 +105,37 @@ def test_the_trainers_chunked_evaluation_equals_one_batch(case):
     assert chunked[0] != chunked[1]  # two members, each scored on its own parameters
 
 
+def _products(jaxpr) -> int:
+    """dot_general equations in a jaxpr, its sub-jaxprs (scan bodies, calls) included."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "dot_general"
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            n += _products(sub)
+    return n
+
+
+def test_a_chunk_that_does_not_divide_the_held_out_set_compiles_the_model_once(case):
+    """The last chunk is padded rather than scored as a shorter remainder, which was a second compiled copy of
+    the model: its compile cost an experiment-1 run ~0.8 s and each evaluation ~10 % of its time."""
+    model = TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T, causal=False)
+    config = TrainConfig(objective="masked-lm", seeds=(0, 1), seq_len=T, eval_sequences=N, eval_positions=4)
+    counts = {}
+    for chunk in (N, 2):
+        run = Training(case[0], model, config, eval_chunk=chunk)
+        counts[chunk] = _products(jax.make_jaxpr(run._evaluate)(run.init_state().params, run.eval_tokens,
+                                                                 run.eval_ref).jaxpr)
+    assert counts[N] > 0 and counts[2] == counts[N]
+
+
 def test_the_default_chunk_follows_the_backend():
     config = TrainConfig(objective="masked-lm", seq_len=17, eval_sequences=64, eval_positions=8)
-    assert eval_chunk_sequences(config, "cpu") == EVAL_CHUNK_TOKENS // (8 * 17)
+    budget = EVAL_CHUNK_TOKENS // (8 * 17)
+    assert budget == 7 and eval_chunk_sequences(config, "cpu") == 8  # 7 would score 70 sequences, 8 scores 64
     assert eval_chunk_sequences(config, "gpu") == 64
     assert eval_chunk_sequences(TrainConfig(seq_len=4096, eval_sequences=64), "cpu") == 1
+    assert eval_chunk_sequences(dataclasses.replace(config, eval_sequences=61), "cpu") == 7  # 63 scored, nearest 7
+    assert eval_chunk_sequences(dataclasses.replace(config, eval_sequences=5), "cpu") == 5  # the budget covers it
     with pytest.raises(ConfigError, match="eval_chunk"):
         Training(HMM.random(0, 3, V), TransformerConfig(n_symbols=V, d_model=8, n_layers=1, n_heads=2, max_len=T),
                  TrainConfig(seq_len=T), eval_chunk=0)

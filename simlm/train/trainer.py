@@ -253,8 +253,14 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _member(tree, i):
+@jax.jit
+def _member(tree, i):  # one compiled program for every member (indexing leaf by leaf compiled one per leaf shape)
     return jax.tree.map(lambda x: x[i], tree)
+
+
+@jax.jit
+def _copy_tree(tree):  # one dispatch for the whole tree, where a jnp.copy per leaf is one each
+    return jax.tree.map(jnp.copy, tree)
 
 
 class TrainState(NamedTuple):
@@ -289,22 +295,30 @@ def seed_mesh(n_seeds: int, devices=None) -> Mesh | None:
 
 
 #: on a CPU the held-out set is scored a few sequences at a time (``jax.lax.map``), about this many token
-#: positions (masked copies × seq_len) per member and chunk: the forward's activations then stay in cache,
-#: and an experiment-1 evaluation (64 sequences × 8 masked copies × 3 seeds) ran 3.5× faster than as one
-#: batch on a shared 2-core CPU (``benchmarks/eval_schedule.py`` times both, interleaved).  The values are
-#: the same per-sequence divergences (to float rounding), so ε, its standard error and the ladder are unchanged.
+#: positions (masked copies × seq_len) per member and chunk: the forward's activations then stay in cache
+#: (an experiment-1 evaluation, 64 sequences × 8 masked copies × 3 seeds: 3.5× faster than as one batch on
+#: a shared 2-core CPU when chunking came in; 31 against 38 ms on an idle one on 2026-12-05, since
+#: ``logits_at`` made the batch cheaper; ``benchmarks/eval_schedule.py`` times both, interleaved).  The values
+#: are the same per-sequence divergences (to float rounding), so ε, its standard error and the ladder are unchanged.
 EVAL_CHUNK_TOKENS = 1024
 
 
 def eval_chunk_sequences(config: TrainConfig, backend: str | None = None) -> int:
-    """Held-out sequences :class:`Training` scores per chunk: ``EVAL_CHUNK_TOKENS`` ÷ (passes · seq_len) on
-    a CPU (at least 1; passes = the masked positions for masked-lm, else 1), and the whole held-out set
-    (one batch, as wide as the device allows) on an accelerator (``backend``: default
-    ``jax.default_backend()``)."""
+    """Held-out sequences :class:`Training` scores per chunk: on a CPU about ``EVAL_CHUNK_TOKENS`` ÷
+    (passes · seq_len) (passes = the masked positions for masked-lm, else 1) — of the chunks within a factor
+    2 of that budget, the one that pads the held-out set least (a chunk that divides it pads nothing, and the
+    padded copies are scored for nothing), then the one nearest the budget; the whole held-out set (one batch,
+    as wide as the device allows) on an accelerator (``backend``: default ``jax.default_backend()``) or where
+    the budget covers it.  Experiment 1's 64 sequences of 18 tokens: 8 (the budget is 7, which would score 70)."""
+    n = config.eval_sequences
     if (backend or jax.default_backend()) != "cpu":
-        return config.eval_sequences
+        return n
     passes = min(config.eval_positions, config.seq_len) if config.objective == "masked-lm" else 1
-    return max(1, min(config.eval_sequences, EVAL_CHUNK_TOKENS // (passes * config.seq_len)))
+    budget = max(1, EVAL_CHUNK_TOKENS // (passes * config.seq_len))
+    if budget >= n:
+        return n
+    return min(range(max(1, budget // 2), min(n, 2 * budget) + 1),
+               key=lambda c: (-(-n // c) * c, abs(math.log(c / budget))))
 
 
 #: rows of the world's reference laws whose |log Σ_v p_v| is at most this are scored as the world gives them
@@ -416,10 +430,15 @@ class Training:
         chunk = self.eval_chunk
 
         def evaluate(params, tokens, ref):  # per-sequence values, `chunk` sequences at a time (eval_chunk_sequences)
-            if chunk >= tokens.shape[0]:
+            n = tokens.shape[0]
+            if chunk >= n:
                 return divergences(params, tokens, ref)
+            # A last, shorter chunk would be a second compiled copy of the model (lax.map's remainder): instead
+            # it is filled with copies of the first sequences, whose values are dropped.
+            pad = -n % chunk
+            tokens, ref = (jnp.concatenate([a, a[:pad]]) for a in (tokens, ref))
             one = lambda x, r: jax.tree.map(lambda v: v[0], divergences(params, x[None], r[None]))
-            return jax.lax.map(lambda xr: one(*xr), (tokens, ref), batch_size=chunk)
+            return jax.tree.map(lambda v: v[:n], jax.lax.map(lambda xr: one(*xr), (tokens, ref), batch_size=chunk))
 
         self.eval_tokens, self.eval_ref = jnp.asarray(tokens), jnp.asarray(ref)
         shard = {}
@@ -491,7 +510,7 @@ class Training:
     def copy(self, tree):
         """A copy of ``tree`` (e.g. a :class:`TrainState` to keep while :meth:`step` donates the original),
         placed as :meth:`place` places it."""
-        return self.place(jax.tree.map(jnp.copy, tree))
+        return self.place(_copy_tree(tree))
 
     def member_params(self, params, i: int):
         """Member ``i``'s parameters (no seed axis).  On the mesh they are copied to the default device,
