@@ -483,3 +483,36 @@ def test_a_pools_workers_share_a_compilation_cache_of_their_own_or_yours(monkeyp
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))
     [(_, mine)] = list(ProcessPool(1, single_threaded=False).map(_compile_one, ["5"]))
     assert json.loads(mine)["dir"] == str(tmp_path) and any(tmp_path.iterdir())
+
+
+def _affinity(payload: str) -> str:
+    """A pool job: the cores of each of this worker's threads once XLA's backend runs, and — for a job of
+    ``"wait"`` — whether every thread was let out onto every core within a minute (the pool's last job)."""
+    jnp.zeros(1).block_until_ready()
+    threads = lambda: [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]  # noqa: E731
+    start, freed = threads(), None
+    if payload == "wait":
+        for _ in range(600):
+            if all(len(t) > 1 for t in threads()):
+                freed = True
+                break
+            time.sleep(0.1)
+    return json.dumps({"job": payload, "pid": os.getpid(), "start": start, "freed": freed})
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and two cores")
+def test_a_pool_that_fills_the_cores_pins_each_worker_to_a_core_until_a_core_is_free():
+    """XLA runs a "single-threaded" worker's independent operations on a second thread, and two such workers
+    on two cores slowed each other down; each worker's threads are pinned to one core of their own, and let
+    out onto every core once the pool's last job is running alone."""
+    cores = sorted(os.sched_getaffinity(0))
+    results = [json.loads(r) for _, r in ProcessPool(2, single_threaded=True).map(_affinity, ["a", "b", "c", "wait"])]
+    started = [r for r in results if r["job"] != "wait"]  # begun before the third job ended: pinned
+    for r in started:
+        assert len({tuple(t) for t in r["start"]}) == 1 and len(r["start"][0]) == 1  # every thread on one core
+    by_worker = {r["pid"]: r["start"][0][0] for r in started}
+    assert len(set(by_worker.values())) == len(by_worker) and set(by_worker.values()) <= set(cores)
+    assert [r["freed"] for r in results if r["freed"] is not None] == [True]
+    unpinned = [json.loads(r) for _, r in ProcessPool(2, single_threaded=False).map(_affinity, ["a", "b"])]
+    assert all(t == cores for r in unpinned for t in r["start"])

@@ -47,11 +47,14 @@ class InProcess:
 class ProcessPool:
     """Run jobs in ``workers`` spawned processes (each imports simlm afresh: no state is shared).
 
-    When the workers fill the machine's cores (``workers ≥ os.cpu_count()``) each runs XLA's CPU
-    operations on one thread (``--xla_cpu_multi_thread_eigen=false`` added to its ``XLA_FLAGS``) instead of
-    every worker's thread pool competing for every core: the sweep's small models gain from it (a d = 32
-    training step: 12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  ``single_threaded``
-    forces the choice either way; an accelerator's work is unaffected.
+    When the workers fill the machine's cores (``workers ≥ os.cpu_count()``) each runs XLA's products on one
+    thread (``--xla_cpu_multi_thread_eigen=false`` added to its ``XLA_FLAGS``) instead of every worker's
+    thread pool competing for every core: the sweep's small models gain from it (a d = 32 training step:
+    12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  XLA still runs independent
+    operations on a second thread, so each worker is also pinned to a core of its own (Linux; the pin comes
+    after XLA's backend has started, so the compiled programs and the records are those of unpinned workers
+    to the last bit) until the last jobs leave a core free, when every worker may use every core again
+    (:func:`_pin`).  ``single_threaded`` forces the choice either way; an accelerator's work is unaffected.
 
     The workers of one :meth:`map` share a persistent XLA compilation cache, a temporary directory removed
     when it ends (unless ``JAX_COMPILATION_CACHE_DIR`` names one of your own, which they use instead): a
@@ -75,13 +78,21 @@ class ProcessPool:
         payloads = list(payloads)
         if not payloads:
             return
+        context = multiprocessing.get_context("spawn")
+        cores = _cores() if self.single_threaded and len(payloads) >= self.workers else None
+        # [0, 1]: the next worker's slot, 1 once the workers are let out; then each worker's pid (0: not yet)
+        pins = context.Array("q", [0, 0] + [0] * self.workers) if cores else None
         with tempfile.TemporaryDirectory(prefix="simlm-xla-cache-") as cache, \
-                cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init,
-                                       initargs=(self.single_threaded, os.getpid(), cache)) as pool:
+                cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init,
+                                       initargs=(self.single_threaded, os.getpid(), cache, cores, pins)) as pool:
             futures = {pool.submit(fn, p): p for p in payloads}
+            left = len(futures)
             try:
                 for future in cf.as_completed(futures):
+                    left -= 1
+                    if pins is not None and left < self.workers:  # a core is free from now on: the last jobs take it
+                        _unpin(pins, cores)
+                        pins = None
                     try:
                         result = future.result()
                     except cf.process.BrokenProcessPool as err:  # a worker died (a signal, out of memory): this
@@ -98,18 +109,72 @@ class WorkerLost(str):
     the tables are still written and a rerun computes them again."""
 
 
-def _worker_init(single_threaded: bool, parent: int, cache: str) -> None:
+def _worker_init(single_threaded: bool, parent: int, cache: str, cores=None, pins=None) -> None:
     """A pool worker's initializer: single-threaded XLA if asked (XLA reads ``XLA_FLAGS`` when its CPU
-    backend starts, at the first computation, which comes after this in a fresh worker), the pool's
-    compilation ``cache`` (:func:`_share_compiled`), and an exit when the sweep's process is gone.  A worker
-    outlives a parent killed by a signal it does not share (SIGTERM to the sweep alone): it went on training
-    into the run's work directory, where a rerun then collided with its half-written checkpoints."""
+    backend starts, at the first computation, which comes after this in a fresh worker), pinned to a core of
+    its own where ``cores`` are given (:func:`_pin`), the pool's compilation ``cache``
+    (:func:`_share_compiled`), and an exit when the sweep's process is gone.  A worker outlives a parent
+    killed by a signal it does not share (SIGTERM to the sweep alone): it went on training into the run's
+    work directory, where a rerun then collided with its half-written checkpoints."""
     if single_threaded:
         _single_threaded_xla()
     os.environ.update(_share_accelerator())
+    if cores:
+        _pin(cores, pins)
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # a cache of your own is kept (JAX read it on import)
         _share_compiled(cache)
     threading.Thread(target=_exit_without, args=(parent, cache), daemon=True, name="simlm-parent-watch").start()
+
+
+def _cores() -> list[int] | None:
+    """The cores this process may run on, to pin a pool's workers to, or None where that cannot be done (no
+    ``sched_setaffinity``, e.g. macOS) or makes no sense (one core)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    return cores if len(cores) > 1 else None
+
+
+def _pin(cores: list[int], pins) -> None:
+    """Pin this worker's threads to one core of ``cores``, a core per worker in turn, once its XLA backend
+    has started — so that XLA sizes its thread pool and compiles its programs as an unpinned worker does,
+    and the records are the same to the last bit (pinned before it starts, a pool of one thread compiles
+    reductions in another order).  A "single-threaded" worker still runs XLA's independent operations on a
+    second thread: two workers on two cores each kept ~1.8 cores busy and slowed each other down (an
+    experiment-2 ladder of 2,500 steps, two side by side: 112–114 s a ladder unpinned, 95–98 s pinned).
+    Nothing is pinned once :func:`_unpin` has let the workers out (``pins[1]``), or on an accelerator."""
+    with pins.get_lock():
+        if pins[1]:
+            return
+        slot = pins[0]
+        pins[0] += 1
+        pins[2 + slot % (len(pins) - 2)] = os.getpid()
+        if jax.default_backend() != "cpu":  # the backend starts here, before the pin
+            return
+        _set_affinity(os.getpid(), {cores[slot % len(cores)]})
+
+
+def _unpin(pins, cores: list[int]) -> None:
+    """Let every pinned worker run on all ``cores`` again (the pool's last jobs, with cores to spare)."""
+    with pins.get_lock():
+        pins[1] = 1
+        for pid in pins[2:]:
+            if pid:
+                _set_affinity(pid, set(cores))
+
+
+def _set_affinity(pid: int, cores: set) -> None:
+    """``cores`` for every thread of process ``pid`` (Linux's affinity is a thread's: a process's threads
+    started before the call keep theirs); a process or thread that has exited is skipped."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        threads = [str(pid)]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except OSError:
+            pass
 
 
 def _single_threaded_xla() -> None:
