@@ -87,7 +87,8 @@ Measured on an idle 2-core CPU before issue 14's minibatches (docs/head_prompt.m
 ensemble), 5–9 s per trained cell, mostly the transformer prompt; experiment 2 (8 worlds, 192 cells)
 23.9 min wall, 30.4 min CPU, 14–20 s per trained memory cell, mostly the attention prompt.  Now, with
 ``--workers auto`` (one single-threaded process per core): 6.5 min (experiment 1) and 9.7 min (experiment 2),
-re-timed on 2026-12-04 with the seeds as jobs of their own and the workers sharing compiled programs.
+re-timed on 2026-12-04 with the seeds as jobs of their own and the workers sharing compiled programs; 9.5 and
+13.4 min on a 2-core machine about 1.5× slower (2026-12-05: both targets missed there, docs/head_prompt.md).
 ``--quick``: ~25 s (experiment 1) and ~30 s (experiment 2) wall when idle, most of it compilation; a
 rerun of a finished store takes well under a second before plotting.
 """
