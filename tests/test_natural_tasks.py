@@ -964,3 +964,49 @@ def test_an_unknown_constraint_or_a_missing_basis_is_a_config_error():
         with pytest.raises(ConfigError, match="basis"):
             tau_slope(X, pos, neg, constraint)
     assert tau_slope(X, pos, neg, "box") == pytest.approx(0.5 * (0.3 + 0.1 + 0.4 + 0.0))
+
+
+def _reference_r2(theta, phi):
+    """R² of log Z and of Φp_θ against a least squares solved by QR on columns scaled to a largest entry of 1."""
+    t = np.asarray(theta, np.float64)
+    z = t @ phi
+    logz, mean = logsumexp(z, axis=1), (np.exp(z - logsumexp(z, axis=1, keepdims=True))) @ phi.T
+    i, j = np.triu_indices(t.shape[1])
+    out = []
+    for M, y in ((np.hstack([t[:, i] * t[:, j], t, np.ones((len(t), 1))]), logz),
+                 (np.hstack([t, np.ones((len(t), 1))]), mean)):
+        s = np.abs(M).max(0)
+        q, r = np.linalg.qr(M / s)
+        res = y - q @ (q.T @ y)
+        out.append(1 - np.sum((res / np.abs(y).max()) ** 2) / np.sum(((y - y.mean(0)) / np.abs(y).max()) ** 2))
+    return out
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e7, 1e10, 1e50, 1e78])
+def test_the_log_partition_fit_is_the_least_squares_fit_at_every_scale_of_theta(scale):
+    """The quadratic's columns θ_iθ_j, θ and 1 differ in size by θ's square: unscaled, numpy's singular-value
+    cut-off dropped the constant column from θ ~ 1e7 (R² 0.71 where the fit reaches 0.89, ``determined``
+    True) and a column norm overflowed from 1e77 (``determined`` False for a well-conditioned design)."""
+    rng = np.random.default_rng(1)
+    theta, phi = scale * rng.normal(size=(40, 2)), rng.normal(size=(2, 4))
+    fit = log_partition_fit(theta, phi)
+    want_logz, want_mean = _reference_r2(theta, phi)
+    assert fit.r2_logz == pytest.approx(want_logz, abs=1e-9) and fit.r2_mean == pytest.approx(want_mean, abs=1e-9)
+    assert fit.determined and fit.determined_mean
+
+
+def test_the_log_partition_fit_near_zero_is_the_taylor_expansion_and_huge_logits_do_not_overflow_r2():
+    """At θ ~ 1e-7 log Z = log V + mᵀθ + ½θᵀCθ + O(θ³), m and C the uniform law's mean and covariance of the
+    embeddings (unscaled, the quadratic columns were cut: A = 0); logits ~1e170 once raised OverflowError
+    from the R² floor's square."""
+    rng = np.random.default_rng(1)
+    theta, phi = 1e-7 * rng.normal(size=(40, 2)), rng.normal(size=(2, 4))
+    fit = log_partition_fit(theta, phi)
+    m = phi.mean(1)
+    cov = phi @ phi.T / 4 - np.outer(m, m)  # θ's quadratic terms are ~1e-14 of log Z: rounding leaves ~5 % of them
+    np.testing.assert_allclose(fit.A, cov, atol=0.1 * np.abs(cov).max())
+    np.testing.assert_allclose(fit.b, m, rtol=1e-6)
+    assert fit.c == pytest.approx(math.log(4), rel=1e-12)
+    big = log_partition_fit(rng.normal(size=(40, 2)), 1e170 * rng.normal(size=(2, 4)))
+    assert np.isfinite(big.r2_logz) and np.isfinite(big.r2_mean) and big.r2_logz <= 1
+

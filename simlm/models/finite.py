@@ -105,22 +105,24 @@ def log_partition(theta, phi) -> jax.Array:
     return jax.nn.logsumexp(jnp.asarray(theta) @ jnp.asarray(phi), axis=-1)
 
 
-def _check_pair(theta, phi) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(theta, phi, name: str = "theta") -> tuple[np.ndarray, np.ndarray]:
+    """``theta (S, d)`` and ``phi (d, V)`` as arrays; ``name`` is how the caller calls theta."""
     phi = _check_matrix("phi", phi, "(d, V)")
-    theta = _check_matrix("theta", theta, "(S, d)")
+    theta = _check_matrix(name, theta, "(S, d)")
     if theta.shape[1] != phi.shape[0]:
-        raise ShapeError(f"theta: has d = {theta.shape[1]} but phi has d = {phi.shape[0]} rows (d, V)")
+        raise ShapeError(f"{name}: has d = {theta.shape[1]} but phi has d = {phi.shape[0]} rows (d, V)")
     return theta, phi
 
 
-def _check_logits(theta, phi) -> tuple[np.ndarray, np.ndarray]:
+def _check_logits(theta, phi, name: str = "theta") -> tuple[np.ndarray, np.ndarray]:
     """θ, Φ whose entries and logits Φᵀθ fit float32, where the laws are computed (else NaN laws)."""
-    logits = theta @ phi
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = theta @ phi
     top = float(np.abs(logits).max()) if np.isfinite(logits).all() else np.inf
     if max(np.abs(theta).max(), np.abs(phi).max(), top) > _F32_MAX:
-        raise ConfigError(f"theta: the logits Φᵀθ (max |Φᵀθ| = {top:.3g}, max |θ| = {np.abs(theta).max():.3g}, "
+        raise ConfigError(f"{name}: the logits Φᵀθ (max |Φᵀθ| = {top:.3g}, max |θ| = {np.abs(theta).max():.3g}, "
                           f"max |Φ| = {np.abs(phi).max():.3g}) overflow float32 ({_F32_MAX:.3g}), where the laws "
-                          "are computed; rescale theta or phi")
+                          f"are computed; rescale {name} or phi")
     return theta, phi
 
 

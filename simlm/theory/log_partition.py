@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError
-from simlm.models.finite import SoftmaxContextLM
+from simlm.models.finite import SoftmaxContextLM, _check_logits, _check_pair
 from simlm.theory._convex import logistic_loss, ridge_logistic, zero_one_error
 from simlm.theory.natural_tasks import NaturalTask, check_contexts, check_task_on, lm_laws
 from simlm.worlds.families import softmax
@@ -63,16 +63,16 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
     with np.errstate(over="ignore", invalid="ignore"):
         z, square = t @ phi, np.square(np.abs(t).max())
     if not (np.all(np.isfinite(z)) and np.isfinite(square)):
-        raise ConfigError("theta: so large that the logits Φᵀθ or the products θ_iθ_j of the quadratic fit "
+        raise ConfigError("theta, phi: so large that the logits Φᵀθ or the products θ_iθ_j of the quadratic fit "
                           "overflow float64")
     logz = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
     mean = softmax(z) @ phi.T
     i, j = np.triu_indices(d)
     X = np.hstack([t[:, i] * t[:, j] * np.where(i == j, 0.5, 1.0), t, np.ones((n, 1))])  # ½θᵀAθ, θ, 1
-    coef, lin = np.linalg.lstsq(X, logz, rcond=None)[0], np.hstack([t, np.ones((n, 1))])
+    lin = np.hstack([t, np.ones((n, 1))])
+    coef, G = _lstsq(X, logz), _lstsq(lin, mean)
     A = np.zeros((d, d))
     A[i, j] = A[j, i] = coef[: len(i)]
-    G = np.linalg.lstsq(lin, mean, rcond=None)[0]
     res, rm = logz - X @ coef, mean - lin @ G
 
     def full_rank(M) -> bool:
@@ -80,19 +80,38 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         min(n, p) singular values: with n ≤ p the smallest of them says nothing about the p-th)."""
         if M.shape[0] <= M.shape[1]:
             return False
+        M = M / _column_scales(M)  # first by the largest entry: a norm of entries near 1e±160 over/underflows
         sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
         return bool(sv[-1] > 1e-6 * sv[0])
 
     def r2(res, y):
         """1 − SS_res/SS_tot, and 1 when y is constant up to rounding: SS_tot at or below
         (:data:`_CONSTANT_RTOL` · max(1, max|y|))² per entry (identical embeddings or V = 1 make Φp_θ exactly
-        constant, and 1 − rounding/rounding read anywhere in 0.59–0.92)."""
+        constant, and 1 − rounding/rounding read anywhere in 0.59–0.92).  Computed on y and the residuals
+        divided by max(1, max|y|), so that squares of values beyond ~1e154 do not overflow."""
+        scale = max(1.0, float(np.abs(y).max()))
+        y, res = y / scale, res / scale
         sst = float(np.sum((y - y.mean(0)) ** 2))
-        floor = y.size * (_CONSTANT_RTOL * max(1.0, float(np.abs(y).max()))) ** 2
-        return float(1.0 - np.sum(res**2) / sst) if sst > floor else 1.0
+        return float(1.0 - np.sum(res**2) / sst) if sst > y.size * _CONSTANT_RTOL**2 else 1.0
 
     return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), float(np.sqrt(np.mean(res**2))),
                            G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))), full_rank(X), full_rank(lin))
+
+
+def _column_scales(M) -> np.ndarray:
+    """Each column's largest |entry| (1 for a column of zeros)."""
+    top = np.abs(M).max(0)
+    return np.where(top > 0, top, 1.0)
+
+
+def _lstsq(M, y) -> np.ndarray:
+    """Least squares on ``M``'s columns scaled to a largest |entry| of 1, the solution scaled back: the
+    quadratic fit's columns θ_iθ_j, θ and 1 differ in size by the square of θ's, and numpy's cut-off of
+    small singular values (eps·max(n, p)·σ_max) dropped the constant column once θ ~ 1e7 (R² 0.71 for 0.89,
+    ``determined`` still True) and the quadratic ones for θ ~ 1e-7 (A = 0)."""
+    scales = _column_scales(M)
+    sol = np.linalg.lstsq(M / scales, y, rcond=None)[0]
+    return sol / (scales[:, None] if sol.ndim == 2 else scales)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -110,8 +129,12 @@ def compare_probes(contexts, task: NaturalTask, f, phi, *, l2: float = 1e-4) -> 
     p_f = softmax(Φᵀf); near-equal losses are what a quadratic log-partition predicts."""
     contexts = check_contexts(contexts)
     task = check_task_on(task, contexts)
-    f, phi = check_real_array("f", f), check_real_array("phi", phi)
-    lm = SoftmaxContextLM(f, phi)  # validates the shapes
+    f, phi = _check_logits(*_check_pair(check_real_array("f", f), check_real_array("phi", phi), "f"), "f")
+    S, V = contexts.next_token_probs.shape
+    if f.shape[0] != S or phi.shape[1] != V:
+        raise ShapeError(f"f, phi: expected a row of f per context and a column of phi per word ({S} and {V}), "
+                         f"got {f.shape[0]} and {phi.shape[1]}")
+    lm = SoftmaxContextLM(f, phi)
     laws = lm_laws(lm, contexts)
     loss, error = {}, {}
     for key, X in (("f", f), ("Φp_f", laws @ phi.T), ("p*", contexts.next_token_probs)):
