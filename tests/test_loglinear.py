@@ -378,3 +378,22 @@ def test_bad_input_raises_typed_error_naming_the_argument(case):
     thunk, error, name = BAD_INPUTS[case]
     with pytest.raises(error, match=name):
         thunk()
+
+
+def test_sample_checks_its_sizes_before_making_a_key(monkeypatch):
+    """Making a key from a seed compiles: a bad size is refused before it (errors.py: before anything compiles)."""
+    import simlm.worlds.loglinear as module
+
+    def no_key(key):
+        raise AssertionError("a key was made before the sizes were checked")
+
+    monkeypatch.setattr(module, "as_key", no_key)
+    world = LogLinearWorld.random(0, 2, 3, 2)
+    for n, T in ((0, 1), (1, 0)):
+        with pytest.raises(ConfigError, match="n_sequences" if n == 0 else "length"):
+            world.sample(0, n, T)
+
+
+def test_a_carrier_embedding_that_overflows_says_to_raise_mean_norm():
+    with pytest.raises(ConfigError, match="raise mean_norm"):
+        LogLinearWorld.random(0, 2, 3, 2, mean_norm=1e-100, n_carriers=1)

@@ -1010,3 +1010,15 @@ def test_the_log_partition_fit_near_zero_is_the_taylor_expansion_and_huge_logits
     big = log_partition_fit(rng.normal(size=(40, 2)), 1e170 * rng.normal(size=(2, 4)))
     assert np.isfinite(big.r2_logz) and np.isfinite(big.r2_mean) and big.r2_logz <= 1
 
+
+
+def test_weights_near_the_float64_maximum_weigh_as_their_ratios_and_phi_beyond_float32_is_named():
+    """Weights of 1e308 summed to inf, and w / inf made every ε 0 (here 0.307); Φ beyond float32 was blamed on
+    theta, which ``fit_cross_entropy``'s caller never passed."""
+    lm = SoftmaxContextLM(np.ones((2, 2)), [[1.0, 0, 0], [0, 1, 0]])
+    P = np.array([[0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3]])
+    assert lm.epsilon(P, [1.0, 1.0]) > 0.3
+    assert lm.epsilon(P, [1e308, 1e308]) == pytest.approx(lm.epsilon(P, [1.0, 1.0]), rel=1e-12)
+    assert lm.epsilon(P, [1e308, 5e307]) == pytest.approx(lm.epsilon(P, [2.0, 1.0]), rel=1e-12)
+    with pytest.raises(ConfigError, match="^phi: entries up to 1e"):
+        fit_cross_entropy(P, np.ones((2, 3)) * 1e200)

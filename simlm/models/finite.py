@@ -84,8 +84,9 @@ def _check_weights(weights, S: int) -> np.ndarray:
     w = check_real_array("weights", weights)
     if w.shape != (S,):
         raise ShapeError(f"weights: expected shape ({S},) (one per context), got {w.shape}")
-    if np.any(w < 0) or w.sum() <= 0:
+    if np.any(w < 0) or not w.any():
         raise ConfigError("weights: expected finite non-negative weights with a positive sum")
+    w = w / w.max()  # first by the largest: a sum of weights near 1e308 overflowed, and w / inf read ε = 0
     return w / w.sum()
 
 
@@ -255,6 +256,9 @@ def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float
     spread: an offset of 1e4 moved ε from 0.114701 to 0.114661, the floor of the rounded Φ)."""
     P, phi = _check_problem(p_star, phi)
     _check_weights(weights, P.shape[0])
+    if np.abs(phi).max() > _F32_MAX:  # the fitted LM stores and evaluates Φ in float32
+        raise ConfigError(f"phi: entries up to {np.abs(phi).max():.3g} overflow float32 ({_F32_MAX:.3g}), where the "
+                          "fitted LM's laws are computed; rescale phi")
     steps = check_positive_int("steps", steps)
     tol = check_positive("tol", tol)
     S, d, V = P.shape[0], phi.shape[0], phi.shape[1]

@@ -352,11 +352,11 @@ class LogLinearWorld(WorldBase):
     def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
         """Draw int32 tokens (n, T) (and the states h_t (n, T) with ``return_states=True``) by inverse
         CDF with one uniform per token; the same key or seed gives bit-identical tokens."""
-        key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
         return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
+        key = as_key(key)  # after the host checks: making a key from a seed compiles
         toks, states = _sample(self._Z, self._W, self._next, self._start, key, n, T)
         return (toks, states) if return_states else toks
 
@@ -494,7 +494,8 @@ class LogLinearWorld(WorldBase):
             raise type(err)(f"{err} (built by LogLinearWorld.random from mean_norm={mean_norm:g}, radius={radius:g}, "
                             f"norm_spread={norm_spread:g}, gain={'default' if gain is None else 'given'}, "
                             f"sigma={sigma:g}, anchor_norm={anchor_norm:g}, carrier_gap={carrier_gap:g}: "
-                            "lower them)") from None
+                            "lower them; where a carrier word's embedding overflows, raise mean_norm instead: the "
+                            "carriers are shifted by carrier_gap / mean_norm)") from None
 
 
 __all__ = ["LogLinearWorld", "LOGIT_TOLERANCE", "max_logit", "emission_logprobs", "state_path", "backward_messages", "masked_token_logprobs",
