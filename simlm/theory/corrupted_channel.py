@@ -152,8 +152,9 @@ def _inputs(world, inputs) -> np.ndarray:
 def bayes_corrupted_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
     """The Bayes-optimal masked LM on BERT-corrupted ``inputs (n, T)`` (MASK = id V) of an HMM-backed
     ``world`` (anything with ``.chain``): P(x_t = · | y, s_t = 1), ``(n, T, V)`` float32, every position.
-    Positions a world makes impossible under every corruption cannot occur (the channel gives every symbol
-    probability ≥ q·b/V > 0 when b > 0); with b = 0 an impossible input raises."""
+    An input is possible when some corruption of some sequence the world allows yields it: every input of
+    symbols is when b > 0 (the channel gives every symbol probability ≥ q·b/V > 0), not one holding MASK
+    when mask = 0; an impossible input raises ``TokenError``."""
     corruption, y = check_corruption(corruption), _inputs(world, inputs)
     C, Cs = channels(corruption, int(world.n_symbols))
     initial, transition, emission = world.chain
