@@ -397,3 +397,15 @@ def test_sample_checks_its_sizes_before_making_a_key(monkeypatch):
 def test_a_carrier_embedding_that_overflows_says_to_raise_mean_norm():
     with pytest.raises(ConfigError, match="raise mean_norm"):
         LogLinearWorld.random(0, 2, 3, 2, mean_norm=1e-100, n_carriers=1)
+
+
+def test_a_world_with_an_anchor_and_one_with_that_vector_as_its_mean_have_fingerprints_of_their_own():
+    """Their laws are the same, but one has an anchor vector and the other refuses to give one; both vectors,
+    or neither, keep the fingerprint they always had."""
+    w = LogLinearWorld.random(0, 2, 3, 2)
+    Z, W, N = (np.asarray(a) for a in w.parameter_arrays()[:3])
+    v = np.array([1.0, 2.0])
+    anchored, meaned = LogLinearWorld(Z, W, N, anchor=v), LogLinearWorld(Z, W, N, mean=v)
+    assert anchored.fingerprint() != meaned.fingerprint()
+    assert LogLinearWorld(Z, W, N, anchor=v, mean=v).fingerprint() not in (anchored.fingerprint(), meaned.fingerprint())
+    assert len(LogLinearWorld(Z, W, N).parameter_arrays()) == 5 and len(w.parameter_arrays()) == 7

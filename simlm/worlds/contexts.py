@@ -57,8 +57,11 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
 
         p*(w | s) = p(s ⊕ w) / p(s),   p(∅) = 1,
 
-    scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised to remove
-    float32 rounding.  Prefixes with p(s) = 0 are dropped (their law is undefined).  Raises
+    scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised.  A world's
+    log-likelihoods are float32, so each law is off by about 6e-8 · |log p(s ⊕ w)| relative (the difference
+    of two rounded logs): ~1e-7 where log-likelihoods are of order 1, but 1e-3 for a log-linear world whose
+    logits reach 3e4 (``world.next_token_logprobs`` there: 2e-8).  Prefixes with p(s) = 0 are dropped (their
+    law is undefined).  Raises
     :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "log_likelihood", None))):
         raise ConfigError("world: expected a simlm world (with n_symbols and log_likelihood), got "

@@ -333,6 +333,8 @@ class LogLinearWorld(WorldBase):
     def parameter_arrays(self) -> tuple:
         """The arrays that define this world (its fingerprint hashes them; a sweep stores them)."""
         extra = [a for a in (self._anchor, self._mean) if a is not None]
+        if len(extra) == 1:  # which one it is, as an empty array in the other's place (else an anchor = a mean)
+            extra = [self._anchor, np.zeros(0)] if self._mean is None else [np.zeros(0), self._mean]
         return [self._Z, self._W, self._next, np.array([self._start]), self.carrier_ids, *extra]
 
     # ---- contexts ----
