@@ -254,12 +254,20 @@ def check_instance(name: str, value, types, what: str):
     return value
 
 
+def _ml_float(dtype) -> bool:
+    """bfloat16 and JAX's other ml_dtypes floats, whose numpy kind is 'V' (void), not 'f'."""
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.floating))
+    except TypeError:
+        return False
+
+
 def check_real_array(name: str, array, *, error=ConfigError) -> np.ndarray:
     """A real, finite float64 array (complex, object, string, ragged, NaN and ±inf entries refused)."""
     raw = as_array(name, array, what="an array of numbers with rows of equal length")
     if raw.dtype.kind == "c":
         raise error(f"{name}: expected real numbers, got complex dtype {raw.dtype} (the imaginary part would be lost)")
-    if raw.dtype.kind not in "biuf":
+    if raw.dtype.kind not in "biuf" and not _ml_float(raw.dtype):
         raise error(f"{name}: expected a numeric array, got dtype {raw.dtype}")
     arr = raw.astype(np.float64)
     if not np.all(np.isfinite(arr)):

@@ -217,3 +217,21 @@ def test_a_wrapped_model_trained_in_place_afterwards_leaves_the_wrapper_as_it_wa
     np.testing.assert_array_equal(np.asarray(lm.next_token_logprobs(x)), before)
     np.testing.assert_allclose(np.asarray(jax.nn.log_softmax(lm.features(x) @ lm.unembedding, -1)), before, atol=1e-5)
     assert not np.allclose(np.asarray(TransformerLM(model).next_token_logprobs(x)), before)  # the update took
+
+
+def test_a_prefix_beyond_the_streams_range_is_refused_and_a_bfloat16_prefix_accepted():
+    """A finite prefix past the stream dtype's range became inf in it, and every logit NaN; a concrete
+    bfloat16 prefix (the dtype a bf16 model's features come in) was refused as "not a numeric array"."""
+    cfg = TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=2, max_len=6, causal=False)
+    model = init_transformer(cfg, 0)
+    tokens = jnp.zeros((1, 3), jnp.int32)
+    with pytest.raises(ConfigError, match="prefix: entries up to 1e\\+39 overflow the model's float32"):
+        model.logits_at(tokens, jnp.asarray([0]), prefix=np.full((1, 8), 1e39))
+    half = init_transformer(dataclasses.replace(cfg, dtype="float16"), 0)
+    with pytest.raises(ConfigError, match="float16"):
+        half.logits_at(tokens, jnp.asarray([0]), prefix=np.full((1, 8), 1e5))
+    assert np.all(np.isfinite(np.asarray(half.logits_at(tokens, jnp.asarray([0]), prefix=np.full((1, 8), 1e4)),
+                                         np.float32)))
+    prefix = jnp.full((1, 8), 0.5, jnp.bfloat16)
+    np.testing.assert_array_equal(np.asarray(model(tokens, prefix=prefix)),
+                                  np.asarray(model(tokens, prefix=np.full((1, 8), 0.5, np.float32))))

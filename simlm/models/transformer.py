@@ -27,8 +27,9 @@ world tokens x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V)
 Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (to float32 rounding).  With
 ``"bfloat16"`` or ``"float16"`` the parameters stay float32 and the products run in that compute dtype:
 features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
-unembedding)`` equals the laws only up to compute-dtype rounding (measured on O(1) weights: 2e-3 to 3e-3 in
-bfloat16, 3e-4 to 4e-4 in float16).  Attention scores and softmaxes, LayerNorm statistics and the output
+unembedding)`` equals the laws only up to compute-dtype rounding, which grows with the logits, rounded to the
+compute dtype: about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in float16 (measured: 1e-3 to 3e-3 and 2e-4
+to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  Attention scores and softmaxes, LayerNorm statistics and the output
 log_softmax are computed in float32 whatever the dtype.  ``residual_dtype`` is the residual stream's (the
 embeddings and every block's sum): by default the compute dtype, so that every activation is in it; with
 ``residual_dtype="float32"`` under a bfloat16/float16 ``dtype`` the stream stays float32 and only the
@@ -525,6 +526,10 @@ class Transformer(nnx.Module):
         if prefix is not None:
             if not isinstance(prefix, jax.core.Tracer):
                 prefix = check_real_array("prefix", prefix)
+                top, limit = float(np.abs(prefix).max(initial=0.0)), float(jnp.finfo(x.dtype).max)
+                if top > limit:  # cast to the stream's dtype it would be inf, and every logit NaN
+                    raise ConfigError(f"prefix: entries up to {top:.3g} overflow the model's {jnp.dtype(x.dtype).name} "
+                                      f"stream (largest {limit:.3g})")
             prefix = jnp.asarray(prefix, dtype=x.dtype)
             if prefix.ndim == 2:
                 prefix = jnp.broadcast_to(prefix, (x.shape[0], *prefix.shape))
