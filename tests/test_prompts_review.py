@@ -365,3 +365,42 @@ def test_an_exact_fit_is_checked_against_the_kept_restarts_start(small, monkeypa
     with pytest.raises(TrainingDivergedError,
                        match="^lr: the exact prompt fit diverged: it ended at training loss 60, above its start 0.69"):
         fit_exact_prompt(w, x, y, steps=2, n_restarts=1)
+
+
+def _sparse_world():
+    return HMM([0.5, 0.5, 0.0], [[0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [1.0, 0.0, 0.0]],
+               [[0.9, 0.1, 0.0], [0.1, 0.0, 0.9], [0.5, 0.5, 0.0]])
+
+
+@pytest.mark.parametrize("fit", ["prepended", "attention"])
+def test_an_impossible_test_sequence_is_refused_before_the_fit_naming_the_test_tokens(fit, monkeypatch):
+    """A test sequence no prompt makes possible was scored after every restart had been trained (7.6 s here),
+    and the error named the training ``tokens``; bad ``lr`` and ``seed`` are refused before the world's prompted
+    law is compiled."""
+    from simlm.downstream import fit_exact_attention_prompt, fit_exact_prompt
+
+    world = _sparse_world()
+    x = np.array([[0, 1], [1, 0], [0, 0], [1, 1]])
+    y = np.array([0, 1, 0, 1])
+    run = fit_exact_prompt if fit == "prepended" else fit_exact_attention_prompt
+    with pytest.raises(ZeroProbabilityError, match="^test tokens: sequence 0"):
+        run(world, x, y, steps=5, n_restarts=1, test=(np.array([[2, 2]]), [0]))
+    law = "prompted_prepended_mask_probs" if fit == "prepended" else "prompted_masked_token_probs"
+
+    def no_law(*args, **kwargs):
+        raise AssertionError("the prompted law ran before the arguments were checked")
+
+    monkeypatch.setattr(HMM, law, no_law)
+    for bad, name in (({"lr": -1.0}, "lr"), ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed")):
+        with pytest.raises(ConfigError, match=f"^{name}"):
+            run(world, x, y, steps=5, n_restarts=1, **bad)
+
+
+def test_a_prompt_that_moves_mass_onto_states_position_0_never_takes_has_no_reweighting():
+    """r = [1, 0.625, 0] read P(H_0 | z, x) = [0.516, 0.484, 0] where it is [0.345, 0.323, 0.332]: the prompt's
+    law puts mass on state 2, which π never gives position 0."""
+    w = HMM([0.5, 0.5, 0.0], [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.3, 0.3, 0.4]], [[0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
+    np.testing.assert_allclose(np.asarray(w.prompted_state_posterior(np.array([[0, 1]]), np.ones(3)))[0],
+                               [0.345, 0.323, 0.332], atol=1e-3)
+    with pytest.raises(ConfigError, match="never takes"):
+        w.prompt_reweighting(np.ones(3))

@@ -14,8 +14,9 @@ position with π, so the state of x_1 has the prompted prior
 
 and every masked law is the world's exact one with that prior: P(x_t = · | z, x_−t) = P(h_t | z, x_−t) B
 from one forward–backward pass (``world.prompted_masked_token_probs``).  For a one-cell memory world A keeps the
-slot, so a prompt reweights the slot prior by Σ_h π(m, h) u(m, h) (and moves the chain one step); it can
-sharpen or suppress slot values before the head reads the positions.
+slot, so after a prompt of k = 1 the slot law is ∝ Σ_h π(m, h) u(m, h) = ρ(m) · Σ_h π_Q(h) u(m, h) — the
+slot prior ρ reweighted by Σ_h π_Q(h) u(m, h), π_Q the syntactic states' initial law — (and the chain moves
+one step); it can sharpen or suppress slot values before the head reads the positions.
 
 Transformer (a :class:`~simlm.models.MaskedTransformerLM`).  k continuous vectors ``(k, d)`` are prepended
 to the input embeddings of every masked copy of x (x with x_t replaced by MASK, one per position t); the
@@ -89,12 +90,15 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * V + d_value * C, toks.size * (2 * K + V), steps,
         names="k, n_classes, d_key, d_value, n_restarts, steps")
+    l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_positive("lr", lr)
+    seed = check_positive_int("seed", seed, minimum=0)
     check_promptable(world.prompted_masked_token_probs, toks, k, K)  # before the fit, not when it is scored
+    if test is not None:
+        check_promptable(world.prompted_masked_token_probs, test[0], k, K, "test tokens")
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
-        _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y),
-        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=head, k=k, n_classes=C,
+        _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y), jnp.float32(l2), jnp.float32(lr),
+        as_key(seed, "seed"), head=head, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     check_prompt_fit(losses[0], final, "the exact attention prompt fit", U)  # losses[0]: the kept restart's start
     result = ExactAttentionPromptResult(np.asarray(U), head.fitted(params, mean, sd, losses, final), float("nan"),

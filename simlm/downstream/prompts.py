@@ -99,12 +99,15 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = world.n_states, world.n_symbols
     check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
+    l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_positive("lr", lr)
+    seed = check_positive_int("seed", seed, minimum=0)
     check_promptable(world.prompted_prepended_mask_probs, toks, k, K)  # before the fit, not when it is scored
+    if test is not None:
+        check_promptable(world.prompted_prepended_mask_probs, test[0], k, K, "test tokens")
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
-        _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y),
-        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_positive("lr", lr)),
-        as_key(check_positive_int("seed", seed, minimum=0), "seed"), head=_HEAD, k=k, n_classes=C,
+        _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y), jnp.float32(l2), jnp.float32(lr),
+        as_key(seed, "seed"), head=_HEAD, k=k, n_classes=C,
         steps=check_positive_int("steps", steps), n_restarts=check_positive_int("n_restarts", n_restarts))
     check_prompt_fit(losses[0], final, "the exact prompt fit", U)  # losses[0]: the kept restart's start
     head = _HEAD.fitted(params, mean, sd, losses)

@@ -115,9 +115,10 @@ class ChainInference:
     def prompt_reweighting(self, prompt) -> jax.Array:
         """r = P(H | z) ⊘ π scaled to max 1, ``(K,)``: P(H_0 | z, x) ∝ P(H_0 | x) ∘ r for every x, for the
         prompt likelihoods ``prompt (k, K)`` (0 where π = 0; :func:`~simlm.worlds.prompting.prompt_reweighting`).
-        :class:`ConfigError` naming the prompt when P(H | z) vanishes wherever π > 0 — the prompt moves the
-        chain onto states the unprompted position 0 never takes — or the prompt itself has probability zero:
-        no reweighting r exists then (the pure function's r is all zero)."""
+        :class:`ConfigError` naming the prompt when P(H | z) puts mass on a state the unprompted position 0 never
+        takes (π = 0; the pure function's r is then 0 there and the identity false: P(H_0 = h | x) = 0 for every
+        x while P(H_0 = h | z, x) need not be), when it vanishes wherever π > 0, or when the prompt itself has
+        probability zero: no reweighting r exists then."""
         initial, transition, _ = self._chain
         u = self._prompt(prompt)
         r = prompting.prompt_reweighting(initial, transition, u)
@@ -126,6 +127,13 @@ class ChainInference:
             raise ConfigError(f"{_PROMPT}: its law P(H | z) vanishes (to float precision) on every state the "
                               "unprompted position 0 can take (π > 0), so no reweighting r of P(H_0 | x) gives "
                               "the prompted posterior (prompted_state_posterior has it directly)")
+        alpha, pi = np.asarray(prompting.prompt_prior(initial, transition, u)), np.asarray(initial)
+        off = np.flatnonzero((pi == 0) & (alpha > 0))
+        if off.size:  # P(H_0 = h | x) = 0 for every x there, but P(H_0 = h | z, x) need not be
+            raise ConfigError(f"{_PROMPT}: its law P(H | z) puts {alpha[off].sum() / alpha.sum():.3g} of its mass on "
+                              f"states the unprompted position 0 never takes (π = 0: {off.tolist()[:8]}), so no "
+                              "reweighting r of P(H_0 | x) gives the prompted posterior (prompted_state_posterior "
+                              "has it directly)")
         return r
 
     def prompted_state_posterior(self, tokens, prompt) -> jax.Array:
