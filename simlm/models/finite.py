@@ -121,9 +121,9 @@ def _check_logits(theta, phi, name: str = "theta") -> tuple[np.ndarray, np.ndarr
         logits = theta @ phi
     top = float(np.abs(logits).max()) if np.isfinite(logits).all() else np.inf
     if max(np.abs(theta).max(), np.abs(phi).max(), top) > _F32_MAX:
-        raise ConfigError(f"{name}: the logits Φᵀθ (max |Φᵀθ| = {top:.3g}, max |θ| = {np.abs(theta).max():.3g}, "
-                          f"max |Φ| = {np.abs(phi).max():.3g}) overflow float32 ({_F32_MAX:.3g}), where the laws "
-                          f"are computed; rescale {name} or phi")
+        raise ConfigError(f"{name}: the logits Φᵀθ (max |Φᵀθ| = {top:.3g}, max |θ| = "
+                          f"{np.abs(theta).max():.3g}, max |Φ| = {np.abs(phi).max():.3g}) overflow float32 "
+                          f"({_F32_MAX:.3g}), where the laws are computed; rescale {name} or phi")
     return theta, phi
 
 

@@ -27,11 +27,12 @@ world tokens x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V)
 Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (to float32 rounding).  With
 ``"bfloat16"`` or ``"float16"`` the parameters stay float32 and the products run in that compute dtype:
 features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
-unembedding)`` equals the laws only up to compute-dtype rounding, which grows with the logits, rounded to the
-compute dtype: about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in float16 (measured: 1e-3 to 3e-3 and 2e-4
-to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  Attention scores and softmaxes, LayerNorm statistics and the output
-log_softmax are computed in float32 whatever the dtype.  ``residual_dtype`` is the residual stream's (the
-embeddings and every block's sum): by default the compute dtype, so that every activation is in it; with
+unembedding)`` equals the laws only up to compute-dtype rounding, which grows with the logits (rounded to the
+compute dtype): about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in float16 (measured: 1e-3 to 3e-3 and 2e-4
+to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  Attention scores and
+softmaxes, LayerNorm statistics and the output log_softmax are computed in float32 whatever the dtype.
+``residual_dtype`` is the residual stream's (the embeddings and every block's sum): by default the compute
+dtype, so that every activation is in it; with
 ``residual_dtype="float32"`` under a bfloat16/float16 ``dtype`` the stream stays float32 and only the
 products' inputs and outputs (and the GELU between them) are in the compute dtype — PyTorch's
 ``torch.autocast`` mixed precision, the like-for-like setting against a peer run under it.
