@@ -1009,6 +1009,7 @@ def test_the_log_partition_fit_near_zero_is_the_taylor_expansion_and_huge_logits
     assert fit.c == pytest.approx(math.log(4), rel=1e-12)
     big = log_partition_fit(rng.normal(size=(40, 2)), 1e170 * rng.normal(size=(2, 4)))
     assert np.isfinite(big.r2_logz) and np.isfinite(big.r2_mean) and big.r2_logz <= 1
+    assert np.isfinite(big.rms_logz) and np.isfinite(big.rms_mean) and big.rms_logz > 1e150
 
 
 

@@ -94,8 +94,12 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         sst = float(np.sum((y - y.mean(0)) ** 2))
         return float(1.0 - np.sum(res**2) / sst) if sst > y.size * _CONSTANT_RTOL**2 else 1.0
 
-    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), float(np.sqrt(np.mean(res**2))),
-                           G[:d].T, G[d], r2(rm, mean), float(np.sqrt(np.mean(rm**2))), full_rank(X), full_rank(lin))
+    def rms(res) -> float:  # divided by the largest first: the squares of residuals beyond ~1e154 overflow
+        top = float(np.abs(res).max())
+        return top * float(np.sqrt(np.mean((res / top) ** 2))) if top > 0 else 0.0
+
+    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), rms(res),
+                           G[:d].T, G[d], r2(rm, mean), rms(rm), full_rank(X), full_rank(lin))
 
 
 def _column_scales(M) -> np.ndarray:
