@@ -92,9 +92,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
         names="k, n_classes, d_key, d_value, n_restarts, steps")
     l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_positive("lr", lr)
     seed = check_positive_int("seed", seed, minimum=0)
-    check_promptable(world.prompted_masked_token_probs, toks, k, K)  # before the fit, not when it is scored
-    if test is not None:
-        check_promptable(world.prompted_masked_token_probs, test[0], k, K, "test tokens")
+    check_promptable(world.prompted_masked_token_probs, toks, k, K, test)  # before the fit, not when it is scored
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _laws_at_every_position, world.chain, jnp.asarray(toks), jnp.asarray(y), jnp.float32(l2), jnp.float32(lr),

@@ -124,18 +124,22 @@ def fit_chain_prompt(law, chain, data, labels, l2, lr, key, *, head: HeadLogits,
     return jax.nn.softplus(p["prompt"]), p["head"], mean, scale, losses, final, train_features
 
 
-def check_promptable(prompted_law, tokens, k: int, n_states: int, name: str = "tokens") -> None:
-    """Refuse, before an exact prompt fit, ``tokens`` (the training tokens, or the test set's: ``name``) that
-    no prompt of ``k`` tokens it can reach makes possible: its likelihoods U = softplus(θ) are positive
-    everywhere, so every such prompt's law has the support of the all-ones prompt ``(k, n_states)``, and
-    ``prompted_law(tokens, ones)`` — the world's checked prompted method the fit is scored with — raising
-    :class:`ZeroProbabilityError` means it would raise for the fitted prompt too, after the whole fit."""
-    try:
-        prompted_law(tokens, np.ones((k, n_states)))
-    except ZeroProbabilityError as err:
-        text = str(err) if name == "tokens" else f"{name}: {str(err).removeprefix('tokens: ')}"
-        raise ZeroProbabilityError(f"{text}; the same holds after every prompt of k = {k} tokens the fit can reach "
-                                   "(U = softplus(θ) > 0 has the all-ones prompt's support)") from None
+def check_promptable(prompted_law, tokens, k: int, n_states: int, test=None) -> None:
+    """Refuse, before an exact prompt fit, training ``tokens`` — or the tokens of ``test`` (None or the
+    checked pair (tokens, labels)) — that no prompt of ``k`` tokens it can reach makes possible: its
+    likelihoods U = softplus(θ) are positive everywhere, so every such prompt's law has the support of the
+    all-ones prompt ``(k, n_states)``, and ``prompted_law(tokens, ones)`` — the world's checked prompted
+    method the fit is scored with — raising :class:`ZeroProbabilityError` means it would raise for the
+    fitted prompt too, after the whole fit."""
+    for name, toks in (("tokens", tokens), ("test tokens", None if test is None else test[0])):
+        if toks is None:
+            continue
+        try:
+            prompted_law(toks, np.ones((k, n_states)))
+        except ZeroProbabilityError as err:  # the world's error names "tokens"
+            text = str(err) if name == "tokens" else f"{name}: {str(err).removeprefix('tokens: ')}"
+            raise ZeroProbabilityError(f"{text}; the same holds after every prompt of k = {k} tokens the fit can "
+                                       "reach (U = softplus(θ) > 0 has the all-ones prompt's support)") from None
 
 
 def check_finite_fit(final_losses, what: str) -> None:

@@ -101,9 +101,7 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
     l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_positive("lr", lr)
     seed = check_positive_int("seed", seed, minimum=0)
-    check_promptable(world.prompted_prepended_mask_probs, toks, k, K)  # before the fit, not when it is scored
-    if test is not None:
-        check_promptable(world.prompted_prepended_mask_probs, test[0], k, K, "test tokens")
+    check_promptable(world.prompted_prepended_mask_probs, toks, k, K, test)  # before the fit, not when it is scored
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
     U, params, mean, sd, losses, final, _ = fit_chain_prompt(
         _law_at_prepended_mask, world.chain, beta0, jnp.asarray(y), jnp.float32(l2), jnp.float32(lr),

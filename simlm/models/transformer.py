@@ -32,10 +32,10 @@ compute dtype): about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in floa
 to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  Attention scores and
 softmaxes, LayerNorm statistics and the output log_softmax are computed in float32 whatever the dtype.
 ``residual_dtype`` is the residual stream's (the embeddings and every block's sum): by default the compute
-dtype, so that every activation is in it; with
-``residual_dtype="float32"`` under a bfloat16/float16 ``dtype`` the stream stays float32 and only the
-products' inputs and outputs (and the GELU between them) are in the compute dtype — PyTorch's
-``torch.autocast`` mixed precision, the like-for-like setting against a peer run under it.
+dtype, so that every activation is in it; with ``residual_dtype="float32"`` under a bfloat16/float16
+``dtype`` the stream stays float32 and only the products' inputs and outputs (and the GELU between them)
+are in the compute dtype — PyTorch's ``torch.autocast`` mixed precision, the like-for-like setting against
+a peer run under it.
 
 Attention kernel: ``attention="auto"`` runs cuDNN's fused (flash) attention where it exists — an NVIDIA GPU of
 compute capability ≥ 8, a bfloat16/float16 compute dtype, head size a multiple of 8 and ≤ 128 — for the full

@@ -133,7 +133,7 @@ def compare_probes(contexts, task: NaturalTask, f, phi, *, l2: float = 1e-4) -> 
     p_f = softmax(Φᵀf); near-equal losses are what a quadratic log-partition predicts."""
     contexts = check_contexts(contexts)
     task = check_task_on(task, contexts)
-    f, phi = _check_logits(*_check_pair(check_real_array("f", f), check_real_array("phi", phi), "f"), "f")
+    f, phi = _check_logits(*_check_pair(f, phi, "f"), "f")  # real, finite matrices of matching d, within float32
     S, V = contexts.next_token_probs.shape
     if f.shape[0] != S or phi.shape[1] != V:
         raise ShapeError(f"f, phi: expected a row of f per context and a column of phi per word ({S} and {V}), "
