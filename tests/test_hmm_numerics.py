@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from simlm import HMM
 from simlm.strategies import hmms, worlds_with_tokens
 from simlm.worlds import MemoryHMM
+from simlm.worlds.topic import topic_of_state, topic_syntax_hmm
 from simlm.worlds import hmm_core as core
 
 
@@ -139,6 +140,43 @@ def test_the_stationary_distribution_is_a_law_the_transition_leaves_fixed(A):
     stored = np.asarray(hmm.transition, np.float64)
     assert mu.shape == (K,) and (mu >= 0).all() and mu.sum() == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(mu @ stored, mu, atol=1e-6)
+
+
+
+@pytest.mark.parametrize("seed, n_topics, n_syntax", [(0, 3, 1), (1, 3, 2), (2, 4, 2)])
+@pytest.mark.parametrize("switch", [1e-8, 1e-10])
+def test_a_chain_that_mixes_more_slowly_than_its_rows_round_gets_its_own_stationary_law(seed, n_topics, n_syntax,
+                                                                                       switch):
+    """Topics that switch with probability 1e-8 mix more slowly than the float32 rows' rounding (~1e-8) moves
+    the Perron root, yet the chain is irreducible and its topic chain symmetric: the unique stationary law's
+    topic marginal is uniform.  Read off the eigenvalue closest to 1 it was e.g. [0.5, 0.25, 0.25]."""
+    world = topic_syntax_hmm(seed, n_topics, n_syntax, 2, switch=switch).hmm
+    mu = world.stationary_distribution()
+    np.testing.assert_allclose(np.bincount(topic_of_state(n_topics, n_syntax), weights=mu), 1 / n_topics, atol=1e-6)
+
+
+@settings(max_examples=40)
+@given(st.integers(2, 6), st.integers(0, 2**32 - 1), st.floats(0.0, 0.7))
+def test_the_stationary_law_of_an_irreducible_chain_is_the_limit_of_its_powers(K, seed, sparsity):
+    """Brute force: the lazy chain (I + A)/2 has A's stationary laws and no period, so for an irreducible A
+    every row of its 2⁶⁰-th power (60 squarings, float64, rows renormalised) is the unique μ."""
+    rng = np.random.default_rng(seed)
+    A = rng.dirichlet(np.ones(K), K) * (rng.random((K, K)) >= sparsity)
+    A[np.arange(K), rng.permutation(K)] += 0.05  # a row is never empty
+    A /= A.sum(1, keepdims=True)
+    world = HMM(np.full(K, 1 / K), A, np.full((K, 2), 0.5))
+    stored = np.asarray(world.transition, np.float64)
+    stored /= stored.sum(1, keepdims=True)
+    reach = np.linalg.matrix_power(np.eye(K) + stored, K) > 0
+    mu = world.stationary_distribution()
+    assert (mu >= 0).all() and mu.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(mu @ stored, mu, atol=1e-12)
+    if reach.all():  # irreducible
+        P = (np.eye(K) + stored) / 2
+        for _ in range(60):
+            P = P @ P
+            P /= P.sum(1, keepdims=True)
+        np.testing.assert_allclose(mu, P[0], atol=1e-9)
 
 
 # ---- the floor's share of a posterior's row total --------------------------------------------------------
