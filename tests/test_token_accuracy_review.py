@@ -563,6 +563,16 @@ def test_class_emissions_below_float32s_normal_range_are_refused():
                                    rtol=1e-6)
 
 
+
+@pytest.mark.parametrize("build, name", [(lambda: topic_syntax_hmm(0, 2, 2, 2, topic_rate=1e-45), "topic_rate"),
+                                         (lambda: block_zipf_hmm(0, 3, 4, leak=1e-45), "leak")])
+def test_a_class_probability_below_float32s_range_names_the_argument_that_set_it(build, name):
+    """topic_syntax_hmm's topic_rate 1e-45 was refused with advice to raise "the least class probability
+    (leak)", an option topic_syntax_hmm does not have."""
+    with pytest.raises(ConfigError, match=f"exponent, block_size, {name}:") as err:
+        build()
+    assert str(err.value).endswith(f"({name})")
+
 # ---- second review (2026-12-05): degenerate clusterings and bad readout input ----------------------------
 
 def test_a_clustering_of_one_kept_token_has_no_nmi_as_it_has_no_ari():

@@ -125,8 +125,9 @@ def ginc(rng, K, V, *, n_concepts=2, n_entities=None, entity_stay=0.9, property_
          emission_noise=0.0):
     """A GINC-style world (Xie, Raghunathan, Liang & Ma, 2022): a concept c is drawn once per sequence
     and a hidden state (entity e, property q) follows the concept's chain
-    A_c = kron(E_c, Q_c), E_c sticky (stay with prob ``entity_stay``, else move uniformly), Q_c a
-    permutation mixture at ``property_temp``.  Every concept shares one deterministic emission table
+    A_c = kron(E_c, Q_c), E_c = ``entity_stay``·I + (1 − ``entity_stay``)·J/n_entities sticky (stay, else
+    move to a uniformly drawn entity, itself included: P(stay) = entity_stay + (1 − entity_stay)/n_entities),
+    Q_c a permutation mixture at ``property_temp``.  Every concept shares one deterministic emission table
     token = table[e, q] (distinct tokens where V allows), optionally smoothed by ``emission_noise``.
 
     State index = (c·n_entities + e)·n_properties + q; K = n_concepts·n_entities·n_properties.

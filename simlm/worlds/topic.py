@@ -55,9 +55,11 @@ def zipf_weights(size: int, exponent: float) -> np.ndarray:
     return w / w.sum()
 
 
-def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.ndarray, np.ndarray]:
+def class_emission(class_probs, block_size: int, exponent: float, *, class_names: str = "class_probs"
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """B[k, w] = P(c(w) | k) z_{c(w)}(w) for ``class_probs (K, m)`` (K, m ≥ 1) and m blocks of ``block_size``
-    tokens; returns ``(emission (K, m·block_size), token_class (m·block_size,))``."""
+    tokens; returns ``(emission (K, m·block_size), token_class (m·block_size,))``.  ``class_names``: the
+    arguments that set the class probabilities, named by the error when the least one is too small."""
     P = check_stochastic("class_probs", class_probs)
     if P.ndim != 2 or P.shape[0] == 0:
         raise ShapeError(f"class_probs: expected a (K, m) matrix of class laws with K ≥ 1, got shape {P.shape}")
@@ -68,10 +70,10 @@ def class_emission(class_probs, block_size: int, exponent: float) -> tuple[np.nd
     least = float(P[P > 0].min() * z[-1])  # the smallest positive emission, a leaked class's last rank
     if least < _FLOAT32_TINY:  # stored as float32 it would be rounded to 0 or subnormal in some states only:
         raise ConfigError(  # a class's columns would stop being proportional, and its tokens' posteriors differ
-            f"exponent, block_size: the smallest positive emission P(c|k)·z(w) = {least:.3g} (least class "
-            f"probability {P[P > 0].min():.3g} × rank {block_size}'s Zipf weight {z[-1]:.3g}) is below float32's "
+            f"exponent, block_size, {class_names}: the smallest positive emission P(c|k)·z(w) = {least:.3g} "
+            f"(least class probability {P[P > 0].min():.3g} × rank {block_size}'s Zipf weight {z[-1]:.3g}) is below float32's "
             f"smallest normal number {_FLOAT32_TINY:.3g}, so the columns of a class would not stay proportional; "
-            "lower exponent or block_size, or raise the least class probability (leak)")
+            f"lower exponent or block_size, or make the least class probability larger ({class_names})")
     emission = (P[:, :, None] * z[None, None, :]).reshape(P.shape[0], -1)
     return emission, np.repeat(np.arange(P.shape[1]), block_size)
 
@@ -108,7 +110,7 @@ def block_zipf_hmm(seed: int, n_states: int = 8, block_size: int = 30, *, expone
     conc = check_number("concentration", concentration, minimum=1e-3, maximum=1e3)
     rng = as_rng(seed)
     A, pi = _dirichlet_rows(rng, K, conc), rng.dirichlet(np.full(K, conc))
-    emission, classes = class_emission((1 - leak) * np.eye(K) + leak / K, b, s)
+    emission, classes = class_emission((1 - leak) * np.eye(K) + leak / K, b, s, class_names="leak")
     return ClassedHMM(HMM(pi, A, emission), classes)
 
 
@@ -138,7 +140,7 @@ def topic_syntax_hmm(seed: int, n_topics: int = 3, n_syntax: int = 3, block_size
         for q in range(S):
             P[z * S + q, q] += 1 - rate
             P[z * S + q, S + z] += rate
-    emission, classes = class_emission(P, b, s)
+    emission, classes = class_emission(P, b, s, class_names="topic_rate")
     return ClassedHMM(HMM(pi, np.kron(topic, syntax), emission), classes)
 
 
