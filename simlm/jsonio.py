@@ -27,17 +27,25 @@ from simlm.errors import ConfigError
 
 
 def jsonable(x):
-    """``x`` with numpy scalars and arrays made Python and non-finite floats made ``None``; dicts, lists
-    and tuples are converted recursively."""
+    """``x`` with numpy scalars and arrays made Python and non-finite floats made ``None`` (ml_dtypes'
+    bfloat16 and float8 scalars too); dicts, lists and tuples are converted recursively, a dict's numpy,
+    number, bool and None keys made the strings JSON writes for them (as they read back)."""
     if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
+        return {_key(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
     if isinstance(x, (np.ndarray, jax.Array)):
         return jsonable(np.asarray(x).tolist())
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
-    return x.item() if isinstance(x, np.generic) else x
+    return jsonable(x.item()) if isinstance(x, np.generic) else x  # bfloat16 is no np.floating: its item is
+
+
+def _key(k):
+    """A dict key as JSON writes it: a str as it is; a number, bool or None as its JSON text ("1", "true",
+    "null"), numpy scalars first made Python; anything else as given (json refuses it: a TypeError)."""
+    k = k.item() if isinstance(k, np.generic) else k
+    return k if isinstance(k, str) or not (k is None or isinstance(k, (bool, int, float))) else json.dumps(k)
 
 
 def write_text_atomic(path, text: str) -> None:

@@ -11,6 +11,7 @@ import socket
 from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -414,6 +415,22 @@ def test_a_nested_leaf_comes_back_exactly_through_strict_json(leaf):
     for got in (back["a"]["b"][0], back["c"]):
         assert type(got) is type(leaf) and (got == leaf or (leaf != leaf and got != got))
     assert back["a"]["b"][1] == 1
+
+
+def test_arrays_come_back_as_their_lists_and_scalars_with_their_type():
+    """A 0-d numpy array raised TypeError, a JAX array another, and a JAX int came back a float."""
+    value = {"a": np.array(3.0), "b": jnp.array([1.0, 2.0]), "c": jnp.array(3), "d": np.arange(2)}
+    back = nested_of(json.loads(json.dumps(jsonable(leaf_rows(value)), allow_nan=False)))
+    assert back == {"a": 3.0, "b": [1.0, 2.0], "c": 3, "d": [0, 1]} and type(back["c"]) is int
+
+
+@pytest.mark.parametrize("value, match", [({"a/b": 1, "a": {"c": 2}}, "'a/b'"), ({"x": {"y[]": 1}}, "'x/y\\[\\]'"),
+                                          ([1, 2], "expected a dict")])
+def test_a_record_the_rows_cannot_give_back_is_refused_naming_the_key(value, match):
+    """{"a/b": 1, "a": {"c": 2}} came back as {"a": {"b": 1, "c": 2}}, a key ending in [] raised a bare
+    StopIteration when read back, a list an IndexError."""
+    with pytest.raises(ConfigError, match=match):
+        leaf_rows(value)
 
 
 @pytest.mark.parametrize("leaf, measured", [(10**400, math.inf), (-10**400, -math.inf), (2**53 + 1, 2.0**53)])

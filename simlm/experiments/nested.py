@@ -8,7 +8,9 @@ the record from those rows — exactly, because JSON keeps every float, and ``vt
 leaf back (a NaN, stored as null in strict JSON, stays a NaN; ±inf, also null there, have their own
 vtypes ``inf`` and ``-inf``; a None stays a None; an int stays an int, one beyond float precision
 (|n| > 2⁵³) kept exact in ``text``).
-Empty lists and dicts have no leaf and do not come back; keys must not contain ``/`` or end in ``[]``.
+Empty lists and dicts have no leaf: under a dict key they do not come back, inside a list they come back as
+None.  Keys must not contain ``/`` or end in ``[]`` (a :class:`~simlm.errors.ConfigError` names the key);
+numpy and JAX arrays are read as the lists (or, 0-d, the scalars) they hold.
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ from __future__ import annotations
 import math
 import re
 
+import jax
 import numpy as np
 
+from simlm.errors import ConfigError
 from simlm.experiments.registry import row
 
 
 def _leaves(value, path=(), index=()):
+    if isinstance(value, (np.ndarray, jax.Array)):
+        value = np.asarray(value).tolist()  # a list, or the scalar of a 0-d array
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _leaves(v, path + (str(k),), index)
-    elif isinstance(value, (list, tuple, np.ndarray)):
+            name = str(k)
+            if "/" in name or name.endswith("[]"):  # the path's separator and a list's mark: it would not come back
+                raise ConfigError(f"value: the key {'/'.join(path + (name,))!r} contains '/' or ends in '[]', "
+                                  "which the leaf rows' paths use")
+            yield from _leaves(v, path + (name,), index)
+    elif isinstance(value, (list, tuple)):
         path = path[:-1] + (path[-1] + "[]",)
         for i, v in enumerate(value):
             yield from _leaves(v, path, index + (i,))
@@ -61,6 +71,8 @@ def leaf_rows(value: dict, **columns) -> list:
     outside lists), ``measured`` the number (NaN for a string, kept in ``text``, and for a None), ``vtype``
     (``float | inf | -inf | int | bool | str | none``), ``text`` the string, or the digits of an int beyond
     2⁵³ (which a float would round); ``columns`` are added to every row."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"value: expected a dict (the nested record), got {type(value).__name__}")
     out = []
     for path, index, leaf in _leaves(value):
         vtype = _vtype(leaf)
