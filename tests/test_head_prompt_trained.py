@@ -33,7 +33,7 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
     methods = [r["method"] for r in rows]
     trained = ["head", "probe", "head-7", "hidden-head", "prompt-12", "prompt-1"]
     assert methods == ["oracle-head", "oracle-probe", "oracle-head-7", *trained, *[f"{m}@2" for m in trained]]
-    final, rung = rows[3], rows[-1]
+    final, rung = rows[3], rows[methods.index("head@2")]
     assert final["train_steps"] == 4 and rung["train_steps"] == 0 and rung["read_at"] == 2.0
     hmm = hpp.world(4, 1)
     result = hpt.train(hmm, *study.configs(), tmp_path / "work" / "H4_w1", progress=False)  # restored, not retrained
@@ -48,6 +48,12 @@ def test_a_tiny_study_returns_every_form_on_the_same_sequences(tmp_path, monkeyp
         float(hpt.exact_prepended_epsilon(hmm, result.final_lms[0], test_x)[0]), rel=1e-6)
     assert rung["epsilon_readout"] == pytest.approx(
         float(hpt.exact_prepended_epsilon(hmm, result.lm(2.0), test_x)[0]), rel=1e-6)
+    # every form's readout ε is that of the law at a MASK before its own test tokens (head-7 and prompt-12 read
+    # x_1:7, prompt-1 x_1:18): head-7 and the prompts carried head's, a law they never read
+    for r in rows[3:]:
+        lm = result.lm(2.0) if "read_at" in r else result.final_lms[0]
+        want = hpt.exact_prepended_epsilon(hmm, lm, test_x[:, :r["tokens"]])[0]
+        assert r["epsilon_readout"] == pytest.approx(float(want), rel=1e-6), r["method"]
     # each head form is fitted on the law it names — probabilities, not log-probabilities — with the
     # study's probe settings (the tiny world scores every form alike, so the accuracies cannot tell)
     tr = slice(0, study.protocol.n_train)
@@ -290,3 +296,10 @@ def test_a_later_rung_is_read_from_its_own_checkpoint_and_step(tmp_path, monkeyp
     hpt.read_world(4, 1, study, tmp_path, 0.5, log=lambda *a: None)
     assert seen == [("the ε ≤ 0.5 checkpoint", "@0.5", {"read_at": 0.5, "train_steps": 40})]
     assert hpt.read_world(4, 1, study, tmp_path, 0.1, log=lambda *a: None) == [] and len(seen) == 1
+    # a target within isclose of a rung but of another label (0.500004) is read as that rung: it was accepted
+    # and then found no checkpoint named "0.500004" after the study had run
+    hpt.read_world(4, 1, study, tmp_path, 0.500004, log=lambda *a: None)
+    assert seen[-1] == ("the ε ≤ 0.5 checkpoint", "@0.5", {"read_at": 0.5, "train_steps": 40})
+    assert dataclasses.replace(study, read_at=(0.500004, 2.0000001)).read_at == (0.5, 2.0)
+    with pytest.raises(ConfigError, match="^target: 0.51 is not one of the ladder's targets"):
+        hpt.read_world(4, 1, study, tmp_path, 0.51, log=lambda *a: None)

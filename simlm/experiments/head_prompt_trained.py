@@ -50,8 +50,9 @@ protocol moves by at most 0.012 between the two (docs/head_prompt.md).
 
 Every transformer is trained with simlm's ε-ladder trainer (masked LM objective on stream samples of
 80 tokens, so that (MASK, x_1:79) has the trained length); each record carries the exact masked ε of the
-final model on held-out sequences (``epsilon``) and the exact KL at the law the head reads
-(``epsilon_readout``, :func:`~simlm.train.exact_prepended_epsilon`).  Derived: nothing here is a bound;
+final model on held-out sequences (``epsilon``) and the exact KL at the law the form reads
+(``epsilon_readout``, :func:`~simlm.train.exact_prepended_epsilon` on the form's own test tokens: x_1:59 for
+``head-59``; for a prompt, the unprompted law on the tokens it precedes).  Derived: nothing here is a bound;
 the accuracies are measurements.  Defaults reduce the authors' scale (stated in :data:`DEFAULT`)."""
 
 from __future__ import annotations
@@ -143,12 +144,9 @@ class TrainedStudy:
             raise ConfigError(f"sizes: expected distinct numbers of hidden states, got {self.sizes!r}")
         object.__setattr__(self, "sizes", tuple(check_positive_int("sizes", K, minimum=2) for K in sizes))
         read_at = tuple(self.read_at) if isinstance(self.read_at, (list, tuple)) else (self.read_at,)
-        for t in read_at:
-            check_positive("read_at", t)
-            if not any(np.isclose(t, s) for s in self.targets):
-                raise ConfigError(f"read_at: {t:g} is not one of the ladder's targets {self.targets}")
+        read_at = tuple(_rung("read_at", t, self.targets) for t in read_at)  # each the ladder's own target
         # one cell per rung label: a repeated target would be read (and averaged) twice
-        object.__setattr__(self, "read_at", tuple({f"{float(t):g}": float(t) for t in read_at}.values()))
+        object.__setattr__(self, "read_at", tuple({f"{t:g}": t for t in read_at}.values()))
         if not isinstance(self.oracle_prompt, bool):
             raise ConfigError(f"oracle_prompt: expected True or False, got {self.oracle_prompt!r}")
         self.configs()  # the trainer's own checks, before anything runs
@@ -286,6 +284,19 @@ def _inputs(K: int, world_seed: int, study: TrainedStudy):
     return hmm, data, x_head, x_prompt
 
 
+def _rung(name: str, target, targets) -> float:
+    """``target`` as the one of the ladder's ``targets`` it is close to (np.isclose; the nearest), the value
+    whose ``:g`` label names its checkpoints; :class:`ConfigError` naming ``name`` when it is none of them.
+    A value within isclose but of another label (1.500014 for 1.5) was accepted and then found no
+    checkpoint, after the whole study had run."""
+    target = check_positive(name, target)
+    close = [float(t) for t in targets if np.isclose(target, t)]
+    if not close:
+        raise ConfigError(f"{name}: {target:g} is not one of the ladder's targets {tuple(targets)}; its run has no "
+                          "checkpoint there")
+    return min(close, key=lambda t: abs(t - target))
+
+
 def _check_cell(K, world_seed, study) -> None:
     """The arguments naming one cell: a :class:`TrainedStudy`, |H| ≥ 2 and a world seed ≥ 0 (ConfigError
     naming the argument)."""
@@ -297,31 +308,41 @@ def _check_cell(K, world_seed, study) -> None:
 
 def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suffix: str, **meta) -> dict:
     """Every trained-feature form (head, probe, head-59, hidden-head, prompt-k, prompt-1) read from ``lm``;
-    each record carries ``meta`` and the LM's exact masked ε (``epsilon``, on the trainer's held-out
-    set) and the exact KL at the law the head reads (``epsilon_readout``); the method names get
-    ``suffix``.  Returns the ε fields."""
+    each record carries ``meta``, the LM's exact masked ε (``epsilon``, on the trainer's held-out set) and
+    ``epsilon_readout``: the exact KL of the unprompted law at a MASK prepended to the form's own test
+    tokens — the law the heads read (x_1:T' for head, probe and hidden-head, x_1:(T'−k) for head-<T'−k>);
+    for a prompt, that law on the tokens it precedes (the prompted law has no exact counterpart).  The
+    method names get ``suffix``.  Returns the ε fields of the head's readout."""
     p, k = study.protocol, study.prompt_length
     tr, te = slice(0, p.n_train), slice(p.n_train, None)
     held = np.asarray(hmm.sample(EVAL_SEED, study.eval_sequences, study.seq_len))
-    trained = {"epsilon": float(exact_masked_epsilon(hmm, lm, held)[0]),
-               "epsilon_readout": float(exact_prepended_epsilon(hmm, lm, x_head[te])[0]), **meta}
+    x_one = data.x[:, :p.visible_length - 1]  # prompt-1's tokens: [p][MASK] x_1:(T'−1) has the head's length
+    readout = {n: float(exact_prepended_epsilon(hmm, lm, xx[te])[0]) for n, xx in
+               ((p.visible_length, x_head), (x_prompt.shape[1], x_prompt), (x_one.shape[1], x_one))}
+    trained = {"epsilon": float(exact_masked_epsilon(hmm, lm, held)[0]), **meta}
+    on = lambda xx: {**trained, "epsilon_readout": readout[xx.shape[1]]}  # noqa: E731
 
     def probs(xx):
         return np.exp(np.asarray(lm.prepended_mask_logprobs(xx), np.float64))
 
-    _head_rows(add, "", suffix, "trained", probs(x_head), probs(x_prompt), data, study, **trained)
+    _head_rows(add, "", suffix, "trained", probs(x_head), probs(x_prompt), data, study, extra=on(x_head),
+               extra_59=on(x_prompt))
     hid = np.asarray(lm.prepended_mask_features(x_head))
     add(f"hidden-head{suffix}", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]),
-        tokens=p.visible_length, **trained)
-    for kk, xx in ((k, x_prompt), (1, data.x[:, :p.visible_length - 1])):
+        tokens=p.visible_length, **on(x_head))
+    for kk, xx in ((k, x_prompt), (1, x_one)):
         pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
-        add(f"prompt-{kk}{suffix}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **trained)
-    return trained
+        add(f"prompt-{kk}{suffix}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **on(xx))
+    return on(x_head)
 
 
-def _head_rows(add, prefix: str, suffix: str, features: str, f_head, f_59, data, study: TrainedStudy, **extra):
+def _head_rows(add, prefix: str, suffix: str, features: str, f_head, f_59, data, study: TrainedStudy, *,
+               extra: dict | None = None, extra_59: dict | None = None):
     """The three head forms on one kind of features: ``head`` (simlm's) and ``probe`` (the authors') on
-    the law read after x_1:T', and ``head-<T'−k>`` on the law the prompted input leaves room for."""
+    the law read after x_1:T', with the fields ``extra``, and ``head-<T'−k>`` on the law the prompted input
+    leaves room for, with ``extra_59`` (default ``extra``)."""
+    extra = extra or {}
+    extra_59 = extra if extra_59 is None else extra_59
     p = study.protocol
     tr, te = slice(0, p.n_train), slice(p.n_train, None)
     add(f"{prefix}head{suffix}", features, fit_linear_head(f_head[tr], data.y[tr]).predict(f_head[te]),
@@ -331,7 +352,7 @@ def _head_rows(add, prefix: str, suffix: str, features: str, f_head, f_59, data,
         tokens=p.visible_length, **extra)
     t59 = p.visible_length - study.prompt_length
     add(f"{prefix}head-{t59}{suffix}", features, fit_linear_head(f_59[tr], data.y[tr]).predict(f_59[te]),
-        tokens=t59, **extra)
+        tokens=t59, **extra_59)
 
 
 def _recorder(out: list, base: dict, data, p: Protocol):
@@ -379,21 +400,18 @@ def read_world(K: int, world_seed: int, study: TrainedStudy, work: Path, target:
     _check_cell(K, world_seed, study)
     if not isinstance(work, (str, os.PathLike)):
         raise ConfigError(f"work: expected the directory of the runs' checkpoints, got {type(work).__name__} {work!r}")
-    target = check_positive("target", target)
-    if not any(np.isclose(target, t) for t in study.targets):
-        raise ConfigError(f"target: {target:g} is not one of the ladder's targets {study.targets}; its run has no "
-                          f"checkpoint there")
+    target = _rung("target", target, study.targets)
     p = study.protocol
     hmm, data, x_head, x_prompt = _inputs(K, world_seed, study)
     result = train(hmm, *study.configs(), Path(work) / f"H{K}_w{world_seed}", progress=False)
     reached = [r.target for r in result.records if r.reached]
-    if not any(np.isclose(t, target) for t in reached):
+    if not any(f"{t:g}" == f"{target:g}" for t in reached):  # the label the checkpoints are found by
         log(f"|H|={K:2d} world {world_seed}: no checkpoint at ε ≤ {target:g} (reached {reached}); nothing read")
         return []
     out, t0 = [], time.perf_counter()
     add = _recorder(out, {"n_states": K, "world_seed": world_seed, "task_seed": task_seed(world_seed, 0, p),
                           "prompt_length": study.prompt_length}, data, p)
-    step = next(r.step for r in result.records if r.reached and np.isclose(r.target, target))
+    step = next(r.step for r in result.records if r.reached and f"{r.target:g}" == f"{target:g}")
     eps = _trained_rows(hmm, result.lm(target), data, x_head, x_prompt, study, add, f"@{target:g}",
                         read_at=float(target), train_steps=int(step))
     log(f"|H|={K:2d} world {world_seed} at ε ≤ {target:g}: ε {eps['epsilon']:.3f} (readout "
