@@ -168,6 +168,29 @@ def test_an_unregularised_fit_that_stalls_short_of_the_optimum_warns():
         fit_linear_head(f, y, n_classes=10**12)
 
 
+@pytest.mark.parametrize("labels, options, why", [
+    (np.zeros(30, int), {}, r"class \[1\] has no training example"),
+    (np.arange(30) % 2, {"n_classes": 3}, r"class \[2\] has no training example"),
+    (None, {"l2": 0.0}, "l2 = 0 and the head separates")])
+def test_a_fit_whose_objective_has_no_minimiser_warns_whatever_its_gradient_says(labels, options, why):
+    """One class only, a class without examples, or separable data at l2 = 0: the bias (or W) falls without
+    end, and L-BFGS stopped wherever tol put it — bias 4.96 at tol 1e-4, 7.77 at 1e-6 — reporting a gradient
+    norm below tol, no warning, while the docstring promised a head that depends on the data only."""
+    f = np.random.default_rng(0).dirichlet(np.ones(4), 30)
+    y = (f[:, 0] > f[:, 1]).astype(int) if labels is None else labels
+    with pytest.warns(NotConvergedWarning, match=why):
+        fit_linear_head(f, y, **options)
+    with warnings.catch_warnings():  # both classes, l2 > 0: a minimiser, no warning
+        warnings.simplefilter("error")
+        fit_linear_head(f, (f[:, 0] > f[:, 1]).astype(int))
+
+
+def test_a_huge_float_label_is_named_as_given():
+    """1e20 was cast to int64 first and named as class id -9223372036854775808."""
+    with pytest.raises(ConfigError, match=r"^labels: class id 1e\+20 is outside"):
+        fit_linear_head(np.eye(6), [0, 1, 0, 1, 0, 1e20])
+
+
 def test_linear_head_is_affine_in_its_features(world):
     rng = np.random.default_rng(0)
     f = rng.dirichlet(np.ones(8), size=N).astype(np.float32)

@@ -8,8 +8,9 @@ and ``penalty(params)``, so every fit — a head on fixed features here, a head 
     mean cross-entropy(logits(params, z), y) + (l2/2)·penalty(params).
 
 - :class:`LinearLogits`: logits = z W + b, penalty ‖W‖² (convex).  :func:`fit_linear_head` fits it full
-  batch to its unique optimum with L-BFGS (or, on request, a fixed budget of Adam steps) and returns a
-  :class:`LinearHead` that records the gradient norm it stopped at.
+  batch to its optimum with L-BFGS (or, on request, a fixed budget of Adam steps) and returns a
+  :class:`LinearHead` that records the gradient norm it stopped at.  The optimum exists when every class
+  has a training example and l2 > 0 (or the data are not separable); otherwise the fit warns.
 - :class:`AttentionLogits`: a single learned query over positions,
 
       score_t = qᵀ W_k z_t,   w = softmax_t(score),   pooled = Σ_t w_t W_v z_t,   logits = W_o pooled + b,
@@ -64,6 +65,9 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
     if y.shape != (n,):
         raise ShapeError(f"{name}: expected shape ({n},) to match the {n} feature rows, got {y.shape}")
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if y.size and (y.min() < 0 or y.max() >= n_classes):  # named as given: 1e20 cast to int64 would wrap
+            raise ConfigError(f"{name}: class id {float(y.min() if y.min() < 0 else y.max()):g} is outside "
+                              f"[0, n_classes = {n_classes})")
         y = y.astype(np.int64)  # 0.0/1.0 labels are class ids
     if not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(f"{name}: expected integer class ids, got dtype {y.dtype}")
@@ -364,7 +368,10 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     ``lr`` is read by Adam only, ``tol`` by L-BFGS only; ``losses`` of the result holds the objective
     before each step taken.  An L-BFGS fit that spends ``steps`` without reaching ``tol``, or stalls with
     a gradient norm above 1e-3 — above ``tol`` when ``l2 = 0``, where nothing bounds the gap a small
-    gradient leaves — warns (:class:`~simlm.errors.NotConvergedWarning`)."""
+    gradient leaves — warns (:class:`~simlm.errors.NotConvergedWarning`).  So does an L-BFGS fit whose
+    objective has no minimiser, whatever its gradient norm says: a class without a training example (its
+    bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates (‖W‖ grows
+    without end); its parameters then depend on ``tol``, not on the data."""
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
@@ -388,7 +395,25 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
         warnings.warn(f"fit_linear_head: L-BFGS {why} after {taken} steps with gradient norm {g:.3g} > tol = {tol:g}; "
                       "the head is not at the optimum of its objective (raise steps, or check the features' scales)",
                       NotConvergedWarning, stacklevel=2)
-    return head.fitted(params, mean, scale, np.asarray(losses)[:taken], gradient_norm=g)
+    fitted = head.fitted(params, mean, scale, np.asarray(losses)[:taken], gradient_norm=g)
+    if method == "lbfgs":
+        _warn_without_minimiser(fitted, f, y, C, l2)
+    return fitted
+
+
+def _warn_without_minimiser(head, features, y, n_classes: int, l2: float) -> None:
+    """:class:`NotConvergedWarning` when the linear head's objective has no minimiser (its docstring)."""
+    missing = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
+    if missing.size:
+        many = missing.size > 1
+        why = f"class{'es' if many else ''} {missing.tolist()} ha{'ve' if many else 's'} no training example"
+    elif l2 == 0 and head.accuracy(features, y) == 1.0:
+        why = "l2 = 0 and the head separates the training data"
+    else:
+        return
+    warnings.warn(f"fit_linear_head: {why}, so its objective has no minimiser: the parameters (and the gradient norm "
+                  "they stop at) depend on tol, not on the data (its predictions can still be right)",
+                  NotConvergedWarning, stacklevel=3)
 
 
 @partial(jax.jit, static_argnames=("head", "n_classes", "steps", "n_restarts"))
