@@ -400,3 +400,51 @@ def test_certificate_keeps_the_closest_pairs():
     cert = hp.failure_certificate(_WW, np.array([True, False, False]), np.array([[0], [1], [0]]),
                                   features=lambda t: np.array([[0.0], [0.1], [0.3]]), tol=1.0, max_pairs=1)
     assert cert.pairs.tolist() == [[0, 1]] and cert.distances == pytest.approx([0.1])
+
+
+# ---- review 2026-12-05 (afternoon): one unit for the margins, supp π for the head, no positive margin when infeasible
+
+_PI0 = HMM([.75, .25, 0], [[.5, .5, 0], [.5, .5, 0], [1 / 3, 1 / 3, 1 / 3]],
+           [[.7, .2, .1], [.1, .6, .3], [.3, .3, .4]])  # state 2 is never H_0
+
+
+def _all_inputs(V, T):
+    return np.array(list(itertools.product(range(V), repeat=T)))
+
+
+def test_the_head_condition_reads_mu_on_supp_pi_only():
+    """μ = (1, −2, 5) on π = (¾, ¼, 0): P(H_0 | x) has no mass on state 2, so μ_2 never reaches a label, and
+    b = B_P⁺μ_P (rows of supp π) makes no error on any input (brute force over all 27).  The residual of μ
+    on every row read 0.82 and the head condition failed, while the prompt condition, on supp π, held."""
+    x = _all_inputs(3, 3)
+    for mu in ([1.0, -2.0, 5.0], [1.0, -2.0, 5000.0]):
+        h = hp.head_realisability(_PI0, mu)
+        assert h.realisable and h.residual < 1e-12 and h.margin > 0
+        assert hp.verify_head(_PI0, mu, h.head, x).n_errors == 0
+    only_off = hp.head_realisability(_PI0, [0.0, 0.0, 5.0])  # every label 1 (score 0): b = 0
+    assert only_off.realisable and not only_off.head.any()
+    assert hp.verify_head(_PI0, [0.0, 0.0, 5.0], only_off.head, x).n_errors == 0
+
+
+def test_head_and_prompt_count_the_margin_in_one_unit():
+    """The margin is relative to max|μ| over every state for both: verify_prompt zeroed μ off supp π first and
+    took that max (here 2 where verify_head took 5000), so the two halves of one check counted 4 and 8 of
+    the 8 inputs within the margin."""
+    mu, x = np.array([1.0, -2.0, 5000.0]), _all_inputs(2, 3)
+    world = HMM([.75, .25, 0], np.full((3, 3), 1 / 3), [[.8, .2], [.3, .7], [.5, .5]])
+    U = np.ones((1, 3))
+    head = hp.verify_head(world, mu, np.zeros(2), x, margin=0.1)
+    prompt = hp.verify_prompt(world, mu, U, np.zeros(2), x, margin=0.1)
+    scores = np.abs(hp.state_posterior0(world, x) @ mu)
+    assert head.n_within_margin == prompt.n_within_margin == int((scores <= 0.1 * 5000).sum()) == 8
+
+
+def test_an_infeasible_prompt_never_carries_a_positive_margin():
+    """At δ = 0.2 the entry A[0, 1] = 1/32 counts as zero, so state 1 of S cannot be entered and the verdict
+    is infeasible — yet the record carried margin 0.0645 (the real r_1 of its prompt) and a reason saying
+    the posterior vanishes there.  Margin > 0 exactly when feasible; the reason says what δ did."""
+    world = HMM([.5, .25, .25], [[.96875, .03125, 0], [.5, 0, .5], [0, .5, .5]], [[1, 0], [0, 1], [.5, .5]])
+    exact, soft = (hp.prompt_feasibility(world, [1.0, -1.0, 0.0], delta=d) for d in (0.0, 0.2))
+    assert exact.feasible and exact.margin == pytest.approx(0.0645, abs=1e-4)
+    assert not soft.feasible and soft.margin == 0.0 and soft.reweighting[1] > 0
+    assert "δ = 0.2" in soft.reason and "vanishes" not in soft.reason

@@ -47,7 +47,7 @@ relative threshold — ``tol`` (0 < tol < 1), ``delta`` (0 ≤ δ < 1) and the l
 μ "realisable" with the zero head, every label "without margin"), so such a value is refused.
 The ranks are those of the parameters as stored: a float32 world's entries carry rounding of ~6e-8 of
 their size, so a σ_min/σ_max below ~1e-7 is full rank only as stored — a B built with one row the mean
-of two others reads rank K at the default tol = 1e-10 (σ ratio ~1e-9, the head B⁺μ of norm ~1e9), and
+of two others reads rank K at the default tol = 1e-10 (σ ratio ~1e-8, the head B⁺μ of norm ~1e7–1e8), and
 rank K − 1 at tol = 1e-6 or in float64.  Read ``margin`` beside the verdict, or pass the tol of the
 precision you mean.
 
@@ -184,7 +184,7 @@ class EmissionRank:
 
 @dataclass(frozen=True)
 class HeadRealisability:
-    """min_b ‖Bb − μ‖/‖μ‖ and the constructive head b = B⁺μ (V,)."""
+    """min_b ‖Bb − μ‖/‖μ‖ on the states of supp π and the constructive head b = B⁺μ (V,) there."""
     residual: float
     head: np.ndarray
     realisable: bool
@@ -196,7 +196,9 @@ class HeadRealisability:
 class Verification:
     """A head on (prompted) masked outputs against the labels y = 1[μᵀP(H_0|x) ≥ 0]; prediction
     1[score ≥ 0] (ties count as label 1 on both sides).  Inputs with |μᵀP(H_0|x)| ≤ margin·max|μ| are
-    counted apart (relative to μ's scale, as the labels are); ``holds`` ⇔ no error outside the margin.
+    counted apart (relative to μ's scale, as the labels are: the largest |μ_h| over every state, for a head
+    and for a prompt alike; inclusive, where :func:`~simlm.theory.head_prompt_margins.label_margins` gives
+    an input exactly at its threshold a margin); ``holds`` ⇔ no error outside the margin.
 
     ``n_undefined``: inputs possible in the world but impossible together with the prompt (P(z, x) = 0,
     so the prompted output — and any prediction from it — is undefined).  Each counts as an error; it
@@ -232,7 +234,9 @@ class PromptFeasibility:
     ``reachable[j]``: R_{j+1}, states attainable at prompt step j+1; ``allowed[j]``: states used by the
     constructive prompt (indicator rows of ``prompt``, (k, K)); ``gate``: G = {g : A[g, S^c] = 0};
     ``uncovered``: states of S no allowed last-step state leads to.  ``reweighting``: r of the
-    constructive prompt (max 1), ``margin`` = min_{h∈S} r_h, ``off_support_mass`` = P(H_0 ∉ S | z);
+    constructive prompt (max 1), ``margin`` = min_{h∈S} r_h where feasible, else 0 (at δ > 0 the prompt of an
+    infeasible graph can still have r_S > 0, through entries δ reads as zero), ``off_support_mass`` =
+    P(H_0 ∉ S | z);
     ``delta``: the soft-zero threshold δ the graph was read at (0: exact zeros; ``tol`` is its old name).
     ``exact``: the constructive prompt leaves exactly zero mass off S (every last-step state has
     A[g, h] = 0 for h ∉ S), so P(H_0 ∉ S | z, x) = 0 for every x — the theorem's hypothesis.  It is built
@@ -350,14 +354,21 @@ def _rank_margin(s, tol) -> float:
 
 
 def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
-    """b = B⁺μ and the residual ‖μ − Π μ‖/‖μ‖, the distance of μ from col(B), with Π the projection on
-    the left singular vectors of B whose σ > tol·σ_max (the rank :func:`emission_rank` counts; B⁺ takes
-    the same cutoff); realisable ⇔ residual ≤ tol, i.e. μ ∈ col(B), in which case bᵀφ(x) = μᵀP(H_0|x)
+    """b = B_P⁺μ_P and the residual ‖μ_P − Π μ_P‖/‖μ_P‖, the distance of μ_P from col(B_P), on the states
+    P = supp π (P(H_0 | x) puts no mass elsewhere, so μ there never reaches a label), with Π the projection
+    on the left singular vectors of B_P whose σ > tol·σ_max (the rank :func:`emission_rank` counts; B⁺ takes
+    the same cutoff); realisable ⇔ residual ≤ tol, i.e. μ_P ∈ col(B_P), in which case bᵀφ(x) = μᵀP(H_0|x)
     for every x.  (The residual of Bb − μ would carry rounding of order ε·cond(B) and call an invertible,
-    ill-conditioned B unrealisable.)"""
+    ill-conditioned B unrealisable.)  μ nonzero only off supp π: every label is 1, b = 0 realises it.
+    Before 2026-12-05 μ on every state counted: π = (¾, ¼, 0), μ = (1, −2, 5) read unrealisable (residual
+    0.82) although b = B_P⁻¹μ_P makes no error."""
     tol = _relative("tol", tol)
-    B = chain64(world)[2]
-    m = check_task_vector(mu, B.shape[0])
+    pi, _, B = chain64(world)
+    P = pi > 0
+    m = check_task_vector(mu, B.shape[0])[P]
+    B = B[P]
+    if not np.any(m):
+        return HeadRealisability(0.0, np.zeros(B.shape[1]), True, tol, tol)
     U, s, Vt = np.linalg.svd(B, full_matrices=False)
     keep = _counted(s, tol)
     c = U[:, keep].T @ m
@@ -366,13 +377,15 @@ def head_realisability(world, mu, *, tol: float = _TOL) -> HeadRealisability:
     return HeadRealisability(res, b, res <= tol, tol, tol - res)
 
 
-def _verify(m, p, p_scored, B, b, margin, defined=None) -> Verification:
-    """``defined (n,)``: where the scored posterior exists; elsewhere the prediction counts as wrong."""
+def _verify(m, p, p_scored, B, b, margin, defined=None, scale=None) -> Verification:
+    """``defined (n,)``: where the scored posterior exists; elsewhere the prediction counts as wrong.
+    ``scale``: the margin's unit, max|μ| (default max|m|)."""
     score_target = p @ m
     y = score_target >= 0
     pred = (p_scored @ (B @ b)) >= 0
     undefined = np.zeros(len(y), bool) if defined is None else ~defined
-    wrong, near = (pred != y) | undefined, np.abs(score_target) <= margin * np.abs(m).max(initial=0.0)
+    scale = np.abs(m).max(initial=0.0) if scale is None else scale
+    wrong, near = (pred != y) | undefined, np.abs(score_target) <= margin * scale
     return Verification(len(y), float(np.mean(~wrong)), int(wrong.sum()), int(near.sum()),
                         int((wrong & ~near).sum()), margin, 0.0, not np.any(wrong & ~near), int(undefined.sum()))
 
@@ -472,12 +485,16 @@ def prompt_feasibility(world, mu, *, k: int = 1, delta: float = 0.0, tol: float 
                   f"{k} from supp(π) = {_states(reach[0])}")
     elif uncovered.any():
         reason = (f"states {_states(uncovered)} of S cannot be entered from the allowed last-step prompt "
-                  f"states {_states(allowed[-1])}, so the prompted posterior vanishes on them")
+                  f"states {_states(allowed[-1])}" + (", so the prompted posterior vanishes on them" if delta == 0
+                  else f" through an entry above δ = {delta:g} × its row's largest (smaller ones count as zero "
+                       "at this δ; the constructive prompt's r can still be positive there)"))
     else:
         reason = ""
     if allowed[-1].any():
         alpha, r = _reweighting(world, U)
-        margin = float(r[S].min() / r.max()) if r.max() > 0 else 0.0
+        # > 0 exactly when feasible: at δ > 0 an infeasible graph's prompt can still reach S through an entry
+        # the δ reads as zero (r_S > 0), which a positive margin beside feasible False contradicted
+        margin = float(r[S].min() / r.max()) if r.max() > 0 and feasible else 0.0
         off = float(alpha[~S].sum() / alpha.sum())
     else:
         r, margin, off = np.zeros(len(pi)), 0.0, float("nan")
@@ -509,9 +526,10 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
     margin = _relative("margin", margin)
     pi, _, B = chain64(world)
     m, b = prompt_task_vector(mu, pi), _check_head(b, B.shape[1])
+    scale = np.abs(check_task_vector(mu, B.shape[0])).max()  # verify_head's unit: μ's zeros off supp π aside
     p = state_posterior0(world, tokens)
     q, defined = _posterior_where_defined(world, tokens, U)
-    return replace(_verify(m, p, q, B, b, margin, defined),
+    return replace(_verify(m, p, q, B, b, margin, defined, scale),
                    max_off_support_mass=float(q[:, m == 0].sum(1).max(initial=0.0)))
 
 

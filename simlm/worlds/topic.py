@@ -71,9 +71,9 @@ def class_emission(class_probs, block_size: int, exponent: float, *, class_names
     if least < _FLOAT32_TINY:  # stored as float32 it would be rounded to 0 or subnormal in some states only:
         raise ConfigError(  # a class's columns would stop being proportional, and its tokens' posteriors differ
             f"exponent, block_size, {class_names}: the smallest positive emission P(c|k)·z(w) = {least:.3g} "
-            f"(least class probability {P[P > 0].min():.3g} × rank {block_size}'s Zipf weight {z[-1]:.3g}) is below float32's "
-            f"smallest normal number {_FLOAT32_TINY:.3g}, so the columns of a class would not stay proportional; "
-            f"lower exponent or block_size, or make the least class probability larger ({class_names})")
+            f"(least class probability {P[P > 0].min():.3g} × rank {block_size}'s Zipf weight {z[-1]:.3g}) is below "
+            f"float32's smallest normal number {_FLOAT32_TINY:.3g}, so the columns of a class would not stay "
+            f"proportional; lower exponent or block_size, or make the least class probability larger ({class_names})")
     emission = (P[:, :, None] * z[None, None, :]).reshape(P.shape[0], -1)
     return emission, np.repeat(np.arange(P.shape[1]), block_size)
 
