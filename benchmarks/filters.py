@@ -96,8 +96,10 @@ def dynamax_filter(initial, transition, emission, tokens, parallel):
     else:
         from dynamax.hidden_markov_model import hmm_filter
 
+    log_b = jnp.log(emission.T)  # (V, K), once: each position's log-likelihoods are a gather of it
+
     def one(x):
-        post = hmm_filter(initial, transition, jnp.log(emission.T[x]))
+        post = hmm_filter(initial, transition, log_b[x])
         return post.predicted_probs, post.marginal_loglik
 
     return jax.vmap(one)(tokens)
