@@ -69,7 +69,9 @@ def parse_args(argv=None):
 
 def count_evaluations(run_dir: Path) -> tuple[int, int, dict, dict]:
     """(evaluations, last step, {(seed, target): ε/target of every rung saved}, {seed: lowest ε evaluated})
-    from a finished run directory."""
+    from a finished run directory.  Evaluations are the distinct steps of ``metrics.jsonl``: one a replay
+    discarded (past its anchor) is not there, so the modelled share can undercount; the judged share is
+    timed inside the run and counts every evaluation."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = sorted({r["step"] for r in rows})
     lowest = {}
