@@ -448,3 +448,13 @@ def test_an_infeasible_prompt_never_carries_a_positive_margin():
     assert exact.feasible and exact.margin == pytest.approx(0.0645, abs=1e-4)
     assert not soft.feasible and soft.margin == 0.0 and soft.reweighting[1] > 0
     assert "δ = 0.2" in soft.reason and "vanishes" not in soft.reason
+
+
+def test_label_margins_refuse_posteriors_that_are_not_laws():
+    """[[-3, 5]] is no law over the states; its 'margin' read 8."""
+    from simlm.errors import DistributionError
+    with pytest.raises(DistributionError, match="^posterior"):
+        label_margins(np.array([1.0, -1.0]), np.array([[-3.0, 5.0]]))
+    with pytest.raises(DistributionError, match="^posterior"):
+        label_margins(np.array([1.0, -1.0]), np.array([[0.7, 0.7]]))
+    assert label_margins(np.array([1.0, -1.0]), np.array([[0.7, 0.3]])).margins == pytest.approx([0.4])

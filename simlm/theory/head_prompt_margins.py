@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simlm.checks import check_real_array
+from simlm.checks import check_distributions, check_real_array
 from simlm.errors import ConfigError, ShapeError
 from simlm.theory.head_prompt import _relative, chain64, prompt_graph, prompt_task_vector, relative_entries
 from simlm.worlds import prompting
@@ -92,7 +92,8 @@ class LabelMargins:
 
 def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> LabelMargins:
     """Margins of the labels 1[μᵀP ≥ 0] (``weights`` μ (K,)) or argmax(L P) (``weights`` L (C, K)) of
-    posteriors ``posterior (n, K)`` — e.g. a task's ``mu`` or ``label_matrix`` and ``task.posteriors``."""
+    posteriors ``posterior (n, K)`` — e.g. a task's ``mu`` or ``label_matrix`` and ``task.posteriors``; rows
+    that are not probability laws (within 1e-5) are refused (:class:`~simlm.errors.DistributionError`)."""
     relative = _relative("relative", relative)  # in (0, 1): at ≥ 1 no input has a margin
     W = check_real_array("weights", weights)
     P = check_real_array("posterior", posterior)
@@ -101,6 +102,8 @@ def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> L
     if P.ndim != 2 or P.shape[1] != W.shape[-1]:
         raise ShapeError(f"posterior: expected shape (n, {W.shape[-1]}) to match weights of shape {W.shape}, "
                          f"got {P.shape}")
+    if P.size:  # laws over the states (rows [-3, 5] gave a margin of 8)
+        check_distributions("posterior", P)
     if W.ndim == 1:
         margins, scale = np.abs(P @ W), float(np.abs(W).max())
     else:
