@@ -200,17 +200,15 @@ def stationary_law(transition: np.ndarray) -> np.ndarray:
     """μ = μA, Σμ = 1 for a row-stochastic ``transition (K, K)`` (rows renormalised in float64): on the first
     closed communicating class C (a class no positive entry leaves; every finite chain has one), the unique
     solution of μ_C (A_CC − I) = 0, Σμ_C = 1 by least squares, 0 off C.  Unique on an irreducible chain."""
+    from scipy.sparse.csgraph import connected_components
+
     A = np.asarray(transition, np.float64)
     A = A / A.sum(axis=1, keepdims=True)
-    reach = np.eye(len(A), dtype=bool) | (A > 0)
-    while True:  # transitive closure: reach[i, j] iff j can be reached from i
-        more = reach | ((reach.astype(np.float64) @ reach.astype(np.float64)) > 0)
-        if (more == reach).all():
-            break
-        reach = more
-    # i lies in a closed class iff every state it reaches reaches it back; its class is then what it reaches
-    first = next(i for i in range(len(A)) if reach[reach[i], i].all())
-    C = np.flatnonzero(reach[first])
+    _, label = connected_components(A > 0, directed=True, connection="strong")  # the communicating classes
+    leaves = np.zeros(label.max() + 1, bool)  # a class is closed when no positive entry leaves it
+    rows, cols = np.nonzero(A > 0)
+    leaves[label[rows][label[rows] != label[cols]]] = True
+    C = np.flatnonzero(label == next(label[i] for i in range(len(A)) if not leaves[label[i]]))
     S = A[np.ix_(C, C)]
     system = np.vstack([S.T - np.eye(len(C)), np.ones((1, len(C)))])
     rhs = np.zeros(len(C) + 1)
