@@ -421,3 +421,35 @@ def test_the_block_product_ab_equals_the_dense_one():
                 np.asarray(B, np.float64))
     x = np.random.default_rng(0).integers(0, 5, (4, 7)).astype(np.int32)  # positive world: no sampler to compile
     np.testing.assert_allclose(world.next_token_probs(x), dense.next_token_probs(x), atol=5e-7)
+
+
+# ---- review 2026-12-05 (afternoon) ----------------------------------------------------------------------
+
+def test_a_world_rebuilt_from_its_own_parameters_is_the_same_world_to_the_bit():
+    """The joint start law was the rounding of P(c)·π(z) of the factors as given, the sampler's that of the
+    stored (rounded) factors: a world rebuilt from its parameter arrays, under the same fingerprint, read
+    other laws (memory posteriors off by up to 1.8e-7).  Now both are the product of the stored factors."""
+    rng = np.random.default_rng(2)
+    world = MemoryHMM(rng.dirichlet(np.ones(2), 2), rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(4), 4),
+                      rng.dirichlet(np.ones(3), (2, 2)))
+    rebuilt = MemoryHMM(*world.parameter_arrays())
+    assert rebuilt.fingerprint() == world.fingerprint()
+    np.testing.assert_array_equal(np.asarray(rebuilt.joint_initial), np.asarray(world.joint_initial))
+    rho, pi = (np.asarray(a, np.float64) for a in (world.memory_prior, world.initial))
+    product = np.einsum("a,b,c->abc", rho[0], rho[1], pi).reshape(-1).astype(np.float32)  # cells 0, 1, then z
+    np.testing.assert_array_equal(np.asarray(world.joint_initial), product)
+    tokens = rng.integers(0, 3, (200, 3))
+    posteriors = [np.asarray(w.memory_posterior(tokens)) for w in (rebuilt, world)]
+    np.testing.assert_array_equal(*posteriors)
+
+
+def test_random_reads_only_its_familys_options():
+    """A sparse world of 1500 states was refused for the (N·Q)³ permutation mixture it never builds, and
+    each family's option was accepted under the other family and ignored."""
+    assert MemoryHMM.random(0, 1, 2, 1500, 3, family="sparse").n_joint_states == 3000
+    with pytest.raises(ConfigError, match="^n_permutations: only family='permutation-mixture'"):
+        MemoryHMM.random(0, 1, 2, 2, 3, family="sparse", n_permutations=3)
+    with pytest.raises(ConfigError, match="^out_degree: only family='sparse'"):
+        MemoryHMM.random(0, 1, 2, 2, 3, out_degree=3)
+    with pytest.raises(ConfigError, match="^transition_temp: only family='permutation-mixture'"):
+        MemoryHMM.random(0, 1, 2, 2, 3, family="sparse", transition_temp=5.0)

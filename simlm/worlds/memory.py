@@ -146,10 +146,13 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             raise ShapeError(f"transition: expected shape ({N * Q}, {N * Q}) = (N·Q, N·Q) for N = {N}, Q = {Q}, "
                              f"got {A.shape}")
         _check_joint_size("memory_prior, emission", N, M, Q, B.shape[2], dtype.itemsize)
-        joint_initial, joint_emission = joint_parameters(rho, pi, B)  # rounded once, from the exact factors
-        # a product below the range of factors that are not (a factor below it is stored as 0, as is its product)
+        # P(c)·π(z) of the *stored* factors (what the sampler draws from), rounded once: a world rebuilt from
+        # its own parameters is then the same world to the bit (from the unrounded factors, memory-M5's joint
+        # start differed in 10 of 20 entries from its rebuild, under one fingerprint)
         kept = _joint_initial(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi)),
                               memory_configurations(N, M))
+        joint_initial, joint_emission = kept, joint_parameters(rho, pi, B)[1]
+        # a product below the range of factors that are not (a factor below it is stored as 0, as is its product)
         lost = np.flatnonzero((kept > 0) & (kept < np.finfo(dtype).tiny))
         if lost.size:  # stored, it would be 0: a sequence only that (memory, state) can start read as impossible
             c, z = divmod(int(lost[0]), N * Q)
@@ -236,7 +239,9 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         - ``emission_temp=0.01`` — emission[m, q] = softmax((U − ½)/emission_temp), U ~ Unif(0,1)^V;
         - ``family="permutation-mixture"`` — or ``"sparse"``: π and A over the N·Q states from
           :func:`simlm.worlds.families.sparse` (each row of A on ``out_degree=2`` states, exact zeros
-          elsewhere; the temperatures of π and A are then unused).
+          elsewhere).  An option the family does not read — ``start_temp``, ``transition_temp`` or
+          ``n_permutations`` with ``"sparse"``, ``out_degree`` with ``"permutation-mixture"`` — is refused
+          (ConfigError), as :meth:`HMM.random <simlm.worlds.HMM.random>` refuses them: it would be ignored.
         """
         unknown = sorted(set(options) - set(_RANDOM_OPTIONS))
         if unknown:
@@ -249,21 +254,27 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         t_B = check_number("emission_temp", opt["emission_temp"], positive=True)
         a = opt["prior_concentration"]
         a = None if a is None else check_number("prior_concentration", a, positive=True)
-        P = N * Q if opt["n_permutations"] is None else check_positive_int("n_permutations", opt["n_permutations"])
+        family = opt["family"]
+        if family not in ("permutation-mixture", "sparse"):
+            raise ConfigError(f"family: expected 'permutation-mixture' or 'sparse', got {family!r}")
+        for name, used_by in (("n_permutations", "permutation-mixture"), ("start_temp", "permutation-mixture"),
+                              ("transition_temp", "permutation-mixture"), ("out_degree", "sparse")):
+            if name in options and options[name] is not None and family != used_by:  # it would be ignored
+                raise ConfigError(f"{name}: only family={used_by!r} reads it; this world's family is {family!r}")
         _check_joint_size("n_cells, n_values, n_syntactic, n_symbols", N, M, Q, V, 4)
-        check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
+        if family == "permutation-mixture":  # its (N·Q)³ mixture, refused before anything is drawn
+            P = N * Q if opt["n_permutations"] is None else check_positive_int("n_permutations", opt["n_permutations"])
+            check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
         if a is None:
             prior = np.full((N, M), 1.0 / M)
         else:
             prior = rng.dirichlet(np.full(M, a), size=N)
-        if opt["family"] == "sparse":
+        if family == "sparse":
             initial, transition, _ = sparse(rng, N * Q, 1, out_degree=opt["out_degree"])
-        elif opt["family"] == "permutation-mixture":
+        else:
             initial, transition, _ = permutation_mixture(rng, N * Q, 1, start_temp=opt["start_temp"],
                                                          transition_temp=opt["transition_temp"],
                                                          n_permutations=opt["n_permutations"])
-        else:
-            raise ConfigError(f"family: expected 'permutation-mixture' or 'sparse', got {opt['family']!r}")
         emission = tempered(rng.uniform(size=(M, Q, V)), t_B)
         return cls(prior, initial, transition, emission)
 
