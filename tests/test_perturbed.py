@@ -509,3 +509,29 @@ def test_hand_built_params_of_the_right_form_give_the_built_ones_perturbation(wo
     assert epsilon_of_scale(kind, logp, 0.3, plain) == pytest.approx(epsilon_of_scale(kind, logp, 0.3, built), rel=1e-6)
     lm = PerturbedLM(world, kind, 0.3, built)
     np.testing.assert_allclose(lm.next_token_logprobs(world.sample(0, N_EVAL, T_EVAL)), want, rtol=1e-6, atol=1e-6)
+
+
+# ---- review 2026-12-05 (afternoon): messages that said the wrong thing, arguments read only sometimes ---------
+
+def test_an_unreachable_colder_temperature_does_not_advise_colder():
+    """colder=True already set, the message still said 'colder=True is unbounded' (here p* is flat on its
+    support, which no temperature changes: ε = 0 at every s)."""
+    world = HMM([1.0], [[1.0]], [[0.5, 0.5, 0.0]])
+    with pytest.raises(ConfigError, match="is unreachable") as err:
+        perturbed_lm(world, 0.1, "temperature", 0, tokens=np.zeros((4, 3), int), colder=True)
+    assert "colder=True is unbounded" not in str(err.value) and "flat on its support" in str(err.value)
+
+
+def test_n_eval_and_eval_length_are_checked_whether_or_not_tokens_are_given():
+    world = HMM.random(0, 2, 3)
+    tokens = np.asarray(world.sample(0, 4, 5))
+    for name, value in (("n_eval", -5), ("eval_length", "x")):
+        with pytest.raises(ConfigError, match=f"^{name}"):
+            perturbed_lm(world, 0.01, "logit-noise", 0, tokens=tokens, **{name: value})
+
+
+def test_a_bisection_that_closes_on_a_jump_says_the_bracket_closed():
+    """A step in ε(s) (or float32 laws below their resolution) ended the bisection at its resolution; the
+    message said only 'ε jumps there'."""
+    with pytest.raises(ConfigError, match="closed to its resolution"):
+        solve_scale(lambda s: 0.0 if s < 0.3 else 1.0, 0.5, 1.0, start=0.5, rtol=1e-4, resolution=1e-7)

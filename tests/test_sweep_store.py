@@ -439,3 +439,65 @@ def test_an_int_beyond_the_floats_is_measured_as_the_infinity_of_its_sign(leaf, 
     exact in ``text``."""
     (r,) = leaf_rows({"x": leaf})
     assert r["measured"] == measured and r["vtype"] == "int" and r["text"] == str(leaf)
+
+
+# ---- review 2026-12-05 (afternoon): configs checked whole before anything is written ----------------------
+
+TRAINED = {**PARTS, "lms": {"oracle": True, "trained": {"targets": [0.1], "train": {"max_steps": 2}}},
+           "checks": {"simlm/epsilon": {}}}
+
+
+def test_a_trained_config_the_trainer_would_refuse_is_refused_before_anything_is_written(tmp_path):
+    """seq_len 99 beyond max_len passed the parser; the training job failed after the sweep had claimed --out,
+    and the corrected config was then refused there as 'a different config'."""
+    raw = {**TRAINED, "lms": {**TRAINED["lms"], "trained": {**TRAINED["lms"]["trained"],
+                                                             "train": {"max_steps": 2, "seq_len": 99}}}}
+    with pytest.raises(ConfigError, match="^lms.trained \\(world 'h'\\): seq_len: 99 is longer than the model's"):
+        parse_config(raw)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(raw))
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_models_causality_is_the_sweeps_to_set():
+    """model.causal = true under the masked-LM objective was overwritten silently (and kept in sweep.json)."""
+    raw = {**TRAINED, "lms": {**TRAINED["lms"], "trained": {**TRAINED["lms"]["trained"], "objective": "masked-lm",
+                                                             "model": {"causal": True}}}}
+    with pytest.raises(ConfigError, match="^lms.trained.model: \\['causal'\\] are set by the sweep"):
+        parse_config(raw)
+
+
+def test_a_kind_the_seed_does_not_perturb_is_one_lm_however_many_seeds():
+    """temperature at seeds [3, 1] gave two records of one LM (the same ε to the last bit) under two lm_seeds,
+    counted as replicates; logit-noise draws its noise from the seed, so it keeps both."""
+    kinds = ["temperature", "uniform-mixture", "logit-noise"]
+    raw = {**PARTS, "lms": {"oracle": False, "analytic": {"kinds": kinds, "eps": [0.05], "seeds": [3, 1]}},
+           "checks": {"simlm/epsilon": {}}}
+    specs = sweep._lm_specs(parse_config(raw), [])
+    assert [(s["kind"], s["seed"]) for s in specs] == [("temperature", 3), ("uniform-mixture", 3), ("logit-noise", 3),
+                                                       ("logit-noise", 1)]
+
+
+@pytest.mark.parametrize("check", ["saunshi/natural-task", "wei/head-tuning"])
+def test_a_check_seed_beyond_a_prng_key_is_refused_when_the_config_is_read(check):
+    with pytest.raises(ConfigError, match=f"^checks.{check}.task_seed: expected a seed ≤ 2\\*\\*63 − 1"):
+        parse_config({**PARTS, "checks": {check: {"task_seed": 2**70}}})
+    parse_config({**PARTS, "checks": {check: {"task_seed": 2**63 - 1}}})
+
+
+def test_a_config_without_an_lm_is_refused():
+    """oracle = false and no other source ran 0 cells and exited 0."""
+    with pytest.raises(ConfigError, match="^lms: no LM to check"):
+        parse_config({**PARTS, "lms": {"oracle": False}, "checks": {"simlm/epsilon": {}}})
+
+
+def test_the_oracle_gets_no_worst_case_rows_at_its_rounding_epsilon(tmp_path):
+    """The oracle's ε on the contexts is float noise (~1e-15); the adversary was built at it and the README's
+    sweep printed a 'worst-case:unreachable_eps' row for the oracle."""
+    raw = {**PARTS, "worlds": [{"name": "l", "kind": "loglinear", "seed": 0,
+                                "options": {"n_states": 3, "n_symbols": 4, "dim": 2}}],
+           "checks": {"saunshi/natural-task": {"max_length": 1}}}
+    rows = run_sweep(parse_config(raw), tmp_path / "out", progress=False)["rows"]
+    oracle = [r for r in rows if r["lm"] == "oracle"]
+    assert oracle and not [r for r in oracle if r["quantity"].startswith("worst-case")]

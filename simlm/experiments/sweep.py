@@ -212,7 +212,9 @@ def parse_config(raw: dict) -> SweepConfig:
                                   # planted-hmm: family = "block-zipf" | "topic-syntax" | "confusion-groups"
                                   # and the keyword arguments of that constructor in simlm.worlds.topic
         [lms]    oracle = true
-        [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0],
+        [lms.analytic]  kinds = ["logit-noise"], eps = [0.3, 0.1], seeds = [0],   # seeds: of the kinds whose
+                        # noise they draw (logit-noise, rare-words); temperature and uniform-mixture, the same
+                        # LM whatever the seed, are built once, with the first
                         laws = ["next-token"]   # the law each LM is calibrated on: next-token | masked | prepended-mask
         [lms.trained]   objective = "cross-entropy", targets = [0.3, 0.1], seeds = [0], worlds = [all],
                         model = {…TransformerConfig fields but n_symbols}, train = {…TrainConfig fields}
@@ -279,10 +281,12 @@ def parse_config(raw: dict) -> SweepConfig:
         t["targets"], t["seeds"] = _eps_list("lms.trained.targets", t["targets"]), _seeds("lms.trained.seeds", t["seeds"])
         check_distinct_labels("lms.trained.targets", t["targets"], TARGET_FORMAT)
         for key in ("model", "train"):
-            clash = sorted({"n_symbols", "objective", "targets", "seeds"} & set(t[key]))
+            clash = sorted({"n_symbols", "objective", "targets", "seeds", "causal"} & set(t[key]))
             if clash:
                 raise ConfigError(f"lms.trained.{key}: {clash} are set by the sweep, not here")
         lms["trained"] = t
+    if not (lms["oracle"] or lms.get("analytic") or lms.get("trained")):  # a sweep of no LM: 0 cells, exit 0
+        raise ConfigError("lms: no LM to check — set oracle = true, or add [lms.analytic] or [lms.trained]")
     if not top["checks"]:
         raise ConfigError("checks: expected at least one check, e.g. [checks] \"simlm/epsilon\" = {}")
     checks = {}
@@ -408,6 +412,13 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
     except TypeError as err:
         raise ConfigError(f"lms.trained: {err}") from None
+    from simlm.train.trainer import _validate_training
+
+    try:  # the trainer's own checks (seq_len ≤ max_len, memory), before anything is written: a config that
+        # failed them in its training job had already claimed --out, and the corrected config was refused there
+        _validate_training(world, model, train)
+    except SimlmError as err:
+        raise type(err)(f"lms.trained (world {world_spec['name']!r}): {err}") from None
     return model, train
 
 
@@ -543,11 +554,15 @@ def _shared_with(shared: dict, record: dict) -> dict:
 # ---- the runner --------------------------------------------------------------------------------------
 
 def _lm_specs(config: SweepConfig, trained: list) -> list:
+    from simlm.models.perturbed import SEEDED_KINDS
+
     specs = [{"source": "oracle", "seed": None, "laws": list(LAWS)}] if config.lms["oracle"] else []
     a = config.lms["analytic"]
-    if a is not None:
+    if a is not None:  # a kind the seed does not perturb is one LM: built once (seeds as labels of one LM were
+        # counted as independent replicates)
         specs += [{"source": "analytic", "kind": k, "target": e, "seed": s, "law": law, "laws": [law]}
-                  for law in a["laws"] for k in a["kinds"] for e in a["eps"] for s in a["seeds"]]
+                  for law in a["laws"] for k in a["kinds"] for e in a["eps"]
+                  for s in (a["seeds"] if k in SEEDED_KINDS else a["seeds"][:1])]
     return specs + trained
 
 

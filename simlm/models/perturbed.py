@@ -15,9 +15,10 @@ so ε(s) increases for s ≥ 0 at every position):
 - ``"logit-noise"`` — h = W p* / ‖p*‖₂ with W ∈ R^{V×V} i.i.d. N(0, 1) fixed by ``seed``: for each
   context h is a N(0, I)-distributed noise field, and a deterministic function of the context (through
   p*), so the model is a genuine LM.
-- ``"temperature"`` — log p_s = log_softmax(log p* / τ), a tilt by h = log p*.  Hotter (default):
-  τ = 1 + s, ε saturates at KL(p* ‖ uniform on supp p*) as s → ∞.  Colder (``colder=True``):
-  τ = 1 / (1 + s), ε → ∞.
+- ``"temperature"`` — log p_s = log_softmax(log p* / τ), a tilt p* exp(t·h) by h = log p* at t = 1/τ − 1.
+  Hotter (default): τ = 1 + s, t = −s/(1 + s) ∈ (−1, 0] (ε, convex in t with its minimum at 0, still
+  increases with s), saturating at KL(p* ‖ uniform on supp p*) as s → ∞.  Colder (``colder=True``):
+  τ = 1 / (1 + s), t = s, ε → ∞.
 - ``"uniform-mixture"`` — p_s = (1 − s) p* + s·u, u uniform over V, s ∈ [0, 1]; ε is convex in s (KL
   is convex in its second argument) and reaches at most ε(1) = mean KL(p* ‖ u) = log V − H.
 - ``"rare-words"`` — h_v = g_v·1[p*_v < threshold], g ~ N(0, I_V) fixed by ``seed``: p_s is exactly p*
@@ -62,6 +63,8 @@ from simlm.checks import (as_array, as_key, as_rng, check_finite, check_memory, 
 KINDS = ("logit-noise", "temperature", "uniform-mixture", "rare-words", "task-adversarial")
 #: the kinds that need nothing but the world's laws (``task-adversarial`` needs a direction).
 UNDIRECTED_KINDS = tuple(k for k in KINDS if k != "task-adversarial")
+#: the kinds whose perturbation ``seed`` draws (the others are the same LM whatever the seed, on given tokens).
+SEEDED_KINDS = ("logit-noise", "rare-words")
 LAWS = ("next-token", "masked", "prepended-mask")
 #: the parameters each kind's perturbation reads (built by :func:`perturbation_params`).
 _PARAMS = {"logit-noise": ("W",), "temperature": ("colder",), "uniform-mixture": (),
@@ -160,9 +163,11 @@ def epsilon_of_scale(kind: str, logp, s, params, weights=None) -> float:
     """ε(s) = Σ_i w_i KL(p*_i ‖ p_s,i), nats: the mean over the rows i of log p* ``logp (..., V)`` (every
     position of every sequence) of the KL to the family at scale s, or the ``weights`` ``(...)``-weighted
     sum (one weight per row, ≥ 0, summing to 1: p_L over enumerated contexts, say).  ε(0) = 0 and ε
-    increases with s (module docstring): the function :func:`solve_scale` inverts.  Checked like
-    :func:`perturb_logprobs`; computed in float32, or float64 for float64 input under
-    ``jax.enable_x64(True)``."""
+    increases with s (module docstring): the function :func:`solve_scale` inverts — in exact arithmetic.
+    Computed in float32, or float64 for float64 input under ``jax.enable_x64(True)``; in float32 the sum
+    has a floor of a few 1e-9 (ε(0) ≈ 3e-9 on a 3-word world) and is not monotone below ~1e-6, so
+    calibrate small ε in float64 (as :func:`perturbed_lm`, which sums the KL in float64, and the natural-task
+    sweep do).  Checked like :func:`perturb_logprobs`."""
     logp, s = _check_call(kind, logp, s, params)
     if weights is not None:
         w = check_real_array("weights", weights, error=DistributionError)
@@ -402,8 +407,11 @@ def solve_scale(eps_of, target, upper: float = S_MAX, *, start: float = 1e-3, rt
             break
     if abs(val / target - 1) <= accept:
         return mid
+    why = ("ε jumps there, try another eps" if hi - lo > resolution * hi else
+           f"the bracket on s closed to its resolution ({resolution:g} relative) with ε still off: ε jumps there, "
+           "or the target is below what the laws' floating point resolves (float32 laws: below ~1e-6 nats)")
     raise ConfigError(f"eps: {target:g} is not reached{by}: the calibration ends at ε = {val:.6g} (s = {mid:.6g}), "
-                      f"off by more than the relative tolerance {accept:g}; ε jumps there, try another eps")
+                      f"off by more than the relative tolerance {accept:g}; {why}")
 
 
 def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=None, threshold=None,
@@ -429,8 +437,8 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     as_key(seed, "seed")  # and samples the evaluation set: refuse what a PRNG key cannot take
     V = int(world.n_symbols)
     _check_options(kind, V, direction, threshold, colder)  # before anything is sampled
+    n_eval, eval_length = check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length)
     if tokens is None:
-        n_eval, eval_length = check_positive_int("n_eval", n_eval), check_positive_int("eval_length", eval_length)
         if n_eval < 2:
             raise ConfigError(f"n_eval: the achieved ε has a standard error over sequences, which needs n_eval ≥ 2, "
                               f"got {n_eval}")
@@ -469,7 +477,9 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
                               "smaller direction or eps")
         return val
 
-    hint = {"uniform-mixture": "; s = 1 is the uniform law", "temperature": "; colder=True is unbounded"}
+    hint = {"uniform-mixture": "; s = 1 is the uniform law",
+            "temperature": "; colder=True is unbounded" if not colder else  # colder: only S_MAX caps it
+            f"; the search stops at s = {S_MAX:g}, and a p* flat on its support is left as it is by any temperature"}
     scale = solve_scale(eps_at, eps, max_scale(kind), start=1.0 if kind == "uniform-mixture" else 1e-2, rtol=RTOL,
                         resolution=1e-7, what=f"kind {kind!r} on this evaluation set", hint=hint.get(kind, ""))
     lm = PerturbedLM(world, kind, scale, params, target_eps=eps, eval_tokens=np.asarray(toks), law=law)
@@ -487,5 +497,5 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     return lm
 
 
-__all__ = ["KINDS", "UNDIRECTED_KINDS", "LAWS", "S_MAX", "PerturbedLM", "perturb_logprobs", "perturbed_lm",
-           "perturbation_params", "epsilon_of_scale", "max_scale", "solve_scale"]
+__all__ = ["KINDS", "UNDIRECTED_KINDS", "SEEDED_KINDS", "LAWS", "S_MAX", "PerturbedLM", "perturb_logprobs",
+           "perturbed_lm", "perturbation_params", "epsilon_of_scale", "max_scale", "solve_scale"]
