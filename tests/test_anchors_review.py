@@ -433,3 +433,13 @@ def test_the_summary_keeps_each_lm_seeds_curve_apart():
     curves = {k: v["error"] for k, v in summarise(rows).items() if k.startswith("anchor|")}
     assert curves == {"anchor|anchored|logit-noise|seed=0": [0.05], "anchor|anchored|logit-noise|seed=1": [0.2]}
     assert list(summarise(rows[:1]))[0] == "anchor|anchored|logit-noise"  # one seed: the key as before
+
+
+def test_contexts_whose_weights_are_not_a_law_are_refused():
+    """π weighs every ε and error: weights ×3 read ε ×3, negated weights a negative ε."""
+    ctx = anchor_contexts(LogLinearWorld.random(0, n_states=3, n_symbols=4, dim=2))
+    for weights in (3 * ctx.weights, -ctx.weights):
+        with pytest.raises(DistributionError, match="^weights"):
+            dataclasses.replace(ctx, weights=weights)
+    with pytest.raises(ShapeError, match="^weights: expected one weight per row"):
+        dataclasses.replace(ctx, weights=np.array([1.0]))

@@ -7,7 +7,9 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
   f̃* = (f*, t) has exactly the law of the world, and the latent task y = 1[t(x) > 0] is linear in f̃*
   with margin ``height``.  The LM that drops t (f = (f*, 0)) has ε = 0 and the same laws, but nothing
   in its representation carries the task: the readout ⟨e, f⟩ is constant (error = min(π(H₊), π(H₋)) …
-  max) and a probe on f* sees labels independent of it.
+  max); a linear probe on f* can read y only by separating a random π-half of the states, which it cannot
+  when there are many more states than dimensions (1024 in d = 8: error 0.508), and can in a tiny world
+  (S ≤ d + 1 states: error 0).
 - **N2** (derived): a contrast task over two rare carrier words c₁, c₂ (p* ≈ e^{−M}), score* =
   ⟨v_c₁ − v_c₂, f*⟩.  The LM moves only the carriers' logits, by ∓(score*(x) + bias + 1)/2, so its
   carrier contrast is the constant −bias − 1: the anchored head predicts one class everywhere (error ≈ ½), while ε ≤

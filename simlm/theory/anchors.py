@@ -29,7 +29,7 @@ import hashlib
 import jax
 import numpy as np
 
-from simlm.checks import as_rng, check_positive, check_positive_int, check_real_array
+from simlm.checks import as_rng, check_distributions, check_positive, check_positive_int, check_real_array
 from simlm.errors import ConfigError, ShapeError
 from simlm.metrics.epsilon import check_laws
 from simlm.theory._convex import ridge_logistic
@@ -59,6 +59,11 @@ class AnchorContexts:
     weights: np.ndarray
     states: np.ndarray
     planted: np.ndarray | None
+
+    def __post_init__(self):  # π weighs every ε and error: unnormalised weights scaled them silently (×3 → 3ε)
+        w = check_distributions("weights", self.weights, atol=1e-9)
+        if w.ndim != 1 or len(w) != len(self.logp):
+            raise ShapeError(f"weights: expected one weight per row, shape ({len(self.logp)},), got {w.shape}")
 
     @property
     def logits(self) -> np.ndarray:
