@@ -404,3 +404,25 @@ def test_a_prompt_that_moves_mass_onto_states_position_0_never_takes_has_no_rewe
                                [0.345, 0.323, 0.332], atol=1e-3)
     with pytest.raises(ConfigError, match="never takes"):
         w.prompt_reweighting(np.ones(3))
+
+
+# ---- review 2026-12-05 (afternoon) -------------------------------------------------------------------------
+
+def test_a_learning_rate_below_float32s_range_is_refused_before_the_fit():
+    """lr = 1e-50 became 0 in float32: Adam took steps of size 0 and the initial prompt and head came back as
+    the fit, with their accuracies, and no warning."""
+    from simlm.downstream import fit_exact_prompt, fit_linear_head
+    world = HMM([.5, .5], [[.9, .1], [.2, .8]], [[.7, .3], [.1, .9]])
+    x = np.asarray(world.sample(0, 12, 4))
+    y = np.arange(12) % 2
+    with pytest.raises(ConfigError, match="^lr: 1e-50 is below float32's smallest normal number"):
+        fit_exact_prompt(world, x, y, steps=3, lr=1e-50)
+    with pytest.raises(ConfigError, match="^lr"):
+        fit_linear_head(np.eye(12)[:, :4], y, method="adam", lr=1e-50)
+
+
+def test_an_exact_prompt_too_long_names_k():
+    from simlm.downstream import fit_exact_prompt
+    world = HMM([.5, .5], [[.9, .1], [.2, .8]], [[.7, .3], [.1, .9]])
+    with pytest.raises(ConfigError, match="^k: expected a prompt length"):
+        fit_exact_prompt(world, np.zeros((4, 3), int), np.arange(4) % 2, k=10001)

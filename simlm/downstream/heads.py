@@ -77,6 +77,16 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
     return y.astype(np.int32)
 
 
+def check_lr(lr) -> float:
+    """A learning rate: positive and finite, and at least float32's smallest normal number, the precision the
+    fits compute in (1e-50 became 0 there: Adam took steps of size 0 and the start came back as the fit)."""
+    lr = check_positive("lr", lr)
+    if lr < np.finfo(np.float32).tiny:
+        raise ConfigError(f"lr: {lr:g} is below float32's smallest normal number ({np.finfo(np.float32).tiny:.3g}), "
+                          "where the fits compute: it would round to 0 and no step would move")
+    return lr
+
+
 def check_l2(l2) -> float:
     """The ridge weight: 0 or a positive finite number."""
     if isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, (bool, np.bool_)) and l2 == 0:
@@ -385,7 +395,7 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     head = LinearLogits()
     params, losses, taken, grad_norm, stopped = _fit_linear(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_positive("lr", lr)), jnp.float32(check_positive("tol", tol)),
+        jnp.float32(check_lr(lr)), jnp.float32(check_positive("tol", tol)),
         as_key(check_positive_int("seed", seed, minimum=0), "seed"), C, steps, method)
     g, taken = float(grad_norm), int(taken)
     # a stall certifies the optimum only where the objective has curvature: with l2 = 0 and nearly collinear
@@ -448,7 +458,7 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     head = AttentionLogits(d_key, d_value)
     params, losses, final = _fit_attention(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_positive("lr", lr)), as_key(check_positive_int("seed", seed, minimum=0), "seed"), C,
+        jnp.float32(check_lr(lr)), as_key(check_positive_int("seed", seed, minimum=0), "seed"), C,
         check_positive_int("steps", steps), R)
     if not np.isfinite(np.asarray(final)).any():
         raise TrainingDivergedError(f"lr: every one of fit_attention_head's {R} restarts ended at a non-finite loss "
