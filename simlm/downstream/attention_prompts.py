@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import as_key, check_instance, check_positive, check_positive_int
+from simlm.checks import as_key, check_instance, check_positive_int
 from simlm.downstream.heads import AttentionHead, AttentionLogits, check_l2, check_lr
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_prompt_fit,
@@ -90,7 +90,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(
         "d_value", d_value)) * V + d_value * C, toks.size * (2 * K + V), steps,
         names="k, n_classes, d_key, d_value, n_restarts, steps")
-    l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_lr(lr)
+    lr = check_lr(lr)  # l2 is check_l2's: 0 or positive
     seed = check_positive_int("seed", seed, minimum=0)
     check_promptable(world.prompted_masked_token_probs, toks, k, K, test)  # before the fit, not when it is scored
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
@@ -184,7 +184,7 @@ def fit_transformer_attention_prompt(lm, tokens, labels, *, k: int = 1, n_classe
     head = AttentionLogits(check_positive_int("d_key", d_key), check_positive_int("d_value", d_value))
     p, losses, mean, sd, (start_loss, final_loss), train_features = _fit_transformer(
         lm.graphdef, lm.state, toks, jnp.asarray(y), batches,
-        jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)), jnp.float32(check_lr(lr)),
+        jnp.float32(l2), jnp.float32(check_lr(lr)),
         key_head, prefix0, head, C, steps)
     prefix = np.asarray(p["prompt"])
     check_prompt_fit(start_loss, final_loss, "the transformer attention prompt fit")

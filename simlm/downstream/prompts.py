@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.checks import as_key, check_positive, check_positive_int
+from simlm.checks import as_key, check_positive_int
 from simlm.downstream.heads import LinearHead, LinearLogits, check_l2, check_lr, standardise
 from simlm.downstream.prompt_fit import (PromptedClassifier, check_fit_memory, check_masked_transformer,
                                          check_masked_transformer_tokens, check_prompt_data, check_prompt_fit,
@@ -100,7 +100,7 @@ def fit_exact_prompt(world, tokens, labels, *, k: int = 1, n_classes: int = 2, n
     test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = world.n_states, world.n_symbols
     check_fit_memory(n_restarts, k * K + V * C, toks.shape[0] * (K + V), steps)
-    l2, lr = 0.0 if l2 == 0 else check_positive("l2", l2), check_lr(lr)
+    lr = check_lr(lr)  # l2 is check_l2's: 0 or positive
     seed = check_positive_int("seed", seed, minimum=0)
     check_promptable(world.prompted_prepended_mask_probs, toks, k, K, test)  # before the fit, not when it is scored
     beta0, _ = _prepended_backward(*world.chain, jnp.asarray(toks))
@@ -183,7 +183,7 @@ def fit_transformer_prompt(lm, tokens, labels, *, k: int = 1, n_classes: int = 2
     prefix0 = 0.02 * jax.random.normal(key_prefix, (k, lm.config.d_model))
     batches = None if b is None else minibatch_indices(jax.random.fold_in(key_prefix, 1), toks.shape[0], b, steps)
     p, mean, sd, losses, train_features, (start_loss, final_loss) = _fit_transformer(
-        lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(0.0 if l2 == 0 else check_positive("l2", l2)),
+        lm.graphdef, lm.state, toks, jnp.asarray(y), jnp.float32(l2),
         jnp.float32(check_lr(lr)), key_head, prefix0, C, steps, batches)
     check_prompt_fit(start_loss, final_loss, "the transformer prompt fit")
     head = _HEAD.fitted(p["head"], mean, sd, losses)

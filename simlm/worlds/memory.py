@@ -149,9 +149,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         # P(c)·π(z) of the *stored* factors (what the sampler draws from), rounded once: a world rebuilt from
         # its own parameters is then the same world to the bit (from the unrounded factors, memory-M5's joint
         # start differed in 10 of 20 entries from its rebuild, under one fingerprint)
-        kept = _joint_initial(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi)),
-                              memory_configurations(N, M))
-        joint_initial, joint_emission = kept, joint_parameters(rho, pi, B)[1]
+        kept, joint_emission = joint_parameters(*(np.asarray(stored(a, dtype), np.float64) for a in (rho, pi)), B)
         # a product below the range of factors that are not (a factor below it is stored as 0, as is its product)
         lost = np.flatnonzero((kept > 0) & (kept < np.finfo(dtype).tiny))
         if lost.size:  # stored, it would be 0: a sequence only that (memory, state) can start read as impossible
@@ -161,7 +159,7 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
                               f"smallest normal number ({np.finfo(dtype).tiny:.3g}) although both factors are "
                               f"not; it would be stored as 0 ({lost.size} such pair(s)). Use dtype=float64 "
                               "(with jax_enable_x64) or larger probabilities")
-        self._set(*(jnp.asarray(stored(a, dtype)) for a in (rho, pi, A, B, joint_initial, joint_emission)))
+        self._set(*(jnp.asarray(stored(a, dtype)) for a in (rho, pi, A, B, kept, joint_emission)))
 
     def _set(self, memory_prior, initial, transition, emission, joint_initial, joint_emission):
         self.memory_prior, self.initial, self.transition, self.emission = memory_prior, initial, transition, emission
