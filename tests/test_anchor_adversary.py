@@ -249,3 +249,24 @@ def test_the_worst_lm_of_a_budget_flips_what_the_least_kl_flips_afford():
     wc = worst_case_lm(task, ctx, bulk, 1.73457e-05)
     assert wc.error == pytest.approx(1 / 3) and wc.eps == pytest.approx(1.73457e-05, rel=1e-9)
     assert wc.flipped.sum() == 2
+
+
+def test_worst_case_lm_refuses_the_flip_costs_of_another_task_rows_bulk_or_ranking():
+    """The worst LM spends its budget on the cheapest flips of *its* task: costs computed for another task
+    (a contrast task's, handed to the anchored task) built a "worst" LM far from the worst (error 0.124
+    where the anchored task's own costs give 0.624 in this world), reported as the worst."""
+    ctx = anchor_contexts(LogLinearWorld.random(1, n_states=32, n_symbols=4, dim=3, sigma=0.3))
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    tasks = random_tasks(ctx, world_anchor_fit(ctx, bulk), 1)
+    anchored, contrast = tasks["anchored"], tasks["contrast"]
+    own = flip_costs(anchored, ctx, bulk)
+    eps = 0.5 * float(ctx.weights[np.isfinite(own.kl)] @ own.kl[np.isfinite(own.kl)])
+    assert worst_case_lm(anchored, ctx, bulk, eps, costs=own).error == worst_case_lm(anchored, ctx, bulk, eps).error
+    other_bulk = bulk_mask(ctx.logp, top_k=3)
+    for costs, what in [(flip_costs(contrast, ctx, bulk), "another task"),
+                        (flip_costs(anchored, ctx, other_bulk), "another bulk"),
+                        (flip_costs(anchored, ctx, bulk, by="tv"), "by='tv'")]:
+        with pytest.raises(ConfigError, match="costs: "):
+            worst_case_lm(anchored, ctx, bulk, eps, costs=costs)
+    with pytest.raises(ConfigError, match="costs: expected the FlipCosts"):
+        worst_case_lm(anchored, ctx, bulk, eps, costs={"kl": own.kl})

@@ -51,6 +51,7 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 
 import jax
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import expit
 
-from simlm.checks import as_rng, check_positive, check_positive_int
+from simlm.checks import as_rng, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
 from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
@@ -202,7 +203,8 @@ class FlipCosts:
     ``g (n,)`` the fraction of the source moved; ``threshold (n,)`` the bound's t(margin_x) at ρ = 0 and
     ``tv_share (n,)`` = t(margin_x)/TV_x of the cheapest-in-TV flip (0 where none): 1 would be a flip at
     exactly the TV the bound's derivation requires.  ``moves``: (S, D) bool masks over the atoms; ``move`` =
-    ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every flip's atom masses."""
+    ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every flip's atom masses.  ``source``:
+    a digest of the task, rows and bulk the costs were computed for (:func:`worst_case_lm` refuses others)."""
 
     tv: np.ndarray
     kl: np.ndarray
@@ -213,6 +215,18 @@ class FlipCosts:
     moves: list
     by: str
     atoms: np.ndarray  # (n, K): the atom masses at each context's flip (NaN rows where none)
+    source: str | None = None
+
+
+def _costs_source(task: AnchorTask, ctx: AnchorContexts, bulk: np.ndarray) -> str:
+    """A digest of what :func:`flip_costs` reads: the task's words, weights, scores, labels and margins, the
+    rows (log p*, π) and the bulk."""
+    h = hashlib.blake2b(task.name.encode(), digest_size=16)
+    for a in (task.words, task.coef, task.score, [task.bias], task.labels, task.margin, ctx.logp, ctx.weights, bulk):
+        a = np.ascontiguousarray(a, np.float64)
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _atoms(task, ctx: AnchorContexts, bulk):
@@ -418,7 +432,7 @@ def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(np.isfinite(min_tv), threshold / min_tv, 0.0)
     tv, kl, move, g, atoms = best[by]
-    return FlipCosts(tv, kl, move, g, threshold, share, moves, by, atoms)
+    return FlipCosts(tv, kl, move, g, threshold, share, moves, by, atoms, _costs_source(task, ctx, bulk))
 
 
 def _apply(ctx: AnchorContexts, task, bulk, atoms, t) -> np.ndarray:
@@ -482,10 +496,21 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     head's contexts (module docstring): the contexts in increasing order of their cheapest flip's KL
     (:func:`flip_costs`) while Σ π_x KL_x ≤ ε, then the rest of the budget part of the way (in atom
     masses) to the next context's flip, stopped short of it.  ε is less than ``eps`` only when every
-    context that can flip is flipped.  ``costs``: :func:`flip_costs` of this task, these rows and this bulk
-    (computed when None)."""
+    context that can flip is flipped.  ``costs``: :func:`flip_costs` (``by="kl"``) of this task, these rows
+    and this bulk (computed when None; costs of another task, rows, bulk or ``by`` are refused: the LM built
+    from them is not the worst for this task)."""
     eps = check_positive("eps", eps)
-    costs = flip_costs(task, ctx, bulk) if costs is None else costs
+    if costs is None:
+        costs = flip_costs(task, ctx, bulk)
+    else:
+        check_instance("costs", costs, FlipCosts, "the FlipCosts of flip_costs")
+        if costs.by != "kl":
+            raise ConfigError(f"costs: expected the costs of flip_costs(by='kl') (the worst LM spends its budget "
+                              f"on the cheapest flips in KL), got by={costs.by!r}")
+        task, bulk = check_task(task, ctx), check_bulk(bulk, ctx.logp.shape)
+        if costs.source != _costs_source(task, ctx, bulk):
+            raise ConfigError("costs: these flip costs were computed for another task, rows or bulk; pass "
+                              "flip_costs(task, ctx, bulk) of this task (or leave costs out)")
     w = ctx.weights
     order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
     order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
