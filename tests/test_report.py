@@ -110,6 +110,31 @@ def test_the_run_log_keeps_every_run_and_reads_the_single_run_form(tmp_path):
     assert json.loads(path.read_text()) == {"runs": [{"time": "third"}]} and list(tmp_path.glob("*.corrupt-1"))
 
 
+def test_two_processes_logging_runs_at_once_keep_every_run(tmp_path):
+    """log_run's read-modify-write holds the store's lock: unlocked, two writers of 200 runs each kept 236 of
+    400 (each rewrite dropped what the other had logged since its read), and two sweeps started at once
+    took the same run index.  update_run adds a field to one run and keeps the others."""
+    import subprocess
+    import sys
+
+    from simlm.experiments.store import read_runs, update_run
+
+    path = tmp_path / "environment.json"
+    go = tmp_path / "go"
+    code = ("import os, sys, time\nfrom simlm.experiments.store import log_run\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "for i in range(100): log_run(sys.argv[1], {'writer': sys.argv[3], 'i': i})\n")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go), name]) for name in "ab"]
+    go.touch()
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    runs = read_runs(path)
+    assert sorted((r["writer"], r["i"]) for r in runs) == [(w, i) for w in "ab" for i in range(100)]
+    update_run(path, 7, cells_computed=3)
+    assert read_runs(path) == runs[:7] + [{**runs[7], "cells_computed": 3}] + runs[8:]
+    with pytest.raises(ConfigError, match="not run 200"):
+        update_run(path, 200, cells_computed=3)
+
+
 def test_cells_record_the_code_that_computed_them_and_a_rerun_with_other_code_says_so(tmp_path, monkeypatch):
     from simlm.experiments import sweep
 

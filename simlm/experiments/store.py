@@ -258,20 +258,35 @@ def read_runs(path) -> list[dict]:
 
 
 def log_run(path, run: dict) -> list[dict]:
-    """Append ``run`` to the runs logged in ``path`` and return them all, ``run`` last.  A corrupt log is
-    kept as ``<name>.corrupt-<n>`` with a warning and started afresh (it holds no results)."""
+    """Append ``run`` to the runs logged in ``path`` and return them all, ``run`` last, under the results
+    store's lock (two sweeps started at once into one directory each log their run; unlocked, one
+    rewrite could drop the other's).  A corrupt log is kept as ``<name>.corrupt-<n>`` with a warning and
+    started afresh (it holds no results)."""
     path = Path(path)
-    try:
-        runs = read_runs(path)
-    except ConfigError:
-        kept = _free_name(path, ".corrupt-")
-        os.replace(path, kept)
-        warnings.warn(f"{path} was corrupt; the runs it logged are lost (the file is kept as {kept})",
-                      RuntimeWarning, stacklevel=2)
-        runs = []
-    runs = runs + [run]
-    write_json_atomic(path, {"runs": runs})
+    with _locked(path.parent):
+        try:
+            runs = read_runs(path)
+        except ConfigError:
+            kept = _free_name(path, ".corrupt-")
+            os.replace(path, kept)
+            warnings.warn(f"{path} was corrupt; the runs it logged are lost (the file is kept as {kept})",
+                          RuntimeWarning, stacklevel=2)
+            runs = []
+        runs = runs + [run]
+        write_json_atomic(path, {"runs": runs})
     return runs
+
+
+def update_run(path, index: int, **fields) -> None:
+    """Add ``fields`` to the run logged at ``index`` in ``path``, re-read under the store's lock (so that
+    the runs other processes logged meanwhile are kept)."""
+    path = Path(path)
+    with _locked(path.parent):
+        runs = read_runs(path)
+        if not 0 <= index < len(runs):
+            raise ConfigError(f"out: {path} logs {len(runs)} run(s), not run {index} (was it replaced?)")
+        runs[index] = {**runs[index], **fields}
+        write_json_atomic(path, {"runs": runs})
 
 
 def _saved_config(results) -> dict | None:
@@ -283,4 +298,4 @@ def _saved_config(results) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-__all__ = ["CellStore", "append_cell", "claim", "config_digest", "log_run", "read_runs", "results_dir"]
+__all__ = ["CellStore", "append_cell", "claim", "config_digest", "log_run", "read_runs", "results_dir", "update_run"]

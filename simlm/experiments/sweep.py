@@ -53,7 +53,7 @@ import numpy as np
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
-from simlm.experiments.store import CellStore, claim, log_run
+from simlm.experiments.store import CellStore, claim, log_run, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 
@@ -716,8 +716,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             bar.update(1)
     bar.close()
     store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
-    runs[-1]["cells_computed"] = new
-    write_json_atomic(out / "environment.json", {"runs": runs})
+    update_run(out / "environment.json", info["run"], cells_computed=new)
     rows = store.records()
     write_tables(rows, out)
     errors = store.errors()
