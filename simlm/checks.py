@@ -135,6 +135,8 @@ def seed_key(seed: int, name: str = "seed") -> jax.Array:
     stream seed ``low`` itself draws on.)  Seeds ≥ 2**32 need the default ``threefry2x32`` PRNG
     (:class:`ConfigError` naming ``name`` under another ``jax_default_prng_impl``)."""
     seed = int(seed)
+    if not 0 <= seed < 2**63:  # −1 would share 2**32 − 1's key; 2**64 would overflow
+        raise ConfigError(f"{name}: expected a seed in [0, 2**63), got {seed}")
     if seed < 2**32:
         return jax.random.PRNGKey(seed)
     impl = jax.config.jax_default_prng_impl
@@ -170,9 +172,23 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
 
 
 def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",)) -> np.ndarray:
-    """Validate a probability vector / row-stochastic array (last axis sums to 1) and return float64."""
-    if np.iscomplexobj(array) if isinstance(array, np.ndarray) else np.iscomplexobj(_maybe_array(array)):
+    """Validate a probability vector / row-stochastic array (last axis sums to 1 within ``atol``) and return
+    float64.  Refused first, as what the float64 cast would convert silently: complex values (the imaginary
+    part would be dropped), strings (``"0.5"`` would parse as a number) and booleans (a mask passed for a
+    law: True would read as probability 1)."""
+    atol = check_non_negative("atol", atol, finite=True)
+    raw = _maybe_array(array)
+    if raw.dtype.kind == "c" or (raw.dtype == object and any(isinstance(v, (complex, np.complexfloating))
+                                                             for v in raw.flat)):
         raise DistributionError(f"{name}: expected real probabilities, got complex numbers (the imaginary part would be lost)")
+    if raw.dtype.kind in "USaMmV" and not _ml_float(raw.dtype) or (
+            raw.dtype == object and any(isinstance(v, (str, bytes)) for v in raw.flat)):
+        raise DistributionError(f"{name}: expected a numeric array of probabilities, got dtype {raw.dtype}"
+                                + (" holding strings" if raw.dtype == object else ""))
+    if raw.dtype == bool or (raw.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in raw.flat)) \
+            or _holds_bool(array):
+        raise DistributionError(f"{name}: expected real probabilities, got booleans (True would read as "
+                                "probability 1)")
     try:
         arr = np.asarray(array, dtype=np.float64)
     except (TypeError, ValueError):
@@ -198,18 +214,38 @@ def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",
     return arr
 
 
+def _holds_bool(value) -> bool:
+    """Whether a (nested) Python list or tuple holds a bool anywhere (``[True, 0.0]`` casts to [1.0, 0.0])."""
+    if not isinstance(value, (list, tuple)):
+        return False
+    return any(isinstance(v, (bool, np.bool_)) or _holds_bool(v) for v in value)
+
+
 def _maybe_array(value):
+    """``np.asarray(value)``; for a ragged value, its entries one level down (an object array whose mixed
+    entries the checks above can still see), or an empty array."""
     try:
         return np.asarray(value)
     except (TypeError, ValueError):
-        return np.zeros(0)
+        try:
+            return np.array([v for row in value for v in (row if isinstance(row, (list, tuple)) else [row])],
+                            dtype=object)
+        except TypeError:
+            return np.zeros(0)
 
 
 def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
     """Mean and standard error (ddof = 1) of per-sequence values.  A standard error needs at least two
     values, so fewer raise :class:`ConfigError` naming ``name`` rather than returning a NaN that would
-    flow into tables."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    flow into tables; so does anything but one real value per sequence, shape (n,) (an (n, T) array would
+    give a standard error over n·T tokens).  A NaN or ±inf value is the caller's to judge and comes back
+    in the mean (the trainer reports it as divergence; the ε functions refuse it before they get here)."""
+    try:
+        v = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected one real value per sequence, got {_short(values)}") from None
+    if v.ndim != 1:
+        raise ConfigError(f"{name}: expected one value per sequence, shape (n,), got shape {v.shape}")
     if v.size < 2:
         raise ConfigError(f"{name}: a standard error over sequences needs at least 2 sequences, got {v.size}; "
                           "pass a batch (n, T) with n ≥ 2")
@@ -219,11 +255,12 @@ def mean_and_sem(values, name: str = "tokens") -> tuple[float, float]:
 def _real(name: str, value, what: str) -> float:
     """``value`` as a float (NaN and ±inf pass) if it is a real number — not a bool, string or complex
     number — else :class:`ConfigError` "``name``: expected ``what``"."""
-    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
-        raise ConfigError(f"{name}: expected {what}, got {value!r}")
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)) or \
+            getattr(value, "dtype", None) == bool:  # a 0-d bool array reads as 1.0
+        raise ConfigError(f"{name}: expected {what}, got {_short(value)}")
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range (10**400)
         raise ConfigError(f"{name}: expected {what}, got {_short(value)}") from None
 
 

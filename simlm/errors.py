@@ -26,7 +26,9 @@ class TokenError(SimlmError):
 
 
 class ZeroProbabilityError(SimlmError):
-    """A sequence has probability zero under the world, so conditionals given it are undefined."""
+    """A law was asked given tokens of probability zero under the world, where it is undefined: a next-token
+    row after an impossible prefix, a masked law whose other tokens are impossible together (the token at
+    the masked position itself is never read), a posterior given an impossible sequence."""
 
 
 class ConfigError(SimlmError):

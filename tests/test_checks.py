@@ -112,6 +112,43 @@ def test_mean_and_sem_is_the_mean_and_the_sample_standard_deviation_over_root_n(
         mean_and_sem([1.0], name="losses")
 
 
+def test_mean_and_sem_refuses_anything_but_one_value_per_sequence():
+    """An (n, T) array was flattened into n·T "sequences" (a standard error per token); a ragged or complex
+    one raised numpy's raw error.  NaN is the caller's to judge (the trainer reports divergence)."""
+    for bad, words in [(np.ones((2, 3)), r"one value per sequence, shape \(n,\), got shape \(2, 3\)"), ([[1, 2], [3]], "one real value"),
+                       ([1 + 1j, 2], "one real value")]:
+        with pytest.raises(ConfigError, match=f"^eps: expected {words}"):
+            mean_and_sem(bad, name="eps")
+    assert math.isnan(mean_and_sem([1.0, math.nan])[0])
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["0.5", "0.5"], "got dtype <U3"), ([[0.5, "a"], [0.5, 0.5]], "got dtype <U32"),
+    (np.array([0.5, "0.5"], dtype=object), "holding strings"),
+    ([[True, False], [False, True]], "got booleans"), ([True, 0.0], "got booleans"), ([[0.5, 0.5], [0.0, True]], "got booleans"),
+    (np.array([1, 0], dtype=object) == 1, "got booleans"), ([0.5, 0.5j], "complex"),
+])
+def test_check_stochastic_refuses_what_a_cast_to_float_would_read_silently(bad, words):
+    """Strings parsed as numbers and booleans read as probability 1 were laws to every caller but the worlds
+    (which refused them themselves): context_kl took [['0.5', '0.5'], ['1', '0']] for p*."""
+    with pytest.raises(DistributionError, match=f"^p: .*{words}"):
+        check_stochastic("p", bad)
+
+
+@pytest.mark.parametrize("atol", [math.nan, -1.0, math.inf, True])
+def test_check_stochastic_refuses_a_tolerance_that_is_not_a_finite_number_at_least_zero(atol):
+    """atol = NaN passed every row (a comparison with NaN is False); atol = −1 refused every row."""
+    with pytest.raises(ConfigError, match="^atol: expected a finite number ≥ 0"):
+        check_stochastic("p", [0.5, 0.6], atol=atol)
+
+
+@pytest.mark.parametrize("value", [10**400, np.array(True), np.bool_(True), True])
+def test_the_scalar_checks_name_the_argument_for_a_huge_int_or_a_boolean_array(value):
+    """10**400 raised a raw OverflowError; a 0-d bool array passed as 1.0."""
+    with pytest.raises(ConfigError, match="^x: expected"):
+        check_non_negative("x", value)
+
+
 def test_check_memory_refuses_exactly_the_requests_above_the_limit():
     """3 elements of 4 bytes need 12 B: refused under a limit of 10 or 11 B, stating the size and the limit;
     a request exactly at the limit (12 B) or under it passes."""
@@ -162,3 +199,20 @@ def test_each_natural_task_row_is_at_the_radius_that_minimises_its_bound(monkeyp
             [r] = [r for r in rows if r["quantity"] == f"{b.name}:{q}"]
             assert r["B"] == b.B_grid[b.index] and r["bound"] == b.bound[b.index], r["quantity"]
             assert r["measured"] == loss[b.index] and r["tau"] == b.tau[b.index], r["quantity"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64])
+def test_seed_key_refuses_a_seed_outside_its_range(seed):
+    """−1 gave 2**32 − 1's key; 2**64 raised a raw OverflowError (its callers check first; this is the last
+    line)."""
+    from simlm.checks import seed_key
+    with pytest.raises(ConfigError, match=r"^seed: expected a seed in \[0, 2\*\*63\)"):
+        seed_key(seed)
+
+
+def test_append_cell_refuses_a_key_that_is_not_a_string(tmp_path):
+    """A line written with the key 5 was dropped as corrupt (with a warning) the next time the store was read."""
+    from simlm.experiments.store import append_cell
+    with pytest.raises(ConfigError, match="^key: expected the cell's key as a string"):
+        append_cell(tmp_path / "cells.jsonl", 5, [])
+    assert not (tmp_path / "cells.jsonl").exists()

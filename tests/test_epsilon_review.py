@@ -171,6 +171,20 @@ def test_a_world_rebuilt_from_its_own_parameters_is_the_same_world():
         assert again.parameter_arrays()[2].tobytes() == w.parameter_arrays()[2].tobytes()
 
 
+def test_a_row_kept_in_float64_that_rounds_off_one_in_float32_is_stored_renormalised():
+    """A float64 row within rounding of 1 (0.77 u) whose float32 entries sum to 1 + 1.5 u was kept and stored
+    off 1: a rebuild from the stored parameters renormalised it — another world under another fingerprint,
+    whose laws differed by that much.  Decided on the row as stored, the rebuild is the same world."""
+    u = 2.0**-24
+    a, b = np.float32(0.6), np.float32(1 + 3 * 2.0**-25 - float(np.float32(0.6)))
+    row = np.array([float(a) - 0.49 * u, float(b) - 0.49 * u / 2])
+    assert abs(row.sum() - 1) < u and float(a) + float(b) - 1 == 1.5 * u
+    w = HMM(row, np.eye(2), [[0.5, 0.5], [0.25, 0.75]])
+    again = HMM(*w.parameter_arrays())
+    assert again.fingerprint() == w.fingerprint()
+    assert abs(np.asarray(w.initial, np.float64).sum() - 1) <= u
+
+
 # ---- the simlm/epsilon check's Pinsker row: TV in float64, beside the float64 ε ------------------------------
 
 def test_pinsker_holds_where_it_is_tight_to_third_order():

@@ -1,9 +1,17 @@
 """Bad input raises a typed error naming the argument, before any jit compile."""
 
+import itertools
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import bruteforce as bf
 
 from simlm import HMM
+from simlm.strategies import hmms
 from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError, TokenError, ZeroProbabilityError
 
 PI = [0.5, 0.5]
@@ -52,9 +60,13 @@ def test_zero_probability_sequence_gives_minus_inf_and_a_clear_error_for_conditi
     assert np.isfinite(ll[0]) and ll[1] == -np.inf and not np.isnan(ll).any()
     steps = np.asarray(hmm.token_logprobs(x))
     assert not np.isnan(steps).any() and steps[1, 1] == -np.inf
-    for method in (hmm.next_token_probs, hmm.masked_token_probs, hmm.state_posterior, hmm.prepended_mask_probs):
+    for method in (hmm.next_token_probs, hmm.state_posterior, hmm.prepended_mask_probs):
         with pytest.raises(ZeroProbabilityError, match="sequence 1 has probability zero.*token 2 at position 1"):
             method(x)
+    # x_1 = 2 is a placeholder the masked law at 1 never reads: (0, ·, 1) is possible, (·, 2, 1) is not
+    np.testing.assert_allclose(np.asarray(hmm.masked_token_probs(x, [1]))[1, 0], [0.5, 0.5, 0.0], atol=1e-7)
+    with pytest.raises(ZeroProbabilityError, match="sequence 1 .* whatever token is at masked position 0"):
+        hmm.masked_token_probs(x)
 
 
 @pytest.mark.parametrize("call, error, words", [
@@ -97,3 +109,43 @@ def test_an_impossible_sequence_is_named_by_its_first_impossible_position():
     hmm = HMM([1.0, 0.0], [[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]])
     with pytest.raises(ZeroProbabilityError, match="token 1 at position 1 is impossible"):
         hmm.next_token_probs([0, 1, 1, 0])
+
+
+@given(hmms(max_states=3, min_symbols=2, max_symbols=3), st.integers(1, 3), st.booleans())
+def test_a_law_is_refused_exactly_where_it_is_undefined_not_wherever_the_sequence_is_impossible(hmm, T, log):
+    """p*(x_i | x_−i) needs p*(x_−i) > 0 and row t of the next-token law p*(x_<t) > 0, not p*(x) > 0 (the token
+    at a masked position is a placeholder; x_T conditions no next-token row): over every sequence of a
+    world with exact zeros, each law equals enumeration over the hidden paths where it is defined and is a
+    ZeroProbabilityError where it is not (before, any impossible token refused every law of its sequence:
+    (0, 2, 1) with its placeholder 2 impossible, and (0, 0, 2) for the next-token law)."""
+    pi, A, B = bf.params(hmm)
+    masked = hmm.log_masked_token_probs if log else hmm.masked_token_probs
+    for x in itertools.product(range(hmm.n_symbols), repeat=T):
+        x = np.array(x)
+        for i in range(T):
+            joint = np.array([bf.sequence_prob(pi, A, B, np.r_[x[:i], v, x[i + 1:]]) for v in range(hmm.n_symbols)])
+            if joint.sum() == 0:
+                with pytest.raises(ZeroProbabilityError, match=f"masked position {i}"):
+                    masked(x, [i])
+                continue
+            got = np.asarray(masked(x, [i]))[0]
+            np.testing.assert_allclose(np.exp(got) if log else got, joint / joint.sum(), atol=2e-6)
+        if T > 1 and bf.sequence_prob(pi, A, B, x[:-1]) == 0:
+            with pytest.raises(ZeroProbabilityError):
+                hmm.next_token_probs(x)
+        else:
+            np.testing.assert_allclose(np.asarray(hmm.next_token_probs(x)), bf.next_token_law(pi, A, B, x), atol=2e-6)
+
+
+
+@pytest.mark.parametrize("parallel", [True, False, "log-space"])
+def test_every_scan_answers_a_masked_law_whose_placeholder_is_impossible(parallel):
+    """The associative scans, the sequential one and the log-space one: the law at a masked position reads
+    the forward pass before it and the backward pass after it, never the placeholder (here impossible)."""
+    from simlm.worlds import hmm_core
+
+    pi, A, B = [1.0, 0.0], np.eye(2), [[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]
+    x = jnp.array([0, 2, 1, 0, 1])
+    probs, steps = hmm_core.masked_token_probs(*(jnp.asarray(a, jnp.float32) for a in (pi, A, B)), x, parallel)
+    assert not np.isfinite(np.asarray(steps)).all()
+    np.testing.assert_allclose(np.asarray(probs)[1], [0.5, 0.5, 0.0], atol=1e-6)

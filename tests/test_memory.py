@@ -391,12 +391,14 @@ def test_bad_seeds_sizes_and_options_raise_a_config_error_naming_them(call, name
 def test_impossible_sequence_has_log_likelihood_minus_inf_and_no_conditional_law():
     # One cell, values {0, 1}; value m emits token m only, so a sequence holding both tokens is impossible.
     world = MemoryHMM.one_cell([0.5, 0.5], [1.0], [[1.0]], np.eye(2)[:, None, :])
-    x = np.array([[0, 0, 1], [1, 1, 1]], np.int32)
+    x = np.array([[0, 1, 1], [1, 1, 1]], np.int32)
     ll = np.asarray(world.log_likelihood(x))
     assert ll[0] == -np.inf and np.isclose(ll[1], np.log(0.5)) and not np.isnan(ll).any()
     for method in (world.next_token_probs, world.memory_posterior, world.state_posterior):
         with pytest.raises(ZeroProbabilityError, match="sequence 0"):
             method(x)
+    # an impossible last token conditions no next-token row: each row is defined
+    np.testing.assert_allclose(world.next_token_probs([0, 0, 1]), [[0.5, 0.5], [1.0, 0.0], [1.0, 0.0]], atol=1e-7)
     np.testing.assert_allclose(world.memory_posterior(x[1:]), [[[0.0, 1.0]]], atol=1e-7)
 
 

@@ -98,6 +98,8 @@ def append_cell(path, key: str, records: list, **info) -> dict:
     A store that does not end in a newline (a worker killed mid-write left a torn line) gets one first, so
     that this cell's line is whole: the torn line alone is dropped when the store is read."""
     path = Path(path)
+    if not isinstance(key, str):  # a line without a string cell is dropped as corrupt when the store is read
+        raise ConfigError(f"key: expected the cell's key as a string, got {type(key).__name__} {key!r}")
     entry = jsonable({"cell": key, "records": records, **info})
     with _locked(path.parent), open(path, "a+b") as f:
         torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"

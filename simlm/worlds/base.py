@@ -98,10 +98,8 @@ def stored(array, dtype) -> np.ndarray:
 
 
 def check_probabilities(name: str, array, *, atol: float, dtype=np.float64) -> np.ndarray:
-    """:func:`simlm.checks.check_stochastic` (rows within ``atol`` of summing to 1, returned as float64), refusing
-    first what it would convert silently: complex values (their imaginary part would be dropped), strings
-    (``"0.5"`` would parse as a number) and booleans (a mask passed for a law: True would read as probability
-    1; token ids refuse them too).
+    """:func:`simlm.checks.check_stochastic` (rows within ``atol`` of summing to 1, returned as float64; it
+    refuses complex values, strings and booleans, which a cast would convert silently).
 
     Rows off 1 by more than the rounding of a law stored in ``dtype`` (the world's storage dtype) —
     |Σ_v p_v − 1| > u + n·2⁻⁵¹ for a row of n entries, u = eps(dtype)/2 (:func:`rows_within_rounding`) — are
@@ -119,22 +117,10 @@ def check_probabilities(name: str, array, *, atol: float, dtype=np.float64) -> n
     if isinstance(array, jax.core.Tracer):
         raise ConfigError(f"{name}: a world validates its parameters on the host, so it cannot be built inside "
                           "jax.jit; build it outside and pass the world in (it is a pytree)")
-    try:
-        raw = np.asarray(array)
-    except (TypeError, ValueError):
-        raw = None  # ragged: check_stochastic names it
-    if raw is not None:
-        if raw.dtype.kind == "c" or (raw.dtype == object and any(isinstance(v, (complex, np.complexfloating))
-                                                                 for v in raw.flat)):
-            raise DistributionError(f"{name}: expected real probabilities, got complex values "
-                                    "(the imaginary part would be lost)")
-        if raw.dtype.kind in "USaMmV":
-            raise DistributionError(f"{name}: expected a numeric array of probabilities, got dtype {raw.dtype}")
-        if raw.dtype == bool or (raw.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in raw.flat)):
-            raise DistributionError(f"{name}: expected real probabilities, got booleans (True would read as "
-                                    "probability 1)")
     rows = check_stochastic(name, array, atol=atol)
-    exact = rows_within_rounding(rows, dtype)
+    # decided on the rows as they will be stored: a row within rounding in float64 could round to one off 1 by
+    # more (1 + 1.5u), which a rebuild from the stored parameters would renormalise — another world
+    exact = rows_within_rounding(stored(rows, dtype), dtype)
     if exact.all():
         return rows
     # Σ ≥ 1 − atol > 0: every row has mass; rows within rounding keep their bits
@@ -253,7 +239,7 @@ class WorldBase:
     def next_token_logprobs(self, tokens) -> jax.Array:
         toks, single = self._tokens(tokens, "next_token_logprobs")
         out, steps = self._next_token_logprobs(jax.device_put(toks))
-        self._require_possible(toks, steps)
+        self._require_possible(toks, np.asarray(steps)[:, :-1])  # x_T conditions no row: it may be impossible
         return out[0] if single else out
 
     def next_token_probs(self, tokens) -> jax.Array:
@@ -281,8 +267,30 @@ class WorldBase:
         pos = check_positions(positions, toks.shape[1])
         self._check_cost("masked_token_probs", *toks.shape, len(pos))
         out, steps = law(jax.device_put(toks), jax.device_put(pos))
-        self._require_possible(toks, steps)
+        self._require_masked_possible(toks, pos, steps)
         return out[0] if single else out
+
+    def _require_masked_possible(self, toks: np.ndarray, pos: np.ndarray, steps) -> None:
+        """p*(x_i = · | x_−i) needs p*(x_−i) > 0, not p*(x) > 0: the token at a masked position is a placeholder
+        the law never reads (the forward pass before i and the backward pass after it), so a placeholder
+        that makes x impossible leaves the law defined.  For the sequences x of probability zero (rare: a
+        world's own samples never are), p*(x_−i) = Σ_v p*(x with x_i = v) is read off the likelihoods of the
+        V substitutions at each requested position; a position where all V are impossible is refused."""
+        impossible = np.flatnonzero(~np.isfinite(np.asarray(steps)).all(axis=1))
+        if impossible.size == 0:
+            return
+        (n, T), V, at = toks.shape, int(self.n_symbols), np.unique(pos)
+        self._check_cost("log_likelihood", impossible.size * at.size * V, T)
+        subs = np.repeat(toks[impossible], at.size * V, axis=0).reshape(impossible.size, at.size, V, T)
+        subs[:, np.arange(at.size), :, at] = np.arange(V, dtype=toks.dtype)  # (rows, P', V) at position at[p]
+        ll = np.asarray(self._log_likelihood(jax.device_put(subs.reshape(-1, T)))).reshape(impossible.size, at.size, V)
+        undefined = ~np.isfinite(ll).any(axis=2)
+        if undefined.any():
+            r, p = (int(a[0]) for a in np.nonzero(undefined))
+            raise ZeroProbabilityError(
+                f"tokens: sequence {int(impossible[r])} has probability zero under this world whatever token is "
+                f"at masked position {int(at[p])} (the tokens around it are impossible together), so the masked "
+                f"law there is undefined")
 
     def _prepended(self, law, tokens):
         toks, single = self._tokens(tokens, "prepended_mask_probs")

@@ -95,14 +95,15 @@ class ChainInference:
 
     def next_token_probs(self, tokens) -> jax.Array:
         """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
-        return self._checked(next_token_probs, tokens, "next_token_probs")
+        return self._checked(next_token_probs, tokens, "next_token_probs", read_last=False)
 
-    def _checked(self, fn, tokens, method: str):
+    def _checked(self, fn, tokens, method: str, read_last: bool = True):
         """``fn(*chain, tokens)`` → (out, per-step log-probs) on checked tokens (refused when ``method`` on
-        them cannot fit); raises for an impossible sequence; a single sequence in gives a single result out."""
+        them cannot fit); raises for an impossible sequence (one impossible before x_T only, for a law
+        that ``read_last`` = False never conditions on x_T); a single sequence in gives a single result out."""
         toks, single = self._tokens(tokens, method)
         out, steps = fn(*self._chain, jax.device_put(toks))
-        self._require_possible(toks, steps)
+        self._require_possible(toks, np.asarray(steps)[:, :None if read_last else -1])
         return out[0] if single else out
 
     @property
