@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bruteforce import params, sequence_prob
-from simlm.errors import NoSuchLawError, ZeroProbabilityError
+from simlm.errors import ConfigError, NoSuchLawError, ZeroProbabilityError
 from simlm.models.base import SoftmaxLanguageModel, SoftmaxWorldLM, WorldLM
 from simlm.worlds import HMM, LogLinearWorld
 
@@ -145,3 +145,31 @@ def test_the_appended_law_below_float32s_range_is_finite_as_the_causal_law_is():
     joint = lambda seq: sum(np.prod([pi[h[0]] * B[h[0], seq[0]]] + [A[h[t - 1], h[t]] * B[h[t], seq[t]]
                                     for t in range(1, len(seq))]) for h in np.ndindex(*[2] * len(seq)))
     np.testing.assert_allclose(appended[0, 1], np.log(joint([0, 0, 0, 1]) / joint([0, 0, 0])), rtol=1e-6)
+
+
+def test_appended_law_from_likelihoods_keeps_float32_precision_on_long_sequences():
+    """The law after x from the V extensions' likelihoods was log p(x, w) − log Σ p(x, w'): two numbers of
+    size ~3000 nats at T = 3000, whose difference was 1.4e-4 off a float64 filter (700× the filter's own
+    error).  Row T of the world's causal law on (x, w*) is as exact as the filter (≤ 1e-6 here)."""
+    pi, A, B = np.array([0.6, 0.4]), np.array([[0.7, 0.3], [0.2, 0.8]]), np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    hmm = HMM(pi, A, B)
+    x = np.asarray(hmm.sample(0, 2, 3000), np.int32)
+    expected = []
+    for seq in x:  # float64 normalised forward filter
+        a = pi * B[:, seq[0]]
+        for t in seq[1:]:
+            a = (a / a.sum()) @ A * B[:, t]
+        expected.append(np.log((a / a.sum()) @ A @ B))
+    got = np.asarray(WorldLM(LikelihoodWorld(hmm)).appended_token_logprobs(x), np.float64)
+    np.testing.assert_allclose(got, np.array(expected), atol=1e-6)
+
+
+def test_appended_law_of_a_chain_world_is_refused_before_it_is_built_when_it_cannot_fit(monkeypatch):
+    """The chain path builds the causal law of x and one more position: the world's size check covers it
+    (it ran unchecked where next_token_logprobs on the same tokens was refused)."""
+    import simlm.worlds.base as worlds_base
+
+    monkeypatch.setattr(worlds_base, "MAX_ARRAY_ELEMENTS", 26)
+    lm, x = WorldLM(HMM.random(0, 2, 3)), np.zeros((2, 4), np.int32)
+    with pytest.raises(ConfigError, match="next_token_logprobs on 2 sequences × 5 tokens"):
+        lm.appended_token_logprobs(x)
