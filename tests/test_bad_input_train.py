@@ -37,6 +37,7 @@ BAD_FIELDS = [
     ("max_steps", 0), ("max_steps", -1), ("max_steps", 1e3), ("max_steps", 2**40),
     ("learning_rate", 0), ("learning_rate", -1e-3), ("learning_rate", nan), ("learning_rate", inf),
     ("learning_rate", "0.1"), ("learning_rate", None), ("learning_rate", True), ("learning_rate", 1j),
+    ("learning_rate", 1e-40), ("learning_rate", 1e-50), ("grad_clip", 1e-50),  # 0 in float32: no step would move
     ("warmup_steps", -1), ("warmup_steps", 0.5), ("warmup_steps", None),
     ("weight_decay", -0.1), ("weight_decay", nan), ("weight_decay", inf), ("weight_decay", "0"), ("weight_decay", None),
     ("grad_clip", -1), ("grad_clip", nan), ("grad_clip", inf), ("grad_clip", None),
@@ -275,6 +276,20 @@ def test_save_tree_takes_jax_values_in_metadata_and_refuses_what_json_cannot_hol
         with pytest.raises(ConfigError, match="^metadata: cannot be written as JSON"):
             save_tree(tmp_path / "new", {"a": np.ones(2)}, bad)
         assert not (tmp_path / "new").exists()
+
+
+def test_a_save_refused_midway_leaves_the_former_checkpoint_as_it_was(tmp_path):
+    """save_tree removed the old checkpoint before Orbax refused the new tree (a zero-size leaf): the old
+    one was lost, and Orbax's raw ValueError came out.  Now the refusal is a ConfigError naming the leaf,
+    and any save is made beside the old one and moved into place only once complete."""
+    from simlm.train.checkpoint import restore_tree, save_tree
+    save_tree(tmp_path / "ck", {"x": np.ones(3, np.float32)}, {"n": 1})
+    with pytest.raises(ConfigError, match=r"tree: Orbax cannot save arrays of zero size, e.g. the leaf \['e'\]"):
+        save_tree(tmp_path / "ck", {"x": np.zeros(3, np.float32), "e": np.zeros((0,), np.float32)}, {"n": 2})
+    np.testing.assert_array_equal(restore_tree(tmp_path / "ck", {"x": np.zeros(3, np.float32)})["x"], 1)
+    save_tree(tmp_path / "ck", {"x": np.full(3, 2, np.float32)}, {"n": 3})
+    np.testing.assert_array_equal(restore_tree(tmp_path / "ck", {"x": np.zeros(3, np.float32)})["x"], 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
 def test_the_checksum_covers_dtypes_so_equal_bytes_of_another_dtype_differ():

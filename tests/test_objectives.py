@@ -55,6 +55,20 @@ def test_the_quad_loss_is_minus_the_observed_score_plus_half_the_squared_scores(
     assert expected(g) - expected(star) == pytest.approx(0.5 * np.sum(((g - star) @ phi) ** 2), rel=1e-9)
 
 
+def test_the_quad_excess_is_half_the_squared_distance_to_a_minimiser_in_and_out_of_jit():
+    """mean_t ½‖Φᵀ(f − f*)‖² with f* any minimiser ((ΦΦᵀ)⁺Φp*: ΦΦᵀ is singular, d = 8 > V = 5), per sequence;
+    called eagerly it was refused (the finite check wants (S, V) laws and got (n, T, V))."""
+    model, x = init_transformer(CONFIG, 2), _tokens(2)
+    p = np.random.default_rng(2).dirichlet(np.ones(5), size=(3, 6))
+    f = np.asarray(model.features(causal_inputs(x, CONFIG)), np.float64)
+    phi = np.asarray(model.unembedding, np.float64)
+    star = p @ (np.linalg.pinv(phi @ phi.T) @ phi).T
+    want = (0.5 * (((f - star) @ phi) ** 2).sum(-1)).mean(-1)
+    np.testing.assert_allclose(objectives.quad_excess(model, x, jnp.asarray(p, jnp.float32)), want, rtol=1e-4)
+    jitted = jax.jit(lambda x, p: objectives.quad_excess(model, x, p))
+    np.testing.assert_allclose(jitted(x, jnp.asarray(p, jnp.float32)), want, rtol=1e-4)
+
+
 class _Recorder:
     """A stand-in model: fixed logits per position, and the inputs it was called on."""
 

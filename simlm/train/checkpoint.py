@@ -14,6 +14,7 @@ checksum makes an altered array an error rather than a silently different model.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -43,21 +44,36 @@ def checksum(tree) -> str:
 
 def save_tree(directory, tree, metadata: dict) -> dict:
     """Save a pytree of arrays with Orbax and ``metadata`` (plus the tree's checksum) as JSON beside it;
-    overwrites ``directory`` and returns the metadata written.  The metadata is written last, so an
-    interrupted save leaves no valid-looking checkpoint."""
+    replaces ``directory`` and returns the metadata written.  The save is made in a sibling
+    ``<name>.saving`` directory and moved into place once complete (metadata last), so an interrupted or
+    refused save leaves the former checkpoint as it was and no valid-looking new one."""
     directory = Path(directory).absolute()
     metadata = {**metadata, "checksum": checksum(tree)}
     try:  # before anything is written: a save is never left without its metadata
         text = json_text(metadata)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"metadata: cannot be written as JSON ({err})") from None
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    empty = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+             if np.size(leaf) == 0]
+    if empty:  # Orbax refuses them mid-save
+        raise ConfigError(f"tree: Orbax cannot save arrays of zero size, e.g. the leaf {empty[0]}")
+    staging = directory.with_name(directory.name + ".saving")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "state", tree)
+        ckptr.save(staging / "state", tree)
         ckptr.wait_until_finished()
-    write_text_atomic(directory / "metadata.json", text)
+    write_text_atomic(staging / "metadata.json", text)
+    if directory.exists():
+        replaced = directory.with_name(directory.name + ".replaced")
+        if replaced.exists():
+            shutil.rmtree(replaced)
+        os.replace(directory, replaced)
+        os.replace(staging, directory)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(staging, directory)
     return metadata
 
 

@@ -52,7 +52,8 @@ def quad(model, tokens, key=None, mask=None):
         ℓ_quad(f, s, w) = −⟨f(s), φ_w⟩ + ½‖Φᵀ f(s)‖²,
 
     with w the observed next token.  In expectation over w ~ p*(·|s) it is −⟨f, Φ p*_s⟩ + ½‖Φᵀf‖²,
-    minimised by f*(s) = (ΦΦᵀ)⁻¹Φ p*_s with excess ½‖Φᵀ(f − f*)‖² (see :mod:`simlm.models.finite`)."""
+    minimised by f*(s) = (ΦΦᵀ)⁺Φ p*_s (unique up to the null space of Φᵀ: ΦΦᵀ is singular when d > V) with
+    excess ½‖Φᵀ(f − f*)‖², the same for every minimiser (see :mod:`simlm.models.finite`)."""
     f = model.features(causal_inputs(tokens, model.config))  # (n, T, d)
     phi = model.unembedding  # (d, V)
     scores = f @ phi  # (n, T, V) = Φᵀ f
@@ -63,8 +64,10 @@ def quad(model, tokens, key=None, mask=None):
 def quad_excess(model, tokens, ref_probs):
     """Exact Quad excess per sequence ``(n,)``: mean_t ½‖Φᵀ(f − f*)‖², the one Quad excess of
     :func:`simlm.models.finite.quad_excess` (a sum of squares, never negative) at every position."""
-    f = model.features(causal_inputs(tokens, model.config))
-    return finite.quad_excess(f, ref_probs, model.unembedding).mean(-1)
+    f = model.features(causal_inputs(tokens, model.config))  # (n, T, d)
+    n, T, d = f.shape
+    rows = finite.quad_excess(f.reshape(n * T, d), jnp.reshape(ref_probs, (n * T, -1)), model.unembedding)
+    return rows.reshape(n, T).mean(-1)
 
 
 OBJECTIVES = {"cross-entropy": cross_entropy, "masked-lm": masked_lm, "quad": quad}

@@ -14,9 +14,12 @@ than its own width, the next evaluation comes halfway there (s_in / 2), to measu
 to the crossing; once it is near, the evaluation is placed a tenth of the way into the window,
 s_in + (s_out − s_in) / 10.  Never more than ``eval_every`` steps ahead nor less than one, and never
 more than :data:`GROWTH` times the previous spacing: a rate measured over a short interval (early in
-a warm-up, when the descent is still speeding up) is trusted only a few such intervals ahead.  A descent that slows (the usual case) is caught earlier than predicted, which is
-safe; one that speeds up by more than that margin allows (≈ 1.1× the measured rate over the
-gap) can land below 0.7 t, as it could under any fixed spacing; the trainer then replays the steps since
+a warm-up, when the descent is still speeding up) is trusted only a few such intervals ahead.  A
+descent that slows (the usual case) is at most a tenth of the way into the window at the evaluation aimed
+there, so it is caught there or at a later one, never below the window; one that speeds up by more than the aim
+allows can land below 0.7 t, as it could under any fixed spacing — at least ≈ 1.8× the measured rate over
+the gap (the aim s_in + w/10, w = s_out − s_in, is taken only while s_in ≤ w, where (s_in + w)/(s_in + w/10)
+≥ 2/1.1; an evaluation halfway there needs more than 2×); the trainer then replays the steps since
 the evaluation before, evaluating :data:`REPLAY` times as often, until the crossing is caught in the
 window or is seen to happen within one step.  With no descent measured (ε flat or
 rising, e.g. before the warm-up has moved the parameters) the spacing is ``eval_every`` while ρ > 4 and

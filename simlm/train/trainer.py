@@ -129,6 +129,12 @@ class TrainConfig:
             fix(name, check_finite(name, getattr(self, name), "a finite number ≥ 0"))
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a finite number ≥ 0, got {getattr(self, name)!r}")
+        tiny = float(np.finfo(np.float32).tiny)  # the optimiser's state and steps are float32
+        for name, value in (("learning_rate", self.learning_rate), ("grad_clip", self.grad_clip)):
+            if 0 < value < tiny:  # 1e-50 becomes 0: no step moves (a clip of 0 zeroes every gradient)
+                raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where "
+                                  f"the optimiser computes: it would round to 0 and no step would move"
+                                  + (" (grad_clip = 0 means no clipping)" if name == "grad_clip" else ""))
         fix("mask_rate", check_finite("mask_rate", self.mask_rate, "a rate in (0, 1]"))
         if not 0 < self.mask_rate <= 1:
             raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
