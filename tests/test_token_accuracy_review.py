@@ -525,7 +525,8 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
 
     def substitution(world, confidence, x, classes, labels, position, **kw):
         seen.append(("substitution", None, position))
-        return SimpleNamespace(as_dict=lambda: {"tv": 0.3})
+        return SimpleNamespace(as_dict=lambda: {m: {"tv_exact": 0.3, "dconf_bayes": 0.2, "dconf_model": 0.1}
+                                                for m in ("within", "across")})
 
     monkeypatch.setattr(ta, "finetune_along_blocks", finetune)
     monkeypatch.setattr(ta, "substitution_test", substitution)
@@ -537,10 +538,14 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
     assert seen == [("finetune", "last lm", 4), ("substitution", None, 4)]
     named = {(r["section"], r.get("lm"), r.get("eps")) for r in rows if r["section"] != "ladder"}
     assert named == {("finetune", "trained-mlm@final", 0.05), ("substitution", "trained-mlm@final", 0.05),
-                     ("finetune", None, None)}  # the Bayes classifier's rows: the cell's (the oracle's)
+                     ("finetune", None, None), ("substitution", None, None)}  # the world's rows: the oracle's
     world_side = {r["quantity"].split("/")[0].removesuffix("[]") for r in rows
                   if r["section"] == "finetune" and "lm" not in r}
     assert world_side == set(ta.BAYES_FINETUNE)
+    # the exact P(y|x)'s TV and the Bayes confidence change are the world's, not the rung's (they were labelled
+    # with the rung's LM and ε)
+    substituted = {(r["quantity"].split("/")[1], r.get("lm")) for r in rows if r["section"] == "substitution"}
+    assert substituted == {("tv_exact", None), ("dconf_bayes", None), ("dconf_model", "trained-mlm@final")}
     ladder = {(r["index"], r["lm"], r["eps"]) for r in rows if r["quantity"] == "rungs[]/x"}
     assert ladder == {("0", "trained-mlm@0.5", 0.4), ("1", "trained-mlm@final", 0.05)}
 
@@ -612,3 +617,25 @@ def test_the_local_predictors_rows_name_it_not_the_cells_oracle():
                                    "rungs": [{"accuracy": 0.5}]}, rungs=[("trained-mlm@0.5", 0.4)], seed=0)
     lms = {r["quantity"]: r.get("lm") for r in rows}
     assert lms == {"local/accuracy": ta.LOCAL_LM, "bayes/accuracy": None, "rungs[]/accuracy": "trained-mlm@0.5"}
+
+
+def test_a_threshold_of_zero_is_refused_when_the_config_is_made_not_after_the_ladder():
+    """τ = 0 passed Config, the sweep parser and validate_options; confusion_clusters refused it only after
+    every rung had trained."""
+    with pytest.raises(ConfigError, match="^threshold: expected a positive number"):
+        ta.Config(threshold=0.0)
+
+
+@pytest.mark.parametrize("selected, words", [(np.full((2, 3), 2), "holding 2"), (np.full((2, 3), -1), "holding -1")])
+def test_token_accuracy_refuses_a_mask_of_other_integers(selected, words):
+    """An integer mask of 2s or −1s read as 'selected' (any non-zero is True)."""
+    p = np.full((2, 3, 4), 0.25)
+    with pytest.raises(ShapeError, match=f"selected: expected a boolean mask .* {words}"):
+        token_accuracy(p, np.zeros((2, 3), np.int32), selected)
+
+
+def test_token_accuracy_refuses_log_probs_it_would_not_read():
+    """log_probs is read only with bayes; without it a (9, 9) all-NaN array was accepted and ignored."""
+    p = np.full((2, 3, 4), 0.25)
+    with pytest.raises(ConfigError, match="^log_probs: only read with bayes"):
+        token_accuracy(p, np.zeros((2, 3), np.int32), np.ones((2, 3), bool), log_probs=np.full((9, 9), np.nan))

@@ -80,7 +80,8 @@ def natural_task_check(cell) -> list:
 
     With ``adversary`` "aligned" or "search" ("none": off), the worst-case LM of
     :func:`simlm.theory.adversarial.adversarial_laws` at this LM's exact ε on the contexts is checked too,
-    as rows ``worst-case:any-lm:…``: how close an LM at the same ε comes to the bound."""
+    as rows ``worst-case:any-lm:…`` whose LM is that one (``lm`` = ``adversarial-<adversary>@<ε>``): how close
+    an LM at the same ε comes to the bound."""
     o = cell.options
     contexts = enumerate_contexts(cell.world, int(o["max_length"]))
     task = random_natural_task(contexts, int(o["task_seed"]), noise=o["noise"])
@@ -97,7 +98,9 @@ def natural_task_check(cell) -> list:
             return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
         bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
                   if b.name in ("any-lm", "well-specified")]
-        rows += _natural_rows("worst-case:", bounds, result.eps, result.atol)
+        # these rows are the worst-case LM's, built here at this LM's ε on the contexts: they name it
+        rows += [{**r, "lm": f"adversarial-{method}@{result.eps:.6g}", "eps": result.eps}
+                 for r in _natural_rows("worst-case:", bounds, result.eps, result.atol)]
     return rows
 
 
@@ -148,7 +151,9 @@ def head_tuning_check(cell) -> list:
     majority = float(max(np.mean(test[1]), 1 - np.mean(test[1])))
     rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority)]
     if cell.lm_spec["source"] != "oracle":
-        return rows + [row("oracle_head_accuracy", **accuracy(WorldLM(world)), majority=majority)]
+        # the oracle's head, beside the cell's LM's: its row names the oracle (ε = 0), not the cell's LM
+        return rows + [row("oracle_head_accuracy", **accuracy(WorldLM(world)), majority=majority, lm="oracle",
+                           eps=0.0)]
     rank = emission_rank(world)  # a property of the world: reported once, in the oracle's cell
     fr = feasibility_range(world, task.mu)
     return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min,

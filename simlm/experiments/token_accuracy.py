@@ -103,8 +103,10 @@ class Config:
                     check_number(f"targets[{i}]", t, positive=True)
             elif f.type == "int":
                 check_positive_int(f.name, value, minimum=0 if f.name == "seed" else 1)
-            elif f.name in ("switch", "topic_rate", "threshold"):
+            elif f.name in ("switch", "topic_rate"):
                 check_number(f.name, value, minimum=0.0, maximum=1.0)
+            elif f.name == "threshold":  # τ = 0 keeps every token: confusion_clusters refuses it, after the ladder
+                check_number(f.name, value, maximum=1.0, positive=True)
             else:
                 check_number(f.name, value, positive=True)
         training_configs(self, 2)  # the model and ladder they make (d_model vs n_heads, distinct targets)
@@ -315,8 +317,11 @@ def experiment_check(cell) -> list:
     # the Bayes classifier's numbers are the world's (the oracle's cell), the heads' are the last rung's
     world_side = {k: v for k, v in finetune.items() if k in BAYES_FINETUNE}
     model_side = {k: v for k, v in finetune.items() if k not in BAYES_FINETUNE}
+    # so are the substitution test's exact TV and Bayes confidence change; the LM's confidence change is the rung's
+    sub_model = {mode: {"dconf_model": effect["dconf_model"]} for mode, effect in substitution.items()}
+    sub_world = {mode: {k: v for k, v in effect.items() if k != "dconf_model"} for mode, effect in substitution.items()}
     return (rows + tidy_rows("finetune", model_side, **last) + tidy_rows("finetune", world_side)
-            + tidy_rows("substitution", substitution, **last))
+            + tidy_rows("substitution", sub_model, **last) + tidy_rows("substitution", sub_world))
 
 
 #: the fine-tuning numbers of the Bayes classifier and of the test labels, not of the trained LM

@@ -170,9 +170,13 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
     sel = as_array("selected", selected)
-    if sel.dtype.kind not in "biu":
-        raise ShapeError(f"selected: expected a boolean mask, got dtype {sel.dtype}")
+    if sel.dtype.kind not in "biu" or (sel.dtype.kind != "b" and not np.isin(sel, (0, 1)).all()):
+        raise ShapeError(f"selected: expected a boolean mask (or integers 0 and 1), got dtype {sel.dtype}"
+                         + ("" if sel.dtype.kind not in "iu" else f" holding {sel[~np.isin(sel, (0, 1))][0]}"))
     sel = sel.astype(bool)
+    if log_probs is not None and bayes is None:
+        raise ConfigError("log_probs: only read with bayes (the KL to the Bayes laws); pass bayes, or leave "
+                          "log_probs out")
     if x.shape != (n, T) or sel.shape != (n, T):
         raise ShapeError(f"tokens, selected: expected shape ({n}, {T}) to match probs, got {x.shape} and {sel.shape}")
     if not sel.any():
