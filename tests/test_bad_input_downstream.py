@@ -110,6 +110,9 @@ CASES = [
     ("make_posterior_task n_probe 0", lambda: ds.make_posterior_task(H, 0, n_probe=0), ConfigError, "n_probe"),
     ("make_memory_task HMM", lambda: ds.make_memory_task(H, 0), ConfigError, "world"),
     ("make_memory_task cell 5", lambda: ds.make_memory_task(M, 0, cell=5, n_probe=8), ConfigError, "cell"),
+    # before the probe is sampled: a probe too large to sample would have failed first, naming n_probe
+    ("make_memory_task cell 5 large probe", lambda: ds.make_memory_task(M, 0, cell=5, n_probe=2**31 - 1),
+     ConfigError, "cell: 5"),
     ("sample_task_data world None", lambda: ds.sample_task_data(None, TASK, 0, 4, 4), ConfigError, "world"),
     ("sample_task_data task None", lambda: ds.sample_task_data(H, None, 0, 4, 4), ConfigError, "task"),
     ("sample_task_data task str", lambda: ds.sample_task_data(H, "task", 0, 4, 4), ConfigError, "task"),

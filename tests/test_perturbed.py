@@ -442,6 +442,8 @@ def test_task_adversarial_needs_a_direction_of_the_right_shape(world):
         make(world, 0.1, "task-adversarial", direction=np.ones(V + 1))
     with pytest.raises(ConfigError, match="direction"):
         make(world, 0.1, "task-adversarial", direction=np.full(V, np.nan))
+    with pytest.raises(ConfigError, match="direction: expected real numbers v ∈ R\\^V, got booleans"):
+        make(world, 0.1, "task-adversarial", direction=np.arange(V) % 2 == 0)  # a mask read as a tilt of 1
 
 
 def test_options_of_other_kinds_are_refused(world):

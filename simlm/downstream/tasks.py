@@ -323,6 +323,7 @@ def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz
     C = check_positive_int("n_classes", n_classes, minimum=2)
     M = world.n_values
     probe_task = MemoryTask(L=np.zeros((2, M)), cell=cell)
+    check_task(probe_task, world)  # a cell the world lacks, before the probe is sampled
     probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
     post = probe_task.log_posteriors(world, probe)
     make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731

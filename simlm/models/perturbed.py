@@ -297,6 +297,8 @@ def _check_options(kind, V: int, direction, threshold, colder):
         return None
     if direction is None:
         raise ConfigError("direction: kind 'task-adversarial' needs a direction v ∈ R^V, got None")
+    if np.asarray(direction).dtype == bool:  # a mask: True would read as a tilt of 1
+        raise ConfigError("direction: expected real numbers v ∈ R^V, got booleans")
     v = check_real_array("direction", direction)
     if v.shape != (V,):
         raise ShapeError(f"direction: expected shape ({V},) (the world's vocabulary), got {v.shape}")
