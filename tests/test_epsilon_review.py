@@ -221,3 +221,24 @@ def test_the_pinsker_row_is_flagged_trivial_as_no_lm_can_fail_it():
     cell = SimpleNamespace(world=world, lm=lm, tokens=x, lm_spec={"laws": ["next-token"]})
     [tv] = [r for r in epsilon_check(cell) if r["quantity"] == "tv"]
     assert tv["holds"] and tv["trivial"] is True and 0 < tv["measured"] < tv["bound"] < 1
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_divergence_report_on_a_token_the_world_cannot_emit_there_names_it(masked):
+    """The world's law before an impossible last token (or at an impossible masked placeholder) is defined,
+    so ε and TV are; the optimal cross-entropy is not.  The report returned optimal_cross_entropy = inf and
+    excess = −inf (and blamed the LM when the LM was the world itself); it names the token now."""
+    from simlm.errors import ZeroProbabilityError
+    from simlm.models import WorldLM
+    from simlm.models.perturbed import PerturbedLM
+
+    world = HMM([0.6, 0.4, 0.0], [[0.1, 0.9, 0.0], [0.0, 0.2, 0.8], [0.7, 0.0, 0.3]],
+                [[1.0, 0.0, 0.0], [0.0, 0.4, 0.6], [0.0, 0.0, 1.0]])
+    x = np.array([[0, 1, 2, 2], [0, 0, 1, 0]])  # row 1: its last token is impossible, its prefix is not
+    kw = {"masked": True, "positions": [3]} if masked else {}
+    for lm in (PerturbedLM(world, "uniform-mixture", 0.1, {}), WorldLM(world)):
+        with pytest.raises(ZeroProbabilityError, match="sequence 1 .*token 0 at position 3 is impossible"):
+            divergence_report(world, lm, x, **kw)
+    lm = PerturbedLM(world, "uniform-mixture", 0.1, {})
+    eps = exact_masked_epsilon(world, lm, x, positions=[3]) if masked else exact_epsilon(world, lm, x)
+    assert np.isfinite(eps[0]) and eps[0] > 0

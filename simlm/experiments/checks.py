@@ -94,7 +94,8 @@ def natural_task_check(cell) -> list:
     if method not in (None, "none") and result.atol < result.eps < math.inf:
         try:
             worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
-        except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row, not faked
+        except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row (of the cell's LM,
+            # whose ε it is: no adversary was built), not faked
             return rows + [row("worst-case:unreachable_eps", result.eps, why=str(e))]
         bounds = [b for b in check_natural_task(contexts, worst, task, tau_cache=cache).bounds
                   if b.name in ("any-lm", "well-specified")]

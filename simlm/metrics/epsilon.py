@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
-from simlm.errors import ConfigError, DistributionError, NoSuchLawError, ShapeError
+from simlm.errors import ConfigError, DistributionError, NoSuchLawError, ShapeError, ZeroProbabilityError
 from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
 from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 
@@ -289,7 +289,7 @@ def _causal_laws(world, lm, tokens):
 
 
 def _masked_chunks(world, lm, tokens, positions):
-    """``(observed (n, P_c), ref (n, P_c, V), model (n, P_c, V))`` for consecutive chunks of the masked
+    """``(observed (n, P_c), ref (n, P_c, V), model (n, P_c, V), chunk (P_c,))`` for consecutive chunks of the masked
     positions, validated: the world's laws at every position (in log space, :func:`masked_logprobs_of`)
     come from one forward–backward, and each
     chunk's P_c masked copies of every sequence go to the LM in one call (one batched forward of n·P_c
@@ -304,27 +304,37 @@ def _masked_chunks(world, lm, tokens, positions):
         ref, model = _laws("masked_token_logprobs", ref_all[:, start:start + size],
                            lm.masked_token_logprobs(toks, chunk),
                            lambda i: f"sequence {i[0]}, masked position {int(chunk[i[1]])} (masked law)")
-        yield toks[:, chunk], ref, model
+        yield toks[:, chunk], ref, model, chunk
 
 
-def _sequence_means(observed, ref, model, name: str, everything: bool) -> list:
-    """Per-sequence means over the positions of one block: ``[KL]``, or ``[KL, TV, CE_model, CE_opt]``."""
+def _sequence_means(observed, ref, model, name: str, everything: bool, columns=None) -> list:
+    """Per-sequence means over the positions of one block: ``[KL]``, or ``[KL, TV, CE_model, CE_opt]``.  The
+    cross-entropies read the observed tokens: one impossible under the world (whose laws are defined there:
+    the law before a last token, a masked law, never read the token itself) is a ZeroProbabilityError naming
+    it (its optimal cross-entropy is infinite; ε and TV are defined), before the LM's is judged.
+    ``columns``: the position of each column of ``observed`` (default 0, 1, …)."""
     kl = _kl_values(ref, model, name)
     if not everything:
         return [kl]
     tv = tv_float64(ref, model)
+    opt = np.asarray(observed_logprobs(ref, observed), np.float64)
+    if not np.isfinite(opt).all():
+        i, j = (int(a[0]) for a in np.nonzero(~np.isfinite(opt)))
+        t = j if columns is None else int(columns[j])
+        raise ZeroProbabilityError(f"tokens: sequence {i} has probability zero under the world (token "
+                                   f"{int(observed[i, j])} at position {t} is impossible there), so its cross-"
+                                   "entropies are infinite; ε and TV, which never read the token, are defined")
     ce_model = _finite(name, -np.asarray(observed_logprobs(model, observed), np.float64).mean(-1), "cross-entropy")
-    ce_opt = -np.asarray(observed_logprobs(ref, observed), np.float64).mean(-1)
-    return [kl, tv, ce_model, ce_opt]
+    return [kl, tv, ce_model, -opt.mean(-1)]
 
 
 def _masked_means(world, lm, tokens, positions, everything: bool) -> tuple[list, int, int]:
     """:func:`_sequence_means` over every masked position, chunk by chunk (:func:`_masked_chunks`): the mean
     over all P positions is Σ_chunks P_c · (chunk mean) / P.  Returns the means, n and P."""
     total, P, name = None, 0, "lm: masked_token_logprobs"
-    for observed, ref, model in _masked_chunks(world, lm, tokens, positions):
+    for observed, ref, model, chunk in _masked_chunks(world, lm, tokens, positions):
         w = observed.shape[1]
-        means = _sequence_means(observed, ref, model, name, everything)
+        means = _sequence_means(observed, ref, model, name, everything, chunk)
         total = [w * m for m in means] if total is None else [t + w * m for t, m in zip(total, means)]
         P += w
     return [t / P for t in total], observed.shape[0], P
