@@ -130,11 +130,12 @@ def test_a_law_is_refused_exactly_where_it_is_undefined_not_wherever_the_sequenc
                 continue
             got = np.asarray(masked(x, [i]))[0]
             np.testing.assert_allclose(np.exp(got) if log else got, joint / joint.sum(), atol=2e-6)
-        if T > 1 and bf.sequence_prob(pi, A, B, x[:-1]) == 0:
-            with pytest.raises(ZeroProbabilityError):
-                hmm.next_token_probs(x)
-        else:
-            np.testing.assert_allclose(np.asarray(hmm.next_token_probs(x)), bf.next_token_law(pi, A, B, x), atol=2e-6)
+        for law, to_probs in ((hmm.next_token_probs, np.asarray), (hmm.next_token_logprobs, np.exp)):
+            if T > 1 and bf.sequence_prob(pi, A, B, x[:-1]) == 0:
+                with pytest.raises(ZeroProbabilityError):
+                    law(x)
+            else:
+                np.testing.assert_allclose(to_probs(law(x)), bf.next_token_law(pi, A, B, x), atol=2e-6)
 
 
 
