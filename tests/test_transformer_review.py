@@ -235,3 +235,12 @@ def test_a_prefix_beyond_the_streams_range_is_refused_and_a_bfloat16_prefix_acce
     prefix = jnp.full((1, 8), 0.5, jnp.bfloat16)
     np.testing.assert_array_equal(np.asarray(model(tokens, prefix=prefix)),
                                   np.asarray(model(tokens, prefix=np.full((1, 8), 0.5, np.float32))))
+
+
+def test_a_prefix_of_the_wrong_width_is_named_by_the_shape_it_was_given():
+    """A (1, 7) prefix for d_model = 8 was reported as "got (1, 1, 7)", the shape it was broadcast to."""
+    from simlm.errors import ShapeError
+
+    model = init_transformer(TransformerConfig(n_symbols=3, d_model=8, n_heads=2, n_layers=1, max_len=6), 0)
+    with pytest.raises(ShapeError, match=r"prefix: .*got \(1, 7\)$"):
+        model(jnp.zeros((1, 3), jnp.int32), prefix=np.zeros((1, 7), np.float32))

@@ -46,7 +46,15 @@ compute-dtype rounding (tested on the GPU).  ``"xla"`` forces the einsum path; `
 kernel (``ConfigError`` where it does not exist).
 
 Lengths: ``max_len`` is the longest world sequence the model reads; the model has ``max_len + 1``
-positions so that one prepended token (MASK, or a prompt slot) always fits.
+positions so that one prepended token (MASK, or a prompt slot) always fits.  With learned positions, a
+position the model was never trained at keeps its initial (random) embedding, and a law read there measures
+that row, not the model: the trainer's inputs have ``seq_len`` ≤ ``max_len`` positions, so position
+``seq_len`` and beyond are untrained — read by ``appended_token_logprobs`` and ``prepended_mask_logprobs`` on
+sequences of ``seq_len`` tokens (their input is one longer).  Train at the length the laws will be read at
+plus one, as the experiments do (:mod:`simlm.experiments.head_prompt`).  ``n_prompt_slots`` reserves input
+ids V + 2 … for prompt tokens (their embeddings count in ``n_params``); nothing in simlm feeds them — prompt
+tuning passes a continuous ``prefix`` — and they take none of ``max_len``'s positions beyond the check that
+``max_len`` ≥ ``n_prompt_slots`` + 1.
 """
 
 from __future__ import annotations
@@ -532,11 +540,12 @@ class Transformer(nnx.Module):
                     raise ConfigError(f"prefix: entries up to {top:.3g} overflow the model's {jnp.dtype(x.dtype).name} "
                                       f"stream (largest {limit:.3g})")
             prefix = jnp.asarray(prefix, dtype=x.dtype)
+            given = prefix.shape  # named in the refusal (not the broadcast shape)
             if prefix.ndim == 2:
                 prefix = jnp.broadcast_to(prefix, (x.shape[0], *prefix.shape))
             if prefix.ndim != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != c.d_model:
                 raise ShapeError(f"prefix: expected shape (k, {c.d_model}) or ({x.shape[0]}, k, {c.d_model}), "
-                                 f"got {prefix.shape}")
+                                 f"got {given}")
             k = prefix.shape[1]
             x = jnp.concatenate([prefix, x], axis=1)
         if x.shape[1] > c.n_positions:
