@@ -50,8 +50,14 @@ class NotConvergedWarning(RuntimeWarning):
     above the tolerance): the result depends on the optimiser, not only on the data."""
 
 
+class UntrainedPositionWarning(RuntimeWarning):
+    """A trained model with learned positions read an input longer than those it was trained on: the
+    positions beyond keep their initial (random) embeddings, and the law read there measures them."""
+
+
 __all__ = [
     "NotConvergedWarning",
+    "UntrainedPositionWarning",
     "TrainingDivergedError",
     "SimlmError",
     "DistributionError",

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import shutil
 import threading
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -512,3 +513,21 @@ def test_members_are_read_by_one_compiled_program_and_copies_survive_the_donatin
     assert all(np.array_equal(np.asarray(k), w) for k, w in zip(jax.tree.leaves(kept), want))
     assert not all(np.array_equal(np.asarray(k), np.asarray(s)) for k, s in zip(jax.tree.leaves(kept),
                                                                                   jax.tree.leaves(state)))
+
+
+def test_a_trained_lm_warns_when_a_law_reads_a_position_it_was_never_trained_at(run):
+    """Trained at seq_len = 12, the causal model's inputs use positions 0…11; the appended law on 12 tokens reads
+    position 12, whose learned embedding is still its random initial value (the law changed by 0.06 nats when
+    that row alone was zeroed, in a reviewer's tiny model) — silently before.  The LMs train() returns and
+    load_lm restores know their training length; 11 tokens read only trained positions."""
+    from simlm.errors import UntrainedPositionWarning
+
+    x = np.asarray(WORLD.sample(3, 2, 12))
+    for lm in (run.final_lms[0], load_lm(next(r.path for r in run.records if r.reached))):
+        assert lm.trained_length == 12
+        with pytest.warns(UntrainedPositionWarning, match="reads inputs of 13 positions.*position 12 keeps its"):
+            lm.appended_token_logprobs(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lm.appended_token_logprobs(x[:, :11])
+            lm.next_token_logprobs(x)

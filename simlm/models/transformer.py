@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
@@ -69,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.errors import ConfigError, ShapeError, TokenError, UntrainedPositionWarning
 from simlm.models.base import ExplainsAbsentLaws
 from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_real_array, check_tokens
 
@@ -662,7 +663,11 @@ class TransformerLM(ExplainsAbsentLaws):
     again after training it — and answers through ``jax.jit`` over pure functions of the state.  Inputs
     are validated on the host first: tokens ``(n, T)`` (or ``(T,)``, answered without the batch axis)
     with ids in [0, V) and T ≤ max_len.  Features and hidden states are those of the input the model's
-    own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x unchanged when masked."""
+    own law reads: ``(BOS, x_0 … x_{T-2})`` when causal, x unchanged when masked.
+
+    ``trained_length``: the input length the model was trained on (the trainer's ``seq_len``; set on the
+    LMs :func:`simlm.train.train` returns and loads); a law whose input is longer (with learned positions)
+    warns :class:`~simlm.errors.UntrainedPositionWarning` once per length (module docstring, "Lengths")."""
 
     _causal: bool | None = None  # the kind a subclass wraps
 
@@ -671,7 +676,7 @@ class TransformerLM(ExplainsAbsentLaws):
             cls = CausalTransformerLM if model.config.causal else MaskedTransformerLM
         return super().__new__(cls)
 
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Transformer, *, trained_length: int | None = None):
         if not isinstance(model, Transformer):
             raise ConfigError(f"model: expected a Transformer, got {type(model).__name__}")
         if model.config.causal != self._causal:
@@ -685,6 +690,8 @@ class TransformerLM(ExplainsAbsentLaws):
         self._unembedding = model.unembedding
         self._features = self._pure(_model_features)
         self._hidden = self._pure(_model_hidden)
+        self.trained_length = None if trained_length is None else check_positive_int("trained_length", trained_length)
+        self._warned_lengths: set = set()
 
     def _pure(self, fn):
         """``fn(model, *args)`` compiled as a function of the state, shared by every wrapper of an equal graph."""
@@ -732,11 +739,25 @@ class TransformerLM(ExplainsAbsentLaws):
         n, T = toks.shape
         if T > c.max_len:
             raise TokenError(f"tokens: length {T} exceeds max_len = {c.max_len} of this model")
+        length = T + (method in _ONE_LONGER)  # the model's input: (BOS, x) or (MASK, x) for these
+        if c.positions == "learned" and self.trained_length is not None and length > self.trained_length \
+                and length not in self._warned_lengths:
+            self._warned_lengths.add(length)
+            warnings.warn(UntrainedPositionWarning(
+                f"{method} on sequences of {T} tokens reads inputs of {length} positions, and this model was "
+                f"trained on {self.trained_length}: "
+                + (f"position {length - 1} keeps its" if length == self.trained_length + 1 else
+                   f"positions {self.trained_length}–{length - 1} keep their")
+                + f" initial random embedding, so the law there is not the trained model's (train with seq_len ≥ "
+                f"{length})"), stacklevel=3)
         rows = n * T if method in ("masked_token_logprobs",) else n  # one forward pass per masked position
         check_memory("tokens", rows * (T + 1) * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * (T + 1)),
                      what=f"the activations of a forward pass over {rows} inputs of length {T}")
         return jnp.asarray(toks), single
 
+
+#: the TransformerLM methods whose input is one position longer than the tokens they are given
+_ONE_LONGER = ("appended_token_logprobs", "prepended_mask_logprobs", "prepended_mask_features")
 
 _USE_CAUSAL = "this TransformerLM wraps a causal model; use next_token_logprobs / appended_token_logprobs"
 _USE_MASKED = ("this TransformerLM wraps a bidirectional (causal=False) model; use masked_token_logprobs / "
@@ -750,8 +771,8 @@ class CausalTransformerLM(TransformerLM):
     absent_laws = {name: _USE_CAUSAL
                    for name in ("masked_token_logprobs", "prepended_mask_logprobs", "prepended_mask_features")}
 
-    def __init__(self, model: Transformer):
-        super().__init__(model)
+    def __init__(self, model: Transformer, *, trained_length: int | None = None):
+        super().__init__(model, trained_length=trained_length)
         self._next = self._pure(next_token_logprobs)
 
     def next_token_logprobs(self, tokens) -> jax.Array:
@@ -772,8 +793,8 @@ class MaskedTransformerLM(TransformerLM):
     _causal = False
     absent_laws = {name: _USE_MASKED for name in ("next_token_logprobs", "appended_token_logprobs")}
 
-    def __init__(self, model: Transformer):
-        super().__init__(model)
+    def __init__(self, model: Transformer, *, trained_length: int | None = None):
+        super().__init__(model, trained_length=trained_length)
         self._masked = self._pure(masked_token_logprobs)
         self._prepended = self._pure(prepended_mask_logprobs)
         self._prepended_features = self._pure(_prepended_mask_features)

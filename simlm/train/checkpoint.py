@@ -192,6 +192,7 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     restored = restore_tree(directory, {"params": nnx.to_pure_dict(params)}, meta)
     nnx.replace_by_pure_dict(params, restored["params"])
     nnx.update(model, params)
-    lm = TransformerLM(model)
+    trained = meta.get("train_config", {}).get("seq_len") if isinstance(meta.get("train_config"), dict) else None
+    lm = TransformerLM(model, trained_length=trained if isinstance(trained, int) and trained > 0 else None)
     lm.metadata = meta
     return lm

@@ -527,7 +527,8 @@ class Training:
 
     def lm(self, params, i: int) -> TransformerLM:
         """Member ``i`` as a :class:`TransformerLM`."""
-        return TransformerLM(nnx.merge(self.graphdef, self.member_params(params, i), self.rest))
+        return TransformerLM(nnx.merge(self.graphdef, self.member_params(params, i), self.rest),
+                             trained_length=self.config.seq_len)
 
 
 def train(world, model_config: TransformerConfig, config: TrainConfig = TrainConfig(), run_dir=None, *,
