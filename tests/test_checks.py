@@ -115,8 +115,8 @@ def test_mean_and_sem_is_the_mean_and_the_sample_standard_deviation_over_root_n(
 def test_mean_and_sem_refuses_anything_but_one_value_per_sequence():
     """An (n, T) array was flattened into n·T "sequences" (a standard error per token); a ragged or complex
     one raised numpy's raw error.  NaN is the caller's to judge (the trainer reports divergence)."""
-    for bad, words in [(np.ones((2, 3)), r"one value per sequence, shape \(n,\), got shape \(2, 3\)"), ([[1, 2], [3]], "one real value"),
-                       ([1 + 1j, 2], "one real value")]:
+    for bad, words in [(np.ones((2, 3)), r"one value per sequence, shape \(n,\), got shape \(2, 3\)"),
+                       ([[1, 2], [3]], "one real value"), ([1 + 1j, 2], "one real value")]:
         with pytest.raises(ConfigError, match=f"^eps: expected {words}"):
             mean_and_sem(bad, name="eps")
     assert math.isnan(mean_and_sem([1.0, math.nan])[0])
@@ -125,7 +125,8 @@ def test_mean_and_sem_refuses_anything_but_one_value_per_sequence():
 @pytest.mark.parametrize("bad, words", [
     (["0.5", "0.5"], "got dtype <U3"), ([[0.5, "a"], [0.5, 0.5]], "got dtype <U32"),
     (np.array([0.5, "0.5"], dtype=object), "holding strings"),
-    ([[True, False], [False, True]], "got booleans"), ([True, 0.0], "got booleans"), ([[0.5, 0.5], [0.0, True]], "got booleans"),
+    ([[True, False], [False, True]], "got booleans"), ([True, 0.0], "got booleans"),
+    ([[0.5, 0.5], [0.0, True]], "got booleans"),
     (np.array([1, 0], dtype=object) == 1, "got booleans"), ([0.5, 0.5j], "complex"),
 ])
 def test_check_stochastic_refuses_what_a_cast_to_float_would_read_silently(bad, words):

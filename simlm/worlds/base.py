@@ -22,7 +22,7 @@ import numpy as np
 
 from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_stochastic, check_tokens, \
     mean_and_sem
-from simlm.errors import ConfigError, DistributionError, ZeroProbabilityError
+from simlm.errors import ConfigError, ZeroProbabilityError
 
 #: the most elements one array may have: XLA indexes some buffers with int32, and arrays of 2**31 elements or
 #: more abort the interpreter (SIGABRT) or hang instead of raising, so every world refuses them up front.
@@ -279,7 +279,7 @@ class WorldBase:
         impossible = np.flatnonzero(~np.isfinite(np.asarray(steps)).all(axis=1))
         if impossible.size == 0:
             return
-        (n, T), V, at = toks.shape, int(self.n_symbols), np.unique(pos)
+        T, V, at = toks.shape[1], int(self.n_symbols), np.unique(pos)
         self._check_cost("log_likelihood", impossible.size * at.size * V, T)
         subs = np.repeat(toks[impossible], at.size * V, axis=0).reshape(impossible.size, at.size, V, T)
         subs[:, np.arange(at.size), :, at] = np.arange(V, dtype=toks.dtype)  # (rows, P', V) at position at[p]
