@@ -169,6 +169,38 @@ def test_bad_adversary_options_raise_typed_errors():
         nt.Config(tasks=("random-gaussian",))
 
 
+def test_task_options_that_would_make_no_task_or_drop_the_lms_are_refused_with_the_config():
+    """They were accepted: no task survived the noise filter (StopIteration mid-sweep), lm_tasks outside the
+    checked tasks dropped every analytic and trained LM silently, prompt lengths past max_length made no task;
+    a radius within rounding of the grid was kept as given and failed the summary's lookup after the sweep."""
+    for options, words in [({"tasks": ("random-sign",), "noises": ("logistic",)}, "^tasks: none of"),
+                           ({"tasks": ("random-sign",), "lm_tasks": ("indicative-logistic",)}, "^lm_tasks: "),
+                           ({"prompt_lengths": (5,), "max_length": 2}, "^prompt_lengths: "),
+                           ({"lm_tasks": ("random-sign",), "noises": ("logistic",)}, "^lm_tasks: ")]:
+        with pytest.raises(ConfigError, match=words):
+            nt.Config(**options)
+    assert nt.Config(adversary_radii=(1.0 + 1e-13,)).adversary_radii == (1.0,)
+
+
+def test_a_softmax_adversary_float32_cannot_put_at_its_epsilon_is_skipped_with_why_not_mislabelled():
+    """On the indicative-sign task u=1 the softmax tilt's θ reaches |θ| ≈ 9e7, where ε_Φ jumps as entries round:
+    the solve landed at 0.0013137 and the LM was labelled ε = 0.001 (31 % off).  It is skipped now, with the
+    reason; the tasks it can reach keep their LM at ε (≤ 1e-6 relative)."""
+    import dataclasses
+
+    world, _ = nt.make_world("loglinear", nt.QUICK)
+    config = dataclasses.replace(nt.QUICK, tasks=("indicative-sign",), lm_tasks=("indicative-sign",),
+                                 kinds=("uniform-mixture",), eps_grid=(1e-3,), adversaries=("adversarial-softmax",),
+                                 critical_fractions=())
+    result = nt.evaluate_world("loglinear", world, config, None, trained=False, log_partition=False,
+                               log=lambda *a: None)
+    rows = [r for r in result["rows"] if r["lm"] == "adversarial-softmax" and r["bound"] == "softmax"]
+    assert rows and all(abs(r["eps_phi"] / r["target_eps"] - 1) <= 1e-6 for r in rows)
+    assert "u=1" not in {r["task"] for r in rows}
+    [skip] = [s for s in result["skipped"] if s["lm"] == "adversarial-softmax" and s["task"] == "u=1"]
+    assert "cannot realise 0.001 nats" in skip["why"]
+
+
 def test_the_results_are_written_as_strict_json(quick):
     result, out = quick
 

@@ -155,6 +155,19 @@ class Config:
         check_positive("hmm_concentration", self.hmm_concentration)
         if bad := [B for B in self.adversary_radii if not np.any(np.isclose(B, B_GRID, rtol=1e-12))]:
             raise ConfigError(f"adversary_radii: {bad} are not radii of the B grid {list(B_GRID)}")
+        # the grid's own values: the adversary is built, and its rows looked up, at a radius of the grid
+        object.__setattr__(self, "adversary_radii", tuple(float(B_GRID[np.argmin(np.abs(np.asarray(B_GRID) - B))])
+                                                          for B in self.adversary_radii))
+        kept = [t for t in self.tasks if t.split("-")[1] in self.noises]
+        if not kept:
+            raise ConfigError(f"tasks: none of {list(self.tasks)} has a noise in noises = {list(self.noises)}, so "
+                              "there would be no task to check")
+        if bad := [t for t in self.lm_tasks if t not in kept]:
+            raise ConfigError(f"lm_tasks: {bad} are not among the tasks checked ({kept}: tasks whose noise is in "
+                              "noises); the LMs checked on them would be dropped")
+        if bad := [k for k in self.prompt_lengths if k > self.max_length]:
+            raise ConfigError(f"prompt_lengths: {bad} exceed max_length = {self.max_length} (a prompt is a context "
+                              "of the enumerated lengths), so they would make no task")
 
 
 def _tuple(config, name) -> tuple:

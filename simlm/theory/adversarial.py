@@ -57,6 +57,9 @@ from simlm.theory.natural_tasks import (B_GRID, _grid, check_phi, check_contexts
 METHODS = ("aligned", "search")
 #: the relative error of ε at which an adversary's laws are refused (the root finder reaches ~1e-12).
 EPS_RTOL = 1e-6
+#: the softmax and Quad adversaries, solved on their float32 parameters: past this relative distance from
+#: their ε they are refused (usually ≲ 1e-8; where no single context can take the residual, up to ~1e-5)
+STORED_RTOL = 1e-4
 _T_MAX = 2.0**40
 #: points of the log grid along each context's curve in :func:`_allocate` (then refined by golden section).
 _GRID = 256
@@ -357,7 +360,10 @@ def _stored_at(params, excess, p_L, eps, t, what):
     common factor c of the allocation ``t`` first; the realised ε is then a step function of c (one entry
     rounding the other way moves it by up to ~1e-6 of ε), so the last nats are put on one moved context —
     the one whose entries round in the smallest steps, p_L(s)·max|θ_s| least, among those holding ≥ 10× the
-    residual — by solving its own factor (relative error ≲ 1e-9 where that context exists)."""
+    residual — by solving its own factor (relative error ≲ 1e-9 where that context exists; 6.3e-6 seen where
+    none does).  Where the rounded parameters cannot come within :data:`STORED_RTOL` of ε (parameters so
+    large that one rounding jumps ε: the indicative-sign task's softmax tilt at |θ| ≈ 9e7 landed 31 % off), a
+    ConfigError says so: an LM is never returned at another ε than it was asked for."""
     def measure(x):
         return float(p_L @ excess(params(x)))
 
@@ -385,6 +391,12 @@ def _stored_at(params, excess, p_L, eps, t, what):
                 x = x.copy()
                 x[k] *= a
                 best = params(x)
+    reached = measure(x)
+    if not abs(reached - eps) <= STORED_RTOL * eps:  # labelled ε, but another ε: refused, never yielded as it
+        raise ConfigError(f"eps: the float32 parameters of {what} cannot realise {eps:g} nats on the task's "
+                          f"contexts: the nearest solved is {reached:.6g} (off by {abs(reached / eps - 1):.2g} "
+                          f"relative; the parameters reach |θ| ≈ {float(np.abs(best).max()):.3g}, where ε jumps "
+                          f"as entries round)")
     return best
 
 
@@ -545,7 +557,8 @@ def _phi32(phi, V) -> np.ndarray:
 def adversarial_softmax_lm(contexts, task, eps_phi, phi, *, B=None, B_grid=None, cache=None) -> SoftmaxContextLM:
     """A softmax LM softmax(Φᵀθ_s) with ε_Φ = E_{p_L}[ℓ_s(θ_s) − min ℓ_s] = ``eps_phi``, solved on the θ
     and Φ rounded to float32 as the LM stores them (:func:`_stored_at`; relative error ≲ 1e-8 where the
-    check measures it, against 3.5e-6 when it was solved on float64 θ and Φ): the cross-entropy
+    check measures it, against 3.5e-6 when it was solved on float64 θ and Φ; refused past :data:`STORED_RTOL`,
+    where rounding jumps ε across it): the cross-entropy
     optimum θ* (float64-polished, as :func:`~simlm.theory.natural_tasks.softmax_excess`) moved along the
     τ_Φ-optimal direction at ``B`` on the task's contexts, θ_s = θ*_s ± t_s·λ with Φᵀλ = v (the first-order
     best direction per context), the t_s split across contexts by :func:`_allocate`.
@@ -589,7 +602,8 @@ def adversarial_softmax_lm(contexts, task, eps_phi, phi, *, B=None, B_grid=None,
 def adversarial_quad_lm(contexts, task, eps_quad, phi, *, B=None, B_grid=None, cache=None) -> SoftmaxContextLM:
     """Quad features f ``(S, d)`` (as the θ of a :class:`SoftmaxContextLM` with Φ = ``phi``, rounded to
     float32) with ε_quad = ``eps_quad``, solved on the rounded f and Φ as the LM stores them
-    (:func:`_stored_at`; relative error ≲ 1e-8), the worst for the τ⁽²⁾-optimal v at ``B``: f_s = f*_s ± t_s·w on the task's contexts,
+    (:func:`_stored_at`; relative error ≲ 1e-8, refused past :data:`STORED_RTOL`), the worst for the τ⁽²⁾-optimal v
+    at ``B``: f_s = f*_s ± t_s·w on the task's contexts,
     Φᵀw = v/‖v‖₂, so each score moves by t_s‖v‖₂ at Quad excess ½t_s², the most that excess allows
     (Cauchy–Schwarz is tight); the t_s split across contexts by :func:`_allocate`."""
     contexts, eps_quad = _check(contexts, task, eps_quad, "aligned")
