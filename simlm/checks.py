@@ -105,6 +105,17 @@ def check_positive(name: str, value) -> float:
     return v
 
 
+def check_float32_normal(name: str, value: float, where: str, note: str = "") -> float:
+    """``value`` (a checked real number) unless it is positive and below float32's smallest normal number,
+    where ``where`` computes (an optimiser's step size or clip: 1e-50 becomes 0 there and no step moves);
+    then :class:`ConfigError` naming ``name`` (``note`` appended)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    if 0 < value < tiny:
+        raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where "
+                          f"{where}: it would round to 0 and no step would move{note}")
+    return value
+
+
 def check_distinct_labels(name: str, values, spec: str = "g") -> None:
     """Refuse, with a :class:`ConfigError` naming ``name``, ``values`` two of which read alike when written
     with the format ``spec`` (as the labels and result keys built from them are: under ``g`` 0.1 and
@@ -135,7 +146,7 @@ def seed_key(seed: int, name: str = "seed") -> jax.Array:
     stream seed ``low`` itself draws on.)  Seeds ≥ 2**32 need the default ``threefry2x32`` PRNG
     (:class:`ConfigError` naming ``name`` under another ``jax_default_prng_impl``)."""
     seed = int(seed)
-    if not 0 <= seed < 2**63:  # −1 would share 2**32 − 1's key; 2**64 would overflow
+    if not 0 <= seed < SEED_LIMIT:  # −1 would share 2**32 − 1's key; 2**64 would overflow
         raise ConfigError(f"{name}: expected a seed in [0, 2**63), got {seed}")
     if seed < 2**32:
         return jax.random.PRNGKey(seed)

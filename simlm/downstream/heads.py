@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-from simlm.checks import as_array, as_key, check_memory, check_positive, check_positive_int
+from simlm.checks import as_array, as_key, check_float32_normal, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError, TrainingDivergedError
 
 
@@ -80,11 +80,7 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
 def check_lr(lr) -> float:
     """A learning rate: positive and finite, and at least float32's smallest normal number, the precision the
     fits compute in (1e-50 became 0 there: Adam took steps of size 0 and the start came back as the fit)."""
-    lr = check_positive("lr", lr)
-    if lr < np.finfo(np.float32).tiny:
-        raise ConfigError(f"lr: {lr:g} is below float32's smallest normal number ({np.finfo(np.float32).tiny:.3g}), "
-                          "where the fits compute: it would round to 0 and no step would move")
-    return lr
+    return check_float32_normal("lr", check_positive("lr", lr), "the fits compute")
 
 
 def check_l2(l2) -> float:

@@ -25,7 +25,7 @@ import importlib
 import math
 from typing import Any, Callable
 
-from simlm.checks import _real, check_non_negative
+from simlm.checks import SEED_LIMIT, _real, check_non_negative
 from simlm.errors import ConfigError
 
 #: the columns every tidy row has, in this order (check-specific columns follow).
@@ -103,10 +103,6 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
     return wrap
 
 
-#: the largest seed a check's option can name (a PRNG key's and numpy's Generator's range)
-SEED_LIMIT = 2**63 - 1
-
-
 def option_ranges(check: str, minimums: dict | None = None, choices: dict | None = None):
     """A check's ``validate``: each option of ``minimums`` an integer at least its minimum, each of ``choices``
     one of its values (their types are checked against the defaults by the sweep's parser), or a
@@ -116,7 +112,7 @@ def option_ranges(check: str, minimums: dict | None = None, choices: dict | None
             if key in options and options[key] < low:
                 raise ConfigError(f"checks.{check}.{key}: expected an integer ≥ {low}, got {options[key]!r}")
             # a seed beyond a PRNG key's range failed in every cell (JSON can write 2**70; the sweep caps its own)
-            if key.endswith("seed") and key in options and options[key] > SEED_LIMIT:
+            if key.endswith("seed") and key in options and options[key] >= SEED_LIMIT:
                 raise ConfigError(f"checks.{check}.{key}: expected a seed ≤ 2**63 − 1, got {options[key]!r}")
         for key, allowed in (choices or {}).items():
             if key in options and options[key] not in allowed:

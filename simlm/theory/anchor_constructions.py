@@ -51,7 +51,6 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 
 import jax
@@ -63,9 +62,9 @@ from simlm.checks import as_rng, check_instance, check_positive, check_positive_
 from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
 from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
-from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, check_bulk, check_lm_laws,
-                                  check_task, half_index, head_errors, log_softmax, probability_part, probe_error,
-                                  word_task)
+from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, array_digest, check_bulk,
+                                  check_lm_laws, check_task, half_index, head_errors, log_softmax, probability_part,
+                                  probe_error, word_task)
 
 
 def exact_epsilon_rows(ctx: AnchorContexts, logp_lm) -> float:
@@ -221,12 +220,8 @@ class FlipCosts:
 def _costs_source(task: AnchorTask, ctx: AnchorContexts, bulk: np.ndarray) -> str:
     """A digest of what :func:`flip_costs` reads: the task's words, weights, scores, labels and margins, the
     rows (log p*, π) and the bulk."""
-    h = hashlib.blake2b(task.name.encode(), digest_size=16)
-    for a in (task.words, task.coef, task.score, [task.bias], task.labels, task.margin, ctx.logp, ctx.weights, bulk):
-        a = np.ascontiguousarray(a, np.float64)
-        h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return array_digest(task.words, task.coef, task.score, [task.bias], task.labels, task.margin, ctx.logp,
+                        ctx.weights, bulk, salt=task.name)
 
 
 def _atoms(task, ctx: AnchorContexts, bulk):

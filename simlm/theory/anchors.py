@@ -302,15 +302,20 @@ class AnchorTask:
     rows: str | None = None
 
 
-def rows_fingerprint(ctx: AnchorContexts) -> str:
-    """A digest of the rows a task is defined on: f*(x), V* and π (the labels, margins and scores are
-    functions of them).  Two context sets with equal rows have equal fingerprints."""
-    h = hashlib.blake2b(digest_size=16)
-    for a in (ctx.features, ctx.embeddings, ctx.weights):
+def array_digest(*arrays, salt: str = "") -> str:
+    """A digest of ``arrays`` (each as float64, with its shape) after ``salt``: equal inputs, equal digests."""
+    h = hashlib.blake2b(salt.encode(), digest_size=16)
+    for a in arrays:
         a = np.ascontiguousarray(a, np.float64)
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def rows_fingerprint(ctx: AnchorContexts) -> str:
+    """A digest of the rows a task is defined on: f*(x), V* and π (the labels, margins and scores are
+    functions of them).  Two context sets with equal rows have equal fingerprints."""
+    return array_digest(ctx.features, ctx.embeddings, ctx.weights)
 
 
 def check_task(task, ctx: AnchorContexts) -> AnchorTask:
@@ -525,4 +530,5 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
-           "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint", "TASKS"]
+           "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint",
+           "array_digest", "TASKS"]

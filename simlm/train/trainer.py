@@ -57,14 +57,14 @@ from simlm.jsonio import claim_json, locked, read_back, read_json, write_json_at
 from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
-from simlm.checks import (as_tuple, check_distinct_labels, check_finite, check_instance, check_memory,
-                          check_positive_int, mean_and_sem, seed_key)
+from simlm.checks import (SEED_LIMIT, as_tuple, check_distinct_labels, check_finite, check_float32_normal,
+                          check_instance, check_memory, check_positive_int, mean_and_sem, seed_key)
 from simlm.worlds.base import World
 
 
 _SLOTS = ("last", "previous")  # the resume point and the one before it
 _INT_MAX = 2**31 - 1  # step counters and sizes live in int32 on the device
-_SEED_MAX = 2**63 - 1
+_SEED_MAX = SEED_LIMIT - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +129,10 @@ class TrainConfig:
             fix(name, check_finite(name, getattr(self, name), "a finite number ≥ 0"))
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a finite number ≥ 0, got {getattr(self, name)!r}")
-        tiny = float(np.finfo(np.float32).tiny)  # the optimiser's state and steps are float32
-        for name, value in (("learning_rate", self.learning_rate), ("grad_clip", self.grad_clip)):
-            if 0 < value < tiny:  # 1e-50 becomes 0: no step moves (a clip of 0 zeroes every gradient)
-                raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where "
-                                  f"the optimiser computes: it would round to 0 and no step would move"
-                                  + (" (grad_clip = 0 means no clipping)" if name == "grad_clip" else ""))
+        # the optimiser's state and steps are float32: 1e-50 becomes 0 (a clip of 0 zeroes every gradient)
+        check_float32_normal("learning_rate", self.learning_rate, "the optimiser computes")
+        check_float32_normal("grad_clip", self.grad_clip, "the optimiser computes",
+                             " (grad_clip = 0 means no clipping)")
         fix("mask_rate", check_finite("mask_rate", self.mask_rate, "a rate in (0, 1]"))
         if not 0 < self.mask_rate <= 1:
             raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
