@@ -86,6 +86,14 @@ def smoothed_states(pi, A, B, x):
     return np.array([J.sum(axis=tuple(a for a in range(T) if a != t)) for t in range(T)]) / J.sum()
 
 
+def masked_states(pi, A, B, x, i):
+    """(K,): p(h_i | x_−i), by summing the hidden paths of every substitution at position i."""
+    V, T = B.shape[1], len(x)
+    J = sum(path_joint(pi, A, B, list(x[:i]) + [v] + list(x[i + 1:])) for v in range(V))
+    marginal = J.sum(axis=tuple(a for a in range(T) if a != i))
+    return marginal / marginal.sum()
+
+
 def filtered_states(pi, A, B, x):
     """(T, K): p(h_t | x_≤t)."""
     return np.array([smoothed_states(pi, A, B, x[: t + 1])[t] for t in range(len(x))])

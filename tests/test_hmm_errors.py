@@ -67,6 +67,9 @@ def test_zero_probability_sequence_gives_minus_inf_and_a_clear_error_for_conditi
     np.testing.assert_allclose(np.asarray(hmm.masked_token_probs(x, [1]))[1, 0], [0.5, 0.5, 0.0], atol=1e-7)
     with pytest.raises(ZeroProbabilityError, match="sequence 1 .* whatever token is at masked position 0"):
         hmm.masked_token_probs(x)
+    np.testing.assert_allclose(np.asarray(hmm.masked_state_posterior(x, [1]))[1, 0], [1.0, 0.0], atol=1e-7)
+    with pytest.raises(ZeroProbabilityError, match="sequence 1 .* whatever token is at masked position 0"):
+        hmm.masked_state_posterior(x)
 
 
 @pytest.mark.parametrize("call, error, words", [
@@ -130,6 +133,18 @@ def test_a_law_is_refused_exactly_where_it_is_undefined_not_wherever_the_sequenc
                 continue
             got = np.asarray(masked(x, [i]))[0]
             np.testing.assert_allclose(np.exp(got) if log else got, joint / joint.sum(), atol=2e-6)
+        defined = [any(bf.sequence_prob(pi, A, B, np.r_[x[:i], v, x[i + 1:]]) for v in range(hmm.n_symbols))
+                   for i in range(T)]
+        for i in range(T):  # the masked state law p*(h_i | x_−i), likewise
+            if defined[i]:
+                np.testing.assert_allclose(hmm.masked_state_posterior(x, [i])[0], bf.masked_states(pi, A, B, x, i),
+                                           atol=2e-6)
+            else:
+                with pytest.raises(ZeroProbabilityError, match=f"masked position {i}"):
+                    hmm.masked_state_posterior(x, [i])
+        if all(defined):
+            np.testing.assert_allclose(hmm.masked_state_posterior(x), [bf.masked_states(pi, A, B, x, i)
+                                                                     for i in range(T)], atol=2e-6)
         for law, to_probs in ((hmm.next_token_probs, np.asarray), (hmm.next_token_logprobs, np.exp)):
             if T > 1 and bf.sequence_prob(pi, A, B, x[:-1]) == 0:
                 with pytest.raises(ZeroProbabilityError):
