@@ -161,6 +161,25 @@ def test_the_probe_runs_the_authors_steps_whatever_the_training_set():
     assert dataclasses.replace(TINY, probe_steps=5).probe_epochs == 2  # 64 // 16 = 4 a pass: 2 passes, ≥ 5 steps
 
 
+def test_the_probe_refuses_a_learning_rate_that_is_zero_in_float32():
+    """1e-50 is 0 in float32: no step would move the probe, whose accuracy would be its random start's."""
+    f = np.random.default_rng(0).normal(size=(64, 3))
+    with pytest.raises(ConfigError, match="lr: 1e-50 is below float32's smallest normal"):
+        hpt.fit_probe(f, (f[:, 0] > 0).astype(int), epochs=3, batch_size=32, lr=1e-50)
+
+
+def test_a_one_vector_prompt_study_fits_and_stores_prompt_1_once(monkeypatch):
+    """With prompt_length = 1 the k-prompt is prompt-1 (one name, the same tokens): it was fitted twice and
+    stored twice a world, so the summary counted each world twice (n = 2 from one world, s.d. 0)."""
+    fits = []
+    real = hpt.fit_transformer_prompt
+    monkeypatch.setattr(hpt, "fit_transformer_prompt", lambda *a, **k: fits.append(k["k"]) or real(*a, **k))
+    rows = hpt.study_world(4, 1, dataclasses.replace(TINY, prompt_length=1), log=lambda s: None)
+    assert [r["method"] for r in rows].count("prompt-1") == 1 and fits == [1]
+    (s,) = [s for s in hpt.summary(rows) if s["method"] == "prompt-1"]
+    assert s["n"] == 1
+
+
 def test_the_twenty_vector_prompt_fills_the_positions_the_head_reads():
     study = dataclasses.replace(hpt.DEFAULT, d_model=8, n_layers=1, n_heads=1)
     cfg, tc = study.configs()
@@ -199,6 +218,7 @@ def test_bad_options_are_named(argv, name):
 
 
 @pytest.mark.parametrize("change, name", [({"prompt_length": 79}, "prompt_length"), ({"probe_lr": 0}, "probe_lr"),
+                                          ({"probe_lr": 1e-50}, "probe_lr: 1e-50 is below float32's smallest normal"),
                                           ({"sizes": (4, 4)}, "sizes"), ({"read_at": (0.2,)}, "read_at"),
                                           ({"read_at": (-0.3,)}, "read_at"),
                                           ({"protocol": hpp.Protocol(tasks_per_world=3)}, "protocol")])

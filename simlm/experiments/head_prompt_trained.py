@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from simlm.checks import as_key, check_positive, check_positive_int, check_tokens
+from simlm.checks import as_key, check_float32_normal, check_positive, check_positive_int, check_tokens
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError, TokenError
@@ -131,6 +131,7 @@ class TrainedStudy:
             check_positive_int(f, getattr(self, f))
         for f in ("learning_rate", "probe_lr", "mask_rate"):
             check_positive(f, getattr(self, f))
+        check_float32_normal("probe_lr", self.probe_lr, "the probe computes")  # 1e-50 is 0 there: no step moves it
         # the probe's first step is at learning rate 0 (its warmup starts there): one step would return its start
         check_positive_int("probe_steps", self.probe_steps, minimum=2)
         if self.protocol.n_train < 2:
@@ -245,7 +246,7 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
     params, losses = _probe(jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches),
-                            jnp.float32(check_positive("lr", lr)), as_key(seed, "seed"), steps,
+                            jnp.float32(check_float32_normal("lr", check_positive("lr", lr), "the probe computes")), as_key(seed, "seed"), steps,
                             max(1, min(500, steps // 2)))
     return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
 
@@ -330,7 +331,7 @@ def _trained_rows(hmm, lm, data, x_head, x_prompt, study: TrainedStudy, add, suf
     hid = np.asarray(lm.prepended_mask_features(x_head))
     add(f"hidden-head{suffix}", "trained", fit_linear_head(hid[tr], data.y[tr]).predict(hid[te]),
         tokens=p.visible_length, **on(x_head))
-    for kk, xx in ((k, x_prompt), (1, x_one)):
+    for kk, xx in {k: x_prompt, 1: x_one}.items():  # k = 1: the k-prompt is prompt-1, fitted and stored once
         pr = fit_transformer_prompt(lm, xx[tr], data.y[tr], k=kk, steps=study.prompt_steps)
         add(f"prompt-{kk}{suffix}", "trained", pr.predict(lm, xx[te]), tokens=xx.shape[1], **on(xx))
     return on(x_head)
