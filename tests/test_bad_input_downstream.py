@@ -175,6 +175,8 @@ CASES = [
     ("exact attention LogLinear", lambda: ds.fit_exact_attention_prompt(LogLinearWorld.random(0, 3, 4, 3), XM, Y),
      ConfigError, "world"),
     ("exact attention k huge", lambda: ds.fit_exact_attention_prompt(M, XM, Y, k=10**9), ConfigError, r"\bk\b"),
+    ("exact attention k 20000", lambda: ds.fit_exact_attention_prompt(M, XM, Y, k=20000), ConfigError,
+     "^k: expected a prompt length"),
     ("exact attention test", lambda: ds.fit_exact_attention_prompt(M, XM, Y, test=[XM]), ConfigError, "test"),
     ("exact attention d_key 0", lambda: ds.fit_exact_attention_prompt(M, XM, Y, d_key=0), ConfigError, "d_key"),
     ("transformer attention lm", lambda: ds.fit_transformer_attention_prompt(H, XM, Y), ConfigError, "lm"),

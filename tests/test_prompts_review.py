@@ -7,6 +7,8 @@ token embeddings is those tokens, and a prompt with no reweighting is refused.
 The periodic worlds: π = e_0 and A = swap, so the unprompted position 0 is in state 0 and x_1 in state 1,
 while after k prompt tokens (the first in state 0) position 0 is in state k mod 2 and x_1 in state k + 1."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -342,11 +344,16 @@ def test_the_exact_fits_law_is_the_worlds_prompted_prepended_mask_law(small):
     assert np.abs(np.asarray(w.prompted_prepended_mask_probs(x[:3], U[::-1])) - want).max() > 1e-3  # order matters
 
 
-def test_a_prompt_row_ruling_out_a_state_is_no_empty_row():
-    """Only a row that is all zero is refused: u = (1, 0) is a legitimate prompt likelihood (the prompt token
-    rules out state 1)."""
-    check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1.0, 0.0]]))
-    check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1.0, 0.0], [0.0, 2.0]]))
+def test_a_fitted_prompt_entry_that_underflowed_is_refused_naming_it():
+    """A fitted prompt is softplus(θ) > 0: an entry of 0 or below float32's smallest normal (relative to its
+    row's largest) underflowed at a diverging rate.  It was scored as another prompt — a zero changes the
+    support check_promptable vouched for — or failed the scoring, after the whole fit, with an error about a
+    prompt U the caller never gave (lr = 11: 2.29e-39).  Rows of very different scales are fine."""
+    check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1.0, 1e-30], [1e-30, 1e-37]]))
+    for u, entry in (([[1.0, 0.0]], "(0, 1)"), ([[1.0, 0.5], [2.29e-39, 1.0]], "(1, 0)"),
+                     ([[1e-20, 1e-60]], "(0, 1)")):
+        with pytest.raises(TrainingDivergedError, match=f"^lr: a fit diverged: entry {re.escape(entry)} of its"):
+            check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array(u))
 
 
 def test_an_exact_fit_is_checked_against_the_kept_restarts_start(small, monkeypatch):

@@ -85,6 +85,7 @@ def fit_exact_attention_prompt(world, tokens, labels, *, k: int = 1, n_classes: 
     check_instance("world", world, ChainInference, "an HMM or a MemoryHMM (a world with an exact hidden chain)")
     initial, transition, emission = world.chain
     toks, y, k, C = check_prompt_data(tokens, labels, world.n_symbols, k, n_classes)
+    prompting.check_prompt_length(k, "k")  # the cap named as k (check_promptable would name the prompt U)
     test, l2 = check_test_data(test, world.n_symbols, C), check_l2(l2)
     K, V = initial.shape[0], world.n_symbols
     check_fit_memory(n_restarts, k * K + (check_positive_int("d_key", d_key) + check_positive_int(

@@ -166,9 +166,12 @@ def check_prompt_fit(start_loss, final_losses, what: str, prompt=None) -> None:
     """Refuse a prompt fit that diverged, with :class:`TrainingDivergedError` naming ``lr``: no run ended at
     a finite loss (:func:`check_finite_fit`); the kept run's final loss — the objective at its returned
     parameters on every training sequence — exceeds ``start_loss``, the objective at its starting
-    parameters, by more than :data:`DIVERGENCE_TOLERANCE`; or a row of the returned ``prompt`` likelihoods
-    ``(k, K)`` is all zero (softplus(θ) underflowed: a prompt token of probability zero, whose prompted laws
-    are undefined)."""
+    parameters, by more than :data:`DIVERGENCE_TOLERANCE`; or an entry of the returned ``prompt`` likelihoods
+    ``(k, K)`` = softplus(θ), positive in exact arithmetic, underflowed: 0 or below float32's smallest normal
+    number relative to its row's largest (θ ≲ −87, reached only at a diverging rate).  Such an entry changes
+    the prompt's support — a sequence :func:`check_promptable` let through could become impossible — or is
+    flushed to 0 when the prompted laws are read, so the fit is refused rather than scored on another
+    prompt (an all-zero row: a prompt token of probability zero, whose prompted laws are undefined)."""
     check_finite_fit(final_losses, what)
     final = np.asarray(final_losses, np.float64)
     end, start = float(np.min(final[np.isfinite(final)])), float(start_loss)
@@ -178,11 +181,18 @@ def check_prompt_fit(start_loss, final_losses, what: str, prompt=None) -> None:
                                     f"{start:.4g} by more than max({absolute:g} nat, {relative:.0%} of it); "
                                     "lower lr")
     if prompt is not None:
-        empty = ~(np.asarray(prompt) > 0).any(-1)
+        u = np.asarray(prompt, np.float64)
+        empty = ~(u > 0).any(-1)
         if empty.any():
             raise TrainingDivergedError(f"lr: {what} diverged: row {int(np.flatnonzero(empty)[0])} of its prompt "
                                         "likelihoods is all zero (softplus underflowed), so the prompt has "
                                         "probability zero; lower lr")
+        lost = ~(u >= np.finfo(np.float32).tiny * u.max(-1, keepdims=True))
+        if lost.any():
+            j, h = (int(i[0]) for i in np.nonzero(lost))
+            raise TrainingDivergedError(f"lr: {what} diverged: entry ({j}, {h}) of its prompt likelihoods "
+                                        f"softplus(θ) underflowed to {u[j, h]:.3g} of its row's largest (below "
+                                        "float32's smallest normal), which changes the prompt's support; lower lr")
 
 
 # ---- results --------------------------------------------------------------------------------------
