@@ -68,6 +68,14 @@ def test_a_corpus_smaller_than_a_batch_is_refused():
         TrainConfig(data="corpus", corpus_sequences=4, batch_size=8)
 
 
+def test_a_held_out_set_drawn_as_the_corpus_is_refused():
+    """Both are world.sample(seed, n, seq_len): equal seeds made the 'held-out' ε the training corpus's (and a
+    smaller set under the corpus's seed its first sequences).  A streaming run draws no corpus."""
+    with pytest.raises(ConfigError, match="^eval_seed: equals corpus_seed = 7"):
+        TrainConfig(data="corpus", corpus_seed=7, eval_seed=7)
+    TrainConfig(data="stream", corpus_seed=7, eval_seed=7)
+
+
 @pytest.mark.parametrize("d, words", [(None, "config"), ([1], "config"), ({"bogus": 1}, "bogus"),
                                       ({"targets": "x"}, "targets"), ({"seeds": [[0]]}, "seeds")])
 def test_from_dict_refuses_what_is_not_a_train_config(d, words):

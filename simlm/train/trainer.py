@@ -138,6 +138,10 @@ class TrainConfig:
             raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
         if self.data == "corpus" and self.corpus_sequences < self.batch_size:
             raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
+        if self.data == "corpus" and self.corpus_seed == self.eval_seed:  # world.sample(seed, …) for both
+            raise ConfigError(f"eval_seed: equals corpus_seed = {self.corpus_seed}, so the held-out set would be "
+                              "the training corpus (or its first sequences) and ε measured on the training data; "
+                              "give another eval_seed")
         what = "three probabilities (mask, random, keep) summing to 1"
         c = [check_finite("corruption", v, what) for v in as_tuple("corruption", self.corruption)]
         if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
