@@ -315,7 +315,9 @@ class HMM(ChainInference, WorldBase):
     # ---- sampling ------------------------------------------------------------------------------
     def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
         """``(n, T)`` int32 tokens (and ``(n, T)`` states) by inverse-CDF sampling, one uniform per draw.
-        The same key or seed gives bit-identical output."""
+        The same key or seed gives bit-identical output.  A float32 uniform resolves each draw's
+        probabilities to its 2⁻²³ grid: a token or state rarer than ~1e-7 is drawn at a multiple of 2⁻²³
+        (maybe never), where the exact laws give it its own probability (:func:`~simlm.worlds.hmm_core.sample`)."""
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)

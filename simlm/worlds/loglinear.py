@@ -353,7 +353,9 @@ class LogLinearWorld(WorldBase):
     # ---- sampling ----
     def sample(self, key, n_sequences: int, length: int, *, return_states: bool = False):
         """Draw int32 tokens (n, T) (and the states h_t (n, T) with ``return_states=True``) by inverse
-        CDF with one uniform per token; the same key or seed gives bit-identical tokens."""
+        CDF with one uniform per token; the same key or seed gives bit-identical tokens.  Each draw resolves
+        its probabilities to float32's 2⁻²³ grid, as :meth:`HMM.sample`'s: a token rarer than ~1e-7 is drawn
+        at a multiple of 2⁻²³, maybe never, where the exact laws give it its own probability."""
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
         return_states = check_flag("return_states", return_states)

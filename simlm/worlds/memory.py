@@ -291,7 +291,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         """Tokens ``(n, T)`` int32; with ``return_states=True`` also the states z = s·Q + q ``(n, T)``
         int32 and the memory ``(n, N)`` int32.  Memory first (per cell from ρ), then the z chain, then
         the emissions, by inverse CDF with one uniform per draw; the same key or seed gives bit-identical
-        output."""
+        output.  Each draw resolves its probabilities to float32's 2⁻²³ grid, as :meth:`HMM.sample`'s: a
+        value rarer than ~1e-7 is drawn at a multiple of 2⁻²³, maybe never."""
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
