@@ -521,3 +521,62 @@ def test_rows_computed_on_an_lm_built_inside_the_cell_name_that_lm(tmp_path):
     assert [(r["lm"], r["eps"], r["lm_seed"]) for r in oracle] == [("oracle", 0.0, None)]
     assert {r["lm"] for r in rows if r not in worst and r not in oracle} == {"logit-noise@0.05",
                                                                              "logit-noise[prepended-mask]@0.05"}
+
+
+def _trained(objective="cross-entropy", model=None, train=None, checks=None) -> dict:
+    trained = {"targets": [0.1], "objective": objective, "model": model or {}, "train": {"max_steps": 2, **(train or {})}}
+    return {**TRAINED, "data": {"n_sequences": 2, "length": 3}, "lms": {"oracle": True, "trained": trained},
+            "checks": checks or {"simlm/epsilon": {}}}
+
+
+@pytest.mark.parametrize("objective, checks, longest", [
+    ("cross-entropy", {"simlm/epsilon": {}}, 3),  # data.length
+    ("cross-entropy", {"saunshi/natural-task": {"max_length": 4}}, 5),  # next_token_logprobs(s ⊕ w), |s| ≤ 4
+    ("masked-lm", {"wei/head-tuning": {"length": 7}}, 8),  # (MASK, x_1:7)
+    ("masked-lm", {"wei/head-prompt": {"visible_length": 5, "label_length": 6}}, 7),  # (prompt, MASK, x_1:5)
+])
+def test_the_trained_lms_are_trained_on_the_longest_input_their_checks_read(objective, checks, longest):
+    """A check reading more positions than data.length (its default training length) read positions whose
+    embedding was never trained — the laws there were the initial random rows', with only a warning: the
+    natural-task check at max_length 2 on data.length 2 gave ε 0.067 on its contexts against 0.034 held out."""
+    config = parse_config(_trained(objective, checks=checks))
+    model, train = sweep._train_configs(config, config.worlds[0], sweep.build_world(config.worlds[0]))
+    assert train.seq_len == longest and model.max_len == max(longest, 4)
+
+
+@pytest.mark.parametrize("model, train, match", [
+    ({}, {"seq_len": 3}, r"^checks.saunshi/natural-task: reads inputs of 5 positions from the trained LMs of world "
+                         r"'h', trained on lms.trained.train.seq_len = 3: positions 3–4 keep their initial random"),
+    ({"max_len": 4}, {"seq_len": 4}, r"^checks.saunshi/natural-task: reads 5 tokens \(5 model positions\) from the "
+                                     r"trained LMs of world 'h', whose lms.trained.model.max_len = 4"),
+    ({}, {"seq_len": 2}, r"^data.length: reads inputs of 3 positions"),
+])
+def test_a_training_or_model_length_set_too_short_for_a_check_is_refused_naming_it(model, train, match):
+    raw = _trained(model=model, train=train, checks={"saunshi/natural-task": {"max_length": 4}})
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw)
+    # rotary positions have no untrained embedding: a shorter training length is the user's to choose
+    rotary = _trained(model={**model, "positions": "rotary"}, train=train, checks={"saunshi/natural-task": {"max_length": 4}})
+    if "max_len" not in model:
+        parse_config(rotary)
+
+
+def test_a_natural_task_whose_contexts_cannot_be_enumerated_is_refused_when_the_config_is_read():
+    """max_length 60 on V = 3 passed the parser and failed every cell, advising an option (max_contexts) the
+    check does not have."""
+    raw = {**PARTS, "checks": {"saunshi/natural-task": {"max_length": 60}}}
+    with pytest.raises(ConfigError, match=r"^checks.saunshi/natural-task.max_length: 60 gives .* contexts, over the "
+                                          r"limit max_contexts = 100000; lower checks.saunshi/natural-task.max_length "
+                                          r"\(world 'h'\)$"):
+        parse_config(raw)
+
+
+@pytest.mark.filterwarnings("error::simlm.errors.UntrainedPositionWarning")
+def test_a_trained_sweep_reads_no_untrained_position(tmp_path):
+    """The reviewer's case end to end: data.length 2, a causal ladder and the natural task at max_length 2
+    (inputs of 3 positions) ran with an UntrainedPositionWarning and exit 0; now the ladder trains on 3."""
+    raw = {**_trained(checks={"saunshi/natural-task": {"max_length": 2, "adversary": "none"}}),
+           "data": {"n_sequences": 2, "length": 2}}
+    raw["lms"]["trained"]["targets"] = [5.0]  # reached at the start: one LM
+    result = run_sweep(parse_config(raw), tmp_path, progress=False)
+    assert not result["errors"] and any(r["lm"].startswith("trained") for r in result["rows"])

@@ -26,7 +26,7 @@ from simlm.theory.head_prompt_margins import feasibility_range, label_margins, m
 from simlm.errors import ConfigError
 from simlm.theory.adversarial import METHODS as ADVERSARIES, adversarial_laws
 from simlm.theory.natural_tasks import NOISES, check_natural_task, random_natural_task
-from simlm.worlds.contexts import enumerate_contexts
+from simlm.worlds.contexts import check_context_count, enumerate_contexts
 
 #: the law each kind of LM source is defined (and calibrated) on.
 CAUSAL, MASKED, PREPENDED = "next-token", "masked", "prepended-mask"
@@ -61,10 +61,22 @@ def epsilon_check(cell) -> list:
                 epsilon_se=rep.epsilon_se)]
 
 
+def _contexts_fit(options: dict, world_spec: dict, world) -> None:
+    """The contexts of max_length enumerable for this world's V (else every cell fails)."""
+    try:
+        check_context_count(int(world.n_symbols), options["max_length"],
+                            advice="lower checks.saunshi/natural-task.max_length")
+    except ConfigError as err:
+        raise ConfigError(f"checks.saunshi/natural-task.{err} (world {world_spec['name']!r})") from None
+
+
 @register("saunshi/natural-task", paper="Saunshi, Malladi & Arora (ICLR 2021)", applies=_needs(CAUSAL),
           defaults={"max_length": 2, "noise": "logistic", "task_seed": 0, "adversary": "aligned"},
           validate=option_ranges("saunshi/natural-task", {"max_length": 1, "task_seed": 0},
                                  {"noise": NOISES, "adversary": (*ADVERSARIES, "none")}),
+          validate_world=_contexts_fit,
+          # the law after each context s ⊕ w: next_token_logprobs on max_length + 1 tokens
+          lm_input=lambda o, w, d: (o["max_length"] + 1, o["max_length"] + 1),
           description="O(√ε) transfer bounds on a natural task, exact on the enumerated contexts (loss at B*)")
 def natural_task_check(cell) -> list:
     """For every bound that applies (``any-lm`` and its second-order ``well-specified`` form for any causal
@@ -127,6 +139,7 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
               "needs an HMM world" if w.get("kind") not in ("hmm", "planted-hmm") else _needs(PREPENDED)(w, l)),
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
           validate=option_ranges("wei/head-tuning", {"n_train": 2, "n_test": 1, "length": 1, "task_seed": 0}),
+          lm_input=lambda o, w, d: (o["length"], o["length"] + 1),  # (MASK, x_1:length)
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:
     """Task y = 1[μᵀP(H_0 | x) ≥ 0] (sparse μ from ``task_seed``); a linear head is fitted on the LM's law at
@@ -191,8 +204,18 @@ def _validate_head_prompt(options: dict) -> None:
         raise ConfigError(f"checks.wei/head-prompt.{err}") from None
 
 
+def _head_prompt_input(options: dict, world_spec: dict, data: dict) -> tuple[int, int]:
+    """x_1:T' after the prompt's k vectors, and a MASK before x_1 for an HMM task (the memory task masks
+    each position in place): the experiment's own training length (head_prompt._train_configs)."""
+    from simlm.experiments import head_prompt as hp
+
+    config = hp.Config(**options, trained=False, analytic=None)  # prompt_length: the experiment's default
+    T = config.visible_length
+    return T, config.prompt_length + T + (world_spec.get("kind") != "memory-hmm")
+
+
 @register("wei/head-prompt", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=_head_prompt_applies,
-          defaults=_head_prompt_defaults(), validate=_validate_head_prompt,
+          defaults=_head_prompt_defaults(), validate=_validate_head_prompt, lm_input=_head_prompt_input,
           description="head and prompt tuning (linear or attention head) on one seed's posterior or memory task")
 def head_prompt_check(cell) -> list:
     """The predictors of :func:`simlm.experiments.head_prompt.evaluate` on this LM — heads for every LM,

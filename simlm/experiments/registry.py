@@ -69,7 +69,12 @@ class Check:
     directory: a part that needs a training another part is running waits for it).  ``validate(options)``
     raises a :class:`~simlm.errors.ConfigError` for bad options when the config is parsed, before a
     results directory is claimed; ``validate_world(options, world_spec, world)`` likewise for options that
-    depend on a world of the config (e.g. more words than its vocabulary), called with each built world."""
+    depend on a world of the config (e.g. more words than its vocabulary), called with each built world.
+    ``lm_input(options, world_spec, data) -> (tokens, positions)``: the longest input the check gives the
+    cell's LM — its world tokens and the model positions they take (a prepended MASK, a prompt's prefix);
+    without it, the cell's held-out tokens through a next-token or masked law (``data["length"]`` both).
+    The sweep trains its transformers on inputs that long, and refuses a model or training length that
+    would leave a position the check reads untrained or out of the model."""
 
     name: str
     paper: str
@@ -81,6 +86,14 @@ class Check:
     validate: Callable[[dict], None] | None = None
     part_jobs: bool = False
     validate_world: Callable[[dict, dict, object], None] | None = None
+    lm_input: Callable[[dict, dict, dict], tuple[int, int]] | None = None
+
+    def input_length(self, options: dict, world_spec: dict, data: dict) -> tuple[int, int]:
+        """``(tokens, positions)`` of the longest input this check gives an LM (``lm_input``)."""
+        if self.lm_input is None:
+            return int(data["length"]), int(data["length"])
+        tokens, positions = self.lm_input(options, world_spec, data)
+        return int(tokens), int(positions)
 
 
 _REGISTRY: dict[str, Check] = {}
@@ -89,7 +102,8 @@ _REGISTRY: dict[str, Check] = {}
 def register(name: str, *, paper: str, description: str, defaults: dict | None = None,
              applies: Callable[[dict, dict], str] | None = None, parts: Callable[[dict, dict, dict], list] | None = None,
              validate: Callable[[dict], None] | None = None, part_jobs: bool = False,
-             validate_world: Callable[[dict, dict, object], None] | None = None):
+             validate_world: Callable[[dict, dict, object], None] | None = None,
+             lm_input: Callable[[dict, dict, dict], tuple[int, int]] | None = None):
     """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
         old = _REGISTRY.get(name)
@@ -98,7 +112,7 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
                               f"and {run.__module__}.{run.__qualname__})")
         # the same function again: its module was imported anew (a reload, or a retry after a failed import)
         _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
-                                parts, validate, part_jobs, validate_world)
+                                parts, validate, part_jobs, validate_world, lm_input)
         return run
     return wrap
 

@@ -397,21 +397,49 @@ def _trained_worlds(config: SweepConfig) -> list:
     return [w for w in config.worlds if t["worlds"] is None or w["name"] in t["worlds"]]
 
 
+def _trained_inputs(config: SweepConfig, world_spec: dict) -> list[tuple[str, int, int]]:
+    """``(what, tokens, positions)``: the longest input each check that reads this world's trained LMs gives
+    them, named as its config key (:meth:`~simlm.experiments.registry.Check.input_length`), the cells' held-out ε among them."""
+    t = config.lms["trained"]
+    spec = {"source": "trained", "objective": t["objective"], "laws": list(OBJECTIVE_LAWS[t["objective"]])}
+    length = int(config.data["length"])
+    reads = [("data.length", length, length)]  # every cell's held-out ε
+    for name, options in config.checks.items():
+        check = get_check(name)
+        if check.applies(world_spec, spec) == "":
+            reads.append((f"checks.{name}", *check.input_length(options, world_spec, config.data)))
+    return reads
+
+
 def _train_configs(config: SweepConfig, world_spec: dict, world):
     from simlm.models.transformer import TransformerConfig
     from simlm.train import TrainConfig
 
     t = config.lms["trained"]
     data = config.data
-    try:
-        model = TransformerConfig(**{"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": data["length"] + 1,
-                                     **t["model"], "n_symbols": int(world.n_symbols),
-                                     "causal": t["objective"] != "masked-lm"})
-        train = TrainConfig(**{"seq_len": data["length"], "batch_size": 32, "max_steps": 300, "eval_every": 25,
+    reads = _trained_inputs(config, world_spec)
+    longest = max(positions for _, _, positions in reads)  # ≥ data.length: the cells' ε reads that
+    try:  # by default trained on the longest input a check reads, so that every position it reads is trained
+        model = TransformerConfig(**{"d_model": 16, "n_layers": 1, "n_heads": 2,
+                                     "max_len": max(data["length"] + 1, longest), **t["model"],
+                                     "n_symbols": int(world.n_symbols), "causal": t["objective"] != "masked-lm"})
+        train = TrainConfig(**{"seq_len": longest, "batch_size": 32, "max_steps": 300, "eval_every": 25,
                                "eval_sequences": 64, **t["train"], "objective": t["objective"],
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
     except TypeError as err:
         raise ConfigError(f"lms.trained: {err}") from None
+    where = f"the trained LMs of world {world_spec['name']!r}"
+    for name, tokens, positions in reads:  # a model or training length the user set too short for a check
+        if tokens > model.max_len or positions > model.n_positions:
+            raise ConfigError(f"{name}: reads {tokens} tokens ({positions} model positions) from {where}, "
+                              f"whose lms.trained.model.max_len = {model.max_len} holds {model.max_len} tokens and "
+                              f"{model.n_positions} positions; raise max_len or shorten the inputs")
+        if model.positions == "learned" and positions > train.seq_len:
+            raise ConfigError(
+                f"{name}: reads inputs of {positions} positions from {where}, trained on "
+                f"lms.trained.train.seq_len = {train.seq_len}: positions {train.seq_len}–{positions - 1} keep their "
+                f"initial random embedding, so the laws read there are not the trained model's; train on seq_len "
+                f"≥ {positions} (left out, it is the longest input the checks read) or shorten the inputs")
     from simlm.train.trainer import _validate_training
 
     try:  # the trainer's own checks (seq_len ≤ max_len, memory), before anything is written: a config that

@@ -67,19 +67,8 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
         raise ConfigError("world: expected a simlm world (with n_symbols and log_likelihood), got "
                           f"{type(world).__name__}")
     L = check_positive_int("max_length", max_length, minimum=0)
-    cap = check_positive_int("max_contexts", max_contexts)
     V = check_positive_int("world.n_symbols", world.n_symbols)
-    total, count = 0, 1
-    for _ in range(L + 1) if V > 1 else ():  # Σ_{t ≤ L} V^t, stopping once past the cap (L may be huge)
-        total, count = total + count, count * V
-        if total > cap:
-            break
-    total = total if V > 1 else L + 1
-    if total > cap:
-        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t ≥ {total} contexts, over the limit "
-                          f"max_contexts = {cap}; lower max_length or raise max_contexts")
-    check_request("max_length, max_contexts", [(V ** (L + 1) * (L + 1), 8 * 2 + 4), (total * V, 8 * 3)],
-                   f"the {V}^{L + 1} sequences of length {L + 1} that are scored, and the laws")
+    check_context_count(V, L, max_contexts)
     logp = [np.zeros(1)]  # log p(s) for every s of length t, lexicographic
     for t in range(1, L + 2):
         seqs = np.stack(np.unravel_index(np.arange(V**t), (V,) * t), axis=-1).astype(np.int32)
@@ -101,4 +90,26 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     return ContextSet(tuple(prefixes), np.asarray(lengths), probs, probs / (L + 1), np.concatenate(laws), L)
 
 
-__all__ = ["ContextSet", "enumerate_contexts", "MAX_CONTEXTS"]
+def check_context_count(n_symbols: int, max_length: int, max_contexts: int = MAX_CONTEXTS, *,
+                        advice: str = "lower max_length or raise max_contexts") -> int:
+    """Σ_{t ≤ L} V^t, the number of contexts :func:`enumerate_contexts` would list, or :class:`ConfigError`
+    (naming ``max_length``, then ``advice``) when it exceeds ``max_contexts`` or the V^{L+1} sequences it
+    scores cannot fit in memory — so a caller that knows V and L can refuse them before building a world."""
+    L = check_positive_int("max_length", max_length, minimum=0)
+    cap = check_positive_int("max_contexts", max_contexts)
+    V = check_positive_int("world.n_symbols", n_symbols)
+    total, count = 0, 1
+    for _ in range(L + 1) if V > 1 else ():  # Σ_{t ≤ L} V^t, stopping once past the cap (L may be huge)
+        total, count = total + count, count * V
+        if total > cap:
+            break
+    total = total if V > 1 else L + 1
+    if total > cap:
+        raise ConfigError(f"max_length: {L} gives Σ_(t≤{L}) {V}^t ≥ {total} contexts, over the limit "
+                          f"max_contexts = {cap}; {advice}")
+    check_request("max_length, max_contexts", [(V ** (L + 1) * (L + 1), 8 * 2 + 4), (total * V, 8 * 3)],
+                   f"the {V}^{L + 1} sequences of length {L + 1} that are scored, and the laws")
+    return total
+
+
+__all__ = ["ContextSet", "enumerate_contexts", "check_context_count", "MAX_CONTEXTS"]
