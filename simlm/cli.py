@@ -9,7 +9,9 @@
 
 Every error a user can cause exits with status 2 and one line naming the argument.  A sweep (or demo) whose
 cells failed exits with status 1 after writing every result it has and listing each failure (a rerun into
-the directory recomputes the failed cells only).
+the directory recomputes the failed cells only).  Violated bounds are results, counted in the summary line
+and report.md: the run exits with status 0.  Trained ladder rungs no seed reached (no LM, so no cells) are
+listed with the best ε reached.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def _run(config, args) -> int:
           f"apply; {result['time_s']:.1f} s")
     for e in result["errors"]:
         print(f"  failed {e['cell']}: {e['error']}")
+    if result.get("unreached"):  # no LM there, so no cell and no row: said, not dropped silently
+        print(f"{len(result['unreached'])} trained ladder rungs not reached (no LM, no cells):")
+        for u in result["unreached"]:
+            print(f"  world {u['world']} seed {u['seed']}: ε ≤ {u['target']:g} not reached in {u['steps']} steps "
+                  f"(best ε {u['best_eps']:.4g})")
     out = Path(args.out)
     tables = [out / "results.csv"] + [out / "results.parquet"] * (out / "results.parquet").exists()
     print(f"wrote {', '.join(str(p) for p in tables + list(paths))}")

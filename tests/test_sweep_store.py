@@ -580,3 +580,23 @@ def test_a_trained_sweep_reads_no_untrained_position(tmp_path):
     raw["lms"]["trained"]["targets"] = [5.0]  # reached at the start: one LM
     result = run_sweep(parse_config(raw), tmp_path, progress=False)
     assert not result["errors"] and any(r["lm"].startswith("trained") for r in result["rows"])
+
+
+def test_a_rung_no_seed_reached_is_listed_not_dropped(tmp_path, capsys):
+    """A ladder rung a seed never reached has no LM and so no cell: the sweep printed '0 cells, 0 rows' and
+    exit 0 with nothing said.  It is listed with the best ε the seed reached, in the console, summary.json and
+    report.md (and the run is not a failure: every cell it could run, it ran)."""
+    raw = _trained(checks={"simlm/epsilon": {}})
+    raw["lms"] = {"oracle": False, "trained": {**raw["lms"]["trained"], "targets": [1e-9]}}
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(raw))
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 trained ladder rungs not reached (no LM, no cells):" in out
+    assert "world h seed 0: ε ≤ 1e-09 not reached in 2 steps (best ε " in out
+    (u,) = json.loads((tmp_path / "out" / "summary.json").read_text())["unreached"]
+    assert u["world"] == "h" and u["seed"] == 0 and u["target"] == 1e-9 and u["steps"] == 2 and u["best_eps"] > 1e-9
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Ladder rungs not reached" in report and "world `h`, seed 0: ε ≤ 1e-09 not reached" in report
+    assert main(["report", str(tmp_path / "out")]) == 0  # re-rendered from the directory alone, still listed
+    assert "## Ladder rungs not reached" in (tmp_path / "out" / "report.md").read_text()

@@ -222,6 +222,18 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
     return paths
 
 
+def _unreached(out_dir: Path) -> list:
+    """The last run's unreached ladder rungs, from ``summary.json`` (none when it is absent or unreadable:
+    a run that has not finished, or one written before they were recorded)."""
+    try:
+        summary = read_json(out_dir / "summary.json", what="out") if (out_dir / "summary.json").exists() else {}
+    except ConfigError:
+        return []
+    rungs = summary.get("unreached") if isinstance(summary, dict) else None
+    keys = {"world", "seed", "target", "best_eps", "steps"}
+    return [u for u in rungs if isinstance(u, dict) and keys <= set(u)] if isinstance(rungs, list) else []
+
+
 def markdown(rows: list, out_dir: Path, plots: list) -> str:
     """The report: the config's name, the cells and the runs that computed them (each run's environment,
     from ``environment.json``), the bound summary, the failed cells and the figures.  Cells and failures
@@ -260,6 +272,12 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
                              f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')} |")
     if errors:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
+    unreached = _unreached(out_dir)
+    if unreached:
+        lines += ["", "## Ladder rungs not reached", "", "No LM, so no cells: the trained model of that seed never "
+                  "came down to the target ε.", ""]
+        lines += [f"- world `{u['world']}`, seed {u['seed']}: ε ≤ {u['target']:g} not reached in {u['steps']} steps "
+                  f"(best ε {u['best_eps']:.4g})" for u in unreached]
     if plots:
         lines += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"

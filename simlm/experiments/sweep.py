@@ -479,7 +479,8 @@ def build_lm(world, spec: dict, tokens, out: Path):
 # ---- jobs (pure functions of JSON, run by any executor) ---------------------------------------------
 
 def train_job(payload: str) -> str:
-    """Train one world's ladder (resuming its run directory); returns the reached rungs as LM specs."""
+    """Train one world's ladder (resuming its run directory); returns ``{"lms": the reached rungs as LM
+    specs, "unreached": the rungs a seed did not reach, with its best ε and the steps it ran}``."""
     from simlm.train import train
 
     release_compiled()  # a long-lived worker's compiled programs would end at the process's map limit
@@ -495,7 +496,10 @@ def train_job(payload: str) -> str:
     lms = [{"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed, "laws": list(laws),
             "path": str(Path(r.path).absolute().relative_to(out.absolute())), "step": r.step}
            for r in result.records if r.reached]
-    return json.dumps(lms)
+    unreached = [{"world": spec["name"], "seed": r.seed, "target": r.target,
+                  "best_eps": float(result.best_epsilon[r.seed]), "steps": result.final_step}
+                 for r in result.records if not r.reached]
+    return json.dumps({"lms": lms, "unreached": unreached})
 
 
 def heldout_tokens(world, config: SweepConfig) -> np.ndarray:
@@ -660,8 +664,9 @@ def _installed(name: str) -> str | None:
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
-    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "cells", "new_cells",
-    "time_s"}`` and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
+    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "cells",
+    "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give no LM
+    and so no cells) and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once
@@ -692,12 +697,14 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
                                        "progress": progress and here, "store": local, "tag": info, **kw})
     bar = progress_bar(0, enabled=progress, desc="sweep")
-    trained = {}
+    trained, unreached = {}, []
     if _trained_worlds(config):
         names = [w["name"] for w in _trained_worlds(config)]
         bar.set_description(f"sweep: training {', '.join(names)}")
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
-            trained[json.loads(p)["world"]] = json.loads(result)
+            ladder = json.loads(result)
+            trained[json.loads(p)["world"]] = ladder["lms"]
+            unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
         bar.set_description("sweep")
     jobs, skipped, total, new = [], [], 0, 0  # jobs: (the part it starts with, payload)
     apart = local and not here  # checks' parts that ask for it run as jobs of their own (Check.part_jobs)
@@ -749,7 +756,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     write_tables(rows, out)
     errors = store.errors()
     summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors, "skipped": skipped,
-               "time_s": time.perf_counter() - started}
+               "unreached": unreached, "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
@@ -847,14 +854,15 @@ def _arrow_column(pa, values: list):
 def read_results(out) -> list:
     """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
     out = Path(out)
-    if not (out / "cells.jsonl").exists():
+    if not (out / "cells.jsonl").exists() and not (out / "sweep.json").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
     fix = "the directory's config is damaged; rerun the sweep elsewhere"
     config = read_json(out / "sweep.json", what="out", fix=fix)
     if not isinstance(config, dict):
         raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's "
                           f"config; {fix}")
-    return CellStore(out / "cells.jsonl").records()
+    # a sweep with no cell yet (or none at all: every trained rung unreached, nothing else to run) has no log
+    return CellStore(out / "cells.jsonl").records() if (out / "cells.jsonl").exists() else []
 
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
