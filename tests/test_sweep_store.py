@@ -600,3 +600,19 @@ def test_a_rung_no_seed_reached_is_listed_not_dropped(tmp_path, capsys):
     assert "## Ladder rungs not reached" in report and "world `h`, seed 0: ε ≤ 1e-09 not reached" in report
     assert main(["report", str(tmp_path / "out")]) == 0  # re-rendered from the directory alone, still listed
     assert "## Ladder rungs not reached" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r["worlds"][0]["options"].update(n_states=0), r"^worlds.h.options.n_states: expected an integer"),
+    (lambda r: r["lms"]["trained"]["model"].update(d_model=6, n_heads=4), r"^lms.trained.model.d_model: 6 is not"),
+    (lambda r: r["lms"]["trained"]["train"].update(learning_rate=-1.0), r"^lms.trained.train.learning_rate: "),
+    (lambda r: r["checks"].update({"wei/head-prompt-experiment": {"seeds": [-1]}}),
+     r"^checks.wei/head-prompt-experiment.seeds: "),
+])
+def test_a_bad_value_is_named_where_it_is_in_the_config(change, match):
+    """The world's, the model's, the trainer's and an experiment check's own checks named the key alone
+    ("n_states: expected …": of which world? "seeds: …": lms.trained.seeds or a check's?)."""
+    raw = json.loads(json.dumps(_trained()))
+    change(raw)
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw)

@@ -301,7 +301,12 @@ def parse_config(raw: dict) -> SweepConfig:
             _option(f"checks.{name}.{key}", value, check.defaults[key])
         checks[name] = {**check.defaults, **options}
         if check.validate is not None:
-            check.validate(checks[name])
+            try:
+                check.validate(checks[name])
+            except SimlmError as err:  # named where it is in the config ("seeds: …" of which check?)
+                if str(err).startswith(f"checks.{name}"):
+                    raise
+                raise type(err)(f"checks.{name}.{err}") from None
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
@@ -356,6 +361,8 @@ def build_world(spec: dict):
         return cls.random(spec["seed"], **spec["options"])
     except TypeError as err:  # a missing or unknown keyword
         raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
+    except SimlmError as err:  # the constructor's own check, e.g. "n_states: expected …": named in the config
+        raise type(err)(f"worlds.{spec['name']}.options.{err}") from None
 
 
 def planted_constructor(family: str):
@@ -423,11 +430,19 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
         model = TransformerConfig(**{"d_model": 16, "n_layers": 1, "n_heads": 2,
                                      "max_len": max(data["length"] + 1, longest), **t["model"],
                                      "n_symbols": int(world.n_symbols), "causal": t["objective"] != "masked-lm"})
+    except TypeError as err:
+        raise ConfigError(f"lms.trained: {err}") from None
+    except SimlmError as err:  # e.g. "d_model: 6 is not divisible by n_heads = 4": named in the config
+        raise type(err)(f"lms.trained.model.{err}") from None
+    try:
         train = TrainConfig(**{"seq_len": longest, "batch_size": 32, "max_steps": 300, "eval_every": 25,
                                "eval_sequences": 64, **t["train"], "objective": t["objective"],
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
     except TypeError as err:
         raise ConfigError(f"lms.trained: {err}") from None
+    except SimlmError as err:  # the sweep sets targets, seeds and objective from lms.trained, the rest is train's
+        own = str(err).split(":")[0] in ("targets", "seeds", "objective")
+        raise type(err)(f"lms.trained.{'' if own else 'train.'}{err}") from None
     where = f"the trained LMs of world {world_spec['name']!r}"
     for name, tokens, positions in reads:  # a model or training length the user set too short for a check
         if tokens > model.max_len or positions > model.n_positions:
