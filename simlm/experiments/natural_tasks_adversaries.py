@@ -117,7 +117,8 @@ def slope(eps, excess) -> float:
 
 def targets(result: dict) -> dict:
     """The issue's targets on ``result["rows"]``, per world: ``nontrivial_share`` of the (task, ε) rows
-    on the absolute ε grid (aligned adversary's any-LM rows, every task) that some LM could fail
+    on the absolute ε grid (aligned adversary's any-LM rows, every task; a pair whose adversary could not be
+    built has no row — it is listed under ``skipped`` — and is not counted) that some LM could fail
     (``trivial``: the bound is ≥ the largest (a) any LM can give at every B); ``worst_case_used``: per
     (bound, γ = 1 | rarest slice, ε), the least over non-trivial tasks of the most slack any adversary
     of that bound uses at B*; ``slopes``: per (fixed-radius adversary, task), the log–log slope against
@@ -166,7 +167,8 @@ def format_targets(t: dict) -> str:
     lines = [f"targets: violations {t['violations']} (target 0)"]
     for world, w in ((k, v) for k, v in t.items() if k != "violations"):
         lines.append(f"  {world}: non-trivial (task, ε) rows of the aligned adversary on the ε grid: "
-                     f"{w['nontrivial_share']:.0%} of {w['rows']} (target ≥ 80%)")
+                     f"{w['nontrivial_share']:.0%} of the {w['rows']} built "
+                     "(target ≥ 80%; pairs skipped not counted)")
         for bound in dict.fromkeys(k[0] for k in w["worst_case_used"]):
             lines.append(f"    {bound}: slack used by the worst adversary, least over non-trivial tasks (target ≥ 1/3): "
                          + ", ".join(f"{g} ε={e}: {u:.2f}" for (b, g, e), u in w["worst_case_used"].items() if b == bound))
