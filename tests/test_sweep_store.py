@@ -616,3 +616,9 @@ def test_a_bad_value_is_named_where_it_is_in_the_config(change, match):
     change(raw)
     with pytest.raises(ConfigError, match=match):
         parse_config(raw)
+
+
+def test_a_head_tuning_task_no_host_could_hold_is_refused_when_the_config_is_read():
+    raw = {**PARTS, "checks": {"wei/head-tuning": {"n_train": 10**10}}}
+    with pytest.raises(ConfigError, match=r"^checks.wei/head-tuning.n_train, n_test, length: this request needs"):
+        parse_config(raw)

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from simlm.checks import check_memory
 from simlm.downstream import fit_linear_head, make_posterior_task, sample_task_data, task_features
 from simlm.experiments.registry import option_ranges, register, row
 from simlm.metrics import divergence_report, exact_prepended_epsilon
@@ -135,10 +136,18 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
     return rows
 
 
+def _validate_head_tuning(options: dict) -> None:
+    """Each option in range, and the task's tokens within this host's memory (a request no host holds failed
+    in every cell, not when the config was read)."""
+    option_ranges("wei/head-tuning", {"n_train": 2, "n_test": 1, "length": 1, "task_seed": 0})(options)
+    check_memory("checks.wei/head-tuning.n_train, n_test, length",
+                 (options["n_train"] + options["n_test"]) * options["length"], what="the task's tokens")
+
+
 @register("wei/head-tuning", paper="Wei, Xie & Ma (NeurIPS 2021)", applies=lambda w, l: (
               "needs an HMM world" if w.get("kind") not in ("hmm", "planted-hmm") else _needs(PREPENDED)(w, l)),
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
-          validate=option_ranges("wei/head-tuning", {"n_train": 2, "n_test": 1, "length": 1, "task_seed": 0}),
+          validate=_validate_head_tuning,
           lm_input=lambda o, w, d: (o["length"], o["length"] + 1),  # (MASK, x_1:length)
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:
