@@ -510,7 +510,10 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
     order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
     spent = np.concatenate([[0.0], np.cumsum(w[order] * costs.kl[order])])
-    k = int(np.searchsorted(spent, eps, side="right")) - 1  # flips that fit the budget
+    # flips that fit the budget, to rounding: an LM's own ε (its KL from its laws) is up to ~1e-17 absolute
+    # (3e-12 relative at ε = 3e-6) below the prefix it spent, and given back as the budget it flipped nothing
+    # (worst_case_slack reports that ε)
+    k = int(np.searchsorted(spent, eps * (1 + 1e-9), side="right")) - 1
     t = np.zeros(len(w))
     t[order[:k]] = 1.0
     if spend and k < len(order):
