@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import simlm.downstream as ds
-from simlm.errors import ConfigError, ShapeError, SimlmError, TokenError
+from simlm.errors import ConfigError, ShapeError, SimlmError, TokenError, TrainingDivergedError
 from simlm.models import TransformerConfig, WorldLM
 from simlm.models.transformer import Transformer, TransformerLM
 from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
@@ -61,6 +61,13 @@ CASES = [
     ("labels short", lambda: ds.fit_linear_head(F, Y[:3]), ShapeError, "labels"),
     ("n_classes 1", lambda: ds.fit_linear_head(F, Y, n_classes=1), ConfigError, "n_classes"),
     ("method list", lambda: ds.fit_linear_head(F, Y, method=["adam"]), ConfigError, "method"),
+    # 0 and inf in float32, where the fits compute: the unpenalised fit without its warning, the random start
+    ("l2 1e-50", lambda: ds.fit_linear_head(F, Y, l2=1e-50), ConfigError, "^l2: 1e-50 is below float32's smallest"),
+    ("l2 1e39", lambda: ds.fit_linear_head(F, Y, l2=1e39), ConfigError, "^l2: 1e.39 is above float32's largest"),
+    ("attention l2 1e39", lambda: ds.fit_attention_head(FA, Y, l2=1e39), ConfigError, "^l2: 1e.39 is above"),
+    ("tol 1e50", lambda: ds.fit_linear_head(F, Y, tol=1e50), ConfigError, "^tol: 1e.50 is above float32's largest"),
+    ("adam lr 1e30", lambda: ds.fit_linear_head(F, Y, method="adam", lr=1e30, steps=20), TrainingDivergedError,
+     r"^lr: fit_linear_head \(adam\) ended at a non-finite loss"),
     ("method sgd", lambda: ds.fit_linear_head(F, Y, method="sgd"), ConfigError, "method"),
     ("steps 0", lambda: ds.fit_linear_head(F, Y, steps=0), ConfigError, "steps"),
     ("steps 2.5", lambda: ds.fit_linear_head(F, Y, steps=2.5), ConfigError, "steps"),

@@ -84,10 +84,25 @@ def check_lr(lr) -> float:
 
 
 def check_l2(l2) -> float:
-    """The ridge weight: 0 or a positive finite number."""
+    """The ridge weight: 0, or a positive number in float32's normal range, where the fits compute (1e-50
+    became 0 there — the unpenalised fit, without its 'no minimiser' warning — and 1e39 inf: the objective
+    was inf from the first step and the random start came back as the fit)."""
     if isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, (bool, np.bool_)) and l2 == 0:
         return 0.0
-    return check_positive("l2", l2)
+    return check_float32_range("l2", check_positive("l2", l2), "give l2 = 0 for no penalty")
+
+
+def check_float32_range(name: str, value: float, small: str) -> float:
+    """A positive ``value`` within float32's normal range, where the fits compute, else :class:`ConfigError`
+    naming ``name`` (``small``: what to do instead of a value that would round to 0)."""
+    tiny, top = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    if value < tiny:
+        raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where the "
+                          f"fits compute: it would round to 0; {small}")
+    if value > top:
+        raise ConfigError(f"{name}: {value:g} is above float32's largest number ({top:.3g}), where the fits "
+                          "compute: it would be inf")
+    return value
 
 
 def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -391,9 +406,13 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     head = LinearLogits()
     params, losses, taken, grad_norm, stopped = _fit_linear(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_lr(lr)), jnp.float32(check_positive("tol", tol)),
+        jnp.float32(check_lr(lr)), jnp.float32(check_float32_range("tol", check_positive("tol", tol), "tol = 0 "
+                                                                   "is no tolerance: give a positive one")),
         as_key(check_positive_int("seed", seed, minimum=0), "seed"), C, steps, method)
     g, taken = float(grad_norm), int(taken)
+    if not (np.isfinite(g) and np.isfinite(np.asarray(losses)[:taken]).all()):  # Adam at lr = 1e30: W ≈ ±1e30
+        raise TrainingDivergedError(f"lr: fit_linear_head ({method}) ended at a non-finite loss or gradient "
+                                    f"(gradient norm {g:.3g} after {taken} steps); lower lr, or check the features")
     # a stall certifies the optimum only where the objective has curvature: with l2 = 0 and nearly collinear
     # features a gradient norm of 2e-5 sat 2.4e-3 nats above it
     if method == "lbfgs" and not (g <= tol or (bool(stopped) and g <= _STALLED_GRADIENT and l2 > 0)):
