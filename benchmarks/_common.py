@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import jax
+import numpy as np
 
 from simlm.runtime import cpu_description
 
@@ -67,6 +68,24 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 5, 
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
     return {name: Timing(statistics.median(t), min(t), tuple(t)) for name, t in times.items()}
+
+
+#: two contenders compute the same laws when max |Δp| ≤ LAW_RTOL · max p and their log-likelihoods agree to
+#: LOGLIK_RTOL, relative.  A float32 filter is ~1e-8 of max p off a float64 one (the H200 run: 9.3e-9); a 1 %
+#: error in the emissions is ~1e-2 of it, where the absolute 1e-4 this replaced passed it (V = 256: 9.4e-5).
+LAW_RTOL, LOGLIK_RTOL = 1e-4, 1e-5
+
+
+def agreement(p, q, loglik_p, loglik_q) -> dict:
+    """Whether laws ``p`` and the reference ``q`` (same shape) and the log-likelihoods beside them agree:
+    ``{"max_abs_diff", "law_rel_diff", "loglik_rel_diff", "agrees"}`` (relative to max |q| and |loglik_q|)."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    lp, lq = np.asarray(loglik_p, np.float64), np.asarray(loglik_q, np.float64)
+    diff = float(np.max(np.abs(p - q)))
+    law = diff / max(float(np.max(np.abs(q))), np.finfo(np.float64).tiny)
+    loglik = float(np.max(np.abs(lp - lq) / np.maximum(np.abs(lq), np.finfo(np.float64).tiny)))
+    return {"max_abs_diff": diff, "law_rel_diff": law, "loglik_rel_diff": loglik,
+            "agrees": bool(law <= LAW_RTOL and loglik <= LOGLIK_RTOL)}
 
 
 def run_process_group(cmd: list[str], *, timeout: float, cwd=None) -> tuple[int | None, str]:

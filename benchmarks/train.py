@@ -403,13 +403,18 @@ def load_state(before: dict, during: LoadMonitor, cores: int) -> dict:
 
 # ---- verdicts ---------------------------------------------------------------------------------
 
-def ratio_verdict(ratios: list, *, quick: bool, load: dict, peer_agrees: bool = True) -> dict:
+def ratio_verdict(ratios: list, *, quick: bool, load: dict, peer_agrees: bool = True,
+                  devices: tuple[str, str] = ("cpu", "cpu")) -> dict:
     """The target simlm ÷ HF ≥ :data:`RATIO_TARGET` at every size: ``met`` is a bool only for a full-size
-    run on an unloaded machine with a peer that computes simlm's network; otherwise None, and ``reason``
-    says why."""
+    run on an unloaded machine with a peer that computes simlm's network on the same kind of device
+    (``devices``: simlm's backend and the peer's torch device, "gpu"/"cuda" one kind); otherwise None, and
+    ``reason`` says why."""
     target = {"target": RATIO_TARGET, "worst": min(ratios) if ratios else None, "met": None, "reason": None}
+    simlm_on, peer_on = devices
     if not ratios:
         target["reason"] = "not measured (peer unavailable)"
+    elif {"gpu": "cuda"}.get(simlm_on, simlm_on) != peer_on:  # a GPU against a CPU is no like-for-like ratio
+        target["reason"] = f"not judged: simlm on {simlm_on}, the peer on {peer_on}"
     elif not peer_agrees:
         target["reason"] = "not judged: the peer is not the same network (its logits disagree with simlm's)"
     elif quick:
@@ -664,7 +669,8 @@ def main(argv=None) -> int:
     load = load_state(before, monitor, cores)
     agrees = all(r["peer_equivalence"]["agrees"] for r in rows if r["peer_equivalence"])
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
-    target = ratio_verdict(ratios, quick=args.quick, load=load, peer_agrees=agrees)
+    target = ratio_verdict(ratios, quick=args.quick, load=load, peer_agrees=agrees,
+                           devices=(jax.default_backend(), peer_info.get("torch_device", "cpu")))
     during = "—" if load["during"] is None else f"{load['during']:.1f}"
     print(f"\nload: {load['measure']}: {load['before']:.1f} before, {during} during the timed chunks "
           f"(mean), on {cores} cores (a verdict needs ≤ {load['limit']:g})")

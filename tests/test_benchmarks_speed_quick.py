@@ -174,3 +174,41 @@ def test_the_profile_entry_reports_the_step_by_kind_and_its_top_kernel_without_a
     assert value == ("17.50 ms a step; by kind (ms): other fusion 6.30, matmul 4.90; "
                      "top kernel input_scatter_fusion_2 4.26 ms")
     assert suite_script.headlines("profile", {"config": {}})[0][2] == "—"  # a stopped run: no number
+
+
+def test_the_peers_agree_only_when_their_laws_and_likelihoods_do():
+    """The filters' and worlds' equivalence with dynamax was max |Δp| ≤ 1e-4 absolute: at V = 256 a law 1 %
+    off in its emissions passed (9.4e-5), and the log-likelihoods both sides compute were never compared."""
+    import numpy as np
+    from _common import agreement
+
+    from simlm.worlds import HMM
+
+    hmm = HMM.random(0, 16, 256)
+    x = hmm.sample(1, 8, 64)
+    law, steps = (np.asarray(a, np.float64) for a in hmm_module_law(hmm, x))
+    tilt = np.asarray(hmm.emission, np.float64) * (1 + 0.01 * np.random.default_rng(0).choice([-1, 1], (16, 256)))
+    off = HMM(hmm.initial, hmm.transition, tilt / tilt.sum(1, keepdims=True))
+    law_off, steps_off = (np.asarray(a, np.float64) for a in hmm_module_law(off, x))
+    assert np.abs(law_off - law).max() < 1e-4  # what the old rule let through
+    assert not agreement(law_off, law, steps_off.sum(-1), steps.sum(-1))["agrees"]
+    exact = agreement(law, law, steps.sum(-1), steps.sum(-1))
+    assert exact["agrees"] and exact["law_rel_diff"] == 0 == exact["loglik_rel_diff"]
+    # one sequence's log-likelihood 1e-4 off, the laws equal: refused too
+    assert not agreement(law, law, steps.sum(-1) * (1 + 1e-4), steps.sum(-1))["agrees"]
+
+
+def hmm_module_law(hmm, x):
+    from simlm.worlds import hmm as hmm_module
+
+    return hmm_module.next_token_probs(hmm.initial, hmm.transition, hmm.emission, x)
+
+
+def test_time_to_eps_judges_only_a_cpu_run_against_its_cpu_target():
+    import time_to_eps
+
+    rungs = [{"target": 0.03, "reached": True}, {"target": 0.01, "reached": True}]
+    assert time_to_eps.verdict(rungs, 100.0, quick=False)["met"] is True
+    gpu = time_to_eps.verdict(rungs, 100.0, quick=False, backend="gpu")  # read "met" against the CPU's 600 s
+    assert gpu["met"] is None and gpu["reason"] == "not judged: the target is for a CPU, this run is on gpu"
+    assert gpu["seconds_to_reach"] == 100.0  # still reported

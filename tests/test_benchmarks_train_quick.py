@@ -127,6 +127,10 @@ def test_train_ratio_gets_no_verdict_on_a_loaded_machine():
     assert train_bench.ratio_verdict([18.0], quick=True, load=idle)["met"] is None
     assert train_bench.ratio_verdict([18.0], quick=False, load=idle, peer_agrees=False)["met"] is None
     assert train_bench.ratio_verdict([], quick=False, load=idle)["met"] is None
+    # simlm on a GPU against a CPU-only torch build: 6× "met" was a GPU-vs-CPU ratio, not a verdict
+    gpu_cpu = train_bench.ratio_verdict([6.0], quick=False, load=idle, devices=("gpu", "cpu"))
+    assert gpu_cpu["met"] is None and gpu_cpu["reason"] == "not judged: simlm on gpu, the peer on cpu"
+    assert train_bench.ratio_verdict([6.0], quick=False, load=idle, devices=("gpu", "cuda"))["met"] is True
 
 
 def test_other_processes_running_threads_leave_out_this_process(tmp_path):
