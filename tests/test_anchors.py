@@ -400,6 +400,12 @@ def test_bad_input_raises_typed_errors_naming_the_argument():
         n2_construction(ctx, world_anchor_fit(ctx, bulk), bulk, world.carrier_ids)
     with pytest.raises(ConfigError, match="words"):
         word_task(ctx, world_anchor_fit(ctx, bulk), [0, 9], [1.0, 1.0])
+    # named as given, not as the 'words' of the helper they reach (ids out of range, repeated or not integers)
+    for bad in ([0, 99], [1, 1], [1.0, 2.0], "ab"):
+        with pytest.raises(ConfigError, match="^rare_words: expected distinct word ids"):
+            random_tasks(ctx, world_anchor_fit(ctx, bulk), 0, rare_words=bad)
+        with pytest.raises(ConfigError, match="^carriers: expected distinct word ids"):
+            n2_construction(ctx, world_anchor_fit(ctx, bulk), bulk, bad)
     with pytest.raises(ConfigError, match="eps"):
         analytic_laws(ctx, "logit-noise", -1.0)
 

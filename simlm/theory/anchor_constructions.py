@@ -64,7 +64,7 @@ from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs
 from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
 from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, array_digest, check_bulk,
                                   check_lm_laws, check_task, half_index, head_errors, log_softmax, probability_part,
-                                  probe_error, word_task)
+                                  probe_error, word_task, _word_ids)
 
 
 def exact_epsilon_rows(ctx: AnchorContexts, logp_lm) -> float:
@@ -158,7 +158,7 @@ def n2_construction(ctx: AnchorContexts, fit: AnchorFit, bulk, carriers, *, n_la
                     seed=0) -> Construction:
     """N2 (module docstring) over the first two ``carriers``; ``control_eps`` moves the two most frequent
     words by the same δ(x)."""
-    ids = np.asarray(carriers).reshape(-1)
+    ids = _word_ids(carriers, ctx.logp.shape[1], name="carriers")
     if ids.size < 2:
         raise ConfigError(f"carriers: N2 needs two rare carrier words, got {carriers!r} "
                           "(LogLinearWorld.random(..., n_carriers=2))")

@@ -374,9 +374,9 @@ def _task(name, ctx, direction, words=None, coef=None) -> AnchorTask:
                       rows_fingerprint(ctx))
 
 
-def _word_ids(words, V: int, *, distinct: bool = True) -> np.ndarray:
-    """Words as a flat int array of ids in [0, V) (``distinct``: no id twice), or a ConfigError naming ``words``."""
-    want = f"words: expected {'distinct ' if distinct else ''}word ids in [0, {V}), got {words!r}"
+def _word_ids(words, V: int, *, distinct: bool = True, name: str = "words") -> np.ndarray:
+    """Words as a flat int array of ids in [0, V) (``distinct``: no id twice), or a ConfigError naming ``name``."""
+    want = f"{name}: expected {'distinct ' if distinct else ''}word ids in [0, {V}), got {words!r}"
     try:
         ids = np.asarray(words).reshape(-1)
     except ValueError:  # ragged nesting
@@ -406,7 +406,7 @@ def random_tasks(ctx: AnchorContexts, fit: AnchorFit, seed, *, n_words: int = 2,
     k = check_positive_int("n_words", n_words, minimum=2, maximum=ctx.logp.shape[1])
     order = np.argsort(-(ctx.weights @ np.exp(ctx.logp)))
     top = order[:k]
-    rare = order[-k:] if rare_words is None else np.asarray(rare_words).reshape(-1)
+    rare = order[-k:] if rare_words is None else _word_ids(rare_words, ctx.logp.shape[1], name="rare_words")
     c = rng.uniform(0.5, 1.5, k)
     cr = rng.normal(size=len(rare))
     if len(rare) < 2:
