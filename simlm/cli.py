@@ -80,6 +80,12 @@ def _report(args) -> int:
     from simlm.experiments.sweep import read_results, write_tables
 
     rows = read_results(args.dir)
+    table = Path(args.dir) / "results.csv"
+    if not rows and table.exists() and len(table.read_text(encoding="utf-8", errors="replace").splitlines()) > 1:
+        # a log that lost every cell (a corrupt file is kept as cells.jsonl.corrupt-<n>) must not blank the
+        # tables written from it when it was whole
+        raise ConfigError(f"dir: {args.dir} has no finished cell in its cell log, but {table} holds rows: left "
+                          "as it is (a corrupt log is kept beside it as cells.jsonl.corrupt-<n>)")
     write_tables(rows, Path(args.dir))
     print(console_table(rows))
     print(f"wrote {', '.join(str(p) for p in render(rows, args.dir))}")

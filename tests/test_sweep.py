@@ -108,6 +108,21 @@ def test_report_rerenders_from_the_directory_alone(finished):
     assert table(out) == before and "## Bounds" in (out / "report.md").read_text()
 
 
+def test_report_on_a_cell_log_that_lost_every_cell_leaves_the_tables_as_they_are(finished, tmp_path, capsys):
+    """A garbage cells.jsonl (kept as cells.jsonl.corrupt-1) made `simlm report` rewrite results.csv as a
+    header alone and exit 0: the one readable copy of the results was blanked."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)
+    before = (out / "results.csv").read_text()
+    (out / "cells.jsonl").write_text("garbage\n" * 3)
+    with pytest.warns(RuntimeWarning, match="dropped 3 corrupt line"):
+        assert main(["report", str(out)]) == 2
+    assert "no finished cell in its cell log" in capsys.readouterr().err
+    assert (out / "results.csv").read_text() == before and list(out.glob("cells.jsonl.corrupt-*"))
+
+
 def test_a_rerun_skips_finished_cells(finished, capsys):
     config, out = finished
     lines = (out / "cells.jsonl").read_text()
