@@ -510,10 +510,7 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
     order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
     spent = np.concatenate([[0.0], np.cumsum(w[order] * costs.kl[order])])
-    # flips that fit the budget, to rounding: an LM's own ε (its KL from its laws) is up to ~1e-17 absolute
-    # (3e-12 relative at ε = 3e-6) below the prefix it spent, and given back as the budget it flipped nothing
-    # (worst_case_slack reports that ε)
-    k = int(np.searchsorted(spent, eps * (1 + 1e-9), side="right")) - 1
+    k = int(np.searchsorted(spent, eps, side="right")) - 1  # flips that fit the budget
     t = np.zeros(len(w))
     t[order[:k]] = 1.0
     if spend and k < len(order):
@@ -531,11 +528,14 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
 def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: int | None = None) -> dict:
     """The largest share of the bound the worst LM uses: :func:`worst_case_lm` at the budgets ε where it
     flips one more context (each prefix of the cheapest-first order; ``n_budgets`` of them, spread evenly,
-    when given).  Per form, ``{"share", "error", "bound", "eps"}`` at the budget of the largest error/bound
+    when given).  Per form, ``{"share", "error", "bound", "eps", "budget"}`` at the budget of the largest error/bound
     among the non-trivial bounds (all None if every bound is trivial: no LM could violate it there);
     ``"markov-tail"``: the same for the Markov term alone, min(ε/(2t²), 1) at t = t(smallest
     margin), where P(margin < m) is 0 and cannot carry the error; ``"tv_share"``: max_x t(margin_x)/TV_x
-    over the cheapest-in-TV flips (None if no context can flip)."""
+    over the cheapest-in-TV flips (None if no context can flip).  ``eps`` is the worst LM's own ε (its KL,
+    at which the bound is evaluated) and ``budget`` the prefix sum it was built at: ``worst_case_lm`` at
+    ``budget`` gives that LM back, while its ε, ~1e-16 absolute below (1e-7 relative at ε = 3e-10), may
+    afford one flip fewer."""
     costs = flip_costs(task, ctx, bulk)
     w = ctx.weights
     order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
@@ -545,18 +545,19 @@ def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: 
     if n_budgets is not None and budgets.size > check_positive_int("n_budgets", n_budgets):
         budgets = budgets[np.unique(np.linspace(0, budgets.size - 1, n_budgets).round().astype(int))]
     t_min = costs.threshold[w > 0].min()  # t at the smallest margin (ρ = 0)
-    empty = {"share": None, "error": None, "bound": None, "eps": None}
+    empty = {"share": None, "error": None, "bound": None, "eps": None, "budget": None}
     out = {form: dict(empty) for form in ("markov", "per-context", "markov-tail")}
 
-    def keep(key, error, bound, eps):
+    def keep(key, error, bound, eps, budget):
         if bound < 1 and (out[key]["share"] is None or error / bound > out[key]["share"]):
-            out[key] = {"share": error / bound if bound > 0 else math.inf, "error": error, "bound": bound, "eps": eps}
+            out[key] = {"share": error / bound if bound > 0 else math.inf, "error": error, "bound": bound, "eps": eps,
+                        "budget": budget}
 
     for eps in budgets:
         wc = worst_case_lm(task, ctx, bulk, float(eps), costs=costs, spend=False)
         for form, b in wc.bounds.items():
-            keep(form, wc.error, b.bound, wc.eps)
-        keep("markov-tail", wc.error, markov_tail(t_min, wc.eps), wc.eps)
+            keep(form, wc.error, b.bound, wc.eps, float(eps))
+        keep("markov-tail", wc.error, markov_tail(t_min, wc.eps), wc.eps, float(eps))
     out["tv_share"] = float(costs.tv_share.max()) if np.isfinite(costs.kl).any() else None
     return out
 
