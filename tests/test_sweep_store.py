@@ -622,3 +622,29 @@ def test_a_head_tuning_task_no_host_could_hold_is_refused_when_the_config_is_rea
     raw = {**PARTS, "checks": {"wei/head-tuning": {"n_train": 10**10}}}
     with pytest.raises(ConfigError, match=r"^checks.wei/head-tuning.n_train, n_test, length: this request needs"):
         parse_config(raw)
+
+
+def test_a_model_max_len_is_the_training_length_cap_rotary_or_learned():
+    """(The review of the change.)  Rotary positions have no untrained row: max_len 12 with head-tuning at
+    length 12 (13 positions) ran before and runs, trained on 12; learned positions need max_len ≥ 13, and
+    the refusal says so (it named a seq_len the user never set)."""
+    checks = {"wei/head-tuning": {"length": 12}}
+    rotary = parse_config(_trained("masked-lm", model={"positions": "rotary", "max_len": 12}, checks=checks))
+    model, train = sweep._train_configs(rotary, rotary.worlds[0], sweep.build_world(rotary.worlds[0]))
+    assert (model.max_len, train.seq_len) == (12, 12)
+    with pytest.raises(ConfigError, match=r"^checks.wei/head-tuning: reads inputs of 13 positions .* raise "
+                                          r"lms.trained.model.max_len to ≥ 13 \(seq_len, left out, follows it\)"):
+        parse_config(_trained("masked-lm", model={"max_len": 12}, checks=checks))
+
+
+def test_a_world_check_is_validated_only_on_the_worlds_it_runs_on():
+    """natural-task reads the next-token law: with masked analytic LMs only it runs on no world, and a V of
+    3000 (whose contexts of length 2 could not be enumerated) was refused all the same."""
+    raw = {**PARTS, "worlds": [WORLD, {"name": "big", "kind": "hmm", "seed": 0,
+                                       "options": {"n_states": 2, "n_symbols": 3000}}],
+           "lms": {"oracle": False, "analytic": {"kinds": ["logit-noise"], "eps": [0.1], "laws": ["masked"]}},
+           "checks": {"saunshi/natural-task": {"max_length": 2}}}
+    parse_config(raw)
+    raw["lms"]["analytic"]["laws"] = ["next-token"]
+    with pytest.raises(ConfigError, match=r"^checks.saunshi/natural-task.max_length: 2 gives .* \(world 'big'\)"):
+        parse_config(raw)

@@ -311,9 +311,11 @@ def parse_config(raw: dict) -> SweepConfig:
     trained = [w["name"] for w in _trained_worlds(config)]
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         world = build_world(spec)
-        for name, options in checks.items():  # and every check's options must fit it
-            if (fits := get_check(name).validate_world) is not None:
-                fits(options, spec, world)
+        lm_specs = _lm_specs(config, [_trained_spec(config)] if spec["name"] in trained else [])
+        for name, options in checks.items():  # and every check's options must fit it, where it runs
+            check = get_check(name)
+            if check.validate_world is not None and any(check.applies(spec, lm) == "" for lm in lm_specs):
+                check.validate_world(options, spec, world)
         # the held-out set and the (n, T, V) laws every check reads must fit
         check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
                      what=f"held-out laws of world {spec['name']!r}")
@@ -404,11 +406,16 @@ def _trained_worlds(config: SweepConfig) -> list:
     return [w for w in config.worlds if t["worlds"] is None or w["name"] in t["worlds"]]
 
 
+def _trained_spec(config: SweepConfig) -> dict:
+    """What the checks' ``applies`` read of the ``[lms.trained]`` LMs: their source, objective and laws."""
+    t = config.lms["trained"]
+    return {"source": "trained", "objective": t["objective"], "laws": list(OBJECTIVE_LAWS[t["objective"]])}
+
+
 def _trained_inputs(config: SweepConfig, world_spec: dict) -> list[tuple[str, int, int]]:
     """``(what, tokens, positions)``: the longest input each check that reads this world's trained LMs gives
     them, named as its config key (:meth:`~simlm.experiments.registry.Check.input_length`), the cells' held-out ε among them."""
-    t = config.lms["trained"]
-    spec = {"source": "trained", "objective": t["objective"], "laws": list(OBJECTIVE_LAWS[t["objective"]])}
+    spec = _trained_spec(config)
     length = int(config.data["length"])
     reads = [("data.length", length, length)]  # every cell's held-out ε
     for name, options in config.checks.items():
@@ -434,8 +441,8 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
         raise ConfigError(f"lms.trained: {err}") from None
     except SimlmError as err:  # e.g. "d_model: 6 is not divisible by n_heads = 4": named in the config
         raise type(err)(f"lms.trained.model.{err}") from None
-    try:
-        train = TrainConfig(**{"seq_len": longest, "batch_size": 32, "max_steps": 300, "eval_every": 25,
+    try:  # at most max_len (a rotary model reads longer inputs than it trained on without an untrained row)
+        train = TrainConfig(**{"seq_len": min(longest, model.max_len), "batch_size": 32, "max_steps": 300, "eval_every": 25,
                                "eval_sequences": 64, **t["train"], "objective": t["objective"],
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
     except TypeError as err:
@@ -450,11 +457,14 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
                               f"whose lms.trained.model.max_len = {model.max_len} holds {model.max_len} tokens and "
                               f"{model.n_positions} positions; raise max_len or shorten the inputs")
         if model.positions == "learned" and positions > train.seq_len:
+            fix = (f"raise lms.trained.model.max_len to ≥ {positions} (seq_len, left out, follows it)"
+                   if "seq_len" not in t["train"] and model.max_len < positions else
+                   f"train on seq_len ≥ {positions} (left out, it is the longest input the checks read)")
             raise ConfigError(
                 f"{name}: reads inputs of {positions} positions from {where}, trained on "
                 f"lms.trained.train.seq_len = {train.seq_len}: positions {train.seq_len}–{positions - 1} keep their "
-                f"initial random embedding, so the laws read there are not the trained model's; train on seq_len "
-                f"≥ {positions} (left out, it is the longest input the checks read) or shorten the inputs")
+                f"initial random embedding, so the laws read there are not the trained model's; {fix}, or shorten "
+                "the inputs")
     from simlm.train.trainer import _validate_training
 
     try:  # the trainer's own checks (seq_len ≤ max_len, memory), before anything is written: a config that
