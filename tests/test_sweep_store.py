@@ -524,7 +524,8 @@ def test_rows_computed_on_an_lm_built_inside_the_cell_name_that_lm(tmp_path):
 
 
 def _trained(objective="cross-entropy", model=None, train=None, checks=None) -> dict:
-    trained = {"targets": [0.1], "objective": objective, "model": model or {}, "train": {"max_steps": 2, **(train or {})}}
+    trained = {"targets": [0.1], "objective": objective, "model": model or {},
+               "train": {"max_steps": 2, **(train or {})}}
     return {**TRAINED, "data": {"n_sequences": 2, "length": 3}, "lms": {"oracle": True, "trained": trained},
             "checks": checks or {"simlm/epsilon": {}}}
 
@@ -556,7 +557,8 @@ def test_a_training_or_model_length_set_too_short_for_a_check_is_refused_naming_
     with pytest.raises(ConfigError, match=match):
         parse_config(raw)
     # rotary positions have no untrained embedding: a shorter training length is the user's to choose
-    rotary = _trained(model={**model, "positions": "rotary"}, train=train, checks={"saunshi/natural-task": {"max_length": 4}})
+    rotary = _trained(model={**model, "positions": "rotary"}, train=train,
+                      checks={"saunshi/natural-task": {"max_length": 4}})
     if "max_len" not in model:
         parse_config(rotary)
 

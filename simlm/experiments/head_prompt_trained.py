@@ -246,7 +246,8 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
     params, losses = _probe(jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches),
-                            jnp.float32(check_float32_normal("lr", check_positive("lr", lr), "the probe computes")), as_key(seed, "seed"), steps,
+                            jnp.float32(check_float32_normal("lr", check_positive("lr", lr), "the probe computes")),
+                            as_key(seed, "seed"), steps,
                             max(1, min(500, steps // 2)))
     return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
 

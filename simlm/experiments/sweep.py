@@ -414,7 +414,8 @@ def _trained_spec(config: SweepConfig) -> dict:
 
 def _trained_inputs(config: SweepConfig, world_spec: dict) -> list[tuple[str, int, int]]:
     """``(what, tokens, positions)``: the longest input each check that reads this world's trained LMs gives
-    them, named as its config key (:meth:`~simlm.experiments.registry.Check.input_length`), the cells' held-out ε among them."""
+    them, named as its config key (:meth:`~simlm.experiments.registry.Check.input_length`), the cells' held-out ε
+    among them."""
     spec = _trained_spec(config)
     length = int(config.data["length"])
     reads = [("data.length", length, length)]  # every cell's held-out ε
@@ -442,8 +443,8 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
     except SimlmError as err:  # e.g. "d_model: 6 is not divisible by n_heads = 4": named in the config
         raise type(err)(f"lms.trained.model.{err}") from None
     try:  # at most max_len (a rotary model reads longer inputs than it trained on without an untrained row)
-        train = TrainConfig(**{"seq_len": min(longest, model.max_len), "batch_size": 32, "max_steps": 300, "eval_every": 25,
-                               "eval_sequences": 64, **t["train"], "objective": t["objective"],
+        train = TrainConfig(**{"seq_len": min(longest, model.max_len), "batch_size": 32, "max_steps": 300,
+                               "eval_every": 25, "eval_sequences": 64, **t["train"], "objective": t["objective"],
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
     except TypeError as err:
         raise ConfigError(f"lms.trained: {err}") from None
