@@ -461,7 +461,7 @@ def test_a_ladder_row_names_the_rung_of_its_first_index():
     """Leaves under ``rungs[]`` name that rung's LM and ε: the index "r/i" is row i of rung r (row 1 of
     rung 0 is rung A's, not B's); leaves outside ``rungs[]`` name none."""
     value = {"rungs": [{"rows": [{"a": 1}, {"a": 2}]}, {"rows": [{"a": 3}]}], "x": 4}
-    rows = ta.tidy_rows("ladder", value, rungs=[("A", 0.5), ("B", 0.1)], seed=7)
+    rows = ta.tidy_rows("ladder", value, rungs=[("A", 0.5, 0.05), ("B", 0.1, 0.01)], seed=7)
     got = {(r["index"], r["measured"]): (r.get("lm"), r.get("eps"), r.get("lm_seed")) for r in rows}
     assert got == {("0/0", 1.0): ("A", 0.5, 7), ("0/1", 2.0): ("A", 0.5, 7), ("1/0", 3.0): ("B", 0.1, 7),
                    (None, 4.0): (None, None, None)}
@@ -488,29 +488,33 @@ class _StubHMM:
 
 
 @pytest.mark.parametrize("reached_steps, final_step, want", [
-    ((10, 30), 30, [(0.5, 0.4, "lm@0.5"), (0.2, 0.15, "lm@0.2")]),  # the last rung is the last step
-    ((10, 30), 50, [(0.5, 0.4, "lm@0.5"), (0.2, 0.15, "lm@0.2"), (0.0, 0.07, "final")]),
-    ((), 50, [(0.0, 0.07, "final")]),  # no target reached: the last step is the only rung
+    ((10, 30), 30, [(0.5, 0.4, 0.04, "lm@0.5"), (0.2, 0.15, 0.02, "lm@0.2")]),  # the last rung is the last step
+    ((10, 30), 50, [(0.5, 0.4, 0.04, "lm@0.5"), (0.2, 0.15, 0.02, "lm@0.2"), (0.0, 0.07, 0.01, "final")]),
+    ((), 50, [(0.0, 0.07, 0.01, "final")]),  # no target reached: the last step is the only rung
 ])
 def test_the_last_step_is_a_rung_of_target_0_unless_the_last_rung_was_saved_there(monkeypatch, reached_steps,
                                                                                     final_step, want):
-    """``train_lms``: one (target, masked ε, lm) per reached rung, then the last step's model as the lowest-ε
-    rung (target 0, its exact masked ε) — unless the last reached rung was saved at the last step."""
-    records = [LadderRecord(0, t, bool(reached_steps), e, None, s) for (t, e), s in
-               zip(((0.5, 0.4), (0.2, 0.15)), reached_steps or (None, None))]
-    result = SimpleNamespace(records=records, final_step=final_step, final_lms=["final"],
+    """``train_lms``: one (target, masked ε, its s.e., lm) per reached rung, then the last step's model as the
+    lowest-ε rung (target 0, its exact masked ε) — unless the last reached rung was saved at the last step —
+    and the targets not reached, with the best ε (an unreached target vanished without a word, and the rungs'
+    standard errors were dropped)."""
+    records = [LadderRecord(0, t, bool(reached_steps), e if reached_steps else None, se if reached_steps else None, s)
+               for (t, e, se), s in zip(((0.5, 0.4, 0.04), (0.2, 0.15, 0.02)), reached_steps or (None, None))]
+    result = SimpleNamespace(records=records, final_step=final_step, final_lms=["final"], best_epsilon={0: 0.3},
                              lm=lambda target: f"lm@{target:g}")
     monkeypatch.setattr(simlm.train, "train", lambda *a, **k: result)
     monkeypatch.setattr(simlm.metrics, "exact_masked_epsilon", lambda world, lm, x: (0.07, 0.01))
     config = ta.Config(length=8, targets=(0.5, 0.2), max_steps=50)
-    assert ta.train_lms(_StubHMM(), config, None) == want
+    unreached = [] if reached_steps else [{"target": t, "best_eps": 0.3, "steps": 50} for t in (0.5, 0.2)]
+    assert ta.train_lms(_StubHMM(), config, None) == (want, unreached)
 
 
 def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(monkeypatch, tmp_path):
     """On the topic world the check fine-tunes the last rung's model (``ladder_readouts``: "(last lm, …)")
     on the topic label at the middle position (T = 9: position 4), and the fine-tuning and substitution
     rows name that rung's LM and masked ε."""
-    rungs = [{"target": 0.5, "masked_eps": 0.4, "x": 1.0}, {"target": 0.0, "masked_eps": 0.05, "x": 2.0}]
+    rungs = [{"target": 0.5, "masked_eps": 0.4, "masked_eps_se": 0.04, "x": 1.0},
+             {"target": 0.0, "masked_eps": 0.05, "masked_eps_se": 0.005, "x": 2.0}]
     table = SimpleNamespace(apt=np.ones(V))
     monkeypatch.setattr(sweep, "planted_world", lambda spec: SimpleNamespace(hmm=_StubHMM(), token_class=np.zeros(V)))
     monkeypatch.setattr(ta, "ladder_readouts", lambda *a, **k: ({"rungs": rungs}, table, ("last lm", table)))
@@ -530,7 +534,7 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
 
     monkeypatch.setattr(ta, "finetune_along_blocks", finetune)
     monkeypatch.setattr(ta, "substitution_test", substitution)
-    config = ta.Config(length=9, n_train=4, n_test=4)
+    config = ta.Config(length=9, n_train=8, n_test=8)
     spec = next(w for w in ta.world_specs(config) if w["name"] == "topic")
     cell = SimpleNamespace(options=ta.check_options(config), world_spec=spec, part="ladder", workdir=str(tmp_path),
                            progress=False)
@@ -546,8 +550,9 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
     # with the rung's LM and ε)
     substituted = {(r["quantity"].split("/")[1], r.get("lm")) for r in rows if r["section"] == "substitution"}
     assert substituted == {("tv_exact", None), ("dconf_bayes", None), ("dconf_model", "trained-mlm@final")}
-    ladder = {(r["index"], r["lm"], r["eps"]) for r in rows if r["quantity"] == "rungs[]/x"}
-    assert ladder == {("0", "trained-mlm@0.5", 0.4), ("1", "trained-mlm@final", 0.05)}
+    ladder = {(r["index"], r["lm"], r["eps"], r["eps_se"]) for r in rows if r["quantity"] == "rungs[]/x"}
+    assert ladder == {("0", "trained-mlm@0.5", 0.4, 0.04), ("1", "trained-mlm@final", 0.05, 0.005)}
+    assert {r.get("eps_se") for r in rows if r["section"] in ("finetune", "substitution") and "lm" in r} == {0.005}
 
 
 # ---- class emissions below float32's range (review, 2026-12-05) ----------------------------------------
@@ -614,7 +619,7 @@ def test_substitute_names_token_class_when_it_has_fewer_classes_than_token_ids()
 def test_the_local_predictors_rows_name_it_not_the_cells_oracle():
     """The token + position predictor's rows (ladder/local/*) took the cell's LM, the oracle, as theirs."""
     rows = ta.tidy_rows("ladder", {"local": {"accuracy": 0.3}, "bayes": {"accuracy": 0.9},
-                                   "rungs": [{"accuracy": 0.5}]}, rungs=[("trained-mlm@0.5", 0.4)], seed=0)
+                                   "rungs": [{"accuracy": 0.5}]}, rungs=[("trained-mlm@0.5", 0.4, 0.04)], seed=0)
     lms = {r["quantity"]: r.get("lm") for r in rows}
     assert lms == {"local/accuracy": ta.LOCAL_LM, "bayes/accuracy": None, "rungs[]/accuracy": "trained-mlm@0.5"}
 
@@ -639,3 +644,27 @@ def test_token_accuracy_refuses_log_probs_it_would_not_read():
     p = np.full((2, 3, 4), 0.25)
     with pytest.raises(ConfigError, match="^log_probs: only read with bayes"):
         token_accuracy(p, np.zeros((2, 3), np.int32), np.ones((2, 3), bool), log_probs=np.full((9, 9), np.nan))
+
+
+@pytest.mark.parametrize("change, names", [({"n_test": 1, "length": 2}, "n_test, length"),
+                                           ({"n_train": 3, "length": 8}, "n_train, length"),
+                                           ({"zipf_sequences": 1, "zipf_length": 64}, "zipf_sequences, zipf_length")])
+def test_too_few_tokens_for_the_corruption_to_select_are_refused_when_the_config_is_read(change, names):
+    """n_test = 1, length = 2 passed and failed after the whole ladder had trained ('the corruption selected no
+    position of these 2 tokens'), naming test_tokens; a Bayes summary of one sequence has no standard error."""
+    with pytest.raises(ConfigError, match=f"^{names}: .* too few"):
+        ta.Config(**change)
+
+
+def test_an_unreached_rung_is_listed_in_the_summary_and_the_final_model_named_so():
+    from simlm.experiments.token_accuracy_plots import _ladder_lines
+
+    rows = [{"readout": r, "mean_apt": 0.1, "accuracy": 0.2, "gap_closed": 0.0, "ari": None} for r in ("probe", "lens")]
+    top = {"bayes": {"mean_apt": 0.3, "accuracy": 0.4}, "local": {"mean_apt": 0.2, "accuracy": 0.3},
+           "rungs": [{"target": 0.0, "masked_eps": 0.953, "corrupted_eps": 1.053, "rows": rows}],
+           "unreached": [{"target": 0.6, "best_eps": 0.95, "steps": 40}]}
+    lines = _ladder_lines("topic", top)
+    assert lines[1] == "  final model (masked ε 0.953, corrupted ε 1.053)"  # read "rung 0"
+    assert lines[-1] == "  rung 0.6 not reached in 40 steps (best masked ε 0.950)"
+    names = {(r["quantity"], r["lm"]) for r in ta.tidy_rows("ladder", {"unreached": top["unreached"]}, seed=0)}
+    assert names == {(f"unreached[]/{k}", "trained-mlm") for k in ("target", "best_eps", "steps")}

@@ -87,8 +87,8 @@ class Config:
     n_train: int = 512
     n_test: int = 512
     probe_steps: int = 300
-    zipf_sequences: int = 1024
-    zipf_length: int = 32
+    zipf_sequences: int = 1024  # the Bayes summaries' sequences and length: the block-zipf world's and, despite
+    zipf_length: int = 32  # the name, the confusion-groups world's too (every "bayes" part)
     threshold: float = 0.1
 
     def __post_init__(self):  # every field checked, so that a bad option fails when a config is parsed
@@ -109,6 +109,14 @@ class Config:
                 check_number(f.name, value, maximum=1.0, positive=True)
             else:
                 check_number(f.name, value, positive=True)
+        # BERT corruption selects 15 % of positions: a set of n·T ≥ 64 tokens misses every position with
+        # probability 0.85⁶⁴ ≈ 3e-5 (n_test = 1, length = 2 failed after the whole ladder had trained), and a
+        # standard error over sequences needs two of them
+        for n, T in (("n_train", "length"), ("n_test", "length"), ("zipf_sequences", "zipf_length")):
+            if getattr(self, n) * getattr(self, T) < 64 or (n != "n_train" and getattr(self, n) < 2):
+                raise ConfigError(f"{n}, {T}: {getattr(self, n)} sequences of {getattr(self, T)} tokens are too few "
+                                  "for the corruption to select positions reliably (15 % of them); give n·T ≥ 64 "
+                                  "and at least 2 sequences")
         training_configs(self, 2)  # the model and ladder they make (d_model vs n_heads, distinct targets)
 
 
@@ -146,18 +154,24 @@ def _clusters(confusion, tau, classes) -> dict:
 
 
 def train_lms(world, config: Config, run_dir: Path, *, progress: bool = False):
+    """The ladder's LMs ``[(target, masked ε, its s.e., lm)]`` — each reached rung's checkpoint, then the last
+    step's model as target 0 (the final model) unless the last rung was saved there — and the targets not
+    reached, ``[{"target", "best_eps", "steps"}]`` (they give no LM: listed, not dropped silently)."""
     from simlm.train import train
 
     mc, tc = training_configs(config, int(world.n_symbols))
     result = train(world, mc, tc, run_dir, progress=progress)
     reached = [r for r in result.records if r.reached]
-    lms = [(r.target, r.epsilon, result.lm(r.target)) for r in reached]
+    lms = [(r.target, r.epsilon, r.epsilon_se, result.lm(r.target)) for r in reached]
     if not reached or reached[-1].step != result.final_step:  # the last step, as the lowest-ε rung (target 0)
         from simlm.metrics import exact_masked_epsilon
 
-        eps, _ = exact_masked_epsilon(world, result.final_lms[0], np.asarray(world.sample(tc.eval_seed, 64, config.length)))
-        lms.append((0.0, eps, result.final_lms[0]))
-    return lms
+        eps, se = exact_masked_epsilon(world, result.final_lms[0],
+                                       np.asarray(world.sample(tc.eval_seed, 64, config.length)))
+        lms.append((0.0, eps, se, result.final_lms[0]))
+    unreached = [{"target": r.target, "best_eps": float(result.best_epsilon[r.seed]), "steps": result.final_step}
+                 for r in result.records if not r.reached]
+    return lms, unreached
 
 
 def ladder_readouts(classed, config: Config, run_dir: Path, x_tr, x_te, *, progress: bool = False):
@@ -166,18 +180,20 @@ def ladder_readouts(classed, config: Config, run_dir: Path, x_tr, x_te, *, progr
     w, classes = classed.hmm, classed.token_class
     freq = frequencies(w, config.length)
     rungs = []
-    for target, eps, lm in train_lms(w, config, run_dir, progress=progress):
+    lms, unreached = train_lms(w, config, run_dir, progress=progress)
+    for target, eps, eps_se, lm in lms:
         op = order_parameter(lm, w, x_tr, x_te, corruption=Corruption(), seed=config.seed, classes=classes,
                              threshold=config.threshold, probe_steps=config.probe_steps)
         prof = apt_by_frequency(op.final, freq)
-        rungs.append({"target": target, "masked_eps": eps, "rows": [dataclasses.asdict(r) for r in op.rows],
+        rungs.append({"target": target, "masked_eps": eps, "masked_eps_se": eps_se,
+                      "rows": [dataclasses.asdict(r) for r in op.rows],
                       "apt": op.final.apt.tolist(), "mean_apt": op.final.mean_apt, "accuracy": op.final.accuracy,
                       "corrupted_eps": op.final.epsilon, "kl_by_type": op.final.kl.tolist(),
                       "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman})
         bayes, local, last = op.bayes, op.local, (lm, op.final)
     prof = apt_by_frequency(bayes, freq)
     summary = {
-        "frequency": freq.tolist(), "token_class": classes.tolist(), "rungs": rungs,
+        "frequency": freq.tolist(), "token_class": classes.tolist(), "rungs": rungs, "unreached": unreached,
         "bayes": {"mean_apt": bayes.mean_apt, "mean_apt_se": bayes.mean_apt_se, "mean_apt_rb": bayes.mean_apt_rb,
                   "accuracy": bayes.accuracy, "apt": bayes.apt.tolist(), "n_predicted": bayes.n_predicted,
                   "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman,
@@ -298,8 +314,8 @@ def experiment_check(cell) -> list:
         x_tr, x_te = np.asarray(train_set), np.asarray(test_set)
     ladder, bayes, (lm, final) = ladder_readouts(classed, config, Path(cell.workdir) / "train", x_tr, x_te,
                                                  progress=cell.progress)
-    rungs = [(f"trained-mlm@{g['target']:g}" if g["target"] else "trained-mlm@final", g["masked_eps"])
-             for g in ladder["rungs"]]
+    rungs = [(f"trained-mlm@{g['target']:g}" if g["target"] else "trained-mlm@final", g["masked_eps"],
+              g["masked_eps_se"]) for g in ladder["rungs"]]
     rows = tidy_rows("ladder", ladder, rungs=rungs, seed=config.seed)
     if not topic:
         return rows
@@ -313,7 +329,7 @@ def experiment_check(cell) -> list:
                 "input_apt_bayes": ft.input_apt_bayes.tolist()}
     substitution = substitution_test(w, lambda x: ft.confidence(lm, x), x_te, classed.token_class, labels,
                                      position, fraction=0.2, seed=config.seed).as_dict()
-    last = {"lm": rungs[-1][0], "eps": rungs[-1][1], "eps_se": None, "lm_seed": config.seed}
+    last = {"lm": rungs[-1][0], "eps": rungs[-1][1], "eps_se": rungs[-1][2], "lm_seed": config.seed}
     # the Bayes classifier's numbers are the world's (the oracle's cell), the heads' are the last rung's
     world_side = {k: v for k, v in finetune.items() if k in BAYES_FINETUNE}
     model_side = {k: v for k, v in finetune.items() if k not in BAYES_FINETUNE}
@@ -330,14 +346,17 @@ BAYES_FINETUNE = ("bayes_accuracy", "bayes_ceiling", "majority", "corr_bayes", "
 
 def tidy_rows(section: str, value: dict, *, rungs=(), seed=None, **columns) -> list:
     """The rows of one result section (:func:`~simlm.experiments.nested.leaf_rows`, with ``section`` a
-    column); leaves under ``rungs[]`` name that rung's LM and ε (``rungs``: ``(lm label, masked ε)`` each)."""
+    column); leaves under ``rungs[]`` name that rung's LM and ε (``rungs``: ``(lm label, masked ε, its s.e.)``
+    each)."""
     rows = leaf_rows(value, section=section, **columns)
     for r in rows:
         if r["quantity"].startswith("rungs[]/") and rungs:
-            lm, eps = rungs[int(r["index"].split("/")[0])]
-            r.update(lm=lm, eps=eps, eps_se=None, lm_seed=seed)
+            lm, eps, eps_se = rungs[int(r["index"].split("/")[0])]
+            r.update(lm=lm, eps=eps, eps_se=eps_se, lm_seed=seed)
         elif r["quantity"].startswith("local/"):  # the token + position predictor's, not the cell's oracle
             r.update(lm=LOCAL_LM)
+        elif r["quantity"].startswith("unreached[]/"):  # a target the ladder never reached: the ladder's row
+            r.update(lm="trained-mlm", lm_seed=seed)
     return rows
 
 

@@ -110,13 +110,17 @@ def _ladder_lines(name: str, top: dict) -> list:
     lines = [f"{name} Bayes ⟨APT⟩ {top['bayes']['mean_apt']:.3f} accuracy {top['bayes']['accuracy']:.3f}; local "
              f"⟨APT⟩ {top['local']['mean_apt']:.3f} accuracy {top['local']['accuracy']:.3f}"]
     for g in top["rungs"]:
-        lines.append(f"  rung {g['target']:g} (masked ε {g['masked_eps']:.3f}, corrupted ε {g['corrupted_eps']:.3f})")
+        which = f"rung {g['target']:g}" if g["target"] else "final model"  # target 0: the last step's model
+        lines.append(f"  {which} (masked ε {g['masked_eps']:.3f}, corrupted ε {g['corrupted_eps']:.3f})")
         for readout in ("probe", "lens"):
             rows = [row for row in g["rows"] if row["readout"] == readout]
             lines.append(f"    {readout}: ⟨APT⟩ " + " ".join(f"{row['mean_apt']:.3f}" for row in rows)
                          + " | acc " + " ".join(f"{row['accuracy']:.3f}" for row in rows)
                          + " | gap closed " + " ".join(f"{row['gap_closed']:.2f}" for row in rows)
                          + " | ARI " + " ".join("-" if row["ari"] is None else f"{row['ari']:.2f}" for row in rows))
+    for u in top.get("unreached") or []:  # no LM there: said, not dropped
+        lines.append(f"  rung {u['target']:g} not reached in {u['steps']:.0f} steps (best masked ε "
+                     f"{u['best_eps']:.3f})")
     return lines
 
 
