@@ -313,6 +313,17 @@ def test_positions_without_masked_raise_config_error(world, tokens):
         divergence_report(world, WorldLM(world), tokens, positions=[0])
 
 
+def test_a_masked_position_given_twice_is_refused_not_weighted_twice(world, tokens):
+    """The masked ε is a mean over a set of positions: [0, 0, 1] weighted position 0 twice (0.0159 against
+    0.0189 over {0, 1} in a reviewer's log-linear world)."""
+    lm = WorldLM(world)
+    for call in (lambda: exact_masked_epsilon(world, lm, tokens, positions=[0, 0, 1]),
+                 lambda: divergence_report(world, lm, tokens, masked=True, positions=[1, 0, 1])):
+        with pytest.raises(TokenError, match="^positions: (0|1) appears more than once"):
+            call()
+    exact_masked_epsilon(world, lm, tokens, positions=[1, 0])  # distinct, in any order
+
+
 def test_bfloat16_lm_laws_are_refused_with_the_reason():
     w = HMM.random(0, 3, 4)
     x = w.sample(0, 2, 5)

@@ -62,7 +62,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
-from simlm.errors import ConfigError, DistributionError, NoSuchLawError, ShapeError, ZeroProbabilityError
+from simlm.errors import (ConfigError, DistributionError, NoSuchLawError, ShapeError, TokenError,
+                          ZeroProbabilityError)
 from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
 from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 
@@ -297,6 +298,9 @@ def _masked_chunks(world, lm, tokens, positions):
     _check_pair(world, lm, "masked_token_logprobs", "masked", "masked_token_probs")
     toks = _batch(tokens, world.n_symbols)
     pos = check_positions(positions, toks.shape[1])
+    if np.unique(pos).size != pos.size:  # the mean is over a set of positions: a repeat was weighted twice
+        twice = int(np.flatnonzero(np.bincount(pos) > 1)[0])
+        raise TokenError(f"positions: {twice} appears more than once; ε is the mean over distinct positions")
     ref_all = jnp.asarray(masked_logprobs_of(world, toks, pos))
     size = max(1, MASKED_CHUNK_FLOATS // (toks.size * world.n_symbols))
     for start in range(0, pos.size, size):
