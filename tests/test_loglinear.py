@@ -194,14 +194,31 @@ def test_sampled_states_are_the_automaton_states_of_the_tokens():
 @pytest.mark.parametrize("geometry", ["anchor", "unstructured"])
 @pytest.mark.parametrize("representation", ["constant-norm", "layernorm", "free"])
 def test_random_builds_a_valid_world(geometry, representation):
-    world = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2)
+    # mean_norm ≫ radius/√d = 0.75 where s_h has a component along m: the carriers stay rare in every state
+    mean = {"mean_norm": 1.0 if representation == "constant-norm" else 6.0}
+    world = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2,
+                                  **mean)
     assert (world.n_states, world.n_symbols, world.dim) == (8, 32, 16)
     assert world.representations.shape == (8, 16) and world.word_embeddings.shape == (16, 32)
     np.testing.assert_allclose(np.asarray(world.state_probs()).sum(1), 1.0, atol=1e-5)
     nxt = np.asarray(world.next_state)
     assert nxt.shape == (8, 32) and nxt.min() >= 0 and nxt.max() < 8
-    same = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2)
+    same = LogLinearWorld.random(0, 8, 32, 16, geometry=geometry, representation=representation, n_carriers=2,
+                                 **mean)
     assert same.fingerprint() == world.fingerprint() != LogLinearWorld.random(1).fingerprint()
+
+
+@pytest.mark.parametrize("representation", ["layernorm", "free"])
+def test_carriers_that_would_not_be_rare_in_some_state_are_refused_naming_mean_norm(representation):
+    """A carrier's logit sits carrier_gap·⟨m, z_h⟩/‖m‖² below its bulk draw; where s_h has a component along m
+    and mean_norm ~ radius/√d (the defaults: 1 against 0.75) that was below zero in some states — a carrier the
+    most likely word there (p = 0.97 in a reviewer's world), though documented rare in every context."""
+    with pytest.raises(ConfigError, match=r"^mean_norm: with representation=.* the carriers are not rare there"):
+        LogLinearWorld.random(1, 8, 32, 16, representation=representation, n_carriers=2)  # 17–18 of 20 seeds
+    world = LogLinearWorld.random(1, 8, 32, 16, representation=representation, n_carriers=2, mean_norm=6.0)
+    logp = np.log(np.asarray(world.state_probs(), np.float64))
+    bulk = np.delete(logp, world.carrier_ids, axis=1)
+    assert (logp[:, world.carrier_ids].max(1) < bulk.max(1) - 4.0).all()  # ≥ κ/2 = 4 nats below the top word
 
 
 def test_constant_norm_representations_have_equal_norms():

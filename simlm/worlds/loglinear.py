@@ -202,7 +202,7 @@ class LogLinearWorld(WorldBase):
       start_state: h_1, in [0, S).
       anchor: optional ground-truth anchor vector v0 (d,) (see :meth:`random`), returned by :meth:`anchor_vector`.
       mean: optional mean representation m (d,), returned by :meth:`mean_representation`.
-      carrier_ids: ids of the carrier words (rare in every context), see :meth:`random`.
+      carrier_ids: ids of the carrier words (:meth:`random` pushes them down in every context).
 
     A pytree whose leaves are Z, V*, next_state (and anchor, mean when given); unflattening skips
     validation, so the pure functions above can be jitted or differentiated through a world.
@@ -429,7 +429,8 @@ class LogLinearWorld(WorldBase):
 
         Carriers (the last ``n_carriers`` ids): v_c = (bulk draw) − κ m/‖m‖² with κ = ``carrier_gap``
         nats, so their logit sits κ⟨m, z_h⟩/‖m‖² below a bulk word's — exactly κ under "constant-norm",
-        about κ under the others when mean_norm ≫ radius/√d.  Needs mean_norm > 0.  The automaton
+        about κ under the others when mean_norm ≫ radius/√d; a draw where it is below κ/2 in some state (a
+        carrier not rare there) is refused, naming mean_norm.  Needs mean_norm > 0.  The automaton
         ``next_state`` is uniform random; the start state is 0.
         """
         rng = as_rng(seed)
@@ -491,6 +492,17 @@ class LogLinearWorld(WorldBase):
         carriers = np.arange(V - k, V)
         if k:
             W[:, carriers] -= carrier_gap * (m / mean_norm**2)[:, None]
+            # the gap in context h is κ⟨m, z_h⟩/‖m‖²: exactly κ under "constant-norm"; under the others s_h has a
+            # component along m, and at mean_norm ~ radius/√d a carrier rose above the bulk in some contexts
+            # (+6 nats under "layernorm", +10.5 under "free" at the defaults): refused below κ/2 anywhere
+            share = Z @ m / mean_norm**2
+            if share.min() < 0.5:
+                h = int(np.argmin(share))
+                raise ConfigError(
+                    f"mean_norm: with representation={representation!r} a carrier's logit sits carrier_gap·⟨m, z_h⟩/"
+                    f"‖m‖² below a bulk word's, {share[h]:.3g}·carrier_gap in state {h} (under half the gap): the "
+                    f"carriers are not rare there; raise mean_norm well above radius/√dim = {radius / np.sqrt(d):.3g}, "
+                    "or use representation='constant-norm' (exactly carrier_gap in every state)")
         next_state = rng.integers(0, S, size=(S, V))
         try:
             return cls(Z, W, next_state, 0, anchor=v0, mean=m, carrier_ids=carriers)
