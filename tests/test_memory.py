@@ -455,3 +455,26 @@ def test_random_reads_only_its_familys_options():
         MemoryHMM.random(0, 1, 2, 2, 3, out_degree=3)
     with pytest.raises(ConfigError, match="^transition_temp: only family='permutation-mixture'"):
         MemoryHMM.random(0, 1, 2, 2, 3, family="sparse", transition_temp=5.0)
+
+
+def test_a_random_draw_below_float32s_range_is_refused_naming_the_options_and_float64_holds_it():
+    """start_temp 0.006 draws, for some seeds, a joint start probability below float32's smallest normal: the
+    error advised dtype=float64, which MemoryHMM.random refused as 'not an option', and named no option."""
+    with pytest.raises(ConfigError, match=r"drawn by MemoryHMM.random\(seed=2\) with options \{'start_temp': 0.006\}"
+                                          r": raise start_temp or prior_concentration, or pass dtype=float64"):
+        MemoryHMM.random(2, 2, 2, 2, 3, start_temp=0.006)
+    with jax.enable_x64(True):
+        assert MemoryHMM.random(2, 2, 2, 2, 3, start_temp=0.006, dtype="float64").memory_prior.dtype == np.float64
+
+
+def test_a_dirichlet_prior_draw_keeps_every_memory_value_possible():
+    """prior_concentration 1e-3 drew exact zeros (and 1e-70s, flushed to 0 in float32): seed 0 stored
+    [[1, 0, 0], [0, 0, 1]], a world with fewer memory values than asked for, silently.  Lifted to 2·tiny now
+    (so in float32 that joint is refused, naming the option); a draw without such entries is unchanged."""
+    with pytest.raises(ConfigError, match="prior_concentration"):
+        MemoryHMM.random(0, 2, 3, 2, 3, prior_concentration=1e-3)
+    with jax.enable_x64(True):
+        prior = np.asarray(MemoryHMM.random(0, 2, 3, 2, 3, prior_concentration=1e-3, dtype="float64").memory_prior)
+    assert (prior > 0).all()
+    kept = MemoryHMM.random(0, 2, 3, 2, 3, prior_concentration=0.5).memory_prior
+    np.testing.assert_array_equal(kept, np.float32(np.random.default_rng(0).dirichlet(np.full(3, 0.5), size=2)))

@@ -26,14 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, ShapeError, SimlmError
 from simlm.precision import EXACT
 from simlm.worlds import hmm as hmm_mod
 from simlm.worlds import hmm_core as core
 from simlm.checks import as_key, as_rng, check_positive_int
 from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_number,
                                check_probabilities, check_request, stored)
-from simlm.worlds.families import check_permutation_mixture, permutation_mixture, sparse, tempered
+from simlm.worlds.families import _LEAST_WEIGHT, check_permutation_mixture, permutation_mixture, sparse, tempered
 
 
 def memory_configurations(n_cells: int, n_values: int) -> np.ndarray:
@@ -111,7 +111,7 @@ def _sample(cum_prior, cum_initial, cum_transition, cum_emission, key, n, T):
 
 
 _RANDOM_OPTIONS = dict(prior_concentration=None, start_temp=10.0, transition_temp=0.01, emission_temp=0.01,
-                       n_permutations=None, family="permutation-mixture", out_degree=2)
+                       n_permutations=None, family="permutation-mixture", out_degree=2, dtype=jnp.float32)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -239,8 +239,14 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
           :func:`simlm.worlds.families.sparse` (each row of A on ``out_degree=2`` states, exact zeros
           elsewhere).  An option the family does not read — ``start_temp``, ``transition_temp`` or
           ``n_permutations`` with ``"sparse"``, ``out_degree`` with ``"permutation-mixture"`` — is refused
-          (ConfigError), as :meth:`HMM.random <simlm.worlds.HMM.random>` refuses them: it would be ignored.
-        """
+          (ConfigError), as :meth:`HMM.random <simlm.worlds.HMM.random>` refuses them: it would be ignored;
+        - ``dtype=float32`` — the stored parameters' dtype (float64 needs ``jax_enable_x64``): a draw whose joint
+          start probabilities fall below float32's range (a small ``start_temp`` or ``prior_concentration``,
+          for some seeds) is refused naming those options, and float64 holds it.
+
+        A Dirichlet prior draw's entries below twice float32's smallest normal number (small
+        ``prior_concentration`` draws exact zeros in float64) are lifted to it, as the families' Dirichlet
+        draws are (:func:`simlm.worlds.families.sparse`), so that every memory value stays possible."""
         unknown = sorted(set(options) - set(_RANDOM_OPTIONS))
         if unknown:
             raise ConfigError(f"{unknown[0]}: not an option of MemoryHMM.random; its options are "
@@ -267,6 +273,9 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             prior = np.full((N, M), 1.0 / M)
         else:
             prior = rng.dirichlet(np.full(M, a), size=N)
+            low = (prior < _LEAST_WEIGHT).any(1)  # only those rows change: every other draw is the plain one
+            prior[low] = np.maximum(prior[low], _LEAST_WEIGHT)
+            prior[low] /= prior[low].sum(1, keepdims=True)
         if family == "sparse":
             initial, transition, _ = sparse(rng, N * Q, 1, out_degree=opt["out_degree"])
         else:
@@ -274,7 +283,11 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
                                                          transition_temp=opt["transition_temp"],
                                                          n_permutations=opt["n_permutations"])
         emission = tempered(rng.uniform(size=(M, Q, V)), t_B)
-        return cls(prior, initial, transition, emission)
+        try:
+            return cls(prior, initial, transition, emission, dtype=opt["dtype"])
+        except SimlmError as err:  # e.g. a joint start probability below float32's range, for this seed
+            raise type(err)(f"{err} (drawn by MemoryHMM.random(seed={seed!r}) with options {options}: raise "
+                            "start_temp or prior_concentration, or pass dtype=float64 with jax_enable_x64)") from None
 
     def joint_hmm(self) -> hmm_mod.HMM:
         """The joint chain as a dense :class:`~simlm.worlds.hmm.HMM` with K = M^N·N·Q states (its
