@@ -96,7 +96,9 @@ if QUICK:
                                                           n_heads=2, max_len=17, causal=False), 0))
 else:
     config = Config(targets=(0.1,), max_steps=2500)
-    lm = train_lms(topic.hmm, config, tempfile.mkdtemp(prefix="simlm-tzach-"))[-1][2]
+    lms, unreached = train_lms(topic.hmm, config, tempfile.mkdtemp(prefix="simlm-tzach-"))
+    lm = lms[-1][-1]  # (target, masked ε, its s.e., lm) of the lowest rung: the final model if 0.1 was not reached
+    print("not reached:", unreached or "none")
 x_tr, x_te = (np.asarray(topic.hmm.sample(s, 48 if QUICK else 512, 16)) for s in (10, 11))
 op = order_parameter(lm, topic.hmm, x_tr, x_te, classes=topic.token_class,
                      readouts=("lens",) if QUICK else ("probe", "lens"))

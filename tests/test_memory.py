@@ -465,6 +465,11 @@ def test_a_random_draw_below_float32s_range_is_refused_naming_the_options_and_fl
         MemoryHMM.random(2, 2, 2, 2, 3, start_temp=0.006)
     with jax.enable_x64(True):
         assert MemoryHMM.random(2, 2, 2, 2, 3, start_temp=0.006, dtype="float64").memory_prior.dtype == np.float64
+    # only that refusal gets the advice: a bad dtype is refused as it is, and the sparse family has no start_temp
+    with pytest.raises(ConfigError, match=r"^dtype: expected float32 or float64, got int32$"):
+        MemoryHMM.random(2, 2, 2, 2, 3, dtype="int32")
+    with pytest.raises(ConfigError, match=r"sparse', 'prior_concentration': 0.001\}: raise prior_concentration, or"):
+        MemoryHMM.random(2, 2, 2, 2, 3, family="sparse", prior_concentration=1e-3)
 
 
 def test_a_dirichlet_prior_draw_keeps_every_memory_value_possible():

@@ -495,8 +495,8 @@ class LogLinearWorld(WorldBase):
             # the gap in context h is κ⟨m, z_h⟩/‖m‖²: exactly κ under "constant-norm"; under the others s_h has a
             # component along m, and at mean_norm ~ radius/√d a carrier rose above the bulk in some contexts
             # (+6 nats under "layernorm", +10.5 under "free" at the defaults): refused below κ/2 anywhere
-            share = Z @ m / mean_norm**2
-            if share.min() < 0.5:
+            share = Z @ m / mean_norm**2  # 1 under "constant-norm" (s_h ⊥ m), up to rounding at a tiny mean_norm
+            if representation != "constant-norm" and share.min() < 0.5:
                 h = int(np.argmin(share))
                 raise ConfigError(
                     f"mean_norm: with representation={representation!r} a carrier's logit sits carrier_gap·⟨m, z_h⟩/"

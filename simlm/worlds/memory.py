@@ -285,9 +285,13 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         emission = tempered(rng.uniform(size=(M, Q, V)), t_B)
         try:
             return cls(prior, initial, transition, emission, dtype=opt["dtype"])
-        except SimlmError as err:  # e.g. a joint start probability below float32's range, for this seed
+        except SimlmError as err:
+            if "joint start probability" not in str(err):  # the dtype's own refusal, say: as it is
+                raise
+            # a draw whose joint start probability is below the dtype's range, for this seed: the options named
             raise type(err)(f"{err} (drawn by MemoryHMM.random(seed={seed!r}) with options {options}: raise "
-                            "start_temp or prior_concentration, or pass dtype=float64 with jax_enable_x64)") from None
+                            + ("start_temp or " if family == "permutation-mixture" else "")
+                            + "prior_concentration, or pass dtype=float64 with jax_enable_x64)") from None
 
     def joint_hmm(self) -> hmm_mod.HMM:
         """The joint chain as a dense :class:`~simlm.worlds.hmm.HMM` with K = M^N·N·Q states (its
