@@ -73,6 +73,11 @@ for kind in kinds:
                          "trivial": b.trivial, "probability part": h.probability_error, "anchor part": h.anchor_error})
 rows = pd.DataFrame(rows)
 rows["error/√ε"] = rows.error / np.sqrt(rows.eps)
+# Every bound in this table is `trivial` (≥ 1, the largest error): on these worlds γ ≈ 1e-3 makes the shift
+# constant 4‖c‖₁/γ large, so no LM could violate it here.  docs/anchors.md (the worst-LM table and "How tight")
+# shows where it bites: flat worlds at small ε (V = 4, σ = 0.3, ε = 1e-5: bounds 0.53 and 0.09 against an error of
+# 0.03), and the tight worlds, whose worst LM uses all of the per-context slack.
+print(f"trivial bound rows: {int(rows.trivial.sum())} of {int(rows.trivial.notna().sum())}")
 rows
 
 # %%
