@@ -5,18 +5,22 @@
 # produced (four files: log, pytest.log, suite.json, benchmarks.md; the suite rewrites the last two after
 # every entry), so a run stopped at its limit still returns what it measured.
 #
-#   bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS=540 [TEST_SECONDS=150 [ENTRY_SECONDS=3600]]]
+#   bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS=540 [TEST_SECONDS=150 [ENTRY_SECONDS=3600 [ENTRIES]]]]
 #
 # TOTAL_SECONDS bounds the whole script (tests ≤ TEST_SECONDS, the suite gets the rest less 30 s for the
 # start-up and the copy, one script at most ENTRY_SECONDS of it); keep it under the limit of whatever runs
-# the script.  Peers that the machine lacks (dynamax, hmmlearn and their dependencies) travel as wheels in
-# .whl/ and are installed into /tmp (no network needed), and a flax ≥ 0.12 in .whl/fallback/ is used only
-# where the machine's own cannot import simlm; simlm runs from the checkout.
+# the script.  ENTRIES (quoted, space-separated suite entries, e.g. "experiment1") runs only those: one
+# 600-s call cannot hold every accelerator row (docs/benchmarks.md says which call measures which).  Peers
+# that the machine lacks (dynamax, hmmlearn and their dependencies) travel as wheels in .whl/ — fetched
+# beforehand where there is a network by `bash benchmarks/fetch_wheels.sh` (.whl/ is git-ignored: carry it)
+# — and are installed into /tmp (no network needed); a flax ≥ 0.12 in .whl/fallback/ is used only where the
+# machine's own cannot import simlm; simlm runs from the checkout.
 set -uo pipefail
 out=$(mkdir -p "${1:?usage: bash benchmarks/accelerator.sh OUTDIR [TOTAL_SECONDS [TEST_SECONDS [ENTRY_SECONDS]]]}" && cd "$1" && pwd)
 total=${2:-540}
 tests=${3:-150}  # seconds for the exactness tests
 entry=${4:-3600}  # seconds for one benchmark script at most
+only=${5:-}  # suite entries to run (all, in plan order, when empty)
 py=${PYTHON:-python3}  # the interpreter (PYTHON=.venv/bin/python to try it on a CPU checkout)
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,11 +39,15 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
       .whl/fallback/*.whl && export PYTHONPATH="/tmp/simlm-fallback:$PYTHONPATH" && "$py" -c "$smoke"
   fi
   echo "== exactness on this backend"
-  timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_attention_kernels.py tests/test_precision.py \
-    tests/test_hmm_exact.py tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
+  if [ "$tests" -gt 0 ]; then
+    timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_attention_kernels.py tests/test_precision.py \
+      tests/test_hmm_exact.py tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
+  fi
   budget=$((total - SECONDS - 30)); budget=$((budget < 0 ? 0 : budget))
   echo "== benchmark suite, budget ${budget} s"
+  # shellcheck disable=SC2086  # ENTRIES is a list of words
   timeout --kill-after=10 $((budget + 20)) "$py" benchmarks/suite.py --budget "$budget" \
-    --timeout "$entry" --results /tmp/simlm-results --summary "$out/suite.json" --docs "$out/benchmarks.md"
+    --timeout "$entry" --results /tmp/simlm-results --summary "$out/suite.json" --docs "$out/benchmarks.md" \
+    ${only:+--only $only}
   date -u
 } 2>&1 | tee "$out/log"

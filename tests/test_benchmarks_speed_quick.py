@@ -174,6 +174,14 @@ def test_the_profile_entry_reports_the_step_by_kind_and_its_top_kernel_without_a
     assert value == ("17.50 ms a step; by kind (ms): other fusion 6.30, matmul 4.90; "
                      "top kernel input_scatter_fusion_2 4.26 ms")
     assert suite_script.headlines("profile", {"config": {}})[0][2] == "—"  # a stopped run: no number
+    # through the table, as the suite writes it: markdown() passes the entry's script, profile_step, which
+    # matched no headline, so a profile that ran had no row at all
+    machine = {"backend": "gpu", "device_kind": "H100", "cpu_count": 16, "jax": "0.11", "python": "3.12"}
+    table = suite_script.markdown({"machine": machine, "started": "now", "peers": {}, "quick": False,
+                                   "benchmarks": {"profile": {"script": "profile_step", "status": "ok",
+                                                              "report": report}}})
+    row = "| profile | train step by kernel, large (bfloat16, B=64 T=512, attention cudnn) | (report) | 17.50 ms"
+    assert row in table
 
 
 def test_the_peers_agree_only_when_their_laws_and_likelihoods_do():
