@@ -72,12 +72,13 @@ def _chunked(case, positions, copies, monkeypatch):
 
 
 def test_an_uneven_last_chunk_weighs_its_positions_alone(case, monkeypatch):
-    """P = 5 positions (one repeated) in chunks of 2: 2 + 2 + 1, the last chunk's mean weighted by 1 of 5 —
-    the same ε, TV and cross-entropies as one call, and ε the mean of the five single-position ε."""
+    """P = 5 positions in chunks of 2: 2 + 2 + 1, the last chunk's mean weighted by 1 of 5 — the same ε, TV
+    and cross-entropies as one call, and ε the mean of the five single-position ε.  (A repeated position is
+    refused: the mean is over a set of positions.)"""
     world, lm, x = case
-    positions = [4, 0, 3, 3, 1]
+    positions = [4, 0, 3, 2, 1]
     _, chunked, calls = _chunked(case, positions, 2, monkeypatch)
-    assert calls == [[4, 0], [3, 3], [1]]
+    assert calls == [[4, 0], [3, 2], [1]]
     assert (chunked.n_positions, chunked.n_sequences) == (5 * N, N)
     one_by_one = [exact_masked_epsilon(world, lm, x, positions=[t])[0] for t in positions]
     np.testing.assert_allclose(exact_masked_epsilon(world, _recording(lm, []), x, positions=positions)[0],
