@@ -105,14 +105,27 @@ def check_positive(name: str, value) -> float:
     return v
 
 
-def check_float32_normal(name: str, value: float, where: str, note: str = "") -> float:
+def check_float32_normal(name: str, value: float, where: str, note: str = "", *,
+                         zero: str = " and no step would move") -> float:
     """``value`` (a checked real number) unless it is positive and below float32's smallest normal number,
     where ``where`` computes (an optimiser's step size or clip: 1e-50 becomes 0 there and no step moves);
-    then :class:`ConfigError` naming ``name`` (``note`` appended)."""
+    then :class:`ConfigError` naming ``name`` (``zero``, what a 0 there does, and ``note`` appended)."""
     tiny = float(np.finfo(np.float32).tiny)
     if 0 < value < tiny:
         raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where "
-                          f"{where}: it would round to 0 and no step would move{note}")
+                          f"{where}: it would round to 0{zero}{note}")
+    return value
+
+
+def check_float32_range(name: str, value: float, where: str, small: str) -> float:
+    """A positive ``value`` within float32's normal range, where ``where`` computes, else :class:`ConfigError`
+    naming ``name``: below it (:func:`check_float32_normal`, ``small``: what to do instead of a value that
+    would round to 0) or above float32's largest number (inf there)."""
+    check_float32_normal(name, value, where, zero=f"; {small}")
+    top = float(np.finfo(np.float32).max)
+    if value > top:
+        raise ConfigError(f"{name}: {value:g} is above float32's largest number ({top:.3g}), where {where}: it "
+                          "would be inf")
     return value
 
 

@@ -32,7 +32,8 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-from simlm.checks import as_array, as_key, check_float32_normal, check_memory, check_positive, check_positive_int
+from simlm.checks import (as_array, as_key, check_float32_normal, check_float32_range, check_memory, check_positive,
+                          check_positive_int)
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError, TrainingDivergedError
 
 
@@ -89,20 +90,7 @@ def check_l2(l2) -> float:
     was inf from the first step and the random start came back as the fit)."""
     if isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, (bool, np.bool_)) and l2 == 0:
         return 0.0
-    return check_float32_range("l2", check_positive("l2", l2), "give l2 = 0 for no penalty")
-
-
-def check_float32_range(name: str, value: float, small: str) -> float:
-    """A positive ``value`` within float32's normal range, where the fits compute, else :class:`ConfigError`
-    naming ``name`` (``small``: what to do instead of a value that would round to 0)."""
-    tiny, top = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
-    if value < tiny:
-        raise ConfigError(f"{name}: {value:g} is below float32's smallest normal number ({tiny:.3g}), where the "
-                          f"fits compute: it would round to 0; {small}")
-    if value > top:
-        raise ConfigError(f"{name}: {value:g} is above float32's largest number ({top:.3g}), where the fits "
-                          "compute: it would be inf")
-    return value
+    return check_float32_range("l2", check_positive("l2", l2), "the fits compute", "give l2 = 0 for no penalty")
 
 
 def standardisation(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -406,8 +394,8 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     head = LinearLogits()
     params, losses, taken, grad_norm, stopped = _fit_linear(
         head, jnp.asarray(standardised(f, mean, scale)), jnp.asarray(y), jnp.float32(l2),
-        jnp.float32(check_lr(lr)), jnp.float32(check_float32_range("tol", check_positive("tol", tol), "tol = 0 "
-                                                                   "is no tolerance: give a positive one")),
+        jnp.float32(check_lr(lr)), jnp.float32(check_float32_range("tol", check_positive("tol", tol), "the fits compute",
+                                                                   "tol = 0 is no tolerance: give a positive one")),
         as_key(check_positive_int("seed", seed, minimum=0), "seed"), C, steps, method)
     g, taken = float(grad_norm), int(taken)
     if not (np.isfinite(g) and np.isfinite(np.asarray(losses)[:taken]).all()):  # Adam at lr = 1e30: W ≈ ±1e30

@@ -262,10 +262,10 @@ class WorldBase:
         (:meth:`log_masked_token_probs`)."""
         return self._prepended(self._log_prepended_mask_probs, tokens)
 
-    def _masked(self, law, tokens, positions):
+    def _masked(self, law, tokens, positions, method: str = "masked_token_probs"):
         toks, single = check_tokens(tokens, self.n_symbols)
         pos = check_positions(positions, toks.shape[1])
-        self._check_cost("masked_token_probs", *toks.shape, len(pos))
+        self._check_cost(method, *toks.shape, len(pos))
         out, steps = law(jax.device_put(toks), jax.device_put(pos))
         self._require_masked_possible(toks, pos, steps)
         return out[0] if single else out

@@ -21,7 +21,7 @@ from simlm.errors import ConfigError, ShapeError, SimlmError, ZeroProbabilityErr
 from simlm.worlds import buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
-from simlm.checks import as_key, as_rng, check_positions, check_positive_int, check_tokens
+from simlm.checks import as_key, as_rng, check_positive_int
 from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_probabilities,
                                check_request, stored)
 from simlm.worlds.families import random_parameters
@@ -336,13 +336,11 @@ class HMM(ChainInference, WorldBase):
         None), as :meth:`masked_token_probs` gives the token laws there.  Defined where p*(x_−t) > 0: x_t is a
         placeholder it never reads, so an impossible one is answered; a requested position where every token
         is impossible is refused, naming it."""
-        toks, single = check_tokens(tokens, self.n_symbols)
-        pos = check_positions(positions, toks.shape[1])
-        self._check_cost("masked_state_posterior", *toks.shape)
-        out, steps = masked_state_posterior(*self._chain, jax.device_put(toks))
-        self._require_masked_possible(toks, pos, steps)
-        out = jax.device_put(np.asarray(out)[:, pos])  # picked on the host, as the token laws
-        return out[0] if single else out
+        def law(toks, pos):  # every position in one pass, picked on the host, as the token laws
+            out, steps = masked_state_posterior(*self._chain, toks)
+            return jax.device_put(np.asarray(out)[:, np.asarray(pos)]), steps
+
+        return self._masked(law, tokens, positions, "masked_state_posterior")
 
     def prepended_state_posterior(self, tokens) -> jax.Array:
         """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
