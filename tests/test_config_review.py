@@ -77,6 +77,17 @@ def test_a_flag_of_the_other_head_prompt_experiment_is_refused(experiment, flag,
     assert not (tmp_path / "out").exists()
 
 
+def test_head_prompt_full_input_with_a_visible_length_is_refused(tmp_path, capsys):
+    """--full-input set T' = T over a --visible-length given beside it, without a word (T' = 4 asked, 8 run)."""
+    from simlm.experiments import head_prompt
+
+    out = tmp_path / "out"
+    argv = ["experiment1", "--quick", "--no-train", "--visible-length", "4", "--full-input", "--out", str(out)]
+    assert head_prompt.main(argv) == 2
+    assert "--full-input" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_natural_tasks_refuses_values_whose_labels_collide():
     """--eps 0.1 0.1000001 made two LMs both labelled theta-noise@0.1 (240 duplicated row keys)."""
     from simlm.experiments import natural_tasks as nt

@@ -663,6 +663,8 @@ def command(argv=None) -> dict:
     if args.analytic is not None:
         options["analytic"] = None if args.analytic == "none" else args.analytic
     if args.full_input:
+        if args.visible_length is not None:  # one of the two would be dropped without a word
+            raise ConfigError("--full-input: sets T' = T (label_length); give it or --visible-length, not both")
         options["visible_length"] = options.get("label_length", Config.label_length)
     if args.no_train:
         options["trained"] = False
