@@ -47,7 +47,7 @@ class InProcess:
 class ProcessPool:
     """Run jobs in ``workers`` spawned processes (each imports simlm afresh: no state is shared).
 
-    When the workers fill the machine's cores (``workers ≥ os.cpu_count()``) each runs XLA's products on one
+    When the workers fill the cores this process may use (``workers ≥`` :func:`usable_cores`) each runs XLA's products on one
     thread (``--xla_cpu_multi_thread_eigen=false`` added to its ``XLA_FLAGS``) instead of every worker's
     thread pool competing for every core: the sweep's small models gain from it (a d = 32 training step:
     12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  XLA still runs independent
@@ -72,7 +72,7 @@ class ProcessPool:
         self.workers = check_positive_int("workers", workers)
         if single_threaded is not None and not isinstance(single_threaded, bool):
             raise ConfigError(f"single_threaded: expected None, True or False, got {single_threaded!r}")
-        self.single_threaded = self.workers >= (os.cpu_count() or 1) if single_threaded is None else single_threaded
+        self.single_threaded = self.workers >= usable_cores() if single_threaded is None else single_threaded
 
     def map(self, fn, payloads):
         payloads = list(payloads)
@@ -90,13 +90,14 @@ class ProcessPool:
             try:
                 for future in cf.as_completed(futures):
                     left -= 1
-                    if pins is not None and left < self.workers:  # a core is free from now on: the last jobs take it
-                        _unpin(pins, cores)
-                        pins = None
                     try:
                         result = future.result()
                     except cf.process.BrokenProcessPool as err:  # a worker died (a signal, out of memory): this
-                        result = WorkerLost(str(err))  # job and every one still queued are lost, not the sweep
+                        result = WorkerLost(str(err))  # job, the others' running jobs and every one still queued
+                        pins = None  # are lost, not the sweep (nothing left to unpin; a dead worker may hold the lock)
+                    if pins is not None and left < self.workers:  # a core is free from now on: the last jobs take it
+                        _unpin(pins, cores)
+                        pins = None
                     yield futures[future], result
             except BaseException:  # Ctrl-C, or the consumer stopped: start no queued job (those running finish)
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -142,25 +143,37 @@ def _pin(cores: list[int], pins) -> None:
     reductions in another order).  A "single-threaded" worker still runs XLA's independent operations on a
     second thread: two workers on two cores each kept ~1.8 cores busy and slowed each other down (an
     experiment-2 ladder of 2,500 steps, two side by side: 112–114 s a ladder unpinned, 95–98 s pinned).
-    Nothing is pinned once :func:`_unpin` has let the workers out (``pins[1]``), or on an accelerator."""
+    Nothing is pinned once :func:`_unpin` has let the workers out (``pins[1]``), or on an accelerator.
+    The backend starts before the lock is taken: a worker killed while it starts (seconds on a GPU) would
+    otherwise leave the lock held, and the pool's parent waiting on it for ever."""
+    if jax.default_backend() != "cpu":  # the backend starts here, before the pin
+        return
     with pins.get_lock():
         if pins[1]:
             return
         slot = pins[0]
         pins[0] += 1
         pins[2 + slot % (len(pins) - 2)] = os.getpid()
-        if jax.default_backend() != "cpu":  # the backend starts here, before the pin
-            return
         _set_affinity(os.getpid(), {cores[slot % len(cores)]})
 
 
+_UNPIN_WAIT_S = 10.0  # how long _unpin waits for the pins' lock
+
+
 def _unpin(pins, cores: list[int]) -> None:
-    """Let every pinned worker run on all ``cores`` again (the pool's last jobs, with cores to spare)."""
-    with pins.get_lock():
-        pins[1] = 1
-        for pid in pins[2:]:
+    """Let every pinned worker run on all ``cores`` again (the pool's last jobs, with cores to spare).  The
+    lock is waited for a few seconds at most: a worker killed while holding it must not stop the pool (the
+    pids recorded are unpinned all the same; a worker still pinning itself then may stay pinned)."""
+    lock, raw = pins.get_lock(), pins.get_obj()  # raw: indexing ``pins`` itself takes the lock again
+    held = lock.acquire(timeout=_UNPIN_WAIT_S)
+    try:
+        raw[1] = 1
+        for pid in raw[2:]:
             if pid:
                 _set_affinity(pid, set(cores))
+    finally:
+        if held:
+            lock.release()
 
 
 def _set_affinity(pid: int, cores: set) -> None:
@@ -272,11 +285,19 @@ def check_ray_address(address: str, *, timeout: float = 10.0) -> None:
                           f"`ray start --head`, or pass auto to join the one running on this machine") from None
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: ``taskset``, a container's cpuset), not the
+    machine's count — a 2-core cpuset of a 64-core machine has 2."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def auto_workers() -> int:
-    """``--workers auto``: one worker per CPU core when JAX computes on the CPU (a sweep's jobs are
-    independent, and one process rarely keeps every core busy), 1 on an accelerator (whose memory one
-    process already claims)."""
-    return (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    """``--workers auto``: one worker per usable CPU core (:func:`usable_cores`) when JAX computes on the CPU
+    (a sweep's jobs are independent, and one process rarely keeps every core busy), 1 on an accelerator
+    (whose memory one process already claims)."""
+    return usable_cores() if jax.default_backend() == "cpu" else 1
 
 
 def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None):
