@@ -50,13 +50,18 @@ class CellStore:
                 garbage += 1
         if b"".join(good) == raw:
             return
+        try:  # the file repaired; a store that cannot be written (a read-only copy) is read as repaired and left
+            if garbage:
+                backup = _free_name(self.path, ".corrupt-")
+                backup.write_bytes(raw)
+            _replace_bytes(self.path, b"".join(good))
+            saved = f"the original file is saved as {backup}" if garbage else ""
+        except OSError as err:
+            saved = f"the file is left as it is, since it cannot be rewritten ({err.strerror or err})"
         if garbage:
-            backup = _free_name(self.path, ".corrupt-")
-            backup.write_bytes(raw)
             warnings.warn(f"{self.path}: dropped {garbage} corrupt line(s) that are not finished cells (their cells "
-                          f"will be recomputed); {len(self.cells)} finished cells kept; the original file is "
-                          f"saved as {backup}", RuntimeWarning, stacklevel=2)
-        _replace_bytes(self.path, b"".join(good))
+                          f"will be recomputed); {len(self.cells)} finished cells kept; {saved}",
+                          RuntimeWarning, stacklevel=2)
 
     def __contains__(self, key: str) -> bool:
         return key in self.cells
