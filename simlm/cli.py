@@ -45,11 +45,11 @@ def _run(config, args) -> int:
     result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
     print(console_table(result["rows"]))
     paths = render(result["rows"], args.out)
-    bounded = [r for r in result["rows"] if has_bound(r)]
+    bounded, lost = [r for r in result["rows"] if has_bound(r)], result.get("lost", [])
     print(f"\n{result['cells']} cells, {len(result['rows'])} rows: {sum(not r['holds'] for r in bounded)} of "
           f"{len(bounded)} bounded rows violated, {sum(bool(r.get('trivial')) for r in bounded)} trivial; "
-          f"{len(result['errors'])} cells failed, {len(result['skipped'])} (world, LM, check) combinations do not "
-          f"apply; {result['time_s']:.1f} s")
+          f"{len(result['errors']) - len(lost)} cells failed" + (f", {len(lost)} training ladders lost" if lost else "")
+          + f", {len(result['skipped'])} (world, LM, check) combinations do not apply; {result['time_s']:.1f} s")
     for e in result["errors"]:
         print(f"  failed {e['cell']}: {e['error']}")
     if result.get("unreached"):  # no LM there, so no cell and no row: said, not dropped silently

@@ -162,3 +162,104 @@ def test_a_lock_is_reentrant_however_its_directory_is_spelt(tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _hold_and_die(lock) -> None:
+    lock.acquire()
+    os._exit(9)
+
+
+def test_unpinning_does_not_wait_for_ever_on_a_lock_a_dead_worker_held(monkeypatch):
+    """A worker killed while it held the pins' lock (it started XLA's backend under it: seconds on a GPU)
+    left the pool's parent blocked in _unpin for ever, its sweep hung.  The backend starts before the lock
+    now, and _unpin waits a bounded time."""
+    import multiprocessing
+    import time
+
+    from simlm.experiments import executors
+
+    context = multiprocessing.get_context("spawn")
+    pins = context.Array("q", [0, 0, 0, 0])
+    dead = context.Process(target=_hold_and_die, args=(pins.get_lock(),))
+    dead.start()
+    dead.join()
+    monkeypatch.setattr(executors, "_UNPIN_WAIT_S", 0.5)
+    started = time.perf_counter()
+    executors._unpin(pins, [0])
+    assert pins.get_obj()[1] == 1 and time.perf_counter() - started < 5  # pins[1] would wait on the lock
+
+
+def test_auto_workers_counts_the_cores_this_process_may_use(monkeypatch):
+    """--workers auto read os.cpu_count(): under taskset -c 0 (or a 2-core cpuset of a 64-core machine) it
+    started a worker per core of the machine, pinned several to each usable core."""
+    from simlm.experiments import executors
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert executors.usable_cores() == 1 and executors.auto_workers() == 1
+    assert ProcessPool(1).single_threaded
+
+
+class _LosesTraining(InProcess):
+    """Reports the worker of every training job as dead, runs every other job here."""
+
+    shares_filesystem = True
+
+    def map(self, fn, payloads):
+        from simlm.experiments.sweep import train_job
+
+        for p in payloads:
+            yield p, (WorkerLost("terminated abruptly") if fn is train_job else fn(p))
+
+
+def test_a_training_worker_that_dies_loses_its_ladder_not_the_sweep(tmp_path):
+    """A worker killed while training a ladder stopped the sweep with a JSONDecodeError (the reason lost,
+    no tables, no summary).  The ladder is listed as lost now (an error: exit status 1), the other cells
+    run, and a rerun trains it."""
+    from simlm.experiments.report import markdown
+
+    raw = {**RAW, "worlds": RAW["worlds"][:1],
+           "lms": {"oracle": True, "trained": {"targets": [0.05], "model": {"d_model": 8, "n_layers": 1, "n_heads": 1},
+                                               "train": {"max_steps": 2, "batch_size": 4, "eval_every": 1}}}}
+    result = run_sweep(parse_config(raw), tmp_path, executor=_LosesTraining(), progress=False, log=lambda *a: None)
+    [lost] = result["lost"]
+    assert lost["world"] == "h1" and "terminated abruptly" in lost["error"]
+    assert [e["cell"] for e in result["errors"]] == ["h1|trained ladder"]
+    assert {r["lm"] for r in result["rows"]} == {"oracle"} and (tmp_path / "results.csv").exists()
+    assert "Ladders lost in the last run" in markdown(result["rows"], tmp_path, [])
+    again = run_sweep(parse_config(raw), tmp_path, progress=False, log=lambda *a: None)
+    assert not again["lost"] and not again["errors"]
+    assert "Ladders lost" not in markdown(again["rows"], tmp_path, [])
+
+
+def test_a_resume_whose_world_record_is_gone_is_refused(tmp_path):
+    """worlds/<name>.json missing (or unreadable) was rewritten with this run's held-out digest while the
+    stored cells, computed on other tokens, were reused: nothing could tell them apart any more."""
+    import pytest
+
+    from simlm.errors import ConfigError
+
+    config = parse_config(RAW)
+    run_sweep(config, tmp_path, progress=False, log=lambda *a: None)
+    (tmp_path / "worlds" / "h1.json").unlink()
+    (tmp_path / "worlds" / "h2.json").write_text("{torn")
+    with pytest.raises(ConfigError, match=r"h1\.json is missing, but .* holds 1 cell\(s\) of world 'h1'"):
+        run_sweep(config, tmp_path, progress=False, log=lambda *a: None)
+    (tmp_path / "cells.jsonl").write_text("")  # no cells of theirs: nothing to mix, the records are written afresh
+    assert run_sweep(config, tmp_path, progress=False, log=lambda *a: None)["new_cells"] == 2
+
+
+def test_a_store_that_cannot_be_rewritten_is_read_as_repaired(monkeypatch, tmp_path):
+    """Reading a store with a torn last line (a killed sweep) rewrote the file: on a read-only copy
+    read_results and CellStore raised PermissionError."""
+    from simlm.experiments import store as store_module
+
+    path = tmp_path / "cells.jsonl"
+    path.write_text(json.dumps({"cell": "a", "records": []}) + "\n" + '{"cell": "b", "rec')
+
+    def refuse(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_module, "_replace_bytes", refuse)
+    assert list(CellStore(path).cells) == ["a"]
+    assert path.read_text().endswith('"rec')  # left as it was

@@ -222,16 +222,20 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _unreached(out_dir: Path) -> list:
-    """The last run's unreached ladder rungs, from ``summary.json`` (none when it is absent or unreadable:
-    a run that has not finished, or one written before they were recorded)."""
+def _last_run(out_dir: Path, name: str, keys: set) -> list:
+    """The last run's list ``name`` from ``summary.json``, its entries with ``keys`` (none when the file is
+    absent or unreadable: a run that has not finished, or one written before they were recorded)."""
     try:
         summary = read_json(out_dir / "summary.json", what="out") if (out_dir / "summary.json").exists() else {}
     except ConfigError:
         return []
-    rungs = summary.get("unreached") if isinstance(summary, dict) else None
-    keys = {"world", "seed", "target", "best_eps", "steps"}
-    return [u for u in rungs if isinstance(u, dict) and keys <= set(u)] if isinstance(rungs, list) else []
+    entries = summary.get(name) if isinstance(summary, dict) else None
+    return [u for u in entries if isinstance(u, dict) and keys <= set(u)] if isinstance(entries, list) else []
+
+
+def _unreached(out_dir: Path) -> list:
+    """The last run's unreached ladder rungs (:func:`_last_run`)."""
+    return _last_run(out_dir, "unreached", {"world", "seed", "target", "best_eps", "steps"})
 
 
 def markdown(rows: list, out_dir: Path, plots: list) -> str:
@@ -272,6 +276,11 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
                              f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')} |")
     if errors:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
+    lost = _last_run(out_dir, "lost", {"world", "error"})
+    if lost:
+        lines += ["", "## Ladders lost in the last run", "", "No trained LM of that world, so no cells for one: a "
+                  "rerun resumes its training from its checkpoints.", ""]
+        lines += [f"- world `{x['world']}`: {x['error']}" for x in lost]
     unreached = _unreached(out_dir)
     if unreached:
         lines += ["", "## Ladder rungs not reached", "", "No LM, so no cells: the trained model of that seed never "

@@ -690,9 +690,9 @@ def _installed(name: str) -> str | None:
 
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
-    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "cells",
-    "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give no LM
-    and so no cells) and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
+    """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
+    "cells", "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give
+    no LM and so no cells; ``lost``: the ladders whose pool worker died, listed in ``errors`` too) and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once
@@ -723,11 +723,16 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     payload = lambda **kw: json.dumps({"config": config.to_dict(), "out": str(out.absolute()),
                                        "progress": progress and here, "store": local, "tag": info, **kw})
     bar = progress_bar(0, enabled=progress, desc="sweep")
-    trained, unreached = {}, []
+    trained, unreached, lost = {}, [], []
     if _trained_worlds(config):
         names = [w["name"] for w in _trained_worlds(config)]
         bar.set_description(f"sweep: training {', '.join(names)}")
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
+            if isinstance(result, WorkerLost):  # no LMs from this ladder in this run: listed as an error, and a
+                lost.append({"world": json.loads(p)["world"],  # rerun resumes it from its checkpoints
+                             "error": f"the pool's worker process died while training this world's ladder (killed "
+                                      f"by a signal or out of memory), so its trained LMs have no cells: {result}"})
+                continue
             ladder = json.loads(result)
             trained[json.loads(p)["world"]] = ladder["lms"]
             unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
@@ -780,9 +785,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     update_run(out / "environment.json", info["run"], cells_computed=new)
     rows = store.records()
     write_tables(rows, out)
-    errors = store.errors()
-    summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors, "skipped": skipped,
-               "unreached": unreached, "time_s": time.perf_counter() - started}
+    errors = [{"cell": f"{x['world']}|trained ladder", "error": x["error"]} for x in lost] + store.errors()
+    summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors,
+               "skipped": skipped, "unreached": unreached, "lost": lost, "time_s": time.perf_counter() - started}
     write_json_atomic(out / "summary.json", summary)
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
@@ -790,15 +795,24 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
 def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path) -> None:
     """A resumed directory's worlds must be the ones its cells were computed on: the same parameters
     (``fingerprint``) and the same held-out tokens (:func:`tokens_digest`), which the config alone does
-    not fix.  ``worlds/<name>.json`` records both; an unreadable record, or one written before tokens
-    were recorded, is rewritten."""
+    not fix.  ``worlds/<name>.json`` records both; one written before tokens were recorded is rewritten.
+    A record that is missing or unreadable while the store holds cells of that world is refused: nothing
+    would tell those cells' tokens from this run's (the record is written before any cell is computed)."""
+    cells = CellStore(out / "cells.jsonl").cells if (out / "cells.jsonl").exists() else {}
     for spec in config.worlds:
         path = out / "worlds" / f"{spec['name']}.json"
         try:
-            recorded = read_json(path) if path.exists() else {}
+            recorded = read_json(path) if path.exists() else None
         except ConfigError:
+            recorded = None
+        if not isinstance(recorded, dict):
+            stored = sum(key.startswith(f"{spec['name']}|") for key in cells)
+            if stored:
+                raise ConfigError(f"out: {path} is {'unreadable' if path.exists() else 'missing'}, but "
+                                  f"{out / 'cells.jsonl'} holds {stored} cell(s) of world {spec['name']!r}: nothing "
+                                  "says which world and held-out tokens they were computed on; restore the file, "
+                                  "or use another --out")
             recorded = {}
-        recorded = recorded if isinstance(recorded, dict) else {}
         now = {"fingerprint": worlds[spec["name"]].fingerprint(), "heldout": heldout[spec["name"]]}
         if recorded and recorded.get("heldout") is None and config.seed >= 2**32:
             raise ConfigError(f"out: {path} was written before held-out tokens were recorded, when a seed ≥ 2**32 "
