@@ -7,6 +7,7 @@ token embeddings is those tokens, and a prompt with no reweighting is refused.
 The periodic worlds: π = e_0 and A = swap, so the unprompted position 0 is in state 0 and x_1 in state 1,
 while after k prompt tokens (the first in state 0) position 0 is in state k mod 2 and x_1 in state k + 1."""
 
+import itertools
 import re
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from bruteforce import prompted_state_law
+from bruteforce import prompted_state_law, sequence_prob
 import simlm.downstream.attention_prompts as attention_prompts
 import simlm.downstream.prompts as prompts
 from simlm.downstream.attention_prompts import _prefixed_laws, fit_exact_attention_prompt, \
@@ -381,17 +382,19 @@ def _sparse_world():
 
 @pytest.mark.parametrize("fit", ["prepended", "attention"])
 def test_an_impossible_test_sequence_is_refused_before_the_fit_naming_the_test_tokens(fit, monkeypatch):
-    """A test sequence no prompt makes possible was scored after every restart had been trained (7.6 s here),
-    and the error named the training ``tokens``; bad ``lr`` and ``seed`` are refused before the world's prompted
-    law is compiled."""
+    """A test sequence whose law no prompt makes defined was scored after every restart had been trained (7.6 s
+    here), and the error named the training ``tokens``; bad ``lr`` and ``seed`` are refused before the world's
+    prompted law is compiled.  (2, 2) is impossible (only state 1 emits 2, and A[1, 1] = 0): the prepended law
+    is undefined there; the masked laws of (2, 2) are defined (each reads one token 2), those of (2, 2, 0) at
+    position 2 are not."""
     from simlm.downstream import fit_exact_attention_prompt, fit_exact_prompt
 
     world = _sparse_world()
-    x = np.array([[0, 1], [1, 0], [0, 0], [1, 1]])
+    x = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 0]])[:, :2 if fit == "prepended" else 3]
     y = np.array([0, 1, 0, 1])
     run = fit_exact_prompt if fit == "prepended" else fit_exact_attention_prompt
     with pytest.raises(ZeroProbabilityError, match="^test tokens: sequence 0"):
-        run(world, x, y, steps=5, n_restarts=1, test=(np.array([[2, 2]]), [0]))
+        run(world, x, y, steps=5, n_restarts=1, test=(np.array([[2, 2, 0]])[:, :x.shape[1]], [0]))
     law = "prompted_prepended_mask_probs" if fit == "prepended" else "prompted_masked_token_probs"
 
     def no_law(*args, **kwargs):
@@ -433,3 +436,69 @@ def test_an_exact_prompt_too_long_names_k():
     world = HMM([.5, .5], [[.9, .1], [.2, .8]], [[.7, .3], [.1, .9]])
     with pytest.raises(ConfigError, match="^k: expected a prompt length"):
         fit_exact_prompt(world, np.zeros((4, 3), int), np.arange(4) % 2, k=10001)
+
+
+def _prompt_law_by_enumeration(pi, A, U):
+    """The law of x_1's state after the prompt, by every path of the prompt's k states (float64)."""
+    K, alpha = len(pi), np.zeros(len(pi))
+    for h in itertools.product(range(K), repeat=len(U)):
+        p = pi[h[0]] * U[0][h[0]]
+        for j in range(1, len(U)):
+            p *= A[h[j - 1], h[j]] * U[j][h[j]]
+        alpha += p * A[h[-1]]
+    with np.errstate(invalid="ignore"):
+        return alpha / alpha.sum()  # NaN where P(z) = 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5, 7, 39])
+def test_the_prompted_masked_law_is_answered_wherever_each_masked_position_is_possible(seed):
+    """p(x_t = · | z, x_−t) needs p(x_−t | z) > 0, not p(x | z) > 0 (the token at t is a placeholder): the
+    prompted masked law refused every x of probability zero after the prompt, while the unprompted one
+    answered them.  Every x of length 3 over V = 3, one at a time, on worlds with exact zeros in π, A, B
+    and U, against enumeration (float64): answered where every position's law is defined, refused (naming
+    the position) where one is not."""
+    rng = np.random.default_rng(seed)
+    zeros = lambda shape: rng.dirichlet(np.ones(shape[-1]), shape[:-1]) * (rng.random(shape) > 0.35)
+    while True:
+        pi, A, B = zeros((3,)), zeros((3, 3)), zeros((3, 3))
+        U = rng.random((2, 3)) * (rng.random((2, 3)) > 0.3)
+        if pi.sum() > 0 and (A.sum(1) > 0).all() and (B.sum(1) > 0).all() and U.sum(1).all():
+            pi, A, B = pi / pi.sum(), A / A.sum(1, keepdims=True), B / B.sum(1, keepdims=True)
+            if np.isfinite(_prompt_law_by_enumeration(pi, A, U)).all():  # P(z) > 0
+                break
+    with jax.enable_x64(True):
+        w, rho = HMM(pi, A, B, dtype="float64"), _prompt_law_by_enumeration(pi, A, U)
+        answered = 0
+        for x in itertools.product(range(3), repeat=3):
+            joint = [np.array([sequence_prob(rho, A, B, x[:t] + (v,) + x[t + 1:]) for v in range(3)]) for t in range(3)]
+            if all(j.sum() > 0 for j in joint):
+                got = np.asarray(w.prompted_masked_token_probs(np.array(x), U))
+                np.testing.assert_allclose(got, [j / j.sum() for j in joint], atol=1e-12)
+                answered += sequence_prob(rho, A, B, x) == 0  # the case that was refused
+            else:
+                t = next(t for t, j in enumerate(joint) if j.sum() == 0)
+                with pytest.raises(ZeroProbabilityError, match=f"after this prompt whatever token is at masked position {t}"):
+                    w.prompted_masked_token_probs(np.array(x), U)
+    assert answered or seed not in (5, 7, 39)  # the first 60 seeds' worlds with such inputs (1–2 of 27 each)
+
+
+def test_a_prompt_fit_warns_where_it_reads_positions_the_model_was_never_trained_at():
+    """A trained LM's laws warned (UntrainedPositionWarning) when their input was longer than it was trained
+    on, but the prompt fits, which reach the network through its state with a prefix, read k + MASK + T
+    positions past it without a word: those positions' learned embeddings were still random."""
+    import warnings
+
+    from simlm.errors import UntrainedPositionWarning
+
+    cfg = TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=2, max_len=8, causal=False)
+    x, y = np.asarray(HMM.random(0, 2, 3).sample(0, 8, 4)), np.arange(8) % 2
+    fits = ((fit_transformer_prompt, "a prompt of k = 2 vectors and a MASK before 4 tokens reads inputs of 7"),
+            (fit_transformer_attention_prompt, "a prompt of k = 2 vectors before 4 tokens reads inputs of 6"))
+    for fit, message in fits:
+        lm = TransformerLM(init_transformer(cfg, 0), trained_length=4)
+        with pytest.warns(UntrainedPositionWarning, match=message):
+            fit(lm, x, y, k=2, steps=2)
+        lm = TransformerLM(init_transformer(cfg, 0), trained_length=7)  # every position read was trained
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fit(lm, x, y, k=2, steps=2)

@@ -256,12 +256,16 @@ def check_masked_transformer(lm) -> MaskedTransformerLM:
 def check_masked_transformer_tokens(lm, tokens, k, *, mask_slot: bool = True) -> jax.Array:
     """Tokens as a jax array after checking that ``lm`` is a :class:`~simlm.models.MaskedTransformerLM`
     whose positions hold the prefix k, the prepended MASK (``mask_slot``; the attention prompt masks in
-    place instead) and x."""
+    place instead) and x; positions beyond those ``lm`` was trained on (learned positions) warn
+    :class:`~simlm.errors.UntrainedPositionWarning`, as its laws do."""
     check_masked_transformer(lm)
     toks, _ = check_tokens(tokens, lm.n_symbols)
-    if k + mask_slot + toks.shape[1] > lm.config.n_positions:
+    length = k + mask_slot + toks.shape[1]
+    if length > lm.config.n_positions:
         raise TokenError(f"tokens: prefix k = {k}{' + MASK' if mask_slot else ''} + {toks.shape[1]} tokens "
                          f"exceeds the model's {lm.config.n_positions} positions (max_len + 1)")
+    lm._warn_untrained(length, f"a prompt of k = {k} vectors{' and a MASK' if mask_slot else ''} before "
+                               f"{toks.shape[1]} tokens", stacklevel=4)
     return jnp.asarray(toks)
 
 

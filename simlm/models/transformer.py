@@ -730,6 +730,20 @@ class TransformerLM(ExplainsAbsentLaws):
         toks, single = self._check(tokens, "hidden_states")
         return [_unbatch(h, single) for h in self._hidden(self.state, toks)]
 
+    def _warn_untrained(self, length: int, what: str, stacklevel: int = 3) -> None:
+        """:class:`~simlm.errors.UntrainedPositionWarning`, once per ``length``, where ``what`` reads inputs of
+        ``length`` positions and this model, with learned positions, was trained on fewer."""
+        if self._config.positions == "learned" and self.trained_length is not None \
+                and length > self.trained_length and length not in self._warned_lengths:
+            self._warned_lengths.add(length)
+            warnings.warn(UntrainedPositionWarning(
+                f"{what} reads inputs of {length} positions, and this model was trained on "
+                f"{self.trained_length}: "
+                + (f"position {length - 1} keeps its" if length == self.trained_length + 1 else
+                   f"positions {self.trained_length}–{length - 1} keep their")
+                + f" initial random embedding, so the law there is not the trained model's (train with seq_len ≥ "
+                f"{length})"), stacklevel=stacklevel)
+
     def _check(self, tokens, method: str):
         c = self._config
         if isinstance(tokens, jax.core.Tracer):
@@ -740,16 +754,7 @@ class TransformerLM(ExplainsAbsentLaws):
         if T > c.max_len:
             raise TokenError(f"tokens: length {T} exceeds max_len = {c.max_len} of this model")
         length = T + (method in _ONE_LONGER)  # the model's input: (BOS, x) or (MASK, x) for these
-        if c.positions == "learned" and self.trained_length is not None and length > self.trained_length \
-                and length not in self._warned_lengths:
-            self._warned_lengths.add(length)
-            warnings.warn(UntrainedPositionWarning(
-                f"{method} on sequences of {T} tokens reads inputs of {length} positions, and this model was "
-                f"trained on {self.trained_length}: "
-                + (f"position {length - 1} keeps its" if length == self.trained_length + 1 else
-                   f"positions {self.trained_length}–{length - 1} keep their")
-                + f" initial random embedding, so the law there is not the trained model's (train with seq_len ≥ "
-                f"{length})"), stacklevel=3)
+        self._warn_untrained(length, f"{method} on sequences of {T} tokens", stacklevel=4)
         rows = n * T if method in ("masked_token_logprobs",) else n  # one forward pass per masked position
         check_memory("tokens", rows * (T + 1) * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * (T + 1)),
                      what=f"the activations of a forward pass over {rows} inputs of length {T}")

@@ -270,12 +270,15 @@ class WorldBase:
         self._require_masked_possible(toks, pos, steps)
         return out[0] if single else out
 
-    def _require_masked_possible(self, toks: np.ndarray, pos: np.ndarray, steps) -> None:
+    def _require_masked_possible(self, toks: np.ndarray, pos: np.ndarray, steps, log_likelihood=None,
+                                 under: str = "under this world") -> None:
         """p*(x_i = · | x_−i) needs p*(x_−i) > 0, not p*(x) > 0: the token at a masked position is a placeholder
         the law never reads (the forward pass before i and the backward pass after it), so a placeholder
         that makes x impossible leaves the law defined.  For the sequences x of probability zero (rare: a
         world's own samples never are), p*(x_−i) = Σ_v p*(x with x_i = v) is read off the likelihoods of the
-        V substitutions at each requested position; a position where all V are impossible is refused."""
+        V substitutions at each requested position; a position where all V are impossible is refused.
+        ``log_likelihood`` scores the substitutions (default: this world's; a prompted law passes the
+        prompted chain's), ``under`` says under what they are impossible."""
         impossible = np.flatnonzero(~np.isfinite(np.asarray(steps)).all(axis=1))
         if impossible.size == 0:
             return
@@ -283,12 +286,13 @@ class WorldBase:
         self._check_cost("log_likelihood", impossible.size * at.size * V, T)
         subs = np.repeat(toks[impossible], at.size * V, axis=0).reshape(impossible.size, at.size, V, T)
         subs[:, np.arange(at.size), :, at] = np.arange(V, dtype=toks.dtype)  # (rows, P', V) at position at[p]
-        ll = np.asarray(self._log_likelihood(jax.device_put(subs.reshape(-1, T)))).reshape(impossible.size, at.size, V)
+        score = self._log_likelihood if log_likelihood is None else log_likelihood
+        ll = np.asarray(score(jax.device_put(subs.reshape(-1, T)))).reshape(impossible.size, at.size, V)
         undefined = ~np.isfinite(ll).any(axis=2)
         if undefined.any():
             r, p = (int(a[0]) for a in np.nonzero(undefined))
             raise ZeroProbabilityError(
-                f"tokens: sequence {int(impossible[r])} has probability zero under this world whatever token is "
+                f"tokens: sequence {int(impossible[r])} has probability zero {under} whatever token is "
                 f"at masked position {int(at[p])} (the tokens around it are impossible together), so the masked "
                 f"law there is undefined")
 

@@ -157,7 +157,10 @@ class ChainInference:
         return self._prompted(prompted_prepended_mask_probs, tokens, prompt)
 
     def prompted_masked_token_probs(self, tokens, prompt) -> jax.Array:
-        """P(x_t = · | z, x_−t) at every position of x_1:T placed right after the prompt, ``(n, T, V)``."""
+        """P(x_t = · | z, x_−t) at every position of x_1:T placed right after the prompt, ``(n, T, V)``: defined
+        where p(x_−t | z) > 0 at every t, as :meth:`masked_token_probs` (x itself may be impossible: its token
+        at t is a placeholder the law never reads); a position where it is 0 raises
+        :class:`ZeroProbabilityError`."""
         return self._prompted(prompted_masked_token_probs, tokens, prompt)
 
     def _require_possible_prompt(self, u, consequence: str = "no law after it is defined, whatever the tokens"):
@@ -178,9 +181,15 @@ class ChainInference:
         out, steps = fn(*self._chain, u, jax.device_put(toks))  # steps: log p(x_t | z, x_<t), prompted chain
         if not np.isfinite(np.asarray(steps)).all():
             self._require_possible_prompt(u)
-        self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
-                                            "started at the prompt's law, cannot produce it)",
-                               under="after this prompt")
+        if fn is prompted_masked_token_probs:  # defined where p(x_−t | z) > 0, which p(x | z) = 0 leaves open
+            initial, transition, emission = self._chain
+            prior = prompting.prompt_prior(initial, transition, u)
+            self._require_masked_possible(toks, np.arange(toks.shape[1]), steps, under="after this prompt",
+                                          log_likelihood=lambda t: log_likelihood(prior, transition, emission, t))
+        else:
+            self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
+                                                "started at the prompt's law, cannot produce it)",
+                                   under="after this prompt")
         dead = ~(np.asarray(out).reshape(len(toks), -1).sum(-1) > 0)
         if dead.any():
             raise ZeroProbabilityError(
