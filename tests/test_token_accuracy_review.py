@@ -668,3 +668,16 @@ def test_an_unreached_rung_is_listed_in_the_summary_and_the_final_model_named_so
     assert lines[-1] == "  rung 0.6 not reached in 40 steps (best masked ε 0.950)"
     names = {(r["quantity"], r["lm"]) for r in ta.tidy_rows("ladder", {"unreached": top["unreached"]}, seed=0)}
     assert names == {(f"unreached[]/{k}", "trained-mlm") for k in ("target", "best_eps", "steps")}
+
+
+def test_negative_counts_and_frequencies_are_refused():
+    """confusion_clusters took [[1, -5], [0, 1]] (both rows kept, two clusters) and apt_by_frequency a
+    frequency of -1 (ρ = 0.0): neither is a count or a frequency."""
+    from simlm.theory.token_accuracy import apt_by_frequency, confusion_clusters, token_accuracy
+
+    with pytest.raises(ConfigError, match=r"^confusion: expected counts ≥ 0, got -5 at \[0, 1\]"):
+        confusion_clusters([[1.0, -5.0], [0.0, 1.0]], 0.5)
+    x = np.array([[0, 1, 2, 3, 4]])
+    result = token_accuracy(np.eye(5)[None], x, np.ones_like(x, bool))
+    with pytest.raises(ConfigError, match="^frequency: expected frequencies ≥ 0, got -1 at 0"):
+        apt_by_frequency(result, [-1.0, 0.2, 0.1, 0.3, 0.0])

@@ -323,7 +323,8 @@ def embed(table: jax.Array, ids: jax.Array, dtype, *, gradient: str = "auto") ->
     table computed one of two ways (the same sum, in another order):
 
     - ``"matmul"``: one_hot(ids)ᵀ · g, in float32 at full precision;
-    - ``"scatter"``: autodiff's scatter-add of g into the table's rows, in ``dtype``;
+    - ``"scatter"``: autodiff's scatter-add of g (in ``dtype``) into the table's rows, in the table's dtype
+      (float32: the cotangent is cast to it first);
     - ``"auto"`` (the default): the matmul on an accelerator for a table of at most
       :data:`ONE_HOT_GRAD_ROWS` rows, the scatter otherwise.
 

@@ -107,9 +107,13 @@ def _labels(name: str, value, n: int | None = None) -> np.ndarray:
 
 
 def _square(name: str, value) -> np.ndarray:
+    """A square matrix of counts (or rates): real, finite, ≥ 0."""
     M = check_real_array(name, value)
     if M.ndim != 2 or M.shape[0] != M.shape[1] or not M.size:
         raise ShapeError(f"{name}: expected a square (V, V) matrix, got {M.shape}")
+    if (M < 0).any():
+        i, j = (int(a[0]) for a in np.nonzero(M < 0))
+        raise ConfigError(f"{name}: expected counts ≥ 0, got {M[i, j]:g} at [{i}, {j}]")
     return M
 
 
@@ -165,7 +169,10 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     ``bayes`` and ``probs`` must be probability rows at the selected positions (non-negative, summing to 1
     within :data:`LAW_ATOL`), and ``log_probs`` their logs there (logsumexp 0 and |exp(log_probs) − probs|
     ≤ LAW_ATOL: the accuracy and ε of one law), or a DistributionError names the argument; for the accuracies
-    alone ``probs`` may be any scores (only their argmax is read)."""
+    alone ``probs`` may be any scores (only their argmax is read).  Ties go to the lowest token id (numpy's
+    argmax): a predictor whose law is flat in exact arithmetic (e.g. ``local_bayes_probs`` at a MASK of a
+    world with a uniform marginal) predicts whatever its last bits favour, so its accuracy and ⟨APT⟩ are
+    sound (near 1/V under any tie-break) but its confusion matrix, ``n_predicted`` and clusters are not."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
@@ -237,6 +244,8 @@ def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int | None = None
     f = check_real_array("frequency", frequency)
     if f.shape != result.apt.shape:
         raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
+    if (f < 0).any():
+        raise ConfigError(f"frequency: expected frequencies ≥ 0, got {f[f < 0][0]:g} at {int(np.flatnonzero(f < 0)[0])}")
     n_seen = max(1, int((result.counts > 0).sum()))
     n_bins = check_positive_int("n_bins", min(5, n_seen) if n_bins is None else n_bins, maximum=n_seen)
     seen = result.counts > 0

@@ -542,12 +542,14 @@ def _scans_low(lows, transition, emission) -> jax.Array:
 
 
 def smoothed_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
-    """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,)."""
+    """p(h_t | x_1:T) ∝ α_t ∘ β_t, shape (T, K); with the per-step log-probs (T,).  Meaningless where x is
+    impossible (a step's log-prob −inf): the rows there are not normalised laws; the worlds refuse such x."""
     return _posterior("smoothed_posterior", initial, transition, emission, tokens, parallel)
 
 
 def masked_state_posterior(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
-    """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K)."""
+    """p(h_t | x_-t) ∝ p(h_t | x_<t) ∘ β_t — the state law when x_t is masked, shape (T, K).  Rows where
+    p(x_−t) = 0 are meaningless (not normalised laws); the worlds refuse them."""
     return _posterior("masked_state_posterior", initial, transition, emission, tokens, parallel)
 
 
