@@ -477,7 +477,7 @@ def test_the_prompted_masked_law_is_answered_wherever_each_masked_position_is_po
                 answered += sequence_prob(rho, A, B, x) == 0  # the case that was refused
             else:
                 t = next(t for t, j in enumerate(joint) if j.sum() == 0)
-                with pytest.raises(ZeroProbabilityError, match=f"after this prompt whatever token is at masked position {t}"):
+                with pytest.raises(ZeroProbabilityError, match=f"prompt whatever token is at masked position {t}"):
                     w.prompted_masked_token_probs(np.array(x), U)
     assert answered or seed not in (5, 7, 39)  # the first 60 seeds' worlds with such inputs (1–2 of 27 each)
 

@@ -692,7 +692,8 @@ def _installed(name: str) -> str | None:
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
     "cells", "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give
-    no LM and so no cells; ``lost``: the ladders whose pool worker died, listed in ``errors`` too) and writes the files of the module docstring.  ``executor`` defaults to in-process.  With
+    no LM and so no cells; ``lost``: the ladders whose pool worker died, listed in ``errors`` too) and writes
+    the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once

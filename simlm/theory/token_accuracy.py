@@ -245,7 +245,8 @@ def apt_by_frequency(result: TokenAccuracy, frequency, n_bins: int | None = None
     if f.shape != result.apt.shape:
         raise ShapeError(f"frequency: expected shape {result.apt.shape}, got {f.shape}")
     if (f < 0).any():
-        raise ConfigError(f"frequency: expected frequencies ≥ 0, got {f[f < 0][0]:g} at {int(np.flatnonzero(f < 0)[0])}")
+        at = int(np.flatnonzero(f < 0)[0])
+        raise ConfigError(f"frequency: expected frequencies ≥ 0, got {f[at]:g} at {at}")
     n_seen = max(1, int((result.counts > 0).sum()))
     n_bins = check_positive_int("n_bins", min(5, n_seen) if n_bins is None else n_bins, maximum=n_seen)
     seen = result.counts > 0
