@@ -51,8 +51,8 @@ class ProcessPool:
     XLA's products on one thread (``--xla_cpu_multi_thread_eigen=false`` added to its ``XLA_FLAGS``) instead
     of every worker's thread pool competing for every core: the sweep's small models gain from it (a d = 32
     training step: 12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  XLA still runs
-    independent operations on a second thread, so each worker is also pinned to a core of its own (Linux; the pin comes
-    after XLA's backend has started, so the compiled programs and the records are those of unpinned workers
+    independent operations on a second thread, so each worker is also pinned to a core of its own (Linux;
+    the pin comes after XLA's backend has started, so the compiled programs and the records are those of unpinned workers
     to the last bit) until the last jobs leave a core free, when every worker may use every core again
     (:func:`_pin`).  ``single_threaded`` forces the choice either way; an accelerator's work is unaffected.
 
