@@ -52,9 +52,9 @@ class ProcessPool:
     of every worker's thread pool competing for every core: the sweep's small models gain from it (a d = 32
     training step: 12 ms single-threaded against 14 ms on both cores of a 2-core CPU).  XLA still runs
     independent operations on a second thread, so each worker is also pinned to a core of its own (Linux;
-    the pin comes after XLA's backend has started, so the compiled programs and the records are those of unpinned workers
-    to the last bit) until the last jobs leave a core free, when every worker may use every core again
-    (:func:`_pin`).  ``single_threaded`` forces the choice either way; an accelerator's work is unaffected.
+    the pin comes after XLA's backend has started, so the compiled programs and the records are those of
+    unpinned workers to the last bit) until the last jobs leave a core free, when every worker may use every
+    core again (:func:`_pin`).  ``single_threaded`` forces the choice either way; an accelerator's work is unaffected.
 
     The workers of one :meth:`map` share a persistent XLA compilation cache, a temporary directory removed
     when it ends (unless ``JAX_COMPILATION_CACHE_DIR`` names one of your own, which they use instead): a
