@@ -263,3 +263,21 @@ def test_a_store_that_cannot_be_rewritten_is_read_as_repaired(monkeypatch, tmp_p
     monkeypatch.setattr(store_module, "_replace_bytes", refuse)
     assert list(CellStore(path).cells) == ["a"]
     assert path.read_text().endswith('"rec')  # left as it was
+
+
+def test_a_repair_that_cannot_replace_the_store_names_the_copy_it_made(monkeypatch, tmp_path):
+    """A corrupt line is copied to <name>.corrupt-1 before the store is rewritten; when the rewrite then
+    failed, the warning said only that the file was left as it is, not where the copy was."""
+    import pytest
+
+    from simlm.experiments import store as store_module
+
+    path = tmp_path / "cells.jsonl"
+    path.write_text("garbage\n" + json.dumps({"cell": "a", "records": []}) + "\n")
+
+    def refuse(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_module, "_replace_bytes", refuse)
+    with pytest.warns(RuntimeWarning, match=r"left as it is.*a copy of it is at .*cells\.jsonl\.corrupt-1"):
+        assert list(CellStore(path).cells) == ["a"]

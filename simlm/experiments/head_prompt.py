@@ -665,10 +665,12 @@ def command(argv=None) -> dict:
     if args.full_input:
         if args.visible_length is not None:  # one of the two would be dropped without a word
             raise ConfigError("--full-input: sets T' = T (label_length); give it or --visible-length, not both")
-        options["visible_length"] = options.get("label_length", Config.label_length)
     if args.no_train:
         options["trained"] = False
-    config = dataclasses.replace(config_of(args.experiment, load_shipped(args.experiment)), **options)
+    config = config_of(args.experiment, load_shipped(args.experiment))
+    if args.full_input:  # T' = the T this run uses: a flag's, else the shipped config's
+        options["visible_length"] = options.get("label_length", config.label_length)
+    config = dataclasses.replace(config, **options)
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
     print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
           f"{' with --quick/flag overrides' if options else ''})")

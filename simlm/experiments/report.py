@@ -241,7 +241,8 @@ def _unreached(out_dir: Path) -> list:
 def markdown(rows: list, out_dir: Path, plots: list) -> str:
     """The report: the config's name, the cells and the runs that computed them (each run's environment,
     from ``environment.json``), the bound summary, the failed cells and the figures.  Cells and failures
-    are read from the directory's cell store, as it is now."""
+    are read from the directory's cell store, as it is now; the last run's unreached rungs and lost ladders
+    from its ``summary.json``."""
     out_dir = Path(out_dir)
     config = read_json(out_dir / "sweep.json", what="out")
     store = CellStore(out_dir / "cells.jsonl")

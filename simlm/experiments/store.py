@@ -50,6 +50,7 @@ class CellStore:
                 garbage += 1
         if b"".join(good) == raw:
             return
+        backup = None
         try:  # the file repaired; a store that cannot be written (a read-only copy) is read as repaired and left
             if garbage:
                 backup = _free_name(self.path, ".corrupt-")
@@ -57,7 +58,8 @@ class CellStore:
             _replace_bytes(self.path, b"".join(good))
             saved = f"the original file is saved as {backup}" if garbage else ""
         except OSError as err:
-            saved = f"the file is left as it is, since it cannot be rewritten ({err.strerror or err})"
+            saved = f"the file is left as it is, since it cannot be rewritten ({err.strerror or err})" + (
+                f"; a copy of it is at {backup}" if backup is not None and backup.exists() else "")
         if garbage:
             warnings.warn(f"{self.path}: dropped {garbage} corrupt line(s) that are not finished cells (their cells "
                           f"will be recomputed); {len(self.cells)} finished cells kept; {saved}",

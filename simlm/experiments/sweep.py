@@ -731,8 +731,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
             if isinstance(result, WorkerLost):  # no LMs from this ladder in this run: listed as an error, and a
                 lost.append({"world": json.loads(p)["world"],  # rerun resumes it from its checkpoints
-                             "error": f"the pool's worker process died while training this world's ladder (killed "
-                                      f"by a signal or out of memory), so its trained LMs have no cells: {result}"})
+                             "error": f"the pool broke before this world's ladder returned (a worker process was "
+                                      f"killed by a signal or ran out of memory; this ladder may not have started), "
+                                      f"so its trained LMs have no cells: {result}"})
                 continue
             ladder = json.loads(result)
             trained[json.loads(p)["world"]] = ladder["lms"]
