@@ -662,13 +662,12 @@ def command(argv=None) -> dict:
             options[name] = getattr(args, name)
     if args.analytic is not None:
         options["analytic"] = None if args.analytic == "none" else args.analytic
-    if args.full_input:
-        if args.visible_length is not None:  # one of the two would be dropped without a word
-            raise ConfigError("--full-input: sets T' = T (label_length); give it or --visible-length, not both")
     if args.no_train:
         options["trained"] = False
     config = config_of(args.experiment, load_shipped(args.experiment))
     if args.full_input:  # T' = the T this run uses: a flag's, else the shipped config's
+        if args.visible_length is not None:  # one of the two would be dropped without a word
+            raise ConfigError("--full-input: sets T' = T (label_length); give it or --visible-length, not both")
         options["visible_length"] = options.get("label_length", config.label_length)
     config = dataclasses.replace(config, **options)
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))

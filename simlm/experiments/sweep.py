@@ -707,7 +707,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     tag = claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json", cells=out / "cells.jsonl")
     worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
     heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
-    _check_worlds(config, worlds, heldout, out)
+    store = CellStore(out / "cells.jsonl")
+    _check_worlds(config, worlds, heldout, out, store.cells)
     runs = log_run(out / "environment.json", {**environment(), **executor_record(executor)})
     (out / "worlds").mkdir(exist_ok=True)
     for spec in config.worlds:
@@ -715,7 +716,6 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         write_json_atomic(out / "worlds" / f"{spec['name']}.json", {
             **spec, "class": type(world).__name__, "fingerprint": world.fingerprint(), "heldout": heldout[spec["name"]],
             "parameters": [np.asarray(a).tolist() for a in world.parameter_arrays()]})
-    store = CellStore(out / "cells.jsonl")
     _warn_other_code(store, runs, out)
     here = isinstance(executor, InProcess)  # only jobs run here may draw their own (nested) progress bars
     # jobs that see this directory store each cell as it ends; the others' cells are stored as their job returns
@@ -729,14 +729,15 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         names = [w["name"] for w in _trained_worlds(config)]
         bar.set_description(f"sweep: training {', '.join(names)}")
         for (p, result) in executor.map(train_job, [payload(world=n, quiet=not (progress and here)) for n in names]):
+            world = json.loads(p)["world"]
             if isinstance(result, WorkerLost):  # no LMs from this ladder in this run: listed as an error, and a
-                lost.append({"world": json.loads(p)["world"],  # rerun resumes it from its checkpoints
+                lost.append({"world": world,  # rerun resumes it from its checkpoints
                              "error": f"the pool broke before this world's ladder returned (a worker process was "
                                       f"killed by a signal or ran out of memory; this ladder may not have started), "
                                       f"so its trained LMs have no cells: {result}"})
                 continue
             ladder = json.loads(result)
-            trained[json.loads(p)["world"]] = ladder["lms"]
+            trained[world] = ladder["lms"]
             unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
         bar.set_description("sweep")
     jobs, skipped, total, new = [], [], 0, 0  # jobs: (the part it starts with, payload)
@@ -794,13 +795,13 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
 
-def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path) -> None:
+def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path, cells: dict) -> None:
     """A resumed directory's worlds must be the ones its cells were computed on: the same parameters
     (``fingerprint``) and the same held-out tokens (:func:`tokens_digest`), which the config alone does
     not fix.  ``worlds/<name>.json`` records both; one written before tokens were recorded is rewritten.
     A record that is missing or unreadable while the store holds cells of that world is refused: nothing
-    would tell those cells' tokens from this run's (the record is written before any cell is computed)."""
-    cells = CellStore(out / "cells.jsonl").cells if (out / "cells.jsonl").exists() else {}
+    would tell those cells' tokens from this run's (the record is written before any cell is computed).
+    ``cells``: the store's finished cells, by key."""
     for spec in config.worlds:
         path = out / "worlds" / f"{spec['name']}.json"
         try:

@@ -182,10 +182,10 @@ class ChainInference:
         if not np.isfinite(np.asarray(steps)).all():
             self._require_possible_prompt(u)
         if fn is prompted_masked_token_probs:  # defined where p(x_−t | z) > 0, which p(x | z) = 0 leaves open
-            initial, transition, emission = self._chain
-            prior = prompting.prompt_prior(initial, transition, u)
+            initial, transition, emission = self._chain  # the substitutions scored from the prompt's law
+            prompted = lambda t: log_likelihood(prompting.prompt_prior(initial, transition, u), transition, emission, t)
             self._require_masked_possible(toks, np.arange(toks.shape[1]), steps, under="after this prompt",
-                                          log_likelihood=lambda t: log_likelihood(prior, transition, emission, t))
+                                          log_likelihood=prompted)
         else:
             self._require_possible(toks, steps, "its law after this prompt is undefined (the prompted chain, "
                                                 "started at the prompt's law, cannot produce it)",
