@@ -101,6 +101,10 @@ def run_process_group(cmd: list[str], *, timeout: float, cwd=None) -> tuple[int 
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         return None, output
+    except BaseException:  # a signal or ^C of the caller's: its session would outlive it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
 
 
 def machine_info() -> dict:

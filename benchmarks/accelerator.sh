@@ -31,9 +31,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/simlm-peers \
       .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/simlm-peers"
   fi
+  "$py" -c "import dynamax.hidden_markov_model, hmmlearn.hmm; print('peers: dynamax, hmmlearn import')" ||
+    echo "!! dynamax or hmmlearn does not import: the worlds and filters rows will have no peer"
   "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
-  # simlm needs flax ≥ 0.12 (NNX); where the machine's flax cannot build and step a model, the carried one
-  smoke="import flax, simlm.models, simlm.train; print('flax', flax.__version__, 'simlm imports')"
+  # simlm needs flax ≥ 0.12 (NNX); where the machine's flax cannot build a model and run it, the carried one
+  smoke="import flax, jax.numpy as jnp; from simlm.models import TransformerConfig, init_transformer
+m = init_transformer(TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4), 0)
+assert bool(jnp.isfinite(m(jnp.zeros((1, 4), jnp.int32))).all()); print('flax', flax.__version__, 'runs simlm')"
   if ! "$py" -c "$smoke" && ls .whl/fallback/*.whl >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/simlm-fallback \
       .whl/fallback/*.whl && export PYTHONPATH="/tmp/simlm-fallback:$PYTHONPATH" && "$py" -c "$smoke"

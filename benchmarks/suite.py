@@ -34,9 +34,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 import sys
 import time
 from pathlib import Path
+
+STARTED = time.perf_counter()  # --budget counts from here: jax's start (seconds on a GPU) is part of the run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
@@ -259,11 +262,13 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
     print(f"== {name}: {' '.join(cmd[1:])}  (≤ {timeout:.0f} s)", flush=True)
     out.unlink(missing_ok=True)  # an earlier run's JSON must not pass for this one's
     started = time.perf_counter()
-    code, output = run_process_group(cmd, timeout=timeout, cwd=REPO_ROOT)  # a timeout kills its children too
-    if code is None:
-        status = f"timed out after {timeout:.0f} s"
-    else:
-        status = "ok" if code == 0 and out.exists() else f"failed (exit {code})"
+    try:
+        code, output = run_process_group(cmd, timeout=timeout, cwd=REPO_ROOT)  # a timeout kills its children too
+        status = (f"timed out after {timeout:.0f} s" if code is None
+                  else "ok" if code == 0 and out.exists() else f"failed (exit {code})")
+    except Stopped:  # the script's group is killed; what it wrote is kept below
+        output = ""
+        status = f"stopped after {time.perf_counter() - started:.0f} s (the suite received SIGTERM)"
     print(output[-4000:] if status != "ok" else output[-3000:], flush=True)
     entry = {"status": status, "script": script, "seconds": time.perf_counter() - started, "args": cmd[2:]}
     if status == "ok":
@@ -277,8 +282,17 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
     return entry
 
 
+class Stopped(Exception):
+    """SIGTERM reached the suite (an outer ``timeout``): the running entry is killed, its record written."""
+
+
+def _stop(signum, frame):
+    raise Stopped
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     accelerator = jax.default_backend() != "cpu"
     entries = {**plan(not accelerator), **plan(accelerator)}  # this backend's sizes for a name in both plans
     names = args.only or list(plan(accelerator))
@@ -286,16 +300,20 @@ def main(argv=None) -> int:
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
               "budget_s": args.budget, "machine": machine_info(), "benchmarks": {},
               "peers": {peer: all(importlib.util.find_spec(m) is not None for m in mods) for peer, mods in PEERS.items()}}
-    deadline = None if args.budget is None else time.perf_counter() + args.budget
+    deadline = None if args.budget is None else STARTED + args.budget
     summary = Path(args.summary) if args.summary else results / "suite.json"
+    stopped = False
     for name in names:
         spare = None if deadline is None else deadline - time.perf_counter()
         left = args.timeout if spare is None else min(args.timeout, spare)
-        if spare is not None and spare < MIN_ENTRY_S:
+        if stopped:
+            report["benchmarks"][name] = {"status": "skipped (the suite received SIGTERM)", "script": entries[name][0]}
+        elif spare is not None and spare < MIN_ENTRY_S:
             report["benchmarks"][name] = {"status": "skipped (the --budget was spent)", "script": entries[name][0]}
         else:
             script, extra = entries[name]
             report["benchmarks"][name] = run_entry(name, script, extra, args, results / f"{name}.json", left)
+            stopped = report["benchmarks"][name]["status"].startswith("stopped")
         # written after every entry: a budget, a timeout or a crash later on loses nothing measured so far
         write_json(summary, {k: v for k, v in report.items() if k != "machine"})
         if args.docs is not None:  # --quick writes no Markdown unless --docs names a file

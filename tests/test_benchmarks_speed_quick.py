@@ -220,3 +220,35 @@ def test_time_to_eps_judges_only_a_cpu_run_against_its_cpu_target():
     gpu = time_to_eps.verdict(rungs, 100.0, quick=False, backend="gpu")  # read "met" against the CPU's 600 s
     assert gpu["met"] is None and gpu["reason"] == "not judged: the target is for a CPU, this run is on gpu"
     assert gpu["seconds_to_reach"] == 100.0  # still reported
+
+
+def test_a_suite_stopped_by_sigterm_kills_its_running_entry_and_writes_what_it_has(tmp_path):
+    """An outer ``timeout`` (benchmarks/accelerator.sh) sends SIGTERM: the entry's own session must not outlive
+    the suite, and the summary must name the stopped entry and the ones it never started."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick", "--only", "filters",
+                             "worlds", "--results", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("== filters"):
+            break
+    time.sleep(1.0)  # the entry's process has started
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    report = json.loads((tmp_path / "suite.json").read_text())["benchmarks"]
+    assert report["filters"]["status"].startswith("stopped after") and "SIGTERM" in report["filters"]["status"]
+    assert report["worlds"]["status"] == "skipped (the suite received SIGTERM)"
+    time.sleep(0.5)
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(tmp_path) in cmdline:
+            left.append(cmdline.replace("\0", " "))
+    assert not left, left
