@@ -284,3 +284,27 @@ def test_the_budget_worst_case_slack_reports_gives_back_its_worst_lm(margin, gam
             wc = worst_case_lm(task, ctx, bulk, s[form]["budget"], spend=False)
             assert wc.error == s[form]["error"] and wc.eps == s[form]["eps"], form
             assert wc.bounds[form].bound == s[form]["bound"]
+
+
+def test_an_lm_wrong_on_every_context_errs_exactly_once_and_holds_a_bound_of_one():
+    """Nine contexts of weight 1/9: their dot product with nine wrong predictions is 1 + 2⁻⁵², which read as a
+    violated bound of 1 (the row of the sweep check is trivial: no LM can err more than always)."""
+    from simlm.experiments.registry import row
+    from simlm.theory.anchor_constructions import lm_residual
+    from simlm.theory.anchors import error_rate
+
+    world = LogLinearWorld.random(0, n_states=4, n_symbols=6, dim=3, geometry="anchor")
+    ctx = anchor_contexts(world, np.asarray(world.sample(1, n_sequences=3, length=3)))
+    assert len(ctx.weights) == 9 and float(ctx.weights @ np.ones(9, bool)) > 1.0  # the case that read 1 + 2⁻⁵²
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    fit = world_anchor_fit(ctx, bulk)
+    task = random_tasks(ctx, fit, 0, n_words=2)["anchored"]
+    logp = np.asarray(worst_case_lm(task, ctx, bulk, 1.0).logp_lm)
+    residual = lm_residual(ctx, bulk, logp)
+    h = head_errors(task, ctx, bulk, logp, residual, fit.residual)
+    assert h.error == 1.0
+    b = transfer_bound(task, ctx, bulk, logp, form="markov", residual_lm=residual, residual_star=fit.residual)
+    r = row("anchored:head_error", h.error, b.bound, maximum=1.0)
+    assert b.bound == 1.0 and r["holds"] and r["trivial"]
+    assert error_rate(np.ones(9, bool), np.zeros(9, bool), ctx.weights) == 1.0
+    assert error_rate([True, False], [True, True], [0.25, 0.75]) == 0.75

@@ -63,8 +63,8 @@ from simlm.errors import ConfigError
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
 from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
 from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, array_digest, check_bulk,
-                                  check_lm_laws, check_task, half_index, head_errors, log_softmax, probability_part,
-                                  probe_error, word_task, _word_ids)
+                                  check_lm_laws, check_task, error_rate, half_index, head_errors, log_softmax,
+                                  probability_part, probe_error, word_task, _word_ids)
 
 
 def exact_epsilon_rows(ctx: AnchorContexts, logp_lm) -> float:
@@ -143,7 +143,7 @@ def n1_construction(ctx: AnchorContexts, seed=0, *, height: float = 1.0, n_label
     labels = t > 0
     e = np.zeros(E.shape[0])
     e[-1] = 1.0
-    err = lambda f: float(ctx.weights @ ((f @ e >= 0) != labels))
+    err = lambda f: error_rate(f @ e >= 0, labels, ctx.weights)
     # the augmented world's law is the world's: every logit moved by the same t(x)
     gap = float(np.abs(log_softmax(f_world @ E) - ctx.logp).max())
     if not gap <= 1e-9:

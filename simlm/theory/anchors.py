@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 import jax
 import numpy as np
@@ -454,8 +455,12 @@ def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> S
     return ScoreIdentity(lhs, prob, anchor, float(np.abs(lhs - prob - anchor).max()))
 
 
-def _error(pred, labels, w) -> float:
-    return float(w @ (pred != labels))
+def error_rate(pred, labels, weights) -> float:
+    """The ``weights``' mass (a probability vector over the contexts) where ``pred != labels``, summed exactly
+    (``math.fsum``) and at most 1: a dot product of n weights 1/n can read 1 + 2⁻⁵² with every context
+    wrong (n = 9, 11, 20 …), above a bound of 1 that no LM can exceed."""
+    wrong = np.asarray(pred) != np.asarray(labels)
+    return min(math.fsum(np.asarray(weights, np.float64)[wrong]), 1.0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -489,10 +494,10 @@ def head_errors(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, residual_l
     prob_lm = probability_part(logp_lm, bulk, task.words, c)
     prob_star = probability_part(ctx.logp, bulk, task.words, c)
     full = prob_lm + c.sum() * residual_lm
-    return HeadErrors(_error(full + offset >= 0, task.labels, w),
-                      _error(prob_lm + c.sum() * residual_star + offset >= 0, task.labels, w),
-                      _error(prob_star + c.sum() * residual_lm + offset >= 0, task.labels, w),
-                      _error(full + _balancing_bias(full, w) >= 0, task.labels, w))
+    return HeadErrors(error_rate(full + offset >= 0, task.labels, w),
+                      error_rate(prob_lm + c.sum() * residual_star + offset >= 0, task.labels, w),
+                      error_rate(prob_star + c.sum() * residual_lm + offset >= 0, task.labels, w),
+                      error_rate(full + _balancing_bias(full, w) >= 0, task.labels, w))
 
 
 def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2: float = 1e-3) -> float:
@@ -509,7 +514,7 @@ def probe_error(features, labels, weights=None, *, n_label: int = 64, seed=0, l2
     mu, sd = f[idx].mean(0), f[idx].std(0)
     X = (f - mu) / np.where(sd > 1e-12, sd, 1.0)
     v, b = ridge_logistic(X[idx], y[idx].astype(float), (~y[idx]).astype(float), check_positive("l2", l2))
-    return _error(X @ v + b >= 0, y, w)
+    return error_rate(X @ v + b >= 0, y, w)
 
 
 def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
@@ -524,11 +529,11 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     C = np.eye(V) - 1.0 / V
     q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
     shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
-    return _error(lp @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
+    return error_rate(lp @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
 
 
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
-           "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
+           "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error", "error_rate",
            "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint",
            "array_digest", "TASKS"]
