@@ -68,7 +68,9 @@ assert rows.holds.dropna().all()
 # bound is ≥ log 2 at every B (`trivial_best`): the all-zero classifier scores log 2, so (b), the best
 # classifier in the ball, cannot violate it. (a), the τ-optimal classifier transferred unchanged, still can:
 # an LM that puts each context's mass on one word drives its loss up to `loss_ceiling`, far above log 2 at
-# large B. A row is `trivial` — no LM could violate it — only when the bound is ≥ that ceiling at every B.
+# large B. In the table below `trivial` is the bound's verdict over its whole grid — no LM could violate it
+# only when the bound is ≥ that ceiling at every B; the sweep's rows above flag each row at its own radius
+# (B*, or for `…:worst_B` the radius where the bound comes nearest to failing).
 
 # %%
 import numpy as np

@@ -193,9 +193,12 @@ def test_each_natural_task_row_is_at_the_radius_that_minimises_its_bound(monkeyp
     [result] = results
     assert {b.name for b in result.bounds} == {"any-lm", "well-specified"}
     assert sorted(r["quantity"] for r in rows) == sorted(f"{b.name}:{q}" for b in result.bounds
-                                                        for q in ("loss_natural", "loss_best"))
+                                                        for q in ("loss_natural", "loss_best", "worst_B"))
     for b in result.bounds:
         assert b.index > 0 and b.bound[b.index] == np.min(b.bound), b.name
+        [worst] = [r for r in rows if r["quantity"] == f"{b.name}:worst_B"]
+        j = b.worst_index(result.atol)
+        assert worst["B"] == b.B_grid[j] and worst["bound"] == b.bound[j] and worst["measured"] == b.loss_natural[j]
         for q, loss in (("loss_natural", b.loss_natural), ("loss_best", b.loss_best)):
             [r] = [r for r in rows if r["quantity"] == f"{b.name}:{q}"]
             assert r["B"] == b.B_grid[b.index] and r["bound"] == b.bound[b.index], r["quantity"]
@@ -217,3 +220,32 @@ def test_append_cell_refuses_a_key_that_is_not_a_string(tmp_path):
     with pytest.raises(ConfigError, match="^key: expected the cell's key as a string"):
         append_cell(tmp_path / "cells.jsonl", 5, [])
     assert not (tmp_path / "cells.jsonl").exists()
+
+
+def test_a_natural_task_bound_wrong_at_a_radius_other_than_b_star_is_a_violated_row(monkeypatch):
+    """The bound holds at every B of its grid; the rows at B* see one radius.  A bound form correct up to B = 1
+    and a constant 0.717 beyond it (a bug at large radii) puts B* at B = 2, where the rows hold, and fails at
+    B = 16, where (a) is 2.38: the ``worst_B`` row there must be violated.  On the right form that row holds at
+    the radius of the grid's largest share of the slack."""
+    import simlm.theory.natural_tasks as nt
+    from simlm.models import perturbed_lm
+
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    x = np.asarray(world.sample(5, n_sequences=8, length=4))
+    lm = perturbed_lm(world, 0.05, "logit-noise", seed=0, tokens=x)
+    options = {"max_length": 1, "noise": "logistic", "task_seed": 0, "adversary": "none"}
+    cell = Cell(world, {"name": "w", "kind": "hmm"}, lm, {"source": "analytic", "laws": ["next-token"]}, x, options, 0)
+    right = {r["quantity"]: r for r in builtin_checks.natural_task_check(cell)}
+    b = nt.check_natural_task(enumerate_contexts(world, 1), lm,
+                              nt.random_natural_task(enumerate_contexts(world, 1), 0, noise="logistic")).bound("any-lm")
+    share = (b.loss_natural - b.tau) / (b.bound - b.tau)
+    assert right["any-lm:worst_B"]["holds"] and right["any-lm:worst_B"]["B"] == b.B_grid[np.argmax(share)]
+    assert right["any-lm:worst_B"]["slack_used"] == pytest.approx(share.max(), rel=1e-12)
+
+    form = nt.DEFAULT_FORMS["any-lm"]
+    monkeypatch.setitem(nt.DEFAULT_FORMS, "any-lm", lambda t, B, e, g: form(t, B, e, g) if B <= 1 else 0.717)
+    rows = {r["quantity"]: r for r in builtin_checks.natural_task_check(cell)}
+    assert rows["any-lm:loss_natural"]["holds"] and rows["any-lm:loss_best"]["holds"]  # at B* = 2
+    worst = rows["any-lm:worst_B"]
+    assert worst["B"] > rows["any-lm:loss_natural"]["B"] and not worst["holds"] and not worst["trivial"]
+    assert worst["measured"] > worst["bound"] == 0.717 and worst["loss"] == "loss_natural"

@@ -326,6 +326,9 @@ def test_check_rows_read_each_bound_at_b_star_and_at_the_first_radius_that_solve
     assert set(rows) == {(b.name, c) for b in r.bounds for c in nt.B_CHOICES}
     several = False
     for b in r.bounds:
+        j = b.worst_index(r.atol)  # the radius where the bound comes nearest to failing, on both records
+        assert all(rows[(b.name, c)]["worst_B"] == b.B_grid[j] and rows[(b.name, c)]["worst_bound"] == b.bound[j]
+                   and rows[(b.name, c)]["worst_tau"] == b.tau[j] for c in nt.B_CHOICES)
         solved = [i for i in range(len(b.B_grid)) if b.tau[i] <= b.tau.min() + nt.TAU_TOL]
         several |= len(solved) > 1
         for choice, i in (("B*", b.index), ("B_tau", solved[0])):
@@ -535,3 +538,24 @@ def test_best_loss_ceiling_refuses_radii_and_weights_that_are_not_ones():
                         (1.0, [-0.5], [0.5]), (1.0, [0.0], [0.0])):
         with pytest.raises(ConfigError):
             best_loss_ceiling(pos, neg, B, "box")
+
+
+def test_worst_index_is_where_a_bound_fails_most_else_its_largest_share_of_the_slack(quick_world_task):
+    """``TransferBound.worst_index``: a NaN loss first, then the largest excess over the bound beyond ``atol``,
+    then the largest share (a − τ)/(bound − τ) among radii with slack beyond ``atol``, else B*."""
+    import dataclasses
+
+    contexts, task = quick_world_task
+    b = check_natural_task(contexts, 0.9 * contexts.next_token_probs + 0.1 / contexts.next_token_probs.shape[1],
+                           task).bound("any-lm")
+    share = (b.loss_natural - b.tau) / (b.bound - b.tau)
+    assert b.worst_index() == int(np.argmax(share))
+    over = b.loss_natural.copy()
+    over[1], over[3] = b.bound[1] + 1e-3, b.bound[3] + 2e-3
+    assert dataclasses.replace(b, loss_natural=over).worst_index() == 3
+    assert dataclasses.replace(b, loss_natural=over).worst_index(atol=5e-3) != 3  # within atol: judged by share
+    best = b.loss_best.copy()
+    best[2] = math.nan
+    assert dataclasses.replace(b, loss_natural=over, loss_best=best).worst_index() == 2
+    flat = dataclasses.replace(b, bound=b.tau.copy(), loss_natural=b.tau.copy(), loss_best=b.tau.copy())
+    assert flat.worst_index(atol=1e-9) == b.index  # no slack anywhere: B*

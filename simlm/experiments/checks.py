@@ -85,8 +85,11 @@ def natural_task_check(cell) -> list:
     LM's features (a) and of the best classifier in the same ball (b), at the radius B* that minimises the
     bound, against the bound.  ``trivial``, per row at B*: (a) the bound is ≥ ``loss_ceiling``, the
     largest loss any LM's laws can give the transferred classifier (:func:`simlm.theory.natural_tasks.loss_ceiling`);
-    (b) it is ≥ log 2 — the all-zero classifier is in every ball and scores log 2.  Either way no LM could
-    fail that row.  ``slack_used`` = (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which
+    (b) it is ≥ ``loss_best_ceiling``, the largest (b) any LM can give (≤ log 2: the all-zero classifier is in
+    every ball and scores log 2; :func:`simlm.theory.natural_tasks.best_loss_ceiling`).  Either way no LM could
+    fail that row; a row's ``loss_ceiling`` column is its own ceiling.  The bound holds at every B, and a row
+    ``…:worst_B`` per bound judges the radius of its grid where it comes nearest to failing
+    (:func:`worst_radius_row`).  ``slack_used`` = (measured − τ)/(bound − τ); ``critical_eps`` = γc²/2, the ε from which
     the bound is ≥ log 2 at every B, so (b) is trivial (:func:`simlm.theory.natural_tasks.critical_epsilon`;
     (a) need not be), and ``residual`` the label residual of the τ-optimal classifier (0: well-specified
     labels).
@@ -133,7 +136,22 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
                                 ("loss_best", b.loss_best[i], b.loss_best_ceiling[i])):  # the most any LM can make each
             rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
                             loss_ceiling=float(top), **common))
+        rows.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
     return rows
+
+
+def worst_radius_row(quantity: str, b, atol: float, **extra) -> dict:
+    """The row of bound ``b`` (a :class:`~simlm.theory.natural_tasks.TransferBound`) at the radius where it
+    comes nearest to failing (:meth:`~simlm.theory.natural_tasks.TransferBound.worst_index`): the bound holds
+    for every B of its grid, and a row at B* alone would pass one that fails at another radius.  Its loss is
+    (a) — or (b) where (b) exceeds the bound by more — with that loss's ceiling as ``maximum``; the columns
+    ``B``, ``tau``, ``loss`` (which one) and ``loss_ceiling`` are that radius's, overriding ``extra``."""
+    j = b.worst_index(atol)
+    best = bool(np.isnan(b.loss_best[j]) or b.loss_best[j] - b.bound[j] > b.loss_natural[j] - b.bound[j])
+    loss, top = (b.loss_best[j], b.loss_best_ceiling[j]) if best else (b.loss_natural[j], b.loss_ceiling[j])
+    at = {"B": float(b.B_grid[j]), "tau": float(b.tau[j]), "residual": float(b.residual[j]),
+          "loss": "loss_best" if best else "loss_natural", "loss_ceiling": float(top)}
+    return row(quantity, loss, b.bound[j], maximum=top, baseline=b.tau[j], atol=atol, **{**extra, **at})
 
 
 def _validate_head_tuning(options: dict) -> None:

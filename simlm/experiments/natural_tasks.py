@@ -329,6 +329,8 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
     rows = []
     for b, choice in ((b, c) for b in r.bounds for c in B_CHOICES):
         i = b.index if choice == "B*" else int(np.flatnonzero(b.tau <= b.tau.min() + TAU_TOL)[0])
+        j = b.worst_index(r.atol)  # where the bound comes nearest to failing: its verdict is at every radius
+        worst_best = bool(np.isnan(b.loss_best[j]) or b.loss_best[j] > b.loss_natural[j])
         tau, value = float(b.tau[i]), float(b.bound[i])
         slack = value - tau
         ea, eb = float(b.loss_natural[i]) - tau, float(b.loss_best[i]) - tau
@@ -349,7 +351,11 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
                      "ratio_best": eb / slack if slack > r.atol else math.nan,
                      "error_natural": float(b.error_natural[i]), "error_best": float(b.error_best[i]),
                      "probe_loss": b.probe_loss, "probe_error": b.probe_error,
-                     "max_overshoot": float(worst.max()), "holds": b.holds})
+                     "max_overshoot": float(worst.max()), "holds": b.holds,
+                     "worst_B": float(b.B_grid[j]), "worst_tau": float(b.tau[j]), "worst_bound": float(b.bound[j]),
+                     "worst_loss_name": "loss_best" if worst_best else "loss_natural",
+                     "worst_loss": float(b.loss_best[j] if worst_best else b.loss_natural[j]),
+                     "worst_ceiling": float(b.loss_best_ceiling[j] if worst_best else b.loss_ceiling[j])})
     return rows
 
 
@@ -502,9 +508,11 @@ def experiment_check(cell) -> list:
     log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
     transferred classifier (a) and of the best one in the ball (b) against the bound τ(B) + B√(2ε/γ)
     (``baseline`` τ: ``slack_used`` is the share of the slack used; ``trivial`` at that B: (a) once the bound
-    reaches the largest loss any LM's laws can give the transferred classifier, ``loss_ceiling``, +inf on
-    Quad features; (b) once it reaches log 2, the all-zero classifier's loss), every experiment column
-    beside them."""
+    reaches the largest loss any LM's laws can give the transferred classifier, +inf on Quad features; (b) once
+    it reaches the largest (b) any LM can give, ≤ log 2, the all-zero classifier's loss: each row's
+    ``loss_ceiling`` is its own), every experiment column beside them; and per bound a row ``<bound>:worst_B``
+    at the radius of the grid where it comes nearest to failing (``TransferBound.worst_index``: the bound
+    holds at every B, and rows at B* and B_tau alone would pass one that fails elsewhere)."""
     config, name = _config(cell.world, cell.options), cell.world_spec["name"]
     trains = cell.part == "trained"
     result = evaluate_world(name, cell.world, config, Path(cell.workdir), analytic=not trains, trained=trains,
@@ -520,7 +528,11 @@ def experiment_check(cell) -> list:
         rows.append(row(f"{quantity}:loss_natural", r["loss_natural"], r["bound_value"], maximum=r["loss_ceiling"],
                         **common))
         rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=r["loss_best_ceiling"],
-                        **common))
+                        **{**common, "loss_ceiling": r["loss_best_ceiling"]}))
+        if r["B_choice"] == "B*":  # once a bound: the radius of its grid where it comes nearest to failing
+            rows.append(row(f"{r['bound']}:worst_B", r["worst_loss"], r["worst_bound"], maximum=r["worst_ceiling"],
+                            **{**common, "baseline": r["worst_tau"], "B": r["worst_B"], "tau": r["worst_tau"],
+                               "B_choice": "worst", "loss_ceiling": r["worst_ceiling"]}))
     for r in result["log_partition"]:
         rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **tidy_columns(r, RENAMED)))
     for r in result["training"]:

@@ -263,7 +263,9 @@ def lm_epsilon(contexts, laws) -> float:
         raise ShapeError(f"laws: expected one law per context, shape {P.shape}, got {laws.shape}")
     with np.errstate(divide="ignore"), jax.enable_x64(True):
         kl = np.asarray(context_kl(P, np.log(laws)), np.float64)
-    return float(_p_L(contexts) @ kl)
+    p_L = _p_L(contexts)
+    on = p_L > 0  # a context of weight 0 adds nothing, whatever its KL (0 · inf would read NaN)
+    return float(p_L[on] @ kl[on])
 
 
 def softmax_excess(theta, phi, p_star) -> np.ndarray:
@@ -539,6 +541,23 @@ class TransferBound:
     trivial: bool
     trivial_best: bool
     slack_used: float
+
+    def worst_index(self, atol: float = 0.0) -> int:
+        """The grid radius where this bound comes nearest to failing (``holds`` is its verdict at every radius;
+        the rows at B* and B_tau see two of them): where (a) or (b) is NaN or exceeds the bound most by more
+        than ``atol``; else where (a) uses the largest share of the slack bound − τ (radii with slack > ``atol``);
+        else (no slack beyond rounding anywhere) ``index``."""
+        top = np.maximum(self.loss_natural, self.loss_best)
+        if np.isnan(top).any():
+            return int(np.flatnonzero(np.isnan(top))[0])
+        over = top - self.bound
+        if over.max() > atol:
+            return int(np.argmax(over))
+        slack = self.bound - self.tau
+        room = (slack > atol) & np.isfinite(slack)
+        if not room.any():
+            return self.index
+        return int(np.argmax(np.where(room, (self.loss_natural - self.tau) / np.where(room, slack, 1.0), -np.inf)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
