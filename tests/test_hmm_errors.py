@@ -72,6 +72,20 @@ def test_zero_probability_sequence_gives_minus_inf_and_a_clear_error_for_conditi
         hmm.masked_state_posterior(x)
 
 
+def test_the_prepended_masks_refusal_says_x_is_impossible_after_the_mask_not_under_the_world():
+    """x = (0, 0) has probability 1/4, but after a prepended masked position (h_1 ~ πA) position 1 can only come
+    from states 2 or 3, which never emit 0: the prepended law is undefined, and the message said that x had
+    probability zero under this world."""
+    hmm = HMM([0.5, 0.5, 0, 0], [[0, 1, 0, 0], [0, 0, 0.5, 0.5], [1, 0, 0, 0], [0.3, 0, 0, 0.7]],
+              [[1, 0, 0], [0.5, 0.5, 0], [0, 0.2, 0.8], [0, 0, 1]])
+    x = np.array([[0, 0]])
+    assert np.exp(float(hmm.log_likelihood(x)[0])) == pytest.approx(0.25, rel=1e-6)
+    assert all(bf.sequence_prob(*bf.params(hmm), [v, 0, 0]) == 0 for v in range(3))
+    with pytest.raises(ZeroProbabilityError, match="with a masked position prepended to it") as err:
+        hmm.prepended_mask_probs(x)
+    assert "under this world" not in str(err.value)
+
+
 @pytest.mark.parametrize("call, error, words", [
     (lambda h: h.sample(-1, 2, 3), ConfigError, "key: expected a non-negative integer seed"),
     (lambda h: h.sample(True, 2, 3), ConfigError, "key"),

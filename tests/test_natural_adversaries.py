@@ -374,3 +374,32 @@ def test_adversary_radius_is_the_radius_the_check_reports_the_any_lm_bound_at():
         assert radius == b.B == grid[np.argmin(b.tau + grid * math.sqrt(2 * eps / b.gamma))]
         radii.append(radius)
     assert radii == [4.0, 1.0, 0.25]
+
+
+def test_a_context_of_weight_zero_adds_nothing_to_epsilon_and_a_task_on_it_has_no_adversary():
+    """A hand-built context set may weigh a context 0: its KL, +inf where the LM misses p*'s support there,
+    adds nothing to ε = E_{p_L} KL (0 · inf read NaN); a task on such a context has γ = 0 and its bound is +∞
+    at every radius — no B*, so no adversary (a ZeroDivisionError before)."""
+    import dataclasses
+
+    from simlm.theory import natural_tasks as nt
+    from simlm.theory.adversarial import adversary_radius
+
+    C = enumerate_contexts(HMM.random(0, 3, 3), 2)
+    P = C.next_token_probs
+    weights = C.weights.copy()
+    weights[5] = 0.0
+    C0 = dataclasses.replace(C, weights=weights)
+    laws = 0.9 * P + 0.1 / P.shape[1]
+    laws[5] = np.eye(P.shape[1])[np.argmin(P[5])]  # misses p*'s support where p_L = 0
+    p_L = weights / weights.sum()
+    with np.errstate(divide="ignore"):
+        kl = np.array([sum(p * np.log(p / q) for p, q in zip(P[s], laws[s]) if p > 0) for s in range(len(P))])
+    assert nt.lm_epsilon(C0, laws) == pytest.approx(sum(p_L[s] * kl[s] for s in range(len(P)) if s != 5), rel=1e-12)
+    on_zero = np.zeros(len(P))
+    on_zero[[5, 6]] = 1.0
+    task = nt.random_natural_task(C0, 3, noise="logistic", weights=on_zero)
+    with pytest.raises(ConfigError, match="^task: γ = 0"):
+        adversary_radius(C0, task, 0.01, B_grid=[0.25, 1.0])
+    with pytest.raises(ConfigError, match="^task: γ = 0"):
+        adversarial_laws(C0, task, 0.01, B_grid=[0.25, 1.0])

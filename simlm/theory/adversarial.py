@@ -86,6 +86,9 @@ def adversary_radius(contexts, task, eps, *, B_grid=None, Phi=None, norm: str = 
     grid = _grid("B_grid", B_grid)
     sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
     g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
+    if not g > 0:
+        raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
+                          "so no radius is B* and no LM can violate it")
     return float(grid[int(np.argmin(sol.loss + grid * math.sqrt(2 * eps / g)))])
 
 

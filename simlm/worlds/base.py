@@ -299,7 +299,9 @@ class WorldBase:
     def _prepended(self, law, tokens):
         toks, single = self._tokens(tokens, "prepended_mask_probs")
         out, steps = law(jax.device_put(toks))
-        self._require_possible(toks, steps)
+        # the steps are those of x after a masked first position: x may be possible without it (an HMM: h_1 ~ πA)
+        self._require_possible(toks, steps, "the prepended mask's law is undefined",
+                               under="with a masked position prepended to it")
         return out[0] if single else out
 
     # log-space laws: the log of the probability-space ones unless a world overrides them
