@@ -308,3 +308,48 @@ def test_an_lm_wrong_on_every_context_errs_exactly_once_and_holds_a_bound_of_one
     assert b.bound == 1.0 and r["holds"] and r["trivial"]
     assert error_rate(np.ones(9, bool), np.zeros(9, bool), ctx.weights) == 1.0
     assert error_rate([True, False], [True, True], [0.25, 0.75]) == 0.75
+
+
+@pytest.mark.parametrize("gap", [16.0, 40.0, 60.0])
+def test_n2s_epsilon_is_exact_where_its_carriers_are_below_the_other_words_last_bit(gap):
+    """N2 moves the two carriers only; at a carrier gap of 40 (p* ~ 1e-18) the other words' log p move by
+    log(Z'/Z), below their last bit, and Σ p*(log p* − log p) read ε twice its value.  Against the KL from the
+    logits themselves: Σ p*(z* − z) + log1p(Σ p*·expm1(z − z*)), whose terms are exact where z = z*."""
+    from simlm.theory.anchor_bound import context_divergences
+    from simlm.theory.anchor_constructions import n2_construction
+
+    world = LogLinearWorld.random(0, n_states=8, n_symbols=5, dim=3, n_carriers=2, carrier_gap=gap)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=1)
+    fit = world_anchor_fit(ctx, bulk)
+    n2 = n2_construction(ctx, fit, bulk, world.carrier_ids)
+    task = word_task(ctx, fit, world.carrier_ids[:2], [1.0, -1.0], "rare-carrier")
+    z_star = np.asarray(ctx.logits, np.float64)
+    z = z_star.copy()
+    delta = (task.score + task.bias + 1) / 2  # N2's move: the score pushed past the threshold by 1
+    z[:, world.carrier_ids[0]] -= delta
+    z[:, world.carrier_ids[1]] += delta
+    p = np.exp(ctx.logp)
+    exact = (p * (z_star - z)).sum(1) + np.log1p((p * np.expm1(z - z_star)).sum(1))
+    kl, _ = context_divergences(ctx.logp, n2.logp_lm)
+    np.testing.assert_allclose(kl, exact, rtol=1e-9)
+    assert n2.eps == pytest.approx(float(ctx.weights @ exact), rel=1e-9)
+    naive = (p * (ctx.logp - n2.logp_lm)).sum(1)
+    assert gap < 30 or not np.allclose(naive, exact, rtol=0.1, atol=0)  # the case is hard: the plain sum is far off
+
+
+def test_flip_costs_are_non_negative_where_a_flip_moves_only_an_atom_below_the_others_last_bit():
+    """A word at logit −200 (p* ~ 1e-89): the least-KL flip moves it alone, and Σ q log(q/q') over the atoms
+    read negative costs (−1.3e-88), which the worst LM sorted first and spent as a gain."""
+    rng = np.random.default_rng(0)
+    Z = np.hstack([rng.normal(size=(6, 3)), np.ones((6, 1))])
+    W = np.vstack([rng.normal(size=(3, 4)), [0, 0, 0, -200.0]])
+    world = LogLinearWorld(Z, W, np.zeros((6, 4), int), 0)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=1)
+    task = word_task(ctx, world_anchor_fit(ctx, bulk), [0, 3], [1.0, -1.0], "rare")
+    costs = flip_costs(task, ctx, bulk)
+    finite = costs.kl[np.isfinite(costs.kl)]
+    assert finite.size and (finite >= 0).all()
+    worst = worst_case_lm(task, ctx, bulk, 1e-6, costs=costs)
+    assert worst.flipped.all() and worst.eps >= 0

@@ -33,23 +33,35 @@ import numpy as np
 
 from simlm.checks import check_non_negative, check_real_array
 from simlm.errors import ConfigError, ShapeError
-from simlm.metrics.epsilon import kl_per_sequence, tv_per_sequence
+from simlm.metrics.epsilon import tv_per_sequence
 from simlm.theory.anchors import (AnchorContexts, AnchorTask, check_bulk, check_lm_laws, check_shaped, check_task,
                                   log_bulk_partition)
 
 
 def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
-    """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9): the metrics'
-    :func:`~simlm.metrics.epsilon.kl_per_sequence` and ``tv_per_sequence``, one position per row.  Both
-    arguments must be rows of probability laws (:func:`~simlm.theory.anchors.check_lm_laws`): a row that
-    does not sum to 1 has a negative "KL" (raised log-probabilities) and read as ε = 0."""
+    """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9; TV is the metrics'
+    :func:`~simlm.metrics.epsilon.tv_per_sequence`).  Both arguments must be rows of probability laws
+    (:func:`~simlm.theory.anchors.check_lm_laws`).
+
+    The KL is Σ p*(a − b) + log Σ_w (e^{b_w} − e^{a_w} + p*_w) with a = log p*, b = log p: the same number for
+    laws that sum to 1, but unchanged when every b moves by one constant, and first-order blind to the rounding
+    of each b where p ≈ p*.  An LM that moves only rare words (p* below ~1e-16) shifts the other words' log
+    p by log(Z'/Z), below their last bit: Σ p*(a − b) alone read ε twice its value at such worlds (N2 on a
+    carrier gap of 40), and a negative "KL" where the rows' sums were off by a rounding."""
     star = check_real_array("logp_star", logp_star)
     if star.ndim != 2:
         raise ShapeError(f"logp_star: expected (n, V), got {star.shape}")
-    star = check_lm_laws("logp_star", star, star.shape)
-    a, b = star[:, None], check_lm_laws("logp_lm", logp_lm, star.shape)[:, None]
+    star = np.asarray(check_lm_laws("logp_star", star, star.shape), np.float64)
+    lm = np.asarray(check_lm_laws("logp_lm", logp_lm, star.shape), np.float64)
     with jax.enable_x64(True):
-        return np.asarray(kl_per_sequence(a, b), np.float64), np.asarray(tv_per_sequence(a, b), np.float64)
+        tv = np.asarray(tv_per_sequence(star[:, None], lm[:, None]), np.float64)
+    p, on = np.exp(star), np.isfinite(star)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.where(on, lm - star, 0.0)  # −inf where the LM misses p*'s support
+        first = -(np.where(on, p * d, 0.0)).sum(1)
+        moved = np.where(on, p * np.expm1(d), np.exp(lm)).sum(1)  # Σ_w (p_w − p*_w): 0 for laws, exactly kept
+        kl = np.where(np.isinf(first), np.inf, first + np.log1p(moved))
+    return np.maximum(kl, 0.0), tv
 
 
 def markov_tail(t, eps, tv=None, weights=None) -> float:

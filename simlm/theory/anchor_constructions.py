@@ -335,9 +335,14 @@ def _score_change(Q, coef, in_bulk, Qn):
 
 
 def _atom_kl(Q, Qn):
-    """Σ_a q_a log(q_a / q'_a) ``(n, G)``: the KL of an LM that scales every atom proportionally."""
+    """Σ_a q_a log(q_a / q'_a) ``(n, G)``: the KL of an LM that scales every atom proportionally, summed as
+    Σ_{q>0} q·(r − log(1 + r)) + Σ_{q=0} q' with r = q'/q − 1 — the same number for masses that sum to 1 (as
+    every flip's do), each term ≥ 0, and first-order blind to the rounding of q' ≈ q: a flip that moves only
+    atoms below ~1e-16 changes the others by less than their last bit, and Σ q log(q/q') read negative."""
+    q = Q[:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(Q[:, None, :] > 0, Q[:, None, :] * np.log(Q[:, None, :] / Qn), 0.0).sum(-1)
+        r = np.where(q > 0, Qn / np.where(q > 0, q, 1.0) - 1.0, 0.0)
+        return np.where(q > 0, q * (r - np.log1p(r)), Qn).sum(-1)
 
 
 def _least_kl_flip(Q, coef, in_bulk, s0):
