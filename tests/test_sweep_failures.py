@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 
+import pytest
+
 import simlm.experiments.registry as registry
 from simlm.experiments.executors import InProcess, ProcessPool, WorkerLost
 from simlm.experiments.store import CellStore
@@ -281,3 +283,41 @@ def test_a_repair_that_cannot_replace_the_store_names_the_copy_it_made(monkeypat
     monkeypatch.setattr(store_module, "_replace_bytes", refuse)
     with pytest.warns(RuntimeWarning, match=r"left as it is.*a copy of it is at .*cells\.jsonl\.corrupt-1"):
         assert list(CellStore(path).cells) == ["a"]
+
+
+def test_a_ray_job_whose_worker_crashed_is_lost_not_the_sweep_and_a_job_that_raised_reaches_the_caller():
+    """Ray's get raises once a task's worker died (after its retries) or ran out of memory: the job is yielded
+    as WorkerLost, as a process pool's is, so the sweep records its cells as failed and goes on; an exception of
+    the job itself (RayTaskError) reaches the caller, as a pool's job's does.  A fake Ray: no cluster needed."""
+    import types
+
+    from simlm.experiments.executors import RayExecutor
+
+    class RayError(Exception):
+        pass
+
+    class RayTaskError(RayError):
+        pass
+
+    class WorkerCrashedError(RayError):
+        pass
+
+    outcome = {"a": 1, "b": WorkerCrashedError("the worker died unexpectedly"), "c": 3}
+
+    def get(ref):
+        if isinstance(outcome[ref], Exception):
+            raise outcome[ref]
+        return outcome[ref]
+
+    fake = types.SimpleNamespace(
+        exceptions=types.SimpleNamespace(RayError=RayError, RayTaskError=RayTaskError),
+        remote=lambda **kw: (lambda fn: types.SimpleNamespace(remote=lambda p: p)),
+        wait=lambda refs, num_returns: (refs[:1], refs[1:]), get=get)
+    executor = RayExecutor.__new__(RayExecutor)
+    executor.ray, executor.num_cpus_per_job = fake, 1
+    results = dict(executor.map(lambda p: p, ["a", "b", "c"]))
+    assert results["a"] == 1 and results["c"] == 3
+    assert isinstance(results["b"], WorkerLost) and "WorkerCrashedError" in results["b"]
+    outcome["b"] = RayTaskError("ValueError in the job")
+    with pytest.raises(RayTaskError):
+        dict(executor.map(lambda p: p, ["a", "b", "c"]))

@@ -105,8 +105,8 @@ class ProcessPool:
 
 
 class WorkerLost(str):
-    """What :meth:`ProcessPool.map` yields for a job whose worker process died before returning (killed by a
-    signal, out of memory): the reason.  The runner records the job's unfinished cells as failed, so that
+    """What :meth:`ProcessPool.map` and :meth:`RayExecutor.map` yield for a job whose worker process died before
+    returning (killed by a signal, out of memory, its node lost): the reason.  The runner records the job's unfinished cells as failed, so that
     the tables are still written and a rerun computes them again."""
 
 
@@ -258,10 +258,18 @@ class RayExecutor:
         env = {"runtime_env": {"env_vars": shared}} if (shared := _share_accelerator()) else {}
         remote = self.ray.remote(num_cpus=self.num_cpus_per_job, **env)(fn)
         pending = {remote.remote(p): p for p in payloads}
+        errors = self.ray.exceptions
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield pending.pop(ref), self.ray.get(ref)
+                payload = pending.pop(ref)
+                try:
+                    result = self.ray.get(ref)
+                except errors.RayTaskError:  # the job itself raised: it reaches the caller, as a pool's job's does
+                    raise
+                except errors.RayError as err:  # its worker or node died (after Ray's retries), out of memory: this
+                    result = WorkerLost(f"Ray: {type(err).__name__}: {err}")  # job is lost, not the sweep
+                yield payload, result
 
 
 def check_ray_address(address: str, *, timeout: float = 10.0) -> None:

@@ -732,9 +732,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             world = json.loads(p)["world"]
             if isinstance(result, WorkerLost):  # no LMs from this ladder in this run: listed as an error, and a
                 lost.append({"world": world,  # rerun resumes it from its checkpoints
-                             "error": f"the pool broke before this world's ladder returned (a worker process was "
-                                      f"killed by a signal or ran out of memory; this ladder may not have started), "
-                                      f"so its trained LMs have no cells: {result}"})
+                             "error": f"a worker process died before this world's ladder returned (killed by a "
+                                      f"signal, out of memory or its node lost; a process pool breaks whole, so "
+                                      f"this ladder may not have started), so its trained LMs have no cells: {result}"})
                 continue
             ladder = json.loads(result)
             trained[world] = ladder["lms"]
@@ -774,8 +774,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             done = CellStore(out / "cells.jsonl").cells
             for _, _, key in json.loads(job)["cells"]:
                 if done.get(key, {}).get("run") != info["run"]:  # absent, or an earlier run's failure
-                    store.add(key, [], error=f"the pool's worker process died before its job returned (killed by a "
-                                              f"signal or out of memory; the job may not have started): {result}",
+                    store.add(key, [], error=f"the worker process died before its job returned (killed by a "
+                                              f"signal, out of memory or its node lost; the job may not have "
+                                              f"started): {result}",
                               seconds=0.0, **info)
                 bar.update(1)
             continue
