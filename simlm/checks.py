@@ -234,7 +234,8 @@ def check_stochastic(name: str, array, *, atol: float = 1e-6, axis_names=("row",
         idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(off))[0])
         s = float(np.atleast_1d(sums)[idx])
         what = "sums" if arr.ndim == 1 else f"{axis_names[0]} {idx[0] if len(idx) == 1 else idx} sums"
-        raise DistributionError(f"{name} {what} to {s:.6g}, expected 1 within {atol:g}")
+        total = f"{s:.6g}" if float(f"{s:.6g}") != 1.0 else f"1 {'+' if s > 1 else '−'} {abs(s - 1):.3g}"
+        raise DistributionError(f"{name} {what} to {total}, expected 1 within {atol:g}")
     return arr
 
 

@@ -537,3 +537,25 @@ def test_a_bisection_that_closes_on_a_jump_says_the_bracket_closed():
     message said only 'ε jumps there'."""
     with pytest.raises(ConfigError, match="closed to its resolution"):
         solve_scale(lambda s: 0.0 if s < 0.3 else 1.0, 0.5, 1.0, start=0.5, rtol=1e-4, resolution=1e-7)
+
+
+@pytest.mark.parametrize("V", [3, 4])
+def test_rare_words_on_a_law_flat_on_its_support_makes_every_word_rare_and_reaches_its_target(V):
+    """Every p* = 1/V: all words are at the 10th percentile, so all are rare.  The default threshold sat one
+    float32 step above 1/3, whose log rounds onto log(1/3): the LM's test log p* < log threshold found no
+    rare word, ε(s) = 0 at every scale, and a reachable target was refused as unreachable."""
+    world = HMM([1.0], [[1.0]], [[1.0 / V] * V])
+    tokens = np.asarray(world.sample(0, n_sequences=8, length=3))
+    lm = perturbed_lm(world, 0.01, "rare-words", 0, tokens=tokens)
+    q = np.exp(np.asarray(lm.next_token_logprobs(tokens), np.float64))  # p* = 1/V at every position
+    kl = np.sum(np.log((1.0 / V) / q), axis=-1) / V  # (n, T): which positions' words are rare is the rounding's
+    assert kl.mean() == pytest.approx(0.01, rel=1e-3) and kl.max() > 0.01
+    assert exact_epsilon(world, lm, tokens)[0] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_a_sum_off_one_by_less_than_six_digits_says_by_how_much():
+    """``[0.5, 0.5 + 1e-6]`` printed "sums to 1, expected 1 within 1e-06": the offset is named now."""
+    from simlm.checks import check_distributions
+
+    with pytest.raises(DistributionError, match=r"^weights sums to 1 \+ 1e-06, expected 1 within 1e-06$"):
+        check_distributions("weights", [0.5, 0.5 + 1e-6], atol=1e-6)

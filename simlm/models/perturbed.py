@@ -26,8 +26,9 @@ so ε(s) increases for s ≥ 0 at every position):
   threshold makes rare the nonzero p*(w|x_<t) at or below their 10th percentile over all (position,
   word) pairs of the evaluation set: it sits at the geometric midpoint of the gap between the largest of
   them and the next larger p* (so a law computed along another path, off in its last bits, finds the same
-  rare words), fixed from then on; a fixed threshold like 1/(10V) often catches no word at all in a dense
-  world.  The calibration perturbs the world's laws exactly as the LM does (the same array, bit for bit),
+  rare words), fixed from then on (the test is log p* < log threshold in float32; where the two logs round
+  alike — a law flat on its support, every word at the percentile — the threshold is stepped up until the
+  largest rare p* is rare); a fixed threshold like 1/(10V) often catches no word at all in a dense world.  The calibration perturbs the world's laws exactly as the LM does (the same array, bit for bit),
   so a word is rare for the solver iff it is rare for the LM, wherever a given threshold sits.  Needs rare
   words on the evaluation set.
 - ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
@@ -353,10 +354,19 @@ def _rare_threshold(logp, threshold) -> jax.Array:
         values = np.unique(p[p > 0])  # sorted; the quantile is ≥ their minimum, so some value is at or below it
         rare_max = values[values <= np.quantile(p[p > 0], 0.1)][-1]
         above = values[values > rare_max]
-        up = np.nextafter(rare_max, np.float32(np.inf))  # the strict test p < threshold keeps rare_max rare
+        up = np.nextafter(rare_max, np.float32(np.inf))
         threshold = (max(np.float32(np.sqrt(np.float64(rare_max) * np.float64(above[0]))), up) if above.size
                      else up)
-    if not np.any((p > 0) & (p < threshold)):
+        # the test is log p* < log(threshold) in float32, where rare_max's log and a threshold a few ulps above
+        # it can round alike (a law flat on its support: no word was rare, ε(s) = 0 at every scale): step the
+        # threshold up until rare_max is rare as :func:`_perturb` tests it
+        top = float(np.max(np.asarray(logp, np.float32)[(p > 0) & (p <= rare_max)]))
+        for _ in range(256):
+            if float(jnp.log(jnp.float32(threshold))) > top:
+                break
+            threshold = np.nextafter(np.float32(threshold), np.float32(np.inf))
+    lp = np.asarray(logp, np.float32)
+    if not np.any(np.isfinite(lp) & (lp < float(jnp.log(jnp.float32(threshold))))):  # as _perturb tests it
         raise ConfigError(f"threshold: no word has 0 < p* < {float(threshold):.4g} anywhere on the evaluation "
                           "set, so kind 'rare-words' cannot move ε from 0; raise the threshold")
     return jnp.float32(threshold)
