@@ -286,6 +286,23 @@ def test_a_checkpoint_of_another_run_is_never_used(copy):
         run_train(copy)
 
 
+def test_a_directory_left_with_another_runs_rungs_alone_is_not_claimed(copy):
+    """config.json and both resume points gone, the rungs of another run left: the directory was claimed, its
+    metrics overwritten, and the rungs this run never reached kept under its config.json."""
+    rungs = sorted(copy.glob("seed_*/eps_*"))
+    assert rungs
+    for rung in rungs:
+        meta = rung / "metadata.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "world_fingerprint": "0" * 16}))
+    (copy / "config.json").unlink()
+    shutil.rmtree(copy / "last")
+    shutil.rmtree(copy / "previous")
+    metrics = (copy / "metrics.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=f"run_dir: {rungs[0]} holds a checkpoint of a different run"):
+        run_train(copy)
+    assert not (copy / "config.json").exists() and (copy / "metrics.jsonl").read_bytes() == metrics
+
+
 def test_load_lm_checks_the_run_it_came_from(copy, finished, tmp_path):
     result = run_train(copy)
     rung_dir = Path(result.records[1].path)

@@ -80,7 +80,7 @@ class TrainConfig:
     seq_len: int = 64
     max_steps: int = 2000  # the budget; also the length of the cosine schedule
     learning_rate: float = 3e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear from 0; at most max_steps − 1 (a shorter run warms up for all but its last)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     data: str = "stream"  # "stream": fresh world samples; "corpus": a fixed finite corpus
@@ -666,7 +666,8 @@ def _check_finite(results, loss, step, config, run_dir) -> None:
     losses = _loss_floats(loss) or []
     if not np.all(np.isfinite([r for res in results for r in res] + losses)):
         raise TrainingDivergedError(f"ε or the loss became non-finite at step {step} (ε, s.e., TV, s.e. = {results}, "
-                                    f"loss = {losses}; learning_rate={config.learning_rate}); the last good "
+                                    f"loss = {losses}; learning_rate={config.learning_rate}, "
+                                    f"weight_decay={config.weight_decay}); the last good "
                                     f"checkpoint is {run_dir / 'last'}")
 
 
@@ -674,7 +675,8 @@ def _finite_loss(loss, step, config, run_dir, saved):
     loss_host = np.asarray(loss)
     if not np.all(np.isfinite(loss_host)):
         raise TrainingDivergedError(
-            f"loss became {loss_host} at step {step} (learning_rate={config.learning_rate}); "
+            f"loss became {loss_host} at step {step} (learning_rate={config.learning_rate}, "
+            f"weight_decay={config.weight_decay}); "
             f"the last good checkpoint is {run_dir / 'last'} (step {saved})")
     return loss_host
 
@@ -799,13 +801,15 @@ def _claim_run_dir(path: Path, header: dict) -> None:
             raise ConfigError(f"{problem}; no checkpoint in {path} shows which run it held. If it holds a run of this "
                               f"same configuration, recover with `rm {cfg}` and rerun (its checkpoints are checked "
                               f"against the configuration); otherwise use a new run_dir")
-    else:  # a checkpoint of another run refuses this one before config.json is written
-        for slot in _SLOTS:
+    else:  # a checkpoint of another run refuses this one before config.json is written — a resume point or a
+        # rung: a directory left with another run's rungs alone would be claimed, its metrics overwritten, and
+        # every rung this run never reaches left under this run's config.json
+        for checkpoint in [path / slot for slot in _SLOTS] + sorted(path.glob("seed_*/eps_*")):
             try:
-                meta = read_metadata(path / slot)
+                meta = read_metadata(checkpoint)
             except ConfigError:  # absent or unreadable: the resume reports it
                 continue
-            _refuse_foreign(path / slot, meta, header)
+            _refuse_foreign(checkpoint, meta, header)
     claim_json(cfg, header, owner=f"run_dir: {path} holds a different run",
                fix="use a new directory to start a new run")  # a resume must be the same run
 
