@@ -141,6 +141,7 @@ CASES = [
     ("ceiling tokens_full", lambda: ds.bayes_ceiling(H, TASK, "abc", 1), TokenError, "tokens_full"),
     ("ceiling one sequence", lambda: ds.bayes_ceiling(H, TASK, X[:1], 3, n_continuations=2), ConfigError,
      "tokens_full"),
+    ("ceiling one sequence at T' = T", lambda: ds.bayes_ceiling(H, TASK, X[:1], 6), ConfigError, "tokens_full"),
     # head tuning
     ("head_tuning lm None", lambda: ds.head_tuning(None, H, TASK, (X, Y), (X, Y)), ConfigError, "lm"),
     ("head_tuning world None", lambda: ds.head_tuning(LM, None, TASK, (X, Y), (X, Y)), ConfigError, "world"),

@@ -438,3 +438,37 @@ def test_bfloat16_features_are_read_as_float32_not_refused():
     y = np.array([0, 1, 0, 1])
     head = fit_linear_head(jnp.asarray(f, jnp.bfloat16), y)
     assert head.accuracy(jnp.asarray(f, jnp.bfloat16), y) == 1.0
+
+
+def test_the_linear_head_fits_under_jax_enable_x64():
+    """The README builds float64 worlds under ``jax.enable_x64``: L-BFGS's loop carried its best loss as
+    float32 while the parameters, drawn in float64 there, made the loss float64 — a raw JAX TypeError."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (f @ np.array([1.0, -2.0, 0.5]) > 0).astype(int)
+    single = fit_linear_head(f, y)
+    with jax.enable_x64(True):
+        double = fit_linear_head(f, y)
+    assert double.accuracy(f, y) == single.accuracy(f, y) >= 0.95
+
+
+def test_fits_with_a_class_that_has_no_training_label_warn():
+    """A class with no training example leaves a joint fit's objective without a minimiser: the linear head
+    warned, the attention head and the prompt fits reported a training accuracy of 1 without a word."""
+    from simlm.downstream import fit_exact_attention_prompt, fit_exact_prompt
+
+    world = HMM.random(0, 3, 3)
+    x = np.asarray(world.sample(0, 12, 4))
+    zeros = np.zeros(12, int)
+    with pytest.warns(NotConvergedWarning, match=r"^fit_attention_head: class \[1\] has no training example"):
+        fit_attention_head(np.random.default_rng(0).normal(size=(12, 4, 3)), zeros, steps=5, n_restarts=1)
+    for fit in (fit_exact_prompt, fit_exact_attention_prompt):
+        with pytest.warns(NotConvergedWarning, match=r"^the prompt fit: class \[1\] has no training example"):
+            fit(world, x, zeros, steps=5, n_restarts=1)
+    with pytest.warns(NotConvergedWarning, match=r"classes \[1, 2\] have no training example"):
+        fit_exact_prompt(world, x, zeros, n_classes=3, steps=5, n_restarts=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        fit_exact_prompt(world, x, np.arange(12) % 2, steps=5, n_restarts=1)  # both classes: no warning

@@ -81,9 +81,10 @@ def test_the_prepended_masks_refusal_says_x_is_impossible_after_the_mask_not_und
     x = np.array([[0, 0]])
     assert np.exp(float(hmm.log_likelihood(x)[0])) == pytest.approx(0.25, rel=1e-6)
     assert all(bf.sequence_prob(*bf.params(hmm), [v, 0, 0]) == 0 for v in range(3))
-    with pytest.raises(ZeroProbabilityError, match="with a masked position prepended to it") as err:
-        hmm.prepended_mask_probs(x)
-    assert "under this world" not in str(err.value)
+    for method in (hmm.prepended_mask_probs, hmm.prepended_state_posterior, hmm.log_prepended_state_posterior):
+        with pytest.raises(ZeroProbabilityError, match="with a masked position prepended to it") as err:
+            method(x)
+        assert "under this world" not in str(err.value)
 
 
 @pytest.mark.parametrize("call, error, words", [

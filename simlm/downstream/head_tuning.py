@@ -5,8 +5,10 @@ asked of the LM through its protocol (:mod:`simlm.models.base`):
 
 - :func:`task_features` ``(n, V)`` for a posterior task: ``"prepended"`` → p(x_0 = · | x_1:T) from a
   masked LM (for the exact HMM this is P(H_0 | x) B); ``"next"`` → p(x_{T+1} = · | x_1:T) from a causal LM
-  (P(H_{T+1} | x) B).  When B has rank K, P = f B⁺ and any label 1[μᵀP ≥ 0] is linear in f — head tuning
-  then recovers the task exactly from the ε = 0 model.
+  (P(H_{T+1} | x) B).  When B has rank K, P = f B⁺ and any label 1[μᵀP ≥ 0] is linear in f — a linear
+  head on the ε = 0 model's features can then be exact, and the fit approaches it as ``l2`` → 0 (at the
+  default l2 = 1e-4 a task whose smallest margin is 3.5e-5 was fitted to 0.96 on its training set, 1.0 at
+  l2 = 0: the regularised optimum, not an optimiser's shortfall).
 - :func:`attention_features` ``(n, T, V)`` for a memory task: the masked law at every position (masked LMs)
   or the next-token law after every prefix (causal LMs).
 

@@ -338,7 +338,8 @@ def _fit_linear(head, z, labels, l2, lr, tol, key, n_classes: int, steps: int, m
     def running(c):
         return (c[2] < steps) & ~c[4] & (c[6] < _STALL)
 
-    init = (params, opt.init(params), 0, jnp.full(steps, jnp.nan, jnp.float32), False, jnp.float32(jnp.inf), 0)
+    dt = jax.eval_shape(loss, params).dtype  # float64 under jax_enable_x64 (the parameters are drawn in it)
+    init = (params, opt.init(params), 0, jnp.full(steps, jnp.nan, dt), False, jnp.asarray(jnp.inf, dt), 0)
     params, _, k, losses, done, _, since = jax.lax.while_loop(running, body, init)
     return params, losses, k, _norm(jax.grad(loss)(params)), done | (since >= _STALL)
 
@@ -414,15 +415,31 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     return fitted
 
 
+def _missing_classes(y, n_classes: int) -> str | None:
+    """"class(es) [...] ha(s/ve) no training example", or None when every class has one."""
+    missing = np.flatnonzero(np.bincount(np.asarray(y), minlength=n_classes) == 0)
+    if not missing.size:
+        return None
+    many = missing.size > 1
+    return f"class{'es' if many else ''} {missing.tolist()} ha{'ve' if many else 's'} no training example"
+
+
+def warn_missing_classes(y, n_classes: int, who: str, *, stacklevel: int = 3) -> None:
+    """:class:`NotConvergedWarning` from the fit ``who`` when a class of ``n_classes`` has no label in ``y``:
+    its objective then has no minimiser (the missing class's logit is pushed down for ever), and a training
+    accuracy of 1 on one class says nothing about the task."""
+    why = _missing_classes(y, n_classes)
+    if why:
+        warnings.warn(f"{who}: {why}, so its objective has no minimiser and its training accuracy says nothing "
+                      "about the missing classes", NotConvergedWarning, stacklevel=stacklevel)
+
+
 def _warn_without_minimiser(head, features, y, n_classes: int, l2: float) -> None:
     """:class:`NotConvergedWarning` when the linear head's objective has no minimiser (its docstring)."""
-    missing = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
-    if missing.size:
-        many = missing.size > 1
-        why = f"class{'es' if many else ''} {missing.tolist()} ha{'ve' if many else 's'} no training example"
-    elif l2 == 0 and head.accuracy(features, y) == 1.0:
+    why = _missing_classes(y, n_classes)
+    if why is None and l2 == 0 and head.accuracy(features, y) == 1.0:
         why = "l2 = 0 and the head separates the training data"
-    else:
+    if why is None:
         return
     warnings.warn(f"fit_linear_head: {why}, so its objective has no minimiser: the parameters (and the gradient norm "
                   "they stop at) depend on tol, not on the data (its predictions can still be right)",
@@ -450,6 +467,7 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
     f = check_features(features, 3)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
+    warn_missing_classes(y, C, "fit_attention_head")
     l2 = check_l2(l2)
     R, d_key, d_value = (check_positive_int(k, v) for k, v in (("n_restarts", n_restarts), ("d_key", d_key),
                                                                  ("d_value", d_value)))
@@ -471,4 +489,4 @@ def fit_attention_head(features, labels, *, n_classes: int = 2, d_key: int = 8, 
 
 __all__ = ["HeadLogits", "LinearLogits", "AttentionLogits", "head_loss", "cross_entropy", "standardise",
            "standardisation", "adam_restarts", "LinearHead", "fit_linear_head", "AttentionHead", "fit_attention_head",
-           "check_features", "check_labels", "check_l2"]
+           "check_features", "check_labels", "check_l2", "warn_missing_classes"]

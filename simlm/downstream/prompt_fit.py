@@ -37,7 +37,8 @@ import optax
 
 from simlm._optim import minimise
 from simlm.checks import check_memory, check_positive_int, check_tokens
-from simlm.downstream.heads import HeadLogits, adam_restarts, check_labels, head_loss, standardise
+from simlm.downstream.heads import (HeadLogits, adam_restarts, check_labels, head_loss, standardise,
+                                    warn_missing_classes)
 from simlm.errors import ConfigError, TokenError, TrainingDivergedError, ZeroProbabilityError
 from simlm.models.transformer import CausalTransformerLM, MaskedTransformerLM
 
@@ -218,11 +219,14 @@ class PromptedClassifier:
 # ---- the checks every prompt fit makes on the host, before anything is compiled --------------------
 
 def check_prompt_data(tokens, labels, n_symbols: int, k, n_classes):
-    """``(tokens (n, T), labels (n,), k, n_classes)`` checked: world tokens, class ids, k ≥ 1, ≥ 2 classes."""
+    """``(tokens (n, T), labels (n,), k, n_classes)`` checked: world tokens, class ids, k ≥ 1, ≥ 2 classes
+    (a class without a training label warns: the joint fit's objective then has no minimiser)."""
     toks, _ = check_tokens(tokens, n_symbols)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     k = check_positive_int("k", k)
-    return toks, check_labels(labels, toks.shape[0], C), k, C
+    y = check_labels(labels, toks.shape[0], C)
+    warn_missing_classes(y, C, "the prompt fit", stacklevel=4)
+    return toks, y, k, C
 
 
 def check_test_data(test, n_symbols: int, n_classes: int):

@@ -433,8 +433,9 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
         raise ConfigError(f"visible_length: expected an integer in [0, {T}] (the length of tokens_full), "
                           f"got {visible_length!r}")
     T_vis = int(visible_length)
-    if T_vis == T:
-        return 1.0, 0.0
+    if T_vis == T:  # the predictor sees what decides the label: 1 exactly, on tokens checked as at T' < T
+        task.labels(world, toks)  # impossible tokens refused
+        return mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2; (1.0, 0.0)
     R = check_positive_int("n_continuations", n_continuations)
     if T_vis == 0:
         pred = jnp.broadcast_to(params[0], (n, params[0].shape[0]))

@@ -32,6 +32,9 @@ MAX_ARRAY_ELEMENTS = 2**31 - 1
 #: still be read as one: a looser one would silently rescale rows that are not distributions at all.
 MAX_ATOL = 1e-3
 _REAL_TYPES = (int, float, np.integer, np.floating)
+#: where a law conditions on x_1:T after a masked first position (an HMM's h_1 ~ πA, not π): x may be possible
+#: under the world and impossible there, so a refusal says which
+PREPENDED = "with a masked position prepended to it"
 
 
 # ---- host-side checks shared by the worlds (candidates for simlm.checks) -------------------------------
@@ -300,8 +303,7 @@ class WorldBase:
         toks, single = self._tokens(tokens, "prepended_mask_probs")
         out, steps = law(jax.device_put(toks))
         # the steps are those of x after a masked first position: x may be possible without it (an HMM: h_1 ~ πA)
-        self._require_possible(toks, steps, "the prepended mask's law is undefined",
-                               under="with a masked position prepended to it")
+        self._require_possible(toks, steps, "the prepended mask's law is undefined", under=PREPENDED)
         return out[0] if single else out
 
     # log-space laws: the log of the probability-space ones unless a world overrides them

@@ -22,7 +22,7 @@ from simlm.worlds import buckets
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.checks import as_key, as_rng, check_positive_int
-from simlm.worlds.base import (WorldBase, check_atol, check_flag, check_float_dtype, check_probabilities,
+from simlm.worlds.base import (PREPENDED, WorldBase, check_atol, check_flag, check_float_dtype, check_probabilities,
                                check_request, stored)
 from simlm.worlds.families import random_parameters
 
@@ -104,13 +104,14 @@ class ChainInference:
         """p*(x_t = · | x_<t), shape (n, T, V) — computed directly, not as exp(log)."""
         return self._checked(next_token_probs, tokens, "next_token_probs", read_last=False)
 
-    def _checked(self, fn, tokens, method: str, read_last: bool = True):
+    def _checked(self, fn, tokens, method: str, read_last: bool = True, under: str = "under this world"):
         """``fn(*chain, tokens)`` → (out, per-step log-probs) on checked tokens (refused when ``method`` on
         them cannot fit); raises for an impossible sequence (one impossible before x_T only, for a law
-        that ``read_last`` = False never conditions on x_T); a single sequence in gives a single result out."""
+        that ``read_last`` = False never conditions on x_T; ``under`` what, in the message); a single
+        sequence in gives a single result out."""
         toks, single = self._tokens(tokens, method)
         out, steps = fn(*self._chain, jax.device_put(toks))
-        self._require_possible(toks, np.asarray(steps)[:, :None if read_last else -1])
+        self._require_possible(toks, np.asarray(steps)[:, :None if read_last else -1], under=under)
         return out[0] if single else out
 
     @property
@@ -353,7 +354,7 @@ class HMM(ChainInference, WorldBase):
 
     def prepended_state_posterior(self, tokens) -> jax.Array:
         """p(h_0 | x_1:T) for a masked position 0 prepended before x_1, (n, K); h_0 ~ π, h_1 ~ πA."""
-        return self._checked(prepended_state_posterior, tokens, "prepended_state_posterior")
+        return self._checked(prepended_state_posterior, tokens, "prepended_state_posterior", under=PREPENDED)
 
     def log_state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
         """log of :meth:`state_posterior`, (n, T, K), computed in log space: a share far below the float
@@ -363,7 +364,7 @@ class HMM(ChainInference, WorldBase):
 
     def log_prepended_state_posterior(self, tokens) -> jax.Array:
         """log of :meth:`prepended_state_posterior`, (n, K), computed in log space."""
-        return self._checked(log_prepended_posterior, tokens, "prepended_state_posterior")
+        return self._checked(log_prepended_posterior, tokens, "prepended_state_posterior", under=PREPENDED)
 
     def stationary_distribution(self) -> np.ndarray:
         """A stationary law μ = μA, float64: the unique one of an irreducible chain; for a reducible chain,
