@@ -111,3 +111,29 @@ def test_the_authors_label_reads_the_transition_times_the_first_states_posterior
     np.testing.assert_allclose(data.post, expected, rtol=1e-5)
     np.testing.assert_array_equal(data.y, (expected @ mu >= 0).astype(int))
     assert len(set(data.y)) == 2
+
+
+def test_the_summaries_read_a_stored_null_as_the_nan_it_was_and_agree_before_and_after_json():
+    """A seed without an input of margin has accuracy_with_margin NaN, null in the stored JSON: the protocol's
+    summary crashed on the null (None == None passed its NaN filter), and the experiments' summarise gave NaN
+    in memory and the other seeds' mean from the JSON."""
+    import json
+
+    from simlm.experiments.head_prompt_report import summarise
+    from simlm.jsonio import jsonable
+
+    rows = [{"protocol": "authors", "n_states": 4, "accuracy": a, "accuracy_with_margin": m,
+             "share_without_margin": 0.1, "majority": 0.5} for a, m in ((0.8, float("nan")), (0.9, 0.7))]
+    stored = json.loads(json.dumps(jsonable(rows)))
+    assert stored[0]["accuracy_with_margin"] is None
+    assert hpp.summary(rows)[0]["accuracy_with_margin"] == hpp.summary(stored)[0]["accuracy_with_margin"] == 0.7
+    records = [{"world": "w", "kind": "hmm", "n_states": 4, "method": "head", "level": "oracle", "test_accuracy": a,
+                "accuracy_with_margin": m} for a, m in ((0.8, float("nan")), (0.9, 0.7))]
+    stored = json.loads(json.dumps(jsonable(records)))
+    assert summarise(records)[0]["accuracy_with_margin"] == summarise(stored)[0]["accuracy_with_margin"] == 0.7
+
+
+def test_a_flag_is_taken_only_as_spelt():
+    """``--train`` was read as ``--trained`` by argparse's prefixes, but the study is chosen by the literal
+    flag: the exact-feature study ran."""
+    assert hpp.main(["--train", "--quick"]) == 2

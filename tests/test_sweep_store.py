@@ -425,10 +425,13 @@ def test_arrays_come_back_as_their_lists_and_scalars_with_their_type():
 
 
 @pytest.mark.parametrize("value, match", [({"a/b": 1, "a": {"c": 2}}, "'a/b'"), ({"x": {"y[]": 1}}, "'x/y\\[\\]'"),
-                                          ([1, 2], "expected a dict")])
+                                          ([1, 2], "expected a dict"),
+                                          ({1: 2.5, "1": 7.0}, "the key '1' is not a string \\(int\\)"),
+                                          ({"a": {1: 1.0}}, "the key 'a/1' is not a string")])
 def test_a_record_the_rows_cannot_give_back_is_refused_naming_the_key(value, match):
     """{"a/b": 1, "a": {"c": 2}} came back as {"a": {"b": 1, "c": 2}}, a key ending in [] raised a bare
-    StopIteration when read back, a list an IndexError."""
+    StopIteration when read back, a list an IndexError; an int key came back a string ({1: 2.5, "1": 7.0} as
+    {"1": 7.0}: a number lost)."""
     with pytest.raises(ConfigError, match=match):
         leaf_rows(value)
 

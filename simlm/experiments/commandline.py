@@ -13,7 +13,13 @@ from simlm.errors import ConfigError, SimlmError
 
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors raise :class:`ConfigError` (so :func:`run_main` prints them as one
-    line) instead of printing the usage and exiting."""
+    line) instead of printing the usage and exiting, and which takes flags only as spelt (no prefixes)."""
+
+    def __init__(self, *args, **kwargs):
+        # no abbreviations: head_prompt_protocol tells --trained from the rest by the literal flag, and --train
+        # read as --trained ran the other study
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise ConfigError(f"{message} (see --help)")

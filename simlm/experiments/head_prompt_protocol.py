@@ -182,7 +182,7 @@ def factor_study(sizes=SIZES, *, quick: bool = False, log=print) -> list[dict]:
 
 
 def _mean(rows, K, key="accuracy") -> float:
-    vals = [r[key] for r in rows if r["n_states"] == K and r[key] == r[key]]
+    vals = [r[key] for r in rows if r["n_states"] == K and r[key] is not None and r[key] == r[key]]  # JSON: null
     return float(np.mean(vals)) if vals else float("nan")
 
 

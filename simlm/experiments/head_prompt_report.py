@@ -27,7 +27,8 @@ def summarise(records: list[dict]) -> list[dict]:
                   "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min", "share_without_margin",
                   "accuracy_with_margin", "emission_margin", "head_margin", "support_margin", "prompt_exact",
                   "prompt_delta_min", "memory_margin"):
-            vals = [float(r[k]) for r in g if r.get(k) is not None]
+            # a NaN (e.g. no input with a margin in a seed) is dropped, as its null in the stored JSON is
+            vals = [float(r[k]) for r in g if r.get(k) is not None and float(r[k]) == float(r[k])]
             row[k] = float(np.mean(vals)) if vals else None
         rows.append(row)
     rows.sort(key=lambda r: (r["n_states"], r["kind"], r["world"], _level_order(r["level"]), r["method"]))

@@ -9,8 +9,10 @@ leaf back (a NaN, stored as null in strict JSON, stays a NaN; ±inf, also null t
 vtypes ``inf`` and ``-inf``; a None stays a None; an int stays an int, one beyond float precision
 (|n| > 2⁵³) kept exact in ``text``).
 Empty lists and dicts have no leaf: under a dict key they do not come back, inside a list they come back as
-None.  Keys must not contain ``/`` or end in ``[]`` (a :class:`~simlm.errors.ConfigError` names the key);
-numpy and JAX arrays are read as the lists (or, 0-d, the scalars) they hold.
+None — except after a list's last leaf, where the list comes back shorter (``[1, []]`` as ``[1]``; a list of
+empties alone does not come back).  Keys must be strings (an int key 1 would come back as "1", and beside a
+key "1" would overwrite it) that do not contain ``/`` or end in ``[]`` (a :class:`~simlm.errors.ConfigError`
+names the key); numpy and JAX arrays are read as the lists (or, 0-d, the scalars) they hold.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def _leaves(value, path=(), index=()):
     if isinstance(value, dict):
         for k, v in value.items():
             name = str(k)
+            if not isinstance(k, str):  # it would come back as str(k), or overwrite a key spelt str(k)
+                raise ConfigError(f"value: the key {'/'.join(path + (name,))!r} is not a string "
+                                  f"({type(k).__name__}); the leaf rows' paths would give it back as one")
             if "/" in name or name.endswith("[]"):  # the path's separator and a list's mark: it would not come back
                 raise ConfigError(f"value: the key {'/'.join(path + (name,))!r} contains '/' or ends in '[]', "
                                   "which the leaf rows' paths use")
