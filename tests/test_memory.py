@@ -483,3 +483,15 @@ def test_a_dirichlet_prior_draw_keeps_every_memory_value_possible():
     assert (prior > 0).all()
     kept = MemoryHMM.random(0, 2, 3, 2, 3, prior_concentration=0.5).memory_prior
     np.testing.assert_array_equal(kept, np.float32(np.random.default_rng(0).dirichlet(np.full(3, 0.5), size=2)))
+
+
+def test_random_sizes_a_float64_world_at_eight_bytes_before_drawing_it(monkeypatch):
+    """``random`` checked the joint chain's size at 4-byte floats whatever the dtype, so a float64 world twice
+    too large was drawn before its constructor refused it."""
+    import simlm.worlds.memory as memory
+
+    seen = []
+    monkeypatch.setattr(memory, "check_request", lambda name, parts, what: seen.append(parts))
+    with jax.enable_x64(True):
+        MemoryHMM.random(0, 1, 2, 2, 3, dtype=np.float64)
+    assert seen[0][1][1] == 8 + 8  # the random's own check, before anything is drawn: float64 on the device

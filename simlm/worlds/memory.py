@@ -265,7 +265,8 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
                               ("transition_temp", "permutation-mixture"), ("out_degree", "sparse")):
             if name in options and options[name] is not None and family != used_by:  # it would be ignored
                 raise ConfigError(f"{name}: only family={used_by!r} reads it; this world's family is {family!r}")
-        _check_joint_size("n_cells, n_values, n_syntactic, n_symbols", N, M, Q, V, 4)
+        itemsize = check_float_dtype(opt["dtype"]).itemsize  # float64 worlds hold twice the bytes
+        _check_joint_size("n_cells, n_values, n_syntactic, n_symbols", N, M, Q, V, itemsize)
         if family == "permutation-mixture":  # its (N·Q)³ mixture, refused before anything is drawn
             P = N * Q if opt["n_permutations"] is None else check_positive_int("n_permutations", opt["n_permutations"])
             check_permutation_mixture("n_cells, n_syntactic, n_permutations", N * Q, 1, P)
