@@ -43,9 +43,9 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
     :func:`~simlm.metrics.epsilon.tv_per_sequence`).  Both arguments must be rows of probability laws
     (:func:`~simlm.theory.anchors.check_lm_laws`).
 
-    The KL is Σ p*(a − b) + log Σ_w (e^{b_w} − e^{a_w} + p*_w) with a = log p*, b = log p: the same number for
-    laws that sum to 1, but unchanged when every b moves by one constant, and first-order blind to the rounding
-    of each b where p ≈ p*.  An LM that moves only rare words (p* below ~1e-16) shifts the other words' log
+    The KL is Σ p*(a − b) + log(1 + Σ_w (e^{b_w} − e^{a_w})) with a = log p*, b = log p, each difference
+    computed as p*_w·expm1(b_w − a_w) on p*'s support: the same number for laws that sum to 1, but unchanged
+    when every b moves by one constant, and first-order blind to the rounding of each b where p ≈ p*.  An LM that moves only rare words (p* below ~1e-16) shifts the other words' log
     p by log(Z'/Z), below their last bit: Σ p*(a − b) alone read ε twice its value at such worlds (N2 on a
     carrier gap of 40), and a negative "KL" where the rows' sums were off by a rounding."""
     star = check_real_array("logp_star", logp_star)
