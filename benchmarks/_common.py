@@ -101,9 +101,9 @@ def run_process_group(cmd: list[str], *, timeout: float, cwd=None) -> tuple[int 
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         return None, output
-    except BaseException:  # a signal or ^C of the caller's: its session would outlive it
+    except BaseException as stop:  # a signal or ^C of the caller's: its session would outlive it
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        stop.output = proc.communicate()[0]  # what it printed, for a caller that records it
         raise
 
 
@@ -151,5 +151,7 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` plus ``machine`` (see :func:`machine_info`) as indented JSON; makes the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2, default=float) + "\n")
+    part = path.with_name(path.name + ".part")  # then renamed: a reader never sees half a file
+    part.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2, default=float) + "\n")
+    os.replace(part, path)
     return path

@@ -263,12 +263,17 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
     out.unlink(missing_ok=True)  # an earlier run's JSON must not pass for this one's
     started = time.perf_counter()
     try:
+        _SIGNAL["running"] = not _SIGNAL["received"]
+        if not _SIGNAL["running"]:
+            raise Stopped
         code, output = run_process_group(cmd, timeout=timeout, cwd=REPO_ROOT)  # a timeout kills its children too
         status = (f"timed out after {timeout:.0f} s" if code is None
                   else "ok" if code == 0 and out.exists() else f"failed (exit {code})")
-    except Stopped:  # the script's group is killed; what it wrote is kept below
-        output = ""
+    except Stopped as stop:  # the script's group is killed; what it printed and wrote is kept below
+        output = getattr(stop, "output", "")
         status = f"stopped after {time.perf_counter() - started:.0f} s (the suite received SIGTERM)"
+    finally:
+        _SIGNAL["running"] = False
     print(output[-4000:] if status != "ok" else output[-3000:], flush=True)
     entry = {"status": status, "script": script, "seconds": time.perf_counter() - started, "args": cmd[2:]}
     if status == "ok":
@@ -283,11 +288,19 @@ def run_entry(name: str, script: str, extra: list, args, out: Path, timeout: flo
 
 
 class Stopped(Exception):
-    """SIGTERM reached the suite (an outer ``timeout``): the running entry is killed, its record written."""
+    """SIGTERM reached the suite (an outer ``timeout``) while an entry ran: it is killed, its record written."""
+
+
+_SIGNAL = {"running": False, "received": False}
 
 
 def _stop(signum, frame):
-    raise Stopped
+    """A SIGTERM stops the entry that is running; between entries (the summary being written) it only ends the
+    loop, so no file is left half written."""
+    _SIGNAL["received"] = True
+    if _SIGNAL["running"]:
+        _SIGNAL["running"] = False
+        raise Stopped
 
 
 def main(argv=None) -> int:
@@ -306,6 +319,7 @@ def main(argv=None) -> int:
     for name in names:
         spare = None if deadline is None else deadline - time.perf_counter()
         left = args.timeout if spare is None else min(args.timeout, spare)
+        stopped = stopped or _SIGNAL["received"]
         if stopped:
             report["benchmarks"][name] = {"status": "skipped (the suite received SIGTERM)", "script": entries[name][0]}
         elif spare is not None and spare < MIN_ENTRY_S:
@@ -313,7 +327,6 @@ def main(argv=None) -> int:
         else:
             script, extra = entries[name]
             report["benchmarks"][name] = run_entry(name, script, extra, args, results / f"{name}.json", left)
-            stopped = report["benchmarks"][name]["status"].startswith("stopped")
         # written after every entry: a budget, a timeout or a crash later on loses nothing measured so far
         write_json(summary, {k: v for k, v in report.items() if k != "machine"})
         if args.docs is not None:  # --quick writes no Markdown unless --docs names a file

@@ -247,11 +247,11 @@ def token_sequences(world, *, min_length: int = 1, max_length: int = 6, n_sequen
 
     ``possible=True`` samples from the world itself (from a drawn seed), so every sequence has positive
     probability; ``possible=False`` draws arbitrary ids in [0, V), which may be impossible.
-    ``after_first=True`` returns positions 1..T of a sampled sequence (dropping x_0) — the input of a
-    masked position prepended before x_1: possible after that position (an HMM's chain started from πA),
-    not necessarily as a sequence of its own (from π), so ``log_likelihood`` may be −inf on it and the
-    next-token laws may refuse it, while the prepended laws answer.  Sampling draws ``(n, max_length + 1)`` and slices, so one
-    compiled sampler serves every T."""
+    ``after_first=True`` returns positions 1..T of a sampled sequence (dropping x_0) — the input of a masked position
+    prepended before x_1: possible after that position (an HMM's chain started from πA), not necessarily as a
+    sequence of its own (from π), so ``log_likelihood`` may be −inf on it and the next-token laws may refuse it,
+    while the prepended laws answer. Sampling draws ``(n, max_length + 1)`` and slices, so one compiled sampler
+    serves every T."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "sample", None))):
         raise ConfigError(f"world: expected a simlm world (with n_symbols and sample), got {type(world).__name__}")
     options = _token_options(min_length=min_length, max_length=max_length, n_sequences=n_sequences,

@@ -252,3 +252,27 @@ def test_a_suite_stopped_by_sigterm_kills_its_running_entry_and_writes_what_it_h
         if str(tmp_path) in cmdline:
             left.append(cmdline.replace("\0", " "))
     assert not left, left
+
+
+def test_a_sigterm_between_entries_ends_the_loop_and_the_summary_is_whole(tmp_path, monkeypatch):
+    """A SIGTERM that arrives while no entry runs (the summary being written) escaped ``main`` and left
+    suite.json half written: it ends the loop now, the entries left recorded as skipped."""
+    import os
+    import signal
+
+    import suite as suite_script
+
+    def entry(name, script, extra, args, out, timeout):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, between two entries' runs
+        return {"status": "ok", "script": script, "seconds": 0.0, "args": [], "report": {}}
+
+    monkeypatch.setattr(suite_script, "run_entry", entry)
+    monkeypatch.setattr(suite_script, "_SIGNAL", {"running": False, "received": False})
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        suite_script.main(["--quick", "--only", "filters", "worlds", "--results", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    report = json.loads((tmp_path / "suite.json").read_text())["benchmarks"]
+    assert report["filters"]["status"] == "ok"
+    assert report["worlds"]["status"] == "skipped (the suite received SIGTERM)"

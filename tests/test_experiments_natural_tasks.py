@@ -557,5 +557,35 @@ def test_worst_index_is_where_a_bound_fails_most_else_its_largest_share_of_the_s
     best = b.loss_best.copy()
     best[2] = math.nan
     assert dataclasses.replace(b, loss_natural=over, loss_best=best).worst_index() == 2
+    infinite = b.bound.copy(), b.loss_natural.copy()
+    infinite[0][0] = infinite[1][0] = math.inf  # a loss of +inf under a bound of +inf holds: not NaN's blind spot
+    best = b.loss_best.copy()
+    best[3] = b.bound[3] + 0.01
+    assert dataclasses.replace(b, bound=infinite[0], loss_natural=infinite[1], loss_best=best).worst_index() == 3
     flat = dataclasses.replace(b, bound=b.tau.copy(), loss_natural=b.tau.copy(), loss_best=b.tau.copy())
     assert flat.worst_index(atol=1e-9) == b.index  # no slack anywhere: B*
+
+
+def test_the_experiment_checks_worst_radius_row_carries_only_that_radius_columns(monkeypatch, tmp_path):
+    """The ``<bound>:worst_B`` row was built from the B* record: its B and bound were the worst radius's, its
+    bound_value, loss_natural, slack, residual, error … B*'s."""
+    import types
+
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    C = enumerate_contexts(world, 1)
+    task = random_natural_task(C, 0, noise="logistic")
+    laws = 0.9 * C.next_token_probs + 0.1 / C.next_token_probs.shape[1]
+    records = nt.check_rows(C, laws, task, {"lm": "mix", "target_eps": 0.01, "family": "x"})
+    monkeypatch.setattr(nt, "evaluate_world",
+                        lambda *a, **k: {"rows": records, "log_partition": [], "training": [], "skipped": []})
+    monkeypatch.setattr(nt, "_config", lambda w, o: types.SimpleNamespace(seed=0))
+    cell = types.SimpleNamespace(world=world, options={"train_lms": False}, world_spec={"name": "w"}, part="analytic",
+                                 workdir=str(tmp_path))
+    rows = nt.experiment_check(cell)
+    b = check_natural_task(C, laws, task).bound("any-lm")
+    j = b.worst_index(ATOL)
+    [worst] = [r for r in rows if r["quantity"] == "any-lm:worst_B"]
+    assert worst["B"] == b.B_grid[j] and worst["bound"] == b.bound[j] and worst["tau"] == b.tau[j]
+    assert worst["measured"] == b.loss_natural[j] and worst["loss"] == "loss_natural"
+    assert not set(worst) & {"bound_value", "loss_natural", "slack", "residual", "error_natural", "tau_gap",
+                             "slack_used_at_B", "loss_best_ceiling"}

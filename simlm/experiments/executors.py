@@ -106,8 +106,8 @@ class ProcessPool:
 
 class WorkerLost(str):
     """What :meth:`ProcessPool.map` and :meth:`RayExecutor.map` yield for a job whose worker process died before
-    returning (killed by a signal, out of memory, its node lost): the reason.  The runner records the job's unfinished cells as failed, so that
-    the tables are still written and a rerun computes them again."""
+    returning (killed by a signal, out of memory, its node lost): the reason. The runner records the job's unfinished
+    cells as failed, so that the tables are still written and a rerun computes them again."""
 
 
 def _worker_init(single_threaded: bool, parent: int, cache: str, cores=None, pins=None) -> None:

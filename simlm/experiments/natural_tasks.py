@@ -503,6 +503,13 @@ def parts(world_spec, lm_spec, options) -> list:
     return ["analytic", "trained"] if options["train_lms"] else ["analytic"]
 
 
+#: a record's columns read at its own radius (B* or B_tau), renamed as the rows name them
+_AT_RADIUS = {RENAMED.get(k, k) for k in (
+    "B", "tau", "tau_gap", "bound_value", "slack", "loss_natural", "loss_best", "loss_best_gap", "excess_natural",
+    "excess_best", "ratio_natural", "ratio_best", "error_natural", "error_best", "residual", "loss_ceiling",
+    "loss_best_ceiling", "slack_used", "B_at_grid_min")}
+
+
 def experiment_check(cell) -> list:
     """One part of the experiment on the cell's world — its analytic LMs, or its trained ladders with the
     log-partition fits — as tidy rows: per experiment row (LM, task, bound, choice of B) the losses of the
@@ -529,10 +536,12 @@ def experiment_check(cell) -> list:
                         **common))
         rows.append(row(f"{quantity}:loss_best", r["loss_best"], r["bound_value"], maximum=r["loss_best_ceiling"],
                         **{**common, "loss_ceiling": r["loss_best_ceiling"]}))
-        if r["B_choice"] == "B*":  # once a bound: the radius of its grid where it comes nearest to failing
+        if r["B_choice"] == "B*":  # once a bound: the radius of its grid where it comes nearest to failing; the
+            # B* record's columns of one radius are left out (those of this one are the row's own)
+            rest = {k: v for k, v in common.items() if k not in _AT_RADIUS}
             rows.append(row(f"{r['bound']}:worst_B", r["worst_loss"], r["worst_bound"], maximum=r["worst_ceiling"],
-                            **{**common, "baseline": r["worst_tau"], "B": r["worst_B"], "tau": r["worst_tau"],
-                               "B_choice": "worst", "loss_ceiling": r["worst_ceiling"]}))
+                            **{**rest, "baseline": r["worst_tau"], "B": r["worst_B"], "tau": r["worst_tau"],
+                               "B_choice": "worst", "loss": r["worst_loss_name"], "loss_ceiling": r["worst_ceiling"]}))
     for r in result["log_partition"]:
         rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **tidy_columns(r, RENAMED)))
     for r in result["training"]:

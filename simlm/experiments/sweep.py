@@ -558,7 +558,8 @@ def check_job(payload: str) -> str:
     if job.get("heldout") not in (None, tokens_digest(tokens)):
         raise ConfigError(f"out: the held-out tokens of world {world_spec['name']!r} drawn by this job "
                           f"({tokens_digest(tokens)}) differ from those {out} records ({job['heldout']}): this "
-                          "process has another jax version or PRNG setting (jax_threefry_partitionable) than the sweep's")
+                          "process has another jax version or PRNG setting (jax_threefry_partitionable, jax_default_prng_impl) "
+                          "than the sweep's")
     lm_spec = job["lm"]
     results = []
 
@@ -826,8 +827,9 @@ def _check_worlds(config: SweepConfig, worlds: dict, heldout: dict, out: Path, c
         if differ:
             raise ConfigError(f"out: world {spec['name']!r} differs from the one {path} records ({' and '.join(differ)}: "
                               f"{', '.join(f'{recorded[k]} there, {now[k]} here' for k in differ)}), so its finished "
-                              "cells were computed on other tokens; rerun with the jax version and PRNG setting "
-                              "(jax_threefry_partitionable) of the run that wrote it, or use another --out")
+                              "cells were computed on other tokens; rerun with the jax version and PRNG settings "
+                              "(jax_threefry_partitionable, jax_default_prng_impl) of the run that wrote it, or use "
+                              "another --out")
 
 
 def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:

@@ -26,11 +26,13 @@ so ε(s) increases for s ≥ 0 at every position):
   threshold makes rare the nonzero p*(w|x_<t) at or below their 10th percentile over all (position,
   word) pairs of the evaluation set: it sits at the geometric midpoint of the gap between the largest of
   them and the next larger p* (so a law computed along another path, off in its last bits, finds the same
-  rare words), fixed from then on (the test is log p* < log threshold in float32; where the two logs round
-  alike — a law flat on its support, every word at the percentile — the threshold is stepped up until the
-  largest rare p* is rare); a fixed threshold like 1/(10V) often catches no word at all in a dense world.  The calibration perturbs the world's laws exactly as the LM does (the same array, bit for bit),
-  so a word is rare for the solver iff it is rare for the LM, wherever a given threshold sits.  Needs rare
-  words on the evaluation set.
+  rare words), fixed from then on.  With no p* above the percentile (a law flat on its support) every word
+  is rare and the threshold is twice the largest p*; the test is log p* < log threshold in float32, so where
+  the next p* is one ulp above and the two logs round alike the threshold is stepped up until the largest
+  rare p* is rare.  A fixed threshold like 1/(10V) often catches no word at all in a dense world.  The
+  calibration perturbs the world's laws exactly as the LM does (the same array, bit for bit), so a word is
+  rare for the solver iff it is rare for the LM, wherever a given threshold sits.  Needs rare words on the
+  evaluation set.
 - ``"task-adversarial"`` — h = ``direction`` v ∈ R^V (required): p_s ∝ p*·exp(s·v), mass moved along a
   task direction.
 
@@ -355,11 +357,14 @@ def _rare_threshold(logp, threshold) -> jax.Array:
         rare_max = values[values <= np.quantile(p[p > 0], 0.1)][-1]
         above = values[values > rare_max]
         up = np.nextafter(rare_max, np.float32(np.inf))
+        # every p* is rare when none is above the percentile (a law flat on its support): twice the largest,
+        # whose log is above every p*'s computed along any path (one ulp above 1/3 had log 1/3's float32 log:
+        # no word was rare, and ε(s) = 0 at every scale)
         threshold = (max(np.float32(np.sqrt(np.float64(rare_max) * np.float64(above[0]))), up) if above.size
-                     else up)
+                     else np.float32(2 * rare_max))
         # the test is log p* < log(threshold) in float32, where rare_max's log and a threshold a few ulps above
-        # it can round alike (a law flat on its support: no word was rare, ε(s) = 0 at every scale): step the
-        # threshold up until rare_max is rare as :func:`_perturb` tests it
+        # it can round alike (the next p* one ulp above rare_max): step the threshold up until rare_max is rare as
+        # :func:`_perturb` tests it
         top = float(np.max(np.asarray(logp, np.float32)[(p > 0) & (p <= rare_max)]))
         for _ in range(256):
             if float(jnp.log(jnp.float32(threshold))) > top:

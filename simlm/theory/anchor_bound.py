@@ -43,11 +43,12 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
     :func:`~simlm.metrics.epsilon.tv_per_sequence`).  Both arguments must be rows of probability laws
     (:func:`~simlm.theory.anchors.check_lm_laws`).
 
-    The KL is Σ p*(a − b) + log(1 + Σ_w (e^{b_w} − e^{a_w})) with a = log p*, b = log p, each difference
-    computed as p*_w·expm1(b_w − a_w) on p*'s support: the same number for laws that sum to 1, but unchanged
-    when every b moves by one constant, and first-order blind to the rounding of each b where p ≈ p*.  An LM that moves only rare words (p* below ~1e-16) shifts the other words' log
-    p by log(Z'/Z), below their last bit: Σ p*(a − b) alone read ε twice its value at such worlds (N2 on a
-    carrier gap of 40), and a negative "KL" where the rows' sums were off by a rounding."""
+    The KL is Σ p*(a − b) + log(1 + Σ_w (e^{b_w} − e^{a_w})) with a = log p*, b = log p, each difference computed as
+    p*_w·expm1(b_w − a_w) on p*'s support: the same number for laws that sum to 1, but unchanged when every b moves
+    by one constant, and first-order blind to the rounding of each b where p ≈ p*. An LM that moves only rare words
+    (p* below ~1e-16) shifts the other words' log p by log(Z'/Z), below their last bit: Σ p*(a − b) alone read ε
+    twice its value at such worlds (N2 on a carrier gap of 40), and a negative "KL" where the rows' sums were off by
+    a rounding."""
     star = check_real_array("logp_star", logp_star)
     if star.ndim != 2:
         raise ShapeError(f"logp_star: expected (n, V), got {star.shape}")
@@ -59,7 +60,9 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", over="ignore"):
         d = np.where(on, lm - star, 0.0)  # −inf where the LM misses p*'s support
         first = -(np.where(on, p * d, 0.0)).sum(1)
-        moved = np.where(on, p * np.expm1(d), np.exp(lm)).sum(1)  # Σ_w (p_w − p*_w): 0 for laws, exactly kept
+        # Σ_w (p_w − p*_w): 0 for laws, each term exact; p*·expm1(d) overflows past d ≈ 710 (p* ≪ p), where
+        # p − p* loses nothing
+        moved = np.where(on, np.where(d > 1, np.exp(lm) - p, p * np.expm1(np.minimum(d, 1.0))), np.exp(lm)).sum(1)
         kl = np.where(np.isinf(first), np.inf, first + np.log1p(moved))
     return np.maximum(kl, 0.0), tv
 

@@ -340,9 +340,11 @@ def _atom_kl(Q, Qn):
     every flip's do), each term ≥ 0, and first-order blind to the rounding of q' ≈ q: a flip that moves only
     atoms below ~1e-16 changes the others by less than their last bit, and Σ q log(q/q') read negative."""
     q = Q[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         r = np.where(q > 0, Qn / np.where(q > 0, q, 1.0) - 1.0, 0.0)
-        return np.where(q > 0, q * (r - np.log1p(r)), Qn).sum(-1)
+        near = q * (r - np.log1p(np.minimum(r, 1.0)))  # r ≤ 1: q' ≈ q, where the rounding of q' must not count
+        far = q * (np.log(q) - np.log(Qn)) + (Qn - q)  # r > 1: q' ≫ q (r itself overflows past q' ~ 2¹⁰²⁴ q)
+        return np.where(q > 0, np.where(r > 1, far, near), Qn).sum(-1)
 
 
 def _least_kl_flip(Q, coef, in_bulk, s0):

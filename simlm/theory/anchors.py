@@ -534,6 +534,6 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
 
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
-           "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error", "error_rate",
-           "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint",
+           "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
+           "error_rate", "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint",
            "array_digest", "TASKS"]

@@ -550,7 +550,8 @@ class TransferBound:
         top = np.maximum(self.loss_natural, self.loss_best)
         if np.isnan(top).any():
             return int(np.flatnonzero(np.isnan(top))[0])
-        over = top - self.bound
+        with np.errstate(invalid="ignore"):  # +inf against a bound of +inf holds (not NaN)
+            over = np.where(top == self.bound, 0.0, top - self.bound)
         if over.max() > atol:
             return int(np.argmax(over))
         slack = self.bound - self.tau
