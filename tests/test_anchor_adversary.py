@@ -353,3 +353,18 @@ def test_flip_costs_are_non_negative_where_a_flip_moves_only_an_atom_below_the_o
     assert finite.size and (finite >= 0).all()
     worst = worst_case_lm(task, ctx, bulk, 1e-6, costs=costs)
     assert worst.flipped.all() and worst.eps >= 0
+
+
+@pytest.mark.parametrize("floor", [-700.0, -720.0, -800.0])
+def test_the_context_kl_stays_finite_where_the_lm_puts_far_more_on_a_word_than_the_world(floor):
+    """p* = (1, e^floor) against p = (½, ½): log(p/p*) passes 710 on the second word, where p*·expm1 overflowed
+    to inf (NaN at −800); the KL is log 2 (the second word's term e^floor·(floor + log 2) is below the floats)."""
+    from simlm.theory.anchor_bound import context_divergences
+    from simlm.theory.anchor_constructions import _atom_kl
+
+    star = np.array([[0.0, floor]])
+    star = star - np.logaddexp.reduce(star, axis=1, keepdims=True)
+    kl, _ = context_divergences(star, np.log(np.array([[0.5, 0.5]])))
+    assert kl[0] == pytest.approx(math.log(2), rel=1e-12)
+    for tiny in (1e-300, 1e-309):  # an atom 2^1024 times below its new mass: r = q'/q − 1 overflows
+        assert _atom_kl(np.array([[1 - tiny, tiny]]), np.array([[[0.5, 0.5]]]))[0, 0] == pytest.approx(math.log(2))
