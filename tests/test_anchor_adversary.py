@@ -368,3 +368,19 @@ def test_the_context_kl_stays_finite_where_the_lm_puts_far_more_on_a_word_than_t
     assert kl[0] == pytest.approx(math.log(2), rel=1e-12)
     for tiny in (1e-300, 1e-309):  # an atom 2^1024 times below its new mass: r = q'/q − 1 overflows
         assert _atom_kl(np.array([[1 - tiny, tiny]]), np.array([[[0.5, 0.5]]]))[0, 0] == pytest.approx(math.log(2))
+
+
+def test_the_metrics_float64_kl_agrees_with_the_anchors_where_only_rare_words_move():
+    """``kl_float64`` (exact_epsilon's and the perturbed solver's sum) renormalised the model's log-law by
+    subtracting its log-sum, a shift below the other words' last bit: twice N2's ε at a carrier gap of 40."""
+    from simlm.metrics.epsilon import kl_float64
+    from simlm.theory.anchor_bound import context_divergences
+    from simlm.theory.anchor_constructions import n2_construction
+
+    world = LogLinearWorld.random(0, n_states=8, n_symbols=5, dim=3, n_carriers=2, carrier_gap=40.0)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, top_k=1)
+    n2 = n2_construction(ctx, world_anchor_fit(ctx, bulk), bulk, world.carrier_ids)
+    metric = np.asarray(kl_float64(ctx.logp[:, None], np.asarray(n2.logp_lm)[:, None]))
+    np.testing.assert_allclose(metric, context_divergences(ctx.logp, n2.logp_lm)[0], rtol=1e-9)
+    assert float(ctx.weights @ metric) == pytest.approx(8.4647e-19, rel=1e-4)

@@ -348,9 +348,21 @@ def kl_float64(ref_logprobs, model_logprobs) -> np.ndarray:
     """:func:`kl_per_sequence` (every position) on the host in float64, of the laws as given renormalised in
     float64, ``(n,)``.  In float32 the sum's rounding, ~1e-7 of the terms' sizes, and rows renormalised to
     1 ± 1e-7 are relative errors of 1e-3 at an ε of a few 1e-6, where the terms mostly cancel."""
-    ref, model = _renormalised64(ref_logprobs), _renormalised64(model_logprobs)
+    ref, model = _renormalised64(ref_logprobs), np.asarray(model_logprobs, np.float64)
+    # Σ p*(a − b) + log(1 + Σ_w (q_w − p*_w)) with b the model's log-law as given: the model renormalised, but
+    # exactly — subtracting its log-sum from b lost a shift below b's last bit, and an LM that moves only words of
+    # p* ≲ 1e-16 moves the others by no more (ε read twice its value, ~1e-18, at such a world); each q − p* is
+    # p*·expm1(b − a) on p*'s support, exact where q ≈ p* (and e^b − p* where q ≫ p*, as expm1 overflows)
+    p, support = np.exp(ref), ref > -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        return _kl_per_position(np, ref, model).mean(-1)
+        miss = support & np.isneginf(model)  # +inf: the model is −inf on the support (p may have underflowed)
+        d = np.where(support & ~miss, model - ref, 0.0)
+        first = -np.sum(np.where(support, p * d, 0.0), axis=-1)
+        moved = np.sum(np.where(support, np.where(miss, -p, np.where(d > 1, np.exp(model) - p,
+                                                                      p * np.expm1(np.minimum(d, 1.0)))),
+                                np.exp(model)), axis=-1)
+        kl = np.where(miss.any(-1), np.inf, first + np.log1p(moved))
+    return np.maximum(kl, 0.0).mean(-1)  # KL ≥ 0: the clamp removes rounding below 0 where q ≈ p*
 
 
 def tv_float64(ref_logprobs, model_logprobs) -> np.ndarray:
