@@ -558,8 +558,8 @@ def check_job(payload: str) -> str:
     if job.get("heldout") not in (None, tokens_digest(tokens)):
         raise ConfigError(f"out: the held-out tokens of world {world_spec['name']!r} drawn by this job "
                           f"({tokens_digest(tokens)}) differ from those {out} records ({job['heldout']}): this "
-                          "process has another jax version or PRNG setting (jax_threefry_partitionable, jax_default_prng_impl) "
-                          "than the sweep's")
+                          "process has another jax version or PRNG setting (jax_threefry_partitionable, "
+                          "jax_default_prng_impl) than the sweep's")
     lm_spec = job["lm"]
     results = []
 
