@@ -384,3 +384,13 @@ def test_the_metrics_float64_kl_agrees_with_the_anchors_where_only_rare_words_mo
     metric = np.asarray(kl_float64(ctx.logp[:, None], np.asarray(n2.logp_lm)[:, None]))
     np.testing.assert_allclose(metric, context_divergences(ctx.logp, n2.logp_lm)[0], rtol=1e-9)
     assert float(ctx.weights @ metric) == pytest.approx(8.4647e-19, rel=1e-4)
+
+
+def test_the_float64_kl_of_a_position_without_support_is_zero():
+    """A reference row all −inf (no law there) adds 0, as before the exact renormalisation (it read log 2)."""
+    from simlm.metrics.epsilon import kl_float64
+
+    ref = np.array([[[-np.inf, -np.inf], [0.0, -np.inf]]])
+    with np.errstate(divide="ignore"):
+        model = np.log(np.array([[[0.5, 0.5], [1.0, 0.0]]]))
+    assert kl_float64(ref, model).tolist() == [0.0]

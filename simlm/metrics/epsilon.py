@@ -348,20 +348,23 @@ def kl_float64(ref_logprobs, model_logprobs) -> np.ndarray:
     """:func:`kl_per_sequence` (every position) on the host in float64, of the laws as given renormalised in
     float64, ``(n,)``.  In float32 the sum's rounding, ~1e-7 of the terms' sizes, and rows renormalised to
     1 ± 1e-7 are relative errors of 1e-3 at an ε of a few 1e-6, where the terms mostly cancel."""
-    ref, model = _renormalised64(ref_logprobs), np.asarray(model_logprobs, np.float64)
-    # Σ p*(a − b) + log(1 + Σ_w (q_w − p*_w)) with b the model's log-law as given: the model renormalised, but
-    # exactly — subtracting its log-sum from b lost a shift below b's last bit, and an LM that moves only words of
-    # p* ≲ 1e-16 moves the others by no more (ε read twice its value, ~1e-18, at such a world); each q − p* is
-    # p*·expm1(b − a) on p*'s support, exact where q ≈ p* (and e^b − p* where q ≫ p*, as expm1 overflows)
-    p, support = np.exp(ref), ref > -np.inf
-    with np.errstate(invalid="ignore", over="ignore"):
+    # KL of the laws renormalised, Σ p(a − b) + log(Z_b/Z_a) with p = e^a/Z_a, where log(Z_b/Z_a) = log1p(Σ_w (e^b −
+    # e^a)/Z_a) and each e^b − e^a = e^a·expm1(b − a) on the support (e^b − e^a where expm1 would overflow), exact
+    # where b = a.  Renormalising by subtracting log Z lost a shift below the last bit: an LM that moves only words
+    # of p* ≲ 1e-16 moves the others by no more, and ε read twice its value (~1e-18) at such a world.
+    ref, model = np.asarray(ref_logprobs, np.float64), np.asarray(model_logprobs, np.float64)
+    support = ref > -np.inf
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = np.exp(ref)
+        z = e.sum(-1, keepdims=True)  # 0 for a row without support (it adds 0, as before)
+        p = e / np.where(z > 0, z, 1.0)
         miss = support & np.isneginf(model)  # +inf: the model is −inf on the support (p may have underflowed)
         d = np.where(support & ~miss, model - ref, 0.0)
         first = -np.sum(np.where(support, p * d, 0.0), axis=-1)
-        moved = np.sum(np.where(support, np.where(miss, -p, np.where(d > 1, np.exp(model) - p,
-                                                                      p * np.expm1(np.minimum(d, 1.0)))),
-                                np.exp(model)), axis=-1)
-        kl = np.where(miss.any(-1), np.inf, first + np.log1p(moved))
+        q = np.exp(model) / np.where(z > 0, z, 1.0)
+        on_support = np.where(miss, -p, np.where(d > 1, q - p, p * np.expm1(np.minimum(d, 1.0))))
+        moved = np.sum(np.where(support, on_support, q), axis=-1)
+        kl = np.where(miss.any(-1), np.inf, np.where(z[..., 0] > 0, first + np.log1p(moved), 0.0))
     return np.maximum(kl, 0.0).mean(-1)  # KL ≥ 0: the clamp removes rounding below 0 where q ≈ p*
 
 

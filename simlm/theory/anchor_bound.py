@@ -33,38 +33,24 @@ import numpy as np
 
 from simlm.checks import check_non_negative, check_real_array
 from simlm.errors import ConfigError, ShapeError
-from simlm.metrics.epsilon import tv_per_sequence
+from simlm.metrics.epsilon import kl_float64, tv_per_sequence
 from simlm.theory.anchors import (AnchorContexts, AnchorTask, check_bulk, check_lm_laws, check_shaped, check_task,
                                   log_bulk_partition)
 
 
 def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
-    """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9; TV is the metrics'
-    :func:`~simlm.metrics.epsilon.tv_per_sequence`).  Both arguments must be rows of probability laws
-    (:func:`~simlm.theory.anchors.check_lm_laws`).
-
-    The KL is Σ p*(a − b) + log(1 + Σ_w (e^{b_w} − e^{a_w})) with a = log p*, b = log p, each difference computed as
-    p*_w·expm1(b_w − a_w) on p*'s support: the same number for laws that sum to 1, but unchanged when every b moves
-    by one constant, and first-order blind to the rounding of each b where p ≈ p*. An LM that moves only rare words
-    (p* below ~1e-16) shifts the other words' log p by log(Z'/Z), below their last bit: Σ p*(a − b) alone read ε
-    twice its value at such worlds (N2 on a carrier gap of 40), and a negative "KL" where the rows' sums were off by
-    a rounding."""
+    """KL(p*(·|x) ‖ p(·|x)) and TV(x), each ``(n,)``, in float64 (N2's ε is ~1e-9): the metrics'
+    :func:`~simlm.metrics.epsilon.kl_float64` and ``tv_per_sequence``, one position per row.  Both arguments
+    must be rows of probability laws (:func:`~simlm.theory.anchors.check_lm_laws`).  ``kl_float64`` keeps a
+    move of rare words only (p* below ~1e-16) that shifts the other words' log p below their last bit: the
+    plain Σ p*(log p* − log p) read N2's ε twice its value on a carrier gap of 40."""
     star = check_real_array("logp_star", logp_star)
     if star.ndim != 2:
         raise ShapeError(f"logp_star: expected (n, V), got {star.shape}")
-    star = np.asarray(check_lm_laws("logp_star", star, star.shape), np.float64)
-    lm = np.asarray(check_lm_laws("logp_lm", logp_lm, star.shape), np.float64)
+    star = check_lm_laws("logp_star", star, star.shape)
+    a, b = star[:, None], check_lm_laws("logp_lm", logp_lm, star.shape)[:, None]
     with jax.enable_x64(True):
-        tv = np.asarray(tv_per_sequence(star[:, None], lm[:, None]), np.float64)
-    p, on = np.exp(star), np.isfinite(star)
-    with np.errstate(invalid="ignore", over="ignore"):
-        d = np.where(on, lm - star, 0.0)  # −inf where the LM misses p*'s support
-        first = -(np.where(on, p * d, 0.0)).sum(1)
-        # Σ_w (p_w − p*_w): 0 for laws, each term exact; p*·expm1(d) overflows past d ≈ 710 (p* ≪ p), where
-        # p − p* loses nothing
-        moved = np.where(on, np.where(d > 1, np.exp(lm) - p, p * np.expm1(np.minimum(d, 1.0))), np.exp(lm)).sum(1)
-        kl = np.where(np.isinf(first), np.inf, first + np.log1p(moved))
-    return np.maximum(kl, 0.0), tv
+        return kl_float64(a, b), np.asarray(tv_per_sequence(a, b), np.float64)
 
 
 def markov_tail(t, eps, tv=None, weights=None) -> float:

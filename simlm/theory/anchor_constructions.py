@@ -60,6 +60,7 @@ from scipy.special import expit
 
 from simlm.checks import as_rng, check_instance, check_positive, check_positive_int
 from simlm.errors import ConfigError
+from simlm.metrics.epsilon import kl_float64
 from simlm.models.perturbed import epsilon_of_scale, max_scale, perturb_logprobs, perturbation_params, solve_scale
 from simlm.theory.anchor_bound import context_divergences, markov_tail, task_gamma, transfer_bound
 from simlm.theory.anchors import (AnchorContexts, AnchorFit, AnchorTask, anchor_fit, array_digest, check_bulk,
@@ -335,16 +336,12 @@ def _score_change(Q, coef, in_bulk, Qn):
 
 
 def _atom_kl(Q, Qn):
-    """Σ_a q_a log(q_a / q'_a) ``(n, G)``: the KL of an LM that scales every atom proportionally, summed as
-    Σ_{q>0} q·(r − log(1 + r)) + Σ_{q=0} q' with r = q'/q − 1 — the same number for masses that sum to 1 (as
-    every flip's do), each term ≥ 0, and first-order blind to the rounding of q' ≈ q: a flip that moves only
-    atoms below ~1e-16 changes the others by less than their last bit, and Σ q log(q/q') read negative."""
-    q = Q[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r = np.where(q > 0, Qn / np.where(q > 0, q, 1.0) - 1.0, 0.0)
-        near = q * (r - np.log1p(np.minimum(r, 1.0)))  # r ≤ 1: q' ≈ q, where the rounding of q' must not count
-        far = q * (np.log(q) - np.log(Qn)) + (Qn - q)  # r > 1: q' ≫ q (r itself overflows past q' ~ 2¹⁰²⁴ q)
-        return np.where(q > 0, np.where(r > 1, far, near), Qn).sum(-1)
+    """Σ_a q_a log(q_a / q'_a) ``(n, G)``: the KL of an LM that scales every atom proportionally, by the metrics'
+    :func:`~simlm.metrics.epsilon.kl_float64` (which stays ≥ 0 and exact where a flip moves only atoms below
+    ~1e-16, the others then by less than their last bit: Σ q log(q/q') read negative there)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = np.broadcast_to(np.log(Q)[:, None, None, :], Qn.shape[:2] + (1, Q.shape[1]))
+        return kl_float64(ref, np.log(Qn)[:, :, None, :])
 
 
 def _least_kl_flip(Q, coef, in_bulk, s0):
