@@ -146,12 +146,9 @@ def worst_radius_row(quantity: str, b, atol: float, **extra) -> dict:
     for every B of its grid, and a row at B* alone would pass one that fails at another radius.  Its loss is
     (a) — or (b) where (b) exceeds the bound by more — with that loss's ceiling as ``maximum``; the columns
     ``B``, ``tau``, ``loss`` (which one) and ``loss_ceiling`` are that radius's, overriding ``extra``."""
-    j = b.worst_index(atol)
-    best = bool(np.isnan(b.loss_best[j]) or b.loss_best[j] - b.bound[j] > b.loss_natural[j] - b.bound[j])
-    loss, top = (b.loss_best[j], b.loss_best_ceiling[j]) if best else (b.loss_natural[j], b.loss_ceiling[j])
-    at = {"B": float(b.B_grid[j]), "tau": float(b.tau[j]), "residual": float(b.residual[j]),
-          "loss": "loss_best" if best else "loss_natural", "loss_ceiling": float(top)}
-    return row(quantity, loss, b.bound[j], maximum=top, baseline=b.tau[j], atol=atol, **{**extra, **at})
+    w = b.worst(atol)
+    at = {"B": w["B"], "tau": w["tau"], "residual": w["residual"], "loss": w["loss_name"], "loss_ceiling": w["ceiling"]}
+    return row(quantity, w["loss"], w["bound"], maximum=w["ceiling"], baseline=w["tau"], atol=atol, **{**extra, **at})
 
 
 def _validate_head_tuning(options: dict) -> None:

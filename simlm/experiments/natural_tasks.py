@@ -329,8 +329,7 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
     rows = []
     for b, choice in ((b, c) for b in r.bounds for c in B_CHOICES):
         i = b.index if choice == "B*" else int(np.flatnonzero(b.tau <= b.tau.min() + TAU_TOL)[0])
-        j = b.worst_index(r.atol)  # where the bound comes nearest to failing: its verdict is at every radius
-        worst_best = bool(np.isnan(b.loss_best[j]) or b.loss_best[j] > b.loss_natural[j])
+        w = b.worst(r.atol)  # where the bound comes nearest to failing: its verdict is at every radius
         tau, value = float(b.tau[i]), float(b.bound[i])
         slack = value - tau
         ea, eb = float(b.loss_natural[i]) - tau, float(b.loss_best[i]) - tau
@@ -352,10 +351,7 @@ def check_rows(contexts, lm, task, labels: dict, tau_cache: dict | None = None) 
                      "error_natural": float(b.error_natural[i]), "error_best": float(b.error_best[i]),
                      "probe_loss": b.probe_loss, "probe_error": b.probe_error,
                      "max_overshoot": float(worst.max()), "holds": b.holds,
-                     "worst_B": float(b.B_grid[j]), "worst_tau": float(b.tau[j]), "worst_bound": float(b.bound[j]),
-                     "worst_loss_name": "loss_best" if worst_best else "loss_natural",
-                     "worst_loss": float(b.loss_best[j] if worst_best else b.loss_natural[j]),
-                     "worst_ceiling": float(b.loss_best_ceiling[j] if worst_best else b.loss_ceiling[j])})
+                     **{f"worst_{k}": v for k, v in w.items() if k != "residual"}})
     return rows
 
 

@@ -347,7 +347,8 @@ def perturbation_params(kind: str, V: int, seed: int, logp=None, *, direction=No
 
 
 def _rare_threshold(logp, threshold) -> jax.Array:
-    p = np.asarray(jnp.exp(logp), np.float32)
+    p, lp = np.asarray(jnp.exp(logp), np.float32), np.asarray(logp, np.float32)
+    log_of = lambda t: float(jnp.log(jnp.float32(t)))  # the threshold's log as :func:`_perturb` computes it
     if threshold is None:
         # the words at or below the 10th percentile are rare; the threshold sits at the geometric midpoint of
         # the gap between the largest of them and the next larger p* (the rare test is in log space), so that
@@ -365,13 +366,12 @@ def _rare_threshold(logp, threshold) -> jax.Array:
         # the test is log p* < log(threshold) in float32, where rare_max's log and a threshold a few ulps above
         # it can round alike (the next p* one ulp above rare_max): step the threshold up until rare_max is rare as
         # :func:`_perturb` tests it
-        top = float(np.max(np.asarray(logp, np.float32)[(p > 0) & (p <= rare_max)]))
+        top = float(np.max(lp[(p > 0) & (p <= rare_max)]))
         for _ in range(256):
-            if float(jnp.log(jnp.float32(threshold))) > top:
+            if log_of(threshold) > top:
                 break
             threshold = np.nextafter(np.float32(threshold), np.float32(np.inf))
-    lp = np.asarray(logp, np.float32)
-    if not np.any(np.isfinite(lp) & (lp < float(jnp.log(jnp.float32(threshold))))):  # as _perturb tests it
+    if not np.any(np.isfinite(lp) & (lp < log_of(threshold))):  # the words _perturb tilts
         raise ConfigError(f"threshold: no word has 0 < p* < {float(threshold):.4g} anywhere on the evaluation "
                           "set, so kind 'rare-words' cannot move ε from 0; raise the threshold")
     return jnp.float32(threshold)

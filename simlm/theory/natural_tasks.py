@@ -560,6 +560,18 @@ class TransferBound:
             return self.index
         return int(np.argmax(np.where(room, (self.loss_natural - self.tau) / np.where(room, slack, 1.0), -np.inf)))
 
+    def worst(self, atol: float = 0.0) -> dict:
+        """The radius of :meth:`worst_index` as numbers: ``B``, ``tau``, ``bound``, ``residual``, and the loss
+        that comes nearer the bound there — ``loss_name`` "loss_natural" (a), or "loss_best" where (b) is NaN
+        or above (a) — with its value ``loss`` and ``ceiling`` (the most any LM can make it)."""
+        j = self.worst_index(atol)
+        best = bool(np.isnan(self.loss_best[j]) or self.loss_best[j] > self.loss_natural[j])
+        loss, ceiling = ((self.loss_best[j], self.loss_best_ceiling[j]) if best
+                         else (self.loss_natural[j], self.loss_ceiling[j]))
+        return {"B": float(self.B_grid[j]), "tau": float(self.tau[j]), "bound": float(self.bound[j]),
+                "residual": float(self.residual[j]), "loss_name": "loss_best" if best else "loss_natural",
+                "loss": float(loss), "ceiling": float(ceiling)}
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NaturalTaskCheck:
