@@ -57,8 +57,10 @@ def test_a_positive_delta_still_builds_the_prompt_from_exact_zeros_where_they_co
     world = _leak_world(False)
     x = _possible_inputs(world)
     pf = hp.prompt_feasibility(world, MU, tol=1e-10)  # δ under its former name
-    assert pf.feasible and pf.gate == (0, 1)  # the graph at δ gates both ...
-    assert pf.allowed == ((1,),) and pf.exact and pf.off_support_mass == 0.0  # ... the prompt uses state 1 only
+    assert hp.prompt_graph(*hp.chain64(world)[:2], np.asarray(MU) != 0, 1, 1e-10)[1].tolist() == [True, True, False]
+    # the graph at δ gates both states; the prompt (and the record, its graph's) uses the exact one's state 1 only
+    assert pf.feasible and pf.gate == (1,)
+    assert pf.allowed == ((1,),) and pf.exact and pf.off_support_mass == 0.0
     rec = hp.check_head_prompt_conditions(world, MU, x, delta=1e-10)
     assert rec.prompt.exact and rec.consistent and rec.prompt_check.n_errors == 0
 
@@ -458,3 +460,29 @@ def test_label_margins_refuse_posteriors_that_are_not_laws():
     with pytest.raises(DistributionError, match="^posterior"):
         label_margins(np.array([1.0, -1.0]), np.array([[0.7, 0.7]]))
     assert label_margins(np.array([1.0, -1.0]), np.array([[0.7, 0.3]])).margins == pytest.approx([0.4])
+
+
+def test_the_bundles_certificate_reads_a_feature_distance_not_the_rank_tol():
+    """B = [[.8, .2], [.6, .4]] is invertible (σ_min/σ_max = 0.24), so the head B⁻¹μ gets both inputs right;
+    at a rank tol of 0.3 μ reads as outside col(B), and the certificate took the same 0.3 as a feature
+    distance: it paired the two inputs, whose masked laws are 0.048 apart, as a proof no head separates them."""
+    world = HMM([.5, .5], np.eye(2), [[.8, .2], [.6, .4]])
+    x, mu = np.array([[0], [1]]), np.array([1.0, -1.0])
+    rec = hp.check_head_prompt_conditions(world, mu, x, tol=0.3)
+    assert not rec.head.realisable and rec.certificate is not None
+    assert not rec.certificate.found and rec.certificate.tol == 1e-10
+    assert rec.certificate.min_cross_distance == pytest.approx(0.0476, abs=1e-3)
+    assert hp.check_head_prompt_conditions(world, mu, x, tol=0.3, feature_tol=0.05).certificate.found
+    with pytest.raises(ConfigError, match="^feature_tol"):
+        hp.check_head_prompt_conditions(world, mu, x, feature_tol=0.0)
+
+
+def test_the_prompt_record_reads_the_graph_its_prompt_comes_from():
+    """At δ = 1e-6 the graph drops π_0 = 1e-9 and gates states 0 and 2; exact zeros also cover S = {2}, so the
+    prompt is the exact graph's — whose reach includes state 0, the prompt's own state (the record read the
+    δ graph's reach (1, 2) beside allowed (0, 2))."""
+    world = HMM([1e-9, .5, .5 - 1e-9], [[0, 0, 1], [0, .5, .5], [0, 0, 1]], np.eye(3))
+    pf = hp.prompt_feasibility(world, np.array([0.0, 0.0, 1.0]), delta=1e-6)
+    assert pf.feasible and pf.exact
+    assert pf.allowed == ((0, 2),) and pf.reachable == ((0, 1, 2),) and pf.gate == (0, 2)
+    assert all(set(W) <= set(R) for W, R in zip(pf.allowed, pf.reachable))

@@ -282,7 +282,9 @@ class MemoryRank:
 @dataclass(frozen=True)
 class FailureCertificate:
     """Pairs (i, j) of inputs with max|φ(x_i) − φ(x_j)| ≤ tol and y_i ≠ y_j (labels from μ: both
-    outside the margin): no head on φ gets both right.  ``pairs`` (m, 2), ``distances`` (m,), ``labels``
+    outside the margin).  A pair at distance 0 is a proof that no head on φ gets both right; one at
+    distance d > 0 that a head getting both right needs weights of size ≳ 1/d (``tol`` is an absolute
+    feature distance, 1e-10 by default: keep it near rounding).  ``pairs`` (m, 2), ``distances`` (m,), ``labels``
     (m, 2), ``posteriors`` (m, 2, K); ``min_cross_distance``: the smallest feature distance between any
     two differently labelled inputs that take part."""
     found: bool
@@ -456,7 +458,8 @@ def prompt_feasibility(world, mu, *, k: int = 1, delta: float = 0.0, tol: float 
 
     The constructive prompt: where the graph is feasible at δ = 0 as well, the indicator prompt of the
     exact graph (``exact`` True: no mass off S, whatever δ); otherwise that of the graph at δ, whose
-    soft-gated last-step states leak (``exact`` False, ``off_support_mass`` > 0)."""
+    soft-gated last-step states leak (``exact`` False, ``off_support_mass`` > 0).  ``reach``, ``gate``,
+    ``allowed`` and ``uncovered`` are those of the graph whose prompt is returned."""
     if tol is not None:
         if delta != 0.0:
             raise ConfigError(f"tol: the former name of delta; give one of them, not both (tol={tol!r}, "
@@ -472,7 +475,8 @@ def prompt_feasibility(world, mu, *, k: int = 1, delta: float = 0.0, tol: float 
     if feasible and delta > 0:
         exact_graph = prompt_graph(pi, A, S, k, 0.0)
         if exact_graph[2][-1].any() and not exact_graph[3].any():
-            allowed = exact_graph[2]  # exact zeros cover S: the theorem's own prompt, no leak
+            # exact zeros cover S: the theorem's own prompt, no leak; the record reads the graph it came from
+            reach, gate, allowed, uncovered = exact_graph
     U = np.stack(allowed).astype(np.float64)
     if not S.any():
         reason = ("μ is nonzero only where π = 0, where P(H_0 | x) puts no mass: S = supp(μ) ∩ supp(π) is empty "
@@ -554,7 +558,8 @@ def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
 
 def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: float = _TOL,
                         max_pairs: int = 100, margin: float = _MARGIN) -> FailureCertificate:
-    """Pairs of inputs whose features agree within ``tol`` (max abs) but whose labels differ.
+    """Pairs of inputs whose features agree within ``tol`` (max abs, an absolute distance: a pair proves no
+    head separates it only at distance 0, and at d > 0 needs a head of size ≳ 1/d) but whose labels differ.
 
     ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]; only inputs with |μᵀP(H_0|x)| >
     margin·max|μ| take part, so a pair is two clearly different labels, not two scores a rounding
@@ -609,12 +614,14 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
 # ---- 7: everything at once --------------------------------------------------------------------------
 
 def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = _TOL, delta: float = 0.0,
-                                 margin: float = _MARGIN) -> HeadPromptConditions:
+                                 margin: float = _MARGIN, feature_tol: float = _TOL) -> HeadPromptConditions:
     """Conditions 1–4 for task μ, the constructive head and prompt checked on ``tokens`` (n, T), and a
-    failure certificate (features within ``tol``) when μ ∉ col(B).  ``tol`` is the rank / residual
-    tolerance (0 < tol < 1); ``delta`` the prompt graph's soft-zero threshold (0 ≤ δ < 1; 0, the default,
-    is the theorem's exact-zero hypothesis) — two different thresholds, no longer one ``tol`` for both."""
+    failure certificate (features within ``feature_tol``, an absolute distance) when μ ∉ col(B).  ``tol`` is
+    the rank / residual tolerance (0 < tol < 1); ``delta`` the prompt graph's soft-zero threshold (0 ≤ δ < 1;
+    0, the default, is the theorem's exact-zero hypothesis) — three different thresholds: a rank tolerance
+    passed on as a feature distance certified pairs a head separates (features 0.05 apart at tol = 0.3)."""
     tol, delta, margin = _relative("tol", tol), _relative("delta", delta, zero=True), _relative("margin", margin)
+    feature_tol = check_positive("feature_tol", feature_tol)
     emission = emission_rank(world, tol=tol)
     head = head_realisability(world, mu, tol=tol)
     head_check = verify_head(world, mu, head.head, tokens, margin=margin)
@@ -624,7 +631,8 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
     if prompt.feasible:
         b_prompt = prompt_head(world, mu, prompt.prompt, tol=tol)
         prompt_check = verify_prompt(world, mu, prompt.prompt, b_prompt, tokens, margin=margin)
-    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=tol, margin=margin)
+    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=feature_tol,
+                                                                          margin=margin)
     head_holds = head.realisable and head_check.holds
     prompt_cond = prompt.feasible and support.full_row_rank
     prompt_holds = prompt_cond and prompt_check.holds

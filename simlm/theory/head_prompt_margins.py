@@ -93,7 +93,8 @@ class LabelMargins:
 def label_margins(weights, posterior, *, relative: float = RELATIVE_MARGIN) -> LabelMargins:
     """Margins of the labels 1[μᵀP ≥ 0] (``weights`` μ (K,)) or argmax(L P) (``weights`` L (C, K)) of
     posteriors ``posterior (n, K)`` — e.g. a task's ``mu`` or ``label_matrix`` and ``task.posteriors``; rows
-    that are not probability laws (within 1e-5) are refused (:class:`~simlm.errors.DistributionError`)."""
+    with a negative entry, or whose sum is off 1 by more than 1e-5, are refused
+    (:class:`~simlm.errors.DistributionError`)."""
     relative = _relative("relative", relative)  # in (0, 1): at ≥ 1 no input has a margin
     W = check_real_array("weights", weights)
     P = check_real_array("posterior", posterior)
