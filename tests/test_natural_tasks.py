@@ -22,7 +22,7 @@ from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy,
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
 from simlm.theory._convex import (constrained_logistic, frank_wolfe_gap, logistic_loss, polish_softmax_fit,
-                                  ridge_logistic, zero_one_error)
+                                  ridge_logistic, softmax_objective, zero_one_error)
 from simlm.theory.log_partition import compare_probes, log_partition_fit, random_embeddings
 from simlm.theory import adversarial as adv
 from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm
@@ -133,6 +133,18 @@ def test_polishing_reaches_a_zero_gradient_where_the_loss_is_flat_in_float64():
     theta = polish_softmax_fit(theta_star + 1e-3 * rng.standard_normal(theta_star.shape), phi, P)
     grad = softmax(theta @ phi) @ phi.T - P @ phi.T
     assert np.all(np.linalg.norm(grad, axis=-1) <= 1e-12), grad
+
+
+def test_the_excess_is_measured_from_the_infimum_where_p_star_has_zeros():
+    """p* = (½, ½, 0), Φ = I: inf ℓ = log 2, reached only as θ → ∞.  Four Newton steps stopped 7.1e-11 above
+    it, every excess measured from there short by that much; the polish runs until no step is kept."""
+    phi, P = np.eye(3), np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1]])
+    best = polish_softmax_fit(fit_cross_entropy(P, phi).theta, phi, P)
+    floor = softmax_objective(best, phi, P) - np.array([LOG2, -(P[1] * np.log(P[1])).sum()])
+    assert 0 <= floor[0] < 1e-12 and abs(floor[1]) < 1e-15
+    theta = np.array([[0.0, 0.0, -10.0], [0.0, 0.0, 0.0]])
+    want = softmax_objective(theta, phi, P) - [LOG2, -(P[1] * np.log(P[1])).sum()]
+    np.testing.assert_allclose(softmax_excess(theta, phi, P), want, rtol=0, atol=1e-12)
 
 
 def _contexts_like(P):
@@ -361,6 +373,26 @@ def test_the_frank_wolfe_gap_bounds_the_suboptimality(constraint):
         sub = logistic_loss(X @ v + b, pos, neg) - best
         assert sub > 0.1  # not optimal: a gap of 0 would be wrong
         assert frank_wolfe_gap(X, pos, neg, v, b, B, constraint, np.eye(2)) >= sub - 1e-9, (v, b)
+
+
+def test_the_span_box_gap_bounds_the_suboptimality_through_its_linear_program():
+    """v = Uα with ‖Uα‖_∞ ≤ B: the gap's inner maximum is a linear program (the other forms are closed); the
+    minimum by SLSQP over α with the 2k linear constraints."""
+    rng = np.random.default_rng(0)
+    X, U = rng.normal(size=(8, 3)), np.linalg.qr(rng.normal(size=(3, 2)))[0]
+    w, y = rng.dirichlet(np.ones(8)), rng.uniform(size=8) < 0.7
+    pos, neg, B = w * y, w * ~y, 1.5
+    f = lambda a: logistic_loss(X @ (U @ a[:2]) + a[2], pos, neg)
+    box = [{"type": "ineq", "fun": lambda a, s=s: B - s * (U @ a[:2])} for s in (1, -1)]
+    best = min(minimize(f, a0, method="SLSQP", bounds=[(None, None)] * 2 + [(-B, B)], constraints=box,
+                        options={"ftol": 1e-16, "maxiter": 5000}).fun
+               for a0 in [np.zeros(3), *np.random.default_rng(1).normal(size=(3, 3))])
+    sol = constrained_logistic(X, pos, neg, [B], "span-box", basis=U)
+    assert sol.loss[0] - best <= 1e-9 and sol.loss[0] - best <= sol.gap[0] + 1e-12
+    for a, b in [(np.zeros(2), 0.0), (np.array([1.0, -1.0]), -1.0)]:
+        sub = f(np.append(a, b)) - best
+        assert sub > 0.05  # not optimal: a gap of 0 would be wrong
+        assert frank_wolfe_gap(X, pos, neg, U @ a, b, B, "span-box", U) >= sub - 1e-9, (a, b)
 
 
 @pytest.mark.parametrize("constraint", ["box", "span-ball"])
@@ -966,6 +998,18 @@ def test_an_unknown_constraint_or_a_missing_basis_is_a_config_error():
     assert tau_slope(X, pos, neg, "box") == pytest.approx(0.5 * (0.3 + 0.1 + 0.4 + 0.0))
 
 
+@pytest.mark.parametrize("X, pos, neg, B, name", [
+    ([[np.nan, 0.0]], [1.0], [0.0], [1.0], "X"),  # an AttributeError from the LP's gap
+    ([[1.0, 0.0]], [-1.0], [0.0], [1.0], "pos"),  # a negative weight, read silently
+    ([[1.0, 0.0]], [1.0], [0.0], [np.inf], "B_grid"),  # loss log 2 and a NaN gap
+    ([[1.0, 0.0]], [1.0], [0.0], [0.0], "B_grid"),
+    ([[1.0, 0.0]], [1.0, 0.0], [0.0], [1.0], "X, pos"),
+])
+def test_the_constrained_logistic_refuses_what_it_cannot_solve_naming_the_argument(X, pos, neg, B, name):
+    with pytest.raises((ConfigError, ShapeError), match=f"^{name}"):
+        constrained_logistic(X, pos, neg, B, "span-box", basis=np.eye(2))
+
+
 def _reference_r2(theta, phi):
     """R² of log Z and of Φp_θ against a least squares solved by QR on columns scaled to a largest entry of 1."""
     t = np.asarray(theta, np.float64)
@@ -993,6 +1037,17 @@ def test_the_log_partition_fit_is_the_least_squares_fit_at_every_scale_of_theta(
     want_logz, want_mean = _reference_r2(theta, phi)
     assert fit.r2_logz == pytest.approx(want_logz, abs=1e-9) and fit.r2_mean == pytest.approx(want_mean, abs=1e-9)
     assert fit.determined and fit.determined_mean
+
+
+@pytest.mark.parametrize("s", [1e-13, 1e-12, 1e-6, 1e6, 1e13])
+def test_the_r2_of_the_log_partition_fit_does_not_move_when_phi_scales_by_s_and_theta_by_1_over_s(s):
+    """The logits Φᵀθ are the same, Φp_θ scales by s: both R² stay.  R²(mean) read exactly 1 from s = 1e-12
+    (0.950 at s = 1): its test of a constant mean compared the spread with an absolute 1e-12."""
+    rng = np.random.default_rng(0)
+    theta, phi = rng.normal(size=(40, 2)), rng.normal(size=(2, 6))
+    ref, fit = log_partition_fit(theta, phi), log_partition_fit(theta / s, phi * s)
+    assert ref.r2_mean == pytest.approx(0.9504, abs=1e-4)
+    assert fit.r2_mean == pytest.approx(ref.r2_mean, abs=1e-9) and fit.r2_logz == pytest.approx(ref.r2_logz, abs=1e-9)
 
 
 def test_the_log_partition_fit_near_zero_is_the_taylor_expansion_and_huge_logits_do_not_overflow_r2():

@@ -84,12 +84,14 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
         return bool(sv[-1] > 1e-6 * sv[0])
 
-    def r2(res, y):
+    def r2(res, y, floor):
         """1 − SS_res/SS_tot, and 1 when y is constant up to rounding: SS_tot at or below
-        (:data:`_CONSTANT_RTOL` · max(1, max|y|))² per entry (identical embeddings or V = 1 make Φp_θ exactly
+        (:data:`_CONSTANT_RTOL` · max(floor, max|y|))² per entry (identical embeddings or V = 1 make Φp_θ exactly
         constant, and 1 − rounding/rounding read anywhere in 0.59–0.92).  Computed on y and the residuals
-        divided by max(1, max|y|), so that squares of values beyond ~1e154 do not overflow."""
-        scale = max(1.0, float(np.abs(y).max()))
+        divided by that scale, so that squares of values beyond ~1e154 do not overflow.  log Z's floor is 1
+        (its log V); Φp_θ's is 0, its own size: a floor of 1 read a mean of spread 1e-12 (Φ scaled by 1e-12,
+        θ by 1e12, the same logits) as constant, R² 1 for a fit of R² 0.95."""
+        scale = max(floor, float(np.abs(y).max())) or 1.0
         y, res = y / scale, res / scale
         sst = float(np.sum((y - y.mean(0)) ** 2))
         return float(1.0 - np.sum(res**2) / sst) if sst > y.size * _CONSTANT_RTOL**2 else 1.0
@@ -98,8 +100,8 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         top = float(np.abs(res).max())
         return top * float(np.sqrt(np.mean((res / top) ** 2))) if top > 0 else 0.0
 
-    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz), rms(res),
-                           G[:d].T, G[d], r2(rm, mean), rms(rm), full_rank(X), full_rank(lin))
+    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz, 1.0), rms(res),
+                           G[:d].T, G[d], r2(rm, mean, 0.0), rms(rm), full_rank(X), full_rank(lin))
 
 
 def _column_scales(M) -> np.ndarray:
