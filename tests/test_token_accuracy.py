@@ -170,8 +170,8 @@ def test_the_standard_error_of_mean_apt_matches_its_spread_over_fresh_test_sets(
         means.append(r.mean_apt)
         ses.append(r.mean_apt_se)
     spread, reported = np.std(means, ddof=1), np.mean(ses)
-    # seed 0: 0.86 (types absent from a test set are absent from its resamples too, so some of the spread is
-    # out of reach); the per-type binomial errors propagated, as before, gave 0.65
+    # seed 0: 0.88 (types absent from a test set are absent from its resamples too, so some of the spread is
+    # out of reach); the per-type binomial errors propagated, as before, gave 0.66
     assert 0.78 < reported / spread < 1.25, (reported, spread)
     again = token_accuracy(np.eye(V)[pred], x, np.ones((n, T), bool))
     assert again.mean_apt_se == r.mean_apt_se  # a fixed bootstrap seed: the same inputs, the same error
@@ -939,3 +939,46 @@ def test_the_syntax_chain_is_drawn_from_a_dirichlet_of_the_given_concentration()
         squares = np.concatenate([(syntax(seed, alpha) ** 2).sum(1) for seed in range(200)])
         se = squares.std() / np.sqrt(squares.size)
         assert squares.mean() == pytest.approx((alpha + 1) / (S * alpha + 1), abs=5 * se)
+
+
+# ---- exact ties; a Bayes law of other inputs --------------------------------------------------------
+
+def test_an_exact_tie_is_split_evenly_so_a_flat_lm_does_not_depend_on_the_token_numbering():
+    """A flat law predicts each token with chance 1/V: its accuracy is 1/V whatever the tokens are and however
+    they are numbered (ties went to token 0: the accuracy was token 0's frequency, 0.391 or 0.266 by the
+    numbering).  A two-way tie holding the true token counts ½, its confusion row ½ on each, both predicted."""
+    x = np.array([[0, 0, 1, 2], [0, 2, 2, 0]])
+    every, flat = np.ones(x.shape, bool), np.full((2, 4, 3), 1 / 3)
+    bayes = np.random.default_rng(0).dirichlet(np.ones(3), size=(2, 4))
+    for perm in itertools.permutations(range(3)):
+        r = token_accuracy(flat, np.array(perm)[x], every, bayes[..., perm])
+        assert r.accuracy == pytest.approx(1 / 3, abs=1e-15) and r.n_predicted == 3
+        np.testing.assert_allclose(r.confusion, np.bincount(np.array(perm)[x].ravel(), minlength=3)[:, None] / 3
+                                   * np.ones(3))
+        np.testing.assert_allclose(np.nansum(r.apt_rb * bayes[..., perm].sum((0, 1))), 8 / 3, rtol=1e-12)
+    two = np.array([[[0.4, 0.4, 0.2]]])
+    r = token_accuracy(two, [[1]], [[True]], np.array([[[0.3, 0.5, 0.2]]]))
+    assert r.accuracy == 0.5 and r.n_predicted == 2 and r.confusion[1].tolist() == [0.5, 0.5, 0.0]
+    assert r.apt_rb[0] == pytest.approx(0.3 / 0.3 * 0.5) and r.apt_rb[1] == pytest.approx(0.5 * 0.5 / 0.5)
+
+
+def test_the_sweep_checks_expected_accuracy_of_a_flat_lm_is_one_over_v():
+    hmm = HMM([.5, .5], [[.9, .1], [.2, .8]], [[.6, .3, .1], [.1, .2, .7]])
+    x = np.asarray(hmm.sample(0, 8, 6))
+
+    class Flat:
+        def masked_token_logprobs(self, x):
+            return np.full(x.shape + (3,), -np.log(3.0))
+
+    cell = Cell(hmm, {"kind": "hmm"}, Flat(), {"source": "analytic", "laws": ["masked"]}, x, {"max_sequences": 8}, 0)
+    rows = {r["quantity"]: r for r in get_check("tzach/token-accuracy").run(cell)}
+    assert rows["expected_accuracy"]["measured"] == pytest.approx(1 / 3, rel=1e-6)
+    assert rows["accuracy"]["measured"] == pytest.approx(1 / 3, abs=1e-15) and rows["n_predicted"]["measured"] == 3
+
+
+def test_a_bayes_law_that_rules_out_the_true_token_is_refused():
+    """The Bayes law of other inputs read as a Rao–Blackwell APT of 0 and a KL beside an accuracy of 1."""
+    from simlm.errors import DistributionError
+
+    with pytest.raises(DistributionError, match=r"^bayes: at sequence 0, position 0, gives the true token 0"):
+        token_accuracy(np.array([[[0.0, 1.0], [0.0, 1.0]]]), [[0, 1]], [[True, True]], np.array([[[0, 1], [1, 0]]]))

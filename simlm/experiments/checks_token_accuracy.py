@@ -20,7 +20,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.experiments.registry import option_ranges, register, row
-from simlm.theory.token_accuracy import apt_by_frequency, token_accuracy
+from simlm.theory.token_accuracy import apt_by_frequency, argmax_split, token_accuracy
 
 
 def _applies(world_spec, lm_spec) -> str:
@@ -44,8 +44,10 @@ def token_accuracy_check(cell) -> list:
     opt = token_accuracy(bayes, x, every, bayes)
     freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
     rho_lm, rho_b = apt_by_frequency(lm, freq, 1).spearman, apt_by_frequency(opt, freq, 1).spearman
-    pred = probs.argmax(-1)
-    expected = float(np.take_along_axis(bayes, pred[..., None], -1).mean())
+    pred, tied, share = argmax_split(probs.reshape(-1, probs.shape[-1]))  # an exact tie split evenly
+    right = bayes.reshape(len(pred), -1)[np.arange(len(pred)), pred]
+    right[tied] = (share * bayes.reshape(len(pred), -1)[tied]).sum(-1)
+    expected = float(right.mean())
     ceiling = float(bayes.max(-1).mean())
     baseline = float(bayes[..., int(freq.argmax())].mean())  # always the most frequent token
     rows = [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),

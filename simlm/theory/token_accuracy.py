@@ -25,8 +25,8 @@ What is computed here (derived, on arrays): from laws ``probs (n, T, V)`` on cor
   seed): which types occur changes from one test set to the next, and a rare type seen once or twice
   moves the average by 1/#types on its own while its binomial error √(p(1−p)/n) is 0 at p ∈ {0, 1}, so
   propagating the per-type binomial errors understates it.  On a Zipf(2) vocabulary of 12 types whose
-  rarest occurs 1.7 times per test set, the bootstrap error is 0.86 of the spread over fresh test sets
-  and the propagated one 0.65: types absent from a test set are absent from its resamples too, so where
+  rarest occurs 1.7 times per test set, the bootstrap error is 0.88 of the spread over fresh test sets
+  and the propagated one 0.66: types absent from a test set are absent from its resamples too, so where
   they are that rare the bootstrap still understates, less;
 - per-type KL(p_B ‖ p) averaged over the occurrences of each type (not argmax-dominated), from
   log-probabilities when given (a float32 softmax underflows to 0 where its log is finite);
@@ -169,10 +169,13 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     ``bayes`` and ``probs`` must be probability rows at the selected positions (non-negative, summing to 1
     within :data:`LAW_ATOL`), and ``log_probs`` their logs there (logsumexp 0 and |exp(log_probs) − probs|
     ≤ LAW_ATOL: the accuracy and ε of one law), or a DistributionError names the argument; for the accuracies
-    alone ``probs`` may be any scores (only their argmax is read).  Ties go to the lowest token id (numpy's
-    argmax): a predictor whose law is flat in exact arithmetic (e.g. ``local_bayes_probs`` at a MASK of a
-    world with a uniform marginal) predicts whatever its last bits favour, so its accuracy and ⟨APT⟩ are
-    sound (near 1/V under any tie-break) but its confusion matrix, ``n_predicted`` and clusters are not."""
+    alone ``probs`` may be any scores (only their argmax is read).  An exact tie for the maximum is split
+    evenly (:func:`argmax_split`): the predictor picks one of the tied tokens at random, and each number is
+    its expectation — a hit counts 1/|tie|, the confusion row gets 1/|tie| on each tied token, and every tied
+    token counts as predicted (ties went to the lowest id: a flat LM's accuracy was token 0's frequency, and
+    moved with the tokens' numbering).  A law flat only in exact arithmetic (e.g. ``local_bayes_probs`` at a
+    MASK of a world with a uniform marginal) has no exact tie: it predicts whatever its last bits favour, so
+    its confusion matrix, ``n_predicted`` and clusters are noise."""
     p = _laws("probs", probs)
     n, T, V = p.shape
     x, _ = check_tokens(tokens, V)
@@ -188,23 +191,33 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
         raise ShapeError(f"tokens, selected: expected shape ({n}, {T}) to match probs, got {x.shape} and {sel.shape}")
     if not sel.any():
         raise ShapeError("selected: no position is selected, so no accuracy can be measured")
-    truth, pred = x[sel].astype(int), p[sel].argmax(-1)
+    truth, (pred, tied, share) = x[sel].astype(int), argmax_split(p[sel])
+    hit = (pred == truth).astype(np.float64)
+    hit[tied] = share[np.arange(len(tied)), truth[tied]]
     counts = np.bincount(truth, minlength=V).astype(np.float64)
-    hits = np.bincount(truth[pred == truth], minlength=V).astype(np.float64)
+    hits = np.bincount(truth, weights=hit, minlength=V)
     seen = counts > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         apt = np.where(seen, hits / counts, np.nan)
         se = np.where(seen, np.sqrt(apt * (1 - apt) / counts), np.nan)
-    confusion = np.zeros((V, V))
-    np.add.at(confusion, (truth, pred), 1.0)
+    confusion, clear = np.zeros((V, V)), np.ones(len(pred), bool)
+    clear[tied] = False
+    np.add.at(confusion, (truth[clear], pred[clear]), 1.0)
+    np.add.at(confusion, truth[tied], share)
     acc = float(hits.sum() / counts.sum())
     apt_rb = kl = eps = mean_rb = None
     if bayes is not None:
         # laws, not scores: log-probabilities passed here read as a KL of 0, unnormalised rows as garbage
         b = check_stochastic("bayes", _laws("bayes", bayes, p.shape)[sel], atol=LAW_ATOL)
         check_stochastic("probs", p[sel], atol=LAW_ATOL)  # the KL reads probs, or its logs, as a law
-        weight = b[np.arange(len(pred)), pred]  # p_B(pred | y): the chance the prediction is right
-        num = np.bincount(pred, weights=weight, minlength=V)
+        ruled_out = b[np.arange(len(truth)), truth] == 0
+        if ruled_out.any():  # the posterior of other inputs (another corruption draw, another world)
+            i, t = np.argwhere(sel)[int(np.flatnonzero(ruled_out)[0])]
+            raise DistributionError(f"bayes: at sequence {i}, position {t}, gives the true token {truth[ruled_out][0]} "
+                                    "probability 0 — no posterior of these inputs does; pass the Bayes law of the "
+                                    "same corrupted inputs")
+        # p_B(pred | y) summed by the predicted type: the chance each prediction is right (a tie's by share)
+        num = np.bincount(pred[clear], weights=b[clear, pred[clear]], minlength=V) + (share * b[tied]).sum(0)
         den = b.sum(0)
         logq = None if log_probs is None else _log_laws("log_probs", log_probs, p.shape)[sel]
         if logq is not None:
@@ -217,9 +230,22 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
             per = np.maximum(per, 0.0)
             kl = np.where(seen, np.bincount(truth, weights=per, minlength=V) / counts, np.nan)
         eps, mean_rb = float(per.mean()), float(np.nanmean(apt_rb[seen]))
-    mean_se = _bootstrap_mean_apt_se(np.nonzero(sel)[0], truth, (pred == truth).astype(np.float64), V)
+    mean_se = _bootstrap_mean_apt_se(np.nonzero(sel)[0], truth, hit, V)
     return TokenAccuracy(counts, apt, se, apt_rb, kl, float(np.nanmean(apt[seen])), mean_se, mean_rb, acc,
-                         float(np.sqrt(acc * (1 - acc) / counts.sum())), eps, confusion, int(len(np.unique(pred))))
+                         float(np.sqrt(acc * (1 - acc) / counts.sum())), eps, confusion,
+                         int(np.count_nonzero(confusion.sum(0))))
+
+
+def argmax_split(scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The argmax of each row of ``scores (m, V)`` with exact ties split evenly: ``pred (m,)`` (the lowest
+    tied id), ``tied (k,)`` the rows whose maximum is tied, and ``share (k, V)`` their predictor's law — 1/|tie|
+    on each tied token (a random tie-break; only tied rows are spelt out, so m × V is never materialised)."""
+    q = np.asarray(scores)
+    pred = q.argmax(-1)
+    top = q.max(-1, keepdims=True)
+    tied = np.flatnonzero((q == top).sum(-1) > 1)
+    share = (q[tied] == top[tied]).astype(np.float64)
+    return pred, tied, share / share.sum(-1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,5 +400,6 @@ def within_class_errors(confusion, classes) -> float:
     return float((off * (c[:, None] == c[None, :])).sum() / total) if total > 0 else float("nan")
 
 
-__all__ = ["TokenAccuracy", "token_accuracy", "FrequencyProfile", "apt_by_frequency", "ConfusionClusters",
-           "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information", "within_class_errors"]
+__all__ = ["TokenAccuracy", "token_accuracy", "argmax_split", "FrequencyProfile", "apt_by_frequency",
+           "ConfusionClusters", "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information",
+           "within_class_errors"]
