@@ -248,3 +248,28 @@ def test_the_prompt_fits_backward_messages_are_checked_too():
     beta0, steps = _prepended_backward(*dense.chain, jnp.asarray([[1] * 80 + [0] * 60]))
     assert np.asarray(beta0)[0, 1] == pytest.approx(1.0, abs=1e-6)
     assert np.isfinite(np.asarray(steps)).all()
+
+
+@pytest.mark.parametrize("n0", [150, 600])
+def test_the_rerun_of_a_long_buried_block_keeps_its_laws_to_float32_rounding(n0):
+    """Two blocks that never leave themselves; n0 tokens bury the second block (its share's log falls to
+    about −n0/2), n0 + 400 favour it.  Run in float32 the log-space rerun added its shares' rounding (1e-5 to
+    6e-5 an entry at these magnitudes) at every step: next-token laws 2.6e-5 (T = 700) and 2.3e-4 (T = 1600)
+    off, the log-likelihood 2e-3.  It runs in float64 now, rounded once."""
+    a = np.array([[0.9, 0.1], [0.2, 0.8]])
+    world = HMM(np.full(4, 0.25), block_diag(a, a), [[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+    x = np.array([0] * n0 + [1] * (n0 + 400))
+    pi, A, B = (np.asarray(v, np.float64) for v in world.parameter_arrays())
+    with np.errstate(divide="ignore"):
+        log_a, log_b, log_p = np.log(A), np.log(B), np.log(pi)
+    laws, ll = [], 0.0
+    for t in x:  # float64 log-space forward of the stored float32 chain
+        laws.append(np.exp(log_p - logsumexp(log_p)) @ B)
+        joint = log_p + log_b[:, t]
+        c = logsumexp(joint)
+        ll, log_p = ll + c, logsumexp((joint - c)[:, None] + log_a, axis=0)
+    np.testing.assert_allclose(np.asarray(world.next_token_probs(x[None]))[0], laws, rtol=0, atol=2e-7)
+    assert float(world.log_likelihood(x[None])[0]) == pytest.approx(ll, abs=2 * float(np.spacing(np.float32(abs(ll)))))
+    chain = world.parameter_arrays()
+    _, low = core.token_logprobs(*chain, jnp.asarray(x), core.CHECKED)
+    assert float(low) < float(core.floor(*chain[1:]))  # the case the rerun is for

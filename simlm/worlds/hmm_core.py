@@ -24,12 +24,14 @@ which any product could have left the float range (a share below tiny ÷ (min⁺
 normal float; for a posterior, a row total near tiny, as when past and future evidence disagree by more
 than the float holds) with the same recursions on log-probabilities, which cost K² exponentials a step
 and cannot lose a share (the associative scans, which compose segments in another order, track the
-products and shares of their compositions the same way: :mod:`simlm.worlds.hmm_parallel`).  The rerun's
-price is precision: a log B entry near −69 (B ~ 1e-30) carries float32's absolute rounding of ~8e-6, so
-its laws can be off by a few 1e-6 relative (4e-6 measured, a row summing to 1 + 3e-6) where the scaled
-scans stay near 1e-7.  Sampled sequences of a world with every entry of A positive never need the rerun;
-long sequences of a memory world, whose other memories' shares fall below the range, do.  The core
-functions called directly run the scan they are asked for, unchecked.  The backward messages
+products and shares of their compositions the same way: :mod:`simlm.worlds.hmm_parallel`).
+:func:`batched` runs that rerun in float64 whatever the world's dtype, and rounds its outputs once: in
+float32 the log-space scans pay in precision — a log B entry near −69 (B ~ 1e-30) carries an absolute
+rounding of ~8e-6 (laws a few 1e-6 off), and a buried share's log, near −100 to −1000, adds its rounding of
+1e-5 to 6e-5 every step in the same direction (next-token laws 2.3e-4 off after 1600 steps, 2026-12-06).
+Sampled sequences of a world with every entry of A positive never need the rerun; long sequences of a
+memory world, whose other memories' shares fall below the range, do.  The core functions called directly
+run the scan they are asked for, in the dtype they are given, unchecked.  The backward messages
 β_t(k) ∝ p(x_{>t} | h_t = k) are normalised to sum 1 at each step (any per-step scale cancels in every
 posterior below).  A token of probability zero gives c_t = 0, log c_t = −inf and leaves the filter
 unchanged, so no NaN ever appears.
@@ -240,19 +242,39 @@ def batched(fn):
             return out, jnp.any(low < floor(transition, emission))
         return jax.jit(run)
 
-    sequential, scans, exact = checked(CHECKED), checked(CHECKED_SCANS), jax.jit(mapped(LOG_SPACE))
+    sequential, scans = checked(CHECKED), checked(CHECKED_SCANS)
+    exact, exact64 = jax.jit(mapped(LOG_SPACE)), _in_float64(jax.jit(mapped(LOG_SPACE)))
 
     def run(initial, transition, emission, *args):
         n, T = args[-1].shape
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, *args))
         if not traced and float(_floor(transition, emission)) >= 1:  # even a share of 1 may flush: no point
-            return exact(initial, transition, emission, *args)
+            return exact64(initial, transition, emission, *args)
         spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
         first = scans if _parallel(None, spec, T, n) else sequential
         out, lost = first(initial, transition, emission, *args)
         if isinstance(lost, jax.core.Tracer):
             return jax.lax.cond(lost, exact, lambda *_: out, initial, transition, emission, *args)
-        return exact(initial, transition, emission, *args) if lost else out
+        return exact64(initial, transition, emission, *args) if lost else out
+
+    return run
+
+
+def _in_float64(fn):
+    """``fn`` run under 64-bit JAX on its floating arrays cast to float64, its floating outputs cast back to
+    the emission's dtype: the log-space rerun's shares of a buried block are numbers near −100 to −1000,
+    whose float32 rounding (ulp 1e-5 to 6e-5) every step adds in the same direction — a float32 rerun of
+    1600 steps was 2.3e-4 off in its next-token laws, in float64 rounding (1e-7).  Not under an outer trace,
+    which the context manager cannot reach: there the rerun runs in the trace's own dtype."""
+    def run(initial, transition, emission, *args):
+        dtype = jnp.asarray(emission).dtype
+        if dtype == jnp.float64:
+            return fn(initial, transition, emission, *args)
+        with jax.enable_x64(True):
+            wide = [a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
+                    for a in map(jnp.asarray, (initial, transition, emission, *args))]
+            return jax.tree.map(lambda o: o.astype(dtype) if jnp.issubdtype(o.dtype, jnp.floating) else o,
+                                fn(*wide))
 
     return run
 
