@@ -234,7 +234,10 @@ class WorldBase:
         return out[0] if single else out
 
     def token_logprobs(self, tokens) -> jax.Array:
-        """log p*(x_t | x_<t) of each observed token, shape ``(n, T)`` (−inf where impossible)."""
+        """log p*(x_t | x_<t) of each observed token, shape ``(n, T)`` (−inf where impossible).  After an
+        impossible token x_<t has probability 0 and the conditional is undefined: each later entry is read
+        from the filter as it stood before that token (it skips it), a finite number that conditions on the
+        other tokens only — the sum, ``log_likelihood``, is −inf all the same."""
         toks, single = self._tokens(tokens, "token_logprobs")
         out = self._token_logprobs(jax.device_put(toks))
         return out[0] if single else out
