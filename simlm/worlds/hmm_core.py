@@ -16,7 +16,8 @@ with p_1 = π, so log p(x_1:T) = Σ_t log c_t.  Each step costs one (K)·(K×K) 
 normalised, so the sequence's probability never underflows however long it is, and the Σ log c_t is a
 pairwise (tree) sum, whose own float32 rounding grows like log T rather than T — but each log c_t carries
 its rounding (~1 ulp of c_t, ~6e-8 nats near c = 1), which adds up like T where c_t repeats (peaked
-emissions, V = 1): 9.5e-4 nats for a sequence of probability 1 at T = 20000 (K = 7, float32).  One thing can still
+emissions, V = 1): up to 6e-4 nats for a sequence of probability 1 at T = 20000 (8 random chains, K = 7,
+V = 1, float32; 1e-7 for half of them).  One thing can still
 underflow: a state's share of α_t.  In a chain that can refill it (every state positive in A) that loses
 nothing measurable, but where A has zeros — a memory or a concept fixed per sequence (block-diagonal A),
 an absorbing state — a share flushed to 0 never comes back, and evidence that later favours it is read as
