@@ -11,10 +11,12 @@ turns that into a read) once the process holds more than a fraction of its maps;
 before each (world, LM) pair and each training run.
 
 Also :func:`cpu_description`, the CPU this process computes on, which a run's record names (a trained
-number's last bits follow the instruction sets XLA:CPU emits for)."""
+number's last bits follow the instruction sets XLA:CPU emits for); and :func:`one_blas_thread`, which runs
+the small float64 solvers of :mod:`simlm.theory` with BLAS on one thread."""
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import jax
@@ -67,3 +69,23 @@ def cpu_description(cpuinfo="/proc/cpuinfo") -> str:
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     have = [f for f in CPU_FEATURES if f in flags]
     return f"{name} ({' '.join(have)})" if have else name
+
+
+_BLAS = None
+
+
+def one_blas_thread(fn):
+    """``fn`` run with the BLAS numpy and scipy call limited to one thread (threadpoolctl), for solvers of
+    many tiny problems: there OpenBLAS's threads cost more to wake than the work they share.  On a 2-core
+    machine with another process busy, scipy's L-BFGS-B took 2.6 ms an iteration with them; the
+    natural-task experiment's quick run took 56 s, and 26 s with its convex solvers on one thread
+    (2026-12-06).  The limit is lifted when ``fn`` returns; nothing else in the process is touched."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        global _BLAS
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
+            _BLAS = ThreadpoolController()
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return run

@@ -44,6 +44,7 @@ from scipy.special import expit
 from simlm.checks import check_real_array
 from simlm.errors import ConfigError, ShapeError
 from simlm.precision import exact
+from simlm.runtime import one_blas_thread
 
 CONSTRAINTS = ("box", "span-ball", "span-box")
 FISTA_STEPS = 3000
@@ -208,6 +209,7 @@ def frank_wolfe_gap(X, pos, neg, v, b, B, constraint, U) -> float:
     return max(float(gv @ v + gb * b - low + B * abs(gb)), 0.0)
 
 
+@one_blas_thread
 def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, init=None) -> LogisticSolution:
     """min_{(v, b) ∈ C_B} F(v, b) for each B in ``B_grid (G,)``: ``X (n, k)``, ``pos, neg (n,)``;
     ``basis`` U (k, r) orthonormal for the span constraints; ``init`` optional ((G, k), (G,)) start
@@ -250,6 +252,7 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
     return LogisticSolution(v, b, loss, gap)
 
 
+@one_blas_thread
 def ridge_logistic(X, pos, neg, l2: float, *, steps: int = 100, tol: float = 1e-10):
     """argmin_{v, b} F(v, b) + ½ l2 ‖(v, b)‖² by Newton's method with backtracking; returns (v, b)."""
     X = np.asarray(X, np.float64)
