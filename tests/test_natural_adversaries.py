@@ -403,3 +403,12 @@ def test_a_context_of_weight_zero_adds_nothing_to_epsilon_and_a_task_on_it_has_n
         adversary_radius(C0, task, 0.01, B_grid=[0.25, 1.0])
     with pytest.raises(ConfigError, match="^task: γ = 0"):
         adversarial_laws(C0, task, 0.01, B_grid=[0.25, 1.0])
+
+
+def test_an_eps_below_float64_resolution_is_refused_as_rounding_not_underflow():
+    """At ε = 1e-15 both candidate laws miss ε by the KL's rounding; the message said the laws needed
+    probabilities below float64's smallest number."""
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="logistic")
+    with pytest.raises(ConfigError, match="too small to resolve in float64"):
+        adversarial_laws(C, task, 1e-15, method="search", B=1.0, B_grid=[0.25, 1.0, 4.0], steps=5)
