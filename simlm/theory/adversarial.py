@@ -10,13 +10,12 @@ spending exactly the budget ε of the bound.
   p_f(·|s) ∝ p*(·|s)·exp(−t·y_s·v/B) for s ∈ supp p_T (p_f = p* elsewhere), y_s = sign(q_s − σ(z_s))
   (the sign of −∂ℓ/∂z: the label for sign tasks), t ≥ 0 solved so that E_{p_L} KL(p* ‖ p_f) = ε.  Simple,
   and not the worst: it spends the budget where the loss gains little.
-- ``"search"`` (:func:`adversarial_laws`): the worst case for the transferred classifier among laws on
-  supp p*_s.  Per context, the laws at KL(p*_s ‖ p) = κ whose score ⟨v, p⟩ is largest are p ∝ p*_s/(ν − v)
-  (ν > max v over supp p*_s; −v for the smallest), by a Lagrangian.  KL(p* ‖ p) does not charge for mass
-  on a word where p*_s = 0, so where such a word's v lies beyond v's range on the support, a law that moves
-  mass onto it moves the score further once κ is large enough: the worst LM is then not reached (on a
-  world with zeros in p*, ε = 0.3, B = 4, an SLSQP over every word used 0.316 of the slack where this used
-  0.216; at B* 0.258 against 0.253; on the dense worlds of the tests no gap) — not yet built; ℓ is convex in z, so the worst loss at budget κ is
+- ``"search"`` (:func:`adversarial_laws`): the worst case for the transferred classifier.  Per context,
+  the laws at KL(p*_s ‖ p) = κ whose score ⟨v, p⟩ is largest are p ∝ p*_s/(ν − v) (ν > max v; −v for the
+  smallest), by a Lagrangian, and, where a word off supp p*_s has a v beyond v's range on it (KL(p* ‖ p)
+  does not charge for mass there), at ν = that v the laws that move mass onto that word (:func:`_law_curves`;
+  confined to the support, on a world with zeros in p* at ε = 0.3, B = 4, they used 0.216 of the slack
+  where an SLSQP over every word used 0.316); ℓ is convex in z, so the worst loss at budget κ is
   h_s(κ) = p_T(s)·max(ℓ_s(z_max(κ)), ℓ_s(z_min(κ))), and the split of ε across contexts,
   max Σ_s h_s(κ_s) subject to Σ_s p_L(s)κ_s = ε, is solved by :func:`_allocate`.  Then ``steps`` steps
   of projected ascent on the per-context logits over the sphere {E_{p_L} KL = ε} (a step kept only if
@@ -411,38 +410,64 @@ def _stored_at(params, excess, p_L, eps, t, what):
 # ---- the law adversaries ----------------------------------------------------------------------------
 
 def _law_curves(P, v, b, pos, neg):
-    """The extreme laws of each context, p ∝ p*/(1 + t·gap), gap = max v − v (curve 0: the score up) or
-    v − min v (curve 1: down) over supp p*: ``(evaluate, gap)`` for :func:`_allocate`."""
+    """The extreme laws of each context along two curves, the score up (curve 0) and down (curve 1), with
+    parameter t ≥ 0: ``(evaluate, gap, laws)``, ``evaluate`` and ``gap`` for :func:`_allocate`, ``laws(t (S,),
+    curve (S,))`` the laws ``(S, V)`` at those points.
+
+    Branch A: p ∝ p*/(1 + t·gap), gap = top − v on supp p*, top the largest v (curve 1: −v) over every word
+    if a word off the support has it, else over the support — the KKT laws p ∝ p*/(ν − v), ν = top + 1/t.
+    Where a word off the support is beyond v's range on it, KL(p* ‖ p) does not charge for its mass: past
+    t₁ = 1e8/min gap (branch A within 1e-8 of its limit p ∝ p*/gap) branch B moves the mass 1 − m, m = t₁/t,
+    onto that word, p = m·p_A(t₁) + (1 − m)·e_w, KL = KL_A(t₁) − log m (the KKT laws at ν = top)."""
     on = P > 0
-    top = np.max(np.where(on, v, -np.inf), -1, keepdims=True)
-    low = np.min(np.where(on, v, np.inf), -1, keepdims=True)
-    gap = np.stack([np.where(on, top - v, 0.0), np.where(on, v - low, 0.0)], 1)  # (S, 2, V)
+    sv = np.array([1.0, -1.0])[:, None] * v[None, :]  # (2, V): the score up, and down as −v up
+    top_on = np.max(np.where(on[:, None, :], sv, -np.inf), -1)  # (S, 2)
+    off_best = np.where(on[:, None, :], -np.inf, sv)  # (S, 2, V)
+    beyond = off_best.max(-1) > top_on  # a word off the support moves the score further than any on it
+    top = np.where(beyond, off_best.max(-1), top_on)
+    word = off_best.argmax(-1)  # (S, 2): the word branch B fills
+    gap = np.where(on[:, None, :], top[..., None] - sv, 0.0)  # (S, 2, V)
+    with np.errstate(divide="ignore"):
+        t1 = np.where(beyond, 1e8 / np.min(np.where(on[:, None, :], gap, np.inf), -1), np.inf)  # (S, 2)
+    v_word = v[word]
+
+    def along(T, gap, t1, v_word, Pc, onc):
+        """(law on the support scaled by m, Z, m, KL, score) at T, broadcast over leading axes."""
+        d = 1.0 + np.minimum(T, t1)[..., None] * gap
+        q = Pc / d
+        Z = q.sum(-1)
+        m = np.where(T > t1, t1 / np.maximum(T, 1e-300), 1.0)
+        K = np.sum(np.where(onc, Pc * np.log(d), 0.0), -1) + np.log(Z) - np.log(m)
+        z = m * ((q @ v) / Z) + (1.0 - m) * v_word + b
+        return q, Z, m, K, z
 
     def evaluate(T):
-        d = 1.0 + T[..., None] * gap[:, :, None, :]
-        q = P[:, None, None, :] / d
-        Z = q.sum(-1)
-        K = np.sum(np.where(on[:, None, None, :], P[:, None, None, :] * np.log(d), 0.0), -1) + np.log(Z)
-        z = (q @ v) / Z + b
+        _, _, _, K, z = along(T, gap[:, :, None, :], t1[..., None], v_word[..., None], P[:, None, None, :],
+                              on[:, None, None, :])
         return _loss(z, pos[:, None, None], neg[:, None, None]), K
 
-    return evaluate, gap
+    def laws(t, curve):
+        rows = np.arange(len(P))
+        q, Z, m, _, _ = along(t, gap[rows, curve], t1[rows, curve], v_word[rows, curve], P, on)
+        out = m[:, None] * q / Z[:, None]
+        out[rows, word[rows, curve]] += np.where(beyond[rows, curve], 1.0 - m, 0.0)
+        return out
+
+    return evaluate, gap, laws
 
 
 def _exact_laws(P, logP, task, v, b, p_L, eps):
     """:func:`_allocate` over the extreme laws of the task's contexts, scaled to ε exactly: laws ``(S, V)``."""
     on = np.flatnonzero(task.weights > 0)
-    evaluate, gap = _law_curves(P[on], v, b, task.pos[on], task.neg[on])
+    evaluate, gap, curve_laws = _law_curves(P[on], v, b, task.pos[on], task.neg[on])
     S = len(on)
     cap = np.where(gap.max(-1) > 1e-12, _LAW_T_MAX, 1.0)  # a curve that moves nothing stays at t ≤ 1
     t_lo, t_hi = _bracket(evaluate, S, 2, eps / np.maximum(p_L[on], 1e-300), _KAPPA_LO * eps, cap)
     t, curve = _allocate(evaluate, t_lo, t_hi, p_L[on], eps, "the worst-case laws")
-    g = gap[np.arange(len(on)), curve]
 
     def laws(c):
         out = P.copy()
-        q = P[on] / (1.0 + (c * t)[:, None] * g)
-        out[on] = q / q.sum(-1, keepdims=True)
+        out[on] = curve_laws(c * t, curve)
         return out
 
     try:
@@ -456,7 +481,7 @@ def _exact_laws(P, logP, task, v, b, p_L, eps):
 def _kl_fast(P, laws, p_L) -> float:
     """E_{p_L} KL(p* ‖ laws) in float64 (0·log 0 = 0), without :func:`lm_epsilon`'s checks (the root finder
     calls it many times; the result is checked with :func:`lm_epsilon`)."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0·∞ where p* = 0 = laws: masked out
         return float(p_L @ np.sum(np.where(P > 0, P * (np.log(np.where(P > 0, P, 1.0)) - np.log(laws)), 0.0), -1))
 
 
@@ -501,11 +526,16 @@ def adversarial_laws(contexts, task, eps, *, method: str = "aligned", B=None, B_
             raise errors[0] if errors else ConfigError(
                 f"eps: {eps:g} nats is too small to resolve in float64 on the task's contexts: both candidate "
                 f"laws miss it by more than {EPS_RTOL:g} relative (the KL's rounding)")
-        laws = max(found, key=lambda q: logistic_loss(q @ v + b, task.pos, task.neg))
+        def loss(q):
+            return logistic_loss(q @ v + b, task.pos, task.neg)
+
+        start = max(found, key=loss)
         with np.errstate(divide="ignore", invalid="ignore"):
-            eta = np.where(P > 0, np.log(laws) - logP, 0.0)
+            eta = np.where(P > 0, np.log(start) - logP, 0.0)
         eta = _ascend(np.where(P > 0, logP, -np.inf), eta, v, b, task, p_L, eps, steps)
-        laws = np.exp(logP + eta - logsumexp(logP + eta, axis=-1, keepdims=True))
+        # the ascent moves the logits of supp p* only: from laws with mass off the support (a word beyond
+        # v's range there) it starts without that mass, and is kept only where it ends higher
+        laws = max([start, np.exp(logP + eta - logsumexp(logP + eta, axis=-1, keepdims=True))], key=loss)
         where = "the worst-case split"
     reached = lm_epsilon(contexts, laws)
     if not math.isfinite(reached):
