@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import threading
 
 import jax
 
@@ -71,21 +72,31 @@ def cpu_description(cpuinfo="/proc/cpuinfo") -> str:
     return f"{name} ({' '.join(have)})" if have else name
 
 
-_BLAS = None
+_BLAS = {"controller": None, "limit": None, "depth": 0, "lock": threading.Lock()}
 
 
 def one_blas_thread(fn):
     """``fn`` run with the BLAS numpy and scipy call limited to one thread (threadpoolctl), for solvers of
     many tiny problems: there OpenBLAS's threads cost more to wake than the work they share.  On a 2-core
     machine with another process busy, scipy's L-BFGS-B took 2.6 ms an iteration with them; the
-    natural-task experiment's quick run took 56 s, and 26 s with its convex solvers on one thread
-    (2026-12-06).  The limit is lifted when ``fn`` returns; nothing else in the process is touched."""
+    natural-task experiment's quick run took 56 s, and 24–26 s with its convex solvers on one thread
+    (2026-12-06).  The limit is the library's, so process-wide while any such call runs (other threads' BLAS
+    calls meanwhile run on one thread too); it is set when the first of overlapping calls enters and the
+    former setting comes back when the last one leaves, whatever their order across threads."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        global _BLAS
-        if _BLAS is None:
-            from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
-            _BLAS = ThreadpoolController()
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with _BLAS["lock"]:
+            if _BLAS["controller"] is None:
+                from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
+                _BLAS["controller"] = ThreadpoolController()
+            if _BLAS["depth"] == 0:
+                _BLAS["limit"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+            _BLAS["depth"] += 1
+        try:
             return fn(*args, **kwargs)
+        finally:
+            with _BLAS["lock"]:
+                _BLAS["depth"] -= 1
+                if _BLAS["depth"] == 0:
+                    _BLAS["limit"].restore_original_limits()
     return run

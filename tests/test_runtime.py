@@ -104,3 +104,43 @@ def test_one_blas_thread_limits_blas_during_the_call_and_restores_it_after():
     assert blas_threads() == before
     for solver in (_convex.constrained_logistic, _convex.ridge_logistic):
         assert solver.__wrapped__  # decorated, its signature and docstring kept
+
+
+def test_overlapping_calls_in_two_threads_restore_blas_when_the_last_one_leaves():
+    """The limit is process-wide: A enters, B enters, A leaves first — B still holds the limit, and the former
+    setting comes back when B leaves (restoring at each exit in turn left the process on one thread).  (What
+    OpenBLAS reports inside another thread depends on which thread set it first, so the counts are read in
+    this one.)"""
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    from simlm import runtime
+    from simlm.runtime import one_blas_thread
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before, seen = blas_threads(), {}
+    a_in, b_in = threading.Event(), threading.Event()
+
+    @one_blas_thread
+    def first():
+        a_in.set()
+        b_in.wait(10)
+
+    @one_blas_thread
+    def second():
+        b_in.set()
+        time.sleep(0.2)
+        seen["depth"] = runtime._BLAS["depth"]
+
+    a = threading.Thread(target=first)
+    a.start()
+    a_in.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    a.join()
+    b.join()
+    assert seen["depth"] == 1 and runtime._BLAS["depth"] == 0 and blas_threads() == before
