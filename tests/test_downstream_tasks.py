@@ -308,3 +308,25 @@ def test_bad_inputs_raise_typed_errors_naming_the_argument(world, memory_world):
         bayes_ceiling(world, PosteriorTask(mu=np.ones(4)), [[0, 1, 2]], 4)
     with pytest.raises(ConfigError, match="cell"):
         MemoryTask(L=np.eye(3), cell=2).labels(memory_world, [[0, 1]])
+
+
+@pytest.mark.parametrize("visible", [0, 1, 2, 3])
+def test_the_bayes_ceiling_refuses_impossible_tokens_at_every_visible_length(visible):
+    """x_1 = 2 is impossible from state 0, which π never leaves, and so is x_2 = 2 after x_1 = 0: labels are
+    undefined.  T' = T refused them; T' < T checked only x_1:T' (T' = 0 nothing) and reported a ceiling."""
+    from simlm.downstream.tasks import bayes_ceiling
+    from simlm.errors import ZeroProbabilityError
+
+    world = HMM([1.0, 0.0], np.eye(2), [[0.5, 0.5, 0.0], [0.2, 0.2, 0.6]])
+    task = PosteriorTask(mu=np.array([1.0, -1.0]), position="next")
+    for tokens in ([[2, 2, 2], [2, 0, 1]], [[0, 2, 2], [0, 0, 1]]):
+        with pytest.raises(ZeroProbabilityError):
+            bayes_ceiling(world, task, np.array(tokens), visible, n_continuations=8)
+
+
+def test_labels_from_posteriors_refuse_rows_that_are_not_laws():
+    """An all-zero row read as a tie (label 1), a row summing to 6 as a law."""
+    task = PosteriorTask(mu=[1.0, -1.0, 0.0])
+    for rows, bad in (([[0, 0, 0], [0.2, 0.8, 0]], "row 0 sums to 0"), ([[0.2, 0.8, 0], [5, 1, 0]], "row 1 sums to 6")):
+        with pytest.raises(ConfigError, match=f"^posterior: {bad}"):
+            task.labels_from_posterior(rows)

@@ -125,6 +125,10 @@ class _LinearLabels:
         if (P < -1e-6).any():
             i = tuple(int(a) for a in np.argwhere(P < -1e-6)[0])
             raise ConfigError(f"posterior: entry {i} is {P[i]:.3g}, expected probabilities (≥ 0)")
+        if (off := np.abs(P.sum(1) - 1.0) > 1e-4).any():  # an all-zero row read as a tie, a scaled one as a law
+            i = int(np.flatnonzero(off)[0])
+            raise ConfigError(f"posterior: row {i} sums to {P[i].sum():.6g}, expected a law over the "
+                              f"{self.n_hidden} hidden values (sum 1)")
         with np.errstate(divide="ignore"):
             return self.labels_from_log_posterior(np.log(np.maximum(P, 0.0)))  # a rounding −1e-9 is a 0
 
@@ -433,8 +437,8 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
         raise ConfigError(f"visible_length: expected an integer in [0, {T}] (the length of tokens_full), "
                           f"got {visible_length!r}")
     T_vis = int(visible_length)
-    if T_vis == T:  # the predictor sees what decides the label: 1 exactly, on tokens checked as at T' < T
-        task.labels(world, toks)  # impossible tokens refused
+    task.labels(world, toks)  # a sequence of probability 0 has no label, whatever T' (T' < T read only x_1:T')
+    if T_vis == T:  # the predictor sees what decides the label: 1 exactly
         return mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2; (1.0, 0.0)
     R = check_positive_int("n_continuations", n_continuations)
     if T_vis == 0:
