@@ -12,6 +12,7 @@ from simlm.models.transformer import causal_inputs
 from simlm.train import objectives
 
 CONFIG = TransformerConfig(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=8)
+MASKED = TransformerConfig(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=8, causal=False)
 
 
 def _tokens(seed=0, n=3, T=6):
@@ -73,7 +74,7 @@ class _Recorder:
     """A stand-in model: fixed logits per position, and the inputs it was called on."""
 
     def __init__(self, logits):
-        self.config, self.logits, self.inputs = CONFIG, jnp.asarray(logits), None
+        self.config, self.logits, self.inputs = MASKED, jnp.asarray(logits), None
 
     def __call__(self, inputs):
         self.inputs = np.asarray(inputs)
@@ -91,6 +92,9 @@ def test_the_masked_lm_loss_averages_over_exactly_the_chosen_positions(rate):
     loss = float(objectives.masked_lm(model, x, key, mask_rate=rate, corruption=(1.0, 0.0, 0.0)))
     chosen = model.inputs == CONFIG.mask_id  # every chosen input became MASK
     assert 0 < chosen.sum() < chosen.size
+    # … and they are the positions the documented draw picks at this rate (a rate read as 1 − rate or
+    # rate/2 passed the lines above)
+    assert np.array_equal(chosen, np.asarray(jax.random.uniform(jax.random.split(key, 3)[0], x.shape) < rate))
     assert (model.inputs[~chosen] == np.asarray(x)[~chosen]).all()
     assert loss == pytest.approx(nll[chosen].mean(), rel=1e-5)
     # random replacement: the same positions are chosen (same key), and only they can change
@@ -106,3 +110,40 @@ def test_the_masked_lm_loss_averages_over_exactly_the_chosen_positions(rate):
     loss = float(objectives.masked_lm(model, x, key, jnp.asarray(mask), mask_rate=rate, corruption=(1.0, 0.0, 0.0)))
     assert (model.inputs == CONFIG.mask_id).sum() == (chosen & mask).sum()
     assert loss == pytest.approx(nll[chosen & mask].mean(), rel=1e-5)
+
+
+def test_positions_masked_out_add_nothing_even_with_the_models_pad_id():
+    """Row 1 padded from position 3 with pad_id (beyond the vocabulary): the gather read NaN there and
+    NaN·0 is NaN, so every objective was NaN; the loss is the one with any in-vocabulary padding."""
+    x = np.asarray(_tokens(4, n=2, T=6))
+    mask = np.ones(x.shape, bool)
+    mask[1, 3:] = False
+    padded = x.copy()
+    padded[1, 3:] = CONFIG.pad_id
+    causal, masked = init_transformer(CONFIG, 0), init_transformer(MASKED, 0)
+    key = jax.random.PRNGKey(0)
+    for name, model, args in (("cross-entropy", causal, ()), ("quad", causal, ()), ("masked-lm", masked, (key,))):
+        fn = objectives.OBJECTIVES[name]
+        want = float(fn(model, jnp.asarray(x), *(args or (None,)), mask=jnp.asarray(mask)))
+        got = float(fn(model, jnp.asarray(padded), *(args or (None,)), mask=jnp.asarray(mask)))
+        assert np.isfinite(got) and got == pytest.approx(want, rel=1e-6), name
+
+
+def test_a_float_mask_and_a_model_of_the_other_kind_are_refused_naming_them():
+    """A float mask's weights were read as counts (0.01 everywhere gave 1/100 of the mean); an int mask of 2
+    zeroed the masked-LM loss; a bidirectional model's 'causal' law sees the token it predicts."""
+    from simlm.errors import ConfigError
+    from simlm.models.transformer import masked_token_logprobs, next_token_logprobs
+
+    x = _tokens(5)
+    causal, masked = init_transformer(CONFIG, 0), init_transformer(MASKED, 0)
+    with pytest.raises(ConfigError, match="^mask: expected booleans"):
+        objectives.cross_entropy(causal, x, mask=jnp.full(x.shape, 0.01))
+    key = jax.random.PRNGKey(1)
+    twos = objectives.masked_lm(masked, x, key, jnp.full(x.shape, 2, jnp.int32), mask_rate=0.5)
+    assert float(twos) == pytest.approx(float(objectives.masked_lm(masked, x, key, mask_rate=0.5)), rel=1e-6)
+    for call in (lambda: next_token_logprobs(masked, x), lambda: objectives.cross_entropy(masked, x),
+                 lambda: objectives.quad(masked, x), lambda: objectives.masked_lm(causal, x, key),
+                 lambda: masked_token_logprobs(causal, x, jnp.arange(2))):
+        with pytest.raises(ConfigError, match="^model: .* needs a"):
+            call()

@@ -587,8 +587,18 @@ def causal_inputs(tokens: jax.Array, config: TransformerConfig) -> jax.Array:
     return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
 
 
+def require_kind(model: Transformer, causal: bool, what: str) -> None:
+    """ConfigError unless ``model`` is causal (``causal``) or bidirectional: a causal law read from a
+    bidirectional model lets row t see the tokens it predicts, a masked law from a causal one sees only the
+    left context — numbers either way, wrong ones.  The config is static: checked at trace time, free."""
+    if model.config.causal != causal:
+        raise ConfigError(f"model: {what} needs a {'causal' if causal else 'bidirectional (causal=False)'} model; "
+                          f"this one has causal = {model.config.causal}")
+
+
 def next_token_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
     """log p(x_t = · | x_<t) ``(n, T, V)``; row 0 is the law of the first token."""
+    require_kind(model, True, "next_token_logprobs")
     return jax.nn.log_softmax(model(causal_inputs(tokens, model.config)), axis=-1)
 
 
@@ -606,6 +616,7 @@ def _extended(tokens: jax.Array) -> jax.Array:
 
 def masked_token_logprobs(model: Transformer, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     """log p(x_i = · | x_-i) ``(n, P, V)``: one forward per position i, with x_i replaced by MASK."""
+    require_kind(model, False, "masked_token_logprobs")
     (n, T), P = tokens.shape, positions.shape[0]
     inputs = jnp.broadcast_to(tokens[:, None, :], (n, P, T)).at[:, jnp.arange(P), positions].set(model.config.mask_id)
     logits = model.logits_at(inputs.reshape(n * P, T), jnp.tile(positions, n)).reshape(n, P, -1)
@@ -620,6 +631,7 @@ def prepended_mask_inputs(tokens: jax.Array, config: TransformerConfig) -> jax.A
 
 def prepended_mask_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
     """Law of a MASK prepended before x_0, given all of x: ``(n, V)``."""
+    require_kind(model, False, "prepended_mask_logprobs")
     at = jnp.zeros(tokens.shape[0], jnp.int32)
     return jax.nn.log_softmax(model.logits_at(prepended_mask_inputs(tokens, model.config), at), axis=-1)
 

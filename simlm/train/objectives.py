@@ -2,7 +2,8 @@
 
 Each objective takes ``(model, tokens (n, T), key)`` and returns the mean loss per counted position
 (nats/token for the likelihood objectives).  Padding never occurs in simlm's fixed-length streams, but
-``mask (n, T)`` (True = position counts) is honoured where given.
+``mask (n, T)`` (booleans, True = the position counts) is honoured where given: a masked-out position adds
+nothing, whatever its token (a ``pad_id`` beyond the vocabulary too).
 """
 
 from __future__ import annotations
@@ -10,29 +11,48 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from simlm.errors import ConfigError
 from simlm.models import finite
-from simlm.models.transformer import causal_inputs, next_token_logprobs
+from simlm.models.transformer import causal_inputs, next_token_logprobs, require_kind
+
+
+def _mask(mask):
+    """``mask`` as booleans (True = the position counts), or None; a float mask is refused (ConfigError, at
+    trace time): it is no set of positions, and its weights were read as counts."""
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.integer)):
+        raise ConfigError(f"mask: expected booleans (True = the position counts), got dtype {mask.dtype}")
+    return mask != 0
 
 
 def _masked_mean(values, mask):
+    """The mean of ``values`` over the positions ``mask`` keeps (a value at a padded position, NaN or not,
+    is dropped, not multiplied by 0)."""
     if mask is None:
         return values.mean()
-    mask = mask.astype(values.dtype)
-    return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    return jnp.where(mask, values, 0.0).sum() / jnp.maximum(mask.sum(), 1)
+
+
+def _observed(logp, tokens):
+    """``logp`` at each position's token ``(n, T)``; a padding id beyond the vocabulary (``pad_id``) reads
+    row 0 instead of NaN (its position is masked out)."""
+    safe = jnp.where((tokens >= 0) & (tokens < logp.shape[-1]), tokens, 0)
+    return jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
 
 
 def cross_entropy(model, tokens, key=None, mask=None):
     """Causal LM loss −(1/nT) Σ log p_θ(x_t | x_<t)."""
-    logp = next_token_logprobs(model, tokens)
-    observed = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
-    return _masked_mean(-observed, mask)
+    return _masked_mean(-_observed(next_token_logprobs(model, tokens), tokens), _mask(mask))
 
 
 def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8, 0.1, 0.1)):
     """Masked-LM loss (BERT): each position is chosen with probability ``mask_rate``; a chosen input is
     replaced by MASK, by a uniformly random symbol, or kept, with probabilities ``corruption``; the loss
     is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
-    c = model.config
+    require_kind(model, False, "masked_lm")
+    c, mask = model.config, _mask(mask)
     k_choose, k_how, k_rand = jax.random.split(key, 3)
     chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
     if mask is not None:
@@ -41,9 +61,7 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     random_tokens = jax.random.randint(k_rand, tokens.shape, 0, c.n_symbols, dtype=tokens.dtype)
     inputs = jnp.where(chosen & (how == 0), c.mask_id, tokens)
     inputs = jnp.where(chosen & (how == 1), random_tokens, inputs)
-    logp = jax.nn.log_softmax(model(inputs), axis=-1)
-    observed = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
-    return _masked_mean(-observed, chosen)
+    return _masked_mean(-_observed(jax.nn.log_softmax(model(inputs), axis=-1), tokens), chosen)
 
 
 def quad(model, tokens, key=None, mask=None):
@@ -54,11 +72,11 @@ def quad(model, tokens, key=None, mask=None):
     with w the observed next token.  In expectation over w ~ p*(·|s) it is −⟨f, Φ p*_s⟩ + ½‖Φᵀf‖²,
     minimised by f*(s) = (ΦΦᵀ)⁺Φ p*_s (unique up to the null space of Φᵀ: ΦΦᵀ is singular when d > V) with
     excess ½‖Φᵀ(f − f*)‖², the same for every minimiser (see :mod:`simlm.models.finite`)."""
+    require_kind(model, True, "quad")
     f = model.features(causal_inputs(tokens, model.config))  # (n, T, d)
     phi = model.unembedding  # (d, V)
     scores = f @ phi  # (n, T, V) = Φᵀ f
-    observed = jnp.take_along_axis(scores, tokens[..., None], axis=-1)[..., 0]
-    return _masked_mean(-observed + 0.5 * (scores**2).sum(-1), mask)
+    return _masked_mean(-_observed(scores, tokens) + 0.5 * (scores**2).sum(-1), _mask(mask))
 
 
 def quad_excess(model, tokens, ref_probs):
