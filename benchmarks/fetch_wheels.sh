@@ -15,6 +15,6 @@ common=(--quiet --no-deps --only-binary=:all: --python-version "$version" --impl
 # versions of one package there (a later day's tfp-nightly beside an earlier one) make pip refuse them all.
 rm -rf .whl
 "$py" -m pip download "${common[@]}" -d .whl dynamax==1.0.3 hmmlearn==0.3.3 tfp-nightly==0.26.0.dev20261027 \
-  dm-tree==0.1.10 decorator==5.3.2 gast==0.7.0 fastprogress==1.0.3
+  dm-tree==0.1.10 decorator==5.3.2 gast==0.7.0 fastprogress==1.0.3 threadpoolctl==3.8.0
 "$py" -m pip download "${common[@]}" -d .whl/fallback flax==0.12.8
 ls .whl .whl/fallback

@@ -82,14 +82,19 @@ def one_blas_thread(fn):
     natural-task experiment's quick run took 56 s, and 24–26 s with its convex solvers on one thread
     (2026-12-06).  The limit is the library's, so process-wide while any such call runs (other threads' BLAS
     calls meanwhile run on one thread too); it is set when the first of overlapping calls enters and the
-    former setting comes back when the last one leaves, whatever their order across threads."""
+    former setting comes back when the last one leaves, whatever their order across threads.  Without
+    threadpoolctl (an environment that installed simlm with ``--no-deps``) ``fn`` runs as it is: slower,
+    the same numbers to its solvers' tolerances."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         with _BLAS["lock"]:
             if _BLAS["controller"] is None:
-                from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
-                _BLAS["controller"] = ThreadpoolController()
-            if _BLAS["depth"] == 0:
+                try:
+                    from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
+                    _BLAS["controller"] = ThreadpoolController()
+                except ImportError:
+                    _BLAS["controller"] = False
+            if _BLAS["controller"] and _BLAS["depth"] == 0:
                 _BLAS["limit"] = _BLAS["controller"].limit(limits=1, user_api="blas")
             _BLAS["depth"] += 1
         try:
@@ -97,6 +102,6 @@ def one_blas_thread(fn):
         finally:
             with _BLAS["lock"]:
                 _BLAS["depth"] -= 1
-                if _BLAS["depth"] == 0:
+                if _BLAS["controller"] and _BLAS["depth"] == 0:
                     _BLAS["limit"].restore_original_limits()
     return run

@@ -144,3 +144,15 @@ def test_overlapping_calls_in_two_threads_restore_blas_when_the_last_one_leaves(
     a.join()
     b.join()
     assert seen["depth"] == 1 and runtime._BLAS["depth"] == 0 and blas_threads() == before
+
+
+def test_without_threadpoolctl_the_solver_runs_as_it_is(monkeypatch):
+    """The GPU machine installs simlm with --no-deps; where threadpoolctl is missing the solvers still run."""
+    import sys
+
+    from simlm import runtime
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl → ImportError
+    monkeypatch.setitem(runtime._BLAS, "controller", None)
+    assert runtime.one_blas_thread(lambda x: x + 1)(1) == 2
+    assert runtime._BLAS["controller"] is False and runtime._BLAS["depth"] == 0
