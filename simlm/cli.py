@@ -36,7 +36,7 @@ def demo_config_path() -> Path:
 
 
 def _run(config, args) -> int:
-    from simlm.experiments.report import console_table, has_bound, render
+    from simlm.experiments.report import console_table, has_bound, is_trivial, render
     from simlm.experiments.sweep import run_sweep
 
     if args.executor == "ray" and args.workers != 1:  # Ray places its tasks on its cluster's CPUs itself
@@ -47,7 +47,7 @@ def _run(config, args) -> int:
     paths = render(result["rows"], args.out)
     bounded, lost = [r for r in result["rows"] if has_bound(r)], result.get("lost", [])
     print(f"\n{result['cells']} cells, {len(result['rows'])} rows: {sum(not r['holds'] for r in bounded)} of "
-          f"{len(bounded)} bounded rows violated, {sum(bool(r.get('trivial')) for r in bounded)} trivial; "
+          f"{len(bounded)} bounded rows violated, {sum(is_trivial(r) for r in bounded)} trivial; "
           f"{len(result['errors']) - len(lost)} cells failed" + (f", {len(lost)} training ladders lost" if lost else "")
           + f", {len(result['skipped'])} (world, LM, check) combinations do not apply; {result['time_s']:.1f} s")
     for e in result["errors"]:

@@ -13,8 +13,9 @@ import simlm.experiments.sweep as sweep
 from simlm.cli import demo_config_path, main
 from simlm.experiments.executors import InProcess, ProcessPool
 
-# bounded rows (a holds verdict): 2 violated (one trivially bounded), 1 held; and 2 rows without a bound
-ROWS = [{"holds": True}, {"holds": False}, {"holds": False, "trivial": True},
+# bounded rows (a holds verdict): 2 violated (one flagged trivial, as rows stored before a violated row was
+# never trivial: counted violated, not trivial, as the report counts it), 1 held and trivial; 2 without a bound
+ROWS = [{"holds": True, "trivial": True}, {"holds": False}, {"holds": False, "trivial": True},
         {"holds": None}, {"measured": 1.0}]
 
 

@@ -236,3 +236,29 @@ def test_the_console_table_tells_long_names_apart_and_says_when_it_is_cut():
     assert "loss_natural" in lines[2] + lines[3] and "loss_best" in lines[2] + lines[3]
     assert "(trivial)" not in lines[2] + lines[3]  # the trivial row comes last, and is cut
     assert lines[-1].startswith("… the first 2 of 3 bounded rows")
+
+
+# ---- 5. after the second review: the row keeps its baseline; the CLI counts trivial rows as the report -------
+
+def test_a_row_keeps_its_baseline_so_its_share_is_recomputable_from_the_row_alone():
+    r = row("q", 0.75, 1.0, baseline=0.5)
+    assert r["baseline"] == 0.5 and r["slack_used"] == pytest.approx((r["measured"] - 0.5) / (r["bound"] - 0.5))
+    assert "baseline" not in row("q", 0.75, 1.0)  # no baseline given: none stored (0 is not a claim)
+
+
+def test_the_sweeps_summary_line_counts_a_violated_row_flagged_trivial_as_violated(monkeypatch, tmp_path, capsys):
+    """A stored row of the old shape (holds False, trivial True): report.md counted it violated and not trivial,
+    the CLI's line '1 of 1 bounded rows violated, 1 trivial'."""
+    from simlm import cli
+    from simlm.experiments import sweep
+
+    old = {**SHARED, "lm": "old", "quantity": "q", "measured": 2.0, "bound": 1.0, "holds": False, "trivial": True,
+           "slack_used": 2.0}
+    result = {"rows": [old], "cells": 1, "errors": [], "skipped": [], "time_s": 0.0}
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: result)
+    monkeypatch.setattr("simlm.experiments.report.render", lambda rows, out: [])
+    config = tmp_path / "s.toml"
+    config.write_text('name = "s"\n[data]\nn_sequences = 2\nlength = 2\n[[worlds]]\nname = "w"\nkind = "hmm"\n'
+                      '[worlds.options]\nn_states = 2\nn_symbols = 2\n[lms]\noracle = true\n[checks."simlm/epsilon"]\n')
+    cli.main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    assert "1 of 1 bounded rows violated, 0 trivial" in capsys.readouterr().out

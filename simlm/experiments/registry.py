@@ -160,8 +160,8 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     ``atol`` (≥ 0, kept as the row's ``atol`` column) is the rounding the verdict forgives — a check whose
     bound equals its measured value at ε = 0 (τ against τ recomputed) passes the tolerance its own verdict
     uses, so that row is not decided by the last bits of a float; 0 judges exactly.
-    ``baseline`` is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)); with it
-    the row's ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM
+    ``baseline`` is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)), kept as the
+    row's ``baseline`` column; with it the row's ``slack_used`` = (measured − baseline) / (bound − baseline) is the share of the slack the LM
     uses, None where bound − baseline ≤ ``atol`` (no slack beyond rounding: such a row is judged by ``holds``
     alone).  ``measured``, ``bound``, ``maximum``, ``baseline`` and ``atol`` must be real numbers (``atol``
     finite and ≥ 0) and ``extra`` may not set a computed column (``holds``, ``trivial``, ``slack_used``,
@@ -183,8 +183,9 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     else:
         trivial = bool(holds and bound >= maximum and measured <= maximum)
     used = (measured - base) / (bound - base) if bound - base > atol else None
+    kept = {} if baseline is None else {"baseline": base}  # slack_used recomputable from the row alone
     return {"quantity": quantity, "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,
-            "slack_used": used, "atol": atol, **extra}
+            "slack_used": used, "atol": atol, **kept, **extra}
 
 
 def experiment_sweep(name: str, worlds: list, check: str, options: dict) -> dict:

@@ -78,17 +78,17 @@ def console_table(rows: list, *, limit: int = 60) -> str:
     """The rows with a bound as ``check  world  lm  ε  quantity  measured  bound  holds``, worst first
     (:func:`worst_row`'s order, the trivial rows after the rest), the first ``limit`` of them; names too long
     for their column keep both ends (``adversari…B=1@0.01``: the end is what tells rows apart)."""
-    every = sorted((r for r in rows if has_bound(r)), key=lambda r: (_trivial(r), _worst_first(r)))
+    every = sorted((r for r in rows if has_bound(r)), key=lambda r: (is_trivial(r), _worst_first(r)))
     head = f"{'check':22} {'world':10} {'lm':26} {'ε':>9} {'quantity':32} {'measured':>10} {'bound':>10} holds"
     lines = [head, "-" * len(head)]
     for r in every[:limit]:
         flag = "yes" if r["holds"] else "NO"
-        flag += " (trivial)" if _trivial(r) else ""
+        flag += " (trivial)" if is_trivial(r) else ""
         lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {_eps_key(r):9.3g} "
                      f"{_fit(r['quantity'], 32):32} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} "
                      f"{flag}")
     if len(every) > limit:
-        lines.append(f"… the first {limit} of {len(every)} bounded rows; every row is in results.csv and report.md")
+        lines.append(f"… the first {limit} of {len(every)} bounded rows; every row is in results.csv")
     return "\n".join(lines)
 
 
@@ -108,7 +108,7 @@ def _used(r) -> float:
     return math.nan if used is None else used
 
 
-def _trivial(r) -> bool:
+def is_trivial(r) -> bool:
     """Whether a row is trivial: flagged so and holding (a violated row could fail, whatever it was flagged)."""
     return bool(r.get("trivial")) and bool(r["holds"])
 
@@ -131,7 +131,7 @@ def worst_row(rows: list):
     slack (``slack_used``), one without a share first, where any row is violated; else the holding
     non-trivial row with the largest share; None where no row is violated and no holding non-trivial row has
     a share."""
-    live = [r for r in rows if not r["holds"] or (not _trivial(r) and not math.isnan(_used(r)))]
+    live = [r for r in rows if not r["holds"] or (not is_trivial(r) and not math.isnan(_used(r)))]
     return min(live, key=_worst_first, default=None)
 
 
@@ -149,7 +149,7 @@ def bound_summary(rows: list) -> list[dict]:
     for (check, quantity), g in sorted(groups.items()):
         worst = worst_row(g)
         out.append({"check": check, "quantity": quantity, "rows": len(g), "violations": sum(not r["holds"] for r in g),
-                    "trivial": sum(_trivial(r) for r in g),
+                    "trivial": sum(is_trivial(r) for r in g),
                     "worst_used": _used(worst) if worst else math.nan,
                     "worst_lm": f"{worst['world']}/{_lm(worst)}" if worst else ""})
     return out
@@ -252,8 +252,10 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
              "## Bounds", "",
              "`worst used` is the largest share of the slack, (measured − baseline) ÷ (bound − baseline), over the "
              "violated rows where there are any, else over the rows that could fail; `violated` where the worst "
-             "row is violated and has no share (no slack, or a value that is not finite); `trivial` rows "
-             "hold with a bound no LM could violate.", "",
+             "row is violated and has no share (no slack, or a value that is not finite); `–` where no row "
+             "that could fail has a finite share (every row trivial, or without slack); `trivial` rows "
+             "hold with a bound no LM could violate.  Shares print to 3 digits: a violated worst row at 1.0004 "
+             "reads 1, so read `violations` for the verdict, results.csv for every row.", "",
              "| check | quantity | rows | violations | trivial | worst used | worst row |",
              "|---|---|---:|---:|---:|---:|---|"]
     summary = bound_summary(rows)
@@ -330,4 +332,4 @@ def render(rows: list, out_dir) -> list[Path]:
     return plots + [out_dir / "report.md"]
 
 
-__all__ = ["has_bound", "worst_row", "console_table", "bound_summary", "plot", "markdown", "render"]
+__all__ = ["has_bound", "is_trivial", "worst_row", "console_table", "bound_summary", "plot", "markdown", "render"]
