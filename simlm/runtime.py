@@ -77,9 +77,10 @@ _BLAS = {"controller": None, "limit": None, "depth": 0, "lock": threading.Lock()
 
 def one_blas_thread(fn):
     """``fn`` run with the BLAS numpy and scipy call limited to one thread (threadpoolctl), for solvers of
-    many tiny problems: there OpenBLAS's threads cost more to wake than the work they share.  On a 2-core
-    machine with another process busy, scipy's L-BFGS-B took 2.6 ms an iteration with them; the
-    natural-task experiment's quick run took 56 s, and 24–26 s with its convex solvers on one thread
+    many tiny problems: there OpenBLAS's threads cost more to wake than the work they share, once the cores
+    are busy.  On a 2-core machine under load (≈ 3–5) scipy's L-BFGS-B took 2.6 ms an iteration with them;
+    the natural-task experiment's quick run took 56 s, and 24–26 s with its convex solvers on one thread;
+    two such runs at once 30.2 s against 25.5 s; alone on an idle machine no gain (22.0 s, 23.5 s)
     (2026-12-06).  The limit is the library's, so process-wide while any such call runs (other threads' BLAS
     calls meanwhile run on one thread too); it is set when the first of overlapping calls enters and the
     former setting comes back when the last one leaves, whatever their order across threads.  Without
