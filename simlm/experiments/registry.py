@@ -163,9 +163,9 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     ``baseline`` is the value the bound allows at ε = 0 (e.g. τ for a transfer bound τ + B√(2ε/γ)), kept as the
     row's ``baseline`` column; with it the row's ``slack_used`` = (measured − baseline) / (bound − baseline) is
     the share of the slack the LM uses, None where bound − baseline ≤ ``atol`` (no slack beyond rounding: such
-    a row is judged by ``holds`` alone).  ``measured``, ``bound``, ``maximum``, ``baseline`` and ``atol`` must be real numbers (``atol``
-    finite and ≥ 0) and ``extra`` may not set a computed column (``holds``, ``trivial``, ``slack_used``,
-    ``atol``), or a :class:`ConfigError` names them."""
+    a row is judged by ``holds`` alone).  ``measured``, ``bound``, ``maximum``, ``baseline`` and ``atol`` must be
+    real numbers (``atol`` finite and ≥ 0) and ``extra`` may not set a computed column (``holds``, ``trivial``,
+    ``slack_used``, ``atol``), or a :class:`ConfigError` names them."""
     measured = _real("measured", measured, "a real number")
     atol = check_non_negative("atol", atol, finite=True)
     clash = sorted(set(extra) & set(_COMPUTED))
