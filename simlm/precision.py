@@ -28,6 +28,14 @@ def mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=EXACT)
 
 
+def in_float64(fn, *args):
+    """``fn(*args)`` under 64-bit JAX, its floating arguments in float64 (the others as they are, converted
+    inside the context): a float32 computation run again in float64, whose outputs are float64 arrays."""
+    with jax.enable_x64(True):
+        return fn(*(a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
+                    for a in map(jnp.asarray, args)))
+
+
 def exact(fn):
     """``fn`` with every product it traces (``@``, ``jnp.matmul``, ``jnp.einsum``, their gradients) at
     :data:`EXACT` precision: it runs under ``jax.default_matmul_precision("highest")``, which jax reads

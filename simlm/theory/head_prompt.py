@@ -63,12 +63,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.checks import (check_instance, check_non_negative, check_positive, check_positive_int, check_real_array,
                           check_tokens)
+from simlm.precision import in_float64
 from simlm.worlds import hmm_core as core
 from simlm.worlds import prompting
 from simlm.worlds.hmm import ChainInference
@@ -100,10 +100,9 @@ def chain64(world) -> Chain:
 
 
 def _float64(fn, *args) -> tuple[np.ndarray, ...]:
-    """``fn(*args)`` — a pure inference function of :mod:`simlm.worlds` — computed in float64."""
-    with jax.enable_x64(True):
-        out = fn(*(jnp.asarray(a, jnp.float64) if np.asarray(a).dtype.kind == "f" else jnp.asarray(a) for a in args))
-        return tuple(np.asarray(o, np.float64) for o in (out if isinstance(out, tuple) else (out,)))
+    """``fn(*args)`` — a pure inference function of :mod:`simlm.worlds` — computed in float64, as numpy."""
+    out = in_float64(fn, *args)
+    return tuple(np.asarray(o, np.float64) for o in (out if isinstance(out, tuple) else (out,)))
 
 
 _prepended_posterior = core.batched(core.prepended_state_posterior)

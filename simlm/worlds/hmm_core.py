@@ -58,7 +58,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from simlm.errors import ConfigError
-from simlm.precision import EXACT, mm  # every product at full float32 (simlm.precision)
+from simlm.precision import EXACT, in_float64, mm  # every product at full float32 (simlm.precision)
 from simlm.worlds import hmm_parallel
 
 #: the shortest sequence for which ``parallel=None`` picks the associative scan on an accelerator.
@@ -246,7 +246,8 @@ def batched(fn):
         return jax.jit(run)
 
     sequential, scans = checked(CHECKED), checked(CHECKED_SCANS)
-    exact, exact64 = jax.jit(mapped(LOG_SPACE)), _in_float64(jax.jit(mapped(LOG_SPACE)))
+    exact = jax.jit(mapped(LOG_SPACE))
+    exact64 = _in_float64(exact)  # the same program, compiled for float64 inputs
 
     def run(initial, transition, emission, *args):
         n, T = args[-1].shape
@@ -273,11 +274,8 @@ def _in_float64(fn):
         dtype = jnp.asarray(emission).dtype
         if dtype == jnp.float64:
             return fn(initial, transition, emission, *args)
-        with jax.enable_x64(True):
-            wide = [a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
-                    for a in map(jnp.asarray, (initial, transition, emission, *args))]
-            return jax.tree.map(lambda o: o.astype(dtype) if jnp.issubdtype(o.dtype, jnp.floating) else o,
-                                fn(*wide))
+        return jax.tree.map(lambda o: o.astype(dtype) if jnp.issubdtype(o.dtype, jnp.floating) else o,
+                            in_float64(fn, initial, transition, emission, *args))
 
     return run
 
