@@ -20,7 +20,9 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.experiments.registry import option_ranges, register, row
-from simlm.theory.token_accuracy import apt_by_frequency, argmax_split, token_accuracy
+from simlm.theory.corrupted_channel import chain_law64
+from simlm.theory.token_accuracy import TIE_RTOL, apt_by_frequency, argmax_split, token_accuracy
+from simlm.worlds.hmm import masked_token_probs
 
 
 def _applies(world_spec, lm_spec) -> str:
@@ -37,11 +39,11 @@ def _applies(world_spec, lm_spec) -> str:
 def token_accuracy_check(cell) -> list:
     world = cell.world
     x = np.asarray(cell.tokens)[: check_positive_int("max_sequences", cell.options["max_sequences"], minimum=2)]
-    bayes = np.asarray(world.masked_token_probs(x), np.float64)
+    bayes = chain_law64(masked_token_probs, world, x)  # float64: ties of the exact law scored as ties
     log_probs = np.asarray(cell.lm.masked_token_logprobs(x), np.float64)
     probs, every = np.exp(log_probs), np.ones(x.shape, bool)
     lm = token_accuracy(probs, x, every, bayes, log_probs=log_probs)  # the KL from the logs: exact where p underflows
-    opt = token_accuracy(bayes, x, every, bayes)
+    opt = token_accuracy(bayes, x, every, bayes, tie_rtol=TIE_RTOL)
     freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
     rho_lm, rho_b = apt_by_frequency(lm, freq, 1).spearman, apt_by_frequency(opt, freq, 1).spearman
     pred, tied, share = argmax_split(probs.reshape(-1, probs.shape[-1]))  # an exact tie split evenly
@@ -49,7 +51,8 @@ def token_accuracy_check(cell) -> list:
     right[tied] = (share * bayes.reshape(len(pred), -1)[tied]).sum(-1)
     expected = float(right.mean())
     ceiling = float(bayes.max(-1).mean())
-    baseline = float(bayes[..., int(freq.argmax())].mean())  # always the most frequent token
+    # always the most frequent token: where several are, one of them at random (the even split of a tie)
+    baseline = float(bayes[..., np.flatnonzero(freq == freq.max())].mean())
     rows = [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),
             row("accuracy", lm.accuracy, accuracy_se=lm.accuracy_se),
             row("bayes_mean_apt", opt.mean_apt), row("bayes_accuracy", opt.accuracy)]

@@ -45,7 +45,8 @@ from simlm.experiments.token_accuracy_plots import plot, summary, verdicts
 from simlm.jsonio import jsonable, write_json_atomic
 from simlm.theory.block_readout import finetune_along_blocks, order_parameter, substitution_test
 from simlm.theory.corrupted_channel import Corruption, bayes_corrupted_probs, corrupt, state_marginals
-from simlm.theory.token_accuracy import apt_by_frequency, confusion_clusters, token_accuracy, within_class_errors
+from simlm.theory.token_accuracy import (TIE_RTOL, apt_by_frequency, confusion_clusters, token_accuracy,
+                                        within_class_errors)
 from simlm.worlds.base import check_number
 from simlm.worlds.topic import topic_of_state
 
@@ -134,10 +135,10 @@ def bayes_summary(classed, n: int, T: int, corruption: Corruption, seed: int) ->
     w = classed.hmm
     x = np.asarray(w.sample(seed, n, T))
     y, sel = corrupt(seed + 1, x, corruption, int(w.n_symbols))
-    bayes = bayes_corrupted_probs(w, y, corruption)
+    bayes = bayes_corrupted_probs(w, y, corruption)  # float64: an exact law, its ties scored as ties
     out = {}
     for name, where in (("selected", sel), ("masked", sel & (y == w.n_symbols))):
-        acc = token_accuracy(bayes, x, where, bayes)
+        acc = token_accuracy(bayes, x, where, bayes, tie_rtol=TIE_RTOL)
         prof = apt_by_frequency(acc, frequencies(w, T))
         out[name] = {"mean_apt": acc.mean_apt, "mean_apt_se": acc.mean_apt_se, "mean_apt_rb": acc.mean_apt_rb,
                      "accuracy": acc.accuracy, "accuracy_se": acc.accuracy_se, "n_predicted": acc.n_predicted,

@@ -43,10 +43,11 @@ from flax import nnx
 from simlm.checks import as_array, as_rng, check_positive_int, check_real_array, check_tokens
 from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
-from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, check_chain_world, corrupt,
-                                            local_bayes_probs)
-from simlm.theory.token_accuracy import TokenAccuracy, confusion_clusters, token_accuracy
+from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, chain_law64, check_chain_world,
+                                            corrupt, local_bayes_probs)
+from simlm.theory.token_accuracy import TIE_RTOL, TokenAccuracy, confusion_clusters, hits, token_accuracy
 from simlm.worlds.base import check_flag, check_number
+from simlm.worlds.hmm import smoothed_posterior
 
 
 @partial(jax.jit, static_argnums=0)
@@ -131,14 +132,14 @@ class OrderParameter:
 GAP_Z = 2.0
 
 
-def _resolved_gap(truth, bayes_pred, local_pred) -> float:
-    """acc_Bayes − acc_local over the selected positions whose true tokens are ``truth (m,)``, from the two
-    predictors' argmaxes ``(m,)`` there — or NaN where that gap is not resolved: not above 0, or not above
-    :data:`GAP_Z` standard errors of the mean of the paired differences d_i = 1[Bayes right at i] − 1[local
-    right at i] (sd(d) / √m, ddof 1; positions treated as independent, as APT's binomial errors are; one
-    position resolves nothing).  A gap of one position in 76 (1/76 against 2 · 0.013) is not resolved:
-    divided by it, (acc_k − acc_local) read −13 to −24."""
-    d = (np.asarray(bayes_pred) == truth).astype(np.float64) - (np.asarray(local_pred) == truth)
+def _resolved_gap(bayes_hit, local_hit) -> float:
+    """acc_Bayes − acc_local over the selected positions, from the two predictors' hits ``(m,)`` there (1 where
+    right, 0 where wrong, 1/|tie| where a tie holds the true token: :func:`hits`) — or NaN where that gap is
+    not resolved: not above 0, or not above :data:`GAP_Z` standard errors of the mean of the paired
+    differences d_i = hit_Bayes,i − hit_local,i (sd(d) / √m, ddof 1; positions treated as independent, as
+    APT's binomial errors are; one position resolves nothing).  A gap of one position in 76 (1/76 against
+    2 · 0.013) is not resolved: divided by it, (acc_k − acc_local) read −13 to −24."""
+    d = np.asarray(bayes_hit, np.float64) - np.asarray(local_hit, np.float64)
     gap = float(d.mean())
     se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
     return gap if gap > 0 and gap > GAP_Z * se else float("nan")
@@ -167,14 +168,14 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
     for name, sel in (("train_tokens", s_tr), ("test_tokens", s_te)):
         if not sel.any():
             raise ShapeError(f"{name}: the corruption selected no position of these {sel.size} tokens; give more")
-    bayes = bayes_corrupted_probs(world, y_te, corruption)
-    b_acc = token_accuracy(bayes, x_te, s_te, bayes)
+    bayes = bayes_corrupted_probs(world, y_te, corruption)  # float64, as the local law: exact laws, ties as ties
+    b_acc = token_accuracy(bayes, x_te, s_te, bayes, tie_rtol=TIE_RTOL)
     local = local_bayes_probs(world, y_te, corruption)
-    l_acc = token_accuracy(local, x_te, s_te, bayes)
+    l_acc = token_accuracy(local, x_te, s_te, bayes, tie_rtol=TIE_RTOL)
     f_te = block_features(lm, y_te)
     f_tr = block_features(lm, y_tr) if "probe" in readouts else None
     truth = x_te[s_te]
-    resolved = _resolved_gap(truth, bayes[s_te].argmax(-1), local[s_te].argmax(-1))
+    resolved = _resolved_gap(hits(bayes[s_te], truth, TIE_RTOL), hits(local[s_te], truth, TIE_RTOL))
     gap = b_acc.accuracy - l_acc.accuracy if np.isfinite(resolved) else float("nan")
     rows, final = [], None
     for k in range(f_te.shape[0]):
@@ -228,7 +229,7 @@ def label_posterior(world, tokens, state_label, position: int) -> np.ndarray:
     lab = _state_labels(state_label, int(check_chain_world(world, states=True).n_states))
     toks, _ = check_tokens(tokens, int(world.n_symbols))
     position = _position(position, toks.shape[1])
-    post = np.asarray(world.state_posterior(toks), np.float64)[:, position]
+    post = chain_law64(smoothed_posterior, world, toks)[:, position]  # float64: a Bayes decision's law
     return post @ np.eye(lab.max() + 1)[lab]
 
 
@@ -327,7 +328,7 @@ def finetune_along_blocks(lm, world, train, test, state_label, position: int, *,
         conf = np.asarray(jax.nn.softmax(head.logits(f_te[k]), axis=-1)).max(-1)
     post = label_posterior(world, x_te, lab, position)
     a_m, a_b = input_apt(apt_model, x_te), input_apt(apt_bayes, x_te)
-    return FineTuning(np.array(acc), float(np.mean(post.argmax(1) == y_te)), float(post.max(1).mean()),
+    return FineTuning(np.array(acc), float(hits(post, y_te, TIE_RTOL).mean()), float(post.max(1).mean()),
                       float(np.bincount(y_te, minlength=C).max() / len(y_te)), _pearson(conf, a_m),
                       _pearson(post.max(1), a_b), conf, post.max(1), a_m, a_b, head)
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from simlm.checks import as_rng, check_memory, check_positive_int, check_tokens
 from simlm.errors import ConfigError, TokenError
-from simlm.precision import exact
+from simlm.precision import exact, in_float64
 from simlm.worlds import hmm_core as core
 from simlm.worlds.base import check_flag, check_number
 
@@ -151,23 +151,41 @@ def _inputs(world, inputs) -> np.ndarray:
 
 def bayes_corrupted_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
     """The Bayes-optimal masked LM on BERT-corrupted ``inputs (n, T)`` (MASK = id V) of an HMM-backed
-    ``world`` (anything with ``.chain``): P(x_t = · | y, s_t = 1), ``(n, T, V)`` float32, every position.
+    ``world`` (anything with ``.chain``): P(x_t = · | y, s_t = 1), ``(n, T, V)`` float64, every position.
     An input is possible when some corruption of some sequence the world allows yields it: every input of
     symbols is when b > 0 (the channel gives every symbol probability ≥ q·b/V > 0), not one holding MASK
-    when mask = 0; an impossible input raises ``TokenError``."""
+    when mask = 0; an impossible input raises ``TokenError``.
+
+    Computed in float64 (from the world's parameters as stored): the Bayes predictor is this law's argmax,
+    and in float32 its rounding (~1e-7) broke exact ties — 0.5 and 0.5 read 0.50000006 and 0.5, and the
+    predictor's accuracy credited one token where a tie splits evenly.  Score it with
+    :data:`~simlm.theory.token_accuracy.TIE_RTOL`."""
     corruption, y = check_corruption(corruption), _inputs(world, inputs)
     C, Cs = channels(corruption, int(world.n_symbols))
     initial, transition, emission = world.chain
-    dt = emission.dtype
-    args = (initial, transition, emission, jnp.asarray(C, dt), jnp.asarray(Cs, dt), y)
-    (probs, _), lost = _batched_posterior(*args)
-    if np.asarray(lost).any():  # a block buried below the float range (simlm.worlds.hmm_core)
-        probs, _ = _exact_posterior(*args)
-    probs = np.asarray(probs)
+    args = (initial, transition, emission, C, Cs, y)
+    (probs, _), lost = in_float64(_batched_posterior, *args)
+    if np.asarray(lost).any():  # a block buried below even float64's range (simlm.worlds.hmm_core)
+        probs, _ = in_float64(_exact_posterior, *args)
+    probs = np.asarray(probs, np.float64)
     if not np.isfinite(probs).all():
         i = int(np.flatnonzero(~np.isfinite(probs).all(axis=(1, 2)))[0])
         raise TokenError(f"inputs: sequence {i} is impossible under this world and corruption")
     return probs
+
+
+def chain_law64(fn, world, tokens) -> np.ndarray:
+    """``fn(*world.chain, tokens)`` — an exact law of :mod:`simlm.worlds.hmm` that returns ``(law, per-step
+    log-probs)``, e.g. ``masked_token_probs`` or ``smoothed_posterior`` — computed in float64 from the world's
+    parameters as stored, as numpy: the law whose argmax is a Bayes decision, scored with ties as ties
+    (:data:`~simlm.theory.token_accuracy.TIE_RTOL`; float32 rounding breaks them).  ``tokens (n, T)`` must be
+    possible (every step's probability positive) or a ``TokenError`` names the first impossible sequence."""
+    toks, _ = check_tokens(tokens, int(check_chain_world(world).n_symbols))
+    law, steps = in_float64(fn, *world.chain, toks)
+    impossible = ~np.isfinite(np.asarray(steps)).all(-1)
+    if impossible.any():
+        raise TokenError(f"tokens: sequence {int(np.flatnonzero(impossible)[0])} is impossible under this world")
+    return np.asarray(law, np.float64)
 
 
 def state_marginals(world, length: int) -> np.ndarray:

@@ -159,7 +159,7 @@ def _check_log_law(name: str, logq: np.ndarray, law: np.ndarray, where: np.ndarr
 LAW_ATOL = 1e-4
 
 
-def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> TokenAccuracy:
+def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None, tie_rtol: float = 0.0) -> TokenAccuracy:
     """APT of the predictor argmax ``probs (n, T, V)`` at the ``selected (n, T)`` positions of ``tokens (n, T)``;
     with ``bayes (n, T, V)`` (the exact P(x_t | y, s_t = 1)) also the Rao–Blackwell APT and per-type KL.
 
@@ -175,9 +175,13 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
     token counts as predicted (ties went to the lowest id: a flat LM's accuracy was token 0's frequency, and
     moved with the tokens' numbering).  A law flat only in exact arithmetic (e.g. ``local_bayes_probs`` at a
     MASK of a world with a uniform marginal) has no exact tie: it predicts whatever its last bits favour, so
-    its confusion matrix, ``n_predicted`` and clusters are noise."""
+    its confusion matrix, ``n_predicted`` and clusters are noise — unless it is scored as the exact law it is:
+    computed in float64 and with ``tie_rtol =`` :data:`TIE_RTOL`, where scores that close to the maximum are
+    tied (:func:`argmax_split`; the Bayes and local laws of :mod:`simlm.theory.corrupted_channel` are float64
+    for this)."""
     p = _laws("probs", probs)
     n, T, V = p.shape
+    tie_rtol = check_number("tie_rtol", tie_rtol, minimum=0.0, maximum=1.0)
     x, _ = check_tokens(tokens, V)
     sel = as_array("selected", selected)
     if sel.dtype.kind not in "biu" or (sel.dtype.kind != "b" and not np.isin(sel, (0, 1)).all()):
@@ -191,7 +195,7 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
         raise ShapeError(f"tokens, selected: expected shape ({n}, {T}) to match probs, got {x.shape} and {sel.shape}")
     if not sel.any():
         raise ShapeError("selected: no position is selected, so no accuracy can be measured")
-    truth, (pred, tied, share) = x[sel].astype(int), argmax_split(p[sel])
+    truth, (pred, tied, share) = x[sel].astype(int), argmax_split(p[sel], tie_rtol)
     hit = (pred == truth).astype(np.float64)
     hit[tied] = share[np.arange(len(tied)), truth[tied]]
     counts = np.bincount(truth, minlength=V).astype(np.float64)
@@ -236,16 +240,34 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None) -> To
                          int(np.count_nonzero(confusion.sum(0))))
 
 
-def argmax_split(scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The argmax of each row of ``scores (m, V)`` with exact ties split evenly: ``pred (m,)`` (the lowest
-    tied id), ``tied (k,)`` the rows whose maximum is tied, and ``share (k, V)`` their predictor's law — 1/|tie|
-    on each tied token (a random tie-break; only tied rows are spelt out, so m × V is never materialised)."""
+def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The argmax of each row of ``scores (m, V)`` with ties split evenly: ``pred (m,)`` (the lowest tied id),
+    ``tied (k,)`` the rows whose maximum is tied, and ``share (k, V)`` their predictor's law — 1/|tie| on each
+    tied token (a random tie-break; only tied rows are spelt out, so m × V is never materialised).
+
+    A tie is exact by default (``rtol = 0``): an LM predicts what its own numbers favour.  An *exact* law
+    computed in floats carries rounding that breaks its true ties (0.5 and 0.5 come out 0.50000006 and 0.5 in
+    float32), so score it in float64 with ``rtol =`` :data:`TIE_RTOL`: scores within ``rtol`` × the row's
+    maximum of it are tied."""
     q = np.asarray(scores)
+    rtol = check_number("rtol", rtol, minimum=0.0, maximum=1.0)
     pred = q.argmax(-1)
     top = q.max(-1, keepdims=True)
-    tied = np.flatnonzero((q == top).sum(-1) > 1)
-    share = (q[tied] == top[tied]).astype(np.float64)
+    at_top = q >= top - rtol * np.abs(top) if rtol else q == top
+    tied = np.flatnonzero(at_top.sum(-1) > 1)
+    share = at_top[tied].astype(np.float64)
     return pred, tied, share / share.sum(-1, keepdims=True)
+
+
+def hits(scores, truth, rtol: float = 0.0) -> np.ndarray:
+    """Whether the argmax of each row of ``scores (m, V)`` is ``truth (m,)``, ties split as :func:`argmax_split`
+    splits them: 1 or 0, or 1/|tie| where the truth is among |tie| tied tokens — the expected hit of a random
+    tie-break, float64 ``(m,)``."""
+    truth = np.asarray(truth)
+    pred, tied, share = argmax_split(scores, rtol)
+    hit = (pred == truth).astype(np.float64)
+    hit[tied] = share[np.arange(len(tied)), truth[tied]]
+    return hit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,6 +422,6 @@ def within_class_errors(confusion, classes) -> float:
     return float((off * (c[:, None] == c[None, :])).sum() / total) if total > 0 else float("nan")
 
 
-__all__ = ["TokenAccuracy", "token_accuracy", "argmax_split", "FrequencyProfile", "apt_by_frequency",
-           "ConfusionClusters", "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information",
+__all__ = ["TokenAccuracy", "token_accuracy", "argmax_split", "hits", "TIE_RTOL", "FrequencyProfile",
+           "apt_by_frequency", "ConfusionClusters", "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information",
            "within_class_errors"]
