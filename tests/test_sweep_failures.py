@@ -321,3 +321,37 @@ def test_a_ray_job_whose_worker_crashed_is_lost_not_the_sweep_and_a_job_that_rai
     outcome["b"] = RayTaskError("ValueError in the job")
     with pytest.raises(RayTaskError):
         dict(executor.map(lambda p: p, ["a", "b", "c"]))
+
+
+def test_a_row_json_cannot_hold_fails_its_cell_not_the_sweep(monkeypatch, tmp_path):
+    """A check returning a row with a set in it raised TypeError from the store's json.dumps, outside the
+    cell's try: the sweep stopped at that cell with a traceback, no tables were written, and every rerun
+    stopped at the same cell (the later cells never computed).  It is that cell's error now."""
+    check = registry.get_check("simlm/epsilon")
+
+    def run(cell):
+        rows = check.run(cell)
+        return [{**rows[0], "note": {1, 2}}] + rows[1:] if cell.world_spec["name"] == "h1" else rows
+
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", dataclasses.replace(check, run=run))
+    result = run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    [error] = result["errors"]
+    assert error["cell"].startswith("h1|") and "cannot be stored as JSON" in error["error"]
+    assert {r["world"] for r in result["rows"]} == {"h2"} and (tmp_path / "results.csv").exists()
+    assert len(CellStore(tmp_path / "cells.jsonl")) == 2
+
+
+def test_a_row_that_relabels_its_cell_is_refused(monkeypatch, tmp_path):
+    """A row could overwrite the runner's world/check/paper columns and be filed under a cell that never
+    computed it; repeating the cell's own value stays allowed (the experiments' rows carry ``world``)."""
+    check = registry.get_check("simlm/epsilon")
+
+    def run(cell):
+        own = cell.world_spec["name"]
+        return [{**r, "world": own if own == "h2" else "elsewhere"} for r in check.run(cell)]
+
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", dataclasses.replace(check, run=run))
+    result = run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    [error] = result["errors"]
+    assert error["cell"].startswith("h1|") and "['world']" in error["error"] and "'h1'" in error["error"]
+    assert {r["world"] for r in result["rows"]} == {"h2"}

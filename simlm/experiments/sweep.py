@@ -584,7 +584,7 @@ def check_job(payload: str) -> str:
         shared = {"paper": check.paper, "check": name, "world": world_spec["name"], "world_seed": world_spec["seed"],
                   "lm": lm_label(lm_spec), "lm_seed": lm_spec.get("seed"), "eps": eps, "eps_se": eps_se}
         try:
-            records, error = [_shared_with(shared, r) for r in check.run(cell)], None
+            records, error = _storable([_shared_with(shared, r) for r in check.run(cell)]), None
         except Exception as err:  # noqa: BLE001 — one cell's failure (a MemoryError, XLA's RESOURCE_EXHAUSTED, a
             records, error = [], _failure(err)  # bug) is that cell's, stored and listed; the others still run
         finish(key, records, error, time.perf_counter() - started)
@@ -601,13 +601,35 @@ def _failure(err: Exception) -> str:
     return f"{text} (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
 
 
+#: the shared columns a check's row may not set: they say where the row was computed (its cell's key)
+CELL_COLUMNS = ("paper", "check", "world", "world_seed")
+
+
 def _shared_with(shared: dict, record: dict) -> dict:
     """A check's row with the runner's shared columns.  A row that names its own LM (``lm``: one the check
     built inside the cell) takes none of the cell's LM's columns: its ``lm_seed``, ``eps`` and ``eps_se`` are
-    those it gives, else None — not the cell's LM's (the oracle's ε = 0 for an LM that was never built)."""
+    those it gives, else None — not the cell's LM's (the oracle's ε = 0 for an LM that was never built).  A
+    row that sets one of :data:`CELL_COLUMNS` to another value than its cell's is refused (``ConfigError``,
+    the cell's error): it would be filed under another world or check than the cell that computed it."""
+    clash = sorted(k for k in CELL_COLUMNS if k in record and record[k] != shared[k])
+    if clash:
+        raise ConfigError(f"records: the check's row sets the runner's column(s) {clash}, which name the cell "
+                          f"that computed it ({', '.join(f'{k}={shared[k]!r}' for k in clash)})")
     if "lm" in record:
         shared = {**shared, "lm_seed": None, "eps": None, "eps_se": None}
     return {**shared, **record}
+
+
+def _storable(records: list) -> list:
+    """``records`` as the store writes them (:func:`~simlm.jsonio.jsonable`, then JSON without NaN), or the
+    error that writing them would raise — raised here, inside the cell, so that a row JSON cannot hold (a set,
+    an object, a tuple key) is that cell's error and not the whole sweep's (it stopped every rerun at it)."""
+    out = jsonable(records)
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"records: a row the check returned cannot be stored as JSON ({err})") from None
+    return out
 
 
 # ---- the runner --------------------------------------------------------------------------------------
