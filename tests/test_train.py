@@ -19,7 +19,8 @@ from simlm.jsonio import locked
 from simlm.metrics.epsilon import divergence_report
 from simlm.models.finite import quad_excess
 from simlm.models.transformer import TransformerConfig
-from simlm.train import Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, train
+from simlm.train import (Training, TrainConfig, exact_epsilon, exact_masked_epsilon, load_lm, masked_eval_positions,
+                         train)
 from simlm.train import objectives
 from simlm.train import trainer as trainer_module
 from simlm.worlds.loglinear import LogLinearWorld
@@ -111,7 +112,8 @@ def test_masked_lm_objective_lowers_the_masked_epsilon(tmp_path):
     final, _ = exact_masked_epsilon(WORLD, result.final_lms[0], eval_tokens(config))
     assert final < eps[0]
     # the trainer's recorded ε is the exact masked ε at its evaluation positions (evenly spaced, eval_positions)
-    positions = np.unique(np.linspace(0, config.seq_len - 1, config.eval_positions).astype(np.int32))
+    positions = masked_eval_positions(config)
+    assert positions.tolist() == np.unique(np.linspace(0, 11, 8).astype(int)).tolist()  # 8 of the 12, spread
     at_positions, _ = exact_masked_epsilon(WORLD, result.final_lms[0], eval_tokens(config), positions)
     assert eps[-1] == pytest.approx(at_positions, rel=1e-5)
 
@@ -531,3 +533,18 @@ def test_a_trained_lm_warns_when_a_law_reads_a_position_it_was_never_trained_at(
             warnings.simplefilter("error")
             lm.appended_token_logprobs(x[:, :11])
             lm.next_token_logprobs(x)
+
+
+def test_a_run_stopped_by_until_step_before_evaluating_diverged_parameters_raises(tmp_path):
+    """At lr 1e30 the first update makes the parameters NaN while the loss it reports (computed before the
+    update) is finite; with ``until_step=1`` no evaluation read them and ``train`` returned NaN models as
+    its final_lms.  It raises, as the uninterrupted run does at its next evaluation."""
+    from simlm.errors import TrainingDivergedError
+
+    config = TrainConfig(targets=(1e-9,), batch_size=8, seq_len=8, max_steps=60, eval_every=50, learning_rate=1e30,
+                         warmup_steps=0, grad_clip=0.0, weight_decay=0.0, eval_sequences=16, checkpoint_every=15)
+    model = TransformerConfig(**{**MODEL.to_dict(), "max_len": 8})
+    with pytest.raises(TrainingDivergedError, match="non-finite at step 1.*until_step stopped the run at step 1"):
+        train(WORLD, model, config, tmp_path, progress=False, until_step=1)
+    with pytest.raises(TrainingDivergedError):  # the resume point is step 0's, and resuming diverges again
+        train(WORLD, model, config, tmp_path, progress=False)

@@ -2,7 +2,8 @@
 
 from simlm.train.checkpoint import load_lm
 from simlm.metrics.epsilon import divergence_report, exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon
-from simlm.train.trainer import Batch, LadderRecord, TrainConfig, Training, TrainResult, TrainState, seed_mesh, train
+from simlm.train.trainer import (Batch, LadderRecord, TrainConfig, Training, TrainResult, TrainState,
+                                 masked_eval_positions, seed_mesh, train)
 
 __all__ = ["train", "TrainConfig", "TrainResult", "LadderRecord", "Training", "TrainState", "Batch", "seed_mesh",
-           "load_lm", "exact_epsilon", "exact_masked_epsilon", "exact_prepended_epsilon", "divergence_report"]
+           "masked_eval_positions", "load_lm", "exact_epsilon", "exact_masked_epsilon", "exact_prepended_epsilon", "divergence_report"]

@@ -89,7 +89,7 @@ class TrainConfig:
     eval_sequences: int = 64
     eval_seed: int = 2**20  # the held-out set: world.sample(eval_seed, eval_sequences, seq_len)
     eval_every: int = 50  # the largest spacing; closer near a predicted crossing (simlm.train.schedule)
-    eval_positions: int = 8  # masked ε: positions evaluated per sequence
+    eval_positions: int = 8  # masked ε: positions evaluated per sequence (masked_eval_positions)
     checkpoint_every: int = 500  # resume point ("last/"): the first evaluation at or after each multiple
     mask_rate: float = 0.15
     corruption: tuple = (0.8, 0.1, 0.1)
@@ -246,6 +246,12 @@ def _validate_training(world, model_config, config) -> None:
                  what=f"evaluating {n} model(s) on {config.eval_sequences} sequences × {passes} pass(es)")
     if config.data == "corpus":
         check_memory("corpus_sequences", config.corpus_sequences * T, what=f"a corpus of seq_len {T}")
+
+
+def masked_eval_positions(config: TrainConfig) -> np.ndarray:
+    """The positions at which the trainer evaluates a masked LM's ε in every held-out sequence:
+    ``min(eval_positions, seq_len)`` evenly spread over 0..seq_len − 1, int32 (e.g. 0, 3, 7 for 3 of 8)."""
+    return np.unique(np.linspace(0, config.seq_len - 1, min(config.eval_positions, config.seq_len)).astype(np.int32))
 
 
 def _optimizer(config: TrainConfig):
@@ -419,7 +425,7 @@ class Training:
         c, world, graphdef, rest = self.config, self.world, self.graphdef, self.rest
         tokens = np.asarray(world.sample(c.eval_seed, c.eval_sequences, c.seq_len))
         if c.objective == "masked-lm":
-            pos = np.unique(np.linspace(0, c.seq_len - 1, min(c.eval_positions, c.seq_len)).astype(np.int32))
+            pos = masked_eval_positions(c)
             ref = _reference_laws("world: masked_token_probs", jnp.log(world.masked_token_probs(tokens, pos)),
                                  lambda i: f"sequence {i[0]}, masked position {int(pos[i[1]])} (masked law)")
             laws = lambda m, x: masked_token_logprobs(m, x, jnp.asarray(pos))
@@ -537,10 +543,15 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
           progress: bool = True, until_step: int | None = None) -> TrainResult:
     """Train ``len(config.seeds)`` models on ``world`` down the ε ladder ``config.targets``.
 
-    ε is the exact mean KL(p* ‖ p_θ) per token on the held-out set (masked-lm: at the masked
-    positions, against the single-mask law p*(x_t | x_−t); quad: the exact Quad excess ½‖Φᵀ(f − f*)‖²),
-    with the world's laws renormalised as :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them
-    (:func:`_reference_laws`), so a rung's recorded ε is the exact ε of its checkpoint on that set.
+    ε is the exact mean KL(p* ‖ p_θ) per token on the held-out set (masked-lm: at the
+    ``config.eval_positions`` positions :func:`masked_eval_positions` of every sequence, evenly spread, not at
+    all T, against the single-mask law p*(x_t | x_−t) — ``exact_masked_epsilon(world, lm, heldout,
+    masked_eval_positions(config))`` gives a rung's ε again, while all T positions give another number; quad:
+    the exact Quad excess ½‖Φᵀ(f − f*)‖²), with the world's laws renormalised as
+    :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them (:func:`_reference_laws`), so a rung's
+    recorded ε is the exact ε of its checkpoint on that set.  The learning rate warms up linearly from 0
+    over ``warmup_steps`` (so the first step moves nothing) and then decays along a cosine to
+    0.1 × ``learning_rate`` at ``max_steps``.
     Under BERT corruption (the default ``corruption=(0.8, 0.1, 0.1)``) the masked objective's optimum is
     P(x_t | y, s_t = 1), which allows for randomised visible tokens, so its ε is not 0: ~7.5e-4 nats on a
     16-state permutation-mixture HMM, ~1.8e-3 on a Dirichlet(0.1) HMM — a floor to keep well under the
@@ -645,6 +656,15 @@ def _train(world, model_config, config, run_dir: Path, header: dict, *, progress
             save(anchor)  # interrupted (until_step) or finished: the resume point is the last evaluation kept
     finally:
         bar.close()
+    if state["step"] != anchor.step:
+        # stopped by until_step after steps no evaluation has read (the losses checked are each computed before
+        # its update): the models returned are evaluated, not logged — the run's metrics stay an uninterrupted
+        # run's — and diverged ones refused, as that run's next evaluation would refuse them
+        try:
+            _check_finite(run.evaluate(arrays.params), None, state["step"], config, run_dir)
+        except TrainingDivergedError as err:
+            raise TrainingDivergedError(f"{err} (step {anchor.step}; until_step stopped the run at step "
+                                        f"{state['step']}, before its next evaluation)") from None
     return _result(run, arrays.params, state, run_dir, header)
 
 
