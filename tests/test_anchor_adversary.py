@@ -394,3 +394,43 @@ def test_the_float64_kl_of_a_position_without_support_is_zero():
     with np.errstate(divide="ignore"):
         model = np.log(np.array([[[0.5, 0.5], [1.0, 0.0]]]))
     assert kl_float64(ref, model).tolist() == [0.0]
+
+
+def _weighted(seed: int):
+    """Five contexts with Dirichlet(0.7) weights on a random log-linear law (the review's construction)."""
+    from simlm.theory.anchors import AnchorContexts, log_softmax
+
+    r = np.random.default_rng(seed)
+    f, E, w = r.normal(size=(5, 3)), r.normal(size=(3, 4)), r.dirichlet(np.full(5, 0.7))
+    ctx = AnchorContexts(log_softmax(f @ E), f, E, w, np.arange(5), None)
+    bulk = bulk_mask(ctx.logp, top_k=1)
+    return ctx, bulk, word_task(ctx, world_anchor_fit(ctx, bulk), [0, 1], [1.0, 0.5])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_with_unequal_weights_a_context_that_no_longer_fits_is_skipped_not_the_end_of_the_flips(seed):
+    """The worst LM stopped at the first context (in order of KL) its budget could not afford: on seed 0's
+    five contexts at ε = 1.7e-6 it flipped nothing where context 3 (π 0.047) fits, erring on 0.047.  Against
+    every subset of contexts: its flipped π-mass is the optimum at every budget the cheapest-first prefix
+    spends exactly (what worst_case_slack scans), at least the prefix's everywhere, and its ε within budget."""
+    import itertools
+
+    ctx, bulk, task = _weighted(seed)
+    costs = flip_costs(task, ctx, bulk)
+    w, ok = ctx.weights, np.isfinite(costs.kl)
+    cost = np.where(ok, w * costs.kl, np.inf)
+    subsets = np.array(list(itertools.product([0, 1], repeat=5)), bool)
+    order = np.argsort(np.where(ok, costs.kl, np.inf), kind="stable")[: ok.sum()]
+    prefix = np.cumsum(cost[order])
+    between = np.sort(cost[ok])  # each context's own price: where a skipped context may fit alone
+    for budget in np.concatenate([prefix, between]):
+        affordable = np.array([cost[s].sum() <= budget * (1 + 1e-12) for s in subsets])  # sums in another order
+        best = max(w[s].sum() for s in subsets[affordable])
+        wc = worst_case_lm(task, ctx, bulk, float(budget), costs=costs, spend=False)
+        assert wc.eps <= budget * (1 + 1e-9) and wc.error == pytest.approx(float(w @ wc.flipped), abs=1e-12)
+        assert wc.error >= w[order[: int(np.searchsorted(prefix, budget, side="right"))]].sum() - 1e-12
+        if budget in prefix:
+            assert wc.error == pytest.approx(best, abs=1e-12), budget
+    if seed == 0:  # the review's case
+        wc = worst_case_lm(task, ctx, bulk, 1.7146e-6)
+        assert wc.flipped.tolist() == [False, False, False, True, False] and wc.error == pytest.approx(w[3], abs=1e-12)

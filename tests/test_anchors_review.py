@@ -443,3 +443,49 @@ def test_contexts_whose_weights_are_not_a_law_are_refused():
             dataclasses.replace(ctx, weights=weights)
     with pytest.raises(ShapeError, match="^weights: expected one weight per row"):
         dataclasses.replace(ctx, weights=np.array([1.0]))
+
+
+def _rows(seed=0, n=4, d=2, V=3):
+    r = np.random.default_rng(seed)
+    f, E = r.normal(size=(n, d)), r.normal(size=(d, V))
+    z = f @ E
+    return z - np.log(np.exp(z).sum(-1, keepdims=True)), f, E, np.full(n, 1 / n), np.arange(n), None
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("logp", lambda lp: np.where(np.arange(3) == 0, np.nan, lp), ConfigError),  # NaN: readout_error read 0.5
+    ("logp", lambda lp: lp - np.log(2), DistributionError),  # rows summing to ½: finite flip KLs
+    ("logp", lambda lp: lp[0], ShapeError),
+    ("features", lambda f: f[:3], ShapeError),  # word_task raised numpy's unnamed matmul error
+    ("features", lambda f: np.where(f > 0, np.inf, f), ConfigError),
+    ("embeddings", lambda E: E[:, :2], ShapeError),
+    ("states", lambda s: s[:2], ShapeError),
+    ("planted", lambda _: np.ones(5), ShapeError),
+])
+def test_anchor_contexts_refuse_rows_that_are_not_a_worlds(field, value, error):
+    """AnchorContexts checked only its weights: NaN or unnormalised log-laws and mismatched features were
+    accepted and gave numbers (a readout error of 0.5, finite flip KLs) without an error."""
+    from simlm.theory.anchors import AnchorContexts
+
+    fields = dict(zip(("logp", "features", "embeddings", "weights", "states", "planted"), _rows()))
+    fields[field] = value(fields[field])
+    with pytest.raises(error, match=f"^{field}"):
+        AnchorContexts(**fields)
+
+
+def test_probability_part_and_markov_tail_refuse_bad_words_coefficients_and_eps():
+    from simlm.theory.anchor_bound import markov_tail
+    from simlm.theory.anchors import probability_part
+
+    lp = _rows()[0]
+    bulk = np.zeros(lp.shape, bool)
+    bulk[:, 2] = True
+    assert np.isfinite(probability_part(lp, bulk, [0, 1], [1.0, 0.5])).all()
+    for words, coef, name in (([-1], [1.0], "words"), ([9], [1.0], "words"), ([0, 1], [1.0], "coef"),
+                              ([0, 1], [1.0, np.nan], "coef")):
+        with pytest.raises((ConfigError, ShapeError), match=f"^{name}"):
+            probability_part(lp, bulk, words, coef)
+    for eps in (-1.0, np.nan, np.inf):
+        with pytest.raises(ConfigError, match="^eps"):
+            markov_tail(0.1, eps)
+    assert markov_tail(0.1, 0.001) == pytest.approx(0.05)

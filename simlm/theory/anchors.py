@@ -62,9 +62,21 @@ class AnchorContexts:
     planted: np.ndarray | None
 
     def __post_init__(self):  # π weighs every ε and error: unnormalised weights scaled them silently (×3 → 3ε)
+        lp = check_real_array("logp", self.logp)  # the others are read against p*: NaN rows read as errors of ½
+        if lp.ndim != 2:
+            raise ShapeError(f"logp: expected the rows' log-laws (n, V), got shape {lp.shape}")
+        check_lm_laws("logp", lp, lp.shape)  # every row a law (a row summing to ½ gave finite flip KLs)
+        (n, V), f = lp.shape, check_real_array("features", self.features)
+        if f.ndim != 2 or len(f) != n:
+            raise ShapeError(f"features: expected f*(x) for each of the {n} rows, (n, d), got shape {f.shape}")
+        E = check_shaped("embeddings", self.embeddings, (f.shape[1], V))
         w = check_distributions("weights", self.weights, atol=1e-9)
-        if w.ndim != 1 or len(w) != len(self.logp):
-            raise ShapeError(f"weights: expected one weight per row, shape ({len(self.logp)},), got {w.shape}")
+        if w.ndim != 1 or len(w) != n:
+            raise ShapeError(f"weights: expected one weight per row, shape ({n},), got {w.shape}")
+        if np.shape(self.states) != (n,):
+            raise ShapeError(f"states: expected one state per row, shape ({n},), got {np.shape(self.states)}")
+        if self.planted is not None:
+            check_shaped("planted", self.planted, (E.shape[0],))
 
     @property
     def logits(self) -> np.ndarray:
@@ -437,7 +449,9 @@ def probability_part(logp, bulk, words, coef) -> np.ndarray:
     if lp.ndim != 2:
         raise ShapeError(f"logp: expected (n, V), got {lp.shape}")
     B = check_bulk(bulk, lp.shape)
-    return (lp[:, np.asarray(words)] - log_bulk_partition(lp, B)[:, None]) @ np.asarray(coef, np.float64)
+    ids = _word_ids(words, lp.shape[1])  # −1 wrapped to the last word, V raised an IndexError
+    c = check_shaped("coef", coef, ids.shape)
+    return (lp[:, ids] - log_bulk_partition(lp, B)[:, None]) @ c
 
 
 def score_identity(features, embeddings, bulk, words, coef, fit: AnchorFit) -> ScoreIdentity:
