@@ -403,8 +403,10 @@ def exact_epsilon(world, lm, tokens) -> tuple[float, float]:
 
 def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, float]:
     """Masked ε = mean_i mean_{t ∈ positions} KL(p*(x_t|x_−t) ‖ p_θ(x_t|x_−t)) and its standard error
-    over sequences, nats/token (``lm.masked_token_logprobs`` against the world's masked laws in log space,
-    :func:`~simlm.worlds.base.masked_logprobs_of`);
+    over sequences, nats/token (``lm.masked_token_logprobs`` against the world's masked laws as
+    :func:`~simlm.worlds.base.masked_logprobs_of` gives them: in log space for a log-linear world, the log
+    of its float32 probabilities for an HMM world — whose float32 laws are the law: a word whose exact
+    probability is below float32's ~1e-38 has probability 0 there, and an LM giving it 0 is not refused);
     ``positions`` None means every position.  The world's laws come from one forward–backward; the LM
     is asked for as many positions per call as fit :data:`MASKED_CHUNK_FLOATS` (all of them, for the
     sizes of the experiments), the result being the per-position mean whatever the chunking."""
@@ -413,8 +415,9 @@ def exact_masked_epsilon(world, lm, tokens, positions=None) -> tuple[float, floa
 
 def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
     """ε at a mask prepended before x_1:T: mean_i KL(p*(x_0|x_1:T) ‖ p_θ(x_0|x_1:T)) and its standard error
-    over sequences, nats (``lm.prepended_mask_logprobs`` against the world's law in log space,
-    :func:`~simlm.worlds.base.prepended_logprobs_of`) — the law
+    over sequences, nats per sequence (one law each; ``lm.prepended_mask_logprobs`` against the world's law
+    as :func:`~simlm.worlds.base.prepended_logprobs_of` gives it, in log space where the world can, as
+    :func:`exact_masked_epsilon`) — the law
     a head reads in Wei, Xie & Ma's posterior tasks."""
     _check_pair(world, lm, "prepended_mask_logprobs", "prepended", "prepended_mask_probs")
     toks = _batch(tokens, world.n_symbols)

@@ -231,7 +231,7 @@ class PerturbedLM:
 
     Attributes: ``world``, ``kind``, ``scale``, ``params`` (the fixed perturbation), ``target_eps``,
     ``achieved_eps`` ± ``achieved_eps_se`` (exact ε of the calibrated ``law`` on ``eval_tokens``,
-    nats/token)."""
+    nats/token; nats per sequence for ``law="prepended-mask"``, one law each)."""
 
     def __init__(self, world, kind, scale, params, *, target_eps=None, achieved_eps=None,
                  achieved_eps_se=None, eval_tokens=None, law="next-token"):
@@ -434,7 +434,8 @@ def solve_scale(eps_of, target, upper: float = S_MAX, *, start: float = 1e-3, rt
 def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=None, threshold=None,
                  colder: bool = False, n_eval: int = 64, eval_length: int = 64,
                  law: str = "next-token") -> PerturbedLM:
-    """An LM whose exact ε against ``world`` equals ``eps`` (nats/token) within 1e-3 relative
+    """An LM whose exact ε against ``world`` equals ``eps`` (nats/token; nats per sequence for
+    ``law="prepended-mask"``) within 1e-3 relative
     (solved to 1e-4) on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of
     ``eval_length`` tokens sampled from the world with ``seed``.  ``seed`` also fixes the noise of
     ``logit-noise`` and ``rare-words``.  ``kind`` is one of :data:`KINDS` (see the module docstring);
@@ -443,7 +444,10 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
     position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in
     float64), so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses
-    the target by more than 1e-3 relative raises.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
+    the target by more than 1e-3 relative raises.  ε is exact against the world as stored: a float32 world
+    holds its parameters rounded to float32, and at ε ≲ 1e-7 the same LM measured against the float64
+    parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM); build the world in
+    float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
     unknown, or eps exceeds what the family reaches on the evaluation set (the message gives the
     maximum), :class:`DistributionError` if the world's laws on the evaluation set are not distributions.
     The evaluation set needs ≥ 2 sequences (the achieved ε carries a standard error over sequences)."""

@@ -241,8 +241,12 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
           ``n_permutations`` with ``"sparse"``, ``out_degree`` with ``"permutation-mixture"`` — is refused
           (ConfigError), as :meth:`HMM.random <simlm.worlds.HMM.random>` refuses them: it would be ignored;
         - ``dtype=float32`` — the stored parameters' dtype (float64 needs ``jax_enable_x64``): a draw whose joint
-          start probabilities fall below float32's range (a small ``start_temp`` or ``prior_concentration``,
-          for some seeds) is refused naming those options, and float64 holds it.
+          start probability P(c)·π(z) falls below float32's range while both factors are within it (a small
+          ``start_temp`` or ``prior_concentration``, for some seeds) is refused naming those options, and
+          float64 holds it.  A factor itself below the range is stored as 0, as every parameter of a world is
+          (0 or at least the dtype's smallest normal number): at ``start_temp=0.001`` π's draw 3e-160 makes
+          its state one no sequence starts in, and the default ``transition_temp=0.01`` gives A exact zeros
+          (its permutation weights e^−100 and below) — in float32; the same seed in float64 keeps them.
 
         A Dirichlet prior draw's entries below twice float32's smallest normal number (small
         ``prior_concentration`` draws exact zeros in float64) are lifted to it, as the families' Dirichlet
@@ -309,8 +313,9 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         """Tokens ``(n, T)`` int32; with ``return_states=True`` also the states z = s·Q + q ``(n, T)``
         int32 and the memory ``(n, N)`` int32.  Memory first (per cell from ρ), then the z chain, then
         the emissions, by inverse CDF with one uniform per draw; the same key or seed gives bit-identical
-        output.  Each draw resolves its probabilities to float32's 2⁻²³ grid, as :meth:`HMM.sample`'s: a
-        value rarer than ~1e-7 is drawn at a multiple of 2⁻²³, maybe never."""
+        output.  Each draw resolves its probabilities to the grid of uniforms in the world's dtype, as
+        :meth:`HMM.sample`'s (float32: 2⁻²³, float64: 2⁻⁵²): in float32 a value rarer than ~1e-7 is drawn at
+        a multiple of 2⁻²³, maybe never."""
         key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
