@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 import jax
-from _common import REPO_ROOT, print_table, time_fn, write_json
+from _common import REPO_ROOT, print_table, time_interleaved, write_json
 
 from simlm.models.transformer import TransformerConfig
 from simlm.train import TrainConfig, Training, train
@@ -131,7 +130,8 @@ def bench_train(world, args, seeds: tuple) -> dict:
 def bench_pieces(world, args, seed_sets: list) -> list:
     """The loop's two pieces alone, per seed set: ``Training.batch`` (host-side sampling) and ``Training.step``
     (jit∘vmap), seconds per call.  The sets' calls are interleaved — 1, 8, 1, 8, … — so that load from
-    other processes on a shared machine falls on both alike (the two ``train`` runs cannot be)."""
+    other processes on a shared machine falls on both alike (the two ``train`` runs cannot be), each timed
+    call after an untimed lead-in of its own (:func:`_common.time_interleaved`)."""
     pieces = []
     for seeds in seed_sets:
         mc, tc = configs(args, seeds)
@@ -142,15 +142,13 @@ def bench_pieces(world, args, seed_sets: list) -> list:
         x["state"], loss = x["training"].step(x["state"], x["batch"])  # the old state is donated
         return x["state"], loss
 
-    for x in pieces:  # compile + warm up
-        time_fn(lambda x=x: step(x), repeats=1, warmup=2)
-    steps, batches = [[] for _ in pieces], [[] for _ in pieces]
-    for _ in range(args.repeats):
-        for i, x in enumerate(pieces):
-            steps[i].append(time_fn(lambda x=x: step(x), repeats=1, warmup=0).median)
-            batches[i].append(time_fn(lambda x=x: x["training"].batch(1), repeats=1, warmup=0).median)
-    return [{"step_s": statistics.median(s), "step_best_s": min(s), "batch_s": statistics.median(b)}
-            for s, b in zip(steps, batches)]
+    fns = {}
+    for i, x in enumerate(pieces):
+        fns[f"step{i}"] = lambda x=x: step(x)
+        fns[f"batch{i}"] = lambda x=x: x["training"].batch(1)
+    t = time_interleaved(fns, repeats=args.repeats, warmup=2)  # compile + warm up, then rounds
+    return [{"step_s": t[f"step{i}"].median, "step_best_s": t[f"step{i}"].best, "batch_s": t[f"batch{i}"].median}
+            for i in range(len(pieces))]
 
 
 def main(argv=None) -> int:

@@ -117,6 +117,11 @@ def _fmt(x, unit=""):
     return f"{x:.3g}{unit}" if isinstance(x, float) else f"{x}{unit}"
 
 
+def _pct(x):
+    """A fraction as a percentage, beside a target written in % (0.0688 read as 0.07 %)."""
+    return "—" if x is None else f"{100 * x:.3g} %"
+
+
 def headlines(name: str, r: dict) -> list:
     """Rows ``(quantity, target, measured, met)`` for one script's report (missing keys give '—')."""
     get = lambda d, *ks: next((d.get(k) for k in ks if isinstance(d, dict) and k in d), None)  # noqa: E731
@@ -126,7 +131,7 @@ def headlines(name: str, r: dict) -> list:
                  get(t.get("sampling_ratio"), "met")),
                 ("next-token law simlm ÷ dynamax, worst K", "≥ 1.5×",
                  _fmt(get(t.get("inference_ratio"), "worst"), "×"), get(t.get("inference_ratio"), "met")),
-                ("forward GFLOP/s ÷ matmul, K = 256", "≥ 60 %", _fmt(get(t.get("forward_fraction"), "value")),
+                ("forward GFLOP/s ÷ matmul, K = 256", "≥ 60 %", _pct(get(t.get("forward_fraction"), "value")),
                  get(t.get("forward_fraction"), "met"))]
     if name == "filters":
         out = []
@@ -153,7 +158,7 @@ def headlines(name: str, r: dict) -> list:
             met = row.get("mfu_met")  # train.py's verdict: None against a measured (not a datasheet) peak
             note = "" if met is not None or not shaped else f" ({row.get('mfu_note', 'not judged')})"
             out.append((f"training MFU, {row.get('size')} ({row.get('params_simlm', 0) / 1e6:.1f}M params, {shape})",
-                        "≥ 40 % (bf16, ≥ 10M)" if shaped else "(report)", _fmt(row["mfu"]) + note, met))
+                        "≥ 40 % (bf16, ≥ 10M)" if shaped else "(report)", _pct(row["mfu"]) + note, met))
         return out
     if name in ("profile", "profile_step"):  # the entry is "profile", its script (what markdown passes) profile_step
         kinds = r.get("kinds") or {}
@@ -183,7 +188,7 @@ def headlines(name: str, r: dict) -> list:
         elif "expected" in rungs:  # a report from before 2026-12-04
             reached = f"{rungs['reached']} of {rungs['expected']} rungs reached"
         worst = _fmt(row.get("min_overshoot"))
-        return [("ε evaluation share of training, experiment 1", "≤ 10 %", _fmt(row.get("eval_share")), share.get("met")),
+        return [("ε evaluation share of training, experiment 1", "≤ 10 %", _pct(row.get("eval_share")), share.get("met")),
                 ("evaluations (this trainer / compared checkout)", "(report)",
                  f"{row.get('evaluations')} / {row.get('compare_evaluations', '—')}", None),
                 ("every rung crossed saved, each at ε ÷ target ∈ [0.7, 1] (≥ 1 rung)",

@@ -92,15 +92,19 @@ LOAD_LIMIT = 0.5
 EQUIVALENCE_RTOL = 1e-5
 
 #: dense tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (SXM parts unless named), by a substring of
-#: jax's ``device_kind`` (first match wins); "float32" is TF32, what jax's default float32 product uses
+#: jax's ``device_kind`` (first match wins); "float32" is TF32, what jax's default float32 product uses.
+#: None: a part whose peak is not the SXM one and was not checked here (the H100 NVL would otherwise match
+#: "H100"): no datasheet peak, so MFU is taken against ``--peak-tflops`` or, unjudged, the measured matmul
 DATASHEET_TFLOPS = {"H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
+                    "H100 NVL": None,
                     "H100": {"bfloat16": 989.4, "float32": 494.7},
                     "H200": {"bfloat16": 989.4, "float32": 494.7},
                     "A100": {"bfloat16": 312.0, "float32": 156.0}}
 
 
 def datasheet_peak(device_kind: str, dtype: str) -> float | None:
-    return next((peaks[dtype] for name, peaks in DATASHEET_TFLOPS.items() if name in device_kind), None)
+    peaks = next((peaks for name, peaks in DATASHEET_TFLOPS.items() if name in device_kind), None)
+    return None if peaks is None else peaks[dtype]
 
 # name → (d_model, n_layers, n_heads, d_ff); ≈ 12·L·d² + (2V + T)·d parameters
 SIZES = {
@@ -227,7 +231,7 @@ class TorchGPT2:
 
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
         self.grad_clip = tc.grad_clip
-        self.bos = mc.bos_id
+        self.bos, self.n_symbols = mc.bos_id, mc.n_symbols
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.params)
@@ -244,6 +248,8 @@ class TorchGPT2:
         inputs, targets = batch
         with torch.autocast(device_type=self.device, dtype=self.autocast_dtype, enabled=self.autocast):
             logits = self.model(input_ids=inputs, use_cache=False).logits
+        # over the V world symbols, as simlm's output layer: HF's has a row per input id (V + 2 + S)
+        logits = logits[..., :self.n_symbols]
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,8 +24,9 @@ matmul precision, ``--precision`` (default ``float32``, the precision dynamax se
 :mod:`peers` undoes that global change so it cannot leak into simlm), recorded in the JSON.  A peer
 that is not installed is reported as unavailable and the simlm side still runs.  Targets: sampling
 simlm/dynamax ≥ 50×, inference simlm/dynamax ≥ 1.5× at every K, forward GFLOP/s ≥ 60 % of matmul GFLOP/s
-at K = 256 (none judged in ``--quick``).  Every K also checks simlm's next-token law against dynamax's
-(max |Δp| ≤ 1e-4); a disagreement makes the script exit with status 1.
+at K = 256 (none judged in ``--quick``).  Every K also checks simlm's next-token law and log-likelihood
+against dynamax's (``_common.agreement``: the laws within 1e-4 of the largest probability, the
+log-likelihoods within 1e-5, both relative); a disagreement makes the script exit with status 1.
 
     .venv/bin/python benchmarks/worlds.py            # B=256, T=512, K ∈ {16, 64, 256}, V=256
     .venv/bin/python benchmarks/worlds.py --quick    # tiny sizes, one repeat (the smoke test)

@@ -149,6 +149,7 @@ def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses
                           "rungs": {"expected": 9, "crossed": 6, "reached": 0, "worst": None, "met": False}}}
     share, _, rungs = h("eval_schedule", report)
     assert share[3] is True and rungs[3] is False and "every rung crossed" in rungs[0]
+    assert share[2] == "6.7 %"  # beside its "≤ 10 %" target (it read 0.067, a 0.07 % at a glance)
     assert "0 saved of 6 crossed (3 of 9 never reached, not judged)" in rungs[2]
     old = {**report, "targets": {**report["targets"], "rungs": {"expected": 1, "reached": 0, "met": False}}}
     assert "0 of 1 rungs reached" in h("eval_schedule", old)[2][2]  # a report from before the rule judged crossings
