@@ -330,3 +330,26 @@ def test_labels_from_posteriors_refuse_rows_that_are_not_laws():
     for rows, bad in (([[0, 0, 0], [0.2, 0.8, 0]], "row 0 sums to 0"), ([[0.2, 0.8, 0], [5, 1, 0]], "row 1 sums to 6")):
         with pytest.raises(ConfigError, match=f"^posterior: {bad}"):
             task.labels_from_posterior(rows)
+
+
+def test_an_exact_tie_in_a_label_takes_the_documented_rule_not_the_rounding():
+    """States 1 and 2 are exchangeable (π, A and B symmetric under swapping them), so P(H_0 = 1 | x) =
+    P(H_0 = 2 | x) on every sequence and μ = (0, 1, −1) scores exactly 0: label 1 (μᵀP ≥ 0) for all 64
+    sequences of length 6.  The float32 filter's log-posteriors, 2.4e-7 apart, labelled 3 of them 0 (8 from the
+    float32 posteriors); with L, the tied classes' lowest wins."""
+    import itertools
+
+    from simlm.downstream.tasks import PosteriorTask
+
+    hmm = HMM([.2, .4, .4], [[.5, .25, .25], [.1, .6, .3], [.1, .3, .6]], [[.7, .3], [.2, .8], [.2, .8]])
+    xs = np.array(list(itertools.product(range(2), repeat=6)), np.int32)
+    task = PosteriorTask(mu=np.array([0.0, 1.0, -1.0]))
+    assert task.labels(hmm, xs).tolist() == [1] * 64
+    assert task.labels_from_posterior(task.posteriors(hmm, xs)).tolist() == [1] * 64
+    three = PosteriorTask(L=np.array([[0.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.0, -1.0, 1.0]]))  # classes 1, 2 tie at 0
+    assert three.labels(hmm, xs).tolist() == [0] * 64  # 0 ties them too (every score is 0): the lowest
+    shifted = PosteriorTask(L=np.array([[-1.0, -1.0, -1.0], [0.0, 1.0, -1.0], [0.0, -1.0, 1.0]]))
+    assert shifted.labels(hmm, xs).tolist() == [1] * 64
+    # a clear decision is not a tie: the same world, μ = (0, 1, −0.9)
+    assert PosteriorTask(mu=np.array([0.0, 1.0, -0.9])).labels(hmm, xs).tolist() == [1] * 64
+    assert PosteriorTask(mu=np.array([0.0, 0.9, -1.0])).labels(hmm, xs).tolist() == [0] * 64

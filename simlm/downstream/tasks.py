@@ -37,7 +37,7 @@ from scipy.special import logsumexp
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.precision import mm
 from simlm.worlds import hmm_core as core
-from simlm.checks import (as_array, as_key, as_rng, check_finite, check_instance, check_memory,
+from simlm.checks import (as_array, as_key, as_rng, check_finite, check_instance, check_memory, check_non_negative,
                           check_positive_int, check_real_array, check_tokens, mean_and_sem)
 from simlm.worlds.hmm import HMM, ChainInference
 from simlm.worlds.memory import MemoryHMM
@@ -130,9 +130,10 @@ class _LinearLabels:
             raise ConfigError(f"posterior: row {i} sums to {P[i].sum():.6g}, expected a law over the "
                               f"{self.n_hidden} hidden values (sum 1)")
         with np.errstate(divide="ignore"):
-            return self.labels_from_log_posterior(np.log(np.maximum(P, 0.0)))  # a rounding −1e-9 is a 0
+            return self.labels_from_log_posterior(np.log(np.maximum(P, 0.0)),  # a rounding −1e-9 is a 0
+                                                  rtol=LABEL_TIE_RTOL[np.asarray(posterior).dtype == np.float64])
 
-    def labels_from_log_posterior(self, log_posterior) -> np.ndarray:
+    def labels_from_log_posterior(self, log_posterior, *, rtol: float | None = None) -> np.ndarray:
         """int32 ``(n,)`` labels argmax(L P) (or 1[μᵀP ≥ 0]) from log-posteriors ``(n, K)``, in float64.
 
         Only the hidden values on which the classes' weights differ move the argmax, and only their shares
@@ -140,8 +141,13 @@ class _LinearLabels:
         label decided by shares of 1e-100 (a nearly one-hot posterior on a value every class weighs alike)
         is read here, where the same shares as float32 probabilities are 0 and the label a tie.  The ratio
         of two shares is as exact as their log-posteriors: from a float32 world's filter, to about
-        |log P|·6e-8 relative (~1e-5 at 1e-96), so scores that cancel to that resolution can still flip
-        (a float64 world under ``jax.enable_x64`` resolves them further)."""
+        |log P|·6e-8 relative (~1e-5 at 1e-96).  A score within that resolution of the decision — |μᵀP|, or
+        the best class's score less another's, at most ``rtol`` times the size of its terms Σ|w_k| P_k (by
+        default :data:`LABEL_TIE_RTOL` of the input's dtype: 1e-5 for float32 log-posteriors, 1e-12 for
+        float64; :meth:`labels` passes its world's) — is an exact tie read
+        through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
+        exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
+        apart, labelled 3 of 64 sequences 0, a float64 rerun still 1)."""
         raw = as_array("log_posterior", log_posterior, what="an array of numbers with rows of equal length")
         if raw.dtype.kind not in "biuf":
             raise ConfigError(f"log_posterior: expected real numbers, got dtype {raw.dtype}")
@@ -155,14 +161,32 @@ class _LinearLabels:
         lp = lp[:, moving]
         top = lp.max(axis=1, initial=-np.inf, keepdims=True)
         shares = np.exp(lp - np.where(np.isfinite(top), top, 0.0))  # all −inf (or none): every score 0
+        rtol = LABEL_TIE_RTOL[raw.dtype == np.float64] if rtol is None else check_non_negative("rtol", rtol)
         if self.L is None:
-            return (shares @ self.mu[moving] >= 0).astype(np.int32)
-        return np.argmax(shares @ self.L[:, moving].T, axis=-1).astype(np.int32)
+            mu = self.mu[moving]
+            return (shares @ mu >= -rtol * (shares @ np.abs(mu))).astype(np.int32)
+        Lm = self.L[:, moving]
+        scores, size = shares @ Lm.T, shares @ np.abs(Lm).T  # (n, C) each
+        best = scores.max(axis=1, keepdims=True)
+        tied = best - scores <= rtol * (size + size[np.arange(len(size)), scores.argmax(1)][:, None])
+        return np.argmax(tied, axis=-1).astype(np.int32)  # the lowest class within rounding of the best
 
     def labels(self, world, tokens) -> np.ndarray:
         """int32 labels ``(n,)`` of token sequences ``(n, T)`` from their exact posterior, read in log space
-        (:meth:`log_posteriors`, :meth:`labels_from_log_posterior`)."""
-        return self.labels_from_log_posterior(self.log_posteriors(world, tokens))
+        (:meth:`log_posteriors`, :meth:`labels_from_log_posterior`, ties within the rounding of the world's
+        dtype)."""
+        return self.labels_from_log_posterior(self.log_posteriors(world, tokens), rtol=label_rtol(world))
+
+
+#: a label score within this × the size of its terms of the decision is a tie (see
+#: ``labels_from_log_posterior``): for log-posteriors in float32 or less, and in float64
+LABEL_TIE_RTOL = {False: 1e-5, True: 1e-12}
+
+
+def label_rtol(world) -> float:
+    """The :data:`LABEL_TIE_RTOL` of the log-posteriors ``world`` computes (its parameters' dtype: a float32
+    world's, cast to float64 arrays, still carry float32's rounding)."""
+    return LABEL_TIE_RTOL[jnp.asarray(world.emission).dtype == jnp.float64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,7 +338,8 @@ def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str =
             return PosteriorTask(mu=sparse_direction(s, K, nnz), position=position, seed=s)
         return PosteriorTask(L=sparse_label_matrix(s, C, K, nnz=nnz), position=position, seed=s)
 
-    return _redraw(make, lambda t: t.labels_from_log_posterior(post), seed, C, min_class_fraction, max_tries)
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post, rtol=label_rtol(world)), seed, C,
+                   min_class_fraction, max_tries)
 
 
 def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz: int | None = None,
@@ -331,7 +356,8 @@ def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz
     probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
     post = probe_task.log_posteriors(world, probe)
     make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
-    return _redraw(make, lambda t: t.labels_from_log_posterior(post), seed, C, min_class_fraction, max_tries)
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post, rtol=label_rtol(world)), seed, C,
+                   min_class_fraction, max_tries)
 
 
 def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
