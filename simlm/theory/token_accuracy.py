@@ -251,9 +251,9 @@ def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.
     maximum of it are tied."""
     q = np.asarray(scores)
     rtol = check_number("rtol", rtol, minimum=0.0, maximum=1.0)
-    pred = q.argmax(-1)
     top = q.max(-1, keepdims=True)
     at_top = q >= top - rtol * np.abs(top) if rtol else q == top
+    pred = at_top.argmax(-1)  # the first of the tokens at the top (with rtol, not always q's argmax)
     tied = np.flatnonzero(at_top.sum(-1) > 1)
     share = at_top[tied].astype(np.float64)
     return pred, tied, share / share.sum(-1, keepdims=True)
