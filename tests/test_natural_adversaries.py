@@ -456,3 +456,29 @@ def test_the_search_puts_mass_off_the_support_where_a_word_there_moves_the_score
     reference = (best - r.tau[i]) / (r.bound[i] - r.tau[i])
     assert reference == pytest.approx(0.3163, abs=1e-3)
     assert used >= reference - 1e-5, (used, reference)
+
+
+@pytest.mark.parametrize("family, seed, kind, noise, eps, before", [
+    ("hmm", 0, "random", "logistic", 1e-3, 0.614), ("loglinear", 0, "indicative", "sign", 1e-3, 0.142)])
+def test_the_well_specified_row_is_attacked_at_its_own_radius(family, seed, kind, noise, eps, before):
+    """The law adversaries are built at the any-LM bound's B*; the well-specified row reads its bound at its
+    own B* (here 8 and 16 against 4), where that adversary had moved another classifier: it used 0.614 and
+    0.142 of the row's slack where the search built at the row's radius uses 0.863 and 0.456 (a review's
+    SLSQP found 0.863 and 0.237).  well_specified_radius is the radius the check reports the row at."""
+    from simlm.experiments.natural_tasks_adversaries import _well_specified_search
+
+    C, task = case(family, seed, kind, noise)
+    cache = {}
+    at_any = check_natural_task(C, adversarial_laws(C, task, eps, method="search", steps=60, cache=cache), task,
+                                tau_cache=cache).bound("well-specified")
+    assert at_any.slack_used == pytest.approx(before, abs=2e-3)
+    B_ws = adv.well_specified_radius(C, task, eps, cache=cache)
+    assert B_ws == at_any.B and B_ws > adv.adversary_radius(C, task, eps, cache=cache)
+
+    class Config:
+        search_steps = 60
+
+    [(labels, lm)] = list(_well_specified_search(C, task, eps, "absolute", Config, [], cache, {}))
+    assert labels["lm"] == "adversarial-search-ws" and labels["adversary_bound"] == "well-specified"
+    b = check_natural_task(C, lm, task, tau_cache=cache).bound("well-specified")
+    assert b.holds and b.B == B_ws and b.slack_used > before + 0.2

@@ -631,8 +631,8 @@ def summary(result: dict) -> str:
 
 COLOURS = {"logit-noise": "C0", "temperature": "C1", "uniform-mixture": "C2", "rare-words": "C3",
            "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7",
-           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-softmax": "C9",
-           "adversarial-quad": "m"}
+           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-search-ws": "y",
+           "adversarial-softmax": "C9", "adversarial-quad": "m"}
 BOUND_OF = {"p_f": "any-lm", "Φp_f": "softmax", "f": "quad"}
 MARKERS = dict(zip(WORLDS, "o^s", strict=True))
 FLOOR = 1e-9  # excess below this is zero up to the solvers' tolerance (or negative): not drawn on log axes

@@ -22,12 +22,15 @@ import math
 import numpy as np
 
 from simlm.errors import ConfigError
-from simlm.theory.adversarial import adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm
+from simlm.theory.adversarial import (adversarial_laws, adversarial_quad_lm, adversarial_softmax_lm, adversary_radius,
+                                     well_specified_radius)
 from simlm.theory.natural_tasks import critical_epsilon, indicative_task, random_natural_task
 
 TASK_KINDS = ("random", "indicative")
-#: the worst-case LMs: laws (aligned tilt; search, the worst-case split), a softmax LM (θ tilts split across
-#: contexts, ε_Φ) and Quad features (the worst Quad LM, ε_quad); see :mod:`simlm.theory.adversarial`.
+#: the worst-case LMs: laws (aligned tilt; search, the worst-case split — built at the any-LM bound's radius,
+#: and with the search also at the well-specified bound's where it differs: "adversarial-search-ws"), a softmax
+#: LM (θ tilts split across contexts, ε_Φ) and Quad features (the worst Quad LM, ε_quad); see
+#: :mod:`simlm.theory.adversarial`.
 ADVERSARIES = ("adversarial-aligned", "adversarial-search", "adversarial-softmax", "adversarial-quad")
 _BOUND_OF = {"adversarial-aligned": "any-lm", "adversarial-search": "any-lm", "adversarial-softmax": "softmax",
              "adversarial-quad": "quad"}
@@ -97,6 +100,26 @@ def adversarial_lms(contexts, task, phi, config, skipped: list, cache: dict, tas
             calibrated = {"any-lm": "eps", "softmax": "eps_phi", "quad": "eps_quad"}[bound]
             yield {"lm": kind, "family": "adversarial", "target_eps": eps, "eps_kind": eps_kind,
                    "calibrated": calibrated, "scale": math.nan, "adversary_bound": bound, "adversary_B": "B*"}, lm
+            if kind == "adversarial-search":
+                yield from _well_specified_search(contexts, task, eps, eps_kind, config, skipped, cache, task_labels)
+
+
+def _well_specified_search(contexts, task, eps, eps_kind, config, skipped, cache, task_labels):
+    """The search adversary at the well-specified bound's own radius (:func:`well_specified_radius`), where it
+    differs from the any-LM bound's: the law adversaries are built at the any-LM B*, and read there by the
+    well-specified row they moved another classifier than the one it bounds — on tiny worlds they left up to
+    0.31 of that row's slack unused, which this adversary, at its radius, uses (lm ``adversarial-search-ws``)."""
+    B_ws = well_specified_radius(contexts, task, eps, cache=cache)
+    if B_ws == adversary_radius(contexts, task, eps, cache=cache):
+        return
+    try:
+        lm = adversarial_laws(contexts, task, eps, method="search", B=B_ws, cache=cache, steps=config.search_steps)
+    except ConfigError as e:
+        skipped.append({"lm": "adversarial-search-ws", "target_eps": eps, "task": task_labels["task"],
+                        "task_kind": task_labels["task_kind"], "why": str(e)})
+        return
+    yield {"lm": "adversarial-search-ws", "family": "adversarial", "target_eps": eps, "eps_kind": eps_kind,
+           "calibrated": "eps", "scale": math.nan, "adversary_bound": "well-specified", "adversary_B": "B*"}, lm
 
 
 def _adversary_rows(rows, choice="B*", family="adversarial"):

@@ -54,8 +54,8 @@ from simlm.checks import check_positive, check_positive_int
 from simlm.errors import ConfigError
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.theory._convex import logistic_loss, polish_softmax_fit, softmax_objective
-from simlm.theory.natural_tasks import (B_GRID, _grid, check_phi, check_contexts, check_task_on, gamma, lm_epsilon,
-                                      tau)
+from simlm.theory.natural_tasks import (B_GRID, _grid, bound_well_specified, check_phi, check_contexts, check_task_on,
+                                      gamma, lm_epsilon, tau)
 
 METHODS = ("aligned", "search")
 #: the relative error of ε at which an adversary's laws are refused (the root finder reaches ~1e-12).
@@ -94,6 +94,26 @@ def adversary_radius(contexts, task, eps, *, B_grid=None, Phi=None, norm: str = 
         raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
                           "so no radius is B* and no LM can violate it")
     return float(grid[int(np.argmin(sol.loss + grid * math.sqrt(2 * eps / g)))])
+
+
+def well_specified_radius(contexts, task, eps, *, B_grid=None, cache=None) -> float:
+    """B* of the well-specified bound at this ε: the grid radius minimising τ(B) + r(B)·B√(2ε/γ) + B²ε/(4γ)
+    (:func:`~simlm.theory.natural_tasks.bound_well_specified`, r(B) the τ-optimal classifier's label
+    residual at B), the radius at which the check reports that row.  It is often larger than
+    :func:`adversary_radius`'s (the any-LM bound's): an adversary built there moves another classifier."""
+    contexts = check_contexts(contexts)
+    check_task_on(task, contexts)
+    eps = check_positive("eps", eps)
+    grid = _grid("B_grid", B_grid)
+    sol = tau(contexts, task, grid, cache=cache)
+    g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
+    if not g > 0:
+        raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
+                          "so no radius is B* and no LM can violate it")
+    P = np.asarray(contexts.next_token_probs, np.float64)
+    residual = np.sqrt(task.weights @ (expit(P @ sol.v.T + sol.b) - task.label_probs[:, None]) ** 2)
+    bound = [bound_well_specified(t, B, eps, g, r) for t, B, r in zip(sol.loss, grid, residual)]
+    return float(grid[int(np.argmin(bound))])
 
 
 def _classifier(contexts, task, B, Phi, norm, cache, B_grid=None):
@@ -677,4 +697,5 @@ def adversarial_quad_lm(contexts, task, eps_quad, phi, *, B=None, B_grid=None, c
     return SoftmaxContextLM(f, phi)
 
 
-__all__ = ["METHODS", "adversarial_laws", "adversarial_softmax_lm", "adversarial_quad_lm", "adversary_radius"]
+__all__ = ["METHODS", "adversarial_laws", "adversarial_softmax_lm", "adversarial_quad_lm", "adversary_radius",
+           "well_specified_radius"]
