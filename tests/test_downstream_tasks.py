@@ -353,3 +353,20 @@ def test_an_exact_tie_in_a_label_takes_the_documented_rule_not_the_rounding():
     # a clear decision is not a tie: the same world, μ = (0, 1, −0.9)
     assert PosteriorTask(mu=np.array([0.0, 1.0, -0.9])).labels(hmm, xs).tolist() == [1] * 64
     assert PosteriorTask(mu=np.array([0.0, 0.9, -1.0])).labels(hmm, xs).tolist() == [0] * 64
+
+
+def test_a_near_tie_that_the_posteriors_resolve_is_not_a_tie():
+    """The tie rule reads rounding only: a decision 6e-6 away from 0 (π = (0.499997, 0.500003), resolved by 200
+    float32 ulps) keeps its label 0, and a row of L shared by every class (argmax(L P) does not see it) does not
+    widen the tolerance (with 100 added to every class a margin of 2e-4 was read as a tie, going to class 0)."""
+    from simlm.downstream.tasks import PosteriorTask
+
+    w = HMM([0.499997, 0.500003], [[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [0.5, 0.5]])
+    x = np.zeros((3, 4), np.int32)
+    task = PosteriorTask(mu=np.array([1.0, -1.0]))
+    assert task.labels(w, x).tolist() == [0, 0, 0]
+    assert task.labels_from_posterior(np.array([[0.499997, 0.500003]], np.float32)).tolist() == [0]
+    Q = np.array([[0.6, 0.4], [0.4, 0.6]], np.float32)
+    for offset in (0.0, 100.0):
+        L = np.array([[0.0, 0.001], [0.001, 0.0]]) + offset
+        assert PosteriorTask(L=L).labels_from_posterior(Q).tolist() == [1, 0], offset

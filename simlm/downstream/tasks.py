@@ -131,9 +131,9 @@ class _LinearLabels:
                               f"{self.n_hidden} hidden values (sum 1)")
         with np.errstate(divide="ignore"):
             return self.labels_from_log_posterior(np.log(np.maximum(P, 0.0)),  # a rounding −1e-9 is a 0
-                                                  rtol=LABEL_TIE_RTOL[np.asarray(posterior).dtype == np.float64])
+                                                  roundoff=_roundoff(np.asarray(posterior).dtype))
 
-    def labels_from_log_posterior(self, log_posterior, *, rtol: float | None = None) -> np.ndarray:
+    def labels_from_log_posterior(self, log_posterior, *, roundoff: float | None = None) -> np.ndarray:
         """int32 ``(n,)`` labels argmax(L P) (or 1[μᵀP ≥ 0]) from log-posteriors ``(n, K)``, in float64.
 
         Only the hidden values on which the classes' weights differ move the argmax, and only their shares
@@ -142,8 +142,10 @@ class _LinearLabels:
         is read here, where the same shares as float32 probabilities are 0 and the label a tie.  The ratio
         of two shares is as exact as their log-posteriors: from a float32 world's filter, to about
         |log P|·6e-8 relative (~1e-5 at 1e-96).  A score within that resolution of the decision — |μᵀP|, or
-        the best class's score less another's, at most ``rtol`` times the size of its terms Σ|w_k| P_k (by
-        default :data:`LABEL_TIE_RTOL` of the input's dtype: 1e-5 for float32 log-posteriors, 1e-12 for
+        the best class's score less another's, at most :data:`LABEL_TIE_ULPS` · u · (1 + max_k |log P_k|)
+        times the size of the terms that make it (Σ|μ_k| P_k, or Σ|L_best,k − L_c,k| P_k: a row common to
+        every class cancels and counts nothing), with u the unit roundoff of the computation the
+        log-posteriors come from (``roundoff``; by default the input's dtype's, 2⁻²⁴ for float32 and 2⁻⁵³ for
         float64; :meth:`labels` passes its world's) — is an exact tie read
         through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
         exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
@@ -161,32 +163,43 @@ class _LinearLabels:
         lp = lp[:, moving]
         top = lp.max(axis=1, initial=-np.inf, keepdims=True)
         shares = np.exp(lp - np.where(np.isfinite(top), top, 0.0))  # all −inf (or none): every score 0
-        rtol = LABEL_TIE_RTOL[raw.dtype == np.float64] if rtol is None else check_non_negative("rtol", rtol)
+        u = _roundoff(raw.dtype) if roundoff is None else check_non_negative("roundoff", roundoff)
+        with np.errstate(invalid="ignore"):  # a row of −inf: no finite entry, a resolution of 1 × u
+            big = np.nanmax(np.where(np.isfinite(lp), np.abs(lp), np.nan), axis=1, initial=0.0)
+        resolution = LABEL_TIE_ULPS * u * (1.0 + big)  # (n,): the shares' relative rounding, row by row
         if self.L is None:
             mu = self.mu[moving]
-            return (shares @ mu >= -rtol * (shares @ np.abs(mu))).astype(np.int32)
+            return (shares @ mu >= -resolution * (shares @ np.abs(mu))).astype(np.int32)
         Lm = self.L[:, moving]
-        scores, size = shares @ Lm.T, shares @ np.abs(Lm).T  # (n, C) each
-        best = scores.max(axis=1, keepdims=True)
-        tied = best - scores <= rtol * (size + size[np.arange(len(size)), scores.argmax(1)][:, None])
+        scores = shares @ Lm.T  # (n, C)
+        best = scores.argmax(axis=1)
+        terms = np.einsum("nk,nck->nc", shares, np.abs(Lm[best][:, None, :] - Lm[None]))  # the differences' terms
+        tied = scores[np.arange(len(best)), best][:, None] - scores <= resolution[:, None] * terms
         return np.argmax(tied, axis=-1).astype(np.int32)  # the lowest class within rounding of the best
 
     def labels(self, world, tokens) -> np.ndarray:
         """int32 labels ``(n,)`` of token sequences ``(n, T)`` from their exact posterior, read in log space
         (:meth:`log_posteriors`, :meth:`labels_from_log_posterior`, ties within the rounding of the world's
         dtype)."""
-        return self.labels_from_log_posterior(self.log_posteriors(world, tokens), rtol=label_rtol(world))
+        return self.labels_from_log_posterior(self.log_posteriors(world, tokens), roundoff=label_roundoff(world))
 
 
-#: a label score within this × the size of its terms of the decision is a tie (see
-#: ``labels_from_log_posterior``): for log-posteriors in float32 or less, and in float64
-LABEL_TIE_RTOL = {False: 1e-5, True: 1e-12}
+#: a label score within this many unit roundoffs × (1 + |log P|) × the size of its terms of the decision is an
+#: exact tie read through rounding (``labels_from_log_posterior``): the float32 filter's log-posteriors of a tie
+#: came 4 ulps apart at T = 6, and the error grows with the steps
+LABEL_TIE_ULPS = 32
 
 
-def label_rtol(world) -> float:
-    """The :data:`LABEL_TIE_RTOL` of the log-posteriors ``world`` computes (its parameters' dtype: a float32
-    world's, cast to float64 arrays, still carry float32's rounding)."""
-    return LABEL_TIE_RTOL[jnp.asarray(world.emission).dtype == jnp.float64]
+def _roundoff(dtype) -> float:
+    """The unit roundoff of ``dtype``'s floats (2⁻⁵³ for anything that is not a narrower float)."""
+    dtype = np.dtype(dtype)
+    return float(np.finfo(dtype).eps / 2) if dtype.kind == "f" and dtype.itemsize < 8 else 2.0**-53
+
+
+def label_roundoff(world) -> float:
+    """The unit roundoff of the log-posteriors ``world`` computes: its parameters' dtype's (a float32 world's,
+    cast to float64 arrays, still carry float32's rounding)."""
+    return _roundoff(jnp.asarray(world.emission).dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -338,7 +351,7 @@ def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str =
             return PosteriorTask(mu=sparse_direction(s, K, nnz), position=position, seed=s)
         return PosteriorTask(L=sparse_label_matrix(s, C, K, nnz=nnz), position=position, seed=s)
 
-    return _redraw(make, lambda t: t.labels_from_log_posterior(post, rtol=label_rtol(world)), seed, C,
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post, roundoff=label_roundoff(world)), seed, C,
                    min_class_fraction, max_tries)
 
 
@@ -356,7 +369,7 @@ def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz
     probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
     post = probe_task.log_posteriors(world, probe)
     make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
-    return _redraw(make, lambda t: t.labels_from_log_posterior(post, rtol=label_rtol(world)), seed, C,
+    return _redraw(make, lambda t: t.labels_from_log_posterior(post, roundoff=label_roundoff(world)), seed, C,
                    min_class_fraction, max_tries)
 
 

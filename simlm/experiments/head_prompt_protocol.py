@@ -39,7 +39,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.downstream import fit_linear_head, make_posterior_task
-from simlm.downstream.tasks import label_rtol, log_matvec
+from simlm.downstream.tasks import label_roundoff, log_matvec
 from simlm.errors import ConfigError
 from simlm.theory.head_prompt_margins import label_margins, margin_accuracy
 from simlm.worlds import HMM
@@ -127,7 +127,8 @@ def task_data(hmm: HMM, task_seed: int, protocol: Protocol) -> TaskData:
         log_first = np.asarray(hmm.log_state_posterior(x)[:, 0], np.float64)
         log_post = log_matvec(log_first, np.asarray(hmm.transition).T)
     # labels from the logs (a label decided by shares below the float range is read), margins from the law
-    return TaskData(task, x, task.labels_from_log_posterior(log_post, rtol=label_rtol(hmm)), np.exp(log_post))
+    return TaskData(task, x, task.labels_from_log_posterior(log_post, roundoff=label_roundoff(hmm)),
+                    np.exp(log_post))
 
 
 def scored(pred_test, data: TaskData, protocol: Protocol) -> dict:
