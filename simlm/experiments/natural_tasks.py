@@ -631,7 +631,7 @@ def summary(result: dict) -> str:
 
 COLOURS = {"logit-noise": "C0", "temperature": "C1", "uniform-mixture": "C2", "rare-words": "C3",
            "theta-noise": "C4", "quad-noise": "C5", "trained-ce": "k", "trained-quad": "C7",
-           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-search-ws": "y",
+           "adversarial-aligned": "C6", "adversarial-search": "C8", "adversarial-search-ws": "navy",
            "adversarial-softmax": "C9", "adversarial-quad": "m"}
 BOUND_OF = {"p_f": "any-lm", "Φp_f": "softmax", "f": "quad"}
 MARKERS = dict(zip(WORLDS, "o^s", strict=True))
