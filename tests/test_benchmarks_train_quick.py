@@ -342,3 +342,31 @@ def test_experiment1_benchmark_runs_the_experiments_command_with_its_workers_and
     report = json.loads((tmp_path / "f.json").read_text())
     assert "--workers" not in report["config"]["command"]  # the experiment's own default
     assert report["timed_out"] and report["target"]["met"] is None and not report["ok"]
+
+
+def test_minimal_step_benchmark_times_a_hand_written_step_of_the_same_network(tmp_path):
+    """benchmarks/minimal_step.py: simlm's step, a plain-JAX step of the same network (its logits checked
+    against simlm's at spread weights) and HF's, interleaved; the equivalence check catches a network that
+    differs only in its GELU (tanh-approximate: 1.3e-4 against a tolerance of 1e-5)."""
+    import jax
+
+    report = run_quick("minimal_step", tmp_path)
+    check_machine(report)
+    for row in report["results"]:
+        assert row["equivalence"]["agrees"] and row["equivalence"]["max_abs_diff"] <= 1e-5, row["equivalence"]
+        assert positive(row["simlm_step_ms"]) and positive(row["minimal_step_ms"])
+        assert positive(row["simlm_over_minimal"])
+    sys.path.insert(0, str(BENCHMARKS))
+    import minimal_step
+    import train as train_bench
+    from simlm.worlds import HMM
+
+    args = train_bench.parse_args(["--quick", "--sizes", "tiny2", "--no-peer"])
+    mc, tc = train_bench.model_config("tiny2", args), train_bench.train_config(args)
+    side = minimal_step.MinimalSide(train_bench.SimlmSide(HMM.random(0, 4, 16), mc, tc), mc, tc, 4)
+    assert side.equivalence(mc, 4, 0)["agrees"]
+    exact, minimal_step.gelu = minimal_step.gelu, lambda x: jax.nn.gelu(x, approximate=True)
+    try:
+        assert not side.equivalence(mc, 4, 0)["agrees"]
+    finally:
+        minimal_step.gelu = exact
