@@ -188,7 +188,8 @@ def headlines(name: str, r: dict) -> list:
         elif "expected" in rungs:  # a report from before 2026-12-04
             reached = f"{rungs['reached']} of {rungs['expected']} rungs reached"
         worst = _fmt(row.get("min_overshoot"))
-        return [("ε evaluation share of training, experiment 1", "≤ 10 %", _pct(row.get("eval_share")), share.get("met")),
+        return [("ε evaluation share of training, experiment 1", "≤ 10 %", _pct(row.get("eval_share")),
+                 share.get("met")),
                 ("evaluations (this trainer / compared checkout)", "(report)",
                  f"{row.get('evaluations')} / {row.get('compare_evaluations', '—')}", None),
                 ("every rung crossed saved, each at ε ÷ target ∈ [0.7, 1] (≥ 1 rung)",

@@ -149,7 +149,7 @@ class _LinearLabels:
         float64; :meth:`labels` passes its world's) — is an exact tie read
         through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
         exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
-        apart, labelled 3 of 64 sequences 0, a float64 rerun still 1)."""
+        apart, labelled 3 of 64 sequences 0, and a float64 rerun, 4e-16 apart, still one)."""
         raw = as_array("log_posterior", log_posterior, what="an array of numbers with rows of equal length")
         if raw.dtype.kind not in "biuf":
             raise ConfigError(f"log_posterior: expected real numbers, got dtype {raw.dtype}")

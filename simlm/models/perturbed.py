@@ -447,9 +447,10 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     the target by more than 1e-3 relative raises.  ε is exact against the world as stored: a float32 world
     holds its parameters rounded to float32, and at ε ≲ 1e-7 the same LM measured against the float64
     parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM); build the world in
-    float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if eps is not positive and finite, the kind is
-    unknown, or eps exceeds what the family reaches on the evaluation set (the message gives the
-    maximum), :class:`DistributionError` if the world's laws on the evaluation set are not distributions.
+    float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if
+    eps is not positive and finite, the kind is unknown, or eps exceeds what the family reaches on the
+    evaluation set (the message gives the maximum), :class:`DistributionError` if the world's laws on the
+    evaluation set are not distributions.
     The evaluation set needs ≥ 2 sequences (the achieved ε carries a standard error over sequences)."""
     check_world(world, "sample", *_WORLD_METHODS)
     eps = check_positive("eps", eps)

@@ -206,9 +206,10 @@ class FlipCosts:
     atoms onto another; a flip draining two sources by different fractions can cost less TV (up to 1.28×
     less on tiny random worlds; none on the docs' anchor world's top contexts, where moves are small and
     pair moves optimal), so ``tv`` is an upper bound on the least TV and ``tv_share`` a lower bound on its
-    share.  (The KL costs are the least KL: the least-KL flip is among the moves.)  ``moves``: (S, D) bool masks over the atoms; ``move`` =
-    ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every flip's atom masses.  ``source``:
-    a digest of the task, rows and bulk the costs were computed for (:func:`worst_case_lm` refuses others)."""
+    share.  (The KL costs are the least KL: the least-KL flip is among the moves.)  ``moves``: (S, D) bool
+    masks over the atoms; ``move`` = ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every
+    flip's atom masses.  ``source``: a digest of the task, rows and bulk the costs were computed for
+    (:func:`worst_case_lm` refuses others)."""
 
     tv: np.ndarray
     kl: np.ndarray

@@ -423,5 +423,5 @@ def within_class_errors(confusion, classes) -> float:
 
 
 __all__ = ["TokenAccuracy", "token_accuracy", "argmax_split", "hits", "TIE_RTOL", "FrequencyProfile",
-           "apt_by_frequency", "ConfusionClusters", "confusion_clusters", "adjusted_rand_index", "normalized_mutual_information",
-           "within_class_errors"]
+           "apt_by_frequency", "ConfusionClusters", "confusion_clusters", "adjusted_rand_index",
+           "normalized_mutual_information", "within_class_errors"]

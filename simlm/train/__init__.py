@@ -6,4 +6,5 @@ from simlm.train.trainer import (Batch, LadderRecord, TrainConfig, Training, Tra
                                  masked_eval_positions, seed_mesh, train)
 
 __all__ = ["train", "TrainConfig", "TrainResult", "LadderRecord", "Training", "TrainState", "Batch", "seed_mesh",
-           "masked_eval_positions", "load_lm", "exact_epsilon", "exact_masked_epsilon", "exact_prepended_epsilon", "divergence_report"]
+           "masked_eval_positions", "load_lm", "exact_epsilon", "exact_masked_epsilon", "exact_prepended_epsilon",
+           "divergence_report"]
