@@ -574,12 +574,18 @@ def result_of(rows: list, config: Config) -> dict:
     return out
 
 
+#: columns that are never NaN, whose null in strict JSON is +inf: the ceilings of unbounded Quad features, a bound
+#: (``_bound_value`` refuses NaN) that is +inf — γ = 0, or an LM at infinite KL — and its slack over τ
+_INF_WHEN_NULL = ("loss_ceiling", "loss_best_ceiling", "worst_ceiling", "bound_value", "worst_bound", "slack")
+
+
 def _numbers_again(records: list) -> list:
     """Strict JSON stores NaN and ±inf as null: a null in a column that holds numbers elsewhere is NaN again
-    (a ratio whose slack is 0, a bound with γ_Φ = 0), so the summaries' medians and plots read numbers —
-    except ``loss_ceiling``, which is never NaN: its null is the +inf of unbounded Quad features."""
+    (a ratio whose slack is 0), so the summaries' medians and plots read numbers — except the columns of
+    :data:`_INF_WHEN_NULL`, which are never NaN: their null is +inf (read as NaN, the summary's median slack of a
+    group with seven infinite bounds printed nan)."""
     numeric = {k for r in records for k, v in r.items() if isinstance(v, float)}
-    return [{k: (math.inf if k == "loss_ceiling" else math.nan) if v is None and k in numeric else v
+    return [{k: (math.inf if k in _INF_WHEN_NULL else math.nan) if v is None and k in numeric else v
              for k, v in r.items()} for r in records]
 
 
@@ -620,7 +626,8 @@ def summary(result: dict) -> str:
         lines.append(f"{key[0]:5} {key[1]:8} {key[2]:18} {key[3]:19} {key[4]:4} {len(g):5d} {np.median([r['slack'] for r in g]):8.3g} "
                      f"{np.median([r['excess_natural'] for r in g]):10.3g} {stat(np.nanmedian, ra):12.3g} "
                      f"{stat(np.nanmax, ra):6.3g} {stat(np.nanmax, rb):12.3g} "
-                     f"{max(r['loss_best'] / r['bound_value'] for r in g):9.3g} {sum(not r['holds'] for r in g):4d}")
+                     f"{stat(np.nanmax, np.array([r['loss_best'] / r['bound_value'] for r in g], float)):9.3g} "
+                     f"{sum(not r['holds'] for r in g):4d}")
     star = [r for r in result["rows"] if r["B_choice"] == "B*"]
     lines.append(f"B* at the grid's smallest radius in {sum(r['B_at_grid_min'] for r in star)} of {len(star)} rows")
     lines.append(f"trivial (bound ≥ the largest (a) any LM can give, at every B: no LM could fail it): "
