@@ -264,6 +264,26 @@ def test_summary_averages_over_seeds():
     assert "0.900" in hp.table(rows)
 
 
+def test_a_row_of_one_seed_has_no_standard_deviation():
+    """One seed (a rung only one reached) printed ± 0.000 and drew a zero bar, as if three seeds agreed."""
+    base = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="oracle", level="oracle")
+    [row] = hp.summarise([{**base, "seed": 0, "test_accuracy": 0.75, "epsilon": 0.0}])
+    assert row["n_seeds"] == 1 and row["accuracy_sd"] is None
+    line = hp.table([row]).splitlines()[-1].split()
+    assert line[line.index("0.750") + 1] == "-"
+
+
+def test_a_training_set_of_one_class_is_refused():
+    """n_train = 2 drew two sequences of one label for every seed; the heads and prompts then reported 0.4-0.6
+    accuracies (below the majority rate, train accuracy 1) as results, with only a warning."""
+    from simlm.worlds import HMM
+
+    world = HMM.random(0, 8, 10, family="permutation-mixture", transition_temp=0.01, emission_temp=0.01)
+    config = hp.Config(n_train=2, n_test=16, n_continuations=4, trained=False)
+    with pytest.raises(ConfigError, match="^n_train: the 2 training sequences of seed 0's task all have label"):
+        hp.task_context(world, "hmm", 0, config)
+
+
 #: the table's columns, left to right (a header of two words is one column)
 COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "no m", "ceil",
            "major", "rank", "σmin", "resid", "feas", "δmin"]
@@ -297,7 +317,7 @@ def test_a_number_no_record_holds_is_a_dash_not_a_zero():
         assert row[k] is None, k
     (cells,) = _cells([row])
     assert cells == {"world": "w", "|H|": "4", "method": "head", "lm": "trained", "level": "final", "ε": "0.1",
-                     "acc": "0.900", "±sd": "0.000", "n": "1",
+                     "acc": "0.900", "±sd": "-", "n": "1",
                      **{c: "-" for c in ("ε read", "acc|m", "no m", "ceil", "major", "rank", "σmin", "resid", "feas",
                                          "δmin")}}
 

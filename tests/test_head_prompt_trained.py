@@ -253,7 +253,7 @@ def test_the_summary_gives_the_sample_sd_over_worlds_and_the_mean_majority_in_in
     # sd over worlds with Bessel's correction: sqrt(((-0.2)² + 0² + 0.2²) / (3 − 1)) = 0.2
     assert small["n"] == 3 and small["accuracy"] == pytest.approx(0.7) and small["accuracy_sd"] == pytest.approx(0.2)
     assert small["majority"] == pytest.approx(0.6)  # the mean majority over worlds, (0.5 + 0.7 + 0.6) / 3
-    assert "| head | 0.700 ± 0.200 | 0.600 ± 0.000 |" in hpt.markdown(rows).splitlines()
+    assert "| head | 0.700 ± 0.200 | 0.600 (n = 1) |" in hpt.markdown(rows).splitlines()  # one world: no s.d.
 
 
 def test_the_markdown_epsilon_and_majority_rows_read_the_head_method_only():

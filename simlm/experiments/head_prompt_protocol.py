@@ -198,7 +198,7 @@ def summary(records: list[dict]) -> list[dict]:
         g = [r for r in records if r["protocol"] == p and r["n_states"] == K]
         acc = np.array([r["accuracy"] for r in g])
         out.append({"protocol": p, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
-                    "accuracy_min": float(acc.min()), "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0,
+                    "accuracy_min": float(acc.min()), "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None,
                     "accuracy_with_margin": _mean(g, K, "accuracy_with_margin"),
                     "share_without_margin": _mean(g, K, "share_without_margin"), "majority": _mean(g, K, "majority")})
     return out
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         records = factor_study(QUICK_SIZES if args.quick else SIZES, quick=args.quick)
         for r in summary(records):
             print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± "
-                  f"{r['accuracy_sd']:.3f} (min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
+                  f"{'-' if r['accuracy_sd'] is None else format(r['accuracy_sd'], '.3f')} (min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
                   f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
 
     return run_main("head_prompt_protocol", exact, argv, {})

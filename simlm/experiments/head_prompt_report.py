@@ -22,7 +22,7 @@ def summarise(records: list[dict]) -> list[dict]:
     for key, g in groups.items():
         acc = np.array([r["test_accuracy"] for r in g])
         row = {**dict(zip(GROUP, key)), "n_seeds": len(g), "accuracy": float(acc.mean()),
-               "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0}
+               "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None}  # one seed: no s.d. (not 0)
         for k in ("epsilon", "epsilon_readout", "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min",
                   "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min", "share_without_margin",
                   "accuracy_with_margin", "emission_margin", "head_margin", "support_margin", "prompt_exact",
@@ -49,7 +49,8 @@ def _level_order(level: str) -> tuple:
 
 def table(summary: list[dict]) -> str:
     """The summary as a fixed-width text table (``-`` where a number does not apply); ``n`` is the number of
-    seeds a row averages (a rung reached by one seed has s.d. 0)."""
+    seeds a row averages (a rung reached by one seed has no s.d.: ``-``, where it read 0.000, as if seeds
+    agreed)."""
     cols = [("world", "world", 12, "s"), ("|H|", "n_states", 3, "d"), ("method", "method", 14, "s"),
             ("lm", "lm", 8, "s"), ("level", "level", 9, "s"), ("ε", "epsilon", 7, ".3g"), ("ε read", "epsilon_readout", 7, ".3g"),
             ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("n", "n_seeds", 2, "d"), ("acc|m", "accuracy_with_margin", 6, ".3f"),
@@ -69,7 +70,8 @@ def _curve(ax, summary, select, label, **style):
     rows = sorted((r for r in summary if select(r)), key=lambda r: r["n_states"])
     if rows:
         ax.errorbar([r["n_states"] for r in rows], [r["accuracy"] for r in rows],
-                    yerr=[r["accuracy_sd"] for r in rows], label=label, capsize=2, **style)
+                    yerr=[np.nan if r["accuracy_sd"] is None else r["accuracy_sd"] for r in rows],  # one seed: no bar
+                    label=label, capsize=2, **style)
 
 
 def plot(payload: dict, path: Path) -> Path:

@@ -476,11 +476,16 @@ def summary(records: list[dict]) -> list[dict]:
             # no input with a margin: NaN in memory, null once stored (strict JSON)
             wm = [a for a in (r["accuracy_with_margin"] for r in g) if a is not None and a == a]
             out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
-                        "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else 0.0,
+                        "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None,  # one world: no s.d.
                         "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
                         "majority": float(np.mean([r["majority"] for r in g])),
                         "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
     return out
+
+
+def _sd(row) -> str:
+    """A summary row's s.d. as printed: ``-`` over a single world or seed (there is none; 0 read as agreement)."""
+    return "-" if row["accuracy_sd"] is None else f"{row['accuracy_sd']:.3f}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -488,7 +493,8 @@ def markdown(rows: list[dict]) -> str:
     sizes = sorted({r["n_states"] for r in rows})
     lines = ["| method | " + " | ".join(f"\\|H\\|={K}" for K in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
     for m in dict.fromkeys(r["method"] for r in rows):
-        cell = {r["n_states"]: f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f}" for r in rows if r["method"] == m}
+        cell = {r["n_states"]: f"{r['accuracy']:.3f}" + (" (n = 1)" if r["accuracy_sd"] is None else f" ± {_sd(r)}")
+                for r in rows if r["method"] == m}
         lines.append(f"| {m} | " + " | ".join(cell.get(K, "–") for K in sizes) + " |")
     eps = {r["n_states"]: f"{r['epsilon']:.3f}" for r in rows if r["method"] == "head"}
     maj = {r["n_states"]: f"{r['majority']:.3f}" for r in rows if r["method"] == "head"}
@@ -563,7 +569,7 @@ def _main(argv) -> None:
         records = CellStore(Path(out) / "cells.jsonl").records()
     rows = summary(records)
     for r in rows:
-        print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} "
+        print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {_sd(r)} "
               f"with margin {r['accuracy_with_margin']:.3f} majority {r['majority']:.3f} ε {r['epsilon']:.3f}")
     if out is not None:
         write_json_atomic(Path(out) / "summary.json", {"summary": rows, "study": repr(study),
