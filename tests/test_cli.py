@@ -79,3 +79,14 @@ def test_an_out_that_cannot_be_created_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("simlm demo: error: ") and err.count("\n") == 1 and err.endswith("\n")
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_an_experiment_command_whose_cells_failed_exits_1(capsys):
+    """The experiments' commands (head_prompt, anchors, natural_tasks) exited 0 with every cell failed: only
+    `simlm sweep` said so in its status.  A payload listing failed cells is exit 1 now, as for `simlm sweep`."""
+    from simlm.experiments.commandline import run_main
+
+    assert run_main("prog", lambda argv: {"errors": [{"cell": "c", "error": "boom"}], "rows": []}, [], {}) == 1
+    assert "prog: 1 cell(s) failed" in capsys.readouterr().err
+    assert run_main("prog", lambda argv: {"errors": [], "rows": [1]}, [], {}) == 0
+    assert run_main("prog", lambda argv: None, [], {}) == 0

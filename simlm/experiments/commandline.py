@@ -81,15 +81,20 @@ def executor_of(args):
 
 
 def run_main(prog: str, command, argv, flags: dict) -> int:
-    """``command(argv)``; 0 if it returns, 2 and one line on stderr for a :class:`SimlmError` or an
-    ``OSError`` (a file that cannot be written)."""
+    """``command(argv)``; 0 if it returns, 1 if it returns a payload listing failed cells (``errors``: they
+    are stored, listed and rerun; the tables hold the others), as ``simlm sweep`` exits, and 2 with one line
+    on stderr for a :class:`SimlmError` or an ``OSError`` (a file that cannot be written)."""
     try:
-        command(argv)
+        payload = command(argv)
     except SimlmError as err:
         message = as_flag(str(err), flags)
     except OSError as err:
         message = f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
     else:
+        failed = payload.get("errors") if isinstance(payload, dict) else None
+        if failed:  # a run whose cells failed is not a success, though it wrote what it has
+            print(f"{prog}: {len(failed)} cell(s) failed (listed above; a rerun recomputes them)", file=sys.stderr)
+            return 1
         return 0
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return 2

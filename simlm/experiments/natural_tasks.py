@@ -823,7 +823,7 @@ def command(argv=None) -> dict:
               f"noise={r['noise']}: max (a|b) − bound = {r['max_overshoot']:.3g}")
     write_json_atomic(out / "results.json", jsonable(result))
     try:
-        paths = plot(result, out)
+        paths = plot(result, out) if result["rows"] else []  # every cell failed: nothing to draw
     except ImportError as e:  # matplotlib is the optional extra "plots"
         paths = []
         print(f"no plots: {e} (pip install -e '.[plots]')")
