@@ -394,7 +394,8 @@ def run(config: Config = Config(), out=None, *, executor=None, progress: bool = 
     swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
     if swept["errors"]:
         e = swept["errors"][0]
-        raise ConfigError(f"out: {len(swept['errors'])} cell(s) of {out} failed, e.g. {e['cell']}: {e['error']}")
+        raise ConfigError(f"cells: {len(swept['errors'])} cell(s) of {out} failed (stored there; a rerun recomputes "
+                          f"them), e.g. {e['cell']}: {e['error']}")
     return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
             "time_s": time.perf_counter() - started}
 
