@@ -263,7 +263,8 @@ def task_context(world, kind: str, seed: int, config: Config) -> dict:
     x_tr, y_tr = sample_task_data(world, task, 1000 * seed + 1, config.n_train, T)
     if np.unique(y_tr).size < 2:  # every method would report a constant prediction's rate as its accuracy
         raise ConfigError(f"n_train: the {config.n_train} training sequences of seed {seed}'s task all have label "
-                          f"{int(y_tr[0])}; every head and prompt needs both classes to learn from: use a larger n_train")
+                          f"{int(y_tr[0])}; every head and prompt needs both classes to learn from: use a larger "
+                          "n_train")
     x_te, y_te = sample_task_data(world, task, 1000 * seed + 2, config.n_test, T)
     ceiling, ceiling_se = bayes_ceiling(world, task, x_te, Tv, n_continuations=config.n_continuations,
                                         key=1000 * seed + 3)

@@ -223,7 +223,8 @@ def main(argv=None) -> int:
         records = factor_study(QUICK_SIZES if args.quick else SIZES, quick=args.quick)
         for r in summary(records):
             print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± "
-                  f"{'-' if r['accuracy_sd'] is None else format(r['accuracy_sd'], '.3f')} (min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
+                  f"{'-' if r['accuracy_sd'] is None else format(r['accuracy_sd'], '.3f')} "
+                  f"(min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
                   f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
 
     return run_main("head_prompt_protocol", exact, argv, {})
