@@ -190,6 +190,11 @@ def _mean(rows, K, key="accuracy") -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def format_sd(row) -> str:
+    """A summary row's s.d. as printed: ``-`` over a single world or seed (there is none; 0 read as agreement)."""
+    return "-" if row["accuracy_sd"] is None else f"{row['accuracy_sd']:.3f}"
+
+
 def summary(records: list[dict]) -> list[dict]:
     """Mean accuracy (and its spread over worlds and tasks) per (protocol, |H|)."""
     keys = sorted({(r["protocol"], r["n_states"]) for r in records}, key=lambda k: (k[0], k[1]))
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
         records = factor_study(QUICK_SIZES if args.quick else SIZES, quick=args.quick)
         for r in summary(records):
             print(f"{r['protocol']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± "
-                  f"{'-' if r['accuracy_sd'] is None else format(r['accuracy_sd'], '.3f')} "
+                  f"{format_sd(r)} "
                   f"(min {r['accuracy_min']:.3f}) with margin {r['accuracy_with_margin']:.3f} "
                   f"no margin {r['share_without_margin']:.3f} majority {r['majority']:.3f}")
 

@@ -73,7 +73,7 @@ from simlm.checks import as_key, check_float32_normal, check_positive, check_pos
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError, TokenError
-from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, scored, task_data, task_seed, world
+from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, format_sd, scored, task_data, task_seed, world
 from simlm.experiments.store import CellStore, claim
 from simlm.jsonio import write_json_atomic
 from simlm.models import TransformerConfig
@@ -483,18 +483,13 @@ def summary(records: list[dict]) -> list[dict]:
     return out
 
 
-def _sd(row) -> str:
-    """A summary row's s.d. as printed: ``-`` over a single world or seed (there is none; 0 read as agreement)."""
-    return "-" if row["accuracy_sd"] is None else f"{row['accuracy_sd']:.3f}"
-
-
 def markdown(rows: list[dict]) -> str:
     """The summary as a markdown table: one line per method, one column per |H| (mean ± sd over worlds)."""
     sizes = sorted({r["n_states"] for r in rows})
     lines = ["| method | " + " | ".join(f"\\|H\\|={K}" for K in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
     for m in dict.fromkeys(r["method"] for r in rows):
-        cell = {r["n_states"]: f"{r['accuracy']:.3f}" + (" (n = 1)" if r["accuracy_sd"] is None else f" ± {_sd(r)}")
-                for r in rows if r["method"] == m}
+        cell = {r["n_states"]: f"{r['accuracy']:.3f}"
+                + (" (n = 1)" if r["accuracy_sd"] is None else f" ± {format_sd(r)}") for r in rows if r["method"] == m}
         lines.append(f"| {m} | " + " | ".join(cell.get(K, "–") for K in sizes) + " |")
     eps = {r["n_states"]: f"{r['epsilon']:.3f}" for r in rows if r["method"] == "head"}
     maj = {r["n_states"]: f"{r['majority']:.3f}" for r in rows if r["method"] == "head"}
@@ -569,7 +564,7 @@ def _main(argv) -> None:
         records = CellStore(Path(out) / "cells.jsonl").records()
     rows = summary(records)
     for r in rows:
-        print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {_sd(r)} "
+        print(f"{r['method']:16s} |H|={r['n_states']:2d} n={r['n']:2d} acc {r['accuracy']:.3f} ± {format_sd(r)} "
               f"with margin {r['accuracy_with_margin']:.3f} majority {r['majority']:.3f} ε {r['epsilon']:.3f}")
     if out is not None:
         write_json_atomic(Path(out) / "summary.json", {"summary": rows, "study": repr(study),

@@ -55,7 +55,7 @@ from simlm.errors import ConfigError
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
 from simlm.theory._convex import logistic_loss, polish_softmax_fit, softmax_objective
 from simlm.theory.natural_tasks import (B_GRID, _grid, bound_well_specified, check_phi, check_contexts, check_task_on,
-                                      gamma, lm_epsilon, tau)
+                                      gamma, label_residual, lm_epsilon, tau)
 
 METHODS = ("aligned", "search")
 #: the relative error of ε at which an adversary's laws are refused (the root finder reaches ~1e-12).
@@ -84,16 +84,8 @@ def adversary_radius(contexts, task, eps, *, B_grid=None, Phi=None, norm: str = 
     """B* of the bound at this ε: the grid radius minimising τ(B) + B√(2ε/γ) (the radius at which the
     check reports the bound), from :func:`~simlm.theory.natural_tasks.tau` on ``B_grid``.  ``eps`` must
     be a positive finite number and ``B_grid`` a grid of positive radii (ConfigError naming them)."""
-    contexts = check_contexts(contexts)
-    check_task_on(task, contexts)
-    eps = check_positive("eps", eps)
-    grid = _grid("B_grid", B_grid)
-    sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
-    g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
-    if not g > 0:
-        raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
-                          "so no radius is B* and no LM can violate it")
-    return float(grid[int(np.argmin(sol.loss + grid * math.sqrt(2 * eps / g)))])
+    return _radius(contexts, task, eps, B_grid, Phi, norm, cache,
+                   lambda sol, grid, g: sol.loss + grid * math.sqrt(2 * eps / g))
 
 
 def well_specified_radius(contexts, task, eps, *, B_grid=None, cache=None) -> float:
@@ -101,19 +93,26 @@ def well_specified_radius(contexts, task, eps, *, B_grid=None, cache=None) -> fl
     (:func:`~simlm.theory.natural_tasks.bound_well_specified`, r(B) the τ-optimal classifier's label
     residual at B), the radius at which the check reports that row.  It is often larger than
     :func:`adversary_radius`'s (the any-LM bound's): an adversary built there moves another classifier."""
+    def bound(sol, grid, g):
+        residual = label_residual(np.asarray(contexts.next_token_probs, np.float64), task, sol)
+        return [bound_well_specified(t, B, eps, g, r) for t, B, r in zip(sol.loss, grid, residual)]
+
+    return _radius(contexts, task, eps, B_grid, None, "inf", cache, bound)
+
+
+def _radius(contexts, task, eps, B_grid, Phi, norm, cache, bound) -> float:
+    """The radius of ``B_grid`` minimising ``bound(τ's solutions, grid, γ)`` at ``eps``, inputs checked (γ = 0,
+    a bound of +∞ at every radius, refused)."""
     contexts = check_contexts(contexts)
     check_task_on(task, contexts)
-    eps = check_positive("eps", eps)
+    check_positive("eps", eps)
     grid = _grid("B_grid", B_grid)
-    sol = tau(contexts, task, grid, cache=cache)
+    sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
     g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
     if not g > 0:
         raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
                           "so no radius is B* and no LM can violate it")
-    P = np.asarray(contexts.next_token_probs, np.float64)
-    residual = np.sqrt(task.weights @ (expit(P @ sol.v.T + sol.b) - task.label_probs[:, None]) ** 2)
-    bound = [bound_well_specified(t, B, eps, g, r) for t, B, r in zip(sol.loss, grid, residual)]
-    return float(grid[int(np.argmin(bound))])
+    return float(grid[int(np.argmin(bound(sol, grid, g)))])
 
 
 def _classifier(contexts, task, B, Phi, norm, cache, B_grid=None):

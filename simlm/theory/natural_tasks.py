@@ -456,6 +456,13 @@ def best_loss_ceiling(pos, neg, B, constraint: str) -> np.ndarray:
     return p * np.logaddexp(0.0, -z) + n * np.logaddexp(0.0, z)
 
 
+def label_residual(P, task, sol) -> np.ndarray:
+    """r(B) = ‖σ(z) − q‖_{L²(p_T)} at every radius of ``sol`` (τ's solutions): the τ-optimal classifier's scores
+    z_s = ⟨v, P_s⟩ + b on the features ``P (S, V)`` against the labels q_s = P(y = +1 | s), ``(G,)`` — the
+    residual the well-specified bound (:func:`bound_well_specified`) reads."""
+    return np.sqrt(task.weights @ (expit(P @ sol.v.T + sol.b) - task.label_probs[:, None]) ** 2)
+
+
 def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
     """c = −τ′(0⁺) = ½ max_{(v, b) ∈ C_1} (⟨m, v⟩ + m₀b), m = Σ_s (a_s − c_s) p*_s, m₀ = Σ_s (a_s − c_s):
     the gradient of the task loss at (v, b) = 0 is −½(m, m₀).  Box: ½(‖m‖₁ + |m₀|); span-ball:
@@ -658,7 +665,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     eb = np.array([zero_one_error(zb[:, i], pos, neg) for i in range(len(Bs))])
     w, b = ridge_logistic(probe_x, pos, neg, l2)
     probe = (logistic_loss(probe_x @ w + b, pos, neg), zero_one_error(probe_x @ w + b, pos, neg))
-    residual = np.sqrt(task.weights @ (expit(P @ nat.v.T + nat.b) - task.label_probs[:, None]) ** 2)
+    residual = label_residual(P, task, nat)
     slope = tau_slope(P, pos, neg, constraint, basis)
     ceiling = loss_ceiling(nat.v, nat.b, pos, neg) if simplex else np.full(len(Bs), math.inf)
     best_ceiling = best_loss_ceiling(pos, neg, Bs, constraint)
@@ -774,6 +781,7 @@ def check_natural_task(world_or_contexts, lm, task: NaturalTask, *, Phi=None, fe
 
 
 __all__ = ["ATOL", "NaturalTask", "natural_task", "random_natural_task", "indicative_task", "bound_well_specified",
+           "label_residual",
            "RESIDUAL_FORMS", "LOG2", "loss_ceiling", "best_loss_ceiling", "tau_slope", "critical_epsilon", "check_phi",
            "check_contexts", "check_task_on", "lm_laws",
            "lm_epsilon", "softmax_excess", "quad_epsilon", "gamma", "gamma_phi", "tau", "LogisticSolution",

@@ -196,8 +196,7 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None, tie_r
     if not sel.any():
         raise ShapeError("selected: no position is selected, so no accuracy can be measured")
     truth, (pred, tied, share) = x[sel].astype(int), argmax_split(p[sel], tie_rtol)
-    hit = (pred == truth).astype(np.float64)
-    hit[tied] = share[np.arange(len(tied)), truth[tied]]
+    hit = _hits_of(pred, tied, share, truth)
     counts = np.bincount(truth, minlength=V).astype(np.float64)
     hits = np.bincount(truth, weights=hit, minlength=V)
     seen = counts > 0
@@ -264,7 +263,11 @@ def hits(scores, truth, rtol: float = 0.0) -> np.ndarray:
     splits them: 1 or 0, or 1/|tie| where the truth is among |tie| tied tokens — the expected hit of a random
     tie-break, float64 ``(m,)``."""
     truth = np.asarray(truth)
-    pred, tied, share = argmax_split(scores, rtol)
+    return _hits_of(*argmax_split(scores, rtol), truth)
+
+
+def _hits_of(pred, tied, share, truth) -> np.ndarray:
+    """The expected hits of :func:`argmax_split`'s ``(pred, tied, share)`` against ``truth (m,)``."""
     hit = (pred == truth).astype(np.float64)
     hit[tied] = share[np.arange(len(tied)), truth[tied]]
     return hit
