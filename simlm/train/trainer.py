@@ -292,6 +292,21 @@ class Batch(NamedTuple):
     keys: jax.Array
 
 
+def over_seeds(fn, n_seeds: int, in_axes=0):
+    """``jax.vmap(fn, in_axes)`` over the seed axis.  One seed runs unbatched — its slice in, a new axis on
+    every output — the same computation (to float rounding) without the size-1 batch axis that XLA:CPU keeps
+    in every product of the step, at a cost (see :func:`~simlm.models.transformer.rows_product`)."""
+    if n_seeds > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def one(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        args = [a if axis is None else jax.tree.map(lambda v: v[0], a) for a, axis in zip(args, axes)]
+        return jax.tree.map(lambda v: v[None], fn(*args))
+
+    return one
+
+
 def seed_mesh(n_seeds: int, devices=None) -> Mesh | None:
     """The 1-d mesh (axis ``"seeds"``) that a run of ``n_seeds`` seeds is spread over, or ``None``.
 
@@ -396,7 +411,7 @@ class Training:
         self._replicated = None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
         graphdef, _, rest = nnx.split(init_transformer(model_config, config.seeds[0]), nnx.Param, ...)
         self.graphdef, self.rest, self.tx = graphdef, rest, _optimizer(config)
-        tx = self.tx
+        tx, n_seeds = self.tx, len(config.seeds)
         objective = objectives.OBJECTIVES[config.objective]
         if config.objective == "masked-lm":
             objective = lambda m, x, k: objectives.masked_lm(m, x, k, mask_rate=config.mask_rate,
@@ -411,7 +426,8 @@ class Training:
                 updates, opt_state = tx.update(grads, opt_state, params)
                 return optax.apply_updates(params, updates), opt_state, loss
 
-            params, opt_state, loss = jax.vmap(member)(state.params, state.opt_state, batch.tokens, batch.keys)
+            params, opt_state, loss = over_seeds(member, n_seeds)(state.params, state.opt_state, batch.tokens,
+                                                                  batch.keys)
             return TrainState(params, opt_state), loss
 
         shard = {} if self.mesh is None else {"in_shardings": self._seeds, "out_shardings": self._seeds}
@@ -459,7 +475,7 @@ class Training:
         if self.mesh is not None:  # each device scores its own members on the whole (replicated) held-out set
             self.eval_tokens, self.eval_ref = jax.device_put((self.eval_tokens, self.eval_ref), self._replicated)
             shard = {"in_shardings": (self._seeds, self._replicated, self._replicated), "out_shardings": self._seeds}
-        self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)), **shard)
+        self._evaluate = jax.jit(over_seeds(evaluate, len(c.seeds), in_axes=(0, None, None)), **shard)
 
     def init_state(self) -> TrainState:
         """Each seed's freshly initialised model (``init_transformer(model_config, seed)``) and optimiser
