@@ -34,7 +34,7 @@ import optax  # noqa: E402
 
 import train as bench  # noqa: E402
 from _common import REPO_ROOT, print_table, write_json  # noqa: E402
-from simlm.models.transformer import gelu, layer_norm  # noqa: E402
+from simlm.models.transformer import gelu, layer_norm, rows_product as mm  # noqa: E402
 from simlm.train.trainer import _optimizer  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
 
@@ -55,20 +55,21 @@ def minimal_params(model) -> dict:
 
 
 def minimal_logits(p, inputs, n_heads: int):
-    """The network's logits ``(B, T, V)`` for input ids ``(B, T)``."""
+    """The network's logits ``(B, T, V)`` for input ids ``(B, T)``; each projection one ``(B·T, d) @ (d, f)``
+    product, as simlm's (``rows_product``; docs/benchmarks.md, "flattened products")."""
     B, T = inputs.shape
     d = p["wte"].shape[1]
     dh = d // n_heads
     h = p["wte"][inputs] + p["wpe"][:T]
     visible = jnp.tril(jnp.ones((T, T), bool))
     for b in p["blocks"]:
-        q, k, v = jnp.split((layer_norm(h, b["ln1_s"], b["ln1_b"]) @ b["qkv"] + b["qkv_b"])
+        q, k, v = jnp.split((mm(layer_norm(h, b["ln1_s"], b["ln1_b"]), b["qkv"]) + b["qkv_b"])
                             .reshape(B, T, 3 * n_heads, dh), 3, axis=2)
         s = jnp.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(dh)
         w = jax.nn.softmax(jnp.where(visible, s, -jnp.inf), axis=-1)
-        h = h + jnp.einsum("nhqk,nkhd->nqhd", w, v).reshape(B, T, d) @ b["o"] + b["o_b"]
-        h = h + gelu(layer_norm(h, b["ln2_s"], b["ln2_b"]) @ b["up"] + b["up_b"]) @ b["down"] + b["down_b"]
-    return layer_norm(h, p["lnf_s"], p["lnf_b"]) @ p["out"]
+        h = h + mm(jnp.einsum("nhqk,nkhd->nqhd", w, v).reshape(B, T, d), b["o"]) + b["o_b"]
+        h = h + mm(gelu(mm(layer_norm(h, b["ln2_s"], b["ln2_b"]), b["up"]) + b["up_b"]), b["down"]) + b["down_b"]
+    return mm(layer_norm(h, p["lnf_s"], p["lnf_b"]), p["out"])
 
 
 def _shifted(x, bos):
