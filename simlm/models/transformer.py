@@ -391,9 +391,9 @@ class LayerNorm(nnx.LayerNorm):
 def rows_product(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x (..., d) @ w (d, f)`` taken as one ``(rows, d) @ (d, f)`` matrix product: the same sums as the
     batched product (to float rounding), but XLA:CPU differentiates a product over ``(n, T, d)`` into a weight
-    gradient contracted over two axes, which its dot library runs at about 70 % of the rate of a flattened one
-    (2-core Xeon, 2026-12-06: with :func:`~simlm.train.trainer.over_seeds`, the train step of ``train.py``'s
-    small model 8 % faster, experiment 1's 3-seed step 20 %; docs/benchmarks.md)."""
+    gradient contracted over two axes, and ran the step's products in that form 1.6× as long (2-core Xeon,
+    2026-12-06, with :func:`~simlm.train.trainer.over_seeds`: ``train.py``'s small and medium steps 15–19 %
+    faster, experiment 1's 3-seed step 20 %; docs/benchmarks.md, "flattened products")."""
     return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
 
 
