@@ -404,7 +404,7 @@ class Linear(nnx.Linear):
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
         if out_sharding is not None or inputs.ndim <= 2:
             return super().__call__(inputs, out_sharding)
-        return super().__call__(inputs.reshape(-1, inputs.shape[-1])).reshape(*inputs.shape[:-1], -1)
+        return super().__call__(inputs.reshape(-1, inputs.shape[-1])).reshape(*inputs.shape[:-1], self.out_features)
 
 
 class SelfAttention(nnx.Module):

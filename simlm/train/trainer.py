@@ -300,7 +300,7 @@ def over_seeds(fn, n_seeds: int, in_axes=0):
         return jax.vmap(fn, in_axes=in_axes)
 
     def one(*args):
-        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         args = [a if axis is None else jax.tree.map(lambda v: v[0], a) for a, axis in zip(args, axes)]
         return jax.tree.map(lambda v: v[None], fn(*args))
 
