@@ -1,5 +1,6 @@
 """Sampling matches the exact laws (fixed seeds, stated tolerances) and is reproducible."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given
@@ -76,3 +77,21 @@ def test_entropy_rate_matches_an_iid_worlds_entropy():
     hmm = HMM([1.0], [[1.0]], [p])
     rate, se = hmm.entropy_rate(0, n_sequences=64, length=256)
     assert abs(rate - float(-(p * np.log(p)).sum())) <= 4 * se
+
+
+@given(st.integers(1, 300), st.integers(1, 6), st.integers(0, 2**31 - 1), st.sampled_from(["float32", "float64"]))
+def test_binary_search_draw_is_the_counting_draw(n, rows, seed, dtype):
+    """``inverse_cdf_at`` (binary search, the sampler's) picks the index ``inverse_cdf`` (count of entries ≤ u)
+    picks, for rows with zeros, all-zero rows, rows summing a little below one, and u on the CDF's values."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.full(n, 0.3), size=rows) * rng.choice([1.0, 1 - 1e-6], size=(rows, 1))
+    p[rng.random((rows, n)) < 0.3] = 0.0
+    p[rng.integers(rows)] = 0.0 if rng.random() < 0.2 else p[0]
+    with jax.enable_x64(dtype == "float64"):
+        cum = core.cumulative_rows(jnp.asarray(p, dtype))
+        which = jnp.asarray(rng.integers(rows, size=64), jnp.int32)
+        on_grid = np.asarray(cum)[np.asarray(which), rng.integers(n, size=64)]  # u equal to a CDF value
+        u = jnp.asarray(np.where(rng.random(64) < 0.5, rng.random(64), np.minimum(on_grid, 0.999)), dtype)
+        for rows_, u_ in [(which, u), (which.reshape(8, 8), u.reshape(8, 8))]:  # any batch shape
+            expected = np.asarray(core.inverse_cdf(cum[rows_], u_))
+            assert np.array_equal(np.asarray(core.inverse_cdf_at(cum, rows_, u_)), expected)
