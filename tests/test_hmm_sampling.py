@@ -3,10 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from simlm import HMM
+from simlm.errors import ShapeError
 from simlm.worlds import hmm_core as core
 
 N = 40_000
@@ -95,3 +97,25 @@ def test_binary_search_draw_is_the_counting_draw(n, rows, seed, dtype):
         for rows_, u_ in [(which, u), (which.reshape(8, 8), u.reshape(8, 8))]:  # any batch shape
             expected = np.asarray(core.inverse_cdf(cum[rows_], u_))
             assert np.array_equal(np.asarray(core.inverse_cdf_at(cum, rows_, u_)), expected)
+
+
+@pytest.mark.parametrize("n", [300, 1000, 4096])
+def test_long_cdf_rows_never_decrease_and_both_draws_agree_where_the_sum_dipped(n):
+    """XLA's cumsum of a long row steps down by an ulp past tiny entries (most Dirichlet(0.1) rows of 1000
+    entries did): the running maximum keeps the row monotone, where the count and the binary search agree."""
+    rng = np.random.default_rng(n)
+    p = rng.dirichlet(np.full(n, 0.1), size=64).astype(np.float32)
+    p[rng.random(p.shape) < 0.5] = 0.0
+    raw = np.asarray(jnp.cumsum(jnp.asarray(p), axis=-1))
+    cum = core.cumulative_rows(jnp.asarray(p))
+    assert np.all(np.diff(np.asarray(cum), axis=-1) >= 0)
+    r, c = np.nonzero(np.diff(raw, axis=-1) < 0)  # where XLA's sum dipped (none on some backends)
+    rows = jnp.asarray(np.concatenate([r, r, np.arange(64)]), jnp.int32)
+    u = jnp.asarray(np.concatenate([raw[r, c], raw[r, c + 1], rng.random(64)]), jnp.float32)
+    assert np.array_equal(np.asarray(core.inverse_cdf_at(cum, rows, u)), np.asarray(core.inverse_cdf(cum[rows], u)))
+    assert np.all(p[np.asarray(rows), np.asarray(core.inverse_cdf_at(cum, rows, u))] > 0)
+
+
+def test_empty_cdf_rows_are_refused():
+    with pytest.raises(ShapeError, match="cum"):
+        core.inverse_cdf_at(jnp.zeros((2, 0)), jnp.zeros(3, jnp.int32), jnp.zeros(3))

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from simlm.errors import ConfigError
+from simlm.errors import ConfigError, ShapeError
 from simlm.precision import EXACT, in_float64, mm  # every product at full float32 (simlm.precision)
 from simlm.worlds import hmm_parallel
 
@@ -655,10 +655,15 @@ def cumulative_rows(probs: jax.Array) -> jax.Array:
     """Row-wise CDFs for inverse-CDF sampling, guarded to 2 from each row's last positive entry on, so
     that a uniform in [0, 1) always lands on an entry of positive probability, even when the row sums to
     a little less than 1 (rows are accepted within a tolerance, and rounding does the same) and ends in
-    zeros — guarding only the last column would hand the shortfall to a zero-probability entry."""
+    zeros — guarding only the last column would hand the shortfall to a zero-probability entry.
+
+    Each row never decreases: XLA's ``cumsum`` of a long row (N ≳ 300 on a CPU) does not add left to right and
+    can step down by an ulp past a tiny entry, so its running maximum is taken — the rows :func:`inverse_cdf`
+    counts in and :func:`inverse_cdf_at` binary-searches, which agree only on rows that never decrease."""
     n = probs.shape[-1]
     last = n - 1 - jnp.argmax(jnp.flip(probs > 0, axis=-1), axis=-1)  # (…,): n - 1 for an all-zero row
-    return jnp.where(jnp.arange(n) >= last[..., None], 2.0, jnp.cumsum(probs, axis=-1))
+    cum = jax.lax.cummax(jnp.cumsum(probs, axis=-1), axis=probs.ndim - 1) if n else probs
+    return jnp.where(jnp.arange(n) >= last[..., None], 2.0, cum)
 
 
 def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
@@ -668,11 +673,13 @@ def inverse_cdf(cum_rows: jax.Array, u: jax.Array) -> jax.Array:
 
 def inverse_cdf_at(cum: jax.Array, rows: jax.Array, u: jax.Array) -> jax.Array:
     """``inverse_cdf(cum[rows], u)`` by binary search: ⌈log₂(N + 1)⌉ gathers of one entry per draw instead of a
-    row of N gathered and compared.  The same index, bit for bit — a row of :func:`cumulative_rows` never
-    decreases (a float sum of non-negative terms, then the guard 2), so the count of its entries ≤ u is where
-    u falls in it.  :func:`sample` draws 2× (K = 16, 64) to 4× (K = 256) as fast with it as with the row compared
-    (``benchmarks/worlds.py``, V = 256, a 2-core CPU, 2026-12-06)."""
+    row of N gathered and compared.  The same index, bit for bit, on the rows of :func:`cumulative_rows`: they
+    never decrease, so the count of a row's entries ≤ u is where u falls in it.  :func:`sample` draws 2×
+    (K = 16, 64) to 4× (K = 256) as fast with it as with the row compared (``benchmarks/worlds.py``, V = 256,
+    a 2-core CPU, 2026-12-06)."""
     n = cum.shape[-1]
+    if n == 0:
+        raise ShapeError("cum: expected rows of at least one entry, got 0")
     pos, step = jnp.zeros(u.shape, jnp.int32), 1 << (n.bit_length() - 1)  # the largest power of 2 ≤ n
     while step:
         cand = pos + step
