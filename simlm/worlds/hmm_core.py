@@ -662,7 +662,7 @@ def cumulative_rows(probs: jax.Array) -> jax.Array:
     counts in and :func:`inverse_cdf_at` binary-searches, which agree only on rows that never decrease."""
     n = probs.shape[-1]
     last = n - 1 - jnp.argmax(jnp.flip(probs > 0, axis=-1), axis=-1)  # (…,): n - 1 for an all-zero row
-    cum = jax.lax.cummax(jnp.cumsum(probs, axis=-1), axis=probs.ndim - 1) if n else probs
+    cum = jax.lax.cummax(jnp.cumsum(probs, axis=-1), axis=probs.ndim - 1)  # lax takes no negative axis
     return jnp.where(jnp.arange(n) >= last[..., None], 2.0, cum)
 
 
