@@ -30,10 +30,10 @@ from simlm.worlds.families import random_parameters
 # Small shapes run on a few padded bucket shapes, so that a new (n, K, V, T) rarely compiles (buckets.py).
 _LAWS, _STATES = (("T", "V"), ("T",)), (("T", "K"), ("T",))
 # core.batched: jit(vmap) over sequences, the parallel-or-sequential choice made for the whole batch.
-token_logprobs = buckets.bucketed(core.batched(core.token_logprobs), (("T",),))
+token_logprobs = buckets.bucketed(core.batched(core.token_logprobs, possible=True), (("T",),))
 log_likelihood = buckets.bucketed_log_likelihood(token_logprobs)
-next_token_probs = buckets.bucketed(core.batched(core.next_token_probs), _LAWS)
-next_token_logprobs = buckets.bucketed(core.batched(core.next_token_logprobs), _LAWS)
+next_token_probs = buckets.bucketed(core.batched(core.next_token_probs, possible=True), _LAWS)
+next_token_logprobs = buckets.bucketed(core.batched(core.next_token_logprobs, possible=True), _LAWS)
 # the posteriors and masked laws read the backward messages: their T is padded only for rows summing to 1
 smoothed_posterior = buckets.bucketed(core.batched(core.smoothed_posterior), _STATES, reads_backward=True)
 masked_state_posterior = buckets.bucketed(core.batched(core.masked_state_posterior), _STATES, reads_backward=True)
