@@ -135,7 +135,7 @@ def _normalise(v: jax.Array) -> jax.Array:
 #: can push out of the float range, at K² exponentials a step — the rerun of a batch that needs it.
 CHECKED, CHECKED_SCANS, LOG_SPACE = "checked", "checked-scans", "log-space"
 #: Two more internal modes of the sequential scans of :func:`token_logprobs` and :func:`next_token_probs` (its
-#: loop for K < V), for sequences of ≥ :data:`POSSIBLE_FROM` tokens (:func:`batched` with ``possible=True``):
+#: loop for K < V), for ≥ 2 sequences of ≥ :data:`POSSIBLE_FROM` tokens (:func:`batched`, ``possible=True``):
 #: ``POSSIBLE``, CHECKED without its fallback for c_t = 0 (an impossible token), so that a step's product
 #: waits for the multiply p_t ∘ B[:, x_t] alone, not for its sum c_t as well: on a CPU the product and the sum
 #: run side by side.  A scan with some c_t = 0 (its row turns to NaN after it) returns ``(out, low, True)``,
@@ -187,18 +187,18 @@ def _possible(parallel) -> bool:
 
 def shares_bounded(initial, transition, emission) -> jax.Array:
     """Whether every share of p_t the scans read is provably ≥ :func:`floor`, so that ``BOUNDED`` need not
-    track them: A dense with every entry positive, and m = min(min A, min⁺π) ≥ 2K · floor.
+    track them: A dense with every entry positive, and m = min(min A, min⁺π) ≥ 2 · floor.
 
-    Why: p_1 = π, and for t ≥ 2, p_t(j) = Σ_k f(k) A(k, j) over the normalised filter f ≥ max_k f(k) · min A
-    ≥ min A / K — a float sum of non-negative terms is at least its largest term, and the roundings of the
-    product, of c_t and of 1/c_t take less than a factor 1.1 of it for K < 2²⁰ — so every positive share of
-    p_t is ≥ m / (2K) ≥ floor.  Only where every c_t > 0 (``POSSIBLE``; the filter is then p_t ∘ b / c_t,
-    summing to 1).  The tests check the bound against the scans' own p_t."""
+    Why: p_1 = π, and for t ≥ 2, p_t(j) = Σ_k f(k) A(k, j) ≥ min A · Σ_k f(k) = min A over the normalised
+    filter f; the roundings of the K products, of their sum, of c_t and of 1/c_t take less than a factor
+    1 − (K + 3) · 2⁻²⁴ ≥ 1/2 of it (float32, K < 2²²).  So every share of p_t is ≥ m / 2 ≥ floor.  Only
+    where every c_t > 0 (``POSSIBLE``; the filter is then p_t ∘ b / c_t, summing to 1).  The tests check the
+    bound against the scans' own p_t."""
     K = emission.shape[0]
-    if transition.shape != (K, K):  # blocks: a block's share of the filter can fall without bound
+    if transition.shape != (K, K):  # blocks (one shared or a stack): a block's share can fall without bound
         return jnp.asarray(False)
     m = jnp.minimum(jnp.min(transition), jnp.min(jnp.where(initial > 0, initial, jnp.inf)))
-    return (jnp.min(transition) > 0) & (m >= 2 * K * floor(transition, emission))
+    return (jnp.min(transition) > 0) & (m >= 2 * floor(transition, emission))
 
 
 def floor(transition, emission) -> jax.Array:
@@ -211,7 +211,9 @@ def floor(transition, emission) -> jax.Array:
 
 
 _floor = jax.jit(floor)
-_shares_bounded = jax.jit(shares_bounded)
+#: both, one call and one wait on the host: :func:`batched` reads them before every batch
+_range_facts = jax.jit(lambda initial, transition, emission: (floor(transition, emission),
+                                                              shares_bounded(initial, transition, emission)))
 
 
 def _checked(parallel, out, *lows, logc=None):
@@ -279,7 +281,7 @@ def batched(fn, possible: bool = False):
     log-space scan compiles only for a batch that needs it (under an outer trace, by ``lax.cond``).  A
     world whose :func:`floor` is ≥ 1 (entries so small that even a share of 1 could flush) would rerun
     every batch, so it goes to log space directly.  ``possible``: ``fn`` has the ``POSSIBLE`` and
-    ``BOUNDED`` modes, run first for a batch of ≥ :data:`POSSIBLE_FROM` tokens on the sequential scans
+    ``BOUNDED`` modes, run first for ≥ 2 sequences of ≥ :data:`POSSIBLE_FROM` tokens on the sequential scans
     (``BOUNDED`` where :func:`shares_bounded`); a batch with an impossible token is rerun under
     ``CHECKED``.  Not under an outer trace, where the batch runs ``CHECKED`` as before."""
 
@@ -303,13 +305,15 @@ def batched(fn, possible: bool = False):
     def run(initial, transition, emission, *args):
         n, T = args[-1].shape
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, *args))
-        if not traced and float(_floor(transition, emission)) >= 1:  # even a share of 1 may flush: no point
-            return exact64(initial, transition, emission, *args)
+        if not traced:
+            least, bounded = _range_facts(initial, transition, emission)
+            if float(least) >= 1:  # even a share of 1 may flush: no point
+                return exact64(initial, transition, emission, *args)
         spec = jax.ShapeDtypeStruct(emission.shape, jax.dtypes.canonicalize_dtype(emission.dtype))  # as jit sees it
         first = scans if _parallel(None, spec, T, n) else sequential
-        if first is sequential and assuming and not traced and T >= POSSIBLE_FROM:
-            mode = BOUNDED if bool(_shares_bounded(initial, transition, emission)) else POSSIBLE
-            out, lost, impossible = assuming[mode](initial, transition, emission, *args)
+        if first is sequential and assuming and not traced and runs_possible(n, T):
+            out, lost, impossible = assuming[BOUNDED if bool(bounded) else POSSIBLE](
+                initial, transition, emission, *args)
             if bool(impossible):  # a token of probability 0 somewhere: CHECKED keeps its filter at p_t
                 out, lost = sequential(initial, transition, emission, *args)
         else:
@@ -318,7 +322,16 @@ def batched(fn, possible: bool = False):
             return jax.lax.cond(lost, exact, lambda *_: out, initial, transition, emission, *args)
         return exact64(initial, transition, emission, *args) if lost else out
 
+    run.modes = tuple(assuming)  # () or (POSSIBLE, BOUNDED): what the batch may run first (tests read it)
     return run
+
+
+def runs_possible(n: int, T: int) -> bool:
+    """Whether :func:`batched` runs ``POSSIBLE`` or ``BOUNDED`` first for n sequences of T tokens (on the
+    sequential scans, untraced): T ≥ :data:`POSSIBLE_FROM` and n ≥ 2 — for one sequence XLA fused the step's
+    sum c_t another way once nothing else waited for it, and log c_t moved in its last bit (a review,
+    2026-12-06); from two on, CHECKED's numbers bit for bit."""
+    return T >= POSSIBLE_FROM and n >= 2
 
 
 def _in_float64(fn):
