@@ -39,9 +39,6 @@ def _run(config, args) -> int:
     from simlm.experiments.report import console_table, has_bound, is_trivial, render
     from simlm.experiments.sweep import run_sweep
 
-    if args.executor == "ray" and args.workers != 1:  # Ray places its tasks on its cluster's CPUs itself
-        raise ConfigError(f"workers: sizes the local process pool and is not used by --executor ray (got "
-                          f"{args.workers!r}); leave it out, Ray runs as many jobs as its cluster has CPUs")
     result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
     print(console_table(result["rows"]))
     paths = render(result["rows"], args.out)

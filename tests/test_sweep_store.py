@@ -5,6 +5,7 @@ anything is written."""
 
 import dataclasses
 import datetime
+import importlib
 import json
 import math
 import socket
@@ -356,6 +357,19 @@ def test_run_flags_that_would_be_ignored_are_refused_naming_the_flag(flags, name
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"simlm sweep: error: {named}: ")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module, args", [("head_prompt", ["experiment1", "--quick"]), ("natural_tasks", ["--quick"]),
+                                          ("token_accuracy", ["--quick"])])
+@pytest.mark.parametrize("workers", ["2", "auto"])
+def test_the_experiments_refuse_workers_with_ray_as_simlm_sweep_does(module, args, workers, tmp_path, capsys):
+    # --workers sizes the local pool; Ray ignored it without a word in the experiments' commands (2026-12-06)
+    main_of = importlib.import_module(f"simlm.experiments.{module}").main
+    out = tmp_path / "out"
+    assert main_of([*args, "--out", str(out), "--executor", "ray", "--workers", workers, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f": error: --workers: sizes the local process pool" in err, err
+    assert not out.exists()
 
 
 def _closed_port() -> int:

@@ -73,9 +73,14 @@ def add_run_options(p, *, workers: str = "1") -> None:
 
 
 def executor_of(args):
-    """The executor the options of :func:`add_run_options` ask for."""
+    """The executor the options of :func:`add_run_options` ask for.  ``--workers`` sizes the local process
+    pool: with ``--executor ray``, whose tasks go wherever its cluster has CPUs, a value other than 1 is
+    refused rather than ignored (every command that runs a sweep: ``simlm sweep`` and the experiments)."""
     from simlm.experiments.executors import auto_workers, make_executor
 
+    if args.executor == "ray" and args.workers not in (None, 1):
+        raise ConfigError(f"workers: sizes the local process pool and is not used by --executor ray (got "
+                          f"{args.workers!r}); leave it out, Ray runs as many jobs as its cluster has CPUs")
     workers = auto_workers() if args.workers == "auto" else args.workers
     return make_executor(args.executor, workers=workers, address=args.address)
 

@@ -677,8 +677,8 @@ def command(argv=None) -> dict:
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
     print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
           f"{' with --quick/flag overrides' if options else ''})")
-    if args.workers is None:
-        args.workers = 1 if args.quick else "auto"
+    if args.workers is None:  # Ray sizes itself: no local pool to size
+        args.workers = 1 if args.quick or args.executor == "ray" else "auto"
     payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor_of(args))
     for e in payload["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")

@@ -798,6 +798,7 @@ def command(argv=None) -> dict:
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
+    executor = executor_of(args)  # its flags checked before the results directory is made
     out = results_dir(args.out or ("runs/natural_tasks_quick" if args.quick else "runs/natural_tasks"))
     figure = None if args.figure is None else Path(args.figure)
     if figure is not None:  # checked now, not after the sweep
@@ -809,7 +810,6 @@ def command(argv=None) -> dict:
             raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
     print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
           f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
-    executor = executor_of(args)
     result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor)
     for e in result["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")
