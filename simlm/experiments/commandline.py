@@ -72,15 +72,25 @@ def add_run_options(p, *, workers: str = "1") -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def executor_of(args):
-    """The executor the options of :func:`add_run_options` ask for.  ``--workers`` sizes the local process
-    pool: with ``--executor ray``, whose tasks go wherever its cluster has CPUs, a value other than 1 is
-    refused rather than ignored (every command that runs a sweep: ``simlm sweep`` and the experiments)."""
-    from simlm.experiments.executors import auto_workers, make_executor
+def check_run_options(args) -> None:
+    """Refuse the options of :func:`add_run_options` that would be ignored, without building an executor (no
+    Ray started): ``--address`` is a Ray cluster's; ``--workers`` sizes the local process pool, so with
+    ``--executor ray``, whose tasks go wherever its cluster has CPUs, a value other than 1 is refused rather than
+    ignored (every command that runs a sweep: ``simlm sweep`` and the experiments).  A command calls it with
+    its other checks, before it makes its results directory."""
+    from simlm.experiments.executors import check_address
 
+    check_address(args.executor, args.address)
     if args.executor == "ray" and args.workers not in (None, 1):
         raise ConfigError(f"workers: sizes the local process pool and is not used by --executor ray (got "
                           f"{args.workers!r}); leave it out, Ray runs as many jobs as its cluster has CPUs")
+
+
+def executor_of(args):
+    """The executor the options of :func:`add_run_options` ask for (checked by :func:`check_run_options`)."""
+    from simlm.experiments.executors import auto_workers, make_executor
+
+    check_run_options(args)
     workers = auto_workers() if args.workers == "auto" else args.workers
     return make_executor(args.executor, workers=workers, address=args.address)
 

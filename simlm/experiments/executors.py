@@ -308,13 +308,18 @@ def auto_workers() -> int:
     return usable_cores() if jax.default_backend() == "cpu" else 1
 
 
+def check_address(name: str, address: str | None) -> None:
+    """``address`` is a Ray cluster's: refused with another executor."""
+    if address is not None and name != "ray":
+        raise ConfigError(f"address: a Ray cluster's address is used only with the ray executor, not {name!r} "
+                          f"(got {address!r})")
+
+
 def make_executor(name: str = "inprocess", *, workers: int = 1, address: str | None = None):
     """An executor by name (one of :data:`EXECUTORS`), as the command line chooses it.  ``address`` is a
     Ray cluster's and is refused with another executor; ``workers`` sizes the process pool and is not
     used by Ray (its tasks go wherever its cluster has CPUs)."""
-    if address is not None and name != "ray":
-        raise ConfigError(f"address: a Ray cluster's address is used only with the ray executor, not {name!r} "
-                          f"(got {address!r})")
+    check_address(name, address)
     if name == "inprocess":
         return InProcess() if workers == 1 else ProcessPool(workers)
     if name == "process":

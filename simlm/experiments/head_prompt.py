@@ -67,7 +67,8 @@ records, the per-group summary, the training ladders, times) and ``<experiment>.
 of every run from the stored rows.  The cells run in parallel, each seed's a job of its own (a world's seeds
 train together, in the first of its cells to start; the others wait for it and read its checkpoints):
 ``--workers`` defaults to ``auto`` (a process per CPU core on a CPU backend, one on an accelerator;
-``--quick`` runs in this process), and ``--workers N`` / ``--executor ray`` spread the cells as for any sweep.
+``--quick`` runs in this process; with ``--executor ray`` Ray sizes itself), and ``--workers N`` /
+``--executor ray`` spread the cells as for any sweep.
 
     python -m simlm.experiments.head_prompt experiment1 [--quick] [--out DIR] [--seeds 0 1 2] ...
     python -m simlm.experiments.head_prompt experiment2 [--quick] ...
@@ -654,7 +655,8 @@ def command(argv=None) -> dict:
                    "(0.01: near-deterministic, the Bayes ceiling ≈ 1 even for short T')")
     p.add_argument("--analytic", help=f"the analytic-LM family, one of {', '.join(ANALYTIC_KINDS)}, or 'none'")
     p.add_argument("--no-train", action="store_true", help="oracle (and analytic) LMs only, no transformers")
-    add_run_options(p, workers="auto, 1 with --quick")  # a job per world of a minute or more: a process per core
+    # a job per world of a minute or more: a process per core
+    add_run_options(p, workers="auto, 1 with --quick or --executor ray")
     args = p.parse_args(argv)
     for flag, only in (("n_states", "experiment1"), ("n_slots", "experiment2")):
         if getattr(args, flag) is not None and args.experiment != only:  # it would be ignored

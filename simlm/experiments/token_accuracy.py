@@ -37,7 +37,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
+from simlm.experiments.commandline import Parser, add_run_options, check_run_options, executor_of, run_main
 from simlm.experiments.nested import leaf_rows, nested_of
 from simlm.experiments.registry import experiment_sweep
 from simlm.experiments.store import results_dir
@@ -417,9 +417,10 @@ def command(argv=None) -> dict:
     add_run_options(p)
     args = p.parse_args(argv)
     config = QUICK if args.quick else config_of(load_shipped())
-    executor = executor_of(args)  # its flags checked before the results directory is made
+    check_run_options(args)  # before the results directory is made
     out = results_dir(args.out or ("runs/token_accuracy_quick" if args.quick else "runs/token_accuracy"))
     figures = results_dir(args.figures) if args.figures else out
+    executor = executor_of(args)
     result = run(config, out, executor=executor, progress=not args.quiet)
     write_json_atomic(out / "results.json", jsonable(result))
     print(summary(result))
