@@ -368,7 +368,7 @@ def test_the_experiments_refuse_workers_with_ray_as_simlm_sweep_does(module, arg
     out = tmp_path / "out"
     assert main_of([*args, "--out", str(out), "--executor", "ray", "--workers", workers, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f": error: --workers: sizes the local process pool" in err, err
+    assert len(err.splitlines()) == 1 and ": error: --workers: sizes the local process pool" in err, err
     assert not out.exists()
 
 
