@@ -77,7 +77,7 @@ def test_every_scan_mode_function_reports_the_buried_state(case):
     """The check of each core function in the scans' mode (``batched`` reruns what it flags): the forward
     family reported only its least c_t (ordinary here), the backward scan nothing."""
     world, x, _ = CASES[case]()
-    floor = float(core._floor(*world.chain[1:]))  # the jitted floor the world methods compare with
+    floor = float(core.floor(*world.chain[1:]))  # the floor the world methods compare with
     # the forward family reads hmm_parallel.forward, the posteriors both scans, the prepended law the backward
     # scan and the forward one under π A (the sequence is impossible there, and still reported); backward
     # reads (A, B, x).  One program for all five, shared by both cases and the test below.
@@ -96,7 +96,7 @@ def test_the_scans_of_a_dense_world_never_need_the_rerun():
     masked = SCAN_MODE_FUNCTIONS.index("masked_token_probs")
     for t in np.asarray(hmm.sample(0, 4, 141)):
         [(_, low)] = _program(SCAN_MODE_FUNCTIONS, (core.CHECKED_SCANS,))(*hmm.chain, jnp.asarray(t))[masked]
-        assert float(low) > 1e6 * float(core._floor(*hmm.chain[1:]))
+        assert float(low) > 1e6 * float(core.floor(*hmm.chain[1:]))
 
 
 @given(chains_and_tokens())

@@ -210,8 +210,8 @@ def floor(transition, emission) -> jax.Array:
     return 4 * tiny / least(transition) / least(emission)
 
 
-_floor = jax.jit(floor)
-#: both, one call and one wait on the host: :func:`batched` reads them before every batch
+#: the floor and :func:`shares_bounded`, one call and one wait on the host: :func:`batched` reads them before
+#: every batch
 _range_facts = jax.jit(lambda initial, transition, emission: (floor(transition, emission),
                                                               shares_bounded(initial, transition, emission)))
 
