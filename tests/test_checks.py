@@ -249,3 +249,34 @@ def test_a_natural_task_bound_wrong_at_a_radius_other_than_b_star_is_a_violated_
     worst = rows["any-lm:worst_B"]
     assert worst["B"] > rows["any-lm:loss_natural"]["B"] and not worst["holds"] and not worst["trivial"]
     assert worst["measured"] > worst["bound"] == 0.717 and worst["loss"] == "loss_natural"
+
+
+def test_a_worst_radius_row_is_trivial_only_if_no_radius_of_its_grid_can_fail():
+    """The ``worst_B`` row judges the bound at every B of its grid, so its ``trivial`` is the bound's (≥ the
+    ceiling of (a) at every B), not that of its own radius.  The demo's case (a review, 2026-12-06): on its
+    log-linear world the aligned adversary at ε = 0.45911 comes nearest the any-lm bound at B = 0.25, where the
+    bound (0.854) is above the most any LM's (a) can be (0.814), and the row read trivial; at B = 8 the bound is
+    7.785 and an LM's (a) can reach 7.921."""
+    from simlm.experiments.checks import worst_radius_row
+    from simlm.experiments.sweep import build_world
+    from simlm.theory.adversarial import adversarial_laws
+    from simlm.theory.natural_tasks import check_natural_task, random_natural_task
+
+    world = build_world({"kind": "loglinear", "name": "loglinear", "seed": 0,
+                         "options": {"dim": 3, "geometry": "anchor", "n_states": 4, "n_symbols": 6}})
+    contexts = enumerate_contexts(world, 2)
+    task = random_natural_task(contexts, 0, noise="logistic")
+    cache: dict = {}
+    laws = adversarial_laws(contexts, task, 0.45911, method="aligned", cache=cache)
+    result = check_natural_task(contexts, laws, task, tau_cache=cache)
+    b = result.bound("any-lm")
+    j = b.worst_index(result.atol)
+    assert b.bound[j] >= b.loss_ceiling[j] and not b.trivial  # trivial at its radius, not at every one
+    # … an LM that puts each context's mass on its word of the largest loss reaches the ceiling where B is 8
+    k = int(np.flatnonzero(b.B_grid == 8.0)[0])
+    assert b.bound[k] < b.loss_ceiling[k] - 0.1
+    worst = worst_radius_row("any-lm:worst_B", b, result.atol)
+    assert worst["B"] == b.B_grid[j] and worst["holds"] and worst["trivial"] is False
+    for b in result.bounds:  # every bound: the row is trivial exactly when it holds and the bound is
+        worst = worst_radius_row("q", b, result.atol)
+        assert worst["trivial"] == (worst["holds"] and b.trivial), b.name

@@ -597,3 +597,33 @@ def test_the_experiment_checks_worst_radius_row_carries_only_that_radius_columns
     assert worst["measured"] == b.loss_natural[j] and worst["loss"] == "loss_natural"
     assert not set(worst) & {"bound_value", "loss_natural", "slack", "residual", "error_natural", "tau_gap",
                              "slack_used_at_B", "loss_best_ceiling"}
+
+
+def test_the_experiment_checks_worst_radius_row_is_trivial_only_if_every_radius_is(monkeypatch, tmp_path):
+    """Its ``trivial`` was its own radius's: the log-linear case of tests/test_checks.py (the aligned adversary
+    at ε = 0.45911 comes nearest the any-lm bound at B = 0.25, trivial there, not at B = 8) read trivial while
+    the record's ``trivial_every_B`` was False (row 627 of a review's run of the experiment, 2026-12-06)."""
+    import types
+    from simlm.experiments.sweep import build_world
+
+    world = build_world({"kind": "loglinear", "name": "loglinear", "seed": 0,
+                         "options": {"dim": 3, "geometry": "anchor", "n_states": 4, "n_symbols": 6}})
+    C = enumerate_contexts(world, 2)
+    task = random_natural_task(C, 0, noise="logistic")
+    cache: dict = {}
+    laws = adversarial_laws(C, task, 0.45911, method="aligned", cache=cache)
+    records = nt.check_rows(C, laws, task, {"lm": "adversarial-aligned", "target_eps": 0.45911, "family": "x"})
+    monkeypatch.setattr(nt, "evaluate_world",
+                        lambda *a, **k: {"rows": records, "log_partition": [], "training": [], "skipped": []})
+    monkeypatch.setattr(nt, "_config", lambda w, o: types.SimpleNamespace(seed=0))
+    cell = types.SimpleNamespace(world=world, options={"train_lms": False}, world_spec={"name": "w"}, part="analytic",
+                                 workdir=str(tmp_path))
+    rows = {r["quantity"]: r for r in nt.experiment_check(cell)}
+    b = check_natural_task(C, laws, task, tau_cache=cache).bound("any-lm")
+    worst = rows["any-lm:worst_B"]
+    j = b.worst_index(ATOL)
+    assert worst["B"] == b.B_grid[j] and worst["loss_ceiling"] <= worst["bound"] and worst["holds"]
+    assert worst["trivial_every_B"] is False and worst["trivial"] is False
+    for q, r in rows.items():
+        if q.endswith(":worst_B"):
+            assert r["trivial"] == (r["holds"] and r["trivial_every_B"]), q

@@ -145,10 +145,14 @@ def worst_radius_row(quantity: str, b, atol: float, **extra) -> dict:
     comes nearest to failing (:meth:`~simlm.theory.natural_tasks.TransferBound.worst_index`): the bound holds
     for every B of its grid, and a row at B* alone would pass one that fails at another radius.  Its loss is
     (a) — or (b) where (b) exceeds the bound by more — with that loss's ceiling as ``maximum``; the columns
-    ``B``, ``tau``, ``loss`` (which one) and ``loss_ceiling`` are that radius's, overriding ``extra``."""
+    ``B``, ``tau``, ``loss`` (which one) and ``loss_ceiling`` are that radius's, overriding ``extra``.  The row
+    judges every radius, so it is ``trivial`` only where no LM could fail the bound at any of them (``b.trivial``):
+    the bound can reach the ceiling at this radius and not at another (a review, 2026-12-06: the demo's log-linear
+    any-lm row, trivial at B = 0.25, where at B = 8 an LM's (a) can reach 7.92 against a bound of 7.78)."""
     w = b.worst(atol)
     at = {"B": w["B"], "tau": w["tau"], "residual": w["residual"], "loss": w["loss_name"], "loss_ceiling": w["ceiling"]}
-    return row(quantity, w["loss"], w["bound"], maximum=w["ceiling"], baseline=w["tau"], atol=atol, **{**extra, **at})
+    out = row(quantity, w["loss"], w["bound"], maximum=w["ceiling"], baseline=w["tau"], atol=atol, **{**extra, **at})
+    return {**out, "trivial": bool(out["trivial"] and b.trivial)}
 
 
 def _validate_head_tuning(options: dict) -> None:

@@ -535,9 +535,11 @@ def experiment_check(cell) -> list:
         if r["B_choice"] == "B*":  # once a bound: the radius of its grid where it comes nearest to failing; the
             # B* record's columns of one radius are left out (those of this one are the row's own)
             rest = {k: v for k, v in common.items() if k not in _AT_RADIUS}
-            rows.append(row(f"{r['bound']}:worst_B", r["worst_loss"], r["worst_bound"], maximum=r["worst_ceiling"],
-                            **{**rest, "baseline": r["worst_tau"], "B": r["worst_B"], "tau": r["worst_tau"],
-                               "B_choice": "worst", "loss": r["worst_loss_name"], "loss_ceiling": r["worst_ceiling"]}))
+            worst = row(f"{r['bound']}:worst_B", r["worst_loss"], r["worst_bound"], maximum=r["worst_ceiling"],
+                        **{**rest, "baseline": r["worst_tau"], "B": r["worst_B"], "tau": r["worst_tau"],
+                           "B_choice": "worst", "loss": r["worst_loss_name"], "loss_ceiling": r["worst_ceiling"]})
+            # judged at every radius: trivial only if no LM could fail the bound at any (the record's own flag)
+            rows.append({**worst, "trivial": bool(worst["trivial"] and r["trivial"])})
     for r in result["log_partition"]:
         rows.append(row("log_partition:r2_logz", r["r2_logz"], lm=r["source"], **tidy_columns(r, RENAMED)))
     for r in result["training"]:
