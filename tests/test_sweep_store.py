@@ -522,22 +522,27 @@ def test_the_oracle_gets_no_worst_case_rows_at_its_rounding_epsilon(tmp_path):
 
 def test_rows_computed_on_an_lm_built_inside_the_cell_name_that_lm(tmp_path):
     """saunshi/natural-task's worst-case rows are the adversary's (built at the cell LM's ε on the contexts) and
-    wei/head-tuning's oracle_head_accuracy is the oracle's; both were labelled with the cell's LM, so
-    filtering rows by LM mixed them in."""
+    wei/head-tuning's oracle_head_accuracy was the oracle's; both were labelled with the cell's LM, so
+    filtering rows by LM mixed them in.  The oracle's head accuracy is now a column of the cell's LM's row (as a
+    row it was the same row once per LM of the sweep, counted as many times)."""
     raw = {**PARTS, "data": {"n_sequences": 2, "length": 4},
            "worlds": [{"name": "h", "kind": "hmm", "seed": 0, "options": {"n_states": 3, "n_symbols": 4}}],
-           "lms": {"oracle": False, "analytic": {"kinds": ["logit-noise"], "eps": [0.05],
-                                                 "laws": ["next-token", "prepended-mask"]}},
+           "lms": {"oracle": True, "analytic": {"kinds": ["logit-noise"], "eps": [0.05],
+                                                "laws": ["next-token", "prepended-mask"]}},
            "checks": {"saunshi/natural-task": {"max_length": 1},
                       "wei/head-tuning": {"n_train": 16, "n_test": 8, "length": 3}}}
     rows = run_sweep(parse_config(raw), tmp_path / "out", progress=False)["rows"]
     worst = [r for r in rows if r["quantity"].startswith("worst-case")]
     assert worst and {r["lm"] for r in worst} == {f"adversarial-aligned@{worst[0]['eps']:.6g}"}
     assert all(r["eps"] == r["eps_contexts"] and r["lm_seed"] is None for r in worst)
-    oracle = [r for r in rows if r["quantity"] == "oracle_head_accuracy"]
-    assert [(r["lm"], r["eps"], r["lm_seed"]) for r in oracle] == [("oracle", 0.0, None)]
-    assert {r["lm"] for r in rows if r not in worst and r not in oracle} == {"logit-noise@0.05",
-                                                                             "logit-noise[prepended-mask]@0.05"}
+    assert {r["lm"] for r in rows if r not in worst} == {"oracle", "logit-noise@0.05",
+                                                         "logit-noise[prepended-mask]@0.05"}
+    heads = {r["lm"]: r for r in rows if r["quantity"] == "head_accuracy"}  # the LMs with a prepended-mask law
+    assert sorted(heads) == ["logit-noise[prepended-mask]@0.05", "oracle"]
+    head, oracle = heads["logit-noise[prepended-mask]@0.05"], heads["oracle"]
+    assert (head["oracle_accuracy"], head["oracle_accuracy_with_margin"]) == (oracle["measured"],
+                                                                              oracle["accuracy_with_margin"])
+    assert "oracle_accuracy" not in oracle and not [r for r in rows if r["quantity"] == "oracle_head_accuracy"]
 
 
 def _trained(objective="cross-entropy", model=None, train=None, checks=None) -> dict:

@@ -176,7 +176,10 @@ def head_tuning_check(cell) -> list:
     row ``rank_deficit`` = |H| − rank B with bound 0 (holds iff rank B = |H|), in the oracle's cell, with the
     condition's margin σ_min/σ_max − tol, the head realisability residual of this μ and the soft-zero range of
     the prompt condition (:mod:`simlm.theory.head_prompt_margins`).  Accuracies carry ``share_without_margin``
-    (test labels with |μᵀP| < 1e-6·max|μ|: decided by leftover mass) and ``accuracy_with_margin``."""
+    (test labels with |μᵀP| < 1e-6·max|μ|: decided by leftover mass) and ``accuracy_with_margin``; an LM's
+    other than the oracle's also the oracle's head on the same data, ``oracle_accuracy`` and
+    ``oracle_accuracy_with_margin`` (a row ``oracle_head_accuracy`` of its own until 2026-12-06: the same row
+    once per LM of the sweep, indistinguishable, counted as many times)."""
     o, world = cell.options, cell.world
     task = make_posterior_task(world, int(o["task_seed"]))
     train = sample_task_data(world, task, 2 * cell.seed + 1, int(o["n_train"]), int(o["length"]))
@@ -191,11 +194,11 @@ def head_tuning_check(cell) -> list:
                     share_without_margin=strat.share_without_margin)
 
     majority = float(max(np.mean(test[1]), 1 - np.mean(test[1])))
+    if cell.lm_spec["source"] != "oracle":  # the oracle's head on the same data, beside the cell's LM's
+        oracle = accuracy(WorldLM(world))
+        return [row("head_accuracy", **accuracy(cell.lm), majority=majority, oracle_accuracy=oracle["measured"],
+                    oracle_accuracy_with_margin=oracle["accuracy_with_margin"])]
     rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority)]
-    if cell.lm_spec["source"] != "oracle":
-        # the oracle's head, beside the cell's LM's: its row names the oracle (ε = 0), not the cell's LM
-        return rows + [row("oracle_head_accuracy", **accuracy(WorldLM(world)), majority=majority, lm="oracle",
-                           eps=0.0)]
     rank = emission_rank(world)  # a property of the world: reported once, in the oracle's cell
     fr = feasibility_range(world, task.mu)
     return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min,
