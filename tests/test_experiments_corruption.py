@@ -336,3 +336,25 @@ def test_a_corrupt_sweep_config_stops_a_run_before_anything_is_computed(tmp_path
         hp.run("experiment1", hp.Config(**{**hp.QUICK, "trained": False}), tmp_path, log=lambda *a: None)
     # nothing written but the store's lock file, which the claim holds while it reads sweep.json
     assert sorted(p.name for p in (tmp_path / "experiment1").iterdir()) == [".cells.lock", "sweep.json"]
+
+
+@pytest.mark.parametrize("module, argv, flag, bad", [
+    ("natural_tasks", NT, "--figure", "DIR"), ("natural_tasks", NT, "--figure", "/dev/null/x.png"),
+    ("anchors", ["--quick"], "--figure", "DIR"), ("anchors", ["--quick"], "--figure", "/dev/null/x.png"),
+    ("token_accuracy", ["--quick"], "--figures", "A_FILE"), ("token_accuracy", ["--quick"], "--figures", "/dev/null/x"),
+])
+def test_a_bad_figure_path_is_refused_naming_its_flag_before_anything_runs(module, argv, flag, bad, tmp_path, capsys):
+    """anchors checked --figure only after its sweep (a finished sweep, then status 2); natural_tasks made --out
+    before refusing; token_accuracy named --out for a bad --figures."""
+    import importlib
+    mod = importlib.import_module(f"simlm.experiments.{module}")
+    if bad == "DIR":
+        (bad := tmp_path / "a_dir").mkdir()
+    elif bad == "A_FILE":
+        (bad := tmp_path / "a_file").write_text("x")
+    out = tmp_path / "out"
+    assert mod.main([*argv, "--out", str(out), flag, str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {flag}: " in err and str(bad) in err, err
+    assert not out.exists()
+    assert not any(tmp_path.rglob("sweep.json"))

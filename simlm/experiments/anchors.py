@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.experiments.commandline import Parser, run_main
+from simlm.experiments.commandline import Parser, figure_path, run_main
 from simlm.experiments.report import has_bound, worst_row
 from simlm.experiments.sweep import build_world, parse_config, run_sweep
 from simlm.jsonio import jsonable, write_json_atomic
@@ -165,11 +165,12 @@ def command(argv) -> dict:
     p.add_argument("--figure", default=None, help="where to write the figure (default <out>/anchors.png)")
     a = p.parse_args(argv)
     out = Path(a.out)
+    png = figure_path(a.figure) or out / "anchors.png"  # a bad --figure refused now, not after the sweep
     raw = sweep_config(quick=True) if a.quick else load_shipped()
     result = run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None)
     summary = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}
     write_json_atomic(out / "anchors.json", jsonable(summary))
-    figure(result["rows"], Path(a.figure) if a.figure else out / "anchors.png")
+    figure(result["rows"], png)
     print(json.dumps(jsonable({k: summary[k] for k in ("constructions", "errors")}), indent=1))
     return summary
 

@@ -86,6 +86,25 @@ def check_run_options(args) -> None:
                           f"{args.workers!r}); leave it out, Ray runs as many jobs as its cluster has CPUs")
 
 
+def figure_path(value, field: str = "figure"):
+    """``value``, a flag's path for a PNG (None: not given), as a :class:`~pathlib.Path` that can be written,
+    checked before anything runs: its directory made, and the path not a directory, else a
+    :class:`ConfigError` naming ``field`` (a bad path used to end a finished sweep, or leave an empty results
+    directory behind)."""
+    from pathlib import Path
+
+    if value is None:
+        return None
+    figure = Path(value)
+    try:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{field}: cannot write {figure} ({err.strerror or err})") from None
+    if figure.is_dir():
+        raise ConfigError(f"{field}: {figure} is a directory; give the path of a .png file")
+    return figure
+
+
 def executor_of(args):
     """The executor the options of :func:`add_run_options` ask for (checked by :func:`check_run_options`)."""
     from simlm.experiments.executors import auto_workers, make_executor

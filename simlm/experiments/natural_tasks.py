@@ -62,7 +62,8 @@ import numpy as np
 from simlm.checks import (as_tuple, check_distinct_labels, check_distributions, check_instance, check_positive,
                           check_positive_int)
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, add_run_options, check_run_options, executor_of, run_main
+from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, executor_of, figure_path,
+                                           run_main)
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
@@ -800,16 +801,9 @@ def command(argv=None) -> dict:
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
-    check_run_options(args)  # before the results directory is made
+    check_run_options(args)  # these two before the results directory is made
+    figure = figure_path(args.figure)
     out = results_dir(args.out or ("runs/natural_tasks_quick" if args.quick else "runs/natural_tasks"))
-    figure = None if args.figure is None else Path(args.figure)
-    if figure is not None:  # checked now, not after the sweep
-        try:
-            figure.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"figure: cannot write {figure} ({err.strerror or err})") from None
-        if figure.is_dir():
-            raise ConfigError(f"figure: {figure} is a directory; give the path of a .png file")
     print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
           f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
     executor = executor_of(args)

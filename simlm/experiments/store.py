@@ -165,13 +165,15 @@ def _replace_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def results_dir(out) -> Path:
-    """``out`` as a directory that exists (created if needed), or :class:`ConfigError` naming ``out``."""
+def results_dir(out, field: str = "out") -> Path:
+    """``out`` as a directory that exists (created if needed), or :class:`ConfigError` naming ``field`` (the
+    option that gave it: a command line writes it as its flag)."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"out: cannot use {out} as the results directory ({err.strerror or err})") from None
+        what = "the results directory" if field == "out" else "a directory"
+        raise ConfigError(f"{field}: cannot use {out} as {what} ({err.strerror or err})") from None
     return out
 
 

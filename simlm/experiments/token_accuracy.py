@@ -417,9 +417,10 @@ def command(argv=None) -> dict:
     add_run_options(p)
     args = p.parse_args(argv)
     config = QUICK if args.quick else config_of(load_shipped())
-    check_run_options(args)  # before the results directory is made
+    check_run_options(args)  # these two before the results directory is made
+    figures = results_dir(args.figures, "figures") if args.figures else None
     out = results_dir(args.out or ("runs/token_accuracy_quick" if args.quick else "runs/token_accuracy"))
-    figures = results_dir(args.figures) if args.figures else out
+    figures = figures or out
     executor = executor_of(args)
     result = run(config, out, executor=executor, progress=not args.quiet)
     write_json_atomic(out / "results.json", jsonable(result))
