@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 import textwrap
 from importlib import resources
@@ -162,10 +163,23 @@ def main(argv=None) -> int:
         return args.run(args)
     except SimlmError as err:
         message = str(err)
-    except OSError as err:  # a results directory that cannot be created or written
-        message = str(ConfigError(f"out: {err}"))
+    except BrokenPipeError:  # whoever read the output stopped (`simlm worlds | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 1
+    except OSError as err:  # a file of the results directory that cannot be written is the --out's (or DIR's);
+        # any other (Ray's connection for --address, say) is said as it is, naming no flag
+        message = f"out: {err}" if _under(err.filename, getattr(args, "out", None) or getattr(args, "dir", None)) \
+            else str(err)
     print(f"simlm {args.command}: error: {as_flag(message, flags)}", file=sys.stderr)
     return 2
+
+
+def _under(filename, directory) -> bool:
+    """Whether ``filename`` (an OSError's, or None) is ``directory`` or inside it."""
+    if filename is None or directory is None:
+        return False
+    path, top = Path(os.fsdecode(filename)).resolve(), Path(directory).resolve()
+    return path == top or top in path.parents
 
 
 if __name__ == "__main__":

@@ -90,3 +90,32 @@ def test_an_experiment_command_whose_cells_failed_exits_1(capsys):
     assert "prog: 1 cell(s) failed" in capsys.readouterr().err
     assert run_main("prog", lambda argv: {"errors": [], "rows": [1]}, [], {}) == 0
     assert run_main("prog", lambda argv: None, [], {}) == 0
+
+
+def test_an_os_error_names_out_only_for_a_file_of_the_results_directory(monkeypatch, tmp_path, capsys):
+    """Every OSError was labelled ``--out:`` — a broken pipe from ``simlm worlds | head`` and Ray's connection
+    error for ``--address`` too."""
+    monkeypatch.chdir(tmp_path)
+    for error, said in ((PermissionError(13, "Permission denied", str(tmp_path / "o" / "results.csv")),
+                         "simlm demo: error: --out: [Errno 13] Permission denied: "),
+                        (ConnectionError(111, "Connection refused"),
+                         "simlm demo: error: [Errno 111] Connection refused")):
+        def run_sweep(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+        assert main(["demo", "--quiet", "--out", "o"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", ["worlds", "checks"])
+def test_a_reader_that_stops_reading_is_no_error_of_simlm(command):
+    """``simlm worlds | head``: the closed pipe was reported as ``simlm worlds: error: --out: [Errno 32] Broken
+    pipe`` with status 2; now nothing is said and the status is 1 (as Python's documentation does it)."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "simlm.cli", command], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before simlm has written (its imports take a second)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1 and err == "", err
