@@ -84,8 +84,10 @@ def test_an_unusable_out_is_status_2_naming_out(module, argv, out, tmp_path, cap
     if out == "A_FILE":
         (out := tmp_path / "a_file").write_text("x")
     assert module.main(argv + ["--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
+    said = capsys.readouterr()
+    err = said.err.strip()
     assert len(err.splitlines()) == 1 and f"error: --out: cannot use {out} as the results directory" in err
+    assert said.out == ""  # head_prompt printed "experiment1 → <out>/experiment1 …" first
 
 
 @pytest.mark.parametrize("module, argv, flag", [("head_prompt", HP1 + ["--seeds", "-1"], "--seeds"),

@@ -114,7 +114,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               sample_task_data, task_features)
 from simlm.checks import check_distinct_labels, check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, add_run_options, executor_of, run_main
+from simlm.experiments.commandline import Parser, add_run_options, check_run_options, executor_of, run_main
 from simlm.experiments.head_prompt_report import plot, summarise, table
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import CellStore, results_dir
@@ -677,10 +677,12 @@ def command(argv=None) -> dict:
         options["visible_length"] = options.get("label_length", config.label_length)
     config = dataclasses.replace(config, **options)
     out = Path(args.out or ("runs/head_prompt_quick" if args.quick else "runs/head_prompt"))
-    print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
-          f"{' with --quick/flag overrides' if options else ''})")
     if args.workers is None:  # Ray sizes itself: no local pool to size
         args.workers = 1 if args.quick or args.executor == "ray" else "auto"
+    check_run_options(args)
+    results_dir(out)  # these two refused before the line below says where the run goes
+    print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
+          f"{' with --quick/flag overrides' if options else ''})")
     payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor_of(args))
     for e in payload["errors"]:
         print(f"ERROR in cell {e['cell']}: {e['error']}")
