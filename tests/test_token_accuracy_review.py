@@ -722,3 +722,13 @@ def test_the_oracle_never_fails_the_expected_accuracy_row_on_a_tie_of_five_equal
             failed.append((seed, r["measured"] - r["bound"]))
     assert not failed
 
+
+def test_a_nan_score_is_refused_not_read_as_a_prediction_of_token_0():
+    from simlm.errors import DistributionError
+    from simlm.theory.token_accuracy import argmax_split, hits
+
+    for fn in (lambda q: hits(q, np.array([0, 1])), argmax_split, lambda q: argmax_split(q, 1e-9)):
+        with pytest.raises(DistributionError, match=r"^scores: row 1 has NaN at token 0"):
+            fn(np.array([[0.2, 0.5, 0.3], [np.nan, 0.5, 0.2]]))
+    log_scores = np.array([[-np.inf, np.log(0.5), np.log(0.5)], [-np.inf, 0.0, -np.inf]])  # −inf is a score
+    np.testing.assert_array_equal(hits(log_scores, np.array([1, 1])), [0.5, 1.0])

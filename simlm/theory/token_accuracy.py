@@ -247,9 +247,15 @@ def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.
     A tie is exact by default (``rtol = 0``): an LM predicts what its own numbers favour.  An *exact* law
     computed in floats carries rounding that breaks its true ties (0.5 and 0.5 come out 0.50000006 and 0.5 in
     float32), so score it in float64 with ``rtol =`` :data:`TIE_RTOL`: scores within ``rtol`` × the row's
-    maximum of it are tied."""
+    maximum of it are tied.  A NaN score is refused (:class:`DistributionError`): its row was read as a
+    prediction of token 0 (−inf, the log of a probability 0, is a score)."""
     q = np.asarray(scores)
     rtol = check_number("rtol", rtol, minimum=0.0, maximum=1.0)
+    if q.ndim != 2:
+        raise ShapeError(f"scores: expected an (m, V) array, got shape {q.shape}")
+    if np.issubdtype(q.dtype, np.floating) and np.isnan(q).any():
+        i, v = (int(k) for k in np.argwhere(np.isnan(q))[0])
+        raise DistributionError(f"scores: row {i} has NaN at token {v}; expected numbers (an argmax of NaN is none)")
     top = q.max(-1, keepdims=True)
     at_top = q >= top - rtol * np.abs(top) if rtol else q == top
     pred = at_top.argmax(-1)  # the first of the tokens at the top (with rtol, not always q's argmax)
