@@ -541,6 +541,37 @@ def test_the_best_classifiers_loss_is_at_most_its_ceiling_and_a_uniform_lm_reach
         -(0.746 * np.log(0.746) + 0.254 * np.log(0.254)), abs=2e-3)  # the labels' entropy
 
 
+@pytest.mark.parametrize("phi, z_max", [(np.eye(3), 2.0), (np.array([[1.0, -1.0, 0.0]]), 1.0)])
+def test_the_softmax_best_classifiers_ceiling_is_reached_with_the_ones_in_the_span_or_not(phi, z_max):
+    """Under the softmax bounds' span-box, v ∈ range(Φᵀ) with ‖v‖_∞ ≤ B: where that range holds the all-ones
+    vector, v = c·1 scores every law c and the constant scores reach |z| ≤ 2B, as under the box; the ceiling of
+    (b) took |z| ≤ B, one radius too high, so rows no LM could fail read non-trivial (a review, 2026-12-06:
+    π₊ = 0.867, Φ = I).  Where 1 is not in the range, |z| ≤ B: an LM whose law is orthogonal to it reaches it."""
+    from simlm.models import SoftmaxContextLM
+    from simlm.theory.natural_tasks import natural_task
+
+    C = enumerate_contexts(HMM.random(0, 2, 3), 1)
+    P = np.asarray(C.next_token_probs, np.float64)
+    z = P @ np.array([1.0, -1.0, 0.3])
+    task = natural_task(C, np.array([1.0, -1.0, 0.3]), -np.quantile(z, 0.1) + 1e-3, noise="sign")
+    p, n = task.pos.sum(), task.neg.sum()
+    assert abs(p - 0.867) < 1e-3
+    Bs = np.array([0.25, 0.5, 1.0])
+    expected = p * np.logaddexp(0, -np.clip(np.log(p / n), -z_max * Bs, z_max * Bs)) + \
+        n * np.logaddexp(0, np.clip(np.log(p / n), -z_max * Bs, z_max * Bs))
+    # one law after every context: any law for Φ = I; for Φ = (1, −1, 0) the uniform law (θ = 0), orthogonal to it
+    same = np.log([0.5, 0.3, 0.2]) if z_max == 2.0 else np.zeros(1)
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        theta = np.tile(same, (len(P), 1)) if k == 0 else 2 * rng.normal(size=(len(P), len(phi)))
+        b = check_natural_task(C, SoftmaxContextLM(theta, phi), task, Phi=phi, B_grid=Bs).bound("softmax")
+        assert b.constraint == "span-box"
+        np.testing.assert_allclose(b.loss_best_ceiling, expected, rtol=1e-12)
+        assert np.all(b.loss_best <= b.loss_best_ceiling + 1e-9), k
+        if k == 0:  # one law after every context reaches it
+            np.testing.assert_allclose(b.loss_best, expected, rtol=1e-6, atol=1e-9)
+
+
 def test_best_loss_ceiling_refuses_radii_and_weights_that_are_not_ones():
     for B, pos, neg in ((math.inf, [0.5], [0.0]), (-1.0, [0.5], [0.5]), (math.nan, [0.5], [0.5]),
                         (1.0, [-0.5], [0.5]), (1.0, [0.0], [0.0])):

@@ -435,13 +435,17 @@ def loss_ceiling(v, b, pos, neg) -> np.ndarray:
     return np.maximum(*(pos * np.logaddexp(0.0, -z) + neg * np.logaddexp(0.0, z) for z in ends)).sum(0)
 
 
-def best_loss_ceiling(pos, neg, B, constraint: str) -> np.ndarray:
+def best_loss_ceiling(pos, neg, B, constraint: str, basis=None) -> np.ndarray:
     """The largest loss (b), the best classifier in the ball, any LM can give at radius ``B`` (scalar or
-    ``(G,)``): every ball holds the constant scores z of the bias alone (|b| ≤ B), and under the box on laws
-    also v = c·1 (⟨v, p⟩ = c for every law p), so |z| ≤ 2B; (b) is at most the task's loss at the best such
-    constant, min_{|z| ≤ z_max} π₊ log(1 + e^{−z}) + π₋ log(1 + e^{z}) (π± = Σ_s pos_s, neg_s), and on laws an
-    LM whose law is the same after every context reaches it.  Below log 2 wherever π₊ ≠ π₋ (the entropy of
-    the labels for large B): a bound between it and log 2 is one no LM can make (b) fail."""
+    ``(G,)``): every ball holds the constant scores z of the bias alone (|b| ≤ B), and on laws under the box —
+    or under ``"span-box"`` where the all-ones vector lies in the span of ``basis (V, r)`` (orthonormal
+    columns; the softmax bounds' range(Φᵀ), which a full-rank Φ spans) — also v = c·1 (⟨v, p⟩ = c for every
+    law p), so |z| ≤ 2B; (b) is at most the task's loss at the best such constant,
+    min_{|z| ≤ z_max} π₊ log(1 + e^{−z}) + π₋ log(1 + e^{z}) (π± = Σ_s pos_s, neg_s), and on laws an LM whose
+    law is the same after every context reaches it.  Below log 2 wherever π₊ ≠ π₋ (the entropy of the labels
+    for large B): a bound between it and log 2 is one no LM can make (b) fail.  (Until 2026-12-06 the
+    span-box took |z| ≤ B alone, a ceiling one radius too high where 1 ∈ span(basis): rows no LM could
+    fail went unflagged — a review.)"""
     if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
         raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
     radii = check_real_array("B", B)
@@ -451,9 +455,19 @@ def best_loss_ceiling(pos, neg, B, constraint: str) -> np.ndarray:
     if np.any(pos < 0) or np.any(neg < 0) or not pos.sum() + neg.sum() > 0:
         raise ConfigError("pos, neg: expected non-negative label weights with a positive total")
     p, n = float(np.sum(pos)), float(np.sum(neg))
-    z_max = (2.0 if constraint == "box" else 1.0) * radii
+    z_max = (2.0 if constraint == "box" or (constraint == "span-box" and _spans_ones(basis)) else 1.0) * radii
     z = np.clip(np.log(p / n) if p > 0 and n > 0 else (np.inf if p > 0 else -np.inf), -z_max, z_max)
     return p * np.logaddexp(0.0, -z) + n * np.logaddexp(0.0, z)
+
+
+def _spans_ones(basis) -> bool:
+    """Whether the all-ones vector lies in the span of ``basis (V, r)`` (orthonormal columns; None: no span),
+    to 1e-9 of its norm."""
+    if basis is None:
+        return False
+    U = check_real_array("basis", basis)
+    ones = np.ones(U.shape[0])
+    return bool(np.linalg.norm(ones - U @ (U.T @ ones)) <= 1e-9 * np.sqrt(U.shape[0]))
 
 
 def label_residual(P, task, sol) -> np.ndarray:
@@ -668,7 +682,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
     residual = label_residual(P, task, nat)
     slope = tau_slope(P, pos, neg, constraint, basis)
     ceiling = loss_ceiling(nat.v, nat.b, pos, neg) if simplex else np.full(len(Bs), math.inf)
-    best_ceiling = best_loss_ceiling(pos, neg, Bs, constraint)
+    best_ceiling = best_loss_ceiling(pos, neg, Bs, constraint, basis)
     out = []
     for name, form, eps, gamma_ in variants:
         bound = np.array([_bound_value(name, form, t, B, eps, gamma_, **({"residual": r} if name in RESIDUAL_FORMS
