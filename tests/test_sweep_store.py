@@ -178,7 +178,7 @@ def _head_tuning_rows(monkeypatch, world, share_of_ones):
     JAX programs take seconds to compile): 10 test labels of which a ``share_of_ones`` are 1, a task μ = (1,
     −1, 0, …), uniform posteriors and a head that predicts 1.  What is left is the check's own arithmetic."""
     K = chain64(world)[2].shape[0]
-    task = SimpleNamespace(mu=np.array([1.0, -1.0] + [0.0] * (K - 2)),
+    task = SimpleNamespace(mu=np.array([1.0, -1.0] + [0.0] * (K - 2))[:K],
                            posteriors=lambda w, tokens: np.full((len(tokens), K), 1 / K))
 
     def data(w, t, seed, n, length):
@@ -202,17 +202,19 @@ def test_head_tuning_reports_the_majority_rate_of_its_test_labels(monkeypatch, s
     assert rows["head_accuracy"]["majority"] == pytest.approx(0.6, abs=1e-12)
 
 
-@pytest.mark.parametrize("n_states, n_symbols", [(4, 3), (3, 4)])
+@pytest.mark.parametrize("n_states, n_symbols", [(4, 3), (3, 4), (1, 3)])
 def test_head_tuning_flags_a_world_whose_emissions_have_rank_below_the_number_of_states(monkeypatch, n_states,
                                                                                        n_symbols):
     """Wei et al.'s non-degeneracy condition rank B = |H| is the row ``rank_deficit`` = |H| − rank B with bound
     0: with fewer words than states (V = 3 < K = 4) rank B ≤ 3 < 4, so the deficit is 1 and the condition is
-    violated; a random HMM with V = 4 ≥ K = 3 has full rank, deficit 0, and the condition holds."""
+    violated; a random HMM with V = 4 ≥ K = 3 has full rank, deficit 0, and the condition holds.  Its
+    maximum is |H| − 1 (rank B ≥ 1): trivial for one state only (its ``trivial`` was None, unknown)."""
     world = HMM.random(0, n_states, n_symbols)
     deficit = n_states - int(np.linalg.matrix_rank(chain64(world)[2]))
     assert deficit == (1 if n_symbols < n_states else 0)
     row = _head_tuning_rows(monkeypatch, world, 0.6)["rank_deficit"]
     assert row["measured"] == deficit and row["bound"] == 0.0 and row["holds"] is (deficit == 0)
+    assert row["trivial"] is (n_states == 1)
 
 
 # ---- no cell read as another config's, nor as computed on other tokens ------------------------------

@@ -201,7 +201,9 @@ def head_tuning_check(cell) -> list:
     rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority)]
     rank = emission_rank(world)  # a property of the world: reported once, in the oracle's cell
     fr = feasibility_range(world, task.mu)
-    return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, sigma_min=rank.sigma_min,
+    # rank B ≥ 1 (rows of a law), so the deficit is at most |H| − 1: one state cannot fail the condition
+    return rows + [row("rank_deficit", rank.n_states - rank.rank, 0.0, maximum=rank.n_states - 1,
+                       sigma_min=rank.sigma_min,
                        rank_margin=rank.margin, tol=rank.tol, head_residual=head_realisability(world, task.mu).residual,
                        prompt_exact=fr.exact, prompt_delta_min=fr.delta_min, prompt_delta_max=fr.delta_max)]
 
