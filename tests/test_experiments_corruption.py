@@ -360,3 +360,14 @@ def test_a_bad_figure_path_is_refused_naming_its_flag_before_anything_runs(modul
     assert len(err.splitlines()) == 1 and f"error: {flag}: " in err and str(bad) in err, err
     assert not out.exists()
     assert not any(tmp_path.rglob("sweep.json"))
+
+
+@pytest.mark.parametrize("module, argv", [("natural_tasks", NT), ("anchors", ["--quick"])])
+def test_a_refused_run_makes_no_folder_for_its_figure(module, argv, tmp_path, capsys):
+    """The --figure check made the figure's folders, and a bad --out was refused after it (a review)."""
+    import importlib
+    (blocker := tmp_path / "a_file").write_text("x")
+    figure = tmp_path / "fig" / "sub" / "f.png"
+    assert importlib.import_module(f"simlm.experiments.{module}").main(
+        [*argv, "--out", str(blocker / "out"), "--figure", str(figure)]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "fig").exists()

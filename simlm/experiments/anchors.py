@@ -26,6 +26,7 @@ import numpy as np
 
 from simlm.experiments.commandline import Parser, figure_path, run_main
 from simlm.experiments.report import has_bound, worst_row
+from simlm.experiments.store import results_dir
 from simlm.experiments.sweep import build_world, parse_config, run_sweep
 from simlm.jsonio import jsonable, write_json_atomic
 
@@ -164,8 +165,9 @@ def command(argv) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny worlds and grid (seconds), not the shipped config")
     p.add_argument("--figure", default=None, help="where to write the figure (default <out>/anchors.png)")
     a = p.parse_args(argv)
-    out = Path(a.out)
-    png = figure_path(a.figure) or out / "anchors.png"  # a bad --figure refused now, not after the sweep
+    png = figure_path(a.figure)  # a bad --figure refused now, not after the sweep
+    out = results_dir(a.out)  # a bad --out named as such (it was an OSError of the sweep's, naming no flag)
+    png = png or out / "anchors.png"
     raw = sweep_config(quick=True) if a.quick else load_shipped()
     result = run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None)
     summary = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}

@@ -87,21 +87,25 @@ def check_run_options(args) -> None:
 
 
 def figure_path(value, field: str = "figure"):
-    """``value``, a flag's path for a PNG (None: not given), as a :class:`~pathlib.Path` that can be written,
-    checked before anything runs: its directory made, and the path not a directory, else a
-    :class:`ConfigError` naming ``field`` (a bad path used to end a finished sweep, or leave an empty results
-    directory behind)."""
+    """``value``, a flag's path for a PNG (None: not given), as a :class:`~pathlib.Path`, checked before anything
+    runs and without making anything (the command makes its directory when it writes it): not a directory, and
+    the nearest existing folder above it a directory this process may write in, else a :class:`ConfigError`
+    naming ``field`` (a bad path used to end a finished sweep, or leave an empty results directory behind)."""
+    import os
     from pathlib import Path
 
     if value is None:
         return None
     figure = Path(value)
-    try:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{field}: cannot write {figure} ({err.strerror or err})") from None
     if figure.is_dir():
         raise ConfigError(f"{field}: {figure} is a directory; give the path of a .png file")
+    above = figure.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{field}: cannot write {figure} ({above} is not a directory)")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}: cannot write {figure} (no permission to write in {above})")
     return figure
 
 

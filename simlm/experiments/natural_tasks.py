@@ -801,7 +801,7 @@ def command(argv=None) -> dict:
     overrides = {"worlds": args.worlds, "eps_grid": args.eps, "noises": args.noise, "max_steps": args.max_steps}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in overrides.items() if v is not None})
-    check_run_options(args)  # these two before the results directory is made
+    check_run_options(args)  # these two before the results directory is made (neither makes anything)
     figure = figure_path(args.figure)
     out = results_dir(args.out or ("runs/natural_tasks_quick" if args.quick else "runs/natural_tasks"))
     print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
@@ -825,6 +825,7 @@ def command(argv=None) -> dict:
         paths = []
         print(f"no plots: {e} (pip install -e '.[plots]')")
     if figure is not None and paths:
+        figure.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "natural_tasks.png", figure)
     print(f"wrote {', '.join(str(q) for q in [out / 'results.json', *paths])}")
     print(f"time: {result['time_s']:.1f} s")
