@@ -17,6 +17,7 @@ listed with the best ε reached.
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import os
 import sys
@@ -166,12 +167,18 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # whoever read the output stopped (`simlm worlds | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 1
-    except OSError as err:  # a file of the results directory that cannot be written is the --out's (or DIR's);
-        # any other (Ray's connection for --address, say) is said as it is, naming no flag
-        message = f"out: {err}" if _under(err.filename, getattr(args, "out", None) or getattr(args, "dir", None)) \
-            else str(err)
+    except OSError as err:  # a file of the results directory that cannot be written is the --out's (or DIR's), as
+        # is a full or read-only disk (a write's error names no file); any other (Ray's connection for --address,
+        # say) is said as it is, naming no flag
+        where = getattr(args, "out", None) or getattr(args, "dir", None)
+        ours = _under(err.filename, where) or (where is not None and err.filename is None and err.errno in _DISK)
+        message = f"out: {err}" if ours else str(err)
     print(f"simlm {args.command}: error: {as_flag(message, flags)}", file=sys.stderr)
     return 2
+
+
+#: the errors of a write that say where it went only through the disk: full, over quota, read-only
+_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _under(filename, directory) -> bool:

@@ -98,6 +98,8 @@ def test_an_os_error_names_out_only_for_a_file_of_the_results_directory(monkeypa
     monkeypatch.chdir(tmp_path)
     for error, said in ((PermissionError(13, "Permission denied", str(tmp_path / "o" / "results.csv")),
                          "simlm demo: error: --out: [Errno 13] Permission denied: "),
+                        (OSError(28, "No space left on device"),  # a write's error: no file named
+                         "simlm demo: error: --out: [Errno 28] No space left on device"),
                         (ConnectionError(111, "Connection refused"),
                          "simlm demo: error: [Errno 111] Connection refused")):
         def run_sweep(*args, error=error, **kwargs):
