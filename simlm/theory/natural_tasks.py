@@ -441,9 +441,12 @@ def best_loss_ceiling(pos, neg, B, constraint: str, basis=None) -> np.ndarray:
     or under ``"span-box"`` where the all-ones vector lies in the span of ``basis (V, r)`` (orthonormal
     columns; the softmax bounds' range(Φᵀ), which a full-rank Φ spans) — also v = c·1 (⟨v, p⟩ = c for every
     law p), so |z| ≤ 2B; (b) is at most the task's loss at the best such constant,
-    min_{|z| ≤ z_max} π₊ log(1 + e^{−z}) + π₋ log(1 + e^{z}) (π± = Σ_s pos_s, neg_s), and on laws an LM whose
-    law is the same after every context reaches it.  Below log 2 wherever π₊ ≠ π₋ (the entropy of the labels
-    for large B): a bound between it and log 2 is one no LM can make (b) fail.  (Until 2026-12-06 the
+    min_{|z| ≤ z_max} π₊ log(1 + e^{−z}) + π₋ log(1 + e^{z}) (π± = Σ_s pos_s, neg_s).  On laws an LM whose law
+    is the same after every context reaches it under the box and where 1 ∈ span(basis); under the span-box
+    otherwise only if some law is orthogonal to the span (else a classifier of the span scores every law above
+    0 and that LM's (b) is lower): there it is an upper bound, never too low, perhaps not reached (a review,
+    2026-12-06: the shipped natural-tasks worlds' Φ (4, 6) span neither).  Below log 2 wherever π₊ ≠ π₋ (the
+    entropy of the labels for large B): a bound between it and log 2 is one no LM can make (b) fail.  (Until 2026-12-06 the
     span-box took |z| ≤ B alone, a ceiling one radius too high where 1 ∈ span(basis): rows no LM could
     fail went unflagged — a review.)"""
     if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
