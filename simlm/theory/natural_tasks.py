@@ -446,9 +446,9 @@ def best_loss_ceiling(pos, neg, B, constraint: str, basis=None) -> np.ndarray:
     otherwise only if some law is orthogonal to the span (else a classifier of the span scores every law above
     0 and that LM's (b) is lower): there it is an upper bound, never too low, perhaps not reached (a review,
     2026-12-06: the shipped natural-tasks worlds' Φ (4, 6) span neither).  Below log 2 wherever π₊ ≠ π₋ (the
-    entropy of the labels for large B): a bound between it and log 2 is one no LM can make (b) fail.  (Until 2026-12-06 the
-    span-box took |z| ≤ B alone, a ceiling one radius too high where 1 ∈ span(basis): rows no LM could
-    fail went unflagged — a review.)"""
+    entropy of the labels for large B): a bound between it and log 2 is one no LM can make (b) fail.  (Until
+    2026-12-06 the span-box took |z| ≤ B alone, a ceiling one radius too high where 1 ∈ span(basis): rows no
+    LM could fail went unflagged — a review.)"""
     if not isinstance(constraint, str) or constraint not in CONSTRAINTS:
         raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
     radii = check_real_array("B", B)
