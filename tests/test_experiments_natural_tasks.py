@@ -605,22 +605,27 @@ def test_worst_index_is_where_a_bound_fails_most_else_its_largest_share_of_the_s
     assert flat.worst_index(atol=1e-9) == b.index  # no slack anywhere: B*
 
 
-def test_the_experiment_checks_worst_radius_row_carries_only_that_radius_columns(monkeypatch, tmp_path):
-    """The ``<bound>:worst_B`` row was built from the B* record: its B and bound were the worst radius's, its
-    bound_value, loss_natural, slack, residual, error … B*'s."""
+def _experiment_rows(monkeypatch, tmp_path, world, records) -> list:
+    """The experiment check's tidy rows of one analytic cell on ``world`` whose evaluation gave ``records``."""
     import types
 
-    world = HMM.random(0, n_states=2, n_symbols=3)
-    C = enumerate_contexts(world, 1)
-    task = random_natural_task(C, 0, noise="logistic")
-    laws = 0.9 * C.next_token_probs + 0.1 / C.next_token_probs.shape[1]
-    records = nt.check_rows(C, laws, task, {"lm": "mix", "target_eps": 0.01, "family": "x"})
     monkeypatch.setattr(nt, "evaluate_world",
                         lambda *a, **k: {"rows": records, "log_partition": [], "training": [], "skipped": []})
     monkeypatch.setattr(nt, "_config", lambda w, o: types.SimpleNamespace(seed=0))
     cell = types.SimpleNamespace(world=world, options={"train_lms": False}, world_spec={"name": "w"}, part="analytic",
                                  workdir=str(tmp_path))
-    rows = nt.experiment_check(cell)
+    return nt.experiment_check(cell)
+
+
+def test_the_experiment_checks_worst_radius_row_carries_only_that_radius_columns(monkeypatch, tmp_path):
+    """The ``<bound>:worst_B`` row was built from the B* record: its B and bound were the worst radius's, its
+    bound_value, loss_natural, slack, residual, error … B*'s."""
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    C = enumerate_contexts(world, 1)
+    task = random_natural_task(C, 0, noise="logistic")
+    laws = 0.9 * C.next_token_probs + 0.1 / C.next_token_probs.shape[1]
+    records = nt.check_rows(C, laws, task, {"lm": "mix", "target_eps": 0.01, "family": "x"})
+    rows = _experiment_rows(monkeypatch, tmp_path, world, records)
     b = check_natural_task(C, laws, task).bound("any-lm")
     j = b.worst_index(ATOL)
     [worst] = [r for r in rows if r["quantity"] == "any-lm:worst_B"]
@@ -634,7 +639,6 @@ def test_the_experiment_checks_worst_radius_row_is_trivial_only_if_every_radius_
     """Its ``trivial`` was its own radius's: the log-linear case of tests/test_checks.py (the aligned adversary
     at ε = 0.45911 comes nearest the any-lm bound at B = 0.25, trivial there, not at B = 8) read trivial while
     the record's ``trivial_every_B`` was False (row 627 of a review's run of the experiment, 2026-12-06)."""
-    import types
     from simlm.experiments.sweep import build_world
 
     world = build_world({"kind": "loglinear", "name": "loglinear", "seed": 0,
@@ -644,12 +648,7 @@ def test_the_experiment_checks_worst_radius_row_is_trivial_only_if_every_radius_
     cache: dict = {}
     laws = adversarial_laws(C, task, 0.45911, method="aligned", cache=cache)
     records = nt.check_rows(C, laws, task, {"lm": "adversarial-aligned", "target_eps": 0.45911, "family": "x"})
-    monkeypatch.setattr(nt, "evaluate_world",
-                        lambda *a, **k: {"rows": records, "log_partition": [], "training": [], "skipped": []})
-    monkeypatch.setattr(nt, "_config", lambda w, o: types.SimpleNamespace(seed=0))
-    cell = types.SimpleNamespace(world=world, options={"train_lms": False}, world_spec={"name": "w"}, part="analytic",
-                                 workdir=str(tmp_path))
-    rows = {r["quantity"]: r for r in nt.experiment_check(cell)}
+    rows = {r["quantity"]: r for r in _experiment_rows(monkeypatch, tmp_path, world, records)}
     b = check_natural_task(C, laws, task, tau_cache=cache).bound("any-lm")
     worst = rows["any-lm:worst_B"]
     j = b.worst_index(ATOL)
