@@ -103,3 +103,18 @@ def test_padding_is_inert_by_construction():
     np.testing.assert_array_equal(B[:, -1], 1)  # the blank: likelihood 1 everywhere
     np.testing.assert_array_equal(B[1:, :-1], 0)
     assert [buckets.bucket(s) for s in (1, 4, 5, 64, 65)] == [4, 4, 8, 64, 65]
+
+
+@pytest.mark.parametrize("bad", [3, -1, 7])
+@pytest.mark.parametrize("name", ["token_logprobs", "log_likelihood", "next_token_probs", "masked_token_probs",
+                                  "smoothed_posterior", "prepended_mask_probs"])
+def test_the_module_functions_refuse_a_token_id_outside_the_vocabulary(name, bad):
+    """Padded to its bucket, an id V (V + 1 a bucket size: the blank column) or −1 (wrapping to it) was read as
+    no observation, log p = 0; another id past V read a zero column (−inf); unpadded, XLA clamps it to V − 1 —
+    a number, not an error, from the module functions (the class refused it).  A review, 2026-12-06."""
+    from simlm.errors import TokenError
+
+    world = HMM(np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    x = np.array([[0, bad, 1]], np.int32)
+    with pytest.raises(TokenError, match=rf"^tokens: .*{bad}"):
+        getattr(hmm_module, name)(*world.chain, x)

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simlm.checks import check_tokens
 from simlm.worlds import hmm_core as core
 
 #: the sizes each of n, K, V + 1 and T is rounded up to
@@ -86,12 +87,17 @@ def bucketed(fn, outputs: tuple, *, reads_backward: bool = False):
     ``(("T", "V"), ("T",))`` for (laws (n, T, V), log-probs (n, T)).  Dense chains only; block-diagonal
     transitions, shapes above :data:`LARGEST` and calls inside a trace (jit, vmap) go to ``fn`` unchanged.
     ``reads_backward``: ``fn`` reads the backward messages β (a posterior, a masked law), so T is padded
-    only for a transition whose rows sum to 1 (:func:`rows_sum_to_one`; module docstring)."""
+    only for a transition whose rows sum to 1 (:func:`rows_sum_to_one`; module docstring).  Outside a trace
+    the token ids are checked first (:class:`~simlm.errors.TokenError` for an id outside [0, V)): padded, an id
+    V or −1 read the blank column (log p = 0, as if unobserved) or a zero column (−inf), and unpadded XLA clamps
+    it to V − 1 (a review, 2026-12-06)."""
 
     @functools.wraps(fn)
     def run(initial, transition, emission, tokens):
         (K, V), (n, T) = emission.shape, tokens.shape
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
+        if not traced:
+            check_tokens(tokens, V)
         if traced or transition.shape != (K, K) or not _fits(n, K, V + 1, T):
             return fn(initial, transition, emission, tokens)
         pad_T = not reads_backward or rows_sum_to_one(transition)
