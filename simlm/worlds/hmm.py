@@ -3,9 +3,10 @@
 A thin class over :mod:`simlm.worlds.hmm_core`: it validates parameters once at construction, validates
 tokens on the host, and calls jit-compiled, sequence-batched core functions.
 
-The module's functions (``token_logprobs(initial, transition, emission, tokens)`` …) take the parameters as
-given: rows summing to 1, and every entry 0 or at least its dtype's smallest normal number (1.2e-38 in
-float32) — the class stores them so (:func:`~simlm.worlds.base.stored`).  A subnormal entry is read as 0 by
+The module's functions (``token_logprobs(initial, transition, emission, tokens)`` …) check the token ids
+outside a trace (``TokenError`` for one outside [0, V)) and take the parameters as given: rows summing to 1,
+and every entry 0 or at least its dtype's smallest normal number (1.2e-38 in float32) — the class stores them
+so (:func:`~simlm.worlds.base.stored`).  A subnormal entry is read as 0 by
 the sequential scan (XLA flushes it) and as its own logarithm's flushed value by the log-space and
 associative scans (π = (1, 1e-40, 0): log p(x_1) = −inf against −103.97 = log 2⁻¹⁵⁰), so the answer would
 depend on the device and the sequence length.
