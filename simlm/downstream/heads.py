@@ -230,8 +230,8 @@ def adam_restarts(loss, init, keys, *, steps: int, lr: float):
 
 class _Classifier:
     def predict(self, features) -> np.ndarray:
-        """int32 ``(n,)`` argmax of :meth:`logits` (a :class:`ConfigError` where a row's logits are not finite:
-        argmax would read NaN as class 0)."""
+        """int32 ``(n,)`` argmax of :meth:`logits`, an exact tie to the lowest class (a :class:`ConfigError` where
+        a row's logits are not finite: argmax would read NaN as class 0)."""
         logits = np.asarray(self.logits(features))
         if not np.all(np.isfinite(logits)):
             row = int(np.flatnonzero(~np.isfinite(logits).all(-1))[0])
@@ -380,8 +380,14 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     a gradient norm above 1e-3 — above ``tol`` when ``l2 = 0``, where nothing bounds the gap a small
     gradient leaves — warns (:class:`~simlm.errors.NotConvergedWarning`).  So does an L-BFGS fit whose
     objective has no minimiser, whatever its gradient norm says: a class without a training example (its
-    bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates (‖W‖ grows
-    without end); its parameters then depend on ``tol``, not on the data."""
+    bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
+    (training accuracy 1; ‖W‖ grows without end); its parameters then depend on ``tol``, not on the data.
+    Not caught: with ``l2 = 0``, data separated in part — one class apart from others that overlap, or classes
+    apart but for points on the boundary — has no minimiser either, and the fit stops where ``tol`` says without
+    a warning (a review, 2026-12-06: ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8); keep ``l2 > 0`` (the default) for a
+    head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
+    optimum (W₀ = −W₁): scikit-learn's binary LogisticRegression with C = 2 / (n · l2) on the standardised
+    features (:func:`standardisation`) fits the same W₁ − W₀."""
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
     y = check_labels(labels, f.shape[0], C)
