@@ -327,3 +327,26 @@ def test_a_world_whose_laws_are_not_laws_is_refused_naming_it():
     with pytest.raises(DistributionError, match=r"^world: next_token_logprobs at sequence 0, position 0 "
                                                 r"\(next-token law\) is not a probability law"):
         Training(world, MODEL, CONFIG)
+
+
+@pytest.mark.parametrize("objective, causal, bad", [("cross_entropy", True, 4), ("quad", True, 5),
+                                                    ("masked_lm", False, 9), ("masked_lm", False, -1)])
+def test_an_objective_refuses_a_counted_target_that_is_no_symbol(objective, causal, bad):
+    """A MASK or pad id (or, for the masked LM, any id: its input is replaced by MASK before the model's check)
+    at a position that counts was scored as symbol 0 — a loss, no error (a review, 2026-12-06).  Masked out, the
+    same id adds nothing, as the module says."""
+    import jax.numpy as jnp
+    from simlm.errors import TokenError
+    from simlm.models.transformer import init_transformer
+    from simlm.train import objectives
+
+    model = init_transformer(TransformerConfig(n_symbols=4, d_model=8, n_layers=1, n_heads=1, max_len=8,
+                                               causal=causal), 0)
+    fn = getattr(objectives, objective)
+    kwargs = {"mask_rate": 1.0} if objective == "masked_lm" else {}
+    y = jnp.array([[0, 1, 2, bad, 0, 1, 2, 3]])
+    with pytest.raises(TokenError, match=rf"^tokens: the target at \(0, 3\) is {bad}, not a symbol id in \[0, 4\)"):
+        fn(model, y, jax.random.PRNGKey(0), **kwargs)
+    if causal:  # a MASK or pad id is a valid input; masked out, it adds nothing
+        keep = jnp.arange(8)[None, :] != 3
+        assert math.isfinite(float(fn(model, y, jax.random.PRNGKey(0), mask=keep, **kwargs)))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from simlm.errors import ConfigError
+from simlm.errors import ConfigError, TokenError
 from simlm.models import finite
 from simlm.models.transformer import causal_inputs, next_token_logprobs, require_kind
 
@@ -35,6 +36,23 @@ def _masked_mean(values, mask):
     return jnp.where(mask, values, 0.0).sum() / jnp.maximum(mask.sum(), 1)
 
 
+def _check_targets(tokens, mask, n_symbols: int) -> None:
+    """Outside a trace, a :class:`TokenError` for a position that counts (``mask`` True, or every position
+    without one) whose token is no symbol id in [0, V): :func:`_observed` would read it as symbol 0 — a MASK or
+    pad id passed as a target, or any id at a masked-LM position (replaced by MASK before the model's own check;
+    a review, 2026-12-06).  Under jit nothing is checked (the trainer feeds the world's samples)."""
+    if any(isinstance(a, jax.core.Tracer) for a in (tokens, mask)):
+        return
+    x = np.asarray(tokens)
+    bad = (x < 0) | (x >= n_symbols)
+    if mask is not None:
+        bad &= np.asarray(mask, bool)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise TokenError(f"tokens: the target at {where} is {int(x[where])}, not a symbol id in [0, {n_symbols}) "
+                         "(a position that counts; mask it out with mask=...)")
+
+
 def _observed(logp, tokens):
     """``logp`` at each position's token ``(n, T)``; a padding id beyond the vocabulary (``pad_id``) reads
     row 0 instead of NaN (its position is masked out)."""
@@ -44,7 +62,9 @@ def _observed(logp, tokens):
 
 def cross_entropy(model, tokens, key=None, mask=None):
     """Causal LM loss −(1/nT) Σ log p_θ(x_t | x_<t)."""
-    return _masked_mean(-_observed(next_token_logprobs(model, tokens), tokens), _mask(mask))
+    mask = _mask(mask)
+    _check_targets(tokens, mask, model.config.n_symbols)
+    return _masked_mean(-_observed(next_token_logprobs(model, tokens), tokens), mask)
 
 
 def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8, 0.1, 0.1)):
@@ -53,6 +73,7 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
     require_kind(model, False, "masked_lm")
     c, mask = model.config, _mask(mask)
+    _check_targets(tokens, mask, c.n_symbols)
     k_choose, k_how, k_rand = jax.random.split(key, 3)
     chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
     if mask is not None:
@@ -73,10 +94,12 @@ def quad(model, tokens, key=None, mask=None):
     minimised by f*(s) = (ΦΦᵀ)⁺Φ p*_s (unique up to the null space of Φᵀ: ΦΦᵀ is singular when d > V) with
     excess ½‖Φᵀ(f − f*)‖², the same for every minimiser (see :mod:`simlm.models.finite`)."""
     require_kind(model, True, "quad")
+    mask = _mask(mask)
+    _check_targets(tokens, mask, model.config.n_symbols)
     f = model.features(causal_inputs(tokens, model.config))  # (n, T, d)
     phi = model.unembedding  # (d, V)
     scores = f @ phi  # (n, T, V) = Φᵀ f
-    return _masked_mean(-_observed(scores, tokens) + 0.5 * (scores**2).sum(-1), _mask(mask))
+    return _masked_mean(-_observed(scores, tokens) + 0.5 * (scores**2).sum(-1), mask)
 
 
 def quad_excess(model, tokens, ref_probs):
