@@ -194,11 +194,13 @@ def head_tuning_check(cell) -> list:
                     share_without_margin=strat.share_without_margin)
 
     majority = float(max(np.mean(test[1]), 1 - np.mean(test[1])))
+    beside = {}
     if cell.lm_spec["source"] != "oracle":  # the oracle's head on the same data, beside the cell's LM's
         oracle = accuracy(WorldLM(world))
-        return [row("head_accuracy", **accuracy(cell.lm), majority=majority, oracle_accuracy=oracle["measured"],
-                    oracle_accuracy_with_margin=oracle["accuracy_with_margin"])]
-    rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority)]
+        beside = {"oracle_accuracy": oracle["measured"], "oracle_accuracy_with_margin": oracle["accuracy_with_margin"]}
+    rows = [row("head_accuracy", **accuracy(cell.lm), majority=majority, **beside)]
+    if beside:
+        return rows
     rank = emission_rank(world)  # a property of the world: reported once, in the oracle's cell
     fr = feasibility_range(world, task.mu)
     # rank B ≥ 1 (rows of a law), so the deficit is at most |H| − 1: one state cannot fail the condition
