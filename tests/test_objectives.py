@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simlm.models import TransformerConfig, init_transformer
-from simlm.models.transformer import causal_inputs
+from simlm.models.transformer import causal_inputs, next_token_logprobs
 from simlm.train import objectives
 
 CONFIG = TransformerConfig(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=8)
@@ -133,7 +133,7 @@ def test_a_float_mask_and_a_model_of_the_other_kind_are_refused_naming_them():
     """A float mask's weights were read as counts (0.01 everywhere gave 1/100 of the mean); an int mask of 2
     zeroed the masked-LM loss; a bidirectional model's 'causal' law sees the token it predicts."""
     from simlm.errors import ConfigError
-    from simlm.models.transformer import masked_token_logprobs, next_token_logprobs
+    from simlm.models.transformer import masked_token_logprobs
 
     x = _tokens(5)
     causal, masked = init_transformer(CONFIG, 0), init_transformer(MASKED, 0)
@@ -147,3 +147,24 @@ def test_a_float_mask_and_a_model_of_the_other_kind_are_refused_naming_them():
                  lambda: masked_token_logprobs(causal, x, jnp.arange(2))):
         with pytest.raises(ConfigError, match="^model: .* needs a"):
             call()
+
+
+def test_a_batch_with_no_position_that_counts_is_refused_not_read_as_nan_or_zero():
+    """Tokens of shape (n, 0) gave a cross-entropy and a Quad loss of NaN; a mask of all False gave 0.0, a
+    loss of nothing read as a perfect one (a review, 2026-12-06).  Both name the argument; a mask that counts
+    one position still gives that position's loss."""
+    from simlm.errors import ConfigError, TokenError
+
+    causal, masked = init_transformer(CONFIG, 0), init_transformer(MASKED, 0)
+    key = jax.random.PRNGKey(0)
+    x = _tokens(2)
+    for fn, model in ((objectives.cross_entropy, causal), (objectives.quad, causal), (objectives.masked_lm, masked)):
+        with pytest.raises(TokenError, match=r"^tokens: .*shape \(2, 0\)"):
+            fn(model, jnp.zeros((2, 0), jnp.int32), key)
+        with pytest.raises(ConfigError, match="^mask: no position counts"):
+            fn(model, x, key, mask=jnp.zeros(x.shape, bool))
+    one = np.zeros(x.shape, bool)
+    one[0, 1] = True
+    got = float(objectives.cross_entropy(causal, x, mask=jnp.asarray(one)))
+    want = -float(next_token_logprobs(causal, x)[0, 1, int(x[0, 1])])
+    assert got == pytest.approx(want, rel=1e-6)

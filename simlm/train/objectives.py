@@ -40,9 +40,16 @@ def _check_targets(tokens, mask, n_symbols: int) -> None:
     """Outside a trace, a :class:`TokenError` for a position that counts (``mask`` True, or every position
     without one) whose token is no symbol id in [0, V): :func:`_observed` would read it as symbol 0 — a MASK or
     pad id passed as a target, or any id at a masked-LM position (replaced by MASK before the model's own check;
-    a review, 2026-12-06).  Under jit nothing is checked (the trainer feeds the world's samples)."""
+    a review, 2026-12-06).  Under jit nothing is checked (the trainer feeds the world's samples) but the shape:
+    a batch with no position (T = 0) is refused, as is, outside a trace, a ``mask`` that counts no position —
+    their mean loss is no number (it read NaN, or 0.0 under a mask)."""
+    if 0 in np.shape(tokens):
+        raise TokenError(f"tokens: expected at least one position in each of at least one sequence, got shape "
+                         f"{tuple(np.shape(tokens))} (the mean loss over no position is no number)")
     if any(isinstance(a, jax.core.Tracer) for a in (tokens, mask)):
         return
+    if mask is not None and not np.asarray(mask).any():
+        raise ConfigError("mask: no position counts (all False): the mean loss over no position is no number")
     x = np.asarray(tokens)
     bad = (x < 0) | (x >= n_symbols)
     if mask is not None:
