@@ -8,12 +8,12 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_linear_head, head_tuning,
                               make_memory_task, make_posterior_task, sample_task_data, task_features)
-from simlm.downstream.heads import AttentionHead, LinearHead, standardisation, standardise, standardised
+from simlm.downstream.heads import AttentionHead, LinearHead, separated, standardisation, standardise, standardised
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer, perturbed_lm
 from simlm.worlds import HMM, MemoryHMM
@@ -493,3 +493,36 @@ def test_the_adam_linear_head_warns_where_its_objective_has_no_minimiser_as_lbfg
     f = np.random.default_rng(1).normal(size=(16, 3))
     with pytest.warns(NotConvergedWarning, match="class.*no training example"):
         fit_linear_head(f, np.zeros(16, int), n_classes=2, method="adam", steps=50)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1)), min_size=2, max_size=9))
+def test_separation_is_decided_exactly_on_a_line(points):
+    """One feature, two classes: the labels are separated in whole or in part (margins all ≥ 0, one > 0) exactly
+    when one class lies at or left of the other's leftmost point (ties on the boundary included) and not
+    every point is at one place — the enumeration :func:`separated`'s linear program must agree with."""
+    z = np.asarray([[p] for p, _ in points], float)
+    y = np.asarray([c for _, c in points])
+    assume(len(set(y)) == 2)
+    a, b = z[y == 0, 0], z[y == 1, 0]
+    want = bool(a.max() <= b.min() or b.max() <= a.min()) and len(set(z[:, 0])) > 1
+    assert separated(z, y, 2) is want
+
+
+def test_an_unregularised_fit_on_data_separated_in_part_warns():
+    """With l2 = 0, one class apart from two that overlap, or two classes apart but for points tied on the
+    boundary, have no minimiser (‖W‖ grows with every tightening of tol: 8.7 at 1e-6, 24.2 at 1e-8) yet the
+    fit passed silently, since its training accuracy is below 1 (a review, 2026-12-06)."""
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.normal(size=(40, 2)), rng.normal(size=(20, 2)) + [10, 0]]
+    y = np.r_[rng.integers(0, 2, 40), np.full(20, 2)]
+    tied = np.r_[np.linspace(-2, 0, 10), np.zeros(3), np.linspace(0, 2, 10)][:, None]
+    tied_y = np.r_[np.zeros(10, int), [0, 1, 1], np.ones(10, int)]
+    for f, labels, C in ((z, y, 3), (tied, tied_y, 2)):
+        assert separated(f, labels, C) and fit_linear_head(f, labels, n_classes=C, l2=1e-3).accuracy(f, labels) < 1
+        with pytest.warns(NotConvergedWarning, match="separates the training data in part"):
+            fit_linear_head(f, labels, n_classes=C, l2=0.0)
+    overlap = rng.normal(size=(60, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_linear_head(overlap, rng.integers(0, 3, 60), n_classes=3, l2=0.0)

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.optimize
+import scipy.sparse
 
 from simlm._optim import minimise
 from simlm.checks import (as_array, as_key, check_float32_normal, check_float32_range, check_memory, check_positive,
@@ -381,11 +383,10 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     gradient leaves — warns (:class:`~simlm.errors.NotConvergedWarning`).  So does an L-BFGS fit whose
     objective has no minimiser, whatever its gradient norm says: a class without a training example (its
     bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
-    (training accuracy 1; ‖W‖ grows without end); its parameters then depend on ``tol``, not on the data.
-    Not caught: with ``l2 = 0``, data separated in part — one class apart from others that overlap, or classes
-    apart but for points on the boundary — has no minimiser either, and the fit stops where ``tol`` says without
-    a warning (a review, 2026-12-06: ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8); keep ``l2 > 0`` (the default) for a
-    head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
+    (training accuracy 1; ‖W‖ grows without end) or separates in part — one class apart from others that
+    overlap, or classes apart but for points on the boundary (:func:`separated`, a linear program; before it a
+    review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8, silently); its parameters then depend on
+    ``tol``, not on the data: keep ``l2 > 0`` (the default) for a head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
     optimum (W₀ = −W₁): scikit-learn's binary LogisticRegression with C = 2 / (n · l2) on the standardised
     features (:func:`standardisation`) fits the same W₁ − W₀."""
     f = check_features(features, 2)
@@ -451,11 +452,42 @@ def warn_missing_classes(y, n_classes: int, who: str, *, stacklevel: int = 3) ->
                       "about the missing classes", NotConvergedWarning, stacklevel=stacklevel)
 
 
+def separated(z, y, n_classes: int) -> bool | None:
+    """Whether labels ``y (n,)`` are separated, in whole or in part, by an affine head on ``z (n, F)``: is there
+    (W, b) whose margins d_ik = (W_{y_i} − W_k)·z_i + b_{y_i} − b_k are all ≥ 0 and not all 0?  Then the
+    unpenalised cross-entropy falls without end along (W, b) and has no minimiser (Albert & Anderson, 1984,
+    for the multinomial model); otherwise, with every class present, it has one.  Decided exactly by a linear
+    program (HiGHS, float64): maximise Σ d_ik subject to 0 ≤ d_ik ≤ 1, whose optimum is 0 or — scaling a
+    separating direction until its largest margin is 1 — at least 1.  None where HiGHS stops undecided.
+    Every class is assumed present (a missing one is :func:`_missing_classes`'s case)."""
+    z, y = np.asarray(z, np.float64), np.asarray(y)
+    n, F = z.shape
+    rows, cols = np.nonzero(np.arange(n_classes)[None, :] != y[:, None])  # every margin (i, k ≠ y_i)
+    m, x = rows.size, np.hstack([z, np.ones((n, 1))])[rows]  # (m, F + 1): θ = (W_c; b_c) for each class c
+    at = np.arange(F + 1)
+    A = scipy.sparse.csr_matrix((np.concatenate([x, -x], 1).ravel(),  # d = θ_{y_i}·x_i − θ_k·x_i, sparse
+                                 np.concatenate([y[rows, None] * (F + 1) + at, cols[:, None] * (F + 1) + at], 1).ravel(),
+                                 np.arange(0, 2 * (F + 1) * m + 1, 2 * (F + 1))), shape=(m, n_classes * (F + 1)))
+    lp = scipy.optimize.linprog(-np.asarray(A.sum(0)).ravel(), A_ub=scipy.sparse.vstack([A, -A]),
+                                b_ub=np.concatenate([np.ones(m), np.zeros(m)]), bounds=(None, None), method="highs")
+    if lp.status != 0:  # feasible (θ = 0) and bounded (Σ d ≤ m): only a limit of HiGHS's (seen at 180000 margins)
+        return None
+    return bool(-lp.fun > 0.5)
+
+
 def _warn_without_minimiser(head, features, y, n_classes: int, l2: float) -> None:
     """:class:`NotConvergedWarning` when the linear head's objective has no minimiser (its docstring)."""
     why = _missing_classes(y, n_classes)
-    if why is None and l2 == 0 and head.accuracy(features, y) == 1.0:
-        why = "l2 = 0 and the head separates the training data"
+    if why is None and l2 == 0:
+        apart = separated((np.asarray(features, np.float64) - head.mean) / head.scale, y, n_classes)
+        if apart is None:
+            warnings.warn("fit_linear_head: l2 = 0 and the linear program that decides whether the training data are "
+                          "separable (its objective then has no minimiser) stopped undecided: the head may depend on "
+                          "tol, not on the data; give l2 > 0", NotConvergedWarning, stacklevel=3)
+        elif apart:
+            why = ("l2 = 0 and the head separates the training data" if head.accuracy(features, y) == 1.0 else
+                   "l2 = 0 and a direction of the head separates the training data in part (all margins ≥ 0, "
+                   "one > 0)")
     if why is None:
         return
     warnings.warn(f"fit_linear_head: {why}, so its objective has no minimiser: the parameters (and the gradient norm "
