@@ -634,6 +634,9 @@ def test_a_rung_no_seed_reached_is_listed_not_dropped(tmp_path, capsys):
     (lambda r: r["lms"]["trained"]["train"].update(learning_rate=-1.0), r"^lms.trained.train.learning_rate: "),
     (lambda r: r["checks"].update({"wei/head-prompt-experiment": {"seeds": [-1]}}),
      r"^checks.wei/head-prompt-experiment.seeds: "),
+    # the held-out tokens were the training corpus, silently, where the seeds and the numbers of sequences agreed
+    (lambda r: (r.update(seed=1), r["lms"]["trained"]["train"].update(data="corpus", corpus_sequences=32)),
+     r"^lms.trained.train.corpus_seed: equals the sweep's seed = 1"),
 ])
 def test_a_bad_value_is_named_where_it_is_in_the_config(change, match):
     """The world's, the model's, the trainer's and an experiment check's own checks named the key alone

@@ -451,6 +451,10 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
     except SimlmError as err:  # the sweep sets targets, seeds and objective from lms.trained, the rest is train's
         own = str(err).split(":")[0] in ("targets", "seeds", "objective")
         raise type(err)(f"lms.trained.{'' if own else 'train.'}{err}") from None
+    if train.data == "corpus" and train.corpus_seed == config.seed:  # world.sample(seed, …) for both
+        raise ConfigError(f"lms.trained.train.corpus_seed: equals the sweep's seed = {config.seed}, so the held-out "
+                          "tokens every cell's ε and checks read would be drawn as the training corpus is (the same "
+                          "sequences where their numbers agree): give another corpus_seed or seed")
     where = f"the trained LMs of world {world_spec['name']!r}"
     for name, tokens, positions in reads:  # a model or training length the user set too short for a check
         if tokens > model.max_len or positions > model.n_positions:
