@@ -289,8 +289,8 @@ def softmax_objective(theta, phi, P) -> np.ndarray:
 
 def polish_softmax_fit(theta, phi, P, steps: int = 64) -> np.ndarray:
     """Float64 Newton steps on each ℓ_s from ``theta (S, d)`` (a near-optimum; the Hessian Cov_{p_θ}(φ)
-    pseudo-inverted, as ℓ_s is flat along Φᵀu ∝ 1), until no context keeps its step or after ``steps``.  A
-    step is kept where it lowers ℓ_s, or, once ℓ_s moves by less than float64 resolves, where it shrinks the
+    pseudo-inverted, as ℓ_s is flat along Φᵀu ∝ 1; a halved step or a gradient step where lower), until no
+    context keeps its step or after ``steps``.  A step is kept where it lowers ℓ_s, or, once ℓ_s moves by less than float64 resolves, where it shrinks the
     gradient Φ(p_θ − p*_s).  Where p*_s has zeros the infimum is reached only as θ → ∞ and each step gains
     about a factor e on the rest: four steps (the former count) stopped 7e-11 nats above it (Φ = I,
     p* = (½, ½, 0)), the floor every ε above it is measured from."""
@@ -304,13 +304,28 @@ def polish_softmax_fit(theta, phi, P, steps: int = 64) -> np.ndarray:
 
     for _ in range(steps):
         q, mean = moments(t)
+        g = mean - m
         H = np.einsum("sv,dv,ev->sde", q, phi, phi) - mean[:, :, None] * mean[:, None, :]
-        new = t - np.stack([np.linalg.lstsq(h, g, rcond=1e-12)[0] for h, g in zip(H, mean - m)])
-        f_new, f_old = softmax_objective(new, phi, P), softmax_objective(t, phi, P)
+        step = np.stack([np.linalg.lstsq(h, r, rcond=1e-12)[0] for h, r in zip(H, g)])
+        f_old = softmax_objective(t, phi, P)
+        new, f_new = t - step, softmax_objective(t - step, phi, P)
+        # Newton's full step can overshoot far from the optimum (θ = (3, 0, 0) for p* = (.7, .2, .1), Φ = I), and
+        # where p_θ nearly misses tokens p*_s holds the pseudo-inverse drops their directions (curvature e⁻⁴⁰):
+        # kept nowhere or kept as a step that barely moves, the fit came back up to 2.9 nats above the floor (a
+        # review, 2026-12-06).  Where the gradient is not yet negligible, the lowest of Newton's step halved and
+        # of gradient steps 2¹⁰ … 2⁻⁴⁰ is taken instead, where it is lower.
         # ℓ_s is a difference of terms as large as max_w |⟨θ, φ_w⟩|: float64 resolves it only to ~eps·that
         resolution = 16 * np.finfo(float).eps * (1.0 + np.abs(t @ phi).max(-1))
+        live = np.flatnonzero(np.linalg.norm(g, axis=-1) > 1e-9 * (1.0 + np.abs(phi).max()))
+        if live.size:  # lower by more than float64 resolves: near the optimum the other steps' gains are rounding
+            tl, Pl = t[live], P[live]
+            moves = [0.5**k * step[live] for k in range(1, 41)] + [2.0**-k * g[live] for k in range(-10, 41)]
+            for move in moves:
+                f = softmax_objective(tl - move, phi, Pl)
+                lower = f < np.minimum(f_new[live], f_old[live]) - resolution[live]
+                new[live[lower]], f_new[live[lower]] = (tl - move)[lower], f[lower]
         flat = (f_new <= f_old + resolution) & (
-            np.linalg.norm(moments(new)[1] - m, axis=-1) < np.linalg.norm(mean - m, axis=-1))
+            np.linalg.norm(moments(new)[1] - m, axis=-1) < np.linalg.norm(g, axis=-1))
         keep = (f_new < f_old) | flat
         t = np.where(keep[:, None], new, t)
         if not keep.any():
