@@ -470,6 +470,7 @@ def test_an_empty_bulk_row_is_refused_wherever_a_bulk_is_read():
 def test_the_markov_tail_of_a_tiny_floor_is_one_not_a_zero_division():
     """γ ≈ 1e-170 (a rare carrier at gap 400) gave t² = 0 and a ZeroDivisionError that ended a sweep."""
     assert markov_tail(1e-170, 1e-3) == 1.0 and markov_tail(0.0, 0.0) == 1.0 and markov_tail(0.0, 1e-3) == 1.0
+    assert markov_tail(-0.1, 0.01) == 1.0  # P(TV ≥ −0.1) = 1: it read 0.5 (a review, 2026-12-06)
     assert markov_tail(0.1, 1e-4) == pytest.approx(min(math.sqrt(5e-5) / 0.1, 1e-4 / 0.02))
     world = LogLinearWorld.random(0, n_states=8, n_symbols=6, dim=3, n_carriers=2, carrier_gap=400.0)
     ctx = anchor_contexts(world)

@@ -8,6 +8,7 @@ library's constructions.  No training.  `HYPOTHESIS_PROFILE=thorough` runs 1000 
 """
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -231,6 +232,10 @@ def test_label_margins_and_stratified_accuracy():
         margin_accuracy([0, 1], [1, 1, 0, 1], lm)
     with pytest.raises(ConfigError, match="^margins"):
         margin_accuracy([0, 1], [1, 1], None)
+    with warnings.catch_warnings():  # no input: NaN as documented, without numpy's "mean of empty slice"
+        warnings.simplefilter("error")
+        empty = margin_accuracy([], [], label_margins(mu, np.zeros((0, 3))))
+    assert np.isnan(empty.accuracy) and np.isnan(empty.accuracy_with_margin) and empty.n_with_margin == 0
 
 
 def test_labels_that_are_all_ties_have_no_margin_and_say_so():

@@ -55,11 +55,11 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
 
 def markov_tail(t, eps, tv=None, weights=None) -> float:
     """P(TV(x) ≥ t) ≤ min(ε/(2t²), 1), Markov on KL (Pinsker); Markov on TV's √(ε/2)/t is this bound's
-    square root, so never the smaller below 1.  1 (no information) at t = 0 and wherever the quotient
-    overflows (t below ~1e-154 when γ, the floor, is tiny).  ``eps`` must be finite and ≥ 0 (a ConfigError
-    names it: −1 gave a tail of −50)."""
+    square root, so never the smaller below 1.  1 (no information) at t ≤ 0 (t = −0.1 gave 0.5 of a
+    certain event) and wherever the quotient overflows (t below ~1e-154 when γ, the floor, is tiny).
+    ``eps`` must be finite and ≥ 0 (a ConfigError names it: −1 gave a tail of −50)."""
     eps = check_non_negative("eps", eps, finite=True)
-    if not t * t > 0:  # t = 0, or t² below the floats
+    if not (t > 0 and t * t > 0):  # t ≤ 0 (TV ≥ t always), or t² below the floats
         return 1.0
     with np.errstate(over="ignore"):  # a quotient past the floats is +inf: the tail is then 1
         return float(min(eps / (2 * t * t), 1.0))

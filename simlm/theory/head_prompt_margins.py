@@ -139,7 +139,8 @@ def margin_accuracy(predictions, labels, margins: LabelMargins) -> MarginAccurac
             raise ShapeError(f"{name}: expected shape {margins.margins.shape} like the margins, got {a.shape}")
     right, keep = pred == lab, margins.margins >= margins.threshold
     above = float(right[keep].mean()) if keep.any() else float("nan")
-    return MarginAccuracy(float(right.mean()), margins.share_without_margin, above, int(keep.sum()))
+    overall = float(right.mean()) if right.size else float("nan")  # (no "mean of empty slice" warning)
+    return MarginAccuracy(overall, margins.share_without_margin, above, int(keep.sum()))
 
 
 __all__ = ["RELATIVE_MARGIN", "FeasibilityRange", "feasibility_range", "LabelMargins", "label_margins",
