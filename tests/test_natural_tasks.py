@@ -497,6 +497,25 @@ def test_ridge_logistic_returns_a_stationary_point(seed):
     assert np.linalg.norm(grad) <= 1e-9
 
 
+def test_the_convex_solvers_refuse_what_they_would_misread():
+    """A basis with columns not orthonormal gave an infeasible v (‖v‖ 1.11 > B = 1) with a loss below the true
+    minimum and a certificate of 7e-10; a wrong-shaped init or basis a bare JAX TypeError; ridge_logistic took NaN
+    features (NaN out) and a negative ridge, no convex problem (a review, 2026-12-06)."""
+    X, pos, neg = np.array([[1.0, 0], [-1, 1], [2, 1]]), np.array([0.4, 0.05, 0.3]), np.array([0.05, 0.15, 0.05])
+    with pytest.raises(ConfigError, match=r"^basis: expected orthonormal columns"):
+        constrained_logistic(X, pos, neg, [1.0], "span-ball", basis=np.array([[2.0], [0.0]]))
+    with pytest.raises(ShapeError, match=r"^basis: expected \(k, r\)"):
+        constrained_logistic(X, pos, neg, [1.0], "span-ball", basis=np.eye(3)[:, :1])
+    with pytest.raises(ShapeError, match=r"^init: "):
+        constrained_logistic(X, pos, neg, [1.0, 2.0], "box", init=(np.zeros((1, 5)), np.zeros(1)))
+    for bad, match in (((X * np.nan, pos, neg, 1e-3), "^X: entry"), ((X, pos, neg, -1.0), "^l2: "),
+                       ((X, -pos, neg, 1e-3), "^pos, neg: "), ((X, pos[:2], neg, 1e-3), "^X, pos, neg: expected")):
+        with pytest.raises((ConfigError, ShapeError), match=match):
+            ridge_logistic(*bad)
+    sol = constrained_logistic(X, pos, neg, [1.0], "span-ball", basis=np.array([[1.0], [0.0]]))
+    assert np.linalg.norm(sol.v[0]) <= 1.0 + 1e-12
+
+
 def test_zero_one_error_predicts_plus_one_at_a_zero_score():
     """Σ_s a_s 1[z_s < 0] + c_s 1[z_s ≥ 0] (0 ↦ +1): the zero classifier errs on every −1 label, Σ c_s."""
     pos, neg = np.array([0.1, 0.2, 0.05]), np.array([0.3, 0.15, 0.2])

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import linprog, minimize
 from scipy.special import expit
 
-from simlm.checks import check_real_array
+from simlm.checks import check_non_negative, check_real_array
 from simlm.errors import ConfigError, ShapeError
 from simlm.precision import exact
 from simlm.runtime import one_blas_thread
@@ -226,9 +226,18 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
             raise ConfigError(f"{name}: expected {'positive' if name == 'B_grid' else 'non-negative'} entries, "
                               f"got {a.min()!r}")
     G, k = len(Bs), X.shape[1]
-    v0, b0 = (np.zeros((G, k)), np.zeros(G)) if init is None else (np.asarray(init[0], np.float64),
-                                                                   np.asarray(init[1], np.float64))
-    U = np.eye(k) if basis is None else np.asarray(basis, np.float64)
+    v0, b0 = (np.zeros((G, k)), np.zeros(G)) if init is None else (check_real_array("init", init[0]),
+                                                                   check_real_array("init", init[1]))
+    if v0.shape != (G, k) or b0.shape != (G,):
+        raise ShapeError(f"init: expected ((G, k), (G,)) = ({(G, k)}, {(G,)}), got ({v0.shape}, {b0.shape})")
+    U = np.eye(k) if basis is None else check_real_array("basis", basis)
+    # both the projection UUᵀ and the span-ball polish (‖α‖ = ‖Uα‖) assume orthonormal columns: others gave an
+    # infeasible v with a loss below the true minimum and a gap of 7e-10 (a review, 2026-12-06)
+    if U.ndim != 2 or U.shape[0] != k or U.shape[1] > k:
+        raise ShapeError(f"basis: expected (k, r) with r ≤ k = {k} (X's columns), got {U.shape}")
+    if not np.allclose(U.T @ U, np.eye(U.shape[1]), rtol=0, atol=1e-10):
+        raise ConfigError("basis: expected orthonormal columns (UᵀU = I to 1e-10), got |UᵀU − I| up to "
+                          f"{np.abs(U.T @ U - np.eye(U.shape[1])).max():.3g}")
     if constraint == "span-box":
         v, b, loss = (np.asarray(a) for a in zip(*[_span_box(X, pos, neg, B, U, v0[i], b0[i])
                                                    for i, B in enumerate(Bs)]))
@@ -255,7 +264,13 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
 @one_blas_thread
 def ridge_logistic(X, pos, neg, l2: float, *, steps: int = 100, tol: float = 1e-10):
     """argmin_{v, b} F(v, b) + ½ l2 ‖(v, b)‖² by Newton's method with backtracking; returns (v, b)."""
-    X = np.asarray(X, np.float64)
+    X, pos, neg = (check_real_array(name, a) for name, a in (("X", X), ("pos", pos), ("neg", neg)))
+    if X.ndim != 2 or pos.shape != (len(X),) or neg.shape != (len(X),):
+        raise ShapeError(f"X, pos, neg: expected (n, k), (n,) and (n,), got {X.shape}, {pos.shape} and {neg.shape}")
+    if np.any(pos < 0) or np.any(neg < 0):
+        raise ConfigError("pos, neg: expected non-negative weights, got "
+                          f"{min(pos.min(initial=0), neg.min(initial=0))!r}")
+    l2 = check_non_negative("l2", l2, finite=True)  # a negative ridge is no convex problem
     Xt = np.hstack([X, np.ones((len(X), 1))])
     w = np.zeros(Xt.shape[1])
 
@@ -290,8 +305,8 @@ def softmax_objective(theta, phi, P) -> np.ndarray:
 def polish_softmax_fit(theta, phi, P, steps: int = 64) -> np.ndarray:
     """Float64 Newton steps on each ℓ_s from ``theta (S, d)`` (a near-optimum; the Hessian Cov_{p_θ}(φ)
     pseudo-inverted, as ℓ_s is flat along Φᵀu ∝ 1; a halved step or a gradient step where lower), until no
-    context keeps its step or after ``steps``.  A step is kept where it lowers ℓ_s, or, once ℓ_s moves by less than float64 resolves, where it shrinks the
-    gradient Φ(p_θ − p*_s).  Where p*_s has zeros the infimum is reached only as θ → ∞ and each step gains
+    context keeps its step or after ``steps``.  A step is kept where it lowers ℓ_s, or, once ℓ_s moves by
+    less than float64 resolves, where it shrinks the gradient Φ(p_θ − p*_s).  Where p*_s has zeros the infimum is reached only as θ → ∞ and each step gains
     about a factor e on the rest: four steps (the former count) stopped 7e-11 nats above it (Φ = I,
     p* = (½, ½, 0)), the floor every ε above it is measured from."""
     t = np.asarray(theta, np.float64)
