@@ -26,19 +26,21 @@ import numpy as np
 from simlm.errors import ConfigError
 
 
-def jsonable(x):
+def jsonable(x, *, keep_nonfinite: bool = False):
     """``x`` with numpy scalars and arrays made Python and non-finite floats made ``None`` (ml_dtypes'
     bfloat16 and float8 scalars too); dicts, lists and tuples are converted recursively, a dict's numpy,
-    number, bool and None keys made the strings JSON writes for them (as they read back)."""
+    number, bool and None keys made the strings JSON writes for them (as they read back).  With
+    ``keep_nonfinite`` NaN and ±inf stay floats (for what records them beside, as the cell store does)."""
     if isinstance(x, dict):
-        return {_key(k): jsonable(v) for k, v in x.items()}
+        return {_key(k): jsonable(v, keep_nonfinite=keep_nonfinite) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
+        return [jsonable(v, keep_nonfinite=keep_nonfinite) for v in x]
     if isinstance(x, (np.ndarray, jax.Array)):
-        return jsonable(np.asarray(x).tolist())
+        return jsonable(np.asarray(x).tolist(), keep_nonfinite=keep_nonfinite)
     if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    return jsonable(x.item()) if isinstance(x, np.generic) else x  # bfloat16 is no np.floating: its item is
+        return float(x) if keep_nonfinite or math.isfinite(x) else None
+    # bfloat16 is no np.floating: its item is
+    return jsonable(x.item(), keep_nonfinite=keep_nonfinite) if isinstance(x, np.generic) else x
 
 
 def _key(k):

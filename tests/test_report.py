@@ -28,12 +28,19 @@ def stored(out, cells: dict) -> list:
     return CellStore(out / "cells.jsonl").records()
 
 
-def test_a_report_renders_null_and_text_measured_values(tmp_path):
-    """NaN is stored as null and a nested result's text leaf has a null ``measured``: the tables show "–" and
-    the text, and the plots leave them out (a quantity with no number has no panel)."""
+@pytest.mark.parametrize("old_store", [False, True])
+def test_a_report_renders_null_and_text_measured_values(old_store, tmp_path):
+    """A nested result's None leaf and text leaf have a NaN ``measured`` (null in a store written before NaN
+    was kept beside the rows): the tables show "–" and the text, and the plots leave them out (a quantity
+    with no number has no panel)."""
     nested = [{**SHARED, "eps": 0.1, **r} for r in leaf_rows({"ari": None, "readout": "probe", "x": 1.5})]
     rows = stored(tmp_path, {"k": nested})
-    assert [r["measured"] for r in rows] == [None, None, 1.5]
+    assert math.isnan(rows[0]["measured"]) and math.isnan(rows[1]["measured"]) and rows[2]["measured"] == 1.5
+    if old_store:
+        (entry,) = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
+        (tmp_path / "cells.jsonl").write_text(json.dumps({k: v for k, v in entry.items() if k != "nonfinite"}))
+        rows = CellStore(tmp_path / "cells.jsonl").records()
+        assert [r["measured"] for r in rows] == [None, None, 1.5]
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| c | ari | w | oracle | 0.1 | – |" in report and "| c | readout | w | oracle | 0.1 | probe |" in report
@@ -53,14 +60,18 @@ def test_the_entries_of_a_nested_list_are_told_apart_in_the_measured_table(tmp_p
 
 @pytest.mark.parametrize("bound, holds, trivial", [(math.inf, True, 1), (math.nan, False, 0)])
 def test_a_row_whose_bound_is_stored_as_null_still_counts_as_bounded(bound, holds, trivial, tmp_path):
-    """Strict JSON stores an infinite bound (held, trivial) and a NaN bound (violated) as null; the row
+    """Strict JSON stores an infinite bound (held, trivial) and a NaN bound (violated) as null — the store
+    keeps them beside the rows since 2026-12-06, a store written before holds the nulls; either way the row
     keeps its verdict, so it stays among the bound's rows, violations and trivial rows."""
-    rows = stored(tmp_path, {"k": [{**SHARED, **row("q", 0.5, bound, maximum=1.0)}]})
-    assert rows[0]["bound"] is None and rows[0]["holds"] is holds
-    [summary] = bound_summary(rows)
-    assert (summary["rows"], summary["violations"], summary["trivial"]) == (1, int(not holds), trivial)
-    assert "| c | q | 1 |" in markdown(rows, tmp_path, []) and "Measured (no bound)" not in markdown(rows, tmp_path, [])
-    assert " q " in console_table(rows)
+    kept = stored(tmp_path, {"k": [{**SHARED, **row("q", 0.5, bound, maximum=1.0)}]})
+    assert repr(kept[0]["bound"]) == repr(bound)
+    for rows in (kept, [{**kept[0], "bound": None}]):
+        assert rows[0]["holds"] is holds
+        [summary] = bound_summary(rows)
+        assert (summary["rows"], summary["violations"], summary["trivial"]) == (1, int(not holds), trivial)
+        text = markdown(rows, tmp_path, [])
+        assert "| c | q | 1 |" in text and "Measured (no bound)" not in text
+        assert " q " in console_table(rows)
 
 
 def test_no_worst_row_is_named_when_no_row_that_could_fail_has_a_slack_used():

@@ -677,3 +677,39 @@ def test_a_world_check_is_validated_only_on_the_worlds_it_runs_on():
     raw["lms"]["analytic"]["laws"] = ["next-token"]
     with pytest.raises(ConfigError, match=r"^checks.saunshi/natural-task.max_length: 2 gives .* \(world 'big'\)"):
         parse_config(raw)
+
+
+def test_non_finite_values_survive_the_store_and_the_tables(monkeypatch, tmp_path):
+    """Strict JSON stores NaN and ±inf as null: a NaN measured value, an infinite one and a missing one were one
+    blank in results.csv and read_results, and an infinite bound (held, trivially) read as no bound beside a
+    holds verdict (a review, 2026-12-06).  Each is now recorded beside the cell's records and put back; a line
+    stored before, without the record, reads as it did."""
+    import csv
+    import math
+
+    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
+
+    @register("test/nonfinite", paper="none", description="non-finite values", defaults={})
+    def run(cell):
+        return [row("nan", math.nan, 1.0), row("inf_bound", 1.0, math.inf), row("inf", math.inf, 1.0),
+                row("neg", -math.inf, 1.0), {**row("none", 0.0), "measured": None}, row("one", 1.0, 2.0)]
+
+    raw = {**PARTS, "checks": {"test/nonfinite": {}}}
+    run_sweep(parse_config(raw), tmp_path, progress=False)
+    want = {"nan": (math.nan, 1.0), "inf_bound": (1.0, math.inf), "inf": (math.inf, 1.0), "neg": (-math.inf, 1.0),
+            "none": (None, None), "one": (1.0, 2.0)}
+
+    def same(a, b):
+        return (a is None and b is None) or (a is not None and b is not None and (a == b or (a != a and b != b)))
+
+    for rows in (sweep.read_results(tmp_path), run_sweep(parse_config(raw), tmp_path, progress=False)["rows"]):
+        got = {r["quantity"]: (r["measured"], r["bound"]) for r in rows}
+        assert got.keys() == want.keys() and all(same(got[q][i], want[q][i]) for q in want for i in (0, 1)), got
+    table = {r["quantity"]: (r["measured"], r["bound"]) for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert table == {"nan": ("nan", "1.0"), "inf_bound": ("1.0", "inf"), "inf": ("inf", "1.0"),
+                     "neg": ("-inf", "1.0"), "none": ("", ""), "one": ("1.0", "2.0")}
+    (entry,) = stored(tmp_path)
+    assert all(r["measured"] is None or math.isfinite(r["measured"]) for r in entry["records"])  # strict JSON
+    old = {k: v for k, v in entry.items() if k != "nonfinite"}  # a line stored before: nulls, as they were
+    (tmp_path / "cells.jsonl").write_text(json.dumps(old) + "\n")
+    assert {r["quantity"]: r["measured"] for r in sweep.read_results(tmp_path)}["inf"] is None

@@ -583,7 +583,8 @@ _INF_WHEN_NULL = ("loss_ceiling", "loss_best_ceiling", "worst_ceiling", "bound_v
 
 
 def _numbers_again(records: list) -> list:
-    """Strict JSON stores NaN and ±inf as null: a null in a column that holds numbers elsewhere is NaN again
+    """A store written before 2026-12-06 holds NaN and ±inf as null (strict JSON; the store now keeps them
+    beside the rows, and they read back as floats): a null in a column that holds numbers elsewhere is NaN again
     (a ratio whose slack is 0), so the summaries' medians and plots read numbers — except the columns of
     :data:`_INF_WHEN_NULL`, which are never NaN: their null is +inf (read as NaN, the summary's median slack of a
     group with seven infinite bounds printed nan)."""

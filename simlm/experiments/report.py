@@ -8,9 +8,10 @@ any row that holds, whatever their shares: the worst row of a bound with violati
 Plots: one figure per check, one panel per quantity, measured against the LM's ε (filled) with the bound
 (open), one colour per LM source, one marker per world.
 
-Strict JSON stores NaN and ±inf as null, so a stored number may be None: a row has a bound when it has a
-``holds`` verdict (:func:`has_bound`), tables show a null as "–" (and a nested result's text leaf as its
-text), and plots leave out whatever is not a finite number.
+The cell store keeps NaN and ±inf beside the rows (strict JSON writes them as null), but a store written
+before 2026-12-06 holds nulls, so a stored number may be None: a row has a bound when it has a ``holds``
+verdict (:func:`has_bound`), tables show a null as "–" (and a nested result's text leaf as its text, a None
+leaf as "–"), NaN and ±inf as themselves, and plots leave out whatever is not a finite number.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from simlm.jsonio import read_json
 
 
 def has_bound(r) -> bool:
-    """Whether row ``r`` has a bound: it has a ``holds`` verdict.  Its ``bound`` cannot say — strict JSON
-    stores an infinite bound (trivially held) and a NaN one (violated) as null — but the verdict is kept."""
+    """Whether row ``r`` has a bound: it has a ``holds`` verdict.  Its ``bound`` cannot say — a store written
+    before non-finite values were kept beside the rows holds an infinite bound (trivially held) and a NaN one
+    (violated) as null — but the verdict is kept."""
     return r.get("holds") is not None
 
 
@@ -45,10 +47,15 @@ def _shown(v, spec: str) -> str:
 
 def _measured(r, spec: str) -> str:
     """A row's measured value for a table; a text leaf of a nested result (its ``text`` column, beside a
-    null ``measured``: :func:`simlm.experiments.nested.leaf_rows`) is shown as its text."""
-    if r.get("measured") is None and r.get("text") is not None:
-        return str(r["text"])
-    return _shown(r.get("measured"), spec)
+    NaN ``measured``, null in a store written before NaN was kept: :func:`simlm.experiments.nested.leaf_rows`)
+    is shown as its text, a None leaf (``vtype`` none) as "–"."""
+    m = r.get("measured")
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        if r.get("text") is not None:
+            return str(r["text"])
+        if r.get("vtype") == "none":
+            return "–"
+    return _shown(m, spec)
 
 
 def _count(n: int, noun: str) -> str:

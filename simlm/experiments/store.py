@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from simlm.errors import ConfigError
 from simlm.jsonio import claim_json, jsonable, locked, read_json, write_json_atomic
@@ -44,7 +47,7 @@ class CellStore:
         for i, line in enumerate(lines):
             entry = _cell(line)
             if entry is not None:
-                self.cells[entry["cell"]] = entry
+                self.cells[entry["cell"]] = _restored(entry)
                 good.append(line + b"\n")
             elif line.strip() and i < len(lines) - 1:  # the last piece has no newline: a torn write
                 garbage += 1
@@ -107,12 +110,37 @@ def append_cell(path, key: str, records: list, **info) -> dict:
     path = Path(path)
     if not isinstance(key, str):  # a line without a string cell is dropped as corrupt when the store is read
         raise ConfigError(f"key: expected the cell's key as a string, got {type(key).__name__} {key!r}")
-    entry = jsonable({"cell": key, "records": records, **info})
+    nonfinite = _nonfinite(records)
+    entry = jsonable({"cell": key, "records": records, **info, **({"nonfinite": nonfinite} if nonfinite else {})})
     with _locked(path.parent), open(path, "a+b") as f:
         torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
         f.write((("\n" if torn else "") + json.dumps(entry, allow_nan=False) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+    return _restored(entry)
+
+
+def _nonfinite(records) -> list:
+    """``[[i, column, "inf" | "-inf" | "nan"], …]``: the non-finite floats of the records' columns, which strict
+    JSON stores as null — a NaN measured value, an infinite one and a missing one read alike, and an infinite
+    bound (trivially held) as no bound (a review, 2026-12-06).  Stored beside the records (``"nonfinite"``) and
+    put back by :func:`_restored`; a store written before it reads as it did (nulls)."""
+    return [[i, k, repr(float(v))] for i, r in enumerate(records) if isinstance(r, dict) for k, v in r.items()
+            if isinstance(v, (float, np.floating)) and not math.isfinite(v)]
+
+
+def _restored(entry: dict) -> dict:
+    """``entry`` with the non-finite values :func:`_nonfinite` recorded put back in its records (a record's
+    null only, and only "inf", "-inf" and "nan": anything else in the list is ignored)."""
+    marks = entry.get("nonfinite")
+    if not isinstance(marks, list):
+        return entry
+    records = entry["records"]
+    for mark in marks:
+        if (isinstance(mark, list) and len(mark) == 3 and isinstance(mark[0], int) and 0 <= mark[0] < len(records)
+                and isinstance(mark[1], str) and mark[2] in ("inf", "-inf", "nan")
+                and mark[1] in records[mark[0]] and records[mark[0]][mark[1]] is None):
+            records[mark[0]][mark[1]] = float(mark[2])
     return entry
 
 

@@ -571,8 +571,8 @@ def check_job(payload: str) -> str:
         stored = bool(job.get("store"))
         if stored:
             append_cell(out / "cells.jsonl", key, records, error=error, seconds=seconds, **job.get("tag", {}))
-        results.append({"cell": key, "records": jsonable(records), "error": error, "seconds": seconds,
-                        "stored": stored})
+        results.append({"cell": key, "records": records, "error": error, "seconds": seconds,  # (NaN and ±inf kept:
+                        "stored": stored})  # this process's JSON to the sweep's, not a file)
 
     try:
         lm, eps, eps_se = build_lm(world, lm_spec, tokens, out)
@@ -625,12 +625,13 @@ def _shared_with(shared: dict, record: dict) -> dict:
 
 
 def _storable(records: list) -> list:
-    """``records`` as the store writes them (:func:`~simlm.jsonio.jsonable`, then JSON without NaN), or the
-    error that writing them would raise — raised here, inside the cell, so that a row JSON cannot hold (a set,
-    an object, a tuple key) is that cell's error and not the whole sweep's (it stopped every rerun at it)."""
-    out = jsonable(records)
+    """``records`` as the store holds them (:func:`~simlm.jsonio.jsonable`, NaN and ±inf kept: the store
+    records them beside the rows), or the error that writing them would raise — raised here, inside the cell,
+    so that a row JSON cannot hold (a set, an object, a tuple key) is that cell's error and not the whole
+    sweep's (it stopped every rerun at it)."""
+    out = jsonable(records, keep_nonfinite=True)
     try:
-        json.dumps(out, allow_nan=False)
+        json.dumps(jsonable(out), allow_nan=False)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"records: a row the check returned cannot be stored as JSON ({err})") from None
     return out
