@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import jax  # noqa: E402
 
-from _common import REPO_ROOT, print_table, time_interleaved, write_json  # noqa: E402
+from _common import REPO_ROOT, meets, print_table, time_interleaved, write_json  # noqa: E402
 from simlm.experiments import head_prompt  # noqa: E402
 from simlm.models import TransformerConfig  # noqa: E402
 from simlm.train import TrainConfig  # noqa: E402
@@ -100,7 +100,7 @@ def verdicts(share: float, saved: dict, lowest: dict, ladder, *, quick: bool) ->
              "unreached": [[s, t, lowest[s]] for s in sorted(lowest) for t in ladder if lowest[s] > t],
              "worst": min(saved.values()) if saved else None,
              "met": bool(saved) and not missed and not outside}
-    share_t = {"target": SHARE_TARGET, "value": share, "met": share <= SHARE_TARGET}
+    share_t = {"target": SHARE_TARGET, "value": share, "met": meets(share, SHARE_TARGET, at_most=True)}
     if quick:
         for t in (share_t, rungs):
             t["met"], t["reason"] = None, "not judged: --quick sizes"

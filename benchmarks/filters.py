@@ -122,6 +122,9 @@ def bench_one(K: int, T: int, args) -> dict:
     fns = {name: pinned(fn, args.precision) for name, fn in fns.items()}
     times = time_interleaved(fns, repeats=args.repeats, warmup=args.warmup)
     ref = fns["simlm_seq"]()
+    # the checked scans' flag: a world method would rerun the batch in log space, a cost these timings leave out
+    # (never set by the random Dirichlet worlds benchmarked; a near-deterministic K = 4 world set it, a review)
+    rerun = bool(ref[2]) or bool(fns["simlm_par"]()[2])
     agree = {}
     for name, fn in fns.items():  # predicted laws and log p(x), against the sequential scan's
         got = fn()
@@ -130,7 +133,8 @@ def bench_one(K: int, T: int, args) -> dict:
     row = {"K": K, "T": T, "B": args.batch, "max_abs_diff": max(a["max_abs_diff"] for a in agree.values()),
            "law_rel_diff": max(a["law_rel_diff"] for a in agree.values()),
            "loglik_rel_diff": max(a["loglik_rel_diff"] for a in agree.values()),
-           "agrees": all(a["agrees"] for a in agree.values()), "seconds": {n: t.median for n, t in times.items()}}
+           "agrees": all(a["agrees"] for a in agree.values()), "needs_log_space_rerun": rerun,
+           "seconds": {n: t.median for n, t in times.items()}}
     for name, t in times.items():
         row[f"{name}_tok_s"] = n_tok / t.median
     s = row["seconds"]
@@ -173,9 +177,13 @@ def main(argv=None) -> int:
     agree = all(r["agrees"] for r in rows)
     print(f"\nevery contender's predicted laws agree within {LAW_RTOL:g} of the largest probability and its "
           f"log-likelihoods within {LOGLIK_RTOL:g}: {'yes' if agree else 'NO'}")
+    rerun = [(r["K"], r["T"]) for r in rows if r["needs_log_space_rerun"]]
+    if rerun:
+        print(f"the checked scans flag a log-space rerun at (K, T) = {rerun}: their timings leave out the rerun a "
+              "world method would run there, so they are not the path a user gets (exit 1)")
     out = write_json(args.out, {**header, "results": rows, "agrees": agree, "complete": True})
     print(f"wrote {out}")
-    return 0 if agree else 1
+    return 0 if agree and not rerun else 1
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ positions, untied output layer over the V world symbols, causal cross-entropy of
 predicting ``(x_0, …, x_{T-1})``) and the same optimiser (the trainer's own optax chain: clipping, AdamW with
 no decay on norms and biases, warmup-cosine), written as plain ``jax.numpy`` on a dict of arrays: no Flax, no
 seed vmap, one ``jit`` with donated buffers, from simlm's initial weights.  Before timing it must reproduce
-simlm's logits on a batch (``equivalence``, as ``train.py`` holds its HF peer), so the three contenders
-compute one function.  The contenders' chunks are interleaved as in ``train.py`` (each after a lead-in of
-its own), on pre-sampled batches.
+simlm's logits on a batch (``equivalence``), and the HF peer too (``peer_equivalence``, ``train.py``'s
+check), so the three contenders compute one function.  The contenders' chunks are interleaved as in
+``train.py`` (each after a lead-in of its own), on pre-sampled batches.
 
 What it answers: where simlm's step is no slower than the minimal one, the time to PyTorch is not in simlm's
 code (Flax, the vmap over seeds, the custom LayerNorm and GELU derivatives) but in what XLA:CPU makes of the
@@ -134,7 +134,9 @@ def bench_size(name, world, peer, args) -> dict:
     minimal = MinimalSide(sim, mc, tc, H)
     equivalence = minimal.equivalence(mc, H, args.seed)
     contenders = {"simlm_step": lambda k: sim.steps(k, with_data=False), "minimal_step": minimal.steps}
-    if peer[0] is not None:
+    peer_equivalence = None
+    if peer[0] is not None:  # the HF peer held to simlm's network as train.py holds it (unchecked here before)
+        peer_equivalence = bench.peer_equivalence(peer, mc, tc, sim.token_batches()[0], args.seed)
         contenders["hf"] = bench.TorchSide(peer, mc, tc, args.seed, sim.token_batches()).steps
     for steps in contenders.values():
         for _ in range(args.warmup):
@@ -142,6 +144,7 @@ def bench_size(name, world, peer, args) -> dict:
     t = bench.interleaved(contenders, args)
     tokens = args.batch * args.seq_len
     row = {"size": name, "d_model": d, "n_layers": L, "n_heads": H, "d_ff": f, "equivalence": equivalence,
+           "peer_equivalence": peer_equivalence,
            "timings_s_per_step": t, **{f"{k}_ms": 1e3 * v["median"] for k, v in t.items()},
            **{f"{k}_tok_s": tokens / v["median"] for k, v in t.items()}}
     row["simlm_over_minimal"] = t["minimal_step"]["median"] / t["simlm_step"]["median"]  # speed ratio
@@ -171,7 +174,10 @@ def main(argv=None) -> int:
     bad = [r["size"] for r in rows if not r["equivalence"]["agrees"]]
     if bad:
         print(f"the minimal step is not simlm's network at sizes {bad}: see 'equivalence'")
-    return 1 if bad else 0
+    bad_peer = [r["size"] for r in rows if r["peer_equivalence"] and not r["peer_equivalence"]["agrees"]]
+    if bad_peer:
+        print(f"the HF peer is not simlm's network at sizes {bad_peer}: see 'peer_equivalence'")
+    return 1 if bad or bad_peer else 0
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import jax  # noqa: E402
 
-from _common import REPO_ROOT, machine_info, run_process_group, write_json  # noqa: E402
+from _common import REPO_ROOT, meets, machine_info, run_process_group, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
@@ -149,7 +149,7 @@ def headlines(name: str, r: dict) -> list:
         note = "" if judged or not t.get("reason") else f" ({t['reason']})"
         out = [(f"train step simlm ÷ HF GPT-2, {row.get('size')} ({shape})", "≥ 1.5×",
                 _fmt(row.get("ratio"), "×") + note if row.get("ratio") is not None else "peer not installed",
-                row["ratio"] >= t.get("target", 1.5) if judged and row.get("ratio") is not None else None)
+                meets(row["ratio"], t.get("target", 1.5)) if judged and row.get("ratio") is not None else None)
                for row in r.get("results", [])]
         for row in r.get("results", []):
             if row.get("mfu") is None:

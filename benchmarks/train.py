@@ -77,7 +77,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from _common import REPO_ROOT, print_table, time_fn, write_json  # noqa: E402
+from _common import REPO_ROOT, meets, print_table, time_fn, write_json  # noqa: E402
 from simlm.models.transformer import TransformerConfig, attention_kernel, init_transformer  # noqa: E402
 from simlm.train import TrainConfig, Training  # noqa: E402
 from simlm.worlds import HMM  # noqa: E402
@@ -430,7 +430,7 @@ def ratio_verdict(ratios: list, *, quick: bool, load: dict, peer_agrees: bool = 
         target["reason"] = (f"not judged: machine loaded ({load['measure']}: {worst:.1f} on {load['cores']} cores, "
                             f"limit {load['limit']:g}; load average {load['load_average_before'][0]:.1f})")
     else:
-        target["met"] = target["worst"] >= RATIO_TARGET
+        target["met"] = meets(target["worst"], RATIO_TARGET)
     return target
 
 
@@ -447,7 +447,7 @@ def mfu_verdict(row: dict, peak_kind: str, *, quick: bool) -> tuple[bool | None,
         return None, "report only (the target is for a bfloat16 model of ≥ 10M parameters)"
     if peak_kind not in ("datasheet", "given"):
         return None, "not judged: no datasheet peak for this device (MFU against a measured matmul; give --peak-tflops)"
-    return row["mfu"] >= MFU_TARGET, f"≥ {MFU_TARGET:.0%} against the {peak_kind} peak"
+    return meets(row["mfu"], MFU_TARGET), f"≥ {MFU_TARGET:.0%} against the {peak_kind} peak"
 
 
 def choose_peak(given: float | None, sheet: float | None, measured: dict, dtype: str, kind: str,

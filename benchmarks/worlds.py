@@ -49,7 +49,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import (LAW_RTOL, LOGLIK_RTOL, REPO_ROOT, agreement, print_table, time_fn,  # noqa: E402
+from _common import (LAW_RTOL, LOGLIK_RTOL, REPO_ROOT, agreement, meets, print_table, time_fn,  # noqa: E402
                      time_interleaved, write_json)
 from peers import add_precision_option, import_peer, pinned, precision_record, unavailable  # noqa: E402
 from simlm import precision  # noqa: E402
@@ -179,7 +179,9 @@ def bench_one(K: int, args, matmul) -> dict:
         cums = [hmm_core.cumulative_rows(a) for a in params]
         sequential = jax.jit(hmm_core.sample, static_argnums=(4, 5, 6))
         sampling["simlm_sequential"] = lambda: sequential(*cums, key, B, T, False)
-    laws = {"simlm": lambda: hmm_module.next_token_probs(*params, tokens)}
+    # the method a user calls (token checks, the impossible-sequence check on the host), not the bare function:
+    # 4–9 % more time on CPU (a review, 2026-12-06)
+    laws = {"simlm": lambda: hmm.next_token_probs(tokens)}
     if DYNAMAX is not None:
         dyn_model, dyn_params = hmm.to_dynamax()
         dyn_sample, keys = dynamax_sampler(dyn_model), jax.random.split(key, B)
@@ -202,7 +204,8 @@ def bench_one(K: int, args, matmul) -> dict:
             cpu_s = {k: statistics.median(v[args.warmup:][1::2]) for k, v in cpu.items()}  # warm-up, lead-ins skipped
             row[f"{name}_ratio_simlm_dynamax_cpu"] = cpu_s["dynamax"] / cpu_s["simlm"]
     if DYNAMAX is not None:
-        (p_simlm, steps), (p_dyn, ll_dyn) = (pinned(laws[k], args.precision)() for k in ("simlm", "dynamax"))
+        (p_simlm, steps), (p_dyn, ll_dyn) = (pinned(f, args.precision)() for f in (
+            lambda: hmm_module.next_token_probs(*params, tokens), laws["dynamax"]))  # the law and its log p(x_t | ·)
         agree = agreement(p_simlm, p_dyn, np.asarray(steps, np.float64).sum(-1), ll_dyn)  # laws and log p(x)
         row["max_abs_diff_vs_dynamax"] = agree["max_abs_diff"]
         row["law_rel_diff_vs_dynamax"] = agree["law_rel_diff"]
@@ -231,7 +234,8 @@ def bench_one(K: int, args, matmul) -> dict:
 
 
 def targets(rows: list[dict], *, quick: bool = False, has_dynamax: bool | None = None) -> dict:
-    """The three targets; in ``--quick`` (smoke-test sizes) every ``met`` is None, with a ``note``."""
+    """The three targets; in ``--quick`` (smoke-test sizes), or where simlm's laws disagree with dynamax's at
+    some K (a speed of wrong numbers is no speed), every ``met`` is None, with a ``note``."""
     has_dynamax = DYNAMAX is not None if has_dynamax is None else has_dynamax
 
     def worst(key, target):
@@ -239,19 +243,21 @@ def targets(rows: list[dict], *, quick: bool = False, has_dynamax: bool | None =
             return {"target": target, "worst": None, "met": None, "note": unavailable("dynamax")}
         w = min(r[key] for r in rows)
         paired_worst = min(r[key + "_paired"] for r in rows)
-        return {"target": target, "worst": w, "worst_paired": paired_worst, "met": w >= target}
+        return {"target": target, "worst": w, "worst_paired": paired_worst, "met": meets(w, target)}
 
     at_k = [r["forward_fraction_of_matmul"] for r in rows if r["K"] == FORWARD_TARGET_K]
     out = {
         "sampling_ratio": worst("sample_ratio_simlm_dynamax", SAMPLING_TARGET),
         "inference_ratio": worst("infer_ratio_simlm_dynamax", INFERENCE_TARGET),
-        "forward_fraction": {"target": FORWARD_TARGET, "K": FORWARD_TARGET_K,
-                             "value": at_k[0] if at_k else None, "met": (at_k[0] >= FORWARD_TARGET) if at_k else None},
+        "forward_fraction": {"target": FORWARD_TARGET, "K": FORWARD_TARGET_K, "value": at_k[0] if at_k else None,
+                             "met": meets(at_k[0], FORWARD_TARGET) if at_k else None},
     }
-    if quick:
+    disagree = [r["K"] for r in rows if r.get("agrees_with_dynamax") is False]
+    if quick or disagree:
+        why = "--quick sizes" if quick else f"simlm's laws disagree with dynamax's at K = {disagree}"
         for t in out.values():
             if t["met"] is not None:
-                t["met"], t["note"] = None, "not judged: --quick sizes"
+                t["met"], t["note"] = None, f"not judged: {why}"
     return out
 
 

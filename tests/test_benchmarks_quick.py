@@ -108,3 +108,6 @@ def test_targets_are_judged_outside_quick_mode():
     quick = worlds.targets(rows, quick=True, has_dynamax=True)
     assert all(t["met"] is None for t in quick.values())
     assert worlds.targets(rows, has_dynamax=False)["sampling_ratio"]["met"] is None
+    # a K whose laws disagree with dynamax's: nothing judged (the JSON said met, the console "→ met" above "NO")
+    wrong = worlds.targets([rows[0], {**rows[1], "agrees_with_dynamax": False}], has_dynamax=True)
+    assert all(t["met"] is None and "disagree with dynamax's at K = [256]" in t["note"] for t in wrong.values())

@@ -38,7 +38,27 @@ def test_every_filter_agrees_and_every_throughput_is_positive(suite):
     assert report["agrees"] is True and report["complete"] is True
     for row in report["results"]:
         assert all(_positive(v) for v in row["seconds"].values())
-        assert row["max_abs_diff"] <= 1e-4
+        assert row["max_abs_diff"] <= 1e-4 and row["needs_log_space_rerun"] is False
+
+
+def test_a_filter_row_whose_checked_scans_flag_a_rerun_says_so(monkeypatch):
+    """A near-deterministic world sets the checked scans' log-space flag: a world method would rerun there, so
+    the timing is not the path a user gets; the flag was computed and dropped (a review, 2026-12-06)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import filters
+    from simlm.worlds import HMM
+
+    K = 4
+    near = np.full((K, K), 1e-30, np.float32) + np.eye(K, dtype=np.float32)
+    world = HMM(jnp.full(K, 1 / K), jnp.asarray(near / near.sum(1, keepdims=True)),
+                jnp.asarray(near / near.sum(1, keepdims=True)))
+    tokens = jnp.asarray([[0, 0, 1, 1, 2, 2, 3, 3, 0, 1, 2, 3, 3, 2, 1, 0]] * 2, jnp.int32)
+    monkeypatch.setattr(filters.HMM, "random", classmethod(lambda cls, *a, **k: world))
+    monkeypatch.setattr(HMM, "sample", lambda self, *a, **k: tokens)
+    row = filters.bench_one(K, 16, filters.parse_args(["--quick"]))
+    assert row["needs_log_space_rerun"] is True
 
 
 def test_the_property_benchmark_runs_every_example_it_asks_for():
@@ -131,6 +151,9 @@ def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses
     judged = {**loaded, "target": {"target": 1.5, "worst": 0.63, "met": False, "reason": None},
               "results": [{"size": "small", "ratio": 0.63, "mfu": None}, {"size": "medium", "ratio": 2.0, "mfu": None}]}
     assert [met for *_, met in h("train", judged)] == [False, True]
+    thin = {**judged, "results": [{"size": "small", "ratio": 1.55, "mfu": None}, {"size": "medium", "ratio": 1.6,
+                                                                                   "mfu": None}]}
+    assert [met for *_, met in h("train", thin)] == [False, True]  # 3 % over 1.5× is within the 5 % margin
     # MFU against a measured matmul (no datasheet entry): reported, not judged
     mfu_row = {"size": "large", "dtype": "bfloat16", "params_simlm": 19_000_000, "ratio": None, "mfu": 0.458,
                "mfu_met": None, "mfu_note": "not judged: no datasheet peak for this device"}
@@ -277,3 +300,19 @@ def test_a_sigterm_between_entries_ends_the_loop_and_the_summary_is_whole(tmp_pa
     report = json.loads((tmp_path / "suite.json").read_text())["benchmarks"]
     assert report["filters"]["status"] == "ok"
     assert report["worlds"]["status"] == "skipped (the suite received SIGTERM)"
+
+
+def test_a_target_met_by_5_percent_or_less_is_not_met():
+    """DEVELOPERS.md: these machines are noisy, "a target met by 5 % is not met"; every verdict was a bare
+    comparison (experiment 1 at 479 s read met against ≤ 480 s; the docs called 1.53× against 1.5× met)."""
+    import ensemble
+    import time_to_eps
+    from _common import MARGIN, meets
+
+    assert MARGIN == 0.05
+    assert not meets(1.53, 1.5) and not meets(1.575, 1.5) and meets(1.58, 1.5)
+    assert not meets(479.0, 480.0, at_most=True) and not meets(458.0, 480.0, at_most=True)
+    assert meets(450.0, 480.0, at_most=True)
+    rung = [{"target": 0.01, "reached": True, "seconds": 590.0}]
+    assert time_to_eps.verdict(rung, 590.0, quick=False)["met"] is False  # 590 s against ≤ 600 s
+    assert ensemble.verdict(1.95, quick=False, backend="gpu", devices=1)["met"] is False

@@ -356,6 +356,9 @@ def test_minimal_step_benchmark_times_a_hand_written_step_of_the_same_network(tm
         assert row["equivalence"]["agrees"] and row["equivalence"]["max_abs_diff"] <= 1e-5, row["equivalence"]
         assert positive(row["simlm_step_ms"]) and positive(row["minimal_step_ms"])
         assert positive(row["simlm_over_minimal"])
+        # the HF peer held to simlm's network too, where torch is installed (never checked here before)
+        assert row["peer_equivalence"] is None or row["peer_equivalence"]["agrees"], row["peer_equivalence"]
+        assert (row["peer_equivalence"] is None) == (row.get("hf_ms") is None)
     sys.path.insert(0, str(BENCHMARKS))
     import minimal_step
     import train as train_bench
