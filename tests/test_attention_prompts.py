@@ -163,6 +163,27 @@ def test_the_fitted_laws_are_the_worlds_prompted_masked_laws(memory_task):
     assert np.abs(want - np.asarray(w.masked_token_probs(x[:8]))).max() > 1e-3  # the prompt moves the laws
 
 
+def test_the_fitted_laws_differentiate_on_an_accelerators_path(monkeypatch):
+    """An accelerator picks the associative scan from T = 64 on (default parallel=None): its while_loop has
+    no reverse-mode derivative, and the exact attention-prompt fit raised there (a review, 2026-12-06); the
+    law the fit differentiates is the sequential scan's on every backend.  The gradient against central
+    differences in float64, the backend patched as in test_hmm_parallel."""
+    from simlm.worlds import HMM
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    w = HMM.random(0, 3, 4)
+    x, y = np.asarray(w.sample(0, 8, 64)), np.arange(8) % 2
+    fit_exact_attention_prompt(w, x, y, steps=2, n_restarts=1, d_key=2, d_value=2)  # raised ValueError
+    with jax.enable_x64(True):
+        chain = [jnp.asarray(a, jnp.float64) for a in w.chain]
+        U = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (1, 3)))
+        f = lambda u: _laws_at_every_position(*chain, u, jnp.asarray(x[:2]))[:, ::7, 1].sum()
+        grad = np.asarray(jax.grad(f)(U))
+        h = 1e-6
+        fd = [(f(U + h * np.eye(3)[[j]]) - f(U - h * np.eye(3)[[j]])) / (2 * h) for j in range(3)]
+    assert np.all(np.isfinite(grad)) and np.allclose(grad[0], fd, rtol=1e-5, atol=1e-8)
+
+
 class _Drawn(Exception):
     """Stops a fit once it has drawn its minibatches."""
 

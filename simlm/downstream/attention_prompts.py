@@ -50,11 +50,13 @@ from simlm.worlds.hmm import ChainInference
 def _laws_at_every_position(initial, transition, emission, likelihoods, tokens):
     """The prompted masked laws P(x_t = · | z, x_−t) at every position of ``tokens (n, T)``, ``(n, T, V)``,
     for the prompt likelihoods ``(k, K)``, in the form the fit differentiates: the prompt's law by
-    :func:`~simlm.worlds.prompting.fit_prompt_prior` and the scaled scans unchecked (a rerun in log space
-    would differentiate the log-space recursion, NaN at a state no path reaches).  The accuracies are
-    scored on the checked laws, ``world.prompted_masked_token_probs``."""
+    :func:`~simlm.worlds.prompting.fit_prompt_prior` and the sequential scaled scans unchecked (a rerun in log
+    space would differentiate the log-space recursion, NaN at a state no path reaches).  Sequential on every
+    backend: the associative scan an accelerator picks from T = 64 has no reverse-mode derivative (its
+    ``while_loop``; the fit raised there) and a NaN one at a zero of the prior (a review, 2026-12-06).  The
+    accuracies are scored on the checked laws, ``world.prompted_masked_token_probs``."""
     prior = prompting.fit_prompt_prior(initial, transition, likelihoods)
-    return jax.vmap(lambda x: core.masked_token_probs(prior, transition, emission, x)[0])(tokens)
+    return jax.vmap(lambda x: core.masked_token_probs(prior, transition, emission, x, parallel=False)[0])(tokens)
 
 
 @dataclass(frozen=True, eq=False)
