@@ -495,3 +495,12 @@ def test_random_sizes_a_float64_world_at_eight_bytes_before_drawing_it(monkeypat
     with jax.enable_x64(True):
         MemoryHMM.random(0, 1, 2, 2, 3, dtype=np.float64)
     assert seen[0][1][1] == 8 + 8  # the random's own check, before anything is drawn: float64 on the device
+
+
+def test_an_empty_memory_or_syntax_is_named_not_blamed_on_initial():
+    """No cells, or no syntactic states, passed the probability checks (the empty axis is not the last) and the
+    error named ``initial``, whose expected shape (0,) followed from them (a review, 2026-12-06)."""
+    with pytest.raises(ShapeError, match=r"^memory_prior: no cells"):
+        MemoryHMM(np.zeros((0, 2)), np.full(4, 0.25), np.full((4, 4), 0.25), np.full((2, 2, 3), 1 / 3))
+    with pytest.raises(ShapeError, match=r"^emission: no syntactic states"):
+        MemoryHMM(np.full((2, 2), 0.5), np.full(4, 0.25), np.full((4, 4), 0.25), np.zeros((2, 0, 3)))

@@ -139,6 +139,9 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
             raise ShapeError(f"emission: expected shape (M, Q, V) with M = {M} to match memory_prior's {M} "
                              f"values, got {B.shape}")
         Q = B.shape[1]
+        for name, n, what in (("memory_prior", N, "cells (rows)"), ("emission", Q, "syntactic states (axis 1)")):
+            if n == 0:  # it named initial, whose shape followed from these (a review, 2026-12-06)
+                raise ShapeError(f"{name}: no {what}: a world needs at least one")
         if pi.shape != (N * Q,):
             raise ShapeError(f"initial: expected shape ({N * Q},) = N·Q for memory_prior's N = {N} cells and "
                              f"emission's Q = {Q} syntactic states, got {pi.shape}")
