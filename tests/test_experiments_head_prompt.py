@@ -449,3 +449,28 @@ def test_experiment2s_figure_draws_one_bayes_ceiling_line_per_kind(tmp_path, mon
                                         "seeds": [0, 1]}}, tmp_path / "experiment2.png")
     assert lines == {"Bayes ceiling (memory)": ([8, 12], [0.99, 0.98]),
                      "Bayes ceiling (vanilla)": ([8, 12], [0.80, 0.75])}
+
+
+def test_whole_cells_glued_on_one_line_are_both_kept(tmp_path):
+    """Two finished cells with the newline between them lost were dropped together as one corrupt line (and
+    recomputed), though the store's docstring promises a finished cell is never dropped (a review, 2026-12-06).
+    Each is kept, the line rewritten as two, NaN marks and all; a line that is not all cells is still dropped."""
+    import warnings
+
+    from simlm.experiments.store import append_cell
+
+    path = tmp_path / "cells.jsonl"
+    append_cell(path, "A", [{"x": 1.0}])
+    append_cell(path, "B", [{"x": float("nan")}])
+    a, b = path.read_text().splitlines()
+    path.write_text(a + b + "\n" + a.replace('"A"', '"C"') + ' {"not": "a cell"}\n')
+    with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
+        store = hp.CellStore(path)
+    assert list(store.cells) == ["A", "B"] and math.isnan(store.cells["B"]["records"][0]["x"])
+    assert [json.loads(line)["cell"] for line in path.read_text().splitlines()] == ["A", "B"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = hp.CellStore(path)
+    assert math.isnan(again.cells["B"]["records"][0]["x"])
+    assert [r["x"] for r in again.records(order=["B", "A"])][1:] == [1.0]  # in the order asked, then the rest
+    assert math.isnan(again.records(order=["B"])[0]["x"]) and again.records(order=["Z"])[0] == {"x": 1.0}

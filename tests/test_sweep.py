@@ -200,6 +200,8 @@ def test_a_process_pool_gives_the_in_process_results(finished, tmp_path):
     pool = ProcessPool(2, single_threaded=False)
     run_sweep(load_config(config), tmp_path / "pool", executor=pool, progress=False)
     assert table(tmp_path / "pool") == table(reference)
+    # row for row in the config's order, not the order the workers finished in (a review, 2026-12-06)
+    assert (tmp_path / "pool" / "results.csv").read_text() == (reference / "results.csv").read_text()
 
 
 def test_a_pool_returns_each_result_with_its_own_payload():

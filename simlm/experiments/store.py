@@ -45,10 +45,13 @@ class CellStore:
         good, garbage = [], 0
         lines = raw.split(b"\n")
         for i, line in enumerate(lines):
-            entry = _cell(line)
-            if entry is not None:
+            entries = _cells(line)
+            for entry in entries or ():
                 self.cells[entry["cell"]] = _restored(entry)
+            if entries and len(entries) == 1:
                 good.append(line + b"\n")
+            elif entries:  # whole cells glued on one line (a lost newline between them): one line each
+                good.extend(json.dumps(e, allow_nan=False).encode("utf-8") + b"\n" for e in map(_unrestored, entries))
             elif line.strip() and i < len(lines) - 1:  # the last piece has no newline: a torn write
                 garbage += 1
         if b"".join(good) == raw:
@@ -92,9 +95,13 @@ class CellStore:
             counts[entry.get("code")] = counts.get(entry.get("code"), 0) + 1
         return counts
 
-    def records(self) -> list[dict]:
-        """Every stored record, in the order the cells were finished."""
-        return [r for entry in self.cells.values() for r in entry["records"]]
+    def records(self, order=None) -> list[dict]:
+        """Every stored record, cell by cell: the cells named in ``order`` (keys) in that order, then the rest in
+        the order they were first stored (without ``order``, all of them so: the order jobs finished in, which
+        varies with the executor and the machine's timing)."""
+        first = [k for k in dict.fromkeys(order or ()) if k in self.cells]
+        keys = first + [k for k in self.cells if k not in set(first)]
+        return [r for k in keys for r in self.cells[k]["records"]]
 
     def errors(self) -> list[dict]:
         """``{"cell", "error"}`` of every stored cell that failed, in the order they were finished."""
@@ -153,7 +160,7 @@ def _entries(path: Path):
             raw = path.read_bytes()
         except OSError as err:
             raise ConfigError(f"out: cannot read the results store {path} ({err.strerror or err})") from None
-    return [entry for line in raw.split(b"\n") if (entry := _cell(line)) is not None]
+    return [entry for line in raw.split(b"\n") for entry in (_cells(line) or ())]
 
 
 def _cell(line: bytes):
@@ -162,9 +169,42 @@ def _cell(line: bytes):
         entry = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    ok = (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
-          and all(isinstance(r, dict) for r in entry["records"]))
-    return entry if ok else None
+    return entry if _is_cell(entry) else None
+
+
+def _is_cell(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
+            and all(isinstance(r, dict) for r in entry["records"]))
+
+
+def _cells(line: bytes) -> list | None:
+    """The finished cells on ``line``: one, or several written one after another with the newlines between
+    them lost (both were dropped as one corrupt line, a review 2026-12-06); None unless the whole line is
+    finished cells."""
+    entry = _cell(line)
+    if entry is not None:
+        return [entry]
+    try:
+        text = line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    decoder, at, out = json.JSONDecoder(), 0, []
+    while at < len(text):
+        try:
+            entry, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return None
+        if not _is_cell(entry):
+            return None
+        out.append(entry)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return out or None
+
+
+def _unrestored(entry: dict) -> dict:
+    """``entry`` as it is stored: :func:`_restored`'s values null again (strict JSON), its marks kept."""
+    return jsonable(entry)
 
 
 def _free_name(path: Path, infix: str) -> Path:

@@ -768,7 +768,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             trained[world] = ladder["lms"]
             unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
         bar.set_description("sweep")
-    jobs, skipped, total, new = [], [], 0, 0  # jobs: (the part it starts with, payload)
+    jobs, skipped, total, new, order = [], [], 0, 0, []  # jobs: (the part it starts with, payload); order: cells
     apart = local and not here  # checks' parts that ask for it run as jobs of their own (Check.part_jobs)
     for spec in config.worlds:
         for lm_spec in _lm_specs(config, trained.get(spec["name"], [])):
@@ -785,6 +785,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                 for i, part in enumerate(parts):
                     part_key = key if part is None else f"{key}|{part}"
                     total += 1
+                    order.append(part_key)
                     if store.finished(part_key):  # a cell that failed before has no result: it runs again
                         continue
                     new += 1
@@ -815,7 +816,7 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     bar.close()
     store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
     update_run(out / "environment.json", info["run"], cells_computed=new)
-    rows = store.records()
+    rows = store.records(order)  # the config's order, whatever order the jobs finished in (one table per config)
     write_tables(rows, out)
     errors = [{"cell": f"{x['world']}|trained ladder", "error": x["error"]} for x in lost] + store.errors()
     summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors,
