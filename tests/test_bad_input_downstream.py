@@ -245,3 +245,46 @@ def test_prompt_fit_sizes_must_be_positive(k, steps, n_restarts):
     bad = "k" if k < 1 else "n_restarts" if n_restarts < 1 else "steps"
     with pytest.raises(ConfigError, match=rf"^{bad}:"):
         ds.fit_exact_prompt(H, X, Y, k=k, steps=steps, n_restarts=n_restarts)
+
+
+def test_the_task_builders_and_the_ceiling_check_their_options_before_anything_compiles(monkeypatch):
+    """min_class_fraction, max_tries, nnz and seed were checked after the probe was sampled and labelled (a
+    2–3 s compile first; a bad seed named ``key``), the continuations' options after the forward filter, the
+    ceiling's after the labels (and at T' = T not at all: n_continuations = 0 and key = "x" gave (1.0, 0.0)),
+    head tuning's n_continuations after the head was fitted (a review, 2026-12-06)."""
+    import importlib
+    import math
+
+    ht, tasks = (importlib.import_module(f"simlm.downstream.{m}") for m in ("head_tuning", "tasks"))
+
+    def reached(*a, **k):
+        raise AssertionError("reached the compiled work before the options were checked")
+
+    monkeypatch.setattr(tasks, "sample_task_data", reached)
+    monkeypatch.setattr(tasks, "_predicted_state", reached)
+    monkeypatch.setattr(MemoryHMM, "sample", reached)
+    monkeypatch.setattr(ds.PosteriorTask, "labels", reached)
+    monkeypatch.setattr(ht, "task_features", reached)
+    for call, match in (
+            (lambda: ds.make_posterior_task(H, 0, min_class_fraction=0.9), "^min_class_fraction"),
+            (lambda: ds.make_posterior_task(H, -1), "^seed"), (lambda: ds.make_posterior_task(H, 1.5), "^seed"),
+            (lambda: ds.make_posterior_task(H, 0, max_tries=0), "^max_tries"),
+            (lambda: ds.make_posterior_task(H, 0, nnz=0), "nnz"),
+            (lambda: ds.make_memory_task(M, 0, min_class_fraction=2), "^min_class_fraction"),
+            (lambda: ds.sample_continuations(H, X, 2, "x"), "^key"),
+            (lambda: ds.sample_continuations(H, X, 2, 0, n_continuations=0), "^n_continuations"),
+            (lambda: ds.bayes_ceiling(H, TASK, X, 6, n_continuations=0), "^n_continuations"),
+            (lambda: ds.bayes_ceiling(H, TASK, X, 6, key="x"), "^key"),
+            (lambda: ds.bayes_ceiling(H, TASK, X[:1], 3), "^tokens_full"),
+            (lambda: ds.head_tuning(LM, H, TASK, (X, Y), (X, Y), visible_length=2, n_continuations=0),
+             "^n_continuations"),
+            (lambda: ds.head_tuning(LM, H, TASK, (X, Y), (X, Y), seed=-1), "^seed")):
+        with pytest.raises(ConfigError, match=match):
+            call()
+    monkeypatch.undo()
+    # the ceiling beside labels that are not the task's is NaN: it read 1.0 beside an accuracy of 0.49 on
+    # random labels; the task's own labels, given, get it
+    own = np.asarray(TASK.labels(H, X))
+    other = ds.head_tuning(LM, H, TASK, (X, own), (X, 1 - own), visible_length=6)
+    same = ds.head_tuning(LM, H, TASK, (X, own), (X, own), visible_length=6)
+    assert math.isnan(other.bayes_ceiling) and same.bayes_ceiling == 1.0

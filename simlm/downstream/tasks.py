@@ -315,18 +315,26 @@ def _batch(tokens):
 
 # ---- construction with a non-degenerate probe ---------------------------------------------------
 
-def _redraw(make, labels_of, seed, n_classes, min_class_fraction, max_tries):
+def _redraw_options(make, seed, n_classes, min_class_fraction, max_tries) -> tuple[int, float, int]:
+    """``(seed, min_class_fraction, max_tries)`` checked, and the first draw ``make(seed)`` built (its ``nnz``
+    checked) — on the host, before the probe is sampled and labelled (where they were checked after the
+    probe's compile, a bad seed named as the sampler's ``key``: a review, 2026-12-06)."""
     frac = check_finite("min_class_fraction", min_class_fraction)
     if not 0 <= frac <= 1 / n_classes:
         raise ConfigError(f"min_class_fraction: expected a number in [0, 1/{n_classes}], got {min_class_fraction!r}")
-    seed = check_positive_int("seed", seed, minimum=0)
-    for s in range(seed, seed + check_positive_int("max_tries", max_tries)):
+    seed, tries = check_positive_int("seed", seed, minimum=0), check_positive_int("max_tries", max_tries)
+    make(seed)
+    return seed, frac, tries
+
+
+def _redraw(make, labels_of, seed, n_classes, frac, max_tries):
+    for s in range(seed, seed + max_tries):
         task = make(s)
         counts = np.bincount(labels_of(task), minlength=n_classes)
         if counts.min() > 0 and counts.min() >= frac * counts.sum():
             return task
-    raise ConfigError(f"seed: no label draw among seeds {seed}..{seed + max_tries - 1} gives every class at least a "
-                      f"{frac:g} fraction of the probe; the posterior may barely vary in this world")
+    raise ConfigError(f"seed: no label draw among seeds {seed}..{seed + max_tries - 1} gives every class a place and "
+                      f"at least a {frac:g} fraction of the probe; the posterior may barely vary in this world")
 
 
 def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str = "prepended", nnz: int | None = None,
@@ -335,24 +343,26 @@ def make_posterior_task(world, seed: int, *, n_classes: int = 2, position: str =
     """A :class:`PosteriorTask` on ``world`` (an HMM): μ = :func:`sparse_direction` for ``n_classes = 2``,
     else L = :func:`sparse_label_matrix`, drawn from ``seed``, then ``seed + 1``, … until the labels of a
     probe sample (``n_probe`` sequences of ``probe_length`` tokens drawn with key ``seed``) have every class
-    at least a ``min_class_fraction`` fraction.  ``ConfigError`` after ``max_tries`` draws."""
+    at least a ``min_class_fraction`` fraction (and every class present, whatever the fraction).
+    ``ConfigError`` after ``max_tries`` draws."""
     if not isinstance(world, HMM):
         raise ConfigError(f"world: a posterior task needs an HMM, got {type(world).__name__}")
     C = check_positive_int("n_classes", n_classes, minimum=2)
     check_position(position)
     K = world.n_states
-    probe_task = PosteriorTask(mu=np.zeros(K), position=position)
-    probe, _ = sample_task_data(world, probe_task, seed, check_positive_int("n_probe", n_probe),
-                                check_positive_int("probe_length", probe_length))
-    post = probe_task.log_posteriors(world, probe)
 
     def make(s):
         if C == 2:
             return PosteriorTask(mu=sparse_direction(s, K, nnz), position=position, seed=s)
         return PosteriorTask(L=sparse_label_matrix(s, C, K, nnz=nnz), position=position, seed=s)
 
+    seed, frac, tries = _redraw_options(make, seed, C, min_class_fraction, max_tries)
+    probe_task = PosteriorTask(mu=np.zeros(K), position=position)
+    probe, _ = sample_task_data(world, probe_task, seed, check_positive_int("n_probe", n_probe),
+                                check_positive_int("probe_length", probe_length))
+    post = probe_task.log_posteriors(world, probe)
     return _redraw(make, lambda t: t.labels_from_log_posterior(post, roundoff=label_roundoff(world)), seed, C,
-                   min_class_fraction, max_tries)
+                   frac, tries)
 
 
 def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz: int | None = None,
@@ -366,11 +376,12 @@ def make_memory_task(world, seed: int, *, cell: int = 0, n_classes: int = 2, nnz
     M = world.n_values
     probe_task = MemoryTask(L=np.zeros((2, M)), cell=cell)
     check_task(probe_task, world)  # a cell the world lacks, before the probe is sampled
+    make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
+    seed, frac, tries = _redraw_options(make, seed, C, min_class_fraction, max_tries)
     probe = world.sample(seed, check_positive_int("n_probe", n_probe), check_positive_int("probe_length", probe_length))
     post = probe_task.log_posteriors(world, probe)
-    make = lambda s: MemoryTask(L=sparse_label_matrix(s, C, M, nnz=nnz), cell=cell, seed=s)  # noqa: E731
     return _redraw(make, lambda t: t.labels_from_log_posterior(post, roundoff=label_roundoff(world)), seed, C,
-                   min_class_fraction, max_tries)
+                   frac, tries)
 
 
 def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -451,11 +462,12 @@ def sample_continuations(world, prefix, n_new: int, key, *, n_continuations: int
         check_task(task, world)
     params = data_chain(world, task)
     toks, _ = check_tokens(prefix, params[2].shape[1], "prefix")
+    R, n_new = check_positive_int("n_continuations", n_continuations), check_positive_int("n_new", n_new)
+    as_key(key, "key")  # all three before the filter compiles (a review, 2026-12-06)
     pred, steps = _predicted_state(*params, jnp.asarray(toks))
     if not np.all(np.isfinite(np.asarray(steps))):
         raise ZeroProbabilityError("prefix: a sequence has probability zero under this world")
-    return _continue(pred, params[1], params[2], key, check_positive_int("n_continuations", n_continuations),
-                     check_positive_int("n_new", n_new))
+    return _continue(pred, params[1], params[2], key, R, n_new)
 
 
 def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuations: int = 64,
@@ -466,8 +478,9 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     Each P(y | x_1:T') is the label frequency over R = ``n_continuations`` exact continuations; the mean of
     max_y over the n sequences is returned with its standard error over sequences.  The plug-in max of
     frequencies is biased *upward* by O(1/√R) where classes are close, so the estimate errs towards a
-    ceiling (an upper bound), never towards a floor.  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the
-    prior law of the chain."""
+    ceiling (an upper bound) in expectation; its sampling noise can still put one run below the exact value
+    (0.6944 ± 0.0010 against 0.6959).  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the prior law of the
+    chain.  ``n_continuations``, ``key`` and n ≥ 2 are checked first, at T' = T too."""
     params = data_chain(world, check_task(task, world))
     toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
     n, T = toks.shape
@@ -476,10 +489,12 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
         raise ConfigError(f"visible_length: expected an integer in [0, {T}] (the length of tokens_full), "
                           f"got {visible_length!r}")
     T_vis = int(visible_length)
+    R = check_positive_int("n_continuations", n_continuations)
+    as_key(key, "key")  # (T' = T took any n_continuations and key; both were checked after the labels' compile)
+    mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2, before anything compiles
     task.labels(world, toks)  # a sequence of probability 0 has no label, whatever T' (T' < T read only x_1:T')
     if T_vis == T:  # the predictor sees what decides the label: 1 exactly
-        return mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2; (1.0, 0.0)
-    R = check_positive_int("n_continuations", n_continuations)
+        return mean_and_sem(np.ones(n), "tokens_full")  # (1.0, 0.0)
     if T_vis == 0:
         pred = jnp.broadcast_to(params[0], (n, params[0].shape[0]))
         cont = _continue(pred, params[1], params[2], key, R, T)
