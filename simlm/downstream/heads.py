@@ -384,9 +384,10 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     objective has no minimiser, whatever its gradient norm says: a class without a training example (its
     bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
     (training accuracy 1; ‖W‖ grows without end) or separates in part — one class apart from others that
-    overlap, or classes apart but for points on the boundary (:func:`separated`, a linear program; before it a
-    review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8, silently); its parameters then depend on
-    ``tol``, not on the data: keep ``l2 > 0`` (the default) for a head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
+    overlap, or classes apart but for points on the boundary (:func:`separated`, a linear program of up to 5 s;
+    past that, only complete separation is caught; before it a review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6,
+    24.2 at 1e-8, silently); its parameters then depend on ``tol``, not on the data: keep ``l2 > 0`` (the
+    default) for a head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
     optimum (W₀ = −W₁): scikit-learn's binary LogisticRegression with C = 2 / (n · l2) on the standardised
     features (:func:`standardisation`) fits the same W₁ − W₀."""
     f = check_features(features, 2)
@@ -452,14 +453,17 @@ def warn_missing_classes(y, n_classes: int, who: str, *, stacklevel: int = 3) ->
                       "about the missing classes", NotConvergedWarning, stacklevel=stacklevel)
 
 
-def separated(z, y, n_classes: int) -> bool | None:
+def separated(z, y, n_classes: int, *, time_limit: float = 5.0) -> bool | None:
     """Whether labels ``y (n,)`` are separated, in whole or in part, by an affine head on ``z (n, F)``: is there
     (W, b) whose margins d_ik = (W_{y_i} − W_k)·z_i + b_{y_i} − b_k are all ≥ 0 and not all 0?  Then the
     unpenalised cross-entropy falls without end along (W, b) and has no minimiser (Albert & Anderson, 1984,
     for the multinomial model); otherwise, with every class present, it has one.  Decided exactly by a linear
     program (HiGHS, float64): maximise Σ d_ik subject to 0 ≤ d_ik ≤ 1, whose optimum is 0 or — scaling a
-    separating direction until its largest margin is 1 — at least 1.  None where HiGHS stops undecided.
-    Every class is assumed present (a missing one is :func:`_missing_classes`'s case)."""
+    separating direction until its largest margin is 1 — at least 1 (to HiGHS's feasibility tolerance, 1e-7:
+    points 2e-10 apart read as separated, which a fit sees as ‖W‖ ~ 1e10).  None where HiGHS stops undecided:
+    after ``time_limit`` seconds (measured: 0.2 s at 2000 × 16 features, 3 classes; 7–11 s at 3000–5000 × 32,
+    10 classes, on 2 cores) or on numerical trouble.  Every class is assumed present (a missing one is
+    :func:`_missing_classes`'s case)."""
     z, y = np.asarray(z, np.float64), np.asarray(y)
     n, F = z.shape
     rows, cols = np.nonzero(np.arange(n_classes)[None, :] != y[:, None])  # every margin (i, k ≠ y_i)
@@ -469,8 +473,9 @@ def separated(z, y, n_classes: int) -> bool | None:
                                  np.concatenate([y[rows, None] * (F + 1) + at, cols[:, None] * (F + 1) + at], 1).ravel(),
                                  np.arange(0, 2 * (F + 1) * m + 1, 2 * (F + 1))), shape=(m, n_classes * (F + 1)))
     lp = scipy.optimize.linprog(-np.asarray(A.sum(0)).ravel(), A_ub=scipy.sparse.vstack([A, -A]),
-                                b_ub=np.concatenate([np.ones(m), np.zeros(m)]), bounds=(None, None), method="highs")
-    if lp.status != 0:  # feasible (θ = 0) and bounded (Σ d ≤ m): only a limit of HiGHS's (seen at 180000 margins)
+                                b_ub=np.concatenate([np.ones(m), np.zeros(m)]), bounds=(None, None), method="highs",
+                                options={"time_limit": time_limit})
+    if lp.status != 0:  # feasible (θ = 0) and bounded (Σ d ≤ m): HiGHS's time limit, or its numerical trouble
         return None
     return bool(-lp.fun > 0.5)
 
@@ -479,13 +484,11 @@ def _warn_without_minimiser(head, features, y, n_classes: int, l2: float) -> Non
     """:class:`NotConvergedWarning` when the linear head's objective has no minimiser (its docstring)."""
     why = _missing_classes(y, n_classes)
     if why is None and l2 == 0:
-        apart = separated((np.asarray(features, np.float64) - head.mean) / head.scale, y, n_classes)
-        if apart is None:
-            warnings.warn("fit_linear_head: l2 = 0 and the linear program that decides whether the training data are "
-                          "separable (its objective then has no minimiser) stopped undecided: the head may depend on "
-                          "tol, not on the data; give l2 > 0", NotConvergedWarning, stacklevel=3)
-        elif apart:
-            why = ("l2 = 0 and the head separates the training data" if head.accuracy(features, y) == 1.0 else
+        whole = head.accuracy(features, y) == 1.0
+        # undecided (a large problem past the time limit): complete separation is still caught, by the fit
+        apart = whole or separated((np.asarray(features, np.float64) - head.mean) / head.scale, y, n_classes)
+        if apart:
+            why = ("l2 = 0 and the head separates the training data" if whole else
                    "l2 = 0 and a direction of the head separates the training data in part (all margins ≥ 0, "
                    "one > 0)")
     if why is None:
