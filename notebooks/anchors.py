@@ -84,7 +84,10 @@ rows
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.5), sharey=True)
 for ax, (name, r) in zip(axes, rows.groupby("task")):
     for kind, rk in r.groupby("kind"):
-        ax.plot(rk.eps, rk.error.clip(lower=1e-4), "o-", label=kind)
+        line, = ax.plot(rk.eps, rk.error.clip(lower=1e-4), "-", label=kind)
+        zero = rk.error == 0  # an error of exactly 0, drawn hollow at the axis floor 1e-4 (not an error of 1e-4)
+        ax.plot(rk.eps[~zero], rk.error[~zero], "o", color=line.get_color())
+        ax.plot(rk.eps[zero], np.full(int(zero.sum()), 1e-4), "o", mfc="none", color=line.get_color())
     ax.plot(eps_grid, 0.3 * np.sqrt(eps_grid), "k:", label="0.3√ε")
     ax.set(xscale="log", yscale="log", title=name, xlabel="ε (nats)")
 axes[0].set_ylabel("error")

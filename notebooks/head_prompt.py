@@ -69,6 +69,7 @@ head = fit_linear_head(task_features(WorldLM(world), x, task), y)
 prompt = fit_exact_prompt(world, x, y, k=1, steps=150 if QUICK else 300, test=(xt, yt))
 print(f"head tuning: {head.accuracy(task_features(WorldLM(world), xt, task), yt):.3f}; "
       f"prompt tuning: {prompt.test_accuracy:.3f}; majority {max(yt.mean(), 1 - yt.mean()):.3f}")
+print("the fitted prompt's likelihoods U =", np.round(np.asarray(prompt.U), 3))
 print("the prompt reweights P(H_0 | x) by r =", np.round(np.asarray(world.prompt_reweighting(prompt.U)), 3))
 assert prompt.test_accuracy > head.accuracy(task_features(WorldLM(world), xt, task), yt)
 
@@ -95,6 +96,8 @@ for seed in range(50):  # the first sparse draw where the prompt condition holds
     pf, sr = wei.prompt_feasibility(sparse, mu5, tol=0.0), wei.support_rank(sparse, mu5)
     if pf.feasible and sr.full_row_rank:
         break
+else:
+    raise RuntimeError("no sparse world among seeds 0–49 meets the prompt condition with exact zeros")
 x5 = np.asarray(sparse.sample(3, 256, 5))[:, 1:]
 margins = label_margins(mu5, wei.state_posterior0(sparse, x5))
 keep = margins.margins >= margins.threshold

@@ -105,6 +105,8 @@ op = order_parameter(lm, topic.hmm, x_tr, x_te, classes=topic.token_class,
 rows = pd.DataFrame([vars(row) for row in op.rows])
 for readout, style in (("probe", "o-"), ("lens", "x--")):
     sub_rows = rows[rows.readout == readout]
+    if sub_rows.empty:  # quick mode reads the lens only: no legend entry without a line
+        continue
     plt.plot(sub_rows.block, sub_rows.mean_apt, style, label=readout)
 plt.axhline(op.bayes.mean_apt, color="k", label="Bayes")
 plt.axhline(op.local.mean_apt, color="grey", ls=":", label="token + position only")
