@@ -259,7 +259,8 @@ class WorldBase:
 
     def log_masked_token_probs(self, tokens, positions=None) -> jax.Array:
         """log of :meth:`masked_token_probs`, ``(n, P, V)``: computed in log space by a world that can (a
-        :class:`~simlm.worlds.LogLinearWorld`: finite below float32's smallest normal probability, ~1e-38); by
+        :class:`~simlm.worlds.LogLinearWorld`: finite below float32's smallest normal probability, ~1e-38, and
+        accurate relative to |log p| there, not to a fixed number of nats, as ``loglinear.max_logit`` says); by
         default (the HMM worlds) the log of the probabilities, −inf where they underflowed."""
         return self._masked(self._log_masked_token_probs, tokens, positions)
 

@@ -60,7 +60,9 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     scoring all V^{L+1} sequences of length L + 1 (and the shorter ones); rows are renormalised.  A world's
     log-likelihoods are float32, so each law is off by about 6e-8 · |log p(s ⊕ w)| relative (the difference
     of two rounded logs): ~1e-7 where log-likelihoods are of order 1, but 1e-3 for a log-linear world whose
-    logits reach 3e4 (``world.next_token_logprobs`` there: 2e-8).  Prefixes with p(s) = 0 are dropped (their
+    logits reach 3e4 in the earlier states that push log p(s) to ~−1.5e4 (``world.next_token_logprobs`` there:
+    2e-8; where the context's own state has logits of 3e4 — a common offset — every law inherits their float32
+    rounding, 1e-3 relative, ``next_token_logprobs`` too).  Prefixes with p(s) = 0 are dropped (their
     law is undefined).  Raises
     :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "log_likelihood", None))):

@@ -168,7 +168,10 @@ def max_logit(dim: int, dtype=None) -> float:
     """The largest Σ_k |z_hk||v*_kw| a world of dimension ``dim`` may have: a dot product of d terms is
     rounded by at most (d + 1)·u·Σ_k |z_hk||v*_kw| (u = 2^-24 in float32), which must stay within
     :data:`LOGIT_TOLERANCE` nats.  Larger logits would give laws off by that much — and from ~1e9 in float32
-    the rounding residue the fused softmax exponentiates overflows to inf."""
+    the rounding residue the fused softmax exponentiates overflows to inf.  The tolerance is per logit, so per
+    next-token law (0.006 nats at 0.999 of the limit, a review); the log-space masked and prepended laws sum
+    T − i later positions' logits and are accurate relative to |log p| (~T·u·|log p|: 2.7 nats at T = 256 in an
+    entry of |log p| > 1e3, whose probability is 0 in float32), not to within a fixed number of nats."""
     u = float(np.finfo(jnp.result_type(float) if dtype is None else dtype).eps) / 2
     return LOGIT_TOLERANCE / ((dim + 1) * u)
 
