@@ -559,3 +559,19 @@ def test_a_sum_off_one_by_less_than_six_digits_says_by_how_much():
 
     with pytest.raises(DistributionError, match=r"^weights sums to 1 \+ 1e-06, expected 1 within 1e-06$"):
         check_distributions("weights", [0.5, 0.5 + 1e-6], atol=1e-6)
+
+
+def test_a_cold_temperature_keeps_its_laws_laws_at_any_scale():
+    """Colder temperature at a large scale (ε = 80 on next-token laws gave s ≈ 301) served prepended-mask laws whose
+    top word read log-prob +1.3e-5 (a probability above 1) and rows summing to 1.00001: XLA:CPU rounded the scaled
+    logits one way in log_softmax's max and another in its sum, and the library's own ε refused them (a review,
+    2026-12-06).  Every row of all 81 sequences of length 4, scales 30 to 5000: a law to float32's rounding."""
+    import itertools
+
+    w = HMM(np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    toks = np.array(list(itertools.product(range(3), repeat=4)), np.int32)
+    raw = jnp.log(w.prepended_mask_probs(toks))
+    for s in (30.0, 300.0, 5000.0):
+        out = np.asarray(perturbed._perturb("temperature", raw, jnp.float32(s), {"colder": jnp.asarray(True)}),
+                         np.float64)
+        assert out.max() <= 0 and np.abs(np.log(np.exp(out).sum(-1))).max() < 1e-6, s

@@ -200,7 +200,11 @@ def _perturb(kind: str, logp, s, params) -> jax.Array:
         return jax.nn.log_softmax(jnp.logaddexp(jnp.log1p(-s) + logp, jnp.log(s) - math.log(V)), axis=-1)
     if kind == "temperature":
         tau = jnp.where(params["colder"], 1.0 / (1.0 + s), 1.0 + s)
-        return jax.nn.log_softmax(logp / tau, axis=-1)
+        # shifted first, so the top logit is exactly 0 at every scale: unshifted, XLA:CPU rounded the scaled
+        # logits (|log p|·(1 + s) up to ~1e4) one way in log_softmax's max and another in its sum, and a cold
+        # law's top word read log-prob +2e-4, its row summing to 1.0002 (a review, 2026-12-06)
+        top = jnp.max(jnp.where(jnp.isfinite(logp), logp, -jnp.inf), axis=-1, keepdims=True)
+        return jax.nn.log_softmax((logp - top) / tau, axis=-1)
     if kind == "logit-noise":
         p = jnp.exp(logp)
         h = mm(p, params["W"].T) / jnp.linalg.norm(p, axis=-1, keepdims=True)  # full float32: one LM per seed
@@ -444,7 +448,9 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
     position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in
     float64), so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses
-    the target by more than 1e-3 relative raises.  ε is exact against the world as stored: a float32 world
+    the target by more than 1e-3 relative raises.  That ε is of the laws as :mod:`simlm.metrics.epsilon`
+    reads them, each float32 row renormalised: a raw Σ −log q over the served float32 rows adds their
+    normalisation error, ~1e-7 nats/token absolute (1.6–1.8 % of ε = 1e-6, 0.3 % of 1e-5: a review).  ε is exact against the world as stored: a float32 world
     holds its parameters rounded to float32, and at ε ≲ 1e-7 the same LM measured against the float64
     parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM); build the world in
     float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if
