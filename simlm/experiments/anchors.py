@@ -117,8 +117,10 @@ def summarise(rows: list) -> dict:
                 "trivial": sum(bool(r["trivial"]) for r in bounded),
                 "worst_slack_used": worst["slack_used"] if worst else None,
                 "worst": worst and {k: worst[k] for k in ("world", "lm", "lm_seed", "quantity", "measured", "bound")},
+                # every non-trivial row the counts beside it count, the oracle's too (they were left out: a
+                # review, 2026-12-06, found 4 of 4 non-trivial quick-run rows missing, the worst among them)
                 "nontrivial": [{k: r[k] for k in ("world", "lm", "quantity", "measured", "bound", "slack_used")}
-                               for r in bounded if not r["trivial"] and r["lm"] != "oracle"]}
+                               for r in bounded if not r["trivial"]]}
     blocks = [r for r in rows if "anchor_r2" in r["quantity"] and r["lm"].startswith("trained")]
     out["trained_anchor_r2"] = [{k: r[k] for k in ("lm", "eps", "quantity", "measured")} for r in blocks]
     return out
@@ -144,15 +146,22 @@ def figure(rows: list, path: Path) -> Path:
                 ax.plot([r["eps"] for r in tr], [max(r["measured"], 1e-4) for r in tr], "k*", ms=9, label="trained (small)")
         for form, style in (("", "k--"), ("@per-context", "k-.")):
             for seed, rs in curves(rows, "anchor", q + form, "logit-noise").items():
+                if not any(has_bound(r) for r in rs):  # a readout without a bound: no empty legend entry
+                    continue
                 ax.plot([r["eps"] for r in rs], [r["bound"] for r in rs], style, lw=1,
                         label=f"bound {form[1:] or 'markov'} (logit-noise, anchor{seed.replace('|', ', ')})")
         e = np.logspace(-4, -0.5, 20)
         ax.plot(e, 0.3 * np.sqrt(e), "k:", label="0.3√ε")
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set(xscale="log", yscale="log", xlabel="ε (nats/token)", title=task, ylim=(1e-4, 1.2))
-    axes[0].set_ylabel("downstream error")
-    axes[-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    axes[0].set_ylabel("downstream error (an error of 0 drawn at 1e-4)")
+    handles = {}  # one legend for every panel's lines (the last panel's alone missed the bounds drawn elsewhere)
+    for ax in axes:
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                handles.setdefault(line.get_label(), line)
+    fig.legend(list(handles.values()), list(handles), fontsize=6, loc="lower center", ncol=4)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(handles) // 4), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
