@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     except SimlmError as err:  # a usage error: one line, status 2
         print(f"simlm: error: {err}", file=sys.stderr)
         return 2
-    flags = {**FLAGS, "out": "DIR"} if args.command == "report" else FLAGS  # report's directory is DIR
+    flags = {**FLAGS, "out": "DIR", "dir": "DIR"} if args.command == "report" else FLAGS  # its directory is DIR
     try:
         return args.run(args)
     except SimlmError as err:

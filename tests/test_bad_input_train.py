@@ -350,3 +350,36 @@ def test_an_objective_refuses_a_counted_target_that_is_no_symbol(objective, caus
     if causal:  # a MASK or pad id is a valid input; masked out, it adds nothing
         keep = jnp.arange(8)[None, :] != 3
         assert math.isfinite(float(fn(model, y, jax.random.PRNGKey(0), mask=keep, **kwargs)))
+
+
+@pytest.mark.parametrize("complete_new", [True, False])
+def test_a_save_killed_between_its_two_renames_loses_no_checkpoint(complete_new, tmp_path, monkeypatch):
+    """Over an existing checkpoint a save renames it to <name>.replaced, then its complete <name>.saving into
+    place: killed between the two, nothing was at the path and the checkpoint read as missing, both copies
+    beside it unread (a review, 2026-12-06).  The next read puts the new save in place (the former one where
+    the new one is incomplete); the next save too."""
+    import simlm.train.checkpoint as ckpt
+    from simlm.train.checkpoint import read_metadata, restore_tree, save_tree
+
+    path = tmp_path / "ck"
+    save_tree(path, {"a": np.arange(3.0, dtype=np.float32)}, {"v": 1})
+    real, calls = os.replace, []
+
+    def killed(a, b):
+        calls.append(a)
+        if len(calls) == 3:  # the first is metadata.json's own atomic write, the second moves the former aside
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(ckpt.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_tree(path, {"a": np.arange(3.0, dtype=np.float32) + 1}, {"v": 2})
+    monkeypatch.undo()
+    assert not path.exists() and (tmp_path / "ck.replaced").is_dir() and (tmp_path / "ck.saving").is_dir()
+    if not complete_new:
+        (tmp_path / "ck.saving" / "metadata.json").unlink()
+    assert read_metadata(path)["v"] == (2 if complete_new else 1)
+    got = restore_tree(path, {"a": np.zeros(3, np.float32)})["a"]
+    np.testing.assert_array_equal(got, np.arange(3.0) + (1 if complete_new else 0))
+    save_tree(path, {"a": np.zeros(3, np.float32)}, {"v": 3})
+    assert read_metadata(path)["v"] == 3

@@ -119,7 +119,7 @@ def test_report_on_a_cell_log_that_lost_every_cell_leaves_the_tables_as_they_are
     (out / "cells.jsonl").write_text("garbage\n" * 3)
     with pytest.warns(RuntimeWarning, match="dropped 3 corrupt line"):
         assert main(["report", str(out)]) == 2
-    assert "no finished cell in its cell log" in capsys.readouterr().err
+    assert f"error: DIR: {out} has no finished cell in its cell log" in capsys.readouterr().err  # (named dir:)
     assert (out / "results.csv").read_text() == before and list(out.glob("cells.jsonl.corrupt-*"))
 
 

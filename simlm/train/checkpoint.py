@@ -46,7 +46,9 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     """Save a pytree of arrays with Orbax and ``metadata`` (plus the tree's checksum) as JSON beside it;
     replaces ``directory`` and returns the metadata written.  The save is made in a sibling
     ``<name>.saving`` directory and moved into place once complete (metadata last), so an interrupted or
-    refused save leaves the former checkpoint as it was and no valid-looking new one."""
+    refused save leaves the former checkpoint as it was and no valid-looking new one — or, killed between
+    the two renames that swap it in, the complete new save beside the former one, which the next read or
+    save puts in place (:func:`_finish_swap`)."""
     directory = Path(directory).absolute()
     metadata = {**metadata, "checksum": checksum(tree)}
     try:  # before anything is written: a save is never left without its metadata
@@ -57,6 +59,7 @@ def save_tree(directory, tree, metadata: dict) -> dict:
              if np.size(leaf) == 0]
     if empty:  # Orbax refuses them mid-save
         raise ConfigError(f"tree: Orbax cannot save arrays of zero size, e.g. the leaf {empty[0]}")
+    _finish_swap(directory)  # a save killed between its two renames: its checkpoint in place first
     staging = directory.with_name(directory.name + ".saving")
     if staging.exists():
         shutil.rmtree(staging)
@@ -77,8 +80,27 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     return metadata
 
 
+def _finish_swap(directory: Path) -> None:
+    """Where a save was killed between its two renames — ``directory`` moved to ``<name>.replaced``, the
+    complete new save still ``<name>.saving`` — nothing was at ``directory`` and the checkpoint read as missing
+    (a review, 2026-12-06): put the new save in place (its metadata is written last, so a ``.saving`` holding
+    it is complete), else the former one.  A directory that cannot be renamed is left (the read then fails)."""
+    directory = Path(directory)
+    if directory.exists():
+        return
+    for sibling in (directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".replaced")):
+        if (sibling / "metadata.json").is_file() and (sibling / "state").is_dir():
+            try:
+                os.replace(sibling, directory)
+            except OSError:
+                return
+            return
+
+
 def read_metadata(directory) -> dict:
-    """The metadata of a checkpoint, or a :class:`ConfigError` naming the file and the problem."""
+    """The metadata of a checkpoint, or a :class:`ConfigError` naming the file and the problem (a save killed
+    between its two renames is completed first: :func:`_finish_swap`)."""
+    _finish_swap(Path(directory))
     path = Path(directory) / "metadata.json"
     if not path.is_file():
         raise ConfigError(f"checkpoint: {directory} has no metadata.json (not a complete simlm checkpoint); {_RECREATE}")
