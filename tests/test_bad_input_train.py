@@ -383,3 +383,9 @@ def test_a_save_killed_between_its_two_renames_loses_no_checkpoint(complete_new,
     np.testing.assert_array_equal(got, np.arange(3.0) + (1 if complete_new else 0))
     save_tree(path, {"a": np.zeros(3, np.float32)}, {"v": 3})
     assert read_metadata(path)["v"] == 3
+    # a lone .saving (a first save killed before its rename, or another process's save) is not taken for one
+    import shutil
+
+    shutil.copytree(path, tmp_path / "other.saving")
+    with pytest.raises(ConfigError, match="has no metadata.json"):
+        read_metadata(tmp_path / "other")

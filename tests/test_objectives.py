@@ -165,6 +165,9 @@ def test_a_batch_with_no_position_that_counts_is_refused_not_read_as_nan_or_zero
             fn(model, x, key, mask=jnp.zeros(x.shape, bool))
     one = np.zeros(x.shape, bool)
     one[0, 1] = True
+    # a masked-LM draw that chooses no position: 0.0 as well, outside a trace (the review of the change)
+    with pytest.raises(ConfigError, match="^mask_rate: the draw chose no position"):
+        objectives.masked_lm(masked, x, key, mask_rate=1e-9)
     got = float(objectives.cross_entropy(causal, x, mask=jnp.asarray(one)))
     want = -float(next_token_logprobs(causal, x)[0, 1, int(x[0, 1])])
     assert got == pytest.approx(want, rel=1e-6)

@@ -84,11 +84,13 @@ def _finish_swap(directory: Path) -> None:
     """Where a save was killed between its two renames — ``directory`` moved to ``<name>.replaced``, the
     complete new save still ``<name>.saving`` — nothing was at ``directory`` and the checkpoint read as missing
     (a review, 2026-12-06): put the new save in place (its metadata is written last, so a ``.saving`` holding
-    it is complete), else the former one.  A directory that cannot be renamed is left (the read then fails)."""
+    it is complete), else the former one.  A directory that cannot be renamed is left (the read then fails).
+    Checkpoints have one writer at a time (a trainer's run directory is its own)."""
     directory = Path(directory)
-    if directory.exists():
-        return
-    for sibling in (directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".replaced")):
+    replaced = directory.with_name(directory.name + ".replaced")
+    if directory.exists() or not replaced.is_dir():  # only a swap's signature: a lone .saving (a first save
+        return  # killed before its rename, or another process's save in progress) stays unread, as before
+    for sibling in (directory.with_name(directory.name + ".saving"), replaced):
         if (sibling / "metadata.json").is_file() and (sibling / "state").is_dir():
             try:
                 os.replace(sibling, directory)

@@ -85,6 +85,11 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
     if mask is not None:
         chosen = chosen & mask
+    if not isinstance(chosen, jax.core.Tracer) and not bool(chosen.any()):  # (under jit: loss 0, gradient 0)
+        raise ConfigError(f"mask_rate: the draw chose no position to predict ({mask_rate:g} of "
+                          f"{int(np.size(tokens) if mask is None else np.asarray(mask).sum())} positions that count); "
+                          "the mean loss over none is no number (it read 0.0): draw again with another key, or raise "
+                          "mask_rate")
     how = jax.random.choice(k_how, 3, tokens.shape, p=jnp.asarray(corruption))
     random_tokens = jax.random.randint(k_rand, tokens.shape, 0, c.n_symbols, dtype=tokens.dtype)
     inputs = jnp.where(chosen & (how == 0), c.mask_id, tokens)
