@@ -383,12 +383,12 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     gradient leaves — warns (:class:`~simlm.errors.NotConvergedWarning`).  So does an L-BFGS fit whose
     objective has no minimiser, whatever its gradient norm says: a class without a training example (its
     bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
-    (training accuracy 1; ‖W‖ grows without end) or separates in part — one class apart from others that
-    overlap, or classes apart but for points on the boundary (:func:`separated`, a linear program of up to 5 s;
-    past that, only complete separation is caught; before it a review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6,
-    24.2 at 1e-8, silently); its parameters then depend on ``tol``, not on the data: keep ``l2 > 0`` (the
-    default) for a head that is the data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the
-    optimum (W₀ = −W₁): scikit-learn's binary LogisticRegression with C = 2 / (n · l2) on the standardised
+    (training accuracy 1; ‖W‖ grows without end) or separates in part — one class apart from others that overlap, or
+    classes apart but for points on the boundary (:func:`separated`, a linear program of up to 5 s; past that, only
+    complete separation is caught; before it a review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8, silently);
+    its parameters then depend on ``tol``, not on the data: keep ``l2 > 0`` (the default) for a head that is the
+    data's.  With two classes the penalty (l2/2)(‖W₀‖² + ‖W₁‖²) is (l2/4)‖W₁ − W₀‖² at the optimum (W₀ = −W₁):
+    scikit-learn's binary LogisticRegression with C = 2 / (n · l2) on the standardised
     features (:func:`standardisation`) fits the same W₁ − W₀."""
     f = check_features(features, 2)
     C = check_positive_int("n_classes", n_classes, minimum=2)
@@ -470,7 +470,8 @@ def separated(z, y, n_classes: int, *, time_limit: float = 5.0) -> bool | None:
     m, x = rows.size, np.hstack([z, np.ones((n, 1))])[rows]  # (m, F + 1): θ = (W_c; b_c) for each class c
     at = np.arange(F + 1)
     A = scipy.sparse.csr_matrix((np.concatenate([x, -x], 1).ravel(),  # d = θ_{y_i}·x_i − θ_k·x_i, sparse
-                                 np.concatenate([y[rows, None] * (F + 1) + at, cols[:, None] * (F + 1) + at], 1).ravel(),
+                                 np.concatenate([y[rows, None] * (F + 1) + at, cols[:, None] * (F + 1) + at],
+                                                1).ravel(),
                                  np.arange(0, 2 * (F + 1) * m + 1, 2 * (F + 1))), shape=(m, n_classes * (F + 1)))
     lp = scipy.optimize.linprog(-np.asarray(A.sum(0)).ravel(), A_ub=scipy.sparse.vstack([A, -A]),
                                 b_ub=np.concatenate([np.ones(m), np.zeros(m)]), bounds=(None, None), method="highs",

@@ -448,12 +448,12 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
     position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in
     float64), so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses
-    the target by more than 1e-3 relative raises.  That ε is of the laws as :mod:`simlm.metrics.epsilon`
-    reads them, each float32 row renormalised: a raw Σ −log q over the served float32 rows adds their
-    normalisation error, ~1e-7 nats/token absolute (1.6–1.8 % of ε = 1e-6, 0.3 % of 1e-5: a review).  ε is exact against the world as stored: a float32 world
-    holds its parameters rounded to float32, and at ε ≲ 1e-7 the same LM measured against the float64
-    parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM); build the world in
-    float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if
+    the target by more than 1e-3 relative raises.  That ε is of the laws as :mod:`simlm.metrics.epsilon` reads them,
+    each float32 row renormalised: a raw Σ −log q over the served float32 rows adds their normalisation error, ~1e-7
+    nats/token absolute (1.6–1.8 % of ε = 1e-6, 0.3 % of 1e-5: a review).  ε is exact against the world as stored: a
+    float32 world holds its parameters rounded to float32, and at ε ≲ 1e-7 the same LM measured against the float64
+    parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM); build the world in float64
+    (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if
     eps is not positive and finite, the kind is unknown, or eps exceeds what the family reaches on the
     evaluation set (the message gives the maximum), :class:`DistributionError` if the world's laws on the
     evaluation set are not distributions.

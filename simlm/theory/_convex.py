@@ -304,10 +304,11 @@ def softmax_objective(theta, phi, P) -> np.ndarray:
 
 def polish_softmax_fit(theta, phi, P, steps: int = 64) -> np.ndarray:
     """Float64 Newton steps on each ℓ_s from ``theta (S, d)`` (a near-optimum; the Hessian Cov_{p_θ}(φ)
-    pseudo-inverted, as ℓ_s is flat along Φᵀu ∝ 1; a halved step or a gradient step where lower), until no
-    context keeps its step or after ``steps``.  A step is kept where it lowers ℓ_s, or, once ℓ_s moves by
-    less than float64 resolves, where it shrinks the gradient Φ(p_θ − p*_s).  Where p*_s has zeros the infimum is reached only as θ → ∞ and each step gains
-    about a factor e on the rest: four steps (the former count) stopped 7e-11 nats above it (Φ = I,
+    pseudo-inverted, as ℓ_s is flat along Φᵀu ∝ 1; where that step gains nothing, its halvings, then gradient
+    steps), until no context keeps its step or after ``steps``.  A step is kept where it lowers ℓ_s, or, once ℓ_s
+    moves by less than float64 resolves, where it shrinks the gradient Φ(p_θ − p*_s).  Where p*_s has zeros the
+    infimum is reached only as θ → ∞ and each step gains about a factor e on the rest: four steps (the former count)
+    stopped 7e-11 nats above it (Φ = I,
     p* = (½, ½, 0)), the floor every ε above it is measured from."""
     t = np.asarray(theta, np.float64)
     m = P @ phi.T
