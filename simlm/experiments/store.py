@@ -100,7 +100,8 @@ class CellStore:
         the order they were first stored (without ``order``, all of them so: the order jobs finished in, which
         varies with the executor and the machine's timing)."""
         first = [k for k in dict.fromkeys(order or ()) if k in self.cells]
-        keys = first + [k for k in self.cells if k not in set(first)]
+        named = set(first)
+        keys = first + [k for k in self.cells if k not in named]
         return [r for k in keys for r in self.cells[k]["records"]]
 
     def errors(self) -> list[dict]:
