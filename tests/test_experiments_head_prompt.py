@@ -314,6 +314,7 @@ def test_a_number_no_record_holds_is_a_dash_not_a_zero():
     record = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="trained", level="final",
                   seed=0, test_accuracy=0.9, epsilon=0.1)
     (row,) = hp.summarise([record])
+    assert row["n_seeds_with_margin"] == 0 and row["n_seeds"] == 1  # the seeds the margin accuracy averages
     for k in ("epsilon_readout", "accuracy_with_margin", "share_without_margin", "bayes_ceiling", "majority",
               "emission_rank", "emission_sigma_min", "head_residual", "prompt_feasible", "prompt_delta_min"):
         assert row[k] is None, k

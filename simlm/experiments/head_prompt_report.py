@@ -30,6 +30,8 @@ def summarise(records: list[dict]) -> list[dict]:
             # a NaN (e.g. no input with a margin in a seed) is dropped, as its null in the stored JSON is
             vals = [float(r[k]) for r in g if r.get(k) is not None and float(r[k]) == float(r[k])]
             row[k] = float(np.mean(vals)) if vals else None
+            if k == "accuracy_with_margin":  # over the seeds with an input with a margin, of the n_seeds (a review)
+                row["n_seeds_with_margin"] = len(vals)
         rows.append(row)
     rows.sort(key=lambda r: (r["n_states"], r["kind"], r["world"], _level_order(r["level"]), r["method"]))
     return rows

@@ -466,8 +466,8 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """Per (method, |H|): mean test accuracy ± sd over worlds, accuracy on inputs with margin, and the
-    trained LMs' mean ε."""
+    """Per (method, |H|): mean test accuracy ± sd over worlds, accuracy on inputs with margin (averaged over the
+    ``n_with_margin`` worlds that have such inputs, of the ``n``), and the trained LMs' mean ε."""
     out = []
     for m in dict.fromkeys(r["method"] for r in records):
         for K in sorted({r["n_states"] for r in records if r["method"] == m}):
@@ -477,7 +477,7 @@ def summary(records: list[dict]) -> list[dict]:
             wm = [a for a in (r["accuracy_with_margin"] for r in g) if a is not None and a == a]
             out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
                         "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None,  # one world: no s.d.
-                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
+                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"), "n_with_margin": len(wm),
                         "majority": float(np.mean([r["majority"] for r in g])),
                         "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
     return out
