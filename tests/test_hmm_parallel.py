@@ -239,3 +239,21 @@ def test_the_batched_entry_points_decide_for_the_whole_batch(monkeypatch):
     two, three = logprobs(pi, A, B, x[:2]), logprobs(pi, A, B, x)
     assert calls == [(T,)]  # the scan for n = 2 only; n = 3 ran the sequential filter
     np.testing.assert_allclose(two, three[:2], rtol=1e-5, atol=1e-6)
+
+
+def test_a_sequence_of_no_tokens_is_a_shape_error_naming_tokens():
+    """T = 0 given to the core functions directly (the worlds refuse it first) met the scans' argmax of an empty
+    sequence (ValueError) or the next-token loop's index (IndexError) (a review, 2026-12-06); the sequential
+    scans' empty answers stand (log p of no tokens is 0)."""
+    from simlm.errors import ShapeError
+    from simlm.worlds import HMM
+
+    w = HMM.random(0, 3, 4)
+    chain, empty = (w.initial, w.transition, w.emission), jnp.zeros((0,), jnp.int32)
+    for parallel in (True, False):
+        for fn in (core.next_token_probs, core.next_token_logprobs):
+            with pytest.raises(ShapeError, match=r"^tokens: a sequence of no tokens"):
+                fn(*chain, empty, parallel=parallel)
+    with pytest.raises(ShapeError, match=r"^tokens: a sequence of no tokens"):
+        core.forward(*chain, empty, parallel=True)
+    assert float(core.log_likelihood(*chain, empty, parallel=False)) == 0.0

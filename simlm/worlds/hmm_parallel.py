@@ -56,7 +56,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from simlm.errors import ShapeError
 from simlm.precision import EXACT  # true float32 products, never TF32 or bfloat16
+
+
+def _require_positions(tokens) -> None:
+    """A :class:`ShapeError` for a sequence of no tokens (static: raised while tracing), which the scans' argmax
+    and indexing met as a bare ValueError or IndexError (a review, 2026-12-06; the worlds refuse T = 0 first)."""
+    if tokens.shape[0] == 0:
+        raise ShapeError("tokens: a sequence of no tokens (T = 0): the scans need at least one position")
 
 
 def _stack(transition: jax.Array, K: int) -> jax.Array:
@@ -146,6 +154,7 @@ def forward(initial, transition, emission, tokens, track=False):
     With ``track``, a fourth output ``(product, share)`` (scalars) for the float-range check of ``hmm_core``
     (module docstring, "Underflow"): the least product any prefix's compositions and read-outs took, and
     the least exactly-positive share of any predicted law (0 where one was flushed)."""
+    _require_positions(tokens)
     T, K = tokens.shape[0], emission.shape[0]
     columns = emission.T[tokens]  # (T, K)
     log_pi = jnp.log(initial).reshape(-1, _stack(transition, K).shape[-1])
@@ -186,6 +195,7 @@ def backward(transition, emission, tokens, track=False):
     """``(betas (T, K), beta_prepended (K,))`` as ``hmm_core.backward`` (normalised β_t ∝ p(x_{>t} | h_t)),
     by a reverse associative scan.  With ``track``, a third output ``(product, share)`` as in :func:`forward`,
     for the suffix compositions, their read-out A e^ℓ and the messages β."""
+    _require_positions(tokens)
     K = emission.shape[0]
     blocks = _stack(transition, K)
     elements = _elements(transition, emission, tokens, jnp.zeros(tokens.shape, bool), track)
