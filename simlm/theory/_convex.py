@@ -335,18 +335,18 @@ def polish_softmax_fit(theta, phi, P, steps: int = 64) -> np.ndarray:
         # ℓ_s is a difference of terms as large as max_w |⟨θ, φ_w⟩|: float64 resolves it only to ~eps·that
         resolution = 16 * np.finfo(float).eps * (1.0 + np.abs(t @ phi).max(-1))
         stuck = (f_new >= f_old - resolution) & (np.linalg.norm(g, axis=-1) > 1e-9 * (1.0 + np.abs(phi).max()))
-        for first, moves in ((True, [0.5**k * step for k in range(1, 41)]),
-                             (False, [2.0**-k * g for k in range(-10, 41)])):
+        for first, direction, scales in ((True, step, 0.5 ** np.arange(1, 41)), (False, g, 2.0 ** -np.arange(-10, 41))):
             live = np.flatnonzero(stuck)
             if not live.size:
                 break
+            t_live, d_live = t[live], direction[live]
             best_f, best = f_old[live] - resolution[live], np.full(live.size, -1)
-            for i, move in enumerate(moves):
-                f = softmax_objective(t[live] - move[live], phi, P[live])
+            for i, c in enumerate(scales):
+                f = softmax_objective(t_live - c * d_live, phi, P[live])
                 lower = (f < best_f) & (best < 0) if first else f < best_f  # the longest halving; the lowest step
                 best_f, best = np.where(lower, f, best_f), np.where(lower, i, best)
             hit = best >= 0
-            new[live[hit]] = t[live[hit]] - np.stack(moves)[best[hit], live[hit]]
+            new[live[hit]] = t_live[hit] - scales[best[hit]][:, None] * d_live[hit]
             f_new[live[hit]], stuck[live[hit]] = best_f[hit], False
         flat = (f_new <= f_old + resolution) & (
             np.linalg.norm(moments(new)[1] - m, axis=-1) < np.linalg.norm(g, axis=-1))
