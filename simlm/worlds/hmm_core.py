@@ -548,8 +548,7 @@ def next_token_logprobs(initial, transition, emission, tokens, parallel=None) ->
 def next_token_probs(initial, transition, emission, tokens, parallel=None) -> tuple[jax.Array, jax.Array]:
     """The optimal causal LM: p(x_t = · | x_<t) = p(h_t | x_<t) B, shape (T, V); with the per-step
     log-probs (T,)."""
-    if tokens.shape[0] == 0:  # the loop below indexed an empty sequence: a bare IndexError (a review)
-        raise ShapeError("tokens: a sequence of no tokens (T = 0): no next-token law to give")
+    hmm_parallel._require_positions(tokens)  # the loop below indexed an empty sequence: a bare IndexError
     if parallel == LOG_SPACE:
         return _log_space("next_token_probs", jnp.log(initial), transition, emission, tokens)
     if _parallel(parallel, emission, tokens.shape[0]):

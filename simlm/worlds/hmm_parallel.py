@@ -62,7 +62,8 @@ from simlm.precision import EXACT  # true float32 products, never TF32 or bfloat
 
 def _require_positions(tokens) -> None:
     """A :class:`ShapeError` for a sequence of no tokens (static: raised while tracing), which the scans' argmax
-    and indexing met as a bare ValueError or IndexError (a review, 2026-12-06; the worlds refuse T = 0 first)."""
+    and indexing (here, and ``hmm_core.next_token_probs``' loop) met as a bare ValueError or IndexError (a review,
+    2026-12-06; the worlds refuse T = 0 first)."""
     if tokens.shape[0] == 0:
         raise ShapeError("tokens: a sequence of no tokens (T = 0): the scans need at least one position")
 
