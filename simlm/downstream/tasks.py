@@ -491,10 +491,10 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     T_vis = int(visible_length)
     R = check_positive_int("n_continuations", n_continuations)
     as_key(key, "key")  # (T' = T took any n_continuations and key; both were checked after the labels' compile)
-    mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2, before anything compiles
+    exact = mean_and_sem(np.ones(n), "tokens_full")  # (1.0, 0.0); n ≥ 2 checked before anything compiles
     task.labels(world, toks)  # a sequence of probability 0 has no label, whatever T' (T' < T read only x_1:T')
     if T_vis == T:  # the predictor sees what decides the label: 1 exactly
-        return mean_and_sem(np.ones(n), "tokens_full")  # (1.0, 0.0)
+        return exact
     if T_vis == 0:
         pred = jnp.broadcast_to(params[0], (n, params[0].shape[0]))
         cont = _continue(pred, params[1], params[2], key, R, T)
