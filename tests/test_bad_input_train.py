@@ -389,3 +389,24 @@ def test_a_save_killed_between_its_two_renames_loses_no_checkpoint(complete_new,
     shutil.copytree(path, tmp_path / "other.saving")
     with pytest.raises(ConfigError, match="has no metadata.json"):
         read_metadata(tmp_path / "other")
+
+
+def test_a_model_config_edited_beside_arrays_of_the_same_shapes_is_refused_and_older_checkpoints_still_load(tmp_path):
+    """n_heads, causal or the dtype edited in metadata.json left every array's shape as it was, so the same
+    arrays loaded as another model without a word (a review, 2026-12-06): the checksum covers model_config."""
+    import json
+    from simlm.train.checkpoint import checksum, restore_tree
+    _saved_model(tmp_path / "ck")
+    path = tmp_path / "ck" / "metadata.json"
+    saved = json.loads(path.read_text())
+    for key, value in [("n_heads", 2), ("causal", False), ("dtype", "bfloat16")]:
+        assert saved["model_config"][key] != value
+        path.write_text(json.dumps({**saved, "model_config": {**saved["model_config"], key: value}}))
+        with pytest.raises(ConfigError, match="does not hold the arrays saved there with its model_config"):
+            load_lm(tmp_path / "ck")
+    path.write_text(json.dumps(saved))
+    from flax import nnx
+    from simlm.models.transformer import init_transformer
+    tree = restore_tree(tmp_path / "ck", {"params": nnx.to_pure_dict(nnx.state(init_transformer(MODEL, 0), nnx.Param))})
+    path.write_text(json.dumps({**saved, "checksum": checksum(tree)}))  # as saved before 2026-12-06: arrays only
+    assert load_lm(tmp_path / "ck").metadata["checksum"] == checksum(tree)

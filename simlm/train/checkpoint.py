@@ -4,16 +4,18 @@ Layout of one checkpoint directory::
 
     <dir>/state/          Orbax: a pytree of arrays ({"params": pure dict, …})
     <dir>/metadata.json   model config, training config, ε reached, step, …, and the SHA-256 of the
-                          arrays (written last: a checkpoint without metadata.json is incomplete)
+                          arrays and the model config (written last: a checkpoint without metadata.json is
+                          incomplete)
 
 Reading one back never ends in an Orbax/TensorStore traceback: a missing, truncated or altered
 checkpoint is a :class:`~simlm.errors.ConfigError` naming the directory and what is wrong, and the
-checksum makes an altered array an error rather than a silently different model.
+checksum makes an altered array or model config an error rather than a silently different model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,13 +34,18 @@ from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, 
 _RECREATE = "if it is a ladder checkpoint of a training run, rerun train with that run directory to re-create it"
 
 
-def checksum(tree) -> str:
-    """SHA-256 of a pytree's arrays (shapes, dtypes and bytes, in leaf order)."""
+def checksum(tree, model_config: dict | None = None) -> str:
+    """SHA-256 of a pytree's arrays (shapes, dtypes and bytes, in leaf order) and of ``model_config`` where
+    given (as JSON reads it back, keys sorted): the arrays mean a model only with the config that built them —
+    ``n_heads``, ``causal`` or the activation edited in metadata.json loaded the same arrays as another model
+    without a word (a review, 2026-12-06)."""
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
+    if model_config is not None:
+        h.update(b"model_config" + json.dumps(read_back(model_config), sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -50,8 +57,8 @@ def save_tree(directory, tree, metadata: dict) -> dict:
     the two renames that swap it in, the complete new save beside the former one, which the next read or
     save puts in place (:func:`_finish_swap`)."""
     directory = Path(directory).absolute()
-    metadata = {**metadata, "checksum": checksum(tree)}
     try:  # before anything is written: a save is never left without its metadata
+        metadata = {**metadata, "checksum": checksum(tree, metadata.get("model_config"))}
         text = json_text(metadata)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"metadata: cannot be written as JSON ({err})") from None
@@ -137,9 +144,11 @@ def restore_tree(directory, like, metadata: dict | None = None):
         raise ConfigError(f"checkpoint: {directory / 'state'} cannot be read ({type(err).__name__}: {detail}); "
                           f"{_RECREATE}") from None
     _check_shapes(directory, want, _shapes(tree))
-    if "checksum" in meta and checksum(tree) != meta["checksum"]:
-        raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there (their checksum "
-                          f"differs from metadata.json's: the files were altered or mixed up); {_RECREATE}")
+    # a checkpoint saved before the checksum covered model_config (arrays only) still loads
+    if "checksum" in meta and meta["checksum"] not in (checksum(tree, meta.get("model_config")), checksum(tree)):
+        raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there with its "
+                          f"model_config (their checksum differs from metadata.json's: the files were altered or "
+                          f"mixed up); {_RECREATE}")
     # Uncommitted, as the arrays of a computation are: Orbax places each on a device explicitly, and a jitted
     # function given committed arguments compiles a program of its own — a rung's LM read back and the live
     # run's final LM compiled every prompt fit twice (~10 s each in experiment 2)
