@@ -155,6 +155,30 @@ def test_the_substitution_tv_is_half_the_l1_change_of_the_label_posterior():
     assert out.across.tv_exact == pytest.approx(0.16576, abs=1e-5)
 
 
+def test_substituted_inputs_the_world_cannot_produce_are_counted_and_left_out_and_bad_arguments_fail_first():
+    """A topic that never switches cannot emit the other topic's words: every "across" substitution made an
+    impossible input, whose posterior raised a TokenError blaming the caller's tokens (a review, 2026-12-06).
+    Such inputs are left out of the means and counted; fraction and token_class are checked before the
+    posterior is computed."""
+    w = HMM([.5, .5], [[1, 0], [0, 1]], [[.5, .5, 0, 0], [0, 0, .5, .5]])
+    x, cls = np.array([[0, 1, 0, 1, 0, 1], [2, 3, 2, 3, 2, 3]] * 4), np.array([0, 0, 1, 1])
+    conf = lambda t: np.asarray(t, np.float64).mean(1)  # noqa: E731
+    out = substitution_test(w, conf, x, cls, [0, 1], 2, fraction=0.3, seed=0)
+    assert out.across.n_impossible == 8 and np.isnan(out.across.tv_exact) and np.isnan(out.across.dconf_model)
+    assert out.within.n_impossible == 0 and out.within.tv_exact == 0.0  # a word of the same topic: no evidence moved
+    xs = block_readout.substitute(x, cls, "random", 0.3, 2)
+    possible = np.array([(r < 2).all() or (r >= 2).all() for r in xs])
+    assert out.random.n_impossible == (~possible).sum() > 0 and possible.any()
+    assert out.random.dconf_model == pytest.approx(np.abs(conf(xs) - conf(x))[possible].mean(), abs=1e-12)
+    calls = []
+    for bad, name in [({"fraction": 2.0}, "fraction"), ({"token_class": cls.astype(float)}, "token_class")]:
+        args = {"token_class": cls, "fraction": 0.3, **bad}
+        with pytest.raises((ConfigError, ShapeError), match=f"^{name}: "):
+            substitution_test(w, lambda t: calls.append(t) or conf(t), x, args["token_class"], [0, 1], 2,
+                              fraction=args["fraction"])
+    assert not calls  # refused before the posterior and the classifier ran
+
+
 def test_the_substitution_confidence_changes_are_mean_absolute_changes():
     """dconf_bayes = mean_x |max_y P(y | x') − max_y P(y | x)| and dconf_model = mean_x |c(x') − c(x)| for the
     classifier's confidence c, over the substituted inputs x' (seed + i for mode i): absolute changes, which a
@@ -260,6 +284,7 @@ CONF = lambda t: np.zeros(len(t))  # noqa: E731
     (lambda lm: finetune_along_blocks(lm, TOPIC.hmm, XH, XH, LABELS, 3, apt_model=np.ones(V),
                                       apt_bayes=np.full(V, 2.0)), ConfigError, "apt_bayes"),
     (lambda lm: finetune_along_blocks(lm, TOPIC.hmm, XH, XH, np.zeros(4, int), 3, **APT), ConfigError, "state_label"),
+    (lambda lm: finetune_along_blocks(lm, TOPIC.hmm, XH, XH, np.full(4, 2), 3, **APT), ConfigError, "state_label"),
     (lambda lm: substitution_test(TOPIC.hmm, lambda t: np.zeros(1), X, TOPIC.token_class, LABELS, 3), ShapeError,
      "lm_confidence"),
     (lambda lm: substitution_test(TOPIC.hmm, lambda t: np.zeros((len(t), 1)), X, TOPIC.token_class, LABELS, 3),

@@ -174,17 +174,21 @@ def bayes_corrupted_probs(world, inputs, corruption=Corruption()) -> np.ndarray:
     return probs
 
 
-def chain_law64(fn, world, tokens) -> np.ndarray:
+def chain_law64(fn, world, tokens, *, impossible: str = "raise"):
     """``fn(*world.chain, tokens)`` — an exact law of :mod:`simlm.worlds.hmm` that returns ``(law, per-step
     log-probs)``, e.g. ``masked_token_probs`` or ``smoothed_posterior`` — computed in float64 from the world's
     parameters as stored, as numpy: the law whose argmax is a Bayes decision, scored with ties as ties
     (:data:`~simlm.theory.token_accuracy.TIE_RTOL`; float32 rounding breaks them).  ``tokens (n, T)`` must be
-    possible (every step's probability positive) or a ``TokenError`` names the first impossible sequence."""
+    possible (every step's probability positive) or a ``TokenError`` names the first impossible sequence;
+    with ``impossible="keep"`` the answer is ``(law, possible (n,) bool)`` instead, the impossible rows' laws
+    meaningless."""
     toks, _ = check_tokens(tokens, int(check_chain_world(world).n_symbols))
     law, steps = in_float64(fn, *world.chain, toks)
-    impossible = ~np.isfinite(np.asarray(steps)).all(-1)
-    if impossible.any():
-        raise TokenError(f"tokens: sequence {int(np.flatnonzero(impossible)[0])} is impossible under this world")
+    possible = np.isfinite(np.asarray(steps)).all(-1)
+    if impossible == "keep":
+        return np.asarray(law, np.float64), possible
+    if not possible.all():
+        raise TokenError(f"tokens: sequence {int(np.flatnonzero(~possible)[0])} is impossible under this world")
     return np.asarray(law, np.float64)
 
 

@@ -169,7 +169,8 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None, tie_r
     ``bayes`` and ``probs`` must be probability rows at the selected positions (non-negative, summing to 1
     within :data:`LAW_ATOL`), and ``log_probs`` their logs there (logsumexp 0 and |exp(log_probs) − probs|
     ≤ LAW_ATOL: the accuracy and ε of one law), or a DistributionError names the argument; for the accuracies
-    alone ``probs`` may be any scores (only their argmax is read).  An exact tie for the maximum is split
+    alone ``probs`` may be any finite scores (only their argmax is read; −inf is refused: pass
+    probabilities, not log-probabilities with log 0).  An exact tie for the maximum is split
     evenly (:func:`argmax_split`): the predictor picks one of the tied tokens at random, and each number is
     its expectation — a hit counts 1/|tie|, the confusion row gets 1/|tie| on each tied token, and every tied
     token counts as predicted (ties went to the lowest id: a flat LM's accuracy was token 0's frequency, and
