@@ -162,6 +162,10 @@ CASES = [
     # 0/1 integers of length K = 3 would be read as μ = (1, 0, 1): every input labelled 1, no pair found
     ("certificate integer labels", lambda: hp.failure_certificate(HMM3, np.array([1, 0, 1]), TOKENS), ConfigError,
      "mu_or_labels"),
+    # as floats too (a review, 2026-12-06: read silently as μ = (1, 0, 1) when n = K)
+    ("certificate float labels", lambda: hp.failure_certificate(HMM3, np.array([1., 0., 1.]), TOKENS), ConfigError,
+     "mu_or_labels"),
+    ("mu bool", lambda: hp.verify_head(HMM3, np.array([True, False, True]), np.ones(4), TOKENS), ConfigError, "mu"),
 ]
 
 
@@ -169,6 +173,27 @@ CASES = [
 def test_bad_input_raises_a_typed_error_naming_the_argument(label, call, error, name):
     with pytest.raises(error, match=name):
         call()
+
+
+def test_a_bad_prompt_is_named_before_any_posterior_is_computed(monkeypatch):
+    """verify_prompt computed (and compiled) P(H_0 | x) before it read U: a bad U was named seconds later, and
+    behind an impossible input it was blamed on the tokens (a review, 2026-12-06)."""
+    def never(*args):
+        raise AssertionError("a posterior was computed before U was checked")
+    monkeypatch.setattr(hp, "state_posterior0", never)
+    monkeypatch.setattr(hp, "_posterior_where_defined", never)
+    with pytest.raises(ShapeError, match="^U: "):
+        hp.verify_prompt(HMM3, MU, np.ones(4), np.zeros(4), TOKENS)
+
+
+def test_the_counted_rank_and_its_margin_agree_at_the_threshold():
+    """σ_i > tol·σ_max and σ_min/σ_max − tol > 0 rounded apart at tol = σ_min/σ_max (9346 of 200k draws):
+    full_row_rank True beside a margin of 0.0 (a review, 2026-12-06).  Both now divide by σ_max."""
+    rng = np.random.default_rng(0)
+    for _ in range(20000):
+        s = np.sort(rng.random(3))[::-1]
+        for tol in (s[-1] / s[0], np.nextafter(s[-1] / s[0], 0), np.nextafter(s[-1] / s[0], 1)):
+            assert hp._counted(s, tol).all() == (hp._rank_margin(s, tol) > 0)
 
 
 def test_check_natural_task_with_atol_nan_no_longer_reports_every_bound_violated():

@@ -403,6 +403,15 @@ def test_a_context_of_weight_zero_adds_nothing_to_epsilon_and_a_task_on_it_has_n
         adversary_radius(C0, task, 0.01, B_grid=[0.25, 1.0])
     with pytest.raises(ConfigError, match="^task: γ = 0"):
         adversarial_laws(C0, task, 0.01, B_grid=[0.25, 1.0])
+    # with B given as well (the search divided by p_L = 0 and scipy's brentq raised on a NaN, a review 2026-12-06)
+    from simlm.theory.adversarial import adversarial_quad_lm, adversarial_softmax_lm
+    phi = np.eye(P.shape[1])
+    for build in (lambda: adversarial_laws(C0, task, 0.01, method="search", B=1.0, B_grid=[0.25, 1.0]),
+                  lambda: adversarial_laws(C0, task, 0.01, method="aligned", B=1.0),
+                  lambda: adversarial_softmax_lm(C0, task, 0.01, phi, B=1.0),
+                  lambda: adversarial_quad_lm(C0, task, 0.01, phi, B=1.0)):
+        with pytest.raises(ConfigError, match="^task: γ = 0"):
+            build()
 
 
 def test_an_eps_below_float64_resolution_is_refused_as_rounding_not_underflow():

@@ -108,10 +108,8 @@ def _radius(contexts, task, eps, B_grid, Phi, norm, cache, bound) -> float:
     check_positive("eps", eps)
     grid = _grid("B_grid", B_grid)
     sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
+    _check_gamma(contexts, task)
     g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
-    if not g > 0:
-        raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
-                          "so no radius is B* and no LM can violate it")
     return float(grid[int(np.argmin(bound(sol, grid, g)))])
 
 
@@ -170,7 +168,14 @@ def _check(contexts, task, eps, method):
     eps = check_positive("eps", eps)
     if not isinstance(method, str) or method not in METHODS:
         raise ConfigError(f"method: expected one of {METHODS}, got {method!r}")
+    _check_gamma(contexts, task)  # with B given too: the search divided by p_L = 0 (scipy's NaN error, a review)
     return contexts, eps
+
+
+def _check_gamma(contexts, task) -> None:
+    if not gamma(contexts.weights / contexts.weights.sum(), task.weights) > 0:
+        raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
+                          "so no radius is B* and no LM can violate it")
 
 
 def _loss(z, pos, neg) -> np.ndarray:

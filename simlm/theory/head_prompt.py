@@ -113,6 +113,8 @@ _prompt_prior, _prompt_reweighting = jax.jit(prompting.prompt_prior), jax.jit(pr
 def check_task_vector(mu, K: int) -> np.ndarray:
     """μ (K,) as float64: real, finite, not all zero — or a typed error naming ``mu``."""
     m = check_real_array("mu", mu)  # a real numeric task vector: no strings, complex or NaN
+    if np.asarray(mu).dtype == bool:  # failure_certificate reads a bool array as labels, not as μ
+        raise ConfigError("mu: a bool array is labels, not a task vector; give μ as real weights per hidden state")
     if m.shape != (K,):
         raise ShapeError(f"mu: expected shape ({K},) — one weight per hidden state — got {m.shape}")
     if not np.all(np.isfinite(m)):
@@ -329,7 +331,7 @@ class HeadPromptConditions:
 
 def _counted(s, tol) -> np.ndarray:
     """Which singular values ``s`` (descending) count towards the rank: σ_i > tol·σ_max (none when all are 0)."""
-    return s > tol * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+    return s / s[0] > tol if s[0] > 0 else np.zeros(len(s), bool)  # as the margin σ/σ_max − tol: one rounding
 
 
 def _row_spectrum(M, tol):
@@ -530,6 +532,7 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
     pi, _, B = chain64(world)
     m, b = prompt_task_vector(mu, pi), _check_head(b, B.shape[1])
     scale = np.abs(check_task_vector(mu, B.shape[0])).max()  # verify_head's unit: μ's zeros off supp π aside
+    check_prompt(U, B.shape[0])  # before any posterior (a bad U was named only after P(H_0 | x) compiled)
     p = state_posterior0(world, tokens)
     q, defined = _posterior_where_defined(world, tokens, U)
     return replace(_verify(m, p, q, B, b, margin, defined, scale),
@@ -563,7 +566,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     ``mu_or_labels``: a task vector μ (K,) (labels 1[μᵀP(H_0|x) ≥ 0]; only inputs with |μᵀP(H_0|x)| >
     margin·max|μ| take part, so a pair is two clearly different labels, not two scores a rounding
     apart on either side of 0, which a head can still split) or the labels themselves as a bool array
-    (n,); integer 0/1 labels are refused (ConfigError), not read as a μ.  ``features``: "masked"
+    (n,); 0/1 numbers (integers or floats) are refused (ConfigError), not read as a μ.  ``features``: "masked"
     (φ(x) = BᵀP(H_0|x)) or a callable tokens → (n, d).  Distances are computed between the two label
     classes in blocks (n up to a few thousand); the ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
@@ -573,11 +576,11 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     n = len(p)
     lab = np.asarray(mu_or_labels)
     clear = np.ones(n, bool)
-    if np.issubdtype(lab.dtype, np.integer) and np.isin(lab, (0, 1)).all():
-        # as a μ it would label every input 1 (μ ≥ 0): 0/1 integers were meant as labels, and read silently
-        # as μ wherever there are K inputs
-        raise ConfigError("mu_or_labels: an integer array of 0s and 1s is ambiguous — labels go in as a bool "
-                          "array (labels.astype(bool)), a task vector μ as floats")
+    if lab.dtype.kind in "iuf" and lab.size and np.isin(lab, (0, 1)).all():
+        # as a μ it would label every input 1 (μ ≥ 0): 0/1 numbers (integers or floats) were meant as labels,
+        # and read silently as μ wherever there are K inputs
+        raise ConfigError("mu_or_labels: an array of 0s and 1s is ambiguous — labels go in as a bool array "
+                          "(labels.astype(bool)); as a task vector μ ≥ 0 it would label every input 1")
     if lab.dtype == bool:
         if lab.shape != (n,):
             raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
