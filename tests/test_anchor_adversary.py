@@ -195,6 +195,52 @@ def test_worst_case_slack_reports_the_largest_share_over_its_budgets():
         assert s[form]["share"] == pytest.approx(s[form]["error"] / s[form]["bound"], rel=1e-12)
 
 
+def _five_unequal_contexts(seed):
+    from simlm.theory.anchors import AnchorContexts, log_softmax, word_task
+    rng = np.random.default_rng(seed)
+    f, E = rng.normal(size=(5, 2)), rng.normal(size=(2, 4)) * 1.5
+    weights = np.random.default_rng(100 + seed).dirichlet(np.full(5, 0.7))
+    ctx = AnchorContexts(log_softmax(f @ E), f, E, weights, np.arange(5), None)
+    bulk = bulk_mask(ctx.logp, words=[2, 3])
+    return ctx, bulk, word_task(ctx, world_anchor_fit(ctx, bulk), [0, 1], [1.0, -1.0], "contrast")
+
+
+@pytest.mark.parametrize("seed", [2, 29, 30, 0, 7])
+def test_worst_case_slack_with_unequal_weights_is_the_largest_share_over_every_set_of_flips(seed):
+    """Only the prefixes of the cheapest-KL order were scanned: with unequal weights the first prefix may
+    carry so much π that its bound is ≥ 1 while a light context alone flips under a bound of 0.57 — "trivial
+    at every ε" (seeds 2, 30) or a share too small (29: 0.275 for 0.292), a review of 2026-12-06.  Against
+    every subset of flips (markov form)."""
+    from simlm.theory.anchor_constructions import _apply
+    ctx, bulk, task = _five_unequal_contexts(seed)
+    costs = flip_costs(task, ctx, bulk)
+    best = 0.0
+    for mask in range(1, 32):
+        t = np.array([(mask >> x) & 1 for x in range(5)], float)
+        if not np.isfinite(costs.kl[t > 0]).all():
+            continue
+        lp = _apply(ctx, task, bulk, costs.atoms, t)
+        bound = transfer_bound(task, ctx, bulk, lp, 0.0, form="markov").bound
+        if bound < 1:
+            best = max(best, head_errors(task, ctx, bulk, lp, np.zeros(5), np.zeros(5)).error / bound)
+    s = worst_case_slack(task, ctx, bulk)
+    assert s["exhaustive"]
+    if best == 0:  # seeds 0 and 7: no set of flips errs under a bound below 1 — trivial, truly
+        assert s["markov"]["share"] is None
+    else:
+        assert s["markov"]["share"] == pytest.approx(best, rel=1e-12)
+    if seed == 2:
+        assert s["markov"]["flipped"] == [4] and s["markov"]["share"] == pytest.approx(0.0174022, rel=1e-5)
+
+
+def test_past_its_cap_worst_case_slack_scans_both_orders_prefixes_and_single_flips(monkeypatch):
+    import simlm.theory.anchor_constructions as constructions
+    ctx, bulk, task = _five_unequal_contexts(2)
+    monkeypatch.setattr(constructions, "FRONTIER_CAP", 1)
+    s = worst_case_slack(task, ctx, bulk)
+    assert not s["exhaustive"] and s["markov"]["flipped"] == [4]  # the light context alone, a single flip
+
+
 def _slsqp_least_kl_flip(ctx, task, bulk, x, rng, starts=12):
     """An independent search: the least KL(p*(·|x) ‖ p) over whole laws p (logits z, SLSQP from random starts)
     whose anchored head has flipped past the threshold by 1e-8."""

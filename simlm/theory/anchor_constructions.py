@@ -37,7 +37,7 @@ and N2 of Wu, Lee & Ge (NeurIPS 2023) — a low (here zero or ~1e-9) ε that doe
   :func:`~simlm.theory.anchors.head_errors`' with r_LM = r*.  The LM of a budget ε flips the contexts in
   increasing order of their flip's KL while Σ π_x KL_x ≤ ε and spends the rest on the next context's
   move, part of the way to its flip (exact ε; KL is convex along the way, and a flip before its end
-  would be a cheaper flip).  :func:`worst_case_slack` scans the budgets; :func:`tight_world` is a world
+  would be a cheaper flip).  :func:`worst_case_slack` scans the sets of flips; :func:`tight_world` is a world
   where the derivation's steps are as tight as they can be (its docstring).
 - **How close any LM can come** (derived).  The head's score moves by at most Σ|c_w||Δlog p(w)| +
   |Σc||Δlog p(B)|, each term ≤ −log(1 − TV/γ) ≤ TV/(γ − TV): a flip of margin m needs TV ≥ γm/(2‖c‖₁ + m).
@@ -504,8 +504,8 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     only when every context that can flip is flipped.
 
     The most π-mass is a knapsack (value π_x, cost π_x KL_x); in the order of KL (value per cost) the
-    prefix is its optimum at every budget a prefix spends exactly — the budgets :func:`worst_case_slack`
-    scans — and, with equal weights (:func:`~simlm.theory.anchors.anchor_contexts`' own), at every budget.
+    prefix is its optimum at every budget a prefix spends exactly (:func:`worst_case_slack` scans the whole
+    Pareto frontier of the flip sets, a share of the bound being no knapsack) — and, with equal weights (:func:`~simlm.theory.anchors.anchor_contexts`' own), at every budget.
     Between those budgets with unequal weights the skipping order is a lower bound on it (before 2026-12-06
     the order stopped at the first context that did not fit, and on five contexts of Dirichlet(0.7) weights
     flipped none where one fitted).
@@ -545,40 +545,93 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
     return _evaluate(task, ctx, bulk, _apply(ctx, task, bulk, costs.atoms, t), costs)
 
 
+#: the most Pareto-optimal flip sets :func:`worst_case_slack` evaluates one by one (a frontier that grows past it
+#: is left for the prefixes of both orders and the single flips: ``"exhaustive": False``)
+FRONTIER_CAP = 4096
+
+
+def _flip_frontier(order, value, cost, cap: int):
+    """The Pareto frontier of the flip sets — the least Σ π_x KL_x for each flipped π-mass Σ π_x, the sets
+    that no other flips more of at no more cost — as ``[(cost, members)]`` in increasing cost (the empty set
+    left out), or None past ``cap`` sets.  The contexts enter in ``order`` (cheapest KL first), so a set's
+    cost is summed in that order: a prefix's cost is its prefix sum, bit for bit (:func:`worst_case_lm`
+    at it flips the same contexts)."""
+    front = [(0.0, 0.0, ())]
+    for x in order:
+        grown = front + [(c + cost[x], v + value[x], m + (int(x),)) for c, v, m in front]
+        grown.sort(key=lambda e: (e[0], -e[1]))
+        front, best = [], -math.inf
+        for e in grown:
+            if e[1] > best:
+                front.append(e)
+                best = e[1]
+        if len(front) > cap + 1:
+            return None
+    return [(c, m) for c, _, m in front if m]
+
+
 def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: int | None = None) -> dict:
-    """The largest share of the bound the worst LM uses: :func:`worst_case_lm` at the budgets ε where it
-    flips one more context (each prefix of the cheapest-first order; ``n_budgets`` of them, spread evenly,
-    when given).  Per form, ``{"share", "error", "bound", "eps", "budget"}`` at the budget of the largest error/bound
-    among the non-trivial bounds (all None if every bound is trivial: no LM could violate it there);
-    ``"markov-tail"``: the same for the Markov term alone, min(ε/(2t²), 1) at t = t(smallest
-    margin), where P(margin < m) is 0 and cannot carry the error; ``"tv_share"``: max_x t(margin_x)/TV_x
-    over the cheapest-in-TV flips (None if no context can flip).  ``eps`` is the worst LM's own ε (its KL,
-    at which the bound is evaluated) and ``budget`` the prefix sum it was built at: ``worst_case_lm`` at
-    ``budget`` gives that LM back, while its ε, ~1e-16 absolute below (1e-7 relative at ε = 3e-10), may
-    afford one flip fewer."""
+    """The largest share of the bound the worst LM uses, over the LMs that flip whole contexts: the Pareto
+    frontier of the flip sets (least Σ π_x KL_x per flipped π-mass; ``n_budgets`` of its sets, spread evenly,
+    when given).  The markov bound grows with ε alone and the error is the flipped π-mass, so a set off the
+    frontier uses no more of it than one on it; a partial flip adds ε and no error.  With equal weights the
+    frontier is the prefixes of the cheapest-first order, the budgets where :func:`worst_case_lm` flips one
+    more context; with unequal ones it holds sets no prefix is — a light context alone, where the prefixes'
+    first flip already made the bound ≥ 1 (before 2026-12-06 only prefixes were scanned: "trivial at every
+    ε" was reported beside an LM using 1.7 % of a bound of 0.57, a review).  The prefixes are scanned too (the
+    per-context form is no function of ε alone).  A frontier of more than :data:`FRONTIER_CAP` sets is not
+    scanned: the prefixes of the KL and of the π_x KL_x order and each single flip are, and ``"exhaustive"``
+    is False (True otherwise).
+
+    Per form, ``{"share", "error", "bound", "eps", "budget", "flipped"}`` at the set of the largest
+    error/bound among the non-trivial bounds (all None if every bound is trivial: with ``"exhaustive"`` no
+    LM flipping whole contexts could violate the markov bound); ``"markov-tail"``: the same for the Markov
+    term alone, min(ε/(2t²), 1) at t = t(smallest margin), where P(margin < m) is 0 and cannot carry the
+    error; ``"tv_share"``: max_x t(margin_x)/TV_x over the cheapest-in-TV flips (None if no context can
+    flip).  ``eps`` is the worst LM's own ε (its KL, at which the bound is evaluated), ``flipped`` the
+    contexts it flips and ``budget`` their Σ π_x KL_x: where they are a prefix of the cheapest-first order
+    (always with equal weights) ``worst_case_lm`` at ``budget`` (``spend=False``) gives that LM back, while
+    its ε, ~1e-16 absolute below (1e-7 relative at ε = 3e-10), may afford one flip fewer."""
     costs = flip_costs(task, ctx, bulk)
     w = ctx.weights
     order = np.argsort(np.where(w > 0, costs.kl, np.inf), kind="stable")
     order = order[np.isfinite(costs.kl[order]) & (w[order] > 0)]
-    budgets = np.cumsum(w[order] * costs.kl[order])
-    budgets = budgets[budgets > 0]
-    if n_budgets is not None and budgets.size > check_positive_int("n_budgets", n_budgets):
-        budgets = budgets[np.unique(np.linspace(0, budgets.size - 1, n_budgets).round().astype(int))]
+    if n_budgets is not None:
+        n_budgets = check_positive_int("n_budgets", n_budgets)
+    cost = w * np.where(np.isfinite(costs.kl), costs.kl, 0.0)
+    frontier = _flip_frontier(order, w, cost, FRONTIER_CAP)
+    exhaustive = frontier is not None
+    prefixes = np.cumsum(cost[order])  # bit for bit the budgets at which worst_case_lm flips one more context
+    sets = {tuple(int(x) for x in order[:k + 1]): float(prefixes[k]) for k in range(order.size)}
+    if exhaustive:
+        sets.update({m: c for c, m in frontier})
+    else:
+        by_cost = order[np.argsort(cost[order], kind="stable")]
+        rank = {int(x): i for i, x in enumerate(order)}
+        for m in [by_cost[:k] for k in range(1, by_cost.size + 1)] + [[x] for x in order]:
+            m = tuple(sorted((int(x) for x in m), key=rank.get))  # summed in the KL order, as the frontier's
+            sets.setdefault(m, float(np.cumsum(cost[list(m)])[-1]))
+    sets = sorted((c, m) for m, c in sets.items() if c > 0)
+    if n_budgets is not None and len(sets) > n_budgets:
+        sets = [sets[i] for i in np.unique(np.linspace(0, len(sets) - 1, n_budgets).round().astype(int))]
     t_min = costs.threshold[w > 0].min()  # t at the smallest margin (ρ = 0)
-    empty = {"share": None, "error": None, "bound": None, "eps": None, "budget": None}
+    empty = {"share": None, "error": None, "bound": None, "eps": None, "budget": None, "flipped": None}
     out = {form: dict(empty) for form in ("markov", "per-context", "markov-tail")}
 
-    def keep(key, error, bound, eps, budget):
+    def keep(key, error, bound, eps, budget, members):
         if bound < 1 and (out[key]["share"] is None or error / bound > out[key]["share"]):
             out[key] = {"share": error / bound if bound > 0 else math.inf, "error": error, "bound": bound, "eps": eps,
-                        "budget": budget}
+                        "budget": budget, "flipped": sorted(members)}
 
-    for eps in budgets:
-        wc = worst_case_lm(task, ctx, bulk, float(eps), costs=costs, spend=False)
+    for budget, members in sets:
+        t = np.zeros(len(w))
+        t[list(members)] = 1.0
+        wc = _evaluate(task, ctx, bulk, _apply(ctx, task, bulk, costs.atoms, t), costs)
         for form, b in wc.bounds.items():
-            keep(form, wc.error, b.bound, wc.eps, float(eps))
-        keep("markov-tail", wc.error, markov_tail(t_min, wc.eps), wc.eps, float(eps))
+            keep(form, wc.error, b.bound, wc.eps, float(budget), members)
+        keep("markov-tail", wc.error, markov_tail(t_min, wc.eps), wc.eps, float(budget), members)
     out["tv_share"] = float(costs.tv_share.max()) if np.isfinite(costs.kl).any() else None
+    out["exhaustive"] = exhaustive
     return out
 
 
