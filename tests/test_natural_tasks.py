@@ -20,6 +20,7 @@ from scipy.special import expit, logsumexp
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import WorldLM
 from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, log_partition, quad_minimiser
+from simlm.theory import natural_tasks as nt
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.models.perturbed import KINDS, perturb_logprobs, perturbed_lm
 from simlm.theory._convex import (constrained_logistic, frank_wolfe_gap, logistic_loss, polish_softmax_fit,
@@ -1130,3 +1131,37 @@ def test_weights_near_the_float64_maximum_weigh_as_their_ratios_and_phi_beyond_f
     assert lm.epsilon(P, [1e308, 5e307]) == pytest.approx(lm.epsilon(P, [2.0, 1.0]), rel=1e-12)
     with pytest.raises(ConfigError, match="^phi: entries up to 1e"):
         fit_cross_entropy(P, np.ones((2, 3)) * 1e200)
+
+
+def test_a_task_on_a_context_the_lm_is_never_judged_on_has_an_infinite_bound_even_at_eps_zero():
+    """ε = E_{p_L} KL cannot see a context of p_L = 0, so ε = 0 leaves the LM free there and the task weighing
+    it (γ = 0) has no bound: the slack read 0 when ε = 0 (checked first), and an LM off p* only there
+    "violated" bounds of 0.295 and 0.044 with losses 0.620 and 1.825 (a review, 2026-12-06)."""
+    P = np.array([[.7, .2, .1], [.1, .3, .6], [.9, .05, .05]])
+    w = np.array([.5, .5, 0.])
+    cs = ContextSet(((), (0,), (1,)), np.array([0, 1, 1]), w, w, P, 1)
+    task = nt.natural_task(cs, np.array([3., 0, -3.]), 0.0, weights=np.array([.2, .2, .6]))
+    laws = P.copy()
+    laws[2] = [1e-4, 1e-4, .9998]
+    check = nt.check_natural_task(cs, laws, task, B_grid=[1., 4.])
+    assert check.eps == 0.0 and check.gamma == 0.0 and check.holds
+    for b in check.bounds:
+        assert np.isinf(b.bound).all() and b.holds and b.trivial
+    assert nt.bound_any_lm(0.5, 1.0, 0.0, 0.0) == math.inf
+    # B = 0: a constant classifier, which no LM moves (0·∞ read NaN)
+    assert nt.bound_any_lm(0.5, 0.0, math.inf, 0.5) == nt.bound_any_lm(0.5, 0.0, 0.1, 0.0) == 0.5
+    with pytest.raises(ConfigError, match="^residual: "):
+        nt.bound_well_specified(0.5, 1.0, 0.0, 0.5, residual=math.inf)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: nt.loss_ceiling([[np.nan, 1.]], [0.], [.5, .5], [.2, .3]), "v"),
+    (lambda: nt.loss_ceiling([[0., 1.]], [0., 1.], [.5, .5], [.2, .3]), "v, b"),
+    (lambda: nt.loss_ceiling([[0., 1.]], [0.], [.5, -.5], [.2, .3]), "pos, neg"),
+    (lambda: nt.tau_slope([[np.nan, 1.]], [.5], [.5]), "P"),
+    (lambda: nt.tau_slope([[0., 1.]], [-.5], [.5]), "pos, neg"),
+    (lambda: nt.tau_slope([[0., 1.]], [.5, .5], [.5, .5]), "P"),
+])
+def test_the_exported_ceiling_and_slope_name_bad_input_instead_of_returning_nan(call, name):
+    with pytest.raises((ConfigError, ShapeError), match=f"^{name}: "):
+        call()

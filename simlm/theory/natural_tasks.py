@@ -360,14 +360,18 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
 # ---- the bounds ---------------------------------------------------------------------------------
 
 def _slack(B, eps, gamma_) -> float:
-    """B√(2ε/γ), checked: B finite ≥ 0, ε and γ ≥ 0 with +∞ allowed (ε = 0: 0; γ = 0: +∞)."""
+    """B√(2ε/γ), checked: B finite ≥ 0, ε and γ ≥ 0 with +∞ allowed (B = 0: 0, the classifier a constant that
+    no LM moves; else γ = 0: +∞, ε = E_{p_L} KL cannot see the task's contexts of p_L = 0, whatever ε, 0
+    included — which read as a slack of 0 until a review of 2026-12-06; else ε = 0: 0)."""
     B = check_finite("B", B)
     eps, gamma_ = check_non_negative("eps", eps), check_non_negative("gamma", gamma_)
     if B < 0:
         raise ConfigError(f"B: expected a radius ≥ 0, got {B!r}")
     if math.isinf(eps) and math.isinf(gamma_):
         raise ConfigError("eps, gamma: both infinite, so the slack B√(2ε/γ) is undefined")
-    return 0.0 if eps == 0 else (math.inf if gamma_ == 0 else B * math.sqrt(2.0 * eps / gamma_))
+    if B == 0:
+        return 0.0
+    return math.inf if gamma_ == 0 else 0.0 if eps == 0 else B * math.sqrt(2.0 * eps / gamma_)
 
 
 def bound_any_lm(tau, B, eps, gamma_) -> float:
@@ -408,7 +412,7 @@ def bound_well_specified(tau, B, eps, gamma_, residual=0.0) -> float:
     The assumption (r = 0) is not assumed: r is measured on each task and enters the bound, so the
     form holds for every task and reduces to B²ε/(4γ) exactly where the labels are well specified."""
     s = _slack(B, eps, gamma_)
-    r = check_non_negative("residual", residual)
+    r = check_non_negative("residual", residual, finite=True)  # ≤ 1 by construction; ∞·0 read NaN
     return check_finite("tau", tau) + (r * s if r > 0 else 0.0) + s * s / 8.0
 
 
@@ -429,10 +433,22 @@ def loss_ceiling(v, b, pos, neg) -> np.ndarray:
     Σ_s max(ℓ_s(min v + b), ℓ_s(max v + b)), attained by the LM that puts each context's mass on one word.
     It is ≥ log 2 whenever [min v + b, max v + b] holds 0 (each ℓ_s(0) is p_T(s)·log 2), and grows with B:
     that is how (a) can violate a bound ≥ log 2."""
-    v, b = np.atleast_2d(np.asarray(v, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
-    pos, neg = (np.asarray(a, np.float64)[:, None] for a in (pos, neg))
+    v, b = np.atleast_2d(check_real_array("v", v)), np.atleast_1d(check_real_array("b", b))
+    if v.ndim != 2 or b.shape != (v.shape[0],):
+        raise ShapeError(f"v, b: expected classifiers v (G, V) and biases b (G,), got {v.shape} and {b.shape}")
+    pos, neg = (a[:, None] for a in _label_weights(pos, neg))
     ends = [v.min(1) + b, v.max(1) + b]
     return np.maximum(*(pos * np.logaddexp(0.0, -z) + neg * np.logaddexp(0.0, z) for z in ends)).sum(0)
+
+
+def _label_weights(pos, neg) -> tuple[np.ndarray, np.ndarray]:
+    """``pos, neg (S,)``, the label weights p_T(s)·P(y = ±1 | s), checked: real, finite, ≥ 0, one shape."""
+    pos, neg = check_real_array("pos", pos), check_real_array("neg", neg)
+    if pos.ndim != 1 or pos.shape != neg.shape:
+        raise ShapeError(f"pos, neg: expected label weights of one shape (S,), got {pos.shape} and {neg.shape}")
+    if np.any(pos < 0) or np.any(neg < 0):
+        raise ConfigError("pos, neg: expected non-negative label weights")
+    return pos, neg
 
 
 def best_loss_ceiling(pos, neg, B, constraint: str, basis=None) -> np.ndarray:
@@ -454,8 +470,8 @@ def best_loss_ceiling(pos, neg, B, constraint: str, basis=None) -> np.ndarray:
     radii = check_real_array("B", B)
     if np.any(radii <= 0):
         raise ConfigError(f"B: expected positive finite radii, got {B!r}")
-    pos, neg = check_real_array("pos", pos), check_real_array("neg", neg)
-    if np.any(pos < 0) or np.any(neg < 0) or not pos.sum() + neg.sum() > 0:
+    pos, neg = _label_weights(pos, neg)
+    if not pos.sum() + neg.sum() > 0:
         raise ConfigError("pos, neg: expected non-negative label weights with a positive total")
     p, n = float(np.sum(pos)), float(np.sum(neg))
     z_max = (2.0 if constraint == "box" or (constraint == "span-box" and _spans_ones(basis)) else 1.0) * radii
@@ -488,7 +504,9 @@ def tau_slope(P, pos, neg, constraint: str = "box", basis=None) -> float:
         raise ConfigError(f"constraint: expected one of {CONSTRAINTS}, got {constraint!r}")
     if constraint != "box" and basis is None:
         raise ConfigError(f"basis: the {constraint!r} constraint needs the orthonormal basis U of range(Φ)")
-    P, pos, neg = (np.asarray(a, np.float64) for a in (P, pos, neg))
+    P, (pos, neg) = check_real_array("P", P), _label_weights(pos, neg)
+    if P.ndim != 2 or P.shape[0] != pos.shape[0]:
+        raise ShapeError(f"P: expected one law per context, shape ({pos.shape[0]}, V), got {P.shape}")
     m, m0 = (pos - neg) @ P, float(np.sum(pos - neg))
     if constraint == "box":
         top = np.abs(m).sum()
