@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.commandline import Parser, add_run_options, as_flag, executor_of
+from simlm.experiments.commandline import Parser, add_run_options, as_flag, directory, executor_of
 
 #: the run options whose errors name the flag the user typed (``address: …`` → ``--address: …``)
 FLAGS = {"out": "--out", "workers": "--workers", "executor": "--executor", "address": "--address"}
@@ -123,7 +123,7 @@ def _checks(args) -> int:
 
 
 def _run_options(p, default_out):
-    p.add_argument("--out", default=default_out, help=f"results directory (default {default_out}); rerunning resumes")
+    p.add_argument("--out", type=directory, default=default_out, help=f"results directory (default {default_out}); rerunning resumes")
     add_run_options(p)
 
 

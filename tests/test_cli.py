@@ -121,3 +121,14 @@ def test_a_reader_that_stops_reading_is_no_error_of_simlm(command):
     p.stdout.close()  # before simlm has written (its imports take a second)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1 and err == "", err
+
+
+@pytest.mark.parametrize("command", [["demo"], ["sweep", "any.toml"]])
+def test_an_empty_out_is_a_usage_error_not_the_working_directory(command, tmp_path, monkeypatch, capsys):
+    """``--out ''`` ran the sweep into the working directory (Path('') is '.')."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--quiet", "--out", ""]) == 2
+    assert "argument --out: expected a results directory, got an empty path" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    from simlm.experiments import anchors
+    assert anchors.main(["--out", " "]) == 2 and not list(tmp_path.iterdir())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.experiments.commandline import Parser, figure_path, run_main
+from simlm.experiments.commandline import Parser, directory, figure_path, run_main
 from simlm.experiments.report import has_bound, worst_row
 from simlm.experiments.store import results_dir
 from simlm.experiments.sweep import build_world, parse_config, run_sweep
@@ -170,7 +170,7 @@ def figure(rows: list, path: Path) -> Path:
 
 def command(argv) -> dict:
     p = Parser(prog="python -m simlm.experiments.anchors", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="results directory (resumable)")
+    p.add_argument("--out", type=directory, required=True, help="results directory (resumable)")
     p.add_argument("--quick", action="store_true", help="tiny worlds and grid (seconds), not the shipped config")
     p.add_argument("--figure", default=None, help="where to write the figure (default <out>/anchors.png)")
     a = p.parse_args(argv)

@@ -25,6 +25,13 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
+def directory(text: str) -> str:
+    """A ``--out`` directory: a non-empty path (``--out ''`` wrote the results into the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a results directory, got an empty path")
+    return text
+
+
 def as_flag(message: str, flags: dict) -> str:
     """``message`` with its leading ``field:`` or ``field, field:`` (config fields set by flags) written as
     those flags."""

@@ -114,7 +114,8 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               sample_task_data, task_features)
 from simlm.checks import check_distinct_labels, check_instance, check_memory, check_positive, check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, add_run_options, check_run_options, executor_of, run_main
+from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
+                                           run_main)
 from simlm.experiments.head_prompt_report import plot, summarise, table
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import CellStore, results_dir
@@ -639,7 +640,7 @@ def command(argv=None) -> dict:
     p = Parser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
-    p.add_argument("--out", default=None, help="results directory; the experiment's sweep goes into OUT/<experiment> "
+    p.add_argument("--out", type=directory, default=None, help="results directory; the experiment's sweep goes into OUT/<experiment> "
                    "(default runs/head_prompt[_quick])")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--n-states", nargs="+", type=int, help="experiment 1: the |H| values")

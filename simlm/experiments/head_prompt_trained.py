@@ -501,7 +501,7 @@ def markdown(rows: list[dict]) -> str:
 def parser():
     """The command line of ``head_prompt_protocol`` (the exact study, or ``--trained``): argparse whose
     errors raise :class:`ConfigError` naming the flag."""
-    from simlm.experiments.commandline import Parser, positive_int
+    from simlm.experiments.commandline import Parser, directory, positive_int
 
     p = Parser(prog="python -m simlm.experiments.head_prompt_protocol",
                description="Wei, Xie & Ma's experiment-1 protocol next to simlm's: exact features one factor at "
@@ -509,7 +509,7 @@ def parser():
                            "20-vector prompt.")
     p.add_argument("--quick", action="store_true", help="two small sizes, one world: a smoke run")
     p.add_argument("--trained", action="store_true", help="the trained-transformer study (this module)")
-    p.add_argument("--out", default=None, help="--trained: results directory (records and summary.json)")
+    p.add_argument("--out", type=directory, default=None, help="--trained: results directory (records and summary.json)")
     p.add_argument("--sizes", nargs="+", type=positive_int("sizes"), help="--trained: the |H| values")
     p.add_argument("--worlds", type=positive_int("worlds"), help="--trained: worlds per size")
     p.add_argument("--n-train", type=positive_int("n-train"), help="--trained: training sequences per task")

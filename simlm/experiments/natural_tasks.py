@@ -62,8 +62,8 @@ import numpy as np
 from simlm.checks import (as_tuple, check_distinct_labels, check_distributions, check_instance, check_positive,
                           check_positive_int)
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, executor_of, figure_path,
-                                           run_main)
+from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
+                                           figure_path, run_main)
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
 from simlm.experiments.store import results_dir
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy, quad_minimiser
@@ -787,7 +787,7 @@ def command(argv=None) -> dict:
     :class:`~simlm.errors.SimlmError` before anything is computed (:func:`main` prints it as one line)."""
     p = Parser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny sweep (one world, S = 21 contexts), well under 60 s")
-    p.add_argument("--out", default=None, help="results directory: the sweep's files, results.json and the PNGs "
+    p.add_argument("--out", type=directory, default=None, help="results directory: the sweep's files, results.json and the PNGs "
                    "(default runs/natural_tasks[_quick])")
     p.add_argument("--figure", default=None, help="also copy the summary figure here (e.g. docs/natural_tasks.png)")
     p.add_argument("--worlds", nargs="+", choices=WORLDS, default=None)

@@ -37,7 +37,8 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.errors import ConfigError
-from simlm.experiments.commandline import Parser, add_run_options, check_run_options, executor_of, run_main
+from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
+                                           run_main)
 from simlm.experiments.nested import leaf_rows, nested_of
 from simlm.experiments.registry import experiment_sweep
 from simlm.experiments.store import results_dir
@@ -411,7 +412,7 @@ def command(argv=None) -> dict:
     
     p = Parser(prog="python -m simlm.experiments.token_accuracy", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (the tests' mode), about a minute")
-    p.add_argument("--out", default=None, help="results directory: the sweep's files, checkpoints, results.json "
+    p.add_argument("--out", type=directory, default=None, help="results directory: the sweep's files, checkpoints, results.json "
                    "and the PNG (default runs/token_accuracy[_quick]); a rerun resumes")
     p.add_argument("--figures", default=None, help="also write the PNG here (e.g. docs/)")
     add_run_options(p)
