@@ -42,6 +42,19 @@ def test_the_worst_row_is_a_violated_one_even_without_a_share_of_the_slack(tmp_p
     assert "| c | q | 3 | 2 | 0 | violated | w/bad2 |" in markdown(rows, tmp_path, [])
 
 
+def test_the_report_states_each_checks_tolerance_and_marks_a_holding_share_above_one(tmp_path):
+    """A row over its bound by less than its atol holds, and its share (1.0000001) printed as "1" beside "0
+    violations"; the tolerance was in no sentence of report.md (a review, 2026-12-06)."""
+    rows = [_stored("near", row("q", 0.30000001, 0.3, baseline=0.2, maximum=10.0, atol=1e-7)),
+            {**_stored("x", row("r", 0.1, 0.3, baseline=0.0, maximum=10.0)), "check": "exact"}]
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    text = markdown(rows, tmp_path, [])
+    assert "| c | q | 1 | 0 | 0 | 1.0000001 (within atol) | w/near |" in text
+    assert "the rounding its check forgives: c 1e-07; every other check's rows are judged exactly" in text
+    assert "Every row is judged exactly" in markdown(rows[1:], tmp_path, [])
+
+
 def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():
     rows = [_stored("ok", row("q", 0.9, 1.0)), _stored("over", row("q", 1.2, 1.0)),
             _stored("nan", row("q", math.nan, 1.0))]

@@ -9,7 +9,8 @@ a check and nothing else.  Every row a check returns is a dict with at least
     bound      the value the paper's statement bounds it by, or None where the quantity has no bound
     holds      measured ≤ bound + atol (None without a bound; ``atol`` 0 unless the check forgives rounding)
     trivial    True where no LM could violate the bound (the row holds and the bound is at least the
-               quantity's largest possible value), None without a bound — a check that cannot fail is
+               quantity's largest possible value), None without a bound or where that largest value is
+               not known (such a row counts as one that could fail) — a check that cannot fail is
                reported as such
 
 and may add its own columns.  The runner adds the shared ones (:data:`COLUMNS`).  A check that builds its own
