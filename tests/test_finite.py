@@ -396,3 +396,18 @@ def test_the_joint_fit_draws_theta_and_phi_from_their_own_keys():
     theta = np.asarray(fit_cross_entropy_joint(P, 2, steps=1, seed=0).theta, np.float64)
     np.testing.assert_allclose(theta, theta0 - 0.05 * np.sign(grad), atol=1e-5)  # float32
     np.testing.assert_allclose(theta[0], [0.0504, -0.1406], atol=1e-4)
+
+
+def test_quad_excess_projects_an_ill_conditioned_concrete_phi_in_float64():
+    """float32's pinv cutoff (~5e-6 of σ_max) dropped real directions of Φ: at the minimiser f* of a Φ of
+    condition 1e6 the excess read 0.023 where it is 0 (a review, 2026-12-06).  A concrete Φ is projected in
+    float64 on the host; what is left is float32's rounding of f·Φ (|f*| ~ 2e5 here)."""
+    from simlm.models.finite import quad_excess
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(4), 3)
+    U, _, Vt = np.linalg.svd(rng.standard_normal((3, 4)), full_matrices=False)
+    phi = (U @ np.diag([1, 1e-3, 1e-6]) @ Vt).astype(np.float32).astype(np.float64)
+    f_star = np.linalg.lstsq(phi.T, P.T, rcond=None)[0].T
+    assert float(np.max(quad_excess(f_star, P, phi))) < 1e-5
+    f = f_star + 0.1 * rng.standard_normal(f_star.shape)
+    np.testing.assert_allclose(quad_excess(f, P, phi), 0.5 * np.sum(((f - f_star) @ phi) ** 2, -1), rtol=0, atol=5e-5)

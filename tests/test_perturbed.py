@@ -575,3 +575,14 @@ def test_a_cold_temperature_keeps_its_laws_laws_at_any_scale():
         out = np.asarray(perturbed._perturb("temperature", raw, jnp.float32(s), {"colder": jnp.asarray(True)}),
                          np.float64)
         assert out.max() <= 0 and np.abs(np.log(np.exp(out).sum(-1))).max() < 1e-6, s
+
+
+def test_rare_words_on_one_hot_laws_gets_a_threshold_its_own_check_accepts():
+    """Every law one-hot: the rare threshold was 2 × 1 = 2.0, which epsilon_of_scale refused as "no probability"
+    (a review, 2026-12-06); it is the float32 just above 1, and no scale moves ε off 0."""
+    from simlm.models.perturbed import epsilon_of_scale, perturbation_params
+    with np.errstate(divide="ignore"):
+        lp = np.log(np.array([[[1.0, 0.0], [0.0, 1.0]]]))
+    params = perturbation_params("rare-words", 2, 0, lp)
+    assert float(params["threshold"]) == np.nextafter(np.float32(1), np.float32(2))
+    assert epsilon_of_scale("rare-words", lp, 1.0, params) == 0.0

@@ -277,7 +277,10 @@ def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float
 
 def best_achievable_epsilon(p_star, phi, weights=None, *, steps: int = 100, tol: float = 1e-8) -> float:
     """min_θ Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) (weights normalised; uniform by default), nats: the ε of
-    :func:`fit_cross_entropy`'s optimum (``steps``, ``tol`` as there), the floor any softmax LM with this Φ has."""
+    :func:`fit_cross_entropy`'s optimum (``steps``, ``tol`` as there), the floor any softmax LM with this Φ has —
+    from above: within about ``tol`` of it where p* has zeros (the optimum lies at infinity and the fit stops
+    on its gradient: 2e-9 at tol 1e-8 for a floor of 0) plus float32 rounding of θ (~3e-9).  The float64
+    :func:`simlm.theory.natural_tasks.softmax_excess` polishes the fit (~1e-11)."""
     return fit_cross_entropy(p_star, phi, weights=weights, steps=steps, tol=tol).epsilon(p_star, weights)
 
 
@@ -349,11 +352,20 @@ def quad_excess(f, p_star, phi) -> jax.Array:
     squares, never negative, with no cancellation between two losses.  Pure jnp (jit-able; the trainer's
     exact Quad ε is its mean over positions); concrete arguments are checked first.  Computed in
     float32, or in float64 for float64 input under ``jax.enable_x64(True)`` (the theory's ε_quad,
-    :func:`simlm.theory.natural_tasks.quad_epsilon`)."""
-    if _concrete(f, p_star, phi):
+    :func:`simlm.theory.natural_tasks.quad_epsilon`).  Π_Φ of a concrete Φ is computed on the host in float64
+    (float32's pinv cutoff, ~5e-6 of σ_max, dropped real directions of an ill-conditioned Φ: 0.023 for an
+    ε_quad of 0 at condition 1e6, a review 2026-12-06); under a trace in float32 it is ``pinv``'s, right to
+    ~1e-5 up to a condition of ~1e4 and not beyond."""
+    concrete = _concrete(f, p_star, phi)
+    if concrete:
         f, p_star, phi = _check_quad(f, p_star, phi)
     f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
-    return 0.5 * jnp.sum((f @ phi - P @ (jnp.linalg.pinv(phi) @ phi)) ** 2, -1)
+    if concrete:
+        Q = np.linalg.pinv(np.asarray(phi, np.float64)) @ np.asarray(phi, np.float64)
+        proj = jnp.asarray(Q, dtype=jnp.result_type(P.dtype, phi.dtype))
+    else:
+        proj = jnp.linalg.pinv(phi) @ phi
+    return 0.5 * jnp.sum((f @ phi - P @ proj) ** 2, -1)
 
 
 def quad_fit(p_star, phi, *, steps: int = 2000, lr=None, init=None) -> jax.Array:

@@ -365,8 +365,10 @@ def _rare_threshold(logp, threshold) -> jax.Array:
         # every p* is rare when none is above the percentile (a law flat on its support): twice the largest,
         # whose log is above every p*'s computed along any path (one ulp above 1/3 had log 1/3's float32 log:
         # no word was rare, and ε(s) = 0 at every scale)
+        # (capped at the float32 just above 1, the largest threshold a params check accepts: every law one-hot
+        # put it at 2.0, which epsilon_of_scale then refused as no probability — a review, 2026-12-06)
         threshold = (max(np.float32(np.sqrt(np.float64(rare_max) * np.float64(above[0]))), up) if above.size
-                     else np.float32(2 * rare_max))
+                     else min(np.float32(2 * rare_max), np.nextafter(np.float32(1), np.float32(2))))
         # the test is log p* < log(threshold) in float32, where rare_max's log and a threshold a few ulps above
         # it can round alike (the next p* one ulp above rare_max): step the threshold up until rare_max is rare as
         # :func:`_perturb` tests it
