@@ -395,7 +395,9 @@ class Training:
     in the last bits from the same seed trained alone.  ``mesh`` is ``None`` on the single-device path.
 
     ``eval_chunk``: held-out sequences scored per chunk by :meth:`evaluate` (default
-    :func:`eval_chunk_sequences`, by backend); any chunk gives the same ε up to float rounding.
+    :func:`eval_chunk_sequences`, by backend); any chunk gives the same ε up to float rounding — in float32;
+    a bfloat16/float16 masked model's chunked forward (vmapped, one sequence at a time) rounds otherwise than
+    the whole batch's, ~1e-4 relative (3e-4 measured, a review 2026-12-06: both ~1e-3 off a float32 twin).
 
     ``step`` donates its ``state`` argument: use the state it returns, never the one passed in.  The
     arguments are checked as :func:`train` checks them (``ConfigError``/``ShapeError`` before anything
@@ -565,7 +567,10 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     masked_eval_positions(config))`` gives a rung's ε again, while all T positions give another number; quad:
     the exact Quad excess ½‖Φᵀ(f − f*)‖²), with the world's laws renormalised as
     :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them (:func:`_reference_laws`), so a rung's
-    recorded ε is the exact ε of its checkpoint on that set.  The learning rate warms up linearly from 0
+    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32; to compute-dtype rounding,
+    ~1e-4 relative, for a chunked bfloat16/float16 masked model).  The KL terms are summed in float32 on the
+    device: below ε ~1e-6 that is no longer exact (6e-3 relative at 3e-7, 28 % at 3e-8), so a rung target
+    there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up linearly from 0
     over ``warmup_steps`` (so the first step moves nothing) and then decays along a cosine to
     0.1 × ``learning_rate`` at ``max_steps``.
     Under BERT corruption (the default ``corruption=(0.8, 0.1, 0.1)``) the masked objective's optimum is
