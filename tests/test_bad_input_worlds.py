@@ -118,6 +118,8 @@ CASES = {
                                      "carrier_ids"),
     "loglinear-gain-bool": (lambda: LogLinearWorld.random(0, 2, 3, 2, representation="layernorm", gain=True),
                             ConfigError, "gain"),
+    "loglinear-gain-bool-array": (lambda: LogLinearWorld.random(0, 2, 3, 2, representation="layernorm",
+                                                                gain=np.array([True, True])), ConfigError, "gain"),
     "loglinear-gain-ragged": (lambda: LogLinearWorld.random(0, 2, 3, 2, representation="layernorm", gain=[[1.0], [1, 2]]),
                               ConfigError, "gain"),
     "loglinear-geometry-list": (lambda: LogLinearWorld.random(0, 2, 3, 2, geometry=["anchor"]), ConfigError, "geometry"),

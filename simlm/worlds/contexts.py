@@ -22,8 +22,11 @@ class ContextSet:
 
     ``prefixes`` tuple of S tuples of token ids; ``lengths (S,)``; ``prefix_probs (S,)`` = p(s) = P(x_1:|s|
     = s); ``weights (S,)`` = p_L(s) = p(s)/(L + 1), a length uniform on 0..L then a prefix of that
-    length, which sums to 1 up to the rounding of the world's float32 likelihoods (~1e-8; the checks that
-    weight by p_L renormalise it in float64); ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays."""
+    length, which sums to 1 up to the rounding of the world's float32 likelihoods (~1e-7: 4.7e-8 measured on
+    HMMs, 1.1e-7 on log-linear worlds; the checks that weight by p_L renormalise it in float64);
+    ``next_token_probs (S, V)`` = p*(·|s).  Float64 numpy arrays.  A context is kept where its float32
+    log p(s) is finite, so one below e^−745 (float64's smallest) is kept with p_L(s) = 0.0 — at least five
+    tokens of an HMM's least likely emissions, one of a log-linear world with logits ~1e3 apart."""
 
     prefixes: tuple
     lengths: np.ndarray
@@ -62,8 +65,8 @@ def enumerate_contexts(world, max_length: int, *, max_contexts: int = MAX_CONTEX
     of two rounded logs): ~1e-7 where log-likelihoods are of order 1, but 1e-3 for a log-linear world whose
     logits reach 3e4 in the earlier states that push log p(s) to ~−1.5e4 (``world.next_token_logprobs`` there:
     2e-8; where the context's own state has logits of 3e4 — a common offset — every law inherits their float32
-    rounding, 1e-3 relative, ``next_token_logprobs`` too).  Prefixes with p(s) = 0 are dropped (their
-    law is undefined).  Raises
+    rounding, 1e-3 relative, ``next_token_logprobs`` too).  Prefixes with p(s) = 0 (log p(s) = −∞ in
+    float32) are dropped (their law is undefined); one below e^−745 stays, with weight 0.0.  Raises
     :class:`ConfigError` if Σ_{t ≤ L} V^t exceeds ``max_contexts`` (default 100 000)."""
     if not (hasattr(world, "n_symbols") and callable(getattr(world, "log_likelihood", None))):
         raise ConfigError("world: expected a simlm world (with n_symbols and log_likelihood), got "

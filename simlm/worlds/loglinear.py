@@ -480,6 +480,8 @@ class LogLinearWorld(WorldBase):
                 gvec = np.full(d, radius / np.sqrt(d)) if gain is None else np.asarray(gain)
             except (TypeError, ValueError):
                 gvec = np.asarray(None)  # ragged: refused as non-numeric below
+            if gvec.dtype == bool:  # as the scalar True is
+                raise ConfigError(f"gain: expected a positive number or (d,) positive array, got {gain!r}")
             gvec = _real_array("gain", np.full(d, gvec) if gvec.ndim == 0 else gvec, 1)
             if gvec.shape != (d,) or np.any(gvec <= 0):
                 raise ConfigError(f"gain: expected a positive number or (d,) = ({d},) positive array, got {gain!r}")
