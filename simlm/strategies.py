@@ -18,7 +18,8 @@ entries that are exactly zero, the kind of positive weights (equal, two extreme 
 log-uniform) — and a seed, and numpy builds the array from them (:func:`_build_rows`).  Shrinking still
 means something: sizes first, then fewer zeros and simpler weights, down to uniform rows; and the hard
 cases (exact zeros, deterministic rows, entries at ``min_mass``, a spread of tiny ones) are each one
-structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each).
+structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each); the world
+strategies take ``min_mass`` too (default 0.05: pass 1e-30 for entries near float32's underflow).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def _rows(shape: tuple, allow_zeros: bool, min_mass: float) -> st.SearchStrategy
 #: the least ``min_mass`` :func:`probability_vectors` takes: a weight that small divided by its row's sum
 #: (≤ the row's length) is still a normal float64, so an entry drawn positive stays positive (5e-324 / 2 is 0)
 MIN_MASS = 1e-300
+#: the least ``min_mass`` of the world strategies: their worlds store float32, whose smallest normal is 1.2e-38
+#: (a weight of 1e-30 over a row sum up to 1e7 stays one)
+MIN_MASS_FLOAT32 = 1e-30
+
+
+def _world_min_mass(min_mass) -> float:
+    return check_number("min_mass", min_mass, minimum=MIN_MASS_FLOAT32, maximum=1.0)
 
 
 def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
@@ -114,29 +122,33 @@ def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float 
     return _rows((size,), check_flag("allow_zeros", allow_zeros), min_mass)
 
 
-def stochastic_matrices(rows: int, cols: int, *, allow_zeros: bool = True):
+def stochastic_matrices(rows: int, cols: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
     """A row-stochastic ``(rows, cols)`` matrix (float64), rows as in :func:`probability_vectors`."""
     check_positive_int("rows", rows)
     check_positive_int("cols", cols)
-    return _rows((rows, cols), check_flag("allow_zeros", allow_zeros), 0.05)
+    min_mass = check_number("min_mass", min_mass, minimum=MIN_MASS, maximum=1.0)
+    return _rows((rows, cols), check_flag("allow_zeros", allow_zeros), min_mass)
 
 
 def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_symbols: int = 4,
-         allow_zeros: bool = True):
+         allow_zeros: bool = True, min_mass: float = 0.05):
     """An :class:`~simlm.worlds.HMM` with K ∈ [min_states, max_states] and V ∈ [min_symbols,
     max_symbols], rows drawn as in :func:`probability_vectors` (with exact zeros when ``allow_zeros``),
-    each of π, A and B with its own structure."""
+    each of π, A and B with its own structure.  Positive weights are at least ``min_mass`` (in
+    [:data:`MIN_MASS_FLOAT32`, 1]) before normalising: the default keeps every entry above ~0.01; a tiny
+    one (1e-30) reaches the near-underflow paths (the log-space reruns) — it was fixed at 0.05 until
+    2026-12-06, whatever the module docstring promised."""
     _range("min_states", min_states, "max_states", max_states)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _hmms(min_states=min_states, max_states=max_states, min_symbols=min_symbols, max_symbols=max_symbols,
-                 allow_zeros=check_flag("allow_zeros", allow_zeros))
+                 allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass))
 
 
 @st.composite
-def _hmms(draw, *, min_states, max_states, min_symbols, max_symbols, allow_zeros):
+def _hmms(draw, *, min_states, max_states, min_symbols, max_symbols, allow_zeros, min_mass):
     K = draw(_integers(min_states, max_states))
     V = draw(_integers(min_symbols, max_symbols))
-    return HMM(*(_draw_rows(draw, shape, allow_zeros, 0.05) for shape in ((K,), (K, K), (K, V))))
+    return HMM(*(_draw_rows(draw, shape, allow_zeros, min_mass) for shape in ((K,), (K, K), (K, V))))
 
 
 def sparse_hmms(*, min_states: int = 2, max_states: int = 5, min_symbols: int = 2, max_symbols: int = 4,
@@ -180,23 +192,23 @@ def _task_vectors(draw, K, top):
 
 
 def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int = 2, min_symbols: int = 2,
-                max_symbols: int = 4, allow_zeros: bool = False):
+                max_symbols: int = 4, allow_zeros: bool = False, min_mass: float = 0.05):
     """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
     Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn as in
-    :func:`probability_vectors` (exact zeros only with ``allow_zeros``)."""
+    :func:`probability_vectors` (exact zeros only with ``allow_zeros``; ``min_mass`` as in :func:`hmms`)."""
     for name, value in (("max_cells", max_cells), ("max_values", max_values), ("max_syntactic", max_syntactic)):
         check_positive_int(name, value)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _memory_hmms(max_cells=max_cells, max_values=max_values, max_syntactic=max_syntactic,
                         min_symbols=min_symbols, max_symbols=max_symbols,
-                        allow_zeros=check_flag("allow_zeros", allow_zeros))
+                        allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass))
 
 
 @st.composite
-def _memory_hmms(draw, *, max_cells, max_values, max_syntactic, min_symbols, max_symbols, allow_zeros):
+def _memory_hmms(draw, *, max_cells, max_values, max_syntactic, min_symbols, max_symbols, allow_zeros, min_mass):
     N, M = draw(_integers(1, max_cells)), draw(_integers(1, max_values))
     Q, V = draw(_integers(1, max_syntactic)), draw(_integers(min_symbols, max_symbols))
-    prior, initial, transition, emission = (_draw_rows(draw, shape, allow_zeros, 0.05) for shape in
+    prior, initial, transition, emission = (_draw_rows(draw, shape, allow_zeros, min_mass) for shape in
                                             ((N, M), (N * Q,), (N * Q, N * Q), (M * Q, V)))
     return MemoryHMM(prior, initial, transition, emission.reshape(M, Q, V))
 

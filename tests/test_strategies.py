@@ -6,6 +6,7 @@ import pytest
 from hypothesis import find, given, settings, strategies as st
 from hypothesis.errors import NoSuchExample
 
+from simlm.errors import ConfigError
 from simlm.strategies import (MIN_MASS, hmms, loglinear_worlds, memory_hmms, probability_vectors, sparse_hmms,
                               stochastic_matrices, task_vectors, token_sequences, worlds_with_tokens)
 from simlm.worlds.hmm import HMM
@@ -251,3 +252,16 @@ def test_probability_vectors_approach_the_min_mass_floor_with_spread_weights():
     p = _reached(probability_vectors(6, allow_zeros=False, min_mass=1e-6),
                  lambda p: 1e-6 < _ratio(p) < 1e-5 and np.unique(p).size == 6)
     _check_rows(p, 1e-6, allow_zeros=False)
+
+
+def test_the_world_strategies_reach_entries_near_float32_underflow_with_a_small_min_mass():
+    """hmms and memory_hmms fixed min_mass at 0.05, so no property test over them reached an entry below ~0.01
+    (the smallest of 600 draws: 0.015) and the near-underflow paths went untested (a review, 2026-12-06)."""
+    smallest = lambda w: min(float(np.min(a[a > 0])) for a in map(np.asarray, w.parameter_arrays()))  # noqa: E731
+    world = _reached(hmms(max_states=3, max_symbols=3, min_mass=1e-30), lambda w: smallest(w) < 1e-20)
+    for a in map(np.asarray, world.parameter_arrays()):
+        np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
+    assert (world.log_likelihood(np.zeros((1, 3), np.int32)) <= 0).all()
+    assert smallest(_reached(memory_hmms(min_mass=1e-30), lambda w: smallest(w) < 1e-20)) < 1e-20
+    with pytest.raises(ConfigError, match="^min_mass: "):
+        hmms(min_mass=1e-40)  # below float32's normal numbers
