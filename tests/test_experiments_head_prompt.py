@@ -287,7 +287,7 @@ def test_a_training_set_of_one_class_is_refused():
 
 
 #: the table's columns, left to right (a header of two words is one column)
-COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "no m", "ceil",
+COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "n|m", "no m", "ceil",
            "major", "rank", "σmin", "resid", "feas", "δmin"]
 
 
@@ -320,7 +320,7 @@ def test_a_number_no_record_holds_is_a_dash_not_a_zero():
         assert row[k] is None, k
     (cells,) = _cells([row])
     assert cells == {"world": "w", "|H|": "4", "method": "head", "lm": "trained", "level": "final", "ε": "0.1",
-                     "acc": "0.900", "±sd": "-", "n": "1",
+                     "acc": "0.900", "±sd": "-", "n": "1", "n|m": "0",
                      **{c: "-" for c in ("ε read", "acc|m", "no m", "ceil", "major", "rank", "σmin", "resid", "feas",
                                          "δmin")}}
 

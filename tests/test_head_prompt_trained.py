@@ -240,7 +240,7 @@ def test_the_summary_skips_a_world_without_margin_whether_nan_or_stored_as_null(
     row = {"method": "head", "n_states": 4, "accuracy": 0.5, "majority": 0.5, "epsilon": 0.1}
     for missing in (float("nan"), None):
         (s,) = hpt.summary([{**row, "accuracy_with_margin": 1.0}, {**row, "accuracy_with_margin": missing}])
-        assert s["n"] == 2 and s["accuracy_with_margin"] == 1.0 and s["n_with_margin"] == 1  # (no count before)
+        assert s["n"] == 2 and s["accuracy_with_margin"] == 1.0 and s["n_worlds_with_margin"] == 1  # (no count before)
 
 
 def test_the_summary_gives_the_sample_sd_over_worlds_and_the_mean_majority_in_increasing_size():

@@ -31,7 +31,9 @@ protocol moves by at most 0.012 between the two (docs/head_prompt.md).
   warmup, no penalty) on the same exact law — the head-form factor with exact features.  One deviation:
   :func:`fit_probe` drops each epoch's last partial batch (8 of 5000 sequences an epoch at the authors'
   scale, 116 of 500 at :data:`DEFAULT`'s) where the authors' Trainer keeps it, and runs ``probe_steps`` =
-  3900 steps (100 epochs of ⌊5000/128⌋ = 39 full batches), not their 4000;
+  3900 steps (100 epochs of ⌊5000/128⌋ = 39 full batches), not their 4000; and the models are pretrained
+  with :class:`Config`'s ``mask_rate`` = 0.15 (BERT's), where the authors' runner passes
+  ``--mlm_probability 0.05`` (``MLM_PROB``, ``scripts/exp1_local_runner.sh``);
 - ``oracle-head-59``: simlm's head on P(x_0 | x_1:59) — what the truncation alone costs;
 - ``oracle-prompt-k``: the exact prompt (k likelihood vectors over hidden states, :func:`fit_exact_prompt`)
   + simlm's head form on x_1:(79 − k) (only with ``oracle_prompt``; the prompt form with exact features);
@@ -467,7 +469,8 @@ def run(study: TrainedStudy = DEFAULT, out: Path | None = None, log=print) -> li
 
 def summary(records: list[dict]) -> list[dict]:
     """Per (method, |H|): mean test accuracy ± sd over worlds, accuracy on inputs with margin (averaged over the
-    ``n_with_margin`` worlds that have such inputs, of the ``n``), and the trained LMs' mean ε."""
+    ``n_worlds_with_margin`` worlds that have such inputs, of the ``n``; a count of worlds, where a record's
+    ``n_with_margin`` counts test inputs), and the trained LMs' mean ε."""
     out = []
     for m in dict.fromkeys(r["method"] for r in records):
         for K in sorted({r["n_states"] for r in records if r["method"] == m}):
@@ -477,7 +480,7 @@ def summary(records: list[dict]) -> list[dict]:
             wm = [a for a in (r["accuracy_with_margin"] for r in g) if a is not None and a == a]
             out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
                         "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None,  # one world: no s.d.
-                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"), "n_with_margin": len(wm),
+                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"), "n_worlds_with_margin": len(wm),
                         "majority": float(np.mean([r["majority"] for r in g])),
                         "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
     return out
