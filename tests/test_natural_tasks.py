@@ -1165,3 +1165,19 @@ def test_a_task_on_a_context_the_lm_is_never_judged_on_has_an_infinite_bound_eve
 def test_the_exported_ceiling_and_slope_name_bad_input_instead_of_returning_nan(call, name):
     with pytest.raises((ConfigError, ShapeError), match=f"^{name}: "):
         call()
+
+
+def test_an_r2_of_a_fit_that_interpolates_is_nan_and_a_rank_deficient_one_keeps_its_r2():
+    """One context, or fewer distinct θ than coefficients (the quick sweep's world: 11 for 15), fit any log Z
+    exactly: R² read 1.0 (a review, 2026-12-06).  Duplicated θ add no degree of freedom; θ in a subspace (a
+    rank-deficient design) with more distinct rows than its rank still has its least-squares R²."""
+    from simlm.theory.log_partition import log_partition_fit
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((2, 4))
+    one = log_partition_fit(rng.standard_normal((1, 2)), phi)
+    assert math.isnan(one.r2_logz) and math.isnan(one.r2_mean) and not one.determined
+    few = rng.standard_normal((5, 2))  # 5 distinct θ, 6 coefficients, each repeated 4 times
+    assert math.isnan(log_partition_fit(np.repeat(few, 4, 0), phi).r2_logz)
+    line = np.outer(rng.standard_normal(40), [1.0, -2.0])  # θ on a line: rank-deficient, 40 distinct rows
+    fit = log_partition_fit(line, phi)
+    assert not fit.determined and 0 < fit.r2_logz <= 1 and 0 < fit.r2_mean <= 1

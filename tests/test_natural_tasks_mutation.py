@@ -76,6 +76,10 @@ def test_the_adversaries_summary_counts_non_trivial_rows_and_takes_the_worst_adv
     out = nta.targets({"rows": rows, "violations": []})["w"]
     assert out["rows"] == 4 and out["nontrivial_share"] == pytest.approx(3 / 4)
     assert out["worst_case_used"] == {("any-lm", "γ=1", "0.001"): 0.4, ("any-lm", "γ=1", "0.01"): 0.5}
+    # the cell whose rows are all trivial is said, not dropped from the line (a review, 2026-12-06)
+    assert out["no_share"] == [("any-lm", "γ=1", "0.1")]
+    text = nta.format_targets({"violations": 0, "w": {**out, "slopes": {}}})
+    assert "γ=1 ε=0.1: none (all trivial or no slack)" in text
 
 
 def test_a_task_without_slack_to_use_does_not_win_the_least_share_over_tasks():

@@ -709,12 +709,17 @@ def _ratio_panel(ax, result, choice):
 def _log_partition_panel(ax, result):
     lp = result["log_partition"]
     x = np.arange(len(lp))
-    ax.bar(x - 0.2, [max(r["r2_logz"], -0.1) for r in lp], 0.4, label="R² log Z")
-    ax.bar(x + 0.2, [max(r["r2_mean"], -0.1) for r in lp], 0.4, label="R² Φp_θ")
-    ax.set_xticks(x, [f"{r['world'][:6]}:{r['source'].replace('embeddings:', '')}{'' if r['determined'] else '*'}"
-                      for r in lp], rotation=75, fontsize=6)
-    ax.set(ylim=(min(0.5, min(r["r2_mean"] for r in lp) - 0.05), 1.01),
-           title="quadratic log-partition fit (* undetermined)")
+    # an R² of a fit that interpolates is NaN (it says nothing): no bar, and the tick says "n/a"
+    shown = lambda v: np.nan if v is None or not np.isfinite(v) else max(v, -0.1)  # noqa: E731
+    ax.bar(x - 0.2, [shown(r["r2_logz"]) for r in lp], 0.4, label="R² log Z")
+    ax.bar(x + 0.2, [shown(r["r2_mean"]) for r in lp], 0.4, label="R² Φp_θ")
+    mark = lambda r: ("" if r["determined"] and r.get("determined_mean", True) else "*") + (  # noqa: E731
+        " n/a" if not all(np.isfinite(shown(r[k])) for k in ("r2_logz", "r2_mean")) else "")
+    ax.set_xticks(x, [f"{r['world'][:6]}:{r['source'].replace('embeddings:', '')}{mark(r)}" for r in lp],
+                  rotation=75, fontsize=6)
+    low = np.nanmin([shown(r["r2_mean"]) for r in lp] + [0.5])
+    ax.set(ylim=(min(0.5, low - 0.05), 1.01),
+           title="quadratic log-partition fit (* coefficients undetermined; n/a: it interpolates)")
     ax.legend(fontsize=7, loc="lower left")
 
 

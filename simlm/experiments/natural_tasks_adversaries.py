@@ -154,14 +154,18 @@ def targets(result: dict) -> dict:
                 and r["bound"] == "any-lm"]
         rare = min(r["gamma"] for r in w)
         best: dict = {}
+        cells: dict = {}  # every (bound, γ, ε) cell, so that one whose rows are all trivial is said, not dropped
         for r in w:
-            if r["trivial"] or not (r["gamma"] == 1.0 or r["gamma"] == rare):
+            if not (r["gamma"] == 1.0 or r["gamma"] == rare):
+                continue
+            e = f"{r['target_eps']:g}" if r["eps_kind"] == "absolute" else r["eps_kind"]
+            key = (r["bound"], "γ=1" if r["gamma"] == 1.0 else f"γ={rare:.2g}", e)
+            cells.setdefault(key, None)
+            if r["trivial"]:
                 continue
             if r["slack_used"] is None or not math.isfinite(r["slack_used"]):  # no slack to use (≤ ATOL): no share
                 continue
-            e = f"{r['target_eps']:g}" if r["eps_kind"] == "absolute" else r["eps_kind"]
             task = (r["task"], r["task_kind"])
-            key = (r["bound"], "γ=1" if r["gamma"] == 1.0 else f"γ={rare:.2g}", e)
             best.setdefault(key, {})[task] = max(best.get(key, {}).get(task, -math.inf), r["slack_used"])
         fixed = [r for r in result["rows"] if r["world"] == world and r.get("family") == "adversarial-fixed-B"
                  and r["bound"] == "any-lm" and r["B_choice"] == "B*"]
@@ -172,7 +176,7 @@ def targets(result: dict) -> dict:
             slopes[key] = slope([r["eps_bound"] for r in g], [r["excess_grid"][i] for r, i in zip(g, at)])
         out[world] = {"nontrivial_share": float(np.mean([not r["trivial"] for r in grid])) if grid else math.nan,
                       "rows": len(grid), "worst_case_used": {k: min(v.values()) for k, v in best.items()},
-                      "slopes": slopes}
+                      "no_share": [k for k in cells if k not in best], "slopes": slopes}
     return out
 
 
@@ -192,9 +196,12 @@ def format_targets(t: dict) -> str:
         lines.append(f"  {world}: non-trivial (task, ε) rows of the aligned adversary on the ε grid: "
                      f"{w['nontrivial_share']:.0%} of the {w['rows']} built "
                      "(target ≥ 80%; pairs skipped not counted)")
-        for bound in dict.fromkeys(k[0] for k in w["worst_case_used"]):
+        none = [tuple(k) for k in w.get("no_share", [])]  # cells whose rows are all trivial or without slack
+        for bound in dict.fromkeys([k[0] for k in w["worst_case_used"]] + [k[0] for k in none]):
+            shares = [f"{g} ε={e}: {u:.2f}" for (b, g, e), u in w["worst_case_used"].items() if b == bound]
+            shares += [f"{g} ε={e}: none (all trivial or no slack)" for b, g, e in none if b == bound]
             lines.append(f"    {bound}: slack used by the worst adversary, least over non-trivial tasks (target ≥ 1/3): "
-                         + ", ".join(f"{g} ε={e}: {u:.2f}" for (b, g, e), u in w["worst_case_used"].items() if b == bound))
+                         + ", ".join(shares))
         for lm in dict.fromkeys(k[0] for k in w["slopes"]):
             v = [x for k, x in w["slopes"].items() if k[0] == lm and np.isfinite(x)]
             if v:

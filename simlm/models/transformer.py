@@ -28,8 +28,11 @@ Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (t
 ``"bfloat16"`` or ``"float16"`` the parameters stay float32 and the products run in that compute dtype:
 features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
 unembedding)`` equals the laws only up to compute-dtype rounding, which grows with the logits (rounded to the
-compute dtype): about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in float16 (measured: 1e-3 to 3e-3 and 2e-4
-to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  Attention scores and
+compute dtype): about 2⁻⁸·|logit| in bfloat16 and 2⁻¹¹·|logit| in float16, up to ~2× that where the terms
+of a logit cancel (the rounding follows max_v Σ_i |f_i Φ_iv|, not |logit|; measured: 1e-3 to 3e-3 and 2e-4
+to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12).  A bf16/fp16 model's
+laws are its own, not its float32 twin's: on the same weights they differ by up to ~0.1 nats (bfloat16)
+at logits ~6.  Attention scores and
 softmaxes, LayerNorm statistics and the output log_softmax are computed in float32 whatever the dtype.
 ``residual_dtype`` is the residual stream's (the embeddings and every block's sum): by default the compute
 dtype, so that every activation is in it; with ``residual_dtype="float32"`` under a bfloat16/float16
@@ -615,7 +618,9 @@ def require_kind(model: Transformer, causal: bool, what: str) -> None:
 
 
 def next_token_logprobs(model: Transformer, tokens: jax.Array) -> jax.Array:
-    """log p(x_t = · | x_<t) ``(n, T, V)``; row 0 is the law of the first token."""
+    """log p(x_t = · | x_<t) ``(n, T, V)``; row 0 is the law of the first token.  Like every pure function
+    here it takes up to max_len + 1 tokens (the position kept for a prepended or appended token, which
+    :func:`appended_token_logprobs` reads): the wrappers refuse more than max_len world tokens."""
     require_kind(model, True, "next_token_logprobs")
     return jax.nn.log_softmax(model(causal_inputs(tokens, model.config)), axis=-1)
 

@@ -33,9 +33,12 @@ class LogPartitionFit:
     Φp_θ ≈ A_mean θ + b_mean (``r2_mean`` over all coordinates, ``rms_mean``), least squares.
     ``determined`` is False when the θ's are too few or too alike to pin the quadratic down: no more rows
     n than its p = d(d+1)/2 + d + 1 coefficients (n ≤ p fits any values exactly, R² = 1), or a design
-    matrix (columns scaled to unit norm) with σ_min ≤ 1e-6 σ_max; ``r2_logz`` then means nothing.
-    ``determined_mean`` says the same of the affine fit of Φp_θ (d + 1 coefficients per coordinate) and
-    ``r2_mean``.  An R² is 1 where the fitted quantity is constant up to rounding (identical embeddings,
+    matrix (columns scaled to unit norm) with σ_min ≤ 1e-6 σ_max: the coefficients are not unique.
+    ``determined_mean`` says the same of the affine fit of Φp_θ (d + 1 coefficients per coordinate).  An R²
+    is NaN where its fit interpolates — no more distinct θ than the design's rank, so any values are fitted
+    exactly (it read 1.0); a rank-deficient design with more distinct θ still has a least-squares R² (the
+    fitted values are unique where the coefficients are not).  An R² is 1 where the fitted quantity is constant
+    up to rounding (identical embeddings,
     V = 1: Φp_θ is then constant, and its R² once read 0.59–0.92, rounding over rounding).  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values
     numpy returns, so it said True, with R² = 1, for n < p.)"""
 
@@ -84,13 +87,25 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
         return bool(sv[-1] > 1e-6 * sv[0])
 
-    def r2(res, y, floor):
-        """1 − SS_res/SS_tot, and 1 when y is constant up to rounding: SS_tot at or below
+    def interpolates(M) -> bool:
+        """No residual degree of freedom: no more distinct rows than the design's rank (σ > 1e-6 σ_max, columns
+        scaled to unit norm), so least squares fits any values exactly and an R² of 1 says nothing."""
+        distinct = np.unique(M, axis=0)
+        D = distinct / _column_scales(distinct)
+        sv = np.linalg.svd(D / np.maximum(np.linalg.norm(D, axis=0), 1e-300), compute_uv=False)
+        return len(distinct) <= int(np.sum(sv > 1e-6 * sv[0])) if sv[0] > 0 else len(distinct) <= 1
+
+    def r2(res, y, floor, design):
+        """NaN where the fit interpolates (:func:`interpolates`: 1 whatever y is — the quick sweep's world, 11
+        distinct θ for 15 coefficients, drew four bars at 1.0, a review 2026-12-06); else 1 − SS_res/SS_tot,
+        and 1 when y is constant up to rounding: SS_tot at or below
         (:data:`_CONSTANT_RTOL` · max(floor, max|y|))² per entry (identical embeddings or V = 1 make Φp_θ exactly
         constant, and 1 − rounding/rounding read anywhere in 0.59–0.92).  Computed on y and the residuals
         divided by that scale, so that squares of values beyond ~1e154 do not overflow.  log Z's floor is 1
         (its log V); Φp_θ's is 0, its own size: a floor of 1 read a mean of spread 1e-12 (Φ scaled by 1e-12,
         θ by 1e12, the same logits) as constant, R² 1 for a fit of R² 0.95."""
+        if interpolates(design):
+            return math.nan
         scale = max(floor, float(np.abs(y).max())) or 1.0
         y, res = y / scale, res / scale
         sst = float(np.sum((y - y.mean(0)) ** 2))
@@ -100,8 +115,8 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
         top = float(np.abs(res).max())
         return top * float(np.sqrt(np.mean((res / top) ** 2))) if top > 0 else 0.0
 
-    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz, 1.0), rms(res),
-                           G[:d].T, G[d], r2(rm, mean, 0.0), rms(rm), full_rank(X), full_rank(lin))
+    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2(res, logz, 1.0, X), rms(res),
+                           G[:d].T, G[d], r2(rm, mean, 0.0, lin), rms(rm), full_rank(X), full_rank(lin))
 
 
 def _column_scales(M) -> np.ndarray:
