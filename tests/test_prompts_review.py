@@ -502,3 +502,15 @@ def test_a_prompt_fit_warns_where_it_reads_positions_the_model_was_never_trained
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             fit(lm, x, y, k=2, steps=2)
+
+
+def test_a_prompt_result_predicts_one_sequence_given_without_its_batch_axis():
+    """An exact world's law drops the batch axis of a 1-D input, and the head then refused its "features"
+    (an argument the caller never gave; a review, 2026-12-06): one sequence is a batch of one, as the
+    transformer results already took it."""
+    w = HMM(np.array([.5, .5]), np.array([[.7, .3], [.4, .6]]), np.array([[.6, .1, .3], [.1, .6, .3]]))
+    x = np.random.default_rng(0).integers(0, 3, (30, 3))
+    y = (x[:, 0] == x[:, 2]).astype(int)
+    r = fit_exact_prompt(w, x, y, steps=3, n_restarts=1)
+    assert r.predict(w, x[0]).tolist() == r.predict(w, x[:1]).tolist() == r.predict(w, list(x[0])).tolist()
+    assert r.accuracy(w, x[0], y[:1]) == r.accuracy(w, x[:1], y[:1])
