@@ -123,7 +123,8 @@ def _checks(args) -> int:
 
 
 def _run_options(p, default_out):
-    p.add_argument("--out", type=directory, default=default_out, help=f"results directory (default {default_out}); rerunning resumes")
+    p.add_argument("--out", type=directory, default=default_out,
+                   help=f"results directory (default {default_out}); rerunning resumes")
     add_run_options(p)
 
 

@@ -18,8 +18,9 @@ entries that are exactly zero, the kind of positive weights (equal, two extreme 
 log-uniform) — and a seed, and numpy builds the array from them (:func:`_build_rows`).  Shrinking still
 means something: sizes first, then fewer zeros and simpler weights, down to uniform rows; and the hard
 cases (exact zeros, deterministic rows, entries at ``min_mass``, a spread of tiny ones) are each one
-structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each); the world
-strategies take ``min_mass`` too (default 0.05: pass 1e-30 for entries near float32's underflow).
+structure draw away, so hypothesis generates them often (tests/test_strategies.py finds each).
+:func:`hmms`, :func:`memory_hmms` and :func:`stochastic_matrices` take ``min_mass`` too (default 0.05; an HMM's
+entries go down to 1e-30, near float32's underflow; a memory HMM's to a floor set by its number of cells).
 """
 
 from __future__ import annotations
@@ -104,8 +105,16 @@ MIN_MASS = 1e-300
 MIN_MASS_FLOAT32 = 1e-30
 
 
-def _world_min_mass(min_mass) -> float:
-    return check_number("min_mass", min_mass, minimum=MIN_MASS_FLOAT32, maximum=1.0)
+def _world_min_mass(min_mass, floor: float = MIN_MASS_FLOAT32) -> float:
+    return check_number("min_mass", min_mass, minimum=floor, maximum=1.0)
+
+
+def _memory_floor(max_cells: int, longest_row: int) -> float:
+    """The least ``min_mass`` of :func:`memory_hmms`: a MemoryHMM's joint start probability multiplies one
+    entry of each cell's prior and one of the initial law (N + 1 entries, each ≥ min_mass / its row's length),
+    and refuses a product below float32's smallest normal number: 100 × that floor to the power 1/(N + 1)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    return max(MIN_MASS_FLOAT32, 100.0 * longest_row * tiny ** (1.0 / (max_cells + 1)))
 
 
 def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
@@ -195,13 +204,16 @@ def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int =
                 max_symbols: int = 4, allow_zeros: bool = False, min_mass: float = 0.05):
     """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
     Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn as in
-    :func:`probability_vectors` (exact zeros only with ``allow_zeros``; ``min_mass`` as in :func:`hmms`)."""
+    :func:`probability_vectors` (exact zeros only with ``allow_zeros``; ``min_mass`` as in :func:`hmms`, down
+    to :func:`_memory_floor` — 9e-11 at the default sizes — where the joint start probability, a product of
+    N + 1 entries, stays a normal float32)."""
     for name, value in (("max_cells", max_cells), ("max_values", max_values), ("max_syntactic", max_syntactic)):
         check_positive_int(name, value)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
+    floor = _memory_floor(max_cells, max(max_values, max_cells * max_syntactic))
     return _memory_hmms(max_cells=max_cells, max_values=max_values, max_syntactic=max_syntactic,
                         min_symbols=min_symbols, max_symbols=max_symbols,
-                        allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass))
+                        allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass, floor))
 
 
 @st.composite

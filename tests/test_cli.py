@@ -132,3 +132,7 @@ def test_an_empty_out_is_a_usage_error_not_the_working_directory(command, tmp_pa
     assert not list(tmp_path.iterdir())
     from simlm.experiments import anchors
     assert anchors.main(["--out", " "]) == 2 and not list(tmp_path.iterdir())
+    from simlm.errors import ConfigError
+    from simlm.experiments.store import results_dir
+    with pytest.raises(ConfigError, match="^out: expected a results directory, got an empty path"):
+        results_dir("")  # the Python API's runs too

@@ -1178,6 +1178,8 @@ def test_an_r2_of_a_fit_that_interpolates_is_nan_and_a_rank_deficient_one_keeps_
     assert math.isnan(one.r2_logz) and math.isnan(one.r2_mean) and not one.determined
     few = rng.standard_normal((5, 2))  # 5 distinct θ, 6 coefficients, each repeated 4 times
     assert math.isnan(log_partition_fit(np.repeat(few, 4, 0), phi).r2_logz)
+    far = 1000 + np.random.default_rng(1).standard_normal((11, 4))  # 11 ill-conditioned rows, 15 coefficients
+    assert math.isnan(log_partition_fit(far, np.random.default_rng(1).normal(size=(4, 6))).r2_logz)
     line = np.outer(rng.standard_normal(40), [1.0, -2.0])  # θ on a line: rank-deficient, 40 distinct rows
     fit = log_partition_fit(line, phi)
     assert not fit.determined and 0 < fit.r2_logz <= 1 and 0 < fit.r2_mean <= 1

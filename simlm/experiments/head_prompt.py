@@ -640,7 +640,8 @@ def command(argv=None) -> dict:
     p = Parser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
-    p.add_argument("--out", type=directory, default=None, help="results directory; the experiment's sweep goes into OUT/<experiment> "
+    p.add_argument("--out", type=directory, default=None,
+                   help="results directory; the experiment's sweep goes into OUT/<experiment> "
                    "(default runs/head_prompt[_quick])")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--n-states", nargs="+", type=int, help="experiment 1: the |H| values")

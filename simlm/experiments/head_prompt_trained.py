@@ -480,7 +480,8 @@ def summary(records: list[dict]) -> list[dict]:
             wm = [a for a in (r["accuracy_with_margin"] for r in g) if a is not None and a == a]
             out.append({"method": m, "n_states": K, "n": len(g), "accuracy": float(acc.mean()),
                         "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None,  # one world: no s.d.
-                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"), "n_worlds_with_margin": len(wm),
+                        "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
+                        "n_worlds_with_margin": len(wm),
                         "majority": float(np.mean([r["majority"] for r in g])),
                         "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
     return out
@@ -512,7 +513,8 @@ def parser():
                            "20-vector prompt.")
     p.add_argument("--quick", action="store_true", help="two small sizes, one world: a smoke run")
     p.add_argument("--trained", action="store_true", help="the trained-transformer study (this module)")
-    p.add_argument("--out", type=directory, default=None, help="--trained: results directory (records and summary.json)")
+    p.add_argument("--out", type=directory, default=None,
+                   help="--trained: results directory (records and summary.json)")
     p.add_argument("--sizes", nargs="+", type=positive_int("sizes"), help="--trained: the |H| values")
     p.add_argument("--worlds", type=positive_int("worlds"), help="--trained: worlds per size")
     p.add_argument("--n-train", type=positive_int("n-train"), help="--trained: training sequences per task")

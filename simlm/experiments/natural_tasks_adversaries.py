@@ -144,8 +144,10 @@ def targets(result: dict) -> dict:
     built has no row — it is listed under ``skipped`` — and is not counted) that some LM could fail
     (``trivial``: the bound is ≥ the largest (a) any LM can give at every B); ``worst_case_used``: per
     (bound, γ = 1 | rarest slice, ε), the least over non-trivial tasks of the most slack any adversary
-    of that bound uses at B*; ``slopes``: per (fixed-radius adversary, task), the log–log slope against
-    ε of its excess at its own radius (every ε of the grid with a positive excess)."""
+    of that bound uses at B*; ``no_share``: the (bound, γ, ε) cells without one (every row trivial or without
+    slack), said in :func:`format_targets` rather than dropped; ``slopes``: per (fixed-radius adversary,
+    task), the log–log slope against ε of its excess at its own radius (every ε of the grid with a positive
+    excess)."""
     out = {"violations": len(result["violations"])}
     rows = _adversary_rows(result["rows"])
     for world in sorted({r["world"] for r in rows}):

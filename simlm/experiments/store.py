@@ -236,7 +236,10 @@ def _replace_bytes(path: Path, data: bytes) -> None:
 
 def results_dir(out, field: str = "out") -> Path:
     """``out`` as a directory that exists (created if needed), or :class:`ConfigError` naming ``field`` (the
-    option that gave it: a command line writes it as its flag)."""
+    option that gave it: a command line writes it as its flag).  An empty path is refused: ``Path('')`` is the
+    working directory, where a run given ``out=''`` wrote its files."""
+    if isinstance(out, str) and not out.strip():
+        raise ConfigError(f"{field}: expected a results directory, got an empty path {out!r}")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

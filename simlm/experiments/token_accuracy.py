@@ -412,7 +412,8 @@ def command(argv=None) -> dict:
     
     p = Parser(prog="python -m simlm.experiments.token_accuracy", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (the tests' mode), about a minute")
-    p.add_argument("--out", type=directory, default=None, help="results directory: the sweep's files, checkpoints, results.json "
+    p.add_argument("--out", type=directory, default=None,
+                   help="results directory: the sweep's files, checkpoints, results.json "
                    "and the PNG (default runs/token_accuracy[_quick]); a rerun resumes")
     p.add_argument("--figures", default=None, help="also write the PNG here (e.g. docs/)")
     add_run_options(p)

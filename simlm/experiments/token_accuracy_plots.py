@@ -141,7 +141,8 @@ def summary(r: dict) -> str:
     for mode, s in r["substitution"].items():
         left_out = s.get("n_impossible") or 0  # inputs the world cannot produce (results before 2026-12-06: none)
         lines.append(f"substitution {mode}: TV exact {s['tv_exact']:.3g} Δconf Bayes {s['dconf_bayes']:.3g} "
-                     f"model {s['dconf_model']:.3g}" + (f" ({left_out:g} impossible inputs left out)" if left_out else ""))
+                     f"model {s['dconf_model']:.3g}"
+                     + (f" ({left_out:g} impossible inputs left out)" if left_out else ""))
     for k, (v, why) in r["verdicts"].items():
         lines.append(f"{v} {k}: {why}")
     return "\n".join(lines)

@@ -107,8 +107,8 @@ def _radius(contexts, task, eps, B_grid, Phi, norm, cache, bound) -> float:
     check_task_on(task, contexts)
     check_positive("eps", eps)
     grid = _grid("B_grid", B_grid)
+    _check_gamma(contexts, task)  # before τ's solve over the grid
     sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
-    _check_gamma(contexts, task)
     g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
     return float(grid[int(np.argmin(bound(sol, grid, g)))])
 

@@ -505,7 +505,8 @@ def worst_case_lm(task: AnchorTask, ctx: AnchorContexts, bulk, eps: float, *, co
 
     The most π-mass is a knapsack (value π_x, cost π_x KL_x); in the order of KL (value per cost) the
     prefix is its optimum at every budget a prefix spends exactly (:func:`worst_case_slack` scans the whole
-    Pareto frontier of the flip sets, a share of the bound being no knapsack) — and, with equal weights (:func:`~simlm.theory.anchors.anchor_contexts`' own), at every budget.
+    Pareto frontier of the flip sets, a share of the bound being no knapsack) — and, with equal weights
+    (:func:`~simlm.theory.anchors.anchor_contexts`' own), at every budget.
     Between those budgets with unequal weights the skipping order is a lower bound on it (before 2026-12-06
     the order stopped at the first context that did not fit, and on five contexts of Dirichlet(0.7) weights
     flipped none where one fitted).

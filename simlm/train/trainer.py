@@ -570,8 +570,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32; to compute-dtype rounding,
     ~1e-4 relative, for a chunked bfloat16/float16 masked model).  The KL terms are summed in float32 on the
     device: below ε ~1e-6 that is no longer exact (6e-3 relative at 3e-7, 28 % at 3e-8), so a rung target
-    there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up linearly from 0
-    over ``warmup_steps`` (so the first step moves nothing) and then decays along a cosine to
+    there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up
+    linearly from 0 over ``warmup_steps`` (so the first step moves nothing) and then decays along a cosine to
     0.1 × ``learning_rate`` at ``max_steps``.
     Under BERT corruption (the default ``corruption=(0.8, 0.1, 0.1)``) the masked objective's optimum is
     P(x_t | y, s_t = 1), which allows for randomised visible tokens, so its ε is not 0: ~7.5e-4 nats on a
