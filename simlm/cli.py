@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "LMs at controlled ε and check the papers' claims against ground truth",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    demo = sub.add_parser("demo", help="run the embedded default sweep (about 3 minutes on a 2-core CPU)",
+    demo = sub.add_parser("demo", help="run the embedded default sweep (1–3 minutes on a 2-core CPU)",
                           epilog="example: simlm demo --out runs/demo")
     _run_options(demo, "runs/demo")
     demo.set_defaults(run=_demo)
