@@ -74,6 +74,19 @@ def test_an_interrupted_job_keeps_its_finished_parts_and_the_rerun_computes_only
     assert calls == ["p2"] and result["new_cells"] == 1 and sorted(r["measured"] for r in result["rows"]) == [0, 1, 2]
 
 
+def test_stored_cells_outside_the_plan_are_said_when_they_are_tabulated(parts_check, tmp_path):
+    """Cells keyed otherwise by other code went into results.csv beside the plan's, with only the warning that
+    finished cells are reused (a review, 2026-12-06): now a warning names them."""
+    run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    entry = stored(tmp_path)[0]
+    with open(tmp_path / "cells.jsonl", "a") as f:
+        f.write(json.dumps({**entry, "cell": "h|oracle#None|test/parts|stale"}) + "\n")
+    with pytest.warns(RuntimeWarning, match=r"1 stored cell\(s\) are not in this run's plan \(e\.g\. "
+                                            r"'h\|oracle#None\|test/parts\|stale'"):
+        result = run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    assert result["new_cells"] == 0 and len(result["rows"]) == 4  # tabulated after the plan's three, as before
+
+
 def test_a_job_that_sees_the_directory_stores_each_cell_itself(parts_check, tmp_path):
     """What a process-pool worker runs: each cell is on disk before the next starts, tagged for its run."""
     _, fail = parts_check

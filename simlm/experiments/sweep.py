@@ -817,6 +817,13 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
     update_run(out / "environment.json", info["run"], cells_computed=new)
     rows = store.records(order)  # the config's order, whatever order the jobs finished in (one table per config)
+    planned = set(order)
+    extra = [k for k in store.cells if k not in planned]
+    if extra:  # tabulated after the plan's (a ladder lost this run keeps its stored rows), but said: rows of cells
+        # keyed otherwise by other code sat beside the new ones without a word (a review, 2026-12-06)
+        warnings.warn(f"{out}: {len(extra)} stored cell(s) are not in this run's plan (e.g. {extra[0]!r}: a trained "
+                      "ladder lost this run, or cells keyed otherwise by other code); their rows are tabulated after "
+                      "the plan's — use another --out for a table of this plan alone", RuntimeWarning, stacklevel=2)
     write_tables(rows, out)
     errors = [{"cell": f"{x['world']}|trained ladder", "error": x["error"]} for x in lost] + store.errors()
     summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors,
