@@ -113,6 +113,12 @@ def test_a_failed_cell_is_computed_again_by_a_rerun(parts_check, tmp_path):
     again = run_sweep(parse_config(PARTS), tmp_path, progress=False)
     assert calls == ["p1"] and again["new_cells"] == 1 and again["errors"] == [] and len(again["rows"]) == 3
     assert json.loads((tmp_path / "summary.json").read_text())["errors"] == []
+    # the run log counts the cells computed, not those attempted (a failure read "computed 1 cell", a review)
+    runs = json.loads((tmp_path / "environment.json").read_text())["runs"]
+    assert [(r["cells_computed"], r["cells_failed"]) for r in runs] == [(2, 1), (1, 0)]
+    from simlm.experiments.report import _runs
+    from simlm.experiments.store import CellStore
+    assert "computed 2 cells (1 more failed)" in _runs(tmp_path, CellStore(tmp_path / "cells.jsonl"))
 
 
 class Elsewhere:

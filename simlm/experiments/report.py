@@ -333,6 +333,8 @@ def _runs(out_dir: Path, store: CellStore) -> str:
     for run in runs:
         cells = run.get("cells_computed")
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
+        if cells is not None and run.get("cells_failed"):
+            done += f" ({run['cells_failed']} more failed)"
         where = "; ".join(part for part in (", ".join(run.get("devices", [])), run.get("cpu")) if part)
         flax = (run.get("packages") or {}).get("flax")
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "

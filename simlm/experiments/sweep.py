@@ -815,7 +815,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
             bar.update(1)
     bar.close()
     store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
-    update_run(out / "environment.json", info["run"], cells_computed=new)
+    # a cell attempted this run that failed is no cell computed (report.md said "computed 1 cell" of a failure)
+    failed = sum(1 for e in store.cells.values() if e.get("error") and e.get("run") == info["run"])
+    update_run(out / "environment.json", info["run"], cells_computed=new - failed, cells_failed=failed)
     rows = store.records(order)  # the config's order, whatever order the jobs finished in (one table per config)
     planned = set(order)
     extra = [k for k in store.cells if k not in planned]
