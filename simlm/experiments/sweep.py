@@ -724,8 +724,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
-    of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` once
-    it has finished."""
+    of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` (stored
+    without an error) and ``cells_failed`` once it has finished."""
     from simlm.experiments.executors import InProcess, WorkerLost, progress_bar
 
     started, out = time.perf_counter(), Path(out)
