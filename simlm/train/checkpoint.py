@@ -39,14 +39,21 @@ def checksum(tree, model_config: dict | None = None) -> str:
     given (as JSON reads it back, keys sorted): the arrays mean a model only with the config that built them —
     ``n_heads``, ``causal`` or the activation edited in metadata.json loaded the same arrays as another model
     without a word (a review, 2026-12-06)."""
+    return _checksums(tree, model_config)[0]
+
+
+def _checksums(tree, model_config: dict | None) -> tuple[str, str]:
+    """(:func:`checksum` of the arrays and ``model_config``, of the arrays alone), the arrays hashed once."""
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
-    if model_config is not None:
-        h.update(b"model_config" + json.dumps(read_back(model_config), sort_keys=True).encode())
-    return h.hexdigest()
+    arrays = h.hexdigest()
+    if model_config is None:
+        return arrays, arrays
+    h.update(b"model_config" + json.dumps(read_back(model_config), sort_keys=True).encode())
+    return h.hexdigest(), arrays
 
 
 def save_tree(directory, tree, metadata: dict) -> dict:
@@ -145,7 +152,7 @@ def restore_tree(directory, like, metadata: dict | None = None):
                           f"{_RECREATE}") from None
     _check_shapes(directory, want, _shapes(tree))
     # a checkpoint saved before the checksum covered model_config (arrays only) still loads
-    if "checksum" in meta and meta["checksum"] not in (checksum(tree, meta.get("model_config")), checksum(tree)):
+    if "checksum" in meta and meta["checksum"] not in _checksums(tree, meta.get("model_config")):
         raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there with its "
                           f"model_config (their checksum differs from metadata.json's: the files were altered or "
                           f"mixed up); {_RECREATE}")
