@@ -107,9 +107,8 @@ def _radius(contexts, task, eps, B_grid, Phi, norm, cache, bound) -> float:
     check_task_on(task, contexts)
     check_positive("eps", eps)
     grid = _grid("B_grid", B_grid)
-    _check_gamma(contexts, task)  # before τ's solve over the grid
+    g = _check_gamma(contexts, task)  # before τ's solve over the grid
     sol = tau(contexts, task, grid, Phi=Phi, norm=norm, cache=cache)
-    g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
     return float(grid[int(np.argmin(bound(sol, grid, g)))])
 
 
@@ -172,10 +171,13 @@ def _check(contexts, task, eps, method):
     return contexts, eps
 
 
-def _check_gamma(contexts, task) -> None:
-    if not gamma(contexts.weights / contexts.weights.sum(), task.weights) > 0:
+def _check_gamma(contexts, task) -> float:
+    """γ of the task on ``contexts``, or a ConfigError where it is 0."""
+    g = gamma(contexts.weights / contexts.weights.sum(), task.weights)
+    if not g > 0:
         raise ConfigError("task: γ = 0 (the task weighs a context of p_L = 0): its bound is +∞ at every radius, "
                           "so no radius is B* and no LM can violate it")
+    return g
 
 
 def _loss(z, pos, neg) -> np.ndarray:
