@@ -105,7 +105,7 @@ MIN_MASS = 1e-300
 MIN_MASS_FLOAT32 = 1e-30
 
 
-def _world_min_mass(min_mass, floor: float = MIN_MASS_FLOAT32) -> float:
+def _min_mass(min_mass, floor: float) -> float:
     return check_number("min_mass", min_mass, minimum=floor, maximum=1.0)
 
 
@@ -127,16 +127,14 @@ def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float 
     positive weights (:data:`WEIGHTS`) and a numpy seed, and shrinks towards uniform vectors without zeros;
     with a zero share of 1 the vector is one-hot (:func:`_build_rows`)."""
     check_positive_int("size", size)
-    min_mass = check_number("min_mass", min_mass, minimum=MIN_MASS, maximum=1.0)
-    return _rows((size,), check_flag("allow_zeros", allow_zeros), min_mass)
+    return _rows((size,), check_flag("allow_zeros", allow_zeros), _min_mass(min_mass, MIN_MASS))
 
 
 def stochastic_matrices(rows: int, cols: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
     """A row-stochastic ``(rows, cols)`` matrix (float64), rows as in :func:`probability_vectors`."""
     check_positive_int("rows", rows)
     check_positive_int("cols", cols)
-    min_mass = check_number("min_mass", min_mass, minimum=MIN_MASS, maximum=1.0)
-    return _rows((rows, cols), check_flag("allow_zeros", allow_zeros), min_mass)
+    return _rows((rows, cols), check_flag("allow_zeros", allow_zeros), _min_mass(min_mass, MIN_MASS))
 
 
 def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_symbols: int = 4,
@@ -150,7 +148,7 @@ def hmms(*, min_states: int = 1, max_states: int = 4, min_symbols: int = 1, max_
     _range("min_states", min_states, "max_states", max_states)
     _range("min_symbols", min_symbols, "max_symbols", max_symbols)
     return _hmms(min_states=min_states, max_states=max_states, min_symbols=min_symbols, max_symbols=max_symbols,
-                 allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass))
+                 allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_min_mass(min_mass, MIN_MASS_FLOAT32))
 
 
 @st.composite
@@ -213,7 +211,7 @@ def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int =
     floor = _memory_floor(max_cells, max(max_values, max_cells * max_syntactic))
     return _memory_hmms(max_cells=max_cells, max_values=max_values, max_syntactic=max_syntactic,
                         min_symbols=min_symbols, max_symbols=max_symbols,
-                        allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_world_min_mass(min_mass, floor))
+                        allow_zeros=check_flag("allow_zeros", allow_zeros), min_mass=_min_mass(min_mass, floor))
 
 
 @st.composite
