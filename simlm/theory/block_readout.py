@@ -221,16 +221,20 @@ def _position(position, length: int) -> int:
     return check_positive_int("position", position, minimum=0, maximum=length - 1)
 
 
-def label_posterior(world, tokens, state_label, position: int) -> np.ndarray:
+def label_posterior(world, tokens, state_label, position: int, *, impossible: str = "raise"):
     """Exact P(y | x) ``(n, C)`` for the label y = ``state_label[h_position]`` (e.g. the topic of the state
     at ``position``) of an HMM ``world`` (its hidden states are its chain's: a MemoryHMM is refused, its
     ``joint_hmm()`` is one): the smoothed posterior P(h_position | x_1:T) summed over the states of each
-    label."""
+    label.  An impossible sequence raises, or with ``impossible="keep"`` the answer is ``(P(y | x),
+    possible (n,) bool)`` (:func:`~simlm.theory.corrupted_channel.chain_law64`)."""
     lab = _state_labels(state_label, int(check_chain_world(world, states=True).n_states))
     toks, _ = check_tokens(tokens, int(world.n_symbols))
     position = _position(position, toks.shape[1])
-    post = chain_law64(smoothed_posterior, world, toks)[:, position]  # float64: a Bayes decision's law
-    return post @ np.eye(lab.max() + 1)[lab]
+    law = chain_law64(smoothed_posterior, world, toks, impossible=impossible)  # float64: a Bayes decision's law
+    by_label = np.eye(lab.max() + 1)[lab]
+    if impossible == "keep":
+        return law[0][:, position] @ by_label, law[1]
+    return law[:, position] @ by_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +418,6 @@ def substitution_test(world, lm_confidence, tokens, token_class, state_label, po
     if c.shape != (V,):
         raise ShapeError(f"token_class: expected one class per token type, shape ({V},), got {c.shape}")
     base = label_posterior(world, toks, state_label, position)
-    lab = _state_labels(state_label, int(world.n_states))
     conf0 = _confidences(lm_confidence, toks, len(base))
     effects = []
     for i, mode in enumerate(SubstitutionTest._fields):
@@ -424,8 +427,7 @@ def substitution_test(world, lm_confidence, tokens, token_class, state_label, po
             continue
         # a substituted input the world cannot produce has no posterior (it raised a TokenError naming the
         # caller's tokens, a review 2026-12-06): left out of the means and counted
-        law, possible = chain_law64(smoothed_posterior, world, x, impossible="keep")
-        post = law[:, position] @ np.eye(lab.max() + 1)[lab]
+        post, possible = label_posterior(world, x, state_label, position, impossible="keep")
         dconf = np.abs(_confidences(lm_confidence, x, len(base)) - conf0)
         mean = lambda v: float(v[possible].mean()) if possible.any() else float("nan")  # noqa: E731
         effects.append(SubstitutionEffect(mean(0.5 * np.abs(post - base).sum(1)),
