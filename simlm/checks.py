@@ -59,6 +59,17 @@ def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarr
     return arr.astype(np.int32), single
 
 
+def as_batch(tokens):
+    """One sequence ``(T,)`` as a batch of one ``(1, T)`` (a world's law of a 1-D input drops the batch axis);
+    anything else as given, checked where it is read (a ragged list stays a list, for that check to name)."""
+    if isinstance(tokens, (list, tuple)):
+        try:
+            tokens = np.asarray(tokens)
+        except ValueError:
+            return tokens
+    return tokens[None] if getattr(tokens, "ndim", None) == 1 else tokens
+
+
 def check_positions(positions, length: int) -> np.ndarray:
     """Masked positions as int32 ``(P,)`` in [0, T); ``None`` means every position."""
     if positions is None:

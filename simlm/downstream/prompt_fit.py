@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from simlm._optim import minimise
-from simlm.checks import check_memory, check_positive_int, check_tokens
+from simlm.checks import as_batch, check_memory, check_positive_int, check_tokens
 from simlm.downstream.heads import (HeadLogits, adam_restarts, check_labels, head_loss, standardise,
                                     warn_missing_classes)
 from simlm.errors import ConfigError, TokenError, TrainingDivergedError, ZeroProbabilityError
@@ -198,26 +198,15 @@ def check_prompt_fit(start_loss, final_losses, what: str, prompt=None) -> None:
 
 # ---- results --------------------------------------------------------------------------------------
 
-def _batch(tokens):
-    """One sequence ``(T,)`` as a batch of one (an exact world's law drops the batch axis of a 1-D input, and
-    the head then named its features as the bad argument); anything else as given, checked where it is read."""
-    if isinstance(tokens, (list, tuple)):
-        try:
-            tokens = np.asarray(tokens)
-        except ValueError:  # ragged: refused where the tokens are read
-            return tokens
-    return tokens[None] if getattr(tokens, "ndim", None) == 1 else tokens
-
-
 class PromptedClassifier:
     """Predictions and accuracy of a prompt result through its own ``features(source, tokens)`` (source: the
     world for an exact prompt, the LM for a transformer prompt) and ``head``."""
 
     def predict(self, source, tokens) -> np.ndarray:
-        return self.head.predict(self.features(source, _batch(tokens)))
+        return self.head.predict(self.features(source, as_batch(tokens)))
 
     def accuracy(self, source, tokens, labels) -> float:
-        return self.head.accuracy(self.features(source, _batch(tokens)), labels)
+        return self.head.accuracy(self.features(source, as_batch(tokens)), labels)
 
     def scored(self, source, train_features, labels, test):
         """This result with its accuracies: on the training set from ``train_features`` as given (the exact

@@ -37,8 +37,8 @@ from scipy.special import logsumexp
 from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.precision import mm
 from simlm.worlds import hmm_core as core
-from simlm.checks import (as_array, as_key, as_rng, check_finite, check_instance, check_memory, check_non_negative,
-                          check_positive_int, check_real_array, check_tokens, mean_and_sem)
+from simlm.checks import (as_array, as_batch, as_key, as_rng, check_finite, check_instance, check_memory,
+                          check_non_negative, check_positive_int, check_real_array, check_tokens, mean_and_sem)
 from simlm.worlds.hmm import HMM, ChainInference
 from simlm.worlds.memory import MemoryHMM
 
@@ -227,8 +227,8 @@ class PosteriorTask(_LinearLabels):
         """``"prepended"``: P(H_0 | x_1:T); ``"next"``: P(H_{T+1} | x_1:T) = P(H_T | x_1:T) A.  (n, K)."""
         self.check_world(world)
         if self.position == "prepended":
-            return np.asarray(world.prepended_state_posterior(_batch(tokens)))
-        filt = world.state_posterior(_batch(tokens), smoothed=False)[:, -1]
+            return np.asarray(world.prepended_state_posterior(as_batch(tokens)))
+        filt = world.state_posterior(as_batch(tokens), smoothed=False)[:, -1]
         return np.asarray(mm(filt, world.transition))
 
     def log_posteriors(self, world, tokens) -> np.ndarray:
@@ -236,8 +236,8 @@ class PosteriorTask(_LinearLabels):
         float range kept; −inf only for an exact 0)."""
         self.check_world(world)
         if self.position == "prepended":
-            return np.asarray(world.log_prepended_state_posterior(_batch(tokens)), np.float64)
-        log_filt = np.asarray(world.log_state_posterior(_batch(tokens), smoothed=False)[:, -1], np.float64)
+            return np.asarray(world.log_prepended_state_posterior(as_batch(tokens)), np.float64)
+        log_filt = np.asarray(world.log_state_posterior(as_batch(tokens), smoothed=False)[:, -1], np.float64)
         return log_matvec(log_filt, world.transition)  # log Σ_i P(h_T = i | x) A[i, ·]
 
 
@@ -278,12 +278,12 @@ class MemoryTask(_LinearLabels):
     def posteriors(self, world, tokens) -> np.ndarray:
         """P(m_cell = v | x_1:T), ``(n, M)``."""
         self.check_world(world)
-        return np.asarray(world.memory_posterior(_batch(tokens))[:, self.cell])
+        return np.asarray(world.memory_posterior(as_batch(tokens))[:, self.cell])
 
     def log_posteriors(self, world, tokens) -> np.ndarray:
         """log of :meth:`posteriors`, computed in log space, float64 ``(n, M)``."""
         self.check_world(world)
-        return np.asarray(world.log_memory_posterior(_batch(tokens))[:, self.cell], np.float64)
+        return np.asarray(world.log_memory_posterior(as_batch(tokens))[:, self.cell], np.float64)
 
 
 def check_position(position) -> str:
@@ -306,11 +306,6 @@ def _check_world(world, cls, size: int, attr: str) -> None:
     have = world.n_states if cls is HMM else world.n_values
     if have != size:
         raise ShapeError(f"world: the task's labels read {size} hidden values but the world has {attr} = {have}")
-
-
-def _batch(tokens):
-    arr = np.asarray(tokens)
-    return arr[None] if arr.ndim == 1 else arr
 
 
 # ---- construction with a non-degenerate probe ---------------------------------------------------
