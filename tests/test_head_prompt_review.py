@@ -486,3 +486,17 @@ def test_the_prompt_record_reads_the_graph_its_prompt_comes_from():
     assert pf.feasible and pf.exact
     assert pf.allowed == ((0, 2),) and pf.reachable == ((0, 1, 2),) and pf.gate == (0, 2)
     assert all(set(W) <= set(R) for W, R in zip(pf.allowed, pf.reachable))
+
+
+def test_the_bundle_takes_a_task_vector_of_0s_and_1s_where_its_certificate_is_needed():
+    """μ = (1, 0, 0) is a task vector every check accepts; the bundle passed it on to failure_certificate, which
+    refuses 0/1 arrays as ambiguous labels, so a μ ∉ col(B) of 0s and 1s crashed the bundle."""
+    world = HMM(np.full(3, 1 / 3), np.full((3, 3), 1 / 3), np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]))
+    x = np.array(list(itertools.product(range(2), repeat=2)), np.int32)
+    for mu in (np.array([1.0, 0.0, 0.0]), np.array([1, 0, 1])):
+        assert not hp.head_realisability(world, mu).realisable
+        rec = hp.check_head_prompt_conditions(world, mu, x)
+        # μ ≥ 0 labels every input 1: no pair of different labels, and the record says so
+        assert rec.certificate is not None and not rec.certificate.found and rec.certificate.n_samples == len(x)
+    with pytest.raises(ConfigError, match="ambiguous"):  # the public certificate still refuses them
+        hp.failure_certificate(world, np.array([1, 0, 1]), x)

@@ -185,7 +185,10 @@ class EmissionRank:
 
 @dataclass(frozen=True)
 class HeadRealisability:
-    """min_b ‖Bb − μ‖/‖μ‖ on the states of supp π and the constructive head b = B⁺μ (V,) there."""
+    """The constructive head b = B⁺μ (V,) on the states of supp π, and ``residual`` = ‖μ − Πμ‖/‖μ‖ there, Π
+    the projection onto B's left singular vectors with σ > tol·σ_max: min_b ‖Bb − μ‖/‖μ‖ where that is B's
+    rank, else a residual that reads the singular values below tol as zero (an invertible B with σ_min/σ_max
+    < tol reads 1.0 for a μ it fits to 1e-12; :func:`head_realisability`)."""
     residual: float
     head: np.ndarray
     realisable: bool
@@ -237,7 +240,7 @@ class PromptFeasibility:
     ``uncovered``: states of S no allowed last-step state leads to.  ``reweighting``: r of the
     constructive prompt (max 1), ``margin`` = min_{h∈S} r_h where feasible, else 0 (at δ > 0 the prompt of an
     infeasible graph can still have r_S > 0, through entries δ reads as zero), ``off_support_mass`` =
-    P(H_0 ∉ S | z);
+    P(H_0 ∉ S | z) (NaN where no prompt is built: no allowed last-step state);
     ``delta``: the soft-zero threshold δ the graph was read at (0: exact zeros; ``tol`` is its old name).
     ``exact``: the constructive prompt leaves exactly zero mass off S (every last-step state has
     A[g, h] = 0 for h ∉ S), so P(H_0 ∉ S | z, x) = 0 for every x — the theorem's hypothesis.  It is built
@@ -586,9 +589,19 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
             raise ShapeError(f"mu_or_labels: labels must have shape ({n},) — one per sequence — got {lab.shape}")
         y = lab
     else:
-        m = check_task_vector(mu_or_labels, B.shape[0])
-        score = p @ m
-        y, clear = score >= 0, np.abs(score) > margin * np.abs(m).max()
+        y, clear = _clear_labels(p, check_task_vector(mu_or_labels, B.shape[0]), margin)
+    return _certificate(B, p, y, clear, tokens, features, tol, max_pairs)
+
+
+def _clear_labels(p, m, margin):
+    """The labels 1[μᵀP(H_0|x) ≥ 0] of posteriors ``p`` (n, K), and which of them are clear of the margin."""
+    score = p @ m
+    return score >= 0, np.abs(score) > margin * np.abs(m).max()
+
+
+def _certificate(B, p, y, clear, tokens, features, tol, max_pairs) -> FailureCertificate:
+    """:func:`failure_certificate` on checked arguments: labels ``y`` (n,), those ``clear`` of the margin."""
+    n = len(p)
     if isinstance(features, str) and features == "masked":
         F = p @ B
     elif callable(features):
@@ -633,8 +646,11 @@ def check_head_prompt_conditions(world, mu, tokens, *, k: int = 1, tol: float = 
     if prompt.feasible:
         b_prompt = prompt_head(world, mu, prompt.prompt, tol=tol)
         prompt_check = verify_prompt(world, mu, prompt.prompt, b_prompt, tokens, margin=margin)
-    certificate = None if head.realisable else failure_certificate(world, mu, tokens, tol=feature_tol,
-                                                                          margin=margin)
+    certificate = None
+    if not head.realisable:  # μ itself (failure_certificate would refuse a μ of 0s and 1s as ambiguous labels)
+        B, p = chain64(world)[2], state_posterior0(world, tokens)
+        y, clear = _clear_labels(p, check_task_vector(mu, B.shape[0]), margin)
+        certificate = _certificate(B, p, y, clear, tokens, "masked", feature_tol, 100)
     head_holds = head.realisable and head_check.holds
     prompt_cond = prompt.feasible and support.full_row_rank
     prompt_holds = prompt_cond and prompt_check.holds
