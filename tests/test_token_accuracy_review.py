@@ -757,3 +757,26 @@ def test_a_nan_score_is_refused_not_read_as_a_prediction_of_token_0():
             fn(np.array([[0.2, 0.5, 0.3], [np.nan, 0.5, 0.2]]))
     log_scores = np.array([[-np.inf, np.log(0.5), np.log(0.5)], [-np.inf, 0.0, -np.inf]])  # −inf is a score
     np.testing.assert_array_equal(hits(log_scores, np.array([1, 1])), [0.5, 1.0])
+
+
+def test_a_top_score_of_inf_is_the_prediction_at_any_tie_tolerance():
+    """With rtol > 0 a row whose maximum is +inf computed inf − rtol·inf = NaN, no token was at the top, and the
+    row read as an untied prediction of token 0: hits 1 where token 0 is never the argmax."""
+    from simlm.theory.token_accuracy import argmax_split, hits
+    s = np.array([[1.0, np.inf, np.inf], [0.0, np.inf, 1.0], [-np.inf, -np.inf, -np.inf]])
+    for rtol in (0.0, 1e-9):
+        np.testing.assert_array_equal(hits(s, np.array([0, 0, 0]), rtol), [0.0, 0.0, 1 / 3])
+        np.testing.assert_array_equal(hits(s, np.array([1, 1, 2]), rtol), [0.5, 1.0, 1 / 3])
+        pred, tied, _ = argmax_split(s, rtol)
+        np.testing.assert_array_equal(pred, [1, 1, 0])
+        np.testing.assert_array_equal(tied, [0, 2])
+
+
+@pytest.mark.parametrize("truth, error", [([1], ShapeError), ([1, 1, 1], ShapeError), ([5, 7], TokenError),
+                                          ([-1, 0], TokenError), ([1.7, 0.2], ConfigError)])
+def test_hits_refuses_a_truth_that_is_not_one_token_id_per_row(truth, error):
+    """A (1,) truth was broadcast over both rows (hits [1, 1]), ids ≥ V read as misses, and the rest crashed
+    with numpy's IndexError/ValueError."""
+    from simlm.theory.token_accuracy import hits
+    with pytest.raises(error, match="truth"):
+        hits(np.array([[0.1, 0.9, 0.0], [0.2, 0.7, 0.1]]), truth)

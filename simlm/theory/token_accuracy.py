@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import spearmanr
 
 from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_stochastic, check_tokens
-from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.worlds.base import check_number
 
 
@@ -258,7 +258,9 @@ def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.
         i, v = (int(k) for k in np.argwhere(np.isnan(q))[0])
         raise DistributionError(f"scores: row {i} has NaN at token {v}; expected numbers (an argmax of NaN is none)")
     top = q.max(-1, keepdims=True)
-    at_top = q >= top - rtol * np.abs(top) if rtol else q == top
+    # (q == top too: a top of +inf minus rtol·inf is NaN, and its row read as an untied prediction of token 0)
+    with np.errstate(invalid="ignore"):
+        at_top = (q >= top - rtol * np.abs(top)) | (q == top) if rtol else q == top
     pred = at_top.argmax(-1)  # the first of the tokens at the top (with rtol, not always q's argmax)
     tied = np.flatnonzero(at_top.sum(-1) > 1)
     share = at_top[tied].astype(np.float64)
@@ -268,9 +270,15 @@ def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.
 def hits(scores, truth, rtol: float = 0.0) -> np.ndarray:
     """Whether the argmax of each row of ``scores (m, V)`` is ``truth (m,)``, ties split as :func:`argmax_split`
     splits them: 1 or 0, or 1/|tie| where the truth is among |tie| tied tokens — the expected hit of a random
-    tie-break, float64 ``(m,)``."""
-    truth = np.asarray(truth)
-    return _hits_of(*argmax_split(scores, rtol), truth)
+    tie-break, float64 ``(m,)``.  ``truth`` takes integer ids in [0, V), one per row (a ShapeError or
+    TokenError otherwise: a (1,) truth was broadcast over every row, an id ≥ V read as a miss)."""
+    split = argmax_split(scores, rtol)
+    m, V = np.shape(scores)
+    truth = _labels("truth", truth, m)
+    if truth.min() < 0 or truth.max() >= V:
+        bad = truth[(truth < 0) | (truth >= V)][0]
+        raise TokenError(f"truth: expected token ids in [0, {V}) (V = scores.shape[1]), got {bad}")
+    return _hits_of(*split, truth)
 
 
 def _hits_of(pred, tied, share, truth) -> np.ndarray:
@@ -424,7 +432,8 @@ def normalized_mutual_information(a, b) -> float:
 
 
 def within_class_errors(confusion, classes) -> float:
-    """The share of errors (off-diagonal mass of ``confusion``) whose prediction is in the true token's class."""
+    """The share of errors (off-diagonal mass of ``confusion``) whose prediction is in the true token's class;
+    NaN where there is no error (a share of none)."""
     M = _square("confusion", confusion)
     c = _labels("classes", classes, M.shape[0])
     off = M * (1 - np.eye(len(M)))
