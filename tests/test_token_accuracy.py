@@ -422,11 +422,11 @@ def test_a_substitution_that_changes_nothing_is_nan_not_an_effect_of_zero():
     x = np.asarray(w.hmm.sample(0, 32, 10))
     assert np.array_equal(substitute(x, w.token_class, "within", 1.0, 0), x)
     out = substitution_test(w.hmm, lambda t: np.zeros(len(t)), x, w.token_class, topic_of_state(2, 2), 5, seed=1)
-    assert np.isnan(out.within[:3]).all() and out.within.n_impossible == 0
+    assert np.isnan(out.within[:3]).all() and out.within.n_impossible == 0 and out.within.substituted == 0
     assert out.across.tv_exact > 1e-2 and out.random.tv_exact > 1e-2
     none = substitution_test(w.hmm, lambda t: np.zeros(len(t)), x, w.token_class, topic_of_state(2, 2), 5,
                              fraction=0.0)
-    assert np.isnan(np.asarray(none)[:, :3]).all() and (np.asarray(none)[:, 3] == 0).all()
+    assert np.isnan(np.asarray(none)[:, :3]).all() and (np.asarray(none)[:, 3:] == 0).all()
 
 
 def _verdict_input(rungs, within=0.0):

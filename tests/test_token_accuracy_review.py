@@ -170,6 +170,7 @@ def test_substituted_inputs_the_world_cannot_produce_are_counted_and_left_out_an
     possible = np.array([(r < 2).all() or (r >= 2).all() for r in xs])
     assert out.random.n_impossible == (~possible).sum() > 0 and possible.any()
     assert out.random.dconf_model == pytest.approx(np.abs(conf(xs) - conf(x))[possible].mean(), abs=1e-12)
+    assert out.random.substituted == pytest.approx((xs != x)[possible].mean(), abs=1e-12)
     calls = []
     for bad, name in [({"fraction": 2.0}, "fraction"), ({"token_class": cls.astype(float)}, "token_class")]:
         args = {"token_class": cls, "fraction": 0.3, **bad}
@@ -193,6 +194,8 @@ def test_the_substitution_confidence_changes_are_mean_absolute_changes():
         post = label_posterior(w.hmm, xs, lab, 5).max(1)
         assert getattr(out, mode).dconf_bayes == pytest.approx(np.abs(post - base).mean(), abs=1e-7)
         assert getattr(out, mode).dconf_model == pytest.approx(np.abs(conf(xs) - conf(x)).mean(), abs=1e-12)
+        # the means are over every input, unchanged ones counting 0, at the rate the draw actually replaced
+        assert getattr(out, mode).substituted == pytest.approx((xs != x).mean(), abs=1e-12)
         if mode != "within":  # changes of both signs: the signed mean is not the answer
             assert np.abs(post - base).mean() > abs((post - base).mean()) + 0.01
 

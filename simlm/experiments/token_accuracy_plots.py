@@ -142,6 +142,7 @@ def summary(r: dict) -> str:
         left_out = s.get("n_impossible") or 0  # inputs the world cannot produce (results before 2026-12-06: none)
         lines.append(f"substitution {mode}: TV exact {s['tv_exact']:.3g} Δconf Bayes {s['dconf_bayes']:.3g} "
                      f"model {s['dconf_model']:.3g}"
+                     + (f", {s['substituted']:.1%} of positions replaced" if "substituted" in s else "")
                      + (f" ({left_out:g} impossible inputs left out)" if left_out else ""))
     for k, (v, why) in r["verdicts"].items():
         lines.append(f"{v} {k}: {why}")

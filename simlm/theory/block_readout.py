@@ -374,15 +374,18 @@ def _substitution_args(tokens, token_class, fraction) -> tuple[np.ndarray, np.nd
 
 class SubstitutionEffect(NamedTuple):
     """Mean changes under one kind of substitution: TV of the exact P(y | x), |Δ| of the Bayes confidence
-    max_y P(y | x), |Δ| of the model's confidence — over the substituted inputs the world can produce.
-    ``n_impossible`` inputs became impossible under the world (a word its hidden state cannot emit, e.g.
-    another topic's under a topic that never switches): they have no posterior and are left out of all three
-    means (NaN where no input is left)."""
+    max_y P(y | x), |Δ| of the model's confidence — over every input whose substitute the world can produce,
+    an input the draw left unchanged counting a change of 0; ``substituted`` is the share of their token
+    positions the draw replaced (below ``fraction`` where a drawn token has no other token to become, as
+    "within" a class of one: compare modes at their ``substituted`` rates).  ``n_impossible`` inputs became
+    impossible under the world (a word its hidden state cannot emit, e.g. another topic's under a topic that
+    never switches): they have no posterior and are left out of every mean (NaN where no input is left)."""
 
     tv_exact: float
     dconf_bayes: float
     dconf_model: float
     n_impossible: int = 0
+    substituted: float = float("nan")
 
 
 class SubstitutionTest(NamedTuple):
@@ -423,7 +426,7 @@ def substitution_test(world, lm_confidence, tokens, token_class, state_label, po
     for i, mode in enumerate(SubstitutionTest._fields):
         x = substitute(toks, c, mode, fraction, seed + i)
         if np.array_equal(x, toks):
-            effects.append(SubstitutionEffect(float("nan"), float("nan"), float("nan")))
+            effects.append(SubstitutionEffect(float("nan"), float("nan"), float("nan"), 0, 0.0))
             continue
         # a substituted input the world cannot produce has no posterior (it raised a TokenError naming the
         # caller's tokens, a review 2026-12-06): left out of the means and counted
@@ -432,7 +435,7 @@ def substitution_test(world, lm_confidence, tokens, token_class, state_label, po
         mean = lambda v: float(v[possible].mean()) if possible.any() else float("nan")  # noqa: E731
         effects.append(SubstitutionEffect(mean(0.5 * np.abs(post - base).sum(1)),
                                           mean(np.abs(post.max(1) - base.max(1))), mean(dconf),
-                                          int((~possible).sum())))
+                                          int((~possible).sum()), mean((x != toks).mean(1))))
     return SubstitutionTest(*effects)
 
 
