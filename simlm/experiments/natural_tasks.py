@@ -372,6 +372,8 @@ def log_partition_rows(world_name, contexts, task, phi_world, trained, config: C
         rows.append({"world": world_name, "source": name, "dim": phi.shape[0], "n_symbols": V,
                      "r2_logz": fit.r2_logz, "r2_mean": fit.r2_mean, "rms_logz": fit.rms_logz,
                      "rms_mean": fit.rms_mean, "determined": fit.determined, "determined_mean": fit.determined_mean,
+                     "r2_logz_adjusted": fit.r2_logz_adjusted, "r2_mean_adjusted": fit.r2_mean_adjusted,
+                     "dof_logz": fit.dof_logz, "dof_mean": fit.dof_mean,
                      **{f"probe_loss[{k}]": v for k, v in cmp.loss.items()},
                      **{f"probe_error[{k}]": v for k, v in cmp.error.items()}})
     return rows
