@@ -783,3 +783,20 @@ def test_hits_refuses_a_truth_that_is_not_one_token_id_per_row(truth, error):
     from simlm.theory.token_accuracy import hits
     with pytest.raises(error, match="truth"):
         hits(np.array([[0.1, 0.9, 0.0], [0.2, 0.7, 0.1]]), truth)
+
+
+def test_a_corruption_is_renormalised_taken_as_an_array_and_chain_law64_checks_impossible():
+    """mask + random + keep 1e-6 off 1 were used as given by the channels (corrupt renormalised them); a 1-D
+    array of the four numbers was refused; chain_law64 read a misspelt ``impossible`` ("Keep") as "raise"."""
+    from simlm.theory.corrupted_channel import chain_law64, channels, check_corruption
+    from simlm.worlds.hmm_core import masked_token_probs
+    off = check_corruption((0.15, 0.8 + 5e-7, 0.1, 0.1))
+    assert sum(off[1:]) == pytest.approx(1.0, abs=1e-15)
+    C, C_sel = channels(off, 3)
+    np.testing.assert_allclose(C.sum(0), 1.0, atol=1e-15)
+    np.testing.assert_allclose(C_sel.sum(0), 1.0, atol=1e-15)
+    assert check_corruption(np.array([0.15, 0.8, 0.1, 0.1])) == Corruption()
+    assert check_corruption((0.15, 0.6, 0.3, 0.1)) == (0.15, 0.6, 0.3, 0.1)  # 1 − 1e-16: the same numbers
+    w = HMM([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], [[0.5, 0.5], [0.2, 0.8]])
+    with pytest.raises(ConfigError, match="^impossible: "):
+        chain_law64(masked_token_probs, w, np.array([[0, 1]]), impossible="Keep")

@@ -54,15 +54,22 @@ class Corruption(NamedTuple):
 
 
 def check_corruption(corruption) -> Corruption:
-    """A :class:`Corruption` from itself or a 4-tuple; a :class:`ConfigError` names the bad field."""
+    """A :class:`Corruption` from itself, a 4-tuple or a 1-D array of 4; a :class:`ConfigError` names the bad
+    field.  mask + random + keep must be 1 within 1e-6, and are divided by their sum where it is more than
+    rounding off 1 (the channels used them as given, where :func:`corrupt` divided)."""
+    if isinstance(corruption, np.ndarray) and corruption.ndim == 1:
+        corruption = tuple(corruption.tolist())
     if not isinstance(corruption, (tuple, list)) or len(corruption) != 4:
         raise ConfigError(f"corruption: expected (rate, mask, random, keep), got {corruption!r}")
     vals = [check_number(f"corruption.{f}", v, minimum=0.0, maximum=1.0) for f, v in zip(Corruption._fields, corruption)]
     if vals[0] <= 0:
         raise ConfigError(f"corruption.rate: expected a rate in (0, 1], got {vals[0]!r}")
-    if abs(sum(vals[1:]) - 1) > 1e-6:
-        raise ConfigError(f"corruption: mask + random + keep must be 1, got {sum(vals[1:])!r}")
-    return Corruption(*vals)
+    total = sum(vals[1:])
+    if abs(total - 1) > 1e-6:
+        raise ConfigError(f"corruption: mask + random + keep must be 1, got {total!r}")
+    if abs(total - 1) <= 1e-12:  # a sum's rounding (0.6 + 0.3 + 0.1): kept, numbers as given
+        return Corruption(*vals)
+    return Corruption(vals[0], *(v / total for v in vals[1:]))
 
 
 def channels(corruption: Corruption, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,6 +189,8 @@ def chain_law64(fn, world, tokens, *, impossible: str = "raise"):
     possible (every step's probability positive) or a ``TokenError`` names the first impossible sequence;
     with ``impossible="keep"`` the answer is ``(law, possible (n,) bool)`` instead, the impossible rows' laws
     meaningless."""
+    if impossible not in ("raise", "keep"):
+        raise ConfigError(f"impossible: expected 'raise' or 'keep', got {impossible!r}")
     toks, _ = check_tokens(tokens, int(check_chain_world(world).n_symbols))
     law, steps = in_float64(fn, *world.chain, toks)
     possible = np.isfinite(np.asarray(steps)).all(-1)
