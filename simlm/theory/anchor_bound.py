@@ -27,6 +27,7 @@ words of mass γ.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -90,9 +91,13 @@ class TransferBound:
 
 
 def task_gamma(task: AnchorTask, ctx: AnchorContexts, bulk) -> float:
-    """γ = min_x min(min_{w∈S} p*(w|x), p*(B(x)|x)): the probability floor of the task words and the bulk."""
-    words = np.exp(ctx.logp[:, task.words]).min()
-    return float(min(words, np.exp(log_bulk_partition(ctx.logp, check_bulk(bulk, ctx.logp.shape))).min()))
+    """γ = min_x min(min_{w∈S} p*(w|x), p*(B(x)|x)): the probability floor of the task words and the bulk,
+    over the contexts x of weight > 0 (the error and ε see no other; a context of weight 0 with p*(w|x) ≈ 1e-6
+    set γ and made a bound of 0.0012 read 1.0, trivial, a review 2026-12-06)."""
+    on = ctx.weights > 0
+    words = np.exp(ctx.logp[on][:, task.words]).min()
+    bulk_mass = np.exp(log_bulk_partition(ctx.logp, check_bulk(bulk, ctx.logp.shape)))[on]
+    return float(min(words, bulk_mass.min()))
 
 
 def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: float | None = None, *,
@@ -101,13 +106,16 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
     margins.  ``forms`` maps a form name to ``tail(t, eps, tv, weights)`` (default :data:`FORMS`).
 
     ρ must cover the anchor residuals the head is read with: give ``residual_lm`` and ``residual_star``
-    (those passed to :func:`head_errors`) and ρ = max_x |r_LM(x) − r*(x)| is computed from them, or checked
+    (those passed to :func:`head_errors`) and ρ = max_x |r_LM(x) − r*(x)| over the contexts of weight > 0 is
+    computed from them, or checked
     — a ``rho`` below it is refused (ρ = 0 with r_LM ≠ r* gave a bound under the head's error).  A ``rho``
     alone is taken as given: the caller vouches that it covers the residuals.
 
     An m whose events cover every context (P(margin < m) alone, or with the per-context tail's TV ≥ t) gives
     a bound ≥ 1 however its float sum rounds (1 − 1e-16 over 30 contexts of weight 1/30 read as a bound
-    below 1, and the row as not trivial): it is skipped, so such a bound is 1.0 and ``trivial``."""
+    below 1, and the row as not trivial): it is skipped, so such a bound is 1.0 and ``trivial``.  The bound at
+    the best m is summed exactly (``math.fsum``, as :func:`head_errors` sums the error): a float dot product
+    read an ulp below an error it equals, and its row "violated" (a review 2026-12-06)."""
     forms = FORMS if forms is None else forms
     if form not in forms:
         raise ConfigError(f"form: expected one of {sorted(forms)}, got {form!r}")
@@ -119,7 +127,7 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
         raise ConfigError("residual_lm, residual_star: give both (ρ = max |r_LM − r*| is read from them) or neither")
     if residual_lm is not None:
         gap = check_shaped("residual_lm", residual_lm, w.shape) - check_shaped("residual_star", residual_star, w.shape)
-        needed = float(np.abs(gap).max())
+        needed = float(np.abs(gap[w > 0]).max())  # the head's error sees the contexts of weight > 0 alone
         if rho is None:
             rho = needed
         elif check_non_negative("rho", rho, finite=True) < needed:
@@ -142,7 +150,10 @@ def transfer_bound(task: AnchorTask, ctx: AnchorContexts, bulk, logp_lm, rho: fl
             continue
         value = float(w @ (task.margin < m)) + forms[form](t, max(eps, 0.0), tv, w)
         if value < best:
-            best, best_m = value, float(m)
+            best, best_m, best_t = value, float(m), t
+    if best < 1.0:  # the scan's float sums rank the m; the one chosen is summed exactly
+        tail = w[tv >= best_t].tolist() if exact_tail else [forms[form](best_t, max(eps, 0.0), tv, w)]
+        best = min(math.fsum(w[task.margin < best_m].tolist() + tail), 1.0)
     return TransferBound(best, best_m, gamma, c1, csum, float(rho), eps, form, best >= 1.0)
 
 
