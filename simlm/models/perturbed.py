@@ -441,26 +441,25 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
                  colder: bool = False, n_eval: int = 64, eval_length: int = 64,
                  law: str = "next-token") -> PerturbedLM:
     """An LM whose exact ε against ``world`` equals ``eps`` (nats/token; nats per sequence for
-    ``law="prepended-mask"``) within 1e-3 relative
-    (solved to 1e-4 where float32 resolves it, accepted within 1e-3) on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of
-    ``eval_length`` tokens sampled from the world with ``seed``.  ``seed`` also fixes the noise of
-    ``logit-noise`` and ``rare-words``.  ``kind`` is one of :data:`KINDS` (see the module docstring);
-    ``direction`` (V,) is for ``task-adversarial``, ``threshold`` for ``rare-words`` (default: the 10th
-    percentile of p* on the evaluation set), ``colder`` for ``temperature``.  ``law`` (one of
-    :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
-    position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in
-    float64), so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses
-    the target by more than 1e-3 relative raises.  That ε is of the laws as :mod:`simlm.metrics.epsilon` reads them,
-    each float32 row renormalised: a raw Σ −log q over the served float32 rows adds their normalisation error, ~1e-7
-    nats/token absolute (1.6–1.8 % of ε = 1e-6, 0.3 % of 1e-5: a review).  That is the world's laws as its float32
-    inference computes them from the stored parameters: the exact laws of those parameters (a float64 forward
-    pass) differ by ~1e-7 relative, which moves ε by more than 1e-3 relative below ε ≈ 1e-10 (−3.6e-3 at 1e-11,
-    unflagged: a review); and a float32 world holds its parameters rounded to float32, so at ε ≲ 1e-7 the same LM
-    measured against the float64 parameters a world was built from can read another ε (−54 % at 1e-7 on one
-    HMM).  Build the world in float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError` if
-    eps is not positive and finite, the kind is unknown, or eps exceeds what the family reaches on the
-    evaluation set (the message gives the maximum), :class:`DistributionError` if the world's laws on the
-    evaluation set are not distributions.
+    ``law="prepended-mask"``) within 1e-3 relative (solved to 1e-4 where float32 resolves it, accepted within 1e-3)
+    on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of ``eval_length`` tokens sampled
+    from the world with ``seed``.  ``seed`` also fixes the noise of ``logit-noise`` and ``rare-words``.  ``kind`` is
+    one of :data:`KINDS` (see the module docstring); ``direction`` (V,) is for ``task-adversarial``, ``threshold``
+    for ``rare-words`` (default: the 10th percentile of p* on the evaluation set), ``colder`` for ``temperature``.
+    ``law`` (one of :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
+    position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in float64),
+    so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses the target by more
+    than 1e-3 relative raises.  That ε is of the laws as :mod:`simlm.metrics.epsilon` reads them, each float32 row
+    renormalised: a raw Σ −log q over the served float32 rows adds their normalisation error, ~1e-7 nats/token
+    absolute (1.6–1.8 % of ε = 1e-6, 0.3 % of 1e-5: a review).  That is the world's laws as its float32 inference
+    computes them from the stored parameters: the exact laws of those parameters (a float64 forward pass) differ by
+    ~1e-7 relative, which moves ε by more than 1e-3 relative below ε ≈ 1e-10 (−3.6e-3 at 1e-11, unflagged: a
+    review); and a float32 world holds its parameters rounded to float32, so at ε ≲ 1e-7 the same LM measured
+    against the float64 parameters a world was built from can read another ε (−54 % at 1e-7 on one HMM).  Build the
+    world in float64 (``dtype=jnp.float64`` under ``jax_enable_x64``) for such targets.  Raises :class:`ConfigError`
+    if eps is not positive and finite, the kind is unknown, or eps exceeds what the family reaches on the evaluation
+    set (the message gives the maximum), :class:`DistributionError` if the world's laws on the evaluation set are
+    not distributions.
     The evaluation set needs ≥ 2 sequences (the achieved ε carries a standard error over sequences)."""
     check_world(world, "sample", *_WORLD_METHODS)
     eps = check_positive("eps", eps)

@@ -43,8 +43,8 @@ class LogPartitionFit:
     on the points it was fitted to, so it flatters a fit with few points to spare: ``dof_logz`` and
     ``dof_mean`` are the residual degrees of freedom (distinct θ less the design's rank; 0 where the fit
     interpolates), and ``r2_logz_adjusted`` / ``r2_mean_adjusted`` the adjusted R², 1 − (1 − R²)(m − 1)/dof
-    over the m distinct θ (10 coefficients and 11 random θ: R² 0.999 where 4000 θ read 0.957; adjusted 0.991).  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values
-    numpy returns, so it said True, with R² = 1, for n < p.)"""
+    over the m distinct θ (10 coefficients and 11 random θ: R² 0.999 where 4000 θ read 0.957; adjusted 0.991).
+    (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values numpy returns, so it said True, with R² = 1, for n < p.)"""
 
     A: np.ndarray
     b: np.ndarray
