@@ -29,22 +29,21 @@ _CONSTANT_RTOL = 1e-12
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LogPartitionFit:
-    """log Z_θ ≈ ½θᵀAθ + ⟨b, θ⟩ + c (``A``, ``b``, ``c``, ``r2_logz``, ``rms_logz``) and, separately,
-    Φp_θ ≈ A_mean θ + b_mean (``r2_mean`` over all coordinates, ``rms_mean``), least squares.
-    ``determined`` is False when the θ's are too few or too alike to pin the quadratic down: no more rows
-    n than its p = d(d+1)/2 + d + 1 coefficients (n ≤ p fits any values exactly, R² = 1), or a design
-    matrix (columns scaled to unit norm) with σ_min ≤ 1e-6 σ_max: the coefficients are not unique.
-    ``determined_mean`` says the same of the affine fit of Φp_θ (d + 1 coefficients per coordinate).  An R²
-    is NaN where its fit interpolates — no more distinct θ than the design's rank, so any values are fitted
-    exactly (it read 1.0); a rank-deficient design with more distinct θ still has a least-squares R² (the
-    fitted values are unique where the coefficients are not).  An R² is 1 where the fitted quantity is constant
-    up to rounding (identical embeddings,
-    V = 1: Φp_θ is then constant, and its R² once read 0.59–0.92, rounding over rounding).  An R² is measured
-    on the points it was fitted to, so it flatters a fit with few points to spare: ``dof_logz`` and
-    ``dof_mean`` are the residual degrees of freedom (distinct θ less the design's rank; 0 where the fit
-    interpolates), and ``r2_logz_adjusted`` / ``r2_mean_adjusted`` the adjusted R², 1 − (1 − R²)(m − 1)/dof
-    over the m distinct θ (10 coefficients and 11 random θ: R² 0.999 where 4000 θ read 0.957; adjusted 0.991).
-    (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular values numpy returns, so it said True, with R² = 1, for n < p.)"""
+    """log Z_θ ≈ ½θᵀAθ + ⟨b, θ⟩ + c (``A``, ``b``, ``c``, ``r2_logz``, ``rms_logz``) and, separately, Φp_θ ≈ A_mean
+    θ + b_mean (``r2_mean`` over all coordinates, ``rms_mean``), least squares.  ``determined`` is False when the
+    θ's are too few or too alike to pin the quadratic down: no more rows n than its p = d(d+1)/2 + d + 1
+    coefficients (n ≤ p fits any values exactly, R² = 1), or a design matrix (columns scaled to unit norm) with
+    σ_min ≤ 1e-6 σ_max: the coefficients are not unique.  ``determined_mean`` says the same of the affine fit of
+    Φp_θ (d + 1 coefficients per coordinate).  An R² is NaN where its fit interpolates — no more distinct θ than the
+    design's rank, so any values are fitted exactly (it read 1.0); a rank-deficient design with more distinct θ
+    still has a least-squares R² (the fitted values are unique where the coefficients are not).  An R² is 1 where
+    the fitted quantity is constant up to rounding (identical embeddings, V = 1: Φp_θ is then constant, and its R²
+    once read 0.59–0.92, rounding over rounding).  An R² is measured on the points it was fitted to, so it flatters
+    a fit with few points to spare: ``dof_logz`` and ``dof_mean`` are the residual degrees of freedom (distinct θ
+    less the design's rank; 0 where the fit interpolates), and ``r2_logz_adjusted`` / ``r2_mean_adjusted`` the
+    adjusted R², 1 − (1 − R²)(m − 1)/dof over the m distinct θ (10 coefficients and 11 random θ: R² 0.999 where 4000
+    θ read 0.957; adjusted 0.991).  (Until 2026-12-02 ``determined`` read the smallest of the min(n, p) singular
+    values numpy returns, so it said True, with R² = 1, for n < p.)"""
 
     A: np.ndarray
     b: np.ndarray
