@@ -370,3 +370,35 @@ def test_a_near_tie_that_the_posteriors_resolve_is_not_a_tie():
     for offset in (0.0, 100.0):
         L = np.array([[0.0, 0.001], [0.001, 0.0]]) + offset
         assert PosteriorTask(L=L).labels_from_posterior(Q).tolist() == [1, 0], offset
+
+
+def _log_posterior0(pi, A, B, x):
+    """float64 log P(H_0 | x) by a log-space backward pass (H_0 the state before x_1, H_1 ~ π A)."""
+    from scipy.special import logsumexp
+    with np.errstate(divide="ignore"):
+        lA, lB, lpi = np.log(A), np.log(B), np.log(pi)
+    out = []
+    for s in x:
+        beta = lB[:, s[-1]].copy()
+        for t in range(len(s) - 2, -1, -1):
+            beta = lB[:, s[t]] + logsumexp(lA + beta[None, :], axis=1)
+        lp = lpi + logsumexp(lA + beta[None, :], axis=1)
+        out.append(lp - logsumexp(lp))
+    return np.array(out)
+
+
+def test_a_negligible_state_does_not_widen_the_tie_tolerance_of_the_others():
+    """The tie tolerance took the row's largest |log P| for every term: a sink state of log P ≈ −200, whose share
+    counts nothing, made it 4e-4 relative in float32, and labels of true margin up to 4e-4 (1400× their rounding)
+    read as ties and went to label 1 (571 of 3000, a review 2026-12-06).  Each term now carries its own
+    rounding: every label clear of 1e-5 relative is the float64 label."""
+    pi, A = np.array([0.5, 0.49, 0.01]), np.array([[0.6, 0.4, 0.0], [0.4, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    B = np.array([[0.5, 0.5, 0.0], [0.52, 0.48, 0.0], [0.01, 0.01, 0.98]])  # state 2: a sink that rarely emits 0/1
+    world = HMM(pi, A, B)
+    x = np.random.default_rng(0).integers(0, 2, (600, 50)).astype(np.int32)
+    P = np.exp(_log_posterior0(*(np.asarray(a, np.float64) for a in world.parameter_arrays()), x))
+    task = PosteriorTask(mu=np.array([1.0, -np.median(P[:, 0] / P[:, 1]), 1.0]))  # the boundary mid-data
+    truth = P @ task.mu >= 0
+    clear = np.abs(P @ task.mu) > 1e-5 * (P @ np.abs(task.mu))
+    assert (~clear).sum() < 40 and (clear & (np.abs(P @ task.mu) < 4e-4 * (P @ np.abs(task.mu)))).sum() > 50
+    np.testing.assert_array_equal(task.labels(world, x).astype(bool)[clear], truth[clear])

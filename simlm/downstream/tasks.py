@@ -142,9 +142,10 @@ class _LinearLabels:
         is read here, where the same shares as float32 probabilities are 0 and the label a tie.  The ratio
         of two shares is as exact as their log-posteriors: from a float32 world's filter, to about
         |log P|·6e-8 relative (~1e-5 at 1e-96).  A score within that resolution of the decision — |μᵀP|, or
-        the best class's score less another's, at most :data:`LABEL_TIE_ULPS` · u · (1 + max_k |log P_k|)
-        times the size of the terms that make it (Σ|μ_k| P_k, or Σ|L_best,k − L_c,k| P_k: a row common to
-        every class cancels and counts nothing), with u the unit roundoff of the computation the
+        the best class's score less another's, at most Σ_k |μ_k| P_k r_k (or Σ_k |L_best,k − L_c,k| P_k r_k: a
+        row common to every class cancels and counts nothing), each term's rounding r_k = :data:`LABEL_TIE_ULPS`
+        · u · (1 + |log P_k| + |log P_top|), P_top the largest P_j the weights read, from its own log-posterior
+        (a negligible share of log P = −200 no longer widens the others'), with u the unit roundoff of the computation the
         log-posteriors come from (``roundoff``; by default the input's dtype's, 2⁻²⁴ for float32 and 2⁻⁵³ for
         float64; :meth:`labels` passes its world's) — is an exact tie read
         through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
@@ -164,17 +165,21 @@ class _LinearLabels:
         top = lp.max(axis=1, initial=-np.inf, keepdims=True)
         shares = np.exp(lp - np.where(np.isfinite(top), top, 0.0))  # all −inf (or none): every score 0
         u = _roundoff(raw.dtype) if roundoff is None else check_non_negative("roundoff", roundoff)
-        with np.errstate(invalid="ignore"):  # a row of −inf: no finite entry, a resolution of 1 × u
-            big = np.nanmax(np.where(np.isfinite(lp), np.abs(lp), np.nan), axis=1, initial=0.0)
-        resolution = LABEL_TIE_ULPS * u * (1.0 + big)  # (n,): the shares' relative rounding, row by row
+        # each share's relative rounding, from its own log and the top's (a share of 0 carries none): one state
+        # of log P = −200 with a negligible share widened every term's to 4e-4 in float32 (with the row's
+        # largest |log P|), and 571 of 3000 labels of margin up to 4e-4, 1400× their rounding, read as ties
+        # and went to label 1 (a review 2026-12-06)
+        off_top = np.where(np.isfinite(top), np.abs(top), 0.0)
+        shares_err = shares * LABEL_TIE_ULPS * u * (1.0 + np.where(np.isfinite(lp), np.abs(lp), 0.0) + off_top)
         if self.L is None:
             mu = self.mu[moving]
-            return (shares @ mu >= -resolution * (shares @ np.abs(mu))).astype(np.int32)
+            return (shares @ mu >= -(shares_err @ np.abs(mu))).astype(np.int32)
         Lm = self.L[:, moving]
         scores = shares @ Lm.T  # (n, C)
         best = scores.argmax(axis=1)
-        terms = np.einsum("nk,nck->nc", shares, np.abs(Lm[best][:, None, :] - Lm[None]))  # the differences' terms
-        tied = scores[np.arange(len(best)), best][:, None] - scores <= resolution[:, None] * terms
+        # the rounding of the best class's score less each other's: Σ_k err_k |L_best,k − L_c,k|
+        slack = np.einsum("nk,nck->nc", shares_err, np.abs(Lm[best][:, None, :] - Lm[None]))
+        tied = scores[np.arange(len(best)), best][:, None] - scores <= slack
         return np.argmax(tied, axis=-1).astype(np.int32)  # the lowest class within rounding of the best
 
     def labels(self, world, tokens) -> np.ndarray:
