@@ -514,3 +514,16 @@ def test_a_prompt_result_predicts_one_sequence_given_without_its_batch_axis():
     r = fit_exact_prompt(w, x, y, steps=3, n_restarts=1)
     assert r.predict(w, x[0]).tolist() == r.predict(w, x[:1]).tolist() == r.predict(w, list(x[0])).tolist()
     assert r.accuracy(w, x[0], y[:1]) == r.accuracy(w, x[:1], y[:1])
+
+
+def test_a_prompt_entry_whose_ratio_to_its_row_is_past_float64_is_refused_not_scaled_to_0():
+    """Scaling U = (1e300, 1e-300) by its row's largest made the second entry exactly 0, which took a state out
+    of the prompt's support: a possible input then raised ZeroProbabilityError, the prompt unnamed (a review
+    2026-12-06).  Such an entry is refused, naming U, and only a narrower cast advises float64."""
+    with pytest.raises(ConfigError, match=r"^U: entry \(0, 1\) is 1e-300, below the smallest normal float64"):
+        prompting.check_prompt(np.array([1e300, 1e-300]), 2)
+    assert prompting.check_prompt(np.array([1.0, 1e-300]), 2)[0, 1] == 1e-300  # a ratio float64 holds: kept
+    with pytest.raises(ConfigError, match=r"^U: entry \(0, 1\) is 1e-320, below the smallest normal float64 times"):
+        prompting.prompt_rows(np.array([1.0, 1e-320]), 2, np.float64)  # subnormal: refused before the cast
+    with pytest.raises(ConfigError, match="float32; set it to 0 or compute in float64$"):
+        prompting.prompt_rows(np.array([1.0, 1e-40]), 2, np.float32)

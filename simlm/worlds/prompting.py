@@ -63,7 +63,8 @@ def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     vector is one prompt token), or a typed error naming ``name``: the shape must fit the K hidden states,
     entries be finite and ≥ 0, and no row be all zero (a prompt token of probability zero makes every
     input impossible).  A row is a likelihood up to a constant — every prompted law normalises it away —
-    so the scaling changes no law, and a row of 1e39s or 1e-46s survives the cast to float32."""
+    so the scaling changes no law, and a row of 1e39s or 1e-46s survives the cast to float32; an entry below
+    the smallest normal float64 times its row's largest (1e-300 beside 1e300) is refused, not scaled to 0."""
     raw = as_array(name, likelihoods, what="prompt likelihoods, an array (k, K) or (K,)")
     if raw.dtype.kind not in "biuf":
         raise ConfigError(f"{name}: expected real prompt likelihoods, got dtype {raw.dtype}")
@@ -79,7 +80,14 @@ def check_prompt(likelihoods, n_states: int, name: str = "U") -> np.ndarray:
     if empty.any():
         raise ConfigError(f"{name}: row {int(np.flatnonzero(empty)[0])} is all zero, so the prompt has "
                           "probability zero and every prompted posterior is undefined")
-    return u / u.max(1, keepdims=True)
+    scaled = u / u.max(1, keepdims=True)
+    gone = (u > 0) & (scaled < np.finfo(np.float64).tiny)  # a ratio past float64 became 0: a state left the support
+    if gone.any():
+        j, h = (int(i[0]) for i in np.nonzero(gone))
+        raise ConfigError(f"{name}: entry ({j}, {h}) is {u[j, h]:.3g}, below the smallest normal float64 times its "
+                          f"row's largest ({u[j].max():.3g}): the ratio, which is all a prompted law reads, is not a "
+                          "float64 number; set it to 0")
+    return scaled
 
 
 def prompt_rows(likelihoods, n_states: int, dtype, name: str = "U") -> np.ndarray:
@@ -92,7 +100,8 @@ def prompt_rows(likelihoods, n_states: int, dtype, name: str = "U") -> np.ndarra
     if lost.any():
         j, h = (int(i[0]) for i in np.nonzero(lost))
         raise ConfigError(f"{name}: entry ({j}, {h}) is {u[j, h]:.3g} of its row's largest, below the smallest "
-                          f"normal {np.dtype(dtype).name}; set it to 0 or compute in float64")
+                          f"normal {np.dtype(dtype).name}; set it to 0"
+                          + (" or compute in float64" if np.dtype(dtype).itemsize < 8 else ""))
     return cast
 
 
