@@ -58,10 +58,12 @@ def _logs(fn):
     return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))
 
 
-#: the posteriors as logs, computed in log space (``hmm_core.log_*_posterior``): ``(out, log c (n, T))``
-log_filtered_posterior = _logs(core.log_filtered_posterior)
-log_smoothed_posterior = _logs(core.log_smoothed_posterior)
-log_prepended_posterior = _logs(core.log_prepended_posterior)
+#: the posteriors as logs, computed in log space (``hmm_core.log_*_posterior``): ``(out, log c (n, T))``, in
+#: float64 and returned in the world's dtype — a buried share's log is a number near −100 to −1000 whose float32
+#: rounding each step adds (a memory posterior's log 8e-4 nats off at T = 400, 1e-2 at 1600: a review 2026-12-06)
+log_filtered_posterior = core._in_float64(_logs(core.log_filtered_posterior))
+log_smoothed_posterior = core._in_float64(_logs(core.log_smoothed_posterior))
+log_prepended_posterior = core._in_float64(_logs(core.log_prepended_posterior))
 
 #: ``(tokens, states)``, each (n, T) int32, from raw parameters (``buckets.sample_tokens``).
 sample_tokens = buckets.sample_tokens
@@ -358,13 +360,15 @@ class HMM(ChainInference, WorldBase):
         return self._checked(prepended_state_posterior, tokens, "prepended_state_posterior", under=PREPENDED)
 
     def log_state_posterior(self, tokens, *, smoothed: bool = True) -> jax.Array:
-        """log of :meth:`state_posterior`, (n, T, K), computed in log space: a share far below the float
-        range is a large negative number here, where the probabilities hold 0 (−inf only for an exact 0)."""
+        """log of :meth:`state_posterior`, (n, T, K), computed in log space (in float64, returned in the world's
+        dtype): a share far below the float range is a large negative number here, where the probabilities hold
+        0 (−inf only for an exact 0)."""
         fn = log_smoothed_posterior if check_flag("smoothed", smoothed) else log_filtered_posterior
         return self._checked(fn, tokens, "state_posterior")
 
     def log_prepended_state_posterior(self, tokens) -> jax.Array:
-        """log of :meth:`prepended_state_posterior`, (n, K), computed in log space."""
+        """log of :meth:`prepended_state_posterior`, (n, K), computed in log space (in float64, returned in the
+        world's dtype)."""
         return self._checked(log_prepended_posterior, tokens, "prepended_state_posterior", under=PREPENDED)
 
     def stationary_distribution(self) -> np.ndarray:
