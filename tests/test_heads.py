@@ -543,3 +543,17 @@ def test_an_undecided_separation_program_warns_only_for_complete_separation(monk
     f = np.random.default_rng(0).dirichlet(np.ones(4), 30)
     with pytest.warns(NotConvergedWarning, match="l2 = 0 and the head separates the training data"):
         fit_linear_head(f, (f[:, 0] > f[:, 1]).astype(int), l2=0.0)
+
+
+def test_boolean_labels_are_classes_0_and_1():
+    """1[μᵀP ≥ 0], the authors' label form, came as a bool array and was refused ("expected integer class
+    ids"); False/True are classes 0 and 1, the same fit as the 0/1 integers."""
+    from simlm.downstream.heads import check_labels
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 3))
+    y = f[:, 0] + 0.3 * rng.normal(size=40) >= 0
+    np.testing.assert_array_equal(check_labels(y, 40, 2), y.astype(np.int32))
+    a, b = fit_linear_head(f, y, l2=1e-2), fit_linear_head(f, y.astype(int), l2=1e-2)
+    np.testing.assert_array_equal(a.predict(f), b.predict(f))
+    with pytest.raises(ConfigError, match="^labels: class id 1 is outside"):
+        check_labels(y, 40, 1)

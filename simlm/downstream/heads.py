@@ -64,7 +64,11 @@ def check_features(features, ndim: int, name: str = "features") -> np.ndarray:
 
 
 def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
+    """Class ids ``(n,)`` in [0, ``n_classes``) as int32: integers, whole floats, or booleans (False/True are
+    classes 0 and 1, the form of a task 1[μᵀP ≥ 0]); a typed error naming ``name`` otherwise."""
     y = as_array(name, labels)
+    if y.dtype == bool:
+        y = y.astype(np.int64)
     if y.shape != (n,):
         raise ShapeError(f"{name}: expected shape ({n},) to match the {n} feature rows, got {y.shape}")
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
