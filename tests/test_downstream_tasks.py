@@ -402,3 +402,12 @@ def test_a_negligible_state_does_not_widen_the_tie_tolerance_of_the_others():
     clear = np.abs(P @ task.mu) > 1e-5 * (P @ np.abs(task.mu))
     assert (~clear).sum() < 40 and (clear & (np.abs(P @ task.mu) < 4e-4 * (P @ np.abs(task.mu)))).sum() > 50
     np.testing.assert_array_equal(task.labels(world, x).astype(bool)[clear], truth[clear])
+
+
+def test_the_top_share_carries_no_rounding_of_its_own():
+    """Each share is exp(log P_k − log P_top): the top's is exactly 1, and its rounding is already in every other
+    share's.  Counted on the top too, the tolerance doubled on ordinary rows: a decision of margin 1e-3 (float32
+    resolves it to 2.4e-5) read as a tie, label 1 (a review of the per-term tolerance, 2026-12-06)."""
+    task = PosteriorTask(mu=np.array([0.0, 1.0, -1.0]))
+    lp = np.array([[0.0, -200.0, -200.001], [0.0, -200.001, -200.0], [0.0, -200.0, -200.0]], np.float32)
+    np.testing.assert_array_equal(task.labels_from_log_posterior(lp), [1, 0, 1])  # the third an exact tie

@@ -144,9 +144,9 @@ class _LinearLabels:
         |log P|·6e-8 relative (~1e-5 at 1e-96).  A score within that resolution of the decision — |μᵀP|, or
         the best class's score less another's, at most Σ_k |μ_k| P_k r_k (or Σ_k |L_best,k − L_c,k| P_k r_k: a
         row common to every class cancels and counts nothing), each term's rounding r_k = :data:`LABEL_TIE_ULPS`
-        · u · (1 + |log P_k| + |log P_top|), P_top the largest P_j the weights read, from its own log-posterior
-        (a negligible share of log P = −200 no longer widens the others'), with u the unit roundoff of the computation the
-        log-posteriors come from (``roundoff``; by default the input's dtype's, 2⁻²⁴ for float32 and 2⁻⁵³ for
+        · u · (1 + |log P_k| + |log P_top|), P_top the largest P_j the weights read (its own share is exactly 1
+        and carries none), from its own log-posterior (a negligible share of log P = −200 no longer widens the
+        others'), with u the unit roundoff of the computation the log-posteriors come from (``roundoff``; by default the input's dtype's, 2⁻²⁴ for float32 and 2⁻⁵³ for
         float64; :meth:`labels` passes its world's) — is an exact tie read
         through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
         exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
@@ -171,6 +171,8 @@ class _LinearLabels:
         # and went to label 1 (a review 2026-12-06)
         off_top = np.where(np.isfinite(top), np.abs(top), 0.0)
         shares_err = shares * LABEL_TIE_ULPS * u * (1.0 + np.where(np.isfinite(lp), np.abs(lp), 0.0) + off_top)
+        if lp.shape[1]:  # the top's share is exp(0) = 1 exactly: its rounding is in every other share's already
+            shares_err[np.arange(len(lp)), lp.argmax(axis=1)] = 0.0
         if self.L is None:
             mu = self.mu[moving]
             return (shares @ mu >= -(shares_err @ np.abs(mu))).astype(np.int32)
@@ -189,9 +191,9 @@ class _LinearLabels:
         return self.labels_from_log_posterior(self.log_posteriors(world, tokens), roundoff=label_roundoff(world))
 
 
-#: a label score within this many unit roundoffs × (1 + |log P|) × the size of its terms of the decision is an
-#: exact tie read through rounding (``labels_from_log_posterior``): the float32 filter's log-posteriors of a tie
-#: came 4 ulps apart at T = 6, and the error grows with the steps
+#: a label score within this many unit roundoffs × (1 + |log P_k| + |log P_top|) of each of its terms (the top's
+#: excepted) is an exact tie read through rounding (``labels_from_log_posterior``): the float32 filter's
+#: log-posteriors of a tie came 4 ulps apart at T = 6
 LABEL_TIE_ULPS = 32
 
 
