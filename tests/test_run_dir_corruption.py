@@ -313,3 +313,26 @@ def test_load_lm_checks_the_run_it_came_from(copy, finished, tmp_path):
     lm = load_lm(rung_dir)  # without expectations it loads, and its ε is the recorded one
     x = np.asarray(WORLD.sample(CONFIG.eval_seed, CONFIG.eval_sequences, CONFIG.seq_len))
     assert exact_epsilon(WORLD, lm, x)[0] == pytest.approx(result.records[1].epsilon, rel=1e-5)
+
+
+def _swap(a: Path, b: Path):
+    a.rename(a.with_name("swap")), b.rename(a), a.with_name("swap").rename(b)
+
+
+def test_a_rung_read_back_by_its_result_is_that_rung_and_a_checkpoint_without_checksum_is_refused(copy):
+    """TrainResult.lm checked only the run's header: rung directories swapped on disk gave the 0.05 rung's model
+    for lm(0.1).  And a metadata.json without its checksum skipped the check of the arrays: another rung's state/
+    loaded as this rung's model (a review 2026-12-06).  Both are now ConfigErrors naming the checkpoint."""
+    result = run_train(copy)  # finished: read back
+    assert result.lm(0.1).metadata["target"] == 0.1
+    rungs = copy / "seed_0"
+    _swap(rungs / "eps_0.1", rungs / "eps_0.05")
+    with pytest.raises(ConfigError, match=r"eps_0\.1 was saved by a different run \(differs in \['step', 'target'\]\)"):
+        result.lm(0.1)
+    _swap(rungs / "eps_0.1", rungs / "eps_0.05")
+    _swap(rungs / "eps_0.1" / "state", rungs / "eps_0.05" / "state")
+    meta = json.loads((rungs / "eps_0.1" / "metadata.json").read_text())
+    del meta["checksum"]
+    (rungs / "eps_0.1" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"eps_0\.1/metadata\.json has no checksum"):
+        load_lm(rungs / "eps_0.1")

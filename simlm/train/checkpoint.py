@@ -151,8 +151,13 @@ def restore_tree(directory, like, metadata: dict | None = None):
         raise ConfigError(f"checkpoint: {directory / 'state'} cannot be read ({type(err).__name__}: {detail}); "
                           f"{_RECREATE}") from None
     _check_shapes(directory, want, _shapes(tree))
+    # every simlm checkpoint has a checksum (save_tree writes one): without it, a state/ swapped in from another
+    # checkpoint loaded as this one's model (a review 2026-12-06)
+    if not isinstance(meta.get("checksum"), str):
+        raise ConfigError(f"checkpoint: {directory / 'metadata.json'} has no checksum, so its arrays cannot be "
+                          f"checked to be the ones saved there; {_RECREATE}")
     # a checkpoint saved before the checksum covered model_config (arrays only) still loads
-    if "checksum" in meta and meta["checksum"] not in _checksums(tree, meta.get("model_config")):
+    if meta["checksum"] not in _checksums(tree, meta.get("model_config")):
         raise ConfigError(f"checkpoint: {directory / 'state'} does not hold the arrays saved there with its "
                           f"model_config (their checksum differs from metadata.json's: the files were altered or "
                           f"mixed up); {_RECREATE}")

@@ -192,7 +192,8 @@ class TrainResult:
 
     def lm(self, target: float, seed: int | None = None) -> TransformerLM:
         """The checkpointed model of ``seed`` (default: the first) at ladder ``target``, checked to be
-        this run's (world fingerprint and configs)."""
+        this run's (world fingerprint and configs) and this rung's (seed, target and step: rung directories
+        swapped on disk loaded another rung's model without a word, a review 2026-12-06)."""
         target = check_finite("target", target, "a positive ε target")
         seeds = list(dict.fromkeys(r.seed for r in self.records))
         seed = seeds[0] if seed is None else seed
@@ -200,7 +201,8 @@ class TrainResult:
             raise ConfigError(f"seed: expected one of this run's seeds {seeds}, got {seed!r}")
         for r in self.records:  # matched as the rungs' directories name them (eps_<target:g>): float32 0.3 too
             if r.seed == seed and format(r.target, "g") == format(target, "g") and r.reached:
-                return load_lm(r.path, expect=self.header)
+                return load_lm(r.path, expect={**(self.header or {}), "seed": r.seed, "target": r.target,
+                                               "step": r.step})
         raise ConfigError(f"target: seed {seed} has no checkpoint at ε ≤ {target:g}; "
                           f"reached: {[r.target for r in self.records if r.seed == seed and r.reached]}")
 
@@ -571,8 +573,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     ~1e-4 relative, for a chunked bfloat16/float16 masked model).  The KL terms are summed in float32 on the
     device: below ε ~1e-6 that is no longer exact (6e-3 relative at 3e-7, 28 % at 3e-8), so a rung target
     there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up
-    linearly from 0 over ``warmup_steps`` (so the first step moves nothing) and then decays along a cosine to
-    0.1 × ``learning_rate`` at ``max_steps``.
+    linearly from 0 over ``warmup_steps`` (so with warmup_steps > 0 the first step moves nothing) and then
+    decays along a cosine to 0.1 × ``learning_rate`` at ``max_steps``.
     Under BERT corruption (the default ``corruption=(0.8, 0.1, 0.1)``) the masked objective's optimum is
     P(x_t | y, s_t = 1), which allows for randomised visible tokens, so its ε is not 0: ~7.5e-4 nats on a
     16-state permutation-mixture HMM, ~1.8e-3 on a Dirichlet(0.1) HMM — a floor to keep well under the
