@@ -148,8 +148,8 @@ class _LinearLabels:
         and carries none), from its own log-posterior (a negligible share of log P = −200 no longer widens the
         others'), with u the unit roundoff of the computation the log-posteriors come from (``roundoff``; by
         default the input's dtype's, 2⁻²⁴ for float32 and 2⁻⁵³ for float64; :meth:`labels` passes its world's)
-        — is an exact tie read through rounding, and takes the documented rule: label 1 for μ, the lowest tied class for L (two
-        exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
+        — is an exact tie read through rounding, and takes the documented rule: label 1 for μ, the lowest tied class
+        for L (two exchangeable states with μ = (0, 1, −1) tie on every sequence; their float32 log-posteriors, 2e-7
         apart, labelled 3 of 64 sequences 0, and a float64 rerun, 4e-16 apart, still one)."""
         raw = as_array("log_posterior", log_posterior, what="an array of numbers with rows of equal length")
         if raw.dtype.kind not in "biuf":
