@@ -118,3 +118,14 @@ def test_the_module_functions_refuse_a_token_id_outside_the_vocabulary(name, bad
     x = np.array([[0, bad, 1]], np.int32)
     with pytest.raises(TokenError, match=rf"^tokens: .*{bad}"):
         getattr(hmm_module, name)(*world.chain, x)
+
+
+def test_the_module_functions_refuse_one_sequence_with_a_token_error():
+    """The module-level functions take a batch (n, T): one sequence (T,) raised numpy's "not enough values to
+    unpack" before any check (a review, 2026-12-06).  A TokenError now names the shape; the methods take (T,)."""
+    import jax.numpy as jnp
+    from simlm.errors import TokenError
+    from simlm.worlds import hmm
+    chain = [jnp.asarray(np.float32(a)) for a in ([1.0], [[1.0]], [[1.0]])]
+    with pytest.raises(TokenError, match=r"^tokens: expected a batch of shape \(n, T\), got shape \(3,\)"):
+        hmm.token_logprobs(*chain, jnp.zeros(3, jnp.int32))

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.checks import check_tokens
+from simlm.errors import TokenError
 from simlm.worlds import hmm_core as core
 
 #: the sizes each of n, K, V + 1 and T is rounded up to
@@ -94,10 +95,13 @@ def bucketed(fn, outputs: tuple, *, reads_backward: bool = False):
 
     @functools.wraps(fn)
     def run(initial, transition, emission, tokens):
-        (K, V), (n, T) = emission.shape, tokens.shape
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
-        if not traced:
-            check_tokens(tokens, V)
+        if not traced:  # before the shapes are read: 1-D tokens raised numpy's unpacking ValueError
+            check_tokens(tokens, emission.shape[-1])
+            if np.ndim(tokens) != 2:
+                raise TokenError(f"tokens: expected a batch of shape (n, T), got shape {np.shape(tokens)}; "
+                                 "the World methods take one sequence (T,)")
+        (K, V), (n, T) = emission.shape, tokens.shape
         if traced or transition.shape != (K, K) or not _fits(n, K, V + 1, T):
             return fn(initial, transition, emission, tokens)
         pad_T = not reads_backward or rows_sum_to_one(transition)
