@@ -163,14 +163,14 @@ class _LinearLabels:
         moving = np.ptp(W, axis=0) > 0
         lp = lp[:, moving]
         top = lp.max(axis=1, initial=-np.inf, keepdims=True)
-        shares = np.exp(lp - np.where(np.isfinite(top), top, 0.0))  # all −inf (or none): every score 0
+        top = np.where(np.isfinite(top), top, 0.0)  # all −inf (or none): every score 0
+        shares = np.exp(lp - top)
         u = _roundoff(raw.dtype) if roundoff is None else check_non_negative("roundoff", roundoff)
         # each share's relative rounding, from its own log and the top's (a share of 0 carries none): one state
         # of log P = −200 with a negligible share widened every term's to 4e-4 in float32 (with the row's
         # largest |log P|), and 571 of 3000 labels of margin up to 4e-4, 1400× their rounding, read as ties
         # and went to label 1 (a review 2026-12-06)
-        off_top = np.where(np.isfinite(top), np.abs(top), 0.0)
-        shares_err = shares * LABEL_TIE_ULPS * u * (1.0 + np.where(np.isfinite(lp), np.abs(lp), 0.0) + off_top)
+        shares_err = shares * LABEL_TIE_ULPS * u * (1.0 + np.where(np.isfinite(lp), np.abs(lp), 0.0) + np.abs(top))
         if lp.shape[1]:  # the top's share is exp(0) = 1 exactly: its rounding is in every other share's already
             shares_err[np.arange(len(lp)), lp.argmax(axis=1)] = 0.0
         if self.L is None:

@@ -97,8 +97,7 @@ def bucketed(fn, outputs: tuple, *, reads_backward: bool = False):
     def run(initial, transition, emission, tokens):
         traced = any(isinstance(a, jax.core.Tracer) for a in (initial, transition, emission, tokens))
         if not traced:  # before the shapes are read: 1-D tokens raised numpy's unpacking ValueError
-            check_tokens(tokens, emission.shape[-1])
-            if np.ndim(tokens) != 2:
+            if check_tokens(tokens, emission.shape[-1])[1]:  # one sequence
                 raise TokenError(f"tokens: expected a batch of shape (n, T), got shape {np.shape(tokens)}; "
                                  "the World methods take one sequence (T,)")
         (K, V), (n, T) = emission.shape, tokens.shape

@@ -100,8 +100,7 @@ def prompt_rows(likelihoods, n_states: int, dtype, name: str = "U") -> np.ndarra
     if lost.any():
         j, h = (int(i[0]) for i in np.nonzero(lost))
         raise ConfigError(f"{name}: entry ({j}, {h}) is {u[j, h]:.3g} of its row's largest, below the smallest "
-                          f"normal {np.dtype(dtype).name}; set it to 0"
-                          + (" or compute in float64" if np.dtype(dtype).itemsize < 8 else ""))
+                          f"normal {np.dtype(dtype).name}; set it to 0 or compute in float64")
     return cast
 
 
