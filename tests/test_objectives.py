@@ -2,6 +2,8 @@
 cross-entropy, the Quad loss of Saunshi, Malladi & Arora and the masked-LM loss over exactly the chosen
 positions (a factor or a denominator changed here moves every model a user trains, silently)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,3 +173,22 @@ def test_a_batch_with_no_position_that_counts_is_refused_not_read_as_nan_or_zero
     got = float(objectives.cross_entropy(causal, x, mask=jnp.asarray(one)))
     want = -float(next_token_logprobs(causal, x)[0, 1, int(x[0, 1])])
     assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cross-entropy", "quad", "masked-lm"])
+def test_a_mask_not_of_the_tokens_shape_is_refused_under_jit_too(name):
+    """A (T,) or (n, 1) mask broadcast over the positions but was counted once: the loss read n (or T) times
+    its value (cross-entropy 4.76 for 1.59 with a (T,) mask over 3 rows) — refused, naming the shapes."""
+    from simlm.errors import ShapeError
+
+    x = _tokens(6)
+    model = init_transformer(MASKED if name == "masked-lm" else CONFIG, 0)
+    fn, key = objectives.OBJECTIVES[name], jax.random.PRNGKey(0)
+    row = np.array([1, 1, 1, 0, 0, 0], bool)
+    for mask in (row, np.ones((3, 1), bool), np.ones((1, 6), bool)):
+        with pytest.raises(ShapeError, match=re.escape(f"mask: expected the tokens' shape (3, 6), got {mask.shape}")):
+            fn(model, x, key, mask=jnp.asarray(mask))
+        with pytest.raises(ShapeError, match="^mask: expected the tokens' shape"):
+            jax.jit(lambda t, m: fn(model, t, key, mask=m))(x, jnp.asarray(mask))
+    full = np.tile(row, (3, 1))  # the same positions as an (n, T) mask: the mean over its 9 positions
+    assert np.isfinite(float(fn(model, x, key, mask=jnp.asarray(full))))

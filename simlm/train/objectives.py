@@ -2,8 +2,10 @@
 
 Each objective takes ``(model, tokens (n, T), key)`` and returns the mean loss per counted position
 (nats/token for the likelihood objectives).  Padding never occurs in simlm's fixed-length streams, but
-``mask (n, T)`` (booleans, True = the position counts) is honoured where given: a masked-out position adds
-nothing, whatever its token (a ``pad_id`` beyond the vocabulary too).
+``mask (n, T)`` (booleans, True = the position counts; of the tokens' shape) is honoured where given: a
+masked-out position adds no loss term, whatever its token (a ``pad_id`` beyond the vocabulary too).  It is
+no attention mask: its token is still read as context by the positions that count (the later ones in a
+causal model, all of them in a masked LM), so padding there changes their losses.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simlm.errors import ConfigError, TokenError
+from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models import finite
 from simlm.models.transformer import causal_inputs, next_token_logprobs, require_kind
 
@@ -40,12 +42,17 @@ def _check_targets(tokens, mask, n_symbols: int) -> None:
     """Outside a trace, a :class:`TokenError` for a position that counts (``mask`` True, or every position
     without one) whose token is no symbol id in [0, V): :func:`_observed` would read it as symbol 0 — a MASK or
     pad id passed as a target, or any id at a masked-LM position (replaced by MASK before the model's own check;
-    a review, 2026-12-06).  Under jit nothing is checked (the trainer feeds the world's samples) but the shape:
-    a batch with no position (T = 0) is refused, as is, outside a trace, a ``mask`` that counts no position —
-    their mean loss is no number (it read NaN, or 0.0 under a mask)."""
+    a review, 2026-12-06).  Under jit nothing is checked (the trainer feeds the world's samples) but the
+    shapes: a batch with no position (T = 0) is refused, as is, outside a trace, a ``mask`` that counts no
+    position — their mean loss is no number (it read NaN, or 0.0 under a mask) — and, always, a ``mask`` not
+    of the tokens' shape (:class:`ShapeError`)."""
     if 0 in np.shape(tokens):
         raise TokenError(f"tokens: expected at least one position in each of at least one sequence, got shape "
                          f"{tuple(np.shape(tokens))} (the mean loss over no position is no number)")
+    if mask is not None and np.shape(mask) != np.shape(tokens):  # static: checked under jit too
+        # broadcast, a (T,) or (n, 1) mask kept its positions in every row but counted them once (a loss n or
+        # T times too large)
+        raise ShapeError(f"mask: expected the tokens' shape {tuple(np.shape(tokens))}, got {tuple(np.shape(mask))}")
     if any(isinstance(a, jax.core.Tracer) for a in (tokens, mask)):
         return
     if mask is not None and not np.asarray(mask).any():
