@@ -411,3 +411,18 @@ def test_quad_excess_projects_an_ill_conditioned_concrete_phi_in_float64():
     assert float(np.max(quad_excess(f_star, P, phi))) < 1e-5
     f = f_star + 0.1 * rng.standard_normal(f_star.shape)
     np.testing.assert_allclose(quad_excess(f, P, phi), 0.5 * np.sum(((f - f_star) @ phi) ** 2, -1), rtol=0, atol=5e-5)
+
+
+def test_quad_excess_projects_a_rank_deficient_phi_given_in_float64_at_its_rank():
+    """A Φ of rank 2 (row 3 = row 1 + row 2) given in float64: Π_Φ was taken from Φ rounded to float32, whose
+    rounding left a third singular value ~1e-7, above float64 pinv's cutoff: the projection gained a spurious
+    direction and the excess at the exact minimiser read up to 0.05 where it is 0 (a review, 2026-12-06)."""
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(2, 6))
+    phi = np.vstack([phi, phi[0] + phi[1]])
+    P = rng.dirichlet(np.ones(6), 4)
+    f_star = P @ np.linalg.pinv(phi)
+    assert float(np.max(quad_excess(f_star, P, phi))) < 1e-6
+    f = f_star + 0.3 * rng.standard_normal(f_star.shape)
+    np.testing.assert_allclose(quad_excess(f, P, phi), 0.5 * np.sum(((f - f_star) @ phi) ** 2, -1), rtol=1e-5,
+                               atol=1e-6)

@@ -352,16 +352,18 @@ def quad_excess(f, p_star, phi) -> jax.Array:
     squares, never negative, with no cancellation between two losses.  Pure jnp (jit-able; the trainer's
     exact Quad ε is its mean over positions); concrete arguments are checked first.  Computed in
     float32, or in float64 for float64 input under ``jax.enable_x64(True)`` (the theory's ε_quad,
-    :func:`simlm.theory.natural_tasks.quad_epsilon`).  Π_Φ of a concrete Φ is computed on the host in float64
-    (float32's pinv cutoff, ~5e-6 of σ_max, dropped real directions of an ill-conditioned Φ: 0.023 for an
+    :func:`simlm.theory.natural_tasks.quad_epsilon`).  Π_Φ of a concrete Φ is computed on the host in float64,
+    from Φ as given (float32's pinv cutoff, ~5e-6 of σ_max, dropped real directions of an ill-conditioned Φ: 0.023 for an
     ε_quad of 0 at condition 1e6, a review 2026-12-06); under a trace in float32 it is ``pinv``'s, right to
     ~1e-5 up to a condition of ~1e4 and not beyond."""
     concrete = _concrete(f, p_star, phi)
     if concrete:
         f, p_star, phi = _check_quad(f, p_star, phi)
+        phi64 = phi  # float64, as given: Π_Φ from Φ rounded to float32 took a direction of a rank-deficient Φ
+        # (σ ~ 1e-7 of rounding, above float64 pinv's cutoff) as real: ε_quad 0.05 at the exact minimiser
     f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
     if concrete:
-        Q = np.linalg.pinv(np.asarray(phi, np.float64)) @ np.asarray(phi, np.float64)
+        Q = np.linalg.pinv(phi64) @ phi64
         proj = jnp.asarray(Q, dtype=jnp.result_type(P.dtype, phi.dtype))
     else:
         proj = jnp.linalg.pinv(phi) @ phi
