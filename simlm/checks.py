@@ -353,8 +353,10 @@ def check_distributions(name: str, laws, *, atol: float = 1e-5) -> np.ndarray:
     """Probability rows as float64: real and finite (:func:`check_real_array`, whose errors are
     :class:`DistributionError` here), non-negative, each row (last axis) summing to 1 within ``atol``
     (:func:`check_stochastic`) — or a typed error naming ``name`` and the row.  For laws given as
-    log-probabilities see :func:`simlm.metrics.epsilon.check_laws`."""
-    return check_stochastic(name, check_real_array(name, laws, error=DistributionError), atol=atol)
+    log-probabilities see :func:`simlm.metrics.epsilon.check_laws`.  Booleans are refused (a mask passed for a
+    law), as :func:`check_stochastic` refuses them: it reads the array as given, not its float64 cast."""
+    check_real_array(name, laws, error=DistributionError)
+    return check_stochastic(name, laws, atol=atol)
 
 
 def physical_memory() -> int:

@@ -59,7 +59,8 @@ def test_a_row_is_refused_exactly_when_its_sum_is_off_by_more_than_atol(check, a
 
 @pytest.mark.parametrize("value, error", [([[0.5, 0.5], [1.0]], ShapeError), ([[0.5, np.nan]], DistributionError),
                                           ([[1.5, -0.5]], DistributionError), ([[0.5j, 0.5]], DistributionError),
-                                          (5.0, ShapeError)])
+                                          (5.0, ShapeError), ([[True, False]], DistributionError),
+                                          (np.array([[True, False]]), DistributionError)])
 def test_check_distributions_names_the_argument(value, error):
     with pytest.raises(error, match="^p_T"):
         check_distributions("p_T", value)
