@@ -127,11 +127,18 @@ def headlines(name: str, r: dict) -> list:
     get = lambda d, *ks: next((d.get(k) for k in ks if isinstance(d, dict) and k in d), None)  # noqa: E731
     if name == "worlds":
         t = r.get("targets", {})
-        return [("sampling simlm ÷ dynamax, worst K", "≥ 50×", _fmt(get(t.get("sampling_ratio"), "worst"), "×"),
+
+        def why(key):  # a number without a verdict carries its reason (worlds.targets' note)
+            v = t.get(key)
+            return f" ({v['note']})" if isinstance(v, dict) and v.get("met") is None and v.get("note") else ""
+        return [("sampling simlm ÷ dynamax, worst K", "≥ 50×",
+                 _fmt(get(t.get("sampling_ratio"), "worst"), "×") + why("sampling_ratio"),
                  get(t.get("sampling_ratio"), "met")),
                 ("next-token law simlm ÷ dynamax, worst K", "≥ 1.5×",
-                 _fmt(get(t.get("inference_ratio"), "worst"), "×"), get(t.get("inference_ratio"), "met")),
-                ("forward GFLOP/s ÷ matmul, K = 256", "≥ 60 %", _pct(get(t.get("forward_fraction"), "value")),
+                 _fmt(get(t.get("inference_ratio"), "worst"), "×") + why("inference_ratio"),
+                 get(t.get("inference_ratio"), "met")),
+                ("forward GFLOP/s ÷ matmul, K = 256", "≥ 60 %",
+                 _pct(get(t.get("forward_fraction"), "value")) + why("forward_fraction"),
                  get(t.get("forward_fraction"), "met"))]
     if name == "filters":
         out = []
@@ -201,6 +208,8 @@ def headlines(name: str, r: dict) -> list:
         t = r.get("target", {})
         if t.get("seconds_to_reach") is not None:
             value = _fmt(t["seconds_to_reach"], " s")
+            if t.get("met") is None and t.get("reason"):  # reached, not judged (e.g. the target is for a CPU)
+                value += f" ({t['reason']})"
         else:
             value = t.get("reason") or f"not reached (train() {_fmt(r.get('total_s'), ' s')})"
         return [("train() to ε ≤ 0.01", "≤ 600 s (CPU)", value, t.get("met"))]

@@ -93,10 +93,12 @@ EQUIVALENCE_RTOL = 1e-5
 
 #: dense tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (SXM parts unless named), by a substring of
 #: jax's ``device_kind`` (first match wins); "float32" is TF32, what jax's default float32 product uses.
-#: None: a part whose peak is not the SXM one and was not checked here (the H100 NVL would otherwise match
-#: "H100"): no datasheet peak, so MFU is taken against ``--peak-tflops`` or, unjudged, the measured matmul
+#: None: a part whose peak is not the SXM one and was not checked here (the H100 NVL and H200 NVL would
+#: otherwise match "H100" / "H200"): no datasheet peak, so MFU is taken against ``--peak-tflops`` or,
+#: unjudged, the measured matmul
 DATASHEET_TFLOPS = {"H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
                     "H100 NVL": None,
+                    "H200 NVL": None,
                     "H100": {"bfloat16": 989.4, "float32": 494.7},
                     "H200": {"bfloat16": 989.4, "float32": 494.7},
                     "A100": {"bfloat16": 312.0, "float32": 156.0}}

@@ -182,6 +182,15 @@ def test_suite_rows_carry_each_scripts_verdict_and_none_where_the_script_refuses
     assert eps[3] is None and "17.3" not in eps[2] and "not attempted" in eps[2]
     (eps,) = h("time_to_eps", {"total_s": 210.0, "target": {"seconds_to_reach": 210.0, "met": True}})
     assert eps[2] == "210 s" and eps[3] is True
+    # a number without a verdict carries its reason (both were dropped: a review, 2026-12-06)
+    (eps,) = h("time_to_eps", {"total_s": 217.0, "target": {"seconds_to_reach": 217.0, "met": None,
+                                                           "reason": "not judged: the target is for a CPU"}})
+    assert eps[2] == "217 s (not judged: the target is for a CPU)" and eps[3] is None
+    note = "not judged: simlm's laws disagree with dynamax's at K = 64"
+    worlds = h("worlds", {"targets": {"sampling_ratio": {"worst": 55.0, "met": None, "note": note},
+                                      "inference_ratio": {"worst": 2.0, "met": True},
+                                      "forward_fraction": {"value": 0.7, "met": None, "note": note}}})
+    assert [w[2] for w in worlds] == [f"55× ({note})", "2×", f"70 % ({note})"]
 
 
 def test_the_profile_entry_reports_the_step_by_kind_and_its_top_kernel_without_a_verdict():

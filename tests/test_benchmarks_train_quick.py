@@ -164,6 +164,8 @@ def test_mfu_is_judged_only_against_a_datasheet_or_given_peak():
     assert train_bench.choose_peak(None, 989.4, measured, "bfloat16", "NVIDIA H100", 8192)[2] == "datasheet"
     # the NVL part is not the SXM one its name contains: no datasheet peak (was SXM's 989.4)
     assert train_bench.datasheet_peak("NVIDIA H100 NVL", "bfloat16") is None
+    assert train_bench.datasheet_peak("NVIDIA H200 NVL", "bfloat16") is None  # was the SXM H200's 989.4
+    assert train_bench.datasheet_peak("NVIDIA H200", "bfloat16") == 989.4
     assert train_bench.datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
     assert train_bench.datasheet_peak("NVIDIA H100 PCIe", "float32") == 378.0
     assert train_bench.choose_peak(197.0, None, {}, "bfloat16", "TPU v5 lite", 8192)[::2] == (197.0, "given")
