@@ -263,6 +263,10 @@ def test_free_representation_norms_are_log_normal_with_the_documented_spread():
     log_norms = np.log(np.linalg.norm(s, axis=1))
     assert abs(log_norms.mean() - np.log(3.0)) < 0.05
     assert abs(log_norms.std() - 0.5) < 0.05
+    # norm_spread = 0 (was refused as "not positive"): every context at the radius exactly
+    flat = LogLinearWorld.random(0, n_states=50, n_symbols=8, representation="free", radius=3.0, norm_spread=0.0)
+    s = np.asarray(flat.representations, np.float64) - np.asarray(flat.mean_representation(), np.float64)
+    np.testing.assert_allclose(np.linalg.norm(s, axis=1), 3.0, rtol=1e-6)
 
 
 def test_carriers_are_rare_in_every_context_and_bulk_words_are_not():

@@ -452,7 +452,7 @@ class LogLinearWorld(WorldBase):
             raise ConfigError(f"mean_norm: expected 0 or a number in [1e-150, 1e150], got {mean_norm!r}")
         radius, sigma = check_number("radius", radius, positive=True), check_number("sigma", sigma, positive=True)
         anchor_norm = check_number("anchor_norm", anchor_norm, positive=True)
-        norm_spread = check_number("norm_spread", norm_spread, positive=True)
+        norm_spread = check_number("norm_spread", norm_spread, minimum=0.0)  # 0: every r_h = radius
         carrier_gap = check_number("carrier_gap", carrier_gap, positive=True)
         if isinstance(gain, (bool, np.bool_)):
             raise ConfigError(f"gain: expected a positive number or (d,) positive array, got {gain!r}")
