@@ -7,7 +7,7 @@ import numpy as np
 
 from simlm.errors import ConfigError
 from simlm.experiments.registry import option_ranges, register, row
-from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
+from simlm.models import CausalTransformerLM, SoftmaxLanguageModel, WorldLM
 from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import lm_residual
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
@@ -66,7 +66,13 @@ def anchors_check(cell) -> list:
     bulk = bulk_mask(ctx.logp, top_k=int(o["top_k"]))
     fit = world_anchor_fit(ctx, bulk)
     V = ctx.logp.shape[1]
-    logp_lm = log_softmax(np.asarray(cell.lm.next_token_logprobs(tokens), np.float64).reshape(-1, V))
+    if isinstance(cell.lm, WorldLM) and cell.lm.world is world:
+        # the oracle's laws are the world's, exactly: its float32 next_token_logprobs would give it an ε of
+        # ~1e-14, and a bound whose γ is ~1e-10 (the rare-carrier task) would read 1 ("trivial") for the LM
+        # whose bound is 0
+        logp_lm = ctx.logp
+    else:
+        logp_lm = log_softmax(np.asarray(cell.lm.next_token_logprobs(tokens), np.float64).reshape(-1, V))
     rows = []
     if isinstance(cell.lm, SoftmaxLanguageModel):
         f = np.asarray(cell.lm.features(tokens), np.float64).reshape(len(ctx.weights), -1)
