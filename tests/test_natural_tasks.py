@@ -893,7 +893,7 @@ def test_trivial_best_and_the_critical_eps_agree_with_brute_force_over_B(tiny):
         assert b.trivial_best == brute, (eps / crit, b.bound, taus + grid * math.sqrt(2 * eps))
         assert b.critical_eps == pytest.approx(crit)
         sol = tau(C, task, grid)
-        assert b.trivial == bool(np.all(b.bound >= worst_word_loss(sol.v, sol.b, task)))  # no LM could fail it
+        assert b.trivial == bool(np.all(b.bound >= worst_word_loss(sol.v, sol.b, task) - nt.ATOL))  # no LM can fail it
         if eps >= crit:  # (b) cannot fail on any grid; (a) can, and only trivial says it cannot
             assert b.trivial_best
 
@@ -968,6 +968,18 @@ def test_a_trivial_bound_cannot_fail_and_a_non_trivial_one_can(eps):
     assert flag == all(b.holds for b in checks[:len(grid)])  # exactly: the worst LMs hold iff trivial
     if flag:
         assert all(b.holds for b in checks)
+
+
+def test_a_bound_equal_to_its_ceiling_is_trivial_whatever_order_summed_them():
+    """V = 1 (one word): ε = 0 and no score can move, so bound = τ = the ceiling; the two sums came out 1.1e-16
+    apart and the flag read "non-trivial" for a bound no LM can fail (a review, 2026-12-06)."""
+    P1, w = np.ones((3, 1)), np.array([0.5, 0.3, 0.2])
+    C1 = ContextSet(prefixes=((), (0,), (0, 0)), lengths=np.array([0, 1, 2]), prefix_probs=w, weights=w,
+                    next_token_probs=P1, max_length=2)
+    t = natural_task(C1, np.array([1.0]), -2.0, noise="logistic")
+    b = check_natural_task(C1, P1, t, B_grid=[1.0, 4.0]).bound("any-lm")
+    np.testing.assert_allclose(b.bound, b.loss_ceiling, rtol=0, atol=1e-15)
+    assert b.holds and b.trivial
 
 
 def test_a_bound_above_log_2_is_not_trivial_where_the_transferred_classifier_can_exceed_it():

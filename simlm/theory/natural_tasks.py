@@ -550,9 +550,11 @@ class TransferBound:
     γ and constraint; NaN for the residual forms, whose threshold has no closed form); ``loss_ceiling (G,)``
     = the largest (a) any LM can give (:func:`loss_ceiling`; +inf on unbounded Quad features);
     ``loss_best_ceiling (G,)`` = the largest (b) any LM can give (:func:`best_loss_ceiling`, ≤ log 2);
-    ``trivial`` = bound ≥ loss_ceiling at every B of the grid: no LM can violate it, as (a) ≤ the ceiling
-    and (b) ≤ (a) (the best-in-ball solve starts from the τ-optimal classifier and never ends above it);
-    ``trivial_best`` = bound ≥ log 2 at every B: (b) alone cannot violate it (the all-zero classifier, in
+    ``trivial`` = bound ≥ loss_ceiling − atol at every B of the grid: no LM can violate it (by more than the
+    atol ``holds`` allows), as (a) ≤ the ceiling and (b) ≤ (a) (the best-in-ball solve starts from the
+    τ-optimal classifier and never ends above it; a bound equal to the ceiling but summed in another order
+    read 1 ulp below it, non-trivial); ``trivial_best`` = bound ≥ log 2 − atol at every B: (b) alone cannot
+    violate it (the all-zero classifier, in
     every ball, scores log 2) — ε ≥ ``critical_eps`` gives this, not ``trivial``; ``slack_used`` =
     (loss (a) − τ)/(bound − τ) at ``index``, NaN where bound − τ ≤ atol (no slack beyond rounding)."""
 
@@ -716,7 +718,7 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, best.gap, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
                                  math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
-                                 best_ceiling, bool(np.all(bound >= ceiling)), bool(np.all(bound >= LOG2)), used))
+                                 best_ceiling, bool(np.all(bound >= ceiling - atol)), bool(np.all(bound >= LOG2 - atol)), used))
     return out
 
 
