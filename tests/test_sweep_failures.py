@@ -234,6 +234,25 @@ def test_a_training_worker_that_dies_loses_its_ladder_not_the_sweep(tmp_path):
     assert "Ladders lost" not in markdown(again["rows"], tmp_path, [])
 
 
+def test_a_training_that_diverges_loses_its_ladder_not_the_sweep(tmp_path):
+    """A ladder whose training diverged raised out of the sweep before any cell ran: no table, no summary,
+    exit status 2, and the same on every rerun (a review, 2026-12-06).  Its ladder is listed as lost with
+    the divergence; the oracle's cells run and are written."""
+    from simlm.experiments.report import markdown
+
+    raw = {**RAW, "worlds": RAW["worlds"][:1],
+           "lms": {"oracle": True, "trained": {"targets": [0.01], "model": {"d_model": 8, "n_layers": 1, "n_heads": 1},
+                                               "train": {"max_steps": 20, "batch_size": 4, "eval_every": 5,
+                                                         "learning_rate": 1e30}}}}
+    result = run_sweep(parse_config(raw), tmp_path, progress=False, log=lambda *a: None)
+    [lost] = result["lost"]
+    assert lost["world"] == "h1" and "the training diverged" in lost["error"] and "non-finite" in lost["error"]
+    assert [e["cell"] for e in result["errors"]] == ["h1|trained ladder"]
+    assert {r["lm"] for r in result["rows"]} == {"oracle"} and (tmp_path / "results.csv").exists()
+    assert (tmp_path / "summary.json").exists()
+    assert "diverges again" in markdown(result["rows"], tmp_path, [])
+
+
 def test_a_resume_whose_world_record_is_gone_is_refused(tmp_path):
     """worlds/<name>.json missing (or unreadable) was rewritten with this run's held-out digest while the
     stored cells, computed on other tokens, were reused: nothing could tell them apart any more."""

@@ -306,7 +306,8 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     lost = _last_run(out_dir, "lost", {"world", "error"})
     if lost:
         lines += ["", "## Ladders lost in the last run", "", "No trained LM of that world, so no cells for one: a "
-                  "rerun resumes its training from its checkpoints.", ""]
+                  "rerun resumes a ladder whose worker died from its checkpoints; one whose training diverged "
+                  "diverges again.", ""]
         lines += [f"- world `{x['world']}`: {x['error']}" for x in lost]
     unreached = _unreached(out_dir)
     if unreached:

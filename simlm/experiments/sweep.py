@@ -510,7 +510,10 @@ def build_lm(world, spec: dict, tokens, out: Path):
 
 def train_job(payload: str) -> str:
     """Train one world's ladder (resuming its run directory); returns ``{"lms": the reached rungs as LM
-    specs, "unreached": the rungs a seed did not reach, with its best ε and the steps it ran}``."""
+    specs, "unreached": the rungs a seed did not reach, with its best ε and the steps it ran}``, or, when the
+    training diverged, ``{"lms": [], "unreached": [], "error": its message}``: the ladder gives no LM, and the
+    sweep's other cells run (the divergence aborted the whole sweep before any cell, and every rerun)."""
+    from simlm.errors import TrainingDivergedError
     from simlm.train import train
 
     release_compiled()  # a long-lived worker's compiled programs would end at the process's map limit
@@ -521,7 +524,12 @@ def train_job(payload: str) -> str:
     model, tc = _train_configs(config, spec, world)
     tag = hashlib.sha1(json.dumps([world.fingerprint(), model.to_dict(), tc.to_dict()], sort_keys=True).encode()).hexdigest()[:10]
     run_dir = out / "train" / f"{spec['name']}-{tag}"
-    result = train(world, model, tc, run_dir, progress=not job.get("quiet", True))
+    try:
+        result = train(world, model, tc, run_dir, progress=not job.get("quiet", True))
+    except TrainingDivergedError as err:
+        return json.dumps({"lms": [], "unreached": [], "error": f"the training diverged, so this world's trained LMs "
+                                                               f"have no cells (a rerun diverges again: lower "
+                                                               f"lms.trained's learning_rate, in another --out): {err}"})
     laws = OBJECTIVE_LAWS[tc.objective]
     lms = [{"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed, "laws": list(laws),
             "path": str(Path(r.path).absolute().relative_to(out.absolute())), "step": r.step}
@@ -720,7 +728,8 @@ def _installed(name: str) -> str | None:
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
     "cells", "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give
-    no LM and so no cells; ``lost``: the ladders whose pool worker died, listed in ``errors`` too) and writes
+    no LM and so no cells; ``lost``: the ladders that gave no LM this run — their pool worker died, or the
+    training diverged — listed in ``errors`` too) and writes
     the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
@@ -765,6 +774,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
                                       f"this ladder may not have started), so its trained LMs have no cells: {result}"})
                 continue
             ladder = json.loads(result)
+            if ladder.get("error"):  # diverged: no LMs from this ladder, listed as an error; the other cells run
+                lost.append({"world": world, "error": ladder["error"]})
+                continue
             trained[world] = ladder["lms"]
             unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
         bar.set_description("sweep")
