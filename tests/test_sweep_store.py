@@ -176,6 +176,27 @@ def test_a_check_that_sets_its_own_lm_columns_keeps_them(monkeypatch, tmp_path):
          ("never-built@0.05", None, None, None, "h", "test/own-lm"), ("oracle", None, 0.0, 0.0, "h", "test/own-lm")]
 
 
+@pytest.mark.parametrize("bad, error", [
+    ({"quantity": "q", "measured": 2.0, "bound": 1.0}, "row 'q' has a bound but holds = None, not True or False"),
+    ({"measured": 2.0}, "has no quantity (a non-empty string), got None"),
+    ({"quantity": "q"}, "row 'q' has no measured value"),
+    (("q", 2.0), "expected each row the check returns to be a dict"),
+])
+def test_a_row_not_built_as_a_row_is_its_cells_error_not_a_silent_pass(monkeypatch, tmp_path, bad, error):
+    """A custom check's row with a bound but no verdict was counted as unbounded ("0 of 0 bounded rows
+    violated", exit status 0, a violation of 2 > 1 unseen), and a row without a quantity crashed the report
+    after the table was written (a review, 2026-12-06): each is now its cell's error; the cell's good rows
+    and the other cells are kept."""
+    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
+    register("test/bad-row", paper="none", description="a row not built by row()")(lambda cell: [bad])
+    register("test/good-row", paper="none", description="a row built by row()")(lambda cell: [row("ok", 1.0, 2.0)])
+    raw = {**PARTS, "checks": {"test/bad-row": {}, "test/good-row": {}}}
+    result = run_sweep(parse_config(raw), tmp_path, progress=False)
+    assert [e["cell"] for e in result["errors"]] == ["h|oracle#None|test/bad-row"]
+    assert error in result["errors"][0]["error"] and [r["quantity"] for r in result["rows"]] == ["ok"]
+    assert main(["report", str(tmp_path)]) == 0
+
+
 def test_a_cell_its_check_does_not_apply_to_is_skipped_with_why_and_the_oracle_has_every_law(monkeypatch, tmp_path):
     """wei/head-tuning reads the prepended-mask law: an analytic LM calibrated on the next-token law does not
     define it (its cell is skipped, with why), the oracle defines every law (its cell runs).  The check's
@@ -732,3 +753,18 @@ def test_non_finite_values_survive_the_store_and_the_tables(monkeypatch, tmp_pat
     old = {k: v for k, v in entry.items() if k != "nonfinite"}  # a line stored before: nulls, as they were
     (tmp_path / "cells.jsonl").write_text(json.dumps(old) + "\n")
     assert {r["quantity"]: r["measured"] for r in sweep.read_results(tmp_path)}["inf"] is None
+
+
+def test_a_config_named_in_capitals_or_with_a_byte_order_mark_loads(tmp_path):
+    """c.JSON was parsed as TOML ("not valid TOML") and a UTF-8 byte-order mark (as some Windows editors
+    write) was refused (a review, 2026-12-06)."""
+    from simlm.experiments.sweep import load_config
+
+    raw = {**PARTS, "checks": {"simlm/epsilon": {}}}
+    (tmp_path / "c.JSON").write_text(json.dumps(raw), encoding="utf-8")
+    (tmp_path / "b.json").write_text(json.dumps(raw), encoding="utf-8-sig")
+    toml = 'name = "t"\n[data]\nn_sequences = 2\nlength = 2\n[[worlds]]\nname = "h"\nkind = "hmm"\n' \
+           '[worlds.options]\nn_states = 2\nn_symbols = 3\n[checks."simlm/epsilon"]\n'
+    (tmp_path / "c.toml").write_text(toml, encoding="utf-8-sig")
+    assert load_config(tmp_path / "c.JSON").to_dict() == load_config(tmp_path / "b.json").to_dict()
+    assert load_config(tmp_path / "c.toml").worlds[0]["name"] == "h"

@@ -336,16 +336,18 @@ def _unique_keys(pairs) -> dict:
 
 
 def load_config(path) -> SweepConfig:
-    """A config file (``.toml`` or ``.json``) validated by :func:`parse_config`."""
+    """A config file (``.json``, any case, else TOML; UTF-8, a byte-order mark allowed) validated by
+    :func:`parse_config`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config: cannot read {path} ({err})") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        raw = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else tomllib.loads(text)
+        raw = json.loads(text, object_pairs_hook=_unique_keys) if is_json else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({err})") from None
+        raise ConfigError(f"config: {path} is not valid {'JSON' if is_json else 'TOML'} ({err})") from None
     return parse_config(raw)
 
 
@@ -622,7 +624,22 @@ def _shared_with(shared: dict, record: dict) -> dict:
     built inside the cell) takes none of the cell's LM's columns: its ``lm_seed``, ``eps`` and ``eps_se`` are
     those it gives, else None — not the cell's LM's (the oracle's ε = 0 for an LM that was never built).  A
     row that sets one of :data:`CELL_COLUMNS` to another value than its cell's is refused (``ConfigError``,
-    the cell's error): it would be filed under another world or check than the cell that computed it."""
+    the cell's error): it would be filed under another world or check than the cell that computed it.  So is
+    a row that is no dict, has no ``quantity`` (a non-empty string) or ``measured``, or has a ``bound`` without
+    a ``holds`` verdict (True or False: :func:`~simlm.experiments.registry.row` gives both): the report counts
+    a row as bounded by its verdict, so such a row read as unbounded — its violation uncounted, the sweep's
+    exit status 0 (a review, 2026-12-06)."""
+    if not isinstance(record, dict):
+        raise ConfigError(f"records: expected each row the check returns to be a dict (see simlm.experiments."
+                          f"registry.row), got {type(record).__name__}")
+    q = record.get("quantity")
+    if not isinstance(q, str) or not q:
+        raise ConfigError(f"records: a row the check returned has no quantity (a non-empty string), got {q!r}")
+    if "measured" not in record:
+        raise ConfigError(f"records: row {q!r} has no measured value")
+    if record.get("bound") is not None and not isinstance(record.get("holds"), (bool, np.bool_)):
+        raise ConfigError(f"records: row {q!r} has a bound but holds = {record.get('holds')!r}, not True or False; "
+                          "build it with simlm.experiments.registry.row, which judges it")
     clash = sorted(k for k in CELL_COLUMNS if k in record and record[k] != shared[k])
     if clash:
         raise ConfigError(f"records: the check's row sets the runner's column(s) {clash}, which name the cell "
