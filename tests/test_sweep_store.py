@@ -768,3 +768,17 @@ def test_a_config_named_in_capitals_or_with_a_byte_order_mark_loads(tmp_path):
     (tmp_path / "c.toml").write_text(toml, encoding="utf-8-sig")
     assert load_config(tmp_path / "c.JSON").to_dict() == load_config(tmp_path / "b.json").to_dict()
     assert load_config(tmp_path / "c.toml").worlds[0]["name"] == "h"
+
+
+def test_simlm_report_tabulates_the_rows_in_the_runs_plan_order(parts_check, tmp_path):
+    """A resumed run stores its recomputed cells last in the log; the run's table is in the plan's order, but
+    `simlm report` re-tabulated in the log's order — a different results.csv from the same cells (a review,
+    2026-12-06).  The summary now records the plan's order and the report follows it."""
+    result = run_sweep(parse_config(PARTS), tmp_path, progress=False)
+    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+    (tmp_path / "cells.jsonl").write_text("\n".join(lines[::-1]) + "\n")  # the log in another order
+    assert [r["measured"] for r in sweep.read_results(tmp_path)] == [r["measured"] for r in result["rows"]] == [0, 1, 2]
+    table = (tmp_path / "results.csv").read_text()
+    assert main(["report", str(tmp_path)]) == 0 and (tmp_path / "results.csv").read_text() == table
+    (tmp_path / "summary.json").write_text("[]")  # a summary without the order: the log's order, no error
+    assert [r["measured"] for r in sweep.read_results(tmp_path)] == [2, 1, 0]

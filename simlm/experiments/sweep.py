@@ -858,7 +858,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     write_tables(rows, out)
     errors = [{"cell": f"{x['world']}|trained ladder", "error": x["error"]} for x in lost] + store.errors()
     summary = {"config": config.to_dict(), "cells": total, "new_cells": new, "rows": len(rows), "errors": errors,
-               "skipped": skipped, "unreached": unreached, "lost": lost, "time_s": time.perf_counter() - started}
+               "skipped": skipped, "unreached": unreached, "lost": lost, "time_s": time.perf_counter() - started,
+               "order": order}  # the plan's cells in order: `simlm report` tabulates them so, as this run did
     write_json_atomic(out / "summary.json", summary)
     return {**{k: v for k, v in summary.items() if k != "config"}, "rows": rows}
 
@@ -974,7 +975,14 @@ def read_results(out) -> list:
         raise ConfigError(f"out: {out / 'sweep.json'} holds a JSON {type(config).__name__}, not a sweep's "
                           f"config; {fix}")
     # a sweep with no cell yet (or none at all: every trained rung unreached, nothing else to run) has no log
-    return CellStore(out / "cells.jsonl").records() if (out / "cells.jsonl").exists() else []
+    if not (out / "cells.jsonl").exists():
+        return []
+    try:  # the last run's plan order (its summary.json): the table the run wrote, row for row
+        order = read_json(out / "summary.json").get("order") if (out / "summary.json").exists() else None
+    except (ConfigError, AttributeError):  # unreadable, or not a dict: the order cells were stored in
+        order = None
+    order = order if isinstance(order, list) and all(isinstance(k, str) for k in order) else None
+    return CellStore(out / "cells.jsonl").records(order)
 
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
