@@ -529,9 +529,9 @@ def train_job(payload: str) -> str:
     try:
         result = train(world, model, tc, run_dir, progress=not job.get("quiet", True))
     except TrainingDivergedError as err:
-        return json.dumps({"lms": [], "unreached": [], "error": f"the training diverged, so this world's trained LMs "
-                                                               f"have no cells (a rerun diverges again: lower "
-                                                               f"lms.trained's learning_rate, in another --out): {err}"})
+        why = (f"the training diverged, so this world's trained LMs have no cells (a rerun diverges again: lower "
+               f"lms.trained's learning_rate, in another --out): {err}")
+        return json.dumps({"lms": [], "unreached": [], "error": why})
     laws = OBJECTIVE_LAWS[tc.objective]
     lms = [{"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed, "laws": list(laws),
             "path": str(Path(r.path).absolute().relative_to(out.absolute())), "step": r.step}

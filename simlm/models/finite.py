@@ -353,9 +353,9 @@ def quad_excess(f, p_star, phi) -> jax.Array:
     exact Quad ε is its mean over positions); concrete arguments are checked first.  Computed in
     float32, or in float64 for float64 input under ``jax.enable_x64(True)`` (the theory's ε_quad,
     :func:`simlm.theory.natural_tasks.quad_epsilon`).  Π_Φ of a concrete Φ is computed on the host in float64,
-    from Φ as given (float32's pinv cutoff, ~5e-6 of σ_max, dropped real directions of an ill-conditioned Φ: 0.023 for an
-    ε_quad of 0 at condition 1e6, a review 2026-12-06); under a trace in float32 it is ``pinv``'s, right to
-    ~1e-5 up to a condition of ~1e4 and not beyond."""
+    from Φ as given (float32's pinv cutoff, ~5e-6 of σ_max, dropped real directions of an ill-conditioned Φ:
+    0.023 for an ε_quad of 0 at condition 1e6, a review 2026-12-06); under a trace in float32 it is
+    ``pinv``'s, right to ~1e-5 up to a condition of ~1e4 and not beyond."""
     concrete = _concrete(f, p_star, phi)
     if concrete:
         f, p_star, phi = _check_quad(f, p_star, phi)

@@ -715,10 +715,11 @@ def _transfer(variants, features, task, P, lm_x, probe_x, constraint, basis, Bs,
         holds = bool(np.all(la <= bound + atol) and np.all(best.loss <= bound + atol))
         slack = bound[i] - nat.loss[i]
         used = float((la[i] - nat.loss[i]) / slack) if atol < slack < math.inf else math.nan
+        trivial, trivial_best = bool(np.all(bound >= ceiling - atol)), bool(np.all(bound >= LOG2 - atol))
         out.append(TransferBound(name, features, constraint, eps, gamma_, Bs, nat.loss, nat.gap, bound, la,
                                  best.loss, best.gap, ea, eb, *probe, i, float(Bs[i]), float(bound[i]), holds, residual,
                                  math.nan if name in RESIDUAL_FORMS else 0.5 * gamma_ * slope**2, ceiling,
-                                 best_ceiling, bool(np.all(bound >= ceiling - atol)), bool(np.all(bound >= LOG2 - atol)), used))
+                                 best_ceiling, trivial, trivial_best, used))
     return out
 
 
