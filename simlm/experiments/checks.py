@@ -125,18 +125,22 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
     with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
     its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`,
-    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`)."""
+    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`).  Where the bound's ε is within ``atol`` (the
+    oracle's, ~1e-15 of rounding) its slack B√(2ε/γ) — up to ~1e-5 at B = 128 — is rounding too: the rows
+    have no ``slack_used`` (the oracle read as the "worst LM" of a bound, at a share of 2e-8 made of float
+    noise over float noise; a review, 2026-12-06)."""
     rows = []
     for b in bounds:
         i = b.index
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
                   "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
                   "residual": float(b.residual[i])}
-        for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
-                                ("loss_best", b.loss_best[i], b.loss_best_ceiling[i])):  # the most any LM can make each
-            rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
-                            loss_ceiling=float(top), **common))
-        rows.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
+        out = [row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
+                   loss_ceiling=float(top), **common)
+               for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),  # the most any LM
+                                       ("loss_best", b.loss_best[i], b.loss_best_ceiling[i]))]  # can make each
+        out.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
+        rows += [{**r, "slack_used": None} for r in out] if b.eps <= atol else out
     return rows
 
 
