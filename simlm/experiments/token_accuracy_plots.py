@@ -136,8 +136,8 @@ def summary(r: dict) -> str:
         lines += _ladder_lines(name, r[name])
     ft = r["finetune"]
     lines.append(f"fine-tuning accuracy along blocks {np.round(ft['accuracy'], 3).tolist()} Bayes {ft['bayes_accuracy']:.3f} "
-                 f"(ceiling {ft['bayes_ceiling']:.3f}, majority {ft['majority']:.3f}); corr(conf, input APT) model "
-                 f"{ft['corr_model']:.2f} Bayes {ft['corr_bayes']:.2f}")
+                 f"(its expected accuracy E max P(y|x) {ft['bayes_ceiling']:.3f}, majority {ft['majority']:.3f}); "
+                 f"corr(conf, input APT) model {ft['corr_model']:.2f} Bayes {ft['corr_bayes']:.2f}")
     for mode, s in r["substitution"].items():
         left_out = s.get("n_impossible") or 0  # inputs the world cannot produce (results before 2026-12-06: none)
         lines.append(f"substitution {mode}: TV exact {s['tv_exact']:.3g} Δconf Bayes {s['dconf_bayes']:.3g} "
