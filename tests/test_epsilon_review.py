@@ -242,3 +242,28 @@ def test_a_divergence_report_on_a_token_the_world_cannot_emit_there_names_it(mas
     lm = PerturbedLM(world, "uniform-mixture", 0.1, {})
     eps = exact_masked_epsilon(world, lm, x, positions=[3]) if masked else exact_epsilon(world, lm, x)
     assert np.isfinite(eps[0]) and eps[0] > 0
+
+
+def test_observed_logprobs_checks_its_tokens_on_the_host_and_keeps_float64():
+    """The public gather took any ids: −1 read the last word, V gave NaN, a (1, 1) array was broadcast over
+    every position, all without an error (a review, 2026-12-06).  It is checked on the host now, gathers a
+    float64 law in float64, and stays a pure gather (shapes checked) inside jax.jit."""
+    from simlm.errors import ShapeError, TokenError
+    from simlm.metrics import observed_logprobs
+
+    lp = np.log(np.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]]))  # (n = 1, T = 2, V = 3), float64
+    got = observed_logprobs(lp, np.array([[0, 2]]))
+    assert got.dtype == np.float64 and got.tolist() == [[np.log(0.5), np.log(0.8)]]
+    assert observed_logprobs(lp, np.array([[0.0, 2.0]])).tolist() == got.tolist()  # whole floats are ids
+    for bad, error, match in ((np.array([[-1, 2]]), TokenError, r"token id -1 at \(0, 0\) is outside \[0, 3\)"),
+                              (np.array([[3, 2]]), TokenError, r"token id 3 at \(0, 0\)"),
+                              (np.array([[0.5, 2.0]]), TokenError, "expected integer token ids"),
+                              (np.array([[True, False]]), TokenError, "expected integer token ids"),
+                              (np.array([[1]]), ShapeError, r"expected the shape of logprobs .* \(1, 2\), got \(1, 1\)"),
+                              (np.array([1, 2]), ShapeError, r"got \(2,\)")):
+        with pytest.raises(error, match=match):
+            observed_logprobs(lp, bad)
+    jitted = jax.jit(observed_logprobs)(np.float32(lp), np.array([[0, 2]]))
+    np.testing.assert_allclose(np.asarray(jitted), got, rtol=1e-6)
+    with pytest.raises(ShapeError):
+        jax.jit(observed_logprobs)(np.float32(lp), np.array([[1]]))

@@ -24,7 +24,7 @@ def _surface():
     """(name, function, args, kwargs) for every public entry point, with valid arguments."""
     from simlm.downstream import (fit_linear_head, make_posterior_task, sample_task_data, task_features)
     from simlm.experiments.sweep import parse_config
-    from simlm.metrics import divergence_report, exact_epsilon, exact_masked_epsilon
+    from simlm.metrics import divergence_report, exact_epsilon, exact_masked_epsilon, observed_logprobs
     from simlm.models import TransformerConfig, WorldLM, perturbed_lm
     from simlm.models.perturbed import epsilon_of_scale, perturbation_params, solve_scale
     from simlm.theory.head_prompt import emission_rank, head_realisability, prompt_feasibility
@@ -67,6 +67,7 @@ def _surface():
         ("exact_epsilon", exact_epsilon, (hmm, lm, x), {}),
         ("exact_masked_epsilon", exact_masked_epsilon, (hmm, lm, x), {}),
         ("divergence_report", divergence_report, (hmm, lm, x), {"masked": False}),
+        ("observed_logprobs", observed_logprobs, (np.asarray(hmm.next_token_logprobs(x)), x), {}),
         ("perturbed_lm", perturbed_lm, (hmm, 0.05, "logit-noise", 0), {"n_eval": 4, "eval_length": 4}),
         ("perturbation_params", perturbation_params, ("rare-words", 4, 0, hmm.next_token_logprobs(x)), {"colder": False}),
         ("epsilon_of_scale", epsilon_of_scale, ("uniform-mixture", hmm.next_token_logprobs(x), 0.5, {}),

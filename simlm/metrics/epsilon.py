@@ -64,7 +64,7 @@ from scipy.special import logsumexp
 
 from simlm.errors import (ConfigError, DistributionError, NoSuchLawError, ShapeError, TokenError,
                           ZeroProbabilityError)
-from simlm.checks import check_instance, check_memory, check_positions, check_tokens, mean_and_sem
+from simlm.checks import as_array, check_instance, check_memory, check_positions, check_tokens, mean_and_sem
 from simlm.worlds.base import masked_logprobs_of, prepended_logprobs_of
 
 #: the largest |log Σ_v p_v| a row of float32 or float64 log-probabilities may have (see the module docstring).
@@ -128,9 +128,34 @@ def tv_per_sequence(ref_logprobs, model_logprobs, mask=None) -> jax.Array:
     return _mean_over_positions(per_position, mask)
 
 
-def observed_logprobs(logprobs, tokens) -> jax.Array:
-    """log p(x_t) of the observed tokens: ``logprobs (n, T, V)``, ``tokens (n, T)`` → ``(n, T)``."""
-    return jnp.take_along_axis(jnp.asarray(logprobs), jnp.asarray(tokens)[..., None], axis=-1)[..., 0]
+def observed_logprobs(logprobs, tokens):
+    """log p(x_t) of the observed tokens: ``logprobs (n, T, V)``, ``tokens (n, T)`` → ``(n, T)`` (any leading
+    axes: ``tokens`` has the shape of ``logprobs`` without its last axis).  Inside ``jax.jit`` a pure ``jnp``
+    gather, the shapes checked; on concrete input checked on the host — a :class:`ShapeError` for tokens of
+    another shape (a (1, 1) array was broadcast over every position), a :class:`TokenError` for ids that are
+    not integers in [0, V) (−1 read the last word, V gave NaN) — and gathered in numpy at the input's
+    precision (float64 stays float64)."""
+    traced = any(isinstance(a, jax.core.Tracer) for a in (logprobs, tokens))
+    if not traced:
+        logprobs = as_array("logprobs", logprobs, what="log-probabilities (n, T, V)")
+        tokens = as_array("tokens", tokens, error=TokenError, what="integer token ids (n, T)")
+        if logprobs.dtype.kind not in "iuf" and not jnp.issubdtype(logprobs.dtype, jnp.floating):
+            raise DistributionError(f"logprobs: expected real log-probabilities, got dtype {logprobs.dtype}")
+    lp_shape, tok_shape = tuple(np.shape(logprobs)), tuple(np.shape(tokens))
+    if len(lp_shape) < 2 or tok_shape != lp_shape[:-1]:
+        raise ShapeError(f"tokens: expected the shape of logprobs without its last (vocabulary) axis, "
+                         f"{lp_shape[:-1]}, got {tok_shape}")
+    if traced:
+        return jnp.take_along_axis(jnp.asarray(logprobs), jnp.asarray(tokens)[..., None], axis=-1)[..., 0]
+    V, tok = lp_shape[-1], tokens
+    whole = np.issubdtype(tok.dtype, np.floating) and bool(np.all(np.isfinite(tok) & (tok == np.round(tok))))
+    if tok.dtype == bool or not (np.issubdtype(tok.dtype, np.integer) or whole):
+        raise TokenError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
+    bad = (tok < 0) | (tok >= V)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise TokenError(f"tokens: token id {tok[where]:g} at {where} is outside [0, {V})")
+    return np.take_along_axis(logprobs, tok.astype(np.intp)[..., None], axis=-1)[..., 0]
 
 
 # ---- host-side validation ---------------------------------------------------------------------------
