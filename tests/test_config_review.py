@@ -113,3 +113,15 @@ def test_a_seed_past_2_to_the_53_is_refused_when_parsed(tmp_path):
     result = run_sweep(parse_config(raw(seed=SEED_MAX, checks=checks)), tmp_path / "out", progress=False,
                        log=lambda *a: None)
     assert not result["errors"] and {r["check"] for r in result["rows"]} == set(checks)
+
+
+def test_a_misspelt_required_world_option_is_named_beside_the_one_missing():
+    """``n_state = 3`` read "missing 1 required positional argument: 'n_states'", never naming the typo (a
+    review, 2026-12-06)."""
+    from simlm.experiments.sweep import build_world
+
+    with pytest.raises(ConfigError, match=r"^worlds\.h\.options: .*'n_states'; 'n_state' given: a misspelling of "
+                                          r"'n_states'\?$"):
+        build_world({"name": "h", "kind": "hmm", "seed": 0, "options": {"n_state": 3, "n_symbols": 4}})
+    with pytest.raises(ConfigError, match=r"missing 1 required positional argument: 'n_symbols'$"):
+        build_world({"name": "h", "kind": "hmm", "seed": 0, "options": {"n_states": 3}})

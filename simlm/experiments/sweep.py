@@ -34,8 +34,10 @@ finished cells — so a cluster's workers need the directory on a shared filesys
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -363,8 +365,15 @@ def build_world(spec: dict):
     cls = {"hmm": HMM, "memory-hmm": MemoryHMM, "loglinear": LogLinearWorld}[spec["kind"]]
     try:
         return cls.random(spec["seed"], **spec["options"])
-    except TypeError as err:  # a missing or unknown keyword
-        raise ConfigError(f"worlds.{spec['name']}.options: {err}") from None
+    except TypeError as err:  # a missing or unknown keyword; a typo in a required option (n_state) read only
+        # as "missing 'n_states'": the option given in its place is named
+        params = inspect.signature(cls.random).parameters
+        missing = [n for n, p in params.items() if n != "seed" and p.default is p.empty
+                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in spec["options"]]
+        given = [k for k in spec["options"] if k not in params]
+        hint = "".join(f"; {close[0]!r} given: a misspelling of {m!r}?" for m in missing
+                       if (close := difflib.get_close_matches(m, given, n=1)))
+        raise ConfigError(f"worlds.{spec['name']}.options: {err}{hint}") from None
     except SimlmError as err:  # the constructor's own check, e.g. "n_states: expected …": named in the config
         raise type(err)(f"worlds.{spec['name']}.options.{err}") from None
 
