@@ -22,6 +22,7 @@ import inspect
 import os
 import sys
 import textwrap
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -161,6 +162,10 @@ def main(argv=None) -> int:
         print(f"simlm: error: {err}", file=sys.stderr)
         return 2
     flags = {**FLAGS, "out": "DIR", "dir": "DIR"} if args.command == "report" else FLAGS  # its directory is DIR
+    # a warning is printed as one line of the command's ("simlm sweep: warning: …"), not as Python's
+    # "<file>:<line>: RuntimeWarning: …" with the source line under it (what is recorded, e.g. by pytest.warns,
+    # is unchanged: only the printed form is)
+    shown, warnings.formatwarning = warnings.formatwarning, _warning_line(args.command)
     try:
         return args.run(args)
     except SimlmError as err:
@@ -174,8 +179,17 @@ def main(argv=None) -> int:
         where = getattr(args, "out", None) or getattr(args, "dir", None)
         ours = _under(err.filename, where) or (where is not None and err.filename is None and err.errno in _DISK)
         message = f"out: {err}" if ours else str(err)
+    finally:
+        warnings.formatwarning = shown
     print(f"simlm {args.command}: error: {as_flag(message, flags)}", file=sys.stderr)
     return 2
+
+
+def _warning_line(command: str):
+    def line(message, category, filename, lineno, line=None):
+        kind = "" if category in (RuntimeWarning, UserWarning) else f"{category.__name__}: "
+        return f"simlm {command}: warning: {kind}{message}\n"
+    return line
 
 
 #: the errors of a write that say where it went only through the disk: full, over quota, read-only

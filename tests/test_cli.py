@@ -136,3 +136,27 @@ def test_an_empty_out_is_a_usage_error_not_the_working_directory(command, tmp_pa
     from simlm.experiments.store import results_dir
     with pytest.raises(ConfigError, match="^out: expected a results directory, got an empty path"):
         results_dir("")  # the Python API's runs too
+
+
+def test_a_warning_is_printed_as_one_line_of_the_command_and_the_format_is_restored():
+    """A resumed sweep's warning was printed as Python's '/…/simlm/cli.py:44: RuntimeWarning: …' with the
+    source line under it (a review, 2026-12-06); the command prints it as its own line."""
+    import warnings
+
+    from simlm import cli
+
+    line = cli._warning_line("sweep")
+    assert line("o: 1 of its 1 finished cells …", RuntimeWarning, "/x/cli.py", 44) == \
+        "simlm sweep: warning: o: 1 of its 1 finished cells …\n"
+    assert line("old", DeprecationWarning, "f", 1) == "simlm sweep: warning: DeprecationWarning: old\n"
+    before = warnings.formatwarning
+    assert cli.main(["checks"]) == 0 and warnings.formatwarning is before
+
+
+def test_report_of_a_missing_directory_or_a_file_says_which(tmp_path, capsys):
+    """Both read 'has no cells.jsonl (not a sweep results directory)'."""
+    (tmp_path / "f").write_text("x")
+    for target, said in ((tmp_path / "none", "does not exist"), (tmp_path / "f", "is a file, not a sweep results")):
+        assert main(["report", str(target)]) == 2
+        assert capsys.readouterr().err == f"simlm report: error: DIR: {target} {said}" + (
+            "\n" if said == "does not exist" else " directory\n")

@@ -76,7 +76,7 @@ def add_run_options(p, *, workers: str = "1") -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="inprocess",
                    help="where jobs run: here, a local process pool, or Ray (pip install 'simlm[distributed]')")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def check_run_options(args) -> None:

@@ -976,6 +976,10 @@ def _arrow_column(pa, values: list):
 def read_results(out) -> list:
     """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
     out = Path(out)
+    if not out.exists():
+        raise ConfigError(f"out: {out} does not exist")
+    if not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a sweep results directory")
     if not (out / "cells.jsonl").exists() and not (out / "sweep.json").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
     fix = "the directory's config is damaged; rerun the sweep elsewhere"
