@@ -118,8 +118,10 @@ def _worlds(args) -> int:
 def _checks(args) -> int:
     from simlm.experiments.registry import checks
 
-    for name, check in sorted(checks().items()):
-        print(f"{name:24} [{check.paper}]\n    {check.description}\n    options: {check.defaults or '{}'}\n")
+    registered = sorted(checks().items())
+    width = max(len(name) for name, _ in registered)  # the longest name keeps its column
+    for name, check in registered:
+        print(f"{name:{width}} [{check.paper}]\n    {check.description}\n    options: {check.defaults or '{}'}\n")
     return 0
 
 
@@ -132,7 +134,8 @@ def _run_options(p, default_out):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="simlm", description="synthetic worlds with an exact optimal LM: sweep "
                                      "LMs at controlled ε and check the papers' claims against ground truth",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # the usage, not the module's note
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo = sub.add_parser("demo", help="run the embedded default sweep (1–3 minutes on a 2-core CPU)",
                           epilog="example: simlm demo --out runs/demo")
