@@ -134,8 +134,8 @@ def _run_options(p, default_out):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="simlm", description="synthetic worlds with an exact optimal LM: sweep "
                                      "LMs at controlled ε and check the papers' claims against ground truth",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])  # the usage, not the module's note
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,  # the usage, not the
+                                     epilog=(__doc__ or "").partition("\n\n")[2] or None)  # module's note (-OO: none)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo = sub.add_parser("demo", help="run the embedded default sweep (1–3 minutes on a 2-core CPU)",
                           epilog="example: simlm demo --out runs/demo")

@@ -267,3 +267,22 @@ def test_observed_logprobs_checks_its_tokens_on_the_host_and_keeps_float64():
     np.testing.assert_allclose(np.asarray(jitted), got, rtol=1e-6)
     with pytest.raises(ShapeError):
         jax.jit(observed_logprobs)(np.float32(lp), np.array([[1]]))
+
+
+def test_kl_and_tv_per_sequence_refuse_a_mask_not_of_the_positions_shape():
+    """An (n, 1) mask was broadcast over the positions but counted once: the per-sequence sum, T times the mean
+    (TV 1.97 and 2.28, above 1; a review, 2026-12-06).  Refused, eagerly and under jit."""
+    from simlm.errors import ShapeError
+    from simlm.metrics import kl_per_sequence, tv_per_sequence
+
+    rng = np.random.default_rng(0)
+    ref = np.log(rng.dirichlet(np.ones(3), (2, 5)))
+    mod = np.log(rng.dirichlet(np.ones(3), (2, 5)))
+    full = np.ones((2, 5), bool)
+    np.testing.assert_allclose(kl_per_sequence(ref, mod, mask=full), kl_per_sequence(ref, mod), rtol=1e-6)
+    for fn in (kl_per_sequence, tv_per_sequence):
+        for bad in (np.ones((2, 1), bool), np.ones(5, bool)):
+            with pytest.raises(ShapeError, match=r"^mask: expected one entry per position, shape \(2, 5\)"):
+                fn(ref, mod, mask=bad)
+            with pytest.raises(ShapeError):
+                jax.jit(fn)(ref, mod, bad)

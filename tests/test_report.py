@@ -193,7 +193,10 @@ def test_a_row_forgives_its_atol_records_it_and_judges_exactly_without_one():
     assert row("q", 1.0 + 2e-7, 1.0, atol=1e-7)["holds"] is False
     assert row("q", math.nextafter(1.0, 2.0), 1.0)["holds"] is False
     assert row("q", 1.0, 1.0, atol=1e-7)["atol"] == 1e-7 and row("q", 1.0, 1.0)["atol"] == 0.0
-    assert row("q", 2.0 + 5e-8, 2.0, maximum=2.0, atol=1e-7)["trivial"] is False  # beyond the maximum, within atol
+    # the maximum and the bound are judged with the atol too (a bound 1 ulp below its maximum, or a value 1 ulp
+    # above it, is rounding: the row is trivial), and beyond it not
+    assert row("q", 2.0 + 5e-8, 2.0, maximum=2.0, atol=1e-7)["trivial"] is True
+    assert row("q", 2.0 + 2e-7, 2.0 + 3e-7, maximum=2.0, atol=1e-7)["trivial"] is False
 
 
 def test_a_slack_within_the_atol_has_no_share():

@@ -563,7 +563,7 @@ def test_the_oracle_gets_no_worst_case_rows_at_its_rounding_epsilon(tmp_path):
     # nor a share of the slack: its bound's slack B√(2ε/γ) is rounding (~1e-6 at B = 128), and the oracle read
     # as the worst LM of a bound at a share of 2e-8 (a review, 2026-12-06)
     bounded = [r for r in oracle if r["bound"] is not None]
-    assert bounded and all(r["eps_bound"] <= r["atol"] for r in bounded)
+    assert bounded and all(r["eps_bound"] <= builtin_checks.EPS_ROUNDING for r in bounded)
     assert all(r["slack_used"] is None and r["holds"] for r in bounded)
 
 

@@ -57,9 +57,17 @@ def epsilon_check(cell) -> list:
         eps, se = exact_prepended_epsilon(cell.world, cell.lm, cell.tokens)
         return [row("epsilon", eps, law=law, epsilon_se=se)]
     rep = divergence_report(cell.world, cell.lm, cell.tokens, masked=law == MASKED)
+    bound = math.sqrt(rep.epsilon / 2)
+    # Pinsker is tight to second order (laws ½ ± δ): at small δ the float64 rounding of TV (~1e-16 absolute: each
+    # p_v read back from its log) decides the last digits of TV / √(ε/2), which read 1 + 3e-11 above 1 at δ = 1e-6
+    # — a "violated" theorem (a review, 2026-12-06); the verdict forgives that rounding
     return [row("epsilon", rep.epsilon, law=law, epsilon_se=rep.epsilon_se),
-            row("tv", rep.tv, math.sqrt(rep.epsilon / 2), maximum=min(1.0, math.sqrt(rep.epsilon / 2)), law=law,
-                epsilon_se=rep.epsilon_se)]
+            row("tv", rep.tv, bound, maximum=min(1.0, bound), law=law, epsilon_se=rep.epsilon_se, atol=TV_ROUNDING)]
+
+
+#: the float64 rounding of a mean TV the Pinsker row forgives (≈ 45 ulps of 1: each term's p_v = exp(log p_v)
+#: is off by ~1e-16 of p_v, so the sum by ~2e-16 at any V)
+TV_ROUNDING = 1e-14
 
 
 def _contexts_fit(options: dict, world_spec: dict, world) -> None:
@@ -105,9 +113,9 @@ def natural_task_check(cell) -> list:
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
     rows = _natural_rows("", result.bounds, result.eps, result.atol)
     method = o.get("adversary")
-    # an ε within the verdicts' rounding (the oracle's, ~1e-15) is 0: no adversary to build at it (the README's
+    # an ε within float rounding of 0 (the oracle's, ~1e-15) is 0: no adversary to build at it (the README's
     # sweep printed a worst-case:unreachable_eps row for the oracle)
-    if method not in (None, "none") and result.atol < result.eps < math.inf:
+    if method not in (None, "none") and EPS_ROUNDING < result.eps < math.inf:
         try:
             worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
         except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row (of the cell's LM,
@@ -121,14 +129,20 @@ def natural_task_check(cell) -> list:
     return rows
 
 
+#: an ε at most this (nats) is float rounding of 0 — the oracle's reads ~1e-15 — not an LM's excess: no slack
+#: share, no adversary built at it.  (It was the loss tolerance atol = 1e-7, another unit: an analytic LM at ε =
+#: 5e-8 lost its real share of 0.0024; a review, 2026-12-06.)
+EPS_ROUNDING = 1e-12
+
+
 def _natural_rows(prefix, bounds, eps, atol) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
     with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
     its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`,
-    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`).  Where the bound's ε is within ``atol`` (the
-    oracle's, ~1e-15 of rounding) its slack B√(2ε/γ) — up to ~1e-5 at B = 128 — is rounding too: the rows
-    have no ``slack_used`` (the oracle read as the "worst LM" of a bound, at a share of 2e-8 made of float
-    noise over float noise; a review, 2026-12-06)."""
+    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`).  Where the bound's ε is float rounding of 0
+    (≤ :data:`EPS_ROUNDING`: the oracle's, ~1e-15) its slack B√(2ε/γ) — ~1e-5 at B = 128 — is rounding too:
+    the rows have no ``slack_used`` (the oracle read as the "worst LM" of a bound, at a share of 2e-8 made of
+    float noise over float noise; a review, 2026-12-06)."""
     rows = []
     for b in bounds:
         i = b.index
@@ -140,7 +154,7 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
                for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),  # the most any LM
                                        ("loss_best", b.loss_best[i], b.loss_best_ceiling[i]))]  # can make each
         out.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
-        rows += [{**r, "slack_used": None} for r in out] if b.eps <= atol else out
+        rows += [{**r, "slack_used": None} for r in out] if b.eps <= EPS_ROUNDING else out
     return rows
 
 

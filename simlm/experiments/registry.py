@@ -154,10 +154,10 @@ _COMPUTED = ("holds", "trivial", "slack_used", "atol")
 
 def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, atol=0.0, **extra) -> dict:
     """One tidy row: ``holds`` = measured ≤ bound + ``atol`` (False for a NaN measured value or bound) and
-    ``trivial`` = the row holds, bound ≥ ``maximum`` (the largest value the quantity can take, when known) and
-    measured ≤ ``maximum`` are filled in from the numbers, None without a bound (``trivial`` also None without
-    a ``maximum``, except under a +∞ bound, which no finite value fails: trivial): a violated row is never
-    trivial, nor one whose measured value disproves the maximum.
+    ``trivial`` = the row holds, bound ≥ ``maximum`` − ``atol`` (``maximum``: the largest value the quantity
+    can take, when known) and measured ≤ ``maximum`` + ``atol`` are filled in from the numbers, None without a
+    bound (``trivial`` also None without a ``maximum``, except under a +∞ bound, which no finite value fails:
+    trivial): a violated row is never trivial, nor one whose measured value disproves the maximum.
     ``atol`` (≥ 0, kept as the row's ``atol`` column) is the rounding the verdict forgives — a check whose
     bound equals its measured value at ε = 0 (τ against τ recomputed) passes the tolerance its own verdict
     uses, so that row is not decided by the last bits of a float; 0 judges exactly.
@@ -182,7 +182,9 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     if maximum is None:
         trivial = True if bound == math.inf and measured < math.inf else None
     else:
-        trivial = bool(holds and bound >= maximum and measured <= maximum)
+        # within the rounding the verdict forgives: a bound equal to the maximum, summed in another order, read
+        # 1 ulp below it and non-trivial (a review, 2026-12-06)
+        trivial = bool(holds and bound >= maximum - atol and measured <= maximum + atol)
     used = (measured - base) / (bound - base) if bound - base > atol else None
     kept = {} if baseline is None else {"baseline": base}  # slack_used recomputable from the row alone
     return {"quantity": quantity, "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,

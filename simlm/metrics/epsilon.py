@@ -82,9 +82,14 @@ MASKED_CHUNK_FLOATS = 2**24
 def _mean_over_positions(per_position: jax.Array, mask) -> jax.Array:
     """Mean of ``(n, T)`` values over the valid positions of each sequence → ``(n,)``.
 
-    A sequence with no valid position gets NaN (an empty mean), so it cannot be averaged in silently."""
+    A sequence with no valid position gets NaN (an empty mean), so it cannot be averaged in silently.  A
+    ``mask`` not of the values' shape is a :class:`ShapeError` (static: under jit too) — an (n, 1) mask was
+    broadcast over the positions but counted once, giving T times the mean (a TV above 1)."""
     if mask is None:
         return per_position.mean(axis=-1)
+    if np.shape(mask) != per_position.shape:
+        raise ShapeError(f"mask: expected one entry per position, shape {tuple(per_position.shape)}, got "
+                         f"{tuple(np.shape(mask))}")
     mask = jnp.asarray(mask, bool)
     total = jnp.where(mask, per_position, 0.0).sum(axis=-1)
     return total / mask.sum(axis=-1)
