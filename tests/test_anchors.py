@@ -19,7 +19,7 @@ from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.strategies import loglinear_worlds
 from simlm.theory.anchor_bound import markov_tail, transfer_bound
 from simlm.theory.anchor_constructions import (analytic_laws, exact_epsilon_rows, lm_residual, n1_construction,
-                                               n2_construction)
+                                               n2_construction, worst_case_lm)
 from simlm.theory.anchors import (_balancing_bias, _half_crossing, anchor_contexts, anchor_fit, bulk_mask,
                                   head_errors, log_softmax, probe_error, random_tasks, readout_error, score_identity,
                                   word_errors, word_task, world_anchor_fit)
@@ -601,7 +601,7 @@ def test_the_checks_head_error_is_the_anchored_heads_error_not_the_zero_shot_one
     is the zero-shot head's (its score cut where its π-mass crosses ½, the rule that cut the labels; it was
     π(contexts at the median) when the head took score ≥ median); at ε = 0.1 the two heads differ."""
     rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
-    heads = [r for r in rows if ":head_error" in r["quantity"]]
+    heads = [r for r in rows if ":head_error" in r["quantity"] and not r["quantity"].startswith("worst-case:")]
     assert len(heads) == 6
     for r in heads:
         task = tasks[r["quantity"].split(":")[0]]
@@ -623,7 +623,7 @@ def test_each_head_row_names_its_bounds_form_and_is_trivial_only_at_the_largest_
     row is trivial exactly when it holds with a bound ≥ 1, the largest error there is (a bound of 0.53 is
     not trivial)."""
     rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
-    heads = [r for r in rows if ":head_error" in r["quantity"]]
+    heads = [r for r in rows if ":head_error" in r["quantity"] and not r["quantity"].startswith("worst-case:")]
     for r in heads:
         name, _, suffix = r["quantity"].partition(":head_error")
         assert r["form"] == ("per-context" if suffix == "@per-context" else "markov") and suffix in ("", "@per-context")
@@ -637,6 +637,32 @@ def test_each_head_row_names_its_bounds_form_and_is_trivial_only_at_the_largest_
     else:  # the cases that tell the forms apart (and a largest error of ½ from 1): a per-context bound of 0.53
         assert any(bounds[q] != bounds[q + "@per-context"] for q in bounds if "@" not in q)
         assert any(0.5 <= b < 1.0 for b in bounds.values())
+
+
+@pytest.mark.parametrize("eps", [None, 0.1])
+def test_the_check_builds_the_worst_lm_at_each_lms_eps_and_reports_its_share_of_each_bound(eps):
+    """``worst-case:<task>:head_error[@per-context]``: the LM of worst_case_lm at the cell LM's ε on the rows
+    (its own rows, named ``adversarial-flips@ε``) against both forms of its bound — how much of the slack an
+    LM at that ε can use, which the cell's own LM (a random perturbation) says nothing about.  It never
+    violates, and on this flat world at ε = 0.1 it flips contexts until the per-context bound is nearly met;
+    the oracle (ε = 0) gets none."""
+    rows, ctx, bulk, fit, logp, r_lm, tasks = _anchor_cell(eps)
+    worst = [r for r in rows if r["quantity"].startswith("worst-case:")]
+    if eps is None:
+        assert worst == []
+        return
+    own = next(r for r in rows if r["quantity"] == "anchored:head_error")
+    # each at most the LM's ε: less only where every context that can flip is flipped (error 1)
+    assert len(worst) == 6 and all(r["lm"] == f"adversarial-flips@{r['eps']:.6g}" for r in worst)
+    assert all(r["holds"] and (r["eps"] == pytest.approx(own["eps_rows"], rel=1e-6) or
+                               (r["eps"] < own["eps_rows"] and r["measured"] == 1.0)) for r in worst)
+    for r in worst:
+        name = r["quantity"].split(":")[1]
+        wc = worst_case_lm(tasks[name], ctx, bulk, own["eps_rows"])
+        assert r["measured"] == wc.error and r["bound"] == wc.bounds[r["form"]].bound
+        assert r["flipped_mass"] == pytest.approx(float(ctx.weights @ wc.flipped), abs=1e-15)
+    shares = [r["slack_used"] for r in worst if r["form"] == "per-context" and not r["trivial"]]
+    assert shares and max(shares) > 0.9
 
 
 def test_a_law_only_lms_anchor_fit_reads_its_laws_in_the_worlds_space():

@@ -19,7 +19,7 @@ import numpy as np
 
 from simlm.checks import check_memory
 from simlm.downstream import fit_linear_head, make_posterior_task, sample_task_data, task_features
-from simlm.experiments.registry import option_ranges, register, row
+from simlm.experiments.registry import EPS_ROUNDING, option_ranges, register, row
 from simlm.metrics import divergence_report, exact_prepended_epsilon
 from simlm.models import WorldLM
 from simlm.theory.head_prompt import emission_rank, head_realisability
@@ -127,12 +127,6 @@ def natural_task_check(cell) -> list:
         rows += [{**r, "lm": f"adversarial-{method}@{result.eps:.6g}", "eps": result.eps}
                  for r in _natural_rows("worst-case:", bounds, result.eps, result.atol)]
     return rows
-
-
-#: an ε at most this (nats) is float rounding of 0 — the oracle's reads ~1e-15 — not an LM's excess: no slack
-#: share, no adversary built at it.  (It was the loss tolerance atol = 1e-7, another unit: an analytic LM at ε =
-#: 5e-8 lost its real share of 0.0024; a review, 2026-12-06.)
-EPS_ROUNDING = 1e-12
 
 
 def _natural_rows(prefix, bounds, eps, atol) -> list:

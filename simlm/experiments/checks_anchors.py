@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from simlm.errors import ConfigError
-from simlm.experiments.registry import option_ranges, register, row
+from simlm.experiments.registry import EPS_ROUNDING, option_ranges, register, row
 from simlm.models import CausalTransformerLM, SoftmaxLanguageModel, WorldLM
 from simlm.theory.anchor_bound import transfer_bound
-from simlm.theory.anchor_constructions import lm_residual
+from simlm.theory.anchor_constructions import lm_residual, worst_case_lm
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
                                   random_tasks, readout_error, world_anchor_fit)
 
@@ -51,8 +53,9 @@ def _fits_world(options: dict, world_spec: dict, world) -> None:
 
 
 @register("wu/anchors", paper=PAPER, applies=_applies, validate_world=_fits_world,
-          defaults={"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 64},
-          validate=option_ranges("wu/anchors", {"top_k": 0, "n_words": 2, "task_seed": 0, "n_label": 2}),
+          defaults={"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 64, "adversary": "flips"},
+          validate=option_ranges("wu/anchors", {"top_k": 0, "n_words": 2, "task_seed": 0, "n_label": 2},
+                                 {"adversary": ("flips", "none")}),
           description="anchor fit of log Z_B, anchored/contrast/rare/latent tasks, O(√ε) transfer bound")
 def anchors_check(cell) -> list:
     """On every position of the cell's tokens (uniform weights): the LM's anchor fit (its own f and Φ for a
@@ -60,7 +63,12 @@ def anchors_check(cell) -> list:
     anchored, contrast and rare-carrier tasks the zero-shot anchored head's error against the transfer
     bound in both forms (``markov``: O(√ε) from ε alone; ``per-context``: from the TV of each context),
     whose largest possible error is 1, and a probe's error; for the latent task the world's readout moved
-    to the LM and a probe.  Bayes error is 0 for every task (labels are functions of the context)."""
+    to the LM and a probe.  Bayes error is 0 for every task (labels are functions of the context).
+
+    With ``adversary`` "flips" ("none": off), the worst LM at this LM's ε on the rows is checked too
+    (:func:`~simlm.theory.anchor_constructions.worst_case_lm`: the cheapest flips of the head's contexts
+    within ε, ρ = 0), as rows ``worst-case:<task>:head_error[@per-context]`` whose LM is that one (``lm`` =
+    ``adversarial-flips@<ε>``): how much of each form's slack an LM at the same ε can use."""
     o, world, tokens = cell.options, cell.world, np.asarray(cell.tokens)
     ctx = anchor_contexts(world, tokens)
     bulk = bulk_mask(ctx.logp, top_k=int(o["top_k"]))
@@ -106,6 +114,15 @@ def anchors_check(cell) -> list:
                             probability_error=h.probability_error, anchor_error=h.anchor_error,
                             zero_shot_error=h.zero_shot_error, gamma=b.gamma, m=b.m, rho=b.rho, c1=b.c1,
                             csum=b.csum, eps_rows=b.eps, bayes_error=0.0))
+        eps = b.eps  # this LM's ε on the rows (an ε of float rounding, the oracle's 0, gets no adversary)
+        if o.get("adversary", "flips") == "flips" and EPS_ROUNDING < eps < math.inf:
+            worst = worst_case_lm(task, ctx, bulk, eps)
+            for form, wb in worst.bounds.items():
+                suffix = "" if form == "markov" else "@per-context"
+                rows.append(row(f"worst-case:{name}:head_error{suffix}", worst.error, wb.bound, maximum=1.0,
+                                form=form, lm=f"adversarial-flips@{worst.eps:.6g}", eps=worst.eps, gamma=wb.gamma,
+                                m=wb.m, rho=wb.rho, eps_rows=wb.eps, flipped_mass=float(ctx.weights @ worst.flipped),
+                                bayes_error=0.0))
     return rows
 
 

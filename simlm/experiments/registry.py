@@ -148,6 +148,11 @@ def get_check(name: str) -> Check:
     return known[name]
 
 
+#: an ε at most this (nats) is float rounding of 0 — the oracle's reads ~1e-15 — not an LM's excess: the checks
+#: give it no slack share and build no adversary at it.  (saunshi/natural-task used its loss tolerance atol =
+#: 1e-7, another unit: an analytic LM at ε = 5e-8 lost its real share of 0.0024; a review, 2026-12-06.)
+EPS_ROUNDING = 1e-12
+
 #: the columns :func:`row` computes, which its ``extra`` columns may not set.
 _COMPUTED = ("holds", "trivial", "slack_used", "atol")
 
