@@ -314,8 +314,9 @@ def test_the_pinsker_row_holds_where_pinsker_is_tight_to_the_last_digit():
 
 
 def test_natural_task_rows_keep_the_share_of_an_lm_whose_eps_is_below_the_loss_tolerance():
-    """The share was dropped where ε ≤ atol = 1e-7 — a loss tolerance, not an ε — so an LM at ε = 5e-8 lost its
-    real share (0.0024, a slack of 3e-4 ≫ atol); only an ε of float rounding (the oracle's ~1e-15) has none."""
+    """An LM at ε = 5e-8, below the loss tolerance atol = 1e-7 (another unit), has a real slack of 3e-4 ≫ atol
+    and keeps its share (0.0024); only the oracle's rows, whose ε is float rounding of 0, have none (a first
+    fix keyed that on ε ≤ atol; a review, 2026-12-06)."""
     import simlm.theory.natural_tasks as nt
     from simlm.theory.adversarial import adversarial_laws
 

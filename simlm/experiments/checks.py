@@ -112,6 +112,11 @@ def natural_task_check(cell) -> list:
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
     rows = _natural_rows("", result.bounds, result.eps, result.atol)
+    if isinstance(cell.lm, WorldLM) and cell.lm.world is cell.world:
+        # the oracle: its ε is 0 and reads float rounding (~1e-15), so its bounds' slack B√(2ε/γ) — ~1e-5 at
+        # B = 128 — is rounding too: no share of it (the oracle read as the "worst LM" of a bound at a share of
+        # 2e-8, float noise over float noise; a review, 2026-12-06)
+        rows = [{**r, "slack_used": None} for r in rows]
     method = o.get("adversary")
     # an ε within float rounding of 0 (the oracle's, ~1e-15) is 0: no adversary to build at it (the README's
     # sweep printed a worst-case:unreachable_eps row for the oracle)
@@ -133,10 +138,7 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
     """Rows (a) ``loss_natural`` and (b) ``loss_best`` at B* of each bound, named ``prefix + bound:…``, judged
     with the check's ``atol`` as the bounds' own verdicts are; each row's maximum is the most any LM can make
     its loss (:func:`~simlm.theory.natural_tasks.loss_ceiling`,
-    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`).  Where the bound's ε is float rounding of 0
-    (≤ :data:`EPS_ROUNDING`: the oracle's, ~1e-15) its slack B√(2ε/γ) — ~1e-5 at B = 128 — is rounding too:
-    the rows have no ``slack_used`` (the oracle read as the "worst LM" of a bound, at a share of 2e-8 made of
-    float noise over float noise; a review, 2026-12-06)."""
+    :func:`~simlm.theory.natural_tasks.best_loss_ceiling`)."""
     rows = []
     for b in bounds:
         i = b.index
@@ -148,7 +150,7 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
                for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),  # the most any LM
                                        ("loss_best", b.loss_best[i], b.loss_best_ceiling[i]))]  # can make each
         out.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
-        rows += [{**r, "slack_used": None} for r in out] if b.eps <= EPS_ROUNDING else out
+        rows += out
     return rows
 
 
