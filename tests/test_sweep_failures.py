@@ -374,3 +374,46 @@ def test_a_row_that_relabels_its_cell_is_refused(monkeypatch, tmp_path):
     [error] = result["errors"]
     assert error["cell"].startswith("h1|") and "['world']" in error["error"] and "'h1'" in error["error"]
     assert {r["world"] for r in result["rows"]} == {"h2"}
+
+
+def test_a_second_sweep_into_a_running_directory_is_refused(tmp_path):
+    """Two sweeps into one --out at once each computed every cell (8 + 8 in the run log of an 8-cell sweep),
+    and a worker lost in one wrote its cells as failed over the other's finished ones (a review, 2026-12-06):
+    while one runs (it holds <out>/.sweep.lock) another is refused; once it ends the directory is free."""
+    import simlm.experiments.store as store
+    from simlm.errors import ConfigError
+
+    with store.running(tmp_path):
+        with pytest.raises(ConfigError, match=r"^out: another sweep is running into .* \(it holds .*\.sweep\.lock\)"):
+            run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "cells.jsonl").exists()
+    assert len(run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)["rows"]) > 0
+
+
+class _AnotherRunFinishesThenTheWorkerDies(InProcess):
+    """Before reporting the second job's worker dead, stores that job's cells as finished by another run (as a
+    sweep beside this one, or one before it, could have)."""
+
+    shares_filesystem = True
+
+    def map(self, fn, payloads):
+        from simlm.experiments.store import append_cell
+
+        for i, p in enumerate(payloads):
+            if i == 1:
+                job = json.loads(p)
+                for _, _, key in job["cells"]:
+                    append_cell(os.path.join(job["out"], "cells.jsonl"), key, [{"quantity": "q", "measured": 1.0}],
+                                run=99, code="other", config=job["tag"]["config"], seconds=0.0)
+                yield p, WorkerLost("terminated abruptly")
+            else:
+                yield p, fn(p)
+
+
+def test_a_lost_worker_never_writes_a_failure_over_a_finished_cell(tmp_path):
+    """The lost job's cells were written as failed unless this run had stored them: a cell another run had
+    finished was overwritten with the failure (the later line wins)."""
+    result = run_sweep(parse_config(RAW), tmp_path, executor=_AnotherRunFinishesThenTheWorkerDies(), progress=False,
+                       log=lambda *a: None)
+    assert not result["errors"] and len(CellStore(tmp_path / "cells.jsonl")) == 2
+    assert {"q"} <= {r["quantity"] for r in result["rows"]}

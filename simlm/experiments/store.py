@@ -4,6 +4,7 @@ directory itself."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -223,6 +224,38 @@ def _locked(directory: Path):
     """The results store's lock (:func:`~simlm.jsonio.locked`): held by each append and each opening."""
     return locked(directory, LOCK_NAME, what="the results store",
                   advice="do not fill it from several processes at once")
+
+
+#: the file a running sweep holds locked in its results directory
+RUN_LOCK_NAME = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def running(out: Path):
+    """Hold ``out/.sweep.lock`` (``flock``, not waited for) while a sweep runs into ``out``: a second sweep into
+    the directory meanwhile is refused with a :class:`ConfigError`.  Two at once computed every cell twice,
+    and a worker lost in one wrote its jobs' cells as failed over the other's finished ones (a review,
+    2026-12-06).  Where no lock can be had (no ``fcntl``, a read-only directory, some NFS mounts) the sweep goes
+    on unguarded, as the store's own lock does."""
+    fd = None
+    try:
+        import fcntl
+
+        fd = os.open(out / RUN_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"out: another sweep is running into {out} (it holds {out / RUN_LOCK_NAME}); wait for it to "
+                          "end, or use another --out") from None
+    except (ImportError, OSError):
+        if fd is not None:
+            os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def _replace_bytes(path: Path, data: bytes) -> None:

@@ -55,7 +55,7 @@ import numpy as np
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, Cell, get_check
-from simlm.experiments.store import CellStore, claim, log_run, update_run
+from simlm.experiments.store import CellStore, claim, log_run, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 
@@ -761,12 +761,18 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` (stored
     without an error) and ``cells_failed`` once it has finished."""
-    from simlm.experiments.executors import InProcess, WorkerLost, progress_bar
-
     started, out = time.perf_counter(), Path(out)
-    executor = executor or InProcess()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    with running(out):  # one sweep at a time into a directory
+        return _run_sweep(config, out, executor, progress, log, started)
+
+
+def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, started: float) -> dict:
+    from simlm.experiments.executors import InProcess, WorkerLost, progress_bar
+
+    executor = executor or InProcess()
     tag = claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json", cells=out / "cells.jsonl")
     worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
     heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
@@ -840,7 +846,9 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
         if isinstance(result, WorkerLost):  # the cells its worker had not stored in this run fail, listed as such
             done = CellStore(out / "cells.jsonl").cells
             for _, _, key in json.loads(job)["cells"]:
-                if done.get(key, {}).get("run") != info["run"]:  # absent, or an earlier run's failure
+                entry = done.get(key)
+                # absent, or an earlier run's failure (a finished cell, whichever run stored it, is kept)
+                if entry is None or (entry.get("run") != info["run"] and entry.get("error")):
                     store.add(key, [], error=f"the worker process died before its job returned (killed by a "
                                               f"signal, out of memory or its node lost; the job may not have "
                                               f"started): {result}",
