@@ -50,7 +50,7 @@ NEVER = 1e-12  # an ε target no run reaches: the ladder never stops training ea
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--ensemble", type=int, default=8, help="seeds in the vmapped ensemble")
     p.add_argument("--steps", type=int, default=300, help="max_steps of both runs")
     p.add_argument("--skip", type=int, default=50, help="steps before the timed window (compilation)")

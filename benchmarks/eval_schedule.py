@@ -58,7 +58,7 @@ OVERSHOOT_WINDOW = (0.7, 1.0)  # the ladder's rule: a rung is saved at ε ∈ [0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--states", type=int, default=10, help="|H| of the experiment-1 world")
     p.add_argument("--compare-with", default=None, help="a simlm checkout whose trainer is counted too")
     p.add_argument("--repeats", type=int, default=7)

@@ -33,7 +33,7 @@ TARGET_S = {"cpu": 8 * 60, "accelerator": 5 * 60}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--quick", action="store_true", help="the experiment's --quick sizes")
     p.add_argument("--workers", type=int, default=None,
                    help="the experiment's --workers (default: its own, auto)")

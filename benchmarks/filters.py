@@ -64,7 +64,7 @@ def sizes(backend: str) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--states", type=int, nargs="+", default=None)

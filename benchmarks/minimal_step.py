@@ -155,7 +155,7 @@ def bench_size(name, world, peer, args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "minimal_step.json"))
     own, rest = p.parse_known_args(argv)

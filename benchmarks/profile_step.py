@@ -60,7 +60,7 @@ def kind_of(name: str) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--size", default="large", choices=list(SIZES) + list(QUICK_SIZES))
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     p.add_argument("--residual-dtype", choices=["float32", "compute"], default="float32",

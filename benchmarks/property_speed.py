@@ -48,7 +48,7 @@ def _count_compile(event: str, _seconds: float, **_kwargs) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--examples", type=int, default=300)
     p.add_argument("--baseline-examples", type=int, default=100, help="examples of the unbucketed run")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "property_speed.json"))

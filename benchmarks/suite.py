@@ -85,7 +85,7 @@ QUICK_KEEPS = ("--dtype",)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--only", nargs="+", default=None, choices=sorted(set(plan(False)) | set(plan(True))),
                    help="run these entries only (an entry only the other backend's plan has runs with that "
                         "plan's arguments: --only train_bf16 on a CPU trains the ~19M model at B=64 T=512)")

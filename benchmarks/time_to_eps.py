@@ -94,7 +94,7 @@ def verdict(rungs: list, total: float, *, quick: bool, backend: str = "cpu") -> 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (tuned: {TUNED['learning_rate']})")
     p.add_argument("--batch", type=int, default=None, help=f"batch size (tuned: {TUNED['batch_size']})")
     p.add_argument("--seq-len", type=int, default=None, help=f"sequence length (tuned: {TUNED['seq_len']})")

@@ -118,7 +118,7 @@ QUICK_SIZES = {"tiny": (32, 1, 2, 128), "tiny2": (64, 2, 4, 256)}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES) + list(QUICK_SIZES))
     p.add_argument("--batch", type=int, default=32, help="sequences per step B (the trainer's default)")
     p.add_argument("--seq-len", type=int, default=64, help="context T (the trainer's default)")

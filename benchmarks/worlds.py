@@ -67,7 +67,7 @@ HMMLEARN, _ = import_peer("hmmlearn.hmm")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--batch", type=int, default=256, help="sequences B")
     p.add_argument("--length", type=int, default=512, help="sequence length T")
     p.add_argument("--states", type=int, nargs="+", default=[16, 64, 256], help="hidden states K")

@@ -171,7 +171,7 @@ def figure(rows: list, path: Path) -> Path:
 
 
 def command(argv) -> dict:
-    p = Parser(prog="python -m simlm.experiments.anchors", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m simlm.experiments.anchors", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--out", type=directory, required=True, help="results directory (resumable)")
     p.add_argument("--quick", action="store_true", help="tiny worlds and grid (seconds), not the shipped config")
     p.add_argument("--figure", default=None, help="where to write the figure (default <out>/anchors.png)")

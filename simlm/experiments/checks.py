@@ -112,15 +112,16 @@ def natural_task_check(cell) -> list:
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
     rows = _natural_rows("", result.bounds, result.eps, result.atol)
-    if isinstance(cell.lm, WorldLM) and cell.lm.world is cell.world:
+    oracle = isinstance(cell.lm, WorldLM) and cell.lm.world is cell.world
+    if oracle:
         # the oracle: its ε is 0 and reads float rounding (~1e-15), so its bounds' slack B√(2ε/γ) — ~1e-5 at
         # B = 128 — is rounding too: no share of it (the oracle read as the "worst LM" of a bound at a share of
         # 2e-8, float noise over float noise; a review, 2026-12-06)
         rows = [{**r, "slack_used": None} for r in rows]
     method = o.get("adversary")
-    # an ε within float rounding of 0 (the oracle's, ~1e-15) is 0: no adversary to build at it (the README's
-    # sweep printed a worst-case:unreachable_eps row for the oracle)
-    if method not in (None, "none") and EPS_ROUNDING < result.eps < math.inf:
+    # the oracle's ε (float rounding, ~1e-15, growing with the world) and any ε within float rounding of 0 is 0:
+    # no adversary to build at it (the README's sweep printed a worst-case:unreachable_eps row for the oracle)
+    if method not in (None, "none") and not oracle and EPS_ROUNDING < result.eps < math.inf:
         try:
             worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
         except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row (of the cell's LM,

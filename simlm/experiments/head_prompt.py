@@ -637,7 +637,7 @@ def command(argv=None) -> dict:
     """The command line: parse ``argv``, validate every option (before the results directory is claimed),
     run or resume the experiment and print its table; return the payload.  Bad input raises
     :class:`~simlm.errors.SimlmError` (:func:`main` prints it as one line)."""
-    p = Parser(prog="python -m simlm.experiments.head_prompt", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m simlm.experiments.head_prompt", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--quick", action="store_true", help="two worlds, one seed, a tiny model: well under 60 s")
     p.add_argument("--out", type=directory, default=None,

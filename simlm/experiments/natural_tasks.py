@@ -792,7 +792,7 @@ def command(argv=None) -> dict:
     """The command line: parse ``argv``, validate every option and the output paths, run the sweep, write
     results.json and the PNGs, print the summary; return the result.  Bad input raises
     :class:`~simlm.errors.SimlmError` before anything is computed (:func:`main` prints it as one line)."""
-    p = Parser(prog="python -m simlm.experiments.natural_tasks", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m simlm.experiments.natural_tasks", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny sweep (one world, S = 21 contexts), well under 60 s")
     p.add_argument("--out", type=directory, default=None,
                    help="results directory: the sweep's files, results.json and the PNGs "
