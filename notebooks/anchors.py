@@ -13,7 +13,7 @@
 #
 # A log-linear world p*(w|x) ∝ exp⟨v*_w, f*(x)⟩ with a planted anchor v0, its anchor fit
 # log Z_B(x) ≈ ⟨v0, f(x)⟩ + c, four downstream tasks, analytic LMs at exact ε, the O(√ε) transfer bound
-# beside the measured error, and the two negative constructions (N1: ε = 0, N2: ε ≈ 1e-9, both at chance).
+# beside the measured error, and the two negative constructions (N1: ε = 0, N2: ε ≈ 5e-9, both at chance).
 # `QUICK` (or `SIMLM_QUICK=1`) runs a small world and grid.
 
 # %%

@@ -50,8 +50,11 @@ plt.xlabel("|H|"); plt.ylabel("head accuracy (test)"); plt.legend(); plt.show()
 
 # %% [markdown]
 # ## Prompt tuning where head tuning fails
-# K = 4 states, V = 3 symbols: state 3 emits like state 0 (rank B = 3), so the masked law is the same for
-# every input and a head can only guess.  A one-token prompt reveals the label: the fitted prompt printed
+# K = 4 states, V = 3 symbols: state 3 emits like state 0 (rank B = 3), so the masked law reads
+# P(H_0 | x) only through (p_0 + p_3, p_1, p_2); and A's rows make p_1 = p_2 = ¼ for every input
+# ((A_0 + A_3)/2 = A_1 = A_2), so the masked law is the same for every input and a head can only guess.
+# (Rank B < |H| alone does not do it: with other rows 1 and 2 of A the masked law varies with x.)
+# A one-token prompt reveals the label: the fitted prompt printed
 # below sits almost entirely on state 3, which never moves to state 1 (A[3, 1] = 0), so it reweights
 # P(H_0 | x) by r ≈ [1/3, 0, 1/3, 1] — it all but removes state 1.
 

@@ -51,7 +51,9 @@ from simlm.train import TrainConfig, train
 
 held_out = world.sample(99, n_sequences=32, length=12)
 analytic = perturbed_lm(world, 0.05, "logit-noise", seed=0, tokens=held_out)
-print("analytic LM: target 0.05, exact ε = %.5f ± %.5f" % exact_epsilon(world, analytic, held_out))
+print("analytic LM: target 0.05, exact ε = %.5f on held_out (the tokens its scale was solved on)"
+      % exact_epsilon(world, analytic, held_out)[0])
+print("              on fresh sequences: %.5f ± %.5f" % exact_epsilon(world, analytic, world.sample(7, 256, 12)))
 
 result = train(world, TransformerConfig(n_symbols=6, d_model=16, n_layers=1, n_heads=2, max_len=13),
                TrainConfig(targets=(0.5, 0.2), batch_size=32, seq_len=12, max_steps=100 if QUICK else 600,

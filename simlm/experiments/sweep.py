@@ -753,14 +753,16 @@ def _installed(name: str) -> str | None:
 
 def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
-    "cells", "new_cells", "time_s"}`` (``unreached``: the trained ladders' rungs a seed did not reach, which give
+    "cells", "new_cells", "time_s", "order"}`` (``order``: the plan's cell keys, the table's order;
+    ``unreached``: the trained ladders' rungs a seed did not reach, which give
     no LM and so no cells; ``lost``: the ladders that gave no LM this run — their pool worker died, or the
     training diverged — listed in ``errors`` too) and writes
     the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` (stored
-    without an error) and ``cells_failed`` once it has finished."""
+    without an error) and ``cells_failed`` once it has finished.  One sweep at a time runs into a directory: a
+    second, while this one holds ``out/.sweep.lock``, is refused (:func:`~simlm.experiments.store.running`)."""
     started, out = time.perf_counter(), Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
