@@ -336,8 +336,9 @@ def test_a_corrupt_sweep_config_stops_a_run_before_anything_is_computed(tmp_path
     (tmp_path / "experiment1" / "sweep.json").write_text('{"n_sym')
     with pytest.raises(ConfigError, match="sweep.json"):
         hp.run("experiment1", hp.Config(**{**hp.QUICK, "trained": False}), tmp_path, log=lambda *a: None)
-    # nothing written but the store's lock file, which the claim holds while it reads sweep.json
-    assert sorted(p.name for p in (tmp_path / "experiment1").iterdir()) == [".cells.lock", "sweep.json"]
+    # nothing written but the lock files: the store's, which the claim holds while it reads sweep.json, and the
+    # run's, held while a sweep runs into the directory
+    assert sorted(p.name for p in (tmp_path / "experiment1").iterdir()) == [".cells.lock", ".sweep.lock", "sweep.json"]
 
 
 @pytest.mark.parametrize("module, argv, flag, bad", [
