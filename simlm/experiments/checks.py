@@ -112,8 +112,7 @@ def natural_task_check(cell) -> list:
     cache: dict = {}
     result = check_natural_task(contexts, cell.lm, task, tau_cache=cache)
     rows = _natural_rows("", result.bounds, result.eps, result.atol)
-    oracle = isinstance(cell.lm, WorldLM) and cell.lm.world is cell.world
-    if oracle:
+    if cell.is_oracle:
         # the oracle: its ε is 0 and reads float rounding (~1e-15), so its bounds' slack B√(2ε/γ) — ~1e-5 at
         # B = 128 — is rounding too: no share of it (the oracle read as the "worst LM" of a bound at a share of
         # 2e-8, float noise over float noise; a review, 2026-12-06)
@@ -121,7 +120,7 @@ def natural_task_check(cell) -> list:
     method = o.get("adversary")
     # the oracle's ε (float rounding, ~1e-15, growing with the world) and any ε within float rounding of 0 is 0:
     # no adversary to build at it (the README's sweep printed a worst-case:unreachable_eps row for the oracle)
-    if method not in (None, "none") and not oracle and EPS_ROUNDING < result.eps < math.inf:
+    if method not in (None, "none") and not cell.is_oracle and EPS_ROUNDING < result.eps < math.inf:
         try:
             worst = adversarial_laws(contexts, task, result.eps, method=method, cache=cache)
         except ConfigError as e:  # the task's contexts cannot absorb this ε: said in a row (of the cell's LM,
@@ -146,12 +145,11 @@ def _natural_rows(prefix, bounds, eps, atol) -> list:
         common = {"B": float(b.B_grid[i]), "tau": float(b.tau[i]), "gamma": float(b.gamma),
                   "eps_bound": float(b.eps), "eps_contexts": eps, "critical_eps": b.critical_eps,
                   "residual": float(b.residual[i])}
-        out = [row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
-                   loss_ceiling=float(top), **common)
-               for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),  # the most any LM
-                                       ("loss_best", b.loss_best[i], b.loss_best_ceiling[i]))]  # can make each
-        out.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
-        rows += out
+        for name, loss, top in (("loss_natural", b.loss_natural[i], b.loss_ceiling[i]),
+                                ("loss_best", b.loss_best[i], b.loss_best_ceiling[i])):  # the most any LM can make each
+            rows.append(row(f"{prefix}{b.name}:{name}", loss, b.bound[i], maximum=top, baseline=b.tau[i], atol=atol,
+                            loss_ceiling=float(top), **common))
+        rows.append(worst_radius_row(f"{prefix}{b.name}:worst_B", b, atol, **common))
     return rows
 
 

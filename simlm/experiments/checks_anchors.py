@@ -9,7 +9,7 @@ import numpy as np
 
 from simlm.errors import ConfigError
 from simlm.experiments.registry import EPS_ROUNDING, option_ranges, register, row
-from simlm.models import CausalTransformerLM, SoftmaxLanguageModel, WorldLM
+from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
 from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import lm_residual, worst_case_lm
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
@@ -74,7 +74,7 @@ def anchors_check(cell) -> list:
     bulk = bulk_mask(ctx.logp, top_k=int(o["top_k"]))
     fit = world_anchor_fit(ctx, bulk)
     V = ctx.logp.shape[1]
-    if isinstance(cell.lm, WorldLM) and cell.lm.world is world:
+    if cell.is_oracle:
         # the oracle's laws are the world's, exactly: its float32 next_token_logprobs would give it an ε of
         # ~1e-14, and a bound whose γ is ~1e-10 (the rare-carrier task) would read 1 ("trivial") for the LM
         # whose bound is 0

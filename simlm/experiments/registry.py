@@ -54,6 +54,14 @@ class Cell:
     workdir: Any = None
     progress: bool = False
 
+    @property
+    def is_oracle(self) -> bool:
+        """Whether the cell's LM is its world itself (``WorldLM(world)``): ε = 0, which float arithmetic reads
+        as rounding (~1e-15) — no slack to use, no adversary to build at it."""
+        from simlm.models import WorldLM
+
+        return isinstance(self.lm, WorldLM) and self.lm.world is self.world
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:

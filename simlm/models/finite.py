@@ -359,14 +359,11 @@ def quad_excess(f, p_star, phi) -> jax.Array:
     concrete = _concrete(f, p_star, phi)
     if concrete:
         f, p_star, phi = _check_quad(f, p_star, phi)
-        phi64 = phi  # float64, as given: Π_Φ from Φ rounded to float32 took a direction of a rank-deficient Φ
+        # from Φ in float64, as given: Π_Φ from Φ rounded to float32 took a direction of a rank-deficient Φ
         # (σ ~ 1e-7 of rounding, above float64 pinv's cutoff) as real: ε_quad 0.05 at the exact minimiser
+        Q = np.linalg.pinv(phi) @ phi
     f, P, phi = jnp.asarray(f), jnp.asarray(p_star), jnp.asarray(phi)
-    if concrete:
-        Q = np.linalg.pinv(phi64) @ phi64
-        proj = jnp.asarray(Q, dtype=jnp.result_type(P.dtype, phi.dtype))
-    else:
-        proj = jnp.linalg.pinv(phi) @ phi
+    proj = jnp.asarray(Q, dtype=jnp.result_type(P.dtype, phi.dtype)) if concrete else jnp.linalg.pinv(phi) @ phi
     return 0.5 * jnp.sum((f @ phi - P @ proj) ** 2, -1)
 
 
