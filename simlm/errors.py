@@ -42,7 +42,15 @@ class NoSuchLawError(ConfigError, AttributeError):
 
 
 class TrainingDivergedError(SimlmError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss became NaN or infinite; the last good checkpoint is kept.
+
+    ``reached``: the ladder's rungs checkpointed before the divergence (``LadderRecord`` s of
+    :mod:`simlm.train.trainer`, ``path`` under the run directory; empty where none was), each a model at its
+    recorded ε that :func:`~simlm.train.load_lm` loads — a divergence does not take them with it."""
+
+    def __init__(self, message: str, reached=()):
+        super().__init__(message)
+        self.reached = tuple(reached)
 
 
 class NotConvergedWarning(RuntimeWarning):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from contextlib import nullcontext
 
 import pytest
 
@@ -251,6 +252,55 @@ def test_a_training_that_diverges_loses_its_ladder_not_the_sweep(tmp_path):
     assert {r["lm"] for r in result["rows"]} == {"oracle"} and (tmp_path / "results.csv").exists()
     assert (tmp_path / "summary.json").exists()
     assert "diverges again" in markdown(result["rows"], tmp_path, [])
+
+
+def test_a_training_that_diverges_keeps_the_rungs_it_reached_before(tmp_path):
+    """A ladder that reached rungs and then diverged gave the sweep no LM at all, although each rung reached
+    is a checkpointed model at its measured ε (a review, 2026-12-06).  Here the initial model is already
+    below the loose rung (saved at step 0, with the ladder's warning), and a learning rate of 1e30 diverges
+    at the next evaluation: that rung's cells run, the ladder is listed as lost with the rung it kept, and a
+    rerun gives the same."""
+    from simlm.experiments.report import markdown
+
+    raw = {**RAW, "worlds": RAW["worlds"][:1],
+           "lms": {"oracle": True, "trained": {"targets": [50.0, 0.01], "model": {"d_model": 8, "n_layers": 1,
+                                                                                   "n_heads": 1},
+                                               "train": {"max_steps": 20, "batch_size": 4, "eval_every": 5,
+                                                         "learning_rate": 1e30}}}}
+    for run in range(2):
+        with pytest.warns(RuntimeWarning, match="initial model is already there") if run == 0 else nullcontext():
+            result = run_sweep(parse_config(raw), tmp_path, progress=False, log=lambda *a: None)
+        [lost] = result["lost"]
+        assert "the training diverged, so only the 1 rung(s) reached before it have cells (seed 0 at ε ≤ 50)" \
+            in lost["error"] and "non-finite" in lost["error"]
+        assert [e["cell"] for e in result["errors"]] == ["h1|trained ladder"]
+        trained = {r["lm"] for r in result["rows"] if r["lm"] != "oracle"}
+        assert trained == {"trained-ce@50"}, trained
+        assert all(r["eps"] < 50 for r in result["rows"] if r["lm"] != "oracle")
+    assert "(the rungs it reached before have their cells)" in markdown(result["rows"], tmp_path, [])
+
+
+def test_train_names_the_rungs_it_saved_before_it_diverged(tmp_path):
+    """train() raised TrainingDivergedError with nothing to say which rungs it had saved: its ``reached``
+    lists them, each loadable at its recorded ε."""
+    from simlm.errors import TrainingDivergedError
+    from simlm.metrics import exact_epsilon
+    from simlm.models import TransformerConfig
+    from simlm.train import TrainConfig, load_lm, train
+    from simlm.worlds import HMM
+
+    world = HMM.random(1, 2, 3)
+    config = TrainConfig(targets=(50.0, 0.01), max_steps=20, batch_size=4, seq_len=4, eval_every=5,
+                         eval_sequences=4, learning_rate=1e30, seeds=(0, 1))
+    with pytest.warns(RuntimeWarning, match="initial model"), pytest.raises(TrainingDivergedError) as err:
+        train(world, TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=1, max_len=4), config,
+              tmp_path / "run", progress=False)
+    assert [(r.seed, r.target, r.step, r.reached) for r in err.value.reached] == [(0, 50.0, 0, True),
+                                                                                 (1, 50.0, 0, True)]
+    for r in err.value.reached:
+        assert r.path.startswith(str(tmp_path / "run"))
+        eps, _ = exact_epsilon(world, load_lm(r.path), world.sample(config.eval_seed, 4, 4))
+        assert eps == pytest.approx(r.epsilon, rel=1e-5)
 
 
 def test_a_resume_whose_world_record_is_gone_is_refused(tmp_path):

@@ -305,9 +305,9 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
     lost = _last_run(out_dir, "lost", {"world", "error"})
     if lost:
-        lines += ["", "## Ladders lost in the last run", "", "No trained LM of that world, so no cells for one: a "
-                  "rerun resumes a ladder whose worker died from its checkpoints; one whose training diverged "
-                  "diverges again.", ""]
+        lines += ["", "## Ladders lost in the last run", "", "No trained LM of that world past the rungs named, so "
+                  "no cells for one: a rerun resumes a ladder whose worker died from its checkpoints; one whose "
+                  "training diverged diverges again (the rungs it reached before have their cells).", ""]
         lines += [f"- world `{x['world']}`: {x['error']}" for x in lost]
     unreached = _unreached(out_dir)
     if unreached:

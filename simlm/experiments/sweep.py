@@ -522,8 +522,9 @@ def build_lm(world, spec: dict, tokens, out: Path):
 def train_job(payload: str) -> str:
     """Train one world's ladder (resuming its run directory); returns ``{"lms": the reached rungs as LM
     specs, "unreached": the rungs a seed did not reach, with its best ε and the steps it ran}``, or, when the
-    training diverged, ``{"lms": [], "unreached": [], "error": its message}``: the ladder gives no LM, and the
-    sweep's other cells run (the divergence aborted the whole sweep before any cell, and every rerun)."""
+    training diverged, ``{"lms": the rungs checkpointed before the divergence, "unreached": [], "error": its
+    message}``: those rungs' cells and the sweep's other cells run (the divergence aborted the whole sweep
+    before any cell, and every rerun; then it lost the rungs it had reached)."""
     from simlm.errors import TrainingDivergedError
     from simlm.train import train
 
@@ -535,16 +536,20 @@ def train_job(payload: str) -> str:
     model, tc = _train_configs(config, spec, world)
     tag = hashlib.sha1(json.dumps([world.fingerprint(), model.to_dict(), tc.to_dict()], sort_keys=True).encode()).hexdigest()[:10]
     run_dir = out / "train" / f"{spec['name']}-{tag}"
+    laws = OBJECTIVE_LAWS[tc.objective]
+    spec_of = lambda r: {"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed,
+                         "laws": list(laws), "path": str(Path(r.path).absolute().relative_to(out.absolute())),
+                         "step": r.step}
     try:
         result = train(world, model, tc, run_dir, progress=not job.get("quiet", True))
     except TrainingDivergedError as err:
-        why = (f"the training diverged, so this world's trained LMs have no cells (a rerun diverges again: lower "
-               f"lms.trained's learning_rate, in another --out): {err}")
-        return json.dumps({"lms": [], "unreached": [], "error": why})
-    laws = OBJECTIVE_LAWS[tc.objective]
-    lms = [{"source": "trained", "objective": tc.objective, "target": r.target, "seed": r.seed, "laws": list(laws),
-            "path": str(Path(r.path).absolute().relative_to(out.absolute())), "step": r.step}
-           for r in result.records if r.reached]
+        kept = (f"only the {len(err.reached)} rung(s) reached before it have cells ("
+                + ", ".join(f"seed {r.seed} at ε ≤ {r.target:g}" for r in err.reached) + ")"
+                if err.reached else "this world's trained LMs have no cells")
+        why = (f"the training diverged, so {kept} (a rerun diverges again: lower lms.trained's learning_rate, in "
+               f"another --out): {err}")
+        return json.dumps({"lms": [spec_of(r) for r in err.reached], "unreached": [], "error": why})
+    lms = [spec_of(r) for r in result.records if r.reached]
     unreached = [{"world": spec["name"], "seed": r.seed, "target": r.target,
                   "best_eps": float(result.best_epsilon[r.seed]), "steps": result.final_step}
                  for r in result.records if not r.reached]
@@ -755,8 +760,8 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
     "cells", "new_cells", "time_s", "order"}`` (``order``: the plan's cell keys, the table's order;
     ``unreached``: the trained ladders' rungs a seed did not reach, which give
-    no LM and so no cells; ``lost``: the ladders that gave no LM this run — their pool worker died, or the
-    training diverged — listed in ``errors`` too) and writes
+    no LM and so no cells; ``lost``: the ladders that gave no LM this run, their pool worker dead, or only
+    the rungs reached before their training diverged — listed in ``errors`` too) and writes
     the files of the module docstring.  ``executor`` defaults to in-process.  With
     ``progress`` one bar counts the sweep's cells (done / total, ETA); jobs run in this process nest their
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
@@ -808,9 +813,8 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
                                       f"this ladder may not have started), so its trained LMs have no cells: {result}"})
                 continue
             ladder = json.loads(result)
-            if ladder.get("error"):  # diverged: no LMs from this ladder, listed as an error; the other cells run
-                lost.append({"world": world, "error": ladder["error"]})
-                continue
+            if ladder.get("error"):  # diverged: listed as an error; its rungs reached before it and the other
+                lost.append({"world": world, "error": ladder["error"]})  # cells run
             trained[world] = ladder["lms"]
             unreached += ladder["unreached"]  # no LM, so no cell: listed, not dropped silently
         bar.set_description("sweep")

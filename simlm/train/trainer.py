@@ -582,7 +582,9 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     smallest target or at ``config.max_steps``; ``until_step`` stops earlier, resumably (the next call
     with the same ``run_dir`` continues and gives the same result, and the same metrics.jsonl, as one
     uninterrupted run).  Invalid arguments raise ``ConfigError`` before anything is compiled or any
-    directory is claimed.  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
+    directory is claimed.  A non-finite ε or loss raises :class:`~simlm.errors.TrainingDivergedError`, whose
+    ``reached`` lists the rungs checkpointed before it (each loads with ``load_lm(record.path)``; a rerun
+    resumes from the last resume point and diverges again).  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
     from the newest checkpoint consistent with them; see :func:`_resume`.  One process at a time trains
     in a ``run_dir`` (an ``flock`` on ``run_dir/.train.lock``): a second call on the same directory, from
     another process or thread, waits until the first returns, then resumes from what it saved (a finished
@@ -677,17 +679,20 @@ def _train(world, model_config, config, run_dir: Path, header: dict, *, progress
             bar.update(1)
         if saved != anchor.step or not last_good:
             save(anchor)  # interrupted (until_step) or finished: the resume point is the last evaluation kept
+        if state["step"] != anchor.step:
+            # stopped by until_step after steps no evaluation has read (the losses checked are each computed before
+            # its update): the models returned are evaluated, not logged — the run's metrics stay an uninterrupted
+            # run's — and diverged ones refused, as that run's next evaluation would refuse them
+            try:
+                _check_finite(run.evaluate(arrays.params), None, state["step"], config, run_dir)
+            except TrainingDivergedError as err:
+                raise TrainingDivergedError(f"{err} (step {anchor.step}; until_step stopped the run at step "
+                                            f"{state['step']}, before its next evaluation)") from None
+    except TrainingDivergedError as err:  # the rungs saved before it are models at their ε all the same
+        err.reached = tuple(_reached(state, run_dir))
+        raise
     finally:
         bar.close()
-    if state["step"] != anchor.step:
-        # stopped by until_step after steps no evaluation has read (the losses checked are each computed before
-        # its update): the models returned are evaluated, not logged — the run's metrics stay an uninterrupted
-        # run's — and diverged ones refused, as that run's next evaluation would refuse them
-        try:
-            _check_finite(run.evaluate(arrays.params), None, state["step"], config, run_dir)
-        except TrainingDivergedError as err:
-            raise TrainingDivergedError(f"{err} (step {anchor.step}; until_step stopped the run at step "
-                                        f"{state['step']}, before its next evaluation)") from None
     return _result(run, arrays.params, state, run_dir, header)
 
 
@@ -1001,10 +1006,15 @@ def _save_resume_point(run_dir: Path, tree, metadata: dict, *, keep_last: bool) 
     tmp.rename(last)
 
 
+def _reached(state, run_dir: Path) -> list[LadderRecord]:
+    """The rungs checkpointed so far, their paths under ``run_dir``."""
+    fields = [f.name for f in dataclasses.fields(LadderRecord)]
+    return [LadderRecord(**{**{k: r[k] for k in fields}, "path": str(run_dir / r["path"])}) for r in state["records"]]
+
+
 def _result(run, params, state, run_dir, header) -> TrainResult:
-    config, fields = run.config, [f.name for f in dataclasses.fields(LadderRecord)]
-    reached = {(r["seed"], r["target"]) for r in state["records"]}
-    records = [LadderRecord(**{**{k: r[k] for k in fields}, "path": str(run_dir / r["path"])}) for r in state["records"]]
+    config, records = run.config, _reached(state, run_dir)
+    reached = {(r.seed, r.target) for r in records}
     records += [LadderRecord(s, t, False) for s in config.seeds for t in config.targets if (s, t) not in reached]
     records.sort(key=lambda r: (config.seeds.index(r.seed), -r.target))
     return TrainResult(run_dir, records, dict(zip(config.seeds, state["best"])), state["step"],
