@@ -584,11 +584,11 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     uninterrupted run).  Invalid arguments raise ``ConfigError`` before anything is compiled or any
     directory is claimed.  A non-finite ε or loss raises :class:`~simlm.errors.TrainingDivergedError`, whose
     ``reached`` lists the rungs checkpointed before it (each loads with ``load_lm(record.path)``; a rerun
-    resumes from the last resume point and diverges again).  Damaged files in ``run_dir`` are repaired or retrained (with a warning)
-    from the newest checkpoint consistent with them; see :func:`_resume`.  One process at a time trains
-    in a ``run_dir`` (an ``flock`` on ``run_dir/.train.lock``): a second call on the same directory, from
-    another process or thread, waits until the first returns, then resumes from what it saved (a finished
-    run is read back without a step).  With several local devices the seeds train sharded over them
+    resumes from the last resume point and diverges again).  Damaged files in ``run_dir`` are repaired or
+    retrained (with a warning) from the newest checkpoint consistent with them; see :func:`_resume`.  One
+    process at a time trains in a ``run_dir`` (an ``flock`` on ``run_dir/.train.lock``): a second call on the
+    same directory, from another process or thread, waits until the first returns, then resumes from what it
+    saved (a finished run is read back without a step).  With several local devices the seeds train sharded over them
     (:func:`seed_mesh`), to the same results up to float rounding.
     Besides the live training state (parameters and optimiser state) the trainer holds one copy, taken at
     the last evaluation kept, from which a rung crossed past its window is replayed."""
