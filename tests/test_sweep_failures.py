@@ -70,6 +70,27 @@ def test_a_pool_stopped_while_jobs_are_queued_starts_none_of_them(tmp_path):
     assert 1 <= ran <= 3, ran  # the first, the one running and at most one the worker had already taken
 
 
+def test_a_dead_worker_loses_its_job_and_the_queued_ones_run_in_a_fresh_pool(tmp_path):
+    """A worker killed (out of memory, a signal) broke the pool, and every job still queued came back as
+    WorkerLost without having run: one bad job of a long sweep lost the rest of its run.  Those no worker had
+    started run in a fresh pool now; the killed job is lost (and only it, with one worker)."""
+    paths = [tmp_path / f"job{i}" for i in range(5)]
+    commands = [f"touch {p}" for p in paths]
+    commands[1] = "kill -9 $PPID"  # the shell's parent: the worker running the job
+    results = dict(ProcessPool(1, single_threaded=False).map(os.system, commands))
+    assert isinstance(results.pop(commands[1]), WorkerLost)
+    assert results == {c: 0 for i, c in enumerate(commands) if i != 1}
+    assert [p.exists() for p in paths] == [True, False, True, True, True]
+
+
+def test_jobs_that_each_kill_their_worker_are_each_lost_once(tmp_path):
+    """Each fresh pool runs the queue on; a job that kills every worker it meets is lost, never rerun."""
+    commands = [f"kill -9 $PPID; touch {tmp_path / f'job{i}'}" for i in range(3)]
+    results = list(ProcessPool(1, single_threaded=False).map(os.system, commands))
+    assert sorted(p for p, _ in results) == sorted(commands)
+    assert all(isinstance(r, WorkerLost) for _, r in results)
+
+
 def test_two_claims_of_one_new_directory_at_once_let_one_config_in(monkeypatch, tmp_path):
     """Both saw no sweep.json and went on: one directory filled with two configs' cells under one sweep.json
     (a 1-in-8 race, made certain here by a slow write).  The claim holds the store's lock now."""

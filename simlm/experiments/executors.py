@@ -64,7 +64,11 @@ class ProcessPool:
     Wei et al.'s experiment 1 on two cores: 431 → 400 s (780 → 720 s of cells).
 
     On a GPU every worker allocates the device's memory as it needs it (:func:`_share_accelerator`) instead
-    of claiming 75 % of it at its first computation, which only the first worker could do."""
+    of claiming 75 % of it at its first computation, which only the first worker could do.
+
+    A worker that dies (a signal, out of memory) breaks the pool: its job and those running in the other
+    workers are lost (:class:`WorkerLost`), and the jobs no worker had started yet run in a fresh pool (they
+    were all lost with it)."""
 
     shares_filesystem = True
 
@@ -78,30 +82,64 @@ class ProcessPool:
         payloads = list(payloads)
         if not payloads:
             return
+        with tempfile.TemporaryDirectory(prefix="simlm-xla-cache-") as cache:
+            todo = list(range(len(payloads)))
+            while todo:  # a pool broken by a dead worker takes every job with it: those not started go again
+                todo = yield from self._round(fn, payloads, todo, cache)
+
+    def _round(self, fn, payloads, todo: list[int], cache: str):
+        """Run the jobs ``todo`` (indices into ``payloads``) in one pool, yielding ``(payload, result)`` as each
+        ends; returns the jobs to run again: those a broken pool took before a worker had started them, when
+        it had started some (a pool that breaks before any job starts, say a worker that cannot start, gives
+        each its :class:`WorkerLost`, so this never loops)."""
         context = multiprocessing.get_context("spawn")
-        cores = _cores() if self.single_threaded and len(payloads) >= self.workers else None
+        cores = _cores() if self.single_threaded and len(todo) >= self.workers else None
         # [0, 1]: the next worker's slot, 1 once the workers are let out; then each worker's pid (0: not yet)
         pins = context.Array("q", [0, 0] + [0] * self.workers) if cores else None
-        with tempfile.TemporaryDirectory(prefix="simlm-xla-cache-") as cache, \
-                cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init,
-                                       initargs=(self.single_threaded, os.getpid(), cache, cores, pins)) as pool:
-            futures = {pool.submit(fn, p): p for p in payloads}
+        # a file per job a worker has taken (not a shared array: its memory is reused for the next pool's while
+        # a worker of this one, let go by Ctrl-C or a consumer that stopped, may still be writing into it)
+        started = tempfile.mkdtemp(prefix="started-", dir=cache)
+        broken, again = [], []
+        with cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init,
+                                    initargs=(self.single_threaded, os.getpid(), cache, cores, pins, started)) as pool:
+            futures = {pool.submit(_job, fn, i, payloads[i]): i for i in todo}
             left = len(futures)
             try:
                 for future in cf.as_completed(futures):
                     left -= 1
+                    i = futures[future]
                     try:
                         result = future.result()
-                    except cf.process.BrokenProcessPool as err:  # a worker died (a signal, out of memory): this
-                        result = WorkerLost(str(err))  # job, the others' running jobs and every one still queued
-                        pins = None  # are lost, not the sweep (nothing left to unpin; a dead worker may hold the lock)
+                    except cf.process.BrokenProcessPool as err:  # a worker died (a signal, out of memory): its
+                        # job and the other workers' running ones are lost, the queued ones run in a new pool
+                        broken.append((i, WorkerLost(str(err))))
+                        pins = None  # nothing left to unpin (a dead worker may hold the lock)
+                        continue
                     if pins is not None and left < self.workers:  # a core is free from now on: the last jobs take it
                         _unpin(pins, cores)
                         pins = None
-                    yield futures[future], result
+                    yield payloads[i], result
             except BaseException:  # Ctrl-C, or the consumer stopped: start no queued job (those running finish)
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+        taken = {int(name) for name in os.listdir(started)}
+        retry = any(i in taken for i, _ in broken)
+        for i, lost in broken:
+            if retry and i not in taken:
+                again.append(i)
+            else:
+                yield payloads[i], lost
+        return again
+
+
+def _job(fn, i: int, payload):
+    """A pool's job ``i``: marked taken (a file named ``i`` in :data:`_STARTED`), then ``fn(payload)``."""
+    if _STARTED is not None:
+        open(os.path.join(_STARTED, str(i)), "w").close()
+    return fn(payload)
+
+
+_STARTED = None  # in a pool's worker: the pool's directory of the jobs its workers have taken (ProcessPool._round)
 
 
 class WorkerLost(str):
@@ -110,13 +148,16 @@ class WorkerLost(str):
     cells as failed, so that the tables are still written and a rerun computes them again."""
 
 
-def _worker_init(single_threaded: bool, parent: int, cache: str, cores=None, pins=None) -> None:
+def _worker_init(single_threaded: bool, parent: int, cache: str, cores=None, pins=None, started=None) -> None:
     """A pool worker's initializer: single-threaded XLA if asked (XLA reads ``XLA_FLAGS`` when its CPU
     backend starts, at the first computation, which comes after this in a fresh worker), pinned to a core of
     its own where ``cores`` are given (:func:`_pin`), the pool's compilation ``cache``
     (:func:`_share_compiled`), and an exit when the sweep's process is gone.  A worker outlives a parent
     killed by a signal it does not share (SIGTERM to the sweep alone): it went on training into the run's
-    work directory, where a rerun then collided with its half-written checkpoints."""
+    work directory, where a rerun then collided with its half-written checkpoints.  ``started``: the pool's
+    directory of the jobs its workers have taken (:func:`_job`)."""
+    global _STARTED
+    _STARTED = started
     if single_threaded:
         _single_threaded_xla()
     os.environ.update(_share_accelerator())

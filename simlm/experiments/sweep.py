@@ -809,8 +809,9 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
             if isinstance(result, WorkerLost):  # no LMs from this ladder in this run: listed as an error, and a
                 lost.append({"world": world,  # rerun resumes it from its checkpoints
                              "error": f"a worker process died before this world's ladder returned (killed by a "
-                                      f"signal, out of memory or its node lost; a process pool breaks whole, so "
-                                      f"this ladder may not have started), so its trained LMs have no cells: {result}"})
+                                      f"signal, out of memory or its node lost; a process pool that breaks takes "
+                                      f"the ladders running beside that worker's with it), so its trained LMs "
+                                      f"have no cells: {result}"})
                 continue
             ladder = json.loads(result)
             if ladder.get("error"):  # diverged: listed as an error; its rungs reached before it and the other
