@@ -489,3 +489,17 @@ def test_probability_part_and_markov_tail_refuse_bad_words_coefficients_and_eps(
         with pytest.raises(ConfigError, match="^eps"):
             markov_tail(0.1, eps)
     assert markov_tail(0.1, 0.001) == pytest.approx(0.05)
+
+
+def test_the_experiments_constructions_read_the_bulk_its_check_reads():
+    """``constructions`` fitted the anchors on a bulk of top_k = 4 whatever the config's ``wu/anchors`` top_k."""
+    from simlm.experiments.anchors import build_world, constructions, sweep_config
+    from simlm.theory.anchors import world_anchor_fit
+
+    raw = sweep_config(quick=True)
+    raw["checks"]["wu/anchors"]["top_k"] = 2
+    raw["worlds"] = raw["worlds"][1:2]  # the unstructured world alone: its fit, no N1/N2
+    ctx = anchor_contexts(build_world(raw["worlds"][0]))
+    fits = {k: world_anchor_fit(ctx, bulk_mask(ctx.logp, top_k=k)).r2 for k in (2, 4)}
+    assert fits[2] != fits[4]
+    assert constructions(raw)["fit:unstructured"]["r2"] == fits[2]

@@ -70,15 +70,17 @@ def load_shipped() -> dict:
 
 def constructions(raw: dict) -> dict:
     """N1, N2 and the control on the anchor world; anchor fits of both geometries (state level), for the
-    first two worlds of the sweep config ``raw``."""
+    first two worlds of the sweep config ``raw``, with the bulk its ``wu/anchors`` check reads (``top_k``)."""
+    from simlm.experiments.registry import get_check
     from simlm.theory.anchor_constructions import n1_construction, n2_construction
     from simlm.theory.anchors import anchor_contexts, bulk_mask, world_anchor_fit
 
+    top_k = int({**get_check("wu/anchors").defaults, **raw["checks"]["wu/anchors"]}["top_k"])
     out = {}
     for w in raw["worlds"][:2]:
         world = build_world(w)
         ctx = anchor_contexts(world)
-        bulk = bulk_mask(ctx.logp, top_k=4)
+        bulk = bulk_mask(ctx.logp, top_k=top_k)
         fit = world_anchor_fit(ctx, bulk)
         out[f"fit:{w['name']}"] = {"mse": fit.mse, "r2": fit.r2, "max_residual": fit.max_residual,
                                    "constant_mse": fit.constant_mse, "full_r2": fit.full_r2, "angle": fit.angle}
