@@ -143,7 +143,7 @@ def test_bucketed_posteriors_of_rows_accepted_off_one_equal_enumeration():
 def test_a_float32_world_off_one_has_the_same_laws_in_every_T_bucket(T):
     """The same float32 chain (rows 1 ± 5e-4) gives the unpadded scan's laws at every T."""
     hmm = _chain_off_one([[0.9505, 0.05], [0.05, 0.9495]], np.float32)
-    x = np.asarray(HMM(*hmm.chain, atol=1e-3).sample(0, 2, T))
+    x = np.random.default_rng(T).integers(0, 2, (2, T)).astype(np.int32)  # every B entry > 0: any x is possible
     names = ("masked_token_probs", "smoothed_posterior", "masked_state_posterior")
     wants = jax.jit(jax.vmap(lambda *chain_x: [getattr(core, name)(*chain_x, parallel=False)[0] for name in names],
                              in_axes=(None, None, None, 0)))(*hmm.chain, jnp.asarray(x))  # one program for the three
