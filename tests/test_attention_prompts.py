@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,11 +110,12 @@ def test_prefixed_laws_are_the_model_read_at_each_masked_position(masked_transfo
     x = np.random.default_rng(0).integers(0, 8, (3, 5)).astype(np.int32)
     prefix = 0.1 * np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
     got = np.asarray(_prefixed_laws(lm.graphdef, lm.state, prefix, x))
-    model = lm.model
+    # the model's own forward pass, jitted (eagerly each of its operations compiled on its own)
+    model = jax.jit(lambda state, tokens, prefix: nnx.merge(lm.graphdef, state)(tokens, prefix=prefix))
     for t in range(5):
         masked = x.copy()
         masked[:, t] = lm.config.mask_id
-        want = jax.nn.softmax(model(masked, prefix=prefix)[:, t], axis=-1)
+        want = jax.nn.softmax(model(lm.state, masked, prefix)[:, t], axis=-1)
         np.testing.assert_allclose(got[:, t], np.asarray(want), atol=1e-5)
 
 
@@ -177,7 +179,8 @@ def test_the_fitted_laws_differentiate_on_an_accelerators_path(monkeypatch):
     with jax.enable_x64(True):
         chain = [jnp.asarray(a, jnp.float64) for a in w.chain]
         U = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (1, 3)))
-        f = lambda u: _laws_at_every_position(*chain, u, jnp.asarray(x[:2]))[:, ::7, 1].sum()
+        # jitted once: called eagerly, each finite difference compiled the scans anew (one program for all)
+        f = jax.jit(lambda u: _laws_at_every_position(*chain, u, jnp.asarray(x[:2]))[:, ::7, 1].sum())
         grad = np.asarray(jax.grad(f)(U))
         h = 1e-6
         fd = [(f(U + h * np.eye(3)[[j]]) - f(U - h * np.eye(3)[[j]])) / (2 * h) for j in range(3)]

@@ -462,8 +462,10 @@ def test_fits_with_a_class_that_has_no_training_label_warn():
     world = HMM.random(0, 3, 3)
     x = np.asarray(world.sample(0, 12, 4))
     zeros = np.zeros(12, int)
+    # (64, 4, 3), 100 steps, 4 restarts: the attention fit the float32-range tests above compile already
     with pytest.warns(NotConvergedWarning, match=r"^fit_attention_head: class \[1\] has no training example"):
-        fit_attention_head(np.random.default_rng(0).normal(size=(12, 4, 3)), zeros, steps=5, n_restarts=1)
+        fit_attention_head(np.random.default_rng(0).normal(size=(64, 4, 3)), np.zeros(64, int), steps=100,
+                           n_restarts=4)
     for fit in (fit_exact_prompt, fit_exact_attention_prompt):
         with pytest.warns(NotConvergedWarning, match=r"^the prompt fit: class \[1\] has no training example"):
             fit(world, x, zeros, steps=5, n_restarts=1)

@@ -14,17 +14,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from scipy.special import logsumexp
 
 from bruteforce import prompted_state_law, sequence_prob
 import simlm.downstream.attention_prompts as attention_prompts
 import simlm.downstream.prompts as prompts
-from simlm.downstream.attention_prompts import _prefixed_laws, fit_exact_attention_prompt, \
+from simlm.downstream.attention_prompts import _prefixed_laws_jit, fit_exact_attention_prompt, \
     fit_transformer_attention_prompt
 from simlm.downstream.heads import LinearLogits, fit_attention_head, standardise
 from simlm.downstream.prompt_fit import check_prompt_fit, fit_prompt, objective
-from simlm.downstream.prompts import (_law_at_prepended_mask, _prefixed_prepended_mask_probs, _prepended_backward,
-                                     fit_exact_prompt, fit_transformer_prompt)
+from simlm.downstream.prompts import (_law_at_prepended_mask, _prefixed_prepended_mask_probs_jit,
+                                     _prepended_backward, fit_exact_prompt, fit_transformer_prompt)
 from simlm.errors import ConfigError, TrainingDivergedError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
 from simlm.worlds import HMM, prompting
@@ -236,24 +237,25 @@ def test_a_prefix_of_token_embeddings_gives_the_laws_of_those_tokens_before_the_
     cfg = TransformerConfig(n_symbols=3, d_model=16, n_layers=2, n_heads=2, max_len=8, causal=False,
                             positions=positions)
     lm = TransformerLM(init_transformer(cfg, 1))
-    model, mask = lm.model, cfg.mask_id
+    mask = cfg.mask_id
+    # the model's forward pass and the laws under test, each jitted (eagerly every operation compiled on its own)
+    model = jax.jit(lambda tokens: nnx.merge(lm.graphdef, lm.state)(tokens))
     x = np.random.default_rng(0).integers(0, 3, (3, 4)).astype(np.int32)
+    laws = lambda p: _prefixed_laws_jit(lm.graphdef, lm.state, p, jnp.asarray(x))  # noqa: E731
     z = np.array([2, 0], np.int32)
-    prefix = jnp.asarray(np.asarray(model.token_embed.embedding[...])[z])
-    got = np.asarray(_prefixed_laws(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
+    prefix = jnp.asarray(np.asarray(lm.model.token_embed.embedding[...])[z])
+    got = np.asarray(laws(prefix))
     n, T = x.shape
     copies = np.repeat(x[:, None], T, 1)  # copies[i, t] is x_i with x_t masked, after the tokens z
     copies[:, np.arange(T), np.arange(T)] = mask
     full = np.concatenate([np.broadcast_to(z, (n, T, 2)), copies], -1).reshape(n * T, 2 + T)
     want = np.asarray(jax.nn.softmax(model(full), -1)).reshape(n, T, 2 + T, -1)
     np.testing.assert_allclose(got, want[:, np.arange(T), 2 + np.arange(T)], atol=1e-5)
-    got = np.asarray(_prefixed_prepended_mask_probs(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
+    got = np.asarray(_prefixed_prepended_mask_probs_jit(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
     full = np.concatenate([np.broadcast_to(z, (n, 2)), np.full((n, 1), mask), x], 1)
     np.testing.assert_allclose(got, np.asarray(jax.nn.softmax(model(full)[:, 2])), atol=1e-5)
     # and the prefix is read: scaled, it moves every law
-    moved = np.asarray(_prefixed_laws(lm.graphdef, lm.state, 50 * prefix, jnp.asarray(x)))
-    assert (np.abs(moved - np.asarray(_prefixed_laws(lm.graphdef, lm.state, prefix, jnp.asarray(x)))).max(-1)
-            > 1e-6).all()
+    assert (np.abs(np.asarray(laws(50 * prefix)) - np.asarray(laws(prefix))).max(-1) > 1e-6).all()
 
 
 # ---- 5. a prompt with no reweighting is refused; a huge row warns nothing ---------------------------
