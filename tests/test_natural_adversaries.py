@@ -212,27 +212,27 @@ def _softmax_in_bracket(family, seed, kind, noise, eps, B):
     base = polish_softmax_fit(fit_cross_entropy(P, phi).theta, phi, P)
     on = np.flatnonzero(task.weights > 0)
 
-    def along(s, t):
-        """(δ_s, z_s) at θ*_s + tλ for an array of t."""
-        th = base[s] + t[:, None] * lam
-        rows = np.repeat(P[s:s + 1], len(t), 0)
-        delta = softmax_objective(th, phi, rows) - softmax_objective(base[s:s + 1], phi, P[s:s + 1])[0]
-        logits = th @ phi
-        return delta, np.exp(logits - logsumexp(logits, -1, keepdims=True)) @ v + b0
+    floor = softmax_objective(base[on], phi, P[on])[:, None, None]
+
+    def along(t):
+        """(δ_s, θ_s) at θ*_s + tλ for ``t (len(on), 2, N + 1)``: every task context, sign and budget at once."""
+        th = base[on][:, None, None, :] + t[..., None] * lam
+        rows = np.broadcast_to(P[on][:, None, None, :], t.shape + P.shape[1:])
+        flat = softmax_objective(th.reshape(-1, th.shape[-1]), phi, rows.reshape(-1, P.shape[1])).reshape(t.shape)
+        return flat - floor, th
 
     units = np.arange(N + 1) * eps / N
-    values = []
-    for s in on:
-        k = units / p_L[s]
-        loss = []
-        for sign in (1.0, -1.0):
-            lo, hi = np.zeros(N + 1), np.full(N + 1, 1e3)
-            for _ in range(100):
-                mid = 0.5 * (lo + hi)
-                big = along(s, sign * mid)[0] > k
-                lo, hi = np.where(big, lo, mid), np.where(big, mid, hi)
-            loss.append(loss1(along(s, sign * lo)[1], task.label_probs[s]))
-        values.append(task.weights[s] * np.maximum(*loss))
+    k = (units[None, :] / p_L[on, None])[:, None, :]  # (context, sign, unit)
+    sign = np.array([1.0, -1.0])[None, :, None]
+    lo, hi = np.zeros((len(on), 2, N + 1)), np.full((len(on), 2, N + 1), 1e3)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        big = along(sign * mid)[0] > k
+        lo, hi = np.where(big, lo, mid), np.where(big, mid, hi)
+    logits = along(sign * lo)[1] @ phi
+    z = np.exp(logits - logsumexp(logits, -1, keepdims=True)) @ v + b0
+    loss = loss1(z, task.label_probs[on][:, None, None])
+    values = task.weights[on][:, None] * loss.max(1)
     lower, upper = knapsack(np.array(values))
     slack = b.bound[i] - b.tau[i]
     assert b.loss_natural[i] <= upper + 1e-9
@@ -432,7 +432,7 @@ def test_the_search_puts_mass_off_the_support_where_a_word_there_moves_the_score
     search used 0.216 of the slack at B = 4, ε = 0.3, where an SLSQP over every word's logit (from the
     search's laws and from p*) reaches 0.316; it reaches that SLSQP's value now, within 1e-5 of the slack."""
     from scipy.optimize import minimize
-    from scipy.special import softmax
+    from scipy.special import expit, softmax
 
     world = HMM([.5, .5, 0], [[0, 1, 0], [.3, 0, .7], [.2, 0, .8]], [[.6, .4, 0, 0], [0, .5, .5, 0], [.2, .3, 0, .5]])
     C = enumerate_contexts(world, 2)
@@ -456,12 +456,20 @@ def test_the_search_puts_mass_off_the_support_where_a_word_there_moves_the_score
     def kl(x):
         return float(p_L @ np.sum(rel_entr(P, laws_of(x)), -1))
 
+    def loss_and_grad(x):  # −(a) and its gradient: dz_s/dx_s = q_s ⊙ (v − ⟨q_s, v⟩), q_s = softmax(x_s)
+        q, z = softmax(x.reshape(len(on), -1), -1), laws_of(x) @ v + b
+        dz = task.pos * expit(-z) - task.neg * expit(z)
+        return -logistic_loss(z, task.pos, task.neg), (dz[on, None] * q * (v - q @ v[:, None])).ravel()
+
+    def kl_grad(x):  # d KL(p*_s ‖ q_s)/dx_s = q_s − p*_s, weighted by p_L(s)/ε
+        return (p_L[on, None] * (softmax(x.reshape(len(on), -1), -1) - P[on]) / eps).ravel()
+
     best = -np.inf
     with np.errstate(divide="ignore"):
         starts = [np.log(np.maximum(laws[on], 1e-6)), np.log(np.where(P[on] > 0, P[on], 1e-3))]
-    for x0 in starts:
-        res = minimize(lambda x: -logistic_loss(laws_of(x) @ v + b, task.pos, task.neg), x0.ravel(), method="SLSQP",
-                       constraints=[{"type": "eq", "fun": lambda x: kl(x) / eps - 1}],
+    for x0 in starts:  # analytic gradients: the same optimum as finite differences (to 1e-8), 50× fewer evaluations
+        res = minimize(loss_and_grad, x0.ravel(), jac=True, method="SLSQP",
+                       constraints=[{"type": "eq", "fun": lambda x: kl(x) / eps - 1, "jac": kl_grad}],
                        options={"maxiter": 1000, "ftol": 1e-14})
         if abs(kl(res.x) / eps - 1) < 1e-7:
             best = max(best, -res.fun)
