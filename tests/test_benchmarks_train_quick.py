@@ -352,8 +352,9 @@ def test_minimal_step_benchmark_times_a_hand_written_step_of_the_same_network(tm
     differs only in its GELU (tanh-approximate: 1.3e-4 against a tolerance of 1e-5)."""
     import jax
 
-    report = run_quick("minimal_step", tmp_path)
+    report = run_quick("minimal_step", tmp_path, "--sizes", "tiny2")  # 2 layers, 4 heads; tiny (1 layer) is a subset
     check_machine(report)
+    assert [row["size"] for row in report["results"]] == ["tiny2"]
     for row in report["results"]:
         assert row["equivalence"]["agrees"] and row["equivalence"]["max_abs_diff"] <= 1e-5, row["equivalence"]
         assert positive(row["simlm_step_ms"]) and positive(row["minimal_step_ms"])

@@ -541,10 +541,10 @@ def test_a_run_stopped_by_until_step_before_evaluating_diverged_parameters_raise
     its final_lms.  It raises, as the uninterrupted run does at its next evaluation."""
     from simlm.errors import TrainingDivergedError
 
-    config = TrainConfig(targets=(1e-9,), batch_size=8, seq_len=8, max_steps=60, eval_every=50, learning_rate=1e30,
-                         warmup_steps=0, grad_clip=0.0, weight_decay=0.0, eval_sequences=16, checkpoint_every=15)
-    model = TransformerConfig(**{**MODEL.to_dict(), "max_len": 8})
+    # test_nan_loss…'s run (its compiled step), evaluated every 50 steps: none after step 0 in its 40
+    config = TrainConfig(**{**CONFIG.to_dict(), "learning_rate": 1e30, "warmup_steps": 0, "grad_clip": 0.0,
+                            "weight_decay": 0.0, "targets": (1e-9,), "eval_every": 50})
     with pytest.raises(TrainingDivergedError, match="non-finite at step 1.*until_step stopped the run at step 1"):
-        train(WORLD, model, config, tmp_path, progress=False, until_step=1)
+        train(WORLD, MODEL, config, tmp_path, progress=False, until_step=1)
     with pytest.raises(TrainingDivergedError):  # the resume point is step 0's, and resuming diverges again
-        train(WORLD, model, config, tmp_path, progress=False)
+        train(WORLD, MODEL, config, tmp_path, progress=False)
