@@ -234,14 +234,27 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         handles += [plt.Line2D([], [], ls="", marker=marker[w], color="grey", label=w) for w in present[1]]
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="bound")]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
-        fig.suptitle(check)
-        fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+        _margins(fig, check, len(axes), cols, -(-len(handles) // 6))
         stem = out_dir / "plots" / check.replace("/", "_")
         fig.savefig(stem.with_suffix(".png"), dpi=100)
         fig.savefig(stem.with_suffix(".svg"))
         paths.append(stem.with_suffix(".png"))
         plt.close(fig)
     return paths
+
+
+def _margins(fig, title: str, rows: int, cols: int, legend_rows: int) -> None:
+    """The figure's ``title`` and fixed margins, in inches, around its ``rows`` × ``cols`` panels: room for the
+    tick labels, each panel's title and x label, the title above and the legend's rows below.
+    (``tight_layout`` measured them from a draw of its own: a third of a sweep's plotting time, 14 → 8 s of
+    CPU for the demo's plots.)"""
+    w, h = fig.get_size_inches()
+    fig.suptitle(title, y=1 - 0.1 / h, va="top")
+    top, bottom, left, right, between_w, between_h = 0.8, 0.55 + 0.25 * legend_rows, 0.65, 0.15, 0.7, 0.85
+    panel_w = (w - left - right - between_w * (cols - 1)) / cols
+    panel_h = (h - top - bottom - between_h * (rows - 1)) / rows
+    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h,
+                        wspace=between_w / panel_w, hspace=between_h / panel_h)
 
 
 def _last_run(out_dir: Path, name: str, keys: set) -> list:
