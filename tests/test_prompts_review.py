@@ -233,10 +233,16 @@ def test_an_attention_heads_reported_loss_includes_the_penalty_on_w_o():
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_a_prefix_of_token_embeddings_gives_the_laws_of_those_tokens_before_the_input(positions):
     """prefix = E[z] (the model adds the positions to prefix and tokens alike) against z fed as real tokens
-    before every masked copy of x (the attention prompt) and before (MASK, x) (the prepended-mask prompt)."""
+    before every masked copy of x (the attention prompt) and before (MASK, x) (the prepended-mask prompt).
+    The attention is sharpened (q, k and v × 8): at its initial scale it is nearly uniform, and under rotary
+    positions, which act only through it, the prefix read in reverse order moved the laws by 4e-6 — below the
+    tolerance, so the test could not tell the order (a review, 2026-12-07); now by ≥ 4e-4."""
     cfg = TransformerConfig(n_symbols=3, d_model=16, n_layers=2, n_heads=2, max_len=8, causal=False,
                             positions=positions)
-    lm = TransformerLM(init_transformer(cfg, 1))
+    network = init_transformer(cfg, 1)
+    for block in network.blocks:
+        block.attn.qkv.kernel[...] = 8 * block.attn.qkv.kernel[...]
+    lm = TransformerLM(network)
     mask = cfg.mask_id
     # the model's forward pass and the laws under test, each jitted (eagerly every operation compiled on its own)
     model = jax.jit(lambda tokens: nnx.merge(lm.graphdef, lm.state)(tokens))
@@ -254,8 +260,9 @@ def test_a_prefix_of_token_embeddings_gives_the_laws_of_those_tokens_before_the_
     got = np.asarray(_prefixed_prepended_mask_probs_jit(lm.graphdef, lm.state, prefix, jnp.asarray(x)))
     full = np.concatenate([np.broadcast_to(z, (n, 2)), np.full((n, 1), mask), x], 1)
     np.testing.assert_allclose(got, np.asarray(jax.nn.softmax(model(full)[:, 2])), atol=1e-5)
-    # and the prefix is read: scaled, it moves every law
+    # and the prefix is read: scaled, it moves every law; reversed, every law by far more than the tolerance
     assert (np.abs(np.asarray(laws(50 * prefix)) - np.asarray(laws(prefix))).max(-1) > 1e-6).all()
+    assert (np.abs(np.asarray(laws(prefix[::-1])) - np.asarray(laws(prefix))).max(-1) > 1e-4).all()
 
 
 # ---- 5. a prompt with no reweighting is refused; a huge row warns nothing ---------------------------
