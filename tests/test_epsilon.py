@@ -340,3 +340,38 @@ def test_a_law_with_a_nan_is_refused_by_check_laws_and_context_kl():
         check_laws("lm", bad)
     with pytest.raises(DistributionError, match="logprobs at context 0 .*word 1 has log-probability NaN"):
         context_kl(np.array([[0.5, 0.5], [0.25, 0.75]]), bad)
+
+
+class _MaskedMixture:
+    """(1 − λ) p*(x_t | x_−t) + λ/V at every masked position."""
+
+    def __init__(self, world, lam=0.3):
+        self.world, self.lam, self.n_symbols = world, lam, world.n_symbols
+
+    def masked_token_logprobs(self, tokens, positions=None):
+        return jnp.log((1 - self.lam) * self.world.masked_token_probs(tokens, positions) + self.lam / V)
+
+
+def test_masked_standard_errors_are_over_sequences_not_tokens():
+    """The masked ε's standard error (and the masked report's) is std(ddof=1)/√n of the per-sequence means over
+    the masked positions, whose positions are correlated: no test read it, and one taken over the n·P tokens
+    (2.4× too small here) passed them all (a mutation review, 2026-12-07).  Brute-forced in float64."""
+    world = HMM.random(0, 3, V)
+    x = np.asarray(world.sample(1, 64, 8))
+    positions = [0, 2, 5, 7]
+    p = np.asarray(world.masked_token_probs(x, positions), np.float64)
+    p /= p.sum(-1, keepdims=True)
+    q = 0.7 * p + 0.3 / V
+    kl = (p * (np.log(p) - np.log(q))).sum(-1).mean(-1)  # (n,): each sequence's mean over its masked positions
+    tv = 0.5 * np.abs(p - q).sum(-1).mean(-1)
+    observed = x[:, positions, None]
+    ce_model = -np.log(np.take_along_axis(q, observed, -1)[..., 0]).mean(-1)
+    ce_world = -np.log(np.take_along_axis(p, observed, -1)[..., 0]).mean(-1)
+    sem = lambda v: v.std(ddof=1) / math.sqrt(len(v))  # noqa: E731
+    eps, se = exact_masked_epsilon(world, _MaskedMixture(world), x, positions)
+    assert eps == pytest.approx(kl.mean(), rel=1e-5) and se == pytest.approx(sem(kl), rel=1e-3)
+    report = divergence_report(world, _MaskedMixture(world), x, masked=True, positions=positions)
+    assert report.epsilon_se == pytest.approx(sem(kl), rel=1e-3)
+    assert report.tv_se == pytest.approx(sem(tv), rel=1e-3)
+    assert report.model_cross_entropy_se == pytest.approx(sem(ce_model), rel=1e-3)
+    assert report.excess_cross_entropy_se == pytest.approx(sem(ce_model - ce_world), rel=1e-3)
