@@ -4,6 +4,8 @@ tolerance, inputs the constructive prompt makes impossible, and relative thresho
 import itertools
 from types import SimpleNamespace
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
@@ -500,3 +502,39 @@ def test_the_bundle_takes_a_task_vector_of_0s_and_1s_where_its_certificate_is_ne
         assert rec.certificate is not None and not rec.certificate.found and rec.certificate.n_samples == len(x)
     with pytest.raises(ConfigError, match="ambiguous"):  # the public certificate still refuses them
         hp.failure_certificate(world, np.array([1, 0, 1]), x)
+
+
+def test_off_support_mass_counts_states_where_pi_vanishes():
+    """S = supp μ ∩ supp π: a prompt that carries all of H_0 onto state 2 (π_2 = 0, μ_2 ≠ 0) leaves the
+    whole prompted posterior off S, so max_off_support_mass is 1 (reading supp μ alone gave 0, and no test saw it: a
+    mutation review, 2026-12-07)."""
+    pi = np.array([.5, .5, 0.])
+    A = np.array([[0., 0., 1.], [.5, .5, 0.], [.5, .5, 0.]])
+    B = np.array([[.7, .2, .1], [.1, .7, .2], [.2, .1, .7]])
+    world = HMM(pi, A, B)
+    mu = np.array([1., -1., 1.])
+    x = np.asarray(world.sample(0, 20, 4))[:, 1:]
+    U = np.array([[1., 0., 0.]])  # prompt state 0 → H_0 = 2 surely
+    q = hp._posterior_where_defined(world, x, U)[0]
+    assert np.allclose(q[:, 2], 1.0)  # brute fact: all prompted mass on the π-zero state
+    check = hp.verify_prompt(world, mu, U, np.zeros(3), x)
+    assert check.max_off_support_mass == 1.0
+
+
+@pytest.mark.parametrize("rel, realisable", [(5e-11, True), (2e-10, False)])
+def test_realisable_is_residual_at_most_tol(rel, realisable):
+    """B of rank 2 (row 2 the mean of rows 0, 1); μ = (a part in col B) + rel·‖μ‖ along the left null
+    vector n = (1, 1, −2)/√6: residual rel, realisable ⇔ rel ≤ tol = 1e-10 (not 1e-13, not 1e-9)."""
+    b0, b1 = np.array([.7, .2, .1]), np.array([.1, .3, .6])
+    B = np.stack([b0, b1, (b0 + b1) / 2])
+    with jax.enable_x64(True):  # float64: a float32 B's rounding gives it rank 3 at tol 1e-10
+        world = HMM(np.full(3, 1 / 3), np.full((3, 3), 1 / 3), B, dtype=jnp.float64)
+    n = np.array([1., 1., -2.]) / np.sqrt(6)
+    c = np.array([1., -1., 0.])  # ⊥ n, so in col B
+    mu = c + rel * np.linalg.norm(c) * n / np.sqrt(1 - rel**2)
+    P = B @ np.linalg.pinv(B, rcond=1e-8)  # brute projection on col B
+    brute = np.linalg.norm(mu - P @ mu) / np.linalg.norm(mu)
+    assert brute == pytest.approx(rel, rel=1e-3)
+    head = hp.head_realisability(world, mu)
+    assert head.residual == pytest.approx(rel, rel=1e-3)
+    assert head.realisable is realisable and (head.margin >= 0) is realisable
