@@ -257,3 +257,16 @@ def test_a_sequence_of_no_tokens_is_a_shape_error_naming_tokens():
     with pytest.raises(ShapeError, match=r"^tokens: a sequence of no tokens"):
         core.forward(*chain, empty, parallel=True)
     assert float(core.log_likelihood(*chain, empty, parallel=False)) == 0.0
+
+
+def test_the_parallel_read_out_keeps_a_state_whose_start_share_is_zero_while_the_tokens_favour_it():
+    """π = 0 on the state that explains x best (ℓ = 0 there), π = 1 on a state 130 nats worse: the read-out's
+    weights log π + ℓ are all far below 0 and must be shifted by their own max before e^·, not by ℓ's (unshifted, every law read 0 and
+    log p(x) −inf, and no test saw it: a mutation review, 2026-12-07)."""
+    pi, A = np.array([0.0, 1.0], np.float32), np.eye(2, dtype=np.float32)
+    B = np.array([[0.999, 0.001], [0.001, 0.999]], np.float32)
+    args = [jnp.asarray(a) for a in (pi, A, B)] + [jnp.zeros(20, jnp.int32)]
+    (seq, seq_c), (par, par_c) = (core.next_token_probs(*args, parallel=p) for p in (False, True))
+    np.testing.assert_allclose(par, seq, atol=1e-6)
+    np.testing.assert_allclose(par_c, seq_c, rtol=1e-5)
+    np.testing.assert_allclose(seq[-1], [0.001, 0.999], rtol=1e-5)  # the only state π allows
