@@ -261,8 +261,8 @@ def test_a_sequence_of_no_tokens_is_a_shape_error_naming_tokens():
 
 def test_the_parallel_read_out_keeps_a_state_whose_start_share_is_zero_while_the_tokens_favour_it():
     """π = 0 on the state that explains x best (ℓ = 0 there), π = 1 on a state 130 nats worse: the read-out's
-    weights log π + ℓ are all far below 0 and must be shifted by their own max before e^·, not by ℓ's (unshifted, every law read 0 and
-    log p(x) −inf, and no test saw it: a mutation review, 2026-12-07)."""
+    weights log π + ℓ are all far below 0 and must be shifted by their own max before e^·, not by ℓ's
+    (unshifted, every law read 0 and log p(x) −inf, and no test saw it: a mutation review, 2026-12-07)."""
     pi, A = np.array([0.0, 1.0], np.float32), np.eye(2, dtype=np.float32)
     B = np.array([[0.999, 0.001], [0.001, 0.999]], np.float32)
     args = [jnp.asarray(a) for a in (pi, A, B)] + [jnp.zeros(20, jnp.int32)]
