@@ -486,3 +486,37 @@ def test_a_context_of_weight_0_changes_no_number_of_the_weighted_ones(case):
         assert not b.trivial and b.bound < 0.01  # the weight-0 context made it 1.0, trivial
     s, s0 = worst_case_slack(task, ctx, bulk), worst_case_slack(task0, ctx0, bulk0)
     assert s0["markov"]["share"] == s["markov"]["share"]
+
+def _weighted_contexts(rows, E, w):
+    """Contexts of logits rows @ E and weights w, the bulk {2, 3}, and a task on the words 0, 1."""
+    ctx = AnchorContexts(log_softmax(rows @ E), rows, E, w, np.arange(len(w)), None)
+    bulk = bulk_mask(ctx.logp, words=[2, 3])
+    return ctx, bulk, word_task(ctx, world_anchor_fit(ctx, bulk), [0, 1], [1.0, 0.5])
+
+
+def test_a_weight_0_context_sets_neither_the_bulk_floor_nor_rho():
+    """γ's bulk term and ρ = max |r_LM − r*| are over the contexts of weight > 0: an appended weight-0 context
+    whose bulk p*(B(x)|x) is ~e^-12 and whose LM residual is far off changes neither γ, ρ nor the bound (read
+    over every context, γ fell to ~1e-5 and the bound read 1, or ρ read 5, and no test saw it: a mutation
+    review, 2026-12-07)."""
+    rng = np.random.default_rng(3)
+    n, V, d = 4, 4, 3
+    f, E = 0.3 * rng.normal(size=(n, d)), rng.normal(size=(d, V))
+    E[:, 2:] = E[:, 2:] * np.array([[1.0], [1.0], [0.0]])
+    E[2, :2] = 1.5  # feature 2 moves mass onto the task words 0, 1, off the bulk {2, 3}
+    extra = np.array([0.0, 0.0, 9.0])
+    ctx, bulk, task = _weighted_contexts(f, E, np.full(n, 0.25))
+    ctx0, bulk0, task0 = _weighted_contexts(np.vstack([f, extra]), E, np.append(np.full(n, 0.25), 0.0))
+    assert np.exp(ctx0.logp[n, 2:]).sum() < 1e-5  # the weight-0 row's bulk is tiny
+    lm = log_softmax(ctx.logits + 1e-3 * np.random.default_rng(0).normal(size=(n, V)))
+    lm0 = np.vstack([lm, ctx0.logp[n:]])
+    r, r0 = lm_residual(ctx, bulk, lm), lm_residual(ctx0, bulk0, lm0)
+    fit, fit0 = world_anchor_fit(ctx, bulk), world_anchor_fit(ctx0, bulk0)
+    r0 = r0.copy()
+    r0[n] = fit0.residual[n] + 5.0  # the weight-0 row's LM residual far off
+    for form in ("markov", "per-context"):
+        b = transfer_bound(task, ctx, bulk, lm, form=form, residual_lm=r, residual_star=fit.residual)
+        b0 = transfer_bound(task0, ctx0, bulk0, lm0, form=form, residual_lm=r0, residual_star=fit0.residual)
+        assert b0.gamma == pytest.approx(b.gamma, rel=1e-9), form
+        assert b0.rho == pytest.approx(b.rho, rel=1e-9, abs=1e-12), form
+        assert b0.bound == pytest.approx(b.bound, rel=1e-9), form

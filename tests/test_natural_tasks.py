@@ -1221,3 +1221,21 @@ def test_a_log_partition_fit_reports_its_spare_degrees_of_freedom_and_the_adjust
     assert repeated.dof_logz == 2
     one = log_partition_fit(rng.standard_normal((1, 3)), phi)  # interpolates: no dof, no R² of either kind
     assert one.dof_logz == 0 and math.isnan(one.r2_logz_adjusted) and math.isnan(one.r2_mean_adjusted)
+
+
+def test_slack_used_is_nan_where_the_slack_is_within_atol():
+    """slack_used = (a − τ)/(bound − τ) only where bound − τ > atol: an LM 1e-8 from p* has a slack of ~1e-9
+    at B ≤ 0.5 (≤ ATOL = 1e-7), so its share is NaN (rounding, not a share), while 1e-3 from p* it is a number
+    (a guard on 0 < slack passed every test: a mutation review, 2026-12-07)."""
+    from simlm.theory.natural_tasks import ATOL
+
+    C = enumerate_contexts(HMM.random(3, 3, 4), 2)
+    P = np.asarray(C.next_token_probs, np.float64)
+    task = random_natural_task(C, 6, noise="sign")
+    P = P / P.sum(1, keepdims=True)
+    for mix, nan in ((1e-8, True), (1e-3, False)):  # ε ≈ 1e-16 and 1e-7; B ≤ 0.5: slack ≈ 1e-9 and 2e-4
+        laws = (1 - mix) * P + mix * np.full_like(P, 0.25)
+        b = check_natural_task(C, laws, task, B_grid=[0.25, 0.5]).bound("any-lm")
+        slack = b.bound[b.index] - b.tau[b.index]
+        assert (slack <= ATOL) == nan, slack
+        assert math.isnan(b.slack_used) == nan, (mix, b.slack_used)

@@ -1047,3 +1047,20 @@ def test_argmax_split_ties_within_rtol_of_the_maximum():
         argmax_split(q, -1e-9)
     with pytest.raises(ConfigError, match="^tie_rtol"):
         token_accuracy(q[None], [[0, 1, 0]], [[True] * 3], tie_rtol=float("nan"))
+
+
+def test_the_token_accuracy_se_is_binomial_over_the_selected_positions():
+    """accuracy_se = √(acc(1 − acc)/N), N the number of selected positions (not sequences, not all
+    positions): no test read it (a mutation review, 2026-12-07)."""
+    from simlm.theory.token_accuracy import token_accuracy
+    rng = np.random.default_rng(0)
+    n, T, V = 3, 7, 4
+    probs = rng.dirichlet(np.ones(V), size=(n, T))
+    tokens = rng.integers(0, V, size=(n, T))
+    selected = rng.random((n, T)) < 0.6
+    r = token_accuracy(probs, tokens, selected)
+    N = int(selected.sum())
+    acc = float(np.mean(probs.argmax(-1)[selected] == tokens[selected]))
+    assert 0 < acc < 1 and N not in (n, n * T)
+    assert r.accuracy == pytest.approx(acc, abs=1e-12)
+    assert r.accuracy_se == pytest.approx(np.sqrt(acc * (1 - acc) / N), rel=1e-12)
