@@ -71,11 +71,10 @@ def load_shipped() -> dict:
 def constructions(raw: dict) -> dict:
     """N1, N2 and the control on the anchor world; anchor fits of both geometries (state level), for the
     first two worlds of the sweep config ``raw``, with the bulk its ``wu/anchors`` check reads (``top_k``)."""
-    from simlm.experiments.registry import get_check
     from simlm.theory.anchor_constructions import n1_construction, n2_construction
     from simlm.theory.anchors import anchor_contexts, bulk_mask, world_anchor_fit
 
-    top_k = int({**get_check("wu/anchors").defaults, **raw["checks"]["wu/anchors"]}["top_k"])
+    top_k = int(parse_config(raw).checks["wu/anchors"]["top_k"])  # the config's, over the check's default
     out = {}
     for w in raw["worlds"][:2]:
         world = build_world(w)
