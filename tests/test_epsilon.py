@@ -342,14 +342,11 @@ def test_a_law_with_a_nan_is_refused_by_check_laws_and_context_kl():
         context_kl(np.array([[0.5, 0.5], [0.25, 0.75]]), bad)
 
 
-class _MaskedMixture:
+class _MaskedMixture(MixtureLM):
     """(1 − λ) p*(x_t | x_−t) + λ/V at every masked position."""
 
-    def __init__(self, world, lam=0.3):
-        self.world, self.lam, self.n_symbols = world, lam, world.n_symbols
-
     def masked_token_logprobs(self, tokens, positions=None):
-        return jnp.log((1 - self.lam) * self.world.masked_token_probs(tokens, positions) + self.lam / V)
+        return jnp.log((1 - self.lam) * self.world.masked_token_probs(tokens, positions) + self.lam / self.n_symbols)
 
 
 def test_masked_standard_errors_are_over_sequences_not_tokens():
