@@ -502,3 +502,16 @@ def test_the_well_specified_row_is_attacked_at_its_own_radius(family, seed, kind
     assert labels["lm"] == "adversarial-search-ws" and labels["adversary_bound"] == "well-specified"
     b = check_natural_task(C, lm, task, tau_cache=cache).bound("well-specified")
     assert b.holds and b.B == B_ws and b.slack_used > before + 0.2
+
+
+def test_random_embedding_entries_follow_their_documented_laws():
+    """"gaussian": N(0, scale²/dim) entries; "heavy-tailed": Student-t(df)·scale/√dim — so |entry|·√dim/scale
+    has the median of |N(0, 1)| and of |t_df| (200 000 entries: within 2 %).  The heavy-tailed rows of the
+    log-partition table were only checked to fit worse than the Gaussian ones, which a scale √dim too large
+    does too."""
+    from scipy import stats
+
+    d, V, scale = 4, 50_000, 2.0
+    for geometry, law in (("gaussian", stats.norm()), ("heavy-tailed", stats.t(1.5))):
+        e = random_embeddings(0, d, V, geometry, scale=scale) * np.sqrt(d) / scale
+        assert np.median(np.abs(e)) == pytest.approx(law.ppf(0.75), rel=0.02), geometry

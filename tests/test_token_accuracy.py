@@ -1064,3 +1064,35 @@ def test_the_token_accuracy_se_is_binomial_over_the_selected_positions():
     assert 0 < acc < 1 and N not in (n, n * T)
     assert r.accuracy == pytest.approx(acc, abs=1e-12)
     assert r.accuracy_se == pytest.approx(np.sqrt(acc * (1 - acc) / N), rel=1e-12)
+
+
+def test_within_class_errors_counts_only_the_off_diagonal_errors():
+    """Errors (0→1) in class, (0→2), (1→2), (2→0) across: 1 of 7 weighted errors stays in its class; the
+    diagonal (correct predictions, trivially 'in class') is no error (counted, it read 16/22 = 0.73)."""
+    M = np.array([[5, 1, 2], [0, 4, 1], [3, 0, 6]])
+    assert within_class_errors(M, [0, 0, 1]) == pytest.approx(1 / 7, abs=1e-15)
+    assert np.isnan(within_class_errors(np.diag([3.0, 2.0, 1.0]), [0, 0, 1]))  # no error: NaN, not 1
+
+
+def test_the_mean_apt_bootstrap_resamples_whole_sequences():
+    """Sequences right or wrong as a whole (p = share right): ⟨APT⟩ = p̂ and its error over fresh test sets is
+    the binomial √(p̂(1 − p̂)/m) of the m sequences; resampling positions instead read it √T ≈ 3.2× too small."""
+    m, T = 40, 10
+    x = np.tile(np.arange(T) % 2, (m, 1))  # every sequence holds both types equally
+    right = np.random.default_rng(3).random(m) < 0.5
+    pred = np.where(right[:, None], x, 1 - x)
+    r = token_accuracy(np.eye(2)[pred], x, np.ones((m, T), bool))
+    p = right.mean()
+    assert r.mean_apt == pytest.approx(p, abs=1e-12)
+    assert r.mean_apt_se == pytest.approx(np.sqrt(p * (1 - p) / m), rel=0.15)
+
+
+def test_ratio_to_divides_by_the_bayes_apt_and_is_nan_where_it_is_zero_or_undefined():
+    """APT / APT_Bayes per type: types 0–3 with APT (0.5, 0, 0.2, NaN) against Bayes (1.0, 0.5, 0, 0.5) give
+    (0.5, 0, NaN, NaN)."""
+    x = np.array([[0, 0, 1, 1, 2, 2, 2, 2, 2]])
+    sel = np.ones_like(x, bool)
+    lm = token_accuracy(np.eye(4)[np.array([[0, 1, 0, 0, 2, 0, 0, 0, 0]])], x, sel)
+    bayes = token_accuracy(np.eye(4)[np.array([[0, 0, 1, 0, 0, 0, 0, 0, 0]])], x, sel)
+    np.testing.assert_allclose(lm.apt[:3], [0.5, 0.0, 0.2])
+    np.testing.assert_allclose(lm.ratio_to(bayes), [0.5, 0.0, np.nan, np.nan])
