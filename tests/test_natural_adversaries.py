@@ -80,7 +80,9 @@ def case(family, seed, kind, noise):
     return C, task
 
 
-CASES = [("hmm", 0, "random", "logistic"), ("hmm", 0, "random", "sign"), ("hmm", 0, "indicative", "sign"),
+# The random sign task is drawn on world 2: on world 0 it labels all 21 contexts as the indicative one does, and
+# its rows repeated that case's to 6 decimals (on world 2 the two differ on 19 of 21).
+CASES = [("hmm", 0, "random", "logistic"), ("hmm", 2, "random", "sign"), ("hmm", 0, "indicative", "sign"),
          ("loglinear", 0, "random", "logistic"), ("loglinear", 0, "indicative", "sign"),
          ("hmm", 1, "random", "logistic")]
 
