@@ -411,3 +411,29 @@ def test_the_top_share_carries_no_rounding_of_its_own():
     task = PosteriorTask(mu=np.array([0.0, 1.0, -1.0]))
     lp = np.array([[0.0, -200.0, -200.001], [0.0, -200.001, -200.0], [0.0, -200.0, -200.0]], np.float32)
     np.testing.assert_array_equal(task.labels_from_log_posterior(lp), [1, 0, 1])  # the third an exact tie
+
+
+def test_a_label_matrix_tie_read_through_rounding_goes_to_the_lowest_class_either_way():
+    """States 1 and 2 tie exactly (P = 0.4 each) but their float32 log-posteriors come one ulp apart, either
+    way: L's classes 0 (P1 − P2) and 1 (P2 − P1) tie, so the label is 0 (the lowest tied class) for both
+    roundings (without the tie rule, the ulp above read class 1).  A decision beyond rounding is kept."""
+    task = PosteriorTask(L=np.array([[0.0, 1.0, -1.0], [0.0, -1.0, 1.0]]))
+    lp = np.log(np.array([0.2, 0.4, 0.4], np.float32))
+    up, down = lp.copy(), lp.copy()
+    up[2] = np.nextafter(up[2], np.float32(0))  # P2 a rounding above P1: argmax alone says class 1
+    down[2] = np.nextafter(down[2], np.float32(-1))  # P2 a rounding below
+    assert task.labels_from_log_posterior(np.stack([up, down])).tolist() == [0, 0]
+    clear = np.log(np.array([0.19, 0.40, 0.41], np.float32))
+    assert task.labels_from_log_posterior(clear[None]).tolist() == [1]
+
+
+def test_the_default_number_of_label_slots_is_the_documented_one():
+    """Default nnz = C · max(2, K // 2) for L and max(2, K // 2) for μ, at K where K // 2 > 2 (the other
+    tests' worlds have K ≤ 5, where every default of the form max(2, K // m) agrees)."""
+    from simlm.downstream.tasks import sparse_direction, sparse_label_matrix
+
+    for K in (6, 9, 20):
+        for seed in range(3):
+            np.testing.assert_array_equal(sparse_direction(seed, K), sparse_direction(seed, K, max(2, K // 2)))
+            np.testing.assert_array_equal(sparse_label_matrix(seed, 3, K),
+                                          sparse_label_matrix(seed, 3, K, nnz=3 * max(2, K // 2)))

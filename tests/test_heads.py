@@ -5,6 +5,7 @@ input stays under the Bayes ceiling."""
 import dataclasses
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_linear_head, head_tuning,
                               make_memory_task, make_posterior_task, sample_task_data, task_features)
+import simlm.downstream.heads as heads_module
 from simlm.downstream.heads import AttentionHead, LinearHead, separated, standardisation, standardise, standardised
 from simlm.errors import ConfigError, NotConvergedWarning, ShapeError
 from simlm.models import TransformerConfig, TransformerLM, WorldLM, init_transformer, perturbed_lm
@@ -559,3 +561,81 @@ def test_boolean_labels_are_classes_0_and_1():
     np.testing.assert_array_equal(a.predict(f), b.predict(f))
     with pytest.raises(ConfigError, match="^labels: class id 1 is outside"):
         check_labels(y, 40, 1)
+
+
+def test_a_coordinate_just_above_the_constant_threshold_is_standardised_and_its_signal_kept():
+    """Spread 5e-6 of the largest (above the documented 1e-6): scaled to unit spread, so a label it alone
+    carries is fitted (train accuracy 1; 0.56 with the threshold at 1e-5); spread 5e-7 (below): scale 1,
+    exactly as documented.  Host and traced standardisation alike."""
+    rng = np.random.default_rng(0)
+    n = 64
+    y = np.tile([0, 1], n // 2)
+    f = np.empty((n, 2))
+    f[:, 0] = rng.normal(size=n)  # noise, spread ≈ 1
+    sd0 = f[:, 0].std()
+    f[:, 1] = 0.5 + 5e-6 * sd0 * (2 * y - 1)  # the label, spread 5e-6 of the noise's
+    _, scale = standardisation(f)
+    np.testing.assert_allclose(scale, [sd0, 5e-6 * sd0], rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(standardise(jnp.asarray(f, jnp.float32))[2]), scale, rtol=3e-2)
+    assert fit_linear_head(f, y).accuracy(f, y) == 1.0
+    g = f.copy()
+    g[:, 1] = 0.5 + 5e-7 * sd0 * (2 * y - 1)  # below the threshold: a constant
+    np.testing.assert_allclose(standardisation(g)[1], [sd0, 1.0], rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(standardise(jnp.asarray(g, jnp.float32))[2]), [sd0, 1.0], rtol=3e-2)
+
+
+def test_no_coordinate_is_left_with_a_spread_above_one():
+    """The constant threshold is min(1e-6 × the largest spread, 1): beside a coordinate of spread 1e7, one of
+    spread 5 (under 1e-6 × 1e7 = 10, above 1) is standardised, not left at spread 5 with scale 1."""
+    rng = np.random.default_rng(1)
+    f = np.stack([1e7 * rng.normal(size=64), 5.0 * rng.normal(size=64)], 1)
+    np.testing.assert_allclose(standardisation(f)[1], f.std(0), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(standardise(jnp.asarray(f, jnp.float32))[2]), f.std(0), rtol=1e-3)
+
+
+def _cross_entropy64(logits, y):
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(1, keepdims=True)
+    return float(np.mean(top[:, 0] + np.log(np.exp(logits - top).sum(1)) - logits[np.arange(len(y)), y]))
+
+
+def test_head_loss_is_cross_entropy_plus_half_l2_times_every_weights_square():
+    """The documented objective, against float64 numpy: (l2/2)·Σ‖q, W_k, W_v, W_o‖² for the attention head
+    (its bias not penalised), (l2/2)·‖W‖² for the linear one; l2 = 0.3 so the penalty is not lost to rounding.
+    (The attention head's penalty without q passed every fit's test.)"""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 4, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 7)
+    head = heads_module.AttentionLogits(d_key=2, d_value=3)
+    p = {k: np.asarray(v) + 0.5 for k, v in head.init(jax.random.PRNGKey(0), 3, 2).items()}  # b ≠ 0 too
+    P = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    score = np.einsum("ntf,df,d->nt", z.astype(np.float64), P["W_k"], P["q"])
+    w = np.exp(score - score.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    logits = np.einsum("nt,ntf->nf", w, z.astype(np.float64)) @ P["W_v"].T @ P["W_o"].T + P["b"]
+    want = _cross_entropy64(logits, y) + 0.15 * sum(np.sum(P[k] ** 2) for k in ("q", "W_k", "W_v", "W_o"))
+    assert float(heads_module.head_loss(head, p, z, y, 0.3)) == pytest.approx(want, rel=1e-5)
+    W, b = rng.normal(size=(3, 2)), rng.normal(size=2)
+    want = _cross_entropy64(z[:, 0].astype(np.float64) @ W + b, y) + 0.15 * np.sum(W ** 2)
+    linear = {"W": W.astype(np.float32), "b": b.astype(np.float32)}
+    assert float(heads_module.head_loss(heads_module.LinearLogits(), linear, z[:, 0], y, 0.3)) == \
+        pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("gradient_norm, warns", [(5e-4, False), (2e-3, True)])
+def test_a_stalled_regularised_fit_warns_exactly_above_the_documented_1e_3(monkeypatch, gradient_norm, warns):
+    """fit_linear_head: an L-BFGS fit (l2 > 0) that stalls with a gradient norm above 1e-3 warns, below it
+    does not (no test fit stalled between 1e-3 and 1e-2: a threshold of 1e-2 passed)."""
+    real = heads_module._fit_linear
+
+    def stalled(*args, **kwargs):
+        params, losses, taken, _, _ = real(*args, **kwargs)
+        return params, losses, taken, jnp.float32(gradient_norm), True
+
+    monkeypatch.setattr(heads_module, "_fit_linear", stalled)
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(64, 3)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_linear_head(f, rng.integers(0, 2, 64), l2=1e-2)
+    assert any(issubclass(w.category, NotConvergedWarning) and "stalled" in str(w.message) for w in caught) == warns

@@ -266,14 +266,20 @@ def test_a_transformer_prompt_fit_that_overshoots_is_refused_naming_lr(tiny):
         fit_transformer_prompt(lm, x, y, steps=20, lr=30)
 
 
-def test_a_minibatch_transformer_fits_head_carries_the_starting_prompts_statistics(tiny):
+def test_a_minibatch_transformer_fits_head_carries_the_starting_prompts_statistics(tiny, monkeypatch):
     """A minibatch fit standardises by the statistics of every training sequence at the starting prompt and
     returns the head with them (prompt_fit's docstring).  The starting prompt is the seed's: a full-batch fit
     at lr 1e-9 returns it to ~2e-8 (each Adam step moves an entry by about lr).  The prompt moves in 20
-    steps at lr 0.5, so the final prompt's statistics differ (by 6e-5 here; the head carried those)."""
+    steps at lr 0.5, so the final prompt's statistics differ (by 6e-5 here; the head carried those).  Its
+    divergence check compares with the objective on every training sequence at the start — the full-batch
+    fit's first loss — not with its first minibatch's loss (4 of the 16 sequences)."""
     lm, x, y = tiny
+    starts, check = [], prompts_module.check_prompt_fit
+    monkeypatch.setattr(prompts_module, "check_prompt_fit",
+                        lambda start_loss, *args: (starts.append(float(start_loss)), check(start_loss, *args))[1])
     fit = fit_transformer_prompt(lm, x, y, steps=20, lr=0.5, batch_size=4)
     start = fit_transformer_prompt(lm, x, y, steps=20, lr=1e-9)
+    assert starts[0] == pytest.approx(start.losses[0], rel=1e-5) and starts[0] != pytest.approx(fit.losses[0])
     F0 = np.asarray(start.features(lm, x), np.float64)
     np.testing.assert_allclose(fit.head.mean, F0.mean(0), atol=1e-6)
     np.testing.assert_allclose(fit.head.scale, F0.std(0), rtol=1e-4)
