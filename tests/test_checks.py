@@ -329,3 +329,16 @@ def test_natural_task_rows_keep_the_share_of_an_lm_whose_eps_is_below_the_loss_t
     assert b.eps < result.atol < b.bound[b.index] - b.tau[b.index]
     shares = [r["slack_used"] for r in rows if r["quantity"].startswith("any-lm:")]
     assert all(s is not None for s in shares)
+
+
+def test_the_oracles_natural_task_rows_have_no_share_of_the_slack():
+    """The oracle's ε is float rounding of 0, so its bounds' slack B√(2ε/γ) is rounding too: every row of an
+    oracle cell has slack_used None (the oracle's worst_B row read a share 0.033 of float noise without the
+    rule, and became the bound's worst LM wherever the other rows were trivial)."""
+    from simlm.models import WorldLM
+
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    options = {"max_length": 1, "noise": "logistic", "task_seed": 0, "adversary": "aligned"}
+    rows = builtin_checks.natural_task_check(Cell(world, {}, WorldLM(world), {}, None, options, 0))
+    assert rows and all(r.get("holds") is not None for r in rows)
+    assert [r["quantity"] for r in rows if r.get("slack_used") is not None] == []

@@ -53,6 +53,19 @@ def test_the_report_states_each_checks_tolerance_and_marks_a_holding_share_above
     assert "| c | q | 1 | 0 | 0 | 1.0000001 (within atol) | w/near |" in text
     assert "the rounding its check forgives: c 1e-07; every other check's rows are judged exactly" in text
     assert "Every row is judged exactly" in markdown(rows[1:], tmp_path, [])
+    # a row exactly at its bound uses all its slack and needs no tolerance: "1", not "1 (within atol)"
+    exact = [_stored("tight", row("q", 0.3, 0.3, baseline=0.2, maximum=10.0, atol=1e-7))]
+    assert exact[0]["slack_used"] == 1.0 and exact[0]["holds"]
+    assert "| c | q | 1 | 0 | 0 | 1 | w/tight |" in markdown(exact, tmp_path, [])
+
+
+def test_a_trivial_row_is_never_the_worst_row_whatever_its_share():
+    """A trivial row (bound at the quantity's maximum: no LM could fail it) using 90 % of its slack beside a
+    non-trivial row using 10 %: the bound's worst share and worst LM are the non-trivial row's."""
+    rows = [_stored("trivial", row("q", 0.9, 1.0, maximum=1.0)), _stored("live", row("q", 0.1, 1.0))]
+    assert rows[0]["trivial"] is True and rows[1]["trivial"] is None
+    [s] = bound_summary(rows)
+    assert (s["trivial"], s["worst_lm"]) == (1, "w/live") and s["worst_used"] == pytest.approx(0.1)
 
 
 def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():

@@ -277,6 +277,19 @@ def _every(k):
     return lambda step, trail, nexts, every: step + k
 
 
+def test_the_last_step_is_evaluated_when_the_schedule_would_pass_it(tmp_path, monkeypatch):
+    """Evaluations every 15 steps of 40: the schedule's next evaluation (45) lies past max_steps, and the
+    last step is evaluated all the same — the last metrics row is the final model's, at step 40 (every other
+    test's spacing divides its max_steps: a trainer that dropped this evaluation passed them all)."""
+    monkeypatch.setattr("simlm.train.trainer.next_evaluation", _every(15))
+    config = dataclasses.replace(CONFIG, targets=(1e-6,))  # unreachable: no replay, the run goes to max_steps
+    result = train(WORLD, MODEL, config, tmp_path, progress=False)
+    rows = metrics(tmp_path)
+    assert [m["step"] for m in rows] == [0, 15, 30, 40] and result.final_step == config.max_steps
+    eps, _ = exact_epsilon(WORLD, result.final_lms[0], eval_tokens(CONFIG))
+    assert eps == pytest.approx(rows[-1]["epsilon"], rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def coarse(tmp_path_factory):
     """The same run evaluated every 8 steps (rungs 0.3 and 0.1) and at every step (an unreachable
