@@ -235,6 +235,21 @@ def sampled():
     return world, np.asarray(tokens), np.asarray(states), np.asarray(memory)
 
 
+def test_sampled_memory_cells_are_independent_and_token_pairs_follow_the_exact_law(sampled):
+    """P(m) = Π_j ρ[j, m_j] (the cells drawn independently: one uniform shared by both cells kept every
+    marginal exact, 0.053 off the product here, and passed the per-cell test below) and (x_1, x_2) follows
+    exp(log_likelihood) — the step after the first, through a chain that is not deterministic."""
+    world, tokens, _, memory = sampled
+    rho = np.asarray(world.memory_prior, np.float64)
+    M, V = world.n_values, world.n_symbols
+    pair_freq = np.bincount(memory[:, 0] * M + memory[:, 1], minlength=M * M) / N_SAMPLES
+    np.testing.assert_allclose(pair_freq, np.outer(rho[0], rho[1]).reshape(-1), atol=FREQ_TOL)
+    pairs = np.stack(np.unravel_index(np.arange(V * V), (V, V)), axis=-1).astype(np.int32)
+    law = np.exp(np.asarray(world.log_likelihood(pairs), np.float64))
+    freq = np.bincount(tokens[:, 0] * V + tokens[:, 1], minlength=V * V) / N_SAMPLES
+    np.testing.assert_allclose(freq, law, atol=FREQ_TOL)
+
+
 def test_sampled_memory_frequencies_match_the_prior(sampled):
     world, _, _, memory = sampled
     for j in range(world.n_cells):

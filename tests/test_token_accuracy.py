@@ -1096,3 +1096,16 @@ def test_ratio_to_divides_by_the_bayes_apt_and_is_nan_where_it_is_zero_or_undefi
     bayes = token_accuracy(np.eye(4)[np.array([[0, 0, 1, 0, 0, 0, 0, 0, 0]])], x, sel)
     np.testing.assert_allclose(lm.apt[:3], [0.5, 0.0, 0.2])
     np.testing.assert_allclose(lm.ratio_to(bayes), [0.5, 0.0, np.nan, np.nan])
+
+
+@pytest.mark.parametrize("Z, S, switch", [(3, 2, 0.3), (4, 1, 0.6), (2, 3, 0.1)])
+def test_the_topic_stays_with_1_minus_switch_else_moves_to_another_topic_uniformly(Z, S, switch):
+    """topic_syntax_hmm's chain: P(z' | z, q) = 1 − switch on z' = z, switch/(Z − 1) on every other topic,
+    whatever the syntax q; P(q' | z, q) does not depend on z (a switch that could land on its own topic passed
+    every other test but one number pinned in another module)."""
+    A = np.asarray(topic_syntax_hmm(0, Z, S, 2, switch=switch).hmm.transition, np.float64).reshape(Z, S, Z, S)
+    want = (1 - switch) * np.eye(Z) + switch * (1 - np.eye(Z)) / (Z - 1)
+    for q in range(S):
+        np.testing.assert_allclose(A[:, q].sum(-1), want, atol=1e-6)
+    syntax = A.sum(2)
+    np.testing.assert_allclose(syntax, np.broadcast_to(syntax[:1], syntax.shape), atol=1e-6)
