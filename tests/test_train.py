@@ -434,6 +434,17 @@ def test_a_rung_on_a_loosely_normalised_world_is_at_its_exact_epsilon(tmp_path):
     assert eps == pytest.approx(rung.epsilon, rel=1e-5) and eps <= rung.target
 
 
+def test_the_reference_laws_renormalise_rows_off_by_more_than_2e_6_and_keep_the_others_bit_for_bit():
+    """The documented threshold, from both sides: a row off 1 by 5e-6 (inside check_laws's 1e-5) is scored
+    against its renormalised law, one off by 1e-6 (float32 rounding's scale) as given.  The two worlds the
+    trainer tests above use are off by 5e-4 and by rounding: a threshold 100× looser passed them both."""
+    law = np.log(np.array([0.5, 0.3, 0.2]))
+    rows = np.stack([law + 5e-6, law + 1e-6]).astype(np.float32)
+    got = np.asarray(trainer_module._reference_laws("laws", rows))
+    assert abs(float(jax.nn.logsumexp(got[0].astype(np.float64)))) < 3e-7
+    np.testing.assert_array_equal(got[1], rows[1])
+
+
 @pytest.mark.parametrize("objective", ["cross-entropy", "masked-lm"])
 def test_a_normalised_world_s_laws_are_scored_as_the_world_gives_them(objective):
     """Rows normalised to float rounding are not touched: ε on such worlds is what it was, bit for bit."""
