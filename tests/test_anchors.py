@@ -704,3 +704,19 @@ def test_the_summary_reads_err_over_root_eps_violations_and_the_worst_row_over_e
     assert bound["rows"] == 3 and bound["violated"] == 1 and bound["trivial"] == 0
     assert bound["worst_slack_used"] == pytest.approx(1.25) and bound["worst"]["lm"] == "logit-noise@0.01"
     assert sorted(r["lm"] for r in bound["nontrivial"]) == ["logit-noise@0.01", "logit-noise@0.1", "oracle"]
+
+
+def test_the_checks_latent_readout_and_probe_rows_read_the_lms_laws():
+    """``latent:readout_error`` is the world's readout moved to the LM's laws (``world_error`` the world's own),
+    ``<task>:probe_error`` a probe on the LM's centred log-laws: by the theory functions, for a noisy LM whose
+    numbers differ from the world's (either row computed from the other's laws passed every test)."""
+    rows, ctx, _, _, logp, _, tasks = _anchor_cell(0.1)
+    got = {r["quantity"]: r for r in rows}
+    lm_err, world_err = readout_error(tasks["latent"], ctx, logp), readout_error(tasks["latent"], ctx, ctx.logp)
+    assert lm_err != world_err
+    assert got["latent:readout_error"]["measured"] == pytest.approx(lm_err, abs=1e-12)
+    assert got["latent:readout_error"]["world_error"] == pytest.approx(world_err, abs=1e-12)
+    feats = logp - logp.mean(1, keepdims=True)
+    for name, task in tasks.items():
+        want = probe_error(feats, task.labels, ctx.weights, n_label=16, seed=0)
+        assert got[f"{name}:probe_error"]["measured"] == pytest.approx(want, abs=1e-12), name

@@ -3,6 +3,7 @@ violated, the excess growing with ε, its files written; and the pieces it is bu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -657,3 +658,36 @@ def test_the_experiment_checks_worst_radius_row_is_trivial_only_if_every_radius_
     for q, r in rows.items():
         if q.endswith(":worst_B"):
             assert r["trivial"] == (r["holds"] and r["trivial_every_B"]), q
+
+
+@pytest.mark.parametrize("name", ["loglinear", "loglinear-unstructured", "hmm"])
+def test_the_world_is_drawn_from_seed_not_task_seed(name):
+    """The sweep's world (the ``world_seed`` column) is drawn from ``seed``; ``task_seed`` draws the tasks
+    only: changing it leaves the world and its Φ, changing ``seed`` changes the world (every other test has
+    seed = task_seed = 0, so a world drawn from task_seed passed them)."""
+    base = nt.Config(worlds=(name,), n_symbols=4, n_states=3, dim=3, max_length=2, seed=3, task_seed=5)
+    world, phi = nt.make_world(name, base)
+    assert nt.world_spec(name, base)["seed"] == 3
+    same, phi_same = nt.make_world(name, dataclasses.replace(base, task_seed=0))
+    other, _ = nt.make_world(name, dataclasses.replace(base, seed=0, task_seed=5))
+    assert world.fingerprint() == same.fingerprint() and np.array_equal(phi, phi_same)
+    assert world.fingerprint() != other.fingerprint()
+
+
+def test_the_experiment_checks_best_in_ball_row_is_judged_against_its_own_ceiling(monkeypatch, tmp_path):
+    """``<bound>:<B>:loss_best`` is (b), whose most any LM can make it is ``loss_best_ceiling`` (≤ log 2), not
+    (a)'s ``loss_ceiling``: on the aligned adversary at 4ε_c (sign task) the any-lm bound at B* is above (b)'s
+    ceiling, so its (b) row is trivial while its (a) row is live (judged by (a)'s ceiling it read live)."""
+    world = HMM.random(0, 3, 4)
+    C = enumerate_contexts(world, 2)
+    task = random_natural_task(C, 0, noise="sign")
+    laws = adversarial_laws(C, task, 4 * critical_epsilon(C, task), B=16.0)
+    records = nt.check_rows(C, laws, task, {"lm": "adversarial-aligned", "target_eps": 0.1, "family": "x"})
+    rows = {r["quantity"]: r for r in _experiment_rows(monkeypatch, tmp_path, world, records)}
+    for rec in records:
+        q = f"{rec['bound']}:{rec['B_choice']}"
+        a, b = rows[f"{q}:loss_natural"], rows[f"{q}:loss_best"]
+        assert a["trivial"] == bool(a["holds"] and rec["bound_value"] >= rec["loss_ceiling"]), q
+        assert b["trivial"] == bool(b["holds"] and rec["bound_value"] >= rec["loss_best_ceiling"]), q
+        assert b["loss_ceiling"] == rec["loss_best_ceiling"] and a["loss_ceiling"] == rec["loss_ceiling"]
+    assert rows["any-lm:B*:loss_best"]["trivial"] and not rows["any-lm:B*:loss_natural"]["trivial"]

@@ -103,3 +103,19 @@ def test_the_quad_adversarys_critical_targets_are_fractions_of_the_two_norm_crit
                                                        {"task": "p_L", "task_kind": "random-logistic"})]
     assert [spec["eps_kind"] for spec in labels] == ["critical×0.5"]
     assert labels[0]["target_eps"] == pytest.approx(0.5 * c2, rel=1e-12)
+
+
+def test_the_softmax_adversarys_critical_targets_are_fractions_of_its_own_bounds_critical_eps():
+    """``critical×f`` of the softmax adversary is f × the softmax bound's critical ε (under Φ, ∞-norm), not the
+    any-LM bound's (Φ = None), which is 2× it here: rows labelled critical×0.5 sat at about critical×1."""
+    contexts = enumerate_contexts(HMM.random(5, 3, 4), 2)
+    task = random_natural_task(contexts, 1, noise="logistic")
+    phi = np.random.default_rng(0).standard_normal((2, 4))
+    c_phi = critical_epsilon(contexts, task, Phi=phi, norm="inf")
+    assert not math.isclose(c_phi, critical_epsilon(contexts, task), rel_tol=0.05)
+    config = types.SimpleNamespace(adversaries=("adversarial-softmax",), eps_grid=(), critical_fractions=(0.5,),
+                                   adversary_radii=(), search_steps=1)
+    skipped = []
+    built = [spec["target_eps"] for spec, _ in nta.adversarial_lms(contexts, task, phi, config, skipped, {},
+                                                                    {"task": "p_L", "task_kind": "random-logistic"})]
+    assert built + [s["target_eps"] for s in skipped] == [pytest.approx(0.5 * c_phi, rel=1e-12)]

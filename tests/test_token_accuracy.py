@@ -1109,3 +1109,22 @@ def test_the_topic_stays_with_1_minus_switch_else_moves_to_another_topic_uniform
         np.testing.assert_allclose(A[:, q].sum(-1), want, atol=1e-6)
     syntax = A.sum(2)
     np.testing.assert_allclose(syntax, np.broadcast_to(syntax[:1], syntax.shape), atol=1e-6)
+
+
+def test_the_sweep_checks_mean_apt_and_kl_of_a_non_oracle_lm_are_the_lms_own():
+    """``mean_apt`` (type-averaged APT of the LM's argmax) and ``kl_epsilon`` (mean KL(p* ‖ p_LM) over the
+    positions) by brute force for an LM that is not the oracle, whose numbers differ from the Bayes
+    predictor's (only the oracle's rows were read, where the LM's and Bayes's are equal and KL is 0)."""
+    hmm = HMM.random(0, 4, 6)
+    x = np.asarray(hmm.sample(0, 16, 10))[:8]
+    lm = _HalfBayesLM(hmm, 10)
+    cell = Cell(hmm, {"kind": "hmm"}, lm, {"source": "analytic", "laws": ["masked"]}, x, {"max_sequences": 8}, 0)
+    rows = {r["quantity"]: r for r in get_check("tzach/token-accuracy").run(cell)}
+    bayes = np.asarray(hmm.masked_token_probs(x), np.float64)
+    logp = lm.masked_token_logprobs(x)
+    pred = logp.argmax(-1)
+    apt = [np.mean(pred[x == v] == v) for v in np.unique(x)]
+    kl = np.mean(np.sum(bayes * (np.log(bayes) - logp), -1))
+    assert rows["mean_apt"]["measured"] == pytest.approx(np.mean(apt), abs=1e-12)
+    assert rows["kl_epsilon"]["measured"] == pytest.approx(kl, rel=1e-5)
+    assert abs(np.mean(apt) - rows["bayes_mean_apt"]["measured"]) > 0.01 and kl > 0.01  # they differ here
