@@ -557,3 +557,79 @@ def test_layer_norm_keeps_the_dtype_and_normalises_in_float32():
     dx32 = jax.grad(lambda x: (layer_norm(x, jnp.ones(16), jnp.zeros(16)) * w).sum())(x.astype(jnp.float32))
     assert dx.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(dx, np.float32), dx32, rtol=1e-2, atol=1e-2 * float(jnp.abs(dx32).max()))
+
+
+# ---- identities that pin the prefix's positions, the prepended MASK, rotary q and k, max_len --------------
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_a_prefix_of_token_embeddings_is_those_tokens_read_first(causal, positions):
+    """prefix = E[ids] (per row) is the input (ids, x): the prefix takes positions 0..k-1 in its own order and
+    the tokens k..k+T-1, so the logits at the tokens are those of the longer token input, to float32 rounding
+    (a prefix given no positions, or read in reverse, passed every other test)."""
+    model = init_transformer(TransformerConfig(**TINY, causal=causal, positions=positions), seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, V, (4, T)).astype(np.int32)
+    ids = rng.integers(0, model.config.vocab_size, (4, 3)).astype(np.int32)
+    assert (ids[:, 0] != ids[:, 2]).any()
+    prefix = np.asarray(model.token_embed.embedding[...])[ids]  # (n, k, d)
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(model(x, prefix=prefix))
+        want = np.asarray(model(np.concatenate([ids, x], axis=1)))[:, 3:]
+        at = rng.integers(0, T, 4).astype(np.int32)
+        got_at = np.asarray(model.logits_at(x, at, prefix=prefix))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got_at, want[np.arange(4), at], rtol=0, atol=1e-6)
+
+
+def test_the_prepended_mask_law_is_the_masked_law_at_a_first_position():
+    """(MASK, x) is the masked copy of (y, x) at position 0 for every world token y (a PAD in MASK's place moved
+    the law by up to 0.1 nats and passed every other test: they compared two paths through the same inputs)."""
+    lm = TransformerLM(init_transformer(TransformerConfig(**TINY, causal=False), seed=4))
+    x = np.random.default_rng(1).integers(0, V, (3, T)).astype(np.int32)
+    got = np.asarray(lm.prepended_mask_logprobs(x))
+    for y in range(V):
+        longer = np.concatenate([np.full((3, 1), y, np.int32), x], axis=1)
+        np.testing.assert_allclose(got, np.asarray(lm.masked_token_logprobs(longer, positions=[0]))[:, 0],
+                                   rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.nn.log_softmax(lm.prepended_mask_features(x) @ lm.unembedding)),
+                               got, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rotary_attention_depends_on_positions_only_through_their_differences(causal):
+    """q and k both rotated: attention at positions t + c equals that at t (to float32 rounding of angles up
+    to ~20 rad), and differs from the unrotated attention (all positions 0), so rotation is applied at all
+    (rotating q alone, or k alone, passed every other test)."""
+    model = init_transformer(TransformerConfig(**TINY, causal=causal, positions="rotary"), seed=5)
+    attn = model.blocks[0].attn
+    rng = np.random.default_rng(0)
+    for layer in (attn.qkv, attn.out):  # O(1) weights: attention far from uniform
+        layer.kernel[...] = jnp.asarray(rng.standard_normal(layer.kernel[...].shape) / 2, jnp.float32)
+        layer.bias[...] = jnp.asarray(rng.standard_normal(layer.bias[...].shape) / 2, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((3, T, 16)), jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        at0 = np.asarray(attn(x, jnp.arange(T)))
+        shifted = np.asarray(attn(x, jnp.arange(T) + 4))
+        unrotated = np.asarray(attn(x, jnp.zeros(T, jnp.int32)))
+    np.testing.assert_allclose(shifted, at0, rtol=0, atol=1e-4)
+    assert np.abs(unrotated - at0).max() > 1e-2
+
+
+def test_every_law_reads_exactly_max_len_tokens_and_refuses_one_more():
+    """T = max_len is accepted by every wrapper law (its appended/prepended input, max_len + 1, fits the
+    n_positions = max_len + 1 positions); T = max_len + 1 is refused (only max_len + 1 was tried: a `>=` that
+    refused max_len passed)."""
+    causal = TransformerLM(init_transformer(TransformerConfig(**TINY), seed=0))
+    masked = TransformerLM(init_transformer(TransformerConfig(**TINY, causal=False), seed=0))
+    L = TINY["max_len"]
+    x = np.random.default_rng(2).integers(0, V, (2, L)).astype(np.int32)
+    assert causal.next_token_logprobs(x).shape == (2, L, V)
+    assert causal.appended_token_logprobs(x).shape == (2, V)
+    assert masked.masked_token_logprobs(x).shape == (2, L, V)
+    assert masked.prepended_mask_logprobs(x).shape == (2, V)
+    longer = np.zeros((2, L + 1), np.int32)
+    for read in (causal.next_token_logprobs, causal.appended_token_logprobs, masked.masked_token_logprobs,
+                 masked.prepended_mask_logprobs):
+        with pytest.raises(TokenError, match=f"length {L + 1} exceeds max_len = {L}"):
+            read(longer)
