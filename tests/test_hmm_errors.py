@@ -180,3 +180,11 @@ def test_every_scan_answers_a_masked_law_whose_placeholder_is_impossible(paralle
     probs, steps = hmm_core.masked_token_probs(*(jnp.asarray(a, jnp.float32) for a in (pi, A, B)), x, parallel)
     assert not np.isfinite(np.asarray(steps)).all()
     np.testing.assert_allclose(np.asarray(probs)[1], [0.5, 0.5, 0.0], atol=1e-6)
+
+
+# ---- a 3-D emission is a ShapeError naming it, not a bare ValueError later in sample -------------------
+def test_an_emission_that_is_not_a_matrix_is_a_shape_error_naming_emission():
+    from simlm.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="^emission: "):
+        HMM([1.0], [[1.0]], np.full((1, 2, 2), 0.5))

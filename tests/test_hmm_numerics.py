@@ -279,3 +279,34 @@ def test_unrolled_scans_equal_rolled_ones_and_track_the_least_share_the_steps_re
     for name, arrays in reads.items():
         if _least_positive(*arrays) > 1e-30:
             assert float(unrolled[name][1]) == pytest.approx(_least_positive(*arrays), rel=1e-4), name
+
+
+# ---- stationary_distribution documents "the closed class of the lowest state index" -----------------
+def _closed_classes(A):
+    K = len(A)
+    R = np.linalg.matrix_power(np.eye(K) + (A > 0), K) > 0  # reachability
+    classes = {frozenset(np.flatnonzero(R[i] & R[:, i])) for i in range(K)}
+    return [sorted(c) for c in classes if all(not R[i, j] or j in c for i in c for j in range(K))]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_reducible_chain_gets_the_stationary_law_of_its_lowest_indexed_closed_class(seed):
+    rng = np.random.default_rng(seed)
+    A = np.zeros((6, 6))
+    A[0, 1] = A[1, 0] = 1.0
+    A[2:4, 2:4] = rng.dirichlet(np.ones(2), 2)
+    A[4:] = rng.dirichlet(np.ones(6), 2)
+    p = rng.permutation(6)
+    A = A[np.ix_(p, p)]
+    hmm = HMM(np.full(6, 1 / 6), A, np.full((6, 2), 0.5))
+    S = np.asarray(hmm.transition, np.float64)
+    S /= S.sum(1, keepdims=True)
+    C = min(_closed_classes(S), key=min)  # brute force: the closed class holding the lowest state index
+    # its unique law, by powers of the lazy chain restricted to C
+    P = (np.eye(len(C)) + S[np.ix_(C, C)]) / 2
+    for _ in range(60):
+        P = P @ P
+        P /= P.sum(1, keepdims=True)
+    want = np.zeros(6)
+    want[C] = P[0]
+    np.testing.assert_allclose(hmm.stationary_distribution(), want, atol=1e-9)

@@ -270,3 +270,18 @@ def test_the_parallel_read_out_keeps_a_state_whose_start_share_is_zero_while_the
     np.testing.assert_allclose(par, seq, atol=1e-6)
     np.testing.assert_allclose(par_c, seq_c, rtol=1e-5)
     np.testing.assert_allclose(seq[-1], [0.001, 0.999], rtol=1e-5)  # the only state π allows
+
+
+# ---- the associative scans at T = 1 (the read-out has no rows: the reshape comment in _weighted) ---------
+def test_the_parallel_passes_of_a_single_token_equal_the_sequential_ones():
+    import jax
+    import jax.numpy as jnp
+    from simlm.worlds import hmm_core as core
+
+    pi, A, B = np.array([0.2, 0.8]), np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([[0.6, 0.4], [0.1, 0.9]])
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (pi, A, B, np.array([1], np.int32))]
+        for name in ("forward", "next_token_probs", "masked_token_probs", "prepended_mask_probs"):
+            seq, par = (jax.tree.map(np.asarray, getattr(core, name)(*args, parallel=p)) for p in (False, True))
+            for u, w in zip(jax.tree.leaves(seq), jax.tree.leaves(par)):
+                np.testing.assert_allclose(w, u, rtol=1e-12, atol=1e-14, err_msg=name)

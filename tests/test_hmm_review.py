@@ -494,3 +494,24 @@ def test_rows_within_rounding_bound_is_half_an_eps_plus_n_float64_ulps():
     assert row[1] == 0.5 + 2.0**-23 and not rows_within_rounding(row, np.float32)
     hmm = HMM([1.0], [[1.0]], [row])
     np.testing.assert_array_equal(np.asarray(hmm.emission)[0], np.array([0.49999994, 0.50000006], np.float32))
+
+
+# ---- the associative forward scan must report its predicted laws' least share, not only its products ----
+def test_the_accelerator_path_reruns_a_predicted_share_below_the_floor_that_no_product_flushed(monkeypatch):
+    """A = I, state 1 alone emits symbol 2 (B = 1e-6), and 116 zeros halve its share each step: p(h = 1 | x) =
+    2⁻¹¹⁵ ≈ 2.4e-35 at the last row — every product of the scans stays ≥ 4·tiny, but the share is below the floor
+    4·tiny/(min⁺A·min⁺B) = 4.7e-32, so the next-token law of symbol 2 (2.4e-41) flushes to 0 in float32 unless
+    the batch is rerun in log space (as the sequential scan does: log p ≈ −93.5, not −inf)."""
+    import jax
+    from simlm.worlds import hmm_core as core
+
+    world = HMM([0.5, 0.5], np.eye(2), [[0.5, 0.5, 0.0], [0.25, 0.75 - 1e-6, 1e-6]])
+    x = np.zeros((1, 116), np.int32)
+    s1 = 2.0**-115 / (1 + 2.0**-115)  # the last row conditions on 115 zeros
+    want = np.log(s1 * 1e-6)
+    cpu = float(np.asarray(world.next_token_logprobs(x))[0, -1, 2])
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert core.use_parallel(None, x.shape[1], 2)
+    gpu = float(np.asarray(world.next_token_logprobs(x))[0, -1, 2])
+    assert cpu == pytest.approx(want, abs=1e-3)
+    assert gpu == pytest.approx(want, abs=1e-3)

@@ -273,3 +273,35 @@ def test_the_world_strategies_reach_entries_near_float32_underflow_with_a_small_
     for bad in (lambda: hmms(min_mass=1e-40), lambda: memory_hmms(min_mass=1e-30)):  # below what the worlds hold
         with pytest.raises(ConfigError, match="^min_mass: "):
             bad()
+
+
+# ---- after_first drops x_0, so a sequence may be impossible from π (its documented hard case) ------------
+def test_after_first_reaches_a_sequence_impossible_from_the_initial_law():
+    # x = 0, 1, 1, …: x_1:T = 1, 1, … is impossible from π
+    w = HMM([1.0, 0.0], [[0.0, 1.0], [0.0, 1.0]], np.eye(2))
+    x = _reached(token_sequences(w, after_first=True), lambda x: np.isneginf(np.asarray(w.log_likelihood(x))).any())
+    assert (x == 1).all()
+    assert np.isfinite(np.asarray(w.prepended_mask_probs(x))).all()  # the law it exists for answers
+
+
+# ---- possible=True draws a seed: a fixed world still gets every token at a position -------------------
+@pytest.mark.parametrize("token", [0, 1, 2])
+def test_possible_sequences_of_one_world_reach_every_symbol_at_the_first_position(token):
+    x = _reached(token_sequences(TOKEN_WORLD, min_length=1, max_length=1, n_sequences=1), lambda x: x[0, 0] == token)
+    assert x[0, 0] == token
+
+
+# ---- min_mass reaches each of π, A and B (the log-space floor reads min⁺A · min⁺B) ---------------------
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_hmms_reach_a_tiny_entry_in_each_of_pi_a_and_b(which):
+    w = _reached(hmms(max_states=3, max_symbols=3, min_mass=1e-30),
+                 lambda w: np.asarray(w.parameter_arrays()[which])[np.asarray(w.parameter_arrays()[which]) > 0].min()
+                 < 1e-20)
+    assert w.n_states >= 1
+
+
+# ---- memory_hmms(allow_zeros=True) puts exact zeros in each of its four arrays --------------------------
+@pytest.mark.parametrize("attr", ["memory_prior", "initial", "transition", "emission"])
+def test_memory_hmms_reach_exact_zeros_in_each_array(attr):
+    w = _reached(memory_hmms(max_cells=1, allow_zeros=True), lambda w: (np.asarray(getattr(w, attr)) == 0).any())
+    assert (np.asarray(getattr(w, attr)) == 0).any()
