@@ -9,7 +9,7 @@ import pytest
 
 from simlm.cli import main
 from simlm.errors import ConfigError
-from simlm.experiments.nested import leaf_rows
+from simlm.experiments.nested import leaf_name, leaf_rows
 from simlm.experiments.registry import row
 from simlm.experiments.report import bound_summary, console_table, markdown, plot
 from simlm.experiments.store import CellStore
@@ -239,3 +239,31 @@ def test_the_report_says_violated_only_for_a_violated_row_without_a_share(tmp_pa
     report = markdown(rows, tmp_path, [])
     assert "| c | q | 1 | 0 | 0 | – | – |" in report
     assert "| c | r | 1 | 1 | 0 | violated | w/oracle |" in report
+
+
+def test_a_violated_row_within_atol_of_the_maximum_is_not_trivial():
+    """bound = maximum − atol, measured just above bound + atol (= maximum) but within maximum + atol: the row
+    fails, so no "could not fail" claim may be made for it (dropping `holds` from the flag passed every test)."""
+    r = row("q", 1.0 + 5e-8, 1.0 - 1e-7, maximum=1.0, atol=1e-7)
+    assert r["holds"] is False and r["trivial"] is False
+
+
+def test_the_slack_share_is_kept_just_above_the_atol():
+    """bound − baseline = 5·atol: a real slack, its share is reported; exactly atol: none, as documented (the
+    tests sat at 0.1·atol and far above it, so a cut-off ten times off passed)."""
+    r = row("q", 0.5 + 1e-7, 0.5 + 5e-7, baseline=0.5, atol=1e-7)
+    assert r["slack_used"] == pytest.approx(0.2, rel=1e-6)
+    # bound − baseline = atol exactly (0.25 is exact in binary): no slack beyond rounding
+    assert row("q", 0.6, 0.75, baseline=0.5, atol=0.25)["slack_used"] is None
+
+
+def test_an_infinite_measured_value_under_an_infinite_bound_is_not_called_trivial():
+    """An infinite bound is trivial only for a finite measured value (inf ≤ inf holds, and says nothing)."""
+    r = row("q", math.inf, math.inf)
+    assert r["holds"] is True and r["trivial"] is None
+
+
+def test_leaf_name_puts_each_list_position_in_its_own_mark():
+    """Nested lists: report.md names rungs[2]/rows[7], not rungs[7]/rows[2] (only one list level was tested)."""
+    assert leaf_name("rungs[]/rows[]/apt", "2/7") == "rungs[2]/rows[7]/apt"
+    assert leaf_name("m[][]", "0/1") == "m[0][1]"

@@ -488,3 +488,30 @@ def test_a_lost_worker_never_writes_a_failure_over_a_finished_cell(tmp_path):
                        log=lambda *a: None)
     assert not result["errors"] and len(CellStore(tmp_path / "cells.jsonl")) == 2
     assert {"q"} <= {r["quantity"] for r in result["rows"]}
+
+
+class _RunsSecondJobThenItsWorkerDies(InProcess):
+    """Runs every job here (each stores its cells as they end), then reports the second's worker as dead."""
+
+    shares_filesystem = True
+
+    def map(self, fn, payloads):
+        for i, p in enumerate(payloads):
+            out = fn(p)
+            yield p, (WorkerLost("terminated abruptly") if i == 1 else out)
+
+
+def test_a_cell_this_run_stored_as_failed_keeps_its_own_error_when_its_worker_dies(monkeypatch, tmp_path):
+    """A cell that failed in this run and was stored before its worker died keeps its own error, not "worker
+    process died" (the tests covered a failure from an earlier run and a cell another run finished)."""
+    check = registry.get_check("simlm/epsilon")
+
+    def bad(cell):
+        raise ValueError("this run's own failure")
+
+    monkeypatch.setitem(registry._REGISTRY, "simlm/epsilon", dataclasses.replace(check, run=bad))
+    result = run_sweep(parse_config(RAW), tmp_path, executor=_RunsSecondJobThenItsWorkerDies(), progress=False,
+                       log=lambda *a: None)
+    assert len(result["errors"]) == 2
+    assert all("this run's own failure" in e["error"] and "worker process died" not in e["error"]
+               for e in result["errors"])
