@@ -720,3 +720,26 @@ def test_the_checks_latent_readout_and_probe_rows_read_the_lms_laws():
     for name, task in tasks.items():
         want = probe_error(feats, task.labels, ctx.weights, n_label=16, seed=0)
         assert got[f"{name}:probe_error"]["measured"] == pytest.approx(want, abs=1e-12), name
+
+
+def test_the_anchor_summary_lists_only_the_trained_lms_block_fits():
+    """``trained_anchor_r2`` lists the trained LMs' block fits, not every LM's anchor_r2 row (the quick run's
+    summary was compared with itself)."""
+    rows = [{"world": "anchor", "lm": "logit-noise@0.1", "lm_seed": 0, "eps": 0.1, **row("anchor_r2", 0.9)},
+            {"world": "anchor", "lm": "oracle", "lm_seed": 0, "eps": 0.0, **row("anchor_r2", 1.0)},
+            {"world": "small", "lm": "trained@0.1", "lm_seed": 0, "eps": 0.08, **row("block1:anchor_r2", 0.7)}]
+    assert summarise(rows)["trained_anchor_r2"] == [{"lm": "trained@0.1", "eps": 0.08, "quantity": "block1:anchor_r2",
+                                                     "measured": 0.7}]
+
+
+def test_the_bound_counts_are_over_the_bounded_head_error_rows_only():
+    """The bound's row counts are over the head_error rows that carry a bound (every row counted read 150 for
+    30 on the quick run, and passed)."""
+    shared = {"world": "anchor", "lm_seed": 0}
+    rows = [{**shared, "lm": "logit-noise@0.1", "eps": 0.1, **row("anchored:head_error", 0.1, 0.4, maximum=1.0)},
+            {**shared, "lm": "logit-noise@0.01", "eps": 0.01, **row("anchored:head_error", 0.5, 0.4, maximum=1.0)},
+            {**shared, "lm": "temperature@0.1", "eps": 0.1, **row("contrast:head_error", 0.3)},  # no bound
+            {**shared, "lm": "logit-noise@0.1", "eps": 0.1, **row("anchor_r2", 0.9)}]
+    bound = summarise(rows)["bound@markov"]
+    assert (bound["rows"], bound["violated"], bound["trivial"]) == (2, 1, 0)
+    assert sorted(r["lm"] for r in bound["nontrivial"]) == ["logit-noise@0.01", "logit-noise@0.1"]

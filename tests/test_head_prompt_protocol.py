@@ -19,9 +19,14 @@ def test_the_authors_protocol_is_what_their_scripts_run():
     assert all(set(change) <= {f.name for f in dataclasses.fields(hpp.Protocol)} for change in hpp.FACTORS.values())
 
 
-def test_oracle_head_under_the_authors_label_reports_margin_strata():
+def test_oracle_head_under_the_authors_label_reports_margin_strata(monkeypatch):
+    """… and reads the visible tokens x_1:T' only (on the whole x_1:T its features moved by up to 0.009 and
+    every other test passed)."""
+    lengths, read = [], HMM.prepended_mask_probs
+    monkeypatch.setattr(HMM, "prepended_mask_probs", lambda self, x: lengths.append(np.shape(x)[-1]) or read(self, x))
     tiny = dict(label_length=10, visible_length=6, n_train=64, n_test=64, tasks_per_world=1)
     (r,) = hpp.run_protocol(hpp.Protocol(label="authors", nnz=6, **tiny), sizes=(4,))
+    assert lengths and set(lengths) == {6}
     assert 0.5 <= r["majority"] <= 1 and 0 <= r["accuracy"] <= 1 and 0 <= r["share_without_margin"] <= 1
     assert r["nnz"] <= 6 and r["accuracy_with_margin"] >= 0.9  # |H| = 4 ≤ |X|: exact features suffice
     (row,) = [s for s in hpp.summary([{**r, "protocol": "p"}]) if s["n_states"] == 4]
@@ -137,3 +142,13 @@ def test_a_flag_is_taken_only_as_spelt():
     """``--train`` was read as ``--trained`` by argparse's prefixes, but the study is chosen by the literal
     flag: the exact-feature study ran."""
     assert hpp.main(["--train", "--quick"]) == 2
+
+
+def test_the_protocol_summary_gives_the_mean_majority_of_its_own_records():
+    """``majority`` is the mean of its protocol's records' majorities (no test read it: computed from the
+    accuracies, it passed)."""
+    records = [{"protocol": "p", "n_states": 4, "accuracy": a, "accuracy_with_margin": a, "share_without_margin": 0.0,
+                "majority": m} for a, m in ((0.8, 0.5), (1.0, 0.7))]
+    records.append({**records[0], "protocol": "q", "majority": 0.9})
+    rows = {r["protocol"]: r for r in hpp.summary(records)}
+    assert rows["p"]["majority"] == pytest.approx(0.6) and rows["q"]["majority"] == 0.9

@@ -5,7 +5,9 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
+import jax
 import numpy as np
+import optax
 import pytest
 
 from simlm.downstream import fit_transformer_prompt
@@ -323,3 +325,42 @@ def test_a_later_rung_is_read_from_its_own_checkpoint_and_step(tmp_path, monkeyp
     assert dataclasses.replace(study, read_at=(0.500004, 2.0000001)).read_at == (0.5, 2.0)
     with pytest.raises(ConfigError, match="^target: 0.51 is not one of the ladder's targets"):
         hpt.read_world(4, 1, study, tmp_path, 0.51, log=lambda *a: None)
+
+
+def test_every_trained_flag_reaches_the_study():
+    """Every flag of the trained study's command line reaches the study (only --n-train was read, through
+    probe_epochs: --first-world dropped, or --n-test taken from --n-train, passed)."""
+    study, out = hpt.parse(["--trained", "--sizes", "4", "12", "--worlds", "2", "--n-train", "300", "--n-test", "200",
+                            "--max-steps", "77", "--first-world", "5", "--read-at", "0.1"])
+    p = study.protocol
+    assert (study.sizes, p.worlds_per_size, p.n_train, p.n_test) == ((4, 12), 2, 300, 200)
+    assert (study.max_steps, study.first_world, study.read_at, out) == (77, 5, (0.1,), None)
+
+
+def test_every_study_setting_reaches_the_model_and_trainer():
+    """Each setting, at a value other than its default, reaches the model and the trainer (a dropped
+    mask_rate fell back to the trainer's default — the study's own — and passed)."""
+    study = dataclasses.replace(hpt.DEFAULT, d_model=24, n_layers=3, n_heads=2, batch_size=7, max_steps=333,
+                                learning_rate=2e-3, targets=(0.4, 0.2), mask_rate=0.05, eval_sequences=9)
+    model, tc = study.configs()
+    assert (model.d_model, model.n_layers, model.n_heads, model.max_len) == (24, 3, 2, study.seq_len)
+    assert (tc.batch_size, tc.max_steps, tc.learning_rate, tuple(tc.targets), tc.mask_rate, tc.eval_sequences,
+            tc.eval_positions, tc.seq_len) == (7, 333, 2e-3, (0.4, 0.2), 0.05, 9, study.seq_len, study.seq_len)
+
+
+def test_the_authors_probe_decays_its_learning_rate_to_zero(monkeypatch):
+    """Warmup from 0 to lr over min(500, steps/2) steps, then linear decay to 0 over the rest, as documented
+    (lr is traced, so the pieces are read where they are built; a schedule left at lr passed every test)."""
+    seen = []
+    real = optax.linear_schedule
+
+    def spy(init_value, end_value, transition_steps, *a, **k):
+        seen.append((init_value if isinstance(init_value, float) else "lr",
+                     end_value if isinstance(end_value, float) else "lr", transition_steps))
+        return real(init_value, end_value, transition_steps, *a, **k)
+
+    monkeypatch.setattr(optax, "linear_schedule", spy)
+    jax.clear_caches()  # the schedule is built where the fit is traced: traced anew, whatever ran before
+    f = np.random.default_rng(3).dirichlet(np.ones(3), size=96)
+    hpt.fit_probe(f, (f[:, 0] > f[:, 1]).astype(int), epochs=7, batch_size=32, lr=0.01)  # 21 steps, 10 warm
+    assert seen == [(0.0, "lr", 10), ("lr", 0.0, 11)]

@@ -288,3 +288,26 @@ def test_the_sweeps_summary_line_counts_a_violated_row_flagged_trivial_as_violat
                       '[worlds.options]\nn_states = 2\nn_symbols = 2\n[lms]\noracle = true\n[checks."simlm/epsilon"]\n')
     cli.main(["sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"])
     assert "1 of 1 bounded rows violated, 0 trivial" in capsys.readouterr().out
+
+
+def test_the_verdict_notes_quote_the_last_rungs_numbers():
+    """The notes that say "(last rung)" quote the last rung's numbers (no test read the notes: the first
+    rung's passed)."""
+    rows = lambda apts, aris: [{"readout": "probe", "mean_apt": a, "ari": r} for a, r in zip(apts, aris)]
+    clusters = [{"ari": 1.0}] * 3
+    r = {"thresholds": [0.02, 0.05, 0.1],
+         "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 8,
+                                                   "mean_apt": .013, "accuracy": .112, "clusters": clusters}},
+         "topic": {"rungs": [{"rows": rows([0.10, 0.12], [0, 0]), "spearman": .11},
+                             {"rows": rows([0.10, 0.18], [0, 0]), "spearman": .77}],
+                   "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
+         "groups": {"selected": {"clusters": clusters}},
+         "groups_ladder": {"rungs": [{"rows": rows([0, 0], [0.2, 0.3])}, {"rows": rows([0, 0], [0.4, 0.6])}],
+                           "bayes": {"clusters": clusters}},
+         "finetune": {"accuracy": [.9, .9], "corr_bayes": 0., "corr_model": 0., "bayes_accuracy": .95},
+         "substitution": {m: {"tv_exact": t, "dconf_model": 0.} for m, t in (("within", 0.0), ("across", .2),
+                                                                            ("random", .1))}}
+    v = verdicts(r)
+    assert "(last rung) [0.1, 0.18]" in v["order_parameter_rises_along_blocks"][1]
+    assert "(last rung) [0.4, 0.6]" in v["clusters_sharpen_along_blocks"][1]
+    assert "trained (last) 0.77" in v["apt_grows_with_frequency"][1]

@@ -800,3 +800,95 @@ def test_a_corruption_is_renormalised_taken_as_an_array_and_chain_law64_checks_i
     w = HMM([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], [[0.5, 0.5], [0.2, 0.8]])
     with pytest.raises(ConfigError, match="^impossible: "):
         chain_law64(masked_token_probs, w, np.array([[0, 1]]), impossible="Keep")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_token_accuracy_ladder_reads_its_own_test_set_and_the_configs_options(monkeypatch, tmp_path):
+    """The ladder part trains on seed + 10's sequences and scores on seed + 11's (a distinct set), and the
+    readout takes the Config's seed, τ and probe steps (not order_parameter's defaults, equal to the Config's
+    own: dropping them passed).  Its only test had stubbed the world with all-zero samples, whatever the seed."""
+    config = ta.Config(seed=2, length=9, n_train=8, n_test=8, threshold=0.3, probe_steps=17)
+    spec = next(w for w in ta.world_specs(config) if w["name"] == "topic")
+    w = sweep.planted_world(spec).hmm
+    seen = {}
+    monkeypatch.setattr(ta, "train_lms", lambda *a, **k: ([(0.0, 0.1, 0.01, "lm")], []))
+
+    def order_parameter(lm, world, x_tr, x_te, **kw):
+        seen.update(x_tr=np.asarray(x_tr), x_te=np.asarray(x_te), **kw)
+        raise _Stop
+
+    monkeypatch.setattr(ta, "order_parameter", order_parameter)
+    cell = SimpleNamespace(options=ta.check_options(config), world_spec=spec, part="ladder", workdir=str(tmp_path),
+                           progress=False)
+    with pytest.raises(_Stop):
+        ta.experiment_check(cell)
+    want_tr = np.asarray(w.sample(12, 8, 9, return_states=True)[0])
+    want_te = np.asarray(w.sample(13, 8, 9, return_states=True)[0])
+    np.testing.assert_array_equal(seen["x_tr"], want_tr)
+    np.testing.assert_array_equal(seen["x_te"], want_te)
+    assert not np.array_equal(want_tr, want_te)
+    assert (seen["seed"], seen["threshold"], seen["probe_steps"]) == (2, 0.3, 17)
+
+
+def test_the_final_models_epsilon_is_measured_on_the_ladders_held_out_set(monkeypatch):
+    """The final model's ε is read on the ladder's held-out set (eval_seed), and the ladder trains the Config's
+    seed (the stubbed test ignored both)."""
+    seen = []
+
+    class World:
+        n_symbols = 4
+
+        def sample(self, seed, n, T, return_states=False):
+            return np.full((n, T), seed % 4, np.int32)
+
+    result = SimpleNamespace(records=[], final_step=5, final_lms=["final"], best_epsilon={0: 0.3}, lm=None)
+    monkeypatch.setattr(simlm.train, "train", lambda *a, **k: result)
+    monkeypatch.setattr(simlm.metrics, "exact_masked_epsilon",
+                        lambda w, lm, x: seen.append(np.asarray(x)) or (0.1, 0.01))
+    config = ta.Config(seed=3, length=8, targets=(0.5,), max_steps=5)
+    ta.train_lms(World(), config, None)
+    _, tc = ta.training_configs(config, 4)
+    (x,) = seen
+    np.testing.assert_array_equal(x, World().sample(tc.eval_seed, tc.eval_sequences, config.length))
+    assert tc.seeds == (3,)
+
+
+def test_fine_tuning_and_substitution_take_the_configs_steps_and_seed(monkeypatch, tmp_path):
+    """Fine-tuning runs 4 × probe_steps steps and the substitution test takes the Config's seed."""
+    V = 4
+
+    class World:
+        n_symbols = V
+
+        def sample(self, seed, n, T, return_states=False):
+            x = np.zeros((n, T), np.int32)
+            return (x, x.copy()) if return_states else x
+
+    rungs = [{"target": 0.0, "masked_eps": 0.05, "masked_eps_se": 0.005}]
+    table = SimpleNamespace(apt=np.ones(V))
+    monkeypatch.setattr(sweep, "planted_world", lambda spec: SimpleNamespace(hmm=World(), token_class=np.zeros(V)))
+    monkeypatch.setattr(ta, "ladder_readouts", lambda *a, **k: ({"rungs": rungs}, table, ("last lm", table)))
+    seen = {}
+
+    def finetune(lm, world, train, test, labels, position, **kw):
+        seen["finetune"] = kw["steps"]
+        z = np.zeros(2)
+        return SimpleNamespace(accuracy=z, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5, corr_model=0.1,
+                               corr_bayes=0.2, confidence_model=z, confidence_bayes=z, input_apt_model=z,
+                               input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
+
+    def substitution(world, confidence, x, classes, labels, position, **kw):
+        seen["substitution"] = (kw["fraction"], kw["seed"])
+        return SimpleNamespace(as_dict=lambda: {"within": {"tv_exact": 0.0, "dconf_model": 0.0}})
+
+    monkeypatch.setattr(ta, "finetune_along_blocks", finetune)
+    monkeypatch.setattr(ta, "substitution_test", substitution)
+    config = ta.Config(seed=5, length=9, n_train=8, n_test=8, probe_steps=7)
+    spec = next(w for w in ta.world_specs(config) if w["name"] == "topic")
+    cell = SimpleNamespace(options=ta.check_options(config), world_spec=spec, part="ladder", workdir=str(tmp_path),
+                           progress=False)
+    ta.experiment_check(cell)
+    assert seen == {"finetune": 28, "substitution": (0.2, 5)}
