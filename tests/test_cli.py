@@ -160,3 +160,44 @@ def test_report_of_a_missing_directory_or_a_file_says_which(tmp_path, capsys):
         assert main(["report", str(target)]) == 2
         assert capsys.readouterr().err == f"simlm report: error: DIR: {target} {said}" + (
             "\n" if said == "does not exist" else " directory\n")
+
+
+def test_the_executor_flag_reaches_the_executor(calls, monkeypatch):
+    """--executor process with one worker is a process pool of 1, not the in-process default (silently run in
+    process, it passed every test: each covered the default or --workers 2); --executor ray with its --address
+    builds Ray's executor (stubbed: no Ray is started)."""
+    import simlm.experiments.executors as executors
+
+    made = []
+
+    class FakeRay:
+        shares_filesystem = True
+
+        def __init__(self, address=None, **kwargs):
+            made.append(address)
+
+    monkeypatch.setattr(executors, "RayExecutor", FakeRay)
+    assert main(["demo", "--quiet", "--executor", "process"]) == 1
+    pool = calls.pop()["executor"]
+    assert type(pool) is ProcessPool and pool.workers == 1
+    assert main(["demo", "--quiet", "--executor", "process", "--workers", "3"]) == 1
+    assert calls.pop()["executor"].workers == 3
+    assert main(["demo", "--quiet", "--executor", "ray", "--address", "auto"]) == 1
+    assert isinstance(calls.pop()["executor"], FakeRay) and made == ["auto"]
+    assert main(["demo", "--quiet"]) == 1 and type(calls.pop()["executor"]) is InProcess
+
+
+def test_the_summary_counts_a_lost_ladder_once(monkeypatch, tmp_path, capsys):
+    """A lost training ladder is among the errors and among the lost: counted once, as a ladder (no test
+    printed a run with one)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "render", lambda rows, out: [])
+    monkeypatch.setattr(report, "console_table", lambda rows: "")
+    ladder = {"cell": "h|trained ladder", "error": "worker died"}
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: {
+        "rows": [], "errors": [ladder, {"cell": "c7", "error": "boom"}], "lost": [ladder], "skipped": [],
+        "cells": 3, "new_cells": 3, "time_s": 1.0})
+    assert main(["demo", "--quiet"]) == 1
+    assert "3 cells, 0 rows: 0 of 0 bounded rows violated, 0 trivial; 1 cells failed, 1 training ladders lost" in \
+        capsys.readouterr().out
+

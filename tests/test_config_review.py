@@ -125,3 +125,22 @@ def test_a_misspelt_required_world_option_is_named_beside_the_one_missing():
         build_world({"name": "h", "kind": "hmm", "seed": 0, "options": {"n_state": 3, "n_symbols": 4}})
     with pytest.raises(ConfigError, match=r"missing 1 required positional argument: 'n_symbols'$"):
         build_world({"name": "h", "kind": "hmm", "seed": 0, "options": {"n_states": 3}})
+
+
+def test_parse_config_fills_the_documented_defaults():
+    """parse_config's docstring: name "sweep", seed 0, data 32 × 16, world seed 0, lms.oracle true; [lms.analytic]
+    kinds ["logit-noise"], seeds [0], laws ["next-token"]; [lms.trained] objective "cross-entropy", seeds [0],
+    every world.  Every test config set them; demo.toml leans on several, so a changed default changes the
+    demo's numbers."""
+    minimal = {"worlds": [{"name": "h", "kind": "hmm", "options": {"n_states": 2, "n_symbols": 2}}],
+               "checks": {"simlm/epsilon": {}}}
+    c = parse_config(minimal)
+    assert (c.name, c.seed, c.data) == ("sweep", 0, {"n_sequences": 32, "length": 16})
+    assert c.worlds[0]["seed"] == 0 and c.worlds[0]["options"] == {"n_states": 2, "n_symbols": 2}
+    assert c.lms == {"oracle": True, "analytic": None, "trained": None}
+    c = parse_config({**minimal, "lms": {"analytic": {"eps": [0.1]}, "trained": {"targets": [0.1]}}})
+    assert c.lms["oracle"] is True
+    assert c.lms["analytic"] == {"kinds": ["logit-noise"], "eps": [0.1], "seeds": [0], "laws": ["next-token"]}
+    t = c.lms["trained"]
+    assert (t["objective"], t["seeds"], t["worlds"], t["model"], t["train"]) == ("cross-entropy", [0], None, {}, {})
+

@@ -156,3 +156,15 @@ def test_without_threadpoolctl_the_solver_runs_as_it_is(monkeypatch):
     monkeypatch.setitem(runtime._BLAS, "controller", None)
     assert runtime.one_blas_thread(lambda x: x + 1)(1) == 2
     assert runtime._BLAS["controller"] is False and runtime._BLAS["depth"] == 0
+
+
+def test_release_compiled_by_default_clears_past_half_the_map_limit(monkeypatch):
+    """The default fraction is one half: 50 of 100 maps keeps the caches, 51 clears them once (every test
+    passed the fraction or stubbed the function: a default that never clears passed)."""
+    cleared = []
+    monkeypatch.setattr(runtime.jax, "clear_caches", lambda: cleared.append(1))
+    monkeypatch.setattr(runtime, "memory_maps", lambda: (50, 100))
+    assert runtime.release_compiled() is False and not cleared
+    monkeypatch.setattr(runtime, "memory_maps", lambda: (51, 100))
+    assert runtime.release_compiled() is True and cleared == [1]
+
