@@ -274,3 +274,15 @@ def test_a_margin_exactly_at_the_threshold_counts_as_a_margin():
     assert lm.share_without_margin == 0.0  # neither margin is below the threshold
     acc = margin_accuracy([1, 0], [1, 1], lm)
     assert acc.n_with_margin == 2 and acc.accuracy_with_margin == 0.5 and acc.share_without_margin == 0.0
+
+
+def test_a_label_matrix_scale_is_its_largest_row_difference_not_the_spread_of_its_entries():
+    """L = (0, μ), μ = (1, −1, 0): max|L_i − L_j| = 1 (as for μ itself) while max L − min L = 2.  The margin
+    1.5e-6 is above the threshold 1e-6 · 1 (it would be below 1e-6 · 2; every matrix the tests used had the
+    two scales equal, so the spread of the entries passed)."""
+    L = np.array([[0.0, 0.0, 0.0], [1.0, -1.0, 0.0]])
+    P = np.array([[0.5 + 7.5e-7, 0.5 - 7.5e-7, 0.0], [0.9, 0.1, 0.0]])
+    lm = label_margins(L, P)
+    assert lm.scale == 1.0 and lm.threshold == RELATIVE_MARGIN
+    assert lm.share_without_margin == 0.0
+    assert label_margins(L[1], P).scale == lm.scale  # the two-class form of the same task

@@ -1239,3 +1239,14 @@ def test_slack_used_is_nan_where_the_slack_is_within_atol():
         slack = b.bound[b.index] - b.tau[b.index]
         assert (slack <= ATOL) == nan, slack
         assert math.isnan(b.slack_used) == nan, (mix, b.slack_used)
+
+
+def test_a_context_below_float64s_smallest_probability_is_kept_with_weight_zero():
+    """Documented: a context whose float32 log p(s) is finite stays, with p_L(s) = 0.0 where p(s) < e^−745.
+    Emission (1e-37, 1): p(0^9) = 1e-333, 0.0 in float64, log p = −767 in float32 (the rarest context of every
+    other test was 1e-185: dropping such contexts passed)."""
+    c = enumerate_contexts(HMM([1.0], [[1.0]], [[1e-37, 1.0]]), 9)
+    assert len(c.prefixes) == 2**10 - 1
+    i = c.index((0,) * 9)
+    assert c.prefix_probs[i] == 0.0 and c.weights[i] == 0.0
+    np.testing.assert_allclose(c.next_token_probs[i], [1e-37, 1.0], rtol=1e-4)
