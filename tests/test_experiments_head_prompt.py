@@ -74,6 +74,7 @@ def test_accuracies_are_fractions_and_conditions_are_present(quick, experiment):
             assert r["memory_sigma_min"] >= 0 and len(r["memory_ranks"]) == hp.QUICK.get("n_syntactic", 4)
             assert r["memory_all_full_rank"] == (r["memory_margin"] > 0) and r["n_cells"] == 1
         assert 0 <= r["share_without_margin"] <= 1 and 0 <= r["n_with_margin"] <= hp.QUICK["n_test"]
+        assert 0 <= r["test_seen_in_train"] <= 1
         if r["n_with_margin"]:  # the accuracy on the inputs whose label has a margin
             assert 0 <= r["accuracy_with_margin"] <= 1
         assert r["lm"] == _source(r["level"])
@@ -131,6 +132,9 @@ def test_a_prompts_test_accuracy_is_the_one_its_fit_scores(quick):
     ctx = hp.task_context(world, "hmm", 0, config)
     (x_train, _), (x_test, _) = ctx["train"], ctx["test"]
     assert x_train.shape == x_test.shape and np.mean(np.all(x_train == x_test, axis=1)) < 0.2
+    # the share of test inputs seen in training, by brute force over the pairs (0.85 here: 47 distinct inputs)
+    seen = np.mean([any((x == t).all() for t in x_train) for x in x_test])
+    assert ctx["shared"]["test_seen_in_train"] == seen and 0.5 < seen < 1 and record["test_seen_in_train"] == seen
     p = hp.fit_transformer_prompt(lm, *ctx["train"], k=config.prompt_length, steps=config.transformer_prompt_steps,
                                   seed=0, batch_size=config.transformer_prompt_batch, test=ctx["test"])
     assert 0.0 < record["test_accuracy"] < 1.0 and record["test_accuracy"] == p.test_accuracy

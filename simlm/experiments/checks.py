@@ -270,7 +270,8 @@ def head_prompt_check(cell) -> list:
     prompts for the oracle (exact) and masked transformers (continuous prefix) — each a row with its test
     accuracy, beside the Bayes ceiling of the test inputs (E[max_y P(y | x_1:T')], an upward-biased
     estimate), the majority rate and the label-margin strata (``share_without_margin``: test labels within
-    1e-6 of the decision boundary; ``accuracy_with_margin``) as columns.  No bound: the paper's statements
+    1e-6 of the decision boundary; ``accuracy_with_margin``) and the share of the test inputs seen in training
+    (``test_seen_in_train``) as columns.  No bound: the paper's statements
     are the conditions, reported by ``wei/head-tuning``."""
     from simlm.experiments import head_prompt as hp
 
@@ -278,7 +279,8 @@ def head_prompt_check(cell) -> list:
     kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
     ctx = hp.task_context(cell.world, kind, cell.seed, config)
     source = cell.lm_spec["source"]
-    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority", "share_without_margin")}
+    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority", "share_without_margin",
+                                            "test_seen_in_train")}
     return [row(f"{r['method']}:test_accuracy", r["test_accuracy"], train_accuracy=r["train_accuracy"],
                 accuracy_with_margin=r.get("accuracy_with_margin"), **shared)
             for r in hp.evaluate(cell.lm, cell.world, kind, ctx, cell.seed, config, source=source)]

@@ -25,8 +25,8 @@ def summarise(records: list[dict]) -> list[dict]:
                "accuracy_sd": float(acc.std(ddof=1)) if len(g) > 1 else None}  # one seed: no s.d. (not 0)
         for k in ("epsilon", "epsilon_readout", "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min",
                   "head_residual", "prompt_feasible", "support_full_rank", "memory_sigma_min", "share_without_margin",
-                  "accuracy_with_margin", "emission_margin", "head_margin", "support_margin", "prompt_exact",
-                  "prompt_delta_min", "memory_margin"):
+                  "test_seen_in_train", "accuracy_with_margin", "emission_margin", "head_margin", "support_margin",
+                  "prompt_exact", "prompt_delta_min", "memory_margin"):
             # a NaN (e.g. no input with a margin in a seed) is dropped, as its null in the stored JSON is
             vals = [float(r[k]) for r in g if r.get(k) is not None and float(r[k]) == float(r[k])]
             row[k] = float(np.mean(vals)) if vals else None
