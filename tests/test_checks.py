@@ -342,3 +342,23 @@ def test_the_oracles_natural_task_rows_have_no_share_of_the_slack():
     rows = builtin_checks.natural_task_check(Cell(world, {}, WorldLM(world), {}, None, options, 0))
     assert rows and all(r.get("holds") is not None for r in rows)
     assert [r["quantity"] for r in rows if r.get("slack_used") is not None] == []
+
+
+def test_the_head_prompt_checks_rows_carry_the_contexts_shares(monkeypatch):
+    """Each wei/head-prompt row carries the Bayes ceiling, majority rate, margin share and the share of test
+    inputs seen in training of its task's context (the experiment and the check are stubbed: no fit runs)."""
+    from simlm.experiments import head_prompt as hp
+    from simlm.models import WorldLM
+
+    shared = {"bayes_ceiling": 0.9, "bayes_ceiling_se": 0.01, "majority": 0.6, "share_without_margin": 0.1,
+              "test_seen_in_train": 0.7, "emission_rank": 2}
+    monkeypatch.setattr(hp, "task_context", lambda world, kind, seed, config: {"shared": shared})
+    monkeypatch.setattr(hp, "evaluate", lambda *a, **k: [{"method": "head", "test_accuracy": 0.8,
+                                                          "train_accuracy": 0.85}])
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    cell = Cell(world, {"kind": "hmm"}, WorldLM(world), {"source": "oracle"}, None, {}, 0)
+    (r,) = builtin_checks.head_prompt_check(cell)
+    assert r["quantity"] == "head:test_accuracy" and r["measured"] == 0.8
+    columns = [k for k in shared if k != "emission_rank"]  # the context's conditions are not the check's columns
+    assert [r[k] for k in columns] == [shared[k] for k in columns]
+

@@ -132,7 +132,8 @@ def test_a_prompts_test_accuracy_is_the_one_its_fit_scores(quick):
     ctx = hp.task_context(world, "hmm", 0, config)
     (x_train, _), (x_test, _) = ctx["train"], ctx["test"]
     assert x_train.shape == x_test.shape and np.mean(np.all(x_train == x_test, axis=1)) < 0.2
-    # the share of test inputs seen in training, by brute force over the pairs (0.85 here: 47 distinct inputs)
+    # the share of test inputs seen in training, by brute force over the pairs (0.85 here: 42 distinct test
+    # inputs, 47 training ones)
     seen = np.mean([any((x == t).all() for t in x_train) for x in x_test])
     assert ctx["shared"]["test_seen_in_train"] == seen and 0.5 < seen < 1 and record["test_seen_in_train"] == seen
     p = hp.fit_transformer_prompt(lm, *ctx["train"], k=config.prompt_length, steps=config.transformer_prompt_steps,
@@ -295,8 +296,8 @@ def test_a_training_set_of_one_class_is_refused():
 
 
 #: the table's columns, left to right (a header of two words is one column)
-COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "n|m", "no m", "ceil",
-           "major", "rank", "σmin", "resid", "feas", "δmin"]
+COLUMNS = ["world", "|H|", "method", "lm", "level", "ε", "ε read", "acc", "±sd", "n", "acc|m", "n|m", "no m", "seen",
+           "ceil", "major", "rank", "σmin", "resid", "feas", "δmin"]
 
 
 def _cells(rows):
@@ -323,14 +324,38 @@ def test_a_number_no_record_holds_is_a_dash_not_a_zero():
                   seed=0, test_accuracy=0.9, epsilon=0.1)
     (row,) = hp.summarise([record])
     assert row["n_seeds_with_margin"] == 0 and row["n_seeds"] == 1  # the seeds the margin accuracy averages
-    for k in ("epsilon_readout", "accuracy_with_margin", "share_without_margin", "bayes_ceiling", "majority",
-              "emission_rank", "emission_sigma_min", "head_residual", "prompt_feasible", "prompt_delta_min"):
+    for k in ("epsilon_readout", "accuracy_with_margin", "share_without_margin", "test_seen_in_train",
+              "bayes_ceiling", "majority", "emission_rank", "emission_sigma_min", "head_residual", "prompt_feasible",
+              "prompt_delta_min"):
         assert row[k] is None, k
     (cells,) = _cells([row])
     assert cells == {"world": "w", "|H|": "4", "method": "head", "lm": "trained", "level": "final", "ε": "0.1",
                      "acc": "0.900", "±sd": "-", "n": "1", "n|m": "0",
-                     **{c: "-" for c in ("ε read", "acc|m", "no m", "ceil", "major", "rank", "σmin", "resid", "feas",
-                                         "δmin")}}
+                     **{c: "-" for c in ("ε read", "acc|m", "no m", "seen", "ceil", "major", "rank", "σmin", "resid",
+                                         "feas", "δmin")}}
+
+
+def test_the_summary_and_table_carry_the_share_of_test_inputs_seen_in_training():
+    """``test_seen_in_train`` is averaged over seeds like the other shares and shown in the table's ``seen``."""
+    base = dict(world="w", kind="hmm", n_states=4, n_slots=None, method="head", lm="oracle", level="oracle",
+                epsilon=0.0)
+    rows = hp.summarise([{**base, "seed": s, "test_accuracy": 0.9, "test_seen_in_train": f}
+                         for s, f in ((0, 0.4), (1, 0.7))])
+    assert rows[0]["test_seen_in_train"] == pytest.approx(0.55)
+    (cells,) = _cells(rows)
+    assert cells["seen"] == "0.550"
+
+
+def test_seen_in_training_compares_rows_of_ids_whatever_their_integer_dtype():
+    """Rows as int64 ids (an int64 training set beside int32 test inputs read 0 when compared as raw bytes);
+    inputs of two lengths are refused, not read as "nothing seen"."""
+    from simlm.errors import ShapeError
+
+    train = np.array([[0, 1, 2], [2, 2, 0], [1, 0, 1]], np.int64)
+    test = np.array([[2, 2, 0], [0, 0, 0], [0, 1, 2], [1, 1, 1]], np.int32)
+    assert hp.seen_in_training(train, test) == 0.5 == hp.seen_in_training(train.astype(np.int32), test)
+    with pytest.raises(ShapeError, match="^train_inputs, test_inputs: "):
+        hp.seen_in_training(train[:, :2], test)
 
 
 def test_table_shows_the_bayes_ceiling_and_the_majority_rate_in_their_columns():

@@ -53,12 +53,13 @@ def table(summary: list[dict]) -> str:
     """The summary as a fixed-width text table (``-`` where a number does not apply); ``n`` is the number of
     seeds a row averages (a rung reached by one seed has no s.d.: ``-``, where it read 0.000, as if seeds
     agreed), ``n|m`` the number of them ``acc|m`` averages (the seeds with test inputs whose label has a
-    margin)."""
+    margin), ``seen`` the share of the test inputs that occur in the training set."""
     cols = [("world", "world", 12, "s"), ("|H|", "n_states", 3, "d"), ("method", "method", 14, "s"),
             ("lm", "lm", 8, "s"), ("level", "level", 9, "s"), ("ε", "epsilon", 7, ".3g"), ("ε read", "epsilon_readout", 7, ".3g"),
             ("acc", "accuracy", 6, ".3f"), ("±sd", "accuracy_sd", 5, ".3f"), ("n", "n_seeds", 2, "d"), ("acc|m", "accuracy_with_margin", 6, ".3f"),
             ("n|m", "n_seeds_with_margin", 3, "d"),
-            ("no m", "share_without_margin", 5, ".3f"), ("ceil", "bayes_ceiling", 5, ".3f"),
+            ("no m", "share_without_margin", 5, ".3f"), ("seen", "test_seen_in_train", 5, ".3f"),
+            ("ceil", "bayes_ceiling", 5, ".3f"),
             ("major", "majority", 5, ".3f"), ("rank", "emission_rank", 4, ".0f"),
             ("σmin", "emission_sigma_min", 8, ".2g"), ("resid", "head_residual", 6, ".3f"),
             ("feas", "prompt_feasible", 4, ".2f"), ("δmin", "prompt_delta_min", 7, ".2g")]
