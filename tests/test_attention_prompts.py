@@ -230,3 +230,17 @@ def test_an_exact_attention_fit_whose_prompt_underflowed_is_refused_naming_lr():
     with pytest.raises(TrainingDivergedError, match="^lr: the exact attention prompt fit diverged: entry"):
         fit_exact_attention_prompt(world, x, (x[:, 0] == x[:, 2]).astype(int), steps=500, n_restarts=2, lr=11.0,
                                    d_key=2, d_value=3, l2=0, seed=0)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_fitted_laws_are_the_worlds_prompted_masked_laws_for_a_longer_prompt(memory_task, k):
+    """As above with k > 1 prompt positions, whose order matters (u_1 is read first, from π): at k = 1 a prompt
+    read in reverse, or any permutation of its rows, gave the same law, and the fit would differentiate the
+    reversed prompt's laws while the result is scored on the checked ones."""
+    w, (x, _), _ = memory_task
+    U = np.random.default_rng(k).uniform(0.05, 3.0, (k, 9))
+    got = np.asarray(jax.jit(_laws_at_every_position)(*w.chain, jnp.asarray(U), jnp.asarray(x[:8])))
+    want = np.asarray(w.prompted_masked_token_probs(x[:8], U))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # the prompt's order moves the laws (else the test could not tell a reversed prompt)
+    assert np.abs(want - np.asarray(w.prompted_masked_token_probs(x[:8], U[::-1]))).max() > 1e-3

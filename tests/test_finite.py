@@ -426,3 +426,34 @@ def test_quad_excess_projects_a_rank_deficient_phi_given_in_float64_at_its_rank(
     f = f_star + 0.3 * rng.standard_normal(f_star.shape)
     np.testing.assert_allclose(quad_excess(f, P, phi), 0.5 * np.sum(((f - f_star) @ phi) ** 2, -1), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_a_fit_that_meets_the_tolerance_of_the_largest_spread_is_converged():
+    """The other side of the test above: with tol just above g / max_w ‖φ_w − φ̄‖₂ the two-step fit meets the
+    documented stop and is converged.  The columns' spreads differ here (0.097 to 1.17), so a rule scaled by
+    another spread (the smallest, or ‖φ_w‖) keeps stepping and is cut by steps = 2 unconverged; the tests
+    above only set tolerances the fit misses by 5× or beats by orders of magnitude."""
+    rng = np.random.default_rng(0)
+    P, phi = rng.dirichlet(np.ones(5), size=4), rng.standard_normal((2, 5))
+    spreads = np.linalg.norm(phi - phi.mean(1, keepdims=True), axis=0)
+    assert spreads.max() > 2 * spreads.min()
+    one = fit_cross_entropy(P, phi, steps=1, tol=1e-8).grad_norm
+    g = fit_cross_entropy(P, phi, steps=2, tol=1e-8).grad_norm
+    tol = 1.01 * g / float(spreads.max())
+    assert one > tol * spreads.max()  # one step does not meet it
+    lm = fit_cross_entropy(P, phi, steps=2, tol=tol)
+    assert lm.converged and lm.n_steps == 2 and lm.grad_norm == pytest.approx(g, rel=1e-12)
+
+
+def test_quad_minimiser_keeps_a_weak_but_real_direction_of_phi():
+    """f* = (ΦΦᵀ)⁻¹Φp* for a full-rank Φ whatever its condition: Φ here has singular values 1 and 1e-4 (condition
+    1e4, far inside float64's pinv cutoff), so f* has a component ~1e4 along the weak direction.  The tests above
+    draw well-conditioned Φ, where a pinv cutoff of 1e-3 (dropping that direction) passed."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((2, 2)))
+    Vt, _ = np.linalg.qr(rng.standard_normal((5, 2)))
+    phi = U @ np.diag([1.0, 1e-4]) @ Vt.T
+    P = rng.dirichlet(np.ones(5), size=3)
+    want = np.linalg.solve(phi @ phi.T, phi @ P.T).T  # float64 normal equations
+    got = np.asarray(quad_minimiser(P, phi), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)

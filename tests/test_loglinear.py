@@ -430,3 +430,43 @@ def test_a_world_with_an_anchor_and_one_with_that_vector_as_its_mean_have_finger
     assert anchored.fingerprint() != meaned.fingerprint()
     assert LogLinearWorld(Z, W, N, anchor=v, mean=v).fingerprint() not in (anchored.fingerprint(), meaned.fingerprint())
     assert len(LogLinearWorld(Z, W, N).parameter_arrays()) == 5 and len(w.parameter_arrays()) == 7
+
+
+@pytest.mark.parametrize("representation, refused, built", [("layernorm", 2.0, 2.1), ("free", 1.7, 1.8)])
+def test_the_carrier_refusal_cut_sits_at_half_the_gap(representation, refused, built):
+    """Documented: a draw whose carrier sits under κ/2 below its bulk draw in some state is refused.  Seed 1's
+    smallest share ⟨m, z_h⟩/‖m‖² straddles 0.5 between these two mean_norms (0.488 | 0.513 under "layernorm",
+    0.475 | 0.504 under "free"); the refusal test above only reaches shares ≤ 0.11 and ≈ 1, where any cut in
+    [0.11, 0.9) passed."""
+    kw = dict(representation=representation, n_carriers=2)
+    with pytest.raises(ConfigError, match=r"0\.4\d\d·carrier_gap .*under half the gap"):
+        LogLinearWorld.random(1, 8, 32, 16, mean_norm=refused, **kw)
+    world = LogLinearWorld.random(1, 8, 32, 16, mean_norm=built, **kw)
+    Z, m = np.asarray(world.representations, np.float64), np.asarray(world.mean_representation(), np.float64)
+    share = Z @ m / (m @ m)
+    assert 0.5 <= share.min() < 0.52
+
+
+def test_backward_messages_are_the_suffix_loglikelihoods_shifted_to_max_zero():
+    """Documented (public): L̃_t = L_t − max_h L_t(h), L_t(h) = log p(x_{t:T} | h_t = h).  The automaton is
+    deterministic, so L_t(h) is the log-emissions summed along the one path from h — no recursion.  The masked
+    laws cancel any shift, so a message shifted to min 0 (or not at all) passed every law test."""
+    from simlm.worlds.loglinear import backward_messages, emission_logprobs
+    world = LogLinearWorld.random(3, 5, 7, 4)
+    tokens = np.asarray(world.sample(0, 1, 9))[0]
+    logB = np.asarray(emission_logprobs(world.representations, world.word_embeddings), np.float64)
+    nxt = np.asarray(world.next_state)
+    T, S = len(tokens), world.n_states
+
+    def suffix(t, h):
+        total = 0.0
+        for x in tokens[t:]:
+            total, h = total + logB[h, x], nxt[h, x]
+        return total
+
+    L = np.array([[suffix(t, h) for h in range(S)] for t in range(T + 1)])  # (T + 1, S)
+    want = L - L.max(1, keepdims=True)
+    first, after = backward_messages(jax.numpy.asarray(logB, jax.numpy.float32), world.next_state,
+                                     jax.numpy.asarray(tokens))
+    np.testing.assert_allclose(np.asarray(first), want[0], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(after), want[1:], atol=1e-4)
