@@ -515,3 +515,76 @@ def test_the_accelerator_path_reruns_a_predicted_share_below_the_floor_that_no_p
     gpu = float(np.asarray(world.next_token_logprobs(x))[0, -1, 2])
     assert cpu == pytest.approx(want, abs=1e-3)
     assert gpu == pytest.approx(want, abs=1e-3)
+
+
+# ---- the associative backward scan must report what its own compositions flush ---------------------------
+def _buried_by_the_backward_scan_only():
+    """The composition-shift case seen from the backward scan: 0 waits (emits 4), then 1 (emits 2) moves to
+    one of the absorbing 2 and 3 (opposite odds on 0 and 1); 4 is an absorbing rival that emits everything.
+    The backward scan's up-sweep composes the block 16..47 (29 waits, the branch, 18 zeros: state 3 at e⁻⁷⁰ of
+    row 0) with 48..79 (32 ones, which favour 3 by 125 nats): state 2's weight flushes, the block's row 0
+    loses it, and the suffix 80..143 (18 zeros) favours it again — log p(x_16: | h_16 = 0) 15 nats low.  The
+    forward scan's blocks are aligned on 0, not on T = 144, and split the ones 16 + 16: none of its products
+    or shares leaves the float range, nor does any β share, so only the backward scan's own compositions
+    can report it."""
+    z = 0.0986
+    A = np.zeros((5, 5))
+    A[0, :2] = A[1, 2:4] = 0.5
+    A[2, 2] = A[3, 3] = A[4, 4] = 1.0
+    B = np.array([[0, 0, 0, 0, 1], [0, 0, 1, 0, 0], [0.49, 0.01, 0, 0.5, 0], [0.01, 0.49, 0, 0.5, 0],
+                  [z, z, 0.0594, 0.5, 0.5 - 0.0594 - 2 * z]])
+    pi = np.array([0.5, 0, 0, 0, 0.5])
+    x = np.array([4] * 29 + [2] + [0] * 18 + [1] * 32 + [0] * 18 + [3] * 46, np.int32)
+    with np.errstate(divide="ignore"):  # float64 forward–backward in log space: the exact posterior
+        lA, lB = np.log(A), np.log(B)
+        la, lb = np.zeros((len(x), 5)), np.zeros((len(x), 5))
+        la[0] = np.log(pi) + lB[:, x[0]]
+        for t in range(1, len(x)):
+            la[t] = logsumexp(la[t - 1][:, None] + lA, axis=0) + lB[:, x[t]]
+        for t in range(len(x) - 2, -1, -1):
+            lb[t] = logsumexp(lA + (lB[:, x[t + 1]] + lb[t + 1])[None], axis=1)
+    exact = np.exp((la + lb) - logsumexp(la + lb, axis=1, keepdims=True))
+    return HMM(pi, A, B), x, exact
+
+
+def test_the_accelerator_path_reruns_a_state_buried_inside_the_backward_scans_compositions_only(monkeypatch):
+    world, x, exact = _buried_by_the_backward_scan_only()
+    assert exact[0, 0] == pytest.approx(0.99945, abs=1e-4)  # h_1 = 0 by 7.5 nats over the rival 4
+    floor = float(core.floor(*world.chain[1:]))
+    names = ("token_logprobs", "backward")
+    lows = {name: float(low) for name, [(_, low)] in zip(names, _program(names, (core.CHECKED_SCANS,))(
+        *world.chain, jnp.asarray(x)))}
+    assert lows["token_logprobs"] > floor  # the forward half of a posterior's check does not see it
+    assert lows["backward"] < floor
+    np.testing.assert_allclose(np.asarray(world.state_posterior(x)), exact, atol=1e-5)  # sequential
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the scans (T ≥ 64), as on an accelerator
+    assert core.use_parallel(None, len(x), 5)
+    # was p(h_1 = 0 | x) = 3e-4, the rival's 7.5 nats ahead instead of 7.5 behind, without the rerun
+    np.testing.assert_allclose(np.asarray(world.state_posterior(x)), exact, atol=1e-5)
+
+
+def test_the_accelerator_path_reruns_a_backward_share_below_the_floor_that_no_product_flushed(monkeypatch):
+    """A = I, so p(h_t | x_−t) ∝ π(h) Π_{s≠t} B(h, x_s).  At the masked t = 40 the 40 zeros before favour
+    state 0 (state 1 at e⁻⁶⁵, state 2 at e⁻¹¹·⁵) and the 40 ones after favour 1 (0 at e⁻⁶⁵, 2 at e⁻⁷⁸·³): state
+    2's β share, 1e-34, is below the floor 4·tiny/(min⁺A·min⁺B) = 4.7e-32 while every product of the scans
+    stays ≥ 4·tiny, and no forward share, nor the posterior row's total (2·e⁻⁶⁵), is below it.  Its term of
+    the joint law, e⁻¹¹·⁵ · 1e-34, flushes to 0 in float32, so symbol 3 (which only state 2 emits) gets
+    p(x_40 = 3 | x_−40) = 0, not 2.5e-12, unless the backward scan's least share reruns the batch in log space."""
+    e = lambda v: 0.5 * np.exp(v / 40)  # a per-token odds that adds to v nats over 40 tokens
+    B = np.array([[0.5, e(-65), 0.1, 0, 1e-6, 0], [e(-65), 0.5, 0.1, 0, 0, 0], [e(-11.5), e(-78.3), 0.1, 0.3, 0, 0]])
+    B[:, 5] = 1 - B.sum(1)
+    pi, t = np.full(3, 1 / 3), 40
+    x = np.array([0] * t + [2] + [1] * 40, np.int32)
+    log_post = np.log(pi) + np.log(B[:, np.delete(x, t)]).sum(1)
+    exact = np.exp(log_post - logsumexp(log_post)) @ B  # float64
+    world = HMM(pi, np.eye(3), B)
+    floor = float(core.floor(*world.chain[1:]))
+    names = ("token_logprobs", "backward")
+    lows = {name: float(low) for name, [(_, low)] in zip(names, _program(names, (core.CHECKED_SCANS,))(
+        *world.chain, jnp.asarray(x)))}
+    assert lows["token_logprobs"] > floor  # the forward half of the masked law's check does not see it
+    assert lows["backward"] < floor
+    assert float(np.asarray(world.masked_token_probs(x))[t, 3]) == pytest.approx(exact[3], rel=1e-4)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert core.use_parallel(None, len(x), 3)
+    np.testing.assert_allclose(np.asarray(world.masked_token_probs(x))[t], exact, rtol=1e-4)  # was 0 for 3
