@@ -347,15 +347,17 @@ def test_the_summary_and_table_carry_the_share_of_test_inputs_seen_in_training()
 
 
 def test_seen_in_training_compares_rows_of_ids_whatever_their_integer_dtype():
-    """Rows as int64 ids (an int64 training set beside int32 test inputs read 0 when compared as raw bytes);
-    inputs of two lengths are refused, not read as "nothing seen"."""
-    from simlm.errors import ShapeError
+    """Rows as ids (an int64 training set beside int32 test inputs read 0 when compared as raw bytes); inputs
+    of two lengths, or that are not ids, are refused, not read as "nothing seen" or truncated."""
+    from simlm.errors import ShapeError, TokenError
 
     train = np.array([[0, 1, 2], [2, 2, 0], [1, 0, 1]], np.int64)
     test = np.array([[2, 2, 0], [0, 0, 0], [0, 1, 2], [1, 1, 1]], np.int32)
     assert hp.seen_in_training(train, test) == 0.5 == hp.seen_in_training(train.astype(np.int32), test)
     with pytest.raises(ShapeError, match="^train_inputs, test_inputs: "):
         hp.seen_in_training(train[:, :2], test)
+    with pytest.raises(TokenError, match="^train_inputs: expected integer token ids"):
+        hp.seen_in_training(train + 0.5, test)
 
 
 def test_table_shows_the_bayes_ceiling_and_the_majority_rate_in_their_columns():

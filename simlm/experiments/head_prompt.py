@@ -116,7 +116,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
 from simlm.checks import (check_distinct_labels, check_instance, check_memory, check_positive, check_positive_int,
-                          check_real_array)
+                          check_tokens)
 from simlm.errors import ConfigError, ShapeError
 from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
                                            run_main)
@@ -288,12 +288,13 @@ def seen_in_training(train_inputs, test_inputs) -> float:
     """The share of the test inputs (rows of token ids) that occur among the training inputs: on a world of
     few distinct sequences (some permutation mixtures — K4, K8, K30 at the defaults — and the memory worlds)
     much of a "held-out" set was seen in training, and its accuracy measures little generalisation to unseen
-    inputs.  Rows are compared as int64 ids (any integer dtype on either side); both sides need one length."""
-    train, test = (np.ascontiguousarray(check_real_array(name, a), np.int64) for name, a in
-                   (("train_inputs", train_inputs), ("test_inputs", test_inputs)))
-    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1] or not len(test):
-        raise ShapeError(f"train_inputs, test_inputs: expected (n, T) and (m ≥ 1, T) token ids of one length T, "
-                         f"got {train.shape} and {test.shape}")
+    inputs.  Both are read by :func:`~simlm.checks.check_tokens` (integer ids ≥ 0 of any integer dtype, whole
+    floats too, compared as int32; anything else a TokenError) and need one length T."""
+    (train, _), (test, _) = (check_tokens(a, np.iinfo(np.int32).max, name) for name, a in
+                             (("train_inputs", train_inputs), ("test_inputs", test_inputs)))
+    if train.shape[1] != test.shape[1]:
+        raise ShapeError(f"train_inputs, test_inputs: expected token ids of one length T, got {train.shape} and "
+                         f"{test.shape}")
     seen = {row.tobytes() for row in train}
     return float(np.mean([row.tobytes() in seen for row in test]))
 
