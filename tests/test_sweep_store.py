@@ -801,21 +801,15 @@ def test_every_cell_gets_the_configs_seed_not_its_worlds(monkeypatch, tmp_path):
     assert [r["measured"] for r in result["rows"]] == [5]
 
 
-def test_a_resumed_runs_rows_and_table_are_in_the_plans_order(monkeypatch, tmp_path):
+def test_a_resumed_runs_rows_and_table_are_in_the_plans_order(parts_check, tmp_path):
     """Cells stored out of the plan's order (parallel jobs, a resume that recomputes one) come back, in the
     run's rows and its results.csv, in the plan's order (a first run stores them in that order already)."""
     import csv
 
-    monkeypatch.setattr(registry, "_REGISTRY", registry.checks())
-    register("test/parts3", paper="none", description="three parts", parts=lambda w, l, o: ["p0", "p1", "p2"])(
-        lambda cell: [row("x", int(cell.part[1]))])
-    world = {"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 2, "n_symbols": 2}}
-    raw = {"name": "o", "seed": 0, "data": {"n_sequences": 2, "length": 2}, "worlds": [world],
-           "lms": {"oracle": True}, "checks": {"test/parts3": {}}}
-    run_sweep(parse_config(raw), tmp_path, progress=False)
+    run_sweep(parse_config(PARTS), tmp_path, progress=False)
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
     assert [json.loads(line)["cell"][-2:] for line in lines] == ["p0", "p1", "p2"]
     (tmp_path / "cells.jsonl").write_text("\n".join([lines[2], lines[0]]) + "\n")  # p1 lost, p2 stored first
-    result = run_sweep(parse_config(raw), tmp_path, progress=False)
+    result = run_sweep(parse_config(PARTS), tmp_path, progress=False)
     assert result["new_cells"] == 1 and [r["measured"] for r in result["rows"]] == [0, 1, 2]
     assert [r["measured"] for r in csv.DictReader(open(tmp_path / "results.csv"))] == ["0.0", "1.0", "2.0"]
