@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -39,6 +41,32 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # and the suite passes both ways.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+# For the same reason again, XLA:CPU generates the suite's fused kernels with its older emitters: its newer
+# fusion emitters (jaxlib's default) take far longer to compile small programs — test_heads.py and
+# test_transformer.py took 91 s with them, 56 s without (2 cores, 2026-12-07), and test_hmm_review.py 52 s
+# against 28 s.  The same operations, compiled by other code: numbers can differ in their last bits, as above.
+# XLA ends the process at a flag it does not know, and a later jaxlib may drop this one, so a child process
+# tries it first (~1 s, once per run: pytest-xdist's workers and every child inherit the result).  Not added
+# where you compile as users' programs are compiled (JAX_DISABLE_MOST_OPTIMIZATIONS=0) or set it yourself;
+# SIMLM_TESTS_USER_XLA_FLAGS keeps your XLA_FLAGS, for the tests that compile as users do.
+SUITE_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_accepts(flag):
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), "JAX_PLATFORMS": "cpu"}
+    try:
+        return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env,
+                              capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+if "SIMLM_TESTS_USER_XLA_FLAGS" not in os.environ:  # the main process, before pytest-xdist starts its workers
+    os.environ["SIMLM_TESTS_USER_XLA_FLAGS"] = _user_flags = os.environ.get("XLA_FLAGS", "")
+    if (os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] != "0" and "xla_cpu_use_fusion_emitters" not in _user_flags
+            and _xla_accepts(SUITE_XLA_FLAG)):
+        os.environ["XLA_FLAGS"] = f"{_user_flags} {SUITE_XLA_FLAG}".strip()
+
 # Under pytest-xdist (the README's -n 2) each worker inherits the session's directory; it takes its own inside
 # it, since jax writes an entry without a lock or an atomic rename and two workers compiling the same program
 # could hand one a torn entry (and a warning, which the tests that refuse warnings would see).
@@ -54,21 +82,22 @@ import jax  # noqa: E402  (after the cache settings above, which JAX reads when 
 # runs, the notebooks, the benchmark smoke tests) last: one worker then runs them alone while the other has
 # finished.  Queued by their time instead, longest first (the greedy schedule), the two workers end within
 # a short module of each other.  Seconds per module ≥ 8 s (the sum of its tests' times in the README's test
-# command's `--junitxml` report, fixtures included) in a fresh-clone CI run on 2 cores, idle, 2026-12-04; a
-# module not listed is queued after these, in collection order.  Stale numbers cost time, never a result.
+# command's `--junitxml` report, fixtures included) on 2 cores, idle, 2026-12-07, with torch installed (so
+# the peer benchmarks ran too); a module not listed is queued after these, in collection order.  Stale
+# numbers cost time, never a result.
 MODULE_SECONDS = {
-    "test_notebooks.py": 84, "test_sweep.py": 64, "test_train.py": 59, "test_natural_tasks.py": 48,
-    "test_experiments_head_prompt.py": 48, "test_experiments_natural_tasks.py": 44, "test_hmm_review.py": 43,
-    "test_prompts_review.py": 42, "test_run_dir_corruption.py": 39, "test_natural_adversaries.py": 38,
-    "test_transformer.py": 36, "test_benchmarks_train_quick.py": 34, "test_heads.py": 33,
-    "test_hmm_log_space.py": 32, "test_head_prompt_trained.py": 30, "test_prompts.py": 30, "test_memory.py": 28,
-    "test_attention_prompts.py": 27, "test_readme.py": 23, "test_hmm_parallel.py": 22,
-    "test_downstream_tasks.py": 21, "test_sharding.py": 20, "test_precision.py": 19, "test_anchors.py": 17,
-    "test_token_accuracy.py": 17, "test_head_prompt.py": 17, "test_benchmarks_speed_quick.py": 15,
-    "test_experiments_corruption.py": 14, "test_finite.py": 13, "test_perturbed.py": 13, "test_hmm_numerics.py": 11,
-    "test_runtime.py": 11, "test_loglinear.py": 10, "test_fuzz_public_api.py": 10, "test_benchmarks_quick.py": 9,
-    "test_head_prompt_review.py": 9, "test_head_prompt_protocol.py": 9, "test_anchor_weights.py": 8,
-    "test_strategies.py": 8,
+    "test_benchmarks_train_quick.py": 74, "test_sweep.py": 55, "test_notebooks.py": 53, "test_train.py": 46,
+    "test_experiments_natural_tasks.py": 46, "test_natural_tasks.py": 37, "test_hmm_review.py": 35,
+    "test_experiments_head_prompt.py": 35, "test_heads.py": 33, "test_transformer.py": 32, "test_prompts_review.py": 30,
+    "test_hmm_possible.py": 29, "test_run_dir_corruption.py": 29, "test_natural_adversaries.py": 28,
+    "test_hmm_log_space.py": 23, "test_attention_prompts.py": 22, "test_sweep_failures.py": 19, "test_memory.py": 19,
+    "test_prompts.py": 19, "test_benchmarks_speed_quick.py": 18, "test_hmm_sampling.py": 16,
+    "test_head_prompt_trained.py": 16, "test_downstream_tasks.py": 15, "test_hmm_parallel.py": 15,
+    "test_hmm_numerics.py": 13, "test_strategies.py": 13, "test_readme.py": 13, "test_precision.py": 13,
+    "test_token_accuracy.py": 13, "test_sharding.py": 13, "test_sweep_store.py": 12, "test_anchor_weights.py": 12,
+    "test_anchors.py": 12, "test_anchor_adversary.py": 10, "test_perturbed.py": 10,
+    "test_experiments_corruption.py": 10, "test_transformer_review.py": 9, "test_head_prompt.py": 9,
+    "test_token_accuracy_review.py": 9, "test_runtime.py": 8,
 }
 
 

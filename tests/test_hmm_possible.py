@@ -274,7 +274,8 @@ def test_the_modes_give_checked_numbers_bit_for_bit_in_an_optimised_build():
     import os
     import subprocess
     import sys
-    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
+    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0",  # and without the suite's XLA flag (conftest.py)
+           "XLA_FLAGS": os.environ.get("SIMLM_TESTS_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))}
     import inspect
     script = _OPTIMISED.replace("{T}", str(T)) + "\n"
     script = script.replace("\nbad = []", "\n" + inspect.getsource(_draw) + "\n\nbad = []")

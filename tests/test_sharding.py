@@ -78,7 +78,8 @@ CHILD = textwrap.dedent("""
 
 
 def _child(devices: int, out: Path) -> dict:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"  # + the suite's
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip(),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(devices), str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)  # a hang guard, not a speed test
