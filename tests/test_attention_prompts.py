@@ -18,26 +18,26 @@ from simlm.downstream.attention_prompts import (_laws_at_every_position, _prefix
 from simlm.errors import ConfigError, ShapeError, TokenError, ZeroProbabilityError
 from simlm.models import TransformerConfig, TransformerLM, init_transformer
 from simlm.strategies import hmms, memory_hmms
-from simlm.worlds import MemoryHMM
+from simlm.worlds import HMM, MemoryHMM
 
 few = settings(max_examples=max(1, settings.default.max_examples // 3))
 
 
 def enumerated_prompted_masked_laws(pi, A, B, U, x):
     """(T, V): P(x_t = · | z_1:k, x_−t) summing over every path (s_1..s_k, h_1..h_T) of the joint chain: the
-    chain starts at the first prompt position with π, prompt position j contributes U[j, s_j]; and the
-    prompted probability of the whole of x (up to the prompt's normalisation)."""
+    chain starts at the first prompt position with π, prompt position j contributes U[j, s_j]; and (T,)
+    whether each law is defined, P(x_−t | z) > 0 (x itself may be impossible: x_t is never read at t)."""
     k, K = U.shape
     T, V = len(x), B.shape[1]
-    laws, total = np.zeros((T, V)), 0.0
+    laws = np.zeros((T, V))
     for path in itertools.product(range(K), repeat=k + T):
         p = pi[path[0]] * np.prod([A[path[i - 1], path[i]] for i in range(1, len(path))])
         p *= np.prod([U[j, path[j]] for j in range(k)])
         emit = [B[path[k + t], x[t]] for t in range(T)]
-        total += p * np.prod(emit)
         for t in range(T):
             laws[t] += p * np.prod(emit[:t] + emit[t + 1:]) * B[path[k + t]]
-    return (laws / laws.sum(1, keepdims=True) if total > 0 else laws), total
+    defined = laws.sum(1) > 0
+    return np.where(defined[:, None], laws / np.where(defined, laws.sum(1), 1.0)[:, None], laws), defined
 
 
 def _dense(world):
@@ -55,13 +55,28 @@ def test_prompted_masked_laws_equal_enumeration(data, memory, k):
     T = data.draw(st.integers(1, 3))
     x = np.asarray(data.draw(st.lists(st.integers(0, B.shape[1] - 1), min_size=T, max_size=T)), np.int32)
     U = np.asarray(data.draw(st.lists(st.floats(0.05, 2.0), min_size=k * len(pi), max_size=k * len(pi)))).reshape(k, -1)
-    want, total = enumerated_prompted_masked_laws(pi, A, B, U, x)
-    if total == 0:  # the prompted world cannot produce x: a typed error, never NaN laws
+    want, defined = enumerated_prompted_masked_laws(pi, A, B, U, x)
+    if not defined.all():  # the prompted world cannot produce x_−t at some t: a typed error, never NaN laws
         with pytest.raises(ZeroProbabilityError, match="tokens: sequence 0 has probability zero"):
             world.prompted_masked_token_probs(x[None], U)
         return
     got = np.asarray(world.prompted_masked_token_probs(x[None], U), np.float64)[0]
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_a_prompted_masked_law_needs_the_tokens_around_it_possible_not_the_sequence():
+    """x = (2) is impossible (no state emits 2), yet its masked law at t = 0 reads no token and is defined;
+    in (0, 2) the law at t = 0 reads x_1 = 2 and is not.  Found by hypothesis with fresh draws: the property
+    test above expected a ZeroProbabilityError wherever p(x | z) = 0."""
+    world = HMM([0.6, 0.4], [[0.9, 0.1], [0.2, 0.8]], [[0.5, 0.5, 0.0], [0.1, 0.9, 0.0]])
+    U = np.array([[1.0, 0.25]])
+    want, defined = enumerated_prompted_masked_laws(*_dense(world), U, np.array([2]))
+    assert defined.all()
+    np.testing.assert_allclose(np.asarray(world.prompted_masked_token_probs(np.array([[2]], np.int32), U))[0],
+                               want, atol=1e-6)
+    assert not enumerated_prompted_masked_laws(*_dense(world), U, np.array([0, 2]))[1].all()
+    with pytest.raises(ZeroProbabilityError, match="tokens: sequence 0 has probability zero .* position 0"):
+        world.prompted_masked_token_probs(np.array([[0, 2]], np.int32), U)
 
 
 def test_a_prompt_that_vanishes_off_one_slot_conditions_the_world_on_it():

@@ -55,6 +55,10 @@ def test_prompted_posterior_equals_enumeration_over_hidden_paths(data):
     assume(np.all(U.sum(1) > 0))
     pi, A, B = bf.params(w)
     post, total = enumerated_prompted_posterior(pi, A, B, U, list(x[0]))
+    if enumerated_prompted_posterior(pi, A, B, U, [])[1] == 0:  # P(z) = 0: the prompt is refused, naming it
+        with pytest.raises(ConfigError, match="^prompt U: the prompt has probability zero"):
+            w.prompted_state_posterior(x, U)
+        return
     if total == 0:  # impossible after the prompt (possible or not without it): a typed error, never NaN
         with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0"):
             w.prompted_state_posterior(x, U)
