@@ -180,7 +180,9 @@ def _sparse_hmms(draw, *, min_states, max_states, min_symbols, max_symbols, max_
 
 def task_vectors(n_states: int, *, max_support: int | None = None):
     """A task vector μ (K,) float64 for y = 1[μᵀP ≥ 0]: a nonempty support of at most ``max_support``
-    states (default K), each weight ±[0.1, 1] (never 0 on the support, so supp μ is what was drawn)."""
+    states (default K), each weight ±[0.1, 1] (never 0 on the support, so supp μ is what was drawn).  A μ of
+    0s and 1s alone (every weight +1; it labels every input 1) is a documented refusal of
+    :func:`~simlm.theory.head_prompt.failure_certificate`, which reads such an array as ambiguous labels."""
     K = check_positive_int("n_states", n_states)
     top = K if max_support is None else min(check_positive_int("max_support", max_support), K)
     return _task_vectors(K, top)

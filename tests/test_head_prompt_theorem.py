@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from bruteforce import params, prepended_state_law, prompted_state_law, sequence_prob
@@ -109,6 +109,7 @@ def _check_prompt_theorem(world, mu, k):
 
 
 @given(_cases(max_states=4, max_symbols=3))
+@example((HMM([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]), np.array([1.0, 0.0]), 1))
 def test_failure_certificates_are_verified_and_only_where_the_head_condition_fails(case):
     """Every pair a certificate reports has equal masked features and different labels by enumeration,
     so no head on the masked law gets both right; a pair with margin on both sides never appears where
@@ -117,6 +118,10 @@ def test_failure_certificates_are_verified_and_only_where_the_head_condition_fai
     _, _, B = params(world)
     xs, p = _every_input(world)
     padded = np.resize(np.arange(len(xs)), N_PAD)  # repeats: equal features, equal labels, never a pair
+    if np.isin(mu, (0, 1)).all():  # a single weight 1 (it labels every input 1): refused as ambiguous labels
+        with pytest.raises(ConfigError, match="^mu_or_labels: an array of 0s and 1s is ambiguous"):
+            hp.failure_certificate(world, mu, xs[padded], tol=1e-9)
+        return
     cert = hp.failure_certificate(world, mu, xs[padded], tol=1e-9)
     realisable = hp.head_realisability(world, mu).realisable
     lm = label_margins(mu, p[padded])
