@@ -186,12 +186,16 @@ def test_a_planted_anchor_is_recovered_up_to_the_shift_ambiguity(case, v):
     np.testing.assert_allclose(fc @ (fit2.v0 - fit.v0), fc @ v0, atol=tol)
 
 
-@settings(max_examples=10, deadline=None)
-@given(st.integers(0, 2**16))
-def test_anchor_worlds_have_a_near_linear_log_bulk_partition(seed):
-    world = LogLinearWorld.random(seed, n_states=128, n_symbols=24, dim=6, geometry="anchor")
-    fit = world_anchor_fit(ctx := anchor_contexts(world), bulk_mask(ctx.logp, top_k=3))
-    assert fit.r2 >= 0.97 and fit.angle <= 30.0  # measured: R² ≥ 0.989, angle ≈ 5° (σ = 1.5)
+def test_anchor_worlds_have_a_near_linear_log_bulk_partition():
+    """A statistical claim about the random anchor worlds, on fixed seeds: seeds 0–399 measured R² median
+    0.994, 5 % quantile 0.985, least 0.948 (seed 50; 2 of 400 below 0.97), angle median 7.6°, largest 23.3°.
+    It was a hypothesis test of R² ≥ 0.97 on every seed, which fresh draws broke (seed 419: 0.959)."""
+    fits = [world_anchor_fit(ctx := anchor_contexts(LogLinearWorld.random(seed, n_states=128, n_symbols=24, dim=6,
+                                                                         geometry="anchor")),
+                             bulk_mask(ctx.logp, top_k=3)) for seed in range(200)]
+    r2, angle = np.array([f.r2 for f in fits]), np.array([f.angle for f in fits])
+    assert np.median(r2) >= 0.99 and np.quantile(r2, 0.05) >= 0.98 and r2.min() >= 0.94
+    assert np.median(angle) <= 12.0 and angle.max() <= 30.0
 
 
 def test_the_unstructured_worlds_anchor_fit_is_worse_than_the_anchor_worlds():
