@@ -237,8 +237,9 @@ def test_transformer_train_accuracy_is_scored_at_the_fitted_prefix(masked_transf
 def test_an_exact_attention_fit_whose_prompt_underflowed_is_refused_naming_lr():
     """At lr = 20 Adam drives a raw θ to ≈ −90 and below, where softplus(θ) is a float32 subnormal or 0: the fit
     ran to the end and then failed its own scoring with a ConfigError about a 'prompt U' the caller never gave.
-    It is a fit that diverged, refused naming lr.  (At lr = 11 it diverged in an optimised build and not in
-    the suite's unoptimised one: the path of a fit at such a rate is chaotic, and lr = 20 diverges in both.)"""
+    It is a fit that diverged, refused naming lr.  (At lr = 11 it diverged in three of the four builds,
+    optimised or not × XLA's newer or older fusion emitters, but not in the suite's, unoptimised with the
+    older emitters: the path of a fit at such a rate is chaotic.  lr = 20 diverges in all four.)"""
     from simlm.errors import TrainingDivergedError
 
     world = MemoryHMM.random(0, 1, 2, 2, 3, transition_temp=0.5, emission_temp=0.5)
