@@ -52,8 +52,8 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 SUITE_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
 
 
-def _xla_accepts(flag):
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), "JAX_PLATFORMS": "cpu"}
+def _xla_accepts(flags):
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     try:
         return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env,
                               capture_output=True, timeout=120).returncode == 0
@@ -63,9 +63,10 @@ def _xla_accepts(flag):
 
 if "SIMLM_TESTS_USER_XLA_FLAGS" not in os.environ:  # the main process, before pytest-xdist starts its workers
     os.environ["SIMLM_TESTS_USER_XLA_FLAGS"] = _user_flags = os.environ.get("XLA_FLAGS", "")
+    _suite_flags = f"{_user_flags} {SUITE_XLA_FLAG}".strip()
     if (os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] != "0" and "xla_cpu_use_fusion_emitters" not in _user_flags
-            and _xla_accepts(SUITE_XLA_FLAG)):
-        os.environ["XLA_FLAGS"] = f"{_user_flags} {SUITE_XLA_FLAG}".strip()
+            and _xla_accepts(_suite_flags)):
+        os.environ["XLA_FLAGS"] = _suite_flags
 
 # Under pytest-xdist (the README's -n 2) each worker inherits the session's directory; it takes its own inside
 # it, since jax writes an entry without a lock or an atomic rename and two workers compiling the same program

@@ -36,8 +36,8 @@ def enumerated_prompted_masked_laws(pi, A, B, U, x):
         emit = [B[path[k + t], x[t]] for t in range(T)]
         for t in range(T):
             laws[t] += p * np.prod(emit[:t] + emit[t + 1:]) * B[path[k + t]]
-    defined = laws.sum(1) > 0
-    return np.where(defined[:, None], laws / np.where(defined, laws.sum(1), 1.0)[:, None], laws), defined
+    totals = laws.sum(1, keepdims=True)  # an undefined law is a row of zeros, left as it is
+    return laws / np.where(totals > 0, totals, 1.0), totals[:, 0] > 0
 
 
 def _dense(world):

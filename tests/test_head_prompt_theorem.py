@@ -118,7 +118,7 @@ def test_failure_certificates_are_verified_and_only_where_the_head_condition_fai
     _, _, B = params(world)
     xs, p = _every_input(world)
     padded = np.resize(np.arange(len(xs)), N_PAD)  # repeats: equal features, equal labels, never a pair
-    if np.isin(mu, (0, 1)).all():  # a single weight 1 (it labels every input 1): refused as ambiguous labels
+    if np.isin(mu, (0, 1)).all():  # every weight +1 (it labels every input 1): refused as ambiguous labels
         with pytest.raises(ConfigError, match="^mu_or_labels: an array of 0s and 1s is ambiguous"):
             hp.failure_certificate(world, mu, xs[padded], tol=1e-9)
         return
