@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from scipy.linalg import block_diag
 from scipy.special import logsumexp
 
+import bruteforce as bf
 from simlm import HMM
 from simlm.worlds import MemoryHMM
 from simlm.worlds import hmm_core as core
@@ -39,6 +40,20 @@ def test_every_posterior_equals_the_scaled_filter(case):
     out = _both(POSTERIORS, *case)
     for name in POSTERIORS:
         _assert_same(out[name, False], out[name, core.LOG_SPACE])
+
+
+@given(chains_and_tokens())
+def test_the_float64_log_space_references_equal_enumeration(case):
+    """tests/bruteforce.py's recursions in log space, the references where a sequence is too long to enumerate,
+    equal its enumeration over every hidden path (zeros in π, A and B included) wherever p(x) > 0."""
+    pi, A, B, x = case
+    assume(bf.sequence_prob(pi, A, B, x) > 0)
+    predicted, log_c = bf.log_forward(pi, A, B, x)
+    law = bf.next_token_law(pi, A, B, x)
+    np.testing.assert_allclose(np.exp(log_c), law[np.arange(len(x)), x], rtol=1e-12)
+    np.testing.assert_allclose(np.exp(predicted) @ B, law, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(bf.log_smoothed_states(pi, A, B, x), bf.smoothed_states(pi, A, B, x),
+                               rtol=1e-12, atol=1e-15)
 
 
 @given(chains_and_tokens(K=4, allow_zeros=False))
@@ -259,15 +274,9 @@ def test_the_rerun_of_a_long_buried_block_keeps_its_laws_to_float32_rounding(n0)
     a = np.array([[0.9, 0.1], [0.2, 0.8]])
     world = HMM(np.full(4, 0.25), block_diag(a, a), [[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
     x = np.array([0] * n0 + [1] * (n0 + 400))
-    pi, A, B = (np.asarray(v, np.float64) for v in world.parameter_arrays())
-    with np.errstate(divide="ignore"):
-        log_a, log_b, log_p = np.log(A), np.log(B), np.log(pi)
-    laws, ll = [], 0.0
-    for t in x:  # float64 log-space forward of the stored float32 chain
-        laws.append(np.exp(log_p - logsumexp(log_p)) @ B)
-        joint = log_p + log_b[:, t]
-        c = logsumexp(joint)
-        ll, log_p = ll + c, logsumexp((joint - c)[:, None] + log_a, axis=0)
+    pi, A, B = world.parameter_arrays()
+    predicted, log_c = bf.log_forward(pi, A, B, x)  # float64 of the stored float32 chain
+    laws, ll = np.exp(predicted - logsumexp(predicted, axis=1, keepdims=True)) @ np.asarray(B, np.float64), log_c.sum()
     np.testing.assert_allclose(np.asarray(world.next_token_probs(x[None]))[0], laws, rtol=0, atol=2e-7)
     assert float(world.log_likelihood(x[None])[0]) == pytest.approx(ll, abs=2 * float(np.spacing(np.float32(abs(ll)))))
     chain = world.parameter_arrays()

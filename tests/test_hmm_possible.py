@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bruteforce as bf
 from simlm.worlds import hmm as hmm_module
 from simlm.worlds import hmm_core as core
 
@@ -179,20 +180,6 @@ def test_shares_bounded_refuses_zeros_blocks_and_tiny_entries():
     assert not bool(core.shares_bounded(pi, At, B))
 
 
-def _float64_log_forward(pi, A, B, x):
-    """log c_t by the recursion on log-probabilities in float64 (nothing flushes): the reference."""
-    from scipy.special import logsumexp
-    with np.errstate(divide="ignore"):
-        lp, la, lb = (np.log(np.asarray(a, np.float64)) for a in (pi, A, B))
-    out = []
-    for xt in x:
-        joint = lp + lb[:, xt]
-        c = logsumexp(joint)
-        out.append(c)
-        lp = logsumexp((joint - c)[:, None] + la, axis=0)
-    return np.asarray(out)
-
-
 # two states the evidence buries in turn (their shares fall far below float32's range, and below float64's:
 # (0.001 / 0.999)¹⁵⁰ ≈ 1e-450), then revives: a scan that loses the buried share reads every later token as
 # 1000 times less likely (hundreds of nats).  Dense with zeros in A (absorbing states), and one (k, k) block
@@ -210,7 +197,7 @@ def test_a_long_batch_that_buries_a_share_still_gets_the_log_space_rerun(chain):
     x[:, 150:] = 1
     assert not bool(core.shares_bounded(pi, A, B))
     dense = np.kron(np.eye(B.shape[0] // A.shape[0]), np.asarray(A))
-    ref = _float64_log_forward(pi, dense, B, x[0])
+    ref = bf.log_forward(pi, dense, B, x[0])[1]  # float64: nothing flushes
     (_, low, impossible), (unchecked, _, _) = jax.jit(lambda *chain_x: [  # both modes in one program
         jax.vmap(lambda t: core.token_logprobs(*chain_x[:3], t, mode))(chain_x[3]) for mode in (core.POSSIBLE,
                                                                                                 core.BOUNDED)])(

@@ -535,15 +535,7 @@ def _buried_by_the_backward_scan_only():
                   [z, z, 0.0594, 0.5, 0.5 - 0.0594 - 2 * z]])
     pi = np.array([0.5, 0, 0, 0, 0.5])
     x = np.array([4] * 29 + [2] + [0] * 18 + [1] * 32 + [0] * 18 + [3] * 46, np.int32)
-    with np.errstate(divide="ignore"):  # float64 forward–backward in log space: the exact posterior
-        lA, lB = np.log(A), np.log(B)
-        la, lb = np.zeros((len(x), 5)), np.zeros((len(x), 5))
-        la[0] = np.log(pi) + lB[:, x[0]]
-        for t in range(1, len(x)):
-            la[t] = logsumexp(la[t - 1][:, None] + lA, axis=0) + lB[:, x[t]]
-        for t in range(len(x) - 2, -1, -1):
-            lb[t] = logsumexp(lA + (lB[:, x[t + 1]] + lb[t + 1])[None], axis=1)
-    exact = np.exp((la + lb) - logsumexp(la + lb, axis=1, keepdims=True))
+    exact = bf.log_smoothed_states(pi, A, B, x)  # float64, in log space: the exact posterior
     return HMM(pi, A, B), x, exact
 
 
