@@ -144,18 +144,22 @@ def test_class_emission_refuses_no_states():
 
 def _result(rungs: int = 1, apt=(0.10, 0.12), ari=(0.2, 0.6), first_ari=(0.2, 0.3), accuracy=(0.5, 0.6)) -> dict:
     """The least result dict :func:`verdicts` reads; the last rung's probe ⟨APT⟩ ``apt`` and cluster ARI
-    ``ari`` along blocks (the first rung's ``first_ari`` where there are two), Bayes ⟨APT⟩ 0.19 and ARI 1."""
-    rows = lambda apts, aris: [{"readout": "probe", "mean_apt": a, "ari": b} for a, b in zip(apts, aris)]
+    ``ari`` along blocks (the first rung's ``first_ari`` where there are two), Bayes ⟨APT⟩ 0.19 and ARI 1;
+    every standard error of a rise or a gap 0.001 (0.01 for the fine-tuned accuracy's rise)."""
+    rows = lambda apts, aris: [{"readout": "probe", "mean_apt": a, "rise_se": 1e-3, "bayes_gap_se": 1e-3, "ari": b}
+                               for a, b in zip(apts, aris)]
     return {"thresholds": [0.02, 0.05, 0.1],
-            "block_zipf": {"n_classes": 3, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 3,
+            "block_zipf": {"n_classes": 3, "masked": {"spearman": .3, "spearman_p": 1e-6, "within_class_errors": .4,
+                                                      "n_predicted": 3,
                                                       "mean_apt": .013, "accuracy": .112, "clusters": []}},
             "topic": {"rungs": [{"rows": rows((0.10, 0.11), ari), "spearman": .9}] * (rungs - 1)
                       + [{"rows": rows(apt, ari), "spearman": .9}],
-                      "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
+                      "bayes": {"spearman": .9, "spearman_p": 1e-9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
             "groups": {"selected": {"clusters": [{"ari": 1.0}] * 3}},
             "groups_ladder": {"rungs": [{"rows": rows(apt, first_ari)}] * (rungs - 1) + [{"rows": rows(apt, ari)}],
                               "bayes": {"clusters": [{"ari": 1.0}] * 3}},
-            "finetune": {"accuracy": list(accuracy), "corr_bayes": 0., "corr_model": 0., "bayes_accuracy": .9},
+            "finetune": {"accuracy": list(accuracy), "rise_se": 0.01, "corr_bayes": 0., "corr_model": 0.,
+                         "bayes_accuracy": .9},
             "substitution": {m: {"tv_exact": t, "dconf_model": 0.}
                              for m, t in (("within", 0.0), ("across", .2), ("random", .1))}}
 

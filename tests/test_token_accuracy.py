@@ -16,8 +16,8 @@ from simlm.theory.block_readout import (block_features, input_apt, label_posteri
                                        substitute, substitution_test)
 from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, channels, check_corruption, corrupt,
                                             local_bayes_probs, state_marginals)
-from simlm.theory.token_accuracy import (adjusted_rand_index, confusion_clusters, normalized_mutual_information,
-                                         token_accuracy, within_class_errors)
+from simlm.theory.token_accuracy import (TIE_RTOL, adjusted_rand_index, confusion_clusters, hits, mean_apt_difference,
+                                         normalized_mutual_information, token_accuracy, within_class_errors)
 from simlm.worlds import HMM
 from simlm.worlds.topic import (block_zipf_hmm, class_emission, confusion_groups_hmm, topic_of_state, topic_syntax_hmm,
                                zipf_weights)
@@ -177,6 +177,64 @@ def test_the_standard_error_of_mean_apt_matches_its_spread_over_fresh_test_sets(
     assert again.mean_apt_se == r.mean_apt_se  # a fixed bootstrap seed: the same inputs, the same error
 
 
+def _two_correlated_predictors(rng, exponent=2.0, V=12, n=48, T=8, flip=0.1):
+    """Zipf(``exponent``) tokens and two predictors that disagree at a share ``flip`` of the positions:
+    (x, pred_a, pred_b)."""
+    freq = 1.0 / np.arange(1, V + 1) ** exponent
+    x = rng.choice(V, size=(n, T), p=freq / freq.sum())
+    a = np.where(rng.random((n, T)) < np.linspace(0.9, 0.1, V)[x], x, (x + 1) % V)
+    b = np.where(rng.random((n, T)) < flip, np.where(a == x, (x + 1) % V, x), a)
+    return x, a, b
+
+
+@pytest.mark.parametrize("exponent, low, high", [(1.0, 0.85, 1.2), (2.0, 0.6, 0.9)])
+def test_the_paired_error_of_a_difference_of_mean_apts_matches_its_spread_over_fresh_test_sets(exponent, low, high):
+    """Two readouts of one test set share its variation (which types occur, how often): their ⟨APT⟩s differ by
+    far less from one test set to the next than either moves, and mean_apt_difference's error, from the same
+    resamples for both, measures the difference's spread, not the two errors in quadrature.  Where the rarest
+    type occurs about 10 times per test set (Zipf(1)) it matches (seed 0: 0.97 of the spread); where it occurs
+    1.7 times (Zipf(2)) it understates, more than mean_apt_se does (0.74, against 0.88): a type seen once
+    adds ±1/#types to the difference where the readouts disagree on it, and a type absent from the test set
+    is absent from every resample."""
+    rng = np.random.default_rng(0)
+    diffs, ses, apart = [], [], []
+    for _ in range(300):
+        x, a, b = _two_correlated_predictors(rng, exponent)
+        sel = np.ones(x.shape, bool)
+        ra, rb = (token_accuracy(np.eye(12)[p], x, sel) for p in (a, b))
+        diff, se = mean_apt_difference(x, sel, hits(np.eye(12)[a][sel], x[sel]), hits(np.eye(12)[b][sel], x[sel]))
+        assert diff == pytest.approx(ra.mean_apt - rb.mean_apt, abs=1e-12)
+        diffs.append(diff)
+        ses.append(se)
+        apart.append(np.hypot(ra.mean_apt_se, rb.mean_apt_se))
+    spread = np.std(diffs, ddof=1)
+    assert low < np.mean(ses) / spread < high, (np.mean(ses), spread)
+    assert np.mean(apart) / spread > 1.6  # the errors in quadrature
+
+
+def test_the_paired_error_uses_the_resamples_of_mean_apt_se():
+    """Against a predictor that is never right the difference is the other's ⟨APT⟩ in every resample, so its
+    error is that predictor's mean_apt_se exactly; against itself it is 0."""
+    x, a, _ = _two_correlated_predictors(np.random.default_rng(1))
+    sel = np.random.default_rng(2).random(x.shape) < 0.4
+    r = token_accuracy(np.eye(12)[a], x, sel)
+    hit = hits(np.eye(12)[a][sel], x[sel])
+    assert mean_apt_difference(x, sel, hit, np.zeros_like(hit)) == (pytest.approx(r.mean_apt, abs=1e-12),
+                                                                      pytest.approx(r.mean_apt_se, abs=1e-15))
+    assert mean_apt_difference(x, sel, hit, hit) == (0.0, 0.0)
+    one = np.zeros(x.shape, bool)
+    one[3, :4] = True  # a single sequence: no resample varies
+    diff, se = mean_apt_difference(x, one, np.ones(4), np.zeros(4))
+    assert diff == 1.0 and np.isnan(se)
+    for args, error, match in (((x, sel, hit[:-1], hit), ShapeError, "hits_a: expected one hit per"),
+                               ((x, sel, hit, 2 * hit), ConfigError, "hits_b: expected hits in \\[0, 1\\]"),
+                               ((x, sel[:, :4], hit, hit), ShapeError, "selected: expected shape"),
+                               ((x, np.zeros(x.shape, bool), hit, hit), ShapeError, "no position is selected"),
+                               ((x - 1, sel, hit, hit), TokenError, "tokens")):
+        with pytest.raises(error, match=match):
+            mean_apt_difference(*args)
+
+
 def test_the_bayes_predictor_on_a_class_world_outputs_one_token_per_class():
     w = block_zipf_hmm(0, n_states=3, block_size=3)
     x = np.asarray(w.hmm.sample(0, 64, 3))
@@ -300,11 +358,12 @@ def test_frequencies_equal_up_to_rounding_are_ties_in_the_frequency_profile():
     rng = np.random.default_rng(0)
     for tied in (f, np.full(9, 1 / 9), 1 / 9 + 1e-17 * rng.permutation(9), 1e-12 * (1 + 1e-12 * rng.random(9))):
         prof = apt_by_frequency(r, tied)
-        assert np.isnan(prof.spearman) and prof.n_types.tolist() == [0, 0, 0, 0, 9]
+        assert np.isnan(prof.spearman) and np.isnan(prof.spearman_p) and prof.n_types.tolist() == [0, 0, 0, 0, 9]
         assert prof.mean_apt[-1] == pytest.approx(r.apt.mean())
     # 1e-6 apart is no tie: ranks and quantile bins as given
     prof = apt_by_frequency(r, f * (1 + 1e-6 * np.arange(9)))
     assert prof.spearman == pytest.approx(spearmanr(np.arange(9), r.apt).statistic)
+    assert prof.spearman_p == pytest.approx(spearmanr(np.arange(9), r.apt).pvalue)
     assert prof.n_types.tolist() == [2, 2, 1, 2, 2]
     # two tied groups: one rank each
     two = np.where(np.arange(9) < 4, 0.1, 0.12) * (1 + 1e-14 * rng.random(9))
@@ -365,6 +424,11 @@ def test_a_rows_mean_apt_is_the_type_average_of_its_readouts_apt_by_counting_and
         rb = [b[pred == t, t].sum() / b[:, t].sum() for t in types]
         assert row.mean_apt == pytest.approx(np.mean(apt), abs=1e-12)
         assert row.mean_apt_rb == pytest.approx(np.mean(rb), abs=1e-6)
+        # the errors of its rise from block 0 and of its gap to Bayes pair it with those readouts' hits
+        right = (pred == truth).astype(float)
+        first = (logit_lens(lm, f[0])[sel].argmax(-1) == truth).astype(float)
+        assert row.rise_se == (0.0 if row.block == 0 else mean_apt_difference(x, sel, right, first)[1])
+        assert row.bayes_gap_se == mean_apt_difference(x, sel, right, hits(b, truth, TIE_RTOL))[1] > 0
     assert not np.allclose(op.series("lens", "mean_apt"), op.series("lens", "mean_apt_rb"), atol=0.01)
 
 
@@ -429,18 +493,22 @@ def test_a_substitution_that_changes_nothing_is_nan_not_an_effect_of_zero():
     assert np.isnan(np.asarray(none)[:, :3]).all() and (np.asarray(none)[:, 3:] == 0).all()
 
 
-def _verdict_input(rungs, within=0.0):
-    """The least result dict :func:`verdicts` reads: probe ⟨APT⟩ along blocks per rung, Bayes at 0.19."""
-    rows = lambda apts: [{"readout": "probe", "mean_apt": a, "ari": 1.0} for a in apts]
+def _verdict_input(rungs, within=0.0, se=0.001):
+    """The least result dict :func:`verdicts` reads: probe ⟨APT⟩ along blocks per rung, Bayes at 0.19, every
+    standard error of a rise or of a gap to Bayes ``se``."""
+    rows = lambda apts: [{"readout": "probe", "mean_apt": a, "rise_se": se, "bayes_gap_se": se, "ari": 1.0}
+                         for a in apts]
     clusters = [{"ari": 1.0}] * 3
     return {"thresholds": [0.02, 0.05, 0.1],
-            "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "within_class_errors": .4, "n_predicted": 8,
-                                                      "mean_apt": .013, "accuracy": .112, "clusters": [{"ari": 0.0}] * 3}},
+            "block_zipf": {"n_classes": 8, "masked": {"spearman": .3, "spearman_p": 1e-6, "within_class_errors": .4,
+                                                      "n_predicted": 8, "mean_apt": .013, "accuracy": .112,
+                                                      "clusters": [{"ari": 0.0}] * 3}},
             "topic": {"rungs": [{"rows": rows(a), "spearman": .9} for a in rungs],
-                      "bayes": {"spearman": .9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
+                      "bayes": {"spearman": .9, "spearman_p": 1e-9, "mean_apt": 0.19}, "local": {"mean_apt": 0.12}},
             "groups": {"selected": {"clusters": clusters}},
             "groups_ladder": {"rungs": [{"rows": rows([0, 1])}], "bayes": {"clusters": clusters}},
-            "finetune": {"accuracy": [.9, .9], "corr_bayes": 0., "corr_model": 0., "bayes_accuracy": .95},
+            "finetune": {"accuracy": [.9, .9], "rise_se": se, "corr_bayes": 0., "corr_model": 0.,
+                         "bayes_accuracy": .95},
             "substitution": {m: {"tv_exact": t, "dconf_model": 0.}
                              for m, t in (("within", within), ("across", .2), ("random", .1))}}
 
@@ -546,6 +614,66 @@ def test_every_verdict_is_decided_at_its_stated_threshold():
     assert verdict(sub, tv(0.00099, 0.0011)) == "(i)"
     assert verdict(sub, tv(0.001, 0.2)) == "(iii)"
     assert verdict(sub, tv(0.0, 0.001)) == "(iii)"
+
+
+def test_rises_gaps_and_correlations_are_judged_against_their_noise():
+    """Each of them counted at any size: a rise of ⟨APT⟩ of 1e-4 along the blocks was "rises", a gap to Bayes
+    narrower by 1e-4 "closes", any ρ > 0 "(i)".  Now a rise must pass GAP_Z standard errors of the paired
+    difference, a narrowing GAP_Z × the rungs' errors in quadrature (or the last block sit within GAP_Z of its
+    own of Bayes), and ρ its p-value; an error that is not recorded (rows of an older run) is n/a."""
+    from simlm.experiments.token_accuracy_plots import SPEARMAN_P, verdicts
+    from simlm.theory.block_readout import GAP_Z
+
+    assert GAP_Z == 2.0 and SPEARMAN_P == pytest.approx(0.0455, abs=1e-4)
+    order, fine = "order_parameter_rises_along_blocks", "finetuning_improves_along_blocks"
+    apt = "apt_grows_with_frequency"
+
+    def verdict(key, rungs, se, edit=lambda r: None):
+        r = _verdict_input([list(a) for a in rungs], se=se)
+        edit(r)
+        return verdicts(r)[key]
+
+    # the last rung rises 0.02 along its blocks: above 2 × 0.0099, within 2 × 0.0101
+    assert verdict(order, ([0.10, 0.15], [0.10, 0.12]), 0.0099)[0] == "(iii)"  # rises, but away from Bayes
+    assert verdict(order, ([0.15, 0.16], [0.17, 0.19]), 0.0099)[0] == "(ii)"  # rises, ends at Bayes
+    v = verdict(order, ([0.15, 0.16], [0.17, 0.19]), 0.0101)
+    assert v[0] == "(iii)" and "within 2 standard errors" in v[1]
+    # the gap to Bayes narrows 0.05 → 0.03 (by 0.02): beyond 2·√2 × 0.007, within 2·√2 × 0.0072; a last block
+    # 0.03 from Bayes is at Bayes within 2 × 0.0151 and not within 2 × 0.0149
+    assert verdict(order, ([0.10, 0.14], [0.10, 0.16]), 0.007)[0] == "(ii)"
+    v = verdict(order, ([0.10, 0.14], [0.10, 0.16]), 0.0072)
+    assert v[0] == "(iii)" and "narrows by less than" in v[1]
+    assert verdict(order, ([0.10, 0.16], [0.10, 0.16]), 0.0151)[0] == "(ii)"
+    assert verdict(order, ([0.10, 0.16], [0.10, 0.16]), 0.0149)[0] == "(iii)"
+
+    def first_rung_gap_se(value):  # "at Bayes" reads the last rung's own error, not the first's
+        return lambda r: [row.update(bayes_gap_se=value) for row in r["topic"]["rungs"][0]["rows"]]
+    assert verdict(order, ([0.10, 0.16], [0.10, 0.16]), 0.0149, first_rung_gap_se(0.02))[0] == "(iii)"
+    for key, value in (("rise_se", float("nan")), ("bayes_gap_se", None)):  # undefined, or an older run's rows
+        def drop(r):
+            for row in r["topic"]["rungs"][-1]["rows"]:
+                row[key] = value
+        assert verdict(order, ([0.10, 0.16], [0.10, 0.18]), 0.001, drop)[0] == "n/a"
+    # fine-tuning: a rise beyond its noise is n/a (one LM), a rise within it is no rise
+    accuracy = lambda *a: lambda r: r["finetune"].update(accuracy=list(a))
+    assert verdict(fine, ([0.1, 0.2],), 0.0049, accuracy(0.9, 0.91))[0] == "n/a"
+    assert verdict(fine, ([0.1, 0.2],), 0.0051, accuracy(0.9, 0.91))[0] == "(iii)"
+    # a positive ρ counts where its p-value is below the level of 2 standard errors
+    p = lambda value: lambda r: r["block_zipf"]["masked"].update(spearman_p=value)
+    assert verdict(apt, ([0.1, 0.2],), 0.001, p(0.045))[0] == "(i)"
+    assert verdict(apt, ([0.1, 0.2],), 0.001, p(0.046))[0] == "(iii)"
+    assert verdict(apt, ([0.1, 0.2],), 0.001, p(float("nan")))[0] == "n/a"
+    assert verdict(apt, ([0.1, 0.2],), 0.001, lambda r: r["topic"]["bayes"].pop("spearman_p"))[0] == "n/a"
+
+
+def test_a_within_class_substitution_that_cannot_move_the_law_is_said_to_be_true_by_construction():
+    from simlm.experiments.token_accuracy_plots import verdicts
+
+    key = "explanation_strong_match_substitution"
+    exact = verdicts(_verdict_input([[0.10, 0.12]], within=1e-17))[key]
+    assert exact[0] == "(i)" and "true by construction" in exact[1]
+    measured = verdicts(_verdict_input([[0.10, 0.12]], within=1e-6))[key]
+    assert measured[0] == "(i)" and "construction" not in measured[1]
 
 
 # ---- the sweep check and bad input -----------------------------------------------------------------

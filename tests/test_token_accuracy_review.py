@@ -238,6 +238,16 @@ def test_finetuning_reports_the_bayes_classifier_recomputed_independently(lm):
     assert abs(want) > 0.05  # apt_bayes = 1 − apt_model: the other table's correlation has the other sign
     assert ft.corr_model == pytest.approx(want, abs=1e-6)
     assert ft.accuracy.shape == (3,) and ((ft.accuracy >= 0) & (ft.accuracy <= 1)).all()
+    # the rise's error is sd(d)/√n (ddof 1) of the per-input d = hit_last − hit_first, from the heads refitted
+    # here as the function fits them (Adam from a fixed start: the same heads)
+    from simlm.downstream import fit_linear_head
+
+    f_tr, f_te = (block_features(lm, t[0]).mean(axis=2) for t in (train, test))
+    right = [fit_linear_head(f_tr[k], LABELS[train[1][:, pos]], n_classes=2, method="adam", steps=5,
+                             lr=0.05).predict(f_te[k]) == y for k in (0, -1)]
+    d = right[1].astype(float) - right[0]
+    assert np.count_nonzero(d) > 0 and ft.accuracy[-1] - ft.accuracy[0] == pytest.approx(d.mean(), abs=1e-12)
+    assert ft.rise_se == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), abs=1e-12)
 
 
 # ---- 4–6. models and arguments refused by name ----------------------------------------------------------
@@ -551,9 +561,9 @@ def test_fine_tuning_and_substitution_read_the_last_rung_at_the_middle_position(
     def finetune(lm, world, train, test, labels, position, **kw):
         seen.append(("finetune", lm, position))
         z = np.zeros(2)
-        return SimpleNamespace(accuracy=z, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5, corr_model=0.1,
-                               corr_bayes=0.2, confidence_model=z, confidence_bayes=z, input_apt_model=z,
-                               input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
+        return SimpleNamespace(accuracy=z, rise_se=0.01, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5,
+                               corr_model=0.1, corr_bayes=0.2, confidence_model=z, confidence_bayes=z,
+                               input_apt_model=z, input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
 
     def substitution(world, confidence, x, classes, labels, position, **kw):
         seen.append(("substitution", None, position))
@@ -876,9 +886,9 @@ def test_fine_tuning_and_substitution_take_the_configs_steps_and_seed(monkeypatc
     def finetune(lm, world, train, test, labels, position, **kw):
         seen["finetune"] = kw["steps"]
         z = np.zeros(2)
-        return SimpleNamespace(accuracy=z, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5, corr_model=0.1,
-                               corr_bayes=0.2, confidence_model=z, confidence_bayes=z, input_apt_model=z,
-                               input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
+        return SimpleNamespace(accuracy=z, rise_se=0.01, bayes_accuracy=0.5, bayes_ceiling=0.6, majority=0.5,
+                               corr_model=0.1, corr_bayes=0.2, confidence_model=z, confidence_bayes=z,
+                               input_apt_model=z, input_apt_bayes=z, confidence=lambda lm, x: np.zeros(len(x)))
 
     def substitution(world, confidence, x, classes, labels, position, **kw):
         seen["substitution"] = (kw["fraction"], kw["seed"])

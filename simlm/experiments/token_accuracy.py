@@ -145,6 +145,7 @@ def bayes_summary(classed, n: int, T: int, corruption: Corruption, seed: int) ->
                      "accuracy": acc.accuracy, "accuracy_se": acc.accuracy_se, "n_predicted": acc.n_predicted,
                      "within_class_errors": within_class_errors(acc.confusion, classed.token_class),
                      "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman,
+                     "spearman_p": prof.spearman_p,
                      "clusters": [_clusters(acc.confusion, tau, classed.token_class) for tau in THRESHOLDS]}
     return out
 
@@ -191,7 +192,8 @@ def ladder_readouts(classed, config: Config, run_dir: Path, x_tr, x_te, *, progr
                       "rows": [dataclasses.asdict(r) for r in op.rows],
                       "apt": op.final.apt.tolist(), "mean_apt": op.final.mean_apt, "accuracy": op.final.accuracy,
                       "corrupted_eps": op.final.epsilon, "kl_by_type": op.final.kl.tolist(),
-                      "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman})
+                      "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman,
+                      "spearman_p": prof.spearman_p})
         bayes, local, last = op.bayes, op.local, (lm, op.final)
     prof = apt_by_frequency(bayes, freq)
     summary = {
@@ -199,6 +201,7 @@ def ladder_readouts(classed, config: Config, run_dir: Path, x_tr, x_te, *, progr
         "bayes": {"mean_apt": bayes.mean_apt, "mean_apt_se": bayes.mean_apt_se, "mean_apt_rb": bayes.mean_apt_rb,
                   "accuracy": bayes.accuracy, "apt": bayes.apt.tolist(), "n_predicted": bayes.n_predicted,
                   "apt_by_frequency": prof.mean_apt.tolist(), "spearman": prof.spearman,
+                  "spearman_p": prof.spearman_p,
                   "within_class_errors": within_class_errors(bayes.confusion, classes),
                   "clusters": [_clusters(bayes.confusion, tau, classes) for tau in THRESHOLDS]},
         "local": {"mean_apt": local.mean_apt, "accuracy": local.accuracy, "epsilon": local.epsilon}}
@@ -324,7 +327,7 @@ def experiment_check(cell) -> list:
     labels, position = topic_of_state(_option(spec, "n_topics"), _option(spec, "n_syntax")), T // 2
     ft = finetune_along_blocks(lm, w, (x_tr, h_tr), (x_te, h_te), labels, position, apt_model=final.apt,
                                apt_bayes=bayes.apt, steps=4 * config.probe_steps)
-    finetune = {"accuracy": ft.accuracy.tolist(), "bayes_accuracy": ft.bayes_accuracy,
+    finetune = {"accuracy": ft.accuracy.tolist(), "rise_se": ft.rise_se, "bayes_accuracy": ft.bayes_accuracy,
                 "bayes_ceiling": ft.bayes_ceiling, "majority": ft.majority, "corr_model": ft.corr_model,
                 "corr_bayes": ft.corr_bayes, "confidence_model": ft.confidence_model.tolist(),
                 "confidence_bayes": ft.confidence_bayes.tolist(), "input_apt_model": ft.input_apt_model.tolist(),

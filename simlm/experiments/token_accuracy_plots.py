@@ -6,6 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm
+
+from simlm.theory.block_readout import GAP_Z
+
+#: a Spearman correlation counts as positive where its two-sided p-value is below this, the level of
+#: :data:`~simlm.theory.block_readout.GAP_Z` standard errors (0.0455) that every rise and gap here must pass
+SPEARMAN_P = float(2 * norm.sf(GAP_Z))
 
 
 def _finite(value) -> bool:
@@ -13,30 +20,50 @@ def _finite(value) -> bool:
     return value is not None and bool(np.isfinite(value))
 
 
-def _no_rise(along: list, what: str = "value"):
+def _no_rise(along: list, what: str = "value", se=None):
     """The verdict and its note where the readout ``along`` the blocks shows no rise — n/a with fewer than
-    two blocks or a first or last ``what`` that is not finite (an undefined ARI is not an ARI of 0), (iii)
-    where the last block is not above the first — else None."""
+    two blocks or a first or last ``what`` that is not finite (an undefined ARI is not an ARI of 0), or an
+    undefined (or unrecorded) standard error; (iii) where the last block is not above the first by more than
+    :data:`GAP_Z` × ``se``, the standard error of the rise (paired on the same test inputs; None where none
+    is known, the ARI's: any rise counts) — else None."""
     if len(along) < 2 or not (_finite(along[0]) and _finite(along[-1])):
         return "n/a", f"; the first or last block's {what} is undefined"
-    return None if along[-1] > along[0] else ("(iii)", "")
+    if se is not None and not _finite(se):
+        return "n/a", f"; the standard error of the {what}'s rise is undefined or not recorded"
+    rise = along[-1] - along[0]
+    if rise > (0.0 if se is None else GAP_Z * se):
+        return None
+    return "(iii)", "" if rise <= 0 else f"; its rise {rise:.3g} is within {GAP_Z:g} standard errors ({se:.2g})"
 
 
-def _rises_and_closes(first: list, last: list, bayes, n_rungs: int) -> tuple:
+def _rises_and_closes(first: list, last: list, bayes, n_rungs: int, rise_se=None, gap_se=None) -> tuple:
     """The verdict on "a readout rises along the blocks" and a note giving its reason ("" where none is
     due): ``last`` the readout along the blocks of the last rung (lowest ε), ``first`` that of the first
-    rung, ``bayes`` the Bayes predictor's value.  :func:`_no_rise` where the last rung does not rise; (ii)
-    where its last block is closer to Bayes than the first rung's, or at Bayes (a rise that reaches Bayes
-    at every rung is a learning effect too; one that stays as far from Bayes, or drifts away, is not); n/a
-    with one rung or a gap to Bayes that is not finite."""
-    if (early := _no_rise(last)) is not None:
+    rung, ``bayes`` the Bayes predictor's value.  :func:`_no_rise` (with ``rise_se``) where the last rung
+    does not rise; (ii) where its last block is closer to Bayes than the first rung's, or at Bayes (a rise
+    that reaches Bayes at every rung is a learning effect too; one that stays as far from Bayes, or drifts
+    away, is not); n/a with one rung or a gap to Bayes that is not finite.  With ``gap_se`` = (first, last),
+    the standard errors of each rung's last block − Bayes, "closer" means by more than :data:`GAP_Z` × their
+    quadrature sum (conservative: the rungs' errors share the test set's) and "at Bayes" within GAP_Z × the
+    last's; without (the ARI's), any narrowing counts and at Bayes is within 1e-9."""
+    if (early := _no_rise(last, se=rise_se)) is not None:
         return early
     if n_rungs < 2:
         return "n/a", "; one rung: whether the gap closes as ε falls is not measured"
     if not (_finite(first[-1]) and _finite(bayes)):
         return "n/a", "; the gap to Bayes is undefined"
     gap_last, gap_first = abs(last[-1] - bayes), abs(first[-1] - bayes)
-    return ("(ii)" if gap_last < gap_first or gap_last <= 1e-9 else "(iii)"), ""
+    if gap_se is None:
+        return ("(ii)" if gap_last < gap_first or gap_last <= 1e-9 else "(iii)"), ""
+    if not all(_finite(v) for v in gap_se):
+        return "n/a", "; the standard error of the gap to Bayes is undefined or not recorded"
+    noise = GAP_Z * float(np.hypot(*gap_se))
+    if gap_first - gap_last > noise:
+        return "(ii)", ""
+    if gap_last <= GAP_Z * gap_se[1]:
+        return "(ii)", f"; the last block is within {GAP_Z:g} standard errors ({gap_se[1]:.2g}) of Bayes"
+    return "(iii)", (f"; the gap to Bayes {gap_first:.3g} → {gap_last:.3g} narrows by less than {GAP_Z:g} standard "
+                     f"errors ({noise / GAP_Z:.2g})" if gap_last < gap_first else "")
 
 
 def verdicts(r: dict) -> dict:
@@ -48,18 +75,28 @@ def verdicts(r: dict) -> dict:
     or (iii): (ii) where the last rung rises along the blocks and its last block is closer to Bayes than the
     first rung's or at Bayes, (iii) where it does not rise or does not close.  Fine-tuning reads the last
     rung's LM only, so a rise of its accuracy along blocks is n/a (whether its gap closes as ε falls is not
-    measured), no rise (iii)."""
+    measured), no rise (iii).  Rises, gaps and correlations are judged against their noise: a rise of ⟨APT⟩
+    or of the fine-tuned accuracy counts above :data:`GAP_Z` standard errors of the paired difference, a
+    Spearman ρ > 0 where its p-value is below :data:`SPEARMAN_P`; the cluster ARI has no error and is read
+    as it is."""
     bz, top, ft, sub = r["block_zipf"]["masked"], r["topic"], r["finetune"], r["substitution"]
     rungs = top["rungs"]
-    probe = [[row["mean_apt"] for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
+    nan = float("nan")
+    probe_rows = [[row for row in g["rows"] if row["readout"] == "probe"] for g in rungs]
+    probe = [[row["mean_apt"] for row in rows] for rows in probe_rows]
     ari = [[row["ari"] for row in g["rows"] if row["readout"] == "probe"] for g in r["groups_ladder"]["rungs"]]
+    # an ARI is over the kept tokens only (two kept tokens in two clusters read 1.0): their counts go beside it
+    kept = [row.get("n_kept") for row in r["groups_ladder"]["rungs"][-1]["rows"] if row["readout"] == "probe"]
+    n_tokens = len(r["groups_ladder"].get("token_class", ())) or "V"
     best = rungs[-1]
     out = {}
     rhos = (bz["spearman"], top["bayes"]["spearman"])
+    ps = (bz.get("spearman_p", nan), top["bayes"].get("spearman_p", nan))
     out["apt_grows_with_frequency"] = (
-        "n/a" if not all(_finite(v) for v in rhos) else "(i)" if min(rhos) > 0 else "(iii)",
-        f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f}, topic "
-        f"{top['bayes']['spearman']:.2f}; trained (last) {best['spearman']:.2f}")
+        "n/a" if not all(_finite(v) for v in rhos + ps) else "(i)" if min(rhos) > 0 and max(ps) < SPEARMAN_P
+        else "(iii)",
+        f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f} (p {ps[0]:.2g}), "
+        f"topic {top['bayes']['spearman']:.2f} (p {ps[1]:.2g}); trained (last) {best['spearman']:.2f}")
     out["apt_much_below_accuracy"] = (
         "n/a" if not (_finite(bz["mean_apt"]) and _finite(bz["accuracy"]))
         else "(i)" if bz["mean_apt"] < bz["accuracy"] / 2 and bz["n_predicted"] <= r["block_zipf"]["n_classes"] else "(iii)",
@@ -75,7 +112,10 @@ def verdicts(r: dict) -> dict:
         "n/a" if best is None else "(i)" if best >= 0.9 else "(iii)",
         f"Bayes cluster ARI against the planted groups at τ = {r['thresholds']}: {fmt(groups)} (groups world); "
         f"against the emission classes {fmt(classes)} (block-zipf)")
-    verdict, note = _rises_and_closes(probe[0], probe[-1], top["bayes"]["mean_apt"], len(rungs))
+    verdict, note = _rises_and_closes(probe[0], probe[-1], top["bayes"]["mean_apt"], len(rungs),
+                                      probe_rows[-1][-1].get("rise_se", nan),
+                                      tuple(rows[-1].get("bayes_gap_se", nan) for rows in (probe_rows[0],
+                                                                                          probe_rows[-1])))
     out["order_parameter_rises_along_blocks"] = (
         verdict, f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
                  f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}"
@@ -87,22 +127,26 @@ def verdicts(r: dict) -> dict:
     if not at_tau and note.endswith("the gap to Bayes is undefined"):  # Bayes is cut at the swept τ only
         note = f"; the Bayes clusters were cut at τ ∈ {r['thresholds']} only, not at the probes' τ"
     out["clusters_sharpen_along_blocks"] = (
-        verdict, f"groups world, probe cluster ARI along blocks (last rung) {fmt(ari[-1])}; Bayes ARI "
-                 f"{bayes_ari} at τ = {tau}" + note)
+        verdict, f"groups world, probe cluster ARI along blocks (last rung) {fmt(ari[-1])} over {kept} kept tokens "
+                 f"of {n_tokens}; Bayes ARI {bayes_ari} at τ = {tau}" + note)
     acc = ft["accuracy"]
-    verdict, note = _no_rise(acc, "accuracy") or (
+    verdict, note = _no_rise(acc, "accuracy", ft.get("rise_se", nan)) or (
         "n/a", "; fine-tuned on the last rung only: whether the gap to Bayes closes as ε falls is not measured")
     out["finetuning_improves_along_blocks"] = (
         verdict, f"head accuracy along blocks {np.round(acc, 3).tolist()} vs Bayes {ft['bayes_accuracy']:.3f}" + note)
     out["confidence_independent_of_input_apt"] = (
         "n/a" if not _finite(ft["corr_bayes"]) else "(i)" if abs(ft["corr_bayes"]) < 0.2 else "(iii)",
         f"corr(confidence, mean input APT): Bayes {ft['corr_bayes']:.2f}, model {ft['corr_model']:.2f}")
+    within = sub["within"]["tv_exact"]
     out["explanation_strong_match_substitution"] = (
-        "n/a" if not np.isfinite(sub["within"]["tv_exact"]) or not np.isfinite(sub["across"]["tv_exact"])
-        else "(i)" if sub["within"]["tv_exact"] < 1e-3 < sub["across"]["tv_exact"] else "(iii)",
-        f"TV change of exact P(y|x): within {sub['within']['tv_exact']:.2g}, across {sub['across']['tv_exact']:.2g}, "
+        "n/a" if not np.isfinite(within) or not np.isfinite(sub["across"]["tv_exact"])
+        else "(i)" if within < 1e-3 < sub["across"]["tv_exact"] else "(iii)",
+        f"TV change of exact P(y|x): within {within:.2g}, across {sub['across']['tv_exact']:.2g}, "
         f"random {sub['random']['tv_exact']:.2g}; model |Δconfidence| within {sub['within']['dconf_model']:.3f}, "
-        f"across {sub['across']['dconf_model']:.3f}")
+        f"across {sub['across']['dconf_model']:.3f}"
+        + ("; within a class the exact law does not move at all (TV ≤ 1e-12): a token's class is all the label "
+           "reads of it in this world, true by construction, so only 'across' is evidence here"
+           if np.isfinite(within) and within <= 1e-12 else ""))
     return out
 
 

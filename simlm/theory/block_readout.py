@@ -45,7 +45,8 @@ from simlm.downstream import fit_linear_head
 from simlm.errors import ConfigError, ShapeError
 from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, chain_law64, check_chain_world,
                                             corrupt, local_bayes_probs)
-from simlm.theory.token_accuracy import TIE_RTOL, TokenAccuracy, confusion_clusters, hits, token_accuracy
+from simlm.theory.token_accuracy import (TIE_RTOL, TokenAccuracy, confusion_clusters, hits, mean_apt_difference,
+                                        token_accuracy)
 from simlm.worlds.base import check_flag, check_number
 from simlm.worlds.hmm import smoothed_posterior
 
@@ -99,12 +100,17 @@ class BlockRow:
     """One readout of one block: ⟨APT⟩ (type-averaged), token accuracy, ε = KL(p_B ‖ p_k) (nats per selected
     position), the fraction of the Bayes gap closed (acc_k − acc_local) / (acc_Bayes − acc_local) — NaN
     unless that gap is above 0 and above :data:`GAP_Z` standard errors of the paired per-position
-    difference — and the cluster ARI/NMI vs planted classes."""
+    difference — and the cluster ARI/NMI vs planted classes.  ``rise_se`` and ``bayes_gap_se`` are the
+    standard errors of ⟨APT⟩ − block 0's ⟨APT⟩ (the same readout; 0 at block 0) and of ⟨APT⟩ − the Bayes
+    ⟨APT⟩, paired on the same test sequences (:func:`~simlm.theory.token_accuracy.mean_apt_difference`):
+    what a rise along the blocks or a gap to Bayes must exceed to be more than the test set's noise."""
 
     block: int
     readout: str  # "probe" | "lens"
     mean_apt: float
     mean_apt_se: float
+    rise_se: float
+    bayes_gap_se: float
     mean_apt_rb: float  # the Rao–Blackwell ⟨APT⟩, the lower-variance estimate to compare with Bayes's
     accuracy: float
     epsilon: float
@@ -175,9 +181,10 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
     f_te = block_features(lm, y_te)
     f_tr = block_features(lm, y_tr) if "probe" in readouts else None
     truth = x_te[s_te]
-    resolved = _resolved_gap(hits(bayes[s_te], truth, TIE_RTOL), hits(local[s_te], truth, TIE_RTOL))
+    bayes_hit = hits(bayes[s_te], truth, TIE_RTOL)
+    resolved = _resolved_gap(bayes_hit, hits(local[s_te], truth, TIE_RTOL))
     gap = b_acc.accuracy - l_acc.accuracy if np.isfinite(resolved) else float("nan")
-    rows, final = [], None
+    rows, final, block0 = [], None, {}
     for k in range(f_te.shape[0]):
         for readout in readouts:
             # the laws for the argmax, their logs for ε (a float32 softmax underflows to 0 where the log is finite)
@@ -195,7 +202,12 @@ def order_parameter(lm, world, train_tokens, test_tokens, *, corruption=Corrupti
             if readout == "lens" and k == f_te.shape[0] - 1:
                 final = acc
             cl = confusion_clusters(acc.confusion, threshold, classes)  # ARI/NMI None when no row is kept
-            rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, acc.mean_apt_rb, acc.accuracy, acc.epsilon,
+            hit = hits(probs[s_te], truth)  # as token_accuracy scored them: exact ties split
+            first = block0.setdefault(readout, hit)
+            rise_se = 0.0 if k == 0 else mean_apt_difference(x_te, s_te, hit, first)[1]
+            gap_se = mean_apt_difference(x_te, s_te, hit, bayes_hit)[1]
+            rows.append(BlockRow(k, readout, acc.mean_apt, acc.mean_apt_se, rise_se, gap_se, acc.mean_apt_rb,
+                                 acc.accuracy, acc.epsilon,
                                  (acc.accuracy - l_acc.accuracy) / gap,  # NaN where the gap is not resolved
                                  cl.ari, cl.nmi, cl.n_kept))
     if final is None:
@@ -244,7 +256,8 @@ class FineTuning:
     token APT for the last block's head (``corr_model``, with the model's APT) and for the Bayes classifier
     (``corr_bayes``, with the Bayes APT); the per-input arrays behind them.  ``majority`` is the test labels'
     majority rate (the share of their most common label, as experiment 2's tables report it), not the test
-    accuracy of the training set's majority class."""
+    accuracy of the training set's majority class.  ``rise_se`` is the standard error of the last block's
+    accuracy − block 0's on the same test inputs (sd of the paired per-input differences / √n)."""
 
     accuracy: np.ndarray
     bayes_accuracy: float
@@ -257,6 +270,7 @@ class FineTuning:
     input_apt_model: np.ndarray
     input_apt_bayes: np.ndarray
     head: object  # the last block's LinearHead
+    rise_se: float = float("nan")
 
     def confidence(self, lm, tokens) -> np.ndarray:
         """max_y of the last block's head on ``tokens (n, T)`` through ``lm``: ``(n,)``."""
@@ -325,16 +339,18 @@ def finetune_along_blocks(lm, world, train, test, state_label, position: int, *,
     y_tr, y_te = lab[h_tr[:, position]], lab[h_te[:, position]]
     C = int(lab.max()) + 1
     f_tr, f_te = _pooled(lm, x_tr), _pooled(lm, x_te)
-    acc, conf, head = [], None, None
+    right, conf, head = [], None, None
     for k in range(f_tr.shape[0]):
         head = fit_linear_head(f_tr[k], y_tr, n_classes=C, method="adam", steps=steps, lr=0.05)
-        acc.append(head.accuracy(f_te[k], y_te))
+        right.append(head.predict(f_te[k]) == y_te)
         conf = np.asarray(jax.nn.softmax(head.logits(f_te[k]), axis=-1)).max(-1)
     post = label_posterior(world, x_te, lab, position)
     a_m, a_b = input_apt(apt_model, x_te), input_apt(apt_bayes, x_te)
-    return FineTuning(np.array(acc), float(hits(post, y_te, TIE_RTOL).mean()), float(post.max(1).mean()),
+    d = right[-1].astype(np.float64) - right[0]
+    rise_se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return FineTuning(np.mean(right, axis=1), float(hits(post, y_te, TIE_RTOL).mean()), float(post.max(1).mean()),
                       float(np.bincount(y_te, minlength=C).max() / len(y_te)), _pearson(conf, a_m),
-                      _pearson(post.max(1), a_b), conf, post.max(1), a_m, a_b, head)
+                      _pearson(post.max(1), a_b), conf, post.max(1), a_m, a_b, head, rise_se)
 
 
 # ---- the paper's explanation as a causal test ---------------------------------------------------------
