@@ -7,11 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from simlm.errors import DistributionError
 from simlm.metrics.epsilon import (LOGSUMEXP_TOL, check_laws, divergence_report, exact_epsilon, exact_masked_epsilon,
                                    exact_prepended_epsilon, kl_float64, logsumexp_tol)
 from simlm.models.perturbed import perturbed_lm
+from simlm.strategies import probability_vectors
 from simlm.worlds import HMM
 from simlm.worlds.base import check_probabilities, masked_logprobs_of
 from simlm.worlds.families import FAMILIES, random_parameters
@@ -286,3 +289,19 @@ def test_kl_and_tv_per_sequence_refuse_a_mask_not_of_the_positions_shape():
                 fn(ref, mod, mask=bad)
             with pytest.raises(ShapeError):
                 jax.jit(fn)(ref, mod, bad)
+
+
+@settings(max_examples=40)
+@given(probability_vectors(5), probability_vectors(5, allow_zeros=False),
+       st.floats(-800, 800), st.floats(-800, 800))
+@example(np.full(5, 0.2), np.array([0.6, 0.1, 0.1, 0.1, 0.1]), 0.0, -29.0)
+@example(np.full(5, 0.2), np.array([0.6, 0.1, 0.1, 0.1, 0.1]), -800.0, 0.0)
+def test_kl_float64_renormalises_rows_however_far_their_totals_are_from_one(p, q, shift_p, shift_q):
+    """``kl_float64`` promises the KL "of the laws as given renormalised".  A model row shifted by −800 nats
+    (e^b / Z_a below float64's range) read 0, by +800 read +∞, and by −29 read 6e-5 off (log1p near −1); a
+    reference row shifted as far read 0 (Σ e^a = 0)."""
+    with np.errstate(divide="ignore"):
+        a, b = np.log(p), np.log(q)
+    exact = float(np.sum(np.where(p > 0, p * (np.where(p > 0, a, 0.0) - b), 0.0)))
+    got = kl_float64((a + shift_p)[None, None], (b + shift_q)[None, None])
+    assert got.shape == (1,) and got[0] == pytest.approx(exact, rel=1e-9, abs=1e-12)
