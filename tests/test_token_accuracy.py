@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
 
 from bruteforce import params, sequence_prob
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -16,8 +16,9 @@ from simlm.theory.block_readout import (block_features, input_apt, label_posteri
                                        substitute, substitution_test)
 from simlm.theory.corrupted_channel import (Corruption, bayes_corrupted_probs, channels, check_corruption, corrupt,
                                             local_bayes_probs, state_marginals)
-from simlm.theory.token_accuracy import (TIE_RTOL, adjusted_rand_index, confusion_clusters, hits, mean_apt_difference,
-                                         normalized_mutual_information, token_accuracy, within_class_errors)
+from simlm.theory.token_accuracy import (TIE_RTOL, adjusted_rand_index, apt_by_frequency, confusion_clusters, hits,
+                                         mean_apt_difference, normalized_mutual_information, token_accuracy,
+                                         within_class_errors)
 from simlm.worlds import HMM
 from simlm.worlds.topic import (block_zipf_hmm, class_emission, confusion_groups_hmm, topic_of_state, topic_syntax_hmm,
                                zipf_weights)
@@ -235,6 +236,29 @@ def test_the_paired_error_uses_the_resamples_of_mean_apt_se():
             mean_apt_difference(*args)
 
 
+def _with_apt(hits_of_type, per_type: int):
+    """The TokenAccuracy of a predictor right ``hits_of_type[w]`` times of the ``per_type`` positions of type w."""
+    V = len(hits_of_type)
+    x = np.repeat(np.arange(V), per_type)
+    pred = np.concatenate([np.where(np.arange(per_type) < h, w, (w + 1) % V) for w, h in enumerate(hits_of_type)])
+    return token_accuracy(np.eye(V)[pred][None], x[None], np.ones((1, x.size), bool))
+
+
+def test_the_spearman_p_value_is_exact_for_a_few_types():
+    """Four types whose APT rises with frequency in perfect order: scipy's t approximation read p = 0, which
+    passed the verdict; over the 4! orderings two are as extreme (ρ = ±1), p = 1/12.  Up to 8 types the
+    p-value is the share of orderings at least as extreme (enumerated here), above that scipy's."""
+    prof = apt_by_frequency(_with_apt([1, 2, 3, 4], 4), [0.1, 0.2, 0.3, 0.4])
+    assert prof.spearman == 1.0 and prof.spearman_p == pytest.approx(1 / 12, abs=1e-12)
+    f, hits_of_type = np.array([0.3, 0.1, 0.6, 0.2, 0.5, 0.4]), [5, 1, 4, 3, 6, 2]  # ρ = 0.6, no ties
+    prof = apt_by_frequency(_with_apt(hits_of_type, 6), f)
+    rho = lambda perm: spearmanr(f, perm).statistic
+    extreme = [abs(rho(perm)) >= abs(prof.spearman) - 1e-12 for perm in itertools.permutations(hits_of_type)]
+    assert prof.spearman == pytest.approx(0.6) and prof.spearman_p == pytest.approx(np.mean(extreme), abs=1e-12)
+    nine = apt_by_frequency(_with_apt([1, 2, 4, 3, 5, 7, 6, 8, 9], 9), np.arange(1, 10) / 45)
+    assert nine.spearman_p == pytest.approx(spearmanr(np.arange(9), [1, 2, 4, 3, 5, 7, 6, 8, 9]).pvalue)
+
+
 def test_the_bayes_predictor_on_a_class_world_outputs_one_token_per_class():
     w = block_zipf_hmm(0, n_states=3, block_size=3)
     x = np.asarray(w.hmm.sample(0, 64, 3))
@@ -344,8 +368,6 @@ def test_frequencies_equal_up_to_rounding_are_ties_in_the_frequency_profile():
     """Every token of the confusion-groups world has exact frequency 1/9; computed in floats the nine differ
     in their last bits, and ranking by those bits once gave a Spearman of 0.26 (sign set by the rounding)."""
     from simlm.experiments.token_accuracy import frequencies
-    from simlm.theory.token_accuracy import apt_by_frequency
-    from scipy.stats import spearmanr
 
     g = confusion_groups_hmm(0)
     f = frequencies(g.hmm, 32)
@@ -664,6 +686,18 @@ def test_rises_gaps_and_correlations_are_judged_against_their_noise():
     assert verdict(apt, ([0.1, 0.2],), 0.001, p(0.046))[0] == "(iii)"
     assert verdict(apt, ([0.1, 0.2],), 0.001, p(float("nan")))[0] == "n/a"
     assert verdict(apt, ([0.1, 0.2],), 0.001, lambda r: r["topic"]["bayes"].pop("spearman_p"))[0] == "n/a"
+    # no rise needs no error: a fall, or a ρ ≤ 0, is (iii) with its error or p-value missing
+    nan = float("nan")
+    assert verdict(order, ([0.10, 0.16], [0.12, 0.10]), nan)[0] == "(iii)"
+    assert verdict(fine, ([0.1, 0.2],), nan, accuracy(0.95, 0.9))[0] == "(iii)"
+    assert verdict(apt, ([0.1, 0.2],), 0.001, lambda r: r["block_zipf"]["masked"].update(spearman=-0.1,
+                                                                                       spearman_p=nan))[0] == "(iii)"
+
+    def lens_only(r):  # no probe row to read: n/a, not an IndexError
+        for g in r["topic"]["rungs"]:
+            for row in g["rows"]:
+                row["readout"] = "lens"
+    assert verdict(order, ([0.10, 0.16], [0.10, 0.18]), 0.001, lens_only)[0] == "n/a"
 
 
 def test_a_within_class_substitution_that_cannot_move_the_law_is_said_to_be_true_by_construction():
@@ -748,7 +782,6 @@ BAD = {"None": None, "str": "bogus", "bool": True, "neg": -1, "zero": 0, "frac":
 
 def test_hostile_arguments_raise_typed_errors_or_give_finite_answers():
     from simlm.errors import SimlmError
-    from simlm.theory.token_accuracy import apt_by_frequency
 
     h = HMM.random(0, 3, 4)
     x = np.asarray(h.sample(0, 4, 5))

@@ -28,12 +28,14 @@ def _no_rise(along: list, what: str = "value", se=None):
     is known, the ARI's: any rise counts) — else None."""
     if len(along) < 2 or not (_finite(along[0]) and _finite(along[-1])):
         return "n/a", f"; the first or last block's {what} is undefined"
+    rise = along[-1] - along[0]
+    if rise <= 0:  # no rise needs no error bar to say so
+        return "(iii)", ""
     if se is not None and not _finite(se):
         return "n/a", f"; the standard error of the {what}'s rise is undefined or not recorded"
-    rise = along[-1] - along[0]
-    if rise > (0.0 if se is None else GAP_Z * se):
+    if se is None or rise > GAP_Z * se:
         return None
-    return "(iii)", "" if rise <= 0 else f"; its rise {rise:.3g} is within {GAP_Z:g} standard errors ({se:.2g})"
+    return "(iii)", f"; its rise {rise:.3g} is within {GAP_Z:g} standard errors ({se:.2g})"
 
 
 def _rises_and_closes(first: list, last: list, bayes, n_rungs: int, rise_se=None, gap_se=None) -> tuple:
@@ -92,9 +94,9 @@ def verdicts(r: dict) -> dict:
     out = {}
     rhos = (bz["spearman"], top["bayes"]["spearman"])
     ps = (bz.get("spearman_p", nan), top["bayes"].get("spearman_p", nan))
-    out["apt_grows_with_frequency"] = (
-        "n/a" if not all(_finite(v) for v in rhos + ps) else "(i)" if min(rhos) > 0 and max(ps) < SPEARMAN_P
-        else "(iii)",
+    out["apt_grows_with_frequency"] = (  # a ρ ≤ 0 needs no p-value to say it does not grow
+        "n/a" if not all(_finite(v) for v in rhos) else "(iii)" if min(rhos) <= 0
+        else "n/a" if not all(_finite(p) for p in ps) else "(i)" if max(ps) < SPEARMAN_P else "(iii)",
         f"Spearman(APT, frequency) of the Bayes predictor: block-zipf {bz['spearman']:.2f} (p {ps[0]:.2g}), "
         f"topic {top['bayes']['spearman']:.2f} (p {ps[1]:.2g}); trained (last) {best['spearman']:.2f}")
     out["apt_much_below_accuracy"] = (
@@ -113,9 +115,9 @@ def verdicts(r: dict) -> dict:
         f"Bayes cluster ARI against the planted groups at τ = {r['thresholds']}: {fmt(groups)} (groups world); "
         f"against the emission classes {fmt(classes)} (block-zipf)")
     verdict, note = _rises_and_closes(probe[0], probe[-1], top["bayes"]["mean_apt"], len(rungs),
-                                      probe_rows[-1][-1].get("rise_se", nan),
-                                      tuple(rows[-1].get("bayes_gap_se", nan) for rows in (probe_rows[0],
-                                                                                          probe_rows[-1])))
+                                      (probe_rows[-1] or [{}])[-1].get("rise_se", nan),
+                                      tuple((rows or [{}])[-1].get("bayes_gap_se", nan)
+                                            for rows in (probe_rows[0], probe_rows[-1])))
     out["order_parameter_rises_along_blocks"] = (
         verdict, f"probe ⟨APT⟩ along blocks (last rung) {np.round(probe[-1], 3).tolist()} vs Bayes "
                  f"{top['bayes']['mean_apt']:.3f} and the token + position predictor {top['local']['mean_apt']:.3f}"
