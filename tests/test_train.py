@@ -270,6 +270,10 @@ def test_a_rung_saved_below_its_window_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"ε ≤ 100 is saved at ε = .* below the ladder's window.*initial model"):
         result = train(WORLD, MODEL, config, tmp_path / "run", progress=False)
     assert result.records[0].reached and result.records[0].overshoot < 0.7
+    # read back by a rerun into the directory (the saving process may be gone, its warning with it): said again
+    with pytest.warns(RuntimeWarning, match=r"ε ≤ 100 was saved by an earlier run at ε = .* below the ladder's"):
+        again = train(WORLD, MODEL, config, tmp_path / "run", progress=False)
+    assert again.records == result.records
 
 
 def _every(k):

@@ -398,8 +398,10 @@ class Training:
 
     ``eval_chunk``: held-out sequences scored per chunk by :meth:`evaluate` (default
     :func:`eval_chunk_sequences`, by backend); any chunk gives the same ε up to float rounding — in float32;
-    a bfloat16/float16 masked model's chunked forward (vmapped, one sequence at a time) rounds otherwise than
-    the whole batch's, ~1e-4 relative (3e-4 measured, a review 2026-12-06: both ~1e-3 off a float32 twin).
+    a bfloat16/float16 model's forward rounds by the batch's shape, causal or masked, chunked (vmapped, one
+    sequence at a time) or not: its ε here and ``exact_*_epsilon`` of its checkpoint differ by up to ~5e-4
+    relative (2.7e-4 to 4.7e-4 on 301 held-out sequences in chunks of 151, 1.1e-4 unchunked; reviews
+    2026-12-06 and 2026-12-07; both ~1e-3 off a float32 twin).
 
     ``step`` donates its ``state`` argument: use the state it returns, never the one passed in.  The
     arguments are checked as :func:`train` checks them (``ConfigError``/``ShapeError`` before anything
@@ -569,8 +571,10 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     masked_eval_positions(config))`` gives a rung's ε again, while all T positions give another number; quad:
     the exact Quad excess ½‖Φᵀ(f − f*)‖²), with the world's laws renormalised as
     :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them (:func:`_reference_laws`), so a rung's
-    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32; to compute-dtype rounding,
-    ~1e-4 relative, for a chunked bfloat16/float16 masked model).  The KL terms are summed in float32 on the
+    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32; in bfloat16/float16 only to
+    the compute dtype's rounding, which moves with the batch's shape: up to ~5e-4 relative, so a rung whose ε
+    lands that close to its target is decided by rounding — ``exact_epsilon`` of its checkpoint may read just
+    above the target).  The KL terms are summed in float32 on the
     device: below ε ~1e-6 that is no longer exact (6e-3 relative at 3e-7, 28 % at 3e-8), so a rung target
     there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up
     linearly from 0 over ``warmup_steps`` (so with warmup_steps > 0 the first step moves nothing) and then
@@ -781,13 +785,19 @@ def _log_and_climb(run, state, run_dir, header, params, results, loss, step, tok
                 state["records"].append({**record, "checksum": saved["checksum"]})
                 state["ladder"][i] += 1
                 if eps < OVERSHOOT * target:
-                    why = ("the initial model is already there: drop the rung or lower it" if step == 0 else
-                           "ε fell past the window within one step, where no evaluation can come closer: "
-                           "lower the learning rate to catch the crossing")
-                    warnings.warn(f"seed {seed}: the rung ε ≤ {target:g} is saved at ε = {eps:.4g} (step {step}), "
-                                  f"below the ladder's window [{OVERSHOOT:g}, 1] × target, so its checkpoint is a "
-                                  f"model at that ε; {why}", RuntimeWarning, stacklevel=3)
+                    _warn_overshoot(record, "is saved")
     state["rows"] += len(results)
+
+
+def _warn_overshoot(record: dict, saved: str) -> None:
+    """The warning for a rung ``record`` saved below the ladder's window (ε < OVERSHOOT · target)."""
+    seed, target, eps, step = record["seed"], record["target"], record["epsilon"], record["step"]
+    why = ("the initial model is already there: drop the rung or lower it" if step == 0 else
+           "ε fell past the window within one step, where no evaluation can come closer: lower the learning "
+           "rate to catch the crossing")
+    warnings.warn(f"seed {seed}: the rung ε ≤ {target:g} {saved} at ε = {eps:.4g} (step {step}), below the ladder's "
+                  f"window [{OVERSHOOT:g}, 1] × target, so its checkpoint is a model at that ε; {why}",
+                  RuntimeWarning, stacklevel=4)
 
 
 # ---- the run directory: claim, resume point, repair -------------------------------------------------
@@ -891,6 +901,9 @@ def _resume(run, arrays, run_dir: Path, header: dict):
             tree = restore_tree(directory, like, meta)
             _check_rungs(run, arrays, run_dir, header, state)
             lines, redo = _kept_metrics(run_dir / "metrics.jsonl", state, run.config.seeds)
+            for r in state["records"]:  # the warning went to the call that saved it, perhaps a process since lost
+                if r["epsilon"] < OVERSHOOT * r["target"]:
+                    _warn_overshoot(r, "was saved by an earlier run")
             return slot, state, tree, lines, redo
         except _Foreign:
             raise
