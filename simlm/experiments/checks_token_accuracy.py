@@ -6,7 +6,7 @@ Bayes predictor argmax P(x_t | x_−t) on the same positions (:mod:`simlm.theory
 
 - ``mean_apt``, ``accuracy`` (type-averaged and occurrence-weighted APT), ``bayes_mean_apt``,
   ``bayes_accuracy``, ``apt_frequency_spearman`` (the paper's "APT grows with frequency", for the LM and
-  for Bayes), ``n_predicted`` (distinct outputs), ``kl_epsilon`` (mean KL to the Bayes law);
+  for Bayes, each with its two-sided p-value), ``n_predicted`` (distinct outputs), ``kl_epsilon`` (mean KL to the Bayes law);
 - ``expected_accuracy`` ≤ ``bayes_expected_accuracy``: the Rao–Blackwell expected accuracy Σ_t p*(pred_t |
   x_−t) / N of the LM's predictions against E max_v p*(v | x_−t).  It holds pointwise for every predictor,
   so the row is flagged trivial (no LM can violate it); its ``slack_used`` — with the token-and-position-free
@@ -45,7 +45,7 @@ def token_accuracy_check(cell) -> list:
     lm = token_accuracy(probs, x, every, bayes, log_probs=log_probs)  # the KL from the logs: exact where p underflows
     opt = token_accuracy(bayes, x, every, bayes, tie_rtol=TIE_RTOL)
     freq = np.bincount(x.ravel(), minlength=int(world.n_symbols)) / x.size
-    rho_lm, rho_b = apt_by_frequency(lm, freq, 1).spearman, apt_by_frequency(opt, freq, 1).spearman
+    rho_lm, rho_b = apt_by_frequency(lm, freq, 1), apt_by_frequency(opt, freq, 1)
     pred, tied, share = argmax_split(probs.reshape(-1, probs.shape[-1]))  # an exact tie split evenly
     law = bayes.reshape(len(pred), -1)
     best = law.max(-1)
@@ -60,8 +60,11 @@ def token_accuracy_check(cell) -> list:
     rows = [row("mean_apt", lm.mean_apt, mean_apt_se=lm.mean_apt_se),
             row("accuracy", lm.accuracy, accuracy_se=lm.accuracy_se),
             row("bayes_mean_apt", opt.mean_apt), row("bayes_accuracy", opt.accuracy)]
-    if np.isfinite(rho_lm):  # undefined (no row, rather than a NaN) when every occurring type has the same APT
-        rows.append(row("apt_frequency_spearman", rho_lm, bayes_spearman=rho_b if np.isfinite(rho_b) else None))
+    if np.isfinite(rho_lm.spearman):  # undefined (no row, rather than a NaN) when every occurring type has one APT
+        defined = np.isfinite(rho_b.spearman)
+        rows.append(row("apt_frequency_spearman", rho_lm.spearman, p_value=rho_lm.spearman_p,
+                        bayes_spearman=rho_b.spearman if defined else None,
+                        bayes_p_value=rho_b.spearman_p if defined else None))
     return rows + [
             row("n_predicted", lm.n_predicted, bayes_n_predicted=opt.n_predicted),
             row("kl_epsilon", lm.epsilon),
