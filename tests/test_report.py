@@ -267,3 +267,11 @@ def test_leaf_name_puts_each_list_position_in_its_own_mark():
     """Nested lists: report.md names rungs[2]/rows[7], not rungs[7]/rows[2] (only one list level was tested)."""
     assert leaf_name("rungs[]/rows[]/apt", "2/7") == "rungs[2]/rows[7]/apt"
     assert leaf_name("m[][]", "0/1") == "m[0][1]"
+
+
+def test_the_console_table_shows_a_missing_eps_as_a_dash_not_nan():
+    """A check that builds its own LM has no ε: the CSV leaves it empty, report.md writes "–", and the console
+    printed "nan" (a review, 2026-12-07)."""
+    own, measured = ({**SHARED, **row("q", 0.5, 1.0), "eps": eps} for eps in (None, 0.0125))
+    lines = console_table([own, measured]).splitlines()[2:]
+    assert [line.split()[3] for line in lines] == ["–", "0.0125"] and "nan" not in "".join(lines)

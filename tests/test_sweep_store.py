@@ -737,12 +737,13 @@ def test_non_finite_values_survive_the_store_and_the_tables(monkeypatch, tmp_pat
     @register("test/nonfinite", paper="none", description="non-finite values", defaults={})
     def run(cell):
         return [row("nan", math.nan, 1.0), row("inf_bound", 1.0, math.inf), row("inf", math.inf, 1.0),
-                row("neg", -math.inf, 1.0), {**row("none", 0.0), "measured": None}, row("one", 1.0, 2.0)]
+                row("neg", -math.inf, 1.0), {**row("none", 0.0), "measured": None}, row("one", 1.0, 2.0),
+                row("grid", 1.0, 2.0, grid=[1.0, math.nan, math.inf], table={"a": -math.inf, "b": [math.nan, 2]})]
 
     raw = {**PARTS, "checks": {"test/nonfinite": {}}}
     run_sweep(parse_config(raw), tmp_path, progress=False)
     want = {"nan": (math.nan, 1.0), "inf_bound": (1.0, math.inf), "inf": (math.inf, 1.0), "neg": (-math.inf, 1.0),
-            "none": (None, None), "one": (1.0, 2.0)}
+            "none": (None, None), "one": (1.0, 2.0), "grid": (1.0, 2.0)}
 
     def same(a, b):
         return (a is None and b is None) or (a is not None and b is not None and (a == b or (a != a and b != b)))
@@ -750,9 +751,15 @@ def test_non_finite_values_survive_the_store_and_the_tables(monkeypatch, tmp_pat
     for rows in (sweep.read_results(tmp_path), run_sweep(parse_config(raw), tmp_path, progress=False)["rows"]):
         got = {r["quantity"]: (r["measured"], r["bound"]) for r in rows}
         assert got.keys() == want.keys() and all(same(got[q][i], want[q][i]) for q in want for i in (0, 1)), got
-    table = {r["quantity"]: (r["measured"], r["bound"]) for r in csv.DictReader(open(tmp_path / "results.csv"))}
+        # inside a list or table column too (they read null, NaN and ±inf alike, 2026-12-07)
+        (grid,) = [r for r in rows if r["quantity"] == "grid"]
+        assert str(grid["grid"]) == "[1.0, nan, inf]" and str(grid["table"]) == "{'a': -inf, 'b': [nan, 2]}"
+    csv_rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    table = {r["quantity"]: (r["measured"], r["bound"]) for r in csv_rows}
     assert table == {"nan": ("nan", "1.0"), "inf_bound": ("1.0", "inf"), "inf": ("inf", "1.0"),
-                     "neg": ("-inf", "1.0"), "none": ("", ""), "one": ("1.0", "2.0")}
+                     "neg": ("-inf", "1.0"), "none": ("", ""), "one": ("1.0", "2.0"), "grid": ("1.0", "2.0")}
+    (grid,) = [r for r in csv_rows if r["quantity"] == "grid"]  # the columns as JSON text, not Python's repr
+    assert (grid["grid"], grid["table"]) == ("[1.0, NaN, Infinity]", '{"a": -Infinity, "b": [NaN, 2]}')
     (entry,) = stored(tmp_path)
     assert all(r["measured"] is None or math.isfinite(r["measured"]) for r in entry["records"])  # strict JSON
     old = {k: v for k, v in entry.items() if k != "nonfinite"}  # a line stored before: nulls, as they were

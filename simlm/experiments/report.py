@@ -91,7 +91,7 @@ def console_table(rows: list, *, limit: int = 60) -> str:
     for r in every[:limit]:
         flag = "yes" if r["holds"] else "NO"
         flag += " (trivial)" if is_trivial(r) else ""
-        lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {_eps_key(r):9.3g} "
+        lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {_shown(r.get('eps'), '.3g'):>9} "
                      f"{_fit(r['quantity'], 32):32} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} "
                      f"{flag}")
     if len(every) > limit:

@@ -12,8 +12,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from simlm.errors import ConfigError
 from simlm.jsonio import claim_json, jsonable, locked, read_json, write_json_atomic
 
@@ -132,25 +130,58 @@ def append_cell(path, key: str, records: list, **info) -> dict:
 def _nonfinite(records) -> list:
     """``[[i, column, "inf" | "-inf" | "nan"], …]``: the non-finite floats of the records' columns, which strict
     JSON stores as null — a NaN measured value, an infinite one and a missing one read alike, and an infinite
-    bound (trivially held) as no bound (a review, 2026-12-06).  Stored beside the records (``"nonfinite"``) and
-    put back by :func:`_restored`; a store written before it reads as it did (nulls)."""
-    return [[i, k, repr(float(v))] for i, r in enumerate(records) if isinstance(r, dict) for k, v in r.items()
-            if isinstance(v, (float, np.floating)) and not math.isfinite(v)]
+    bound (trivially held) as no bound (a review, 2026-12-06) — with a fourth entry, the path of list indices
+    and dict keys, for one inside a column's list or table (a grid's NaN read null, 2026-12-07).  Stored beside
+    the records (``"nonfinite"``) and put back by :func:`_restored`; a store written before it reads as it did
+    (nulls)."""
+    marks = []
+    for i, r in enumerate(jsonable(records, keep_nonfinite=True)):
+        for k, v in r.items() if isinstance(r, dict) else ():
+            marks += [[i, k, repr(x)] + ([path] if path else []) for path, x in _floats(v) if not math.isfinite(x)]
+    return marks
+
+
+def _floats(value, path=()):
+    """``(path, x)`` for every float ``x`` in a JSON-able ``value`` (lists and dicts walked; path: their indices and
+    keys, [] for ``value`` itself)."""
+    if isinstance(value, float):
+        yield list(path), value
+    elif isinstance(value, (list, dict)):
+        for key, x in enumerate(value) if isinstance(value, list) else value.items():
+            yield from _floats(x, (*path, key))
 
 
 def _restored(entry: dict) -> dict:
-    """``entry`` with the non-finite values :func:`_nonfinite` recorded put back in its records (a record's
-    null only, and only "inf", "-inf" and "nan": anything else in the list is ignored)."""
+    """``entry`` with the non-finite values :func:`_nonfinite` recorded put back in its records (a null only,
+    at a path that leads to one, and only "inf", "-inf" and "nan": anything else in the list is ignored)."""
     marks = entry.get("nonfinite")
     if not isinstance(marks, list):
         return entry
     records = entry["records"]
     for mark in marks:
-        if (isinstance(mark, list) and len(mark) == 3 and isinstance(mark[0], int) and 0 <= mark[0] < len(records)
-                and isinstance(mark[1], str) and mark[2] in ("inf", "-inf", "nan")
-                and mark[1] in records[mark[0]] and records[mark[0]][mark[1]] is None):
-            records[mark[0]][mark[1]] = float(mark[2])
+        if not (isinstance(mark, list) and len(mark) in (3, 4) and isinstance(mark[0], int)
+                and 0 <= mark[0] < len(records) and isinstance(mark[1], str) and mark[2] in ("inf", "-inf", "nan")
+                and (len(mark) == 3 or isinstance(mark[3], list))):
+            continue
+        *path, last = [mark[1], *(mark[3] if len(mark) == 4 else ())]
+        holder = records[mark[0]]
+        for key in path:
+            holder = _child(holder, key)
+        if _child(holder, last) is None:
+            holder[last] = float(mark[2])
     return entry
+
+
+_ABSENT = object()
+
+
+def _child(holder, key):
+    """``holder[key]`` for a dict's str key or a list's index, else a marker that is not None."""
+    if isinstance(holder, dict) and isinstance(key, str):
+        return holder.get(key, _ABSENT)
+    if isinstance(holder, list) and isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(holder):
+        return holder[key]
+    return _ABSENT
 
 
 def _entries(path: Path):

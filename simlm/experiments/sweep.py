@@ -935,7 +935,8 @@ def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
 
 
 def write_tables(rows: list, out: Path) -> list:
-    """``results.csv`` (and ``results.parquet`` where pyarrow is present) from the tidy rows, atomically."""
+    """``results.csv`` (and ``results.parquet`` where pyarrow is present) from the tidy rows, atomically; in the
+    CSV a list or table column is its JSON text."""
     import csv
     import io
     import os
@@ -945,8 +946,9 @@ def write_tables(rows: list, out: Path) -> list:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
+    for r in rows:  # a list or table column as JSON (NaN and ±inf as Python's json writes them), not Python's repr
+        writer.writerow({k: "" if v is None else json.dumps(jsonable(v, keep_nonfinite=True))
+                         if isinstance(v, (list, tuple, dict)) else v for k in columns for v in (r.get(k),)})
     write_text_atomic(out / "results.csv", buffer.getvalue())
     paths = [out / "results.csv"]
     try:
