@@ -480,3 +480,65 @@ def test_with_unequal_weights_a_context_that_no_longer_fits_is_skipped_not_the_e
     if seed == 0:  # the review's case
         wc = worst_case_lm(task, ctx, bulk, 1.7146e-6)
         assert wc.flipped.tolist() == [False, False, False, True, False] and wc.error == pytest.approx(w[3], abs=1e-12)
+
+
+def _drain_world():
+    """Two contexts of three words; word 2 the bulk, the contrast task ½(w0 − w1)·0.1 with margins 2: context 0
+    (uniform) flips only by draining word 1 by ~80 nats (or raising word 0 as far), which ζ's old ±40 grid
+    could not reach ("cannot flip": KL inf), and context 1 (word 1 already e^−80) is at its threshold."""
+    from simlm.theory.anchors import AnchorContexts, log_softmax, word_task, world_anchor_fit
+
+    f, E = np.array([[0.0, 0, 0], [0, -80, 0]]), np.eye(3)
+    ctx = AnchorContexts(log_softmax(f @ E), f, E, np.array([0.5, 0.5]), np.arange(2), None)
+    bulk = bulk_mask(ctx.logp, words=[2])
+    return ctx, bulk, word_task(ctx, world_anchor_fit(ctx, bulk), [0, 1], [0.05, -0.05], "contrast")
+
+
+def test_a_flip_that_drains_a_word_by_80_nats_is_found_and_built():
+    """The least-KL flip of context 0 drains word 1 (and feeds word 0) by tens of nats; its LM, built along the
+    path in atom masses, kept log p = −inf for the drained word (log1p(−1 + 1e-35) in float64) until the path
+    took log q' − log q where it drains an atom.  The flip found costs less than draining word 1 alone (26.26
+    nats of KL, computed here), and the LM at half its π-weighted cost flips both contexts."""
+    from simlm.theory.anchors import log_softmax
+
+    ctx, bulk, task = _drain_world()
+    costs = flip_costs(task, ctx, bulk)
+    alone = log_softmax(np.array([0.0, -80.00002, 0.0]))  # word 1 drained by 2·margin / 0.05 nats
+    kl_alone = float(np.exp(ctx.logp[0]) @ (ctx.logp[0] - alone))
+    assert kl_alone == pytest.approx(26.2612, abs=1e-4)
+    assert np.isfinite(costs.kl[0]) and costs.kl[0] < kl_alone
+    worst = worst_case_lm(task, ctx, bulk, 0.5 * costs.kl[0] * (1 + 1e-9) + 0.5 * costs.kl[1])
+    assert np.isfinite(worst.logp_lm).all() and worst.flipped.all() and worst.error == 1.0
+    assert worst.eps == pytest.approx(0.5 * (costs.kl[0] + costs.kl[1]), rel=1e-6)
+
+
+def test_the_least_kl_flip_matches_a_constrained_search_where_a_word_of_small_coefficient_is_drained():
+    """Context 2 of this random world flips cheapest by draining task word 0 (c = −0.035) by 60 nats: SLSQP
+    over (drain word 0, raise word 1) finds KL 0.009788; the ±40 grid of ζ read 0.0292, three times it, and
+    worst_case_lm at ε = 0.00326 flipped nothing where that LM flips a third of the contexts."""
+    from scipy.optimize import minimize
+
+    from simlm.theory.anchors import AnchorContexts, log_softmax, probability_part, word_task, world_anchor_fit
+
+    rng = np.random.default_rng(37)
+    n, V, d = 3, int(rng.integers(4, 6)), 2
+    f, E = rng.normal(size=(n, d)), rng.normal(size=(d, V)) * 1.5
+    ctx = AnchorContexts(log_softmax(f @ E), f, E, np.full(n, 1 / n), np.arange(n), None)
+    words = rng.choice(V, int(rng.integers(1, 4)), replace=False)
+    bulk = bulk_mask(ctx.logp, words=rng.choice(V, int(rng.integers(1, V)), replace=False))
+    task = word_task(ctx, world_anchor_fit(ctx, bulk), words, rng.normal(size=len(words)))
+
+    def lm(v):
+        z = ctx.logp.copy()
+        z[2, 0] -= v[0]
+        z[2, 1] += v[1]
+        return log_softmax(z)
+
+    s0, base = task.score[2] + task.bias, probability_part(ctx.logp, bulk, task.words, task.coef)[2]
+    kl = lambda v: float(np.exp(ctx.logp[2]) @ (ctx.logp[2] - lm(v)[2]))
+    moved = lambda v: s0 + probability_part(lm(v), bulk, task.words, task.coef)[2] - base - 1e-6
+    found = minimize(kl, [60.0, 2.0], constraints=[{"type": "ineq", "fun": moved}], method="SLSQP")
+    assert found.success and kl(found.x) == pytest.approx(0.009788, abs=2e-6)
+    least = flip_costs(task, ctx, bulk).kl[2]
+    assert least <= kl(found.x) * (1 + 1e-6) and least == pytest.approx(0.00975, rel=1e-3)
+    assert worst_case_lm(task, ctx, bulk, 0.00326).error == pytest.approx(1 / 3)

@@ -190,8 +190,10 @@ _GRID = np.concatenate([np.linspace(1 / 256, 1 - 1 / 256, 255), 1 - np.logspace(
 _BISECT = 60
 #: a flip crosses the head's threshold by this much (relative to 1 + |score|), rounding then keeps it
 _OVERSHOOT = 1e-9
-#: the grid of ζ on which :func:`_least_kl_flip` looks for the score's crossings (μ − μ_lo = L·σ(ζ))
-_ZETA = np.concatenate([-np.logspace(np.log10(40), -3, 80), [0.0], np.logspace(-3, np.log10(40), 80)])
+#: the grid of ζ on which :func:`_least_kl_flip` looks for the score's crossings (μ − μ_lo = L·σ(ζ)); out to
+#: ±300, where an atom is drained by up to 300 nats (±40 missed flips that drain a word of small |c_w| by 60
+#: or 80: 3× their least KL, or none at all; a review 2026-12-07)
+_ZETA = np.concatenate([-np.logspace(np.log10(300), -3, 120), [0.0], np.logspace(-3, np.log10(300), 120)])
 #: atoms (task words, bulk, rest) beyond which only single-atom moves and their complements are tried
 _MAX_SUBSET_ATOMS = 6
 
@@ -206,7 +208,8 @@ class FlipCosts:
     atoms onto another; a flip draining two sources by different fractions can cost less TV (up to 1.28×
     less on tiny random worlds; none on the docs' anchor world's top contexts, where moves are small and
     pair moves optimal), so ``tv`` is an upper bound on the least TV and ``tv_share`` a lower bound on its
-    share.  (The KL costs are the least KL: the least-KL flip is among the moves.)  ``moves``: (S, D) bool
+    share.  (The KL costs are the least KL: the least-KL flip is among the moves, for flips that drain an atom by
+    up to ~300 nats, :data:`_ZETA`.)  ``moves``: (S, D) bool
     masks over the atoms; ``move`` = ``len(moves)`` is the least-KL flip (``g`` NaN); ``atoms (n, K)``: every
     flip's atom masses.  ``source``: a digest of the task, rows and bulk the costs were computed for
     (:func:`worst_case_lm` refuses others)."""
@@ -453,7 +456,11 @@ def _path_log_factors(q, target, t) -> np.ndarray:
     """log(q'_a / q_a) of the atom masses q' a fraction ``t`` of the way from ``q`` to ``target`` (one
     context; 0 for an atom of no mass)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(q > 0, np.log1p(t * (target - q) / np.where(q > 0, q, 1.0)), 0.0)
+        q1 = np.where(q > 0, q, 1.0)
+        step = t * (target - q) / q1
+        # log1p where q' is near q; log q' − log q where the path drains an atom (−1 + 1e-35 rounds to −1)
+        return np.where(q > 0, np.where(step > -0.5, np.log1p(step), np.log((1 - t) * q + t * target) - np.log(q1)),
+                        0.0)
 
 
 def _path_kl(q, target, t) -> float:
