@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from simlm.errors import ConfigError
+from simlm.errors import ConfigError, ShapeError
 from simlm.theory.anchor_bound import markov_tail, per_context_tail, transfer_bound
 from simlm.theory.anchor_constructions import (exact_epsilon_rows, flip_costs, tight_world, worst_case_lm,
                                                worst_case_slack)
@@ -542,3 +542,27 @@ def test_the_least_kl_flip_matches_a_constrained_search_where_a_word_of_small_co
     least = flip_costs(task, ctx, bulk).kl[2]
     assert least <= kl(found.x) * (1 + 1e-6) and least == pytest.approx(0.00975, rel=1e-3)
     assert worst_case_lm(task, ctx, bulk, 0.00326).error == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((0.1, 0.0, [0.5], [-1.0]), ConfigError, "weights: expected weights ≥ 0"),  # read −1, a "probability"
+    ((0.1, 0.0, [np.nan, 0.5], [0.5, 0.5]), ConfigError, "tv: entry 0 is nan"),  # read as TV < t: 0.5
+    ((0.1, 0.0, [0.5, 1.5], [0.5, 0.5]), ConfigError, "tv: expected TVs in \\[0, 1\\]"),
+    ((np.nan, 0.0, [0.5, 0.5], [0.5, 0.5]), ConfigError, "t: "),  # every TV < NaN is False: a tail of 0
+    ((0.1, 0.0, np.ones(4), np.ones(3) / 3), ShapeError, "t, tv, weights"),  # numpy's matmul error
+    ((0.1, 0.0, "ab", [0.5, 0.5]), ConfigError, "tv: expected a numeric array")])  # a raw TypeError
+def test_the_per_context_tail_checks_its_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        per_context_tail(*args)
+    assert per_context_tail(0.1, 0.0, [0.05, 0.5, 0.1], [0.25, 0.5, 0.25]) == 0.75  # TV ≥ t: the last two
+
+
+def test_context_divergences_compares_the_shapes_before_checking_either_law(monkeypatch):
+    """logp_star's laws were checked (three compiles) before a logp_lm of another shape was refused."""
+    import simlm.theory.anchor_bound as anchor_bound
+    from simlm.theory.anchors import log_softmax
+
+    monkeypatch.setattr(anchor_bound, "check_lm_laws", lambda *a: pytest.fail("a law checked first"))
+    star = log_softmax(np.zeros((2, 3)))
+    with pytest.raises(ShapeError, match="logp_lm"):
+        anchor_bound.context_divergences(star, star[:, :2])

@@ -130,6 +130,9 @@ CASES = [
      "world"),
     ("sample_task_data n 0", lambda: ds.sample_task_data(H, TASK, 0, 0, 4), ConfigError, r"\bn\b"),
     ("sample_task_data length -1", lambda: ds.sample_task_data(H, TASK, 0, 4, -1), ConfigError, "length"),
+    # named as sample_task_data names them, not as the world.sample it calls ("key", "n_sequences, length")
+    ("sample_task_data seed -1", lambda: ds.sample_task_data(H, TASK, -1, 4, 3), ConfigError, "^key_or_seed: "),
+    ("sample_task_data huge", lambda: ds.sample_task_data(H, TASK, 0, 10**12, 3), ConfigError, "^n, length: "),
     ("continuations task str", lambda: ds.sample_continuations(H, X, 2, 0, task="x"), ConfigError, "task"),
     ("continuations huge", lambda: ds.sample_continuations(H, X, HUGE, 0), ConfigError, "n_new"),
     ("continuations key -1", lambda: ds.sample_continuations(H, X, 2, -1), ConfigError, "key"),
@@ -288,3 +291,15 @@ def test_the_task_builders_and_the_ceiling_check_their_options_before_anything_c
     other = ds.head_tuning(LM, H, TASK, (X, own), (X, 1 - own), visible_length=6)
     same = ds.head_tuning(LM, H, TASK, (X, own), (X, own), visible_length=6)
     assert math.isnan(other.bayes_ceiling) and same.bayes_ceiling == 1.0
+
+
+def test_a_heads_accuracy_checks_its_labels_before_predicting(monkeypatch):
+    """Labels of the wrong length were refused after the head's logits had compiled (a review, 2026-12-07)."""
+    rng = np.random.default_rng(0)
+    f, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+    head = ds.fit_linear_head(f, y)
+    monkeypatch.setattr(type(head), "predict", lambda self, features: pytest.fail("predicted before the check"))
+    with pytest.raises(ShapeError, match=r"labels: expected shape \(20,\)"):
+        head.accuracy(f, y[:5])
+    with pytest.raises(ShapeError, match="features: expected one row per label"):
+        head.accuracy(f[0], y[:3])

@@ -242,3 +242,10 @@ def test_natural_task_accepts_finite_margins_and_names_v_or_b_otherwise(v, b):
     else:
         with pytest.raises(ConfigError, match=r"^(v|b):"):
             nt.natural_task(C, v, b)
+
+
+def test_the_certificates_features_are_checked_before_the_posterior_is_computed(monkeypatch):
+    """``features="bogus"`` was refused after the compiled forward–backward (six compiles) had run."""
+    monkeypatch.setattr(hp, "state_posterior0", lambda *a: pytest.fail("the posterior ran before the check"))
+    with pytest.raises(ConfigError, match="features: expected 'masked' or a callable"):
+        hp.failure_certificate(HMM3, MU, TOKENS, features="bogus")

@@ -188,6 +188,8 @@ CASES = {
     "memory-start-temp-complex": (lambda: MemoryHMM.random(0, 1, 2, 2, 2, start_temp=1j), ConfigError, "start_temp"),
     "memory-prior-concentration-nan": (lambda: MemoryHMM.random(0, 1, 2, 2, 2, prior_concentration=np.nan),
                                        ConfigError, "prior_concentration"),
+    "loglinear-random-unknown-option": (lambda: LogLinearWorld.random(0, 2, 3, 2, bogus=1), ConfigError,
+                                        "bogus: not an option of LogLinearWorld.random; its options are ['n_states'"),
     # ---- tokens ---------------------------------------------------------------------------------------
     "hmm-tokens-ragged": (lambda: hmm.log_likelihood([[0, 1], [1]]), TokenError, "tokens: expected a rectangular"),
     "memory-tokens-ragged": (lambda: mem.memory_posterior([[0, 1], [1]]), TokenError, "tokens"),
@@ -400,3 +402,14 @@ def test_check_request_refuses_an_array_over_the_element_limit():
     assert MAX_ARRAY_ELEMENTS == 2**31 - 1
     with pytest.raises(ConfigError, match=r"over the limit of 2\*\*31"):
         check_request("x", [(2**31, 1)], "t")
+
+
+@pytest.mark.parametrize("world", [HMM.random(0, 2, 3), MemoryHMM.random(0, 1, 2, 2, 3),
+                                   LogLinearWorld.random(0, 2, 3, 2)], ids=["hmm", "memory", "loglinear"])
+def test_sample_checks_its_sizes_before_making_a_key(world, monkeypatch):
+    """A key made from a seed compiles (threefry): n_sequences = 0 was refused after it (a review, 2026-12-07)."""
+    import sys
+
+    monkeypatch.setattr(sys.modules[type(world).__module__], "as_key", lambda key: pytest.fail("key made first"))
+    with pytest.raises(ConfigError, match="n_sequences"):
+        world.sample(0, 0, 3)

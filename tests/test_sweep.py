@@ -352,6 +352,7 @@ def _with(path, value):
     (_with(["data", "n_sequences"], 1), "data.n_sequences"),
     (_with(["data", "length"], "8"), "data.length"),
     (_with(["data", "n_sequences"], 10**12), "data.n_sequences"),
+    (_with(["data", "length"], 10**12), "data.n_sequences, data.length: "),  # was blamed on n_sequences alone
     (_with(["lms", "analytic", "eps"], [0.1, -1]), r"lms.analytic.eps\[1\]"),
     (_with(["lms", "analytic", "eps"], [float("nan")]), r"lms.analytic.eps\[0\]"),
     (_with(["lms", "analytic", "kinds"], ["noise"]), "lms.analytic.kinds"),

@@ -247,8 +247,11 @@ class _Classifier:
 
     def accuracy(self, features, labels) -> float:
         """Fraction of ``labels (n,)`` predicted correctly."""
-        pred = self.predict(features)
-        return float(np.mean(pred == check_labels(labels, pred.shape[0], self.n_classes)))
+        f = as_array("features", features)
+        if f.ndim < 2:
+            raise ShapeError(f"features: expected one row per label, (n, …), got shape {f.shape}")
+        labels = check_labels(labels, f.shape[0], self.n_classes)  # before predict compiles
+        return float(np.mean(self.predict(f) == labels))
 
 
 @dataclass(frozen=True, eq=False)

@@ -319,7 +319,8 @@ def parse_config(raw: dict) -> SweepConfig:
             if check.validate_world is not None and any(check.applies(spec, lm) == "" for lm in lm_specs):
                 check.validate_world(options, spec, world)
         # the held-out set and the (n, T, V) laws every check reads must fit
-        check_memory("data.n_sequences", data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
+        check_memory("data.n_sequences, data.length",
+                     data["n_sequences"] * data["length"] * (int(world.n_symbols) + 1),
                      what=f"held-out laws of world {spec['name']!r}")
         if spec["name"] in trained:  # and so must its training config
             _train_configs(config, spec, world)

@@ -48,8 +48,9 @@ def context_divergences(logp_star, logp_lm) -> tuple[np.ndarray, np.ndarray]:
     star = check_real_array("logp_star", logp_star)
     if star.ndim != 2:
         raise ShapeError(f"logp_star: expected (n, V), got {star.shape}")
+    lm = check_shaped("logp_lm", logp_lm, star.shape)  # both shapes before either's laws are checked (compiles)
     star = check_lm_laws("logp_star", star, star.shape)
-    a, b = star[:, None], check_lm_laws("logp_lm", logp_lm, star.shape)[:, None]
+    a, b = star[:, None], check_lm_laws("logp_lm", lm, star.shape)[:, None]
     with jax.enable_x64(True):
         return kl_float64(a, b), np.asarray(tv_per_sequence(a, b), np.float64)
 
@@ -67,7 +68,17 @@ def markov_tail(t, eps, tv=None, weights=None) -> float:
 
 
 def per_context_tail(t, eps, tv, weights) -> float:
-    """P_π(TV(x) ≥ t), exactly."""
+    """P_π(TV(x) ≥ t), exactly: ``tv (n,)`` the contexts' TVs in [0, 1], ``weights (n,)`` their π (≥ 0), ``t``
+    a real threshold (a typed error names the argument: a negative weight gave a "probability" of −1, a NaN TV
+    or t read as TV < t).  ``eps`` is not read (the tail is of the TVs themselves)."""
+    t = check_real_array("t", t)
+    tv, weights = check_real_array("tv", tv), check_real_array("weights", weights)
+    if t.ndim or tv.ndim != 1 or weights.shape != tv.shape:
+        raise ShapeError(f"t, tv, weights: expected a number and two arrays of one shape (n,), got {t.shape}, "
+                         f"{tv.shape} and {weights.shape}")
+    if ((tv < 0) | (tv > 1)).any() or (weights < 0).any():
+        bad = "tv" if ((tv < 0) | (tv > 1)).any() else "weights"
+        raise ConfigError(f"{bad}: expected {'TVs in [0, 1]' if bad == 'tv' else 'weights ≥ 0'}")
     return float(weights @ (tv >= t))
 
 

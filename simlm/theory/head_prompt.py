@@ -574,6 +574,7 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     classes in blocks (n up to a few thousand); the ``max_pairs`` closest pairs are returned."""
     tol, max_pairs = check_positive("tol", tol), check_positive_int("max_pairs", max_pairs)
     margin = _relative("margin", margin)
+    _check_features(features)  # before the forward–backward compiles
     B = chain64(world)[2]
     p = state_posterior0(world, tokens)
     n = len(p)
@@ -593,6 +594,13 @@ def failure_certificate(world, mu_or_labels, tokens, *, features="masked", tol: 
     return _certificate(B, p, y, clear, tokens, features, tol, max_pairs)
 
 
+def _check_features(features):
+    """``features`` as :func:`failure_certificate` takes it: "masked" or a callable (a ConfigError otherwise)."""
+    if not ((isinstance(features, str) and features == "masked") or callable(features)):
+        raise ConfigError(f"features: expected 'masked' or a callable tokens → (n, d), got {features!r}")
+    return features
+
+
 def _clear_labels(p, m, margin):
     """The labels 1[μᵀP(H_0|x) ≥ 0] of posteriors ``p`` (n, K), and which of them are clear of the margin."""
     score = p @ m
@@ -604,13 +612,11 @@ def _certificate(B, p, y, clear, tokens, features, tol, max_pairs) -> FailureCer
     n = len(p)
     if isinstance(features, str) and features == "masked":
         F = p @ B
-    elif callable(features):
-        F = check_real_array("features", features(tokens))
+    else:
+        F = check_real_array("features", _check_features(features)(tokens))
         if F.ndim < 1 or F.shape[0] != n:
             raise ShapeError(f"features: the callable returned shape {F.shape}, expected ({n}, d) (one row per sequence)")
         F = F.reshape(n, -1)
-    else:
-        raise ConfigError(f"features: expected 'masked' or a callable tokens → (n, d), got {features!r}")
     i1, i0 = np.flatnonzero(y & clear), np.flatnonzero(~y & clear)
     found, best = [], float("inf")
     for s in range(0, len(i1), 256):

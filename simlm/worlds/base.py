@@ -361,9 +361,8 @@ class WorldBase:
         """``(n_elements, itemsize)`` of the arrays ``method`` builds on (n, T) tokens (P masked positions)."""
         raise NotImplementedError
 
-    def _check_sample(self, n: int, T: int, extra=()) -> None:
-        check_request("n_sequences, length", [*self._sample_arrays(n, T), *extra],
-                       f"sampling {n} sequences × {T} tokens")
+    def _check_sample(self, n: int, T: int, extra=(), names: str = "n_sequences, length") -> None:
+        check_request(names, [*self._sample_arrays(n, T), *extra], f"sampling {n} sequences × {T} tokens")
 
     def _check_cost(self, method: str, n: int, T: int, P: int = 0) -> None:
         check_request("tokens", [(n * T, 4), *self._inference_arrays(method, n, T, P)],

@@ -331,11 +331,11 @@ class HMM(ChainInference, WorldBase):
         The same key or seed gives bit-identical output.  A float32 uniform resolves each draw's
         probabilities to its 2⁻²³ grid: a token or state rarer than ~1e-7 is drawn at a multiple of 2⁻²³
         (maybe never), where the exact laws give it its own probability (:func:`~simlm.worlds.hmm_core.sample`)."""
-        key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
         return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
+        key = as_key(key)  # after the host checks: making a key from a seed compiles
         tokens, states = sample_tokens(*self._chain, key, n, T)
         return (tokens, states) if return_states else tokens
 

@@ -22,6 +22,7 @@ The functions below take one sequence ``tokens (T,)`` and are jit/vmap-able (the
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 
 import jax
@@ -410,7 +411,7 @@ class LogLinearWorld(WorldBase):
     def random(cls, seed, n_states: int = 8, n_symbols: int = 32, dim: int = 16, *,
                geometry: str = "anchor", representation: str = "constant-norm", n_carriers: int = 0,
                mean_norm: float = 1.0, radius: float = 3.0, anchor_norm: float = 2.0, sigma: float = 1.5,
-               norm_spread: float = 0.5, gain=None, carrier_gap: float = 8.0) -> "LogLinearWorld":
+               norm_spread: float = 0.5, gain=None, carrier_gap: float = 8.0, **unknown) -> "LogLinearWorld":
         """A random world from an integer seed (numpy Generator; same seed, same world).
 
         Representations z_h = m + s_h, with m a random vector of norm ``mean_norm`` shared by every
@@ -434,8 +435,12 @@ class LogLinearWorld(WorldBase):
         nats, so their logit sits κ⟨m, z_h⟩/‖m‖² below a bulk word's — exactly κ under "constant-norm",
         about κ under the others when mean_norm ≫ radius/√d; a draw where it is below κ/2 in some state (a
         carrier not rare there) is refused, naming mean_norm.  Needs mean_norm > 0.  The automaton
-        ``next_state`` is uniform random; the start state is 0.
+        ``next_state`` is uniform random; the start state is 0.  Another keyword is a ConfigError naming it.
         """
+        if unknown:
+            options = [k for k in inspect.signature(cls.random).parameters if k not in ("seed", "unknown")]
+            raise ConfigError(f"{sorted(unknown)[0]}: not an option of LogLinearWorld.random; its options are "
+                              f"{options}")
         rng = as_rng(seed)
         S = check_positive_int("n_states", n_states)
         V = check_positive_int("n_symbols", n_symbols)

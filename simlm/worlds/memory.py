@@ -319,11 +319,11 @@ class MemoryHMM(hmm_mod.ChainInference, WorldBase):
         output.  Each draw resolves its probabilities to the grid of uniforms in the world's dtype, as
         :meth:`HMM.sample`'s (float32: 2⁻²³, float64: 2⁻⁵²): in float32 a value rarer than ~1e-7 is drawn at
         a multiple of 2⁻²³, maybe never."""
-        key = as_key(key)
         n = check_positive_int("n_sequences", n_sequences)
         T = check_positive_int("length", length)
         return_states = check_flag("return_states", return_states)
         self._check_sample(n, T)
+        key = as_key(key)  # after the host checks: making a key from a seed compiles
         cums = [core.cumulative_rows(a) for a in self.parameter_arrays()]
         tokens, states, memory = _sample(*cums, key, n, T)
         return (tokens, states, memory) if return_states else tokens
