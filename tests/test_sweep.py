@@ -22,7 +22,7 @@ from simlm.experiments.commandline import executor_of
 from simlm.experiments.executors import (ACCELERATOR_MEMORY, InProcess, ProcessPool, _share_accelerator,
                                         _single_threaded_xla, auto_workers)
 from simlm.experiments.registry import COLUMNS, checks
-from simlm.experiments.sweep import load_config, parse_config, run_sweep
+from simlm.experiments.sweep import load_config, parse_config, read_results, run_sweep
 
 TINY = {"name": "tiny", "seed": 0, "data": {"n_sequences": 8, "length": 6},
         "worlds": [{"name": "h", "kind": "hmm", "seed": 1, "options": {"n_states": 3, "n_symbols": 3}}],
@@ -539,3 +539,24 @@ def test_a_pool_that_fills_the_cores_pins_each_worker_to_a_core_until_a_core_is_
     # pool that pinned here would pin it before the job starts, as above)
     unpinned = [json.loads(r) for _, r in ProcessPool(1, single_threaded=False).map(_affinity, ["a"])]
     assert all(t == cores for r in unpinned for t in r["start"])
+
+
+def test_a_cell_whose_rows_are_not_rows_is_a_damaged_line(finished, tmp_path):
+    """A line edited to "measured": "abc" (or "holds": "yes") was read as a cell and tabulated beside its
+    verdict; it is a damaged line now: dropped with a warning and a backup, and its cell recomputed by the
+    next run."""
+    import shutil
+
+    config, reference = finished
+    for column, value in (("measured", "abc"), ("bound", [1.0]), ("holds", "yes")):
+        out = tmp_path / column
+        shutil.copytree(reference, out)
+        lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
+        entry = json.loads(lines[2])
+        entry["records"][0][column] = value
+        (out / "cells.jsonl").write_text("".join(lines[:2]) + json.dumps(entry) + "\n" + "".join(lines[3:]))
+        with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
+            assert all(r.get(column) != value for r in read_results(out))
+        assert list(out.glob("cells.jsonl.corrupt-*"))
+        run_sweep(load_config(config), out, progress=False)
+        assert table(out) == table(reference)

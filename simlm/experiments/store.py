@@ -206,8 +206,16 @@ def _cell(line: bytes):
 
 
 def _is_cell(entry) -> bool:
+    """Whether ``entry`` is a finished cell: a string key and records that are rows — a measured value and a
+    bound that are numbers or null, a verdict that is true, false or null (a line edited to "measured": "abc"
+    was tabulated as it was, beside holds = true; it is now a damaged line)."""
     return (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
-            and all(isinstance(r, dict) for r in entry["records"]))
+            and all(isinstance(r, dict) and all(_number_or_null(r.get(k)) for k in ("measured", "bound"))
+                    and isinstance(r.get("holds"), (bool, type(None))) for r in entry["records"]))
+
+
+def _number_or_null(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _cells(line: bytes) -> list | None:
