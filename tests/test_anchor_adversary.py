@@ -555,6 +555,7 @@ def test_the_per_context_tail_checks_its_arguments(args, error, match):
     with pytest.raises(error, match=match):
         per_context_tail(*args)
     assert per_context_tail(0.1, 0.0, [0.05, 0.5, 0.1], [0.25, 0.5, 0.25]) == 0.75  # TV ≥ t: the last two
+    assert per_context_tail(0.1, 0.0, [1 + 1e-15, 0.0], [0.5, 0.5]) == 0.5  # a TV past 1 by its float rounding
 
 
 def test_context_divergences_compares_the_shapes_before_checking_either_law(monkeypatch):

@@ -76,11 +76,15 @@ def per_context_tail(t, eps, tv, weights) -> float:
     if t.ndim or tv.ndim != 1 or weights.shape != tv.shape:
         raise ShapeError(f"t, tv, weights: expected a number and two arrays of one shape (n,), got {t.shape}, "
                          f"{tv.shape} and {weights.shape}")
-    if ((tv < 0) | (tv > 1)).any() or (weights < 0).any():
-        bad = "tv" if ((tv < 0) | (tv > 1)).any() else "weights"
+    out = (tv < -TV_ROUNDING) | (tv > 1 + TV_ROUNDING)  # a TV summed in floats may pass 1 by its rounding
+    if out.any() or (weights < 0).any():
+        bad = "tv" if out.any() else "weights"
         raise ConfigError(f"{bad}: expected {'TVs in [0, 1]' if bad == 'tv' else 'weights ≥ 0'}")
     return float(weights @ (tv >= t))
 
+
+#: how far outside [0, 1] :func:`per_context_tail` takes a TV as rounding
+TV_ROUNDING = 1e-9
 
 FORMS = {"markov": markov_tail, "per-context": per_context_tail}
 
