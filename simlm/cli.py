@@ -97,7 +97,8 @@ def _worlds(args) -> int:
     from simlm.worlds import HMM, LogLinearWorld, MemoryHMM
 
     def describe(label, name, fn):
-        params = [str(p) for n, p in inspect.signature(fn).parameters.items() if n not in ("cls", "seed")]
+        params = [str(p) for n, p in inspect.signature(fn).parameters.items()
+                  if n not in ("cls", "seed") and p.kind != p.VAR_KEYWORD]  # **unknown only names a refusal
         paragraphs = (inspect.getdoc(fn) or "").split("\n\n")
         # the first paragraph, and the list it introduces when it ends in a colon (a family's options)
         doc = paragraphs[0].replace("\n", " ")

@@ -391,6 +391,7 @@ def test_the_listing_commands_name_every_world_kind_and_check(capsys):
     assert all(k in text for k in ("hmm", "memory-hmm", "loglinear")) and all(c in text for c in checks())
     # a family's options are listed, not cut at the colon that introduces them
     assert all(option in text for option in ('"permutation-mixture"', '"sparse"', "prior_concentration", "emission_temp"))
+    assert "carrier_gap" in text and "**" not in text  # LogLinearWorld.random's **unknown is a refusal, no option
 
 
 def test_the_demo_config_is_valid_and_uses_every_check():

@@ -775,7 +775,8 @@ def test_the_sweep_check_reads_the_first_max_sequences_against_the_most_frequent
     assert abs(rho_lm - rho_bayes) > 0.05  # the case that tells the two apart
     # the p-values over every ordering of the APTs (≤ 8 types): twice the smaller one-sided share, at most 1
     for key, rho, side in (("p_value", rho_lm, 1), ("bayes_p_value", rho_bayes, 0)):
-        null = np.array([_spearman(counts[seen], perm) for perm in itertools.permutations([apt[v][side] for v in seen])])
+        apts = [apt[v][side] for v in seen]
+        null = np.array([_spearman(counts[seen], perm) for perm in itertools.permutations(apts)])
         want = min(1.0, 2 * min(np.mean(null >= rho - 1e-12), np.mean(null <= rho + 1e-12)))
         assert len(seen) <= 8 and s[key] == pytest.approx(want, abs=1e-12)
 

@@ -391,12 +391,12 @@ def sample_task_data(world, task, key_or_seed, n: int, length: int) -> tuple[np.
     exact posterior of those tokens.  For a ``"prepended"`` task T + 1 tokens are drawn and x_0 dropped,
     so the tokens are x_1..x_T with H_0 ~ π before them (see the module docstring)."""
     check_task(task, world)
-    key = as_key(key_or_seed, "key_or_seed")
     n = check_positive_int("n", n)
     T = check_positive_int("length", length)
     prepended = isinstance(task, PosteriorTask) and task.position == "prepended"
     drawn = T + 1 if prepended else T
     world._check_sample(n, drawn, names="n, length")  # the size named as here, not as world.sample names it
+    key = as_key(key_or_seed, "key_or_seed")  # after the host checks: making a key from a seed compiles
     tokens = np.asarray(world.sample(key, n, drawn))
     tokens = tokens[:, 1:] if prepended else tokens
     return tokens, task.labels(world, tokens)

@@ -6,7 +6,8 @@ Bayes predictor argmax P(x_t | x_−t) on the same positions (:mod:`simlm.theory
 
 - ``mean_apt``, ``accuracy`` (type-averaged and occurrence-weighted APT), ``bayes_mean_apt``,
   ``bayes_accuracy``, ``apt_frequency_spearman`` (the paper's "APT grows with frequency", for the LM and
-  for Bayes, each with its two-sided p-value), ``n_predicted`` (distinct outputs), ``kl_epsilon`` (mean KL to the Bayes law);
+  for Bayes, each with its two-sided p-value), ``n_predicted`` (distinct outputs), ``kl_epsilon`` (mean KL
+  to the Bayes law);
 - ``expected_accuracy`` ≤ ``bayes_expected_accuracy``: the Rao–Blackwell expected accuracy Σ_t p*(pred_t |
   x_−t) / N of the LM's predictions against E max_v p*(v | x_−t).  It holds pointwise for every predictor,
   so the row is flagged trivial (no LM can violate it); its ``slack_used`` — with the token-and-position-free

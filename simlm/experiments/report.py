@@ -91,7 +91,8 @@ def console_table(rows: list, *, limit: int = 60) -> str:
     for r in every[:limit]:
         flag = "yes" if r["holds"] else "NO"
         flag += " (trivial)" if is_trivial(r) else ""
-        lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {_shown(r.get('eps'), '.3g'):>9} "
+        eps = _shown(r.get("eps"), ".3g")  # "–" where the check built its own LM
+        lines.append(f"{_fit(r['check'], 22):22} {_fit(r['world'], 10):10} {_fit(_lm(r), 26):26} {eps:>9} "
                      f"{_fit(r['quantity'], 32):32} {_measured(r, '.4g'):>10} {_shown(r.get('bound'), '.4g'):>10} "
                      f"{flag}")
     if len(every) > limit:

@@ -68,7 +68,8 @@ def markov_tail(t, eps, tv=None, weights=None) -> float:
 
 
 def per_context_tail(t, eps, tv, weights) -> float:
-    """P_π(TV(x) ≥ t), exactly: ``tv (n,)`` the contexts' TVs in [0, 1], ``weights (n,)`` their π (≥ 0), ``t``
+    """P_π(TV(x) ≥ t), exactly: ``tv (n,)`` the contexts' TVs in [0, 1], ``weights (n,)`` their π (any weights
+    ≥ 0, summed as given: a tail of weights that sum past 1 can pass 1), ``t``
     a real threshold (a typed error names the argument: a negative weight gave a "probability" of −1, a NaN TV
     or t read as TV < t).  ``eps`` is not read (the tail is of the TVs themselves)."""
     t = check_real_array("t", t)
