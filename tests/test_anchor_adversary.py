@@ -567,3 +567,25 @@ def test_context_divergences_compares_the_shapes_before_checking_either_law(monk
     star = log_softmax(np.zeros((2, 3)))
     with pytest.raises(ShapeError, match="logp_lm"):
         anchor_bound.context_divergences(star, star[:, :2])
+
+
+def test_a_random_worlds_cheapest_flip_drains_a_task_word_by_62_nats():
+    """A world of the kind the tests draw (seed 59 of a review's 120, 2026-12-07; the others agreed to 1.5e-15):
+    context 1 flips cheapest by draining task word 2 to 2.9e-31.  ζ's ±40 grid found a pair move at KL 0.8416
+    (13.7× the least) and a TV of 0.0398 (11.7×), and the worst LM at the budget below flipped 3 of the 4
+    contexts (error 0.824) where it flips all."""
+    from simlm.theory.anchors import AnchorContexts, log_softmax, word_task, world_anchor_fit
+
+    rng = np.random.default_rng(59)
+    n, V, d = int(rng.integers(2, 5)), int(rng.integers(3, 7)), int(rng.integers(1, 4))
+    f, E = rng.normal(size=(n, d)), rng.normal(size=(d, V)) * rng.choice([0.5, 1.5, 3.0])
+    w = rng.dirichlet(np.ones(n))
+    ctx = AnchorContexts(log_softmax(f @ E), f, E, w, np.arange(n), None)
+    words = rng.choice(V, int(rng.integers(1, min(4, V))), replace=False)
+    bulk = bulk_mask(ctx.logp, words=rng.choice(V, int(rng.integers(1, V)), replace=False))
+    task = word_task(ctx, world_anchor_fit(ctx, bulk), words, rng.normal(size=len(words)))
+    costs = flip_costs(task, ctx, bulk)
+    assert (n, V) == (4, 5) and costs.kl[1] == pytest.approx(0.0615234, rel=1e-5)
+    assert flip_costs(task, ctx, bulk, by="tv").tv[1] == pytest.approx(0.003404, rel=1e-3)
+    worst = worst_case_lm(task, ctx, bulk, float(w @ costs.kl) * (1 + 1e-7))
+    assert worst.flipped.all() and worst.error == pytest.approx(1.0)
