@@ -935,6 +935,14 @@ def _warn_other_code(store: CellStore, runs: list, out: Path) -> None:
                       "another --out to recompute everything", RuntimeWarning, stacklevel=3)
 
 
+def _csv_cell(v):
+    """A row's value as results.csv writes it: "" for None, a list or table as its JSON text (NaN and ±inf as
+    Python's json writes them; Python's repr of a list is no JSON), anything else as it is."""
+    if v is None:
+        return ""
+    return json.dumps(jsonable(v, keep_nonfinite=True)) if isinstance(v, (list, tuple, dict)) else v
+
+
 def write_tables(rows: list, out: Path) -> list:
     """``results.csv`` (and ``results.parquet`` where pyarrow is present) from the tidy rows, atomically; in the
     CSV a list or table column is its JSON text."""
@@ -947,9 +955,8 @@ def write_tables(rows: list, out: Path) -> list:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for r in rows:  # a list or table column as JSON (NaN and ±inf as Python's json writes them), not Python's repr
-        writer.writerow({k: "" if v is None else json.dumps(jsonable(v, keep_nonfinite=True))
-                         if isinstance(v, (list, tuple, dict)) else v for k in columns for v in (r.get(k),)})
+    for r in rows:
+        writer.writerow({k: _csv_cell(r.get(k)) for k in columns})
     write_text_atomic(out / "results.csv", buffer.getvalue())
     paths = [out / "results.csv"]
     try:
