@@ -7,6 +7,9 @@ on the host, before anything is traced or compiled.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import math
 import os
 
@@ -24,6 +27,39 @@ def as_array(name: str, value, *, error=ShapeError, what: str = "a rectangular n
     except (TypeError, ValueError, OverflowError) as err:
         raise error(f"{name}: expected {what}, got {type(value).__name__} that numpy cannot convert "
                     f"({str(err).split('.')[0]})") from None
+
+
+def checked_fields(cls):
+    """Class decorator for a config dataclass: a misspelt, unknown, missing, repeated or surplus argument of
+    its constructor raises :class:`ConfigError` naming it (with the nearest field's name where one is close)
+    instead of the TypeError of the generated ``__init__``.  Apply above ``@dataclasses.dataclass``."""
+    init = cls.__init__
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in fields]
+    required = [f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        where = cls.__name__
+        for key in kwargs:
+            if key not in names:
+                near = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f"; its fields are {names}"
+                raise ConfigError(f"{key}: not a field of {where}{hint}")
+        if len(args) > len(names):
+            raise ConfigError(f"{where}: takes at most {len(names)} positional values ({names}), got {len(args)}")
+        for name in names[:len(args)]:
+            if name in kwargs:
+                raise ConfigError(f"{name}: given twice to {where}, by position and by keyword")
+        given = set(names[:len(args)]) | set(kwargs)
+        for name in required:
+            if name not in given:
+                raise ConfigError(f"{name}: {where} needs it (no default)")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarray, bool]:

@@ -83,6 +83,23 @@ def test_from_dict_refuses_what_is_not_a_train_config(d, words):
         TrainConfig.from_dict(d)
 
 
+@pytest.mark.parametrize("make, words", [
+    (lambda: TransformerConfig(n_symbols=4, d_modle=8),
+     r"^d_modle: not a field of TransformerConfig \(did you mean 'd_model'"),
+    (lambda: TransformerConfig(d_model=8), r"^n_symbols: TransformerConfig needs it"),
+    (lambda: TransformerConfig(4, n_symbols=4), r"^n_symbols: given twice to TransformerConfig"),
+    (lambda: TransformerConfig(*range(1, 15)), r"^TransformerConfig: takes at most 13 positional values"),
+    (lambda: TrainConfig(bogus=1), r"^bogus: not a field of TrainConfig; its fields are \['objective'"),
+    (lambda: TrainConfig(learnig_rate=0.1),
+     r"^learnig_rate: not a field of TrainConfig \(did you mean 'learning_rate'"),
+])
+def test_a_misspelt_missing_or_surplus_config_argument_is_a_config_error_naming_it(make, words):
+    """The dataclasses' generated constructors raised Python's TypeError ("__init__() got an unexpected keyword
+    argument 'd_modle'"), which ``except ValueError`` does not catch."""
+    with pytest.raises(ConfigError, match=words):
+        make()
+
+
 def test_a_config_survives_its_json_round_trip():
     config = TrainConfig(targets=[0.01, np.float32(0.5), 0.1], seeds=np.array([3, 1]), batch_size=np.int64(4))
     assert config.targets == (0.5, 0.1, 0.01) and config.seeds == (3, 1)  # ladder order; seeds kept in order

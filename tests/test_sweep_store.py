@@ -677,6 +677,11 @@ def test_a_rung_no_seed_reached_is_listed_not_dropped(tmp_path, capsys):
     (lambda r: r["worlds"][0]["options"].update(n_states=0), r"^worlds.h.options.n_states: expected an integer"),
     (lambda r: r["lms"]["trained"]["model"].update(d_model=6, n_heads=4), r"^lms.trained.model.d_model: 6 is not"),
     (lambda r: r["lms"]["trained"]["train"].update(learning_rate=-1.0), r"^lms.trained.train.learning_rate: "),
+    # a misspelt field was Python's "TransformerConfig.__init__() got an unexpected keyword argument"
+    (lambda r: r["lms"]["trained"]["model"].update(d_modle=32),
+     r"^lms.trained.model.d_modle: not a field of TransformerConfig \(did you mean 'd_model'\?\)"),
+    (lambda r: r["lms"]["trained"]["train"].update(learnig_rate=0.1),
+     r"^lms.trained.train.learnig_rate: not a field of TrainConfig \(did you mean 'learning_rate'\?\)"),
     (lambda r: r["checks"].update({"wei/head-prompt-experiment": {"seeds": [-1]}}),
      r"^checks.wei/head-prompt-experiment.seeds: "),
     # the held-out tokens were the training corpus, silently, where the seeds and the numbers of sequences agreed

@@ -116,7 +116,7 @@ from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_h
                               fit_linear_head, fit_transformer_prompt, make_memory_task, make_posterior_task,
                               sample_task_data, task_features)
 from simlm.checks import (check_distinct_labels, check_instance, check_memory, check_positive, check_positive_int,
-                          check_tokens)
+                          check_tokens, checked_fields)
 from simlm.errors import ConfigError, ShapeError
 from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
                                            run_main)
@@ -146,6 +146,7 @@ def _seed(s) -> int:
     return s
 
 
+@checked_fields
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Both experiments as plain values; experiment 1 reads ``n_states``, experiment 2 ``n_slots`` and

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlm.checks import (as_tuple, check_distinct_labels, check_distributions, check_instance, check_positive,
-                          check_positive_int)
+                          check_positive_int, checked_fields)
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
                                            figure_path, run_main)
@@ -95,6 +95,7 @@ TAU_TOL = 0.01
 B_CHOICES = ("B*", "B_tau")
 
 
+@checked_fields
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The sweep, as plain values.  ``n_states``/``dim`` size the log-linear worlds; the HMM has

@@ -450,16 +450,12 @@ def _train_configs(config: SweepConfig, world_spec: dict, world):
         model = TransformerConfig(**{"d_model": 16, "n_layers": 1, "n_heads": 2,
                                      "max_len": max(data["length"] + 1, longest), **t["model"],
                                      "n_symbols": int(world.n_symbols), "causal": t["objective"] != "masked-lm"})
-    except TypeError as err:
-        raise ConfigError(f"lms.trained: {err}") from None
     except SimlmError as err:  # e.g. "d_model: 6 is not divisible by n_heads = 4": named in the config
         raise type(err)(f"lms.trained.model.{err}") from None
     try:  # at most max_len (a rotary model reads longer inputs than it trained on without an untrained row)
         train = TrainConfig(**{"seq_len": min(longest, model.max_len), "batch_size": 32, "max_steps": 300,
                                "eval_every": 25, "eval_sequences": 64, **t["train"], "objective": t["objective"],
                                "targets": tuple(t["targets"]), "seeds": tuple(t["seeds"])})
-    except TypeError as err:
-        raise ConfigError(f"lms.trained: {err}") from None
     except SimlmError as err:  # the sweep sets targets, seeds and objective from lms.trained, the rest is train's
         own = str(err).split(":")[0] in ("targets", "seeds", "objective")
         raise type(err)(f"lms.trained.{'' if own else 'train.'}{err}") from None

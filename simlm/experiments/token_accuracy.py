@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.checks import check_positive_int
+from simlm.checks import check_positive_int, checked_fields
 from simlm.errors import ConfigError
 from simlm.experiments.commandline import (Parser, add_run_options, check_run_options, directory, executor_of,
                                            run_main)
@@ -69,6 +69,7 @@ def training_configs(config: Config, n_symbols: int):
     return mc, tc
 
 
+@checked_fields
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0

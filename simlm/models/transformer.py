@@ -76,13 +76,15 @@ from flax import nnx
 
 from simlm.errors import ConfigError, ShapeError, TokenError, UntrainedPositionWarning
 from simlm.models.base import ExplainsAbsentLaws
-from simlm.checks import as_key, check_memory, check_positions, check_positive_int, check_real_array, check_tokens
+from simlm.checks import (as_key, check_memory, check_positions, check_positive_int, check_real_array, check_tokens,
+                          checked_fields)
 
 _POSITIONS = ("learned", "rotary")
 _DTYPES = ("float32", "bfloat16", "float16")
 _ATTENTION = ("auto", "xla", "cudnn")
 
 
+@checked_fields
 @dataclass(frozen=True)
 class TransformerConfig:
     """Plain-value configuration, validated on construction (``ConfigError`` naming the field).

@@ -58,7 +58,7 @@ from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
 from simlm.checks import (SEED_LIMIT, as_tuple, check_distinct_labels, check_finite, check_float32_normal,
-                          check_instance, check_memory, check_positive_int, mean_and_sem, seed_key)
+                          check_instance, check_memory, check_positive_int, checked_fields, mean_and_sem, seed_key)
 from simlm.worlds.base import World
 
 
@@ -67,6 +67,7 @@ _INT_MAX = 2**31 - 1  # step counters and sizes live in int32 on the device
 _SEED_MAX = SEED_LIMIT - 1
 
 
+@checked_fields
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Plain-value training configuration (JSON via ``to_dict``/``from_dict``), validated on creation:
