@@ -524,7 +524,7 @@ def test_an_unregularised_fit_on_data_separated_in_part_warns():
     tied_y = np.r_[np.zeros(10, int), [0, 1, 1], np.ones(10, int)]
     for f, labels, C in ((z, y, 3), (tied, tied_y, 2)):
         assert separated(f, labels, C) and fit_linear_head(f, labels, n_classes=C, l2=1e-3).accuracy(f, labels) < 1
-        with pytest.warns(NotConvergedWarning, match="separates the training data in part"):
+        with pytest.warns(NotConvergedWarning, match="separates the training data in whole or in part"):
             fit_linear_head(f, labels, n_classes=C, l2=0.0)
     overlap = rng.normal(size=(60, 2))
     with warnings.catch_warnings():

@@ -33,7 +33,7 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_of_the_observed_token
 
 
 def test_the_quad_loss_is_minus_the_observed_score_plus_half_the_squared_scores():
-    """ℓ = −⟨f(s), φ_w⟩ + ½‖Φᵀ f(s)‖² at every position, averaged (the ½ sets the minimiser (ΦΦᵀ)⁻¹Φp*)."""
+    """ℓ = −⟨f(s), φ_w⟩ + ½‖Φᵀ f(s)‖² at every position, averaged (minimised where ΦΦᵀ f = Φp*)."""
     model, x = init_transformer(CONFIG, 1), _tokens(1)
     f = np.asarray(model.features(causal_inputs(x, CONFIG)), np.float64) * 7.0  # order-1 scores
     phi = np.asarray(model.unembedding, np.float64)

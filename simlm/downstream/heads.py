@@ -497,8 +497,8 @@ def _warn_without_minimiser(head, features, y, n_classes: int, l2: float) -> Non
         apart = whole or separated((np.asarray(features, np.float64) - head.mean) / head.scale, y, n_classes)
         if apart:
             why = ("l2 = 0 and the head separates the training data" if whole else
-                   "l2 = 0 and a direction of the head separates the training data in part (all margins ≥ 0, "
-                   "one > 0)")
+                   "l2 = 0 and a direction of the head separates the training data in whole or in part (all "
+                   "margins ≥ 0, one > 0), though the fit stopped below training accuracy 1")
     if why is None:
         return
     warnings.warn(f"fit_linear_head: {why}, so its objective has no minimiser: the parameters (and the gradient norm "
