@@ -52,7 +52,11 @@ def test_check_options_that_cannot_run_are_refused_when_the_config_is_parsed():
         parse_config(raw([{"name": "l", **LOGLINEAR}], {"wu/anchors": {"top_k": 50}}))
     with pytest.raises(ConfigError, match="checks.wu/anchors.n_words"):
         parse_config(raw([{"name": "l", **LOGLINEAR}], {"wu/anchors": {"n_words": 5}}))
-    parse_config(raw([{"name": "h", **HMM}], {"wu/anchors": {"top_k": 50}}))  # no log-linear world: never runs
+    # no log-linear world: its top_k is not judged against a world it never runs on, and a check no cell runs
+    # is refused as such (it was skipped in every cell, named in summary.json alone)
+    with pytest.raises(ConfigError, match=r"^checks.wu/anchors: runs in no \(world, LM\) cell of this config — "
+                                          r"world 'h': needs a log-linear world$"):
+        parse_config(raw([{"name": "h", **HMM}], {"wu/anchors": {"top_k": 50}}))
     parse_config(raw([{"name": "l", **LOGLINEAR}], {"wu/anchors": {"top_k": 3, "n_words": 4}}))
     from simlm.experiments import token_accuracy as ta
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import jax
 import jax.numpy as jnp
@@ -394,11 +395,34 @@ def test_the_listing_commands_name_every_world_kind_and_check(capsys):
     assert "carrier_gap" in text and "**" not in text  # LogLinearWorld.random's **unknown is a refusal, no option
 
 
-def test_the_demo_config_is_valid_and_uses_every_check():
+def test_the_demo_config_is_valid_and_uses_every_check_that_applies_to_its_worlds():
+    """Every check but the one that needs planted-class worlds, which a config may not list where no cell runs it
+    (the demo listed it "so that it names every check": its whole entry was skipped)."""
     from simlm.cli import demo_config_path
 
     config = load_config(demo_config_path())
-    assert set(config.checks) == set(checks())
+    assert set(checks()) - set(config.checks) == {"tzach/token-accuracy-experiment"}
+    raw = tomllib.loads(demo_config_path().read_text())
+    raw["checks"]["tzach/token-accuracy-experiment"] = {}
+    with pytest.raises(ConfigError, match=r"^checks.tzach/token-accuracy-experiment: runs in no \(world, LM\) cell of "
+                                          r"this config — world 'hmm': needs a planted-hmm world"):
+        parse_config(raw)
+
+
+def test_a_check_whose_condition_only_the_oracle_judges_is_refused_without_the_oracle():
+    """wei/head-tuning reports rank B = |H| (its row rank_deficit, the paper's non-degeneracy condition) once per
+    world, in the oracle's cell: without the oracle a rank-deficient world's sweep read "0 of 0 bounded rows
+    violated" (a review, 2026-12-07)."""
+    from simlm.cli import demo_config_path
+
+    raw = tomllib.loads(demo_config_path().read_text())
+    raw["lms"]["oracle"] = False
+    raw["checks"] = {"wei/head-tuning": {}}
+    with pytest.raises(ConfigError, match=r"^checks.wei/head-tuning: reports its non-degeneracy condition rank "
+                                          r"B = \|H\| \(the row rank_deficit\) in the oracle's cell only"):
+        parse_config(raw)
+    raw["lms"]["oracle"] = True
+    parse_config(raw)
 
 
 def test_a_damaged_cell_log_is_recovered_and_the_rerun_matches(finished, tmp_path):

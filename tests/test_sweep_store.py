@@ -718,12 +718,15 @@ def test_a_model_max_len_is_the_training_length_cap_rotary_or_learned():
 
 def test_a_world_check_is_validated_only_on_the_worlds_it_runs_on():
     """natural-task reads the next-token law: with masked analytic LMs only it runs on no world, and a V of
-    3000 (whose contexts of length 2 could not be enumerated) was refused all the same."""
+    3000 (whose contexts of length 2 could not be enumerated) was refused all the same.  It is refused as a
+    check that runs in no cell (it was skipped in every cell, named in summary.json alone)."""
     raw = {**PARTS, "worlds": [WORLD, {"name": "big", "kind": "hmm", "seed": 0,
                                        "options": {"n_states": 2, "n_symbols": 3000}}],
            "lms": {"oracle": False, "analytic": {"kinds": ["logit-noise"], "eps": [0.1], "laws": ["masked"]}},
            "checks": {"saunshi/natural-task": {"max_length": 2}}}
-    parse_config(raw)
+    with pytest.raises(ConfigError, match=r"^checks.saunshi/natural-task: runs in no \(world, LM\) cell of this "
+                                          r"config — world 'h': needs the next-token law"):
+        parse_config(raw)
     raw["lms"]["analytic"]["laws"] = ["next-token"]
     with pytest.raises(ConfigError, match=r"^checks.saunshi/natural-task.max_length: 2 gives .* \(world 'big'\)"):
         parse_config(raw)

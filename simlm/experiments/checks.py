@@ -181,6 +181,7 @@ def _validate_head_tuning(options: dict) -> None:
           defaults={"n_train": 256, "n_test": 256, "length": 12, "task_seed": 0},
           validate=_validate_head_tuning,
           lm_input=lambda o, w, d: (o["length"], o["length"] + 1),  # (MASK, x_1:length)
+          oracle_rows="non-degeneracy condition rank B = |H| (the row rank_deficit)",
           description="linear head on the law at a prepended mask vs the exact law; non-degeneracy rank B = |H|")
 def head_tuning_check(cell) -> list:
     """Task y = 1[μᵀP(H_0 | x) ≥ 0] (sparse μ from ``task_seed``); a linear head is fitted on the LM's law at

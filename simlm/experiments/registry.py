@@ -83,7 +83,9 @@ class Check:
     cell's LM — its world tokens and the model positions they take (a prepended MASK, a prompt's prefix);
     without it, the cell's held-out tokens through a next-token or masked law (``data["length"]`` both).
     The sweep trains its transformers on inputs that long, and refuses a model or training length that
-    would leave a position the check reads untrained or out of the model."""
+    would leave a position the check reads untrained or out of the model.  ``oracle_rows``: what the check
+    reports in the oracle's cell only (a property of the world, once per world); a config that runs the check
+    without the oracle is refused naming it, instead of a sweep that never judges it."""
 
     name: str
     paper: str
@@ -96,6 +98,7 @@ class Check:
     part_jobs: bool = False
     validate_world: Callable[[dict, dict, object], None] | None = None
     lm_input: Callable[[dict, dict, dict], tuple[int, int]] | None = None
+    oracle_rows: str = ""
 
     def input_length(self, options: dict, world_spec: dict, data: dict) -> tuple[int, int]:
         """``(tokens, positions)`` of the longest input this check gives an LM (``lm_input``)."""
@@ -112,7 +115,7 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
              applies: Callable[[dict, dict], str] | None = None, parts: Callable[[dict, dict, dict], list] | None = None,
              validate: Callable[[dict], None] | None = None, part_jobs: bool = False,
              validate_world: Callable[[dict, dict, object], None] | None = None,
-             lm_input: Callable[[dict, dict, dict], tuple[int, int]] | None = None):
+             lm_input: Callable[[dict, dict, dict], tuple[int, int]] | None = None, oracle_rows: str = ""):
     """Decorator: register ``run(cell) -> rows`` as the check ``name`` (see :class:`Check`)."""
     def wrap(run):
         old = _REGISTRY.get(name)
@@ -121,7 +124,7 @@ def register(name: str, *, paper: str, description: str, defaults: dict | None =
                               f"and {run.__module__}.{run.__qualname__})")
         # the same function again: its module was imported anew (a reload, or a retry after a failed import)
         _REGISTRY[name] = Check(name, paper, description, run, dict(defaults or {}), applies or (lambda w, l: ""),
-                                parts, validate, part_jobs, validate_world, lm_input)
+                                parts, validate, part_jobs, validate_world, lm_input, oracle_rows)
         return run
     return wrap
 

@@ -311,12 +311,19 @@ def parse_config(raw: dict) -> SweepConfig:
                 raise type(err)(f"checks.{name}.{err}") from None
     config = SweepConfig(top["name"], top["seed"], data, tuple(worlds), lms, checks)
     trained = [w["name"] for w in _trained_worlds(config)]
+    why_not = {name: {} for name in checks}  # each world's reasons a check does not run there
+    runs = set()
     for spec in config.worlds:  # every world must build (its options are validated by its constructor)
         world = build_world(spec)
         lm_specs = _lm_specs(config, [_trained_spec(config)] if spec["name"] in trained else [])
         for name, options in checks.items():  # and every check's options must fit it, where it runs
             check = get_check(name)
-            if check.validate_world is not None and any(check.applies(spec, lm) == "" for lm in lm_specs):
+            reasons = [check.applies(spec, lm) for lm in lm_specs]
+            if "" not in reasons:
+                why_not[name][spec["name"]] = "; ".join(dict.fromkeys(reasons))
+                continue
+            runs.add(name)
+            if check.validate_world is not None:
                 check.validate_world(options, spec, world)
         # the held-out set and the (n, T, V) laws every check reads must fit
         check_memory("data.n_sequences, data.length",
@@ -324,6 +331,13 @@ def parse_config(raw: dict) -> SweepConfig:
                      what=f"held-out laws of world {spec['name']!r}")
         if spec["name"] in trained:  # and so must its training config
             _train_configs(config, spec, world)
+    for name in (n for n in checks if n not in runs):  # asked for, yet it would give no row: every cell skipped
+        raise ConfigError(f"checks.{name}: runs in no (world, LM) cell of this config — " +
+                          "; ".join(f"world {w!r}: {why}" for w, why in why_not[name].items()))
+    for name in checks:
+        if get_check(name).oracle_rows and not lms["oracle"]:
+            raise ConfigError(f"checks.{name}: reports its {get_check(name).oracle_rows} in the oracle's cell "
+                              "only, so without the oracle it is never judged: set lms.oracle = true")
     return config
 
 
