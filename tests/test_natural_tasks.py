@@ -1115,6 +1115,47 @@ def test_the_r2_of_the_log_partition_fit_does_not_move_when_phi_scales_by_s_and_
     assert fit.r2_mean == pytest.approx(ref.r2_mean, abs=1e-9) and fit.r2_logz == pytest.approx(ref.r2_logz, abs=1e-9)
 
 
+@pytest.mark.parametrize("shift", [1e3, 1e4])
+def test_the_log_partition_fit_does_not_depend_on_where_the_cloud_of_theta_sits(shift):
+    """Moving θ along u with Φᵀu = 1 adds the same constant to every logit: log Z moves by it, Φp_θ not at all, the
+    same fit.  Its design was scaled uncentred, so ``determined`` read False from an offset of 1e3 over a spread
+    of 1 (a review, 2026-12-07); the coefficients, mapped back from the fit about θ's mean, are the same."""
+    rng = np.random.default_rng(8)
+    phi, theta = rng.normal(size=(3, 6)), rng.normal(size=(80, 3))
+    phi[0] = 1.0
+    base = log_partition_fit(theta, phi)
+    moved = theta.copy()
+    moved[:, 0] += shift
+    fit = log_partition_fit(moved, phi)
+    assert base.determined and base.determined_mean and fit.determined and fit.determined_mean
+    np.testing.assert_allclose(fit.A, base.A, atol=1e-8)
+    np.testing.assert_allclose(fit.A_mean, base.A_mean, atol=1e-8)
+    assert fit.r2_logz == pytest.approx(base.r2_logz, abs=1e-9) and fit.r2_mean == pytest.approx(base.r2_mean, abs=1e-9)
+    for f, t in ((base, theta), (fit, moved)):  # the coefficients are θ's own: they give the fitted values
+        quad = 0.5 * np.einsum("ni,ij,nj->n", t, f.A, t) + t @ f.b + f.c
+        assert np.sqrt(np.mean((quad - logsumexp(t @ phi, -1)) ** 2)) == pytest.approx(f.rms_logz, rel=1e-6)
+        mean = softmax(t @ phi) @ phi.T
+        assert np.sqrt(np.mean((t @ f.A_mean.T + f.b_mean - mean) ** 2)) == pytest.approx(f.rms_mean, rel=1e-6)
+    dependent = theta.copy()
+    dependent[:, 2] = dependent[:, 0] + 5.0  # an affine dependence survives centring: still undetermined
+    assert not log_partition_fit(dependent, phi).determined
+
+
+def test_the_log_partition_panel_shows_a_low_log_z_r2():
+    """Its y-limit followed R²(Φp_θ) alone: an R² of log Z of 0.3 beside one of 0.95 was drawn below the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from simlm.experiments.natural_tasks import _log_partition_panel
+
+    fig, ax = plt.subplots()
+    _log_partition_panel(ax, {"log_partition": [{"world": "hmm", "source": "trained", "r2_logz": 0.30,
+                                                 "r2_mean": 0.95, "determined": True, "determined_mean": True}]})
+    assert ax.get_ylim()[0] < 0.30
+    plt.close(fig)
+
+
 def test_the_log_partition_fit_near_zero_is_the_taylor_expansion_and_huge_logits_do_not_overflow_r2():
     """At θ ~ 1e-7 log Z = log V + mᵀθ + ½θᵀCθ + O(θ³), m and C the uniform law's mean and covariance of the
     embeddings (unscaled, the quadratic columns were cut: A = 0); logits ~1e170 once raised OverflowError

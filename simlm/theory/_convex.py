@@ -263,7 +263,9 @@ def constrained_logistic(X, pos, neg, B_grid, constraint: str, *, basis=None, in
 
 @one_blas_thread
 def ridge_logistic(X, pos, neg, l2: float, *, steps: int = 100, tol: float = 1e-10):
-    """argmin_{v, b} F(v, b) + ½ l2 ‖(v, b)‖² by Newton's method with backtracking; returns (v, b)."""
+    """argmin_{v, b} F(v, b) + ½ l2 ‖(v, b)‖² by Newton's method with backtracking; returns (v, b).  With l2 = 0 on
+    data a direction separates (or of one class) there is no argmin: the ``steps``-th iterate is returned, its
+    loss near 0 and its norm set by ``steps`` (every caller in simlm passes l2 > 0)."""
     X, pos, neg = (check_real_array(name, a) for name, a in (("X", X), ("pos", pos), ("neg", neg)))
     if X.ndim != 2 or pos.shape != (len(X),) or neg.shape != (len(X),):
         raise ShapeError(f"X, pos, neg: expected (n, k), (n,) and (n,), got {X.shape}, {pos.shape} and {neg.shape}")

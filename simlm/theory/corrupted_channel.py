@@ -7,7 +7,7 @@ probability c (0.1).  Positions are corrupted independently, so the corruption i
 channel y_t ~ C(· | x_t) on every position, which folds into the HMM's emission likelihoods (derived):
 
     selected position:  C_sel(MASK | x) = a,          C_sel(v | x) = c·1[v = x] + b/V
-    any other position: C(MASK | x) = q·a,            C(v | x) = (1 − q + q·c)·1[v = x] + q·b/V
+    selection unknown:  C(MASK | x) = q·a,            C(v | x) = (1 − q + q·c)·1[v = x] + q·b/V
     ℓ_t(h) = Σ_x B[h, x] C(y_t | x)  =  q·a  (MASK)   or   (1 − q + q·c)·B[h, v] + q·b/V  (symbol v).
 
 The masked-LM loss counts selected positions only, so the Bayes decision at position t is read from

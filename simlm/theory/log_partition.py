@@ -70,6 +70,7 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
     if t.ndim != 2 or phi.ndim != 2 or t.shape[1] != phi.shape[0] or 0 in t.shape or 0 in phi.shape:
         raise ShapeError(f"theta, phi: expected non-empty (n, d) and (d, V), got {t.shape} and {phi.shape}")
     n, d = t.shape
+    check_memory("theta", n * (d * (d + 1) // 2 + d + 1), itemsize=8, what="the quadratic fit's design (n, p)")
     with np.errstate(over="ignore", invalid="ignore"):
         z, square = t @ phi, np.square(np.abs(t).max())
     if not (np.all(np.isfinite(z)) and np.isfinite(square)):
@@ -77,13 +78,21 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
                           "overflow float64")
     logz = z.max(-1) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
     mean = softmax(z) @ phi.T
+    # fitted about θ's mean μ (a quadratic in θ is one in θ − μ, mapped back below): the design's conditioning, so
+    # `determined` and the coefficients' rounding, then does not depend on where the cloud of θ sits (an offset of
+    # 1e3 along a direction that shifts every logit equally, the same fit, read as undetermined: a review 2026-12-07)
+    mu = t.mean(0)
+    tc = t - mu
     i, j = np.triu_indices(d)
-    X = np.hstack([t[:, i] * t[:, j] * np.where(i == j, 0.5, 1.0), t, np.ones((n, 1))])  # ½θᵀAθ, θ, 1
-    lin = np.hstack([t, np.ones((n, 1))])
+    X = np.hstack([tc[:, i] * tc[:, j] * np.where(i == j, 0.5, 1.0), tc, np.ones((n, 1))])  # ½θᵀAθ, θ, 1 about μ
+    lin = np.hstack([tc, np.ones((n, 1))])
     coef, G = _lstsq(X, logz), _lstsq(lin, mean)
     A = np.zeros((d, d))
     A[i, j] = A[j, i] = coef[: len(i)]
     res, rm = logz - X @ coef, mean - lin @ G
+    b_c, A_mean = coef[len(i):len(i) + d], G[:d].T  # about μ: ½(θ−μ)ᵀA(θ−μ) + b_cᵀ(θ−μ) + c_c, A_mean(θ−μ) + g_c
+    b, c = b_c - A @ mu, float(coef[-1] - b_c @ mu + 0.5 * mu @ A @ mu)
+    b_mean = G[d] - A_mean @ mu
 
     def full_rank(M) -> bool:
         """More rows than columns and σ_min > 1e-6 σ_max with the columns scaled to unit norm (numpy returns
@@ -130,8 +139,8 @@ def log_partition_fit(theta, phi) -> LogPartitionFit:
 
     r2_logz, r2_mean = r2(res, logz, 1.0, X), r2(rm, mean, 0.0, lin)
     (dof_logz, adj_logz), (dof_mean, adj_mean) = adjusted(r2_logz, X), adjusted(r2_mean, lin)
-    return LogPartitionFit(A, coef[len(i):len(i) + d], float(coef[-1]), r2_logz, rms(res), G[:d].T, G[d], r2_mean,
-                           rms(rm), full_rank(X), full_rank(lin), dof_logz, dof_mean, adj_logz, adj_mean)
+    return LogPartitionFit(A, b, c, r2_logz, rms(res), A_mean, b_mean, r2_mean, rms(rm), full_rank(X), full_rank(lin),
+                           dof_logz, dof_mean, adj_logz, adj_mean)
 
 
 def _column_scales(M) -> np.ndarray:
