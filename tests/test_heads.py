@@ -170,6 +170,21 @@ def test_an_unregularised_fit_that_stalls_short_of_the_optimum_warns():
         fit_linear_head(f, y, n_classes=10**12)
 
 
+@pytest.mark.parametrize("l2, warns", [(1e-9, True), (1e-6, False)])
+def test_a_stall_at_a_tiny_l2_is_judged_by_its_gap_bound_not_by_l2_being_positive(l2, warns):
+    """The nearly collinear problem above at a tiny positive l2: L-BFGS stalled at gradient norm 2.0e-5 (l2 = 1e-9)
+    and 2.0e-4 (1e-8), 1.7e-3 and 1.5e-4 nats above the float64 optimum, W off by half and a fifth of its norm, with
+    no warning, since any stall below 1e-3 with l2 > 0 counted as converged (a review, 2026-12-07)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((400, 3))
+    f = base @ rng.standard_normal((3, 12)) + 1e-3 * rng.standard_normal((400, 12))
+    y = np.argmax(base @ rng.standard_normal((3, 3)) * 3 + rng.gumbel(size=(400, 3)), 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_linear_head(f, y, n_classes=3, l2=l2)
+    assert any(issubclass(w.category, NotConvergedWarning) and "stalled" in str(w.message) for w in caught) == warns
+
+
 @pytest.mark.parametrize("labels, options, why", [
     (np.zeros(30, int), {}, r"class \[1\] has no training example"),
     (np.arange(30) % 2, {"n_classes": 3}, r"class \[2\] has no training example"),
