@@ -457,3 +457,17 @@ def test_quad_minimiser_keeps_a_weak_but_real_direction_of_phi():
     want = np.linalg.solve(phi @ phi.T, phi @ P.T).T  # float64 normal equations
     got = np.asarray(quad_minimiser(P, phi), np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("lr", [100.0, 1e4, 1e20])
+def test_a_joint_fit_that_diverged_is_refused_naming_lr(lr):
+    """Adam at a too large lr ended at ε 4.0 (lr 100) and 6.6e6 (1e4) from ~0.4 at its start, returned as fits;
+    at 1e20 the NaN parameters were refused as "phi: entry (0, 0) is nan", an argument the joint fit has not
+    (a review, 2026-12-07)."""
+    from simlm.errors import TrainingDivergedError
+    from simlm.models.finite import fit_cross_entropy_joint
+
+    P = np.random.default_rng(0).dirichlet(np.ones(5), 4)
+    with pytest.raises(TrainingDivergedError, match="^lr: fit_cross_entropy_joint diverged"):
+        fit_cross_entropy_joint(P, 2, steps=200, lr=lr)
+    assert fit_cross_entropy_joint(P, 2, steps=200, lr=0.05).epsilon(P) < 0.1

@@ -32,7 +32,7 @@ import optax
 
 from simlm._optim import minimise
 
-from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError, TrainingDivergedError
 from simlm.precision import exact
 from simlm.metrics.epsilon import check_laws, kl_per_sequence
 from simlm.checks import check_positive, as_key, check_memory, check_positive_int, check_real_array, check_stochastic
@@ -278,8 +278,9 @@ def fit_cross_entropy(p_star, phi, *, weights=None, steps: int = 100, tol: float
 def best_achievable_epsilon(p_star, phi, weights=None, *, steps: int = 100, tol: float = 1e-8) -> float:
     """min_θ Σ_s w_s KL(p*_s ‖ softmax(Φᵀθ_s)) (weights normalised; uniform by default), nats: the ε of
     :func:`fit_cross_entropy`'s optimum (``steps``, ``tol`` as there), the floor any softmax LM with this Φ has —
-    from above: within about ``tol`` of it where p* has zeros (the optimum lies at infinity and the fit stops
-    on its gradient: 2e-9 at tol 1e-8 for a floor of 0) plus float32 rounding of θ (~3e-9).  The float64
+    within about ``tol`` above it where p* has zeros (the optimum lies at infinity and the fit stops on its
+    gradient: 2e-9 at tol 1e-8 for a floor of 0), and within ~1e-8 on either side from the float32 rounding of θ
+    and Φ (the model stores both in float32: 4–7e-9 below the float64 Φ's floor in a review, 2026-12-07).  The float64
     :func:`simlm.theory.natural_tasks.softmax_excess` polishes the fit (~1e-11)."""
     return fit_cross_entropy(p_star, phi, weights=weights, steps=steps, tol=tol).epsilon(p_star, weights)
 
@@ -308,7 +309,18 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
         logq = jax.nn.log_softmax(p["theta"] @ p["phi"], axis=-1)
         return jnp.sum(w * kl_per_sequence(logP[:, None, :], logq[:, None, :]))
 
-    params = jax.jit(lambda p: minimise(loss, p, opt, steps)[0])(params)
+    def fit(p):
+        fitted = minimise(loss, p, opt, steps)[0]
+        return fitted, loss(p), loss(fitted)
+
+    params, start, end = jax.jit(fit)(params)
+    start, end = float(start), float(end)
+    # Adam at too large an lr ended at ε 4.0 (lr 100) and 6.6e6 (1e4) from ~0.4, returned as fits (a review,
+    # 2026-12-07): refused as the heads' Adam is, where it ends non-finite or above its start
+    finite = np.isfinite(end) and all(np.isfinite(np.asarray(a)).all() for a in params.values())
+    if not finite or end > start + max(1e-3, 0.01 * abs(start)):
+        raise TrainingDivergedError(f"lr: fit_cross_entropy_joint diverged at lr = {lr:g}: its weighted KL went from "
+                                    f"{start:.4g} at the start to {end:.4g}; lower lr")
     return SoftmaxContextLM(params["theta"], params["phi"], n_steps=steps)
 
 
