@@ -310,3 +310,25 @@ def test_a_reducible_chain_gets_the_stationary_law_of_its_lowest_indexed_closed_
     want = np.zeros(6)
     want[C] = P[0]
     np.testing.assert_allclose(hmm.stationary_distribution(), want, atol=1e-9)
+
+
+def test_the_jittable_functions_the_readme_names_rerun_an_absorbing_chain_in_log_space():
+    """The README offered `hmm_core`'s bare scans for use inside jax.jit; on two absorbing states (A = I) and
+    400 + 420 tokens their float32 log-likelihood is 44 nats off (−1009.92 against −965.98) and the filter sits
+    on the wrong state (a review, 2026-12-07).  It now names `simlm.worlds.hmm`'s functions, which are exact there
+    under jit too, and says the core's are unchecked."""
+    from pathlib import Path
+
+    from simlm.worlds import hmm as H
+
+    pi, A, B = np.array([0.5, 0.5]), np.eye(2), np.array([[0.9, 0.1], [0.1, 0.9]])
+    x = np.array([0] * 400 + [1] * 420, np.int32)
+    # the chain stays in its first state: p(x) = ½·0.9⁴⁰⁰·0.1⁴²⁰ + ½·0.1⁴⁰⁰·0.9⁴²⁰
+    want = np.logaddexp(np.log(0.5) + 400 * np.log(0.9) + 420 * np.log(0.1),
+                        np.log(0.5) + 400 * np.log(0.1) + 420 * np.log(0.9))
+    world = HMM(pi, A, B)
+    got = float(jax.jit(H.log_likelihood)(*world.chain, jnp.asarray(x[None]))[0])
+    assert got == pytest.approx(want, abs=1e-3) and want == pytest.approx(-965.97860, abs=1e-5)
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "functions of `simlm.worlds.hmm`" in readme
+    assert "`simlm.worlds.hmm_core` (`forward`, `backward`, …) are unchecked" in readme
