@@ -46,7 +46,17 @@ assert bool(jnp.isfinite(m(jnp.zeros((1, 4), jnp.int32))).all()); print('flax', 
   if [ "$tests" -gt 0 ]; then
     timeout "$tests" "$py" -m pytest -q -p no:cacheprovider tests/test_attention_kernels.py tests/test_precision.py \
       tests/test_hmm_exact.py tests/test_hmm_parallel.py tests/test_memory.py 2>&1 | tee "$out/pytest.log" | tail -15
+    code=${PIPESTATUS[0]}  # the tests' own status (the pipe's is tail's): a failure or a cut run is said below
+    case $code in
+      0) exactness="all passed" ;;
+      124) exactness="cut by the ${tests}-s bound (exit 124): not all ran" ;;
+      *) exactness="FAILED (pytest exit $code): see pytest.log" ;;
+    esac
+  else
+    exactness="not run (TEST_SECONDS = 0)"
   fi
+  echo "exactness: $exactness"
+  export SIMLM_EXACTNESS="$exactness"  # suite.py writes it into suite.json and the table's header
   budget=$((total - SECONDS - 30)); budget=$((budget < 0 ? 0 : budget))
   echo "== benchmark suite, budget ${budget} s"
   # shellcheck disable=SC2086  # ENTRIES is a list of words

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import signal
 import sys
 import time
@@ -230,7 +231,9 @@ def markdown(report: dict) -> str:
              f"peers installed: {', '.join(f'{k}: {_fmt(v)}' for k, v in report['peers'].items())}.  "
              + ("Quick mode (smoke-test sizes; not comparable with the targets, so nothing is judged).  "
                 if report["quick"] else "")
-             + "CPU timings are medians under whatever load shared the machine; ratios are of one run.", "",
+             + "CPU timings are medians under whatever load shared the machine; ratios are of one run."
+             + (f"  Exactness tests on this backend (accelerator.sh): {report['exactness']}."
+                if report.get("exactness") else ""), "",
              "| benchmark | quantity | target | measured | met | device |", "|---|---|---|---|---|---|"]
     for name, res in report["benchmarks"].items():
         rows = headlines(res.get("script", name), res["report"]) if "report" in res else []
@@ -327,6 +330,7 @@ def main(argv=None) -> int:
     results = Path(args.results)
     report = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
               "budget_s": args.budget, "machine": machine_info(), "benchmarks": {},
+              "exactness": os.environ.get("SIMLM_EXACTNESS"),  # accelerator.sh's exactness tests, where it ran them
               "peers": {peer: all(importlib.util.find_spec(m) is not None for m in mods) for peer, mods in PEERS.items()}}
     deadline = None if args.budget is None else STARTED + args.budget
     summary = Path(args.summary) if args.summary else results / "suite.json"

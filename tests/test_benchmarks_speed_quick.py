@@ -325,3 +325,19 @@ def test_a_target_met_by_5_percent_or_less_is_not_met():
     rung = [{"target": 0.01, "reached": True, "seconds": 590.0}]
     assert time_to_eps.verdict(rung, 590.0, quick=False)["met"] is False  # 590 s against ≤ 600 s
     assert ensemble.verdict(1.95, quick=False, backend="gpu", devices=1)["met"] is False
+
+
+def test_the_accelerator_script_says_how_its_exactness_tests_ended(tmp_path):
+    """accelerator.sh read the status of `tail` at the end of the tests' pipe: a run whose exactness tests failed,
+    or were cut by their time bound, printed nothing about it and left a clean table (a review, 2026-12-07).  Here
+    the tests get 2 s (always cut) and the suite no budget; the verdict is in the log, suite.json and the table."""
+    import os
+
+    out = tmp_path / "acc"
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "accelerator.sh"), str(out), "36", "2", "30", "worlds"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable})
+    said = "cut by the 2-s bound (exit 124): not all ran"
+    assert f"exactness: {said}" in (out / "log").read_text(), proc.stdout[-2000:]
+    assert json.loads((out / "suite.json").read_text())["exactness"] == said
+    assert f"Exactness tests on this backend (accelerator.sh): {said}." in (out / "benchmarks.md").read_text()
