@@ -131,7 +131,8 @@ CASES = [
     ("fit theta overflows", lambda: lp.log_partition_fit(np.asarray(LM.theta, np.float64) * 1e200, PHI), ConfigError, "theta"),
     # a design of n × (d(d+1)/2 + d + 1) float64 (1.4 TB here) was a raw MemoryError from numpy
     ("fit design too large", lambda: lp.log_partition_fit(np.broadcast_to(np.zeros(4096), (20000, 4096)),
-                                                          np.zeros((4096, 3))), ConfigError, "theta: this request needs"),
+                                                          np.zeros((4096, 3))),
+     ConfigError, "theta: this request needs"),
     ("probes task None", lambda: lp.compare_probes(C, None, LM.theta, PHI), ConfigError, "task"),
     ("probes task other", lambda: lp.compare_probes(OTHER, TASK, LM.theta, PHI), ConfigError, "task"),
     ("probes f str", lambda: lp.compare_probes(C, TASK, "abc", PHI), ConfigError, r"\bf\b"),

@@ -391,9 +391,9 @@ def fit_linear_head(features, labels, *, n_classes: int = 2, l2: float = 1e-4, m
     before each step taken.  An L-BFGS fit that spends ``steps`` without reaching ``tol``, or stalls with
     a gradient norm g above min(1e-3, √(2·l2·5e-3)) — the ridge bounds the gap a stall leaves by about g²/(2·l2)
     nats, so the rule is g ≤ 1e-3 at the default l2 and tightens below it — or above ``tol`` when ``l2 = 0``, where
-    nothing bounds the gap a small gradient leaves, warns (:class:`~simlm.errors.NotConvergedWarning`).  So does an L-BFGS fit whose
-    objective has no minimiser, whatever its gradient norm says: a class without a training example (its
-    bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
+    nothing bounds the gap a small gradient leaves, warns (:class:`~simlm.errors.NotConvergedWarning`).  So does
+    an L-BFGS fit whose objective has no minimiser, whatever its gradient norm says: a class without a training
+    example (its bias, unpenalised, falls without end) or, with ``l2 = 0``, training data the head separates completely
     (training accuracy 1; ‖W‖ grows without end) or separates in part — one class apart from others that overlap, or
     classes apart but for points on the boundary (:func:`separated`, a linear program of up to 5 s; past that, only
     complete separation is caught; before it a review, 2026-12-06, saw ‖W‖ 8.7 at tol 1e-6, 24.2 at 1e-8, silently);
