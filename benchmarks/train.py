@@ -65,6 +65,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -105,7 +106,10 @@ DATASHEET_TFLOPS = {"H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
 
 
 def datasheet_peak(device_kind: str, dtype: str) -> float | None:
-    peaks = next((peaks for name, peaks in DATASHEET_TFLOPS.items() if name in device_kind), None)
+    """The datasheet peak of the first name of :data:`DATASHEET_TFLOPS` that stands in ``device_kind`` as a word of
+    its own ("NVIDIA RTX A1000" is no A100, "NVIDIA GH200" no H200: no peak for them)."""
+    peaks = next((peaks for name, peaks in DATASHEET_TFLOPS.items()
+                  if re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", device_kind)), None)
     return None if peaks is None else peaks[dtype]
 
 # name → (d_model, n_layers, n_heads, d_ff); ≈ 12·L·d² + (2V + T)·d parameters
@@ -220,9 +224,13 @@ class TorchGPT2:
         decay = [p for p in params if p.ndim >= 2]  # simlm's mask: no decay on norms and biases
         no_decay = [p for p in params if p.ndim < 2]
         self.params = params
+        # on CUDA the fused AdamW, as Hugging Face's Trainer takes by default there (torch ≥ 2.8); the CPU keeps
+        # torch's default implementation, as every CPU row was measured
+        self.optimizer = "AdamW (fused)" if device == "cuda" else "AdamW"
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=tc.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+                                     lr=tc.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                                     **({"fused": True} if device == "cuda" else {}))
         warm, total = min(tc.warmup_steps, tc.max_steps - 1), tc.max_steps
 
         def schedule(step):  # optax.warmup_cosine_decay_schedule(0, lr, warm, total, end=0.1 lr), ÷ lr
@@ -586,7 +594,8 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
     row["fraction_of_measured_matmul"] = row["simlm_tflops"] / measured_peak if measured_peak else None
     row["mfu"] = row["fraction_of_peak"] if on_accelerator else None
     if hf is not None:
-        row.update(params_hf=hf.gpt.n_params(), hf_attention=hf.gpt.attention, peer_equivalence=equivalence,
+        row.update(params_hf=hf.gpt.n_params(), hf_attention=hf.gpt.attention, hf_optimizer=hf.gpt.optimizer,
+                   peer_equivalence=equivalence,
                    hf_tok_s=tokens_per_step / t["hf"]["median"], hf_best_tok_s=tokens_per_step / t["hf"]["best"],
                    hf_cpu_s_per_step=t["hf"]["cpu_s_per_step"])
         row["ratio"] = row["simlm_tok_s"] / row["hf_tok_s"]
@@ -594,7 +603,7 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
         row["ratio_step_only"] = row["simlm_step_tok_s"] / row["hf_tok_s"]
         row["ratio_best"] = row["simlm_best_tok_s"] / row["hf_best_tok_s"]
     else:
-        row.update(params_hf=None, hf_attention=None, peer_equivalence=None, hf_tok_s=None, hf_best_tok_s=None,
+        row.update(params_hf=None, hf_attention=None, hf_optimizer=None, peer_equivalence=None, hf_tok_s=None, hf_best_tok_s=None,
                    hf_cpu_s_per_step=None, ratio=None, ratio_cpu=None, ratio_step_only=None, ratio_best=None)
     return row
 

@@ -168,6 +168,9 @@ def test_mfu_is_judged_only_against_a_datasheet_or_given_peak():
     assert train_bench.datasheet_peak("NVIDIA H200", "bfloat16") == 989.4
     assert train_bench.datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
     assert train_bench.datasheet_peak("NVIDIA H100 PCIe", "float32") == 378.0
+    # a name inside another part's: the RTX A1000 read the A100's 312 (a review, 2026-12-07)
+    assert train_bench.datasheet_peak("NVIDIA RTX A1000", "bfloat16") is None
+    assert train_bench.datasheet_peak("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0
     assert train_bench.choose_peak(197.0, None, {}, "bfloat16", "TPU v5 lite", 8192)[::2] == (197.0, "given")
 
 
