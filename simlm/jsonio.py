@@ -32,7 +32,10 @@ def jsonable(x, *, keep_nonfinite: bool = False):
     number, bool and None keys made the strings JSON writes for them (as they read back).  With
     ``keep_nonfinite`` NaN and ±inf stay floats (for what records them beside, as the cell store does)."""
     if isinstance(x, dict):
-        return {_key(k): jsonable(v, keep_nonfinite=keep_nonfinite) for k, v in x.items()}
+        out = {_key(k): jsonable(v, keep_nonfinite=keep_nonfinite) for k, v in x.items()}
+        if len(out) != len(x):  # 1 and "1" (True and "true", None and "null") are one JSON key: one value was lost
+            raise ConfigError(f"keys: {sorted(map(repr, x))} collide as JSON object keys (a value would be lost)")
+        return out
     if isinstance(x, (list, tuple)):
         return [jsonable(v, keep_nonfinite=keep_nonfinite) for v in x]
     if isinstance(x, (np.ndarray, jax.Array)):

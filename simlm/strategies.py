@@ -112,9 +112,11 @@ def _min_mass(min_mass, floor: float) -> float:
 def _memory_floor(max_cells: int, longest_row: int) -> float:
     """The least ``min_mass`` of :func:`memory_hmms`: a MemoryHMM's joint start probability multiplies one
     entry of each cell's prior and one of the initial law (N + 1 entries, each ≥ min_mass / its row's length),
-    and refuses a product below float32's smallest normal number: 100 × that floor to the power 1/(N + 1)."""
+    and refuses a product below float32's smallest normal number: min_mass ≥ row length × (100 × that number)
+    to the power 1/(N + 1) keeps the product at least 100 times it.  (The 100 stood outside the root until
+    2026-12-07, a margin of 100^(N + 1): from N = 12 no min_mass at all was accepted, a review.)"""
     tiny = float(np.finfo(np.float32).tiny)
-    return max(MIN_MASS_FLOAT32, 100.0 * longest_row * tiny ** (1.0 / (max_cells + 1)))
+    return max(MIN_MASS_FLOAT32, longest_row * (100.0 * tiny) ** (1.0 / (max_cells + 1)))
 
 
 def probability_vectors(size: int, *, allow_zeros: bool = True, min_mass: float = 0.05):
@@ -181,11 +183,12 @@ def _sparse_hmms(draw, *, min_states, max_states, min_symbols, max_symbols, max_
 def task_vectors(n_states: int, *, max_support: int | None = None):
     """A task vector μ (K,) float64 for y = 1[μᵀP ≥ 0]: a nonempty support of at most ``max_support``
     states (default K), each weight ±[0.1, 1] (never 0 on the support, so supp μ is what was drawn).  A μ of
-    0s and 1s alone (every weight +1; it labels every input 1) is a documented refusal of
-    :func:`~simlm.theory.head_prompt.failure_certificate`, which reads such an array as ambiguous labels."""
+    0s and 1s alone (every weight +1; it labels every input 1) is never drawn: it is a documented refusal of
+    :func:`~simlm.theory.head_prompt.failure_certificate`, which reads such an array as ambiguous labels, and
+    shrinking went straight to it (weights shrink towards 1), so a failing property reported that refusal."""
     K = check_positive_int("n_states", n_states)
     top = K if max_support is None else min(check_positive_int("max_support", max_support), K)
-    return _task_vectors(K, top)
+    return _task_vectors(K, top).filter(lambda mu: not np.isin(mu, (0.0, 1.0)).all())
 
 
 _WEIGHT, _SIGN = st.floats(0.1, 1.0), st.sampled_from([-1.0, 1.0])
@@ -205,7 +208,7 @@ def memory_hmms(*, max_cells: int = 2, max_values: int = 3, max_syntactic: int =
     """A :class:`~simlm.worlds.memory.MemoryHMM` with N ≤ max_cells cells, M ≤ max_values values,
     Q ≤ max_syntactic syntactic states and V ∈ [min_symbols, max_symbols], rows drawn as in
     :func:`probability_vectors` (exact zeros only with ``allow_zeros``; ``min_mass`` as in :func:`hmms`, down
-    to :func:`_memory_floor` — 9e-11 at the default sizes — where the joint start probability, a product of
+    to :func:`_memory_floor` — 4.2e-12 at the default sizes — where the joint start probability, a product of
     N + 1 entries, stays a normal float32)."""
     for name, value in (("max_cells", max_cells), ("max_values", max_values), ("max_syntactic", max_syntactic)):
         check_positive_int(name, value)

@@ -38,3 +38,14 @@ def test_json_text_is_strict_json():
     text = json_text({"x": [math.inf, -math.inf, math.nan, 1.0]})
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text) == {"x": [None, None, None, 1.0]}
+
+
+@pytest.mark.parametrize("keys", [(1, "1"), (True, "true"), (None, "null"), (np.float64(1.5), "1.5")])
+def test_dict_keys_that_collide_as_json_keys_are_refused_not_merged(keys):
+    """{1: "int", "1": "str"} read back as {"1": "str"}: one value lost, silently (json.dumps with sort_keys
+    raises on such a dict; a review, 2026-12-07)."""
+    from simlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^keys: .* collide as JSON object keys"):
+        read_back(dict(zip(keys, ("a", "b"))))
+    assert read_back({1: "a", 2: "b"}) == {"1": "a", "2": "b"}

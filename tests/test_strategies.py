@@ -305,3 +305,24 @@ def test_hmms_reach_a_tiny_entry_in_each_of_pi_a_and_b(which):
 def test_memory_hmms_reach_exact_zeros_in_each_array(attr):
     w = _reached(memory_hmms(max_cells=1, allow_zeros=True), lambda w: (np.asarray(getattr(w, attr)) == 0).any())
     assert (np.asarray(getattr(w, attr)) == 0).any()
+
+
+def test_task_vectors_never_draw_the_zeros_and_ones_that_failure_certificate_refuses():
+    """Weights shrink towards 1, so a failing property over task_vectors shrank to μ = (1, 0, 0), which
+    failure_certificate refuses as ambiguous labels: the user saw that refusal, not their failure (a review,
+    2026-12-07)."""
+    fast = settings(database=None, max_examples=300)
+    with pytest.raises(NoSuchExample):
+        find(task_vectors(3), lambda mu: np.isin(mu, (0.0, 1.0)).all(), settings=fast)
+    mu = find(task_vectors(3), lambda mu: (mu > 0).any(), settings=fast)  # where shrinking now stops
+    assert not np.isin(mu, (0.0, 1.0)).all()
+
+
+def test_memory_hmms_take_the_default_min_mass_where_the_worst_world_they_draw_builds():
+    """The floor put its safety factor 100 outside the (N + 1)-th root: ten cells refused min_mass = 0.05 (floor
+    0.356) although the worst joint start probability then is 3.3e-16, and from twelve cells no min_mass was
+    accepted (a review, 2026-12-07)."""
+    memory_hmms(max_cells=10, max_values=2, max_syntactic=1)
+    memory_hmms(max_cells=14, max_values=2, max_syntactic=1, min_mass=0.5)
+    with pytest.raises(ConfigError, match="^min_mass: expected a number ≥"):
+        memory_hmms(max_cells=2, min_mass=1e-13)  # below 4.2e-12: a joint start below 100 × float32's tiniest
