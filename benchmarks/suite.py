@@ -185,7 +185,12 @@ def headlines(name: str, r: dict) -> list:
     if name == "ensemble":
         t = r.get("target", {})
         note = f" ({t['reason']})" if t.get("met") is None and t.get("reason") else ""
-        return [("8 vmapped seeds ÷ 1 seed, wall", "≤ 2× (accelerator)", _fmt(t.get("ratio"), "×") + note, t.get("met"))]
+        # the model named: a small one's step is launch-bound on a GPU, where 8 seeds cost little more than 1
+        c = r.get("config", {})
+        model = (f" (d = {c['d_model']}, L = {c['n_layers']}, B = {c['batch']}, T = {c['seq_len']})"
+                 if all(k in c for k in ("d_model", "n_layers", "batch", "seq_len")) else "")
+        return [(f"8 vmapped seeds ÷ 1 seed, wall{model}", "≤ 2× (accelerator)", _fmt(t.get("ratio"), "×") + note,
+                 t.get("met"))]
     if name == "eval_schedule":
         row = (r.get("results") or [{}])[0]
         share, rungs = (get(r.get("targets"), k) or {} for k in ("eval_share", "rungs"))

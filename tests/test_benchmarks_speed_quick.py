@@ -253,6 +253,8 @@ def test_time_to_eps_judges_only_a_cpu_run_against_its_cpu_target():
     gpu = time_to_eps.verdict(rungs, 100.0, quick=False, backend="gpu")  # read "met" against the CPU's 600 s
     assert gpu["met"] is None and gpu["reason"] == "not judged: the target is for a CPU, this run is on gpu"
     assert gpu["seconds_to_reach"] == 100.0  # still reported
+    wide = time_to_eps.verdict(rungs, 100.0, quick=False, cores=16)  # a 16-core host with JAX_PLATFORMS=cpu
+    assert wide["met"] is None and wide["reason"] == "not judged: the target is for a 2-core CPU, this run had 16 cores"
 
 
 def test_a_suite_stopped_by_sigterm_kills_its_running_entry_and_writes_what_it_has(tmp_path):

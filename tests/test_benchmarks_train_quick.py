@@ -86,6 +86,12 @@ def test_ensemble_benchmark_reports_both_runs_and_their_ratio(tmp_path):
         assert positive(report["ratios"][key]), key
     assert report["target"]["ratio"] == report["ratios"]["steady"]
     assert report["target"]["met"] is None  # --quick: no verdict
+    import suite  # the suite's row names the model the ratio is of (8 seeds of a small one cost little on a GPU)
+
+    c = report["config"]
+    (row,) = suite.headlines("ensemble", report)
+    assert row[0] == f"8 vmapped seeds ÷ 1 seed, wall (d = {c['d_model']}, L = {c['n_layers']}, B = {c['batch']}, " \
+                     f"T = {c['seq_len']})"
 
 
 def test_time_to_eps_benchmark_reports_every_rung(tmp_path):
@@ -335,6 +341,12 @@ def test_experiment1_benchmark_runs_the_experiments_command_with_its_workers_and
         return 0, "done"
 
     monkeypatch.setattr(experiment_bench, "run_process_group", fake_run)
+    monkeypatch.setattr(experiment_bench, "cpu_cores", lambda: 16)  # a CPU wider than the target's: not judged
+    assert experiment_bench.main(["--out", str(tmp_path / "wide.json")]) == 0
+    wide = json.loads((tmp_path / "wide.json").read_text())["target"]
+    assert wide["met"] is None and wide["reason"] == "not judged: the target is for a 2-core CPU, this run had 16 cores"
+    seen.clear()
+    monkeypatch.setattr(experiment_bench, "cpu_cores", lambda: 2)
     assert experiment_bench.main(["--workers", "4", "--out", str(tmp_path / "e.json")]) == 0
     assert seen[0][1:5] == ["-m", "simlm.experiments.head_prompt", "experiment1", "--out"]
     assert seen[0][-3:] == ["--quiet", "--workers", "4"]
