@@ -275,6 +275,28 @@ def test_a_training_that_diverges_loses_its_ladder_not_the_sweep(tmp_path):
     assert "diverges again" in markdown(result["rows"], tmp_path, [])
 
 
+def test_a_training_that_raises_loses_its_ladder_not_the_sweep(tmp_path, monkeypatch):
+    """Only a divergence was caught: any other error of the training (XLA's RESOURCE_EXHAUSTED, a damaged run
+    directory) stopped the sweep before any cell ran, with no table, no summary and a raw traceback, where the
+    same error killing a pool worker lost only its ladder (a review, 2026-12-07)."""
+    import simlm.train
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB")
+
+    monkeypatch.setattr(simlm.train, "train", out_of_memory)
+    raw = {**RAW, "worlds": RAW["worlds"][:1],
+           "lms": {"oracle": True, "trained": {"targets": [0.01], "model": {"d_model": 8, "n_layers": 1, "n_heads": 1},
+                                               "train": {"max_steps": 2, "batch_size": 4, "eval_every": 1}}}}
+    result = run_sweep(parse_config(raw), tmp_path, progress=False, log=lambda *a: None)
+    [lost] = result["lost"]
+    assert lost["world"] == "h1" and "the training failed" in lost["error"]
+    assert "RuntimeError: RESOURCE_EXHAUSTED" in lost["error"] and "raised at" in lost["error"]
+    assert [e["cell"] for e in result["errors"]] == ["h1|trained ladder"]
+    assert {r["lm"] for r in result["rows"]} == {"oracle"}
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "summary.json").exists()
+
+
 def test_a_training_that_diverges_keeps_the_rungs_it_reached_before(tmp_path):
     """A ladder that reached rungs and then diverged gave the sweep no LM at all, although each rung reached
     is a checkpointed model at its measured ε (a review, 2026-12-06).  Here the initial model is already
@@ -459,6 +481,8 @@ def test_a_second_sweep_into_a_running_directory_is_refused(tmp_path):
             run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
     assert not (tmp_path / "cells.jsonl").exists()
     assert len(run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)["rows"]) > 0
+
+
 
 
 class _AnotherRunFinishesThenTheWorkerDies(InProcess):

@@ -560,6 +560,12 @@ def train_job(payload: str) -> str:
         why = (f"the training diverged, so {kept} (a rerun diverges again: lower lms.trained's learning_rate, in "
                f"another --out): {err}")
         return json.dumps({"lms": [spec_of(r) for r in err.reached], "unreached": [], "error": why})
+    except Exception as err:  # noqa: BLE001 — XLA's RESOURCE_EXHAUSTED, a damaged run directory: this ladder is
+        # lost, as where its pool worker dies (WorkerLost), not the whole sweep (it stopped every cell, wrote no
+        # table and exited with a traceback: a review, 2026-12-07); a rerun resumes it from its checkpoints
+        why = (f"the training failed, so this world's trained LMs have no cells (a rerun resumes it from its "
+               f"checkpoints): {_failure(err)}")
+        return json.dumps({"lms": [], "unreached": [], "error": why})
     lms = [spec_of(r) for r in result.records if r.reached]
     unreached = [{"world": spec["name"], "seed": r.seed, "target": r.target,
                   "best_eps": float(result.best_epsilon[r.seed]), "steps": result.final_step}
