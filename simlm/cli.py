@@ -76,6 +76,13 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
+    from simlm.experiments.store import running
+
+    with running(Path(args.dir), "dir"):  # not while a sweep writes into it (a review, 2026-12-07)
+        return _report_unlocked(args)
+
+
+def _report_unlocked(args) -> int:
     from simlm.experiments.report import console_table, render
     from simlm.experiments.sweep import read_results, write_tables
 

@@ -484,6 +484,21 @@ def test_a_second_sweep_into_a_running_directory_is_refused(tmp_path):
 
 
 
+def test_a_report_of_a_directory_a_sweep_is_running_into_is_refused(tmp_path, capsys):
+    """`simlm report DIR` during a sweep wrote tables of the cells stored so far, which could land after the
+    sweep's own: results.csv with 27 of 56 rows, nothing said (a review, 2026-12-07).  It is refused while the
+    sweep holds the directory's lock, and renders once it ends."""
+    import simlm.experiments.store as store
+    from simlm.cli import main
+
+    run_sweep(parse_config(RAW), tmp_path, progress=False, log=lambda *a: None)
+    rows = (tmp_path / "results.csv").read_text()
+    with store.running(tmp_path):
+        assert main(["report", str(tmp_path)]) == 2
+    assert "simlm report: error: DIR: another sweep is running into" in capsys.readouterr().err
+    assert (tmp_path / "results.csv").read_text() == rows
+    assert main(["report", str(tmp_path)]) == 0
+
 
 class _AnotherRunFinishesThenTheWorkerDies(InProcess):
     """Before reporting the second job's worker dead, stores that job's cells as finished by another run (as a
