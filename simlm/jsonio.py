@@ -58,11 +58,15 @@ def write_text_atomic(path, text: str) -> None:
     is this thread's own, so that writers of one file in several processes each rename a whole file."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no half-written temporary file left in the directory
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def json_text(payload) -> str:

@@ -49,3 +49,21 @@ def test_dict_keys_that_collide_as_json_keys_are_refused_not_merged(keys):
     with pytest.raises(ConfigError, match="^keys: .* collide as JSON object keys"):
         read_back(dict(zip(keys, ("a", "b"))))
     assert read_back({1: "a", 2: "b"}) == {"1": "a", "2": "b"}
+
+
+def test_a_failed_atomic_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk left `<name>.<pid>-<tid>.tmp` in the results directory (a review, 2026-12-07)."""
+    import os
+
+    from simlm.jsonio import write_text_atomic
+
+    path = tmp_path / "a.json"
+    write_text_atomic(path, "old")
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomic(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
