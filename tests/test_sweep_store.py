@@ -178,6 +178,11 @@ def test_a_check_that_sets_its_own_lm_columns_keeps_them(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("bad, error", [
     ({"quantity": "q", "measured": 2.0, "bound": 1.0}, "row 'q' has a bound but holds = None, not True or False"),
+    ({"quantity": "q", "measured": 2.0, "bound": 1.0, "holds": True, "trivial": True},
+     "row 'q' says holds = True, trivial = True where measured 2.0 ≤ bound 1.0 + atol 0.0 is False"),
+    ({"quantity": "q", "measured": float("nan"), "bound": 1.0, "holds": True}, "≤ bound 1.0 + atol 0.0 is False"),
+    ({"quantity": "q", "measured": 0.5, "bound": 1.0, "holds": False, "trivial": True}, "says holds = False"),
+    ({"quantity": "q", "measured": "abc", "bound": 1.0, "holds": True}, "expected real numbers"),
     ({"measured": 2.0}, "has no quantity (a non-empty string), got None"),
     ({"quantity": "q"}, "row 'q' has no measured value"),
     (("q", 2.0), "expected each row the check returns to be a dict"),

@@ -659,7 +659,8 @@ def _shared_with(shared: dict, record: dict) -> dict:
     a row that is no dict, has no ``quantity`` (a non-empty string) or ``measured``, or has a ``bound`` without
     a ``holds`` verdict (True or False: :func:`~simlm.experiments.registry.row` gives both): the report counts
     a row as bounded by its verdict, so such a row read as unbounded — its violation uncounted, the sweep's
-    exit status 0 (a review, 2026-12-06)."""
+    exit status 0 (a review, 2026-12-06) — or with a verdict the numbers contradict (measured ≤ bound + atol, and
+    no row trivial that fails: a hand-built row of 2 against 1 counted as holding, 2026-12-07)."""
     if not isinstance(record, dict):
         raise ConfigError(f"records: expected each row the check returns to be a dict (see simlm.experiments."
                           f"registry.row), got {type(record).__name__}")
@@ -671,6 +672,16 @@ def _shared_with(shared: dict, record: dict) -> dict:
     if record.get("bound") is not None and not isinstance(record.get("holds"), (bool, np.bool_)):
         raise ConfigError(f"records: row {q!r} has a bound but holds = {record.get('holds')!r}, not True or False; "
                           "build it with simlm.experiments.registry.row, which judges it")
+    if record.get("bound") is not None:  # and the verdict must be the numbers' (a hand-built row said 2 ≤ 1 holds)
+        try:
+            m, b, atol = float(record["measured"]), float(record["bound"]), float(record.get("atol") or 0.0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"records: row {q!r} has measured = {record['measured']!r}, bound = {record['bound']!r} "
+                              f"and atol = {record.get('atol')!r}: expected real numbers") from None
+        if bool(record["holds"]) != (m <= b + atol) or (record.get("trivial") and not record["holds"]):
+            raise ConfigError(f"records: row {q!r} says holds = {record['holds']!r}, trivial = "
+                              f"{record.get('trivial')!r} where measured {m!r} ≤ bound {b!r} + atol {atol!r} is "
+                              f"{m <= b + atol}; build it with simlm.experiments.registry.row, which judges it")
     clash = sorted(k for k in CELL_COLUMNS if k in record and record[k] != shared[k])
     if clash:
         raise ConfigError(f"records: the check's row sets the runner's column(s) {clash}, which name the cell "
