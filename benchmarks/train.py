@@ -603,8 +603,9 @@ def bench_size(name, world, peer, args, peak_tflops, on_accelerator, measured_pe
         row["ratio_step_only"] = row["simlm_step_tok_s"] / row["hf_tok_s"]
         row["ratio_best"] = row["simlm_best_tok_s"] / row["hf_best_tok_s"]
     else:
-        row.update(params_hf=None, hf_attention=None, hf_optimizer=None, peer_equivalence=None, hf_tok_s=None, hf_best_tok_s=None,
-                   hf_cpu_s_per_step=None, ratio=None, ratio_cpu=None, ratio_step_only=None, ratio_best=None)
+        row.update(params_hf=None, hf_attention=None, hf_optimizer=None, peer_equivalence=None, hf_tok_s=None,
+                   hf_best_tok_s=None, hf_cpu_s_per_step=None, ratio=None, ratio_cpu=None, ratio_step_only=None,
+                   ratio_best=None)
     return row
 
 

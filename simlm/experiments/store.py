@@ -273,10 +273,10 @@ RUN_LOCK_NAME = ".sweep.lock"
 def running(out: Path, name: str = "out"):
     """Hold ``out/.sweep.lock`` (``flock``, not waited for) while a sweep runs into ``out``: a second sweep into
     the directory meanwhile is refused with a :class:`ConfigError` naming the argument ``name``, and so is a
-    ``simlm report`` of it (its tables, written from the cells stored so far, could land after the sweep's own).  Two at once computed every cell twice,
-    and a worker lost in one wrote its jobs' cells as failed over the other's finished ones (a review,
-    2026-12-06).  Where no lock can be had (no ``fcntl``, a read-only directory, some NFS mounts) the sweep goes
-    on unguarded, as the store's own lock does."""
+    ``simlm report`` of it (its tables, written from the cells stored so far, could land after the sweep's
+    own).  Two at once computed every cell twice, and a worker lost in one wrote its jobs' cells as failed over
+    the other's finished ones (a review, 2026-12-06).  Where no lock can be had (no ``fcntl``, a read-only
+    directory, some NFS mounts) the sweep goes on unguarded, as the store's own lock does."""
     fd = None
     try:
         import fcntl
