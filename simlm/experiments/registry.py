@@ -168,6 +168,11 @@ EPS_ROUNDING = 1e-12
 _COMPUTED = ("holds", "trivial", "slack_used", "atol")
 
 
+def judged(measured: float, bound: float, atol: float) -> bool:
+    """A bounded row's verdict: measured ≤ bound + atol (False for a NaN on either side)."""
+    return bool(measured <= bound + atol)
+
+
 def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, atol=0.0, **extra) -> dict:
     """One tidy row: ``holds`` = measured ≤ bound + ``atol`` (False for a NaN measured value or bound) and
     ``trivial`` = the row holds, bound ≥ ``maximum`` − ``atol`` (``maximum``: the largest value the quantity
@@ -193,7 +198,7 @@ def row(quantity: str, measured, bound=None, *, maximum=None, baseline=None, ato
     bound = _real("bound", bound, "a real number")
     base = 0.0 if baseline is None else _real("baseline", baseline, "a real number")
     maximum = None if maximum is None else _real("maximum", maximum, "a real number")
-    holds = bool(measured <= bound + atol)
+    holds = judged(measured, bound, atol)
     # trivial: no value of the quantity could fail the bound — it reaches the quantity's largest value, or +∞
     if maximum is None:
         trivial = True if bound == math.inf and measured < math.inf else None
@@ -231,5 +236,5 @@ def record_of(tidy_row: dict, renamed: dict) -> dict:
     return {back.get(k, k): v for k, v in tidy_row.items() if k not in _SHARED_ONLY}
 
 
-__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row", "experiment_sweep", "tidy_columns",
-           "record_of", "option_ranges"]
+__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row", "judged", "experiment_sweep",
+           "tidy_columns", "record_of", "option_ranges"]

@@ -54,7 +54,7 @@ import numpy as np
 
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.registry import COLUMNS, Cell, get_check
+from simlm.experiments.registry import COLUMNS, Cell, get_check, judged
 from simlm.experiments.store import CellStore, claim, log_run, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
@@ -294,6 +294,9 @@ def parse_config(raw: dict) -> SweepConfig:
     checks = {}
     for name, options in top["checks"].items():
         check = get_check(name)
+        if check.oracle_rows and not lms["oracle"]:
+            raise ConfigError(f"checks.{name}: reports its {check.oracle_rows} in the oracle's cell only, so without "
+                              "the oracle it is never judged: set lms.oracle = true")
         if not isinstance(options, dict):
             raise ConfigError(f"checks.{name}: expected a table of options (e.g. {{}}), got {options!r}")
         unknown = sorted(set(options) - set(check.defaults))
@@ -334,10 +337,6 @@ def parse_config(raw: dict) -> SweepConfig:
     for name in (n for n in checks if n not in runs):  # asked for, yet it would give no row: every cell skipped
         raise ConfigError(f"checks.{name}: runs in no (world, LM) cell of this config — " +
                           "; ".join(f"world {w!r}: {why}" for w, why in why_not[name].items()))
-    for name in checks:
-        if get_check(name).oracle_rows and not lms["oracle"]:
-            raise ConfigError(f"checks.{name}: reports its {get_check(name).oracle_rows} in the oracle's cell "
-                              "only, so without the oracle it is never judged: set lms.oracle = true")
     return config
 
 
@@ -669,19 +668,19 @@ def _shared_with(shared: dict, record: dict) -> dict:
         raise ConfigError(f"records: a row the check returned has no quantity (a non-empty string), got {q!r}")
     if "measured" not in record:
         raise ConfigError(f"records: row {q!r} has no measured value")
-    if record.get("bound") is not None and not isinstance(record.get("holds"), (bool, np.bool_)):
-        raise ConfigError(f"records: row {q!r} has a bound but holds = {record.get('holds')!r}, not True or False; "
-                          "build it with simlm.experiments.registry.row, which judges it")
-    if record.get("bound") is not None:  # and the verdict must be the numbers' (a hand-built row said 2 ≤ 1 holds)
+    if record.get("bound") is not None:  # a verdict, and the numbers' (a hand-built row said 2 ≤ 1 holds)
+        if not isinstance(record.get("holds"), (bool, np.bool_)):
+            raise ConfigError(f"records: row {q!r} has a bound but holds = {record.get('holds')!r}, not True or "
+                              "False; build it with simlm.experiments.registry.row, which judges it")
         try:
             m, b, atol = float(record["measured"]), float(record["bound"]), float(record.get("atol") or 0.0)
         except (TypeError, ValueError):
             raise ConfigError(f"records: row {q!r} has measured = {record['measured']!r}, bound = {record['bound']!r} "
                               f"and atol = {record.get('atol')!r}: expected real numbers") from None
-        if bool(record["holds"]) != (m <= b + atol) or (record.get("trivial") and not record["holds"]):
+        if bool(record["holds"]) != judged(m, b, atol) or (record.get("trivial") and not record["holds"]):
             raise ConfigError(f"records: row {q!r} says holds = {record['holds']!r}, trivial = "
                               f"{record.get('trivial')!r} where measured {m!r} ≤ bound {b!r} + atol {atol!r} is "
-                              f"{m <= b + atol}; build it with simlm.experiments.registry.row, which judges it")
+                              f"{judged(m, b, atol)}; build it with simlm.experiments.registry.row, which judges it")
     clash = sorted(k for k in CELL_COLUMNS if k in record and record[k] != shared[k])
     if clash:
         raise ConfigError(f"records: the check's row sets the runner's column(s) {clash}, which name the cell "
