@@ -85,8 +85,8 @@ def verdict(rungs: list, total: float, *, quick: bool, backend: str = "cpu", cor
             target["bound"] = "upper: train() went on to the ladder's smaller rungs"
     if quick:
         target["reason"] = "not judged: --quick sizes"
-    elif cpu_target_reason(backend, cores):  # a GPU, or a wider CPU, would read "met" for its own speed
-        target["reason"] = cpu_target_reason(backend, cores)
+    elif reason := cpu_target_reason(backend, cores):  # a GPU, or a wider CPU, would read "met" for its own speed
+        target["reason"] = reason
     elif target["reached"]:
         target["met"] = meets(total, TARGET_SECONDS, at_most=True)
     else:

@@ -316,7 +316,9 @@ def fit_cross_entropy_joint(p_star, dim: int, *, weights=None, steps: int = 3000
     params, start, end = jax.jit(fit)(params)
     start, end = float(start), float(end)
     # Adam at too large an lr ended at ε 4.0 (lr 100) and 6.6e6 (1e4) from ~0.4, returned as fits (a review,
-    # 2026-12-07): refused as the heads' Adam is, where it ends non-finite or above its start
+    # 2026-12-07): refused where it ends non-finite or above its start by more than max(1e-3, 1 %) — tighter than
+    # prompt_fit.DIVERGENCE_TOLERANCE, max(1 nat, the start), which forgives minibatch fits' wandering: this fit
+    # is full-batch and deterministic
     finite = np.isfinite(end) and all(np.isfinite(np.asarray(a)).all() for a in params.values())
     if not finite or end > start + max(1e-3, 0.01 * abs(start)):
         raise TrainingDivergedError(f"lr: fit_cross_entropy_joint diverged at lr = {lr:g}: its weighted KL went from "
