@@ -546,7 +546,8 @@ def verify_prompt(world, mu, U, b, tokens, *, margin: float = _MARGIN) -> Verifi
 
 def memory_rank(world, *, tol: float = _TOL) -> MemoryRank:
     """For each syntactic state q, rank / σ_min / condition of emission[:, q, :] (M, V).  Full rank M at q
-    means the memory value is linearly recoverable from the token law at a position in state q."""
+    means the memory value is linearly recoverable from the token law at a position in state q, given the
+    memory cell that position reads (with N > 1 cells a head must also find the task's cell)."""
     tol = _relative("tol", tol)
     if not isinstance(world, MemoryHMM):
         raise ConfigError(f"world: memory_rank needs a MemoryHMM (emission (M, Q, V)), got {type(world).__name__}")
