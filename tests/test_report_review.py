@@ -68,6 +68,24 @@ def test_a_trivial_row_is_never_the_worst_row_whatever_its_share():
     assert (s["trivial"], s["worst_lm"]) == (1, "w/live") and s["worst_used"] == pytest.approx(0.1)
 
 
+def test_the_shares_of_trivial_rows_reach_the_report_where_no_row_could_fail(tmp_path):
+    """tzach/token-accuracy's expected_accuracy rows are all trivial (≤ the Bayes accuracy for every LM) and
+    their share is the number that informs (the share of the Bayes gap an LM closes; −21 for a noisy LM, 1
+    for the oracle): the report said `–` and dropped it (a review, 2026-12-07).  It now gives their range,
+    and keeps `worst used` for the rows that could fail wherever there is one."""
+    trivial = [_stored("noisy", row("q", 0.1, 0.3, baseline=0.2, maximum=0.3)),
+               _stored("oracle", row("q", 0.3, 0.3, baseline=0.2, maximum=0.3))]
+    assert [r["trivial"] for r in trivial] == [True, True]
+    [s] = bound_summary(trivial)
+    assert s["trivial_used"] == pytest.approx((-1.0, 1.0)) and math.isnan(s["worst_used"])
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    assert "| c | q | 2 | 0 | 2 | – (trivial: -1 to 1) | – |" in markdown(trivial, tmp_path, [])
+    live = trivial + [_stored("live", row("q", 0.25, 0.5, baseline=0.2))]
+    assert "| c | q | 3 | 0 | 2 | 0.167 | w/live |" in markdown(live, tmp_path, [])
+    assert bound_summary([_stored("live", row("q", 0.25, 0.5))])[0]["trivial_used"] is None
+
+
 def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():
     rows = [_stored("ok", row("q", 0.9, 1.0)), _stored("over", row("q", 1.2, 1.0)),
             _stored("nan", row("q", math.nan, 1.0))]

@@ -163,7 +163,9 @@ def bound_summary(rows: list) -> list[dict]:
     of the slack the worst row uses (:func:`worst_row`: a violated row wherever there is one; ``worst_used``,
     NaN where it has no share — a violated row with no slack, or a measured value or bound that is not
     finite — or there is no worst row) with the row it comes from (``worst_lm``: world/LM#seed, "" where there is
-    none)."""
+    none), and ``trivial_used``: the lowest and highest share over the trivial rows, None where none has one —
+    such a row cannot fail, but its share can be the number that informs (``tzach/token-accuracy``'s
+    ``expected_accuracy``: the share of the Bayes gap an LM closes; Pinsker's tightness)."""
     groups = defaultdict(list)
     for r in rows:
         if has_bound(r):
@@ -171,10 +173,12 @@ def bound_summary(rows: list) -> list[dict]:
     out = []
     for (check, quantity), g in sorted(groups.items()):
         worst = worst_row(g)
+        shares = [u for u in (_used(r) for r in g if is_trivial(r)) if not math.isnan(u)]
         out.append({"check": check, "quantity": quantity, "rows": len(g), "violations": sum(not r["holds"] for r in g),
                     "trivial": sum(is_trivial(r) for r in g),
                     "worst_used": _used(worst) if worst else math.nan,
-                    "worst_lm": f"{worst['world']}/{_lm(worst)}" if worst else ""})
+                    "worst_lm": f"{worst['world']}/{_lm(worst)}" if worst else "",
+                    "trivial_used": (min(shares), max(shares)) if shares else None})
     return out
 
 
@@ -289,7 +293,8 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
              "`worst used` is the largest share of the slack, (measured − baseline) ÷ (bound − baseline), over the "
              "violated rows where there are any, else over the rows that could fail; `violated` where the worst "
              "row is violated and has no share (no slack, or a value that is not finite); `–` where no row "
-             "that could fail has a finite share (every row trivial, or without slack); `trivial` rows "
+             "that could fail has a finite share (every row trivial, or without slack), followed by the trivial "
+             "rows' shares, lowest to highest, where they have any; `trivial` rows "
              "hold with a bound no LM could violate.  Shares print to 3 digits: a violated worst row at 1.0004 "
              "reads 1, so read `violations` for the verdict, results.csv for every row.  " + _tolerances(rows), "",
              "| check | quantity | rows | violations | trivial | worst used | worst row |",
@@ -302,6 +307,8 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
         shown = "violated" if used is None and s["violations"] else _shown(used, ".3g")
         if used is not None and used > 1 and not s["violations"]:  # over its bound by no more than its atol
             shown = f"{used:.8g} (within atol)"
+        if shown == "–" and s["trivial_used"] is not None:  # what the rows that cannot fail used (a review, 2026-12-07)
+            shown = "– (trivial: {:.3g} to {:.3g})".format(*s["trivial_used"])
         lines.append(f"| {s['check']} | {s['quantity']} | {s['rows']} | {s['violations']} | {s['trivial']} | "
                      f"{shown} | {s['worst_lm'] or '–'} |")
     unbounded = defaultdict(list)
