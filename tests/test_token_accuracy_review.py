@@ -902,3 +902,29 @@ def test_fine_tuning_and_substitution_take_the_configs_steps_and_seed(monkeypatc
                            progress=False)
     ta.experiment_check(cell)
     assert seen == {"finetune": 28, "substitution": (0.2, 5)}
+
+
+# ---- the LM's output is named as the LM's; scores that are not numbers -------------------------------------
+
+@pytest.mark.parametrize("make, error", [
+    (lambda x: np.full(x.shape + (4,), -np.log(4)), ShapeError),  # wrong V: read "bayes: expected laws of shape"
+    (lambda x: np.full((x.shape[0], 2, 3), -np.log(3)), ShapeError),  # wrong T: read "tokens: expected shape"
+    (lambda x: np.full(x.shape + (3,), np.nan), DistributionError)])  # NaN: read "probs: entry ... is nan"
+def test_a_bad_masked_law_from_the_lm_is_named_as_the_lms(make, error):
+    """The sweep check blamed ``bayes``, ``tokens`` or ``probs`` for what the LM returned (a review, 2026-12-07)."""
+    from simlm.experiments.registry import Cell, get_check
+    hmm = HMM([.5, .5], [[.9, .1], [.2, .8]], [[.6, .3, .1], [.1, .2, .7]])
+    x = np.asarray(hmm.sample(0, 4, 5))
+    lm = SimpleNamespace(masked_token_logprobs=make)
+    cell = Cell(hmm, {"kind": "hmm"}, lm, {"source": "analytic", "laws": ["masked"]}, x, {"max_sequences": 4}, 0)
+    with pytest.raises(error, match="lm: masked_token_logprobs"):
+        get_check("tzach/token-accuracy").run(cell)
+
+
+@pytest.mark.parametrize("scores", [[["a", "b"]], [[1 + 2j, 0j]], [[None, 1.0]]])
+def test_scores_that_are_not_real_numbers_are_a_shape_error_not_a_numpy_traceback(scores):
+    from simlm.theory.token_accuracy import argmax_split, hits
+    with pytest.raises(ShapeError, match="scores"):
+        argmax_split(scores)
+    with pytest.raises(ShapeError, match="scores"):
+        hits(scores, [0])

@@ -21,6 +21,7 @@ import numpy as np
 
 from simlm.checks import check_positive_int
 from simlm.experiments.registry import option_ranges, register, row
+from simlm.metrics.epsilon import check_laws
 from simlm.theory.corrupted_channel import chain_law64
 from simlm.theory.token_accuracy import TIE_RTOL, apt_by_frequency, argmax_split, token_accuracy
 from simlm.worlds.hmm import masked_token_probs
@@ -41,7 +42,11 @@ def token_accuracy_check(cell) -> list:
     world = cell.world
     x = np.asarray(cell.tokens)[: check_positive_int("max_sequences", cell.options["max_sequences"], minimum=2)]
     bayes = chain_law64(masked_token_probs, world, x)  # float64: ties of the exact law scored as ties
-    log_probs = np.asarray(cell.lm.masked_token_logprobs(x), np.float64)
+    raw = cell.lm.masked_token_logprobs(x)
+    # named as the LM's output here: token_accuracy read a wrong V as a bad ``bayes``, a wrong T as bad ``tokens``
+    # and NaN as bad ``probs`` (a review, 2026-12-07); only validated, the float64 copy below is what is scored
+    check_laws("lm: masked_token_logprobs", raw, shape=bayes.shape)
+    log_probs = np.asarray(raw, np.float64)
     probs, every = np.exp(log_probs), np.ones(x.shape, bool)
     lm = token_accuracy(probs, x, every, bayes, log_probs=log_probs)  # the KL from the logs: exact where p underflows
     opt = token_accuracy(bayes, x, every, bayes, tie_rtol=TIE_RTOL)

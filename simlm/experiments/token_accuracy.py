@@ -413,7 +413,6 @@ FLAGS = {"out": "--out", "figures": "--figures", "workers": "--workers", "execut
 def command(argv=None) -> dict:
     """The command line: run the sweep of the shipped config (``--quick``: of :data:`QUICK`), then print the
     summary and write ``results.json`` and the figure, all from the stored rows; return the result."""
-    
     p = Parser(prog="python -m simlm.experiments.token_accuracy", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (the tests' mode), about a minute")
     p.add_argument("--out", type=directory, default=None,

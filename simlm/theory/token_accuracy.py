@@ -297,8 +297,8 @@ def argmax_split(scores, rtol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.
     prediction of token 0 (−inf, the log of a probability 0, is a score)."""
     q = np.asarray(scores)
     rtol = check_number("rtol", rtol, minimum=0.0, maximum=1.0)
-    if q.ndim != 2:
-        raise ShapeError(f"scores: expected an (m, V) array, got shape {q.shape}")
+    if q.ndim != 2 or q.dtype.kind not in "biuf":  # text or complex: numpy's own UFuncTypeError before
+        raise ShapeError(f"scores: expected an (m, V) array of real numbers, got {q.dtype} of shape {q.shape}")
     if np.issubdtype(q.dtype, np.floating) and np.isnan(q).any():
         i, v = (int(k) for k in np.argwhere(np.isnan(q))[0])
         raise DistributionError(f"scores: row {i} has NaN at token {v}; expected numbers (an argmax of NaN is none)")
