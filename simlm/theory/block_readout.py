@@ -8,8 +8,9 @@ rising along the blocks.  Its per-block readout is not stated, so both usual one
   trained on the frozen, final-LayerNorm'd hidden state LN(h_k) at the selected positions of a training set
   — an early-stopped probe: ``probe_steps`` Adam steps at lr 0.05, not the convex optimum;
 - ``lens``: the model's own output layer applied to block k, softmax(Φᵀ LN(h_k)) (the "logit lens"); at
-  k = L it is the model's law (exactly in float32; under bfloat16 products the lens multiplies by a float32 Φ
-  where the model's output layer used bfloat16, a difference of ~2⁻⁸ of a logit that can flip near-ties).
+  k = L it is the model's law (in float32 to rounding: within 1.2e-7 of ``masked_token_logprobs``'s, about an
+  ulp; under bfloat16 products the lens multiplies by a float32 Φ where the model's output layer used
+  bfloat16, a difference of ~2⁻⁸ of a logit that can flip near-ties).
 
 Block k = 0 is the embedding layer; it sees only the corrupted token and its position, so its accuracy is at
 most that of :func:`~simlm.theory.corrupted_channel.local_bayes_probs`.  (Bayes decisions maximise accuracy,
