@@ -589,3 +589,68 @@ def test_a_random_worlds_cheapest_flip_drains_a_task_word_by_62_nats():
     assert flip_costs(task, ctx, bulk, by="tv").tv[1] == pytest.approx(0.003404, rel=1e-3)
     worst = worst_case_lm(task, ctx, bulk, float(w @ costs.kl) * (1 + 1e-7))
     assert worst.flipped.all() and worst.error == pytest.approx(1.0)
+
+
+# ---- the largest error any LM has: contexts no law flips ----------------------------------------------------
+
+def _never_flippable(task, ctx, bulk):
+    """Brute force of the score's range for an all-positive task: every task word in the bulk bounds q_w ≤ q_B,
+    so Σ c_w log(q_w / q_B) ≤ Σ c_w log(c_w / Σc); a negative context whose margin is past that stays negative
+    under every law (a positive one, or a task with a word outside the bulk, can always flip)."""
+    from scipy.special import logsumexp
+    assert (task.coef > 0).all()
+    prob = (ctx.logp[:, task.words] - logsumexp(np.where(bulk, ctx.logp, -np.inf), axis=1)[:, None]) @ task.coef
+    sup = task.coef @ np.log(task.coef / task.coef.sum())
+    return bulk[:, task.words].all(1) & ~task.labels & (task.score + task.bias + sup - prob < 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_contexts_some_law_flips_are_those_flip_costs_prices(seed):
+    """``flippable`` (the score's range over all laws) and flip_costs' finite costs name the same contexts on
+    random worlds of both geometries, every task with words and bulk size, and on the anchored task they are
+    the complement of the brute-force unflippable set; ``reachable_error`` is their π-mass."""
+    from simlm.theory.anchor_constructions import flippable, reachable_error
+    some = 0
+    for geometry in ("anchor", "unstructured"):
+        world = LogLinearWorld.random(seed, n_states=4, n_symbols=6, dim=3, geometry=geometry)
+        ctx = anchor_contexts(world, np.asarray(world.sample(seed, 16, 8)))
+        for top_k in (1, 2, 3):
+            bulk = bulk_mask(ctx.logp, top_k=top_k)
+            for name, task in random_tasks(ctx, world_anchor_fit(ctx, bulk), seed).items():
+                if task.words is None:
+                    continue
+                can = flippable(task, ctx, bulk)
+                np.testing.assert_array_equal(can, np.isfinite(flip_costs(task, ctx, bulk).kl))
+                if name == "anchored":
+                    np.testing.assert_array_equal(can, ~_never_flippable(task, ctx, bulk))
+                assert reachable_error(task, ctx, bulk) == pytest.approx(ctx.weights[can].sum(), abs=1e-15)
+                some += (~can).sum()
+    assert some > 0  # the case exists in these worlds: the test can tell the two sets apart
+
+
+def test_a_saturated_worst_lm_on_a_task_with_contexts_no_law_flips_reads_trivial():
+    """The demo's log-linear world: in 58 of 384 positions both anchored task words are in the bulk and the
+    margin is past the score's supremum, so no LM errs on more than 0.849.  The worst LM at the 0.1 LM's ε
+    flips all the rest (saturated at ε 0.048); its per-context bound, 0.849, is the largest error there is:
+    the row cannot fail and read non-trivial with share 1.0 (every worst-case row took maximum 1; a review,
+    2026-12-07).  Now trivial, with the cell's budget and ``saturated`` beside it."""
+    from simlm.experiments.checks_anchors import anchors_check
+    from simlm.experiments.registry import Cell
+    from simlm.models import perturbed_lm
+    world = LogLinearWorld.random(0, n_states=4, n_symbols=6, dim=3, geometry="anchor")
+    x = np.asarray(world.sample(0, 32, 12))
+    lm = perturbed_lm(world, 0.1, "logit-noise", 0, tokens=x)
+    options = {"top_k": 2, "n_words": 2, "task_seed": 0, "n_label": 32, "adversary": "flips"}
+    rows = anchors_check(Cell(world, {"kind": "loglinear"}, lm, {"source": "analytic", "laws": ["next-token"]},
+                              x, options, 0))
+    ctx = anchor_contexts(world, x)
+    bulk = bulk_mask(ctx.logp, top_k=2)
+    task = random_tasks(ctx, world_anchor_fit(ctx, bulk), 0)["anchored"]
+    reachable = math.fsum(ctx.weights[~_never_flippable(task, ctx, bulk)].tolist())
+    assert reachable < 0.85
+    r = next(r for r in rows if r["quantity"] == "worst-case:anchored:head_error@per-context")
+    assert r["measured"] == pytest.approx(reachable, abs=1e-15) and r["bound"] >= r["measured"]
+    assert r["trivial"] is True and r["saturated"] is True and r["eps"] < r["budget"]
+    for r in (r for r in rows if r["quantity"].startswith("worst-case:")):
+        assert r["saturated"] == (r["eps"] < r["budget"] * (1 - 1e-9)) and r["eps"] <= r["budget"]
+        assert r["trivial"] == (r["bound"] >= r["reachable"]) and r["measured"] <= r["reachable"] <= 1.0

@@ -11,7 +11,7 @@ from simlm.errors import ConfigError
 from simlm.experiments.registry import EPS_ROUNDING, option_ranges, register, row
 from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
 from simlm.theory.anchor_bound import transfer_bound
-from simlm.theory.anchor_constructions import lm_residual, worst_case_lm
+from simlm.theory.anchor_constructions import lm_residual, reachable_error, worst_case_lm
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
                                   random_tasks, readout_error, world_anchor_fit)
 
@@ -62,13 +62,17 @@ def anchors_check(cell) -> list:
     softmax LM, each transformer block too; else its laws read in the world's space), then for the
     anchored, contrast and rare-carrier tasks the zero-shot anchored head's error against the transfer
     bound in both forms (``markov``: O(√ε) from ε alone; ``per-context``: from the TV of each context),
-    whose largest possible error is 1, and a probe's error; for the latent task the world's readout moved
+    whose largest possible error is 1 (its head reads the LM's residual too), and a probe's error; for the latent task the world's readout moved
     to the LM and a probe.  Bayes error is 0 for every task (labels are functions of the context).
 
     With ``adversary`` "flips" ("none": off), the worst LM at this LM's ε on the rows is checked too
     (:func:`~simlm.theory.anchor_constructions.worst_case_lm`: the cheapest flips of the head's contexts
     within ε, ρ = 0), as rows ``worst-case:<task>:head_error[@per-context]`` whose LM is that one (``lm`` =
-    ``adversarial-flips@<ε>``): how much of each form's slack an LM at the same ε can use."""
+    ``adversarial-flips@<ε>``): how much of each form's slack an LM at the same ε can use.  They are trivial
+    where the bound reaches the largest error any LM of ρ = 0 has (:func:`~simlm.theory.anchor_constructions.reachable_error`: some
+    contexts no law flips), ``budget`` the cell LM's ε and ``saturated`` whether the worst LM flipped all it
+    can below it (then it is the same LM, and the same rows, at every larger budget); ``reachable`` is that
+    largest error."""
     o, world, tokens = cell.options, cell.world, np.asarray(cell.tokens)
     ctx = anchor_contexts(world, tokens)
     bulk = bulk_mask(ctx.logp, top_k=int(o["top_k"]))
@@ -117,10 +121,14 @@ def anchors_check(cell) -> list:
         eps = b.eps  # this LM's ε on the rows (an ε of float rounding, the oracle's 0, gets no adversary)
         if o.get("adversary", "flips") == "flips" and EPS_ROUNDING < eps < math.inf:
             worst = worst_case_lm(task, ctx, bulk, eps)
+            # the largest error an LM of ρ = 0 has (contexts beyond any law's reach stay right): a bound at or above
+            # it cannot fail, though below 1 (a review, 2026-12-07: the demo's anchored task, 85 % reachable)
+            reachable = reachable_error(task, ctx, bulk)
+            saturated = worst.eps < eps * (1 - 1e-9)  # all it can flip flipped: the same LM at every larger budget
             for form, wb in worst.bounds.items():
                 suffix = "" if form == "markov" else "@per-context"
-                rows.append(row(f"worst-case:{name}:head_error{suffix}", worst.error, wb.bound, maximum=1.0,
-                                form=form, lm=f"adversarial-flips@{worst.eps:.6g}", eps=worst.eps, gamma=wb.gamma,
+                rows.append(row(f"worst-case:{name}:head_error{suffix}", worst.error, wb.bound, maximum=reachable,
+                                reachable=reachable, budget=eps, saturated=saturated, form=form, lm=f"adversarial-flips@{worst.eps:.6g}", eps=worst.eps, gamma=wb.gamma,
                                 m=wb.m, rho=wb.rho, eps_rows=wb.eps, flipped_mass=float(ctx.weights @ worst.flipped),
                                 bayes_error=0.0))
     return rows

@@ -442,6 +442,40 @@ def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -
     return FlipCosts(tv, kl, move, g, threshold, share, moves, by, atoms, _costs_source(task, ctx, bulk))
 
 
+def flippable(task: AnchorTask, ctx: AnchorContexts, bulk) -> np.ndarray:
+    """``(n,)`` bool: the contexts some LM's laws flip the anchored head on (probability part, ρ = 0), from the
+    range of P(q) = Σ_w c_w log(q_w / q_B) over all laws q.  Its supremum is finite only where no c_w < 0 and
+    every word of c_w > 0 is in the bulk (q_w ≤ q_B): Σ_{c_w>0} c_w log(c_w / Σc) (approached, not reached, at
+    finite KL); its infimum, likewise, only where no c_w > 0 and every word of c_w < 0 is in the bulk.  A
+    negative context flips where s0 + sup P − P(p*) ≥ 0, a positive one where s0 + inf P − P(p*) < 0 (s0 the
+    score at p*).  No LM errs on the others, so the largest head error any LM has is their complement's
+    π-mass: a bound at or above it cannot fail (before 2026-12-07 every worst-case row took 1, and the demo's
+    anchored task, 15 % of its positions beyond reach, read non-trivial at share 1.0 where the worst LM had
+    flipped all it could; a review).  Independent of :func:`flip_costs`, whose finite costs must be these."""
+    task = check_task(task, ctx)
+    if task.words is None:
+        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
+    bulk = check_bulk(bulk, ctx.logp.shape)
+    c = np.asarray(task.coef, np.float64)
+    in_bulk = bulk[:, task.words]  # (n, k)
+    pos, neg = c > 0, c < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sup = float(c[pos] @ np.log(c[pos] / c[pos].sum())) if pos.any() else 0.0
+        inf = float(c[neg] @ np.log(c[neg] / c[neg].sum())) if neg.any() else 0.0
+    sup = np.where(~neg.any() & in_bulk[:, pos].all(1), sup, np.inf)
+    inf = np.where(~pos.any() & in_bulk[:, neg].all(1), inf, -np.inf)
+    s0 = task.score + task.bias
+    now = probability_part(ctx.logp, bulk, task.words, task.coef)
+    with np.errstate(invalid="ignore"):
+        return np.where(task.labels, s0 + inf - now < 0, s0 + sup - now >= 0)
+
+
+def reachable_error(task: AnchorTask, ctx: AnchorContexts, bulk) -> float:
+    """The largest head error (probability part, ρ = 0) any LM has on ``ctx``'s rows: the π-mass of the
+    :func:`flippable` contexts (1 where every context can flip)."""
+    return min(math.fsum(ctx.weights[flippable(task, ctx, bulk)].tolist()), 1.0)
+
+
 def _apply(ctx: AnchorContexts, task, bulk, atoms, t) -> np.ndarray:
     """log p of the LM that takes, in each context x with finite ``atoms[x]``, the fraction ``t[x]`` of the way
     from the world's atom masses to ``atoms[x]`` (every word of an atom scaled by the atom's factor)."""
@@ -592,7 +626,8 @@ def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: 
     is False (True otherwise).
 
     Per form, ``{"share", "error", "bound", "eps", "budget", "flipped"}`` at the set of the largest
-    error/bound among the non-trivial bounds (all None if every bound is trivial: with ``"exhaustive"`` no
+    error/bound among the non-trivial bounds (below :func:`reachable_error`, the largest error any LM has;
+    all None if every bound is trivial: with ``"exhaustive"`` no
     LM flipping whole contexts could violate the markov bound); ``"markov-tail"``: the same for the Markov
     term alone, min(ε/(2t²), 1) at t = t(smallest margin), where P(margin < m) is 0 and cannot carry the
     error; ``"tv_share"``: max_x t(margin_x)/TV_x over the cheapest-in-TV flips (None if no context can
@@ -623,11 +658,12 @@ def worst_case_slack(task: AnchorTask, ctx: AnchorContexts, bulk, *, n_budgets: 
     if n_budgets is not None and len(sets) > n_budgets:
         sets = [sets[i] for i in np.unique(np.linspace(0, len(sets) - 1, n_budgets).round().astype(int))]
     t_min = costs.threshold[w > 0].min()  # t at the smallest margin (ρ = 0)
+    reachable = reachable_error(task, ctx, bulk)  # no LM errs more: a bound at or above it cannot fail
     empty = {"share": None, "error": None, "bound": None, "eps": None, "budget": None, "flipped": None}
     out = {form: dict(empty) for form in ("markov", "per-context", "markov-tail")}
 
     def keep(key, error, bound, eps, budget, members):
-        if bound < 1 and (out[key]["share"] is None or error / bound > out[key]["share"]):
+        if bound < reachable and (out[key]["share"] is None or error / bound > out[key]["share"]):
             out[key] = {"share": error / bound if bound > 0 else math.inf, "error": error, "bound": bound, "eps": eps,
                         "budget": budget, "flipped": sorted(members)}
 
@@ -667,4 +703,4 @@ def tight_world(margin: float = 0.5, gamma: float = 0.25, n_states: int = 2):
 
 
 __all__ = ["exact_epsilon_rows", "analytic_laws", "lm_residual", "Construction", "n1_construction", "n2_construction",
-           "FlipCosts", "flip_costs", "WorstCase", "worst_case_lm", "worst_case_slack", "tight_world"]
+           "FlipCosts", "flip_costs", "flippable", "reachable_error", "WorstCase", "worst_case_lm", "worst_case_slack", "tight_world"]
