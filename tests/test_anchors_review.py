@@ -415,6 +415,15 @@ def test_a_task_whose_score_overflows_is_refused_not_labelled_from_nan():
         word_task(ctx, fit, [0, 1], [1e308, 1e308])
 
 
+def test_a_task_of_zero_coefficients_is_refused_not_one_class_every_lm_gets_right():
+    """coef = 0 gave a constant score: labels all one class, error 0 and every bound held, silently (a review,
+    2026-12-07)."""
+    ctx, bulk, fit, _ = _flat()
+    with pytest.raises(ConfigError, match="coef: all zero"):
+        word_task(ctx, fit, [0, 1], [0.0, 0.0])
+    word_task(ctx, fit, [0, 1], [0.0, 1e-300])  # one non-zero coefficient is a task
+
+
 def test_ragged_bulk_words_are_a_config_error():
     ctx, *_ = _flat()
     with pytest.raises(ConfigError, match="words"):

@@ -410,6 +410,8 @@ def word_task(ctx: AnchorContexts, fit: AnchorFit, words, coef, name: str = "anc
     c = check_real_array("coef", coef).reshape(-1)
     if ids.shape != c.shape or ids.size == 0:
         raise ShapeError(f"words, coef: expected equal non-empty lengths, got {ids.shape} and {c.shape}")
+    if not c.any():  # a constant score: one class, error 0 for every LM and every bound trivially held
+        raise ConfigError(f"coef: all zero; a task needs a non-zero coefficient (got {c.tolist()})")
     return _task(name, ctx, ctx.embeddings[:, ids] @ c - c.sum() * fit.v0, ids, c)
 
 
