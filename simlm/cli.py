@@ -42,9 +42,13 @@ def _run(config, args) -> int:
     from simlm.experiments.report import console_table, has_bound, is_trivial, render
     from simlm.experiments.sweep import run_sweep
 
-    result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet)
-    print(console_table(result["rows"]))
-    paths = render(result["rows"], args.out)
+    paths = []
+
+    def rendered(result):  # under the sweep's lock: a second sweep or `simlm report` cannot write in between
+        print(console_table(result["rows"]))
+        paths.extend(render(result["rows"], args.out))
+
+    result = run_sweep(config, args.out, executor=executor_of(args), progress=not args.quiet, after=rendered)
     bounded, lost = [r for r in result["rows"] if has_bound(r)], result.get("lost", [])
     print(f"\n{result['cells']} cells, {len(result['rows'])} rows: {sum(not r['holds'] for r in bounded)} of "
           f"{len(bounded)} bounded rows violated, {sum(is_trivial(r) for r in bounded)} trivial; "

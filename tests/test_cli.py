@@ -25,10 +25,13 @@ def calls(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     recorded = []
 
-    def run_sweep(config, out, *, executor=None, progress=True, log=print):
+    def run_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
         recorded.append({"config": config, "out": out, "executor": executor, "progress": progress})
-        return {"rows": ROWS, "errors": [{"cell": "c7", "error": "boom"}], "skipped": [(1, 2, 3)] * 4,
-                "cells": 6, "new_cells": 6, "time_s": 2.0}
+        result = {"rows": ROWS, "errors": [{"cell": "c7", "error": "boom"}], "skipped": [(1, 2, 3)] * 4,
+                  "cells": 6, "new_cells": 6, "time_s": 2.0}
+        if after is not None:
+            after(result)
+        return result
 
     monkeypatch.setattr(sweep, "run_sweep", run_sweep)
     monkeypatch.setattr(report, "render", lambda rows, out: [Path(out) / "report.md"])
@@ -201,3 +204,38 @@ def test_the_summary_counts_a_lost_ladder_once(monkeypatch, tmp_path, capsys):
     assert "3 cells, 0 rows: 0 of 0 bounded rows violated, 0 trivial; 1 cells failed, 1 training ladders lost" in \
         capsys.readouterr().out
 
+
+
+def test_simlm_sweep_renders_report_md_under_the_directorys_sweep_lock(tmp_path, monkeypatch):
+    """report.md and the plots were written after the lock was released: a second sweep or `simlm report`
+    let in then had its report.md overwritten by the first run's older rows (a review, 2026-12-07)."""
+    import argparse
+    import fcntl
+    import os
+
+    from simlm import cli
+    from simlm.experiments.sweep import parse_config
+
+    out = tmp_path / "out"
+    config = parse_config({"name": "t", "data": {"n_sequences": 2, "length": 3},
+                           "worlds": [{"name": "hmm", "kind": "hmm", "seed": 0,
+                                       "options": {"n_states": 2, "n_symbols": 3}}],
+                           "lms": {"oracle": True}, "checks": {"simlm/epsilon": {}}})
+    real, seen = report.render, []
+
+    def render(rows, out_dir):
+        fd = os.open(Path(out_dir) / ".sweep.lock", os.O_RDWR)  # another open file description: as another process
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("free")
+        except BlockingIOError:
+            seen.append("held")
+        finally:
+            os.close(fd)
+        return real(rows, out_dir)
+
+    monkeypatch.setattr(report, "render", render)
+    args = argparse.Namespace(out=str(out), quiet=True, workers=1, executor="inprocess", address=None)
+    assert cli._run(config, args) == 0
+    assert cli._run(config, args) == 0  # a rerun (resume) into the same directory renders under the lock too
+    assert seen == ["held", "held"] and (out / "report.md").exists()

@@ -783,7 +783,7 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print) -> dict:
+def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True, log=print, after=None) -> dict:
     """Run (or resume) ``config`` into ``out``; returns ``{"rows", "errors", "skipped", "unreached", "lost",
     "cells", "new_cells", "time_s", "order"}`` (``order``: the plan's cell keys, the table's order;
     ``unreached``: the trained ladders' rungs a seed did not reach, which give
@@ -794,13 +794,17 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     own bars under it (a training ladder's steps).  Each run appends its :func:`environment` to the runs
     of ``environment.json`` (rows computed by an earlier run keep that run's), with ``cells_computed`` (stored
     without an error) and ``cells_failed`` once it has finished.  One sweep at a time runs into a directory: a
-    second, while this one holds ``out/.sweep.lock``, is refused (:func:`~simlm.experiments.store.running`)."""
+    second, while this one holds ``out/.sweep.lock``, is refused (:func:`~simlm.experiments.store.running`).
+    ``after(result)``, if given, runs before the lock is released (``simlm sweep`` renders report.md there)."""
     started, out = time.perf_counter(), Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     with running(out):  # one sweep at a time into a directory
-        return _run_sweep(config, out, executor, progress, log, started)
+        result = _run_sweep(config, out, executor, progress, log, started)
+        if after is not None:  # still holding the lock: what it renders cannot interleave with another run's
+            after(result)
+        return result
 
 
 def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, started: float) -> dict:
