@@ -87,13 +87,22 @@ def write_json_atomic(path, payload) -> None:
     write_text_atomic(path, json_text(payload))
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON (simlm writes a non-finite number as null)")
+
+
+#: the decoder of what simlm wrote: strict JSON, so ``NaN``/``Infinity`` tokens (never written by simlm, whose
+#: writers refuse them) are a ValueError — an edited file is corrupt, not a NaN read back as a number
+STRICT = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def read_json(path, *, what: str = "file", fix: str = ""):
     """The JSON value in ``path``; a :class:`ConfigError` naming the file if it is unreadable, not UTF-8
-    or not valid JSON (``fix``, if given, says how to recover)."""
+    or not strict JSON (:data:`STRICT`; ``fix``, if given, says how to recover)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return STRICT.decode(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: JSONDecodeError, NaN or Infinity
         hint = f"; {fix}" if fix else ""
         raise ConfigError(f"{what}: {path} is unreadable or corrupt ({type(err).__name__}: {err}){hint}") from None
 
@@ -162,5 +171,5 @@ def locked(directory, name: str, *, what: str, advice: str):
             os.close(fd)  # closing the descriptor releases the lock
 
 
-__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "claim_json",
+__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT", "claim_json",
            "locked"]

@@ -67,3 +67,42 @@ def test_a_failed_atomic_write_leaves_the_file_as_it_was_and_no_temporary_file(t
     with pytest.raises(OSError, match="No space left"):
         write_text_atomic(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+# ---- strict reading: a NaN token is a damaged file or line, not a number ------------------------------------
+
+def _row(**kw):
+    return {"paper": "p", "check": "c", "world": "w", "lm": "oracle", "quantity": "q", "measured": 0.0,
+            "bound": 1.0, "holds": True, "trivial": False, **kw}
+
+
+def test_a_nan_token_in_the_cell_store_is_a_damaged_line_not_a_finished_cell(tmp_path):
+    """simlm writes a NaN as null with its mark (and holds False); a line edited to NaN beside holds = true was
+    loaded as a finished cell and tabulated as holding (a review, 2026-12-07): now dropped and recomputed."""
+    from simlm.experiments.store import CellStore, append_cell
+    path = tmp_path / "cells.jsonl"
+    append_cell(path, "good", [_row(measured=math.nan)])
+    with open(path, "a") as f:
+        f.write('{"cell": "edited", "records": [' + json.dumps(_row()).replace('"measured": 0.0', '"measured": NaN')
+                + "]}\n")
+    with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
+        store = CellStore(path)
+    assert list(store.cells) == ["good"] and math.isnan(store.cells["good"]["records"][0]["measured"])
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_read_json_refuses_non_finite_tokens(tmp_path, token):
+    from simlm.errors import ConfigError
+    (tmp_path / "a.json").write_text('{"x": [1, %s]}' % token)
+    with pytest.raises(ConfigError, match=f"a.json is unreadable or corrupt .*{token} is not strict JSON"):
+        read_json(tmp_path / "a.json")
+
+
+def test_a_null_best_eps_in_a_damaged_summary_prints_a_dash_not_a_traceback(tmp_path):
+    from simlm.experiments import report
+    from simlm.experiments.store import CellStore
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    (tmp_path / "summary.json").write_text(json.dumps({"unreached": [
+        {"world": "w", "seed": 0, "target": 0.1, "best_eps": None, "steps": 3}]}))
+    assert "ε ≤ 0.1 not reached in 3 steps (best ε –)" in report.markdown([], tmp_path, [])

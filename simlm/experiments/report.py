@@ -334,8 +334,9 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     if unreached:
         lines += ["", "## Ladder rungs not reached", "", "No LM, so no cells: the trained model of that seed never "
                   "came down to the target ε.", ""]
-        lines += [f"- world `{u['world']}`, seed {u['seed']}: ε ≤ {u['target']:g} not reached in {u['steps']} steps "
-                  f"(best ε {u['best_eps']:.4g})" for u in unreached]
+        # _shown: a null (a damaged summary.json) prints "–", where format() ended the report in a TypeError
+        lines += [f"- world `{u['world']}`, seed {u['seed']}: ε ≤ {_shown(u['target'], 'g')} not reached in "
+                  f"{u['steps']} steps (best ε {_shown(u['best_eps'], '.4g')})" for u in unreached]
     if plots:
         lines += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from simlm.errors import ConfigError
-from simlm.jsonio import claim_json, jsonable, locked, read_json, write_json_atomic
+from simlm.jsonio import STRICT, claim_json, jsonable, locked, read_json, write_json_atomic
 
 
 class CellStore:
@@ -198,9 +198,9 @@ def _entries(path: Path):
 
 def _cell(line: bytes):
     """The finished cell on ``line``, or None if it is not one."""
-    try:
-        entry = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    try:  # strict: a NaN token (never written: non-finite values are null with their marks) is a damaged line
+        entry = STRICT.decode(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError, NaN or Infinity
         return None
     return entry if _is_cell(entry) else None
 
@@ -229,11 +229,11 @@ def _cells(line: bytes) -> list | None:
         text = line.decode("utf-8").strip()
     except UnicodeDecodeError:
         return None
-    decoder, at, out = json.JSONDecoder(), 0, []
+    at, out = 0, []
     while at < len(text):
         try:
-            entry, at = decoder.raw_decode(text, at)
-        except json.JSONDecodeError:
+            entry, at = STRICT.raw_decode(text, at)
+        except ValueError:
             return None
         if not _is_cell(entry):
             return None
