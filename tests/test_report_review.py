@@ -86,6 +86,14 @@ def test_the_shares_of_trivial_rows_reach_the_report_where_no_row_could_fail(tmp
     assert bound_summary([_stored("live", row("q", 0.25, 0.5))])[0]["trivial_used"] is None
 
 
+def test_a_row_that_says_why_it_was_not_run_shows_why_in_the_report(tmp_path):
+    """The natural-tasks experiment's ``skipped`` row (measured: its ε target) read as a measurement of 0.1."""
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    rows = [_stored("u@0.1", row("skipped", 0.1, why="eps: 0.1 is unreachable: max ≈ 0.0861 (|x| ≤ 1)"))]
+    assert "| 0.1 — not run: eps: 0.1 is unreachable: max ≈ 0.0861 (\\|x\\| ≤ 1) |" in markdown(rows, tmp_path, [])
+
+
 def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():
     rows = [_stored("ok", row("q", 0.9, 1.0)), _stored("over", row("q", 1.2, 1.0)),
             _stored("nan", row("q", math.nan, 1.0))]

@@ -320,8 +320,11 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
                   "|---|---|---|---|---:|---:|"]
         for (check, q), rs in sorted(unbounded.items()):
             for r in sorted(rs, key=lambda r: (r["world"], _eps_key(r))):
+                # a row that says why something was not run shows why beside its number (the demo's "skipped"
+                # row read as a measurement of 0.1, its ε target; a review, 2026-12-07)
+                why = f" — not run: {r['why']}".replace("|", "\\|") if r.get("why") else ""
                 lines.append(f"| {check} | {leaf_name(q, r.get('index'))} | {r['world']} | {_lm(r)} | "
-                             f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')} |")
+                             f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')}{why} |")
     if errors:
         lines += ["", "## Cells that failed", ""] + [f"- `{e['cell']}`: {e['error']}" for e in errors]
     lost = _last_run(out_dir, "lost", {"world", "error"})
