@@ -362,3 +362,41 @@ def test_the_head_prompt_checks_rows_carry_the_contexts_shares(monkeypatch):
     columns = [k for k in shared if k != "emission_rank"]  # the context's conditions are not the check's columns
     assert [r[k] for k in columns] == [shared[k] for k in columns]
 
+
+
+def test_the_worst_case_well_specified_row_is_built_at_that_bounds_own_radius():
+    """The well-specified row is reported at its own B* (4 here), the any-LM bound's adversary was built at
+    another: it used 0.645 of a slack an adversary built at B = 4 uses 0.842 of (a review, 2026-12-07).  The
+    sweep check's row is now that adversary's, at least its share; the default adversary is the search."""
+    from simlm.models import perturbed_lm
+    from simlm.theory import natural_tasks as nt
+    from simlm.theory.adversarial import adversarial_laws, well_specified_radius
+
+    world = HMM.random(0, n_states=2, n_symbols=3)
+    x = np.asarray(world.sample(5, n_sequences=8, length=4))
+    lm = perturbed_lm(world, 0.003, "logit-noise", seed=0, tokens=x)
+    from simlm.experiments.registry import get_check
+    options = {**get_check("saunshi/natural-task").defaults, "max_length": 1}
+    assert options["adversary"] == "search"
+    check = builtin_checks.natural_task_check
+    cell = Cell(world, {"name": "w", "kind": "hmm"}, lm, {"source": "analytic", "laws": ["next-token"]}, x, options, 0)
+    rows = {r["quantity"]: r for r in check(cell)}
+    ws = rows["worst-case:well-specified:loss_natural"]
+    contexts = enumerate_contexts(world, 1)
+    task = nt.random_natural_task(contexts, 0, noise="logistic")
+    B = well_specified_radius(contexts, task, ws["eps"])
+    own = nt.check_natural_task(contexts, adversarial_laws(contexts, task, ws["eps"], method="search", B=B),
+                                task).bound("well-specified")
+    assert ws["B"] == B == 4.0 and ws["lm"] == f"adversarial-search-ws@{ws['eps']:.6g}"
+    assert ws["slack_used"] >= own.slack_used - 1e-9 > 0.8
+
+
+@pytest.mark.parametrize("norm, phi", [("1", True), ("Inf", True), (2, True), ("2", False)])
+def test_critical_epsilon_refuses_the_norms_tau_refuses(norm, phi):
+    """Any norm but "inf" was read as the 2-norm ("1", 2, "Inf"), and "2" without Φ as the box."""
+    from simlm.theory import natural_tasks as nt
+    ctx = enumerate_contexts(HMM.random(0, 3, 4), 1)
+    task = nt.random_natural_task(ctx, 0)
+    Phi = np.random.default_rng(0).normal(size=(2, 4)) if phi else None
+    with pytest.raises(ConfigError, match="^norm:"):
+        nt.critical_epsilon(ctx, task, Phi=Phi, norm=norm)

@@ -61,7 +61,7 @@ def test_a_sweep_writes_tidy_rows_with_the_shared_columns(finished):
     # adversary built at each analytic LM's ε (the oracle's ε is rounding: no adversary)
     worst = [r for r in rows if r["quantity"].startswith("worst-case:")]
     assert len({(r["lm"], r["check"]) for r in rows if r not in worst}) == 10
-    assert len({r["lm"] for r in worst}) == 4 and all(r["lm"].startswith("adversarial-aligned@") for r in worst)
+    assert len({r["lm"] for r in worst}) == 4 and all(r["lm"].startswith("adversarial-search") for r in worst)
     assert all(r["holds"] in ("True", "") for r in rows)  # the oracle and analytic LMs violate nothing
     eps = {r["lm"]: float(r["eps"]) for r in rows if r["check"] == "simlm/epsilon" and r["quantity"] == "epsilon"}
     assert eps["oracle"] == 0.0 and abs(eps["logit-noise@0.005"] / 0.005 - 1) < 1e-3
