@@ -94,6 +94,19 @@ def test_a_row_that_says_why_it_was_not_run_shows_why_in_the_report(tmp_path):
     assert "| 0.1 — not run: eps: 0.1 is unreachable: max ≈ 0.0861 (\\|x\\| ≤ 1) |" in markdown(rows, tmp_path, [])
 
 
+def test_the_combinations_that_do_not_apply_are_counted_per_check_in_the_report(tmp_path):
+    """summary.json's (world, LM, check) combinations that do not apply were on the console only: report.md
+    showed wei/head-tuning with 1 row and no word on why."""
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    assert "do not apply" not in markdown([], tmp_path, [])
+    skipped = [{"cell": "w|lm@0.3#0|c/a", "why": "needs X"}, {"cell": "w|lm@0.1#0|c/a", "why": "needs X"},
+               {"cell": "v|oracle#None|c/a", "why": "needs Y"}, {"cell": "v|oracle#None|c/b", "why": "needs Z"}]
+    write_json_atomic(tmp_path / "summary.json", {"skipped": skipped})
+    text = markdown([], tmp_path, [])
+    assert "- `c/a`: 3 — needs X (2); needs Y (1)\n- `c/b`: 1 — needs Z (1)" in text
+
+
 def test_violated_rows_come_first_and_one_without_a_share_before_one_with_a_share():
     rows = [_stored("ok", row("q", 0.9, 1.0)), _stored("over", row("q", 1.2, 1.0)),
             _stored("nan", row("q", math.nan, 1.0))]

@@ -340,9 +340,27 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
         # _shown: a null (a damaged summary.json) prints "–", where format() ended the report in a TypeError
         lines += [f"- world `{u['world']}`, seed {u['seed']}: ε ≤ {_shown(u['target'], 'g')} not reached in "
                   f"{u['steps']} steps (best ε {_shown(u['best_eps'], '.4g')})" for u in unreached]
+    lines += _not_applying(out_dir)
     if plots:
         lines += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _not_applying(out_dir: Path) -> list:
+    """The report's lines on the last run's (world, LM, check) combinations that do not apply, counted per
+    check and reason: why a check has fewer rows than the sweep has LMs (the console said it, report.md did
+    not; a review, 2026-12-07)."""
+    counts = defaultdict(lambda: defaultdict(int))
+    for s in _last_run(out_dir, "skipped", {"cell", "why"}):
+        counts[str(s["cell"]).rsplit("|", 1)[-1]][str(s["why"])] += 1
+    if not counts:
+        return []
+    lines = ["", "## Combinations that do not apply", "", "(world, LM) cells a check does not run on, by check "
+             "and reason (the last run's, from summary.json):", ""]
+    for check, whys in sorted(counts.items()):
+        said = "; ".join(f"{why} ({n})" for why, n in sorted(whys.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"- `{check}`: {sum(whys.values())} — {said}")
+    return lines
 
 
 def _runs(out_dir: Path, store: CellStore) -> str:
