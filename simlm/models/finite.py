@@ -412,6 +412,7 @@ __all__ = [
     "log_partition",
     "context_kl",
     "fit_cross_entropy",
+    "fit_cross_entropy_joint",
     "best_achievable_epsilon",
     "quad_minimiser",
     "quad_loss",

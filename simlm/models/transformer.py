@@ -34,7 +34,10 @@ to 5e-4 with logits ~1, 0.016 to 0.057 and 2e-3 to 7.5e-3 with logits of 4 to 12
 laws are its own, not its float32 twin's: on the same weights they differ by ~0.1 nats (bfloat16) at
 logits ~6 — a measurement, not a bound: 0.06–0.31 nats at |logit| ≤ 5 over six draws of weights perturbed
 by N(0, 0.5) (a review, 2026-12-06).  Attention scores and
-softmaxes, LayerNorm statistics and the output log_softmax are computed in float32 whatever the dtype.
+softmaxes, LayerNorm statistics and the output log_softmax are computed in float32 whatever the dtype; other
+float16 activations (the residual stream, the MLP) past 65504 overflow to inf and the laws read NaN, which the
+ε computations and the trainer refuse (``DistributionError``, ``TrainingDivergedError``): bfloat16 has float32's
+range.
 ``residual_dtype`` is the residual stream's (the embeddings and every block's sum): by default the compute
 dtype, so that every activation is in it; with ``residual_dtype="float32"`` under a bfloat16/float16
 ``dtype`` the stream stays float32 and only the products' inputs and outputs (and the GELU between them)
@@ -89,7 +92,8 @@ _ATTENTION = ("auto", "xla", "cudnn")
 class TransformerConfig:
     """Plain-value configuration, validated on construction (``ConfigError`` naming the field).
 
-    ``d_ff=None`` means ``4 · d_model`` and is resolved here, so ``config.d_ff`` is always an int."""
+    ``d_ff=None`` means ``4 · d_model`` and is resolved here, so ``config.d_ff`` is always an int — and
+    ``dataclasses.replace(config, d_model=…)`` keeps the old width: pass ``d_ff=None`` again for 4 · d_model."""
 
     n_symbols: int
     d_model: int = 64
@@ -114,7 +118,8 @@ class TransformerConfig:
         fix("d_ff", 4 * self.d_model if self.d_ff is None else check_positive_int("d_ff", self.d_ff))
         fix("n_prompt_slots", check_positive_int("n_prompt_slots", self.n_prompt_slots, minimum=0))
         if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model: {self.d_model} is not divisible by n_heads = {self.n_heads}")
+            raise ConfigError(f"d_model, n_heads: d_model = {self.d_model} is not divisible by n_heads = "
+                              f"{self.n_heads}")
         if not isinstance(self.positions, str) or self.positions not in _POSITIONS:
             raise ConfigError(f"positions: expected one of {_POSITIONS}, got {self.positions!r}")
         if self.positions == "rotary" and self.head_dim % 2:

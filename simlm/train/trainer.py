@@ -402,7 +402,7 @@ class Training:
     a bfloat16/float16 model's forward rounds by the batch's shape, causal or masked, chunked (vmapped, one
     sequence at a time) or not: its ε here and ``exact_*_epsilon`` of its checkpoint differ by up to ~5e-4
     relative (2.7e-4 to 4.7e-4 on 301 held-out sequences in chunks of 151, 1.1e-4 unchunked; reviews
-    2026-12-06 and 2026-12-07; both ~1e-3 off a float32 twin).
+    2026-12-06 and 2026-12-07; both ~1e-3 to 3e-3 off a float32 twin).
 
     ``step`` donates its ``state`` argument: use the state it returns, never the one passed in.  The
     arguments are checked as :func:`train` checks them (``ConfigError``/``ShapeError`` before anything
