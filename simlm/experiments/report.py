@@ -185,7 +185,8 @@ def bound_summary(rows: list) -> list[dict]:
 def plot(rows: list, out_dir: Path) -> list[Path]:
     """One PNG (and SVG) per check under ``out_dir/plots``; returns the PNG paths (none without matplotlib).
     A point is drawn where both its ε and its value are finite numbers; a quantity (a check) with no such
-    point has no panel (no figure)."""
+    point has no panel (no figure).  A trivial row (a bound no LM could violate) is drawn faint, a violated
+    one under a red ×; each LM source keeps one colour in every figure (tab20 less its greys past 9)."""
     try:
         import matplotlib
     except ImportError:
@@ -199,11 +200,17 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         if drawn and not math.isnan(_eps_key(r)):
             by_check[r["check"]].append(r)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    sources = sorted({_source(r["lm"]) for r in rows})
-    worlds = sorted({r["world"] for r in rows})
+    # colours and markers over what is drawn, not over every row (13 sources in the demo wrapped 9 colours:
+    # adversarial-aligned and theta-noise shared C0 in one figure); tab20 less its greys past 9 sources
+    drawn_rows = [r for rs in by_check.values() for r in rs]
+    sources = sorted({_source(r["lm"]) for r in drawn_rows})
+    worlds = sorted({r["world"] for r in drawn_rows})
     palette = [f"C{i}" for i in range(10) if i != 7]  # C7 is the grey of the world markers and bounds
+    if len(sources) > len(palette):
+        import matplotlib.colors as mcolors
+        palette = [mcolors.to_hex(c) for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i not in (14, 15)]
     colour = {s: palette[i % len(palette)] for i, s in enumerate(sources)}
-    marker = {w: "os^vDP*"[i % 7] for i, w in enumerate(worlds)}
+    marker = {w: "os^vDP*<>ph"[i % 11] for i, w in enumerate(worlds)}
     paths = []
     for check, rs in sorted(by_check.items()):
         quantities = sorted({r["quantity"] for r in rs})
@@ -212,11 +219,12 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.6 * cols, 3.6 * ((n + cols - 1) // cols)),
                                  squeeze=False)
         for ax, q in zip(axes.flat, quantities):
-            points = defaultdict(lambda: ([], [], [], []))  # one scatter per (source, world), not per point
+            points = defaultdict(lambda: ([], [], [], []))  # one scatter per (source, world, kind), not per point
             oracle_x = _oracle_x([_eps_key(r) for r in rs if r["quantity"] == q])
             for r in (r for r in rs if r["quantity"] == q):
                 x = _eps_key(r) if _eps_key(r) > 0 else oracle_x
-                xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"]]
+                kind = "" if not has_bound(r) else "violated" if not r["holds"] else "trivial" if is_trivial(r) else ""
+                xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"], kind]
                 measured, bound = _number(r.get("measured")), _number(r.get("bound"))
                 if measured is not None:
                     xs_measured.append(x)
@@ -224,12 +232,15 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
                 if bound is not None:
                     xs_bound.append(x)
                     ys_bound.append(bound)
-            for (source, world), (xs_measured, ys_measured, xs_bound, ys_bound) in points.items():
+            for (source, world, kind), (xs_measured, ys_measured, xs_bound, ys_bound) in points.items():
+                alpha = 0.2 if kind == "trivial" else 1.0  # a trivial row could not have failed: faint
                 if xs_measured:
-                    ax.scatter(xs_measured, ys_measured, color=colour[source], marker=marker[world], s=22)
+                    ax.scatter(xs_measured, ys_measured, color=colour[source], marker=marker[world], s=22, alpha=alpha)
+                    if kind == "violated":
+                        ax.scatter(xs_measured, ys_measured, color="red", marker="x", s=60, linewidths=1.2)
                 if xs_bound:
                     ax.scatter(xs_bound, ys_bound, facecolors="none", edgecolors=colour[source],
-                               marker=marker[world], s=40, linewidths=0.8)
+                               marker=marker[world], s=40, linewidths=0.8, alpha=alpha)
             ax.set(xscale="log", title=q, xlabel=f"ε of the LM (nats; oracle at {oracle_x:.0e})")
             ax.grid(alpha=0.3, lw=0.3)
         for ax in list(axes.flat)[n:]:
@@ -238,6 +249,10 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         handles = [plt.Line2D([], [], ls="", marker="o", color=colour[s], label=s) for s in present[0]]
         handles += [plt.Line2D([], [], ls="", marker=marker[w], color="grey", label=w) for w in present[1]]
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="bound")]
+        if any(has_bound(r) and is_trivial(r) for r in rs):
+            handles += [plt.Line2D([], [], ls="", marker="o", color="grey", alpha=0.2, label="faint: trivial row")]
+        if any(has_bound(r) and not r["holds"] for r in rs):
+            handles += [plt.Line2D([], [], ls="", marker="x", color="red", label="violated")]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
         _margins(fig, check, len(axes), cols, -(-len(handles) // 6))
         stem = out_dir / "plots" / check.replace("/", "_")
