@@ -102,3 +102,45 @@ def test_the_docs_data_size_recipe_is_the_stored_runs_protocol():
     assert P.sampling == "prepended"  # the study's sampling, not AUTHORS' "start"
     stored = json.loads((DOCS / "head_prompt_trained_h12_datasize.json").read_text())
     assert [r["task_seed"] for r in stored] == [hpp.task_seed(r["world"], 0, P) for r in stored]
+
+
+# ---- the probe refuses divergence and a schedule too large to allocate; the table says its counts -----------
+
+def _probe_data():
+    rng = np.random.default_rng(0)
+    f = rng.dirichlet(np.ones(10), size=256)
+    return f, (f[:, 0] + 0.1 * rng.standard_normal(256) > 0.1).astype(int)
+
+
+@pytest.mark.parametrize("lr", [1e3, 1e6, 1e30])
+def test_fit_probe_refuses_a_diverged_fit(lr):
+    """lr 1e3 took the loss on all training data from 0.69 to 12.7 and returned the probe (training accuracy
+    0.73) with no error, where every other fit raises (a review, 2026-12-07)."""
+    from simlm.errors import TrainingDivergedError
+    f, y = _probe_data()
+    with pytest.raises(TrainingDivergedError, match="lr"):
+        hpt.fit_probe(f, y, epochs=20, batch_size=32, lr=lr)
+    assert hpt.fit_probe(f, y, epochs=20, batch_size=32).accuracy(f, y) > 0.6  # the default still fits
+
+
+def test_a_probe_schedule_too_large_to_allocate_is_refused_not_hung():
+    from simlm.errors import SimlmError
+    f, y = _probe_data()
+    with pytest.raises(SimlmError, match="epochs"):
+        hpt.fit_probe(f, y, epochs=10**12)
+    with pytest.raises(SimlmError, match="probe_steps"):
+        hpt.TrainedStudy(probe_steps=10**15)
+
+
+def test_the_table_says_how_many_worlds_a_shorter_row_averages_and_how_many_lms_reached_no_rung():
+    """head@0.3 averaged the 15 worlds that reached the rung beside head over 20 (5 of them with no rung, a
+    failed pretraining, averaged in), with no count: the earlier checkpoint read better than the final model."""
+    base = dict(n_states=12, features="trained", accuracy_with_margin=1.0, majority=0.6, epsilon=0.05)
+    recs = [dict(base, world_seed=w, method="head", accuracy=a, rungs=rg)
+            for w, a, rg in ((1, 0.9, [0.3, 0.1]), (2, 0.8, [0.3]), (3, 0.6, []))]
+    recs += [dict(base, world_seed=w, method="head@0.3", accuracy=a, read_at=0.3) for w, a in ((1, 0.95), (2, 0.85))]
+    rows = hpt.summary(recs)
+    assert next(r for r in rows if r["method"] == "head")["n_without_rung"] == 1
+    lines = hpt.markdown(rows).splitlines()
+    assert "(n = 2)" in next(line for line in lines if line.startswith("| head@0.3 "))
+    assert "1 of 3" in next(line for line in lines if line.startswith("| LMs without a rung"))

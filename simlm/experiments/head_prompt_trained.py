@@ -71,8 +71,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from simlm.checks import as_key, check_float32_normal, check_positive, check_positive_int, check_tokens
+from simlm.checks import as_key, check_float32_normal, check_memory, check_positive, check_positive_int, check_tokens
 from simlm.downstream import fit_exact_prompt, fit_linear_head, fit_transformer_prompt
+from simlm.downstream.prompt_fit import check_prompt_fit
 from simlm.downstream.heads import LinearLogits, check_features, check_labels, head_loss
 from simlm.errors import ConfigError, TokenError
 from simlm.experiments.head_prompt_protocol import AUTHORS, Protocol, format_sd, scored, task_data, task_seed, world
@@ -136,6 +137,9 @@ class TrainedStudy:
         check_float32_normal("probe_lr", self.probe_lr, "the probe computes")  # 1e-50 is 0 there: no step moves it
         # the probe's first step is at learning rate 0 (its warmup starts there): one step would return its start
         check_positive_int("probe_steps", self.probe_steps, minimum=2)
+        b = min(self.probe_batch, self.protocol.n_train)  # fit_probe's minibatch indices, before anything runs
+        check_memory("probe_steps", self.probe_epochs * (self.protocol.n_train // b) * b, itemsize=8,
+                     what="the probe's minibatch indices")
         if self.protocol.n_train < 2:
             raise ConfigError(f"n_train: every head needs training sequences of both classes, so at least 2; got "
                               f"{self.protocol.n_train}")
@@ -220,8 +224,9 @@ def _probe(f, y, batches, lr, key, steps, warmup):
         u, s = opt.update(g, s, p)
         return (optax.apply_updates(p, u), s), loss
 
+    start = head_loss(head, params, f, y, 0.0)  # the objective on every training sequence, at the start
     (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), batches)
-    return params, losses
+    return params, losses, start, head_loss(head, params, f, y, 0.0)
 
 
 def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr: float = 0.01, seed: int = 0):
@@ -245,12 +250,16 @@ def fit_probe(features, labels, *, epochs: int = 100, batch_size: int = 128, lr:
         raise ConfigError(f"epochs: {epochs} epoch(s) of ⌊{f.shape[0]}/{b}⌋ = {per_epoch} batch(es) is {steps} "
                           f"probe step, taken at learning rate 0 (the warmup starts at 0), so the probe would "
                           f"return its initial weights; give at least 2 steps (more epochs or a smaller batch_size)")
+    check_memory("epochs", steps * b, itemsize=8, what="the probe's minibatch indices")
     rng = np.random.default_rng(check_positive_int("seed", seed, minimum=0))
     batches = np.concatenate([rng.permutation(f.shape[0])[:per_epoch * b].reshape(per_epoch, b) for _ in range(epochs)])
-    params, losses = _probe(jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches),
-                            jnp.float32(check_float32_normal("lr", check_positive("lr", lr), "the probe computes")),
-                            as_key(seed, "seed"), steps,
-                            max(1, min(500, steps // 2)))
+    params, losses, start, final = _probe(
+        jnp.asarray(f, jnp.float32), jnp.asarray(y), jnp.asarray(batches),
+        jnp.float32(check_float32_normal("lr", check_positive("lr", lr), "the probe computes")),
+        as_key(seed, "seed"), steps, max(1, min(500, steps // 2)))
+    # the divergence rule of every other fit: a loss on all training data above its start (lr 1e3 went 0.69 → 12.7
+    # and returned a probe at 0.73 training accuracy, silently; a review, 2026-12-07)
+    check_prompt_fit(float(start), [float(final)], "fit_probe")
     return LinearLogits.fitted(params, np.zeros(f.shape[1]), np.ones(f.shape[1]), losses)
 
 
@@ -483,6 +492,8 @@ def summary(records: list[dict]) -> list[dict]:
                         "accuracy_with_margin": float(np.mean(wm)) if wm else float("nan"),
                         "n_worlds_with_margin": len(wm),
                         "majority": float(np.mean([r["majority"] for r in g])),
+                        # trained rows of LMs that reached no rung of the ladder (a failed pretraining), averaged in
+                        "n_without_rung": sum(1 for r in g if "rungs" in r and not r["rungs"]),
                         "epsilon": float(np.mean([r["epsilon"] for r in g])) if "epsilon" in g[0] else 0.0})
     return out
 
@@ -491,14 +502,19 @@ def markdown(rows: list[dict]) -> str:
     """The summary as a markdown table: one line per method, one column per |H| (mean ± sd over worlds)."""
     sizes = sorted({r["n_states"] for r in rows})
     lines = ["| method | " + " | ".join(f"\\|H\\|={K}" for K in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    most = {K: max(r["n"] for r in rows if r["n_states"] == K) for K in sizes}
     for m in dict.fromkeys(r["method"] for r in rows):
+        # a row over fewer worlds than its column's others (a rung some LMs never reached) says how many
         cell = {r["n_states"]: f"{r['accuracy']:.3f}"
-                + (" (n = 1)" if r["accuracy_sd"] is None else f" ± {format_sd(r)}") for r in rows if r["method"] == m}
+                + (" (n = 1)" if r["accuracy_sd"] is None else f" ± {format_sd(r)}"
+                   + (f" (n = {r['n']})" if r["n"] != most[r["n_states"]] else "")) for r in rows if r["method"] == m}
         lines.append(f"| {m} | " + " | ".join(cell.get(K, "–") for K in sizes) + " |")
     eps = {r["n_states"]: f"{r['epsilon']:.3f}" for r in rows if r["method"] == "head"}
     maj = {r["n_states"]: f"{r['majority']:.3f}" for r in rows if r["method"] == "head"}
     lines.append("| trained ε (mean) | " + " | ".join(eps.get(K, "–") for K in sizes) + " |")
     lines.append("| majority | " + " | ".join(maj.get(K, "–") for K in sizes) + " |")
+    failed = {r["n_states"]: f"{r.get('n_without_rung', 0)} of {r['n']}" for r in rows if r["method"] == "head"}
+    lines.append("| LMs without a rung | " + " | ".join(failed.get(K, "–") for K in sizes) + " |")
     return "\n".join(lines)
 
 
