@@ -39,7 +39,8 @@ def word_tasks(draw, max_symbols: int = 4):
     V = world.n_symbols
     k = draw(st.integers(0, V - 1))
     words = draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=V, unique=True))
-    coef = draw(st.lists(st.floats(-2, 2, allow_nan=False), min_size=len(words), max_size=len(words)))
+    coef = draw(st.lists(st.floats(-2, 2, allow_nan=False), min_size=len(words), max_size=len(words))
+                .filter(any))  # all zero is no task (one class): word_task refuses it
     return world, k, np.array(words), np.array(coef)
 
 

@@ -118,8 +118,7 @@ class TransformerConfig:
         fix("d_ff", 4 * self.d_model if self.d_ff is None else check_positive_int("d_ff", self.d_ff))
         fix("n_prompt_slots", check_positive_int("n_prompt_slots", self.n_prompt_slots, minimum=0))
         if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model, n_heads: d_model = {self.d_model} is not divisible by n_heads = "
-                              f"{self.n_heads}")
+            raise ConfigError(f"d_model: {self.d_model} is not divisible by n_heads = {self.n_heads}")
         if not isinstance(self.positions, str) or self.positions not in _POSITIONS:
             raise ConfigError(f"positions: expected one of {_POSITIONS}, got {self.positions!r}")
         if self.positions == "rotary" and self.head_dim % 2:
