@@ -171,5 +171,5 @@ def locked(directory, name: str, *, what: str, advice: str):
             os.close(fd)  # closing the descriptor releases the lock
 
 
-__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT", "claim_json",
-           "locked"]
+__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT",
+           "claim_json", "locked"]

@@ -62,17 +62,18 @@ def anchors_check(cell) -> list:
     softmax LM, each transformer block too; else its laws read in the world's space), then for the
     anchored, contrast and rare-carrier tasks the zero-shot anchored head's error against the transfer
     bound in both forms (``markov``: O(√ε) from ε alone; ``per-context``: from the TV of each context),
-    whose largest possible error is 1 (its head reads the LM's residual too), and a probe's error; for the latent task the world's readout moved
-    to the LM and a probe.  Bayes error is 0 for every task (labels are functions of the context).
+    whose largest possible error is 1 (its head reads the LM's residual too), and a probe's error; for the
+    latent task the world's readout moved to the LM and a probe.  Bayes error is 0 for every task (labels
+    are functions of the context).
 
     With ``adversary`` "flips" ("none": off), the worst LM at this LM's ε on the rows is checked too
     (:func:`~simlm.theory.anchor_constructions.worst_case_lm`: the cheapest flips of the head's contexts
     within ε, ρ = 0), as rows ``worst-case:<task>:head_error[@per-context]`` whose LM is that one (``lm`` =
     ``adversarial-flips@<ε>``): how much of each form's slack an LM at the same ε can use.  They are trivial
-    where the bound reaches the largest error any LM of ρ = 0 has (:func:`~simlm.theory.anchor_constructions.reachable_error`: some
-    contexts no law flips), ``budget`` the cell LM's ε and ``saturated`` whether the worst LM flipped all it
-    can below it (then it is the same LM, and the same rows, at every larger budget); ``reachable`` is that
-    largest error."""
+    where the bound reaches ``reachable``, the largest error any LM of ρ = 0 has
+    (:func:`~simlm.theory.anchor_constructions.reachable_error`: some contexts no law flips); ``budget`` is
+    the cell LM's ε and ``saturated`` whether the worst LM flipped all it can below it (then it is the same
+    LM, and the same rows, at every larger budget)."""
     o, world, tokens = cell.options, cell.world, np.asarray(cell.tokens)
     ctx = anchor_contexts(world, tokens)
     bulk = bulk_mask(ctx.logp, top_k=int(o["top_k"]))
@@ -128,8 +129,9 @@ def anchors_check(cell) -> list:
             for form, wb in worst.bounds.items():
                 suffix = "" if form == "markov" else "@per-context"
                 rows.append(row(f"worst-case:{name}:head_error{suffix}", worst.error, wb.bound, maximum=reachable,
-                                reachable=reachable, budget=eps, saturated=saturated, form=form, lm=f"adversarial-flips@{worst.eps:.6g}", eps=worst.eps, gamma=wb.gamma,
-                                m=wb.m, rho=wb.rho, eps_rows=wb.eps, flipped_mass=float(ctx.weights @ worst.flipped),
+                                reachable=reachable, budget=eps, saturated=saturated, form=form,
+                                lm=f"adversarial-flips@{worst.eps:.6g}", eps=worst.eps, gamma=wb.gamma, m=wb.m,
+                                rho=wb.rho, eps_rows=wb.eps, flipped_mass=float(ctx.weights @ worst.flipped),
                                 bayes_error=0.0))
     return rows
 

@@ -322,7 +322,7 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
         shown = "violated" if used is None and s["violations"] else _shown(used, ".3g")
         if used is not None and used > 1 and not s["violations"]:  # over its bound by no more than its atol
             shown = f"{used:.8g} (within atol)"
-        if shown == "–" and s["trivial_used"] is not None:  # what the rows that cannot fail used (a review, 2026-12-07)
+        if shown == "–" and s["trivial_used"] is not None:  # what the rows that cannot fail used (a review)
             shown = "– (trivial: {:.3g} to {:.3g})".format(*s["trivial_used"])
         lines.append(f"| {s['check']} | {s['quantity']} | {s['rows']} | {s['violations']} | {s['trivial']} | "
                      f"{shown} | {s['worst_lm'] or '–'} |")

@@ -703,4 +703,5 @@ def tight_world(margin: float = 0.5, gamma: float = 0.25, n_states: int = 2):
 
 
 __all__ = ["exact_epsilon_rows", "analytic_laws", "lm_residual", "Construction", "n1_construction", "n2_construction",
-           "FlipCosts", "flip_costs", "flippable", "reachable_error", "WorstCase", "worst_case_lm", "worst_case_slack", "tight_world"]
+           "FlipCosts", "flip_costs", "flippable", "reachable_error", "WorstCase", "worst_case_lm", "worst_case_slack",
+           "tight_world"]
