@@ -28,7 +28,7 @@ BAD_FIELDS = [
     ("targets", ()), ("targets", []), ("targets", (0.1, -1.0)), ("targets", (nan,)), ("targets", (inf,)),
     ("targets", ("0.1",)), ("targets", "0.1"), ("targets", None), ("targets", (True,)), ("targets", ((0.1, 0.2),)),
     ("targets", (0.3, 0.3)), ("targets", (0.3, 0.3000001)), ("targets", 0), ("targets", -1.0), ("targets", (1 + 2j,)),
-    ("targets", np.array([[0.1]])),
+    ("targets", np.array([[0.1]])), ("targets", (0.1, 1e-50)),  # 1e-50: 0 in the trainer's float32 ε
     ("seeds", ()), ("seeds", (-1,)), ("seeds", (1, 1)), ("seeds", (0.5,)), ("seeds", ("0",)), ("seeds", None),
     ("seeds", (True,)), ("seeds", (2**63,)), ("seeds", 1.5), ("seeds", ((0,),)), ("seeds", (np.float64(1.0),)),
     ("batch_size", 0), ("batch_size", -1), ("batch_size", 1.5), ("batch_size", "8"), ("batch_size", None),
@@ -125,7 +125,7 @@ def assert_sane(c: TrainConfig):
         v = getattr(c, name)
         assert type(v) is int and minimum <= v, (name, v)
     assert c.targets and list(c.targets) == sorted(c.targets, reverse=True)
-    assert all(type(t) is float and 0 < t < inf for t in c.targets)
+    assert all(type(t) is float and np.finfo(np.float32).tiny <= t < inf for t in c.targets)
     assert len({f"{t:g}" for t in c.targets}) == len(c.targets)
     assert c.seeds and all(type(s) is int and 0 <= s < 2**63 for s in c.seeds) and len(set(c.seeds)) == len(c.seeds)
     assert type(c.learning_rate) is float and 0 < c.learning_rate < inf

@@ -111,6 +111,9 @@ class TrainConfig:
         if not targets or min(targets) <= 0:
             raise ConfigError(f"targets: expected at least one positive finite ε target, got {self.targets!r}")
         check_distinct_labels("targets", targets)  # each target has a checkpoint directory eps_<t:g>
+        for t in targets:  # the on-device ε is float32: a rung below its smallest normal is reached by rounding alone
+            check_float32_normal("targets", t, "the trainer's ε is computed",
+                                 zero=": only an ε rounded to 0 would reach it")
         fix("targets", tuple(sorted(targets, reverse=True)))
         seeds = tuple(check_positive_int("seeds", s, 0, _SEED_MAX) for s in as_tuple("seeds", self.seeds))
         if not seeds or len(set(seeds)) != len(seeds):
