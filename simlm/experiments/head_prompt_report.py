@@ -147,7 +147,7 @@ def plot(payload: dict, path: Path) -> Path:
             ax.plot([k for k, _ in ceil], [v for _, v in ceil], color="grey", ls=ls, label=label)
         ax.set(title=title, xlabel="hidden states |H|", ylabel="test accuracy", ylim=(0.4, 1.02))
     if exp == "experiment2":
-        c.set(title="trained and analytic LMs at each ε", xlabel="hidden states |H| = 4M", ylabel="test accuracy",
+        c.set(title="trained and analytic LMs at each ε", xlabel="hidden states |H| = Q·M", ylabel="test accuracy",
               ylim=(0.4, 1.02))
     for ax in axes:
         ax.axvline(V, color="k", lw=0.8, ls="-.", label=f"|X| = {V}")
