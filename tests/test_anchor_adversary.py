@@ -654,3 +654,19 @@ def test_a_saturated_worst_lm_on_a_task_with_contexts_no_law_flips_reads_trivial
     for r in (r for r in rows if r["quantity"].startswith("worst-case:")):
         assert r["saturated"] == (r["eps"] < r["budget"] * (1 - 1e-9)) and r["eps"] <= r["budget"]
         assert r["trivial"] == (r["bound"] >= r["reachable"]) and r["measured"] <= r["reachable"] <= 1.0
+
+
+def test_a_task_weighing_only_a_one_word_bulk_flips_nowhere():
+    """Where the bulk is one word b and b the task's only word of c ≠ 0, P = c (log q_b − log q_b) = 0 under every
+    law: no context flips, whatever c's sign; ``flippable`` counted them as flippable (a review, 2026-12-07)."""
+    from simlm.theory.anchor_constructions import flippable
+    world = LogLinearWorld.random(0, n_states=4, n_symbols=6, dim=3, geometry="anchor")
+    ctx = anchor_contexts(world, np.asarray(world.sample(0, 16, 8)))
+    bulk = bulk_mask(ctx.logp, top_k=ctx.logp.shape[1] - 1)
+    w0 = int(np.bincount(np.flatnonzero(bulk) % ctx.logp.shape[1]).argmax())
+    assert (bulk.sum(1) == 1).any()
+    for words, coef in (([w0], [1.0]), ([w0], [-1.0]), ([w0, (w0 + 1) % 6], [2.0, 0.0])):
+        task = word_task(ctx, world_anchor_fit(ctx, bulk), words, coef)
+        can = flippable(task, ctx, bulk)
+        np.testing.assert_array_equal(can, np.isfinite(flip_costs(task, ctx, bulk).kl))
+        assert not can[(bulk.sum(1) == 1) & bulk[:, w0]].any()

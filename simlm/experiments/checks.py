@@ -136,16 +136,16 @@ def natural_task_check(cell) -> list:
                  for r in _natural_rows("worst-case:", [checked["any-lm"]], result.eps, result.atol)]
         # the well-specified form is reported at its own B*, often another radius: the adversary built at the
         # any-LM B* moves another classifier there (as the experiment's adversarial-search-ws)
-        ws, name = checked["well-specified"], f"adversarial-{method}@{result.eps:.6g}"
+        ws, name, fallback = checked["well-specified"], f"adversarial-{method}@{result.eps:.6g}", {}
         B_ws = well_specified_radius(contexts, task, result.eps, cache=cache)
         if B_ws != adversary_radius(contexts, task, result.eps, cache=cache):
             try:
                 own = adversarial_laws(contexts, task, result.eps, method=method, B=B_ws, cache=cache)
                 ws = check_natural_task(contexts, own, task, tau_cache=cache).bound("well-specified")
                 name = f"adversarial-{method}-ws@{result.eps:.6g}"
-            except ConfigError:
-                pass  # keep the any-LM B*'s adversary for this row
-        rows += [{**r, "lm": name, "eps": result.eps}
+            except ConfigError as e:  # keep the any-LM B*'s adversary for this row, and say why
+                fallback = {"ws_fallback": str(e)}
+        rows += [{**r, "lm": name, "eps": result.eps, **fallback}
                  for r in _natural_rows("worst-case:", [ws], result.eps, result.atol)]
     return rows
 

@@ -446,7 +446,8 @@ def flippable(task: AnchorTask, ctx: AnchorContexts, bulk) -> np.ndarray:
     """``(n,)`` bool: the contexts some LM's laws flip the anchored head on (probability part, ρ = 0), from the
     range of P(q) = Σ_w c_w log(q_w / q_B) over all laws q.  Its supremum is finite only where no c_w < 0 and
     every word of c_w > 0 is in the bulk (q_w ≤ q_B): Σ_{c_w>0} c_w log(c_w / Σc) (approached, not reached, at
-    finite KL); its infimum, likewise, only where no c_w > 0 and every word of c_w < 0 is in the bulk.  A
+    finite KL); its infimum, likewise, only where no c_w > 0 and every word of c_w < 0 is in the bulk; both are 0
+    where the bulk is one word, the only one of c_w ≠ 0 (then P = 0 under every law).  A
     negative context flips where s0 + sup P − P(p*) ≥ 0, a positive one where s0 + inf P − P(p*) < 0 (s0 the
     score at p*).  No LM errs on the others, so the largest head error any LM has is their complement's
     π-mass: a bound at or above it cannot fail (before 2026-12-07 every worst-case row took 1, and the demo's
@@ -464,6 +465,9 @@ def flippable(task: AnchorTask, ctx: AnchorContexts, bulk) -> np.ndarray:
         inf = float(c[neg] @ np.log(c[neg] / c[neg].sum())) if neg.any() else 0.0
     sup = np.where(~neg.any() & in_bulk[:, pos].all(1), sup, np.inf)
     inf = np.where(~pos.any() & in_bulk[:, neg].all(1), inf, -np.inf)
+    # the bulk one word and the only word of c_w ≠ 0: P = c_b log(q_b / q_b) = 0 under every law (a review)
+    const = (bulk.sum(1) == 1) & in_bulk[:, c != 0].all(1)
+    sup, inf = np.where(const, 0.0, sup), np.where(const, 0.0, inf)
     s0 = task.score + task.bias
     now = probability_part(ctx.logp, bulk, task.words, task.coef)
     with np.errstate(invalid="ignore"):
