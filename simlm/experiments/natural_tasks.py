@@ -707,7 +707,8 @@ def _ratio_panel(ax, result, choice):
             ax.scatter([math.sqrt(r["eps_bound"] / r["gamma_bound"]) for r in sel], [r["ratio_natural"] for r in sel],
                        s=8, color=f"C{i}", label=label, alpha=alpha, marker="o" if not triv else "x")
     ax.axhline(1, color="r", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="√(ε/γ)", ylabel="excess (a) / slack", title=f"share of the slack at {choice}")
+    ax.set(xscale="log", yscale="log", xlabel="√(ε/γ)", ylabel="excess (a) / slack",
+           title=f"share of the slack at {choice}")
     ax.legend(fontsize=7)
 
 
