@@ -91,9 +91,6 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not strict JSON (simlm writes a non-finite number as null)")
 
 
-#: the decoder of what simlm wrote: strict JSON, so ``NaN``/``Infinity`` tokens and numbers that overflow to ±inf
-#: (``1e999``; never written by simlm, whose writers refuse them) are a ValueError — an edited file is corrupt,
-#: not a NaN or an infinity read back as a number
 def _finite_float(text: str) -> float:
     v = float(text)
     if not math.isfinite(v):  # 1e999 overflows to inf: the same non-finite number, spelt otherwise
@@ -101,6 +98,9 @@ def _finite_float(text: str) -> float:
     return v
 
 
+#: the decoder of what simlm wrote: strict JSON, so ``NaN``/``Infinity`` tokens and numbers that overflow to ±inf
+#: (``1e999``; never written by simlm, whose writers refuse them) are a ValueError — an edited file is corrupt,
+#: not a NaN or an infinity read back as a number
 STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 

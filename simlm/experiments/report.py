@@ -182,6 +182,13 @@ def bound_summary(rows: list) -> list[dict]:
     return out
 
 
+def _kind(r) -> str:
+    """How a figure draws row ``r``: "violated", "trivial" (a bound no LM could violate) or "" (the rest)."""
+    if not has_bound(r):
+        return ""
+    return "violated" if not r["holds"] else "trivial" if is_trivial(r) else ""
+
+
 def plot(rows: list, out_dir: Path) -> list[Path]:
     """One PNG (and SVG) per check under ``out_dir/plots``; returns the PNG paths (none without matplotlib).
     A point is drawn where both its ε and its value are finite numbers; a quantity (a check) with no such
@@ -223,8 +230,7 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
             oracle_x = _oracle_x([_eps_key(r) for r in rs if r["quantity"] == q])
             for r in (r for r in rs if r["quantity"] == q):
                 x = _eps_key(r) if _eps_key(r) > 0 else oracle_x
-                kind = "" if not has_bound(r) else "violated" if not r["holds"] else "trivial" if is_trivial(r) else ""
-                xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"], kind]
+                xs_measured, ys_measured, xs_bound, ys_bound = points[_source(r["lm"]), r["world"], _kind(r)]
                 measured, bound = _number(r.get("measured")), _number(r.get("bound"))
                 if measured is not None:
                     xs_measured.append(x)
@@ -249,9 +255,10 @@ def plot(rows: list, out_dir: Path) -> list[Path]:
         handles = [plt.Line2D([], [], ls="", marker="o", color=colour[s], label=s) for s in present[0]]
         handles += [plt.Line2D([], [], ls="", marker=marker[w], color="grey", label=w) for w in present[1]]
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="bound")]
-        if any(has_bound(r) and is_trivial(r) for r in rs):
+        kinds = {_kind(r) for r in rs}
+        if "trivial" in kinds:
             handles += [plt.Line2D([], [], ls="", marker="o", color="grey", alpha=0.2, label="faint: trivial row")]
-        if any(has_bound(r) and not r["holds"] for r in rs):
+        if "violated" in kinds:
             handles += [plt.Line2D([], [], ls="", marker="x", color="red", label="violated")]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
         _margins(fig, check, len(axes), cols, -(-len(handles) // 6))

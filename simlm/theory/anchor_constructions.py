@@ -398,6 +398,14 @@ def _least_kl_flip(Q, coef, in_bulk, s0):
     return np.where(found[:, None], Q_end, np.nan), np.where(found, _atom_kl(Q, Q_end[:, None])[:, 0], np.inf)
 
 
+def _word_task_and_bulk(task, ctx: AnchorContexts, bulk) -> tuple:
+    """``task`` and ``bulk`` checked against the rows, the task one with words (the anchored head's)."""
+    task = check_task(task, ctx)
+    if task.words is None:
+        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
+    return task, check_bulk(bulk, ctx.logp.shape)
+
+
 def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -> FlipCosts:
     """For every context, the move of probability mass between the task words, the bulk and the rest that
     flips the anchored head (probability part, ρ = 0) at the least KL (``by="kl"``: for an ε budget) or TV
@@ -405,10 +413,7 @@ def flip_costs(task: AnchorTask, ctx: AnchorContexts, bulk, *, by: str = "kl") -
     flip (:func:`_least_kl_flip`, ``move`` = ``len(moves)``, ``g`` NaN)."""
     if by not in ("kl", "tv"):
         raise ConfigError(f"by: expected 'kl' or 'tv', got {by!r}")
-    task = check_task(task, ctx)
-    if task.words is None:
-        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
-    bulk = check_bulk(bulk, ctx.logp.shape)
+    task, bulk = _word_task_and_bulk(task, ctx, bulk)
     Q, coef, in_bulk, _ = _atoms(task, ctx, bulk)
     s0 = task.score + task.bias
     n, K = Q.shape
@@ -453,10 +458,7 @@ def flippable(task: AnchorTask, ctx: AnchorContexts, bulk) -> np.ndarray:
     π-mass: a bound at or above it cannot fail (before 2026-12-07 every worst-case row took 1, and the demo's
     anchored task, 15 % of its positions beyond reach, read non-trivial at share 1.0 where the worst LM had
     flipped all it could; a review).  Independent of :func:`flip_costs`, whose finite costs must be these."""
-    task = check_task(task, ctx)
-    if task.words is None:
-        raise ConfigError(f"task: the {task.name!r} task has no words; the bound is on the anchored head")
-    bulk = check_bulk(bulk, ctx.logp.shape)
+    task, bulk = _word_task_and_bulk(task, ctx, bulk)
     c = np.asarray(task.coef, np.float64)
     in_bulk = bulk[:, task.words]  # (n, k)
     pos, neg = c > 0, c < 0

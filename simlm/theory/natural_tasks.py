@@ -340,9 +340,13 @@ def gamma_phi(p_L, p_T, delta) -> float:
     return max(float(np.min(l[on] / t[on])), gamma(p_L, p_T))
 
 
-def _check_norm(norm, Phi) -> None:
+def _constraint(norm, Phi, V: int) -> tuple:
+    """The constraint set of τ for ``norm`` and ``Phi`` (checked): ``(kind, basis)`` as
+    :func:`~simlm.theory._convex.constrained_logistic` and :func:`tau_slope` read them."""
     if not isinstance(norm, str) or norm not in ("inf", "2") or (norm == "2" and Phi is None):
         raise ConfigError(f"norm: expected 'inf', or '2' with Phi given, got {norm!r} (Phi is {type(Phi).__name__})")
+    basis = None if Phi is None else _row_basis(check_phi(Phi, V))
+    return ("box" if Phi is None else "span-box" if norm == "inf" else "span-ball"), basis
 
 
 def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf",
@@ -353,9 +357,7 @@ def tau(contexts, task: NaturalTask, B_grid=None, *, Phi=None, norm: str = "inf"
     (a dict, shared with :func:`check_natural_task`'s ``tau_cache``) when given."""
     P = check_contexts(contexts).next_token_probs
     check_task_on(task, contexts)
-    _check_norm(norm, Phi)
-    basis = None if Phi is None else _row_basis(check_phi(Phi, P.shape[1]))
-    kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
+    kind, basis = _constraint(norm, Phi, P.shape[1])
     if cache is not None and not isinstance(cache, MutableMapping):
         raise ConfigError(f"cache: expected None or a dict, got {type(cache).__name__}")
     return _tau(P, task, _grid("B_grid", B_grid), kind, basis, cache)
@@ -535,9 +537,8 @@ def critical_epsilon(contexts, task: NaturalTask, *, gamma_=None, Phi=None, norm
     P = check_contexts(contexts).next_token_probs
     check_task_on(task, contexts)
     g = gamma(_p_L(contexts), task.weights) if gamma_ is None else check_non_negative("gamma_", gamma_)
-    _check_norm(norm, Phi)  # any other value read as the 2-norm ("1", 2, "Inf"); '2' without Phi as the box
-    basis = None if Phi is None else _row_basis(check_phi(Phi, P.shape[1]))
-    kind = "box" if Phi is None else ("span-box" if norm == "inf" else "span-ball")
+    # checked as tau checks it: any other norm was read as the 2-norm ("1", 2, "Inf"), '2' without Phi as the box
+    kind, basis = _constraint(norm, Phi, P.shape[1])
     return 0.5 * g * tau_slope(P, task.pos, task.neg, kind, basis) ** 2
 
 
