@@ -262,6 +262,16 @@ def test_damaged_middle_metrics_lines_are_recovered(copy, finished):
     rerun_recovers(copy, finished, warns=f"line 3 of {metrics}")
 
 
+def test_a_metrics_line_edited_to_nan_is_damaged(copy, finished):
+    """simlm never writes a NaN token; a row edited to one is damaged (recomputed), not an ε read as NaN."""
+    metrics = copy / "metrics.jsonl"
+    lines = metrics.read_bytes().split(b"\n")
+    row = json.loads(lines[2])
+    lines[2] = json.dumps({**row, "epsilon": float("nan")}).encode()
+    metrics.write_bytes(b"\n".join(lines))
+    rerun_recovers(copy, finished, warns=f"line 3 of {metrics}")
+
+
 def test_a_deleted_metrics_file_is_recomputed(copy, finished):
     (copy / "metrics.jsonl").unlink()
     rerun_recovers(copy, finished, warns="metrics")

@@ -53,7 +53,7 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.jsonio import claim_json, locked, read_back, read_json, write_json_atomic
+from simlm.jsonio import STRICT, claim_json, locked, read_back, read_json, write_json_atomic
 from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
@@ -982,9 +982,10 @@ def _kept_metrics(path: Path, state: dict, seeds: tuple) -> tuple[list, bool]:
 
 
 def _metrics_row(raw: bytes):
+    """A metrics row as written (strict JSON: a line edited to ``"epsilon": NaN`` is not a row), else None."""
     try:
-        row = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        row = STRICT.decode(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):  # ValueError: JSONDecodeError, NaN, Infinity, overflow
         return None
     return row if isinstance(row, dict) else None
 
