@@ -513,6 +513,20 @@ def test_transformer_lm_asked_for_a_law_it_lacks_names_the_model_kind(lms, metho
         (exact_epsilon if not causal else exact_masked_epsilon)(WORLD, lms[causal], X)
 
 
+def test_the_masked_laws_memory_is_sized_by_the_positions_asked_for(lms, monkeypatch):
+    """One forward pass per position asked for: the check sized n·T passes whatever ``positions`` said, and
+    refused a request for one position that fits (it over-refused, never under)."""
+    import simlm.checks
+
+    c, tokens = lms[False].config, np.zeros((1, 6), int)
+    per_pass = 4 * 7 * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * 7)  # bytes, one input of length 6
+    monkeypatch.setattr(simlm.checks, "physical_memory", lambda: 2 * per_pass)
+    assert lms[False].masked_token_logprobs(tokens, [3]).shape == (1, 1, V)
+    assert lms[False].masked_token_logprobs(tokens, [0, 5]).shape == (1, 2, V)
+    with pytest.raises(ConfigError, match="tokens: this request needs.*over the limit"):
+        lms[False].masked_token_logprobs(tokens, [0, 1, 5])
+
+
 @pytest.mark.parametrize("model", [None, "m", TransformerConfig(**TINY)], ids=repr)
 def test_transformer_lm_needs_a_transformer(model):
     with pytest.raises(ConfigError, match="model: expected a Transformer"):

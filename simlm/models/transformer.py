@@ -787,7 +787,7 @@ class TransformerLM(ExplainsAbsentLaws):
                 + f" initial random embedding, so the law there is not the trained model's (train with seq_len ≥ "
                 f"{length})"), stacklevel=stacklevel)
 
-    def _check(self, tokens, method: str):
+    def _check(self, tokens, method: str, positions=None):
         c = self._config
         if isinstance(tokens, jax.core.Tracer):
             raise TokenError("tokens: TransformerLM validates its input on the host and cannot be traced; inside "
@@ -798,7 +798,8 @@ class TransformerLM(ExplainsAbsentLaws):
             raise TokenError(f"tokens: length {T} exceeds max_len = {c.max_len} of this model")
         length = T + (method in _ONE_LONGER)  # the model's input: (BOS, x) or (MASK, x) for these
         self._warn_untrained(length, f"{method} on sequences of {T} tokens", stacklevel=4)
-        rows = n * T if method in ("masked_token_logprobs",) else n  # one forward pass per masked position
+        masked = method == "masked_token_logprobs"  # one forward pass per masked position asked for
+        rows = n * len(check_positions(positions, T)) if masked else n
         check_memory("tokens", rows * (T + 1) * (4 * c.d_model + c.d_ff + c.n_symbols + c.n_heads * (T + 1)),
                      what=f"the activations of a forward pass over {rows} inputs of length {T}")
         return jnp.asarray(toks), single
@@ -849,7 +850,7 @@ class MaskedTransformerLM(TransformerLM):
 
     def masked_token_logprobs(self, tokens, positions=None) -> jax.Array:
         """log p(x_i = · | x_-i) at ``positions`` (default all), ``(n, P, V)``."""
-        toks, single = self._check(tokens, "masked_token_logprobs")
+        toks, single = self._check(tokens, "masked_token_logprobs", positions)
         pos = jnp.asarray(check_positions(positions, toks.shape[1]))
         return _unbatch(self._masked(self.state, toks, pos), single)
 
