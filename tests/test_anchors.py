@@ -533,16 +533,20 @@ def test_the_experiment_is_the_sweep_of_its_shipped_config():
     assert load_config(anchors.shipped_config()) == parse_config(anchors.sweep_config())
 
 
-def test_the_quick_runs_summary_and_figure_come_from_its_stored_rows(tmp_path):
-    """The command's anchors.json is the summary of the rows stored in its directory, and a rerun computes
-    no cell again."""
+def test_the_quick_runs_summary_and_figure_come_from_its_stored_rows(tmp_path, monkeypatch):
+    """The command's anchors.json is the summary of the rows stored in its directory, written under the
+    sweep's lock (after it, a rerun let in meanwhile could have its newer files overwritten), and a rerun
+    computes no cell again."""
     import json
 
+    from locking import probe_writes
     from simlm.experiments import anchors
     from simlm.experiments.sweep import parse_config, read_results, run_sweep
     from simlm.jsonio import jsonable
 
+    seen = probe_writes(monkeypatch, anchors, tmp_path)
     first = anchors.command(["--quick", "--out", str(tmp_path)])
+    assert seen == [True]
     stored = json.loads((tmp_path / "anchors.json").read_text())
     assert stored == json.loads(json.dumps(jsonable(first)))
     assert not first["errors"] and (tmp_path / "anchors.png").stat().st_size > 0

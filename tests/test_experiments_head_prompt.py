@@ -169,6 +169,16 @@ def test_the_experiment_is_the_sweep_of_its_shipped_config(quick, experiment):
     assert header[:9] == ["paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity"]
 
 
+def test_the_json_and_figure_are_written_under_the_sweeps_lock(quick, monkeypatch):
+    """Written after the lock was released, a rerun let in meanwhile could have its newer files overwritten."""
+    from locking import probe_writes
+
+    out, _ = quick
+    seen = probe_writes(monkeypatch, hp, out / "experiment2")
+    hp.command([*ARGV["experiment2"], "--out", str(out)])
+    assert seen == [True]
+
+
 @pytest.mark.parametrize("experiment", hp.EXPERIMENTS)
 def test_rerun_skips_every_finished_cell(quick, experiment):
     out, runs = quick

@@ -213,6 +213,16 @@ def test_the_results_are_written_as_strict_json(quick):
     assert saved["log_partition"] and saved["training"] and saved["time_s"] > 0
 
 
+def test_the_results_and_plots_are_written_under_the_sweeps_lock(quick, monkeypatch):
+    """Written after the lock was released, a rerun let in meanwhile could have its newer files overwritten."""
+    from locking import probe_writes
+
+    _, out = quick
+    seen = probe_writes(monkeypatch, nt, out)
+    assert nt.command(["--quick", "--out", str(out)])["new_cells"] == 0
+    assert seen == [True]
+
+
 def test_the_plots_are_pngs(quick):
     pytest.importorskip("matplotlib")
     _, out = quick

@@ -4,6 +4,7 @@ numbers recomputed, causal models and bad arguments refused, and the fraction of
 
 import itertools
 from fractions import Fraction
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -928,3 +929,24 @@ def test_scores_that_are_not_real_numbers_are_a_shape_error_not_a_numpy_tracebac
         argmax_split(scores)
     with pytest.raises(ShapeError, match="scores"):
         hits(scores, [0])
+
+
+def test_the_commands_results_and_figure_are_written_under_the_sweeps_lock(tmp_path, monkeypatch):
+    """Written after the lock was released, a rerun let in meanwhile could have its newer files overwritten
+    (the sweep stubbed: it holds the real lock and hands its rows to ``after``)."""
+    from locking import probe_writes, sweep_lock_held
+    from simlm.experiments.store import running
+
+    def run_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
+        result = {"rows": [], "errors": [], "new_cells": 0}
+        with running(Path(out)):
+            after(result)
+        return result
+
+    drawn = []
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(ta, "plot", lambda result, out: drawn.append(sweep_lock_held(tmp_path)) or [])
+    monkeypatch.setattr(ta, "summary", lambda result: "")
+    seen = probe_writes(monkeypatch, ta, tmp_path)
+    ta.command(["--quick", "--out", str(tmp_path), "--quiet"])
+    assert seen == [True] and drawn == [True]

@@ -181,10 +181,15 @@ def command(argv) -> dict:
     out = results_dir(a.out)  # a bad --out named as such (it was an OSError of the sweep's, naming no flag)
     png = png or out / "anchors.png"
     raw = sweep_config(quick=True) if a.quick else load_shipped()
-    result = run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None)
-    summary = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}
-    write_json_atomic(out / "anchors.json", jsonable(summary))
-    figure(result["rows"], png)
+    done = {}
+
+    def write(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
+        done["summary"] = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}
+        write_json_atomic(out / "anchors.json", jsonable(done["summary"]))
+        figure(result["rows"], png)
+
+    run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None, after=write)
+    summary = done["summary"]
     print(json.dumps(jsonable({k: summary[k] for k in ("constructions", "errors")}), indent=1))
     return summary
 

@@ -611,27 +611,32 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
         raise ConfigError(f"experiment: expected one of {EXPERIMENTS}, got {experiment!r}")
     sweep = parse_config(sweep_config(experiment, config))  # everything is checked before a directory is claimed
     out = results_dir(out) / experiment
-    result = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
-    for e in result["errors"]:
-        log(f"  ERROR {e['cell']}: {e['error']}")
-    slots = {w["world"]: w["n_slots"] for w in worlds(experiment, config)}
-    records = [{"experiment": experiment, **r, "n_slots": slots.get(r["world"], r["n_slots"])}
-               for r in records_of(result["rows"])]
-    store = CellStore(out / "cells.jsonl")
-    payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
-                        "summary": summarise(records), "training": training_of(result["rows"]),
-                        "new_cells": result["new_cells"], "skipped_cells": result["cells"] - result["new_cells"],
-                        "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
-                        "errors": result["errors"],
-                        "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
-    payload["files"] = [str(out / f"{experiment}.json"), str(out / "results.csv")]
-    try:
-        payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
-    except ImportError as e:  # matplotlib is the optional extra "plots"
-        log(f"no plot: {e} (pip install -e '.[plots]')")
-    payload["time_s"] = time.perf_counter() - started
-    write_json_atomic(out / f"{experiment}.json", payload)
-    return payload
+    done = {}
+
+    def finish(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
+        for e in result["errors"]:
+            log(f"  ERROR {e['cell']}: {e['error']}")
+        slots = {w["world"]: w["n_slots"] for w in worlds(experiment, config)}
+        records = [{"experiment": experiment, **r, "n_slots": slots.get(r["world"], r["n_slots"])}
+                   for r in records_of(result["rows"])]
+        store = CellStore(out / "cells.jsonl")
+        payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
+                            "summary": summarise(records), "training": training_of(result["rows"]),
+                            "new_cells": result["new_cells"], "skipped_cells": result["cells"] - result["new_cells"],
+                            "cell_seconds": sum(e.get("seconds", 0.0) for e in store.cells.values()),
+                            "errors": result["errors"],
+                            "machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend()}})
+        payload["files"] = [str(out / f"{experiment}.json"), str(out / "results.csv")]
+        try:
+            payload["files"].append(str(plot(payload, out / f"{experiment}.png")))
+        except ImportError as e:  # matplotlib is the optional extra "plots"
+            log(f"no plot: {e} (pip install -e '.[plots]')")
+        payload["time_s"] = time.perf_counter() - started
+        write_json_atomic(out / f"{experiment}.json", payload)
+        done["payload"] = payload
+
+    run_sweep(sweep, out, executor=executor, progress=progress, log=log, after=finish)
+    return done["payload"]
 
 
 def experiment1(out="runs/head_prompt", config: Config | None = None, *, quick: bool = False, log=print) -> list[dict]:

@@ -597,22 +597,30 @@ def _numbers_again(records: list) -> list:
 
 
 def run(config: Config = Config(), out=None, *, train_lms: bool = True, log=print, progress: bool = False,
-        executor=None) -> dict:
+        executor=None, after=None) -> dict:
     """The whole experiment — the sweep of :func:`sweep_config` into ``out`` (default a temporary
     directory; cells ``cells.jsonl``, tidy ``results.csv``, transformer checkpoints under ``work/``; a
     rerun resumes, a different config is refused) — as ``{"config", "rows", "log_partition", "training",
-    "skipped", "violations", "errors", "new_cells", "time_s"}``."""
+    "skipped", "violations", "errors", "new_cells", "time_s"}``.  ``after(result)``, if given, runs on that
+    result before the sweep's lock is released (the command line writes its files there)."""
     from simlm.experiments.sweep import parse_config, run_sweep
 
     started = time.perf_counter()
     check_instance("config", config, Config, "a natural_tasks.Config")
     sweep = parse_config(sweep_config(config, train_lms=train_lms))  # checked before a directory is claimed
     out = Path(tempfile.mkdtemp(prefix="simlm-natural-") if out is None else out)
-    swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
-    for e in swept["errors"]:
-        log(f"ERROR in cell {e['cell']}: {e['error']}")
-    return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
-            "time_s": time.perf_counter() - started}
+    done = {}
+
+    def finish(swept):
+        for e in swept["errors"]:
+            log(f"ERROR in cell {e['cell']}: {e['error']}")
+        done["result"] = {**result_of(swept["rows"], config), "errors": swept["errors"],
+                          "new_cells": swept["new_cells"], "time_s": time.perf_counter() - started}
+        if after is not None:
+            after(done["result"])
+
+    run_sweep(sweep, out, executor=executor, progress=progress, log=log, after=finish)
+    return done["result"]
 
 
 # ---- table, JSON, plots ----------------------------------------------------------------------------
@@ -824,9 +832,20 @@ def command(argv=None) -> dict:
     print(f"natural tasks → {out}  (the sweep of {shipped_config().name}"
           f"{' with --quick/flag overrides' if config != shipped or args.no_train else ''})")
     executor = executor_of(args)
-    result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor)
-    for e in result["errors"]:
-        print(f"ERROR in cell {e['cell']}: {e['error']}")
+    paths = []
+
+    def write(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
+        write_json_atomic(out / "results.json", jsonable(result))
+        try:
+            paths.extend(plot(result, out) if result["rows"] else [])  # every cell failed: nothing to draw
+        except ImportError as e:  # matplotlib is the optional extra "plots"
+            print(f"no plots: {e} (pip install -e '.[plots]')")
+        if figure is not None and paths:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / "natural_tasks.png", figure)
+
+    result = run(config, out, train_lms=train_lms and not args.no_train, progress=not args.quiet, executor=executor,
+                 after=write)  # run() has printed the failed cells
     print(summary(result))
     for s in result["skipped"]:
         print(f"skipped {s['lm']} at ε = {s['target_eps']:g}: {s['why']}")
@@ -835,15 +854,6 @@ def command(argv=None) -> dict:
     for r in result["violations"]:
         print(f"  VIOLATION {r['bound']} world={r['world']} lm={r['lm']} target ε={r['target_eps']:g} task={r['task']} "
               f"noise={r['noise']}: max (a|b) − bound = {r['max_overshoot']:.3g}")
-    write_json_atomic(out / "results.json", jsonable(result))
-    try:
-        paths = plot(result, out) if result["rows"] else []  # every cell failed: nothing to draw
-    except ImportError as e:  # matplotlib is the optional extra "plots"
-        paths = []
-        print(f"no plots: {e} (pip install -e '.[plots]')")
-    if figure is not None and paths:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "natural_tasks.png", figure)
     print(f"wrote {', '.join(str(q) for q in [out / 'results.json', *paths])}")
     print(f"time: {result['time_s']:.1f} s")
     return result

@@ -385,10 +385,13 @@ def result_of(rows: list, config: Config) -> dict:
     return out
 
 
-def run(config: Config = Config(), out=None, *, executor=None, progress: bool = False, log=print) -> dict:
+def run(config: Config = Config(), out=None, *, executor=None, progress: bool = False, log=print,
+        after=None) -> dict:
     """The whole experiment — the sweep of :func:`sweep_config` into ``out`` (default a temporary directory;
     a rerun resumes, a different config is refused) — as :func:`result_of` plus ``errors``, ``new_cells`` and
-    ``time_s``.  A cell that failed is a :class:`ConfigError` naming it (its message is in summary.json)."""
+    ``time_s``.  A cell that failed is a :class:`ConfigError` naming it (its message is in summary.json).
+    ``after(result)``, if given and no cell failed, runs on that result before the sweep's lock is released (the
+    command line writes its files there)."""
     import tempfile
 
     from simlm.experiments.sweep import parse_config, run_sweep
@@ -396,13 +399,22 @@ def run(config: Config = Config(), out=None, *, executor=None, progress: bool = 
     started = time.perf_counter()
     sweep = parse_config(sweep_config(config))  # checked before a directory is claimed
     out = Path(tempfile.mkdtemp(prefix="simlm-tzach-") if out is None else out)
-    swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log)
+    done = {}
+
+    def finish(swept):
+        if swept["errors"]:
+            return
+        done["result"] = {**result_of(swept["rows"], config), "errors": swept["errors"],
+                          "new_cells": swept["new_cells"], "time_s": time.perf_counter() - started}
+        if after is not None:
+            after(done["result"])
+
+    swept = run_sweep(sweep, out, executor=executor, progress=progress, log=log, after=finish)
     if swept["errors"]:
         e = swept["errors"][0]
         raise ConfigError(f"cells: {len(swept['errors'])} cell(s) of {out} failed (stored there; a rerun recomputes "
                           f"them), e.g. {e['cell']}: {e['error']}")
-    return {**result_of(swept["rows"], config), "errors": swept["errors"], "new_cells": swept["new_cells"],
-            "time_s": time.perf_counter() - started}
+    return done["result"]
 
 
 #: config fields and paths set by a flag, as the flag (errors name the flag the user typed).
@@ -427,10 +439,14 @@ def command(argv=None) -> dict:
     out = results_dir(args.out or ("runs/token_accuracy_quick" if args.quick else "runs/token_accuracy"))
     figures = figures or out
     executor = executor_of(args)
-    result = run(config, out, executor=executor, progress=not args.quiet)
-    write_json_atomic(out / "results.json", jsonable(result))
+    paths = []
+
+    def write(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
+        write_json_atomic(out / "results.json", jsonable(result))
+        paths.extend(plot(result, figures))
+
+    result = run(config, out, executor=executor, progress=not args.quiet, after=write)
     print(summary(result))
-    paths = plot(result, figures)
     print(f"wrote {out / 'results.json'}, {', '.join(map(str, paths))}; time {result['time_s']:.1f} s "
           f"({result['new_cells']} new cells)")
     return result
