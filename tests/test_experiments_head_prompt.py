@@ -497,6 +497,28 @@ def test_experiment2s_figure_draws_one_bayes_ceiling_line_per_kind(tmp_path, mon
                      "Bayes ceiling (vanilla)": ([8, 12], [0.80, 0.75])}
 
 
+def test_a_point_averaging_fewer_seeds_says_how_many_in_the_figure(tmp_path, monkeypatch):
+    """A rung reached by 2 of 3 seeds was drawn like a point over all 3 (the table says n; the figure did not)."""
+    import matplotlib
+    from matplotlib.axes import Axes
+
+    from simlm.experiments import head_prompt_report
+
+    matplotlib.use("Agg")
+    records = [{"world": f"K{n}", "kind": "hmm", "n_states": n, "method": "head", "lm": "trained", "level": level,
+                "test_accuracy": 0.8, "bayes_ceiling": 0.9, "emission_sigma_min": 0.1, "head_residual": 0.0,
+                "emission_rank": n}
+               for n in (4, 8) for level, seeds in (("oracle", 3), ("eps<=0.1", 2 if n == 8 else 3))
+               for _ in range(seeds)]
+    notes, annotate = [], Axes.annotate
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, xy, *a, **k: notes.append((text, xy)) or
+                        annotate(self, text, xy, *a, **k))
+    head_prompt_report.plot({"summary": head_prompt_report.summarise(records), "experiment": "experiment1",
+                             "config": {"n_symbols": 10, "targets": [0.1], "visible_length": 4, "label_length": 8,
+                                        "seeds": [0, 1, 2]}}, tmp_path / "experiment1.png")
+    assert notes == [("n=2", (8, 0.8))]
+
+
 def test_whole_cells_glued_on_one_line_are_both_kept(tmp_path):
     """Two finished cells with the newline between them lost were dropped together as one corrupt line (and
     recomputed), though the store's docstring promises a finished cell is never dropped (a review, 2026-12-06).

@@ -4,6 +4,7 @@ recomputing anything."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,18 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _curve(ax, summary, select, label, **style):
+def _curve(ax, summary, select, label, seeds: int, **style):
+    """One curve of accuracy against |H|, ± the s.d. over seeds; a point averaging fewer than all ``seeds``
+    (a rung some seeds did not reach) says how many it averages, as the table's ``n`` does."""
     rows = sorted((r for r in summary if select(r)), key=lambda r: r["n_states"])
     if rows:
-        ax.errorbar([r["n_states"] for r in rows], [r["accuracy"] for r in rows],
-                    yerr=[np.nan if r["accuracy_sd"] is None else r["accuracy_sd"] for r in rows],  # one seed: no bar
-                    label=label, capsize=2, **style)
+        line = ax.errorbar([r["n_states"] for r in rows], [r["accuracy"] for r in rows],
+                           yerr=[np.nan if r["accuracy_sd"] is None else r["accuracy_sd"] for r in rows],  # one seed
+                           label=label, capsize=2, **style)
+        for r in rows:
+            if r["n_seeds"] < seeds:
+                ax.annotate(f"n={r['n_seeds']}", (r["n_states"], r["accuracy"]), xytext=(3, -9), fontsize=6,
+                            textcoords="offset points", color=line.lines[0].get_color())
 
 
 def plot(payload: dict, path: Path) -> Path:
@@ -91,17 +98,19 @@ def plot(payload: dict, path: Path) -> Path:
     targets = payload["config"]["targets"]  # one colour per ε: trained rung "eps<=t", analytic LM "eps=t"
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     a, b, c = axes
+    seeds = len(payload["config"]["seeds"])
+    curve = partial(_curve, seeds=seeds)
     if exp == "experiment1":
         sel = lambda m, lv: lambda r: r["method"] == m and r["level"] == lv
-        _curve(a, summary, sel("head", "oracle"), "oracle head", color="C0", marker="o")
-        _curve(a, summary, sel("prompt", "oracle"), "oracle prompt", color="C1", marker="s")
-        _curve(a, summary, sel("head", "final"), "trained head (final)", color="C0", marker="o", ls="--")
-        _curve(a, summary, sel("prompt", "final"), "trained prompt (final)", color="C1", marker="s", ls="--")
+        curve(a, summary, sel("head", "oracle"), "oracle head", color="C0", marker="o")
+        curve(a, summary, sel("prompt", "oracle"), "oracle prompt", color="C1", marker="s")
+        curve(a, summary, sel("head", "final"), "trained head (final)", color="C0", marker="o", ls="--")
+        curve(a, summary, sel("prompt", "final"), "trained prompt (final)", color="C1", marker="s", ls="--")
         for i, t in enumerate(targets):
-            _curve(b, summary, sel("head", f"eps<={t:g}"), f"trained head ε≤{t:g}", color=f"C{i + 2}", marker="o")
-            _curve(b, summary, sel("prompt", f"eps<={t:g}"), f"trained prompt ε≤{t:g}", color=f"C{i + 2}",
+            curve(b, summary, sel("head", f"eps<={t:g}"), f"trained head ε≤{t:g}", color=f"C{i + 2}", marker="o")
+            curve(b, summary, sel("prompt", f"eps<={t:g}"), f"trained prompt ε≤{t:g}", color=f"C{i + 2}",
                    marker="s", ls="--")
-            _curve(b, summary, sel("head", f"eps={t:g}"), f"analytic head ε={t:g}", color=f"C{i + 2}",
+            curve(b, summary, sel("head", f"eps={t:g}"), f"analytic head ε={t:g}", color=f"C{i + 2}",
                    marker="x", ls=":")
         oracle = sorted((r for r in summary if r["method"] == "head" and r["level"] == "oracle"),
                         key=lambda r: r["n_states"])
@@ -117,20 +126,20 @@ def plot(payload: dict, path: Path) -> Path:
         more = sorted({r.get("n_cells") for r in summary if (r.get("n_cells") or 1) > 1})
         for ax, lv in ((a, "oracle"), (b, "final")):
             for j, N in enumerate(more):  # memory worlds with N > 1 cells, beside the one-cell curves
-                _curve(ax, summary, sel("memory", "attention_head", lv, (N,)), f"memory N={N}: attention head",
+                curve(ax, summary, sel("memory", "attention_head", lv, (N,)), f"memory N={N}: attention head",
                        color=f"C{6 + j}", marker="D")
-            _curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
-            _curve(ax, summary, sel("memory", "attention_prompt", lv), "memory: attention prompt", color="C3",
+            curve(ax, summary, sel("memory", "attention_head", lv), "memory: attention head", color="C2", marker="o")
+            curve(ax, summary, sel("memory", "attention_prompt", lv), "memory: attention prompt", color="C3",
                    marker="^", ls="--")
-            _curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
-            _curve(ax, summary, sel("hmm", "head", lv), "vanilla: linear head", color="C0", marker="s")
-            _curve(ax, summary, sel("hmm", "prompt", lv), "vanilla: prompt", color="C1", marker="s", ls="--")
+            curve(ax, summary, sel("memory", "head", lv), "memory: linear head", color="C2", marker="o", ls=":")
+            curve(ax, summary, sel("hmm", "head", lv), "vanilla: linear head", color="C0", marker="s")
+            curve(ax, summary, sel("hmm", "prompt", lv), "vanilla: prompt", color="C1", marker="s", ls="--")
         for i, t in enumerate(targets):
-            _curve(c, summary, sel("memory", "attention_head", f"eps<={t:g}"), f"memory attention, trained ε≤{t:g}",
+            curve(c, summary, sel("memory", "attention_head", f"eps<={t:g}"), f"memory attention, trained ε≤{t:g}",
                    color=f"C{i + 2}", marker="o")
-            _curve(c, summary, sel("hmm", "head", f"eps<={t:g}"), f"vanilla head, trained ε≤{t:g}",
+            curve(c, summary, sel("hmm", "head", f"eps<={t:g}"), f"vanilla head, trained ε≤{t:g}",
                    color=f"C{i + 2}", marker="s", ls="--")
-            _curve(c, summary, sel("memory", "attention_head", f"eps={t:g}"), f"memory attention, analytic ε={t:g}",
+            curve(c, summary, sel("memory", "attention_head", f"eps={t:g}"), f"memory attention, analytic ε={t:g}",
                    color=f"C{i + 2}", marker="x", ls=":")
         # one ceiling line per kind: a memory world has as many hidden states as its vanilla twin, and its own
         # ceiling (one line through both zigzagged between them at every |H|)
@@ -154,7 +163,8 @@ def plot(payload: dict, path: Path) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, lw=0.3)
     fig.suptitle(f"Wei, Xie & Ma (2021) {exp}: |X| = {V}, T' = {payload['config']['visible_length']} of "
-                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']}")
+                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']} "
+                 f"(n=k: a point averaging k of them)")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
