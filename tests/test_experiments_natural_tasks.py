@@ -223,6 +223,15 @@ def test_the_results_and_plots_are_written_under_the_sweeps_lock(quick, monkeypa
     assert seen == [True]
 
 
+def test_an_undetermined_log_partition_fit_carries_its_caveat_to_the_report(quick):
+    """The quick log-linear world's θ sit in a few tight clusters (one per hidden state) that the quadratic's
+    coefficients fit exactly: R² ≈ 1 with ``determined`` False read in report.md as a measurement of 1."""
+    _, out = quick
+    fits = [r for r in read_results(out) if r["quantity"] == "log_partition:r2_logz"]
+    assert any(not r["determined"] for r in fits)
+    assert all((r.get("caveat") == nt.UNDETERMINED) == (not r["determined"]) for r in fits)
+
+
 def test_the_plots_are_pngs(quick):
     pytest.importorskip("matplotlib")
     _, out = quick

@@ -94,6 +94,13 @@ def test_a_row_that_says_why_it_was_not_run_shows_why_in_the_report(tmp_path):
     assert "| 0.1 — not run: eps: 0.1 is unreachable: max ≈ 0.0861 (\\|x\\| ≤ 1) |" in markdown(rows, tmp_path, [])
 
 
+def test_a_rows_caveat_is_printed_beside_its_number(tmp_path):
+    write_json_atomic(tmp_path / "sweep.json", {"name": "hand-made"})
+    CellStore(tmp_path / "cells.jsonl")
+    rows = [_stored("fit", row("log_partition:r2_logz", 1.0, caveat="undetermined: θ too alike | say so"))]
+    assert "| 1 — undetermined: θ too alike \\| say so |" in markdown(rows, tmp_path, [])
+
+
 def test_the_combinations_that_do_not_apply_are_counted_per_check_in_the_report(tmp_path):
     """summary.json's (world, LM, check) combinations that do not apply were on the console only: report.md
     showed wei/head-tuning with 1 row and no word on why."""

@@ -344,7 +344,9 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
             for r in sorted(rs, key=lambda r: (r["world"], _eps_key(r))):
                 # a row that says why something was not run shows why beside its number (the demo's "skipped"
                 # row read as a measurement of 0.1, its ε target; a review, 2026-12-07)
-                why = f" — not run: {r['why']}".replace("|", "\\|") if r.get("why") else ""
+                why = f" — not run: {r['why']}" if r.get("why") else ""
+                why += f" — {r['caveat']}" if r.get("caveat") else ""  # a number that says less than it seems
+                why = why.replace("|", "\\|")
                 lines.append(f"| {check} | {leaf_name(q, r.get('index'))} | {r['world']} | {_lm(r)} | "
                              f"{_shown(r.get('eps'), '.3g')} | {_measured(r, '.4g')}{why} |")
     if errors:
