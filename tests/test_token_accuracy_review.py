@@ -19,6 +19,7 @@ import simlm.theory.block_readout as block_readout
 import simlm.train
 from bruteforce import params, path_joint, sequence_prob
 from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
+from simlm.metrics.epsilon import kl_float64
 from simlm.strategies import hmms
 from simlm.theory.block_readout import (block_features, finetune_along_blocks, input_apt, label_posterior,
                                        order_parameter, substitution_test)
@@ -950,3 +951,21 @@ def test_the_commands_results_and_figure_are_written_under_the_sweeps_lock(tmp_p
     seen = probe_writes(monkeypatch, ta, tmp_path)
     ta.command(["--quick", "--out", str(tmp_path), "--quiet"])
     assert seen == [True] and drawn == [True]
+
+
+@pytest.mark.parametrize("scale", [1 - 9e-5, 1 + 9e-5])
+def test_the_epsilon_of_rows_accepted_within_the_tolerance_is_that_of_the_laws_they_stand_for(scale):
+    """A probs row within LAW_ATOL (1e-4) of normalised is accepted; its ε is the ε of the law it stands for,
+    not ε − log Σq (old code: 0.00019 for a true 0.0001 with rows 9e-5 short; 3.5e-5 with rows 9e-5 over)."""
+    rng = np.random.default_rng(0)
+    n, T, V = 4, 8, 5
+    b = rng.dirichlet(np.ones(V), size=(n, T))
+    x = b.cumsum(-1).__gt__(rng.random((n, T, 1))).argmax(-1)
+    h = rng.standard_normal((n, T, V))
+    q = b * np.exp(0.01 * h)
+    q /= q.sum(-1, keepdims=True)
+    truth = float(kl_float64(np.log(b), np.log(q)).mean())
+    assert 1e-5 < truth < 1e-3
+    for log_probs in (None, np.log(q * scale)):
+        got = token_accuracy(q * scale, x, np.ones((n, T), bool), b, log_probs=log_probs).epsilon
+        assert got == pytest.approx(truth, rel=1e-9)

@@ -43,6 +43,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import permutation_test, rankdata, spearmanr
 
+from simlm.metrics.epsilon import kl_float64
 from simlm.checks import as_array, check_instance, check_positive_int, check_real_array, check_stochastic, check_tokens
 from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.worlds.base import check_number
@@ -275,8 +276,9 @@ def token_accuracy(probs, tokens, selected, bayes=None, *, log_probs=None, tie_r
             logq = np.log(p[sel]) if logq is None else logq
             apt_rb = np.where(den > 0, num / den, np.nan)
             # 0 · log 0 = 0 where p_B = 0; no floor on q, so q = 0 < p_B is an infinite KL, not a clipped number
-            per = np.where(b > 0, b * (np.log(np.where(b > 0, b, 1.0)) - logq), 0.0).sum(-1)
-            per = np.maximum(per, 0.0)
+            # both rows renormalised in float64 (accepted within LAW_ATOL of normalised: a row 1e-4 short read
+            # as ε + 1e-4) and summed without cancellation, as simlm.metrics.epsilon sums ε; q = 0 < p_B is +inf
+            per = kl_float64(np.log(np.where(b > 0, b, 0.0))[:, None, :], logq[:, None, :])
             kl = np.where(seen, np.bincount(truth, weights=per, minlength=V) / counts, np.nan)
         eps, mean_rb = float(per.mean()), float(np.nanmean(apt_rb[seen]))
     mean_se = _bootstrap_mean_apt_se(np.nonzero(sel)[0], truth, hit, V)
