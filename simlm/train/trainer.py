@@ -575,7 +575,8 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     masked_eval_positions(config))`` gives a rung's ε again, while all T positions give another number; quad:
     the exact Quad excess ½‖Φᵀ(f − f*)‖²), with the world's laws renormalised as
     :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them (:func:`_reference_laws`), so a rung's
-    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32; in bfloat16/float16 only to
+    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32 on a CPU, ~5e-4 relative on a GPU,
+    whose default float32 products are TF32 (:mod:`simlm.models.transformer`, "Precision"); in bfloat16/float16 only to
     the compute dtype's rounding, which moves with the batch's shape: up to ~5e-4 relative, so a rung whose ε
     lands that close to its target is decided by rounding — ``exact_epsilon`` of its checkpoint may read just
     above the target).  The KL terms are summed in float32 on the
