@@ -126,7 +126,7 @@ def claim_json(path, payload: dict, *, owner: str, fix: str) -> None:
             raise ConfigError(f"{owner.split(':')[0]}: {path} does not hold a JSON object; "
                               f"delete {path} only if you mean to start afresh")
         if old != mine:
-            diff = sorted(k for k in set(mine) | set(old) if old.get(k) != mine.get(k))
+            diff = differing(old, mine)
             raise ConfigError(f"{owner} (differs in {diff}); {fix}")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,5 +179,14 @@ def locked(directory, name: str, *, what: str, advice: str):
             os.close(fd)  # closing the descriptor releases the lock
 
 
-__all__ = ["jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT",
+def differing(old, new, where: str = "") -> list:
+    """The dotted paths (``lms.analytic.eps``) at which two JSON values differ, as deep as both are tables (the
+    refusal named the top-level key alone: any edit of an ε read "differs in ['lms']")."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return sorted(p for k in set(old) | set(new) if old.get(k) != new.get(k)
+                      for p in differing(old.get(k), new.get(k), f"{where}.{k}" if where else k))
+    return [where]
+
+
+__all__ = ["differing", "jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT",
            "claim_json", "locked"]

@@ -264,7 +264,7 @@ def test_load_lm_expects_configs_as_the_run_holds_them_tuples_and_all(tmp_path):
     _saved_model(tmp_path / "ck", train_config=CONFIG.to_dict())
     assert load_lm(tmp_path / "ck", expect={"train_config": CONFIG.to_dict(), "model_config": MODEL.to_dict()})
     other = {**CONFIG.to_dict(), "targets": (0.5,)}
-    with pytest.raises(ConfigError, match=r"saved by a different run \(differs in \['train_config'\]\)"):
+    with pytest.raises(ConfigError, match=r"saved by a different run \(differs in \['train_config\.targets'\]\)"):
         load_lm(tmp_path / "ck", expect={"train_config": other})
     with pytest.raises(ConfigError, match=r"^expect: entry 'model_config' cannot be compared"):
         load_lm(tmp_path / "ck", expect={"model_config": MODEL})  # the config itself, not its to_dict()

@@ -169,6 +169,10 @@ def test_a_different_config_into_the_same_directory_is_refused(finished, tmp_pat
     assert main(["sweep", str(other), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "different config" in err and "seed" in err
+    edited = write_config(tmp_path / "edited.json", {**TINY, "lms": {**TINY["lms"], "analytic": {
+        **TINY["lms"]["analytic"], "eps": [0.02, 0.01]}}})
+    assert main(["sweep", str(edited), "--out", str(out), "--quiet"]) == 2
+    assert "(differs in ['lms.analytic.eps'])" in capsys.readouterr().err  # it named 'lms' alone
 
 
 def test_sigkill_mid_sweep_loses_nothing_and_the_rerun_matches(finished, tmp_path):

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from simlm.errors import ConfigError
-from simlm.jsonio import json_text, read_back, read_json, write_text_atomic
+from simlm.jsonio import differing, json_text, read_back, read_json, write_text_atomic
 from simlm.models.transformer import (CausalTransformerLM, MaskedTransformerLM, TransformerConfig, TransformerLM,
                                       init_transformer)
 
@@ -223,7 +223,7 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     if not isinstance(meta.get("model_config"), dict):
         raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has no model_config; {_RECREATE}")
     if expect:
-        differ = sorted(k for k in expect if meta.get(k) != _expected(k, expect[k]))
+        differ = differing({k: meta.get(k) for k in expect}, {k: _expected(k, v) for k, v in expect.items()})
         if differ:
             raise ConfigError(f"checkpoint: {directory} was saved by a different run (differs in {differ}); "
                               f"{_RECREATE}")

@@ -53,7 +53,7 @@ from simlm.models.transformer import (
     TransformerConfig, TransformerLM, init_transformer, masked_token_logprobs, next_token_logprobs,
 )
 from simlm.train import objectives
-from simlm.jsonio import STRICT, claim_json, locked, read_back, read_json, write_json_atomic
+from simlm.jsonio import STRICT, claim_json, differing, locked, read_back, read_json, write_json_atomic
 from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
@@ -819,7 +819,7 @@ class _Foreign(ConfigError):
 
 def _refuse_foreign(directory: Path, meta: dict, header: dict) -> None:
     """:class:`_Foreign` if the checkpoint metadata ``meta`` in ``directory`` records another run than ``header``."""
-    differ = sorted(key for key in header if meta.get(key) != header[key])
+    differ = differing({key: meta.get(key) for key in header}, header)
     if differ:
         raise _Foreign(f"run_dir: {directory} holds a checkpoint of a different run (differs in {differ}); "
                        f"use a new run_dir, or move {directory} away if it was copied there by mistake")
