@@ -11,7 +11,8 @@ Every error a user can cause exits with status 2 and one line naming the argumen
 cells failed exits with status 1 after writing every result it has and listing each failure (a rerun into
 the directory recomputes the failed cells only).  Violated bounds are results, counted in the summary line
 and report.md: the run exits with status 0.  Trained ladder rungs no seed reached (no LM, so no cells) are
-listed with the best ε reached.
+listed with the best ε reached.  Ctrl-C exits with status 130 and one line: every finished cell is stored, and
+the same command resumes.
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ def _sweep(args) -> int:
 
 def _report(args) -> int:
     from simlm.experiments.store import running
+    from simlm.experiments.sweep import results_directory
 
-    with running(Path(args.dir), "dir"):  # not while a sweep writes into it (a review, 2026-12-07)
+    # a folder that is no results directory is refused before its lock file is made there
+    with running(results_directory(args.dir), "dir"):  # not while a sweep writes into it (a review, 2026-12-07)
         return _report_unlocked(args)
 
 
@@ -185,6 +188,10 @@ def main(argv=None) -> int:
         return args.run(args)
     except SimlmError as err:
         message = str(err)
+    except KeyboardInterrupt:  # Ctrl-C: every finished cell is stored; say so in one line, not a traceback
+        print(f"simlm {args.command}: interrupted; the finished cells are kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # whoever read the output stopped (`simlm worlds | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 1

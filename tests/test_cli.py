@@ -165,6 +165,26 @@ def test_report_of_a_missing_directory_or_a_file_says_which(tmp_path, capsys):
             "\n" if said == "does not exist" else " directory\n")
 
 
+def test_report_of_a_folder_that_is_no_results_directory_leaves_nothing_in_it(tmp_path, capsys):
+    """The refusal was right, but the directory lock was taken first: the folder kept a .sweep.lock."""
+    assert main(["report", str(tmp_path)]) == 2
+    assert "has no cells.jsonl" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_is_one_line_and_status_130_not_a_traceback(monkeypatch, tmp_path, capsys):
+    """Every finished cell is already stored: the line says so and how to resume."""
+    from simlm import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_demo", interrupted)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet"]) == 130
+    assert capsys.readouterr().err == ("simlm demo: interrupted; the finished cells are kept, rerun the same command "
+                                       "to resume\n")
+
+
 def test_the_executor_flag_reaches_the_executor(calls, monkeypatch):
     """--executor process with one worker is a process pool of 1, not the in-process default (silently run in
     process, it passed every test: each covered the default or --workers 2); --executor ray with its --address

@@ -1028,8 +1028,9 @@ def _arrow_column(pa, values: list):
         return pa.array(_as_text(values))
 
 
-def read_results(out) -> list:
-    """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
+def results_directory(out) -> Path:
+    """``out`` as a Path if it is a sweep's results directory (a :class:`ConfigError` naming ``out`` if not),
+    checked before anything is written into it (``simlm report`` of another folder left its lock file there)."""
     out = Path(out)
     if not out.exists():
         raise ConfigError(f"out: {out} does not exist")
@@ -1037,6 +1038,12 @@ def read_results(out) -> list:
         raise ConfigError(f"out: {out} is a file, not a sweep results directory")
     if not (out / "cells.jsonl").exists() and not (out / "sweep.json").exists():
         raise ConfigError(f"out: {out} has no cells.jsonl (not a sweep results directory)")
+    return out
+
+
+def read_results(out) -> list:
+    """The tidy rows of a results directory, from its cell log alone (``simlm report`` uses this)."""
+    out = results_directory(out)
     fix = "the directory's config is damaged; rerun the sweep elsewhere"
     config = read_json(out / "sweep.json", what="out", fix=fix)
     if not isinstance(config, dict):
@@ -1055,5 +1062,5 @@ def read_results(out) -> list:
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
            "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "code_fingerprint",
-           "train_job", "check_job", "heldout_tokens", "tokens_digest",
+           "train_job", "check_job", "heldout_tokens", "tokens_digest", "results_directory",
            "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]
