@@ -183,6 +183,9 @@ def test_ctrl_c_is_one_line_and_status_130_not_a_traceback(monkeypatch, tmp_path
     assert main(["demo", "--quiet"]) == 130
     assert capsys.readouterr().err == ("simlm demo: interrupted; the finished cells are kept, rerun the same command "
                                        "to resume\n")
+    from simlm.experiments.commandline import run_main  # the experiments' python -m commands alike
+    assert run_main("prog", interrupted, [], {}) == 130
+    assert capsys.readouterr().err.startswith("prog: interrupted; the finished cells are kept")
 
 
 def test_the_executor_flag_reaches_the_executor(calls, monkeypatch):

@@ -128,9 +128,13 @@ def executor_of(args):
 def run_main(prog: str, command, argv, flags: dict) -> int:
     """``command(argv)``; 0 if it returns, 1 if it returns a payload listing failed cells (``errors``: they
     are stored, listed and rerun; the tables hold the others), as ``simlm sweep`` exits, and 2 with one line
-    on stderr for a :class:`SimlmError` or an ``OSError`` (a file that cannot be written)."""
+    on stderr for a :class:`SimlmError` or an ``OSError`` (a file that cannot be written); Ctrl-C 130 with one
+    line, as ``simlm`` exits (every finished cell is stored)."""
     try:
         payload = command(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; the finished cells are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
     except SimlmError as err:
         message = as_flag(str(err), flags)
     except OSError as err:
