@@ -370,6 +370,7 @@ def _with(path, value):
     (_with(["lms", "trained"], {"targets": [0.1], "model": {"d_model": -4}}), "d_model"),
     (_with(["lms", "trained"], {"targets": [0.1], "train": {"max_step": 4}}), "lms.trained"),
     (_with(["lms", "trained"], {"targets": [0.1], "worlds": ["nowhere"]}), "lms.trained.worlds"),
+    (_with(["lms", "trained"], {"targets": [0.1], "worlds": ["h", "h"]}), "lms.trained.worlds: expected distinct"),
     (_with(["checks"], {}), "checks"),
     (_with(["checks"], {"nobody/nothing": {}}), "checks"),
     (_with(["checks"], {"simlm/epsilon": {"bogus": 1}}), "checks.simlm/epsilon"),

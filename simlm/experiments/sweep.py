@@ -275,6 +275,8 @@ def parse_config(raw: dict) -> SweepConfig:
         if t["worlds"] is not None and (not t["worlds"] or not all(isinstance(w, str) for w in t["worlds"])):
             raise ConfigError(f"lms.trained.worlds: expected a non-empty list of world names (leave it out to train "
                               f"on every world, or drop [lms.trained]), got {t['worlds']!r}")
+        if t["worlds"] is not None and len(set(t["worlds"])) != len(t["worlds"]):  # as analytic kinds: distinct
+            raise ConfigError(f"lms.trained.worlds: expected distinct world names, got {t['worlds']!r}")
         unknown = sorted(set(t["worlds"] or []) - names)
         if unknown:
             raise ConfigError(f"lms.trained.worlds: {unknown} are not worlds of this config ({sorted(names)})")
