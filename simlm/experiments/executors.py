@@ -291,7 +291,10 @@ class RayExecutor:
             if address is not None:
                 check_ray_address(address)
             kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+            with warnings.catch_warnings():  # JAX's "os.fork() was called … deadlock" as ray.init starts its
+                # processes: printed on every Ray run, and none has deadlocked (a review, 2026-12-07)
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
         self.num_cpus_per_job = check_positive_int("num_cpus_per_job", num_cpus_per_job)
 
     def map(self, fn, payloads):
