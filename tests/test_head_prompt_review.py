@@ -538,3 +538,39 @@ def test_realisable_is_residual_at_most_tol(rel, realisable):
     head = hp.head_realisability(world, mu)
     assert head.residual == pytest.approx(rel, rel=1e-3)
     assert head.realisable is realisable and (head.margin >= 0) is realisable
+
+
+# ---- a leaking prompt's off-support mass, by enumeration ------------------------------------------
+
+LEAK_PI = np.array([0.5, 0.3, 0.2])
+LEAK_A = np.array([[0.5, 0.45, 0.05], [0.3, 0.4, 0.3], [0.25, 0.25, 0.5]])  # every state leaks off S = {0, 1}
+LEAK_B = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+LEAK_MU = np.array([1.0, -5.0, 0.0])
+
+
+def test_max_off_support_mass_is_the_brute_force_maximum_over_inputs():
+    """The largest P(H_0 ∉ S | z, x) over the inputs: the mean, or any one input's, passed every test (a mutation
+    review, 2026-12-07)."""
+    world = HMM(LEAK_PI, LEAK_A, LEAK_B)
+    pf = hp.prompt_feasibility(world, LEAK_MU, delta=0.2)  # soft gate: a leaking prompt
+    assert pf.feasible and not pf.exact
+    x = np.array(list(itertools.product(range(3), repeat=2)), np.int32)
+    b = hp.prompt_head(world, LEAK_MU, pf.prompt)
+    check = hp.verify_prompt(world, LEAK_MU, pf.prompt, b, x)
+    pi, a, e = (np.asarray(t, np.float64) for t in hp.chain64(world))
+    off = np.array([prompted_state_law(pi, a, e, pf.prompt, list(row))[2] for row in x])
+    assert np.ptp(off) > 1e-3  # the inputs' leaks differ: max, mean and any one input are apart
+    assert check.max_off_support_mass == pytest.approx(off.max(), rel=1e-9)
+
+
+def test_the_prompts_off_support_mass_is_its_prior_leak_by_brute_force():
+    """PromptFeasibility.off_support_mass = P(H_0 ∉ S | z): the off-S share of α = ((π∘u_1)A ∘ …∘u_k)A.  The
+    tests read it only as == 0 or > 0 (its 'sum → max' mutant was killed only by a crash on an empty S^c)."""
+    world = HMM(LEAK_PI, LEAK_A, LEAK_B)
+    pf = hp.prompt_feasibility(world, LEAK_MU, delta=0.2)
+    pi, a, _ = hp.chain64(world)  # the world's parameters as stored (float32), in float64
+    alpha = pi * pf.prompt[0]
+    for row in pf.prompt[1:]:
+        alpha = (alpha @ a) * row
+    alpha = alpha @ a
+    assert pf.off_support_mass == pytest.approx(alpha[2] / alpha.sum(), rel=1e-12)
