@@ -332,3 +332,55 @@ def test_the_jittable_functions_the_readme_names_rerun_an_absorbing_chain_in_log
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert "functions of `simlm.worlds.hmm`" in readme
     assert "`simlm.worlds.hmm_core` (`forward`, `backward`, …) are unchecked" in readme
+
+
+# ---- float32 flushes that only the tracked least shares catch (a mutation review, 2026-12-07) --------
+
+def _filtered_brute(pi, A, B, x):
+    """p(h_t | x_<=t) for every t, by enumerating hidden paths in float64."""
+    import itertools
+
+    K, out = len(pi), []
+    for t in range(len(x)):
+        w = np.zeros(K)
+        for path in itertools.product(range(K), repeat=t + 1):
+            p = pi[path[0]] * B[path[0], x[0]]
+            for s in range(1, t + 1):
+                p *= A[path[s - 1], path[s]] * B[path[s], x[s]]
+            w[path[-1]] += p
+        out.append(w / w.sum())
+    return np.array(out)
+
+
+def test_filtered_posterior_keeps_a_buried_state_whose_first_joint_flushes_to_zero():
+    """hmm_core.forward must track the least share of p_t (what it multiplies by B), not of the filter: here
+    p_1(1)·B(1, x_1) = 1e-10·1e-37 flushes to 0 in float32, so the filter's own shares are [1, 0] and look
+    safe, but state 1 (a block of a block-diagonal chain, never refilled) is the truth from t = 2 on.
+    n = T = 4 are bucket sizes: no padded all-blank sequence (whose filter is π) triggers the rerun by luck."""
+    pi = np.array([1 - 1e-10, 1e-10])
+    A = np.eye(2)
+    B = np.array([[1e-30, 1 - 2e-30, 1e-30], [1e-37, 0.5, 0.5 - 1e-37]])
+    x = np.array([[0, 2, 2, 2]] * 4)
+    got = np.asarray(HMM(pi, A, B).state_posterior(x, smoothed=False), np.float64)
+    want = _filtered_brute(pi, A, B, x[0])
+    for row in got:
+        np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_smoothed_posterior_row_whose_least_product_flushes_is_rerun_even_when_other_rows_are_ordinary():
+    """hmm_core._total_share must read the LEAST row total Σ_h α_t(h)β_t(h) over t (a max, or a mean, passed
+    every other test; a mutation review, 2026-12-07).  A = I (one-state blocks, as a memory world's), B near
+    uniform (floor ≈ 1.6e-37): 294 tokens '0' then 294 tokens '1'.  At t = 293 α ≈ [1, 1.9e-37, 1e-19] and β ≈ [1.9e-37, 1, 1e-19]: every share
+    clears the floor, but state 2's α·β ≈ 1.1e-38 is below float32's smallest normal and flushes to 0 although
+    its posterior is 2.9 %; only the row total (3.8e-37 < K·2²⁴·tiny) sends the batch to log space.  Every
+    other row total is ordinary.  Brute force: with A = I the smoothed law is ∝ π(h) Π_s B(h, x_s) at every t."""
+    from scipy.special import logsumexp
+    n0, b2 = 294, 0.34475
+    hmm = HMM(np.full(3, 1 / 3), np.eye(3), np.array([[0.4, 0.3, 0.3], [0.3, 0.4, 0.3], [b2, b2, 1 - 2 * b2]]))
+    x = np.array([[0] * n0 + [1] * n0] * 4)  # n = 4: a bucket size, no padded sequence
+    pi, B = (np.asarray(a, np.float64) for a in (hmm.initial, hmm.emission))  # the stored float32 parameters
+    log_joint = np.log(pi) + np.log(B[:, x[0]]).sum(1)
+    want = np.exp(log_joint - logsumexp(log_joint))
+    assert want[2] > 0.02  # the state whose product flushes carries real mass
+    got = np.asarray(hmm.state_posterior(x), np.float64)
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-5)
