@@ -7,8 +7,6 @@ import math
 import types
 from types import SimpleNamespace
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -20,8 +18,7 @@ from simlm.downstream.heads import LinearHead
 from simlm.downstream.tasks import PosteriorTask, bayes_ceiling, sample_task_data
 from simlm.errors import ConfigError, DistributionError
 from simlm.experiments.registry import Cell, get_check
-from simlm.models import TransformerConfig, WorldLM
-from simlm.train import objectives
+from simlm.models import WorldLM
 from simlm.train.schedule import OVERSHOOT, TRAIL, next_evaluation
 from simlm.train.trainer import TrainConfig, _fresh_state, _log_and_climb, _replay_gap, masked_eval_positions
 from simlm.worlds import HMM
@@ -108,33 +105,6 @@ def test_the_bayes_ceiling_is_nan_beside_labels_that_are_not_the_tasks():
     assert np.isnan(r.bayes_ceiling) and np.isnan(r.bayes_ceiling_se)
     r = head_tuning(WorldLM(world), world, task, train, test, visible_length=2, n_continuations=8)
     assert 0.5 <= r.bayes_ceiling <= 1.0
-
-
-# ---- objectives --------------------------------------------------------------------------------------------
-
-MASKED = TransformerConfig(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=64, causal=False)
-
-
-class _Recorder:
-    def __init__(self, logits):
-        self.config, self.logits, self.inputs = MASKED, jnp.asarray(logits), None
-
-    def __call__(self, inputs):
-        self.inputs = np.asarray(inputs)
-        return self.logits
-
-
-def test_a_random_replacement_is_uniform_over_every_symbol():
-    """BERT's random replacement draws 'a uniformly random symbol' (docstring): over 64 × 64 chosen positions
-    (mask_rate 1, corruption (0, 1, 0)) each of the V = 5 symbols appears about 1/5 of the time, the last one
-    too, and never MASK.  Kills a draw over [0, V − 1) (the last symbol never drawn)."""
-    n, T, V = 64, 64, MASKED.n_symbols
-    x = jnp.zeros((n, T), jnp.int32)
-    model = _Recorder(np.zeros((n, T, V)))
-    objectives.masked_lm(model, x, jax.random.PRNGKey(0), mask_rate=1.0, corruption=(0.0, 1.0, 0.0))
-    share = np.bincount(model.inputs.ravel(), minlength=V + 1) / model.inputs.size
-    assert share[V:].sum() == 0  # no MASK, nothing beyond the symbols
-    assert np.all(np.abs(share[:V] - 1 / V) < 0.03), share  # σ ≈ 0.006 per share
 
 
 # ---- schedule ----------------------------------------------------------------------------------------------

@@ -194,3 +194,16 @@ def test_a_mask_not_of_the_tokens_shape_is_refused_under_jit_too(name):
             jax.jit(lambda t, m: fn(model, t, key, mask=m))(x, jnp.asarray(mask))
     full = np.tile(row, (3, 1))  # the same positions as an (n, T) mask: the mean over its 9 positions
     assert np.isfinite(float(fn(model, x, key, mask=jnp.asarray(full))))
+
+
+def test_a_random_replacement_is_uniform_over_every_symbol():
+    """BERT's random replacement draws 'a uniformly random symbol' (docstring): over 64 × 64 chosen positions
+    (mask_rate 1, corruption (0, 1, 0)) each of the V = 5 symbols appears about 1/5 of the time, the last one
+    too, and never MASK.  Kills a draw over [0, V − 1) (the last symbol never drawn)."""
+    n, T, V = 64, 64, MASKED.n_symbols
+    x = jnp.zeros((n, T), jnp.int32)
+    model = _Recorder(np.zeros((n, T, V)))
+    objectives.masked_lm(model, x, jax.random.PRNGKey(0), mask_rate=1.0, corruption=(0.0, 1.0, 0.0))
+    share = np.bincount(model.inputs.ravel(), minlength=V + 1) / model.inputs.size
+    assert share[V:].sum() == 0  # no MASK, nothing beyond the symbols
+    assert np.all(np.abs(share[:V] - 1 / V) < 0.03), share  # σ ≈ 0.006 per share
