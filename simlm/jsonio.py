@@ -179,14 +179,17 @@ def locked(directory, name: str, *, what: str, advice: str):
             os.close(fd)  # closing the descriptor releases the lock
 
 
+_ABSENT = object()  # a key one table lacks: unlike a null it holds, never equal to the other side's value
+
+
 def differing(old, new, where: str = "") -> list:
     """The dotted paths (``lms.analytic.eps``) at which two JSON values differ, as deep as both are tables (the
     refusal named the top-level key alone: any edit of an ε read "differs in ['lms']")."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return sorted(p for k in set(old) | set(new) if old.get(k) != new.get(k)
-                      for p in differing(old.get(k), new.get(k), f"{where}.{k}" if where else k))
+        return sorted(p for k in set(old) | set(new) if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+                      for p in differing(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{where}.{k}" if where else k))
     return [where]
 
 
-__all__ = ["differing", "jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json", "STRICT",
-           "claim_json", "locked"]
+__all__ = ["differing", "jsonable", "json_text", "read_back", "write_text_atomic", "write_json_atomic", "read_json",
+           "STRICT", "claim_json", "locked"]

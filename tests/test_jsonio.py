@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simlm.jsonio import json_text, read_back, read_json, write_json_atomic
+from simlm.errors import ConfigError
+from simlm.jsonio import claim_json, differing, json_text, read_back, read_json, write_json_atomic
 
 
 def test_read_back_equals_the_file_written(tmp_path):
@@ -118,3 +119,23 @@ def test_a_null_best_eps_in_a_damaged_summary_prints_a_dash_not_a_traceback(tmp_
     (tmp_path / "summary.json").write_text(json.dumps({"unreached": [
         {"world": "w", "seed": 0, "target": 0.1, "best_eps": None, "steps": 3}]}))
     assert "ε ≤ 0.1 not reached in 3 steps (best ε –)" in report.markdown([], tmp_path, [])
+
+
+def test_differing_names_the_dotted_paths_and_a_key_one_side_lacks_beside_a_null(tmp_path):
+    """A refusal named the top-level key alone; and a key one table lacks where the other holds null is a
+    difference (``get`` read both as None: a checkpoint with a config field the run lacks passed as the run's)."""
+    assert differing({"lms": {"analytic": {"eps": [0.1]}, "oracle": True}},
+                     {"lms": {"analytic": {"eps": [0.2]}, "oracle": True}}) == ["lms.analytic.eps"]
+    assert differing({"lms": {"x": None, "eps": [1]}}, {"lms": {"eps": [1]}}) == ["lms.x"]
+    assert differing({"x": None}, {}) == ["x"] and differing({"a": {"b": 1}}, {"a": {"b": 1}}) == []
+    claim_json(tmp_path / "c.json", {"lms": {"x": None}}, owner="o", fix="f")
+    with pytest.raises(ConfigError, match=r"differs in \['lms.x'\]"):  # it read "differs in []"
+        claim_json(tmp_path / "c.json", {"lms": {}}, owner="o", fix="f")
+
+
+def test_a_checkpoint_whose_config_has_a_field_the_run_lacks_is_another_runs(tmp_path):
+    from simlm.train.trainer import _Foreign, _refuse_foreign
+
+    with pytest.raises(_Foreign, match=r"differs in \['train_config.new_field'\]"):
+        _refuse_foreign(tmp_path, {"train_config": {"a": 1, "new_field": None}}, {"train_config": {"a": 1}})
+
