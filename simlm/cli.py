@@ -189,8 +189,8 @@ def main(argv=None) -> int:
     except SimlmError as err:
         message = str(err)
     except KeyboardInterrupt:  # Ctrl-C: every finished cell is stored; say so in one line, not a traceback
-        print(f"simlm {args.command}: interrupted; the finished cells are kept, rerun the same command to resume",
-              file=sys.stderr)
+        resume = "; the finished cells are kept, rerun the same command to resume" if args.command in _SWEEPS else ""
+        print(f"simlm {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # whoever read the output stopped (`simlm worlds | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
@@ -213,6 +213,9 @@ def _warning_line(command: str):
         return f"simlm {command}: warning: {kind}{message}\n"
     return line
 
+
+#: the commands that run a sweep's cells (and so have finished cells to keep when interrupted)
+_SWEEPS = ("demo", "sweep")
 
 #: the errors of a write that say where it went only through the disk: full, over quota, read-only
 _DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)

@@ -183,6 +183,8 @@ def test_ctrl_c_is_one_line_and_status_130_not_a_traceback(monkeypatch, tmp_path
     assert main(["demo", "--quiet"]) == 130
     assert capsys.readouterr().err == ("simlm demo: interrupted; the finished cells are kept, rerun the same command "
                                        "to resume\n")
+    monkeypatch.setattr(cli, "_checks", interrupted)
+    assert main(["checks"]) == 130 and capsys.readouterr().err == "simlm checks: interrupted\n"  # no cells to keep
     from simlm.experiments.commandline import run_main  # the experiments' python -m commands alike
     assert run_main("prog", interrupted, [], {}) == 130
     assert capsys.readouterr().err.startswith("prog: interrupted; the finished cells are kept")

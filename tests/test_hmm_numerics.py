@@ -368,11 +368,11 @@ def test_filtered_posterior_keeps_a_buried_state_whose_first_joint_flushes_to_ze
 
 
 def test_a_smoothed_posterior_row_whose_least_product_flushes_is_rerun_even_when_other_rows_are_ordinary():
-    """hmm_core._total_share must read the LEAST row total Σ_h α_t(h)β_t(h) over t (a max, or a mean, passed
-    every other test; a mutation review, 2026-12-07).  A = I (one-state blocks, as a memory world's), B near
-    uniform (floor ≈ 1.6e-37): 294 tokens '0' then 294 tokens '1'.  At t = 293 α ≈ [1, 1.9e-37, 1e-19] and β ≈ [1.9e-37, 1, 1e-19]: every share
-    clears the floor, but state 2's α·β ≈ 1.1e-38 is below float32's smallest normal and flushes to 0 although
-    its posterior is 2.9 %; only the row total (3.8e-37 < K·2²⁴·tiny) sends the batch to log space.  Every
+    """hmm_core._total_share must read the LEAST row total Σ_h α_t(h)β_t(h) over t (a max, or a mean, passed every
+    other test; a mutation review, 2026-12-07).  A = I (one-state blocks, as a memory world's), B near uniform (floor
+    ≈ 1.6e-37): 294 tokens '0' then 294 tokens '1'.  At t = 293 α ≈ [1, 1.9e-37, 1e-19] and β ≈ [1.9e-37, 1, 1e-19]:
+    every share clears the floor, but state 2's α·β ≈ 1.1e-38 is below float32's smallest normal and flushes to 0
+    although its posterior is 2.9 %; only the row total (3.8e-37 < K·2²⁴·tiny) sends the batch to log space.  Every
     other row total is ordinary.  Brute force: with A = I the smoothed law is ∝ π(h) Π_s B(h, x_s) at every t."""
     from scipy.special import logsumexp
     n0, b2 = 294, 0.34475

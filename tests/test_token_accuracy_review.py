@@ -953,6 +953,29 @@ def test_the_commands_results_and_figure_are_written_under_the_sweeps_lock(tmp_p
     assert seen == [True] and drawn == [True]
 
 
+def test_without_matplotlib_the_command_says_so_and_still_prints_its_summary(tmp_path, monkeypatch, capsys):
+    """The figure is drawn under the sweep's lock, before the summary is printed: an ImportError there ended the
+    command in a traceback with no summary (natural_tasks and head_prompt said "no plot" and went on)."""
+    from simlm.experiments.store import running
+
+    def run_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
+        result = {"rows": [], "errors": [], "new_cells": 0}
+        with running(Path(out)):
+            after(result)
+        return result
+
+    def plot(result, out):
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(ta, "plot", plot)
+    monkeypatch.setattr(ta, "summary", lambda result: "SUMMARY")
+    ta.command(["--quick", "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert "no plot: No module named 'matplotlib'" in out and "SUMMARY" in out
+    assert f"wrote {tmp_path / 'results.json'}; time" in out
+
+
 @pytest.mark.parametrize("scale", [1 - 9e-5, 1 + 9e-5])
 def test_the_epsilon_of_rows_accepted_within_the_tolerance_is_that_of_the_laws_they_stand_for(scale):
     """A probs row within LAW_ATOL (1e-4) of normalised is accepted; its ε is the ε of the law it stands for,

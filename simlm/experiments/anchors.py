@@ -186,7 +186,10 @@ def command(argv) -> dict:
     def write(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
         done["summary"] = {"constructions": constructions(raw), **summarise(result["rows"]), "errors": result["errors"]}
         write_json_atomic(out / "anchors.json", jsonable(done["summary"]))
-        figure(result["rows"], png)
+        try:
+            figure(result["rows"], png)
+        except ImportError as e:  # matplotlib is the optional extra "plots"
+            print(f"no plot: {e} (pip install -e '.[plots]')")
 
     run_sweep(parse_config(raw), out, progress=False, log=lambda *x: None, after=write)
     summary = done["summary"]

@@ -163,8 +163,8 @@ def plot(payload: dict, path: Path) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, lw=0.3)
     fig.suptitle(f"Wei, Xie & Ma (2021) {exp}: |X| = {V}, T' = {payload['config']['visible_length']} of "
-                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']} "
-                 f"(n=k: a point averaging k of them)")
+                 f"T = {payload['config']['label_length']}, seeds {payload['config']['seeds']}"
+                 + (" (n=k: a point averaging k of them)" if any(r["n_seeds"] < seeds for r in summary) else ""))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)

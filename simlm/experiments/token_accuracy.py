@@ -443,11 +443,14 @@ def command(argv=None) -> dict:
 
     def write(result):  # under the sweep's lock: a later run's files cannot be overwritten by these
         write_json_atomic(out / "results.json", jsonable(result))
-        paths.extend(plot(result, figures))
+        try:
+            paths.extend(plot(result, figures))
+        except ImportError as e:  # matplotlib is the optional extra "plots"
+            print(f"no plot: {e} (pip install -e '.[plots]')")
 
     result = run(config, out, executor=executor, progress=not args.quiet, after=write)
     print(summary(result))
-    print(f"wrote {out / 'results.json'}, {', '.join(map(str, paths))}; time {result['time_s']:.1f} s "
+    print(f"wrote {', '.join(map(str, [out / 'results.json', *paths]))}; time {result['time_s']:.1f} s "
           f"({result['new_cells']} new cells)")
     return result
 

@@ -24,10 +24,10 @@ world tokens x = (x_0, …, x_{T-1}), 0-indexed like the rows of every (n, T, V)
 - masked, :func:`prepended_mask_logprobs`: the input is ``(MASK, x_0, …, x_{T-1})``; the law read at
   position 0 is that of a token prepended before x_0, given all of x.
 
-Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (to float32 rounding) on a CPU; on
-a GPU a learned model keeps JAX's default matmul precision (TF32 on recent NVIDIA cards, README "Precision"),
-which moves its laws by ~3e-4 nats and its ε by ~5e-4 relative (measured by emulating TF32's 10-bit mantissa on
-trained rungs) — wrap a call in ``jax.default_matmul_precision("highest")`` for float32 products.  With
+Precision: with ``dtype="float32"`` the laws are log_softmax(Φᵀ f) exactly (to float32 rounding) on a CPU; on a GPU a
+learned model keeps JAX's default matmul precision (TF32 on recent NVIDIA cards; :mod:`simlm.precision`), which moves
+its laws by ~3e-4 nats and its ε by ~5e-4 relative (estimated on trained rungs by emulating TF32's 10-bit mantissa on
+a CPU; not measured on a GPU) — wrap a call in ``jax.default_matmul_precision("highest")`` for float32 products.  With
 ``"bfloat16"`` or ``"float16"`` the parameters stay float32 and the products run in that compute dtype:
 features come back in it and the model multiplies them by Φ rounded to it, so ``log_softmax(features @
 unembedding)`` equals the laws only up to compute-dtype rounding, which grows with the logits (rounded to the

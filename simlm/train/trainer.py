@@ -575,15 +575,14 @@ def train(world, model_config: TransformerConfig, config: TrainConfig = TrainCon
     masked_eval_positions(config))`` gives a rung's ε again, while all T positions give another number; quad:
     the exact Quad excess ½‖Φᵀ(f − f*)‖²), with the world's laws renormalised as
     :func:`~simlm.metrics.epsilon.exact_epsilon` renormalises them (:func:`_reference_laws`), so a rung's
-    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32 on a CPU, ~5e-4 relative on a GPU,
-    whose default float32 products are TF32 (:mod:`simlm.models.transformer`, "Precision"); in bfloat16/float16 only to
-    the compute dtype's rounding, which moves with the batch's shape: up to ~5e-4 relative, so a rung whose ε
-    lands that close to its target is decided by rounding — ``exact_epsilon`` of its checkpoint may read just
-    above the target).  The KL terms are summed in float32 on the
-    device: below ε ~1e-6 that is no longer exact (6e-3 relative at 3e-7, 28 % at 3e-8), so a rung target
-    there is decided on rounding (the host's ``exact_*_epsilon`` sum in float64).  The learning rate warms up
-    linearly from 0 over ``warmup_steps`` (so with warmup_steps > 0 the first step moves nothing) and then
-    decays along a cosine to 0.1 × ``learning_rate`` at ``max_steps``.
+    recorded ε is the exact ε of its checkpoint on that set (to ~1e-7 in float32 on a CPU; on a GPU ~5e-4 relative, by
+    a CPU emulation of its default TF32 products: :mod:`simlm.models.transformer`, "Precision"; in bfloat16/float16
+    only to the compute dtype's rounding, which moves with the batch's shape: up to ~5e-4 relative, so a rung whose ε
+    lands that close to its target is decided by rounding — ``exact_epsilon`` of its checkpoint may read just above
+    the target).  The KL terms are summed in float32 on the device: below ε ~1e-6 that is no longer exact (6e-3
+    relative at 3e-7, 28 % at 3e-8), so a rung target there is decided on rounding (the host's ``exact_*_epsilon`` sum
+    in float64).  The learning rate warms up linearly from 0 over ``warmup_steps`` (so with warmup_steps > 0 the first
+    step moves nothing) and then decays along a cosine to 0.1 × ``learning_rate`` at ``max_steps``.
     Under BERT corruption (the default ``corruption=(0.8, 0.1, 0.1)``) the masked objective's optimum is
     P(x_t | y, s_t = 1), which allows for randomised visible tokens, so its ε is not 0: ~7.5e-4 nats on a
     16-state permutation-mixture HMM, ~1.8e-3 on a Dirichlet(0.1) HMM — a floor to keep well under the
