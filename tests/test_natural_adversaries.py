@@ -539,3 +539,54 @@ def test_the_search_ascent_climbs_from_the_aligned_tilt_to_the_worst_case(monkey
     slack = rb.bound[i] - rb.tau[i]
     assert (rb.loss_natural[i] - rb.tau[i]) / slack == pytest.approx(0.299, abs=2e-3)
     assert rc.loss_natural[i] >= rb.loss_natural[i] - 1e-3 * slack
+
+
+def test_the_aligned_tilt_moves_every_score_against_the_loss():
+    """From the definition, independently: y_s = sign(q_s − σ(z_s)) on p*'s scores, log p_f − log p* = −t·y_s·v/B
+    + c_s with one t > 0 on every task context, E KL = ε, and the transferred classifier's loss above τ.  The
+    tests read the tilt only through "search ≥ aligned": with y's sign flipped (the loss lowered: 0.532 for τ
+    0.568 where the tilt gives 0.611) every one passed (a mutation review, 2026-12-07)."""
+    from scipy.special import expit
+
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = random_natural_task(C, 0, noise="logistic")
+    eps, B, cache = 1e-2, 1.0, {}
+    laws = adv.adversarial_laws(C, task, eps, method="aligned", B=B, B_grid=[1.0, 4.0], cache=cache)
+    sol = tau(C, task, [1.0, 4.0], cache=cache)
+    v, b = sol.v[0], float(sol.b[0])
+    P, p_L = np.asarray(C.next_token_probs, np.float64), C.weights / C.weights.sum()
+    on = task.weights > 0
+    y = np.sign(task.label_probs - expit(P @ v + b))[on]
+    assert np.all(y != 0)
+    # log p_f − log p* = −t·y_s·v/B + c_s: regress each task context's log-ratio on −y_s·v/B
+    ratio = np.log(laws[on]) - np.log(P[on])
+    d = -(y[:, None] * v[None, :]) / B
+    dc, rc = d - d.mean(1, keepdims=True), ratio - ratio.mean(1, keepdims=True)
+    t = np.sum(dc * rc) / np.sum(dc * dc)
+    assert t > 0
+    np.testing.assert_allclose(rc, t * dc, atol=1e-9)
+    np.testing.assert_allclose(laws[~on], P[~on], atol=1e-15)
+    kl = float(p_L @ np.sum(P * (np.log(P) - np.log(laws)), 1))
+    assert abs(kl - eps) <= 1e-9 * eps
+    loss = lambda Q: float(np.sum(task.pos * np.logaddexp(0, -(Q @ v + b)) + task.neg * np.logaddexp(0, Q @ v + b)))
+    assert loss(laws) > loss(P) + 1e-3
+
+
+def test_the_well_specified_radius_minimises_the_bound_with_its_residual_term():
+    """The whole bound τ(B) + r(B)·B√(2ε/γ) + B²ε/(4γ): the radius of a bound without its residual term (16 here,
+    against 8) passed every test, whose cases have one argmin either way (a mutation review, 2026-12-07)."""
+    from simlm.theory.natural_tasks import bound_well_specified, gamma, label_residual
+
+    C = enumerate_contexts(HMM.random(0, 3, 4), 2)
+    task = indicative_task(C, noise="sign")
+    eps, cache, grid = 1e-3, {}, np.array([4.0, 8.0, 16.0])  # a slice of B_GRID around both argmins
+    sol = tau(C, task, grid, cache=cache)
+    g = gamma(C.weights / C.weights.sum(), task.weights)
+    r = label_residual(np.asarray(C.next_token_probs, np.float64), task, sol)
+    # the bound written out here, term by term (bound_well_specified's form, natural_tasks' docstring)
+    bound = sol.loss + r * grid * np.sqrt(2 * eps / g) + grid**2 * eps / (4 * g)
+    np.testing.assert_allclose(bound, [bound_well_specified(t, B, eps, g, ri)
+                                       for t, B, ri in zip(sol.loss, grid, r)], rtol=1e-12)
+    without = sol.loss + grid**2 * eps / (4 * g)
+    assert grid[np.argmin(bound)] != grid[np.argmin(without)]  # the case discriminates (8 against 16)
+    assert adv.well_specified_radius(C, task, eps, B_grid=grid, cache=cache) == grid[np.argmin(bound)] == 8.0
