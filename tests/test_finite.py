@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bruteforce import params, sequence_prob
@@ -471,3 +471,27 @@ def test_a_joint_fit_that_diverged_is_refused_naming_lr(lr):
     with pytest.raises(TrainingDivergedError, match="^lr: fit_cross_entropy_joint diverged"):
         fit_cross_entropy_joint(P, 2, steps=200, lr=lr)
     assert fit_cross_entropy_joint(P, 2, steps=200, lr=0.05).epsilon(P) < 0.1
+
+
+@settings(max_examples=60, deadline=None)
+@given(V=st.integers(1, 4), L=st.integers(0, 6), cap=st.integers(1, 400))
+def test_the_context_count_and_its_cap_are_the_brute_force_sum(V, L, cap):
+    """For every V, V = 1 included (a count of L for L + 1 contexts, and a cap letting max_contexts + 1 through,
+    passed every test; a mutation review, 2026-12-07)."""
+    from simlm.worlds.contexts import check_context_count
+
+    total = sum(V ** t for t in range(L + 1))
+    if total > cap:
+        with pytest.raises(ConfigError, match="^max_length"):
+            check_context_count(V, L, cap)
+    else:
+        assert check_context_count(V, L, cap) == total
+
+
+def test_a_one_symbol_world_lists_exactly_the_counted_contexts_and_the_cap_is_exact():
+    from simlm.worlds.contexts import check_context_count
+
+    world = HMM([1.0], [[1.0]], [[1.0]])
+    assert len(enumerate_contexts(world, 2, max_contexts=3).prefixes) == check_context_count(1, 2) == 3
+    with pytest.raises(ConfigError, match="^max_length"):
+        enumerate_contexts(world, 2, max_contexts=2)

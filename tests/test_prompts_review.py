@@ -536,3 +536,14 @@ def test_a_prompt_entry_whose_ratio_to_its_row_is_past_float64_is_refused_not_sc
         prompting.prompt_rows(np.array([1.0, 1e-320]), 2, np.float64)  # subnormal: refused before the cast
     with pytest.raises(ConfigError, match="float32; set it to 0 or compute in float64$"):
         prompting.prompt_rows(np.array([1.0, 1e-40]), 2, np.float32)
+
+
+def test_the_underflow_check_is_relative_to_each_rows_largest_entry():
+    """A row [1e10, 1e-30] (ratio 1e-40: flushed when read to scale) is refused and one of small scale [1e-37,
+    5e-39] (ratio 0.05) kept; an absolute test passed every other test (a mutation review, 2026-12-07)."""
+    from simlm.downstream.prompt_fit import check_prompt_fit
+    from simlm.errors import TrainingDivergedError
+
+    check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1e-37, 5e-39]]))  # ratio 0.05: fine
+    with pytest.raises(TrainingDivergedError, match=r"^lr: a fit diverged: entry \(0, 1\) of its"):
+        check_prompt_fit(0.69, np.array([0.5]), "a fit", np.array([[1e10, 1e-30]]))  # ratio 1e-40 < tiny
