@@ -670,3 +670,21 @@ def test_a_task_weighing_only_a_one_word_bulk_flips_nowhere():
         can = flippable(task, ctx, bulk)
         np.testing.assert_array_equal(can, np.isfinite(flip_costs(task, ctx, bulk).kl))
         assert not can[(bulk.sum(1) == 1) & bulk[:, w0]].any()
+
+
+def test_the_threshold_is_capped_at_half_the_floor_for_margins_past_twice_the_coefficients():
+    """t(m) = min(γ/2, γm/(4‖c‖₁)) at margins on both sides of its cap: a cap of γ survived every test, whose tight
+    worlds all have m ≤ ½ (a mutation review, 2026-12-07)."""
+    m, gamma = 1.5, 0.04  # tight world: A and the negatives at margin m (t = γm/4), the other positive at 3m > 2
+    world, words, coef, bulk_words = tight_world(m, gamma, 4)
+    ctx = anchor_contexts(world)
+    bulk = bulk_mask(ctx.logp, words=bulk_words)
+    task = word_task(ctx, world_anchor_fit(ctx, bulk), words, coef)
+    p = np.exp(ctx.logp)
+    g = min(p[:, 1].min(), p[:, 2].min())  # γ, from the laws (the world's float32 features: γ to ~1e-7)
+    assert g == pytest.approx(gamma, rel=1e-6)
+    np.testing.assert_allclose(np.sort(task.margin), [m, m, m, 3 * m], rtol=1e-6)
+    expected = np.minimum(g / 2, g * task.margin / 4)  # ‖c‖₁ = 1: the cap γ/2 binds at the margin 3m > 2
+    assert (g * task.margin / 4 > g / 2).sum() == 1
+    np.testing.assert_allclose(flip_costs(task, ctx, bulk).threshold, expected, rtol=1e-9)
+    assert worst_case_slack(task, ctx, bulk)["tv_share"] == pytest.approx(m / (4 * np.tanh(m / 2)), rel=1e-6)
