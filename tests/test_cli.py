@@ -235,9 +235,8 @@ def test_simlm_sweep_renders_report_md_under_the_directorys_sweep_lock(tmp_path,
     """report.md and the plots were written after the lock was released: a second sweep or `simlm report`
     let in then had its report.md overwritten by the first run's older rows (a review, 2026-12-07)."""
     import argparse
-    import fcntl
-    import os
 
+    from locking import sweep_lock_held
     from simlm import cli
     from simlm.experiments.sweep import parse_config
 
@@ -249,14 +248,7 @@ def test_simlm_sweep_renders_report_md_under_the_directorys_sweep_lock(tmp_path,
     real, seen = report.render, []
 
     def render(rows, out_dir):
-        fd = os.open(Path(out_dir) / ".sweep.lock", os.O_RDWR)  # another open file description: as another process
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            seen.append("free")
-        except BlockingIOError:
-            seen.append("held")
-        finally:
-            os.close(fd)
+        seen.append("held" if sweep_lock_held(out_dir) else "free")
         return real(rows, out_dir)
 
     monkeypatch.setattr(report, "render", render)

@@ -932,20 +932,23 @@ def test_scores_that_are_not_real_numbers_are_a_shape_error_not_a_numpy_tracebac
         hits(scores, [0])
 
 
+def _locked_empty_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
+    """run_sweep stubbed: it holds the directory's real lock and hands ``after`` a result with no cell."""
+    from simlm.experiments.store import running
+
+    result = {"rows": [], "errors": [], "new_cells": 0}
+    with running(Path(out)):
+        after(result)
+    return result
+
+
 def test_the_commands_results_and_figure_are_written_under_the_sweeps_lock(tmp_path, monkeypatch):
     """Written after the lock was released, a rerun let in meanwhile could have its newer files overwritten
     (the sweep stubbed: it holds the real lock and hands its rows to ``after``)."""
     from locking import probe_writes, sweep_lock_held
-    from simlm.experiments.store import running
-
-    def run_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
-        result = {"rows": [], "errors": [], "new_cells": 0}
-        with running(Path(out)):
-            after(result)
-        return result
 
     drawn = []
-    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(sweep, "run_sweep", _locked_empty_sweep)
     monkeypatch.setattr(ta, "plot", lambda result, out: drawn.append(sweep_lock_held(tmp_path)) or [])
     monkeypatch.setattr(ta, "summary", lambda result: "")
     seen = probe_writes(monkeypatch, ta, tmp_path)
@@ -956,18 +959,10 @@ def test_the_commands_results_and_figure_are_written_under_the_sweeps_lock(tmp_p
 def test_without_matplotlib_the_command_says_so_and_still_prints_its_summary(tmp_path, monkeypatch, capsys):
     """The figure is drawn under the sweep's lock, before the summary is printed: an ImportError there ended the
     command in a traceback with no summary (natural_tasks and head_prompt said "no plot" and went on)."""
-    from simlm.experiments.store import running
-
-    def run_sweep(config, out, *, executor=None, progress=True, log=print, after=None):
-        result = {"rows": [], "errors": [], "new_cells": 0}
-        with running(Path(out)):
-            after(result)
-        return result
-
     def plot(result, out):
         raise ImportError("No module named 'matplotlib'")
 
-    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(sweep, "run_sweep", _locked_empty_sweep)
     monkeypatch.setattr(ta, "plot", plot)
     monkeypatch.setattr(ta, "summary", lambda result: "SUMMARY")
     ta.command(["--quick", "--out", str(tmp_path), "--quiet"])
