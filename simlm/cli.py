@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.commandline import Parser, add_run_options, as_flag, directory, executor_of
+from simlm.experiments.commandline import INTERRUPTED, Parser, add_run_options, as_flag, directory, executor_of
 
 #: the run options whose errors name the flag the user typed (``address: …`` → ``--address: …``)
 FLAGS = {"out": "--out", "workers": "--workers", "executor": "--executor", "address": "--address"}
@@ -189,8 +189,8 @@ def main(argv=None) -> int:
     except SimlmError as err:
         message = str(err)
     except KeyboardInterrupt:  # Ctrl-C: every finished cell is stored; say so in one line, not a traceback
-        resume = "; the finished cells are kept, rerun the same command to resume" if args.command in _SWEEPS else ""
-        print(f"simlm {args.command}: interrupted{resume}", file=sys.stderr)
+        said = INTERRUPTED if args.command in _SWEEPS else "interrupted"
+        print(f"simlm {args.command}: {said}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # whoever read the output stopped (`simlm worlds | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes

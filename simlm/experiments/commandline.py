@@ -125,6 +125,10 @@ def executor_of(args):
     return make_executor(args.executor, workers=workers, address=args.address)
 
 
+#: what an interrupted sweep says (every finished cell is stored, so the same command resumes)
+INTERRUPTED = "interrupted; the finished cells are kept, rerun the same command to resume"
+
+
 def run_main(prog: str, command, argv, flags: dict) -> int:
     """``command(argv)``; 0 if it returns, 1 if it returns a payload listing failed cells (``errors``: they
     are stored, listed and rerun; the tables hold the others), as ``simlm sweep`` exits, and 2 with one line
@@ -133,7 +137,7 @@ def run_main(prog: str, command, argv, flags: dict) -> int:
     try:
         payload = command(argv)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the finished cells are kept, rerun the same command to resume", file=sys.stderr)
+        print(f"{prog}: {INTERRUPTED}", file=sys.stderr)
         return 130
     except SimlmError as err:
         message = as_flag(str(err), flags)

@@ -713,8 +713,8 @@ def command(argv=None) -> dict:
     results_dir(out)  # these two refused before the line below says where the run goes
     print(f"{args.experiment} → {out / args.experiment}  (the sweep of {shipped_config(args.experiment).name}"
           f"{' with --quick/flag overrides' if options else ''})")
-    payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor_of(args))  # it lists
-    # the failed cells
+    # run() lists the failed cells itself
+    payload = run(args.experiment, config, out, progress=not args.quiet, executor=executor_of(args))
     print(table(payload["summary"]))
     for name, t in payload["training"].items():
         rungs = ", ".join(f"s{r['seed']}:{r['target']:g}→"
