@@ -33,6 +33,12 @@ from simlm.errors import ConfigError
 COLUMNS = ("paper", "check", "world", "world_seed", "lm", "lm_seed", "eps", "eps_se", "quantity", "measured",
            "bound", "holds", "trivial")
 
+#: the shared columns a sweep's report reads from every stored row, with their types: a stored row without
+#: one, or with another type (a hand-edited cells.jsonl: a KeyError or TypeError in ``simlm report``), makes
+#: its line a damaged one, dropped with a warning and its cell recomputed (:class:`~simlm.experiments.store.
+#: CellStore`'s ``columns``)
+ROW_TYPES = {"check": str, "world": str, "lm": str, "quantity": str, "eps": (int, float, type(None))}
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -236,5 +242,5 @@ def record_of(tidy_row: dict, renamed: dict) -> dict:
     return {back.get(k, k): v for k, v in tidy_row.items() if k not in _SHARED_ONLY}
 
 
-__all__ = ["COLUMNS", "Cell", "Check", "register", "checks", "get_check", "row", "judged", "experiment_sweep",
+__all__ = ["COLUMNS", "ROW_TYPES", "Cell", "Check", "register", "checks", "get_check", "row", "judged", "experiment_sweep",
            "tidy_columns", "record_of", "option_ranges"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from simlm.errors import ConfigError
 from simlm.experiments.nested import leaf_name
+from simlm.experiments.registry import ROW_TYPES
 from simlm.experiments.store import CellStore, read_runs
 from simlm.jsonio import read_json
 
@@ -307,7 +308,7 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     from its ``summary.json``."""
     out_dir = Path(out_dir)
     config = read_json(out_dir / "sweep.json", what="out")
-    store = CellStore(out_dir / "cells.jsonl")
+    store = CellStore(out_dir / "cells.jsonl", ROW_TYPES)
     errors = store.errors()
     cells = f"{_count(len(rows), 'row')} from {_count(len(store), 'cell')} ({len(errors)} failed)"
     lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir, store)}", "",
@@ -403,8 +404,10 @@ def _runs(out_dir: Path, store: CellStore) -> str:
         done = f"computed {_count(cells, 'cell')}" if cells is not None else "did not finish or did not log its cells"
         if cells is not None and run.get("cells_failed"):
             done += f" ({run['cells_failed']} more failed)"
-        where = "; ".join(part for part in (", ".join(run.get("devices", [])), run.get("cpu")) if part)
-        flax = (run.get("packages") or {}).get("flax")
+        devices = run.get("devices") if isinstance(run.get("devices"), list) else []  # a hand-edited log: said
+        where = "; ".join(str(part) for part in (", ".join(map(str, devices)), run.get("cpu")) if part)  # as it is
+        packages = run.get("packages") if isinstance(run.get("packages"), dict) else {}
+        flax = packages.get("flax")
         lines.append(f"- {run.get('time', '?')}: simlm {run.get('simlm', '?')} (code {run.get('code', '?')}), jax "
                      f"{run.get('jax', '?')}{f', flax {flax}' if flax else ''} on {run.get('backend', '?')} ({where}): "
                      f"{done}")

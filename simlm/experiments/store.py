@@ -23,14 +23,16 @@ class CellStore:
     it is dropped on opening and its cell recomputed.  Any other line that is not a finished cell (not
     UTF-8, not JSON, not an object with a string ``cell`` and a list of record objects) is dropped with a
     warning, after the original file is copied to ``<name>.corrupt-<n>``; a finished cell is never
-    dropped, even one whose newline was lost.
+    dropped, even one whose newline was lost.  ``columns`` ({name: type(s)}, e.g. a sweep's
+    :data:`~simlm.experiments.registry.ROW_TYPES`): the columns every record must have, of those types; a line
+    whose records lack one is damaged too.
 
     Several processes may fill one store (an experiment split over processes): each append and each
     opening holds an exclusive lock on the store's directory, so an opening never takes another
     process's line in the middle of its write for a torn one, nor replaces the file under an append."""
 
-    def __init__(self, path):
-        self.path, self.cells = Path(path), {}
+    def __init__(self, path, columns=None):
+        self.path, self.cells, self.columns = Path(path), {}, dict(columns or {})
         if not self.path.exists():
             return
         with _locked(self.path.parent):
@@ -44,7 +46,7 @@ class CellStore:
         good, garbage = [], 0
         lines = raw.split(b"\n")
         for i, line in enumerate(lines):
-            entries = _cells(line)
+            entries = _cells(line, self.columns)
             for entry in entries or ():
                 self.cells[entry["cell"]] = _restored(entry)
             if entries and len(entries) == 1:
@@ -196,33 +198,40 @@ def _entries(path: Path):
     return [entry for line in raw.split(b"\n") for entry in (_cells(line) or ())]
 
 
-def _cell(line: bytes):
+def _cell(line: bytes, columns=None):
     """The finished cell on ``line``, or None if it is not one."""
     try:  # strict: a NaN token (never written: non-finite values are null with their marks) is a damaged line
         entry = STRICT.decode(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):  # JSONDecodeError, NaN or Infinity
         return None
-    return entry if _is_cell(entry) else None
+    return entry if _is_cell(entry, columns) else None
 
 
-def _is_cell(entry) -> bool:
-    """Whether ``entry`` is a finished cell: a string key and records that are rows — a measured value and a
-    bound that are numbers or null, a verdict that is true, false or null (a line edited to "measured": "abc"
-    was tabulated as it was, beside holds = true; it is now a damaged line)."""
+def _is_cell(entry, columns=None) -> bool:
+    """Whether ``entry`` is a finished cell: a string key, a ``code`` that is text or null, and records that are
+    rows — a measured value and a bound that are numbers or null, a verdict and a triviality that are true,
+    false or null (a line edited to "measured": "abc" was tabulated as it was, beside holds = true; "trivial":
+    "false" was counted trivial), and each of ``columns`` ({name: type(s)}) of its type (a sweep's rows:
+    a row without its ``check`` ended ``simlm report`` in a KeyError, a review 2026-12-07)."""
+    def is_row(r):
+        return (isinstance(r, dict) and all(_number_or_null(r.get(k)) for k in ("measured", "bound"))
+                and all(isinstance(r.get(k), (bool, type(None))) for k in ("holds", "trivial"))
+                and all(isinstance(r.get(k), t) and not isinstance(r.get(k), bool) for k, t in columns.items()))
+
+    columns = columns or {}
     return (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
-            and all(isinstance(r, dict) and all(_number_or_null(r.get(k)) for k in ("measured", "bound"))
-                    and isinstance(r.get("holds"), (bool, type(None))) for r in entry["records"]))
+            and isinstance(entry.get("code"), (str, type(None))) and all(map(is_row, entry["records"])))
 
 
 def _number_or_null(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _cells(line: bytes) -> list | None:
+def _cells(line: bytes, columns=None) -> list | None:
     """The finished cells on ``line``: one, or several written one after another with the newlines between
     them lost (both were dropped as one corrupt line, a review 2026-12-06); None unless the whole line is
     finished cells."""
-    entry = _cell(line)
+    entry = _cell(line, columns)
     if entry is not None:
         return [entry]
     try:
@@ -235,7 +244,7 @@ def _cells(line: bytes) -> list | None:
             entry, at = STRICT.raw_decode(text, at)
         except ValueError:
             return None
-        if not _is_cell(entry):
+        if not _is_cell(entry, columns):
             return None
         out.append(entry)
         while at < len(text) and text[at].isspace():

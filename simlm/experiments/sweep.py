@@ -54,7 +54,7 @@ import numpy as np
 
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
-from simlm.experiments.registry import COLUMNS, Cell, get_check, judged
+from simlm.experiments.registry import COLUMNS, ROW_TYPES, Cell, get_check, judged
 from simlm.experiments.store import CellStore, claim, log_run, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
@@ -816,7 +816,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
     tag = claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json", cells=out / "cells.jsonl")
     worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
     heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
-    store = CellStore(out / "cells.jsonl")
+    store = CellStore(out / "cells.jsonl", ROW_TYPES)
     _check_worlds(config, worlds, heldout, out, store.cells)
     runs = log_run(out / "environment.json", {**environment(), **executor_record(executor)})
     (out / "worlds").mkdir(exist_ok=True)
@@ -884,7 +884,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
     bar.update(total - new)
     for job, result in executor.map(check_job, jobs):
         if isinstance(result, WorkerLost):  # the cells its worker had not stored in this run fail, listed as such
-            done = CellStore(out / "cells.jsonl").cells
+            done = CellStore(out / "cells.jsonl", ROW_TYPES).cells
             for _, _, key in json.loads(job)["cells"]:
                 entry = done.get(key)
                 # absent, or an earlier run's failure (a finished cell, whichever run stored it, is kept)
@@ -900,7 +900,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
                 store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"], **info)
             bar.update(1)
     bar.close()
-    store = CellStore(out / "cells.jsonl")  # with the cells the jobs stored themselves
+    store = CellStore(out / "cells.jsonl", ROW_TYPES)  # with the cells the jobs stored themselves
     # a cell attempted this run that failed is no cell computed (report.md said "computed 1 cell" of a failure)
     failed = sum(1 for e in store.cells.values() if e.get("error") and e.get("run") == info["run"])
     update_run(out / "environment.json", info["run"], cells_computed=new - failed, cells_failed=failed)
@@ -1059,7 +1059,7 @@ def read_results(out) -> list:
     except (ConfigError, AttributeError):  # unreadable, or not a dict: the order cells were stored in
         order = None
     order = order if isinstance(order, list) and all(isinstance(k, str) for k in order) else None
-    return CellStore(out / "cells.jsonl").records(order)
+    return CellStore(out / "cells.jsonl", ROW_TYPES).records(order)
 
 
 __all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
