@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import logsumexp
 
 from simlm.downstream import attention_prompts, make_memory_task, sample_task_data
 from simlm.downstream.attention_prompts import (_laws_at_every_position, _prefixed_laws, fit_exact_attention_prompt,
@@ -261,3 +262,96 @@ def test_the_fitted_laws_are_the_worlds_prompted_masked_laws_for_a_longer_prompt
     np.testing.assert_allclose(got, want, atol=1e-5)
     # the prompt's order moves the laws (else the test could not tell a reversed prompt)
     assert np.abs(want - np.asarray(w.prompted_masked_token_probs(x[:8], U[::-1]))).max() > 1e-3
+
+
+# ---- the numbers a transformer attention-prompt fit returns (mutation review s64/m4) ----------------
+
+def _objective64(head, features, y, l2):
+    """The attention head's objective in float64 from its params (heads.AttentionLogits' docstring):
+    mean cross-entropy + (l2/2)(‖q‖² + ‖W_k‖² + ‖W_v‖² + ‖W_o‖²) on z = (f − mean) ⊘ scale."""
+    P = {k: np.asarray(v, np.float64) for k, v in head.params.items()}
+    z = (np.asarray(features, np.float64) - head.mean) / head.scale
+    score = np.einsum("ntf,df,d->nt", z, P["W_k"], P["q"])
+    w = np.exp(score - logsumexp(score, 1, keepdims=True))
+    logits = np.einsum("nt,ntf->nf", w, z) @ P["W_v"].T @ P["W_o"].T + P["b"]
+    ce = np.mean(logsumexp(logits, 1) - logits[np.arange(len(y)), y])
+    return ce + 0.5 * l2 * sum(np.sum(P[k] ** 2) for k in ("q", "W_k", "W_v", "W_o"))
+
+
+def _fit(lm, x, y, **kw):
+    return fit_transformer_attention_prompt(lm, x, y, k=1, steps=30, batch_size=32, **kw)
+
+
+def test_a_transformer_attention_fit_carries_the_starting_prompts_statistics(masked_transformer, memory_task):
+    """A minibatch fit standardises by every training sequence's features at the starting prefix, for the
+    whole fit, and returns its head with them (prompt_fit's docstring), as the prepended-mask fit's test in
+    test_prompts.py checks for that fit.  The start: a fit at lr 1e-9 returns it (each Adam step moves an
+    entry by about lr).  At lr 0.2 the prefix moves the features' mean by ~1e-3, so a head carrying the final
+    prefix's statistics fails."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    x = x[:, :10]
+    fit = _fit(lm, x, y, lr=0.2, seed=1)
+    F0 = np.asarray(_fit(lm, x, y, lr=1e-9, seed=1).features(lm, x), np.float64)
+    np.testing.assert_allclose(fit.head.mean, F0.mean((0, 1)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fit.head.scale, F0.std((0, 1)), rtol=1e-4)
+    moved = np.asarray(fit.features(lm, x), np.float64).mean((0, 1))
+    assert np.abs(moved - F0.mean((0, 1))).max() > 1e-4  # the final prefix's statistics are far from these
+
+
+def test_a_transformer_attention_fits_final_loss_is_its_objective_at_the_returned_prompt(masked_transformer,
+                                                                                        memory_task):
+    """head.restart_losses = (the objective at the returned prefix and head on every training sequence,
+    standardised as the head is), recomputed in float64 from the result; rtol 1e-5 (float32)."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    x = x[:, :10]
+    fit = _fit(lm, x, y, lr=0.2, seed=1, l2=1e-2)
+    want = _objective64(fit.head, fit.features(lm, x), np.asarray(y), 1e-2)
+    assert float(np.ravel(fit.head.restart_losses)[0]) == pytest.approx(want, rel=1e-5)
+    assert fit.head.restart_losses.shape == (1,)
+    assert abs(want - float(fit.losses[-1])) > 1e-4  # not the last minibatch's loss
+
+
+def test_a_transformer_attention_fit_is_checked_against_its_objective_at_the_start(masked_transformer, memory_task,
+                                                                                  monkeypatch):
+    """The divergence check compares with the objective on every training sequence at the starting prefix
+    and head — a fit at lr 1e-9 ends there (its final loss) — not with the first minibatch's loss (32 of the
+    128 sequences), as test_prompts.py checks for the prepended-mask fit."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    x = x[:, :10]
+    starts, check = [], attention_prompts.check_prompt_fit
+    monkeypatch.setattr(attention_prompts, "check_prompt_fit",
+                        lambda start_loss, *args: (starts.append(float(start_loss)), check(start_loss, *args))[1])
+    fit = _fit(lm, x, y, lr=1e-9, seed=1, l2=1e-2)
+    want = _objective64(fit.head, fit.features(lm, x), np.asarray(y), 1e-2)
+    assert starts[0] == pytest.approx(want, rel=1e-5)
+    assert abs(starts[0] - float(fit.losses[0])) > 1e-4  # the first minibatch's loss is another number
+
+
+def test_a_transformer_attention_prompt_starts_at_its_documented_scale(masked_transformer, memory_task):
+    """prefix ~ N(0, 0.02²) (the docstring): a fit at lr 1e-9 returns its start to ~3e-8; 4 seeds × 16
+    entries, sample std within 30 % of 0.02 (its standard error ~9 %)."""
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    prefix = np.concatenate([_fit(lm, x[:, :10], y, lr=1e-9, seed=s).prefix.ravel() for s in range(4)])
+    assert prefix.shape == (64,) and prefix.std() == pytest.approx(0.02, rel=0.3)
+    assert abs(prefix.mean()) < 5 * 0.02 / np.sqrt(64)
+
+
+def test_a_transformer_attention_results_features_take_inputs_filling_every_position(masked_transformer,
+                                                                                     memory_task):
+    """The attention prompt masks in place: k + T = n_positions (1 + 12 = 13) fits the model, for the fit and
+    for the result's features alike (checked as the prepended-mask prompt's, one position short, the
+    features of a fitted result refused inputs its own fit took); one token more does not."""
+    from simlm.errors import TokenError
+
+    lm = masked_transformer
+    _, (x, y), _ = memory_task
+    fit = _fit(lm, x[:, :10], y, lr=1e-9)
+    assert lm.config.n_positions == 13 and x.shape[1] == 12
+    F = np.asarray(fit.features(lm, x[:4]))
+    assert F.shape == (4, 12, 8) and np.allclose(F.sum(-1), 1, atol=1e-5)
+    with pytest.raises(TokenError, match="^tokens: prefix k = 1 \\+ 13 tokens exceeds the model's 13 positions"):
+        fit.features(lm, np.zeros((2, 13), np.int32))

@@ -291,6 +291,21 @@ def test_a_minibatch_transformer_fits_head_carries_the_starting_prompts_statisti
     assert np.abs(moved - F0.mean(0)).max() > 2e-5
 
 
+def test_a_full_batch_transformer_fits_head_carries_the_returned_prompts_statistics(tiny):
+    """A full-batch fit recomputes the standardisation every step and returns the head with the statistics of
+    the features at the returned prefix (prompt_fit's docstring): the float64 mean and std of
+    ``fit.features``, to float32 rounding (2e-8 here).  At lr 0.5 the prefix moves the mean by 1.3e-3 from
+    the starting prefix's (a fit at lr 1e-9 returns its start), so a head carrying the start's statistics
+    fails.  The fit of the tests above (tiny, 20 full-batch steps), whose program is compiled already."""
+    lm, x, y = tiny
+    fit = fit_transformer_prompt(lm, x, y, steps=20, lr=0.5)
+    F = np.asarray(fit.features(lm, x), np.float64)
+    np.testing.assert_allclose(fit.head.mean, F.mean(0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fit.head.scale, F.std(0), rtol=1e-4)
+    F0 = np.asarray(fit_transformer_prompt(lm, x, y, steps=20, lr=1e-9).features(lm, x), np.float64)
+    assert np.abs(F.mean(0) - F0.mean(0)).max() > 1e-4  # the starting prefix's statistics are far from these
+
+
 class _Drawn(Exception):
     """Stops a fit once it has drawn its minibatches."""
 
