@@ -65,6 +65,28 @@ def test_prompted_masked_laws_equal_enumeration(data, memory, k):
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+@pytest.mark.parametrize("parallel", [None, "checked", "log-space", True])
+def test_every_way_of_computing_the_prompted_masked_laws_is_the_enumeration(parallel):
+    """The sequential, checked, log-space and parallel scans of prompting.prompted_masked_token_probs (a batch
+    reruns in log space when its checked scan sees a share leave the float range) against the enumeration,
+    in float64: k = 2 distinct prompt rows, so the prompt's law differs from π (a log-space branch that started
+    from π, not the prompt's law, read laws 7.4e-2 off and survived every test: mutation review 2026-12-07)."""
+    from simlm.worlds import hmm_core as core
+    from simlm.worlds.prompting import prompted_masked_token_probs
+
+    rng = np.random.default_rng(2)
+    pi, A, B = rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3), size=3), rng.dirichlet(np.ones(2), size=3)
+    U, x = rng.uniform(0.05, 1.0, size=(2, 3)), np.array([1, 0, 1], np.int32)
+    want, defined = enumerated_prompted_masked_laws(pi, A, B, U, x)
+    with jax.enable_x64(True):
+        out = prompted_masked_token_probs(*(jnp.asarray(a) for a in (pi, A, B, U)), jnp.asarray(x), parallel)
+        (law, _), low = core._split(parallel, out)
+    assert defined.all() and float(low) > 0
+    np.testing.assert_allclose(np.asarray(law), want, rtol=1e-10)
+    unprompted, _ = enumerated_prompted_masked_laws(pi, A, B, np.ones((1, 3)), x)
+    assert np.abs(unprompted - want).max() > 1e-2  # the prompt moves these laws
+
+
 def test_a_prompted_masked_law_needs_the_tokens_around_it_possible_not_the_sequence():
     """x = (2) is impossible (no state emits 2), yet its masked law at t = 0 reads no token and is defined;
     in (0, 2) the law at t = 0 reads x_1 = 2 and is not.  Found by hypothesis with fresh draws: the property

@@ -495,3 +495,66 @@ def test_a_one_symbol_world_lists_exactly_the_counted_contexts_and_the_cap_is_ex
     assert len(enumerate_contexts(world, 2, max_contexts=3).prefixes) == check_context_count(1, 2) == 3
     with pytest.raises(ConfigError, match="^max_length"):
         enumerate_contexts(world, 2, max_contexts=2)
+
+
+# ---- numbers no test read before (mutation review 2026-12-07): each test kills a mutant that passed the rest ----
+
+def _problem(seed, S=4, d=2, V=5):
+    rng = np.random.default_rng(seed)
+    return rng.dirichlet(np.ones(V), size=S), rng.normal(size=(d, V)), rng.normal(size=(S, d))
+
+
+def _kl64(p, q):
+    return np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) - np.log(q)), 0.0), -1)
+
+
+def _softmax64(logits):
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def test_log_partition_is_the_logsumexp_of_the_logits():
+    """The value, not only its gradient (a log-mean-exp, −log V off, passed: Newton reads differences)."""
+    from scipy.special import logsumexp
+
+    _, phi, theta = _problem(0)
+    np.testing.assert_allclose(log_partition(theta, phi), logsumexp(theta @ phi, -1), rtol=1e-6)
+
+
+def test_epsilon_weighs_contexts_by_the_normalised_weights_in_float64():
+    """ε = Σ_s w_s KL(p*_s ‖ p_θ(s)) / Σw from the stored θ and Φ in float64, to 1e-9 relative (laws taken in
+    float32 first passed the old tests); and ≈ 0 to float64 for a realisable p* (float32 laws read −6.5e-9)."""
+    P, phi, theta = _problem(2)
+    w = np.array([3.0, 0.0, 1.0, 0.5])
+    lm = SoftmaxContextLM(theta, phi)
+    kl = _kl64(P, _softmax64(np.asarray(lm.theta, np.float64) @ np.asarray(lm.phi, np.float64)))
+    np.testing.assert_allclose(lm.epsilon(P, w), np.sum(w / w.sum() * kl), rtol=1e-9)
+    np.testing.assert_allclose(lm.epsilon(P), kl.mean(), rtol=1e-9)
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(2, 5))
+    P = _softmax64(rng.normal(size=(3, 2)) @ phi)
+    assert abs(fit_cross_entropy(P, phi).epsilon(P)) < 1e-12
+
+
+def test_best_achievable_epsilon_uses_the_weights_and_is_the_brute_force_floor():
+    """The weighted floor of a d = 1 problem against a dense grid over each context's θ (float64): all the
+    weight on context 0 gives its floor, 0.25 here, not the unweighted mean's 0.10 (weights dropped passed)."""
+    P, phi, _ = _problem(4, S=3, d=1, V=4)
+    grid = np.linspace(-30, 30, 200001)
+    floors = np.array([_kl64(P[s][None], _softmax64(grid[:, None] * phi[0][None])).min() for s in range(3)])
+    np.testing.assert_allclose(best_achievable_epsilon(P, phi, np.array([1.0, 0.0, 0.0])), floors[0], rtol=1e-5)
+    np.testing.assert_allclose(best_achievable_epsilon(P, phi), floors.mean(), rtol=1e-5)
+    assert abs(floors[0] - floors.mean()) > 0.1  # the weights matter on this problem
+
+
+def test_quad_fit_keeps_inits_component_in_phis_null_space():
+    """∇ = ΦΦᵀf − Φp* lies in Φ's column space, so gradient descent never moves the part of ``init`` along
+    ker Φᵀ: f = (init's part there) + a minimiser (an init read only for its shape passed)."""
+    P, _, _ = _problem(10, V=4)
+    phi = np.array([[1.0, 0.0, -1.0, 0.5], [2.0, 0.0, -2.0, 1.0], [0.0, 1.0, 0.0, 1.0]])  # rank 2, d = 3
+    init = np.random.default_rng(1).normal(size=(4, 3))
+    null = np.linalg.svd(phi.T)[2][-1]  # ker Φᵀ in R^3
+    f = np.asarray(quad_fit(P, phi, init=init, steps=3000), np.float64)
+    np.testing.assert_allclose(f @ null, init @ null, atol=1e-4)
+    assert np.abs(init @ null).max() > 0.1
+    np.testing.assert_allclose(f @ phi, np.asarray(quad_minimiser(P, phi)) @ phi, atol=1e-3)
