@@ -286,7 +286,7 @@ def test_the_fitted_laws_are_the_worlds_prompted_masked_laws_for_a_longer_prompt
     assert np.abs(want - np.asarray(w.prompted_masked_token_probs(x[:8], U[::-1]))).max() > 1e-3
 
 
-# ---- the numbers a transformer attention-prompt fit returns (mutation review s64/m4) ----------------
+# ---- the numbers a transformer attention-prompt fit returns (a mutation review, 2026-12-07) ---
 
 def _objective64(head, features, y, l2):
     """The attention head's objective in float64 from its params (heads.AttentionLogits' docstring):
