@@ -184,6 +184,11 @@ def test_feasibility_range_matches_the_condition_at_every_threshold(world, data)
     if fr.intervals:
         assert fr.delta_min == fr.intervals[0][0] and fr.delta_max == fr.intervals[-1][1]
         assert fr.exact == (fr.delta_min == 0.0)
+    # the breakpoints: every distinct relative entry A[g, h]/max_h' A[g, h'] and π_h/max π strictly inside (0, 1)
+    # of the float64 chain (0 among them passed every test: a mutation review, 2026-12-07)
+    pi, A, _ = hp.chain64(world)
+    relative = [*(A / A.max(1, keepdims=True)).ravel(), *(pi / pi.max())]
+    assert list(fr.breakpoints) == sorted({r for r in relative if 0 < r < 1})
 
 
 def test_sparse_family_has_exact_zeros_and_the_stated_out_degree():

@@ -426,6 +426,23 @@ def test_readouts_of_an_identity_last_block_reproduce_the_final_layer():
     assert op.final.accuracy == lens[-1].accuracy and op.bayes.accuracy >= op.local.accuracy - 0.05
 
 
+@pytest.mark.filterwarnings("ignore:fit_linear_head")  # 2 probe steps, two symbols never seen: not the point
+def test_final_is_the_models_own_readout_whichever_readouts_are_asked():
+    """OrderParameter.final is the final model's own accuracy: with readouts=("probe",) it comes from the last
+    block's lens, as with the lens readout (reading block 0's — the embedding layer's — there passed every
+    test, each of which asked for the lens: a mutation review, 2026-12-07).  The shapes above: nothing new to
+    compile but a 2-step probe."""
+    w = topic_syntax_hmm(0, 2, 2, 2)
+    lm = _identity_last_block_lm(w.hmm)
+    x = np.asarray(w.hmm.sample(0, 24, 8))
+    lens = order_parameter(lm, w.hmm, x, x, readouts=("lens",))
+    probe = order_parameter(lm, w.hmm, x, x, readouts=("probe",), probe_steps=2).final
+    assert (probe.accuracy, probe.mean_apt) == (lens.final.accuracy, lens.final.mean_apt)
+    assert probe.epsilon == pytest.approx(lens.final.epsilon, rel=1e-6)
+    block0 = lens.rows[0]
+    assert abs(block0.epsilon - lens.final.epsilon) > 1e-4  # block 0 reads another (4.1e-4 away on this model)
+
+
 def test_a_rows_mean_apt_is_the_type_average_of_its_readouts_apt_by_counting_and_by_rao_blackwell():
     """For each lens row, from the readout argmax softmax(Φᵀ LN(h_k)) on the test inputs (corrupted with
     seed + 1) at the selected positions: mean_apt = the average over occurring types w of #{pred = x = w} /
