@@ -213,14 +213,27 @@ def _is_cell(entry, columns=None) -> bool:
     false or null (a line edited to "measured": "abc" was tabulated as it was, beside holds = true; "trivial":
     "false" was counted trivial), and each of ``columns`` ({name: type(s)}) of its type (a sweep's rows:
     a row without its ``check`` ended ``simlm report`` in a KeyError, a review 2026-12-07)."""
-    def is_row(r):
-        return (isinstance(r, dict) and all(_number_or_null(r.get(k)) for k in ("measured", "bound"))
-                and all(isinstance(r.get(k), (bool, type(None))) for k in ("holds", "trivial"))
-                and all(isinstance(r.get(k), t) and not isinstance(r.get(k), bool) for k, t in columns.items()))
-
-    columns = columns or {}
     return (isinstance(entry, dict) and isinstance(entry.get("cell"), str) and isinstance(entry.get("records"), list)
-            and isinstance(entry.get("code"), (str, type(None))) and all(map(is_row, entry["records"])))
+            and isinstance(entry.get("code"), (str, type(None)))
+            and all(row_problem(r, columns) is None for r in entry["records"]))
+
+
+def row_problem(r, columns=None) -> str | None:
+    """Why the stored record ``r`` is no row (None if it is one): the rule :func:`_is_cell` reads a store by, and
+    the sweep writes by (a row it would drop on reading is its cell's error, not written)."""
+    if not isinstance(r, dict):
+        return f"expected a dict, got {type(r).__name__}"
+    for k in ("measured", "bound"):
+        if not _number_or_null(r.get(k)):
+            return f"{k} = {r.get(k)!r}: expected a number or null"
+    for k in ("holds", "trivial"):
+        if not isinstance(r.get(k), (bool, type(None))):
+            return f"{k} = {r.get(k)!r}: expected true, false or null"
+    for k, t in (columns or {}).items():
+        if not isinstance(r.get(k), t) or isinstance(r.get(k), bool):
+            names = " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
+            return f"{k} = {r.get(k)!r}: expected {names}"
+    return None
 
 
 def _number_or_null(v) -> bool:

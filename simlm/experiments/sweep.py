@@ -55,7 +55,7 @@ import numpy as np
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, ROW_TYPES, Cell, get_check, judged
-from simlm.experiments.store import CellStore, claim, log_run, running, update_run
+from simlm.experiments.store import CellStore, claim, log_run, row_problem, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 
@@ -698,6 +698,10 @@ def _storable(records: list) -> list:
     so that a row JSON cannot hold (a set, an object, a tuple key) is that cell's error and not the whole
     sweep's (it stopped every rerun at it)."""
     out = jsonable(records, keep_nonfinite=True)
+    for r in out:  # a row the store would drop as damaged on reading (lost, recomputed by every rerun)
+        why = row_problem(r, ROW_TYPES)
+        if why is not None:
+            raise ConfigError(f"records: row {r.get('quantity')!r} has {why}")
     try:
         json.dumps(out)  # (NaN and ±inf pass here: the store writes them as null with their marks)
     except (TypeError, ValueError) as err:
