@@ -40,7 +40,7 @@ def _brute_angle(z, f, bulk, w, p):
     return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.booleans())
 def test_the_angle_is_that_of_the_projections_on_the_span_of_the_centred_features(seed, rank, scaled):
     rng = np.random.default_rng(seed)

@@ -1,8 +1,8 @@
-"""N1's probe_error is a probe on the LM's representation f* (the task coordinate t removed) (a mutation
-review, 2026-12-07).  A probe on the augmented world's features (t included) reads
-the task perfectly: error 0.0 where the LM's probe errs 0.46, 0.44, 0.51 (128 states, d = 3, seeds 0–2) —
-and no test read N1's probe_error (only its weighted-vs-replicated equality, which a wrong input keeps).
-N1 also passed ``n_label`` on unread: a probe fitted on 64 labels whatever was asked passed every test."""
+"""N1's probe_error is a probe on the LM's representation f* (the task coordinate t removed; a mutation review,
+2026-12-07).  A probe on the augmented world's features (t included) reads the task perfectly: error 0.0 where
+the LM's probe errs 0.46, 0.44, 0.51 (128 states, d = 3, seeds 0–2, n_label = 64) — and no test read N1's
+probe_error (only its weighted-vs-replicated equality, which a wrong input keeps).  N1 also passed ``n_label``
+on unread: a probe fitted on 64 labels whatever was asked passed every test."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def _brute_probe_error(f, y, w, n_label, seed, l2):
     return math.fsum(w[(z >= 0) != y]), np.abs(z).min()
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from([0.3, 3.0, 30.0]),
        st.lists(st.sampled_from([1e-2, 1.0, 1e2]), min_size=3, max_size=3))
 def test_probe_error_is_the_ridge_logistic_probe_on_the_columns_standardised_on_the_labelled_rows(seed, l2, scales):
