@@ -513,7 +513,10 @@ class _AnotherRunFinishesThenTheWorkerDies(InProcess):
             if i == 1:
                 job = json.loads(p)
                 for _, _, key in job["cells"]:
-                    append_cell(os.path.join(job["out"], "cells.jsonl"), key, [{"quantity": "q", "measured": 1.0}],
+                    world, lm, check = key.split("|")  # a whole row: one without its check is a damaged line
+                    finished = {"check": check, "world": world, "lm": lm.split("#")[0], "eps": 0.0, "quantity": "q",
+                                "measured": 1.0}
+                    append_cell(os.path.join(job["out"], "cells.jsonl"), key, [finished],
                                 run=99, code="other", config=job["tag"]["config"], seconds=0.0)
                 yield p, WorkerLost("terminated abruptly")
             else:
