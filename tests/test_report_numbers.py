@@ -36,7 +36,8 @@ def test_the_console_table_says_it_is_cut_only_when_it_is():
     rows = [_stored(f"lm{i}", row("q", 0.1 * i, 1.0)) for i in range(3)]
     lines = console_table(rows, limit=3).splitlines()
     assert len(lines) == 2 + 3 and not lines[-1].startswith("…")
-    assert console_table(rows, limit=2).splitlines()[-1] == "… the first 2 of 3 bounded rows; every row is in results.csv"
+    cut = console_table(rows, limit=2).splitlines()[-1]
+    assert cut == "… the first 2 of 3 bounded rows; every row is in results.csv"
 
 
 def test_fit_keeps_a_name_of_exactly_its_width_and_cuts_a_third_and_two_thirds():

@@ -242,5 +242,5 @@ def record_of(tidy_row: dict, renamed: dict) -> dict:
     return {back.get(k, k): v for k, v in tidy_row.items() if k not in _SHARED_ONLY}
 
 
-__all__ = ["COLUMNS", "ROW_TYPES", "Cell", "Check", "register", "checks", "get_check", "row", "judged", "experiment_sweep",
-           "tidy_columns", "record_of", "option_ranges"]
+__all__ = ["COLUMNS", "ROW_TYPES", "Cell", "Check", "register", "checks", "get_check", "row", "judged",
+           "experiment_sweep", "tidy_columns", "record_of", "option_ranges"]
