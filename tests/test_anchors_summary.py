@@ -10,14 +10,17 @@ from simlm.experiments.registry import row
 
 
 def _rows():
-    shared = {"world": "anchor", "lm_seed": 0}
+    def lm_row(lm, eps, quantity, measured, bound, maximum=1.0):
+        return {"world": "anchor", "lm_seed": 0, "lm": lm, "eps": eps,
+                **row(quantity, measured, bound, maximum=maximum)}
+
     return [
-        {**shared, "lm": "logit-noise@0.1", "eps": 0.1, **row("anchored:head_error", 0.1, 0.4, maximum=1.0)},
-        {**shared, "lm": "logit-noise@0.1", "eps": 0.1, **row("anchored:head_error@per-context", 0.1, 0.2, maximum=1.0)},
-        {**shared, "lm": "logit-noise@0.3", "eps": 0.3, **row("anchored:head_error", 0.2, 1.0, maximum=1.0)},  # trivial
-        {**shared, "lm": "logit-noise@0.3", "eps": 0.3, **row("anchored:head_error@per-context", 0.2, 0.8, maximum=1.0)},
-        {**shared, "lm": "adversarial-flips@0.1", "eps": 0.1, **row("worst-case:anchored:head_error@per-context", 0.15,
-                                                                    0.15, maximum=0.15)},  # trivial: the reachable error
+        lm_row("logit-noise@0.1", 0.1, "anchored:head_error", 0.1, 0.4),
+        lm_row("logit-noise@0.1", 0.1, "anchored:head_error@per-context", 0.1, 0.2),
+        lm_row("logit-noise@0.3", 0.3, "anchored:head_error", 0.2, 1.0),  # trivial
+        lm_row("logit-noise@0.3", 0.3, "anchored:head_error@per-context", 0.2, 0.8),
+        lm_row("adversarial-flips@0.1", 0.1, "worst-case:anchored:head_error@per-context", 0.15, 0.15,
+               maximum=0.15),  # trivial: the reachable error
     ]
 
 
