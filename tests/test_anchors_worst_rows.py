@@ -5,38 +5,16 @@ worst LM's own ε (Σ π KL by hand) and budget the cell LM's."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
+from test_anchors_review import _brute_bound
 from simlm.experiments.checks_anchors import anchors_check
 from simlm.experiments.registry import Cell
 from simlm.models import perturbed_lm
 from simlm.theory.anchor_constructions import reachable_error, worst_case_lm
 from simlm.theory.anchors import anchor_contexts, bulk_mask, random_tasks, world_anchor_fit
 from simlm.worlds import LogLinearWorld
-
-
-def _brute_bound(task, ctx, bulk, logp_lm, form) -> float:
-    """err ≤ min over m (margins, margins + 1e-12) of P(margin < m) + tail(t(m)) at ρ = 0, t(m) = min(γ/2,
-    γm/(4‖c‖₁)), tail ε/(2t²) ∧ 1 (markov) or the exact π-mass of TV ≥ t; 1 where nothing qualifies."""
-    p, q, w = np.exp(ctx.logp), np.exp(logp_lm), ctx.weights
-    p, q = p / p.sum(1, keepdims=True), q / q.sum(1, keepdims=True)
-    tv = 0.5 * np.abs(p - q).sum(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eps = float(w @ np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0).sum(1))
-    on = w > 0
-    gamma = min(p[on][:, task.words].min(), np.where(bulk, p, 0.0).sum(1)[on].min())
-    c1 = float(np.abs(task.coef).sum())
-    best = 1.0
-    for m in sorted(set(task.margin) | set(task.margin + 1e-12)):
-        if m <= 0:
-            continue
-        t = min(gamma / 2, gamma * m / (4 * c1))
-        tail = math.fsum(w[tv >= t]) if form == "per-context" else min(eps / (2 * t * t), 1.0)
-        best = min(best, math.fsum(w[task.margin < m]) + tail)
-    return best
 
 
 def _brute_eps(ctx, logp_lm) -> float:
@@ -73,7 +51,7 @@ def test_the_worst_case_rows_carry_the_bound_their_name_says_and_its_share(optio
         wc = worst_case_lm(tasks[name], ctx, bulk, own["eps_rows"])
         assert r["eps"] == pytest.approx(_brute_eps(ctx, wc.logp_lm), rel=1e-9)
         assert r["saturated"] == (wc.eps < own["eps_rows"] * (1 - 1e-9))
-        bound = _brute_bound(tasks[name], ctx, bulk, wc.logp_lm, form)
+        bound = _brute_bound(tasks[name], ctx, bulk, wc.logp_lm, 0.0, form)
         assert r["bound"] == pytest.approx(bound, rel=1e-9, abs=1e-15)
         assert r["measured"] <= r["bound"]
         assert r["slack_used"] == pytest.approx(r["measured"] / bound, rel=1e-9)
