@@ -14,6 +14,7 @@ import pytest
 
 from simlm.errors import ConfigError
 from simlm.experiments import head_prompt as hp
+from simlm.experiments.store import CellStore
 from simlm.theory.head_prompt_margins import label_margins
 
 #: the command line of each experiment's quick run, and the Config it stands for
@@ -208,12 +209,12 @@ def test_experiment2_builds_worlds_with_more_memory_cells():
 
 def test_store_drops_a_torn_last_line(tmp_path):
     path = tmp_path / "cells.jsonl"
-    store = hp.CellStore(path)
+    store = CellStore(path)
     store.add("a", [{"x": 1.0}], seconds=0.5)
     store.add("b", [{"x": float("nan")}])
     with open(path, "a") as f:
         f.write('{"cell": "c", "records": [')  # an interrupted write
-    reopened = hp.CellStore(path)
+    reopened = CellStore(path)
     assert "a" in reopened and "b" in reopened and "c" not in reopened
     (a, b) = reopened.records()
     assert a == {"x": 1.0} and list(b) == ["x"] and math.isnan(b["x"])  # NaN kept beside the row, read back
@@ -232,7 +233,7 @@ def test_a_cell_appended_after_a_torn_line_is_kept(tmp_path):
         f.write('{"cell": "b", "records": [{"x"')  # a worker killed mid-write
     append_cell(path, "c", [{"x": 3.0}])
     with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
-        reopened = hp.CellStore(path)
+        reopened = CellStore(path)
     assert list(reopened.cells) == ["a", "c"] and reopened.records() == [{"x": 1.0}, {"x": 3.0}]
 
 
@@ -534,12 +535,12 @@ def test_whole_cells_glued_on_one_line_are_both_kept(tmp_path):
     a, b = path.read_text().splitlines()
     path.write_text(a + b + "\n" + a.replace('"A"', '"C"') + ' {"not": "a cell"}\n')
     with pytest.warns(RuntimeWarning, match="dropped 1 corrupt line"):
-        store = hp.CellStore(path)
+        store = CellStore(path)
     assert list(store.cells) == ["A", "B"] and math.isnan(store.cells["B"]["records"][0]["x"])
     assert [json.loads(line)["cell"] for line in path.read_text().splitlines()] == ["A", "B"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again = hp.CellStore(path)
+        again = CellStore(path)
     assert math.isnan(again.cells["B"]["records"][0]["x"])
     assert [r["x"] for r in again.records(order=["B", "A"])][1:] == [1.0]  # in the order asked, then the rest
     assert math.isnan(again.records(order=["B"])[0]["x"]) and again.records(order=["Z"])[0] == {"x": 1.0}

@@ -123,7 +123,7 @@ from simlm.experiments.commandline import (Parser, add_run_options, check_run_op
                                            run_main)
 from simlm.experiments.head_prompt_report import plot, summarise, table
 from simlm.experiments.registry import experiment_sweep, record_of, row, tidy_columns
-from simlm.experiments.store import CellStore, results_dir
+from simlm.experiments.store import results_dir
 from simlm.models import TransformerConfig, WorldLM, perturbed_lm
 from simlm.models.perturbed import UNDIRECTED_KINDS
 from simlm.theory.head_prompt import emission_rank, head_realisability, memory_rank, prompt_feasibility, support_rank
@@ -603,7 +603,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
     ``<experiment>.json`` (atomically) and ``<experiment>.png`` beside them and return the JSON's payload:
     ``{"experiment", "config", "records", "summary", "training", "new_cells", "skipped_cells",
     "cell_seconds", "errors", "machine", "files", "time_s"}``."""
-    from simlm.experiments.sweep import parse_config, run_sweep
+    from simlm.experiments.sweep import cell_store, parse_config, run_sweep
 
     started = time.perf_counter()
     check_instance("config", config, Config, "a head_prompt.Config")
@@ -619,7 +619,7 @@ def run(experiment: str, config: Config = Config(), out="runs/head_prompt", *, l
         slots = {w["world"]: w["n_slots"] for w in worlds(experiment, config)}
         records = [{"experiment": experiment, **r, "n_slots": slots.get(r["world"], r["n_slots"])}
                    for r in records_of(result["rows"])]
-        store = CellStore(out / "cells.jsonl")
+        store = cell_store(out)
         payload = jsonable({"experiment": experiment, "config": dataclasses.asdict(config), "records": records,
                             "summary": summarise(records), "training": training_of(result["rows"]),
                             "new_cells": result["new_cells"], "skipped_cells": result["cells"] - result["new_cells"],

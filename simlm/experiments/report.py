@@ -22,7 +22,6 @@ from pathlib import Path
 
 from simlm.errors import ConfigError
 from simlm.experiments.nested import leaf_name
-from simlm.experiments.registry import ROW_TYPES
 from simlm.experiments.store import CellStore, read_runs
 from simlm.jsonio import read_json
 
@@ -308,7 +307,9 @@ def markdown(rows: list, out_dir: Path, plots: list) -> str:
     from its ``summary.json``."""
     out_dir = Path(out_dir)
     config = read_json(out_dir / "sweep.json", what="out")
-    store = CellStore(out_dir / "cells.jsonl", ROW_TYPES)
+    from simlm.experiments.sweep import cell_store  # (the sweep module, only where a directory is rendered)
+
+    store = cell_store(out_dir)
     errors = store.errors()
     cells = f"{_count(len(rows), 'row')} from {_count(len(store), 'cell')} ({len(errors)} failed)"
     lines = [f"# Sweep `{config.get('name', '?')}`", "", f"{cells}; {_runs(out_dir, store)}", "",

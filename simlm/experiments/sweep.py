@@ -692,6 +692,12 @@ def _shared_with(shared: dict, record: dict) -> dict:
     return {**shared, **record}
 
 
+def cell_store(out) -> CellStore:
+    """The cell store of the results directory ``out``, read by the rule its rows are written by
+    (:data:`~simlm.experiments.registry.ROW_TYPES`, :func:`_storable`): every opening of a sweep's store."""
+    return CellStore(Path(out) / "cells.jsonl", ROW_TYPES)
+
+
 def _storable(records: list) -> list:
     """``records`` as the store holds them (:func:`~simlm.jsonio.jsonable`, NaN and ±inf kept: the store
     records them beside the rows), or the error that writing them would raise — raised here, inside the cell,
@@ -820,7 +826,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
     tag = claim(out / "sweep.json", config.to_dict(), backup=out / "summary.json", cells=out / "cells.jsonl")
     worlds = {spec["name"]: build_world(spec) for spec in config.worlds}
     heldout = {name: tokens_digest(heldout_tokens(world, config)) for name, world in worlds.items()}
-    store = CellStore(out / "cells.jsonl", ROW_TYPES)
+    store = cell_store(out)
     _check_worlds(config, worlds, heldout, out, store.cells)
     runs = log_run(out / "environment.json", {**environment(), **executor_record(executor)})
     (out / "worlds").mkdir(exist_ok=True)
@@ -888,7 +894,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
     bar.update(total - new)
     for job, result in executor.map(check_job, jobs):
         if isinstance(result, WorkerLost):  # the cells its worker had not stored in this run fail, listed as such
-            done = CellStore(out / "cells.jsonl", ROW_TYPES).cells
+            done = cell_store(out).cells
             for _, _, key in json.loads(job)["cells"]:
                 entry = done.get(key)
                 # absent, or an earlier run's failure (a finished cell, whichever run stored it, is kept)
@@ -904,7 +910,7 @@ def _run_sweep(config: SweepConfig, out: Path, executor, progress: bool, log, st
                 store.add(entry["cell"], entry["records"], error=entry["error"], seconds=entry["seconds"], **info)
             bar.update(1)
     bar.close()
-    store = CellStore(out / "cells.jsonl", ROW_TYPES)  # with the cells the jobs stored themselves
+    store = cell_store(out)  # with the cells the jobs stored themselves
     # a cell attempted this run that failed is no cell computed (report.md said "computed 1 cell" of a failure)
     failed = sum(1 for e in store.cells.values() if e.get("error") and e.get("run") == info["run"])
     update_run(out / "environment.json", info["run"], cells_computed=new - failed, cells_failed=failed)
@@ -1063,10 +1069,10 @@ def read_results(out) -> list:
     except (ConfigError, AttributeError):  # unreadable, or not a dict: the order cells were stored in
         order = None
     order = order if isinstance(order, list) and all(isinstance(k, str) for k in order) else None
-    return CellStore(out / "cells.jsonl", ROW_TYPES).records(order)
+    return cell_store(out).records(order)
 
 
-__all__ = ["SweepConfig", "parse_config", "load_config", "build_world", "planted_world", "planted_constructor",
-           "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment", "code_fingerprint",
-           "train_job", "check_job", "heldout_tokens", "tokens_digest", "results_directory",
+__all__ = ["SweepConfig", "parse_config", "load_config", "cell_store", "build_world", "planted_world",
+           "planted_constructor", "build_lm", "lm_label", "run_sweep", "write_tables", "read_results", "environment",
+           "code_fingerprint", "train_job", "check_job", "heldout_tokens", "tokens_digest", "results_directory",
            "WORLD_KINDS", "PLANTED_FAMILIES", "LAWS"]
