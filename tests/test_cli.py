@@ -165,6 +165,25 @@ def test_report_of_a_missing_directory_or_a_file_says_which(tmp_path, capsys):
             "\n" if said == "does not exist" else " directory\n")
 
 
+def test_an_out_under_a_file_or_an_empty_dir_is_named_as_such_not_an_errno(tmp_path, capsys, monkeypatch):
+    """``--out a_file/sub`` read "--out: [Errno 20] Not a directory: …" (the OSError's text inside the typed
+    message); ``simlm report ""`` read "DIR: . has no cells.jsonl" (Path('') is the working directory), and
+    ``run_sweep(config, "")`` ran into the working directory (the command line refused it, the API did not)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    assert main(["demo", "--quiet", "--out", "a_file/sub"]) == 2
+    assert capsys.readouterr().err == ("simlm demo: error: --out: cannot use a_file/sub as the results directory "
+                                       "(Not a directory)\n")
+    for blank in ("", " "):
+        assert main(["report", blank]) == 2
+        assert capsys.readouterr().err == ("simlm report: error: DIR: expected a sweep results directory, got an "
+                                           f"empty path {blank!r}\n")
+    from simlm.errors import ConfigError
+    with pytest.raises(ConfigError, match="^out: expected a results directory, got an empty path ''"):
+        sweep.run_sweep(sweep.load_config(demo_config_path()), "", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_report_of_a_folder_that_is_no_results_directory_leaves_nothing_in_it(tmp_path, capsys):
     """The refusal was right, but the directory lock was taken first: the folder kept a .sweep.lock."""
     assert main(["report", str(tmp_path)]) == 2

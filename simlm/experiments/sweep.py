@@ -55,7 +55,7 @@ import numpy as np
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, ROW_TYPES, Cell, get_check, judged
-from simlm.experiments.store import CellStore, claim, log_run, row_problem, running, update_run
+from simlm.experiments.store import CellStore, claim, log_run, results_dir, row_problem, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 
@@ -808,10 +808,10 @@ def run_sweep(config: SweepConfig, out, *, executor=None, progress: bool = True,
     without an error) and ``cells_failed`` once it has finished.  One sweep at a time runs into a directory: a
     second, while this one holds ``out/.sweep.lock``, is refused (:func:`~simlm.experiments.store.running`).
     ``after(result)``, if given, runs before the lock is released (``simlm sweep`` renders report.md there)."""
-    started, out = time.perf_counter(), Path(out)
-    if out.exists() and not out.is_dir():
+    started = time.perf_counter()
+    if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(out)  # created, or a ConfigError naming out (an empty path, a file on its path, no permission)
     with running(out):  # one sweep at a time into a directory
         result = _run_sweep(config, out, executor, progress, log, started)
         if after is not None:  # still holding the lock: what it renders cannot interleave with another run's
@@ -1043,6 +1043,8 @@ def _arrow_column(pa, values: list):
 def results_directory(out) -> Path:
     """``out`` as a Path if it is a sweep's results directory (a :class:`ConfigError` naming ``out`` if not),
     checked before anything is written into it (``simlm report`` of another folder left its lock file there)."""
+    if isinstance(out, str) and not out.strip():  # Path('') is the working directory, which was then named "."
+        raise ConfigError(f"out: expected a sweep results directory, got an empty path {out!r}")
     out = Path(out)
     if not out.exists():
         raise ConfigError(f"out: {out} does not exist")
