@@ -13,7 +13,7 @@ from simlm.models import CausalTransformerLM, SoftmaxLanguageModel
 from simlm.theory.anchor_bound import transfer_bound
 from simlm.theory.anchor_constructions import lm_residual, reachable_error, worst_case_lm
 from simlm.theory.anchors import (anchor_contexts, anchor_fit, bulk_mask, head_errors, log_softmax, probe_error,
-                                  random_tasks, readout_error, world_anchor_fit)
+                                  random_tasks, readout_error, readout_radii, world_anchor_fit)
 
 PAPER = "Wu, Lee & Ge (NeurIPS 2023)"
 
@@ -107,9 +107,14 @@ def anchors_check(cell) -> list:
         probe = probe_error(probe_features, task.labels, ctx.weights, n_label=n_label, seed=seed)
         rows.append(row(f"{name}:probe_error", probe, bayes_error=0.0))
         if task.words is None:
-            # the world's own readout errs where u* is not readable linearly from log p* (V − 1 < d)
+            # the world's own readout errs where u* is not readable linearly from log p* (V − 1 < d).  How far
+            # the LM's laws moved against how far they could before a label changes (readout_radii): in the demo
+            # the contexts nearest their flip (0.125, weight 0.75) moved 0.07 at ε = 0.001 (at_risk 0: the
+            # world's labels) and 0.23 at ε = 0.01, where 27/64 of them flip — the same ones at every larger ε
+            radii = readout_radii(task, ctx, logp_lm)
             rows.append(row(f"{name}:readout_error", readout_error(task, ctx, logp_lm), bayes_error=0.0,
-                            world_error=readout_error(task, ctx, ctx.logp)))
+                            world_error=readout_error(task, ctx, ctx.logp), readout_margin=radii.margin,
+                            lm_shift=float(radii.shift[ctx.weights > 0].max()), at_risk=radii.at_risk))
             continue
         h = head_errors(task, ctx, bulk, logp_lm, residual, fit.residual)
         for form in ("markov", "per-context"):

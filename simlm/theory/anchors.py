@@ -551,8 +551,47 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     return error_rate(lp @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReadoutRadii:
+    """How far an LM's laws must move for :func:`readout_error` to read a context otherwise than the world's
+    own readout does.  ``radius (n,)``: per context, the smallest ‖C(log p(·|x) − log p*(·|x))‖₂ (C = I − 11ᵀ/V:
+    the change of the log-probabilities up to a shift, to which the readout is blind) at which the readout can
+    give x another label — |readout score| ÷ ‖Cq‖₂ by Cauchy–Schwarz, and reached: every Cδ ⊥ 1 is a law's
+    change (log_softmax(log p* + δ)), so the law moved by that much along ∓Cq flips x (a score of exactly 0,
+    labelled 1, flips at any distance: radius 0).  ``shift (n,)``: the LM's ‖C(log p − log p*)‖₂ per context.
+    ``at_risk``: the contexts' weight where shift ≥ radius, the only ones whose label can differ, so
+    |readout_error(LM) − readout_error(world)| ≤ at_risk.  ``margin``: the least radius over contexts of
+    positive weight (an LM nearer than it everywhere reads every context as the world does)."""
+
+    radius: np.ndarray
+    shift: np.ndarray
+    at_risk: float
+    margin: float
+
+
+def readout_radii(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> ReadoutRadii:
+    """The :class:`ReadoutRadii` of :func:`readout_error` for the LM's laws ``logp_lm (n, V)``: why a latent
+    readout errs at a small ε (one heavy context whose score sits near the threshold flips at the smallest
+    noise, and then the same contexts flip at every larger ε), or why it cannot."""
+    task = check_task(task, ctx)
+    V = ctx.embeddings.shape[1]
+    lp = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)
+    C = np.eye(V) - 1.0 / V
+    cq = C @ (np.linalg.pinv(ctx.embeddings @ C) @ task.direction)
+    shift = task.score - ctx.logp @ cq
+    score = ctx.logp @ cq + ctx.weights @ shift + task.bias  # the world's readout score (readout_error's)
+    norm = float(np.linalg.norm(cq))
+    radius = np.abs(score) / norm if norm > 0 else np.full(len(score), np.inf)
+    moved = lp - ctx.logp
+    moved = np.linalg.norm(moved - moved.mean(1, keepdims=True), axis=1)
+    w = np.asarray(ctx.weights, np.float64)
+    return ReadoutRadii(radius=radius, shift=moved, at_risk=min(math.fsum(w[moved >= radius]), 1.0),
+                        margin=float(radius[w > 0].min()))
+
+
 __all__ = ["AnchorContexts", "anchor_contexts", "log_softmax", "log_bulk_partition", "bulk_mask", "AnchorFit", "anchor_fit",
            "world_anchor_fit", "WordErrors", "word_errors", "AnchorTask", "word_task", "random_tasks", "ScoreIdentity",
            "probability_part", "score_identity", "HeadErrors", "head_errors", "probe_error", "readout_error",
+           "ReadoutRadii", "readout_radii",
            "error_rate", "half_index", "check_bulk", "check_shaped", "check_lm_laws", "check_task", "rows_fingerprint",
            "array_digest", "TASKS"]
