@@ -56,7 +56,8 @@ plt.xlabel("|H|"); plt.ylabel("head accuracy (test)"); plt.legend(); plt.show()
 # (Rank B < |H| alone does not do it: with other rows 1 and 2 of A the masked law varies with x.)
 # A one-token prompt reveals the label: the fitted prompt printed
 # below sits almost entirely on state 3, which never moves to state 1 (A[3, 1] = 0), so it reweights
-# P(H_0 | x) by r ≈ [1/3, 0, 1/3, 1] — it all but removes state 1.
+# P(H_0 | x) by r ≈ [0.35, 0.06, 0.35, 1] in full mode (a prompt wholly on state 3 would give [1/3, 0, 1/3, 1])
+# — it all but removes state 1.
 
 # %%
 from simlm.downstream import PosteriorTask, fit_exact_prompt, fit_linear_head, sample_task_data, task_features
