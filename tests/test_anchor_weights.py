@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm.theory.anchor_bound import context_divergences, per_context_tail, transfer_bound
 from simlm.theory.anchor_constructions import (_apply, _evaluate, analytic_laws, exact_epsilon_rows, flip_costs,
@@ -35,7 +36,7 @@ from simlm.theory.anchors import (AnchorContexts, anchor_contexts, anchor_fit, b
 from simlm.worlds import LogLinearWorld
 
 RTOL, ATOL = 1e-9, 1e-12
-FEW = settings(max_examples=6, deadline=None)  # each example builds a world, its tasks and constructions
+FEW = settings(max_examples=scaled(6), deadline=None)  # each example builds a world, its tasks and constructions
 
 
 #: multiplicities k_x ∈ 1..4, not all equal, with N = Σk fixed per number of rows n: the float64 KL programs
@@ -114,7 +115,7 @@ def _same_task(a, b, rows):
 
 # ---- π itself --------------------------------------------------------------------------------------
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=scaled(50), deadline=None)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=12))
 @example([1, 1])  # the mass reaches ½ exactly at the first row
 @example([2, 1, 1, 2])
@@ -540,7 +541,7 @@ def _lse(z, mask):
     return (t + np.log(np.exp(z - t).sum(1, keepdims=True)))[:, 0]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_every_number_of_the_anchor_fit_is_the_weighted_least_squares_fit(seed):
     """full_r2 over the bulk's variance, not the full log Z's, read 0.761 for 0.548 and passed every test (a
@@ -566,7 +567,7 @@ def test_every_number_of_the_anchor_fit_is_the_weighted_least_squares_fit(seed):
     assert abs(fit.full_r2 - (1 - full_mse / full_var)) < 1e-9
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_word_errors_are_the_weighted_mean_absolute_log_probability_errors(seed):
     """|mean signed error| for the mean |error| (up to 30 % low) passed every test (a mutation review)."""

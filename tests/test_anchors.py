@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError
 from simlm.experiments.anchors import summarise
@@ -25,7 +26,7 @@ from simlm.theory.anchors import (_balancing_bias, _half_crossing, anchor_contex
                                   word_errors, word_task, world_anchor_fit)
 from simlm.worlds import HMM, LogLinearWorld
 
-FEW = settings(max_examples=10, deadline=None)  # each example builds a 64-state world and its constructions
+FEW = settings(max_examples=scaled(10), deadline=None)  # each example builds a 64-state world and its constructions
 
 
 def _world_case(draw_world):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 import simlm.strategies as strategies
 from simlm import HMM, LogLinearWorld, MemoryHMM
@@ -283,7 +284,7 @@ def test_a_bad_command_line_exits_2_with_one_line_naming_it(argv, option, capsys
 
 # ---- hypothesis over the parameter spaces ---------------------------------------------------------------
 
-SMALL = settings(max_examples=25, deadline=None)
+SMALL = settings(max_examples=scaled(25), deadline=None)
 not_a_tolerance = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not 0 < v <= 1e-3),
     st.text(max_size=3), st.booleans(), st.none(), st.complex_numbers(), st.lists(st.floats(), max_size=2))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm.errors import DistributionError
 from simlm.metrics.epsilon import (LOGSUMEXP_TOL, check_laws, divergence_report, exact_epsilon, exact_masked_epsilon,
@@ -291,7 +292,7 @@ def test_kl_and_tv_per_sequence_refuse_a_mask_not_of_the_positions_shape():
                 jax.jit(fn)(ref, mod, bad)
 
 
-@settings(max_examples=40)
+@settings(max_examples=scaled(40))
 @given(probability_vectors(5), probability_vectors(5, allow_zeros=False),
        st.floats(-800, 800), st.floats(-800, 800))
 @example(np.full(5, 0.2), np.array([0.6, 0.1, 0.1, 0.1, 0.1]), 0.0, -29.0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from bruteforce import params, sequence_prob
 from simlm.errors import ConfigError, DistributionError, ShapeError
@@ -473,7 +474,7 @@ def test_a_joint_fit_that_diverged_is_refused_naming_lr(lr):
     assert fit_cross_entropy_joint(P, 2, steps=200, lr=0.05).epsilon(P) < 0.1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60), deadline=None)
 @given(V=st.integers(1, 4), L=st.integers(0, 6), cap=st.integers(1, 400))
 def test_the_context_count_and_its_cap_are_the_brute_force_sum(V, L, cap):
     """For every V, V = 1 included (a count of L for L + 1 contexts, and a cap letting max_contexts + 1 through,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
+from profiles import scaled
 
 from bruteforce import prompted_state_law
 from simlm.errors import ConfigError, ZeroProbabilityError
@@ -220,7 +221,7 @@ def _some_indicator_prompt_confines_h0_to_s(pi, A, S, k) -> bool:
     return False
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=scaled(40), deadline=None)
 @given(edges=st.lists(_BITS3, min_size=3, max_size=3), start=_BITS3, task=_BITS3, k=st.integers(1, 3))
 @example(edges=[[0, 1, 0], [0, 1, 1], [1, 0, 0]], start=[1, 1, 0], task=[0, 1, 0], k=2)  # infeasible
 @example(edges=[[0, 0, 1], [1, 1, 1], [1, 0, 0]], start=[0, 1, 1], task=[0, 0, 1], k=3)  # feasible

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_linear_head, head_tuning,
                               make_memory_task, make_posterior_task, sample_task_data, task_features)
@@ -104,7 +105,7 @@ def _objective64(z, y, C, l2):
     return value_and_grad
 
 
-@settings(max_examples=20, deadline=None, derandomize=True)
+@settings(max_examples=scaled(20), deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2 ** 16), C=st.sampled_from([2, 3]), separation=st.floats(0.1, 8.0),
        tiny=st.booleans())
 def test_default_linear_fit_reaches_the_unique_optimum(seed, C, separation, tiny):
@@ -514,7 +515,7 @@ def test_the_adam_linear_head_warns_where_its_objective_has_no_minimiser_as_lbfg
         fit_linear_head(f, np.zeros(16, int), n_classes=2, method="adam", steps=50)
 
 
-@settings(max_examples=60)
+@settings(max_examples=scaled(60))
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1)), min_size=2, max_size=9))
 def test_separation_is_decided_exactly_on_a_line(points):
     """One feature, two classes: the labels are separated in whole or in part (margins all ≥ 0, one > 0) exactly

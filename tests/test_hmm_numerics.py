@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm import HMM
 from simlm.strategies import hmms, worlds_with_tokens
@@ -155,7 +156,7 @@ def test_a_chain_that_mixes_more_slowly_than_its_rows_round_gets_its_own_station
     np.testing.assert_allclose(np.bincount(topic_of_state(n_topics, n_syntax), weights=mu), 1 / n_topics, atol=1e-6)
 
 
-@settings(max_examples=40)
+@settings(max_examples=scaled(40))
 @given(st.integers(2, 6), st.integers(0, 2**32 - 1), st.floats(0.0, 0.7))
 def test_the_stationary_law_of_an_irreducible_chain_is_the_limit_of_its_powers(K, seed, sparsity):
     """Brute force: the lazy chain (I + A)/2 has A's stationary laws and no period, so for an irreducible A
@@ -243,7 +244,7 @@ def _least_positive(*arrays) -> float:
     return float(np.min(values[values > 0], initial=np.inf))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=scaled(12), deadline=None)
 @given(case=worlds_with_tokens(hmms(min_states=1, max_states=5, min_symbols=1, max_symbols=5), min_length=1,
                                max_length=70, n_sequences=1),
        long=st.booleans())

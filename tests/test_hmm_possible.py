@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 import bruteforce as bf
 from simlm.worlds import hmm as hmm_module
@@ -57,7 +58,7 @@ def _equal(a, b) -> bool:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=scaled(10), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from([(3, 5), (6, 2)]),
        concentration=st.sampled_from([0.05, 1.0]), zeros=st.sampled_from([0.0, 0.4]))
 def test_possible_and_bounded_give_checked_numbers_bit_for_bit_and_flag_impossible_tokens(seed, shape, concentration,
@@ -135,7 +136,7 @@ def _forward_and_checked(initial, transition, emission, tokens):
     return jax.vmap(each)(tokens)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), K=st.sampled_from([2, 5, 9]), V=st.sampled_from([2, 4]),
        concentration=st.sampled_from([0.01, 0.1, 1.0]), pi_zeros=st.booleans())
 def test_shares_bounded_claims_only_what_the_scans_then_read(seed, K, V, concentration, pi_zeros):

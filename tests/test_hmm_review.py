@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from profiles import scaled
 from scipy.special import logsumexp
 
 import bruteforce as bf
@@ -215,7 +216,7 @@ def test_min_mass_that_underflows_is_refused():
         probability_vectors(6, allow_zeros=False, min_mass=5e-324)  # drew exact zeros: 5e-324 / 2 is 0
 
 
-@settings(max_examples=50)
+@settings(max_examples=scaled(50))
 @given(probability_vectors(6, allow_zeros=False, min_mass=1e-300))
 def test_the_least_min_mass_keeps_every_entry_positive(p):
     assert (p > 0).all() and p.sum() == pytest.approx(1.0)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from profiles import scaled
 
 from simlm.models.base import WorldLM
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -27,7 +28,7 @@ def worlds_and_tokens(draw, max_length: int = 5, n_sequences: int = 2):
     return world, toks
 
 
-FAST = settings(max_examples=8, deadline=None)  # each example compiles its shapes (~0.2 s)
+FAST = settings(max_examples=scaled(8), deadline=None)  # each example compiles its shapes (~0.2 s)
 
 # ---- brute force, plain Python in float64 ------------------------------------------------------------
 

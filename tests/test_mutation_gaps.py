@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from profiles import scaled
 
 import simlm.experiments.checks as builtin_checks
 from simlm.checks import check_distributions, check_stochastic
@@ -80,7 +81,7 @@ def test_head_tuning_scores_its_head_on_fresh_inputs_not_on_its_training_set(mon
 
 # ---- heads -------------------------------------------------------------------------------------------------
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=scaled(50), deadline=None)
 @given(st.lists(st.tuples(st.floats(-3, 3, width=32), st.integers(0, 1)), min_size=1, max_size=12))
 def test_accuracy_is_the_share_of_every_example_predicted_right(data):
     """LinearHead.accuracy = mean over all n examples of [argmax logits = label], by brute force on a 1-feature

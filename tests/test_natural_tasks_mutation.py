@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from profiles import scaled
 
 from simlm.experiments import natural_tasks_adversaries as nta
 from simlm.models.finite import SoftmaxContextLM, fit_cross_entropy
@@ -122,7 +123,7 @@ def test_the_softmax_adversarys_critical_targets_are_fractions_of_its_own_bounds
     assert built + [s["target_eps"] for s in skipped] == [pytest.approx(0.5 * c_phi, rel=1e-12)]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(st.integers(0, 10_000))
 def test_span_box_slope_is_half_the_max_over_the_span_box_plus_the_bias_term(seed):
     """tau_slope's span-box value against a vertex enumeration of the 2-d box (its LP → ‖m‖₁ mutant, 2.03× on

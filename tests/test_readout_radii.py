@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 
 from simlm.experiments.checks_anchors import anchors_check
 from simlm.experiments.registry import Cell
@@ -19,7 +20,7 @@ from simlm.theory.anchors import (anchor_contexts, bulk_mask, log_softmax, rando
                                   world_anchor_fit)
 from simlm.worlds import LogLinearWorld
 
-FEW = settings(max_examples=10, deadline=None)
+FEW = settings(max_examples=scaled(10), deadline=None)
 
 
 def _latent(world, task_seed=0):

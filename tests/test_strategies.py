@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import find, given, settings, strategies as st
 from hypothesis.errors import NoSuchExample
+from profiles import scaled
 
 from simlm.errors import ConfigError
 from simlm.strategies import (MIN_MASS, hmms, loglinear_worlds, memory_hmms, probability_vectors, sparse_hmms,
@@ -12,7 +13,7 @@ from simlm.strategies import (MIN_MASS, hmms, loglinear_worlds, memory_hmms, pro
 from simlm.worlds.hmm import HMM
 
 # find() stops at the first example that fits, then shrinks it; 500 tries is far more than any case needs
-FIND = settings(max_examples=500, database=None)
+FIND = settings(max_examples=scaled(500), database=None)
 
 
 def _check_rows(p, min_mass, allow_zeros):
@@ -90,7 +91,7 @@ def test_a_law_needed_with_zeros_shrinks_to_uniform_on_its_support():
 # Each documented extreme of each strategy is generated: a strategy narrowed by one (K ≤ max_states − 1,
 # V ≥ min_symbols + 1, T ≤ max_length − 1, no state K − 1 in a support, …) passes every property test built
 # on it, so only reaching the ends shows the whole range is drawn.  derandomize: the same draws every run.
-REACH = settings(max_examples=500, database=None, derandomize=True)
+REACH = settings(max_examples=scaled(500), database=None, derandomize=True)
 TOKEN_WORLD = HMM.random(0, 2, 3)
 
 
@@ -122,7 +123,7 @@ def test_sparse_hmms_reach_transition_rows_on_max_out_degree_states():
 
 
 @given(sparse_hmms(max_out_degree=3))
-@settings(max_examples=20, database=None, derandomize=True)
+@settings(max_examples=scaled(20), database=None, derandomize=True)
 def test_sparse_hmms_rows_have_between_one_and_max_out_degree_states(world):
     d = _out_degrees(world)
     assert (d >= 1).all() and (d <= 3).all() and (d == d[0]).all()
@@ -160,7 +161,7 @@ def test_task_vectors_reach_max_support_and_no_further():
     assert (mu != 0).sum() == 3
     with pytest.raises(NoSuchExample):  # hypothesis.find raises this when nothing fits
         find(task_vectors(5, max_support=3), lambda mu: (mu != 0).sum() > 3,
-             settings=settings(REACH, max_examples=100))
+             settings=settings(REACH, max_examples=scaled(100)))
 
 
 MEMORY_SIZES = {  # (the attribute, its value): the ends of each documented range of memory_hmms()
@@ -264,7 +265,7 @@ def test_the_world_strategies_reach_entries_near_float32_underflow_with_a_small_
     assert (world.log_likelihood(np.zeros((1, 3), np.int32)) <= 0).all()
     # a memory HMM's joint start probability multiplies N + 1 entries: its floor is higher (9e-11 here), and
     # every world drawn at it builds (at 1e-30, 68 of 80 raised inside the strategy)
-    @settings(max_examples=40, deadline=None, database=None)
+    @settings(max_examples=scaled(40), deadline=None, database=None)
     @given(memory_hmms(min_mass=1e-10))
     def builds(world):
         assert np.isfinite(np.asarray(world.log_likelihood(np.zeros((1, 2), np.int32)))).all()
@@ -311,7 +312,7 @@ def test_task_vectors_never_draw_the_zeros_and_ones_that_failure_certificate_ref
     """Weights shrink towards 1, so a failing property over task_vectors shrank to μ = (1, 0, 0), which
     failure_certificate refuses as ambiguous labels: the user saw that refusal, not their failure (a review,
     2026-12-07)."""
-    fast = settings(database=None, max_examples=300)
+    fast = settings(database=None, max_examples=scaled(300))
     with pytest.raises(NoSuchExample):
         find(task_vectors(3), lambda mu: np.isin(mu, (0.0, 1.0)).all(), settings=fast)
     mu = find(task_vectors(3), lambda mu: (mu > 0).any(), settings=fast)  # where shrinking now stops

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import scaled
 from scipy.special import erf, logsumexp
 
 from simlm.errors import ConfigError, ShapeError, TokenError
@@ -72,7 +73,7 @@ def test_hidden_states_are_embeddings_plus_one_per_block(causal_lm, tokens):
 
 # ---- the laws ---------------------------------------------------------------------------------------
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=scaled(15), deadline=None)
 @given(j=st.integers(0, T - 1), shift=st.integers(1, V - 1))
 def test_causal_model_does_not_see_the_future(causal_lm, tokens, j, shift):
     changed = tokens.copy()
@@ -159,7 +160,7 @@ def test_prefix_changes_outputs_and_gets_no_logits(causal, tokens):
         jax.eval_shape(lambda x: causal(x, prefix=jnp.zeros((3, 15))), tokens)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=scaled(20), deadline=None)
 @given(causal=st.booleans(), positions=st.sampled_from(["learned", "rotary"]), n_layers=st.integers(1, 3),
        k=st.integers(0, 2), seed=st.integers(0, 2**31 - 1))
 def test_logits_and_features_at_one_position_per_row_equal_the_full_forward(causal, positions, n_layers, k, seed):
@@ -456,7 +457,7 @@ def test_max_len_must_hold_the_prompt_slots_and_one_token_exactly():
 
 # ---- the fast pieces compute the textbook functions, derivatives included ----------------------------
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(st.integers(0, 2**31 - 1), st.floats(0.1, 8.0))
 def test_gelu_and_its_derivative_are_the_exact_gelu(seed, scale):
     x = scale * jax.random.normal(jax.random.key(seed), (64,))
@@ -483,7 +484,7 @@ _layer_norm_vjps = jax.jit(lambda x, s, b, w: [jax.grad(lambda *a: (f(*a) * w).s
                                                for f in (layer_norm, _textbook_layer_norm)])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(st.integers(0, 2**31 - 1), st.floats(0.01, 100.0), st.floats(-10.0, 10.0))
 def test_layer_norm_value_and_gradients_are_the_textbook_layer_norms(seed, scale, shift):
     k = jax.random.split(jax.random.key(seed), 4)
@@ -495,7 +496,7 @@ def test_layer_norm_value_and_gradients_are_the_textbook_layer_norms(seed, scale
         np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-4 * float(jnp.abs(ref).max()) + 1e-6)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=scaled(30), deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 9), st.sampled_from([(5,), (3, 7), (2, 3, 4)]),
        st.sampled_from(["float32", "bfloat16", "float16"]), st.sampled_from(["matmul", "scatter"]))
 def test_embed_is_a_lookup_whose_gradient_adds_every_rows_cotangents(seed, rows, shape, dtype, gradient):
