@@ -66,8 +66,11 @@ def check_tokens(tokens, n_symbols: int, name: str = "tokens") -> tuple[np.ndarr
     """Return ``(tokens as int32 (n, T), was_single)`` or raise :class:`TokenError`."""
     if isinstance(tokens, jax.core.Tracer):
         raise TokenError(
-            f"{name}: the World methods validate their input on the host and cannot be traced; "
-            "inside jax.jit call the pure functions in simlm.worlds.hmm_core instead"
+            f"{name}: the World methods validate their input on the host and cannot be traced; call them on "
+            "concrete tokens outside jax.jit, or inside it the module functions that take the world's arrays: "
+            "simlm.worlds.hmm's for an HMM (token_logprobs(*hmm.chain, tokens), next_token_probs, …), not "
+            "simlm.worlds.hmm_core's bare scans, which are unchecked on chains with zeros (a log-likelihood "
+            "tens of nats off, silently)"
         )
     arr = as_array(name, tokens, error=TokenError, what="a rectangular integer array of shape (T,) or (n, T)")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):

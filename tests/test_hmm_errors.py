@@ -188,3 +188,26 @@ def test_an_emission_that_is_not_a_matrix_is_a_shape_error_naming_emission():
 
     with pytest.raises(ShapeError, match="^emission: "):
         HMM([1.0], [[1.0]], np.full((1, 2, 2), 0.5))
+
+
+def test_a_traced_call_names_the_checked_functions_and_they_give_the_methods_number():
+    """Under jax.jit the methods refuse traced tokens, and the message said to call "the pure functions in
+    simlm.worlds.hmm_core" — whose bare scans are unchecked on chains with zeros: for two absorbing states and
+    300 tokens they read −471.7 where the world says −252.0 (a review, 2026-12-08).  The message names
+    simlm.worlds.hmm's functions, which under jit give the method's number."""
+    import jax
+
+    from simlm.worlds import hmm as hmm_functions
+
+    world = HMM([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]], [[0.9, 0.1], [0.1, 0.9]])
+    x = np.array([[0] * 100 + [1] * 200], np.int32)
+    with pytest.raises(TokenError) as refused:
+        jax.jit(world.log_likelihood)(x)
+    said = str(refused.value)
+    assert "simlm.worlds.hmm's" in said and "token_logprobs(*hmm.chain, tokens)" in said
+    assert "not simlm.worlds.hmm_core's bare scans" in said and "instead" not in said
+    exact = np.logaddexp(np.log(0.5) + 100 * np.log(0.9) + 200 * np.log(0.1),
+                         np.log(0.5) + 100 * np.log(0.1) + 200 * np.log(0.9))
+    jitted = jax.jit(lambda t: hmm_functions.log_likelihood(*world.chain, t))(x)
+    assert float(jitted[0]) == pytest.approx(exact, rel=1e-6)
+    assert float(jitted[0]) == pytest.approx(float(world.log_likelihood(x)[0]), rel=1e-7)
