@@ -606,3 +606,21 @@ def test_a_calibration_float32_closes_within_the_promise_returns_its_lm(monkeypa
     assert [(k["rtol"], k["accept"]) for k in solves] == [(1e-4, 1e-3)]  # aimed at 1e-4, accepted within 1e-3
     with pytest.raises(ConfigError, match="^eps: "):
         perturbed_lm(world, 1e-9, "temperature", 3, tokens=x)
+
+
+def test_a_prepended_mask_lm_is_calibrated_on_tokens_drawn_after_the_mask():
+    """Without ``tokens``, the prepended-mask law was calibrated on ``world.sample``'s sequences, x_1 from π;
+    the law is read after a masked x_0, so x_1 comes from πA (as ``sample_task_data`` draws them).  On a
+    period-2 chain started in state 0 every sampled x_1 is emitted by state 0, which cannot follow the mask
+    (state 0 at position 0 moves to state 1): the call failed with a ZeroProbabilityError about "tokens" it
+    was never given.  The evaluation set is the last T of T + 1 sampled tokens, and the next-token law's is
+    unchanged."""
+    from simlm.metrics import exact_prepended_epsilon
+
+    world = HMM([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]], [[0.9, 0.1, 0.0], [0.0, 0.3, 0.7]])
+    lm = perturbed_lm(world, 0.01, "logit-noise", 3, law="prepended-mask", n_eval=16, eval_length=5)
+    np.testing.assert_array_equal(lm.eval_tokens, np.asarray(world.sample(3, 16, 6))[:, 1:])
+    assert lm.achieved_eps == pytest.approx(0.01, rel=1e-3)
+    assert exact_prepended_epsilon(world, lm, lm.eval_tokens)[0] == pytest.approx(lm.achieved_eps, rel=1e-6)
+    causal = perturbed_lm(world, 0.01, "logit-noise", 3, n_eval=16, eval_length=5)
+    np.testing.assert_array_equal(causal.eval_tokens, np.asarray(world.sample(3, 16, 5)))

@@ -443,7 +443,8 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     """An LM whose exact ε against ``world`` equals ``eps`` (nats/token; nats per sequence for
     ``law="prepended-mask"``) within 1e-3 relative (solved to 1e-4 where float32 resolves it, accepted within 1e-3)
     on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of ``eval_length`` tokens sampled
-    from the world with ``seed``.  ``seed`` also fixes the noise of ``logit-noise`` and ``rare-words``.  ``kind`` is
+    from the world with ``seed`` (for ``law="prepended-mask"`` the last ``eval_length`` of ``eval_length + 1``: the
+    tokens after a prepended position, whose first is drawn from πA, not π).  ``seed`` also fixes the noise of ``logit-noise`` and ``rare-words``.  ``kind`` is
     one of :data:`KINDS` (see the module docstring); ``direction`` (V,) is for ``task-adversarial``, ``threshold``
     for ``rare-words`` (default: the 10th percentile of p* on the evaluation set), ``colder`` for ``temperature``.
     ``law`` (one of :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
@@ -475,7 +476,11 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
                               f"got {n_eval}")
         check_memory("n_eval × eval_length", 4 * n_eval * eval_length * (V + 1),
                      what=f"the laws of {n_eval} × {eval_length} evaluation tokens over {V} words, a few copies")
-        toks = world.sample(int(seed), n_eval, eval_length)
+        # the prepended-mask law is read after a masked x_0: x_1:T drawn as the suffix of a sequence (x_1 from πA,
+        # as sample_task_data draws them), not from π — which on a chain with zeros drew sequences impossible
+        # after the mask, refused as "tokens" the caller never passed (a review, 2026-12-08)
+        first = 1 if law == "prepended-mask" else 0
+        toks = world.sample(int(seed), n_eval, eval_length + first)[:, first:]
     else:
         toks, _ = check_tokens(tokens, V)
         if toks.shape[0] < 2:
