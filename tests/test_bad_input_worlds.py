@@ -3,6 +3,8 @@ raises a typed simlm error naming the argument, before anything is allocated or 
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -414,3 +416,28 @@ def test_sample_checks_its_sizes_before_making_a_key(world, monkeypatch):
     monkeypatch.setattr(sys.modules[type(world).__module__], "as_key", lambda key: pytest.fail("key made first"))
     with pytest.raises(ConfigError, match="n_sequences"):
         world.sample(0, 0, 3)
+
+
+def test_hmm_random_takes_a_dtype_as_the_memory_hmms_does():
+    """``HMM.random`` took no ``dtype`` (``MemoryHMM.random`` does): ``dtype=float64`` was refused as "not an
+    option of family …", and rebuilding the float32 draw in float64 keeps its flushed zeros — at seed 1 and
+    temperatures 0.004, 21 of the 27 sequences of length 3 read another log-likelihood (one −inf for −203.7; a
+    review, 2026-12-08).  The float64 world is the family's float64 draw; float32 stays the default, and a bad
+    dtype is named as such before the family reads its options."""
+    from simlm.checks import as_rng
+    from simlm.worlds.families import random_parameters
+
+    opts = dict(transition_temp=0.004, emission_temp=0.004)
+    x = np.array(list(itertools.product(range(3), repeat=3)), np.int32)
+    with jax.enable_x64(True):
+        wide = HMM.random(1, 2, 3, family="permutation-mixture", dtype=jnp.float64, **opts)
+        drawn = random_parameters(as_rng(1), 2, 3, "permutation-mixture", opts)
+        assert wide.emission.dtype == jnp.float64
+        for got, want in zip(wide.parameter_arrays(), drawn):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        rebuilt = HMM(*HMM.random(1, 2, 3, family="permutation-mixture", **opts).parameter_arrays(), dtype=jnp.float64)
+        lw, lr = np.asarray(wide.log_likelihood(x)), np.asarray(rebuilt.log_likelihood(x))
+        assert np.isfinite(lw).all() and not np.isfinite(lr).all()
+    assert HMM.random(1, 2, 3, family="permutation-mixture", **opts).emission.dtype == jnp.float32
+    with pytest.raises(ConfigError, match="^dtype: "):
+        HMM.random(0, 2, 3, family="permutation-mixture", dtype="int8")

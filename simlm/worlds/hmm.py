@@ -305,7 +305,8 @@ class HMM(ChainInference, WorldBase):
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def random(cls, seed: int, n_states: int, n_symbols: int, *, family: str = "dirichlet", **options) -> "HMM":
+    def random(cls, seed: int, n_states: int, n_symbols: int, *, family: str = "dirichlet", dtype=jnp.float32,
+               **options) -> "HMM":
         """A random HMM from a named family (see :mod:`simlm.worlds.families`):
 
         - ``"dirichlet"`` — rows from symmetric Dirichlets (``*_concentration`` options);
@@ -316,11 +317,18 @@ class HMM(ChainInference, WorldBase):
         - ``"sparse"`` — exact zeros in the transitions: each row of A on ``out_degree=2`` random states
           (``initial_support``, ``emission_support``, ``*_concentration``), where Wei, Xie & Ma's prompt
           condition can hold exactly.
-        """
+
+        ``dtype`` (float32; float64 needs ``jax_enable_x64``) is the stored parameters' dtype, as
+        :meth:`MemoryHMM.random <simlm.worlds.MemoryHMM.random>` takes it.  The families draw in float64 and the
+        world stores each entry as 0 or at least the dtype's smallest normal number, so a draw below float32's
+        range (the permutation mixture's small temperatures) is 0 in a float32 world and kept in a float64 one:
+        ``HMM(*HMM.random(...).parameter_arrays(), dtype=jnp.float64)`` is the float32 world, its zeros included,
+        not this one."""
         rng = as_rng(seed)
+        dtype = check_float_dtype(dtype)  # before the draw: a bad dtype is named as such, not as the family's option
         params = random_parameters(rng, n_states, n_symbols, family, options)
         try:
-            return cls(*params)
+            return cls(*params, dtype=dtype)
         except SimlmError as err:  # an option so extreme that the draws are not distributions (1e308)
             raise type(err)(f"{err} (drawn by HMM.random from family {family!r} with options {options}: "
                             "out of range for float64 draws)") from None
