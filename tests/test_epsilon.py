@@ -372,3 +372,30 @@ def test_masked_standard_errors_are_over_sequences_not_tokens():
     assert report.tv_se == pytest.approx(sem(tv), rel=1e-3)
     assert report.model_cross_entropy_se == pytest.approx(sem(ce_model), rel=1e-3)
     assert report.excess_cross_entropy_se == pytest.approx(sem(ce_model - ce_world), rel=1e-3)
+
+
+def test_the_exact_lm_of_another_world_that_rules_out_a_possible_sequence_has_infinite_epsilon_named_lm():
+    """``exact_epsilon(world, WorldLM(other), x)`` with x possible under ``world`` and not under ``other`` said
+    "tokens: sequence 0 has probability zero under this world" — the LM's world, not the one passed, which
+    holds x possible — and ``check_natural_task`` the same of an internal batch (a review, 2026-12-08).  That
+    LM gives a possible sequence probability 0: ε is +∞, a DistributionError naming lm, for the causal,
+    masked and prepended-mask ε and the natural-task check alike.  Tokens impossible under ``world`` itself
+    stay the world's error."""
+    from simlm.errors import DistributionError, ZeroProbabilityError
+    from simlm.metrics import exact_masked_epsilon, exact_prepended_epsilon
+    from simlm.models import WorldLM
+    from simlm.theory.natural_tasks import check_natural_task, random_natural_task
+    from simlm.worlds import enumerate_contexts
+
+    world = HMM([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])  # word 2 possible
+    other = WorldLM(HMM([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5, 0.0], [0.4, 0.6, 0.0]]))  # never
+    x = np.array([[2, 0, 1], [0, 1, 0]])  # word 2 before the last position: a context the LM rules out
+    infinite = r"^lm: its .* undefined on tokens the world makes possible .* ε is infinite"
+    for measure in (exact_epsilon, exact_masked_epsilon, exact_prepended_epsilon):
+        with pytest.raises(DistributionError, match=infinite):
+            measure(world, other, x)
+    task = random_natural_task(enumerate_contexts(world, 1), 0)
+    with pytest.raises(DistributionError, match=infinite):
+        check_natural_task(world, other, task)
+    with pytest.raises(ZeroProbabilityError, match="^tokens: sequence 0 has probability zero under this world"):
+        exact_epsilon(other.world, WorldLM(world), x)

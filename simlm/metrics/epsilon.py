@@ -311,11 +311,26 @@ def _laws(method: str, ref, model, where):
     return ref, model
 
 
+def lm_call(method: str, call):
+    """``call()``, the LM's laws on tokens the world has already accepted; the LM's refusal of a sequence it
+    gives probability 0 (an exact LM of another world, say) said "probability zero under this world", of
+    the world the caller passed, which holds the tokens possible.  That LM gives a possible sequence
+    probability 0, so its ε is +∞: a :class:`DistributionError` naming ``lm`` says so."""
+    try:
+        return call()
+    except ZeroProbabilityError as err:
+        raise DistributionError(
+            f"lm: its {method} are undefined on tokens the world makes possible — the LM gives them probability "
+            f"0, so KL(p* ‖ p_θ) = +inf and ε is infinite; an LM compared by ε must give every possible sequence "
+            f"positive probability (the LM said: {err})") from None
+
+
 def _causal_laws(world, lm, tokens):
     _check_pair(world, lm, "next_token_logprobs", "causal", "next_token_logprobs")
     toks = _batch(tokens, world.n_symbols)
-    ref, model = _laws("next_token_logprobs", world.next_token_logprobs(toks),
-                       lm.next_token_logprobs(toks), lambda i: f"sequence {i[0]}, position {i[1]} (next-token law)")
+    ref = world.next_token_logprobs(toks)
+    ref, model = _laws("next_token_logprobs", ref, lm_call("next-token laws", lambda: lm.next_token_logprobs(toks)),
+                       lambda i: f"sequence {i[0]}, position {i[1]} (next-token law)")
     return toks, ref, model
 
 
@@ -336,7 +351,7 @@ def _masked_chunks(world, lm, tokens, positions):
     for start in range(0, pos.size, size):
         chunk = pos[start:start + size]
         ref, model = _laws("masked_token_logprobs", ref_all[:, start:start + size],
-                           lm.masked_token_logprobs(toks, chunk),
+                           lm_call("masked laws", lambda: lm.masked_token_logprobs(toks, chunk)),
                            lambda i: f"sequence {i[0]}, masked position {int(chunk[i[1]])} (masked law)")
         yield toks[:, chunk], ref, model, chunk
 
@@ -465,7 +480,8 @@ def exact_prepended_epsilon(world, lm, tokens) -> tuple[float, float]:
     _check_pair(world, lm, "prepended_mask_logprobs", "prepended", "prepended_mask_probs")
     toks = _batch(tokens, world.n_symbols)
     ref = jnp.asarray(prepended_logprobs_of(world, toks))
-    ref, model = _laws("prepended_mask_logprobs", ref, lm.prepended_mask_logprobs(toks),
+    ref, model = _laws("prepended_mask_logprobs", ref, lm_call("laws at the prepended mask",
+                                                               lambda: lm.prepended_mask_logprobs(toks)),
                        lambda i: f"sequence {i[0]} (the law at the prepended mask)")
     return mean_and_sem(_kl_values(ref[:, None, :], model[:, None, :], "lm: prepended_mask_logprobs"))
 

@@ -30,6 +30,7 @@ from scipy.optimize import linprog
 from scipy.special import expit
 
 from simlm.errors import ConfigError, ShapeError, TokenError
+from simlm.metrics.epsilon import lm_call
 from simlm.models.finite import SoftmaxContextLM, context_kl, fit_cross_entropy, quad_excess
 from simlm.worlds.contexts import ContextSet, enumerate_contexts
 from simlm.worlds.families import softmax
@@ -238,7 +239,8 @@ def lm_laws(lm, contexts) -> np.ndarray:
         for t in np.unique(contexts.lengths):
             rows = np.flatnonzero(contexts.lengths == t)
             toks = np.array([contexts.prefixes[i] + (int(P[i].argmax()),) for i in rows], np.int32)
-            laws[rows] = np.exp(np.asarray(lm.next_token_logprobs(toks), np.float64)[:, t])
+            laws[rows] = np.exp(np.asarray(lm_call("next-token laws", lambda: lm.next_token_logprobs(toks)),
+                                           np.float64)[:, t])
         laws = check_distributions("lm (its next-token laws on the contexts)", laws)
     elif isinstance(lm, (np.ndarray, list)) or hasattr(lm, "__array__"):
         laws = check_distributions("lm", lm)
