@@ -471,3 +471,9 @@ def test_backward_messages_are_the_suffix_loglikelihoods_shifted_to_max_zero():
                                      jax.numpy.asarray(tokens))
     np.testing.assert_allclose(np.asarray(first), want[0], atol=1e-4)
     np.testing.assert_allclose(np.asarray(after), want[1:], atol=1e-4)
+
+
+def test_the_repr_names_the_sizes_and_the_fingerprint_as_the_hmms_does():
+    world = LogLinearWorld.random(0, 3, 4, 2)
+    assert repr(world) == f"LogLinearWorld(n_states=3, n_symbols=4, dim=2, fingerprint={world.fingerprint()})"
+    assert repr(LogLinearWorld.random(1, 3, 4, 2)) != repr(world)

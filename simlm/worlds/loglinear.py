@@ -276,6 +276,10 @@ class LogLinearWorld(WorldBase):
         return obj
 
     # ---- sizes and parameters ----
+    def __repr__(self):  # as HMM's and MemoryHMM's: sizes and fingerprint, not an object address
+        return (f"LogLinearWorld(n_states={self.n_states}, n_symbols={self.n_symbols}, dim={self.dim}, "
+                f"fingerprint={self.fingerprint()})")
+
     @property
     def n_symbols(self) -> int:
         return self._W.shape[1]
