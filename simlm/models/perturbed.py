@@ -444,9 +444,10 @@ def perturbed_lm(world, eps, kind: str, seed: int, *, tokens=None, direction=Non
     ``law="prepended-mask"``) within 1e-3 relative (solved to 1e-4 where float32 resolves it, accepted within 1e-3)
     on the evaluation set: ``tokens (n, T)`` if given, else ``n_eval`` sequences of ``eval_length`` tokens sampled
     from the world with ``seed`` (for ``law="prepended-mask"`` the last ``eval_length`` of ``eval_length + 1``: the
-    tokens after a prepended position, whose first is drawn from πA, not π).  ``seed`` also fixes the noise of ``logit-noise`` and ``rare-words``.  ``kind`` is
-    one of :data:`KINDS` (see the module docstring); ``direction`` (V,) is for ``task-adversarial``, ``threshold``
-    for ``rare-words`` (default: the 10th percentile of p* on the evaluation set), ``colder`` for ``temperature``.
+    tokens after a prepended position, whose first is drawn from πA, not π).  ``seed`` also fixes the noise of
+    ``logit-noise`` and ``rare-words``.  ``kind`` is one of :data:`KINDS` (see the module docstring);
+    ``direction`` (V,) is for ``task-adversarial``, ``threshold`` for ``rare-words`` (default: the 10th percentile
+    of p* on the evaluation set), ``colder`` for ``temperature``.
     ``law`` (one of :data:`LAWS`) is the law whose ε is calibrated: the next-token law, the masked law at every
     position, or the law at a mask prepended before the tokens.  The laws are float32 (ε(s) is summed in float64),
     so an eps below ~1e-6 nats/token may not be resolvable: a calibration whose exact ε misses the target by more

@@ -543,12 +543,19 @@ def readout_error(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> float:
     V*(I − 11ᵀ/V) — e.g. V − 1 ≥ d with V* of rank d; otherwise the world's own readout errs too, and that
     error (report it beside the LM's) is the readout's, not the LM's."""
     task = check_task(task, ctx)
-    V = ctx.embeddings.shape[1]
     lp = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)
+    cq, offset = _readout(task, ctx)
+    return error_rate(lp @ cq + offset + task.bias >= 0, task.labels, ctx.weights)
+
+
+def _readout(task: AnchorTask, ctx: AnchorContexts) -> tuple[np.ndarray, float]:
+    """The world's readout of a checked task: C q ``(V,)`` (C = I − 11ᵀ/V, q the minimum-norm solution of
+    V*C q = u*) and the offset E_w[score* − ⟨C q, log p*⟩] that puts it on the task's scale (constant over x
+    up to rounding when u* is in the row space); a law's readout score is ⟨C q, log p⟩ + offset + bias."""
+    V = ctx.embeddings.shape[1]
     C = np.eye(V) - 1.0 / V
-    q = np.linalg.pinv(ctx.embeddings @ C) @ task.direction
-    shift = task.score - ctx.logp @ (C @ q)  # constant over x up to rounding when u* is in the row space
-    return error_rate(lp @ (C @ q) + ctx.weights @ shift + task.bias >= 0, task.labels, ctx.weights)
+    cq = C @ (np.linalg.pinv(ctx.embeddings @ C) @ task.direction)
+    return cq, ctx.weights @ (task.score - ctx.logp @ cq)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -574,12 +581,9 @@ def readout_radii(task: AnchorTask, ctx: AnchorContexts, logp_lm) -> ReadoutRadi
     readout errs at a small ε (one heavy context whose score sits near the threshold flips at the smallest
     noise, and then the same contexts flip at every larger ε), or why it cannot."""
     task = check_task(task, ctx)
-    V = ctx.embeddings.shape[1]
     lp = check_lm_laws("logp_lm", logp_lm, ctx.logp.shape)
-    C = np.eye(V) - 1.0 / V
-    cq = C @ (np.linalg.pinv(ctx.embeddings @ C) @ task.direction)
-    shift = task.score - ctx.logp @ cq
-    score = ctx.logp @ cq + ctx.weights @ shift + task.bias  # the world's readout score (readout_error's)
+    cq, offset = _readout(task, ctx)
+    score = ctx.logp @ cq + offset + task.bias  # the world's readout score, as readout_error computes it
     norm = float(np.linalg.norm(cq))
     radius = np.abs(score) / norm if norm > 0 else np.full(len(score), np.inf)
     moved = lp - ctx.logp
