@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
 from profiles import scaled
 
 from simlm.theory.anchor_bound import context_divergences, per_context_tail, transfer_bound

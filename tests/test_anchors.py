@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+
 from profiles import scaled
 
 from simlm.errors import ConfigError, DistributionError, ShapeError, SimlmError

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from profiles import scaled
 
 import simlm.strategies as strategies
@@ -421,8 +422,8 @@ def test_sample_checks_its_sizes_before_making_a_key(world, monkeypatch):
 def test_hmm_random_takes_a_dtype_as_the_memory_hmms_does():
     """``HMM.random`` took no ``dtype`` (``MemoryHMM.random`` does): ``dtype=float64`` was refused as "not an
     option of family …", and rebuilding the float32 draw in float64 keeps its flushed zeros — at seed 1 and
-    temperatures 0.004, 21 of the 27 sequences of length 3 read another log-likelihood (one −inf for −203.7; a
-    review, 2026-12-08).  The float64 world is the family's float64 draw; float32 stays the default, and a bad
+    temperatures 0.004, 21 of the 27 sequences of length 3 read −inf where the float64 draw gives −101.8 to
+    −233.1 (a review, 2026-12-08).  The float64 world is the family's float64 draw; float32 stays the default, and a bad
     dtype is named as such before the family reads its options."""
     from simlm.checks import as_rng
     from simlm.worlds.families import random_parameters

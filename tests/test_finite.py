@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from profiles import scaled
 
 from bruteforce import params, sequence_prob
+from profiles import scaled
 from simlm.errors import ConfigError, DistributionError, ShapeError
 from simlm.models.finite import SoftmaxContextLM, best_achievable_epsilon, context_kl, fit_cross_entropy, fit_cross_entropy_joint, log_partition, quad_excess, quad_fit, quad_loss, quad_minimiser
 from simlm.worlds.contexts import enumerate_contexts

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
-from profiles import scaled
 
 from bruteforce import prompted_state_law
+from profiles import scaled
 from simlm.errors import ConfigError, ZeroProbabilityError
 from simlm.theory import head_prompt as hp
 from simlm.theory.head_prompt_margins import feasibility_range, label_margins

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from profiles import scaled
 
 from simlm.downstream import (attention_features, bayes_ceiling, fit_attention_head, fit_linear_head, head_tuning,

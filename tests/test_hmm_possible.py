@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from profiles import scaled
 
 import bruteforce as bf
+from profiles import scaled
 from simlm.worlds import hmm as hmm_module
 from simlm.worlds import hmm_core as core
 

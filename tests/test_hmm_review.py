@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from profiles import scaled
 from scipy.special import logsumexp
 
 import bruteforce as bf
+from profiles import scaled
 from simlm.errors import ConfigError, DistributionError, TokenError, ZeroProbabilityError
 from simlm.strategies import probability_vectors
 from simlm.worlds import HMM, MemoryHMM, buckets

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+
 from profiles import scaled
 
 import simlm.experiments.checks as builtin_checks

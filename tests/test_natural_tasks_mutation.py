@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+
 from profiles import scaled
 
 from simlm.experiments import natural_tasks_adversaries as nta

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from profiles import scaled
 
 from simlm.experiments.checks_anchors import anchors_check
@@ -29,12 +30,16 @@ def _latent(world, task_seed=0):
     return ctx, task
 
 
-def _flip_direction(ctx, task):
-    """C q ÷ ‖C q‖ by the definition (q the least-norm solution of V*(I − 11ᵀ/V) q = u*), from lstsq; None
-    where C q = 0 (the readout reads no law: nothing flips it)."""
+def _cq(ctx, task):
+    """C q by the definition (C = I − 11ᵀ/V, q the least-norm solution of V*C q = u*), from lstsq."""
     V = ctx.embeddings.shape[1]
     C = np.eye(V) - 1.0 / V
-    cq = C @ np.linalg.lstsq(ctx.embeddings @ C, task.direction, rcond=None)[0]
+    return C @ np.linalg.lstsq(ctx.embeddings @ C, task.direction, rcond=None)[0]
+
+
+def _flip_direction(ctx, task):
+    """C q ÷ ‖C q‖; None where C q = 0 (the readout reads no law: nothing flips it)."""
+    cq = _cq(ctx, task)
     return cq / np.linalg.norm(cq) if np.linalg.norm(cq) > 0 else None
 
 
@@ -76,9 +81,7 @@ def test_each_radius_is_the_distance_at_which_that_context_first_flips(world, ta
 
 def _readout_labels(ctx, task, logp):
     """The readout's per-context labels, from its definition (readout_error's threshold on the world's shift)."""
-    V = ctx.embeddings.shape[1]
-    C = np.eye(V) - 1.0 / V
-    cq = C @ np.linalg.lstsq(ctx.embeddings @ C, task.direction, rcond=None)[0]
+    cq = _cq(ctx, task)
     shift = ctx.weights @ (task.score - ctx.logp @ cq)
     return logp @ cq + shift + task.bias >= 0
 

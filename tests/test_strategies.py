@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import find, given, settings, strategies as st
 from hypothesis.errors import NoSuchExample
+
 from profiles import scaled
 
 from simlm.errors import ConfigError

@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from profiles import scaled
 from scipy.special import erf, logsumexp
+
+from profiles import scaled
 
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models.base import LanguageModel, MaskedLanguageModel, SoftmaxLanguageModel

@@ -108,9 +108,9 @@ def anchors_check(cell) -> list:
         rows.append(row(f"{name}:probe_error", probe, bayes_error=0.0))
         if task.words is None:
             # the world's own readout errs where u* is not readable linearly from log p* (V − 1 < d).  How far
-            # the LM's laws moved against how far they could before a label changes (readout_radii): in the demo
-            # the contexts nearest their flip (0.125, weight 0.75) moved 0.07 at ε = 0.001 (at_risk 0: the
-            # world's labels) and 0.23 at ε = 0.01, where 27/64 of them flip — the same ones at every larger ε
+            # the LM's laws moved against how far they could before a label changes (readout_radii): in the demo's
+            # log-linear world the contexts nearest their flip (0.125, weight 0.75) move 0.23–0.25 under logit
+            # noise at ε = 0.01 (at_risk 0.75), and 27/64 of the positions flip — the same ones at every larger ε
             radii = readout_radii(task, ctx, logp_lm)
             rows.append(row(f"{name}:readout_error", readout_error(task, ctx, logp_lm), bayes_error=0.0,
                             world_error=readout_error(task, ctx, ctx.logp), readout_margin=radii.margin,

@@ -55,7 +55,8 @@ import numpy as np
 from simlm.checks import check_distinct_labels, check_memory
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, ROW_TYPES, Cell, get_check, judged
-from simlm.experiments.store import CellStore, claim, log_run, results_dir, row_problem, running, update_run
+from simlm.experiments.store import (CellStore, claim, log_run, nonempty_path, results_dir, row_problem, running,
+                                    update_run)
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 
@@ -1043,9 +1044,7 @@ def _arrow_column(pa, values: list):
 def results_directory(out) -> Path:
     """``out`` as a Path if it is a sweep's results directory (a :class:`ConfigError` naming ``out`` if not),
     checked before anything is written into it (``simlm report`` of another folder left its lock file there)."""
-    if isinstance(out, str) and not out.strip():  # Path('') is the working directory, which was then named "."
-        raise ConfigError(f"out: expected a sweep results directory, got an empty path {out!r}")
-    out = Path(out)
+    out = nonempty_path(out, what="a sweep results directory")
     if not out.exists():
         raise ConfigError(f"out: {out} does not exist")
     if not out.is_dir():

@@ -539,6 +539,7 @@ __all__ = [
     "MASKED_CHUNK_FLOATS",
     "check_laws",
     "check_world",
+    "lm_call",
     "kl_per_sequence",
     "tv_per_sequence",
     "observed_logprobs",
