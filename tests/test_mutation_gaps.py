@@ -83,11 +83,13 @@ def test_head_tuning_scores_its_head_on_fresh_inputs_not_on_its_training_set(mon
 # ---- heads -------------------------------------------------------------------------------------------------
 
 @settings(max_examples=scaled(50), deadline=None)
-@given(st.lists(st.tuples(st.floats(-3, 3, width=32), st.integers(0, 1)), min_size=1, max_size=12))
+@given(st.lists(st.tuples(st.floats(-3, 3, width=32, allow_subnormal=False), st.integers(0, 1)), min_size=1,
+                max_size=12))
 def test_accuracy_is_the_share_of_every_example_predicted_right(data):
     """LinearHead.accuracy = mean over all n examples of [argmax logits = label], by brute force on a 1-feature
     head (logit of class 1 = f, of class 0 = 0; a tie goes to class 0); an accuracy leaving out the last
-    example passed every test."""
+    example passed every test.  No subnormal feature: XLA flushes 1.4e-45 to 0, a tie (the thorough profile's
+    counterexample to this brute force, not to the head)."""
     f = np.array([[x] for x, _ in data], np.float32)
     y = np.array([c for _, c in data], np.int32)
     head = LinearHead(np.array([[0.0, 1.0]]), np.zeros(2), np.zeros(1), np.ones(1), np.zeros(0))
