@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bruteforce as bf
-from simlm.downstream import (MemoryTask, PosteriorTask, bayes_ceiling, make_memory_task, make_posterior_task,
-                              sample_continuations, sample_task_data, sparse_direction, sparse_label_matrix)
+from simlm.downstream import (MemoryTask, PosteriorTask, bayes_ceiling, bayes_ceiling_bracket, make_memory_task,
+                              make_posterior_task, sample_continuations, sample_task_data, sparse_direction,
+                              sparse_label_matrix)
 from simlm.errors import ConfigError, ShapeError
 from simlm.strategies import hmms, memory_hmms, token_sequences
 from simlm.worlds import HMM, MemoryHMM
@@ -457,3 +458,9 @@ def test_the_split_ceiling_is_unbiased_where_the_plug_in_one_is_many_standard_er
         bayes_ceiling(world, task, x, 0, estimate="mean")
     with pytest.raises(ConfigError, match="^n_continuations: the split estimate .* at least 2, got 1"):
         bayes_ceiling(world, task, x, 0, n_continuations=1, estimate="split")
+    # both from one set of continuations (one key): the two calls' numbers, at the cost of one
+    bracket = bayes_ceiling_bracket(world, task, x, 0, n_continuations=8)
+    assert bracket == (split, split_se, plug, plug_se)
+    assert bayes_ceiling_bracket(world, task, x, 8, n_continuations=2) == (1.0, 0.0, 1.0, 0.0)  # T' = T: exact
+    with pytest.raises(ConfigError, match="^n_continuations: the split estimate .* at least 2, got 1"):
+        bayes_ceiling_bracket(world, task, x, 0, n_continuations=1)

@@ -11,14 +11,15 @@ from simlm.downstream.prompts import (ExactPromptResult, TransformerPromptResult
                                       fit_transformer_prompt)
 from simlm.downstream.attention_prompts import (ExactAttentionPromptResult, TransformerAttentionPromptResult,
                                                 fit_exact_attention_prompt, fit_transformer_attention_prompt)
-from simlm.downstream.tasks import (POSITIONS, MemoryTask, PosteriorTask, bayes_ceiling, data_chain,
-                                    make_memory_task, make_posterior_task, sample_continuations, sample_task_data,
-                                    sparse_direction, sparse_label_matrix)
+from simlm.downstream.tasks import (POSITIONS, MemoryTask, PosteriorTask, bayes_ceiling, bayes_ceiling_bracket,
+                                    data_chain, make_memory_task, make_posterior_task, sample_continuations,
+                                    sample_task_data, sparse_direction, sparse_label_matrix)
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
            "make_posterior_task", "make_memory_task", "sample_task_data", "data_chain",
-           "sample_continuations", "bayes_ceiling", "task_features", "attention_features", "HeadLogits",
-           "LinearLogits", "AttentionLogits", "LinearHead", "fit_linear_head", "AttentionHead", "fit_attention_head",
+           "sample_continuations", "bayes_ceiling", "bayes_ceiling_bracket", "task_features", "attention_features",
+           "HeadLogits", "LinearLogits", "AttentionLogits", "LinearHead", "fit_linear_head", "AttentionHead",
+           "fit_attention_head",
            "HeadTuningResult", "head_tuning", "fit_prompt", "ExactPromptResult", "fit_exact_prompt",
            "TransformerPromptResult", "fit_transformer_prompt", "ExactAttentionPromptResult",
            "fit_exact_attention_prompt", "TransformerAttentionPromptResult", "fit_transformer_attention_prompt"]

@@ -491,6 +491,33 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     lower bound (exact where the picked class is the best), and the two estimates bracket the ceiling in
     expectation (R ≥ 2).  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the prior law of the chain.
     ``n_continuations``, ``key``, ``estimate`` and n ≥ 2 are checked first, at T' = T too."""
+    R = check_positive_int("n_continuations", n_continuations)
+    if estimate not in ("plug-in", "split"):
+        raise ConfigError(f"estimate: expected 'plug-in' or 'split', got {estimate!r}")
+    if estimate == "split" and R < 2:
+        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
+                          f"other half, which needs at least 2, got {R}")
+    y = _continuation_labels(world, task, tokens_full, visible_length, R, key)
+    return mean_and_sem(_split(y, task.n_classes) if estimate == "split" else _plug_in(y, task.n_classes),
+                        "tokens_full")
+
+
+def bayes_ceiling_bracket(world, task, tokens_full, visible_length: int, *, n_continuations: int = 64,
+                          key=0) -> tuple[float, float, float, float]:
+    """``(lower, lower_se, upper, upper_se)``: :func:`bayes_ceiling`'s split and plug-in estimates from one set
+    of R = ``n_continuations`` ≥ 2 continuations (the cost of one), which bracket the ceiling in expectation."""
+    R = check_positive_int("n_continuations", n_continuations)
+    if R < 2:
+        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
+                          f"other half, which needs at least 2, got {R}")
+    y = _continuation_labels(world, task, tokens_full, visible_length, R, key)
+    return (*mean_and_sem(_split(y, task.n_classes), "tokens_full"),
+            *mean_and_sem(_plug_in(y, task.n_classes), "tokens_full"))
+
+
+def _continuation_labels(world, task, tokens_full, visible_length, R: int, key) -> np.ndarray:
+    """``(n, R)`` labels of the R exact continuations of each sequence's first T' tokens; all-ones ``(n, 1)``
+    where T' = T (the predictor sees what decides the label)."""
     params = data_chain(world, check_task(task, world))
     toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
     n, T = toks.shape
@@ -499,31 +526,32 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
         raise ConfigError(f"visible_length: expected an integer in [0, {T}] (the length of tokens_full), "
                           f"got {visible_length!r}")
     T_vis = int(visible_length)
-    R = check_positive_int("n_continuations", n_continuations)
-    if estimate not in ("plug-in", "split"):
-        raise ConfigError(f"estimate: expected 'plug-in' or 'split', got {estimate!r}")
-    if estimate == "split" and R < 2:
-        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
-                          f"other half, which needs at least 2, got {R}")
     as_key(key, "key")  # (T' = T took any n_continuations and key; both were checked after the labels' compile)
-    exact = mean_and_sem(np.ones(n), "tokens_full")  # (1.0, 0.0); n ≥ 2 checked before anything compiles
+    mean_and_sem(np.ones(n), "tokens_full")  # n ≥ 2, checked before anything compiles
     task.labels(world, toks)  # a sequence of probability 0 has no label, whatever T' (T' < T read only x_1:T')
-    if T_vis == T:  # the predictor sees what decides the label: 1 exactly
-        return exact
+    if T_vis == T:  # every continuation is the sequence itself: 1 exactly, by either estimate
+        return np.zeros((n, 2), np.int64)
     if T_vis == 0:
         pred = jnp.broadcast_to(params[0], (n, params[0].shape[0]))
         cont = _continue(pred, params[1], params[2], key, R, T)
     else:
         cont = sample_continuations(world, toks[:, :T_vis], T - T_vis, key, n_continuations=R, task=task)
     full = np.concatenate([np.broadcast_to(toks[:, None, :T_vis], (n, R, T_vis)), cont], axis=-1)
-    y = task.labels(world, full.reshape(n * R, T)).reshape(n, R)
-    if estimate == "split":  # the class of the first half's frequencies (ties: the lowest), scored on the rest
-        pick = np.stack([(y[:, :R // 2] == c).mean(axis=1) for c in range(task.n_classes)], axis=1).argmax(axis=1)
-        return mean_and_sem((y[:, R // 2:] == pick[:, None]).mean(axis=1), "tokens_full")
-    freq = np.stack([(y == c).mean(axis=1) for c in range(task.n_classes)], axis=1)
-    return mean_and_sem(freq.max(axis=1), "tokens_full")
+    return task.labels(world, full.reshape(n * R, T)).reshape(n, R)
+
+
+def _plug_in(y, n_classes: int) -> np.ndarray:
+    """Per sequence, the largest label frequency over its continuations."""
+    return np.stack([(y == c).mean(axis=1) for c in range(n_classes)], axis=1).max(axis=1)
+
+
+def _split(y, n_classes: int) -> np.ndarray:
+    """Per sequence, the class of the first half's frequencies (ties: the lowest) scored on the other half."""
+    R = y.shape[1]
+    pick = np.stack([(y[:, :R // 2] == c).mean(axis=1) for c in range(n_classes)], axis=1).argmax(axis=1)
+    return (y[:, R // 2:] == pick[:, None]).mean(axis=1)
 
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",
            "make_posterior_task", "make_memory_task", "sample_task_data", "data_chain",
-           "sample_continuations", "bayes_ceiling", "check_position", "check_task"]
+           "sample_continuations", "bayes_ceiling", "bayes_ceiling_bracket", "check_position", "check_task"]
