@@ -427,3 +427,23 @@ def test_a_model_config_edited_beside_arrays_of_the_same_shapes_is_refused_and_o
     tree = restore_tree(tmp_path / "ck", {"params": nnx.to_pure_dict(nnx.state(init_transformer(MODEL, 0), nnx.Param))})
     path.write_text(json.dumps({**saved, "checksum": checksum(tree)}))  # as saved before 2026-12-06: arrays only
     assert load_lm(tmp_path / "ck").metadata["checksum"] == checksum(tree)
+
+
+def test_an_empty_run_dir_a_dict_for_a_config_and_a_list_for_expect_are_named(tmp_path, monkeypatch):
+    """``run_dir=""`` trained into the working directory (Path('') is '.': its config.json, checkpoints and lock
+    landed there without a word); ``masked_eval_positions`` of a dict and ``load_lm(expect=[…])`` were
+    AttributeErrors (a review, 2026-12-08).  Each is a ConfigError naming the argument, before anything runs."""
+    from simlm.train import masked_eval_positions
+
+    monkeypatch.chdir(tmp_path)
+    world = HMM.random(0, 2, 3)
+    model = TransformerConfig(n_symbols=3, d_model=8, n_layers=1, n_heads=2, max_len=8)
+    for blank in ("", "  "):
+        with pytest.raises(ConfigError, match="^run_dir: expected a directory path or None, got an empty path"):
+            train(world, model, TrainConfig(targets=(0.05,), batch_size=4, seq_len=8, max_steps=2), run_dir=blank,
+                  progress=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="^config: expected a TrainConfig, got dict"):
+        masked_eval_positions({"seq_len": 8, "eval_positions": 4})
+    with pytest.raises(ConfigError, match="^expect: expected a dict of metadata entries"):
+        load_lm(tmp_path, expect=[("seed", 0)])

@@ -223,6 +223,8 @@ def _validate(world, model_config, config, run_dir, until_step, progress) -> Non
     directory is claimed, so a failing call leaves nothing behind."""
     if run_dir is not None:
         check_instance("run_dir", run_dir, (str, os.PathLike), "a directory path or None")
+        if isinstance(run_dir, str) and not run_dir.strip():  # Path('') is the working directory: it trained there
+            raise ConfigError(f"run_dir: expected a directory path or None, got an empty path {run_dir!r}")
     if until_step is not None:
         check_positive_int("until_step", until_step, 1, _INT_MAX)
     if not isinstance(progress, bool):
@@ -260,6 +262,7 @@ def _validate_training(world, model_config, config) -> None:
 def masked_eval_positions(config: TrainConfig) -> np.ndarray:
     """The positions at which the trainer evaluates a masked LM's ε in every held-out sequence:
     ``min(eval_positions, seq_len)`` evenly spread over 0..seq_len − 1, int32 (e.g. 0, 3, 7 for 3 of 8)."""
+    check_instance("config", config, TrainConfig, "a TrainConfig")
     return np.unique(np.linspace(0, config.seq_len - 1, min(config.eval_positions, config.seq_len)).astype(np.int32))
 
 
