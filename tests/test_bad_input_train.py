@@ -447,3 +447,23 @@ def test_an_empty_run_dir_a_dict_for_a_config_and_a_list_for_expect_are_named(tm
         masked_eval_positions({"seq_len": 8, "eval_positions": 4})
     with pytest.raises(ConfigError, match="^expect: expected a dict of metadata entries"):
         load_lm(tmp_path, expect=[("seed", 0)])
+
+
+@pytest.mark.parametrize("options", [dict(corruption=(2, 1, 1)), dict(corruption=(1.2, -0.1, -0.1)),
+                                     dict(corruption=(math.nan, 0.5, 0.5)), dict(corruption=(0.5, 0.5)),
+                                     dict(corruption="mask"), dict(mask_rate=0.0), dict(mask_rate=math.nan),
+                                     dict(mask_rate=1.5), dict(mask_rate="0.15")])
+def test_the_masked_lm_objective_called_directly_refuses_bad_masking(options):
+    """``objectives.masked_lm`` called directly (the trainer's config checks these): corruption (2, 1, 1) read as
+    (½, ¼, ¼), (1.2, −0.1, −0.1) and NaN gave a finite loss, a pair a JAX shape error, mask_rate NaN "the draw
+    chose no position" (a review, 2026-12-08).  Each is a ConfigError naming the option; list tokens are read."""
+    from simlm.models.transformer import init_transformer
+    from simlm.train import objectives
+
+    model = init_transformer(TransformerConfig(n_symbols=5, d_model=8, n_layers=1, n_heads=2, max_len=8,
+                                               causal=False), 0)
+    x = np.random.default_rng(0).integers(0, 5, (3, 6)).tolist()
+    name = next(iter(options))
+    with pytest.raises(ConfigError, match=f"^{name}: expected"):
+        objectives.masked_lm(model, x, jax.random.key(0), **options)
+    assert np.isfinite(float(objectives.masked_lm(model, x, jax.random.key(0))))

@@ -10,6 +10,8 @@ causal model, all of them in a masked LM), so padding there changes their losses
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,7 +88,8 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     replaced by MASK, by a uniformly random symbol, or kept, with probabilities ``corruption``; the loss
     is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
     require_kind(model, False, "masked_lm")
-    c, mask = model.config, _mask(mask)
+    c, mask, tokens = model.config, _mask(mask), jnp.asarray(tokens)
+    _check_masking(mask_rate, corruption)
     _check_targets(tokens, mask, c.n_symbols)
     k_choose, k_how, k_rand = jax.random.split(key, 3)
     chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
@@ -102,6 +105,25 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     inputs = jnp.where(chosen & (how == 0), c.mask_id, tokens)
     inputs = jnp.where(chosen & (how == 1), random_tokens, inputs)
     return _masked_mean(-_observed(jax.nn.log_softmax(model(inputs), axis=-1), tokens), chosen)
+
+
+def _check_masking(mask_rate, corruption) -> None:
+    """``mask_rate`` in (0, 1] and ``corruption`` three non-negative probabilities summing to 1, or a
+    :class:`ConfigError` naming them (the trainer's config checks them; a direct call did not: (2, 1, 1) read as
+    (½, ¼, ¼), (1.2, −0.1, −0.1) and NaN gave a finite loss, and a pair a JAX shape error)."""
+    if not isinstance(mask_rate, jax.core.Tracer):
+        rate = float(mask_rate) if isinstance(mask_rate, (int, float, np.number)) else math.nan
+        if not 0 < rate <= 1:
+            raise ConfigError(f"mask_rate: expected a number in (0, 1], got {mask_rate!r}")
+    if isinstance(corruption, jax.core.Tracer):
+        return
+    try:
+        p = np.asarray(corruption, dtype=np.float64)
+    except (TypeError, ValueError):
+        p = np.full(1, np.nan)
+    if not (p.shape == (3,) and np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) <= 1e-6):
+        raise ConfigError(f"corruption: expected the probabilities of (MASK, a random symbol, the token kept), three "
+                          f"non-negative numbers summing to 1, got {corruption!r}")
 
 
 def quad(model, tokens, key=None, mask=None):
