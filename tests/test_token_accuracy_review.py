@@ -1018,3 +1018,18 @@ def test_the_p_value_at_eight_types_is_the_exact_permutation_one():
     exact = float(np.mean(np.abs(all_rho) >= observed - 1e-12))
     assert prof.spearman == pytest.approx(rho(ry), rel=1e-12)
     assert prof.spearman_p == pytest.approx(exact, rel=1e-9)
+
+
+def test_a_law_holding_nan_or_inf_is_a_distribution_error_not_a_shape_error():
+    """``probs`` with −inf, +inf or NaN (and ``log_probs`` with NaN or +inf) raised a ShapeError — a value of no
+    law typed as a wrong shape (a review, 2026-12-08).  A DistributionError names the entry; a misshapen law is
+    still a ShapeError."""
+    for bad in (-np.inf, np.inf, np.nan):
+        p = np.full((1, 2, 3), 1 / 3)
+        p[0, 0, 1] = bad
+        with pytest.raises(DistributionError, match=r"^probs: entry \(0, 0, 1\) is .*, expected a probability"):
+            token_accuracy(p, [[0, 1]], [[True, True]])
+        with pytest.raises(DistributionError, match=r"^probs: entry \(0, 0, 1\)"):
+            token_accuracy(p.tolist(), [[0, 1]], [[True, True]])
+    with pytest.raises(ShapeError, match="^probs: expected laws of shape"):
+        token_accuracy(np.full((2, 3), 1 / 3), [[0, 1]], [[True, True]])

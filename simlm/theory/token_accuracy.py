@@ -170,7 +170,13 @@ def _square(name: str, value) -> np.ndarray:
 
 
 def _laws(name, value, shape=None) -> np.ndarray:
-    a = check_real_array(name, value, error=ShapeError)
+    """Probabilities of ``shape`` (default any (n, T, V)) as float64: a NaN or ±∞ entry is a value of no law (a
+    DistributionError; it read as a ShapeError), a non-numeric or misshapen array a ShapeError."""
+    raw = as_array(name, value, error=ShapeError)
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(raw))[0])
+        raise DistributionError(f"{name}: entry {idx} is {raw[idx]}, expected a probability")
+    a = check_real_array(name, raw, error=ShapeError)
     if a.ndim != 3 or (shape is not None and a.shape != shape):
         raise ShapeError(f"{name}: expected laws of shape {shape or '(n, T, V)'}, got {a.shape}")
     return a
@@ -182,8 +188,8 @@ def _log_laws(name, value, shape) -> np.ndarray:
     if a.dtype.kind not in "biuf" or a.shape != shape:
         raise ShapeError(f"{name}: expected real log-probabilities of shape {shape}, got {a.dtype} {a.shape}")
     a = a.astype(np.float64)
-    if np.isnan(a).any() or (a == np.inf).any():
-        raise ShapeError(f"{name}: expected log-probabilities (finite or −inf), got NaN or +inf entries")
+    if np.isnan(a).any() or (a == np.inf).any():  # values of no law (a ShapeError before 2026-12-08)
+        raise DistributionError(f"{name}: expected log-probabilities (finite or −inf), got NaN or +inf entries")
     return a
 
 
