@@ -303,3 +303,16 @@ def test_a_heads_accuracy_checks_its_labels_before_predicting(monkeypatch):
         head.accuracy(f, y[:5])
     with pytest.raises(ShapeError, match="features: expected one row per label"):
         head.accuracy(f[0], y[:3])
+
+
+def test_an_impossible_sequence_in_head_tunings_train_or_test_set_names_that_set():
+    """The task's labels of an impossible sequence raised "tokens: sequence 1 has probability zero …", naming
+    neither ``train`` nor ``test`` (a review, 2026-12-08)."""
+    from simlm.errors import ZeroProbabilityError
+
+    world = HMM([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])  # each state repeats its word
+    task = ds.PosteriorTask(mu=np.array([1.0, -1.0]))
+    fine, impossible = np.array([[0, 0, 0], [1, 1, 1]] * 4), np.array([[0, 0, 0], [0, 1, 0]] * 4)
+    for name, train, test in (("train", impossible, fine), ("test", fine, impossible)):
+        with pytest.raises(ZeroProbabilityError, match=f"^{name}: sequence 1 has probability zero"):
+            ds.head_tuning(WorldLM(world), world, task, train, test)

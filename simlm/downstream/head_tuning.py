@@ -29,7 +29,7 @@ import numpy as np
 from simlm.checks import check_positive_int, check_tokens
 from simlm.downstream.heads import AttentionHead, LinearHead, check_labels, fit_attention_head, fit_linear_head
 from simlm.downstream.tasks import MemoryTask, bayes_ceiling, check_position, check_task
-from simlm.errors import ConfigError, ShapeError
+from simlm.errors import ConfigError, ShapeError, ZeroProbabilityError
 from simlm.models.base import LanguageModel, MaskedLanguageModel
 
 
@@ -140,8 +140,15 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
         raise ConfigError(f"test: with visible_length the Bayes ceiling (a mean with its standard error over the "
                           f"test sequences) needs at least 2 sequences, got {x_te.shape[0]}")
     own = y_te is None
-    y_tr, y_te = ((task.labels(world, x) if y is None else check_labels(y, x.shape[0], task.n_classes, name))
-                  for x, y, name in ((x_tr, y_tr, "train labels"), (x_te, y_te, "test labels")))
+
+    def labels(x, name):  # the task's labels of one set, the world's refusal named by that set (it said "tokens")
+        try:
+            return task.labels(world, x)
+        except ZeroProbabilityError as err:
+            raise ZeroProbabilityError(f"{name}: {str(err).removeprefix('tokens: ')}") from None
+
+    y_tr, y_te = ((labels(x, name) if y is None else check_labels(y, x.shape[0], task.n_classes, f"{name} labels"))
+                  for x, y, name in ((x_tr, y_tr, "train"), (x_te, y_te, "test")))
     own = own or (T_vis is not None and np.array_equal(y_te, task.labels(world, x_te)))
     if isinstance(task, MemoryTask):
         feats = lambda x: attention_features(lm, x[:, :T_vis])  # noqa: E731
