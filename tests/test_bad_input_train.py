@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from simlm import HMM
-from simlm.errors import ConfigError, DistributionError, ShapeError
+from simlm.errors import ConfigError, DistributionError, ShapeError, TokenError
 from simlm.models.transformer import TransformerConfig
 from simlm.train import Training, TrainConfig, load_lm, train
 from simlm.train.checkpoint import checksum
@@ -467,3 +467,8 @@ def test_the_masked_lm_objective_called_directly_refuses_bad_masking(options):
     with pytest.raises(ConfigError, match=f"^{name}: expected"):
         objectives.masked_lm(model, x, jax.random.key(0), **options)
     assert np.isfinite(float(objectives.masked_lm(model, x, jax.random.key(0))))
+    assert np.isfinite(float(objectives.masked_lm(model, x, jax.random.key(0), mask_rate=np.float32(0.5))))
+    wide = np.asarray(x, np.int64)
+    wide[0, 0] = 2**32 + 1  # wraps to 1 in int32: checked before the cast (a review caught the order)
+    with pytest.raises(TokenError, match="^tokens"):
+        objectives.masked_lm(model, wide, jax.random.key(0), mask_rate=1.0)

@@ -88,9 +88,10 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     replaced by MASK, by a uniformly random symbol, or kept, with probabilities ``corruption``; the loss
     is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
     require_kind(model, False, "masked_lm")
-    c, mask, tokens = model.config, _mask(mask), jnp.asarray(tokens)
+    c, mask = model.config, _mask(mask)
     _check_masking(mask_rate, corruption)
-    _check_targets(tokens, mask, c.n_symbols)
+    _check_targets(tokens, mask, c.n_symbols)  # on the ids as given: an int64 2**32 + 1 would wrap to 1 in int32
+    tokens = jnp.asarray(tokens)
     k_choose, k_how, k_rand = jax.random.split(key, 3)
     chosen = jax.random.uniform(k_choose, tokens.shape) < mask_rate
     if mask is not None:
@@ -112,7 +113,8 @@ def _check_masking(mask_rate, corruption) -> None:
     :class:`ConfigError` naming them (the trainer's config checks them; a direct call did not: (2, 1, 1) read as
     (½, ¼, ¼), (1.2, −0.1, −0.1) and NaN gave a finite loss, and a pair a JAX shape error)."""
     if not isinstance(mask_rate, jax.core.Tracer):
-        rate = float(mask_rate) if isinstance(mask_rate, (int, float, np.number)) else math.nan
+        real = np.ndim(mask_rate) == 0 and np.asarray(mask_rate).dtype.kind in "iuf"  # a 0-d jax or numpy value too
+        rate = float(mask_rate) if real else math.nan
         if not 0 < rate <= 1:
             raise ConfigError(f"mask_rate: expected a number in (0, 1], got {mask_rate!r}")
     if isinstance(corruption, jax.core.Tracer):
