@@ -350,8 +350,9 @@ def test_the_head_prompt_checks_rows_carry_the_contexts_shares(monkeypatch):
     from simlm.experiments import head_prompt as hp
     from simlm.models import WorldLM
 
-    shared = {"bayes_ceiling": 0.9, "bayes_ceiling_se": 0.01, "majority": 0.6, "share_without_margin": 0.1,
-              "test_seen_in_train": 0.7, "emission_rank": 2}
+    shared = {"bayes_ceiling": 0.9, "bayes_ceiling_se": 0.01, "bayes_ceiling_lower": 0.85,
+              "bayes_ceiling_lower_se": 0.02, "majority": 0.6, "share_without_margin": 0.1, "test_seen_in_train": 0.7,
+              "emission_rank": 2}
     monkeypatch.setattr(hp, "task_context", lambda world, kind, seed, config: {"shared": shared})
     monkeypatch.setattr(hp, "evaluate", lambda *a, **k: [{"method": "head", "test_accuracy": 0.8,
                                                           "train_accuracy": 0.85}])

@@ -544,3 +544,23 @@ def test_whole_cells_glued_on_one_line_are_both_kept(tmp_path):
     assert math.isnan(again.cells["B"]["records"][0]["x"])
     assert [r["x"] for r in again.records(order=["B", "A"])][1:] == [1.0]  # in the order asked, then the rest
     assert math.isnan(again.records(order=["B"])[0]["x"]) and again.records(order=["Z"])[0] == {"x": 1.0}
+
+
+def test_the_records_ceilings_are_the_plug_in_and_split_estimates_of_the_test_set():
+    """``bayes_ceiling`` is :func:`bayes_ceiling`'s plug-in estimate on the seed's test set with its key, bit for
+    bit, and ``bayes_ceiling_lower`` the split one from the same continuations (new 2026-12-08: the plug-in sits
+    above the ceiling in expectation, the split below); the sweep check's rows carry both."""
+    from simlm.downstream import bayes_ceiling
+    from simlm.worlds import HMM
+
+    world = HMM.random(0, 8, 10, family="permutation-mixture", transition_temp=0.01, emission_temp=0.01)
+    config = hp.Config(n_train=16, n_test=16, n_continuations=4, trained=False)
+    ctx = hp.task_context(world, "hmm", 0, config)
+    shared, task = ctx["shared"], ctx["task"]
+    x_te = hp.sample_task_data(world, task, 1000 * 0 + 2, config.n_test, config.label_length)[0]
+    Tv, key = config.visible_length, 1000 * 0 + 3
+    plug = bayes_ceiling(world, task, x_te, Tv, n_continuations=4, key=key)
+    split = bayes_ceiling(world, task, x_te, Tv, n_continuations=4, key=key, estimate="split")
+    assert (shared["bayes_ceiling"], shared["bayes_ceiling_se"]) == plug
+    assert (shared["bayes_ceiling_lower"], shared["bayes_ceiling_lower_se"]) == split
+    assert split[0] <= plug[0]

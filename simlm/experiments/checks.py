@@ -259,10 +259,11 @@ _HEAD_PROMPT_OPTIONS = ("label_length", "visible_length", "n_train", "n_test", "
 
 
 def _validate_head_prompt(options: dict) -> None:
-    """Each option an integer ≥ 1, and together the experiment's Config (visible_length ≤ label_length, …)."""
+    """Each option an integer ≥ 1 (``n_continuations`` ≥ 2: the split ceiling scores on half of them), and
+    together the experiment's Config (visible_length ≤ label_length, …)."""
     from simlm.experiments import head_prompt as hp
 
-    option_ranges("wei/head-prompt", dict.fromkeys(_HEAD_PROMPT_OPTIONS, 1))(options)
+    option_ranges("wei/head-prompt", {**dict.fromkeys(_HEAD_PROMPT_OPTIONS, 1), "n_continuations": 2})(options)
     try:
         hp.Config(**options, trained=False, analytic=None)
     except ConfigError as err:
@@ -296,7 +297,8 @@ def head_prompt_check(cell) -> list:
     kind = "memory" if cell.world_spec["kind"] == "memory-hmm" else "hmm"
     ctx = hp.task_context(cell.world, kind, cell.seed, config)
     source = cell.lm_spec["source"]
-    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "majority", "share_without_margin",
+    shared = {k: ctx["shared"][k] for k in ("bayes_ceiling", "bayes_ceiling_se", "bayes_ceiling_lower",
+                                            "bayes_ceiling_lower_se", "majority", "share_without_margin",
                                             "test_seen_in_train")}
     return [row(f"{r['method']}:test_accuracy", r["test_accuracy"], train_accuracy=r["train_accuracy"],
                 accuracy_with_margin=r.get("accuracy_with_margin"), **shared)

@@ -25,8 +25,10 @@ positions shorter than the training sequences.  Every record carries the exact m
 sequences, of the training length; ``ladder_epsilon``: the trainer's value when the rung was saved, and
 for an analytic LM its calibrated ε at the readout law on the training inputs) and ``epsilon_readout``,
 the exact KL at the very law the head reads, on the test inputs — the number that says how well the
-unprompted readout of a trained LM fares at its shorter length.  Beside the accuracies: the Bayes ceiling E[max_y P(y | x_1:T')] (1 exactly
-when T' = T: ``--full-input``), the majority-class rate, and Wei et al.'s conditions — emission rank and
+unprompted readout of a trained LM fares at its shorter length.  Beside the accuracies: the Bayes ceiling
+E[max_y P(y | x_1:T')] (1 exactly when T' = T: ``--full-input``; ``bayes_ceiling`` the plug-in estimate from
+``n_continuations`` continuations, an upper bound in expectation, ``bayes_ceiling_lower`` the split one from the
+same continuations, a lower bound: :func:`~simlm.downstream.bayes_ceiling_bracket`), the majority-class rate, and Wei et al.'s conditions — emission rank and
 σ_min of B (rank B = |H| makes the head work for every μ, so it holds only while |H| ≤ |X|; a rank-deficient B
 alone does not make a head fail: states the posterior never tells apart), the head realisability
 residual — the distance of μ from col(B), computed as the projection residual ‖μ − Πμ‖/‖μ‖ with Π the
