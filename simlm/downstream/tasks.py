@@ -485,7 +485,7 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     ``estimate="plug-in"`` (the default) takes the max of the R frequencies: biased *upward* where classes are
     close, by O(1/√R) — for a sequence whose label is a fair coin by about +0.14 at R = 8, +0.05 at R = 64 —
     an upper bound in expectation (on a world whose every label is a fair coin the ceiling 0.5 read
-    0.549 ± 0.0008 at R = 64: 59 standard errors; a review, 2026-12-08); its noise can still put one run below the
+    0.549 ± 0.0008 at R = 64 over 2000 sequences: 59 standard errors; a review, 2026-12-08); its noise can still put one run below the
     exact value (0.6944 ± 0.0010 against 0.6959).  ``estimate="split"`` picks the class on the first ⌊R/2⌋
     continuations and scores it on the others: the accuracy of a predictor that exists, so unbiased for a
     lower bound (exact where the picked class is the best), and the two estimates bracket the ceiling in

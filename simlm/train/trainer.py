@@ -169,8 +169,8 @@ class TrainConfig:
 class LadderRecord:
     """One rung of the ladder for one seed: reached or not, the exact ε there and where it is saved.  ``epsilon``
     is the objective's own ε on the held-out set: for ``masked-lm`` at :func:`masked_eval_positions` only
-    (below the masked ε over every position: the two ends, evaluated always, are the cheapest positions), for
-    ``quad`` the Quad excess (see :func:`train`)."""
+    (typically below the masked ε over every position when ``seq_len`` > ``eval_positions``: the two ends,
+    always evaluated, are the cheapest positions), for ``quad`` the Quad excess (see :func:`train`)."""
 
     seed: int
     target: float
