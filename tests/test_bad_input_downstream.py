@@ -316,3 +316,17 @@ def test_an_impossible_sequence_in_head_tunings_train_or_test_set_names_that_set
     for name, train, test in (("train", impossible, fine), ("test", fine, impossible)):
         with pytest.raises(ZeroProbabilityError, match=f"^{name}: sequence 1 has probability zero"):
             ds.head_tuning(WorldLM(world), world, task, train, test)
+
+
+def test_with_labels_given_an_impossible_sequence_is_still_named_by_its_set():
+    """With labels passed, the task computes none: the LM's law at the prepended mask refused the sequence, as
+    "tokens: …" (a review of the fix above).  The features' refusal is named by the set too."""
+    from simlm.errors import ZeroProbabilityError
+
+    world = HMM([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
+    task = ds.PosteriorTask(mu=np.array([1.0, -1.0]))
+    fine, impossible = np.array([[0, 0, 0], [1, 1, 1]] * 4), np.array([[0, 0, 0], [0, 1, 0]] * 4)
+    y = np.array([1, 0] * 4)
+    for name, train, test in (("train", impossible, fine), ("test", fine, impossible)):
+        with pytest.raises(ZeroProbabilityError, match=f"^{name}: sequence 1 has probability zero"):
+            ds.head_tuning(WorldLM(world), world, task, (train, y), (test, y))

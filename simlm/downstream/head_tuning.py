@@ -141,25 +141,25 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
                           f"test sequences) needs at least 2 sequences, got {x_te.shape[0]}")
     own = y_te is None
 
-    def labels(x, name):  # the task's labels of one set, the world's refusal named by that set (it said "tokens")
+    def named(name, call):  # the world's or the LM's refusal of a sequence, named by its set (it said "tokens")
         try:
-            return task.labels(world, x)
+            return call()
         except ZeroProbabilityError as err:
             raise ZeroProbabilityError(f"{name}: {str(err).removeprefix('tokens: ')}") from None
 
-    y_tr, y_te = ((labels(x, name) if y is None else check_labels(y, x.shape[0], task.n_classes, f"{name} labels"))
+    y_tr, y_te = ((named(name, lambda: task.labels(world, x)) if y is None
+                   else check_labels(y, x.shape[0], task.n_classes, f"{name} labels"))
                   for x, y, name in ((x_tr, y_tr, "train"), (x_te, y_te, "test")))
-    own = own or (T_vis is not None and np.array_equal(y_te, task.labels(world, x_te)))
-    if isinstance(task, MemoryTask):
-        feats = lambda x: attention_features(lm, x[:, :T_vis])  # noqa: E731
-        head = fit_attention_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
-    else:
-        feats = lambda x: task_features(lm, x[:, :T_vis], task.position)  # noqa: E731
-        head = fit_linear_head(feats(x_tr), y_tr, n_classes=task.n_classes, seed=seed, **head_options)
+    own = own or (T_vis is not None and np.array_equal(y_te, named("test", lambda: task.labels(world, x_te))))
+    memory = isinstance(task, MemoryTask)
+    read = (lambda x: attention_features(lm, x[:, :T_vis])) if memory else \
+        (lambda x: task_features(lm, x[:, :T_vis], task.position))
+    f_tr, f_te = named("train", lambda: read(x_tr)), named("test", lambda: read(x_te))  # each read once
+    head = fit(f_tr, y_tr, n_classes=task.n_classes, seed=seed, **head_options)
     ceiling = (float("nan"), float("nan"))
     if visible_length is not None and own:
         ceiling = bayes_ceiling(world, task, x_te, T_vis, n_continuations=n_continuations, key=seed)
-    return HeadTuningResult(head, head.accuracy(feats(x_tr), y_tr), head.accuracy(feats(x_te), y_te), *ceiling)
+    return HeadTuningResult(head, head.accuracy(f_tr, y_tr), head.accuracy(f_te, y_te), *ceiling)
 
 
 __all__ = ["task_features", "attention_features", "HeadTuningResult", "head_tuning"]
