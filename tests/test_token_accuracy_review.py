@@ -1033,3 +1033,8 @@ def test_a_law_holding_nan_or_inf_is_a_distribution_error_not_a_shape_error():
             token_accuracy(p.tolist(), [[0, 1]], [[True, True]])
     with pytest.raises(ShapeError, match="^probs: expected laws of shape"):
         token_accuracy(np.full((2, 3), 1 / 3), [[0, 1]], [[True, True]])
+    import ml_dtypes
+    p = np.full((1, 2, 3), 1 / 3).astype(ml_dtypes.bfloat16)
+    p[0, 1, 2] = np.nan
+    with pytest.raises(DistributionError, match=r"^probs: entry \(0, 1, 2\) is nan"):  # bfloat16 too (dtype kind V)
+        token_accuracy(p, [[0, 1]], [[True, True]])

@@ -173,9 +173,13 @@ def _laws(name, value, shape=None) -> np.ndarray:
     """Probabilities of ``shape`` (default any (n, T, V)) as float64: a NaN or ±∞ entry is a value of no law (a
     DistributionError; it read as a ShapeError), a non-numeric or misshapen array a ShapeError."""
     raw = as_array(name, value, error=ShapeError)
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(raw))[0])
-        raise DistributionError(f"{name}: entry {idx} is {raw[idx]}, expected a probability")
+    try:  # floats of any width, bfloat16 (dtype kind "V") included
+        wide = raw.astype(np.float64) if raw.dtype.kind not in "OUSaMmcb" else None
+    except (TypeError, ValueError):
+        wide = None
+    if wide is not None and not np.isfinite(wide).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(wide))[0])
+        raise DistributionError(f"{name}: entry {idx} is {wide[idx]}, expected a probability")
     a = check_real_array(name, raw, error=ShapeError)
     if a.ndim != 3 or (shape is not None and a.shape != shape):
         raise ShapeError(f"{name}: expected laws of shape {shape or '(n, T, V)'}, got {a.shape}")
