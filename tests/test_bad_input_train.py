@@ -445,8 +445,11 @@ def test_an_empty_run_dir_a_dict_for_a_config_and_a_list_for_expect_are_named(tm
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConfigError, match="^config: expected a TrainConfig, got dict"):
         masked_eval_positions({"seq_len": 8, "eval_positions": 4})
-    with pytest.raises(ConfigError, match="^expect: expected a dict of metadata entries"):
+    with pytest.raises(ConfigError, match="^expect: expected a mapping of metadata entries"):
         load_lm(tmp_path, expect=[("seed", 0)])
+    from types import MappingProxyType
+    with pytest.raises(ConfigError, match="^checkpoint: "):  # a read-only mapping is a mapping: on to the directory
+        load_lm(tmp_path, expect=MappingProxyType({"seed": 0}))
 
 
 @pytest.mark.parametrize("options", [dict(corruption=(2, 1, 1)), dict(corruption=(1.2, -0.1, -0.1)),
@@ -472,3 +475,5 @@ def test_the_masked_lm_objective_called_directly_refuses_bad_masking(options):
     wide[0, 0] = 2**32 + 1  # wraps to 1 in int32: checked before the cast (a review caught the order)
     with pytest.raises(TokenError, match="^tokens"):
         objectives.masked_lm(model, wide, jax.random.key(0), mask_rate=1.0)
+    with pytest.raises(ConfigError, match=r"^key: expected a JAX PRNG key \(jax.random.key\(seed\)\), got int 0"):
+        objectives.masked_lm(model, x, 0)  # was JAX's TypeError about "invalid PRNG key data"

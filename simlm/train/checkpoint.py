@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -219,8 +220,8 @@ def load_lm(directory, *, expect: dict | None = None) -> CausalTransformerLM | M
     must match what the checkpoint recorded, so a checkpoint of another run is never loaded silently."""
     if not isinstance(directory, (str, Path)):
         raise ConfigError(f"directory: expected a checkpoint directory path, got {type(directory).__name__}")
-    if expect is not None and not isinstance(expect, dict):
-        raise ConfigError(f"expect: expected a dict of metadata entries (or None), got {type(expect).__name__}")
+    if expect is not None and not isinstance(expect, Mapping):
+        raise ConfigError(f"expect: expected a mapping of metadata entries (or None), got {type(expect).__name__}")
     meta = read_metadata(directory)
     if not isinstance(meta.get("model_config"), dict):
         raise ConfigError(f"checkpoint: {Path(directory) / 'metadata.json'} has no model_config; {_RECREATE}")

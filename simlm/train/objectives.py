@@ -89,6 +89,8 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     is −log p_θ(x_i | corrupted input) averaged over chosen positions."""
     require_kind(model, False, "masked_lm")
     c, mask = model.config, _mask(mask)
+    if isinstance(key, (bool, int, np.integer)):  # jax.random.split(0) is a raw TypeError about "key data"
+        raise ConfigError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__} {key!r}")
     _check_masking(mask_rate, corruption)
     _check_targets(tokens, mask, c.n_symbols)  # on the ids as given: an int64 2**32 + 1 would wrap to 1 in int32
     tokens = jnp.asarray(tokens)
