@@ -442,11 +442,11 @@ def test_the_default_number_of_label_slots_is_the_documented_one():
 
 def test_the_split_ceiling_is_unbiased_where_the_plug_in_one_is_many_standard_errors_high():
     """A world whose every label is a fair coin given nothing (π = (½, ½), symmetric A and B, μ = (1, −1), T' = 0):
-    the ceiling is 0.5, and the plug-in max of R = 8 frequencies reads 0.631 ± 0.0053 on these 500 sequences —
-    25 of its own standard errors high (55 on 2000), the bias outside the error it reports (a review, 2026-12-08).  ``estimate="split"`` picks the
-    class on half the continuations and scores it on the other half: 0.5 within 3 standard errors, and below
-    the plug-in estimate (the two bracket the ceiling in expectation).  Bad ``estimate``, and a split of R = 1,
-    are refused naming the argument."""
+    the ceiling is 0.5, and the plug-in max of R = 8 frequencies reads 0.631 ± 0.0053 on these 500 sequences — 25 of its
+    own standard errors high (55 on 2000), the bias outside the error it reports (a review, 2026-12-08).
+    ``estimate="split"`` picks the class on half the continuations and scores it on the other half: 0.5 within 3
+    standard errors, and below the plug-in estimate (the two bracket the ceiling in expectation).  Bad ``estimate``, and
+    a split of R = 1, are refused naming the argument."""
     world = HMM([0.5, 0.5], [[0.8, 0.2], [0.2, 0.8]], [[0.9, 0.1], [0.1, 0.9]])
     task = PosteriorTask(mu=np.array([1.0, -1.0]))
     x, _ = sample_task_data(world, task, 0, 500, 8)

@@ -115,7 +115,8 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
     _check_lm(lm, MaskedLanguageModel, LanguageModel)
     if lm.n_symbols != world.n_symbols:
         raise ShapeError(f"lm: has {lm.n_symbols} symbols but the world {world.n_symbols}")
-    fit = fit_attention_head if isinstance(task, MemoryTask) else fit_linear_head
+    memory = isinstance(task, MemoryTask)
+    fit = fit_attention_head if memory else fit_linear_head
     allowed = set(inspect.signature(fit).parameters) - {"features", "labels", "n_classes", "seed"}
     if unknown := sorted(set(head_options) - allowed):
         raise ConfigError(f"{unknown[0]}: not an option of {fit.__name__}; the options are {sorted(allowed)}")
@@ -151,7 +152,6 @@ def head_tuning(lm, world, task, train, test, *, visible_length: int | None = No
                    else check_labels(y, x.shape[0], task.n_classes, f"{name} labels"))
                   for x, y, name in ((x_tr, y_tr, "train"), (x_te, y_te, "test")))
     own = own or (T_vis is not None and np.array_equal(y_te, named("test", lambda: task.labels(world, x_te))))
-    memory = isinstance(task, MemoryTask)
     read = (lambda x: attention_features(lm, x[:, :T_vis])) if memory else \
         (lambda x: task_features(lm, x[:, :T_vis], task.position))
     f_tr, f_te = named("train", lambda: read(x_tr)), named("test", lambda: read(x_te))  # each read once

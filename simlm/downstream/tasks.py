@@ -480,23 +480,22 @@ def bayes_ceiling(world, task, tokens_full, visible_length: int, *, n_continuati
     """Best accuracy of any predictor that sees x_1:T' (T' = ``visible_length``) of the ``tokens_full
     (n, T)`` the labels were computed from: E[max_y P(y | x_1:T')], as (estimate, standard error).
 
-    Each P(y | x_1:T') is the label frequency over R = ``n_continuations`` exact continuations; the mean over
-    the n sequences is returned with its standard error over sequences, which does not include the bias below.
-    ``estimate="plug-in"`` (the default) takes the max of the R frequencies: biased *upward* where classes are
-    close, by O(1/√R) — for a sequence whose label is a fair coin by about +0.14 at R = 8, +0.05 at R = 64 —
-    an upper bound in expectation (on a world whose every label is a fair coin the ceiling 0.5 read
-    0.549 ± 0.0008 at R = 64 over 2000 sequences: 59 standard errors; a review, 2026-12-08); its noise can still put one run below the
-    exact value (0.6944 ± 0.0010 against 0.6959).  ``estimate="split"`` picks the class on the first ⌊R/2⌋
-    continuations and scores it on the others: the accuracy of a predictor that exists, so unbiased for a
-    lower bound (exact where the picked class is the best), and the two estimates bracket the ceiling in
-    expectation (R ≥ 2).  T' = T returns (1.0, 0.0) exactly; T' = 0 uses the prior law of the chain.
-    ``n_continuations``, ``key``, ``estimate`` and n ≥ 2 are checked first, at T' = T too."""
+    Each P(y | x_1:T') is the label frequency over R = ``n_continuations`` exact continuations; the mean over the n
+    sequences is returned with its standard error over sequences, which does not include the bias below.
+    ``estimate="plug-in"`` (the default) takes the max of the R frequencies: biased *upward* where classes are close, by
+    O(1/√R) — for a sequence whose label is a fair coin by about +0.14 at R = 8, +0.05 at R = 64 — an upper bound in
+    expectation (on a world whose every label is a fair coin the ceiling 0.5 read 0.549 ± 0.0008 at R = 64 over 2000
+    sequences: 59 standard errors; a review, 2026-12-08); its noise can still put one run below the exact value
+    (0.6944 ± 0.0010 against 0.6959).  ``estimate="split"`` picks the class on the first ⌊R/2⌋ continuations and
+    scores it on the others: the accuracy of a predictor that exists, so unbiased for a lower bound (exact where the
+    picked class is the best), and the two estimates bracket the ceiling in expectation (R ≥ 2).  T' = T returns
+    (1.0, 0.0) exactly; T' = 0 uses the prior law of the chain.  ``n_continuations``, ``key``, ``estimate`` and
+    n ≥ 2 are checked first, at T' = T too."""
     R = check_positive_int("n_continuations", n_continuations)
     if estimate not in ("plug-in", "split"):
         raise ConfigError(f"estimate: expected 'plug-in' or 'split', got {estimate!r}")
-    if estimate == "split" and R < 2:
-        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
-                          f"other half, which needs at least 2, got {R}")
+    if estimate == "split":
+        _check_split(R)
     y = _continuation_labels(world, task, tokens_full, visible_length, R, key)
     return mean_and_sem(_split(y, task.n_classes) if estimate == "split" else _plug_in(y, task.n_classes),
                         "tokens_full")
@@ -506,18 +505,23 @@ def bayes_ceiling_bracket(world, task, tokens_full, visible_length: int, *, n_co
                           key=0) -> tuple[float, float, float, float]:
     """``(lower, lower_se, upper, upper_se)``: :func:`bayes_ceiling`'s split and plug-in estimates from one set
     of R = ``n_continuations`` ≥ 2 continuations (the cost of one), which bracket the ceiling in expectation."""
-    R = check_positive_int("n_continuations", n_continuations)
-    if R < 2:
-        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
-                          f"other half, which needs at least 2, got {R}")
+    R = _check_split(check_positive_int("n_continuations", n_continuations))
     y = _continuation_labels(world, task, tokens_full, visible_length, R, key)
     return (*mean_and_sem(_split(y, task.n_classes), "tokens_full"),
             *mean_and_sem(_plug_in(y, task.n_classes), "tokens_full"))
 
 
+def _check_split(R: int) -> int:
+    """``R``, or a ConfigError: the split estimate picks on half the continuations and scores on the other half."""
+    if R < 2:
+        raise ConfigError(f"n_continuations: the split estimate picks on half the continuations and scores on the "
+                          f"other half, which needs at least 2, got {R}")
+    return R
+
+
 def _continuation_labels(world, task, tokens_full, visible_length, R: int, key) -> np.ndarray:
-    """``(n, R)`` labels of the R exact continuations of each sequence's first T' tokens; all-ones ``(n, 1)``
-    where T' = T (the predictor sees what decides the label)."""
+    """``(n, R)`` labels of the R exact continuations of each sequence's first T' tokens; where T' = T (the
+    predictor sees what decides the label) two copies of one class, ``(n, 2)``, which either estimate reads as 1."""
     params = data_chain(world, check_task(task, world))
     toks, _ = check_tokens(tokens_full, params[2].shape[1], "tokens_full")
     n, T = toks.shape
@@ -540,16 +544,21 @@ def _continuation_labels(world, task, tokens_full, visible_length, R: int, key) 
     return task.labels(world, full.reshape(n * R, T)).reshape(n, R)
 
 
+def _frequencies(y, n_classes: int) -> np.ndarray:
+    """``(n, n_classes)``: each class's frequency among each sequence's continuation labels ``y (n, R)``."""
+    return np.stack([(y == c).mean(axis=1) for c in range(n_classes)], axis=1)
+
+
 def _plug_in(y, n_classes: int) -> np.ndarray:
     """Per sequence, the largest label frequency over its continuations."""
-    return np.stack([(y == c).mean(axis=1) for c in range(n_classes)], axis=1).max(axis=1)
+    return _frequencies(y, n_classes).max(axis=1)
 
 
 def _split(y, n_classes: int) -> np.ndarray:
     """Per sequence, the class of the first half's frequencies (ties: the lowest) scored on the other half."""
-    R = y.shape[1]
-    pick = np.stack([(y[:, :R // 2] == c).mean(axis=1) for c in range(n_classes)], axis=1).argmax(axis=1)
-    return (y[:, R // 2:] == pick[:, None]).mean(axis=1)
+    half = y.shape[1] // 2
+    pick = _frequencies(y[:, :half], n_classes).argmax(axis=1)
+    return (y[:, half:] == pick[:, None]).mean(axis=1)
 
 
 __all__ = ["POSITIONS", "PosteriorTask", "MemoryTask", "sparse_label_matrix", "sparse_direction",

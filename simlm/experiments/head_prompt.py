@@ -27,12 +27,12 @@ for an analytic LM its calibrated ε at the readout law on the training inputs) 
 the exact KL at the very law the head reads, on the test inputs — the number that says how well the
 unprompted readout of a trained LM fares at its shorter length.  Beside the accuracies: the Bayes ceiling
 E[max_y P(y | x_1:T')] (1 exactly when T' = T: ``--full-input``; ``bayes_ceiling`` the plug-in estimate from
-``n_continuations`` continuations, an upper bound in expectation, ``bayes_ceiling_lower`` the split one from the
-same continuations, a lower bound: :func:`~simlm.downstream.bayes_ceiling_bracket`), the majority-class rate, and Wei et al.'s conditions — emission rank and
-σ_min of B (rank B = |H| makes the head work for every μ, so it holds only while |H| ≤ |X|; a rank-deficient B
-alone does not make a head fail: states the posterior never tells apart), the head realisability
-residual — the distance of μ from col(B), computed as the projection residual ‖μ − Πμ‖/‖μ‖ with Π the
-projection on B's leading left singular vectors (equal to ‖BB⁺μ − μ‖/‖μ‖ in exact arithmetic, without
+``n_continuations`` continuations, an upper bound in expectation, ``bayes_ceiling_lower`` the split one from the same
+continuations, a lower bound: :func:`~simlm.downstream.bayes_ceiling_bracket`), the majority-class rate, and
+Wei et al.'s conditions — emission rank and σ_min of B (rank B = |H| makes the head work for every μ, so it holds
+only while |H| ≤ |X|; a rank-deficient B alone does not make a head fail: states the posterior never tells apart),
+the head realisability residual — the distance of μ from col(B), computed as the projection residual ‖μ − Πμ‖/‖μ‖
+with Π the projection on B's leading left singular vectors (equal to ‖BB⁺μ − μ‖/‖μ‖ in exact arithmetic, without
 its ε·cond(B) rounding) — the rank of B on supp μ and the prompt feasibility of the task at δ = 0
 (``prompt_feasible``: exact zeros, the theorem's hypothesis, as
 :func:`~simlm.theory.head_prompt.check_head_prompt_conditions` reads it by default; so it equals
