@@ -10,12 +10,11 @@ causal model, all of them in a masked LM), so padding there changes their losses
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simlm.checks import as_tuple, check_finite
 from simlm.errors import ConfigError, ShapeError, TokenError
 from simlm.models import finite
 from simlm.models.transformer import causal_inputs, next_token_logprobs, require_kind
@@ -91,7 +90,8 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     c, mask = model.config, _mask(mask)
     if isinstance(key, (bool, int, np.integer)):  # jax.random.split(0) is a raw TypeError about "key data"
         raise ConfigError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__} {key!r}")
-    _check_masking(mask_rate, corruption)
+    if not any(isinstance(a, jax.core.Tracer) for a in (mask_rate, corruption)):
+        check_masking(mask_rate, corruption)
     _check_targets(tokens, mask, c.n_symbols)  # on the ids as given: an int64 2**32 + 1 would wrap to 1 in int32
     tokens = jnp.asarray(tokens)
     k_choose, k_how, k_rand = jax.random.split(key, 3)
@@ -110,24 +110,19 @@ def masked_lm(model, tokens, key, mask=None, *, mask_rate=0.15, corruption=(0.8,
     return _masked_mean(-_observed(jax.nn.log_softmax(model(inputs), axis=-1), tokens), chosen)
 
 
-def _check_masking(mask_rate, corruption) -> None:
-    """``mask_rate`` in (0, 1] and ``corruption`` three non-negative probabilities summing to 1, or a
-    :class:`ConfigError` naming them (the trainer's config checks them; a direct call did not: (2, 1, 1) read as
+def check_masking(mask_rate, corruption) -> tuple[float, tuple]:
+    """``(mask_rate, corruption)`` as a float in (0, 1] and three floats, the probabilities of (MASK, a random
+    symbol, the token kept) summing to 1, or a :class:`ConfigError` naming the one that is not: the one rule of the
+    trainer's config and of a direct call to :func:`masked_lm` (which checked nothing: corruption (2, 1, 1) read as
     (½, ¼, ¼), (1.2, −0.1, −0.1) and NaN gave a finite loss, and a pair a JAX shape error)."""
-    if not isinstance(mask_rate, jax.core.Tracer):
-        real = np.ndim(mask_rate) == 0 and np.asarray(mask_rate).dtype.kind in "iuf"  # a 0-d jax or numpy value too
-        rate = float(mask_rate) if real else math.nan
-        if not 0 < rate <= 1:
-            raise ConfigError(f"mask_rate: expected a number in (0, 1], got {mask_rate!r}")
-    if isinstance(corruption, jax.core.Tracer):
-        return
-    try:
-        p = np.asarray(corruption, dtype=np.float64)
-    except (TypeError, ValueError):
-        p = np.full(1, np.nan)
-    if not (p.shape == (3,) and np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) <= 1e-6):
-        raise ConfigError(f"corruption: expected the probabilities of (MASK, a random symbol, the token kept), three "
-                          f"non-negative numbers summing to 1, got {corruption!r}")
+    rate = check_finite("mask_rate", mask_rate, "a rate in (0, 1]")
+    if not 0 < rate <= 1:
+        raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {mask_rate!r}")
+    what = "three probabilities (mask, random, keep) summing to 1"
+    c = [check_finite("corruption", v, what) for v in as_tuple("corruption", corruption)]
+    if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
+        raise ConfigError(f"corruption: expected {what}, got {corruption!r}")
+    return rate, tuple(c)
 
 
 def quad(model, tokens, key=None, mask=None):

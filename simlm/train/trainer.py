@@ -137,20 +137,15 @@ class TrainConfig:
         check_float32_normal("learning_rate", self.learning_rate, "the optimiser computes")
         check_float32_normal("grad_clip", self.grad_clip, "the optimiser computes",
                              " (grad_clip = 0 means no clipping)")
-        fix("mask_rate", check_finite("mask_rate", self.mask_rate, "a rate in (0, 1]"))
-        if not 0 < self.mask_rate <= 1:
-            raise ConfigError(f"mask_rate: expected a rate in (0, 1], got {self.mask_rate!r}")
+        rate, corruption = objectives.check_masking(self.mask_rate, self.corruption)
+        fix("mask_rate", rate)
         if self.data == "corpus" and self.corpus_sequences < self.batch_size:
             raise ConfigError(f"corpus_sequences: {self.corpus_sequences} is smaller than batch_size {self.batch_size}")
         if self.data == "corpus" and self.corpus_seed == self.eval_seed:  # world.sample(seed, …) for both
             raise ConfigError(f"eval_seed: equals corpus_seed = {self.corpus_seed}, so the held-out set would be "
                               "the training corpus (or its first sequences) and ε measured on the training data; "
                               "give another eval_seed")
-        what = "three probabilities (mask, random, keep) summing to 1"
-        c = [check_finite("corruption", v, what) for v in as_tuple("corruption", self.corruption)]
-        if len(c) != 3 or min(c) < 0 or abs(sum(c) - 1) > 1e-6:
-            raise ConfigError(f"corruption: expected {what}, got {self.corruption!r}")
-        fix("corruption", tuple(c))
+        fix("corruption", corruption)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
