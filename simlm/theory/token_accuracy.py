@@ -180,7 +180,7 @@ def _laws(name, value, shape=None) -> np.ndarray:
     if wide is not None and not np.isfinite(wide).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(wide))[0])
         raise DistributionError(f"{name}: entry {idx} is {wide[idx]}, expected a probability")
-    a = check_real_array(name, raw, error=ShapeError)
+    a = check_real_array(name, raw if wide is None else wide, error=ShapeError)  # converted once
     if a.ndim != 3 or (shape is not None and a.shape != shape):
         raise ShapeError(f"{name}: expected laws of shape {shape or '(n, T, V)'}, got {a.shape}")
     return a
