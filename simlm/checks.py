@@ -12,6 +12,7 @@ import difflib
 import functools
 import math
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -356,6 +357,15 @@ def check_non_negative(name: str, value, *, finite: bool = False) -> float:
     if not v >= 0 or (finite and math.isinf(v)):
         raise ConfigError(f"{name}: expected {what}, got {value!r}")
     return v
+
+
+def nonempty_path(value, name: str = "out", what: str = "a results directory") -> Path:
+    """``value`` as a Path, or a :class:`ConfigError` naming ``name`` for an empty (or blank) path: ``Path('')`` is
+    the working directory, where a run given ``out=''`` (or a training ``run_dir=''``) wrote its files and a report
+    named it '.'."""
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"{name}: expected {what}, got an empty path {value!r}")
+    return Path(value)
 
 
 def check_instance(name: str, value, types, what: str):

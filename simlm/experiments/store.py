@@ -12,6 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
+from simlm.checks import nonempty_path
 from simlm.errors import ConfigError
 from simlm.jsonio import STRICT, claim_json, jsonable, locked, read_json, write_json_atomic
 
@@ -329,14 +330,6 @@ def _replace_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def nonempty_path(out, field: str = "out", what: str = "a results directory") -> Path:
-    """``out`` as a Path, or a :class:`ConfigError` naming ``field`` for an empty (or blank) path: ``Path('')`` is
-    the working directory, where a run given ``out=''`` wrote its files and a report named it '.'."""
-    if isinstance(out, str) and not out.strip():
-        raise ConfigError(f"{field}: expected {what}, got an empty path {out!r}")
-    return Path(out)
-
-
 def results_dir(out, field: str = "out") -> Path:
     """``out`` as a directory that exists (created if needed), or :class:`ConfigError` naming ``field`` (the
     option that gave it: a command line writes it as its flag).  An empty path is refused: ``Path('')`` is the
@@ -482,5 +475,4 @@ def _saved_config(results) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-__all__ = ["CellStore", "append_cell", "claim", "config_digest", "log_run", "nonempty_path", "read_runs", "results_dir",
-           "update_run"]
+__all__ = ["CellStore", "append_cell", "claim", "config_digest", "log_run", "read_runs", "results_dir", "update_run"]

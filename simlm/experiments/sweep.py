@@ -52,11 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simlm.checks import check_distinct_labels, check_memory
+from simlm.checks import check_distinct_labels, check_memory, nonempty_path
 from simlm.errors import ConfigError, SimlmError
 from simlm.experiments.registry import COLUMNS, ROW_TYPES, Cell, get_check, judged
-from simlm.experiments.store import (CellStore, claim, log_run, nonempty_path, results_dir, row_problem, running,
-                                    update_run)
+from simlm.experiments.store import CellStore, claim, log_run, results_dir, row_problem, running, update_run
 from simlm.jsonio import jsonable, read_json, write_json_atomic, write_text_atomic
 from simlm.runtime import cpu_description, release_compiled
 

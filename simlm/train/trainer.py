@@ -58,7 +58,8 @@ from simlm.train.schedule import OVERSHOOT, REPLAY, TRAIL, next_evaluation
 from simlm.train.checkpoint import load_lm, read_metadata, restore_tree, save_model, save_tree
 from simlm.metrics.epsilon import check_laws, kl_per_sequence, tv_per_sequence
 from simlm.checks import (SEED_LIMIT, as_tuple, check_distinct_labels, check_finite, check_float32_normal,
-                          check_instance, check_memory, check_positive_int, checked_fields, mean_and_sem, seed_key)
+                          check_instance, check_memory, check_positive_int, checked_fields, mean_and_sem, nonempty_path,
+                          seed_key)
 from simlm.worlds.base import World
 
 
@@ -218,8 +219,7 @@ def _validate(world, model_config, config, run_dir, until_step, progress) -> Non
     directory is claimed, so a failing call leaves nothing behind."""
     if run_dir is not None:
         check_instance("run_dir", run_dir, (str, os.PathLike), "a directory path or None")
-        if isinstance(run_dir, str) and not run_dir.strip():  # Path('') is the working directory: it trained there
-            raise ConfigError(f"run_dir: expected a directory path or None, got an empty path {run_dir!r}")
+        nonempty_path(run_dir, "run_dir", "a directory path or None")  # '' is the working directory: it trained there
     if until_step is not None:
         check_positive_int("until_step", until_step, 1, _INT_MAX)
     if not isinstance(progress, bool):
